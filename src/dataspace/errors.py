@@ -1,0 +1,128 @@
+"""The one exception tree of dataspace.
+
+Every error says what happened and what to do about it. Library exceptions (DuckDB,
+SQLAlchemy, cryptography, pyarrow) are wrapped at the boundary where they occur.
+The CLI catches :class:`DataspaceError` in one place and exits with ``exit_code``;
+the HTTP API renders it as the one JSON error envelope with ``http_status``.
+
+    DataspaceError
+    ├── UsageError                 bad arguments or configuration given by the caller
+    │   ├── NodeNotFound           no node at the given directory
+    │   └── NodeExists             init over an existing node
+    ├── InputError                 a file or value that cannot be accepted
+    │   ├── UnreadableInput        empty, binary, unknown encoding, ragged rows, ...
+    │   └── InvalidName            dataset names with separators, '..', control characters
+    ├── NotFound                   a named thing (dataset, entry, token) does not exist
+    ├── Conflict                   the name or state is taken (duplicate dataset name)
+    ├── AuthError                  missing or wrong credentials
+    │   └── Forbidden              right credentials, wrong role
+    ├── VerificationError          a proof, signature or log does not verify
+    │   ├── ProofError             inclusion / consistency proof rejected
+    │   ├── SignatureError         signed note or key does not verify
+    │   └── LedgerTampered         stored log rows disagree with the tree (carries index)
+    └── StoreError                 the state database failed or is out of date
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DataspaceError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    code = "error"
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class UsageError(DataspaceError):
+    code = "usage"
+    exit_code = 2
+    http_status = 400
+
+
+class NodeNotFound(UsageError):
+    code = "node_not_found"
+
+
+class NodeExists(UsageError):
+    code = "node_exists"
+
+
+class InputError(DataspaceError):
+    code = "invalid_input"
+    exit_code = 3
+    http_status = 422
+
+
+class UnreadableInput(InputError):
+    code = "unreadable_input"
+
+
+class InvalidName(InputError):
+    code = "invalid_name"
+
+
+class NotFound(DataspaceError):
+    code = "not_found"
+    exit_code = 4
+    http_status = 404
+
+
+class Conflict(DataspaceError):
+    code = "conflict"
+    exit_code = 5
+    http_status = 409
+
+
+class AuthError(DataspaceError):
+    code = "unauthorized"
+    exit_code = 6
+    http_status = 401
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+    http_status = 403
+
+
+class VerificationError(DataspaceError):
+    code = "verification_failed"
+    exit_code = 7
+    http_status = 422
+
+
+class ProofError(VerificationError):
+    code = "invalid_proof"
+
+
+class SignatureError(VerificationError):
+    code = "invalid_signature"
+
+
+class LedgerTampered(VerificationError):
+    code = "ledger_tampered"
+
+
+class StoreError(DataspaceError):
+    code = "store_error"
+    exit_code = 8
+    http_status = 503

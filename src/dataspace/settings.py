@@ -1,0 +1,73 @@
+"""Every limit and threshold in one table, with its default and what it is for.
+
+A node's ``node.toml`` may override any of them under ``[limits]``; nothing else in the
+code base hard-codes a limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dataspace.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("import_memory_limit_mb", 512, "DuckDB memory limit while importing a file (MiB)"),
+    Setting("import_threads", 2, "DuckDB threads while importing a file"),
+    Setting("import_max_line_bytes", 8_388_608, "longest CSV line accepted on import (bytes)"),
+    Setting("sniff_bytes", 1_048_576, "bytes read to detect a CSV file's encoding and dialect"),
+    Setting("classify_sample_rows", 10_000, "non-null values sampled per column for classification"),
+    Setting("classify_min_share", 0.8, "share of sampled values that must validate to classify"),
+    Setting("profile_top_values", 5, "top values listed per non-sensitive column"),
+    Setting("api_max_page", 1000, "most ledger entries returned by one API call"),
+    Setting("token_bytes", 32, "random bytes in a new API token"),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Limits(Mapping[str, Any]):
+    """The effective limits: defaults overlaid with a node's overrides."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        values = {s.name: s.default for s in SETTINGS}
+        for key, value in (overrides or {}).items():
+            setting = _BY_NAME.get(key)
+            if setting is None:
+                raise UsageError(
+                    f"unknown limit '{key}' in node.toml [limits]",
+                    hint="known limits: " + ", ".join(sorted(_BY_NAME)),
+                )
+            if type(value) is not type(setting.default) and not (
+                isinstance(setting.default, float) and isinstance(value, int)
+            ):
+                raise UsageError(
+                    f"limit '{key}' must be {type(setting.default).__name__}, got {value!r}",
+                    hint="fix node.toml [limits]",
+                )
+            values[key] = value
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None

@@ -1,0 +1,122 @@
+"""Engine set-up and transactions for SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode with synchronous=FULL so a committed ledger append survives a power
+cut. Write transactions start with BEGIN IMMEDIATE: two writers queue on the lock instead of
+one failing half-way with SQLITE_BUSY. On PostgreSQL a node may live in its own schema
+(``search_path``), so several nodes can share one database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dataspace.errors import Conflict, DataspaceError, StoreError, UsageError
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_WRITE = "dataspace_write"
+
+
+class Store:
+    """A node's state database."""
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = url
+        self.schema = schema or None
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine = _make_engine(url, self.schema)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
+        )
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with _wrapped(), self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One atomic write transaction: everything commits together or nothing does."""
+        with _wrapped(), self._write_sessions() as session, session.begin():
+            yield session
+
+    def migrate(self) -> None:
+        from dataspace.store.migrate import upgrade
+
+        with _wrapped():
+            upgrade(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def _wrapped() -> Iterator[None]:
+    try:
+        yield
+    except DataspaceError:
+        raise
+    except IntegrityError as exc:
+        raise Conflict(
+            f"the change conflicts with existing state: {exc.orig}",
+            hint="use another name, or remove the existing item first",
+        ) from exc
+    except OperationalError as exc:
+        raise StoreError(
+            f"state database error: {exc.orig}",
+            hint="check that the node's database is reachable and not locked by another process",
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"state database error: {exc}") from exc
+
+
+def _make_engine(url: str, schema: str | None) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if url.startswith("postgresql"):
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if schema:
+            if not _SCHEMA_RE.match(schema):
+                raise UsageError(f"invalid PostgreSQL schema name {schema!r}", hint="use [a-z0-9_]")
+            kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+        engine = create_engine(url, **kwargs)
+        if schema:
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        return engine
+    raise UsageError(
+        f"unsupported database URL {url.split(':', 1)[0]!r}",
+        hint="use sqlite:///PATH or postgresql://USER@HOST/DB",
+    )
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
