@@ -1,0 +1,326 @@
+"""Detect what a text file is before DuckDB reads it: binary or text, encoding, CSV dialect.
+
+Everything here reads a bounded prefix (``Limits.sniff_bytes``) or streams in fixed-size chunks;
+nothing loads a whole file. Errors are :class:`~dataspace.errors.UnreadableInput` with a
+one-line message naming the file (and the line where known) and a hint saying what to do.
+
+Encodings recognised: UTF-8 (with or without BOM), UTF-16 with BOM, GBK and GB18030. GBK is
+decoded with the GB18030 codec (a strict superset), so a "GBK" file that later contains a
+four-byte GB18030 sequence still imports; the reported encoding is upgraded to ``gb18030``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataspace.errors import UnreadableInput
+
+CHUNK = 1 << 20
+
+# Leading bytes of common non-text files, with what to tell the user.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook? export it as CSV)"),
+    (b"\xd0\xcf\x11\xe0", "a legacy Office file (an .xls workbook? export it as CSV)"),
+    (b"\x1f\x8b", "gzip-compressed (decompress it first)"),
+    (b"BZh", "bzip2-compressed (decompress it first)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed (decompress it first)"),
+    (b"\x7fELF", "an executable"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+DELIMITERS = (",", "\t", ";", "|")
+
+
+def fail(path: Path, what: str, hint: str, **details: object) -> UnreadableInput:
+    """Build the one-line error every reader here raises."""
+    return UnreadableInput(
+        f"cannot import {path.name}: {what}", hint=hint, file=str(path), **details
+    )
+
+
+def read_prefix(path: Path, size: int) -> tuple[bytes, bool]:
+    """The first ``size`` bytes and whether they are the whole file."""
+    with path.open("rb") as fh:
+        data = fh.read(size + 1)
+    return data[:size], len(data) <= size
+
+
+def check_not_binary(path: Path, prefix: bytes) -> None:
+    for magic, what in _MAGIC:
+        if prefix.startswith(magic):
+            raise fail(
+                path, f"the file is {what}, not text", "import CSV, TSV, JSON Lines or Parquet"
+            )
+    if any(prefix.startswith(bom) for bom, _ in _BOMS):
+        return
+    if b"\x00" in prefix:
+        raise fail(
+            path,
+            "the file is binary (it contains NUL bytes)",
+            "import CSV, TSV, JSON Lines or Parquet text saved as UTF-8, GBK or GB18030",
+        )
+
+
+def detect_encoding(path: Path, prefix: bytes, complete: bool) -> str:
+    """One of utf-8, utf-8-sig, utf-16, gbk, gb18030 — judged on the prefix."""
+    for bom, name in _BOMS:
+        if prefix.startswith(bom):
+            return name
+    for name in ("utf-8", "gbk", "gb18030"):
+        try:
+            text = codecs.getincrementaldecoder(name)("strict").decode(prefix, final=complete)
+        except UnicodeDecodeError:
+            continue
+        _check_text_like(path, text)
+        return name
+    raise fail(
+        path,
+        "the encoding is not UTF-8, GBK or GB18030",
+        "re-save the file as UTF-8 (Excel: 'CSV UTF-8') and import it again",
+    )
+
+
+def _check_text_like(path: Path, text: str) -> None:
+    if not text:
+        return
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\r\n\f")
+    if controls / len(text) > 0.01:
+        raise fail(
+            path,
+            "the file looks binary (many control characters)",
+            "import CSV, TSV, JSON Lines or Parquet text",
+        )
+
+
+def decode_prefix(prefix: bytes, encoding: str, complete: bool) -> str:
+    codec = "gb18030" if encoding == "gbk" else encoding
+    text = codecs.getincrementaldecoder(codec)("replace").decode(prefix, final=complete)
+    return text.lstrip("\ufeff")
+
+
+def transcode_to_utf8(path: Path, dest: Path, encoding: str) -> str:
+    """Stream ``path`` into UTF-8 at ``dest`` (no BOM); return the encoding actually seen.
+
+    A file sniffed as GBK is decoded as GB18030; if any character outside GBK turns up, the
+    returned label becomes ``gb18030``.
+    """
+    codec = "gb18030" if encoding == "gbk" else encoding
+    label = encoding
+    decoder = codecs.getincrementaldecoder(codec)("strict")
+    line = 1
+    first = True
+    with path.open("rb") as src, dest.open("wb") as out:
+        while True:
+            raw = src.read(CHUNK)
+            final = not raw
+            try:
+                text = decoder.decode(raw, final=final)
+            except UnicodeDecodeError as exc:
+                at = line + raw[: max(exc.start, 0)].count(b"\n")
+                raise fail(
+                    path,
+                    f"line {at} is not valid {label.upper()}",
+                    "the file mixes encodings; re-save it as UTF-8 and import it again",
+                    line=at,
+                ) from None
+            if first and text:
+                text = text.lstrip("\ufeff")
+                first = False
+            if label == "gbk" and text:
+                try:
+                    text.encode("gbk")
+                except UnicodeEncodeError:
+                    label = "gb18030"
+            out.write(text.encode("utf-8"))
+            line += raw.count(b"\n")
+            if final:
+                break
+        out.flush()
+    return label
+
+
+# --- CSV dialect -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dialect:
+    delimiter: str
+    header: list[str]
+
+
+def _rows(text: str, delimiter: str, complete: bool, limit: int = 200) -> list[list[str]]:
+    if not complete:  # drop the possibly cut last line
+        cut = text.rfind("\n")
+        text = text[: cut + 1] if cut >= 0 else text
+    rows: list[list[str]] = []
+    try:
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            if row:
+                rows.append(row)
+            if len(rows) >= limit:
+                break
+    except csv.Error:
+        pass
+    return rows
+
+
+def sniff_dialect(path: Path, text: str, complete: bool, preferred: str | None) -> Dialect:
+    """Pick the delimiter that splits the first rows most consistently; read the header."""
+    best: tuple[float, int, int] = (-1.0, 0, 0)
+    choice = preferred or ","
+    order = ([preferred] if preferred else []) + [d for d in DELIMITERS if d != preferred]
+    for rank, delim in enumerate(order):
+        rows = _rows(text, delim, complete)
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        consistency = sum(1 for r in rows if len(r) == width) / len(rows)
+        score = (consistency, width if consistency == 1.0 else 0, -rank)
+        if score > best:
+            best, choice = score, delim
+    rows = _rows(text, choice, complete, limit=1)
+    if not rows:
+        raise fail(path, "the file is empty", "export the data again with a header row and rows")
+    header = [name.strip() for name in rows[0]]
+    _check_names(path, header)
+    return Dialect(choice, header)
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
+    if empty:
+        cols = ", ".join(str(i) for i in empty)
+        raise fail(
+            path,
+            f"column {cols} of the header has no name",
+            "give every column a name in the first row",
+            columns=empty,
+        )
+    seen: dict[str, int] = {}
+    dupes: list[str] = []
+    for name in names:
+        key = name.strip()
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] == 2:
+            dupes.append(key)
+    if dupes:
+        raise fail(
+            path,
+            "duplicate column names: " + ", ".join(repr(d) for d in dupes),
+            "rename the columns so that each name is unique",
+            columns=dupes,
+        )
+
+
+def check_names(path: Path, names: list[str]) -> None:
+    """Raise on empty or duplicate column names (also used for Parquet and JSON inputs)."""
+    _check_names(path, names)
+
+
+# --- diagnosing a failed read (error path only, streaming) -------------------------------
+
+
+def _text_lines(path: Path, encoding: str) -> Iterator[str]:
+    codec = "gb18030" if encoding == "gbk" else encoding
+    with path.open("r", encoding=codec, errors="strict", newline="") as fh:
+        yield from fh
+
+
+class _LineCounter:
+    """Iterate over text lines, remembering the number of the last one handed out."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.line = 0
+
+    def __iter__(self) -> _LineCounter:
+        return self
+
+    def __next__(self) -> str:
+        text = next(self._lines)
+        self.line += 1
+        return text
+
+
+def diagnose_csv(path: Path, utf8_path: Path, encoding: str, dialect: Dialect) -> UnreadableInput:
+    """Find the first row that DuckDB could not read and say why (rows count from 1 after
+    the header; lines count from 1 at the top of the file)."""
+    width = len(dialect.header)
+    counter = _LineCounter(_text_lines(utf8_path, "utf-8"))
+    try:
+        for record, row in enumerate(csv.reader(counter, delimiter=dialect.delimiter)):
+            if record == 0 or not row:
+                continue
+            if len(row) != width:
+                return fail(
+                    path,
+                    f"row {record} (line {counter.line}) has {len(row)} fields, "
+                    f"the header has {width}",
+                    "fix that row (a missing or extra delimiter, or an unclosed quote) "
+                    "and import again",
+                    row=record,
+                    line=counter.line,
+                )
+    except UnicodeDecodeError:
+        return fail(
+            path,
+            f"line {counter.line + 1} is not valid {encoding.upper()}",
+            "the file mixes encodings; re-save it as UTF-8 and import it again",
+            line=counter.line + 1,
+        )
+    except csv.Error as exc:
+        return fail(
+            path,
+            f"line {counter.line} cannot be parsed ({exc})",
+            "fix the quoting on that line and import again",
+            line=counter.line,
+        )
+    return fail(path, "the CSV could not be read", "check the file's format and import again")
+
+
+def diagnose_jsonl(path: Path, encoding: str) -> UnreadableInput:
+    line = 0
+    try:
+        for line, text in enumerate(_text_lines(path, encoding), start=1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                return fail(
+                    path,
+                    f"line {line} is not valid JSON ({exc.args[0].split(':')[0]})",
+                    "each line must hold one JSON object; fix that line and import again",
+                    line=line,
+                )
+            if not isinstance(value, dict):
+                return fail(
+                    path,
+                    f"line {line} is a JSON {type(value).__name__}, not an object",
+                    "each line must hold one JSON object with the same keys",
+                    line=line,
+                )
+    except UnicodeDecodeError:
+        return fail(
+            path,
+            f"line {line + 1} is not valid {encoding.upper()}",
+            "re-save the file as UTF-8 and import it again",
+            line=line + 1,
+        )
+    return fail(path, "the JSON Lines file could not be read", "check it holds one object a line")

@@ -1,0 +1,465 @@
+"""Import a CSV/TSV, JSON Lines or Parquet file into one Parquet file, streaming.
+
+The engine is DuckDB, in-process and locked down for the duration of one import: it may read
+the source file and write only inside a private work directory next to ``dest``; extension
+autoinstall/autoload are off; ``memory_limit`` and ``threads`` come from :class:`Limits`.
+
+Pipeline for CSV/TSV:
+
+1. read ``sniff_bytes`` from the top: refuse empty and binary files, detect the encoding
+   (UTF-8, UTF-8 with BOM, UTF-16 with BOM, GBK, GB18030), sniff the delimiter among
+   ``, \\t ; |`` and read the header (empty or duplicate names are an error);
+2. GBK/GB18030/UTF-16 files are transcoded to UTF-8 in the work directory, 1 MiB at a time;
+3. one DuckDB pass reads every value as text and decides each column's type over *all* rows
+   (see :data:`TYPE_RULE`); a second pass casts and writes Parquet (zstd).
+
+The Parquet file is written in the work directory (named ``.importing-<dest>-*``), fsynced
+and moved into place with :func:`os.replace`, so ``dest`` either holds a complete import or
+nothing. :func:`cleanup_partial_imports` removes work directories left by a killed import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from dataspace.catalog import encoding as enc
+from dataspace.errors import DataspaceError, UnreadableInput, UsageError
+from dataspace.settings import Limits
+
+PARTIAL_PREFIX = ".importing-"
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+TYPE_RULE = """\
+A CSV column gets a type only if every non-empty value in the whole file fits it:
+BOOLEAN (true/false), BIGINT, DOUBLE, DATE (YYYY-MM-DD), TIMESTAMP (YYYY-MM-DD hh:mm[:ss]).
+A column stays VARCHAR, whatever else it holds, if any value is an identifier-like digit
+string: a leading zero (00123), 11 or more digits (phone, bank card, ID numbers) or 17 digits
+followed by a digit or X (resident ID). Dates in other spellings stay VARCHAR."""
+
+_INT = r"[+-]?[0-9]+"
+_NUM = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+_IDENT = r"[+-]?0[0-9]+|[0-9]{11,}|[0-9]{17}[0-9Xx]"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    rows: int
+    columns: tuple[Column, ...]
+    source_format: str
+    source_encoding: str | None
+    bytes: int
+    sha256: str
+    delimiter: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "columns": [{"name": c.name, "type": c.type} for c in self.columns],
+            "source_format": self.source_format,
+            "source_encoding": self.source_encoding,
+            "delimiter": self.delimiter,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None) -> ImportResult:
+    """Convert ``src`` into one Parquet file at ``dest`` (atomically replaced)."""
+    src, dest = Path(src), Path(dest)
+    if not src.is_file():
+        raise enc.fail(src, "no such file", "check the path and try again")
+    try:
+        fmt = _resolve_format(src, fmt, limits)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f"{PARTIAL_PREFIX}{os.getpid()}-{dest.name}-"
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+    except OSError as exc:
+        raise _os_error(src, dest, exc) from None
+    try:
+        out = work / "out.parquet"
+        source = _safe_source(src.resolve(), work)
+        with _connect(limits, work, source) as con:
+            encoding: str | None
+            delimiter: str | None
+            if fmt in ("csv", "tsv"):
+                encoding, delimiter = _import_csv(con, src, source, out, work, fmt, limits)
+            elif fmt == "jsonl":
+                encoding, delimiter = _import_jsonl(con, src, source, out, work, limits), None
+            else:
+                _import_parquet(con, src, source, out)
+                encoding, delimiter = None, None
+            rows, columns = _describe(con, out)
+        if rows == 0:
+            raise enc.fail(src, "no data rows", "the file has no rows to import; add rows")
+        digest, size = _sha256(out)
+        _fsync(out)
+        os.replace(out, dest)
+        _fsync_dir(dest.parent)
+    except OSError as exc:
+        raise _os_error(src, dest, exc) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ImportResult(rows, columns, fmt, encoding, size, digest, delimiter)
+
+
+def _os_error(src: Path, dest: Path, exc: OSError) -> DataspaceError:
+    return DataspaceError(
+        f"cannot import {src.name}: {exc.strerror or exc} ({exc.filename or dest})",
+        hint="check that the file is readable and the data directory writable, with free space",
+        file=str(src),
+    )
+
+
+def cleanup_partial_imports(data_dir: Path) -> list[Path]:
+    """Remove ``.importing-<pid>-*`` leftovers of killed imports anywhere under ``data_dir``.
+
+    Only leftovers whose writing process is gone are removed, so a node may be opened (by the
+    CLI, say) while its server is importing.
+    """
+    removed: list[Path] = []
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        return removed
+    for root, dirs, files in os.walk(data_dir):
+        for name in [d for d in dirs if _is_stale(d)]:
+            path = Path(root) / name
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            dirs.remove(name)
+        for name in files:
+            if _is_stale(name):
+                path = Path(root) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _is_stale(name: str) -> bool:
+    if not name.startswith(PARTIAL_PREFIX):
+        return False
+    pid_text = name[len(PARTIAL_PREFIX) :].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return True  # not written by a live import of ours
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    return False
+
+
+# --- format detection ---------------------------------------------------------------------
+
+
+def _resolve_format(src: Path, fmt: str | None, limits: Limits) -> str:
+    if fmt is not None:
+        fmt = fmt.lower().lstrip(".")
+        fmt = {"json": "jsonl", "ndjson": "jsonl", "txt": "csv"}.get(fmt, fmt)
+        if fmt not in FORMATS:
+            raise UsageError(
+                f"unknown import format '{fmt}'", hint="use one of: " + ", ".join(FORMATS)
+            )
+        return fmt
+    by_ext = _EXTENSIONS.get(src.suffix.lower())
+    prefix, _ = enc.read_prefix(src, 4096)
+    if prefix.startswith(b"PAR1"):
+        return "parquet"
+    if by_ext:
+        return by_ext
+    if prefix.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+# --- DuckDB -------------------------------------------------------------------------------
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def _connect(limits: Limits, work: Path, source: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    (work / "duckdb.tmp").mkdir(exist_ok=True)
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "threads": int(limits.import_threads),
+            "memory_limit": f"{int(limits.import_memory_limit_mb)}MB",
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "temp_directory": str(work / "duckdb.tmp"),
+        },
+    )
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"SET allowed_paths = [{_lit(str(source))}]")
+        con.execute(f"SET allowed_directories = [{_lit(str(work) + os.sep)}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        yield con
+    finally:
+        con.close()
+
+
+def _safe_source(src: Path, work: Path) -> Path:
+    """DuckDB expands globs in paths; copy a source whose path contains glob characters."""
+    if any(ch in str(src) for ch in "*?[]{}"):
+        copy = work / ("source" + src.suffix.lower())
+        shutil.copyfile(src, copy)
+        return copy
+    return src
+
+
+def _library_error(src: Path, exc: duckdb.Error) -> DataspaceError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return DataspaceError(
+            f"cannot import {src.name}: out of memory ({first})",
+            hint="raise import_memory_limit_mb in node.toml [limits]",
+            file=str(src),
+        )
+    return enc.fail(src, f"the file could not be read ({first})", "check its format")
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
+    con.execute(f"COPY ({select}) TO {_lit(str(out))} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def _describe(con: duckdb.DuckDBPyConnection, out: Path) -> tuple[int, tuple[Column, ...]]:
+    rel = f"read_parquet({_lit(str(out))})"
+    rows_row = con.execute(f"SELECT count(*) FROM {rel}").fetchone()
+    cols = con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()
+    return int(rows_row[0] if rows_row else 0), tuple(Column(str(c[0]), str(c[1])) for c in cols)
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def _import_csv(
+    con: duckdb.DuckDBPyConnection,
+    src: Path,
+    source: Path,
+    out: Path,
+    work: Path,
+    fmt: str,
+    limits: Limits,
+) -> tuple[str, str]:
+    prefix, complete = enc.read_prefix(source, int(limits.sniff_bytes))
+    if not prefix.strip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").strip():
+        raise enc.fail(src, "the file is empty", "export the data again with a header and rows")
+    enc.check_not_binary(src, prefix)
+    encoding = enc.detect_encoding(src, prefix, complete)
+    text = enc.decode_prefix(prefix, encoding, complete)
+    dialect = enc.sniff_dialect(src, text, complete, "\t" if fmt == "tsv" else None)
+    data = source
+    if encoding not in ("utf-8", "utf-8-sig"):
+        data = work / "source.utf8.csv"
+        encoding = enc.transcode_to_utf8(source, data, encoding)
+    names = dialect.header
+    columns = "{" + ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names) + "}"
+    reader = (
+        f"read_csv({_lit(str(data))}, delim={_lit(dialect.delimiter)}, quote='\"', "
+        f"escape='\"', header=true, auto_detect=false, columns={columns}, "
+        f"max_line_size={int(limits.import_max_line_bytes)}, strict_mode=true, "
+        f"null_padding=false)"
+    )
+    try:
+        types = _infer_types(con, reader, names)
+        if types is None:
+            raise enc.fail(
+                src, "no data rows (only a header)", "add rows below the header and import again"
+            )
+        select = ", ".join(_cast(n, t) for n, t in zip(names, types, strict=True))
+        _copy(con, f"SELECT {select} FROM {reader}", out)
+    except duckdb.OutOfMemoryException as exc:
+        raise _library_error(src, exc) from None
+    except duckdb.Error:
+        raise enc.diagnose_csv(src, data, encoding, dialect) from None
+    return encoding, dialect.delimiter
+
+
+def _infer_types(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) -> list[str] | None:
+    parts = ["count(*)"]
+    for name in names:
+        v = f"trim({quote(name)})"
+        parts += [
+            f"count({quote(name)})",
+            f"count(*) FILTER (WHERE lower({v}) IN ('true', 'false'))",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INT}') "
+            f"AND try_cast({v} AS BIGINT) IS NOT NULL)",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_NUM}') "
+            f"AND isfinite(try_cast({v} AS DOUBLE)))",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_DATE}') "
+            f"AND try_cast({v} AS DATE) IS NOT NULL)",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_TS}') "
+            f"AND try_cast({v} AS TIMESTAMP) IS NOT NULL)",
+            f"coalesce(bool_or(regexp_full_match({v}, '{_IDENT}')), false)",
+        ]
+    row = con.execute(f"SELECT {', '.join(parts)} FROM {reader}").fetchone()
+    if row is None or row[0] == 0:
+        return None
+    types: list[str] = []
+    for i in range(len(names)):
+        n, boolean, integer, number, date, ts, ident = row[1 + 7 * i : 8 + 7 * i]
+        if n == 0:
+            types.append("VARCHAR")
+        elif boolean == n:
+            types.append("BOOLEAN")
+        elif ident:
+            types.append("VARCHAR")
+        elif integer == n:
+            types.append("BIGINT")
+        elif number == n:
+            types.append("DOUBLE")
+        elif date == n:
+            types.append("DATE")
+        elif date + ts == n:
+            types.append("TIMESTAMP")
+        else:
+            types.append("VARCHAR")
+    return types
+
+
+def _cast(name: str, type_: str) -> str:
+    col = quote(name)
+    if type_ == "VARCHAR":
+        return col
+    if type_ == "BOOLEAN":
+        return f"CAST(lower(trim({col})) AS BOOLEAN) AS {col}"
+    return f"CAST(trim({col}) AS {type_}) AS {col}"
+
+
+# --- JSON Lines ---------------------------------------------------------------------------
+
+
+def _import_jsonl(
+    con: duckdb.DuckDBPyConnection,
+    src: Path,
+    source: Path,
+    out: Path,
+    work: Path,
+    limits: Limits,
+) -> str:
+    prefix, complete = enc.read_prefix(source, int(limits.sniff_bytes))
+    if not prefix.strip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").strip():
+        raise enc.fail(src, "the file is empty", "export the data again, one JSON object a line")
+    enc.check_not_binary(src, prefix)
+    encoding = enc.detect_encoding(src, prefix, complete)
+    data = source
+    if encoding not in ("utf-8", "utf-8-sig"):
+        data = work / "source.utf8.jsonl"
+        encoding = enc.transcode_to_utf8(source, data, encoding)
+    reader = (
+        f"read_json({_lit(str(data))}, format='auto', records=true, sample_size=-1, "
+        f"maximum_object_size={int(limits.import_max_line_bytes)}, dateformat='%Y-%m-%d')"
+    )
+    try:
+        names = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+        enc.check_names(src, names)
+        _copy(con, f"SELECT * FROM {reader}", out)
+    except duckdb.OutOfMemoryException as exc:
+        raise _library_error(src, exc) from None
+    except duckdb.Error:
+        raise enc.diagnose_jsonl(src, encoding) from None
+    return encoding
+
+
+# --- Parquet ------------------------------------------------------------------------------
+
+
+def _import_parquet(con: duckdb.DuckDBPyConnection, src: Path, source: Path, out: Path) -> None:
+    prefix, _ = enc.read_prefix(source, 4)
+    if not prefix:
+        raise enc.fail(src, "the file is empty", "export the Parquet file again")
+    if prefix != b"PAR1":
+        raise enc.fail(src, "not a Parquet file (no PAR1 header)", "check the file or its format")
+    reader = f"read_parquet({_lit(str(source))})"
+    try:
+        names = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+        enc.check_names(src, names)
+        _copy(con, f"SELECT * FROM {reader}", out)
+    except duckdb.OutOfMemoryException as exc:
+        raise _library_error(src, exc) from None
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise enc.fail(
+            src,
+            f"the Parquet file is corrupt or truncated ({first})",
+            "copy or export the file again",
+        ) from None
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync(path)
+
+
+__all__ = [
+    "PARTIAL_PREFIX",
+    "TYPE_RULE",
+    "Column",
+    "ImportResult",
+    "UnreadableInput",
+    "cleanup_partial_imports",
+    "import_file",
+]

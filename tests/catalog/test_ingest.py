@@ -1,0 +1,421 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataspace.catalog.ingest import (
+    PARTIAL_PREFIX,
+    ImportResult,
+    cleanup_partial_imports,
+    import_file,
+)
+from dataspace.errors import InputError, UnreadableInput, UsageError
+from dataspace.samples import sample_path
+from dataspace.settings import Limits
+
+Write = Callable[..., Path]
+Imported = Callable[..., tuple[Path, ImportResult]]
+
+CHINESE = "姓名,城市,金额\n张三,北京,12.5\n李四,上海,7\n"
+
+
+def rows_of(path: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = pq.read_table(path).to_pylist()
+    return rows
+
+
+def types_of(result: ImportResult) -> dict[str, str]:
+    return {c.name: c.type for c in result.columns}
+
+
+# --- encodings and formats -----------------------------------------------------------------
+
+
+def test_utf8_csv_with_chinese_names_and_values_round_trips(imported: Imported) -> None:
+    dest, result = imported("people.csv", CHINESE)
+    assert rows_of(dest) == [
+        {"姓名": "张三", "城市": "北京", "金额": 12.5},
+        {"姓名": "李四", "城市": "上海", "金额": 7.0},
+    ]
+    assert result.rows == 2
+    assert result.source_format == "csv"
+    assert result.source_encoding == "utf-8"
+    assert result.delimiter == ","
+    assert types_of(result) == {"姓名": "VARCHAR", "城市": "VARCHAR", "金额": "DOUBLE"}
+
+
+def test_utf8_with_bom_keeps_the_first_column_name_clean(imported: Imported) -> None:
+    dest, result = imported("bom.csv", b"\xef\xbb\xbf" + CHINESE.encode())
+    assert result.source_encoding == "utf-8-sig"
+    assert result.columns[0].name == "姓名"
+    assert rows_of(dest)[0]["姓名"] == "张三"
+
+
+def test_gbk_csv_is_detected_and_transcoded(imported: Imported) -> None:
+    dest, result = imported("gbk.csv", CHINESE, "gbk")
+    assert result.source_encoding == "gbk"
+    assert rows_of(dest)[1] == {"姓名": "李四", "城市": "上海", "金额": 7.0}
+
+
+def test_gb18030_with_characters_outside_gbk_is_reported_as_gb18030(imported: Imported) -> None:
+    text = "姓名,备注\n吉祥,普通\n𠮷野家,含扩展B区字符\n"
+    with pytest.raises(UnicodeEncodeError):
+        text.encode("gbk")
+    dest, result = imported("gb18030.csv", text, "gb18030")
+    assert result.source_encoding == "gb18030"
+    assert rows_of(dest)[1]["姓名"] == "𠮷野家"
+
+
+def test_gbk_file_with_gb18030_only_characters_late_is_upgraded(imported: Imported) -> None:
+    text = "name,note\n" + "王五,正常\n" * 5 + "𠮷,late\n"
+    _, result = imported("late.csv", text, "gb18030")
+    assert result.source_encoding == "gb18030"
+
+
+def test_tsv_by_extension(imported: Imported) -> None:
+    dest, result = imported("t.tsv", "a\tb\n1\tx,y\n2\tz\n")
+    assert result.delimiter == "\t"
+    assert rows_of(dest) == [{"a": 1, "b": "x,y"}, {"a": 2, "b": "z"}]
+
+
+@pytest.mark.parametrize("delim", [";", "|", "\t"])
+def test_delimiter_is_sniffed(imported: Imported, delim: str) -> None:
+    text = f"a{delim}b{delim}c\n1{delim}2{delim}3\n4{delim}5{delim}6\n"
+    _, result = imported("d.csv", text)
+    assert result.delimiter == delim
+    assert [c.name for c in result.columns] == ["a", "b", "c"]
+
+
+def test_quoted_fields_with_delimiters_and_newlines(imported: Imported) -> None:
+    dest, _ = imported("q.csv", 'a,b\n"x, y","line1\nline2"\n"he said ""hi""",z\n')
+    assert rows_of(dest) == [
+        {"a": "x, y", "b": "line1\nline2"},
+        {"a": 'he said "hi"', "b": "z"},
+    ]
+
+
+def test_parquet_input_keeps_its_types(tmp_path: Path, limits: Limits) -> None:
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"户号": ["0101", "0102"], "kwh": [1.5, 2.0]}), src)
+    result = import_file(src, tmp_path / "out.parquet", limits=limits)
+    assert result.source_format == "parquet"
+    assert result.source_encoding is None
+    assert rows_of(tmp_path / "out.parquet") == [
+        {"户号": "0101", "kwh": 1.5},
+        {"户号": "0102", "kwh": 2.0},
+    ]
+
+
+def test_jsonl_input(imported: Imported) -> None:
+    lines = [
+        {"身份证号": "11010519491231002X", "age": 30, "visit": "2024-05-01"},
+        {"身份证号": "110105194912310021", "age": None, "visit": "2024-05-02"},
+    ]
+    text = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
+    dest, result = imported("p.jsonl", text)
+    assert result.source_format == "jsonl"
+    assert types_of(result) == {"身份证号": "VARCHAR", "age": "BIGINT", "visit": "DATE"}
+    assert rows_of(dest)[0]["身份证号"] == "11010519491231002X"
+
+
+def test_format_is_sniffed_from_content_without_extension(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    src = write("noext", '{"a": 1}\n{"a": 2}\n')
+    assert import_file(src, tmp_path / "o.parquet", limits=limits).source_format == "jsonl"
+    src = write("noext2", "a,b\n1,2\n")
+    assert import_file(src, tmp_path / "o2.parquet", limits=limits).source_format == "csv"
+
+
+def test_fmt_forces_the_format(write: Write, tmp_path: Path, limits: Limits) -> None:
+    src = write("data.dat", "a|b\n1|2\n")
+    result = import_file(src, tmp_path / "o.parquet", limits=limits, fmt="csv")
+    assert result.delimiter == "|"
+    with pytest.raises(UsageError, match="unknown import format"):
+        import_file(src, tmp_path / "o.parquet", limits=limits, fmt="xlsx")
+
+
+def test_result_hash_and_size_describe_the_written_file(imported: Imported) -> None:
+    dest, result = imported("h.csv", CHINESE)
+    assert result.bytes == dest.stat().st_size
+    assert result.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert result.to_dict()["columns"][0] == {"name": "姓名", "type": "VARCHAR"}
+
+
+# --- types ---------------------------------------------------------------------------------
+
+
+def test_identifier_columns_stay_strings(imported: Imported) -> None:
+    body = "".join(
+        f"{i:05d},1380013{i:04d},62220212345678{i:04d},11010519900101{i:03d}1,{i},{i}.5,"
+        f"2024-01-{i % 28 + 1:02d},true\n"
+        for i in range(1, 50)
+    )
+    body += "00050,13800130050,6222021234567800050,11010519491231002X,50,1.5,2024-02-01,false\n"
+    header = "branch,mobile,card,id,n,x,d,flag\n"
+    dest, result = imported("ids.csv", header + body)
+    assert types_of(result) == {
+        "branch": "VARCHAR",
+        "mobile": "VARCHAR",
+        "card": "VARCHAR",
+        "id": "VARCHAR",
+        "n": "BIGINT",
+        "x": "DOUBLE",
+        "d": "DATE",
+        "flag": "BOOLEAN",
+    }
+    last = rows_of(dest)[-1]
+    assert last["branch"] == "00050"
+    assert last["card"] == "6222021234567800050"
+    assert last["id"] == "11010519491231002X"
+
+
+def test_a_late_non_number_keeps_the_column_text(imported: Imported) -> None:
+    body = "".join(f"{i}\n" for i in range(5000)) + "n/a\n"
+    _, result = imported("late.csv", "v\n" + body)
+    assert types_of(result) == {"v": "VARCHAR"}
+
+
+def test_dates_in_other_spellings_stay_text_and_timestamps_are_typed(imported: Imported) -> None:
+    text = "d,t\n2024/1/2,2024-01-02 10:00:00\n2024-01-03,2024-01-03T11:30\n"
+    _, result = imported("dates.csv", text)
+    assert types_of(result) == {"d": "VARCHAR", "t": "TIMESTAMP"}
+
+
+def test_empty_cells_are_null(imported: Imported) -> None:
+    dest, _ = imported("n.csv", "a,b\n1,\n,x\n")
+    assert rows_of(dest) == [{"a": 1, "b": None}, {"a": None, "b": "x"}]
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def bad(
+    write: Write, tmp_path: Path, limits: Limits, name: str, content: str | bytes, **kw: str
+) -> UnreadableInput:
+    src = write(name, content, kw.pop("encoding", "utf-8"))
+    dest = tmp_path / "data" / "out.parquet"
+    with pytest.raises(UnreadableInput) as info:
+        import_file(src, dest, limits=limits, **kw)
+    assert name in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not dest.exists()
+    assert not list(dest.parent.glob(PARTIAL_PREFIX + "*"))
+    return info.value
+
+
+def test_empty_file_is_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "empty.csv", b"")
+    assert "empty" in err.message
+    err = bad(write, tmp_path, limits, "blank.csv", b"\n\n  \n")
+    assert "empty" in err.message
+
+
+def test_header_only_is_refused_with_no_data_rows(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    err = bad(write, tmp_path, limits, "header.csv", "a,b,c\n")
+    assert "no data rows" in err.message
+    assert isinstance(err, InputError)
+
+
+def test_png_is_refused_as_binary(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "logo.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    assert "PNG" in err.message
+
+
+def test_random_bytes_are_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    noise = bytes((i * 7919 + 13) % 256 for i in range(4096))
+    err = bad(write, tmp_path, limits, "noise.csv", noise)
+    assert "binary" in err.message or "encoding" in err.message
+
+
+def test_undetectable_encoding_is_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "latin.csv", b"a,b\n\x81\x20x,1\n\xff\xfey,2\n"[::1])
+    assert "encoding" in err.message
+    assert "UTF-8" in (err.hint or "")
+
+
+def test_ragged_row_names_the_row_and_the_counts(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    err = bad(write, tmp_path, limits, "rag.csv", "a,b,c\n1,2,3\n4,5\n6,7,8\n")
+    assert "row 2 (line 3) has 2 fields, the header has 3" in err.message
+    assert err.details["row"] == 2
+
+
+def test_ragged_row_late_in_a_gbk_file(write: Write, tmp_path: Path, limits: Limits) -> None:
+    text = "名称,值\n" + "甲,1\n" * 300 + "乙,2,3\n"
+    err = bad(write, tmp_path, limits, "raggbk.csv", text, encoding="gbk")
+    assert "row 301" in err.message
+
+
+def test_duplicate_column_names_are_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "dup.csv", "id,金额,金额\n1,2,3\n")
+    assert "duplicate column names: '金额'" in err.message
+
+
+def test_empty_column_name_is_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "nohead.csv", "id,,x\n1,2,3\n")
+    assert "column 2 of the header has no name" in err.message
+
+
+def test_corrupt_parquet_is_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "bad.parquet", b"PAR1" + b"\x00garbage" * 10 + b"PAR1")
+    assert "corrupt" in err.message
+
+
+def test_truncated_parquet_is_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"a": list(range(1000))}), good)
+    err = bad(write, tmp_path, limits, "cut.parquet", good.read_bytes()[:-40])
+    assert "corrupt or truncated" in err.message
+
+
+def test_invalid_json_names_the_line(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "bad.jsonl", '{"a": 1}\n{"a": 2\n{"a": 3}\n')
+    assert "line 2 is not valid JSON" in err.message
+    assert err.details["line"] == 2
+
+
+def test_missing_file_is_refused(tmp_path: Path, limits: Limits) -> None:
+    with pytest.raises(UnreadableInput, match="no such file"):
+        import_file(tmp_path / "nope.csv", tmp_path / "o.parquet", limits=limits)
+
+
+# --- atomicity -----------------------------------------------------------------------------
+
+KILLED_IMPORT = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from dataspace.catalog.ingest import import_file
+    from dataspace.settings import Limits
+
+    def stalled_replace(src, dst):  # the import is complete but not yet in place
+        print("ready", flush=True)
+        time.sleep(60)
+
+    os.replace = stalled_replace
+    import_file(Path(sys.argv[1]), Path(sys.argv[2]), limits=Limits())
+    """
+)
+
+
+def test_killed_import_leaves_nothing_at_dest(tmp_path: Path) -> None:
+    src = tmp_path / "big.csv"
+    src.write_text("a,b\n" + "".join(f"{i},x{i}\n" for i in range(2000)))
+    data = tmp_path / "data"
+    dest = data / "ds" / "big.parquet"
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_IMPORT, str(src), str(dest)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not dest.exists()
+    leftovers = list(dest.parent.glob(PARTIAL_PREFIX + "*"))
+    assert leftovers and all(
+        p.name.startswith(f".importing-{proc.pid}-big.parquet-") for p in leftovers
+    )
+    keep = data / "other.parquet"
+    keep.write_bytes(b"keep")
+    removed = cleanup_partial_imports(data)
+    assert removed == leftovers
+    assert not list(dest.parent.glob(PARTIAL_PREFIX + "*"))
+    assert keep.exists()
+
+
+def test_cleanup_spares_the_work_of_a_live_import(tmp_path: Path) -> None:
+    live = tmp_path / f"{PARTIAL_PREFIX}{os.getpid()}-x.parquet-abc"
+    live.mkdir()
+    assert cleanup_partial_imports(tmp_path) == []
+    assert live.exists()
+
+
+def test_cleanup_of_a_missing_dir_is_a_no_op(tmp_path: Path) -> None:
+    assert cleanup_partial_imports(tmp_path / "nope") == []
+
+
+def test_import_replaces_an_existing_dest(
+    imported: Imported, tmp_path: Path, limits: Limits, write: Write
+) -> None:
+    dest, _ = imported("first.csv", "a\n1\n")
+    src = write("second.csv", "b\nx\n")
+    import_file(src, dest, limits=limits)
+    assert rows_of(dest) == [{"b": "x"}]
+
+
+# --- shipped samples -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "encoding"),
+    [
+        ("sme_loans.csv", "csv", "utf-8"),
+        ("tax_records.csv", "csv", "gbk"),
+        ("patients.jsonl", "jsonl", "utf-8"),
+        ("grid_power.parquet", "parquet", None),
+    ],
+)
+def test_shipped_samples_import(
+    tmp_path: Path, limits: Limits, name: str, fmt: str, encoding: str | None
+) -> None:
+    src = sample_path(name)
+    assert src.stat().st_size <= 200 * 1024
+    result = import_file(src, tmp_path / "s.parquet", limits=limits)
+    assert (result.source_format, result.source_encoding) == (fmt, encoding)
+    types = types_of(result)
+    for col in (
+        "统一社会信用代码",
+        "纳税人识别号",
+        "身份证号",
+        "户号",
+        "contract_no",
+        "法人手机号",
+    ):
+        if col in types:
+            assert types[col] == "VARCHAR", col
+
+
+def test_sample_generator_is_deterministic(tmp_path: Path) -> None:
+    from dataspace.samples import SAMPLES, SAMPLES_DIR
+    from dataspace.samples.generate import main
+
+    main(tmp_path)
+    for name in SAMPLES:
+        assert (tmp_path / name).read_bytes() == (SAMPLES_DIR / name).read_bytes(), name
+
+
+def test_import_does_not_take_long_on_small_files(imported: Imported) -> None:
+    start = time.perf_counter()
+    imported("s.csv", CHINESE)
+    assert time.perf_counter() - start < 5
+
+
+def test_unwritable_data_dir_is_a_dataspace_error(write: Write, tmp_path: Path) -> None:
+    from dataspace.errors import DataspaceError
+
+    src = write("ok.csv", "a\n1\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(DataspaceError, match=r"cannot import ok\.csv"):
+        import_file(src, blocker / "out.parquet", limits=Limits())
