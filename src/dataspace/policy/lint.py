@@ -1,0 +1,80 @@
+"""Static checks of a parsed policy: what this node would fail closed on, found up front.
+
+``parse_policy`` accepts any well-formed ODRL (foreign left operands included, so that DSP
+messages parse); ``lint_policy`` lists what the evaluator cannot evaluate, so that a provider
+creating an offer learns about it before a consumer is denied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dataspace.policy.checks import price_of
+from dataspace.policy.constraints import malformed_reason
+from dataspace.policy.errors import PolicyError
+from dataspace.policy.model import AnyConstraint, Constraint, LogicalOp, Policy, Rule
+from dataspace.policy.values import Malformed
+from dataspace.policy.vocabulary import DEFAULT_VOCABULARY, DUTY_ACTIONS, LEFT_OPERANDS, Vocabulary
+
+
+def lint_policy(policy: Policy, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> tuple[str, ...]:
+    """Problems as ``"path: message"``; empty when every part can be evaluated."""
+    problems: list[str] = []
+    for key, rules in (("permission", policy.permissions), ("prohibition", policy.prohibitions)):
+        for i, rule in enumerate(rules):
+            problems.extend(_rule(rule, f"{key}[{i}]", vocabulary))
+    for i, duty in enumerate(policy.obligations):
+        problems.extend(_duty(duty, f"obligation[{i}]"))
+    return tuple(problems)
+
+
+def require_evaluable(policy: Policy, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> Policy:
+    """Return the policy, or raise :class:`PolicyError` listing every lint problem."""
+    problems = lint_policy(policy, vocabulary)
+    if problems:
+        raise PolicyError(
+            f"this node cannot evaluate {len(problems)} part(s) of the policy: "
+            + "; ".join(problems),
+            hint="see docs/policy.md for the left operands, operators and actions it knows",
+            problems=list(problems))
+    return policy
+
+
+def _rule(rule: Rule, path: str, vocabulary: Vocabulary) -> Iterator[str]:
+    if rule.action not in vocabulary.actions:
+        yield f"{path}.action: unknown action {rule.action!r}"
+    for i, c in enumerate(rule.constraints):
+        yield from _constraint(c, f"{path}.constraint[{i}]", vocabulary)
+    for i, duty in enumerate(rule.duties):
+        yield from _duty(duty, f"{path}.duty[{i}]")
+
+
+def _duty(duty: Rule, path: str) -> Iterator[str]:
+    if duty.action not in DUTY_ACTIONS:
+        yield f"{path}.action: unknown duty {duty.action!r}"
+    elif duty.action == "compensate":
+        try:
+            price_of(duty)
+        except Malformed as exc:
+            yield f"{path}: {exc}"
+
+
+def _constraint(c: AnyConstraint, path: str, vocabulary: Vocabulary) -> Iterator[str]:
+    if not isinstance(c, Constraint):
+        if c.op is LogicalOp.AND_SEQUENCE:
+            yield f"{path}: andSequence is not evaluated"
+        if not c.constraints:
+            yield f"{path}: empty {c.op.value} never holds"
+        for i, sub in enumerate(c.constraints):
+            yield from _constraint(sub, f"{path}.{c.op.value}[{i}]", vocabulary)
+        return
+    spec = LEFT_OPERANDS.get(c.left)
+    if spec is None:
+        yield f"{path}.leftOperand: unknown left operand {c.left!r}"
+        return
+    if c.operator not in spec.operators:
+        yield f"{path}.operator: {c.operator.value!r} is not supported for {c.left!r}"
+        return
+    why = malformed_reason(c, vocabulary)
+    if why:
+        yield f"{path}.rightOperand: {why}"

@@ -1,0 +1,88 @@
+"""The facts a policy is evaluated against, gathered by the caller at execution time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from dataspace.policy.errors import PolicyError
+
+
+@dataclass(frozen=True)
+class Price:
+    """An amount of money: ``Price(Decimal("100.00"), "CNY")``."""
+
+    amount: Decimal
+    currency: str
+
+    @classmethod
+    def parse(cls, text: str) -> Price:
+        """``"100.00 CNY"`` -> ``Price(Decimal("100.00"), "CNY")``."""
+        parts = text.split()
+        if len(parts) != 2:
+            raise PolicyError(f"price {text!r} is not 'AMOUNT CURRENCY'",
+                              hint="e.g. '100.00 CNY'")
+        try:
+            amount = Decimal(parts[0])
+        except InvalidOperation:
+            raise PolicyError(f"price amount {parts[0]!r} is not a number") from None
+        if not amount.is_finite() or amount < 0:
+            raise PolicyError(f"price amount {parts[0]!r} must be a non-negative number")
+        return cls(amount, parts[1].upper())
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"
+
+
+def _frozen(value: Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return frozenset({value})
+    return frozenset(value)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What is asked, by whom, and the state of the agreement — at execution time.
+
+    ``None`` means "not known": any constraint that needs the fact fails closed. Iterables for
+    ``groups`` and ``fields`` are frozen; datetimes must carry a UTC offset.
+    """
+
+    action: str
+    assignee: str | None = None
+    groups: frozenset[str] = field(default_factory=frozenset)
+    purpose: str | None = None
+    target: str | None = None
+    now: datetime | None = None
+    agreed_at: datetime | None = None
+    jobs_run: int | None = None
+    fields: frozenset[str] | None = None
+    output: str | None = None
+    region: str | None = None
+    epsilon: float | Decimal | None = None
+    epsilon_spent: float | Decimal | None = None
+    delta: float | Decimal | None = None
+    delta_spent: float | Decimal | None = None
+    min_group_size: int | None = None
+    price: Price | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", _frozen(self.groups) or frozenset())
+        object.__setattr__(self, "fields", _frozen(self.fields))
+        for name in ("now", "agreed_at"):
+            value = getattr(self, name)
+            if value is not None and value.utcoffset() is None:
+                raise PolicyError(f"Request.{name} must be timezone-aware",
+                                  hint="use datetime.now(timezone.utc)")
+
+    @property
+    def identities(self) -> frozenset[str]:
+        """The assignee and every group it belongs to."""
+        ids = set(self.groups)
+        if self.assignee is not None:
+            ids.add(self.assignee)
+        return frozenset(ids)
