@@ -21,6 +21,15 @@ the HTTP API renders it as the one JSON error envelope with ``http_status``.
     │   ├── SignatureError         signed note or key does not verify
     │   └── LedgerTampered         stored log rows disagree with the tree (carries index)
     └── StoreError                 the state database failed or is out of date
+
+Packages keep their own subclasses next to the code that raises them:
+
+    InputError ── policy.errors.PolicyError       a malformed policy or template call
+               ├─ compute.errors.QueryRefused     SQL the checker or locked engine refused
+               └─ compute.errors.QueryFailed      the engine could not run an accepted query
+    Forbidden ── policy.errors.PolicyDenied       the usage policy denies (carries the decision)
+    compute.errors.SandboxError                   QueryTimeout, QueryOutOfMemory,
+                                                  ResultTooLarge, WorkerCrashed
 """
 
 from __future__ import annotations

@@ -25,11 +25,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("import_threads", 2, "DuckDB threads while importing a file"),
     Setting("import_max_line_bytes", 8_388_608, "longest CSV line accepted on import (bytes)"),
     Setting("sniff_bytes", 1_048_576, "bytes read to detect a CSV file's encoding and dialect"),
-    Setting("classify_sample_rows", 10_000, "non-null values sampled per column for classification"),
+    Setting(
+        "classify_sample_rows", 10_000, "non-null values sampled per column for classification"
+    ),
     Setting("classify_min_share", 0.8, "share of sampled values that must validate to classify"),
+    Setting(
+        "classify_hint_min_confidence",
+        0.3,
+        "least confidence for a finding to classify a column (contradicted header hints score 0.2)",
+    ),
     Setting("profile_top_values", 5, "top values listed per non-sensitive column"),
     Setting("api_max_page", 1000, "most ledger entries returned by one API call"),
-    Setting("token_bytes", 32, "random bytes in a new API token"),
+    Setting("sandbox_memory_limit_mb", 512, "memory limit of a governed query's worker (MiB)"),
+    Setting("sandbox_threads", 2, "DuckDB threads of a governed query's worker"),
+    Setting("sandbox_timeout_seconds", 30.0, "wall-clock limit of a governed query (seconds)"),
+    Setting("sandbox_kill_grace_seconds", 2.0, "wait after interrupt() before killing the worker"),
+    Setting("sandbox_max_temp_mb", 1024, "temp space a governed query may spill (MiB)"),
+    Setting("sandbox_max_result_rows", 100_000, "most rows a governed query may release"),
+    Setting("sandbox_max_result_bytes", 67_108_864, "most bytes a governed query may release"),
+    Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -1,0 +1,387 @@
+"""Run a checked query next to the data, in a locked-down DuckDB worker process.
+
+Each job gets its own process (:mod:`dataspace.compute.worker`), forked from a small process
+server (the *zygote*, a clean interpreter that has imported duckdb and pyarrow once), and its own
+private temp dir. One idle
+worker is kept ready (started after the previous job, never reused) so a job does not wait for
+the engine to start. The parent
+
+* resolves the dataset path (symlinks followed, must be a regular Parquet file) and counts its
+  rows from the Parquet footer (``rows_scanned``, deterministic for billing);
+* sends the job, waits ``timeout + grace`` seconds, kills the worker if it has not answered;
+* wipes the temp dir whatever happened, and maps every failure to a :class:`DataspaceError`.
+
+:class:`_UnsafeRawQuery` sends SQL without the checker. It exists for the tests that prove the
+locked engine refuses each escape route on its own; nothing else may use it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataspace.compute.errors import (
+    QueryFailed,
+    QueryOutOfMemory,
+    QueryRefused,
+    QueryTimeout,
+    ResultTooLarge,
+    SandboxError,
+    WorkerCrashed,
+)
+from dataspace.compute.sqlcheck import CheckedQuery
+from dataspace.errors import DataspaceError, NotFound, UsageError
+
+WORKER_MODULE = "dataspace.compute.worker"
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits of one governed query (to move into the settings table as ``sandbox_*``)."""
+
+    memory_limit_mb: int = 512
+    threads: int = 2
+    timeout_seconds: float = 30.0
+    kill_grace_seconds: float = 2.0
+    max_temp_mb: int = 1024
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 64 * 1024 * 1024
+    temp_root: str | None = None
+
+    @classmethod
+    def from_limits(cls, limits: Mapping[str, Any]) -> SandboxLimits:
+        """Read ``sandbox_<field>`` entries of a node's limits, defaults for the rest."""
+        values = {
+            name: limits[f"sandbox_{name}"]
+            for name in cls.__dataclass_fields__
+            if f"sandbox_{name}" in limits
+        }
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    table: pa.Table
+    rows_scanned: int
+    result_rows: int
+    bytes_out: int
+    cpu_seconds: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class _UnsafeRawQuery:
+    """Raw SQL for the locked worker, bypassing the checker. Tests only.
+
+    ``gate=False`` also skips the worker's one-SELECT gate, to show what the locked
+    configuration alone refuses.
+    """
+
+    sql: str
+    gate: bool = True
+
+
+def run_query(
+    parquet_path: str | os.PathLike[str],
+    table_name: str,
+    checked: CheckedQuery | _UnsafeRawQuery,
+    limits: SandboxLimits | None = None,
+) -> QueryResult:
+    """Run ``checked`` against the Parquet file as table ``table_name`` in a fresh worker."""
+    limits = limits or SandboxLimits()
+    if isinstance(checked, CheckedQuery) and checked.table != table_name:
+        raise UsageError(f"the query was checked for table '{checked.table}', not '{table_name}'")
+    if not isinstance(checked, (CheckedQuery, _UnsafeRawQuery)):
+        raise UsageError("run_query needs a CheckedQuery: pass the SQL through check_query first")
+    started = time.perf_counter()
+    path, rows = _dataset(Path(parquet_path))
+    job = {
+        "path": str(path),
+        "table": table_name,
+        "sql": checked.sql,
+        "gate": checked.gate if isinstance(checked, _UnsafeRawQuery) else True,
+        "timeout": limits.timeout_seconds,
+        "max_rows": limits.max_result_rows,
+        "max_bytes": limits.max_result_bytes,
+    }
+    worker = _take_worker(limits)
+    try:
+        stats, payload = worker.ask(job, limits.timeout_seconds + limits.kill_grace_seconds)
+    finally:
+        worker.finish()
+        _refill(limits)
+    table = pa.ipc.open_stream(payload).read_all()
+    return QueryResult(
+        table=table,
+        rows_scanned=rows,
+        result_rows=table.num_rows,
+        bytes_out=len(payload),
+        cpu_seconds=float(stats["cpu_seconds"]),
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+def shutdown() -> None:
+    """Stop the idle worker and the process server (called at exit)."""
+    global _spare, _zygote, _closing
+    _closing = True
+    for thread in list(_refills):
+        thread.join(10)
+    with _lock:
+        spare, _spare = _spare, None
+        zygote, _zygote = _zygote, None
+    if spare is not None:
+        spare.finish()
+    if zygote is not None:
+        zygote.stop()
+
+
+def _dataset(path: Path) -> tuple[Path, int]:
+    try:
+        real = path.resolve(strict=True)
+        mode = real.stat().st_mode
+    except (OSError, RuntimeError):
+        raise NotFound(
+            f"dataset file {path} does not exist", hint="re-import the dataset"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"dataset file {path} is not a regular file")
+    try:
+        rows = pq.read_metadata(real).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise DataspaceError(
+            f"dataset file {path} is not readable Parquet ({exc})", hint="re-import the dataset"
+        ) from None
+    return real, int(rows)
+
+
+# -- workers -----------------------------------------------------------------------------------
+_lock = threading.Lock()
+_spare: _Worker | None = None
+_zygote: _Zygote | None = None
+_refills: set[threading.Thread] = set()
+_closing = False
+
+
+class _Zygote:
+    """``python -m dataspace.compute.worker --zygote``: forks the workers, one per job."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, "--zygote", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        self.conn = Connection(ours.detach())
+        self.lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork(self, setup: dict[str, Any]) -> tuple[int, Connection]:
+        ours, theirs = socket.socketpair()
+        try:
+            with self.lock:
+                self.conn.send(("fork", setup))
+                reduction.send_handle(self.conn, theirs.fileno(), self.process.pid)
+                pid = int(self.conn.recv())
+        except (EOFError, OSError):
+            ours.close()
+            raise WorkerCrashed(
+                "the sandbox's process server is gone; it restarts with the next query"
+            ) from None
+        finally:
+            theirs.close()
+        return pid, Connection(ours.detach())
+
+    def kill(self, pid: int) -> None:
+        with contextlib.suppress(EOFError, OSError), self.lock:
+            self.conn.send(("kill", pid))
+            self.conn.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _get_zygote() -> _Zygote:
+    global _zygote
+    with _lock:
+        if _zygote is None or not _zygote.alive():
+            if _zygote is not None:
+                _zygote.stop()
+            _zygote = _Zygote()
+        return _zygote
+
+
+class _Worker:
+    def __init__(self, limits: SandboxLimits) -> None:
+        self.limits = limits
+        self.temp_dir = tempfile.mkdtemp(prefix="dataspace-job-", dir=limits.temp_root)
+        self.zygote = _get_zygote()
+        try:
+            self.pid, self.conn = self.zygote.fork({**asdict(limits), "temp_dir": self.temp_dir})
+        except BaseException:
+            self._wipe()
+            raise
+        self.answered = False
+
+    def ask(self, job: dict[str, Any], wait: float) -> tuple[dict[str, Any], bytes]:
+        try:
+            self.conn.send(job)
+            if not self.conn.poll(wait):
+                self._kill()
+                raise QueryTimeout(
+                    f"the query did not finish within {job['timeout']} s and its worker was killed",
+                    hint="narrow the query, or ask the provider for a longer sandbox timeout",
+                )
+            reply = self.conn.recv()
+            if reply[0] == "ok":
+                payload = self.conn.recv_bytes()
+                self.answered = True
+                return reply[2], payload
+        except (EOFError, OSError):
+            raise WorkerCrashed(
+                "the query worker died without an answer",
+                hint="the query may have exhausted memory; other queries are not affected",
+            ) from None
+        self.answered = True
+        raise _error(reply[1], reply[2], self.limits)
+
+    def _kill(self) -> None:
+        self.zygote.kill(self.pid)
+
+    def _wipe(self) -> None:
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def finish(self) -> None:
+        """Make sure the worker is gone (EOF on its socket), then wipe its temp dir."""
+        try:
+            grace = self.limits.kill_grace_seconds if self.answered else 0.0
+            # a worker whose process server died was killed with it (PR_SET_PDEATHSIG)
+            if self.zygote.alive() and not _wait_eof(self.conn, grace):
+                self._kill()
+                _wait_eof(self.conn, 5.0)
+        finally:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self._wipe()
+
+
+def _wait_eof(conn: Connection, seconds: float) -> bool:
+    """True once the worker has exited (its end of the socket closes with the process)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if conn.poll(max(0.0, deadline - time.monotonic())):
+                conn.recv_bytes()  # a late reply nobody waits for: drain it
+                continue
+        except (EOFError, OSError):
+            return True
+        return False
+
+
+def _take_worker(limits: SandboxLimits) -> _Worker:
+    global _spare
+    with _lock:
+        spare, _spare = _spare, None
+    if spare is not None:
+        if spare.limits == limits and spare.zygote.alive() and not _has_news(spare.conn):
+            return spare
+        spare.finish()
+    return _Worker(limits)
+
+
+def _has_news(conn: Connection) -> bool:
+    """An idle worker that has something to say (an error, or EOF) is not usable."""
+    try:
+        return conn.poll(0)
+    except (EOFError, OSError):
+        return True
+
+
+def _refill(limits: SandboxLimits) -> None:
+    """Start the next job's worker in the background (the engine start-up is ~20 ms)."""
+
+    def start() -> None:
+        global _spare
+        try:
+            if _closing:
+                return
+            try:
+                fresh = _Worker(limits)
+            except (OSError, DataspaceError):
+                return
+            with _lock:
+                old, _spare = (fresh, None) if _closing else (_spare, fresh)
+            if old is not None:
+                old.finish()
+        finally:
+            _refills.discard(threading.current_thread())
+
+    if _closing:
+        return
+    thread = threading.Thread(target=start, name="sandbox-refill", daemon=True)
+    _refills.add(thread)
+    thread.start()
+
+
+def _error(kind: str, message: str, limits: SandboxLimits) -> SandboxError | DataspaceError:
+    if kind == "refused":
+        return QueryRefused(
+            f"the engine refused the query: {message}",
+            hint="only one SELECT over the agreed table can run",
+        )
+    if kind == "failed":
+        return QueryFailed(
+            f"the query could not run: {message}", hint="check column types and casts"
+        )
+    if kind == "timeout":
+        return QueryTimeout(
+            message, hint=f"narrow the query; the limit is {limits.timeout_seconds} s"
+        )
+    if kind == "oom":
+        return QueryOutOfMemory(
+            f"the query ran out of memory or temp space ({message})",
+            hint=(
+                f"narrow the query; limits: {limits.memory_limit_mb} MB memory, "
+                f"{limits.max_temp_mb} MB temp"
+            ),
+        )
+    if kind == "too_large":
+        return ResultTooLarge(message, hint="aggregate further or add a LIMIT")
+    return WorkerCrashed(f"the query worker failed: {message}")
+
+
+atexit.register(shutdown)

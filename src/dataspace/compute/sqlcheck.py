@@ -1,0 +1,628 @@
+"""Governed SQL: check a consumer's query against the agreement, then rewrite it.
+
+The consumer's text never reaches the engine. It is parsed with sqlglot (DuckDB dialect),
+checked node by node against allow-lists (:mod:`dataspace.compute.sqlrules`) and the
+agreement's :class:`SqlPolicy`, and a new query is generated from the checked tree:
+
+* exactly one SELECT over the agreed table, no joins, subqueries, CTEs, set operations,
+  window functions, DISTINCT, QUALIFY, SAMPLE, PIVOT, table functions or file paths;
+* only known, allowed columns; identifier columns only as the argument of COUNT(...) or
+  COUNT(DISTINCT ...) (outside ``raw`` output); sensitive columns never as GROUP BY keys nor
+  under an order statistic (min, max, median, quantiles);
+* aggregates and scalar functions only from the allow-lists; in ``aggregate-only`` output every
+  released value is an aggregate or a GROUP BY key;
+* every column is rewritten to its quoted canonical name, every output column gets an explicit
+  alias, GROUP BY ordinals, aliases and ALL are expanded to expressions;
+* **minimum group size** (k) is enforced by the rewrite: the query gets
+  ``HAVING <its own condition> AND COUNT(*) >= k`` (or ``COUNT(DISTINCT contributor) >= k``
+  when the policy names a contributor column). Without GROUP BY the same HAVING suppresses the
+  whole result unless the filtered table has k rows. The count itself is not released.
+
+Known limits of the rewrite (the DP layer's job): differencing across queries (two filters
+that differ by one person), and order statistics over non-sensitive columns, which release
+one contributor's value even in a group of k.
+"""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from dataspace.compute import sqlrules as rules
+from dataspace.compute.errors import QueryRefused
+from dataspace.compute.sqltypes import Aggregate, CheckedQuery, SqlPolicy
+
+__all__ = ["Aggregate", "CheckedQuery", "SqlPolicy", "check_query"]
+
+MAX_SQL_CHARS = 20_000
+DIALECT = "duckdb"
+
+_CLAUSE_NAMES = {
+    "select": "the SELECT list",
+    "where": "WHERE",
+    "group": "GROUP BY",
+    "having": "HAVING",
+    "order": "ORDER BY",
+    "filter": "a FILTER clause",
+}
+_SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit",
+                "offset", "kind"}  # fmt: skip
+_CLAUSE_REASONS = {
+    "joins": "JOIN is not allowed: a query reads the agreed table only, once",
+    "with": "WITH (CTE) is not allowed: nested queries can select raw rows",
+    "with_": "WITH (CTE) is not allowed: nested queries can select raw rows",
+    "distinct": "SELECT DISTINCT is not allowed: use GROUP BY, which the minimum group size covers",
+    "qualify": "QUALIFY is not allowed: window functions are refused",
+    "windows": "WINDOW is not allowed: window functions are refused",
+    "laterals": "LATERAL is not allowed: a query reads the agreed table only, once",
+    "sample": "USING SAMPLE is not allowed",
+    "into": "SELECT INTO is not allowed",
+    "exclude": "SELECT * EXCLUDE is not allowed: name the columns",
+}
+_STATEMENTS: dict[type[exp.Expr], str] = {
+    exp.Union: "UNION", exp.Intersect: "INTERSECT", exp.Except: "EXCEPT", exp.Copy: "COPY",
+    exp.Attach: "ATTACH", exp.Detach: "DETACH", exp.Install: "INSTALL", exp.Set: "SET",
+    exp.Pragma: "PRAGMA", exp.Create: "CREATE", exp.Drop: "DROP", exp.Insert: "INSERT",
+    exp.Update: "UPDATE", exp.Delete: "DELETE", exp.Describe: "DESCRIBE", exp.Show: "SHOW",
+    exp.Use: "USE", exp.Pivot: "PIVOT",
+}  # fmt: skip
+
+
+def check_query(sql: str, policy: SqlPolicy) -> CheckedQuery:
+    """Check ``sql`` against ``policy``: the rewritten query, or :class:`QueryRefused`."""
+    return _Checker(sql, policy).run()
+
+
+def refuse(reason: str, hint: str | None = None) -> QueryRefused:
+    return QueryRefused(reason, hint=hint or "see docs/sandbox.md for what governed SQL allows")
+
+
+class _Checker:
+    def __init__(self, sql: str, policy: SqlPolicy) -> None:
+        self.sql = sql
+        self.policy = policy
+        self.columns = {c.lower(): c for c in policy.columns}
+        self.restricted = policy.output != "raw"
+        self.table_refs = {policy.table.lower()}
+        self.aliases: dict[str, exp.Expr] = {}
+        self.aggregates: list[Aggregate] = []
+        self.read: set[str] = set()
+        self.countable: set[int] = set()  # ids of Column nodes that are a COUNT's direct argument
+
+    # -- statement -------------------------------------------------------------------------
+    def run(self) -> CheckedQuery:
+        tree = self._parse()
+        self._check_clauses(tree)
+        self._check_from(tree)
+        items = self._select_items(tree)
+        where = self._normalize(tree.args.get("where"), "where")
+        having = self._normalize(tree.args.get("having"), "having")
+        order = self._normalize(tree.args.get("order"), "order")
+        keys = self._group_keys(tree, items)
+
+        for key in keys:
+            self._visit(key, "group")
+        for name, item in items:
+            self._visit(item, "select", output=name)
+        for clause, node in (("where", where), ("having", having), ("order", order)):
+            if node is not None:
+                self._visit(node.this if clause != "order" else node, clause)
+
+        is_aggregate = bool(keys) or bool(self.aggregates)
+        if is_aggregate:
+            self._check_covered(items, having, order, keys)
+        elif self.policy.output == "aggregate-only":
+            raise refuse(
+                "a row-level SELECT is not allowed: the agreement releases aggregates only",
+                hint="aggregate with COUNT, SUM, AVG, ... and GROUP BY non-sensitive columns",
+            )
+        if having is not None and not is_aggregate:
+            raise refuse("HAVING without aggregates is not allowed")
+
+        out = self._rewrite(tree, items, where, having, order, keys, is_aggregate)
+        text = out.sql(dialect=DIALECT)
+        self._round_trip(text)
+        return CheckedQuery(
+            sql=text,
+            original=self.sql,
+            table=self.policy.table,
+            output=self.policy.output,
+            output_columns=tuple(name for name, _ in items),
+            group_keys=tuple(_key_name(k) for k in keys),
+            aggregates=tuple(self.aggregates),
+            is_aggregate=is_aggregate,
+            min_group_size=self.policy.min_group_size,
+            columns_read=tuple(sorted(self.read)),
+        )
+
+    def _parse(self) -> exp.Select:
+        if len(self.sql) > MAX_SQL_CHARS:
+            raise refuse(f"the query is longer than {MAX_SQL_CHARS} characters")
+        dialect = sqlglot.Dialect.get_or_raise(DIALECT)
+        try:
+            tokens = dialect.tokenize(self.sql)
+        except SqlglotError as exc:
+            raise refuse(f"the SQL could not be read: {_first_line(exc)}") from None
+        if not tokens:
+            raise refuse("the query is empty", hint="send one SELECT")
+        first = tokens[0].text.upper()
+        if first in rules.STATEMENT_KEYWORDS:
+            raise self._not_select(first)
+        try:
+            statements = [s for s in sqlglot.parse(self.sql, dialect=DIALECT) if s is not None]
+        except SqlglotError as exc:
+            raise refuse(f"the SQL could not be parsed: {_first_line(exc)}") from None
+        if len(statements) != 1:
+            raise refuse(f"exactly one statement is allowed, got {len(statements)}")
+        tree = statements[0]
+        if not isinstance(tree, exp.Select):
+            raise self._not_select(_STATEMENTS.get(type(tree), type(tree).__name__.upper()))
+        return tree
+
+    def _not_select(self, what: str) -> QueryRefused:
+        return refuse(
+            f"{what} statements are not allowed: only one SELECT over '{self.policy.table}' is",
+            hint="send one SELECT over the agreed table",
+        )
+
+    def _check_clauses(self, tree: exp.Select) -> None:
+        for key, value in tree.args.items():
+            if value in (None, False, []) or key in _SELECT_ARGS:
+                continue
+            raise refuse(_CLAUSE_REASONS.get(key, f"the {key.upper()} clause is not allowed"))
+        if tree.args.get("kind"):
+            raise refuse(f"SELECT {tree.args['kind']} is not allowed")
+
+    def _check_from(self, tree: exp.Select) -> None:
+        source = tree.args.get("from_") or tree.args.get("from")
+        if source is None:
+            raise refuse(
+                f"the query has no FROM: it must read the agreed table '{self.policy.table}'"
+            )
+        table = source.this
+        if isinstance(table, exp.Subquery):
+            raise refuse("a subquery in FROM is not allowed: nested queries can select raw rows")
+        if not isinstance(table, exp.Table):
+            raise refuse(f"FROM {table.sql(dialect=DIALECT)} is not allowed: read the agreed table")
+        if not isinstance(table.this, exp.Identifier):
+            name = self._fname(table.this) if isinstance(table.this, exp.Func) else table.sql()
+            raise refuse(
+                f"table function {name}(...) in FROM is not allowed: it reads outside the "
+                f"agreed table '{self.policy.table}'"
+            )
+        if table.args.get("db") or table.args.get("catalog"):
+            raise refuse(
+                f"a qualified table name ({table.sql()}) is not allowed: write "
+                f"'{self.policy.table}'"
+            )
+        for key, value in table.args.items():
+            if value not in (None, False, []) and key not in ("this", "alias"):
+                raise refuse(f"'{key}' on the table in FROM is not allowed")
+        name = table.name
+        if name.lower() != self.policy.table.lower():
+            if any(ch in name for ch in "/\\.:*?"):
+                raise refuse(f"file path '{name}' in FROM is not allowed: only the agreed table is")
+            raise refuse(f"table '{name}' is not the agreed dataset '{self.policy.table}'")
+        alias = table.args.get("alias")
+        if alias is not None:
+            if alias.args.get("columns"):
+                raise refuse("renaming the table's columns in FROM is not allowed")
+            self.table_refs.add(alias.name.lower())
+
+    # -- names -----------------------------------------------------------------------------
+    def _select_items(self, tree: exp.Select) -> list[tuple[str, exp.Expr]]:
+        items: list[tuple[str, exp.Expr]] = []
+        taken: set[str] = set()
+        for i, raw in enumerate(tree.expressions):
+            alias = raw.alias if isinstance(raw, exp.Alias) else None
+            node = raw.this if isinstance(raw, exp.Alias) else raw
+            if isinstance(node, exp.Star):
+                raise refuse(
+                    "SELECT * is not allowed: name the columns"
+                    + (" and aggregate them" if self.policy.output == "aggregate-only" else "")
+                )
+            node = self._normalize(node.copy(), "select")
+            assert node is not None
+            if alias:
+                low = alias.lower()
+                if low.startswith("__"):
+                    raise refuse(f"output name '{alias}' is reserved (names starting with '__')")
+                if low in self.columns and not (
+                    isinstance(node, exp.Column) and node.name.lower() == low
+                ):
+                    raise refuse(
+                        f"output name '{alias}' shadows a column of '{self.policy.table}': "
+                        f"choose another"
+                    )
+                name = alias
+            else:
+                name = self._default_name(node, i)
+            base, n = name, 2
+            while name.lower() in taken:
+                if alias:
+                    raise refuse(f"output name '{alias}' is used twice")
+                name, n = f"{base}_{n}", n + 1
+            taken.add(name.lower())
+            self.aliases[name.lower()] = node
+            items.append((name, node))
+        return items
+
+    def _normalize(self, node: exp.Expr | None, clause: str) -> exp.Expr | None:
+        """Rewrite columns to quoted canonical names; resolve output aliases outside SELECT."""
+        if node is None:
+            return None
+        node = node.copy()
+
+        def fix(n: exp.Expr) -> exp.Expr:
+            if not isinstance(n, exp.Column):
+                return n
+            if isinstance(n.this, exp.Star):
+                raise refuse(f"SELECT * is not allowed ({n.sql()}): name the columns")
+            if n.args.get("db") or n.args.get("catalog"):
+                raise refuse(
+                    f"column reference {n.sql()} is not allowed: name columns of "
+                    f"'{self.policy.table}'"
+                )
+            qualifier = n.table.lower()
+            if qualifier and qualifier not in self.table_refs:
+                raise refuse(
+                    f"column {n.sql()} refers to '{n.table}', which is not the agreed table"
+                )
+            low = n.name.lower()
+            if low in self.columns:
+                canonical = self.columns[low]
+                self._check_field(canonical)
+                return exp.Column(this=exp.Identifier(this=canonical, quoted=True))
+            if clause != "select" and not qualifier and low in self.aliases:
+                return self.aliases[low].copy()
+            raise refuse(f"unknown column '{n.name}' in {_CLAUSE_NAMES.get(clause, clause)}")
+
+        return node.transform(fix, copy=False)
+
+    def _check_field(self, column: str) -> None:
+        low = column.lower()
+        p = self.policy
+        if low in p.prohibited_fields:
+            raise refuse(f"column '{column}' is prohibited by the agreement")
+        if p.allowed_fields is not None and low not in p.allowed_fields:
+            raise refuse(
+                f"column '{column}' is not among the agreement's allowed fields",
+                hint="allowed: " + ", ".join(sorted(p.allowed_fields)),
+            )
+
+    def _group_keys(self, tree: exp.Select, items: list[tuple[str, exp.Expr]]) -> list[exp.Expr]:
+        group = tree.args.get("group")
+        if group is None:
+            return []
+        for form in ("cube", "rollup", "grouping_sets"):
+            if group.args.get(form):
+                raise refuse(
+                    f"GROUP BY {form.upper().replace('_', ' ')} is not allowed: list the keys"
+                )
+        if group.args.get("all"):
+            return [item.copy() for _, item in items if not self._has_aggregate(item)]
+        keys: list[exp.Expr] = []
+        for raw in group.expressions:
+            if isinstance(raw, exp.Literal) and not raw.is_string:
+                pos = int(raw.this) if raw.this.isdigit() else 0
+                if not 1 <= pos <= len(items):
+                    raise refuse(f"GROUP BY {raw.this} does not name a SELECT item")
+                keys.append(items[pos - 1][1].copy())
+                continue
+            key = self._normalize(raw, "group")
+            assert key is not None
+            keys.append(key)
+        return keys
+
+    # -- node by node ----------------------------------------------------------------------
+    def _visit(
+        self,
+        node: exp.Expr,
+        clause: str,
+        agg: str | None = None,
+        output: str | None = None,
+        filtered: bool = False,
+    ) -> None:
+        where = _CLAUSE_NAMES.get(clause, clause)
+        if isinstance(node, exp.Column):
+            self._visit_column(node, clause, agg)
+            return
+        if isinstance(
+            node, (exp.Subquery, exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Exists)
+        ):
+            raise refuse(
+                f"a subquery in {where} is not allowed: nested queries can select raw rows"
+            )
+        if isinstance(node, exp.Window):
+            raise refuse(
+                f"window function {node.this.sql(dialect=DIALECT)} OVER (...) in {where} is not "
+                f"allowed"
+            )
+        if isinstance(node, exp.Star):
+            if not isinstance(node.parent, exp.Count):
+                raise refuse("* is allowed only in COUNT(*)")
+            return
+        if isinstance(node, exp.Filter):
+            if not self._is_aggregate(node.this):
+                raise refuse("FILTER is allowed only on an aggregate")
+            self._visit(node.expression.this, "filter", agg="filter")
+            self._visit(node.this, clause, agg, output, filtered=True)
+            return
+        if isinstance(node, exp.WithinGroup):
+            raise refuse("WITHIN GROUP is not allowed: write quantile_cont(column, fraction)")
+        if self._is_aggregate(node):
+            self._visit_aggregate(node, clause, agg, output, filtered)
+            return
+        if isinstance(node, (exp.Cast, exp.TryCast)):
+            to = node.args["to"]
+            if to.this not in rules.CAST_TYPES:
+                raise refuse(
+                    f"cast to {to.sql(dialect=DIALECT)} in {where} is not allowed: cast to "
+                    f"numbers, dates or text"
+                )
+            self._visit(node.this, clause, agg)
+            return
+        if isinstance(node, exp.Anonymous):
+            name = node.name.lower()
+            if rules.reads_outside(name):
+                raise refuse(
+                    f"function {name} in {where} is not allowed: it reads files, the environment "
+                    f"or the engine's settings"
+                )
+            if name not in rules.ANONYMOUS_SCALAR:
+                raise refuse(
+                    f"function {name} in {where} is not on the allow-list of scalar functions"
+                )
+        elif isinstance(node, exp.Var):
+            if not isinstance(node.parent, rules.UNIT_PARENTS):
+                raise refuse(f"'{node.sql()}' in {where} is not allowed")
+            return
+        elif isinstance(node, (exp.IgnoreNulls, exp.RespectNulls)):
+            pass  # modifiers of the aggregate inside, which is checked on its own
+        elif isinstance(node, exp.In):
+            if node.args.get("query") is not None:
+                raise refuse(
+                    f"a subquery in {where} is not allowed: nested queries can select raw rows"
+                )
+            if any(node.args.get(k) for k in node.args if k not in ("this", "expressions")):
+                raise refuse(f"IN in {where} is allowed only with a list of values")
+        elif isinstance(node, exp.Ordered):
+            if clause != "order":
+                raise refuse(f"ordering in {where} is not allowed")
+        elif isinstance(node, exp.Order):
+            if clause != "order":
+                raise refuse(f"ORDER BY in {where} is not allowed")
+        elif type(node) not in rules.SCALAR:
+            if isinstance(node, exp.Func):
+                raise refuse(
+                    f"function {self._fname(node)} in {where} is not on the allow-list of scalar "
+                    f"functions"
+                )
+            raise refuse(
+                f"{node.sql(dialect=DIALECT)[:60]} ({type(node).__name__}) in {where} is not "
+                f"allowed"
+            )
+        for child in node.iter_expressions():
+            self._visit(child, clause, agg)
+
+    def _visit_column(self, col: exp.Column, clause: str, agg: str | None) -> None:
+        name = col.name
+        low = name.lower()
+        where = _CLAUSE_NAMES.get(clause, clause)
+        self.read.add(name)
+        if not self.restricted:
+            return
+        if low in self.policy.identifier_columns and id(col) not in self.countable:
+            place = f"{agg}(...)" if agg and agg != "filter" else where
+            raise refuse(
+                f"identifier column '{name}' in {place} is not allowed: identifiers may only be "
+                "counted, as COUNT(column) or COUNT(DISTINCT column)"
+            )
+        if low in self.policy.sensitive_columns:
+            if clause == "group":
+                raise refuse(f"GROUP BY on sensitive column '{name}' is not allowed")
+            if agg in rules.ORDER_STATISTICS.values():
+                raise refuse(
+                    f"function {agg} over sensitive column '{name}' is not allowed: it releases "
+                    "one person's value"
+                )
+
+    def _visit_aggregate(
+        self, node: exp.Expr, clause: str, agg: str | None, output: str | None, filtered: bool
+    ) -> None:
+        name = self._fname(node)
+        where = _CLAUSE_NAMES.get(clause, clause)
+        cols = [c.name for c in node.find_all(exp.Column)]
+        over = f" over column '{cols[0]}'" if cols else ""
+        if type(node) in rules.RAW_RELEASING or name in rules.ANONYMOUS_RAW_RELEASING:
+            raise refuse(f"function {name}{over} is not allowed: it releases raw values")
+        if agg is not None:
+            raise refuse(f"aggregate {name} inside another aggregate is not allowed")
+        if clause in ("where", "group"):
+            raise refuse(f"aggregate {name} in {where} is not allowed")
+        canonical = self._canonical_aggregate(node, name)
+        arg = node.this if not isinstance(node, exp.Anonymous) else (node.expressions or [None])[0]
+        distinct = isinstance(arg, exp.Distinct)
+        target = arg.expressions[0] if distinct and len(arg.expressions) == 1 else arg
+        if canonical in rules.COUNTING.values() and isinstance(target, exp.Column):
+            self.countable.add(id(target))
+        if (
+            canonical in rules.BLENDING.values()
+            and canonical != "count_if"
+            and isinstance(target, exp.Column)
+        ):
+            ctype = self.policy.columns[target.name]
+            if not rules.is_numeric_type(ctype):
+                raise refuse(
+                    f"function {name} over column '{target.name}' ({ctype}) is not allowed: it "
+                    f"needs a number"
+                )
+        self.aggregates.append(
+            Aggregate(
+                function=("count_distinct" if canonical == "count" and distinct else canonical),
+                column=target.name if isinstance(target, exp.Column) else None,
+                columns=tuple(dict.fromkeys(cols)),
+                distinct=distinct,
+                filtered=filtered,
+                clause=clause,
+                output=output,
+                sql=node.sql(dialect=DIALECT),
+            )
+        )
+        for child in node.iter_expressions():
+            if isinstance(child, exp.Distinct):
+                for inner in child.expressions:
+                    self._visit(inner, clause, canonical)
+            else:
+                self._visit(child, clause, canonical)
+
+    def _canonical_aggregate(self, node: exp.Expr, name: str) -> str:
+        for table in (rules.COUNTING, rules.BLENDING, rules.ORDER_STATISTICS):
+            if type(node) in table:
+                return table[type(node)]
+        if isinstance(node, exp.Anonymous) and name in rules.ANONYMOUS_AGGREGATES:
+            return rules.ANONYMOUS_AGGREGATES[name]
+        raise refuse(f"aggregate {name} is not on the allow-list of aggregates")
+
+    def _is_aggregate(self, node: exp.Expr) -> bool:
+        if isinstance(node, exp.Anonymous):
+            name = node.name.lower()
+            return name in rules.ANONYMOUS_AGGREGATES or name in rules.ANONYMOUS_RAW_RELEASING
+        return isinstance(node, exp.AggFunc)
+
+    def _has_aggregate(self, node: exp.Expr) -> bool:
+        return any(self._is_aggregate(n) for n in node.walk())
+
+    def _fname(self, node: exp.Expr) -> str:
+        if isinstance(node, exp.Anonymous):
+            return node.name.lower()
+        meta = node.meta
+        if "start" in meta and "end" in meta:
+            text = self.sql[meta["start"] : meta["end"] + 1].strip()
+            if text.replace("_", "").isalnum():
+                return text.lower()
+        for table in (rules.RAW_RELEASING, rules.COUNTING, rules.BLENDING, rules.ORDER_STATISTICS):
+            if type(node) in table:
+                return table[type(node)]
+        return (
+            node.sql_name().lower() if isinstance(node, exp.Func) else type(node).__name__.lower()
+        )
+
+    def _default_name(self, node: exp.Expr, i: int) -> str:
+        if isinstance(node, exp.Column):
+            return node.name
+        inner = node.this if isinstance(node, exp.Filter) else node
+        if self._is_aggregate(inner):
+            fname = self._fname(inner)
+            arg = inner.this if not isinstance(inner, exp.Anonymous) else None
+            if isinstance(arg, exp.Distinct):
+                fname += "_distinct"
+                arg = arg.expressions[0] if len(arg.expressions) == 1 else None
+            if isinstance(arg, exp.Column):
+                return f"{fname}_{arg.name}"
+            return fname
+        return f"col{i + 1}"
+
+    # -- aggregate-only coverage and the rewrite -------------------------------------------
+    def _check_covered(
+        self,
+        items: list[tuple[str, exp.Expr]],
+        having: exp.Expr | None,
+        order: exp.Expr | None,
+        keys: list[exp.Expr],
+    ) -> None:
+        def uncovered(node: exp.Expr) -> exp.Column | None:
+            if node in keys or self._is_aggregate(node) or isinstance(node, exp.Filter):
+                return None
+            if isinstance(node, exp.Column):
+                return node
+            for child in node.iter_expressions():
+                found = uncovered(child)
+                if found is not None:
+                    return found
+            return None
+
+        parts: list[tuple[str, exp.Expr]] = [("the SELECT list", item) for _, item in items]
+        if having is not None:
+            parts.append(("HAVING", having.this))
+        if order is not None:
+            parts.append(("ORDER BY", order))
+        for where, node in parts:
+            col = uncovered(node)
+            if col is not None:
+                raise refuse(
+                    f"column '{col.name}' in {where} is neither aggregated nor a GROUP BY key",
+                    hint="aggregate it or add it to GROUP BY",
+                )
+
+    def _rewrite(
+        self,
+        tree: exp.Select,
+        items: list[tuple[str, exp.Expr]],
+        where: exp.Expr | None,
+        having: exp.Expr | None,
+        order: exp.Expr | None,
+        keys: list[exp.Expr],
+        is_aggregate: bool,
+    ) -> exp.Select:
+        table = exp.Table(this=exp.Identifier(this=self.policy.table, quoted=True))
+        out = exp.Select(
+            expressions=[exp.alias_(item, name, quoted=True) for name, item in items]
+        ).from_(table, copy=False)
+        if where is not None:
+            out.set("where", where)
+        if keys:
+            out.set("group", exp.Group(expressions=keys))
+        condition = having.this if having is not None else None
+        k = self.policy.min_group_size
+        if is_aggregate and k > 1:
+            contributor = self.policy.contributor_column
+            counted: exp.Expr = (
+                exp.Count(
+                    this=exp.Distinct(
+                        expressions=[exp.column(self._canon(contributor), quoted=True)]
+                    )
+                )
+                if contributor
+                else exp.Count(this=exp.Star())
+            )
+            threshold = exp.GTE(this=counted, expression=exp.Literal.number(k))
+            condition = (
+                threshold if condition is None else exp.and_(exp.paren(condition), threshold)
+            )
+        if condition is not None:
+            out.set("having", exp.Having(this=condition))
+        if order is not None:
+            out.set("order", order)
+        for key in ("limit", "offset"):
+            node = tree.args.get(key)
+            if node is None:
+                continue
+            value = node.args.get("expression") or node.this
+            if not (
+                isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
+            ):
+                raise refuse(f"{key.upper()} must be a whole number")
+            out.set(key, node.copy())
+        return out
+
+    def _canon(self, column: str) -> str:
+        return self.columns[column.lower()]
+
+    def _round_trip(self, text: str) -> None:
+        try:
+            again = sqlglot.parse_one(text, dialect=DIALECT).sql(dialect=DIALECT)
+        except SqlglotError:
+            again = None
+        if again != text:
+            raise refuse("the rewritten query does not read back the same; refusing to run it")
+
+
+def _key_name(key: exp.Expr) -> str:
+    return key.name if isinstance(key, exp.Column) else key.sql(dialect=DIALECT)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,217 @@
+"""The locked worker runs checked queries, enforces its limits and survives failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from dataspace.compute import (
+    QueryOutOfMemory,
+    QueryTimeout,
+    ResultTooLarge,
+    SqlPolicy,
+    WorkerCrashed,
+    check_query,
+)
+from dataspace.compute import sandbox as sb
+from dataspace.compute.sandbox import QueryResult, SandboxLimits, _UnsafeRawQuery, run_query
+from dataspace.errors import NotFound, UsageError
+
+COUNT_BY_CITY = "SELECT city, count(*) AS n, sum(age) AS ages FROM people GROUP BY city ORDER BY n"
+
+
+def test_min_group_size_releases_only_groups_of_at_least_k(
+    people_parquet: Path, make_policy, limits: SandboxLimits
+) -> None:
+    for k in (1, 3, 10, 11):
+        checked = check_query(COUNT_BY_CITY, make_policy(min_group_size=k))
+        result = run_query(people_parquet, "people", checked, limits)
+        sizes = result.table.column("n").to_pylist()
+        assert sizes == list(range(max(k, 1), 11))
+        assert result.table.column("city").to_pylist() == [f"c{n}" for n in sizes]
+
+
+def test_without_group_by_the_whole_result_is_suppressed_below_k(
+    people_parquet: Path, make_policy, limits: SandboxLimits
+) -> None:
+    policy = make_policy(min_group_size=5)
+    small = check_query("SELECT count(*) AS n FROM people WHERE city = 'c4'", policy)
+    assert run_query(people_parquet, "people", small, limits).table.num_rows == 0
+    large = check_query("SELECT count(*) AS n FROM people WHERE city = 'c5'", policy)
+    assert run_query(people_parquet, "people", large, limits).table.to_pylist() == [{"n": 5}]
+
+
+def test_result_carries_usage_figures(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    result = run_query(people_parquet, "people", check_query(COUNT_BY_CITY, policy), limits)
+    assert isinstance(result, QueryResult)
+    assert result.rows_scanned == 55
+    assert result.result_rows == 6 == result.table.num_rows
+    assert result.table.column_names == ["city", "n", "ages"]
+    assert result.bytes_out > 0
+    assert result.cpu_seconds >= 0
+    assert 0 < result.wall_seconds < 10
+
+
+def test_symlinked_dataset_path_is_resolved(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits, tmp_path: Path
+) -> None:
+    link = tmp_path / "link.parquet"
+    link.symlink_to(people_parquet)
+    result = run_query(
+        link, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
+    )
+    assert result.table.to_pylist() == [{"n": 55}]
+
+
+def test_missing_dataset_and_wrong_table_are_refused(
+    people_parquet: Path, policy: SqlPolicy, tmp_path: Path
+) -> None:
+    checked = check_query("SELECT count(*) FROM people", policy)
+    with pytest.raises(NotFound):
+        run_query(tmp_path / "gone.parquet", "people", checked)
+    with pytest.raises(UsageError, match="checked for table 'people'"):
+        run_query(people_parquet, "other", checked)
+
+
+def test_timeout_interrupts_a_slow_query_and_the_next_query_works(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    slow = SandboxLimits(**{**limits.__dict__, "timeout_seconds": 0.5})
+    bomb = _UnsafeRawQuery("SELECT count(*) FROM range(1000000000000) a, range(1000000) b")
+    with pytest.raises(QueryTimeout, match="interrupted"):
+        run_query(people_parquet, "people", bomb, slow)
+    ok = run_query(
+        people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), slow
+    )
+    assert ok.table.to_pylist() == [{"n": 55}]
+
+
+def test_worker_that_does_not_stop_is_killed_after_the_grace_period(
+    people_parquet: Path, limits: SandboxLimits
+) -> None:
+    worker = sb._Worker(limits)
+    job = {"path": str(people_parquet), "table": "people", "gate": True, "timeout": 60.0,
+           "sql": "SELECT count(*) FROM range(1000000000000) a, range(1000000) b",
+           "max_rows": 10, "max_bytes": 1000}  # fmt: skip
+    try:
+        with pytest.raises(QueryTimeout, match="worker was killed"):
+            worker.ask(job, wait=0.5)
+        assert sb._wait_eof(worker.conn, 5.0), "the killed worker is gone"
+    finally:
+        worker.finish()
+    assert not Path(worker.temp_dir).exists()
+
+
+def test_memory_limit_refuses_a_memory_bomb(people_parquet: Path, limits: SandboxLimits) -> None:
+    small = SandboxLimits(**{**limits.__dict__, "memory_limit_mb": 64, "max_temp_mb": 16})
+    with pytest.raises(QueryOutOfMemory, match="out of memory"):
+        run_query(
+            people_parquet,
+            "people",
+            _UnsafeRawQuery("SELECT list(range) FROM range(200000000)"),
+            small,
+        )
+
+
+def test_result_caps_refuse_oversized_results(
+    people_parquet: Path, make_policy, limits: SandboxLimits
+) -> None:
+    raw = make_policy(output="raw")
+    rows = check_query("SELECT city, age FROM people", raw)
+    with pytest.raises(ResultTooLarge, match="more than 10 rows"):
+        run_query(
+            people_parquet,
+            "people",
+            rows,
+            SandboxLimits(**{**limits.__dict__, "max_result_rows": 10}),
+        )
+    with pytest.raises(ResultTooLarge, match="bytes"):
+        run_query(
+            people_parquet,
+            "people",
+            rows,
+            SandboxLimits(**{**limits.__dict__, "max_result_bytes": 100}),
+        )
+
+
+def test_temp_dir_is_private_and_wiped(people_parquet: Path, limits: SandboxLimits) -> None:
+    root = Path(str(limits.temp_root))
+    before = set(root.iterdir())
+    seen: list[str] = []
+    original = sb._Worker.ask
+
+    def spy(self: sb._Worker, job: dict, wait: float):  # type: ignore[no-untyped-def]
+        seen.append(self.temp_dir)
+        assert oct(os.stat(self.temp_dir).st_mode & 0o777) == "0o700"
+        return original(self, job, wait)
+
+    sb._Worker.ask = spy  # type: ignore[method-assign]
+    try:
+        # without the one-SELECT gate COPY can write into the temp dir (cwd); it must not survive
+        run_query(
+            people_parquet,
+            "people",
+            _UnsafeRawQuery("COPY people TO 'leak.csv'", gate=False),
+            limits,
+        )
+    finally:
+        sb._Worker.ask = original  # type: ignore[method-assign]
+    assert seen and not Path(seen[0]).exists()
+    for old in before:
+        assert not old.exists()
+    assert not list(root.rglob("leak.csv"))
+    assert all(not any(d.iterdir()) for d in root.iterdir())  # only the next, unused worker's dir
+
+
+def test_worker_crash_is_reported_and_the_next_query_works(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    original = sb._Worker.ask
+
+    def crash(self: sb._Worker, job: dict, wait: float):  # type: ignore[no-untyped-def]
+        threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
+        return original(self, job, wait)
+
+    sb._Worker.ask = crash  # type: ignore[method-assign]
+    try:
+        with pytest.raises(WorkerCrashed, match="died without an answer"):
+            run_query(
+                people_parquet,
+                "people",
+                _UnsafeRawQuery("SELECT count(*) FROM range(1000000000000) a, range(100) b"),
+                limits,
+            )
+    finally:
+        sb._Worker.ask = original  # type: ignore[method-assign]
+    ok = run_query(
+        people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
+    )
+    assert ok.table.to_pylist() == [{"n": 55}]
+
+
+def test_process_server_restarts_after_it_dies(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    run_query(
+        people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
+    )
+    zygote = sb._get_zygote()
+    zygote.process.kill()
+    zygote.process.wait()
+    ok = run_query(
+        people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
+    )
+    assert ok.table.to_pylist() == [{"n": 55}]
+
+
+def test_limits_read_from_node_settings() -> None:
+    limits = SandboxLimits.from_limits(
+        {"sandbox_timeout_seconds": 5.0, "sandbox_threads": 1, "other": 1}
+    )
+    assert (limits.timeout_seconds, limits.threads, limits.memory_limit_mb) == (5.0, 1, 512)
