@@ -41,7 +41,8 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(
-            f"private key {path} is missing", hint="restore it from backup; a node cannot sign without it"
+            f"private key {path} is missing",
+            hint="restore it from backup; a node cannot sign without it",
         ) from None
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:

@@ -21,7 +21,7 @@ def alembic_config(store: Store) -> Config:
     return cfg
 
 
-def upgrade(store: Store, revision: str = "head") -> None:
+def upgrade(store: Store, revision: str = "heads") -> None:
     with store.engine.begin() as conn:
         cfg = alembic_config(store)
         cfg.attributes["connection"] = conn

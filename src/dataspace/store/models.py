@@ -101,3 +101,14 @@ class LedgerCheckpoint(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# Each area keeps its tables in its own module; importing them here registers them on Base.
+from dataspace.store import (  # noqa: E402
+    models_contracts,
+    models_identity,
+    models_metering,
+    models_privacy,
+)
+
+__all__ = ["Base", "models_contracts", "models_identity", "models_metering", "models_privacy"]

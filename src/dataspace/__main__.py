@@ -1,0 +1,3 @@
+from dataspace.cli.main import main
+
+main()

@@ -1,0 +1,59 @@
+"""What every command group shares: the node option, JSON output, tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dataspace.services.node import Node, default_actor, open_node
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+class CliState:
+    """Carried in the Typer context: the --node given at the top, opened on first use."""
+
+    def __init__(self, node_dir: str | None) -> None:
+        self.node_dir = node_dir
+        self._node: Node | None = None
+
+    def node(self) -> Node:
+        if self._node is None:
+            self._node = open_node(self.node_dir)
+        return self._node
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState(None)
+    return root.obj
+
+
+def node(ctx: typer.Context) -> Node:
+    return state(ctx).node()
+
+
+def actor() -> str:
+    return default_actor()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for col in columns:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    return t

@@ -1,0 +1,105 @@
+"""`dataspace ledger ...`: read the log, sign checkpoints, prove entries, verify everything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from dataspace.cli.common import JsonOption, console, err_console, node, print_json, table
+from dataspace.errors import InputError, LedgerTampered
+from dataspace.services import ledger
+
+app = typer.Typer(help="The node's verifiable log (RFC 9162).", no_args_is_help=True)
+
+
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    start: int = typer.Option(0, "--start", help="First entry index."),
+    limit: int = typer.Option(50, "--limit", help="Most entries to show."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List ledger entries."""
+    rows = ledger.entries(node(ctx), start, limit)
+    if as_json:
+        print_json(rows)
+        return
+    console.print(
+        table(
+            None,
+            ["#", "time", "actor", "action", "payload"],
+            [
+                [
+                    r["index"],
+                    r["entry"]["time"],
+                    r["entry"]["actor"],
+                    r["entry"]["action"],
+                    json.dumps(r["payload"], ensure_ascii=False)[:80],
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@app.command("checkpoint")
+def checkpoint(ctx: typer.Context) -> None:
+    """Print the latest signed checkpoint (signing one if the log grew)."""
+    print(ledger.checkpoint(node(ctx)), end="")
+
+
+@app.command("prove")
+def prove(
+    ctx: typer.Context,
+    index: int = typer.Argument(..., help="Entry index."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the bundle here instead of stdout."),
+) -> None:
+    """Write an offline-verifiable inclusion proof for one entry."""
+    bundle = ledger.inclusion_proof(node(ctx), index)
+    text = json.dumps(bundle, ensure_ascii=False, indent=2) + "\n"
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote inclusion proof for entry {index} to {escape(str(out))}")
+
+
+def _read_note(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    checkpoint_files: list[Path] = typer.Option(
+        None, "--checkpoint", help="A checkpoint note kept elsewhere; repeatable."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Recompute the tree from stored entries and check every stored (and given) checkpoint."""
+    held = [_read_note(p) for p in checkpoint_files or []]
+    try:
+        report = ledger.verify(node(ctx), held)
+    except LedgerTampered as exc:
+        problems = exc.details.get("problems", [])
+        err_console.print(
+            table(
+                "ledger problems",
+                ["index", "kind", "reason"],
+                [[p.get("index"), p.get("kind"), p.get("reason")] for p in problems],
+            )
+        )
+        raise
+    if as_json:
+        print_json(report)
+        return
+    console.print(
+        f"[green]ledger verified[/green]: {report['size']} entries, "
+        f"{report['checkpoints_checked']} checkpoints, root {report['root']}"
+    )

@@ -1,0 +1,62 @@
+"""The `dataspace` command: one Typer app, one module per command group.
+
+Errors are handled here only: a DataspaceError prints one line (and a hint) to stderr and exits
+with the error's stable exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.markup import escape
+
+from dataspace import __version__
+from dataspace.cli import dataset, ledger, node_cmd, token
+from dataspace.cli.common import CliState, err_console
+from dataspace.errors import DataspaceError
+from dataspace.services.node import ENV_NODE
+
+app = typer.Typer(
+    name="dataspace",
+    help="A trusted data space node: register data, keep a verifiable log, share under policy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    node_dir: str = typer.Option(
+        None, "--node", envvar=ENV_NODE, help="The node's directory.", metavar="DIR"
+    ),
+) -> None:
+    ctx.obj = CliState(node_dir)
+
+
+def _version() -> None:
+    print(__version__)
+
+
+app.command("version", help="Print the version.")(_version)
+node_cmd.register(app)
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(token.app, name="token")
+app.add_typer(ledger.app, name="ledger")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; click handles usage errors, DataspaceError is reported here."""
+    try:
+        app(args=argv, prog_name="dataspace")
+    except DataspaceError as exc:
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+        if exc.hint:
+            err_console.print(f"  {exc.hint}", markup=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Top-level commands about the node itself: init, node show, serve, verify-proof."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from dataspace.cli.common import JsonOption, console, node, print_json
+from dataspace.errors import InputError
+from dataspace.ledger import proof
+from dataspace.services import ledger as ledger_service
+from dataspace.services.node import init_node
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("node")(show_node)
+    app.command("serve")(serve)
+    app.command("verify-proof")(verify_proof)
+
+
+def init(
+    directory: Path = typer.Argument(
+        ..., help="Directory for the new node (created; must be empty)."
+    ),
+    name: str = typer.Option(..., "--name", help="The node's name, e.g. bank-a."),
+    database_url: str = typer.Option(
+        None, "--database-url", help="PostgreSQL URL; default is SQLite in the node directory."
+    ),
+    database_schema: str = typer.Option(None, "--database-schema", help="PostgreSQL schema."),
+) -> None:
+    """Create a node: keys, config, state database, data folder, admin token."""
+    created, secret = init_node(
+        directory, name, database_url=database_url, database_schema=database_schema
+    )
+    console.print(
+        f"created node [bold]{escape(created.name)}[/bold] in {escape(str(created.root))}"
+    )
+    console.print(f"public key: {escape(created.verifier_key())}")
+    console.print("admin API token (shown only now, store it safely):")
+    console.print(secret, markup=False)
+
+
+def show_node(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Show the node's name, public key and ledger size."""
+    n = node(ctx)
+    info = {
+        "name": n.name,
+        "directory": str(n.root),
+        "origin": n.origin,
+        "verifier_key": n.verifier_key(),
+        "ledger_size": ledger_service.size(n),
+        "store": n.store.url.split("://")[0],
+    }
+    if as_json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        console.print(f"{key:>13}: {escape(str(value))}")
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option(None, "--host", help="Address to listen on (default from node.toml)."),
+    port: int = typer.Option(None, "--port", help="Port (default 8600)."),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json)."""
+    from dataspace.node.server import serve as run
+
+    n = node(ctx)
+    server_cfg = n.config.get("server", {})
+    run(n, host or server_cfg.get("host", "127.0.0.1"), port or int(server_cfg.get("port", 8600)))
+
+
+def verify_proof(
+    proof_file: Path = typer.Argument(..., help="Proof bundle written by `ledger prove`."),
+    key: str = typer.Option(
+        ..., "--key", help="The node's public key string, or a file holding it."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check an inclusion proof offline, with nothing but the node's public key."""
+    key_text = Path(key).read_text(encoding="utf-8").strip() if Path(key).is_file() else key
+    try:
+        bundle = json.loads(proof_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"{proof_file} does not exist", hint="pass a file written by `ledger prove`"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{proof_file} is not a JSON proof bundle: {exc}") from None
+    verified = proof.verify_bundle(bundle, key_text)
+    if as_json:
+        print_json(verified.to_dict())
+        return
+    console.print(f"[green]verified[/green]: {escape(verified.summary())}")

@@ -1,0 +1,83 @@
+"""Bearer-token authentication and role checks for the HTTP API.
+
+Every route except the public ones (health, node identity, latest checkpoint, the OpenAPI
+document) depends on :func:`require` with the roles that may call it::
+
+    @router.get("/datasets")
+    def list_datasets(token: TokenInfo = Depends(require("admin", "provider"))): ...
+
+A missing, unknown or revoked token is a 401, a valid token whose role is not listed a 403,
+both in the one error envelope. The token's ``actor`` is what the services record in the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from dataspace.errors import AuthError, Forbidden
+from dataspace.services import tokens
+from dataspace.services.node import Node
+from dataspace.services.tokens import TokenInfo
+
+ADMIN = ("admin",)
+WRITERS = ("admin", "provider")
+READERS = ("admin", "provider", "auditor")
+EVERYONE = tokens.ROLES
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API token issued with `dataspace token issue` or POST /api/v1/tokens.",
+)
+
+
+def get_node(request: Request) -> Node:
+    """The node this app serves."""
+    node: Node = request.app.state.node
+    return node
+
+
+def _secret(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    if credentials is not None:
+        return credentials.credentials.strip() or None
+    if request.headers.get("authorization"):
+        raise AuthError(
+            "the Authorization header is not a bearer token",
+            hint="send 'Authorization: Bearer <token>'",
+        )
+    return None
+
+
+def require(*roles: str) -> Callable[..., TokenInfo]:
+    """A dependency that authenticates the bearer token and admits only ``roles``."""
+    unknown = set(roles) - set(tokens.ROLES)
+    if not roles or unknown:
+        raise ValueError(f"require() needs roles from {tokens.ROLES}, got {roles!r}")
+    allowed = tuple(roles)
+
+    def authenticated(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+        node: Node = Depends(get_node),
+    ) -> TokenInfo:
+        info = tokens.authenticate(node, _secret(request, credentials))
+        if info.role not in allowed:
+            raise Forbidden(
+                f"role '{info.role}' may not {request.method} {request.url.path}",
+                hint="allowed roles: " + ", ".join(allowed),
+                role=info.role,
+                allowed=list(allowed),
+            )
+        return info
+
+    authenticated.roles = allowed  # type: ignore[attr-defined]
+    return authenticated
+
+
+def roles_of(call: object) -> tuple[str, ...] | None:
+    """The roles a dependency created by :func:`require` admits, or None for any other callable."""
+    roles = getattr(call, "roles", None)
+    return tuple(roles) if isinstance(roles, tuple) else None

@@ -1,0 +1,108 @@
+"""Running the API with uvicorn: ``serve(node, host, port)`` or ``python -m dataspace.node.server``.
+
+SIGINT and SIGTERM shut down gracefully: uvicorn stops accepting connections, lets requests in
+flight finish (up to ``GRACEFUL_SECONDS``), then the node's store is closed and ``serve``
+returns, so the process exits 0 instead of dying by the signal uvicorn re-raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+
+from dataspace.errors import DataspaceError
+from dataspace.node.app import create_app
+from dataspace.services.node import Node, open_node
+
+log = logging.getLogger("dataspace.node")
+
+GRACEFUL_SECONDS = 10
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8600
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Stop(Exception):
+    """A stop signal arrived: after uvicorn's graceful shutdown, or before it was listening."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While uvicorn runs it handles SIGINT/SIGTERM itself; on the way out it restores these
+    handlers and re-raises the signal, which then ends ``serve`` normally instead of the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
+    if not _is_loopback(host):
+        log.warning("serving on %s without TLS: put the node behind a TLS-terminating proxy", host)
+    config = uvicorn.Config(
+        create_app(node),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        server_header=False,
+        proxy_headers=False,
+        log_level="info",
+    )
+    try:
+        with _stop_on_signals(), contextlib.suppress(_Stop):
+            uvicorn.Server(config).run()
+    finally:
+        node.close()
+    log.info("node %s stopped", node.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dataspace.node.server", description="Serve a dataspace node's HTTP API."
+    )
+    parser.add_argument("--node", default=None, help="node directory (default: $DATASPACE_NODE)")
+    parser.add_argument("--host", default=None, help="address to bind (default: node.toml)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: node.toml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    try:
+        node = open_node(args.node)
+    except DataspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    server_cfg = node.config.get("server", {})
+    host = args.host or str(server_cfg.get("host", DEFAULT_HOST))
+    port = args.port if args.port is not None else int(server_cfg.get("port", DEFAULT_PORT))
+    serve(node, host, port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Registering datasets: import, profile, classify, grade, assess quality, log — atomically.
+
+The Parquet file is written under a temporary name and only becomes the dataset's file after
+the catalog row and its ledger entry have committed; any failure before that removes it, so
+nothing half-imported stays in the data folder, the catalog or the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.catalog import ingest, profile, quality
+from dataspace.catalog.classify import (
+    CATEGORIES,
+    Finding,
+    classify_column,
+    is_identifier,
+    is_sensitive,
+    override_finding,
+)
+from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, load_rules
+from dataspace.catalog.sample import sample_columns
+from dataspace.errors import Conflict, InputError, NotFound, UsageError
+from dataspace.ledger import log
+from dataspace.services.names import check_dataset_name
+from dataspace.services.node import Node
+from dataspace.store.models import Dataset
+
+NO_CATEGORY = "none"
+
+
+def _get(session: Session, name: str) -> Dataset:
+    row = session.scalars(select(Dataset).where(Dataset.name == name)).first()
+    if row is None:
+        raise NotFound(f"no dataset named {name!r}", hint="see `dataspace dataset list`")
+    return row
+
+
+def _check_domain(domain: str) -> str:
+    if domain not in DOMAINS:
+        raise UsageError(f"unknown domain {domain!r}", hint="choose one of: " + ", ".join(DOMAINS))
+    return domain
+
+
+@contextlib.contextmanager
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def add(
+    node: Node,
+    src: Path,
+    *,
+    name: str,
+    title: str | None = None,
+    domain: str = "general",
+    description: str = "",
+    actor: str,
+    fmt: str | None = None,
+) -> dict[str, Any]:
+    check_dataset_name(name)
+    _check_domain(domain)
+    src = Path(src)
+    if not src.is_file():
+        raise InputError(
+            f"{src} is not a file", hint="pass the path of a CSV, TSV, Parquet or JSON Lines file"
+        )
+    with node.store.read() as session:
+        if session.scalars(select(Dataset.id).where(Dataset.name == name)).first():
+            raise Conflict(
+                f"a dataset named {name!r} already exists",
+                hint="choose another --name, or remove it first",
+            )
+
+    dataset_id = uuid.uuid4().hex
+    dest = node.data_dir / f"{dataset_id}.parquet"
+    with _removed_on_failure(dest):
+        imported = ingest.import_file(src, dest, limits=node.limits, fmt=fmt)
+        analysis = _analyse(node, dest, domain=domain, rows=imported.rows, overrides={})
+        row = Dataset(
+            id=dataset_id,
+            name=name,
+            title=title or name,
+            domain=domain,
+            description=description,
+            file_name=dest.name,
+            file_sha256=imported.sha256,
+            source_name=src.name,
+            source_format=imported.source_format,
+            source_encoding=imported.source_encoding,
+            rows=imported.rows,
+            bytes=imported.bytes,
+            created_at=datetime.now(UTC),
+            **analysis,
+        )
+        with node.store.write() as session:
+            session.add(row)
+            session.flush()  # a concurrent add of the same name fails here, before the ledger entry
+            log.append(session, actor=actor, action="dataset.added", payload=_ledger_payload(row))
+    return _view(row)
+
+
+def _analyse(
+    node: Node, path: Path, *, domain: str, rows: int, overrides: dict[str, str]
+) -> dict[str, Any]:
+    """Profile, classify, grade and assess a Parquet file; returns the catalog's JSON columns."""
+    limits = node.limits
+    prof = profile.profile_parquet(path, limits=limits)
+    samples = sample_columns(path, limits=limits)
+    columns: dict[str, Any] = {}
+    chosen: dict[str, str | None] = {}
+    findings_by_column: dict[str, list[Finding]] = {}
+    for column, values in samples.items():
+        findings = classify_column(column, values, min_share=limits.classify_min_share)
+        findings_by_column[column] = findings
+        override = overrides.get(column)
+        if override is not None:
+            category = None if override == NO_CATEGORY else override
+        else:
+            category = _best_category(findings, limits.classify_hint_min_confidence)
+        chosen[column] = category
+        columns[column] = {
+            "category": category,
+            "override": override,
+            "findings": [f.to_dict() for f in findings],
+        }
+    grade = grade_dataset(
+        _column_findings(chosen, findings_by_column, overrides),
+        domain=domain,
+        rows=rows,
+        rules=load_rules(_rules_override(node)),
+    )
+    sensitive = {
+        c for c, cat in chosen.items() if cat and (is_sensitive(cat) or is_identifier(cat))
+    }
+    # Validity is measured only against categories the values themselves confirmed (or the
+    # provider set): a header-only hint says nothing about what valid values look like.
+    checkable = {
+        c: cat
+        if cat and (overrides.get(c) or _value_confirmed(findings_by_column[c], cat))
+        else None
+        for c, cat in chosen.items()
+    }
+    report = quality.assess_quality(path, prof, checkable, limits=limits, now=datetime.now(UTC))
+    return {
+        "profile": prof.to_dict(redact=sensitive),
+        "classification": {"min_share": limits.classify_min_share, "columns": columns},
+        "grading": grade.to_dict(),
+        "quality": report.to_dict(),
+    }
+
+
+def _best_category(findings: list[Finding], min_confidence: float) -> str | None:
+    """The column's category: the best finding the values do not contradict.
+
+    A header hint the values contradict (e.g. 'loan_id' holding contract numbers) stays listed
+    as a finding but does not classify the column.
+    """
+    for finding in findings:
+        if finding.confidence >= min_confidence:
+            return finding.category
+    return None
+
+
+def _value_confirmed(findings: list[Finding], category: str) -> bool:
+    return any(f.category == category and "values" in f.source for f in findings)
+
+
+def _column_findings(
+    chosen: dict[str, str | None], findings: dict[str, list[Finding]], overrides: dict[str, str]
+) -> list[ColumnFindings]:
+    out = []
+    for column, category in chosen.items():
+        if column in overrides:
+            col_findings = [] if category is None else [override_finding(category)]
+        else:
+            col_findings = findings[column][:1]
+        out.append(ColumnFindings(column=column, findings=col_findings))
+    return out
+
+
+def _rules_override(node: Node) -> Path | None:
+    configured = node.config.get("catalog", {}).get("grading_rules")
+    if not configured:
+        return None
+    path = Path(configured)
+    return path if path.is_absolute() else node.root / path
+
+
+def _ledger_payload(row: Dataset) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "title": row.title,
+        "domain": row.domain,
+        "file_sha256": row.file_sha256,
+        "rows": row.rows,
+        "columns": [c["name"] for c in row.profile.get("columns", [])],
+        "grade": row.grading.get("level"),
+        "rules_digest": row.grading.get("rules_digest"),
+    }
+
+
+def list_datasets(node: Node) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = session.scalars(select(Dataset).order_by(Dataset.name)).all()
+        return [_summary(r) for r in rows]
+
+
+def show(node: Node, name: str) -> dict[str, Any]:
+    with node.store.read() as session:
+        return _view(_get(session, name))
+
+
+def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
+    with node.store.read() as session:
+        row = _get(session, name)
+    path = node.data_dir / row.file_name
+    parked = path.with_name(f".removing-{row.file_name}")
+    if path.exists():
+        path.rename(parked)
+    try:
+        with node.store.write() as session:
+            current = _get(session, name)
+            session.delete(current)
+            log.append(
+                session,
+                actor=actor,
+                action="dataset.removed",
+                payload={
+                    "id": current.id,
+                    "name": current.name,
+                    "file_sha256": current.file_sha256,
+                },
+            )
+    except BaseException:
+        if parked.exists():
+            parked.rename(path)
+        raise
+    parked.unlink(missing_ok=True)
+    return _summary(row)
+
+
+def reclassify(node: Node, name: str, *, column: str, category: str, actor: str) -> dict[str, Any]:
+    """A provider's correction of one column's category ('none' clears it); regrades and logs."""
+    if category != NO_CATEGORY and category not in CATEGORIES:
+        raise UsageError(
+            f"unknown category {category!r}",
+            hint="choose one of: " + ", ".join(sorted(CATEGORIES)) + f", or '{NO_CATEGORY}'",
+        )
+    with node.store.read() as session:
+        row = _get(session, name)
+    columns = row.classification.get("columns", {})
+    if column not in columns:
+        raise NotFound(
+            f"dataset {name!r} has no column {column!r}",
+            hint="columns: " + ", ".join(columns),
+        )
+    overrides = {c: v["override"] for c, v in columns.items() if v.get("override") is not None}
+    previous = columns[column].get("category")
+    overrides[column] = category
+    analysis = _analyse(
+        node, node.data_dir / row.file_name, domain=row.domain, rows=row.rows, overrides=overrides
+    )
+    with node.store.write() as session:
+        current = _get(session, name)
+        if current.id != row.id:
+            raise Conflict(f"dataset {name!r} changed while reclassifying", hint="try again")
+        for key, value in analysis.items():
+            setattr(current, key, value)
+        log.append(
+            session,
+            actor=actor,
+            action="dataset.reclassified",
+            payload={
+                "id": current.id,
+                "name": name,
+                "column": column,
+                "from": previous or NO_CATEGORY,
+                "to": category,
+                "grade": current.grading.get("level"),
+            },
+        )
+        return _view(current)
+
+
+def _summary(row: Dataset) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "title": row.title,
+        "domain": row.domain,
+        "rows": row.rows,
+        "columns": len(row.profile.get("columns", [])),
+        "grade": row.grading.get("level"),
+        "grade_label": row.grading.get("label"),
+        "quality": row.quality.get("overall"),
+        "created_at": _iso(row.created_at),
+    }
+
+
+def _view(row: Dataset) -> dict[str, Any]:
+    return {
+        **_summary(row),
+        "description": row.description,
+        "source": {
+            "name": row.source_name,
+            "format": row.source_format,
+            "encoding": row.source_encoding,
+        },
+        "file_sha256": row.file_sha256,
+        "bytes": row.bytes,
+        "profile": row.profile,
+        "classification": row.classification,
+        "grading": row.grading,
+        "quality": row.quality,
+    }
+
+
+def _iso(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.isoformat()

@@ -1,0 +1,76 @@
+"""Ledger operations for the faces: checkpoints, entries, proofs, full verification."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dataspace.errors import NotFound, UsageError
+from dataspace.identity.note import NoteVerifier
+from dataspace.ledger import audit, log, proof
+from dataspace.services.node import Node
+
+
+def size(node: Node) -> int:
+    with node.store.read() as session:
+        return log.size(session)
+
+
+def checkpoint(node: Node) -> str:
+    """The latest signed checkpoint, signing a new one first if the log has grown."""
+    with node.store.write() as session:
+        return log.sign_checkpoint(session, node.signer, node.origin)
+
+
+def entries(node: Node, start: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    if start < 0 or limit < 1:
+        raise UsageError("start must be ≥ 0 and limit ≥ 1")
+    limit = min(limit, node.limits.api_max_page)
+    with node.store.read() as session:
+        return [e.to_dict() for e in log.entries(session, start=start, limit=limit)]
+
+
+def _check_index(index: int, tree_size: int) -> None:
+    if not 0 <= index < tree_size:
+        raise NotFound(
+            f"no ledger entry {index}: the log has {tree_size} entries",
+            hint=f"use an index from 0 to {tree_size - 1}",
+        )
+
+
+def inclusion_proof(node: Node, index: int, size: int | None = None) -> dict[str, Any]:
+    """An offline-verifiable bundle: signed checkpoint, entry, and its inclusion path."""
+    note = checkpoint(node)
+    with node.store.read() as session:
+        tree_size = log.size(session)
+        _check_index(index, tree_size)
+        if size is not None and size != tree_size:
+            raise UsageError(
+                f"proofs are issued against the latest checkpoint (size {tree_size}), not {size}",
+                hint="omit size, or fetch a consistency proof between the two sizes",
+            )
+        return proof.export_inclusion(session, index, checkpoint_note=note)
+
+
+def consistency_proof(node: Node, size1: int, size2: int | None = None) -> dict[str, Any]:
+    note = checkpoint(node)
+    with node.store.read() as session:
+        tree_size = log.size(session)
+        size2 = tree_size if size2 is None else size2
+        if not 0 < size1 <= size2 <= tree_size:
+            raise UsageError(
+                f"need 0 < from ({size1}) ≤ to ({size2}) ≤ log size ({tree_size})",
+                hint="pick sizes of two checkpoints you hold",
+            )
+        return proof.export_consistency(session, size1, size2, checkpoint_note=note)
+
+
+def verify(node: Node, held_checkpoints: Iterable[str] = ()) -> dict[str, Any]:
+    """Recompute the whole tree from stored rows and check every checkpoint; raises on tampering.
+
+    ``held_checkpoints`` are notes kept outside the node (by an auditor or a witness): they catch
+    a rollback that also deleted the stored checkpoints.
+    """
+    verifier = NoteVerifier.parse(node.verifier_key())
+    with node.store.read() as session:
+        return audit.audit(session, verifier, checkpoints=list(held_checkpoints)).to_dict()

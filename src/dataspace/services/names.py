@@ -1,0 +1,53 @@
+"""Validation of user-chosen names (nodes, datasets, tokens)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from dataspace.errors import InvalidName
+
+NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MAX_DATASET_NAME = 120
+
+
+def check_node_name(name: str) -> str:
+    if not NODE_NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid node name {name!r}",
+            hint="use 1-63 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def check_dataset_name(name: str) -> str:
+    """Dataset names may be Chinese, but never paths, dot-names or control characters."""
+    stripped = name.strip()
+    if not stripped:
+        raise InvalidName("dataset name is empty", hint="pass --name NAME")
+    if stripped != name:
+        raise InvalidName(
+            f"dataset name {name!r} has leading or trailing spaces", hint="remove them"
+        )
+    if len(name) > MAX_DATASET_NAME:
+        raise InvalidName(
+            f"dataset name is {len(name)} characters long", hint=f"use at most {MAX_DATASET_NAME}"
+        )
+    if "/" in name or "\\" in name or name in {".", ".."} or ".." in name:
+        raise InvalidName(
+            f"dataset name {name!r} contains a path separator or '..'",
+            hint="use letters, digits, '-', '_' or '.' (Chinese characters are fine)",
+        )
+    for ch in name:
+        cat = unicodedata.category(ch)
+        if cat.startswith("C") or cat in {"Zl", "Zp"}:
+            raise InvalidName(
+                f"dataset name {name!r} contains the control character U+{ord(ch):04X}",
+                hint="remove it",
+            )
+    if name.startswith(".") or name.startswith("-"):
+        raise InvalidName(
+            f"dataset name {name!r} starts with {name[0]!r}", hint="start with a letter or digit"
+        )
+    return name

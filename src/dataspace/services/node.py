@@ -1,0 +1,199 @@
+"""Creating and opening a node: its directory, keys, config and state database.
+
+Layout of a node directory::
+
+    node.toml          config (name, store URL, server, [limits] overrides)
+    keys/node.key      Ed25519 private key, PKCS#8 PEM, mode 0600
+    keys/node.pub      the C2SP verifier key string for checkpoints and proofs
+    state.db           SQLite state (WAL) unless node.toml names a PostgreSQL URL
+    data/              dataset contents as Parquet
+    tmp/               scratch space for jobs and imports
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dataspace.errors import DataspaceError, NodeExists, NodeNotFound, UsageError
+from dataspace.identity import keys
+from dataspace.identity.note import NoteSigner
+from dataspace.services.names import check_node_name
+from dataspace.settings import Limits
+from dataspace.store import Store
+
+CONFIG_FILE = "node.toml"
+KEY_FILE = Path("keys") / "node.key"
+PUB_FILE = Path("keys") / "node.pub"
+ENV_NODE = "DATASPACE_NODE"
+
+
+@dataclass
+class Node:
+    """An opened node. Cheap to create; the store and key are loaded on first use."""
+
+    root: Path
+    config: dict[str, Any]
+    limits: Limits = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.config["node"]["name"])
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line and the name its checkpoints are signed under."""
+        return f"dataspace/{self.name}"
+
+    @cached_property
+    def store(self) -> Store:
+        cfg = self.config.get("store", {})
+        url = cfg.get("url") or f"sqlite:///{self.root / 'state.db'}"
+        return Store(url, cfg.get("schema") or None)
+
+    @cached_property
+    def signer(self) -> NoteSigner:
+        return NoteSigner(self.origin, keys.load_private_key(self.root / KEY_FILE))
+
+    def verifier_key(self) -> str:
+        return (self.root / PUB_FILE).read_text(encoding="utf-8").strip()
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.dispose()
+
+
+def default_actor() -> str:
+    """Who acts when a command runs on the node's own machine."""
+    import pwd
+
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    return f"cli:{user}"
+
+
+def init_node(
+    root: Path,
+    name: str,
+    *,
+    database_url: str | None = None,
+    database_schema: str | None = None,
+    actor: str | None = None,
+) -> tuple[Node, str]:
+    """Create a node; returns it and the admin API token, which is shown only this once."""
+    from dataspace.ledger import log
+    from dataspace.services import tokens
+
+    check_node_name(name)
+    root = root.expanduser().absolute()
+    if (root / CONFIG_FILE).exists():
+        raise NodeExists(f"{root} already holds a node", hint="choose another directory")
+    if root.exists() and any(root.iterdir()):
+        raise NodeExists(f"{root} is not empty", hint="choose a new or empty directory")
+    created_root = not root.exists()
+    try:
+        for sub in ("keys", "data", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / "keys", 0o700)
+        key = keys.generate_key()
+        keys.write_private_key(root / KEY_FILE, key)
+        config: dict[str, Any] = {
+            "node": {"name": name, "created": _now().isoformat()},
+            "server": {"host": "127.0.0.1", "port": 8600},
+            "limits": {},
+        }
+        if database_url:
+            config["store"] = {"url": database_url, "schema": database_schema or ""}
+        (root / CONFIG_FILE).write_text(tomli_w.dumps(config), encoding="utf-8")
+        node = Node(root, config, Limits())
+        (root / PUB_FILE).write_text(node.signer.verifier_key() + "\n", encoding="utf-8")
+        node.store.migrate()
+        who = actor or default_actor()
+        with node.store.write() as session:
+            log.append(
+                session,
+                actor=who,
+                action="node.created",
+                payload={"name": name, "verifier_key": node.signer.verifier_key()},
+            )
+            secret = tokens.issue_in(session, name="admin", role="admin", actor=who)
+            log.sign_checkpoint(session, node.signer, node.origin)
+        return node, secret
+    except BaseException:
+        _remove_partial_node(root, created_root)
+        raise
+
+
+def _remove_partial_node(root: Path, created_root: bool) -> None:
+    if created_root:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for child in root.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def open_node(root: Path | str | None) -> Node:
+    """Open the node at ``root`` (or $DATASPACE_NODE)."""
+    if root is None or str(root) == "":
+        env = os.environ.get(ENV_NODE)
+        if not env:
+            raise NodeNotFound(
+                "no node given",
+                hint=f"pass --node DIR or set {ENV_NODE}; create one with `dataspace init DIR`",
+            )
+        root = env
+    root = Path(root).expanduser().absolute()
+    cfg_path = root / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise NodeNotFound(
+            f"no node at {root}", hint="create one with `dataspace init DIR --name NAME`"
+        )
+    try:
+        config = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"{cfg_path} is not valid TOML: {exc}", hint="fix or restore node.toml"
+        ) from None
+    if "node" not in config or "name" not in config["node"]:
+        raise UsageError(f"{cfg_path} has no [node] name", hint="fix or restore node.toml")
+    node = Node(root, config, Limits(config.get("limits")))
+    _clean_scratch(node)
+    return node
+
+
+def _clean_scratch(node: Node) -> None:
+    """Remove what a killed import left behind (only files whose writing process is gone)."""
+    from dataspace.catalog.ingest import cleanup_partial_imports
+
+    node.tmp_dir.mkdir(exist_ok=True)
+    try:
+        cleanup_partial_imports(node.data_dir)
+    except DataspaceError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"cannot clean {node.data_dir}: {exc}") from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,96 @@
+"""`dataspace ledger ...` and `verify-proof` through the real CLI, including tampering."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from dataspace.errors import LedgerTampered, VerificationError
+
+
+def _node(cli, tmp_path: Path) -> list[str | Path]:
+    assert cli("init", tmp_path / "n", "--name", "bank-a").exit_code == 0
+    node = ["--node", tmp_path / "n"]
+    cli(*node, "token", "issue", "--name", "a", "--role", "auditor")
+    cli(*node, "token", "issue", "--name", "b", "--role", "consumer")
+    return node
+
+
+def test_prove_then_verify_offline_with_only_the_public_key(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    out = tmp_path / "proof.json"
+    assert cli(*node, "ledger", "prove", "2", "--out", out).exit_code == 0
+    key = tmp_path / "n" / "keys" / "node.pub"
+    result = cli("verify-proof", out, "--key", key)
+    assert result.exit_code == 0, result.stderr
+    assert "entry 2" in result.stdout
+    # The key can also be given as the string itself.
+    assert cli("verify-proof", out, "--key", key.read_text().strip()).exit_code == 0
+
+
+def test_a_tampered_proof_is_rejected(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    out = tmp_path / "proof.json"
+    cli(*node, "ledger", "prove", "1", "--out", out)
+    bundle = json.loads(out.read_text())
+    bundle["entry"] = bundle["entry"].replace("token.issued", "token.revoked")
+    out.write_text(json.dumps(bundle))
+    result = cli("verify-proof", out, "--key", tmp_path / "n" / "keys" / "node.pub")
+    assert result.exit_code == VerificationError.exit_code
+    assert "error:" in result.stderr
+
+
+def test_a_proof_checked_with_another_nodes_key_is_rejected(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    cli("init", tmp_path / "other", "--name", "other")
+    out = tmp_path / "proof.json"
+    cli(*node, "ledger", "prove", "1", "--out", out)
+    result = cli("verify-proof", out, "--key", tmp_path / "other" / "keys" / "node.pub")
+    assert result.exit_code == VerificationError.exit_code
+
+
+def test_verify_reports_an_edited_row_with_its_index(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    assert cli(*node, "ledger", "checkpoint").exit_code == 0
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute(
+            "UPDATE ledger_entries SET entry = replace(entry, 'issued', 'revoked') WHERE idx = 2"
+        )
+        db.execute(
+            "UPDATE ledger_entries SET payload = replace(payload, 'consumer', 'x') WHERE idx = 3"
+        )
+    result = cli(*node, "ledger", "verify")
+    assert result.exit_code == LedgerTampered.exit_code
+    assert "entry 2" in result.stderr or "│ 2 " in result.stderr
+    assert "edited" in result.stderr and "payload" in result.stderr
+
+
+def test_verify_reports_a_deleted_row(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute("DELETE FROM ledger_entries WHERE idx = 1")
+    result = cli(*node, "ledger", "verify", "--json")
+    assert result.exit_code == LedgerTampered.exit_code
+    assert "deleted" in result.stderr
+
+
+def test_a_held_checkpoint_catches_a_rollback_that_deleted_stored_ones(cli, tmp_path) -> None:
+    node = _node(cli, tmp_path)
+    held = tmp_path / "held.txt"
+    held.write_text(cli(*node, "ledger", "checkpoint").stdout)
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute("DELETE FROM ledger_entries WHERE idx = 2")
+        db.execute("DELETE FROM ledger_nodes")
+        db.execute("DELETE FROM ledger_checkpoints")
+        db.execute("UPDATE ledger_head SET size = 2")
+    assert cli(*node, "ledger", "verify").exit_code in (0, LedgerTampered.exit_code)
+    result = cli(*node, "ledger", "verify", "--checkpoint", held)
+    assert result.exit_code == LedgerTampered.exit_code
+
+
+def test_log_lists_every_state_change(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    rows = json.loads(cli(*node, "ledger", "log", "--json").stdout)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["entry"]["action"] == "node.created"

@@ -1,0 +1,204 @@
+"""The store-backed log: entry format, roots and proofs against the pure tree, transactions,
+checkpoints, and concurrent appends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from dataspace.errors import Conflict, InputError, NotFound, UsageError
+from dataspace.identity.note import NoteSigner, NoteVerifier
+from dataspace.ledger import audit, log, merkle
+from dataspace.ledger.checkpoint import open_checkpoint
+from dataspace.store.db import Store
+
+from .conftest import ORIGIN, T0, Fill
+
+
+def test_entry_is_canonical_json_with_the_payload_hash(store: Store) -> None:
+    with store.write() as session:
+        first = log.append(
+            session, actor="node:abc", action="node.created", payload={"b": 1, "a": "é"}, time=T0
+        )
+    payload_json = '{"a":"é","b":1}'
+    digest = hashlib.sha256(payload_json.encode()).hexdigest()
+    want = (
+        '{"action":"node.created","actor":"node:abc","payload_sha256":"'
+        + digest
+        + '","seq":0,"time":"2025-06-01T08:00:00.000000Z","v":1}'
+    )
+    assert first.index == 0
+    assert first.entry_json == want
+    assert first.leaf_hash == merkle.leaf_hash(want.encode())
+    with store.read() as session:
+        row = log.get_entry(session, 0)
+    assert row.payload_json == payload_json
+    assert row.payload == {"a": "é", "b": 1}
+    assert row.to_dict()["leaf_hash"] == first.leaf_hash.hex()
+
+
+def test_time_is_stored_in_utc(store: Store) -> None:
+    beijing = timezone(timedelta(hours=8))
+    with store.write() as session:
+        got = log.append(
+            session,
+            actor="a",
+            action="x.y",
+            payload={},
+            time=datetime(2025, 1, 1, 8, tzinfo=beijing),
+        )
+    assert got.entry["time"] == "2025-01-01T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"payload": {"ratio": 0.5}}, "float"),
+        ({"payload": {"n": 2**60}}, "2\\*\\*53"),
+        ({"payload": {1: "x"}}, "not a string"),
+        ({"payload": {"when": datetime(2025, 1, 1)}}, "datetime"),
+        ({"payload": {"bad": "\ud800"}}, "Unicode"),
+        ({"action": "Dataset Added"}, "dotted"),
+        ({"actor": ""}, "actor"),
+        ({"time": datetime(2025, 1, 1)}, "time zone"),
+    ],
+    ids=["float", "huge-int", "int-key", "datetime", "lone-surrogate", "action", "actor", "naive"],
+)
+def test_uncanonical_input_is_refused(store: Store, kwargs: dict[str, Any], match: str) -> None:
+    args: dict[str, Any] = {"actor": "a", "action": "dataset.added", "payload": {}, **kwargs}
+    with pytest.raises(InputError, match=match), store.write() as session:
+        log.append(session, **args)
+    with store.read() as session:
+        assert log.size(session) == 0
+
+
+def test_state_change_and_entry_roll_back_together(store: Store, fill: Fill) -> None:
+    fill(3)
+    with pytest.raises(RuntimeError), store.write() as session:
+        log.append(session, actor="a", action="dataset.added", payload={"n": 1})
+        raise RuntimeError("the state change failed after the append")
+    with store.read() as session:
+        assert log.size(session) == 3
+        assert [r.idx for r in log.entries(session)] == [0, 1, 2]
+    with store.write() as session:
+        assert log.append(session, actor="a", action="x.y", payload={}).index == 3
+
+
+def test_roots_and_proofs_match_the_pure_tree_at_every_size(store: Store, fill: Fill) -> None:
+    fill(19)
+    fill(14, start_at=19)  # a second batch continues the same tree
+    with store.read() as session:
+        leaves = [r.leaf_hash for r in log.entries(session, limit=1000)]
+        assert len(leaves) == log.size(session) == 33
+        tree = merkle.MemoryTree(leaves)
+        assert log.root(session, 0) == merkle.EMPTY_ROOT
+        for n in range(1, 34):
+            root = log.root(session, n)
+            assert root == merkle.root_of(leaves[:n])
+            for i in range(n):
+                path = log.inclusion_proof(session, i, n)
+                assert path == merkle.inclusion_proof(i, n, tree.subtree)
+                merkle.verify_inclusion(leaves[i], i, n, path, root)
+            for m in range(1, n + 1):
+                proof = log.consistency_proof(session, m, n)
+                merkle.verify_consistency(m, n, proof, merkle.root_of(leaves[:m]), root)
+
+
+def test_single_appends_build_the_same_tree_as_batches(store: Store, fill: Fill) -> None:
+    for i in range(9):
+        with store.write() as session:
+            log.append(session, actor="a", action="x.y", payload={"i": i}, time=T0)
+    with store.read() as session:
+        leaves = [r.leaf_hash for r in log.entries(session)]
+        assert log.root(session) == merkle.root_of(leaves)
+
+
+def test_reading_beyond_the_log_is_refused(store: Store, fill: Fill) -> None:
+    fill(4)
+    with store.read() as session:
+        with pytest.raises(UsageError):
+            log.root(session, 5)
+        with pytest.raises(UsageError):
+            log.inclusion_proof(session, 4, 4)
+        with pytest.raises(UsageError):
+            log.consistency_proof(session, 0, 4)
+        with pytest.raises(NotFound):
+            log.get_entry(session, 4)
+        assert [r.idx for r in log.entries(session, start=2, limit=1)] == [2]
+        assert log.entries(session, start=9) == []
+
+
+def test_checkpoint_signs_the_current_root_and_is_idempotent(
+    store: Store, fill: Fill, signer: NoteSigner, verifier: NoteVerifier
+) -> None:
+    with store.read() as session:
+        assert log.latest_checkpoint(session) is None
+    fill(5)
+    with store.write() as session:
+        note = log.sign_checkpoint(session, signer, ORIGIN)
+    with store.write() as session:
+        assert log.sign_checkpoint(session, signer, ORIGIN) == note
+    with store.read() as session:
+        cp = open_checkpoint(note, [verifier]).checkpoint
+        assert (cp.origin, cp.size, cp.root) == (ORIGIN, 5, log.root(session))
+        assert log.latest_checkpoint(session) == note
+    fill(1, start_at=5)
+    with store.write() as session:
+        newer = log.sign_checkpoint(session, signer, ORIGIN)
+    with store.read() as session:
+        assert log.latest_checkpoint(session) == newer != note
+        assert log.checkpoint_at(session, 5) == note
+
+
+def test_a_different_checkpoint_for_the_same_size_conflicts(
+    store: Store, fill: Fill, signer: NoteSigner
+) -> None:
+    fill(2)
+    with store.write() as session:
+        log.sign_checkpoint(session, signer, ORIGIN)
+    with pytest.raises(Conflict), store.write() as session:
+        log.sign_checkpoint(session, signer, "another.origin/log")
+
+
+def test_two_writers_append_a_contiguous_auditable_log(
+    store: Store, signer: NoteSigner, verifier: NoteVerifier
+) -> None:
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(200):
+                with store.write() as session:
+                    log.append(session, actor=name, action="token.issued", payload={"i": i})
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with store.write() as session:
+        log.sign_checkpoint(session, signer, ORIGIN)
+    with store.read() as session:
+        rows = log.entries(session, limit=1000)
+        assert [r.idx for r in rows] == list(range(400))
+        assert [r.entry["seq"] for r in rows] == list(range(400))
+        for name in ("w0", "w1"):
+            mine = [r.payload["i"] for r in rows if r.entry["actor"] == name]
+            assert mine == list(range(200))
+        report = audit.audit(session, verifier)
+    assert (report.size, report.checkpoints_checked) == (400, 1)
+
+
+def test_entries_round_trip_as_json(store: Store, fill: Fill) -> None:
+    fill(2)
+    with store.read() as session:
+        page = [r.to_dict() for r in log.entries(session)]
+    assert json.loads(json.dumps(page))[1]["entry"]["seq"] == 1

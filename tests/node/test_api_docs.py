@@ -1,0 +1,54 @@
+"""docs/api.md stays true: its roles table matches the app, and OpenAPI documents every route."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi.routing import APIRoute
+
+from dataspace.node.app import route_roles
+
+from .conftest import ROLES, Api
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+COLUMNS = ("public", *ROLES)
+
+
+def _documented_roles() -> dict[str, tuple[str, ...]]:
+    text = DOC.read_text(encoding="utf-8")
+    table = text.split("<!-- roles -->", 1)[1].strip().split("\n\n", 1)[0]
+    documented = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        endpoint = cells[0].strip("`")
+        marks = dict(zip(COLUMNS, cells[1:], strict=True))
+        if marks["public"]:
+            documented[endpoint] = ("public",)
+        else:
+            documented[endpoint] = tuple(r for r in ROLES if marks[r])
+    return documented
+
+
+def test_roles_table_matches_the_app(api: Api) -> None:
+    actual = {}
+    for route in api.app.routes:
+        if isinstance(route, APIRoute):
+            for method in route.methods:
+                actual[f"{method} {route.path}"] = route_roles(route) or ("public",)
+    assert _documented_roles() == actual
+
+
+def test_every_operation_has_a_summary_and_the_error_envelope(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            where = f"{method.upper()} {path}"
+            assert op.get("summary"), where
+            assert re.match(r"(Roles: |Public)", op["description"]), where
+            for status in ("422", "500", *(("401", "403") if op["x-roles"] != ["public"] else ())):
+                ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorEnvelope"), (where, status)
+    upload = spec["paths"]["/api/v1/datasets"]["post"]["requestBody"]["content"]
+    assert "file" in upload["multipart/form-data"]["schema"]["properties"]

@@ -1,0 +1,157 @@
+"""The one JSON error envelope, pinned for every kind of error the API can return."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import text
+
+from dataspace import errors
+from dataspace.node.app import create_app
+
+from .conftest import API, Api, TestClient, assert_envelope
+
+
+def _all_error_classes() -> list[type[errors.DataspaceError]]:
+    found: list[type[errors.DataspaceError]] = []
+    todo: list[type[errors.DataspaceError]] = [errors.DataspaceError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", _all_error_classes(), ids=lambda c: c.__name__)
+def test_every_dataspace_error_renders_as_the_envelope(
+    api: Api, cls: type[errors.DataspaceError]
+) -> None:
+    def boom() -> None:
+        raise cls("what happened", hint="what to do", index=7, path=api.node.root)
+
+    api.app.add_api_route("/boom", boom)
+    error = assert_envelope(api.client.get("/boom"), cls.http_status, cls.code)
+    assert error == {
+        "code": cls.code,
+        "message": "what happened",
+        "hint": "what to do",
+        "details": {"index": 7, "path": str(api.node.root)},
+    }
+
+
+def test_error_without_hint_or_details_has_just_code_and_message(api: Api) -> None:
+    def boom() -> None:
+        raise errors.NotFound("gone")
+
+    api.app.add_api_route("/boom", boom)
+    assert assert_envelope(api.client.get("/boom"), 404, "not_found") == {
+        "code": "not_found",
+        "message": "gone",
+    }
+
+
+def test_missing_dataset_is_404(api: Api) -> None:
+    error = assert_envelope(
+        api.client.get(f"{API}/datasets/无此数据", headers=api.as_("admin")), 404, "not_found"
+    )
+    assert "无此数据" in error["message"]
+
+
+def test_missing_token_is_401_with_hint(api: Api) -> None:
+    response = api.client.get(f"{API}/datasets")
+    error = assert_envelope(response, 401, "unauthorized")
+    assert "Bearer" in error["hint"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_wrong_role_is_403_naming_the_allowed_roles(api: Api) -> None:
+    error = assert_envelope(
+        api.client.get(f"{API}/tokens", headers=api.as_("provider")), 403, "forbidden"
+    )
+    assert error["details"] == {"role": "provider", "allowed": ["admin"]}
+
+
+def test_query_validation_error_names_the_field(api: Api) -> None:
+    response = api.client.get(f"{API}/ledger/entries?limit=lots", headers=api.as_("admin"))
+    error = assert_envelope(response, 422, "invalid_request")
+    assert error["details"]["errors"][0]["field"] == "query.limit"
+    assert "query.limit" in error["message"]
+
+
+def test_body_validation_error_names_the_field(api: Api) -> None:
+    response = api.client.post(
+        f"{API}/tokens", headers=api.as_("admin"), json={"name": "x", "role": "god"}
+    )
+    error = assert_envelope(response, 422, "invalid_request")
+    assert [e["field"] for e in error["details"]["errors"]] == ["body.role"]
+
+
+def test_malformed_json_is_422(api: Api) -> None:
+    response = api.client.post(
+        f"{API}/tokens",
+        headers={**api.as_("admin"), "Content-Type": "application/json"},
+        content=b"{not json",
+    )
+    assert_envelope(response, 422, "invalid_request")
+
+
+def test_unknown_route_is_404_envelope(api: Api) -> None:
+    error = assert_envelope(api.client.get(f"{API}/nothing-here"), 404, "not_found")
+    assert error["message"] == f"no route GET {API}/nothing-here"
+    assert "/openapi.json" in error["hint"]
+
+
+def test_wrong_method_is_405_envelope(api: Api) -> None:
+    response = api.client.delete(f"{API}/health")
+    error = assert_envelope(response, 405, "method_not_allowed")
+    assert error["details"] == {"allowed": ["GET"]}
+    assert response.headers["allow"] == "GET"
+
+
+def test_usage_error_is_400(api: Api) -> None:
+    response = api.client.get(
+        f"{API}/ledger/proofs/consistency?from=999", headers=api.as_("auditor")
+    )
+    assert_envelope(response, 400, "usage")
+
+
+def test_store_failure_is_503(api: Api) -> None:
+    with api.node.store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE datasets"))
+    assert_envelope(api.client.get(f"{API}/datasets", headers=api.as_("admin")), 503, "store_error")
+    assert api.client.get(f"{API}/health").status_code == 200
+
+
+def test_tampered_ledger_is_422_on_verify(api: Api) -> None:
+    assert api.client.post(f"{API}/ledger/verify", headers=api.as_("auditor")).status_code == 200
+    with api.node.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE ledger_entries SET entry = replace(entry, 'token.issued', 'token.revoked') "
+                "WHERE idx = 1"
+            )
+        )
+    response = api.client.post(f"{API}/ledger/verify", headers=api.as_("auditor"))
+    error = assert_envelope(response, 422, "ledger_tampered")
+    assert error["message"]
+
+
+def test_unexpected_exception_is_a_generic_500_and_logged(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom() -> None:
+        raise RuntimeError("database password is hunter2")
+
+    app = create_app(api.node)
+    app.add_api_route("/boom", boom)
+    client = TestClient(app, raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="dataspace.node"):
+        response = client.get("/boom")
+    error = assert_envelope(response, 500, "internal_error")
+    assert error["message"] == "internal server error"
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+    incident = error["details"]["incident"]
+    logged = [r for r in caplog.records if incident in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+    assert client.get(f"{API}/health").status_code == 200

@@ -1,0 +1,173 @@
+"""Every route × every kind of caller: nothing but health, node identity, the checkpoint and
+the API description is reachable without a token, and each role reaches exactly its routes.
+
+The matrix below is the specification. A route added to the app without a row here fails
+``test_every_route_has_a_matrix_row``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+from dataspace.node.app import route_roles
+
+from .conftest import API, ROLES, Api, bearer
+
+PUBLIC = "public"
+ALL = ROLES
+READERS = ("admin", "provider", "auditor")
+WRITERS = ("admin", "provider")
+
+Build = Callable[[Api, bool], dict[str, Any]]
+
+
+def _get(path: str, **params: Any) -> Build:
+    return lambda api, allowed: {"url": path, "params": params}
+
+
+def _upload(api: Api, allowed: bool) -> dict[str, Any]:
+    from .conftest import make_csv
+
+    name = f"matrix-up-{next(api._seq)}"
+    return {
+        "url": f"{API}/datasets",
+        "data": {"name": name},
+        "files": {"file": ("m.csv", make_csv(5), "text/csv")},
+    }
+
+
+def _delete_dataset(api: Api, allowed: bool) -> dict[str, Any]:
+    # A denied caller aims at the shared dataset, which must survive the whole matrix.
+    name = api.new_dataset() if allowed else "shared"
+    return {"url": f"{API}/datasets/{name}"}
+
+
+def _delete_token(api: Api, allowed: bool) -> dict[str, Any]:
+    token_id = api.new_token("consumer")[0]
+    return {"url": f"{API}/tokens/{token_id}"}
+
+
+MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
+    ("GET", "/openapi.json"): (PUBLIC, _get("/openapi.json")),
+    ("GET", "/docs"): (PUBLIC, _get("/docs")),
+    ("GET", "/docs/oauth2-redirect"): (PUBLIC, _get("/docs/oauth2-redirect")),
+    ("GET", "/redoc"): (PUBLIC, _get("/redoc")),
+    ("GET", f"{API}/health"): (PUBLIC, _get(f"{API}/health")),
+    ("GET", f"{API}/node"): (PUBLIC, _get(f"{API}/node")),
+    ("GET", f"{API}/ledger/checkpoint"): (PUBLIC, _get(f"{API}/ledger/checkpoint")),
+    ("GET", f"{API}/datasets"): (ALL, _get(f"{API}/datasets")),
+    ("POST", f"{API}/datasets"): (WRITERS, _upload),
+    ("GET", f"{API}/datasets/{{name}}"): (ALL, _get(f"{API}/datasets/shared")),
+    ("GET", f"{API}/datasets/{{name}}/profile"): (READERS, _get(f"{API}/datasets/shared/profile")),
+    ("GET", f"{API}/datasets/{{name}}/classification"): (
+        READERS,
+        _get(f"{API}/datasets/shared/classification"),
+    ),
+    ("GET", f"{API}/datasets/{{name}}/quality"): (READERS, _get(f"{API}/datasets/shared/quality")),
+    ("DELETE", f"{API}/datasets/{{name}}"): (WRITERS, _delete_dataset),
+    ("POST", f"{API}/datasets/{{name}}/reclassify"): (
+        WRITERS,
+        lambda api, allowed: {
+            "url": f"{API}/datasets/shared/reclassify",
+            "json": {"column": "城市", "category": "none"},
+        },
+    ),
+    ("GET", f"{API}/ledger/entries"): (READERS, _get(f"{API}/ledger/entries", limit=5)),
+    ("GET", f"{API}/ledger/proofs/inclusion"): (
+        READERS,
+        _get(f"{API}/ledger/proofs/inclusion", index=0),
+    ),
+    ("GET", f"{API}/ledger/proofs/consistency"): (
+        READERS,
+        _get(f"{API}/ledger/proofs/consistency", **{"from": 1}),
+    ),
+    ("POST", f"{API}/ledger/verify"): (("admin", "auditor"), _get(f"{API}/ledger/verify")),
+    ("GET", f"{API}/tokens"): (("admin",), _get(f"{API}/tokens")),
+    ("POST", f"{API}/tokens"): (
+        ("admin",),
+        lambda api, allowed: {"url": f"{API}/tokens", "json": {"name": "x", "role": "auditor"}},
+    ),
+    ("DELETE", f"{API}/tokens/{{token_id}}"): (("admin",), _delete_token),
+}
+
+
+def _routes(api: Api) -> set[tuple[str, str]]:
+    found = set()
+    for route in api.app.routes:
+        assert isinstance(route, Route), f"unexpected route type {route!r}"
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method, route.path))
+    return found
+
+
+def test_every_route_has_a_matrix_row(api: Api) -> None:
+    routes = _routes(api)
+    assert routes - set(MATRIX) == set(), "routes without a row in the role matrix"
+    assert set(MATRIX) - routes == set(), "matrix rows for routes that no longer exist"
+
+
+def test_roles_published_in_openapi_match_the_matrix(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    for route in api.app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for method in route.methods:
+            expected, _ = MATRIX[(method, route.path)]
+            roles = route_roles(route)
+            assert (roles or PUBLIC) == expected
+            operation = spec["paths"][route.path][method.lower()]
+            assert operation["x-roles"] == ([PUBLIC] if expected == PUBLIC else list(expected))
+
+
+CALLERS = ("no token", "wrong scheme", "unknown token", "revoked token", *ROLES)
+
+
+@pytest.fixture
+def callers(api: Api) -> dict[str, dict[str, str]]:
+    assert api.upload("shared").status_code == 201
+    revoked_id, revoked_secret = api.new_token("admin")
+    assert api.client.delete(f"{API}/tokens/{revoked_id}", headers=api.as_("admin")).is_success
+    return {
+        "no token": {},
+        "wrong scheme": {"Authorization": f"Basic {api.secrets['admin']}"},
+        "unknown token": bearer("dst_" + "x" * 43),
+        "revoked token": bearer(revoked_secret),
+        **{role: api.as_(role) for role in ROLES},
+    }
+
+
+def test_role_matrix(api: Api, callers: dict[str, dict[str, str]]) -> None:
+    failures = []
+    for (method, path), (allowed_roles, build) in sorted(MATRIX.items()):
+        for caller, headers in callers.items():
+            public = allowed_roles == PUBLIC
+            allowed = public or caller in allowed_roles
+            request = build(api, allowed)
+            response = api.client.request(method, headers=headers, **request)
+            if allowed:
+                expected = "2xx"
+                ok = response.is_success
+            elif caller in ROLES:
+                expected = "403 forbidden"
+                ok = response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+            else:
+                expected = "401 unauthorized"
+                ok = (
+                    response.status_code == 401
+                    and response.json()["error"]["code"] == "unauthorized"
+                    and response.headers.get("www-authenticate") == "Bearer"
+                )
+            if not ok:
+                failures.append(
+                    f"{method} {path} as {caller}: want {expected}, got "
+                    f"{response.status_code} {response.text[:200]}"
+                )
+    assert not failures, "\n".join(failures)
+    # Denied deletes aimed at the shared dataset; it is still there.
+    assert api.client.get(f"{API}/datasets/shared", headers=api.as_("admin")).status_code == 200

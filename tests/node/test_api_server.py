@@ -1,0 +1,106 @@
+"""The real server: `python -m dataspace.node.server` on a free loopback port, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dataspace.services.node import Node
+
+from .conftest import API, assert_envelope, bearer, make_csv
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_health(
+    base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
+) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            return httpx.get(f"{base}{API}/health", timeout=1.0)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server did not answer /health in time")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_real_server_serves_and_stops_cleanly(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path, stop: signal.Signals
+) -> None:
+    node, admin = make_node("served")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "DATASPACE_NODE"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dataspace.node.server",
+                "--node",
+                str(node.root),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            health = _wait_for_health(base, proc)
+            assert health.json()["node"] == "served"
+            with httpx.Client(base_url=base, timeout=30.0) as client:
+                assert client.get(f"{API}/ledger/checkpoint").text.startswith(node.origin + "\n")
+                assert_envelope(client.get(f"{API}/datasets"), 401, "unauthorized")
+                created = client.post(
+                    f"{API}/datasets",
+                    headers=bearer(admin),
+                    data={"name": "电表读数"},
+                    files={"file": ("电表.csv", make_csv(), "text/csv")},
+                )
+                assert created.status_code == 201, created.text
+                listed = client.get(f"{API}/datasets", headers=bearer(admin)).json()
+                assert [d["name"] for d in listed] == ["电表读数"]
+                assert_envelope(client.get(f"{API}/nope"), 404, "not_found")
+            proc.send_signal(stop)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in output, output
+    assert "Finished server process" in output and "node served stopped" in output
+    assert os.listdir(node.tmp_dir) == []
+
+
+def test_server_reports_a_missing_node(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATASPACE_NODE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dataspace.node.server", "--node", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "no node at" in result.stderr

@@ -1,0 +1,131 @@
+"""Registering datasets through the service layer: atomic, logged, regraded on correction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataspace.errors import Conflict, InvalidName, NotFound, UnreadableInput, UsageError
+from dataspace.ledger import log
+from dataspace.services import datasets, ledger
+from dataspace.services.node import Node
+
+SAMPLES = Path(__file__).resolve().parents[2] / "src" / "dataspace" / "samples"
+
+
+def _actions(node: Node) -> list[str]:
+    return [e["entry"]["action"] for e in ledger.entries(node, 0, 1000)]
+
+
+def _data_files(node: Node) -> list[str]:
+    return sorted(p.name for p in node.data_dir.iterdir())
+
+
+def test_add_profiles_classifies_grades_and_logs(node: Node) -> None:
+    view = datasets.add(
+        node, SAMPLES / "sme_loans.csv", name="sme-loans", domain="finance", actor="test"
+    )
+    columns = view["classification"]["columns"]
+    assert columns["统一社会信用代码"]["category"] == "uscc"
+    assert columns["法人手机号"]["category"] == "mobile_cn"
+    assert view["grading"]["level"] == "general" and view["grading"]["sublevel"] >= 3
+    assert 0 < view["quality"]["overall"] <= 100
+    # A sensitive column's values never appear in the stored profile.
+    phone = next(c for c in view["profile"]["columns"] if c["name"] == "法人手机号")
+    assert "top_values" not in phone and "min" not in phone
+    assert _actions(node)[-1] == "dataset.added"
+    assert _data_files(node) == [f"{view['id']}.parquet"]
+
+
+def test_a_contradicted_header_hint_does_not_classify_the_column(node: Node) -> None:
+    view = datasets.add(node, SAMPLES / "sme_loans.csv", name="loans", actor="test")
+    loan_id = view["classification"]["columns"]["loan_id"]
+    assert loan_id["findings"], "the header hint is still reported"
+    assert loan_id["category"] is None
+
+
+def test_gbk_file_with_chinese_name_round_trips(node: Node) -> None:
+    datasets.add(node, SAMPLES / "tax_records.csv", name="纳税记录", domain="tax", actor="t")
+    shown = datasets.show(node, "纳税记录")
+    assert shown["source"]["encoding"] in {"gbk", "gb18030"}
+    assert "纳税人识别号" in shown["classification"]["columns"]
+    assert [d["name"] for d in datasets.list_datasets(node)] == ["纳税记录"]
+
+
+def test_duplicate_name_is_refused_and_nothing_is_left(node: Node) -> None:
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    files, actions = _data_files(node), _actions(node)
+    with pytest.raises(Conflict, match="already exists"):
+        datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    assert _data_files(node) == files
+    assert _actions(node) == actions
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".."])
+def test_path_like_names_are_refused_before_any_work(node: Node, name: str) -> None:
+    with pytest.raises(InvalidName):
+        datasets.add(node, SAMPLES / "grid_power.parquet", name=name, actor="t")
+    assert _data_files(node) == []
+
+
+def test_unreadable_file_leaves_no_trace(node: Node, tmp_path: Path) -> None:
+    bad = tmp_path / "image.csv"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    size = ledger.size(node)
+    with pytest.raises(UnreadableInput, match=r"image\.csv"):
+        datasets.add(node, bad, name="img", actor="t")
+    assert _data_files(node) == []
+    assert ledger.size(node) == size
+    assert datasets.list_datasets(node) == []
+
+
+def test_failure_after_import_removes_the_file(node: Node, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise UsageError("grading rules unreadable")
+
+    monkeypatch.setattr(datasets, "grade_dataset", broken)
+    with pytest.raises(UsageError):
+        datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    assert _data_files(node) == []
+    assert datasets.list_datasets(node) == []
+
+
+def test_unknown_domain_is_refused(node: Node) -> None:
+    with pytest.raises(UsageError, match="unknown domain"):
+        datasets.add(node, SAMPLES / "grid_power.parquet", name="g", domain="space", actor="t")
+
+
+def test_reclassify_regrades_and_logs_the_correction(node: Node) -> None:
+    datasets.add(node, SAMPLES / "patients.jsonl", name="patients", domain="health", actor="t")
+    before = datasets.show(node, "patients")
+    assert before["classification"]["columns"]["身份证号"]["category"] == "id_card_cn"
+    after = datasets.reclassify(
+        node, "patients", column="patient_id", category="id_card_cn", actor="provider"
+    )
+    column = after["classification"]["columns"]["patient_id"]
+    assert column["category"] == "id_card_cn" and column["override"] == "id_card_cn"
+    with node.store.read() as session:
+        last = log.entries(session, start=log.size(session) - 1, limit=1)[0].to_dict()
+    assert last["entry"]["action"] == "dataset.reclassified"
+    assert last["payload"]["column"] == "patient_id" and last["payload"]["to"] == "id_card_cn"
+    cleared = datasets.reclassify(node, "patients", column="patient_id", category="none", actor="p")
+    assert cleared["classification"]["columns"]["patient_id"]["category"] is None
+
+
+def test_reclassify_refuses_unknown_category_and_column(node: Node) -> None:
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    with pytest.raises(UsageError, match="unknown category"):
+        datasets.reclassify(node, "grid", column="户号", category="secret", actor="t")
+    with pytest.raises(NotFound, match="no column"):
+        datasets.reclassify(node, "grid", column="nope", category="none", actor="t")
+
+
+def test_remove_deletes_file_and_logs(node: Node) -> None:
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    datasets.remove(node, "grid", actor="t")
+    assert _data_files(node) == []
+    assert _actions(node)[-1] == "dataset.removed"
+    with pytest.raises(NotFound):
+        datasets.show(node, "grid")
+    ledger.verify(node)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+from dataspace.errors import UsageError
+from dataspace.settings import SETTINGS, Limits
+
+
+def test_every_setting_has_a_default_and_help() -> None:
+    for setting in SETTINGS:
+        assert setting.help and setting.default is not None
+
+
+def test_overrides_replace_defaults() -> None:
+    assert Limits({"classify_min_share": 0.9}).classify_min_share == 0.9
+    assert Limits({"classify_min_share": 1}).classify_min_share == 1
+
+
+def test_unknown_limit_is_refused_with_the_known_ones_listed() -> None:
+    with pytest.raises(UsageError, match="unknown limit 'k'") as info:
+        Limits({"k": 5})
+    assert "classify_min_share" in str(info.value)
+
+
+def test_wrongly_typed_limit_is_refused() -> None:
+    with pytest.raises(UsageError, match="must be int"):
+        Limits({"import_threads": "two"})
