@@ -2,7 +2,7 @@
 
 Creates a node in a temporary directory and runs the real CLI commands against it, printing
 each command before its output: import (UTF-8, GBK, JSON Lines, Parquet), classification,
-grading and quality, a provider's correction, a signed checkpoint, an inclusion proof verified
+grading and quality, a provider's correction with regrading, a signed checkpoint, an inclusion proof verified
 offline with only the public key, and a full ledger verification.
 """
 
@@ -89,11 +89,15 @@ def run(workdir: Path) -> None:
         "--domain",
         "energy",
     )
+    # The loans are to firms, not people: the provider corrects the finance finding, and the
+    # dataset is regraded (the correction is in the ledger).
+    _run(*node, "dataset", "reclassify", "sme-loans", "--column", "loan_amount", "--as", "none")
+    _run(*node, "dataset", "reclassify", "sme-loans", "--column", "overdue_90d", "--as", "none")
     _run(*node, "dataset", "list")
     _run(*node, "ledger", "log")
     _run(*node, "ledger", "checkpoint")
     proof_file = workdir / "proof.json"
-    _run(*node, "ledger", "prove", "1", "--out", str(proof_file))
+    _run(*node, "ledger", "prove", "2", "--out", str(proof_file))
     _run("verify-proof", str(proof_file), "--key", str(node_dir / "keys" / "node.pub"))
     _run(*node, "ledger", "verify")
 
