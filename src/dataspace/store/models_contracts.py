@@ -1,7 +1,84 @@
-"""Tables of the contracts area (see DESIGN.md §3). Imported by :mod:`dataspace.store.models`."""
+"""Tables of the contracts area (see DESIGN.md §3). Imported by :mod:`dataspace.store.models`.
+
+A process row's ``id`` is this node's own pid for it (the ``providerPid`` when this node is the
+provider, the ``consumerPid`` when it is the consumer); ``peer`` is the other node's name.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
 from dataspace.store.models import Base
 
-__all__ = ["Base"]
+
+class ContractNegotiationRow(Base):
+    """One DSP contract negotiation, from this node's side."""
+
+    __tablename__ = "contract_negotiations"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(10))  # consumer | provider (this node)
+    consumer_pid: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    provider_pid: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    peer: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    offer: Mapped[dict[str, Any]] = mapped_column(JSON)  # the latest offer, DSP compact JSON-LD
+    agreement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    callback_address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_contract_negotiations_peer_consumer_pid", "peer", "consumer_pid"),
+        Index("ix_contract_negotiations_peer_provider_pid", "peer", "provider_pid"),
+    )
+
+
+class ContractAgreementRow(Base):
+    """An agreement reached by a negotiation, with both parties' Ed25519 signatures."""
+
+    __tablename__ = "contract_agreements"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the Agreement's @id
+    negotiation_id: Mapped[str] = mapped_column(
+        String(200),
+        ForeignKey("contract_negotiations.id", name="fk_contract_agreements_negotiation"),
+        unique=True,
+    )
+    provider: Mapped[str] = mapped_column(String(200))  # assigner
+    consumer: Mapped[str] = mapped_column(String(200))  # assignee
+    target: Mapped[str] = mapped_column(String(200))  # the dataset id
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)  # the ODRL Agreement, DSP compact
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    provider_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    consumer_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TransferProcessRow(Base):
+    """One DSP transfer process under an agreement, from this node's side."""
+
+    __tablename__ = "transfer_processes"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(10))
+    consumer_pid: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    provider_pid: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    peer: Mapped[str] = mapped_column(String(200))
+    agreement_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("contract_agreements.id", name="fk_transfer_processes_agreement"),
+        index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    format: Mapped[str] = mapped_column(String(200))
+    data_address: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    callback_address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_transfer_processes_peer_consumer_pid", "peer", "consumer_pid"),
+        Index("ix_transfer_processes_peer_provider_pid", "peer", "provider_pid"),
+    )
+
+
+__all__ = ["Base", "ContractAgreementRow", "ContractNegotiationRow", "TransferProcessRow"]
