@@ -1,0 +1,228 @@
+"""Per-agreement (ε, δ) budgets in the node's store: atomic, exact, persistent.
+
+* Amounts are :class:`~decimal.Decimal` built from ``str(x)`` and stored as strings, so
+  ten spends of 0.1 exhaust a budget of 1.0 exactly — floats would not.
+* :func:`reserve` charges the budget and records the spend in one write transaction
+  (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``SELECT ... FOR UPDATE`` on the budget row), so
+  concurrent queries queue and can never overspend together.
+* The spend commits *before* the noisy result is computed and released: a crash in between
+  loses budget, it never releases a result that was not paid for.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+
+from sqlalchemy import select
+
+from dataspace.errors import Conflict, NotFound, UsageError
+from dataspace.privacy.errors import BudgetExhausted
+from dataspace.store.db import Store
+from dataspace.store.models_privacy import DpBudget, DpSpend
+
+__all__ = [
+    "Budget",
+    "Reservation",
+    "Spend",
+    "ensure_budget",
+    "get_budget",
+    "list_spends",
+    "reserve",
+    "to_decimal",
+]
+
+_PRECISION = 60
+
+
+def to_decimal(value: float | int | str | Decimal, what: str = "amount") -> Decimal:
+    """The exact decimal a caller meant: ``0.1`` is ``Decimal('0.1')``, not its binary value."""
+    if isinstance(value, bool):
+        raise UsageError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{what} must be finite, got {value!r}")
+    try:
+        out = value if isinstance(value, Decimal) else Decimal(str(value))
+    except ArithmeticError:
+        raise UsageError(f"{what} must be a number, got {value!r}") from None
+    if not out.is_finite() or out < 0:
+        raise UsageError(f"{what} must be a finite number >= 0, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    agreement_id: str
+    epsilon_total: Decimal
+    delta_total: Decimal
+    epsilon_spent: Decimal
+    delta_spent: Decimal
+    updated_at: datetime
+
+    @property
+    def epsilon_left(self) -> Decimal:
+        return self.epsilon_total - self.epsilon_spent
+
+    @property
+    def delta_left(self) -> Decimal:
+        return self.delta_total - self.delta_spent
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A committed spend: the budget was charged before anything is released."""
+
+    id: str
+    agreement_id: str
+    job_id: str
+    epsilon: Decimal
+    delta: Decimal
+    epsilon_left: Decimal
+    delta_left: Decimal
+
+
+@dataclass(frozen=True)
+class Spend:
+    id: str
+    agreement_id: str
+    job_id: str
+    epsilon: Decimal
+    delta: Decimal
+    at: datetime
+
+
+def _budget(row: DpBudget) -> Budget:
+    return Budget(
+        agreement_id=row.agreement_id,
+        epsilon_total=Decimal(row.epsilon_total),
+        delta_total=Decimal(row.delta_total),
+        epsilon_spent=Decimal(row.epsilon_spent),
+        delta_spent=Decimal(row.delta_spent),
+        updated_at=row.updated_at,
+    )
+
+
+def ensure_budget(
+    store: Store,
+    agreement_id: str,
+    epsilon_total: float | str | Decimal,
+    delta_total: float | str | Decimal = 0,
+) -> Budget:
+    """Create the agreement's budget, or return it if it exists with the same totals."""
+    eps = to_decimal(epsilon_total, "epsilon_total")
+    delta = to_decimal(delta_total, "delta_total")
+    if delta >= 1:
+        raise UsageError(f"delta_total must be below 1, got {delta_total!r}")
+    for _attempt in range(2):
+        try:
+            with store.write() as session:
+                row = session.get(DpBudget, agreement_id, with_for_update=True)
+                if row is None:
+                    row = DpBudget(
+                        agreement_id=agreement_id,
+                        epsilon_total=str(eps),
+                        delta_total=str(delta),
+                        epsilon_spent="0",
+                        delta_spent="0",
+                        updated_at=datetime.now(UTC),
+                    )
+                    session.add(row)
+                    session.flush()
+                budget = _budget(row)
+        except Conflict:
+            continue  # another process created it concurrently: read theirs
+        if budget.epsilon_total != eps or budget.delta_total != delta:
+            raise Conflict(
+                f"agreement {agreement_id} already has a DP budget of ε={budget.epsilon_total}, "
+                f"δ={budget.delta_total}",
+                hint="an agreement's budget is fixed when it is signed",
+            )
+        return budget
+    raise Conflict(f"could not create the DP budget of {agreement_id}")  # pragma: no cover
+
+
+def get_budget(store: Store, agreement_id: str) -> Budget:
+    with store.read() as session:
+        row = session.get(DpBudget, agreement_id)
+        if row is None:
+            raise NotFound(
+                f"agreement {agreement_id} has no DP budget",
+                hint="DP queries need an agreement whose policy grants an epsilon budget",
+            )
+        return _budget(row)
+
+
+def reserve(
+    store: Store,
+    agreement_id: str,
+    epsilon: float | str | Decimal,
+    delta: float | str | Decimal,
+    job_id: str,
+) -> Reservation:
+    """Charge (ε, δ) to the agreement's budget and record the spend, atomically.
+
+    Raises :class:`BudgetExhausted` (nothing charged) if either would exceed its total.
+    """
+    eps = to_decimal(epsilon, "epsilon")
+    delta_ = to_decimal(delta, "delta")
+    if eps <= 0:
+        raise UsageError(f"a DP query must spend some epsilon, got {epsilon!r}")
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        with store.write() as session:
+            stmt = select(DpBudget).where(DpBudget.agreement_id == agreement_id).with_for_update()
+            row = session.execute(stmt).scalar_one_or_none()
+            if row is None:
+                raise NotFound(
+                    f"agreement {agreement_id} has no DP budget",
+                    hint="DP queries need an agreement whose policy grants an epsilon budget",
+                )
+            budget = _budget(row)
+            new_eps = budget.epsilon_spent + eps
+            new_delta = budget.delta_spent + delta_
+            if new_eps > budget.epsilon_total or new_delta > budget.delta_total:
+                raise BudgetExhausted(
+                    f"the query needs ε={eps}, δ={delta_} but agreement {agreement_id} has "
+                    f"ε={budget.epsilon_left}, δ={budget.delta_left} left",
+                    hint="ask fewer or cheaper queries, or negotiate a new agreement",
+                    epsilon_left=str(budget.epsilon_left),
+                    delta_left=str(budget.delta_left),
+                )
+            now = datetime.now(UTC)
+            row.epsilon_spent = str(new_eps)
+            row.delta_spent = str(new_delta)
+            row.updated_at = now
+            spend_id = secrets.token_hex(16)
+            session.add(
+                DpSpend(
+                    id=spend_id,
+                    agreement_id=agreement_id,
+                    job_id=job_id,
+                    epsilon=str(eps),
+                    delta=str(delta_),
+                    at=now,
+                )
+            )
+        return Reservation(
+            id=spend_id,
+            agreement_id=agreement_id,
+            job_id=job_id,
+            epsilon=eps,
+            delta=delta_,
+            epsilon_left=budget.epsilon_total - new_eps,
+            delta_left=budget.delta_total - new_delta,
+        )
+
+
+def list_spends(store: Store, agreement_id: str) -> list[Spend]:
+    with store.read() as session:
+        rows = session.execute(
+            select(DpSpend).where(DpSpend.agreement_id == agreement_id).order_by(DpSpend.at)
+        ).scalars()
+        return [
+            Spend(r.id, r.agreement_id, r.job_id, Decimal(r.epsilon), Decimal(r.delta), r.at)
+            for r in rows
+        ]

@@ -1,0 +1,246 @@
+"""DP mechanisms: noise from OpenDP's samplers, scales found by OpenDP, cached per query shape.
+
+A :class:`Mechanism` is a small strategy chosen by name (:func:`mechanism`):
+
+* ``laplace`` — pure ε-DP. Counts get OpenDP's discrete Laplace over ``i64`` vectors, sums its
+  continuous Laplace over ``f64`` vectors (both ``opendp.measurements.make_laplace``).
+* ``gaussian`` — (ε, δ)-DP. OpenDP's (discrete) Gaussian under zCDP, converted to (ε, δ)
+  with ``make_zCDP_to_approxDP`` and ``make_fix_delta``.
+
+The scale is the smallest one OpenDP's own privacy map accepts for (sensitivity, ε[, δ]),
+found with ``opendp.mod.binary_search_param``. That search and the construction of the
+measurement are cached in-process (LRU, :func:`build_noise`) keyed by the query shape, so a
+repeated query costs micro-seconds. The module enables OpenDP's ``contrib`` feature: the
+measurements used here are contributed (not yet formally vetted) components of OpenDP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import NormalDist
+from typing import Any, Protocol
+
+import opendp.prelude as dp
+
+from dataspace.errors import UsageError
+
+dp.enable_features("contrib")
+
+__all__ = [
+    "MECHANISMS",
+    "DpSpec",
+    "Gaussian",
+    "Laplace",
+    "Mechanism",
+    "Noise",
+    "build_noise",
+    "mechanism",
+]
+
+#: Probability that the true value lies outside the stated error bound.
+ERROR_ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class DpSpec:
+    """What the offer declares for DP queries on one dataset.
+
+    ``bounds`` maps a numeric column to its clamping range (lower, upper); SUM and AVG are
+    allowed only over such columns. ``max_contributions`` is the most rows one individual
+    contributes to the table (the provider's assertion about the data). ``epsilon`` and
+    ``delta`` are spent by each query.
+    """
+
+    epsilon: float
+    delta: float = 0.0
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    max_contributions: int = 1
+    mechanism: str = "laplace"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)):
+            raise UsageError(f"epsilon must be a finite number, got {self.epsilon!r}")
+        if self.epsilon <= 0:
+            raise UsageError(f"epsilon must be positive, got {self.epsilon}")
+        if not (isinstance(self.delta, (int, float)) and 0 <= self.delta < 1):
+            raise UsageError(f"delta must be in [0, 1), got {self.delta!r}")
+        if (
+            not isinstance(self.max_contributions, int)
+            or isinstance(self.max_contributions, bool)
+            or self.max_contributions < 1
+        ):
+            raise UsageError(
+                f"max_contributions must be a positive integer, got {self.max_contributions!r}"
+            )
+        mechanism(self.mechanism)  # raises on an unknown name
+        clean: dict[str, tuple[float, float]] = {}
+        for column, pair in self.bounds.items():
+            lower, upper = (float(v) for v in pair)
+            if not (math.isfinite(lower) and math.isfinite(upper)) or lower > upper:
+                raise UsageError(
+                    f"bounds of column '{column}' must be finite with lower <= upper, got {pair!r}"
+                )
+            if max(abs(lower), abs(upper)) >= 1e15:
+                raise UsageError(f"bounds of column '{column}' must lie within ±1e15")
+            clean[column.lower()] = (lower, upper)
+        object.__setattr__(self, "bounds", clean)
+
+    def bounds_of(self, column: str) -> tuple[float, float] | None:
+        return self.bounds.get(column.lower())
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A built measurement for one released vector, and what it means for the consumer."""
+
+    mechanism: str
+    integer: bool
+    sensitivity: float
+    epsilon: float
+    delta: float
+    scale: float
+    error95: float  # |noise| <= error95 with probability >= 95%
+    measurement: Any = field(repr=False, compare=False)
+
+    def apply(self, values: Sequence[float] | Sequence[int]) -> list[float] | list[int]:
+        """Noisy copy of ``values`` (one entry per group) from OpenDP's sampler."""
+        if not values:
+            return []
+        if self.integer:
+            return list(self.measurement([int(v) for v in values]))
+        return list(self.measurement([float(v) for v in values]))
+
+
+class Mechanism(Protocol):
+    """A noise strategy: builds measurements and knows its tails."""
+
+    name: str
+    uses_delta: bool
+
+    def make(self, integer: bool, scale: float) -> Any:
+        """The OpenDP measurement over a vector of counts (integer) or sums."""
+        ...
+
+    def search(self, integer: bool, sensitivity: float, epsilon: float, delta: float) -> float:
+        """The smallest scale whose privacy map accepts (sensitivity -> ε[, δ])."""
+        ...
+
+    def error95(self, scale: float) -> float: ...
+
+    def tail(self, scale: float, excess_probability: float) -> float:
+        """t with P(noise >= t) <= excess_probability (one-sided)."""
+        ...
+
+
+def _vector(integer: bool) -> tuple[Any, Any]:
+    atom = dp.atom_domain(T="i64") if integer else dp.atom_domain(T=float, nan=False)
+    return dp.vector_domain(atom), atom
+
+
+class Laplace:
+    name = "laplace"
+    uses_delta = False
+
+    def make(self, integer: bool, scale: float) -> Any:
+        domain, _ = _vector(integer)
+        metric = dp.l1_distance(T="i64" if integer else float)
+        return dp.m.make_laplace(domain, metric, scale=scale)
+
+    def search(self, integer: bool, sensitivity: float, epsilon: float, delta: float) -> float:
+        d_in: int | float = int(sensitivity) if integer else float(sensitivity)
+        return float(
+            dp.binary_search_param(lambda s: self.make(integer, s), d_in=d_in, d_out=epsilon)
+        )
+
+    def error95(self, scale: float) -> float:
+        return scale * math.log(1 / ERROR_ALPHA)
+
+    def tail(self, scale: float, excess_probability: float) -> float:
+        # Discrete and continuous Laplace: P(X >= t) <= exp(-t / b).
+        return scale * math.log(1 / excess_probability)
+
+
+class Gaussian:
+    name = "gaussian"
+    uses_delta = True
+
+    def make(self, integer: bool, scale: float) -> Any:
+        domain, _ = _vector(integer)
+        metric = dp.l2_distance(T="i64" if integer else float)
+        return dp.m.make_gaussian(domain, metric, scale=scale)
+
+    def _approx(self, integer: bool, scale: float, delta: float) -> Any:
+        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(self.make(integer, scale)), delta)
+
+    def search(self, integer: bool, sensitivity: float, epsilon: float, delta: float) -> float:
+        if delta <= 0:
+            raise UsageError(
+                "the gaussian mechanism needs delta > 0", hint="set delta or use laplace"
+            )
+        d_in: int | float = int(sensitivity) if integer else float(sensitivity)
+        return float(
+            dp.binary_search_param(
+                lambda s: self._approx(integer, s, delta), d_in=d_in, d_out=(epsilon, delta)
+            )
+        )
+
+    def error95(self, scale: float) -> float:
+        return 1.96 * scale
+
+    def tail(self, scale: float, excess_probability: float) -> float:
+        # (Discrete) Gaussian is sub-Gaussian with variance proxy sigma^2:
+        # P(X >= t) <= exp(-t^2 / (2 sigma^2)); the normal quantile is never larger.
+        exact = NormalDist(0.0, scale).inv_cdf(1 - excess_probability)
+        return max(exact, scale * math.sqrt(2 * math.log(1 / excess_probability)))
+
+
+MECHANISMS: dict[str, Mechanism] = {"laplace": Laplace(), "gaussian": Gaussian()}
+
+
+def mechanism(name: str) -> Mechanism:
+    try:
+        return MECHANISMS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown DP mechanism {name!r}", hint="use " + " | ".join(sorted(MECHANISMS))
+        ) from None
+
+
+@lru_cache(maxsize=512)
+def build_noise(
+    name: str, integer: bool, sensitivity: float, epsilon: float, delta: float = 0.0
+) -> Noise:
+    """The measurement for one released vector; cached per (mechanism, kind, Δ, ε, δ)."""
+    mech = mechanism(name)
+    scale = mech.search(integer, sensitivity, epsilon, delta)
+    measurement = mech.make(integer, scale)
+    return Noise(
+        mechanism=name,
+        integer=integer,
+        sensitivity=sensitivity,
+        epsilon=epsilon,
+        delta=delta if mech.uses_delta else 0.0,
+        scale=scale,
+        error95=mech.error95(scale),
+        measurement=measurement,
+    )
+
+
+def group_threshold(
+    name: str, count_noise: Noise, max_contributions: int, delta: float, min_group_size: int
+) -> float:
+    """Least noisy count at which a group is released (stability-based histogram).
+
+    One individual can create at most ``m = max_contributions`` groups, of true count at most
+    m in total. Each such group passes the threshold τ with probability at most
+    P(noise >= τ - m); over m groups the chance that any does is <= δ when
+    τ = m + tail(δ / m). The offer's minimum group size raises τ further.
+    """
+    if delta <= 0:
+        raise UsageError("releasing data-dependent groups needs delta > 0")
+    m = max_contributions
+    tau = m + mechanism(name).tail(count_noise.scale, delta / m)
+    return float(max(math.ceil(tau), min_group_size))

@@ -1,0 +1,184 @@
+"""The governed DP query: check → clamp rewrite → reserve budget → locked worker → noise → release.
+
+:func:`run_dp_query` is the one entry point. The exact aggregates never leave this function:
+the released :class:`DpResult` holds only noisy values of groups whose noisy count passed the
+release threshold, with ε/δ spent and left and a 95% error bound per aggregate column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from dataspace.compute.sandbox import SandboxLimits, run_query
+from dataspace.compute.sqlcheck import check_query
+from dataspace.compute.sqltypes import SqlPolicy
+from dataspace.privacy.budget import reserve
+from dataspace.privacy.dp import DpSpec, Noise, build_noise, group_threshold, mechanism
+from dataspace.privacy.rewrite import DpPlan, plan_dp
+from dataspace.store.db import Store
+
+__all__ = ["DpCost", "DpResult", "dp_cost", "run_dp_query"]
+
+
+@dataclass(frozen=True)
+class DpResult:
+    """A released DP result and its metadata (everything here may go to the consumer)."""
+
+    table: pa.Table
+    epsilon_spent: float
+    epsilon_left: float
+    delta_spent: float
+    delta_left: float
+    error_bounds: dict[str, float]
+    mechanism: str
+    threshold: float | None  # least noisy COUNT(*) of a released group (None: no GROUP BY)
+    job_id: str
+    rows_scanned: int
+    cpu_seconds: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class DpCost:
+    """How a query's (ε, δ) is split: one Noise per release, and δ for the group threshold."""
+
+    epsilon: float
+    delta: float
+    noises: Mapping[str, Noise]  # release column -> its measurement
+    threshold_delta: float
+
+
+def dp_cost(plan: DpPlan, spec: DpSpec) -> DpCost:
+    """Split the query's ε evenly over its releases (basic composition); δ as documented.
+
+    laplace: noise is pure ε-DP; δ (if grouped) bounds the chance a group key is released
+    that one person created. gaussian: half of δ for the threshold when grouped, the rest
+    split evenly over the releases. Ungrouped laplace queries spend no δ.
+    """
+    mech = mechanism(spec.mechanism)
+    n = len(plan.releases)
+    eps_each = spec.epsilon / n
+    threshold_delta = 0.0
+    noise_delta = 0.0
+    if plan.grouped:
+        threshold_delta = spec.delta if not mech.uses_delta else spec.delta / 2
+    if mech.uses_delta:
+        noise_delta = (spec.delta - threshold_delta) / n
+    noises = {
+        r.column: build_noise(spec.mechanism, r.integer, r.sensitivity, eps_each, noise_delta)
+        for r in plan.releases
+    }
+    spent_delta = spec.delta if (plan.grouped or mech.uses_delta) else 0.0
+    return DpCost(spec.epsilon, spent_delta, noises, threshold_delta)
+
+
+def run_dp_query(
+    store: Store,
+    parquet_path: str | os.PathLike[str],
+    table_name: str,
+    sql: str,
+    sql_policy: SqlPolicy,
+    dp: DpSpec,
+    agreement_id: str,
+    job_id: str,
+    limits: SandboxLimits | Mapping[str, Any] | None = None,
+) -> DpResult:
+    """Run ``sql`` under differential privacy and charge the agreement's budget."""
+    if limits is not None and not isinstance(limits, SandboxLimits):
+        limits = SandboxLimits.from_limits(limits)
+    # The minimum group size applies to noisy counts below, never as an exact HAVING.
+    checked = check_query(sql, dataclasses.replace(sql_policy, min_group_size=1))
+    plan = plan_dp(checked, dp)
+    cost = dp_cost(plan, dp)  # builds (or finds cached) measurements before spending
+    threshold = None
+    if plan.grouped:
+        assert plan.group_count is not None
+        threshold = group_threshold(
+            dp.mechanism,
+            cost.noises[plan.group_count],
+            dp.max_contributions,
+            cost.threshold_delta,
+            sql_policy.min_group_size,
+        )
+    reservation = reserve(store, agreement_id, cost.epsilon, cost.delta, job_id)
+    exact = run_query(parquet_path, table_name, plan.checked, limits)
+    table, bounds = _release(plan, cost, exact.table, threshold, sql_policy.min_group_size)
+    return DpResult(
+        table=table,
+        epsilon_spent=float(reservation.epsilon),
+        epsilon_left=float(reservation.epsilon_left),
+        delta_spent=float(reservation.delta),
+        delta_left=float(reservation.delta_left),
+        error_bounds=bounds,
+        mechanism=dp.mechanism,
+        threshold=threshold,
+        job_id=job_id,
+        rows_scanned=exact.rows_scanned,
+        cpu_seconds=exact.cpu_seconds,
+        wall_seconds=exact.wall_seconds,
+    )
+
+
+def _release(
+    plan: DpPlan, cost: DpCost, exact: pa.Table, threshold: float | None, min_group_size: int
+) -> tuple[pa.Table, dict[str, float]]:
+    noisy: dict[str, list[Any]] = {}
+    for release in plan.releases:
+        values = exact.column(release.column).to_pylist()
+        noisy[release.column] = cost.noises[release.column].apply(
+            [v if v is not None else 0 for v in values]
+        )
+    n = exact.num_rows
+    if plan.grouped:
+        assert plan.group_count is not None and threshold is not None
+        keep = [i for i, c in enumerate(noisy[plan.group_count]) if c >= threshold]
+    else:
+        # One global row: it exists whatever the data; k applies to its noisy count if any.
+        keep = list(range(n))
+        counts = [o for o in plan.outputs if o.kind == "count"]
+        if min_group_size > 1 and counts and n and noisy[counts[0].sources[0]][0] < min_group_size:
+            keep = []
+    columns: dict[str, pa.Array] = {}
+    bounds: dict[str, float] = {}
+    for out in plan.outputs:
+        if out.kind == "key":
+            columns[out.name] = exact.column(out.sources[0]).take(pa.array(keep, pa.int64()))
+        elif out.kind == "count":
+            columns[out.name] = pa.array([noisy[out.sources[0]][i] for i in keep], pa.int64())
+            bounds[out.name] = cost.noises[out.sources[0]].error95
+        elif out.kind == "sum":
+            columns[out.name] = pa.array([noisy[out.sources[0]][i] for i in keep], pa.float64())
+            bounds[out.name] = cost.noises[out.sources[0]].error95
+        else:
+            total, count = out.sources
+            lo, hi = out.lower, out.upper
+            values = []
+            for i in keep:
+                c = noisy[count][i]
+                values.append(min(hi, max(lo, noisy[total][i] / c)) if c > 0 else (lo + hi) / 2)
+            columns[out.name] = pa.array(values, pa.float64())
+            bounds[out.name] = _avg_bound(
+                cost.noises[total], cost.noises[count], lo, hi, [noisy[count][i] for i in keep]
+            )
+    return pa.table(columns), bounds
+
+
+def _avg_bound(total: Noise, count: Noise, lower: float, upper: float, counts: list[Any]) -> float:
+    """Approximate 95% bound of noisy_sum / noisy_count at the smallest released count.
+
+    |S'/C' - S/C| <= (e_s + B·e_c) / (C' - e_c) when both noises are within their 95% bounds
+    (about 90% jointly), B = max(|L|, |U|); never more than U - L, as the average is clamped.
+    """
+    width = upper - lower
+    smallest = min(counts) if counts else 0
+    denominator = smallest - count.error95
+    if denominator <= 0:
+        return width
+    b = max(abs(lower), abs(upper))
+    return min(width, (total.error95 + b * count.error95) / denominator)

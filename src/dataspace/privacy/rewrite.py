@@ -1,0 +1,243 @@
+"""The DP rewrite of a checked query: which vectors get noise, and clamping inside the engine.
+
+Input: a :class:`~dataspace.compute.CheckedQuery` (checked with minimum group size 1; the DP
+layer applies k to *noisy* counts). Output: a :class:`DpPlan` whose query returns the group
+keys and one hidden column ``__dp_<i>`` per *release* — an exact aggregate vector that will
+get noise:
+
+=====================  ==================================================  ===============
+aggregate              engine computes                                     sensitivity
+=====================  ==================================================  ===============
+COUNT(*), COUNT(x),    the count as written (FILTER kept)                  m
+COUNT(DISTINCT x),
+COUNT_IF(c)
+SUM(x)                 exact integer sum of x clamped to [L, U]            m·max(|L|,|U|)
+AVG(x)                 SUM as above and COUNT(x); noisy sum / noisy count  (both)
+anything else          refused: no bounded sensitivity                     —
+=====================  ==================================================  ===============
+
+``m`` is the offer's ``max_contributions``. Identical releases are computed and paid once.
+Grouped queries always release a noisy ``COUNT(*)`` per group (the user's own, or a hidden
+one), used for the group release threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from dataspace.compute.errors import QueryRefused
+from dataspace.compute.sqltypes import CheckedQuery
+from dataspace.privacy.dp import DpSpec
+
+__all__ = ["DpPlan", "Output", "Release", "plan_dp"]
+
+DIALECT = "duckdb"
+HINT = "see docs/privacy.md for what DP queries allow"
+
+OutputKind = Literal["key", "count", "sum", "avg"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """One exact aggregate vector (a hidden column) that gets noise."""
+
+    column: str  # hidden output column of the engine query
+    integer: bool  # counts: True; clamped sums: False
+    sensitivity: float
+    sql: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """One column of the released table."""
+
+    name: str
+    kind: OutputKind
+    sources: tuple[str, ...]  # key: (engine column,); count/sum: (release,); avg: (sum, count)
+    lower: float = 0.0
+    upper: float = 0.0
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    checked: CheckedQuery  # the rewritten query that runs in the locked worker
+    outputs: tuple[Output, ...]
+    releases: tuple[Release, ...]
+    group_count: str | None  # release holding COUNT(*) per group, for the threshold
+    grouped: bool
+
+
+def _refuse(reason: str) -> QueryRefused:
+    return QueryRefused(reason, hint=HINT)
+
+
+def _has_aggregate(node: exp.Expr) -> bool:
+    return any(
+        isinstance(n, exp.AggFunc) or (isinstance(n, exp.Anonymous) and n.name.lower() in {"mean"})
+        for n in node.walk()
+    )
+
+
+def _decimal_scale(bound: float) -> int:
+    digits = len(str(int(bound))) if bound >= 1 else 1
+    return max(0, min(6, 17 - digits))
+
+
+class _Planner:
+    def __init__(self, checked: CheckedQuery, spec: DpSpec) -> None:
+        self.checked = checked
+        self.spec = spec
+        self.m = spec.max_contributions
+        self.releases: dict[str, Release] = {}
+
+    def release(self, sql: str, integer: bool, sensitivity: float) -> str:
+        found = self.releases.get(sql)
+        if found is None:
+            found = Release(f"__dp_{len(self.releases)}", integer, sensitivity, sql)
+            self.releases[sql] = found
+        return found.column
+
+    def count(self, agg_sql: str) -> str:
+        return self.release(agg_sql, True, float(self.m))
+
+    def clamped_sum(self, column: exp.Column, filt: str, what: str) -> tuple[str, float, float]:
+        bounds = self.spec.bounds_of(column.name)
+        if bounds is None:
+            raise _refuse(
+                f'{what}("{column.name}") has no clamping bounds in the offer: its '
+                f"sensitivity cannot be bounded"
+            )
+        lower, upper = bounds
+        bound = max(abs(lower), abs(upper))
+        scale = _decimal_scale(bound)
+        col = column.sql(dialect=DIALECT)
+        unit = float(10**scale)
+        clamped = (
+            f"CASE WHEN {col} IS NOT NULL THEN CAST(ROUND(LEAST(GREATEST(CAST({col} AS DOUBLE), "
+            f"{lower!r}), {upper!r}) * {unit!r}) AS BIGINT) END"
+        )
+        # An exact integer (HUGEINT) sum of the clamped values on a 10^-scale grid: no
+        # floating-point summation error can stretch the sensitivity.
+        sql = f"CAST(COALESCE(SUM({clamped}){filt}, 0) AS DOUBLE) / {unit!r}"
+        # Rounding to the grid can move a value by half a step past the bound.
+        sensitivity = self.m * (bound + 10.0**-scale)
+        return self.release(sql, False, sensitivity), lower, upper
+
+    def aggregate(self, name: str, node: exp.Expr) -> Output:
+        filt = ""
+        inner = node
+        if isinstance(node, exp.Filter):
+            inner = node.this
+            filt = " " + node.expression.sql(dialect=DIALECT).replace("WHERE", "FILTER(WHERE", 1)
+            filt += ")"
+        if not (isinstance(inner, (exp.AggFunc, exp.Anonymous))) or any(
+            _has_aggregate(child) for child in inner.iter_expressions()
+        ):
+            raise _refuse(
+                f"output '{name}' ({node.sql(dialect=DIALECT)[:60]}) is not one aggregate: "
+                f"under DP each aggregate is its own output column; combine released values "
+                f"afterwards"
+            )
+        arg = inner.this if not isinstance(inner, exp.Anonymous) else None
+        if isinstance(inner, (exp.Count, exp.CountIf)):
+            return Output(name, "count", (self.count(node.sql(dialect=DIALECT)),))
+        if isinstance(inner, exp.Sum):
+            if not isinstance(arg, exp.Column):
+                raise _refuse(
+                    f"SUM over {inner.sql(dialect=DIALECT)[4:64]} cannot be bounded: under DP, "
+                    f"SUM takes one column with clamping bounds in the offer"
+                )
+            rel, lower, upper = self.clamped_sum(arg, filt, "SUM")
+            return Output(name, "sum", (rel,), lower, upper)
+        if isinstance(inner, exp.Avg) or (
+            isinstance(inner, exp.Anonymous) and inner.name.lower() == "mean"
+        ):
+            if isinstance(inner, exp.Anonymous):
+                arg = inner.expressions[0] if len(inner.expressions) == 1 else None
+            if not isinstance(arg, exp.Column):
+                raise _refuse(
+                    "AVG over an expression cannot be bounded: under DP, AVG takes one column "
+                    "with clamping bounds in the offer"
+                )
+            rel, lower, upper = self.clamped_sum(arg, filt, "AVG")
+            count = self.count(f"COUNT({arg.sql(dialect=DIALECT)}){filt}")
+            return Output(name, "avg", (rel, count), lower, upper)
+        fname = inner.name.lower() if isinstance(inner, exp.Anonymous) else inner.sql_name()
+        raise _refuse(
+            f"aggregate {fname.lower()} in output '{name}' is not supported under differential "
+            f"privacy: its sensitivity cannot be bounded (order statistics such as min, max and "
+            f"quantiles release one contributor's value; variance needs bounds on squares)"
+        )
+
+    def run(self) -> DpPlan:
+        try:
+            tree = sqlglot.parse_one(self.checked.sql, dialect=DIALECT)
+        except SqlglotError as exc:  # pragma: no cover - the checker round-trips its SQL
+            raise _refuse(f"the checked query could not be re-read: {exc}") from None
+        assert isinstance(tree, exp.Select)
+        if tree.args.get("having") is not None:
+            raise _refuse(
+                "HAVING is not allowed under DP: it filters groups on exact aggregates; the DP "
+                "layer releases groups by their noisy counts"
+            )
+        for key in ("limit", "offset"):
+            if tree.args.get(key) is not None:
+                raise _refuse(
+                    f"{key.upper()} is not allowed under DP: which groups it keeps depends on "
+                    f"groups that are not released"
+                )
+        order = tree.args.get("order")
+        if order is not None and _has_aggregate(order):
+            raise _refuse(
+                "ORDER BY an aggregate is not allowed under DP: it reveals the order of exact "
+                "values; sort the released result instead"
+            )
+        group = tree.args.get("group")
+        grouped = group is not None and bool(group.expressions)
+        outputs: list[Output] = []
+        items: list[exp.Expr] = []
+        for i, item in enumerate(tree.expressions):
+            name = item.alias if isinstance(item, exp.Alias) else self.checked.output_columns[i]
+            node = item.this if isinstance(item, exp.Alias) else item
+            if not _has_aggregate(node):
+                column = f"__key_{i}"
+                items.append(exp.alias_(node.copy(), column, quoted=True))
+                outputs.append(Output(name, "key", (column,)))
+            else:
+                outputs.append(self.aggregate(name, node))
+        if not any(o.kind != "key" for o in outputs):
+            raise _refuse("a DP query must release at least one aggregate (COUNT, SUM or AVG)")
+        group_count: str | None = None
+        if grouped:
+            group_count = self.count("COUNT(*)")
+        for release in self.releases.values():
+            items.append(
+                exp.alias_(sqlglot.parse_one(release.sql, dialect=DIALECT), release.column,
+                           quoted=True)
+            )  # fmt: skip
+        tree.set("expressions", items)
+        sql = tree.sql(dialect=DIALECT)
+        rewritten = dataclasses.replace(
+            self.checked,
+            sql=sql,
+            output_columns=tuple(
+                [o.sources[0] for o in outputs if o.kind == "key"]
+                + [r.column for r in self.releases.values()]
+            ),
+            min_group_size=1,
+        )
+        return DpPlan(rewritten, tuple(outputs), tuple(self.releases.values()), group_count,
+                      grouped)  # fmt: skip
+
+
+def plan_dp(checked: CheckedQuery, spec: DpSpec) -> DpPlan:
+    """Plan the DP release of ``checked``, or :class:`QueryRefused` with the reason."""
+    if not checked.is_aggregate:
+        raise _refuse("a DP query must aggregate: row-level SELECTs are not allowed under DP")
+    return _Planner(checked, spec).run()

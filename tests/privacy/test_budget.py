@@ -1,0 +1,100 @@
+"""Budgets: exact arithmetic, refusal, persistence across restarts, no overspend under races."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from dataspace.errors import Conflict, NotFound, UsageError
+from dataspace.privacy import BudgetExhausted, ensure_budget, get_budget, list_spends, reserve
+from dataspace.services.node import Node
+from dataspace.store import Store
+
+
+def test_ten_spends_of_a_tenth_exhaust_one_exactly(store: Store) -> None:
+    ensure_budget(store, "ag-1", 1.0, 0)
+    for i in range(10):
+        r = reserve(store, "ag-1", 0.1, 0, f"job-{i}")
+    assert r.epsilon_left == Decimal("0")
+    with pytest.raises(BudgetExhausted, match="has ε=0"):
+        reserve(store, "ag-1", 0.1, 0, "job-10")
+    assert len(list_spends(store, "ag-1")) == 10
+
+
+def test_exhausted_budget_refuses_and_charges_nothing(store: Store) -> None:
+    ensure_budget(store, "ag-2", 1.0, 1e-6)
+    reserve(store, "ag-2", 0.7, 1e-7, "a")
+    with pytest.raises(BudgetExhausted) as info:
+        reserve(store, "ag-2", 0.5, 0, "b")
+    assert info.value.http_status == 403
+    assert info.value.details["epsilon_left"] == "0.3"
+    with pytest.raises(BudgetExhausted):
+        reserve(store, "ag-2", 0.1, 1e-6, "c")  # delta would exceed
+    budget = get_budget(store, "ag-2")
+    assert budget.epsilon_spent == Decimal("0.7") and budget.delta_left == Decimal("9E-7")
+    assert [s.job_id for s in list_spends(store, "ag-2")] == ["a"]
+
+
+def test_budget_survives_a_restart(make_node: Callable[..., tuple[Node, str]]) -> None:
+    node, _ = make_node("provider")
+    ensure_budget(node.store, "ag-3", 2, 0)
+    reserve(node.store, "ag-3", 1.5, 0, "job")
+    url, schema = node.store.url, node.store.schema
+    node.store.dispose()
+    reopened = Store(url, schema)
+    try:
+        assert get_budget(reopened, "ag-3").epsilon_left == Decimal("0.5")
+        with pytest.raises(BudgetExhausted):
+            reserve(reopened, "ag-3", 1, 0, "again")
+    finally:
+        reopened.dispose()
+
+
+def test_concurrent_queries_cannot_overspend(store: Store) -> None:
+    allowed, racers = 5, 12
+    ensure_budget(store, "ag-race", Decimal("0.5"), 0)
+    barrier = threading.Barrier(racers)
+    won: list[str] = []
+    refused: list[str] = []
+    errors: list[BaseException] = []
+
+    def race(i: int) -> None:
+        barrier.wait()
+        try:
+            reserve(store, "ag-race", 0.1, 0, f"job-{i}")
+            won.append(f"job-{i}")
+        except BudgetExhausted:
+            refused.append(f"job-{i}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(won) == allowed and len(refused) == racers - allowed
+    assert get_budget(store, "ag-race").epsilon_left == Decimal("0")
+    assert sorted(s.job_id for s in list_spends(store, "ag-race")) == sorted(won)
+
+
+def test_ensure_budget_is_idempotent_but_totals_are_fixed(store: Store) -> None:
+    ensure_budget(store, "ag-4", 1, 1e-6)
+    assert ensure_budget(store, "ag-4", "1", "0.000001").epsilon_total == Decimal("1")
+    with pytest.raises(Conflict, match="already has a DP budget"):
+        ensure_budget(store, "ag-4", 2, 1e-6)
+
+
+def test_missing_budget_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound, match="no DP budget"):
+        reserve(store, "nope", 0.1, 0, "job")
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "x", True])
+def test_bad_amounts_are_refused(store: Store, bad: object) -> None:
+    with pytest.raises(UsageError):
+        ensure_budget(store, "ag-bad", bad, 0)  # type: ignore[arg-type]

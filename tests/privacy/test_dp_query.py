@@ -1,0 +1,116 @@
+"""The governed DP query, end to end through the locked worker, with known data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from dataspace.compute import QueryRefused, SqlPolicy
+from dataspace.privacy import BudgetExhausted, DpSpec, ensure_budget, get_budget, run_dp_query
+from dataspace.store import Store
+
+GROUPED = "SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM sales GROUP BY region"
+EXACT_COUNTS = {"north": 251, "south": 250, "east": 250, "west": 250}
+
+
+def _run(store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec, sql: str = GROUPED,
+         job: str = "job"):  # type: ignore[no-untyped-def]  # fmt: skip
+    return run_dp_query(store, sales, "sales", sql, policy, spec, "ag", job)
+
+
+def test_result_states_spend_budget_left_and_error_bounds(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    ensure_budget(store, "ag", 3, 1e-5)
+    result = _run(store, sales, policy, spec)
+    assert (result.epsilon_spent, result.epsilon_left) == (1.0, 2.0)
+    assert result.delta_spent == pytest.approx(1e-6) and result.delta_left == pytest.approx(9e-6)
+    assert set(result.error_bounds) == {"n", "total"}
+    assert result.mechanism == "laplace" and result.rows_scanned == 1003
+    assert result.table.column_names == ["region", "n", "total"]
+    second = _run(store, sales, policy, spec, job="job-2")
+    assert second.epsilon_left == 1.0
+    assert get_budget(store, "ag").epsilon_spent == 2
+
+
+def test_noise_is_added_and_small_groups_are_not_released(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    ensure_budget(store, "ag", 10, 1e-4)
+    differs = False
+    for i in range(3):
+        rows = {
+            r["region"]: r for r in _run(store, sales, policy, spec, job=str(i)).table.to_pylist()
+        }
+        assert set(rows) == set(EXACT_COUNTS)  # 'isle' (2 rows) is below the threshold
+        for region, exact in EXACT_COUNTS.items():
+            assert abs(rows[region]["n"] - exact) < 60  # b = 2: 60 is 30 b
+            differs = differs or rows[region]["n"] != exact
+    assert differs
+
+
+def test_an_outlier_cannot_move_the_sum_beyond_the_clamp(
+    store: Store, sales: Path, policy: SqlPolicy
+) -> None:
+    ensure_budget(store, "ag", 100, 1e-4)
+    spec = DpSpec(epsilon=50, delta=1e-6, bounds={"amount": (0, 100)})
+    result = _run(store, sales, policy, spec)
+    north = next(r for r in result.table.to_pylist() if r["region"] == "north")
+    clamped_exact = sum(i % 100 for i in range(0, 1000, 4)) + 100  # the 1e12 row counts as 100
+    assert abs(north["total"] - clamped_exact) < 10 * result.error_bounds["total"]
+    assert north["total"] < 1e6
+
+
+def test_exhausted_budget_refuses_before_running(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    ensure_budget(store, "ag", 1.5, 1e-5)
+    _run(store, sales, policy, spec)
+    with pytest.raises(BudgetExhausted):
+        _run(store, sales, policy, spec, job="again")
+    assert get_budget(store, "ag").epsilon_left == pytest.approx(0.5)
+
+
+def test_unbounded_aggregates_are_refused_and_cost_nothing(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    ensure_budget(store, "ag", 1, 1e-5)
+    policy = dataclasses.replace(policy, sensitive_columns=frozenset())
+    with pytest.raises(QueryRefused, match="not supported under differential privacy"):
+        _run(store, sales, policy, spec, "SELECT region, MAX(amount) FROM sales GROUP BY region")
+    with pytest.raises(QueryRefused, match="no clamping bounds"):
+        _run(store, sales, policy, DpSpec(epsilon=1, delta=1e-6), GROUPED)
+    assert get_budget(store, "ag").epsilon_spent == 0
+
+
+def test_ungrouped_laplace_query_spends_no_delta_and_avg_is_clamped(
+    store: Store, sales: Path, policy: SqlPolicy
+) -> None:
+    ensure_budget(store, "ag", 10, 0)
+    spec = DpSpec(epsilon=5, bounds={"age": (0, 120)})
+    result = _run(store, sales, policy, spec, "SELECT AVG(age) AS a, COUNT(*) AS n FROM sales")
+    row = result.table.to_pylist()[0]
+    assert result.delta_spent == 0 and result.threshold is None
+    assert 0 <= row["a"] <= 120 and abs(row["a"] - 44.5) < 1
+    assert result.error_bounds["a"] < 1
+
+
+def test_gaussian_mechanism_end_to_end(store: Store, sales: Path, policy: SqlPolicy) -> None:
+    ensure_budget(store, "ag", 1, 1e-5)
+    spec = DpSpec(epsilon=1, delta=1e-6, bounds={"amount": (0, 100)}, mechanism="gaussian")
+    result = _run(store, sales, policy, spec)
+    assert result.mechanism == "gaussian" and result.delta_spent == pytest.approx(1e-6)
+    assert {r["region"] for r in result.table.to_pylist()} <= set(EXACT_COUNTS)
+
+
+def test_grouped_query_without_delta_is_refused_before_spending(
+    store: Store, sales: Path, policy: SqlPolicy
+) -> None:
+    ensure_budget(store, "ag", 1, 0)
+    from dataspace.errors import UsageError
+
+    with pytest.raises(UsageError, match="delta > 0"):
+        _run(store, sales, policy, DpSpec(epsilon=1, bounds={"amount": (0, 100)}))
+    assert get_budget(store, "ag").epsilon_spent == 0

@@ -1,0 +1,86 @@
+"""The DP rewrite: clamping inside the engine, sensitivities, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dataspace.compute import QueryRefused, SqlPolicy, check_query
+from dataspace.privacy import DpSpec, plan_dp
+
+
+def _plan(sql: str, policy: SqlPolicy, spec: DpSpec):  # type: ignore[no-untyped-def]
+    return plan_dp(check_query(sql, dataclasses.replace(policy, min_group_size=1)), spec)
+
+
+def test_sum_is_clamped_inside_the_engine(policy: SqlPolicy, spec: DpSpec) -> None:
+    plan = _plan("SELECT region, SUM(amount) AS s FROM sales GROUP BY region", policy, spec)
+    assert 'LEAST(GREATEST(CAST("amount" AS DOUBLE), 0.0), 100.0)' in plan.checked.sql
+    sums = [r for r in plan.releases if not r.integer]
+    assert len(sums) == 1 and sums[0].sensitivity == pytest.approx(100.0, abs=1e-5)
+
+
+def test_count_sensitivity_is_max_contributions(policy: SqlPolicy) -> None:
+    spec = DpSpec(epsilon=1, delta=1e-6, max_contributions=3)
+    plan = _plan("SELECT region, COUNT(*) FROM sales GROUP BY region", policy, spec)
+    assert [r.sensitivity for r in plan.releases] == [3.0]
+    assert plan.group_count == plan.releases[0].column
+
+
+def test_sum_sensitivity_scales_with_contributions(policy: SqlPolicy) -> None:
+    spec = DpSpec(epsilon=1, bounds={"amount": (-50, 20)}, max_contributions=2)
+    plan = _plan("SELECT SUM(amount) FROM sales", policy, spec)
+    assert plan.releases[0].sensitivity == pytest.approx(100.0, abs=1e-4)
+    assert not plan.grouped
+
+
+def test_avg_is_noisy_sum_over_noisy_count_and_shares_releases(
+    policy: SqlPolicy, spec: DpSpec
+) -> None:
+    plan = _plan(
+        "SELECT region, SUM(amount), AVG(amount), COUNT(*) FROM sales GROUP BY region",
+        policy,
+        spec,
+    )
+    # SUM(amount) is shared with AVG; COUNT(amount) for AVG; COUNT(*) for the threshold.
+    assert len(plan.releases) == 3
+    avg = next(o for o in plan.outputs if o.kind == "avg")
+    assert len(avg.sources) == 2
+
+
+def test_a_hidden_count_is_added_for_the_group_threshold(policy: SqlPolicy, spec: DpSpec) -> None:
+    plan = _plan("SELECT region, SUM(amount) FROM sales GROUP BY region", policy, spec)
+    assert plan.group_count is not None
+    assert {o.name for o in plan.outputs} == {"region", "sum_amount"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "match"),
+    [
+        ("SELECT region, MAX(age) FROM sales GROUP BY region", "not supported under differential"),
+        ("SELECT MIN(age) FROM sales", "sensitivity cannot be bounded"),
+        ("SELECT MEDIAN(age) FROM sales", "not supported under differential"),
+        ("SELECT STDDEV(age) FROM sales", "not supported under differential"),
+        ("SELECT SUM(age * 2) FROM sales", "cannot be bounded"),
+        ("SELECT region, SUM(amount) + 1 FROM sales GROUP BY region", "not one aggregate"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region HAVING COUNT(*) > 3", "HAVING"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region LIMIT 2", "LIMIT"),
+        ("SELECT region, COUNT(*) c FROM sales GROUP BY region ORDER BY c", "ORDER BY"),
+    ],
+)
+def test_unboundable_queries_are_refused(
+    sql: str, match: str, spec: DpSpec, make_policy_without_sensitive: SqlPolicy
+) -> None:
+    with pytest.raises(QueryRefused, match=match):
+        _plan(sql, make_policy_without_sensitive, spec)
+
+
+def test_sum_without_bounds_is_refused(policy: SqlPolicy) -> None:
+    with pytest.raises(QueryRefused, match="no clamping bounds"):
+        _plan("SELECT SUM(amount) FROM sales", policy, DpSpec(epsilon=1))
+
+
+@pytest.fixture
+def make_policy_without_sensitive(policy: SqlPolicy) -> SqlPolicy:
+    return dataclasses.replace(policy, sensitive_columns=frozenset())
