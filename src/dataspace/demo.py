@@ -2,8 +2,8 @@
 
 Creates a node in a temporary directory and runs the real CLI commands against it, printing
 each command before its output: import (UTF-8, GBK, JSON Lines, Parquet), classification,
-grading and quality, a provider's correction with regrading, a signed checkpoint, an inclusion proof verified
-offline with only the public key, and a full ledger verification.
+grading and quality, a provider's correction with regrading, a signed checkpoint, an inclusion
+proof verified offline with only the public key, and a full ledger verification.
 """
 
 from __future__ import annotations

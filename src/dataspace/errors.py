@@ -27,7 +27,15 @@ Packages keep their own subclasses next to the code that raises them:
     InputError ── policy.errors.PolicyError       a malformed policy or template call
                ├─ compute.errors.QueryRefused     SQL the checker or locked engine refused
                └─ compute.errors.QueryFailed      the engine could not run an accepted query
+               └─ contracts.errors.ProtocolError  a DSP message that does not validate
+                  └─ IllegalTransition            a message the process's state does not allow
     Forbidden ── policy.errors.PolicyDenied       the usage policy denies (carries the decision)
+              ├─ privacy.errors.BudgetExhausted   the agreement's privacy budget is spent
+              └─ identity.membership.NotAMember   a key not on the space's membership list
+    SignatureError ── identity.httpsig.RequestSignatureError   a node-to-node request fails
+                   ├─ identity.digest.DigestError                RFC 9421 / 9530 checks
+                   └─ identity.replay.ReplayedRequest
+    VerificationError ── identity.membership.MembershipError   a bad or stale membership list
     compute.errors.SandboxError                   QueryTimeout, QueryOutOfMemory,
                                                   ResultTooLarge, WorkerCrashed
 """

@@ -43,6 +43,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_max_temp_mb", 1024, "temp space a governed query may spill (MiB)"),
     Setting("sandbox_max_result_rows", 100_000, "most rows a governed query may release"),
     Setting("sandbox_max_result_bytes", 67_108_864, "most bytes a governed query may release"),
+    Setting("peer_signature_max_skew_seconds", 30, "clock skew allowed on peer signatures"),
+    Setting("peer_signature_max_age_seconds", 300, "oldest peer signature accepted (seconds)"),
+    Setting("peer_signature_lifetime_seconds", 60, "lifetime this node gives its own signatures"),
+    Setting("peer_replay_prune_interval_seconds", 60, "how often expired nonces are pruned"),
+    Setting("membership_issue_skew_seconds", 300, "how far ahead a membership list may be issued"),
     Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
 )
 
