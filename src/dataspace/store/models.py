@@ -105,10 +105,18 @@ class LedgerCheckpoint(Base):
 
 # Each area keeps its tables in its own module; importing them here registers them on Base.
 from dataspace.store import (  # noqa: E402
+    models_compute,
     models_contracts,
     models_identity,
     models_metering,
     models_privacy,
 )
 
-__all__ = ["Base", "models_contracts", "models_identity", "models_metering", "models_privacy"]
+__all__ = [
+    "Base",
+    "models_compute",
+    "models_contracts",
+    "models_identity",
+    "models_metering",
+    "models_privacy",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.store.models import Base
@@ -30,6 +30,8 @@ class ContractNegotiationRow(Base):
     callback_address: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    offer_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    purpose: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the consumer's
 
     __table_args__ = (
         Index("ix_contract_negotiations_peer_consumer_pid", "peer", "consumer_pid"),
@@ -54,6 +56,8 @@ class ContractAgreementRow(Base):
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     provider_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
     consumer_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    offer_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    purpose: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class TransferProcessRow(Base):
@@ -66,8 +70,10 @@ class TransferProcessRow(Base):
     provider_pid: Mapped[str | None] = mapped_column(String(200), nullable=True)
     peer: Mapped[str] = mapped_column(String(200))
     agreement_id: Mapped[str] = mapped_column(
-        String(200), ForeignKey("contract_agreements.id", name="fk_transfer_processes_agreement"),
-        index=True)
+        String(200),
+        ForeignKey("contract_agreements.id", name="fk_transfer_processes_agreement"),
+        index=True,
+    )
     state: Mapped[str] = mapped_column(String(20))
     format: Mapped[str] = mapped_column(String(200))
     data_address: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -81,4 +87,30 @@ class TransferProcessRow(Base):
     )
 
 
-__all__ = ["Base", "ContractAgreementRow", "ContractNegotiationRow", "TransferProcessRow"]
+class OfferRow(Base):
+    """A published offer: the ODRL policy for one dataset plus the terms enforcement needs.
+
+    ``dp`` holds the differential-privacy parameters the policy's budget is spent under
+    (clamping bounds, contributions per individual, epsilon and delta per query); ``price_terms``
+    the metering terms. Withdrawn offers stay for the agreements made under them.
+    """
+
+    __tablename__ = "offers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the Offer's @id
+    dataset_id: Mapped[str] = mapped_column(String(32), index=True)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)  # ODRL Offer, compact JSON-LD
+    template: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    dp: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    price_terms: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    auto_approve: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+__all__ = [
+    "Base",
+    "ContractAgreementRow",
+    "ContractNegotiationRow",
+    "OfferRow",
+    "TransferProcessRow",
+]
