@@ -9,6 +9,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,34 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., tuple[Node, str]]]:
         node.close()
         if DATABASE_URL and schema:
             _drop_schema(DATABASE_URL, schema)
+
+
+@pytest.fixture
+def space_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start spaces of real node processes: ``space = space_factory(["tax-bureau", "bank"])``."""
+    from helpers.cluster import Space, start_space
+
+    started: list[tuple[Space, dict[str, str]]] = []
+
+    def factory(names: list[str], *, serve: bool = True) -> Space:
+        schemas = (
+            {n: f"t_{secrets.token_hex(6)}" for n in ["operator", *names]} if DATABASE_URL else {}
+        )
+        space = start_space(
+            tmp_path / f"space{len(started)}",
+            names,
+            database_url=DATABASE_URL,
+            schema_for=schemas,
+            serve=serve,
+        )
+        started.append((space, schemas))
+        return space
+
+    yield factory
+    for space, schemas in started:
+        space.stop()
+        for schema in schemas.values():
+            _drop_schema(DATABASE_URL or "", schema)
 
 
 @pytest.fixture

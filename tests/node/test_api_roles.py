@@ -19,6 +19,7 @@ from dataspace.node.app import route_roles
 from .conftest import API, ROLES, Api, bearer
 
 PUBLIC = "public"
+PEER = "peer"  # node-to-node: no token opens it, only a member's signature
 ALL = ROLES
 READERS = ("admin", "provider", "auditor")
 WRITERS = ("admin", "provider")
@@ -54,6 +55,7 @@ def _delete_token(api: Api, allowed: bool) -> dict[str, Any]:
 
 MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", "/openapi.json"): (PUBLIC, _get("/openapi.json")),
+    ("GET", "/peer/v1/whoami"): (PEER, _get("/peer/v1/whoami")),
     ("GET", "/docs"): (PUBLIC, _get("/docs")),
     ("GET", "/docs/oauth2-redirect"): (PUBLIC, _get("/docs/oauth2-redirect")),
     ("GET", "/redoc"): (PUBLIC, _get("/redoc")),
@@ -120,6 +122,10 @@ def test_roles_published_in_openapi_match_the_matrix(api: Api) -> None:
         for method in route.methods:
             expected, _ = MATRIX[(method, route.path)]
             roles = route_roles(route)
+            if expected == PEER:
+                assert roles == (PEER,)
+                assert spec["paths"][route.path][method.lower()]["x-roles"] == [PEER]
+                continue
             assert (roles or PUBLIC) == expected
             operation = spec["paths"][route.path][method.lower()]
             assert operation["x-roles"] == ([PUBLIC] if expected == PUBLIC else list(expected))
@@ -150,7 +156,13 @@ def test_role_matrix(api: Api, callers: dict[str, dict[str, str]]) -> None:
             allowed = public or caller in allowed_roles
             request = build(api, allowed)
             response = api.client.request(method, headers=headers, **request)
-            if allowed:
+            if allowed_roles == PEER:
+                expected = "403 not_a_member (this node admits no peers, whatever the token)"
+                ok = (
+                    response.status_code == 403
+                    and response.json()["error"]["code"] == "not_a_member"
+                )
+            elif allowed:
                 expected = "2xx"
                 ok = response.is_success
             elif caller in ROLES:

@@ -14,12 +14,17 @@ from fastapi.routing import APIRoute
 from dataspace import __version__
 from dataspace.node.auth import roles_of
 from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
-from dataspace.node.routers import datasets, health, ledger, tokens
+from dataspace.node.peer_auth import require_peer
+from dataspace.node.routers import datasets, health, ledger, peer, tokens
 from dataspace.node.routers import node as node_identity
 from dataspace.services.node import Node
 
 API_PREFIX = "/api/v1"
 PUBLIC = "public"
+PEER = "peer"  # routes for other nodes: an RFC 9421-signed request from a member, no token
+
+# Every router module of the node; a module's PREFIX (default API_PREFIX) places its routes.
+ROUTERS = (health, node_identity, datasets, ledger, tokens, peer)
 
 DESCRIPTION = """\
 The HTTP API of one **dataspace** node: its datasets, its verifiable ledger and its API tokens.
@@ -45,24 +50,30 @@ def create_app(node: Node) -> FastAPI:
     )
     app.state.node = node
     install_error_handlers(app)
-    for module in (health, node_identity, datasets, ledger, tokens):
+    for module in ROUTERS:
+        prefix = getattr(module, "PREFIX", API_PREFIX)
         for route in module.router.routes:
             assert isinstance(route, APIRoute), route
-            _add(app, route)
+            _add(app, route, prefix)
     return app
 
 
-def _add(app: FastAPI, route: APIRoute) -> None:
-    """Add a router's route to the app under API_PREFIX, its roles written into the docs.
+def _add(app: FastAPI, route: APIRoute, prefix: str) -> None:
+    """Add a router's route to the app under ``prefix``, its roles written into the docs.
 
     Routes are copied rather than ``include_router``-ed so that ``app.routes`` lists every
     endpoint as an APIRoute, which the role-matrix test and the docs check enumerate.
     """
     roles = route_roles(route)
-    access = "Roles: " + ", ".join(roles) + "." if roles else "Public: no token needed."
+    if roles == (PEER,):
+        access = "Peers only: a request signed by a member of the space (RFC 9421)."
+    elif roles:
+        access = "Roles: " + ", ".join(roles) + "."
+    else:
+        access = "Public: no token needed."
     responses = {**COMMON_RESPONSES, **(AUTH_RESPONSES if roles else {}), **route.responses}
     app.add_api_route(
-        API_PREFIX + route.path,
+        prefix + route.path,
         route.endpoint,
         methods=sorted(route.methods or ()),
         name=route.name,
@@ -79,8 +90,11 @@ def _add(app: FastAPI, route: APIRoute) -> None:
 
 
 def route_roles(route: APIRoute) -> tuple[str, ...] | None:
-    """The roles admitted to ``route``, or None when it needs no token."""
+    """The roles admitted to ``route`` (``("peer",)`` for node-to-node routes), or None when
+    it is public."""
     for dependency in route.dependant.dependencies:
+        if dependency.call is require_peer:
+            return (PEER,)
         roles = roles_of(dependency.call)
         if roles is not None:
             return roles
