@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from dataspace import __version__
-from dataspace.cli import dataset, ledger, node_cmd, space, token
+from dataspace.cli import dataset, ledger, node_cmd, space, token, usage
 from dataspace.cli.common import CliState, err_console
 from dataspace.errors import DataspaceError
 from dataspace.services.node import ENV_NODE
@@ -46,6 +46,7 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(token.app, name="token")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(space.app, name="space")
+usage.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,178 @@
+"""`dataspace usage ...` and `dataspace bill`: usage records, statements, bills, reconciliation.
+
+Register with :func:`register` (adds the ``usage`` group and the ``bill`` command).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from dataspace.cli.common import actor, console, node, print_json, table
+from dataspace.errors import UsageError
+from dataspace.metering import Statement
+from dataspace.services import usage as service
+
+usage_app = typer.Typer(
+    help="Usage records of jobs and their reconciliation with the ledger.",
+    invoke_without_command=True,
+)
+
+_AGREEMENT = typer.Option(None, "--agreement", help="Only this agreement.", metavar="ID")
+_PERIOD = typer.Option(None, "--period", help="Only this month (UTC), e.g. 2026-11.")
+_CONSUMER = typer.Option(None, "--consumer", help="Only this consumer (participant name).")
+_FORMATS = ("table", "json", "csv")
+_LINE_COLUMNS = [
+    "finished", "agreement", "consumer", "job", "action", "status", "rows scanned", "bytes out",
+    "ε", "cpu s", "amount",
+]  # fmt: skip
+_TOTAL_COLUMNS = [
+    "agreement", "consumer", "jobs", "denied", "failed", "rows scanned", "bytes out", "ε",
+    "cpu s", "amount (exact)", "amount",
+]  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dataspace usage`` and ``dataspace bill`` to the root app."""
+    app.add_typer(usage_app, name="usage")
+    app.command("bill")(bill)
+
+
+@usage_app.callback()
+def usage(
+    ctx: typer.Context,
+    agreement: str = _AGREEMENT,
+    period: str = _PERIOD,
+    consumer: str = _CONSUMER,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (lines and totals)."),
+) -> None:
+    """List usage records and their totals (no subcommand), or reconcile them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if as_json and as_csv:
+        raise UsageError("choose one of --json and --csv")
+    st = Statement(agreement, consumer, period, [])
+    st.lines = service.list_usage(node(ctx), agreement, period, consumer)
+    if as_json:
+        print_json(st.to_dict())
+    elif as_csv:
+        sys.stdout.write(st.to_csv())
+    else:
+        _print_statement(st.to_dict(), title="usage")
+
+
+@usage_app.command("reconcile")
+def reconcile(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a summary."),
+) -> None:
+    """Check every usage record and the totals against the ledger's usage.recorded entries."""
+    report = service.reconcile(node(ctx))
+    if as_json:
+        print_json(report)
+        return
+    console.print(
+        f"reconciled: {report['records']} usage records match "
+        f"{report['ledger_entries']} ledger entries"
+    )
+    _print_totals(report["totals"], "totals from the ledger")
+
+
+def bill(
+    ctx: typer.Context,
+    agreement: str = _AGREEMENT,
+    period: str = _PERIOD,
+    consumer: str = _CONSUMER,
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+    issue: bool = typer.Option(
+        False, "--issue", help="Issue the bill: give it an id and enter it in the ledger."
+    ),
+) -> None:
+    """A statement for an agreement and/or period (a draft unless --issue)."""
+    if fmt not in _FORMATS:
+        raise UsageError(f"unknown format {fmt!r}", hint="use --format table, json or csv")
+    if agreement is None and period is None and consumer is None:
+        raise UsageError(
+            "say what to bill", hint="pass --agreement ID, --period YYYY-MM or --consumer NAME"
+        )
+    doc = service.bill(
+        node(ctx), agreement, period, consumer, issue=issue, actor=actor() if issue else None
+    )
+    if fmt == "json":
+        print_json(doc)
+        return
+    st = doc["statement"]
+    if fmt == "csv":
+        sys.stdout.write(Statement(agreement, consumer, period, st["lines"]).to_csv())
+        return
+    if doc["bill_id"]:
+        console.print(
+            f"[bold]bill {escape(doc['bill_id'])}[/bold] issued {doc['issued_at']} "
+            f"(ledger entry {doc['ledger_index']})"
+        )
+    else:
+        console.print("[bold]draft bill[/bold] (not issued; add --issue)")
+    who = doc["consumer"] or "several consumers"
+    console.print(
+        f"consumer {escape(who)}; agreement {escape(str(doc['agreement_id'] or 'all'))}; "
+        f"period {escape(str(doc['period'] or 'all'))}"
+    )
+    _print_statement(st, title="lines")
+    for due in doc["due"]:
+        console.print(f"amount due: [bold]{due['amount']} {escape(due['currency'])}[/bold]")
+    console.print(f"sha256 {doc['sha256']}")
+
+
+def _print_statement(st: dict[str, Any], *, title: str) -> None:
+    console.print(
+        table(
+            title,
+            _LINE_COLUMNS,
+            [
+                [
+                    line["finished_at"][:19].replace("T", " "),
+                    line["agreement_id"],
+                    line["consumer"],
+                    line["job_id"],
+                    line["action"],
+                    line["status"],
+                    f"{line['rows_scanned']:,}",
+                    f"{line['bytes_out']:,}",
+                    line["epsilon_spent"],
+                    line["cpu_seconds"],
+                    f"{line['amount']} {line['currency']}",
+                ]
+                for line in st["lines"]
+            ],
+        )
+    )
+    _print_totals(st["totals"], "totals per agreement")
+
+
+def _print_totals(totals: list[dict[str, Any]], title: str) -> None:
+    console.print(
+        table(
+            title,
+            _TOTAL_COLUMNS,
+            [
+                [
+                    t["agreement_id"],
+                    t["consumer"],
+                    t["jobs"],
+                    t["denied"],
+                    t["failed"],
+                    f"{t['rows_scanned']:,}",
+                    f"{t['bytes_out']:,}",
+                    t["epsilon_spent"],
+                    t["cpu_seconds"],
+                    f"{t['amount_exact']} {t['currency']}",
+                    f"{t['amount']} {t['currency']}",
+                ]
+                for t in totals
+            ],
+        )
+    )

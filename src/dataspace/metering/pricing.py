@@ -1,0 +1,160 @@
+"""Price terms of an offer and the price of one job under them.
+
+Terms are a small JSON object the contracts layer stores with the offer::
+
+    {
+      "currency": "CNY",               # optional if per_job names it
+      "per_job": "100.00 CNY",         # charged per completed job
+      "per_1k_rows_scanned": "0.50",   # per 1,000 rows scanned, pro rata
+      "per_mb_out": "2.00",            # per MB (10**6 bytes) released, pro rata
+      "free_jobs": 10                  # the agreement's first 10 completed jobs cost nothing
+    }
+
+Amounts are decimal strings ("0.50" or "0.50 CNY") or integers — never floats, whose binary
+value is not the decimal the provider wrote. Every component is optional; missing means zero.
+
+**Rounding.** :func:`price_for` is exact: it rounds nothing (arithmetic that would be inexact
+raises). Usage records and the ledger keep that exact amount. Rounding to 0.01 (half-even)
+happens once, on a statement's total per agreement and currency (:func:`round_money`), so the
+lines always add up exactly to the unrounded total and anyone can recompute the amount due.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any
+
+from dataspace.policy.errors import PolicyError
+from dataspace.policy.request import Price
+
+if TYPE_CHECKING:
+    from dataspace.metering.usage import Usage
+
+__all__ = ["CENT", "DEFAULT_CURRENCY", "PriceTerms", "price_for", "round_money"]
+
+CENT = Decimal("0.01")
+ROWS_UNIT = 1000  # rows per "1k rows"
+MB = 1_000_000  # bytes per MB (SI)
+DEFAULT_CURRENCY = "CNY"
+_KEYS = ("currency", "per_job", "per_1k_rows_scanned", "per_mb_out", "free_jobs")
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class PriceTerms:
+    """Per-job price plus optional per-1k-rows-scanned and per-MB-out components."""
+
+    currency: str = DEFAULT_CURRENCY
+    per_job: Decimal = _ZERO
+    per_1k_rows_scanned: Decimal = _ZERO
+    per_mb_out: Decimal = _ZERO
+    free_jobs: int = 0
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> PriceTerms:
+        """Read terms from their JSON form (see the module docstring)."""
+        if not isinstance(data, Mapping):
+            raise PolicyError("price terms must be a JSON object", path="price")
+        unknown = sorted(set(data) - set(_KEYS))
+        if unknown:
+            raise PolicyError(
+                f"unknown price term(s): {', '.join(map(str, unknown))}",
+                path="price",
+                hint="known terms: " + ", ".join(_KEYS),
+            )
+        currency = data.get("currency")
+        if currency is not None and (not isinstance(currency, str) or not currency.strip()):
+            raise PolicyError("currency must be a code such as 'CNY'", path="price.currency")
+        currency = currency.strip().upper() if isinstance(currency, str) else None
+        amounts: dict[str, Decimal] = {}
+        for key in ("per_job", "per_1k_rows_scanned", "per_mb_out"):
+            if data.get(key) is None:
+                amounts[key] = _ZERO
+                continue
+            amount, cur = _amount(data[key], f"price.{key}")
+            if cur is not None:
+                if currency is not None and cur != currency:
+                    raise PolicyError(
+                        f"{key} is in {cur} but the terms are in {currency}",
+                        path=f"price.{key}",
+                        hint="use one currency for every component",
+                    )
+                currency = cur
+            amounts[key] = amount
+        free = data.get("free_jobs", 0)
+        if isinstance(free, bool) or not isinstance(free, int) or free < 0:
+            raise PolicyError("free_jobs must be a non-negative integer", path="price.free_jobs")
+        return cls(currency or DEFAULT_CURRENCY, free_jobs=free, **amounts)
+
+    @classmethod
+    def per_job_only(cls, price: Price) -> PriceTerms:
+        """Terms from a policy's plain price duty (``Enforcement.price``)."""
+        return cls(currency=price.currency, per_job=price.amount)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "per_job": _fmt(self.per_job),
+            "per_1k_rows_scanned": _fmt(self.per_1k_rows_scanned),
+            "per_mb_out": _fmt(self.per_mb_out),
+            "free_jobs": self.free_jobs,
+        }
+
+
+def _amount(value: Any, path: str) -> tuple[Decimal, str | None]:
+    if isinstance(value, bool | float):
+        raise PolicyError(
+            f"amount {value!r} must be a decimal string or an integer",
+            path=path,
+            hint="write '0.50', not 0.5: floats are not exact",
+        )
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise PolicyError(f"amount {value!r} must be a decimal string", path=path)
+    parts = text.split()
+    if len(parts) == 2:
+        price = Price.parse(text)
+        return price.amount, price.currency
+    if len(parts) != 1:
+        raise PolicyError(f"amount {text!r} is not 'AMOUNT [CURRENCY]'", path=path)
+    try:
+        amount = Decimal(parts[0])
+    except decimal.InvalidOperation:
+        raise PolicyError(f"amount {parts[0]!r} is not a number", path=path) from None
+    if not amount.is_finite() or amount < 0:
+        raise PolicyError(f"amount {parts[0]!r} must be a non-negative number", path=path)
+    return amount, None
+
+
+def price_for(terms: PriceTerms, usage: Usage, *, prior_jobs: int = 0) -> Price:
+    """The exact price of one job; ``prior_jobs`` counts completed jobs already metered.
+
+    Denied and failed attempts cost nothing; so do the first ``terms.free_jobs`` completed jobs.
+    """
+    if usage.status != "completed" or prior_jobs < terms.free_jobs:
+        return Price(_ZERO, terms.currency)
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        ctx.traps[decimal.Inexact] = True
+        ctx.traps[decimal.Rounded] = True
+        amount = (
+            terms.per_job
+            + terms.per_1k_rows_scanned * usage.rows_scanned / ROWS_UNIT
+            + terms.per_mb_out * usage.bytes_out / MB
+        )
+    return Price(amount, terms.currency)
+
+
+def round_money(amount: Decimal) -> Decimal:
+    """Round half-even to 0.01 — done once, on statement totals."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def _fmt(value: Decimal) -> str:
+    return format(value, "f")

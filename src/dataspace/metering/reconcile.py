@@ -1,0 +1,143 @@
+"""Reconcile the usage table with the ledger: both must tell the same story, record by record.
+
+The ledger's ``usage.recorded`` payloads are the reference. For every record:
+
+1. each entry's payload must hash to the ``payload_sha256`` its entry names;
+2. each entry must have a usage row with its ``usage_id`` whose ``ledger_index`` is the entry's;
+3. each usage row must be named by such an entry (no row without an entry);
+4. the row's figures must equal the payload's, field by field (no edited row).
+
+Then the totals per agreement and currency are recomputed from the payloads alone and compared
+with the totals of the table. Any difference raises :class:`VerificationError` naming the record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.errors import LedgerTampered, VerificationError
+from dataspace.ledger import log
+from dataspace.metering.statements import Total, totals
+from dataspace.metering.usage import USAGE_ACTION, usage_payload
+from dataspace.store.models import LedgerEntry
+from dataspace.store.models_metering import UsageRecord
+
+__all__ = ["ReconcileReport", "reconcile"]
+
+_PAGE = 1000
+
+
+@dataclass
+class ReconcileReport:
+    """What was compared; only produced when everything agreed."""
+
+    records: int
+    ledger_entries: int
+    totals: list[Total] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "records": self.records,
+            "ledger_entries": self.ledger_entries,
+            "totals": [t.to_dict() for t in self.totals],
+        }
+
+
+def _usage_entries(session: Session) -> dict[str, tuple[int, dict[str, Any]]]:
+    """``usage_id -> (ledger index, payload)`` of every ``usage.recorded`` entry."""
+    marker = f'%"action":"{USAGE_ACTION}"%'
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
+    last = -1
+    while True:
+        query = (
+            select(LedgerEntry.idx, LedgerEntry.entry, LedgerEntry.payload)
+            .where(LedgerEntry.idx > last, LedgerEntry.entry.like(marker))
+            .order_by(LedgerEntry.idx)
+            .limit(_PAGE)
+        )
+        batch = session.execute(query).all()
+        if not batch:
+            return found
+        for idx, entry_json, payload_json in batch:
+            last = int(idx)
+            entry = json.loads(entry_json)
+            if entry.get("action") != USAGE_ACTION:
+                continue
+            if log.sha256_hex(payload_json) != entry.get("payload_sha256"):
+                raise LedgerTampered(
+                    f"the payload of ledger entry {idx} does not match its hash",
+                    hint="run `dataspace ledger verify`",
+                    index=int(idx),
+                )
+            payload = json.loads(payload_json)
+            usage_id = str(payload.get("usage_id"))
+            if usage_id in found:
+                raise VerificationError(
+                    f"usage record {usage_id} is entered twice in the ledger "
+                    f"(entries {found[usage_id][0]} and {idx})",
+                    usage_id=usage_id,
+                )
+            found[usage_id] = (int(idx), payload)
+
+
+def _line(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload in the shape :func:`totals` adds up."""
+    return {
+        **payload,
+        "amount": payload["price"]["amount"],
+        "currency": payload["price"]["currency"],
+    }
+
+
+def reconcile(session: Session) -> ReconcileReport:
+    """Compare every usage row with its ledger entry and the totals; raise on any difference."""
+    entries = _usage_entries(session)
+    rows = list(session.execute(select(UsageRecord).order_by(UsageRecord.ledger_index)).scalars())
+    seen: set[str] = set()
+    for row in rows:
+        seen.add(row.id)
+        ref = entries.get(row.id)
+        if ref is None:
+            raise VerificationError(
+                f"usage record {row.id} (agreement {row.agreement_id}, job {row.job_id}) "
+                "has no usage.recorded entry in the ledger",
+                hint="the row was added outside record_usage; investigate before billing",
+                usage_id=row.id,
+            )
+        index, payload = ref
+        if int(row.ledger_index) != index:
+            raise VerificationError(
+                f"usage record {row.id} points at ledger entry {row.ledger_index}, "
+                f"but it is recorded in entry {index}",
+                usage_id=row.id,
+            )
+        mine = usage_payload(row)
+        changed = sorted(k for k in set(mine) | set(payload) if mine.get(k) != payload.get(k))
+        if changed:
+            raise VerificationError(
+                f"usage record {row.id} (agreement {row.agreement_id}, job {row.job_id}) "
+                f"differs from ledger entry {index} in: {', '.join(changed)}",
+                hint="the usage table was edited after the job was metered",
+                usage_id=row.id,
+                fields=changed,
+            )
+    orphans = sorted((idx, uid) for uid, (idx, _) in entries.items() if uid not in seen)
+    if orphans:
+        idx, uid = orphans[0]
+        raise VerificationError(
+            f"ledger entry {idx} records usage {uid}, which is missing from the usage table",
+            hint="a metered job's row was deleted; restore it before billing",
+            usage_id=uid,
+            index=idx,
+        )
+    from_ledger = totals((_line(p) for _, p in entries.values()), by_agreement=True)
+    from_table = totals((_line(usage_payload(r)) for r in rows), by_agreement=True)
+    if [t.to_dict() for t in from_ledger] != [t.to_dict() for t in from_table]:
+        raise VerificationError("usage totals differ between the ledger and the usage table")
+    return ReconcileReport(len(rows), len(entries), from_table)

@@ -1,0 +1,357 @@
+"""Statements (usage lines and totals) and bills (a statement with an id, a hash, a ledger entry).
+
+A statement selects usage records by agreement, consumer and period — a period ``"2026-11"`` is
+the half-open UTC interval [2026-11-01T00:00Z, 2026-12-01T00:00Z) of the records' ``finished_at``
+— and totals them per agreement and currency, and per currency. Line amounts are exact; each
+total carries the exact sum (``amount_exact``) and the amount due rounded half-even to 0.01
+(``amount``): the one place money is rounded.
+
+A bill is the statement for one consumer (one agreement, or all of its agreements) and period,
+with an id. Its SHA-256 is over the canonical JSON of the bill without the hash;
+:func:`issue_bill` stores it and enters ``bill.issued`` in the ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.errors import Conflict, UsageError
+from dataspace.ledger import log
+from dataspace.metering.pricing import round_money
+from dataspace.metering.usage import as_utc, fmt_decimal, fmt_micros, record_view
+from dataspace.store.models_metering import Bill as BillRow
+from dataspace.store.models_metering import UsageRecord
+
+__all__ = [
+    "BILL_ACTION",
+    "CSV_COLUMNS",
+    "Bill",
+    "Statement",
+    "Total",
+    "bill_for",
+    "issue_bill",
+    "parse_period",
+    "statement",
+]
+
+BILL_ACTION = "bill.issued"
+_PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
+CSV_COLUMNS = (
+    "kind", "agreement_id", "consumer", "currency", "job_id", "action", "status", "finished_at",
+    "jobs", "denied", "failed", "rows_scanned", "result_rows", "bytes_out", "epsilon_spent",
+    "delta_spent", "cpu_seconds", "wall_seconds", "amount", "amount_due",
+)  # fmt: skip
+
+
+def parse_period(period: str) -> tuple[datetime, datetime]:
+    """``"2026-11"`` -> (2026-11-01T00:00Z, 2026-12-01T00:00Z), the end excluded."""
+    match = _PERIOD_RE.match(period.strip()) if isinstance(period, str) else None
+    month = int(match.group(2)) if match else 0
+    if match is None or not 1 <= month <= 12 or int(match.group(1)) < 1:
+        raise UsageError(
+            f"period {period!r} is not a month in the form YYYY-MM",
+            hint="e.g. --period 2026-11 for November 2026 (UTC)",
+        )
+    year = int(match.group(1))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+@dataclass
+class Total:
+    """Sums over a set of usage lines; ``amount`` is the exact sum rounded half-even to 0.01."""
+
+    currency: str
+    agreement_id: str | None = None
+    consumer: str | None = None
+    jobs: int = 0  # completed jobs
+    denied: int = 0
+    failed: int = 0
+    rows_scanned: int = 0
+    result_rows: int = 0
+    bytes_out: int = 0
+    epsilon_spent: Decimal = Decimal(0)
+    delta_spent: Decimal = Decimal(0)
+    cpu_us: int = 0
+    wall_us: int = 0
+    amount_exact: Decimal = Decimal(0)
+
+    def add(self, line: dict[str, Any]) -> None:
+        status = line["status"]
+        if status == "completed":
+            self.jobs += 1
+        elif status == "denied":
+            self.denied += 1
+        else:
+            self.failed += 1
+        self.rows_scanned += int(line["rows_scanned"])
+        self.result_rows += int(line["result_rows"])
+        self.bytes_out += int(line["bytes_out"])
+        self.epsilon_spent += Decimal(line["epsilon_spent"])
+        self.delta_spent += Decimal(line["delta_spent"])
+        self.cpu_us += int(line["cpu_us"])
+        self.wall_us += int(line["wall_us"])
+        self.amount_exact += Decimal(line["amount"])
+
+    @property
+    def amount(self) -> Decimal:
+        return round_money(self.amount_exact)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.agreement_id is not None:
+            out["agreement_id"] = self.agreement_id
+            out["consumer"] = self.consumer
+        out.update(
+            currency=self.currency,
+            jobs=self.jobs,
+            denied=self.denied,
+            failed=self.failed,
+            rows_scanned=self.rows_scanned,
+            result_rows=self.result_rows,
+            bytes_out=self.bytes_out,
+            epsilon_spent=fmt_decimal(self.epsilon_spent),
+            delta_spent=fmt_decimal(self.delta_spent),
+            cpu_seconds=fmt_micros(self.cpu_us),
+            wall_seconds=fmt_micros(self.wall_us),
+            amount_exact=fmt_decimal(self.amount_exact),
+            amount=fmt_decimal(self.amount),
+        )
+        return out
+
+
+def totals(lines: Iterable[dict[str, Any]], *, by_agreement: bool) -> list[Total]:
+    """Totals per (agreement, currency) or per currency, sorted by their keys."""
+    groups: dict[tuple[str, ...], Total] = {}
+    for line in lines:
+        key = (line["agreement_id"], line["currency"]) if by_agreement else (line["currency"],)
+        if key not in groups:
+            groups[key] = (
+                Total(line["currency"], line["agreement_id"], line["consumer"])
+                if by_agreement
+                else Total(line["currency"])
+            )
+        groups[key].add(line)
+    return [groups[k] for k in sorted(groups)]
+
+
+@dataclass
+class Statement:
+    """Usage lines (one per job, oldest first) and their totals."""
+
+    agreement_id: str | None
+    consumer: str | None
+    period: str | None
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def consumers(self) -> list[str]:
+        return sorted({line["consumer"] for line in self.lines})
+
+    @property
+    def totals(self) -> list[Total]:
+        return totals(self._raw(), by_agreement=True)
+
+    @property
+    def currency_totals(self) -> list[Total]:
+        return totals(self._raw(), by_agreement=False)
+
+    def _raw(self) -> list[dict[str, Any]]:
+        return [_raw_line(line) for line in self.lines]
+
+    def to_dict(self) -> dict[str, Any]:
+        start, end = parse_period(self.period) if self.period else (None, None)
+        return {
+            "agreement_id": self.agreement_id,
+            "consumer": self.consumer,
+            "period": self.period,
+            "from": None if start is None else log.format_time(start),
+            "until": None if end is None else log.format_time(end),
+            "lines": self.lines,
+            "totals": [t.to_dict() for t in self.totals],
+            "currency_totals": [t.to_dict() for t in self.currency_totals],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+    def to_csv(self) -> str:
+        """One ``line`` row per job, then one ``total`` row per agreement and currency."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for line in self.lines:
+            status = line["status"]
+            writer.writerow(
+                {
+                    **{k: line.get(k, "") for k in CSV_COLUMNS},
+                    "kind": "line",
+                    "jobs": int(status == "completed"),
+                    "denied": int(status == "denied"),
+                    "failed": int(status == "failed"),
+                    "amount_due": "",
+                }
+            )
+        for total in self.totals:
+            t = total.to_dict()
+            writer.writerow(
+                {
+                    **{k: t.get(k, "") for k in CSV_COLUMNS},
+                    "kind": "total",
+                    "amount": t["amount_exact"],
+                    "amount_due": t["amount"],
+                }
+            )
+        return buf.getvalue()
+
+
+def _raw_line(line: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(line)
+    raw["cpu_us"] = int(Decimal(line["cpu_seconds"]) * 1_000_000)
+    raw["wall_us"] = int(Decimal(line["wall_seconds"]) * 1_000_000)
+    return raw
+
+
+def select_usage(
+    session: Session,
+    *,
+    agreement_id: str | None = None,
+    period: str | None = None,
+    consumer: str | None = None,
+) -> list[UsageRecord]:
+    """Usage rows matching the filters, oldest ``finished_at`` first."""
+    query = select(UsageRecord)
+    if agreement_id is not None:
+        query = query.where(UsageRecord.agreement_id == agreement_id)
+    if consumer is not None:
+        query = query.where(UsageRecord.consumer == consumer)
+    if period is not None:
+        start, end = parse_period(period)
+        query = query.where(UsageRecord.finished_at >= start, UsageRecord.finished_at < end)
+    query = query.order_by(UsageRecord.finished_at, UsageRecord.ledger_index)
+    return list(session.execute(query).scalars())
+
+
+def statement(
+    session: Session,
+    *,
+    agreement_id: str | None = None,
+    period: str | None = None,
+    consumer: str | None = None,
+) -> Statement:
+    """The statement of the usage records matching every filter given."""
+    if period is not None:
+        parse_period(period)
+    rows = select_usage(session, agreement_id=agreement_id, period=period, consumer=consumer)
+    return Statement(agreement_id, consumer, period, [record_view(r) for r in rows])
+
+
+@dataclass(frozen=True)
+class Bill:
+    """A statement for one payer, with an id (``None`` while a draft) and its SHA-256."""
+
+    document: dict[str, Any]
+    sha256: str
+    ledger_index: int | None = None
+
+    @property
+    def id(self) -> str | None:
+        value = self.document.get("bill_id")
+        return None if value is None else str(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.document, "sha256": self.sha256, "ledger_index": self.ledger_index}
+
+
+def bill_for(
+    st: Statement, *, bill_id: str | None = None, issued_at: datetime | None = None
+) -> Bill:
+    """The bill document of a statement; a draft unless ``bill_id`` and ``issued_at`` are set."""
+    body = st.to_dict()
+    document = {
+        "type": "dataspace.bill",
+        "version": 1,
+        "bill_id": bill_id,
+        "issued_at": None if issued_at is None else log.format_time(issued_at),
+        "consumer": st.consumer or (st.consumers[0] if len(st.consumers) == 1 else None),
+        "agreement_id": st.agreement_id,
+        "period": st.period,
+        "statement_sha256": log.sha256_hex(log.canonical_json(body)),
+        "statement": body,
+        "due": [
+            {"currency": t["currency"], "amount": t["amount"]} for t in body["currency_totals"]
+        ],
+    }
+    return Bill(document, log.sha256_hex(log.canonical_json(document)))
+
+
+def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | None = None) -> Bill:
+    """Give the statement's bill an id, store it, and enter ``bill.issued`` in the ledger.
+
+    The statement must cover exactly one consumer and not already have been billed.
+    """
+    if not st.lines:
+        raise UsageError(
+            "there is no usage to bill for these filters",
+            hint="check --agreement, --consumer and --period with `dataspace usage`",
+        )
+    if len(st.consumers) != 1:
+        raise UsageError(
+            f"the statement covers {len(st.consumers)} consumers; a bill has one payer",
+            hint="add --consumer NAME or --agreement ID",
+        )
+    issued_at = as_utc(now or datetime.now(UTC))
+    bill = bill_for(st, bill_id="bill-" + secrets.token_hex(12), issued_at=issued_at)
+    doc = bill.document
+    existing = session.execute(
+        select(BillRow.id).where(BillRow.statement_sha256 == doc["statement_sha256"])
+    ).scalar_one_or_none()
+    if existing is not None:
+        raise Conflict(
+            f"this statement was already billed as {existing}",
+            hint="bills are issued once; new usage in the period yields a new statement",
+        )
+    appended = log.append(
+        session,
+        actor=actor,
+        action=BILL_ACTION,
+        payload={
+            "bill_id": doc["bill_id"],
+            "sha256": bill.sha256,
+            "statement_sha256": doc["statement_sha256"],
+            "consumer": doc["consumer"],
+            "agreement_id": doc["agreement_id"],
+            "period": doc["period"],
+            "lines": len(st.lines),
+            "due": doc["due"],
+        },
+        time=issued_at,
+    )
+    session.add(
+        BillRow(
+            id=doc["bill_id"],
+            consumer=doc["consumer"],
+            agreement_id=doc["agreement_id"],
+            period=doc["period"],
+            statement_sha256=doc["statement_sha256"],
+            sha256=bill.sha256,
+            document=log.canonical_json(doc),
+            issued_at=issued_at,
+            ledger_index=appended.index,
+        )
+    )
+    session.flush()
+    return Bill(doc, bill.sha256, appended.index)

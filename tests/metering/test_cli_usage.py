@@ -1,0 +1,112 @@
+"""`dataspace usage`, `usage reconcile` and `bill`, registered as main.py registers them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dataspace.cli import common
+from dataspace.cli.common import CliState
+from dataspace.cli.usage import register, usage_app
+from dataspace.services.node import Node
+
+app = typer.Typer()
+register(app)
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables wide enough that no figure wraps."""
+    monkeypatch.setattr(common.console, "_width", 250)
+
+
+def run(node: Node, *args: str, target: typer.Typer = app) -> tuple[int, str, str]:
+    state = CliState(str(node.root))
+    try:
+        result = CliRunner().invoke(target, list(args), obj=state)
+    finally:
+        state.node().close()  # the CLI opened its own engine on the node's store
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_usage_table_lists_lines_and_totals(metered: Node) -> None:
+    code, out, _ = run(metered, "--period", "2026-11", target=usage_app)
+    assert code == 0
+    assert "totals per agreement" in out
+    assert "21.217251 CNY" in out and "21.22 CNY" in out
+    assert "j3" in out and "denied" in out
+
+
+def test_usage_json(metered: Node) -> None:
+    code, out, _ = run(metered, "usage", "--agreement", "agr-3", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert [line["job_id"] for line in data["lines"]] == ["u1", "u2"]
+    assert data["totals"][0]["amount"] == "2.00"
+
+
+def test_usage_csv(metered: Node) -> None:
+    code, out, _ = run(metered, "usage", "--period", "2026-12", "--csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["kind"], r["job_id"], r["amount_due"]) for r in rows] == [
+        ("line", "j5", ""),
+        ("total", "", "10.00"),
+    ]
+
+
+def test_usage_reconcile(metered: Node) -> None:
+    code, out, _ = run(metered, "usage", "reconcile")
+    assert code == 0
+    assert "8 usage records match 8 ledger entries" in out
+    code, out, _ = run(metered, "usage", "reconcile", "--json")
+    assert json.loads(out)["ok"] is True
+
+
+def test_bill_draft_then_issue(metered: Node) -> None:
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11")
+    assert code == 0
+    assert "draft bill" in out and "amount due: 21.22 CNY" in out
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11",
+                       "--format", "json", "--issue")  # fmt: skip
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["bill_id"].startswith("bill-") and isinstance(doc["ledger_index"], int)
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--format", "csv")
+    assert code == 0
+    assert out.splitlines()[0].startswith("kind,agreement_id,consumer,currency,job_id")
+
+
+def test_bill_needs_a_filter_and_a_known_format(metered: Node) -> None:
+    from dataspace.errors import UsageError
+
+    try:
+        run(metered, "bill")
+    except UsageError as exc:
+        assert "--agreement" in str(exc)
+    else:
+        raise AssertionError("bill without filters must fail")
+    try:
+        run(metered, "bill", "--period", "2026-11", "--format", "xml")
+    except UsageError as exc:
+        assert "format" in str(exc)
+    else:
+        raise AssertionError("unknown format must fail")
+
+
+def test_bad_period_on_the_command_line(metered: Node) -> None:
+    from dataspace.errors import UsageError
+
+    try:
+        run(metered, "usage", "--period", "november")
+    except UsageError as exc:
+        assert "YYYY-MM" in str(exc)
+    else:
+        raise AssertionError("a bad period must fail")

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from dataspace.errors import InputError
+from dataspace.metering import PriceTerms, Usage, price_for, round_money
+from dataspace.policy.request import Price
+
+T = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def job(**kw: object) -> Usage:
+    base: dict[str, object] = dict(
+        agreement_id="a", job_id="j", action="governed-query", consumer="c", provider="p",
+        dataset="d", started_at=T, finished_at=T,
+    )  # fmt: skip
+    base.update(kw)
+    return Usage(**base)  # type: ignore[arg-type]
+
+
+TERMS = PriceTerms.parse(
+    {"per_job": "100.00 CNY", "per_1k_rows_scanned": "0.50", "per_mb_out": "2.00 CNY"}
+)
+
+
+def test_terms_parse_every_component() -> None:
+    assert PriceTerms("CNY", Decimal("100.00"), Decimal("0.50"), Decimal("2.00"), 0) == TERMS
+    assert TERMS.to_dict() == {
+        "currency": "CNY",
+        "per_job": "100.00",
+        "per_1k_rows_scanned": "0.50",
+        "per_mb_out": "2.00",
+        "free_jobs": 0,
+    }
+    assert PriceTerms.parse(TERMS.to_dict()) == TERMS
+
+
+def test_price_is_exact_sum_of_components() -> None:
+    price = price_for(TERMS, job(rows_scanned=1234, bytes_out=1_234_567))
+    # 100 + 0.50 * 1.234 + 2.00 * 1.234567
+    assert price == Price(Decimal("103.086134"), "CNY")
+
+
+def test_per_job_only_terms_from_a_policy_price() -> None:
+    terms = PriceTerms.per_job_only(Price.parse("100.00 CNY"))
+    assert price_for(terms, job(rows_scanned=10**9)) == Price(Decimal("100.00"), "CNY")
+
+
+def test_free_quota_covers_the_first_jobs_only() -> None:
+    terms = PriceTerms.parse({"per_job": "5 CNY", "free_jobs": 2})
+    assert [price_for(terms, job(), prior_jobs=n).amount for n in range(4)] == [0, 0, 5, 5]
+
+
+def test_denied_and_failed_attempts_cost_nothing() -> None:
+    assert price_for(TERMS, job(status="denied", rows_scanned=10)).amount == 0
+    assert price_for(TERMS, job(status="failed", rows_scanned=10)).amount == 0
+
+
+@pytest.mark.parametrize(
+    ("amount", "rounded"),
+    [("0.125", "0.12"), ("0.135", "0.14"), ("0.005", "0.00"), ("0.015", "0.02"),
+     ("21.217251", "21.22"), ("2", "2.00"), ("0.1249999", "0.12")],
+)  # fmt: skip
+def test_round_money_is_half_even_to_cents(amount: str, rounded: str) -> None:
+    assert str(round_money(Decimal(amount))) == rounded
+
+
+def test_terms_default_to_cny_and_zero() -> None:
+    terms = PriceTerms.parse({})
+    assert terms.currency == "CNY"
+    assert price_for(terms, job(rows_scanned=5)).amount == 0
+
+
+@pytest.mark.parametrize(
+    ("terms", "message"),
+    [
+        ({"per_job": 0.5}, "floats are not exact"),
+        ({"per_job": "1 CNY", "per_mb_out": "1 USD"}, "one currency"),
+        ({"per_row": "1"}, "known terms"),
+        ({"per_job": "-1"}, "non-negative"),
+        ({"per_job": "abc"}, "not a number"),
+        ({"free_jobs": -1}, "free_jobs"),
+        ({"free_jobs": True}, "free_jobs"),
+    ],
+)
+def test_bad_terms_are_refused(terms: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError) as err:
+        PriceTerms.parse(terms)
+    assert message in str(err.value)

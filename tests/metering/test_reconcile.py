@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from sqlalchemy import delete, text, update
+
+from dataspace.errors import LedgerTampered, VerificationError
+from dataspace.metering import UsageRecord
+from dataspace.services import usage as service
+from dataspace.services.node import Node
+
+from .conftest import JOBS
+
+
+def _row_id(node: Node, job_id: str) -> str:
+    return next(r["id"] for r in service.list_usage(node) if r["job_id"] == job_id)
+
+
+def test_clean_ledger_and_table_reconcile(metered: Node) -> None:
+    report = service.reconcile(metered)
+    assert report["ok"] is True
+    assert report["records"] == report["ledger_entries"] == len(JOBS)
+    by_agreement = {t["agreement_id"]: t["amount_exact"] for t in report["totals"]}
+    assert by_agreement == {"agr-1": "31.217251", "agr-2": "0.125", "agr-3": "2"}
+
+
+def test_empty_node_reconciles(node: Node) -> None:
+    assert service.reconcile(node)["records"] == 0
+
+
+def test_edited_row_is_named(metered: Node) -> None:
+    row_id = _row_id(metered, "j2")
+    with metered.store.write() as session:
+        session.execute(
+            update(UsageRecord).where(UsageRecord.id == row_id).values(price_amount="1.00")
+        )
+    with pytest.raises(VerificationError) as err:
+        service.reconcile(metered)
+    assert row_id in str(err.value) and "price" in str(err.value)
+    assert err.value.details["usage_id"] == row_id
+
+
+def test_edited_figure_is_named(metered: Node) -> None:
+    row_id = _row_id(metered, "u1")
+    with metered.store.write() as session:
+        session.execute(
+            update(UsageRecord).where(UsageRecord.id == row_id).values(rows_scanned=5, cpu_us=1)
+        )
+    with pytest.raises(VerificationError, match="cpu_us, rows_scanned"):
+        service.reconcile(metered)
+
+
+def test_row_without_an_entry_is_named(metered: Node) -> None:
+    forged = secrets.token_hex(16)
+    with metered.store.write() as session:
+        row = session.get(UsageRecord, _row_id(metered, "k1"))
+        assert row is not None
+        values = {c.name: getattr(row, c.name) for c in UsageRecord.__table__.columns}
+        values.update(id=forged, job_id="k-forged", ledger_index=10_000)
+        session.add(UsageRecord(**values))
+    with pytest.raises(VerificationError, match=f"usage record {forged} .* has no usage.recorded"):
+        service.reconcile(metered)
+
+
+def test_entry_without_a_row_is_named(metered: Node) -> None:
+    row_id = _row_id(metered, "j4")
+    with metered.store.write() as session:
+        session.execute(delete(UsageRecord).where(UsageRecord.id == row_id))
+    with pytest.raises(VerificationError, match=f"records usage {row_id}, which is missing"):
+        service.reconcile(metered)
+
+
+def test_rewritten_ledger_payload_is_caught(metered: Node) -> None:
+    row = next(r for r in service.list_usage(metered) if r["job_id"] == "j2")
+    with metered.store.write() as session:
+        session.execute(
+            text("UPDATE ledger_entries SET payload = REPLACE(payload, '11.11725', '1.11725') "
+                 "WHERE idx = :i"),
+            {"i": row["ledger_index"]},
+        )  # fmt: skip
+    with pytest.raises(LedgerTampered) as err:
+        service.reconcile(metered)
+    assert err.value.details["index"] == row["ledger_index"]

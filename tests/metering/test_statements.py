@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from dataspace.errors import Conflict, UsageError
+from dataspace.ledger import log
+from dataspace.metering import issue_bill, parse_period, statement
+from dataspace.services import usage as service
+from dataspace.services.node import Node
+
+
+def test_period_is_a_half_open_utc_month() -> None:
+    assert parse_period("2026-11") == (
+        datetime(2026, 11, 1, tzinfo=UTC),
+        datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    assert parse_period("2026-12")[1] == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("bad", ["2026-13", "2026-00", "2026-1", "11-2026", "2026/11", "", "x"])
+def test_bad_period_names_the_expected_format(bad: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse_period(bad)
+    assert "YYYY-MM" in str(err.value)
+
+
+def test_bad_period_is_refused_by_the_service(metered: Node) -> None:
+    with pytest.raises(UsageError, match="YYYY-MM"):
+        service.list_usage(metered, period="Nov 2026")
+
+
+def _totals(st: dict) -> dict[str, dict]:
+    return {t["agreement_id"]: t for t in st["totals"]}
+
+
+def test_november_statement_known_answers(metered: Node) -> None:
+    st = service.statement(metered, period="2026-11")
+    assert [line["job_id"] for line in st["lines"]] == ["j2", "k1", "j3", "u1", "u2", "j4"]
+    assert (st["from"], st["until"]) == (
+        "2026-11-01T00:00:00.000000Z",
+        "2026-12-01T00:00:00.000000Z",
+    )
+    t = _totals(st)
+    assert t["agr-1"] == {
+        "agreement_id": "agr-1",
+        "consumer": "bank-a",
+        "currency": "CNY",
+        "jobs": 2,
+        "denied": 1,
+        "failed": 0,
+        "rows_scanned": 14_345,
+        "result_rows": 4,
+        "bytes_out": 500_001,
+        "epsilon_spent": "0.75",
+        "delta_spent": "0.000001",
+        "cpu_seconds": "1.750000",
+        "wall_seconds": "2.000000",
+        "amount_exact": "21.217251",
+        "amount": "21.22",
+    }
+    assert (t["agr-2"]["amount_exact"], t["agr-2"]["amount"]) == ("0.125", "0.12")
+    assert (t["agr-3"]["currency"], t["agr-3"]["amount"]) == ("USD", "2.00")
+    assert t["agr-3"]["epsilon_spent"] == "0.3"
+    assert [(c["currency"], c["amount_exact"], c["amount"]) for c in st["currency_totals"]] == [
+        ("CNY", "21.342251", "21.34"),
+        ("USD", "2", "2.00"),
+    ]
+
+
+def test_period_boundaries_pick_the_right_jobs(metered: Node) -> None:
+    october = service.statement(metered, period="2026-10")
+    december = service.statement(metered, period="2026-12")
+    assert [line["job_id"] for line in october["lines"]] == ["j1"]
+    assert october["totals"][0]["amount"] == "0.00"  # the free job
+    assert [line["job_id"] for line in december["lines"]] == ["j5"]
+    assert december["totals"][0]["amount"] == "10.00"
+    assert service.statement(metered, period="2027-01")["lines"] == []
+
+
+def test_statement_filters_by_agreement_and_consumer(metered: Node) -> None:
+    agr1 = service.statement(metered, agreement_id="agr-1")
+    assert [t["amount_exact"] for t in agr1["totals"]] == ["31.217251"]
+    bank = service.statement(metered, consumer="bank-a", period="2026-11")
+    assert sorted(_totals(bank)) == ["agr-1", "agr-3"]
+    assert service.list_usage(metered, agreement_id="nope") == []
+
+
+def test_lines_add_up_exactly_to_the_unrounded_totals(metered: Node) -> None:
+    from decimal import Decimal
+
+    st = service.statement(metered)
+    cny = sum(Decimal(x["amount"]) for x in st["lines"] if x["currency"] == "CNY")
+    assert str(cny) == st["currency_totals"][0]["amount_exact"] == "31.342251"
+
+
+def test_json_and_csv_renderings(metered: Node) -> None:
+    with metered.store.read() as session:
+        st = statement(session, agreement_id="agr-1", period="2026-11")
+    assert json.loads(st.to_json()) == st.to_dict()
+    rows = list(csv.DictReader(io.StringIO(st.to_csv())))
+    assert [(r["kind"], r["job_id"]) for r in rows] == [
+        ("line", "j2"),
+        ("line", "j3"),
+        ("line", "j4"),
+        ("total", ""),
+    ]
+    assert rows[0]["amount"] == "11.11725"
+    assert (rows[1]["status"], rows[1]["denied"], rows[1]["amount"]) == ("denied", "1", "0")
+    total = rows[-1]
+    assert (total["jobs"], total["amount"], total["amount_due"]) == ("2", "21.217251", "21.22")
+    assert total["rows_scanned"] == "14345"
+
+
+def test_issued_bill_is_in_the_ledger(metered: Node) -> None:
+    doc = service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True, actor="op")
+    assert doc["bill_id"].startswith("bill-")
+    assert doc["consumer"] == "bank-a"
+    assert doc["due"] == [{"currency": "CNY", "amount": "21.22"}]
+    body = {k: v for k, v in doc.items() if k not in ("sha256", "ledger_index")}
+    assert doc["sha256"] == log.sha256_hex(log.canonical_json(body))
+    with metered.store.read() as session:
+        entry = log.get_entry(session, doc["ledger_index"])
+    assert entry.entry["action"] == "bill.issued"
+    assert entry.entry["actor"] == "op"
+    assert entry.payload == {
+        "bill_id": doc["bill_id"],
+        "sha256": doc["sha256"],
+        "statement_sha256": doc["statement_sha256"],
+        "consumer": "bank-a",
+        "agreement_id": "agr-1",
+        "period": "2026-11",
+        "lines": 3,
+        "due": [{"currency": "CNY", "amount": "21.22"}],
+    }
+
+
+def test_a_draft_bill_has_no_id_and_the_same_statement_hash(metered: Node) -> None:
+    draft = service.bill(metered, agreement_id="agr-1", period="2026-11")
+    assert draft["bill_id"] is None and draft["ledger_index"] is None
+    issued = service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True)
+    assert issued["statement_sha256"] == draft["statement_sha256"]
+
+
+def test_a_statement_is_billed_only_once(metered: Node) -> None:
+    service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True)
+    with pytest.raises(Conflict, match="already billed"):
+        service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True)
+
+
+def test_a_bill_has_one_payer(metered: Node) -> None:
+    with metered.store.write() as session:
+        st = statement(session, period="2026-11")
+        with pytest.raises(UsageError, match="2 consumers"):
+            issue_bill(session, st, actor="op")
+    doc = service.bill(metered, period="2026-11", consumer="insurer-b", issue=True)
+    assert doc["due"] == [{"currency": "CNY", "amount": "0.12"}]
+
+
+def test_nothing_to_bill(metered: Node) -> None:
+    with pytest.raises(UsageError, match="no usage"):
+        service.bill(metered, period="2030-01", issue=True)
