@@ -93,7 +93,9 @@ def test_signed_requests_between_real_nodes(space_factory, make_node) -> None:
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_a_member"
     with peers.peer_client(bank, "tax-bureau") as client:
         assert client.get("/peer/v1/whoami").status_code == 200  # still serving
-    codes = [d["code"] for d in _denied(tax.node())]
+    tax_node = tax.node()
+    codes = [d["code"] for d in _denied(tax_node)]
+    tax_node.close()
     assert codes.count("replayed_request") == 1
     assert "not_a_member" in codes and len(codes) == 3
     bank.close()
