@@ -53,9 +53,113 @@ def _delete_token(api: Api, allowed: bool) -> dict[str, Any]:
     return {"url": f"{API}/tokens/{token_id}"}
 
 
+def _issue_bill(api: Api, allowed: bool) -> dict[str, Any]:
+    # A node with no usage has nothing to bill: an allowed caller gets a clean refusal, so
+    # record one denied attempt first (free, but billable as a zero line).
+    from datetime import UTC, datetime
+
+    from dataspace.metering import Usage
+    from dataspace.services import usage as usage_service
+
+    job = f"matrix-job-{next(api._seq)}"
+    now = datetime.now(UTC)
+    usage_service.record(
+        api.node,
+        Usage(
+            agreement_id=f"agr-{job}",
+            job_id=job,
+            action="governed-query",
+            consumer="bank",
+            provider=api.node.name,
+            dataset="shared",
+            started_at=now,
+            finished_at=now,
+            status="denied",
+        ),
+        actor="test",
+    )
+    return {"url": f"{API}/bills", "json": {"agreement": f"agr-{job}"}}
+
+
+def _denied_job(api: Api, allowed: bool) -> dict[str, Any]:
+    # A job under an unknown agreement is refused, but its DENIED row is there to be read.
+    from dataspace.errors import NotFound
+    from dataspace.services import jobs
+
+    job_id = f"matrix-job-{next(api._seq)}"
+    with pytest.raises(NotFound):
+        jobs.run_job(
+            api.node, agreement_id="urn:uuid:x", consumer="bank", sql="SELECT 1", job_id=job_id
+        )
+    return {"url": f"{API}/jobs/{job_id}"}
+
+
+def _query_unknown_agreement(api: Api, allowed: bool) -> dict[str, Any]:
+    return {
+        "url": f"{API}/jobs/query",
+        "json": {"agreement_id": "urn:uuid:none", "sql": "SELECT 1"},
+    }
+
+
+def _peer(method: str, path: str) -> Build:
+    url = path.replace("{pid}", "urn:uuid:x").replace("{dataset_id}", "x")
+    return lambda api, allowed: {"url": url, **({"json": {}} if method == "POST" else {})}
+
+
+def _peer_query(api: Api, allowed: bool) -> dict[str, Any]:
+    return {"url": "/peer/v1/jobs/query", "json": {"agreement_id": "x", "sql": "SELECT 1"}}
+
+
+# An allowed caller reaches the route and is answered by the service, not by auth: these
+# routes need state (a peer, an agreement) the matrix does not build, so their allowed
+# callers get this instead of a 2xx.
+SERVICE_ANSWER = {("POST", f"{API}/jobs/query"): (404, "not_found")}
+
+
 MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", "/openapi.json"): (PUBLIC, _get("/openapi.json")),
     ("GET", "/peer/v1/whoami"): (PEER, _get("/peer/v1/whoami")),
+    ("GET", f"{API}/usage"): (ALL, _get(f"{API}/usage")),
+    ("GET", f"{API}/usage/reconcile"): (("admin", "auditor"), _get(f"{API}/usage/reconcile")),
+    ("GET", f"{API}/bills"): (ALL, _get(f"{API}/bills")),
+    ("POST", f"{API}/bills"): (WRITERS, _issue_bill),
+    ("GET", f"{API}/jobs"): (ALL, _get(f"{API}/jobs")),
+    ("GET", f"{API}/jobs/{{job_id}}"): (ALL, _denied_job),
+    ("POST", f"{API}/jobs/query"): (("admin", "consumer"), _query_unknown_agreement),
+    ("POST", "/peer/v1/jobs/query"): (PEER, _peer_query),
+    ("GET", "/.well-known/dspace-version"): (PUBLIC, _get("/.well-known/dspace-version")),
+    ("POST", "/dsp/catalog/request"): (PEER, _peer("POST", "/dsp/catalog/request")),
+    ("GET", "/dsp/catalog/datasets/{dataset_id}"): (
+        PEER,
+        _peer("GET", "/dsp/catalog/datasets/{dataset_id}"),
+    ),
+    ("GET", "/dsp/negotiations/{pid}"): (PEER, _peer("GET", "/dsp/negotiations/{pid}")),
+    ("POST", "/dsp/negotiations/request"): (PEER, _peer("POST", "/dsp/negotiations/request")),
+    ("POST", "/dsp/negotiations/{pid}/request"): (
+        PEER,
+        _peer("POST", "/dsp/negotiations/{pid}/request"),
+    ),
+    ("POST", "/dsp/negotiations/{pid}/events"): (
+        PEER,
+        _peer("POST", "/dsp/negotiations/{pid}/events"),
+    ),
+    ("POST", "/dsp/negotiations/{pid}/agreement/verification"): (
+        PEER,
+        _peer("POST", "/dsp/negotiations/{pid}/agreement/verification"),
+    ),
+    ("POST", "/dsp/negotiations/{pid}/termination"): (
+        PEER,
+        _peer("POST", "/dsp/negotiations/{pid}/termination"),
+    ),
+    ("POST", "/dsp/negotiations/offers"): (PEER, _peer("POST", "/dsp/negotiations/offers")),
+    ("POST", "/dsp/negotiations/{pid}/offers"): (
+        PEER,
+        _peer("POST", "/dsp/negotiations/{pid}/offers"),
+    ),
+    ("POST", "/dsp/negotiations/{pid}/agreement"): (
+        PEER,
+        _peer("POST", "/dsp/negotiations/{pid}/agreement"),
+    ),
     ("GET", "/docs"): (PUBLIC, _get("/docs")),
     ("GET", "/docs/oauth2-redirect"): (PUBLIC, _get("/docs/oauth2-redirect")),
     ("GET", "/redoc"): (PUBLIC, _get("/redoc")),
@@ -162,6 +266,10 @@ def test_role_matrix(api: Api, callers: dict[str, dict[str, str]]) -> None:
                     response.status_code == 403
                     and response.json()["error"]["code"] == "not_a_member"
                 )
+            elif allowed and (method, path) in SERVICE_ANSWER:
+                status, code = SERVICE_ANSWER[(method, path)]
+                expected = f"{status} {code} from the service"
+                ok = response.status_code == status and response.json()["error"]["code"] == code
             elif allowed:
                 expected = "2xx"
                 ok = response.is_success

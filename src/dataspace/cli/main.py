@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from dataspace import __version__
-from dataspace.cli import dataset, ledger, node_cmd, space, token, usage
+from dataspace.cli import contract, dataset, ledger, node_cmd, offer, query, space, token, usage
 from dataspace.cli.common import CliState, err_console
 from dataspace.errors import DataspaceError
 from dataspace.services.node import ENV_NODE
@@ -47,6 +47,10 @@ app.add_typer(token.app, name="token")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(space.app, name="space")
 usage.register(app)
+query.register(app)
+app.add_typer(offer.app, name="offer")
+app.add_typer(contract.app, name="contract")
+app.command("catalog")(contract.catalog)
 
 
 def main(argv: list[str] | None = None) -> None:

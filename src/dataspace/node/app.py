@@ -15,7 +15,18 @@ from dataspace import __version__
 from dataspace.node.auth import roles_of
 from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
 from dataspace.node.peer_auth import require_peer
-from dataspace.node.routers import datasets, health, ledger, peer, tokens
+from dataspace.node.routers import (
+    datasets,
+    dsp,
+    dsp_version,
+    health,
+    jobs,
+    ledger,
+    peer,
+    peer_jobs,
+    tokens,
+    usage,
+)
 from dataspace.node.routers import node as node_identity
 from dataspace.services.node import Node
 
@@ -24,7 +35,8 @@ PUBLIC = "public"
 PEER = "peer"  # routes for other nodes: an RFC 9421-signed request from a member, no token
 
 # Every router module of the node; a module's PREFIX (default API_PREFIX) places its routes.
-ROUTERS = (health, node_identity, datasets, ledger, tokens, peer)
+ROUTERS = (health, node_identity, datasets, ledger, tokens, usage, peer, jobs, peer_jobs,
+           dsp, dsp_version)
 
 DESCRIPTION = """\
 The HTTP API of one **dataspace** node: its datasets, its verifiable ledger and its API tokens.
@@ -46,6 +58,7 @@ def create_app(node: Node) -> FastAPI:
             {"name": "datasets", "description": "Registered datasets and their catalog analysis"},
             {"name": "ledger", "description": "The append-only Merkle log, checkpoints, proofs"},
             {"name": "tokens", "description": "API tokens and their roles (admin only)"},
+            {"name": "usage", "description": "Usage records, statements, bills"},
         ],
     )
     app.state.node = node

@@ -29,10 +29,16 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contract_negotiations")),
     )
-    op.create_index("ix_contract_negotiations_peer_consumer_pid", "contract_negotiations",
-                    ["peer", "consumer_pid"])
-    op.create_index("ix_contract_negotiations_peer_provider_pid", "contract_negotiations",
-                    ["peer", "provider_pid"])
+    op.create_index(
+        "ix_contract_negotiations_peer_consumer_pid",
+        "contract_negotiations",
+        ["peer", "consumer_pid"],
+    )
+    op.create_index(
+        "ix_contract_negotiations_peer_provider_pid",
+        "contract_negotiations",
+        ["peer", "provider_pid"],
+    )
     op.create_table(
         "contract_agreements",
         sa.Column("id", sa.String(length=200), nullable=False),
@@ -44,8 +50,11 @@ def upgrade() -> None:
         sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("provider_signature", sa.Text(), nullable=True),
         sa.Column("consumer_signature", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["negotiation_id"], ["contract_negotiations.id"],
-                                name="fk_contract_agreements_negotiation"),
+        sa.ForeignKeyConstraint(
+            ["negotiation_id"],
+            ["contract_negotiations.id"],
+            name="fk_contract_agreements_negotiation",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contract_agreements")),
         sa.UniqueConstraint("negotiation_id", name=op.f("uq_contract_agreements_negotiation_id")),
     )
@@ -63,16 +72,20 @@ def upgrade() -> None:
         sa.Column("callback_address", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["agreement_id"], ["contract_agreements.id"],
-                                name="fk_transfer_processes_agreement"),
+        sa.ForeignKeyConstraint(
+            ["agreement_id"], ["contract_agreements.id"], name="fk_transfer_processes_agreement"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transfer_processes")),
     )
-    op.create_index("ix_transfer_processes_peer_consumer_pid", "transfer_processes",
-                    ["peer", "consumer_pid"])
-    op.create_index("ix_transfer_processes_peer_provider_pid", "transfer_processes",
-                    ["peer", "provider_pid"])
-    op.create_index(op.f("ix_transfer_processes_agreement_id"), "transfer_processes",
-                    ["agreement_id"])
+    op.create_index(
+        "ix_transfer_processes_peer_consumer_pid", "transfer_processes", ["peer", "consumer_pid"]
+    )
+    op.create_index(
+        "ix_transfer_processes_peer_provider_pid", "transfer_processes", ["peer", "provider_pid"]
+    )
+    op.create_index(
+        op.f("ix_transfer_processes_agreement_id"), "transfer_processes", ["agreement_id"]
+    )
 
 
 def downgrade() -> None:

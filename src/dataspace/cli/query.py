@@ -1,0 +1,152 @@
+"""`dataspace query` (governed SQL on a provider, under an agreement) and `dataspace job ...`."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import typer
+from rich.markup import escape
+
+from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.errors import UsageError
+from dataspace.services import job_consumer, jobs
+
+job_app = typer.Typer(help="Jobs run on this node or asked of providers.", no_args_is_help=True)
+
+MAX_PRINTED_ROWS = 200
+
+
+def query(
+    ctx: typer.Context,
+    sql: str = typer.Argument(..., help="One SELECT over the agreed dataset (DuckDB dialect)."),
+    agreement: str = typer.Option(..., "--agreement", help="The agreement's id."),
+    as_json: bool = JsonOption,
+    as_csv: bool = typer.Option(False, "--csv", help="Print the result as CSV."),
+    out: Path = typer.Option(None, "--out", help="Write the result to FILE.parquet."),
+    job_id: str = typer.Option(None, "--job-id", help="Job id to use (default: random)."),
+) -> None:
+    """Run governed SQL on the provider's node; only policy-safe results come back."""
+    if as_json and as_csv:
+        raise UsageError("choose one of --json and --csv")
+    outcome = job_consumer.query(
+        node(ctx), agreement_id=agreement, sql=sql, job_id=job_id, actor=actor()
+    )
+    if out is not None:
+        pq.write_table(outcome.table, out)
+    if as_json:
+        rows: list[dict[str, Any]] = [] if out is not None else outcome.table.to_pylist()
+        print_json({"meta": outcome.meta, "rows": rows})
+        return
+    if as_csv:
+        buffer = io.BytesIO()
+        pacsv.write_csv(outcome.table, buffer)
+        sys.stdout.write(buffer.getvalue().decode("utf-8"))
+        return
+    if out is None:
+        print_table(outcome.table)
+    else:
+        console.print(f"wrote {outcome.table.num_rows} rows to {escape(str(out))}")
+    print_meta(outcome.meta)
+
+
+def print_table(result: pa.Table) -> None:
+    rows = result.slice(0, MAX_PRINTED_ROWS).to_pylist()
+    console.print(
+        table(
+            None,
+            list(result.column_names),
+            [[_cell(r[c]) for c in result.column_names] for r in rows],
+        )
+    )
+    if result.num_rows > MAX_PRINTED_ROWS:
+        console.print(f"… {result.num_rows - MAX_PRINTED_ROWS} more rows (use --out or --csv)")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".")
+    return "" if value is None else str(value)
+
+
+def print_meta(meta: dict[str, Any]) -> None:
+    parts = [f"job {meta.get('job_id')}", f"{meta.get('action')}", f"{meta.get('rows')} rows"]
+    if meta.get("action") == "dp-query":
+        parts.append(f"ε spent {meta.get('epsilon_spent')}, ε left {meta.get('epsilon_left')}")
+    price = meta.get("price") or {}
+    if price:
+        parts.append(f"price {price.get('amount')} {price.get('currency')}")
+    console.print(escape(" · ".join(parts)))
+    bounds = meta.get("error_bounds") or {}
+    if bounds:
+        text = ", ".join(f"{k} ±{float(v):,.2f}" for k, v in bounds.items())
+        console.print(escape(f"95% error bounds: {text}"))
+    console.print(f"result sha256 {meta.get('result_sha256')}", style="dim")
+
+
+@job_app.command("list")
+def list_(
+    ctx: typer.Context,
+    agreement: str = typer.Option(None, "--agreement", help="Only this agreement's jobs."),
+    role: str = typer.Option(None, "--role", help="provider or consumer."),
+    state: str = typer.Option(None, "--state", help="RUNNING, SUCCEEDED, DENIED or FAILED."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Jobs on this node, newest first."""
+    rows = jobs.list_jobs(node(ctx), agreement_id=agreement, role=role, state=state)
+    if as_json:
+        print_json(rows)
+        return
+    console.print(
+        table(
+            None,
+            ["id", "role", "peer", "action", "state", "agreement", "created"],
+            [
+                [
+                    r["id"],
+                    r["role"],
+                    r["peer"],
+                    r["action"],
+                    r["state"],
+                    r["agreement_id"],
+                    r["created_at"][:19],
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@job_app.command("show")
+def show(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:
+    """One job: its SQL, decision, outcome and metadata."""
+    view = jobs.get_job(node(ctx), job_id)
+    if as_json:
+        print_json(view)
+        return
+    console.print(
+        f"[bold]job {escape(view['id'])}[/bold] — {view['role']} side, {escape(view['state'])}"
+    )
+    console.print(
+        f"agreement {escape(view['agreement_id'])} with {escape(view['peer'])}, "
+        f"{escape(view['action'])}"
+    )
+    console.print(f"sql: {escape(str(view['sql']))}")
+    if view["error"]:
+        console.print(f"[red]{escape(view['error'])}[/red]")
+    reasons = [r for r in ((view.get("decision") or {}).get("reasons") or []) if not r["held"]]
+    for reason in reasons:
+        console.print(f"  ✗ {escape(reason['path'])}: {escape(reason['message'])}")
+    meta = view.get("meta") or {}
+    if view["state"] == jobs.SUCCEEDED:
+        print_meta(meta)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("query")(query)
+    app.add_typer(job_app, name="job")

@@ -1,0 +1,239 @@
+"""The Python client for analysts: talk to your own node's API with a bearer token.
+
+::
+
+    from dataspace import Client
+
+    with Client("http://127.0.0.1:8600", token) as c:
+        offers = c.catalog("tax-bureau")
+        contract = c.request_contract("tax-bureau", offers[0]["@id"], "credit-risk")
+        result = c.query(contract["agreement_id"], "SELECT district, count(*) FROM t GROUP BY 1")
+        result.table            # pyarrow.Table
+        result.to_pandas()      # needs pandas
+        result.epsilon_left, result.error_bounds, result.price
+
+Errors are raised as the same :class:`~dataspace.errors.DataspaceError` subclasses the node
+raised, chosen by the error envelope's ``code`` (``PolicyDenied``, ``QueryRefused``,
+``BudgetExhausted``, ``NotFound``, ...); an unknown code raises ``DataspaceError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from dataspace.errors import DataspaceError, UsageError, VerificationError
+from dataspace.services.job_wire import (
+    ARROW_MEDIA_TYPE,
+    META_HEADER,
+    decode_meta,
+    error_class,
+    error_from_envelope,
+    from_ipc,
+    sha256_hex,
+)
+
+__all__ = ["Client", "QueryResult", "error_class"]
+
+API = "/api/v1"
+DEFAULT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A released result: the table and what the provider stated about it."""
+
+    table: pa.Table
+    meta: dict[str, Any]
+
+    @property
+    def job_id(self) -> str:
+        return str(self.meta.get("job_id"))
+
+    @property
+    def action(self) -> str:
+        return str(self.meta.get("action"))
+
+    @property
+    def epsilon_spent(self) -> Decimal:
+        return Decimal(str(self.meta.get("epsilon_spent", "0")))
+
+    @property
+    def epsilon_left(self) -> Decimal | None:
+        left = self.meta.get("epsilon_left")
+        return None if left is None else Decimal(str(left))
+
+    @property
+    def delta_spent(self) -> Decimal:
+        return Decimal(str(self.meta.get("delta_spent", "0")))
+
+    @property
+    def error_bounds(self) -> dict[str, float]:
+        """95% error bound per released column (DP queries; empty otherwise)."""
+        return {k: float(v) for k, v in (self.meta.get("error_bounds") or {}).items()}
+
+    @property
+    def price(self) -> tuple[Decimal, str] | None:
+        price = self.meta.get("price")
+        if not price:
+            return None
+        return Decimal(str(price["amount"])), str(price["currency"])
+
+    @property
+    def result_sha256(self) -> str:
+        return str(self.meta["result_sha256"])
+
+    def to_pandas(self) -> Any:
+        """The table as a pandas DataFrame (pandas is optional: install it to use this)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "to_pandas() needs pandas, which is not installed",
+                hint="pip install pandas — or use result.table (pyarrow) directly",
+            ) from None
+        return self.table.to_pandas()
+
+
+class Client:
+    """A session with your own node's HTTP API (``url``) under a bearer ``token``."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not token:
+            raise UsageError("a token is needed", hint="issue one with `dataspace token issue`")
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, API + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise DataspaceError(
+                f"cannot reach the node at {self._http.base_url} ({exc})",
+                hint="check the URL and that the node is running (`dataspace serve`)",
+            ) from None
+        if response.status_code >= 400:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise error_from_envelope(body, response.status_code)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    @staticmethod
+    def _params(**values: Any) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if v is not None}
+
+    # -- catalog and contracts ----------------------------------------------------------------
+    def node(self) -> dict[str, Any]:
+        """The node's identity (name, verifier key)."""
+        return dict(self._json("GET", "/node"))
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Datasets registered on your node."""
+        return list(self._json("GET", "/datasets"))
+
+    def catalog(self, peer: str) -> Any:
+        """A peer's catalog (its datasets and offers), fetched by your node."""
+        return self._json("GET", f"/peers/{peer}/catalog")
+
+    def request_contract(
+        self, peer: str, offer_id: str, purpose: str, *, wait_seconds: float = 30.0
+    ) -> dict[str, Any]:
+        """Negotiate an agreement for ``offer_id`` with ``peer`` for ``purpose``."""
+        body = {
+            "peer": peer,
+            "offer_id": offer_id,
+            "purpose": purpose,
+            "wait_seconds": wait_seconds,
+        }
+        return dict(self._json("POST", "/contracts", json=body))
+
+    def contracts(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/contracts"))
+
+    def contract(self, contract_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/contracts/{contract_id}"))
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def query(self, agreement_id: str, sql: str, *, job_id: str | None = None) -> QueryResult:
+        """Run governed SQL under ``agreement_id`` on the provider; verify the result's hash."""
+        body = self._params(agreement_id=agreement_id, sql=sql, job_id=job_id)
+        response = self._send("POST", "/jobs/query", json=body)
+        if not response.headers.get("content-type", "").startswith(ARROW_MEDIA_TYPE):
+            raise VerificationError("the node did not answer with an Arrow IPC stream")
+        meta = decode_meta(response.headers.get(META_HEADER))
+        if sha256_hex(response.content) != meta.get("result_sha256"):
+            raise VerificationError("the result does not match its stated sha256")
+        return QueryResult(from_ipc(response.content), meta)
+
+    def jobs(
+        self, *, agreement: str | None = None, role: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = self._params(agreement=agreement, role=role, state=state)
+        return list(self._json("GET", "/jobs", params=params))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/jobs/{job_id}"))
+
+    # -- metering and ledger ------------------------------------------------------------------
+    def usage(
+        self,
+        *,
+        agreement: str | None = None,
+        period: str | None = None,
+        consumer: str | None = None,
+    ) -> Any:
+        """Usage records (metering), filtered by agreement, period (YYYY-MM) or consumer."""
+        params = self._params(agreement=agreement, period=period, consumer=consumer)
+        return self._json("GET", "/usage", params=params)
+
+    def bill(
+        self,
+        *,
+        agreement: str | None = None,
+        period: str | None = None,
+        consumer: str | None = None,
+    ) -> Any:
+        """The bill (a draft statement with totals) for an agreement and/or a period."""
+        params = self._params(agreement=agreement, period=period, consumer=consumer)
+        return self._json("GET", "/bills", params=params)
+
+    def ledger_checkpoint(self) -> str:
+        """The node's latest signed checkpoint (a C2SP signed note)."""
+        return self._send("GET", "/ledger/checkpoint").text

@@ -1,0 +1,68 @@
+"""Usage records, statements and bills of this node; reconciliation with the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, status
+from pydantic import BaseModel, Field
+
+from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
+from dataspace.services import usage
+from dataspace.services.node import Node
+from dataspace.services.tokens import TokenInfo
+
+router = APIRouter(tags=["usage"])
+
+AUDIT = ("admin", "auditor")
+PERIOD = Query(None, description="a calendar month, YYYY-MM (UTC)", pattern=r"^\d{4}-\d{2}$")
+
+
+@router.get("/usage", summary="Usage records (one per job, denied attempts included)")
+def list_usage(
+    agreement: str | None = Query(None, description="only this agreement"),
+    period: str | None = PERIOD,
+    consumer: str | None = Query(None, description="only this consumer"),
+    node: Node = Depends(get_node),
+    _: TokenInfo = Depends(require(*EVERYONE)),
+) -> list[dict[str, Any]]:
+    return usage.list_usage(node, agreement, period, consumer)
+
+
+@router.get("/usage/reconcile", summary="Recompute usage totals from the ledger and compare")
+def reconcile(
+    node: Node = Depends(get_node), _: TokenInfo = Depends(require(*AUDIT))
+) -> dict[str, Any]:
+    return usage.reconcile(node)
+
+
+@router.get("/bills", summary="A statement (a draft bill) for an agreement or a period")
+def draft_bill(
+    agreement: str | None = Query(None, description="bill this agreement"),
+    period: str | None = PERIOD,
+    consumer: str | None = Query(None, description="bill this consumer"),
+    node: Node = Depends(get_node),
+    _: TokenInfo = Depends(require(*EVERYONE)),
+) -> dict[str, Any]:
+    return usage.bill(node, agreement, period, consumer)
+
+
+class BillRequest(BaseModel):
+    agreement: str | None = Field(None, description="bill this agreement")
+    period: str | None = Field(None, pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")
+    consumer: str | None = Field(None, description="bill this consumer")
+
+
+@router.post(
+    "/bills",
+    summary="Issue a bill (hashed and entered in the ledger)",
+    status_code=status.HTTP_201_CREATED,
+)
+def issue_bill(
+    body: BillRequest,
+    node: Node = Depends(get_node),
+    caller: TokenInfo = Depends(require(*WRITERS)),
+) -> dict[str, Any]:
+    return usage.bill(
+        node, body.agreement, body.period, body.consumer, issue=True, actor=caller.actor
+    )

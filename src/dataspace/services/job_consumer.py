@@ -1,0 +1,234 @@
+"""Jobs under an agreement, consumer side: ask the provider's node, verify, record.
+
+:func:`query` finds the agreement (this node must be its consumer), sends the SQL with a fresh
+job id to the provider as a signed ``POST /peer/v1/jobs/query``, checks that the Arrow IPC body
+hashes to the ``result_sha256`` the provider states, and records its own job row plus a
+``job.result_received`` ledger entry — so both ledgers hold the job, with the same hash. A
+refusal is recorded as ``job.denied`` (or ``job.failed``) and re-raised as the same
+:class:`~dataspace.errors.DataspaceError` subclass the provider raised. Transport errors are
+retried with the **same** job id: the provider runs and charges a job id at most once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from dataspace.contracts import store as cstore
+from dataspace.errors import DataspaceError, NotFound, VerificationError
+from dataspace.ledger import log
+from dataspace.services.job_wire import (
+    META_HEADER,
+    check_job_id,
+    decode_meta,
+    error_from_envelope,
+    from_ipc,
+    jsonable,
+    sha256_hex,
+)
+from dataspace.services.jobs import DENIED, FAILED, RUNNING, SUCCEEDED
+from dataspace.services.node import Node, default_actor
+from dataspace.store.models_compute import JobRow
+from dataspace.store.models_contracts import ContractNegotiationRow
+
+__all__ = ["PEER_PATH", "QueryOutcome", "query"]
+
+PEER_PATH = "/peer/v1/jobs/query"
+ATTEMPTS = 3  # transport failures are retried with the same job id (idempotent on the provider)
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """The released table, its metadata (ε spent and left, error bounds, price, hash, ...)
+    and the exact IPC bytes received."""
+
+    table: pa.Table
+    meta: dict[str, Any]
+    ipc: bytes
+
+    @property
+    def job_id(self) -> str:
+        return str(self.meta["job_id"])
+
+
+def _provider_of(node: Node, agreement_id: str) -> str:
+    with node.store.read() as session:
+        agreement = cstore.get_agreement(session, agreement_id, peer=None)
+        neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
+        if neg is None or neg.role != "consumer":
+            raise NotFound(
+                f"no agreement {agreement_id!r} in which this node is the consumer",
+                hint="see `dataspace contract list`; queries run under your own agreements",
+            )
+        return neg.peer
+
+
+def _post(node: Node, provider: str, body: dict[str, Any], timeout: float) -> httpx.Response:
+    from dataspace.services.catalog import DeliveryFailed
+    from dataspace.services.peers import peer_client
+
+    last: Exception | None = None
+    for attempt in range(ATTEMPTS):
+        try:
+            with peer_client(node, provider, timeout=timeout) as client:
+                response = client.post(PEER_PATH, json=body)
+            if response.status_code != 409 or "still running" not in response.text:
+                return response
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.2 * (attempt + 1))
+    raise DeliveryFailed(
+        f"the query could not be delivered to {provider} ({last or 'job still running'})",
+        hint=f"check that {provider} is up, then retry (job {body['job_id']} is safe to resend)",
+    )
+
+
+def _sandbox_wait(node: Node) -> float:
+    limits = node.limits
+    return float(limits.sandbox_timeout_seconds) + float(limits.sandbox_kill_grace_seconds) + 30
+
+
+def query(
+    node: Node,
+    *,
+    agreement_id: str,
+    sql: str,
+    job_id: str | None = None,
+    actor: str | None = None,
+) -> QueryOutcome:
+    """Run ``sql`` on the provider of ``agreement_id``; only policy-safe results come back."""
+    who = actor or default_actor()
+    job_id = check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
+    provider = _provider_of(node, agreement_id)
+    with node.store.write() as session:
+        session.add(
+            JobRow(
+                id=job_id,
+                role="consumer",
+                agreement_id=agreement_id,
+                peer=provider,
+                action="query",
+                state=RUNNING,
+                request={"sql": sql},
+                created_at=datetime.now(UTC),
+            )
+        )
+    try:
+        response = _post(
+            node,
+            provider,
+            {"agreement_id": agreement_id, "sql": sql, "job_id": job_id},
+            _sandbox_wait(node),
+        )
+        if response.status_code != 200:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise error_from_envelope(body, response.status_code)
+        meta = decode_meta(response.headers.get(META_HEADER))
+        ipc = response.content
+        if meta.get("job_id") != job_id or meta.get("agreement_id") != agreement_id:
+            raise VerificationError(
+                "the provider answered for another job", hint="report this to the provider"
+            )
+        if sha256_hex(ipc) != meta.get("result_sha256"):
+            raise VerificationError(
+                "the result does not hash to the result_sha256 the provider stated",
+                hint="nothing was accepted; retry the query",
+            )
+        table = from_ipc(ipc)
+        if table.num_rows != meta.get("rows"):
+            raise VerificationError("the result's row count differs from the provider's")
+    except DataspaceError as exc:
+        _record_error(node, job_id, agreement_id, provider, sql, exc, who)
+        raise
+    _record_success(node, job_id, agreement_id, provider, sql, meta, who)
+    return QueryOutcome(table, meta, ipc)
+
+
+def _record_success(
+    node: Node,
+    job_id: str,
+    agreement_id: str,
+    provider: str,
+    sql: str,
+    meta: dict[str, Any],
+    actor: str,
+) -> None:
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        assert row is not None
+        log.append(
+            session,
+            actor=actor,
+            action="job.result_received",
+            payload=jsonable(
+                {
+                    "job_id": job_id,
+                    "agreement_id": agreement_id,
+                    "provider": provider,
+                    "action": meta.get("action"),
+                    "sql_sha256": sha256_hex(sql.encode("utf-8")),
+                    "result_sha256": meta["result_sha256"],
+                    "rows": meta.get("rows"),
+                    "bytes": meta.get("bytes"),
+                    "columns": meta.get("columns"),
+                    "epsilon_spent": meta.get("epsilon_spent"),
+                    "epsilon_left": meta.get("epsilon_left"),
+                    "price": meta.get("price"),
+                }
+            ),
+        )
+        row.state, row.action = SUCCEEDED, str(meta.get("action") or "query")
+        row.result_sha256, row.result_meta = str(meta["result_sha256"]), jsonable(meta)
+        row.finished_at = datetime.now(UTC)
+
+
+def _record_error(
+    node: Node,
+    job_id: str,
+    agreement_id: str,
+    provider: str,
+    sql: str,
+    exc: DataspaceError,
+    actor: str,
+) -> None:
+    denied = exc.http_status < 500 and not isinstance(exc, VerificationError)
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.state != RUNNING:
+            return
+        details = exc.details if isinstance(exc.details, dict) else {}
+        reasons = [
+            r for r in details.get("reasons", []) if isinstance(r, dict) and not r.get("held")
+        ]
+        log.append(
+            session,
+            actor=actor,
+            action="job.denied" if denied else "job.failed",
+            payload=jsonable(
+                {
+                    "job_id": job_id,
+                    "agreement_id": agreement_id,
+                    "provider": provider,
+                    "sql_sha256": sha256_hex(sql.encode("utf-8")),
+                    "code": exc.code,
+                    "message": exc.message,
+                    "reasons": reasons,
+                    "by": provider
+                    if exc.code not in ("delivery_failed", "verification_failed")
+                    else None,
+                }
+            ),
+        )
+        row.state = DENIED if denied else FAILED
+        row.error = exc.message
+        row.result_meta = {"error": jsonable(exc.to_dict()), "http_status": exc.http_status}
+        row.finished_at = datetime.now(UTC)

@@ -1,0 +1,125 @@
+"""Two real node processes on loopback: the bank queries the tax bureau under an agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dataspace
+from dataspace.compute.errors import QueryRefused
+from dataspace.ledger import log
+from dataspace.policy import PolicyDenied, from_template
+from dataspace.services import datasets, job_consumer
+from dataspace.services.job_wire import META_HEADER, decode_meta, from_ipc, sha256_hex
+from dataspace.services.node import Node, open_node
+from helpers.agreements import make_agreement
+
+TAX, BANK = "tax-bureau", "bank"
+
+
+def _taxpayers(path: Path) -> Path:
+    lines = ["person_id,district,tax_paid"]
+    for n in range(60):
+        district = "d1" if n < 4 else ("d2" if n < 30 else "d3")
+        lines.append(f"P{n:05d},{district},{1000 + 11 * n}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _entries(node: Node, action: str) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = [r.to_dict() for r in log.entries(session, 0, 10_000)]
+    return [r["payload"] for r in rows if r["entry"]["action"] == action]
+
+
+@pytest.fixture
+def cluster(space_factory: Callable[..., Any], tmp_path: Path) -> Any:
+    space = space_factory([TAX, BANK], serve=False)
+    tax, bank = space.nodes[TAX].node(), space.nodes[BANK].node()
+    try:
+        view = datasets.add(tax, _taxpayers(tmp_path / "tax.csv"), name="taxpayers", actor="t")
+        datasets.reclassify(tax, "taxpayers", column="person_id", category="id_card_cn", actor="t")
+        agg = make_agreement(
+            tax,
+            BANK,
+            consumer=bank,
+            dataset_id=view["id"],
+            purpose="credit-risk",
+            offer=from_template("aggregate-only", purposes=["finance"], min_group_size=10),
+            price_terms={"per_job": "5.00 CNY"},
+        )
+        dp = make_agreement(
+            tax,
+            BANK,
+            consumer=bank,
+            dataset_id=view["id"],
+            purpose="credit-risk",
+            offer=from_template(
+                "dp-stats", purposes=["finance"], epsilon=1.0, delta=1e-5, min_group_size=5
+            ),
+            dp={"epsilon": 0.5, "delta": 1e-6, "bounds": {"tax_paid": [0, 5000]}},
+        )
+    finally:
+        tax.close()
+        bank.close()
+    for running in space.nodes.values():
+        running.start()
+    return space, agg, dp
+
+
+def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any) -> None:
+    space, agg, dp = cluster
+    bank = open_node(space.nodes[BANK].root)
+    tax = open_node(space.nodes[TAX].root)
+    try:
+        sql = "SELECT district, count(*) AS n, sum(tax_paid) AS total FROM taxpayers GROUP BY 1"
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql)
+        rows = sorted(outcome.table.to_pylist(), key=lambda r: r["district"])
+        assert [(r["district"], r["n"]) for r in rows] == [("d2", 26), ("d3", 30)]  # d1 < k
+        assert outcome.table.column_names == ["district", "n", "total"]
+        assert outcome.meta["price"] == {"amount": "5.00", "currency": "CNY"}
+
+        [received] = _entries(bank, "job.result_received")
+        [completed] = _entries(tax, "job.completed")
+        assert received["job_id"] == completed["job_id"] == outcome.job_id
+        assert received["result_sha256"] == completed["result_sha256"] == sha256_hex(outcome.ipc)
+
+        noisy = job_consumer.query(bank, agreement_id=dp, sql=sql)
+        assert Decimal(noisy.meta["epsilon_left"]) == Decimal("0.5")
+        assert set(noisy.meta["error_bounds"]) == {"n", "total"}
+
+        with pytest.raises(QueryRefused) as info:  # the provider's class, rebuilt
+            job_consumer.query(bank, agreement_id=agg, sql="SELECT person_id FROM taxpayers")
+        assert info.value.http_status == 403
+        [denied_here] = _entries(bank, "job.denied")
+        [denied_there] = _entries(tax, "job.denied")
+        assert denied_here["job_id"] == denied_there["job_id"]
+        assert denied_here["code"] == denied_there["code"] == "query_refused"
+
+        # The bank's own API over HTTP: Arrow IPC body, metadata header, verified hash.
+        with space.nodes[BANK].api() as api:
+            response = api.post("/api/v1/jobs/query", json={"agreement_id": agg, "sql": sql})
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "application/vnd.apache.arrow.stream"
+            meta = decode_meta(response.headers[META_HEADER])
+            assert meta["result_sha256"] == sha256_hex(response.content)
+            assert from_ipc(response.content).num_rows == 2
+            listed = api.get("/api/v1/jobs", params={"role": "consumer"}).json()
+            assert {j["state"] for j in listed} == {"SUCCEEDED", "DENIED"}
+
+        # The analyst's client, on the bank's node, under the DP agreement: the budget is spent.
+        running = space.nodes[BANK]
+        with dataspace.Client(running.url, running.admin_token) as client:
+            result = client.query(dp, sql)
+            assert result.epsilon_left == Decimal("0")
+            assert result.action == "dp-query" and set(result.error_bounds) == {"n", "total"}
+            with pytest.raises(PolicyDenied) as denied:
+                client.query(dp, sql)
+            assert "epsilon" in {r["left"] for r in denied.value.details["reasons"]}
+    finally:
+        bank.close()
+        tax.close()

@@ -1,0 +1,322 @@
+"""Provider-side jobs: run_job under an agreement, on one node acting as the provider."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from dataspace.compute.errors import QueryRefused
+from dataspace.errors import Conflict, NotFound
+from dataspace.ledger import log
+from dataspace.metering import reconcile
+from dataspace.policy import PolicyDenied, from_template
+from dataspace.privacy import BudgetExhausted, get_budget
+from dataspace.services import datasets, jobs
+from dataspace.services.job_wire import from_ipc, sha256_hex
+from dataspace.services.node import Node
+from dataspace.store.models_compute import JobRow
+from dataspace.store.models_metering import UsageRecord
+from helpers.agreements import make_agreement
+
+CONSUMER = "bank"
+DISTRICTS = {"d1": 3, "d2": 6, "d3": 12, "d4": 25}  # district -> taxpayers
+DP = {"epsilon": 0.5, "delta": 1e-6, "bounds": {"tax_paid": [0, 10000]}}
+
+
+def write_taxpayers(path: Path) -> Path:
+    lines = ["person_id,district,industry,tax_paid,age"]
+    n = 0
+    for district, count in DISTRICTS.items():
+        for i in range(count):
+            n += 1
+            lines.append(
+                f"P{n:05d},{district},{'retail' if i % 2 else 'software'},"
+                f"{1000 + 37 * n},{25 + n % 40}"
+            )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def add_taxpayers(node: Node, tmp_path: Path) -> str:
+    view = datasets.add(
+        node, write_taxpayers(tmp_path / "taxpayers.csv"), name="taxpayers", actor="test"
+    )
+    datasets.reclassify(node, "taxpayers", column="person_id", category="id_card_cn", actor="test")
+    datasets.reclassify(node, "taxpayers", column="tax_paid", category="financial", actor="test")
+    return str(view["id"])
+
+
+@pytest.fixture
+def provider(make_node: Callable[..., tuple[Node, str]], tmp_path: Path) -> tuple[Node, str]:
+    node, _ = make_node("tax-bureau")
+    return node, add_taxpayers(node, tmp_path)
+
+
+def agree(
+    provider: tuple[Node, str],
+    template: str = "aggregate-only",
+    *,
+    dp: dict[str, Any] | None = None,
+    price_terms: dict[str, Any] | None = None,
+    purpose: str = "credit-risk",
+    **params: Any,
+) -> str:
+    node, dataset_id = provider
+    params.setdefault("purposes", ["finance"])
+    if template == "aggregate-only":
+        params.setdefault("min_group_size", 10)
+    offer = from_template(template, **params)
+    return make_agreement(
+        node,
+        CONSUMER,
+        dataset_id=dataset_id,
+        offer=offer,
+        purpose=purpose,
+        dp=dp,
+        price_terms=price_terms,
+    )
+
+
+def entries(node: Node, action: str) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = log.entries(session, 0, 10_000)
+    out = []
+    for row in rows:
+        data = row.to_dict()
+        if data["entry"]["action"] == action:
+            out.append(data["payload"])
+    return out
+
+
+def usage_rows(node: Node) -> list[UsageRecord]:
+    with node.store.read() as session:
+        return list(session.scalars(select(UsageRecord).order_by(UsageRecord.ledger_index)))
+
+
+def job_state(node: Node, job_id: str) -> str:
+    with node.store.read() as session:
+        row = session.get(JobRow, job_id)
+        assert row is not None
+        return row.state
+
+
+SQL = "SELECT district, count(*) AS n, avg(tax_paid) AS avg_tax FROM taxpayers GROUP BY district"
+
+
+def test_allowed_aggregate_query_releases_only_groups_of_k(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, price_terms={"per_job": "10.00 CNY"})
+    outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    rows = sorted(outcome.table.to_pylist(), key=lambda r: r["district"])
+    assert [(r["district"], r["n"]) for r in rows] == [("d3", 12), ("d4", 25)]
+    assert outcome.meta["result_sha256"] == sha256_hex(outcome.ipc)
+    assert from_ipc(outcome.ipc).equals(outcome.table)
+    assert outcome.meta["price"] == {"amount": "10.00", "currency": "CNY"}
+    assert job_state(node, outcome.job_id) == jobs.SUCCEEDED
+    [done] = entries(node, "job.completed")
+    assert done["result_sha256"] == outcome.result_sha256
+    assert done["result_rows"] == 2 and done["rows_scanned"] == sum(DISTRICTS.values())
+    [usage] = usage_rows(node)
+    assert (usage.status, usage.price_amount, usage.job_id) == (
+        "completed",
+        "10.00",
+        outcome.job_id,
+    )
+
+
+def test_raw_row_sql_is_refused_and_logged_as_denied(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider)
+    with pytest.raises(QueryRefused, match="row-level"):
+        jobs.run_job(
+            node,
+            agreement_id=agreement,
+            consumer=CONSUMER,
+            sql="SELECT district, tax_paid FROM taxpayers",
+            job_id="raw-1",
+        )
+    assert job_state(node, "raw-1") == jobs.DENIED
+    [denied] = entries(node, "job.denied")
+    assert denied["code"] == "query_refused" and denied["job_id"] == "raw-1"
+    [usage] = usage_rows(node)
+    assert (usage.status, usage.price_amount) == ("denied", "0")
+
+
+ESCAPES = [
+    "COPY taxpayers TO '/tmp/x.csv'",
+    "SELECT count(*) FROM read_csv('/etc/passwd')",
+    "ATTACH '/tmp/other.db'",
+    "INSTALL httpfs",
+    "SET enable_external_access = true",
+    "PRAGMA database_list",
+    "SELECT count(*) FROM taxpayers a, taxpayers b, taxpayers c",
+    "SELECT sum(length(repeat('x', 1000000000))) FROM taxpayers",
+]
+
+
+def test_escape_attempts_are_refused_and_each_logged(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider)
+    for sql in ESCAPES:
+        with pytest.raises(QueryRefused):
+            jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql)
+    denied = entries(node, "job.denied")
+    assert [d["sql"] for d in denied] == ESCAPES
+    assert {d["code"] for d in denied} == {"query_refused"}
+    assert [u.status for u in usage_rows(node)] == ["denied"] * len(ESCAPES)
+    # the node keeps serving
+    ok = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    assert ok.table.num_rows == 2
+
+
+def test_prohibited_field_is_denied_with_reasons(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, fields=["district", "industry", "tax_paid"])
+    with pytest.raises(PolicyDenied) as info:
+        jobs.run_job(
+            node,
+            agreement_id=agreement,
+            consumer=CONSUMER,
+            sql="SELECT district, avg(age) FROM taxpayers GROUP BY district",
+        )
+    assert any(r["left"] == "fields" for r in info.value.details["reasons"])
+    [denied] = entries(node, "job.denied")
+    assert [r["left"] for r in denied["reasons"] if r["left"]] == ["fields"]
+
+
+def test_expired_agreement_is_denied(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    past = datetime.now(UTC) - timedelta(days=1)
+    agreement = agree(provider, expires=past.isoformat())
+    with pytest.raises(PolicyDenied, match=r"dateTime|expire|time"):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    [denied] = entries(node, "job.denied")
+    assert {r["left"] for r in denied["reasons"]} >= {"dateTime"}
+
+
+def test_exhausted_job_count_is_denied(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, max_jobs=2)
+    for _ in range(2):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    with pytest.raises(PolicyDenied):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    [denied] = entries(node, "job.denied")
+    assert [r["left"] for r in denied["reasons"] if r["left"] == "count"] == ["count"]
+
+
+def test_wrong_purpose_is_denied(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, purpose="targeted-advertising")
+    with pytest.raises(PolicyDenied):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    [denied] = entries(node, "job.denied")
+    assert "purpose" in {r["left"] for r in denied["reasons"]}
+
+
+def test_foreign_or_unknown_agreement_is_not_found(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider)
+    with pytest.raises(NotFound):
+        jobs.run_job(node, agreement_id=agreement, consumer="insurer", sql=SQL)
+    with pytest.raises(NotFound):
+        jobs.run_job(node, agreement_id="urn:uuid:nope", consumer=CONSUMER, sql=SQL)
+    denied = entries(node, "job.denied")
+    assert [d["code"] for d in denied] == ["not_found", "not_found"]
+    assert usage_rows(node) == []  # nothing to meter a foreign agreement against
+
+
+def test_unfinalized_agreement_is_refused(provider: tuple[Node, str]) -> None:
+    node, dataset_id = provider
+    agreement = make_agreement(
+        node,
+        CONSUMER,
+        dataset_id=dataset_id,
+        purpose="credit-risk",
+        offer=from_template("aggregate-only", purposes=["finance"]),
+        finalize=False,
+    )
+    with pytest.raises(PolicyDenied, match="VERIFIED, not FINALIZED"):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+
+
+def test_same_job_id_is_idempotent(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, price_terms={"per_job": "1 CNY"})
+    first = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="j-1")
+    again = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="j-1")
+    assert again.replayed and again.ipc == first.ipc and again.meta == first.meta
+    assert len(usage_rows(node)) == 1 and len(entries(node, "job.completed")) == 1
+    with pytest.raises(Conflict):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql="SELECT 1", job_id="j-1")
+    for _ in range(2):  # a denied job replays its error without another record
+        with pytest.raises(QueryRefused):
+            jobs.run_job(
+                node,
+                agreement_id=agreement,
+                consumer=CONSUMER,
+                sql="SELECT * FROM taxpayers",
+                job_id="j-2",
+            )
+    assert len(entries(node, "job.denied")) == 1 and len(usage_rows(node)) == 2
+
+
+def test_dp_query_spends_budget_and_states_epsilon_left(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, "dp-stats", dp=DP, epsilon=1.0, delta=1e-5, min_group_size=5)
+    outcome = jobs.run_job(
+        node,
+        agreement_id=agreement,
+        consumer=CONSUMER,
+        sql="SELECT district, count(*) AS n, sum(tax_paid) AS total "
+        "FROM taxpayers GROUP BY district",
+    )
+    meta = outcome.meta
+    assert meta["action"] == "dp-query"
+    assert Decimal(meta["epsilon_spent"]) == Decimal("0.5")
+    assert Decimal(meta["epsilon_left"]) == Decimal("0.5")
+    assert set(meta["error_bounds"]) == {"n", "total"}
+    assert get_budget(node.store, agreement).epsilon_spent == Decimal("0.5")
+    [usage] = usage_rows(node)
+    assert usage.epsilon_spent == "0.5"
+    [done] = entries(node, "job.completed")
+    assert done["epsilon_spent"] == "0.5" and done["epsilon_left"] == "0.5"
+
+
+def test_exhausted_dp_budget_is_denied(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, "dp-stats", dp=DP, epsilon=1.0, delta=1e-5, min_group_size=5)
+    sql = "SELECT count(*) AS n FROM taxpayers"
+    for _ in range(2):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql)
+    with pytest.raises((PolicyDenied, BudgetExhausted)):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql)
+    [denied] = entries(node, "job.denied")
+    assert "epsilon" in {r["left"] for r in denied["reasons"]}
+    assert get_budget(node.store, agreement).epsilon_spent == Decimal("1.0")
+
+
+def test_usage_and_ledger_reconcile(provider: tuple[Node, str]) -> None:
+    node, _ = provider
+    agreement = agree(provider, price_terms={"per_job": "2.50 CNY", "free_jobs": 1})
+    for sql in (SQL, SQL, "SELECT * FROM taxpayers", SQL):
+        with contextlib.suppress(QueryRefused):
+            jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql)
+    rows = usage_rows(node)
+    assert [r.status for r in rows] == ["completed", "completed", "denied", "completed"]
+    assert sum(Decimal(r.price_amount) for r in rows) == Decimal("5.00")
+    with node.store.read() as session:
+        report = reconcile(session)
+    assert report.records == 4
+    completed = entries(node, "job.completed")
+    assert len(completed) == 3
+    assert sum(Decimal(c["price"]["amount"]) for c in completed) == Decimal("5.00")
+    assert json.dumps(report.to_dict())

@@ -1,0 +1,380 @@
+"""Contract negotiation on both sides, through the service functions.
+
+Two nodes of one space (real membership list, no servers): messages travel through an
+in-memory transport that validates every body against the DSP schemas and dispatches it to the
+receiving node's handler, as the router would, with the follow-up messages run afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataspace.contracts import parse, validate
+from dataspace.contracts import store as cs
+from dataspace.errors import NotFound
+from dataspace.identity.membership import Member
+from dataspace.samples import SAMPLES_DIR as SAMPLES
+from dataspace.services import catalog, datasets, offers, space
+from dataspace.services import negotiation as ng
+from dataspace.services.node import Node, open_node
+from helpers.cluster import start_space
+
+PATH = re.compile(r"^/dsp/negotiations/(?P<pid>[^/]+)/(?P<what>.+)$")
+
+
+@dataclass
+class Pair:
+    tax: Node
+    bank: Node
+    offer: str
+    dataset: str
+    queue: list[Callable[[], None]] = field(default_factory=list)
+    sent: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    answers: list[tuple[int, Any]] = field(default_factory=list)
+
+    def member(self, of: Node, name: str) -> Member:
+        return space.member(of, name)
+
+    def transport(self, node: Node, peer: str, method: str, path: str,
+                  body: Mapping[str, Any] | None) -> tuple[int, Any]:
+        target = {"tax": self.tax, "bank": self.bank}[peer]
+        sender = space.member(target, node.name)
+        doc = None if body is None else json.loads(json.dumps(body))
+        self.sent.append((node.name, path, doc))
+        if doc is not None:
+            parse(doc, doc["@type"])  # everything the node sends is schema-valid
+        status, answer = self.dispatch(target, sender, method, path, doc)
+        self.answers.append((status, answer))
+        if answer is not None:
+            kind = answer.get("@type")
+            validate(answer, kind)  # and everything it answers
+        return status, answer
+
+    def dispatch(self, node: Node, peer: Member, method: str, path: str,
+                 doc: Any) -> tuple[int, Any]:
+        if path == "/dsp/catalog/request":
+            return 200, catalog.catalog_doc(node, peer_url(node) + "/dsp")
+        if path == "/dsp/negotiations/request":
+            reply = ng.handle_request(node, peer, doc, transport=self.transport)
+        else:
+            m = PATH.match(path)
+            assert m, path
+            pid, what = m["pid"], m["what"]
+            handlers: dict[str, Callable[[], ng.Reply]] = {
+                "agreement": lambda: ng.handle_agreement(node, peer, pid, doc,
+                                                         transport=self.transport),
+                "agreement/verification": lambda: ng.handle_verification(
+                    node, peer, pid, doc, transport=self.transport),
+                "events": lambda: ng.handle_message(node, peer, pid, doc,
+                                                    "ContractNegotiationEventMessage"),
+                "termination": lambda: ng.handle_message(
+                    node, peer, pid, doc, "ContractNegotiationTerminationMessage"),
+            }
+            reply = handlers[what]()
+        self.queue.extend(reply.after)
+        return reply.status, reply.body
+
+    def pump(self) -> None:
+        while self.queue:
+            self.queue.pop(0)()
+
+    def request(self, purpose: str = "credit-risk", offer: str | None = None) -> dict[str, Any]:
+        view = ng.request_contract(self.bank, "tax", offer_id=offer or self.offer,
+                                   purpose=purpose, actor="cli:analyst",
+                                   transport=self.transport)
+        self.pump()
+        return ng.show_contract(self.bank, view["id"])
+
+    def provider_view(self, consumer_view: dict[str, Any]) -> dict[str, Any]:
+        return ng.show_contract(self.tax, consumer_view["provider_pid"])
+
+
+def peer_url(node: Node) -> str:
+    return space.self_member(node).url
+
+
+def actions(node: Node) -> list[str]:
+    from dataspace.services import ledger
+
+    return [e["entry"]["action"] for e in ledger.entries(node, limit=1000)]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    cluster = start_space(tmp_path, ["tax", "bank"], serve=False)
+    tax, bank = cluster.nodes["tax"].node(), cluster.nodes["bank"].node()
+    ds = datasets.add(tax, SAMPLES / "tax_records.csv", name="tax-records", domain="finance",
+                      actor="cli:clerk")
+    offer = offers.create(tax, "tax-records", actor="cli:clerk", template="aggregate-only",
+                          params={"purposes": "finance", "min_group_size": "5"},
+                          price="100 CNY", auto_approve=True)
+    yield Pair(tax, bank, offer["id"], ds["id"])
+    tax.close()
+    bank.close()
+    cluster.stop()
+
+
+def test_auto_approve_reaches_finalized_with_both_signatures_in_both_stores(pair: Pair) -> None:
+    view = pair.request()
+    assert view["state"] == "FINALIZED", view
+    provider = pair.provider_view(view)
+    assert provider["state"] == "FINALIZED"
+    for side in (view, provider):
+        ag = side["agreement"]
+        assert ag["signatures"] == {"provider": "verified", "consumer": "verified"}
+        assert ag["offer_id"] == pair.offer and ag["purpose"] == "credit-risk"
+        assert ag["provider"] == "tax" and ag["consumer"] == "bank"
+        assert ag["target"] == pair.dataset
+    assert view["agreement"]["policy"] == provider["agreement"]["policy"]
+    purpose = view["agreement"]["policy"]["permission"][0]["constraint"][-1]
+    assert purpose == {"leftOperand": "purpose", "operator": "eq", "rightOperand": "credit-risk"}
+    for node in (pair.tax, pair.bank):
+        got = actions(node)
+        for step in ("negotiation.requested", "negotiation.agreed", "agreement.signed",
+                     "agreement.countersigned", "negotiation.verified",
+                     "negotiation.finalized"):
+            assert step in got, (node.name, step, got)
+    with pair.tax.store.read() as session:
+        row = cs.get_agreement(session, view["agreement_id"], peer="bank")
+        cs.verify_signatures(row, pair.tax.signer.public_bytes, pair.bank.signer.public_bytes)
+    types = [doc["@type"] for _, _, doc in pair.sent if doc]
+    assert types == ["CatalogRequestMessage", "ContractRequestMessage",
+                     "ContractAgreementMessage", "ContractAgreementVerificationMessage",
+                     "ContractNegotiationEventMessage"]
+    agreement_msg = next(d for _, _, d in pair.sent if d and d["@type"] ==
+                         "ContractAgreementMessage")
+    assert ng.SIGNATURE in agreement_msg
+
+
+def test_wrong_purpose_is_terminated_with_the_reasons(pair: Pair) -> None:
+    view = pair.request(purpose="marketing")
+    assert view["state"] == "TERMINATED"
+    assert view["agreement"] is None
+    assert any("purpose" in r for r in view["reason"]), view["reason"]
+    assert "negotiation.denied" in actions(pair.tax)
+    assert "negotiation.terminated" in actions(pair.bank)
+    termination = pair.sent[-1][2]
+    assert termination is not None
+    assert termination["@type"] == "ContractNegotiationTerminationMessage"
+    assert termination["code"] == "policy_denied"
+
+
+def test_assignee_not_allowed_is_terminated(pair: Pair) -> None:
+    restricted = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                               params={"purposes": "finance", "assignee": "someone-else"},
+                               auto_approve=True)
+    view = pair.request(offer=restricted["id"])
+    assert view["state"] == "TERMINATED"
+    assert any("assignee" in r for r in view["reason"]), view["reason"]
+
+
+def test_expired_offer_is_terminated(pair: Pair) -> None:
+    old = offers.create(pair.tax, "tax-records", actor="t", template="raw-transfer",
+                        params={"purposes": "finance", "expires": "2020-01-01T00:00:00+08:00"},
+                        auto_approve=True)
+    view = pair.request(offer=old["id"])
+    assert view["state"] == "TERMINATED"
+    assert any("dateTime" in r for r in view["reason"]), view["reason"]
+
+
+def test_manual_approval_waits_in_requested_then_finalizes(pair: Pair) -> None:
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    assert view["state"] == "REQUESTED"
+    assert pair.provider_view(view)["state"] == "REQUESTED"
+    ng.approve(pair.tax, view["provider_pid"], actor="cli:boss", transport=pair.transport)
+    pair.pump()
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
+    assert "negotiation.approved" in actions(pair.tax)
+
+
+def test_manual_reject_terminates_both_sides_with_the_reason(pair: Pair) -> None:
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    ng.reject(pair.tax, view["provider_pid"], reason="not this quarter", actor="cli:boss",
+              transport=pair.transport)
+    consumer = ng.show_contract(pair.bank, view["id"])
+    assert consumer["state"] == "TERMINATED"
+    assert consumer["reason"] == ["rejected: not this quarter"]
+    assert pair.provider_view(view)["state"] == "TERMINATED"
+
+
+def test_approving_twice_is_an_illegal_transition(pair: Pair) -> None:
+    from dataspace.contracts import IllegalTransition
+
+    view = pair.request()
+    with pytest.raises(IllegalTransition):
+        ng.approve(pair.tax, view["provider_pid"], actor="x", transport=pair.transport)
+
+
+def test_withdrawn_offer_is_refused(pair: Pair) -> None:
+    cat = catalog.fetch_catalog(pair.bank, "tax", transport=pair.transport)
+    offers.withdraw(pair.tax, pair.offer, actor="t")
+    # the consumer still holds the old catalog: send the request anyway
+    dataset_id, offer_doc = catalog.find_offer(cat, pair.offer)
+    monkey_catalog = {"dataset": [{"@id": dataset_id, "hasPolicy": [offer_doc]}]}
+    original = catalog.fetch_catalog
+    catalog.fetch_catalog = lambda *a, **k: monkey_catalog  # type: ignore[assignment]
+    try:
+        view = pair.request()
+    finally:
+        catalog.fetch_catalog = original  # type: ignore[assignment]
+    assert view["state"] == "TERMINATED"
+    status, body = pair.answers[-1]
+    assert status == 400
+    validate(body, "ContractNegotiationError")
+    assert body["code"] == "offer_unavailable"
+    assert "negotiation.refused" in actions(pair.tax)
+
+
+def test_withdrawn_offer_leaves_the_catalog(pair: Pair) -> None:
+    offers.withdraw(pair.tax, pair.offer, actor="t")
+    cat = catalog.fetch_catalog(pair.bank, "tax", transport=pair.transport)
+    assert not cat.get("dataset")
+    with pytest.raises(NotFound):
+        ng.request_contract(pair.bank, "tax", offer_id=pair.offer, purpose="credit-risk",
+                            actor="x", transport=pair.transport)
+
+
+def _member(pair: Pair, of: Node, name: str) -> Member:
+    return space.member(of, name)
+
+
+def test_illegal_transition_is_400_with_a_schema_valid_error(pair: Pair) -> None:
+    view = pair.request()
+    bank = _member(pair, pair.tax, "bank")
+    event = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+             "@type": "ContractNegotiationEventMessage", "providerPid": view["provider_pid"],
+             "consumerPid": view["id"], "eventType": "FINALIZED"}
+    reply = ng.handle_message(pair.tax, bank, view["provider_pid"], event,
+                              "ContractNegotiationEventMessage")
+    assert reply.status == 400
+    assert reply.body is not None
+    validate(reply.body, "ContractNegotiationError")
+    assert reply.body["code"] == "illegal_transition"
+    assert reply.body["providerPid"] == view["provider_pid"]
+    assert "negotiation.refused" in actions(pair.tax)
+
+
+def test_foreign_or_unknown_pid_is_404(pair: Pair) -> None:
+    view = pair.request()
+    tax_as_seen_by_bank = _member(pair, pair.bank, "tax")
+    # the bank's own pid, addressed by someone who is not its peer (tax asks the bank about
+    # the provider's pid, which the bank does not hold)
+    for pid in (view["provider_pid"], "urn:uuid:nope"):
+        reply = ng.handle_get(pair.bank, tax_as_seen_by_bank, pid)
+        assert reply.status == 404
+        assert reply.body is not None
+        validate(reply.body, "ContractNegotiationError")
+    stranger = Member("mallory", "http://127.0.0.1:1", pair.bank.verifier_key(), ("consumer",))
+    assert ng.handle_get(pair.tax, stranger, view["provider_pid"]).status == 404
+
+
+def test_malformed_message_is_400_naming_the_json_path(pair: Pair) -> None:
+    bank = _member(pair, pair.tax, "bank")
+    doc = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+           "@type": "ContractRequestMessage", "consumerPid": "urn:uuid:c",
+           "callbackAddress": peer_url(pair.bank) + "/dsp",
+           "offer": {"@id": pair.offer, "@type": "Offer", "permission": [{"action": 7}]}}
+    reply = ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
+    assert reply.status == 400
+    assert reply.body is not None
+    validate(reply.body, "ContractNegotiationError")
+    assert "$.offer" in reply.body["reason"][0]
+
+
+def test_altered_offer_is_refused(pair: Pair) -> None:
+    bank = _member(pair, pair.tax, "bank")
+    with pair.tax.store.read() as session:
+        stored = offers.offer_policy(offers.get(session, pair.offer))
+    import dataclasses
+
+    loosened = dataclasses.replace(stored, permissions=tuple(
+        dataclasses.replace(r, constraints=r.constraints[:1]) for r in stored.permissions))
+    from dataspace.contracts import ContractRequestMessage, build
+
+    doc = build(ContractRequestMessage(consumer_pid="urn:uuid:c2",
+                                       offer=ng.with_purpose(loosened, "credit-risk"),
+                                       callback_address=peer_url(pair.bank) + "/dsp"))
+    reply = ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
+    assert reply.status == 400
+    assert reply.body is not None and reply.body["code"] == "offer_unavailable"
+
+
+def test_callback_outside_the_member_url_is_refused(pair: Pair) -> None:
+    bank = _member(pair, pair.tax, "bank")
+    with pair.tax.store.read() as session:
+        stored = offers.offer_policy(offers.get(session, pair.offer))
+    from dataspace.contracts import ContractRequestMessage, build
+
+    doc = build(ContractRequestMessage(consumer_pid="urn:uuid:c3",
+                                       offer=ng.with_purpose(stored, "credit-risk"),
+                                       callback_address="http://169.254.169.254/dsp"))
+    reply = ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
+    assert reply.status == 400
+    assert reply.body is not None and "callbackAddress" in reply.body["reason"][0]
+
+
+def test_forged_provider_signature_is_refused(pair: Pair) -> None:
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    original = pair.transport
+
+    def tamper(node: Node, peer: str, method: str, path: str,
+               body: Mapping[str, Any] | None) -> tuple[int, Any]:
+        if body and body.get("@type") == "ContractAgreementMessage":
+            body = json.loads(json.dumps(body))
+            body["agreement"]["permission"][0]["constraint"][0]["rightOperand"] = ["any-purpose"]
+        return original(node, peer, method, path, body)
+
+    ng.approve(pair.tax, view["provider_pid"], actor="x", transport=tamper)
+    pair.pump()
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "TERMINATED"
+    assert ng.show_contract(pair.tax, view["provider_pid"])["state"] == "TERMINATED"
+    status, body = pair.answers[-2]
+    assert status == 400 and body["code"] == "protocol_error"
+
+
+def test_a_replayed_initial_request_gets_the_same_ack(pair: Pair) -> None:
+    pair.request()
+    _, _, doc = next(s for s in pair.sent if s[2] and s[2]["@type"] == "ContractRequestMessage")
+    bank = _member(pair, pair.tax, "bank")
+    reply = ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
+    assert reply.status == 201 and not reply.after
+    assert reply.body is not None and reply.body["state"] == "FINALIZED"
+
+
+def test_unreachable_provider_terminates_locally(pair: Pair, monkeypatch: Any) -> None:
+    from dataspace.services.catalog import DeliveryFailed
+
+    monkeypatch.setattr(catalog.time, "sleep", lambda s: None)
+    cat = catalog.fetch_catalog(pair.bank, "tax", transport=pair.transport)
+    monkeypatch.setattr(catalog, "fetch_catalog", lambda *a, **k: cat)
+
+    def down(*args: Any) -> tuple[int, Any]:
+        raise DeliveryFailed("connection refused")
+
+    with pytest.raises(DeliveryFailed):
+        ng.request_contract(pair.bank, "tax", offer_id=pair.offer, purpose="credit-risk",
+                            actor="x", transport=down)
+    [row] = ng.list_contracts(pair.bank)
+    assert row["state"] == "TERMINATED"
+
+
+def test_reopened_node_reads_the_same_contract(pair: Pair) -> None:
+    view = pair.request()
+    again = open_node(pair.bank.root)
+    try:
+        assert ng.show_contract(again, view["agreement_id"])["state"] == "FINALIZED"
+    finally:
+        again.close()

@@ -1,0 +1,123 @@
+"""Offers: templates, policy files, and every way an offer is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dataspace.errors import NotFound, UsageError
+from dataspace.policy import PolicyError, from_template, parse_policy, to_jsonld
+from dataspace.samples import SAMPLES_DIR as SAMPLES
+from dataspace.services import datasets, ledger, offers
+from dataspace.services.node import Node
+
+
+@pytest.fixture
+def tax(node: Node) -> Iterator[Node]:
+    datasets.add(node, SAMPLES / "tax_records.csv", name="tax-records", domain="finance",
+                 actor="t")
+    yield node
+
+
+def _actions(node: Node) -> list[str]:
+    return [e["entry"]["action"] for e in ledger.entries(node, limit=1000)]
+
+
+def test_template_offer_is_bound_to_the_dataset_and_logged(tax: Node) -> None:
+    view = offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                         params={"purposes": "finance", "fields": "所属行业,开票金额"},
+                         price="100 CNY", auto_approve=True)
+    policy = parse_policy(view["policy"])
+    assert view["id"].startswith("urn:uuid:") and policy.uid == view["id"]
+    assert policy.target == view["dataset"] and policy.assigner == tax.name
+    assert view["price"] == {"currency": "CNY", "per_job": "100 CNY"}
+    assert "offer.created" in _actions(tax)
+    assert [o["id"] for o in offers.list_offers(tax)] == [view["id"]]
+
+
+def test_policy_file_offer(tax: Node) -> None:
+    doc = to_jsonld(from_template("psi-only", purposes=["anti-fraud"]))
+    view = offers.create(tax, "tax-records", actor="t", policy=doc)
+    assert view["policy"]["permission"][0]["action"] == "psi"
+    assert view["auto_approve"] is False
+
+
+def test_bad_policy_names_the_json_path(tax: Node) -> None:
+    doc: dict[str, Any] = {"@type": "Offer", "permission": [
+        {"action": "governed-query",
+         "constraint": [{"leftOperand": "purpose", "operator": "like", "rightOperand": "x"}]}]}
+    with pytest.raises(PolicyError) as err:
+        offers.create(tax, "tax-records", actor="t", policy=doc)
+    assert "permission[0].constraint[0].operator" in err.value.message
+
+
+def test_unevaluable_policy_is_refused(tax: Node) -> None:
+    doc = {"@type": "Offer", "permission": [
+        {"action": "use",
+         "constraint": [{"leftOperand": "spatial", "operator": "eq", "rightOperand": "EU"}]}]}
+    with pytest.raises(PolicyError, match="unknown left operand 'spatial'"):
+        offers.create(tax, "tax-records", actor="t", policy=doc)
+
+
+def test_unknown_dataset(node: Node) -> None:
+    with pytest.raises(NotFound):
+        offers.create(node, "nope", actor="t", template="aggregate-only",
+                      params={"purposes": "finance"})
+
+
+def test_unknown_field_is_refused_with_its_path(tax: Node) -> None:
+    with pytest.raises(UsageError, match=r"permission\[0\]\.constraint\[3\].*'salary'"):
+        offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                      params={"purposes": "finance", "fields": "所属行业,salary"})
+
+
+def test_dp_offer_needs_epsilon_and_numeric_bounds(tax: Node) -> None:
+    dp = {"template": "dp-stats", "params": {"purposes": "finance", "epsilon": "2"}}
+    with pytest.raises(UsageError, match="--dp-epsilon-per-query"):
+        offers.create(tax, "tax-records", actor="t", **dp)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--dp-bounds"):
+        offers.create(tax, "tax-records", actor="t", dp_epsilon_per_query=0.5,
+                      **dp)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="not numeric"):
+        offers.create(tax, "tax-records", actor="t", dp_epsilon_per_query=0.5,
+                      dp_bounds={"所属行业": (0, 1)}, **dp)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="exceeds the policy's ε budget"):
+        offers.create(tax, "tax-records", actor="t", dp_epsilon_per_query=5,
+                      dp_bounds={"开票金额": (0, 1e7)}, **dp)  # type: ignore[arg-type]
+    view = offers.create(tax, "tax-records", actor="t", dp_epsilon_per_query=0.5,
+                         dp_bounds={"开票金额": (0, 1e7)}, max_contributions=3,
+                         **dp)  # type: ignore[arg-type]
+    assert view["dp"]["bounds"] == {"开票金额": [0, 1e7]}
+    assert view["dp"]["max_contributions"] == 3
+
+
+def test_dp_parameters_without_dp_query_are_refused(tax: Node) -> None:
+    with pytest.raises(UsageError, match="does not permit dp-query"):
+        offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                      params={"purposes": "finance"}, dp_epsilon_per_query=1.0)
+
+
+def test_policy_and_template_are_exclusive(tax: Node) -> None:
+    with pytest.raises(UsageError):
+        offers.create(tax, "tax-records", actor="t")
+
+
+def test_withdraw_is_logged_and_not_repeatable(tax: Node) -> None:
+    from dataspace.errors import Conflict
+
+    view = offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                         params={"purposes": "finance"})
+    assert offers.withdraw(tax, view["id"], actor="t")["state"] == "withdrawn"
+    with pytest.raises(Conflict):
+        offers.withdraw(tax, view["id"], actor="t")
+    assert "offer.withdrawn" in _actions(tax)
+
+
+def test_cli_style_parsers() -> None:
+    assert offers.parse_bounds(["a=0:10"]) == {"a": (0.0, 10.0)}
+    assert offers.parse_params(["min-group-size=5"]) == {"min_group_size": "5"}
+    for bad in (["a0:10"], ["a=10:0"], ["a=x:1"]):
+        with pytest.raises(UsageError):
+            offers.parse_bounds(bad)
