@@ -94,3 +94,13 @@ def test_log_lists_every_state_change(cli, tmp_path: Path) -> None:
     rows = json.loads(cli(*node, "ledger", "log", "--json").stdout)
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["entry"]["action"] == "node.created"
+
+
+def test_prove_latest_picks_the_newest_entry_with_that_action(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)  # entries: node.created, 3 x token.issued
+    out = tmp_path / "proof.json"
+    result = cli(*node, "ledger", "prove", "--latest", "token.issued", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(out.read_text())["index"] == 3
+    assert cli(*node, "ledger", "prove", "--latest", "token_issued").exit_code == 4  # '_' is literal
+    assert cli(*node, "ledger", "prove").exit_code == 2

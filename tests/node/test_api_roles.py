@@ -101,6 +101,31 @@ def _query_unknown_agreement(api: Api, allowed: bool) -> dict[str, Any]:
     }
 
 
+def _create_offer(api: Api, allowed: bool) -> dict[str, Any]:
+    return {
+        "url": f"{API}/offers",
+        "json": {
+            "dataset": "shared",
+            "template": "aggregate-only",
+            "params": {"purposes": "credit-risk"},
+        },
+    }
+
+
+def _offer_url(api: Api, allowed: bool) -> dict[str, Any]:
+    from dataspace.policy import from_template
+    from dataspace.policy.jsonld import to_jsonld
+    from dataspace.services import offers
+
+    created = offers.create(
+        api.node,
+        "shared",
+        actor="test",
+        policy=to_jsonld(from_template("aggregate-only", purposes="credit-risk")),
+    )
+    return {"url": f"{API}/offers/{created['id']}"}
+
+
 def _peer(method: str, path: str) -> Build:
     url = path.replace("{pid}", "urn:uuid:x").replace("{dataset_id}", "x")
     return lambda api, allowed: {"url": url, **({"json": {}} if method == "POST" else {})}
@@ -113,7 +138,15 @@ def _peer_query(api: Api, allowed: bool) -> dict[str, Any]:
 # An allowed caller reaches the route and is answered by the service, not by auth: these
 # routes need state (a peer, an agreement) the matrix does not build, so their allowed
 # callers get this instead of a 2xx.
-SERVICE_ANSWER = {("POST", f"{API}/jobs/query"): (404, "not_found")}
+SERVICE_ANSWER = {
+    ("POST", f"{API}/jobs/query"): (404, "not_found"),
+    # The node has joined no space: it can neither reach a peer nor has contracts to show.
+    ("GET", f"{API}/peers/{{peer}}/catalog"): (400, "usage"),
+    ("POST", f"{API}/contracts"): (400, "usage"),
+    ("GET", f"{API}/contracts/{{ref}}"): (404, "not_found"),
+    ("POST", f"{API}/contracts/{{ref}}/approve"): (404, "not_found"),
+    ("POST", f"{API}/contracts/{{ref}}/reject"): (404, "not_found"),
+}
 
 
 MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
@@ -124,6 +157,31 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", f"{API}/bills"): (ALL, _get(f"{API}/bills")),
     ("POST", f"{API}/bills"): (WRITERS, _issue_bill),
     ("GET", f"{API}/jobs"): (ALL, _get(f"{API}/jobs")),
+    ("GET", f"{API}/offers"): (ALL, _get(f"{API}/offers")),
+    ("POST", f"{API}/offers"): (WRITERS, _create_offer),
+    ("GET", f"{API}/offers/{{offer_id}}"): (ALL, _offer_url),
+    ("DELETE", f"{API}/offers/{{offer_id}}"): (WRITERS, _offer_url),
+    ("GET", f"{API}/peers/{{peer}}/catalog"): (ALL, _get(f"{API}/peers/tax/catalog")),
+    ("POST", f"{API}/contracts"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/contracts",
+            "json": {"peer": "tax", "offer_id": "urn:uuid:x", "purpose": "credit-risk"},
+        },
+    ),
+    ("GET", f"{API}/contracts"): (ALL, _get(f"{API}/contracts")),
+    ("GET", f"{API}/contracts/{{ref}}"): (ALL, _get(f"{API}/contracts/urn:uuid:none")),
+    ("POST", f"{API}/contracts/{{ref}}/approve"): (
+        WRITERS,
+        lambda api, allowed: {"url": f"{API}/contracts/urn:uuid:none/approve"},
+    ),
+    ("POST", f"{API}/contracts/{{ref}}/reject"): (
+        WRITERS,
+        lambda api, allowed: {
+            "url": f"{API}/contracts/urn:uuid:none/reject",
+            "json": {"reason": "no"},
+        },
+    ),
     ("GET", f"{API}/jobs/{{job_id}}"): (ALL, _denied_job),
     ("POST", f"{API}/jobs/query"): (("admin", "consumer"), _query_unknown_agreement),
     ("POST", "/peer/v1/jobs/query"): (PEER, _peer_query),

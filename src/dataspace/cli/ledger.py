@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, console, err_console, node, print_json, table
-from dataspace.errors import InputError, LedgerTampered
+from dataspace.errors import InputError, LedgerTampered, UsageError
 from dataspace.services import ledger
 
 app = typer.Typer(help="The node's verifiable log (RFC 9162).", no_args_is_help=True)
@@ -54,11 +54,19 @@ def checkpoint(ctx: typer.Context) -> None:
 @app.command("prove")
 def prove(
     ctx: typer.Context,
-    index: int = typer.Argument(..., help="Entry index."),
+    index: int = typer.Argument(None, help="Entry index (or use --latest)."),
+    latest: str = typer.Option(
+        None, "--latest", help="Prove the newest entry with this action, e.g. job.completed."
+    ),
     out: Path = typer.Option(None, "--out", "-o", help="Write the bundle here instead of stdout."),
 ) -> None:
     """Write an offline-verifiable inclusion proof for one entry."""
-    bundle = ledger.inclusion_proof(node(ctx), index)
+    n = node(ctx)
+    if (index is None) == (latest is None):
+        raise UsageError("give an entry index or --latest ACTION", hint="not both")
+    if latest is not None:
+        index = ledger.latest_index(n, latest)
+    bundle = ledger.inclusion_proof(n, index)
     text = json.dumps(bundle, ensure_ascii=False, indent=2) + "\n"
     if out is None:
         print(text, end="")

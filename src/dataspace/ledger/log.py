@@ -348,6 +348,21 @@ def entries(session: Session, start: int = 0, limit: int = 100) -> list[LogRow]:
     return [_row(r.idx, r.leaf_hash, r.entry, r.payload) for r in session.execute(query)]
 
 
+def latest_with_action(session: Session, action: str) -> int | None:
+    """Index of the newest entry whose action is ``action``, or None."""
+    needle = '"action":' + json.dumps(action, ensure_ascii=False)
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    query = (
+        select(LedgerEntry.idx, LedgerEntry.entry)
+        .where(LedgerEntry.entry.like(f"%{escaped}%", escape="\\"))
+        .order_by(LedgerEntry.idx.desc())
+    )
+    for idx, entry in session.execute(query):
+        if json.loads(entry).get("action") == action:  # the text match is only a filter
+            return int(idx)
+    return None
+
+
 def get_entry(session: Session, index: int) -> LogRow:
     found = session.execute(_rows_query().where(LedgerEntry.idx == index)).first()
     if found is None:

@@ -16,12 +16,14 @@ from dataspace.node.auth import roles_of
 from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
 from dataspace.node.peer_auth import require_peer
 from dataspace.node.routers import (
+    contracts,
     datasets,
     dsp,
     dsp_version,
     health,
     jobs,
     ledger,
+    offers,
     peer,
     peer_jobs,
     tokens,
@@ -35,8 +37,21 @@ PUBLIC = "public"
 PEER = "peer"  # routes for other nodes: an RFC 9421-signed request from a member, no token
 
 # Every router module of the node; a module's PREFIX (default API_PREFIX) places its routes.
-ROUTERS = (health, node_identity, datasets, ledger, tokens, usage, peer, jobs, peer_jobs,
-           dsp, dsp_version)
+ROUTERS = (
+    health,
+    node_identity,
+    datasets,
+    offers,
+    contracts,
+    jobs,
+    usage,
+    ledger,
+    tokens,
+    peer,
+    peer_jobs,
+    dsp,
+    dsp_version,
+)
 
 DESCRIPTION = """\
 The HTTP API of one **dataspace** node: its datasets, its verifiable ledger and its API tokens.
@@ -58,6 +73,9 @@ def create_app(node: Node) -> FastAPI:
             {"name": "datasets", "description": "Registered datasets and their catalog analysis"},
             {"name": "ledger", "description": "The append-only Merkle log, checkpoints, proofs"},
             {"name": "tokens", "description": "API tokens and their roles (admin only)"},
+            {"name": "offers", "description": "Offers this node publishes (ODRL policies)"},
+            {"name": "contracts", "description": "Peers' catalogs, negotiations, agreements"},
+            {"name": "jobs", "description": "Governed queries under agreements"},
             {"name": "usage", "description": "Usage records, statements, bills"},
         ],
     )

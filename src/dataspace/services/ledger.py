@@ -30,6 +30,15 @@ def entries(node: Node, start: int = 0, limit: int = 100) -> list[dict[str, Any]
         return [e.to_dict() for e in log.entries(session, start=start, limit=limit)]
 
 
+def latest_index(node: Node, action: str) -> int:
+    """The index of the newest entry with ``action``."""
+    with node.store.read() as session:
+        found = log.latest_with_action(session, action)
+    if found is None:
+        raise NotFound(f"the ledger has no {action!r} entry", hint="see `dataspace ledger log`")
+    return found
+
+
 def _check_index(index: int, tree_size: int) -> None:
     if not 0 <= index < tree_size:
         raise NotFound(
