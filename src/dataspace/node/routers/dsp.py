@@ -40,8 +40,9 @@ router = APIRouter(tags=[TAG])
 
 
 def _body_error(exc: json.JSONDecodeError) -> ProtocolError:
-    return ProtocolError(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                         path="$")
+    return ProtocolError(
+        f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path="$"
+    )
 
 
 async def _json(request: Request) -> Any:
@@ -62,8 +63,15 @@ def _respond(reply: ng.Reply, tasks: BackgroundTasks) -> Response:
     return JSONResponse(reply.body, status_code=reply.status)
 
 
-async def _negotiation(request: Request, tasks: BackgroundTasks, node: Node, member: Member,
-                       what: str, pid: str | None, handle: Callable[[Any], ng.Reply]) -> Response:
+async def _negotiation(
+    request: Request,
+    tasks: BackgroundTasks,
+    node: Node,
+    member: Member,
+    what: str,
+    pid: str | None,
+    handle: Callable[[Any], ng.Reply],
+) -> Response:
     try:
         doc = await _json(request)
     except ProtocolError as exc:
@@ -79,10 +87,19 @@ async def _negotiation(request: Request, tasks: BackgroundTasks, node: Node, mem
 def _catalog_error(node: Node, member: Member, exc: DataspaceError, what: str) -> JSONResponse:
     status = 404 if isinstance(exc, NotFound) else 400
     with node.store.write() as session:
-        log.append(session, actor=ng.PEER_ACTOR.format(member.name), action="catalog.refused",
-                   payload={"peer": member.name, "message": what, "status": status,
-                            "code": exc.code, "reason": exc.message,
-                            "path": exc.details.get("path")})
+        log.append(
+            session,
+            actor=ng.PEER_ACTOR.format(member.name),
+            action="catalog.refused",
+            payload={
+                "peer": member.name,
+                "message": what,
+                "status": status,
+                "code": exc.code,
+                "reason": exc.message,
+                "path": exc.details.get("path"),
+            },
+        )
     body = build(CatalogError(code=exc.code, reason=(exc.message,)))
     return JSONResponse(body, status_code=status)
 
@@ -91,24 +108,36 @@ def _endpoint(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-@router.post("/catalog/request", summary="The catalog (CatalogRequestMessage → Catalog)",
-             description=_DOC, openapi_extra=_PEER)
-async def catalog_request(request: Request, member: Member = Depends(require_peer),
-                          node: Node = Depends(get_node)) -> Response:
+@router.post(
+    "/catalog/request",
+    summary="The catalog (CatalogRequestMessage → Catalog)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def catalog_request(
+    request: Request, member: Member = Depends(require_peer), node: Node = Depends(get_node)
+) -> Response:
     try:
         doc = await _json(request)
         parse(doc, "CatalogRequestMessage")
         body = await run_in_threadpool(catalog.catalog_doc, node, _endpoint(request))
     except DataspaceError as exc:
-        return await run_in_threadpool(_catalog_error, node, member, exc,
-                                       "CatalogRequestMessage")
+        return await run_in_threadpool(_catalog_error, node, member, exc, "CatalogRequestMessage")
     return JSONResponse(body)
 
 
-@router.get("/catalog/datasets/{dataset_id}", summary="One dataset of the catalog",
-            description=_DOC, openapi_extra=_PEER)
-def catalog_dataset(dataset_id: str, request: Request, member: Member = Depends(require_peer),
-                    node: Node = Depends(get_node)) -> Response:
+@router.get(
+    "/catalog/datasets/{dataset_id}",
+    summary="One dataset of the catalog",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+def catalog_dataset(
+    dataset_id: str,
+    request: Request,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
     try:
         return JSONResponse(catalog.dataset_doc(node, dataset_id, _endpoint(request)))
     except DataspaceError as exc:
@@ -118,94 +147,213 @@ def catalog_dataset(dataset_id: str, request: Request, member: Member = Depends(
 # --- negotiation: provider ------------------------------------------------------------------
 
 
-@router.get("/negotiations/{pid}", summary="A contract negotiation (ACK)", description=_DOC,
-            openapi_extra=_PEER)
-def negotiation_get(pid: str, tasks: BackgroundTasks, member: Member = Depends(require_peer),
-                    node: Node = Depends(get_node)) -> Response:
+@router.get(
+    "/negotiations/{pid}",
+    summary="A contract negotiation (ACK)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+def negotiation_get(
+    pid: str,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
     return _respond(ng.handle_get(node, member, pid), tasks)
 
 
-@router.post("/negotiations/request", status_code=201,
-             summary="Start a negotiation (ContractRequestMessage → 201 ContractNegotiation)",
-             description=_DOC, openapi_extra=_PEER)
-async def negotiation_request(request: Request, tasks: BackgroundTasks,
-                              member: Member = Depends(require_peer),
-                              node: Node = Depends(get_node)) -> Response:
-    return await _negotiation(request, tasks, node, member, "ContractRequestMessage", None,
-                              lambda doc: ng.handle_request(node, member, doc))
-
-
-@router.post("/negotiations/{pid}/request", summary="A counter-request (refused)",
-             description=_DOC, openapi_extra=_PEER)
-async def negotiation_counter_request(pid: str, request: Request, tasks: BackgroundTasks,
-                                      member: Member = Depends(require_peer),
-                                      node: Node = Depends(get_node)) -> Response:
+@router.post(
+    "/negotiations/request",
+    status_code=201,
+    summary="Start a negotiation (ContractRequestMessage → 201 ContractNegotiation)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_request(
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
     return await _negotiation(
-        request, tasks, node, member, "ContractRequestMessage", pid,
-        lambda doc: ng.handle_message(node, member, pid, doc, "ContractRequestMessage",
-                                      own_role=Role.PROVIDER))
+        request,
+        tasks,
+        node,
+        member,
+        "ContractRequestMessage",
+        None,
+        lambda doc: ng.handle_request(node, member, doc),
+    )
 
 
-@router.post("/negotiations/{pid}/events",
-             summary="ContractNegotiationEventMessage (ACCEPTED to a provider, FINALIZED to a "
-                     "consumer)", description=_DOC, openapi_extra=_PEER)
-async def negotiation_events(pid: str, request: Request, tasks: BackgroundTasks,
-                             member: Member = Depends(require_peer),
-                             node: Node = Depends(get_node)) -> Response:
+@router.post(
+    "/negotiations/{pid}/request",
+    summary="A counter-request (refused)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_counter_request(
+    pid: str,
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
     return await _negotiation(
-        request, tasks, node, member, "ContractNegotiationEventMessage", pid,
-        lambda doc: ng.handle_message(node, member, pid, doc, "ContractNegotiationEventMessage"))
+        request,
+        tasks,
+        node,
+        member,
+        "ContractRequestMessage",
+        pid,
+        lambda doc: ng.handle_message(
+            node, member, pid, doc, "ContractRequestMessage", own_role=Role.PROVIDER
+        ),
+    )
 
 
-@router.post("/negotiations/{pid}/agreement/verification",
-             summary="ContractAgreementVerificationMessage (with the consumer's signature)",
-             description=_DOC, openapi_extra=_PEER)
-async def negotiation_verification(pid: str, request: Request, tasks: BackgroundTasks,
-                                   member: Member = Depends(require_peer),
-                                   node: Node = Depends(get_node)) -> Response:
+@router.post(
+    "/negotiations/{pid}/events",
+    summary="ContractNegotiationEventMessage (ACCEPTED to a provider, FINALIZED to a consumer)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_events(
+    pid: str,
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
     return await _negotiation(
-        request, tasks, node, member, "ContractAgreementVerificationMessage", pid,
-        lambda doc: ng.handle_verification(node, member, pid, doc))
+        request,
+        tasks,
+        node,
+        member,
+        "ContractNegotiationEventMessage",
+        pid,
+        lambda doc: ng.handle_message(node, member, pid, doc, "ContractNegotiationEventMessage"),
+    )
 
 
-@router.post("/negotiations/{pid}/termination",
-             summary="ContractNegotiationTerminationMessage (either side)", description=_DOC,
-             openapi_extra=_PEER)
-async def negotiation_termination(pid: str, request: Request, tasks: BackgroundTasks,
-                                  member: Member = Depends(require_peer),
-                                  node: Node = Depends(get_node)) -> Response:
+@router.post(
+    "/negotiations/{pid}/agreement/verification",
+    summary="ContractAgreementVerificationMessage (with the consumer's signature)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_verification(
+    pid: str,
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
     return await _negotiation(
-        request, tasks, node, member, cn.TERMINATION, pid,
-        lambda doc: ng.handle_message(node, member, pid, doc, cn.TERMINATION))
+        request,
+        tasks,
+        node,
+        member,
+        "ContractAgreementVerificationMessage",
+        pid,
+        lambda doc: ng.handle_verification(node, member, pid, doc),
+    )
+
+
+@router.post(
+    "/negotiations/{pid}/termination",
+    summary="ContractNegotiationTerminationMessage (either side)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_termination(
+    pid: str,
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
+    return await _negotiation(
+        request,
+        tasks,
+        node,
+        member,
+        cn.TERMINATION,
+        pid,
+        lambda doc: ng.handle_message(node, member, pid, doc, cn.TERMINATION),
+    )
 
 
 # --- negotiation: consumer callbacks --------------------------------------------------------
 
 
-@router.post("/negotiations/offers", status_code=201,
-             summary="A provider-initiated ContractOfferMessage (refused)", description=_DOC,
-             openapi_extra=_PEER)
-async def negotiation_initial_offer(request: Request, tasks: BackgroundTasks,
-                                    member: Member = Depends(require_peer),
-                                    node: Node = Depends(get_node)) -> Response:
-    return await _negotiation(request, tasks, node, member, "ContractOfferMessage", None,
-                              lambda doc: ng.handle_offer(node, member, doc))
+@router.post(
+    "/negotiations/offers",
+    status_code=201,
+    summary="A provider-initiated ContractOfferMessage (refused)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_initial_offer(
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
+    return await _negotiation(
+        request,
+        tasks,
+        node,
+        member,
+        "ContractOfferMessage",
+        None,
+        lambda doc: ng.handle_offer(node, member, doc),
+    )
 
 
-@router.post("/negotiations/{pid}/offers", summary="A counter-offer (refused)",
-             description=_DOC, openapi_extra=_PEER)
-async def negotiation_offer(pid: str, request: Request, tasks: BackgroundTasks,
-                            member: Member = Depends(require_peer),
-                            node: Node = Depends(get_node)) -> Response:
-    return await _negotiation(request, tasks, node, member, "ContractOfferMessage", pid,
-                              lambda doc: ng.handle_offer(node, member, doc, pid))
+@router.post(
+    "/negotiations/{pid}/offers",
+    summary="A counter-offer (refused)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_offer(
+    pid: str,
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
+    return await _negotiation(
+        request,
+        tasks,
+        node,
+        member,
+        "ContractOfferMessage",
+        pid,
+        lambda doc: ng.handle_offer(node, member, doc, pid),
+    )
 
 
-@router.post("/negotiations/{pid}/agreement",
-             summary="ContractAgreementMessage (with the provider's signature)",
-             description=_DOC, openapi_extra=_PEER)
-async def negotiation_agreement(pid: str, request: Request, tasks: BackgroundTasks,
-                                member: Member = Depends(require_peer),
-                                node: Node = Depends(get_node)) -> Response:
-    return await _negotiation(request, tasks, node, member, "ContractAgreementMessage", pid,
-                              lambda doc: ng.handle_agreement(node, member, pid, doc))
+@router.post(
+    "/negotiations/{pid}/agreement",
+    summary="ContractAgreementMessage (with the provider's signature)",
+    description=_DOC,
+    openapi_extra=_PEER,
+)
+async def negotiation_agreement(
+    pid: str,
+    request: Request,
+    tasks: BackgroundTasks,
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> Response:
+    return await _negotiation(
+        request,
+        tasks,
+        node,
+        member,
+        "ContractAgreementMessage",
+        pid,
+        lambda doc: ng.handle_agreement(node, member, pid, doc),
+    )

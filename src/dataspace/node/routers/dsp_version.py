@@ -13,7 +13,10 @@ PREFIX = ""
 router = APIRouter(tags=["dsp"])
 
 
-@router.get("/.well-known/dspace-version", summary="DSP versions this node speaks",
-            description=f"The DSP 2025-1 version object, pointing at `{DSP_PATH}`.")
+@router.get(
+    "/.well-known/dspace-version",
+    summary="DSP versions this node speaks",
+    description=f"The DSP 2025-1 version object, pointing at `{DSP_PATH}`.",
+)
 def dspace_version() -> dict[str, Any]:
     return version_response(DSP_PATH)
