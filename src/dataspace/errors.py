@@ -36,6 +36,12 @@ Packages keep their own subclasses next to the code that raises them:
                    ├─ identity.digest.DigestError                RFC 9421 / 9530 checks
                    └─ identity.replay.ReplayedRequest
     VerificationError ── identity.membership.MembershipError   a bad or stale membership list
+                      └─ privacy.secagg.errors.ShareRejected   a garbled or misrouted share
+    InputError ── privacy.psi.errors.PsiMessageRefused (InvalidPoint)   a bad PSI message
+               ├─ privacy.secagg.errors.SecAggError   out of order, overflow, too few survivors
+               └─ federated.errors.InvalidTrainingInput
+    UsageError ── privacy.psi.errors.PsiConfigError (PsiUnavailable)
+    federated.errors.FederatedError ── MpcProtocolError (TripleReused, MalformedMessage)
     compute.errors.SandboxError                   QueryTimeout, QueryOutOfMemory,
                                                   ResultTooLarge, WorkerCrashed
 """

@@ -53,7 +53,7 @@ class DeliveryFailed(DataspaceError):
     """A message to a peer could not be delivered within the retry budget."""
 
     code = "delivery_failed"
-    exit_code = 9
+    exit_code = 10
     http_status = 502
 
 
