@@ -1,0 +1,180 @@
+"""The prime-order groups DH-PSI runs in, from libraries: X25519 (``cryptography``) and
+ristretto255 (libsodium through ``pysodium``).
+
+Every function works on *batches*: points travel as one ``bytes`` of 32-byte rows, never as
+one Python object per identifier longer than the loop that computes it.
+
+Hash to group, with domain separation::
+
+    prefix = lp("dataspace/psi/v1") || lp(job id) || lp(key spec)     lp = 4-byte length prefix
+    X25519:       u = SHA-512(prefix || item)[0:32], top bit cleared  (x-coordinate, RFC 7748)
+    ristretto255: P = from_hash(SHA-512(prefix || item))              (RFC 9496 one-way map)
+
+X25519 is the default: measured on the reference machine (AMD EPYC, 2 cores), one X25519
+exchange costs ~23 µs, while ristretto255 needs ~10 µs for ``from_hash`` plus ~35 µs per
+scalar multiplication (libsodium has no ADX path for it); a party does two multiplications per
+identifier, so X25519 is ~1.7x faster end to end. X25519 hashes onto the x-line of the curve
+*or its twist*; the clamped scalar (a multiple of the cofactor) maps both into their prime-order
+subgroups (curve25519 is twist-secure by design), and x-only multiplication commutes, which is
+all DH-PSI needs. ristretto255 stays available by name for a strict prime-order group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import pysodium
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from dataspace.privacy.psi.errors import InvalidPoint, PsiConfigError
+
+__all__ = [
+    "DOMAIN",
+    "GROUPS",
+    "POINT_SIZE",
+    "X25519",
+    "Group",
+    "Ristretto255",
+    "domain_prefix",
+    "group",
+]
+
+POINT_SIZE = 32
+DOMAIN = b"dataspace/psi/v1"
+
+
+def _lp(part: bytes) -> bytes:
+    return len(part).to_bytes(4, "big") + part
+
+
+def domain_prefix(job_id: str, key_spec: str) -> bytes:
+    """The hash prefix binding every point to this protocol version, job and key spec."""
+    return _lp(DOMAIN) + _lp(job_id.encode()) + _lp(key_spec.encode())
+
+
+def as_rows(points: bytes) -> np.ndarray:
+    """View a buffer of points as an (n, 32) uint8 array (no copy)."""
+    if len(points) % POINT_SIZE:
+        raise InvalidPoint(
+            f"point buffer of {len(points)} bytes is not a multiple of {POINT_SIZE}",
+            hint="the message was truncated or corrupted; restart the job",
+        )
+    return np.frombuffer(points, dtype=np.uint8).reshape(-1, POINT_SIZE)
+
+
+class Group(ABC):
+    """A group with a hash onto it and commutative exponentiation."""
+
+    name: str
+
+    @abstractmethod
+    def new_key(self) -> bytes:
+        """A fresh secret scalar from the library's RNG (one per job and party)."""
+
+    @abstractmethod
+    def hash_blind(self, key: bytes, prefix: bytes, items: Sequence[bytes]) -> bytes:
+        """``H(item)^key`` for every item, concatenated."""
+
+    @abstractmethod
+    def blind(self, key: bytes, points: bytes) -> bytes:
+        """``P^key`` for every received point; raises :class:`InvalidPoint` on a bad one."""
+
+
+class X25519(Group):
+    name = "x25519"
+    _P_LOW = 0xED  # p = 2^255 - 19: little-endian ed ff .. ff 7f
+
+    def new_key(self) -> bytes:
+        return X25519PrivateKey.generate().private_bytes_raw()
+
+    def hash_blind(self, key: bytes, prefix: bytes, items: Sequence[bytes]) -> bytes:
+        sk = X25519PrivateKey.from_private_bytes(key)
+        base = hashlib.sha512(prefix)
+        out = bytearray()
+        for item in items:
+            h = base.copy()
+            h.update(item)
+            u = bytearray(h.digest()[:POINT_SIZE])
+            u[31] &= 0x7F
+            out += sk.exchange(X25519PublicKey.from_public_bytes(bytes(u)))
+        return bytes(out)
+
+    def check(self, points: bytes) -> None:
+        """Refuse non-canonical encodings (top bit set, or u >= p)."""
+        rows = as_rows(points)
+        bad = (rows[:, 31] & 0x80) != 0
+        top = (rows[:, 31] == 0x7F) & np.all(rows[:, 1:31] == 0xFF, axis=1)
+        bad |= top & (rows[:, 0] >= self._P_LOW)
+        if bad.any():
+            raise InvalidPoint(
+                f"{int(bad.sum())} received point(s) are not canonical X25519 u-coordinates",
+                hint="the peer sent malformed points; the job must be restarted",
+                index=int(np.argmax(bad)),
+            )
+
+    def blind(self, key: bytes, points: bytes) -> bytes:
+        self.check(points)
+        sk = X25519PrivateKey.from_private_bytes(key)
+        out = bytearray()
+        for i in range(0, len(points), POINT_SIZE):
+            try:
+                out += sk.exchange(X25519PublicKey.from_public_bytes(points[i : i + POINT_SIZE]))
+            except ValueError as exc:  # all-zero output: a low-order point
+                raise InvalidPoint(
+                    "a received point has low order",
+                    hint="the peer sent a point outside the prime-order group; restart the job",
+                    index=i // POINT_SIZE,
+                ) from exc
+        return bytes(out)
+
+
+class Ristretto255(Group):
+    name = "ristretto255"
+
+    def new_key(self) -> bytes:
+        return bytes(pysodium.crypto_core_ristretto255_scalar_random())
+
+    def hash_blind(self, key: bytes, prefix: bytes, items: Sequence[bytes]) -> bytes:
+        base = hashlib.sha512(prefix)
+        from_hash = pysodium.crypto_core_ristretto255_from_hash
+        mult = pysodium.crypto_scalarmult_ristretto255
+        out = bytearray()
+        for item in items:
+            h = base.copy()
+            h.update(item)
+            out += mult(key, from_hash(h.digest()))
+        return bytes(out)
+
+    def blind(self, key: bytes, points: bytes) -> bytes:
+        as_rows(points)
+        valid = pysodium.crypto_core_ristretto255_is_valid_point
+        mult = pysodium.crypto_scalarmult_ristretto255
+        out = bytearray()
+        for i in range(0, len(points), POINT_SIZE):
+            point = points[i : i + POINT_SIZE]
+            if not valid(point):
+                raise InvalidPoint(
+                    "a received point is not a valid ristretto255 encoding",
+                    hint="the peer sent malformed points; the job must be restarted",
+                    index=i // POINT_SIZE,
+                )
+            try:
+                out += mult(key, point)
+            except ValueError as exc:  # identity result
+                raise InvalidPoint("a received point is the identity", index=i // 32) from exc
+        return bytes(out)
+
+
+GROUPS: dict[str, Group] = {g.name: g for g in (X25519(), Ristretto255())}
+
+
+def group(name: str) -> Group:
+    try:
+        return GROUPS[name]
+    except KeyError:
+        raise PsiConfigError(
+            f"unknown PSI group '{name}'", hint="choose one of: " + ", ".join(GROUPS)
+        ) from None
