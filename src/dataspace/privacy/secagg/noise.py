@@ -1,0 +1,149 @@
+"""Optional DP noise on the released aggregate: central DP, added by the coordinator.
+
+:func:`with_noise` wraps any strategy (DESIGN §5.7: DP wraps a strategy rather than forking
+it). After unmasking, the coordinator holds the exact sum for a moment, adds noise from
+OpenDP's samplers (:func:`dataspace.privacy.dp.build_noise`, cached per shape) and keeps only
+the noisy result. This trusts the coordinator with the exact sum; distributed noise (each
+party adding a share of discrete Gaussian noise before masking) is not implemented.
+
+Neighbouring datasets differ in one party's vector (participation itself is public: the
+coordinator and the job record know who took part). Each value lies in [−B, B], B the
+encoding's per-party bound (rounded up to the fixed-point grid), so replacing one party's
+vector of length m moves the sum by at most 2B per coordinate:
+
+* Laplace: L1 sensitivity 2B·m, pure ε-DP;
+* Gaussian: L2 sensitivity 2B·√m, (ε, δ)-DP.
+
+The count is noised too when parties may contribute counts above 1 (``max_count > 1``,
+sensitivity ``max_count``), with ε (and δ) split evenly between sum and count; with
+``max_count == 1`` the count is released exactly (it is at most the public number of
+survivors). The mean is sum / count, post-processing of both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from dataspace.errors import UsageError
+from dataspace.privacy.dp import build_noise, mechanism
+from dataspace.privacy.secagg.base import (
+    AggregateResult,
+    Aggregator,
+    CoordinatorRole,
+    PartyRole,
+    SessionConfig,
+    Signer,
+    Verifier,
+)
+
+__all__ = ["NoisyAggregator", "NoisyCoordinator", "OutputNoise", "with_noise"]
+
+
+@dataclass(frozen=True)
+class OutputNoise:
+    """ε (and δ for Gaussian) spent by one released aggregate, and the mechanism's name."""
+
+    epsilon: float
+    delta: float = 0.0
+    mechanism: str = "laplace"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise UsageError(f"epsilon must be a positive finite number, got {self.epsilon!r}")
+        if not 0 <= self.delta < 1:
+            raise UsageError(f"delta must be in [0, 1), got {self.delta!r}")
+        mech = mechanism(self.mechanism)
+        if mech.uses_delta and self.delta <= 0:
+            raise UsageError(
+                "the gaussian mechanism needs delta > 0", hint="set delta or use laplace"
+            )
+
+
+class NoisyCoordinator(CoordinatorRole):
+    """Delegates the rounds to the wrapped coordinator and noises its result."""
+
+    def __init__(self, inner: CoordinatorRole, noise: OutputNoise) -> None:
+        self.inner = inner
+        self.config = inner.config
+        self.noise = noise
+        self._noisy: AggregateResult | None = None
+
+    # The state lives in the wrapped role; delegate the whole surface.
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    @property
+    def round(self) -> str:
+        return self.inner.round
+
+    def pending(self) -> frozenset[int]:
+        return self.inner.pending()
+
+    def receive(self, data: bytes) -> None:
+        self.inner.receive(data)
+
+    def advance(self) -> dict[int, bytes]:
+        return self.inner.advance()
+
+    def result(self) -> AggregateResult:
+        if self._noisy is None:
+            self._noisy = add_noise(self.inner.result(), self.inner.config, self.noise)
+        return self._noisy
+
+
+def add_noise(exact: AggregateResult, config: SessionConfig, spec: OutputNoise) -> AggregateResult:
+    """The result with OpenDP noise on the sum (and on the count when it is private)."""
+    enc = config.encoding
+    bound = enc.max_encoded * enc.resolution
+    m = exact.sum.size
+    gaussian = mechanism(spec.mechanism).uses_delta
+    noisy_count = enc.max_count > 1
+    share = 0.5 if noisy_count else 1.0
+    eps, delta = spec.epsilon * share, (spec.delta * share if gaussian else 0.0)
+    sensitivity = 2 * bound * (math.sqrt(m) if gaussian else m)
+    noise = build_noise(spec.mechanism, False, float(sensitivity), eps, delta)
+    sums: npt.NDArray[np.float64] = np.asarray(noise.apply(exact.sum.tolist()), dtype=np.float64)
+    count, count_noise = exact.count, None
+    if noisy_count:
+        count_noise = build_noise(spec.mechanism, True, float(enc.max_count), eps, delta)
+        count = float(count_noise.apply([int(exact.count)])[0])
+    return replace(exact, sum=sums, count=count, noise=noise, count_noise=count_noise)
+
+
+class NoisyAggregator(Aggregator):
+    """A strategy whose released aggregate carries DP noise."""
+
+    tolerates_dropouts = False
+
+    def __init__(self, inner: Aggregator, noise: OutputNoise) -> None:
+        self.inner = inner
+        self.noise = noise
+        self.name = inner.name  # type: ignore[misc]
+        self.tolerates_dropouts = inner.tolerates_dropouts  # type: ignore[misc]
+
+    def party(
+        self,
+        config: SessionConfig,
+        index: int,
+        values: Sequence[float] | npt.ArrayLike,
+        count: int = 1,
+        *,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
+    ) -> PartyRole:
+        return self.inner.party(config, index, values, count, signer=signer, verifier=verifier)
+
+    def coordinator(
+        self, config: SessionConfig, *, verifier: Verifier | None = None
+    ) -> NoisyCoordinator:
+        return NoisyCoordinator(self.inner.coordinator(config, verifier=verifier), self.noise)
+
+
+def with_noise(inner: Aggregator, noise: OutputNoise) -> NoisyAggregator:
+    return NoisyAggregator(inner, noise)

@@ -1,0 +1,79 @@
+"""Strategies by name, DP noise on the output, and the one-call local runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from dataspace.errors import UsageError
+from dataspace.privacy.secagg import (
+    AGGREGATORS,
+    FixedPoint,
+    OutputNoise,
+    SessionConfig,
+    aggregate_locally,
+    aggregator,
+    run_session,
+)
+from privacy.secagg.common import PARTIES, make_config, plain_sum
+
+Inputs = dict[int, npt.NDArray[np.float64]]
+
+
+def test_strategies_are_chosen_by_name() -> None:
+    assert sorted(AGGREGATORS) == ["additive", "pairwise-masking"]
+    assert aggregator("pairwise-masking").tolerates_dropouts
+    assert not aggregator("additive").tolerates_dropouts
+    with pytest.raises(UsageError, match="unknown secure-aggregation strategy"):
+        aggregator("homomorphic")
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATORS))
+def test_laplace_noise_is_added_after_unmasking(name: str, inputs: Inputs) -> None:
+    config = make_config(length=20)
+    small = {i: v[:20] / 1000 for i, v in inputs.items()}  # bound 1000 → sensitivity 2·1000·20
+    strategy = aggregator(name, OutputNoise(epsilon=1.0))
+    _, result = run_session(strategy, config, small)
+    assert result.noise is not None and result.noise.mechanism == "laplace"
+    assert result.noise.sensitivity == pytest.approx(2 * 1000 * 20, rel=1e-6)
+    assert result.epsilon == 1.0 and result.delta == 0.0
+    assert result.count == 5 and result.count_noise is None  # participation is public
+    error = np.abs(result.sum - plain_sum(small, PARTIES))
+    assert np.all(error > 0)  # noise on every coordinate
+    assert np.median(error) < 10 * result.noise.scale
+
+
+def test_gaussian_noise_splits_the_budget_with_a_private_count(inputs: Inputs) -> None:
+    config = SessionConfig(
+        session=b"s" * 16,
+        parties=PARTIES,
+        length=10,
+        encoding=FixedPoint(bound=1.0, max_count=100),
+    )
+    data = {i: np.clip(v[:10], -1, 1) for i, v in inputs.items()}
+    strategy = aggregator("pairwise-masking", OutputNoise(1.0, 1e-6, "gaussian"))
+    _, result = run_session(strategy, config, data, counts=dict.fromkeys(PARTIES, 50))
+    assert result.noise is not None and result.count_noise is not None
+    assert result.epsilon == pytest.approx(1.0) and result.delta == pytest.approx(1e-6)
+    assert result.noise.sensitivity == pytest.approx(
+        2 * np.sqrt(10) * config.encoding.max_encoded / 2**16
+    )
+    assert result.count != 250 or result.count_noise.scale < 1  # a noisy count
+
+
+def test_bad_noise_is_refused() -> None:
+    with pytest.raises(UsageError):
+        OutputNoise(epsilon=0)
+    with pytest.raises(UsageError, match="delta"):
+        OutputNoise(epsilon=1, mechanism="gaussian")
+    with pytest.raises(UsageError):
+        OutputNoise(epsilon=1, mechanism="cauchy")
+
+
+def test_aggregate_locally_in_one_call() -> None:
+    rng = np.random.default_rng(3)
+    vectors = [rng.uniform(-5, 5, 100) for _ in range(4)]
+    result = aggregate_locally(vectors, bound=5.0, drop={4: 2})
+    assert result.parties == (1, 2, 3) and result.dropped == (4,)
+    assert np.max(np.abs(result.sum - np.sum(vectors[:3], axis=0))) <= result.error_bound
