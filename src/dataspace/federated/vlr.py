@@ -1,0 +1,352 @@
+"""Vertical federated logistic regression on additive secret shares (SecureML-style).
+
+Parties hold different columns of the same PSI-aligned rows; one of them (the *label party*,
+e.g. the bank) holds the labels. Two parties compute: the label party and a *helper* (the
+first other party unless ``TrainConfig.helper`` names one); the space operator is the dealer.
+
+Who holds what, per iteration (mini-batch B):
+
+* a computing party keeps its feature block **in the clear, at home**; once per training it
+  sends the peer ``X - U`` (``U`` a dealer mask it alone knows) — uniformly random to the peer;
+* any other data party (e.g. the grid) secret-shares its standardised block once, one share to
+  each computing party, and then takes no part until the end;
+* every weight block ``w_p`` (and the intercept) is secret-shared between the two computing
+  parties from start to end of training; so are the scores ``z = sum_p X_p[B] w_p``, the
+  sigmoid, the residuals ``r = sigma(z) - y``, the gradients ``X_p[B]^T r`` and the updates;
+* the labels never leave the label party: it subtracts ``y`` from its share of sigma(z).
+
+Opened during training: **only** the validation Brier score (one number per epoch, to both
+computing parties: both must agree to stop). Everything else a party receives is a Beaver
+opening or a mask, uniformly distributed. At the end each weight block is opened **to its
+owner only** (the intercept to the label party). Prediction (:func:`predict`) needs no
+secure multiplication: each owner computes ``X_p w_p`` locally, the pieces are secret-shared
+and summed, and only the total score is opened, to the label party (or a named requester).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from dataspace.federated.errors import InvalidTrainingInput
+from dataspace.federated.mpc import Dealer, FixedPoint, Mpc, Network, Opening, OpenLog, Party
+from dataspace.federated.mpc.engine import Shared
+from dataspace.federated.plan import Plan, Scaler, TrainConfig, make_plan
+
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PartyData:
+    """One party's aligned columns (rows in PSI order); ``labels`` only at the label party."""
+
+    name: str
+    features: Floats
+    labels: Floats | None = None
+    columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartyModel:
+    """The model part one party holds after training: its weights on its standardised
+    columns, its own scaler, and — at the label party only — the intercept."""
+
+    party: str
+    columns: tuple[str, ...]
+    weights: Floats
+    scaler: Scaler
+    intercept: float | None = None
+
+    def partial_score(self, features: Floats) -> Floats:
+        """``X_p w_p`` (plus the intercept at the label party), computed at home."""
+        score = self.scaler.transform(features) @ self.weights
+        return score + self.intercept if self.intercept is not None else score
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    learning_rate: float
+    validation_brier: float
+    seconds: float
+
+
+@dataclass
+class VflResult:
+    """What a training job produced. ``models[p]`` is held by party ``p`` alone."""
+
+    models: dict[str, PartyModel]
+    label_party: str
+    compute_parties: tuple[str, str]
+    dealer: str
+    epochs_run: int
+    iterations: int
+    best_epoch: int
+    validation: list[EpochRecord]
+    seconds: float
+    dealer_seconds: float
+    bytes_by_link: dict[str, int]
+    openings: list[Opening]
+    masked_openings: int
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(self.bytes_by_link.values())
+
+
+@dataclass(frozen=True)
+class Prediction:
+    scores: Floats
+    to: str
+    openings: list[Opening]
+
+    @property
+    def probabilities(self) -> Floats:
+        return np.asarray(0.5 * (1.0 + np.tanh(0.5 * self.scores)), dtype=np.float64)
+
+
+def _check(parties: Sequence[PartyData]) -> tuple[PartyData, int]:
+    names = [p.name for p in parties]
+    if len(parties) < 2 or len(set(names)) != len(names):
+        raise InvalidTrainingInput("vertical training needs at least two distinctly named parties")
+    labelled = [p for p in parties if p.labels is not None]
+    if len(labelled) != 1:
+        raise InvalidTrainingInput(
+            f"exactly one party must hold the labels, found {len(labelled)}",
+            hint="pass labels only with the active party's PartyData",
+        )
+    label = labelled[0]
+    rows = label.features.shape[0]
+    for p in parties:
+        if p.features.ndim != 2 or p.features.shape[0] != rows:
+            raise InvalidTrainingInput(
+                f"party {p.name} has {p.features.shape[0]} rows, expected {rows}",
+                hint="align all parties on the same entities with PSI 'align' mode first",
+            )
+        if not np.isfinite(p.features).all():
+            raise InvalidTrainingInput(f"party {p.name} has missing or infinite values")
+    assert label.labels is not None
+    if not np.isin(label.labels, (0.0, 1.0)).all():
+        raise InvalidTrainingInput("labels must be 0 or 1")
+    return label, rows
+
+
+@dataclass
+class _Block:
+    party: str
+    holders: list[tuple[Party, str, str]]  # (computing party, train key, validation key)
+    width: int
+
+
+class _Session:
+    def __init__(self, parties: Sequence[PartyData], config: TrainConfig) -> None:
+        label, rows = _check(parties)
+        self.config = config
+        self.fp = FixedPoint(config.frac_bits, config.data_frac_bits)
+        self.plan: Plan = make_plan(rows, config)
+        self.label = label.name
+        helper = config.helper or next(p.name for p in parties if p.name != label.name)
+        if helper not in {p.name for p in parties} or helper == label.name:
+            raise InvalidTrainingInput(f"helper {helper!r} must be another data party")
+        self.net = Network()
+        self.nodes = {p.name: Party(p.name, self.net) for p in parties}
+        self.dealer = Dealer(config.dealer, self.net)
+        self.log = OpenLog()
+        self.mpc = Mpc(self.nodes[label.name], self.nodes[helper], self.dealer, self.fp, self.log)
+        self.scalers: dict[str, Scaler] = {}
+        self.columns = {p.name: p.columns for p in parties}
+        self.blocks: list[_Block] = []
+        self.log.step = "setup"
+        for p in parties:
+            self._load(p)
+        assert label.labels is not None
+        s0 = self.nodes[label.name]
+        s0.mem["y/train"] = self.fp.encode(label.labels[self.plan.train])
+        s0.mem["y/val"] = self.fp.encode(label.labels[self.plan.validation])
+
+    def _load(self, data: PartyData) -> None:
+        """The party standardises its block and brings it into the computation."""
+        node = self.nodes[data.name]
+        scaler = Scaler.fit(data.features[self.plan.train], self.config.clip)
+        self.scalers[data.name] = scaler
+        parts = [scaler.transform(data.features[self.plan.train]),
+                 scaler.transform(data.features[self.plan.validation])]
+        if data.name == self.label:  # the intercept column lives in the label party's block
+            parts = [np.hstack([x, np.ones((x.shape[0], 1))]) for x in parts]
+        fx = self.fp.data_frac_bits
+        encoded = [self.fp.encode(x, fx) for x in parts]
+        keys = (f"X/{data.name}/train", f"X/{data.name}/val")
+        block = _Block(data.name, [], parts[0].shape[1])
+        if self.mpc.index(node) is not None:
+            for key, x in zip(keys, encoded, strict=True):
+                node.mem[key] = x
+                self.mpc.register_owned(node, key)
+            block.holders.append((node, *keys))
+        else:  # an outside party: each computing party holds one share as its own matrix
+            for key, x in zip(keys, encoded, strict=True):
+                shared = self.mpc.share(node, x, prefix=key)
+                for holder in self.mpc.parties:
+                    holder.mem[key] = holder.mem.pop(shared.key)
+                    self.mpc.register_owned(holder, key)
+            block.holders.extend((holder, *keys) for holder in self.mpc.parties)
+        self.blocks.append(block)
+
+    def scores(self, weights: list[Shared], rows: slice | None, split: str) -> Shared:
+        total: Shared | None = None
+        for block, w in zip(self.blocks, weights, strict=True):
+            for holder, train_key, val_key in block.holders:
+                key = train_key if split == "train" else val_key
+                part = self.mpc.owned_matmul(holder, key, w, rows)
+                total = part if total is None else self._acc(total, part)
+        assert total is not None
+        z = self.mpc.trunc(total, self.fp.data_frac_bits)
+        self.mpc.free(total)
+        return z
+
+    def _acc(self, total: Shared, part: Shared) -> Shared:
+        out = self.mpc.add(total, part)
+        self.mpc.free(total, part)
+        return out
+
+    def gradient(self, block: _Block, residual: Shared, rows: slice) -> Shared:
+        total: Shared | None = None
+        for holder, train_key, _ in block.holders:
+            part = self.mpc.owned_matmul(holder, train_key, residual, rows, transpose=True)
+            total = part if total is None else self._acc(total, part)
+        assert total is not None
+        g = self.mpc.trunc(total, self.fp.data_frac_bits)
+        self.mpc.free(total)
+        return g
+
+    def penalty(self, block: _Block) -> Floats:
+        mask = np.full(block.width, self.config.l2)
+        if block.party == self.label:
+            mask[-1] = 0.0
+        return mask
+
+    def residual(self, z: Shared, labels_key: str, rows: slice | None) -> Shared:
+        s = self.mpc.sigmoid(z)
+        labels = self.mpc.parties[0].mem[labels_key]
+        r = self.mpc.sub_own(s, self.mpc.parties[0], labels[rows] if rows else labels)
+        self.mpc.free(s)
+        return r
+
+    def validation_brier(self, weights: list[Shared]) -> float:
+        z = self.scores(weights, None, "val")
+        r = self.residual(z, "y/val", None)
+        sq = self.mpc.mul(r, r)
+        total = self.mpc._new("sum", [p.mem[sq.key].sum(keepdims=True) for p in self.mpc.parties])
+        opened = self.mpc.reveal(total, self.mpc.parties, "validation Brier score (sum)")
+        self.mpc.free(z, r, sq, total)
+        return float(self.fp.decode(opened)[0]) / self.plan.validation.size
+
+
+def train(parties: Sequence[PartyData], config: TrainConfig | None = None) -> VflResult:
+    """Train VFL logistic regression; see the module docstring for what each party learns."""
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    session = _Session(parties, config)
+    mpc, plan = session.mpc, session.plan
+    weights = [mpc.public(np.zeros(b.width, dtype=np.uint64), f"w/{b.party}")
+               for b in session.blocks]
+    best_weights = [mpc.copy(w) for w in weights]
+    best, best_epoch, stale, iterations = np.inf, 0, 0, 0
+    curve: list[EpochRecord] = []
+    epochs_run = 0
+    for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
+        lr = config.step(epoch)
+        session.log.step = f"epoch {epoch}"
+        for j in plan.batch_order(epoch, config.seed):
+            rows = plan.batches[j]
+            size = rows.stop - rows.start
+            z = session.scores(weights, rows, "train")
+            r = session.residual(z, "y/train", rows)
+            updated = []
+            for block, w in zip(session.blocks, weights, strict=True):
+                g = session.gradient(block, r, rows)
+                delta = mpc.lincomb_public([(w, lr * session.penalty(block)), (g, lr / size)])
+                updated.append(mpc.sub(w, delta))
+                mpc.free(g, delta, w)
+            weights = updated
+            mpc.free(z, r)
+            iterations += 1
+        epochs_run = epoch + 1
+        brier = session.validation_brier(weights)
+        curve.append(EpochRecord(epoch, lr, brier, time.perf_counter() - epoch_start))
+        if brier < best - config.min_delta:
+            best, best_epoch, stale = brier, epoch, 0
+            mpc.free(*best_weights)
+            best_weights = [mpc.copy(w) for w in weights]
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    session.log.step = "release"
+    models: dict[str, PartyModel] = {}
+    for block, w in zip(session.blocks, best_weights, strict=True):
+        opened = mpc.reveal(w, [block.party], f"weights of {block.party} (to its owner)")
+        values = session.fp.decode(opened)
+        intercept = None
+        if block.party == session.label:
+            values, intercept = values[:-1], float(values[-1])
+        models[block.party] = PartyModel(
+            block.party, session.columns[block.party], values,
+            session.scalers[block.party], intercept,
+        )
+    return VflResult(
+        models=models,
+        label_party=session.label,
+        compute_parties=(mpc.parties[0].name, mpc.parties[1].name),
+        dealer=session.dealer.name,
+        epochs_run=epochs_run,
+        iterations=iterations,
+        best_epoch=best_epoch,
+        validation=curve,
+        seconds=time.perf_counter() - started,
+        dealer_seconds=session.dealer.seconds,
+        bytes_by_link={f"{a}->{b}": s.bytes for (a, b), s in session.net.links.items()},
+        openings=list(session.log.openings),
+        masked_openings=session.log.masked_openings,
+        config=config,
+    )
+
+
+def predict(
+    models: Mapping[str, PartyModel],
+    features: Mapping[str, Floats],
+    *,
+    label_party: str,
+    to: str | None = None,
+    frac_bits: int = 16,
+) -> Prediction:
+    """Score new aligned rows: each party computes ``X_p w_p`` at home, the pieces are
+    secret-shared between the label party and one other party and summed, and only the total
+    is opened — to ``to`` (default: the label party)."""
+    if set(models) != set(features):
+        raise InvalidTrainingInput("every model part needs its party's features and vice versa")
+    others = [name for name in models if name != label_party]
+    if label_party not in models or not others:
+        raise InvalidTrainingInput("prediction needs the label party and at least one other")
+    rows = {np.asarray(x).shape[0] for x in features.values()}
+    if len(rows) != 1:
+        raise InvalidTrainingInput("the parties' rows are not aligned (different row counts)")
+    net = Network()
+    nodes = {name: Party(name, net) for name in models}
+    log = OpenLog(step="predict")
+    fp = FixedPoint(frac_bits)
+    mpc = Mpc(nodes[label_party], nodes[others[0]], Dealer("operator", net), fp, log)
+    total: Shared | None = None
+    for name, model in models.items():
+        partial = fp.encode(model.partial_score(np.asarray(features[name], dtype=np.float64)))
+        part = mpc.share(nodes[name], partial, prefix=f"score/{name}")
+        total = part if total is None else mpc.add(total, part)
+    assert total is not None
+    recipient = to or label_party
+    opened = mpc.reveal(total, [recipient], f"scores (to {recipient})")
+    return Prediction(fp.decode(opened), recipient, list(log.openings))

@@ -1,0 +1,172 @@
+"""Known-answer tests of the secret-sharing engine: sharing, Beaver products, truncation,
+the sigmoid polynomial, triple consumption and the wire format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataspace.federated.errors import MalformedMessage, TripleReused
+from dataspace.federated.mpc import (
+    SIGMOID,
+    Dealer,
+    FixedPoint,
+    Mpc,
+    Network,
+    Party,
+    truncation_failure_bound,
+)
+from dataspace.federated.mpc.fixedpoint import truncate_share
+from dataspace.federated.mpc.rand import Csprng
+from dataspace.federated.mpc.wire import Message, decode, encode
+
+FP = FixedPoint()
+ULP = 2.0**-FP.frac_bits
+
+
+@pytest.fixture
+def mpc() -> Mpc:
+    net = Network()
+    return Mpc(Party("bank", net), Party("tax", net), Dealer("operator", net))
+
+
+def test_encode_decode_round_trip_within_half_ulp() -> None:
+    x = np.array([-3.25, 0.0, 1e-6, 12345.678, -0.5])
+    assert np.abs(FP.decode(FP.encode(x)) - x).max() <= ULP / 2
+
+
+def test_shares_reconstruct_and_each_share_alone_looks_random(mpc: Mpc) -> None:
+    x = FP.encode(np.linspace(-5, 5, 1000))
+    shared = mpc.share(mpc.parties[0], x)
+    s0, s1 = mpc.shares(shared)
+    assert np.array_equal(s0 + s1, x)
+    assert not np.array_equal(s1, x)
+    assert 0.4 < float(np.mean(s1 >> np.uint64(63))) < 0.6  # top bit of a uniform word
+
+
+def test_reveal_is_logged_with_recipients(mpc: Mpc) -> None:
+    x = FP.encode([1.5, -2.0])
+    shared = mpc.share(mpc.parties[1], x)
+    opened = mpc.reveal(shared, ["bank"], "test value")
+    assert np.array_equal(opened, x)
+    [opening] = mpc.log.openings
+    assert (opening.what, opening.to, opening.shape) == ("test value", ("bank",), (2,))
+
+
+def test_truncation_is_within_one_ulp_for_values_in_range() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(0, 1000, 20000)  # |v| < 2^14 real, 2^46 in the ring at 2f bits
+    raw = np.rint(values * 2.0 ** (2 * FP.frac_bits)).astype(np.int64).astype(np.uint64)
+    r = Csprng().ring(raw.shape)
+    t = truncate_share(raw - r, FP.frac_bits, 0) + truncate_share(r, FP.frac_bits, 1)
+    assert np.abs(FP.decode(t) - values).max() <= 2 * ULP
+    assert truncation_failure_bound(46) == 2.0**-17
+
+
+def test_truncation_fails_catastrophically_when_shares_wrap() -> None:
+    """The stated failure mode: party 1's share lands in the window (0, v] of width |v|
+    (probability |v| / 2^64), so the sum of the shifted shares wraps."""
+    x = FP.encode([1.0], 2 * FP.frac_bits)
+    r = np.ones(1, dtype=np.uint64)
+    t = truncate_share(x - r, FP.frac_bits, 0) + truncate_share(r, FP.frac_bits, 1)
+    assert abs(FP.decode(t)[0] - 1.0) > 1e9
+
+
+def test_elementwise_product_matches_plaintext(mpc: Mpc) -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 3, (50, 4)), rng.normal(0, 3, (50, 4))
+    prod = mpc.mul(mpc.share(mpc.parties[0], FP.encode(a)), mpc.share(mpc.parties[1], FP.encode(b)))
+    got = FP.decode(mpc.reveal(prod, ["bank"], "product"))
+    assert np.abs(got - a * b).max() < 8 * 3 * ULP * 3  # encoding error x |operand| + 1 ulp
+
+
+def test_matrix_product_matches_plaintext(mpc: Mpc) -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(30, 6)), rng.normal(size=(6, 3))
+    prod = mpc.matmul(
+        mpc.share(mpc.parties[0], FP.encode(a)), mpc.share(mpc.parties[1], FP.encode(b))
+    )
+    got = FP.decode(mpc.reveal(prod, ["tax"], "matrix product"))
+    assert np.abs(got - a @ b).max() < 6 * 4 * ULP
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_owned_matrix_times_shared_vector(mpc: Mpc, transpose: bool) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 5))
+    v = rng.normal(size=40 if transpose else 5)
+    owner = mpc.parties[1]
+    owner.mem["X"] = FP.encode(x, FP.data_frac_bits)
+    mpc.register_owned(owner, "X")
+    shared_v = mpc.share(mpc.parties[0], FP.encode(v))
+    for rows in (slice(None), slice(10, 30)):
+        vv = shared_v if not transpose or rows == slice(None) else mpc.share(
+            mpc.parties[0], FP.encode(v[rows])
+        )
+        raw = mpc.owned_matmul(owner, "X", vv, rows, transpose=transpose)
+        got = FP.decode(mpc.reveal(mpc.trunc(raw, FP.data_frac_bits), ["bank"], "product"))
+        xs = x[rows]
+        want = xs.T @ v[rows] if transpose else xs @ v
+        tolerance = 2.0**-FP.data_frac_bits * np.abs(v).sum() + 1e-3
+        assert np.abs(got - want).max() < tolerance
+
+
+def test_peer_sees_only_the_masked_matrix(mpc: Mpc) -> None:
+    owner, peer = mpc.parties
+    x = FP.encode(np.ones((8, 3)), FP.data_frac_bits)
+    owner.mem["X"] = x
+    mpc.register_owned(owner, "X")
+    [masked] = [v for k, v in peer.mem.items() if k.startswith("E:")]
+    assert not np.array_equal(masked, x)
+    assert len(np.unique(masked)) == masked.size  # a uniform mask, not a constant shift
+
+
+def test_sigmoid_on_shares_matches_the_polynomial_and_its_stated_error(mpc: Mpc) -> None:
+    z = np.linspace(-8, 8, 161)
+    s = mpc.sigmoid(mpc.share(mpc.parties[0], FP.encode(z)))
+    got = FP.decode(mpc.reveal(s, ["bank"], "sigmoid"))
+    assert np.abs(got - SIGMOID(z)).max() < 1e-3
+    exact = 1.0 / (1.0 + np.exp(-z))
+    assert np.abs(got - exact).max() <= SIGMOID.max_error() + 1e-3
+    assert SIGMOID.max_error() < 0.115
+    assert SIGMOID.max_error(2.0) < 0.1
+
+
+def test_a_triple_is_consumed_once(mpc: Mpc) -> None:
+    p0, p1 = mpc.parties
+    tid = mpc.dealer.triple(p0.name, p1.name, (3,))
+    p0.take(mpc.dealer.name, tid, "abc")
+    with pytest.raises(TripleReused) as excinfo:
+        p0.take(mpc.dealer.name, tid, "abc")
+    assert excinfo.value.details["triple_id"] == tid
+
+
+def test_dealer_never_issues_the_same_triple_id_twice(mpc: Mpc) -> None:
+    p0, p1 = mpc.parties
+    ids = {mpc.dealer.triple(p0.name, p1.name, (1,)) for _ in range(50)}
+    assert len(ids) == 50
+
+
+def test_wire_round_trip_and_header() -> None:
+    arr = np.arange(12, dtype=np.uint64).reshape(3, 4)
+    data = encode(Message("bank", "tax", "beaver/t1/e", arr, seq=7))
+    assert data[:4] == b"DSMP"
+    msg = decode(data)
+    assert (msg.sender, msg.recipient, msg.tag, msg.seq) == ("bank", "tax", "beaver/t1/e", 7)
+    assert np.array_equal(msg.array, arr)
+
+
+@pytest.mark.parametrize("bad", [b"", b"XXXX" + bytes(20), "truncate"])
+def test_malformed_messages_are_rejected(bad: bytes | str) -> None:
+    if bad == "truncate":
+        bad = encode(Message("a", "b", "t", np.zeros(4, dtype=np.uint64)))[:-3]
+    assert isinstance(bad, bytes)
+    with pytest.raises(MalformedMessage):
+        decode(bad)
+
+
+def test_a_message_with_the_wrong_tag_is_refused() -> None:
+    net = Network()
+    net.send("bank", "tax", "share/x", np.zeros(2, dtype=np.uint64))
+    with pytest.raises(MalformedMessage, match="expected 'share/y'"):
+        net.recv("tax", "bank", "share/y")
