@@ -146,6 +146,8 @@ SERVICE_ANSWER = {
     ("GET", f"{API}/contracts/{{ref}}"): (404, "not_found"),
     ("POST", f"{API}/contracts/{{ref}}/approve"): (404, "not_found"),
     ("POST", f"{API}/contracts/{{ref}}/reject"): (404, "not_found"),
+    ("POST", f"{API}/transfers"): (404, "not_found"),
+    ("GET", f"{API}/transfers/{{pid}}"): (404, "not_found"),
 }
 
 
@@ -217,6 +219,31 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("POST", "/dsp/negotiations/{pid}/agreement"): (
         PEER,
         _peer("POST", "/dsp/negotiations/{pid}/agreement"),
+    ),
+    ("POST", f"{API}/transfers"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/transfers",
+            "json": {"agreement_id": "urn:uuid:none", "mode": "raw"},
+        },
+    ),
+    ("GET", f"{API}/transfers"): (ALL, _get(f"{API}/transfers")),
+    ("GET", f"{API}/transfers/{{pid}}"): (ALL, _get(f"{API}/transfers/urn:uuid:none")),
+    ("GET", "/peer/v1/transfers/{pid}/data"): (PEER, _peer("GET", "/peer/v1/transfers/{pid}/data")),
+    ("GET", "/dsp/transfers/{pid}"): (PEER, _peer("GET", "/dsp/transfers/{pid}")),
+    ("POST", "/dsp/transfers/request"): (PEER, _peer("POST", "/dsp/transfers/request")),
+    ("POST", "/dsp/transfers/{pid}/start"): (PEER, _peer("POST", "/dsp/transfers/{pid}/start")),
+    ("POST", "/dsp/transfers/{pid}/completion"): (
+        PEER,
+        _peer("POST", "/dsp/transfers/{pid}/completion"),
+    ),
+    ("POST", "/dsp/transfers/{pid}/suspension"): (
+        PEER,
+        _peer("POST", "/dsp/transfers/{pid}/suspension"),
+    ),
+    ("POST", "/dsp/transfers/{pid}/termination"): (
+        PEER,
+        _peer("POST", "/dsp/transfers/{pid}/termination"),
     ),
     ("GET", "/docs"): (PUBLIC, _get("/docs")),
     ("GET", "/docs/oauth2-redirect"): (PUBLIC, _get("/docs/oauth2-redirect")),

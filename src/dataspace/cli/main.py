@@ -12,7 +12,18 @@ import typer
 from rich.markup import escape
 
 from dataspace import __version__
-from dataspace.cli import contract, dataset, ledger, node_cmd, offer, query, space, token, usage
+from dataspace.cli import (
+    contract,
+    dataset,
+    ledger,
+    node_cmd,
+    offer,
+    query,
+    space,
+    token,
+    transfer,
+    usage,
+)
 from dataspace.cli.common import CliState, err_console
 from dataspace.errors import DataspaceError
 from dataspace.services.node import ENV_NODE
@@ -51,6 +62,7 @@ query.register(app)
 app.add_typer(offer.app, name="offer")
 app.add_typer(contract.app, name="contract")
 app.command("catalog")(contract.catalog)
+app.add_typer(transfer.app, name="transfer")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from dataspace.node.routers import (
     contracts,
     datasets,
     dsp,
+    dsp_transfers,
     dsp_version,
     health,
     jobs,
@@ -26,7 +27,9 @@ from dataspace.node.routers import (
     offers,
     peer,
     peer_jobs,
+    peer_transfers,
     tokens,
+    transfers,
     usage,
 )
 from dataspace.node.routers import node as node_identity
@@ -51,6 +54,9 @@ ROUTERS = (
     peer_jobs,
     dsp,
     dsp_version,
+    transfers,
+    peer_transfers,
+    dsp_transfers,
 )
 
 DESCRIPTION = """\

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.store.models import Base
@@ -87,6 +87,33 @@ class TransferProcessRow(Base):
     )
 
 
+class TransferExtractRow(Base):
+    """The data side of one transfer process (same ``id`` as its ``transfer_processes`` row).
+
+    Provider: the extract prepared for the consumer (path under the node's ``transfers/``),
+    its sha256, rows, bytes and columns, and the one-time pull token — only its sha256 is kept.
+    Consumer: the mode asked for, what the provider stated, and where the data was written.
+    """
+
+    __tablename__ = "transfer_extracts"
+    id: Mapped[str] = mapped_column(
+        String(200),
+        ForeignKey("transfer_processes.id", name="fk_transfer_extracts_process"),
+        primary_key=True,
+    )
+    mode: Mapped[str] = mapped_column(String(20))  # raw | pseudonymized
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    columns: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    token_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
+    pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
 class OfferRow(Base):
     """A published offer: the ODRL policy for one dataset plus the terms enforcement needs.
 
@@ -112,5 +139,6 @@ __all__ = [
     "ContractAgreementRow",
     "ContractNegotiationRow",
     "OfferRow",
+    "TransferExtractRow",
     "TransferProcessRow",
 ]

@@ -1,0 +1,57 @@
+"""The node's own transfers API, for its users: request rows under an agreement, list, show."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from dataspace.node.auth import EVERYONE, get_node, require
+from dataspace.services import transfers
+from dataspace.services.node import Node
+from dataspace.services.tokens import TokenInfo
+
+router = APIRouter(prefix="/transfers", tags=["transfers"])
+
+REQUEST_ROLES = ("admin", "consumer")
+
+
+class TransferRequest(BaseModel):
+    agreement_id: str = Field(min_length=1, max_length=200, description="an agreement of yours")
+    mode: Literal["raw", "pseudonymized"] = Field(description="what the rows may look like")
+    wait: float = Field(default=0, ge=0, le=120,
+                        description="seconds to wait for COMPLETED or TERMINATED")
+
+
+@router.post("", status_code=201,
+             summary="Ask the provider of an agreement for its rows (DSP transfer)")
+def post_transfer(body: TransferRequest, node: Node = Depends(get_node),
+                  token: TokenInfo = Depends(require(*REQUEST_ROLES))) -> dict[str, Any]:
+    """Sends a TransferRequestMessage; the provider decides under the agreement's policy and,
+    if it allows, this node pulls the file into its `received/` folder and checks its hash."""
+    view = transfers.request_transfer(node, agreement_id=body.agreement_id, mode=body.mode,
+                                      actor=token.actor, transport=transfers.TRANSPORT)
+    if body.wait and view["state"] not in transfers.FINAL:
+        view = transfers.wait(node, view["id"], body.wait)
+    return view
+
+
+@router.get("", summary="Transfers on this node (as provider and as consumer), newest first")
+def get_transfers(
+    agreement: str | None = Query(None, description="only this agreement's transfers"),
+    role: str | None = Query(None, pattern="^(provider|consumer)$"),
+    state: str | None = Query(None, description="REQUESTED, STARTED, SUSPENDED, COMPLETED or "
+                              "TERMINATED"),
+    limit: int = Query(200, ge=1, le=1000),
+    node: Node = Depends(get_node),
+    _token: TokenInfo = Depends(require(*EVERYONE)),
+) -> list[dict[str, Any]]:
+    return transfers.list_transfers(node, agreement_id=agreement, role=role, state=state,
+                                    limit=limit)
+
+
+@router.get("/{pid}", summary="One transfer: state, mode, hash, rows, columns, reason")
+def get_transfer(pid: str, node: Node = Depends(get_node),
+                 _token: TokenInfo = Depends(require(*EVERYONE))) -> dict[str, Any]:
+    return transfers.show_transfer(node, pid)

@@ -1,0 +1,328 @@
+"""Transfer processes: the provider's policy decision, the data plane, and every DSP transfer
+transition at the HTTP level (real apps, requests signed by a real member; no peer servers —
+outgoing messages are captured)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from dataspace.contracts import store as cs
+from dataspace.contracts import transfer as tp
+from dataspace.contracts import validate
+from dataspace.contracts.roles import Role
+from dataspace.errors import Conflict, Forbidden, NotFound
+from dataspace.identity.peer import PeerAuth
+from dataspace.ledger import log
+from dataspace.node.app import create_app
+from dataspace.policy import from_template
+from dataspace.services import datasets, space, transfers
+from dataspace.services import usage as usage_service
+from dataspace.services.node import Node
+from dataspace.store.models_contracts import TransferExtractRow
+from helpers.agreements import make_agreement
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+TAX, BANK = "tax-bureau", "bank"
+CTX = ["https://w3id.org/dspace/2025/1/context.jsonld"]
+
+
+@dataclasses.dataclass
+class Pair:
+    tax: Node
+    bank: Node
+    dataset_id: str
+    sent: list[tuple[str, str, dict[str, Any]]]
+
+    def transport(self, node: Node, peer: str, method: str, path: str,
+                  body: Any) -> tuple[int, Any]:
+        self.sent.append((peer, path, dict(body or {})))
+        return 200, None
+
+    def agreement(self, template: str, **params: Any) -> str:
+        return make_agreement(self.tax, BANK, consumer=self.bank, dataset_id=self.dataset_id,
+                              purpose="credit-risk", price_terms={"per_job": "3.00 CNY"},
+                              offer=from_template(template, purposes=["finance"], **params))
+
+    def request(self, agreement_id: str, mode: str, *, run: bool = True) -> str:
+        bank = space.member(self.tax, BANK)
+        doc = {"@context": CTX, "@type": "TransferRequestMessage",
+               "consumerPid": cs.new_pid(), "agreementId": agreement_id,
+               "format": transfers.format_for(mode),
+               "callbackAddress": bank.url + "/dsp"}
+        reply = transfers.handle_request(self.tax, bank, doc, transport=self.transport)
+        assert reply.status == 201, reply.body
+        assert reply.body is not None
+        validate(reply.body, "TransferProcess")
+        if run:
+            reply.run_after()
+        return str(reply.body["providerPid"])
+
+
+def _people(path: Path) -> Path:
+    lines = ["person_id,district,tax_paid"]
+    lines += [f"P{n:05d},d{n % 2},{100 + n}" for n in range(12)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def pair(space_factory: Callable[..., Any], tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Pair]:
+    cluster = space_factory([TAX, BANK], serve=False)
+    tax, bank = cluster.nodes[TAX].node(), cluster.nodes[BANK].node()
+    view = datasets.add(tax, _people(tmp_path / "p.csv"), name="people", actor="t")
+    datasets.reclassify(tax, "people", column="person_id", category="id_card_cn", actor="t")
+    result = Pair(tax, bank, view["id"], [])
+    monkeypatch.setattr(transfers, "TRANSPORT", result.transport)
+
+    def no_pull(node: Node, peer: str) -> httpx.Client:
+        raise httpx.ConnectError("no peer servers in this test")
+
+    monkeypatch.setattr(transfers, "CLIENTS", no_pull)
+    try:
+        yield result
+    finally:
+        tax.close()
+        bank.close()
+
+
+def _entries(node: Node, action: str) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = [r.to_dict() for r in log.entries(session, 0, 10_000)]
+    return [r["payload"] for r in rows if r["entry"]["action"] == action]
+
+
+def _token(pair: Pair) -> str:
+    start = next(body for _, path, body in pair.sent if path.endswith("/start"))
+    validate(start, "TransferStartMessage")
+    props = {p["name"]: p["value"] for p in start["dataAddress"]["endpointProperties"]}
+    return str(props["authorization"])
+
+
+# --- the provider's decision -------------------------------------------------------------------
+
+
+def test_aggregate_only_agreement_refuses_a_transfer_with_reasons(pair: Pair) -> None:
+    agreement = pair.agreement("aggregate-only", min_group_size=5)
+    pid = pair.request(agreement, "raw")
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    [(_, path, body)] = pair.sent
+    assert path.endswith("/termination") and body["code"] == "policy_denied"
+    validate(body, "TransferTerminationMessage")
+    [denied] = _entries(pair.tax, "transfer.denied")
+    assert denied["pid"] == pid and denied["reasons"]
+    text = " ".join(denied["reasons"])
+    assert "transfer" in text and "output" in text, text
+    [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert (line["action"], line["status"]) == ("transfer", "denied")
+    assert Decimal(line["amount"]) == 0
+
+
+def test_expired_raw_transfer_is_refused(pair: Pair) -> None:
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=past)
+    pid = pair.request(agreement, "raw")
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    [denied] = _entries(pair.tax, "transfer.denied")
+    assert any("dateTime" in r for r in denied["reasons"]), denied
+
+
+def test_pseudonymized_agreement_refuses_raw(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, output="pseudonymized")
+    pid = pair.request(agreement, "raw")
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    assert any("output" in r for r in _entries(pair.tax, "transfer.denied")[0]["reasons"])
+
+
+def test_allowed_raw_transfer_sends_allowed_fields_only_and_pulls_once(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, fields=["person_id", "tax_paid"])
+    pid = pair.request(agreement, "raw")
+    view = transfers.show_transfer(pair.tax, pid)
+    assert view["state"] == "STARTED" and view["columns"] == ["person_id", "tax_paid"]
+    token = _token(pair)
+    bank = space.member(pair.tax, BANK)
+
+    with pytest.raises(NotFound):  # another member cannot pull, even with the token
+        transfers.serve_pull(pair.tax, dataclasses.replace(bank, name="insurer"), pid,
+                             f"Bearer {token}")
+    with pytest.raises(Forbidden):
+        transfers.serve_pull(pair.tax, bank, pid, "Bearer wrong")
+    path, facts = transfers.serve_pull(pair.tax, bank, pid, f"Bearer {token}")
+    table = pq.read_table(path)
+    assert table.column_names == ["person_id", "tax_paid"] and table.num_rows == 12
+    assert facts["sha256"] == view["sha256"]
+    with pytest.raises(Forbidden, match="used"):
+        transfers.serve_pull(pair.tax, bank, pid, f"Bearer {token}")
+    [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert (line["status"], Decimal(line["amount"]), line["result_rows"]) == (
+        "completed", Decimal("3.00"), 12)
+
+    reply = transfers.handle_message(pair.tax, bank, pid, {
+        "@context": CTX, "@type": tp.COMPLETION, "providerPid": pid,
+        "consumerPid": view["consumer_pid"]}, tp.COMPLETION)
+    assert reply.status == 200 and not path.exists()
+    with pytest.raises(Conflict):
+        transfers.serve_pull(pair.tax, bank, pid, f"Bearer {token}")
+    assert len(_entries(pair.tax, "transfer.pull_refused")) == 4
+
+
+def test_expired_token_is_refused(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "pseudonymized")
+    token = _token(pair)
+    with pair.tax.store.write() as session:
+        ext = session.get(TransferExtractRow, pid)
+        assert ext is not None
+        ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    with pytest.raises(Forbidden, match="expired"):
+        transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid, f"Bearer {token}")
+
+
+def test_pseudonyms_differ_between_agreements(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    bank = space.member(pair.tax, BANK)
+    ids = []
+    for _ in range(2):
+        agreement = pair.agreement("raw-transfer", expires=future, output="pseudonymized")
+        pair.sent.clear()
+        pid = pair.request(agreement, "pseudonymized")
+        path, _ = transfers.serve_pull(pair.tax, bank, pid, f"Bearer {_token(pair)}")
+        table = pq.read_table(path)
+        assert table.column("tax_paid").to_pylist() == [100 + n for n in range(12)]
+        ids.append(table.column("person_id").to_pylist())
+    assert "P00000" not in ids[0]
+    assert not set(ids[0]) & set(ids[1])  # no join across agreements
+
+
+# --- every transition at the HTTP level ---------------------------------------------------------
+
+PATHS = {tp.START: "start", tp.COMPLETION: "completion", tp.SUSPENSION: "suspension",
+         tp.TERMINATION: "termination"}
+TO_STATE = {
+    "REQUESTED": [], "STARTED": [(tp.START, Role.PROVIDER)],
+    "SUSPENDED": [(tp.START, Role.PROVIDER), (tp.SUSPENSION, Role.PROVIDER)],
+    "COMPLETED": [(tp.START, Role.PROVIDER), (tp.COMPLETION, Role.PROVIDER)],
+    "TERMINATED": [(tp.TERMINATION, Role.PROVIDER)],
+}
+
+
+def _seed(node: Node, role: Role, peer: str, agreement: str, state: str) -> tuple[str, str]:
+    provider_pid, consumer_pid = cs.new_pid(), cs.new_pid()
+    with node.store.write() as session:
+        row = cs.create_transfer(session, role=role, peer=peer, agreement_id=agreement,
+                                 format=transfers.format_for("raw"), consumer_pid=consumer_pid,
+                                 provider_pid=provider_pid)
+        session.add(TransferExtractRow(id=row.id, mode="raw"))
+        for message, sender in TO_STATE[state]:
+            cs.advance_transfer(session, row.id, message, sender=sender, peer=peer)
+    return provider_pid, consumer_pid
+
+
+def _body(kind: str, provider_pid: str, consumer_pid: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"@context": CTX, "@type": kind, "providerPid": provider_pid,
+                           "consumerPid": consumer_pid}
+    if kind == tp.START:
+        doc["dataAddress"] = {"@type": "DataAddress", "endpointType": transfers.HTTP_ENDPOINT,
+                              "endpoint": "http://127.0.0.1:9/peer/v1/transfers/x/data",
+                              "endpointProperties": [{"@type": "EndpointProperty",
+                                                      "name": "authorization", "value": "t"}]}
+    return doc
+
+
+@pytest.mark.parametrize("side", [Role.PROVIDER, Role.CONSUMER])
+def test_every_transition_over_http(pair: Pair, side: Role) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    me, other = (pair.tax, pair.bank) if side is Role.PROVIDER else (pair.bank, pair.tax)
+    sender = side.peer
+    auth = PeerAuth(other.signer)
+    with TestClient(create_app(me)) as client:
+        for state in TO_STATE:
+            for kind, suffix in PATHS.items():
+                provider_pid, consumer_pid = _seed(me, side, other.name, agreement, state)
+                own = provider_pid if side is Role.PROVIDER else consumer_pid
+                response = client.post(f"/dsp/transfers/{own}/{suffix}", auth=auth,
+                                       json=_body(kind, provider_pid, consumer_pid))
+                legal = (tp.TransferState(state), kind, sender) in tp.TRANSITIONS
+                where = f"{side.value} {state} {kind}"
+                if legal:
+                    assert response.status_code == 200, (where, response.text)
+                else:
+                    assert response.status_code == 400, (where, response.text)
+                    validate(response.json(), "TransferError")
+                    assert response.json()["code"] == "illegal_transition", where
+                    assert response.json()["providerPid"] == provider_pid
+        # unknown and foreign pids: 404, schema-valid
+        unknown = client.post("/dsp/transfers/urn:uuid:none/termination", auth=auth,
+                              json=_body(tp.TERMINATION, "urn:uuid:none", "urn:uuid:none"))
+        assert unknown.status_code == 404
+        validate(unknown.json(), "TransferError")
+        got = client.get("/dsp/transfers/urn:uuid:none", auth=auth)
+        assert got.status_code == 404
+        validate(got.json(), "TransferError")
+        # malformed JSON, a schema-invalid body, a pid that does not match the URL
+        provider_pid, consumer_pid = _seed(me, side, other.name, agreement, "STARTED")
+        own = provider_pid if side is Role.PROVIDER else consumer_pid
+        bad = client.post(f"/dsp/transfers/{own}/completion", auth=auth, content=b"{",
+                          headers={"content-type": "application/json"})
+        assert bad.status_code == 400
+        validate(bad.json(), "TransferError")
+        invalid = client.post(f"/dsp/transfers/{own}/completion", auth=auth,
+                              json={"@context": CTX, "@type": tp.COMPLETION})
+        assert invalid.status_code == 400
+        validate(invalid.json(), "TransferError")
+        wrong = _body(tp.COMPLETION, provider_pid, consumer_pid)
+        wrong["providerPid" if side is Role.PROVIDER else "consumerPid"] = "urn:uuid:other"
+        mismatch = client.post(f"/dsp/transfers/{own}/completion", auth=auth, json=wrong)
+        assert mismatch.status_code == 400
+        ack = client.get(f"/dsp/transfers/{own}", auth=auth)
+        assert ack.status_code == 200 and ack.json()["state"] == "STARTED"
+        validate(ack.json(), "TransferProcess")
+        unsigned = client.post(f"/dsp/transfers/{own}/completion",
+                               json=_body(tp.COMPLETION, provider_pid, consumer_pid))
+        assert unsigned.status_code == 401
+    assert _entries(me, "transfer.refused")
+
+
+def test_initial_request_over_http(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    bank = space.member(pair.tax, BANK)
+    auth = PeerAuth(pair.bank.signer)
+    doc = {"@context": CTX, "@type": tp.REQUEST, "consumerPid": cs.new_pid(),
+           "agreementId": agreement, "format": transfers.format_for("raw"),
+           "callbackAddress": bank.url + "/dsp"}
+    with TestClient(create_app(pair.tax)) as client:
+        created = client.post("/dsp/transfers/request", auth=auth, json=doc)
+        assert created.status_code == 201, created.text
+        validate(created.json(), "TransferProcess")
+        assert created.json()["state"] == "REQUESTED"
+        again = client.post("/dsp/transfers/request", auth=auth, json=doc)  # a retry
+        assert again.status_code == 201
+        assert again.json()["providerPid"] == created.json()["providerPid"]
+        for change, status in (({"agreementId": "urn:uuid:none"}, 404),
+                               ({"format": "example:HTTP_PUSH"}, 400),
+                               ({"callbackAddress": "http://evil.example/dsp"}, 400)):
+            body = {**doc, "consumerPid": cs.new_pid(), **change}
+            refused = client.post("/dsp/transfers/request", auth=auth, json=body)
+            assert refused.status_code == status, (change, refused.text)
+            validate(refused.json(), "TransferError")
+    # the background decision ran: the start went to the bank's callback
+    assert any(path.endswith("/start") for _, path, _ in pair.sent), pair.sent
+    assert json.dumps(pair.sent)  # plain JSON
