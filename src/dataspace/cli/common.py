@@ -39,7 +39,13 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def node(ctx: typer.Context) -> Node:
-    return state(ctx).node()
+    """The command's node, opened once and closed (its database pool too) when the command ends."""
+    cli_state = state(ctx)
+    if cli_state._node is None:
+        opened = cli_state.node()
+        ctx.find_root().call_on_close(opened.close)
+        return opened
+    return cli_state.node()
 
 
 def actor() -> str:
