@@ -1,0 +1,286 @@
+"""Histogram gradient-boosted trees (XGBoost's second-order objective), shared by the
+federated SecureBoost trainer and its plaintext reference.
+
+One algorithm, two sources of histograms: :func:`grow_tree` asks a :class:`HistogramSource`
+for per-bin gradient/hessian sums of the nodes of one level and for the row partition of a
+chosen split. :class:`CentralSource` answers from pooled plaintext columns (the parity
+reference, :func:`train_central`); :mod:`dataspace.federated.sgb` answers through the
+SecureBoost protocol. Same binning, same gain, same tie-breaking: the two differ only by the
+fixed-point rounding of the passive parties' sums.
+
+Binary logistic loss: ``g = p - y``, ``h = p (1 - p)``; gain of a split
+``(G_L^2/(H_L+λ) + G_R^2/(H_R+λ) - G^2/(H+λ)) / 2``; leaf value ``-η G/(H+λ)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from dataspace.federated.errors import InvalidTrainingInput
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SgbParams:
+    """Boosting parameters (names follow XGBoost/LightGBM where they exist)."""
+
+    trees: int = 30
+    max_depth: int = 3
+    learning_rate: float = 0.3
+    l2: float = 1.0  # lambda
+    min_child_weight: float = 1.0  # min hessian sum per child
+    min_gain: float = 0.0  # gamma
+    bins: int = 32  # quantile bins per column (max_bin)
+
+    def __post_init__(self) -> None:
+        if self.trees < 1 or self.max_depth < 1:
+            raise InvalidTrainingInput("trees and max_depth must be at least 1")
+        if not 2 <= self.bins <= 256:
+            raise InvalidTrainingInput(f"bins must lie in [2, 256], got {self.bins}")
+        if self.learning_rate <= 0 or self.l2 < 0 or self.min_child_weight < 0:
+            raise InvalidTrainingInput("learning_rate must be > 0, l2 and min_child_weight >= 0")
+
+
+@dataclass(frozen=True)
+class Binner:
+    """Quantile bin edges per column, computed by the column's owner on its own rows.
+
+    ``bin = searchsorted(edges, x, 'left')``: bin ``k`` holds ``edges[k-1] < x <= edges[k]``,
+    so "bin <= k" is "x <= edges[k]" — the threshold only the owner keeps.
+    """
+
+    edges: tuple[Floats, ...]
+
+    @classmethod
+    def fit(cls, x: Floats, bins: int) -> Binner:
+        qs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+        return cls(tuple(np.unique(np.quantile(x[:, j], qs)) for j in range(x.shape[1])))
+
+    def transform(self, x: Floats) -> Ints:
+        out = np.empty(x.shape, dtype=np.int64)
+        for j, e in enumerate(self.edges):
+            out[:, j] = np.searchsorted(e, x[:, j], side="left")
+        return out
+
+    def sizes(self) -> list[int]:
+        return [len(e) + 1 for e in self.edges]
+
+
+def logistic_grad(scores: Floats, labels: Floats) -> tuple[Floats, Floats]:
+    p = 0.5 * (1.0 + np.tanh(0.5 * scores))
+    return p - labels, p * (1.0 - p)
+
+
+def base_score(labels: Floats) -> float:
+    mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
+    return float(np.log(mean / (1 - mean)))
+
+
+@dataclass
+class Tree:
+    """Nodes in arrays. Internal node ``i``: ``owner[i]`` holds split record ``split[i]``;
+    leaves have ``split[i] == -1`` and a ``value``. Nobody but the owner knows a split's
+    column threshold; the label party knows (owner, record id) and the leaf values."""
+
+    owner: list[str] = field(default_factory=list)
+    split: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+
+    def add(self) -> int:
+        self.owner.append("")
+        self.split.append(-1)
+        self.left.append(-1)
+        self.right.append(-1)
+        self.value.append(0.0)
+        return len(self.split) - 1
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    party: str
+    column: int  # index within the party's block
+    offset: int  # first row of this feature in a node histogram
+    size: int  # number of bins
+
+
+class HistogramSource(Protocol):
+    """What :func:`grow_tree` needs from the parties."""
+
+    features: list[FeatureRef]
+
+    def histograms(self, nodes: Sequence[Ints], g: Floats, h: Floats) -> list[Floats]:
+        """Per node, a ``(total bins, 2)`` array of (G, H) sums over the node's rows."""
+        ...
+
+    def split(
+        self, node_rows: Ints, feature: FeatureRef, k: int
+    ) -> tuple[int, npt.NDArray[np.bool_]]:
+        """The owner records "bin <= k" of ``feature``; returns (record id, left mask)."""
+        ...
+
+
+def best_split(
+    hist: Floats, features: Sequence[FeatureRef], params: SgbParams
+) -> tuple[float, int, int]:
+    """(gain, feature index, bin) of the best split of one node; gain -inf if none."""
+    best = (-np.inf, -1, -1)
+    lam, mcw = params.l2, params.min_child_weight
+    for fi, f in enumerate(features):
+        seg = hist[f.offset : f.offset + f.size]
+        gt, ht = seg[:, 0].sum(), seg[:, 1].sum()
+        gl = np.cumsum(seg[:-1, 0])
+        hl = np.cumsum(seg[:-1, 1])
+        gr, hr = gt - gl, ht - hl
+        gain = 0.5 * (gl**2 / (hl + lam) + gr**2 / (hr + lam) - gt**2 / (ht + lam))
+        gain = np.where((hl >= mcw) & (hr >= mcw), gain, -np.inf)
+        if gain.size:
+            k = int(np.argmax(gain))
+            if gain[k] > best[0] + 1e-12:
+                best = (float(gain[k]), fi, k)
+    return best
+
+
+def grow_tree(
+    source: HistogramSource, g: Floats, h: Floats, params: SgbParams
+) -> tuple[Tree, Floats]:
+    """Level-wise growth to ``max_depth``; a sibling's histogram is parent minus the
+    smaller child's (only the smaller child is aggregated). Returns the tree and each
+    training row's leaf value (the label party knows every leaf's rows)."""
+    tree = Tree()
+    root = tree.add()
+    all_rows = np.arange(g.shape[0], dtype=np.int64)
+    frontier: list[tuple[int, Ints, Floats]] = [
+        (root, all_rows, source.histograms([all_rows], g, h)[0])
+    ]
+    leaves: list[tuple[int, Ints]] = []
+    for depth in range(params.max_depth):
+        pairs: list[tuple[int, Ints, Ints, Floats]] = []
+        for node, rows, hist in frontier:
+            gain, fi, k = best_split(hist, source.features, params)
+            if fi < 0 or gain <= params.min_gain:
+                leaves.append((node, rows))
+                continue
+            feature = source.features[fi]
+            record, left = source.split(rows, feature, k)
+            tree.owner[node], tree.split[node] = feature.party, record
+            tree.left[node], tree.right[node] = tree.add(), tree.add()
+            pairs.append((node, rows[left], rows[~left], hist))
+        if depth == params.max_depth - 1:
+            for node, lrows, rrows, _ in pairs:
+                leaves += [(tree.left[node], lrows), (tree.right[node], rrows)]
+            break
+        small = [lr if lr.size <= rr.size else rr for _, lr, rr, _ in pairs]
+        hists = source.histograms(small, g, h) if small else []
+        frontier = []
+        for (node, lrows, rrows, parent), sh in zip(pairs, hists, strict=True):
+            other = parent - sh
+            lh, rh = (sh, other) if lrows.size <= rrows.size else (other, sh)
+            frontier += [(tree.left[node], lrows, lh), (tree.right[node], rrows, rh)]
+    else:
+        leaves += [(node, rows) for node, rows, _ in frontier]
+    update = np.zeros(g.shape[0])
+    for node, rows in leaves:
+        tree.value[node] = float(
+            -params.learning_rate * g[rows].sum() / (h[rows].sum() + params.l2)
+        )
+        update[rows] = tree.value[node]
+    return tree, update
+
+
+def plain_histograms(
+    bins: Ints, offsets: Ints, total: int, nodes: Sequence[Ints], g: Floats, h: Floats
+) -> list[Floats]:
+    """Plaintext (G, H) per bin for each node: one ``bincount`` over all columns."""
+    out = []
+    d = bins.shape[1]
+    for rows in nodes:
+        flat = (bins[rows] + offsets).ravel()
+        hist = np.empty((total, 2))
+        hist[:, 0] = np.bincount(flat, weights=np.repeat(g[rows], d), minlength=total)
+        hist[:, 1] = np.bincount(flat, weights=np.repeat(h[rows], d), minlength=total)
+        out.append(hist)
+    return out
+
+
+class CentralSource:
+    """All columns pooled in one place, in the clear: the reference implementation."""
+
+    def __init__(self, x: Floats, params: SgbParams, party: str = "central") -> None:
+        self.binner = Binner.fit(x, params.bins)
+        self.bins = self.binner.transform(x)
+        sizes = self.binner.sizes()
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.total = int(sum(sizes))
+        self.features = [FeatureRef(party, j, int(self.offsets[j]), s) for j, s in enumerate(sizes)]
+        self.records: list[tuple[int, float]] = []
+
+    def histograms(self, nodes: Sequence[Ints], g: Floats, h: Floats) -> list[Floats]:
+        return plain_histograms(self.bins, self.offsets, self.total, nodes, g, h)
+
+    def split(
+        self, node_rows: Ints, feature: FeatureRef, k: int
+    ) -> tuple[int, npt.NDArray[np.bool_]]:
+        self.records.append((feature.column, float(self.binner.edges[feature.column][k])))
+        return len(self.records) - 1, self.bins[node_rows, feature.column] <= k
+
+
+@dataclass
+class CentralModel:
+    trees: list[Tree]
+    base: float
+    records: list[tuple[int, float]]  # record id -> (column, threshold)
+
+    def decision_function(self, x: Floats) -> Floats:
+        out = np.full(x.shape[0], self.base)
+
+        def left_of(record: int, rows: Ints) -> npt.NDArray[np.bool_]:
+            column, threshold = self.records[record]
+            return np.asarray(x[rows, column] <= threshold)
+
+        for tree in self.trees:
+            out += route(tree, x.shape[0], left_of)
+        return out
+
+
+def route(tree: Tree, n: int, left_of: _LeftOf) -> Floats:
+    """Leaf values for ``n`` rows, asking ``left_of(record, rows)`` at each internal node."""
+    out = np.zeros(n)
+    stack = [(0, np.arange(n, dtype=np.int64))]
+    while stack:
+        node, rows = stack.pop()
+        if tree.split[node] < 0:
+            out[rows] = tree.value[node]
+            continue
+        if rows.size == 0:
+            continue
+        mask = left_of(tree.split[node], rows)
+        stack += [(tree.left[node], rows[mask]), (tree.right[node], rows[~mask])]
+    return out
+
+
+class _LeftOf(Protocol):
+    def __call__(self, record: int, rows: Ints) -> npt.NDArray[np.bool_]: ...
+
+
+def train_central(x: Floats, labels: Floats, params: SgbParams | None = None) -> CentralModel:
+    """The same GBDT on pooled plaintext columns (the parity reference)."""
+    params = params or SgbParams()
+    source = CentralSource(np.asarray(x, dtype=np.float64), params)
+    base = base_score(labels)
+    scores = np.full(labels.shape[0], base)
+    trees = []
+    for _ in range(params.trees):
+        g, h = logistic_grad(scores, labels)
+        tree, update = grow_tree(source, g, h, params)
+        trees.append(tree)
+        scores += update
+    return CentralModel(trees, base, source.records)

@@ -1,0 +1,71 @@
+"""SecureBoost-style vertical GBDT: refusal, parity with plaintext, bank-only < fused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataspace.federated import auc, make_vertical
+from dataspace.federated.mpc.net import Network
+from dataspace.federated.sgb import SecureBoost, SecureBoostNotAllowed, predict
+from dataspace.federated.sgb_share import ShareDealer, ShareLabel, SharePassive, pack, unpack
+from dataspace.federated.sgb_tree import SgbParams, train_central
+from dataspace.federated.vlr import PartyData
+
+PARAMS = SgbParams(trees=15, max_depth=3)
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    data = make_vertical(4000, {"bank": 5, "tax": 5, "grid": 5}, seed=3)
+    n = 3000
+    train = {k: v[:n] for k, v in data.blocks.items()}
+    test = {k: v[n:] for k, v in data.blocks.items()}
+    return train, test, data.labels[:n], data.labels[n:]
+
+
+def _parties(train: dict[str, np.ndarray], y: np.ndarray) -> list[PartyData]:
+    return [PartyData(k, v, y if k == "bank" else None) for k, v in train.items()]
+
+
+def test_secureboost_refuses_without_the_leakage_flag(split) -> None:  # type: ignore[no-untyped-def]
+    train, _, y, _ = split
+    with pytest.raises(SecureBoostNotAllowed) as info:
+        SecureBoost(PARAMS).fit(_parties(train, y))
+    assert "instance space" in str(info.value)
+
+
+def test_federated_auc_matches_plaintext_and_beats_bank_only(split) -> None:  # type: ignore[no-untyped-def]
+    train, test, y, yt = split
+    model = SecureBoost(PARAMS, allow_secureboost_leakage=True).fit(_parties(train, y))
+    fused = auc(predict(model, test), yt)
+    central = train_central(np.hstack(list(train.values())), y, PARAMS)
+    plain = auc(central.decision_function(np.hstack(list(test.values()))), yt)
+    bank = train_central(train["bank"], y, PARAMS)
+    bank_only = auc(bank.decision_function(test["bank"]), yt)
+    assert abs(fused - plain) <= 0.01
+    assert bank_only < fused - 0.01
+    owners = model.owners()
+    assert owners["tax"] > 0 and owners["grid"] > 0
+    assert len(model.books["tax"].records) == owners["tax"]  # thresholds stay at the owner
+
+
+def test_passive_bin_sums_on_shares_equal_plaintext_sums() -> None:
+    rng = np.random.default_rng(0)
+    n, sizes = 500, [6, 4]
+    bins = np.stack([rng.integers(0, 6, n), rng.integers(0, 4, n)], axis=1)
+    g, h = rng.uniform(-1, 1, n), rng.uniform(0, 0.25, n)
+    net = Network()
+    dealer, passive = ShareDealer("op", net), SharePassive("tax", net, bins, sizes)
+    label = ShareLabel("bank", net, "tax", sizes)
+    dealer.setup("tax", n, 2)
+    passive.setup("op", "bank")
+    label.setup()
+    x = pack(g, h, 18)[:, None]
+    dealer.level("tax", "bank", "t", 1)
+    seed = label.send_masked("op", "t", x)
+    passive.level("op", "bank", "t")
+    gs, hs = unpack(label.collect("t", seed, 1), 18)
+    assert np.allclose(gs[:6, 0], np.bincount(bins[:, 0], weights=g, minlength=6), atol=1e-3)
+    assert np.allclose(hs[6:, 0], np.bincount(bins[:, 1], weights=h, minlength=4), atol=1e-3)
+    assert net.pending() == 0
