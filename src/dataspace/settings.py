@@ -47,6 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("peer_signature_max_age_seconds", 300, "oldest peer signature accepted (seconds)"),
     Setting("peer_signature_lifetime_seconds", 60, "lifetime this node gives its own signatures"),
     Setting("peer_replay_prune_interval_seconds", 60, "how often expired nonces are pruned"),
+    Setting("peer_denied_log_per_minute", 60, "refused peer requests logged per minute"),
     Setting("membership_issue_skew_seconds", 300, "how far ahead a membership list may be issued"),
     Setting("transfer_token_ttl_seconds", 300, "how long a transfer's one-time pull token works"),
     Setting("transfer_pull_timeout_seconds", 120.0, "longest wait for a transfer's data (seconds)"),

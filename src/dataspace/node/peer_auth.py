@@ -7,6 +7,8 @@ node keeps serving.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 from fastapi import Depends, Request
@@ -21,6 +23,8 @@ from dataspace.ledger import log
 from dataspace.node.auth import get_node
 from dataspace.services import space
 from dataspace.services.node import Node
+
+logger = logging.getLogger("dataspace.node")
 
 
 def request_url(request: Request) -> str:
@@ -45,25 +49,66 @@ def _replay_store(request: Request, node: Node) -> SqlReplayStore:
     return store
 
 
-def _log_denied(node: Node, request: Request, exc: DataspaceError) -> None:
+class _DeniedLog:
+    """Enters refused peer requests in the ledger, at most ``per_minute`` a minute.
+
+    An unauthenticated caller must not be able to grow the ledger without bound: past the
+    limit, refusals are counted and the count goes into the next entry that is written.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window = 0
+        self.written = 0
+        self.suppressed = 0
+        self.lock = threading.Lock()
+
+    def admit(self, now: float) -> int | None:
+        """None when this refusal is only counted; else how many were suppressed before it."""
+        with self.lock:
+            minute = int(now // 60)
+            if minute != self.window:
+                self.window, self.written = minute, 0
+            if self.written >= self.per_minute:
+                self.suppressed += 1
+                return None
+            self.written += 1
+            suppressed, self.suppressed = self.suppressed, 0
+            return suppressed
+
+
+def _denied_log(request: Request, node: Node) -> _DeniedLog:
+    denied = getattr(request.app.state, "denied_log", None)
+    if denied is None:
+        denied = _DeniedLog(node.limits.peer_denied_log_per_minute)
+        request.app.state.denied_log = denied
+    return denied
+
+
+def _claimed_keyid(request: Request) -> str | None:
     signature_input = request.headers.get("signature-input", "")
-    keyid = (
-        signature_input.split('keyid="', 1)[1].split('"', 1)[0]
-        if 'keyid="' in signature_input
-        else None
-    )
-    with node.store.write() as session:
-        log.append(
-            session,
-            actor=f"peer:{keyid or 'unknown'}",
-            action="peer.denied",
-            payload={
-                "method": request.method,
-                "path": request.url.path,
-                "code": exc.code,
-                "reason": exc.message,
-            },
-        )
+    if 'keyid="' not in signature_input:
+        return None
+    return signature_input.split('keyid="', 1)[1].split('"', 1)[0][:100]
+
+
+def _log_denied(node: Node, request: Request, exc: DataspaceError, suppressed: int) -> None:
+    """The refusal as a ledger entry. The signature did not verify, so the key the request
+    names is only a claim: it goes into the payload, never into the actor."""
+    payload: dict[str, object] = {
+        "method": request.method,
+        "path": request.url.path[:200],
+        "code": exc.code,
+        "reason": exc.message[:300],
+        "claimed_keyid": _claimed_keyid(request),
+    }
+    if suppressed:
+        payload["suppressed_before"] = suppressed
+    try:
+        with node.store.write() as session:
+            log.append(session, actor="peer:unverified", action="peer.denied", payload=payload)
+    except DataspaceError:  # the refusal stands whether or not it could be logged
+        logger.exception("could not enter a refused peer request in the ledger")
 
 
 def _membership(node: Node) -> Membership:
@@ -98,5 +143,7 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
             profile=profile,
         )
     except DataspaceError as exc:
-        await run_in_threadpool(_log_denied, node, request, exc)
+        suppressed = _denied_log(request, node).admit(time.time())
+        if suppressed is not None:
+            await run_in_threadpool(_log_denied, node, request, exc, suppressed)
         raise
