@@ -129,3 +129,52 @@ def test_remove_deletes_file_and_logs(node: Node) -> None:
     with pytest.raises(NotFound):
         datasets.show(node, "grid")
     ledger.verify(node)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+def test_an_import_killed_before_its_commit_leaves_nothing(node: Node) -> None:
+    from dataspace.services.node import open_node
+
+    stranded = node.data_dir / f".importing-{_dead_pid()}-{'0' * 32}.parquet"
+    stranded.write_bytes((SAMPLES / "grid_power.parquet").read_bytes())
+    reopened = open_node(node.root)
+    assert _data_files(reopened) == []
+    assert datasets.list_datasets(reopened) == []
+    reopened.close()
+
+
+def test_an_import_killed_after_its_commit_is_finished_on_open(node: Node) -> None:
+    from dataspace.services.node import open_node
+
+    view = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    final = node.data_dir / f"{view['id']}.parquet"
+    # As if the process died between the commit and moving the file into place.
+    final.rename(node.data_dir / f".importing-{_dead_pid()}-{final.name}")
+    reopened = open_node(node.root)
+    assert _data_files(reopened) == [final.name]
+    assert datasets.show(reopened, "grid")["rows"] == view["rows"]
+    reopened.close()
+
+
+def test_a_live_import_is_left_alone_on_open(node: Node) -> None:
+    import os
+
+    from dataspace.services.node import open_node
+
+    live = node.data_dir / f".importing-{os.getpid()}-{'1' * 32}.parquet"
+    live.write_bytes(b"in progress")
+    reopened = open_node(node.root)
+    assert live.exists()
+    reopened.close()

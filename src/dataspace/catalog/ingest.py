@@ -154,20 +154,21 @@ def cleanup_partial_imports(data_dir: Path) -> list[Path]:
     if not data_dir.is_dir():
         return removed
     for root, dirs, files in os.walk(data_dir):
-        for name in [d for d in dirs if _is_stale(d)]:
+        for name in [d for d in dirs if is_stale(d)]:
             path = Path(root) / name
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
             dirs.remove(name)
         for name in files:
-            if _is_stale(name):
+            if is_stale(name):
                 path = Path(root) / name
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 
 
-def _is_stale(name: str) -> bool:
+def is_stale(name: str) -> bool:
+    """True for a ``.importing-<pid>-`` name whose process is gone."""
     if not name.startswith(PARTIAL_PREFIX):
         return False
     pid_text = name[len(PARTIAL_PREFIX) :].split("-", 1)[0]

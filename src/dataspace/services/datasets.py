@@ -8,6 +8,7 @@ nothing half-imported stays in the data folder, the catalog or the ledger.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -85,17 +86,20 @@ def add(
             )
 
     dataset_id = uuid.uuid4().hex
-    dest = node.data_dir / f"{dataset_id}.parquet"
-    with _removed_on_failure(dest):
-        imported = ingest.import_file(src, dest, limits=node.limits, fmt=fmt)
-        analysis = _analyse(node, dest, domain=domain, rows=imported.rows, overrides={})
+    final = node.data_dir / f"{dataset_id}.parquet"
+    # Until the catalog row commits, the file carries the staging name that a node's start-up
+    # recovery recognises (see recover_imports): a killed import leaves nothing behind.
+    staged = node.data_dir / f"{ingest.PARTIAL_PREFIX}{os.getpid()}-{final.name}"
+    with _removed_on_failure(staged):
+        imported = ingest.import_file(src, staged, limits=node.limits, fmt=fmt)
+        analysis = _analyse(node, staged, domain=domain, rows=imported.rows, overrides={})
         row = Dataset(
             id=dataset_id,
             name=name,
             title=title or name,
             domain=domain,
             description=description,
-            file_name=dest.name,
+            file_name=final.name,
             file_sha256=imported.sha256,
             source_name=src.name,
             source_format=imported.source_format,
@@ -109,7 +113,34 @@ def add(
             session.add(row)
             session.flush()  # a concurrent add of the same name fails here, before the ledger entry
             log.append(session, actor=actor, action="dataset.added", payload=_ledger_payload(row))
+    os.replace(staged, final)
     return _view(row)
+
+
+def recover_imports(node: Node) -> list[str]:
+    """Finish or undo imports whose process died: a staged file whose dataset committed is moved
+    into place (the commit is the point of no return); any other stale one is deleted.
+
+    Returns the names of the files it moved into place.
+    """
+    stale = [
+        p
+        for p in node.data_dir.glob(f"{ingest.PARTIAL_PREFIX}*.parquet")
+        if p.is_file() and ingest.is_stale(p.name)
+    ]
+    if not stale:
+        return []
+    finished = []
+    with node.store.read() as session:
+        committed = set(session.scalars(select(Dataset.file_name)))
+    for path in stale:
+        final_name = path.name[len(ingest.PARTIAL_PREFIX) :].split("-", 1)[-1]
+        if final_name in committed and not (node.data_dir / final_name).exists():
+            os.replace(path, node.data_dir / final_name)
+            finished.append(final_name)
+        else:
+            path.unlink(missing_ok=True)
+    return finished
 
 
 def _analyse(

@@ -185,9 +185,11 @@ def open_node(root: Path | str | None) -> Node:
 def _clean_scratch(node: Node) -> None:
     """Remove what a killed import left behind (only files whose writing process is gone)."""
     from dataspace.catalog.ingest import cleanup_partial_imports
+    from dataspace.services.datasets import recover_imports
 
     node.tmp_dir.mkdir(exist_ok=True)
     try:
+        recover_imports(node)  # before the cleanup: a committed import is finished, not deleted
         cleanup_partial_imports(node.data_dir)
     except DataspaceError:
         raise
