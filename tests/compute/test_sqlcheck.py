@@ -9,27 +9,44 @@ import pytest
 from dataspace.compute import QueryRefused, SqlPolicy, check_query
 from dataspace.errors import UsageError
 
+# Every aggregate is released only if the rows feeding it reach k: its FILTER, and its
+# argument not NULL (COUNT(*) over the whole group is covered by the group's HAVING).
 REWRITES = [
     (
         "SELECT city, count(*), sum(income) AS total FROM people GROUP BY city",
-        'SELECT "city" AS "city", COUNT(*) AS "count", SUM("income") AS "total" FROM "people" '
+        'SELECT "city" AS "city", COUNT(*) AS "count", '
+        'CASE WHEN COUNT("income") >= 5 THEN SUM("income") END AS "total" FROM "people" '
         'GROUP BY "city" HAVING COUNT(*) >= 5',
     ),
     (
         "select p.city c, avg(age) from people p where age > 30 group by c order by 2 desc limit 3",
-        'SELECT "city" AS "c", AVG("age") AS "avg_age" FROM "people" WHERE "age" > 30 '
-        'GROUP BY "city" HAVING COUNT(*) >= 5 ORDER BY 2 DESC LIMIT 3',
+        'SELECT "city" AS "c", CASE WHEN COUNT("age") >= 5 THEN AVG("age") END AS "avg_age" '
+        'FROM "people" WHERE "age" > 30 GROUP BY "city" HAVING COUNT(*) >= 5 '
+        "ORDER BY 2 DESC LIMIT 3",
     ),
     (
         "SELECT count(DISTINCT id_card) FROM people",
-        'SELECT COUNT(DISTINCT "id_card") AS "count_distinct_id_card" FROM "people" '
-        "HAVING COUNT(*) >= 5",
+        'SELECT CASE WHEN COUNT("id_card") >= 5 THEN COUNT(DISTINCT "id_card") END '
+        'AS "count_distinct_id_card" FROM "people" HAVING COUNT(*) >= 5',
     ),
     (
         "SELECT year(joined), count(*) FILTER (WHERE diagnosis = 'flu') AS flu "
         "FROM people GROUP BY 1",
-        'SELECT YEAR("joined") AS "col1", COUNT(*) FILTER(WHERE "diagnosis" = \'flu\') AS "flu" '
+        'SELECT YEAR("joined") AS "col1", '
+        "CASE WHEN COUNT(*) FILTER(WHERE \"diagnosis\" = 'flu') >= 5 "
+        'THEN COUNT(*) FILTER(WHERE "diagnosis" = \'flu\') END AS "flu" '
         'FROM "people" GROUP BY YEAR("joined") HAVING COUNT(*) >= 5',
+    ),
+    (
+        "SELECT city, sum(income) FILTER (WHERE age = 47) AS x FROM people GROUP BY city",
+        'SELECT "city" AS "city", CASE WHEN COUNT("income") FILTER(WHERE "age" = 47) >= 5 '
+        'THEN SUM("income") FILTER(WHERE "age" = 47) END AS "x" FROM "people" '
+        'GROUP BY "city" HAVING COUNT(*) >= 5',
+    ),
+    (
+        "SELECT count_if(age > 40) AS old FROM people",
+        'SELECT CASE WHEN COUNT(*) FILTER(WHERE "age" > 40) >= 5 THEN COUNT_IF("age" > 40) END '
+        'AS "old" FROM "people" HAVING COUNT(*) >= 5',
     ),
     (
         "SELECT city, age FROM people GROUP BY ALL",
@@ -39,14 +56,16 @@ REWRITES = [
     (
         "SELECT city, count(*) n FROM people GROUP BY city HAVING sum(income) > 100",
         'SELECT "city" AS "city", COUNT(*) AS "n" FROM "people" GROUP BY "city" '
-        'HAVING (SUM("income") > 100) AND COUNT(*) >= 5',
+        'HAVING (CASE WHEN COUNT("income") >= 5 THEN SUM("income") END > 100) '
+        "AND COUNT(*) >= 5",
     ),
     (
         "SELECT CAST(age / 10 AS INTEGER) * 10 AS band, round(stddev(income), 2) "
         "FROM people WHERE city IN ('c1', 'c2') GROUP BY band",
-        'SELECT CAST("age" / 10 AS INT) * 10 AS "band", ROUND(STDDEV("income"), 2) AS "col2" '
-        'FROM "people" WHERE "city" IN (\'c1\', \'c2\') GROUP BY CAST("age" / 10 AS INT) * 10 '
-        "HAVING COUNT(*) >= 5",
+        'SELECT TRY(TRY_CAST("age" / 10 AS INT) * 10) AS "band", '
+        'ROUND(CASE WHEN COUNT("income") >= 5 THEN STDDEV("income") END, 2) AS "col2" '
+        "FROM \"people\" WHERE \"city\" IN ('c1', 'c2') "
+        'GROUP BY TRY(TRY_CAST("age" / 10 AS INT) * 10) HAVING COUNT(*) >= 5',
     ),
 ]
 

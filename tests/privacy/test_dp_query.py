@@ -114,3 +114,36 @@ def test_grouped_query_without_delta_is_refused_before_spending(
     with pytest.raises(UsageError, match="delta > 0"):
         _run(store, sales, policy, DpSpec(epsilon=1, bounds={"amount": (0, 100)}))
     assert get_budget(store, "ag").epsilon_spent == 0
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "1 // (amount - {n}) >= 0",
+        "CAST(CASE WHEN amount = {n} THEN 'boom' ELSE '1' END AS INTEGER) = 1",
+        "(2 - least(abs(amount - {n}), 1)) * 9223372036854775807 > 0",
+    ],
+)
+def test_whether_a_dp_query_fails_does_not_depend_on_one_row(
+    where: str, store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    """The outlier's amount is 1e12: without TRY these fail exactly when n hits it."""
+    ensure_budget(store, "ag", 10, 1e-4)
+    outcomes = []
+    for n in ("999999999999", "1000000000000"):
+        sql = f"SELECT region, COUNT(*) AS n FROM sales WHERE {where.format(n=n)} GROUP BY region"
+        outcomes.append(_run(store, sales, policy, spec, sql, job=n).table.column_names)
+    assert outcomes[0] == outcomes[1] == ["region", "n"]
+
+
+def test_conditional_counts_stay_allowed_under_dp(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    """DP bounds one person's influence on a conditional count; no k-style refusal applies."""
+    ensure_budget(store, "ag", 10, 1e-4)
+    sql = (
+        "SELECT region, COUNT(*) FILTER (WHERE age > 40) AS old, "
+        "COUNT(CASE WHEN amount > 50 THEN 1 END) AS big FROM sales GROUP BY region"
+    )
+    rows = _run(store, sales, policy, spec, sql).table.to_pylist()
+    assert {r["region"] for r in rows} <= set(EXACT_COUNTS)

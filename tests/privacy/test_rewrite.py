@@ -63,6 +63,8 @@ def test_a_hidden_count_is_added_for_the_group_threshold(policy: SqlPolicy, spec
         ("SELECT MEDIAN(age) FROM sales", "not supported under differential"),
         ("SELECT STDDEV(age) FROM sales", "not supported under differential"),
         ("SELECT SUM(age * 2) FROM sales", "cannot be bounded"),
+        ("SELECT SUM(CASE WHEN age = 47 THEN amount ELSE 0 END) FROM sales", "cannot be bounded"),
+        ("SELECT AVG(CAST(amount AS INTEGER)) FROM sales", "cannot be bounded"),
         ("SELECT region, SUM(amount) + 1 FROM sales GROUP BY region", "not one aggregate"),
         ("SELECT region, COUNT(*) FROM sales GROUP BY region HAVING COUNT(*) > 3", "HAVING"),
         ("SELECT region, COUNT(*) FROM sales GROUP BY region LIMIT 2", "LIMIT"),
@@ -84,3 +86,18 @@ def test_sum_without_bounds_is_refused(policy: SqlPolicy) -> None:
 @pytest.fixture
 def make_policy_without_sensitive(policy: SqlPolicy) -> SqlPolicy:
     return dataclasses.replace(policy, sensitive_columns=frozenset())
+
+
+def test_dp_plan_cannot_raise_on_data(policy: SqlPolicy, spec: DpSpec) -> None:
+    """Scalar parts are wrapped in TRY (NULL instead of an error), casts become TRY_CAST."""
+    plan = _plan(
+        "SELECT year(CAST(age AS DATE)) AS y, COUNT(*) FILTER (WHERE 1 // (age - 47) = 0) AS n "
+        "FROM sales WHERE CAST(region AS INTEGER) IS NULL GROUP BY 1",
+        policy,
+        spec,
+    )
+    sql = plan.checked.sql
+    assert 'WHERE TRY(TRY_CAST("region" AS INT) IS NULL)' in sql
+    assert 'FILTER(WHERE TRY(1 // ("age" - 47) = 0))' in sql
+    assert 'GROUP BY TRY(YEAR(TRY_CAST("age" AS DATE)))' in sql
+    assert " CAST(" not in sql.replace("TRY_CAST(", "")

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataspace.compute.errors import (
+    FAILED_MESSAGE,
     QueryFailed,
     QueryOutOfMemory,
     QueryRefused,
@@ -277,7 +278,7 @@ class _Worker:
                 hint="the query may have exhausted memory; other queries are not affected",
             ) from None
         self.answered = True
-        raise _error(reply[1], reply[2], self.limits)
+        raise _error(reply[1], reply[2], reply[3] if len(reply) > 3 else None, self.limits)
 
     def _kill(self) -> None:
         self.zygote.kill(self.pid)
@@ -357,31 +358,43 @@ def _refill(limits: SandboxLimits) -> None:
     thread.start()
 
 
-def _error(kind: str, message: str, limits: SandboxLimits) -> SandboxError | DataspaceError:
+def _error(
+    kind: str, message: str, detail: str | None, limits: SandboxLimits
+) -> SandboxError | DataspaceError:
+    """The consumer-facing error for a worker's reply.
+
+    ``message`` is one of the worker's fixed texts; ``detail`` (the engine's own words, which
+    can quote a row's value) goes to ``internal_detail`` only, for the provider's log.
+    """
+    error: SandboxError | QueryRefused | QueryFailed
     if kind == "refused":
-        return QueryRefused(
+        error = QueryRefused(
             f"the engine refused the query: {message}",
             hint="only one SELECT over the agreed table can run",
         )
-    if kind == "failed":
-        return QueryFailed(
-            f"the query could not run: {message}", hint="check column types and casts"
+    elif kind == "failed":
+        error = QueryFailed(
+            FAILED_MESSAGE,
+            hint="the engine's reason is in the provider's log only; check types and casts",
         )
-    if kind == "timeout":
-        return QueryTimeout(
+    elif kind == "timeout":
+        error = QueryTimeout(
             message, hint=f"narrow the query; the limit is {limits.timeout_seconds} s"
         )
-    if kind == "oom":
-        return QueryOutOfMemory(
-            f"the query ran out of memory or temp space ({message})",
+    elif kind == "oom":
+        error = QueryOutOfMemory(
+            "the query ran out of memory or temp space",
             hint=(
                 f"narrow the query; limits: {limits.memory_limit_mb} MB memory, "
                 f"{limits.max_temp_mb} MB temp"
             ),
         )
-    if kind == "too_large":
-        return ResultTooLarge(message, hint="aggregate further or add a LIMIT")
-    return WorkerCrashed(f"the query worker failed: {message}")
+    elif kind == "too_large":
+        error = ResultTooLarge(message, hint="aggregate further or add a LIMIT")
+    else:
+        error = WorkerCrashed(f"the query worker failed ({message})")
+    error.internal_detail = detail or None
+    return error
 
 
 atexit.register(shutdown)

@@ -15,12 +15,16 @@ agreement's :class:`SqlPolicy`, and a new query is generated from the checked tr
   alias, GROUP BY ordinals, aliases and ALL are expanded to expressions;
 * **minimum group size** (k) is enforced by the rewrite: the query gets
   ``HAVING <its own condition> AND COUNT(*) >= k`` (or ``COUNT(DISTINCT contributor) >= k``
-  when the policy names a contributor column). Without GROUP BY the same HAVING suppresses the
-  whole result unless the filtered table has k rows. The count itself is not released.
+  when the policy names a contributor column), and every aggregate is released only if the
+  rows feeding it (its FILTER, a non-NULL argument) reach k; the argument of a non-counting
+  aggregate must be linear in the columns (:mod:`dataspace.compute.sqlsafe`). Without GROUP BY
+  the same HAVING suppresses the whole result unless the filtered table has k rows;
+* nothing accepted can fail on data: casts run as TRY_CAST and scalar expressions that could
+  raise are wrapped in TRY (:class:`dataspace.compute.sqlsafe.Guard`).
 
 Known limits of the rewrite (the DP layer's job): differencing across queries (two filters
 that differ by one person), and order statistics over non-sensitive columns, which release
-one contributor's value even in a group of k.
+one contributor's value even in a group of k. See docs/sandbox.md, "Known limits".
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from dataspace.compute import sqlrules as rules
+from dataspace.compute import sqlsafe
 from dataspace.compute.errors import QueryRefused
 from dataspace.compute.sqltypes import Aggregate, CheckedQuery, SqlPolicy
 
@@ -363,6 +368,11 @@ class _Checker:
                 )
             self._visit(node.this, clause, agg)
             return
+        unit = sqlsafe.unit_of(node)
+        if unit is not None:
+            problem = sqlsafe.unit_problem(unit)
+            if problem is not None:
+                raise refuse(f"{problem} (in {where})")
         if isinstance(node, exp.Anonymous):
             name = node.name.lower()
             if rules.reads_outside(name):
@@ -476,6 +486,22 @@ class _Checker:
                     self._visit(inner, clause, canonical)
             else:
                 self._visit(child, clause, canonical)
+        if (
+            self.restricted
+            and self.policy.min_group_size > 1
+            and canonical not in rules.COUNTING.values()
+            and canonical != "count_if"
+            and target is not None
+        ):
+            problem = sqlsafe.linear_problem(target)
+            if problem is not None:
+                raise refuse(
+                    f"{name}({target.sql(dialect=DIALECT)[:60]}) is not allowed: with a minimum "
+                    f"group size, the argument of {name} may only add, subtract and scale "
+                    f"columns by constants ({problem} could single out rows)",
+                    hint="put conditions in WHERE or in FILTER (WHERE ...), which the minimum "
+                    "group size covers",
+                )
 
     def _canonical_aggregate(self, node: exp.Expr, name: str) -> str:
         for table in (rules.COUNTING, rules.BLENDING, rules.ORDER_STATISTICS):
@@ -567,24 +593,35 @@ class _Checker:
         is_aggregate: bool,
     ) -> exp.Select:
         table = exp.Table(this=exp.Identifier(this=self.policy.table, quoted=True))
-        out = exp.Select(
-            expressions=[exp.alias_(item, name, quoted=True) for name, item in items]
-        ).from_(table, copy=False)
-        if where is not None:
-            out.set("where", where)
-        if keys:
-            out.set("group", exp.Group(expressions=keys))
-        condition = having.this if having is not None else None
+        guard = sqlsafe.Guard(self.policy.columns, keys, self._is_aggregate)
         k = self.policy.min_group_size
-        if is_aggregate and k > 1:
-            contributor = self.policy.contributor_column
+        contributor = (
+            exp.column(self._canon(self.policy.contributor_column), quoted=True)
+            if self.policy.contributor_column
+            else None
+        )
+        thresholded = is_aggregate and k > 1
+
+        def release(node: exp.Expr, always: bool) -> exp.Expr:
+            node = guard.guard(node)
+            return self._threshold(node, k, contributor, always) if thresholded else node
+
+        out = exp.Select(
+            expressions=[exp.alias_(release(item, False), name, quoted=True)
+                         for name, item in items]
+        ).from_(table, copy=False)  # fmt: skip
+        if where is not None:
+            out.set("where", guard.guard(where))
+        if keys:
+            out.set("group", exp.Group(expressions=[key.copy() for key in guard.keys]))
+        # HAVING is evaluated for every group, also those under k: it may only see aggregates
+        # thresholded on their own rows (NULL under k), so its outcome -- an error included --
+        # cannot depend on a small group.
+        condition = release(having.this, True) if having is not None else None
+        if thresholded:
             counted: exp.Expr = (
-                exp.Count(
-                    this=exp.Distinct(
-                        expressions=[exp.column(self._canon(contributor), quoted=True)]
-                    )
-                )
-                if contributor
+                exp.Count(this=exp.Distinct(expressions=[contributor.copy()]))
+                if contributor is not None
                 else exp.Count(this=exp.Star())
             )
             threshold = exp.GTE(this=counted, expression=exp.Literal.number(k))
@@ -593,6 +630,8 @@ class _Checker:
             )
         if condition is not None:
             out.set("having", exp.Having(this=condition))
+        if order is not None:
+            order = release(order, False)
         if order is not None:
             out.set("order", order)
         for key in ("limit", "offset"):
@@ -606,6 +645,26 @@ class _Checker:
                 raise refuse(f"{key.upper()} must be a whole number")
             out.set(key, node.copy())
         return out
+
+    def _threshold(
+        self, node: exp.Expr, k: int, contributor: exp.Expr | None, always: bool
+    ) -> exp.Expr:
+        """Each aggregate in ``node`` released only if the rows that feed it reach k."""
+
+        def canonical(agg: exp.Expr) -> str:
+            return self._canonical_aggregate(agg, self._fname(agg))
+
+        if isinstance(node, exp.Filter) and self._is_aggregate(node.this):
+            return sqlsafe.threshold(node, k, contributor, always, canonical)
+        if self._is_aggregate(node):
+            return sqlsafe.threshold(node, k, contributor, always, canonical)
+        for key, value in list(node.args.items()):
+            if isinstance(value, exp.Expr):
+                node.set(key, self._threshold(value, k, contributor, always))
+            elif isinstance(value, list):
+                node.set(key, [self._threshold(v, k, contributor, always)
+                               if isinstance(v, exp.Expr) else v for v in value])  # fmt: skip
+        return node
 
     def _canon(self, column: str) -> str:
         return self.columns[column.lower()]

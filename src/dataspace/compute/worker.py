@@ -15,7 +15,9 @@ with the job's limits, then waits for the job on its pipe. When the job arrives 
 
 The parent kills the process if it does not answer within a grace period, and wipes the
 temp dir in every case. Replies are plain tuples: ``("ok", ipc_bytes, stats)`` or
-``("error", kind, message)``.
+``("error", kind, message, detail)``: ``message`` is one of this module's fixed texts (it may
+reach the consumer), ``detail`` is the engine's own text (it may quote data; it is for the
+provider's log only).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def serve(conn: Connection, setup: dict[str, Any]) -> None:
             },
         )
     except duckdb.Error as exc:
-        _send(conn, ("error", "crash", f"the engine could not start: {_first_line(exc)}"))
+        _send(conn, ("error", "crash", "the engine could not start", _first_line(exc)))
         return
     with contextlib.suppress(duckdb.Error):
         # Start the engine's threads and warm its allocator while no job is waiting.
@@ -67,7 +69,7 @@ def serve(conn: Connection, setup: dict[str, Any]) -> None:
     try:
         reply = _run(con, job, setup)
     except BaseException as exc:  # the parent must always get an answer
-        reply = ("error", "crash", f"{type(exc).__name__}: {_first_line(exc)}")
+        reply = ("error", "crash", "the worker failed", f"{type(exc).__name__}: {_first_line(exc)}")
     _send(conn, reply)
     with contextlib.suppress(Exception):
         con.close()
@@ -86,21 +88,17 @@ def _run(
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
-        return ("error", "crash", f"the sandbox could not be set up: {_first_line(exc)}")
+        return ("error", "crash", "the sandbox could not be set up", _first_line(exc))
 
     sql = str(job["sql"])
     if job.get("gate", True):
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as exc:
-            return ("error", "failed", _first_line(exc))
+            return ("error", "failed", FAILED, _first_line(exc))
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             kinds = ", ".join(s.type.name for s in statements) or "none"
-            return (
-                "error",
-                "refused",
-                f"the engine accepts exactly one SELECT statement (got {kinds})",
-            )
+            return ("error", "refused", ONE_SELECT, f"got {kinds}")
 
     done = threading.Event()
     timed_out = threading.Event()
@@ -115,29 +113,21 @@ def _run(
     try:
         table = _fetch(con, sql, int(job["max_rows"]))
     except _TooMany as exc:
-        return ("error", "too_large", str(exc))
+        return ("error", "too_large", str(exc), "")
     except duckdb.InterruptException:
-        return (
-            "error",
-            "timeout",
-            f"the query ran longer than {job['timeout']} s and was interrupted",
-        )
+        return ("error", "timeout", _timeout_text(job), "")
     except duckdb.OutOfMemoryException as exc:
-        return ("error", "oom", _first_line(exc))
-    except duckdb.PermissionException as exc:
-        return ("error", "refused", _first_line(exc))
+        return ("error", "oom", OUT_OF_MEMORY, _first_line(exc))
     except duckdb.Error as exc:
         if timed_out.is_set():
-            return (
-                "error",
-                "timeout",
-                f"the query ran longer than {job['timeout']} s and was interrupted",
-            )
+            return ("error", "timeout", _timeout_text(job), _first_line(exc))
+        refusal = _refusal(exc)
+        if refusal is not None:
+            return ("error", "refused", refusal, _first_line(exc))
         text = str(exc).lower()
-        if "configuration has been locked" in text:
-            return ("error", "refused", _first_line(exc))
-        kind = "oom" if "temp directory" in text or "disk" in text else "failed"
-        return ("error", kind, _first_line(exc))
+        if "temp directory" in text or "disk" in text:
+            return ("error", "oom", OUT_OF_MEMORY, _first_line(exc))
+        return ("error", "failed", FAILED, _first_line(exc))
     finally:
         done.set()
     payload = _ipc(table)
@@ -146,6 +136,7 @@ def _run(
             "error",
             "too_large",
             f"the result is {len(payload)} bytes, more than {job['max_bytes']}",
+            "",
         )
     stats = {
         "cpu_seconds": time.process_time() - cpu0,
@@ -157,6 +148,34 @@ def _run(
 
 class _TooMany(Exception):
     pass
+
+
+#: The fixed texts a reply's ``message`` may carry (the consumer may see them).
+FAILED = "the query failed while running"
+OUT_OF_MEMORY = "the query ran out of memory or temp space"
+ONE_SELECT = "the engine accepts exactly one SELECT statement"
+EXTENSIONS_DISABLED = "loading extensions is disabled"
+FILES_DISABLED = "file access outside the agreed dataset is disabled"
+CONFIGURATION_LOCKED = "the engine's configuration is locked"
+PERMISSION_DENIED = "the engine denied permission"
+
+
+def _refusal(exc: duckdb.Error) -> str | None:
+    """The lock that refused ``exc``, as a fixed text; None if no lock did."""
+    text = str(exc)
+    if "configuration has been locked" in text:
+        return CONFIGURATION_LOCKED
+    if not (isinstance(exc, duckdb.PermissionException) or text.startswith("Permission Error")):
+        return None
+    if "extensions is disabled" in text:
+        return EXTENSIONS_DISABLED
+    if "disabled by configuration" in text or "Cannot access" in text:
+        return FILES_DISABLED
+    return PERMISSION_DENIED
+
+
+def _timeout_text(job: dict[str, Any]) -> str:
+    return f"the query ran longer than {job['timeout']} s and was interrupted"
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> pa.Table:

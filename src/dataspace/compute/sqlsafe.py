@@ -1,0 +1,284 @@
+"""Rewrites that make a checked query safe to run: no data-dependent errors, k on every aggregate.
+
+Two dangers remain after the allow-lists of :mod:`dataspace.compute.sqlrules`:
+
+**Engine errors as an oracle.** Whether DuckDB raises can depend on one row: a cast of a
+value that does not convert, ``//`` or ``%`` by zero, integer overflow, a date out of range,
+a substring offset out of range, an implicit cast of a text column to a number. One bit per
+query, bypassing both the minimum group size and differential privacy. :class:`Guard`
+rewrites every ``CAST`` to ``TRY_CAST`` and wraps every scalar expression that reads a column
+and could raise in ``TRY(...)`` (NULL instead of an error), so no accepted scalar expression
+fails on data. Date-part specifiers must be known literals (:func:`unit_problem`).
+Aggregates cannot be wrapped in ``TRY``; what is computed *from* aggregates reads only values
+thresholded by :func:`threshold` (NULL for groups and aggregates under k), so whether it fails
+depends only on values the query could release anyway.
+
+**Conditional aggregates.** ``SUM(x) FILTER (WHERE age = 47)``, ``SUM(CASE WHEN ... THEN x
+END)``, ``COUNT(*) FILTER (...)`` release one row's value from a group of k. With a minimum
+group size every aggregate is thresholded on the rows that actually feed it
+(:func:`threshold`): ``CASE WHEN COUNT(x) FILTER (WHERE f) >= k THEN agg(x) FILTER (WHERE f)
+END``; and the argument of a non-counting aggregate must be *linear* in the columns
+(:func:`linear_problem`) — columns added or subtracted, scaled by bounded constants — since
+anything non-linear (CASE, comparisons, least/abs/sign, casts, products of columns, rounding)
+can turn the rows it should blend into an indicator of one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+from sqlglot import exp
+
+#: Date-part specifiers DuckDB knows (date_trunc, extract, date_part, date_diff).
+KNOWN_UNITS = frozenset(
+    {
+        "year", "years", "y", "yr", "yrs", "quarter", "quarters", "month", "months", "mon",
+        "week", "weeks", "w", "day", "days", "d", "dayofmonth", "hour", "hours", "h", "hr",
+        "minute", "minutes", "m", "min", "second", "seconds", "s", "sec", "millisecond",
+        "milliseconds", "ms", "microsecond", "microseconds", "us", "decade", "decades",
+        "century", "centuries", "millennium", "millennia", "dow", "dayofweek", "isodow", "doy",
+        "dayofyear", "isoyear", "yearweek", "epoch", "era", "julian",
+    }
+)  # fmt: skip
+
+#: Largest (and, inverted, smallest) factor a linear aggregate argument may scale a column by,
+#: and the largest constant it may add: beyond them floating-point overflow and rounding become
+#: non-linear (``x * 1e300`` is inf only for large x; ``(x + 1e16) - 1e16`` rounds x).
+MAX_SCALE = 1e6
+MAX_OFFSET = 1e9
+
+_STRING_TYPES = ("VARCHAR", "TEXT", "CHAR", "STRING", "BPCHAR")
+_COMPARISONS = (
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ,
+    exp.In, exp.Between, exp.Like, exp.ILike, exp.Is,
+)  # fmt: skip
+#: Functions of one column that cannot raise: date parts of a date or time column (of a text
+#: column they would cast it, which can fail), and text functions of any column.
+_DATE_PARTS = (exp.Year, exp.Quarter, exp.Month, exp.Week, exp.Day, exp.DayOfWeek,
+               exp.DayOfYear, exp.DayOfMonth, exp.Hour, exp.Minute)  # fmt: skip
+_TEXT_FUNCTIONS = (exp.Lower, exp.Upper, exp.Length)
+_NOT_VALUES = (exp.Where, exp.Distinct, exp.Ordered, exp.Order, exp.Var, exp.DataType,
+               exp.Star, exp.Identifier)  # fmt: skip
+
+
+def unit_of(node: exp.Expr) -> exp.Expr | None:
+    """The date-part specifier of date_trunc / extract / date_part / date_diff, if any."""
+    if isinstance(node, exp.Extract):
+        unit: exp.Expr | None = node.this
+        return unit
+    if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc, exp.DateDiff)):
+        unit = node.args.get("unit")
+        return unit
+    if isinstance(node, exp.Anonymous) and node.name.lower() in ("date_part", "datepart"):
+        return node.expressions[0] if node.expressions else None
+    return None
+
+
+def unit_problem(node: exp.Expr | None) -> str | None:
+    """Why ``node`` is not a usable date-part specifier (None if it is)."""
+    if isinstance(node, exp.Var) or (isinstance(node, exp.Literal) and node.is_string):
+        name = str(node.this).lower()
+        if name in KNOWN_UNITS:
+            return None
+        return f"date part '{node.this}' is not a known specifier"
+    what = node.sql(dialect="duckdb")[:40] if node is not None else "nothing"
+    return f"date part {what} is not allowed: write the specifier as a literal, e.g. 'month'"
+
+
+def constant(node: exp.Expr) -> float | None:
+    """The value of a numeric literal (possibly negated or in parentheses), else None."""
+    if isinstance(node, exp.Paren):
+        return constant(node.this)
+    if isinstance(node, exp.Neg):
+        inner = constant(node.this)
+        return None if inner is None else -inner
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return float(node.this)
+        except ValueError:
+            return None
+    return None
+
+
+def linear_problem(node: exp.Expr, scale: float = 1.0) -> str | None:
+    """Why ``node`` is not linear in the columns with bounded constants (None if it is)."""
+    if isinstance(node, exp.Column):
+        return None
+    value = constant(node)
+    if value is not None:
+        return None if abs(value) <= MAX_OFFSET else f"the constant {value:g} is too large"
+    if isinstance(node, (exp.Paren, exp.Neg)):
+        return linear_problem(node.this, scale)
+    if isinstance(node, (exp.Add, exp.Sub)):
+        return linear_problem(node.this, scale) or linear_problem(node.expression, scale)
+    if isinstance(node, (exp.Mul, exp.Div)):
+        left, right = constant(node.this), constant(node.expression)
+        if isinstance(node, exp.Mul) and left is not None:
+            factor, rest = left, node.expression
+        elif right is not None:
+            factor, rest = (right if isinstance(node, exp.Mul) else 1 / right if right else 0.0,
+                            node.this)  # fmt: skip
+        else:
+            return "a product or quotient of two expressions that read columns"
+        scale *= abs(factor)
+        if not 1 / MAX_SCALE <= scale <= MAX_SCALE:
+            return f"a scale factor outside [{1 / MAX_SCALE:g}, {MAX_SCALE:g}]"
+        return linear_problem(rest, scale)
+    if isinstance(node, exp.Func):
+        return f"function {node.sql_name().lower()}"
+    return type(node).__name__
+
+
+def is_string_type(duckdb_type: str) -> bool:
+    return duckdb_type.strip().upper().startswith(_STRING_TYPES)
+
+
+class Guard:
+    """Rewrites expressions so that nothing that reads a column can raise in the engine."""
+
+    def __init__(
+        self,
+        column_types: Mapping[str, str],
+        keys: Sequence[exp.Expr],
+        is_aggregate: Callable[[exp.Expr], bool],
+    ) -> None:
+        self.types = {name.lower(): t for name, t in column_types.items()}
+        self.is_aggregate = is_aggregate
+        self.raw_keys = [_try_casts(key.copy()) for key in keys]
+        self.keys = [self._wrap(key.copy()) for key in self.raw_keys]
+
+    def guard(self, node: exp.Expr) -> exp.Expr:
+        """``node`` with group keys replaced by their guarded form and raising parts wrapped."""
+        node = _try_casts(node.copy())
+        return _unkey(self._wrap(self._substitute(node)))
+
+    def _substitute(self, node: exp.Expr) -> exp.Expr:
+        for raw, guarded in zip(self.raw_keys, self.keys, strict=True):
+            if node == raw:
+                return _Key(this=guarded.copy())
+        for key, value in list(node.args.items()):
+            if isinstance(value, exp.Expr):
+                node.set(key, self._substitute(value))
+            elif isinstance(value, list):
+                node.set(key, [self._substitute(v) if isinstance(v, exp.Expr) else v
+                               for v in value])  # fmt: skip
+        return node
+
+    def _wrap(self, node: exp.Expr) -> exp.Expr:
+        if isinstance(node, _Key):
+            guarded: exp.Expr = node.this
+            return guarded
+        if (
+            not isinstance(node, _NOT_VALUES)
+            and not any(self.is_aggregate(n) for n in node.walk())
+            and any(isinstance(n, (exp.Column, _Key)) for n in node.walk())
+        ):
+            return node if self._safe(node) else exp.Try(this=_unkey(node))
+        for key, value in list(node.args.items()):
+            if isinstance(value, exp.Expr):
+                node.set(key, self._wrap(value))
+            elif isinstance(value, list):
+                node.set(key, [self._wrap(v) if isinstance(v, exp.Expr) else v for v in value])
+        return node
+
+    def _safe(self, node: exp.Expr) -> bool:
+        """Cannot raise whatever the data: columns, literals, and plain comparisons of them."""
+        if isinstance(node, (exp.Column, exp.Literal, exp.Null, exp.Boolean, _Key)):
+            return True
+        if isinstance(node, (exp.Paren, exp.Not)):
+            return self._safe(node.this)
+        if isinstance(node, _DATE_PARTS + _TEXT_FUNCTIONS) and isinstance(node.this, exp.Column):
+            if len([v for v in node.args.values() if v not in (None, False)]) != 1:
+                return False
+            text = is_string_type(self.types.get(node.this.name.lower(), ""))
+            return isinstance(node, _TEXT_FUNCTIONS) or not text
+        if isinstance(node, (exp.And, exp.Or)):
+            return self._safe(node.this) and self._safe(node.expression)
+        if isinstance(node, _COMPARISONS):
+            operands = [n for n in node.iter_expressions()]
+            if isinstance(node, exp.Is):
+                return isinstance(node.expression, exp.Null) and self._safe(node.this)
+            flat: list[exp.Expr] = []
+            for op in operands:
+                flat.extend(op.expressions if isinstance(op, exp.Tuple) else [op])
+            if not all(
+                isinstance(op, (exp.Column, exp.Literal, exp.Null)) or constant(op) is not None
+                for op in flat
+            ):
+                return False
+            texts = [
+                isinstance(op, exp.Column) and is_string_type(self.types.get(op.name.lower(), ""))
+                for op in flat
+            ]
+            if any(texts):  # a text column compared with anything but text is cast per row
+                return all(
+                    t or isinstance(op, exp.Null) or (isinstance(op, exp.Literal) and op.is_string)
+                    for t, op in zip(texts, flat, strict=True)
+                )
+            return True
+        return False
+
+
+class _Key(exp.Expression):
+    """Marks a group key already guarded (so it stays identical to its GROUP BY form)."""
+
+    arg_types: ClassVar[dict[str, bool]] = {"this": True}
+
+
+def _unkey(node: exp.Expr) -> exp.Expr:
+    def strip(n: exp.Expr) -> exp.Expr:
+        return n.this if isinstance(n, _Key) else n
+
+    return node.transform(strip, copy=False)
+
+
+def _try_casts(node: exp.Expr) -> exp.Expr:
+    def fix(n: exp.Expr) -> exp.Expr:
+        if type(n) is exp.Cast:
+            return exp.TryCast(this=n.this, to=n.args["to"])
+        return n
+
+    return node.transform(fix, copy=False)
+
+
+def threshold(
+    agg: exp.Expr,
+    k: int,
+    contributor: exp.Expr | None,
+    always: bool,
+    canonical: Callable[[exp.Expr], str],
+) -> exp.Expr:
+    """``agg`` (an aggregate, maybe with FILTER) released only if the rows feeding it reach k.
+
+    The rows that feed an aggregate are those that pass its FILTER and, except for COUNT(*),
+    have a non-NULL argument (COUNT_IF: a true condition). ``always=False`` leaves an
+    aggregate alone when they are the whole group, which the group's own HAVING covers.
+    """
+    inner = agg.this if isinstance(agg, exp.Filter) else agg
+    conditions: list[exp.Expr] = []
+    if isinstance(agg, exp.Filter):
+        conditions.append(agg.expression.this.copy())
+    args = inner.expressions if isinstance(inner, exp.Anonymous) else [inner.this]
+    arg = args[0] if args else None
+    if isinstance(arg, exp.Distinct):
+        arg = arg.expressions[0] if len(arg.expressions) == 1 else None
+    not_null: exp.Expr | None = None
+    if canonical(inner) == "count_if" and arg is not None:
+        conditions.append(arg.copy())
+    elif arg is not None and not isinstance(arg, exp.Star):
+        not_null = arg
+    counted: exp.Expr
+    if contributor is not None:
+        counted = exp.Count(this=exp.Distinct(expressions=[contributor.copy()]))
+        if not_null is not None:
+            conditions.append(exp.Not(this=exp.Is(this=not_null.copy(), expression=exp.Null())))
+    else:
+        counted = exp.Count(this=not_null.copy() if not_null is not None else exp.Star())
+    if not conditions and not always and (contributor is not None or not_null is None):
+        return agg  # the rows feeding it are the group's: the group's HAVING covers it
+    if conditions:
+        where = exp.and_(*[exp.paren(c) if len(conditions) > 1 else c for c in conditions])
+        counted = exp.Filter(this=counted, expression=exp.Where(this=where))
+    support = exp.GTE(this=counted, expression=exp.Literal.number(k))
+    return exp.Case(ifs=[exp.If(this=support, true=agg)])

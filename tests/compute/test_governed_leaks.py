@@ -1,0 +1,232 @@
+"""Governed SQL cannot single out one person: not by a conditional aggregate, not by an error.
+
+The people fixture: city cN has N people, person i of a city has age 20 + 3i and income
+1000 N + i; age 47 is person 9 of c9 and of c10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dataspace.compute import QueryFailed, QueryRefused, SqlPolicy, check_query, run_query
+from dataspace.compute.errors import FAILED_MESSAGE
+from dataspace.compute.sandbox import SandboxLimits, _UnsafeRawQuery
+
+
+def _rows(sql: str, policy: SqlPolicy, parquet: Path, limits: SandboxLimits) -> list[dict]:
+    return run_query(parquet, "people", check_query(sql, policy), limits).table.to_pylist()
+
+
+# -- conditional aggregates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sum(income) FILTER (WHERE age = 47 AND city = 'c10') AS x FROM people",
+        "SELECT count(*) FILTER (WHERE age = 47 AND city = 'c10') AS x FROM people",
+        "SELECT avg(income) FILTER (WHERE age = 47) AS x FROM people WHERE city = 'c10'",
+        "SELECT count(CASE WHEN age = 47 THEN 1 END) AS x FROM people WHERE city = 'c10'",
+        "SELECT count_if(age = 47) AS x FROM people WHERE city = 'c10'",
+        "SELECT count(DISTINCT CASE WHEN age = 47 THEN city END) AS x FROM people",
+        "SELECT max(joined) FILTER (WHERE age = 47) AS x FROM people",
+    ],
+)
+def test_an_aggregate_over_one_person_is_not_released_from_a_large_group(
+    sql: str, policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    assert _rows(sql, policy, people_parquet, limits) == [{"x": None}]
+
+
+def test_filtered_average_per_group_releases_only_filters_with_k_rows(
+    policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    sql = (
+        "SELECT city, avg(income) FILTER (WHERE age >= 35) AS x, "
+        "sum(income) FILTER (WHERE age = 47) AS one FROM people GROUP BY city ORDER BY city"
+    )
+    rows = {r["city"]: r for r in _rows(sql, policy, people_parquet, limits)}
+    assert set(rows) == {f"c{n}" for n in range(5, 11)}  # the groups themselves have k rows
+    assert rows["c10"]["x"] == pytest.approx(10007.5)  # persons 5..10: six rows
+    assert rows["c9"]["x"] == pytest.approx(9007.0)  # persons 5..9: five rows
+    assert rows["c8"]["x"] is None  # persons 5..8: four rows
+    assert all(r["one"] is None for r in rows.values())  # one person aged 47 per city
+
+
+REFUSED_ARGUMENTS = [
+    "SELECT sum(CASE WHEN age = 47 THEN income ELSE 0 END) FROM people",
+    "SELECT sum(if(age = 47, income, 0)) FROM people",
+    "SELECT avg(income * (age = 47)) FROM people",
+    "SELECT sum(income * (1 - least(abs(age - 47), 1))) FROM people",
+    "SELECT sum(coalesce(nullif(age, 47), 0)) FROM people",
+    "SELECT sum(CAST(age / 94.0 AS INTEGER)) FROM people",
+    "SELECT sum(income * age) FROM people",
+    "SELECT sum(income / age) FROM people",
+    "SELECT sum(income * 1e300) FROM people",
+    "SELECT sum((age + 1e16) - 1e16) FROM people",
+    "SELECT stddev(round(income, -3)) FROM people",
+    "SELECT max(CASE WHEN age = 47 THEN joined END) FROM people",
+    "SELECT city, median(greatest(age, 47)) FROM people GROUP BY city",
+]
+
+
+@pytest.mark.parametrize("sql", REFUSED_ARGUMENTS)
+def test_non_linear_aggregate_arguments_are_refused_under_k(sql: str, policy: SqlPolicy) -> None:
+    with pytest.raises(QueryRefused, match="may only add, subtract and scale columns"):
+        check_query(sql, policy)
+
+
+def test_linear_arguments_and_raw_output_are_still_allowed(
+    make_policy: Callable[..., SqlPolicy], people_parquet: Path, limits: SandboxLimits
+) -> None:
+    policy = make_policy()
+    rows = _rows(
+        "SELECT city, sum(income - 2 * age) AS s, avg(age + 1) AS a FROM people "
+        "WHERE city = 'c5' GROUP BY city",
+        policy,
+        people_parquet,
+        limits,
+    )
+    assert rows == [{"city": "c5", "s": 5000 * 5 + 15 - 2 * (100 + 45), "a": 30.0}]
+    # no minimum group size, or raw output: nothing to protect by refusing
+    check_query("SELECT sum(CASE WHEN age > 3 THEN income END) FROM people",
+                make_policy(min_group_size=1))  # fmt: skip
+    check_query("SELECT sum(CASE WHEN age > 3 THEN income END) FROM people",
+                make_policy(output="raw"))  # fmt: skip
+
+
+def test_where_narrowing_to_one_person_releases_nothing(
+    policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    sql = "SELECT sum(income) AS s FROM people WHERE age = 47 AND city = 'c10'"
+    assert _rows(sql, policy, people_parquet, limits) == []
+
+
+def test_a_column_null_for_all_but_one_row_is_not_released(
+    tmp_path: Path, limits: SandboxLimits
+) -> None:
+    path = tmp_path / "bonus.parquet"
+    duckdb.sql(
+        f"COPY (SELECT i AS id, CASE WHEN i = 3 THEN 77777.0 END AS bonus FROM range(10) t(i)) "
+        f"TO '{path}' (FORMAT parquet)"
+    )
+    policy = SqlPolicy(table="people", columns={"id": "BIGINT", "bonus": "DOUBLE"},
+                       min_group_size=5)  # fmt: skip
+    checked = check_query("SELECT sum(bonus) AS s, count(*) AS n FROM people", policy)
+    assert run_query(path, "people", checked, limits).table.to_pylist() == [{"s": None, "n": 10}]
+
+
+def test_contributor_column_counts_distinct_contributors_per_aggregate(
+    make_policy: Callable[..., SqlPolicy], people_parquet: Path, limits: SandboxLimits
+) -> None:
+    policy = make_policy(contributor_column="id_card", min_group_size=5)
+    checked = check_query(
+        "SELECT sum(income) FILTER (WHERE age >= 35) AS x FROM people WHERE city = 'c9'", policy
+    )
+    assert (
+        'COUNT(DISTINCT "id_card") FILTER(WHERE ("age" >= 35) AND (NOT "income" IS NULL)) >= 5'
+        in checked.sql
+    )
+    assert run_query(people_parquet, "people", checked, limits).table.to_pylist() == [
+        {"x": sum(9000.0 + i for i in range(5, 10))}
+    ]
+
+
+def test_having_cannot_fail_on_a_group_under_k(
+    policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    # c1 has one person: 1 // (count(*) - 1) would divide by zero there
+    sql = "SELECT city, count(*) AS n FROM people GROUP BY city HAVING 1 // (count(*) - 1) >= 0"
+    rows = _rows(sql, policy, people_parquet, limits)
+    assert sorted(r["n"] for r in rows) == list(range(5, 11))
+
+
+# -- engine errors -------------------------------------------------------------------------
+
+# Each would raise in the engine exactly when some row has age N (47 exists, 46 does not).
+ORACLES = {
+    "cast": "CAST(CASE WHEN age = {n} THEN 'boom' ELSE '1' END AS INTEGER) = 1",
+    "integer division": "1 // (age - {n}) >= 0",
+    "modulo": "1 % (age - {n}) >= 0",
+    "BIGINT overflow": "(2 - least(abs(age - {n}), 1)) * 9223372036854775807 > 0",
+    "date overflow": "joined + INTERVAL (1000000000 * (1 - least(abs(age - {n}), 1))) DAY "
+    "> DATE '2000-01-01'",
+    "text compared with a number": "(CASE WHEN age = {n} THEN 'x' ELSE '1' END) = 1",
+    "substring offset": "substring(city, 1 + 10000000000000 * (1 - least(abs(age - {n}), 1)), "
+    "1) = 'c'",
+}
+
+
+@pytest.mark.parametrize("oracle", ORACLES)
+def test_whether_a_query_fails_does_not_depend_on_the_data(
+    oracle: str, policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    outcomes = []
+    for n in (46, 47):
+        where = ORACLES[oracle].format(n=n)
+        sql = f"SELECT city, count(*) AS c FROM people WHERE {where} GROUP BY city"
+        checked = check_query(sql, policy)
+        assert "TRY(" in checked.sql
+        result = run_query(people_parquet, "people", checked, limits)  # never raises
+        outcomes.append(result.table.column_names)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_reviewers_cast_probe_is_refused(policy: SqlPolicy) -> None:
+    sql = (
+        "SELECT SUM(CAST(CASE WHEN name = 'person42' THEN diagnosis ELSE '0' END AS INT)) AS x "
+        "FROM people"
+    )
+    with pytest.raises(QueryRefused):
+        check_query(sql, policy)
+    sql = sql.replace("name = 'person42'", "age = 47")
+    with pytest.raises(QueryRefused, match="may only add, subtract and scale"):
+        check_query(sql, policy)
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("SELECT date_trunc('bogus', joined) AS d, count(*) FROM people GROUP BY 1",
+         "date part 'BOGUS' is not a known specifier"),
+        ("SELECT date_trunc(city, joined) AS d, count(*) FROM people GROUP BY 1",
+         "date part 'CITY' is not a known specifier"),
+        ("SELECT count(*) FROM people WHERE date_part(city, joined) = 1",
+         "write the specifier as a literal"),
+        ("SELECT count(*) FROM people WHERE extract('bogus' FROM joined) = 1",
+         "date part 'bogus' is not a known specifier"),
+        ("SELECT count(*) FROM people WHERE date_diff('nope', joined, joined) = 1",
+         "is not a known specifier"),
+    ],
+)  # fmt: skip
+def test_date_part_specifiers_must_be_known_literals(
+    sql: str, reason: str, policy: SqlPolicy
+) -> None:
+    with pytest.raises(QueryRefused, match=reason):
+        check_query(sql, policy)
+
+
+def test_casts_become_try_casts(policy: SqlPolicy) -> None:
+    checked = check_query(
+        "SELECT CAST(age AS VARCHAR) AS a, count(*) FROM people GROUP BY 1", policy
+    )
+    assert 'TRY_CAST("age" AS TEXT)' in checked.sql and 'CAST("age"' not in checked.sql.replace(
+        "TRY_CAST", ""
+    )
+
+
+def test_an_engine_failure_is_opaque_to_the_consumer(
+    people_parquet: Path, limits: SandboxLimits
+) -> None:
+    raw = _UnsafeRawQuery("SELECT CAST(diagnosis AS INTEGER) AS d FROM people")
+    with pytest.raises(QueryFailed) as caught:
+        run_query(people_parquet, "people", raw, limits)
+    error = caught.value
+    assert error.message == FAILED_MESSAGE and error.code == "query_failed"
+    public = str(error.to_dict()) + str(error)
+    assert "flu" not in public and "none" not in public and "Conversion" not in public
+    assert "Could not convert string" in str(error.internal_detail)  # the provider's log only
