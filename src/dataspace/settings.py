@@ -43,6 +43,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_max_temp_mb", 1024, "temp space a governed query may spill (MiB)"),
     Setting("sandbox_max_result_rows", 100_000, "most rows a governed query may release"),
     Setting("sandbox_max_result_bytes", 67_108_864, "most bytes a governed query may release"),
+    Setting(
+        "min_group_size_floor",
+        10,
+        "least contributors per released group of a governed query, whatever the policy says "
+        "(k = max(this, the policy's minGroupSize))",
+    ),
+    Setting(
+        "job_lease_seconds",
+        300.0,
+        "a provider job still unfinished this long after its claim is failed as interrupted "
+        "(at least the sandbox timeout plus its kill grace is always allowed)",
+    ),
     Setting("peer_signature_max_skew_seconds", 30, "clock skew allowed on peer signatures"),
     Setting("peer_signature_max_age_seconds", 300, "oldest peer signature accepted (seconds)"),
     Setting("peer_signature_lifetime_seconds", 60, "lifetime this node gives its own signatures"),
@@ -51,6 +63,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("membership_issue_skew_seconds", 300, "how far ahead a membership list may be issued"),
     Setting("transfer_token_ttl_seconds", 300, "how long a transfer's one-time pull token works"),
     Setting("transfer_pull_timeout_seconds", 120.0, "longest wait for a transfer's data (seconds)"),
+    Setting("mp_step_timeout_seconds", 120.0, "longest wait for one multi-party step's answer"),
+    Setting("mp_idle_timeout_seconds", 120.0, "a participant fails a job its initiator left idle"),
+    Setting("mp_max_idle_timeout_seconds", 3600.0, "cap on the idle timeout an initiator may ask"),
     Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
 )
 

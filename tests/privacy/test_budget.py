@@ -9,9 +9,21 @@ from decimal import Decimal
 import pytest
 
 from dataspace.errors import Conflict, NotFound, UsageError
+from dataspace.ledger import log
 from dataspace.privacy import BudgetExhausted, ensure_budget, get_budget, list_spends, reserve
 from dataspace.services.node import Node
 from dataspace.store import Store
+
+
+def spent_entries(store: Store) -> list[dict[str, object]]:
+    with store.read() as session:
+        rows = log.entries(session, 0, 10_000)
+    out = []
+    for row in rows:
+        data = row.to_dict()
+        if data["entry"]["action"] == "dp.spent":
+            out.append(data["payload"])
+    return out
 
 
 def test_ten_spends_of_a_tenth_exhaust_one_exactly(store: Store) -> None:
@@ -80,6 +92,7 @@ def test_concurrent_queries_cannot_overspend(store: Store) -> None:
     assert len(won) == allowed and len(refused) == racers - allowed
     assert get_budget(store, "ag-race").epsilon_left == Decimal("0")
     assert sorted(s.job_id for s in list_spends(store, "ag-race")) == sorted(won)
+    assert sorted(str(e["job_id"]) for e in spent_entries(store)) == sorted(won)
 
 
 def test_ensure_budget_is_idempotent_but_totals_are_fixed(store: Store) -> None:
@@ -98,3 +111,18 @@ def test_missing_budget_is_not_found(store: Store) -> None:
 def test_bad_amounts_are_refused(store: Store, bad: object) -> None:
     with pytest.raises(UsageError):
         ensure_budget(store, "ag-bad", bad, 0)  # type: ignore[arg-type]
+
+
+def test_every_spend_has_its_ledger_entry(store: Store) -> None:
+    ensure_budget(store, "ag-log", 1, "0.00001")
+    reserve(store, "ag-log", "0.4", "0.000001", "job-a", actor="peer:bank")
+    reserve(store, "ag-log", "0.6", 0, "job-b")
+    with pytest.raises(BudgetExhausted):
+        reserve(store, "ag-log", "0.1", 0, "job-c")  # refused: no spend, no entry
+    spends = list_spends(store, "ag-log")
+    entries = spent_entries(store)
+    assert [(e["spend_id"], e["job_id"], e["epsilon"], e["delta"]) for e in entries] == [
+        (s.id, s.job_id, str(s.epsilon), str(s.delta)) for s in spends
+    ]
+    assert {e["agreement_id"] for e in entries} == {"ag-log"}
+    assert [e["epsilon_left"] for e in entries] == ["0.6", "0.0"]

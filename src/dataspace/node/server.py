@@ -21,6 +21,7 @@ import uvicorn
 
 from dataspace.errors import DataspaceError
 from dataspace.node.app import create_app
+from dataspace.services.job_records import sweep_stale
 from dataspace.services.node import Node, open_node
 
 log = logging.getLogger("dataspace.node")
@@ -66,6 +67,11 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
     if not _is_loopback(host):
         log.warning("serving on %s without TLS: put the node behind a TLS-terminating proxy", host)
+    interrupted = sweep_stale(node)  # jobs a previous server left running end FAILED, logged
+    if interrupted:
+        log.warning(
+            "marked %d interrupted job(s) FAILED: %s", len(interrupted), ", ".join(interrupted)
+        )
     config = uvicorn.Config(
         create_app(node),
         host=host,

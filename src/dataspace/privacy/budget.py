@@ -2,9 +2,11 @@
 
 * Amounts are :class:`~decimal.Decimal` built from ``str(x)`` and stored as strings, so
   ten spends of 0.1 exhaust a budget of 1.0 exactly — floats would not.
-* :func:`reserve` charges the budget and records the spend in one write transaction
-  (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``SELECT ... FOR UPDATE`` on the budget row), so
-  concurrent queries queue and can never overspend together.
+* :func:`reserve` charges the budget, records the spend and appends its ``dp.spent`` ledger
+  entry (agreement, job, ε, δ, what is left) in one write transaction (SQLite
+  ``BEGIN IMMEDIATE``; PostgreSQL ``SELECT ... FOR UPDATE`` on the budget row), so
+  concurrent queries queue and can never overspend together, and no spend exists without
+  its ledger entry — even if the node dies before the job that paid for it finishes.
 * The spend commits *before* the noisy result is computed and released: a crash in between
   loses budget, it never releases a result that was not paid for.
 """
@@ -20,11 +22,13 @@ from decimal import Decimal, localcontext
 from sqlalchemy import select
 
 from dataspace.errors import Conflict, NotFound, UsageError
+from dataspace.ledger import log
 from dataspace.privacy.errors import BudgetExhausted
 from dataspace.store.db import Store
 from dataspace.store.models_privacy import DpBudget, DpSpend
 
 __all__ = [
+    "SPENT_ACTION",
     "Budget",
     "Reservation",
     "Spend",
@@ -36,6 +40,7 @@ __all__ = [
 ]
 
 _PRECISION = 60
+SPENT_ACTION = "dp.spent"  # the ledger entry of every committed spend
 
 
 def to_decimal(value: float | int | str | Decimal, what: str = "amount") -> Decimal:
@@ -161,9 +166,12 @@ def reserve(
     epsilon: float | str | Decimal,
     delta: float | str | Decimal,
     job_id: str,
+    *,
+    actor: str = "node:dp-budget",
 ) -> Reservation:
     """Charge (ε, δ) to the agreement's budget and record the spend, atomically.
 
+    The spend row and its ``dp.spent`` ledger entry (by ``actor``) commit with the charge.
     Raises :class:`BudgetExhausted` (nothing charged) if either would exceed its total.
     """
     eps = to_decimal(epsilon, "epsilon")
@@ -205,6 +213,21 @@ def reserve(
                     delta=str(delta_),
                     at=now,
                 )
+            )
+            log.append(
+                session,
+                actor=actor,
+                action=SPENT_ACTION,
+                payload={
+                    "spend_id": spend_id,
+                    "agreement_id": agreement_id,
+                    "job_id": job_id,
+                    "epsilon": str(eps),
+                    "delta": str(delta_),
+                    "epsilon_left": str(budget.epsilon_total - new_eps),
+                    "delta_left": str(budget.delta_total - new_delta),
+                },
+                time=now,
             )
         return Reservation(
             id=spend_id,

@@ -2,124 +2,121 @@
 
 :func:`run_job` is what a consumer's request reaches (through ``POST /peer/v1/jobs/query``)::
 
-    claim the job id  →  load agreement, offer, dataset  →  read the SQL once (columns, action)
-      →  evaluate the agreement's policy with the execution-time facts (deny by default)
-      →  SqlPolicy from the Enforcement + the dataset's classification
+    claim the job id (QUEUED) or replay it  →  load agreement, offer, dataset
+      →  read the SQL once (columns, action)
+      →  admit: under the agreement's write lock, count its running + succeeded jobs and
+         evaluate its policy with the execution-time facts (deny by default) → RUNNING
+      →  SqlPolicy from the Enforcement + the dataset's classification + the node's k floor
       →  check_query → locked DuckDB worker (run_query)  |  ensure_budget → run_dp_query
       →  output control  →  Arrow IPC, sha256  →  job row + usage record + ledger entry, together
 
 Every outcome is final and recorded in one write transaction: ``SUCCEEDED`` (``job.completed``),
 ``DENIED`` (``job.denied``: unknown or foreign agreement, agreement not finalized, refused SQL,
 policy denial, exhausted budget) or ``FAILED`` (``job.failed``: timeout, out of memory, result
-too large, engine error). Denied and failed attempts are metered at zero (a usage record with
-that status) except an unknown or foreign agreement, which has nothing to meter against.
-A job id is claimed once: a retry with the same id returns the stored outcome (the same bytes,
-or the same error) and never runs or charges twice. See docs/jobs.md.
+too large, engine error, interrupted). Denied and failed attempts are metered at zero (a usage
+record with that status) except an unknown or foreign agreement, which has nothing to meter
+against. A job id is claimed once: a retry with the same id returns the stored outcome (the
+same bytes — after checking the agreement still allows it — or the same error) and never runs
+or charges twice. Claims, leases and records live in :mod:`~dataspace.services.job_records`,
+the policy helpers in :mod:`~dataspace.services.job_policy`. See docs/jobs.md.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from dataspace.catalog.classify import is_identifier, is_sensitive
-from dataspace.compute import SandboxLimits, SqlPolicy, check_query, run_query
-from dataspace.compute.errors import QueryFailed, SandboxError
+from dataspace.compute import SandboxLimits, check_query, run_query
 from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
 from dataspace.errors import Conflict, DataspaceError, NotFound
-from dataspace.ledger import log
-from dataspace.metering import PriceTerms, Usage, record_usage
-from dataspace.policy import Decision, Enforcement, Policy, PolicyDenied, Request, evaluate
-from dataspace.policy.checks import Reason
-from dataspace.policy.vocabulary import ACTIONS
+from dataspace.policy import Decision, Policy, PolicyDenied, Request, evaluate
 from dataspace.privacy import DpSpec, ensure_budget, run_dp_query
+from dataspace.services.job_policy import (
+    DENIED,
+    DP,
+    FAILED,
+    GOVERNED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    _action,
+    _columns_read,
+    _dp_spec,
+    _output_control,
+    _slots_taken,
+    _sql_policy,
+    declared_contributor,
+)
+from dataspace.services.job_policy import _aware as _aware  # also used by the mp services
+from dataspace.services.job_policy import _budget_spent as _budget_spent
+from dataspace.services.job_policy import _completed_jobs as _completed_jobs
+from dataspace.services.job_policy import _Dataset as _Dataset
+from dataspace.services.job_policy import _dataset as _dataset
+from dataspace.services.job_policy import _region as _region
+from dataspace.services.job_policy import _single_reason as _single_reason
+from dataspace.services.job_policy import _terms as _terms
+from dataspace.services.job_records import (
+    JobInterrupted,
+    JobOutcome,
+    Stored,
+    _Job,
+    claim,
+    fail_stale,
+    finish_error,
+    finish_success,
+    record_replay_denied,
+    result_path,
+    sweep_stale,
+)
 from dataspace.services.job_wire import (
     check_job_id,
     error_from_envelope,
     from_ipc,
-    jsonable,
     sha256_hex,
     to_ipc,
 )
 from dataspace.services.node import Node
-from dataspace.store.models import Dataset
 from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
-from dataspace.store.models_privacy import DpBudget, DpSpend
 
 __all__ = [
     "DENIED",
     "FAILED",
+    "QUEUED",
     "RUNNING",
     "SUCCEEDED",
+    "JobInterrupted",
     "JobOutcome",
     "get_job",
     "job_view",
     "list_jobs",
     "run_job",
+    "sweep_stale",
 ]
 
-RUNNING, SUCCEEDED, DENIED, FAILED = "RUNNING", "SUCCEEDED", "DENIED", "FAILED"
-GOVERNED, DP = "governed-query", "dp-query"
-RESULTS_DIR = "results"
-SQL_IN_LEDGER = 2000  # characters of the SQL kept in a ledger payload (its sha256 always)
+#: What a replay does not re-check: what the original run consumed (its job slot, its ε/δ).
+REPLAY_DEFERRED = frozenset({"count", "epsilon", "delta"})
 
 
 @dataclass(frozen=True)
-class JobOutcome:
-    """A succeeded job: the released table, its exact IPC bytes and the metadata sent along."""
+class _Agreed:
+    """What the agreement says, read before the SQL is parsed."""
 
-    job_id: str
-    table: pa.Table
-    ipc: bytes
-    meta: dict[str, Any]
-    replayed: bool = False
-
-    @property
-    def result_sha256(self) -> str:
-        return str(self.meta["result_sha256"])
-
-
-@dataclass(frozen=True)
-class _Dataset:
-    id: str
-    name: str
-    path: Path
-    columns: dict[str, str]
-    sensitive: frozenset[str]
-    identifiers: frozenset[str]
-
-
-@dataclass
-class _Job:
-    """What one run learned so far (for the final record, whatever the outcome)."""
-
-    id: str
-    agreement_id: str
-    consumer: str
-    sql: str
-    actor: str
-    started: datetime
-    t0: float
-    action: str = GOVERNED
-    provider: str = ""
-    dataset: str = ""
-    terms: PriceTerms | None = None
-    meterable: bool = False  # a known agreement of this consumer: denied attempts are metered
-    decision: Decision | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    policy: Policy
+    dataset: _Dataset
+    dp_spec: DpSpec | None
+    purpose: str | None
+    signed_at: datetime
+    target: str
+    contributor: str | None
 
 
 # --- the entry point ---------------------------------------------------------------------------
@@ -150,90 +147,58 @@ def run_job(
         started=now or datetime.now(UTC),
         t0=time.perf_counter(),
     )
-    replay = _claim(node, job)
-    if replay is not None:
-        return replay
+    stored = claim(node, job)
+    if stored is not None:
+        return _replay(node, job, stored)
     try:
         return _run(node, job)
     except DataspaceError as exc:
-        _finish_error(node, job, exc)
+        finish_error(node, job, exc)
         raise
-    except BaseException as exc:  # a bug or an interrupt: the job must not stay RUNNING
+    except BaseException as exc:  # a bug or an interrupt: the job must not stay in flight
         stopped = DataspaceError(f"the job stopped unexpectedly ({type(exc).__name__})")
-        _finish_error(node, job, stopped)
+        finish_error(node, job, stopped)
         raise
 
 
 def _run(node: Node, job: _Job) -> JobOutcome:
-    with node.store.read() as session:
-        agreement = cstore.get_agreement(session, job.agreement_id, peer=job.consumer)
-        neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
-        if neg is None or neg.role != "provider" or agreement.consumer != job.consumer:
-            raise NotFound(f"no agreement {job.agreement_id!r}", hint="check the agreement id")
-        offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
-        job.provider, job.dataset, job.meterable = agreement.provider, agreement.target, True
-        dataset = _dataset(node, session, offer.dataset_id if offer else agreement.target)
-        job.dataset = dataset.name
-        job.terms = _terms(offer)
-        policy = policy_from_wire(agreement.policy, "$.agreement")
-        job.action = _action(policy)
-        dp_spec = _dp_spec(offer.dp if offer else None) if job.action == DP else None
-        jobs_run = _completed_jobs(session, job.agreement_id)
-        eps_spent, delta_spent = _budget_spent(session, job.agreement_id)
-        state, purpose, signed_at = neg.state, agreement.purpose, _aware(agreement.signed_at)
-        target = agreement.target
-
-    if state != NegotiationState.FINALIZED:
-        raise _deny(
-            job,
-            _single_reason(
-                "agreement",
-                f"the agreement's negotiation is {state}, not FINALIZED",
-            ),
-        )
+    agreed = _load(node, job)
+    dataset, dp_spec = agreed.dataset, agreed.dp_spec
     if job.action == DP and dp_spec is None:
         raise _deny(
             job,
             _single_reason(
-                "dp",
-                "the agreement asks for DP queries but its offer declares no DP parameters",
+                "dp", "the agreement asks for DP queries but its offer declares no DP parameters"
+            ),
+        )
+    contributor = agreed.contributor
+    if contributor is not None and contributor.lower() not in {c.lower() for c in dataset.columns}:
+        raise _deny(
+            job,
+            _single_reason(
+                "contributor",
+                f"the offer counts contributors by column {contributor!r}, which the dataset lacks",
             ),
         )
     # Read the SQL once without the agreement's limits, to learn which columns it reads.
     # Anything the checker refuses here (COPY, files, joins, ...) is refused for good.
     columns_read = _columns_read(sql=job.sql, dataset=dataset)
     job.extra["fields"] = sorted(columns_read)
-    request = Request(
-        action=job.action,
-        assignee=job.consumer,
-        purpose=purpose,
-        target=target,
-        now=job.started,
-        agreed_at=signed_at,
-        jobs_run=jobs_run,
-        fields=frozenset(columns_read),
-        output="aggregate-only",
-        region=_region(node, job.consumer),
-        epsilon=Decimal(str(dp_spec.epsilon)) if dp_spec else None,
-        epsilon_spent=eps_spent if dp_spec else None,
-        delta=Decimal(str(dp_spec.delta)) if dp_spec else None,
-        delta_spent=delta_spent if dp_spec else None,
-    )
-    decision = evaluate(policy, request)
-    job.decision = decision
-    if not decision.allowed:
-        raise PolicyDenied(decision)
-    enforcement = decision.enforcement
+    enforcement = _admit(node, job, agreed, frozenset(columns_read)).enforcement
     assert enforcement is not None
-    sql_policy = _sql_policy(dataset, enforcement)
+    sql_policy = _sql_policy(
+        dataset,
+        enforcement,
+        floor=int(node.limits.min_group_size_floor),
+        contributor=contributor,
+    )
     limits = SandboxLimits.from_limits(node.limits)
     if dp_spec is not None:
         if enforcement.epsilon_budget is None:
             raise _deny(
                 job,
                 _single_reason(
-                    "epsilon",
-                    "a DP query needs an epsilon budget in the agreement's policy",
+                    "epsilon", "a DP query needs an epsilon budget in the agreement's policy"
                 ),
             )
         ensure_budget(
@@ -280,167 +245,120 @@ def _run(node: Node, job: _Job) -> JobOutcome:
         }
         expected = checked.output_columns
         job.extra["min_group_size"] = sql_policy.min_group_size
+        job.extra["contributor_column"] = sql_policy.contributor_column
     _output_control(table, expected, limits)
-    ipc = to_ipc(table)
-    return _finish_success(node, job, table, ipc, figures)
+    return finish_success(node, job, table, to_ipc(table), figures)
 
 
-# --- loading -----------------------------------------------------------------------------------
+# --- the agreement -----------------------------------------------------------------------------
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _dataset(node: Node, session: Session, key: str) -> _Dataset:
-    row = (
-        session.get(Dataset, key)
-        or session.scalars(select(Dataset).where(Dataset.name == key)).first()
-    )
-    if row is None:
-        raise NotFound(
-            f"the agreed dataset {key!r} is no longer on this node",
-            hint="the provider removed it; ask them about the agreement",
+def _load(node: Node, job: _Job) -> _Agreed:
+    """The agreement (ours, with this consumer, FINALIZED), its offer, dataset and policy."""
+    with node.store.read() as session:
+        agreement = cstore.get_agreement(session, job.agreement_id, peer=job.consumer)
+        neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
+        if neg is None or neg.role != "provider" or agreement.consumer != job.consumer:
+            raise NotFound(f"no agreement {job.agreement_id!r}", hint="check the agreement id")
+        offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
+        job.provider, job.dataset, job.meterable = agreement.provider, agreement.target, True
+        dataset = _dataset(node, session, offer.dataset_id if offer else agreement.target)
+        job.dataset = dataset.name
+        job.terms = _terms(offer)
+        policy = policy_from_wire(agreement.policy, "$.agreement")
+        job.action = _action(policy)
+        agreed = _Agreed(
+            policy=policy,
+            dataset=dataset,
+            dp_spec=_dp_spec(offer.dp if offer else None) if job.action == DP else None,
+            purpose=agreement.purpose,
+            signed_at=_aware(agreement.signed_at),
+            target=agreement.target,
+            contributor=declared_contributor(offer),
         )
-    columns = {str(c["name"]): str(c["type"]) for c in row.profile.get("columns", [])}
-    classes = row.classification.get("columns", {})
-    sensitive, identifiers = set(), set()
-    for column, info in classes.items():
-        category = info.get("category") if isinstance(info, Mapping) else None
-        if not category:
-            continue
-        if is_identifier(category):
-            identifiers.add(column)
-        elif is_sensitive(category):
-            sensitive.add(column)
-    return _Dataset(
-        row.id,
-        row.name,
-        node.data_dir / row.file_name,
-        columns,
-        frozenset(sensitive),
-        frozenset(identifiers),
+        state = neg.state
+    if state != NegotiationState.FINALIZED:
+        raise _deny(job, _not_finalized(state))
+    return agreed
+
+
+def _not_finalized(state: str | None) -> Decision:
+    return _single_reason("agreement", f"the agreement's negotiation is {state}, not FINALIZED")
+
+
+def _request(
+    node: Node,
+    job: _Job,
+    *,
+    purpose: str | None,
+    target: str,
+    signed_at: datetime,
+    fields: frozenset[str] | None,
+    dp: DpSpec | None = None,
+    jobs_run: int | None = None,
+    spent: tuple[Decimal, Decimal] | None = None,
+) -> Request:
+    """The execution-time facts the policy is evaluated with (``None``: not known)."""
+    return Request(
+        action=job.action,
+        assignee=job.consumer,
+        purpose=purpose,
+        target=target,
+        now=job.started,
+        agreed_at=signed_at,
+        jobs_run=jobs_run,
+        fields=fields,
+        output="aggregate-only",
+        region=_region(node, job.consumer),
+        epsilon=Decimal(str(dp.epsilon)) if dp else None,
+        epsilon_spent=spent[0] if dp and spent else None,
+        delta=Decimal(str(dp.delta)) if dp else None,
+        delta_spent=spent[1] if dp and spent else None,
     )
 
 
-def _terms(offer: OfferRow | None) -> PriceTerms | None:
-    if offer is None or not offer.price_terms:
-        return None
-    return PriceTerms.parse(offer.price_terms)
+def _admit(node: Node, job: _Job, agreed: _Agreed, fields: frozenset[str]) -> Decision:
+    """Evaluate the policy and take a job slot, atomically per agreement.
 
-
-def _grants(policy: Policy, action: str) -> list[int]:
-    out = []
-    for i, rule in enumerate(policy.permissions):
-        if rule.action in ACTIONS and ACTIONS.is_part_of(action, rule.action):
-            out.append(i)
-    return out
-
-
-def _has_epsilon(constraints: Any) -> bool:
-    for c in constraints:
-        inner = getattr(c, "constraints", None)
-        if inner is not None and _has_epsilon(inner):
-            return True
-        if getattr(c, "left", None) in ("epsilon", "delta"):
-            return True
-    return False
-
-
-def _action(policy: Policy) -> str:
-    """DP if the policy grants dp-query and not governed-query, or requires ε to query."""
-    governed, dp = _grants(policy, GOVERNED), _grants(policy, DP)
-    if dp and not governed:
-        return DP
-    if governed and all(_has_epsilon(policy.permissions[i].constraints) for i in governed):
-        return DP
-    return GOVERNED
-
-
-def _dp_spec(doc: Mapping[str, Any] | None) -> DpSpec | None:
-    if not doc:
-        return None
-    bounds = {str(k): (float(v[0]), float(v[1])) for k, v in (doc.get("bounds") or {}).items()}
-    return DpSpec(
-        epsilon=float(doc["epsilon"]),
-        delta=float(doc.get("delta", 0.0)),
-        bounds=bounds,
-        max_contributions=int(doc.get("max_contributions", 1)),
-        mechanism=str(doc.get("mechanism", "laplace")),
-    )
-
-
-def _completed_jobs(session: Session, agreement_id: str) -> int:
-    query = (
-        select(func.count())
-        .select_from(JobRow)
-        .where(
-            JobRow.agreement_id == agreement_id,
-            JobRow.role == "provider",
-            JobRow.state == SUCCEEDED,
-        )
-    )
-    return int(session.execute(query).scalar_one())
-
-
-def _budget_spent(session: Session, agreement_id: str) -> tuple[Decimal, Decimal]:
-    row = session.get(DpBudget, agreement_id)
-    if row is None:
-        return Decimal(0), Decimal(0)
-    return Decimal(row.epsilon_spent), Decimal(row.delta_spent)
-
-
-def _region(node: Node, consumer: str) -> str | None:
-    """Where the consumer's results go, if the provider recorded it (node.toml [peer_regions])."""
-    regions = node.config.get("peer_regions", {})
-    value = regions.get(consumer) if isinstance(regions, Mapping) else None
-    return str(value) if value else None
-
-
-def _columns_read(*, sql: str, dataset: _Dataset) -> set[str]:
-    probe = SqlPolicy(table=dataset.name, columns=dataset.columns, output="raw")
-    checked = check_query(sql, probe)
-    canonical = {c.lower(): c for c in dataset.columns}
-    return {canonical.get(c.lower(), c) for c in checked.columns_read}
-
-
-def _sql_policy(dataset: _Dataset, e: Enforcement) -> SqlPolicy:
-    output = (
-        e.max_output
-        if e.max_output in ("aggregate-only", "pseudonymized")
-        else (
-            "aggregate-only"  # governed SQL never releases raw rows; transfers are the DSP's job
-        )
-    )
-    return SqlPolicy(
-        table=dataset.name,
-        columns=dataset.columns,
-        allowed_fields=e.allowed_fields,
-        prohibited_fields=e.prohibited_fields,
-        sensitive_columns=dataset.sensitive,
-        identifier_columns=dataset.identifiers,
-        min_group_size=max(1, e.min_group_size or 1),
-        output=output,  # type: ignore[arg-type]
-    )
-
-
-def _output_control(
-    table: pa.Table, expected: tuple[str, ...] | None, limits: SandboxLimits
-) -> None:
-    """Last gate before release: the schema is what the checker planned, within the caps."""
-    if expected is not None and tuple(table.column_names) != tuple(expected):
-        raise QueryFailed(
-            "the result's columns differ from the checked query's; nothing was released",
-            hint="report this to the provider",
-        )
-    if table.num_rows > limits.max_result_rows:
-        raise QueryFailed(f"the result has more than {limits.max_result_rows} rows")
-
-
-def _single_reason(left: str, message: str) -> Decision:
-    return Decision(
-        False, (Reason(rule="agreement", path=left, held=False, message=message, left=left),)
-    )
+    Under the agreement row's write lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
+    ``SELECT ... FOR UPDATE``): re-check that the agreement is FINALIZED, fail its interrupted
+    jobs, count its RUNNING + SUCCEEDED jobs, evaluate, and move this job QUEUED → RUNNING.
+    Concurrent jobs queue here, so a ``count`` limit of k admits exactly k of them.
+    """
+    with node.store.write() as session:
+        agreement = cstore.get_agreement(session, job.agreement_id, peer=job.consumer, lock=True)
+        neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
+        state = neg.state if neg is not None else None
+        fail_stale(session, node, agreement_id=job.agreement_id, exclude=job.id)
+        if state != NegotiationState.FINALIZED:
+            decision = _not_finalized(state)
+        else:
+            taken = _slots_taken(session, job.agreement_id, exclude=job.id)
+            spent = _budget_spent(session, job.agreement_id)
+            request = _request(
+                node,
+                job,
+                purpose=agreed.purpose,
+                target=agreed.target,
+                signed_at=agreed.signed_at,
+                fields=fields,
+                dp=agreed.dp_spec,
+                jobs_run=taken,
+                spent=spent,
+            )
+            decision = evaluate(agreed.policy, request)
+        if decision.allowed:
+            row = session.get(JobRow, job.id, with_for_update=True)
+            if row is None or row.state != QUEUED:
+                raise Conflict(
+                    f"job {job.id!r} outlived its lease and was recorded as failed",
+                    hint="send the query again under a new job id",
+                )
+            row.state, row.action = RUNNING, job.action
+    job.decision = decision
+    if not decision.allowed:
+        raise PolicyDenied(decision)
+    return decision
 
 
 def _deny(job: _Job, decision: Decision) -> PolicyDenied:
@@ -448,223 +366,66 @@ def _deny(job: _Job, decision: Decision) -> PolicyDenied:
     return PolicyDenied(decision)
 
 
-# --- claiming and finishing --------------------------------------------------------------------
+# --- replays -----------------------------------------------------------------------------------
 
 
-def _claim(node: Node, job: _Job) -> JobOutcome | None:
-    """Take the job id (state RUNNING), or replay the outcome already recorded under it."""
-    with node.store.write() as session:
-        row = session.get(JobRow, job.id, with_for_update=True)
-        if row is None:
-            session.add(
-                JobRow(
-                    id=job.id,
-                    role="provider",
-                    agreement_id=job.agreement_id,
-                    peer=job.consumer,
-                    action=GOVERNED,
-                    state=RUNNING,
-                    request={"sql": job.sql},
-                    created_at=job.started,
-                )
-            )
-            return None
-        same = (
-            row.role == "provider"
-            and row.peer == job.consumer
-            and row.agreement_id == job.agreement_id
-            and row.request.get("sql") == job.sql
-        )
-        if not same:
-            raise Conflict(
-                f"job id {job.id!r} is already used by another job",
-                hint="send a fresh job id (or none)",
-            )
-        state, meta, sha = row.state, row.result_meta or {}, row.result_sha256
-    if state == RUNNING:
-        raise Conflict(f"job {job.id!r} is still running", hint="retry in a moment")
-    if state == SUCCEEDED and sha:
-        ipc = _result_path(node, sha).read_bytes() if _result_path(node, sha).exists() else b""
-        if sha256_hex(ipc) != sha:
+def _replay(node: Node, job: _Job, stored: Stored) -> JobOutcome:
+    """The stored outcome of a job id: the same bytes, if the agreement still allows them."""
+    if stored.state == SUCCEEDED and stored.sha:
+        try:
+            _revalidate(node, job, stored.meta)
+        except DataspaceError as exc:
+            record_replay_denied(node, job, exc)
+            raise
+        path = result_path(node, stored.sha)
+        ipc = path.read_bytes() if path.exists() else b""
+        if sha256_hex(ipc) != stored.sha:
             raise NotFound(
                 f"the result of job {job.id!r} is no longer kept",
                 hint="run the query again under a new job id",
             )
-        return JobOutcome(job.id, from_ipc(ipc), ipc, dict(meta), replayed=True)
+        return JobOutcome(job.id, from_ipc(ipc), ipc, dict(stored.meta), replayed=True)
+    meta = stored.meta
     raise error_from_envelope(
         {"error": meta.get("error", {"code": "error", "message": "the job failed"})},
         meta.get("http_status"),
     )
 
 
-def _result_path(node: Node, sha: str) -> Path:
-    return node.root / RESULTS_DIR / f"{sha}.arrow"
+def _revalidate(node: Node, job: _Job, meta: dict[str, Any]) -> None:
+    """Re-check, at replay time, what can have changed since the job ran.
 
-
-def _store_result(node: Node, sha: str, ipc: bytes) -> None:
-    folder = node.root / RESULTS_DIR
-    folder.mkdir(exist_ok=True)
-    path = _result_path(node, sha)
-    if not path.exists():
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(ipc)
-        tmp.replace(path)
-
-
-def _sql_fields(sql: str) -> dict[str, Any]:
-    text = sql if len(sql) <= SQL_IN_LEDGER else sql[:SQL_IN_LEDGER] + "…"
-    return {"sql": text, "sql_sha256": sha256_hex(sql.encode("utf-8"))}
-
-
-def _usage(
-    job: _Job, status: str, figures: Mapping[str, Any], result_rows: int = 0, bytes_out: int = 0
-) -> Usage:
-    return Usage(
-        agreement_id=job.agreement_id,
-        job_id=job.id,
-        action=job.action,
-        consumer=job.consumer,
-        provider=job.provider,
-        dataset=job.dataset,
-        started_at=job.started,
-        finished_at=datetime.now(UTC),
-        status=status,
-        rows_scanned=int(figures.get("rows_scanned", 0)),
-        result_rows=result_rows,
-        bytes_out=bytes_out,
-        epsilon_spent=figures.get("epsilon_spent", Decimal(0)),
-        delta_spent=figures.get("delta_spent", Decimal(0)),
-        cpu_seconds=Decimal(str(round(float(figures.get("cpu_seconds", 0.0)), 6))),
-        wall_seconds=Decimal(str(round(time.perf_counter() - job.t0, 6))),
+    The agreement must still exist, be ours with this consumer and FINALIZED (not
+    terminated), and its policy must still allow the job *now*: ``dateTime`` and
+    ``elapsedTime`` expiry, purpose, region, fields. What the original run consumed (its job
+    slot and its ε/δ) is not charged again, so ``count``, ``epsilon`` and ``delta`` are not
+    re-checked.
+    """
+    with node.store.read() as session:
+        agreement = cstore.get_agreement(session, job.agreement_id, peer=job.consumer)
+        neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
+        if neg is None or neg.role != "provider" or agreement.consumer != job.consumer:
+            raise NotFound(f"no agreement {job.agreement_id!r}", hint="check the agreement id")
+        policy = policy_from_wire(agreement.policy, "$.agreement")
+        state = neg.state
+        signed_at, purpose = _aware(agreement.signed_at), agreement.purpose
+        target = agreement.target
+    if state != NegotiationState.FINALIZED:
+        raise PolicyDenied(_not_finalized(state))
+    fields = meta.get("fields")
+    job.action = str(meta.get("action") or GOVERNED)
+    request = _request(
+        node,
+        job,
+        purpose=purpose,
+        target=target,
+        signed_at=signed_at,
+        fields=frozenset(str(f) for f in fields) if isinstance(fields, list) else None,
     )
-
-
-def _finish_success(
-    node: Node, job: _Job, table: pa.Table, ipc: bytes, figures: dict[str, Any]
-) -> JobOutcome:
-    sha = sha256_hex(ipc)
-    _store_result(node, sha, ipc)
-    with node.store.write() as session:
-        row = session.get(JobRow, job.id, with_for_update=True)
-        assert row is not None
-        usage = record_usage(
-            session,
-            _usage(job, "completed", figures, table.num_rows, len(ipc)),
-            actor=job.actor,
-            terms=job.terms,
-        )
-        meta = {
-            "job_id": job.id,
-            "agreement_id": job.agreement_id,
-            "action": job.action,
-            "state": SUCCEEDED,
-            "provider": job.provider,
-            "dataset": job.dataset,
-            "result_sha256": sha,
-            "rows": table.num_rows,
-            "bytes": len(ipc),
-            "columns": list(table.column_names),
-            "epsilon_spent": usage.epsilon_spent,
-            "delta_spent": usage.delta_spent,
-            "price": {"amount": usage.price_amount, "currency": usage.currency},
-            "finished_at": log.format_time(datetime.now(UTC)),
-            **jsonable(job.extra),
-        }
-        meta = jsonable(meta)
-        log.append(
-            session,
-            actor=job.actor,
-            action="job.completed",
-            payload=jsonable(
-                {
-                    "job_id": job.id,
-                    "agreement_id": job.agreement_id,
-                    "consumer": job.consumer,
-                    "action": job.action,
-                    "dataset": job.dataset,
-                    **_sql_fields(job.sql),
-                    "result_sha256": sha,
-                    "rows_scanned": usage.rows_scanned,
-                    "result_rows": usage.result_rows,
-                    "bytes_out": usage.bytes_out,
-                    "epsilon_spent": usage.epsilon_spent,
-                    "delta_spent": usage.delta_spent,
-                    "epsilon_left": job.extra.get("epsilon_left"),
-                    "price": meta["price"],
-                    "usage_id": usage.id,
-                    "granted_by": job.decision.enforcement.granted_by
-                    if job.decision and job.decision.enforcement
-                    else None,
-                }
-            ),
-        )
-        row.state, row.action = SUCCEEDED, job.action
-        row.decision = jsonable(job.decision.to_dict()) if job.decision else None
-        row.result_sha256, row.result_meta = sha, meta
-        row.finished_at = datetime.now(UTC)
-    return JobOutcome(job.id, table, ipc, meta)
-
-
-def _denied(exc: DataspaceError) -> bool:
-    return not isinstance(exc, SandboxError | QueryFailed) and exc.http_status < 500
-
-
-def _finish_error(node: Node, job: _Job, exc: DataspaceError) -> None:
-    denied = _denied(exc)
-    state = DENIED if denied else FAILED
-    decision = job.decision if isinstance(exc, PolicyDenied) else None
-    error = jsonable(exc.to_dict())
-    with node.store.write() as session:
-        row = session.get(JobRow, job.id, with_for_update=True)
-        if row is None or row.state != RUNNING:
-            return
-        spent = _spent_by(session, job)
-        usage_id = None
-        if job.meterable:
-            usage = record_usage(
-                session,
-                _usage(job, "denied" if denied else "failed", spent),
-                actor=job.actor,
-                terms=job.terms,
-            )
-            usage_id = usage.id
-        reasons = [r.to_dict() for r in decision.reasons if not r.held] if decision else []
-        log.append(
-            session,
-            actor=job.actor,
-            action="job.denied" if denied else "job.failed",
-            payload=jsonable(
-                {
-                    "job_id": job.id,
-                    "agreement_id": job.agreement_id,
-                    "consumer": job.consumer,
-                    "action": job.action,
-                    "dataset": job.dataset or None,
-                    **_sql_fields(job.sql),
-                    "code": exc.code,
-                    "message": exc.message,
-                    "reasons": reasons,
-                    "epsilon_spent": spent["epsilon_spent"],
-                    "usage_id": usage_id,
-                }
-            ),
-        )
-        row.state, row.action = state, job.action
-        row.decision = jsonable(decision.to_dict()) if decision else None
-        row.error = exc.message
-        row.result_meta = {"error": error, "http_status": exc.http_status}
-        row.finished_at = datetime.now(UTC)
-
-
-def _spent_by(session: Session, job: _Job) -> dict[str, Any]:
-    """ε/δ a failed DP job already paid (the budget is charged before the engine runs)."""
-    spends = session.scalars(
-        select(DpSpend).where(DpSpend.agreement_id == job.agreement_id, DpSpend.job_id == job.id)
-    ).all()
-    return {
-        "epsilon_spent": sum((Decimal(s.epsilon) for s in spends), Decimal(0)),
-        "delta_spent": sum((Decimal(s.delta) for s in spends), Decimal(0)),
-    }
+    defer = REPLAY_DEFERRED | (frozenset() if isinstance(fields, list) else {"fields"})
+    decision = evaluate(policy, request, defer=defer)
+    if not decision.allowed:
+        raise PolicyDenied(decision)
 
 
 # --- listing -------------------------------------------------------------------------------------
@@ -696,7 +457,8 @@ def list_jobs(
     state: str | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """Jobs on this node, newest first."""
+    """Jobs on this node, newest first (interrupted provider jobs are failed first)."""
+    sweep_stale(node)
     stmt = select(JobRow).order_by(JobRow.created_at.desc()).limit(max(1, min(limit, 1000)))
     if agreement_id:
         stmt = stmt.where(JobRow.agreement_id == agreement_id)
@@ -709,6 +471,7 @@ def list_jobs(
 
 
 def get_job(node: Node, job_id: str) -> dict[str, Any]:
+    sweep_stale(node)
     with node.store.read() as session:
         row = session.get(JobRow, job_id)
         if row is None:

@@ -16,6 +16,10 @@ class JobRow(Base):
 
     ``state`` moves QUEUED → RUNNING → SUCCEEDED | FAILED, or straight to DENIED when the
     agreement's policy refuses it; ``decision`` keeps every reason of the policy decision.
+    A provider's governed job is QUEUED from the moment its id is claimed and RUNNING once
+    its policy admitted it (a RUNNING job holds one of the agreement's job slots).
+    ``claimed_at`` (wall clock) starts the job's lease: a QUEUED or RUNNING job older than
+    the lease is failed as interrupted (see ``services/job_records.py``).
     """
 
     __tablename__ = "jobs"
@@ -32,6 +36,7 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_jobs_agreement_id", "agreement_id"),)
 
