@@ -42,6 +42,9 @@ Packages keep their own subclasses next to the code that raises them:
                └─ federated.errors.InvalidTrainingInput
     UsageError ── privacy.psi.errors.PsiConfigError (PsiUnavailable)
     federated.errors.FederatedError ── MpcProtocolError (TripleReused, MalformedMessage)
+    services.mp_wire.MultipartyFailed            a multi-party job failed at some node
+    services.mp_wire.PeerRefused                 a participant refused under its agreement
+    services.catalog.DeliveryFailed              a peer could not be reached
     compute.errors.SandboxError                   QueryTimeout, QueryOutOfMemory,
                                                   ResultTooLarge, WorkerCrashed
 """

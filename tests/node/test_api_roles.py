@@ -148,6 +148,10 @@ SERVICE_ANSWER = {
     ("POST", f"{API}/contracts/{{ref}}/reject"): (404, "not_found"),
     ("POST", f"{API}/transfers"): (404, "not_found"),
     ("GET", f"{API}/transfers/{{pid}}"): (404, "not_found"),
+    ("POST", f"{API}/mp/psi"): (404, "not_found"),
+    ("POST", f"{API}/mp/aggregate"): (404, "not_found"),
+    ("GET", f"{API}/mp/jobs/{{job_id}}"): (404, "not_found"),
+    ("POST", f"{API}/mp/jobs/{{job_id}}/retry"): (404, "not_found"),
 }
 
 
@@ -187,6 +191,28 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", f"{API}/jobs/{{job_id}}"): (ALL, _denied_job),
     ("POST", f"{API}/jobs/query"): (("admin", "consumer"), _query_unknown_agreement),
     ("POST", "/peer/v1/jobs/query"): (PEER, _peer_query),
+    ("POST", f"{API}/mp/psi"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/mp/psi",
+            "json": {"agreements": ["urn:uuid:none"], "dataset": "shared", "key": "a"},
+        },
+    ),
+    ("POST", f"{API}/mp/aggregate"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/mp/aggregate",
+            "json": {"agreements": ["urn:uuid:none"], "columns": ["a"]},
+        },
+    ),
+    ("GET", f"{API}/mp/jobs"): (ALL, _get(f"{API}/mp/jobs")),
+    ("GET", f"{API}/mp/jobs/{{job_id}}"): (ALL, _get(f"{API}/mp/jobs/none")),
+    ("POST", f"{API}/mp/jobs/{{job_id}}/retry"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {"url": f"{API}/mp/jobs/none/retry"},
+    ),
+    ("POST", "/peer/v1/mp/step"): (PEER, _peer("POST", "/peer/v1/mp/step")),
+    ("POST", "/peer/v1/mp/abort"): (PEER, _peer("POST", "/peer/v1/mp/abort")),
     ("GET", "/.well-known/dspace-version"): (PUBLIC, _get("/.well-known/dspace-version")),
     ("POST", "/dsp/catalog/request"): (PEER, _peer("POST", "/dsp/catalog/request")),
     ("GET", "/dsp/catalog/datasets/{dataset_id}"): (

@@ -16,6 +16,7 @@ from dataspace.cli import (
     contract,
     dataset,
     ledger,
+    mp,
     node_cmd,
     offer,
     query,
@@ -59,6 +60,7 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(space.app, name="space")
 usage.register(app)
 query.register(app)
+mp.register(app, query.job_app)
 app.add_typer(offer.app, name="offer")
 app.add_typer(contract.app, name="contract")
 app.command("catalog")(contract.catalog)

@@ -125,7 +125,9 @@ ERROR_MODULES = (
     "dataspace.policy.errors",
     "dataspace.privacy.errors",
     "dataspace.services.catalog",
+    "dataspace.services.mp_wire",
     "dataspace.services.negotiation",
+    "dataspace.services.transfers",
 )
 
 

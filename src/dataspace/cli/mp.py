@@ -1,0 +1,216 @@
+"""`dataspace psi`, `dataspace aggregate`, and `dataspace job retry|watch` (multi-party jobs).
+
+The commands run the job from this process as the initiator (like `dataspace query`), with a
+live progress bar fed by every node's step events; `job watch ID` follows a job started
+elsewhere (the API, another terminal) by polling this node's view of it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.errors import UsageError
+from dataspace.services import mp_store as ms
+from dataspace.services import multiparty
+
+REVEAL = ("me", "both", "size", "align")
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _run_with_bar(label: str, run: Any, as_json: bool) -> dict[str, Any]:
+    if as_json or not console.is_terminal:
+        return dict(run(None))
+    with _bar() as bar:
+        task = bar.add_task(label, total=None, last="")
+
+        def on_step(event: dict[str, Any], progress: dict[str, Any]) -> None:
+            bar.update(
+                task,
+                completed=progress.get("done", 0),
+                total=progress.get("total") or None,
+                last=escape(f"{event.get('node')}: {event.get('name')} {event.get('state')}"),
+            )
+
+        return dict(run(on_step))
+
+
+def psi(
+    ctx: typer.Context,
+    agreement: list[str] = typer.Option(
+        ..., "--agreement", help="Agreement with a participant (repeat, one per participant)."
+    ),
+    with_: list[str] = typer.Option(None, "--with", help="The participant of each --agreement."),
+    on: str = typer.Option(..., "--on", help="Key column(s): 'credit_code:uscc' or 'a:text,b'."),
+    dataset: str = typer.Option(..., "--dataset", help="Your dataset holding the key."),
+    reveal: str = typer.Option("me", "--reveal", help="me | both | size | align (3+: me)."),
+    out: Path = typer.Option(None, "--out", help="Write your intersecting keys (.csv/.parquet)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Private set intersection with one or more nodes; each checks its own agreement."""
+    if reveal not in REVEAL:
+        raise UsageError(f"--reveal must be one of {', '.join(REVEAL)}")
+    n = node(ctx)
+    view = _run_with_bar(
+        "PSI",
+        lambda progress: multiparty.run_psi(
+            n,
+            agreements=agreement,
+            peers=with_ or None,
+            dataset=dataset,
+            key=on,
+            mode=reveal,
+            actor=actor(),
+            progress=progress,
+        ),
+        as_json,
+    )
+    if out is not None:
+        multiparty.write_keys(multiparty.intersection_keys(n, view["id"]), out)
+    if as_json:
+        print_json(view)
+        return
+    result = view.get("result") or {}
+    console.print(
+        f"job {view['id']}: {result.get('size')} keys in common (yours: {result.get('own_size')})"
+    )
+    for peer in result.get("per_peer") or []:
+        console.print(f"  {escape(str(peer['peer']))}: {peer['peer_size']} distinct keys")
+    if result.get("rows_file"):
+        console.print(
+            f"rows kept at {escape(str(result['rows_file']))} (under the data dir)", style="dim"
+        )
+    if out is not None:
+        console.print(f"wrote the intersecting keys to {escape(str(out))}")
+
+
+def aggregate(
+    ctx: typer.Context,
+    agreement: list[str] = typer.Option(
+        ..., "--agreement", help="Agreement with a party (repeat, one per party)."
+    ),
+    with_: list[str] = typer.Option(None, "--with", help="The party of each --agreement."),
+    columns: str = typer.Option(..., "--columns", help="Columns to aggregate: c1,c2."),
+    op: str = typer.Option("sum", "--op", help="sum | mean | count."),
+    epsilon: float = typer.Option(None, "--epsilon", help="Central DP noise on the output."),
+    bound: float = typer.Option(
+        multiparty.DEFAULT_BOUND, "--bound", help="Largest |local sum| any party may contribute."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Secure aggregation: this node coordinates, parties send only masked vectors."""
+    n = node(ctx)
+    view = _run_with_bar(
+        "secure aggregation",
+        lambda progress: multiparty.run_aggregate(
+            n,
+            agreements=agreement,
+            peers=with_ or None,
+            columns=columns.split(","),
+            op=op,
+            epsilon=epsilon,
+            bound=bound,
+            actor=actor(),
+            progress=progress,
+        ),
+        as_json,
+    )
+    if as_json:
+        print_json(view)
+        return
+    result = view.get("result") or {}
+    rows = [[k, f"{v:,.6f}"] for k, v in (result.get("values") or {}).items()]
+    console.print(table(f"{op} over {result.get('parties')} parties", ["column", op], rows))
+    console.print(
+        f"count {result.get('count')} · rounding error ≤ {result.get('error_bound')}"
+        + (f" · ε {result['epsilon']}" if result.get("epsilon") else "")
+    )
+    console.print(f"job {view['id']}", style="dim")
+
+
+def retry(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:
+    """Start a failed multi-party job again (new job id, fresh keys and secrets)."""
+    n = node(ctx)
+    view = _run_with_bar(
+        "retry",
+        lambda progress: multiparty.retry(n, job_id, actor=actor(), progress=progress),
+        as_json,
+    )
+    if as_json:
+        print_json(view)
+        return
+    console.print(
+        f"job {view['id']} (attempt {view['attempt']}, retry of {job_id}): {view['state']}"
+    )
+
+
+def watch(
+    ctx: typer.Context,
+    job_id: str,
+    interval: float = typer.Option(0.5, "--interval", help="Seconds between polls."),
+    timeout: float = typer.Option(3600, "--timeout", help="Give up after this many seconds."),
+) -> None:
+    """Follow a multi-party job: a live progress bar fed by every node's step events."""
+    n = node(ctx)
+    deadline = time.monotonic() + timeout
+    with _bar() as bar:
+        task = bar.add_task(f"job {job_id[:12]}", total=None, last="")
+        while True:
+            view = multiparty.get_job(n, job_id)
+            progress, steps = view["progress"], view["steps"]
+            last = steps[-1] if steps else {}
+            bar.update(
+                task,
+                completed=progress.get("done", 0),
+                total=progress.get("total") or None,
+                last=escape(
+                    f"{last.get('node', '')}: {last.get('name', '')} "
+                    f"{last.get('state', '')} [{view['state']}]"
+                ),
+            )
+            if ms.is_final(view["state"]) or time.monotonic() > deadline:
+                break
+            time.sleep(interval)
+    print_view(view)
+
+
+def print_view(view: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]job {escape(view['id'])}[/bold] — {view['action']}, "
+        f"{view['role']} side, {escape(view['state'])} (attempt {view['attempt']})"
+    )
+    console.print(f"with {escape(view['peer'])}")
+    if view.get("error"):
+        console.print(f"[red]{escape(str(view['error'].get('message')))}[/red]")
+    if view.get("result"):
+        console.print(escape(str(view["result"])))
+    rows = [
+        [e.get("node"), e.get("step"), e.get("name"), e.get("state"), e.get("at", "")[11:19]]
+        for e in view.get("steps") or []
+    ]
+    if rows:
+        console.print(table(None, ["node", "step", "name", "state", "at"], rows))
+
+
+def register(app: typer.Typer, job_app: typer.Typer) -> None:
+    app.command("psi")(psi)
+    app.command("aggregate")(aggregate)
+    job_app.command("retry")(retry)
+    job_app.command("watch")(watch)

@@ -1,0 +1,548 @@
+"""A participant's side of multi-party jobs: check its own agreement, run its steps, meter.
+
+Steps arrive as signed frames (:mod:`.mp_wire`) from the initiator, numbered from 0:
+
+* step 0 **open** — the participant claims the job id, checks *its own* agreement with the
+  initiator at execution time (action ``psi`` or ``secure-aggregate``, purpose, fields — the
+  key columns or the aggregated columns —, expiry, count, ε budget, output), loads its data
+  next to it and answers with its first protocol message (nothing, for PSI; the key
+  advertisement, for secure aggregation). A denial is final (``DENIED``, metered at zero).
+* steps 1..n — one protocol message in, the protocol core's answers out.
+* the last step **finish** — the participant keeps what its mode allows (aligned row
+  positions, its matched rows), records the usage and ``job.completed``.
+
+Idempotence: a step sent again (same job, same number, same bytes) gets the answer already
+computed — never a recomputation, so no new randomness is exposed; a different body under a
+used number, or a number out of sequence, is refused. Secrets (PSI scalar, mask seeds) live
+only in this process's memory: if the node restarts, the job cannot continue and is failed.
+A watchdog fails the job when no step arrives within its idle timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataspace.contracts import store as cstore
+from dataspace.contracts.messages import policy_from_wire
+from dataspace.contracts.negotiation import NegotiationState
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.metering import PriceTerms, Usage
+from dataspace.policy import PolicyDenied, Request, evaluate
+from dataspace.privacy.psi import MODES, Engine, KeySpec, Responder
+from dataspace.privacy.secagg import FixedPoint, PartyRole, SessionConfig, aggregator
+from dataspace.services import jobs
+from dataspace.services import mp_store as ms
+from dataspace.services.job_wire import check_job_id, jsonable
+from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
+from dataspace.services.node import Node
+from dataspace.store.models_compute import JobRow
+from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
+
+__all__ = ["ALIGN_DIR", "handle_abort", "handle_step", "psi_output", "write_rows"]
+
+ALIGN_DIR = "mp"  # under the node's data dir: <job id>.parquet per job that kept rows
+POOL_ABOVE_ROWS = 200_000  # smaller inputs are hashed in-process (a pool costs ~1 s to start)
+
+
+def psi_output(mode: str) -> str:
+    """What a PSI mode releases about a participant's rows, for the policy's output constraint.
+
+    ``size`` releases one number and ``align`` keeps positions at each node for joint
+    computation: ``aggregate-only``. ``me`` and ``both`` tell the initiator which of its own
+    keys the participant holds: ``pseudonymized``.
+    """
+    return "aggregate-only" if mode in ("size", "align") else "pseudonymized"
+
+
+@dataclass
+class _Session:
+    job_id: str
+    initiator: str
+    kind: str
+    idle_timeout: float
+    agreement_id: str = ""
+    provider: str = ""
+    dataset: str = ""
+    terms: PriceTerms | None = None
+    decision: dict[str, Any] | None = None
+    rows_scanned: int = 0
+    responder: Responder | None = None
+    party: PartyRole | None = None
+    engine: Engine | None = None
+    key_columns: list[str] = field(default_factory=list)
+    epsilon: Decimal = Decimal(0)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    t0: float = field(default_factory=time.perf_counter)
+    cpu: float = 0.0
+    bytes_out: int = 0
+    last_step: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+    cache: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ended: bool = False
+
+
+_SESSIONS: dict[str, _Session] = {}
+_REGISTRY = threading.Lock()
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+
+def handle_step(node: Node, caller: str, body: bytes) -> bytes:
+    """Run one step of a job for ``caller`` (the signed initiator); returns the answer frame."""
+    header, blobs = unpack_frame(body)
+    job_id = check_job_id(str(header.get("job_id", "")))
+    step, name = header.get("step"), str(header.get("name", ""))
+    if not isinstance(step, int) or step < 0:
+        raise UsageError("a step needs a non-negative integer 'step'")
+    digest = hashlib.sha256(body).hexdigest()
+    ms.reap(node)
+    with _REGISTRY:
+        session = _SESSIONS.get(job_id)
+        if session is None and step == 0:
+            session = _new_session(node, caller, job_id, header)
+    if session is None:
+        raise _lost(node, job_id, caller)
+    if session.initiator != caller:
+        raise NotFound(f"no multi-party job {job_id!r} with {caller}")
+    with session.lock:
+        cached = session.cache.get(step)
+        if cached is not None:
+            if cached[0] != digest:
+                raise Conflict(
+                    f"step {step} of job {job_id} was already answered for another request",
+                    hint="a step number is used once per job",
+                )
+            return cached[1]
+        if session.ended or not _running(node, job_id):  # ended here (timeout, abort, reaper)
+            session.ended = True
+            _close(session)
+            with _REGISTRY:
+                _SESSIONS.pop(job_id, None)
+            raise _lost(node, job_id, caller)
+        if step != (0 if not session.cache and session.last_step == 0 else session.last_step + 1):
+            raise Conflict(
+                f"step {step} of job {job_id} is out of sequence",
+                hint=f"the next step is {session.last_step + 1}",
+            )
+        session.last_seen = time.monotonic()
+        c0 = time.process_time()
+        try:
+            out_header, out_blobs, info = _dispatch(node, session, step, name, header, blobs)
+        except DataspaceError as exc:
+            _end_error(node, session, exc, step=step, name=name)
+            raise
+        except Exception as exc:  # a bug: the job must not stay RUNNING
+            err = MultipartyFailed(f"step {name} failed on {node.name} ({type(exc).__name__})")
+            _end_error(node, session, err, step=step, name=name)
+            raise err from exc
+        session.cpu += time.process_time() - c0
+        ev = ms.event(node.name, step, name, request_sha256=digest, **info)
+        response = pack_frame(
+            {**out_header, "job_id": job_id, "step": step, "event": ev}, out_blobs
+        )
+        session.bytes_out += len(response)
+        session.cache = {k: v for k, v in session.cache.items() if k >= step - 1}
+        session.cache[step] = (digest, response)
+        session.last_step = step
+        session.last_seen = time.monotonic()
+        ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
+        return response
+
+
+def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str, Any]:
+    """The initiator ends the job: FAILED here with its reason (idempotent)."""
+    job_id = check_job_id(job_id)
+    with node.store.read() as db:
+        row = db.get(JobRow, job_id)
+        state = row.state if row is not None and row.peer == caller else None
+    if state is None:
+        return {"job_id": job_id, "state": "UNKNOWN"}
+    error = MultipartyFailed(f"the initiator {caller} ended the job: {reason}", cause="aborted")
+    with _REGISTRY:
+        session = _SESSIONS.pop(job_id, None)
+    if session is not None:
+        with session.lock:
+            session.ended = True
+            _close(session)
+    ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="aborted")
+    with node.store.read() as s:
+        row = s.get(JobRow, job_id)
+        return {"job_id": job_id, "state": row.state if row else "UNKNOWN"}
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def _new_session(node: Node, caller: str, job_id: str, header: dict[str, Any]) -> _Session:
+    kind = str(header.get("kind", ""))
+    if kind not in ms.ACTIONS:
+        raise UsageError(f"unknown multi-party job kind {kind!r}", hint="psi or secure-aggregate")
+    with node.store.read() as s:
+        row = s.get(JobRow, job_id)
+        if row is not None:
+            state, error = row.state, row.error
+    if row is not None:
+        if state == jobs.RUNNING:
+            raise _lost(node, job_id, caller)
+        raise Conflict(
+            f"job {job_id} already ended here: {state}" + (f" ({error})" if error else ""),
+            hint="retry the job: a retry runs under a new job id",
+        )
+    idle = float(header.get("idle_timeout") or ms.DEFAULT_IDLE_TIMEOUT)
+    idle = max(1.0, min(idle, float(node.limits.mp_max_idle_timeout_seconds)))
+    ms.create_row(
+        node,
+        job_id=job_id,
+        role=ms.PARTICIPANT,
+        agreement_id=str(header.get("agreement_id", ""))[:200],
+        peer=caller,
+        action=kind,
+        request={"mp": header, "idle_timeout": idle},
+    )
+    session = _Session(job_id, caller, kind, idle)
+    _SESSIONS[job_id] = session
+    threading.Thread(
+        target=_watchdog, args=(node, session), daemon=True, name=f"mp-watchdog-{job_id[:12]}"
+    ).start()
+    return session
+
+
+def _running(node: Node, job_id: str) -> bool:
+    with node.store.read() as db:
+        row = db.get(JobRow, job_id)
+        return row is not None and row.state == jobs.RUNNING
+
+
+def _watchdog(node: Node, session: _Session) -> None:
+    while True:
+        time.sleep(min(1.0, session.idle_timeout / 4))
+        with session.lock:
+            if session.ended:
+                return
+            if time.monotonic() - session.last_seen <= session.idle_timeout:
+                continue
+            error = MultipartyFailed(
+                f"no step from the initiator {session.initiator} for "
+                f"{session.idle_timeout:g} s: the job timed out here",
+                hint="the initiator can start it again with `dataspace job retry`",
+                cause="timeout",
+            )
+            _end_error(node, session, error, step=session.last_step + 1, name="timeout")
+            return
+
+
+def _lost(node: Node, job_id: str, caller: str) -> MultipartyFailed:
+    error = MultipartyFailed(
+        f"{node.name} no longer holds job {job_id}'s session (it ended, or the node restarted "
+        "and its secrets are gone)",
+        hint="the initiator starts a new attempt with `dataspace job retry`",
+        cause="session-lost",
+    )
+    with node.store.read() as db:
+        row = db.get(JobRow, job_id)
+        mine = row is not None and row.peer == caller and row.role == ms.PARTICIPANT
+    if not mine:  # another initiator's job, or none: say nothing about it, change nothing
+        return MultipartyFailed(f"no multi-party job {job_id!r} with {caller} here")
+    ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="session-lost")
+    return error
+
+
+def _close(session: _Session) -> None:
+    if session.engine is not None:
+        session.engine.close()
+        session.engine = None
+    session.responder, session.party = None, None
+
+
+def _end_error(node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str) -> None:
+    """FAILED (or DENIED, for a policy denial) here, metered at zero, session dropped."""
+    s.ended = True
+    _close(s)
+    with _REGISTRY:
+        _SESSIONS.pop(s.job_id, None)
+    denied = isinstance(exc, PolicyDenied) or (exc.http_status in (403, 404) and step == 0)
+    ms.add_events(
+        node,
+        s.job_id,
+        [ms.event(node.name, step, name, "refused" if denied else "failed", code=exc.code)],
+        actor=f"peer:{s.initiator}",
+    )
+    usage = _usage(s, "denied" if denied else "failed") if s.provider else None
+    reasons = [r for r in ((s.decision or {}).get("reasons") or []) if not r.get("held")]
+    ms.finish(
+        node,
+        s.job_id,
+        state=jobs.DENIED if denied else jobs.FAILED,
+        actor=f"peer:{s.initiator}",
+        ledger_action="job.denied" if denied else "job.failed",
+        ledger_payload={
+            "agreement_id": s.agreement_id,
+            "consumer": s.initiator,
+            "dataset": s.dataset or None,
+            "code": exc.code,
+            "message": exc.message,
+            "reasons": reasons,
+            "step": step,
+        },
+        error=exc,
+        usage=usage,
+        terms=s.terms,
+        decision=s.decision,
+    )
+
+
+def _usage(s: _Session, status: str, result_rows: int = 0) -> Usage:
+    return Usage(
+        agreement_id=s.agreement_id,
+        job_id=s.job_id,
+        action=s.kind,
+        consumer=s.initiator,
+        provider=s.provider,
+        dataset=s.dataset,
+        started_at=s.started,
+        finished_at=datetime.now(UTC),
+        status=status,
+        rows_scanned=s.rows_scanned,
+        result_rows=result_rows,
+        bytes_out=s.bytes_out,
+        epsilon_spent=s.epsilon if status == "completed" else Decimal(0),
+        cpu_seconds=Decimal(str(round(s.cpu, 6))),
+        wall_seconds=Decimal(str(round(time.perf_counter() - s.t0, 6))),
+    )
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+Out = tuple[dict[str, Any], list[bytes], dict[str, Any]]
+
+
+def _dispatch(
+    node: Node, s: _Session, step: int, name: str, header: dict[str, Any], blobs: list[bytes]
+) -> Out:
+    if step == 0:
+        return _open_psi(node, s, header) if s.kind == ms.PSI else _open_agg(node, s, header)
+    if name == "finish":
+        return _finish(node, s, header)
+    if s.kind == ms.PSI:
+        assert s.responder is not None
+        replies: list[bytes] = []
+        for blob in blobs:
+            replies.extend(s.responder.receive(blob))
+        return {"state": "running"}, replies, {"in": len(blobs), "out": len(replies)}
+    assert s.party is not None
+    if len(blobs) != 1:
+        raise UsageError("a secure-aggregation round carries exactly one message")
+    return {"state": "running"}, [s.party.handle(blobs[0])], {"round": name}
+
+
+def _check(
+    node: Node,
+    s: _Session,
+    header: dict[str, Any],
+    fields: list[str],
+    output: str,
+    epsilon: float | None = None,
+) -> tuple[Any, Any]:
+    """Load this node's agreement with the initiator and evaluate it now (deny by default)."""
+    s.agreement_id = str(header.get("agreement_id", ""))
+    with node.store.read() as session:
+        agreement = cstore.get_agreement(session, s.agreement_id, peer=s.initiator)
+        neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
+        if neg is None or neg.role != "provider" or agreement.consumer != s.initiator:
+            raise NotFound(
+                f"no agreement {s.agreement_id!r} with {s.initiator}",
+                hint="each participant needs its own agreement with the initiator",
+            )
+        offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
+        s.provider = agreement.provider
+        dataset = jobs._dataset(node, session, offer.dataset_id if offer else agreement.target)
+        s.dataset, s.terms = dataset.name, jobs._terms(offer)
+        policy = policy_from_wire(agreement.policy, "$.agreement")
+        jobs_run = jobs._completed_jobs(session, s.agreement_id)
+        eps_spent, _ = jobs._budget_spent(session, s.agreement_id)
+        state, purpose, signed_at = neg.state, agreement.purpose, jobs._aware(agreement.signed_at)
+        target = agreement.target
+    if state != NegotiationState.FINALIZED:
+        raise PolicyDenied(
+            jobs._single_reason("agreement", f"the agreement is {state}, not FINALIZED")
+        )
+    missing = [c for c in fields if c not in dataset.columns]
+    if missing:
+        raise UsageError(
+            f"dataset {dataset.name} on {node.name} has no column(s) {missing}",
+            hint=f"its columns: {', '.join(dataset.columns)}",
+        )
+    request = Request(
+        action=s.kind,
+        assignee=s.initiator,
+        purpose=purpose,
+        target=target,
+        now=s.started,
+        agreed_at=signed_at,
+        jobs_run=jobs_run,
+        fields=frozenset(fields),
+        output=output,
+        region=jobs._region(node, s.initiator),
+        epsilon=Decimal(str(epsilon)) if epsilon else None,
+        epsilon_spent=eps_spent if epsilon else None,
+    )
+    decision = evaluate(policy, request)
+    s.decision = jsonable(decision.to_dict())
+    if not decision.allowed:
+        raise PolicyDenied(decision)
+    return dataset, decision
+
+
+def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
+    mode = str(header.get("mode", "me"))
+    if mode not in MODES:
+        raise UsageError(f"unknown PSI mode {mode!r}", hint="modes: " + ", ".join(MODES))
+    spec = KeySpec.parse(str(header.get("key", "")))
+    s.key_columns = [c.name for c in spec.columns]
+    dataset, _ = _check(node, s, header, s.key_columns, psi_output(mode))
+    parquet = pq.ParquetFile(dataset.path)
+    s.rows_scanned = parquet.metadata.num_rows
+    s.engine = Engine(0 if s.rows_scanned < POOL_ABOVE_ROWS else None)
+    s.responder = Responder(
+        str(header.get("psi_id") or s.job_id),
+        spec,
+        allow=(mode,),
+        group_name=str(header.get("group", "x25519")),
+        engine=s.engine,
+    )
+    s.responder.load(parquet.iter_batches(batch_size=65_536, columns=s.key_columns))
+    return {"state": "open"}, [], {"rows": s.rows_scanned, "dataset": s.dataset, "mode": mode}
+
+
+def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
+    columns = [str(c) for c in header.get("columns") or []]
+    if not columns:
+        raise UsageError("secure aggregation needs at least one column")
+    eps = header.get("epsilon")
+    dataset, decision = _check(
+        node, s, header, columns, "aggregate-only", float(eps) if eps else None
+    )
+    enforcement = decision.enforcement
+    if eps and enforcement is not None and enforcement.epsilon_budget is not None:
+        from dataspace.privacy.budget import ensure_budget, reserve
+
+        ensure_budget(
+            node.store,
+            s.agreement_id,
+            str(enforcement.epsilon_budget),
+            str(enforcement.delta_budget or 0),
+        )
+        reserve(node.store, s.agreement_id, str(eps), "0", s.job_id)
+        s.epsilon = Decimal(str(eps))
+    table = pq.read_table(dataset.path, columns=columns)
+    s.rows_scanned = table.num_rows
+    values = _local_vector(table, columns, str(header.get("op", "sum")))
+    config = SessionConfig(
+        session=bytes.fromhex(str(header["session"])),
+        parties=tuple(int(p) for p in header["parties"]),
+        length=len(values),
+        encoding=FixedPoint(
+            float(header["bound"]),
+            int(header.get("scale_bits", 16)),
+            max_count=int(header.get("max_count", 1)),
+        ),
+        threshold=int(header.get("threshold", 0)),
+    )
+    strategy = aggregator(str(header.get("strategy", "pairwise-masking")))
+    s.party = strategy.party(config, int(header["index"]), values, count=table.num_rows)
+    return {"state": "open"}, [s.party.start()], {"rows": table.num_rows, "dataset": s.dataset}
+
+
+def _local_vector(table: pa.Table, columns: list[str], op: str) -> np.ndarray:
+    out = []
+    for name in columns:
+        column = table.column(name)
+        if op == "count":
+            out.append(float(len(column) - column.null_count))
+            continue
+        if not (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or pa.types.is_decimal(column.type)
+        ):
+            raise UsageError(f"column {name} is not numeric ({column.type})")
+        total = pc.sum(column).as_py()
+        out.append(float(total or 0.0))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _finish(node: Node, s: _Session, header: dict[str, Any]) -> Out:
+    result: dict[str, Any] = {"dataset": s.dataset}
+    result_rows = 0
+    if s.responder is not None:
+        psi = s.responder.result()
+        result.update(mode=psi.mode, own_size=psi.own_size, peer_size=psi.peer_size)
+        if psi.rows is not None:
+            result.update(
+                size=psi.size,
+                rows=len(psi.rows),
+                **write_rows(node, s.job_id, psi.rows, ordered=psi.mode == "align"),
+            )
+            result_rows = int(psi.size or 0)
+    elif s.party is not None and not s.party.done:
+        raise Conflict("the secure aggregation has not finished on this node")
+    s.ended = True
+    _close(s)
+    with _REGISTRY:
+        _SESSIONS.pop(s.job_id, None)
+    usage = _usage(s, "completed", result_rows)
+    ms.finish(
+        node,
+        s.job_id,
+        state=jobs.SUCCEEDED,
+        actor=f"peer:{s.initiator}",
+        ledger_action="job.completed",
+        result=result,
+        usage=usage,
+        terms=s.terms,
+        ledger_payload={
+            "agreement_id": s.agreement_id,
+            "consumer": s.initiator,
+            "dataset": s.dataset,
+            "rows_scanned": s.rows_scanned,
+            "bytes_out": s.bytes_out,
+            "result": result,
+            "epsilon_spent": s.epsilon,
+        },
+    )
+    return {"state": jobs.SUCCEEDED, "kept": result}, [], {"kept": result}
+
+
+def write_rows(node: Node, job_id: str, rows: np.ndarray, *, ordered: bool) -> dict[str, Any]:
+    """Keep a job's row positions as ``<data dir>/mp/<job id>.parquet`` (see docs/multiparty.md).
+
+    Columns: ``position`` (int64, 0-based row number in the dataset's Parquet file) and, for
+    align, ``order`` (int64, the common order both nodes share: row i here pairs with the row
+    of the same ``order`` at the peer).
+    """
+    folder = node.data_dir / ALIGN_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    positions = np.asarray(rows, dtype=np.int64)
+    cols: dict[str, Any] = {"position": pa.array(positions)}
+    if ordered:
+        cols = {"order": pa.array(np.arange(len(positions), dtype=np.int64)), **cols}
+    path = folder / f"{job_id}.parquet"
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    pq.write_table(pa.table(cols), tmp)
+    tmp.replace(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"rows_file": f"{ALIGN_DIR}/{path.name}", "rows_sha256": digest}
