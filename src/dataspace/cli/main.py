@@ -15,6 +15,7 @@ from dataspace import __version__
 from dataspace.cli import (
     contract,
     dataset,
+    demo,
     ledger,
     mp,
     node_cmd,
@@ -59,6 +60,7 @@ app.add_typer(token.app, name="token")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(space.app, name="space")
 usage.register(app)
+demo.register(app)
 query.register(app)
 mp.register(app, query.job_app)
 app.add_typer(offer.app, name="offer")

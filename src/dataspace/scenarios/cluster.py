@@ -1,0 +1,125 @@
+"""A space of real nodes on loopback for a scenario: an operator and one node per party.
+
+Each node has its own directory, keys and state database, and runs ``dataspace serve`` as its
+own process on a free 127.0.0.1 port. The operator signs the membership list naming every node
+with its URL and key; each node joins it before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from dataspace.identity.membership import Member
+from dataspace.services import space as space_service
+from dataspace.services.node import Node, init_node, open_node
+
+START_TIMEOUT = 60.0
+ACTOR = "dataspace-demo"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    root: Path
+    url: str
+    admin_token: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def open(self) -> Node:
+        return open_node(self.root)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        port = self.url.rsplit(":", 1)[1]
+        env = {**os.environ, "DATASPACE_NODE": str(self.root)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dataspace", "serve", "--port", port],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited:\n{self.log()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"node {self.name} did not start in {START_TIMEOUT:.0f}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.process = None
+
+
+@dataclass
+class Cluster:
+    workdir: Path
+    operator_key: str
+    nodes: dict[str, NodeProcess] = field(default_factory=dict)
+
+    def start(self) -> None:
+        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
+            for future in [pool.submit(n.start) for n in self.nodes.values()]:
+                future.result()
+
+    def stop(self) -> None:
+        for running in self.nodes.values():
+            running.stop()
+
+
+def create(workdir: Path, names: list[str], *, space: str) -> Cluster:
+    """Initialise the operator and every node, sign the membership list, join; not started."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    operator, _ = init_node(workdir / "operator", "operator")
+    try:
+        cluster = Cluster(workdir=workdir, operator_key=operator.verifier_key())
+        members = []
+        for name in names:
+            created, secret = init_node(workdir / name, name)
+            url = f"http://127.0.0.1:{free_port()}"
+            members.append(Member(name, url, created.verifier_key(), ("provider", "consumer")))
+            cluster.nodes[name] = NodeProcess(
+                name, created.root, url, secret, log_path=workdir / f"{name}.log"
+            )
+            created.close()
+        note = space_service.issue_membership(
+            operator, members, space=space, serial=1, actor=ACTOR
+        )
+    finally:
+        operator.close()
+    for running in cluster.nodes.values():
+        member_node = running.open()
+        try:
+            space_service.join(member_node, note, cluster.operator_key, actor=ACTOR)
+        finally:
+            member_node.close()
+    return cluster

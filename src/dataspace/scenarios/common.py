@@ -1,0 +1,54 @@
+"""Pieces the sector generators share: overlap, noisy views, windows, summary of estimates."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from dataspace.scenarios.base import Estimate
+from dataspace.scenarios.stats import bootstrap_ci
+
+ENTITIES = {"small": 300, "default": 2000, "large": 20000}
+
+
+def rng_for(seed: int, salt: str) -> np.random.Generator:
+    return np.random.default_rng([seed, sum(salt.encode())])
+
+
+def overlap_mask(
+    rng: np.random.Generator, n: int, low: float = 0.62, high: float = 0.78
+) -> np.ndarray:
+    """A random subset of n entities with a share drawn in [low, high] (60–80% overlap)."""
+    share = rng.uniform(low, high)
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, size=round(share * n), replace=False)] = True
+    return mask
+
+
+def noisy(rng: np.random.Generator, x: np.ndarray, sd: float) -> np.ndarray:
+    return np.asarray(x + rng.normal(0.0, sd, size=np.shape(x)), dtype=float)
+
+
+def estimates(
+    variants: dict[str, Callable[[np.ndarray], float]],
+    n: int,
+    strata: Sequence[int],
+    *,
+    seed: int,
+    counts: int | None = None,
+) -> list[Estimate]:
+    """Point value and stratified-bootstrap 95% CI for each variant's statistic."""
+    out = []
+    idx = np.arange(n)
+    for i, (name, stat) in enumerate(variants.items()):
+        lo, hi = bootstrap_ci(stat, n, strata=strata, seed=seed + i)
+        out.append(Estimate(name, float(stat(idx)), lo, hi, counts or n))
+    return out
+
+
+def ordered(values: Sequence[float], lower_is_better: bool) -> bool:
+    """Strictly improving from the first variant to the last."""
+    pairs = itertools.pairwise(values)
+    return all((b < a) if lower_is_better else (b > a) for a, b in pairs)
