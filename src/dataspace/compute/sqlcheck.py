@@ -25,6 +25,9 @@ agreement's :class:`SqlPolicy`, and a new query is generated from the checked tr
 Known limits of the rewrite (the DP layer's job): differencing across queries (two filters
 that differ by one person), and order statistics over non-sensitive columns, which release
 one contributor's value even in a group of k. See docs/sandbox.md, "Known limits".
+
+The node-by-node walk is :class:`dataspace.compute.sqlnodes.NodeChecker`; this module adds
+the statement, the names and the rewrite.
 """
 
 from __future__ import annotations
@@ -36,21 +39,13 @@ from sqlglot.errors import SqlglotError
 from dataspace.compute import sqlrules as rules
 from dataspace.compute import sqlsafe
 from dataspace.compute.errors import QueryRefused
+from dataspace.compute.sqlnodes import _CLAUSE_NAMES, DIALECT, NodeChecker, refuse
 from dataspace.compute.sqltypes import Aggregate, CheckedQuery, SqlPolicy
 
 __all__ = ["Aggregate", "CheckedQuery", "SqlPolicy", "check_query"]
 
 MAX_SQL_CHARS = 20_000
-DIALECT = "duckdb"
 
-_CLAUSE_NAMES = {
-    "select": "the SELECT list",
-    "where": "WHERE",
-    "group": "GROUP BY",
-    "having": "HAVING",
-    "order": "ORDER BY",
-    "filter": "a FILTER clause",
-}
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit",
                 "offset", "kind"}  # fmt: skip
 _CLAUSE_REASONS = {
@@ -79,22 +74,7 @@ def check_query(sql: str, policy: SqlPolicy) -> CheckedQuery:
     return _Checker(sql, policy).run()
 
 
-def refuse(reason: str, hint: str | None = None) -> QueryRefused:
-    return QueryRefused(reason, hint=hint or "see docs/sandbox.md for what governed SQL allows")
-
-
-class _Checker:
-    def __init__(self, sql: str, policy: SqlPolicy) -> None:
-        self.sql = sql
-        self.policy = policy
-        self.columns = {c.lower(): c for c in policy.columns}
-        self.restricted = policy.output != "raw"
-        self.table_refs = {policy.table.lower()}
-        self.aliases: dict[str, exp.Expr] = {}
-        self.aggregates: list[Aggregate] = []
-        self.read: set[str] = set()
-        self.countable: set[int] = set()  # ids of Column nodes that are a COUNT's direct argument
-
+class _Checker(NodeChecker):
     # -- statement -------------------------------------------------------------------------
     def run(self) -> CheckedQuery:
         tree = self._parse()
@@ -320,236 +300,6 @@ class _Checker:
             keys.append(key)
         return keys
 
-    # -- node by node ----------------------------------------------------------------------
-    def _visit(
-        self,
-        node: exp.Expr,
-        clause: str,
-        agg: str | None = None,
-        output: str | None = None,
-        filtered: bool = False,
-    ) -> None:
-        where = _CLAUSE_NAMES.get(clause, clause)
-        if isinstance(node, exp.Column):
-            self._visit_column(node, clause, agg)
-            return
-        if isinstance(
-            node, (exp.Subquery, exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Exists)
-        ):
-            raise refuse(
-                f"a subquery in {where} is not allowed: nested queries can select raw rows"
-            )
-        if isinstance(node, exp.Window):
-            raise refuse(
-                f"window function {node.this.sql(dialect=DIALECT)} OVER (...) in {where} is not "
-                f"allowed"
-            )
-        if isinstance(node, exp.Star):
-            if not isinstance(node.parent, exp.Count):
-                raise refuse("* is allowed only in COUNT(*)")
-            return
-        if isinstance(node, exp.Filter):
-            if not self._is_aggregate(node.this):
-                raise refuse("FILTER is allowed only on an aggregate")
-            self._visit(node.expression.this, "filter", agg="filter")
-            self._visit(node.this, clause, agg, output, filtered=True)
-            return
-        if isinstance(node, exp.WithinGroup):
-            raise refuse("WITHIN GROUP is not allowed: write quantile_cont(column, fraction)")
-        if self._is_aggregate(node):
-            self._visit_aggregate(node, clause, agg, output, filtered)
-            return
-        if isinstance(node, (exp.Cast, exp.TryCast)):
-            to = node.args["to"]
-            if to.this not in rules.CAST_TYPES:
-                raise refuse(
-                    f"cast to {to.sql(dialect=DIALECT)} in {where} is not allowed: cast to "
-                    f"numbers, dates or text"
-                )
-            self._visit(node.this, clause, agg)
-            return
-        unit = sqlsafe.unit_of(node)
-        if unit is not None:
-            problem = sqlsafe.unit_problem(unit)
-            if problem is not None:
-                raise refuse(f"{problem} (in {where})")
-        if isinstance(node, exp.Anonymous):
-            name = node.name.lower()
-            if rules.reads_outside(name):
-                raise refuse(
-                    f"function {name} in {where} is not allowed: it reads files, the environment "
-                    f"or the engine's settings"
-                )
-            if name not in rules.ANONYMOUS_SCALAR:
-                raise refuse(
-                    f"function {name} in {where} is not on the allow-list of scalar functions"
-                )
-        elif isinstance(node, exp.Var):
-            if not isinstance(node.parent, rules.UNIT_PARENTS):
-                raise refuse(f"'{node.sql()}' in {where} is not allowed")
-            return
-        elif isinstance(node, (exp.IgnoreNulls, exp.RespectNulls)):
-            pass  # modifiers of the aggregate inside, which is checked on its own
-        elif isinstance(node, exp.In):
-            if node.args.get("query") is not None:
-                raise refuse(
-                    f"a subquery in {where} is not allowed: nested queries can select raw rows"
-                )
-            if any(node.args.get(k) for k in node.args if k not in ("this", "expressions")):
-                raise refuse(f"IN in {where} is allowed only with a list of values")
-        elif isinstance(node, exp.Ordered):
-            if clause != "order":
-                raise refuse(f"ordering in {where} is not allowed")
-        elif isinstance(node, exp.Order):
-            if clause != "order":
-                raise refuse(f"ORDER BY in {where} is not allowed")
-        elif type(node) not in rules.SCALAR:
-            if isinstance(node, exp.Func):
-                raise refuse(
-                    f"function {self._fname(node)} in {where} is not on the allow-list of scalar "
-                    f"functions"
-                )
-            raise refuse(
-                f"{node.sql(dialect=DIALECT)[:60]} ({type(node).__name__}) in {where} is not "
-                f"allowed"
-            )
-        for child in node.iter_expressions():
-            self._visit(child, clause, agg)
-
-    def _visit_column(self, col: exp.Column, clause: str, agg: str | None) -> None:
-        name = col.name
-        low = name.lower()
-        where = _CLAUSE_NAMES.get(clause, clause)
-        self.read.add(name)
-        if not self.restricted:
-            return
-        if low in self.policy.identifier_columns and id(col) not in self.countable:
-            place = f"{agg}(...)" if agg and agg != "filter" else where
-            raise refuse(
-                f"identifier column '{name}' in {place} is not allowed: identifiers may only be "
-                "counted, as COUNT(column) or COUNT(DISTINCT column)"
-            )
-        if low in self.policy.sensitive_columns:
-            if clause == "group":
-                raise refuse(f"GROUP BY on sensitive column '{name}' is not allowed")
-            if agg in rules.ORDER_STATISTICS.values():
-                raise refuse(
-                    f"function {agg} over sensitive column '{name}' is not allowed: it releases "
-                    "one person's value"
-                )
-
-    def _visit_aggregate(
-        self, node: exp.Expr, clause: str, agg: str | None, output: str | None, filtered: bool
-    ) -> None:
-        name = self._fname(node)
-        where = _CLAUSE_NAMES.get(clause, clause)
-        cols = [c.name for c in node.find_all(exp.Column)]
-        over = f" over column '{cols[0]}'" if cols else ""
-        if type(node) in rules.RAW_RELEASING or name in rules.ANONYMOUS_RAW_RELEASING:
-            raise refuse(f"function {name}{over} is not allowed: it releases raw values")
-        if agg is not None:
-            raise refuse(f"aggregate {name} inside another aggregate is not allowed")
-        if clause in ("where", "group"):
-            raise refuse(f"aggregate {name} in {where} is not allowed")
-        canonical = self._canonical_aggregate(node, name)
-        arg = node.this if not isinstance(node, exp.Anonymous) else (node.expressions or [None])[0]
-        distinct = isinstance(arg, exp.Distinct)
-        target = arg.expressions[0] if distinct and len(arg.expressions) == 1 else arg
-        if canonical in rules.COUNTING.values() and isinstance(target, exp.Column):
-            self.countable.add(id(target))
-        if (
-            canonical in rules.BLENDING.values()
-            and canonical != "count_if"
-            and isinstance(target, exp.Column)
-        ):
-            ctype = self.policy.columns[target.name]
-            if not rules.is_numeric_type(ctype):
-                raise refuse(
-                    f"function {name} over column '{target.name}' ({ctype}) is not allowed: it "
-                    f"needs a number"
-                )
-        self.aggregates.append(
-            Aggregate(
-                function=("count_distinct" if canonical == "count" and distinct else canonical),
-                column=target.name if isinstance(target, exp.Column) else None,
-                columns=tuple(dict.fromkeys(cols)),
-                distinct=distinct,
-                filtered=filtered,
-                clause=clause,
-                output=output,
-                sql=node.sql(dialect=DIALECT),
-            )
-        )
-        for child in node.iter_expressions():
-            if isinstance(child, exp.Distinct):
-                for inner in child.expressions:
-                    self._visit(inner, clause, canonical)
-            else:
-                self._visit(child, clause, canonical)
-        if (
-            self.restricted
-            and self.policy.min_group_size > 1
-            and canonical not in rules.COUNTING.values()
-            and canonical != "count_if"
-            and target is not None
-        ):
-            problem = sqlsafe.linear_problem(target)
-            if problem is not None:
-                raise refuse(
-                    f"{name}({target.sql(dialect=DIALECT)[:60]}) is not allowed: with a minimum "
-                    f"group size, the argument of {name} may only add, subtract and scale "
-                    f"columns by constants ({problem} could single out rows)",
-                    hint="put conditions in WHERE or in FILTER (WHERE ...), which the minimum "
-                    "group size covers",
-                )
-
-    def _canonical_aggregate(self, node: exp.Expr, name: str) -> str:
-        for table in (rules.COUNTING, rules.BLENDING, rules.ORDER_STATISTICS):
-            if type(node) in table:
-                return table[type(node)]
-        if isinstance(node, exp.Anonymous) and name in rules.ANONYMOUS_AGGREGATES:
-            return rules.ANONYMOUS_AGGREGATES[name]
-        raise refuse(f"aggregate {name} is not on the allow-list of aggregates")
-
-    def _is_aggregate(self, node: exp.Expr) -> bool:
-        if isinstance(node, exp.Anonymous):
-            name = node.name.lower()
-            return name in rules.ANONYMOUS_AGGREGATES or name in rules.ANONYMOUS_RAW_RELEASING
-        return isinstance(node, exp.AggFunc)
-
-    def _has_aggregate(self, node: exp.Expr) -> bool:
-        return any(self._is_aggregate(n) for n in node.walk())
-
-    def _fname(self, node: exp.Expr) -> str:
-        if isinstance(node, exp.Anonymous):
-            return node.name.lower()
-        meta = node.meta
-        if "start" in meta and "end" in meta:
-            text = self.sql[meta["start"] : meta["end"] + 1].strip()
-            if text.replace("_", "").isalnum():
-                return text.lower()
-        for table in (rules.RAW_RELEASING, rules.COUNTING, rules.BLENDING, rules.ORDER_STATISTICS):
-            if type(node) in table:
-                return table[type(node)]
-        return (
-            node.sql_name().lower() if isinstance(node, exp.Func) else type(node).__name__.lower()
-        )
-
-    def _default_name(self, node: exp.Expr, i: int) -> str:
-        if isinstance(node, exp.Column):
-            return node.name
-        inner = node.this if isinstance(node, exp.Filter) else node
-        if self._is_aggregate(inner):
-            fname = self._fname(inner)
-            arg = inner.this if not isinstance(inner, exp.Anonymous) else None
-            if isinstance(arg, exp.Distinct):
-                fname += "_distinct"
-                arg = arg.expressions[0] if len(arg.expressions) == 1 else None
-            if isinstance(arg, exp.Column):
-                return f"{fname}_{arg.name}"
-            return fname
-        return f"col{i + 1}"
-
     # -- aggregate-only coverage and the rewrite -------------------------------------------
     def _check_covered(
         self,
@@ -602,9 +352,15 @@ class _Checker:
         )
         thresholded = is_aggregate and k > 1
 
+        def canonical(agg: exp.Expr) -> str:
+            return self._canonical_aggregate(agg, self._fname(agg))
+
         def release(node: exp.Expr, always: bool) -> exp.Expr:
             node = guard.guard(node)
-            return self._threshold(node, k, contributor, always) if thresholded else node
+            if not thresholded:
+                return node
+            return sqlsafe.threshold_each(node, k, contributor, always, self._is_aggregate,
+                                          canonical)
 
         out = exp.Select(
             expressions=[exp.alias_(release(item, False), name, quoted=True)
@@ -645,26 +401,6 @@ class _Checker:
                 raise refuse(f"{key.upper()} must be a whole number")
             out.set(key, node.copy())
         return out
-
-    def _threshold(
-        self, node: exp.Expr, k: int, contributor: exp.Expr | None, always: bool
-    ) -> exp.Expr:
-        """Each aggregate in ``node`` released only if the rows that feed it reach k."""
-
-        def canonical(agg: exp.Expr) -> str:
-            return self._canonical_aggregate(agg, self._fname(agg))
-
-        if isinstance(node, exp.Filter) and self._is_aggregate(node.this):
-            return sqlsafe.threshold(node, k, contributor, always, canonical)
-        if self._is_aggregate(node):
-            return sqlsafe.threshold(node, k, contributor, always, canonical)
-        for key, value in list(node.args.items()):
-            if isinstance(value, exp.Expr):
-                node.set(key, self._threshold(value, k, contributor, always))
-            elif isinstance(value, list):
-                node.set(key, [self._threshold(v, k, contributor, always)
-                               if isinstance(v, exp.Expr) else v for v in value])  # fmt: skip
-        return node
 
     def _canon(self, column: str) -> str:
         return self.columns[column.lower()]

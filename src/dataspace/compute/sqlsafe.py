@@ -282,3 +282,26 @@ def threshold(
         counted = exp.Filter(this=counted, expression=exp.Where(this=where))
     support = exp.GTE(this=counted, expression=exp.Literal.number(k))
     return exp.Case(ifs=[exp.If(this=support, true=agg)])
+
+
+def threshold_each(
+    node: exp.Expr,
+    k: int,
+    contributor: exp.Expr | None,
+    always: bool,
+    is_aggregate: Callable[[exp.Expr], bool],
+    canonical: Callable[[exp.Expr], str],
+) -> exp.Expr:
+    """Each aggregate in ``node`` released only if the rows that feed it reach k
+    (:func:`threshold` on every aggregate, in place)."""
+    if isinstance(node, exp.Filter) and is_aggregate(node.this):
+        return threshold(node, k, contributor, always, canonical)
+    if is_aggregate(node):
+        return threshold(node, k, contributor, always, canonical)
+    for key, value in list(node.args.items()):
+        if isinstance(value, exp.Expr):
+            node.set(key, threshold_each(value, k, contributor, always, is_aggregate, canonical))
+        elif isinstance(value, list):
+            node.set(key, [threshold_each(v, k, contributor, always, is_aggregate, canonical)
+                           if isinstance(v, exp.Expr) else v for v in value])  # fmt: skip
+    return node

@@ -1,0 +1,273 @@
+"""Contract negotiation, the parts both sides share: the reply, the errors, the hooks onto the
+space, refusing and guarding messages, addressing the peer and terminating a negotiation.
+
+See :mod:`dataspace.services.negotiation` for how the two sides talk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.contracts import (
+    ContractNegotiation,
+    ContractNegotiationTerminationMessage,
+    ProtocolError,
+    build,
+    parse,
+)
+from dataspace.contracts import negotiation as cn
+from dataspace.contracts import store as cs
+from dataspace.contracts.roles import Role
+from dataspace.contracts.signing import canonical_agreement
+from dataspace.errors import DataspaceError, NotFound
+from dataspace.identity.membership import Member, NotAMember
+from dataspace.ledger import log
+from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.node import Node
+from dataspace.store.models_contracts import (
+    ContractAgreementRow,
+    ContractNegotiationRow,
+)
+
+logger = logging.getLogger("dataspace.negotiation")
+
+EXT = "https://w3id.org/dataspace/contracts#"
+#: extension member carrying the sender's base64 Ed25519 signature over the agreement
+SIGNATURE = EXT + "signature"
+FINAL = (cn.NegotiationState.FINALIZED.value, cn.NegotiationState.TERMINATED.value)
+PEER_ACTOR = "peer:{}"
+
+
+class OfferUnavailable(ProtocolError):
+    """The requested offer is unknown, withdrawn, or not the one this node published."""
+
+    code = "offer_unavailable"
+
+
+class NotSupported(ProtocolError):
+    """A DSP message this node does not act on (provider-initiated offers, counter-offers)."""
+
+    code = "not_supported"
+
+
+@dataclass
+class Reply:
+    """An endpoint's answer and what to send once it is out."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_after(self) -> None:
+        for task in self.after:
+            task()
+
+
+# --- hooks onto the space (replaced in tests: patch them here) ----------------------------------
+
+
+def lookup_member(node: Node, name: str) -> Member:
+    """The member ``name`` of this node's space (NotAMember if it is not on the list)."""
+    from dataspace.services import space
+
+    member = space.membership(node).by_name(name)
+    if member is None:
+        raise NotAMember(f"{name!r} is not a member of this node's space",
+                         hint="check the name against the membership list")
+    return member
+
+
+def callback_address(node: Node) -> str:
+    """Where peers send this node's consumer-side DSP messages."""
+    from dataspace.services import space
+
+    return space.self_member(node).url.rstrip("/") + DSP_PATH
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pids:
+    provider_pid: str | None
+    consumer_pid: str | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _private_key(node: Node) -> Any:
+    from dataspace.identity import keys
+    from dataspace.services.node import KEY_FILE
+
+    return keys.load_private_key(node.root / KEY_FILE)
+
+
+def _own_public(node: Node) -> bytes:
+    return node.signer.public_bytes
+
+
+def _pid_of(row: ContractNegotiationRow) -> _Pids:
+    return _Pids(row.provider_pid, row.consumer_pid)
+
+
+def _error(status: int, exc: DataspaceError, pids: _Pids | None) -> Reply:
+    body = cn.error_body(pids, exc)
+    return Reply(status, body)
+
+
+def _refused(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError,
+             pids: _Pids | None) -> Reply:
+    """Log a refused message (a denied attempt) and answer it."""
+    status = 404 if isinstance(exc, NotFound) else 400
+    with node.store.write() as session:
+        log.append(session, actor=PEER_ACTOR.format(peer), action="negotiation.refused",
+                   payload={"peer": peer, "message": what, "pid": pid, "status": status,
+                            "code": exc.code, "reason": exc.message,
+                            "path": exc.details.get("path")})
+    return _error(status, exc, pids)
+
+
+def refuse(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError) -> Reply:
+    """Answer (and log) a message refused before it reached a handler, e.g. malformed JSON."""
+    return _refused(node, peer, what, pid, exc, _Pids(None, None))
+
+
+def _guard(node: Node, peer: str, what: str, pid: str | None,
+           fn: Callable[[], Reply]) -> Reply:
+    try:
+        return fn()
+    except DataspaceError as exc:
+        pids = _Pids(None, None)
+        if pid is not None:
+            try:
+                with node.store.read() as session:
+                    pids = _pid_of(cs.get_negotiation(session, pid, peer=peer))
+            except DataspaceError:
+                pids = _Pids(None, None)
+        return _refused(node, peer, what, pid, exc, pids)
+
+
+def _signature_of(doc: Mapping[str, Any]) -> str:
+    sig = doc.get(SIGNATURE)
+    if not isinstance(sig, str) or not sig:
+        raise ProtocolError(f"the message must carry the sender's agreement signature in "
+                            f"{SIGNATURE!r}", path=f"$['{SIGNATURE}']")
+    return sig
+
+
+def _with_signature(message: Any, signature: str) -> dict[str, Any]:
+    doc = build(message)
+    doc[SIGNATURE] = signature
+    parse(doc, message.TYPE)  # still schema-valid
+    return doc
+
+
+def _callback_path(member: Member, callback: str) -> str:
+    """The path of ``callback`` under the member's base URL; refuses any other host."""
+    base = member.url.rstrip("/")
+    if callback != base and not callback.startswith(base + "/"):
+        raise ProtocolError(f"callbackAddress {callback!r} is not under the member URL {base!r}",
+                            hint="a node only calls peers back at their listed address",
+                            path="$.callbackAddress")
+    return callback[len(base):].rstrip("/")
+
+
+def _peer_path(node: Node, row: ContractNegotiationRow, suffix: str) -> str:
+    """Where to send a message about ``row`` to its peer."""
+    if row.role == Role.PROVIDER.value:
+        base = _callback_path(lookup_member(node, row.peer), row.callback_address or "")
+        return f"{base}/negotiations/{row.consumer_pid}/{suffix}"
+    return f"{DSP_PATH}/negotiations/{row.provider_pid}/{suffix}"
+
+
+def _ack(row: ContractNegotiationRow) -> dict[str, Any]:
+    return build(ContractNegotiation(provider_pid=row.provider_pid or "",
+                                     consumer_pid=row.consumer_pid or "", state=row.state))
+
+
+
+def _path_pid(given: str | None, pid: str, path: str) -> None:
+    if given != pid:
+        raise ProtocolError(f"{path[2:]} {given!r} does not match the process in the URL",
+                            path=path)
+
+
+
+def _agreement_row(session: Session, row: ContractNegotiationRow) -> ContractAgreementRow:
+    ag = session.scalars(select(ContractAgreementRow).where(
+        ContractAgreementRow.negotiation_id == row.id)).first()
+    if ag is None:
+        raise ProtocolError(f"negotiation {row.id!r} has no agreement")
+    return ag
+
+
+
+def _digest(policy: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(canonical_agreement(policy)).hexdigest()
+
+
+
+def _send_or_fail(node: Node, pid: str, peer: str, path: str, doc: dict[str, Any], actor: str,
+                  transport: Transport | None) -> None:
+    try:
+        status, data = deliver(node, peer, "POST", path, doc, transport)
+    except DataspaceError as exc:
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor,
+                  transport=transport)
+        return
+    if status >= 300:
+        reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
+        terminate(node, pid, code="refused_by_peer",
+                  reasons=[f"{peer} answered HTTP {status}", *reasons], actor=actor,
+                  transport=transport)
+
+
+
+# --- termination --------------------------------------------------------------------------------
+
+
+def _terminate_local(node: Node, pid: str, *, code: str, reasons: list[str], actor: str
+                     ) -> ContractNegotiationRow | None:
+    with node.store.write() as session:
+        row = cs.get_negotiation(session, pid, peer=None, lock=True)
+        if row.state in FINAL:
+            return None
+        own = Role(row.role)
+        row = cs.advance_negotiation(session, pid, cn.TERMINATION, sender=own, peer=None)
+        log.append(session, actor=actor, action="negotiation.terminated", payload={
+            "pid": pid, "role": own.value, "peer": row.peer, "by": node.name, "code": code,
+            "reason": reasons, "offer_id": row.offer_id, "purpose": row.purpose})
+        session.expunge(row)
+        return row
+
+
+def terminate(node: Node, pid: str, *, code: str, reasons: list[str], actor: str,
+              transport: Transport | None = None) -> None:
+    """Terminate a negotiation here and tell the peer (best effort)."""
+    row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
+    if row is None:
+        return
+    if row.provider_pid is None or row.consumer_pid is None:
+        return  # the peer never learnt of it
+    message = ContractNegotiationTerminationMessage(
+        provider_pid=row.provider_pid, consumer_pid=row.consumer_pid, code=code,
+        reason=tuple(reasons))
+    try:
+        path = _peer_path(node, row, "termination")
+        status, _ = deliver(node, row.peer, "POST", path, build(message), transport, attempts=3)
+        if status >= 300:
+            logger.warning("negotiation %s: %s refused the termination (HTTP %s)",
+                           pid, row.peer, status)
+    except DataspaceError as exc:
+        logger.warning("negotiation %s: termination not delivered: %s", pid, exc)

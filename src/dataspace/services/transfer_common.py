@@ -1,0 +1,210 @@
+"""Transfer processes, the parts both sides share: the output modes and their wire format,
+refusing and guarding messages, addressing the peer, the extract row, and terminating a
+process.
+
+See :mod:`dataspace.services.transfers` for the whole exchange.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dataspace.contracts import ProtocolError, build
+from dataspace.contracts import store as cs
+from dataspace.contracts import transfer as tp
+from dataspace.contracts.messages import (
+    TransferProcess,
+    TransferTerminationMessage,
+)
+from dataspace.contracts.roles import Role
+from dataspace.errors import (
+    DataspaceError,
+    NotFound,
+    UsageError,
+)
+from dataspace.identity.membership import Member
+from dataspace.ledger import log
+from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
+from dataspace.services.node import Node
+from dataspace.store.models_contracts import (
+    TransferExtractRow,
+    TransferProcessRow,
+)
+
+logger = logging.getLogger("dataspace.transfers")
+
+MODES = ("raw", "pseudonymized")
+FORMAT_PREFIX = "application/vnd.apache.parquet+http-pull;output="
+HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
+NS = "https://w3id.org/dataspace/transfer#"
+PULL_PATH = "/peer/v1/transfers/{pid}/data"
+EXTRACT_DIR, RECEIVED_DIR = "transfers", "received"
+FINAL = (tp.TransferState.COMPLETED.value, tp.TransferState.TERMINATED.value)
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+
+def format_for(mode: str) -> str:
+    if mode not in MODES:
+        raise UsageError(f"unknown transfer mode {mode!r}", hint="use raw or pseudonymized")
+    return FORMAT_PREFIX + mode
+
+
+def mode_of(fmt: str) -> str:
+    mode = fmt[len(FORMAT_PREFIX):] if fmt.startswith(FORMAT_PREFIX) else ""
+    if mode not in MODES:
+        raise ProtocolError(f"unsupported transfer format {fmt!r}", path="$.format",
+                            hint=f"use {FORMAT_PREFIX}raw or {FORMAT_PREFIX}pseudonymized")
+    return mode
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Pids:
+    provider_pid: str | None
+    consumer_pid: str | None
+
+
+def _ack(row: TransferProcessRow) -> dict[str, Any]:
+    return build(TransferProcess(provider_pid=row.provider_pid or "",
+                                 consumer_pid=row.consumer_pid or "", state=row.state))
+
+
+def _refused(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError,
+             pids: _Pids | None) -> Reply:
+    status = 404 if isinstance(exc, NotFound) else 400
+    with node.store.write() as session:
+        log.append(session, actor=PEER_ACTOR.format(peer), action="transfer.refused",
+                   payload={"peer": peer, "message": what, "pid": pid, "status": status,
+                            "code": exc.code, "reason": exc.message,
+                            "path": exc.details.get("path")})
+    return Reply(status, tp.error_body(pids, exc))
+
+
+def refuse(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError) -> Reply:
+    """Answer (and log) a message refused before a handler saw it, e.g. malformed JSON."""
+    return _refused(node, peer, what, pid, exc, None)
+
+
+def _guard(node: Node, peer: str, what: str, pid: str | None, fn: Callable[[], Reply]) -> Reply:
+    try:
+        return fn()
+    except DataspaceError as exc:
+        pids = None
+        if pid is not None and not isinstance(exc, NotFound):
+            try:
+                with node.store.read() as session:
+                    row = cs.get_transfer(session, pid, peer=peer)
+                    pids = _Pids(row.provider_pid, row.consumer_pid)
+            except DataspaceError:
+                pids = None
+        return _refused(node, peer, what, pid, exc, pids)
+
+
+def _callback_base(member: Member, callback: str) -> str:
+    """The path of ``callback`` under the member's URL; any other host is refused."""
+    base = member.url.rstrip("/")
+    if callback != base and not callback.startswith(base + "/"):
+        raise ProtocolError(f"callbackAddress {callback!r} is not under the member URL {base!r}",
+                            path="$.callbackAddress",
+                            hint="a node only calls peers back at their listed address")
+    return callback[len(base):].rstrip("/")
+
+
+def _peer_path(node: Node, row: TransferProcessRow, suffix: str) -> str:
+    if row.role == Role.PROVIDER.value:
+        base = _callback_base(lookup_member(node, row.peer), row.callback_address or "")
+        return f"{base}/transfers/{row.consumer_pid}/{suffix}"
+    return f"{DSP_PATH}/transfers/{row.provider_pid}/{suffix}"
+
+
+def _extract(session: Session, pid: str) -> TransferExtractRow:
+    row = session.get(TransferExtractRow, pid, with_for_update=True)
+    if row is None:
+        raise NotFound(f"no transfer {pid!r}", hint="see `dataspace transfer list`")
+    return row
+
+
+def _discard(path: str | None) -> None:
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
+
+# --- termination -------------------------------------------------------------------------------
+
+
+def _terminate_local(node: Node, pid: str, *, code: str, reasons: list[str], actor: str
+                     ) -> TransferProcessRow | None:
+    with node.store.write() as session:
+        row = cs.get_transfer(session, pid, peer=None, lock=True)
+        if row.state in FINAL:
+            return None
+        own = Role(row.role)
+        row = cs.advance_transfer(session, pid, tp.TERMINATION, sender=own, peer=None)
+        ext = _extract(session, pid)
+        ext.reason = ext.reason or reasons
+        if own is Role.PROVIDER:
+            _discard(ext.path)
+        log.append(session, actor=actor, action="transfer.terminated", payload={
+            "pid": pid, "role": own.value, "peer": row.peer, "agreement_id": row.agreement_id,
+            "by": node.name, "code": code, "reason": reasons})
+        session.expunge(row)
+        return row
+
+
+def terminate(node: Node, pid: str, *, code: str, reasons: list[str], actor: str,
+              transport: Transport | None = None) -> None:
+    """Terminate a transfer here and tell the peer (best effort)."""
+    row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
+    if row is None or row.provider_pid is None or row.consumer_pid is None:
+        return
+    message = TransferTerminationMessage(provider_pid=row.provider_pid,
+                                         consumer_pid=row.consumer_pid, code=code,
+                                         reason=tuple(reasons))
+    try:
+        status, _ = deliver(node, row.peer, "POST", _peer_path(node, row, "termination"),
+                            build(message), transport, attempts=3)
+        if status >= 300:
+            logger.warning("transfer %s: %s refused the termination (HTTP %s)", pid, row.peer,
+                           status)
+    except DataspaceError as exc:
+        logger.warning("transfer %s: termination not delivered: %s", pid, exc)
+
+
+def _send_or_fail(node: Node, pid: str, peer: str, path: str, doc: dict[str, Any], actor: str,
+                  transport: Transport | None) -> None:
+    try:
+        status, data = deliver(node, peer, "POST", path, doc, transport)
+    except DataspaceError as exc:
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor,
+                  transport=transport)
+        return
+    if status >= 300:
+        reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
+        terminate(node, pid, code="refused_by_peer", actor=actor, transport=transport,
+                  reasons=[f"{peer} answered HTTP {status}", *reasons])

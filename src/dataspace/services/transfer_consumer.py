@@ -1,0 +1,200 @@
+"""Transfer processes, the consumer side: request a transfer under a FINALIZED agreement, wait
+for it, and pull the data once the provider starts: verify sha256 and rows, keep the file
+under ``received/``, complete."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+from sqlalchemy.orm import Session
+
+from dataspace.contracts import ProtocolError, build, parse
+from dataspace.contracts import store as cs
+from dataspace.contracts import transfer as tp
+from dataspace.contracts.messages import (
+    DataAddress,
+    TransferCompletionMessage,
+    TransferRequestMessage,
+)
+from dataspace.contracts.roles import Role
+from dataspace.errors import (
+    DataspaceError,
+    NotFound,
+    VerificationError,
+)
+from dataspace.ledger import log
+from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.neg_common import callback_address, lookup_member
+from dataspace.services.node import Node, default_actor
+from dataspace.services.transfer_common import (
+    FINAL,
+    RECEIVED_DIR,
+    _extract,
+    _peer_path,
+    _terminate_local,
+    format_for,
+    logger,
+    terminate,
+)
+from dataspace.services.transfer_views import show_transfer
+from dataspace.store.models_contracts import (
+    ContractNegotiationRow,
+    TransferExtractRow,
+)
+
+# --- consumer: request, wait -------------------------------------------------------------------
+
+
+def _provider_of(session: Session, agreement_id: str) -> str:
+    agreement = cs.get_agreement(session, agreement_id, peer=None)
+    neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
+    if neg is None or neg.role != Role.CONSUMER.value:
+        raise NotFound(f"no agreement {agreement_id!r} in which this node is the consumer",
+                       hint="see `dataspace contract list`")
+    return neg.peer
+
+
+def request_transfer(node: Node, *, agreement_id: str, mode: str, actor: str | None = None,
+                     transport: Transport | None = None) -> dict[str, Any]:
+    """Ask the provider of ``agreement_id`` for its rows (``mode`` raw or pseudonymized).
+
+    Records the process (REQUESTED, ``transfer.requested``) and sends the
+    TransferRequestMessage; the data arrives later (see :func:`wait`). A refusal terminates
+    the process here with the provider's reason.
+    """
+    who = actor or default_actor()
+    fmt = format_for(mode)
+    pid = cs.new_pid()
+    with node.store.write() as session:
+        provider = _provider_of(session, agreement_id)
+        row = cs.create_transfer(session, role=Role.CONSUMER, peer=provider,
+                                 agreement_id=agreement_id, format=fmt, consumer_pid=pid)
+        session.add(TransferExtractRow(id=row.id, mode=mode))
+        log.append(session, actor=who, action="transfer.requested", payload={
+            "pid": pid, "role": "consumer", "peer": provider, "agreement_id": agreement_id,
+            "mode": mode})
+    doc = build(TransferRequestMessage(consumer_pid=pid, agreement_id=agreement_id, format=fmt,
+                                       callback_address=callback_address(node)))
+    try:
+        status, data = deliver(node, provider, "POST", f"{DSP_PATH}/transfers/request", doc,
+                               transport)
+    except DataspaceError as exc:
+        _terminate_local(node, pid, code=exc.code, reasons=[exc.message], actor=who)
+        raise
+    if status != 201 or not isinstance(data, Mapping):
+        reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
+        code = str(data.get("code")) if isinstance(data, Mapping) else "refused"
+        _terminate_local(node, pid, code=code, actor=who,
+                         reasons=reasons or [f"the provider answered HTTP {status}"])
+        return show_transfer(node, pid)
+    ack = parse(data, "TransferProcess")
+    with node.store.write() as session:
+        row = cs.get_transfer(session, pid, peer=None, lock=True)
+        if ack.consumer_pid != pid:
+            raise ProtocolError("the provider's ACK names another consumerPid",
+                                path="$.consumerPid")
+        if row.provider_pid is None:
+            row.provider_pid = ack.provider_pid
+    return show_transfer(node, pid)
+
+
+def wait(node: Node, pid: str, seconds: float, *, poll: float = 0.1) -> dict[str, Any]:
+    """Wait until the transfer is COMPLETED or TERMINATED (or ``seconds`` pass)."""
+    end = time.monotonic() + seconds
+    while True:
+        view = show_transfer(node, pid)
+        if view["state"] in FINAL or time.monotonic() >= end:
+            return view
+        time.sleep(poll)
+
+
+
+# --- the data plane ----------------------------------------------------------------------------
+
+
+def _client(node: Node, peer: str) -> httpx.Client:
+    from dataspace.services import transfers  # tests substitute transfers.CLIENTS
+
+    if transfers.CLIENTS is not None:
+        return transfers.CLIENTS(node, peer)
+    from dataspace.services.peers import peer_client
+
+    return peer_client(node, peer, timeout=node.limits.transfer_pull_timeout_seconds)
+
+
+
+def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
+    """Consumer, after the start: pull, verify, store under ``received/``, complete (or
+    terminate with the reason)."""
+    actor = f"node:{node.name}"
+    try:
+        with node.store.read() as session:
+            row = cs.get_transfer(session, pid, peer=None)
+            ext = session.get(TransferExtractRow, pid)
+            address = DataAddress.from_json(row.data_address or {}, "$.dataAddress")
+            provider, stated_sha = row.peer, ext.sha256 if ext else None
+            stated_rows = ext.rows if ext else None
+        props = {p.name: p.value for p in address.endpoint_properties or ()}
+        base = lookup_member(node, provider).url.rstrip("/")
+        endpoint = address.endpoint or ""
+        if not endpoint.startswith(base + "/"):
+            raise ProtocolError(f"the data address {endpoint!r} is not on {provider}'s node",
+                                path="$.dataAddress.endpoint")
+        folder = node.root / RECEIVED_DIR
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{uuid.uuid4().hex}.part"
+        digest = hashlib.sha256()
+        with _client(node, provider) as client, client.stream(
+                "GET", endpoint[len(base):],
+                headers={"Authorization": f"Bearer {props.get('authorization', '')}"}) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                raise VerificationError(f"{provider} refused the pull (HTTP {resp.status_code})"
+                                        f": {resp.text[:300]}")
+            with tmp.open("wb") as out:
+                for chunk in resp.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+        sha = digest.hexdigest()
+        if sha != stated_sha:
+            tmp.unlink(missing_ok=True)
+            raise VerificationError("the data does not hash to the sha256 the provider stated")
+        rows = pq.ParquetFile(tmp).metadata.num_rows
+        if rows != stated_rows:
+            tmp.unlink(missing_ok=True)
+            raise VerificationError(f"the data has {rows} rows, the provider stated {stated_rows}")
+        final = folder / f"{sha[:16]}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp.replace(final)
+    except DataspaceError as exc:
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor,
+                  transport=transport)
+        return
+    except (httpx.HTTPError, OSError) as exc:
+        terminate(node, pid, code="pull_failed", reasons=[f"{type(exc).__name__}: {exc}"],
+                  actor=actor, transport=transport)
+        return
+    with node.store.write() as session:
+        row = cs.advance_transfer(session, pid, tp.COMPLETION, sender=Role.CONSUMER, peer=None)
+        ext_row = _extract(session, pid)
+        ext_row.path, ext_row.bytes = str(final), final.stat().st_size
+        ext_row.columns = list(pq.ParquetFile(final).schema_arrow.names)
+        log.append(session, actor=actor, action="transfer.received", payload={
+            "pid": pid, "peer": provider, "agreement_id": row.agreement_id, "sha256": sha,
+            "rows": rows, "bytes": ext_row.bytes, "columns": ext_row.columns,
+            "mode": ext_row.mode, "file": final.name})
+        message = TransferCompletionMessage(provider_pid=row.provider_pid or "",
+                                            consumer_pid=pid)
+        target = _peer_path(node, row, "completion")
+    try:
+        status, _ = deliver(node, provider, "POST", target, build(message), transport)
+        if status >= 300:
+            logger.warning("transfer %s: %s refused the completion (HTTP %s)", pid, provider,
+                           status)
+    except DataspaceError as exc:
+        logger.warning("transfer %s: completion not delivered: %s", pid, exc)

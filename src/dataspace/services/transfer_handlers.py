@@ -1,0 +1,85 @@
+"""Transfer processes, the messages either side answers: GET of a process and
+start / completion / suspension / termination for an existing one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dataspace.contracts import ProtocolError, parse
+from dataspace.contracts import store as cs
+from dataspace.contracts import transfer as tp
+from dataspace.contracts.roles import Role
+from dataspace.identity.membership import Member
+from dataspace.ledger import log
+from dataspace.services.catalog import Transport
+from dataspace.services.neg_common import PEER_ACTOR, Reply
+from dataspace.services.node import Node
+from dataspace.services.transfer_common import NS, _ack, _discard, _extract, _guard
+from dataspace.services.transfer_consumer import pull
+
+# --- messages for an existing process (both sides) ---------------------------------------------
+
+
+def handle_get(node: Node, peer: Member, pid: str) -> Reply:
+    """GET /dsp/transfers/{pid}: the TransferProcess (ACK)."""
+    def run() -> Reply:
+        with node.store.read() as session:
+            return Reply(200, _ack(cs.get_transfer(session, pid, peer=peer.name)))
+
+    return _guard(node, peer.name, "GET TransferProcess", pid, run)
+
+
+def handle_message(node: Node, peer: Member, pid: str, doc: Any, expected: str, *,
+                   transport: Transport | None = None) -> Reply:
+    """POST /dsp/transfers/{pid}/start|completion|suspension|termination, provider and
+    consumer alike (the callback path is this node's ``/dsp``): validate, move, log."""
+    def run() -> Reply:
+        msg = parse(doc, expected)
+        with node.store.write() as session:
+            row = cs.get_transfer(session, pid, peer=peer.name, lock=True)
+            own = Role(row.role)
+            mine = msg.provider_pid if own is Role.PROVIDER else msg.consumer_pid
+            if mine != pid:
+                where = "$.providerPid" if own is Role.PROVIDER else "$.consumerPid"
+                raise ProtocolError(f"{where[2:]} {mine!r} does not match the process in the "
+                                    "URL", path=where)
+            address = getattr(msg, "data_address", None)
+            if expected == tp.START and own is Role.CONSUMER and address is None:
+                raise ProtocolError("a TransferStartMessage for a pull must carry the "
+                                    "dataAddress", path="$.dataAddress")
+            row = cs.advance_transfer(session, pid, expected, sender=own.peer, peer=peer.name,
+                                      consumer_pid=msg.consumer_pid,
+                                      provider_pid=msg.provider_pid, data_address=address)
+            ext = _extract(session, pid)
+            payload: dict[str, Any] = {"pid": pid, "role": own.value, "peer": peer.name,
+                                       "agreement_id": row.agreement_id, "by": peer.name}
+            after: list[Callable[[], None]] = []
+            if expected == tp.START:
+                action = "transfer.started"
+                if own is Role.CONSUMER:
+                    assert address is not None
+                    props = {p.name: p.value for p in address.endpoint_properties or ()}
+                    ext.sha256 = props.get(NS + "sha256")
+                    ext.rows = int(props.get(NS + "rows", "0"))
+                    payload.update(sha256=ext.sha256, rows=ext.rows, mode=ext.mode)
+                    after.append(lambda: pull(node, pid, transport=transport))
+            elif expected == tp.COMPLETION:
+                action = "transfer.completed"
+                payload.update(sha256=ext.sha256, rows=ext.rows, bytes=ext.bytes)
+                if own is Role.PROVIDER:
+                    _discard(ext.path)
+            elif expected == tp.TERMINATION:
+                action = "transfer.terminated"
+                payload.update(code=msg.code, reason=list(msg.reason or ()))
+                ext.reason = [str(r) for r in msg.reason or ()] or ext.reason
+                if own is Role.PROVIDER:
+                    _discard(ext.path)
+            else:
+                action = "transfer.suspended"
+                payload.update(code=msg.code, reason=list(msg.reason or ()))
+            log.append(session, actor=PEER_ACTOR.format(peer.name), action=action,
+                       payload=payload)
+        return Reply(200, None, after)
+
+    return _guard(node, peer.name, expected, pid, run)
