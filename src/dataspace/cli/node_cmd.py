@@ -42,6 +42,7 @@ def init(
     console.print(f"public key: {escape(created.verifier_key())}")
     console.print("admin API token (shown only now, store it safely):")
     console.print(secret, markup=False)
+    created.close()
 
 
 def show_node(ctx: typer.Context, as_json: bool = JsonOption) -> None:
