@@ -103,10 +103,11 @@ def start_space(
     database_url: str | None = None,
     schema_for: dict[str, str] | None = None,
     serve: bool = True,
+    dealer: bool = False,
 ) -> Space:
     """Create (and by default start) a space of nodes; see the module docstring."""
     schema_for = schema_for or {}
-    operator, _ = init_node(
+    operator, operator_secret = init_node(
         tmp_path / "operator",
         "operator",
         database_url=database_url,
@@ -127,10 +128,19 @@ def start_space(
             name, created.root, url, secret, log_path=tmp_path / f"{name}.log"
         )
         created.close()
+    if dealer:  # the operator serves too, as the dealer of multi-party protocols
+        url = f"http://127.0.0.1:{free_port()}"
+        members.append(Member("operator", url, result.operator_key, ("operator", "dealer")))
+        result.nodes["operator"] = RunningNode(
+            "operator", operator.root, url, operator_secret, log_path=tmp_path / "operator.log"
+        )
     note = space_service.issue_membership(
         operator, members, space="test-space", serial=1, actor="test"
     )
     for running in result.nodes.values():
+        if running.name == "operator":
+            space_service.join(operator, note, result.operator_key, actor="test")
+            continue
         member_node = open_node(running.root)
         space_service.join(member_node, note, result.operator_key, actor="test")
         member_node.close()

@@ -152,6 +152,10 @@ SERVICE_ANSWER = {
     ("POST", f"{API}/mp/aggregate"): (404, "not_found"),
     ("GET", f"{API}/mp/jobs/{{job_id}}"): (404, "not_found"),
     ("POST", f"{API}/mp/jobs/{{job_id}}/retry"): (404, "not_found"),
+    ("POST", f"{API}/train"): (404, "not_found"),
+    ("GET", f"{API}/train/jobs/{{job_id}}"): (404, "not_found"),
+    ("POST", f"{API}/train/jobs/{{job_id}}/retry"): (404, "not_found"),
+    ("GET", f"{API}/models/{{model_id}}"): (404, "not_found"),
 }
 
 
@@ -211,6 +215,20 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
         ("admin", "consumer"),
         lambda api, allowed: {"url": f"{API}/mp/jobs/none/retry"},
     ),
+    ("POST", f"{API}/train"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/train",
+            "json": {"agreements": ["urn:uuid:none"], "label": "y", "features": {"a": ["b"]}},
+        },
+    ),
+    ("GET", f"{API}/train/jobs/{{job_id}}"): (ALL, _get(f"{API}/train/jobs/none")),
+    ("POST", f"{API}/train/jobs/{{job_id}}/retry"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {"url": f"{API}/train/jobs/none/retry"},
+    ),
+    ("GET", f"{API}/models"): (ALL, _get(f"{API}/models")),
+    ("GET", f"{API}/models/{{model_id}}"): (ALL, _get(f"{API}/models/none")),
     ("POST", "/peer/v1/mp/step"): (PEER, _peer("POST", "/peer/v1/mp/step")),
     ("POST", "/peer/v1/mp/abort"): (PEER, _peer("POST", "/peer/v1/mp/abort")),
     ("GET", "/.well-known/dspace-version"): (PUBLIC, _get("/.well-known/dspace-version")),

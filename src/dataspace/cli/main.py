@@ -23,6 +23,7 @@ from dataspace.cli import (
     query,
     space,
     token,
+    train,
     transfer,
     usage,
 )
@@ -63,6 +64,7 @@ usage.register(app)
 demo.register(app)
 query.register(app)
 mp.register(app, query.job_app)
+train.register(app, query.job_app)
 app.add_typer(offer.app, name="offer")
 app.add_typer(contract.app, name="contract")
 app.command("catalog")(contract.catalog)

@@ -31,6 +31,7 @@ from dataspace.node.routers import (
     peer_mp,
     peer_transfers,
     tokens,
+    training,
     transfers,
     usage,
 )
@@ -55,6 +56,7 @@ ROUTERS = (
     peer,
     peer_jobs,
     mp_jobs,
+    training,
     peer_mp,
     dsp,
     dsp_version,

@@ -42,7 +42,7 @@ from dataspace.metering import PriceTerms, Usage
 from dataspace.policy import PolicyDenied, Request, evaluate
 from dataspace.privacy.psi import MODES, Engine, KeySpec, Responder
 from dataspace.privacy.secagg import FixedPoint, PartyRole, SessionConfig, aggregator
-from dataspace.services import jobs
+from dataspace.services import jobs, mp_protocols
 from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id, jsonable
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
@@ -103,6 +103,8 @@ _REGISTRY = threading.Lock()
 
 def handle_step(node: Node, caller: str, body: bytes) -> bytes:
     """Run one step of a job for ``caller`` (the signed initiator); returns the answer frame."""
+    if (custom := mp_protocols.dispatch(node, caller, body)) is not None:
+        return custom
     header, blobs = unpack_frame(body)
     job_id = check_job_id(str(header.get("job_id", "")))
     step, name = header.get("step"), str(header.get("name", ""))

@@ -107,6 +107,7 @@ class LedgerCheckpoint(Base):
 from dataspace.store import (  # noqa: E402
     models_compute,
     models_contracts,
+    models_federated,
     models_identity,
     models_metering,
     models_privacy,
@@ -116,6 +117,7 @@ __all__ = [
     "Base",
     "models_compute",
     "models_contracts",
+    "models_federated",
     "models_identity",
     "models_metering",
     "models_privacy",

@@ -1,0 +1,163 @@
+"""`dataspace train`, `dataspace model list|show`, and `job watch|retry` for training jobs.
+
+`train` runs the job from this process as the initiator (the label party), with a live
+progress bar fed by every node's step events; docs/training.md has the details.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from dataspace.cli import mp
+from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.services import models as model_store
+from dataspace.services import multiparty, training
+
+app = typer.Typer(
+    help="Trained federated models: who holds which part, metrics, contribution.",
+    no_args_is_help=True,
+)
+
+
+def train(
+    ctx: typer.Context,
+    agreement: list[str] = typer.Option(
+        ..., "--agreement", help="Agreement with a provider (repeat)."
+    ),
+    with_: list[str] = typer.Option(None, "--with", help="The provider of each --agreement."),
+    model: str = typer.Option("vlr", "--model", help="vlr | vgbdt"),
+    label: str = typer.Option(..., "--label", help="The label column (at this node)."),
+    features: list[str] = typer.Option(
+        ..., "--features", help="PARTY:col1,col2 per party (repeat, or space-separated)."
+    ),
+    align: list[str] = typer.Option(None, "--align", help="PSI align job per provider."),
+    on: str = typer.Option(None, "--on", help="Align first on this key (e.g. credit_code:uscc)."),
+    dataset: str = typer.Option(None, "--dataset", help="Your dataset (with --on)."),
+    params: str = typer.Option(
+        "{}", "--params", help='Hyper-parameters as JSON, e.g. {"epochs": 8}.'
+    ),
+    holdout: float = typer.Option(0.25, "--holdout", help="Held-out fraction for evaluation."),
+    no_contribution: bool = typer.Option(False, "--no-contribution", help="Skip Shapley."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Train a model across nodes under your agreements (vertical LR or SecureBoost GBDT)."""
+    n = node(ctx)
+    view = mp._run_with_bar(
+        f"train {model}",
+        lambda progress: training.run_train(
+            n,
+            agreements=agreement,
+            peers=with_ or None,
+            model=model,
+            label=label,
+            features=training.parse_features(features),
+            align=align or (),
+            on=on,
+            dataset=dataset,
+            params=json.loads(params),
+            holdout=holdout,
+            contribution=not no_contribution,
+            actor=actor(),
+            progress=progress,
+        ),
+        as_json,
+    )
+    if as_json:
+        print_json(view)
+        return
+    console.print(f"model {view['id']}: {view['state']}")
+    _print_model(model_store.get_model(n, view["id"]))
+
+
+def _print_model(m: dict[str, Any]) -> None:
+    console.print(f"[bold]model {escape(m['id'])}[/bold] — {m['family']}, {m['state']}")
+    rows = [[name, p.get("holds"), (p.get("sha256") or "")[:16]] for name, p in m["parts"].items()]
+    console.print(table("who holds which part", ["node", "holds", "sha256"], rows))
+    metrics = m["metrics"]
+    rows = [[k, f"{float(v):.4f}"] for k, v in (metrics.get("auc_by_coalition") or {}).items()]
+    console.print(
+        table(f"held-out AUC ({metrics.get('held_out_rows')} rows)", ["coalition", "auc"], rows)
+    )
+    contribution = m["contribution"] or {}
+    if contribution:
+        rows = [[k, f"{float(v):+.4f}"] for k, v in contribution["values"].items()]
+        console.print(
+            table(
+                f"contribution ({contribution['method']} Shapley, AUC)", ["provider", "value"], rows
+            )
+        )
+
+
+@app.command("show")
+def show(ctx: typer.Context, model_id: str, as_json: bool = JsonOption) -> None:
+    """Metrics, contribution and which node holds which part of a trained model."""
+    m = model_store.get_model(node(ctx), model_id)
+    if as_json:
+        print_json(m)
+    else:
+        _print_model(m)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Trained models this node holds a part of."""
+    items = model_store.list_models(node(ctx))
+    if as_json:
+        print_json(items)
+        return
+    rows = [
+        [m["id"], m["family"], m["role"], m["initiator"], m["metrics"].get("auc")] for m in items
+    ]
+    console.print(table("models", ["id", "family", "role", "initiator", "auc"], rows))
+
+
+def retry(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:
+    """Start a failed multi-party or training job again (new job id, fresh secrets)."""
+    n = node(ctx)
+    if not training.is_training_job(n, job_id):
+        mp.retry(ctx, job_id, as_json)
+        return
+    view = mp._run_with_bar(
+        "retry",
+        lambda progress: training.retry(n, job_id, actor=actor(), progress=progress),
+        as_json,
+    )
+    if as_json:
+        print_json(view)
+    else:
+        console.print(
+            f"job {view['id']} (attempt {view['attempt']}, retry of {job_id}): {view['state']}"
+        )
+
+
+def watch(
+    ctx: typer.Context,
+    job_id: str,
+    interval: float = typer.Option(0.5, "--interval", help="Seconds between polls."),
+    timeout: float = typer.Option(3600, "--timeout", help="Give up after this many seconds."),
+) -> None:
+    """Follow a multi-party or training job: a live progress bar fed by every node's steps."""
+    n = node(ctx)
+    if not training.is_training_job(n, job_id):
+        mp.watch(ctx, job_id, interval, timeout)
+        return
+    original = multiparty.get_job
+    multiparty.get_job = training.get_job
+    try:
+        mp.watch(ctx, job_id, interval, timeout)
+    finally:
+        multiparty.get_job = original
+
+
+def register(root: typer.Typer, job_app: typer.Typer) -> None:
+    root.command("train")(train)
+    root.add_typer(app, name="model")
+    job_app.registered_commands = [
+        c for c in job_app.registered_commands if c.name not in ("retry", "watch")
+    ]
+    job_app.command("retry")(retry)
+    job_app.command("watch")(watch)

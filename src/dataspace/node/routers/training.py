@@ -1,0 +1,95 @@
+"""Federated training for this node's users: train a model across nodes, follow it, see it.
+
+``POST /api/v1/train`` validates the request, claims a job id and trains in the background
+(202); ``GET /api/v1/train/jobs/{job_id}`` shows the job with every node's step events;
+``POST /api/v1/train/jobs/{job_id}/retry`` starts a failed job again; ``GET /api/v1/models``
+and ``GET /api/v1/models/{model_id}`` show the trained models this node holds a part of.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from dataspace.node.auth import EVERYONE, get_node, require
+from dataspace.services import models, training
+from dataspace.services.node import Node
+from dataspace.services.tokens import TokenInfo
+
+router = APIRouter(tags=["training"])
+
+RUN_ROLES = ("admin", "consumer")
+
+
+class TrainRequest(BaseModel):
+    agreements: list[str] = Field(min_length=1, max_length=4, description="one per provider")
+    peers: list[str] | None = None
+    model: str = Field(default="vlr", description="vlr | vgbdt")
+    label: str = Field(min_length=1, description="the label column at this node")
+    features: dict[str, list[str]] = Field(description="party -> its feature columns")
+    align: list[str] = Field(default_factory=list, description="PSI align job per provider")
+    params: dict[str, Any] = Field(default_factory=dict)
+    holdout: float = Field(default=0.25, gt=0, lt=0.9)
+    contribution: bool = True
+    job_id: str | None = None
+
+
+@router.post("/train", status_code=202, summary="Train a model across nodes")
+def post_train(
+    body: TrainRequest,
+    node: Node = Depends(get_node),
+    token: TokenInfo = Depends(require(*RUN_ROLES)),
+) -> dict[str, Any]:
+    """Every provider checks its own agreement (action `federated-train`) first. Answers the
+    job's view at once; poll `GET /api/v1/train/jobs/{job_id}`."""
+    job = training.start_train(
+        node,
+        agreements=body.agreements,
+        peers=body.peers,
+        model=body.model,
+        label=body.label,
+        features=body.features,
+        align=body.align,
+        params=body.params,
+        holdout=body.holdout,
+        contribution=body.contribution,
+        job_id=body.job_id,
+        actor=token.actor,
+    )
+    return training.start_background(node, job)
+
+
+@router.get("/train/jobs/{job_id}", summary="One training job with its step events")
+def get_train_job(
+    job_id: str,
+    node: Node = Depends(get_node),
+    _token: TokenInfo = Depends(require(*EVERYONE)),
+) -> dict[str, Any]:
+    return training.get_job(node, job_id)
+
+
+@router.post("/train/jobs/{job_id}/retry", status_code=202, summary="Start a failed job again")
+def post_train_retry(
+    job_id: str,
+    node: Node = Depends(get_node),
+    token: TokenInfo = Depends(require(*RUN_ROLES)),
+) -> dict[str, Any]:
+    return training.retry(node, job_id, actor=token.actor, background=True)
+
+
+@router.get("/models", summary="Trained models this node holds a part of")
+def get_models(
+    node: Node = Depends(get_node), _token: TokenInfo = Depends(require(*EVERYONE))
+) -> list[dict[str, Any]]:
+    return models.list_models(node)
+
+
+@router.get("/models/{model_id}", summary="A model: metrics, contribution, who holds what")
+def get_model(
+    model_id: str,
+    node: Node = Depends(get_node),
+    _token: TokenInfo = Depends(require(*EVERYONE)),
+) -> dict[str, Any]:
+    return models.get_model(node, model_id)

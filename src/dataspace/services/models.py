@@ -1,0 +1,138 @@
+"""Trained federated models: each node keeps its own part, and knows who holds the others.
+
+A part is written as JSON under ``<data dir>/models/<model id>.<holder>.json`` when the node
+finishes its share of the job (``staged``) and becomes ``final`` only when the initiator
+commits the whole model — after every node finished. A failed job leaves at most staged
+parts, which are never listed, shown or used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from dataspace.errors import NotFound
+from dataspace.ledger import log
+from dataspace.services.job_wire import jsonable
+from dataspace.services.mp_store import plain
+from dataspace.services.node import Node
+from dataspace.store.models_federated import FederatedModelRow
+
+MODELS_DIR = "models"
+STAGED, FINAL = "staged", "final"
+
+
+def stage(
+    node: Node,
+    *,
+    model_id: str,
+    family: str,
+    role: str,
+    initiator: str,
+    part: dict[str, Any] | None,
+    info: dict[str, Any],
+) -> str | None:
+    """Write this node's part (staged); returns its SHA-256 (None for a node holding none)."""
+    digest, rel = None, None
+    if part is not None:
+        folder = node.data_dir / MODELS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(jsonable(part), sort_keys=True).encode()
+        rel = f"{MODELS_DIR}/{model_id}.{node.name}.json"
+        (node.data_dir / rel).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+    with node.store.write() as session:
+        row = session.get(FederatedModelRow, model_id)
+        if row is None:
+            row = FederatedModelRow(id=model_id, created_at=datetime.now(UTC))
+            session.add(row)
+        row.job_id, row.family, row.role, row.state = model_id, family, role, STAGED
+        row.initiator, row.part_file, row.part_sha256 = initiator, rel, digest
+        row.info = plain(info)
+    return digest
+
+
+def finalize(node: Node, model_id: str, info: dict[str, Any], *, actor: str) -> dict[str, Any]:
+    """Mark the part final with the whole model's description; ledger ``model.trained``."""
+    with node.store.write() as session:
+        row = session.get(FederatedModelRow, model_id)
+        if row is None:
+            raise NotFound(f"no staged part of model {model_id} here")
+        row.state = FINAL
+        row.info = plain({**(row.info or {}), **info})
+        row.finished_at = datetime.now(UTC)
+        log.append(
+            session,
+            actor=actor,
+            action="model.trained",
+            payload=jsonable(
+                {
+                    "model_id": model_id,
+                    "family": row.family,
+                    "role": row.role,
+                    "initiator": row.initiator,
+                    "part_sha256": row.part_sha256,
+                    "parts": info.get("parts"),
+                    "metrics": info.get("metrics"),
+                    "contribution": info.get("contribution"),
+                }
+            ),
+        )
+        return _view(row)
+
+
+def _view(row: FederatedModelRow) -> dict[str, Any]:
+    info = dict(row.info or {})
+    return {
+        "id": row.id,
+        "family": row.family,
+        "state": row.state,
+        "role": row.role,
+        "initiator": row.initiator,
+        "part_file": row.part_file,
+        "part_sha256": row.part_sha256,
+        "parts": info.get("parts") or {},
+        "metrics": info.get("metrics") or {},
+        "contribution": info.get("contribution") or {},
+        "params": info.get("params") or {},
+        "created_at": row.created_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+    }
+
+
+def get_model(node: Node, model_id: str) -> dict[str, Any]:
+    with node.store.read() as session:
+        row = session.get(FederatedModelRow, model_id)
+        if row is None or row.state != FINAL:
+            raise NotFound(f"no trained model {model_id!r} here", hint="see `dataspace model list`")
+        return _view(row)
+
+
+def list_models(node: Node) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = session.scalars(
+            select(FederatedModelRow)
+            .where(FederatedModelRow.state == FINAL)
+            .order_by(FederatedModelRow.created_at.desc())
+        ).all()
+        return [_view(r) for r in rows]
+
+
+def load_part(node: Node, model_id: str) -> dict[str, Any]:
+    view = get_model(node, model_id)
+    if not view["part_file"]:
+        raise NotFound(f"this node holds no part of model {model_id}")
+    data = (node.data_dir / view["part_file"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != view["part_sha256"]:
+        raise NotFound(f"the part of model {model_id} does not match its recorded hash")
+    part: dict[str, Any] = json.loads(data)
+    return part
+
+
+def has_part(node: Node, model_id: str) -> bool:
+    with node.store.read() as session:
+        return session.get(FederatedModelRow, model_id) is not None

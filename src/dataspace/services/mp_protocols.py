@@ -1,0 +1,41 @@
+"""Further protocols on the multi-party step endpoint (``POST /peer/v1/mp/step``).
+
+:mod:`.mp_party` runs PSI and secure aggregation itself. Another protocol registers a handler
+here under a name; a step frame whose header says ``"protocol": <name>`` is handed to that
+handler (same signed caller, same frame format, same error envelope) instead::
+
+    register("federated-train", handle)      # handle(node, caller, header, blobs, body) -> bytes
+
+:func:`dispatch` is the one call :func:`.mp_party.handle_step` makes first; it returns ``None``
+for frames of the built-in kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dataspace.services.mp_wire import unpack_frame
+from dataspace.services.node import Node
+
+Handler = Callable[[Node, str, dict[str, Any], list[bytes], bytes], bytes]
+
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register(protocol: str, handler: Handler) -> None:
+    _HANDLERS[protocol] = handler
+
+
+def dispatch(node: Node, caller: str, body: bytes) -> bytes | None:
+    """The answer frame when the frame names a registered protocol, else ``None``."""
+    if not _HANDLERS:
+        _load()
+    header, blobs = unpack_frame(body)
+    handler = _HANDLERS.get(str(header.get("protocol", "")))
+    return None if handler is None else handler(node, caller, header, blobs, body)
+
+
+def _load() -> None:
+    """Import the modules that register protocols (kept lazy: they import heavy cores)."""
+    from dataspace.services import train_party  # noqa: F401  (registers "federated-train")

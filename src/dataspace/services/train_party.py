@@ -1,0 +1,353 @@
+"""A node's side of a federated training job it did not start (a provider, or the dealer).
+
+Every request arrives as a multi-party step frame with ``"protocol": "federated-train"``
+(registered with :mod:`.mp_protocols`), signed by its sender:
+
+* ``open`` (from the initiator) — a provider checks **its own** agreement with the initiator
+  now (action ``federated-train``, purpose, the feature columns as ``fields``, expiry, count,
+  and ``output``: ``aggregate-only`` for vlr and fedavg, ``pseudonymized`` for vgbdt, whose
+  split instance spaces are row-level), loads its aligned block and starts its role; the
+  dealer (the space operator, or a member with role ``dealer``) checks that it is one;
+* ``start`` (from the initiator, once every node has opened) — the role begins;
+* ``push`` (from any node of the job) — protocol messages for this node;
+* ``pull`` (from the initiator) — protocol messages this node keeps for the initiator;
+* ``status`` — the job's state here (an error if it failed here);
+* ``finish`` — waits for the role to end, stages this node's model part, answers its hash;
+* ``commit`` — the whole model is through everywhere: the part becomes final, the usage is
+  recorded, ``model.trained`` and ``job.completed`` enter the ledger.
+
+An ``abort`` (:func:`.mp_party.handle_abort`) fails the row; the running role notices within
+half a second and stops; a staged part stays staged (never used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.services import jobs, mp_party, mp_protocols
+from dataspace.services import models as model_store
+from dataspace.services import mp_store as ms
+from dataspace.services.job_wire import check_job_id
+from dataspace.services.mp_wire import MultipartyFailed, pack_frame
+from dataspace.services.node import Node
+from dataspace.services.train_net import PROTOCOL, Mailbox
+from dataspace.services.train_roles import Local, Spec, coalitions, sgb_run, vlr_part, vlr_run
+from dataspace.store.models_compute import JobRow
+
+ACTION = "federated-train"
+DEALER = "dealer"
+FINISH_WAIT = 600.0
+
+
+def output_for(family: str) -> str:
+    """What a model family releases about a provider's rows, for the policy's ``output``."""
+    return "pseudonymized" if family == "vgbdt" else "aggregate-only"
+
+
+@dataclass
+class Session:
+    job_id: str
+    initiator: str
+    role: str
+    spec: Spec
+    mailbox: Mailbox
+    ps: mp_party._Session
+    local: Local = field(default_factory=Local)
+    thread: threading.Thread | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    error: DataspaceError | None = None
+    cache: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_seen: float = field(default_factory=time.monotonic)
+    idle: float = 120.0
+    ended: bool = False
+
+
+_SESSIONS: dict[str, Session] = {}
+_REGISTRY = threading.Lock()
+
+
+def _reply(header: dict[str, Any], blobs: list[bytes] | None = None) -> bytes:
+    return pack_frame(header, blobs or [])
+
+
+def handle(
+    node: Node, caller: str, header: dict[str, Any], blobs: list[bytes], body: bytes
+) -> bytes:
+    job_id = check_job_id(str(header.get("job_id", "")))
+    name = str(header.get("name", ""))
+    if name == "open":
+        return _open(node, caller, job_id, header, body)
+    with _REGISTRY:
+        s = _SESSIONS.get(job_id)
+    if s is None:
+        raise MultipartyFailed(
+            f"{node.name} holds no running training job {job_id} (it ended, or the node "
+            "restarted and its secrets are gone)",
+            hint="the initiator starts a new attempt with `dataspace job retry`",
+            cause="session-lost",
+        )
+    if caller == s.initiator:
+        s.last_seen = time.monotonic()
+    if name == "push":
+        if caller not in s.spec.parties and caller != s.spec.dealer:
+            raise NotFound(f"no training job {job_id} with {caller}")
+        s.mailbox.accept_push(
+            caller, int(header.get("seq", 0)), [str(r) for r in header.get("runs") or []], blobs
+        )
+        return _reply({"job_id": job_id, "state": "running"})
+    if caller != s.initiator:
+        raise NotFound(f"no training job {job_id} with {caller}")
+    if name == "pull":
+        items = s.mailbox.serve_pull(int(header.get("after", 0)))
+        return _reply({"job_id": job_id, "runs": [r for r, _ in items]}, [d for _, d in items])
+    if name == "status":
+        if s.error is not None:
+            raise s.error
+        return _reply({"job_id": job_id, "state": "running", "runs_done": len(s.outputs)})
+    digest = hashlib.sha256(body).hexdigest()
+    with s.lock:
+        cached = s.cache.get(name)
+        if cached is not None:
+            if cached[0] != digest:
+                raise Conflict(f"step {name} of job {job_id} was already answered differently")
+            return cached[1]
+        if name == "start":  # every node has opened: the protocol may begin
+            assert s.thread is not None
+            s.thread.start()
+            answer = _reply({"job_id": job_id, "state": "running"})
+        elif name == "finish":
+            answer = _finish(node, s)
+        elif name == "commit":
+            answer = _commit(node, s, header)
+        else:
+            raise UsageError(f"unknown training step {name!r}")
+        s.cache[name] = (digest, answer)
+        return answer
+
+
+def _alive(node: Node, s: Session) -> None:
+    with node.store.read() as db:
+        row = db.get(JobRow, s.job_id)
+        state, error = (row.state, row.error) if row is not None else ("UNKNOWN", None)
+    if state != jobs.RUNNING:
+        raise MultipartyFailed(f"the job ended on {node.name}: {error or state}", cause="aborted")
+    if time.monotonic() - s.last_seen > s.idle:
+        raise MultipartyFailed(
+            f"no word from the initiator {s.initiator} for {s.idle:g} s: the job timed out",
+            cause="timeout",
+        )
+
+
+def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    with _REGISTRY:
+        existing = _SESSIONS.get(job_id)
+    if existing is not None:
+        cached = existing.cache.get("open")
+        if existing.initiator == caller and cached and cached[0] == digest:
+            return cached[1]
+        raise Conflict(f"training job {job_id} is already open here")
+    with node.store.read() as db:
+        if db.get(JobRow, job_id) is not None:
+            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+    spec = Spec.from_dict(job_id, dict(header["spec"]))
+    role = DEALER if node.name == spec.dealer else ms.PARTICIPANT
+    if role == ms.PARTICIPANT and node.name not in spec.parties[1:]:
+        raise NotFound(f"{node.name} is not a party of training job {job_id}")
+    idle = max(
+        5.0,
+        min(
+            float(header.get("idle_timeout") or 120.0),
+            float(node.limits.mp_max_idle_timeout_seconds),
+        ),
+    )
+    ms.create_row(
+        node,
+        job_id=job_id,
+        role=role,
+        agreement_id=str(header.get("agreement_id") or "")[:200],
+        peer=caller,
+        action=ACTION,
+        request={"mp": header, "idle_timeout": idle},
+    )
+    ps = mp_party._Session(job_id, caller, ACTION, idle)
+    mailbox = Mailbox(node, job_id, node.name, caller, [*spec.parties, spec.dealer])
+    s = Session(job_id, caller, role, spec, mailbox, ps, idle=idle)
+    mailbox.alive = lambda: _alive(node, s)
+    try:
+        if role == DEALER:
+            _check_dealer(node, caller)
+        else:
+            features = [str(c) for c in header.get("features") or []]
+            dataset, _ = mp_party._check(node, ps, header, features, output_for(spec.family))
+            s.local = load_local(
+                node, dataset, features, str(header.get("align", "")), header.get("select")
+            )
+            ps.rows_scanned = pq.ParquetFile(dataset.path).metadata.num_rows
+            if s.local.block is not None and s.local.block.shape[1] != spec.widths[node.name]:
+                raise UsageError("the job's column count for this node does not match")
+    except DataspaceError as exc:
+        mp_party._end_error(node, ps, exc, step=0, name="open")
+        raise
+    with _REGISTRY:
+        _SESSIONS[job_id] = s
+    s.thread = threading.Thread(
+        target=_drive, args=(node, s), daemon=True, name=f"train-{job_id[:12]}"
+    )
+    ev = ms.event(
+        node.name,
+        0,
+        "open",
+        request_sha256=digest,
+        role=role,
+        rows=int(s.local.block.shape[0]) if s.local.block is not None else 0,
+    )
+    ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
+    answer = _reply({"job_id": job_id, "step": 0, "event": ev, "state": "open"})
+    s.cache["open"] = (digest, answer)
+    return answer
+
+
+def _check_dealer(node: Node, caller: str) -> None:
+    from dataspace.services import space
+
+    me = space.member(node, node.name)
+    if DEALER not in me.roles and "operator" not in me.roles:
+        raise UsageError(f"{node.name} is not a dealer of this space")
+    space.member(node, caller)  # the initiator must be a member
+
+
+def load_local(
+    node: Node, dataset: Any, features: list[str], align: str, select: Any, label: str | None = None
+) -> Local:
+    """This node's aligned rows: the dataset's ``features`` at the positions kept by PSI
+    align job ``align`` (in its common order), restricted to ``select`` when given."""
+    path = node.data_dir / mp_party.ALIGN_DIR / f"{check_job_id(align)}.parquet"
+    if not path.exists():
+        raise NotFound(
+            f"no aligned rows of job {align} on {node.name}",
+            hint="run `dataspace psi --reveal align` with this node first",
+        )
+    kept = pq.read_table(path).sort_by("order").column("position").to_numpy()
+    if select is not None:
+        kept = kept[np.asarray(select, dtype=np.int64)]
+    names = features + ([label] if label else [])
+    table = pq.read_table(dataset.path, columns=names).take(kept)
+    for name in names:
+        if table.column(name).null_count:
+            raise UsageError(f"column {name} has missing values in the aligned rows")
+    try:
+        block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])
+        labels = table.column(label).to_numpy().astype(np.float64) if label else None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the training columns must be numeric ({exc})") from None
+    return Local(block, labels)
+
+
+def run_schedule(s: Session) -> list[dict[str, Any]]:
+    run = vlr_run if s.spec.family == "vlr" else sgb_run
+    out = []
+    for index, coalition in enumerate(coalitions(s.spec)):
+        if s.mailbox.me in coalition or s.mailbox.me == s.spec.dealer:
+            out.append(run(s.mailbox, s.spec, index, coalition, s.local))
+        else:
+            out.append({})
+    s.mailbox.flush()
+    return out
+
+
+def _drive(node: Node, s: Session) -> None:
+    t0 = time.process_time()
+    try:
+        s.outputs = run_schedule(s)
+    except DataspaceError as exc:
+        _failed(node, s, exc)
+    except Exception as exc:  # a bug, or a broken message: the job must not stay RUNNING
+        _failed(
+            node,
+            s,
+            MultipartyFailed(f"training failed on {node.name} ({type(exc).__name__}: {exc})"),
+        )
+    finally:
+        s.mailbox.close()
+        s.ps.cpu += time.process_time() - t0
+        s.ps.bytes_out = s.mailbox.bytes_out
+
+
+def _failed(node: Node, s: Session, exc: DataspaceError) -> None:
+    s.error = exc
+    s.mailbox.fail(exc)
+    if s.role == ms.PARTICIPANT:
+        with node.store.read() as db:
+            row = db.get(JobRow, s.job_id)
+            running = row is not None and row.state == jobs.RUNNING
+        if running:
+            mp_party._end_error(node, s.ps, exc, step=1, name="train")
+    else:
+        ms.fail(node, s.job_id, exc, actor=f"peer:{s.initiator}")
+
+
+def _finish(node: Node, s: Session) -> bytes:
+    assert s.thread is not None
+    s.thread.join(FINISH_WAIT)
+    if s.thread.is_alive():
+        raise MultipartyFailed(f"training on {node.name} did not end in time")
+    if s.error is not None:
+        raise s.error
+    first = s.outputs[0] if s.outputs else {}
+    part = None
+    if "model" in first:
+        part = vlr_part(first["model"]) if s.spec.family == "vlr" else dict(first["model"])
+    digest = model_store.stage(
+        node,
+        model_id=s.job_id,
+        family=s.spec.family,
+        role=s.role,
+        initiator=s.initiator,
+        part=part,
+        info={"params": s.spec.to_dict()},
+    )
+    ev = ms.event(node.name, 1, "finish", part_sha256=digest, bytes_out=s.mailbox.bytes_out)
+    ms.add_events(node, s.job_id, [ev], actor=f"peer:{s.initiator}")
+    return _reply({"job_id": s.job_id, "step": 1, "event": ev, "part_sha256": digest})
+
+
+def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
+    info = dict(header.get("model") or {})
+    model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
+    s.ps.bytes_out = s.mailbox.bytes_out
+    usage = mp_party._usage(s.ps, "completed", s.spec.rows) if s.role == ms.PARTICIPANT else None
+    ms.finish(
+        node,
+        s.job_id,
+        state=jobs.SUCCEEDED,
+        actor=f"peer:{s.initiator}",
+        ledger_action="job.completed",
+        result={"model_id": s.job_id, "role": s.role},
+        usage=usage,
+        terms=s.ps.terms,
+        ledger_payload={
+            "agreement_id": s.ps.agreement_id,
+            "consumer": s.initiator,
+            "dataset": s.ps.dataset or None,
+            "model_id": s.job_id,
+            "bytes_out": s.mailbox.bytes_out,
+        },
+    )
+    with _REGISTRY:
+        _SESSIONS.pop(s.job_id, None)
+    ev = ms.event(node.name, 2, "commit")
+    ms.add_events(node, s.job_id, [ev], actor=f"peer:{s.initiator}")
+    return _reply({"job_id": s.job_id, "step": 2, "event": ev})
+
+
+mp_protocols.register(PROTOCOL, handle)

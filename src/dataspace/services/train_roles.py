@@ -1,0 +1,396 @@
+"""What each node runs in a vertical training job: the cores, one role per node.
+
+A job's public description (:class:`Spec`) is the same at every node: the model family, the
+data parties in order (the label party first), each party's number of columns, the dealer,
+the number of aligned rows, the held-out split and the hyper-parameters. From it every node
+derives the same schedule of protocol *runs* (:func:`schedule`): the full model, its
+held-out prediction, and — for contribution — the same for every coalition of providers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dataspace.federated import sgb, sgb_share, vlr
+from dataspace.federated.plan import Scaler, TrainConfig
+from dataspace.federated.sgb_tree import (
+    SgbParams,
+    base_score,
+    grow_tree,
+    logistic_grad,
+    plain_histograms,
+)
+from dataspace.services.train_net import Mailbox, NodeNetwork, using
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+VLR_DEFAULTS: dict[str, Any] = {
+    "epochs": 8,
+    "batch_size": 256,
+    "learning_rate": 0.5,
+    "lr_decay": 0.2,
+    "l2": 1e-3,
+}
+SGB_DEFAULTS: dict[str, Any] = {"trees": 10, "max_depth": 3, "bins": 16}
+CTL = "sgb/ctl"
+
+
+@dataclass(frozen=True)
+class Spec:
+    job_id: str
+    family: str
+    parties: tuple[str, ...]  # data parties; parties[0] holds the labels
+    widths: dict[str, int]
+    columns: dict[str, list[str]]
+    dealer: str
+    rows: int
+    holdout: float = 0.25
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    contribution: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.parties[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "parties": list(self.parties),
+            "widths": self.widths,
+            "columns": self.columns,
+            "dealer": self.dealer,
+            "rows": self.rows,
+            "holdout": self.holdout,
+            "seed": self.seed,
+            "params": self.params,
+            "contribution": self.contribution,
+        }
+
+    @classmethod
+    def from_dict(cls, job_id: str, d: dict[str, Any]) -> Spec:
+        return cls(
+            job_id,
+            str(d["family"]),
+            tuple(d["parties"]),
+            {str(k): int(v) for k, v in d["widths"].items()},
+            {str(k): [str(c) for c in v] for k, v in d["columns"].items()},
+            str(d["dealer"]),
+            int(d["rows"]),
+            float(d.get("holdout", 0.25)),
+            int(d.get("seed", 0)),
+            dict(d.get("params") or {}),
+            bool(d.get("contribution", True)),
+        )
+
+
+def split_rows(rows: int, holdout: float, seed: int) -> tuple[Ints, Ints]:
+    """The public train / held-out split of the aligned rows (positions only)."""
+    order = np.random.default_rng([seed, 7]).permutation(rows)
+    n_test = max(2, round(rows * holdout))
+    return np.sort(order[n_test:]).astype(np.int64), np.sort(order[:n_test]).astype(np.int64)
+
+
+def coalitions(spec: Spec) -> list[tuple[str, ...]]:
+    """The full model first, then every smaller non-empty coalition of providers (+ label)."""
+    providers = spec.parties[1:]
+    out = [spec.parties]
+    if spec.contribution:
+        for k in range(len(providers) - 1, 0, -1):
+            for subset in itertools.combinations(providers, k):
+                out.append((spec.label, *subset))
+    return out
+
+
+@dataclass
+class Local:
+    """This node's aligned block (and the labels, at the label party)."""
+
+    block: Floats | None = None
+    labels: Floats | None = None
+
+
+# --- vertical LR -----------------------------------------------------------------------------
+
+
+def vlr_config(spec: Spec, coalition: Sequence[str]) -> TrainConfig:
+    p = {**VLR_DEFAULTS, **spec.params}
+    epochs = int(p["epochs"])
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=int(p["batch_size"]),
+        learning_rate=float(p["learning_rate"]),
+        lr_decay=float(p["lr_decay"]),
+        l2=float(p["l2"]),
+        patience=epochs,
+        min_delta=-math.inf,  # every epoch "improves": the last is kept, the same at every node
+        seed=spec.seed,
+        dealer=spec.dealer,
+        helper=coalition[1],
+    )
+
+
+def _placeholder(spec: Spec, name: str, rows: int) -> Floats:
+    return np.zeros((rows, spec.widths[name]))
+
+
+def vlr_run(
+    mb: Mailbox, spec: Spec, index: int, coalition: Sequence[str], local: Local
+) -> dict[str, Any]:
+    """Train on ``coalition`` and score the held-out rows; returns this node's view."""
+    me = mb.me
+    fit, test = split_rows(spec.rows, spec.holdout, spec.seed)
+    parties = []
+    for name in coalition:
+        real = name == me and local.block is not None
+        x = (
+            local.block[fit]
+            if real and local.block is not None
+            else _placeholder(spec, name, fit.size)
+        )
+        y = None
+        if name == spec.label:
+            y = local.labels[fit] if real and local.labels is not None else np.zeros(fit.size)
+        parties.append(vlr.PartyData(name, x, y, tuple(spec.columns.get(name, []))))
+    config = vlr_config(spec, coalition)
+    with using(NodeNetwork(mb, f"{index}/train", replicate=True)):
+        result = vlr.train(parties, config)
+    models = dict(result.models)
+    if me not in coalition:
+        return {"seconds": result.seconds}
+    for name in coalition:  # placeholders of the others' parts, for the replicated prediction
+        if name != me:
+            models[name] = vlr.PartyModel(
+                name,
+                (),
+                np.zeros(spec.widths[name]),
+                Scaler(np.zeros(spec.widths[name]), np.ones(spec.widths[name]), config.clip),
+                0.0 if name == spec.label else None,
+            )
+    assert local.block is not None
+    features = {
+        name: (local.block[test] if name == me else _placeholder(spec, name, test.size))
+        for name in coalition
+    }
+    with using(NodeNetwork(mb, f"{index}/predict", replicate=True)):
+        scores = vlr.predict(models, features, label_party=spec.label)
+    out: dict[str, Any] = {"model": result.models[me], "seconds": result.seconds}
+    if me == spec.label:
+        out.update(
+            scores=scores.scores,
+            epochs_run=result.epochs_run,
+            best_epoch=result.best_epoch,
+            validation=[r.validation_brier for r in result.validation],
+            bytes=result.bytes_total,
+            openings=[f"{o.what} -> {','.join(o.to)}" for o in result.openings[-4:]],
+        )
+    return out
+
+
+def vlr_part(model: vlr.PartyModel) -> dict[str, Any]:
+    return {
+        "party": model.party,
+        "columns": list(model.columns),
+        "weights": model.weights.tolist(),
+        "mean": model.scaler.mean.tolist(),
+        "scale": model.scaler.scale.tolist(),
+        "clip": model.scaler.clip,
+        "intercept": model.intercept,
+    }
+
+
+def vlr_model(part: dict[str, Any]) -> vlr.PartyModel:
+    return vlr.PartyModel(
+        str(part["party"]),
+        tuple(part["columns"]),
+        np.asarray(part["weights"], dtype=np.float64),
+        Scaler(np.asarray(part["mean"]), np.asarray(part["scale"]), float(part["clip"])),
+        None if part.get("intercept") is None else float(part["intercept"]),
+    )
+
+
+# --- vertical GBDT (SecureBoost-style) ------------------------------------------------------
+
+
+def sgb_params(spec: Spec) -> SgbParams:
+    p = {**SGB_DEFAULTS, **spec.params}
+    keys = set(SgbParams.__dataclass_fields__)
+    return SgbParams(**{k: v for k, v in p.items() if k in keys})
+
+
+class _RemotePassive:
+    """What the label party knows of a passive party: its name and bins per column."""
+
+    def __init__(self, name: str, sizes: list[int]) -> None:
+        self.name = name
+        self._sizes = sizes
+        self.binner = self
+
+    def sizes(self) -> list[int]:
+        return self._sizes
+
+
+class _NodeSource(sgb._Source):
+    """:class:`sgb._Source` with the passive parties and the dealer on other nodes: the
+    label party tells each which step comes next (a control message) instead of calling it."""
+
+    def __init__(self, label: Any, passives: list[Any], dealer: str, frac_bits: int) -> None:
+        super().__init__(label, passives, None, frac_bits)  # type: ignore[arg-type]
+        self.dealer_name = dealer
+        self.index = {p.name: i for i, p in enumerate(passives)}
+
+    def histograms(self, nodes: Sequence[Ints], g: Floats, h: Floats) -> list[Floats]:
+        lab = self.label
+        own = plain_histograms(lab.bins, lab.offsets, lab.total, nodes, g, h)
+        out = [np.empty((self.width, 2)) for _ in nodes]
+        for hist, o in zip(out, own, strict=True):
+            hist[: lab.total] = o
+        if not self.passives:
+            return out
+        self.calls += 1
+        packed = sgb_share.pack(g, h, self.frac_bits)
+        x = np.zeros((g.shape[0], len(nodes)), dtype=np.uint64)
+        for c, rows in enumerate(nodes):
+            x[rows, c] = packed[rows]
+        offset = lab.total
+        net = lab.net
+        for p in self.passives:
+            tag = f"{p.name}/{self.calls}"
+            net.send(
+                lab.name,
+                self.dealer_name,
+                CTL,
+                np.array([1, self.index[p.name], self.calls, len(nodes)], dtype=np.int64),
+            )
+            net.send(lab.name, p.name, CTL, np.array([1, self.calls], dtype=np.int64))
+            share = lab.shares[p.name]
+            seed = share.send_masked(self.dealer_name, tag, x)
+            gs, hs = sgb_share.unpack(share.collect(tag, seed, len(nodes)), self.frac_bits)
+            for c, hist in enumerate(out):
+                hist[offset : offset + share.total, 0] = gs[:, c]
+                hist[offset : offset + share.total, 1] = hs[:, c]
+            offset += share.total
+        return out
+
+    def split(self, node_rows: Ints, feature: Any, k: int) -> tuple[int, Any]:
+        lab = self.label
+        if feature.party == lab.name:
+            return super().split(node_rows, feature, k)
+        self.nodes_revealed += 1
+        lab.net.send(lab.name, feature.party, CTL, np.array([2], dtype=np.int64))
+        lab.net.send(lab.name, feature.party, "sgb/split", np.array([feature.column, k]))
+        lab.net.send(lab.name, feature.party, "sgb/split/rows", node_rows)
+        reply = np.asarray(lab.net.recv(lab.name, feature.party, "sgb/split/left"))
+        return int(reply[0]), reply[1:].astype(bool)
+
+
+def sgb_run(
+    mb: Mailbox, spec: Spec, index: int, coalition: Sequence[str], local: Local
+) -> dict[str, Any]:
+    """SecureBoost on ``coalition`` (this node's role only), then the held-out scores."""
+    me, label = mb.me, spec.label
+    fit, test = split_rows(spec.rows, spec.holdout, spec.seed)
+    params = sgb_params(spec)
+    passives = [p for p in coalition if p != label]
+    net = NodeNetwork(mb, f"{index}/train", replicate=False)
+    if me == spec.dealer:
+        dealer = sgb_share.ShareDealer(me, net)
+        for p in passives:
+            dealer.setup(p, fit.size, spec.widths[p])
+        while True:
+            ctl = np.asarray(net.recv(me, label, CTL), dtype=np.int64)
+            if ctl[0] == 0:
+                return {}
+            dealer.level(
+                passives[int(ctl[1])], label, f"{passives[int(ctl[1])]}/{ctl[2]}", int(ctl[3])
+            )
+    assert local.block is not None
+    if me != label:
+        data = vlr.PartyData(me, local.block[fit], None)
+        passive = sgb._Passive(data, net, params)
+        net.send(me, label, "sgb/sizes", np.asarray(passive.binner.sizes(), dtype=np.int64))
+        passive.share.setup(spec.dealer, label)
+        held = local.block[test]
+        while True:
+            ctl = np.asarray(net.recv(me, label, CTL), dtype=np.int64)
+            if ctl[0] == 0:
+                break
+            if ctl[0] == 1:
+                passive.share.level(spec.dealer, label, f"{me}/{ctl[1]}")
+            elif ctl[0] == 2:
+                passive.take_split(label)
+            else:  # 3: route held-out rows at one of this party's splits
+                asked = np.asarray(net.recv(me, label, "sgb/route"), dtype=np.int64)
+                answer = passive.book.left(int(asked[0]), held[asked[1:]])
+                net.send(me, label, "sgb/route/left", answer.astype(np.int64))
+        return {
+            "model": {
+                "party": me,
+                "book": passive.book.records,
+                "edges": [e.tolist() for e in passive.binner.edges],
+            }
+        }
+    assert local.labels is not None
+    lab = sgb._Label(vlr.PartyData(me, local.block[fit], local.labels[fit]), net, params)
+    remote = []
+    for p in passives:
+        sizes = np.asarray(net.recv(me, p, "sgb/sizes"), dtype=np.int64).tolist()
+        remote.append(_RemotePassive(p, [int(s) for s in sizes]))
+        share = sgb_share.ShareLabel(me, net, p, [int(s) for s in sizes])
+        share.setup()
+        lab.shares[p] = share
+    frac_bits = sgb_share.frac_bits_for(fit.size)
+    source = _NodeSource(lab, remote, spec.dealer, frac_bits)
+    base = base_score(lab.labels)
+    scores = np.full(fit.size, base)
+    trees = []
+    for _ in range(params.trees):
+        g, h = logistic_grad(scores, lab.labels)
+        tree, update = grow_tree(source, g, h, params)
+        trees.append(tree)
+        scores += update
+    net.send(me, spec.dealer, CTL, np.array([0, 0, 0, 0], dtype=np.int64))
+    held = local.block[test]
+
+    def left_of(record: int, rows: Ints, owner: str) -> Any:
+        if owner == me:
+            return lab.book.left(record, held[rows])
+        net.send(me, owner, CTL, np.array([3], dtype=np.int64))
+        net.send(me, owner, "sgb/route", np.r_[record, rows].astype(np.int64))
+        return np.asarray(net.recv(me, owner, "sgb/route/left")).astype(bool)
+
+    out_scores = np.full(test.size, base)
+    for tree in trees:
+        out_scores += sgb._route_owned(tree, test.size, left_of)
+    for p in passives:
+        net.send(me, p, CTL, np.array([0], dtype=np.int64))
+    mb.flush()
+    owners = dict.fromkeys(coalition, 0)
+    for tree in trees:
+        for owner, record in zip(tree.owner, tree.split, strict=True):
+            if record >= 0:
+                owners[owner] += 1
+    return {
+        "model": {
+            "party": me,
+            "base": base,
+            "book": lab.book.records,
+            "trees": [_tree(t) for t in trees],
+            "splits_by_party": owners,
+        },
+        "scores": out_scores,
+        "nodes_revealed": source.nodes_revealed,
+        "leakage": sgb.LEAKAGE,
+    }
+
+
+def _tree(tree: Any) -> dict[str, Any]:
+    return {k: np.asarray(v).tolist() for k, v in vars(tree).items()}

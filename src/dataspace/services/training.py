@@ -1,0 +1,617 @@
+"""Federated training across nodes, initiator side: ``dataspace train`` / ``predict``.
+
+The initiator (the label party of a vertical job — the bank) holds one agreement with each
+provider (action ``federated-train``) and the PSI ``align`` job with each. It::
+
+    start_train   validates, resolves agreements, aligned rows, the dealer; claims the job id
+    execute       "open" to every provider (each checks its own agreement) and to the dealer
+                  → every node runs the schedule of protocol runs (train.py roles, messages
+                    as signed steps) → "finish" everywhere (parts staged)
+                  → metrics, contribution → own part final → "commit" everywhere
+    on failure    FAILED here with the reason, "abort" to every node: nothing becomes final
+    retry         a new attempt under a new job id
+
+docs/training.md has the commands, what travels and who holds what.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.federated import sgb, vlr
+from dataspace.federated.baseline import train_plain
+from dataspace.federated.contribution import shapley
+from dataspace.federated.metrics import auc
+from dataspace.services import jobs, multiparty
+from dataspace.services import models as model_store
+from dataspace.services import mp_store as ms
+from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
+from dataspace.services.mp_wire import (
+    ABORT_PATH,
+    STEP_PATH,
+    MultipartyFailed,
+    call_peer,
+    pack_frame,
+    unpack_frame,
+)
+from dataspace.services.node import Node, default_actor
+from dataspace.services.train_net import PROTOCOL, Mailbox
+from dataspace.services.train_party import ACTION, output_for
+from dataspace.services.train_party import Session as PartySession
+from dataspace.services.train_roles import (
+    Local,
+    Spec,
+    coalitions,
+    sgb_params,
+    split_rows,
+    vlr_config,
+    vlr_part,
+)
+from dataspace.store.models_compute import JobRow
+
+FAMILIES = ("vlr", "vgbdt")
+Progress = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+@dataclass
+class Peer:
+    name: str
+    agreement_id: str
+    align: str
+    features: list[str]
+    select: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TrainJob:
+    id: str
+    spec: Spec
+    peers: list[Peer]
+    label: str
+    dataset: str
+    own_features: list[str]
+    own_positions: list[int]
+    actor: str
+    timeout: float
+    params: dict[str, Any]
+    attempt: int = 1
+    retry_of: str | None = None
+
+
+def parse_features(values: Sequence[str]) -> dict[str, list[str]]:
+    """``bank:c1,c2 tax-bureau:c3`` (one or several arguments) → {party: [columns]}."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        for item in value.split():
+            party, sep, cols = item.partition(":")
+            if not sep or not cols:
+                raise UsageError(f"bad --features item {item!r}", hint="use PARTY:col1,col2")
+            out.setdefault(party, []).extend(c for c in cols.split(",") if c)
+    return out
+
+
+def _dealer(node: Node) -> str:
+    from dataspace.services import space
+
+    members = space.membership(node).members
+    dealers = [m.name for m in members if "dealer" in m.roles]
+    if not dealers:
+        raise UsageError("the space names no dealer", hint="the operator joins with role dealer")
+    return dealers[0]
+
+
+def _aligned(node: Node, job_id: str, peer: str) -> tuple[str, np.ndarray]:
+    view = multiparty.get_job(node, job_id)
+    result = view.get("result") or {}
+    params = view.get("params") or {}
+    if view["state"] != jobs.SUCCEEDED or params.get("mode") != "align":
+        raise UsageError(f"job {job_id} is not a succeeded PSI align job")
+    if peer not in str(view.get("peer", "")).split(","):
+        raise UsageError(f"align job {job_id} was not run with {peer}")
+    kept = pq.read_table(node.data_dir / result["rows_file"]).sort_by("order")
+    return str(params["dataset"]), kept.column("position").to_numpy()
+
+
+def start_train(
+    node: Node,
+    *,
+    agreements: Sequence[str],
+    peers: Sequence[str] | None = None,
+    model: str = "vlr",
+    label: str,
+    features: dict[str, list[str]],
+    align: Sequence[str] = (),
+    on: str | None = None,
+    dataset: str | None = None,
+    params: dict[str, Any] | None = None,
+    holdout: float = 0.25,
+    seed: int = 0,
+    contribution: bool = True,
+    job_id: str | None = None,
+    actor: str | None = None,
+    timeout: float = 30.0,
+    idle_timeout: float = 60.0,
+    attempt: int = 1,
+    retry_of: str | None = None,
+) -> TrainJob:
+    if model not in FAMILIES:
+        raise UsageError(f"unknown model family {model!r}", hint="vlr or vgbdt (fedavg: soon)")
+    links = multiparty._links(node, agreements, peers)
+    align = list(align)
+    if on and not align:
+        if not dataset:
+            raise UsageError("--on needs --dataset (your dataset to align)")
+        for link in links:
+            done = multiparty.run_psi(
+                node,
+                agreements=[link.agreement_id],
+                peers=[link.peer],
+                dataset=dataset,
+                key=on,
+                mode="align",
+                actor=actor,
+            )
+            align.append(done["id"])
+    if len(align) != len(links):
+        raise UsageError("give one --align JOB per --with PEER (or --on KEY)")
+    own_ds, common = None, None
+    per_peer = []
+    for link, align_id in zip(links, align, strict=True):
+        ds, positions = _aligned(node, align_id, link.peer)
+        own_ds = own_ds or ds
+        per_peer.append(positions)
+        common = positions if common is None else np.intersect1d(common, positions)
+    assert common is not None and own_ds is not None
+    common = np.sort(common)
+    out_peers = []
+    for link, align_id, positions in zip(links, align, per_peer, strict=True):
+        where = {int(p): i for i, p in enumerate(positions)}
+        cols = features.get(link.peer) or []
+        if not cols:
+            raise UsageError(f"name the features of {link.peer} (--features {link.peer}:c1,c2)")
+        out_peers.append(
+            Peer(link.peer, link.agreement_id, align_id, cols, [where[int(p)] for p in common])
+        )
+    own = features.get(node.name) or []
+    if not own:
+        raise UsageError(f"name this node's features (--features {node.name}:c1,c2)")
+    parties = (node.name, *[p.name for p in out_peers])
+    widths = {node.name: len(own), **{p.name: len(p.features) for p in out_peers}}
+    spec = Spec(
+        job_id="",
+        family=model,
+        parties=parties,
+        widths=widths,
+        columns={node.name: own, **{p.name: p.features for p in out_peers}},
+        dealer=_dealer(node),
+        rows=int(common.size),
+        holdout=holdout,
+        seed=seed,
+        params=dict(params or {}),
+        contribution=contribution,
+    )
+    if spec.dealer in parties:
+        raise UsageError("the dealer must not be one of the data parties")
+    if spec.rows < 20:
+        raise UsageError(f"only {spec.rows} aligned rows: too few to train and evaluate")
+    new_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
+    spec = Spec(**{**spec.__dict__, "job_id": new_id})
+    job = TrainJob(
+        new_id,
+        spec,
+        out_peers,
+        label,
+        own_ds,
+        own,
+        [int(x) for x in common],
+        actor or default_actor(),
+        timeout,
+        {},
+        attempt,
+        retry_of,
+    )
+    job.params = {
+        "model": model,
+        "label": label,
+        "features": {k: list(v) for k, v in features.items()},
+        "align": align,
+        "params": dict(params or {}),
+        "holdout": holdout,
+        "seed": seed,
+        "contribution": contribution,
+        "dataset": own_ds,
+    }
+    runs = len(coalitions(spec))
+    ms.create_row(
+        node,
+        job_id=new_id,
+        role=ms.INITIATOR,
+        agreement_id=out_peers[0].agreement_id,
+        peer=",".join(p.name for p in out_peers),
+        action=ACTION,
+        request={
+            "mp": job.params,
+            "participants": [{"peer": p.name, "agreement_id": p.agreement_id} for p in out_peers],
+            "dealer": spec.dealer,
+            "attempt": attempt,
+            "retry_of": retry_of,
+            "idle_timeout": idle_timeout,
+            "step_timeout": timeout,
+        },
+        total=3 * (len(out_peers) + 1) + runs,
+    )
+    return job
+
+
+class _Runner:
+    def __init__(self, node: Node, job: TrainJob, progress: Progress | None) -> None:
+        self.node, self.job, self.progress = node, job, progress
+        self.lock = threading.Lock()
+
+    def call(self, peer: str, name: str, **fields: Any) -> dict[str, Any]:
+        header = {"protocol": PROTOCOL, "job_id": self.job.id, "name": name, **fields}
+        body = pack_frame(header)
+        answer = call_peer(self.node, peer, STEP_PATH, body, timeout=self.job.timeout)
+        out, _ = unpack_frame(answer)
+        event = out.get("event") if isinstance(out.get("event"), dict) else None
+        if event is not None:
+            self.record(
+                event,
+                {
+                    "peer": peer,
+                    "name": name,
+                    "request_sha256": sha256_hex(body),
+                    "response_sha256": sha256_hex(answer),
+                },
+            )
+        return out
+
+    def record(self, event: dict[str, Any], entry: dict[str, Any] | None = None) -> None:
+        with self.lock:
+            ms.add_events(
+                self.node,
+                self.job.id,
+                [event],
+                ledger=entry is None,
+                actor=self.job.actor,
+                entries=[entry] if entry else [],
+            )
+            if self.progress is not None:
+                self.progress(event, multiparty._progress(self.node, self.job.id))
+
+    def each(self, names: Sequence[str], call: Callable[[str], Any]) -> list[Any]:
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            return [f.result() for f in [pool.submit(call, n) for n in names]]
+
+
+def execute(node: Node, job: TrainJob, *, progress: Progress | None = None) -> dict[str, Any]:
+    runner = _Runner(node, job, progress)
+    spec = job.spec
+    try:
+        result = _run(runner)
+    except DataspaceError as exc:
+        _fail_everywhere(node, job, exc)
+        raise
+    except BaseException as exc:
+        err = MultipartyFailed(f"training stopped unexpectedly ({type(exc).__name__}: {exc})")
+        _fail_everywhere(node, job, err)
+        raise err from exc
+    ms.finish(
+        node,
+        job.id,
+        state=jobs.SUCCEEDED,
+        actor=job.actor,
+        ledger_action="mp.completed",
+        result=result,
+        ledger_payload={
+            "participants": [[p.name, p.agreement_id] for p in job.peers],
+            "dealer": spec.dealer,
+            "result_sha256": sha256_hex(json.dumps(jsonable(result), sort_keys=True).encode()),
+        },
+    )
+    return get_job(node, job.id)
+
+
+def _run(r: _Runner) -> dict[str, Any]:
+    node, job, spec = r.node, r.job, r.job.spec
+    with node.store.read() as session:
+        own = jobs._dataset(node, session, job.dataset)
+    local = _own_local(node, own, job)
+    nodes = [p.name for p in job.peers] + [spec.dealer]
+    mailbox = Mailbox(node, job.id, node.name, node.name, nodes, timeout=job.timeout)
+    by_peer = {p.name: p for p in job.peers}
+
+    def open_(name: str) -> Any:
+        p = by_peer.get(name)
+        return r.call(
+            name,
+            "open",
+            spec=spec.to_dict(),
+            idle_timeout=60.0,
+            agreement_id=p.agreement_id if p else None,
+            kind=ACTION,
+            features=p.features if p else [],
+            align=p.align if p else "",
+            select=p.select if p else None,
+        )
+
+    r.each(nodes, open_)  # every provider checks its own agreement before any message
+    r.each(nodes, lambda name: r.call(name, "start"))
+    me = PartySession(job.id, node.name, ms.INITIATOR, spec, mailbox, None, local)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    outputs = []
+    try:
+        for index, coalition in enumerate(coalitions(spec)):
+            start = time.perf_counter()
+            outputs.append(run_schedule_one(me, index, coalition))
+            r.record(
+                ms.event(
+                    node.name,
+                    index + 1,
+                    f"run {'+'.join(coalition)}",
+                    seconds=round(time.perf_counter() - start, 3),
+                ),
+                None,
+            )
+    finally:
+        mailbox.close()
+    train_seconds = time.perf_counter() - t0
+    finished = r.each(nodes, lambda name: r.call(name, "finish"))
+    parts = {name: out.get("part_sha256") for name, out in zip(nodes, finished, strict=True)}
+    # Metrics on the held-out rows: every coalition's model, and the label party alone.
+    _, test = split_rows(spec.rows, spec.holdout, spec.seed)
+    assert local.labels is not None
+    y_test = local.labels[test]
+    values: dict[frozenset[str], float] = {}
+    for coalition, out in zip(coalitions(spec), outputs, strict=True):
+        values[frozenset(coalition[1:])] = auc(out["scores"], y_test)
+    values[frozenset()] = _alone(spec, local)
+    metrics = {
+        "auc": values[frozenset(spec.parties[1:])],
+        "auc_label_party_only": values[frozenset()],
+        "auc_by_coalition": {"+".join([spec.label, *sorted(k)]): v for k, v in values.items()},
+        "held_out_rows": int(test.size),
+        "train_rows": int(spec.rows - test.size),
+        "train_seconds": round(train_seconds, 3),
+        "bytes_exchanged_by_initiator": mailbox.bytes_out + mailbox.bytes_in,
+        "requests_by_initiator": mailbox.requests,
+    }
+    first = outputs[0]
+    if spec.family == "vlr":
+        metrics.update(epochs_run=first.get("epochs_run"), best_epoch=first.get("best_epoch"))
+        own_part = vlr_part(first["model"])
+    else:
+        metrics.update(split_nodes_revealed=first.get("nodes_revealed"))
+        own_part = dict(first["model"])
+    contribution: dict[str, Any] = {}
+    if spec.contribution:
+        shap = shapley(list(spec.parties[1:]), lambda s: values[frozenset(str(x) for x in s)])
+        contribution = {
+            "method": shap.method,
+            "metric": "auc",
+            "values": shap.values,
+            "base": values[frozenset()],
+            "coalitions": len(values),
+        }
+    parts[node.name] = model_store.stage(
+        node,
+        model_id=job.id,
+        family=spec.family,
+        role=ms.INITIATOR,
+        initiator=node.name,
+        part=own_part,
+        info={"params": spec.to_dict()},
+    )
+    holders = {
+        name: {"sha256": digest, "holds": _holds(spec, name)} for name, digest in parts.items()
+    }
+    info = {
+        "parts": holders,
+        "metrics": metrics,
+        "contribution": contribution,
+        "params": spec.to_dict(),
+    }
+    model_store.finalize(node, job.id, info, actor=job.actor)
+    r.each(nodes, lambda name: r.call(name, "commit", model=jsonable(info)))
+    return {
+        "model_id": job.id,
+        "family": spec.family,
+        "metrics": metrics,
+        "contribution": contribution,
+        "parts": holders,
+    }
+
+
+def run_schedule_one(s: PartySession, index: int, coalition: tuple[str, ...]) -> dict[str, Any]:
+    from dataspace.services.train_roles import sgb_run, vlr_run
+
+    run = vlr_run if s.spec.family == "vlr" else sgb_run
+    out = run(s.mailbox, s.spec, index, coalition, s.local)
+    s.mailbox.flush()
+    return out
+
+
+def _holds(spec: Spec, name: str) -> str:
+    if name == spec.dealer:
+        return "nothing (dealer: randomness only)"
+    if spec.family == "vlr":
+        extra = " and the intercept" if name == spec.label else ""
+        return f"weights of its {spec.widths[name]} columns, its scaler{extra}"
+    if name == spec.label:
+        return "the trees (owners, record ids, leaf values) and its own split thresholds"
+    return "the thresholds of its own splits (split book)"
+
+
+def _alone(spec: Spec, local: Local) -> float:
+    """The label party's model on its own columns, trained at home (the contribution base)."""
+    assert local.block is not None and local.labels is not None
+    fit, test = split_rows(spec.rows, spec.holdout, spec.seed)
+    if spec.family == "vlr":
+        config = vlr_config(spec, (spec.label, spec.label))
+        w, b, _ = train_plain([local.block[fit]], local.labels[fit], config)
+        from dataspace.federated.baseline import prepare
+        from dataspace.federated.plan import make_plan
+
+        plan = make_plan(fit.size, config)
+        _, scalers = prepare([local.block[fit]], plan, config.clip)
+        return auc(scalers[0].transform(local.block[test]) @ w + b, local.labels[test])
+    boost = sgb.SecureBoost(sgb_params(spec), allow_secureboost_leakage=True)
+    model = boost.fit([vlr.PartyData(spec.label, local.block[fit], local.labels[fit])])
+    return auc(sgb.predict(model, {spec.label: local.block[test]}), local.labels[test])
+
+
+def _own_local(node: Node, dataset: Any, job: TrainJob) -> Local:
+    table = pq.read_table(dataset.path, columns=[*job.own_features, job.label])
+    table = table.take(np.asarray(job.own_positions, dtype=np.int64))
+    block = np.column_stack(
+        [table.column(c).to_numpy().astype(np.float64) for c in job.own_features]
+    )
+    labels = table.column(job.label).to_numpy().astype(np.float64)
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise UsageError(f"the label column {job.label} must hold 0 and 1")
+    return Local(block, labels)
+
+
+def _fail_everywhere(node: Node, job: TrainJob, exc: DataspaceError) -> None:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    culprit = details.get("node")
+    ms.add_events(
+        node,
+        job.id,
+        [
+            ms.event(
+                str(culprit or node.name),
+                -1,
+                "failed",
+                "failed",
+                code=exc.code,
+                message=exc.message,
+            )
+        ],
+        ledger=False,
+    )
+    ms.fail(node, job.id, exc, actor=job.actor, by=culprit)
+    pending = []
+    for name in [p.name for p in job.peers] + [job.spec.dealer]:
+        body = json.dumps({"job_id": job.id, "reason": exc.message}).encode()
+        try:
+            call_peer(
+                node,
+                name,
+                ABORT_PATH,
+                body,
+                timeout=5.0,
+                attempts=1,
+                content_type="application/json",
+            )
+        except DataspaceError:
+            pending.append(name)
+    ms.set_meta(node, job.id, pending_aborts=pending)
+
+
+# --- one call, background, retry, views ------------------------------------------------------
+
+
+def run_train(node: Node, *, progress: Progress | None = None, **kw: Any) -> dict[str, Any]:
+    return execute(node, start_train(node, **kw), progress=progress)
+
+
+def start_background(node: Node, job: TrainJob) -> dict[str, Any]:
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            execute(node, job)
+
+    threading.Thread(target=run, daemon=True, name=f"train-{job.id[:12]}").start()
+    return get_job(node, job.id)
+
+
+def get_job(node: Node, job_id: str) -> dict[str, Any]:
+    with node.store.read() as session:
+        row = session.get(JobRow, job_id)
+        if row is None or row.action != ACTION:
+            raise NotFound(f"no training job {job_id!r}", hint="see `dataspace train list`")
+        return ms.view(row)
+
+
+def is_training_job(node: Node, job_id: str) -> bool:
+    with node.store.read() as session:
+        row = session.get(JobRow, job_id)
+        return row is not None and row.action == ACTION
+
+
+def retry(
+    node: Node,
+    job_id: str,
+    *,
+    actor: str | None = None,
+    progress: Progress | None = None,
+    background: bool = False,
+) -> dict[str, Any]:
+    view = get_job(node, job_id)
+    if view["role"] != ms.INITIATOR:
+        raise NotFound(f"no training job {job_id!r} started by this node")
+    if view["state"] == jobs.RUNNING:
+        raise Conflict(f"job {job_id} is still running", hint="wait for it to end, then retry")
+    if view["state"] == jobs.SUCCEEDED:
+        raise Conflict(f"job {job_id} succeeded; there is nothing to retry")
+    reason = str((view.get("error") or {}).get("message") or "the job failed")
+    for peer in view.get("pending_aborts") or []:
+        with contextlib.suppress(DataspaceError):
+            call_peer(
+                node,
+                peer,
+                ABORT_PATH,
+                json.dumps({"job_id": job_id, "reason": reason}).encode(),
+                timeout=5.0,
+                attempts=2,
+                content_type="application/json",
+            )
+    ms.set_meta(node, job_id, pending_aborts=[])
+    p = dict(view["params"] or {})
+    parts = view.get("participants") or []
+    job = start_train(
+        node,
+        agreements=[str(x["agreement_id"]) for x in parts],
+        peers=[str(x["peer"]) for x in parts],
+        model=p["model"],
+        label=p["label"],
+        features=p["features"],
+        align=p["align"],
+        params=p.get("params"),
+        holdout=float(p.get("holdout", 0.25)),
+        seed=int(p.get("seed", 0)),
+        contribution=bool(p.get("contribution", True)),
+        actor=actor,
+        attempt=int(view.get("attempt") or 1) + 1,
+        retry_of=job_id,
+    )
+    if background:
+        return start_background(node, job)
+    return execute(node, job, progress=progress)
+
+
+def check_family(family: str) -> str:
+    """The ``output`` a family needs from every provider's policy (see docs/training.md)."""
+    return output_for(family)
+
+
+def list_jobs(node: Node, *, state: str | None = None) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    stmt = select(JobRow).where(JobRow.action == ACTION).order_by(JobRow.created_at.desc())
+    if state:
+        stmt = stmt.where(JobRow.state == state.upper())
+    with node.store.read() as session:
+        return [ms.view(r) for r in session.scalars(stmt)]

@@ -1,0 +1,366 @@
+"""Federated training across real node processes on loopback: a bank (labels, loan history),
+a tax bureau and a power grid align on 统一社会信用代码 by PSI and train vertical LR and
+SecureBoost-style GBDT; the space operator's node deals the correlated randomness."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dataspace.cli.main import app
+from dataspace.federated import sgb, vlr
+from dataspace.federated.baseline import prepare, train_plain
+from dataspace.federated.metrics import auc
+from dataspace.federated.plan import make_plan
+from dataspace.federated.sgb_tree import train_central
+from dataspace.federated.synth import make_vertical
+from dataspace.ledger import log
+from dataspace.policy import from_template
+from dataspace.samples.generate import make_uscc
+from dataspace.services import datasets, multiparty, training
+from dataspace.services import models as model_store
+from dataspace.services.mp_wire import MultipartyFailed
+from dataspace.services.node import Node, open_node
+from dataspace.services.train_roles import sgb_params, split_rows, vlr_config
+from dataspace.store.models_federated import FederatedModelRow
+from helpers.agreements import make_agreement
+
+BANK, TAX, GRID = "bank", "tax-bureau", "grid"
+KEY = "credit_code:uscc"
+N = 900
+COLS = {
+    BANK: ["loans", "overdue", "balance", "tenure"],
+    TAX: ["vat", "income", "payroll", "filings"],
+    GRID: ["kwh", "peak", "bills", "growth"],
+}
+VLR = {"epochs": 6, "batch_size": 256}
+GBDT = {"trees": 6, "max_depth": 3, "bins": 16}
+
+
+def _entries(node: Node, action: str) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
+    return [r["payload"] for r in rows if r["entry"]["action"] == action]
+
+
+def _write(
+    path: Path, codes: list[str], cols: list[str], x: np.ndarray, labels: np.ndarray | None = None
+) -> Path:
+    head = ["credit_code", *cols] + (["defaulted"] if labels is not None else [])
+    lines = [",".join(head)]
+    for i, code in enumerate(codes):
+        row = [code, *(f"{v:.6f}" for v in x[i])]
+        if labels is not None:
+            row.append(str(int(labels[i])))
+        lines.append(",".join(row))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from helpers.cluster import start_space
+
+    root = tmp_path_factory.mktemp("train")
+    data = make_vertical(N + 200, {BANK: 4, TAX: 4, GRID: 4}, seed=5)
+    rng = random.Random(11)
+    codes = sorted({make_uscc(rng, "110108") for _ in range(N + 400)})[: N + 200]
+    # The bank knows the first N + 100 companies, tax and grid all but a few of them.
+    own = {
+        BANK: list(range(0, N + 100)),
+        TAX: list(range(40, N + 200)),
+        GRID: list(range(0, N + 150)),
+    }
+    running = start_space(root, [BANK, TAX, GRID], serve=False, dealer=True)
+    nodes = {n: running.nodes[n].node() for n in (BANK, TAX, GRID)}
+    ids, agreements = {}, {}
+    try:
+        for name in (BANK, TAX, GRID):
+            rows = own[name]
+            shuffled = rows[:]
+            random.Random(name).shuffle(shuffled)
+            path = _write(
+                root / f"{name}.csv",
+                [codes[i] for i in shuffled],
+                COLS[name],
+                data.blocks[name][shuffled],
+                data.labels[shuffled] if name == BANK else None,
+            )
+            ids[name] = datasets.add(nodes[name], path, name="companies", actor="t")["id"]
+        psi = from_template("psi-only", purposes=["finance"], fields=["credit_code"])
+        train = from_template("federated-train", purposes=["finance"])
+        gbdt = train.permissions[0]
+        gbdt = replace(
+            gbdt,
+            constraints=tuple(
+                replace(c, right="pseudonymized") if getattr(c, "left", None) == "output" else c
+                for c in gbdt.constraints
+            ),
+        )
+        for peer in (TAX, GRID):
+            for kind, offer in (
+                ("psi", psi),
+                ("train", train),
+                ("gbdt", replace(train, permissions=(gbdt,))),
+            ):
+                agreements[(peer, kind)] = make_agreement(
+                    nodes[peer],
+                    BANK,
+                    consumer=nodes[BANK],
+                    dataset_id=ids[peer],
+                    purpose="credit-risk",
+                    offer=offer,
+                )
+    finally:
+        for n in nodes.values():
+            n.close()
+    for r in running.nodes.values():
+        threading.Thread(target=r.start).start()
+    deadline = time.monotonic() + 60
+    for r in running.nodes.values():
+        while r.process is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    import httpx
+
+    for r in running.nodes.values():
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{r.url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    bank = open_node(running.nodes[BANK].root)
+    aligned = [
+        multiparty.run_psi(
+            bank,
+            agreements=[agreements[(peer, "psi")]],
+            peers=[peer],
+            dataset="companies",
+            key=KEY,
+            mode="align",
+        )["id"]
+        for peer in (TAX, GRID)
+    ]
+    try:
+        yield {
+            "space": running,
+            "agreements": agreements,
+            "align": aligned,
+            "bank": bank,
+            "data": data,
+            "codes": codes,
+            "own": own,
+        }
+    finally:
+        bank.close()
+        running.stop()
+
+
+def _features() -> dict[str, list[str]]:
+    return {k: list(v) for k, v in COLS.items()}
+
+
+def _pooled(env: dict[str, Any], job: dict[str, Any]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The same aligned rows, in the job's order, pooled in the clear (the test's view)."""
+    common = sorted(set(env["own"][BANK]) & set(env["own"][TAX]) & set(env["own"][GRID]))
+    # the job orders rows by the bank's dataset position; recover that order
+    bank_rows = env["own"][BANK][:]
+    random.Random(BANK).shuffle(bank_rows)
+    position = {entity: i for i, entity in enumerate(bank_rows)}
+    ordered = sorted(common, key=lambda e: position[e])
+    data = env["data"]
+    return [data.blocks[p][ordered] for p in (BANK, TAX, GRID)], data.labels[ordered]
+
+
+def test_vertical_lr_across_three_nodes_beats_the_bank_alone_and_matches_plaintext(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    bank = env["bank"]
+    events: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    view = training.run_train(
+        bank,
+        agreements=[env["agreements"][(TAX, "train")], env["agreements"][(GRID, "train")]],
+        peers=[TAX, GRID],
+        model="vlr",
+        label="defaulted",
+        features=_features(),
+        align=env["align"],
+        params=VLR,
+        progress=lambda e, p: events.append(e),
+    )
+    seconds = time.perf_counter() - t0
+    assert view["state"] == "SUCCEEDED", view
+    result = view["result"]
+    metrics = result["metrics"]
+    assert metrics["auc_label_party_only"] < metrics["auc"]
+    # parity with plaintext LR on the same rows, split and schedule
+    blocks, labels = _pooled(env, view)
+    spec = training.get_job(bank, view["id"])
+    fit, test = split_rows(len(labels), 0.25, 0)
+    config = vlr_config(
+        training.Spec.from_dict(
+            "x",
+            result["parts"]
+            and {
+                "family": "vlr",
+                "parties": [BANK, TAX, GRID],
+                "widths": {BANK: 4, TAX: 4, GRID: 4},
+                "columns": {},
+                "dealer": "operator",
+                "rows": len(labels),
+                "params": VLR,
+            },
+        ),
+        (BANK, TAX),
+    )
+    w, b, _ = train_plain([x[fit] for x in blocks], labels[fit], config)
+    _, scalers = prepare([x[fit] for x in blocks], make_plan(fit.size, config), config.clip)
+    pooled_test = np.hstack([s.transform(x[test]) for s, x in zip(scalers, blocks, strict=True)])
+    plain = auc(pooled_test @ w + b, labels[test])
+    assert abs(metrics["auc"] - plain) < 0.005, (metrics["auc"], plain)
+    assert spec["state"] == "SUCCEEDED"
+    # contribution: exact Shapley over the two providers, efficient
+    contribution = result["contribution"]
+    assert contribution["method"] == "exact" and set(contribution["values"]) == {TAX, GRID}
+    total = sum(contribution["values"].values())
+    assert abs(total - (metrics["auc"] - metrics["auc_label_party_only"])) < 1e-9
+    # each part stays with its owner; every node's ledger has model.trained; providers metered
+    model = model_store.get_model(bank, view["id"])
+    assert set(model["parts"]) == {BANK, TAX, GRID, "operator"}
+    assert "weights" in model_store.load_part(bank, view["id"])
+    for name in (TAX, GRID, "operator"):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            there = model_store.get_model(node, view["id"])
+            assert there["part_sha256"] == model["parts"][name]["sha256"]
+            [trained] = [e for e in _entries(node, "model.trained") if e["model_id"] == view["id"]]
+            assert float(trained["metrics"]["auc"]) == pytest.approx(metrics["auc"])
+            if name != "operator":
+                [done] = [e for e in _entries(node, "job.completed") if e["job_id"] == view["id"]]
+                assert done["usage_id"] and done["action"] == "federated-train"
+                part = model_store.load_part(node, view["id"])
+                assert part["columns"] == COLS[name] and part["intercept"] is None
+        finally:
+            node.close()
+    assert any(e["name"].startswith("run ") for e in events)
+    print(
+        f"\nVFL LR 3 nodes, {metrics['train_rows']} train rows: {seconds:.2f}s, "
+        f"AUC {metrics['auc']:.4f} (plain {plain:.4f}, bank only "
+        f"{metrics['auc_label_party_only']:.4f}), shapley {contribution['values']}"
+    )
+    # the CLI shows it
+    shown = CliRunner().invoke(
+        app, ["--node", str(env["space"].nodes[BANK].root), "model", "show", view["id"]]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert TAX in shown.output and "auc" in shown.output.lower()
+
+
+def test_a_peer_killed_mid_training_fails_the_job_everywhere_and_retry_succeeds(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    bank = env["bank"]
+    killed = threading.Event()
+
+    def kill_grid(event: dict[str, Any], progress: dict[str, Any]) -> None:
+        if event.get("name", "").startswith("run ") and not killed.is_set():
+            killed.set()
+            env["space"].nodes[GRID].stop()
+
+    agreements = [env["agreements"][(TAX, "train")], env["agreements"][(GRID, "train")]]
+    with pytest.raises(MultipartyFailed) as info:
+        training.run_train(
+            bank,
+            agreements=agreements,
+            peers=[TAX, GRID],
+            model="vlr",
+            label="defaulted",
+            features=_features(),
+            align=env["align"],
+            params=VLR,
+            progress=kill_grid,
+        )
+    assert GRID in info.value.message
+    job = training.list_jobs(bank, state="FAILED")[0]
+    assert job["state"] == "FAILED" and job["result"] is None
+    with bank.store.read() as session:
+        assert session.get(FederatedModelRow, job["id"]) is None  # nothing at the initiator
+    for name in (TAX, "operator"):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            there = training.get_job(node, job["id"])
+            assert there["state"] == "FAILED"
+            with node.store.read() as session:
+                row = session.get(FederatedModelRow, job["id"])
+                assert row is None or row.state != model_store.FINAL
+        finally:
+            node.close()
+    env["space"].nodes[GRID].start()
+    again = training.retry(bank, job["id"])
+    assert again["state"] == "SUCCEEDED" and again["retry_of"] == job["id"]
+
+
+def test_vertical_gbdt_needs_every_policy_to_name_it_and_matches_plaintext(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    bank = env["bank"]
+    common = dict(
+        peers=[TAX, GRID],
+        model="vgbdt",
+        label="defaulted",
+        features=_features(),
+        align=env["align"],
+        params=GBDT,
+    )
+    with pytest.raises(MultipartyFailed) as info:  # the plain federated-train policy: refused
+        training.run_train(
+            bank,
+            agreements=[env["agreements"][(TAX, "train")], env["agreements"][(GRID, "gbdt")]],
+            **common,
+        )
+    assert TAX in info.value.message
+    t0 = time.perf_counter()
+    view = training.run_train(
+        bank,
+        agreements=[env["agreements"][(TAX, "gbdt")], env["agreements"][(GRID, "gbdt")]],
+        **common,
+    )
+    seconds = time.perf_counter() - t0
+    metrics = view["result"]["metrics"]
+    blocks, labels = _pooled(env, view)
+    fit, test = split_rows(len(labels), 0.25, 0)
+    spec = training.Spec.from_dict(
+        "x",
+        {
+            "family": "vgbdt",
+            "parties": [BANK],
+            "widths": {},
+            "columns": {},
+            "dealer": "operator",
+            "rows": 0,
+            "params": GBDT,
+        },
+    )
+    model = train_central(np.hstack([x[fit] for x in blocks]), labels[fit], sgb_params(spec))
+    plain = auc(model.decision_function(np.hstack([x[test] for x in blocks])), labels[test])
+    assert metrics["auc_label_party_only"] < metrics["auc"]
+    assert abs(metrics["auc"] - plain) <= 0.01, (metrics["auc"], plain)
+    print(
+        f"\nVFL GBDT 3 nodes: {seconds:.2f}s, AUC {metrics['auc']:.4f} (plain {plain:.4f}, "
+        f"bank only {metrics['auc_label_party_only']:.4f})"
+    )
+    assert sgb and vlr and secrets
