@@ -57,8 +57,9 @@ class DeliveryFailed(DataspaceError):
     http_status = 502
 
 
-def http_transport(node: Node, peer: str, method: str, path: str,
-                   body: Mapping[str, Any] | None) -> tuple[int, Any]:
+def http_transport(
+    node: Node, peer: str, method: str, path: str, body: Mapping[str, Any] | None
+) -> tuple[int, Any]:
     """Send a signed request to ``peer`` (a member of this node's space)."""
     import httpx
 
@@ -68,8 +69,9 @@ def http_transport(node: Node, peer: str, method: str, path: str,
         with peer_client(node, peer) as client:
             response = client.request(method, path, json=body)
     except httpx.HTTPError as exc:
-        raise DeliveryFailed(f"cannot reach {peer}: {exc}", hint="is the peer's node running?",
-                             peer=peer) from None
+        raise DeliveryFailed(
+            f"cannot reach {peer}: {exc}", hint="is the peer's node running?", peer=peer
+        ) from None
     try:
         data = response.json() if response.content else None
     except ValueError:
@@ -77,9 +79,17 @@ def http_transport(node: Node, peer: str, method: str, path: str,
     return response.status_code, data
 
 
-def deliver(node: Node, peer: str, method: str, path: str, body: Mapping[str, Any] | None,
-            transport: Transport | None, *, attempts: int = 5, deadline: float = 20.0
-            ) -> tuple[int, Any]:
+def deliver(
+    node: Node,
+    peer: str,
+    method: str,
+    path: str,
+    body: Mapping[str, Any] | None,
+    transport: Transport | None,
+    *,
+    attempts: int = 5,
+    deadline: float = 20.0,
+) -> tuple[int, Any]:
     """Send with bounded retries (network errors and 5xx; at most ``attempts`` tries within
     ``deadline`` seconds, exponential backoff). 4xx answers are returned, not retried."""
     send = transport or http_transport
@@ -94,12 +104,15 @@ def deliver(node: Node, peer: str, method: str, path: str, body: Mapping[str, An
             if status < 500:
                 return status, data
             last = f"HTTP {status}"
-        pause = min(0.25 * 2 ** attempt, 4.0)
+        pause = min(0.25 * 2**attempt, 4.0)
         if attempt + 1 == attempts or time.monotonic() - start + pause > deadline:
             break
         time.sleep(pause)
-    raise DeliveryFailed(f"{method} {path} to {peer} failed: {last}",
-                         hint="the peer is down or refusing; try again later", peer=peer)
+    raise DeliveryFailed(
+        f"{method} {path} to {peer} failed: {last}",
+        hint="the peer is down or refusing; try again later",
+        peer=peer,
+    )
 
 
 # --- provider side -----------------------------------------------------------------------------
@@ -148,8 +161,12 @@ def catalog_doc(node: Node, endpoint: str) -> dict[str, Any]:
             row = session.get(DatasetRow, dataset_id)
             if row is not None:
                 entries.append(_dataset_entry(node, row, offers, endpoint))
-    catalog = Catalog(id=f"urn:dataspace:{node.name}:catalog", participant_id=node.name,
-                      services=(_service(node, endpoint),), datasets=tuple(entries) or None)
+    catalog = Catalog(
+        id=f"urn:dataspace:{node.name}:catalog",
+        participant_id=node.name,
+        services=(_service(node, endpoint),),
+        datasets=tuple(entries) or None,
+    )
     return build(catalog)
 
 
@@ -159,22 +176,31 @@ def dataset_doc(node: Node, dataset_id: str, endpoint: str) -> dict[str, Any]:
         offers = _active(session, dataset_id).get(dataset_id)
         row = session.get(DatasetRow, dataset_id)
         if row is None or not offers:
-            raise NotFound(f"no dataset {dataset_id!r} in this catalog",
-                           hint="request the catalog for the dataset ids")
+            raise NotFound(
+                f"no dataset {dataset_id!r} in this catalog",
+                hint="request the catalog for the dataset ids",
+            )
         return build(_dataset_entry(node, row, offers, endpoint))
 
 
 # --- consumer side -----------------------------------------------------------------------------
 
 
-def fetch_catalog(node: Node, peer: str, *, transport: Transport | None = None
-                  ) -> dict[str, Any]:
+def fetch_catalog(node: Node, peer: str, *, transport: Transport | None = None) -> dict[str, Any]:
     """Ask ``peer`` for its catalog (signed CatalogRequestMessage); the validated Catalog."""
-    status, data = deliver(node, peer, "POST", f"{DSP_PATH}/catalog/request",
-                           build(CatalogRequestMessage()), transport, attempts=2)
+    status, data = deliver(
+        node,
+        peer,
+        "POST",
+        f"{DSP_PATH}/catalog/request",
+        build(CatalogRequestMessage()),
+        transport,
+        attempts=2,
+    )
     if status != 200 or not isinstance(data, Mapping):
-        raise ProtocolError(f"{peer} refused the catalog request (HTTP {status})",
-                            hint=_reason(data), status=status)
+        raise ProtocolError(
+            f"{peer} refused the catalog request (HTTP {status})", hint=_reason(data), status=status
+        )
     parse(data, "Catalog")
     return dict(data)
 
@@ -194,8 +220,10 @@ def find_offer(catalog: Mapping[str, Any], offer_id: str) -> tuple[str, dict[str
         for offer in dataset.get("hasPolicy", []) or []:
             if offer.get("@id") == offer_id:
                 return str(dataset["@id"]), dict(offer)
-    raise NotFound(f"the peer's catalog has no offer {offer_id!r}",
-                   hint="run `dataspace catalog PEER` for the offer ids")
+    raise NotFound(
+        f"the peer's catalog has no offer {offer_id!r}",
+        hint="run `dataspace catalog PEER` for the offer ids",
+    )
 
 
 def summarize(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -212,19 +240,23 @@ def summarize(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
                         right = c.right  # type: ignore[union-attr]
                         items = right if isinstance(right, tuple) else (right,)
                         purposes.extend(str(x) for x in items)
-            offers.append({
-                "id": offer.get("@id"),
-                "actions": [r.action for r in policy.permissions],
-                "purposes": purposes,
-                "policy": offer,
-            })
-        out.append({
-            "id": ds.get("@id"),
-            "title": ds.get("dct:title"),
-            "description": ds.get("dct:description"),
-            "domain": ds.get("dcat:theme"),
-            "columns": ds.get(COLUMNS, []),
-            "grade": ds.get(GRADE),
-            "offers": offers,
-        })
+            offers.append(
+                {
+                    "id": offer.get("@id"),
+                    "actions": [r.action for r in policy.permissions],
+                    "purposes": purposes,
+                    "policy": offer,
+                }
+            )
+        out.append(
+            {
+                "id": ds.get("@id"),
+                "title": ds.get("dct:title"),
+                "description": ds.get("dct:description"),
+                "domain": ds.get("dcat:theme"),
+                "columns": ds.get(COLUMNS, []),
+                "grade": ds.get(GRADE),
+                "offers": offers,
+            }
+        )
     return out

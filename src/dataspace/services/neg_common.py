@@ -79,8 +79,10 @@ def lookup_member(node: Node, name: str) -> Member:
 
     member = space.membership(node).by_name(name)
     if member is None:
-        raise NotAMember(f"{name!r} is not a member of this node's space",
-                         hint="check the name against the membership list")
+        raise NotAMember(
+            f"{name!r} is not a member of this node's space",
+            hint="check the name against the membership list",
+        )
     return member
 
 
@@ -124,15 +126,26 @@ def _error(status: int, exc: DataspaceError, pids: _Pids | None) -> Reply:
     return Reply(status, body)
 
 
-def _refused(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError,
-             pids: _Pids | None) -> Reply:
+def _refused(
+    node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError, pids: _Pids | None
+) -> Reply:
     """Log a refused message (a denied attempt) and answer it."""
     status = 404 if isinstance(exc, NotFound) else 400
     with node.store.write() as session:
-        log.append(session, actor=PEER_ACTOR.format(peer), action="negotiation.refused",
-                   payload={"peer": peer, "message": what, "pid": pid, "status": status,
-                            "code": exc.code, "reason": exc.message,
-                            "path": exc.details.get("path")})
+        log.append(
+            session,
+            actor=PEER_ACTOR.format(peer),
+            action="negotiation.refused",
+            payload={
+                "peer": peer,
+                "message": what,
+                "pid": pid,
+                "status": status,
+                "code": exc.code,
+                "reason": exc.message,
+                "path": exc.details.get("path"),
+            },
+        )
     return _error(status, exc, pids)
 
 
@@ -141,8 +154,7 @@ def refuse(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceErro
     return _refused(node, peer, what, pid, exc, _Pids(None, None))
 
 
-def _guard(node: Node, peer: str, what: str, pid: str | None,
-           fn: Callable[[], Reply]) -> Reply:
+def _guard(node: Node, peer: str, what: str, pid: str | None, fn: Callable[[], Reply]) -> Reply:
     try:
         return fn()
     except DataspaceError as exc:
@@ -159,8 +171,10 @@ def _guard(node: Node, peer: str, what: str, pid: str | None,
 def _signature_of(doc: Mapping[str, Any]) -> str:
     sig = doc.get(SIGNATURE)
     if not isinstance(sig, str) or not sig:
-        raise ProtocolError(f"the message must carry the sender's agreement signature in "
-                            f"{SIGNATURE!r}", path=f"$['{SIGNATURE}']")
+        raise ProtocolError(
+            f"the message must carry the sender's agreement signature in {SIGNATURE!r}",
+            path=f"$['{SIGNATURE}']",
+        )
     return sig
 
 
@@ -175,10 +189,12 @@ def _callback_path(member: Member, callback: str) -> str:
     """The path of ``callback`` under the member's base URL; refuses any other host."""
     base = member.url.rstrip("/")
     if callback != base and not callback.startswith(base + "/"):
-        raise ProtocolError(f"callbackAddress {callback!r} is not under the member URL {base!r}",
-                            hint="a node only calls peers back at their listed address",
-                            path="$.callbackAddress")
-    return callback[len(base):].rstrip("/")
+        raise ProtocolError(
+            f"callbackAddress {callback!r} is not under the member URL {base!r}",
+            hint="a node only calls peers back at their listed address",
+            path="$.callbackAddress",
+        )
+    return callback[len(base) :].rstrip("/")
 
 
 def _peer_path(node: Node, row: ContractNegotiationRow, suffix: str) -> str:
@@ -190,25 +206,29 @@ def _peer_path(node: Node, row: ContractNegotiationRow, suffix: str) -> str:
 
 
 def _ack(row: ContractNegotiationRow) -> dict[str, Any]:
-    return build(ContractNegotiation(provider_pid=row.provider_pid or "",
-                                     consumer_pid=row.consumer_pid or "", state=row.state))
-
+    return build(
+        ContractNegotiation(
+            provider_pid=row.provider_pid or "",
+            consumer_pid=row.consumer_pid or "",
+            state=row.state,
+        )
+    )
 
 
 def _path_pid(given: str | None, pid: str, path: str) -> None:
     if given != pid:
-        raise ProtocolError(f"{path[2:]} {given!r} does not match the process in the URL",
-                            path=path)
-
+        raise ProtocolError(
+            f"{path[2:]} {given!r} does not match the process in the URL", path=path
+        )
 
 
 def _agreement_row(session: Session, row: ContractNegotiationRow) -> ContractAgreementRow:
-    ag = session.scalars(select(ContractAgreementRow).where(
-        ContractAgreementRow.negotiation_id == row.id)).first()
+    ag = session.scalars(
+        select(ContractAgreementRow).where(ContractAgreementRow.negotiation_id == row.id)
+    ).first()
     if ag is None:
         raise ProtocolError(f"negotiation {row.id!r} has no agreement")
     return ag
-
 
 
 def _digest(policy: dict[str, Any]) -> str:
@@ -217,43 +237,72 @@ def _digest(policy: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_agreement(policy)).hexdigest()
 
 
-
-def _send_or_fail(node: Node, pid: str, peer: str, path: str, doc: dict[str, Any], actor: str,
-                  transport: Transport | None) -> None:
+def _send_or_fail(
+    node: Node,
+    pid: str,
+    peer: str,
+    path: str,
+    doc: dict[str, Any],
+    actor: str,
+    transport: Transport | None,
+) -> None:
     try:
         status, data = deliver(node, peer, "POST", path, doc, transport)
     except DataspaceError as exc:
-        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor,
-                  transport=transport)
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
         return
     if status >= 300:
         reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
-        terminate(node, pid, code="refused_by_peer",
-                  reasons=[f"{peer} answered HTTP {status}", *reasons], actor=actor,
-                  transport=transport)
-
+        terminate(
+            node,
+            pid,
+            code="refused_by_peer",
+            reasons=[f"{peer} answered HTTP {status}", *reasons],
+            actor=actor,
+            transport=transport,
+        )
 
 
 # --- termination --------------------------------------------------------------------------------
 
 
-def _terminate_local(node: Node, pid: str, *, code: str, reasons: list[str], actor: str
-                     ) -> ContractNegotiationRow | None:
+def _terminate_local(
+    node: Node, pid: str, *, code: str, reasons: list[str], actor: str
+) -> ContractNegotiationRow | None:
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None, lock=True)
         if row.state in FINAL:
             return None
         own = Role(row.role)
         row = cs.advance_negotiation(session, pid, cn.TERMINATION, sender=own, peer=None)
-        log.append(session, actor=actor, action="negotiation.terminated", payload={
-            "pid": pid, "role": own.value, "peer": row.peer, "by": node.name, "code": code,
-            "reason": reasons, "offer_id": row.offer_id, "purpose": row.purpose})
+        log.append(
+            session,
+            actor=actor,
+            action="negotiation.terminated",
+            payload={
+                "pid": pid,
+                "role": own.value,
+                "peer": row.peer,
+                "by": node.name,
+                "code": code,
+                "reason": reasons,
+                "offer_id": row.offer_id,
+                "purpose": row.purpose,
+            },
+        )
         session.expunge(row)
         return row
 
 
-def terminate(node: Node, pid: str, *, code: str, reasons: list[str], actor: str,
-              transport: Transport | None = None) -> None:
+def terminate(
+    node: Node,
+    pid: str,
+    *,
+    code: str,
+    reasons: list[str],
+    actor: str,
+    transport: Transport | None = None,
+) -> None:
     """Terminate a negotiation here and tell the peer (best effort)."""
     row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
     if row is None:
@@ -261,13 +310,17 @@ def terminate(node: Node, pid: str, *, code: str, reasons: list[str], actor: str
     if row.provider_pid is None or row.consumer_pid is None:
         return  # the peer never learnt of it
     message = ContractNegotiationTerminationMessage(
-        provider_pid=row.provider_pid, consumer_pid=row.consumer_pid, code=code,
-        reason=tuple(reasons))
+        provider_pid=row.provider_pid,
+        consumer_pid=row.consumer_pid,
+        code=code,
+        reason=tuple(reasons),
+    )
     try:
         path = _peer_path(node, row, "termination")
         status, _ = deliver(node, row.peer, "POST", path, build(message), transport, attempts=3)
         if status >= 300:
-            logger.warning("negotiation %s: %s refused the termination (HTTP %s)",
-                           pid, row.peer, status)
+            logger.warning(
+                "negotiation %s: %s refused the termination (HTTP %s)", pid, row.peer, status
+            )
     except DataspaceError as exc:
         logger.warning("negotiation %s: termination not delivered: %s", pid, exc)

@@ -54,8 +54,15 @@ from dataspace.store.models_contracts import (
 )
 
 
-def request_contract(node: Node, peer: str, *, offer_id: str, purpose: str, actor: str,
-                     transport: Transport | None = None) -> dict[str, Any]:
+def request_contract(
+    node: Node,
+    peer: str,
+    *,
+    offer_id: str,
+    purpose: str,
+    actor: str,
+    transport: Transport | None = None,
+) -> dict[str, Any]:
     """Ask ``peer`` for a contract under its offer ``offer_id`` for ``purpose``.
 
     Fetches the offer from the peer's catalog, records the negotiation (REQUESTED,
@@ -63,42 +70,68 @@ def request_contract(node: Node, peer: str, *, offer_id: str, purpose: str, acto
     A refusal by the provider terminates the negotiation locally with the provider's reason.
     """
     if purpose not in PURPOSES:
-        raise UsageError(f"unknown purpose {purpose!r}",
-                         hint="see docs/policy.md for the purpose tree (e.g. credit-risk)")
+        raise UsageError(
+            f"unknown purpose {purpose!r}",
+            hint="see docs/policy.md for the purpose tree (e.g. credit-risk)",
+        )
     cat = catalog.fetch_catalog(node, peer, transport=transport)
     dataset_id, offer_doc = catalog.find_offer(cat, offer_id)
     offer = dataclasses.replace(policy_from_wire(offer_doc), target=dataset_id)
     requested = with_purpose(offer, purpose)
     consumer_pid = cs.new_pid()
-    message = ContractRequestMessage(consumer_pid=consumer_pid, offer=requested,
-                                     callback_address=callback_address(node))
+    message = ContractRequestMessage(
+        consumer_pid=consumer_pid, offer=requested, callback_address=callback_address(node)
+    )
     doc = build(message)
     with node.store.write() as session:
-        row = cs.create_negotiation(session, role=Role.CONSUMER, peer=peer,
-                                    message_type=cn.REQUEST, sender=Role.CONSUMER,
-                                    offer=requested, consumer_pid=consumer_pid)
+        row = cs.create_negotiation(
+            session,
+            role=Role.CONSUMER,
+            peer=peer,
+            message_type=cn.REQUEST,
+            sender=Role.CONSUMER,
+            offer=requested,
+            consumer_pid=consumer_pid,
+        )
         row.offer_id, row.purpose = offer_id, purpose
-        log.append(session, actor=actor, action="negotiation.requested", payload={
-            "pid": consumer_pid, "role": "consumer", "peer": peer, "offer_id": offer_id,
-            "dataset": dataset_id, "purpose": purpose})
+        log.append(
+            session,
+            actor=actor,
+            action="negotiation.requested",
+            payload={
+                "pid": consumer_pid,
+                "role": "consumer",
+                "peer": peer,
+                "offer_id": offer_id,
+                "dataset": dataset_id,
+                "purpose": purpose,
+            },
+        )
     try:
-        status, data = deliver(node, peer, "POST", f"{DSP_PATH}/negotiations/request", doc,
-                               transport)
+        status, data = deliver(
+            node, peer, "POST", f"{DSP_PATH}/negotiations/request", doc, transport
+        )
     except DataspaceError as exc:
         _terminate_local(node, consumer_pid, code=exc.code, reasons=[exc.message], actor=actor)
         raise
     if status != 201 or not isinstance(data, Mapping):
         reasons = list(data.get("reason", [])) if isinstance(data, Mapping) else []
         code = str(data.get("code")) if isinstance(data, Mapping) else "refused"
-        _terminate_local(node, consumer_pid, code=code,
-                         reasons=reasons or [f"the provider answered HTTP {status}"], actor=actor)
+        _terminate_local(
+            node,
+            consumer_pid,
+            code=code,
+            reasons=reasons or [f"the provider answered HTTP {status}"],
+            actor=actor,
+        )
         return show_contract(node, consumer_pid)
     ack = parse(data, "ContractNegotiation")
     with node.store.write() as session:
         row = cs.get_negotiation(session, consumer_pid, peer=None, lock=True)
         if ack.consumer_pid != consumer_pid:
-            raise ProtocolError("the provider's ACK names another consumerPid",
-                                path="$.consumerPid")
+            raise ProtocolError(
+                "the provider's ACK names another consumerPid", path="$.consumerPid"
+            )
         if row.provider_pid is None:
             row.provider_pid = ack.provider_pid
     return show_contract(node, consumer_pid)
@@ -114,14 +147,15 @@ def wait(node: Node, pid: str, seconds: float, *, poll: float = 0.1) -> dict[str
         time.sleep(poll)
 
 
-
 # --- consumer endpoints -------------------------------------------------------------------------
 
 
-def handle_agreement(node: Node, peer: Member, pid: str, doc: Any, *,
-                     transport: Transport | None = None) -> Reply:
+def handle_agreement(
+    node: Node, peer: Member, pid: str, doc: Any, *, transport: Transport | None = None
+) -> Reply:
     """POST {callback}/negotiations/{consumerPid}/agreement: check the agreement is what was
     asked for and the provider's signature verifies, countersign, then send the verification."""
+
     def run() -> Reply:
         msg = parse(doc, "ContractAgreementMessage")
         _path_pid(msg.consumer_pid, pid, "$.consumerPid")
@@ -134,42 +168,93 @@ def handle_agreement(node: Node, peer: Member, pid: str, doc: Any, *,
             try:
                 verify_agreement(agreement, signature, peer.public_key)
             except SignatureError as exc:
-                raise ProtocolError(f"the provider's agreement signature: {exc.message}",
-                                    path=f"$['{SIGNATURE}']") from None
+                raise ProtocolError(
+                    f"the provider's agreement signature: {exc.message}", path=f"$['{SIGNATURE}']"
+                ) from None
             own = sign_agreement(agreement, _private_key(node))
-            row = cs.advance_negotiation(session, pid, cn.AGREEMENT, sender=Role.PROVIDER,
-                                         peer=peer.name, provider_pid=msg.provider_pid,
-                                         agreement=agreement)
-            ag = cs.record_agreement(session, pid, peer=peer.name, provider_signature=signature,
-                                     consumer_signature=own)
+            row = cs.advance_negotiation(
+                session,
+                pid,
+                cn.AGREEMENT,
+                sender=Role.PROVIDER,
+                peer=peer.name,
+                provider_pid=msg.provider_pid,
+                agreement=agreement,
+            )
+            ag = cs.record_agreement(
+                session, pid, peer=peer.name, provider_signature=signature, consumer_signature=own
+            )
             ag.offer_id, ag.purpose = row.offer_id, row.purpose
             actor = PEER_ACTOR.format(peer.name)
-            log.append(session, actor=actor, action="negotiation.agreed", payload={
-                "pid": pid, "role": "consumer", "peer": peer.name, "agreement_id": ag.id,
-                "offer_id": row.offer_id, "purpose": row.purpose})
-            log.append(session, actor=actor, action="agreement.signed", payload={
-                "agreement_id": ag.id, "pid": pid, "signer": peer.name, "role": "provider",
-                "agreement_sha256": _digest(ag.policy), "signature": signature})
-            log.append(session, actor=f"node:{node.name}", action="agreement.countersigned",
-                       payload={"agreement_id": ag.id, "pid": pid, "signer": node.name,
-                                "role": "consumer", "signature": own})
+            log.append(
+                session,
+                actor=actor,
+                action="negotiation.agreed",
+                payload={
+                    "pid": pid,
+                    "role": "consumer",
+                    "peer": peer.name,
+                    "agreement_id": ag.id,
+                    "offer_id": row.offer_id,
+                    "purpose": row.purpose,
+                },
+            )
+            log.append(
+                session,
+                actor=actor,
+                action="agreement.signed",
+                payload={
+                    "agreement_id": ag.id,
+                    "pid": pid,
+                    "signer": peer.name,
+                    "role": "provider",
+                    "agreement_sha256": _digest(ag.policy),
+                    "signature": signature,
+                },
+            )
+            log.append(
+                session,
+                actor=f"node:{node.name}",
+                action="agreement.countersigned",
+                payload={
+                    "agreement_id": ag.id,
+                    "pid": pid,
+                    "signer": node.name,
+                    "role": "consumer",
+                    "signature": own,
+                },
+            )
             # VERIFIED before sending, so the provider's FINALIZED cannot overtake us
-            cs.advance_negotiation(session, pid, cn.VERIFICATION, sender=Role.CONSUMER,
-                                   peer=peer.name)
-            log.append(session, actor=f"node:{node.name}", action="negotiation.verified",
-                       payload={"pid": pid, "peer": peer.name, "agreement_id": ag.id})
-            message = ContractAgreementVerificationMessage(provider_pid=msg.provider_pid,
-                                                           consumer_pid=pid)
+            cs.advance_negotiation(
+                session, pid, cn.VERIFICATION, sender=Role.CONSUMER, peer=peer.name
+            )
+            log.append(
+                session,
+                actor=f"node:{node.name}",
+                action="negotiation.verified",
+                payload={"pid": pid, "peer": peer.name, "agreement_id": ag.id},
+            )
+            message = ContractAgreementVerificationMessage(
+                provider_pid=msg.provider_pid, consumer_pid=pid
+            )
             path = _peer_path(node, row, "agreement/verification")
         body = _with_signature(message, own)
-        return Reply(200, None, [lambda: _send_or_fail(node, pid, peer.name, path, body,
-                                                       f"node:{node.name}", transport)])
+        return Reply(
+            200,
+            None,
+            [
+                lambda: _send_or_fail(
+                    node, pid, peer.name, path, body, f"node:{node.name}", transport
+                )
+            ],
+        )
 
     return _guard(node, peer.name, "ContractAgreementMessage", pid, run)
 
 
-def _check_agreement(node: Node, row: ContractNegotiationRow, agreement: Policy,
-                     peer: Member) -> None:
+def _check_agreement(
+    node: Node, row: ContractNegotiationRow, agreement: Policy, peer: Member
+) -> None:
     requested = policy_from_wire(row.offer)
     problems = []
     if agreement.assignee != node.name:
@@ -179,8 +264,12 @@ def _check_agreement(node: Node, row: ContractNegotiationRow, agreement: Policy,
     if agreement.target != requested.target:
         problems.append(f"target is {agreement.target!r}, not {requested.target!r}")
     if (agreement.permissions, agreement.prohibitions, agreement.obligations) != (
-            requested.permissions, requested.prohibitions, requested.obligations):
+        requested.permissions,
+        requested.prohibitions,
+        requested.obligations,
+    ):
         problems.append("its rules differ from the requested offer")
     if problems:
-        raise ProtocolError("the agreement is not what was requested: " + "; ".join(problems),
-                            path="$.agreement")
+        raise ProtocolError(
+            "the agreement is not what was requested: " + "; ".join(problems), path="$.agreement"
+        )

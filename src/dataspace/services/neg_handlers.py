@@ -28,6 +28,7 @@ from dataspace.services.node import Node
 
 def handle_get(node: Node, peer: Member, pid: str) -> Reply:
     """GET /negotiations/{providerPid}: the ContractNegotiation (ACK) of one process."""
+
     def run() -> Reply:
         with node.store.read() as session:
             return Reply(200, _ack(cs.get_negotiation(session, pid, peer=peer.name)))
@@ -35,8 +36,9 @@ def handle_get(node: Node, peer: Member, pid: str) -> Reply:
     return _guard(node, peer.name, "GET ContractNegotiation", pid, run)
 
 
-def handle_message(node: Node, peer: Member, pid: str, doc: Any, expected: str, *,
-                   own_role: Role | None = None) -> Reply:
+def handle_message(
+    node: Node, peer: Member, pid: str, doc: Any, expected: str, *, own_role: Role | None = None
+) -> Reply:
     """Any other negotiation message for process ``pid`` (events, termination, counter
     requests / offers): validate, move the state machine, log. ``own_role`` is this node's
     side (None: the process's — provider and consumer paths coincide for events and
@@ -57,42 +59,57 @@ def handle_message(node: Node, peer: Member, pid: str, doc: Any, expected: str, 
             if kind in (cn.OFFER, cn.REQUEST):
                 cn.apply(row.state, kind, sender)  # illegal transitions first
                 what = "offers" if kind == cn.OFFER else "requests"
-                raise NotSupported(f"this node does not negotiate counter-{what}",
-                                   hint="terminate and request another offer")
-            row = cs.advance_negotiation(session, pid, kind, sender=sender, peer=peer.name,
-                                         consumer_pid=msg.consumer_pid,
-                                         provider_pid=msg.provider_pid)
-            payload: dict[str, Any] = {"pid": pid, "role": own_role.value, "peer": peer.name,
-                                       "offer_id": row.offer_id, "purpose": row.purpose}
+                raise NotSupported(
+                    f"this node does not negotiate counter-{what}",
+                    hint="terminate and request another offer",
+                )
+            row = cs.advance_negotiation(
+                session,
+                pid,
+                kind,
+                sender=sender,
+                peer=peer.name,
+                consumer_pid=msg.consumer_pid,
+                provider_pid=msg.provider_pid,
+            )
+            payload: dict[str, Any] = {
+                "pid": pid,
+                "role": own_role.value,
+                "peer": peer.name,
+                "offer_id": row.offer_id,
+                "purpose": row.purpose,
+            }
             if kind == cn.TERMINATION:
                 payload.update(by=peer.name, code=msg.code, reason=list(msg.reason or ()))
                 action = "negotiation.terminated"
             elif kind == cn.FINALIZED_EVENT:
                 ag = _agreement_row(session, row)
                 cs.verify_signatures(ag, peer.public_key, _own_public(node))
-                payload.update(agreement_id=ag.id, provider_signature=ag.provider_signature,
-                               consumer_signature=ag.consumer_signature)
+                payload.update(
+                    agreement_id=ag.id,
+                    provider_signature=ag.provider_signature,
+                    consumer_signature=ag.consumer_signature,
+                )
                 action = "negotiation.finalized"
             else:
                 action = "negotiation." + row.state.lower()
-            log.append(session, actor=PEER_ACTOR.format(peer.name), action=action,
-                       payload=payload)
+            log.append(session, actor=PEER_ACTOR.format(peer.name), action=action, payload=payload)
         return Reply(200)
 
     return _guard(node, peer.name, expected, pid, run)
-
 
 
 def handle_offer(node: Node, peer: Member, doc: Any, pid: str | None = None) -> Reply:
     """POST /negotiations/offers and {callback}/negotiations/{consumerPid}/offers: validated,
     then refused — this node does not take provider-initiated offers or counter-offers."""
     if pid is not None:
-        return handle_message(node, peer, pid, doc, "ContractOfferMessage",
-                              own_role=Role.CONSUMER)
+        return handle_message(node, peer, pid, doc, "ContractOfferMessage", own_role=Role.CONSUMER)
 
     def run() -> Reply:
         parse(doc, "ContractOfferMessage")
-        raise NotSupported("this node does not take provider-initiated offers",
-                           hint="publish the offer in your catalog; the consumer requests it")
+        raise NotSupported(
+            "this node does not take provider-initiated offers",
+            hint="publish the offer in your catalog; the consumer requests it",
+        )
 
     return _guard(node, peer.name, "ContractOfferMessage", None, run)

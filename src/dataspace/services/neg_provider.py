@@ -63,20 +63,34 @@ from dataspace.store.models_contracts import (
 # --- provider: the initial request --------------------------------------------------------------
 
 
-def handle_request(node: Node, peer: Member, doc: Any, *,
-                   transport: Transport | None = None, now: datetime | None = None) -> Reply:
+def handle_request(
+    node: Node,
+    peer: Member,
+    doc: Any,
+    *,
+    transport: Transport | None = None,
+    now: datetime | None = None,
+) -> Reply:
     """POST /negotiations/request: a consumer's initial ContractRequestMessage."""
-    return _guard(node, peer.name, "ContractRequestMessage", None,
-                  lambda: _request(node, peer, doc, transport, now or _now()))
+    return _guard(
+        node,
+        peer.name,
+        "ContractRequestMessage",
+        None,
+        lambda: _request(node, peer, doc, transport, now or _now()),
+    )
 
 
-def _request(node: Node, peer: Member, doc: Any, transport: Transport | None,
-             now: datetime) -> Reply:
+def _request(
+    node: Node, peer: Member, doc: Any, transport: Transport | None, now: datetime
+) -> Reply:
     msg = parse(doc, "ContractRequestMessage")
     if msg.provider_pid is not None:
-        raise ProtocolError("an initial ContractRequestMessage has no providerPid",
-                            hint=f"POST {DSP_PATH}/negotiations/{{providerPid}}/request instead",
-                            path="$.providerPid")
+        raise ProtocolError(
+            "an initial ContractRequestMessage has no providerPid",
+            hint=f"POST {DSP_PATH}/negotiations/{{providerPid}}/request instead",
+            path="$.providerPid",
+        )
     assert msg.callback_address is not None  # the schema: callbackAddress or providerPid
     _callback_path(peer, msg.callback_address)
     offer_id = msg.offer.uid
@@ -84,43 +98,88 @@ def _request(node: Node, peer: Member, doc: Any, transport: Transport | None,
         existing = cs.find_negotiation(session, peer=peer.name, consumer_pid=msg.consumer_pid)
         if existing is not None:
             if policy_from_wire(existing.offer) != msg.offer:
-                raise IllegalTransition(f"negotiation {msg.consumer_pid!r} already exists",
-                                        path="$.consumerPid")
+                raise IllegalTransition(
+                    f"negotiation {msg.consumer_pid!r} already exists", path="$.consumerPid"
+                )
             return Reply(201, _ack(existing))  # a retried request: same answer
         row_offer = session.get(OfferRow, offer_id) if offer_id else None
         if row_offer is None or row_offer.withdrawn_at is not None:
-            raise OfferUnavailable(f"offer {offer_id!r} is unknown or withdrawn",
-                                   hint="request the catalog again", path="$.offer['@id']")
+            raise OfferUnavailable(
+                f"offer {offer_id!r} is unknown or withdrawn",
+                hint="request the catalog again",
+                path="$.offer['@id']",
+            )
         stored = offers.offer_policy(row_offer)
         if msg.offer.target != row_offer.dataset_id:
-            raise OfferUnavailable(f"offer {offer_id!r} does not target {msg.offer.target!r}",
-                                   path="$.offer.target")
+            raise OfferUnavailable(
+                f"offer {offer_id!r} does not target {msg.offer.target!r}", path="$.offer.target"
+            )
         purpose = split_purpose(msg.offer, stored)
-        decision = provisional_decision(stored, consumer=peer.name, groups=peer.roles,
-                                        purpose=purpose, target=row_offer.dataset_id, now=now)
-        row = cs.create_negotiation(session, role=Role.PROVIDER, peer=peer.name,
-                                    message_type=cn.REQUEST, sender=Role.CONSUMER,
-                                    offer=msg.offer, consumer_pid=msg.consumer_pid,
-                                    callback_address=msg.callback_address, now=now)
+        decision = provisional_decision(
+            stored,
+            consumer=peer.name,
+            groups=peer.roles,
+            purpose=purpose,
+            target=row_offer.dataset_id,
+            now=now,
+        )
+        row = cs.create_negotiation(
+            session,
+            role=Role.PROVIDER,
+            peer=peer.name,
+            message_type=cn.REQUEST,
+            sender=Role.CONSUMER,
+            offer=msg.offer,
+            consumer_pid=msg.consumer_pid,
+            callback_address=msg.callback_address,
+            now=now,
+        )
         row.offer_id, row.purpose = offer_id, purpose
         actor = PEER_ACTOR.format(peer.name)
-        log.append(session, actor=actor, action="negotiation.requested", payload={
-            "pid": row.id, "role": "provider", "peer": peer.name,
-            "consumer_pid": msg.consumer_pid, "offer_id": offer_id,
-            "dataset": row_offer.dataset_id, "purpose": purpose,
-            "auto_approve": row_offer.auto_approve,
-            "decision": offers.ledger_safe(decision.to_dict())})
+        log.append(
+            session,
+            actor=actor,
+            action="negotiation.requested",
+            payload={
+                "pid": row.id,
+                "role": "provider",
+                "peer": peer.name,
+                "consumer_pid": msg.consumer_pid,
+                "offer_id": offer_id,
+                "dataset": row_offer.dataset_id,
+                "purpose": purpose,
+                "auto_approve": row_offer.auto_approve,
+                "decision": offers.ledger_safe(decision.to_dict()),
+            },
+        )
         if not decision.allowed:
-            log.append(session, actor=actor, action="negotiation.denied", payload={
-                "pid": row.id, "peer": peer.name, "offer_id": offer_id, "purpose": purpose,
-                "reasons": [r.message for r in decision.failures] or ["no permission grants"]})
+            log.append(
+                session,
+                actor=actor,
+                action="negotiation.denied",
+                payload={
+                    "pid": row.id,
+                    "peer": peer.name,
+                    "offer_id": offer_id,
+                    "purpose": purpose,
+                    "reasons": [r.message for r in decision.failures] or ["no permission grants"],
+                },
+            )
         ack = _ack(row)
         pid, auto = row.id, row_offer.auto_approve
     reply = Reply(201, ack)
     if not decision.allowed:
         reasons = [r.message for r in decision.failures] or ["no permission grants the request"]
-        reply.after.append(lambda: terminate(node, pid, code="policy_denied", reasons=reasons,
-                                             actor=f"node:{node.name}", transport=transport))
+        reply.after.append(
+            lambda: terminate(
+                node,
+                pid,
+                code="policy_denied",
+                reasons=reasons,
+                actor=f"node:{node.name}",
+                transport=transport,
+            )
+        )
     elif auto:
         reply.after.append(lambda: _agree_quietly(node, pid, transport))
     return reply
@@ -141,14 +200,27 @@ def build_agreement(node: Node, row: ContractNegotiationRow, now: datetime) -> P
     dataset as target, the offer's rules with the consumer's purpose."""
     requested = policy_from_wire(row.offer)
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Policy(uid=cs.new_pid(), type=PolicyType.AGREEMENT, assigner=node.name,
-                  assignee=row.peer, target=requested.target,
-                  permissions=requested.permissions, prohibitions=requested.prohibitions,
-                  obligations=requested.obligations, extras=(("timestamp", stamp),))
+    return Policy(
+        uid=cs.new_pid(),
+        type=PolicyType.AGREEMENT,
+        assigner=node.name,
+        assignee=row.peer,
+        target=requested.target,
+        permissions=requested.permissions,
+        prohibitions=requested.prohibitions,
+        obligations=requested.obligations,
+        extras=(("timestamp", stamp),),
+    )
 
 
-def agree(node: Node, pid: str, *, actor: str, transport: Transport | None = None,
-          now: datetime | None = None) -> dict[str, Any]:
+def agree(
+    node: Node,
+    pid: str,
+    *,
+    actor: str,
+    transport: Transport | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Provider: sign the agreement for a REQUESTED negotiation and send it to the consumer.
 
     Re-checks that the offer is still published and the policy still allows the request;
@@ -158,38 +230,65 @@ def agree(node: Node, pid: str, *, actor: str, transport: Transport | None = Non
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None, lock=True)
         if row.role != Role.PROVIDER.value:
-            raise UsageError(f"negotiation {pid!r} is one this node requested as consumer",
-                             hint="only the provider approves")
+            raise UsageError(
+                f"negotiation {pid!r} is one this node requested as consumer",
+                hint="only the provider approves",
+            )
         cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)  # IllegalTransition unless REQUESTED
         problem = _still_agreeable(node, session, row, at)
     if problem is not None:
-        terminate(node, pid, code="offer_unavailable", reasons=problem, actor=actor,
-                  transport=transport)
+        terminate(
+            node, pid, code="offer_unavailable", reasons=problem, actor=actor, transport=transport
+        )
         return show_contract(node, pid)
     agreement = build_agreement(node, row, at)
     signature = sign_agreement(agreement, _private_key(node))
     with node.store.write() as session:
-        row = cs.advance_negotiation(session, pid, cn.AGREEMENT, sender=Role.PROVIDER,
-                                     peer=None, agreement=agreement, now=at)
-        ag = cs.record_agreement(session, pid, peer=None, provider_signature=signature,
-                                 signed_at=at)
+        row = cs.advance_negotiation(
+            session, pid, cn.AGREEMENT, sender=Role.PROVIDER, peer=None, agreement=agreement, now=at
+        )
+        ag = cs.record_agreement(
+            session, pid, peer=None, provider_signature=signature, signed_at=at
+        )
         ag.offer_id, ag.purpose = row.offer_id, row.purpose
-        log.append(session, actor=actor, action="negotiation.agreed", payload={
-            "pid": pid, "role": "provider", "peer": row.peer, "agreement_id": ag.id,
-            "offer_id": row.offer_id, "purpose": row.purpose})
-        log.append(session, actor=actor, action="agreement.signed", payload={
-            "agreement_id": ag.id, "pid": pid, "signer": node.name, "role": "provider",
-            "agreement_sha256": _digest(ag.policy), "signature": signature})
-        message = ContractAgreementMessage(provider_pid=pid, consumer_pid=row.consumer_pid or "",
-                                           agreement=agreement)
+        log.append(
+            session,
+            actor=actor,
+            action="negotiation.agreed",
+            payload={
+                "pid": pid,
+                "role": "provider",
+                "peer": row.peer,
+                "agreement_id": ag.id,
+                "offer_id": row.offer_id,
+                "purpose": row.purpose,
+            },
+        )
+        log.append(
+            session,
+            actor=actor,
+            action="agreement.signed",
+            payload={
+                "agreement_id": ag.id,
+                "pid": pid,
+                "signer": node.name,
+                "role": "provider",
+                "agreement_sha256": _digest(ag.policy),
+                "signature": signature,
+            },
+        )
+        message = ContractAgreementMessage(
+            provider_pid=pid, consumer_pid=row.consumer_pid or "", agreement=agreement
+        )
         path = _peer_path(node, row, "agreement")
         peer = row.peer
     _send_or_fail(node, pid, peer, path, _with_signature(message, signature), actor, transport)
     return show_contract(node, pid)
 
 
-def _still_agreeable(node: Node, session: Session, row: ContractNegotiationRow,
-                     now: datetime) -> list[str] | None:
+def _still_agreeable(
+    node: Node, session: Session, row: ContractNegotiationRow, now: datetime
+) -> list[str] | None:
     offer = session.get(OfferRow, row.offer_id) if row.offer_id else None
     if offer is None or offer.withdrawn_at is not None:
         return [f"offer {row.offer_id!r} has been withdrawn"]
@@ -198,33 +297,45 @@ def _still_agreeable(node: Node, session: Session, row: ContractNegotiationRow,
         groups: tuple[str, ...] = member.roles
     except DataspaceError:
         return [f"{row.peer!r} is no longer a member of the space"]
-    decision = provisional_decision(offers.offer_policy(offer), consumer=row.peer,
-                                    groups=groups, purpose=row.purpose or "",
-                                    target=offer.dataset_id, now=now)
+    decision = provisional_decision(
+        offers.offer_policy(offer),
+        consumer=row.peer,
+        groups=groups,
+        purpose=row.purpose or "",
+        target=offer.dataset_id,
+        now=now,
+    )
     if not decision.allowed:
         return [r.message for r in decision.failures] or ["no permission grants the request"]
     return None
 
 
-
-def approve(node: Node, pid: str, *, actor: str, transport: Transport | None = None
-            ) -> dict[str, Any]:
+def approve(
+    node: Node, pid: str, *, actor: str, transport: Transport | None = None
+) -> dict[str, Any]:
     """Provider user: agree to a negotiation waiting in REQUESTED (`contract approve`)."""
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None)
-        log.append(session, actor=actor, action="negotiation.approved",
-                   payload={"pid": pid, "peer": row.peer, "offer_id": row.offer_id})
+        log.append(
+            session,
+            actor=actor,
+            action="negotiation.approved",
+            payload={"pid": pid, "peer": row.peer, "offer_id": row.offer_id},
+        )
     return agree(node, pid, actor=actor, transport=transport)
 
 
-def reject(node: Node, pid: str, *, reason: str, actor: str,
-           transport: Transport | None = None) -> dict[str, Any]:
+def reject(
+    node: Node, pid: str, *, reason: str, actor: str, transport: Transport | None = None
+) -> dict[str, Any]:
     """Provider user: refuse a negotiation (`contract reject --reason`)."""
     with node.store.read() as session:
         row = cs.get_negotiation(session, pid, peer=None)
         if row.role != Role.PROVIDER.value:
-            raise UsageError(f"negotiation {pid!r} is one this node requested as consumer",
-                             hint="a consumer cancels with `contract terminate`")
+            raise UsageError(
+                f"negotiation {pid!r} is one this node requested as consumer",
+                hint="a consumer cancels with `contract terminate`",
+            )
     terminate(node, pid, code="rejected", reasons=[reason], actor=actor, transport=transport)
     return show_contract(node, pid)
 
@@ -232,17 +343,28 @@ def reject(node: Node, pid: str, *, reason: str, actor: str,
 def _finalize(node: Node, pid: str, transport: Transport | None) -> None:
     actor = f"node:{node.name}"
     with node.store.write() as session:
-        row = cs.advance_negotiation(session, pid, cn.FINALIZED_EVENT, sender=Role.PROVIDER,
-                                     peer=None)
+        row = cs.advance_negotiation(
+            session, pid, cn.FINALIZED_EVENT, sender=Role.PROVIDER, peer=None
+        )
         ag = _agreement_row(session, row)
-        log.append(session, actor=actor, action="negotiation.finalized", payload={
-            "pid": pid, "role": "provider", "peer": row.peer, "agreement_id": ag.id,
-            "offer_id": row.offer_id, "purpose": row.purpose,
-            "provider_signature": ag.provider_signature,
-            "consumer_signature": ag.consumer_signature})
-        message = ContractNegotiationEventMessage(provider_pid=pid,
-                                                  consumer_pid=row.consumer_pid or "",
-                                                  event_type="FINALIZED")
+        log.append(
+            session,
+            actor=actor,
+            action="negotiation.finalized",
+            payload={
+                "pid": pid,
+                "role": "provider",
+                "peer": row.peer,
+                "agreement_id": ag.id,
+                "offer_id": row.offer_id,
+                "purpose": row.purpose,
+                "provider_signature": ag.provider_signature,
+                "consumer_signature": ag.consumer_signature,
+            },
+        )
+        message = ContractNegotiationEventMessage(
+            provider_pid=pid, consumer_pid=row.consumer_pid or "", event_type="FINALIZED"
+        )
         path, peer = _peer_path(node, row, "events"), row.peer
     try:
         status, _ = deliver(node, peer, "POST", path, build(message), transport)
@@ -253,36 +375,56 @@ def _finalize(node: Node, pid: str, transport: Transport | None) -> None:
         logger.warning("negotiation %s: FINALIZED not delivered: %s", pid, exc)
 
 
-
 # --- provider endpoints after the request -------------------------------------------------------
 
 
-def handle_verification(node: Node, peer: Member, pid: str, doc: Any, *,
-                        transport: Transport | None = None) -> Reply:
+def handle_verification(
+    node: Node, peer: Member, pid: str, doc: Any, *, transport: Transport | None = None
+) -> Reply:
     """POST /negotiations/{providerPid}/agreement/verification (carries the consumer's
     signature): verify it, store it, then send FINALIZED."""
+
     def run() -> Reply:
         msg = parse(doc, "ContractAgreementVerificationMessage")
         _path_pid(msg.provider_pid, pid, "$.providerPid")
         signature = _signature_of(doc)
         with node.store.write() as session:
-            row = cs.advance_negotiation(session, pid, cn.VERIFICATION, sender=Role.CONSUMER,
-                                         peer=peer.name, consumer_pid=msg.consumer_pid,
-                                         provider_pid=msg.provider_pid)
+            row = cs.advance_negotiation(
+                session,
+                pid,
+                cn.VERIFICATION,
+                sender=Role.CONSUMER,
+                peer=peer.name,
+                consumer_pid=msg.consumer_pid,
+                provider_pid=msg.provider_pid,
+            )
             ag = _agreement_row(session, row)
             try:
-                cs.add_signature(session, ag.id, Role.CONSUMER, signature, peer.public_key,
-                                 peer=peer.name)
+                cs.add_signature(
+                    session, ag.id, Role.CONSUMER, signature, peer.public_key, peer=peer.name
+                )
             except SignatureError as exc:
-                raise ProtocolError(f"the consumer's agreement signature: {exc.message}",
-                                    path=f"$['{SIGNATURE}']") from None
-            log.append(session, actor=PEER_ACTOR.format(peer.name),
-                       action="agreement.countersigned", payload={
-                           "agreement_id": ag.id, "pid": pid, "signer": peer.name,
-                           "role": "consumer", "signature": signature})
-            log.append(session, actor=PEER_ACTOR.format(peer.name),
-                       action="negotiation.verified", payload={"pid": pid, "peer": peer.name,
-                                                               "agreement_id": ag.id})
+                raise ProtocolError(
+                    f"the consumer's agreement signature: {exc.message}", path=f"$['{SIGNATURE}']"
+                ) from None
+            log.append(
+                session,
+                actor=PEER_ACTOR.format(peer.name),
+                action="agreement.countersigned",
+                payload={
+                    "agreement_id": ag.id,
+                    "pid": pid,
+                    "signer": peer.name,
+                    "role": "consumer",
+                    "signature": signature,
+                },
+            )
+            log.append(
+                session,
+                actor=PEER_ACTOR.format(peer.name),
+                action="negotiation.verified",
+                payload={"pid": pid, "peer": peer.name, "agreement_id": ag.id},
+            )
         return Reply(200, None, [lambda: _finalize(node, pid, transport)])
 
     return _guard(node, peer.name, "ContractAgreementVerificationMessage", pid, run)

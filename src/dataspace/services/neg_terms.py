@@ -32,8 +32,12 @@ def _purpose_constraint(purpose: str) -> Constraint:
 def with_purpose(offer: Policy, purpose: str) -> Policy:
     """The offer as the consumer requests it: ``purpose eq P`` added to every permission."""
     extra = _purpose_constraint(purpose)
-    return dataclasses.replace(offer, permissions=tuple(
-        dataclasses.replace(r, constraints=(*r.constraints, extra)) for r in offer.permissions))
+    return dataclasses.replace(
+        offer,
+        permissions=tuple(
+            dataclasses.replace(r, constraints=(*r.constraints, extra)) for r in offer.permissions
+        ),
+    )
 
 
 def split_purpose(requested: Policy, stored: Policy) -> str:
@@ -45,31 +49,42 @@ def split_purpose(requested: Policy, stored: Policy) -> str:
     stripped: list[Rule] = []
     for i, rule in enumerate(requested.permissions):
         last = rule.constraints[-1] if rule.constraints else None
-        if not (isinstance(last, Constraint) and last.left == "purpose"
-                and last.operator is Operator.EQ and isinstance(last.right, str)):
+        if not (
+            isinstance(last, Constraint)
+            and last.left == "purpose"
+            and last.operator is Operator.EQ
+            and isinstance(last.right, str)
+        ):
             raise ProtocolError(
                 "each permission of the requested offer must end with the consumer's purpose "
-                "constraint (purpose eq P)", path=f"$.offer.permission[{i}].constraint")
+                "constraint (purpose eq P)",
+                path=f"$.offer.permission[{i}].constraint",
+            )
         purposes.add(last.right)
         stripped.append(dataclasses.replace(rule, constraints=rule.constraints[:-1]))
     if len(purposes) != 1:
-        raise ProtocolError("the requested offer states more than one purpose",
-                            path="$.offer.permission")
+        raise ProtocolError(
+            "the requested offer states more than one purpose", path="$.offer.permission"
+        )
     purpose = purposes.pop()
     if purpose not in PURPOSES:
-        raise ProtocolError(f"unknown purpose {purpose!r}", path="$.offer.permission[0]",
-                            hint="see docs/policy.md for the purpose tree")
+        raise ProtocolError(
+            f"unknown purpose {purpose!r}",
+            path="$.offer.permission[0]",
+            hint="see docs/policy.md for the purpose tree",
+        )
     base = dataclasses.replace(requested, permissions=tuple(stripped))
     if _terms(base) != _terms(stored):
-        raise OfferUnavailable("the requested offer differs from the published offer",
-                               hint="request the offer exactly as the catalog lists it",
-                               path="$.offer")
+        raise OfferUnavailable(
+            "the requested offer differs from the published offer",
+            hint="request the offer exactly as the catalog lists it",
+            path="$.offer",
+        )
     return purpose
 
 
 def _terms(policy: Policy) -> tuple[Any, ...]:
-    return (policy.uid, policy.target, policy.permissions, policy.prohibitions,
-            policy.obligations)
+    return (policy.uid, policy.target, policy.permissions, policy.prohibitions, policy.obligations)
 
 
 def _actions(policy: Policy) -> list[str]:
@@ -85,16 +100,31 @@ def _actions(policy: Policy) -> list[str]:
     return found or ["governed-query"]
 
 
-def provisional_decision(policy: Policy, *, consumer: str, groups: Sequence[str], purpose: str,
-                         target: str, now: datetime) -> Decision:
+def provisional_decision(
+    policy: Policy,
+    *,
+    consumer: str,
+    groups: Sequence[str],
+    purpose: str,
+    target: str,
+    now: datetime,
+) -> Decision:
     """Whether the offer can be agreed for this consumer and purpose (execution facts
     deferred). The first action the offer permits that is allowed wins."""
     first: Decision | None = None
     for action in _actions(policy):
-        decision = evaluate(policy, Request(action=action, assignee=consumer,
-                                            groups=frozenset(groups), purpose=purpose,
-                                            target=target, now=now),
-                            defer=NEGOTIATION_DEFERRED)
+        decision = evaluate(
+            policy,
+            Request(
+                action=action,
+                assignee=consumer,
+                groups=frozenset(groups),
+                purpose=purpose,
+                target=target,
+                now=now,
+            ),
+            defer=NEGOTIATION_DEFERRED,
+        )
         if decision.allowed:
             return decision
         first = first or decision

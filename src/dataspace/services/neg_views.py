@@ -35,22 +35,31 @@ def _find(session: Session, ref: str) -> ContractNegotiationRow:
         if ag is not None:
             row = session.get(ContractNegotiationRow, ag.negotiation_id)
     if row is None:
-        row = session.scalars(select(ContractNegotiationRow).where(
-            (ContractNegotiationRow.provider_pid == ref)
-            | (ContractNegotiationRow.consumer_pid == ref))).first()
+        row = session.scalars(
+            select(ContractNegotiationRow).where(
+                (ContractNegotiationRow.provider_pid == ref)
+                | (ContractNegotiationRow.consumer_pid == ref)
+            )
+        ).first()
     if row is None:
         raise NotFound(f"no contract or negotiation {ref!r}", hint="see `dataspace contract list`")
     return row
 
 
 def _summary(session: Session, row: ContractNegotiationRow) -> dict[str, Any]:
-    ag = session.scalars(select(ContractAgreementRow).where(
-        ContractAgreementRow.negotiation_id == row.id)).first()
+    ag = session.scalars(
+        select(ContractAgreementRow).where(ContractAgreementRow.negotiation_id == row.id)
+    ).first()
     return {
-        "id": row.id, "role": row.role, "peer": row.peer, "state": row.state,
-        "offer_id": row.offer_id, "purpose": row.purpose,
+        "id": row.id,
+        "role": row.role,
+        "peer": row.peer,
+        "state": row.state,
+        "offer_id": row.offer_id,
+        "purpose": row.purpose,
         "agreement_id": ag.id if ag is not None else None,
-        "provider_pid": row.provider_pid, "consumer_pid": row.consumer_pid,
+        "provider_pid": row.provider_pid,
+        "consumer_pid": row.consumer_pid,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
     }
 
@@ -75,8 +84,9 @@ def show_contract(node: Node, ref: str) -> dict[str, Any]:
         view["offer"] = row.offer
         view["callback_address"] = row.callback_address
         view["reason"] = _termination_reason(session, row)
-        ag = session.scalars(select(ContractAgreementRow).where(
-            ContractAgreementRow.negotiation_id == row.id)).first()
+        ag = session.scalars(
+            select(ContractAgreementRow).where(ContractAgreementRow.negotiation_id == row.id)
+        ).first()
         if ag is None:
             view["agreement"] = None
             return view
@@ -85,11 +95,17 @@ def show_contract(node: Node, ref: str) -> dict[str, Any]:
         except Exception:
             peer_key = None
         mine = _own_public(node)
-        provider_key, consumer_key = (mine, peer_key) if row.role == "provider" \
-            else (peer_key, mine)
+        provider_key, consumer_key = (
+            (mine, peer_key) if row.role == "provider" else (peer_key, mine)
+        )
         view["agreement"] = {
-            "id": ag.id, "policy": ag.policy, "provider": ag.provider, "consumer": ag.consumer,
-            "target": ag.target, "offer_id": ag.offer_id, "purpose": ag.purpose,
+            "id": ag.id,
+            "policy": ag.policy,
+            "provider": ag.provider,
+            "consumer": ag.consumer,
+            "target": ag.target,
+            "offer_id": ag.offer_id,
+            "purpose": ag.purpose,
             "signed_at": ag.signed_at.isoformat() if ag.signed_at else None,
             "sha256": _digest(ag.policy),
             "signatures": {
@@ -100,7 +116,6 @@ def show_contract(node: Node, ref: str) -> dict[str, Any]:
             "consumer_signature": ag.consumer_signature,
         }
         return view
-
 
 
 def _termination_reason(session: Session, row: ContractNegotiationRow) -> list[str] | None:

@@ -49,8 +49,10 @@ def parse_bounds(items: Sequence[str]) -> dict[str, tuple[float, float]]:
                 raise ValueError
             pair = (float(lower), float(upper))
         except ValueError:
-            raise UsageError(f"--dp-bounds {item!r} is not COLUMN=LOWER:UPPER",
-                             hint="e.g. --dp-bounds income=0:100000") from None
+            raise UsageError(
+                f"--dp-bounds {item!r} is not COLUMN=LOWER:UPPER",
+                hint="e.g. --dp-bounds income=0:100000",
+            ) from None
         if not all(math.isfinite(v) for v in pair) or pair[0] > pair[1]:
             raise UsageError(f"--dp-bounds {item!r}: bounds must be finite with lower <= upper")
         bounds[column] = pair
@@ -63,8 +65,10 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--param {item!r} is not KEY=VALUE",
-                             hint="e.g. --param purposes=credit-risk,anti-fraud")
+            raise UsageError(
+                f"--param {item!r} is not KEY=VALUE",
+                hint="e.g. --param purposes=credit-risk,anti-fraud",
+            )
         params[key.strip().replace("-", "_")] = value
     return params
 
@@ -83,8 +87,11 @@ def _atoms(constraints: Sequence[AnyConstraint], path: str) -> Iterator[tuple[st
 
 
 def _rules(policy: Policy) -> Iterator[tuple[str, Rule]]:
-    for key, rules in (("permission", policy.permissions), ("prohibition", policy.prohibitions),
-                       ("obligation", policy.obligations)):
+    for key, rules in (
+        ("permission", policy.permissions),
+        ("prohibition", policy.prohibitions),
+        ("obligation", policy.obligations),
+    ):
         for i, rule in enumerate(rules):
             yield f"{key}[{i}]", rule
             for j, duty in enumerate(rule.duties):
@@ -106,8 +113,9 @@ def named_fields(policy: Policy) -> list[tuple[str, str]]:
 
 def permits_dp(policy: Policy) -> bool:
     """Whether a permission of the policy covers ``dp-query``."""
-    return any(r.action in ACTIONS and ACTIONS.is_part_of(DP_ACTION, r.action)
-               for r in policy.permissions)
+    return any(
+        r.action in ACTIONS and ACTIONS.is_part_of(DP_ACTION, r.action) for r in policy.permissions
+    )
 
 
 def policy_price(policy: Policy) -> Price | None:
@@ -134,11 +142,17 @@ def _dataset(session: Session, ref: str) -> Dataset:
     return row
 
 
-def _build_policy(policy: Policy | Mapping[str, Any] | None, template: str | None,
-                  params: Mapping[str, Any] | None, price: Price | None) -> Policy:
+def _build_policy(
+    policy: Policy | Mapping[str, Any] | None,
+    template: str | None,
+    params: Mapping[str, Any] | None,
+    price: Price | None,
+) -> Policy:
     if (policy is None) == (template is None):
-        raise UsageError("give exactly one of a policy file or a template",
-                         hint="--policy FILE or --template NAME (see `dataspace offer templates`)")
+        raise UsageError(
+            "give exactly one of a policy file or a template",
+            hint="--policy FILE or --template NAME (see `dataspace offer templates`)",
+        )
     if template is not None:
         values = dict(params or {})
         if price is not None and "price" not in values:
@@ -157,40 +171,66 @@ def _build_policy(policy: Policy | Mapping[str, Any] | None, template: str | Non
     return parse_policy(policy)
 
 
-def _check_dp(policy: Policy, cols: Mapping[str, str], bounds: Mapping[str, tuple[float, float]],
-              epsilon: float | None, delta: float | None, max_contributions: int | None
-              ) -> dict[str, Any] | None:
-    given = bool(bounds) or epsilon is not None or delta is not None \
-        or max_contributions is not None
+def _check_dp(
+    policy: Policy,
+    cols: Mapping[str, str],
+    bounds: Mapping[str, tuple[float, float]],
+    epsilon: float | None,
+    delta: float | None,
+    max_contributions: int | None,
+) -> dict[str, Any] | None:
+    given = (
+        bool(bounds) or epsilon is not None or delta is not None or max_contributions is not None
+    )
     if not permits_dp(policy):
         if given:
-            raise UsageError("DP parameters given, but the policy does not permit dp-query",
-                             hint="drop the --dp-* options or use the dp-stats template")
+            raise UsageError(
+                "DP parameters given, but the policy does not permit dp-query",
+                hint="drop the --dp-* options or use the dp-stats template",
+            )
         return None
     if epsilon is None:
-        raise UsageError("the policy permits dp-query: give --dp-epsilon-per-query",
-                         hint="the ε each query spends, e.g. --dp-epsilon-per-query 0.5")
+        raise UsageError(
+            "the policy permits dp-query: give --dp-epsilon-per-query",
+            hint="the ε each query spends, e.g. --dp-epsilon-per-query 0.5",
+        )
     if not bounds:
-        raise UsageError("the policy permits dp-query: give --dp-bounds COLUMN=LOWER:UPPER",
-                         hint="clamping bounds for each numeric column SUM/AVG may use")
+        raise UsageError(
+            "the policy permits dp-query: give --dp-bounds COLUMN=LOWER:UPPER",
+            hint="clamping bounds for each numeric column SUM/AVG may use",
+        )
     for column in bounds:
         if column not in cols:
-            raise UsageError(f"--dp-bounds names column {column!r}, which the dataset lacks",
-                             hint="columns: " + ", ".join(cols))
+            raise UsageError(
+                f"--dp-bounds names column {column!r}, which the dataset lacks",
+                hint="columns: " + ", ".join(cols),
+            )
         if kind_of(cols[column]) != "number":
-            raise UsageError(f"--dp-bounds column {column!r} is {cols[column]}, not numeric",
-                             hint="bounds apply to numeric columns only")
+            raise UsageError(
+                f"--dp-bounds column {column!r} is {cols[column]}, not numeric",
+                hint="bounds apply to numeric columns only",
+            )
     from dataspace.privacy.dp import DpSpec
 
-    spec = DpSpec(epsilon=float(epsilon), delta=float(delta or 0.0), bounds=dict(bounds),
-                  max_contributions=int(max_contributions or 1))
+    spec = DpSpec(
+        epsilon=float(epsilon),
+        delta=float(delta or 0.0),
+        bounds=dict(bounds),
+        max_contributions=int(max_contributions or 1),
+    )
     budget = _budget(policy, "epsilon")
     if budget is not None and spec.epsilon > budget:
-        raise UsageError(f"--dp-epsilon-per-query {spec.epsilon} exceeds the policy's ε budget "
-                         f"{budget}", hint="no query could ever run")
-    return {"epsilon": spec.epsilon, "delta": spec.delta,
-            "bounds": {c: [lo, hi] for c, (lo, hi) in bounds.items()},
-            "max_contributions": spec.max_contributions, "mechanism": spec.mechanism}
+        raise UsageError(
+            f"--dp-epsilon-per-query {spec.epsilon} exceeds the policy's ε budget {budget}",
+            hint="no query could ever run",
+        )
+    return {
+        "epsilon": spec.epsilon,
+        "delta": spec.delta,
+        "bounds": {c: [lo, hi] for c, (lo, hi) in bounds.items()},
+        "max_contributions": spec.max_contributions,
+        "mechanism": spec.mechanism,
+    }
 
 
 def _budget(policy: Policy, left: str) -> float | None:
@@ -239,42 +279,74 @@ def create(
     money = Price.parse(price) if isinstance(price, str) else price
     parsed = _build_policy(policy, template, params, money)
     if parsed.type is not PolicyType.OFFER:
-        raise PolicyError(f"an offer's policy must be an ODRL Offer, not {parsed.type.value}",
-                          path="@type")
+        raise PolicyError(
+            f"an offer's policy must be an ODRL Offer, not {parsed.type.value}", path="@type"
+        )
     require_evaluable(parsed)
     duty_price = policy_price(parsed)
     if money is not None and duty_price is not None and money != duty_price:
-        raise UsageError(f"--price {money} differs from the policy's compensate duty {duty_price}",
-                         hint="give one price")
+        raise UsageError(
+            f"--price {money} differs from the policy's compensate duty {duty_price}",
+            hint="give one price",
+        )
     money = money or duty_price
     offer_id = f"urn:uuid:{uuid.uuid4()}"
     with node.store.write() as session:
         ds = _dataset(session, dataset)
         if parsed.target is not None and parsed.target not in (ds.id, ds.name):
-            raise UsageError(f"the policy targets {parsed.target!r}, not dataset {ds.name!r}",
-                             hint="drop the policy's target; the node sets it")
+            raise UsageError(
+                f"the policy targets {parsed.target!r}, not dataset {ds.name!r}",
+                hint="drop the policy's target; the node sets it",
+            )
         cols = _columns(ds)
         for where, column in named_fields(parsed):
             if column not in cols:
-                raise UsageError(f"{where}: the dataset {ds.name!r} has no column {column!r}",
-                                 hint="columns: " + ", ".join(cols), path=where)
-        dp = _check_dp(parsed, cols, dict(dp_bounds or {}), dp_epsilon_per_query, dp_delta,
-                       max_contributions)
+                raise UsageError(
+                    f"{where}: the dataset {ds.name!r} has no column {column!r}",
+                    hint="columns: " + ", ".join(cols),
+                    path=where,
+                )
+        dp = _check_dp(
+            parsed, cols, dict(dp_bounds or {}), dp_epsilon_per_query, dp_delta, max_contributions
+        )
         import dataclasses
 
-        bound = dataclasses.replace(parsed, uid=offer_id, target=ds.id,
-                                    assigner=parsed.assigner or node.name)
-        terms = None if money is None else {"currency": money.currency,
-                                            "per_job": f"{money.amount} {money.currency}"}
-        row = OfferRow(id=offer_id, dataset_id=ds.id, policy=to_jsonld(bound), template=template,
-                       dp=dp, price_terms=terms, auto_approve=bool(auto_approve),
-                       created_at=datetime.now(UTC), withdrawn_at=None)
+        bound = dataclasses.replace(
+            parsed, uid=offer_id, target=ds.id, assigner=parsed.assigner or node.name
+        )
+        terms = (
+            None
+            if money is None
+            else {"currency": money.currency, "per_job": f"{money.amount} {money.currency}"}
+        )
+        row = OfferRow(
+            id=offer_id,
+            dataset_id=ds.id,
+            policy=to_jsonld(bound),
+            template=template,
+            dp=dp,
+            price_terms=terms,
+            auto_approve=bool(auto_approve),
+            created_at=datetime.now(UTC),
+            withdrawn_at=None,
+        )
         session.add(row)
         session.flush()
-        log.append(session, actor=actor, action="offer.created", payload={
-            "id": offer_id, "dataset": ds.id, "dataset_name": ds.name, "template": template,
-            "policy": ledger_safe(row.policy), "dp": ledger_safe(dp), "price": terms,
-            "auto_approve": row.auto_approve})
+        log.append(
+            session,
+            actor=actor,
+            action="offer.created",
+            payload={
+                "id": offer_id,
+                "dataset": ds.id,
+                "dataset_name": ds.name,
+                "template": template,
+                "policy": ledger_safe(row.policy),
+                "dp": ledger_safe(dp),
+                "price": terms,
+                "auto_approve": row.auto_approve,
+            },
+        )
         return _view(row, ds)
 
 
@@ -300,8 +372,12 @@ def withdraw(node: Node, offer_id: str, *, actor: str) -> dict[str, Any]:
             raise Conflict(f"offer {offer_id!r} is already withdrawn")
         row.withdrawn_at = datetime.now(UTC)
         session.flush()
-        log.append(session, actor=actor, action="offer.withdrawn",
-                   payload={"id": row.id, "dataset": row.dataset_id})
+        log.append(
+            session,
+            actor=actor,
+            action="offer.withdrawn",
+            payload={"id": row.id, "dataset": row.dataset_id},
+        )
         return _view(row, session.get(Dataset, row.dataset_id))
 
 

@@ -66,15 +66,21 @@ def load_or_create_secret(root: Path) -> bytes:
             os.fsync(out.fileno())
     data = path.read_bytes()
     if len(data) != SECRET_BYTES:
-        raise DataspaceError(f"{path} is not a {SECRET_BYTES}-byte pseudonym secret",
-                             hint="restore it from backup; a new secret changes every pseudonym")
+        raise DataspaceError(
+            f"{path} is not a {SECRET_BYTES}-byte pseudonym secret",
+            hint="restore it from backup; a new secret changes every pseudonym",
+        )
     return data
 
 
 def agreement_key(secret: bytes, agreement_id: str) -> bytes:
     """HKDF-SHA256 of the node secret with the agreement id as info: 32 bytes."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=INFO_PREFIX + agreement_id.encode("utf-8")).derive(secret)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=INFO_PREFIX + agreement_id.encode("utf-8"),
+    ).derive(secret)
 
 
 def hmac_hex(key: bytes, data: bytes) -> str:
@@ -122,8 +128,9 @@ def _column(key: bytes, values: Iterable[Any]) -> pa.Array:
     return pa.array(out, type=pa.string())
 
 
-def pseudonymize_table(table: pa.Table | pa.RecordBatch, columns: Iterable[str],
-                       key: bytes) -> pa.Table:
+def pseudonymize_table(
+    table: pa.Table | pa.RecordBatch, columns: Iterable[str], key: bytes
+) -> pa.Table:
     """``table`` with each of ``columns`` replaced by its pseudonyms (strings; nulls stay
     null); every other column untouched."""
     if isinstance(table, pa.RecordBatch):

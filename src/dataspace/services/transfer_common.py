@@ -52,7 +52,6 @@ FINAL = (tp.TransferState.COMPLETED.value, tp.TransferState.TERMINATED.value)
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 
 
-
 def format_for(mode: str) -> str:
     if mode not in MODES:
         raise UsageError(f"unknown transfer mode {mode!r}", hint="use raw or pseudonymized")
@@ -60,10 +59,13 @@ def format_for(mode: str) -> str:
 
 
 def mode_of(fmt: str) -> str:
-    mode = fmt[len(FORMAT_PREFIX):] if fmt.startswith(FORMAT_PREFIX) else ""
+    mode = fmt[len(FORMAT_PREFIX) :] if fmt.startswith(FORMAT_PREFIX) else ""
     if mode not in MODES:
-        raise ProtocolError(f"unsupported transfer format {fmt!r}", path="$.format",
-                            hint=f"use {FORMAT_PREFIX}raw or {FORMAT_PREFIX}pseudonymized")
+        raise ProtocolError(
+            f"unsupported transfer format {fmt!r}",
+            path="$.format",
+            hint=f"use {FORMAT_PREFIX}raw or {FORMAT_PREFIX}pseudonymized",
+        )
     return mode
 
 
@@ -90,18 +92,34 @@ class _Pids:
 
 
 def _ack(row: TransferProcessRow) -> dict[str, Any]:
-    return build(TransferProcess(provider_pid=row.provider_pid or "",
-                                 consumer_pid=row.consumer_pid or "", state=row.state))
+    return build(
+        TransferProcess(
+            provider_pid=row.provider_pid or "",
+            consumer_pid=row.consumer_pid or "",
+            state=row.state,
+        )
+    )
 
 
-def _refused(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError,
-             pids: _Pids | None) -> Reply:
+def _refused(
+    node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError, pids: _Pids | None
+) -> Reply:
     status = 404 if isinstance(exc, NotFound) else 400
     with node.store.write() as session:
-        log.append(session, actor=PEER_ACTOR.format(peer), action="transfer.refused",
-                   payload={"peer": peer, "message": what, "pid": pid, "status": status,
-                            "code": exc.code, "reason": exc.message,
-                            "path": exc.details.get("path")})
+        log.append(
+            session,
+            actor=PEER_ACTOR.format(peer),
+            action="transfer.refused",
+            payload={
+                "peer": peer,
+                "message": what,
+                "pid": pid,
+                "status": status,
+                "code": exc.code,
+                "reason": exc.message,
+                "path": exc.details.get("path"),
+            },
+        )
     return Reply(status, tp.error_body(pids, exc))
 
 
@@ -129,10 +147,12 @@ def _callback_base(member: Member, callback: str) -> str:
     """The path of ``callback`` under the member's URL; any other host is refused."""
     base = member.url.rstrip("/")
     if callback != base and not callback.startswith(base + "/"):
-        raise ProtocolError(f"callbackAddress {callback!r} is not under the member URL {base!r}",
-                            path="$.callbackAddress",
-                            hint="a node only calls peers back at their listed address")
-    return callback[len(base):].rstrip("/")
+        raise ProtocolError(
+            f"callbackAddress {callback!r} is not under the member URL {base!r}",
+            path="$.callbackAddress",
+            hint="a node only calls peers back at their listed address",
+        )
+    return callback[len(base) :].rstrip("/")
 
 
 def _peer_path(node: Node, row: TransferProcessRow, suffix: str) -> str:
@@ -154,12 +174,12 @@ def _discard(path: str | None) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-
 # --- termination -------------------------------------------------------------------------------
 
 
-def _terminate_local(node: Node, pid: str, *, code: str, reasons: list[str], actor: str
-                     ) -> TransferProcessRow | None:
+def _terminate_local(
+    node: Node, pid: str, *, code: str, reasons: list[str], actor: str
+) -> TransferProcessRow | None:
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
         if row.state in FINAL:
@@ -170,41 +190,82 @@ def _terminate_local(node: Node, pid: str, *, code: str, reasons: list[str], act
         ext.reason = ext.reason or reasons
         if own is Role.PROVIDER:
             _discard(ext.path)
-        log.append(session, actor=actor, action="transfer.terminated", payload={
-            "pid": pid, "role": own.value, "peer": row.peer, "agreement_id": row.agreement_id,
-            "by": node.name, "code": code, "reason": reasons})
+        log.append(
+            session,
+            actor=actor,
+            action="transfer.terminated",
+            payload={
+                "pid": pid,
+                "role": own.value,
+                "peer": row.peer,
+                "agreement_id": row.agreement_id,
+                "by": node.name,
+                "code": code,
+                "reason": reasons,
+            },
+        )
         session.expunge(row)
         return row
 
 
-def terminate(node: Node, pid: str, *, code: str, reasons: list[str], actor: str,
-              transport: Transport | None = None) -> None:
+def terminate(
+    node: Node,
+    pid: str,
+    *,
+    code: str,
+    reasons: list[str],
+    actor: str,
+    transport: Transport | None = None,
+) -> None:
     """Terminate a transfer here and tell the peer (best effort)."""
     row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
     if row is None or row.provider_pid is None or row.consumer_pid is None:
         return
-    message = TransferTerminationMessage(provider_pid=row.provider_pid,
-                                         consumer_pid=row.consumer_pid, code=code,
-                                         reason=tuple(reasons))
+    message = TransferTerminationMessage(
+        provider_pid=row.provider_pid,
+        consumer_pid=row.consumer_pid,
+        code=code,
+        reason=tuple(reasons),
+    )
     try:
-        status, _ = deliver(node, row.peer, "POST", _peer_path(node, row, "termination"),
-                            build(message), transport, attempts=3)
+        status, _ = deliver(
+            node,
+            row.peer,
+            "POST",
+            _peer_path(node, row, "termination"),
+            build(message),
+            transport,
+            attempts=3,
+        )
         if status >= 300:
-            logger.warning("transfer %s: %s refused the termination (HTTP %s)", pid, row.peer,
-                           status)
+            logger.warning(
+                "transfer %s: %s refused the termination (HTTP %s)", pid, row.peer, status
+            )
     except DataspaceError as exc:
         logger.warning("transfer %s: termination not delivered: %s", pid, exc)
 
 
-def _send_or_fail(node: Node, pid: str, peer: str, path: str, doc: dict[str, Any], actor: str,
-                  transport: Transport | None) -> None:
+def _send_or_fail(
+    node: Node,
+    pid: str,
+    peer: str,
+    path: str,
+    doc: dict[str, Any],
+    actor: str,
+    transport: Transport | None,
+) -> None:
     try:
         status, data = deliver(node, peer, "POST", path, doc, transport)
     except DataspaceError as exc:
-        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor,
-                  transport=transport)
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
         return
     if status >= 300:
         reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
-        terminate(node, pid, code="refused_by_peer", actor=actor, transport=transport,
-                  reasons=[f"{peer} answered HTTP {status}", *reasons])
+        terminate(
+            node,
+            pid,
+            code="refused_by_peer",
+            actor=actor,
+            transport=transport,
+            reasons=[f"{peer} answered HTTP {status}", *reasons],
+        )

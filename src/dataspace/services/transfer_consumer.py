@@ -55,13 +55,21 @@ def _provider_of(session: Session, agreement_id: str) -> str:
     agreement = cs.get_agreement(session, agreement_id, peer=None)
     neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
     if neg is None or neg.role != Role.CONSUMER.value:
-        raise NotFound(f"no agreement {agreement_id!r} in which this node is the consumer",
-                       hint="see `dataspace contract list`")
+        raise NotFound(
+            f"no agreement {agreement_id!r} in which this node is the consumer",
+            hint="see `dataspace contract list`",
+        )
     return neg.peer
 
 
-def request_transfer(node: Node, *, agreement_id: str, mode: str, actor: str | None = None,
-                     transport: Transport | None = None) -> dict[str, Any]:
+def request_transfer(
+    node: Node,
+    *,
+    agreement_id: str,
+    mode: str,
+    actor: str | None = None,
+    transport: Transport | None = None,
+) -> dict[str, Any]:
     """Ask the provider of ``agreement_id`` for its rows (``mode`` raw or pseudonymized).
 
     Records the process (REQUESTED, ``transfer.requested``) and sends the
@@ -73,32 +81,60 @@ def request_transfer(node: Node, *, agreement_id: str, mode: str, actor: str | N
     pid = cs.new_pid()
     with node.store.write() as session:
         provider = _provider_of(session, agreement_id)
-        row = cs.create_transfer(session, role=Role.CONSUMER, peer=provider,
-                                 agreement_id=agreement_id, format=fmt, consumer_pid=pid)
+        row = cs.create_transfer(
+            session,
+            role=Role.CONSUMER,
+            peer=provider,
+            agreement_id=agreement_id,
+            format=fmt,
+            consumer_pid=pid,
+        )
         session.add(TransferExtractRow(id=row.id, mode=mode))
-        log.append(session, actor=who, action="transfer.requested", payload={
-            "pid": pid, "role": "consumer", "peer": provider, "agreement_id": agreement_id,
-            "mode": mode})
-    doc = build(TransferRequestMessage(consumer_pid=pid, agreement_id=agreement_id, format=fmt,
-                                       callback_address=callback_address(node)))
+        log.append(
+            session,
+            actor=who,
+            action="transfer.requested",
+            payload={
+                "pid": pid,
+                "role": "consumer",
+                "peer": provider,
+                "agreement_id": agreement_id,
+                "mode": mode,
+            },
+        )
+    doc = build(
+        TransferRequestMessage(
+            consumer_pid=pid,
+            agreement_id=agreement_id,
+            format=fmt,
+            callback_address=callback_address(node),
+        )
+    )
     try:
-        status, data = deliver(node, provider, "POST", f"{DSP_PATH}/transfers/request", doc,
-                               transport)
+        status, data = deliver(
+            node, provider, "POST", f"{DSP_PATH}/transfers/request", doc, transport
+        )
     except DataspaceError as exc:
         _terminate_local(node, pid, code=exc.code, reasons=[exc.message], actor=who)
         raise
     if status != 201 or not isinstance(data, Mapping):
         reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
         code = str(data.get("code")) if isinstance(data, Mapping) else "refused"
-        _terminate_local(node, pid, code=code, actor=who,
-                         reasons=reasons or [f"the provider answered HTTP {status}"])
+        _terminate_local(
+            node,
+            pid,
+            code=code,
+            actor=who,
+            reasons=reasons or [f"the provider answered HTTP {status}"],
+        )
         return show_transfer(node, pid)
     ack = parse(data, "TransferProcess")
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
         if ack.consumer_pid != pid:
-            raise ProtocolError("the provider's ACK names another consumerPid",
-                                path="$.consumerPid")
+            raise ProtocolError(
+                "the provider's ACK names another consumerPid", path="$.consumerPid"
+            )
         if row.provider_pid is None:
             row.provider_pid = ack.provider_pid
     return show_transfer(node, pid)
@@ -114,7 +150,6 @@ def wait(node: Node, pid: str, seconds: float, *, poll: float = 0.1) -> dict[str
         time.sleep(poll)
 
 
-
 # --- the data plane ----------------------------------------------------------------------------
 
 
@@ -126,7 +161,6 @@ def _client(node: Node, peer: str) -> httpx.Client:
     from dataspace.services.peers import peer_client
 
     return peer_client(node, peer, timeout=node.limits.transfer_pull_timeout_seconds)
-
 
 
 def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
@@ -144,19 +178,27 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
         base = lookup_member(node, provider).url.rstrip("/")
         endpoint = address.endpoint or ""
         if not endpoint.startswith(base + "/"):
-            raise ProtocolError(f"the data address {endpoint!r} is not on {provider}'s node",
-                                path="$.dataAddress.endpoint")
+            raise ProtocolError(
+                f"the data address {endpoint!r} is not on {provider}'s node",
+                path="$.dataAddress.endpoint",
+            )
         folder = node.root / RECEIVED_DIR
         folder.mkdir(exist_ok=True)
         tmp = folder / f".{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
-        with _client(node, provider) as client, client.stream(
-                "GET", endpoint[len(base):],
-                headers={"Authorization": f"Bearer {props.get('authorization', '')}"}) as resp:
+        with (
+            _client(node, provider) as client,
+            client.stream(
+                "GET",
+                endpoint[len(base) :],
+                headers={"Authorization": f"Bearer {props.get('authorization', '')}"},
+            ) as resp,
+        ):
             if resp.status_code != 200:
                 resp.read()
-                raise VerificationError(f"{provider} refused the pull (HTTP {resp.status_code})"
-                                        f": {resp.text[:300]}")
+                raise VerificationError(
+                    f"{provider} refused the pull (HTTP {resp.status_code}): {resp.text[:300]}"
+                )
             with tmp.open("wb") as out:
                 for chunk in resp.iter_bytes():
                     digest.update(chunk)
@@ -172,29 +214,46 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
         final = folder / f"{sha[:16]}-{uuid.uuid4().hex[:8]}.parquet"
         tmp.replace(final)
     except DataspaceError as exc:
-        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor,
-                  transport=transport)
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
         return
     except (httpx.HTTPError, OSError) as exc:
-        terminate(node, pid, code="pull_failed", reasons=[f"{type(exc).__name__}: {exc}"],
-                  actor=actor, transport=transport)
+        terminate(
+            node,
+            pid,
+            code="pull_failed",
+            reasons=[f"{type(exc).__name__}: {exc}"],
+            actor=actor,
+            transport=transport,
+        )
         return
     with node.store.write() as session:
         row = cs.advance_transfer(session, pid, tp.COMPLETION, sender=Role.CONSUMER, peer=None)
         ext_row = _extract(session, pid)
         ext_row.path, ext_row.bytes = str(final), final.stat().st_size
         ext_row.columns = list(pq.ParquetFile(final).schema_arrow.names)
-        log.append(session, actor=actor, action="transfer.received", payload={
-            "pid": pid, "peer": provider, "agreement_id": row.agreement_id, "sha256": sha,
-            "rows": rows, "bytes": ext_row.bytes, "columns": ext_row.columns,
-            "mode": ext_row.mode, "file": final.name})
-        message = TransferCompletionMessage(provider_pid=row.provider_pid or "",
-                                            consumer_pid=pid)
+        log.append(
+            session,
+            actor=actor,
+            action="transfer.received",
+            payload={
+                "pid": pid,
+                "peer": provider,
+                "agreement_id": row.agreement_id,
+                "sha256": sha,
+                "rows": rows,
+                "bytes": ext_row.bytes,
+                "columns": ext_row.columns,
+                "mode": ext_row.mode,
+                "file": final.name,
+            },
+        )
+        message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
         target = _peer_path(node, row, "completion")
     try:
         status, _ = deliver(node, provider, "POST", target, build(message), transport)
         if status >= 300:
-            logger.warning("transfer %s: %s refused the completion (HTTP %s)", pid, provider,
-                           status)
+            logger.warning(
+                "transfer %s: %s refused the completion (HTTP %s)", pid, provider, status
+            )
     except DataspaceError as exc:
         logger.warning("transfer %s: completion not delivered: %s", pid, exc)

@@ -23,6 +23,7 @@ from dataspace.services.transfer_consumer import pull
 
 def handle_get(node: Node, peer: Member, pid: str) -> Reply:
     """GET /dsp/transfers/{pid}: the TransferProcess (ACK)."""
+
     def run() -> Reply:
         with node.store.read() as session:
             return Reply(200, _ack(cs.get_transfer(session, pid, peer=peer.name)))
@@ -30,10 +31,18 @@ def handle_get(node: Node, peer: Member, pid: str) -> Reply:
     return _guard(node, peer.name, "GET TransferProcess", pid, run)
 
 
-def handle_message(node: Node, peer: Member, pid: str, doc: Any, expected: str, *,
-                   transport: Transport | None = None) -> Reply:
+def handle_message(
+    node: Node,
+    peer: Member,
+    pid: str,
+    doc: Any,
+    expected: str,
+    *,
+    transport: Transport | None = None,
+) -> Reply:
     """POST /dsp/transfers/{pid}/start|completion|suspension|termination, provider and
     consumer alike (the callback path is this node's ``/dsp``): validate, move, log."""
+
     def run() -> Reply:
         msg = parse(doc, expected)
         with node.store.write() as session:
@@ -42,18 +51,33 @@ def handle_message(node: Node, peer: Member, pid: str, doc: Any, expected: str, 
             mine = msg.provider_pid if own is Role.PROVIDER else msg.consumer_pid
             if mine != pid:
                 where = "$.providerPid" if own is Role.PROVIDER else "$.consumerPid"
-                raise ProtocolError(f"{where[2:]} {mine!r} does not match the process in the "
-                                    "URL", path=where)
+                raise ProtocolError(
+                    f"{where[2:]} {mine!r} does not match the process in the URL", path=where
+                )
             address = getattr(msg, "data_address", None)
             if expected == tp.START and own is Role.CONSUMER and address is None:
-                raise ProtocolError("a TransferStartMessage for a pull must carry the "
-                                    "dataAddress", path="$.dataAddress")
-            row = cs.advance_transfer(session, pid, expected, sender=own.peer, peer=peer.name,
-                                      consumer_pid=msg.consumer_pid,
-                                      provider_pid=msg.provider_pid, data_address=address)
+                raise ProtocolError(
+                    "a TransferStartMessage for a pull must carry the dataAddress",
+                    path="$.dataAddress",
+                )
+            row = cs.advance_transfer(
+                session,
+                pid,
+                expected,
+                sender=own.peer,
+                peer=peer.name,
+                consumer_pid=msg.consumer_pid,
+                provider_pid=msg.provider_pid,
+                data_address=address,
+            )
             ext = _extract(session, pid)
-            payload: dict[str, Any] = {"pid": pid, "role": own.value, "peer": peer.name,
-                                       "agreement_id": row.agreement_id, "by": peer.name}
+            payload: dict[str, Any] = {
+                "pid": pid,
+                "role": own.value,
+                "peer": peer.name,
+                "agreement_id": row.agreement_id,
+                "by": peer.name,
+            }
             after: list[Callable[[], None]] = []
             if expected == tp.START:
                 action = "transfer.started"
@@ -78,8 +102,7 @@ def handle_message(node: Node, peer: Member, pid: str, doc: Any, expected: str, 
             else:
                 action = "transfer.suspended"
                 payload.update(code=msg.code, reason=list(msg.reason or ()))
-            log.append(session, actor=PEER_ACTOR.format(peer.name), action=action,
-                       payload=payload)
+            log.append(session, actor=PEER_ACTOR.format(peer.name), action=action, payload=payload)
         return Reply(200, None, after)
 
     return _guard(node, peer.name, expected, pid, run)

@@ -73,37 +73,60 @@ from dataspace.store.models_metering import UsageRecord
 # --- provider: the request and the decision ----------------------------------------------------
 
 
-def handle_request(node: Node, peer: Member, doc: Any, *,
-                   transport: Transport | None = None) -> Reply:
+def handle_request(
+    node: Node, peer: Member, doc: Any, *, transport: Transport | None = None
+) -> Reply:
     """POST /dsp/transfers/request: a consumer's TransferRequestMessage → 201 TransferProcess;
     the policy decision and the start (or termination) follow the answer."""
+
     def run() -> Reply:
         msg = parse(doc, "TransferRequestMessage")
         mode = mode_of(msg.format)
         _callback_base(peer, msg.callback_address)
         with node.store.write() as session:
-            existing = session.scalars(select(TransferProcessRow).where(
-                TransferProcessRow.peer == peer.name,
-                TransferProcessRow.consumer_pid == msg.consumer_pid)).first()
+            existing = session.scalars(
+                select(TransferProcessRow).where(
+                    TransferProcessRow.peer == peer.name,
+                    TransferProcessRow.consumer_pid == msg.consumer_pid,
+                )
+            ).first()
             if existing is not None:
                 if (existing.agreement_id, existing.format) != (msg.agreement_id, msg.format):
                     raise IllegalTransition(
-                        f"transfer {msg.consumer_pid!r} already exists", path="$.consumerPid")
+                        f"transfer {msg.consumer_pid!r} already exists", path="$.consumerPid"
+                    )
                 return Reply(201, _ack(existing))  # a retried request: the same answer
             agreement = cs.get_agreement(session, msg.agreement_id, peer=peer.name)
             neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
             if neg is None or neg.role != Role.PROVIDER.value or agreement.consumer != peer.name:
-                raise NotFound(f"no agreement {msg.agreement_id!r}", path="$.agreementId",
-                               hint="check the agreement id")
-            row = cs.create_transfer(session, role=Role.PROVIDER, peer=peer.name,
-                                     agreement_id=msg.agreement_id, format=msg.format,
-                                     consumer_pid=msg.consumer_pid,
-                                     callback_address=msg.callback_address)
+                raise NotFound(
+                    f"no agreement {msg.agreement_id!r}",
+                    path="$.agreementId",
+                    hint="check the agreement id",
+                )
+            row = cs.create_transfer(
+                session,
+                role=Role.PROVIDER,
+                peer=peer.name,
+                agreement_id=msg.agreement_id,
+                format=msg.format,
+                consumer_pid=msg.consumer_pid,
+                callback_address=msg.callback_address,
+            )
             session.add(TransferExtractRow(id=row.id, mode=mode))
-            log.append(session, actor=PEER_ACTOR.format(peer.name), action="transfer.requested",
-                       payload={"pid": row.id, "role": "provider", "peer": peer.name,
-                                "consumer_pid": msg.consumer_pid,
-                                "agreement_id": msg.agreement_id, "mode": mode})
+            log.append(
+                session,
+                actor=PEER_ACTOR.format(peer.name),
+                action="transfer.requested",
+                payload={
+                    "pid": row.id,
+                    "role": "provider",
+                    "peer": peer.name,
+                    "consumer_pid": msg.consumer_pid,
+                    "agreement_id": msg.agreement_id,
+                    "mode": mode,
+                },
+            )
             ack, pid = _ack(row), row.id
         return Reply(201, ack, [lambda: provide(node, pid, transport=transport)])
 
@@ -135,21 +158,39 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
         if category and (is_identifier(category) or is_sensitive(category)):
             personal.add(str(column))
     plan = _Plan(
-        agreement_id=agreement.id, consumer=row.peer, dataset=ds.name,
+        agreement_id=agreement.id,
+        consumer=row.peer,
+        dataset=ds.name,
         path=node.data_dir / ds.file_name,
         columns=[str(c["name"]) for c in ds.profile.get("columns", [])],
         personal=frozenset(personal),
         terms=PriceTerms.parse(offer.price_terms) if offer and offer.price_terms else None,
-        started=_aware(row.created_at))
-    completed = session.execute(select(func.count()).select_from(UsageRecord).where(
-        UsageRecord.agreement_id == agreement.id, UsageRecord.status == "completed")).scalar_one()
-    facts = {"purpose": agreement.purpose, "target": agreement.target,
-             "agreed_at": _aware(agreement.signed_at), "jobs_run": int(completed)}
+        started=_aware(row.created_at),
+    )
+    completed = session.execute(
+        select(func.count())
+        .select_from(UsageRecord)
+        .where(UsageRecord.agreement_id == agreement.id, UsageRecord.status == "completed")
+    ).scalar_one()
+    facts = {
+        "purpose": agreement.purpose,
+        "target": agreement.target,
+        "agreed_at": _aware(agreement.signed_at),
+        "jobs_run": int(completed),
+    }
     return plan, policy_from_wire(agreement.policy, "$.agreement"), facts
 
 
-def decide(node: Node, policy: Any, facts: Mapping[str, Any], *, consumer: str, mode: str,
-           columns: list[str], now: datetime) -> tuple[Decision, list[str]]:
+def decide(
+    node: Node,
+    policy: Any,
+    facts: Mapping[str, Any],
+    *,
+    consumer: str,
+    mode: str,
+    columns: list[str],
+    now: datetime,
+) -> tuple[Decision, list[str]]:
     """The policy decision for a transfer and the columns that may leave.
 
     First with no fields, to learn the allowed/prohibited columns from the granting rule; then
@@ -163,23 +204,38 @@ def decide(node: Node, policy: Any, facts: Mapping[str, Any], *, consumer: str, 
     region = regions.get(consumer) if isinstance(regions, Mapping) else None
 
     def ask(fields: frozenset[str]) -> Decision:
-        return evaluate(policy, Request(
-            action="transfer", assignee=consumer, groups=frozenset(groups),
-            purpose=facts["purpose"], target=facts["target"], now=now,
-            agreed_at=facts["agreed_at"], jobs_run=facts["jobs_run"], fields=fields,
-            output=mode, region=str(region) if region else None))
+        return evaluate(
+            policy,
+            Request(
+                action="transfer",
+                assignee=consumer,
+                groups=frozenset(groups),
+                purpose=facts["purpose"],
+                target=facts["target"],
+                now=now,
+                agreed_at=facts["agreed_at"],
+                jobs_run=facts["jobs_run"],
+                fields=fields,
+                output=mode,
+                region=str(region) if region else None,
+            ),
+        )
 
     first = ask(frozenset())
     if not first.allowed or first.enforcement is None:
         return first, []
     e = first.enforcement
-    chosen = [c for c in columns if (e.allowed_fields is None or c in e.allowed_fields)
-              and c not in e.prohibited_fields]
+    chosen = [
+        c
+        for c in columns
+        if (e.allowed_fields is None or c in e.allowed_fields) and c not in e.prohibited_fields
+    ]
     return ask(frozenset(chosen)), chosen
 
 
-def provide(node: Node, pid: str, *, transport: Transport | None = None,
-            now: datetime | None = None) -> None:
+def provide(
+    node: Node, pid: str, *, transport: Transport | None = None, now: datetime | None = None
+) -> None:
     """Provider, after the 201: decide, then start (extract + token) or terminate."""
     at = now or _now()
     actor = f"node:{node.name}"
@@ -187,21 +243,35 @@ def provide(node: Node, pid: str, *, transport: Transport | None = None,
         row = cs.get_transfer(session, pid, peer=None)
         mode = mode_of(row.format)
         plan, policy, facts = _load_plan(node, session, row)
-    decision, columns = decide(node, policy, facts, consumer=plan.consumer, mode=mode,
-                               columns=plan.columns, now=at)
+    decision, columns = decide(
+        node, policy, facts, consumer=plan.consumer, mode=mode, columns=plan.columns, now=at
+    )
     reasons = [r.message for r in decision.failures]
     if decision.allowed and not columns:
         reasons = ["no column of the dataset may leave under this agreement"]
     if reasons or not decision.allowed:
-        _deny(node, pid, plan, mode, reasons or ["no permission grants the transfer"], actor,
-              transport)
+        _deny(
+            node,
+            pid,
+            plan,
+            mode,
+            reasons or ["no permission grants the transfer"],
+            actor,
+            transport,
+        )
         return
     try:
         path, sha, rows, size = _write_extract(node, pid, plan, columns, mode)
     except Exception as exc:  # the file could not be made: nothing leaves
         logger.exception("transfer %s: extract failed", pid)
-        terminate(node, pid, code="extract_failed", reasons=[f"{type(exc).__name__}: {exc}"],
-                  actor=actor, transport=transport)
+        terminate(
+            node,
+            pid,
+            code="extract_failed",
+            reasons=[f"{type(exc).__name__}: {exc}"],
+            actor=actor,
+            transport=transport,
+        )
         return
     token = secrets.token_urlsafe(32)
     member_url = lookup_member(node, node.name).url.rstrip("/")
@@ -217,45 +287,91 @@ def provide(node: Node, pid: str, *, transport: Transport | None = None,
                 EndpointProperty(NS + "rows", str(rows)),
                 EndpointProperty(NS + "bytes", str(size)),
                 EndpointProperty(NS + "mode", mode),
-            ))
+            ),
+        )
         stored = DataAddress(endpoint_type=HTTP_ENDPOINT, endpoint=address.endpoint)
-        row = cs.advance_transfer(session, pid, tp.START, sender=Role.PROVIDER, peer=None,
-                                  data_address=stored)
+        row = cs.advance_transfer(
+            session, pid, tp.START, sender=Role.PROVIDER, peer=None, data_address=stored
+        )
         ext = _extract(session, pid)
-        ext.path, ext.sha256, ext.rows, ext.bytes, ext.columns = str(path), sha, rows, size, \
-            columns
+        ext.path, ext.sha256, ext.rows, ext.bytes, ext.columns = str(path), sha, rows, size, columns
         ext.token_sha256 = hashlib.sha256(token.encode()).hexdigest()
         ext.token_expires_at = _now() + timedelta(seconds=node.limits.transfer_token_ttl_seconds)
-        log.append(session, actor=actor, action="transfer.started", payload={
-            "pid": pid, "role": "provider", "peer": row.peer, "agreement_id": row.agreement_id,
-            "dataset": plan.dataset, "mode": mode, "sha256": sha, "rows": rows, "bytes": size,
-            "columns": columns, "pseudonymized": sorted(set(columns) & plan.personal)
-            if mode == "pseudonymized" else [],
-            "granted_by": decision.enforcement.granted_by if decision.enforcement else None})
-        message = TransferStartMessage(provider_pid=pid, consumer_pid=row.consumer_pid or "",
-                                       data_address=address)
+        log.append(
+            session,
+            actor=actor,
+            action="transfer.started",
+            payload={
+                "pid": pid,
+                "role": "provider",
+                "peer": row.peer,
+                "agreement_id": row.agreement_id,
+                "dataset": plan.dataset,
+                "mode": mode,
+                "sha256": sha,
+                "rows": rows,
+                "bytes": size,
+                "columns": columns,
+                "pseudonymized": sorted(set(columns) & plan.personal)
+                if mode == "pseudonymized"
+                else [],
+                "granted_by": decision.enforcement.granted_by if decision.enforcement else None,
+            },
+        )
+        message = TransferStartMessage(
+            provider_pid=pid, consumer_pid=row.consumer_pid or "", data_address=address
+        )
         target = _peer_path(node, row, "start")
         peer = row.peer
     _send_or_fail(node, pid, peer, target, build(message), actor, transport)
 
 
-def _deny(node: Node, pid: str, plan: _Plan, mode: str, reasons: list[str], actor: str,
-          transport: Transport | None) -> None:
+def _deny(
+    node: Node,
+    pid: str,
+    plan: _Plan,
+    mode: str,
+    reasons: list[str],
+    actor: str,
+    transport: Transport | None,
+) -> None:
     with node.store.write() as session:
-        usage = record_usage(session, Usage(
-            agreement_id=plan.agreement_id, job_id=pid, action="transfer",
-            consumer=plan.consumer, provider=node.name, dataset=plan.dataset,
-            started_at=plan.started, finished_at=max(_now(), plan.started), status="denied"),
-            actor=actor, terms=plan.terms)
-        log.append(session, actor=actor, action="transfer.denied", payload={
-            "pid": pid, "peer": plan.consumer, "agreement_id": plan.agreement_id,
-            "mode": mode, "reasons": reasons, "usage_id": usage.id})
+        usage = record_usage(
+            session,
+            Usage(
+                agreement_id=plan.agreement_id,
+                job_id=pid,
+                action="transfer",
+                consumer=plan.consumer,
+                provider=node.name,
+                dataset=plan.dataset,
+                started_at=plan.started,
+                finished_at=max(_now(), plan.started),
+                status="denied",
+            ),
+            actor=actor,
+            terms=plan.terms,
+        )
+        log.append(
+            session,
+            actor=actor,
+            action="transfer.denied",
+            payload={
+                "pid": pid,
+                "peer": plan.consumer,
+                "agreement_id": plan.agreement_id,
+                "mode": mode,
+                "reasons": reasons,
+                "usage_id": usage.id,
+            },
+        )
         _extract(session, pid).reason = reasons
     terminate(node, pid, code="policy_denied", reasons=reasons, actor=actor, transport=transport)
 
 
-def _write_extract(node: Node, pid: str, plan: _Plan, columns: list[str],
-                   mode: str) -> tuple[Path, str, int, int]:
+def _write_extract(
+    node: Node, pid: str, plan: _Plan, columns: list[str], mode: str
+) -> tuple[Path, str, int, int]:
     """Stream the allowed columns (pseudonymized where asked) into a Parquet file."""
     folder = node.root / EXTRACT_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -269,8 +385,11 @@ def _write_extract(node: Node, pid: str, plan: _Plan, columns: list[str],
     rows = 0
     try:
         for batch in source.iter_batches(columns=columns, batch_size=65_536):
-            table = ps.pseudonymize_table(batch, targets, key) if key is not None else \
-                pa.Table.from_batches([batch])
+            table = (
+                ps.pseudonymize_table(batch, targets, key)
+                if key is not None
+                else pa.Table.from_batches([batch])
+            )
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
@@ -287,19 +406,23 @@ def _write_extract(node: Node, pid: str, plan: _Plan, columns: list[str],
     return path, _sha256_file(path), rows, path.stat().st_size
 
 
-
 # --- the data plane ----------------------------------------------------------------------------
 
 
 def _refuse_pull(node: Node, peer: str, pid: str, exc: DataspaceError) -> DataspaceError:
     with node.store.write() as session:
-        log.append(session, actor=PEER_ACTOR.format(peer), action="transfer.pull_refused",
-                   payload={"pid": pid, "peer": peer, "code": exc.code, "reason": exc.message})
+        log.append(
+            session,
+            actor=PEER_ACTOR.format(peer),
+            action="transfer.pull_refused",
+            payload={"pid": pid, "peer": peer, "code": exc.code, "reason": exc.message},
+        )
     return exc
 
 
-def serve_pull(node: Node, peer: Member, pid: str, authorization: str | None
-               ) -> tuple[Path, dict[str, Any]]:
+def serve_pull(
+    node: Node, peer: Member, pid: str, authorization: str | None
+) -> tuple[Path, dict[str, Any]]:
     """Provider: check a pull (the agreement's consumer, the transfer STARTED, the token right,
     unused and unexpired), burn the token, meter the transfer; the extract's path and facts."""
     token = None
@@ -312,13 +435,17 @@ def serve_pull(node: Node, peer: Member, pid: str, authorization: str | None
                 raise NotFound(f"no transfer process {pid!r}", hint="check the process id")
             ext = _extract(session, pid)
             if row.state != tp.TransferState.STARTED.value:
-                raise Conflict(f"transfer {pid!r} is {row.state}; nothing can be pulled",
-                               hint="request a new transfer")
+                raise Conflict(
+                    f"transfer {pid!r} is {row.state}; nothing can be pulled",
+                    hint="request a new transfer",
+                )
             expected = ext.token_sha256 or ""
             given = hashlib.sha256(token.encode()).hexdigest() if token else ""
             if not token or not secrets.compare_digest(given, expected):
-                raise Forbidden("the pull token is missing or wrong",
-                                hint="send 'Authorization: Bearer <token from the dataAddress>'")
+                raise Forbidden(
+                    "the pull token is missing or wrong",
+                    hint="send 'Authorization: Bearer <token from the dataAddress>'",
+                )
             if ext.pulled_at is not None:
                 raise Forbidden("the pull token has been used", hint="request a new transfer")
             if ext.token_expires_at is None or _now() > _aware(ext.token_expires_at):
@@ -327,19 +454,40 @@ def serve_pull(node: Node, peer: Member, pid: str, authorization: str | None
                 raise NotFound(f"the extract of transfer {pid!r} is gone")
             ext.pulled_at = _now()
             plan, _, _ = _load_plan(node, session, row)
-            usage = record_usage(session, Usage(
-                agreement_id=row.agreement_id, job_id=pid, action="transfer",
-                consumer=peer.name, provider=node.name, dataset=plan.dataset,
-                started_at=plan.started, finished_at=max(_now(), plan.started),
-                status="completed", rows_scanned=int(ext.rows or 0),
-                result_rows=int(ext.rows or 0), bytes_out=int(ext.bytes or 0)),
-                actor=PEER_ACTOR.format(peer.name), terms=plan.terms)
-            log.append(session, actor=PEER_ACTOR.format(peer.name), action="transfer.served",
-                       payload={"pid": pid, "peer": peer.name, "agreement_id": row.agreement_id,
-                                "sha256": ext.sha256, "rows": ext.rows, "bytes": ext.bytes,
-                                "usage_id": usage.id,
-                                "price": {"amount": usage.price_amount,
-                                          "currency": usage.currency}})
+            usage = record_usage(
+                session,
+                Usage(
+                    agreement_id=row.agreement_id,
+                    job_id=pid,
+                    action="transfer",
+                    consumer=peer.name,
+                    provider=node.name,
+                    dataset=plan.dataset,
+                    started_at=plan.started,
+                    finished_at=max(_now(), plan.started),
+                    status="completed",
+                    rows_scanned=int(ext.rows or 0),
+                    result_rows=int(ext.rows or 0),
+                    bytes_out=int(ext.bytes or 0),
+                ),
+                actor=PEER_ACTOR.format(peer.name),
+                terms=plan.terms,
+            )
+            log.append(
+                session,
+                actor=PEER_ACTOR.format(peer.name),
+                action="transfer.served",
+                payload={
+                    "pid": pid,
+                    "peer": peer.name,
+                    "agreement_id": row.agreement_id,
+                    "sha256": ext.sha256,
+                    "rows": ext.rows,
+                    "bytes": ext.bytes,
+                    "usage_id": usage.id,
+                    "price": {"amount": usage.price_amount, "currency": usage.currency},
+                },
+            )
             return Path(ext.path), {"sha256": ext.sha256, "rows": ext.rows}
     except DataspaceError as exc:
         raise _refuse_pull(node, peer.name, pid, exc) from None

@@ -28,11 +28,18 @@ from dataspace.store.models_contracts import (
 
 def _view(row: TransferProcessRow, ext: TransferExtractRow | None) -> dict[str, Any]:
     return {
-        "id": row.id, "role": row.role, "peer": row.peer, "state": row.state,
-        "agreement_id": row.agreement_id, "mode": ext.mode if ext else None,
-        "provider_pid": row.provider_pid, "consumer_pid": row.consumer_pid,
-        "sha256": ext.sha256 if ext else None, "rows": ext.rows if ext else None,
-        "bytes": ext.bytes if ext else None, "columns": ext.columns if ext else None,
+        "id": row.id,
+        "role": row.role,
+        "peer": row.peer,
+        "state": row.state,
+        "agreement_id": row.agreement_id,
+        "mode": ext.mode if ext else None,
+        "provider_pid": row.provider_pid,
+        "consumer_pid": row.consumer_pid,
+        "sha256": ext.sha256 if ext else None,
+        "rows": ext.rows if ext else None,
+        "bytes": ext.bytes if ext else None,
+        "columns": ext.columns if ext else None,
         "file": ext.path if ext and row.role == Role.CONSUMER.value else None,
         "reason": ext.reason if ext else None,
         "created_at": _aware(row.created_at).isoformat(),
@@ -40,11 +47,20 @@ def _view(row: TransferProcessRow, ext: TransferExtractRow | None) -> dict[str, 
     }
 
 
-def list_transfers(node: Node, *, agreement_id: str | None = None, role: str | None = None,
-                   state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def list_transfers(
+    node: Node,
+    *,
+    agreement_id: str | None = None,
+    role: str | None = None,
+    state: str | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
     """Transfers on this node, newest first."""
-    stmt = select(TransferProcessRow).order_by(TransferProcessRow.created_at.desc()).limit(
-        max(1, min(limit, 1000)))
+    stmt = (
+        select(TransferProcessRow)
+        .order_by(TransferProcessRow.created_at.desc())
+        .limit(max(1, min(limit, 1000)))
+    )
     if agreement_id:
         stmt = stmt.where(TransferProcessRow.agreement_id == agreement_id)
     if role:
@@ -58,9 +74,15 @@ def list_transfers(node: Node, *, agreement_id: str | None = None, role: str | N
 def show_transfer(node: Node, pid: str) -> dict[str, Any]:
     """One transfer by this node's pid (or the peer's)."""
     with node.store.read() as session:
-        row = session.get(TransferProcessRow, pid) or session.scalars(
-            select(TransferProcessRow).where((TransferProcessRow.provider_pid == pid)
-                                             | (TransferProcessRow.consumer_pid == pid))).first()
+        row = (
+            session.get(TransferProcessRow, pid)
+            or session.scalars(
+                select(TransferProcessRow).where(
+                    (TransferProcessRow.provider_pid == pid)
+                    | (TransferProcessRow.consumer_pid == pid)
+                )
+            ).first()
+        )
         if row is None:
             raise NotFound(f"no transfer {pid!r}", hint="see `dataspace transfer list`")
         return _view(row, session.get(TransferExtractRow, row.id))
@@ -70,8 +92,9 @@ def copy_received(view: Mapping[str, Any], out: Path) -> Path:
     """Copy a completed transfer's file to ``out`` after checking its sha256 again."""
     source = Path(str(view.get("file") or ""))
     if view.get("state") != tp.TransferState.COMPLETED.value or not source.exists():
-        raise UsageError(f"transfer {view.get('id')} has no received file",
-                         hint=f"it is {view.get('state')}")
+        raise UsageError(
+            f"transfer {view.get('id')} has no received file", hint=f"it is {view.get('state')}"
+        )
     if _sha256_file(source) != view.get("sha256"):
         raise VerificationError("the received file no longer matches its sha256")
     shutil.copyfile(source, out)
