@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m dataspace.demo
+	$(BIN)/python -m dataspace demo --size default
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2

@@ -7,7 +7,10 @@ import pytest
 from dataspace import scenarios
 from dataspace.scenarios.training import MESSAGE, available
 
-RUNNABLE = [n for n in scenarios.names() if not scenarios.get(n).needs_training]
+# weather, carbon, health and agriculture run in test_sector_runs.py (with their own checks)
+COVERED = ("weather", "carbon", "health", "agriculture")
+RUNNABLE = [n for n in scenarios.names()
+            if not scenarios.get(n).needs_training and n not in COVERED]
 TRAINING = [n for n in scenarios.names() if scenarios.get(n).needs_training]
 
 
@@ -25,10 +28,12 @@ def test_scenario_runs_and_shows_its_documented_ordering(name: str, tmp_path: ob
     assert report.bills and all(b["currency"] == "CNY" for b in report.bills if b["jobs"])
 
 
-@pytest.mark.parametrize("name", TRAINING)
+@pytest.mark.parametrize("name", [n for n in TRAINING if n != "finance"])  # test_finance.py
 def test_training_scenario(name: str) -> None:
     if not available():
         pytest.skip(MESSAGE)
+    if scenarios.get(name).pending:
+        pytest.skip(scenarios.get(name).pending)
     from dataspace.scenarios.runner import run
 
     report = run(scenarios.get(name), size="small", seed=1, seeds=1, show_progress=False)

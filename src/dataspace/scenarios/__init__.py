@@ -5,19 +5,34 @@
 
 from __future__ import annotations
 
-from dataspace.scenarios.base import Scenario
+from dataspace.scenarios.base import SECTORS, Scenario
 
 DEFAULT = "finance"
 
 
 def _registry() -> dict[str, Scenario]:
-    from dataspace.scenarios.sectors import emergency, federated, tourism
+    from dataspace.scenarios.sectors import (
+        agriculture,
+        carbon,
+        emergency,
+        federated,
+        health,
+        tourism,
+        weather,
+    )
 
     found: list[Scenario] = [
-        *federated.scenarios(),
+        # agriculture needs no training: its own module (sectors/agriculture.py) replaces it
+        *(s for s in federated.scenarios() if s.name != "agriculture"),
+        weather.WeatherIndexInsurance(),
+        carbon.CarbonFootprint(),
+        health.TestRecognition(),
+        agriculture.ResidueSampling(),
         emergency.EmergencyHalt(),
         tourism.TourismCrowd(),
     ]
+    order = list(SECTORS)
+    found.sort(key=lambda s: order.index(s.sector))
     return {s.name: s for s in found}
 
 

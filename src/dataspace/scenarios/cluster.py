@@ -24,6 +24,7 @@ from dataspace.services.node import Node, init_node, open_node
 
 START_TIMEOUT = 60.0
 ACTOR = "dataspace-demo"
+OPERATOR = "operator"
 
 
 def free_port() -> int:
@@ -96,10 +97,14 @@ class Cluster:
             running.stop()
 
 
-def create(workdir: Path, names: list[str], *, space: str) -> Cluster:
-    """Initialise the operator and every node, sign the membership list, join; not started."""
+def create(workdir: Path, names: list[str], *, space: str, dealer: bool = False) -> Cluster:
+    """Initialise the operator and every node, sign the membership list, join; not started.
+
+    With ``dealer`` the operator is a member with role ``dealer`` (the randomness dealer of
+    federated training) and is served too, as ``cluster.nodes["operator"]``.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    operator, _ = init_node(workdir / "operator", "operator")
+    operator, operator_secret = init_node(workdir / "operator", "operator")
     try:
         cluster = Cluster(workdir=workdir, operator_key=operator.verifier_key())
         members = []
@@ -111,12 +116,24 @@ def create(workdir: Path, names: list[str], *, space: str) -> Cluster:
                 name, created.root, url, secret, log_path=workdir / f"{name}.log"
             )
             created.close()
-        note = space_service.issue_membership(
-            operator, members, space=space, serial=1, actor=ACTOR
-        )
+        if dealer:
+            url = f"http://127.0.0.1:{free_port()}"
+            members.append(Member(OPERATOR, url, cluster.operator_key, ("operator", "dealer")))
+            cluster.nodes[OPERATOR] = NodeProcess(
+                OPERATOR,
+                operator.root,
+                url,
+                operator_secret,
+                log_path=workdir / f"{OPERATOR}.log",
+            )
+        note = space_service.issue_membership(operator, members, space=space, serial=1, actor=ACTOR)
+        if dealer:
+            space_service.join(operator, note, cluster.operator_key, actor=ACTOR)
     finally:
         operator.close()
     for running in cluster.nodes.values():
+        if running.name == OPERATOR:
+            continue
         member_node = running.open()
         try:
             space_service.join(member_node, note, cluster.operator_key, actor=ACTOR)

@@ -115,7 +115,8 @@ def run(
     show_progress: bool = True,
 ) -> Report:
     """Run ``scenario`` on fresh nodes; nodes stop at the end unless ``keep``."""
-    n_seeds = seeds or (1 if data == "public" else SEEDS[size])
+    per_size = getattr(scenario, "seeds", None) or SEEDS  # a scenario may set its own counts
+    n_seeds = seeds or (1 if data == "public" else int(per_size[size]))
     seed_list = [seed + i for i in range(n_seeds)]
     t0 = time.perf_counter()
     own_tmp = None
@@ -125,7 +126,10 @@ def run(
     scenario.preflight()
     parties = scenario.parties()
     cluster = cluster_mod.create(
-        workdir, [p.name for p in parties], space=f"demo-{scenario.name}"
+        workdir,
+        [p.name for p in parties],
+        space=f"demo-{scenario.name}",
+        dealer=scenario.needs_training,  # federated training: the operator deals randomness
     )
     apis: dict[str, NodeApi] = {}
     try:
@@ -133,9 +137,7 @@ def run(
             gens = {s: scenario.generate(size, s, data) for s in seed_list}
             names = _register(scenario, cluster, gens, progress)
             cluster.start()
-            apis = {
-                n: NodeApi(n, p.url, p.admin_token) for n, p in cluster.nodes.items()
-            }
+            apis = {n: NodeApi(n, p.url, p.admin_token) for n, p in cluster.nodes.items()}
             runs = []
             for s in seed_list:
                 agreements = _negotiate(scenario, apis, names, s, progress)
@@ -224,9 +226,11 @@ def _negotiate(
 ) -> dict[str, str]:
     """Publish each offer on its provider and negotiate it from the consumer (DSP)."""
     specs = scenario.offers()
-    task = progress.add_task(f"seed {seed}: offers and contracts", total=len(specs)) if (
-        progress
-    ) else None
+    task = (
+        progress.add_task(f"seed {seed}: offers and contracts", total=len(specs))
+        if (progress)
+        else None
+    )
     agreements: dict[str, str] = {}
     for spec in specs:
         body: dict[str, Any] = {
@@ -301,8 +305,14 @@ def _report(
             if rec.get("status") != "completed":
                 continue
             row = by_action.setdefault(
-                rec.get("action", "?"), {"node": name, "action": rec.get("action"), "jobs": 0,
-                                         "result_rows": 0, "bytes_out": 0}
+                rec.get("action", "?"),
+                {
+                    "node": name,
+                    "action": rec.get("action"),
+                    "jobs": 0,
+                    "result_rows": 0,
+                    "bytes_out": 0,
+                },
             )
             row["jobs"] += 1
             row["result_rows"] += int(rec.get("result_rows") or 0)

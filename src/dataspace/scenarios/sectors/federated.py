@@ -19,7 +19,14 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios import ids
-from dataspace.scenarios.base import Generated, MetricResult, OfferSpec, Party, Scenario
+from dataspace.scenarios.base import (
+    Generated,
+    MetricResult,
+    NeedsTraining,
+    OfferSpec,
+    Party,
+    Scenario,
+)
 from dataspace.scenarios.common import ENTITIES, overlap_mask, rng_for
 from dataspace.scenarios.training import train
 
@@ -55,6 +62,7 @@ class Spec:
 
 class TrainingScenario(Scenario):
     needs_training = True
+    pending = "its flow and metric over federated training are not written yet"
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -73,11 +81,17 @@ class TrainingScenario(Scenario):
     def params(self, size: str) -> dict[str, Any]:
         s = self.spec
         return {
-            "entities": ENTITIES[size], "latents": LATENTS, "model": s.model,
+            "entities": ENTITIES[size],
+            "latents": LATENTS,
+            "model": s.model,
             "views": [[v.party, list(v.features), list(v.latents), v.noise] for v in s.views],
-            "label_weights": [1.0, -0.8, 0.6, 0.9, -0.5, 0.7], "shock_sd": 1.0,
-            "overlap": [0.62, 0.78], "heldout_share": 0.3, "horizontal": s.horizontal,
-            "concept_shift": s.concept_shift, "irrelevant": s.irrelevant,
+            "label_weights": [1.0, -0.8, 0.6, 0.9, -0.5, 0.7],
+            "shock_sd": 1.0,
+            "overlap": [0.62, 0.78],
+            "heldout_share": 0.3,
+            "horizontal": s.horizontal,
+            "concept_shift": s.concept_shift,
+            "irrelevant": s.irrelevant,
         }
 
     def generate(self, size: str, seed: int, data: str = "synthetic") -> Generated:
@@ -118,92 +132,199 @@ class TrainingScenario(Scenario):
                     y = (rng.random(len(idx)) < 1 / (1 + np.exp(-flip))).astype(np.int64)
                 cols[self.spec.label] = y
             tables[v.party] = [(v.dataset, pa.table(cols))]
-        return Generated(tables=tables, params=p, version=f"{self.name}/1",
-                         heldout={"keys": [keys[j] for j in np.flatnonzero(heldout)],
-                                  "label": label[heldout]})
+        return Generated(
+            tables=tables,
+            params=p,
+            version=f"{self.name}/1",
+            heldout={"keys": [keys[j] for j in np.flatnonzero(heldout)], "label": label[heldout]},
+        )
 
     def offers(self) -> list[OfferSpec]:
         consumer = self.spec.views[0].party
         out = []
         for v in self.spec.views[1:]:
-            out.append(OfferSpec(v.party, v.dataset, "psi-only",
-                                 {"purposes": self.spec.purpose, "output": "pseudonymized"},
-                                 consumer, self.spec.purpose, price="20 CNY", key=f"psi:{v.party}"))
-            out.append(OfferSpec(v.party, v.dataset, "federated-train",
-                                 {"purposes": self.spec.purpose}, consumer, self.spec.purpose,
-                                 price="200 CNY", key=f"train:{v.party}"))
+            out.append(
+                OfferSpec(
+                    v.party,
+                    v.dataset,
+                    "psi-only",
+                    {"purposes": self.spec.purpose, "output": "pseudonymized"},
+                    consumer,
+                    self.spec.purpose,
+                    price="20 CNY",
+                    key=f"psi:{v.party}",
+                )
+            )
+            out.append(
+                OfferSpec(
+                    v.party,
+                    v.dataset,
+                    "federated-train",
+                    {"purposes": self.spec.purpose},
+                    consumer,
+                    self.spec.purpose,
+                    price="200 CNY",
+                    key=f"train:{v.party}",
+                )
+            )
         return out
 
     def flow(self, ctx: Any) -> dict[str, Any]:
         consumer = self.spec.views[0]
         ctx.step(f"federated training ({self.spec.model})")
-        view = train(ctx, model=self.spec.model,
-                     agreements=[ctx.agreements[f"train:{v.party}"] for v in self.spec.views[1:]],
-                     dataset=ctx.dataset(consumer.party, consumer.dataset),
-                     label=self.spec.label, features=list(consumer.features))
+        view = train(
+            ctx,
+            model=self.spec.model,
+            agreements=[ctx.agreements[f"train:{v.party}"] for v in self.spec.views[1:]],
+            dataset=ctx.dataset(consumer.party, consumer.dataset),
+            label=self.spec.label,
+            features=list(consumer.features),
+        )
         return {"training": view}
 
     def metric(self, runs: list[tuple[int, Generated, dict[str, Any]]]) -> MetricResult:
         from dataspace.scenarios.training import require_training
 
         require_training()
-        raise NotImplementedError("wire the evaluator's scoring when training lands")
+        raise NeedsTraining(f"{self.name}: {self.pending}")
 
 
-def v(party: str, title: str, dataset: str, features: str, latents: tuple[int, ...],
-      noise: float = 0.6) -> View:
+def v(
+    party: str,
+    title: str,
+    dataset: str,
+    features: str,
+    latents: tuple[int, ...],
+    noise: float = 0.6,
+) -> View:
     return View(party, title, dataset, tuple(features.split(",")), latents, noise)
 
 
 SPECS = [
-    Spec("finance", "finance", "SME credit from power and tax data (电力看信贷 / 信易贷)",
-         "PSI + VFL", "AUC / KS, bank-only vs fused", "vlr", "uscc", "credit-risk",
-         (v("bank", "商业银行", "loans", "loan_amount,account_flow,credit_inquiries", (0, 1)),
-          v("tax-bureau", "税务局", "tax", "tax_grade_score,invoiced,zero_filing_months", (2, 3)),
-          v("power-grid", "电网", "power", "kwh_trend,kwh_volatility,arrears", (4, 5)),
-          v("map-vendor", "地图服务商", "poi", "poi_density,footfall", (), 0.6)),
-         "delinquent_90d", irrelevant="map-vendor"),
-    Spec("manufacturing", "manufacturing", "equipment failure prediction across operators",
-         "horizontal FL + secure aggregation", "PR-AUC local vs federated (concept-shift control)",
-         "fedavg", "uscc", "predictive-maintenance",
-         (v("plant-a", "装备运营商A", "sensors", "vibration,temperature,load,hours", (0, 1, 2, 3)),
-          v("plant-b", "装备运营商B", "sensors", "vibration,temperature,load,hours", (0, 1, 2, 3)),
-          v("plant-c", "装备运营商C", "sensors", "vibration,temperature,load,hours", (0, 1, 2, 3))),
-         "failed_30d", horizontal=True, concept_shift=True),
-    Spec("transport", "transport", "multimodal one-waybill (多式联运一单制) and ETA",
-         "PSI + governed SQL + VFL", "ETA error, rail-only vs fused", "vgbdt", "uscc", "logistics",
-         (v("rail", "铁路货运", "waybills", "distance,wagons,station_dwell", (0, 1)),
-          v("port", "港口", "berths", "berth_wait,crane_rate", (2, 3)),
-          v("trucking", "公路运输", "trucks", "truck_eta_gap,driver_hours", (4, 5))),
-         "late"),
-    Spec("commerce", "commerce", "brand–retailer demand forecast", "VFL or secure aggregation",
-         "WAPE and stock-out rate, brand-only vs fused", "vgbdt", "uscc", "demand-forecasting",
-         (v("brand", "品牌商", "shipments", "shipped,promo_budget", (0, 1)),
-          v("retailer", "零售商", "pos", "pos_sales,stock_days,footfall", (2, 3, 4)),
-          v("logistics", "物流商", "delivery", "delivery_delay", (5,))),
-         "stock_out"),
-    Spec("agriculture", "agriculture", "produce traceability and risk-based residue sampling",
-         "PSI + governed SQL + provenance", "over-limit hit rate of top-k sampling vs random",
-         "vlr", "uscc", "agri-supply-chain",
-         (v("market-regulator", "市场监管局", "samples", "past_violations,lot_size", (0, 1)),
-          v("agri-bureau", "农业农村局", "inputs", "pesticide_purchases,spray_days", (2, 3)),
-          v("wholesale-market", "批发市场", "trade", "origin_risk,turnover", (4, 5))),
-         "over_limit"),
-    Spec("urban", "urban", "care alerts for elderly people living alone from power and water use",
-         "PSI + anomaly model + DP dashboards", "alert precision / recall and lead time vs rule",
-         "vlr", "id_card", "public-services",
-         (v("civil-affairs", "民政局", "elders", "age,living_alone_years", (0, 1)),
-          v("power-grid", "电网", "power", "night_kwh_drop,daily_kwh_var", (2, 3)),
-          v("water-utility", "自来水公司", "water", "morning_use_drop,flat_days", (4, 5))),
-         "care_event"),
-    Spec("science", "science", "cross-lab activity prediction (QSAR)", "horizontal FL",
-         "AUC-PR per partner, local vs federated", "fedavg", "uscc", "scientific-research",
-         (v("lab-a", "药物研究所A", "assays", "logp,tpsa,hbd,hba,rotb,rings", (0, 1, 2, 3, 4, 5)),
-          v("lab-b", "药物研究所B", "assays", "logp,tpsa,hbd,hba,rotb,rings", (0, 1, 2, 3, 4, 5)),
-          v("lab-c", "药物研究所C", "assays", "logp,tpsa,hbd,hba,rotb,rings", (0, 1, 2, 3, 4, 5))),
-         "active", horizontal=True),
+    Spec(
+        "finance",
+        "finance",
+        "SME credit from power and tax data (电力看信贷 / 信易贷)",
+        "PSI + VFL",
+        "AUC / KS, bank-only vs fused",
+        "vlr",
+        "uscc",
+        "credit-risk",
+        (
+            v("bank", "商业银行", "loans", "loan_amount,account_flow,credit_inquiries", (0, 1)),
+            v("tax-bureau", "税务局", "tax", "tax_grade_score,invoiced,zero_filing_months", (2, 3)),
+            v("power-grid", "电网", "power", "kwh_trend,kwh_volatility,arrears", (4, 5)),
+            v("map-vendor", "地图服务商", "poi", "poi_density,footfall", (), 0.6),
+        ),
+        "delinquent_90d",
+        irrelevant="map-vendor",
+    ),
+    Spec(
+        "manufacturing",
+        "manufacturing",
+        "equipment failure prediction across operators",
+        "horizontal FL + secure aggregation",
+        "PR-AUC local vs federated (concept-shift control)",
+        "fedavg",
+        "uscc",
+        "predictive-maintenance",
+        (
+            v(
+                "plant-a",
+                "装备运营商A",
+                "sensors",
+                "vibration,temperature,load,hours",
+                (0, 1, 2, 3),
+            ),
+            v(
+                "plant-b",
+                "装备运营商B",
+                "sensors",
+                "vibration,temperature,load,hours",
+                (0, 1, 2, 3),
+            ),
+            v(
+                "plant-c",
+                "装备运营商C",
+                "sensors",
+                "vibration,temperature,load,hours",
+                (0, 1, 2, 3),
+            ),
+        ),
+        "failed_30d",
+        horizontal=True,
+        concept_shift=True,
+    ),
+    Spec(
+        "transport",
+        "transport",
+        "multimodal one-waybill (多式联运一单制) and ETA",
+        "PSI + governed SQL + VFL",
+        "ETA error, rail-only vs fused",
+        "vgbdt",
+        "uscc",
+        "logistics",
+        (
+            v("rail", "铁路货运", "waybills", "distance,wagons,station_dwell", (0, 1)),
+            v("port", "港口", "berths", "berth_wait,crane_rate", (2, 3)),
+            v("trucking", "公路运输", "trucks", "truck_eta_gap,driver_hours", (4, 5)),
+        ),
+        "late",
+    ),
+    Spec(
+        "commerce",
+        "commerce",
+        "brand–retailer demand forecast",
+        "VFL or secure aggregation",
+        "WAPE and stock-out rate, brand-only vs fused",
+        "vgbdt",
+        "uscc",
+        "demand-forecasting",
+        (
+            v("brand", "品牌商", "shipments", "shipped,promo_budget", (0, 1)),
+            v("retailer", "零售商", "pos", "pos_sales,stock_days,footfall", (2, 3, 4)),
+            v("logistics", "物流商", "delivery", "delivery_delay", (5,)),
+        ),
+        "stock_out",
+    ),
+    Spec(
+        "urban",
+        "urban",
+        "care alerts for elderly people living alone from power and water use",
+        "PSI + anomaly model + DP dashboards",
+        "alert precision / recall and lead time vs rule",
+        "vlr",
+        "id_card",
+        "public-services",
+        (
+            v("civil-affairs", "民政局", "elders", "age,living_alone_years", (0, 1)),
+            v("power-grid", "电网", "power", "night_kwh_drop,daily_kwh_var", (2, 3)),
+            v("water-utility", "自来水公司", "water", "morning_use_drop,flat_days", (4, 5)),
+        ),
+        "care_event",
+    ),
+    Spec(
+        "science",
+        "science",
+        "cross-lab activity prediction (QSAR)",
+        "horizontal FL",
+        "AUC-PR per partner, local vs federated",
+        "fedavg",
+        "uscc",
+        "scientific-research",
+        (
+            v("lab-a", "药物研究所A", "assays", "logp,tpsa,hbd,hba,rotb,rings", (0, 1, 2, 3, 4, 5)),
+            v("lab-b", "药物研究所B", "assays", "logp,tpsa,hbd,hba,rotb,rings", (0, 1, 2, 3, 4, 5)),
+            v("lab-c", "药物研究所C", "assays", "logp,tpsa,hbd,hba,rotb,rings", (0, 1, 2, 3, 4, 5)),
+        ),
+        "active",
+        horizontal=True,
+    ),
 ]
 
 
 def scenarios() -> list[Scenario]:
-    return [TrainingScenario(s) for s in SPECS]
+    from dataspace.scenarios.sectors.finance import SmeCredit
+
+    # finance runs on real nodes with its own generator and flow (sectors/finance.py)
+    return [SmeCredit(), *(TrainingScenario(s) for s in SPECS if s.name != "finance")]
