@@ -60,6 +60,28 @@ def test_generation_is_deterministic_by_seed_and_the_params_hash_is_stable(name:
     assert len(a.params_sha256) == 64
 
 
+@pytest.mark.parametrize("name", [n for n in scenarios.names() if scenarios.get(n).needs_training])
+def test_no_single_feature_copies_the_label(name: str) -> None:
+    s = scenarios.get(name)
+    gen = s.generate("default", 1)
+    consumer = s.parties()[0].name
+    label = getattr(s, "label", None) or s.spec.label  # type: ignore[attr-defined]
+    table = gen.tables[consumer][0][1]
+    feats = {c: np.asarray(table.column(c).to_pylist(), float)
+             for c in table.column_names if c not in ("entity_id", label)}
+    assert label_copy_flags(feats, np.asarray(table.column(label).to_pylist(), float)) == []
+
+
+def test_a_planted_label_copy_column_is_caught_and_flagged() -> None:
+    s = scenarios.get("finance")
+    table = s.generate("default", 1).tables["bank"][0][1]
+    y = np.asarray(table.column("delinquent_90d").to_pylist(), float)
+    rng = np.random.default_rng(0)
+    feats = {"account_flow": np.asarray(table.column("account_flow").to_pylist(), float),
+             "planted_copy": y + rng.normal(0, 0.01, len(y))}
+    assert label_copy_flags(feats, y) == ["planted_copy"]
+
+
 @pytest.mark.parametrize("name", [n for n in scenarios.names() if scenarios.get(n).pending])
 def test_pending_scenarios_say_so_rather_than_fake_a_result(name: str) -> None:
     from dataspace.scenarios.base import NeedsTraining
