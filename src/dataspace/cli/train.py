@@ -29,14 +29,18 @@ def train(
         ..., "--agreement", help="Agreement with a provider (repeat)."
     ),
     with_: list[str] = typer.Option(None, "--with", help="The provider of each --agreement."),
-    model: str = typer.Option("vlr", "--model", help="vlr | vgbdt"),
-    label: str = typer.Option(..., "--label", help="The label column (at this node)."),
+    model: str = typer.Option("vlr", "--model", help="vlr | vgbdt | fedavg"),
+    label: str = typer.Option(
+        ..., "--label", help="The label column (fedavg: one name or 'PARTY:col ...')."
+    ),
     features: list[str] = typer.Option(
         ..., "--features", help="PARTY:col1,col2 per party (repeat, or space-separated)."
     ),
     align: list[str] = typer.Option(None, "--align", help="PSI align job per provider."),
     on: str = typer.Option(None, "--on", help="Align first on this key (e.g. credit_code:uscc)."),
-    dataset: str = typer.Option(None, "--dataset", help="Your dataset (with --on)."),
+    dataset: str = typer.Option(
+        None, "--dataset", help="Your dataset (with --on; fedavg: your own rows)."
+    ),
     params: str = typer.Option(
         "{}", "--params", help='Hyper-parameters as JSON, e.g. {"epochs": 8}.'
     ),
@@ -44,7 +48,8 @@ def train(
     no_contribution: bool = typer.Option(False, "--no-contribution", help="Skip Shapley."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Train a model across nodes under your agreements (vertical LR or SecureBoost GBDT)."""
+    """Train a model across nodes under your agreements (vertical LR, SecureBoost GBDT, or
+    horizontal FedAvg)."""
     n = node(ctx)
     view = mp._run_with_bar(
         f"train {model}",
@@ -78,6 +83,9 @@ def _print_model(m: dict[str, Any]) -> None:
     rows = [[name, p.get("holds"), (p.get("sha256") or "")[:16]] for name, p in m["parts"].items()]
     console.print(table("who holds which part", ["node", "holds", "sha256"], rows))
     metrics = m["metrics"]
+    if m["family"] == "fedavg":
+        _print_fedavg(metrics)
+        return
     rows = [[k, f"{float(v):.4f}"] for k, v in (metrics.get("auc_by_coalition") or {}).items()]
     console.print(
         table(f"held-out AUC ({metrics.get('held_out_rows')} rows)", ["coalition", "auc"], rows)
@@ -90,6 +98,28 @@ def _print_model(m: dict[str, Any]) -> None:
                 f"contribution ({contribution['method']} Shapley, AUC)", ["provider", "value"], rows
             )
         )
+
+
+def _print_fedavg(metrics: dict[str, Any]) -> None:
+    def fmt(v: Any) -> str:
+        return "" if v is None else f"{float(v):.4f}"
+
+    rows = [
+        [name, fmt(v.get("auc")), fmt(v.get("auc_local")), fmt(v.get("loss")), v.get("test_rows")]
+        for name, v in (metrics.get("per_node") or {}).items()
+    ]
+    o = metrics.get("overall") or {}
+    rows.append(["overall", fmt(o.get("auc")), "", fmt(o.get("loss")), o.get("test_rows")])
+    console.print(
+        table(
+            "held-out metrics per node (federated vs. trained alone)",
+            ["node", "auc", "auc alone", "loss", "rows"],
+            rows,
+        )
+    )
+    dp = metrics.get("dp")
+    if dp:
+        console.print(f"DP-FedAvg: ε = {float(dp['epsilon']):.3f} at δ = {dp['delta']}")
 
 
 @app.command("show")

@@ -351,3 +351,5 @@ def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
 
 
 mp_protocols.register(PROTOCOL, handle)
+
+from dataspace.services import train_fedavg as _fedavg  # noqa: E402,F401  (registers "fedavg")

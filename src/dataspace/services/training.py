@@ -37,6 +37,7 @@ from dataspace.federated.metrics import auc
 from dataspace.services import jobs, multiparty
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
+from dataspace.services import train_fedavg as fedavg_job
 from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
 from dataspace.services.mp_wire import (
     ABORT_PATH,
@@ -47,6 +48,7 @@ from dataspace.services.mp_wire import (
     unpack_frame,
 )
 from dataspace.services.node import Node, default_actor
+from dataspace.services.train_fedavg import FedJob
 from dataspace.services.train_net import PROTOCOL, Mailbox
 from dataspace.services.train_party import ACTION, output_for
 from dataspace.services.train_party import Session as PartySession
@@ -61,7 +63,7 @@ from dataspace.services.train_roles import (
 )
 from dataspace.store.models_compute import JobRow
 
-FAMILIES = ("vlr", "vgbdt")
+FAMILIES = ("vlr", "vgbdt", "fedavg")
 Progress = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
@@ -145,9 +147,26 @@ def start_train(
     idle_timeout: float = 60.0,
     attempt: int = 1,
     retry_of: str | None = None,
-) -> TrainJob:
+) -> TrainJob | FedJob:
     if model not in FAMILIES:
-        raise UsageError(f"unknown model family {model!r}", hint="vlr or vgbdt (fedavg: soon)")
+        raise UsageError(f"unknown model family {model!r}", hint="vlr, vgbdt or fedavg")
+    if model == "fedavg":  # horizontal: every party its own rows, no alignment
+        return fedavg_job.start(
+            node,
+            agreements=agreements,
+            peers=peers,
+            label=label,
+            features=features,
+            dataset=dataset,
+            params=params,
+            holdout=holdout,
+            seed=seed,
+            actor=actor,
+            timeout=timeout,
+            attempt=attempt,
+            retry_of=retry_of,
+            job_id=job_id,
+        )
     links = multiparty._links(node, agreements, peers)
     align = list(align)
     if on and not align:
@@ -296,7 +315,11 @@ class _Runner:
             return [f.result() for f in [pool.submit(call, n) for n in names]]
 
 
-def execute(node: Node, job: TrainJob, *, progress: Progress | None = None) -> dict[str, Any]:
+def execute(
+    node: Node, job: TrainJob | FedJob, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    if isinstance(job, FedJob):
+        return fedavg_job.execute(node, job, progress=progress)
     runner = _Runner(node, job, progress)
     spec = job.spec
     try:
@@ -528,7 +551,10 @@ def run_train(node: Node, *, progress: Progress | None = None, **kw: Any) -> dic
     return execute(node, start_train(node, **kw), progress=progress)
 
 
-def start_background(node: Node, job: TrainJob) -> dict[str, Any]:
+def start_background(node: Node, job: TrainJob | FedJob) -> dict[str, Any]:
+    if isinstance(job, FedJob):
+        return fedavg_job.start_background(node, job)
+
     def run() -> None:
         with contextlib.suppress(Exception):
             execute(node, job)
@@ -588,7 +614,8 @@ def retry(
         model=p["model"],
         label=p["label"],
         features=p["features"],
-        align=p["align"],
+        align=p.get("align") or (),
+        dataset=p.get("dataset"),
         params=p.get("params"),
         holdout=float(p.get("holdout", 0.25)),
         seed=int(p.get("seed", 0)),

@@ -26,8 +26,14 @@ RUN_ROLES = ("admin", "consumer")
 class TrainRequest(BaseModel):
     agreements: list[str] = Field(min_length=1, max_length=4, description="one per provider")
     peers: list[str] | None = None
-    model: str = Field(default="vlr", description="vlr | vgbdt")
-    label: str = Field(min_length=1, description="the label column at this node")
+    model: str = Field(default="vlr", description="vlr | vgbdt | fedavg")
+    label: str = Field(
+        min_length=1,
+        description="the label column at this node (fedavg: one name, or 'party:col ...')",
+    )
+    dataset: str | None = Field(
+        default=None, description="fedavg: this node's own rows (omit to only coordinate)"
+    )
     features: dict[str, list[str]] = Field(description="party -> its feature columns")
     align: list[str] = Field(default_factory=list, description="PSI align job per provider")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -52,6 +58,7 @@ def post_train(
         label=body.label,
         features=body.features,
         align=body.align,
+        dataset=body.dataset,
         params=body.params,
         holdout=body.holdout,
         contribution=body.contribution,

@@ -1,0 +1,733 @@
+"""Horizontal FedAvg across nodes: every party trains on its own rows, the initiator
+coordinates, each round's updates are combined by secure aggregation (signed steps).
+
+Steps (frames with ``"protocol": "fedavg"`` on ``POST /peer/v1/mp/step``, initiator → provider):
+
+* ``open`` — the provider checks **its own** agreement (action ``federated-train``, purpose,
+  ``fields`` = its feature columns and label, ``output = aggregate-only``), loads its rows,
+  splits off its held-out rows and answers with its number of training rows (public);
+* ``round#k`` — θ and a fresh secure-aggregation session: the provider trains
+  ``local_epochs`` from θ, scales (n_k/N) or clips (DP) its update and answers with its
+  secagg start message; ``agg#…`` steps carry the coordinator's secagg rounds;
+* ``eval`` — the final θ: the provider answers its own held-out metrics (loss, AUC, rows and
+  the AUC of a model trained on its rows alone) and enters a secagg session over its score
+  histograms, so the initiator learns the overall AUC without any node's scores;
+* ``commit`` — the model is recorded (``model.trained``), usage metered, ``job.completed``.
+
+A provider that fails, or the initiator's ``abort``, ends the job FAILED; nothing is recorded
+as a model before ``commit``. docs/training.md has the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dataspace.errors import Conflict, DataspaceError, UsageError
+from dataspace.federated.fedavg import (
+    Client,
+    DpFedAvg,
+    FedAvgConfig,
+    _gaussian,
+    dp_epsilon,
+    evaluate,
+    local_train,
+)
+from dataspace.federated.hfl_models import Model
+from dataspace.privacy.secagg import FixedPoint, SessionConfig, aggregator
+from dataspace.services import jobs, mp_party, mp_protocols, multiparty
+from dataspace.services import models as model_store
+from dataspace.services import mp_store as ms
+from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
+from dataspace.services.mp_wire import (
+    ABORT_PATH,
+    STEP_PATH,
+    MultipartyFailed,
+    call_peer,
+    pack_frame,
+    unpack_frame,
+)
+from dataspace.services.node import Node, default_actor
+from dataspace.store.models_compute import JobRow
+
+PROTOCOL = "fedavg"
+ACTION = "federated-train"
+FAMILY = "fedavg"
+BINS = 256  # score histogram resolution for the overall AUC
+Progress = Callable[[dict[str, Any], dict[str, Any]], None]
+CONFIG_KEYS = ("rounds", "local_epochs", "batch_size", "learning_rate", "l2", "update_bound")
+
+
+# --- shared: the data a party holds -----------------------------------------------------------
+
+
+def parse_labels(label: str, parties: Sequence[str]) -> dict[str, str]:
+    """``y`` (same name everywhere) or ``bank:y p2:target`` → {party: label column}."""
+    if ":" not in label:
+        return dict.fromkeys(parties, label)
+    out = {}
+    for item in label.split():
+        party, _, col = item.partition(":")
+        out[party] = col
+    missing = [p for p in parties if p not in out]
+    if missing:
+        raise UsageError(f"name the label column of {', '.join(missing)} (--label PARTY:col)")
+    return out
+
+
+def load_rows(
+    dataset: Any, features: list[str], label: str, holdout: float, column: str | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, x_test, y_test) of a dataset: held-out rows by ``column`` (truthy) or a seeded
+    fraction ``holdout``."""
+    names = [*features, label] + ([column] if column else [])
+    table = pq.read_table(dataset.path, columns=names)
+    for name in names:
+        if table.column(name).null_count:
+            raise UsageError(f"column {name} has missing values")
+    try:
+        x = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])
+        y = table.column(label).to_numpy().astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the training columns must be numeric ({exc})") from None
+    if column:
+        test = table.column(column).to_numpy().astype(bool)
+    else:
+        test = np.zeros(y.size, dtype=bool)
+        order = np.random.default_rng(seed).permutation(y.size)
+        test[order[: round(holdout * y.size)]] = True
+    if test.all() or not test.any():
+        raise UsageError("the held-out split must leave rows on both sides")
+    return x[~test], y[~test], x[test], y[test]
+
+
+def model_of(p: dict[str, Any], dim: int) -> Model:
+    return Model(str(p.get("model", "logistic")), dim, int(p.get("hidden", 8)))
+
+
+def config_of(p: dict[str, Any]) -> FedAvgConfig:
+    dp = p.get("dp")
+    dpc = DpFedAvg(**{k: float(v) for k, v in dict(dp).items()}) if dp else None
+    kw = {k: p[k] for k in CONFIG_KEYS if k in p}
+    return FedAvgConfig(**kw, dp=dpc, seed=int(p.get("seed", 0)))
+
+
+def local_update(
+    model: Model, theta: np.ndarray, c: Client, config: FedAvgConfig, rng: Any, total: int
+) -> np.ndarray:
+    delta = local_train(model, theta, c.x, c.y, config, rng) - theta
+    if config.dp:
+        delta = delta * min(1.0, config.dp.clip / max(float(np.linalg.norm(delta)), 1e-12))
+    else:
+        delta = delta * (c.y.shape[0] / total)
+    bound = config.dp.clip if config.dp else config.update_bound
+    return np.asarray(np.clip(delta, -bound, bound), dtype=np.float64)
+
+
+def node_metrics(
+    model: Model, theta: np.ndarray, c: Client, config: FedAvgConfig
+) -> dict[str, Any]:
+    """This party's held-out metrics, and those of a model trained on its rows alone."""
+    own = evaluate(model, theta, [c]).per_client[c.name]
+    alone = local_train(
+        model,
+        model.init(config.seed),
+        c.x,
+        c.y,
+        config,
+        np.random.default_rng(config.seed),
+        epochs=config.rounds * config.local_epochs,
+    )
+    solo = evaluate(model, alone, [c]).per_client[c.name]
+    return {
+        **{k: float(v) for k, v in own.items()},
+        **{f"{k}_local": float(v) for k, v in solo.items()},
+        "test_rows": int(c.y_test.size),
+        "train_rows": int(c.y.size),
+    }
+
+
+def histogram(model: Model, theta: np.ndarray, c: Client) -> np.ndarray:
+    """[positives per score bin, negatives per bin, loss sum, rows] — summed across parties."""
+    out = model.output(theta, c.x_test)
+    loss = model.loss(theta, c.x_test, c.y_test) * c.y_test.size
+    if model.kind == "linear":
+        return np.asarray(np.r_[np.zeros(2 * BINS), loss, c.y_test.size], dtype=np.float64)
+    b = np.clip((np.asarray(out) * BINS).astype(int), 0, BINS - 1)
+    pos = np.bincount(b[c.y_test == 1], minlength=BINS)
+    neg = np.bincount(b[c.y_test == 0], minlength=BINS)
+    return np.asarray(np.r_[pos, neg, loss, c.y_test.size], dtype=np.float64)
+
+
+def overall(h: np.ndarray) -> dict[str, float]:
+    pos, neg = h[:BINS], h[BINS : 2 * BINS]
+    out = {"loss": float(h[-2] / max(h[-1], 1.0)), "test_rows": float(round(h[-1]))}
+    if pos.sum() > 0 and neg.sum() > 0:
+        below = np.r_[0.0, np.cumsum(neg)[:-1]]
+        out["auc"] = float(((below + 0.5 * neg) * pos).sum() / (pos.sum() * neg.sum()))
+    return out
+
+
+def secagg_config(
+    session: str, parties: Sequence[int], length: int, bound: float, bits: int
+) -> SessionConfig:
+    return SessionConfig(
+        bytes.fromhex(session),
+        tuple(int(p) for p in parties),
+        length,
+        FixedPoint(float(bound), int(bits), max_count=len(parties) + 1),
+        threshold=len(parties),
+    )
+
+
+# --- provider side ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Party:
+    job_id: str
+    initiator: str
+    params: dict[str, Any]
+    client: Client
+    ps: mp_party._Session
+    agg: Any = None
+    cache: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_PARTIES: dict[str, _Party] = {}
+_REG = threading.Lock()
+
+
+def handle(
+    node: Node, caller: str, header: dict[str, Any], blobs: list[bytes], body: bytes
+) -> bytes:
+    job_id = check_job_id(str(header.get("job_id", "")))
+    name = str(header.get("name", ""))
+    digest = hashlib.sha256(body).hexdigest()
+    with _REG:
+        s = _PARTIES.get(job_id)
+    if name == "open" and s is None:
+        return _open(node, caller, job_id, header, digest)
+    if s is None or s.initiator != caller:
+        raise MultipartyFailed(
+            f"{node.name} holds no running FedAvg job {job_id} (it ended, or the node restarted)",
+            hint="the initiator starts a new attempt with `dataspace job retry`",
+            cause="session-lost",
+        )
+    with s.lock:
+        cached = s.cache.get(name)
+        if cached is not None:
+            if cached[0] != digest:
+                raise Conflict(f"step {name} of job {job_id} was already answered differently")
+            return cached[1]
+        with node.store.read() as db:
+            row = db.get(JobRow, job_id)
+            if row is None or row.state != jobs.RUNNING:
+                with _REG:
+                    _PARTIES.pop(job_id, None)
+                raise MultipartyFailed(f"the job ended on {node.name}", cause="aborted")
+        t0 = time.process_time()
+        try:
+            answer = _step(node, s, name, header, blobs)
+        except DataspaceError as exc:
+            _end(node, s, exc)
+            raise
+        except Exception as exc:
+            err = MultipartyFailed(f"FedAvg failed on {node.name} ({type(exc).__name__}: {exc})")
+            _end(node, s, err)
+            raise err from exc
+        finally:
+            s.ps.cpu += time.process_time() - t0
+        s.ps.bytes_out += len(answer)
+        s.cache[name] = (digest, answer)
+        return answer
+
+
+def _end(node: Node, s: _Party, exc: DataspaceError) -> None:
+    with _REG:
+        _PARTIES.pop(s.job_id, None)
+    mp_party._end_error(node, s.ps, exc, step=1, name="train")
+
+
+def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: str) -> bytes:
+    with node.store.read() as db:
+        if db.get(JobRow, job_id) is not None:
+            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+    params = dict(header.get("params") or {})
+    ms.create_row(
+        node,
+        job_id=job_id,
+        role=ms.PARTICIPANT,
+        agreement_id=str(header.get("agreement_id") or "")[:200],
+        peer=caller,
+        action=ACTION,
+        request={"mp": {"model": FAMILY, **params}, "idle_timeout": 120.0},
+    )
+    ps = mp_party._Session(job_id, caller, ACTION, 120.0)
+    features = [str(c) for c in header.get("features") or []]
+    label = str(header.get("label") or "")
+    column = params.get("holdout_column")
+    try:
+        fields = [*features, label] + ([str(column)] if column else [])
+        dataset, _ = mp_party._check(node, ps, header, fields, "aggregate-only")
+        x, y, xt, yt = load_rows(
+            dataset,
+            features,
+            label,
+            float(params.get("holdout", 0.25)),
+            column,
+            int(params.get("seed", 0)),
+        )
+        ps.rows_scanned = int(y.size + yt.size)
+        if x.shape[1] != int(params["dim"]):
+            raise UsageError("the job's number of feature columns does not match this node's")
+        model_of(params, x.shape[1])
+        config_of(params)
+    except DataspaceError as exc:
+        mp_party._end_error(node, ps, exc, step=0, name="open")
+        raise
+    s = _Party(job_id, caller, params, Client(node.name, x, y, xt, yt), ps)
+    ev = ms.event(node.name, 0, "open", request_sha256=digest, rows=int(y.size))
+    ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
+    answer = pack_frame({"job_id": job_id, "event": ev, "train_rows": int(y.size)})
+    s.cache["open"] = (digest, answer)
+    with _REG:
+        _PARTIES[job_id] = s
+    return answer
+
+
+def _step(node: Node, s: _Party, name: str, header: dict[str, Any], blobs: list[bytes]) -> bytes:
+    p = s.params
+    model, config = model_of(p, int(p["dim"])), config_of(p)
+    job_id = s.job_id
+    if name.startswith("round#") or name == "eval":
+        theta = np.frombuffer(blobs[0], dtype=np.float64).copy()
+        extra: dict[str, Any] = {}
+        if name == "eval":
+            values = histogram(model, theta, s.client)
+            extra["metrics"] = node_metrics(model, theta, s.client, config)
+        else:
+            k = int(name.partition("#")[2])
+            rng = np.random.default_rng([config.seed, int(header["index"]), k])
+            values = local_update(model, theta, s.client, config, rng, int(header["total"]))
+        cfg = secagg_config(
+            str(header["session"]), header["parties"], values.size, header["bound"], header["bits"]
+        )
+        s.agg = aggregator(str(p.get("secagg", "pairwise-masking"))).party(
+            cfg, int(header["index"]), values, count=1
+        )
+        return pack_frame({"job_id": job_id, **extra}, [s.agg.start()])
+    if name.startswith("agg#"):
+        if s.agg is None or len(blobs) != 1:
+            raise UsageError("a secure-aggregation round carries exactly one message")
+        return pack_frame({"job_id": job_id}, [s.agg.handle(blobs[0])])
+    if name == "commit":
+        return _commit(node, s, header, blobs)
+    raise UsageError(f"unknown FedAvg step {name!r}")
+
+
+def _commit(node: Node, s: _Party, header: dict[str, Any], blobs: list[bytes]) -> bytes:
+    info = dict(header.get("model") or {})
+    info.pop("part", None)
+    if len(blobs) != 1:
+        raise UsageError("the commit step carries the model's parameters")
+    theta = np.frombuffer(blobs[0], dtype=np.float64)
+    part = {**dict(header.get("shape") or {}), "theta": theta.tolist()}
+    model_store.stage(
+        node,
+        model_id=s.job_id,
+        family=FAMILY,
+        role=ms.PARTICIPANT,
+        initiator=s.initiator,
+        part=part,
+        info={"params": s.params},
+    )
+    model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
+    usage = mp_party._usage(s.ps, "completed", int(s.client.y.size))
+    ms.finish(
+        node,
+        s.job_id,
+        state=jobs.SUCCEEDED,
+        actor=f"peer:{s.initiator}",
+        ledger_action="job.completed",
+        result={"model_id": s.job_id, "role": ms.PARTICIPANT},
+        usage=usage,
+        terms=s.ps.terms,
+        ledger_payload={
+            "agreement_id": s.ps.agreement_id,
+            "consumer": s.initiator,
+            "dataset": s.ps.dataset or None,
+            "model_id": s.job_id,
+        },
+    )
+    with _REG:
+        _PARTIES.pop(s.job_id, None)
+    ev = ms.event(node.name, 2, "commit")
+    ms.add_events(node, s.job_id, [ev], actor=f"peer:{s.initiator}")
+    return pack_frame({"job_id": s.job_id, "event": ev})
+
+
+mp_protocols.register(PROTOCOL, handle)
+
+
+# --- initiator side ---------------------------------------------------------------------------
+
+
+@dataclass
+class FedJob:
+    id: str
+    peers: list[dict[str, Any]]  # name, agreement_id, features, label
+    params: dict[str, Any]
+    own: Client | None
+    actor: str
+    timeout: float
+
+
+def start(
+    node: Node,
+    *,
+    agreements: Sequence[str],
+    peers: Sequence[str] | None = None,
+    label: str,
+    features: dict[str, list[str]],
+    dataset: str | None = None,
+    params: dict[str, Any] | None = None,
+    holdout: float = 0.25,
+    seed: int = 0,
+    actor: str | None = None,
+    timeout: float = 30.0,
+    attempt: int = 1,
+    retry_of: str | None = None,
+    job_id: str | None = None,
+) -> FedJob:
+    links = multiparty._links(node, agreements, peers)
+    names = [lk.peer for lk in links] + ([node.name] if dataset else [])
+    labels = parse_labels(label, names)
+    p = {**dict(params or {}), "holdout": holdout, "seed": seed}
+    for lk in links:
+        if not features.get(lk.peer):
+            raise UsageError(f"name the features of {lk.peer} (--features {lk.peer}:c1,c2)")
+    dims = {len(features[n]) for n in names if features.get(n)}
+    if dataset and not features.get(node.name):
+        raise UsageError(f"name this node's features (--features {node.name}:c1,c2)")
+    if len(dims) != 1:
+        raise UsageError("every party needs the same number of feature columns (same schema)")
+    p["dim"] = dims.pop()
+    model_of(p, p["dim"])
+    config = config_of(p)
+    if len(names) < 2 or len(links) < (1 if dataset else 2):
+        raise UsageError("FedAvg needs at least two clients")
+    own = None
+    if dataset:
+        with node.store.read() as session:
+            ds = jobs._dataset(node, session, dataset)
+        x, y, xt, yt = load_rows(
+            ds, features[node.name], labels[node.name], holdout, p.get("holdout_column"), seed
+        )
+        own = Client(node.name, x, y, xt, yt)
+    job_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
+    fed_peers = [
+        {
+            "peer": lk.peer,
+            "agreement_id": lk.agreement_id,
+            "features": features[lk.peer],
+            "label": labels[lk.peer],
+        }
+        for lk in links
+    ]
+    job_params = {
+        "model": FAMILY,
+        "label": label,
+        "features": {k: list(v) for k, v in features.items()},
+        "params": dict(params or {}),
+        "holdout": holdout,
+        "seed": seed,
+        "dataset": dataset,
+        "align": [],
+    }
+    ms.create_row(
+        node,
+        job_id=job_id,
+        role=ms.INITIATOR,
+        agreement_id=links[0].agreement_id,
+        peer=",".join(lk.peer for lk in links),
+        action=ACTION,
+        request={
+            "mp": job_params,
+            "participants": [{"peer": lk.peer, "agreement_id": lk.agreement_id} for lk in links],
+            "attempt": attempt,
+            "retry_of": retry_of,
+            "step_timeout": timeout,
+        },
+        total=config.rounds + 3,
+    )
+    return FedJob(job_id, fed_peers, p, own, actor or default_actor(), timeout)
+
+
+class _Run:
+    def __init__(self, node: Node, job: FedJob, progress: Progress | None) -> None:
+        self.node, self.job, self.progress = node, job, progress
+        self.lock = threading.Lock()
+        self.done = 0
+
+    def call(
+        self, peer: str, name: str, blobs: Sequence[bytes] = (), **fields: Any
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        header = {"protocol": PROTOCOL, "job_id": self.job.id, "name": name, **fields}
+        body = pack_frame(header, list(blobs))
+        try:
+            answer = call_peer(self.node, peer, STEP_PATH, body, timeout=self.job.timeout)
+        except DataspaceError as exc:
+            if peer not in exc.message:
+                exc.message = f"{peer}: {exc.message}"
+            raise
+        out, back = unpack_frame(answer)
+        if isinstance(out.get("event"), dict):
+            self.record(
+                out["event"],
+                {
+                    "peer": peer,
+                    "name": name,
+                    "request_sha256": sha256_hex(body),
+                    "response_sha256": sha256_hex(answer),
+                },
+            )
+        return out, back
+
+    def record(self, event: dict[str, Any], entry: dict[str, Any] | None = None) -> None:
+        with self.lock:
+            ms.add_events(
+                self.node,
+                self.job.id,
+                [event],
+                ledger=entry is None,
+                actor=self.job.actor,
+                entries=[entry] if entry else [],
+            )
+            if self.progress is not None:
+                self.progress(event, multiparty._progress(self.node, self.job.id))
+
+    def each(self, call: Callable[[int, dict[str, Any]], Any]) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        peers = self.job.peers
+        with ThreadPoolExecutor(max_workers=len(peers)) as pool:
+            futures = [pool.submit(call, i, p) for i, p in enumerate(peers, start=1)]
+            return [f.result() for f in futures]
+
+    def secagg(
+        self, name: str, theta: np.ndarray, bound: float, bits: int, **fields: Any
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """One secure aggregation over the providers' answers to step ``name``."""
+        parties = list(range(1, len(self.job.peers) + 1))
+        session = secrets.token_hex(16)
+        length = (
+            model_of(self.job.params, self.job.params["dim"]).size
+            if name != "eval"
+            else 2 * BINS + 2
+        )
+        cfg = secagg_config(session, parties, length, bound, bits)
+        coordinator = aggregator(
+            str(self.job.params.get("secagg", "pairwise-masking"))
+        ).coordinator(cfg)
+        opened = self.each(
+            lambda i, p: self.call(
+                p["peer"],
+                name,
+                [theta.tobytes()],
+                session=session,
+                parties=parties,
+                index=i,
+                bound=bound,
+                bits=bits,
+                **fields,
+            )
+        )
+        for _, blobs in opened:
+            coordinator.receive(blobs[0])
+        k = 0
+        while not coordinator.finished:
+            messages = coordinator.advance()
+            if not messages:
+                break
+            k += 1
+
+            def send(
+                i: int, p: dict[str, Any], m: dict[int, bytes] = messages, k: int = k
+            ) -> tuple[dict[str, Any], list[bytes]]:
+                return self.call(p["peer"], f"agg#{name}#{k}", [m[i]]) if i in m else ({}, [])
+
+            answers = self.each(send)
+            for _, blobs in answers:
+                if blobs and blobs[0]:
+                    coordinator.receive(blobs[0])
+        return np.asarray(coordinator.result().sum, dtype=np.float64), [h for h, _ in opened]
+
+
+def execute(node: Node, job: FedJob, *, progress: Progress | None = None) -> dict[str, Any]:
+    r = _Run(node, job, progress)
+    try:
+        result = _run(r)
+    except DataspaceError as exc:
+        _fail_everywhere(node, job, exc)
+        raise
+    except BaseException as exc:
+        err = MultipartyFailed(f"FedAvg stopped unexpectedly ({type(exc).__name__}: {exc})")
+        _fail_everywhere(node, job, err)
+        raise err from exc
+    ms.finish(
+        node,
+        job.id,
+        state=jobs.SUCCEEDED,
+        actor=job.actor,
+        ledger_action="mp.completed",
+        result=result,
+        ledger_payload={
+            "participants": [[p["peer"], p["agreement_id"]] for p in job.peers],
+            "result_sha256": sha256_hex(json.dumps(jsonable(result), sort_keys=True).encode()),
+        },
+    )
+    return _view(node, job.id)
+
+
+def _run(r: _Run) -> dict[str, Any]:
+    node, job, p = r.node, r.job, r.job.params
+    model, config = model_of(p, p["dim"]), config_of(p)
+    opened = r.each(
+        lambda i, q: r.call(
+            q["peer"],
+            "open",
+            params=p,
+            agreement_id=q["agreement_id"],
+            features=q["features"],
+            label=q["label"],
+        )
+    )
+    sizes = {q["peer"]: int(h["train_rows"]) for q, (h, _) in zip(job.peers, opened, strict=True)}
+    if job.own is not None:
+        sizes[node.name] = int(job.own.y.size)
+    total = sum(sizes.values())
+    clients = len(sizes)
+    bound = config.dp.clip if config.dp else config.update_bound
+    theta = model.init(config.seed)
+    t0 = time.perf_counter()
+    for k in range(1, config.rounds + 1):
+        start_ = time.perf_counter()
+        summed, _ = r.secagg(f"round#{k}", theta, bound, 24, total=total)
+        if job.own is not None:
+            rng = np.random.default_rng([config.seed, 0, k])
+            summed = summed + local_update(model, theta, job.own, config, rng, total)
+        if config.dp:
+            noise = _gaussian(config.dp.noise_multiplier * config.dp.clip)
+            summed = np.asarray(noise([float(v) for v in summed]), dtype=np.float64) / clients
+        theta = theta + summed
+        r.record(
+            ms.event(node.name, k, f"round {k}", seconds=round(time.perf_counter() - start_, 3))
+        )
+    train_seconds = time.perf_counter() - t0
+    big = float(2 ** int(np.ceil(np.log2(max(total, 2) * 40.0))))
+    hist, answers = r.secagg("eval", theta, big, 8)
+    per_node = {
+        q["peer"]: {
+            k: int(float(v)) if k.endswith("_rows") else float(v)
+            for k, v in dict(h.get("metrics") or {}).items()
+        }
+        for q, h in zip(job.peers, answers, strict=True)
+    }
+    if job.own is not None:
+        hist = hist + histogram(model, theta, job.own)
+        per_node[node.name] = node_metrics(model, theta, job.own, config)
+    metric = "loss" if model.kind == "linear" else "auc"
+    fed_mean = float(np.mean([m.get(metric, np.nan) for m in per_node.values()]))
+    local_mean = float(np.mean([m.get(f"{metric}_local", np.nan) for m in per_node.values()]))
+    metrics: dict[str, Any] = {
+        "overall": overall(hist),
+        "per_node": per_node,
+        f"{metric}_federated_mean": fed_mean,
+        f"{metric}_local_mean": local_mean,
+        "clients": clients,
+        "train_rows": total,
+        "rounds": config.rounds,
+        "train_seconds": round(train_seconds, 3),
+    }
+    if config.dp:
+        metrics["dp"] = {
+            "epsilon": dp_epsilon(config.dp, config.rounds),
+            "delta": config.dp.delta,
+            "clip": config.dp.clip,
+            "noise_multiplier": config.dp.noise_multiplier,
+        }
+    part = {"kind": model.kind, "dim": model.dim, "hidden": model.hidden, "theta": theta.tolist()}
+    digest = model_store.stage(
+        node,
+        model_id=job.id,
+        family=FAMILY,
+        role=ms.INITIATOR,
+        initiator=node.name,
+        part=part,
+        info={"params": p},
+    )
+    holders = {name: {"sha256": digest, "holds": "the whole global model (θ)"} for name in sizes}
+    info = {"parts": holders, "metrics": metrics, "contribution": {}, "params": p}
+    shape = {"kind": model.kind, "dim": model.dim, "hidden": model.hidden}
+    r.each(
+        lambda i, q: r.call(
+            q["peer"], "commit", [theta.tobytes()], model=jsonable(info), shape=shape
+        )
+    )
+    model_store.finalize(node, job.id, info, actor=job.actor)
+    return {"model_id": job.id, "family": FAMILY, "metrics": metrics, "parts": holders}
+
+
+def _fail_everywhere(node: Node, job: FedJob, exc: DataspaceError) -> None:
+    ms.add_events(
+        node,
+        job.id,
+        [ms.event(node.name, -1, "failed", "failed", code=exc.code, message=exc.message)],
+        ledger=False,
+    )
+    ms.fail(node, job.id, exc, actor=job.actor)
+    pending = []
+    for q in job.peers:
+        body = json.dumps({"job_id": job.id, "reason": exc.message}).encode()
+        try:
+            call_peer(
+                node,
+                q["peer"],
+                ABORT_PATH,
+                body,
+                timeout=5.0,
+                attempts=1,
+                content_type="application/json",
+            )
+        except DataspaceError:
+            pending.append(q["peer"])
+    ms.set_meta(node, job.id, pending_aborts=pending)
+
+
+def start_background(node: Node, job: FedJob) -> dict[str, Any]:
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            execute(node, job)
+
+    threading.Thread(target=run, daemon=True, name=f"fedavg-{job.id[:12]}").start()
+    return _view(node, job.id)
+
+
+def _view(node: Node, job_id: str) -> dict[str, Any]:
+    with node.store.read() as session:
+        row = session.get(JobRow, job_id)
+        assert row is not None
+        return ms.view(row)
