@@ -156,6 +156,7 @@ SERVICE_ANSWER = {
     ("GET", f"{API}/train/jobs/{{job_id}}"): (404, "not_found"),
     ("POST", f"{API}/train/jobs/{{job_id}}/retry"): (404, "not_found"),
     ("GET", f"{API}/models/{{model_id}}"): (404, "not_found"),
+    ("POST", f"{API}/predict"): (404, "not_found"),
 }
 
 
@@ -228,6 +229,13 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
         lambda api, allowed: {"url": f"{API}/train/jobs/none/retry"},
     ),
     ("GET", f"{API}/models"): (ALL, _get(f"{API}/models")),
+    ("POST", f"{API}/predict"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/predict",
+            "json": {"model": "none", "rows": ["none"]},
+        },
+    ),
     ("GET", f"{API}/models/{{model_id}}"): (ALL, _get(f"{API}/models/none")),
     ("POST", "/peer/v1/mp/step"): (PEER, _peer("POST", "/peer/v1/mp/step")),
     ("POST", "/peer/v1/mp/abort"): (PEER, _peer("POST", "/peer/v1/mp/abort")),

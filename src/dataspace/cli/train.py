@@ -15,7 +15,7 @@ from rich.markup import escape
 from dataspace.cli import mp
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
 from dataspace.services import models as model_store
-from dataspace.services import multiparty, training
+from dataspace.services import multiparty, predict, training
 
 app = typer.Typer(
     help="Trained federated models: who holds which part, metrics, contribution.",
@@ -76,6 +76,31 @@ def train(
         return
     console.print(f"model {view['id']}: {view['state']}")
     _print_model(model_store.get_model(n, view["id"]))
+
+
+def predict_(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="A vertical model you trained (vlr)."),
+    rows: list[str] = typer.Option(
+        ..., "--rows", help="PSI align job over the new rows (repeat: one per provider)."
+    ),
+    out: str = typer.Option(
+        None, "--out", help="Write the scores here (parquet; default under the data dir)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Score new aligned rows with a trained vertical model: each party scores its own
+    columns at home; only the summed score is revealed, to you."""
+    view = predict.run_predict(node(ctx), model=model, rows=rows, out=out, actor=actor())
+    if as_json:
+        print_json(view)
+        return
+    result = view["result"] or {}
+    console.print(
+        f"prediction {view['id']}: {view['state']} — {result.get('rows')} rows scored with "
+        f"model {escape(model)} in {result.get('seconds')} s → "
+        f"{escape(str(result.get('scores_file')))}"
+    )
 
 
 def _print_model(m: dict[str, Any]) -> None:
@@ -185,6 +210,7 @@ def watch(
 
 def register(root: typer.Typer, job_app: typer.Typer) -> None:
     root.command("train")(train)
+    root.command("predict")(predict_)
     root.add_typer(app, name="model")
     job_app.registered_commands = [
         c for c in job_app.registered_commands if c.name not in ("retry", "watch")

@@ -352,4 +352,5 @@ def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
 
 mp_protocols.register(PROTOCOL, handle)
 
+from dataspace.services import predict as _predict  # noqa: E402,F401  (registers predict)
 from dataspace.services import train_fedavg as _fedavg  # noqa: E402,F401  (registers "fedavg")

@@ -2,7 +2,8 @@
 
 ``POST /api/v1/train`` validates the request, claims a job id and trains in the background
 (202); ``GET /api/v1/train/jobs/{job_id}`` shows the job with every node's step events;
-``POST /api/v1/train/jobs/{job_id}/retry`` starts a failed job again; ``GET /api/v1/models``
+``POST /api/v1/train/jobs/{job_id}/retry`` starts a failed job again; ``POST /api/v1/predict``
+scores new aligned rows with a trained vertical model (synchronously); ``GET /api/v1/models``
 and ``GET /api/v1/models/{model_id}`` show the trained models this node holds a part of.
 """
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
-from dataspace.services import models, training
+from dataspace.services import models, predict, training
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
 
@@ -66,6 +67,24 @@ def post_train(
         actor=token.actor,
     )
     return training.start_background(node, job)
+
+
+class PredictRequest(BaseModel):
+    model: str = Field(min_length=1, description="a vertical model this node trained (vlr)")
+    rows: list[str] = Field(
+        min_length=1, max_length=4, description="PSI align job(s) over the new rows"
+    )
+
+
+@router.post("/predict", summary="Score new aligned rows with a trained vertical model")
+def post_predict(
+    body: PredictRequest,
+    node: Node = Depends(get_node),
+    token: TokenInfo = Depends(require(*RUN_ROLES)),
+) -> dict[str, Any]:
+    """Every provider checks its own agreement and its part of the model first; the scores
+    are revealed to this node only and written under its data dir (`result.scores_file`)."""
+    return predict.run_predict(node, model=body.model, rows=body.rows, actor=token.actor)
 
 
 @router.get("/train/jobs/{job_id}", summary="One training job with its step events")

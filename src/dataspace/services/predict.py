@@ -1,0 +1,572 @@
+"""Scoring new aligned rows with a trained vertical model: ``dataspace predict``.
+
+The initiator (the label party that trained the model) names the model and the PSI ``align``
+job(s) over the new rows. Every step is a signed multi-party frame with
+``"protocol": "federated-predict"`` (registered with :mod:`.mp_protocols`):
+
+* ``open`` (to each provider) — the provider checks **its own** agreement with the initiator
+  now (action ``federated-train``: purpose, its columns as ``fields``, expiry, count), loads
+  its part of the model from its own store (final, held by it, its hash equal to the one in
+  ``model.trained``) and its aligned rows (``<data dir>/mp/<align job>.parquet``); a missing
+  part, a hash mismatch or a denied agreement refuses, and the job is FAILED everywhere;
+* ``start`` — each party computes ``X_p w_p`` on its rows at home, secret-shares it between
+  the label party and the first provider, the shares are summed and only the total is opened,
+  to the initiator (:func:`dataspace.federated.vlr.predict`, run replicated like training);
+* ``push`` / ``pull`` / ``status`` — the protocol's messages (:class:`.train_net.Mailbox`);
+* ``finish`` — the provider's part is done: ``model.predicted`` enters its ledger and the use
+  is metered under the agreement.
+
+Only the initiator holds the scores (a parquet file: aligned order, its own row positions,
+score, probability). The dealer takes no part: prediction needs no secure multiplication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.federated import vlr
+from dataspace.federated.plan import Scaler
+from dataspace.services import jobs, mp_party, mp_protocols
+from dataspace.services import models as model_store
+from dataspace.services import mp_store as ms
+from dataspace.services.job_wire import check_job_id
+from dataspace.services.mp_wire import (
+    ABORT_PATH,
+    STEP_PATH,
+    MultipartyFailed,
+    call_peer,
+    pack_frame,
+    unpack_frame,
+)
+from dataspace.services.node import Node, default_actor
+from dataspace.services.train_net import Mailbox, NodeNetwork, using
+from dataspace.services.train_roles import Spec
+from dataspace.store.models_compute import JobRow
+
+PROTOCOL = "federated-predict"
+ACTION = "federated-predict"  # the job rows' action; agreements are checked for TRAIN_ACTION
+TRAIN_ACTION = "federated-train"
+OUTPUT = "aggregate-only"
+PREDICTIONS_DIR = "predictions"
+FINISH_WAIT = 300.0
+
+
+class _PredictMailbox(Mailbox):
+    """The training mailbox, its frames tagged with this protocol."""
+
+    def _call(
+        self, peer: str, header: dict[str, object], blobs: list[bytes]
+    ) -> tuple[dict[str, object], list[bytes]]:
+        return super()._call(peer, {**header, "protocol": PROTOCOL}, blobs)
+
+
+def _models(spec: Spec, me: str, own: vlr.PartyModel) -> dict[str, vlr.PartyModel]:
+    """Every party's model in the job's party order: this node's real, the others' zeros
+    of the public shapes (their messages come by wire)."""
+    out = {}
+    for name in spec.parties:
+        if name == me:
+            out[name] = own
+            continue
+        width = spec.widths[name]
+        out[name] = vlr.PartyModel(
+            name,
+            (),
+            np.zeros(width),
+            Scaler(np.zeros(width), np.ones(width), 1e9),
+            0.0 if name == spec.label else None,
+        )
+    return out
+
+
+def _score(mb: Mailbox, spec: Spec, own: vlr.PartyModel, block: np.ndarray) -> vlr.Prediction:
+    me, rows = mb.me, block.shape[0]
+    features = {
+        name: block if name == me else np.zeros((rows, spec.widths[name])) for name in spec.parties
+    }
+    with using(NodeNetwork(mb, "predict", replicate=True)):
+        out = vlr.predict(_models(spec, me, own), features, label_party=spec.label)
+    mb.flush()
+    return out
+
+
+def part_model(part: dict[str, Any]) -> vlr.PartyModel:
+    """A stored vlr part (JSON numbers may come back as strings) as a model."""
+    intercept = part.get("intercept")
+    return vlr.PartyModel(
+        str(part["party"]),
+        tuple(str(c) for c in part["columns"]),
+        np.asarray(part["weights"], dtype=np.float64),
+        Scaler(
+            np.asarray(part["mean"], dtype=np.float64),
+            np.asarray(part["scale"], dtype=np.float64),
+            float(part["clip"]),
+        ),
+        None if intercept is None else float(intercept),
+    )
+
+
+def _own_part(
+    node: Node, model_id: str, holder_of: str | None = None
+) -> tuple[dict[str, Any], Spec, vlr.PartyModel]:
+    """This node's final part of ``model_id``, checked against its ``model.trained`` hash."""
+    try:
+        view = model_store.get_model(node, model_id)
+        if holder_of is not None and view["initiator"] != holder_of:
+            raise NotFound(f"model {model_id} was not trained by {holder_of}")
+        if view["family"] != "vlr":
+            raise UsageError(
+                f"model {model_id} is {view['family']}: prediction runs for vlr models only"
+            )
+        recorded = ((view.get("parts") or {}).get(node.name) or {}).get("sha256")
+        part = model_store.load_part(node, model_id)
+        if not recorded or recorded != view["part_sha256"]:
+            raise NotFound(f"the part of model {model_id} does not match model.trained")
+    except (NotFound, OSError) as exc:
+        if holder_of is None and isinstance(exc, NotFound):
+            raise
+        message = exc.message if isinstance(exc, DataspaceError) else f"unreadable ({exc})"
+        raise MultipartyFailed(
+            f"{node.name} cannot use its part of model {model_id}: {message}",
+            node=node.name,
+            cause="part-missing",
+        ) from None
+    spec = Spec.from_dict(model_id, dict(view["params"]))
+    own = part_model(part)
+    if own.party != node.name or list(own.columns) != spec.columns.get(node.name):
+        raise MultipartyFailed(f"the part of model {model_id} here is not {node.name}'s")
+    return view, spec, own
+
+
+# --- a provider's side ---------------------------------------------------------------------
+
+
+@dataclass
+class _Party:
+    job_id: str
+    model_id: str
+    initiator: str
+    spec: Spec
+    model: vlr.PartyModel
+    block: np.ndarray
+    mailbox: Mailbox
+    ps: mp_party._Session
+    thread: threading.Thread | None = None
+    error: DataspaceError | None = None
+    done: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
+    cache: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_SESSIONS: dict[str, _Party] = {}
+_REGISTRY = threading.Lock()
+
+
+def handle(
+    node: Node, caller: str, header: dict[str, Any], blobs: list[bytes], body: bytes
+) -> bytes:
+    job_id = check_job_id(str(header.get("job_id", "")))
+    name = str(header.get("name", ""))
+    if name == "open":
+        return _open(node, caller, job_id, header, body)
+    with _REGISTRY:
+        s = _SESSIONS.get(job_id)
+    if s is None:
+        raise MultipartyFailed(
+            f"{node.name} holds no running prediction job {job_id}", cause="session-lost"
+        )
+    if caller == s.initiator:
+        s.last_seen = time.monotonic()
+    if name == "push":
+        if caller not in s.spec.parties:
+            raise NotFound(f"no prediction job {job_id} with {caller}")
+        s.mailbox.accept_push(
+            caller, int(header.get("seq", 0)), [str(r) for r in header.get("runs") or []], blobs
+        )
+        return pack_frame({"job_id": job_id, "state": "running"})
+    if caller != s.initiator:
+        raise NotFound(f"no prediction job {job_id} with {caller}")
+    if name == "pull":
+        items = s.mailbox.serve_pull(int(header.get("after", 0)))
+        return pack_frame({"job_id": job_id, "runs": [r for r, _ in items]}, [d for _, d in items])
+    if name == "status":
+        if s.error is not None:
+            raise s.error
+        return pack_frame({"job_id": job_id, "state": "running"})
+    digest = hashlib.sha256(body).hexdigest()
+    with s.lock:
+        cached = s.cache.get(name)
+        if cached is not None:
+            if cached[0] != digest:
+                raise Conflict(f"step {name} of job {job_id} was already answered differently")
+            return cached[1]
+        if name == "start":
+            assert s.thread is not None
+            s.thread.start()
+            answer = pack_frame({"job_id": job_id, "state": "running"})
+        elif name == "finish":
+            answer = _finish(node, s)
+        else:
+            raise UsageError(f"unknown prediction step {name!r}")
+        s.cache[name] = (digest, answer)
+        return answer
+
+
+def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    with _REGISTRY:
+        existing = _SESSIONS.get(job_id)
+    if existing is not None:
+        cached = existing.cache.get("open")
+        if existing.initiator == caller and cached and cached[0] == digest:
+            return cached[1]
+        raise Conflict(f"prediction job {job_id} is already open here")
+    with node.store.read() as db:
+        if db.get(JobRow, job_id) is not None:
+            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+    model_id = check_job_id(str(header.get("model_id", "")))
+    idle = max(5.0, min(float(header.get("idle_timeout") or 60.0), 600.0))
+    ms.create_row(
+        node,
+        job_id=job_id,
+        role=ms.PARTICIPANT,
+        agreement_id=str(header.get("agreement_id") or "")[:200],
+        peer=caller,
+        action=ACTION,
+        request={"mp": {"model_id": model_id, **header}, "idle_timeout": idle},
+    )
+    ps = mp_party._Session(job_id, caller, TRAIN_ACTION, idle)
+    try:
+        _, spec, own = _own_part(node, model_id, holder_of=caller)
+        if node.name not in spec.parties[1:]:
+            raise NotFound(f"{node.name} is not a provider of model {model_id}")
+        dataset, _ = mp_party._check(node, ps, header, list(own.columns), OUTPUT)
+        from dataspace.services.train_party import load_local
+
+        local = load_local(
+            node, dataset, list(own.columns), str(header.get("align", "")), header.get("select")
+        )
+        assert local.block is not None
+        if local.block.shape[0] != int(header.get("rows", -1)):
+            raise UsageError("the number of aligned rows here does not match the job's")
+        ps.rows_scanned = pq.ParquetFile(dataset.path).metadata.num_rows
+    except DataspaceError as exc:
+        mp_party._end_error(node, ps, exc, step=0, name="open")
+        raise
+    mailbox = _PredictMailbox(node, job_id, node.name, caller, list(spec.parties))
+    s = _Party(job_id, model_id, caller, spec, own, local.block, mailbox, ps)
+    mailbox.alive = lambda: _alive(node, s)
+    s.thread = threading.Thread(
+        target=_drive, args=(node, s), daemon=True, name=f"predict-{job_id[:12]}"
+    )
+    with _REGISTRY:
+        _SESSIONS[job_id] = s
+    ev = ms.event(node.name, 0, "open", request_sha256=digest, rows=int(local.block.shape[0]))
+    ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
+    answer = pack_frame({"job_id": job_id, "step": 0, "event": ev, "state": "open"})
+    s.cache["open"] = (digest, answer)
+    return answer
+
+
+def _alive(node: Node, s: _Party) -> None:
+    with node.store.read() as db:
+        row = db.get(JobRow, s.job_id)
+        state, error = (row.state, row.error) if row is not None else ("UNKNOWN", None)
+    if state != jobs.RUNNING:
+        raise MultipartyFailed(f"the job ended on {node.name}: {error or state}", cause="aborted")
+    if time.monotonic() - s.last_seen > s.ps.idle_timeout:
+        raise MultipartyFailed(f"no word from the initiator {s.initiator}", cause="timeout")
+
+
+def _drive(node: Node, s: _Party) -> None:
+    t0 = time.process_time()
+    try:
+        _score(s.mailbox, s.spec, s.model, s.block)
+        s.done = True
+    except Exception as exc:  # a failure or a bug: the job must not stay RUNNING
+        err = (
+            exc
+            if isinstance(exc, DataspaceError)
+            else MultipartyFailed(f"prediction failed on {node.name} ({type(exc).__name__})")
+        )
+        s.error = err
+        s.mailbox.fail(err)
+        with node.store.read() as db:
+            row = db.get(JobRow, s.job_id)
+            running = row is not None and row.state == jobs.RUNNING
+        if running:
+            mp_party._end_error(node, s.ps, err, step=1, name="predict")
+    finally:
+        s.mailbox.close()
+        s.ps.cpu += time.process_time() - t0
+        s.ps.bytes_out = s.mailbox.bytes_out
+
+
+def _finish(node: Node, s: _Party) -> bytes:
+    assert s.thread is not None
+    s.thread.join(FINISH_WAIT)
+    with _REGISTRY:
+        _SESSIONS.pop(s.job_id, None)
+    if s.thread.is_alive():
+        raise MultipartyFailed(f"prediction on {node.name} did not end in time")
+    if s.error is not None:
+        raise s.error
+    rows = int(s.block.shape[0])
+    ms.finish(
+        node,
+        s.job_id,
+        state=jobs.SUCCEEDED,
+        actor=f"peer:{s.initiator}",
+        ledger_action="model.predicted",
+        result={"model_id": s.model_id, "rows": rows},
+        usage=mp_party._usage(s.ps, "completed", rows),
+        terms=s.ps.terms,
+        ledger_payload={
+            "model_id": s.model_id,
+            "rows": rows,
+            "agreement_id": s.ps.agreement_id,
+            "consumer": s.initiator,
+            "dataset": s.ps.dataset or None,
+            "bytes_out": s.mailbox.bytes_out,
+        },
+    )
+    ev = ms.event(node.name, 1, "finish", rows=rows, bytes_out=s.mailbox.bytes_out)
+    ms.add_events(node, s.job_id, [ev], actor=f"peer:{s.initiator}")
+    return pack_frame({"job_id": s.job_id, "step": 1, "event": ev})
+
+
+# --- the initiator -------------------------------------------------------------------------
+
+
+@dataclass
+class _Provider:
+    name: str
+    agreement_id: str
+    align: str
+    select: list[int]
+
+
+def _call(node: Node, peer: str, job_id: str, name: str, timeout: float, **fields: Any) -> Any:
+    header = {"protocol": PROTOCOL, "job_id": job_id, "name": name, **fields}
+    out, _ = unpack_frame(call_peer(node, peer, STEP_PATH, pack_frame(header), timeout=timeout))
+    event = out.get("event")
+    if isinstance(event, dict):
+        ms.add_events(node, job_id, [event], ledger=False)
+    return out
+
+
+def run_predict(
+    node: Node,
+    *,
+    model: str,
+    rows: Sequence[str],
+    out: str | Path | None = None,
+    actor: str | None = None,
+    timeout: float = 30.0,
+    job_id: str | None = None,
+) -> dict[str, Any]:
+    """Score the rows of the PSI align job(s) ``rows`` with model ``model``; the scores are
+    written here only (``out``, default ``<data dir>/predictions/<job>.parquet``)."""
+    from dataspace.services import training
+
+    actor = actor or default_actor()
+    view, spec, own = _own_part(node, check_job_id(model))
+    if view["role"] != ms.INITIATOR or spec.label != node.name:
+        raise UsageError(f"only the label party {spec.label} runs predictions with {model}")
+    trained = training.get_job(node, model)
+    agreements = {str(p["peer"]): str(p["agreement_id"]) for p in trained["participants"] or []}
+    own_ds, common, per_peer = None, None, {}
+    for peer in spec.parties[1:]:
+        for align in rows:
+            with contextlib.suppress(UsageError):
+                ds, positions = training._aligned(node, align, peer)
+                per_peer[peer] = (align, positions)
+                own_ds = own_ds or ds
+                break
+        else:
+            raise UsageError(f"none of the align jobs {list(rows)} was run with {peer}")
+        common = positions if common is None else np.intersect1d(common, positions)
+    assert common is not None and own_ds is not None
+    common = np.sort(common)
+    if common.size == 0:
+        raise UsageError("the align jobs share no rows")
+    providers = []
+    for peer in spec.parties[1:]:
+        align, positions = per_peer[peer]
+        where = {int(p): i for i, p in enumerate(positions)}
+        providers.append(_Provider(peer, agreements[peer], align, [where[int(p)] for p in common]))
+    new_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
+    ms.create_row(
+        node,
+        job_id=new_id,
+        role=ms.INITIATOR,
+        agreement_id=providers[0].agreement_id,
+        peer=",".join(p.name for p in providers),
+        action=ACTION,
+        request={
+            "mp": {"model_id": model, "rows": list(rows), "dataset": own_ds},
+            "participants": [{"peer": p.name, "agreement_id": p.agreement_id} for p in providers],
+        },
+        total=2 * len(providers) + 1,
+    )
+    try:
+        result = _execute(node, new_id, model, spec, own, own_ds, common, providers, out, timeout)
+    except Exception as exc:
+        err = (
+            exc
+            if isinstance(exc, DataspaceError)
+            else MultipartyFailed(f"prediction stopped ({type(exc).__name__}: {exc})")
+        )
+        _fail_everywhere(node, new_id, providers, err, actor)
+        if err is exc:
+            raise
+        raise err from exc
+    ms.finish(
+        node,
+        new_id,
+        state=jobs.SUCCEEDED,
+        actor=actor,
+        ledger_action="model.predicted",
+        result=result,
+        ledger_payload={
+            "model_id": model,
+            "rows": result["rows"],
+            "participants": [[p.name, p.agreement_id] for p in providers],
+            "scores_sha256": result["sha256"],
+        },
+    )
+    return get_job(node, new_id)
+
+
+def _execute(
+    node: Node,
+    job_id: str,
+    model: str,
+    spec: Spec,
+    own: vlr.PartyModel,
+    dataset_name: str,
+    common: np.ndarray,
+    providers: list[_Provider],
+    out: str | Path | None,
+    timeout: float,
+) -> dict[str, Any]:
+    with node.store.read() as session:
+        dataset = jobs._dataset(node, session, dataset_name)
+    table = pq.read_table(dataset.path, columns=list(own.columns)).take(common)
+    block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in own.columns])
+
+    def each(name: str, **fields: Any) -> None:
+        threads = []
+        errors: list[BaseException] = []
+
+        def one(p: _Provider) -> None:
+            try:
+                extra = fields.get(p.name, {}) if name == "open" else {}
+                _call(node, p.name, job_id, name, timeout, **extra)
+            except BaseException as exc:
+                errors.append(exc)
+
+        for p in providers:
+            threads.append(threading.Thread(target=one, args=(p,)))
+            threads[-1].start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    each(
+        "open",
+        **{
+            p.name: {
+                "model_id": model,
+                "agreement_id": p.agreement_id,
+                "kind": TRAIN_ACTION,
+                "align": p.align,
+                "select": p.select,
+                "rows": int(common.size),
+                "idle_timeout": 60.0,
+            }
+            for p in providers
+        },
+    )
+    each("start")
+    mailbox = _PredictMailbox(
+        node, job_id, node.name, node.name, list(spec.parties), timeout=timeout
+    )
+    t0 = time.perf_counter()
+    try:
+        prediction = _score(mailbox, spec, own, block)
+    finally:
+        mailbox.close()
+    seconds = time.perf_counter() - t0
+    ms.add_events(
+        node, job_id, [ms.event(node.name, 1, "predict", seconds=round(seconds, 3))], ledger=False
+    )
+    each("finish")
+    path = Path(out) if out else node.data_dir / PREDICTIONS_DIR / f"{job_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scores = np.asarray(prediction.scores, dtype=np.float64)
+    pq.write_table(
+        pa.table(
+            {
+                "order": np.arange(common.size, dtype=np.int64),
+                "position": common.astype(np.int64),
+                "score": scores,
+                "probability": prediction.probabilities,
+            }
+        ),
+        path,
+    )
+    return {
+        "model_id": model,
+        "rows": int(common.size),
+        "scores_file": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "seconds": round(seconds, 3),
+        "bytes_exchanged_by_initiator": mailbox.bytes_out + mailbox.bytes_in,
+    }
+
+
+def _fail_everywhere(
+    node: Node, job_id: str, providers: list[_Provider], exc: DataspaceError, actor: str
+) -> None:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    ms.fail(node, job_id, exc, actor=actor, by=details.get("node"))
+    for p in providers:
+        body = json.dumps({"job_id": job_id, "reason": exc.message}).encode()
+        with contextlib.suppress(DataspaceError):
+            call_peer(
+                node,
+                p.name,
+                ABORT_PATH,
+                body,
+                timeout=5.0,
+                attempts=1,
+                content_type="application/json",
+            )
+
+
+def get_job(node: Node, job_id: str) -> dict[str, Any]:
+    with node.store.read() as session:
+        row = session.get(JobRow, job_id)
+        if row is None or row.action != ACTION:
+            raise NotFound(f"no prediction job {job_id!r}")
+        return ms.view(row)
+
+
+mp_protocols.register(PROTOCOL, handle)

@@ -1,0 +1,257 @@
+"""Prediction with a trained vertical LR model across real nodes on loopback: the bank trains
+with a tax bureau and a power grid, then scores firms it never trained on (a second PSI align
+job); each part stays at its owner and only the bank sees the scores."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from dataspace.cli.main import app
+from dataspace.federated.metrics import auc
+from dataspace.federated.synth import make_vertical
+from dataspace.ledger import log
+from dataspace.policy import from_template
+from dataspace.samples.generate import make_uscc
+from dataspace.services import datasets, multiparty, predict, training
+from dataspace.services import models as model_store
+from dataspace.services.mp_wire import MultipartyFailed
+from dataspace.services.node import Node, open_node
+from helpers.agreements import make_agreement
+
+BANK, TAX, GRID = "bank", "tax-bureau", "grid"
+KEY = "credit_code:uscc"
+N_TRAIN, N_NEW = 700, 300
+COLS = {
+    BANK: ["loans", "overdue", "balance", "tenure"],
+    TAX: ["vat", "income", "payroll", "filings"],
+    GRID: ["kwh", "peak", "bills", "growth"],
+}
+
+
+def _entries(node: Node, action: str) -> list[dict[str, Any]]:
+    with node.store.read() as session:
+        rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
+    return [r["payload"] for r in rows if r["entry"]["action"] == action]
+
+
+def _write(path: Path, codes: list[str], cols: list[str], x: np.ndarray, y: Any = None) -> Path:
+    head = ["credit_code", *cols] + (["defaulted"] if y is not None else [])
+    lines = [",".join(head)]
+    for i, code in enumerate(codes):
+        row = [code, *(f"{v:.6f}" for v in x[i])]
+        if y is not None:
+            row.append(str(int(y[i])))
+        lines.append(",".join(row))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from helpers.cluster import start_space
+
+    root = tmp_path_factory.mktemp("predict")
+    total = N_TRAIN + N_NEW
+    data = make_vertical(total, {BANK: 4, TAX: 4, GRID: 4}, seed=5)
+    rng = random.Random(11)
+    codes = sorted({make_uscc(rng, "110108") for _ in range(total + 300)})[:total]
+    train_rows = list(range(N_TRAIN))
+    new_rows = list(range(N_TRAIN, total))
+    random.Random("train").shuffle(train_rows)
+    random.Random("new").shuffle(new_rows)
+    # the providers know every firm but a few of the new ones
+    provider_rows = {TAX: list(range(total - 10)), GRID: list(range(5, total))}
+    running = start_space(root, [BANK, TAX, GRID], serve=False, dealer=True)
+    nodes = {n: running.nodes[n].node() for n in (BANK, TAX, GRID)}
+    agreements: dict[tuple[str, str], str] = {}
+    try:
+        for name, rows, label in (("companies", train_rows, True), ("new-firms", new_rows, True)):
+            path = _write(
+                root / f"bank-{name}.csv",
+                [codes[i] for i in rows],
+                COLS[BANK],
+                data.blocks[BANK][rows],
+                data.labels[rows] if label else None,
+            )
+            datasets.add(nodes[BANK], path, name=name, actor="t")
+        ids = {}
+        for peer in (TAX, GRID):
+            rows = provider_rows[peer][:]
+            random.Random(peer).shuffle(rows)
+            path = _write(
+                root / f"{peer}.csv", [codes[i] for i in rows], COLS[peer], data.blocks[peer][rows]
+            )
+            ids[peer] = datasets.add(nodes[peer], path, name="companies", actor="t")["id"]
+        psi = from_template("psi-only", purposes=["finance"], fields=["credit_code"])
+        train = from_template("federated-train", purposes=["finance"])
+        for peer in (TAX, GRID):
+            for kind, offer in (("psi", psi), ("train", train)):
+                agreements[(peer, kind)] = make_agreement(
+                    nodes[peer],
+                    BANK,
+                    consumer=nodes[BANK],
+                    dataset_id=ids[peer],
+                    purpose="credit-risk",
+                    offer=offer,
+                )
+    finally:
+        for n in nodes.values():
+            n.close()
+    for r in running.nodes.values():
+        threading.Thread(target=r.start).start()
+    deadline = time.monotonic() + 60
+    for r in running.nodes.values():
+        while r.process is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    for r in running.nodes.values():
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{r.url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    bank = open_node(running.nodes[BANK].root)
+
+    def align(dataset: str) -> list[str]:
+        return [
+            multiparty.run_psi(
+                bank,
+                agreements=[agreements[(peer, "psi")]],
+                peers=[peer],
+                dataset=dataset,
+                key=KEY,
+                mode="align",
+            )["id"]
+            for peer in (TAX, GRID)
+        ]
+
+    try:
+        model = training.run_train(
+            bank,
+            agreements=[agreements[(TAX, "train")], agreements[(GRID, "train")]],
+            peers=[TAX, GRID],
+            model="vlr",
+            label="defaulted",
+            features={k: list(v) for k, v in COLS.items()},
+            align=align("companies"),
+            params={"epochs": 6, "batch_size": 256},
+            contribution=False,
+        )
+        assert model["state"] == "SUCCEEDED", model
+        yield {
+            "space": running,
+            "bank": bank,
+            "data": data,
+            "new_rows": new_rows,
+            "model": model,
+            "rows": align("new-firms"),
+            "provider_rows": provider_rows,
+        }
+    finally:
+        bank.close()
+        running.stop()
+
+
+def _parts(env: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """Each node's stored part of the model, read from its own store (the test's view)."""
+    out = {}
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            out[name] = predict.part_model(model_store.load_part(node, model_id))
+        finally:
+            node.close()
+    return out
+
+
+def test_predict_on_new_aligned_rows_matches_the_plaintext_model(
+    space: dict[str, Any], tmp_path: Path
+) -> None:
+    env = space
+    model_id = env["model"]["id"]
+    out = tmp_path / "scores.parquet"
+    args = ["--node", str(env["space"].nodes[BANK].root), "predict", "--model", model_id]
+    for r in env["rows"]:
+        args += ["--rows", r]
+    t0 = time.perf_counter()
+    shown = CliRunner().invoke(app, [*args, "--out", str(out), "--json"])
+    seconds = time.perf_counter() - t0
+    assert shown.exit_code == 0, shown.output
+    view = json.loads(shown.output)
+    assert view["state"] == "SUCCEEDED" and view["result"]["scores_file"] == str(out)
+    scores = pq.read_table(out).sort_by("order")
+    positions = scores.column("position").to_numpy()
+    got = scores.column("score").to_numpy()
+    # the rows the bank scored: its new-firms positions known to both providers
+    entities = np.asarray(env["new_rows"])[positions]
+    known = set(env["provider_rows"][TAX]) & set(env["provider_rows"][GRID])
+    assert set(entities.tolist()) == known & set(env["new_rows"])
+    assert got.size == len(known & set(env["new_rows"])) == view["result"]["rows"]
+    # the plaintext model: every node's stored weight block, combined here
+    parts = _parts(env, model_id)
+    data = env["data"]
+    plain = sum(parts[p].partial_score(data.blocks[p][entities]) for p in (BANK, TAX, GRID))
+    assert np.max(np.abs(got - plain)) < 1e-3, np.max(np.abs(got - plain))
+    new_auc = auc(got, data.labels[entities])
+    trained_auc = float(env["model"]["result"]["metrics"]["auc"])
+    assert abs(new_auc - trained_auc) < 0.08, (new_auc, trained_auc)
+    # logged and metered at every node; the scores only at the bank
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            [entry] = [e for e in _entries(node, "model.predicted") if e["job_id"] == view["id"]]
+            assert entry["model_id"] == model_id and entry["rows"] == got.size
+            if name != BANK:
+                assert entry["usage_id"]
+                assert predict.get_job(node, view["id"])["state"] == "SUCCEEDED"
+                assert not (node.data_dir / predict.PREDICTIONS_DIR).exists()
+        finally:
+            node.close()
+    print(
+        f"\npredict {got.size} new rows: {seconds:.2f}s, "
+        f"AUC {new_auc:.4f} (trained {trained_auc:.4f})"
+    )
+
+
+def test_a_provider_without_its_part_refuses_and_the_job_fails_everywhere(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    bank, model_id = env["bank"], env["model"]["id"]
+    grid_root = env["space"].nodes[GRID].root
+    grid = open_node(grid_root)
+    try:
+        part = grid.data_dir / model_store.get_model(grid, model_id)["part_file"]
+    finally:
+        grid.close()
+    shutil.move(part, part.with_suffix(".gone"))
+    try:
+        with pytest.raises(MultipartyFailed) as info:
+            predict.run_predict(bank, model=model_id, rows=env["rows"])
+    finally:
+        shutil.move(part.with_suffix(".gone"), part)
+    assert GRID in info.value.message
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            failed = [e for e in _entries(node, "job.failed") if e.get("action") == predict.ACTION]
+            assert failed, name
+            assert predict.get_job(node, failed[-1]["job_id"])["state"] == "FAILED"
+            assert not [
+                e for e in _entries(node, "model.predicted") if e["job_id"] == failed[-1]["job_id"]
+            ]
+        finally:
+            node.close()
