@@ -325,6 +325,11 @@ SPECS = [
 
 def scenarios() -> list[Scenario]:
     from dataspace.scenarios.sectors.finance import SmeCredit
+    from dataspace.scenarios.sectors.manufacturing import FailurePrediction
+    from dataspace.scenarios.sectors.science import Qsar
 
-    # finance runs on real nodes with its own generator and flow (sectors/finance.py)
-    return [SmeCredit(), *(TrainingScenario(s) for s in SPECS if s.name != "finance")]
+    # finished scenarios run on real nodes with their own generator and flow
+    # (sectors/finance.py, manufacturing.py, science.py)
+    done: list[Scenario] = [SmeCredit(), FailurePrediction(), Qsar()]
+    names = {s.name for s in done}
+    return [*done, *(TrainingScenario(s) for s in SPECS if s.name not in names)]
