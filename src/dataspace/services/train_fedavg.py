@@ -116,11 +116,26 @@ def model_of(p: dict[str, Any], dim: int) -> Model:
     return Model(str(p.get("model", "logistic")), dim, int(p.get("hidden", 8)))
 
 
+CONFIG_TYPES: dict[str, type] = {
+    "rounds": int,
+    "local_epochs": int,
+    "batch_size": int,
+    "learning_rate": float,
+    "l2": float,
+    "update_bound": float,
+}
+
+
 def config_of(p: dict[str, Any]) -> FedAvgConfig:
-    dp = p.get("dp")
-    dpc = DpFedAvg(**{k: float(v) for k, v in dict(dp).items()}) if dp else None
-    kw = {k: p[k] for k in CONFIG_KEYS if k in p}
-    return FedAvgConfig(**kw, dp=dpc, seed=int(p.get("seed", 0)))
+    """The training configuration from job parameters. Parameters cross nodes as JSON (and
+    decimals as strings, as the ledger keeps them), so each is converted to its type here."""
+    try:
+        dp = p.get("dp")
+        dpc = DpFedAvg(**{k: float(v) for k, v in dict(dp).items()}) if dp else None
+        kw = {k: CONFIG_TYPES[k](p[k]) for k in CONFIG_KEYS if k in p}
+        return FedAvgConfig(**kw, dp=dpc, seed=int(p.get("seed", 0)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid FedAvg parameter: {exc}", hint="numbers only") from None
 
 
 def local_update(
