@@ -323,13 +323,36 @@ SPECS = [
 ]
 
 
+# Why each remaining vertical scenario is still pending (overrides the class default).
+PENDING = {
+    "transport": (
+        "its flow and metric are not written yet, and cannot be honestly: "
+        "ETA is a regression target and no honest vertical regression path exists: the "
+        "training service's vertical models (vlr, vgbdt) are binary classifiers with logistic "
+        "loss, and FedAvg's linear model is horizontal only (parties with different rows)"
+    ),
+    "commerce": (
+        "stock-out classification over VFL (brand-only vs brand + retailer + logistics, vlr) "
+        "fits the platform, but its generator, flow and metric are not written yet"
+    ),
+}
+
+
+def _training(spec: Spec) -> Scenario:
+    s = TrainingScenario(spec)
+    if spec.name in PENDING:
+        s.pending = PENDING[spec.name]
+    return s
+
+
 def scenarios() -> list[Scenario]:
     from dataspace.scenarios.sectors.finance import SmeCredit
     from dataspace.scenarios.sectors.manufacturing import FailurePrediction
     from dataspace.scenarios.sectors.science import Qsar
+    from dataspace.scenarios.sectors.urban import CareAlerts
 
     # finished scenarios run on real nodes with their own generator and flow
-    # (sectors/finance.py, manufacturing.py, science.py)
-    done: list[Scenario] = [SmeCredit(), FailurePrediction(), Qsar()]
+    # (sectors/finance.py, manufacturing.py, science.py, urban.py)
+    done: list[Scenario] = [SmeCredit(), FailurePrediction(), Qsar(), CareAlerts()]
     names = {s.name for s in done}
-    return [*done, *(TrainingScenario(s) for s in SPECS if s.name not in names)]
+    return [*done, *(_training(s) for s in SPECS if s.name not in names)]
