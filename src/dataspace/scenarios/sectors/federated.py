@@ -331,10 +331,6 @@ PENDING = {
         "training service's vertical models (vlr, vgbdt) are binary classifiers with logistic "
         "loss, and FedAvg's linear model is horizontal only (parties with different rows)"
     ),
-    "commerce": (
-        "stock-out classification over VFL (brand-only vs brand + retailer + logistics, vlr) "
-        "fits the platform, but its generator, flow and metric are not written yet"
-    ),
 }
 
 
@@ -346,13 +342,14 @@ def _training(spec: Spec) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
+    from dataspace.scenarios.sectors.commerce import StockOut
     from dataspace.scenarios.sectors.finance import SmeCredit
     from dataspace.scenarios.sectors.manufacturing import FailurePrediction
     from dataspace.scenarios.sectors.science import Qsar
     from dataspace.scenarios.sectors.urban import CareAlerts
 
     # finished scenarios run on real nodes with their own generator and flow
-    # (sectors/finance.py, manufacturing.py, science.py, urban.py)
-    done: list[Scenario] = [SmeCredit(), FailurePrediction(), Qsar(), CareAlerts()]
+    # (sectors/finance.py, manufacturing.py, science.py, urban.py, commerce.py)
+    done: list[Scenario] = [SmeCredit(), FailurePrediction(), Qsar(), CareAlerts(), StockOut()]
     names = {s.name for s in done}
     return [*done, *(_training(s) for s in SPECS if s.name not in names)]
