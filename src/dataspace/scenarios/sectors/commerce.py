@@ -35,14 +35,12 @@ promotion well but inventory, sell-through and the supply pipeline only through 
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
-    Estimate,
     Generated,
     MetricResult,
     OfferSpec,
@@ -51,7 +49,13 @@ from dataspace.scenarios.base import (
     ScenarioError,
 )
 from dataspace.scenarios.common import overlap_mask, rng_for
-from dataspace.scenarios.stats import label_copy_flags
+from dataspace.scenarios.sectors.vertical import (
+    Runs,
+    latent_label,
+    vertical_flow,
+    vertical_metric,
+    vertical_offers,
+)
 
 BRAND, RETAILER, LOGISTICS = "brand", "retailer", "logistics"
 PROVIDERS = (RETAILER, LOGISTICS)
@@ -72,7 +76,6 @@ VARIANTS = {
     "brand + retailer": (BRAND, RETAILER),
     "brand + retailer + logistics": (BRAND, RETAILER, LOGISTICS),
 }
-TRAIN_TIMEOUT = 600.0
 
 
 def _gtin13(rng: random.Random) -> str:
@@ -80,18 +83,6 @@ def _gtin13(rng: random.Random) -> str:
     body = f"69{rng.randrange(10)}{rng.randrange(10**9):09d}"
     s = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(body))
     return body + str((10 - s % 10) % 10)
-
-
-def _coalition_key(parties: tuple[str, ...]) -> str:
-    return "+".join([parties[0], *sorted(parties[1:])])
-
-
-def _hanley_mcneil(a: float, n_pos: int, n_neg: int) -> float:
-    """Variance of an AUC estimate (Hanley & McNeil 1982)."""
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
-        1, n_pos * n_neg
-    )
 
 
 class StockOut(Scenario):
@@ -139,10 +130,7 @@ class StockOut(Scenario):
         rng = rng_for(seed, self.name)
         py = random.Random(seed)
         n = p["entities"]
-        z = rng.normal(size=(n, 6))
-        shock = rng.normal(0, p["shock_sd"], size=n)
-        logit = z @ np.asarray(p["label_weights"]) + p["label_intercept"] + shock
-        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+        z, label = latent_label(rng, p)
         stores = [f"S{py.randrange(10**5):05d}" for _ in range(max(1, n // 8))]
         skus = [_gtin13(py) for _ in range(max(1, n // 6))]
         keys: list[str] = []
@@ -225,145 +213,37 @@ class StockOut(Scenario):
         )
 
     def offers(self) -> list[OfferSpec]:
-        out = []
-        for provider, dataset in ((RETAILER, "pos"), (LOGISTICS, "delivery")):
-            out.append(
-                OfferSpec(
-                    provider,
-                    dataset,
-                    "psi-only",
-                    {"purposes": [PURPOSE], "fields": ["entity_id"]},
-                    BRAND,
-                    PURPOSE,
-                    price="20 CNY",
-                    key=f"psi:{provider}",
-                )
-            )
-            out.append(
-                OfferSpec(
-                    provider,
-                    dataset,
-                    "federated-train",
-                    {"purposes": [PURPOSE], "fields": FEATURES[provider]},
-                    BRAND,
-                    PURPOSE,
-                    price="200 CNY",
-                    key=f"train:{provider}",
-                )
-            )
-        return out
+        return vertical_offers(
+            BRAND, ((RETAILER, "pos"), (LOGISTICS, "delivery")), PURPOSE, FEATURES
+        )
 
     def flow(self, ctx: Any) -> dict[str, Any]:
-        brand = ctx.api[BRAND]
-        shipments = ctx.dataset(BRAND, "shipments")
-        own = ctx.own(BRAND, "shipments")
-        flags = label_copy_flags(
-            {c: own.column(c).to_numpy().astype(float) for c in FEATURES[BRAND]},
-            own.column(LABEL).to_numpy().astype(float),
+        return vertical_flow(
+            ctx,
+            label_party=BRAND,
+            dataset="shipments",
+            providers=PROVIDERS,
+            key=KEY,
+            label=LABEL,
+            features=FEATURES,
+            params=VLR_PARAMS,
+            holdout=HOLDOUT,
+            psi_step="PSI on store-SKU with {provider}",
+            train_step="vertical LR: brand + retailer + logistics, every coalition, Shapley",
+            bytes_field="bytes_by_brand",
         )
-        if flags:
-            raise ScenarioError(f"label-copy columns refused: {flags}")
-        align, views = [], []
-        for provider in PROVIDERS:
-            ctx.step(f"PSI on store-SKU with {provider}")
-            view = brand.psi(
-                agreements=[ctx.agreements[f"psi:{provider}"]],
-                dataset=shipments,
-                key=KEY,
-                mode="align",
-            )
-            align.append(view["id"])
-            views.append(view)
-        ctx.step("vertical LR: brand + retailer + logistics, every coalition, Shapley")
-        body = {
-            "agreements": [ctx.agreements[f"train:{p}"] for p in PROVIDERS],
-            "peers": list(PROVIDERS),
-            "model": "vlr",
-            "label": LABEL,
-            "features": FEATURES,
-            "align": align,
-            "params": VLR_PARAMS,
-            "holdout": HOLDOUT,
-            "contribution": True,
-        }
-        view = dict(brand.json("POST", "/train", json=body))
-        job = view["id"]
-        deadline = time.monotonic() + TRAIN_TIMEOUT
-        while view.get("state") not in ("SUCCEEDED", "FAILED", "DENIED"):
-            if time.monotonic() > deadline:
-                raise ScenarioError(f"training job {job} still {view.get('state')}")
-            time.sleep(0.25)
-            view = dict(brand.json("GET", f"/train/jobs/{job}"))
-        if view["state"] != "SUCCEEDED":
-            raise ScenarioError(f"training job {job} ended {view['state']}: {view.get('error')}")
-        result = view["result"]
-        # The brand's own view of the held-out rows: the public split of the aligned rows (it
-        # knows which of its rows were aligned and their labels; nothing new leaves any node).
-        positions = None
-        for psi_view in views:
-            rows = ctx.kept_positions(BRAND, psi_view)
-            positions = set(rows) if positions is None else positions & set(rows)
-        from dataspace.services.train_roles import split_rows
 
-        common = np.asarray(sorted(positions or ()), dtype=np.int64)
-        _, test = split_rows(int(common.size), HOLDOUT, 0)
-        y = own.column(LABEL).to_numpy()[common[test]]
-        metrics = result["metrics"]
-        return {
-            "job_id": job,
-            "model_id": result["model_id"],
-            "aligned": int(common.size),
-            "held_out": int(metrics["held_out_rows"]),
-            "train_rows": int(metrics["train_rows"]),
-            "positives": int(y.sum()),
-            "negatives": int(y.size - y.sum()),
-            "auc": {k: float(v) for k, v in metrics["auc_by_coalition"].items()},
-            "shapley": {
-                k: float(v) for k, v in (result.get("contribution") or {}).get("values", {}).items()
-            },
-            "train_seconds": float(metrics.get("train_seconds") or 0.0),
-            "bytes_by_brand": int(metrics.get("bytes_exchanged_by_initiator") or 0),
-        }
-
-    def metric(self, runs: list[tuple[int, Generated, dict[str, Any]]]) -> MetricResult:
-        estimates = []
-        for variant, parties in VARIANTS.items():
-            key = _coalition_key(parties)
-            values, variances, n = [], [], 0
-            for _, _, r in runs:
-                a = r["auc"][key]
-                values.append(a)
-                variances.append(_hanley_mcneil(a, r["positives"], r["negatives"]))
-                n += r["held_out"]
-            mean = float(np.mean(values))
-            half = 1.96 * float(np.sqrt(np.sum(variances))) / len(values)
-            estimates.append(Estimate(variant, mean, mean - half, mean + half, n))
-        vals = [e.value for e in estimates]
-        holds = vals[0] < vals[-1] and vals[0] < vals[1]
-        shap = {
-            p: float(np.mean([r["shapley"].get(p, 0.0) for _, _, r in runs])) for p in PROVIDERS
-        }
-        fused = _coalition_key(VARIANTS["brand + retailer + logistics"])
-        lifts = [r["auc"][fused] - r["auc"][BRAND] for _, _, r in runs]
-        extra = {
-            "AUC lift, fused − brand only, per seed": ", ".join(f"{x:+.3f}" for x in lifts),
-            "contribution (exact Shapley of held-out AUC, mean over seeds)": ", ".join(
-                f"{p} {v:+.4f}" for p, v in shap.items()
-            ),
-            "aligned store-SKUs (brand ∩ retailer ∩ logistics) per seed": ", ".join(
-                str(r["aligned"]) for _, _, r in runs
-            ),
-            "held-out store-SKUs per seed (stock-outs)": ", ".join(
-                f"{r['held_out']} ({r['positives']})" for _, _, r in runs
-            ),
-            "WAPE": "not reported: stock-out is trained as a binary target (vertical LR)",
-        }
-        return MetricResult(
+    def metric(self, runs: Runs) -> MetricResult:
+        return vertical_metric(
+            runs,
+            variants=VARIANTS,
+            providers=PROVIDERS,
+            alone=BRAND,
+            fused="brand + retailer + logistics",
             metric="held-out stock-out AUC (vertical LR)",
-            lower_is_better=False,
-            estimates=estimates,
             ordering="brand only < brand + retailer, brand only < brand + retailer + logistics",
-            ordering_holds=holds,
-            seeds=[s for s, _, _ in runs],
-            extra=extra,
+            lift_label="AUC lift, fused − brand only, per seed",
+            aligned_label="aligned store-SKUs (brand ∩ retailer ∩ logistics) per seed",
+            held_out_label="held-out store-SKUs per seed (stock-outs)",
+            note=("WAPE", "not reported: stock-out is trained as a binary target (vertical LR)"),
         )

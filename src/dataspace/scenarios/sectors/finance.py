@@ -29,7 +29,6 @@ party observes, so no single column copies it.
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,6 @@ import pyarrow as pa
 
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import (
-    Estimate,
     Generated,
     MetricResult,
     OfferSpec,
@@ -46,7 +44,13 @@ from dataspace.scenarios.base import (
     ScenarioError,
 )
 from dataspace.scenarios.common import overlap_mask, rng_for
-from dataspace.scenarios.stats import label_copy_flags
+from dataspace.scenarios.sectors.vertical import (
+    Runs,
+    latent_label,
+    vertical_flow,
+    vertical_metric,
+    vertical_offers,
+)
 
 BANK, TAX, GRID = "bank", "tax-bureau", "power-grid"
 PURPOSE = "credit-risk"
@@ -65,19 +69,6 @@ FEATURES = {
     GRID: [*(f"kwh_m{m:02d}" for m in range(1, MONTHS + 1)), "arrears_count", "autopay"],
 }
 VARIANTS = {"bank only": (BANK,), "bank + tax": (BANK, TAX), "bank + tax + grid": (BANK, TAX, GRID)}
-TRAIN_TIMEOUT = 600.0
-
-
-def _coalition_key(parties: tuple[str, ...]) -> str:
-    return "+".join([parties[0], *sorted(parties[1:])])
-
-
-def _hanley_mcneil(a: float, n_pos: int, n_neg: int) -> float:
-    """Variance of an AUC estimate (Hanley & McNeil 1982)."""
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
-        1, n_pos * n_neg
-    )
 
 
 class SmeCredit(Scenario):
@@ -126,10 +117,7 @@ class SmeCredit(Scenario):
         rng = rng_for(seed, self.name)
         py = random.Random(seed)
         n = p["entities"]
-        z = rng.normal(size=(n, 6))
-        shock = rng.normal(0, p["shock_sd"], size=n)
-        logit = z @ np.asarray(p["label_weights"]) + p["label_intercept"] + shock
-        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+        z, label = latent_label(rng, p)
         areas = [py.choice(sorted(ids.COUNTIES)) for _ in range(n)]
         codes = ids.unique(ids.firm_code, n, py, areas)
         nb, nt, ng = (p["noise"][k] for k in ("bank", "tax", "grid"))
@@ -210,144 +198,35 @@ class SmeCredit(Scenario):
         )
 
     def offers(self) -> list[OfferSpec]:
-        out = []
-        for provider, dataset in ((TAX, "tax"), (GRID, "power")):
-            out.append(
-                OfferSpec(
-                    provider,
-                    dataset,
-                    "psi-only",
-                    {"purposes": [PURPOSE], "fields": ["entity_id"]},
-                    BANK,
-                    PURPOSE,
-                    price="20 CNY",
-                    key=f"psi:{provider}",
-                )
-            )
-            out.append(
-                OfferSpec(
-                    provider,
-                    dataset,
-                    "federated-train",
-                    {"purposes": [PURPOSE], "fields": FEATURES[provider]},
-                    BANK,
-                    PURPOSE,
-                    price="200 CNY",
-                    key=f"train:{provider}",
-                )
-            )
-        return out
+        return vertical_offers(BANK, ((TAX, "tax"), (GRID, "power")), PURPOSE, FEATURES)
 
     def flow(self, ctx: Any) -> dict[str, Any]:
-        bank = ctx.api[BANK]
-        loans = ctx.dataset(BANK, "loans")
-        own = ctx.own(BANK, "loans")
-        flags = label_copy_flags(
-            {c: own.column(c).to_numpy().astype(float) for c in FEATURES[BANK]},
-            own.column(LABEL).to_numpy().astype(float),
+        return vertical_flow(
+            ctx,
+            label_party=BANK,
+            dataset="loans",
+            providers=(TAX, GRID),
+            key=KEY,
+            label=LABEL,
+            features=FEATURES,
+            params=VLR_PARAMS,
+            holdout=HOLDOUT,
+            psi_step="PSI on 统一社会信用代码 with {provider}",
+            train_step="vertical LR: bank + tax + grid, every coalition, Shapley",
+            bytes_field="bytes_by_bank",
         )
-        if flags:
-            raise ScenarioError(f"label-copy columns refused: {flags}")
-        align, views = [], []
-        for provider in (TAX, GRID):
-            ctx.step(f"PSI on 统一社会信用代码 with {provider}")
-            view = bank.psi(
-                agreements=[ctx.agreements[f"psi:{provider}"]], dataset=loans, key=KEY, mode="align"
-            )
-            align.append(view["id"])
-            views.append(view)
-        ctx.step("vertical LR: bank + tax + grid, every coalition, Shapley")
-        body = {
-            "agreements": [ctx.agreements[f"train:{p}"] for p in (TAX, GRID)],
-            "peers": [TAX, GRID],
-            "model": "vlr",
-            "label": LABEL,
-            "features": FEATURES,
-            "align": align,
-            "params": VLR_PARAMS,
-            "holdout": HOLDOUT,
-            "contribution": True,
-        }
-        view = dict(bank.json("POST", "/train", json=body))
-        job = view["id"]
-        deadline = time.monotonic() + TRAIN_TIMEOUT
-        while view.get("state") not in ("SUCCEEDED", "FAILED", "DENIED"):
-            if time.monotonic() > deadline:
-                raise ScenarioError(f"training job {job} still {view.get('state')}")
-            time.sleep(0.25)
-            view = dict(bank.json("GET", f"/train/jobs/{job}"))
-        if view["state"] != "SUCCEEDED":
-            raise ScenarioError(f"training job {job} ended {view['state']}: {view.get('error')}")
-        result = view["result"]
-        # The bank's own view of the held-out rows: the public split of the aligned rows (it
-        # knows which of its rows were aligned and their labels; nothing new leaves any node).
-        positions = None
-        for psi_view in views:
-            rows = ctx.kept_positions(BANK, psi_view)
-            positions = set(rows) if positions is None else positions & set(rows)
-        from dataspace.services.train_roles import split_rows
 
-        common = np.asarray(sorted(positions or ()), dtype=np.int64)
-        _, test = split_rows(int(common.size), HOLDOUT, 0)
-        y = own.column(LABEL).to_numpy()[common[test]]
-        metrics = result["metrics"]
-        return {
-            "job_id": job,
-            "model_id": result["model_id"],
-            "aligned": int(common.size),
-            "held_out": int(metrics["held_out_rows"]),
-            "train_rows": int(metrics["train_rows"]),
-            "positives": int(y.sum()),
-            "negatives": int(y.size - y.sum()),
-            "auc": {k: float(v) for k, v in metrics["auc_by_coalition"].items()},
-            "shapley": {
-                k: float(v) for k, v in (result.get("contribution") or {}).get("values", {}).items()
-            },
-            "train_seconds": float(metrics.get("train_seconds") or 0.0),
-            "bytes_by_bank": int(metrics.get("bytes_exchanged_by_initiator") or 0),
-        }
-
-    def metric(self, runs: list[tuple[int, Generated, dict[str, Any]]]) -> MetricResult:
-        estimates = []
-        for variant, parties in VARIANTS.items():
-            key = _coalition_key(parties)
-            values, variances, n = [], [], 0
-            for _, _, r in runs:
-                a = r["auc"][key]
-                values.append(a)
-                variances.append(_hanley_mcneil(a, r["positives"], r["negatives"]))
-                n += r["held_out"]
-            mean = float(np.mean(values))
-            half = 1.96 * float(np.sqrt(np.sum(variances))) / len(values)
-            estimates.append(Estimate(variant, mean, mean - half, mean + half, n))
-        vals = [e.value for e in estimates]
-        holds = vals[0] < vals[-1] and vals[0] < vals[1]
-        shap = {
-            p: float(np.mean([r["shapley"].get(p, 0.0) for _, _, r in runs])) for p in (TAX, GRID)
-        }
-        lifts = [
-            r["auc"][_coalition_key(VARIANTS["bank + tax + grid"])] - r["auc"][BANK]
-            for _, _, r in runs
-        ]
-        extra = {
-            "AUC lift, fused − bank only, per seed": ", ".join(f"{x:+.3f}" for x in lifts),
-            "contribution (exact Shapley of held-out AUC, mean over seeds)": ", ".join(
-                f"{p} {v:+.4f}" for p, v in shap.items()
-            ),
-            "aligned firms (bank ∩ tax ∩ grid) per seed": ", ".join(
-                str(r["aligned"]) for _, _, r in runs
-            ),
-            "held-out firms per seed (positives)": ", ".join(
-                f"{r['held_out']} ({r['positives']})" for _, _, r in runs
-            ),
-            "KS": "not reported: the held-out scores stay inside the bank's training job",
-        }
-        return MetricResult(
+    def metric(self, runs: Runs) -> MetricResult:
+        return vertical_metric(
+            runs,
+            variants=VARIANTS,
+            providers=(TAX, GRID),
+            alone=BANK,
+            fused="bank + tax + grid",
             metric="held-out AUC (vertical LR)",
-            lower_is_better=False,
-            estimates=estimates,
             ordering="bank only < bank + tax, bank only < bank + tax + grid",
-            ordering_holds=holds,
-            seeds=[s for s, _, _ in runs],
-            extra=extra,
+            lift_label="AUC lift, fused − bank only, per seed",
+            aligned_label="aligned firms (bank ∩ tax ∩ grid) per seed",
+            held_out_label="held-out firms per seed (positives)",
+            note=("KS", "not reported: the held-out scores stay inside the bank's training job"),
         )
