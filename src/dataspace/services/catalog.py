@@ -118,6 +118,36 @@ def deliver(
 # --- provider side -----------------------------------------------------------------------------
 
 
+def deliver_or_terminate(
+    node: Node,
+    pid: str,
+    peer: str,
+    path: str,
+    doc: Mapping[str, Any],
+    *,
+    terminate: Callable[..., Any],
+    actor: str,
+    transport: Transport | None,
+) -> None:
+    """POST a protocol message; if it cannot be delivered or the peer refuses it, end the
+    process with ``terminate`` (the negotiation's or the transfer's), giving the reason."""
+    try:
+        status, data = deliver(node, peer, "POST", path, doc, transport)
+    except DataspaceError as exc:
+        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
+        return
+    if status >= 300:
+        reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
+        terminate(
+            node,
+            pid,
+            code="refused_by_peer",
+            reasons=[f"{peer} answered HTTP {status}", *reasons],
+            actor=actor,
+            transport=transport,
+        )
+
+
 def _service(node: Node, endpoint: str) -> DataService:
     return DataService(id=f"urn:dataspace:{node.name}:dsp", endpoint_url=endpoint)
 

@@ -29,7 +29,7 @@ from dataspace.contracts.signing import canonical_agreement
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.identity.membership import Member, NotAMember
 from dataspace.ledger import log
-from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.catalog import DSP_PATH, Transport, deliver, deliver_or_terminate
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import (
     ContractAgreementRow,
@@ -246,24 +246,9 @@ def _send_or_fail(
     actor: str,
     transport: Transport | None,
 ) -> None:
-    try:
-        status, data = deliver(node, peer, "POST", path, doc, transport)
-    except DataspaceError as exc:
-        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
-        return
-    if status >= 300:
-        reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
-        terminate(
-            node,
-            pid,
-            code="refused_by_peer",
-            reasons=[f"{peer} answered HTTP {status}", *reasons],
-            actor=actor,
-            transport=transport,
-        )
-
-
-# --- termination --------------------------------------------------------------------------------
+    deliver_or_terminate(
+        node, pid, peer, path, doc, terminate=terminate, actor=actor, transport=transport
+    )
 
 
 def _terminate_local(

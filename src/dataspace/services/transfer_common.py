@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from dataspace.errors import (
 )
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
-from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.catalog import DSP_PATH, Transport, deliver, deliver_or_terminate
 from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import (
@@ -254,18 +254,6 @@ def _send_or_fail(
     actor: str,
     transport: Transport | None,
 ) -> None:
-    try:
-        status, data = deliver(node, peer, "POST", path, doc, transport)
-    except DataspaceError as exc:
-        terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
-        return
-    if status >= 300:
-        reasons = [str(r) for r in data.get("reason", [])] if isinstance(data, Mapping) else []
-        terminate(
-            node,
-            pid,
-            code="refused_by_peer",
-            actor=actor,
-            transport=transport,
-            reasons=[f"{peer} answered HTTP {status}", *reasons],
-        )
+    deliver_or_terminate(
+        node, pid, peer, path, doc, terminate=terminate, actor=actor, transport=transport
+    )
