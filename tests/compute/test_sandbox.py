@@ -144,14 +144,14 @@ def test_temp_dir_is_private_and_wiped(people_parquet: Path, limits: SandboxLimi
     root = Path(str(limits.temp_root))
     before = set(root.iterdir())
     seen: list[str] = []
-    original = sb._Worker.ask
+    original = sb._Worker.send
 
-    def spy(self: sb._Worker, job: dict, wait: float):  # type: ignore[no-untyped-def]
+    def spy(self: sb._Worker, job: dict) -> None:
         seen.append(self.temp_dir)
         assert oct(os.stat(self.temp_dir).st_mode & 0o777) == "0o700"
-        return original(self, job, wait)
+        original(self, job)
 
-    sb._Worker.ask = spy  # type: ignore[method-assign]
+    sb._Worker.send = spy  # type: ignore[method-assign]
     try:
         # without the one-SELECT gate COPY can write into the temp dir (cwd); it must not survive
         run_query(
@@ -161,7 +161,8 @@ def test_temp_dir_is_private_and_wiped(people_parquet: Path, limits: SandboxLimi
             limits,
         )
     finally:
-        sb._Worker.ask = original  # type: ignore[method-assign]
+        sb._Worker.send = original  # type: ignore[method-assign]
+    sb.settle()
     assert seen and not Path(seen[0]).exists()
     for old in before:
         assert not old.exists()
@@ -172,13 +173,13 @@ def test_temp_dir_is_private_and_wiped(people_parquet: Path, limits: SandboxLimi
 def test_worker_crash_is_reported_and_the_next_query_works(
     people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
 ) -> None:
-    original = sb._Worker.ask
+    original = sb._Worker.send
 
-    def crash(self: sb._Worker, job: dict, wait: float):  # type: ignore[no-untyped-def]
+    def crash(self: sb._Worker, job: dict) -> None:
         threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
-        return original(self, job, wait)
+        original(self, job)
 
-    sb._Worker.ask = crash  # type: ignore[method-assign]
+    sb._Worker.send = crash  # type: ignore[method-assign]
     try:
         with pytest.raises(WorkerCrashed, match="died without an answer"):
             run_query(
@@ -188,11 +189,32 @@ def test_worker_crash_is_reported_and_the_next_query_works(
                 limits,
             )
     finally:
-        sb._Worker.ask = original  # type: ignore[method-assign]
+        sb._Worker.send = original  # type: ignore[method-assign]
     ok = run_query(
         people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
     )
     assert ok.table.to_pylist() == [{"n": 55}]
+
+
+def test_a_started_query_can_be_cancelled_unread(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    running = sb.start_query(
+        people_parquet,
+        "people",
+        _UnsafeRawQuery("SELECT count(*) FROM range(1000000000000) a, range(100) b"),
+        limits,
+    )
+    worker = running._worker
+    running.cancel()
+    assert worker.conn.closed
+    assert not Path(worker.temp_dir).exists()
+    with pytest.raises(UsageError, match="already been collected or cancelled"):
+        running.result()
+    ok = sb.start_query(
+        people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
+    )
+    assert ok.result().table.to_pylist() == [{"n": 55}]
 
 
 def test_process_server_restarts_after_it_dies(

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from dataspace.compute import QueryRefused, SqlPolicy
-from dataspace.privacy import BudgetExhausted, DpSpec, ensure_budget, get_budget, run_dp_query
+from dataspace.compute import sandbox as sb
+from dataspace.privacy import (
+    BudgetExhausted,
+    DpSpec,
+    dp_query,
+    ensure_budget,
+    get_budget,
+    list_spends,
+    run_dp_query,
+)
 from dataspace.store import Store
 
 GROUPED = "SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM sales GROUP BY region"
@@ -64,13 +73,49 @@ def test_an_outlier_cannot_move_the_sum_beyond_the_clamp(
 
 
 def test_exhausted_budget_refuses_before_running(
-    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ensure_budget(store, "ag", 1.5, 1e-5)
     _run(store, sales, policy, spec)
+    started: list[str] = []
+    original = dp_query.start_query
+    monkeypatch.setattr(
+        dp_query, "start_query", lambda *a, **k: started.append("job") or original(*a, **k)
+    )
     with pytest.raises(BudgetExhausted):
         _run(store, sales, policy, spec, job="again")
+    assert started == [], "no worker runs for a query the budget cannot pay"
     assert get_budget(store, "ag").epsilon_left == pytest.approx(0.5)
+
+
+def test_a_reservation_lost_to_a_concurrent_query_cancels_the_running_job(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pre-check passes, then another query spends the budget before this one commits.
+    ensure_budget(store, "ag", 1.5, 1e-5)
+    original_reserve = dp_query.reserve
+
+    def spent_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        original_reserve(store, "ag", 1.0, 1e-6, "the-other-query")
+        return original_reserve(*args, **kwargs)
+
+    cancelled: list[bool] = []
+    collected: list[bool] = []
+    original_cancel = sb.RunningQuery.cancel
+    original_result = sb.RunningQuery.result
+    monkeypatch.setattr(dp_query, "reserve", spent_meanwhile)
+    monkeypatch.setattr(
+        sb.RunningQuery, "cancel", lambda self: cancelled.append(True) or original_cancel(self)
+    )
+    monkeypatch.setattr(
+        sb.RunningQuery, "result", lambda self: collected.append(True) or original_result(self)
+    )
+    with pytest.raises(BudgetExhausted):
+        _run(store, sales, policy, spec)
+    assert cancelled == [True] and collected == []
+    budget = get_budget(store, "ag")
+    assert budget.epsilon_spent == 1  # the other query's spend only
+    assert [s.job_id for s in list_spends(store, "ag")] == ["the-other-query"]
 
 
 def test_unbounded_aggregates_are_refused_and_cost_nothing(

@@ -27,6 +27,7 @@ from test_jobs import (
 )
 
 from dataspace.compute.errors import QueryFailed, QueryRefused
+from dataspace.compute.sandbox import RunningQuery
 from dataspace.contracts.negotiation import NegotiationState
 from dataspace.errors import Conflict
 from dataspace.policy import Policy, PolicyDenied, from_template
@@ -78,7 +79,9 @@ class _Crash(BaseException):
 
 
 def crash_while_running(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    def die(*_a: Any, **_k: Any) -> Any:
+    def die(*args: Any, **_k: Any) -> Any:
+        if args and isinstance(args[0], RunningQuery):
+            args[0].cancel()  # the node dies with its worker; do not leak one into other tests
         raise _Crash
 
     monkeypatch.setattr(where, die)
@@ -386,7 +389,7 @@ def test_dp_spend_of_a_crashed_job_is_in_the_ledger(
     agreement = agree(provider, "dp-stats", dp=DP, epsilon=1.0, delta=1e-5, min_group_size=5)
     sql = "SELECT count(*) AS n FROM taxpayers"
     with monkeypatch.context() as m:
-        crash_while_running(m, "dataspace.privacy.dp_query.run_query")
+        crash_while_running(m, "dataspace.compute.sandbox.RunningQuery.result")
         with pytest.raises(_Crash):
             jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql, job_id="dp-1")
     [spend] = list_spends(node.store, agreement)
@@ -408,11 +411,12 @@ def test_every_dp_spend_of_jobs_has_its_entry(
     sql = "SELECT count(*) AS n FROM taxpayers"
     jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql)
 
-    def engine_error(*_a: Any, **_k: Any) -> Any:
+    def engine_error(running: RunningQuery) -> Any:
+        running.cancel()
         raise QueryFailed("the query failed in the engine")
 
     with monkeypatch.context() as m:
-        m.setattr("dataspace.privacy.dp_query.run_query", engine_error)
+        m.setattr("dataspace.compute.sandbox.RunningQuery.result", engine_error)
         with pytest.raises(QueryFailed):
             jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql)
     with pytest.raises((PolicyDenied, BudgetExhausted)):

@@ -9,7 +9,8 @@ the engine to start. The parent
 * resolves the dataset path (symlinks followed, must be a regular Parquet file) and counts its
   rows from the Parquet footer (``rows_scanned``, deterministic for billing);
 * sends the job, waits ``timeout + grace`` seconds, kills the worker if it has not answered;
-* wipes the temp dir whatever happened, and maps every failure to a :class:`DataspaceError`.
+* wipes the temp dir whatever happened (after an answer, in the background: :func:`settle`
+  waits for it), and maps every failure to a :class:`DataspaceError`.
 
 :class:`_UnsafeRawQuery` sends SQL without the checker. It exists for the tests that prove the
 locked engine refuses each escape route on its own; nothing else may use it.
@@ -107,6 +108,20 @@ def run_query(
     limits: SandboxLimits | None = None,
 ) -> QueryResult:
     """Run ``checked`` against the Parquet file as table ``table_name`` in a fresh worker."""
+    return start_query(parquet_path, table_name, checked, limits).result()
+
+
+def start_query(
+    parquet_path: str | os.PathLike[str],
+    table_name: str,
+    checked: CheckedQuery | _UnsafeRawQuery,
+    limits: SandboxLimits | None = None,
+) -> RunningQuery:
+    """Hand ``checked`` to a worker and return at once; :meth:`RunningQuery.result` waits.
+
+    The caller may do its own work meanwhile (the DP path commits the budget reservation) and
+    must then call ``result()`` or ``cancel()``.
+    """
     limits = limits or SandboxLimits()
     if isinstance(checked, CheckedQuery) and checked.table != table_name:
         raise UsageError(f"the query was checked for table '{checked.table}', not '{table_name}'")
@@ -125,27 +140,65 @@ def run_query(
     }
     worker = _take_worker(limits)
     try:
-        stats, payload = worker.ask(job, limits.timeout_seconds + limits.kill_grace_seconds)
-    finally:
+        worker.send(job)
+    except BaseException:
         worker.finish()
         _refill(limits)
-    table = pa.ipc.open_stream(payload).read_all()
-    return QueryResult(
-        table=table,
-        rows_scanned=rows,
-        result_rows=table.num_rows,
-        bytes_out=len(payload),
-        cpu_seconds=float(stats["cpu_seconds"]),
-        wall_seconds=time.perf_counter() - started,
-    )
+        raise
+    return RunningQuery(worker, job, rows, started)
+
+
+class RunningQuery:
+    """A job a worker is running; exactly one of :meth:`result` or :meth:`cancel` ends it."""
+
+    def __init__(self, worker: _Worker, job: dict[str, Any], rows: int, started: float) -> None:
+        self._worker = worker
+        self._job = job
+        self._rows = rows
+        self._started = started
+        self._done = False
+
+    def result(self) -> QueryResult:
+        """Wait for the answer (killing the worker at the deadline) or raise its error."""
+        self._end()
+        worker, limits = self._worker, self._worker.limits
+        deadline = self._started + limits.timeout_seconds + limits.kill_grace_seconds
+        try:
+            stats, payload = worker.receive(self._job, max(0.0, deadline - time.perf_counter()))
+        except BaseException:
+            worker.finish()
+            _refill(limits)
+            raise
+        # The answer is in hand: the worker's exit and its temp-dir wipe need not delay it.
+        _refill(limits, retire=worker)
+        table = pa.ipc.open_stream(payload).read_all()
+        return QueryResult(
+            table=table,
+            rows_scanned=self._rows,
+            result_rows=table.num_rows,
+            bytes_out=len(payload),
+            cpu_seconds=float(stats["cpu_seconds"]),
+            wall_seconds=time.perf_counter() - self._started,
+        )
+
+    def cancel(self) -> None:
+        """Stop the job unread: its worker is killed and its temp dir wiped."""
+        self._end()
+        self._worker.kill_now()
+        self._worker.finish()
+        _refill(self._worker.limits)
+
+    def _end(self) -> None:
+        if self._done:
+            raise UsageError("this query has already been collected or cancelled")
+        self._done = True
 
 
 def shutdown() -> None:
     """Stop the idle worker and the process server (called at exit)."""
     global _spare, _zygote, _closing
     _closing = True
-    for thread in list(_refills):
-        thread.join(10)
+    settle()
     with _lock:
         spare, _spare = _spare, None
         zygote, _zygote = _zygote, None
@@ -259,8 +312,20 @@ class _Worker:
         self.answered = False
 
     def ask(self, job: dict[str, Any], wait: float) -> tuple[dict[str, Any], bytes]:
+        self.send(job)
+        return self.receive(job, wait)
+
+    def send(self, job: dict[str, Any]) -> None:
         try:
             self.conn.send(job)
+        except OSError:
+            raise WorkerCrashed(
+                "the query worker died before it got the query",
+                hint="retry; other queries are not affected",
+            ) from None
+
+    def receive(self, job: dict[str, Any], wait: float) -> tuple[dict[str, Any], bytes]:
+        try:
             if not self.conn.poll(wait):
                 self._kill()
                 raise QueryTimeout(
@@ -282,6 +347,11 @@ class _Worker:
 
     def _kill(self) -> None:
         self.zygote.kill(self.pid)
+
+    def kill_now(self) -> None:
+        """Kill the worker whatever it is doing (its answer is not wanted)."""
+        if self.zygote.alive():
+            self._kill()
 
     def _wipe(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -332,12 +402,21 @@ def _has_news(conn: Connection) -> bool:
         return True
 
 
-def _refill(limits: SandboxLimits) -> None:
-    """Start the next job's worker in the background (the engine start-up is ~20 ms)."""
+def settle() -> None:
+    """Wait until answered workers are gone and their temp dirs wiped (tests, shutdown)."""
+    for thread in list(_refills):
+        thread.join(10)
+
+
+def _refill(limits: SandboxLimits, retire: _Worker | None = None) -> None:
+    """In the background: see ``retire`` exit and wipe its temp dir, then start the next
+    job's worker (the engine start-up is ~20 ms)."""
 
     def start() -> None:
         global _spare
         try:
+            if retire is not None:
+                retire.finish()
             if _closing:
                 return
             try:
@@ -351,7 +430,7 @@ def _refill(limits: SandboxLimits) -> None:
         finally:
             _refills.discard(threading.current_thread())
 
-    if _closing:
+    if _closing and retire is None:
         return
     thread = threading.Thread(target=start, name="sandbox-refill", daemon=True)
     _refills.add(thread)

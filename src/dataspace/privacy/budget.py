@@ -32,6 +32,7 @@ __all__ = [
     "Budget",
     "Reservation",
     "Spend",
+    "check_affordable",
     "ensure_budget",
     "get_budget",
     "list_spends",
@@ -160,6 +161,39 @@ def get_budget(store: Store, agreement_id: str) -> Budget:
         return _budget(row)
 
 
+def _refuse_overspend(budget: Budget, eps: Decimal, delta: Decimal) -> None:
+    if budget.epsilon_spent + eps > budget.epsilon_total or (
+        budget.delta_spent + delta > budget.delta_total
+    ):
+        raise BudgetExhausted(
+            f"the query needs ε={eps}, δ={delta} but agreement {budget.agreement_id} has "
+            f"ε={budget.epsilon_left}, δ={budget.delta_left} left",
+            hint="ask fewer or cheaper queries, or negotiate a new agreement",
+            epsilon_left=str(budget.epsilon_left),
+            delta_left=str(budget.delta_left),
+        )
+
+
+def check_affordable(
+    store: Store,
+    agreement_id: str,
+    epsilon: float | str | Decimal,
+    delta: float | str | Decimal,
+) -> None:
+    """Raise what :func:`reserve` would for a spend the budget cannot cover; charge nothing.
+
+    A cheap read before work starts; only :func:`reserve` decides (another query may spend in
+    between).
+    """
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        _refuse_overspend(
+            get_budget(store, agreement_id),
+            to_decimal(epsilon, "epsilon"),
+            to_decimal(delta, "delta"),
+        )
+
+
 def reserve(
     store: Store,
     agreement_id: str,
@@ -189,16 +223,9 @@ def reserve(
                     hint="DP queries need an agreement whose policy grants an epsilon budget",
                 )
             budget = _budget(row)
+            _refuse_overspend(budget, eps, delta_)
             new_eps = budget.epsilon_spent + eps
             new_delta = budget.delta_spent + delta_
-            if new_eps > budget.epsilon_total or new_delta > budget.delta_total:
-                raise BudgetExhausted(
-                    f"the query needs ε={eps}, δ={delta_} but agreement {agreement_id} has "
-                    f"ε={budget.epsilon_left}, δ={budget.delta_left} left",
-                    hint="ask fewer or cheaper queries, or negotiate a new agreement",
-                    epsilon_left=str(budget.epsilon_left),
-                    delta_left=str(budget.delta_left),
-                )
             now = datetime.now(UTC)
             row.epsilon_spent = str(new_eps)
             row.delta_spent = str(new_delta)

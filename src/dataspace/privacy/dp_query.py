@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from dataspace.compute.sandbox import SandboxLimits, run_query
+from dataspace.compute.sandbox import SandboxLimits, start_query
 from dataspace.compute.sqlcheck import check_query
 from dataspace.compute.sqltypes import SqlPolicy
-from dataspace.privacy.budget import reserve
+from dataspace.privacy.budget import check_affordable, reserve
 from dataspace.privacy.dp import DpSpec, Noise, build_noise, group_threshold, mechanism
 from dataspace.privacy.rewrite import DpPlan, plan_dp
 from dataspace.store.db import Store
@@ -92,9 +93,7 @@ def run_dp_query(
     """Run ``sql`` under differential privacy and charge the agreement's budget."""
     if limits is not None and not isinstance(limits, SandboxLimits):
         limits = SandboxLimits.from_limits(limits)
-    # The minimum group size applies to noisy counts below, never as an exact HAVING.
-    checked = check_query(sql, dataclasses.replace(sql_policy, min_group_size=1))
-    plan = plan_dp(checked, dp)
+    plan = _plan(sql, sql_policy, dp)
     cost = dp_cost(plan, dp)  # builds (or finds cached) measurements before spending
     threshold = None
     if plan.grouped:
@@ -106,8 +105,16 @@ def run_dp_query(
             cost.threshold_delta,
             sql_policy.min_group_size,
         )
-    reservation = reserve(store, agreement_id, cost.epsilon, cost.delta, job_id)
-    exact = run_query(parquet_path, table_name, plan.checked, limits)
+    # The worker computes while the spend commits; its exact answer is read only after the
+    # commit, so a refused or failed reservation releases nothing (the job is cancelled).
+    check_affordable(store, agreement_id, cost.epsilon, cost.delta)  # no work if it cannot pay
+    running = start_query(parquet_path, table_name, plan.checked, limits)
+    try:
+        reservation = reserve(store, agreement_id, cost.epsilon, cost.delta, job_id)
+    except BaseException:
+        running.cancel()
+        raise
+    exact = running.result()
     table, bounds = _release(plan, cost, exact.table, threshold, sql_policy.min_group_size)
     return DpResult(
         table=table,
@@ -123,6 +130,26 @@ def run_dp_query(
         cpu_seconds=exact.cpu_seconds,
         wall_seconds=exact.wall_seconds,
     )
+
+
+_PLANS: dict[tuple[str, str, str], DpPlan] = {}
+_PLANS_MAX = 256
+_PLANS_LOCK = threading.Lock()
+
+
+def _plan(sql: str, sql_policy: SqlPolicy, dp: DpSpec) -> DpPlan:
+    """Check and rewrite ``sql`` (a pure function of its inputs, so cached per query shape)."""
+    key = (sql, repr(sql_policy), repr(dp))
+    found = _PLANS.get(key)
+    if found is None:
+        # The minimum group size applies to noisy counts, never as an exact HAVING.
+        checked = check_query(sql, dataclasses.replace(sql_policy, min_group_size=1))
+        found = plan_dp(checked, dp)
+        with _PLANS_LOCK:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.pop(next(iter(_PLANS)))
+            _PLANS[key] = found
+    return found
 
 
 def _release(
