@@ -1,35 +1,69 @@
 """PSI throughput: our DH-PSI (X25519, byte messages, process pool) vs openmined-psi.
 
-    .venv/bin/python bench/psi.py                  # 100k x 100k, 50% overlap
-    .venv/bin/python bench/psi.py --sizes 1000000  # 1M x 1M
+    .venv/bin/python bench/psi.py                            # 100k x 100k, 50% overlap
+    .venv/bin/python bench/psi.py --sizes 1000000 --repeat 1  # 1M x 1M
+    .venv/bin/python bench/psi.py --openmined-max 100000      # skip openmined above 100k
 
 Both parties run in this process tree and really exchange the byte messages; the clock covers
-the whole protocol (hashing, both blinding rounds, comparison). Records/s per side = n / time.
-openmined-psi (P-256, single-threaded) runs the same way on the same identifiers. RR22 runs
-only when ``spu`` is installed.
+the whole protocol (normalising, hashing, both blinding rounds, comparison). Records/s per
+side = n / time. The process pool is started before the clock, as a node's reused pool is.
+Identifiers are generated in 100k-row Arrow arrays (never n Python strings at once for our
+side; openmined-psi takes Python lists, so it gets them as lists). openmined-psi (P-256,
+single-threaded) runs the same way on the same identifiers. Each figure is the median of
+``--repeat`` runs; the 1-minute load average is printed before and after every run (the
+machine is shared), with the CPU seconds the run used in all its processes. RR22 runs only
+when ``spu`` is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
+from collections.abc import Iterator
 
 import pyarrow as pa
 
 from dataspace.privacy.psi import Engine, Initiator, Responder, rr22_available, run_local
+
+STEP = 100_000
 
 
 def ids(lo: int, hi: int) -> list[str]:
     return [f"9111{i:014d}" for i in range(lo, hi)]
 
 
+def arrays(lo: int, hi: int) -> Iterator[pa.Array]:
+    for start in range(lo, hi, STEP):
+        yield pa.array(ids(start, min(start + STEP, hi)))
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pids(engine: Engine | None) -> list[int]:
+    workers = getattr(getattr(engine, "_executor", None), "_processes", None) or {}
+    return [os.getpid(), *workers]
+
+
 def ours(n: int, group: str, engine: Engine) -> tuple[float, int]:
-    a_ids, b_ids = ids(0, n), ids(n // 2, n + n // 2)
     t = time.perf_counter()
-    a = Initiator("bench", "uscc", mode="me", group_name=group, engine=engine)
-    a.load(pa.array(a_ids[i : i + 100_000]) for i in range(0, n, 100_000))
-    b = Responder("bench", "uscc", group_name=group, engine=engine)
-    b.load(pa.array(b_ids[i : i + 100_000]) for i in range(0, n, 100_000))
+    a = Initiator("bench", "id:uscc", mode="me", group_name=group, engine=engine)
+    a.load(arrays(0, n))
+    b = Responder("bench", "id:uscc", group_name=group, engine=engine)
+    b.load(arrays(n // 2, n + n // 2))
     ra, _ = run_local(a, b)
     return time.perf_counter() - t, int(ra.size or 0)
 
@@ -55,22 +89,49 @@ def openmined(n: int) -> tuple[float, int] | None:
     return time.perf_counter() - t, size
 
 
+def median_run(
+    label: str, n: int, run: object, repeat: int, engine: Engine | None = None
+) -> float | None:
+    times = []
+    for i in range(repeat):
+        before, procs = load(), pids(engine)
+        cpu = cpu_seconds(procs)
+        got = run()  # type: ignore[operator]
+        if got is None:
+            return None
+        secs, size = got
+        cpu = cpu_seconds(procs) - cpu
+        assert size == n - n // 2, size
+        times.append(secs)
+        line = f"  {label:<22} {n:>9} x {n:<9} run {i + 1}: {secs:8.2f} s  {n / secs:9.0f}"
+        print(f"{line} rec/s/side  cpu {cpu:7.2f} s  (load {before:.2f} -> {load():.2f})",
+              flush=True)  # fmt: skip
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--groups", nargs="+", default=["x25519"])
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--openmined-max", type=int, default=10**9, help="largest n for openmined")
     args = parser.parse_args()
     with Engine(args.workers) as engine:
+        engine.start()
         for n in args.sizes:
-            om = openmined(n)
+            om = None
+            if n <= args.openmined_max:
+                om = median_run("openmined-psi", n, lambda n=n: openmined(n), args.repeat)
             if om:
-                print(f"openmined-psi  {n:>9} x {n:<9} {om[0]:7.1f} s  {n / om[0]:9.0f} rec/s/side")
+                print(f"openmined-psi  {n:>9} x {n:<9} median {om:7.2f} s  "
+                      f"{n / om:9.0f} rec/s/side")  # fmt: skip
             for group in args.groups:
-                secs, size = ours(n, group, engine)
-                assert size == n - n // 2, size
-                ratio = f"  {om[0] / secs:4.1f}x openmined-psi" if om else ""
-                print(f"ours {group:<12} {n:>7} x {n:<9} {secs:7.1f} s  "
+                run = lambda n=n, g=group: ours(n, g, engine)  # noqa: E731
+                secs = median_run(f"ours {group}", n, run, args.repeat, engine)
+                assert secs is not None
+                ratio = f"  {om / secs:4.1f}x openmined-psi" if om else ""
+                print(f"ours {group:<12} {n:>7} x {n:<9} median {secs:7.2f} s  "
                       f"{n / secs:9.0f} rec/s/side{ratio}")  # fmt: skip
     print("RR22 (spu):", "available" if rr22_available() else "not installed, skipped")
 

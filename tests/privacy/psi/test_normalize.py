@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-import pytest
+import unicodedata
 
-from dataspace.privacy.psi import KeySpec, PsiConfigError, encode_key, normalize
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataspace.privacy.psi import KeySpec, PsiConfigError, encode_key, group, normalize
+from dataspace.privacy.psi.normalize import _MOBILE, _SEPARATORS, _WIDTH
 
 
 @pytest.mark.parametrize(
@@ -41,3 +47,39 @@ def test_composite_encoding_is_unambiguous() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(PsiConfigError):
         KeySpec.parse("x:nonsense")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+    | st.text(alphabet="0123456789abcxyzXYZ-", max_size=20),
+    st.sampled_from(["raw", "text", "uscc", "id_card", "phone", "email"]),
+)
+def test_the_ascii_fast_path_equals_the_full_rules(value: str, kind: str) -> None:
+    def full(v: str) -> str | None:  # the rules of the module docstring, without shortcuts
+        if kind == "raw":
+            return v or None
+        if kind == "text":
+            return v.translate(_WIDTH).strip() or None
+        nfkc = unicodedata.normalize("NFKC", v)
+        if kind in ("uscc", "id_card"):
+            return _SEPARATORS.sub("", nfkc).upper() or None
+        if kind == "phone":
+            out = _SEPARATORS.sub("", nfkc)
+            m = _MOBILE.fullmatch(out)
+            return (m.group(1) if m else out) or None
+        return nfkc.strip().lower() or None
+
+    assert normalize(value, kind) == full(value)
+
+
+def test_single_column_batches_encode_like_encode_row() -> None:
+    from dataspace.privacy.psi.batch import _hash_blind_task
+
+    values = ["９１１１０１０８ＭＡ０１２３４５６Ｘ", None, "", "91110108ma0123456x"]
+    spec = KeySpec.parse("c:uscc")
+    key = bytes(range(32))
+    got, valid = _hash_blind_task("x25519", key, b"p", spec, [pa.array(values[:4])])
+    items = [e for v in values[:4] if (e := spec.encode_row([v])) is not None]
+    assert valid.tolist() == [True, False, False, True]
+    assert got == group("x25519").hash_blind(key, b"p", items)

@@ -7,11 +7,12 @@ See docs/psi.md for the threat model and message flow. Public API:
 * :class:`Initiator`, :class:`Responder` — the two parties, exchanging ``bytes`` messages;
   :func:`run_local` runs both in one process, :func:`run_chain` three or more;
 * :class:`PsiResult` — what a party ends with (rows, size) per mode in :data:`MODES`;
-* :class:`Engine` — the process pool that hashes and blinds in batches;
+* :class:`Engine` — the process pool that hashes and blinds in batches; :func:`shared_engine`
+  the one a node reuses across jobs;
 * :func:`rr22_available`, :func:`run_rr22` — the optional RR22 path through ``spu``.
 """
 
-from dataspace.privacy.psi.batch import Batch, Engine
+from dataspace.privacy.psi.batch import Batch, Engine, shared_engine
 from dataspace.privacy.psi.errors import (
     InvalidPoint,
     PsiConfigError,
@@ -55,4 +56,5 @@ __all__ = [
     "run_chain",
     "run_local",
     "run_rr22",
+    "shared_engine",
 ]

@@ -4,14 +4,21 @@ Identifiers arrive as an iterator of pyarrow arrays / record batches; each is cu
 batches of ``batch_size`` rows, normalised, hashed and blinded in a worker process, and comes
 back as one ``bytes`` of 32-byte points plus a validity mask. At most ``2 x workers`` batches
 are in flight, so memory is bounded by the output (32 bytes per identifier) plus a window.
+
+Received points are blinded in pieces of ``piece_points`` spread over the workers, and
+:meth:`Engine.blind_async` returns at once, so a party can hand the pool the next chunk
+before the previous one is done: the cores stay busy across chunk boundaries. The pool is
+meant to be reused across jobs (:func:`shared_engine`): starting workers costs ~1 s.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
+import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -21,9 +28,9 @@ import pyarrow as pa
 
 from dataspace.privacy.psi.errors import PsiConfigError
 from dataspace.privacy.psi.group import POINT_SIZE, group
-from dataspace.privacy.psi.normalize import KeySpec
+from dataspace.privacy.psi.normalize import KeySpec, normalize
 
-__all__ = ["Batch", "Engine"]
+__all__ = ["Batch", "Engine", "shared_engine"]
 
 Batch: TypeAlias = pa.Array | pa.ChunkedArray | pa.RecordBatch | pa.Table
 
@@ -35,16 +42,31 @@ def _hash_blind_task(
     n = len(values[0])
     valid = np.zeros(n, dtype=bool)
     items = []
-    for i, row in enumerate(zip(*values, strict=True)):
-        enc = spec.encode_row(row)
-        if enc is not None:
-            items.append(enc)
-            valid[i] = True
+    if len(values) == 1:  # one key column: encode_row without its per-row tuple
+        kind = spec.columns[0].kind
+        for i, value in enumerate(values[0]):
+            if value is None:
+                continue
+            norm = normalize(value if isinstance(value, str) else str(value), kind)
+            if norm is not None:
+                data = norm.encode()
+                items.append(len(data).to_bytes(4, "big") + data)
+                valid[i] = True
+    else:
+        for i, row in enumerate(zip(*values, strict=True)):
+            enc = spec.encode_row(row)
+            if enc is not None:
+                items.append(enc)
+                valid[i] = True
     return group(group_name).hash_blind(key, prefix, items), valid
 
 
 def _blind_task(group_name: str, key: bytes, points: bytes) -> bytes:
     return group(group_name).blind(key, points)
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _columns(batch: Batch, spec: KeySpec) -> list[Any]:
@@ -69,17 +91,27 @@ class Engine:
         *,
         executor: Executor | None = None,
         batch_size: int = 16_384,
+        piece_points: int = 2_048,
     ) -> None:
         self.workers = os.cpu_count() or 1 if workers is None else workers
         self.batch_size = batch_size
+        self.piece_points = piece_points
         self._own = executor is None and self.workers > 0
+        self._shared = False
         self._executor: Executor | None = executor
         if self._own:
             ctx = multiprocessing.get_context("forkserver")
             self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx)
 
+    def start(self) -> Engine:
+        """Start every worker now (they otherwise start on first use, ~1 s)."""
+        if self._executor is not None:
+            for f in [self._executor.submit(_ready) for _ in range(self.workers)]:
+                f.result()
+        return self
+
     def close(self) -> None:
-        if self._own and self._executor is not None:
+        if self._own and not self._shared and self._executor is not None:
             self._executor.shutdown()
             self._executor = None
 
@@ -130,10 +162,49 @@ class Engine:
 
     def blind(self, group_name: str, key: bytes, points: bytes) -> bytes:
         """Exponentiate received points, split across the workers."""
+        return self.blind_async(group_name, key, points)()
+
+    def blind_async(self, group_name: str, key: bytes, points: bytes) -> Callable[[], bytes]:
+        """Start exponentiating received points; call the result to wait for them.
+
+        The encoding is checked here, at once; a low-order point is reported when waiting.
+        """
         n = len(points) // POINT_SIZE
         if self._executor is None or n < 512:
-            return group(group_name).blind(key, points)
-        step = -(-n // self.workers) * POINT_SIZE
-        pieces = [points[i : i + step] for i in range(0, len(points), step)]
-        futures = [self._executor.submit(_blind_task, group_name, key, p) for p in pieces]
-        return b"".join(f.result() for f in futures)
+            done = group(group_name).blind(key, points)
+            return lambda: done
+        check = getattr(group(group_name), "check", None)
+        if check is not None:
+            check(points)
+        step = max(self.piece_points, -(-n // (4 * self.workers))) * POINT_SIZE
+        executor = self._executor
+        futures = [
+            executor.submit(_blind_task, group_name, key, points[i : i + step])
+            for i in range(0, len(points), step)
+        ]
+        return lambda: b"".join(f.result() for f in futures)
+
+
+_SHARED: Engine | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_engine() -> Engine:
+    """This process's reusable pool (one per process, closed at exit; ``close()`` is a no-op)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            engine = Engine()
+            engine._shared = True
+            atexit.register(_close_shared)
+            _SHARED = engine
+        return _SHARED
+
+
+def _close_shared() -> None:
+    global _SHARED
+    with _SHARED_LOCK:
+        engine, _SHARED = _SHARED, None
+    if engine is not None and engine._executor is not None:
+        engine._executor.shutdown(cancel_futures=True)
+        engine._executor = None

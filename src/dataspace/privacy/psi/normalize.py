@@ -35,10 +35,14 @@ KINDS = ("raw", "text", "uscc", "id_card", "phone", "email")
 _SEPARATORS = re.compile(r"[\s\-‐-―·.()/_]")
 _WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _MOBILE = re.compile(r"(?:\+?86|0086)(1\d{10})")
+_UPPER = frozenset({"uscc", "id_card"})
 
 
 def normalize(value: str, kind: str) -> str | None:
     """The normal form of one identifier, or None when nothing is left."""
+    if value.isascii() and value.isalnum() and kind in ("raw", "text", "uscc", "id_card"):
+        # ASCII letters and digits only: nothing to fold, trim or drop (the common case)
+        return value.upper() if kind in _UPPER else value
     if kind == "raw":
         return value or None
     if kind == "text":

@@ -36,11 +36,52 @@ from dataspace.privacy.psi.normalize import KeySpec
 __all__ = ["MODES", "Initiator", "PsiResult", "Responder", "run_chain", "run_local"]
 
 MODES = ("me", "both", "size", "align")
-_V = np.dtype((np.void, POINT_SIZE))
 
 
-def _void(rows: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rows).view(_V).ravel()
+def _order(rows: np.ndarray) -> np.ndarray:
+    """The stable lexicographic (byte-wise) order of 32-byte rows, as indices.
+
+    Sorts on the first 8 bytes as a big-endian integer; only runs that tie there (duplicates,
+    or a 2^-64 coincidence) are sorted on all 32 bytes, then by position.
+    """
+    keys = np.ascontiguousarray(rows).view(">u8")
+    head = keys[:, 0].astype(np.uint64)
+    order = np.argsort(head, kind="stable")
+    tie = head[order[1:]] == head[order[:-1]]
+    if tie.any():
+        run = np.zeros(len(order), dtype=bool)
+        run[1:] |= tie
+        run[:-1] |= tie
+        pos = np.flatnonzero(run)
+        sub = order[pos]
+        k = keys[sub].astype(np.uint64)
+        order[pos] = sub[np.lexsort((sub, k[:, 3], k[:, 2], k[:, 1], k[:, 0]))]
+    return order
+
+
+def _unique(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like ``np.unique(rows, axis=0, return_index=True, return_inverse=True)``, fast."""
+    n = len(rows)
+    order = _order(rows)
+    keys = np.ascontiguousarray(rows).view(">u8")[order]
+    new = np.ones(n, dtype=bool)
+    if n:
+        new[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+    first = order[new]
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return rows[first], first, inverse
+
+
+def _intersect(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (ia, ib) of the rows two duplicate-free sets share, in the rows' sort order."""
+    both = np.concatenate([a, b])
+    order = _order(both)
+    keys = both.view(">u8")[order]
+    eq = np.flatnonzero((keys[1:] == keys[:-1]).all(axis=1))
+    left, right = order[eq], order[eq + 1]
+    keep = (left < len(a)) & (right >= len(a))
+    return left[keep], right[keep] - len(a)
 
 
 @dataclass(frozen=True)
@@ -100,10 +141,10 @@ class _Party:
         if only_rows is not None:
             keep = np.isin(rows, only_rows)
             points, rows = points[keep], rows[keep]
-        uniq, first, inverse = np.unique(_void(points), return_index=True, return_inverse=True)
-        self._points = uniq.view(np.uint8).reshape(-1, POINT_SIZE)
+        uniq, first, inverse = _unique(points)
+        self._points = np.ascontiguousarray(uniq)
         self._first = rows[first]
-        self._rows, self._inverse = rows, inverse.ravel()
+        self._rows, self._inverse = rows, inverse
         self._loaded = True
 
     def _chunks(self, kind: Kind, points: np.ndarray) -> Iterator[bytes]:
@@ -159,6 +200,7 @@ class Initiator(_Party):
         self._got_theirs = 0
         self._sent = 0
         self._peer_n = 0
+        self._blinding: list[tuple[int, Callable[[], bytes]]] = []
 
     def hello(self) -> bytes:
         if not self._loaded or self._state != "new":
@@ -202,32 +244,41 @@ class Initiator(_Party):
         msg = self._accept(data, [Kind.A_REPLY, Kind.B_POINTS])
         if msg.kind is Kind.A_REPLY:
             self._got_reply = self._store(msg, self._reply, self._got_reply, msg.payload)
-        else:
-            blinded = self.engine.blind(self.group_name, self._key, msg.payload)
-            self._got_theirs = self._store(msg, self._theirs, self._got_theirs, blinded)
+        else:  # blinded on the pool while the next chunks arrive; stored when all are in
+            end = self._check_count(msg, self._got_theirs, len(self._theirs))
+            job = self.engine.blind_async(self.group_name, self._key, msg.payload)
+            self._blinding.append((self._got_theirs, job))
+            self._got_theirs = end
         if {Kind.A_REPLY, Kind.B_POINTS} <= self._done and self._state == "sent":
+            for at, job in self._blinding:
+                blinded = as_rows(job())
+                self._theirs[at : at + len(blinded)] = blinded
+            self._blinding = []
             return self._finish()
         return []
 
     def _store(self, msg: Message, into: np.ndarray, at: int, payload: bytes) -> int:
-        end = at + msg.count
-        limit = self._sent if msg.kind is Kind.A_REPLY and self.mode != "size" else len(into)
-        if end > limit or (msg.last and end != len(into)):
-            raise PsiMessageRefused(
-                f"{msg.kind.name} carries {end} points in all; {len(into)} expected",
-                hint="the peer's stream is inconsistent; restart the job",
-            )
+        limit = self._sent if self.mode != "size" else len(into)
+        end = self._check_count(msg, at, len(into), limit)
         into[at:end] = as_rows(payload)
         return end
 
+    @staticmethod
+    def _check_count(msg: Message, at: int, total: int, limit: int | None = None) -> int:
+        end = at + msg.count
+        if end > (total if limit is None else limit) or (msg.last and end != total):
+            raise PsiMessageRefused(
+                f"{msg.kind.name} carries {end} points in all; {total} expected",
+                hint="the peer's stream is inconsistent; restart the job",
+            )
+        return end
+
     def _finish(self) -> list[bytes]:
-        common, ia, ib = np.intersect1d(
-            _void(self._reply), _void(self._theirs), assume_unique=True, return_indices=True
-        )
+        ia, ib = _intersect(self._reply, self._theirs)
         self._state = "done"
         own, peer = len(self._points), self._peer_n
         if self.mode == "size":
-            self._result = PsiResult(self.role, self.mode, len(common), None, peer, own)
+            self._result = PsiResult(self.role, self.mode, len(ia), None, peer, own)
             return []
         if self.mode == "align":
             rows = self._first[ia]  # ordered by the doubly-blinded value
@@ -235,7 +286,7 @@ class Initiator(_Party):
             matched = np.zeros(own, dtype=bool)
             matched[ia] = True
             rows = self._rows[matched[self._inverse]]
-        self._result = PsiResult(self.role, self.mode, len(common), rows, peer, own)
+        self._result = PsiResult(self.role, self.mode, len(ia), rows, peer, own)
         if self.mode == "me":
             return []
         order = ib if self.mode == "align" else np.sort(ib)
@@ -263,7 +314,7 @@ class Responder(_Party):
         self._state = "new"
         self._peer_n = 0
         self._got = 0
-        self._size_buf: list[bytes] = []
+        self._size_buf: list[Callable[[], bytes]] = []
         self._matches: list[np.ndarray] = []
 
     def receive(self, data: bytes) -> Iterator[bytes]:
@@ -306,17 +357,14 @@ class Responder(_Party):
             raise PsiMessageRefused(
                 f"A_POINTS carries {self._got} points; HELLO said {self._peer_n}"
             )
-        blinded = self.engine.blind(self.group_name, self._key, msg.payload)
+        job = self.engine.blind_async(self.group_name, self._key, msg.payload)
         out: list[Iterator[bytes]] = []
         if self.mode == "size":
-            self._size_buf.append(blinded)
+            self._size_buf.append(job)
             if msg.last:  # sorting hides which reply belongs to which of A's points
-                rows = as_rows(b"".join(self._size_buf))
-                self._size_buf = []
-                out.append(self._chunks(Kind.A_REPLY, np.sort(_void(rows)).view(np.uint8)
-                                        .reshape(-1, POINT_SIZE)))  # fmt: skip
+                out.append(self._sorted_replies())
         else:
-            out.append(iter([pack(Kind.A_REPLY, self._session, msg.seq, blinded, last=msg.last)]))
+            out.append(self._reply(job, msg.seq, msg.last))
         if msg.last:
             out.append(self._chunks(Kind.B_POINTS, self._points))
             self._state = "matches" if self.mode in ("both", "align") else "done"
@@ -324,6 +372,14 @@ class Responder(_Party):
                 self._result = PsiResult(self.role, self.mode, None, None, self._peer_n,
                                          len(self._points))  # fmt: skip
         return (m for part in out for m in part)
+
+    def _reply(self, job: Callable[[], bytes], seq: int, last: bool) -> Iterator[bytes]:
+        yield pack(Kind.A_REPLY, self._session, seq, job(), last=last)
+
+    def _sorted_replies(self) -> Iterator[bytes]:
+        rows = as_rows(b"".join(job() for job in self._size_buf))
+        self._size_buf = []
+        yield from self._chunks(Kind.A_REPLY, rows[_order(rows)])
 
     def _finish_matches(self) -> None:
         idx = np.concatenate(self._matches)
@@ -341,11 +397,15 @@ class Responder(_Party):
 
 
 def run_local(a: Initiator, b: Responder) -> tuple[PsiResult, PsiResult]:
-    """Run both parties in this process, passing every message as bytes."""
+    """Run both parties in this process, passing every message as bytes.
+
+    Every A_POINTS chunk is handed to B before B's answers are read, so the pool blinds the
+    chunks back to back (replies are still read, and sent, in order).
+    """
     for reply in b.receive(a.hello()):
         a.receive(reply)
-    for chunk in a.outgoing():
-        for reply in b.receive(chunk):
+    for replies in [b.receive(chunk) for chunk in a.outgoing()]:
+        for reply in replies:
             for back in a.receive(reply):
                 for _ in b.receive(back):
                     pass
