@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,12 +12,22 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dataspace.errors import Conflict, InputError, NotFound
+from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
 from dataspace.privacy.psi import Initiator
-from dataspace.services import datasets, mp_party, multiparty
+from dataspace.privacy.secagg import (
+    AdvertisementRejected,
+    FixedPoint,
+    PairwiseMasking,
+    SessionConfig,
+    ed25519_verifier,
+)
+from dataspace.privacy.secagg.messages import decode
+from dataspace.services import datasets, mp_party, multiparty, space
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node
 from helpers.agreements import make_agreement
@@ -116,3 +129,161 @@ def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: A
     assert view["state"] == "FAILED" and "timed out" in view["error"]["message"]
     with pytest.raises(MultipartyFailed):  # its secrets are gone: no step can continue it
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "x"}))
+
+
+def _psi_agreement(node: Node, tmp_path: Path, **template: Any) -> str:
+    csv = tmp_path / "companies.csv"
+    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
+    view = datasets.add(node, csv, name="companies", actor="t")
+    offer = from_template("psi-only", purposes=["finance"], output="pseudonymized", **template)
+    return make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk", offer=offer)
+
+
+def test_a_running_job_takes_the_agreements_only_slot(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    node, _ = make_node("tax-bureau")
+    agreement = _psi_agreement(node, tmp_path, max_jobs=1)
+    mp_party.handle_step(node, "bank", _open(agreement, "job-slot-first-01"))
+    with pytest.raises(PolicyDenied, match="count"):  # the first has not finished, yet counts
+        mp_party.handle_step(node, "bank", _open(agreement, "job-slot-second-1"))
+    assert multiparty.get_job(node, "job-slot-second-1")["state"] == "DENIED"
+    mp_party.handle_abort(node, "bank", "job-slot-first-01", "test over")  # frees the slot
+    mp_party.handle_step(node, "bank", _open(agreement, "job-slot-third-01"))
+    assert multiparty.get_job(node, "job-slot-third-01")["state"] == "RUNNING"
+    mp_party.handle_abort(node, "bank", "job-slot-third-01", "test over")
+
+
+def test_two_concurrent_openings_against_count_1_admit_exactly_one(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    node, _ = make_node("tax-bureau")
+    agreement = _psi_agreement(node, tmp_path, max_jobs=1)
+    jobs = [f"job-race-{i}-000001" for i in range(2)]
+    start = threading.Barrier(len(jobs))
+    outcome: dict[str, str] = {}
+
+    def open_job(job: str) -> None:
+        start.wait()
+        try:
+            mp_party.handle_step(node, "bank", _open(agreement, job))
+            outcome[job] = "admitted"
+        except PolicyDenied:
+            outcome[job] = "denied"
+
+    threads = [threading.Thread(target=open_job, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcome.values()) == ["admitted", "denied"]
+    states = {job: multiparty.get_job(node, job)["state"] for job in jobs}
+    assert sorted(states.values()) == ["DENIED", "RUNNING"]
+    for job in jobs:
+        mp_party.handle_abort(node, "bank", job, "test over")
+
+
+def _aggregation_party(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> tuple[Node, Node, str]:
+    """tax-bureau (party 1, in a space with grid and bank) with a secure-aggregate agreement."""
+    operator, _ = make_node("operator")
+    nodes = {name: make_node(name)[0] for name in ("tax-bureau", "grid", "bank")}
+    members = [
+        Member(n.name, f"http://127.0.0.1:{9000 + i}", n.verifier_key(), ("provider",))
+        for i, n in enumerate(nodes.values())
+    ]
+    note = space.issue_membership(operator, members, space="s", serial=1, actor="op")
+    tax = nodes["tax-bureau"]
+    space.join(tax, note, operator.verifier_key(), actor="t")
+    csv = tmp_path / "revenue.csv"
+    csv.write_text("credit_code,revenue\n" + "".join(f"{c},2\n" for c in CODES), encoding="utf-8")
+    view = datasets.add(tax, csv, name="revenue", actor="t")
+    policy = from_template(
+        "psi-only", purposes=["finance"], output="aggregate-only", fields=["revenue"]
+    )
+    policy = dataclasses.replace(
+        policy,
+        permissions=(dataclasses.replace(policy.permissions[0], action="secure-aggregate"),),
+    )
+    agreement = make_agreement(
+        tax, "bank", dataset_id=view["id"], purpose="credit-risk", offer=policy
+    )
+    return tax, nodes["grid"], agreement
+
+
+def _open_aggregation(agreement: str, job: str, config: SessionConfig, **extra: Any) -> bytes:
+    return pack_frame(
+        {
+            "job_id": job,
+            "step": 0,
+            "name": "open",
+            "kind": "secure-aggregate",
+            "agreement_id": agreement,
+            "columns": ["revenue"],
+            "op": "sum",
+            "session": config.session.hex(),
+            "parties": list(config.parties),
+            "members": [[1, "tax-bureau"], [2, "grid"]],
+            "index": 1,
+            "bound": config.encoding.bound,
+            "scale_bits": 16,
+            "max_count": config.encoding.max_count,
+            "threshold": config.threshold,
+            "strategy": "pairwise-masking",
+            **extra,
+        }
+    )
+
+
+def test_a_roster_with_a_substituted_key_fails_the_aggregation_with_the_reason(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path)
+    config = SessionConfig(
+        secrets.token_bytes(16), (1, 2), 1, FixedPoint(1e6, 16, max_count=2**31), threshold=2
+    )
+    job = "job-agg-swapped-01"
+    _, [advert] = unpack_frame(
+        mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
+    )
+    # The coordinator's side, with grid's real node key: both advertisements verify.
+    names = {1: "tax-bureau", 2: "grid"}
+    keys = {1: tax.signer.public_bytes, 2: grid.signer.public_bytes}
+    coordinator = PairwiseMasking().coordinator(config, verifier=ed25519_verifier(keys, names))
+    coordinator.receive(advert)
+    coordinator.receive(PairwiseMasking().party(config, 2, [5.0], signer=grid.signer.sign).start())
+    roster = decode(coordinator.advance()[1])
+    # A malicious coordinator puts its own keys in grid's place before relaying the roster.
+    own = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    forged = dataclasses.replace(roster, blobs={**roster.blobs, "c2": own, "s2": own}).encode()
+    step = pack_frame({"job_id": job, "step": 1, "name": "round#1"}, [forged])
+    with pytest.raises(AdvertisementRejected, match=r"party 2 \(grid\) is not signed"):
+        mp_party.handle_step(tax, "bank", step)
+    view = multiparty.get_job(tax, job)
+    assert view["state"] == "FAILED"
+    assert view["error"]["code"] == "secagg_advertisement_rejected"
+    assert "substituted" in view["error"]["message"]
+    [failed] = [e for e in _entries(tax, "job.failed") if e["job_id"] == job]
+    assert failed["code"] == "secagg_advertisement_rejected"
+
+
+def test_an_aggregation_naming_an_unknown_or_wrong_party_is_refused(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    tax, _, agreement = _aggregation_party(make_node, tmp_path)
+    config = SessionConfig(
+        secrets.token_bytes(16), (1, 2), 1, FixedPoint(1e6, 16, max_count=2**31), threshold=2
+    )
+    cases = {
+        "job-agg-stranger-1": ([[1, "tax-bureau"], [2, "mallory"]], "not on tax-bureau's"),
+        "job-agg-wrongidx-1": ([[1, "grid"], [2, "tax-bureau"]], "names 'grid', not tax"),
+        "job-agg-nomember-1": (None, "one distinct node for every party"),
+        "job-agg-coordin-01": ([[1, "tax-bureau"], [2, "bank"]], "lists itself"),
+    }
+    for job, (members, reason) in cases.items():
+        with pytest.raises(AdvertisementRejected, match=reason):
+            mp_party.handle_step(
+                tax, "bank", _open_aggregation(agreement, job, config, members=members)
+            )
+        assert multiparty.get_job(tax, job)["state"] == "FAILED"

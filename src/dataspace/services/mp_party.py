@@ -40,11 +40,20 @@ from dataspace.contracts.negotiation import NegotiationState
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
 from dataspace.metering import PriceTerms, Usage
 from dataspace.policy import PolicyDenied, Request, evaluate
-from dataspace.privacy.psi import MODES, Engine, KeySpec, Responder
-from dataspace.privacy.secagg import FixedPoint, PartyRole, SessionConfig, aggregator
+from dataspace.privacy.psi import MODES, Engine, KeySpec, Responder, shared_engine
+from dataspace.privacy.secagg import (
+    AdvertisementRejected,
+    FixedPoint,
+    PartyRole,
+    SessionConfig,
+    aggregator,
+    ed25519_verifier,
+)
 from dataspace.services import jobs, mp_protocols
 from dataspace.services import mp_store as ms
+from dataspace.services.job_policy import _slots_taken
 from dataspace.services.job_wire import check_job_id, jsonable
+from dataspace.services.mp_keys import party_keys, party_names
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
@@ -53,7 +62,7 @@ from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
 __all__ = ["ALIGN_DIR", "handle_abort", "handle_step", "psi_output", "write_rows"]
 
 ALIGN_DIR = "mp"  # under the node's data dir: <job id>.parquet per job that kept rows
-POOL_ABOVE_ROWS = 200_000  # smaller inputs are hashed in-process (a pool costs ~1 s to start)
+POOL_ABOVE_ROWS = 200_000  # smaller inputs are hashed in-process; larger on the shared pool
 
 
 def psi_output(mode: str) -> str:
@@ -129,7 +138,7 @@ def handle_step(node: Node, caller: str, body: bytes) -> bytes:
                     hint="a step number is used once per job",
                 )
             return cached[1]
-        if session.ended or not _running(node, job_id):  # ended here (timeout, abort, reaper)
+        if session.ended or not _running(node, job_id, opening=step == 0):  # ended here
             session.ended = True
             _close(session)
             with _REGISTRY:
@@ -214,6 +223,7 @@ def _new_session(node: Node, caller: str, job_id: str, header: dict[str, Any]) -
         peer=caller,
         action=kind,
         request={"mp": header, "idle_timeout": idle},
+        state=jobs.QUEUED,  # RUNNING once its agreement admits it (_check), atomically
     )
     session = _Session(job_id, caller, kind, idle)
     _SESSIONS[job_id] = session
@@ -223,10 +233,12 @@ def _new_session(node: Node, caller: str, job_id: str, header: dict[str, Any]) -
     return session
 
 
-def _running(node: Node, job_id: str) -> bool:
+def _running(node: Node, job_id: str, *, opening: bool = False) -> bool:
+    """The job has not ended here (timeout, abort, reaper); before admission it is QUEUED."""
     with node.store.read() as db:
         row = db.get(JobRow, job_id)
-        return row is not None and row.state == jobs.RUNNING
+        states = (jobs.RUNNING, jobs.QUEUED) if opening else (jobs.RUNNING,)
+        return row is not None and row.state in states
 
 
 def _watchdog(node: Node, session: _Session) -> None:
@@ -342,8 +354,8 @@ def _dispatch(
     if s.kind == ms.PSI:
         assert s.responder is not None
         replies: list[bytes] = []
-        for blob in blobs:
-            replies.extend(s.responder.receive(blob))
+        for answers in [s.responder.receive(blob) for blob in blobs]:  # all chunks on the pool
+            replies.extend(answers)
         return {"state": "running"}, replies, {"in": len(blobs), "out": len(replies)}
     assert s.party is not None
     if len(blobs) != 1:
@@ -359,10 +371,17 @@ def _check(
     output: str,
     epsilon: float | None = None,
 ) -> tuple[Any, Any]:
-    """Load this node's agreement with the initiator and evaluate it now (deny by default)."""
+    """Evaluate this node's agreement with the initiator now and admit the job (deny by default).
+
+    Like a governed query's admission (``jobs._admit``), all under the agreement row's write
+    lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``SELECT ... FOR UPDATE``): count the
+    agreement's admitted and succeeded jobs, evaluate, and move this job QUEUED → RUNNING in
+    the same transaction. Concurrent openings queue on the lock, so a ``count`` limit of k
+    admits exactly k of them.
+    """
     s.agreement_id = str(header.get("agreement_id", ""))
-    with node.store.read() as session:
-        agreement = cstore.get_agreement(session, s.agreement_id, peer=s.initiator)
+    with node.store.write() as session:
+        agreement = cstore.get_agreement(session, s.agreement_id, peer=s.initiator, lock=True)
         neg = session.get(ContractNegotiationRow, agreement.negotiation_id)
         if neg is None or neg.role != "provider" or agreement.consumer != s.initiator:
             raise NotFound(
@@ -374,14 +393,42 @@ def _check(
         dataset = jobs._dataset(node, session, offer.dataset_id if offer else agreement.target)
         s.dataset, s.terms = dataset.name, jobs._terms(offer)
         policy = policy_from_wire(agreement.policy, "$.agreement")
-        jobs_run = jobs._completed_jobs(session, s.agreement_id)
+        jobs_run = _slots_taken(session, s.agreement_id, exclude=s.job_id)
         eps_spent, _ = jobs._budget_spent(session, s.agreement_id)
         state, purpose, signed_at = neg.state, agreement.purpose, jobs._aware(agreement.signed_at)
         target = agreement.target
+        decision = _decide(node, s, state, policy, dataset, fields, output, epsilon,
+                           purpose=purpose, target=target, signed_at=signed_at,
+                           jobs_run=jobs_run, eps_spent=eps_spent)  # fmt: skip
+        s.decision = jsonable(decision.to_dict())
+        if decision.allowed:
+            row = session.get(JobRow, s.job_id, with_for_update=True)
+            if row is None or row.state != jobs.QUEUED:
+                raise Conflict(f"job {s.job_id} is no longer waiting to start here")
+            row.state = jobs.RUNNING
+    if not decision.allowed:
+        raise PolicyDenied(decision)
+    return dataset, decision
+
+
+def _decide(
+    node: Node,
+    s: _Session,
+    state: str,
+    policy: Any,
+    dataset: Any,
+    fields: list[str],
+    output: str,
+    epsilon: float | None,
+    *,
+    purpose: str | None,
+    target: str,
+    signed_at: datetime,
+    jobs_run: int,
+    eps_spent: Decimal,
+) -> Any:
     if state != NegotiationState.FINALIZED:
-        raise PolicyDenied(
-            jobs._single_reason("agreement", f"the agreement is {state}, not FINALIZED")
-        )
+        return jobs._single_reason("agreement", f"the agreement is {state}, not FINALIZED")
     missing = [c for c in fields if c not in dataset.columns]
     if missing:
         raise UsageError(
@@ -402,11 +449,7 @@ def _check(
         epsilon=Decimal(str(epsilon)) if epsilon else None,
         epsilon_spent=eps_spent if epsilon else None,
     )
-    decision = evaluate(policy, request)
-    s.decision = jsonable(decision.to_dict())
-    if not decision.allowed:
-        raise PolicyDenied(decision)
-    return dataset, decision
+    return evaluate(policy, request)
 
 
 def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
@@ -418,7 +461,7 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     dataset, _ = _check(node, s, header, s.key_columns, psi_output(mode))
     parquet = pq.ParquetFile(dataset.path)
     s.rows_scanned = parquet.metadata.num_rows
-    s.engine = Engine(0 if s.rows_scanned < POOL_ABOVE_ROWS else None)
+    s.engine = Engine(0) if s.rows_scanned < POOL_ABOVE_ROWS else shared_engine()
     s.responder = Responder(
         str(header.get("psi_id") or s.job_id),
         spec,
@@ -464,8 +507,26 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         ),
         threshold=int(header.get("threshold", 0)),
     )
+    index = int(header["index"])
+    names = party_names(header.get("members"), config.parties)
+    if names.get(index) != node.name:
+        raise AdvertisementRejected(
+            f"the job names {names.get(index)!r}, not {node.name}, as party {index}",
+            hint="the initiator sent an inconsistent party list; the job is refused",
+        )
+    if s.initiator in names.values():
+        raise AdvertisementRejected(
+            f"the coordinator {s.initiator} lists itself as a party", hint="the job is refused"
+        )
     strategy = aggregator(str(header.get("strategy", "pairwise-masking")))
-    s.party = strategy.party(config, int(header["index"]), values, count=table.num_rows)
+    s.party = strategy.party(
+        config,
+        index,
+        values,
+        count=table.num_rows,
+        signer=node.signer.sign,  # round-0 keys signed with this node's Ed25519 key
+        verifier=ed25519_verifier(party_keys(node, names), names),
+    )
     return {"state": "open"}, [s.party.start()], {"rows": table.num_rows, "dataset": s.dataset}
 
 

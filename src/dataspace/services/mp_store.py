@@ -32,7 +32,7 @@ from dataspace.errors import DataspaceError, NotFound
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.services.job_wire import jsonable
-from dataspace.services.jobs import FAILED, RUNNING, SUCCEEDED
+from dataspace.services.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED
 from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
 
@@ -96,7 +96,9 @@ def create_row(
     action: str,
     request: Mapping[str, Any],
     total: int = 0,
+    state: str = RUNNING,
 ) -> None:
+    """A new job row; a participant's starts QUEUED until its agreement admits it."""
     with node.store.write() as session:
         session.add(
             JobRow(
@@ -105,7 +107,7 @@ def create_row(
                 agreement_id=agreement_id,
                 peer=peer[:200],
                 action=action,
-                state=RUNNING,
+                state=state,
                 request=jsonable(dict(request)),
                 result_meta={
                     "steps": [],
@@ -192,13 +194,14 @@ def finish(
     terms: PriceTerms | None = None,
     decision: Mapping[str, Any] | None = None,
 ) -> bool:
-    """End a RUNNING job (state, result or error, usage record, ledger entry) in one transaction.
+    """End a RUNNING (or not yet admitted, QUEUED) job — state, result or error, usage record,
+    ledger entry — in one transaction.
 
-    Returns False (and changes nothing) when the job is not RUNNING: the first end wins.
+    Returns False (and changes nothing) when the job has ended already: the first end wins.
     """
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
-        if row is None or row.state != RUNNING:
+        if row is None or row.state not in (RUNNING, QUEUED):
             return False
         usage_id = None
         if usage is not None:
@@ -247,13 +250,14 @@ def fail(node: Node, job_id: str, error: DataspaceError, *, actor: str, **payloa
 
 
 def reap(node: Node) -> None:
-    """Fail RUNNING multi-party jobs whose last sign of life is older than their idle timeout."""
+    """Fail running (or queued) multi-party jobs whose last sign of life is older than their
+    idle timeout."""
     from dataspace.services.mp_wire import MultipartyFailed
 
     stale = []
     with node.store.read() as session:
         rows = session.scalars(
-            select(JobRow).where(JobRow.state == RUNNING, JobRow.action.in_(ACTIONS))
+            select(JobRow).where(JobRow.state.in_((RUNNING, QUEUED)), JobRow.action.in_(ACTIONS))
         ).all()
         for row in rows:
             meta = _meta(row)

@@ -39,11 +39,19 @@ import pyarrow.parquet as pq
 
 from dataspace.contracts import store as cstore
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
-from dataspace.privacy.psi import MODES, Engine, Initiator, KeySpec
-from dataspace.privacy.secagg import AGGREGATORS, FixedPoint, OutputNoise, SessionConfig, aggregator
+from dataspace.privacy.psi import MODES, Engine, Initiator, KeySpec, shared_engine
+from dataspace.privacy.secagg import (
+    AGGREGATORS,
+    FixedPoint,
+    OutputNoise,
+    SessionConfig,
+    aggregator,
+    ed25519_verifier,
+)
 from dataspace.services import jobs
 from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
+from dataspace.services.mp_keys import party_keys
 from dataspace.services.mp_party import POOL_ABOVE_ROWS, write_rows
 from dataspace.services.mp_wire import (
     ABORT_PATH,
@@ -422,7 +430,7 @@ def _run_psi(r: _Runner) -> dict[str, Any]:
             idle_timeout=max(job.idle_timeout, job.step_timeout * 3),
         )
     )
-    with Engine(0 if job.extra["rows"] < POOL_ABOVE_ROWS else None) as engine:
+    with Engine(0) if job.extra["rows"] < POOL_ABOVE_ROWS else shared_engine() as engine:
         for i, link in enumerate(job.links, start=1):
             a = Initiator(
                 ids[link.peer], spec, mode=modes[link.peer], group_name=p["group"], engine=engine
@@ -472,7 +480,9 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
         threshold=len(index),
     )
     noise = OutputNoise(float(p["epsilon"])) if p.get("epsilon") else None
-    coordinator = aggregator(p["strategy"], noise).coordinator(config)
+    names = {i: peer for peer, i in index.items()}
+    verifier = ed25519_verifier(party_keys(r.node, names), names)  # keys from the member list
+    coordinator = aggregator(p["strategy"], noise).coordinator(config, verifier=verifier)
     opened = r.each(
         lambda link: r.step(
             link,
@@ -484,6 +494,7 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
             epsilon=p.get("epsilon"),
             session=config.session.hex(),
             parties=list(config.parties),
+            members=[[i, peer] for i, peer in sorted(names.items())],
             index=index[link.peer],
             bound=p["bound"],
             scale_bits=p["scale_bits"],

@@ -10,6 +10,8 @@ See docs/secure-aggregation.md. Two strategies behind :class:`Aggregator`, chose
 Both encode floats as fixed point mod 2^k with overflow checks (:class:`FixedPoint`), speak
 only bytes (:mod:`.messages`), and can be wrapped with central DP noise from OpenDP
 (:class:`OutputNoise`). :func:`aggregate_locally` runs a whole session in one process.
+Key advertisements are signed with the parties' node keys (:func:`ed25519_signer`,
+:func:`ed25519_verifier`), so a coordinator cannot substitute keys.
 """
 
 from dataspace.privacy.secagg.additive import AdditiveSharing
@@ -25,6 +27,7 @@ from dataspace.privacy.secagg.base import (
 )
 from dataspace.privacy.secagg.encoding import FixedPoint
 from dataspace.privacy.secagg.errors import (
+    AdvertisementRejected,
     AggregateOverflow,
     NotAParticipant,
     OutOfOrder,
@@ -38,11 +41,13 @@ from dataspace.privacy.secagg.local import aggregate_locally, run_session
 from dataspace.privacy.secagg.noise import OutputNoise, with_noise
 from dataspace.privacy.secagg.protocol import PairwiseMasking
 from dataspace.privacy.secagg.shamir import Shamir, Share
+from dataspace.privacy.secagg.signing import ed25519_signer, ed25519_verifier
 from dataspace.privacy.secagg.strategies import AGGREGATORS, aggregator
 
 __all__ = [
     "AGGREGATORS",
     "AdditiveSharing",
+    "AdvertisementRejected",
     "AggregateOverflow",
     "AggregateResult",
     "Aggregator",
@@ -66,6 +71,8 @@ __all__ = [
     "advertisement",
     "aggregate_locally",
     "aggregator",
+    "ed25519_signer",
+    "ed25519_verifier",
     "run_session",
     "with_noise",
 ]

@@ -7,7 +7,9 @@ InputError ── SecAggError            a secure-aggregation message or value i
               ├─ OverflowRisk        bound × parties does not fit the signed range of 2^k
               ├─ ValueOutOfBound     an input value is NaN, infinite or beyond the bound
               └─ AggregateOverflow   a decoded sum lies outside ±parties × bound
-VerificationError ── ShareRejected   a share ciphertext fails AES-GCM authentication
+VerificationError ┬─ ShareRejected          a share ciphertext fails AES-GCM authentication
+                  └─ AdvertisementRejected  a key advertisement is unsigned, or not signed by
+                                            the node key the membership list holds for it
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from dataspace.errors import InputError, VerificationError
 
 __all__ = [
+    "AdvertisementRejected",
     "AggregateOverflow",
     "NotAParticipant",
     "OutOfOrder",
@@ -56,3 +59,7 @@ class AggregateOverflow(SecAggError):
 
 class ShareRejected(VerificationError):
     code = "secagg_share_rejected"
+
+
+class AdvertisementRejected(VerificationError):
+    code = "secagg_advertisement_rejected"
