@@ -1,35 +1,109 @@
-"""VFL logistic regression on secret shares vs plaintext LR on the same machine.
+"""VFL logistic regression and SecureBoost GBDT on secret shares vs plaintext, same machine.
 
     .venv/bin/python bench/vfl.py [--rows 100000] [--epochs 10] [--batch-size 4096]
     .venv/bin/python bench/vfl.py --model vgbdt [--rows 100000] [--trees 50] [--depth 3]
 
-``--model vgbdt``: SecureBoost-style GBDT on additive shares (bank 10 columns with labels,
-tax bureau 10 columns, operator as dealer) against the same algorithm in plaintext numpy and
-LightGBM / XGBoost with matched parameters (if installed), with ratios and held-out AUCs.
+Two parties (bank with labels: 10 columns, tax bureau: 10 columns) and the operator as dealer,
+all in this process on one core's worth of numpy (every message is still encoded to and
+decoded from its wire bytes). The single-core contenders run in turn, ``--repeat`` rounds, so
+that a load change on this shared machine hits all of them alike; the multi-threaded ones
+(BLAS with its default threads, scikit-learn, LightGBM on all cores) run afterwards, in a race
+of their own, because their idle threads keep spinning for a while after each call and would
+slow down whichever contender runs next. Each line shows the median and the best time; ratios
+are median over median. The load average is printed before and after.
 
-Two parties (bank with labels: 10 columns, tax bureau: 10 columns) and a dealer, all in
-this process and on one core's worth of numpy; prints training time of the VFL job against
-plaintext numpy SGD (identical schedule) and scikit-learn's LogisticRegression (lbfgs, if
-installed), the ratios, held-out AUCs and the bytes the protocol sent.
+``vlr``: against plaintext numpy SGD with the identical schedule — ``baseline.train_plain``
+as it is, and the same computation with tuned row gathers (:func:`plain_sgd_tuned`, bitwise
+the same weights; the fair reference) — with OpenBLAS on one thread and on its default
+threads, and scikit-learn's ``LogisticRegression`` (lbfgs, same L2). ``vgbdt``: against the
+same algorithm in plaintext numpy and LightGBM with matched parameters (trees, depth, bins,
+learning rate, L2; one thread, and all cores; dataset construction included, as our binning
+is).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 
 from dataspace.federated import PartyData, TrainConfig, auc, make_vertical, predict, train
-from dataspace.federated.baseline import prepare, train_plain
-from dataspace.federated.plan import make_plan
+from dataspace.federated.baseline import prepare, sigmoid, train_plain
+from dataspace.federated.plan import Scaler, make_plan
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def race(contenders: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
+    """Run each contender once per round, in turn; returns every time per contender."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def line(name: str, times: list[float], ref: list[float] | None, extra: str = "") -> str:
+    med = statistics.median(times)
+    ratio = f"  VFL is {statistics.median(ref) / med:5.1f}x" if ref is not None else ""
+    return f"{name:34s} median {med:7.3f} s  best {min(times):7.3f} s{ratio}  {extra}"
+
+
+def blas_threads(n: int) -> Any:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def plain_sgd_tuned(
+    blocks: list[Any], labels: Any, config: TrainConfig
+) -> tuple[Any, float, list[float]]:
+    """:func:`train_plain` with its row gathers done by ``np.take`` (``x[idx]`` on a 2-D array
+    is several times slower here) and only the training and validation rows standardised:
+    the same floats, bit for bit, in about two thirds of the time."""
+    plan = make_plan(labels.shape[0], config)
+    parts = [[np.take(b, idx, axis=0) for b in blocks] for idx in (plan.train, plan.validation)]
+    scalers = [Scaler.fit(t, config.clip) for t in parts[0]]
+    xt, xv = (np.hstack([s.transform(x) for s, x in zip(scalers, p, strict=True)])
+              for p in parts)
+    yt, yv = np.take(labels, plan.train), np.take(labels, plan.validation)
+    w, b = np.zeros(xt.shape[1]), 0.0
+    best, curve, stale = (np.inf, w.copy(), b), [], 0
+    for epoch in range(config.epochs):
+        lr = config.step(epoch)
+        for j in plan.batch_order(epoch, config.seed):
+            rows = plan.batches[j]
+            x, y = xt[rows], yt[rows]
+            r = sigmoid(x @ w + b) - y
+            w = w - lr * (x.T @ r / y.size + config.l2 * w)
+            b = b - lr * float(r.mean())
+        brier = float(np.mean((sigmoid(xv @ w + b) - yv) ** 2))
+        curve.append(brier)
+        if brier < best[0] - config.min_delta:
+            best, stale = (brier, w.copy(), b), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    return best[1], best[2], curve
 
 
 def bench_vgbdt(rows: int, trees: int, depth: int, repeat: int) -> None:
-    from dataspace.federated.sgb import SecureBoost
+    from dataspace.federated.sgb import SecureBoost, SgbModel
     from dataspace.federated.sgb import predict as sgb_predict
-    from dataspace.federated.sgb_tree import SgbParams, train_central
+    from dataspace.federated.sgb_tree import CentralModel, SgbParams, train_central
 
     data = make_vertical(int(rows * 1.25), {"bank": 10, "tax": 10}, seed=7)
     blocks = {k: v[:rows] for k, v in data.blocks.items()}
@@ -39,31 +113,23 @@ def bench_vgbdt(rows: int, trees: int, depth: int, repeat: int) -> None:
                        min_child_weight=1.0, bins=32)
     parties = [PartyData("bank", blocks["bank"], labels), PartyData("tax", blocks["tax"])]
     x, x_test = np.hstack(list(blocks.values())), np.hstack(list(test.values()))
+    trainer = SecureBoost(params, allow_secureboost_leakage=True)
+    out: dict[str, Any] = {}
 
-    def best(fn: Callable[[], object]) -> tuple[float, object]:
-        times, out = [], None
-        for _ in range(repeat):
-            start = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - start)
-        return min(times), out
+    def keep(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            out[name] = fn()
+        return run
 
-    model_trainer = SecureBoost(params, allow_secureboost_leakage=True)
-    vfl, model = best(lambda: model_trainer.fit(parties))
-    assert model is not None
-    vfl_auc = auc(sgb_predict(model, test), test_labels)  # type: ignore[arg-type]
-    print(f"rows {rows}  features 10 + 10  trees {trees}  depth {depth}  bins 32")
-    print(f"VFL GBDT (shares)        {vfl:8.3f} s  (dealer {model.dealer_seconds:.3f} s, "  # type: ignore[attr-defined]
-          f"{model.bytes_total / 1e6:.0f} MB sent)  AUC {vfl_auc:.4f}")  # type: ignore[attr-defined]
-    plain, central = best(lambda: train_central(x, labels, params))
-    plain_auc = auc(central.decision_function(x_test), test_labels)  # type: ignore[attr-defined]
-    print(f"plaintext numpy GBDT     {plain:8.3f} s  ratio {vfl / plain:5.1f}x  "
-          f"AUC {plain_auc:.4f}")
+    contenders = {"vfl": keep("vfl", lambda: trainer.fit(parties)),
+                  "numpy": keep("numpy", lambda: train_central(x, labels, params))}
+    threaded: dict[str, Callable[[], None]] = {}
     try:
         import lightgbm as lgb
     except ImportError:
-        print("lightgbm not installed: skipping its baseline")
+        have_lgb = False
     else:
+        have_lgb = True
         for threads in (1, 0):
             lgb_params = {
                 "objective": "binary", "learning_rate": params.learning_rate,
@@ -71,87 +137,108 @@ def bench_vgbdt(rows: int, trees: int, depth: int, repeat: int) -> None:
                 "min_sum_hessian_in_leaf": params.min_child_weight, "min_data_in_leaf": 1,
                 "max_bin": params.bins, "verbose": -1, "num_threads": threads,
             }
-            t, booster = best(lambda: lgb.train(lgb_params, lgb.Dataset(x, labels),  # noqa: B023
-                                                num_boost_round=trees))
-            lgb_auc = auc(booster.predict(x_test, raw_score=True), test_labels)  # type: ignore[attr-defined]
-            name = f"LightGBM ({'1 thread' if threads == 1 else 'all cores'})"
-            print(f"{name:24s} {t:8.3f} s  ratio {vfl / t:5.1f}x  AUC {lgb_auc:.4f}")
+            name = f"lgb{threads}"
+            (contenders if threads == 1 else threaded)[name] = keep(
+                name, lambda p=lgb_params: lgb.train(  # type: ignore[misc]
+                    p, lgb.Dataset(x, labels), num_boost_round=trees))
+    print(f"rows {rows}  features 10 + 10  trees {trees}  depth {depth}  bins 32  "
+          f"rounds {repeat}  cores {os.cpu_count()}  load before {load()}")
+    with blas_threads(1):
+        times = race(contenders, repeat)
+    times |= race(threaded, repeat)
+    model: SgbModel = out["vfl"]
+    vfl = times["vfl"]
+    print(line("VFL GBDT (shares, 1 core)", vfl, None,
+               f"AUC {auc(sgb_predict(model, test), test_labels):.4f}  "
+               f"(dealer {model.dealer_seconds:.2f} s, {model.bytes_total / 1e6:.0f} MB sent)"))
+    central: CentralModel = out["numpy"]
+    print(line("plaintext numpy GBDT (same algo)", times["numpy"], vfl,
+               f"AUC {auc(central.decision_function(x_test), test_labels):.4f}"))
+    if not have_lgb:
+        print("lightgbm not installed: skipping its baseline")
+    for threads, label in ((1, "1 thread"), (0, "all cores")):
+        if f"lgb{threads}" in times:
+            booster = out[f"lgb{threads}"]
+            score = auc(booster.predict(x_test, raw_score=True), test_labels)
+            print(line(f"LightGBM {lgb.__version__} ({label})", times[f"lgb{threads}"], vfl,
+                       f"AUC {score:.4f}"))
+    print(f"load after {load()}")
+
+
+def bench_vlr(rows: int, epochs: int, batch_size: int, repeat: int) -> None:
+    data = make_vertical(int(rows * 1.25), {"bank": 10, "tax": 10}, seed=7)
+    blocks = {k: v[:rows] for k, v in data.blocks.items()}
+    test = {k: v[rows:] for k, v in data.blocks.items()}
+    labels, test_labels = data.labels[:rows], data.labels[rows:]
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=epochs)
+    parties = [PartyData("bank", blocks["bank"], labels), PartyData("tax", blocks["tax"])]
+    plan = make_plan(rows, config)
+    out: dict[str, Any] = {}
+
+    def plain() -> None:
+        out["plain"] = train_plain(list(blocks.values()), labels, config)
+
+    def tuned() -> None:
+        out["tuned"] = plain_sgd_tuned(list(blocks.values()), labels, config)
+
+    def vfl() -> None:
+        out["vfl"] = train(parties, config)
+
+    contenders: dict[str, Callable[[], None]] = {"vfl": vfl, "plain1": plain, "tuned": tuned}
+    threaded: dict[str, Callable[[], None]] = {"plain": plain}
     try:
-        import xgboost as xgb
+        from sklearn.linear_model import LogisticRegression
     except ImportError:
-        print("xgboost not installed: skipping its baseline")
+        pass
     else:
-        xgb_params = {"objective": "binary:logistic", "eta": params.learning_rate,
-                      "max_depth": depth, "lambda": params.l2, "tree_method": "hist",
-                      "max_bin": params.bins, "min_child_weight": params.min_child_weight}
-        t, xbooster = best(lambda: xgb.train(xgb_params, xgb.DMatrix(x, labels), trees))
-        xgb_auc = auc(xbooster.predict(xgb.DMatrix(x_test), output_margin=True),  # type: ignore[attr-defined]
-                      test_labels)
-        print(f"XGBoost hist             {t:8.3f} s  ratio {vfl / t:5.1f}x  AUC {xgb_auc:.4f}")
+        def sklearn() -> None:
+            pooled, _ = prepare(list(blocks.values()), plan, config.clip)
+            model = LogisticRegression(C=1.0 / (config.l2 * plan.train.size), max_iter=1000)
+            out["sklearn"] = model.fit(pooled[plan.train], labels[plan.train])
+        threaded["sklearn"] = sklearn
+    print(f"rows {rows}  features 10 + 10  epochs {epochs}  batch {batch_size}  "
+          f"rounds {repeat}  cores {os.cpu_count()}  load before {load()}")
+    with blas_threads(1):  # one core each: OpenBLAS limited to one thread
+        times = race(contenders, repeat)
+    times |= race(threaded, repeat)
+    result = out["vfl"]
+    vfl_auc = auc(predict(result.models, test, label_party="bank").scores, test_labels)
+    print(line("VFL LR (secret shares, 1 core)", times["vfl"], None,
+               f"AUC {vfl_auc:.4f}  (iterations {result.iterations}, dealer "
+               f"{result.dealer_seconds:.3f} s, {result.bytes_total / 1e6:.0f} MB sent)"))
+    w, b, _ = out["plain"]
+    _, scalers = prepare(list(blocks.values()), plan, config.clip)
+    x_test = np.hstack([s.transform(test[k]) for s, k in zip(scalers, blocks, strict=True)])
+    plain_auc = auc(x_test @ w + b, test_labels)
+    assert all(np.array_equal(a, c) for a, c in zip(out["plain"], out["tuned"], strict=True))
+    print(line("numpy SGD, tuned gathers, BLAS 1T", times["tuned"], times["vfl"],
+               f"AUC {plain_auc:.4f} (same weights as train_plain)"))
+    print(line("numpy SGD, same schedule, BLAS 1T", times["plain1"], times["vfl"],
+               f"AUC {plain_auc:.4f} (baseline.train_plain)"))
+    print(line("numpy SGD, same schedule, BLAS dflt", times["plain"], times["vfl"],
+               f"AUC {plain_auc:.4f}"))
+    if "sklearn" in out:
+        sk_auc = auc(out["sklearn"].decision_function(x_test), test_labels)
+        print(line("scikit-learn lbfgs", times["sklearn"], times["vfl"], f"AUC {sk_auc:.4f}"))
+    else:
+        print("scikit-learn not installed: skipping its baseline")
+    print(f"load after {load()}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", choices=("vlr", "vgbdt"), default="vlr")
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (median and best)")
     args = parser.parse_args()
     if args.model == "vgbdt":
         bench_vgbdt(args.rows, args.trees, args.depth, args.repeat)
-        return
-
-    data = make_vertical(int(args.rows * 1.25), {"bank": 10, "tax": 10}, seed=7)
-    n_train = args.rows
-    blocks = {k: v[:n_train] for k, v in data.blocks.items()}
-    labels, test_labels = data.labels[:n_train], data.labels[n_train:]
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs)
-    parties = [PartyData("bank", blocks["bank"], labels), PartyData("tax", blocks["tax"])]
-
-    vfl_times, result = [], None
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        result = train(parties, config)
-        vfl_times.append(time.perf_counter() - start)
-    assert result is not None
-    test = {k: v[n_train:] for k, v in data.blocks.items()}
-    vfl_auc = auc(predict(result.models, test, label_party="bank").scores, test_labels)
-
-    plain_times = []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        w, b, _ = train_plain(list(blocks.values()), labels, config)
-        plain_times.append(time.perf_counter() - start)
-    plan = make_plan(n_train, config)
-    pooled, scalers = prepare(list(blocks.values()), plan, config.clip)
-    x_test = np.hstack([s.transform(test[k]) for s, k in zip(scalers, blocks, strict=True)])
-    plain_auc = auc(x_test @ w + b, test_labels)
-
-    vfl, plain = min(vfl_times), min(plain_times)
-    print(f"rows {n_train}  features 10 + 10  epochs {result.epochs_run}  "
-          f"batch {args.batch_size}  iterations {result.iterations}")
-    print(f"VFL LR (secret shares)   {vfl:8.3f} s  (dealer {result.dealer_seconds:.3f} s, "
-          f"{result.bytes_total / 1e6:.0f} MB sent)  AUC {vfl_auc:.4f}")
-    print(f"plaintext numpy SGD      {plain:8.3f} s  ratio {vfl / plain:5.1f}x  "
-          f"AUC {plain_auc:.4f}")
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        print("scikit-learn not installed: skipping its baseline")
-        return
-    sk_times = []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        pooled, scalers = prepare(list(blocks.values()), plan, config.clip)
-        model = LogisticRegression(C=1.0 / (config.l2 * plan.train.size), max_iter=1000)
-        model.fit(pooled[plan.train], labels[plan.train])
-        sk_times.append(time.perf_counter() - start)
-    sk = min(sk_times)
-    sk_auc = auc(model.decision_function(x_test), test_labels)
-    print(f"scikit-learn lbfgs       {sk:8.3f} s  ratio {vfl / sk:5.1f}x  AUC {sk_auc:.4f}")
+    else:
+        bench_vlr(args.rows, args.epochs, args.batch_size, args.repeat)
 
 
 if __name__ == "__main__":

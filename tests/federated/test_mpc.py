@@ -17,8 +17,8 @@ from dataspace.federated.mpc import (
     truncation_failure_bound,
 )
 from dataspace.federated.mpc.fixedpoint import truncate_share
-from dataspace.federated.mpc.rand import Csprng
-from dataspace.federated.mpc.wire import Message, decode, encode
+from dataspace.federated.mpc.rand import Csprng, expand
+from dataspace.federated.mpc.wire import Message, decode, encode, pack_arrays, unpack_arrays
 
 FP = FixedPoint()
 ULP = 2.0**-FP.frac_bits
@@ -170,3 +170,108 @@ def test_a_message_with_the_wrong_tag_is_refused() -> None:
     net.send("bank", "tax", "share/x", np.zeros(2, dtype=np.uint64))
     with pytest.raises(MalformedMessage, match="expected 'share/y'"):
         net.recv("tax", "bank", "share/y")
+
+
+def test_cube_from_one_opening_matches_plaintext(mpc: Mpc) -> None:
+    z = np.linspace(-8, 8, 641)
+    cubed = mpc.cube(mpc.share(mpc.parties[1], FP.encode(z)))
+    got = FP.decode(mpc.reveal(cubed, ["bank"], "cube"))
+    # z is cubed at 11 fractional bits: error <= 3 z^2 * 2^-10 (+ 1 ulp), 0.2 at |z| = 8
+    assert np.abs(got - z**3).max() <= 3 * 64 * 2.0**-10 + 2 * ULP
+    assert np.abs(got - z**3)[np.abs(z) <= 1].max() < 5e-3
+    assert mpc.log.masked_openings == 1  # one masked opening, no second round
+
+
+def test_triples_dealt_in_one_bundle_arrive_as_one_message_per_party(mpc: Mpc) -> None:
+    p0, p1 = mpc.parties
+    before = mpc.net.links[("operator", "bank")].messages
+    with mpc.dealer.batch() as bundle:
+        tids = [mpc.dealer.triple(p0.name, p1.name, (4,)) for _ in range(3)]
+        cube = mpc.deal_cube((5,))
+    assert mpc.net.links[("operator", "bank")].messages == before + 1
+    for p in mpc.parties:
+        p.accept(mpc.dealer.name, bundle)
+    a0, b0, c0 = p0.take(mpc.dealer.name, tids[1], "abc")
+    a1, b1, c1 = p1.take(mpc.dealer.name, tids[1], "abc")
+    assert np.array_equal((a0 + a1) * (b0 + b1), c0 + c1)
+    q0, q1 = (p.take(mpc.dealer.name, cube, "a23") for p in mpc.parties)
+    a = q0[0] + q1[0]
+    assert np.array_equal(q0[1] + q1[1], a * a) and np.array_equal(q0[2] + q1[2], a * a * a)
+    with pytest.raises(TripleReused):
+        p0.take(mpc.dealer.name, tids[1], "abc")
+
+
+def test_a_bundle_that_does_not_match_its_layout_is_refused(mpc: Mpc) -> None:
+    p0, p1 = mpc.parties
+    with mpc.dealer.batch() as bundle:
+        mpc.dealer.triple(p0.name, p1.name, (2,))
+    bundle.layout["bank"].append(("t999", 3))  # the party expects more than arrived
+    with pytest.raises(MalformedMessage, match="layout"):
+        p0.accept(mpc.dealer.name, bundle)
+
+
+def test_several_owned_products_in_one_exchange_match_plaintext(mpc: Mpc) -> None:
+    rng = np.random.default_rng(5)
+    bank, tax = mpc.parties
+    xb, xt = rng.normal(size=(30, 4)), rng.normal(size=(30, 3))
+    bank.mem["Xb"], tax.mem["Xt"] = (FP.encode(x, FP.data_frac_bits) for x in (xb, xt))
+    mpc.register_owned(bank, "Xb")
+    mpc.register_owned(tax, "Xt")
+    wb, wt, r = rng.normal(size=4), rng.normal(size=3), rng.normal(size=10)
+    shared = [mpc.share(bank, FP.encode(v)) for v in (wb, wt, r)]
+    rows = slice(5, 15)
+    before = mpc.net.links[("bank", "tax")].messages
+    out = mpc.owned_matmuls([
+        (bank, "Xb", shared[0], None, False),
+        (tax, "Xt", shared[1], None, False),
+        (bank, "Xb", shared[2], rows, True),
+        (tax, "Xt", shared[2], rows, True),
+    ])
+    assert mpc.net.links[("bank", "tax")].messages == before + 1  # all its f's at once
+    want = [xb @ wb, xt @ wt, xb[rows].T @ r, xt[rows].T @ r]
+    for got, w in zip(out, want, strict=True):
+        value = FP.decode(mpc.reveal(mpc.trunc(got, FP.data_frac_bits), ["bank"], "product"))
+        assert np.abs(value - w).max() < 1e-2
+
+
+def test_packed_arrays_round_trip_and_bad_lengths_are_refused() -> None:
+    arrays = [np.arange(6, dtype=np.uint64).reshape(2, 3), np.zeros(0, dtype=np.uint64),
+              np.array(7, dtype=np.uint64)]
+    back = unpack_arrays(pack_arrays(arrays))
+    assert [a.shape for a in back] == [(2, 3), (0,), ()]
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, back, strict=True))
+    packed = pack_arrays(arrays)
+    for bad in (packed[:-1], np.r_[packed, np.uint64(0)], np.array([], dtype=np.uint64),
+                np.array([1, 9], dtype=np.uint64)):
+        with pytest.raises(MalformedMessage):
+            unpack_arrays(bad)
+
+
+def test_seed_expansion_is_deterministic_and_streams_differ() -> None:
+    seed = bytes(range(32))
+    a = expand(seed, 0, (5, 3))
+    out = np.empty((5, 3), dtype=np.uint64)
+    assert np.array_equal(expand(seed, 0, (5, 3), out=out), a)
+    assert np.array_equal(expand(seed, 0, (15,))[:7], a.ravel()[:7])  # odd length: tail too
+    assert not np.array_equal(expand(seed, 1, (5, 3)), a)
+    with pytest.raises(ValueError):
+        expand(seed, 0, (5, 3), out=np.empty((3, 5), dtype=np.uint64).T)
+
+
+def test_square_from_one_opening_matches_plaintext(mpc: Mpc) -> None:
+    x = np.linspace(-3, 3, 301)
+    squared = mpc.square(mpc.share(mpc.parties[0], FP.encode(x)))
+    got = FP.decode(mpc.reveal(squared, ["tax"], "square"))
+    assert np.abs(got - x**2).max() < 8 * ULP
+    assert mpc.log.masked_openings == 1
+
+
+def test_the_payload_is_aligned_so_the_receiver_computes_in_place() -> None:
+    for tag in ("t", "tag/of/another/length", "x1"):
+        data = encode(Message("bank", "tax", tag, np.arange(5, dtype=np.uint64)))
+        msg = decode(data)
+        assert msg.array.flags.aligned and np.array_equal(msg.array, np.arange(5))
+    unpadded = bytearray(encode(Message("a", "b", "t", np.arange(3, dtype=np.uint64))))
+    unpadded[7] = 2  # an unknown flag
+    with pytest.raises(MalformedMessage):
+        decode(bytes(unpadded))

@@ -9,7 +9,7 @@ from dataspace.federated import auc, make_vertical
 from dataspace.federated.mpc.net import Network
 from dataspace.federated.sgb import SecureBoost, SecureBoostNotAllowed, predict
 from dataspace.federated.sgb_share import ShareDealer, ShareLabel, SharePassive, pack, unpack
-from dataspace.federated.sgb_tree import SgbParams, train_central
+from dataspace.federated.sgb_tree import Histograms, SgbParams, plain_histograms, train_central
 from dataspace.federated.vlr import PartyData
 
 PARAMS = SgbParams(trees=15, max_depth=3)
@@ -69,3 +69,46 @@ def test_passive_bin_sums_on_shares_equal_plaintext_sums() -> None:
     assert np.allclose(gs[:6, 0], np.bincount(bins[:, 0], weights=g, minlength=6), atol=1e-3)
     assert np.allclose(hs[6:, 0], np.bincount(bins[:, 1], weights=h, minlength=4), atol=1e-3)
     assert net.pending() == 0
+
+
+def test_passive_sums_for_two_nodes_at_once_and_empty_bins() -> None:
+    rng = np.random.default_rng(1)
+    n, sizes = 400, [5, 3, 4]
+    bins = np.stack([rng.integers(0, 4, n), rng.integers(0, 3, n), rng.integers(1, 4, n)], 1)
+    g, h = rng.uniform(-1, 1, n), rng.uniform(0, 0.25, n)
+    nodes = [np.flatnonzero(rng.random(n) < 0.3), np.flatnonzero(rng.random(n) < 0.2)]
+    x = np.zeros((n, 2), dtype=np.uint64)
+    for c, rows in enumerate(nodes):
+        x[rows, c] = pack(g, h, 18)[rows]
+    net = Network()
+    dealer, passive = ShareDealer("op", net), SharePassive("tax", net, bins, sizes)
+    label = ShareLabel("bank", net, "tax", sizes)
+    dealer.setup("tax", n, 3)
+    passive.setup("op", "bank")
+    label.setup()
+    dealer.level("tax", "bank", "t", 2)
+    seed = label.send_masked("op", "t", x)
+    passive.level("op", "bank", "t")
+    gs, hs = unpack(label.collect("t", seed, 2), 18)
+    offsets = [0, 5, 8]
+    for c, rows in enumerate(nodes):
+        for j, (off, size) in enumerate(zip(offsets, sizes, strict=True)):
+            want_g = np.bincount(bins[rows, j], weights=g[rows], minlength=size)
+            want_h = np.bincount(bins[rows, j], weights=h[rows], minlength=size)
+            assert np.allclose(gs[off : off + size, c], want_g, atol=1e-3)
+            assert np.allclose(hs[off : off + size, c], want_h, atol=1e-3)
+    assert gs[0 + 4, 0] == 0.0 and gs[8, 1] == 0.0  # empty bins sum to exactly zero
+    assert net.pending() == 0
+
+
+def test_sorted_histograms_equal_bincount_histograms() -> None:
+    rng = np.random.default_rng(2)
+    n, sizes = 3000, [7, 32, 2]
+    bins = np.stack([rng.integers(0, s, n) for s in sizes], axis=1)
+    offsets = np.array([0, 7, 39])
+    g, h = rng.normal(size=n), rng.uniform(0, 0.25, n)
+    nodes = [np.arange(n), np.flatnonzero(rng.random(n) < 0.5), np.flatnonzero(rng.random(n) < 0.1)]
+    fast = Histograms(bins, sizes)(nodes, g, h)
+    slow = plain_histograms(bins, offsets, sum(sizes), nodes, g, h)
+    for a, b in zip(fast, slow, strict=True):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-12)

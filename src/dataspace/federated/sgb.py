@@ -55,12 +55,12 @@ from dataspace.federated.sgb_share import (
 from dataspace.federated.sgb_tree import (
     Binner,
     FeatureRef,
+    Histograms,
     SgbParams,
     Tree,
     base_score,
     grow_tree,
     logistic_grad,
-    plain_histograms,
 )
 from dataspace.federated.vlr import PartyData
 
@@ -135,6 +135,7 @@ class _Label:
         sizes = self.binner.sizes()
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.total = int(sum(sizes))
+        self.sums = Histograms(self.bins, sizes)
         self.book = SplitBook()
         self.shares: dict[str, ShareLabel] = {}
         self.features_ref = [
@@ -164,7 +165,7 @@ class _Source:
 
     def histograms(self, nodes: Sequence[Ints], g: Floats, h: Floats) -> list[Floats]:
         lab = self.label
-        own = plain_histograms(lab.bins, lab.offsets, lab.total, nodes, g, h)
+        own = lab.sums(nodes, g, h)
         out = [np.empty((self.width, 2)) for _ in nodes]
         for hist, o in zip(out, own, strict=True):
             hist[: lab.total] = o

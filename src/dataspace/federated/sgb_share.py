@@ -25,32 +25,20 @@ D — only its own random numbers. Everything travels as :mod:`..mpc.wire` bytes
 from __future__ import annotations
 
 import secrets
+import time
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from dataspace.federated.mpc.fixedpoint import Ring
 from dataspace.federated.mpc.net import Network
-from dataspace.federated.mpc.rand import Csprng
+from dataspace.federated.mpc.rand import Csprng, expand
+from dataspace.federated.sgb_tree import BinOrder
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 
 LOW = np.uint64(0xFFFFFFFF)
-
-
-def expand(seed: bytes, label: int, shape: tuple[int, ...]) -> Ring:
-    """Deterministic uniform ring elements from ``seed`` (AES-256-CTR, nonce = ``label``)."""
-    # label in the nonce's high half, the block counter in its low half: streams never overlap
-    nonce = label.to_bytes(8, "big") + bytes(8)
-    enc = Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor()
-    count = int(np.prod(shape))
-    return (
-        np.frombuffer(enc.update(bytes(8 * count)), dtype="<u8")
-        .reshape(shape)
-        .astype(np.uint64, copy=False)
-    )
 
 
 def frac_bits_for(rows: int) -> int:
@@ -73,36 +61,6 @@ def unpack(total: Ring, frac_bits: int) -> tuple[Floats, Floats]:
     return g, low.astype(np.float64) / scale
 
 
-class Grouping:
-    """Sums of rows of an (n, c) ``uint64`` array by a label per row, mod 2^64.
-
-    Each word is split into 32-bit halves whose sums over n < 2^21 rows are exact in
-    float64, so numpy's ``bincount`` does the work; larger n falls back to ``reduceat``.
-    """
-
-    def __init__(self, labels: Ints, size: int) -> None:
-        self.labels = labels
-        self.size = size
-        self.order = np.argsort(labels, kind="stable")
-        ordered = labels[self.order]
-        self.starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        self.groups = ordered[self.starts]
-
-    def sum(self, values: Ring) -> Ring:
-        n, width = values.shape
-        if n >= 1 << 21:
-            out = np.zeros((self.size, width), dtype=np.uint64)
-            out[self.groups] = np.add.reduceat(values[self.order], self.starts, axis=0)
-            return out
-        index = (self.labels[:, None] + self.size * np.arange(width)[None, :]).ravel()
-        flat = values.ravel()
-        total = self.size * width
-        lo = np.bincount(index, weights=(flat & LOW).astype(np.float64), minlength=total)
-        hi = np.bincount(index, weights=(flat >> np.uint64(32)).astype(np.float64), minlength=total)
-        words = lo.astype(np.uint64) + (hi.astype(np.uint64) << np.uint64(32))
-        return np.ascontiguousarray(words.reshape(width, self.size).T)
-
-
 class ShareDealer:
     """The operator's part: permutations at setup, a seed and ``d_j`` per level."""
 
@@ -111,6 +69,14 @@ class ShareDealer:
         self.rng = Csprng()
         self.perms: dict[str, Ints] = {}
         self.seconds = 0.0
+        self._buffers: dict[str, Ring] = {}
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> Ring:
+        """A scratch array kept across levels (fresh 8 MB arrays cost page faults)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = np.empty(shape, dtype=np.uint64)
+        return buf
 
     def setup(self, passive: str, rows: int, columns: int) -> None:
         perms = np.argsort(self.rng.ring((columns, rows)), axis=1).astype(np.int64)
@@ -118,15 +84,25 @@ class ShareDealer:
         self.net.send(self.name, passive, "sgb/perm", perms)
 
     def level(self, passive: str, label: str, tag: str, width: int) -> None:
+        start = time.perf_counter()
         perms = self.perms[passive]
-        rows = perms.shape[1]
+        columns, rows = perms.shape
         seed = secrets.token_bytes(32)
         self.net.send(self.name, label, f"sgb/{tag}/seed", np.frombuffer(seed, dtype="<u8"))
-        a = expand(seed, 0, (rows, width))
-        d = np.empty((perms.shape[0], rows, width), dtype=np.uint64)
-        for j, perm in enumerate(perms):
-            d[j] = a[perm] - expand(seed, j + 1, (rows, width))
+        a = expand(seed, 0, (width, rows), out=self._buffer("a", (width, rows)))  # a row/node
+        d = self._buffer("d", (width, columns, rows))  # reused: the message is a copy
+        gathered = self._buffer("gathered", (rows,))
+        for c in range(width):
+            for j, perm in enumerate(perms):
+                b = expand(seed, _stream(c, j, columns), (rows,), out=d[c, j])
+                np.subtract(np.take(a[c], perm, out=gathered), b, out=b)  # a[π_j] - b_j
         self.net.send(self.name, passive, f"sgb/{tag}/d", d)
+        self.seconds += time.perf_counter() - start
+
+
+def _stream(node: int, column: int, columns: int) -> int:
+    """The AES-CTR nonce label of ``b_j`` for one node (label 0 is ``a``)."""
+    return 1 + node * columns + column
 
 
 class SharePassive:
@@ -137,21 +113,30 @@ class SharePassive:
         self.bins, self.sizes = bins, sizes
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.total = int(sum(sizes))
-        self.by_bin = [Grouping(bins[:, j], s) for j, s in enumerate(sizes)]
-        self.by_label: list[Grouping] = []
+        self.perms: Ints | None = None
+        self.by_label: BinOrder | None = None
+        self._shares: Ring | None = None
 
     def setup(self, dealer: str, label: str) -> None:
         perms = np.asarray(self.net.recv(self.name, dealer, "sgb/perm"), dtype=np.int64)
-        labs = np.stack([self.bins[perm, j] for j, perm in enumerate(perms)])
-        self.by_label = [Grouping(lab, s) for lab, s in zip(labs, self.sizes, strict=True)]
+        labs = np.take_along_axis(np.asarray(self.bins).T, perms, axis=1)  # bin_j[π_j]
+        self.perms, self.by_label = perms, BinOrder(labs, self.sizes)
         self.net.send(self.name, label, "sgb/labels", labs)
 
     def level(self, dealer: str, label: str, tag: str) -> None:
+        """``s_j = m[π_j] + d_j`` (shares of ``x[π_j]``), summed by ``lab_j``: ``d_j`` is read
+        in order and the gathers read ``m`` and ``s_j``, which stay in cache."""
+        assert self.perms is not None and self.by_label is not None, "setup() first"
         m = np.asarray(self.net.recv(self.name, label, f"sgb/{tag}/m"), dtype=np.uint64)
         d = np.asarray(self.net.recv(self.name, dealer, f"sgb/{tag}/d"), dtype=np.uint64)
-        out = np.empty((self.total, m.shape[1]), dtype=np.uint64)
-        for j, off in enumerate(self.offsets):
-            out[off : off + self.sizes[j]] = self.by_bin[j].sum(m) + self.by_label[j].sum(d[j])
+        out = np.empty((self.total, m.shape[0]), dtype=np.uint64)
+        if self._shares is None or self._shares.shape != (m.shape[1],):
+            self._shares = np.empty(m.shape[1], dtype=np.uint64)
+        shares = self._shares
+        for c in range(m.shape[0]):  # one row of m (and of d) per node
+            for j, perm in enumerate(self.perms):
+                np.add(np.take(m[c], perm, out=shares), d[c, j], out=shares)
+                self.by_label.sum_column(j, shares, out[:, c])
         self.net.send(self.name, label, f"sgb/{tag}/sums", out)
 
 
@@ -163,23 +148,37 @@ class ShareLabel:
         self.sizes = sizes
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.total = int(sum(sizes))
-        self.by_label: list[Grouping] = []
+        self.by_label: BinOrder | None = None
+        self._b: Ring | None = None
+        self._m: Ring | None = None
 
     def setup(self) -> None:
         labs = np.asarray(self.net.recv(self.name, self.passive, "sgb/labels"), dtype=np.int64)
-        self.by_label = [Grouping(lab, s) for lab, s in zip(labs, self.sizes, strict=True)]
+        self.by_label = BinOrder(labs, self.sizes)
 
     def send_masked(self, dealer: str, tag: str, x: Ring) -> bytes:
+        """``x`` is (rows, nodes); ``m = x - a`` travels node by node (one row per node)."""
         seed = np.asarray(self.net.recv(self.name, dealer, f"sgb/{tag}/seed"), dtype="<u8")
         raw = seed.tobytes()
-        self.net.send(self.name, self.passive, f"sgb/{tag}/m", x - expand(raw, 0, x.shape))
+        shape = (x.shape[1], x.shape[0])
+        if self._m is None or self._m.shape != shape:
+            self._m = np.empty(shape, dtype=np.uint64)  # reused: the message is a copy
+        m = expand(raw, 0, shape, out=self._m)
+        np.subtract(x.T, m, out=m)
+        self.net.send(self.name, self.passive, f"sgb/{tag}/m", m)
         return raw
 
     def collect(self, tag: str, seed: bytes, width: int) -> Ring:
-        rows = self.by_label[0].order.shape[0] if self.by_label else 0
-        got = self.net.recv(self.name, self.passive, f"sgb/{tag}/sums")
-        total = np.array(got, dtype=np.uint64)
-        for j, off in enumerate(self.offsets):
-            b = expand(seed, j + 1, (rows, width))
-            total[off : off + self.sizes[j]] += self.by_label[j].sum(b)
+        assert self.by_label is not None, "setup() first"
+        order = self.by_label
+        total = np.array(self.net.recv(self.name, self.passive, f"sgb/{tag}/sums"), np.uint64)
+        if self._b is None or self._b.shape != (order.columns, order.n):
+            self._b = np.empty((order.columns, order.n), dtype=np.uint64)  # reused
+        b = self._b
+        sums = np.empty(order.total, dtype=np.uint64)
+        for c in range(width):
+            for j in range(order.columns):
+                expand(seed, _stream(c, j, order.columns), (order.n,), out=b[j])
+                order.sum_column(j, b[j], sums)
+            total[:, c] += sums
         return total

@@ -14,9 +14,10 @@ Binary logistic loss: ``g = p - y``, ``h = p (1 - p)``; gain of a split
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,7 @@ from dataspace.federated.errors import InvalidTrainingInput
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
+Words = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True)
@@ -131,22 +133,44 @@ class HistogramSource(Protocol):
 def best_split(
     hist: Floats, features: Sequence[FeatureRef], params: SgbParams
 ) -> tuple[float, int, int]:
-    """(gain, feature index, bin) of the best split of one node; gain -inf if none."""
-    best = (-np.inf, -1, -1)
+    """(gain, feature index, bin) of the best split of one node; gain -inf if none.
+
+    All features at once: each feature's bins laid out in one row of a padded matrix
+    (:func:`_layout`), cumulative sums along the rows; ties go to the first feature (in
+    order, by more than 1e-12) and, within it, to the first bin."""
+    if not features:
+        return (-np.inf, -1, -1)
+    index, splits = _layout(tuple(features))
     lam, mcw = params.l2, params.min_child_weight
-    for fi, f in enumerate(features):
-        seg = hist[f.offset : f.offset + f.size]
-        gt, ht = seg[:, 0].sum(), seg[:, 1].sum()
-        gl = np.cumsum(seg[:-1, 0])
-        hl = np.cumsum(seg[:-1, 1])
-        gr, hr = gt - gl, ht - hl
+    seg = hist[index]  # (features, width, 2); padding reads a zero row
+    seg[index < 0] = 0.0
+    gt, ht = seg[:, :, 0].sum(axis=1, keepdims=True), seg[:, :, 1].sum(axis=1, keepdims=True)
+    gl = np.cumsum(seg[:, :-1, 0], axis=1)
+    hl = np.cumsum(seg[:, :-1, 1], axis=1)
+    gr, hr = gt - gl, ht - hl
+    with np.errstate(divide="ignore", invalid="ignore"):
         gain = 0.5 * (gl**2 / (hl + lam) + gr**2 / (hr + lam) - gt**2 / (ht + lam))
-        gain = np.where((hl >= mcw) & (hr >= mcw), gain, -np.inf)
-        if gain.size:
-            k = int(np.argmax(gain))
-            if gain[k] > best[0] + 1e-12:
-                best = (float(gain[k]), fi, k)
+    gain = np.where(splits & (hl >= mcw) & (hr >= mcw), gain, -np.inf)
+    ks = np.argmax(gain, axis=1)
+    top = gain[np.arange(len(features)), ks].tolist()
+    best = (-np.inf, -1, -1)
+    for fi, g in enumerate(top):
+        if g > best[0] + 1e-12:
+            best = (float(g), fi, int(ks[fi]))
     return best
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(features: tuple[FeatureRef, ...]) -> tuple[Ints, npt.NDArray[np.bool_]]:
+    """Row ``i``: the histogram rows of feature ``i`` (-1 as padding), and which of its
+    ``width - 1`` split points exist (``size - 1`` of them)."""
+    width = max(max(f.size for f in features), 2)
+    index = np.full((len(features), width), -1, dtype=np.int64)
+    splits = np.zeros((len(features), width - 1), dtype=bool)
+    for i, f in enumerate(features):
+        index[i, : f.size] = np.arange(f.offset, f.offset + f.size)
+        splits[i, : f.size - 1] = True
+    return index, splits
 
 
 def grow_tree(
@@ -203,12 +227,86 @@ def plain_histograms(
     out = []
     d = bins.shape[1]
     for rows in nodes:
-        flat = (bins[rows] + offsets).ravel()
+        flat = (np.take(bins, rows, axis=0) + offsets).ravel()
         hist = np.empty((total, 2))
-        hist[:, 0] = np.bincount(flat, weights=np.repeat(g[rows], d), minlength=total)
-        hist[:, 1] = np.bincount(flat, weights=np.repeat(h[rows], d), minlength=total)
+        hist[:, 0] = np.bincount(flat, weights=np.repeat(np.take(g, rows), d), minlength=total)
+        hist[:, 1] = np.bincount(flat, weights=np.repeat(np.take(h, rows), d), minlength=total)
         out.append(hist)
     return out
+
+
+class BinOrder:
+    """Sums by label, column by column: ``labels[j]`` (length n) puts position ``t`` of
+    column ``j`` into bin ``labels[j, t]`` of ``sizes[j]``; sums come out as one vector of
+    ``sum(sizes)`` entries (column ``j``'s bins at ``offsets[j]``).
+
+    Each column is sorted once (stable: within a bin positions stay ascending); a sum is then
+    a gather into that order and one ``np.add.reduceat`` over the bins — exact mod 2^64 for
+    ``uint64``. Working column by column keeps the gather's source in cache.
+    """
+
+    def __init__(self, labels: Ints, sizes: Sequence[int]) -> None:
+        labels = np.asarray(labels)
+        self.columns, self.n = labels.shape
+        small = labels.astype(np.int16 if max(sizes, default=1) < 1 << 15 else np.int64)
+        self.order = np.argsort(small, axis=1, kind="stable")  # radix sort for int16
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.sizes = list(sizes)
+        self.total = int(sum(sizes))
+        self.segments = []  # per column: (bins that are not empty, where their rows start)
+        for j, size in enumerate(sizes):
+            counts = np.bincount(labels[j], minlength=size)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            self.segments.append((counts > 0, starts[counts > 0]))
+        self._buf = np.empty(self.n, dtype=np.uint64)
+
+    def reduce(self, j: int, ordered: npt.NDArray[Any], out: npt.NDArray[Any]) -> None:
+        """Column ``j``'s bin sums of ``ordered`` (its values in this order) into ``out``."""
+        nonempty, starts = self.segments[j]
+        seg = out[self.offsets[j] : self.offsets[j] + self.sizes[j]]
+        seg[:] = 0
+        if starts.size:
+            seg[nonempty] = np.add.reduceat(ordered, starts)
+
+    def sum_column(self, j: int, values: Words, out: Words) -> None:
+        """Column ``j``'s sums of ``values`` (n,) by ``labels[j]``, into ``out`` (the full
+        ``sum(sizes)`` vector)."""
+        self.reduce(j, np.take(values, self.order[j], out=self._buf), out)
+
+
+class Histograms:
+    """Plaintext (G, H) per bin of one party's binned columns, for the nodes of a level.
+
+    A node with many rows is summed in each column's sorted order (:class:`BinOrder`, g and
+    h as the real and imaginary parts of one complex vector, zero outside the node); a
+    small node by ``bincount`` over its rows only (as :func:`plain_histograms`; the two agree
+    to rounding). The federated label party and the plaintext reference use the same class.
+    """
+
+    def __init__(self, bins: Ints, sizes: Sequence[int]) -> None:
+        self.order = BinOrder(np.asarray(bins).T, sizes)
+        self.flat = np.asarray(bins) + self.order.offsets  # (n, d) histogram slots
+        self.total = self.order.total
+
+    def __call__(self, nodes: Sequence[Ints], g: Floats, h: Floats) -> list[Floats]:
+        n, d = self.flat.shape
+        out = []
+        for rows in nodes:
+            hist = np.empty((self.total, 2))
+            if 3 * rows.size >= n:
+                weights = np.zeros(n, dtype=np.complex128)
+                weights.real[rows] = g[rows]
+                weights.imag[rows] = h[rows]
+                sums = np.zeros(self.total, dtype=np.complex128)
+                for j in range(d):
+                    self.order.reduce(j, np.take(weights, self.order.order[j]), sums)
+                hist[:, 0], hist[:, 1] = sums.real, sums.imag
+            else:
+                flat = np.take(self.flat, rows, axis=0).ravel()
+                hist[:, 0] = np.bincount(flat, np.repeat(np.take(g, rows), d), self.total)
+                hist[:, 1] = np.bincount(flat, np.repeat(np.take(h, rows), d), self.total)
+            out.append(hist)
+        return out
 
 
 class CentralSource:
@@ -222,9 +320,10 @@ class CentralSource:
         self.total = int(sum(sizes))
         self.features = [FeatureRef(party, j, int(self.offsets[j]), s) for j, s in enumerate(sizes)]
         self.records: list[tuple[int, float]] = []
+        self.sums = Histograms(self.bins, sizes)
 
     def histograms(self, nodes: Sequence[Ints], g: Floats, h: Floats) -> list[Floats]:
-        return plain_histograms(self.bins, self.offsets, self.total, nodes, g, h)
+        return self.sums(nodes, g, h)
 
     def split(
         self, node_rows: Ints, feature: FeatureRef, k: int

@@ -26,7 +26,7 @@ and summed, and only the total score is opened, to the label party (or a named r
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,7 +131,7 @@ def _check(parties: Sequence[PartyData]) -> tuple[PartyData, int]:
         if not np.isfinite(p.features).all():
             raise InvalidTrainingInput(f"party {p.name} has missing or infinite values")
     assert label.labels is not None
-    if not np.isin(label.labels, (0.0, 1.0)).all():
+    if not ((label.labels == 0.0) | (label.labels == 1.0)).all():
         raise InvalidTrainingInput("labels must be 0 or 1")
     return label, rows
 
@@ -172,14 +172,17 @@ class _Session:
     def _load(self, data: PartyData) -> None:
         """The party standardises its block and brings it into the computation."""
         node = self.nodes[data.name]
-        scaler = Scaler.fit(data.features[self.plan.train], self.config.clip)
+        features = np.asarray(data.features, dtype=np.float64)
+        train = np.take(features, self.plan.train, axis=0)  # take: much faster than x[idx]
+        scaler = Scaler.fit(train, self.config.clip)
         self.scalers[data.name] = scaler
-        parts = [scaler.transform(data.features[self.plan.train]),
-                 scaler.transform(data.features[self.plan.validation])]
+        parts = [scaler.transform(train),
+                 scaler.transform(np.take(features, self.plan.validation, axis=0))]
         if data.name == self.label:  # the intercept column lives in the label party's block
             parts = [np.hstack([x, np.ones((x.shape[0], 1))]) for x in parts]
         fx = self.fp.data_frac_bits
-        encoded = [self.fp.encode(x, fx) for x in parts]
+        # standardised and clipped (|x| <= clip <= 16): no overflow check needed
+        encoded = [np.rint(x * float(1 << fx)).astype(np.int64).view(np.uint64) for x in parts]
         keys = (f"X/{data.name}/train", f"X/{data.name}/val")
         block = _Block(data.name, [], parts[0].shape[1])
         if self.mpc.index(node) is not None:
@@ -196,32 +199,73 @@ class _Session:
             block.holders.extend((holder, *keys) for holder in self.mpc.parties)
         self.blocks.append(block)
 
-    def scores(self, weights: list[Shared], rows: slice | None, split: str) -> Shared:
-        total: Shared | None = None
-        for block, w in zip(self.blocks, weights, strict=True):
-            for holder, train_key, val_key in block.holders:
-                key = train_key if split == "train" else val_key
-                part = self.mpc.owned_matmul(holder, key, w, rows)
-                total = part if total is None else self._acc(total, part)
-        assert total is not None
+    def scores(
+        self, weights: list[Shared], rows: slice | None, split: str,
+        tids: Sequence[str] | None = None,
+    ) -> Shared:
+        products = [
+            (holder, train_key if split == "train" else val_key, w, rows, False)
+            for block, w in zip(self.blocks, weights, strict=True)
+            for holder, train_key, val_key in block.holders
+        ]
+        total = self._sum(self.mpc.owned_matmuls(products, tids))
         z = self.mpc.trunc(total, self.fp.data_frac_bits)
         self.mpc.free(total)
         return z
 
-    def _acc(self, total: Shared, part: Shared) -> Shared:
-        out = self.mpc.add(total, part)
-        self.mpc.free(total, part)
-        return out
+    def deal_epoch(self, batches: Sequence[slice]) -> tuple[list[_Dealt], _Dealt]:
+        """Every correlation one epoch needs, dealt ahead as one message from the dealer to
+        each computing party: per iteration the cross triples of the scores, the sigmoid's
+        cube tuple and the cross triples of the gradients; then the same for the
+        validation scores, plus a square tuple for the validation Brier score."""
+        val = self.plan.validation.size
+        with self.dealer.batch() as bundle:
+            dealt = [self._deal(rows, rows.stop - rows.start, "train") for rows in batches]
+            validation = self._deal(None, val, "val")
+            validation.square = self.mpc.deal_square((val,))
+        for party in self.mpc.parties:
+            party.accept(self.dealer.name, bundle)
+        return dealt, validation
+
+    def _deal(self, rows: slice | None, size: int, split: str) -> _Dealt:
+        forward = [(holder, train_key if split == "train" else val_key, (block.width,),
+                    rows, False)
+                   for block in self.blocks for holder, train_key, val_key in block.holders]
+        backward = [(holder, train_key, (size,), rows, True)
+                    for block in self.blocks for holder, train_key, _ in block.holders]
+        return _Dealt(
+            self.mpc.deal_owned(forward), self.mpc.deal_cube((size,)),
+            self.mpc.deal_owned(backward) if split == "train" else [],
+        )
+
+    def _sum(self, parts: list[Shared]) -> Shared:
+        total = parts[0]
+        for part in parts[1:]:
+            out = self.mpc.add(total, part)
+            self.mpc.free(total, part)
+            total = out
+        return total
 
     def gradient(self, block: _Block, residual: Shared, rows: slice) -> Shared:
-        total: Shared | None = None
-        for holder, train_key, _ in block.holders:
-            part = self.mpc.owned_matmul(holder, train_key, residual, rows, transpose=True)
-            total = part if total is None else self._acc(total, part)
-        assert total is not None
-        g = self.mpc.trunc(total, self.fp.data_frac_bits)
-        self.mpc.free(total)
-        return g
+        return self.gradients([block], residual, rows)[0]
+
+    def gradients(
+        self, blocks: list[_Block], residual: Shared, rows: slice,
+        tids: Sequence[str] | None = None,
+    ) -> list[Shared]:
+        """``X_p[rows]^T r`` for every block, truncated; all products in one exchange."""
+        products = [
+            (holder, train_key, residual, rows, True)
+            for block in blocks
+            for holder, train_key, _ in block.holders
+        ]
+        parts = iter(self.mpc.owned_matmuls(products, tids))
+        out = []
+        for block in blocks:
+            total = self._sum([next(parts) for _ in block.holders])
+            out.append(self.mpc.trunc(total, self.fp.data_frac_bits))
+            self.mpc.free(total)
+        return out
 
     def penalty(self, block: _Block) -> Floats:
         mask = np.full(block.width, self.config.l2)
@@ -230,24 +274,51 @@ class _Session:
         return mask
 
     def residual(self, z: Shared, labels_key: str, rows: slice | None) -> Shared:
-        s = self.mpc.sigmoid(z)
+        return self.sigmoid_residual(z, labels_key, rows)
+
+    def sigmoid_residual(
+        self, z: Shared, labels_key: str, rows: slice | None, tid: str | None = None
+    ) -> Shared:
+        """``sigma(z) - y``; ``tid``: the sigmoid's cube tuple if dealt ahead."""
+        s = self.mpc.sigmoid(z, tid)
         labels = self.mpc.parties[0].mem[labels_key]
         r = self.mpc.sub_own(s, self.mpc.parties[0], labels[rows] if rows else labels)
         self.mpc.free(s)
         return r
 
-    def validation_brier(self, weights: list[Shared]) -> float:
-        z = self.scores(weights, None, "val")
-        r = self.residual(z, "y/val", None)
-        sq = self.mpc.mul(r, r)
+    def validation_brier(self, weights: list[Shared], dealt: _Dealt | None = None) -> float:
+        z = self.scores(weights, None, "val", dealt.forward if dealt else None)
+        r = self.sigmoid_residual(z, "y/val", None, dealt.cube if dealt else None)
+        sq = self.mpc.square(r, dealt.square if dealt else None)
         total = self.mpc._new("sum", [p.mem[sq.key].sum(keepdims=True) for p in self.mpc.parties])
         opened = self.mpc.reveal(total, self.mpc.parties, "validation Brier score (sum)")
         self.mpc.free(z, r, sq, total)
         return float(self.fp.decode(opened)[0]) / self.plan.validation.size
 
 
-def train(parties: Sequence[PartyData], config: TrainConfig | None = None) -> VflResult:
-    """Train VFL logistic regression; see the module docstring for what each party learns."""
+@dataclass
+class _Dealt:
+    """Ids of the correlations dealt ahead for one iteration (or one validation pass)."""
+
+    forward: list[str]
+    cube: str
+    backward: list[str]
+    square: str | None = None
+
+
+def train(
+    parties: Sequence[PartyData],
+    config: TrainConfig | None = None,
+    *,
+    decide: Callable[[float], tuple[float, bool, bool]] | None = None,
+) -> VflResult:
+    """Train VFL logistic regression; see the module docstring for what each party learns.
+
+    ``decide`` (across nodes, where each node runs this program with placeholders for the
+    others) replaces the early-stopping rule: called after each epoch with the validation
+    Brier score as computed here, it returns (the score, improved, stop) that every party
+    follows — the label party's decisions (services/train_roles.py).
+    """
     config = config or TrainConfig()
     started = time.perf_counter()
     session = _Session(parties, config)
@@ -262,31 +333,36 @@ def train(parties: Sequence[PartyData], config: TrainConfig | None = None) -> Vf
         epoch_start = time.perf_counter()
         lr = config.step(epoch)
         session.log.step = f"epoch {epoch}"
-        for j in plan.batch_order(epoch, config.seed):
-            rows = plan.batches[j]
+        penalties = [lr * session.penalty(block) for block in session.blocks]
+        batches = [plan.batches[j] for j in plan.batch_order(epoch, config.seed)]
+        dealt, dealt_val = session.deal_epoch(batches)
+        for rows, ahead in zip(batches, dealt, strict=True):
             size = rows.stop - rows.start
-            z = session.scores(weights, rows, "train")
-            r = session.residual(z, "y/train", rows)
+            z = session.scores(weights, rows, "train", ahead.forward)
+            r = session.sigmoid_residual(z, "y/train", rows, ahead.cube)
             updated = []
-            for block, w in zip(session.blocks, weights, strict=True):
-                g = session.gradient(block, r, rows)
-                delta = mpc.lincomb_public([(w, lr * session.penalty(block)), (g, lr / size)])
+            grads = session.gradients(session.blocks, r, rows, ahead.backward)
+            for penalty, w, g in zip(penalties, weights, grads, strict=True):
+                delta = mpc.lincomb_public([(w, penalty), (g, lr / size)])
                 updated.append(mpc.sub(w, delta))
                 mpc.free(g, delta, w)
             weights = updated
             mpc.free(z, r)
             iterations += 1
         epochs_run = epoch + 1
-        brier = session.validation_brier(weights)
+        brier = session.validation_brier(weights, dealt_val)
+        improved = brier < best - config.min_delta
+        stale = 0 if improved else stale + 1
+        stop = stale >= config.patience
+        if decide is not None:
+            brier, improved, stop = decide(brier)
         curve.append(EpochRecord(epoch, lr, brier, time.perf_counter() - epoch_start))
-        if brier < best - config.min_delta:
-            best, best_epoch, stale = brier, epoch, 0
+        if improved:
+            best, best_epoch = brier, epoch
             mpc.free(*best_weights)
             best_weights = [mpc.copy(w) for w in weights]
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+        if stop:
+            break
     session.log.step = "release"
     models: dict[str, PartyModel] = {}
     for block, w in zip(session.blocks, best_weights, strict=True):

@@ -6,11 +6,17 @@ parties learn nothing from what it sends them (uniform shares). **A dealer that 
 one computing party breaks privacy** — with the triple it can unmask every opened value — so
 the operator's trust is part of the threat model (honest-but-curious, no collusion).
 
-Every triple has an id; each party consumes it once (:class:`TripleReused` otherwise).
+Every triple has an id; each party consumes it once (:class:`TripleReused` otherwise). A
+party's parts of one triple travel as one message (``triple/<id>``, :func:`wire.pack_arrays`);
+inside :meth:`Dealer.batch` the parts of many triples travel as one ``bundle/<id>`` message per
+party (fewer, larger messages; the same values).
 
-Three kinds of correlation:
+Five kinds of correlation:
 
 * ``triple`` — elementwise Beaver triple ``c = a * b`` over shares.
+* ``cube_tuple`` — shares of ``a``, ``a^2``, ``a^3`` (uniform ``a``): one masked opening
+  ``z - a`` then gives ``z^3`` (the sigmoid's cubic term) without a second round;
+  ``square_tuple`` (``a``, ``a^2``) likewise gives ``z^2``.
 * ``matrix_triple`` — ``C = A @ B`` for shared-by-shared matrix products.
 * ``owned mask`` + ``cross triple`` — for a matrix ``X`` held in the clear by one party (its own
   features) times a shared vector: the owner gets a random ``U`` once and sends ``E = X - U``
@@ -21,16 +27,31 @@ Three kinds of correlation:
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dataspace.federated.mpc.fixedpoint import Ring
-from dataspace.federated.mpc.rand import Csprng
+from dataspace.federated.mpc.rand import Csprng, expand
+from dataspace.federated.mpc.wire import pack_arrays
 
 if TYPE_CHECKING:
     from dataspace.federated.mpc.net import Network
+
+
+@dataclass
+class Bundle:
+    """The triples dealt inside one :meth:`Dealer.batch`: per recipient, (triple id, number
+    of parts) in the order their parts were packed into the ``bundle/<bid>`` message."""
+
+    bid: str
+    layout: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    parts: dict[str, list[Ring]] = field(default_factory=dict)
 
 
 class Dealer:
@@ -42,6 +63,27 @@ class Dealer:
         self.issued = 0
         self._counter = 0
         self._masks: dict[str, Ring] = {}
+        self._bundle: Bundle | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[Bundle]:
+        """Deal every triple issued inside as one message per recipient (sent on exit)."""
+        bundle = Bundle(self._next_id("b"))
+        self._bundle = bundle
+        try:
+            yield bundle
+        finally:
+            self._bundle = None
+        for recipient, parts in bundle.parts.items():
+            self.net.send(self.name, recipient, f"bundle/{bundle.bid}", pack_arrays(parts))
+        bundle.parts.clear()
+
+    def _deliver(self, recipient: str, tid: str, parts: list[Ring]) -> None:
+        if self._bundle is None:
+            self.net.send(self.name, recipient, f"triple/{tid}", pack_arrays(parts))
+            return
+        self._bundle.layout.setdefault(recipient, []).append((tid, len(parts)))
+        self._bundle.parts.setdefault(recipient, []).extend(parts)
 
     def _next_id(self, kind: str) -> str:
         self._counter += 1
@@ -59,6 +101,28 @@ class Dealer:
         self.seconds += time.perf_counter() - start
         return tid
 
+    def cube_tuple(self, p0: str, p1: str, shape: tuple[int, ...]) -> str:
+        start = time.perf_counter()
+        tid = self._next_id("q")
+        a = self.rng.ring(shape)
+        a2 = a * a
+        for name, *parts in zip((p0, p1), self._split(a), self._split(a2), self._split(a2 * a),
+                                strict=True):
+            self._deliver(name, tid, parts)
+        self.issued += 1
+        self.seconds += time.perf_counter() - start
+        return tid
+
+    def square_tuple(self, p0: str, p1: str, shape: tuple[int, ...]) -> str:
+        start = time.perf_counter()
+        tid = self._next_id("s")
+        a = self.rng.ring(shape)
+        for name, *parts in zip((p0, p1), self._split(a), self._split(a * a), strict=True):
+            self._deliver(name, tid, parts)
+        self.issued += 1
+        self.seconds += time.perf_counter() - start
+        return tid
+
     def matrix_triple(
         self, p0: str, p1: str, shape_a: tuple[int, int], shape_b: tuple[int, ...]
     ) -> str:
@@ -72,17 +136,17 @@ class Dealer:
     def _send_triple(self, tid: str, p0: str, p1: str, a: Ring, b: Ring, c: Ring) -> None:
         for (name, *parts) in zip((p0, p1), self._split(a), self._split(b), self._split(c),
                                   strict=True):
-            for label, part in zip("abc", parts, strict=True):
-                self.net.send(self.name, name, f"triple/{tid}/{label}", part)
+            self._deliver(name, tid, parts)
         self.issued += 1
 
     def owned_mask(self, owner: str, shape: tuple[int, ...]) -> str:
-        """A random ``U`` for a matrix ``owner`` holds in the clear; kept for cross triples."""
+        """A random ``U`` for a matrix ``owner`` holds in the clear; kept for cross triples.
+        The owner gets a 32-byte seed and expands ``U`` itself (AES-256-CTR)."""
         start = time.perf_counter()
         mid = self._next_id("u")
-        mask = self.rng.ring(shape)
-        self._masks[mid] = mask
-        self.net.send(self.name, owner, f"mask/{mid}/U", mask)
+        seed = secrets.token_bytes(32)
+        self._masks[mid] = expand(seed, 0, shape)
+        self.net.send(self.name, owner, f"mask/{mid}/seed", np.frombuffer(seed, dtype="<u8"))
         self.seconds += time.perf_counter() - start
         return mid
 
@@ -95,11 +159,11 @@ class Dealer:
         tid = self._next_id("x")
         mask = self._masks[mid][rows]
         v = self.rng.ring(v_shape)
-        c = (mask.T @ v) if transpose else (mask @ v)
-        c_owner, c_peer = self._split(np.asarray(c, dtype=np.uint64))
-        self.net.send(self.name, peer, f"triple/{tid}/v", v)
-        self.net.send(self.name, peer, f"triple/{tid}/c", c_peer)
-        self.net.send(self.name, owner, f"triple/{tid}/c", c_owner)
+        c_peer = mask.T @ v if transpose else mask @ v
+        c_owner = self.rng.ring(c_peer.shape)
+        c_peer -= c_owner  # shares of U[rows] @ v
+        self._deliver(peer, tid, [v, c_peer])
+        self._deliver(owner, tid, [c_owner])
         self.issued += 1
         self.seconds += time.perf_counter() - start
         return tid

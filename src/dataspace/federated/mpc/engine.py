@@ -10,13 +10,16 @@ Operations (all on fixed-point encodings, see :mod:`fixedpoint`):
   truncate), ``trunc``;
 * Beaver: ``mul`` (elementwise), ``matmul``;
 * ``owned_matmul``: a matrix one computing party holds in the clear times a shared vector;
-* ``sigmoid``: a degree-3 polynomial (:mod:`sigmoid`), two Beaver multiplications;
+  ``owned_matmuls`` does several at once (one dealer bundle and one message each way);
+* ``cube``, ``square``: ``z^3``, ``z^2`` from one cube / square tuple (one masked opening);
+* ``sigmoid``: a degree-3 polynomial (:mod:`sigmoid`) — one ``cube``, no other product;
 * ``reveal``: the only way a value leaves shared form, logged in :class:`OpenLog` with what
   was opened and to whom.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,20 +27,28 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from dataspace.federated.errors import MpcProtocolError, TripleReused
-from dataspace.federated.mpc.dealer import Dealer
+from dataspace.federated.errors import MalformedMessage, MpcProtocolError, TripleReused
+from dataspace.federated.mpc.dealer import Bundle, Dealer
 from dataspace.federated.mpc.fixedpoint import FixedPoint, Ring, truncate_share
 from dataspace.federated.mpc.net import Network, OpenLog
-from dataspace.federated.mpc.rand import Csprng
+from dataspace.federated.mpc.rand import Csprng, expand
 from dataspace.federated.mpc.sigmoid import SIGMOID
+from dataspace.federated.mpc.wire import pack_arrays, unpack_arrays
 
 PUBLIC_FRAC_BITS = 24  # precision of public real constants (learning rate, L2, coefficients)
+CUBE_FRAC_BITS = 11  # z is cubed with 11 fractional bits: |z| <= 8 stays below 2^42 at 33 bits
 
 
 @dataclass(frozen=True)
 class Shared:
     key: str
     shape: tuple[int, ...]
+
+
+# (owner, key of the owner's matrix, shared vector, rows or None for all, transpose)
+OwnedProduct = tuple["Party", str, Shared, "slice | None", bool]
+# the same with the vector's shape only (to deal the cross triple ahead)
+OwnedSpec = tuple["Party", str, tuple[int, ...], "slice | None", bool]
 
 
 class Party:
@@ -49,6 +60,7 @@ class Party:
         self.rng = Csprng()
         self.mem: dict[str, Ring] = {}
         self._used: set[str] = set()
+        self._pool: dict[str, list[Ring]] = {}  # triples that arrived in a bundle, by id
 
     def send(self, to: str, tag: str, array: npt.NDArray[np.generic]) -> None:
         self.net.send(self.name, to, tag, array)
@@ -61,7 +73,39 @@ class Party:
         if tid in self._used:
             raise TripleReused(tid, self.name)
         self._used.add(tid)
-        return [self.recv(dealer, f"triple/{tid}/{p}") for p in parts]
+        got = self._pool.pop(tid, None)
+        if got is None:
+            got = unpack_arrays(self.recv(dealer, f"triple/{tid}"))
+        if len(got) != len(parts):
+            raise MalformedMessage(f"triple {tid} has {len(got)} parts, expected {len(parts)}")
+        return got
+
+    def accept(self, dealer: str, bundle: Bundle) -> None:
+        """Receive this party's ``bundle/<bid>`` message and file its triples for :meth:`take`."""
+        layout = bundle.layout.get(self.name)
+        if not layout:
+            return
+        arrays = unpack_arrays(self.recv(dealer, f"bundle/{bundle.bid}"))
+        if len(arrays) != sum(n for _, n in layout):
+            raise MalformedMessage(f"bundle {bundle.bid} does not match its layout")
+        pos = 0
+        for tid, n in layout:
+            self._pool[tid] = arrays[pos : pos + n]
+            pos += n
+
+
+def _public(c: float | npt.NDArray[np.float64]) -> Ring:
+    """A public real constant (or array of them) at :data:`PUBLIC_FRAC_BITS`."""
+    if isinstance(c, float | int):
+        return _encoded(float(c), PUBLIC_FRAC_BITS)
+    return FixedPoint().encode(c, PUBLIC_FRAC_BITS)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(c: float, frac_bits: int) -> Ring:
+    encoded = FixedPoint().encode(c, frac_bits)
+    encoded.flags.writeable = False  # shared by every call with the same constant
+    return encoded
 
 
 class Mpc:
@@ -197,16 +241,21 @@ class Mpc:
         constant: float = 0.0,
     ) -> Shared:
         """``sum(c_k * x_k) + constant`` for public reals ``c_k`` (one truncation)."""
+        coefficients = [_public(c) for _, c in terms]
+        offset = _encoded(constant, self.fp.frac_bits) if constant else None
         out: list[Ring] = []
         for i, p in enumerate(self.parties):
             acc: Ring | None = None
-            for x, c in terms:
-                term = p.mem[x.key] * self.fp.encode(c, PUBLIC_FRAC_BITS)
-                acc = term if acc is None else acc + term
+            for (x, _), c in zip(terms, coefficients, strict=True):
+                term = p.mem[x.key] * c
+                if acc is None:
+                    acc = term
+                else:
+                    acc += term
             assert acc is not None
             share = truncate_share(acc, PUBLIC_FRAC_BITS, i)
-            if i == 0 and constant:
-                share = share + self.fp.encode(constant)
+            if i == 0 and offset is not None:
+                share += offset
             out.append(share)
         return self._new("lin", out)
 
@@ -227,17 +276,18 @@ class Mpc:
         self, a: Shared, b: Shared, tid: str, f: Callable[[Ring, Ring], Ring], truncate: bool
     ) -> Shared:
         triples = [p.take(self.dealer.name, tid, "abc") for p in self.parties]
-        for i, p in enumerate(self.parties):
+        for i, p in enumerate(self.parties):  # e and f travel in one message
             ta, tb, _ = triples[i]
-            other = self._other(i).name
-            p.send(other, f"beaver/{tid}/e", p.mem[a.key] - ta)
-            p.send(other, f"beaver/{tid}/f", p.mem[b.key] - tb)
+            masked = pack_arrays([p.mem[a.key] - ta, p.mem[b.key] - tb])
+            p.send(self._other(i).name, f"beaver/{tid}/ef", masked)
         out = []
         for i, p in enumerate(self.parties):
             ta, tb, tc = triples[i]
-            other = self._other(i).name
-            e = p.mem[a.key] - ta + p.recv(other, f"beaver/{tid}/e")
-            g = p.mem[b.key] - tb + p.recv(other, f"beaver/{tid}/f")
+            theirs = unpack_arrays(p.recv(self._other(i).name, f"beaver/{tid}/ef"))
+            if len(theirs) != 2:
+                raise MalformedMessage(f"Beaver opening {tid} has {len(theirs)} parts, not 2")
+            e = p.mem[a.key] - ta + theirs[0]
+            g = p.mem[b.key] - tb + theirs[1]
             z = tc + f(e, tb) + f(ta, g)
             if i == 0:
                 z = z + f(e, g)
@@ -253,8 +303,10 @@ class Mpc:
         peer = self._other(i)
         matrix = owner.mem[key]
         mid = self.dealer.owned_mask(owner.name, tuple(matrix.shape))
-        mask = owner.recv(self.dealer.name, f"mask/{mid}/U")
-        owner.send(peer.name, f"masked/{mid}", matrix - mask)
+        seed = owner.recv(self.dealer.name, f"mask/{mid}/seed").tobytes()
+        masked = expand(seed, 0, tuple(matrix.shape))
+        np.subtract(matrix, masked, out=masked)
+        owner.send(peer.name, f"masked/{mid}", masked)
         peer.mem[f"E:{mid}"] = peer.recv(owner.name, f"masked/{mid}")
         self._owned[(owner.name, key)] = mid
 
@@ -264,30 +316,149 @@ class Mpc:
     ) -> Shared:
         """``X[rows] @ v`` (or ``X[rows].T @ v``) for ``X = owner.mem[key]``, not truncated:
         the result carries the matrix's fractional bits on top of ``v``'s."""
-        i = self.index(owner)
-        mid = self._owned.get((owner.name, key))
-        if i is None or mid is None:
-            raise MpcProtocolError(f"matrix {key!r} of {owner.name} was not registered")
-        rows = rows if rows is not None else slice(None)
-        peer = self._other(i)
-        tid = self.dealer.cross_triple(mid, owner.name, peer.name, rows, v.shape, transpose)
-        vv, c_peer = peer.take(self.dealer.name, tid, "vc")
-        peer.send(owner.name, f"cross/{tid}/f", peer.mem[v.key] - vv)
-        masked = peer.mem[f"E:{mid}"][rows]
-        peer_out = (masked.T @ vv if transpose else masked @ vv) + c_peer
-        (c_owner,) = owner.take(self.dealer.name, tid, "c")
-        g = owner.mem[v.key] + owner.recv(peer.name, f"cross/{tid}/f")
-        matrix = owner.mem[key][rows]
-        owner_out = (matrix.T @ g if transpose else matrix @ g) + c_owner
-        self.log.masked(math.prod(v.shape))
-        shares = [owner_out, peer_out] if i == 0 else [peer_out, owner_out]
-        return self._new("omm", shares)
+        return self.owned_matmuls([(owner, key, v, rows, transpose)])[0]
+
+    def deal_owned(self, specs: Sequence[OwnedSpec]) -> list[str]:
+        """The dealer's cross triples for products of these shapes (``v``'s shape in place of
+        ``v``); inside :meth:`Dealer.batch` they travel with the rest of the bundle."""
+        tids = []
+        for owner, key, v_shape, rows, transpose in specs:
+            i = self.index(owner)
+            mid = self._owned.get((owner.name, key))
+            if i is None or mid is None:
+                raise MpcProtocolError(f"matrix {key!r} of {owner.name} was not registered")
+            tids.append(self.dealer.cross_triple(
+                mid, owner.name, self._other(i).name,
+                rows if rows is not None else slice(None), v_shape, transpose,
+            ))
+        return tids
+
+    def owned_matmuls(
+        self, products: Sequence[OwnedProduct], tids: Sequence[str] | None = None
+    ) -> list[Shared]:
+        """Several :meth:`owned_matmul` products at once: the dealer's cross triples for all
+        of them travel as one bundle per party (or were dealt ahead, ``tids`` from
+        :meth:`deal_owned`), and each computing party sends the other one message with its
+        masked shares ``f`` for every product in which it is the peer."""
+        if tids is None:
+            specs = [(o, k, v.shape, rows, t) for o, k, v, rows, t in products]
+            with self.dealer.batch() as bundle:
+                tids = self.deal_owned(specs)
+            for p in self.parties:
+                p.accept(self.dealer.name, bundle)
+        if len(tids) != len(products):
+            raise MpcProtocolError("one cross triple per product")
+        plan = []
+        for (owner, key, v, rows, transpose), tid in zip(products, tids, strict=True):
+            i = self.index(owner)
+            mid = self._owned.get((owner.name, key))
+            if i is None or mid is None:
+                raise MpcProtocolError(f"matrix {key!r} of {owner.name} was not registered")
+            plan.append((i, key, mid, v, rows if rows is not None else slice(None), transpose,
+                         tid))
+        tag = f"cross/{tids[0]}/f" if tids else "cross/-/f"
+        peer_out: dict[int, Ring] = {}
+        for me, p in enumerate(self.parties):  # as the peer: f = <v> - vv, then E[rows] vv
+            fs = []
+            for k, (i, _key, mid, v, rows, transpose, tid) in enumerate(plan):
+                if i == me:
+                    continue
+                vv, c_peer = p.take(self.dealer.name, tid, "vc")
+                fs.append(p.mem[v.key] - vv)
+                masked = p.mem[f"E:{mid}"][rows]
+                out = masked.T @ vv if transpose else masked @ vv
+                out += c_peer
+                peer_out[k] = out
+            if fs:  # one product: the array itself; several: packed
+                p.send(self._other(me).name, tag, fs[0] if len(fs) == 1 else pack_arrays(fs))
+        owner_out: dict[int, Ring] = {}
+        for me, p in enumerate(self.parties):  # as the owner: X[rows] (<v> + f)
+            mine = [k for k, item in enumerate(plan) if item[0] == me]
+            if not mine:
+                continue
+            got = p.recv(self._other(me).name, tag)
+            fs = [got] if len(mine) == 1 else unpack_arrays(got)
+            if len(fs) != len(mine):
+                raise MalformedMessage(f"{tag}: {len(fs)} masked shares, expected {len(mine)}")
+            for k, f in zip(mine, fs, strict=True):
+                _, key, _mid, v, rows, transpose, tid = plan[k]
+                (c_owner,) = p.take(self.dealer.name, tid, "c")
+                g = p.mem[v.key] + f
+                matrix = p.mem[key][rows]
+                out = matrix.T @ g if transpose else matrix @ g
+                out += c_owner
+                owner_out[k] = out
+        result = []
+        for k, (i, *_rest, v, _rows, _transpose, _tid) in enumerate(plan):
+            self.log.masked(math.prod(v.shape))
+            shares = [owner_out[k], peer_out[k]] if i == 0 else [peer_out[k], owner_out[k]]
+            result.append(self._new("omm", shares))
+        return result
 
     # -- functions ----------------------------------------------------------------------
-    def sigmoid(self, z: Shared) -> Shared:
-        """``SIGMOID.c0 + c1*z + c3*z^3`` (see :mod:`sigmoid` for its error)."""
-        z2 = self.mul(z, z)
-        z3 = self.mul(z2, z)
+    def deal_square(self, shape: tuple[int, ...]) -> str:
+        """A square tuple for :meth:`square`, dealt ahead."""
+        p0, p1 = self.parties
+        return self.dealer.square_tuple(p0.name, p1.name, shape)
+
+    def square(self, x: Shared, tid: str | None = None) -> Shared:
+        """``x^2`` (truncated) with one square tuple ``(a, a^2)``: ``e = x - a`` is opened
+        (uniform), then ``x^2 = e^2 + 2ea + a^2`` is linear in the shares."""
+        tid = self.deal_square(x.shape) if tid is None else tid
+        tuples = [p.take(self.dealer.name, tid, "aa") for p in self.parties]
+        for i, p in enumerate(self.parties):
+            p.send(self._other(i).name, f"square/{tid}/e", p.mem[x.key] - tuples[i][0])
+        out = []
+        for i, p in enumerate(self.parties):
+            a, a2 = tuples[i]
+            e = p.mem[x.key] - a
+            e += p.recv(self._other(i).name, f"square/{tid}/e")
+            share = e * a
+            share *= np.uint64(2)
+            share += a2
+            if i == 0:
+                share += e * e
+            out.append(truncate_share(share, self.fp.frac_bits, i))
+        self.log.masked(math.prod(x.shape))
+        return self._new("sq", out)
+
+    def deal_cube(self, shape: tuple[int, ...]) -> str:
+        """A cube tuple for :meth:`cube`, dealt ahead (e.g. inside :meth:`Dealer.batch`)."""
+        p0, p1 = self.parties
+        return self.dealer.cube_tuple(p0.name, p1.name, shape)
+
+    def cube(self, z: Shared, tid: str | None = None) -> Shared:
+        """``z^3`` with one cube tuple ``(a, a^2, a^3)``: ``e = z' - a`` is opened (uniform),
+        then ``z'^3 = e^3 + 3e^2 a + 3e a^2 + a^3`` is linear in the shares. ``z'`` is ``z``
+        truncated to :data:`CUBE_FRAC_BITS`, so ``z'^3`` carries 33 fractional bits and stays
+        below 2^42 for ``|z| <= 8`` before it is truncated back (failure <= 2^-21 there,
+        2^-30 for ``|z| <= 1``; :func:`~.fixedpoint.truncation_failure_bound`)."""
+        shift = self.fp.frac_bits - CUBE_FRAC_BITS
+        tid = self.deal_cube(z.shape) if tid is None else tid
+        tuples = [p.take(self.dealer.name, tid, "a23") for p in self.parties]
+        small = [truncate_share(p.mem[z.key], shift, i) for i, p in enumerate(self.parties)]
+        for i, p in enumerate(self.parties):
+            p.send(self._other(i).name, f"cube/{tid}/e", small[i] - tuples[i][0])
+        out = []
+        for i, p in enumerate(self.parties):
+            a, a2, a3 = tuples[i]
+            e = small[i] - a
+            e += p.recv(self._other(i).name, f"cube/{tid}/e")
+            e2 = e * e
+            share = e2 * a
+            share += e * a2
+            share *= np.uint64(3)
+            share += a3
+            if i == 0:
+                share += e2 * e
+            out.append(truncate_share(share, 3 * CUBE_FRAC_BITS - self.fp.frac_bits, i))
+        self.log.masked(math.prod(z.shape))
+        return self._new("cube", out)
+
+    def sigmoid(self, z: Shared, tid: str | None = None) -> Shared:
+        """``SIGMOID.c0 + c1*z + c3*z^3`` (see :mod:`sigmoid` for its error); ``tid``: a cube
+        tuple dealt ahead with :meth:`deal_cube`."""
+        z3 = self.cube(z, tid)
         out = self.lincomb_public([(z, SIGMOID.c1), (z3, SIGMOID.c3)], constant=SIGMOID.c0)
-        self.free(z2, z3)
+        self.free(z3)
         return out

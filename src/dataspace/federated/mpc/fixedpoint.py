@@ -37,9 +37,9 @@ class FixedPoint:
     def encode(self, x: npt.ArrayLike, frac_bits: int | None = None) -> Ring:
         f = self.frac_bits if frac_bits is None else frac_bits
         values = np.rint(np.asarray(x, dtype=np.float64) * float(1 << f))
-        if values.size and np.abs(values).max() >= 2.0**62:
+        if values.size and (values.max() >= 2.0**62 or values.min() <= -(2.0**62)):
             raise OverflowError(f"value too large for fixed point with {f} fractional bits")
-        return values.astype(np.int64).astype(np.uint64)
+        return np.asarray(values.astype(np.int64)).view(np.uint64)
 
     def decode(self, x: Ring, frac_bits: int | None = None) -> npt.NDArray[np.float64]:
         f = self.frac_bits if frac_bits is None else frac_bits
@@ -50,8 +50,9 @@ def truncate_share(share: Ring, bits: int, party_index: int) -> Ring:
     """One party's half of SecureML's local truncation by ``bits`` (no communication)."""
     if party_index == 0:
         return share >> np.uint64(bits)
-    neg = (np.uint64(0) - share) >> np.uint64(bits)
-    return np.uint64(0) - neg
+    out = np.negative(share, out=np.empty_like(share))  # mod 2^64
+    out >>= np.uint64(bits)
+    return np.negative(out, out=out)
 
 
 def truncation_failure_bound(magnitude_bits: int) -> float:
