@@ -19,6 +19,7 @@ raised, chosen by the error envelope's ``code`` (``PolicyDenied``, ``QueryRefuse
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
@@ -210,6 +211,81 @@ class Client:
 
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/jobs/{job_id}"))
+
+    # -- federated training -------------------------------------------------------------------
+    def train(
+        self,
+        agreements: list[str],
+        *,
+        label: str,
+        features: dict[str, list[str]],
+        peers: list[str] | None = None,
+        model: str = "vlr",
+        align: list[str] | None = None,
+        dataset: str | None = None,
+        params: dict[str, Any] | None = None,
+        holdout: float = 0.25,
+        seed: int = 0,
+        patience: int | None = None,
+        validation: float | None = None,
+        contribution: bool = True,
+        job_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Start training across nodes (runs in the background); poll :meth:`train_job`.
+
+        ``seed`` draws the held-out and validation splits and the SGD batches (recorded with
+        the model; masks and Beaver triples never come from it). ``patience`` turns on early
+        stopping for vlr (``validation``: the share of training rows validated on)."""
+        body = self._params(
+            agreements=agreements,
+            peers=peers,
+            model=model,
+            label=label,
+            features=features,
+            align=align or [],
+            dataset=dataset,
+            params=params or {},
+            holdout=holdout,
+            seed=seed,
+            patience=patience,
+            validation=validation,
+            contribution=contribution,
+            job_id=job_id,
+        )
+        return dict(self._json("POST", "/train", json=body))
+
+    def train_job(self, job_id: str) -> dict[str, Any]:
+        """A training job with every node's step events."""
+        return dict(self._json("GET", f"/train/jobs/{job_id}"))
+
+    def wait_train(self, job_id: str, *, timeout: float = 600.0, interval: float = 0.5) -> Any:
+        """Poll a training job until it ends; returns its view (SUCCEEDED or FAILED)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.train_job(job_id)
+            if view["state"] not in ("QUEUED", "RUNNING"):
+                return view
+            if time.monotonic() > deadline:
+                raise DataspaceError(
+                    f"training job {job_id} still {view['state']} after {timeout:g} s",
+                    hint="keep polling with train_job(), or raise the timeout",
+                )
+            time.sleep(interval)
+
+    def retry_train(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/train/jobs/{job_id}/retry"))
+
+    def predict(self, model: str, rows: list[str]) -> dict[str, Any]:
+        """Score the rows of PSI align job(s) ``rows`` with a vertical model (vlr or vgbdt)
+        you trained; the scores stay on your node (``result.scores_file``)."""
+        return dict(self._json("POST", "/predict", json={"model": model, "rows": rows}))
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/models"))
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        """Metrics (seed, best epoch, stopping reason), contribution, who holds which part."""
+        return dict(self._json("GET", f"/models/{model_id}"))
 
     # -- metering and ledger ------------------------------------------------------------------
     def usage(

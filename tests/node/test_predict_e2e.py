@@ -1,6 +1,7 @@
-"""Prediction with a trained vertical LR model across real nodes on loopback: the bank trains
-with a tax bureau and a power grid, then scores firms it never trained on (a second PSI align
-job); each part stays at its owner and only the bank sees the scores."""
+"""Prediction with a trained vertical model (LR, SecureBoost GBDT) across real nodes on
+loopback: the bank trains with a tax bureau and a power grid, then scores firms it never
+trained on (a second PSI align job); each part stays at its owner and only the bank sees the
+scores."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
+from dataspace.client import Client
+from dataspace.federated import sgb
 from dataspace.federated.metrics import auc
 from dataspace.federated.synth import make_vertical
 from dataspace.ledger import log
@@ -57,6 +61,15 @@ def _write(path: Path, codes: list[str], cols: list[str], x: np.ndarray, y: Any 
         lines.append(",".join(row))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _pseudonymized(policy: Any) -> Any:
+    rule = policy.permissions[0]
+    constraints = tuple(
+        replace(c, right="pseudonymized") if getattr(c, "left", None) == "output" else c
+        for c in rule.constraints
+    )
+    return replace(policy, permissions=(replace(rule, constraints=constraints),))
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +110,9 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ids[peer] = datasets.add(nodes[peer], path, name="companies", actor="t")["id"]
         psi = from_template("psi-only", purposes=["finance"], fields=["credit_code"])
         train = from_template("federated-train", purposes=["finance"])
+        gbdt = _pseudonymized(train)  # vgbdt: SecureBoost's row-level leakage, named
         for peer in (TAX, GRID):
-            for kind, offer in (("psi", psi), ("train", train)):
+            for kind, offer in (("psi", psi), ("train", train), ("gbdt", gbdt)):
                 agreements[(peer, kind)] = make_agreement(
                     nodes[peer],
                     BANK,
@@ -151,12 +165,25 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             contribution=False,
         )
         assert model["state"] == "SUCCEEDED", model
+        gbdt_model = training.run_train(
+            bank,
+            agreements=[agreements[(TAX, "gbdt")], agreements[(GRID, "gbdt")]],
+            peers=[TAX, GRID],
+            model="vgbdt",
+            label="defaulted",
+            features={k: list(v) for k, v in COLS.items()},
+            align=align("companies"),
+            params={"trees": 6, "max_depth": 3, "bins": 16},
+            contribution=False,
+        )
+        assert gbdt_model["state"] == "SUCCEEDED", gbdt_model
         yield {
             "space": running,
             "bank": bank,
             "data": data,
             "new_rows": new_rows,
             "model": model,
+            "gbdt": gbdt_model,
             "rows": align("new-firms"),
             "provider_rows": provider_rows,
         }
@@ -253,5 +280,93 @@ def test_a_provider_without_its_part_refuses_and_the_job_fails_everywhere(
             assert not [
                 e for e in _entries(node, "model.predicted") if e["job_id"] == failed[-1]["job_id"]
             ]
+        finally:
+            node.close()
+
+
+def _csv_values(x: np.ndarray) -> np.ndarray:
+    """The values as the nodes read them back from the CSV files (6 decimals)."""
+    return np.vectorize(lambda v: float(f"{v:.6f}"))(x)
+
+
+def test_vgbdt_predict_through_the_api_equals_the_in_process_model(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    model_id = env["gbdt"]["id"]
+    bank = env["space"].nodes[BANK]
+    t0 = time.perf_counter()
+    with Client(bank.url, bank.admin_token) as client:
+        view = client.predict(model_id, env["rows"])
+        listed = {m["id"]: m for m in client.models()}
+    seconds = time.perf_counter() - t0
+    assert view["state"] == "SUCCEEDED", view
+    result = view["result"]
+    assert result["family"] == "vgbdt" and listed[model_id]["family"] == "vgbdt"
+    scores = pq.read_table(result["scores_file"]).sort_by("order")
+    entities = np.asarray(env["new_rows"])[scores.column("position").to_numpy()]
+    got = scores.column("score").to_numpy()
+    assert got.size == result["rows"] > 0
+    # the in-process SecureBoost model from every node's stored part, on the same rows
+    parts = {}
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            parts[name] = model_store.load_part(node, model_id)
+        finally:
+            node.close()
+    model = predict.sgb_model(parts, BANK)
+    owned = model.owners()
+    assert owned[TAX] + owned[GRID] > 0  # some splits are held by the providers
+    blocks = {p: _csv_values(env["data"].blocks[p][entities]) for p in (BANK, TAX, GRID)}
+    expected = sgb.predict(model, blocks)
+    assert np.array_equal(got, expected), np.max(np.abs(got - expected))
+    assert result["split_nodes_asked"] > 0 and "owner" in result["leakage"]
+    assert np.allclose(scores.column("probability").to_numpy(), 1 / (1 + np.exp(-got)))
+    new_auc = auc(got, env["data"].labels[entities])
+    assert new_auc > 0.6, new_auc
+    # logged and metered at every provider under its (pseudonymized-output) agreement
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            [entry] = [e for e in _entries(node, "model.predicted") if e["job_id"] == view["id"]]
+            assert entry["model_id"] == model_id and entry["rows"] == got.size
+            if name != BANK:
+                assert entry["usage_id"]
+                assert predict.get_job(node, view["id"])["state"] == "SUCCEEDED"
+                assert not (node.data_dir / predict.PREDICTIONS_DIR).exists()
+        finally:
+            node.close()
+    print(f"\nvgbdt predict {got.size} new rows: {seconds:.2f}s, AUC {new_auc:.4f}")
+
+
+def test_a_vgbdt_provider_with_an_altered_part_refuses_and_the_job_fails_everywhere(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    bank, model_id = env["bank"], env["gbdt"]["id"]
+    tax = open_node(env["space"].nodes[TAX].root)
+    try:
+        part = tax.data_dir / model_store.get_model(tax, model_id)["part_file"]
+    finally:
+        tax.close()
+    original = part.read_bytes()
+    altered = original.replace(b'"book": [', b'"book": [[0, "0.0"], ', 1)
+    assert altered != original
+    part.write_bytes(altered)
+    try:
+        with pytest.raises(MultipartyFailed) as info:
+            predict.run_predict(bank, model=model_id, rows=env["rows"])
+    finally:
+        part.write_bytes(original)
+    assert TAX in info.value.message
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            failed = [e for e in _entries(node, "job.failed") if e.get("action") == predict.ACTION]
+            assert failed, name
+            job_id = failed[-1]["job_id"]
+            assert predict.get_job(node, job_id)["state"] == "FAILED"
+            assert not [e for e in _entries(node, "model.predicted") if e["job_id"] == job_id]
         finally:
             node.close()

@@ -364,3 +364,77 @@ def test_vertical_gbdt_needs_every_policy_to_name_it_and_matches_plaintext(
         f"bank only {metrics['auc_label_party_only']:.4f})"
     )
     assert sgb and vlr and secrets
+
+
+def test_vertical_lr_stops_early_on_its_validation_split_and_keeps_the_best_epoch(
+    space: dict[str, Any],
+) -> None:
+    import json
+
+    from dataspace.client import Client
+    from dataspace.services.predict import part_model
+
+    env = space
+    bank_root = str(env["space"].nodes[BANK].root)
+    features = " ".join(f"{k}:{','.join(v)}" for k, v in COLS.items())
+    args = ["--node", bank_root, "train", "--model", "vlr", "--label", "defaulted"]
+    for peer in (TAX, GRID):
+        args += ["--agreement", env["agreements"][(peer, "train")], "--with", peer]
+    args += ["--features", features, "--align", env["align"][0], "--align", env["align"][1]]
+    params = {"epochs": 30, "batch_size": 256, "min_delta": 0.002}
+    args += ["--params", json.dumps(params), "--patience", "2", "--validation", "0.25"]
+    shown = CliRunner().invoke(app, [*args, "--seed", "7", "--no-contribution", "--json"])
+    assert shown.exit_code == 0, shown.output
+    view = json.loads(shown.output)
+    assert view["state"] == "SUCCEEDED", view
+    metrics = view["result"]["metrics"]
+    stopping = metrics["stopping"]
+    assert stopping["early_stopping"] and stopping["reason"] == "patience", metrics
+    best, run = int(metrics["best_epoch"]), int(metrics["epochs_run"])
+    assert run < 30 and run == best + 1 + 2  # two epochs without improvement, then stop
+    curve = [float(v) for v in metrics["validation_brier"]]
+    assert len(curve) == run and all(v > curve[best] - 0.002 for v in curve[best + 1 :])
+    assert metrics["seed"] == 7 and metrics["validation_rows"] == round(
+        metrics["train_rows"] * 0.25
+    )
+    model = model_store.get_model(env["bank"], view["id"])
+    assert model["params"]["seed"] == 7 and model["params"]["params"]["patience"] == 2
+    # every node followed the bank's decision and holds the best epoch's weights: the same job
+    # through the API (seed, validation; no early stopping) for exactly best + 1 epochs ends
+    # with the same weights; one more epoch's weights differ
+    node = env["space"].nodes[BANK]
+
+    def weights(model_id: str) -> dict[str, np.ndarray]:
+        out = {}
+        for name in (BANK, TAX):
+            there = open_node(env["space"].nodes[name].root)
+            try:
+                out[name] = part_model(model_store.load_part(there, model_id)).weights
+            finally:
+                there.close()
+        return out
+
+    kept = weights(view["id"])
+    with Client(node.url, node.admin_token) as client:
+        for epochs, same in ((best + 1, True), (best + 2, False)):
+            started = client.train(
+                [env["agreements"][(TAX, "train")], env["agreements"][(GRID, "train")]],
+                peers=[TAX, GRID],
+                label="defaulted",
+                features=_features(),
+                align=env["align"],
+                params={"epochs": epochs, "batch_size": 256},
+                validation=0.25,
+                seed=7,
+                contribution=False,
+            )
+            done = client.wait_train(started["id"], timeout=120)
+            assert done["state"] == "SUCCEEDED", done
+            assert client.model(started["id"])["metrics"]["stopping"]["reason"] == "max_epochs"
+            other = weights(started["id"])
+            gap = max(float(np.max(np.abs(kept[p] - other[p]))) for p in (BANK, TAX))
+            assert (gap < 2e-3) is same, (epochs, gap)
+    shown = CliRunner().invoke(app, ["--node", bank_root, "model", "show", view["id"]])
+    assert shown.exit_code == 0, shown.output
+    assert "seed 7" in shown.output and f"kept epoch {best + 1}" in shown.output
+    assert "stopped: patience" in shown.output

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from dataspace.cli import mp
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.errors import UsageError
 from dataspace.services import models as model_store
 from dataspace.services import multiparty, predict, training
 
@@ -29,7 +30,7 @@ def train(
         ..., "--agreement", help="Agreement with a provider (repeat)."
     ),
     with_: list[str] = typer.Option(None, "--with", help="The provider of each --agreement."),
-    model: str = typer.Option("vlr", "--model", help="vlr | vgbdt | fedavg"),
+    model: str = typer.Option("vlr", "--model", help="vlr | vgbdt | fedavg | vlinreg"),
     label: str = typer.Option(
         ..., "--label", help="The label column (fedavg: one name or 'PARTY:col ...')."
     ),
@@ -45,6 +46,20 @@ def train(
         "{}", "--params", help='Hyper-parameters as JSON, e.g. {"epochs": 8}.'
     ),
     holdout: float = typer.Option(0.25, "--holdout", help="Held-out fraction for evaluation."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Seed of the held-out and validation splits and the SGD batches (recorded with "
+        "the model; never of masks or triples).",
+    ),
+    patience: int = typer.Option(
+        None,
+        "--patience",
+        help="vlr: stop after this many epochs without validation improvement; keep the best.",
+    ),
+    validation: float = typer.Option(
+        None, "--validation", help="vlr: fraction of the training rows validated on (0.2)."
+    ),
     no_contribution: bool = typer.Option(False, "--no-contribution", help="Skip Shapley."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -63,8 +78,11 @@ def train(
             align=align or (),
             on=on,
             dataset=dataset,
-            params=json.loads(params),
+            params=_params(params),
             holdout=holdout,
+            seed=seed,
+            patience=patience,
+            validation=validation,
             contribution=not no_contribution,
             actor=actor(),
             progress=progress,
@@ -78,9 +96,19 @@ def train(
     _print_model(model_store.get_model(n, view["id"]))
 
 
+def _params(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--params is not JSON ({exc})", hint='e.g. {"epochs": 8}') from None
+    if not isinstance(value, dict):
+        raise UsageError("--params must be a JSON object", hint='e.g. {"epochs": 8}')
+    return value
+
+
 def predict_(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", help="A vertical model you trained (vlr)."),
+    model: str = typer.Option(..., "--model", help="A vertical model you trained (vlr, vgbdt)."),
     rows: list[str] = typer.Option(
         ..., "--rows", help="PSI align job over the new rows (repeat: one per provider)."
     ),
@@ -89,8 +117,9 @@ def predict_(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Score new aligned rows with a trained vertical model: each party scores its own
-    columns at home; only the summed score is revealed, to you."""
+    """Score new aligned rows with a trained vertical model. vlr: each party scores its own
+    columns at home, only the summed score is revealed, to you. vgbdt: you walk the trees,
+    each split's owner answers left/right for the rows reaching it (docs/sgb.md)."""
     view = predict.run_predict(node(ctx), model=model, rows=rows, out=out, actor=actor())
     if as_json:
         print_json(view)
@@ -111,18 +140,58 @@ def _print_model(m: dict[str, Any]) -> None:
     if m["family"] == "fedavg":
         _print_fedavg(metrics)
         return
-    rows = [[k, f"{float(v):.4f}"] for k, v in (metrics.get("auc_by_coalition") or {}).items()]
-    console.print(
-        table(f"held-out AUC ({metrics.get('held_out_rows')} rows)", ["coalition", "auc"], rows)
-    )
+    _print_training(m["params"], metrics)
+    regression = m["family"] == "vlinreg"
+    if regression:
+        _print_regression(metrics)
+    else:
+        rows = [[k, f"{float(v):.4f}"] for k, v in (metrics.get("auc_by_coalition") or {}).items()]
+        console.print(
+            table(f"held-out AUC ({metrics.get('held_out_rows')} rows)", ["coalition", "auc"], rows)
+        )
     contribution = m["contribution"] or {}
     if contribution:
         rows = [[k, f"{float(v):+.4f}"] for k, v in contribution["values"].items()]
+        what = "MAE reduction" if regression else "AUC"
         console.print(
             table(
-                f"contribution ({contribution['method']} Shapley, AUC)", ["provider", "value"], rows
+                f"contribution ({contribution['method']} Shapley, {what})",
+                ["provider", "value"],
+                rows,
             )
         )
+
+
+def _print_regression(metrics: dict[str, Any]) -> None:
+    mae, rmse, r2 = (metrics.get(f"{k}_by_coalition") or {} for k in ("mae", "rmse", "r2"))
+    rows = [[k, f"{float(v):.4f}", f"{float(rmse[k]):.4f}", f"{float(r2[k]):.4f}"]
+            for k, v in mae.items()]
+    console.print(
+        table(
+            f"held-out error ({metrics.get('held_out_rows')} rows, target units)",
+            ["coalition", "mae", "rmse", "r2"],
+            rows,
+        )
+    )
+
+
+def _print_training(params: dict[str, Any], metrics: dict[str, Any]) -> None:
+    seed = params.get("seed", metrics.get("seed"))
+    line = f"seed {seed}, {metrics.get('train_rows')} training rows"
+    stopping = metrics.get("stopping") or {}
+    if stopping:
+        best = metrics.get("best_epoch")
+        line += (
+            f"; epochs run {metrics.get('epochs_run')}, kept epoch "
+            f"{'' if best is None else int(best) + 1} ({stopping.get('kept')}); "
+            f"stopped: {stopping.get('reason')}"
+        )
+        if stopping.get("early_stopping"):
+            line += (
+                f" (patience {stopping.get('patience')}, min_delta {stopping.get('min_delta')}, "
+                f"{metrics.get('validation_rows')} validation rows)"
+            )
+    console.print(escape(line))
 
 
 def _print_fedavg(metrics: dict[str, Any]) -> None:
@@ -165,9 +234,14 @@ def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         print_json(items)
         return
     rows = [
-        [m["id"], m["family"], m["role"], m["initiator"], m["metrics"].get("auc")] for m in items
+        [m["id"], m["family"], m["role"], m["initiator"], _headline(m["metrics"])] for m in items
     ]
-    console.print(table("models", ["id", "family", "role", "initiator", "auc"], rows))
+    console.print(table("models", ["id", "family", "role", "initiator", "auc / mae"], rows))
+
+
+def _headline(metrics: dict[str, Any]) -> Any:
+    """The list's one metric: AUC, or the MAE of a regression (vlinreg)."""
+    return metrics.get("auc") if metrics.get("mae") is None else f"mae {metrics['mae']:.4g}"
 
 
 def retry(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:

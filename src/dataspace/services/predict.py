@@ -1,4 +1,4 @@
-"""Scoring new aligned rows with a trained vertical model: ``dataspace predict``.
+"""Scoring new aligned rows with a trained vertical model (vlr, vgbdt): ``dataspace predict``.
 
 The initiator (the label party that trained the model) names the model and the PSI ``align``
 job(s) over the new rows. Every step is a signed multi-party frame with
@@ -8,10 +8,13 @@ job(s) over the new rows. Every step is a signed multi-party frame with
   now (action ``federated-train``: purpose, its columns as ``fields``, expiry, count), loads
   its part of the model from its own store (final, held by it, its hash equal to the one in
   ``model.trained``) and its aligned rows (``<data dir>/mp/<align job>.parquet``); a missing
-  part, a hash mismatch or a denied agreement refuses, and the job is FAILED everywhere;
-* ``start`` — each party computes ``X_p w_p`` on its rows at home, secret-shares it between
-  the label party and the first provider, the shares are summed and only the total is opened,
-  to the initiator (:func:`dataspace.federated.vlr.predict`, run replicated like training);
+  part, a hash mismatch or a denied agreement refuses, and the job is FAILED everywhere
+  (``output``: ``aggregate-only`` for vlr, ``pseudonymized`` for vgbdt, as in training);
+* ``start`` — vlr: each party computes ``X_p w_p`` on its rows at home, secret-shares it
+  between the label party and the first provider, the shares are summed and only the total
+  is opened, to the initiator (:func:`dataspace.federated.vlr.predict`, run replicated like
+  training). vgbdt: the initiator walks every tree level by level; each provider answers
+  left/right for the rows reaching its own splits (:mod:`dataspace.federated.sgb_route`);
 * ``push`` / ``pull`` / ``status`` — the protocol's messages (:class:`.train_net.Mailbox`);
 * ``finish`` — the provider's part is done: ``model.predicted`` enters its ledger and the use
   is metered under the agreement.
@@ -38,8 +41,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
-from dataspace.federated import vlr
+from dataspace.federated import sgb, sgb_route, vlr
 from dataspace.federated.plan import Scaler
+from dataspace.federated.sgb_tree import SgbParams, Tree
 from dataspace.services import jobs, mp_party, mp_protocols
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -61,7 +65,13 @@ PROTOCOL = "federated-predict"
 ACTION = "federated-predict"  # the job rows' action; agreements are checked for TRAIN_ACTION
 TRAIN_ACTION = "federated-train"
 OUTPUT = "aggregate-only"
+# what each family releases about a provider's rows (its policy's `output`, as in training)
+OUTPUTS = {"vlr": OUTPUT, "vlinreg": OUTPUT, "vgbdt": "pseudonymized"}
 PREDICTIONS_DIR = "predictions"
+LEAKAGE = (
+    "vgbdt: the label party learns each new row's side of every passive split it reaches; "
+    "each split's owner learns which rows reach that split"
+)
 FINISH_WAIT = 300.0
 
 
@@ -122,15 +132,16 @@ def part_model(part: dict[str, Any]) -> vlr.PartyModel:
 
 def _own_part(
     node: Node, model_id: str, holder_of: str | None = None
-) -> tuple[dict[str, Any], Spec, vlr.PartyModel]:
+) -> tuple[dict[str, Any], Spec, dict[str, Any]]:
     """This node's final part of ``model_id``, checked against its ``model.trained`` hash."""
     try:
         view = model_store.get_model(node, model_id)
         if holder_of is not None and view["initiator"] != holder_of:
             raise NotFound(f"model {model_id} was not trained by {holder_of}")
-        if view["family"] != "vlr":
+        if view["family"] not in OUTPUTS:
             raise UsageError(
-                f"model {model_id} is {view['family']}: prediction runs for vlr models only"
+                f"model {model_id} is {view['family']}: prediction runs for vertical models "
+                f"({', '.join(OUTPUTS)}) only"
             )
         recorded = ((view.get("parts") or {}).get(node.name) or {}).get("sha256")
         part = model_store.load_part(node, model_id)
@@ -146,10 +157,108 @@ def _own_part(
             cause="part-missing",
         ) from None
     spec = Spec.from_dict(model_id, dict(view["params"]))
-    own = part_model(part)
-    if own.party != node.name or list(own.columns) != spec.columns.get(node.name):
+    try:
+        if spec.family != "vgbdt":
+            own = part_model(part)
+            ok = own.party == node.name and list(own.columns) == spec.columns.get(node.name)
+        else:
+            book = split_book(part)
+            width = len(spec.columns.get(node.name) or [])
+            ok = str(part.get("party")) == node.name and all(c < width for c, _ in book.records)
+            if node.name == spec.label:
+                trees(part)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MultipartyFailed(
+            f"the part of model {model_id} here is unreadable ({type(exc).__name__}: {exc})",
+            node=node.name,
+            cause="part-missing",
+        ) from None
+    if not ok:
         raise MultipartyFailed(f"the part of model {model_id} here is not {node.name}'s")
-    return view, spec, own
+    return view, spec, part
+
+
+def split_book(part: dict[str, Any]) -> sgb.SplitBook:
+    """A stored vgbdt part's split book: record id -> (column, threshold), its owner's only."""
+    book = sgb.SplitBook()
+    book.records = [(int(c), float(t)) for c, t in part["book"]]
+    return book
+
+
+def trees(part: dict[str, Any]) -> list[Tree]:
+    """The trees of the label party's stored vgbdt part."""
+    out = []
+    for t in part["trees"]:
+        tree = Tree(
+            owner=[str(o) for o in t["owner"]],
+            split=[int(x) for x in t["split"]],
+            left=[int(x) for x in t["left"]],
+            right=[int(x) for x in t["right"]],
+            value=[float(x) for x in t["value"]],
+        )
+        if not len(tree.owner) == len(tree.split) == len(tree.left) == len(tree.value):
+            raise ValueError("a tree's node arrays differ in length")
+        out.append(tree)
+    return out
+
+
+def sgb_model(parts: dict[str, dict[str, Any]], label: str) -> sgb.SgbModel:
+    """The in-process model from every party's stored part (what no node has alone: a
+    reference, e.g. for a test that pools the parts)."""
+    return sgb.SgbModel(
+        label_party=label,
+        parties=tuple(parts),
+        trees=trees(parts[label]),
+        base=float(parts[label]["base"]),
+        books={name: split_book(part) for name, part in parts.items()},
+        params=SgbParams(),
+        frac_bits=0,
+    )
+
+
+class _Owners:
+    """The initiator's link to the other split owners, over the job's mailbox."""
+
+    def __init__(self, net: NodeNetwork) -> None:
+        self.net = net
+
+    def ask(self, owner: str, request: np.ndarray) -> None:
+        self.net.send(self.net.me, owner, sgb_route.REQUEST, request)
+
+    def bits(self, owner: str) -> np.ndarray:
+        return np.asarray(self.net.recv(self.net.me, owner, sgb_route.ANSWER))
+
+
+def _sgb_label(
+    mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The initiator's side of vgbdt prediction: walk the trees, ask each split's owner."""
+    net = NodeNetwork(mb, "predict", replicate=False)
+    book = split_book(part)
+    scores, asked = sgb_route.predict_levels(
+        trees(part),
+        float(part["base"]),
+        int(block.shape[0]),
+        spec.label,
+        lambda record, rows: book.left(record, block[rows]),
+        _Owners(net),
+    )
+    for name in spec.parties[1:]:
+        net.send(mb.me, name, sgb_route.REQUEST, np.array([sgb_route.DONE], dtype=np.int64))
+    mb.flush()
+    return scores, asked
+
+
+def _sgb_owner(mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray) -> None:
+    """A provider's side of vgbdt prediction: answer left/right for its own splits."""
+    net = NodeNetwork(mb, "predict", replicate=False)
+    book = split_book(part)
+    while True:
+        request = np.asarray(net.recv(mb.me, spec.label, sgb_route.REQUEST))
+        if request.shape == (1,) and int(request[0]) == sgb_route.DONE:
+            break
+        net.send(mb.me, spec.label, sgb_route.ANSWER, sgb_route.answer(book, block, request))
+    mb.flush()
 
 
 # --- a provider's side ---------------------------------------------------------------------
@@ -161,7 +270,7 @@ class _Party:
     model_id: str
     initiator: str
     spec: Spec
-    model: vlr.PartyModel
+    part: dict[str, Any]
     block: np.ndarray
     mailbox: Mailbox
     ps: mp_party._Session
@@ -249,17 +358,19 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         peer=caller,
         action=ACTION,
         request={"mp": {"model_id": model_id, **header}, "idle_timeout": idle},
+        state=jobs.QUEUED,  # RUNNING once its agreement admits the job (mp_party._check)
     )
     ps = mp_party._Session(job_id, caller, TRAIN_ACTION, idle)
     try:
-        _, spec, own = _own_part(node, model_id, holder_of=caller)
+        _, spec, part = _own_part(node, model_id, holder_of=caller)
         if node.name not in spec.parties[1:]:
             raise NotFound(f"{node.name} is not a provider of model {model_id}")
-        dataset, _ = mp_party._check(node, ps, header, list(own.columns), OUTPUT)
+        columns = list(spec.columns[node.name])
+        dataset, _ = mp_party._check(node, ps, header, columns, OUTPUTS[spec.family])
         from dataspace.services.train_party import load_local
 
         local = load_local(
-            node, dataset, list(own.columns), str(header.get("align", "")), header.get("select")
+            node, dataset, columns, str(header.get("align", "")), header.get("select")
         )
         assert local.block is not None
         if local.block.shape[0] != int(header.get("rows", -1)):
@@ -269,7 +380,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise
     mailbox = _PredictMailbox(node, job_id, node.name, caller, list(spec.parties))
-    s = _Party(job_id, model_id, caller, spec, own, local.block, mailbox, ps)
+    s = _Party(job_id, model_id, caller, spec, part, local.block, mailbox, ps)
     mailbox.alive = lambda: _alive(node, s)
     s.thread = threading.Thread(
         target=_drive, args=(node, s), daemon=True, name=f"predict-{job_id[:12]}"
@@ -296,13 +407,16 @@ def _alive(node: Node, s: _Party) -> None:
 def _drive(node: Node, s: _Party) -> None:
     t0 = time.process_time()
     try:
-        _score(s.mailbox, s.spec, s.model, s.block)
+        if s.spec.family == "vgbdt":
+            _sgb_owner(s.mailbox, s.spec, s.part, s.block)
+        else:
+            _score(s.mailbox, s.spec, part_model(s.part), s.block)
         s.done = True
     except Exception as exc:  # a failure or a bug: the job must not stay RUNNING
         err = (
             exc
             if isinstance(exc, DataspaceError)
-            else MultipartyFailed(f"prediction failed on {node.name} ({type(exc).__name__})")
+            else MultipartyFailed(f"prediction failed on {node.name} ({type(exc).__name__}: {exc})")
         )
         s.error = err
         s.mailbox.fail(err)
@@ -385,7 +499,7 @@ def run_predict(
     from dataspace.services import training
 
     actor = actor or default_actor()
-    view, spec, own = _own_part(node, check_job_id(model))
+    view, spec, part = _own_part(node, check_job_id(model))
     if view["role"] != ms.INITIATOR or spec.label != node.name:
         raise UsageError(f"only the label party {spec.label} runs predictions with {model}")
     trained = training.get_job(node, model)
@@ -419,13 +533,18 @@ def run_predict(
         peer=",".join(p.name for p in providers),
         action=ACTION,
         request={
-            "mp": {"model_id": model, "rows": list(rows), "dataset": own_ds},
+            "mp": {
+                "model_id": model,
+                "family": spec.family,
+                "rows": list(rows),
+                "dataset": own_ds,
+            },
             "participants": [{"peer": p.name, "agreement_id": p.agreement_id} for p in providers],
         },
         total=2 * len(providers) + 1,
     )
     try:
-        result = _execute(node, new_id, model, spec, own, own_ds, common, providers, out, timeout)
+        result = _execute(node, new_id, model, spec, part, own_ds, common, providers, out, timeout)
     except Exception as exc:
         err = (
             exc
@@ -445,6 +564,7 @@ def run_predict(
         result=result,
         ledger_payload={
             "model_id": model,
+            "family": spec.family,
             "rows": result["rows"],
             "participants": [[p.name, p.agreement_id] for p in providers],
             "scores_sha256": result["sha256"],
@@ -458,7 +578,7 @@ def _execute(
     job_id: str,
     model: str,
     spec: Spec,
-    own: vlr.PartyModel,
+    part: dict[str, Any],
     dataset_name: str,
     common: np.ndarray,
     providers: list[_Provider],
@@ -467,8 +587,18 @@ def _execute(
 ) -> dict[str, Any]:
     with node.store.read() as session:
         dataset = jobs._dataset(node, session, dataset_name)
-    table = pq.read_table(dataset.path, columns=list(own.columns)).take(common)
-    block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in own.columns])
+    names = list(spec.columns[node.name])
+    missing = [c for c in names if c not in dataset.columns]
+    if missing:
+        raise UsageError(f"dataset {dataset.name} has no column(s) {missing} of the model")
+    table = pq.read_table(dataset.path, columns=names).take(common)
+    for c in names:
+        if table.column(c).null_count:
+            raise UsageError(f"column {c} has missing values in the aligned rows")
+    try:
+        block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in names])
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the model's columns must be numeric ({exc})") from None
 
     def each(name: str, **fields: Any) -> None:
         threads = []
@@ -509,8 +639,12 @@ def _execute(
         node, job_id, node.name, node.name, list(spec.parties), timeout=timeout
     )
     t0 = time.perf_counter()
+    asked = None
     try:
-        prediction = _score(mailbox, spec, own, block)
+        if spec.family == "vgbdt":
+            scores, asked = _sgb_label(mailbox, spec, part, block)
+        else:
+            scores = _score(mailbox, spec, part_model(part), block).scores
     finally:
         mailbox.close()
     seconds = time.perf_counter() - t0
@@ -520,25 +654,29 @@ def _execute(
     each("finish")
     path = Path(out) if out else node.data_dir / PREDICTIONS_DIR / f"{job_id}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    scores = np.asarray(prediction.scores, dtype=np.float64)
-    pq.write_table(
-        pa.table(
-            {
-                "order": np.arange(common.size, dtype=np.int64),
-                "position": common.astype(np.int64),
-                "score": scores,
-                "probability": prediction.probabilities,
-            }
-        ),
-        path,
-    )
+    scores = np.asarray(scores, dtype=np.float64)
+    columns = {
+        "order": np.arange(common.size, dtype=np.int64),
+        "position": common.astype(np.int64),
+        "score": scores,
+        "probability": 0.5 * (1.0 + np.tanh(0.5 * scores)),
+    }
+    if spec.family == "vlinreg":  # regression: the score in the target's units, at home
+        from dataspace.services.train_linreg import target_of
+
+        del columns["probability"]
+        columns["prediction"] = target_of(model_store.load_part(node, model)).inverse(scores)
+    pq.write_table(pa.table(columns), path)
+    extra = {} if asked is None else {"split_nodes_asked": asked, "leakage": LEAKAGE}
     return {
         "model_id": model,
+        "family": spec.family,
         "rows": int(common.size),
         "scores_file": str(path),
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "seconds": round(seconds, 3),
         "bytes_exchanged_by_initiator": mailbox.bytes_out + mailbox.bytes_in,
+        **extra,
     }
 
 

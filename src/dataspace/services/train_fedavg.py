@@ -289,6 +289,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
         peer=caller,
         action=ACTION,
         request={"mp": {"model": FAMILY, **params}, "idle_timeout": 120.0},
+        state=jobs.QUEUED,  # RUNNING once its agreement admits the job (mp_party._check)
     )
     ps = mp_party._Session(job_id, caller, ACTION, 120.0)
     features = [str(c) for c in header.get("features") or []]

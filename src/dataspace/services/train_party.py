@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
-from dataspace.services import jobs, mp_party, mp_protocols
+from dataspace.services import jobs, mp_party, mp_protocols, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id
@@ -178,6 +178,8 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         peer=caller,
         action=ACTION,
         request={"mp": header, "idle_timeout": idle},
+        # a provider's row waits (QUEUED) until its agreement admits the job (mp_party._check)
+        state=jobs.QUEUED if role == ms.PARTICIPANT else jobs.RUNNING,
     )
     ps = mp_party._Session(job_id, caller, ACTION, idle)
     mailbox = Mailbox(node, job_id, node.name, caller, [*spec.parties, spec.dealer])
@@ -255,6 +257,8 @@ def load_local(
 
 def run_schedule(s: Session) -> list[dict[str, Any]]:
     run = vlr_run if s.spec.family == "vlr" else sgb_run
+    if s.spec.family == train_linreg.FAMILY:
+        run = train_linreg.run
     out = []
     for index, coalition in enumerate(coalitions(s.spec)):
         if s.mailbox.me in coalition or s.mailbox.me == s.spec.dealer:
@@ -306,7 +310,10 @@ def _finish(node: Node, s: Session) -> bytes:
     first = s.outputs[0] if s.outputs else {}
     part = None
     if "model" in first:
-        part = vlr_part(first["model"]) if s.spec.family == "vlr" else dict(first["model"])
+        if s.spec.family == train_linreg.FAMILY:
+            part = train_linreg.part(first["model"])
+        else:
+            part = vlr_part(first["model"]) if s.spec.family == "vlr" else dict(first["model"])
     digest = model_store.stage(
         node,
         model_id=s.job_id,

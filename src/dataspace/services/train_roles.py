@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dataspace.errors import UsageError
 from dataspace.federated import sgb, sgb_share, vlr
+from dataspace.federated.errors import InvalidTrainingInput, MalformedMessage
 from dataspace.federated.plan import Scaler, TrainConfig
 from dataspace.federated.sgb_tree import (
     SgbParams,
@@ -39,8 +41,15 @@ VLR_DEFAULTS: dict[str, Any] = {
     "lr_decay": 0.2,
     "l2": 1e-3,
 }
+# Early stopping (vlr): off unless ``patience`` is given — then training stops once the
+# validation Brier score has not improved by ``min_delta`` for ``patience`` epochs and the
+# best epoch's weights are kept. ``validation``: the share of the training rows validated on.
+VLR_EARLY: dict[str, Any] = {"patience": None, "min_delta": 1e-4, "validation": 0.2}
+VLR_KNOWN = (*VLR_DEFAULTS, *VLR_EARLY, "clip")
 SGB_DEFAULTS: dict[str, Any] = {"trees": 10, "max_depth": 3, "bins": 16}
 CTL = "sgb/ctl"
+STOP, BRIER = "vlr/stop", "vlr/brier"
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -121,21 +130,62 @@ class Local:
 # --- vertical LR -----------------------------------------------------------------------------
 
 
+def early_stopping(spec: Spec) -> bool:
+    return {**VLR_EARLY, **spec.params}.get("patience") is not None
+
+
 def vlr_config(spec: Spec, coalition: Sequence[str]) -> TrainConfig:
-    p = {**VLR_DEFAULTS, **spec.params}
+    """The core's configuration for one run. ``spec.seed`` draws the validation split and the
+    mini-batches (public row positions) — never masks or triples, which come from ``secrets``."""
+    p = {**VLR_DEFAULTS, **VLR_EARLY, **spec.params}
     epochs = int(p["epochs"])
+    early = p["patience"] is not None
     return TrainConfig(
         epochs=epochs,
         batch_size=int(p["batch_size"]),
         learning_rate=float(p["learning_rate"]),
         lr_decay=float(p["lr_decay"]),
         l2=float(p["l2"]),
-        patience=epochs,
-        min_delta=-math.inf,  # every epoch "improves": the last is kept, the same at every node
+        validation_fraction=float(p["validation"]),
+        # early stopping off: every epoch "improves", the last is kept, the same at every node
+        patience=int(p["patience"]) if early else epochs,
+        min_delta=float(p["min_delta"]) if early else -math.inf,
         seed=spec.seed,
         dealer=spec.dealer,
         helper=coalition[1],
+        clip=float(p["clip"]) if p.get("clip") is not None else TrainConfig.clip,
     )
+
+
+def check_params(spec: Spec) -> None:
+    """Refuse bad hyper-parameters before any node is asked (a clear error, not a failed job)."""
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise UsageError(f"seed must be an integer in [0, 2^63 - 1], got {spec.seed}")
+    if not 0.0 < spec.holdout < 0.9:
+        raise UsageError(f"holdout must lie in (0, 0.9), got {spec.holdout}")
+    if spec.family == "vlr":
+        known: Sequence[str] = VLR_KNOWN
+        build: Any = lambda: vlr_config(spec, spec.parties[:2])  # noqa: E731
+    elif spec.family == "vgbdt":
+        known = tuple(SgbParams.__dataclass_fields__)
+        build = lambda: sgb_params(spec)  # noqa: E731
+    else:
+        return
+    unknown = sorted(set(spec.params) - set(known))
+    if unknown:
+        raise UsageError(
+            f"unknown {spec.family} parameter(s) {unknown}", hint=f"known: {', '.join(known)}"
+        )
+    try:
+        patience = spec.params.get("patience")
+        whole = not isinstance(patience, bool) and float(patience or 0) == int(patience or 0)
+        if spec.family == "vlr" and patience is not None and not (whole and int(patience) >= 1):
+            raise UsageError(f"patience must be a whole number of epochs >= 1, not {patience!r}")
+        build()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad {spec.family} parameters ({exc})") from None
+    except InvalidTrainingInput as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
 
 
 def _placeholder(spec: Spec, name: str, rows: int) -> Floats:
@@ -161,8 +211,9 @@ def vlr_run(
             y = local.labels[fit] if real and local.labels is not None else np.zeros(fit.size)
         parties.append(vlr.PartyData(name, x, y, tuple(spec.columns.get(name, []))))
     config = vlr_config(spec, coalition)
-    with using(NodeNetwork(mb, f"{index}/train", replicate=True)):
-        result = vlr.train(parties, config)
+    net = NodeNetwork(mb, f"{index}/train", replicate=True)
+    with using(net):
+        result = vlr.train(parties, config, decide=_stop_rule(net, spec, coalition, config))
     models = dict(result.models)
     if me not in coalition:
         return {"seconds": result.seconds}
@@ -189,10 +240,66 @@ def vlr_run(
             epochs_run=result.epochs_run,
             best_epoch=result.best_epoch,
             validation=[r.validation_brier for r in result.validation],
+            stopping=_stopping(spec, config, result.epochs_run),
             bytes=result.bytes_total,
             openings=[f"{o.what} -> {','.join(o.to)}" for o in result.openings[-4:]],
         )
     return out
+
+
+def _stop_rule(net: NodeNetwork, spec: Spec, coalition: Sequence[str], config: TrainConfig) -> Any:
+    """Early stopping across nodes, for :func:`vlr.train`'s ``decide``.
+
+    Run replicated, a node computes the opened validation Brier score correctly only where it
+    is one of the two computing parties (the core opens it to both; here the helper's copy is
+    the one computed from both real shares). So after each epoch the helper sends its score
+    to the label party (both are entitled to it), the label party decides — improved (keep
+    these weights as the best) and stop — and, with early stopping on, sends those two bits to
+    every other node of the run (the helper, further providers, the dealer): they follow the
+    same schedule without seeing the score. Every node runs this same code; only the real
+    sender's messages leave it."""
+    label, helper = spec.label, coalition[1]
+    others = [*coalition[1:], spec.dealer]
+    early = early_stopping(spec)
+    state = {"best": math.inf, "stale": 0}
+
+    def decide(brier: float) -> tuple[float, bool, bool]:
+        net.send(helper, label, BRIER, np.array([brier], dtype=np.float64))
+        score = float(np.asarray(net.recv(label, helper, BRIER), dtype=np.float64).reshape(-1)[0])
+        if net.me == label and not (math.isfinite(score) and 0.0 <= score < 1e6):
+            raise MalformedMessage(f"{helper} sent an implausible validation score {score!r}")
+        improved = score < state["best"] - config.min_delta
+        state["stale"] = 0 if improved else state["stale"] + 1
+        stop = state["stale"] >= config.patience
+        if improved:
+            state["best"] = score
+        if not early:  # the schedule is data-independent: nobody needs to be told
+            return score, improved, stop
+        flags = np.array([int(improved), int(stop)], dtype=np.int64)
+        for name in others:
+            net.send(label, name, STOP, flags)
+        for name in others:
+            got = np.asarray(net.recv(name, label, STOP), dtype=np.int64)
+            if name == net.me:
+                if got.shape != (2,) or not np.isin(got, (0, 1)).all():
+                    raise MalformedMessage(f"{label} sent a bad early-stopping decision")
+                improved, stop = bool(got[0]), bool(got[1])
+        return score, improved, stop
+
+    return decide
+
+
+def _stopping(spec: Spec, config: TrainConfig, epochs_run: int) -> dict[str, Any]:
+    if not early_stopping(spec):
+        return {"early_stopping": False, "reason": "max_epochs", "kept": "last epoch"}
+    return {
+        "early_stopping": True,
+        "reason": "patience" if epochs_run < config.epochs else "max_epochs",
+        "patience": config.patience,
+        "min_delta": config.min_delta,
+        "validation_fraction": config.validation_fraction,
+        "kept": "best epoch",
+    }
 
 
 def vlr_part(model: vlr.PartyModel) -> dict[str, Any]:

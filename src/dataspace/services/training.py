@@ -34,7 +34,7 @@ from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import train_plain
 from dataspace.federated.contribution import shapley
 from dataspace.federated.metrics import auc
-from dataspace.services import jobs, multiparty
+from dataspace.services import jobs, multiparty, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
 from dataspace.services import train_fedavg as fedavg_job
@@ -53,8 +53,10 @@ from dataspace.services.train_net import PROTOCOL, Mailbox
 from dataspace.services.train_party import ACTION, output_for
 from dataspace.services.train_party import Session as PartySession
 from dataspace.services.train_roles import (
+    MAX_SEED,
     Local,
     Spec,
+    check_params,
     coalitions,
     sgb_params,
     split_rows,
@@ -63,7 +65,7 @@ from dataspace.services.train_roles import (
 )
 from dataspace.store.models_compute import JobRow
 
-FAMILIES = ("vlr", "vgbdt", "fedavg")
+FAMILIES = ("vlr", "vgbdt", "fedavg", train_linreg.FAMILY)
 Progress = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
@@ -104,6 +106,22 @@ def parse_features(values: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def _early_params(
+    model: str, params: dict[str, Any] | None, patience: int | None, validation: float | None
+) -> dict[str, Any]:
+    """``patience`` / ``validation`` (vlr early stopping) merged into the hyper-parameters."""
+    out = dict(params or {})
+    for key, value in (("patience", patience), ("validation", validation)):
+        if value is None:
+            continue
+        if model != "vlr":
+            raise UsageError(f"--{key} applies to vlr only (early stopping on a validation split)")
+        if key in out and out[key] != value:
+            raise UsageError(f"{key} is given twice, as {out[key]!r} and {value!r}")
+        out[key] = value
+    return out
+
+
 def _dealer(node: Node) -> str:
     from dataspace.services import space
 
@@ -140,6 +158,8 @@ def start_train(
     params: dict[str, Any] | None = None,
     holdout: float = 0.25,
     seed: int = 0,
+    patience: int | None = None,
+    validation: float | None = None,
     contribution: bool = True,
     job_id: str | None = None,
     actor: str | None = None,
@@ -149,7 +169,10 @@ def start_train(
     retry_of: str | None = None,
 ) -> TrainJob | FedJob:
     if model not in FAMILIES:
-        raise UsageError(f"unknown model family {model!r}", hint="vlr, vgbdt or fedavg")
+        raise UsageError(f"unknown model family {model!r}", hint="vlr, vgbdt, fedavg or vlinreg")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"the seed must be an integer in [0, 2^63 - 1], got {seed!r}")
+    params = _early_params(model, params, patience, validation)
     if model == "fedavg":  # horizontal: every party its own rows, no alignment
         return fedavg_job.start(
             node,
@@ -226,6 +249,7 @@ def start_train(
     if spec.rows < 20:
         raise UsageError(f"only {spec.rows} aligned rows: too few to train and evaluate")
     new_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
+    check_params(spec)
     spec = Spec(**{**spec.__dict__, "job_id": new_id})
     job = TrainJob(
         new_id,
@@ -398,13 +422,23 @@ def _run(r: _Runner) -> dict[str, Any]:
     assert local.labels is not None
     y_test = local.labels[test]
     values: dict[frozenset[str], float] = {}
-    for coalition, out in zip(coalitions(spec), outputs, strict=True):
-        values[frozenset(coalition[1:])] = auc(out["scores"], y_test)
-    values[frozenset()] = _alone(spec, local)
+    regression = spec.family == train_linreg.FAMILY
+    if regression:  # MAE / RMSE / R² per coalition; Shapley of minus the MAE
+        scored, values, preds = train_linreg.evaluate(spec, local, coalitions(spec), outputs)
+        scored["heldout_file"] = train_linreg.write_heldout(
+            node.data_dir, job.id, np.asarray(job.own_positions), spec, local, preds
+        )
+    else:
+        for coalition, out in zip(coalitions(spec), outputs, strict=True):
+            values[frozenset(coalition[1:])] = auc(out["scores"], y_test)
+        values[frozenset()] = _alone(spec, local)
+        scored = {
+            "auc": values[frozenset(spec.parties[1:])],
+            "auc_label_party_only": values[frozenset()],
+            "auc_by_coalition": {"+".join([spec.label, *sorted(k)]): v for k, v in values.items()},
+        }
     metrics = {
-        "auc": values[frozenset(spec.parties[1:])],
-        "auc_label_party_only": values[frozenset()],
-        "auc_by_coalition": {"+".join([spec.label, *sorted(k)]): v for k, v in values.items()},
+        **scored,
         "held_out_rows": int(test.size),
         "train_rows": int(spec.rows - test.size),
         "train_seconds": round(train_seconds, 3),
@@ -412,9 +446,24 @@ def _run(r: _Runner) -> dict[str, Any]:
         "requests_by_initiator": mailbox.requests,
     }
     first = outputs[0]
+    metrics["seed"] = spec.seed
     if spec.family == "vlr":
-        metrics.update(epochs_run=first.get("epochs_run"), best_epoch=first.get("best_epoch"))
+        metrics.update(
+            epochs_run=first.get("epochs_run"),
+            best_epoch=first.get("best_epoch"),
+            stopping=first.get("stopping"),
+            validation_brier=[round(float(v), 6) for v in first.get("validation") or []],
+            validation_rows=round(
+                (spec.rows - test.size) * vlr_config(spec, spec.parties[:2]).validation_fraction
+            ),
+        )
         own_part = vlr_part(first["model"])
+    elif regression:
+        metrics.update(
+            epochs_run=first.get("epochs_run"),
+            validation_mse=[round(float(v), 6) for v in first.get("validation") or []],
+        )
+        own_part = train_linreg.part(first["model"])
     else:
         metrics.update(split_nodes_revealed=first.get("nodes_revealed"))
         own_part = dict(first["model"])
@@ -423,7 +472,7 @@ def _run(r: _Runner) -> dict[str, Any]:
         shap = shapley(list(spec.parties[1:]), lambda s: values[frozenset(str(x) for x in s)])
         contribution = {
             "method": shap.method,
-            "metric": "auc",
+            "metric": "-mae" if regression else "auc",  # -mae: MAE reduction, target units
             "values": shap.values,
             "base": values[frozenset()],
             "coalitions": len(values),
@@ -461,6 +510,8 @@ def run_schedule_one(s: PartySession, index: int, coalition: tuple[str, ...]) ->
     from dataspace.services.train_roles import sgb_run, vlr_run
 
     run = vlr_run if s.spec.family == "vlr" else sgb_run
+    if s.spec.family == train_linreg.FAMILY:
+        run = train_linreg.run
     out = run(s.mailbox, s.spec, index, coalition, s.local)
     s.mailbox.flush()
     return out
@@ -469,8 +520,10 @@ def run_schedule_one(s: PartySession, index: int, coalition: tuple[str, ...]) ->
 def _holds(spec: Spec, name: str) -> str:
     if name == spec.dealer:
         return "nothing (dealer: randomness only)"
-    if spec.family == "vlr":
+    if spec.family in ("vlr", train_linreg.FAMILY):
         extra = " and the intercept" if name == spec.label else ""
+        if spec.family == train_linreg.FAMILY and name == spec.label:
+            extra = ", the intercept and the target scaling"
         return f"weights of its {spec.widths[name]} columns, its scaler{extra}"
     if name == spec.label:
         return "the trees (owners, record ids, leaf values) and its own split thresholds"
@@ -502,7 +555,10 @@ def _own_local(node: Node, dataset: Any, job: TrainJob) -> Local:
         [table.column(c).to_numpy().astype(np.float64) for c in job.own_features]
     )
     labels = table.column(job.label).to_numpy().astype(np.float64)
-    if not np.isin(labels, (0.0, 1.0)).all():
+    if job.spec.family == train_linreg.FAMILY:
+        if not np.isfinite(labels).all():
+            raise UsageError(f"the target column {job.label} has missing or infinite values")
+    elif not np.isin(labels, (0.0, 1.0)).all():
         raise UsageError(f"the label column {job.label} must hold 0 and 1")
     return Local(block, labels)
 

@@ -27,7 +27,7 @@ RUN_ROLES = ("admin", "consumer")
 class TrainRequest(BaseModel):
     agreements: list[str] = Field(min_length=1, max_length=4, description="one per provider")
     peers: list[str] | None = None
-    model: str = Field(default="vlr", description="vlr | vgbdt | fedavg")
+    model: str = Field(default="vlr", description="vlr | vgbdt | fedavg | vlinreg")
     label: str = Field(
         min_length=1,
         description="the label column at this node (fedavg: one name, or 'party:col ...')",
@@ -39,6 +39,18 @@ class TrainRequest(BaseModel):
     align: list[str] = Field(default_factory=list, description="PSI align job per provider")
     params: dict[str, Any] = Field(default_factory=dict)
     holdout: float = Field(default=0.25, gt=0, lt=0.9)
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        description="seeds the held-out/validation splits and SGD batches, never masks",
+    )
+    patience: int | None = Field(
+        default=None, ge=1, description="vlr: early stopping after this many epochs"
+    )
+    validation: float | None = Field(
+        default=None, gt=0, lt=0.9, description="vlr: share of training rows validated on"
+    )
     contribution: bool = True
     job_id: str | None = None
 
@@ -62,6 +74,9 @@ def post_train(
         dataset=body.dataset,
         params=body.params,
         holdout=body.holdout,
+        seed=body.seed,
+        patience=body.patience,
+        validation=body.validation,
         contribution=body.contribution,
         job_id=body.job_id,
         actor=token.actor,
@@ -70,7 +85,9 @@ def post_train(
 
 
 class PredictRequest(BaseModel):
-    model: str = Field(min_length=1, description="a vertical model this node trained (vlr)")
+    model: str = Field(
+        min_length=1, description="a vertical model this node trained (vlr or vgbdt)"
+    )
     rows: list[str] = Field(
         min_length=1, max_length=4, description="PSI align job(s) over the new rows"
     )

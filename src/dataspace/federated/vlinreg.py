@@ -1,0 +1,298 @@
+"""Vertical federated linear regression on additive secret shares (``vlinreg``).
+
+The same parties, roles, dealer and messages as vertical logistic regression
+(:mod:`dataspace.federated.vlr`: SecureML-style, Beaver triples from a dealer, owned-matrix
+products); only the loss differs. Objective: mean squared error / 2 + ``l2``/2 · ||w||² (the
+intercept is not penalised), minimised by mini-batch SGD. The gradient of the squared loss is
+linear in the scores, so the residual is ``r = z − y`` — no sigmoid approximation, no extra
+Beaver multiplication per iteration; everything else per iteration is vlr's.
+
+The target is continuous (e.g. door-to-door transit hours). The label party standardises it
+**at home** with the mean and standard deviation of its own training rows; the protocol works
+on the standardised target, and those two numbers stay with the label party's model part
+(:class:`Target`). Who learns what is exactly vlr's (docs/vfl.md): per epoch the validation
+mean squared error (of the standardised target: one number) is opened to the two computing
+parties; at the end each weight block is opened to its owner, the intercept and the target
+scaling to the label party. Prediction (:func:`predict`) is vlr's: partial scores summed on
+shares, the total opened to the label party only, which maps it back to the target's units.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from dataspace.federated import vlr
+from dataspace.federated.baseline import prepare, train_plain
+from dataspace.federated.errors import InvalidTrainingInput
+from dataspace.federated.mpc import Opening
+from dataspace.federated.mpc.engine import Shared
+from dataspace.federated.plan import Scaler, TrainConfig, make_plan
+
+Floats = npt.NDArray[np.float64]
+
+# SGD on the squared loss diverges when the step exceeds 2 / (largest eigenvalue of the
+# standardised design's covariance); with correlated columns that eigenvalue is a few units.
+DEFAULT_CONFIG = TrainConfig(epochs=20, batch_size=256, learning_rate=0.1, lr_decay=0.1)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The label party's standardisation of the target (its own training rows)."""
+
+    mean: float
+    scale: float
+
+    @classmethod
+    def fit(cls, values: Floats) -> Target:
+        sd = float(np.std(values))
+        return cls(float(np.mean(values)), sd if sd > 0 else 1.0)
+
+    def transform(self, values: Floats) -> Floats:
+        return (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
+
+    def inverse(self, scores: Floats) -> Floats:
+        return np.asarray(scores, dtype=np.float64) * self.scale + self.mean
+
+
+@dataclass(frozen=True)
+class LinearPartyModel(vlr.PartyModel):
+    """A party's part of a vertical linear regression: vlr's part plus, at the label party
+    only, the target scaling (``partial_score`` is in standardised target units)."""
+
+    target: Target | None = None
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    learning_rate: float
+    validation_mse: float  # of the standardised target
+    seconds: float
+
+
+@dataclass
+class LinregResult:
+    """What a training job produced. ``models[p]`` is held by party ``p`` alone."""
+
+    models: dict[str, LinearPartyModel]
+    label_party: str
+    compute_parties: tuple[str, str]
+    dealer: str
+    epochs_run: int
+    iterations: int
+    best_epoch: int
+    validation: list[EpochRecord]
+    seconds: float
+    dealer_seconds: float
+    bytes_by_link: dict[str, int]
+    openings: list[Opening]
+    masked_openings: int
+    config: TrainConfig = field(default_factory=lambda: DEFAULT_CONFIG)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(self.bytes_by_link.values())
+
+    @property
+    def target(self) -> Target:
+        t = self.models[self.label_party].target
+        assert t is not None
+        return t
+
+
+@dataclass(frozen=True)
+class LinearPrediction:
+    """Predictions in the target's units (``values``), opened to the label party only."""
+
+    values: Floats
+    scores: Floats  # the opened total, standardised target units
+    to: str
+    openings: list[Opening]
+
+
+class _Session(vlr._Session):
+    """vlr's session with the squared-loss residual ``z − y`` (no sigmoid)."""
+
+    def residual(self, z: Shared, labels_key: str, rows: slice | None) -> Shared:
+        owner = self.mpc.parties[0]  # the label party
+        labels = owner.mem[labels_key]
+        return self.mpc.sub_own(z, owner, labels[rows] if rows is not None else labels)
+
+    def validation_mse(self, weights: list[Shared]) -> float:
+        """The validation mean squared error: residuals and squares shared, only the sum
+        opened, to both computing parties (both must agree whether to stop)."""
+        z = self.scores(weights, None, "val")
+        r = self.residual(z, "y/val", None)
+        sq = self.mpc.mul(r, r)
+        total = self.mpc._new("sum", [p.mem[sq.key].sum(keepdims=True) for p in self.mpc.parties])
+        opened = self.mpc.reveal(total, self.mpc.parties, "validation squared error (sum)")
+        self.mpc.free(z, r, sq, total)
+        return float(self.fp.decode(opened)[0]) / self.plan.validation.size
+
+
+def _label_party(parties: Sequence[vlr.PartyData]) -> vlr.PartyData:
+    labelled = [p for p in parties if p.labels is not None]
+    if len(labelled) != 1:
+        raise InvalidTrainingInput(
+            f"exactly one party must hold the targets, found {len(labelled)}",
+            hint="pass labels only with the label party's PartyData",
+        )
+    label = labelled[0]
+    assert label.labels is not None
+    y = np.asarray(label.labels, dtype=np.float64)
+    if y.ndim != 1 or y.shape[0] != label.features.shape[0]:
+        raise InvalidTrainingInput("the targets must be one value per aligned row")
+    if not np.isfinite(y).all():
+        raise InvalidTrainingInput("the targets have missing or infinite values")
+    return label
+
+
+def train(
+    parties: Sequence[vlr.PartyData], config: TrainConfig | None = None
+) -> LinregResult:
+    """Train vertical linear regression; see the module docstring for who learns what."""
+    config = config or DEFAULT_CONFIG
+    started = time.perf_counter()
+    label = _label_party(parties)
+    assert label.labels is not None
+    y = np.asarray(label.labels, dtype=np.float64)
+    plan = make_plan(y.shape[0], config)
+    target = Target.fit(y[plan.train])
+    # vlr's session checks for 0/1 labels and loads them; it gets a placeholder of zeros and
+    # the label party's memory then receives the standardised targets instead.
+    stand_in = [replace(p, labels=np.zeros_like(y)) if p is label else p for p in parties]
+    session = _Session(stand_in, config)
+    owner = session.nodes[label.name]
+    owner.mem["y/train"] = session.fp.encode(target.transform(y[plan.train]))
+    owner.mem["y/val"] = session.fp.encode(target.transform(y[plan.validation]))
+    mpc = session.mpc
+    weights = [
+        mpc.public(np.zeros(b.width, dtype=np.uint64), f"w/{b.party}") for b in session.blocks
+    ]
+    best_weights = [mpc.copy(w) for w in weights]
+    best, best_epoch, stale, iterations, epochs_run = np.inf, 0, 0, 0, 0
+    curve: list[EpochRecord] = []
+    for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
+        lr = config.step(epoch)
+        session.log.step = f"epoch {epoch}"
+        for j in plan.batch_order(epoch, config.seed):
+            rows = plan.batches[j]
+            size = rows.stop - rows.start
+            z = session.scores(weights, rows, "train")
+            r = session.residual(z, "y/train", rows)
+            updated = []
+            for block, w in zip(session.blocks, weights, strict=True):
+                g = session.gradient(block, r, rows)
+                delta = mpc.lincomb_public([(w, lr * session.penalty(block)), (g, lr / size)])
+                updated.append(mpc.sub(w, delta))
+                mpc.free(g, delta, w)
+            weights = updated
+            mpc.free(z, r)
+            iterations += 1
+        epochs_run = epoch + 1
+        mse = session.validation_mse(weights)
+        curve.append(EpochRecord(epoch, lr, mse, time.perf_counter() - epoch_start))
+        if mse < best - config.min_delta:
+            best, best_epoch, stale = mse, epoch, 0
+            mpc.free(*best_weights)
+            best_weights = [mpc.copy(w) for w in weights]
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    session.log.step = "release"
+    models: dict[str, LinearPartyModel] = {}
+    for block, w in zip(session.blocks, best_weights, strict=True):
+        opened = mpc.reveal(w, [block.party], f"weights of {block.party} (to its owner)")
+        values = session.fp.decode(opened)
+        intercept, scaling = None, None
+        if block.party == session.label:
+            values, intercept, scaling = values[:-1], float(values[-1]), target
+        models[block.party] = LinearPartyModel(
+            block.party,
+            session.columns[block.party],
+            values,
+            session.scalers[block.party],
+            intercept,
+            scaling,
+        )
+    return LinregResult(
+        models=models,
+        label_party=session.label,
+        compute_parties=(mpc.parties[0].name, mpc.parties[1].name),
+        dealer=session.dealer.name,
+        epochs_run=epochs_run,
+        iterations=iterations,
+        best_epoch=best_epoch,
+        validation=curve,
+        seconds=time.perf_counter() - started,
+        dealer_seconds=session.dealer.seconds,
+        bytes_by_link={f"{a}->{b}": s.bytes for (a, b), s in session.net.links.items()},
+        openings=list(session.log.openings),
+        masked_openings=session.log.masked_openings,
+        config=config,
+    )
+
+
+def predict(
+    models: Mapping[str, vlr.PartyModel],
+    features: Mapping[str, Floats],
+    *,
+    label_party: str,
+    frac_bits: int = 16,
+) -> LinearPrediction:
+    """Predict new aligned rows: vlr's joint scoring (each party ``X_p w_p`` at home, summed
+    on shares, the total opened to the label party only), then the label party maps the
+    total back to the target's units with its own :class:`Target`."""
+    target = getattr(models.get(label_party), "target", None)
+    if not isinstance(target, Target):
+        raise InvalidTrainingInput(
+            f"the model part of {label_party} carries no target scaling",
+            hint="predict with the parts vlinreg.train returned (LinearPartyModel)",
+        )
+    out = vlr.predict(models, features, label_party=label_party, frac_bits=frac_bits)
+    return LinearPrediction(target.inverse(out.scores), out.scores, out.to, out.openings)
+
+
+# --- the plaintext reference -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlainModel:
+    """Linear regression on pooled columns in the clear (the parity reference, and what a
+    label party trains at home on its own columns)."""
+
+    weights: Floats
+    intercept: float
+    scalers: list[Scaler]
+    target: Target
+    validation: list[float]
+
+    def predict(self, blocks: Sequence[Floats]) -> Floats:
+        x = np.hstack([s.transform(b) for s, b in zip(self.scalers, blocks, strict=True)])
+        return self.target.inverse(x @ self.weights + self.intercept)
+
+
+def _identity(z: Floats) -> Floats:
+    return z
+
+
+def train_plain_linear(
+    blocks: Sequence[Floats], labels: Floats, config: TrainConfig | None = None
+) -> PlainModel:
+    """Exactly :func:`train`'s schedule (split, batches, order, steps, L2, early stopping,
+    target standardisation) in float64 on the pooled columns."""
+    config = config or DEFAULT_CONFIG
+    y = np.asarray(labels, dtype=np.float64)
+    plan = make_plan(y.shape[0], config)
+    target = Target.fit(y[plan.train])
+    chosen = [np.asarray(b, dtype=np.float64) for b in blocks]
+    w, b, curve = train_plain(chosen, target.transform(y), config, link=_identity)
+    _, scalers = prepare(chosen, plan, config.clip)
+    return PlainModel(w, b, scalers, target, curve)
