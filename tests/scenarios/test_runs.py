@@ -10,7 +10,7 @@ from dataspace.scenarios.training import MESSAGE, available
 # weather, carbon, health and agriculture run in test_sector_runs.py (with their own checks)
 COVERED = ("weather", "carbon", "health", "agriculture")
 # Scenarios with a test file of their own (test_<name>.py) are not run twice.
-OWN_TESTS = ("finance", "manufacturing", "science", "urban", "commerce")
+OWN_TESTS = ("finance", "manufacturing", "science", "urban", "commerce", "transport")
 RUNNABLE = [n for n in scenarios.names()
             if not scenarios.get(n).needs_training and n not in COVERED and n not in OWN_TESTS]
 TRAINING = [n for n in scenarios.names() if scenarios.get(n).needs_training]

@@ -324,14 +324,7 @@ SPECS = [
 
 
 # Why each remaining vertical scenario is still pending (overrides the class default).
-PENDING = {
-    "transport": (
-        "its flow and metric are not written yet, and cannot be honestly: "
-        "ETA is a regression target and no honest vertical regression path exists: the "
-        "training service's vertical models (vlr, vgbdt) are binary classifiers with logistic "
-        "loss, and FedAvg's linear model is horizontal only (parties with different rows)"
-    ),
-}
+PENDING: dict[str, str] = {}
 
 
 def _training(spec: Spec) -> Scenario:
@@ -346,10 +339,13 @@ def scenarios() -> list[Scenario]:
     from dataspace.scenarios.sectors.finance import SmeCredit
     from dataspace.scenarios.sectors.manufacturing import FailurePrediction
     from dataspace.scenarios.sectors.science import Qsar
+    from dataspace.scenarios.sectors.transport import MultimodalEta
     from dataspace.scenarios.sectors.urban import CareAlerts
 
     # finished scenarios run on real nodes with their own generator and flow
-    # (sectors/finance.py, manufacturing.py, science.py, urban.py, commerce.py)
-    done: list[Scenario] = [SmeCredit(), FailurePrediction(), Qsar(), CareAlerts(), StockOut()]
+    # (sectors/finance.py, manufacturing.py, science.py, urban.py, commerce.py, transport.py)
+    done: list[Scenario] = [
+        SmeCredit(), FailurePrediction(), Qsar(), CareAlerts(), StockOut(), MultimodalEta()
+    ]
     names = {s.name for s in done}
     return [*done, *(_training(s) for s in SPECS if s.name not in names)]
