@@ -10,6 +10,18 @@ import numpy.typing as npt
 Array = npt.NDArray[np.float64]
 
 
+def _ranks(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks of ``s``; ties get their average rank."""
+    order = s.argsort(kind="mergesort")
+    sorted_s = s[order]
+    first = np.r_[True, sorted_s[1:] != sorted_s[:-1]]
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(s)] - 1
+    ranks = np.empty(len(s))
+    ranks[order] = ((starts + ends) / 2 + 1)[np.cumsum(first) - 1]
+    return ranks
+
+
 def auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """ROC AUC by ranks (ties get average ranks)."""
     s = np.asarray(scores, dtype=float)
@@ -17,17 +29,7 @@ def auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     pos, neg = int(y.sum()), int((~y).sum())
     if pos == 0 or neg == 0:
         return float("nan")
-    order = s.argsort(kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return float((_ranks(s)[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def pr_auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
@@ -43,12 +45,20 @@ def pr_auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
 
 
 def ks(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
+    """Kolmogorov–Smirnov statistic of a risk score: max over thresholds of TPR − FPR, flagging
+    every entity whose score is at or above the threshold (higher score = more likely positive;
+    tied scores are flagged together; 0 when no threshold beats flagging nobody)."""
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels, dtype=bool)
-    order = np.argsort(s)
-    cum_pos = np.cumsum(y[order]) / max(int(y.sum()), 1)
-    cum_neg = np.cumsum(~y[order]) / max(int((~y).sum()), 1)
-    return float(np.max(np.abs(cum_pos - cum_neg)))
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    sorted_s = s[order]
+    last = np.r_[sorted_s[1:] != sorted_s[:-1], True]  # the end of each group of tied scores
+    tpr = np.cumsum(y[order])[last] / pos
+    fpr = np.cumsum(~y[order])[last] / neg
+    return float(max(0.0, np.max(tpr - fpr)))
 
 
 def ridge_fit(x: Array, y: Array, alpha: float = 1.0) -> Array:
@@ -95,6 +105,21 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def mean_over_strata(
+    stat: Callable[[npt.NDArray[np.int64]], float], strata: npt.ArrayLike
+) -> Callable[[npt.NDArray[np.int64]], float]:
+    """``stat`` on each stratum's indices (a seed's held-out set), averaged over the strata:
+    pass the result to :func:`bootstrap_ci` with the same ``strata``."""
+    labels = np.asarray(strata)
+    groups = np.unique(labels)
+
+    def pooled(idx: npt.NDArray[np.int64]) -> float:
+        where = labels[idx]
+        return float(np.mean([stat(idx[where == g]) for g in groups]))
+
+    return pooled
 
 
 def label_copy_flags(
