@@ -9,7 +9,13 @@ from dataspace.compute.errors import (
     SandboxError,
     WorkerCrashed,
 )
-from dataspace.compute.sandbox import QueryResult, SandboxLimits, run_query
+from dataspace.compute.sandbox import (
+    QueryResult,
+    RunningQuery,
+    SandboxLimits,
+    run_query,
+    start_query,
+)
 from dataspace.compute.sqlcheck import Aggregate, CheckedQuery, SqlPolicy, check_query
 
 __all__ = [
@@ -21,10 +27,12 @@ __all__ = [
     "QueryResult",
     "QueryTimeout",
     "ResultTooLarge",
+    "RunningQuery",
     "SandboxError",
     "SandboxLimits",
     "SqlPolicy",
     "WorkerCrashed",
     "check_query",
     "run_query",
+    "start_query",
 ]
