@@ -7,23 +7,38 @@ logistics provider holds what is in transit to the store and its delivery delays
 All three know a store-SKU by the same text key (门店编码-SKU 条码); the retailer and the logistics
 provider each know 60–80% of the brand's store-SKUs.
 
-Flow, per seed, all through the nodes' APIs: the brand aligns with each provider by ECDH-PSI on
-the store-SKU key (``mode=align``: only row positions stay at each node, no identifier or row
-leaves); it then starts one vertical-LR training job (``POST /api/v1/train``) with the space
-operator as the dealer of Beaver triples. Each provider checks its own ``federated-train``
-agreement (purpose, the feature columns it is asked for, output ``aggregate-only``) before any
-message. The job trains every coalition — brand alone (at home), brand + retailer,
-brand + logistics, brand + retailer + logistics — on the same aligned rows, scores the same
-held-out rows (a public-seed split of the aligned store-SKUs), and returns each coalition's AUC
-and each provider's exact Shapley value. Only protocol messages (secret shares) and the final
-model parts leave a node.
+Evaluator split, by store-SKU and before any PSI: the evaluator (an independent role outside
+every node) holds out the store-SKUs whose HMAC-SHA256 under its own key (derived from the
+run's seed, so a run is reproducible) falls below 30%. The brand registers two files:
+``shipments`` (the other store-SKUs, with the label) and ``watchlist`` (the held-out
+store-SKUs' features, **without** the label). The held-out labels stay with the evaluator: no
+node ever holds them, and the held-out store-SKUs never enter the training PSI or any training
+job — they are aligned only afterwards, to be scored, in a PSI of their own.
 
-Metric: held-out AUC of next-week stock-out for brand → brand + retailer →
-brand + retailer + logistics, same population, same model family (vertical LR), same schedule
-(epochs, batch); 95% CI from the Hanley–McNeil standard error on each seed's held-out set,
-pooled over seeds. Stock-out is a classification target, so the demand-forecast WAPE is not
-reported: the training service's vertical models are binary classifiers, and no honest vertical
-regression path exists.
+Flow, per seed, all through the nodes' APIs: a leakage check refuses any brand column that
+copies the label; the brand aligns ``shipments`` with each provider by ECDH-PSI on the
+store-SKU key (``mode=align``: only row positions stay at each node, no identifier or row
+leaves); it trains one vertical LR on brand + retailer + logistics (``POST /api/v1/train``,
+the space operator deals Beaver triples; each provider checks its own ``federated-train``
+agreement — purpose, the feature columns it is asked for, output ``aggregate-only`` — before
+any message; every coalition is also trained for each provider's exact Shapley value on the
+job's validation split) and one on brand + retailer, each over the training store-SKUs its
+parties share, both with the same family, schedule and seed (``epochs``, ``batch_size``, no
+early stopping, no search). The brand-only baseline is trained at home on the fused job's rows
+with the same family and schedule (the job's own plaintext LR). Then the brand aligns
+``watchlist`` with each provider and scores it with each model (``POST /api/v1/predict``: each
+provider computes its share at home, only the total score is opened, to the brand), and hands
+its held-out scores, by store-SKU, to the evaluator. Only protocol messages (secret shares) and
+the final model parts leave a node.
+
+Metric (computed by the evaluator on the held-out store-SKUs only, joined by the store-SKU
+key): AUC of next-week stock-out for brand only, brand + retailer and
+brand + retailer + logistics on one population — the held-out store-SKUs both models scored
+(those the retailer and the logistics provider both know, about 0.3 × 0.7 × 0.7 ≈ 15% of the
+store-SKUs) —, the mean over seeds; 95% CIs from a bootstrap of held-out store-SKUs within each
+seed, the same resamples for every row (so the lifts over brand only are paired). Stock-out is
+a classification target, so the demand-forecast WAPE is not reported: the scenario trains a
+binary classifier (vertical LR).
 
 Data: a structural latent-factor generator. Each store-SKU has six latent factors (base demand,
 promotion lift, sell-through velocity, inventory cover, pipeline in transit, supply
@@ -41,6 +56,8 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
+    Control,
+    Estimate,
     Generated,
     MetricResult,
     OfferSpec,
@@ -50,12 +67,16 @@ from dataspace.scenarios.base import (
 )
 from dataspace.scenarios.common import overlap_mask, rng_for
 from dataspace.scenarios.sectors.vertical import (
+    Group,
     Runs,
+    evaluator_tables,
+    held_out_estimate,
+    held_out_flow,
+    held_out_leaks,
     latent_label,
-    vertical_flow,
-    vertical_metric,
     vertical_offers,
 )
+from dataspace.scenarios.stats import auc
 
 BRAND, RETAILER, LOGISTICS = "brand", "retailer", "logistics"
 PROVIDERS = (RETAILER, LOGISTICS)
@@ -65,17 +86,21 @@ LABEL = "stock_out_next_week"
 ENTITIES = {"small": 1200, "default": 4000, "large": 20000}
 SEEDS = {"small": 2, "default": 3, "large": 5}
 VLR_PARAMS = {"epochs": 6, "batch_size": 128}
-HOLDOUT = 0.3
+HOLDOUT = 0.3  # the evaluator's held-out share of store-SKUs (by store-SKU, before PSI)
+VALIDATION = 0.2  # the training job's own split of the training rows (Shapley values only)
 FEATURES = {
     BRAND: ["shipped_4w", "promo_spend", "days_listed"],
     RETAILER: ["pos_units_week", "pos_trend", "stock_days"],
     LOGISTICS: ["in_transit_units", "delay_days"],
 }
-VARIANTS = {
-    "brand only": (BRAND,),
-    "brand + retailer": (BRAND, RETAILER),
-    "brand + retailer + logistics": (BRAND, RETAILER, LOGISTICS),
-}
+ALONE, RETAILED, FUSED = "brand only", "brand + retailer", "brand + retailer + logistics"
+MODELS = {FUSED: (RETAILER, LOGISTICS), RETAILED: (RETAILER,)}  # the federated variants
+SPLIT = "evaluator: HMAC-SHA256(key, store-SKU key) < holdout, before any PSI"
+
+
+def evaluator_key(seed: int) -> bytes:
+    """The evaluator's split key (derived from the seed, so a run is reproducible)."""
+    return f"commerce evaluator split key/{seed}".encode()
 
 
 def _gtin13(rng: random.Random) -> str:
@@ -97,7 +122,7 @@ class StockOut(Scenario):
 
     def parties(self) -> list[Party]:
         return [
-            Party(BRAND, "consumer", "品牌商 (label party)", ("shipments",)),
+            Party(BRAND, "consumer", "品牌商 (label party)", ("shipments", "watchlist")),
             Party(RETAILER, "provider", "零售商", ("pos",)),
             Party(LOGISTICS, "provider", "物流商", ("delivery",)),
         ]
@@ -121,6 +146,8 @@ class StockOut(Scenario):
             "model": "vlr",
             "vlr": VLR_PARAMS,
             "holdout": HOLDOUT,
+            "split": SPLIT,
+            "validation": VALIDATION,
         }
 
     def generate(self, size: str, seed: int, data: str = "synthetic") -> Generated:
@@ -146,26 +173,24 @@ class StockOut(Scenario):
             return np.asarray(rng.normal(0, sd, size=k), dtype=float)
 
         tables: dict[str, list[tuple[str, pa.Table]]] = {}
-        # brand: every store-SKU it ships to (the 4 weeks before the label week)
+        # brand: every store-SKU it ships to (the 4 weeks before the label week), split by the
+        # evaluator before any PSI: the held-out store-SKUs' labels go to the evaluator only.
         b = np.arange(n)
-        tables[BRAND] = [
-            (
-                "shipments",
-                pa.table(
-                    {
-                        "entity_id": [keys[i] for i in b],
-                        "shipped_4w": np.round(
-                            np.exp(3.5 + 0.6 * z[b, 0] + 0.3 * z[b, 3] + eps(nb, n))
-                        ),  # 出货量, units
-                        "promo_spend": np.round(
-                            np.maximum(0.0, 2.0 + 1.5 * (z[b, 1] + eps(nb, n))), 2
-                        ),  # 促销投入, 千元
-                        "days_listed": rng.integers(30, 720, size=n),  # 铺货天数 (no signal)
-                        LABEL: label,
-                    }
-                ),
-            )
-        ]
+        brand = pa.table(
+            {
+                "entity_id": [keys[i] for i in b],
+                "shipped_4w": np.round(
+                    np.exp(3.5 + 0.6 * z[b, 0] + 0.3 * z[b, 3] + eps(nb, n))
+                ),  # 出货量, units
+                "promo_spend": np.round(
+                    np.maximum(0.0, 2.0 + 1.5 * (z[b, 1] + eps(nb, n))), 2
+                ),  # 促销投入, 千元
+                "days_listed": rng.integers(30, 720, size=n),  # 铺货天数 (no signal)
+                LABEL: label,
+            }
+        )
+        train, watch, heldout = evaluator_tables(brand, LABEL, HOLDOUT, evaluator_key(seed), SPLIT)
+        tables[BRAND] = [("shipments", train), ("watchlist", watch)]  # watchlist: no label
         # retailer: POS sell-through and inventory for 60–80% of the store-SKUs
         r = np.flatnonzero(overlap_mask(rng, n, *p["overlap"]))
         tables[RETAILER] = [
@@ -208,8 +233,8 @@ class StockOut(Scenario):
         return Generated(
             tables=tables,
             params=p,
-            version="commerce/1",
-            heldout={"split": "public-seed split of the aligned store-SKUs", "share": HOLDOUT},
+            version="commerce/2",
+            heldout=heldout,
         )
 
     def offers(self) -> list[OfferSpec]:
@@ -218,32 +243,114 @@ class StockOut(Scenario):
         )
 
     def flow(self, ctx: Any) -> dict[str, Any]:
-        return vertical_flow(
+        out = held_out_flow(
             ctx,
-            label_party=BRAND,
-            dataset="shipments",
-            providers=PROVIDERS,
+            party=BRAND,
+            train_dataset="shipments",
+            score_dataset="watchlist",
             key=KEY,
             label=LABEL,
             features=FEATURES,
+            models=MODELS,
+            alone=ALONE,
+            family="vlr",
             params=VLR_PARAMS,
-            holdout=HOLDOUT,
-            psi_step="PSI on store-SKU with {provider}",
-            train_step="vertical LR: brand + retailer + logistics, every coalition, Shapley",
-            bytes_field="bytes_by_brand",
+            validation=VALIDATION,
+            baseline=("auc_label_party_only", auc),
+            psi_step="PSI (training store-SKUs) on store-SKU with {provider}",
+            score_step="PSI (held-out store-SKUs) on store-SKU with {provider}",
         )
+        fused, retailed = out["jobs"][FUSED], out["jobs"][RETAILED]
+        metrics = fused["view"]["result"]["metrics"]
+        contribution = fused["view"]["result"].get("contribution") or {}
+        return {
+            "job_id": fused["view"]["id"],
+            "model_id": fused["view"]["result"]["model_id"],
+            "retailer_model_id": retailed["view"]["result"]["model_id"],
+            "train_psi_datasets": out["train_psi_datasets"],
+            "train_job_datasets": out["train_job_datasets"],
+            "score_psi_datasets": out["score_psi_datasets"],
+            "aligned": int(fused["common"].size),
+            "job_rows": int(metrics["train_rows"]) + int(metrics["held_out_rows"]),
+            "fit_rows": int(fused["fit"].size),
+            "retailer_aligned": int(retailed["common"].size),
+            "scored": out["scored"][FUSED],
+            "retailer_scored": out["scored"][RETAILED],
+            "evaluated": len(out["scores"]["entity_id"]),
+            "baseline_gap": out["baseline_gap"],
+            "scores": out["scores"],
+            "shapley": {k: float(v) for k, v in (contribution.get("values") or {}).items()},
+            "train_seconds": float(metrics.get("train_seconds") or 0.0),
+            "bytes_by_brand": int(metrics.get("bytes_exchanged_by_initiator") or 0),
+        }
 
     def metric(self, runs: Runs) -> MetricResult:
-        return vertical_metric(
-            runs,
-            variants=VARIANTS,
-            providers=PROVIDERS,
-            alone=BRAND,
-            fused="brand + retailer + logistics",
-            metric="held-out stock-out AUC (vertical LR)",
+        groups: list[Group] = []
+        leaks: list[str] = []
+        for _, gen, r in runs:
+            truth = dict(zip(gen.heldout["entity_id"], gen.heldout["label"].tolist(), strict=True))
+            ids_ = r["scores"]["entity_id"]
+            leaks += held_out_leaks(gen, BRAND, ids_)
+            y = np.asarray([truth.get(e, -1) for e in ids_], dtype=float)
+            groups.append(
+                (y, {k: np.asarray(v, float) for k, v in r["scores"].items() if k != "entity_id"})
+            )
+        if leaks:
+            raise ScenarioError(f"{len(leaks)} scored store-SKUs are not the held-out ones")
+
+        def est(variant: str, base: str | None = None, name: str = "") -> Estimate:
+            value, low, high, n = held_out_estimate(groups, auc, variant, base)
+            return Estimate(name or variant, value, low, high, n)
+
+        estimates = [est(v) for v in (ALONE, RETAILED, FUSED)]
+        estimates += [est(v, ALONE, f"lift: {v} − {ALONE}") for v in (RETAILED, FUSED)]
+        value = {e.variant: e.value for e in estimates}
+        holds = value[ALONE] < value[RETAILED] and value[ALONE] < value[FUSED]
+        shap = {
+            p: float(np.mean([r["shapley"].get(p, 0.0) for _, _, r in runs]))
+            for p in MODELS[FUSED]
+        }
+        extra = {
+            "evaluator split": (
+                f"{HOLDOUT:.0%} of store-SKUs by HMAC-SHA256 of the store-SKU key, before any "
+                "PSI; their labels stay with the evaluator; the brand scores them as its watchlist"
+            ),
+            "AUC lift, fused − brand only, per seed": ", ".join(
+                f"{auc(g[1][FUSED], g[0]) - auc(g[1][ALONE], g[0]):+.3f}" for g in groups
+            ),
+            "contribution (exact Shapley of the job's validation AUC, mean over seeds)": ", ".join(
+                f"{p} {v:+.4f}" for p, v in shap.items()
+            ),
+            "training store-SKUs aligned per seed (brand ∩ retailer ∩ logistics: brand only and "
+            "fused; brand ∩ retailer: brand + retailer)": ", ".join(
+                f"{r['aligned']} and {r['retailer_aligned']}" for _, _, r in runs
+            ),
+            "held-out store-SKUs evaluated per seed (stock-outs): those both models scored": (
+                ", ".join(f"{y.size} ({int(y.sum())})" for y, _ in groups)
+            ),
+            "WAPE": "not reported: stock-out is trained as a binary target (vertical LR)",
+        }
+        return MetricResult(
+            metric="stock-out AUC on the evaluator's held-out store-SKUs (vertical LR)",
+            lower_is_better=False,
+            estimates=estimates,
             ordering="brand only < brand + retailer, brand only < brand + retailer + logistics",
-            lift_label="AUC lift, fused − brand only, per seed",
-            aligned_label="aligned store-SKUs (brand ∩ retailer ∩ logistics) per seed",
-            held_out_label="held-out store-SKUs per seed (stock-outs)",
-            note=("WAPE", "not reported: stock-out is trained as a binary target (vertical LR)"),
+            ordering_holds=holds,
+            seeds=[s for s, _, _ in runs],
+            extra=extra,
+            controls=[
+                Control(
+                    "held-out store-SKUs kept out of training",
+                    "no scored store-SKU in the training file; training PSI and jobs read "
+                    "shipments only",
+                    "; ".join(
+                        f"seed {s}: PSI {r['train_psi_datasets']}, jobs {r['train_job_datasets']}"
+                        for s, _, r in runs
+                    ),
+                    all(
+                        r["train_psi_datasets"] == r["train_job_datasets"] == f"shipments_s{s}"
+                        for s, _, r in runs
+                    ),
+                )
+            ],
         )

@@ -1,16 +1,15 @@
-"""Shared pieces of the PSI + vertical-FL scenarios (finance, commerce).
+"""Shared pieces of the PSI + vertical-FL scenarios (finance, commerce, transport).
 
-One label party aligns with each provider by ECDH-PSI (``mode=align``), then starts one
-vertical-LR training job over every coalition with exact Shapley values; the metric is the
-held-out AUC per coalition with a Hanley–McNeil 95% CI pooled over seeds
-(:func:`vertical_flow`, :func:`vertical_metric`). Each scenario keeps its own generator,
-parties, offers' datasets and wording; this module holds only the mechanics.
-
-The steps those are made of serve a flow that keeps an evaluator's held-out entities out of
-training (finance): :func:`evaluator_split` (by a keyed hash of the entity, before any PSI),
-:func:`refuse_label_copies`, :func:`psi_align`, :func:`train_job`, :func:`predict_scores`
-(scoring new aligned rows with a trained model) and :func:`home_lr` (the label party's own
-baseline, same family and schedule as the job).
+Each keeps an evaluator's held-out entities out of training: :func:`evaluator_split` (by a
+keyed hash of the entity, before any PSI; :func:`evaluator_tables` applies it to the label
+party's file in a generator: a training file with the label, a held-out file without it, the
+held-out labels for the evaluator only), :func:`refuse_label_copies`, :func:`psi_align`,
+:func:`train_job`, :func:`predict_scores` (scoring new aligned rows with a trained model) and
+:func:`home_lr` (the label party's own baseline, same family and schedule as the job, vlr or
+vlinreg). Finance composes these steps itself; commerce and transport run them through
+:func:`held_out_flow`. The evaluator's estimates, with paired CIs on one population, are
+:func:`held_out_estimate`'s; :func:`held_out_leaks` is its check of the scored entities. Each
+scenario keeps its own generator, parties, offers' datasets and wording.
 """
 
 from __future__ import annotations
@@ -26,24 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataspace.scenarios.base import Estimate, Generated, MetricResult, OfferSpec, ScenarioError
+from dataspace.scenarios.base import Generated, OfferSpec, ScenarioError
 from dataspace.scenarios.stats import bootstrap_ci, label_copy_flags, mean_over_strata
 
 TRAIN_TIMEOUT = 600.0
 
 Runs = list[tuple[int, Generated, dict[str, Any]]]
-
-
-def coalition_key(parties: tuple[str, ...]) -> str:
-    return "+".join([parties[0], *sorted(parties[1:])])
-
-
-def hanley_mcneil(a: float, n_pos: int, n_neg: int) -> float:
-    """Variance of an AUC estimate (Hanley & McNeil 1982)."""
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
-        1, n_pos * n_neg
-    )
 
 
 def vertical_offers(
@@ -170,33 +157,42 @@ def train_job(
 
 
 def predict_scores(
-    ctx: Any, party: str, model_id: str, align: Sequence[str]
+    ctx: Any, party: str, model_id: str, align: Sequence[str], *, column: str = "score"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``POST /predict``: score the rows of the align jobs ``align`` with ``model_id``. The
     scores are revealed to ``party`` only and written under its node's data dir; returns
-    (``party``'s row positions, scores)."""
+    (``party``'s row positions, the scores file's ``column``: ``score`` for vlr, ``prediction``
+    — in the target's units — for vlinreg)."""
     body = {"model": model_id, "rows": list(align)}
     view = dict(ctx.api[party].json("POST", "/predict", json=body))
     if view.get("state") != "SUCCEEDED":
         raise ScenarioError(f"prediction with {model_id} ended {view.get('state')}")
     table = pq.read_table(view["result"]["scores_file"])
-    return table.column("position").to_numpy(), table.column("score").to_numpy()
+    return table.column("position").to_numpy(), table.column(column).to_numpy()
 
 
 def home_lr(
-    block: np.ndarray, labels: np.ndarray, params: Mapping[str, Any], seed: int, party: str
+    block: np.ndarray,
+    labels: np.ndarray,
+    params: Mapping[str, Any],
+    seed: int,
+    party: str,
+    *,
+    family: str = "vlr",
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The label party's model on its own columns, trained at home with the training job's own
     schedule (:func:`~dataspace.federated.baseline.train_plain` with the job's
     :func:`~dataspace.services.train_roles.vlr_config`: the same family, epochs, batches,
-    validation split and seed); returns its scorer (the linear score)."""
+    validation split and seed); returns its scorer (the linear score). ``family="vlinreg"``:
+    the job's linear regression (:func:`~dataspace.federated.vlinreg.train_plain_linear` with
+    :func:`~dataspace.services.train_linreg.config`); the scorer predicts in the target's units."""
     from dataspace.federated.baseline import prepare, train_plain
     from dataspace.federated.plan import make_plan
     from dataspace.services.train_roles import Spec, vlr_config
 
     spec = Spec(
         job_id="home",
-        family="vlr",
+        family=family,
         parties=(party,),
         widths={party: int(block.shape[1])},
         columns={},
@@ -205,6 +201,12 @@ def home_lr(
         seed=seed,
         params=dict(params),
     )
+    if family == "vlinreg":
+        from dataspace.federated import vlinreg
+        from dataspace.services import train_linreg
+
+        model = vlinreg.train_plain_linear([block], labels, train_linreg.config(spec, (party,) * 2))
+        return lambda x: np.asarray(model.predict([x]), dtype=float)
     config = vlr_config(spec, (party, party))
     w, b, _ = train_plain([block], labels, config)
     _, scalers = prepare([block], make_plan(int(labels.size), config), config.clip)
@@ -224,125 +226,148 @@ def evaluator_split(entity_ids: Sequence[str], share: float, key: bytes) -> np.n
     return out
 
 
-def vertical_flow(
+def evaluator_tables(
+    table: pa.Table, label: str, share: float, key: bytes, split: str
+) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+    """The label party's file split by the evaluator (:func:`evaluator_split` of its
+    ``entity_id``, before any PSI): (its training file, with the label; its held-out file, the
+    same columns **without** the label; the :attr:`Generated.heldout` slot — the held-out
+    entities and their labels, which only the evaluator holds)."""
+    ids_ = [str(e) for e in table.column("entity_id").to_pylist()]
+    held = evaluator_split(ids_, share, key)
+    train, test = np.flatnonzero(~held), np.flatnonzero(held)
+    labels = table.column(label).to_numpy()
+    return (
+        table.take(train),
+        table.take(test).drop_columns([label]),
+        {
+            "split": split,
+            "share": share,
+            "entity_id": [ids_[i] for i in test],
+            "label": labels[test],
+        },
+    )
+
+
+def held_out_flow(
     ctx: Any,
     *,
-    label_party: str,
-    dataset: str,
-    providers: Sequence[str],
+    party: str,
+    train_dataset: str,
+    score_dataset: str,
     key: str,
     label: str,
     features: Mapping[str, list[str]],
+    models: Mapping[str, tuple[str, ...]],
+    alone: str,
+    family: str,
     params: Mapping[str, Any],
-    holdout: float,
+    validation: float,
+    baseline: tuple[str, Callable[[np.ndarray, np.ndarray], float]],
     psi_step: str,
-    train_step: str,
-    bytes_field: str,
-    timeout: float = TRAIN_TIMEOUT,
+    score_step: str,
 ) -> dict[str, Any]:
-    """PSI-align with each provider, run one vertical-LR job over every coalition, report it.
+    """The evaluator-split flow of a label party (finance's design, for any vertical family).
 
-    ``psi_step`` is formatted with ``provider``; ``bytes_field`` names the per-seed count of bytes
-    the label party exchanged.
+    ``models`` maps each federated variant to its providers; the first is the full model (its
+    job also trains every coalition for the providers' exact Shapley values, on the job's own
+    ``validation`` split of the training rows). Steps: a leakage check of ``party``'s columns;
+    PSI of ``train_dataset`` (the training entities only) with every provider; one job per
+    variant over the training entities its providers share, all with the same family, schedule
+    and seed; ``alone`` — ``party``'s own model trained at home on the full job's fitting rows
+    with the same family and schedule (:func:`home_lr`), checked against the job's own baseline
+    on its validation rows (``baseline``: the job metric's key and the function that recomputes
+    it); then PSI of ``score_dataset`` (the evaluator's held-out entities, no label) with every
+    provider and ``POST /predict`` with each model. Returns the scores, by entity, of the
+    held-out entities every model scored (one population), and what the nodes' own job records
+    say each step read.
     """
-    own = ctx.own(label_party, dataset)
-    refuse_label_copies(own, features[label_party], label)
-    views = psi_align(ctx, label_party, dataset, providers, key, psi_step)
-    align = [v["id"] for v in views.values()]
-    ctx.step(train_step)
-    body = {
-        "agreements": [ctx.agreements[f"train:{p}"] for p in providers],
-        "peers": list(providers),
-        "model": "vlr",
-        "label": label,
-        "features": features,
-        "align": align,
-        "params": params,
-        "holdout": holdout,
-        "contribution": True,
-    }
-    view = train_job(ctx, label_party, body, timeout=timeout)
-    job = view["id"]
-    result = view["result"]
-    # The label party's own view of the held-out rows: the public split of the aligned rows (it
-    # knows which of its rows were aligned and their labels; nothing new leaves any node).
     from dataspace.services.train_roles import split_rows
 
-    common = common_positions(ctx, label_party, views.values())
-    _, test = split_rows(int(common.size), holdout, 0)
-    y = own.column(label).to_numpy()[common[test]]
-    metrics = result["metrics"]
+    own = ctx.own(party, train_dataset)
+    refuse_label_copies(own, features[party], label)
+    providers = list(dict.fromkeys(p for ps in models.values() for p in ps))
+    fit_views = psi_align(ctx, party, train_dataset, providers, key, psi_step, parallel=True)
+    x = np.column_stack([own.column(c).to_numpy().astype(float) for c in features[party]])
+    y = own.column(label).to_numpy().astype(float)
+    first = next(iter(models))
+
+    def train(variant: str) -> dict[str, Any]:
+        ps = models[variant]
+        body = {
+            "agreements": [ctx.agreements[f"train:{p}"] for p in ps],
+            "peers": list(ps),
+            "model": family,
+            "label": label,
+            "features": {party: features[party], **{p: features[p] for p in ps}},
+            "align": [fit_views[p]["id"] for p in ps],
+            "params": dict(params),
+            "holdout": validation,
+            "seed": ctx.seed,
+            "contribution": variant == first,
+        }
+        view = train_job(ctx, party, body)
+        common = common_positions(ctx, party, [fit_views[p] for p in ps])
+        fit, test = split_rows(int(common.size), validation, ctx.seed)
+        metrics = view["result"]["metrics"]
+        if int(metrics["train_rows"]) != fit.size:
+            raise ScenarioError(
+                f"job {view['id']} fitted {metrics['train_rows']} rows, {party} counts {fit.size}"
+            )
+        return {"view": view, "common": common, "fit": common[fit], "test": common[test]}
+
+    for variant in models:
+        ctx.step(f"{family}: {variant}" + (", every coalition, Shapley" * (variant == first)))
+    with ThreadPoolExecutor(max_workers=len(models)) as pool:
+        jobs = dict(zip(models, pool.map(train, models), strict=True))
+    full = jobs[first]
+    home = home_lr(x[full["fit"]], y[full["fit"]], params, ctx.seed, party, family=family)
+    name, fn = baseline
+    # The job scored the label party's own model on its validation rows too: the same number
+    # shows the baseline here is the job's own (same rows, family and schedule).
+    gap = abs(fn(home(x[full["test"]]), y[full["test"]]) - full["view"]["result"]["metrics"][name])
+    score_views = psi_align(ctx, party, score_dataset, providers, key, score_step, parallel=True)
+    ctx.step(f"scoring the held-out entities ({', '.join([alone, *models])})")
+    held = ctx.own(party, score_dataset)
+    column = "prediction" if family == "vlinreg" else "score"
+
+    def score(variant: str) -> dict[int, float]:
+        align = [score_views[p]["id"] for p in models[variant]]
+        model_id = jobs[variant]["view"]["result"]["model_id"]
+        positions, scores = predict_scores(ctx, party, model_id, align, column=column)
+        return dict(zip(positions.tolist(), scores.tolist(), strict=True))
+
+    with ThreadPoolExecutor(max_workers=len(models)) as pool:
+        scored = dict(zip(models, pool.map(score, models), strict=True))
+    rows = sorted(set.intersection(*(set(v) for v in scored.values())))
+    block = np.column_stack([held.column(c).to_numpy().astype(float) for c in features[party]])
+    ids_ = held.column("entity_id").to_pylist()
+    table: dict[str, Any] = {"entity_id": [str(ids_[i]) for i in rows]}
+    table[alone] = np.asarray(home(block[rows]), dtype=float).tolist()
+    table.update({v: [s[i] for i in rows] for v, s in scored.items()})
+
+    def datasets(views: Iterable[dict[str, Any]]) -> str:
+        return ",".join(sorted({str(v["params"]["dataset"]) for v in views}))
+
     return {
-        "job_id": job,
-        "model_id": result["model_id"],
-        "aligned": int(common.size),
-        "held_out": int(metrics["held_out_rows"]),
-        "train_rows": int(metrics["train_rows"]),
-        "positives": int(y.sum()),
-        "negatives": int(y.size - y.sum()),
-        "auc": {k: float(v) for k, v in metrics["auc_by_coalition"].items()},
-        "shapley": {
-            k: float(v) for k, v in (result.get("contribution") or {}).get("values", {}).items()
-        },
-        "train_seconds": float(metrics.get("train_seconds") or 0.0),
-        bytes_field: int(metrics.get("bytes_exchanged_by_initiator") or 0),
+        "jobs": jobs,
+        "home": home,
+        "baseline_gap": float(gap),
+        "scored": {v: len(s) for v, s in scored.items()},
+        "positions": np.asarray(rows, dtype=np.int64),
+        "scores": table,
+        "train_psi_datasets": datasets(fit_views.values()),
+        "train_job_datasets": datasets(j["view"] for j in jobs.values()),
+        "score_psi_datasets": datasets(score_views.values()),
     }
 
 
-def vertical_metric(
-    runs: Runs,
-    *,
-    variants: Mapping[str, tuple[str, ...]],
-    providers: Sequence[str],
-    alone: str,
-    fused: str,
-    metric: str,
-    ordering: str,
-    lift_label: str,
-    aligned_label: str,
-    held_out_label: str,
-    note: tuple[str, str],
-) -> MetricResult:
-    """Held-out AUC per coalition (Hanley–McNeil CI pooled over seeds), lifts and Shapley.
-
-    ``alone`` is the label party's own coalition key, ``fused`` the variant with every party;
-    the ``*_label`` arguments and ``note`` (key, text) are the report's wording.
-    """
-    estimates = []
-    for variant, parties in variants.items():
-        key = coalition_key(parties)
-        values, variances, n = [], [], 0
-        for _, _, r in runs:
-            a = r["auc"][key]
-            values.append(a)
-            variances.append(hanley_mcneil(a, r["positives"], r["negatives"]))
-            n += r["held_out"]
-        mean = float(np.mean(values))
-        half = 1.96 * float(np.sqrt(np.sum(variances))) / len(values)
-        estimates.append(Estimate(variant, mean, mean - half, mean + half, n))
-    vals = [e.value for e in estimates]
-    holds = vals[0] < vals[-1] and vals[0] < vals[1]
-    shap = {p: float(np.mean([r["shapley"].get(p, 0.0) for _, _, r in runs])) for p in providers}
-    fused_key = coalition_key(variants[fused])
-    lifts = [r["auc"][fused_key] - r["auc"][alone] for _, _, r in runs]
-    extra = {
-        lift_label: ", ".join(f"{x:+.3f}" for x in lifts),
-        "contribution (exact Shapley of held-out AUC, mean over seeds)": ", ".join(
-            f"{p} {v:+.4f}" for p, v in shap.items()
-        ),
-        aligned_label: ", ".join(str(r["aligned"]) for _, _, r in runs),
-        held_out_label: ", ".join(f"{r['held_out']} ({r['positives']})" for _, _, r in runs),
-        note[0]: note[1],
-    }
-    return MetricResult(
-        metric=metric,
-        lower_is_better=False,
-        estimates=estimates,
-        ordering=ordering,
-        ordering_holds=holds,
-        seeds=[s for s, _, _ in runs],
-        extra=extra,
-    )
+def held_out_leaks(gen: Generated, party: str, entity_ids: Iterable[str]) -> list[str]:
+    """The evaluator's check of the scored entities: those in ``party``'s training file (its
+    first table) or not among the held-out entities; returns them (empty when clean)."""
+    truth = set(gen.heldout["entity_id"])
+    trained = {str(e) for e in gen.tables[party][0][1].column("entity_id").to_pylist()}
+    return [e for e in entity_ids if e in trained or e not in truth]
 
 
 Group = tuple[np.ndarray, dict[str, np.ndarray]]  # one seed: held-out labels, scores by variant
