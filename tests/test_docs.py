@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dataspace.scenarios.cluster import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.S | re.M)
@@ -33,14 +35,6 @@ def test_python_example_runs(where: str, code: str, tmp_path: Path) -> None:
     assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_readme_two_node_walkthrough_runs_as_written(tmp_path: Path) -> None:
     """Offer → negotiation → DP query → bill → ledger proof, between two real node processes.
 
@@ -56,7 +50,7 @@ def test_readme_two_node_walkthrough_runs_as_written(tmp_path: Path) -> None:
     script = match.group(1)
     for port in ("8601", "8602"):
         assert port in script
-        script = script.replace(port, str(_free_port()))
+        script = script.replace(port, str(free_port()))
     (tmp_path / "src").symlink_to(REPO / "src")
     env = {k: v for k, v in os.environ.items() if k != "DATASPACE_NODE"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dataspace.scenarios.cluster import free_port
 from dataspace.services.node import Node
 
 from .conftest import API, assert_envelope, bearer, make_csv
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_health(
@@ -44,7 +38,7 @@ def test_real_server_serves_and_stops_cleanly(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path, stop: signal.Signals
 ) -> None:
     node, admin = make_node("served")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "DATASPACE_NODE"}

@@ -73,7 +73,7 @@ def _actions(root: Path) -> list[dict[str, Any]]:
 def test_catalog_request_finalized_in_both_ledgers(cluster: Space, cli: Callable[..., Any]
                                                    ) -> None:
     tax, bank = cluster.nodes["tax-bureau"], cluster.nodes["bank"]
-    provider = tax.node()
+    provider = tax.open()
     ds = datasets.add(provider, SAMPLES / "tax_records.csv", name="tax-records",
                       domain="finance", actor="cli:clerk")
     offer = offers.create(provider, "tax-records", actor="cli:clerk", template="aggregate-only",
@@ -106,8 +106,8 @@ def test_catalog_request_finalized_in_both_ledgers(cluster: Space, cli: Callable
     shown = json.loads(cli(*node, "contract", "show", agreement_id, "--json").stdout)
     assert shown["purpose"] == "credit-risk" and shown["peer"] == "tax-bureau"
 
-    provider = tax.node()
-    consumer = bank.node()
+    provider = tax.open()
+    consumer = bank.open()
     try:
         with provider.store.read() as s:
             row = cs.get_agreement(s, agreement_id, peer="bank")

@@ -29,7 +29,7 @@ def space(tmp_path: Path) -> Iterator[Space]:
 
 @pytest.fixture
 def tax(space: Space) -> Iterator[Node]:
-    node = space.nodes["tax"].node()
+    node = space.nodes["tax"].open()
     yield node
     node.close()
 
@@ -41,7 +41,7 @@ def _client(tax: Node, signer: Node) -> TestClient:
 
 
 def test_malformed_json_is_400_with_a_schema_valid_error(space: Space, tax: Node) -> None:
-    bank = space.nodes["bank"].node()
+    bank = space.nodes["bank"].open()
     with _client(tax, bank) as client:
         response = client.post("/dsp/negotiations/request", content=b"{not json",
                                headers={"content-type": "application/json"})

@@ -39,7 +39,7 @@ def _entries(node: Node, action: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def cluster(space_factory: Callable[..., Any], tmp_path: Path) -> Any:
     space = space_factory([TAX, BANK], serve=False)
-    tax, bank = space.nodes[TAX].node(), space.nodes[BANK].node()
+    tax, bank = space.nodes[TAX].open(), space.nodes[BANK].open()
     try:
         view = datasets.add(tax, _taxpayers(tmp_path / "tax.csv"), name="taxpayers", actor="t")
         datasets.reclassify(tax, "taxpayers", column="person_id", category="id_card_cn", actor="t")

@@ -114,7 +114,7 @@ def psi_space(shared_space: Callable[..., Any], tmp_path_factory: pytest.TempPat
     tax_set = universe[90:300] + universe[300:390]  # 210 of 300 shared with the bank: 70%
     grid_set = universe[0:60] + universe[150:300] + universe[400:490]
     space = space_factory([BANK, TAX, GRID], serve=False)
-    nodes = {n: space.nodes[n].node() for n in (BANK, TAX, GRID)}
+    nodes = {n: space.nodes[n].open() for n in (BANK, TAX, GRID)}
     ids = {}
     try:
         for name, codes in ((BANK, bank_set), (TAX, tax_set), (GRID, grid_set)):
@@ -389,7 +389,7 @@ def test_secure_aggregation_over_five_nodes_and_a_peer_killed_mid_round(
 ) -> None:
     space = space_factory([COORD, *PARTIES], serve=False)
     rng = np.random.default_rng(7)
-    coord = space.nodes[COORD].node()
+    coord = space.nodes[COORD].open()
     agreements, truth = [], np.zeros(2)
     rows = 0
     policy = from_template(
@@ -402,7 +402,7 @@ def test_secure_aggregation_over_five_nodes_and_a_peer_killed_mid_round(
         policy, permissions=(replace(policy.permissions[0], action="secure-aggregate"),)
     )
     for i, name in enumerate(PARTIES):
-        node = space.nodes[name].node()
+        node = space.nodes[name].open()
         try:
             path = _emissions(tmp_path / f"{name}.csv", rng, 40 + 10 * i)
             view = datasets.add(node, path, name="emissions", actor="t")

@@ -88,7 +88,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # the providers know every firm but a few of the new ones
     provider_rows = {TAX: list(range(total - 10)), GRID: list(range(5, total))}
     running = start_space(root, [BANK, TAX, GRID], serve=False, dealer=True)
-    nodes = {n: running.nodes[n].node() for n in (BANK, TAX, GRID)}
+    nodes = {n: running.nodes[n].open() for n in (BANK, TAX, GRID)}
     agreements: dict[tuple[str, str], str] = {}
     try:
         for name, rows, label in (("companies", train_rows, True), ("new-firms", new_rows, True)):

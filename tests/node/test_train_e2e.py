@@ -82,7 +82,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         GRID: list(range(0, N + 150)),
     }
     running = start_space(root, [BANK, TAX, GRID], serve=False, dealer=True)
-    nodes = {n: running.nodes[n].node() for n in (BANK, TAX, GRID)}
+    nodes = {n: running.nodes[n].open() for n in (BANK, TAX, GRID)}
     ids, agreements = {}, {}
     try:
         for name in (BANK, TAX, GRID):

@@ -56,7 +56,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "shift": make_horizontal(5, rows=300, concept_shift=True, seed=0),
     }
     running = start_space(root, [HUB, *PROVIDERS], serve=False)
-    nodes = {n: running.nodes[n].node() for n in [HUB, *PROVIDERS]}
+    nodes = {n: running.nodes[n].open() for n in [HUB, *PROVIDERS]}
     agreements: dict[tuple[str, str], str] = {}
     policy = from_template("federated-train", purposes=["finance"])
     try:

@@ -60,7 +60,7 @@ def space(space_factory: Callable[..., Any], tmp_path: Path) -> Any:
 
 
 def test_transfer_between_two_nodes(space: Any, tmp_path: Path) -> None:
-    tax, bank = space.nodes[TAX].node(), space.nodes[BANK].node()
+    tax, bank = space.nodes[TAX].open(), space.nodes[BANK].open()
     try:
         datasets.add(tax, _taxpayers(tmp_path / "tax.csv"), name="taxpayers", actor="t")
         datasets.reclassify(tax, "taxpayers", column="person_id", category="id_card_cn",

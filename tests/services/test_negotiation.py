@@ -109,7 +109,7 @@ def actions(node: Node) -> list[str]:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
     cluster = start_space(tmp_path, ["tax", "bank"], serve=False)
-    tax, bank = cluster.nodes["tax"].node(), cluster.nodes["bank"].node()
+    tax, bank = cluster.nodes["tax"].open(), cluster.nodes["bank"].open()
     ds = datasets.add(tax, SAMPLES / "tax_records.csv", name="tax-records", domain="finance",
                       actor="cli:clerk")
     offer = offers.create(tax, "tax-records", actor="cli:clerk", template="aggregate-only",

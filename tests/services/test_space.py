@@ -67,7 +67,7 @@ def test_signed_requests_between_real_nodes(space_factory, make_node) -> None:
     """A member's signed request is accepted; unsigned, tampered, replayed and non-member
     requests are refused, each entered in the receiver's ledger, and the node keeps serving."""
     started = space_factory(["tax-bureau", "bank"])
-    bank = started.nodes["bank"].node()
+    bank = started.nodes["bank"].open()
     tax = started.nodes["tax-bureau"]
     with peers.peer_client(bank, "tax-bureau") as client:
         answer = client.get("/peer/v1/whoami")
@@ -93,7 +93,7 @@ def test_signed_requests_between_real_nodes(space_factory, make_node) -> None:
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_a_member"
     with peers.peer_client(bank, "tax-bureau") as client:
         assert client.get("/peer/v1/whoami").status_code == 200  # still serving
-    tax_node = tax.node()
+    tax_node = tax.open()
     codes = [d["code"] for d in _denied(tax_node)]
     tax_node.close()
     assert codes.count("replayed_request") == 1

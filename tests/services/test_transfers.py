@@ -83,7 +83,7 @@ def _people(path: Path) -> Path:
 def pair(space_factory: Callable[..., Any], tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[Pair]:
     cluster = space_factory([TAX, BANK], serve=False)
-    tax, bank = cluster.nodes[TAX].node(), cluster.nodes[BANK].node()
+    tax, bank = cluster.nodes[TAX].open(), cluster.nodes[BANK].open()
     view = datasets.add(tax, _people(tmp_path / "p.csv"), name="people", actor="t")
     datasets.reclassify(tax, "people", column="person_id", category="id_card_cn", actor="t")
     result = Pair(tax, bank, view["id"], [])

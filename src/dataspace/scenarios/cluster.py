@@ -7,10 +7,12 @@ with its URL and key; each node joins it before it starts.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,10 +29,58 @@ ACTOR = "dataspace-demo"
 OPERATOR = "operator"
 
 
+PORT_QUARANTINE_SECONDS = 600.0
+
+
 def free_port() -> int:
+    """A free loopback port that no other process of this user was handed recently.
+
+    A port is only free until someone binds it; between here and the node's start another
+    process (a parallel test worker, a second demo) could be handed the same one by the
+    kernel. So every port handed out is recorded, under a file lock, in a per-user file in the
+    temp dir, and is not handed out again for ten minutes.
+    """
+    path = Path(tempfile.gettempdir()) / f"dataspace-ports-{os.getuid()}"
+    try:
+        with path.open("a+", encoding="ascii") as book:
+            fcntl.flock(book, fcntl.LOCK_EX)
+            book.seek(0)
+            now = time.time()
+            recent = {
+                port: at
+                for port, at in _ports(book.read())
+                if now - at < PORT_QUARANTINE_SECONDS
+            }
+            port = _bind_free()
+            for _ in range(100):
+                if port not in recent:
+                    break
+                port = _bind_free()
+            recent[port] = now
+            book.seek(0)
+            book.truncate()
+            book.write("".join(f"{p} {at:.0f}\n" for p, at in recent.items()))
+            return port
+    except OSError:  # no usable temp dir: the kernel's choice alone
+        return _bind_free()
+
+
+def _bind_free() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ports(text: str) -> list[tuple[int, float]]:
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0].isdigit():
+            try:
+                out.append((int(fields[0]), float(fields[1])))
+            except ValueError:
+                continue
+    return out
 
 
 @dataclass
@@ -44,6 +94,12 @@ class NodeProcess:
 
     def open(self) -> Node:
         return open_node(self.root)
+
+    def api(self) -> httpx.Client:
+        """An HTTP client for this node's API with its admin token."""
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=60
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -64,11 +120,16 @@ class NodeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited:\n{self.log()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                answer = httpx.get(f"{self.url}/api/v1/health", timeout=1)
+                if answer.status_code == 200 and answer.json().get("node") == self.name:
                     return
-            except httpx.HTTPError:
+                if answer.status_code == 200:  # another process holds our port: wait to fail
+                    time.sleep(0.1)
+            except (httpx.HTTPError, ValueError):
                 time.sleep(0.1)
-        raise RuntimeError(f"node {self.name} did not start in {START_TIMEOUT:.0f}s")
+        raise RuntimeError(
+            f"node {self.name} did not start in {START_TIMEOUT:.0f}s:\n{self.log()[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -97,19 +158,36 @@ class Cluster:
             running.stop()
 
 
-def create(workdir: Path, names: list[str], *, space: str, dealer: bool = False) -> Cluster:
+def create(
+    workdir: Path,
+    names: list[str],
+    *,
+    space: str,
+    dealer: bool = False,
+    actor: str = ACTOR,
+    database_url: str | None = None,
+    schema_for: dict[str, str] | None = None,
+) -> Cluster:
     """Initialise the operator and every node, sign the membership list, join; not started.
 
     With ``dealer`` the operator is a member with role ``dealer`` (the randomness dealer of
-    federated training) and is served too, as ``cluster.nodes["operator"]``.
+    federated training) and is served too, as ``cluster.nodes["operator"]``. With
+    ``database_url`` every node keeps its state there, in the schema ``schema_for`` names.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    operator, operator_secret = init_node(workdir / "operator", "operator")
+    schema_for = schema_for or {}
+
+    def init(name: str) -> tuple[Node, str]:
+        return init_node(
+            workdir / name, name, database_url=database_url, database_schema=schema_for.get(name)
+        )
+
+    operator, operator_secret = init(OPERATOR)
     try:
         cluster = Cluster(workdir=workdir, operator_key=operator.verifier_key())
         members = []
         for name in names:
-            created, secret = init_node(workdir / name, name)
+            created, secret = init(name)
             url = f"http://127.0.0.1:{free_port()}"
             members.append(Member(name, url, created.verifier_key(), ("provider", "consumer")))
             cluster.nodes[name] = NodeProcess(
@@ -126,9 +204,9 @@ def create(workdir: Path, names: list[str], *, space: str, dealer: bool = False)
                 operator_secret,
                 log_path=workdir / f"{OPERATOR}.log",
             )
-        note = space_service.issue_membership(operator, members, space=space, serial=1, actor=ACTOR)
+        note = space_service.issue_membership(operator, members, space=space, serial=1, actor=actor)
         if dealer:
-            space_service.join(operator, note, cluster.operator_key, actor=ACTOR)
+            space_service.join(operator, note, cluster.operator_key, actor=actor)
     finally:
         operator.close()
     for running in cluster.nodes.values():
@@ -136,7 +214,7 @@ def create(workdir: Path, names: list[str], *, space: str, dealer: bool = False)
             continue
         member_node = running.open()
         try:
-            space_service.join(member_node, note, cluster.operator_key, actor=ACTOR)
+            space_service.join(member_node, note, cluster.operator_key, actor=actor)
         finally:
             member_node.close()
     return cluster
