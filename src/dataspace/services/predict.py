@@ -20,7 +20,9 @@ job(s) over the new rows. Every step is a signed multi-party frame with
   is metered under the agreement.
 
 Only the initiator holds the scores (a parquet file: aligned order, its own row positions,
-score, probability). The dealer takes no part: prediction needs no secure multiplication.
+score and probability for the classifiers vlr and vgbdt; prediction, in the target's units,
+for the regression vlinreg). The dealer takes no part: prediction needs no secure
+multiplication.
 """
 
 from __future__ import annotations
