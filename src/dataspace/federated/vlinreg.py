@@ -116,23 +116,18 @@ class LinearPrediction:
 
 
 class _Session(vlr._Session):
-    """vlr's session with the squared-loss residual ``z − y`` (no sigmoid)."""
+    """vlr's session with the squared-loss residual ``z − y`` (no sigmoid, so no cube
+    tuples); its validation loss is then the MSE of the standardised target."""
 
-    def residual(self, z: Shared, labels_key: str, rows: slice | None) -> Shared:
+    SIGMOID = False
+    VALIDATION_LOSS = "validation squared error"
+
+    def residual(
+        self, z: Shared, labels_key: str, rows: slice | None, tid: str | None = None
+    ) -> Shared:
         owner = self.mpc.parties[0]  # the label party
         labels = owner.mem[labels_key]
         return self.mpc.sub_own(z, owner, labels[rows] if rows is not None else labels)
-
-    def validation_mse(self, weights: list[Shared]) -> float:
-        """The validation mean squared error: residuals and squares shared, only the sum
-        opened, to both computing parties (both must agree whether to stop)."""
-        z = self.scores(weights, None, "val")
-        r = self.residual(z, "y/val", None)
-        sq = self.mpc.mul(r, r)
-        total = self.mpc._new("sum", [p.mem[sq.key].sum(keepdims=True) for p in self.mpc.parties])
-        opened = self.mpc.reveal(total, self.mpc.parties, "validation squared error (sum)")
-        self.mpc.free(z, r, sq, total)
-        return float(self.fp.decode(opened)[0]) / self.plan.validation.size
 
 
 def _label_party(parties: Sequence[vlr.PartyData]) -> vlr.PartyData:
@@ -170,42 +165,11 @@ def train(
     owner = session.nodes[label.name]
     owner.mem["y/train"] = session.fp.encode(target.transform(y[plan.train]))
     owner.mem["y/val"] = session.fp.encode(target.transform(y[plan.validation]))
+    fitted = vlr.fit(session, config)
     mpc = session.mpc
-    weights = [
-        mpc.public(np.zeros(b.width, dtype=np.uint64), f"w/{b.party}") for b in session.blocks
-    ]
-    best_weights = [mpc.copy(w) for w in weights]
-    best, best_epoch, stale, iterations, epochs_run = np.inf, 0, 0, 0, 0
-    curve: list[EpochRecord] = []
-    for epoch in range(config.epochs):
-        epoch_start = time.perf_counter()
-        lr = config.step(epoch)
-        session.log.step = f"epoch {epoch}"
-        for j in plan.batch_order(epoch, config.seed):
-            rows = plan.batches[j]
-            size = rows.stop - rows.start
-            z = session.scores(weights, rows, "train")
-            r = session.residual(z, "y/train", rows)
-            updated = []
-            for block, w in zip(session.blocks, weights, strict=True):
-                g = session.gradient(block, r, rows)
-                delta = mpc.lincomb_public([(w, lr * session.penalty(block)), (g, lr / size)])
-                updated.append(mpc.sub(w, delta))
-                mpc.free(g, delta, w)
-            weights = updated
-            mpc.free(z, r)
-            iterations += 1
-        epochs_run = epoch + 1
-        mse = session.validation_mse(weights)
-        curve.append(EpochRecord(epoch, lr, mse, time.perf_counter() - epoch_start))
-        if mse < best - config.min_delta:
-            best, best_epoch, stale = mse, epoch, 0
-            mpc.free(*best_weights)
-            best_weights = [mpc.copy(w) for w in weights]
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+    curve = [EpochRecord(*point) for point in fitted.curve]
+    best_weights, best_epoch = fitted.best_weights, fitted.best_epoch
+    epochs_run, iterations = fitted.epochs_run, fitted.iterations
     session.log.step = "release"
     models: dict[str, LinearPartyModel] = {}
     for block, w in zip(session.blocks, best_weights, strict=True):

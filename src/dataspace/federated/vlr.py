@@ -144,6 +144,9 @@ class _Block:
 
 
 class _Session:
+    SIGMOID = True  # the residual goes through the sigmoid (deal its cube tuples)
+    VALIDATION_LOSS = "validation Brier score"
+
     def __init__(self, parties: Sequence[PartyData], config: TrainConfig) -> None:
         label, rows = _check(parties)
         self.config = config
@@ -234,7 +237,8 @@ class _Session:
         backward = [(holder, train_key, (size,), rows, True)
                     for block in self.blocks for holder, train_key, _ in block.holders]
         return _Dealt(
-            self.mpc.deal_owned(forward), self.mpc.deal_cube((size,)),
+            self.mpc.deal_owned(forward),
+            self.mpc.deal_cube((size,)) if self.SIGMOID else None,
             self.mpc.deal_owned(backward) if split == "train" else [],
         )
 
@@ -273,25 +277,26 @@ class _Session:
             mask[-1] = 0.0
         return mask
 
-    def residual(self, z: Shared, labels_key: str, rows: slice | None) -> Shared:
-        return self.sigmoid_residual(z, labels_key, rows)
-
-    def sigmoid_residual(
+    def residual(
         self, z: Shared, labels_key: str, rows: slice | None, tid: str | None = None
     ) -> Shared:
-        """``sigma(z) - y``; ``tid``: the sigmoid's cube tuple if dealt ahead."""
+        """The loss gradient in the scores, ``sigma(z) - y``; ``tid``: the sigmoid's cube
+        tuple if dealt ahead. (vlinreg's session overrides it with ``z - y``.)"""
         s = self.mpc.sigmoid(z, tid)
         labels = self.mpc.parties[0].mem[labels_key]
         r = self.mpc.sub_own(s, self.mpc.parties[0], labels[rows] if rows else labels)
         self.mpc.free(s)
         return r
 
-    def validation_brier(self, weights: list[Shared], dealt: _Dealt | None = None) -> float:
+    def validation_loss(self, weights: list[Shared], dealt: _Dealt | None = None) -> float:
+        """Mean squared residual on the validation rows (the Brier score here; the MSE of the
+        standardised target for vlinreg): residuals and squares stay shared, only the sum is
+        opened, to both computing parties."""
         z = self.scores(weights, None, "val", dealt.forward if dealt else None)
-        r = self.sigmoid_residual(z, "y/val", None, dealt.cube if dealt else None)
+        r = self.residual(z, "y/val", None, dealt.cube if dealt else None)
         sq = self.mpc.square(r, dealt.square if dealt else None)
         total = self.mpc._new("sum", [p.mem[sq.key].sum(keepdims=True) for p in self.mpc.parties])
-        opened = self.mpc.reveal(total, self.mpc.parties, "validation Brier score (sum)")
+        opened = self.mpc.reveal(total, self.mpc.parties, f"{self.VALIDATION_LOSS} (sum)")
         self.mpc.free(z, r, sq, total)
         return float(self.fp.decode(opened)[0]) / self.plan.validation.size
 
@@ -301,9 +306,71 @@ class _Dealt:
     """Ids of the correlations dealt ahead for one iteration (or one validation pass)."""
 
     forward: list[str]
-    cube: str
+    cube: str | None  # the sigmoid's cube tuple (vlinreg has no sigmoid)
     backward: list[str]
     square: str | None = None
+
+
+@dataclass
+class Fitted:
+    """What :func:`fit` leaves: the best epoch's weights (still shared) and the schedule run;
+    ``curve``: (epoch, learning rate, validation loss, seconds) per epoch."""
+
+    best_weights: list[Shared]
+    best_epoch: int
+    epochs_run: int
+    iterations: int
+    curve: list[tuple[int, float, float, float]]
+
+
+def fit(
+    session: _Session,
+    config: TrainConfig,
+    decide: Callable[[float], tuple[float, bool, bool]] | None = None,
+) -> Fitted:
+    """Mini-batch SGD with L2 on the shares, the session's loss, early stopping on its
+    validation loss; shared by vlr and vlinreg (their sessions differ only in the loss)."""
+    mpc, plan = session.mpc, session.plan
+    weights = [mpc.public(np.zeros(b.width, dtype=np.uint64), f"w/{b.party}")
+               for b in session.blocks]  # fmt: skip
+    best_weights = [mpc.copy(w) for w in weights]
+    best, best_epoch, stale, iterations, epochs_run = np.inf, 0, 0, 0, 0
+    curve: list[tuple[int, float, float, float]] = []
+    for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
+        lr = config.step(epoch)
+        session.log.step = f"epoch {epoch}"
+        penalties = [lr * session.penalty(block) for block in session.blocks]
+        batches = [plan.batches[j] for j in plan.batch_order(epoch, config.seed)]
+        dealt, dealt_val = session.deal_epoch(batches)
+        for rows, ahead in zip(batches, dealt, strict=True):
+            size = rows.stop - rows.start
+            z = session.scores(weights, rows, "train", ahead.forward)
+            r = session.residual(z, "y/train", rows, ahead.cube)
+            updated = []
+            grads = session.gradients(session.blocks, r, rows, ahead.backward)
+            for penalty, w, g in zip(penalties, weights, grads, strict=True):
+                delta = mpc.lincomb_public([(w, penalty), (g, lr / size)])
+                updated.append(mpc.sub(w, delta))
+                mpc.free(g, delta, w)
+            weights = updated
+            mpc.free(z, r)
+            iterations += 1
+        epochs_run = epoch + 1
+        loss = session.validation_loss(weights, dealt_val)
+        improved = loss < best - config.min_delta
+        stale = 0 if improved else stale + 1
+        stop = stale >= config.patience
+        if decide is not None:
+            loss, improved, stop = decide(loss)
+        curve.append((epoch, lr, loss, time.perf_counter() - epoch_start))
+        if improved:
+            best, best_epoch = loss, epoch
+            mpc.free(*best_weights)
+            best_weights = [mpc.copy(w) for w in weights]
+        if stop:
+            break
+    return Fitted(best_weights, best_epoch, epochs_run, iterations, curve)
 
 
 def train(
@@ -322,47 +389,11 @@ def train(
     config = config or TrainConfig()
     started = time.perf_counter()
     session = _Session(parties, config)
-    mpc, plan = session.mpc, session.plan
-    weights = [mpc.public(np.zeros(b.width, dtype=np.uint64), f"w/{b.party}")
-               for b in session.blocks]
-    best_weights = [mpc.copy(w) for w in weights]
-    best, best_epoch, stale, iterations = np.inf, 0, 0, 0
-    curve: list[EpochRecord] = []
-    epochs_run = 0
-    for epoch in range(config.epochs):
-        epoch_start = time.perf_counter()
-        lr = config.step(epoch)
-        session.log.step = f"epoch {epoch}"
-        penalties = [lr * session.penalty(block) for block in session.blocks]
-        batches = [plan.batches[j] for j in plan.batch_order(epoch, config.seed)]
-        dealt, dealt_val = session.deal_epoch(batches)
-        for rows, ahead in zip(batches, dealt, strict=True):
-            size = rows.stop - rows.start
-            z = session.scores(weights, rows, "train", ahead.forward)
-            r = session.sigmoid_residual(z, "y/train", rows, ahead.cube)
-            updated = []
-            grads = session.gradients(session.blocks, r, rows, ahead.backward)
-            for penalty, w, g in zip(penalties, weights, grads, strict=True):
-                delta = mpc.lincomb_public([(w, penalty), (g, lr / size)])
-                updated.append(mpc.sub(w, delta))
-                mpc.free(g, delta, w)
-            weights = updated
-            mpc.free(z, r)
-            iterations += 1
-        epochs_run = epoch + 1
-        brier = session.validation_brier(weights, dealt_val)
-        improved = brier < best - config.min_delta
-        stale = 0 if improved else stale + 1
-        stop = stale >= config.patience
-        if decide is not None:
-            brier, improved, stop = decide(brier)
-        curve.append(EpochRecord(epoch, lr, brier, time.perf_counter() - epoch_start))
-        if improved:
-            best, best_epoch = brier, epoch
-            mpc.free(*best_weights)
-            best_weights = [mpc.copy(w) for w in weights]
-        if stop:
-            break
+    fitted = fit(session, config, decide)
+    mpc = session.mpc
+    curve = [EpochRecord(*point) for point in fitted.curve]
+    best_weights, best_epoch = fitted.best_weights, fitted.best_epoch
+    epochs_run, iterations = fitted.epochs_run, fitted.iterations
     session.log.step = "release"
     models: dict[str, PartyModel] = {}
     for block, w in zip(session.blocks, best_weights, strict=True):
