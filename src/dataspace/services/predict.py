@@ -59,7 +59,7 @@ from dataspace.services.mp_wire import (
     unpack_frame,
 )
 from dataspace.services.node import Node, default_actor
-from dataspace.services.train_net import Mailbox, NodeNetwork, using
+from dataspace.services.train_net import Mailbox, NodeNetwork, mailbox_step, using
 from dataspace.services.train_roles import Spec
 from dataspace.store.models_compute import JobRow
 
@@ -301,24 +301,10 @@ def handle(
         raise MultipartyFailed(
             f"{node.name} holds no running prediction job {job_id}", cause="session-lost"
         )
-    if caller == s.initiator:
-        s.last_seen = time.monotonic()
-    if name == "push":
-        if caller not in s.spec.parties:
-            raise NotFound(f"no prediction job {job_id} with {caller}")
-        s.mailbox.accept_push(
-            caller, int(header.get("seq", 0)), [str(r) for r in header.get("runs") or []], blobs
-        )
-        return pack_frame({"job_id": job_id, "state": "running"})
-    if caller != s.initiator:
-        raise NotFound(f"no prediction job {job_id} with {caller}")
-    if name == "pull":
-        items = s.mailbox.serve_pull(int(header.get("after", 0)))
-        return pack_frame({"job_id": job_id, "runs": [r for r, _ in items]}, [d for _, d in items])
-    if name == "status":
-        if s.error is not None:
-            raise s.error
-        return pack_frame({"job_id": job_id, "state": "running"})
+    shared = mailbox_step(s, name, caller, header, blobs, what="prediction",
+                          senders=s.spec.parties)  # fmt: skip
+    if shared is not None:
+        return pack_frame(*shared)
     digest = hashlib.sha256(body).hexdigest()
     with s.lock:
         cached = s.cache.get(name)

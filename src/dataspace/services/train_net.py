@@ -28,14 +28,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 
-from dataspace.errors import DataspaceError
+from dataspace.errors import DataspaceError, NotFound
 from dataspace.federated import vlr
 from dataspace.federated.errors import MalformedMessage
 from dataspace.federated.mpc.net import Network
@@ -54,6 +55,51 @@ from dataspace.services.peers import peer_client
 PROTOCOL = "federated-train"
 PULL_WAIT = 1.0  # seconds a pull waits for a message before answering empty
 PING_EVERY = 1.0
+
+
+class Run(Protocol):
+    """What :func:`mailbox_step` needs of a node's session of a training or prediction job."""
+
+    initiator: str
+    mailbox: Mailbox
+    error: DataspaceError | None
+    last_seen: float
+
+
+def mailbox_step(
+    s: Run,
+    name: str,
+    caller: str,
+    header: dict[str, Any],
+    blobs: list[bytes],
+    *,
+    what: str,
+    senders: Collection[str],
+    status: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[bytes]] | None:
+    """The transport steps every job shares, as (reply header, blobs): ``push`` from one of
+    ``senders``; ``pull`` and ``status`` from the initiator only. Any other step must also
+    come from the initiator; then None: the caller handles it."""
+    job_id = s.mailbox.job_id
+    if caller == s.initiator:
+        s.last_seen = time.monotonic()
+    if name == "push":
+        if caller not in senders:
+            raise NotFound(f"no {what} job {job_id} with {caller}")
+        s.mailbox.accept_push(
+            caller, int(header.get("seq", 0)), [str(r) for r in header.get("runs") or []], blobs
+        )
+        return {"job_id": job_id, "state": "running"}, []
+    if caller != s.initiator:
+        raise NotFound(f"no {what} job {job_id} with {caller}")
+    if name == "pull":
+        items = s.mailbox.serve_pull(int(header.get("after", 0)))
+        return {"job_id": job_id, "runs": [r for r, _ in items]}, [d for _, d in items]
+    if name == "status":
+        if s.error is not None:
+            raise s.error
+        return {"job_id": job_id, "state": "running", **(status or {})}, []
+    return None
 
 
 class Mailbox:

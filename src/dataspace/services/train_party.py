@@ -38,7 +38,7 @@ from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame
 from dataspace.services.node import Node
-from dataspace.services.train_net import PROTOCOL, Mailbox
+from dataspace.services.train_net import PROTOCOL, Mailbox, mailbox_step
 from dataspace.services.train_roles import Local, Spec, coalitions, sgb_run, vlr_part, vlr_run
 from dataspace.store.models_compute import JobRow
 
@@ -95,24 +95,12 @@ def handle(
             hint="the initiator starts a new attempt with `dataspace job retry`",
             cause="session-lost",
         )
-    if caller == s.initiator:
-        s.last_seen = time.monotonic()
-    if name == "push":
-        if caller not in s.spec.parties and caller != s.spec.dealer:
-            raise NotFound(f"no training job {job_id} with {caller}")
-        s.mailbox.accept_push(
-            caller, int(header.get("seq", 0)), [str(r) for r in header.get("runs") or []], blobs
-        )
-        return _reply({"job_id": job_id, "state": "running"})
-    if caller != s.initiator:
-        raise NotFound(f"no training job {job_id} with {caller}")
-    if name == "pull":
-        items = s.mailbox.serve_pull(int(header.get("after", 0)))
-        return _reply({"job_id": job_id, "runs": [r for r, _ in items]}, [d for _, d in items])
-    if name == "status":
-        if s.error is not None:
-            raise s.error
-        return _reply({"job_id": job_id, "state": "running", "runs_done": len(s.outputs)})
+    shared = mailbox_step(
+        s, name, caller, header, blobs, what="training",
+        senders=[*s.spec.parties, s.spec.dealer], status={"runs_done": len(s.outputs)},
+    )  # fmt: skip
+    if shared is not None:
+        return _reply(*shared)
     digest = hashlib.sha256(body).hexdigest()
     with s.lock:
         cached = s.cache.get(name)
