@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataspace.scenarios.cluster import NodeProcess, create
+from dataspace.scenarios.cluster import NodeProcess, create, start_all
 from dataspace.services.node import Node, open_node
 
 
@@ -21,6 +21,10 @@ class Space:
     operator: Node
     operator_key: str
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Start every node's server side by side (for spaces created with serve=False)."""
+        start_all(self.nodes.values())
 
     def stop(self) -> None:
         for running in self.nodes.values():
@@ -50,7 +54,7 @@ def start_space(
     result = Space(open_node(tmp_path / "operator"), cluster.operator_key, cluster.nodes)
     if serve:
         try:
-            cluster.start()
+            result.start()
         except BaseException:
             result.stop()
             raise

@@ -12,8 +12,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from dataspace.ledger import log
 from dataspace.policy import from_template
 from dataspace.privacy.psi import normalize
 from dataspace.samples.generate import make_uscc
+from dataspace.scenarios.cluster import start_all
 from dataspace.services import datasets, multiparty
 from dataspace.services.mp_wire import MultipartyFailed, PeerRefused
 from dataspace.services.node import Node, open_node
@@ -45,13 +45,6 @@ def _entries(node: Node, action: str, job_id: str | None = None) -> list[dict[st
         rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
     out = [r["payload"] for r in rows if r["entry"]["action"] == action]
     return [p for p in out if job_id is None or p.get("job_id") == job_id]
-
-
-def _start_all(nodes: Iterable[Any]) -> None:
-    """Start node processes side by side (each takes a second or two to come up)."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for future in [pool.submit(n.start) for n in nodes]:
-            future.result()
 
 
 def _messy(code: str, rng: random.Random) -> str:
@@ -150,7 +143,7 @@ def psi_space(shared_space: Callable[..., Any], tmp_path_factory: pytest.TempPat
     finally:
         for n in nodes.values():
             n.close()
-    _start_all(space.nodes.values())
+    start_all(space.nodes.values())
     sets = {BANK: _norm(bank_set), TAX: _norm(tax_set), GRID: _norm(grid_set)}
     return space, agreements, sets
 
@@ -421,7 +414,7 @@ def test_secure_aggregation_over_five_nodes_and_a_peer_killed_mid_round(
             )
         finally:
             node.close()
-    _start_all(space.nodes[name] for name in PARTIES)
+    start_all(space.nodes[name] for name in PARTIES)
     try:
         t0 = time.perf_counter()
         done = multiparty.run_aggregate(

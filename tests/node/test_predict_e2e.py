@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -124,19 +122,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         for n in nodes.values():
             n.close()
-    for r in running.nodes.values():
-        threading.Thread(target=r.start).start()
-    deadline = time.monotonic() + 60
-    for r in running.nodes.values():
-        while r.process is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-    for r in running.nodes.values():
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{r.url}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    running.start()
     bank = open_node(running.nodes[BANK].root)
 
     def align(dataset: str) -> list[str]:

@@ -5,12 +5,10 @@ round's updates pass through secure aggregation as signed multi-party steps."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -76,17 +74,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         for n in nodes.values():
             n.close()
-    for r in running.nodes.values():
-        threading.Thread(target=r.start).start()
-    deadline = time.monotonic() + 60
-    for r in running.nodes.values():
-        while time.monotonic() < deadline:
-            try:
-                if r.process and httpx.get(f"{r.url}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+    running.start()
     hub = open_node(running.nodes[HUB].root)
     try:
         yield {"space": running, "agreements": agreements, "hub": hub}

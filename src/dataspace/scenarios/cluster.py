@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,15 @@ class NodeProcess:
         self.process = None
 
 
+def start_all(nodes: Iterable[NodeProcess]) -> None:
+    """Start node processes side by side (each takes a second or two to come up); raises the
+    first failure to start."""
+    nodes = list(nodes)
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        for future in [pool.submit(n.start) for n in nodes]:
+            future.result()
+
+
 @dataclass
 class Cluster:
     workdir: Path
@@ -149,9 +159,7 @@ class Cluster:
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
 
     def start(self) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
-            for future in [pool.submit(n.start) for n in self.nodes.values()]:
-                future.result()
+        start_all(self.nodes.values())
 
     def stop(self) -> None:
         for running in self.nodes.values():
