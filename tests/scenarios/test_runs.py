@@ -1,11 +1,10 @@
-"""Runnable scenarios end to end on real nodes at size small; training ones are skipped."""
+"""Scenarios without a test file of their own, end to end on real nodes at size small."""
 
 from __future__ import annotations
 
 import pytest
 
 from dataspace import scenarios
-from dataspace.scenarios.training import MESSAGE, available
 
 # weather, carbon, health and agriculture run in test_sector_runs.py (with their own checks)
 COVERED = ("weather", "carbon", "health", "agriculture")
@@ -13,7 +12,10 @@ COVERED = ("weather", "carbon", "health", "agriculture")
 OWN_TESTS = ("finance", "manufacturing", "science", "urban", "commerce", "transport")
 RUNNABLE = [n for n in scenarios.names()
             if not scenarios.get(n).needs_training and n not in COVERED and n not in OWN_TESTS]
-TRAINING = [n for n in scenarios.names() if scenarios.get(n).needs_training]
+
+
+def test_every_scenario_is_run_by_some_test() -> None:
+    assert set(RUNNABLE) | set(COVERED) | set(OWN_TESTS) == set(scenarios.names())
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
@@ -28,15 +30,3 @@ def test_scenario_runs_and_shows_its_documented_ordering(name: str, tmp_path: ob
     assert report.proof["verified"] and report.proof["action"] in (
         "mp.completed", "job.result_received")
     assert report.bills and all(b["currency"] == "CNY" for b in report.bills if b["jobs"])
-
-
-@pytest.mark.parametrize("name", [n for n in TRAINING if n not in OWN_TESTS])
-def test_training_scenario(name: str) -> None:
-    if not available():
-        pytest.skip(MESSAGE)
-    if scenarios.get(name).pending:
-        pytest.skip(scenarios.get(name).pending)
-    from dataspace.scenarios.runner import run
-
-    report = run(scenarios.get(name), size="small", seed=1, seeds=1, show_progress=False)
-    assert report.metric.ordering_holds

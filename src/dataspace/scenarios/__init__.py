@@ -14,16 +14,25 @@ def _registry() -> dict[str, Scenario]:
     from dataspace.scenarios.sectors import (
         agriculture,
         carbon,
+        commerce,
         emergency,
-        federated,
+        finance,
         health,
+        manufacturing,
+        science,
         tourism,
+        transport,
+        urban,
         weather,
     )
 
     found: list[Scenario] = [
-        # agriculture needs no training: its own module (sectors/agriculture.py) replaces it
-        *(s for s in federated.scenarios() if s.name != "agriculture"),
+        finance.SmeCredit(),
+        manufacturing.FailurePrediction(),
+        science.Qsar(),
+        urban.CareAlerts(),
+        commerce.StockOut(),
+        transport.MultimodalEta(),
         weather.WeatherIndexInsurance(),
         carbon.CarbonFootprint(),
         health.TestRecognition(),

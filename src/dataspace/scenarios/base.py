@@ -50,8 +50,7 @@ SECTORS = {
 
 
 class NeedsTraining(DataspaceError):
-    """The scenario cannot run in this build: it needs federated training, or its flow over
-    training is not written yet (``Scenario.pending`` says which)."""
+    """The scenario cannot run in this build: it needs the federated training service."""
 
     code = "needs_federated_training"
     exit_code = 3
@@ -163,8 +162,6 @@ class Scenario(ABC):
     capability: str
     metric_name: str
     needs_training: bool = False
-    # Why this scenario cannot run yet (its flow or metric is not written); None when it can.
-    pending: str | None = None
     public_data: str | None = None  # which real public data set `--data public` uses
 
     @property
@@ -190,8 +187,6 @@ class Scenario(ABC):
 
     def preflight(self) -> None:
         """Raise before any node starts when the build cannot run this scenario."""
-        if self.pending:
-            raise NeedsTraining(f"{self.name}: {self.pending}")
         if self.needs_training:
             from dataspace.scenarios.training import require_training
 
@@ -201,8 +196,7 @@ class Scenario(ABC):
         return next(p.name for p in self.parties() if p.role == "consumer")
 
     def summary(self) -> str:
-        status = f"pending: {self.pending}" if self.pending else "runnable"
         return (
             f"{self.name:<20} {self.sector_label} {self.use_case} · {self.capability} · "
-            f"{self.metric_name} [{status}]"
+            f"{self.metric_name}"
         )
