@@ -187,3 +187,22 @@ def test_memory_bombs_are_stopped_at_both_layers(
         run_query(people_parquet, "people", _UnsafeRawQuery(cross), tight)
     with pytest.raises(QueryOutOfMemory):  # outside the buffer manager: the RLIMIT_AS backstop
         run_query(people_parquet, "people", _UnsafeRawQuery(repeat), tight)
+
+
+def test_the_warm_up_file_is_not_readable_by_the_job(
+    people_parquet: Path, limits: SandboxLimits
+) -> None:
+    """Workers scan an inherited synthetic Parquet file before their job; the job cannot."""
+    from dataspace.compute import sandbox
+
+    run_query(people_parquet, "people", _UnsafeRawQuery("SELECT 1"), limits)  # zygote up
+    warm_up_fd = int(sandbox._get_zygote().process.args[-1])
+    for path in (f"/proc/self/fd/{warm_up_fd}", f"/dev/fd/{warm_up_fd}"):
+        for gate in (True, False):
+            with pytest.raises(QueryRefused, match=FILES_DISABLED):
+                run_query(
+                    people_parquet,
+                    "people",
+                    _UnsafeRawQuery(f"SELECT count(*) FROM read_parquet('{path}')", gate),
+                    limits,
+                )

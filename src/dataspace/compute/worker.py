@@ -62,6 +62,16 @@ def serve(conn: Connection, setup: dict[str, Any]) -> None:
     with contextlib.suppress(duckdb.Error):
         # Start the engine's threads and warm its allocator while no job is waiting.
         con.execute(WARM_UP).fetchall()
+    warm_fd = setup.get("warm_up_fd")
+    if warm_fd is not None:
+        try:
+            with contextlib.suppress(duckdb.Error):
+                # Grow the Parquet reader's buffers on a synthetic file (see sandbox._warm_up_file).
+                con.execute(f"SELECT sum(x), sum(y) FROM read_parquet('/proc/self/fd/{warm_fd}')")
+                con.fetchall()
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(int(warm_fd))
     try:
         job = conn.recv()
     except (EOFError, OSError):
@@ -257,11 +267,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def zygote(control: Connection) -> None:
+def zygote(control: Connection, warm_up_fd: int | None = None) -> None:
     """Fork one worker per request; kill workers on request; exit when the parent goes away.
 
-    Requests on ``control``: ``("fork", setup)`` followed by the worker's socket (SCM_RIGHTS),
-    answered with the worker's pid; ``("kill", pid)``, answered with ``True``.
+    ``warm_up_fd`` (inherited by every worker) is the synthetic Parquet file a worker scans
+    before its job. Requests on ``control``: ``("fork", setup)`` followed by the worker's
+    socket (SCM_RIGHTS), answered with the worker's pid; ``("kill", pid)``, answered with
+    ``True``.
     """
     live: set[int] = set()
 
@@ -296,7 +308,7 @@ def zygote(control: Connection) -> None:
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                         control.close()
-                        serve(Connection(fd), arg)
+                        serve(Connection(fd), {**arg, "warm_up_fd": warm_up_fd})
                     except BaseException:
                         code = 1
                     finally:
@@ -317,7 +329,10 @@ def zygote(control: Connection) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover - started by dataspace.compute.sandbox
-    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
-        zygote(Connection(int(sys.argv[2])))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--zygote":
+        zygote(Connection(int(sys.argv[2])), int(sys.argv[3]) if len(sys.argv) == 4 else None)
     else:
-        sys.exit("usage: python -m dataspace.compute.worker --zygote FD  (started by the sandbox)")
+        sys.exit(
+            "usage: python -m dataspace.compute.worker --zygote FD [WARM_UP_FD]"
+            "  (started by the sandbox)"
+        )
