@@ -17,7 +17,7 @@ from dataspace.federated.mpc import (
     truncation_failure_bound,
 )
 from dataspace.federated.mpc.fixedpoint import truncate_share
-from dataspace.federated.mpc.rand import Csprng, expand
+from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
 from dataspace.federated.mpc.wire import Message, decode, encode, pack_arrays, unpack_arrays
 
 FP = FixedPoint()
@@ -205,8 +205,53 @@ def test_a_bundle_that_does_not_match_its_layout_is_refused(mpc: Mpc) -> None:
     p0, p1 = mpc.parties
     with mpc.dealer.batch() as bundle:
         mpc.dealer.triple(p0.name, p1.name, (2,))
-    bundle.layout["bank"].append(("t999", 3))  # the party expects more than arrived
+    bundle.layout["tax"].append(("t999", [((2,), False)] * 3))  # expects more than arrived
     with pytest.raises(MalformedMessage, match="layout"):
+        p1.accept(mpc.dealer.name, bundle)
+
+
+def test_a_bundle_whose_parts_do_not_have_the_agreed_shapes_is_refused(mpc: Mpc) -> None:
+    p0, p1 = mpc.parties
+    with mpc.dealer.batch() as bundle:
+        tid = mpc.dealer.triple(p0.name, p1.name, (2,))
+    bundle.layout["tax"] = [(tid, [((3,), False)] * 3)]
+    with pytest.raises(MalformedMessage, match="shape"):
+        p1.accept(mpc.dealer.name, bundle)
+
+
+def test_in_a_bundle_the_first_party_gets_a_seed_instead_of_its_uniform_shares(
+    mpc: Mpc,
+) -> None:
+    p0, p1 = mpc.parties
+    with mpc.dealer.batch() as bundle:
+        cube = mpc.deal_cube((1000,))
+    box0 = mpc.net._boxes[("operator", "bank")][-1]
+    box1 = mpc.net._boxes[("operator", "tax")][-1]
+    assert len(box0) < 200  # header and a 32-byte seed
+    assert len(box1) > 3 * 1000 * 8  # the three corrections
+    seed = unpack_arrays(decode(box0).array)[0].tobytes()
+    assert len(seed) == 32 and seed not in box1
+    for p in mpc.parties:
+        p.accept(mpc.dealer.name, bundle)
+    q0, q1 = (p.take(mpc.dealer.name, cube, "a23") for p in mpc.parties)
+    a = q0[0] + q1[0]
+    assert np.array_equal(q0[2] + q1[2], a * a * a)
+    with mpc.dealer.batch() as again:
+        mpc.deal_cube((1000,))
+    assert unpack_arrays(decode(mpc.net._boxes[("operator", "bank")][-1]).array)[0].tobytes() != seed
+    for p in mpc.parties:
+        p.accept(mpc.dealer.name, again)
+
+
+def test_a_bundle_seed_of_the_wrong_size_is_refused(mpc: Mpc) -> None:
+    p0, p1 = mpc.parties
+    with mpc.dealer.batch() as bundle:
+        mpc.dealer.triple(p0.name, p1.name, (2,))
+    box = mpc.net._boxes[("operator", "bank")]
+    message = decode(box.pop())
+    short_seed = pack_arrays([np.zeros(3, dtype=np.uint64)])
+    box.append(encode(Message(message.sender, message.recipient, message.tag, short_seed)))
+    with pytest.raises(MalformedMessage, match="seed"):
         p0.accept(mpc.dealer.name, bundle)
 
 
@@ -245,6 +290,13 @@ def test_packed_arrays_round_trip_and_bad_lengths_are_refused() -> None:
                 np.array([1, 9], dtype=np.uint64)):
         with pytest.raises(MalformedMessage):
             unpack_arrays(bad)
+
+
+def test_a_seeded_stream_equals_one_expansion_of_its_seed() -> None:
+    stream = SeededStream()
+    draws = [stream.ring((n,)) for n in (3, 5, 1, 7)]  # odd lengths: AES blocks split
+    assert np.array_equal(np.concatenate(draws), expand(stream.seed, 0, (16,)))
+    assert SeededStream().seed != stream.seed
 
 
 def test_seed_expansion_is_deterministic_and_streams_differ() -> None:

@@ -9,7 +9,12 @@ the operator's trust is part of the threat model (honest-but-curious, no collusi
 Every triple has an id; each party consumes it once (:class:`TripleReused` otherwise). A
 party's parts of one triple travel as one message (``triple/<id>``, :func:`wire.pack_arrays`);
 inside :meth:`Dealer.batch` the parts of many triples travel as one ``bundle/<id>`` message per
-party (fewer, larger messages; the same values).
+party (fewer, larger messages; the same values). Inside a batch the parts that are uniform on
+their own (the first party's share of every split value, a cross triple's ``v`` and the
+owner's share of ``U @ v``) are not sent: the recipient gets a fresh 32-byte seed in the
+bundle and expands them itself (AES-256-CTR, the dealer's draws in the same order), so only
+the corrections travel — about 60 % fewer bytes for vertical LR. The seed goes only to its
+recipient, so what each party holds is distributed exactly as before.
 
 Five kinds of correlation:
 
@@ -37,21 +42,33 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dataspace.federated.mpc.fixedpoint import Ring
-from dataspace.federated.mpc.rand import Csprng, expand
+from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
 from dataspace.federated.mpc.wire import pack_arrays
 
 if TYPE_CHECKING:
     from dataspace.federated.mpc.net import Network
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """A part the recipient expands from its bundle seed instead of receiving it."""
+
+    array: Ring
+
+
+#: A part's place in a bundle: its shape, and whether it comes from the seed.
+PartLayout = tuple[tuple[int, ...], bool]
+
+
 @dataclass
 class Bundle:
-    """The triples dealt inside one :meth:`Dealer.batch`: per recipient, (triple id, number
-    of parts) in the order their parts were packed into the ``bundle/<bid>`` message."""
+    """The triples dealt inside one :meth:`Dealer.batch`: per recipient, (triple id, its
+    parts' layout) in dealing order; sent parts are packed in that order after the seed."""
 
     bid: str
-    layout: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    layout: dict[str, list[tuple[str, list[PartLayout]]]] = field(default_factory=dict)
     parts: dict[str, list[Ring]] = field(default_factory=dict)
+    seeds: dict[str, SeededStream] = field(default_factory=dict)
 
 
 class Dealer:
@@ -74,24 +91,47 @@ class Dealer:
             yield bundle
         finally:
             self._bundle = None
-        for recipient, parts in bundle.parts.items():
+        for recipient in bundle.layout:
+            parts = bundle.parts.get(recipient, [])
+            stream = bundle.seeds.get(recipient)
+            if stream is not None:
+                parts = [np.frombuffer(stream.seed, dtype="<u8"), *parts]
             self.net.send(self.name, recipient, f"bundle/{bundle.bid}", pack_arrays(parts))
         bundle.parts.clear()
+        bundle.seeds.clear()
 
-    def _deliver(self, recipient: str, tid: str, parts: list[Ring]) -> None:
+    def _random(self, recipient: str, shape: tuple[int, ...]) -> Ring | Seeded:
+        """A uniform part for ``recipient``: from its bundle seed inside a batch."""
         if self._bundle is None:
-            self.net.send(self.name, recipient, f"triple/{tid}", pack_arrays(parts))
+            return self.rng.ring(shape)
+        stream = self._bundle.seeds.get(recipient)
+        if stream is None:
+            stream = self._bundle.seeds[recipient] = SeededStream()
+        return Seeded(stream.ring(shape))
+
+    def _deliver(self, recipient: str, tid: str, parts: list[Ring | Seeded]) -> None:
+        if self._bundle is None:
+            arrays = [p.array if isinstance(p, Seeded) else p for p in parts]
+            self.net.send(self.name, recipient, f"triple/{tid}", pack_arrays(arrays))
             return
-        self._bundle.layout.setdefault(recipient, []).append((tid, len(parts)))
-        self._bundle.parts.setdefault(recipient, []).extend(parts)
+        layout = []
+        sent = self._bundle.parts.setdefault(recipient, [])
+        for part in parts:
+            seeded = isinstance(part, Seeded)
+            array = part.array if isinstance(part, Seeded) else part
+            layout.append((tuple(array.shape), seeded))
+            if not seeded:
+                sent.append(array)
+        self._bundle.layout.setdefault(recipient, []).append((tid, layout))
 
     def _next_id(self, kind: str) -> str:
         self._counter += 1
         return f"{kind}{self._counter}"
 
-    def _split(self, value: Ring) -> tuple[Ring, Ring]:
-        s0 = self.rng.ring(value.shape)
-        return s0, value - s0
+    def _split(self, value: Ring, first: str) -> tuple[Ring | Seeded, Ring]:
+        """Shares of ``value``: ``first``'s uniform (from its seed in a batch), the rest."""
+        s0 = self._random(first, value.shape)
+        return s0, value - (s0.array if isinstance(s0, Seeded) else s0)
 
     def triple(self, p0: str, p1: str, shape: tuple[int, ...]) -> str:
         start = time.perf_counter()
@@ -106,8 +146,10 @@ class Dealer:
         tid = self._next_id("q")
         a = self.rng.ring(shape)
         a2 = a * a
-        for name, *parts in zip((p0, p1), self._split(a), self._split(a2), self._split(a2 * a),
-                                strict=True):
+        for name, *parts in zip(
+            (p0, p1), self._split(a, p0), self._split(a2, p0), self._split(a2 * a, p0),
+            strict=True,
+        ):
             self._deliver(name, tid, parts)
         self.issued += 1
         self.seconds += time.perf_counter() - start
@@ -117,7 +159,8 @@ class Dealer:
         start = time.perf_counter()
         tid = self._next_id("s")
         a = self.rng.ring(shape)
-        for name, *parts in zip((p0, p1), self._split(a), self._split(a * a), strict=True):
+        for name, *parts in zip((p0, p1), self._split(a, p0), self._split(a * a, p0),
+                                strict=True):
             self._deliver(name, tid, parts)
         self.issued += 1
         self.seconds += time.perf_counter() - start
@@ -134,8 +177,9 @@ class Dealer:
         return tid
 
     def _send_triple(self, tid: str, p0: str, p1: str, a: Ring, b: Ring, c: Ring) -> None:
-        for (name, *parts) in zip((p0, p1), self._split(a), self._split(b), self._split(c),
-                                  strict=True):
+        for (name, *parts) in zip(
+            (p0, p1), self._split(a, p0), self._split(b, p0), self._split(c, p0), strict=True
+        ):
             self._deliver(name, tid, parts)
         self.issued += 1
 
@@ -158,10 +202,11 @@ class Dealer:
         start = time.perf_counter()
         tid = self._next_id("x")
         mask = self._masks[mid][rows]
-        v = self.rng.ring(v_shape)
-        c_peer = mask.T @ v if transpose else mask @ v
-        c_owner = self.rng.ring(c_peer.shape)
-        c_peer -= c_owner  # shares of U[rows] @ v
+        v = self._random(peer, v_shape)
+        plain_v = v.array if isinstance(v, Seeded) else v
+        c_peer = mask.T @ plain_v if transpose else mask @ plain_v
+        c_owner = self._random(owner, c_peer.shape)
+        c_peer -= c_owner.array if isinstance(c_owner, Seeded) else c_owner  # shares of U @ v
         self._deliver(peer, tid, [v, c_peer])
         self._deliver(owner, tid, [c_owner])
         self.issued += 1

@@ -81,17 +81,39 @@ class Party:
         return got
 
     def accept(self, dealer: str, bundle: Bundle) -> None:
-        """Receive this party's ``bundle/<bid>`` message and file its triples for :meth:`take`."""
+        """Receive this party's ``bundle/<bid>`` message and file its triples for :meth:`take`:
+        the seeded parts are expanded from the bundle's seed (one keystream, in dealing
+        order), the others read from the message."""
         layout = bundle.layout.get(self.name)
         if not layout:
             return
         arrays = unpack_arrays(self.recv(dealer, f"bundle/{bundle.bid}"))
-        if len(arrays) != sum(n for _, n in layout):
+        seeded = [math.prod(shape) for _tid, parts in layout for shape, s in parts if s]
+        sent = sum(1 for _tid, parts in layout for _shape, s in parts if not s)
+        if len(arrays) != sent + (1 if seeded else 0):
             raise MalformedMessage(f"bundle {bundle.bid} does not match its layout")
-        pos = 0
-        for tid, n in layout:
-            self._pool[tid] = arrays[pos : pos + n]
-            pos += n
+        stream: Ring | None = None
+        if seeded:
+            seed = arrays.pop(0)
+            if seed.shape != (4,):
+                raise MalformedMessage(f"bundle {bundle.bid}: the seed is not 32 bytes")
+            stream = expand(seed.astype("<u8").tobytes(), 0, (sum(seeded),))
+        explicit, pos = iter(arrays), 0
+        for tid, parts in layout:
+            got = []
+            for shape, from_seed in parts:
+                if from_seed:
+                    assert stream is not None
+                    size = math.prod(shape)
+                    got.append(stream[pos : pos + size].reshape(shape))
+                    pos += size
+                    continue
+                array = next(explicit)
+                if array.shape != shape:
+                    raise MalformedMessage(f"bundle {bundle.bid}: part of {tid} has shape "
+                                           f"{array.shape}, expected {shape}")
+                got.append(array)
+            self._pool[tid] = got
 
 
 def _public(c: float | npt.NDArray[np.float64]) -> Ring:

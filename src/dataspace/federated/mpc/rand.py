@@ -41,6 +41,21 @@ class Csprng:
         return out.reshape(shape)
 
 
+class SeededStream:
+    """Uniform ring elements from a fresh seed, drawn in order (AES-256-CTR, label 0):
+    :func:`expand` of the same seed gives the concatenation of every draw."""
+
+    def __init__(self) -> None:
+        self.seed = secrets.token_bytes(32)
+        self._enc = Cipher(algorithms.AES(self.seed), modes.CTR(bytes(16))).encryptor()
+
+    def ring(self, shape: tuple[int, ...]) -> Ring:
+        count = math.prod(shape)
+        out = np.empty(count + 2, dtype=np.uint64)  # update_into wants a block of slack
+        self._enc.update_into(_zeros(8 * count), out.data.cast("B"))
+        return out[:count].reshape(shape)
+
+
 def expand(seed: bytes, label: int, shape: tuple[int, ...], out: Ring | None = None) -> Ring:
     """Deterministic uniform ring elements from a 32-byte ``seed`` (AES-256-CTR, nonce =
     ``label``): two parties holding the same seed get the same array without sending it.
