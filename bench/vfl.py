@@ -12,10 +12,9 @@ of their own, because their idle threads keep spinning for a while after each ca
 slow down whichever contender runs next. Each line shows the median and the best time; ratios
 are median over median. The load average is printed before and after.
 
-``vlr``: against plaintext numpy SGD with the identical schedule — ``baseline.train_plain``
-as it is, and the same computation with tuned row gathers (:func:`plain_sgd_tuned`, bitwise
-the same weights; the fair reference) — with OpenBLAS on one thread and on its default
-threads, and scikit-learn's ``LogisticRegression`` (lbfgs, same L2). ``vgbdt``: against the
+``vlr``: against plaintext numpy SGD with the identical schedule (``baseline.train_plain``)
+with OpenBLAS on one thread and on its default threads, and scikit-learn's
+``LogisticRegression`` (lbfgs, same L2). ``vgbdt``: against the
 same algorithm in plaintext numpy and LightGBM with matched parameters (trees, depth, bins,
 learning rate, L2; one thread, and all cores; dataset construction included, as our binning
 is).
@@ -34,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from dataspace.federated import PartyData, TrainConfig, auc, make_vertical, predict, train
-from dataspace.federated.baseline import prepare, sigmoid, train_plain
-from dataspace.federated.plan import Scaler, make_plan
+from dataspace.federated.baseline import prepare, train_plain
+from dataspace.federated.plan import make_plan
 
 
 def load() -> str:
@@ -65,39 +64,6 @@ def blas_threads(n: int) -> Any:
     except ImportError:
         return nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
-
-
-def plain_sgd_tuned(
-    blocks: list[Any], labels: Any, config: TrainConfig
-) -> tuple[Any, float, list[float]]:
-    """:func:`train_plain` with its row gathers done by ``np.take`` (``x[idx]`` on a 2-D array
-    is several times slower here) and only the training and validation rows standardised:
-    the same floats, bit for bit, in about two thirds of the time."""
-    plan = make_plan(labels.shape[0], config)
-    parts = [[np.take(b, idx, axis=0) for b in blocks] for idx in (plan.train, plan.validation)]
-    scalers = [Scaler.fit(t, config.clip) for t in parts[0]]
-    xt, xv = (np.hstack([s.transform(x) for s, x in zip(scalers, p, strict=True)])
-              for p in parts)
-    yt, yv = np.take(labels, plan.train), np.take(labels, plan.validation)
-    w, b = np.zeros(xt.shape[1]), 0.0
-    best, curve, stale = (np.inf, w.copy(), b), [], 0
-    for epoch in range(config.epochs):
-        lr = config.step(epoch)
-        for j in plan.batch_order(epoch, config.seed):
-            rows = plan.batches[j]
-            x, y = xt[rows], yt[rows]
-            r = sigmoid(x @ w + b) - y
-            w = w - lr * (x.T @ r / y.size + config.l2 * w)
-            b = b - lr * float(r.mean())
-        brier = float(np.mean((sigmoid(xv @ w + b) - yv) ** 2))
-        curve.append(brier)
-        if brier < best[0] - config.min_delta:
-            best, stale = (brier, w.copy(), b), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    return best[1], best[2], curve
 
 
 def bench_vgbdt(rows: int, trees: int, depth: int, repeat: int) -> None:
@@ -178,13 +144,10 @@ def bench_vlr(rows: int, epochs: int, batch_size: int, repeat: int) -> None:
     def plain() -> None:
         out["plain"] = train_plain(list(blocks.values()), labels, config)
 
-    def tuned() -> None:
-        out["tuned"] = plain_sgd_tuned(list(blocks.values()), labels, config)
-
     def vfl() -> None:
         out["vfl"] = train(parties, config)
 
-    contenders: dict[str, Callable[[], None]] = {"vfl": vfl, "plain1": plain, "tuned": tuned}
+    contenders: dict[str, Callable[[], None]] = {"vfl": vfl, "plain1": plain}
     threaded: dict[str, Callable[[], None]] = {"plain": plain}
     try:
         from sklearn.linear_model import LogisticRegression
@@ -210,9 +173,6 @@ def bench_vlr(rows: int, epochs: int, batch_size: int, repeat: int) -> None:
     _, scalers = prepare(list(blocks.values()), plan, config.clip)
     x_test = np.hstack([s.transform(test[k]) for s, k in zip(scalers, blocks, strict=True)])
     plain_auc = auc(x_test @ w + b, test_labels)
-    assert all(np.array_equal(a, c) for a, c in zip(out["plain"], out["tuned"], strict=True))
-    print(line("numpy SGD, tuned gathers, BLAS 1T", times["tuned"], times["vfl"],
-               f"AUC {plain_auc:.4f} (same weights as train_plain)"))
     print(line("numpy SGD, same schedule, BLAS 1T", times["plain1"], times["vfl"],
                f"AUC {plain_auc:.4f} (baseline.train_plain)"))
     print(line("numpy SGD, same schedule, BLAS dflt", times["plain"], times["vfl"],

@@ -36,10 +36,15 @@ def train_plain(
 ) -> tuple[Floats, float, list[float]]:
     """Returns (weights, intercept, validation Brier per epoch)."""
     plan = make_plan(labels.shape[0], config)
-    pooled, _ = prepare(blocks, plan, config.clip)
-    xt, yt = pooled[plan.train], labels[plan.train]
-    xv, yv = pooled[plan.validation], labels[plan.validation]
-    w = np.zeros(pooled.shape[1])
+    # np.take, not x[idx]: several times faster on 2-D arrays here, the same floats
+    parts = [
+        [np.take(np.asarray(b, dtype=np.float64), idx, axis=0) for b in blocks]
+        for idx in (plan.train, plan.validation)
+    ]
+    scalers = [Scaler.fit(t, config.clip) for t in parts[0]]
+    xt, xv = (np.hstack([s.transform(x) for s, x in zip(scalers, p, strict=True)]) for p in parts)
+    yt, yv = np.take(labels, plan.train), np.take(labels, plan.validation)
+    w = np.zeros(xt.shape[1])
     b = 0.0
     best = (np.inf, w.copy(), b)
     curve: list[float] = []
