@@ -222,7 +222,6 @@ def test_a_bundle_whose_parts_do_not_have_the_agreed_shapes_is_refused(mpc: Mpc)
 def test_in_a_bundle_the_first_party_gets_a_seed_instead_of_its_uniform_shares(
     mpc: Mpc,
 ) -> None:
-    p0, p1 = mpc.parties
     with mpc.dealer.batch() as bundle:
         cube = mpc.deal_cube((1000,))
     box0 = mpc.net._boxes[("operator", "bank")][-1]
@@ -238,7 +237,8 @@ def test_in_a_bundle_the_first_party_gets_a_seed_instead_of_its_uniform_shares(
     assert np.array_equal(q0[2] + q1[2], a * a * a)
     with mpc.dealer.batch() as again:
         mpc.deal_cube((1000,))
-    assert unpack_arrays(decode(mpc.net._boxes[("operator", "bank")][-1]).array)[0].tobytes() != seed
+    fresh = unpack_arrays(decode(mpc.net._boxes[("operator", "bank")][-1]).array)[0]
+    assert fresh.tobytes() != seed
     for p in mpc.parties:
         p.accept(mpc.dealer.name, again)
 
