@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from dataspace.privacy.secagg import crypto
 from dataspace.privacy.secagg.base import (
-    AggregateResult,
     Aggregator,
     CoordinatorRole,
     PartyRole,
-    SessionConfig,
-    Signer,
-    Verifier,
     advertisement,
+    release,
 )
 from dataspace.privacy.secagg.errors import NotAParticipant, SecAggError
 from dataspace.privacy.secagg.messages import COORDINATOR, Message, vector_bytes
@@ -49,24 +44,7 @@ class AdditiveParty(PartyRole):
     protocol = PROTOCOL
     rounds = ("roster", "routed-shares")
 
-    def __init__(
-        self,
-        config: SessionConfig,
-        index: int,
-        values: Sequence[float] | npt.ArrayLike,
-        count: int = 1,
-        *,
-        signer: Signer | None = None,
-        verifier: Verifier | None = None,
-    ) -> None:
-        super().__init__(config, index)
-        x = np.asarray(values, dtype=np.float64).reshape(-1)
-        if x.size != config.length:
-            raise SecAggError(
-                f"party {index} has {x.size} values, the session wants {config.length}"
-            )
-        self._x = config.encoding.encode(x, count)
-        self._signer, self._verifier = signer, verifier
+    def _setup(self) -> None:
         self._c = X25519PrivateKey.generate()
         self._peers: dict[int, X25519PublicKey] = {}
 
@@ -135,10 +113,6 @@ class AdditiveCoordinator(CoordinatorRole):
     protocol = PROTOCOL
     rounds = ("advertise", "shares", "partial-sum")
 
-    def __init__(self, config: SessionConfig, *, verifier: Verifier | None = None) -> None:
-        super().__init__(config)
-        self._verifier = verifier
-
     def check(self, msg: Message) -> None:
         if msg.kind == "advertise":
             c_pk, sig = msg.blob("c", 32), msg.blob("sig")
@@ -178,17 +152,7 @@ class AdditiveCoordinator(CoordinatorRole):
         total = np.zeros(self.config.length + 1, dtype=np.uint64)
         for m in arrived.values():
             total += m.vector("z", self.config.length + 1)
-        encoding = self.config.encoding
-        sums, count = encoding.decode_sum(encoding.wrap(total), n)
-        self._finish(
-            AggregateResult(
-                sum=sums,
-                count=count,
-                parties=self.config.parties,
-                dropped=(),
-                error_bound=encoding.error_bound(n),
-            )
-        )
+        self._finish(release(self.config, total, self.config.parties))
         return {}
 
 
@@ -197,20 +161,5 @@ class AdditiveSharing(Aggregator):
 
     name = PROTOCOL
     tolerates_dropouts = False
-
-    def party(
-        self,
-        config: SessionConfig,
-        index: int,
-        values: Sequence[float] | npt.ArrayLike,
-        count: int = 1,
-        *,
-        signer: Signer | None = None,
-        verifier: Verifier | None = None,
-    ) -> AdditiveParty:
-        return AdditiveParty(config, index, values, count, signer=signer, verifier=verifier)
-
-    def coordinator(
-        self, config: SessionConfig, *, verifier: Verifier | None = None
-    ) -> AdditiveCoordinator:
-        return AdditiveCoordinator(config, verifier=verifier)
+    party_role = AdditiveParty
+    coordinator_role = AdditiveCoordinator

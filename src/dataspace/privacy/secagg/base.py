@@ -31,7 +31,7 @@ import numpy.typing as npt
 from dataspace.errors import UsageError
 from dataspace.privacy.dp import Noise
 from dataspace.privacy.secagg import crypto
-from dataspace.privacy.secagg.encoding import FixedPoint
+from dataspace.privacy.secagg.encoding import FixedPoint, UintVector
 from dataspace.privacy.secagg.errors import (
     NotAParticipant,
     OutOfOrder,
@@ -49,6 +49,8 @@ __all__ = [
     "Signer",
     "Verifier",
     "advertisement",
+    "encode_input",
+    "release",
 ]
 
 #: Signs a key advertisement (the node key, wired by the node layer).
@@ -136,19 +138,64 @@ class AggregateResult:
         return sum(n.delta for n in (self.noise, self.count_noise) if n is not None)
 
 
+def encode_input(
+    config: SessionConfig, index: int, values: Sequence[float] | npt.ArrayLike, count: int
+) -> UintVector:
+    """Party ``index``'s input as the session's fixed point (count last), refused unless it
+    has exactly ``config.length`` values, all finite and within the agreed bound."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size != config.length:
+        raise SecAggError(f"party {index} has {x.size} values, the session wants {config.length}")
+    return config.encoding.encode(x, count)
+
+
+def release(
+    config: SessionConfig, total: UintVector, parties: tuple[int, ...]
+) -> AggregateResult:
+    """The aggregate of ``parties``' inputs from the unmasked sum of their encodings (mod 2^k):
+    decoded with the overflow check (:meth:`FixedPoint.decode_sum`), the others dropped."""
+    encoding = config.encoding
+    sums, count = encoding.decode_sum(encoding.wrap(total), len(parties))
+    return AggregateResult(
+        sum=sums,
+        count=count,
+        parties=parties,
+        dropped=tuple(p for p in config.parties if p not in parties),
+        error_bound=encoding.error_bound(len(parties)),
+    )
+
+
 class PartyRole(ABC):
-    """One party's side: ``start()`` then ``handle()`` each coordinator message in turn."""
+    """One party's side: ``start()`` then ``handle()`` each coordinator message in turn.
+
+    The input is checked and encoded on construction (:func:`encode_input`); a strategy draws
+    its fresh keys in :meth:`_setup`."""
 
     protocol: ClassVar[str]
     #: The coordinator message kind each round expects, in order.
     rounds: ClassVar[tuple[str, ...]]
 
-    def __init__(self, config: SessionConfig, index: int) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        index: int,
+        values: Sequence[float] | npt.ArrayLike,
+        count: int = 1,
+        *,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
         if index not in config.parties:
             raise NotAParticipant(f"party {index} is not in this session's roster")
         self.config = config
         self.index = index
         self.step = -1  # -1: not started; len(rounds): done
+        self._x = encode_input(config, index, values, count)
+        self._signer, self._verifier = signer, verifier
+        self._setup()
+
+    def _setup(self) -> None:  # noqa: B027 - optional hook
+        """Draw the strategy's fresh per-session secrets."""
 
     @property
     def done(self) -> bool:
@@ -209,8 +256,9 @@ class CoordinatorRole(ABC):
     #: The party message kind each round collects, in order.
     rounds: ClassVar[tuple[str, ...]]
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, *, verifier: Verifier | None = None) -> None:
         self.config = config
+        self._verifier = verifier
         self.step = 0
         self.expected: frozenset[int] = frozenset(config.parties)
         self.inbox: dict[int, Message] = {}
@@ -306,13 +354,15 @@ class CoordinatorRole(ABC):
         """Close the current round: the messages to send, by party index ({} when done)."""
 
 
-class Aggregator(ABC):
-    """A secure-aggregation strategy, chosen by name."""
+class Aggregator:
+    """A secure-aggregation strategy, chosen by name: it makes its ``party_role`` and
+    ``coordinator_role``."""
 
     name: ClassVar[str]
     tolerates_dropouts: ClassVar[bool]
+    party_role: ClassVar[type[PartyRole]]
+    coordinator_role: ClassVar[type[CoordinatorRole]]
 
-    @abstractmethod
     def party(
         self,
         config: SessionConfig,
@@ -322,12 +372,13 @@ class Aggregator(ABC):
         *,
         signer: Signer | None = None,
         verifier: Verifier | None = None,
-    ) -> PartyRole: ...
+    ) -> PartyRole:
+        return self.party_role(config, index, values, count, signer=signer, verifier=verifier)
 
-    @abstractmethod
     def coordinator(
         self, config: SessionConfig, *, verifier: Verifier | None = None
-    ) -> CoordinatorRole: ...
+    ) -> CoordinatorRole:
+        return self.coordinator_role(config, verifier=verifier)
 
 
 def sorted_tuple(items: Iterable[int]) -> tuple[int, ...]:

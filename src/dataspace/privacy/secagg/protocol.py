@@ -26,7 +26,6 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from dataspace.privacy.secagg import crypto
@@ -36,9 +35,9 @@ from dataspace.privacy.secagg.base import (
     CoordinatorRole,
     PartyRole,
     SessionConfig,
-    Signer,
     Verifier,
     advertisement,
+    release,
     sorted_tuple,
 )
 from dataspace.privacy.secagg.encoding import UintVector
@@ -70,24 +69,7 @@ class MaskingParty(PartyRole):
     protocol = PROTOCOL
     rounds = ("roster", "routed-shares", "unmask-request")
 
-    def __init__(
-        self,
-        config: SessionConfig,
-        index: int,
-        values: Sequence[float] | npt.ArrayLike,
-        count: int = 1,
-        *,
-        signer: Signer | None = None,
-        verifier: Verifier | None = None,
-    ) -> None:
-        super().__init__(config, index)
-        x = np.asarray(values, dtype=np.float64).reshape(-1)
-        if x.size != config.length:
-            raise SecAggError(
-                f"party {index} has {x.size} values, the session wants {config.length}"
-            )
-        self._x = config.encoding.encode(x, count)
-        self._signer, self._verifier = signer, verifier
+    def _setup(self) -> None:
         self._c = X25519PrivateKey.generate()
         self._s = X25519PrivateKey.generate()
         self._b = secrets.token_bytes(crypto.KEY_BYTES)
@@ -199,8 +181,7 @@ class MaskingCoordinator(CoordinatorRole):
     rounds = ("advertise", "shares", "masked-input", "unmask-shares")
 
     def __init__(self, config: SessionConfig, *, verifier: Verifier | None = None) -> None:
-        super().__init__(config)
-        self._verifier = verifier
+        super().__init__(config, verifier=verifier)
         self.keys: dict[int, tuple[bytes, bytes, bytes]] = {}  # c_pk, s_pk, signature
         self.masked: dict[int, UintVector] = {}  # the coordinator's whole view of the inputs
         self.u2: tuple[int, ...] = ()
@@ -281,16 +262,9 @@ class MaskingCoordinator(CoordinatorRole):
                     total -= mask
                 else:
                     total += mask
-        encoding = self.config.encoding
-        sums, count = encoding.decode_sum(encoding.wrap(total), len(self.u3))
+        result = release(self.config, total, self.u3)
         self.masked = {}
-        return AggregateResult(
-            sum=sums,
-            count=count,
-            parties=self.u3,
-            dropped=tuple(p for p in self.config.parties if p not in self.u3),
-            error_bound=encoding.error_bound(len(self.u3)),
-        )
+        return result
 
     @staticmethod
     def _secret(shamir: Shamir, arrived: dict[int, Message], name: str) -> bytes:
@@ -305,20 +279,5 @@ class PairwiseMasking(Aggregator):
 
     name = PROTOCOL
     tolerates_dropouts = True
-
-    def party(
-        self,
-        config: SessionConfig,
-        index: int,
-        values: Sequence[float] | npt.ArrayLike,
-        count: int = 1,
-        *,
-        signer: Signer | None = None,
-        verifier: Verifier | None = None,
-    ) -> MaskingParty:
-        return MaskingParty(config, index, values, count, signer=signer, verifier=verifier)
-
-    def coordinator(
-        self, config: SessionConfig, *, verifier: Verifier | None = None
-    ) -> MaskingCoordinator:
-        return MaskingCoordinator(config, verifier=verifier)
+    party_role = MaskingParty
+    coordinator_role = MaskingCoordinator
