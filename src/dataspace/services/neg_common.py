@@ -7,7 +7,8 @@ See :mod:`dataspace.services.negotiation` for how the two sides talk.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +27,17 @@ from dataspace.contracts import negotiation as cn
 from dataspace.contracts import store as cs
 from dataspace.contracts.roles import Role
 from dataspace.contracts.signing import canonical_agreement
-from dataspace.errors import DataspaceError, NotFound
+from dataspace.errors import DataspaceError, SignatureError
 from dataspace.identity.membership import Member, NotAMember
 from dataspace.ledger import log
-from dataspace.services.catalog import DSP_PATH, Transport, deliver, deliver_or_terminate
+from dataspace.services.catalog import DSP_PATH, Transport, deliver_or_terminate
+from dataspace.services.dsp_process import PEER_ACTOR as PEER_ACTOR
+from dataspace.services.dsp_process import (
+    ProcessKind,
+    log_refusal,
+    peer_path,
+    send_termination,
+)
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import (
     ContractAgreementRow,
@@ -42,7 +50,9 @@ EXT = "https://w3id.org/dataspace/contracts#"
 #: extension member carrying the sender's base64 Ed25519 signature over the agreement
 SIGNATURE = EXT + "signature"
 FINAL = (cn.NegotiationState.FINALIZED.value, cn.NegotiationState.TERMINATED.value)
-PEER_ACTOR = "peer:{}"
+NEGOTIATION = ProcessKind(
+    "negotiation", "negotiations", logger, ContractNegotiationTerminationMessage
+)
 
 
 class OfferUnavailable(ProtocolError):
@@ -130,22 +140,7 @@ def _refused(
     node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError, pids: _Pids | None
 ) -> Reply:
     """Log a refused message (a denied attempt) and answer it."""
-    status = 404 if isinstance(exc, NotFound) else 400
-    with node.store.write() as session:
-        log.append(
-            session,
-            actor=PEER_ACTOR.format(peer),
-            action="negotiation.refused",
-            payload={
-                "peer": peer,
-                "message": what,
-                "pid": pid,
-                "status": status,
-                "code": exc.code,
-                "reason": exc.message,
-                "path": exc.details.get("path"),
-            },
-        )
+    status = log_refusal(node, "negotiation.refused", peer, what, pid, exc)
     return _error(status, exc, pids)
 
 
@@ -185,24 +180,9 @@ def _with_signature(message: Any, signature: str) -> dict[str, Any]:
     return doc
 
 
-def _callback_path(member: Member, callback: str) -> str:
-    """The path of ``callback`` under the member's base URL; refuses any other host."""
-    base = member.url.rstrip("/")
-    if callback != base and not callback.startswith(base + "/"):
-        raise ProtocolError(
-            f"callbackAddress {callback!r} is not under the member URL {base!r}",
-            hint="a node only calls peers back at their listed address",
-            path="$.callbackAddress",
-        )
-    return callback[len(base) :].rstrip("/")
-
-
 def _peer_path(node: Node, row: ContractNegotiationRow, suffix: str) -> str:
     """Where to send a message about ``row`` to its peer."""
-    if row.role == Role.PROVIDER.value:
-        base = _callback_path(lookup_member(node, row.peer), row.callback_address or "")
-        return f"{base}/negotiations/{row.consumer_pid}/{suffix}"
-    return f"{DSP_PATH}/negotiations/{row.provider_pid}/{suffix}"
+    return peer_path(node, NEGOTIATION, row, suffix, lookup_member)
 
 
 def _ack(row: ContractNegotiationRow) -> dict[str, Any]:
@@ -235,6 +215,97 @@ def _digest(policy: dict[str, Any]) -> str:
     import hashlib
 
     return hashlib.sha256(canonical_agreement(policy)).hexdigest()
+
+
+def _agreement_facts(
+    pid: str, row: ContractNegotiationRow, ag: ContractAgreementRow, role: Role
+) -> dict[str, Any]:
+    """The ledger payload naming a negotiation's agreement, as logged by ``role``
+    (``negotiation.agreed``, ``negotiation.finalized``)."""
+    return {
+        "pid": pid,
+        "role": role.value,
+        "peer": row.peer,
+        "agreement_id": ag.id,
+        "offer_id": row.offer_id,
+        "purpose": row.purpose,
+    }
+
+
+def _log_agreed(
+    session: Session,
+    pid: str,
+    row: ContractNegotiationRow,
+    ag: ContractAgreementRow,
+    *,
+    role: Role,
+    provider: str,
+    signature: str,
+    actor: str,
+) -> None:
+    """Log, on ``role``'s side, that the negotiation is AGREED under the ``provider``'s
+    signature."""
+    log.append(
+        session,
+        actor=actor,
+        action="negotiation.agreed",
+        payload=_agreement_facts(pid, row, ag, role),
+    )
+    log.append(
+        session,
+        actor=actor,
+        action="agreement.signed",
+        payload={
+            "agreement_id": ag.id,
+            "pid": pid,
+            "signer": provider,
+            "role": Role.PROVIDER.value,
+            "agreement_sha256": _digest(ag.policy),
+            "signature": signature,
+        },
+    )
+
+
+def _log_verified(
+    session: Session,
+    pid: str,
+    agreement_id: str,
+    *,
+    peer: str,
+    consumer: str,
+    signature: str,
+    actor: str,
+) -> None:
+    """Log, on either side, that the ``consumer`` countersigned and the negotiation is VERIFIED."""
+    log.append(
+        session,
+        actor=actor,
+        action="agreement.countersigned",
+        payload={
+            "agreement_id": agreement_id,
+            "pid": pid,
+            "signer": consumer,
+            "role": Role.CONSUMER.value,
+            "signature": signature,
+        },
+    )
+    log.append(
+        session,
+        actor=actor,
+        action="negotiation.verified",
+        payload={"pid": pid, "peer": peer, "agreement_id": agreement_id},
+    )
+
+
+@contextmanager
+def _signature_checked(signer: Role) -> Iterator[None]:
+    """Refuse the message if ``signer``'s agreement signature does not verify in the block."""
+    try:
+        yield
+    except SignatureError as exc:
+        raise ProtocolError(
+            f"the {signer.value}'s agreement signature: {exc.message}", path=f"$['{SIGNATURE}']"
+        ) from None
 
 
 def _send_or_fail(
@@ -290,22 +361,13 @@ def terminate(
 ) -> None:
     """Terminate a negotiation here and tell the peer (best effort)."""
     row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
-    if row is None:
-        return
-    if row.provider_pid is None or row.consumer_pid is None:
-        return  # the peer never learnt of it
-    message = ContractNegotiationTerminationMessage(
-        provider_pid=row.provider_pid,
-        consumer_pid=row.consumer_pid,
-        code=code,
-        reason=tuple(reasons),
-    )
-    try:
-        path = _peer_path(node, row, "termination")
-        status, _ = deliver(node, row.peer, "POST", path, build(message), transport, attempts=3)
-        if status >= 300:
-            logger.warning(
-                "negotiation %s: %s refused the termination (HTTP %s)", pid, row.peer, status
-            )
-    except DataspaceError as exc:
-        logger.warning("negotiation %s: termination not delivered: %s", pid, exc)
+    if row is not None:
+        send_termination(
+            node,
+            NEGOTIATION,
+            row,
+            code=code,
+            reasons=reasons,
+            transport=transport,
+            lookup=lookup_member,
+        )

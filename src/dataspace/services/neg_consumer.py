@@ -4,7 +4,6 @@ it, and take the provider's signed agreement (countersign, then send the verific
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from dataspace.contracts import negotiation as cn
 from dataspace.contracts import store as cs
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.roles import Role
-from dataspace.errors import DataspaceError, SignatureError, UsageError
+from dataspace.errors import DataspaceError, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import (
@@ -30,17 +29,19 @@ from dataspace.policy import (
 from dataspace.policy.vocabulary import PURPOSES
 from dataspace.services import catalog
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.dsp_process import take_provider_pid, wait_until_final
 from dataspace.services.neg_common import (
     FINAL,
     PEER_ACTOR,
-    SIGNATURE,
     Reply,
-    _digest,
     _guard,
+    _log_agreed,
+    _log_verified,
     _path_pid,
     _peer_path,
     _private_key,
     _send_or_fail,
+    _signature_checked,
     _signature_of,
     _terminate_local,
     _with_signature,
@@ -128,23 +129,13 @@ def request_contract(
     ack = parse(data, "ContractNegotiation")
     with node.store.write() as session:
         row = cs.get_negotiation(session, consumer_pid, peer=None, lock=True)
-        if ack.consumer_pid != consumer_pid:
-            raise ProtocolError(
-                "the provider's ACK names another consumerPid", path="$.consumerPid"
-            )
-        if row.provider_pid is None:
-            row.provider_pid = ack.provider_pid
+        take_provider_pid(row, ack, consumer_pid)
     return show_contract(node, consumer_pid)
 
 
 def wait(node: Node, pid: str, seconds: float, *, poll: float = 0.1) -> dict[str, Any]:
     """Wait until the negotiation is FINALIZED or TERMINATED (or ``seconds`` pass)."""
-    end = time.monotonic() + seconds
-    while True:
-        view = show_contract(node, pid)
-        if view["state"] in FINAL or time.monotonic() >= end:
-            return view
-        time.sleep(poll)
+    return wait_until_final(lambda: show_contract(node, pid), FINAL, seconds, poll)
 
 
 # --- consumer endpoints -------------------------------------------------------------------------
@@ -165,12 +156,8 @@ def handle_agreement(
             row = cs.get_negotiation(session, pid, peer=peer.name, lock=True)
             cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)
             _check_agreement(node, row, agreement, peer)
-            try:
+            with _signature_checked(Role.PROVIDER):
                 verify_agreement(agreement, signature, peer.public_key)
-            except SignatureError as exc:
-                raise ProtocolError(
-                    f"the provider's agreement signature: {exc.message}", path=f"$['{SIGNATURE}']"
-                ) from None
             own = sign_agreement(agreement, _private_key(node))
             row = cs.advance_negotiation(
                 session,
@@ -185,54 +172,28 @@ def handle_agreement(
                 session, pid, peer=peer.name, provider_signature=signature, consumer_signature=own
             )
             ag.offer_id, ag.purpose = row.offer_id, row.purpose
-            actor = PEER_ACTOR.format(peer.name)
-            log.append(
+            _log_agreed(
                 session,
-                actor=actor,
-                action="negotiation.agreed",
-                payload={
-                    "pid": pid,
-                    "role": "consumer",
-                    "peer": peer.name,
-                    "agreement_id": ag.id,
-                    "offer_id": row.offer_id,
-                    "purpose": row.purpose,
-                },
-            )
-            log.append(
-                session,
-                actor=actor,
-                action="agreement.signed",
-                payload={
-                    "agreement_id": ag.id,
-                    "pid": pid,
-                    "signer": peer.name,
-                    "role": "provider",
-                    "agreement_sha256": _digest(ag.policy),
-                    "signature": signature,
-                },
-            )
-            log.append(
-                session,
-                actor=f"node:{node.name}",
-                action="agreement.countersigned",
-                payload={
-                    "agreement_id": ag.id,
-                    "pid": pid,
-                    "signer": node.name,
-                    "role": "consumer",
-                    "signature": own,
-                },
+                pid,
+                row,
+                ag,
+                role=Role.CONSUMER,
+                provider=peer.name,
+                signature=signature,
+                actor=PEER_ACTOR.format(peer.name),
             )
             # VERIFIED before sending, so the provider's FINALIZED cannot overtake us
             cs.advance_negotiation(
                 session, pid, cn.VERIFICATION, sender=Role.CONSUMER, peer=peer.name
             )
-            log.append(
+            _log_verified(
                 session,
+                pid,
+                ag.id,
+                peer=peer.name,
+                consumer=node.name,
+                signature=own,
                 actor=f"node:{node.name}",
-                action="negotiation.verified",
-                payload={"pid": pid, "peer": peer.name, "agreement_id": ag.id},
             )
             message = ContractAgreementVerificationMessage(
                 provider_pid=msg.provider_pid, consumer_pid=pid

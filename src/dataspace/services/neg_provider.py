@@ -22,7 +22,7 @@ from dataspace.contracts import negotiation as cn
 from dataspace.contracts import store as cs
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.roles import Role
-from dataspace.errors import DataspaceError, SignatureError, UsageError
+from dataspace.errors import DataspaceError, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import (
@@ -31,21 +31,23 @@ from dataspace.policy import (
 )
 from dataspace.services import offers
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.dsp_process import callback_path
 from dataspace.services.neg_common import (
     PEER_ACTOR,
-    SIGNATURE,
     OfferUnavailable,
     Reply,
     _ack,
+    _agreement_facts,
     _agreement_row,
-    _callback_path,
-    _digest,
     _guard,
+    _log_agreed,
+    _log_verified,
     _now,
     _path_pid,
     _peer_path,
     _private_key,
     _send_or_fail,
+    _signature_checked,
     _signature_of,
     _with_signature,
     logger,
@@ -92,7 +94,7 @@ def _request(
             path="$.providerPid",
         )
     assert msg.callback_address is not None  # the schema: callbackAddress or providerPid
-    _callback_path(peer, msg.callback_address)
+    callback_path(peer, msg.callback_address)
     offer_id = msg.offer.uid
     with node.store.write() as session:
         existing = cs.find_negotiation(session, peer=peer.name, consumer_pid=msg.consumer_pid)
@@ -251,31 +253,15 @@ def agree(
             session, pid, peer=None, provider_signature=signature, signed_at=at
         )
         ag.offer_id, ag.purpose = row.offer_id, row.purpose
-        log.append(
+        _log_agreed(
             session,
+            pid,
+            row,
+            ag,
+            role=Role.PROVIDER,
+            provider=node.name,
+            signature=signature,
             actor=actor,
-            action="negotiation.agreed",
-            payload={
-                "pid": pid,
-                "role": "provider",
-                "peer": row.peer,
-                "agreement_id": ag.id,
-                "offer_id": row.offer_id,
-                "purpose": row.purpose,
-            },
-        )
-        log.append(
-            session,
-            actor=actor,
-            action="agreement.signed",
-            payload={
-                "agreement_id": ag.id,
-                "pid": pid,
-                "signer": node.name,
-                "role": "provider",
-                "agreement_sha256": _digest(ag.policy),
-                "signature": signature,
-            },
         )
         message = ContractAgreementMessage(
             provider_pid=pid, consumer_pid=row.consumer_pid or "", agreement=agreement
@@ -352,12 +338,7 @@ def _finalize(node: Node, pid: str, transport: Transport | None) -> None:
             actor=actor,
             action="negotiation.finalized",
             payload={
-                "pid": pid,
-                "role": "provider",
-                "peer": row.peer,
-                "agreement_id": ag.id,
-                "offer_id": row.offer_id,
-                "purpose": row.purpose,
+                **_agreement_facts(pid, row, ag, Role.PROVIDER),
                 "provider_signature": ag.provider_signature,
                 "consumer_signature": ag.consumer_signature,
             },
@@ -399,31 +380,18 @@ def handle_verification(
                 provider_pid=msg.provider_pid,
             )
             ag = _agreement_row(session, row)
-            try:
+            with _signature_checked(Role.CONSUMER):
                 cs.add_signature(
                     session, ag.id, Role.CONSUMER, signature, peer.public_key, peer=peer.name
                 )
-            except SignatureError as exc:
-                raise ProtocolError(
-                    f"the consumer's agreement signature: {exc.message}", path=f"$['{SIGNATURE}']"
-                ) from None
-            log.append(
+            _log_verified(
                 session,
+                pid,
+                ag.id,
+                peer=peer.name,
+                consumer=peer.name,
+                signature=signature,
                 actor=PEER_ACTOR.format(peer.name),
-                action="agreement.countersigned",
-                payload={
-                    "agreement_id": ag.id,
-                    "pid": pid,
-                    "signer": peer.name,
-                    "role": "consumer",
-                    "signature": signature,
-                },
-            )
-            log.append(
-                session,
-                actor=PEER_ACTOR.format(peer.name),
-                action="negotiation.verified",
-                payload={"pid": pid, "peer": peer.name, "agreement_id": ag.id},
             )
         return Reply(200, None, [lambda: _finalize(node, pid, transport)])
 

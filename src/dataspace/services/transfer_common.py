@@ -30,10 +30,15 @@ from dataspace.errors import (
     NotFound,
     UsageError,
 )
-from dataspace.identity.membership import Member
 from dataspace.ledger import log
-from dataspace.services.catalog import DSP_PATH, Transport, deliver, deliver_or_terminate
-from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
+from dataspace.services.catalog import Transport, deliver_or_terminate
+from dataspace.services.dsp_process import (
+    ProcessKind,
+    log_refusal,
+    peer_path,
+    send_termination,
+)
+from dataspace.services.neg_common import Reply, lookup_member
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import (
     TransferExtractRow,
@@ -49,6 +54,7 @@ NS = "https://w3id.org/dataspace/transfer#"
 PULL_PATH = "/peer/v1/transfers/{pid}/data"
 EXTRACT_DIR, RECEIVED_DIR = "transfers", "received"
 FINAL = (tp.TransferState.COMPLETED.value, tp.TransferState.TERMINATED.value)
+TRANSFER = ProcessKind("transfer", "transfers", logger, TransferTerminationMessage)
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 
 
@@ -104,22 +110,7 @@ def _ack(row: TransferProcessRow) -> dict[str, Any]:
 def _refused(
     node: Node, peer: str, what: str, pid: str | None, exc: DataspaceError, pids: _Pids | None
 ) -> Reply:
-    status = 404 if isinstance(exc, NotFound) else 400
-    with node.store.write() as session:
-        log.append(
-            session,
-            actor=PEER_ACTOR.format(peer),
-            action="transfer.refused",
-            payload={
-                "peer": peer,
-                "message": what,
-                "pid": pid,
-                "status": status,
-                "code": exc.code,
-                "reason": exc.message,
-                "path": exc.details.get("path"),
-            },
-        )
+    status = log_refusal(node, "transfer.refused", peer, what, pid, exc)
     return Reply(status, tp.error_body(pids, exc))
 
 
@@ -143,23 +134,9 @@ def _guard(node: Node, peer: str, what: str, pid: str | None, fn: Callable[[], R
         return _refused(node, peer, what, pid, exc, pids)
 
 
-def _callback_base(member: Member, callback: str) -> str:
-    """The path of ``callback`` under the member's URL; any other host is refused."""
-    base = member.url.rstrip("/")
-    if callback != base and not callback.startswith(base + "/"):
-        raise ProtocolError(
-            f"callbackAddress {callback!r} is not under the member URL {base!r}",
-            path="$.callbackAddress",
-            hint="a node only calls peers back at their listed address",
-        )
-    return callback[len(base) :].rstrip("/")
-
-
 def _peer_path(node: Node, row: TransferProcessRow, suffix: str) -> str:
-    if row.role == Role.PROVIDER.value:
-        base = _callback_base(lookup_member(node, row.peer), row.callback_address or "")
-        return f"{base}/transfers/{row.consumer_pid}/{suffix}"
-    return f"{DSP_PATH}/transfers/{row.provider_pid}/{suffix}"
+    """Where to send a message about ``row`` to its peer."""
+    return peer_path(node, TRANSFER, row, suffix, lookup_member)
 
 
 def _extract(session: Session, pid: str) -> TransferExtractRow:
@@ -219,30 +196,16 @@ def terminate(
 ) -> None:
     """Terminate a transfer here and tell the peer (best effort)."""
     row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
-    if row is None or row.provider_pid is None or row.consumer_pid is None:
-        return
-    message = TransferTerminationMessage(
-        provider_pid=row.provider_pid,
-        consumer_pid=row.consumer_pid,
-        code=code,
-        reason=tuple(reasons),
-    )
-    try:
-        status, _ = deliver(
+    if row is not None:
+        send_termination(
             node,
-            row.peer,
-            "POST",
-            _peer_path(node, row, "termination"),
-            build(message),
-            transport,
-            attempts=3,
+            TRANSFER,
+            row,
+            code=code,
+            reasons=reasons,
+            transport=transport,
+            lookup=lookup_member,
         )
-        if status >= 300:
-            logger.warning(
-                "transfer %s: %s refused the termination (HTTP %s)", pid, row.peer, status
-            )
-    except DataspaceError as exc:
-        logger.warning("transfer %s: termination not delivered: %s", pid, exc)
 
 
 def _send_or_fail(

@@ -5,7 +5,6 @@ under ``received/``, complete."""
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +29,7 @@ from dataspace.errors import (
 )
 from dataspace.ledger import log
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services.dsp_process import take_provider_pid, wait_until_final
 from dataspace.services.neg_common import callback_address, lookup_member
 from dataspace.services.node import Node, default_actor
 from dataspace.services.transfer_common import (
@@ -131,23 +131,13 @@ def request_transfer(
     ack = parse(data, "TransferProcess")
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
-        if ack.consumer_pid != pid:
-            raise ProtocolError(
-                "the provider's ACK names another consumerPid", path="$.consumerPid"
-            )
-        if row.provider_pid is None:
-            row.provider_pid = ack.provider_pid
+        take_provider_pid(row, ack, pid)
     return show_transfer(node, pid)
 
 
 def wait(node: Node, pid: str, seconds: float, *, poll: float = 0.1) -> dict[str, Any]:
     """Wait until the transfer is COMPLETED or TERMINATED (or ``seconds`` pass)."""
-    end = time.monotonic() + seconds
-    while True:
-        view = show_transfer(node, pid)
-        if view["state"] in FINAL or time.monotonic() >= end:
-            return view
-        time.sleep(poll)
+    return wait_until_final(lambda: show_transfer(node, pid), FINAL, seconds, poll)
 
 
 # --- the data plane ----------------------------------------------------------------------------

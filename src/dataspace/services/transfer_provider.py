@@ -41,6 +41,7 @@ from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, Request, evaluate
 from dataspace.services import pseudonymize as ps
 from dataspace.services.catalog import Transport
+from dataspace.services.dsp_process import callback_path
 from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
@@ -50,7 +51,6 @@ from dataspace.services.transfer_common import (
     PULL_PATH,
     _ack,
     _aware,
-    _callback_base,
     _extract,
     _guard,
     _now,
@@ -82,7 +82,7 @@ def handle_request(
     def run() -> Reply:
         msg = parse(doc, "TransferRequestMessage")
         mode = mode_of(msg.format)
-        _callback_base(peer, msg.callback_address)
+        callback_path(peer, msg.callback_address)
         with node.store.write() as session:
             existing = session.scalars(
                 select(TransferProcessRow).where(
@@ -337,20 +337,7 @@ def _deny(
 ) -> None:
     with node.store.write() as session:
         usage = record_usage(
-            session,
-            Usage(
-                agreement_id=plan.agreement_id,
-                job_id=pid,
-                action="transfer",
-                consumer=plan.consumer,
-                provider=node.name,
-                dataset=plan.dataset,
-                started_at=plan.started,
-                finished_at=max(_now(), plan.started),
-                status="denied",
-            ),
-            actor=actor,
-            terms=plan.terms,
+            session, _usage(node, pid, plan, status="denied"), actor=actor, terms=plan.terms
         )
         log.append(
             session,
@@ -367,6 +354,27 @@ def _deny(
         )
         _extract(session, pid).reason = reasons
     terminate(node, pid, code="policy_denied", reasons=reasons, actor=actor, transport=transport)
+
+
+def _usage(
+    node: Node, pid: str, plan: _Plan, *, status: str, rows: int = 0, size: int = 0
+) -> Usage:
+    """The usage record of transfer ``pid`` under ``plan``, finished now: ``rows`` scanned and
+    sent, ``size`` bytes out."""
+    return Usage(
+        agreement_id=plan.agreement_id,
+        job_id=pid,
+        action="transfer",
+        consumer=plan.consumer,
+        provider=node.name,
+        dataset=plan.dataset,
+        started_at=plan.started,
+        finished_at=max(_now(), plan.started),
+        status=status,
+        rows_scanned=rows,
+        result_rows=rows,
+        bytes_out=size,
+    )
 
 
 def _write_extract(
@@ -456,19 +464,13 @@ def serve_pull(
             plan, _, _ = _load_plan(node, session, row)
             usage = record_usage(
                 session,
-                Usage(
-                    agreement_id=row.agreement_id,
-                    job_id=pid,
-                    action="transfer",
-                    consumer=peer.name,
-                    provider=node.name,
-                    dataset=plan.dataset,
-                    started_at=plan.started,
-                    finished_at=max(_now(), plan.started),
+                _usage(
+                    node,
+                    pid,
+                    plan,
                     status="completed",
-                    rows_scanned=int(ext.rows or 0),
-                    result_rows=int(ext.rows or 0),
-                    bytes_out=int(ext.bytes or 0),
+                    rows=int(ext.rows or 0),
+                    size=int(ext.bytes or 0),
                 ),
                 actor=PEER_ACTOR.format(peer.name),
                 terms=plan.terms,
