@@ -10,8 +10,7 @@ from dataspace import scenarios
 COVERED = ("weather", "carbon", "health", "agriculture")
 # Scenarios with a test file of their own (test_<name>.py) are not run twice.
 OWN_TESTS = ("finance", "manufacturing", "science", "urban", "commerce", "transport")
-RUNNABLE = [n for n in scenarios.names()
-            if not scenarios.get(n).needs_training and n not in COVERED and n not in OWN_TESTS]
+RUNNABLE = [n for n in scenarios.names() if n not in COVERED and n not in OWN_TESTS]
 
 
 def test_every_scenario_is_run_by_some_test() -> None:

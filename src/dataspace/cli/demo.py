@@ -6,7 +6,6 @@ import typer
 from rich.console import Console
 
 from dataspace import scenarios
-from dataspace.scenarios.base import NeedsTraining
 
 console = Console(highlight=False)
 
@@ -30,11 +29,7 @@ def demo(
     if size not in ("small", "default", "large"):
         raise typer.BadParameter("size is small, default or large")
     chosen = scenarios.get(scenario)
-    try:
-        report = run(chosen, size=size, seed=seed, data=data, keep=keep)
-    except NeedsTraining as exc:
-        console.print(f"[yellow]{chosen.name}: {exc.message}[/yellow]")
-        raise typer.Exit(3) from None
+    report = run(chosen, size=size, seed=seed, data=data, keep=keep)
     render(report, console, keep=keep)
 
 

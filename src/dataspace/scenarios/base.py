@@ -49,13 +49,6 @@ SECTORS = {
 }
 
 
-class NeedsTraining(DataspaceError):
-    """The scenario cannot run in this build: it needs the federated training service."""
-
-    code = "needs_federated_training"
-    exit_code = 3
-
-
 class ScenarioError(DataspaceError):
     """A scenario could not run: a step failed or its data did not fit."""
 
@@ -161,7 +154,7 @@ class Scenario(ABC):
     use_case: str
     capability: str
     metric_name: str
-    needs_training: bool = False
+    needs_training: bool = False  # federated training: the runner adds the operator as dealer
     public_data: str | None = None  # which real public data set `--data public` uses
 
     @property
@@ -184,13 +177,6 @@ class Scenario(ABC):
     @abstractmethod
     def metric(self, runs: list[tuple[int, Generated, dict[str, Any]]]) -> MetricResult:
         """The multiplier over every seed's (seed, generated, released) triple."""
-
-    def preflight(self) -> None:
-        """Raise before any node starts when the build cannot run this scenario."""
-        if self.needs_training:
-            from dataspace.scenarios.training import require_training
-
-            require_training()
 
     def consumer(self) -> str:
         return next(p.name for p in self.parties() if p.role == "consumer")

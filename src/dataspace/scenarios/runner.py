@@ -123,7 +123,6 @@ def run(
     if workdir is None:
         own_tmp = Path(tempfile.mkdtemp(prefix=f"dataspace-{scenario.name}-"))
         workdir = own_tmp
-    scenario.preflight()
     parties = scenario.parties()
     cluster = cluster_mod.create(
         workdir,

@@ -56,7 +56,6 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
-    Control,
     Estimate,
     Generated,
     MetricResult,
@@ -67,12 +66,13 @@ from dataspace.scenarios.base import (
 )
 from dataspace.scenarios.common import overlap_mask, rng_for
 from dataspace.scenarios.sectors.vertical import (
-    Group,
     Runs,
     evaluator_tables,
+    flow_record,
     held_out_estimate,
     held_out_flow,
-    held_out_leaks,
+    held_out_groups,
+    kept_out_control,
     latent_label,
     vertical_offers,
 )
@@ -116,7 +116,7 @@ class StockOut(Scenario):
     use_case = "brand–retailer demand: next-week stock-out per store-SKU"
     capability = "PSI + VFL"
     metric_name = "stock-out AUC, brand-only vs fused"
-    needs_training = True  # runs: the training service is in this build; the runner adds a dealer
+    needs_training = True  # vertical LR: the runner adds the operator as dealer
     seeds = SEEDS
     label = LABEL
 
@@ -260,41 +260,10 @@ class StockOut(Scenario):
             psi_step="PSI (training store-SKUs) on store-SKU with {provider}",
             score_step="PSI (held-out store-SKUs) on store-SKU with {provider}",
         )
-        fused, retailed = out["jobs"][FUSED], out["jobs"][RETAILED]
-        metrics = fused["view"]["result"]["metrics"]
-        contribution = fused["view"]["result"].get("contribution") or {}
-        return {
-            "job_id": fused["view"]["id"],
-            "model_id": fused["view"]["result"]["model_id"],
-            "retailer_model_id": retailed["view"]["result"]["model_id"],
-            "train_psi_datasets": out["train_psi_datasets"],
-            "train_job_datasets": out["train_job_datasets"],
-            "score_psi_datasets": out["score_psi_datasets"],
-            "aligned": int(fused["common"].size),
-            "job_rows": int(metrics["train_rows"]) + int(metrics["held_out_rows"]),
-            "fit_rows": int(fused["fit"].size),
-            "retailer_aligned": int(retailed["common"].size),
-            "scored": out["scored"][FUSED],
-            "retailer_scored": out["scored"][RETAILED],
-            "evaluated": len(out["scores"]["entity_id"]),
-            "baseline_gap": out["baseline_gap"],
-            "scores": out["scores"],
-            "shapley": {k: float(v) for k, v in (contribution.get("values") or {}).items()},
-            "train_seconds": float(metrics.get("train_seconds") or 0.0),
-            "bytes_by_brand": int(metrics.get("bytes_exchanged_by_initiator") or 0),
-        }
+        return flow_record(out, BRAND, RETAILED, "retailer")
 
     def metric(self, runs: Runs) -> MetricResult:
-        groups: list[Group] = []
-        leaks: list[str] = []
-        for _, gen, r in runs:
-            truth = dict(zip(gen.heldout["entity_id"], gen.heldout["label"].tolist(), strict=True))
-            ids_ = r["scores"]["entity_id"]
-            leaks += held_out_leaks(gen, BRAND, ids_)
-            y = np.asarray([truth.get(e, -1) for e in ids_], dtype=float)
-            groups.append(
-                (y, {k: np.asarray(v, float) for k, v in r["scores"].items() if k != "entity_id"})
-            )
+        groups, leaks = held_out_groups(runs, BRAND)
         if leaks:
             raise ScenarioError(f"{len(leaks)} scored store-SKUs are not the held-out ones")
 
@@ -339,18 +308,12 @@ class StockOut(Scenario):
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[
-                Control(
+                kept_out_control(
+                    runs,
                     "held-out store-SKUs kept out of training",
                     "no scored store-SKU in the training file; training PSI and jobs read "
                     "shipments only",
-                    "; ".join(
-                        f"seed {s}: PSI {r['train_psi_datasets']}, jobs {r['train_job_datasets']}"
-                        for s, _, r in runs
-                    ),
-                    all(
-                        r["train_psi_datasets"] == r["train_job_datasets"] == f"shipments_s{s}"
-                        for s, _, r in runs
-                    ),
+                    "shipments",
                 )
             ],
         )

@@ -77,15 +77,18 @@ from dataspace.scenarios.common import overlap_mask, rng_for
 from dataspace.scenarios.sectors.vertical import (
     Group,
     Runs,
-    common_positions,
-    evaluator_split,
+    evaluator_tables,
+    fit_job,
     held_out_estimate,
-    home_lr,
+    held_out_groups,
+    held_out_table,
+    home_baseline,
+    job_datasets,
+    kept_out_control,
     latent_label,
     predict_scores,
     psi_align,
     refuse_label_copies,
-    train_job,
     vertical_offers,
 )
 from dataspace.scenarios.stats import auc, ks
@@ -117,6 +120,7 @@ ALONE_TAX_ROWS = "bank only (bank ∩ tax rows)"  # the bank's model on the bank
 STEPS = ((TAXED, ALONE, "bank + tax − bank only"), (FUSED, TAXED, "fused − bank + tax"))
 PLANTED = "collections_flag"  # the planted label copy (the outcome, 1% flipped)
 METRICS = {"AUC": auc, "KS": ks}
+BASELINE = ("auc_label_party_only", auc)  # the job's own bank-only metric, recomputed at home
 
 
 def evaluator_key(seed: int) -> bytes:
@@ -130,7 +134,7 @@ class SmeCredit(Scenario):
     use_case = "SME credit from power and tax data (电力看信贷 / 信易贷)"
     capability = "PSI + VFL"
     metric_name = "AUC / KS, bank-only → bank + tax → fused"
-    needs_training = True  # runs: the training service is in this build; the runner adds a dealer
+    needs_training = True  # vertical LR: the runner adds the operator as dealer
     seeds = SEEDS
     label = LABEL
 
@@ -186,20 +190,19 @@ class SmeCredit(Scenario):
         tables: dict[str, list[tuple[str, pa.Table]]] = {}
         # bank: every borrower (features from the 12 months before the label window), split by
         # the evaluator before any PSI: the held-out firms' labels go to the evaluator only.
-        held = evaluator_split(codes, p["holdout"], evaluator_key(seed))
         bank = pa.table(
             {
                 "entity_id": codes,
                 "loan_amount": np.round(np.exp(4.0 + 0.6 * z[:, 0] + eps(nb, n)), 1),  # 万元
                 "account_flow": np.round(30 * (z[:, 1] + 0.3 * z[:, 3] + eps(nb, n)), 1),
                 "credit_inquiries_6m": rng.poisson(np.exp(0.8 - 0.6 * z[:, 1])),
+                LABEL: label,
             }
         )
-        train, test = np.flatnonzero(~held), np.flatnonzero(held)
-        tables[BANK] = [
-            ("loans", bank.take(train).append_column(LABEL, pa.array(label[train]))),
-            ("applicants", bank.take(test)),  # no label: the evaluator holds it
-        ]
+        loans, applicants, heldout = evaluator_tables(
+            bank, LABEL, p["holdout"], evaluator_key(seed), p["split"]
+        )
+        tables[BANK] = [("loans", loans), ("applicants", applicants)]  # applicants: no label
         # tax bureau: 60–80% of the borrowers
         t = np.flatnonzero(overlap_mask(rng, n, *p["overlap"]))
         level = np.clip(np.round(2.2 + 1.1 * (z[t, 2] + eps(nt, t.size))), 0, 4).astype(int)
@@ -267,12 +270,7 @@ class SmeCredit(Scenario):
             tables=tables,
             params=p,
             version="finance/3",
-            heldout={
-                "split": p["split"],
-                "share": HOLDOUT,
-                "entity_id": [codes[i] for i in test],
-                "label": label[test],
-            },
+            heldout=heldout,
         )
 
     def offers(self) -> list[OfferSpec]:
@@ -319,13 +317,10 @@ class SmeCredit(Scenario):
             parallel=True,
         )
         ctx.step("scoring the held-out applicants (bank only, bank + tax, fused, control)")
-        block = _block(applicants)
-        ids = applicants.column("entity_id").to_pylist()
 
         def score(job: dict[str, Any], providers: tuple[str, ...]) -> dict[int, float]:
             align = [score_views[p]["id"] for p in providers]
-            positions, scores = predict_scores(ctx, BANK, job["model_id"], align)
-            return dict(zip(positions.tolist(), scores.tolist(), strict=True))
+            return predict_scores(ctx, BANK, job["view"]["result"]["model_id"], align)
 
         with ThreadPoolExecutor(max_workers=3) as pool:
             runs = [
@@ -333,51 +328,41 @@ class SmeCredit(Scenario):
                 for job, providers in ((fused, (TAX, GRID)), (taxed, (TAX,)), (control, (AD,)))
             ]
             by_fused, by_taxed, by_control = (f.result() for f in runs)
-
-        def table(models: dict[str, dict[int, float]], homes: dict[str, Any]) -> dict[str, Any]:
-            """The bank's scores, by firm, of the applicants every one of ``models`` scored
-            (and its home models' scores of the same firms)."""
-            rows = sorted(set.intersection(*(set(s) for s in models.values())))
-            out: dict[str, Any] = {"entity_id": [ids[i] for i in rows]}
-            out.update({name: home(block[rows]) for name, home in homes.items()})
-            out.update({name: [s[i] for i in rows] for name, s in models.items()})
-            return out
-
         # One population for the three steps: the held-out firms every model could score.
-        scored = {
-            "scores": table(
-                {FUSED: by_fused, TAXED: by_taxed},
-                {ALONE: fused["home"], ALONE_TAX_ROWS: taxed["home"]},
-            ),
-            "control": table({CONTROL: by_control}, {ALONE: control["home"]}),
-        }
+        _, scores = held_out_table(
+            applicants,
+            FEATURES[BANK],
+            {FUSED: by_fused, TAXED: by_taxed},
+            {ALONE: fused["home"], ALONE_TAX_ROWS: taxed["home"]},
+        )
+        _, control_scores = held_out_table(
+            applicants, FEATURES[BANK], {CONTROL: by_control}, {ALONE: control["home"]}
+        )
         view, metrics = fused["view"], fused["view"]["result"]["metrics"]
         contribution = view["result"].get("contribution") or {}
         return {
             "job_id": view["id"],
-            "model_id": fused["model_id"],
-            "tax_model_id": taxed["model_id"],
-            "control_model_id": control["model_id"],
+            "model_id": view["result"]["model_id"],
+            "tax_model_id": taxed["view"]["result"]["model_id"],
+            "control_model_id": control["view"]["result"]["model_id"],
             # what the nodes' own records say each step read
-            "train_psi_datasets": _datasets(fit_views.values()),
-            "train_job_datasets": ",".join(
-                sorted({str(j["view"]["params"]["dataset"]) for j in (fused, taxed, control)})
-            ),
-            "score_psi_datasets": _datasets(score_views.values()),
-            "aligned": fused["aligned"],
+            "train_psi_datasets": job_datasets(fit_views.values()),
+            "train_job_datasets": job_datasets(j["view"] for j in (fused, taxed, control)),
+            "score_psi_datasets": job_datasets(score_views.values()),
+            "aligned": int(fused["common"].size),
             "job_rows": int(metrics["train_rows"]) + int(metrics["held_out_rows"]),
-            "fit_rows": fused["fit_rows"],
-            "tax_aligned": taxed["aligned"],
-            "tax_fit_rows": taxed["fit_rows"],
-            "control_aligned": control["aligned"],
+            "fit_rows": int(fused["fit"].size),
+            "tax_aligned": int(taxed["common"].size),
+            "tax_fit_rows": int(taxed["fit"].size),
+            "control_aligned": int(control["common"].size),
             "scored": len(by_fused),
             "tax_scored": len(by_taxed),
-            "evaluated": len(scored["scores"]["entity_id"]),
-            "control_scored": len(scored["control"]["entity_id"]),
+            "evaluated": len(scores["entity_id"]),
+            "control_scored": len(control_scores["entity_id"]),
             "planted_flagged": ",".join(caught),
             "baseline_gap": max(j["gap"] for j in (fused, taxed, control)),
-            "scores": scored["scores"],
-            "control_scores": scored["control"],
+            "scores": scores,
+            "control_scores": control_scores,
             "shapley": {k: float(v) for k, v in (contribution.get("values") or {}).items()},
             "train_seconds": float(metrics.get("train_seconds") or 0.0),
             "bytes_by_bank": int(metrics.get("bytes_exchanged_by_initiator") or 0),
@@ -392,62 +377,35 @@ class SmeCredit(Scenario):
         contribution: bool,
     ) -> dict[str, Any]:
         """One vertical-LR job over the training firms the bank shares with ``providers``, and
-        the bank-only model trained at home on exactly the job's fitting rows."""
-        from dataspace.services.train_roles import split_rows
-
-        body = {
-            "agreements": [ctx.agreements[f"train:{p}"] for p in providers],
-            "peers": list(providers),
-            "model": "vlr",
-            "label": LABEL,
-            "features": {BANK: FEATURES[BANK], **{p: FEATURES[p] for p in providers}},
-            "align": [views[p]["id"] for p in providers],
-            "params": VLR_PARAMS,
-            "holdout": VALIDATION,
-            "seed": ctx.seed,
-            "contribution": contribution,
-        }
-        view = train_job(ctx, BANK, body)
-        common = common_positions(ctx, BANK, [views[p] for p in providers])
-        fit, test = split_rows(int(common.size), VALIDATION, ctx.seed)
-        metrics = view["result"]["metrics"]
-        if int(metrics["train_rows"]) != fit.size:
-            raise ScenarioError(
-                f"job {view['id']} fitted {metrics['train_rows']} rows, the bank counts {fit.size}"
-            )
+        the bank-only model trained at home on exactly the job's fitting rows (``home``, with its
+        ``gap`` to the job's own bank-only baseline)."""
+        job = fit_job(
+            ctx,
+            BANK,
+            views,
+            providers,
+            family="vlr",
+            label=LABEL,
+            features=FEATURES,
+            params=VLR_PARAMS,
+            validation=VALIDATION,
+            contribution=contribution,
+        )
         loans = ctx.own(BANK, "loans")
         x, y = _block(loans), loans.column(LABEL).to_numpy().astype(float)
-        home = home_lr(x[common[fit]], y[common[fit]], VLR_PARAMS, ctx.seed, BANK)
-        # The job scored the bank's own model on its validation rows too: the same number
-        # shows the baseline here is the job's own (same rows, family and schedule).
-        gap = abs(auc(home(x[common[test]]), y[common[test]]) - metrics["auc_label_party_only"])
-        return {
-            "view": view,
-            "model_id": view["result"]["model_id"],
-            "aligned": int(common.size),
-            "fit_rows": int(fit.size),
-            "home": home,
-            "gap": float(gap),
-        }
+        home, gap = home_baseline(
+            job, x, y, VLR_PARAMS, ctx.seed, BANK, family="vlr", baseline=BASELINE
+        )
+        return {**job, "home": home, "gap": gap}
 
     # --- the metric: what the evaluator computes on its held-out firms --------------------------
 
     def metric(self, runs: Runs) -> MetricResult:
-        main: list[Group] = []
-        ctl: list[Group] = []
-        leaks: list[str] = []
-        for _, gen, r in runs:
-            truth = dict(zip(gen.heldout["entity_id"], gen.heldout["label"].tolist(), strict=True))
-            trained = {str(e) for e in gen.tables[BANK][0][1].column("entity_id").to_pylist()}
-            for name, out in (("scores", main), ("control_scores", ctl)):
-                ids_ = r[name]["entity_id"]
-                leaks += [e for e in ids_ if e in trained or e not in truth]
-                y = np.asarray([truth.get(e, -1) for e in ids_], dtype=float)
-                out.append(
-                    (y, {k: np.asarray(v, float) for k, v in r[name].items() if k != "entity_id"})
-                )
-        if leaks:
-            raise ScenarioError(f"{len(leaks)} scored firms are not the evaluator's held-out firms")
+        main, leaks = held_out_groups(runs, BANK)
+        ctl, control_leaks = held_out_groups(runs, BANK, "control_scores")
+        if leaks or control_leaks:
+            n = len(leaks) + len(control_leaks)
+            raise ScenarioError(f"{n} scored firms are not the evaluator's held-out firms")
         estimates: list[Estimate] = []
         for m in METRICS:
             estimates += [held_out(main, m, v) for v in (ALONE, TAXED, FUSED)]
@@ -528,17 +486,11 @@ class SmeCredit(Scenario):
                     ),
                     all(f == PLANTED for f in flagged),
                 ),
-                Control(
+                kept_out_control(
+                    runs,
                     "held-out firms kept out of training",
                     "no scored firm in the training file; training PSI and jobs read loans only",
-                    "; ".join(
-                        f"seed {s}: PSI {r['train_psi_datasets']}, jobs {r['train_job_datasets']}"
-                        for s, _, r in runs
-                    ),
-                    all(
-                        r["train_psi_datasets"] == r["train_job_datasets"] == f"loans_s{s}"
-                        for s, _, r in runs
-                    ),
+                    "loans",
                 ),
             ],
         )
@@ -580,7 +532,3 @@ def _planted_copy(label: np.ndarray, seed: int) -> np.ndarray:
 
 def _block(table: pa.Table) -> np.ndarray:
     return np.column_stack([table.column(c).to_numpy().astype(float) for c in FEATURES[BANK]])
-
-
-def _datasets(views: Any) -> str:
-    return ",".join(sorted({str(v["params"]["dataset"]) for v in views}))

@@ -118,7 +118,8 @@ def home_scores(
     x = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])
     y = table.column(label).to_numpy().astype(np.float64)
     test = table.column(TEST).to_numpy().astype(bool)
-    config = config_of({**params, "seed": 0})  # the job runs with seed 0 (POST /train has none)
+    # run_fedavg sends no seed, so the job runs with POST /train's default seed, 0.
+    config = config_of({**params, "seed": 0})
     alone = local_train(
         model,
         model.init(config.seed),

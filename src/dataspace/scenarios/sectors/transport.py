@@ -66,7 +66,6 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
-    Control,
     Estimate,
     Generated,
     MetricResult,
@@ -78,11 +77,14 @@ from dataspace.scenarios.base import (
 from dataspace.scenarios.common import ordered, overlap_mask, rng_for
 from dataspace.scenarios.sectors.vertical import (
     Group,
+    Runs,
     evaluator_tables,
+    flow_record,
     held_out_estimate,
     held_out_flow,
-    held_out_leaks,
+    held_out_groups,
     home_lr,
+    kept_out_control,
     vertical_offers,
 )
 from dataspace.scenarios.stats import bootstrap_ci
@@ -342,7 +344,7 @@ class MultimodalEta(Scenario):
             psi_step="PSI (training waybills) on the one-waybill number with {provider}",
             score_step="PSI (held-out waybills) on the one-waybill number with {provider}",
         )
-        fused, ported = out["jobs"][FUSED], out["jobs"][PORTED]
+        fused = out["jobs"][FUSED]
         own, held = ctx.own(RAIL, "waybills"), ctx.own(RAIL, "en_route")
         rows = out["positions"]
         # rail + the port's terminal aggregates: fitted at home on the fused job's fitting rows
@@ -357,40 +359,15 @@ class MultimodalEta(Scenario):
         )
         scores = dict(out["scores"])
         scores[SQL] = home(_with_aggregates(held, rows, terminals)).tolist()
-        metrics = fused["view"]["result"]["metrics"]
-        contribution = fused["view"]["result"].get("contribution") or {}
         return {
-            "job_id": fused["view"]["id"],
-            "model_id": fused["view"]["result"]["model_id"],
-            "port_model_id": ported["view"]["result"]["model_id"],
-            "train_psi_datasets": out["train_psi_datasets"],
-            "train_job_datasets": out["train_job_datasets"],
-            "score_psi_datasets": out["score_psi_datasets"],
-            "aligned": int(fused["common"].size),
-            "job_rows": int(metrics["train_rows"]) + int(metrics["held_out_rows"]),
-            "fit_rows": int(fused["fit"].size),
-            "port_aligned": int(ported["common"].size),
-            "scored": out["scored"][FUSED],
-            "port_scored": out["scored"][PORTED],
-            "evaluated": len(scores["entity_id"]),
-            "baseline_gap": out["baseline_gap"],
+            **flow_record(out, RAIL, PORTED, "port"),
             "sql_groups": len(terminals),
             "scores": scores,
             "timetable": held.column("timetable_hours").to_numpy()[rows],
-            "shapley": {k: float(v) for k, v in (contribution.get("values") or {}).items()},
-            "train_seconds": float(metrics.get("train_seconds") or 0.0),
-            "bytes_by_rail": int(metrics.get("bytes_exchanged_by_initiator") or 0),
         }
 
-    def metric(self, runs: list[tuple[int, Generated, dict[str, Any]]]) -> MetricResult:
-        groups: list[Group] = []
-        leaks: list[str] = []
-        for _, gen, r in runs:
-            truth = dict(zip(gen.heldout["entity_id"], gen.heldout["label"].tolist(), strict=True))
-            ids_ = r["scores"]["entity_id"]
-            leaks += held_out_leaks(gen, RAIL, ids_)
-            y = np.asarray([truth.get(e, np.nan) for e in ids_], dtype=float)
-            groups.append((y, {v: np.asarray(r["scores"][v], float) for v in VARIANTS}))
+    def metric(self, runs: Runs) -> MetricResult:
+        groups, leaks = held_out_groups(runs, RAIL)
         if leaks:
             raise ScenarioError(f"{len(leaks)} predicted waybills are not the held-out ones")
 
@@ -467,18 +444,12 @@ class MultimodalEta(Scenario):
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[
-                Control(
+                kept_out_control(
+                    runs,
                     "held-out waybills kept out of training",
                     "no predicted waybill in the training file; training PSI and jobs read "
                     "waybills only",
-                    "; ".join(
-                        f"seed {s}: PSI {r['train_psi_datasets']}, jobs {r['train_job_datasets']}"
-                        for s, _, r in runs
-                    ),
-                    all(
-                        r["train_psi_datasets"] == r["train_job_datasets"] == f"waybills_s{s}"
-                        for s, _, r in runs
-                    ),
+                    "waybills",
                 )
             ],
         )

@@ -4,12 +4,16 @@ Each keeps an evaluator's held-out entities out of training: :func:`evaluator_sp
 keyed hash of the entity, before any PSI; :func:`evaluator_tables` applies it to the label
 party's file in a generator: a training file with the label, a held-out file without it, the
 held-out labels for the evaluator only), :func:`refuse_label_copies`, :func:`psi_align`,
-:func:`train_job`, :func:`predict_scores` (scoring new aligned rows with a trained model) and
-:func:`home_lr` (the label party's own baseline, same family and schedule as the job, vlr or
-vlinreg). Finance composes these steps itself; commerce and transport run them through
-:func:`held_out_flow`. The evaluator's estimates, with paired CIs on one population, are
-:func:`held_out_estimate`'s; :func:`held_out_leaks` is its check of the scored entities. Each
-scenario keeps its own generator, parties, offers' datasets and wording.
+:func:`fit_job` (one training job, :func:`train_job`, and the rows it fitted),
+:func:`home_baseline` (the label party's own baseline, :func:`home_lr`: same family and
+schedule as the job, vlr or vlinreg, checked against the job's own), :func:`predict_scores`
+(scoring new aligned rows with a trained model) and :func:`held_out_table` (the held-out scores
+by entity, on one population). Finance composes these steps itself; commerce and transport run
+them through :func:`held_out_flow` and release :func:`flow_record`. The evaluator's estimates,
+with paired CIs on one population, are :func:`held_out_estimate`'s, over the seeds'
+:func:`held_out_groups`; :func:`held_out_leaks` is its check of the scored entities and
+:func:`kept_out_control` its control that training read the training file only. Each scenario
+keeps its own generator, parties, offers' datasets and wording.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataspace.scenarios.base import Generated, OfferSpec, ScenarioError
+from dataspace.scenarios.base import Control, Generated, OfferSpec, ScenarioError
 from dataspace.scenarios.stats import bootstrap_ci, label_copy_flags, mean_over_strata
 
 TRAIN_TIMEOUT = 600.0
@@ -156,19 +160,64 @@ def train_job(
     return view
 
 
+def fit_job(
+    ctx: Any,
+    party: str,
+    views: Mapping[str, dict[str, Any]],
+    providers: Sequence[str],
+    *,
+    family: str,
+    label: str,
+    features: Mapping[str, list[str]],
+    params: Mapping[str, Any],
+    validation: float,
+    contribution: bool,
+) -> dict[str, Any]:
+    """One ``family`` job (:func:`train_job`) over the training entities ``party`` shares with
+    ``providers`` (their align jobs ``views``), with its own ``validation`` split of those rows
+    and the run's seed; ``contribution``: the job also trains every coalition for the providers'
+    exact Shapley values. Checks that the job fitted the rows ``party`` counts; returns its
+    final ``view`` and ``party``'s row positions: the aligned rows (``common``), the job's
+    fitting rows (``fit``) and its validation rows (``test``)."""
+    from dataspace.services.train_roles import split_rows
+
+    body = {
+        "agreements": [ctx.agreements[f"train:{p}"] for p in providers],
+        "peers": list(providers),
+        "model": family,
+        "label": label,
+        "features": {party: features[party], **{p: features[p] for p in providers}},
+        "align": [views[p]["id"] for p in providers],
+        "params": dict(params),
+        "holdout": validation,
+        "seed": ctx.seed,
+        "contribution": contribution,
+    }
+    view = train_job(ctx, party, body)
+    common = common_positions(ctx, party, [views[p] for p in providers])
+    fit, test = split_rows(int(common.size), validation, ctx.seed)
+    metrics = view["result"]["metrics"]
+    if int(metrics["train_rows"]) != fit.size:
+        raise ScenarioError(
+            f"job {view['id']} fitted {metrics['train_rows']} rows, {party} counts {fit.size}"
+        )
+    return {"view": view, "common": common, "fit": common[fit], "test": common[test]}
+
+
 def predict_scores(
     ctx: Any, party: str, model_id: str, align: Sequence[str], *, column: str = "score"
-) -> tuple[np.ndarray, np.ndarray]:
+) -> dict[int, float]:
     """``POST /predict``: score the rows of the align jobs ``align`` with ``model_id``. The
-    scores are revealed to ``party`` only and written under its node's data dir; returns
-    (``party``'s row positions, the scores file's ``column``: ``score`` for vlr, ``prediction``
-    — in the target's units — for vlinreg)."""
+    scores are revealed to ``party`` only and written under its node's data dir; returns the
+    scores file's ``column`` (``score`` for vlr, ``prediction`` — in the target's units — for
+    vlinreg) by ``party``'s row position."""
     body = {"model": model_id, "rows": list(align)}
     view = dict(ctx.api[party].json("POST", "/predict", json=body))
     if view.get("state") != "SUCCEEDED":
         raise ScenarioError(f"prediction with {model_id} ended {view.get('state')}")
     table = pq.read_table(view["result"]["scores_file"])
-    return table.column("position").to_numpy(), table.column(column).to_numpy()
+    positions, scores = table.column("position").to_numpy(), table.column(column).to_numpy()
+    return dict(zip(positions.tolist(), scores.tolist(), strict=True))
 
 
 def home_lr(
@@ -212,6 +261,54 @@ def home_lr(
     _, scalers = prepare([block], make_plan(int(labels.size), config), config.clip)
     scaler = scalers[0]
     return lambda x: np.asarray(scaler.transform(x) @ w + b, dtype=float)
+
+
+def home_baseline(
+    job: Mapping[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    seed: int,
+    party: str,
+    *,
+    family: str,
+    baseline: tuple[str, Callable[[np.ndarray, np.ndarray], float]],
+) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """``party``'s own model (:func:`home_lr`) trained at home on the fitting rows of ``job``
+    (a :func:`fit_job`; ``x``, ``y``: ``party``'s columns and label, all its rows), and its gap
+    to the job's own baseline. The job scored ``party``'s own model on its validation rows too
+    (``baseline``: the job metric's key and the function that recomputes it): a gap of about 0
+    shows the baseline here is the job's own (same rows, family and schedule)."""
+    fit, test = job["fit"], job["test"]
+    home = home_lr(x[fit], y[fit], params, seed, party, family=family)
+    name, fn = baseline
+    gap = abs(fn(home(x[test]), y[test]) - job["view"]["result"]["metrics"][name])
+    return home, float(gap)
+
+
+def held_out_table(
+    held: pa.Table,
+    columns: Sequence[str],
+    scored: Mapping[str, Mapping[int, float]],
+    homes: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The label party's scores, by entity, of its held-out rows (``held``, its file without
+    the label) that every model of ``scored`` (variant -> scores by row position) scored — one
+    population — with its home models' (``homes``, on its ``columns``) scores of the same rows.
+    Returns (the rows' positions, the table: ``entity_id`` then a column per variant)."""
+    rows = sorted(set.intersection(*(set(s) for s in scored.values())))
+    block = np.column_stack([held.column(c).to_numpy().astype(float) for c in columns])
+    ids_ = held.column("entity_id").to_pylist()
+    table: dict[str, Any] = {"entity_id": [str(ids_[i]) for i in rows]}
+    for variant, home in homes.items():
+        table[variant] = np.asarray(home(block[rows]), dtype=float).tolist()
+    table.update({v: [s[i] for i in rows] for v, s in scored.items()})
+    return np.asarray(rows, dtype=np.int64), table
+
+
+def job_datasets(views: Iterable[Mapping[str, Any]]) -> str:
+    """The datasets the nodes' own records of jobs (their views) say they read, comma-separated."""
+    return ",".join(sorted({str(v["params"]["dataset"]) for v in views}))
 
 
 def evaluator_split(entity_ids: Sequence[str], share: float, key: bytes) -> np.ndarray:
@@ -282,8 +379,6 @@ def held_out_flow(
     held-out entities every model scored (one population), and what the nodes' own job records
     say each step read.
     """
-    from dataspace.services.train_roles import split_rows
-
     own = ctx.own(party, train_dataset)
     refuse_label_copies(own, features[party], label)
     providers = list(dict.fromkeys(p for ps in models.values() for p in ps))
@@ -293,72 +388,81 @@ def held_out_flow(
     first = next(iter(models))
 
     def train(variant: str) -> dict[str, Any]:
-        ps = models[variant]
-        body = {
-            "agreements": [ctx.agreements[f"train:{p}"] for p in ps],
-            "peers": list(ps),
-            "model": family,
-            "label": label,
-            "features": {party: features[party], **{p: features[p] for p in ps}},
-            "align": [fit_views[p]["id"] for p in ps],
-            "params": dict(params),
-            "holdout": validation,
-            "seed": ctx.seed,
-            "contribution": variant == first,
-        }
-        view = train_job(ctx, party, body)
-        common = common_positions(ctx, party, [fit_views[p] for p in ps])
-        fit, test = split_rows(int(common.size), validation, ctx.seed)
-        metrics = view["result"]["metrics"]
-        if int(metrics["train_rows"]) != fit.size:
-            raise ScenarioError(
-                f"job {view['id']} fitted {metrics['train_rows']} rows, {party} counts {fit.size}"
-            )
-        return {"view": view, "common": common, "fit": common[fit], "test": common[test]}
+        return fit_job(
+            ctx,
+            party,
+            fit_views,
+            models[variant],
+            family=family,
+            label=label,
+            features=features,
+            params=params,
+            validation=validation,
+            contribution=variant == first,
+        )
 
     for variant in models:
         ctx.step(f"{family}: {variant}" + (", every coalition, Shapley" * (variant == first)))
     with ThreadPoolExecutor(max_workers=len(models)) as pool:
         jobs = dict(zip(models, pool.map(train, models), strict=True))
-    full = jobs[first]
-    home = home_lr(x[full["fit"]], y[full["fit"]], params, ctx.seed, party, family=family)
-    name, fn = baseline
-    # The job scored the label party's own model on its validation rows too: the same number
-    # shows the baseline here is the job's own (same rows, family and schedule).
-    gap = abs(fn(home(x[full["test"]]), y[full["test"]]) - full["view"]["result"]["metrics"][name])
+    home, gap = home_baseline(
+        jobs[first], x, y, params, ctx.seed, party, family=family, baseline=baseline
+    )
     score_views = psi_align(ctx, party, score_dataset, providers, key, score_step, parallel=True)
     ctx.step(f"scoring the held-out entities ({', '.join([alone, *models])})")
-    held = ctx.own(party, score_dataset)
     column = "prediction" if family == "vlinreg" else "score"
 
     def score(variant: str) -> dict[int, float]:
         align = [score_views[p]["id"] for p in models[variant]]
         model_id = jobs[variant]["view"]["result"]["model_id"]
-        positions, scores = predict_scores(ctx, party, model_id, align, column=column)
-        return dict(zip(positions.tolist(), scores.tolist(), strict=True))
+        return predict_scores(ctx, party, model_id, align, column=column)
 
     with ThreadPoolExecutor(max_workers=len(models)) as pool:
         scored = dict(zip(models, pool.map(score, models), strict=True))
-    rows = sorted(set.intersection(*(set(v) for v in scored.values())))
-    block = np.column_stack([held.column(c).to_numpy().astype(float) for c in features[party]])
-    ids_ = held.column("entity_id").to_pylist()
-    table: dict[str, Any] = {"entity_id": [str(ids_[i]) for i in rows]}
-    table[alone] = np.asarray(home(block[rows]), dtype=float).tolist()
-    table.update({v: [s[i] for i in rows] for v, s in scored.items()})
-
-    def datasets(views: Iterable[dict[str, Any]]) -> str:
-        return ",".join(sorted({str(v["params"]["dataset"]) for v in views}))
-
+    held = ctx.own(party, score_dataset)
+    positions, table = held_out_table(held, features[party], scored, {alone: home})
     return {
         "jobs": jobs,
         "home": home,
-        "baseline_gap": float(gap),
+        "baseline_gap": gap,
         "scored": {v: len(s) for v, s in scored.items()},
-        "positions": np.asarray(rows, dtype=np.int64),
+        "positions": positions,
         "scores": table,
-        "train_psi_datasets": datasets(fit_views.values()),
-        "train_job_datasets": datasets(j["view"] for j in jobs.values()),
-        "score_psi_datasets": datasets(score_views.values()),
+        "train_psi_datasets": job_datasets(fit_views.values()),
+        "train_job_datasets": job_datasets(j["view"] for j in jobs.values()),
+        "score_psi_datasets": job_datasets(score_views.values()),
+    }
+
+
+def flow_record(out: Mapping[str, Any], party: str, second: str, prefix: str) -> dict[str, Any]:
+    """What a label party's flow hands back of a :func:`held_out_flow` run (``out``) with two
+    federated variants: the full model's job (the first variant) and ``second``'s, whose keys
+    start with ``prefix``; what the nodes' own records say each step read; the rows each job
+    aligned and fitted and each model scored; the held-out scores; the providers' Shapley
+    values; and the bytes ``party`` sent."""
+    first = next(iter(out["jobs"]))
+    full, part = out["jobs"][first], out["jobs"][second]
+    metrics = full["view"]["result"]["metrics"]
+    contribution = full["view"]["result"].get("contribution") or {}
+    return {
+        "job_id": full["view"]["id"],
+        "model_id": full["view"]["result"]["model_id"],
+        f"{prefix}_model_id": part["view"]["result"]["model_id"],
+        "train_psi_datasets": out["train_psi_datasets"],
+        "train_job_datasets": out["train_job_datasets"],
+        "score_psi_datasets": out["score_psi_datasets"],
+        "aligned": int(full["common"].size),
+        "job_rows": int(metrics["train_rows"]) + int(metrics["held_out_rows"]),
+        "fit_rows": int(full["fit"].size),
+        f"{prefix}_aligned": int(part["common"].size),
+        "scored": out["scored"][first],
+        f"{prefix}_scored": out["scored"][second],
+        "evaluated": len(out["scores"]["entity_id"]),
+        "baseline_gap": out["baseline_gap"],
+        "scores": out["scores"],
+        "shapley": {k: float(v) for k, v in (contribution.get("values") or {}).items()},
+        "train_seconds": float(metrics.get("train_seconds") or 0.0),
+        f"bytes_by_{party}": int(metrics.get("bytes_exchanged_by_initiator") or 0),
     }
 
 
@@ -371,6 +475,41 @@ def held_out_leaks(gen: Generated, party: str, entity_ids: Iterable[str]) -> lis
 
 
 Group = tuple[np.ndarray, dict[str, np.ndarray]]  # one seed: held-out labels, scores by variant
+
+
+def held_out_groups(runs: Runs, party: str, name: str = "scores") -> tuple[list[Group], list[str]]:
+    """What the evaluator joins, by entity, for each seed: the held-out labels it holds and the
+    scores by variant of the table ``name`` that ``party``'s flow handed it (a
+    :func:`held_out_table`); and the scored entities that fail its check
+    (:func:`held_out_leaks`: empty when clean)."""
+    groups: list[Group] = []
+    leaks: list[str] = []
+    for _, gen, r in runs:
+        truth = dict(zip(gen.heldout["entity_id"], gen.heldout["label"].tolist(), strict=True))
+        ids_ = r[name]["entity_id"]
+        leaks += held_out_leaks(gen, party, ids_)
+        y = np.asarray([truth.get(e, np.nan) for e in ids_], dtype=float)
+        scores = {k: np.asarray(v, float) for k, v in r[name].items() if k != "entity_id"}
+        groups.append((y, scores))
+    return groups, leaks
+
+
+def kept_out_control(runs: Runs, name: str, expected: str, dataset: str) -> Control:
+    """The control that the held-out entities stayed out of training: the nodes' own records
+    (the flow's ``train_psi_datasets`` and ``train_job_datasets``) say the training PSI and
+    every training job of each seed read the label party's ``dataset`` only."""
+    return Control(
+        name,
+        expected,
+        "; ".join(
+            f"seed {s}: PSI {r['train_psi_datasets']}, jobs {r['train_job_datasets']}"
+            for s, _, r in runs
+        ),
+        all(
+            r["train_psi_datasets"] == r["train_job_datasets"] == f"{dataset}_s{s}"
+            for s, _, r in runs
+        ),
+    )
 
 
 def held_out_estimate(
