@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres lint bench clean
+.PHONY: demo test test-sqlite test-postgres lint bench spu clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
+
+# Optional RR22 PSI engine: spu's compiled PSI modules, without its compiler front end
+# (spu declares numpy<2 and jax for that; the PSI modules need neither).
+spu: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps 'spu==0.9.5'
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

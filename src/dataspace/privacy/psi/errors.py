@@ -4,13 +4,20 @@ InputError ── PsiMessageRefused     a message out of order, replayed, trunca
               └─ InvalidPoint        a point that is not a valid group element
 UsageError ── PsiConfigError         unknown mode, group or column kind; bad key spec
               └─ PsiUnavailable      an optional engine (spu / RR22) is not installed
+DataspaceError ── PsiEngineFailed    an optional engine (RR22) stopped with an error
 """
 
 from __future__ import annotations
 
-from dataspace.errors import InputError, UsageError
+from dataspace.errors import DataspaceError, InputError, UsageError
 
-__all__ = ["InvalidPoint", "PsiConfigError", "PsiMessageRefused", "PsiUnavailable"]
+__all__ = [
+    "InvalidPoint",
+    "PsiConfigError",
+    "PsiEngineFailed",
+    "PsiMessageRefused",
+    "PsiUnavailable",
+]
 
 
 class PsiMessageRefused(InputError):
@@ -27,3 +34,7 @@ class PsiConfigError(UsageError):
 
 class PsiUnavailable(PsiConfigError):
     code = "psi_unavailable"
+
+
+class PsiEngineFailed(DataspaceError):
+    code = "psi_engine_failed"

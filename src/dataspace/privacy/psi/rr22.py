@@ -1,43 +1,111 @@
 """Optional fast path: RR22 (Raghuraman & Rindal 2022, VOLE-based OPRF PSI) through ``spu``.
 
-``spu`` (SecretFlow) is an optional extra: it pins numpy < 2 and pulls in jax, so it is not
-installed by default. Without it :func:`run_rr22` raises :class:`PsiUnavailable` with the
-install hint; :func:`rr22_available` says which. Identifiers are normalised and key-encoded
-exactly as for DH-PSI, then handed to ``spu.psi.mem_psi`` with ``PsiType RR22_PSI_2PC`` over
-spu's own link (one instance per party, ``rank`` 0 or 1, ``addresses`` of both parties).
-The result goes to ``receiver_rank`` only unless ``broadcast`` (mode "both").
+``spu`` (SecretFlow, Apache-2.0) declares numpy < 2 and jax for its compiler front end; its
+PSI engine is two compiled modules, ``libspu`` (the network link) and ``libpsi`` (the
+protocols), with no Python dependencies. They are loaded here on their own, without
+importing the ``spu`` package, so spu installed with ``--no-deps`` (``make spu``) runs beside
+this project's numpy 2. Without it :func:`run_rr22` raises :class:`PsiUnavailable` with the
+install hint; :func:`rr22_available` says which.
+
+Identifiers are normalised and key-encoded exactly as for DH-PSI, de-duplicated, written
+hex-encoded to a private temp CSV, and handed to ``libpsi.psi_execute`` with
+``PROTOCOL_RR22`` over spu's own link (brpc over TCP, one instance per party, ``rank`` 0 or
+1, ``addresses`` of both). The intersection goes to ``receiver_rank`` only unless
+``broadcast``. The library runs in a child process (:mod:`.rr22_engine`, started as a
+script): a crash in it cannot take the caller down, and the caller kills it at
+``timeout_seconds`` (a peer that never connects, a refused certificate).
+
+With ``tls`` the link is mutual TLS: each party presents its own certificate and accepts
+only the peer's (exchanged beforehand over an authenticated channel), so nobody else can
+join or read the link.
+
+Threat model (spu's): semi-honest parties; the receiver learns the intersection, the sender
+nothing but the receiver's set size.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import csv
+import datetime
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
-from dataspace.privacy.psi.errors import PsiUnavailable
+from dataspace.privacy.psi import rr22_engine
+from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec
 
-__all__ = ["INSTALL_HINT", "rr22_available", "run_rr22"]
+__all__ = ["INSTALL_HINT", "TlsIdentity", "rr22_available", "run_rr22"]
 
-INSTALL_HINT = "install the optional extra: pip install -e '.[spu]' (Python 3.11, numpy<2)"
+INSTALL_HINT = "install spu without its front-end dependencies: make spu"
+KEY_COLUMN = rr22_engine.KEY_COLUMN
 
 
 def rr22_available() -> bool:
-    """True when ``spu.psi`` can be imported."""
+    """True when spu's compiled PSI modules can be loaded."""
     try:
-        return importlib.util.find_spec("spu") is not None and _spu() is not None
+        _spu()
     except PsiUnavailable:
         return False
+    return True
 
 
+@functools.cache
 def _spu() -> tuple[Any, Any]:
     try:
-        psi = importlib.import_module("spu.psi")
-        link = importlib.import_module("spu.libspu.link")
-    except ImportError as exc:
-        raise PsiUnavailable(f"RR22 needs the 'spu' package ({exc})", hint=INSTALL_HINT) from exc
-    return psi, link
+        return rr22_engine.load_spu()
+    except rr22_engine.SpuMissing as exc:
+        raise PsiUnavailable(str(exc), hint=INSTALL_HINT) from None
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """One party's link certificate and key (PEM files), and the peer's certificate."""
+
+    certificate: Path
+    private_key: Path
+    peer_certificate: Path
+
+    @staticmethod
+    def create(folder: Path, name: str) -> tuple[Path, Path]:
+        """A fresh self-signed P-256 certificate for one run: (certificate, key) in ``folder``."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_path.chmod(0o600)
+        return cert_path, key_path
 
 
 def run_rr22(
@@ -48,21 +116,69 @@ def run_rr22(
     addresses: Sequence[str],
     receiver_rank: int = 0,
     broadcast: bool = False,
+    tls: TlsIdentity | None = None,
+    timeout_seconds: float = 300.0,
+    workdir: str | os.PathLike[str] | None = None,
 ) -> list[bytes]:
-    """This party's side of an RR22 run; returns the intersecting encoded keys it learns."""
-    psi, link = _spu()
+    """This party's side of an RR22 run; returns the intersecting encoded keys it learns
+    (empty for the sender unless ``broadcast``)."""
+    _spu()  # fail early, with the install hint
+    if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
+        raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
     key = KeySpec.parse(spec) if isinstance(spec, str) else spec
-    items = [enc.hex() for row in rows if (enc := key.encode_row(row)) is not None]
-    desc = link.Desc()
-    for i, address in enumerate(addresses):
-        desc.add_party(f"party{i}", address)
-    ctx = link.create_brpc(desc, rank)
-    try:
-        config = psi.MemoryPsiConfig(
-            psi_type=psi.PsiType.Value("RR22_PSI_2PC"),
-            receiver_rank=receiver_rank,
-            broadcast_result=broadcast,
-        )
-        return [bytes.fromhex(x) for x in psi.mem_psi(ctx, config, items)]
-    finally:
-        ctx.stop_link()
+    with tempfile.TemporaryDirectory(prefix="dataspace-rr22-", dir=workdir) as tmp:
+        folder = Path(tmp)
+        source, output = folder / "in.csv", folder / "out.csv"
+        config: dict[str, Any] = {
+            "rank": rank,
+            "addresses": list(addresses),
+            "receiver_rank": receiver_rank,
+            "broadcast": broadcast,
+            "timeout_ms": int(timeout_seconds * 1000),
+            "input": str(source),
+            "output": str(output),
+            "tls": None if tls is None else [str(p) for p in astuple(tls)],
+        }
+        count = _write_keys(source, rows, key)
+        log = folder / "engine.log"
+        with log.open("wb") as sink:
+            child = subprocess.Popen(  # a script, not -m: no package import (~1.5 s)
+                [sys.executable, rr22_engine.__file__, json.dumps(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                code = child.wait(timeout_seconds)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise PsiEngineFailed(
+                    f"RR22 did not finish within {timeout_seconds:g} s (peer unreachable, "
+                    "refused certificate, or a stalled run); the engine was stopped",
+                    hint="check the peer's address and certificate, then retry",
+                ) from None
+        if code != 0:
+            raise PsiEngineFailed(f"RR22 failed: {_last_error(log)}")
+        if count == 0 or not (broadcast or rank == receiver_rank) or not output.exists():
+            return []
+        with output.open(newline="", encoding="ascii") as out:
+            reader = csv.reader(out)
+            next(reader, None)  # header
+            return [bytes.fromhex(line[0]) for line in reader if line]
+
+
+def _write_keys(path: Path, rows: Iterable[Sequence[object]], key: KeySpec) -> int:
+    """Normalised, encoded, de-duplicated keys as one hex column; returns how many."""
+    seen = {enc for row in rows if (enc := key.encode_row(row)) is not None}
+    with path.open("w", encoding="ascii") as out:
+        out.write(KEY_COLUMN + "\n")
+        out.writelines(enc.hex() + "\n" for enc in seen)
+    return len(seen)
+
+
+def _last_error(log: Path) -> str:
+    """The engine's last error line (its log is otherwise noise for the caller)."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [ln for ln in lines if "error" in ln.lower() or "exception" in ln.lower()]
+    return (errors or lines or ["no output"])[-1].strip()[:300]

@@ -1,0 +1,103 @@
+"""The RR22 engine process: spu's compiled PSI modules, run on one party's input file.
+
+Started by :func:`dataspace.privacy.psi.rr22.run_rr22` as a script (``python rr22_engine.py
+CONFIG``), so it imports nothing of this package (whose imports take ~1.5 s) and nothing of
+spu's Python package (which needs jax): only the two extension modules ``libspu`` (the link)
+and ``libpsi`` (the protocols), loaded from spu's install folder. Exit code 0 when the run
+finished; otherwise a line ``error: ...`` on stdout and exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+KEY_COLUMN = "k"
+
+
+class SpuMissing(ImportError):
+    """spu, or one of its two PSI modules, is not installed or does not load."""
+
+
+def load_spu() -> tuple[Any, Any]:
+    """spu's ``libspu`` and ``libpsi`` extension modules, without importing ``spu``."""
+    spec = importlib.util.find_spec("spu")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise SpuMissing("RR22 needs the 'spu' package")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    modules = []
+    for name in ("libspu", "libpsi"):
+        found = sorted(folder.glob(f"{name}*.so"))
+        if not found:
+            raise SpuMissing(f"spu is installed but has no {name} module")
+        loader = importlib.machinery.ExtensionFileLoader(name, str(found[0]))
+        module_spec = importlib.util.spec_from_loader(name, loader)
+        assert module_spec is not None
+        module = sys.modules.get(name) or importlib.util.module_from_spec(module_spec)
+        if name not in sys.modules:
+            try:
+                loader.exec_module(module)
+            except ImportError as exc:
+                raise SpuMissing(f"spu's {name} does not load ({exc})") from exc
+            sys.modules[name] = module
+        modules.append(module)
+    return modules[0], modules[1]
+
+
+def _use_tls(desc: Any, tls: Sequence[str]) -> None:
+    certificate, private_key, peer_certificate = tls
+    desc.enable_ssl = True
+    for options in (desc.client_ssl_opts, desc.server_ssl_opts):  # references into desc
+        options.cert.certificate_path = certificate
+        options.cert.private_key_path = private_key
+        options.verify.ca_file_path = peer_certificate
+        options.verify.verify_depth = 1
+
+
+def execute(config: dict[str, Any]) -> None:
+    """The child's work: one ``psi_execute`` over a fresh link."""
+    libspu, libpsi = load_spu()
+    with contextlib.suppress(Exception):
+        libspu.logging.setup_logging(libspu.logging.LogOptions(enable_console_logger=False))
+    desc = libspu.link.Desc()
+    desc.id = "dataspace-rr22"
+    desc.recv_timeout_ms = int(config["timeout_ms"])
+    desc.connect_retry_times = max(1, int(config["timeout_ms"]) // 200)
+    desc.connect_retry_interval_ms = 200  # the peer's engine may start a moment later
+    for i, address in enumerate(config["addresses"]):
+        desc.add_party(f"party{i}", address)
+    if config["tls"] is not None:
+        _use_tls(desc, config["tls"])
+    context = libspu.link.create_brpc(desc, int(config["rank"]))
+    try:
+        protocol = libpsi.PsiProtocolConfig(
+            protocol=libpsi.PsiProtocol.PROTOCOL_RR22,
+            receiver_rank=int(config["receiver_rank"]),
+            broadcast_result=bool(config["broadcast"]),
+        )
+        libpsi.psi_execute(
+            libpsi.PsiExecuteConfig(
+                protocol_conf=protocol,
+                input_params=libpsi.InputParams(
+                    path=config["input"], selected_keys=[KEY_COLUMN], keys_unique=True
+                ),
+                output_params=libpsi.OutputParams(path=config["output"], disable_alignment=True),
+            ),
+            context,
+        )
+    finally:
+        context.stop_link()
+
+
+if __name__ == "__main__":  # pragma: no cover - the child process of rr22.run_rr22
+    try:
+        execute(json.loads(sys.argv[1]))
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        sys.exit(1)
