@@ -3,6 +3,8 @@ numpy SGD on the same schedule, value of fusion, what is opened, bad input refus
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -131,8 +133,32 @@ def test_predict_needs_the_label_partys_target_scaling(
     data: tuple[dict[str, np.ndarray], np.ndarray], fused: vlinreg.LinregResult
 ) -> None:
     blocks, _ = data
-    from dataclasses import replace
-
     stripped = {**fused.models, "rail": replace(fused.models["rail"], target=None)}
     with pytest.raises(InvalidTrainingInput, match="target scaling"):
         vlinreg.predict(stripped, {k: v[ROWS:] for k, v in blocks.items()}, label_party="rail")
+
+
+def test_decide_overrides_the_stopping_rule_and_the_best_epoch_is_kept(
+    data: tuple[dict[str, np.ndarray], np.ndarray],
+) -> None:
+    """``decide`` (across nodes: the label party's decisions) sees each epoch's validation
+    squared error and its (loss, improved, stop) is followed: here epoch 0 is the best and the
+    run stops after epoch 2, so the weights opened are epoch 0's, not the last epoch's."""
+    blocks, y = data
+    parties = [PartyData(k, v[:ROWS], y[:ROWS] if k == "rail" else None) for k, v in blocks.items()]
+    seen: list[float] = []
+
+    def decide(loss: float) -> tuple[float, bool, bool]:
+        seen.append(loss)
+        return loss, len(seen) == 1, len(seen) == 3
+
+    stopped = vlinreg.train(parties, CONFIG, decide=decide)
+    assert (stopped.epochs_run, stopped.best_epoch) == (3, 0)
+    assert [e.validation_mse for e in stopped.validation] == seen
+    assert seen[2] < seen[0]  # still improving: only ``decide`` made it stop and keep epoch 0
+    one = vlinreg.train(parties, replace(CONFIG, epochs=1))
+    three = vlinreg.train(parties, replace(CONFIG, epochs=3))
+    for name in NAMES:
+        kept = stopped.models[name].weights
+        assert np.allclose(kept, one.models[name].weights, atol=2e-3)
+        assert not np.allclose(kept, three.models[name].weights, atol=2e-3)

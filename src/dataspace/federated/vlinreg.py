@@ -20,7 +20,7 @@ shares, the total opened to the label party only, which maps it back to the targ
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -148,9 +148,16 @@ def _label_party(parties: Sequence[vlr.PartyData]) -> vlr.PartyData:
 
 
 def train(
-    parties: Sequence[vlr.PartyData], config: TrainConfig | None = None
+    parties: Sequence[vlr.PartyData],
+    config: TrainConfig | None = None,
+    *,
+    decide: Callable[[float], tuple[float, bool, bool]] | None = None,
 ) -> LinregResult:
-    """Train vertical linear regression; see the module docstring for who learns what."""
+    """Train vertical linear regression; see the module docstring for who learns what.
+
+    ``decide``: as :func:`vlr.train`'s, on the validation squared error (across nodes: the
+    label party's early-stopping decisions, followed by every node; services/train_roles.py).
+    """
     config = config or DEFAULT_CONFIG
     started = time.perf_counter()
     label = _label_party(parties)
@@ -165,42 +172,19 @@ def train(
     owner = session.nodes[label.name]
     owner.mem["y/train"] = session.fp.encode(target.transform(y[plan.train]))
     owner.mem["y/val"] = session.fp.encode(target.transform(y[plan.validation]))
-    fitted = vlr.fit(session, config)
-    mpc = session.mpc
+    fitted = vlr.fit(session, config, decide)
     curve = [EpochRecord(*point) for point in fitted.curve]
-    best_weights, best_epoch = fitted.best_weights, fitted.best_epoch
-    epochs_run, iterations = fitted.epochs_run, fitted.iterations
-    session.log.step = "release"
-    models: dict[str, LinearPartyModel] = {}
-    for block, w in zip(session.blocks, best_weights, strict=True):
-        opened = mpc.reveal(w, [block.party], f"weights of {block.party} (to its owner)")
-        values = session.fp.decode(opened)
-        intercept, scaling = None, None
-        if block.party == session.label:
-            values, intercept, scaling = values[:-1], float(values[-1]), target
-        models[block.party] = LinearPartyModel(
-            block.party,
-            session.columns[block.party],
-            values,
-            session.scalers[block.party],
-            intercept,
-            scaling,
+
+    def part(party: str, weights: Floats, intercept: float | None) -> LinearPartyModel:
+        scaling = target if party == session.label else None
+        return LinearPartyModel(
+            party, session.columns[party], weights, session.scalers[party], intercept, scaling
         )
+
     return LinregResult(
-        models=models,
-        label_party=session.label,
-        compute_parties=(mpc.parties[0].name, mpc.parties[1].name),
-        dealer=session.dealer.name,
-        epochs_run=epochs_run,
-        iterations=iterations,
-        best_epoch=best_epoch,
+        models=vlr.release(session, fitted, part),
         validation=curve,
-        seconds=time.perf_counter() - started,
-        dealer_seconds=session.dealer.seconds,
-        bytes_by_link={f"{a}->{b}": s.bytes for (a, b), s in session.net.links.items()},
-        openings=list(session.log.openings),
-        masked_openings=session.log.masked_openings,
-        config=config,
+        **vlr.run_facts(session, fitted, started, config),
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -390,38 +391,59 @@ def train(
     started = time.perf_counter()
     session = _Session(parties, config)
     fitted = fit(session, config, decide)
-    mpc = session.mpc
     curve = [EpochRecord(*point) for point in fitted.curve]
-    best_weights, best_epoch = fitted.best_weights, fitted.best_epoch
-    epochs_run, iterations = fitted.epochs_run, fitted.iterations
+
+    def part(party: str, weights: Floats, intercept: float | None) -> PartyModel:
+        return PartyModel(
+            party, session.columns[party], weights, session.scalers[party], intercept
+        )
+
+    return VflResult(
+        models=release(session, fitted, part),
+        validation=curve,
+        **run_facts(session, fitted, started, config),
+    )
+
+
+M = TypeVar("M", bound="PartyModel")
+
+
+def release(
+    session: _Session, fitted: Fitted, part: Callable[[str, Floats, float | None], M]
+) -> dict[str, M]:
+    """Open each best-epoch weight block to its owner only (the intercept goes with the label
+    party's block); ``part`` makes the owner's model part from (party, weights, intercept)."""
     session.log.step = "release"
-    models: dict[str, PartyModel] = {}
-    for block, w in zip(session.blocks, best_weights, strict=True):
-        opened = mpc.reveal(w, [block.party], f"weights of {block.party} (to its owner)")
+    models: dict[str, M] = {}
+    for block, w in zip(session.blocks, fitted.best_weights, strict=True):
+        opened = session.mpc.reveal(w, [block.party], f"weights of {block.party} (to its owner)")
         values = session.fp.decode(opened)
         intercept = None
         if block.party == session.label:
             values, intercept = values[:-1], float(values[-1])
-        models[block.party] = PartyModel(
-            block.party, session.columns[block.party], values,
-            session.scalers[block.party], intercept,
-        )
-    return VflResult(
-        models=models,
-        label_party=session.label,
-        compute_parties=(mpc.parties[0].name, mpc.parties[1].name),
-        dealer=session.dealer.name,
-        epochs_run=epochs_run,
-        iterations=iterations,
-        best_epoch=best_epoch,
-        validation=curve,
-        seconds=time.perf_counter() - started,
-        dealer_seconds=session.dealer.seconds,
-        bytes_by_link={f"{a}->{b}": s.bytes for (a, b), s in session.net.links.items()},
-        openings=list(session.log.openings),
-        masked_openings=session.log.masked_openings,
-        config=config,
-    )
+        models[block.party] = part(block.party, values, intercept)
+    return models
+
+
+def run_facts(
+    session: _Session, fitted: Fitted, started: float, config: TrainConfig
+) -> dict[str, Any]:
+    """What every vertical regression reports about its run besides models and curve."""
+    mpc = session.mpc
+    return {
+        "label_party": session.label,
+        "compute_parties": (mpc.parties[0].name, mpc.parties[1].name),
+        "dealer": session.dealer.name,
+        "epochs_run": fitted.epochs_run,
+        "iterations": fitted.iterations,
+        "best_epoch": fitted.best_epoch,
+        "seconds": time.perf_counter() - started,
+        "dealer_seconds": session.dealer.seconds,
+        "bytes_by_link": {f"{a}->{b}": s.bytes for (a, b), s in session.net.links.items()},
+        "openings": list(session.log.openings),
+        "masked_openings": session.log.masked_openings,
+        "config": config,
+    }
 
 
 def predict(
