@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -37,6 +37,15 @@ _PEER: dict[str, Any] = {}
 _DOC = "A DSP 2025-1 endpoint (docs/contracts.md)."
 
 router = APIRouter(tags=[TAG])
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _route(method: str, path: str, summary: str, **kw: Any) -> Callable[[_F], _F]:
+    """Register a peer endpoint (``require_peer`` is the endpoint's own dependency, so that
+    ``node.app.route_roles`` sees it) with the shared description."""
+    return router.api_route(
+        path, methods=[method], summary=summary, description=_DOC, openapi_extra=_PEER, **kw
+    )
 
 
 def _body_error(exc: json.JSONDecodeError) -> ProtocolError:
@@ -61,24 +70,6 @@ def _respond(reply: ng.Reply, tasks: BackgroundTasks) -> Response:
     if reply.body is None:
         return Response(status_code=reply.status)
     return JSONResponse(reply.body, status_code=reply.status)
-
-
-async def _negotiation(
-    request: Request,
-    tasks: BackgroundTasks,
-    node: Node,
-    member: Member,
-    what: str,
-    pid: str | None,
-    handle: Callable[[Any], ng.Reply],
-) -> Response:
-    try:
-        doc = await _json(request)
-    except ProtocolError as exc:
-        reply = await run_in_threadpool(ng.refuse, node, member.name, what, pid, exc)
-        return _respond(reply, tasks)
-    reply = await run_in_threadpool(handle, doc)
-    return _respond(reply, tasks)
 
 
 # --- catalog --------------------------------------------------------------------------------
@@ -108,12 +99,7 @@ def _endpoint(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-@router.post(
-    "/catalog/request",
-    summary="The catalog (CatalogRequestMessage → Catalog)",
-    description=_DOC,
-    openapi_extra=_PEER,
-)
+@_route("POST", "/catalog/request", "The catalog (CatalogRequestMessage → Catalog)")
 async def catalog_request(
     request: Request, member: Member = Depends(require_peer), node: Node = Depends(get_node)
 ) -> Response:
@@ -126,12 +112,7 @@ async def catalog_request(
     return JSONResponse(body)
 
 
-@router.get(
-    "/catalog/datasets/{dataset_id}",
-    summary="One dataset of the catalog",
-    description=_DOC,
-    openapi_extra=_PEER,
-)
+@_route("GET", "/catalog/datasets/{dataset_id}", "One dataset of the catalog")
 def catalog_dataset(
     dataset_id: str,
     request: Request,
@@ -144,15 +125,71 @@ def catalog_dataset(
         return _catalog_error(node, member, exc, "DatasetRequest")
 
 
-# --- negotiation: provider ------------------------------------------------------------------
+# --- negotiation ----------------------------------------------------------------------------
+#
+# Every POST takes the same steps: read the body (malformed JSON is refused and logged like any
+# other bad message), hand it to one ``ng.handle_*`` in the threadpool, answer its Reply and send
+# what follows as a background task. The service maps errors to a ContractNegotiationError with
+# its status (400 an illegal transition or a bad message, 404 an unknown or foreign process). A
+# route declares only what differs: its name, path, the message it expects, its summary and the
+# service call. ``_start`` routes begin a process (no pid, 201); ``_step`` routes address one.
+
+_Start = Callable[[Node, Member, Any], ng.Reply]  # (node, peer, doc)
+_Step = Callable[[Node, Member, str, Any], ng.Reply]  # (node, peer, pid, doc)
 
 
-@router.get(
-    "/negotiations/{pid}",
-    summary="A contract negotiation (ACK)",
-    description=_DOC,
-    openapi_extra=_PEER,
-)
+async def _negotiation(
+    request: Request,
+    tasks: BackgroundTasks,
+    node: Node,
+    member: Member,
+    what: str,
+    pid: str | None,
+    handle: Callable[[Any], ng.Reply],
+) -> Response:
+    try:
+        doc = await _json(request)
+    except ProtocolError as exc:
+        reply = await run_in_threadpool(ng.refuse, node, member.name, what, pid, exc)
+        return _respond(reply, tasks)
+    reply = await run_in_threadpool(handle, doc)
+    return _respond(reply, tasks)
+
+
+def _start(name: str, path: str, what: str, summary: str, handle: _Start) -> None:
+    """A POST of message ``what`` that starts a process: 201 and the process (ACK)."""
+
+    async def endpoint(
+        request: Request,
+        tasks: BackgroundTasks,
+        member: Member = Depends(require_peer),
+        node: Node = Depends(get_node),
+    ) -> Response:
+        return await _negotiation(
+            request, tasks, node, member, what, None, lambda doc: handle(node, member, doc)
+        )
+
+    _route("POST", path, summary, name=name, status_code=201)(endpoint)
+
+
+def _step(name: str, path: str, what: str, summary: str, handle: _Step) -> None:
+    """A POST of message ``what`` to the process ``{pid}`` of ``path``."""
+
+    async def endpoint(
+        pid: str,
+        request: Request,
+        tasks: BackgroundTasks,
+        member: Member = Depends(require_peer),
+        node: Node = Depends(get_node),
+    ) -> Response:
+        return await _negotiation(
+            request, tasks, node, member, what, pid, lambda doc: handle(node, member, pid, doc)
+        )
+
+    _route("POST", path, summary, name=name)(endpoint)
+
+
+@_route("GET", "/negotiations/{pid}", "A contract negotiation (ACK)")
 def negotiation_get(
     pid: str,
     tasks: BackgroundTasks,
@@ -162,198 +199,68 @@ def negotiation_get(
     return _respond(ng.handle_get(node, member, pid), tasks)
 
 
-@router.post(
+# provider
+
+_start(
+    "negotiation_request",
     "/negotiations/request",
-    status_code=201,
-    summary="Start a negotiation (ContractRequestMessage → 201 ContractNegotiation)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.REQUEST,
+    "Start a negotiation (ContractRequestMessage → 201 ContractNegotiation)",
+    ng.handle_request,
 )
-async def negotiation_request(
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractRequestMessage",
-        None,
-        lambda doc: ng.handle_request(node, member, doc),
-    )
-
-
-@router.post(
+_step(
+    "negotiation_counter_request",
     "/negotiations/{pid}/request",
-    summary="A counter-request (refused)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.REQUEST,
+    "A counter-request (refused)",
+    lambda node, member, pid, doc: ng.handle_message(
+        node, member, pid, doc, cn.REQUEST, own_role=Role.PROVIDER
+    ),
 )
-async def negotiation_counter_request(
-    pid: str,
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractRequestMessage",
-        pid,
-        lambda doc: ng.handle_message(
-            node, member, pid, doc, "ContractRequestMessage", own_role=Role.PROVIDER
-        ),
-    )
-
-
-@router.post(
+_step(
+    "negotiation_events",
     "/negotiations/{pid}/events",
-    summary="ContractNegotiationEventMessage (ACCEPTED to a provider, FINALIZED to a consumer)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    "ContractNegotiationEventMessage",
+    "ContractNegotiationEventMessage (ACCEPTED to a provider, FINALIZED to a consumer)",
+    lambda node, member, pid, doc: ng.handle_message(
+        node, member, pid, doc, "ContractNegotiationEventMessage"
+    ),
 )
-async def negotiation_events(
-    pid: str,
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractNegotiationEventMessage",
-        pid,
-        lambda doc: ng.handle_message(node, member, pid, doc, "ContractNegotiationEventMessage"),
-    )
-
-
-@router.post(
+_step(
+    "negotiation_verification",
     "/negotiations/{pid}/agreement/verification",
-    summary="ContractAgreementVerificationMessage (with the consumer's signature)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.VERIFICATION,
+    "ContractAgreementVerificationMessage (with the consumer's signature)",
+    ng.handle_verification,
 )
-async def negotiation_verification(
-    pid: str,
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractAgreementVerificationMessage",
-        pid,
-        lambda doc: ng.handle_verification(node, member, pid, doc),
-    )
-
-
-@router.post(
+_step(
+    "negotiation_termination",
     "/negotiations/{pid}/termination",
-    summary="ContractNegotiationTerminationMessage (either side)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.TERMINATION,
+    "ContractNegotiationTerminationMessage (either side)",
+    lambda node, member, pid, doc: ng.handle_message(node, member, pid, doc, cn.TERMINATION),
 )
-async def negotiation_termination(
-    pid: str,
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        cn.TERMINATION,
-        pid,
-        lambda doc: ng.handle_message(node, member, pid, doc, cn.TERMINATION),
-    )
 
+# consumer callbacks
 
-# --- negotiation: consumer callbacks --------------------------------------------------------
-
-
-@router.post(
+_start(
+    "negotiation_initial_offer",
     "/negotiations/offers",
-    status_code=201,
-    summary="A provider-initiated ContractOfferMessage (refused)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.OFFER,
+    "A provider-initiated ContractOfferMessage (refused)",
+    ng.handle_offer,
 )
-async def negotiation_initial_offer(
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractOfferMessage",
-        None,
-        lambda doc: ng.handle_offer(node, member, doc),
-    )
-
-
-@router.post(
+_step(
+    "negotiation_offer",
     "/negotiations/{pid}/offers",
-    summary="A counter-offer (refused)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.OFFER,
+    "A counter-offer (refused)",
+    lambda node, member, pid, doc: ng.handle_offer(node, member, doc, pid),
 )
-async def negotiation_offer(
-    pid: str,
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractOfferMessage",
-        pid,
-        lambda doc: ng.handle_offer(node, member, doc, pid),
-    )
-
-
-@router.post(
+_step(
+    "negotiation_agreement",
     "/negotiations/{pid}/agreement",
-    summary="ContractAgreementMessage (with the provider's signature)",
-    description=_DOC,
-    openapi_extra=_PEER,
+    cn.AGREEMENT,
+    "ContractAgreementMessage (with the provider's signature)",
+    ng.handle_agreement,
 )
-async def negotiation_agreement(
-    pid: str,
-    request: Request,
-    tasks: BackgroundTasks,
-    member: Member = Depends(require_peer),
-    node: Node = Depends(get_node),
-) -> Response:
-    return await _negotiation(
-        request,
-        tasks,
-        node,
-        member,
-        "ContractAgreementMessage",
-        pid,
-        lambda doc: ng.handle_agreement(node, member, pid, doc),
-    )
