@@ -100,7 +100,7 @@ def _rr22_side(rank: int, n: int, addresses: list[str], results: Any) -> None:
     lo = 0 if rank == 0 else n // 2
     hi = lo + n
     rows = ((x,) for start in range(lo, hi, STEP) for x in ids(start, min(start + STEP, hi)))
-    results.put((rank, len(run_rr22(rows, "id:uscc", rank=rank, addresses=addresses))))
+    results.put((rank, len(run_rr22(rows, "id:uscc", rank=rank, addresses=addresses).keys)))
 
 
 def free_port() -> int:

@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from dataspace.privacy.psi import rr22_engine
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec
 
-__all__ = ["INSTALL_HINT", "TlsIdentity", "rr22_available", "run_rr22"]
+__all__ = ["INSTALL_HINT", "Rr22Result", "TlsIdentity", "rr22_available", "run_rr22"]
 
 INSTALL_HINT = "install spu without its front-end dependencies: make spu"
 KEY_COLUMN = rr22_engine.KEY_COLUMN
@@ -63,6 +64,15 @@ def _spu() -> tuple[Any, Any]:
         return rr22_engine.load_spu()
     except rr22_engine.SpuMissing as exc:
         raise PsiUnavailable(str(exc), hint=INSTALL_HINT) from None
+
+
+@dataclass(frozen=True)
+class Rr22Result:
+    """What one side learned (the encoded keys; empty for the sender unless broadcast) and
+    the CPU its engine process used (for the usage record)."""
+
+    keys: list[bytes]
+    cpu_seconds: float
 
 
 @dataclass(frozen=True)
@@ -119,9 +129,9 @@ def run_rr22(
     tls: TlsIdentity | None = None,
     timeout_seconds: float = 300.0,
     workdir: str | os.PathLike[str] | None = None,
-) -> list[bytes]:
-    """This party's side of an RR22 run; returns the intersecting encoded keys it learns
-    (empty for the sender unless ``broadcast``)."""
+) -> Rr22Result:
+    """This party's side of an RR22 run: the intersecting encoded keys it learns (empty for
+    the sender unless ``broadcast``) and its engine's CPU seconds."""
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
@@ -138,6 +148,7 @@ def run_rr22(
             "input": str(source),
             "output": str(output),
             "tls": None if tls is None else [str(p) for p in astuple(tls)],
+            "parent": os.getpid(),
         }
         count = _write_keys(source, rows, key)
         log = folder / "engine.log"
@@ -148,24 +159,37 @@ def run_rr22(
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-            try:
-                code = child.wait(timeout_seconds)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-                raise PsiEngineFailed(
-                    f"RR22 did not finish within {timeout_seconds:g} s (peer unreachable, "
-                    "refused certificate, or a stalled run); the engine was stopped",
-                    hint="check the peer's address and certificate, then retry",
-                ) from None
+            code, cpu = _reap(child, timeout_seconds)
+        if code is None:
+            raise PsiEngineFailed(
+                f"RR22 did not finish within {timeout_seconds:g} s (peer unreachable, "
+                "refused certificate, or a stalled run); the engine was stopped",
+                hint="check the peer's address and certificate, then retry",
+            )
         if code != 0:
             raise PsiEngineFailed(f"RR22 failed: {_last_error(log)}")
         if count == 0 or not (broadcast or rank == receiver_rank) or not output.exists():
-            return []
+            return Rr22Result([], cpu)
         with output.open(newline="", encoding="ascii") as out:
             reader = csv.reader(out)
             next(reader, None)  # header
-            return [bytes.fromhex(line[0]) for line in reader if line]
+            return Rr22Result([bytes.fromhex(line[0]) for line in reader if line], cpu)
+
+
+def _reap(child: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, float]:
+    """Wait for the engine (killed at ``timeout``): its exit code (None if killed) and CPU."""
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            cpu = usage.ru_utime + usage.ru_stime
+            return (None if killed else child.returncode), cpu
+        if not killed and time.monotonic() > deadline:
+            child.kill()
+            killed = True
+        time.sleep(0.02)
 
 
 def _write_keys(path: Path, rows: Iterable[Sequence[object]], key: KeySpec) -> int:

@@ -13,6 +13,8 @@ import contextlib
 import importlib.machinery
 import importlib.util
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +62,17 @@ def _use_tls(desc: Any, tls: Sequence[str]) -> None:
         options.verify.verify_depth = 1
 
 
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this engine when the thread that started it is gone (Linux), so a node that
+    dies does not leave its engine running; exit now if it is already gone."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit(1)
+
+
 def execute(config: dict[str, Any]) -> None:
     """The child's work: one ``psi_execute`` over a fresh link."""
     libspu, libpsi = load_spu()
@@ -68,8 +81,16 @@ def execute(config: dict[str, Any]) -> None:
     desc = libspu.link.Desc()
     desc.id = "dataspace-rr22"
     desc.recv_timeout_ms = int(config["timeout_ms"])
+    # The peer's engine may start seconds later (a loaded machine): keep connecting, and
+    # retry sends refused as "not connected yet", for as long as the run may take.
     desc.connect_retry_times = max(1, int(config["timeout_ms"]) // 200)
-    desc.connect_retry_interval_ms = 200  # the peer's engine may start a moment later
+    desc.connect_retry_interval_ms = 200
+    retry = desc.retry_opts
+    retry.max_retry = max(3, min(100, int(config["timeout_ms"]) // 500))
+    retry.retry_interval_ms = 500
+    retry.retry_interval_incr_ms = 0
+    retry.max_retry_interval_ms = 500
+    retry.aggressive_retry = True
     for i, address in enumerate(config["addresses"]):
         desc.add_party(f"party{i}", address)
     if config["tls"] is not None:
@@ -97,7 +118,9 @@ def execute(config: dict[str, Any]) -> None:
 
 if __name__ == "__main__":  # pragma: no cover - the child process of rr22.run_rr22
     try:
-        execute(json.loads(sys.argv[1]))
+        settings = json.loads(sys.argv[1])
+        die_with_parent(int(settings["parent"]))
+        execute(settings)
     except Exception as exc:
         print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         sys.exit(1)
