@@ -147,6 +147,7 @@ def run_rr22(
             "timeout_ms": int(timeout_seconds * 1000),
             "input": str(source),
             "output": str(output),
+            "done": str(folder / "done"),
             "tls": None if tls is None else [str(p) for p in astuple(tls)],
             "parent": os.getpid(),
         }
@@ -166,7 +167,7 @@ def run_rr22(
                 "refused certificate, or a stalled run); the engine was stopped",
                 hint="check the peer's address and certificate, then retry",
             )
-        if code != 0:
+        if not (folder / "done").exists():  # the engine writes it once its run is through
             raise PsiEngineFailed(f"RR22 failed: {_last_error(log)}")
         if count == 0 or not (broadcast or rank == receiver_rank) or not output.exists():
             return Rr22Result([], cpu)

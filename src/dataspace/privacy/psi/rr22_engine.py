@@ -3,8 +3,9 @@
 Started by :func:`dataspace.privacy.psi.rr22.run_rr22` as a script (``python rr22_engine.py
 CONFIG``), so it imports nothing of this package (whose imports take ~1.5 s) and nothing of
 spu's Python package (which needs jax): only the two extension modules ``libspu`` (the link)
-and ``libpsi`` (the protocols), loaded from spu's install folder. Exit code 0 when the run
-finished; otherwise a line ``error: ...`` on stdout and exit code 1.
+and ``libpsi`` (the protocols), loaded from spu's install folder. When the run is through it
+writes the file ``config["done"]`` and exits 0; otherwise a line ``error: ...`` on stdout
+and exit code 1. The caller trusts the ``done`` file, not the exit code alone.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 KEY_COLUMN = "k"
+STOP_GRACE_SECONDS = 2.0
 
 
 class SpuMissing(ImportError):
@@ -96,12 +99,12 @@ def execute(config: dict[str, Any]) -> None:
     if config["tls"] is not None:
         _use_tls(desc, config["tls"])
     context = libspu.link.create_brpc(desc, int(config["rank"]))
+    protocol = libpsi.PsiProtocolConfig(
+        protocol=libpsi.PsiProtocol.PROTOCOL_RR22,
+        receiver_rank=int(config["receiver_rank"]),
+        broadcast_result=bool(config["broadcast"]),
+    )
     try:
-        protocol = libpsi.PsiProtocolConfig(
-            protocol=libpsi.PsiProtocol.PROTOCOL_RR22,
-            receiver_rank=int(config["receiver_rank"]),
-            broadcast_result=bool(config["broadcast"]),
-        )
         libpsi.psi_execute(
             libpsi.PsiExecuteConfig(
                 protocol_conf=protocol,
@@ -112,8 +115,17 @@ def execute(config: dict[str, Any]) -> None:
             ),
             context,
         )
-    finally:
+    except BaseException:
         context.stop_link()
+        raise
+    Path(config["done"]).write_text("done\n", encoding="ascii")  # the result stands now
+    sys.stdout.flush()
+    # Tear the link down (it waits for sends still in flight), but not for long: the side that
+    # stops second keeps trying to tell a peer that has already exited, and brpc may abort.
+    stopper = threading.Thread(target=context.stop_link, daemon=True)
+    stopper.start()
+    stopper.join(STOP_GRACE_SECONDS)
+    os._exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover - the child process of rr22.run_rr22
