@@ -235,7 +235,7 @@ class Client:
 
         ``seed`` draws the held-out and validation splits and the SGD batches (recorded with
         the model; masks and Beaver triples never come from it). ``patience`` turns on early
-        stopping for vlr (``validation``: the share of training rows validated on)."""
+        stopping for vlr and vlinreg (``validation``: the share of training rows validated on)."""
         body = self._params(
             agreements=agreements,
             peers=peers,

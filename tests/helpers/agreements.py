@@ -9,6 +9,7 @@ Ed25519 signatures and enters ``agreement.finalized`` in each ledger.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -128,3 +129,38 @@ def _negotiate(
         )
     neg.offer_id = offer.uid
     _NEGOTIATIONS[(role, peer, str(agreement.uid))] = neg.id
+
+
+def make_agreements(
+    consumer: Node,
+    providers: Mapping[str, Node],
+    datasets: Mapping[str, str],
+    offers: Mapping[str, Policy],
+    *,
+    purpose: str,
+) -> dict[tuple[str, str], str]:
+    """One agreement per provider and offer with ``consumer`` (on each provider's dataset in
+    ``datasets``); returns {(provider, offer name): agreement id}."""
+    out = {}
+    for name, provider in providers.items():
+        for kind, offer in offers.items():
+            out[(name, kind)] = make_agreement(
+                provider,
+                consumer.name,
+                consumer=consumer,
+                dataset_id=datasets[name],
+                purpose=purpose,
+                offer=offer,
+            )
+    return out
+
+
+def pseudonymized(policy: Policy) -> Policy:
+    """The policy with its first permission's ``output`` constraint set to pseudonymized (what
+    a vgbdt provider agrees to: SecureBoost's row-level leakage, named)."""
+    rule = policy.permissions[0]
+    constraints = tuple(
+        replace(c, right="pseudonymized") if getattr(c, "left", None) == "output" else c
+        for c in rule.constraints
+    )
+    return replace(policy, permissions=(replace(rule, constraints=constraints),))

@@ -25,7 +25,6 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
-from dataspace.ledger import log
 from dataspace.policy import from_template
 from dataspace.privacy.psi import normalize
 from dataspace.samples.generate import make_uscc
@@ -35,16 +34,10 @@ from dataspace.services.mp_wire import MultipartyFailed, PeerRefused
 from dataspace.services.node import Node, open_node
 from dataspace.store.models import Dataset
 from helpers.agreements import make_agreement
+from helpers.ledger import payloads
 
 BANK, TAX, GRID = "bank", "tax-bureau", "grid"
 KEY = "credit_code:uscc"
-
-
-def _entries(node: Node, action: str, job_id: str | None = None) -> list[dict[str, Any]]:
-    with node.store.read() as session:
-        rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
-    out = [r["payload"] for r in rows if r["entry"]["action"] == action]
-    return [p for p in out if job_id is None or p.get("job_id") == job_id]
 
 
 def _messy(code: str, rng: random.Random) -> str:
@@ -278,13 +271,13 @@ def test_psi_across_three_nodes_finds_exactly_the_intersection(psi_space: Any) -
         # Each node's ledger has the job's steps, and each participant metered its part.
         tax = open_node(space.nodes[TAX].root)
         try:
-            mine_steps = _entries(bank, "mp.step", both["id"])
-            their_steps = _entries(tax, "mp.step", both["id"])
+            mine_steps = payloads(bank, "mp.step", both["id"])
+            their_steps = payloads(tax, "mp.step", both["id"])
             assert len(mine_steps) == len(their_steps) >= 4
             assert [s["request_sha256"] for s in mine_steps] == [
                 s["info"]["request_sha256"] for s in their_steps
             ]
-            [completed] = _entries(tax, "job.completed", both["id"])
+            [completed] = payloads(tax, "job.completed", both["id"])
             assert completed["usage_id"] and completed["action"] == "psi"
         finally:
             tax.close()
@@ -314,7 +307,7 @@ def test_a_participant_without_psi_permission_refuses_and_the_job_fails(psi_spac
         assert "ended the job" in at_tax["error"]["message"]
         grid = open_node(space.nodes[GRID].root)
         try:
-            [denied] = _entries(grid, "job.denied", job["id"])
+            [denied] = payloads(grid, "job.denied", job["id"])
             assert "action" in {r.get("left") for r in denied["reasons"]} or denied["reasons"]
         finally:
             grid.close()

@@ -10,7 +10,6 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,14 @@ from dataspace.client import Client
 from dataspace.federated import sgb
 from dataspace.federated.metrics import auc
 from dataspace.federated.synth import make_vertical
-from dataspace.ledger import log
-from dataspace.policy import from_template
 from dataspace.samples.generate import make_uscc
 from dataspace.services import datasets, multiparty, predict, training
 from dataspace.services import models as model_store
 from dataspace.services.mp_wire import MultipartyFailed
-from dataspace.services.node import Node, open_node
-from helpers.agreements import make_agreement
+from dataspace.services.node import open_node
+from helpers.agreements import make_agreements
+from helpers.ledger import payloads
+from helpers.vertical import vertical_offers, write_party_csv
 
 BANK, TAX, GRID = "bank", "tax-bureau", "grid"
 KEY = "credit_code:uscc"
@@ -41,33 +40,6 @@ COLS = {
     TAX: ["vat", "income", "payroll", "filings"],
     GRID: ["kwh", "peak", "bills", "growth"],
 }
-
-
-def _entries(node: Node, action: str) -> list[dict[str, Any]]:
-    with node.store.read() as session:
-        rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
-    return [r["payload"] for r in rows if r["entry"]["action"] == action]
-
-
-def _write(path: Path, codes: list[str], cols: list[str], x: np.ndarray, y: Any = None) -> Path:
-    head = ["credit_code", *cols] + (["defaulted"] if y is not None else [])
-    lines = [",".join(head)]
-    for i, code in enumerate(codes):
-        row = [code, *(f"{v:.6f}" for v in x[i])]
-        if y is not None:
-            row.append(str(int(y[i])))
-        lines.append(",".join(row))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def _pseudonymized(policy: Any) -> Any:
-    rule = policy.permissions[0]
-    constraints = tuple(
-        replace(c, right="pseudonymized") if getattr(c, "left", None) == "output" else c
-        for c in rule.constraints
-    )
-    return replace(policy, permissions=(replace(rule, constraints=constraints),))
 
 
 @pytest.fixture(scope="module")
@@ -87,38 +59,31 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     provider_rows = {TAX: list(range(total - 10)), GRID: list(range(5, total))}
     running = start_space(root, [BANK, TAX, GRID], serve=False, dealer=True)
     nodes = {n: running.nodes[n].open() for n in (BANK, TAX, GRID)}
-    agreements: dict[tuple[str, str], str] = {}
     try:
-        for name, rows, label in (("companies", train_rows, True), ("new-firms", new_rows, True)):
-            path = _write(
+        for name, rows in (("companies", train_rows), ("new-firms", new_rows)):
+            path = write_party_csv(
                 root / f"bank-{name}.csv",
                 [codes[i] for i in rows],
                 COLS[BANK],
                 data.blocks[BANK][rows],
-                data.labels[rows] if label else None,
+                data.labels[rows],
             )
             datasets.add(nodes[BANK], path, name=name, actor="t")
         ids = {}
         for peer in (TAX, GRID):
             rows = provider_rows[peer][:]
             random.Random(peer).shuffle(rows)
-            path = _write(
+            path = write_party_csv(
                 root / f"{peer}.csv", [codes[i] for i in rows], COLS[peer], data.blocks[peer][rows]
             )
             ids[peer] = datasets.add(nodes[peer], path, name="companies", actor="t")["id"]
-        psi = from_template("psi-only", purposes=["finance"], fields=["credit_code"])
-        train = from_template("federated-train", purposes=["finance"])
-        gbdt = _pseudonymized(train)  # vgbdt: SecureBoost's row-level leakage, named
-        for peer in (TAX, GRID):
-            for kind, offer in (("psi", psi), ("train", train), ("gbdt", gbdt)):
-                agreements[(peer, kind)] = make_agreement(
-                    nodes[peer],
-                    BANK,
-                    consumer=nodes[BANK],
-                    dataset_id=ids[peer],
-                    purpose="credit-risk",
-                    offer=offer,
-                )
+        agreements = make_agreements(
+            nodes[BANK],
+            {peer: nodes[peer] for peer in (TAX, GRID)},
+            ids,
+            vertical_offers(),
+            purpose="credit-risk",
+        )
     finally:
         for n in nodes.values():
             n.close()
@@ -190,6 +155,24 @@ def _parts(env: dict[str, Any], model_id: str) -> dict[str, Any]:
     return out
 
 
+def _assert_predicted_everywhere(
+    env: dict[str, Any], job_id: str, model_id: str, rows: int
+) -> None:
+    """``model.predicted`` in every node's ledger; each provider metered and SUCCEEDED, and
+    the scores kept at the bank only."""
+    for name in (BANK, TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            [entry] = [e for e in payloads(node, "model.predicted") if e["job_id"] == job_id]
+            assert entry["model_id"] == model_id and entry["rows"] == rows
+            if name != BANK:
+                assert entry["usage_id"]
+                assert predict.get_job(node, job_id)["state"] == "SUCCEEDED"
+                assert not (node.data_dir / predict.PREDICTIONS_DIR).exists()
+        finally:
+            node.close()
+
+
 def test_predict_on_new_aligned_rows_matches_the_plaintext_model(
     space: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -222,17 +205,7 @@ def test_predict_on_new_aligned_rows_matches_the_plaintext_model(
     trained_auc = float(env["model"]["result"]["metrics"]["auc"])
     assert abs(new_auc - trained_auc) < 0.08, (new_auc, trained_auc)
     # logged and metered at every node; the scores only at the bank
-    for name in (BANK, TAX, GRID):
-        node = open_node(env["space"].nodes[name].root)
-        try:
-            [entry] = [e for e in _entries(node, "model.predicted") if e["job_id"] == view["id"]]
-            assert entry["model_id"] == model_id and entry["rows"] == got.size
-            if name != BANK:
-                assert entry["usage_id"]
-                assert predict.get_job(node, view["id"])["state"] == "SUCCEEDED"
-                assert not (node.data_dir / predict.PREDICTIONS_DIR).exists()
-        finally:
-            node.close()
+    _assert_predicted_everywhere(env, view["id"], model_id, got.size)
     print(
         f"\npredict {got.size} new rows: {seconds:.2f}s, "
         f"AUC {new_auc:.4f} (trained {trained_auc:.4f})"
@@ -260,11 +233,11 @@ def test_a_provider_without_its_part_refuses_and_the_job_fails_everywhere(
     for name in (BANK, TAX, GRID):
         node = open_node(env["space"].nodes[name].root)
         try:
-            failed = [e for e in _entries(node, "job.failed") if e.get("action") == predict.ACTION]
+            failed = [e for e in payloads(node, "job.failed") if e.get("action") == predict.ACTION]
             assert failed, name
             assert predict.get_job(node, failed[-1]["job_id"])["state"] == "FAILED"
             assert not [
-                e for e in _entries(node, "model.predicted") if e["job_id"] == failed[-1]["job_id"]
+                e for e in payloads(node, "model.predicted") if e["job_id"] == failed[-1]["job_id"]
             ]
         finally:
             node.close()
@@ -312,17 +285,7 @@ def test_vgbdt_predict_through_the_api_equals_the_in_process_model(
     new_auc = auc(got, env["data"].labels[entities])
     assert new_auc > 0.6, new_auc
     # logged and metered at every provider under its (pseudonymized-output) agreement
-    for name in (BANK, TAX, GRID):
-        node = open_node(env["space"].nodes[name].root)
-        try:
-            [entry] = [e for e in _entries(node, "model.predicted") if e["job_id"] == view["id"]]
-            assert entry["model_id"] == model_id and entry["rows"] == got.size
-            if name != BANK:
-                assert entry["usage_id"]
-                assert predict.get_job(node, view["id"])["state"] == "SUCCEEDED"
-                assert not (node.data_dir / predict.PREDICTIONS_DIR).exists()
-        finally:
-            node.close()
+    _assert_predicted_everywhere(env, view["id"], model_id, got.size)
     print(f"\nvgbdt predict {got.size} new rows: {seconds:.2f}s, AUC {new_auc:.4f}")
 
 
@@ -349,10 +312,10 @@ def test_a_vgbdt_provider_with_an_altered_part_refuses_and_the_job_fails_everywh
     for name in (BANK, TAX, GRID):
         node = open_node(env["space"].nodes[name].root)
         try:
-            failed = [e for e in _entries(node, "job.failed") if e.get("action") == predict.ACTION]
+            failed = [e for e in payloads(node, "job.failed") if e.get("action") == predict.ACTION]
             assert failed, name
             job_id = failed[-1]["job_id"]
             assert predict.get_job(node, job_id)["state"] == "FAILED"
-            assert not [e for e in _entries(node, "model.predicted") if e["job_id"] == job_id]
+            assert not [e for e in payloads(node, "model.predicted") if e["job_id"] == job_id]
         finally:
             node.close()

@@ -9,8 +9,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,16 +22,16 @@ from dataspace.federated.metrics import auc
 from dataspace.federated.plan import make_plan
 from dataspace.federated.sgb_tree import train_central
 from dataspace.federated.synth import make_vertical
-from dataspace.ledger import log
-from dataspace.policy import from_template
 from dataspace.samples.generate import make_uscc
 from dataspace.services import datasets, multiparty, training
 from dataspace.services import models as model_store
 from dataspace.services.mp_wire import MultipartyFailed
-from dataspace.services.node import Node, open_node
+from dataspace.services.node import open_node
 from dataspace.services.train_roles import sgb_params, split_rows, vlr_config
 from dataspace.store.models_federated import FederatedModelRow
-from helpers.agreements import make_agreement
+from helpers.agreements import make_agreements
+from helpers.ledger import payloads
+from helpers.vertical import vertical_offers, write_party_csv
 
 BANK, TAX, GRID = "bank", "tax-bureau", "grid"
 KEY = "credit_code:uscc"
@@ -45,26 +43,6 @@ COLS = {
 }
 VLR = {"epochs": 6, "batch_size": 256}
 GBDT = {"trees": 6, "max_depth": 3, "bins": 16}
-
-
-def _entries(node: Node, action: str) -> list[dict[str, Any]]:
-    with node.store.read() as session:
-        rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
-    return [r["payload"] for r in rows if r["entry"]["action"] == action]
-
-
-def _write(
-    path: Path, codes: list[str], cols: list[str], x: np.ndarray, labels: np.ndarray | None = None
-) -> Path:
-    head = ["credit_code", *cols] + (["defaulted"] if labels is not None else [])
-    lines = [",".join(head)]
-    for i, code in enumerate(codes):
-        row = [code, *(f"{v:.6f}" for v in x[i])]
-        if labels is not None:
-            row.append(str(int(labels[i])))
-        lines.append(",".join(row))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +61,13 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     }
     running = start_space(root, [BANK, TAX, GRID], serve=False, dealer=True)
     nodes = {n: running.nodes[n].open() for n in (BANK, TAX, GRID)}
-    ids, agreements = {}, {}
+    ids = {}
     try:
         for name in (BANK, TAX, GRID):
             rows = own[name]
             shuffled = rows[:]
             random.Random(name).shuffle(shuffled)
-            path = _write(
+            path = write_party_csv(
                 root / f"{name}.csv",
                 [codes[i] for i in shuffled],
                 COLS[name],
@@ -97,30 +75,13 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 data.labels[shuffled] if name == BANK else None,
             )
             ids[name] = datasets.add(nodes[name], path, name="companies", actor="t")["id"]
-        psi = from_template("psi-only", purposes=["finance"], fields=["credit_code"])
-        train = from_template("federated-train", purposes=["finance"])
-        gbdt = train.permissions[0]
-        gbdt = replace(
-            gbdt,
-            constraints=tuple(
-                replace(c, right="pseudonymized") if getattr(c, "left", None) == "output" else c
-                for c in gbdt.constraints
-            ),
+        agreements = make_agreements(
+            nodes[BANK],
+            {peer: nodes[peer] for peer in (TAX, GRID)},
+            ids,
+            vertical_offers(),
+            purpose="credit-risk",
         )
-        for peer in (TAX, GRID):
-            for kind, offer in (
-                ("psi", psi),
-                ("train", train),
-                ("gbdt", replace(train, permissions=(gbdt,))),
-            ):
-                agreements[(peer, kind)] = make_agreement(
-                    nodes[peer],
-                    BANK,
-                    consumer=nodes[BANK],
-                    dataset_id=ids[peer],
-                    purpose="credit-risk",
-                    offer=offer,
-                )
     finally:
         for n in nodes.values():
             n.close()
@@ -231,10 +192,10 @@ def test_vertical_lr_across_three_nodes_beats_the_bank_alone_and_matches_plainte
         try:
             there = model_store.get_model(node, view["id"])
             assert there["part_sha256"] == model["parts"][name]["sha256"]
-            [trained] = [e for e in _entries(node, "model.trained") if e["model_id"] == view["id"]]
+            [trained] = [e for e in payloads(node, "model.trained") if e["model_id"] == view["id"]]
             assert float(trained["metrics"]["auc"]) == pytest.approx(metrics["auc"])
             if name != "operator":
-                [done] = [e for e in _entries(node, "job.completed") if e["job_id"] == view["id"]]
+                [done] = [e for e in payloads(node, "job.completed") if e["job_id"] == view["id"]]
                 assert done["usage_id"] and done["action"] == "federated-train"
                 part = model_store.load_part(node, view["id"])
                 assert part["columns"] == COLS[name] and part["intercept"] is None

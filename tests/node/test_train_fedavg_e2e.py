@@ -14,13 +14,13 @@ import pytest
 
 from dataspace.federated.fedavg import Client, DpFedAvg, dp_epsilon
 from dataspace.federated.hfl_synth import make_horizontal
-from dataspace.ledger import log
 from dataspace.policy import from_template
 from dataspace.services import datasets, training
 from dataspace.services import models as model_store
-from dataspace.services.node import Node, open_node
+from dataspace.services.node import open_node
 from dataspace.store.models_federated import FederatedModelRow
 from helpers.agreements import make_agreement
+from helpers.ledger import payloads
 
 HUB = "hub"
 PROVIDERS = ["clinic-2", "clinic-3", "clinic-4", "clinic-5"]
@@ -36,12 +36,6 @@ def _write(path: Path, c: Client) -> Path:
             lines.append(",".join([*(f"{v:.6f}" for v in row), str(int(label)), str(t)]))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def _entries(node: Node, action: str) -> list[dict[str, Any]]:
-    with node.store.read() as session:
-        rows = [r.to_dict() for r in log.entries(session, 0, 100_000)]
-    return [r["payload"] for r in rows if r["entry"]["action"] == action]
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +109,12 @@ def test_fedavg_across_five_nodes_beats_the_average_local_model(space: dict[str,
             assert there["family"] == "fedavg" and there["metrics"]["clients"] == 5
             there_theta = np.asarray(model_store.load_part(node, view["id"])["theta"], dtype=float)
             assert np.array_equal(there_theta, theta)
-            assert any(e["model_id"] == view["id"] for e in _entries(node, "model.trained"))
-            done = [e for e in _entries(node, "job.completed") if e["job_id"] == view["id"]]
+            assert any(e["model_id"] == view["id"] for e in payloads(node, "model.trained"))
+            done = [e for e in payloads(node, "job.completed") if e["job_id"] == view["id"]]
             assert done and done[0]["usage_id"] and done[0]["action"] == "federated-train"
         finally:
             node.close()
-    assert any(e["model_id"] == view["id"] for e in _entries(env["hub"], "model.trained"))
+    assert any(e["model_id"] == view["id"] for e in payloads(env["hub"], "model.trained"))
 
 
 def test_fedavg_gives_no_gain_under_concept_shift(space: dict[str, Any]) -> None:

@@ -11,8 +11,9 @@ import pytest
 from dataspace.errors import UsageError
 from dataspace.federated import vlr
 from dataspace.federated.mpc.net import Network
-from dataspace.federated.plan import make_plan
+from dataspace.federated.plan import TrainConfig, make_plan
 from dataspace.federated.synth import make_vertical
+from dataspace.services import train_linreg
 from dataspace.services.train_net import using
 from dataspace.services.train_roles import Spec, check_params, split_rows, vlr_config
 from dataspace.services.training import _early_params
@@ -55,6 +56,11 @@ def test_patience_and_validation_reach_the_core_config() -> None:
         (_spec(patience=True), "patience must be"),
         (_spec(validation=0.95), "validation_fraction"),
         (_spec(epochs="many"), "bad vlr parameters"),
+        (_spec("vlinreg", epoch=3), "unknown vlinreg parameter"),
+        (_spec("vlinreg", patience=0), "patience must be"),
+        (_spec("vlinreg", patience=2.5), "patience must be"),
+        (_spec("vlinreg", validation=0.95), "validation_fraction"),
+        (_spec("vlinreg", epochs="many"), "bad vlinreg parameters"),
         (_spec("vgbdt", depth=3), "unknown vgbdt parameter"),
         (_spec("vgbdt", bins=1), "bins"),
         (_spec(seed=-1), "seed must be"),
@@ -65,16 +71,61 @@ def test_bad_parameters_are_refused_before_any_node_is_asked(spec: Spec, message
         check_params(spec)
 
 
-def test_patience_is_refused_for_other_families_and_when_given_twice() -> None:
-    assert _early_params("vlr", {"epochs": 4}, 2, 0.25) == {
+@pytest.mark.parametrize("family", ["vlr", "vlinreg"])
+def test_patience_and_validation_are_accepted_for_the_families_that_stop_early(
+    family: str,
+) -> None:
+    assert _early_params(family, {"epochs": 4}, 2, 0.25) == {
         "epochs": 4,
         "patience": 2,
         "validation": 0.25,
     }
-    with pytest.raises(UsageError, match="vlr only"):
-        _early_params("vgbdt", {}, 2, None)
+    check_params(_spec(family, epochs=4, patience=2, validation=0.25, min_delta=0.01))
+
+
+@pytest.mark.parametrize("family", ["vgbdt", "fedavg"])
+def test_patience_is_refused_for_other_families(family: str) -> None:
+    for patience, validation in ((2, None), (None, 0.25)):
+        with pytest.raises(UsageError, match="vlr and vlinreg only"):
+            _early_params(family, {}, patience, validation)
+
+
+def test_patience_is_refused_when_given_twice() -> None:
     with pytest.raises(UsageError, match="twice"):
         _early_params("vlr", {"patience": 3}, 2, None)
+    with pytest.raises(UsageError, match="twice"):
+        _early_params("vlinreg", {"validation": 0.3}, None, 0.25)
+
+
+@pytest.mark.parametrize("params", [{}, {"epochs": 5, "l2": 0.01, "batch_size": 64}])
+def test_vlinreg_without_patience_keeps_its_defaults_and_the_last_epoch(
+    params: dict[str, Any],
+) -> None:
+    """vlr's config with vlinreg's defaults: without ``patience`` exactly the configuration
+    vlinreg had before early stopping (every epoch runs, the last is kept)."""
+    p = {**train_linreg.DEFAULTS, **params}
+    config = train_linreg.config(_spec("vlinreg", seed=3, **params), ("bank", "tax"))
+    assert config == TrainConfig(
+        epochs=p["epochs"],
+        batch_size=p["batch_size"],
+        learning_rate=0.1,
+        lr_decay=0.1,
+        l2=p["l2"],
+        patience=p["epochs"],
+        min_delta=-math.inf,
+        seed=3,
+        dealer="operator",
+        helper="tax",
+    )
+
+
+def test_vlinreg_patience_and_validation_reach_the_core_config() -> None:
+    config = train_linreg.config(
+        _spec("vlinreg", epochs=9, patience=2, validation=0.3, min_delta=0.01, seed=5),
+        ("bank", "tax"),
+    )
+    assert (config.patience, config.min_delta, config.validation_fraction) == (2, 0.01, 0.3)
+    assert (config.epochs, config.learning_rate, config.seed) == (9, 0.1, 5)
 
 
 def test_the_seed_draws_the_public_splits_only() -> None:

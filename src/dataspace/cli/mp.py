@@ -21,6 +21,7 @@ from dataspace.services import mp_store as ms
 from dataspace.services import multiparty
 
 REVEAL = ("me", "both", "size", "align")
+ENGINES = ("dh", "rr22")
 
 
 def _bar() -> Progress:
@@ -61,12 +62,17 @@ def psi(
     on: str = typer.Option(..., "--on", help="Key column(s): 'credit_code:uscc' or 'a:text,b'."),
     dataset: str = typer.Option(..., "--dataset", help="Your dataset holding the key."),
     reveal: str = typer.Option("me", "--reveal", help="me | both | size | align (3+: me)."),
+    engine: str = typer.Option(
+        "dh", "--engine", help="dh | rr22 (RR22 through spu: not for --reveal size)."
+    ),
     out: Path = typer.Option(None, "--out", help="Write your intersecting keys (.csv/.parquet)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Private set intersection with one or more nodes; each checks its own agreement."""
     if reveal not in REVEAL:
         raise UsageError(f"--reveal must be one of {', '.join(REVEAL)}")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}")
     n = node(ctx)
     view = _run_with_bar(
         "PSI",
@@ -77,6 +83,7 @@ def psi(
             dataset=dataset,
             key=on,
             mode=reveal,
+            engine=engine,
             actor=actor(),
             progress=progress,
         ),
@@ -197,6 +204,10 @@ def print_view(view: dict[str, Any]) -> None:
         f"{view['role']} side, {escape(view['state'])} (attempt {view['attempt']})"
     )
     console.print(f"with {escape(view['peer'])}")
+    if view["action"] == ms.PSI:
+        params = view.get("params") or {}
+        engine, mode = params.get("engine") or "dh", params.get("mode")
+        console.print(f"engine {escape(str(engine))}, mode {escape(str(mode))}")
     if view.get("error"):
         console.print(f"[red]{escape(str(view['error'].get('message')))}[/red]")
     if view.get("result"):

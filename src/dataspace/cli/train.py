@@ -55,10 +55,11 @@ def train(
     patience: int = typer.Option(
         None,
         "--patience",
-        help="vlr: stop after this many epochs without validation improvement; keep the best.",
+        help="vlr, vlinreg: stop after this many epochs without validation improvement; "
+        "keep the best.",
     ),
     validation: float = typer.Option(
-        None, "--validation", help="vlr: fraction of the training rows validated on (0.2)."
+        None, "--validation", help="vlr, vlinreg: fraction of the training rows validated on (0.2)."
     ),
     no_contribution: bool = typer.Option(False, "--no-contribution", help="Skip Shapley."),
     as_json: bool = JsonOption,

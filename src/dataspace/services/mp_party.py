@@ -24,10 +24,11 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,7 @@ from dataspace.privacy.secagg import (
     aggregator,
     ed25519_verifier,
 )
-from dataspace.services import jobs, mp_protocols
+from dataspace.services import jobs, mp_protocols, mp_rr22
 from dataspace.services import mp_store as ms
 from dataspace.services.job_policy import _slots_taken
 from dataspace.services.job_wire import check_job_id, jsonable
@@ -59,7 +60,19 @@ from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
 
-__all__ = ["ALIGN_DIR", "handle_abort", "handle_step", "psi_output", "write_rows"]
+__all__ = [
+    "ALIGN_DIR",
+    "answer_once",
+    "check_new",
+    "check_open",
+    "claim",
+    "complete",
+    "end_if_running",
+    "handle_abort",
+    "handle_step",
+    "psi_output",
+    "write_rows",
+]
 
 ALIGN_DIR = "mp"  # under the node's data dir: <job id>.parquet per job that kept rows
 POOL_ABOVE_ROWS = 200_000  # smaller inputs are hashed in-process; larger on the shared pool
@@ -90,6 +103,7 @@ class _Session:
     responder: Responder | None = None
     party: PartyRole | None = None
     engine: Engine | None = None
+    rr22: mp_rr22.Run | None = None
     key_columns: list[str] = field(default_factory=list)
     epsilon: Decimal = Decimal(0)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -279,6 +293,8 @@ def _close(session: _Session) -> None:
     if session.engine is not None:
         session.engine.close()
         session.engine = None
+    if session.rr22 is not None:
+        session.rr22.close()  # its link's keys and certificates are wiped
     session.responder, session.party = None, None
 
 
@@ -339,6 +355,114 @@ def _usage(s: _Session, status: str, result_rows: int = 0) -> Usage:
     )
 
 
+# --- shared by the protocols registered with mp_protocols (training, FedAvg, prediction) ----------
+
+
+class NamedSteps(Protocol):
+    """A participant's run of a protocol whose steps are named: its answers kept by name."""
+
+    initiator: str
+    cache: dict[str, tuple[str, bytes]]
+    lock: threading.Lock
+
+
+def answer_once(
+    s: NamedSteps, job_id: str, name: str, digest: str, answer: Callable[[], bytes]
+) -> bytes:
+    """Step ``name`` answered once, under the run's lock: the same request (``digest``) sent
+    again gets the answer already given — never a recomputation —, another request under a
+    used name is refused."""
+    with s.lock:
+        cached = s.cache.get(name)
+        if cached is not None:
+            if cached[0] != digest:
+                raise Conflict(f"step {name} of job {job_id} was already answered differently")
+            return cached[1]
+        out = answer()
+        s.cache[name] = (digest, out)
+        return out
+
+
+def check_open(
+    node: Node, job_id: str, caller: str, digest: str, existing: NamedSteps | None, what: str
+) -> bytes | None:
+    """Before ``open``: the answer already given when the same initiator opens the same job
+    again; a job already open (``existing``) or already run here is refused."""
+    if existing is not None:
+        cached = existing.cache.get("open")
+        if existing.initiator == caller and cached and cached[0] == digest:
+            return cached[1]
+        raise Conflict(f"{what} job {job_id} is already open here")
+    check_new(node, job_id)
+    return None
+
+
+def check_new(node: Node, job_id: str) -> None:
+    """A job id runs once on a node: a retry runs under a new id."""
+    with node.store.read() as db:
+        if db.get(JobRow, job_id) is not None:
+            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+
+
+def claim(
+    node: Node,
+    job_id: str,
+    caller: str,
+    header: dict[str, Any],
+    *,
+    action: str,
+    request: dict[str, Any],
+    role: str = ms.PARTICIPANT,
+) -> None:
+    """This node's row of a job ``caller`` opened: a provider's waits (QUEUED) until its
+    agreement admits the job (:func:`_check`); another role's (the dealer's) runs at once."""
+    ms.create_row(
+        node,
+        job_id=job_id,
+        role=role,
+        agreement_id=str(header.get("agreement_id") or "")[:200],
+        peer=caller,
+        action=action,
+        request=request,
+        state=jobs.QUEUED if role == ms.PARTICIPANT else jobs.RUNNING,
+    )
+
+
+def complete(
+    node: Node,
+    s: _Session,
+    result: dict[str, Any],
+    usage: Usage | None,
+    payload: dict[str, Any],
+    *,
+    ledger_action: str = "job.completed",
+) -> None:
+    """SUCCEEDED here: the use metered under the agreement (``usage``), ``ledger_action`` in the
+    ledger with the agreement, the consumer, the dataset and ``payload``."""
+    ms.finish(
+        node,
+        s.job_id,
+        state=jobs.SUCCEEDED,
+        actor=f"peer:{s.initiator}",
+        ledger_action=ledger_action,
+        result=result,
+        usage=usage,
+        terms=s.terms,
+        ledger_payload={
+            "agreement_id": s.agreement_id,
+            "consumer": s.initiator,
+            "dataset": s.dataset or None,
+            **payload,
+        },
+    )
+
+
+def end_if_running(node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str) -> None:
+    """:func:`_end_error`, unless the job has ended here already (an abort, the reaper)."""
+    if _running(node, s.job_id):
+        _end_error(node, s, exc, step=step, name=name)
+
+
 # --- steps ---------------------------------------------------------------------------------------
 
 Out = tuple[dict[str, Any], list[bytes], dict[str, Any]]
@@ -351,6 +475,10 @@ def _dispatch(
         return _open_psi(node, s, header) if s.kind == ms.PSI else _open_agg(node, s, header)
     if name == "finish":
         return _finish(node, s, header)
+    if s.rr22 is not None:
+        if name != "rr22":
+            raise UsageError(f"step {name!r} is not one of an RR22 PSI job")
+        return _start_rr22(node, s, header, blobs)
     if s.kind == ms.PSI:
         assert s.responder is not None
         replies: list[bytes] = []
@@ -457,8 +585,12 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     if mode not in MODES:
         raise UsageError(f"unknown PSI mode {mode!r}", hint="modes: " + ", ".join(MODES))
     spec = KeySpec.parse(str(header.get("key", "")))
+    engine = str(header.get("engine") or "dh")
+    mp_rr22.check_engine(engine, mode)  # refused before admission: nothing is counted
     s.key_columns = [c.name for c in spec.columns]
     dataset, _ = _check(node, s, header, s.key_columns, psi_output(mode))
+    if engine == "rr22":
+        return _open_rr22(node, s, dataset, spec, mode)
     parquet = pq.ParquetFile(dataset.path)
     s.rows_scanned = parquet.metadata.num_rows
     s.engine = Engine(0) if s.rows_scanned < POOL_ABOVE_ROWS else shared_engine()
@@ -471,6 +603,36 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     )
     s.responder.load(parquet.iter_batches(batch_size=65_536, columns=s.key_columns))
     return {"state": "open"}, [], {"rows": s.rows_scanned, "dataset": s.dataset, "mode": mode}
+
+
+def _open_rr22(node: Node, s: _Session, dataset: Any, spec: KeySpec, mode: str) -> Out:
+    """Admitted: this session's link identity (a fresh certificate and a free port), answered
+    in the signed "open" so that the initiator's end accepts exactly this node."""
+    source = mp_rr22.Input.load(dataset.path, spec)
+    s.rows_scanned = len(source.rows)
+    endpoint = mp_rr22.Endpoint.create(node)
+    s.rr22 = mp_rr22.Run(endpoint, source, mode, spec)
+    info = {"rows": s.rows_scanned, "dataset": s.dataset, "mode": mode, "engine": "rr22"}
+    head = {"state": "open", "engine": "rr22", "address": endpoint.address, "size": source.distinct}
+    return head, [endpoint.pem], info
+
+
+def _start_rr22(node: Node, s: _Session, header: dict[str, Any], blobs: list[bytes]) -> Out:
+    """The initiator's certificate and address (its side, rank 0, listens already): this side
+    (rank 1) starts in the background and the step is answered at once; "finish" collects it.
+    Nothing runs when a side has no keys (both sides know both sizes: "open", "rr22")."""
+    run = s.rr22
+    assert run is not None
+    if run.thread is not None or len(blobs) != 1:
+        raise UsageError("an RR22 link is started once, with the initiator's certificate")
+    run.peer_size = int(header.get("size") or 0)
+    own = run.source.distinct
+    go = own > 0 and run.peer_size > 0
+    if go:
+        limit = float(node.limits.mp_max_idle_timeout_seconds)
+        timeout = max(1.0, min(float(header.get("timeout") or limit), limit))
+        run.start(blobs[0], str(header.get("address", "")), timeout, s.job_id, rank=1)
+    return {"state": "running", "size": own, "run": go}, [], {"size": own, "run": go}
 
 
 def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
@@ -561,26 +723,33 @@ def _finish(node: Node, s: _Session, header: dict[str, Any]) -> Out:
                 **write_rows(node, s.job_id, psi.rows, ordered=psi.mode == "align"),
             )
             result_rows = int(psi.size or 0)
+    elif s.rr22 is not None:
+        run = s.rr22
+        keys = run.wait(max(1.0, run.timeout / 2))  # its peer's side is through already
+        s.cpu += run.cpu_seconds  # the engine ran in its own process
+        result.update(
+            mode=run.mode, engine="rr22", own_size=run.source.distinct, peer_size=run.peer_size
+        )
+        if run.mode in ("both", "align"):
+            rows = mp_rr22.positions(run.source, keys, run.mode)
+            result.update(
+                size=len(keys),
+                rows=len(rows),
+                **write_rows(node, s.job_id, rows, ordered=run.mode == "align"),
+            )
+            result_rows = len(keys)
     elif s.party is not None and not s.party.done:
         raise Conflict("the secure aggregation has not finished on this node")
     s.ended = True
     _close(s)
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)
-    usage = _usage(s, "completed", result_rows)
-    ms.finish(
+    complete(
         node,
-        s.job_id,
-        state=jobs.SUCCEEDED,
-        actor=f"peer:{s.initiator}",
-        ledger_action="job.completed",
-        result=result,
-        usage=usage,
-        terms=s.terms,
-        ledger_payload={
-            "agreement_id": s.agreement_id,
-            "consumer": s.initiator,
-            "dataset": s.dataset,
+        s,
+        result,
+        _usage(s, "completed", result_rows),
+        {
             "rows_scanned": s.rows_scanned,
             "bytes_out": s.bytes_out,
             "result": result,

@@ -19,8 +19,6 @@ a background thread and the caller polls :func:`get_job`. docs/multiparty.md has
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import secrets
 import threading
@@ -38,8 +36,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dataspace.contracts import store as cstore
-from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.errors import DataspaceError, NotFound, UsageError
 from dataspace.privacy.psi import MODES, Engine, Initiator, KeySpec, shared_engine
+from dataspace.privacy.psi.errors import PsiEngineFailed
 from dataspace.privacy.secagg import (
     AGGREGATORS,
     FixedPoint,
@@ -48,13 +47,13 @@ from dataspace.privacy.secagg import (
     aggregator,
     ed25519_verifier,
 )
-from dataspace.services import jobs
+from dataspace.services import jobs, mp_initiator, mp_rr22
 from dataspace.services import mp_store as ms
-from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
+from dataspace.services.job_wire import check_job_id, sha256_hex
+from dataspace.services.mp_initiator import Progress
 from dataspace.services.mp_keys import party_keys
 from dataspace.services.mp_party import POOL_ABOVE_ROWS, write_rows
 from dataspace.services.mp_wire import (
-    ABORT_PATH,
     STEP_PATH,
     MultipartyFailed,
     call_peer,
@@ -80,7 +79,6 @@ __all__ = [
 ]
 
 OPS = ("sum", "mean", "count")
-Progress = Callable[[dict[str, Any], dict[str, Any]], None]  # (event, {"done", "total"})
 DEFAULT_BOUND = 1e12
 CHUNK = 16_384
 
@@ -149,25 +147,20 @@ def _links(node: Node, agreements: Sequence[str], peers: Sequence[str] | None) -
 
 
 def _claim(node: Node, job: Job, total: int) -> Job:
-    ms.create_row(
+    mp_initiator.claim(
         node,
-        job_id=job.id,
-        role=ms.INITIATOR,
-        agreement_id=job.links[0].agreement_id,
-        peer=",".join(link.peer for link in job.links),
+        job.id,
         action=job.kind,
-        request={
-            "mp": job.params,
-            "participants": [
-                {"peer": link.peer, "agreement_id": link.agreement_id, "key": link.key or None}
-                for link in job.links
-            ],
-            "attempt": job.attempt,
-            "retry_of": job.retry_of,
-            "idle_timeout": max(job.idle_timeout, job.step_timeout * 3),
-            "step_timeout": job.step_timeout,
-        },
+        params=job.params,
+        participants=[
+            {"peer": link.peer, "agreement_id": link.agreement_id, "key": link.key or None}
+            for link in job.links
+        ],
         total=total,
+        attempt=job.attempt,
+        retry_of=job.retry_of,
+        idle_timeout=max(job.idle_timeout, job.step_timeout * 3),
+        step_timeout=job.step_timeout,
     )
     return job
 
@@ -182,6 +175,7 @@ def start_psi(
     peer_keys: dict[str, str] | None = None,
     mode: str = "me",
     group: str = "x25519",
+    engine: str = "dh",
     job_id: str | None = None,
     actor: str | None = None,
     step_timeout: float | None = None,
@@ -189,9 +183,13 @@ def start_psi(
     attempt: int = 1,
     retry_of: str | None = None,
 ) -> Job:
-    """Validate a PSI job and claim its id (RUNNING); :func:`execute` runs it."""
+    """Validate a PSI job and claim its id (RUNNING); :func:`execute` runs it.
+
+    ``engine``: ``dh`` (DH-PSI over the signed steps) or ``rr22`` (spu's RR22 over a direct
+    mutual-TLS link; not for mode ``size``), see :mod:`.mp_rr22`."""
     if mode not in MODES:
         raise UsageError(f"unknown PSI mode {mode!r}", hint="modes: " + ", ".join(MODES))
+    mp_rr22.check_engine(engine, mode)
     spec = KeySpec.parse(key)
     links = _links(node, agreements, peers)
     if len(links) > 1 and mode != "me":
@@ -211,7 +209,7 @@ def start_psi(
     rows = pq.ParquetFile(own.path).metadata.num_rows
     step_t, idle_t = _timeouts(node, step_timeout, idle_timeout)
     chunks = max(1, math.ceil(rows / CHUNK))
-    per_peer = 3 + chunks + (1 if mode in ("both", "align") else 0)
+    per_peer = 3 + chunks + (1 if mode in ("both", "align") else 0) if engine == "dh" else 3
     job = Job(
         id=check_job_id(job_id) if job_id else uuid.uuid4().hex,
         kind=ms.PSI,
@@ -219,6 +217,7 @@ def start_psi(
             "mode": mode,
             "key": key,
             "group": group,
+            "engine": engine,
             "dataset": own.name,
             "peer_keys": peer_keys or {},
         },
@@ -318,7 +317,7 @@ class _Runner:
                 self.node, self.job.id, [event], ledger=False, actor=self.job.actor, entries=[entry]
             )
             if self.progress is not None:
-                self.progress(event, _progress(self.node, self.job.id))
+                self.progress(event, mp_initiator.progress_of(self.node, self.job.id))
         link.next_step += 1
         return out, out_blobs
 
@@ -330,13 +329,6 @@ class _Runner:
         with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
             futures = [pool.submit(call, link) for link in targets]
             return [f.result() for f in futures]
-
-
-def _progress(node: Node, job_id: str) -> dict[str, Any]:
-    with node.store.read() as session:
-        row = session.get(JobRow, job_id)
-        meta = (row.result_meta or {}) if row else {}
-        return dict(meta.get("progress") or {})
 
 
 def execute(node: Node, job: Job, *, progress: Progress | None = None) -> dict[str, Any]:
@@ -351,56 +343,19 @@ def execute(node: Node, job: Job, *, progress: Progress | None = None) -> dict[s
         err = MultipartyFailed(f"the job stopped unexpectedly ({type(exc).__name__})")
         _fail_everywhere(node, job, err)
         raise
-    ms.finish(
+    mp_initiator.complete(
         node,
         job.id,
-        state=jobs.SUCCEEDED,
+        result,
         actor=job.actor,
-        ledger_action="mp.completed",
-        result=result,
-        ledger_payload={
-            "participants": [[lk.peer, lk.agreement_id] for lk in job.links],
-            "result_sha256": sha256_hex(json.dumps(jsonable(result), sort_keys=True).encode()),
-        },
+        participants=[(lk.peer, lk.agreement_id) for lk in job.links],
     )
     return get_job(node, job.id)
 
 
 def _fail_everywhere(node: Node, job: Job, exc: DataspaceError) -> None:
-    details = exc.details if isinstance(exc.details, dict) else {}
-    culprit = details.get("node")
-    ms.add_events(
-        node,
-        job.id,
-        [
-            ms.event(
-                str(culprit or node.name),
-                -1,
-                "failed",
-                "failed",
-                code=exc.code,
-                message=exc.message,
-            )
-        ],
-        ledger=False,
-    )
-    ms.fail(node, job.id, exc, actor=job.actor, by=culprit)
-    pending = []
-    for link in job.links:
-        body = json.dumps({"job_id": job.id, "reason": exc.message}).encode()
-        try:
-            call_peer(
-                node,
-                link.peer,
-                ABORT_PATH,
-                body,
-                timeout=5.0,
-                attempts=1,
-                content_type="application/json",
-            )
-        except DataspaceError:
-            pending.append(link.peer)
-    ms.set_meta(node, job.id, pending_aborts=pending)
+    peers = [link.peer for link in job.links]
+    mp_initiator.fail_everywhere(node, job.id, exc, actor=job.actor, peers=peers)
 
 
 def _run_psi(r: _Runner) -> dict[str, Any]:
@@ -408,16 +363,14 @@ def _run_psi(r: _Runner) -> dict[str, Any]:
     spec = KeySpec.parse(p["key"])
     path: Path = job.extra["path"]
     two_party = len(job.links) == 1
-    rows: np.ndarray | None = None
-    sizes = []
-    own = 0
     modes = {link.peer: p["mode"] if two_party else "me" for link in job.links}
     ids = {
         link.peer: job.id if two_party else f"{job.id}/{i}"
         for i, link in enumerate(job.links, start=1)
     }
+    engine = p.get("engine", "dh")
     # Every participant checks its own agreement before any protocol message is sent.
-    r.each(
+    opened = r.each(
         lambda link: r.step(
             link,
             "open",
@@ -427,9 +380,40 @@ def _run_psi(r: _Runner) -> dict[str, Any]:
             mode=modes[link.peer],
             group=p["group"],
             psi_id=ids[link.peer],
+            engine=engine,
             idle_timeout=max(job.idle_timeout, job.step_timeout * 3),
         )
     )
+    rows: np.ndarray | None
+    result_size: int | None
+    if engine == "rr22":
+        rows, own, sizes = _run_rr22(r, spec, path, modes, opened)
+        result_size = sizes[-1]["size"]
+    else:
+        rows, own, sizes, result_size = _run_dh(r, spec, path, modes, ids)
+    # Only when every run is through does any participant keep or record anything.
+    r.each(lambda link: r.step(link, "finish"))
+    out: dict[str, Any] = {
+        "mode": p["mode"],
+        "engine": engine,
+        "size": result_size,
+        "own_size": own,
+        "dataset": p["dataset"],
+        "per_peer": sizes,
+    }
+    if rows is not None:
+        out.update(rows=len(rows), **write_rows(r.node, job.id, rows, ordered=p["mode"] == "align"))
+    return out
+
+
+def _run_dh(
+    r: _Runner, spec: KeySpec, path: Path, modes: dict[str, str], ids: dict[str, str]
+) -> tuple[np.ndarray | None, int, list[dict[str, Any]], int | None]:
+    """DH-PSI with each participant in turn over the signed steps (a chain for 3+)."""
+    job, p = r.job, r.job.params
+    rows: np.ndarray | None = None
+    sizes = []
+    own = 0
     with Engine(0) if job.extra["rows"] < POOL_ABOVE_ROWS else shared_engine() as engine:
         for i, link in enumerate(job.links, start=1):
             a = Initiator(
@@ -454,18 +438,56 @@ def _run_psi(r: _Runner) -> dict[str, Any]:
             own = result.own_size if i == 1 else own
             sizes.append({"peer": link.peer, "peer_size": result.peer_size, "size": result.size})
             rows = result.rows
-    # Only when every run is through does any participant keep or record anything.
-    r.each(lambda link: r.step(link, "finish"))
-    out: dict[str, Any] = {
-        "mode": p["mode"],
-        "size": result.size,
-        "own_size": own,
-        "dataset": p["dataset"],
-        "per_peer": sizes,
-    }
-    if rows is not None:
-        out.update(rows=len(rows), **write_rows(r.node, job.id, rows, ordered=p["mode"] == "align"))
-    return out
+    return rows, own, sizes, result.size
+
+
+def _run_rr22(
+    r: _Runner,
+    spec: KeySpec,
+    path: Path,
+    modes: dict[str, str],
+    opened: list[tuple[dict[str, Any], list[bytes]]],
+) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+    """RR22 with each participant in turn (rank 0 and receiver here; mode me chains on the
+    rows matched so far), each over its own mutual-TLS link, wiped when the run ends."""
+    job = r.job
+    rows: np.ndarray | None = None
+    sizes: list[dict[str, Any]] = []
+    own = 0
+    for i, (link, (answer, blobs)) in enumerate(zip(job.links, opened, strict=True)):
+        mode = modes[link.peer]
+        if answer.get("engine") != "rr22" or len(blobs) != 1:
+            raise MultipartyFailed(f"{link.peer} did not open an RR22 link", node=link.peer)
+        peer_size = int(answer.get("size") or 0)
+        source = mp_rr22.Input.load(path, spec, rows)
+        own = source.distinct if i == 0 else own
+        go = source.distinct > 0 and peer_size > 0  # else the intersection is empty: no run
+        with mp_rr22.Endpoint.create(r.node) as endpoint:
+            run = mp_rr22.Run(endpoint, source, mode, spec)
+            try:
+                if go:  # rank 0 listens before the participant starts rank 1
+                    address = str(answer.get("address"))
+                    run.start(blobs[0], address, job.step_timeout, job.id, rank=0)
+                    run.wait_listening(job.step_timeout)
+                back, _ = r.step(
+                    link,
+                    "rr22",
+                    [endpoint.pem],
+                    address=endpoint.address,
+                    size=source.distinct,
+                    timeout=job.step_timeout,
+                )
+                if bool(back.get("run")) != go:
+                    raise MultipartyFailed(f"{link.peer} disagrees on the RR22 run", node=link.peer)
+                keys = run.wait(job.step_timeout + 30)
+            except PsiEngineFailed as exc:
+                raise PsiEngineFailed(
+                    f"RR22 with {link.peer}: {exc.message}", hint=exc.hint, node=link.peer
+                ) from exc
+        sizes.append({"peer": link.peer, "peer_size": peer_size, "size": len(keys)})
+        rows = mp_rr22.positions(source, keys, mode)
+    assert rows is not None
+    return rows, own, sizes
 
 
 def _run_aggregate(r: _Runner) -> dict[str, Any]:
@@ -552,12 +574,7 @@ def run_aggregate(node: Node, *, progress: Progress | None = None, **kw: Any) ->
 
 def start_background(node: Node, job: Job) -> dict[str, Any]:
     """Run a claimed job in a daemon thread (the API's way); returns its view at once."""
-
-    def run() -> None:
-        with contextlib.suppress(Exception):  # recorded in the job row by execute
-            execute(node, job)
-
-    threading.Thread(target=run, daemon=True, name=f"mp-{job.id[:12]}").start()
+    mp_initiator.in_background(f"mp-{job.id[:12]}", lambda: execute(node, job))
     return get_job(node, job.id)
 
 
@@ -584,25 +601,8 @@ def retry(
         action = row.action
     if state == jobs.RUNNING:
         ms.reap(node)
-        raise Conflict(f"job {job_id} is still running", hint="wait for it to end, then retry")
-    if state == jobs.SUCCEEDED:
-        raise Conflict(f"job {job_id} succeeded; there is nothing to retry")
-    pending = []
-    reason = str((meta.get("error") or {}).get("message") or "the job failed")
-    for peer in meta.get("pending_aborts") or []:
-        body = json.dumps({"job_id": job_id, "reason": reason}).encode()
-        try:
-            call_peer(
-                node,
-                peer,
-                ABORT_PATH,
-                body,
-                timeout=5.0,
-                attempts=2,
-                content_type="application/json",
-            )
-        except DataspaceError:
-            pending.append(peer)
+    mp_initiator.check_retryable(job_id, state)
+    pending = mp_initiator.deliver_pending_aborts(node, job_id, meta)
     ms.set_meta(node, job_id, pending_aborts=pending)
     params = dict(request.get("mp") or {})
     parts = request.get("participants") or []
@@ -622,6 +622,7 @@ def retry(
             key=params["key"],
             mode=params["mode"],
             group=params.get("group", "x25519"),
+            engine=params.get("engine", "dh"),
             peer_keys=params.get("peer_keys") or None,
             **common,
         )

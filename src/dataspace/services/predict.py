@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import threading
 import time
 import uuid
@@ -42,16 +41,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.errors import DataspaceError, NotFound, UsageError
 from dataspace.federated import sgb, sgb_route, vlr
 from dataspace.federated.plan import Scaler
 from dataspace.federated.sgb_tree import SgbParams, Tree
-from dataspace.services import jobs, mp_party, mp_protocols
+from dataspace.services import jobs, mp_initiator, mp_party, mp_protocols
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id
 from dataspace.services.mp_wire import (
-    ABORT_PATH,
     STEP_PATH,
     MultipartyFailed,
     call_peer,
@@ -305,48 +303,35 @@ def handle(
                           senders=s.spec.parties)  # fmt: skip
     if shared is not None:
         return pack_frame(*shared)
-    digest = hashlib.sha256(body).hexdigest()
-    with s.lock:
-        cached = s.cache.get(name)
-        if cached is not None:
-            if cached[0] != digest:
-                raise Conflict(f"step {name} of job {job_id} was already answered differently")
-            return cached[1]
+
+    def answer() -> bytes:
         if name == "start":
             assert s.thread is not None
             s.thread.start()
-            answer = pack_frame({"job_id": job_id, "state": "running"})
-        elif name == "finish":
-            answer = _finish(node, s)
-        else:
-            raise UsageError(f"unknown prediction step {name!r}")
-        s.cache[name] = (digest, answer)
-        return answer
+            return pack_frame({"job_id": job_id, "state": "running"})
+        if name == "finish":
+            return _finish(node, s)
+        raise UsageError(f"unknown prediction step {name!r}")
+
+    return mp_party.answer_once(s, job_id, name, hashlib.sha256(body).hexdigest(), answer)
 
 
 def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: bytes) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
     with _REGISTRY:
         existing = _SESSIONS.get(job_id)
-    if existing is not None:
-        cached = existing.cache.get("open")
-        if existing.initiator == caller and cached and cached[0] == digest:
-            return cached[1]
-        raise Conflict(f"prediction job {job_id} is already open here")
-    with node.store.read() as db:
-        if db.get(JobRow, job_id) is not None:
-            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+    again = mp_party.check_open(node, job_id, caller, digest, existing, "prediction")
+    if again is not None:
+        return again
     model_id = check_job_id(str(header.get("model_id", "")))
     idle = max(5.0, min(float(header.get("idle_timeout") or 60.0), 600.0))
-    ms.create_row(
+    mp_party.claim(
         node,
-        job_id=job_id,
-        role=ms.PARTICIPANT,
-        agreement_id=str(header.get("agreement_id") or "")[:200],
-        peer=caller,
+        job_id,
+        caller,
+        header,
         action=ACTION,
         request={"mp": {"model_id": model_id, **header}, "idle_timeout": idle},
-        state=jobs.QUEUED,  # RUNNING once its agreement admits the job (mp_party._check)
     )
     ps = mp_party._Session(job_id, caller, TRAIN_ACTION, idle)
     try:
@@ -408,11 +393,7 @@ def _drive(node: Node, s: _Party) -> None:
         )
         s.error = err
         s.mailbox.fail(err)
-        with node.store.read() as db:
-            row = db.get(JobRow, s.job_id)
-            running = row is not None and row.state == jobs.RUNNING
-        if running:
-            mp_party._end_error(node, s.ps, err, step=1, name="predict")
+        mp_party.end_if_running(node, s.ps, err, step=1, name="predict")
     finally:
         s.mailbox.close()
         s.ps.cpu += time.process_time() - t0
@@ -429,23 +410,13 @@ def _finish(node: Node, s: _Party) -> bytes:
     if s.error is not None:
         raise s.error
     rows = int(s.block.shape[0])
-    ms.finish(
+    mp_party.complete(
         node,
-        s.job_id,
-        state=jobs.SUCCEEDED,
-        actor=f"peer:{s.initiator}",
+        s.ps,
+        {"model_id": s.model_id, "rows": rows},
+        mp_party._usage(s.ps, "completed", rows),
+        {"model_id": s.model_id, "rows": rows, "bytes_out": s.mailbox.bytes_out},
         ledger_action="model.predicted",
-        result={"model_id": s.model_id, "rows": rows},
-        usage=mp_party._usage(s.ps, "completed", rows),
-        terms=s.ps.terms,
-        ledger_payload={
-            "model_id": s.model_id,
-            "rows": rows,
-            "agreement_id": s.ps.agreement_id,
-            "consumer": s.initiator,
-            "dataset": s.ps.dataset or None,
-            "bytes_out": s.mailbox.bytes_out,
-        },
     )
     ev = ms.event(node.name, 1, "finish", rows=rows, bytes_out=s.mailbox.bytes_out)
     ms.add_events(node, s.job_id, [ev], actor=f"peer:{s.initiator}")
@@ -513,22 +484,12 @@ def run_predict(
         where = {int(p): i for i, p in enumerate(positions)}
         providers.append(_Provider(peer, agreements[peer], align, [where[int(p)] for p in common]))
     new_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
-    ms.create_row(
+    mp_initiator.claim(
         node,
-        job_id=new_id,
-        role=ms.INITIATOR,
-        agreement_id=providers[0].agreement_id,
-        peer=",".join(p.name for p in providers),
+        new_id,
         action=ACTION,
-        request={
-            "mp": {
-                "model_id": model,
-                "family": spec.family,
-                "rows": list(rows),
-                "dataset": own_ds,
-            },
-            "participants": [{"peer": p.name, "agreement_id": p.agreement_id} for p in providers],
-        },
+        params={"model_id": model, "family": spec.family, "rows": list(rows), "dataset": own_ds},
+        participants=[{"peer": p.name, "agreement_id": p.agreement_id} for p in providers],
         total=2 * len(providers) + 1,
     )
     try:
@@ -589,23 +550,11 @@ def _execute(
         raise UsageError(f"the model's columns must be numeric ({exc})") from None
 
     def each(name: str, **fields: Any) -> None:
-        threads = []
-        errors: list[BaseException] = []
-
         def one(p: _Provider) -> None:
-            try:
-                extra = fields.get(p.name, {}) if name == "open" else {}
-                _call(node, p.name, job_id, name, timeout, **extra)
-            except BaseException as exc:
-                errors.append(exc)
+            extra = fields.get(p.name, {}) if name == "open" else {}
+            _call(node, p.name, job_id, name, timeout, **extra)
 
-        for p in providers:
-            threads.append(threading.Thread(target=one, args=(p,)))
-            threads[-1].start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        mp_initiator.each(providers, one)
 
     each(
         "open",
@@ -671,20 +620,11 @@ def _execute(
 def _fail_everywhere(
     node: Node, job_id: str, providers: list[_Provider], exc: DataspaceError, actor: str
 ) -> None:
+    """FAILED here and ``abort`` to every provider (a prediction is not retried: no pending
+    aborts are kept)."""
     details = exc.details if isinstance(exc.details, dict) else {}
     ms.fail(node, job_id, exc, actor=actor, by=details.get("node"))
-    for p in providers:
-        body = json.dumps({"job_id": job_id, "reason": exc.message}).encode()
-        with contextlib.suppress(DataspaceError):
-            call_peer(
-                node,
-                p.name,
-                ABORT_PATH,
-                body,
-                timeout=5.0,
-                attempts=1,
-                content_type="application/json",
-            )
+    mp_initiator.abort_peers(node, job_id, [p.name for p in providers], exc.message)
 
 
 def get_job(node: Node, job_id: str) -> dict[str, Any]:

@@ -20,9 +20,7 @@ as a model before ``commit``. docs/training.md has the figures.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import secrets
 import threading
 import time
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from dataspace.errors import Conflict, DataspaceError, UsageError
+from dataspace.errors import DataspaceError, UsageError
 from dataspace.federated.fedavg import (
     Client,
     DpFedAvg,
@@ -46,18 +44,12 @@ from dataspace.federated.fedavg import (
 )
 from dataspace.federated.hfl_models import Model
 from dataspace.privacy.secagg import FixedPoint, SessionConfig, aggregator
-from dataspace.services import jobs, mp_party, mp_protocols, multiparty
+from dataspace.services import jobs, mp_initiator, mp_party, mp_protocols, multiparty
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
-from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
-from dataspace.services.mp_wire import (
-    ABORT_PATH,
-    STEP_PATH,
-    MultipartyFailed,
-    call_peer,
-    pack_frame,
-    unpack_frame,
-)
+from dataspace.services.job_wire import check_job_id, jsonable
+from dataspace.services.mp_initiator import Progress, each
+from dataspace.services.mp_wire import MultipartyFailed, pack_frame
 from dataspace.services.node import Node, default_actor
 from dataspace.store.models_compute import JobRow
 
@@ -65,7 +57,6 @@ PROTOCOL = "fedavg"
 ACTION = "federated-train"
 FAMILY = "fedavg"
 BINS = 256  # score histogram resolution for the overall AUC
-Progress = Callable[[dict[str, Any], dict[str, Any]], None]
 CONFIG_KEYS = ("rounds", "local_epochs", "batch_size", "learning_rate", "l2", "update_bound")
 
 
@@ -241,21 +232,15 @@ def handle(
             hint="the initiator starts a new attempt with `dataspace job retry`",
             cause="session-lost",
         )
-    with s.lock:
-        cached = s.cache.get(name)
-        if cached is not None:
-            if cached[0] != digest:
-                raise Conflict(f"step {name} of job {job_id} was already answered differently")
-            return cached[1]
-        with node.store.read() as db:
-            row = db.get(JobRow, job_id)
-            if row is None or row.state != jobs.RUNNING:
-                with _REG:
-                    _PARTIES.pop(job_id, None)
-                raise MultipartyFailed(f"the job ended on {node.name}", cause="aborted")
+
+    def answer() -> bytes:
+        if not mp_party._running(node, job_id):
+            with _REG:
+                _PARTIES.pop(job_id, None)
+            raise MultipartyFailed(f"the job ended on {node.name}", cause="aborted")
         t0 = time.process_time()
         try:
-            answer = _step(node, s, name, header, blobs)
+            out = _step(node, s, name, header, blobs)
         except DataspaceError as exc:
             _end(node, s, exc)
             raise
@@ -265,9 +250,10 @@ def handle(
             raise err from exc
         finally:
             s.ps.cpu += time.process_time() - t0
-        s.ps.bytes_out += len(answer)
-        s.cache[name] = (digest, answer)
-        return answer
+        s.ps.bytes_out += len(out)
+        return out
+
+    return mp_party.answer_once(s, job_id, name, digest, answer)
 
 
 def _end(node: Node, s: _Party, exc: DataspaceError) -> None:
@@ -277,19 +263,15 @@ def _end(node: Node, s: _Party, exc: DataspaceError) -> None:
 
 
 def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: str) -> bytes:
-    with node.store.read() as db:
-        if db.get(JobRow, job_id) is not None:
-            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+    mp_party.check_new(node, job_id)
     params = dict(header.get("params") or {})
-    ms.create_row(
+    mp_party.claim(
         node,
-        job_id=job_id,
-        role=ms.PARTICIPANT,
-        agreement_id=str(header.get("agreement_id") or "")[:200],
-        peer=caller,
+        job_id,
+        caller,
+        header,
         action=ACTION,
         request={"mp": {"model": FAMILY, **params}, "idle_timeout": 120.0},
-        state=jobs.QUEUED,  # RUNNING once its agreement admits the job (mp_party._check)
     )
     ps = mp_party._Session(job_id, caller, ACTION, 120.0)
     features = [str(c) for c in header.get("features") or []]
@@ -371,22 +353,12 @@ def _commit(node: Node, s: _Party, header: dict[str, Any], blobs: list[bytes]) -
         info={"params": s.params},
     )
     model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
-    usage = mp_party._usage(s.ps, "completed", int(s.client.y.size))
-    ms.finish(
+    mp_party.complete(
         node,
-        s.job_id,
-        state=jobs.SUCCEEDED,
-        actor=f"peer:{s.initiator}",
-        ledger_action="job.completed",
-        result={"model_id": s.job_id, "role": ms.PARTICIPANT},
-        usage=usage,
-        terms=s.ps.terms,
-        ledger_payload={
-            "agreement_id": s.ps.agreement_id,
-            "consumer": s.initiator,
-            "dataset": s.ps.dataset or None,
-            "model_id": s.job_id,
-        },
+        s.ps,
+        {"model_id": s.job_id, "role": ms.PARTICIPANT},
+        mp_party._usage(s.ps, "completed", int(s.client.y.size)),
+        {"model_id": s.job_id},
     )
     with _REG:
         _PARTIES.pop(s.job_id, None)
@@ -473,75 +445,41 @@ def start(
         "dataset": dataset,
         "align": [],
     }
-    ms.create_row(
+    mp_initiator.claim(
         node,
-        job_id=job_id,
-        role=ms.INITIATOR,
-        agreement_id=links[0].agreement_id,
-        peer=",".join(lk.peer for lk in links),
+        job_id,
         action=ACTION,
-        request={
-            "mp": job_params,
-            "participants": [{"peer": lk.peer, "agreement_id": lk.agreement_id} for lk in links],
-            "attempt": attempt,
-            "retry_of": retry_of,
-            "step_timeout": timeout,
-        },
+        params=job_params,
+        participants=[{"peer": lk.peer, "agreement_id": lk.agreement_id} for lk in links],
         total=config.rounds + 3,
+        attempt=attempt,
+        retry_of=retry_of,
+        step_timeout=timeout,
     )
     return FedJob(job_id, fed_peers, p, own, actor or default_actor(), timeout)
 
 
-class _Run:
+class _Run(mp_initiator.Coordinator):
     def __init__(self, node: Node, job: FedJob, progress: Progress | None) -> None:
-        self.node, self.job, self.progress = node, job, progress
-        self.lock = threading.Lock()
-        self.done = 0
+        super().__init__(
+            node, job.id, protocol=PROTOCOL, actor=job.actor, timeout=job.timeout, progress=progress
+        )
+        self.job = job
 
     def call(
         self, peer: str, name: str, blobs: Sequence[bytes] = (), **fields: Any
     ) -> tuple[dict[str, Any], list[bytes]]:
-        header = {"protocol": PROTOCOL, "job_id": self.job.id, "name": name, **fields}
-        body = pack_frame(header, list(blobs))
+        """A step at ``peer``; a failure's message names the peer."""
         try:
-            answer = call_peer(self.node, peer, STEP_PATH, body, timeout=self.job.timeout)
+            return self.call_step(peer, name, blobs, **fields)
         except DataspaceError as exc:
             if peer not in exc.message:
                 exc.message = f"{peer}: {exc.message}"
             raise
-        out, back = unpack_frame(answer)
-        if isinstance(out.get("event"), dict):
-            self.record(
-                out["event"],
-                {
-                    "peer": peer,
-                    "name": name,
-                    "request_sha256": sha256_hex(body),
-                    "response_sha256": sha256_hex(answer),
-                },
-            )
-        return out, back
-
-    def record(self, event: dict[str, Any], entry: dict[str, Any] | None = None) -> None:
-        with self.lock:
-            ms.add_events(
-                self.node,
-                self.job.id,
-                [event],
-                ledger=entry is None,
-                actor=self.job.actor,
-                entries=[entry] if entry else [],
-            )
-            if self.progress is not None:
-                self.progress(event, multiparty._progress(self.node, self.job.id))
 
     def each(self, call: Callable[[int, dict[str, Any]], Any]) -> list[Any]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        peers = self.job.peers
-        with ThreadPoolExecutor(max_workers=len(peers)) as pool:
-            futures = [pool.submit(call, i, p) for i, p in enumerate(peers, start=1)]
-            return [f.result() for f in futures]
+        """``call(index, peer)`` for every provider (indexes from 1), in parallel."""
+        return each(list(enumerate(self.job.peers, start=1)), lambda ip: call(*ip))
 
     def secagg(
         self, name: str, theta: np.ndarray, bound: float, bits: int, **fields: Any
@@ -594,26 +532,15 @@ class _Run:
 
 def execute(node: Node, job: FedJob, *, progress: Progress | None = None) -> dict[str, Any]:
     r = _Run(node, job, progress)
-    try:
-        result = _run(r)
-    except DataspaceError as exc:
-        _fail_everywhere(node, job, exc)
-        raise
-    except BaseException as exc:
-        err = MultipartyFailed(f"FedAvg stopped unexpectedly ({type(exc).__name__}: {exc})")
-        _fail_everywhere(node, job, err)
-        raise err from exc
-    ms.finish(
+    result = mp_initiator.run_or_fail(
+        lambda: _run(r), lambda exc: _fail_everywhere(node, job, exc), "FedAvg"
+    )
+    mp_initiator.complete(
         node,
         job.id,
-        state=jobs.SUCCEEDED,
+        result,
         actor=job.actor,
-        ledger_action="mp.completed",
-        result=result,
-        ledger_payload={
-            "participants": [[p["peer"], p["agreement_id"]] for p in job.peers],
-            "result_sha256": sha256_hex(json.dumps(jsonable(result), sort_keys=True).encode()),
-        },
+        participants=[(p["peer"], p["agreement_id"]) for p in job.peers],
     )
     return _view(node, job.id)
 
@@ -708,37 +635,12 @@ def _run(r: _Run) -> dict[str, Any]:
 
 
 def _fail_everywhere(node: Node, job: FedJob, exc: DataspaceError) -> None:
-    ms.add_events(
-        node,
-        job.id,
-        [ms.event(node.name, -1, "failed", "failed", code=exc.code, message=exc.message)],
-        ledger=False,
-    )
-    ms.fail(node, job.id, exc, actor=job.actor)
-    pending = []
-    for q in job.peers:
-        body = json.dumps({"job_id": job.id, "reason": exc.message}).encode()
-        try:
-            call_peer(
-                node,
-                q["peer"],
-                ABORT_PATH,
-                body,
-                timeout=5.0,
-                attempts=1,
-                content_type="application/json",
-            )
-        except DataspaceError:
-            pending.append(q["peer"])
-    ms.set_meta(node, job.id, pending_aborts=pending)
+    peers = [q["peer"] for q in job.peers]
+    mp_initiator.fail_everywhere(node, job.id, exc, actor=job.actor, peers=peers, blame=False)
 
 
 def start_background(node: Node, job: FedJob) -> dict[str, Any]:
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            execute(node, job)
-
-    threading.Thread(target=run, daemon=True, name=f"fedavg-{job.id[:12]}").start()
+    mp_initiator.in_background(f"fedavg-{job.id[:12]}", lambda: execute(node, job))
     return _view(node, job.id)
 
 

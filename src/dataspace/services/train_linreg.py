@@ -7,6 +7,9 @@ the other parties' data; only messages addressed to a node reach it. Differences
 
 * the target is continuous (any finite number); the label party standardises it at home and
   keeps the scaling with its part (``target``: mean and scale of its training rows);
+* the validation loss is the mean squared error of the standardised target, not the Brier
+  score; early stopping on it (``patience``) is vlr's: the label party decides after each
+  epoch, every node follows, the best epoch's weights are kept;
 * the held-out metrics are the mean absolute error, the root mean squared error and R², in
   the target's units, per coalition; contribution is the Shapley value of the MAE reduction;
 * the label party keeps the held-out predictions of every coalition in a parquet file under
@@ -15,7 +18,6 @@ the other parties' data; only messages addressed to a node reach it. Differences
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,16 @@ import pyarrow.parquet as pq
 
 from dataspace.federated import vlinreg, vlr
 from dataspace.federated.metrics import regression_metrics
-from dataspace.federated.plan import Scaler, TrainConfig
-from dataspace.services.train_net import Mailbox, NodeNetwork, using
-from dataspace.services.train_roles import Local, Spec, split_rows, vlr_part
+from dataspace.federated.plan import TrainConfig
+from dataspace.services.train_net import Mailbox
+from dataspace.services.train_roles import (
+    Local,
+    Spec,
+    split_rows,
+    vertical_run,
+    vlr_config,
+    vlr_part,
+)
 
 FAMILY = "vlinreg"
 DEFAULTS: dict[str, Any] = {
@@ -42,77 +51,39 @@ HELDOUT_DIR = "predictions"
 
 
 def config(spec: Spec, coalition: Sequence[str]) -> TrainConfig:
-    p = {**DEFAULTS, **spec.params}
-    epochs = int(p["epochs"])
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=int(p["batch_size"]),
-        learning_rate=float(p["learning_rate"]),
-        lr_decay=float(p["lr_decay"]),
-        l2=float(p["l2"]),
-        patience=epochs,
-        min_delta=-math.inf,  # the last epoch is kept, the same at every node (as vlr)
-        seed=spec.seed,
-        dealer=spec.dealer,
-        helper=coalition[1],
-    )
-
-
-def _placeholder(spec: Spec, name: str, rows: int) -> np.ndarray:
-    return np.zeros((rows, spec.widths[name]))
+    """vlr's configuration with vlinreg's defaults: with ``patience``, early stopping on the
+    validation squared error (the label party decides, every node follows, the best epoch is
+    kept); without it every epoch runs and the last is kept, the same at every node."""
+    return vlr_config(spec, coalition, DEFAULTS)
 
 
 def run(
     mb: Mailbox, spec: Spec, index: int, coalition: Sequence[str], local: Local
 ) -> dict[str, Any]:
     """Train on ``coalition`` and predict the held-out rows; returns this node's view."""
-    me = mb.me
-    fit, test = split_rows(spec.rows, spec.holdout, spec.seed)
-    parties = []
-    for name in coalition:
-        real = name == me and local.block is not None
-        x = (
-            local.block[fit]
-            if real and local.block is not None
-            else _placeholder(spec, name, fit.size)
-        )
-        y = None
-        if name == spec.label:
-            y = local.labels[fit] if real and local.labels is not None else np.zeros(fit.size)
-        parties.append(vlr.PartyData(name, x, y, tuple(spec.columns.get(name, []))))
     cfg = config(spec, coalition)
-    with using(NodeNetwork(mb, f"{index}/train", replicate=True)):
-        result = vlinreg.train(parties, cfg)
-    if me not in coalition:
-        return {"seconds": result.seconds}
-    models: dict[str, vlr.PartyModel] = dict(result.models)
-    for name in coalition:  # placeholders of the others' parts, for the replicated prediction
-        if name != me:
-            width = spec.widths[name]
-            models[name] = vlinreg.LinearPartyModel(
-                name,
-                (),
-                np.zeros(width),
-                Scaler(np.zeros(width), np.ones(width), cfg.clip),
-                0.0 if name == spec.label else None,
-                vlinreg.Target(0.0, 1.0) if name == spec.label else None,
-            )
-    assert local.block is not None
-    features = {
-        name: (local.block[test] if name == me else _placeholder(spec, name, test.size))
-        for name in coalition
-    }
-    with using(NodeNetwork(mb, f"{index}/predict", replicate=True)):
-        prediction = vlinreg.predict(models, features, label_party=spec.label)
-    out: dict[str, Any] = {"model": result.models[me], "seconds": result.seconds}
-    if me == spec.label:
-        out.update(
-            scores=prediction.values,
-            epochs_run=result.epochs_run,
-            best_epoch=result.best_epoch,
-            validation=[r.validation_mse for r in result.validation],
-            bytes=result.bytes_total,
-        )
+    out, result = vertical_run(
+        mb,
+        spec,
+        index,
+        coalition,
+        local,
+        cfg,
+        train=lambda parties, decide: vlinreg.train(parties, cfg, decide=decide),
+        placeholder=lambda name, scaler: vlinreg.LinearPartyModel(
+            name,
+            (),
+            np.zeros(scaler.mean.size),
+            scaler,
+            0.0 if name == spec.label else None,
+            vlinreg.Target(0.0, 1.0) if name == spec.label else None,
+        ),
+        predict=lambda models, features: vlinreg.predict(
+            models, features, label_party=spec.label
+        ).values,
+    )
+    if mb.me == spec.label:
+        out.update(validation=[r.validation_mse for r in result.validation])
     return out
 
 

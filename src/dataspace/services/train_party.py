@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.errors import DataspaceError, NotFound, UsageError
 from dataspace.services import jobs, mp_party, mp_protocols, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -101,25 +101,19 @@ def handle(
     )  # fmt: skip
     if shared is not None:
         return _reply(*shared)
-    digest = hashlib.sha256(body).hexdigest()
-    with s.lock:
-        cached = s.cache.get(name)
-        if cached is not None:
-            if cached[0] != digest:
-                raise Conflict(f"step {name} of job {job_id} was already answered differently")
-            return cached[1]
+
+    def answer() -> bytes:
         if name == "start":  # every node has opened: the protocol may begin
             assert s.thread is not None
             s.thread.start()
-            answer = _reply({"job_id": job_id, "state": "running"})
-        elif name == "finish":
-            answer = _finish(node, s)
-        elif name == "commit":
-            answer = _commit(node, s, header)
-        else:
-            raise UsageError(f"unknown training step {name!r}")
-        s.cache[name] = (digest, answer)
-        return answer
+            return _reply({"job_id": job_id, "state": "running"})
+        if name == "finish":
+            return _finish(node, s)
+        if name == "commit":
+            return _commit(node, s, header)
+        raise UsageError(f"unknown training step {name!r}")
+
+    return mp_party.answer_once(s, job_id, name, hashlib.sha256(body).hexdigest(), answer)
 
 
 def _alive(node: Node, s: Session) -> None:
@@ -139,14 +133,9 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     digest = hashlib.sha256(body).hexdigest()
     with _REGISTRY:
         existing = _SESSIONS.get(job_id)
-    if existing is not None:
-        cached = existing.cache.get("open")
-        if existing.initiator == caller and cached and cached[0] == digest:
-            return cached[1]
-        raise Conflict(f"training job {job_id} is already open here")
-    with node.store.read() as db:
-        if db.get(JobRow, job_id) is not None:
-            raise Conflict(f"job {job_id} already ran here", hint="a retry runs under a new id")
+    again = mp_party.check_open(node, job_id, caller, digest, existing, "training")
+    if again is not None:
+        return again
     spec = Spec.from_dict(job_id, dict(header["spec"]))
     role = DEALER if node.name == spec.dealer else ms.PARTICIPANT
     if role == ms.PARTICIPANT and node.name not in spec.parties[1:]:
@@ -158,16 +147,14 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
             float(node.limits.mp_max_idle_timeout_seconds),
         ),
     )
-    ms.create_row(
+    mp_party.claim(
         node,
-        job_id=job_id,
-        role=role,
-        agreement_id=str(header.get("agreement_id") or "")[:200],
-        peer=caller,
+        job_id,
+        caller,
+        header,
         action=ACTION,
         request={"mp": header, "idle_timeout": idle},
-        # a provider's row waits (QUEUED) until its agreement admits the job (mp_party._check)
-        state=jobs.QUEUED if role == ms.PARTICIPANT else jobs.RUNNING,
+        role=role,
     )
     ps = mp_party._Session(job_id, caller, ACTION, idle)
     mailbox = Mailbox(node, job_id, node.name, caller, [*spec.parties, spec.dealer])
@@ -279,11 +266,7 @@ def _failed(node: Node, s: Session, exc: DataspaceError) -> None:
     s.error = exc
     s.mailbox.fail(exc)
     if s.role == ms.PARTICIPANT:
-        with node.store.read() as db:
-            row = db.get(JobRow, s.job_id)
-            running = row is not None and row.state == jobs.RUNNING
-        if running:
-            mp_party._end_error(node, s.ps, exc, step=1, name="train")
+        mp_party.end_if_running(node, s.ps, exc, step=1, name="train")
     else:
         ms.fail(node, s.job_id, exc, actor=f"peer:{s.initiator}")
 
@@ -321,22 +304,12 @@ def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
     model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
     s.ps.bytes_out = s.mailbox.bytes_out
     usage = mp_party._usage(s.ps, "completed", s.spec.rows) if s.role == ms.PARTICIPANT else None
-    ms.finish(
+    mp_party.complete(
         node,
-        s.job_id,
-        state=jobs.SUCCEEDED,
-        actor=f"peer:{s.initiator}",
-        ledger_action="job.completed",
-        result={"model_id": s.job_id, "role": s.role},
-        usage=usage,
-        terms=s.ps.terms,
-        ledger_payload={
-            "agreement_id": s.ps.agreement_id,
-            "consumer": s.initiator,
-            "dataset": s.ps.dataset or None,
-            "model_id": s.job_id,
-            "bytes_out": s.mailbox.bytes_out,
-        },
+        s.ps,
+        {"model_id": s.job_id, "role": s.role},
+        usage,
+        {"model_id": s.job_id, "bytes_out": s.mailbox.bytes_out},
     )
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,14 +41,15 @@ VLR_DEFAULTS: dict[str, Any] = {
     "lr_decay": 0.2,
     "l2": 1e-3,
 }
-# Early stopping (vlr): off unless ``patience`` is given — then training stops once the
-# validation Brier score has not improved by ``min_delta`` for ``patience`` epochs and the
-# best epoch's weights are kept. ``validation``: the share of the training rows validated on.
+# Early stopping (vlr, vlinreg): off unless ``patience`` is given — then training stops once
+# the validation loss (vlr: the Brier score; vlinreg: the mean squared error of the
+# standardised target) has not improved by ``min_delta`` for ``patience`` epochs and the best
+# epoch's weights are kept. ``validation``: the share of the training rows validated on.
 VLR_EARLY: dict[str, Any] = {"patience": None, "min_delta": 1e-4, "validation": 0.2}
 VLR_KNOWN = (*VLR_DEFAULTS, *VLR_EARLY, "clip")
 SGB_DEFAULTS: dict[str, Any] = {"trees": 10, "max_depth": 3, "bins": 16}
 CTL = "sgb/ctl"
-STOP, BRIER = "vlr/stop", "vlr/brier"
+STOP, BRIER = "vlr/stop", "vlr/brier"  # BRIER: the validation loss, vlinreg's MSE too
 MAX_SEED = 2**63 - 1
 
 
@@ -134,10 +135,14 @@ def early_stopping(spec: Spec) -> bool:
     return {**VLR_EARLY, **spec.params}.get("patience") is not None
 
 
-def vlr_config(spec: Spec, coalition: Sequence[str]) -> TrainConfig:
-    """The core's configuration for one run. ``spec.seed`` draws the validation split and the
-    mini-batches (public row positions) — never masks or triples, which come from ``secrets``."""
-    p = {**VLR_DEFAULTS, **VLR_EARLY, **spec.params}
+def vlr_config(
+    spec: Spec, coalition: Sequence[str], defaults: Mapping[str, Any] = VLR_DEFAULTS
+) -> TrainConfig:
+    """The core's configuration for one run (``defaults``: the family's — vlr's, or vlinreg's
+    from services/train_linreg.py; both take the same parameters and early stopping).
+    ``spec.seed`` draws the validation split and the mini-batches (public row positions) —
+    never masks or triples, which come from ``secrets``."""
+    p = {**defaults, **VLR_EARLY, **spec.params}
     epochs = int(p["epochs"])
     early = p["patience"] is not None
     return TrainConfig(
@@ -169,6 +174,11 @@ def check_params(spec: Spec) -> None:
     elif spec.family == "vgbdt":
         known = tuple(SgbParams.__dataclass_fields__)
         build = lambda: sgb_params(spec)  # noqa: E731
+    elif spec.family == "vlinreg":  # vlr's parameters and early stopping, its own defaults
+        from dataspace.services import train_linreg  # it imports this module
+
+        known = VLR_KNOWN
+        build = lambda: train_linreg.config(spec, spec.parties[:2])  # noqa: E731
     else:
         return
     unknown = sorted(set(spec.params) - set(known))
@@ -179,7 +189,7 @@ def check_params(spec: Spec) -> None:
     try:
         patience = spec.params.get("patience")
         whole = not isinstance(patience, bool) and float(patience or 0) == int(patience or 0)
-        if spec.family == "vlr" and patience is not None and not (whole and int(patience) >= 1):
+        if patience is not None and not (whole and int(patience) >= 1):
             raise UsageError(f"patience must be a whole number of epochs >= 1, not {patience!r}")
         build()
     except (TypeError, ValueError) as exc:
@@ -192,10 +202,28 @@ def _placeholder(spec: Spec, name: str, rows: int) -> Floats:
     return np.zeros((rows, spec.widths[name]))
 
 
-def vlr_run(
-    mb: Mailbox, spec: Spec, index: int, coalition: Sequence[str], local: Local
-) -> dict[str, Any]:
-    """Train on ``coalition`` and score the held-out rows; returns this node's view."""
+#: :func:`vlr.fit`'s ``decide``: the validation loss in, (loss, improved, stop) out.
+Decide = Callable[[float], tuple[float, bool, bool]]
+
+
+def vertical_run(
+    mb: Mailbox,
+    spec: Spec,
+    index: int,
+    coalition: Sequence[str],
+    local: Local,
+    config: TrainConfig,
+    *,
+    train: Callable[[list[vlr.PartyData], Decide], Any],
+    placeholder: Callable[[str, Scaler], vlr.PartyModel],
+    predict: Callable[[dict[str, vlr.PartyModel], dict[str, Floats]], Floats],
+) -> tuple[dict[str, Any], Any]:
+    """One replicated run of a vertical core on ``coalition`` (vlr, vlinreg): train with the
+    label party's early-stopping decisions (:func:`_stop_rule`), then predict the held-out rows
+    jointly. ``train`` is the core's training on (parties, decide), ``placeholder`` another
+    party's model part of zeros (its name, a neutral scaler), ``predict`` the joint scores.
+    Returns this node's view (the label party's carries the scores and the schedule run) and
+    the core's result."""
     me = mb.me
     fit, test = split_rows(spec.rows, spec.holdout, spec.seed)
     parties = []
@@ -210,47 +238,69 @@ def vlr_run(
         if name == spec.label:
             y = local.labels[fit] if real and local.labels is not None else np.zeros(fit.size)
         parties.append(vlr.PartyData(name, x, y, tuple(spec.columns.get(name, []))))
-    config = vlr_config(spec, coalition)
     net = NodeNetwork(mb, f"{index}/train", replicate=True)
     with using(net):
-        result = vlr.train(parties, config, decide=_stop_rule(net, spec, coalition, config))
-    models = dict(result.models)
+        result = train(parties, _stop_rule(net, spec, coalition, config))
     if me not in coalition:
-        return {"seconds": result.seconds}
+        return {"seconds": result.seconds}, result
+    models: dict[str, vlr.PartyModel] = dict(result.models)
     for name in coalition:  # placeholders of the others' parts, for the replicated prediction
         if name != me:
-            models[name] = vlr.PartyModel(
-                name,
-                (),
-                np.zeros(spec.widths[name]),
-                Scaler(np.zeros(spec.widths[name]), np.ones(spec.widths[name]), config.clip),
-                0.0 if name == spec.label else None,
-            )
+            width = spec.widths[name]
+            models[name] = placeholder(name, Scaler(np.zeros(width), np.ones(width), config.clip))
     assert local.block is not None
     features = {
         name: (local.block[test] if name == me else _placeholder(spec, name, test.size))
         for name in coalition
     }
     with using(NodeNetwork(mb, f"{index}/predict", replicate=True)):
-        scores = vlr.predict(models, features, label_party=spec.label)
+        scores = predict(models, features)
     out: dict[str, Any] = {"model": result.models[me], "seconds": result.seconds}
     if me == spec.label:
         out.update(
-            scores=scores.scores,
+            scores=scores,
             epochs_run=result.epochs_run,
             best_epoch=result.best_epoch,
-            validation=[r.validation_brier for r in result.validation],
             stopping=_stopping(spec, config, result.epochs_run),
             bytes=result.bytes_total,
+        )
+    return out, result
+
+
+def vlr_run(
+    mb: Mailbox, spec: Spec, index: int, coalition: Sequence[str], local: Local
+) -> dict[str, Any]:
+    """Train on ``coalition`` and score the held-out rows; returns this node's view."""
+    config = vlr_config(spec, coalition)
+    out, result = vertical_run(
+        mb,
+        spec,
+        index,
+        coalition,
+        local,
+        config,
+        train=lambda parties, decide: vlr.train(parties, config, decide=decide),
+        placeholder=lambda name, scaler: vlr.PartyModel(
+            name, (), np.zeros(scaler.mean.size), scaler, 0.0 if name == spec.label else None
+        ),
+        predict=lambda models, features: vlr.predict(
+            models, features, label_party=spec.label
+        ).scores,
+    )
+    if mb.me == spec.label:
+        out.update(
+            validation=[r.validation_brier for r in result.validation],
             openings=[f"{o.what} -> {','.join(o.to)}" for o in result.openings[-4:]],
         )
     return out
 
 
 def _stop_rule(net: NodeNetwork, spec: Spec, coalition: Sequence[str], config: TrainConfig) -> Any:
-    """Early stopping across nodes, for :func:`vlr.train`'s ``decide``.
+    """Early stopping across nodes, for :func:`vlr.train`'s (and :func:`vlinreg.train`'s)
+    ``decide``.
 
-    Run replicated, a node computes the opened validation Brier score correctly only where it
+    Run replicated, a node computes the opened validation loss — the "score": vlr's Brier
+    score, vlinreg's mean squared error of the standardised target — correctly only where it
     is one of the two computing parties (the core opens it to both; here the helper's copy is
     the one computed from both real shares). So after each epoch the helper sends its score
     to the label party (both are entitled to it), the label party decides — improved (keep
@@ -263,8 +313,8 @@ def _stop_rule(net: NodeNetwork, spec: Spec, coalition: Sequence[str], config: T
     early = early_stopping(spec)
     state = {"best": math.inf, "stale": 0}
 
-    def decide(brier: float) -> tuple[float, bool, bool]:
-        net.send(helper, label, BRIER, np.array([brier], dtype=np.float64))
+    def decide(loss: float) -> tuple[float, bool, bool]:
+        net.send(helper, label, BRIER, np.array([loss], dtype=np.float64))
         score = float(np.asarray(net.recv(label, helper, BRIER), dtype=np.float64).reshape(-1)[0])
         if net.me == label and not (math.isfinite(score) and 0.0 <= score < 1e6):
             raise MalformedMessage(f"{helper} sent an implausible validation score {score!r}")

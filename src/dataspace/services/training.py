@@ -16,37 +16,26 @@ docs/training.md has the commands, what travels and who holds what.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.errors import DataspaceError, NotFound, UsageError
 from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import train_plain
 from dataspace.federated.contribution import shapley
 from dataspace.federated.metrics import auc
-from dataspace.services import jobs, multiparty, train_linreg
+from dataspace.services import jobs, mp_initiator, multiparty, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
 from dataspace.services import train_fedavg as fedavg_job
-from dataspace.services.job_wire import check_job_id, jsonable, sha256_hex
-from dataspace.services.mp_wire import (
-    ABORT_PATH,
-    STEP_PATH,
-    MultipartyFailed,
-    call_peer,
-    pack_frame,
-    unpack_frame,
-)
+from dataspace.services.job_wire import check_job_id, jsonable
+from dataspace.services.mp_initiator import Progress, each
 from dataspace.services.node import Node, default_actor
 from dataspace.services.train_fedavg import FedJob
 from dataspace.services.train_net import PROTOCOL, Mailbox
@@ -66,7 +55,7 @@ from dataspace.services.train_roles import (
 from dataspace.store.models_compute import JobRow
 
 FAMILIES = ("vlr", "vgbdt", "fedavg", train_linreg.FAMILY)
-Progress = Callable[[dict[str, Any], dict[str, Any]], None]
+EARLY_STOPPING = ("vlr", train_linreg.FAMILY)  # the families with --patience / --validation
 
 
 @dataclass
@@ -109,13 +98,17 @@ def parse_features(values: Sequence[str]) -> dict[str, list[str]]:
 def _early_params(
     model: str, params: dict[str, Any] | None, patience: int | None, validation: float | None
 ) -> dict[str, Any]:
-    """``patience`` / ``validation`` (vlr early stopping) merged into the hyper-parameters."""
+    """``patience`` / ``validation`` (early stopping of vlr and vlinreg) merged into the
+    hyper-parameters."""
     out = dict(params or {})
     for key, value in (("patience", patience), ("validation", validation)):
         if value is None:
             continue
-        if model != "vlr":
-            raise UsageError(f"--{key} applies to vlr only (early stopping on a validation split)")
+        if model not in EARLY_STOPPING:
+            raise UsageError(
+                f"--{key} applies to {' and '.join(EARLY_STOPPING)} only "
+                "(early stopping on a validation split)"
+            )
         if key in out and out[key] != value:
             raise UsageError(f"{key} is given twice, as {out[key]!r} and {value!r}")
         out[key] = value
@@ -277,66 +270,31 @@ def start_train(
         "dataset": own_ds,
     }
     runs = len(coalitions(spec))
-    ms.create_row(
+    mp_initiator.claim(
         node,
-        job_id=new_id,
-        role=ms.INITIATOR,
-        agreement_id=out_peers[0].agreement_id,
-        peer=",".join(p.name for p in out_peers),
+        new_id,
         action=ACTION,
-        request={
-            "mp": job.params,
-            "participants": [{"peer": p.name, "agreement_id": p.agreement_id} for p in out_peers],
-            "dealer": spec.dealer,
-            "attempt": attempt,
-            "retry_of": retry_of,
-            "idle_timeout": idle_timeout,
-            "step_timeout": timeout,
-        },
+        params=job.params,
+        participants=[{"peer": p.name, "agreement_id": p.agreement_id} for p in out_peers],
         total=3 * (len(out_peers) + 1) + runs,
+        dealer=spec.dealer,
+        attempt=attempt,
+        retry_of=retry_of,
+        idle_timeout=idle_timeout,
+        step_timeout=timeout,
     )
     return job
 
 
-class _Runner:
+class _Runner(mp_initiator.Coordinator):
     def __init__(self, node: Node, job: TrainJob, progress: Progress | None) -> None:
-        self.node, self.job, self.progress = node, job, progress
-        self.lock = threading.Lock()
+        super().__init__(
+            node, job.id, protocol=PROTOCOL, actor=job.actor, timeout=job.timeout, progress=progress
+        )
+        self.job = job
 
     def call(self, peer: str, name: str, **fields: Any) -> dict[str, Any]:
-        header = {"protocol": PROTOCOL, "job_id": self.job.id, "name": name, **fields}
-        body = pack_frame(header)
-        answer = call_peer(self.node, peer, STEP_PATH, body, timeout=self.job.timeout)
-        out, _ = unpack_frame(answer)
-        event = out.get("event") if isinstance(out.get("event"), dict) else None
-        if event is not None:
-            self.record(
-                event,
-                {
-                    "peer": peer,
-                    "name": name,
-                    "request_sha256": sha256_hex(body),
-                    "response_sha256": sha256_hex(answer),
-                },
-            )
-        return out
-
-    def record(self, event: dict[str, Any], entry: dict[str, Any] | None = None) -> None:
-        with self.lock:
-            ms.add_events(
-                self.node,
-                self.job.id,
-                [event],
-                ledger=entry is None,
-                actor=self.job.actor,
-                entries=[entry] if entry else [],
-            )
-            if self.progress is not None:
-                self.progress(event, multiparty._progress(self.node, self.job.id))
-
-    def each(self, names: Sequence[str], call: Callable[[str], Any]) -> list[Any]:
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            return [f.result() for f in [pool.submit(call, n) for n in names]]
+        return self.call_step(peer, name, **fields)[0]
 
 
 def execute(
@@ -346,27 +304,16 @@ def execute(
         return fedavg_job.execute(node, job, progress=progress)
     runner = _Runner(node, job, progress)
     spec = job.spec
-    try:
-        result = _run(runner)
-    except DataspaceError as exc:
-        _fail_everywhere(node, job, exc)
-        raise
-    except BaseException as exc:
-        err = MultipartyFailed(f"training stopped unexpectedly ({type(exc).__name__}: {exc})")
-        _fail_everywhere(node, job, err)
-        raise err from exc
-    ms.finish(
+    result = mp_initiator.run_or_fail(
+        lambda: _run(runner), lambda exc: _fail_everywhere(node, job, exc), "training"
+    )
+    mp_initiator.complete(
         node,
         job.id,
-        state=jobs.SUCCEEDED,
+        result,
         actor=job.actor,
-        ledger_action="mp.completed",
-        result=result,
-        ledger_payload={
-            "participants": [[p.name, p.agreement_id] for p in job.peers],
-            "dealer": spec.dealer,
-            "result_sha256": sha256_hex(json.dumps(jsonable(result), sort_keys=True).encode()),
-        },
+        participants=[(p.name, p.agreement_id) for p in job.peers],
+        dealer=spec.dealer,
     )
     return get_job(node, job.id)
 
@@ -394,8 +341,8 @@ def _run(r: _Runner) -> dict[str, Any]:
             select=p.select if p else None,
         )
 
-    r.each(nodes, open_)  # every provider checks its own agreement before any message
-    r.each(nodes, lambda name: r.call(name, "start"))
+    each(nodes, open_)  # every provider checks its own agreement before any message
+    each(nodes, lambda name: r.call(name, "start"))
     me = PartySession(job.id, node.name, ms.INITIATOR, spec, mailbox, None, local)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     outputs = []
@@ -415,7 +362,7 @@ def _run(r: _Runner) -> dict[str, Any]:
     finally:
         mailbox.close()
     train_seconds = time.perf_counter() - t0
-    finished = r.each(nodes, lambda name: r.call(name, "finish"))
+    finished = each(nodes, lambda name: r.call(name, "finish"))
     parts = {name: out.get("part_sha256") for name, out in zip(nodes, finished, strict=True)}
     # Metrics on the held-out rows: every coalition's model, and the label party alone.
     _, test = split_rows(spec.rows, spec.holdout, spec.seed)
@@ -447,23 +394,21 @@ def _run(r: _Runner) -> dict[str, Any]:
     }
     first = outputs[0]
     metrics["seed"] = spec.seed
-    if spec.family == "vlr":
+    if spec.family in EARLY_STOPPING:
+        # the validation curve: vlr's Brier score, vlinreg's MSE of the standardised target
+        cfg = (train_linreg.config if regression else vlr_config)(spec, spec.parties[:2])
         metrics.update(
             epochs_run=first.get("epochs_run"),
             best_epoch=first.get("best_epoch"),
             stopping=first.get("stopping"),
-            validation_brier=[round(float(v), 6) for v in first.get("validation") or []],
-            validation_rows=round(
-                (spec.rows - test.size) * vlr_config(spec, spec.parties[:2]).validation_fraction
-            ),
+            **{
+                "validation_mse" if regression else "validation_brier": [
+                    round(float(v), 6) for v in first.get("validation") or []
+                ]
+            },
+            validation_rows=round((spec.rows - test.size) * cfg.validation_fraction),
         )
-        own_part = vlr_part(first["model"])
-    elif regression:
-        metrics.update(
-            epochs_run=first.get("epochs_run"),
-            validation_mse=[round(float(v), 6) for v in first.get("validation") or []],
-        )
-        own_part = train_linreg.part(first["model"])
+        own_part = (train_linreg.part if regression else vlr_part)(first["model"])
     else:
         metrics.update(split_nodes_revealed=first.get("nodes_revealed"))
         own_part = dict(first["model"])
@@ -496,7 +441,7 @@ def _run(r: _Runner) -> dict[str, Any]:
         "params": spec.to_dict(),
     }
     model_store.finalize(node, job.id, info, actor=job.actor)
-    r.each(nodes, lambda name: r.call(name, "commit", model=jsonable(info)))
+    each(nodes, lambda name: r.call(name, "commit", model=jsonable(info)))
     return {
         "model_id": job.id,
         "family": spec.family,
@@ -564,40 +509,8 @@ def _own_local(node: Node, dataset: Any, job: TrainJob) -> Local:
 
 
 def _fail_everywhere(node: Node, job: TrainJob, exc: DataspaceError) -> None:
-    details = exc.details if isinstance(exc.details, dict) else {}
-    culprit = details.get("node")
-    ms.add_events(
-        node,
-        job.id,
-        [
-            ms.event(
-                str(culprit or node.name),
-                -1,
-                "failed",
-                "failed",
-                code=exc.code,
-                message=exc.message,
-            )
-        ],
-        ledger=False,
-    )
-    ms.fail(node, job.id, exc, actor=job.actor, by=culprit)
-    pending = []
-    for name in [p.name for p in job.peers] + [job.spec.dealer]:
-        body = json.dumps({"job_id": job.id, "reason": exc.message}).encode()
-        try:
-            call_peer(
-                node,
-                name,
-                ABORT_PATH,
-                body,
-                timeout=5.0,
-                attempts=1,
-                content_type="application/json",
-            )
-        except DataspaceError:
-            pending.append(name)
-    ms.set_meta(node, job.id, pending_aborts=pending)
+    peers = [p.name for p in job.peers] + [job.spec.dealer]
+    mp_initiator.fail_everywhere(node, job.id, exc, actor=job.actor, peers=peers)
 
 
 # --- one call, background, retry, views ------------------------------------------------------
@@ -611,11 +524,7 @@ def start_background(node: Node, job: TrainJob | FedJob) -> dict[str, Any]:
     if isinstance(job, FedJob):
         return fedavg_job.start_background(node, job)
 
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            execute(node, job)
-
-    threading.Thread(target=run, daemon=True, name=f"train-{job.id[:12]}").start()
+    mp_initiator.in_background(f"train-{job.id[:12]}", lambda: execute(node, job))
     return get_job(node, job.id)
 
 
@@ -644,23 +553,9 @@ def retry(
     view = get_job(node, job_id)
     if view["role"] != ms.INITIATOR:
         raise NotFound(f"no training job {job_id!r} started by this node")
-    if view["state"] == jobs.RUNNING:
-        raise Conflict(f"job {job_id} is still running", hint="wait for it to end, then retry")
-    if view["state"] == jobs.SUCCEEDED:
-        raise Conflict(f"job {job_id} succeeded; there is nothing to retry")
-    reason = str((view.get("error") or {}).get("message") or "the job failed")
-    for peer in view.get("pending_aborts") or []:
-        with contextlib.suppress(DataspaceError):
-            call_peer(
-                node,
-                peer,
-                ABORT_PATH,
-                json.dumps({"job_id": job_id, "reason": reason}).encode(),
-                timeout=5.0,
-                attempts=2,
-                content_type="application/json",
-            )
-    ms.set_meta(node, job_id, pending_aborts=[])
+    mp_initiator.check_retryable(job_id, view["state"])
+    mp_initiator.deliver_pending_aborts(node, job_id, view)
+    ms.set_meta(node, job_id, pending_aborts=[])  # told or not, the retry starts afresh
     p = dict(view["params"] or {})
     parts = view.get("participants") or []
     job = start_train(

@@ -32,6 +32,7 @@ class PsiRequest(BaseModel):
     key: str = Field(min_length=1, description="key spec, e.g. 'credit_code:uscc'")
     peer_keys: dict[str, str] | None = Field(default=None, description="peer -> its key spec")
     mode: str = Field(default="me", description="me | both | size | align (3+ parties: me)")
+    engine: str = Field(default="dh", description="dh | rr22 (RR22 through spu; not for size)")
     job_id: str | None = None
 
 
@@ -65,6 +66,7 @@ def post_psi(
         key=body.key,
         peer_keys=body.peer_keys,
         mode=body.mode,
+        engine=body.engine,
         job_id=body.job_id,
         actor=token.actor,
     )

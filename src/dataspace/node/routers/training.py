@@ -46,10 +46,10 @@ class TrainRequest(BaseModel):
         description="seeds the held-out/validation splits and SGD batches, never masks",
     )
     patience: int | None = Field(
-        default=None, ge=1, description="vlr: early stopping after this many epochs"
+        default=None, ge=1, description="vlr, vlinreg: early stopping after this many epochs"
     )
     validation: float | None = Field(
-        default=None, gt=0, lt=0.9, description="vlr: share of training rows validated on"
+        default=None, gt=0, lt=0.9, description="vlr, vlinreg: share of training rows validated on"
     )
     contribution: bool = True
     job_id: str | None = None

@@ -1,0 +1,264 @@
+"""The RR22 engine of multi-party PSI jobs: what the initiator and a participant share.
+
+The job is the DH-PSI job (:mod:`.multiparty`, :mod:`.mp_party`): the same agreements,
+admission, steps, metering and ledger. Only the protocol in the middle differs: instead of
+blinded points carried by signed steps, the two nodes run :func:`run_rr22` over a direct TCP
+link (spu's), mutual TLS with a fresh self-signed certificate per side and session. Each side's
+certificate and address travel in the signed steps ("open" answer, "rr22" request), so the
+link accepts exactly the node that signed them. The initiator is rank 0 and the receiver; the
+participant is rank 1, the sender, and learns the intersection too in modes both and align
+(``broadcast``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dataspace.errors import UsageError
+from dataspace.privacy.psi import KeySpec, rr22_available, run_rr22
+from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
+from dataspace.privacy.psi.rr22 import INSTALL_HINT, TlsIdentity
+from dataspace.services import space
+from dataspace.services.mp_wire import MultipartyFailed
+from dataspace.services.node import Node
+
+__all__ = [
+    "ENGINES",
+    "Endpoint",
+    "Input",
+    "Run",
+    "check_address",
+    "check_engine",
+    "positions",
+    "wait_listening",
+]
+
+ENGINES = ("dh", "rr22")
+
+
+def check_engine(engine: str, mode: str) -> None:
+    """Refuse what the rr22 engine cannot do here (before anything is sent or admitted)."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown PSI engine {engine!r}", hint="engines: " + ", ".join(ENGINES))
+    if engine != "rr22":
+        return
+    if mode == "size":
+        raise UsageError(
+            "mode size is not available with the rr22 engine: RR22 gives its receiver the "
+            "intersection's elements, not only their number",
+            hint="for the size alone use the DH engine (--engine dh)",
+        )
+    if not rr22_available():
+        raise PsiUnavailable("the rr22 engine needs spu, which is not installed", hint=INSTALL_HINT)
+
+
+@dataclass
+class Endpoint:
+    """One side's end of an RR22 link for one session: a private folder holding a fresh
+    certificate and key, and the address (this node's host, a free port) it listens on."""
+
+    folder: Path
+    certificate: Path
+    private_key: Path
+    address: str
+
+    @classmethod
+    def create(cls, node: Node) -> Endpoint:
+        folder = Path(tempfile.mkdtemp(prefix="dataspace-rr22-link-"))  # mode 0700
+        try:
+            certificate, private_key = TlsIdentity.create(folder, "self")
+            host = own_host(node)
+            address = f"[{host}]" if ":" in host else host
+            return cls(folder, certificate, private_key, f"{address}:{free_port(host)}")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.read_bytes()
+
+    def tls(self, peer_pem: bytes) -> TlsIdentity:
+        """The link's mutual TLS: this side's identity, accepting only ``peer_pem``."""
+        if b"-----BEGIN CERTIFICATE-----" not in peer_pem or len(peer_pem) > 16_384:
+            raise UsageError("the peer's RR22 link certificate is not a PEM certificate")
+        peer = self.folder / "peer.crt"
+        peer.write_bytes(peer_pem)
+        return TlsIdentity(self.certificate, self.private_key, peer)
+
+    def close(self) -> None:
+        """Wipe the folder: certificate, private key, the peer's certificate."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def own_host(node: Node) -> str:
+    """The host this node is reachable at: that of its URL on the membership list."""
+    host = urlparse(space.self_member(node).url).hostname
+    if not host:
+        raise UsageError(f"{node.name}'s URL on the membership list has no host")
+    return host
+
+
+def check_address(address: object) -> str:
+    """A peer's link address as sent in a signed step: ``host:port``."""
+    text = str(address or "")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or len(text) > 300:
+        raise UsageError(f"the peer's RR22 link address {text[:60]!r} is not host:port")
+    return text
+
+
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` now (bound to port 0, then released)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Input:
+    """One side's identifiers: the key values of its rows (``rows``: their positions in the
+    dataset's Parquet file) and each row's encoded key (``None``: no valid key)."""
+
+    rows: np.ndarray
+    values: list[tuple[object, ...]]
+    encoded: list[bytes | None]
+
+    @classmethod
+    def load(cls, path: Path, spec: KeySpec, only_rows: np.ndarray | None = None) -> Input:
+        names = [c.name for c in spec.columns]
+        table = pq.read_table(path, columns=names)
+        if only_rows is None:
+            rows = np.arange(table.num_rows, dtype=np.int64)
+        else:
+            rows = np.asarray(only_rows, dtype=np.int64)
+            table = table.take(rows)
+        values = list(zip(*(table.column(n).to_pylist() for n in names), strict=True))
+        return cls(rows, values, [spec.encode_row(v) for v in values])
+
+    @property
+    def distinct(self) -> int:
+        return len({e for e in self.encoded if e is not None})
+
+
+def positions(source: Input, keys: Iterable[bytes], mode: str) -> np.ndarray:
+    """The positions of the rows whose key is in ``keys``: every such row, ascending (modes
+    me, both); for align one row per key, ordered by the encoded key's bytes — the order both
+    nodes share, as they hold the same keys."""
+    found = set(keys)
+    if mode != "align":
+        kept = [p for p, e in zip(source.rows, source.encoded, strict=True) if e in found]
+        return np.asarray(kept, dtype=np.int64)
+    first: dict[bytes, int] = {}
+    for p, e in zip(source.rows, source.encoded, strict=True):
+        if e is not None and e in found and e not in first:
+            first[e] = int(p)
+    return np.asarray([first[k] for k in sorted(first)], dtype=np.int64)
+
+
+def wait_listening(address: str, timeout: float, alive: Callable[[], bool]) -> None:
+    """Return once ``address`` accepts TCP connections: this side's engine listens. spu's link
+    needs rank 0 listening before rank 1 starts (rank 1 does not wait for a late rank 0)."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while alive():
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    if alive():
+        raise PsiEngineFailed(f"the RR22 engine did not start listening within {timeout:g} s")
+
+
+@dataclass
+class Run:
+    """One side's RR22 run in a background thread: the initiator's (rank 0, the receiver) or a
+    participant's (rank 1, the sender)."""
+
+    endpoint: Endpoint
+    source: Input
+    mode: str
+    spec: KeySpec
+    peer_size: int = 0
+    timeout: float = 0.0
+    keys: list[bytes] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the engine process's, for the usage record
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def start(
+        self, peer_pem: bytes, peer_address: str, timeout: float, job_id: str, *, rank: int
+    ) -> None:
+        tls = self.endpoint.tls(peer_pem)
+        self.timeout = timeout
+        peer = check_address(peer_address)
+        addresses = [self.endpoint.address, peer] if rank == 0 else [peer, self.endpoint.address]
+
+        def target() -> None:
+            try:
+                result = run_rr22(
+                    self.source.values,
+                    self.spec,
+                    rank=rank,
+                    addresses=addresses,
+                    receiver_rank=0,
+                    broadcast=self.mode in ("both", "align"),
+                    tls=tls,
+                    timeout_seconds=timeout,
+                )
+                self.keys, self.cpu_seconds = result.keys, result.cpu_seconds
+            except BaseException as exc:  # kept for finish
+                self.error = exc
+            finally:
+                self.endpoint.close()
+
+        self.thread = threading.Thread(target=target, daemon=True, name=f"rr22-{job_id[:12]}")
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def wait_listening(self, timeout: float) -> None:
+        """Return once this side's engine accepts connections (see :func:`wait_listening`)."""
+        wait_listening(self.endpoint.address, timeout, lambda: self.alive)
+
+    def wait(self, timeout: float) -> list[bytes]:
+        """The keys this side learned, once its run is through (at most ``timeout`` s)."""
+        if self.thread is None:  # nothing to run: one side had no identifiers
+            return []
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise MultipartyFailed(f"the RR22 run did not finish within {timeout:g} s here")
+        if isinstance(self.error, PsiEngineFailed | MultipartyFailed):
+            raise self.error
+        if self.error is not None:
+            raise PsiEngineFailed(f"RR22 failed ({type(self.error).__name__}: {self.error})")
+        return self.keys
+
+    def close(self) -> None:
+        self.endpoint.close()

@@ -1,0 +1,196 @@
+"""PSI jobs with the RR22 engine across real node processes on loopback.
+
+The same space, data and agreements as the DH-PSI tests (:mod:`node.test_mp_e2e`): the bank
+holds 300 统一社会信用代码, 70 % of which the tax bureau holds too, typed as clerks type them.
+Skipped when spu's PSI engine is not installed (``make spu``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pytest
+from typer.testing import CliRunner
+
+from dataspace.cli.main import app
+from dataspace.errors import UsageError
+from dataspace.privacy.psi import rr22_available
+from dataspace.privacy.psi.errors import PsiEngineFailed
+from dataspace.services import multiparty
+from dataspace.services.node import open_node
+from helpers.ledger import payloads
+from node import test_mp_e2e as dh
+from node.test_mp_e2e import BANK, GRID, KEY, TAX, _job_at, _kept, _norm
+
+shared_space = dh.shared_space  # the DH tests' space, data and agreements (module fixtures)
+psi_space = dh.psi_space
+
+pytestmark = pytest.mark.skipif(not rr22_available(), reason="spu is not installed (make spu)")
+
+
+def test_rr22_two_party_both_and_align_metered_and_logged(psi_space: Any) -> None:
+    space, agreements, sets = psi_space
+    expected = sets[BANK] & sets[TAX]
+    assert 0.6 <= len(expected) / len(sets[BANK]) <= 0.8
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        both = multiparty.run_psi(
+            bank,
+            agreements=[agreements[TAX]],
+            peers=[TAX],
+            dataset="companies",
+            key=KEY,
+            mode="both",
+            engine="rr22",
+        )
+        result = both["result"]
+        assert both["state"] == "SUCCEEDED" and both["params"]["engine"] == "rr22"
+        assert result["engine"] == "rr22" and result["size"] == len(expected)
+        assert result["own_size"] == len(sets[BANK])
+        assert result["per_peer"] == [
+            {"peer": TAX, "peer_size": len(sets[TAX]), "size": len(expected)}
+        ]
+        keys = multiparty.intersection_keys(bank, both["id"]).column("credit_code").to_pylist()
+        assert _norm(keys) == expected and len(keys) == len(expected)
+        at_tax = _job_at(space, TAX, both["id"])
+        assert at_tax["state"] == "SUCCEEDED" and at_tax["result"]["size"] == len(expected)
+        assert set(_kept(space, TAX, at_tax)) == expected
+        assert [s["name"] for s in both["steps"]] == ["open", "rr22", "finish"]
+
+        # The same agreements, admission, metering and ledger as a DH job.
+        tax = open_node(space.nodes[TAX].root)
+        try:
+            mine = payloads(bank, "mp.step", both["id"])
+            theirs = payloads(tax, "mp.step", both["id"])
+            assert len(mine) == len(theirs) == 3
+            assert [s["request_sha256"] for s in mine] == [
+                s["info"]["request_sha256"] for s in theirs
+            ]
+            [completed] = payloads(tax, "job.completed", both["id"])
+            assert completed["usage_id"] and completed["action"] == "psi"
+            assert completed["result"]["engine"] == "rr22"
+            [released] = payloads(bank, "mp.completed", both["id"])
+            assert released["participants"] == [[TAX, agreements[TAX]]]
+        finally:
+            tax.close()
+
+        align = multiparty.run_psi(
+            bank,
+            agreements=[agreements[TAX]],
+            dataset="companies",
+            key=KEY,
+            mode="align",
+            engine="rr22",
+        )
+        mine_rows = _kept(space, BANK, align)
+        theirs_rows = _kept(space, TAX, _job_at(space, TAX, align["id"]))
+        assert mine_rows == theirs_rows and set(mine_rows) == expected
+        assert len(mine_rows) == len(expected)  # one row per key, in the same order at both
+    finally:
+        bank.close()
+
+
+def test_rr22_three_party_chain_from_the_cli(psi_space: Any) -> None:
+    space, agreements, sets = psi_space
+    root = space.nodes[BANK].root
+    out = root / "common-rr22.csv"
+    cli = CliRunner()
+    ran = cli.invoke(
+        app,
+        [
+            "--node", str(root), "psi",
+            "--agreement", agreements[TAX], "--with", TAX,
+            "--agreement", agreements[GRID], "--with", GRID,
+            "--on", KEY, "--dataset", "companies", "--engine", "rr22",
+            "--out", str(out), "--json",
+        ],
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    view = json.loads(ran.stdout)
+    expected = sets[BANK] & sets[TAX] & sets[GRID]
+    assert view["state"] == "SUCCEEDED" and view["result"]["size"] == len(expected)
+    assert _norm(pacsv.read_csv(out).column("credit_code").to_pylist()) == expected
+    assert _job_at(space, GRID, view["id"])["state"] == "SUCCEEDED"
+    shown = cli.invoke(app, ["--node", str(root), "job", "show", view["id"]])
+    assert shown.exit_code == 0 and "engine rr22" in shown.output, shown.output
+
+
+def test_rr22_from_the_api_and_size_refused(psi_space: Any) -> None:
+    space, agreements, sets = psi_space
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        before = len(multiparty.list_jobs(bank))
+        with pytest.raises(UsageError, match="mode size is not available with the rr22"):
+            multiparty.run_psi(
+                bank,
+                agreements=[agreements[TAX]],
+                dataset="companies",
+                key=KEY,
+                mode="size",
+                engine="rr22",
+            )
+        assert len(multiparty.list_jobs(bank)) == before  # refused before anything was sent
+    finally:
+        bank.close()
+    body = {"agreements": [agreements[TAX]], "dataset": "companies", "key": KEY}
+    with space.nodes[BANK].api() as api:
+        refused = api.post("/api/v1/mp/psi", json={**body, "mode": "size", "engine": "rr22"})
+        assert refused.status_code == 400 and "DH engine" in refused.text, refused.text
+        started = api.post("/api/v1/mp/psi", json={**body, "mode": "me", "engine": "rr22"})
+        assert started.status_code == 202, started.text
+        job_id = started.json()["id"]
+        for _ in range(1200):
+            view = api.get(f"/api/v1/mp/jobs/{job_id}").json()
+            if view["state"] != "RUNNING":
+                break
+            time.sleep(0.1)
+    assert view["state"] == "SUCCEEDED", view
+    assert view["params"]["engine"] == "rr22"
+    assert view["result"]["size"] == len(sets[BANK] & sets[TAX])
+    at_tax = _job_at(space, TAX, job_id)  # mode me: the sender keeps nothing
+    assert at_tax["state"] == "SUCCEEDED" and "rows_file" not in at_tax["result"]
+
+
+def test_rr22_peer_killed_mid_run_fails_everywhere_and_retry_succeeds(psi_space: Any) -> None:
+    space, agreements, sets = psi_space
+    bank = open_node(space.nodes[BANK].root)
+    tax_process = space.nodes[TAX]
+
+    def kill_tax_with_its_engine(event: dict[str, Any], progress: dict[str, Any]) -> None:
+        if event["node"] == TAX and event["name"] == "rr22":
+            assert tax_process.process is not None
+            os.killpg(tax_process.process.pid, signal.SIGKILL)  # the node and its RR22 child
+            tax_process.stop()
+
+    try:
+        with pytest.raises(PsiEngineFailed) as info:
+            multiparty.run_psi(
+                bank,
+                agreements=[agreements[TAX]],
+                dataset="companies",
+                key=KEY,
+                mode="both",
+                engine="rr22",
+                step_timeout=45,
+                progress=kill_tax_with_its_engine,
+            )
+        assert info.value.details["node"] == TAX
+        failed = multiparty.list_jobs(bank)[0]
+        assert failed["state"] == "FAILED" and failed["result"] is None
+        assert "RR22" in failed["error"]["message"] and failed["pending_aborts"] == [TAX]
+
+        tax_process.start()
+        again = multiparty.retry(bank, failed["id"])
+        assert again["state"] == "SUCCEEDED" and again["retry_of"] == failed["id"]
+        assert again["params"]["engine"] == "rr22" and again["params"]["mode"] == "both"
+        keys = multiparty.intersection_keys(bank, again["id"]).column("credit_code").to_pylist()
+        assert _norm(keys) == sets[BANK] & sets[TAX]
+        at_tax = _job_at(space, TAX, failed["id"])  # told when the bank retried
+        assert at_tax["state"] == "FAILED" and at_tax["result"] is None
+    finally:
+        bank.close()

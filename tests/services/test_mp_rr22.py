@@ -1,0 +1,100 @@
+"""The RR22 engine of PSI jobs, in process: refusals, the link's identity, row positions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dataspace.errors import UsageError
+from dataspace.policy import from_template
+from dataspace.privacy.psi import KeySpec, rr22_available
+from dataspace.privacy.psi.errors import PsiUnavailable
+from dataspace.services import datasets, mp_party, mp_rr22, multiparty
+from dataspace.services.mp_wire import pack_frame, unpack_frame
+from dataspace.services.node import Node
+from helpers.agreements import make_agreement
+
+KEY = "credit_code:uscc"
+CODES = ["91110108MA01ABCD1X", "91110108MA01ABCD2X", "91110108MA01ABCD3X", "911101085929123457"]
+needs_spu = pytest.mark.skipif(not rr22_available(), reason="spu is not installed (make spu)")
+
+
+@pytest.fixture
+def tax(make_node: Callable[..., tuple[Node, str]], tmp_path: Path) -> tuple[Node, str]:
+    node, _ = make_node("tax-bureau")
+    csv = tmp_path / "companies.csv"
+    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
+    view = datasets.add(node, csv, name="companies", actor="t")
+    psi = from_template("psi-only", purposes=["finance"], output="pseudonymized")
+    return node, make_agreement(
+        node, "bank", dataset_id=view["id"], purpose="credit-risk", offer=psi
+    )
+
+
+def _open(agreement: str, job: str, **extra: Any) -> bytes:
+    header = {"job_id": job, "step": 0, "name": "open", "kind": "psi", "agreement_id": agreement}
+    return pack_frame({**header, "key": KEY, "mode": "me", "engine": "rr22", **extra})
+
+
+def test_positions_keep_every_matched_row_or_one_per_key_in_key_order() -> None:
+    spec = KeySpec.parse("k:text")
+    values = [("b",), ("a",), (None,), ("b",), ("c",), ("a",)]
+    source = mp_rr22.Input(
+        np.array([10, 11, 12, 13, 14, 15]), values, [spec.encode_row(v) for v in values]
+    )
+    assert source.distinct == 3
+    keys = [spec.encode_row(("b",)), spec.encode_row(("a",)), spec.encode_row(("z",))]
+    assert mp_rr22.positions(source, keys, "me").tolist() == [10, 11, 13, 15]
+    order = sorted(k for k in keys[:2] if k is not None)
+    first = {spec.encode_row(("a",)): 11, spec.encode_row(("b",)): 10}
+    assert mp_rr22.positions(source, keys, "align").tolist() == [first[k] for k in order]
+
+
+def test_the_engine_is_checked_before_anything_is_sent(
+    tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, agreement = tax
+    kw: dict[str, Any] = {"agreements": [agreement], "dataset": "companies", "key": KEY}
+    with pytest.raises(UsageError, match="unknown PSI engine"):
+        multiparty.start_psi(node, engine="rr23", **kw)
+    with pytest.raises(UsageError, match="use the DH engine") as info:
+        multiparty.start_psi(node, mode="size", engine="rr22", **kw)
+    assert "mode size is not available" in info.value.message
+    monkeypatch.setattr(mp_rr22, "rr22_available", lambda: False)
+    with pytest.raises(PsiUnavailable) as missing:
+        multiparty.start_psi(node, engine="rr22", **kw)
+    assert "make spu" in str(missing.value.hint)
+    assert multiparty.list_jobs(node) == []  # nothing claimed
+
+
+def test_a_participant_refuses_rr22_size_before_admission(tax: tuple[Node, str]) -> None:
+    node, agreement = tax
+    with pytest.raises(UsageError, match="mode size is not available"):
+        mp_party.handle_step(node, "bank", _open(agreement, "job-rr22-size-0001", mode="size"))
+    view = multiparty.get_job(node, "job-rr22-size-0001")
+    assert view["state"] == "FAILED" and view["result"] is None
+
+
+@needs_spu
+def test_a_participant_opens_a_link_identity_and_wipes_it_when_the_job_ends(
+    tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, agreement = tax
+    monkeypatch.setattr(mp_rr22, "own_host", lambda _node: "127.0.0.1")
+    job = "job-rr22-open-0001"
+    answer = mp_party.handle_step(node, "bank", _open(agreement, job))
+    header, blobs = unpack_frame(answer)
+    assert header["engine"] == "rr22" and header["address"].startswith("127.0.0.1:")
+    assert blobs[0].startswith(b"-----BEGIN CERTIFICATE-----")
+    run = mp_party._SESSIONS[job].rr22
+    assert run is not None and run.endpoint.private_key.stat().st_mode & 0o077 == 0
+    folder = run.endpoint.folder
+    assert folder.stat().st_mode & 0o077 == 0 and run.source.distinct == len(CODES)
+    with pytest.raises(UsageError, match="not one of an RR22"):  # no DH step on an RR22 job
+        mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "hello"}))
+    assert multiparty.get_job(node, job)["state"] == "FAILED"
+    assert not folder.exists()  # the session ended: certificate and key wiped
