@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/python -m dataspace demo --size default
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # Optional RR22 PSI engine: spu's compiled PSI modules, without its compiler front end
 # (spu declares numpy<2 and jax for that; the PSI modules need neither).

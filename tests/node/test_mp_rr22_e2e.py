@@ -30,7 +30,10 @@ from node.test_mp_e2e import BANK, GRID, KEY, TAX, _job_at, _kept, _norm
 shared_space = dh.shared_space  # the DH tests' space, data and agreements (module fixtures)
 psi_space = dh.psi_space
 
-pytestmark = pytest.mark.skipif(not rr22_available(), reason="spu is not installed (make spu)")
+pytestmark = [
+    pytest.mark.skipif(not rr22_available(), reason="spu is not installed (make spu)"),
+    pytest.mark.xdist_group("rr22-nodes"),  # one worker, one space: jobs never overlap
+]
 
 
 def test_rr22_two_party_both_and_align_metered_and_logged(psi_space: Any) -> None:
@@ -149,7 +152,7 @@ def test_rr22_from_the_api_and_size_refused(psi_space: Any) -> None:
             if view["state"] != "RUNNING":
                 break
             time.sleep(0.1)
-    assert view["state"] == "SUCCEEDED", view
+    assert view["state"] == "SUCCEEDED", (view.get("error"), _job_at(space, TAX, job_id))
     assert view["params"]["engine"] == "rr22"
     assert view["result"]["size"] == len(sets[BANK] & sets[TAX])
     at_tax = _job_at(space, TAX, job_id)  # mode me: the sender keeps nothing
@@ -185,7 +188,11 @@ def test_rr22_peer_killed_mid_run_fails_everywhere_and_retry_succeeds(psi_space:
         assert "RR22" in failed["error"]["message"] and failed["pending_aborts"] == [TAX]
 
         tax_process.start()
-        again = multiparty.retry(bank, failed["id"])
+        try:
+            again = multiparty.retry(bank, failed["id"])
+        except PsiEngineFailed:
+            retried = multiparty.list_jobs(bank)[0]["id"]
+            raise AssertionError(("retry failed", _job_at(space, TAX, retried))) from None
         assert again["state"] == "SUCCEEDED" and again["retry_of"] == failed["id"]
         assert again["params"]["engine"] == "rr22" and again["params"]["mode"] == "both"
         keys = multiparty.intersection_keys(bank, again["id"]).column("credit_code").to_pylist()

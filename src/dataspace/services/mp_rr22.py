@@ -72,6 +72,7 @@ class Endpoint:
     certificate: Path
     private_key: Path
     address: str
+    port: int = 0
 
     @classmethod
     def create(cls, node: Node) -> Endpoint:
@@ -80,7 +81,8 @@ class Endpoint:
             certificate, private_key = TlsIdentity.create(folder, "self")
             host = own_host(node)
             address = f"[{host}]" if ":" in host else host
-            return cls(folder, certificate, private_key, f"{address}:{free_port(host)}")
+            port = free_port(host)
+            return cls(folder, certificate, private_key, f"{address}:{port}", port)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -98,8 +100,11 @@ class Endpoint:
         return TlsIdentity(self.certificate, self.private_key, peer)
 
     def close(self) -> None:
-        """Wipe the folder: certificate, private key, the peer's certificate."""
+        """Wipe the folder (certificate, private key, the peer's certificate); the port may
+        be handed out again."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        with _PORTS_LOCK:
+            _PORTS_IN_USE.discard(self.port)
 
     def __enter__(self) -> Endpoint:
         return self
@@ -125,15 +130,27 @@ def check_address(address: object) -> str:
     return text
 
 
+_PORTS_IN_USE: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_port(host: str) -> int:
-    """A TCP port free on ``host`` now (bound to port 0, then released)."""
+    """A TCP port free on ``host`` now (bound to port 0, then released), and not one this
+    node has handed to another RR22 link that is still open: the engine binds it only a
+    moment later, and two jobs at once must not be given the same port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, 0))
-        except OSError:
-            sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, 0))
+            except OSError:
+                sock.bind(("", 0))
+            port = int(sock.getsockname()[1])
+        with _PORTS_LOCK:
+            if port not in _PORTS_IN_USE:
+                _PORTS_IN_USE.add(port)
+                return port
+    raise MultipartyFailed("no free TCP port for an RR22 link on this node")
 
 
 @dataclass
