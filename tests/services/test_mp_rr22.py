@@ -43,9 +43,7 @@ def _open(agreement: str, job: str, **extra: Any) -> bytes:
 def test_positions_keep_every_matched_row_or_one_per_key_in_key_order() -> None:
     spec = KeySpec.parse("k:text")
     values = [("b",), ("a",), (None,), ("b",), ("c",), ("a",)]
-    source = mp_rr22.Input(
-        np.array([10, 11, 12, 13, 14, 15]), values, [spec.encode_row(v) for v in values]
-    )
+    source = mp_rr22.Input(np.array([10, 11, 12, 13, 14, 15]), [spec.encode_row(v) for v in values])
     assert source.distinct == 3
     keys = [spec.encode_row(("b",)), spec.encode_row(("a",)), spec.encode_row(("z",))]
     assert mp_rr22.positions(source, keys, "me").tolist() == [10, 11, 13, 15]

@@ -611,7 +611,7 @@ def _open_rr22(node: Node, s: _Session, dataset: Any, spec: KeySpec, mode: str) 
     source = mp_rr22.Input.load(dataset.path, spec)
     s.rows_scanned = len(source.rows)
     endpoint = mp_rr22.Endpoint.create(node)
-    s.rr22 = mp_rr22.Run(endpoint, source, mode, spec)
+    s.rr22 = mp_rr22.Run(endpoint, source, mode)
     info = {"rows": s.rows_scanned, "dataset": s.dataset, "mode": mode, "engine": "rr22"}
     head = {"state": "open", "engine": "rr22", "address": endpoint.address, "size": source.distinct}
     return head, [endpoint.pem], info

@@ -2,7 +2,7 @@
 
 The job is the DH-PSI job (:mod:`.multiparty`, :mod:`.mp_party`): the same agreements,
 admission, steps, metering and ledger. Only the protocol in the middle differs: instead of
-blinded points carried by signed steps, the two nodes run :func:`run_rr22` over a direct TCP
+blinded points carried by signed steps, the two nodes run :func:`run_rr22_encoded` over a direct TCP
 link (spu's), mutual TLS with a fresh self-signed certificate per side and session. Each side's
 certificate and address travel in the signed steps ("open" answer, "rr22" request), so the
 link accepts exactly the node that signed them. The initiator is rank 0 and the receiver; the
@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataspace.errors import UsageError
-from dataspace.privacy.psi import KeySpec, rr22_available, run_rr22
+from dataspace.privacy.psi import KeySpec, rr22_available
 from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
-from dataspace.privacy.psi.rr22 import INSTALL_HINT, TlsIdentity
+from dataspace.privacy.psi.rr22 import INSTALL_HINT, TlsIdentity, run_rr22_encoded
 from dataspace.services import space
 from dataspace.services.mp_wire import MultipartyFailed
 from dataspace.services.node import Node
@@ -155,11 +155,10 @@ def free_port(host: str) -> int:
 
 @dataclass
 class Input:
-    """One side's identifiers: the key values of its rows (``rows``: their positions in the
-    dataset's Parquet file) and each row's encoded key (``None``: no valid key)."""
+    """One side's identifiers: its rows' positions in the dataset's Parquet file and each
+    row's encoded key (``None``: no valid key)."""
 
     rows: np.ndarray
-    values: list[tuple[object, ...]]
     encoded: list[bytes | None]
 
     @classmethod
@@ -171,8 +170,8 @@ class Input:
         else:
             rows = np.asarray(only_rows, dtype=np.int64)
             table = table.take(rows)
-        values = list(zip(*(table.column(n).to_pylist() for n in names), strict=True))
-        return cls(rows, values, [spec.encode_row(v) for v in values])
+        values = zip(*(table.column(n).to_pylist() for n in names), strict=True)
+        return cls(rows, [spec.encode_row(v) for v in values])
 
     @property
     def distinct(self) -> int:
@@ -219,7 +218,6 @@ class Run:
     endpoint: Endpoint
     source: Input
     mode: str
-    spec: KeySpec
     peer_size: int = 0
     timeout: float = 0.0
     keys: list[bytes] = field(default_factory=list)
@@ -237,9 +235,8 @@ class Run:
 
         def target() -> None:
             try:
-                result = run_rr22(
-                    self.source.values,
-                    self.spec,
+                result = run_rr22_encoded(
+                    self.source.encoded,  # encoded once, at load, for positions() too
                     rank=rank,
                     addresses=addresses,
                     receiver_rank=0,

@@ -463,7 +463,7 @@ def _run_rr22(
         own = source.distinct if i == 0 else own
         go = source.distinct > 0 and peer_size > 0  # else the intersection is empty: no run
         with mp_rr22.Endpoint.create(r.node) as endpoint:
-            run = mp_rr22.Run(endpoint, source, mode, spec)
+            run = mp_rr22.Run(endpoint, source, mode)
             try:
                 if go:  # rank 0 listens before the participant starts rank 1
                     address = str(answer.get("address"))

@@ -43,7 +43,14 @@ from dataspace.privacy.psi import rr22_engine
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec
 
-__all__ = ["INSTALL_HINT", "Rr22Result", "TlsIdentity", "rr22_available", "run_rr22"]
+__all__ = [
+    "INSTALL_HINT",
+    "Rr22Result",
+    "TlsIdentity",
+    "rr22_available",
+    "run_rr22",
+    "run_rr22_encoded",
+]
 
 INSTALL_HINT = "install spu without its front-end dependencies: make spu"
 KEY_COLUMN = rr22_engine.KEY_COLUMN
@@ -119,8 +126,16 @@ class TlsIdentity:
 
 
 def run_rr22(
-    rows: Iterable[Sequence[object]],
-    spec: KeySpec | str,
+    rows: Iterable[Sequence[object]], spec: KeySpec | str, **kw: Any
+) -> Rr22Result:
+    """This party's side of an RR22 run over its rows' key values (normalised and encoded as
+    for DH-PSI); ``kw`` as for :func:`run_rr22_encoded`."""
+    key = KeySpec.parse(spec) if isinstance(spec, str) else spec
+    return run_rr22_encoded((key.encode_row(row) for row in rows), **kw)
+
+
+def run_rr22_encoded(
+    keys: Iterable[bytes | None],
     *,
     rank: int,
     addresses: Sequence[str],
@@ -130,12 +145,12 @@ def run_rr22(
     timeout_seconds: float = 300.0,
     workdir: str | os.PathLike[str] | None = None,
 ) -> Rr22Result:
-    """This party's side of an RR22 run: the intersecting encoded keys it learns (empty for
-    the sender unless ``broadcast``) and its engine's CPU seconds."""
+    """This party's side of an RR22 run over already encoded keys (``None``: a row without a
+    valid key): the intersecting keys it learns (empty for the sender unless ``broadcast``)
+    and its engine's CPU seconds."""
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
-    key = KeySpec.parse(spec) if isinstance(spec, str) else spec
     with tempfile.TemporaryDirectory(prefix="dataspace-rr22-", dir=workdir) as tmp:
         folder = Path(tmp)
         source, output = folder / "in.csv", folder / "out.csv"
@@ -151,7 +166,7 @@ def run_rr22(
             "tls": None if tls is None else [str(p) for p in astuple(tls)],
             "parent": os.getpid(),
         }
-        count = _write_keys(source, rows, key)
+        count = _write_keys(source, keys)
         log = folder / "engine.log"
         with log.open("wb") as sink:
             child = subprocess.Popen(  # a script, not -m: no package import (~1.5 s)
@@ -193,9 +208,9 @@ def _reap(child: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, f
         time.sleep(0.02)
 
 
-def _write_keys(path: Path, rows: Iterable[Sequence[object]], key: KeySpec) -> int:
-    """Normalised, encoded, de-duplicated keys as one hex column; returns how many."""
-    seen = {enc for row in rows if (enc := key.encode_row(row)) is not None}
+def _write_keys(path: Path, keys: Iterable[bytes | None]) -> int:
+    """The de-duplicated keys as one hex column; returns how many."""
+    seen = {key for key in keys if key is not None}
     with path.open("w", encoding="ascii") as out:
         out.write(KEY_COLUMN + "\n")
         out.writelines(enc.hex() + "\n" for enc in seen)
