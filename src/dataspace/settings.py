@@ -66,6 +66,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mp_step_timeout_seconds", 120.0, "longest wait for one multi-party step's answer"),
     Setting("mp_idle_timeout_seconds", 120.0, "a participant fails a job its initiator left idle"),
     Setting("mp_max_idle_timeout_seconds", 3600.0, "cap on the idle timeout an initiator may ask"),
+    Setting(
+        "rr22_link_ports",
+        "20000-32767",
+        "TCP ports (FIRST-LAST) this node's RR22 links listen on; outside the kernel's "
+        "ephemeral range, so no outgoing connection or port-0 bind takes a link's port "
+        "between its choice and its engine's bind",
+    ),
     Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
 )
 

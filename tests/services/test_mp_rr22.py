@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,9 @@ import pytest
 from dataspace.errors import UsageError
 from dataspace.policy import from_template
 from dataspace.privacy.psi import KeySpec, rr22_available
-from dataspace.privacy.psi.errors import PsiUnavailable
+from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
 from dataspace.services import datasets, mp_party, mp_rr22, multiparty
-from dataspace.services.mp_wire import pack_frame, unpack_frame
+from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node
 from helpers.agreements import make_agreement
 
@@ -96,3 +98,52 @@ def test_a_participant_opens_a_link_identity_and_wipes_it_when_the_job_ends(
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "hello"}))
     assert multiparty.get_job(node, job)["state"] == "FAILED"
     assert not folder.exists()  # the session ended: certificate and key wiped
+
+
+def test_link_ports_are_a_checked_range_and_a_taken_or_reserved_port_is_never_handed_out() -> None:
+    assert mp_rr22.link_ports("20000-32767") == range(20000, 32768)
+    for bad in ("20000", "a-b", "30000-20000", "80-90", "60000-70000"):
+        with pytest.raises(UsageError, match="rr22_link_ports"):
+            mp_rr22.link_ports(bad)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        taken = squatter.getsockname()[1]
+        ports = range(taken, taken + 3)
+        handed = {mp_rr22.free_port("127.0.0.1", ports) for _ in range(2)}
+        try:
+            assert taken not in handed and handed <= set(ports) and len(handed) == 2
+            with pytest.raises(MultipartyFailed, match="no free TCP port"):
+                mp_rr22.free_port("127.0.0.1", ports)  # one taken, two still reserved
+        finally:
+            with mp_rr22._PORTS_LOCK:
+                mp_rr22._PORTS_IN_USE.difference_update(handed)
+
+
+@needs_spu
+def test_a_participant_whose_link_port_is_taken_fails_the_rr22_step_at_once(
+    tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, agreement = tax
+    monkeypatch.setattr(mp_rr22, "own_host", lambda _node: "127.0.0.1")
+    job = "job-rr22-taken-0001"
+    header, _ = unpack_frame(mp_party.handle_step(node, "bank", _open(agreement, job)))
+    port = int(header["address"].rpartition(":")[2])
+    initiator = mp_rr22.Endpoint.create(node)
+    try:
+        with socket.socket() as squatter:  # another program took the port since "open"
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            started = time.monotonic()
+            step = {"job_id": job, "step": 1, "name": "rr22", "size": 3, "timeout": 60}
+            with pytest.raises(PsiEngineFailed, match="is not free"):
+                mp_party.handle_step(
+                    node,
+                    "bank",
+                    pack_frame({**step, "address": initiator.address}, [initiator.pem]),
+                )
+            assert time.monotonic() - started < 15
+    finally:
+        initiator.close()
+    failed = multiparty.get_job(node, job)
+    assert failed["state"] == "FAILED" and "is not free" in failed["error"]["message"]

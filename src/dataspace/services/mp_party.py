@@ -76,6 +76,7 @@ __all__ = [
 
 ALIGN_DIR = "mp"  # under the node's data dir: <job id>.parquet per job that kept rows
 POOL_ABOVE_ROWS = 200_000  # smaller inputs are hashed in-process; larger on the shared pool
+LINK_WAIT_SECONDS = 30.0  # longest an "rr22" step waits for its link (under the step timeout)
 
 
 def psi_output(mode: str) -> str:
@@ -619,7 +620,8 @@ def _open_rr22(node: Node, s: _Session, dataset: Any, spec: KeySpec, mode: str) 
 
 def _start_rr22(node: Node, s: _Session, header: dict[str, Any], blobs: list[bytes]) -> Out:
     """The initiator's certificate and address (its side, rank 0, listens already): this side
-    (rank 1) starts in the background and the step is answered at once; "finish" collects it.
+    (rank 1) starts in the background and the step is answered once the link is up; "finish"
+    collects the run.
     Nothing runs when a side has no keys (both sides know both sizes: "open", "rr22")."""
     run = s.rr22
     assert run is not None
@@ -632,6 +634,9 @@ def _start_rr22(node: Node, s: _Session, header: dict[str, Any], blobs: list[byt
         limit = float(node.limits.mp_max_idle_timeout_seconds)
         timeout = max(1.0, min(float(header.get("timeout") or limit), limit))
         run.start(blobs[0], str(header.get("address", "")), timeout, s.job_id, rank=1)
+        # Answer once the link is up: a failure here (a taken port, a refused certificate)
+        # reaches the initiator now, not after its engine's whole timeout.
+        run.wait_linked(min(LINK_WAIT_SECONDS, timeout / 2))
     return {"state": "running", "size": own, "run": go}, [], {"size": own, "run": go}
 
 

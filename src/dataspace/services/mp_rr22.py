@@ -12,6 +12,7 @@ participant is rank 1, the sender, and learns the intersection too in modes both
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import tempfile
@@ -81,7 +82,7 @@ class Endpoint:
             certificate, private_key = TlsIdentity.create(folder, "self")
             host = own_host(node)
             address = f"[{host}]" if ":" in host else host
-            port = free_port(host)
+            port = free_port(host, link_ports(node.limits.rr22_link_ports))
             return cls(folder, certificate, private_key, f"{address}:{port}", port)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -134,23 +135,44 @@ _PORTS_IN_USE: set[int] = set()
 _PORTS_LOCK = threading.Lock()
 
 
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` now (bound to port 0, then released), and not one this
-    node has handed to another RR22 link that is still open: the engine binds it only a
-    moment later, and two jobs at once must not be given the same port."""
+def link_ports(text: str) -> range:
+    """The node's RR22 port range, ``FIRST-LAST`` (limit ``rr22_link_ports``)."""
+    first, _, last = str(text).partition("-")
+    if not (first.strip().isdigit() and last.strip().isdigit()):
+        raise UsageError(
+            f"limit rr22_link_ports {text!r} is not FIRST-LAST", hint="e.g. 20000-32767"
+        )
+    ports = range(int(first), int(last) + 1)
+    if not ports or ports.start < 1024 or ports.stop > 65536:
+        raise UsageError(
+            f"limit rr22_link_ports {text!r} is not a range within 1024-65535",
+            hint="e.g. 20000-32767",
+        )
+    return ports
+
+
+def free_port(host: str, ports: range) -> int:
+    """A port from ``ports`` that binds on ``host`` now and that this node has not handed to
+    another RR22 link still open (the engine binds it only a moment later). Picked at random,
+    so that two nodes on one host rarely try the same one; the range should lie outside the
+    kernel's ephemeral ports, which any outgoing connection may take."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, 0))
-            except OSError:
-                sock.bind(("", 0))
-            port = int(sock.getsockname()[1])
+    for _ in range(min(200, len(ports))):
+        port = random.choice(ports)
         with _PORTS_LOCK:
-            if port not in _PORTS_IN_USE:
-                _PORTS_IN_USE.add(port)
-                return port
-    raise MultipartyFailed("no free TCP port for an RR22 link on this node")
+            if port in _PORTS_IN_USE:
+                continue
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _PORTS_IN_USE.add(port)
+            return port
+    raise MultipartyFailed(
+        f"no free TCP port for an RR22 link on this node in {ports.start}-{ports.stop - 1}",
+        hint="widen the node's limit rr22_link_ports or end other RR22 jobs",
+    )
 
 
 @dataclass
@@ -224,6 +246,8 @@ class Run:
     cpu_seconds: float = 0.0  # the engine process's, for the usage record
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    linked: threading.Event = field(default_factory=threading.Event)  # the link is up
+    stopping: threading.Event = field(default_factory=threading.Event)  # kill the engine
 
     def start(
         self, peer_pem: bytes, peer_address: str, timeout: float, job_id: str, *, rank: int
@@ -243,6 +267,8 @@ class Run:
                     broadcast=self.mode in ("both", "align"),
                     tls=tls,
                     timeout_seconds=timeout,
+                    linked=self.linked,
+                    stop=self.stopping,
                 )
                 self.keys, self.cpu_seconds = result.keys, result.cpu_seconds
             except BaseException as exc:  # kept for finish
@@ -261,6 +287,27 @@ class Run:
         """Return once this side's engine accepts connections (see :func:`wait_listening`)."""
         wait_listening(self.endpoint.address, timeout, lambda: self.alive)
 
+    def wait_linked(self, timeout: float) -> None:
+        """Return once the link to the peer is up; raise at once if this side's engine failed
+        (its port taken, a refused certificate) or after ``timeout`` s, the engine stopped."""
+        deadline = time.monotonic() + timeout
+        while not self.linked.wait(0.05):
+            if not self.alive:
+                self.wait(0)  # raises this side's error
+                raise PsiEngineFailed("the RR22 engine ended before its link was up")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise PsiEngineFailed(
+                    f"the RR22 link to the initiator was not up within {timeout:g} s; "
+                    "the engine was stopped",
+                    hint="check that the nodes reach each other on their RR22 link ports "
+                    "(limit rr22_link_ports), then retry",
+                )
+
+    def stop(self) -> None:
+        """Kill this side's engine if it still runs (the run then fails)."""
+        self.stopping.set()
+
     def wait(self, timeout: float) -> list[bytes]:
         """The keys this side learned, once its run is through (at most ``timeout`` s)."""
         if self.thread is None:  # nothing to run: one side had no identifiers
@@ -275,4 +322,6 @@ class Run:
         return self.keys
 
     def close(self) -> None:
+        """The engine stopped (if it still runs) and the link's folder wiped."""
+        self.stop()
         self.endpoint.close()

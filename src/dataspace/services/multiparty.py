@@ -484,6 +484,8 @@ def _run_rr22(
                 raise PsiEngineFailed(
                     f"RR22 with {link.peer}: {exc.message}", hint=exc.hint, node=link.peer
                 ) from exc
+            finally:
+                run.stop()  # a run that failed elsewhere does not wait out its timeout here
         sizes.append({"peer": link.peer, "peer_size": peer_size, "size": len(keys)})
         rows = mp_rr22.positions(source, keys, mode)
     assert rows is not None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import socket
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,9 +55,7 @@ def _run_pair(
 
     def side(rank: int) -> None:
         try:
-            result = run_rr22(
-                sets[rank], spec, rank=rank, addresses=addresses, tls=tls[rank], **kw
-            )
+            result = run_rr22(sets[rank], spec, rank=rank, addresses=addresses, tls=tls[rank], **kw)
             assert result.cpu_seconds > 0  # the engine process's own CPU, for metering
             out[rank] = result.keys
         except BaseException as exc:  # reported to the test
@@ -124,3 +124,46 @@ def test_rr22_refuses_more_than_two_parties_and_stops_when_the_peer_never_comes(
     alone = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     with pytest.raises(PsiEngineFailed, match="did not finish"):
         run_rr22([("a",)], "text", rank=0, addresses=alone, timeout_seconds=3)
+
+
+@needs_spu
+def test_a_taken_own_port_fails_at_once_and_says_so() -> None:
+    with socket.socket() as squatter:  # something else listens on this side's port
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{taken}"]
+        started = time.monotonic()
+        with pytest.raises(PsiEngineFailed, match=f"127.0.0.1:{taken} is not free"):
+            run_rr22([("a",)], "text", rank=1, addresses=addresses, timeout_seconds=30)
+        assert time.monotonic() - started < 15  # not the whole timeout
+
+
+@needs_spu
+def test_linked_is_set_only_once_the_peer_is_there_and_stop_kills_the_engine() -> None:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    alone, stop = threading.Event(), threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(PsiEngineFailed, match="stopped before it finished"):
+        run_rr22(
+            [("a",)], "text", rank=0, addresses=addresses, timeout_seconds=60,
+            linked=alone, stop=stop,
+        )  # fmt: skip
+    assert not alone.is_set() and time.monotonic() - started < 15
+
+    linked = [threading.Event(), threading.Event()]
+    got: list[Any] = [None, None]
+
+    def side(rank: int) -> None:
+        got[rank] = run_rr22(
+            [(f"K{i}",) for i in range(20)], "text", rank=rank, addresses=addresses,
+            timeout_seconds=60, linked=linked[rank],
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=side, args=(rank,)) for rank in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(e.is_set() for e in linked) and len(got[0].keys) == 20

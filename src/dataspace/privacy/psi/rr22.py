@@ -13,7 +13,8 @@ hex-encoded to a private temp CSV, and handed to ``libpsi.psi_execute`` with
 1, ``addresses`` of both). The intersection goes to ``receiver_rank`` only unless
 ``broadcast``. The library runs in a child process (:mod:`.rr22_engine`, started as a
 script): a crash in it cannot take the caller down, and the caller kills it at
-``timeout_seconds`` (a peer that never connects, a refused certificate).
+``timeout_seconds`` (a peer that never connects, a refused certificate) or when its ``stop``
+event is set; its ``linked`` event is set once the link to the peer is up.
 
 With ``tls`` the link is mutual TLS: each party presents its own certificate and accepts
 only the peer's (exchanged beforehand over an authenticated channel), so nobody else can
@@ -33,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
@@ -125,9 +127,7 @@ class TlsIdentity:
         return cert_path, key_path
 
 
-def run_rr22(
-    rows: Iterable[Sequence[object]], spec: KeySpec | str, **kw: Any
-) -> Rr22Result:
+def run_rr22(rows: Iterable[Sequence[object]], spec: KeySpec | str, **kw: Any) -> Rr22Result:
     """This party's side of an RR22 run over its rows' key values (normalised and encoded as
     for DH-PSI); ``kw`` as for :func:`run_rr22_encoded`."""
     key = KeySpec.parse(spec) if isinstance(spec, str) else spec
@@ -144,10 +144,13 @@ def run_rr22_encoded(
     tls: TlsIdentity | None = None,
     timeout_seconds: float = 300.0,
     workdir: str | os.PathLike[str] | None = None,
+    linked: threading.Event | None = None,
+    stop: threading.Event | None = None,
 ) -> Rr22Result:
     """This party's side of an RR22 run over already encoded keys (``None``: a row without a
     valid key): the intersecting keys it learns (empty for the sender unless ``broadcast``)
-    and its engine's CPU seconds."""
+    and its engine's CPU seconds. ``linked`` is set once the link to the peer is up; setting
+    ``stop`` kills the engine (the run then fails)."""
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
@@ -163,6 +166,7 @@ def run_rr22_encoded(
             "input": str(source),
             "output": str(output),
             "done": str(folder / "done"),
+            "linked": str(folder / "linked"),
             "tls": None if tls is None else [str(p) for p in astuple(tls)],
             "parent": os.getpid(),
         }
@@ -175,7 +179,9 @@ def run_rr22_encoded(
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-            code, cpu = _reap(child, timeout_seconds)
+            code, cpu = _reap(child, timeout_seconds, folder / "linked", linked, stop)
+        if code is None and stop is not None and stop.is_set():
+            raise PsiEngineFailed("RR22 was stopped before it finished")
         if code is None:
             raise PsiEngineFailed(
                 f"RR22 did not finish within {timeout_seconds:g} s (peer unreachable, "
@@ -192,17 +198,26 @@ def run_rr22_encoded(
             return Rr22Result([bytes.fromhex(line[0]) for line in reader if line], cpu)
 
 
-def _reap(child: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, float]:
-    """Wait for the engine (killed at ``timeout``): its exit code (None if killed) and CPU."""
+def _reap(
+    child: subprocess.Popen[bytes],
+    timeout: float,
+    marker: Path,
+    linked: threading.Event | None,
+    stop: threading.Event | None,
+) -> tuple[int | None, float]:
+    """Wait for the engine (killed at ``timeout`` or on ``stop``): its exit code (None if
+    killed) and CPU; ``linked`` is set when the engine has written ``marker``."""
     deadline = time.monotonic() + timeout
     killed = False
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if linked is not None and not linked.is_set() and marker.exists():
+            linked.set()
         if pid:
             child.returncode = os.waitstatus_to_exitcode(status)
             cpu = usage.ru_utime + usage.ru_stime
             return (None if killed else child.returncode), cpu
-        if not killed and time.monotonic() > deadline:
+        if not killed and (time.monotonic() > deadline or (stop is not None and stop.is_set())):
             child.kill()
             killed = True
         time.sleep(0.02)

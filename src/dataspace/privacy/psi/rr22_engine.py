@@ -5,7 +5,9 @@ CONFIG``), so it imports nothing of this package (whose imports take ~1.5 s) and
 spu's Python package (which needs jax): only the two extension modules ``libspu`` (the link)
 and ``libpsi`` (the protocols), loaded from spu's install folder. When the run is through it
 writes the file ``config["done"]`` and exits 0; otherwise a line ``error: ...`` on stdout
-and exit code 1. The caller trusts the ``done`` file, not the exit code alone.
+and exit code 1. The caller trusts the ``done`` file, not the exit code alone. Once the link
+to the peer is up it writes ``config["linked"]``, so the caller can tell a run that has
+started from one still waiting for its peer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -76,8 +79,23 @@ def die_with_parent(parent: int) -> None:
         sys.exit(1)
 
 
+def check_port_free(address: str) -> None:
+    """Refuse, with a clear message, an own address whose port something else listens on
+    (brpc reports only "what:" and its peer would wait for the whole timeout)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as brpc binds
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise OSError(f"this side's link address {address} is not free ({reason})") from None
+
+
 def execute(config: dict[str, Any]) -> None:
     """The child's work: one ``psi_execute`` over a fresh link."""
+    check_port_free(config["addresses"][int(config["rank"])])
     libspu, libpsi = load_spu()
     with contextlib.suppress(Exception):
         libspu.logging.setup_logging(libspu.logging.LogOptions(enable_console_logger=False))
@@ -98,7 +116,9 @@ def execute(config: dict[str, Any]) -> None:
         desc.add_party(f"party{i}", address)
     if config["tls"] is not None:
         _use_tls(desc, config["tls"])
-    context = libspu.link.create_brpc(desc, int(config["rank"]))
+    context = libspu.link.create_brpc(desc, int(config["rank"]))  # returns once linked
+    if config.get("linked"):
+        Path(config["linked"]).write_text("linked\n", encoding="ascii")
     protocol = libpsi.PsiProtocolConfig(
         protocol=libpsi.PsiProtocol.PROTOCOL_RR22,
         receiver_rank=int(config["receiver_rank"]),
