@@ -117,6 +117,12 @@ def execute(config: dict[str, Any]) -> None:
     if config["tls"] is not None:
         _use_tls(desc, config["tls"])
     context = libspu.link.create_brpc(desc, int(config["rank"]))  # returns once linked
+    # create_brpc tests the link ("connect_<rank>" messages, sequence 0) and psi_execute
+    # tests it again. A receiver keeps one unconsumed test message per peer and drops a
+    # second, so if the faster side's second test arrived before the slower side had taken
+    # the first, the slower side would wait for it until the timeout (seen: ~1 run in 60
+    # on a loaded machine). Past this barrier both sides have taken the first.
+    context.barrier()
     if config.get("linked"):
         Path(config["linked"]).write_text("linked\n", encoding="ascii")
     protocol = libpsi.PsiProtocolConfig(
