@@ -14,9 +14,12 @@ single-threaded) runs the same way on the same identifiers. Each figure is the m
 machine is shared), with the CPU seconds the run used in all its processes.
 
 RR22 (``make spu``) runs when spu is installed: both parties' sides at once (each in its own
-engine process, over spu's TCP link on loopback), the clock covering normalising and
-encoding the identifiers, the engine (reading its input, bucketing, the VOLE-based OPRF,
-comparison) and reading the receiver's intersection back.
+process with its own engine process, over spu's TCP link on loopback), each as a job's side
+runs it: the clock covers reading its key column from a Parquet file (written beforehand),
+normalising and encoding it (Arrow, :mod:`dataspace.privacy.psi.columnar`), the engine
+(writing its input, reading and bucketing it, the VOLE-based OPRF, comparison, writing the
+result), reading the intersection back and mapping it to the receiver's rows. Each side's
+phases are printed under the run.
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ import multiprocessing
 import os
 import socket
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from dataspace.privacy.psi import Engine, Initiator, Responder, rr22_available, run_local, run_rr22
+from dataspace.privacy.psi import Engine, Initiator, KeySpec, Responder, rr22_available, run_local
+from dataspace.privacy.psi.rr22 import run_rr22_hex
+from dataspace.services import mp_rr22
 
 STEP = 100_000
 
@@ -77,30 +85,49 @@ def ours(n: int, group: str, engine: Engine) -> tuple[float, int]:
     return time.perf_counter() - t, int(ra.size or 0)
 
 
-def rr22(n: int) -> tuple[float, int] | None:
-    """Both sides at once, each in its own process (as on two nodes), over loopback."""
+def rr22(n: int, folder: Path) -> tuple[float, int] | None:
+    """Both sides at once, each in its own process (as on two nodes), over loopback, each
+    doing what a job's side does: read its key column from Parquet, encode it, run the
+    engine, and (the receiver) map the intersection back to its rows."""
     if not rr22_available():
         return None
+    inputs = [rr22_input(folder, 0, n), rr22_input(folder, n // 2, n)]
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     sides = [
-        context.Process(target=_rr22_side, args=(rank, n, addresses, results)) for rank in (0, 1)
+        context.Process(target=_rr22_side, args=(rank, inputs[rank], addresses, results))
+        for rank in (0, 1)
     ]
     t = time.perf_counter()
     for side in sides:
         side.start()
-    found = dict(results.get() for _ in sides)
+    found = {rank: (size, phases) for rank, size, phases in (results.get() for _ in sides)}
     for side in sides:
         side.join()
-    return time.perf_counter() - t, found[0]
+    secs = time.perf_counter() - t
+    for rank, (_, phases) in sorted(found.items()):
+        print(f"    rank {rank}: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+    return secs, found[0][0]
 
 
-def _rr22_side(rank: int, n: int, addresses: list[str], results: Any) -> None:
-    lo = 0 if rank == 0 else n // 2
-    hi = lo + n
-    rows = ((x,) for start in range(lo, hi, STEP) for x in ids(start, min(start + STEP, hi)))
-    results.put((rank, len(run_rr22(rows, "id:uscc", rank=rank, addresses=addresses).keys)))
+def rr22_input(folder: Path, lo: int, n: int) -> Path:
+    """One side's identifiers as a dataset's Parquet file (written once, outside the clock)."""
+    path = folder / f"rr22-{lo}-{n}.parquet"
+    if not path.exists():
+        pq.write_table(pa.table({"id": pa.concat_arrays(list(arrays(lo, lo + n)))}), path)
+    return path
+
+
+def _rr22_side(rank: int, path: Path, addresses: list[str], results: Any) -> None:
+    phases, t = {}, time.perf_counter()
+    source = mp_rr22.Input.load(path, KeySpec.parse("id:uscc"))
+    phases["read+encode"], t = time.perf_counter() - t, time.perf_counter()
+    found = run_rr22_hex(source.hex, rank=rank, addresses=addresses).hex
+    phases["engine"], t = time.perf_counter() - t, time.perf_counter()
+    rows = mp_rr22.positions(source, found, "me") if rank == 0 else []
+    phases["rows"] = time.perf_counter() - t
+    results.put((rank, len(rows), phases))
 
 
 def free_port() -> int:
@@ -158,7 +185,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--openmined-max", type=int, default=10**9, help="largest n for openmined")
     args = parser.parse_args()
-    with Engine(args.workers) as engine:
+    with Engine(args.workers) as engine, tempfile.TemporaryDirectory() as folder:
         engine.start()
         for n in args.sizes:
             om = None
@@ -175,7 +202,8 @@ def main() -> None:
                 print(f"ours {group:<12} {n:>7} x {n:<9} median {secs:7.2f} s  "
                       f"{n / secs:9.0f} rec/s/side{ratio}")  # fmt: skip
             if rr22_available():
-                secs = median_run("RR22 (spu)", n, lambda n=n: rr22(n), args.repeat)
+                run22 = lambda n=n: rr22(n, Path(folder))  # noqa: E731
+                secs = median_run("RR22 (spu)", n, run22, args.repeat)
                 assert secs is not None
                 ratio = f"  {om / secs:4.1f}x openmined-psi" if om else ""
                 print(f"RR22 (spu)        {n:>7} x {n:<9} median {secs:7.2f} s  "

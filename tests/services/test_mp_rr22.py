@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from dataspace.errors import UsageError
 from dataspace.policy import from_template
 from dataspace.privacy.psi import KeySpec, rr22_available
+from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
 from dataspace.services import datasets, mp_party, mp_rr22, multiparty
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
-from dataspace.services.node import Node
+from dataspace.services.node import Node, open_node
 from helpers.agreements import make_agreement
 
 KEY = "credit_code:uscc"
@@ -44,14 +49,20 @@ def _open(agreement: str, job: str, **extra: Any) -> bytes:
 
 def test_positions_keep_every_matched_row_or_one_per_key_in_key_order() -> None:
     spec = KeySpec.parse("k:text")
-    values = [("b",), ("a",), (None,), ("b",), ("c",), ("a",)]
-    source = mp_rr22.Input(np.array([10, 11, 12, 13, 14, 15]), [spec.encode_row(v) for v in values])
-    assert source.distinct == 3
-    keys = [spec.encode_row(("b",)), spec.encode_row(("a",)), spec.encode_row(("z",))]
-    assert mp_rr22.positions(source, keys, "me").tolist() == [10, 11, 13, 15]
-    order = sorted(k for k in keys[:2] if k is not None)
-    first = {spec.encode_row(("a",)): 11, spec.encode_row(("b",)): 10}
-    assert mp_rr22.positions(source, keys, "align").tolist() == [first[k] for k in order]
+    values = ["bb", "a", None, "bb", "c", "a", "ab"]
+    source = mp_rr22.Input(
+        np.array([10, 11, 12, 13, 14, 15, 16]), encode_hex([pa.array(values)], spec)
+    )
+    assert source.distinct == 4
+    wanted = ["bb", "a", "z", "ab"]
+    keys = encode_hex([pa.array(wanted)], spec)
+    assert mp_rr22.positions(source, keys, "me").tolist() == [10, 11, 13, 15, 16]
+    # align: one row per key, the first, ordered by the encoded key's bytes
+    encoded = {v: spec.encode_row((v,)) for v in ("a", "ab", "bb")}
+    order = sorted(encoded, key=lambda v: encoded[v])  # the length prefix first: a, ab, bb
+    first = {"a": 11, "ab": 16, "bb": 10}
+    assert mp_rr22.positions(source, keys, "align").tolist() == [first[v] for v in order]
+    assert mp_rr22.positions(source, keys.slice(2, 1), "me").tolist() == []
 
 
 def test_the_engine_is_checked_before_anything_is_sent(
@@ -93,6 +104,7 @@ def test_a_participant_opens_a_link_identity_and_wipes_it_when_the_job_ends(
     run = mp_party._SESSIONS[job].rr22
     assert run is not None and run.endpoint.private_key.stat().st_mode & 0o077 == 0
     folder = run.endpoint.folder
+    assert folder.parent == node.tmp_dir / "rr22"  # the node's own scratch, swept on open
     assert folder.stat().st_mode & 0o077 == 0 and run.source.distinct == len(CODES)
     with pytest.raises(UsageError, match="not one of an RR22"):  # no DH step on an RR22 job
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "hello"}))
@@ -105,18 +117,25 @@ def test_link_ports_are_a_checked_range_and_a_taken_or_reserved_port_is_never_ha
     for bad in ("20000", "a-b", "30000-20000", "80-90", "60000-70000"):
         with pytest.raises(UsageError, match="rr22_link_ports"):
             mp_rr22.link_ports(bad)
-    with socket.socket() as squatter:
+    with socket.socket() as squatter:  # something else holds this port
         squatter.bind(("127.0.0.1", 0))
         taken = squatter.getsockname()[1]
-        ports = range(taken, taken + 3)
-        handed = {mp_rr22.free_port("127.0.0.1", ports) for _ in range(2)}
-        try:
-            assert taken not in handed and handed <= set(ports) and len(handed) == 2
-            with pytest.raises(MultipartyFailed, match="no free TCP port"):
-                mp_rr22.free_port("127.0.0.1", ports)  # one taken, two still reserved
-        finally:
-            with mp_rr22._PORTS_LOCK:
-                mp_rr22._PORTS_IN_USE.difference_update(handed)
+        with pytest.raises(MultipartyFailed, match="no free TCP port"):
+            mp_rr22.free_port("127.0.0.1", range(taken, taken + 1))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    handed = mp_rr22.free_port("127.0.0.1", range(free, free + 1))
+    try:
+        assert handed == free
+        with pytest.raises(MultipartyFailed, match="no free TCP port"):
+            mp_rr22.free_port("127.0.0.1", range(free, free + 1))  # reserved for its link
+    finally:
+        with mp_rr22._PORTS_LOCK:
+            mp_rr22._PORTS_IN_USE.discard(handed)
+    assert mp_rr22.free_port("127.0.0.1", range(free, free + 1)) == free  # released
+    with mp_rr22._PORTS_LOCK:
+        mp_rr22._PORTS_IN_USE.discard(free)
 
 
 @needs_spu
@@ -147,3 +166,20 @@ def test_a_participant_whose_link_port_is_taken_fails_the_rr22_step_at_once(
         initiator.close()
     failed = multiparty.get_job(node, job)
     assert failed["state"] == "FAILED" and "is not free" in failed["error"]["message"]
+
+
+def test_files_a_killed_process_left_are_swept_when_the_node_opens(
+    tax: tuple[Node, str],
+) -> None:
+    node, _ = tax
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid names files no live process writes
+    scratch = mp_rr22.scratch(node)
+    stale = scratch / f"dataspace-rr22-{gone.pid}-link-abc"
+    live = scratch / f"dataspace-rr22-{os.getpid()}-link-def"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "self.key").write_text("secret", encoding="ascii")
+    assert scratch == node.tmp_dir / "rr22" and scratch.stat().st_mode & 0o077 == 0
+    open_node(node.root).close()
+    assert not stale.exists() and (live / "self.key").exists()

@@ -167,11 +167,11 @@ def cleanup_partial_imports(data_dir: Path) -> list[Path]:
     return removed
 
 
-def is_stale(name: str) -> bool:
-    """True for a ``.importing-<pid>-`` name whose process is gone."""
-    if not name.startswith(PARTIAL_PREFIX):
+def is_stale(name: str, prefix: str = PARTIAL_PREFIX) -> bool:
+    """True for a ``<prefix><pid>-`` name (``.importing-<pid>-``) whose process is gone."""
+    if not name.startswith(prefix):
         return False
-    pid_text = name[len(PARTIAL_PREFIX) :].split("-", 1)[0]
+    pid_text = name[len(prefix) :].split("-", 1)[0]
     if not pid_text.isdigit():
         return True  # not written by a live import of ours
     try:

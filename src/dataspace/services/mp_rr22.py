@@ -2,7 +2,7 @@
 
 The job is the DH-PSI job (:mod:`.multiparty`, :mod:`.mp_party`): the same agreements,
 admission, steps, metering and ledger. Only the protocol in the middle differs: instead of
-blinded points carried by signed steps, the two nodes run :func:`run_rr22_encoded` over a direct TCP
+blinded points carried by signed steps, the two nodes run :func:`run_rr22_hex` over a direct TCP
 link (spu's), mutual TLS with a fresh self-signed certificate per side and session. Each side's
 certificate and address travel in the signed steps ("open" answer, "rr22" request), so the
 link accepts exactly the node that signed them. The initiator is rank 0 and the receiver; the
@@ -12,24 +12,28 @@ participant is rank 1, the sender, and learns the intersection too in modes both
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataspace.errors import UsageError
 from dataspace.privacy.psi import KeySpec, rr22_available
+from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
-from dataspace.privacy.psi.rr22 import INSTALL_HINT, TlsIdentity, run_rr22_encoded
+from dataspace.privacy.psi.rr22 import INSTALL_HINT, SCRATCH_PREFIX, TlsIdentity, run_rr22_hex
 from dataspace.services import space
 from dataspace.services.mp_wire import MultipartyFailed
 from dataspace.services.node import Node
@@ -77,7 +81,7 @@ class Endpoint:
 
     @classmethod
     def create(cls, node: Node) -> Endpoint:
-        folder = Path(tempfile.mkdtemp(prefix="dataspace-rr22-link-"))  # mode 0700
+        folder = Path(tempfile.mkdtemp(prefix=_scratch_prefix(), dir=scratch(node)))  # 0700
         try:
             certificate, private_key = TlsIdentity.create(folder, "self")
             host = own_host(node)
@@ -112,6 +116,33 @@ class Endpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scratch(node: Node) -> Path:
+    """Where this node's RR22 links and runs keep their files (certificates, keys, the
+    engine's input and output): under the node's own tmp dir, not the machine's."""
+    folder = node.tmp_dir / "rr22"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def _scratch_prefix() -> str:
+    return f"{SCRATCH_PREFIX}{os.getpid()}-"
+
+
+def sweep_scratch(node: Node) -> list[Path]:
+    """Remove the RR22 files a killed node process left behind (certificates, keys, encoded
+    identifiers): only those whose process is gone, so a live server's runs are untouched."""
+    from dataspace.catalog.ingest import is_stale
+
+    folder = node.tmp_dir / "rr22"
+    removed = []
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if is_stale(entry.name, prefix=SCRATCH_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def own_host(node: Node) -> str:
@@ -178,10 +209,11 @@ def free_port(host: str, ports: range) -> int:
 @dataclass
 class Input:
     """One side's identifiers: its rows' positions in the dataset's Parquet file and each
-    row's encoded key (``None``: no valid key)."""
+    row's encoded key, hex-encoded (null: no valid key) — Arrow columns, not a Python object
+    per row."""
 
     rows: np.ndarray
-    encoded: list[bytes | None]
+    hex: pa.Array
 
     @classmethod
     def load(cls, path: Path, spec: KeySpec, only_rows: np.ndarray | None = None) -> Input:
@@ -192,27 +224,25 @@ class Input:
         else:
             rows = np.asarray(only_rows, dtype=np.int64)
             table = table.take(rows)
-        values = zip(*(table.column(n).to_pylist() for n in names), strict=True)
-        return cls(rows, [spec.encode_row(v) for v in values])
+        return cls(rows, encode_hex([table.column(n) for n in names], spec))
 
     @property
     def distinct(self) -> int:
-        return len({e for e in self.encoded if e is not None})
+        return int(pc.count_distinct(self.hex).as_py())  # nulls not counted
 
 
-def positions(source: Input, keys: Iterable[bytes], mode: str) -> np.ndarray:
-    """The positions of the rows whose key is in ``keys``: every such row, ascending (modes
-    me, both); for align one row per key, ordered by the encoded key's bytes — the order both
-    nodes share, as they hold the same keys."""
-    found = set(keys)
+def positions(source: Input, keys: pa.Array, mode: str) -> np.ndarray:
+    """The positions of the rows whose key is in ``keys`` (hex): every such row, ascending
+    (modes me, both); for align one row per key — its first — ordered by the key's bytes
+    (hex keeps their order), the order both nodes share, as they hold the same keys."""
+    found = pc.fill_null(pc.is_in(source.hex, value_set=keys.cast(pa.large_string())), False)
+    index = np.flatnonzero(found.to_numpy(zero_copy_only=False))
     if mode != "align":
-        kept = [p for p, e in zip(source.rows, source.encoded, strict=True) if e in found]
-        return np.asarray(kept, dtype=np.int64)
-    first: dict[bytes, int] = {}
-    for p, e in zip(source.rows, source.encoded, strict=True):
-        if e is not None and e in found and e not in first:
-            first[e] = int(p)
-    return np.asarray([first[k] for k in sorted(first)], dtype=np.int64)
+        return source.rows[index]
+    matched = pa.table({"key": source.hex.take(pa.array(index)), "at": pa.array(index)})
+    first = matched.group_by("key", use_threads=False).aggregate([("at", "min")])
+    ordered = np.asarray(first.sort_by("key").column("at_min"), dtype=np.int64)
+    return np.asarray(source.rows[ordered], dtype=np.int64)
 
 
 def wait_listening(address: str, timeout: float, alive: Callable[[], bool]) -> None:
@@ -242,7 +272,7 @@ class Run:
     mode: str
     peer_size: int = 0
     timeout: float = 0.0
-    keys: list[bytes] = field(default_factory=list)
+    keys: pa.Array = field(default_factory=lambda: pa.array([], pa.large_string()))
     cpu_seconds: float = 0.0  # the engine process's, for the usage record
     error: BaseException | None = None
     thread: threading.Thread | None = None
@@ -259,18 +289,19 @@ class Run:
 
         def target() -> None:
             try:
-                result = run_rr22_encoded(
-                    self.source.encoded,  # encoded once, at load, for positions() too
+                result = run_rr22_hex(
+                    self.source.hex,  # encoded once, at load, for positions() too
                     rank=rank,
                     addresses=addresses,
                     receiver_rank=0,
                     broadcast=self.mode in ("both", "align"),
                     tls=tls,
                     timeout_seconds=timeout,
+                    workdir=self.endpoint.folder.parent,  # the node's RR22 scratch
                     linked=self.linked,
                     stop=self.stopping,
                 )
-                self.keys, self.cpu_seconds = result.keys, result.cpu_seconds
+                self.keys, self.cpu_seconds = result.hex, result.cpu_seconds
             except BaseException as exc:  # kept for finish
                 self.error = exc
             finally:
@@ -308,10 +339,10 @@ class Run:
         """Kill this side's engine if it still runs (the run then fails)."""
         self.stopping.set()
 
-    def wait(self, timeout: float) -> list[bytes]:
-        """The keys this side learned, once its run is through (at most ``timeout`` s)."""
+    def wait(self, timeout: float) -> pa.Array:
+        """The keys this side learned (hex), once its run is through (at most ``timeout`` s)."""
         if self.thread is None:  # nothing to run: one side had no identifiers
-            return []
+            return self.keys
         self.thread.join(timeout)
         if self.thread.is_alive():
             raise MultipartyFailed(f"the RR22 run did not finish within {timeout:g} s here")

@@ -183,14 +183,17 @@ def open_node(root: Path | str | None) -> Node:
 
 
 def _clean_scratch(node: Node) -> None:
-    """Remove what a killed import left behind (only files whose writing process is gone)."""
+    """Remove what a killed import or RR22 run left behind (only files whose writing process
+    is gone)."""
     from dataspace.catalog.ingest import cleanup_partial_imports
     from dataspace.services.datasets import recover_imports
+    from dataspace.services.mp_rr22 import sweep_scratch
 
     node.tmp_dir.mkdir(exist_ok=True)
     try:
         recover_imports(node)  # before the cleanup: a committed import is finished, not deleted
         cleanup_partial_imports(node.data_dir)
+        sweep_scratch(node)
     except DataspaceError:
         raise
     except OSError as exc:

@@ -7,14 +7,15 @@ importing the ``spu`` package, so spu installed with ``--no-deps`` (``make spu``
 this project's numpy 2. Without it :func:`run_rr22` raises :class:`PsiUnavailable` with the
 install hint; :func:`rr22_available` says which.
 
-Identifiers are normalised and key-encoded exactly as for DH-PSI, de-duplicated, written
-hex-encoded to a private temp CSV, and handed to ``libpsi.psi_execute`` with
-``PROTOCOL_RR22`` over spu's own link (brpc over TCP, one instance per party, ``rank`` 0 or
-1, ``addresses`` of both). The intersection goes to ``receiver_rank`` only unless
-``broadcast``. The library runs in a child process (:mod:`.rr22_engine`, started as a
-script): a crash in it cannot take the caller down, and the caller kills it at
-``timeout_seconds`` (a peer that never connects, a refused certificate) or when its ``stop``
-event is set; its ``linked`` event is set once the link to the peer is up.
+Identifiers are normalised and key-encoded exactly as for DH-PSI (over whole Arrow columns,
+:mod:`.columnar`), de-duplicated, written hex-encoded to a private temp CSV, and handed to
+``libpsi.psi_execute`` with ``PROTOCOL_RR22`` over spu's own link (brpc over TCP, one
+instance per party, ``rank`` 0 or 1, ``addresses`` of both). The intersection goes to
+``receiver_rank`` only unless ``broadcast``. The library runs in a child process
+(:mod:`.rr22_engine`, started as a script): a crash in it cannot take the caller down, and
+the caller kills it at ``timeout_seconds`` (a peer that never connects, a refused
+certificate) or when its ``stop`` event is set; its ``linked`` event is set once the link to
+the peer is up.
 
 With ``tls`` the link is mutual TLS: each party presents its own certificate and accepts
 only the peer's (exchanged beforehand over an authenticated channel), so nobody else can
@@ -26,7 +27,6 @@ nothing but the receiver's set size.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import functools
 import json
@@ -41,7 +41,12 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
 from dataspace.privacy.psi import rr22_engine
+from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec
 
@@ -51,10 +56,11 @@ __all__ = [
     "TlsIdentity",
     "rr22_available",
     "run_rr22",
-    "run_rr22_encoded",
+    "run_rr22_hex",
 ]
 
 INSTALL_HINT = "install spu without its front-end dependencies: make spu"
+SCRATCH_PREFIX = "dataspace-rr22-"  # + "<pid>-": a run's folder, removable once that pid is gone
 KEY_COLUMN = rr22_engine.KEY_COLUMN
 
 
@@ -77,11 +83,17 @@ def _spu() -> tuple[Any, Any]:
 
 @dataclass(frozen=True)
 class Rr22Result:
-    """What one side learned (the encoded keys; empty for the sender unless broadcast) and
-    the CPU its engine process used (for the usage record)."""
+    """What one side learned — the intersection's encoded keys, hex-encoded (``hex``; empty
+    for the sender unless broadcast) — and the CPU its engine process used (for the usage
+    record)."""
 
-    keys: list[bytes]
+    hex: pa.Array
     cpu_seconds: float
+
+    @property
+    def keys(self) -> list[bytes]:
+        """The encoded keys as bytes (one Python object each: for small results)."""
+        return [bytes.fromhex(h) for h in self.hex.to_pylist()]
 
 
 @dataclass(frozen=True)
@@ -128,14 +140,23 @@ class TlsIdentity:
 
 
 def run_rr22(rows: Iterable[Sequence[object]], spec: KeySpec | str, **kw: Any) -> Rr22Result:
-    """This party's side of an RR22 run over its rows' key values (normalised and encoded as
-    for DH-PSI); ``kw`` as for :func:`run_rr22_encoded`."""
+    """This party's side of an RR22 run over its rows' key values (tuples, in ``spec``'s
+    column order); ``kw`` as for :func:`run_rr22_hex`."""
     key = KeySpec.parse(spec) if isinstance(spec, str) else spec
-    return run_rr22_encoded((key.encode_row(row) for row in rows), **kw)
+    columns = list(zip(*rows, strict=True)) or [() for _ in key.columns]
+    return run_rr22_hex(encode_hex([_column(c) for c in columns], key), **kw)
 
 
-def run_rr22_encoded(
-    keys: Iterable[bytes | None],
+def _column(values: Sequence[object]) -> pa.Array:
+    """Python values as an Arrow column; mixed types as their ``str()`` (as ``encode_row``)."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.large_string())
+
+
+def run_rr22_hex(
+    keys: pa.Array | pa.ChunkedArray,
     *,
     rank: int,
     addresses: Sequence[str],
@@ -147,14 +168,15 @@ def run_rr22_encoded(
     linked: threading.Event | None = None,
     stop: threading.Event | None = None,
 ) -> Rr22Result:
-    """This party's side of an RR22 run over already encoded keys (``None``: a row without a
-    valid key): the intersecting keys it learns (empty for the sender unless ``broadcast``)
-    and its engine's CPU seconds. ``linked`` is set once the link to the peer is up; setting
-    ``stop`` kills the engine (the run then fails)."""
+    """This party's side of an RR22 run over its encoded keys, hex-encoded
+    (:func:`.columnar.encode_hex`; null: a row without a valid key): the intersection it
+    learns (empty for the sender unless ``broadcast``) and its engine's CPU seconds.
+    ``linked`` is set once the link to the peer is up; setting ``stop`` kills the engine (the
+    run then fails)."""
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
-    with tempfile.TemporaryDirectory(prefix="dataspace-rr22-", dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=workdir) as tmp:
         folder = Path(tmp)
         source, output = folder / "in.csv", folder / "out.csv"
         config: dict[str, Any] = {
@@ -191,11 +213,8 @@ def run_rr22_encoded(
         if not (folder / "done").exists():  # the engine writes it once its run is through
             raise PsiEngineFailed(f"RR22 failed: {_last_error(log)}")
         if count == 0 or not (broadcast or rank == receiver_rank) or not output.exists():
-            return Rr22Result([], cpu)
-        with output.open(newline="", encoding="ascii") as out:
-            reader = csv.reader(out)
-            next(reader, None)  # header
-            return Rr22Result([bytes.fromhex(line[0]) for line in reader if line], cpu)
+            return Rr22Result(pa.array([], pa.large_string()), cpu)
+        return Rr22Result(_read_keys(output), cpu)
 
 
 def _reap(
@@ -223,13 +242,29 @@ def _reap(
         time.sleep(0.02)
 
 
-def _write_keys(path: Path, keys: Iterable[bytes | None]) -> int:
-    """The de-duplicated keys as one hex column; returns how many."""
-    seen = {key for key in keys if key is not None}
-    with path.open("w", encoding="ascii") as out:
-        out.write(KEY_COLUMN + "\n")
-        out.writelines(enc.hex() + "\n" for enc in seen)
-    return len(seen)
+def _write_keys(path: Path, keys: pa.Array | pa.ChunkedArray) -> int:
+    """The distinct keys as one column of hex (no quoting: hex needs none); returns how
+    many."""
+    distinct = pc.unique(pc.drop_null(keys)).cast(pa.large_string())
+    pacsv.write_csv(
+        pa.table({KEY_COLUMN: distinct}),
+        path,
+        pacsv.WriteOptions(include_header=True, quoting_style="none"),
+    )
+    return len(distinct)
+
+
+def _read_keys(path: Path) -> pa.Array:
+    """The engine's result file: its one column of hex keys."""
+    table = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={KEY_COLUMN: pa.large_string()}, strings_can_be_null=False
+        ),
+    )
+    if table.num_columns != 1 or table.num_rows == 0:
+        return pa.array([], pa.large_string())
+    return table.column(0).combine_chunks().cast(pa.large_string())
 
 
 def _last_error(log: Path) -> str:

@@ -1,0 +1,69 @@
+"""Column-wise key encoding equals the row-wise one, byte for byte, whatever the values."""
+
+from __future__ import annotations
+
+import datetime
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataspace.privacy.psi import KeySpec
+from dataspace.privacy.psi.columnar import encode_hex, encoded_to_hex
+from dataspace.privacy.psi.normalize import KINDS
+
+# ASCII letters and digits (the Arrow path), and everything normalisation folds or drops
+_CHARS = st.sampled_from([*"aZ09xX", *" \t\n-.·()/_+@", *"＠Ａｚ０９", "\u3000", "é", "㈱", "华"])
+_VALUE = st.one_of(st.none(), st.text(_CHARS, max_size=12))
+
+
+def _row_wise(spec: KeySpec, columns: list[list[object]]) -> list[str | None]:
+    return [
+        None if (enc := spec.encode_row(row)) is None else enc.hex()
+        for row in zip(*columns, strict=True)
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_column_wise_keys_equal_row_wise_keys(kinds: list[str], data: st.DataObject) -> None:
+    spec = KeySpec.parse(",".join(f"c{i}:{k}" for i, k in enumerate(kinds)))
+    n = data.draw(st.integers(0, 40))
+    columns = [data.draw(st.lists(_VALUE, min_size=n, max_size=n)) for _ in kinds]
+    got = encode_hex([pa.array(c, pa.string()) for c in columns], spec).to_pylist()
+    assert got == _row_wise(spec, columns)
+
+
+def test_one_width_columns_slices_chunks_and_other_types_encode_as_row_wise() -> None:
+    spec = KeySpec.parse("code:uscc")
+    codes = [f"9111{i:014d}" for i in range(50)] + ["91110108ma0123456x"]
+    column = pa.array(codes)
+    assert encode_hex([column], spec).to_pylist() == _row_wise(spec, [codes])
+    assert encode_hex([column.slice(7, 20)], spec).to_pylist() == _row_wise(spec, [codes[7:27]])
+    chunked = pa.chunked_array([column.slice(0, 10), column.slice(10)])
+    assert encode_hex([chunked], spec).to_pylist() == _row_wise(spec, [codes])
+    ints = [5, -3, None, 0, 12345678901234]
+    assert encode_hex([pa.array(ints)], spec).to_pylist() == _row_wise(spec, [ints])
+    others: list[object] = [1.5, None, datetime.date(2026, 11, 29), True]
+    for value in others:
+        one = [value]
+        assert encode_hex([pa.array(one)], KeySpec.parse("v:text")).to_pylist() == _row_wise(
+            KeySpec.parse("v:text"), [one]
+        )
+
+
+def test_hex_keeps_the_order_of_the_bytes_and_nulls() -> None:
+    values = [b"\x00\x00\x00\x02ab", None, b"\x00\x00\x00\x01a", b"\xff", b""]
+    hexed = encoded_to_hex(pa.array(values, pa.binary())).to_pylist()
+    assert hexed == ["000000026162", None, "0000000161", "ff", ""]
+    present = [(v, h) for v, h in zip(values, hexed, strict=True) if v is not None]
+    assert sorted(present) == sorted(present, key=lambda p: p[1])
+
+
+def test_a_key_needs_as_many_columns_as_its_spec() -> None:
+    with pytest.raises(ValueError, match="2 key columns given"):
+        encode_hex([pa.array(["a"]), pa.array(["b"])], KeySpec.parse("a:text"))
