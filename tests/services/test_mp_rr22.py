@@ -155,7 +155,7 @@ def test_a_participant_whose_link_port_is_taken_fails_the_rr22_step_at_once(
             squatter.listen()
             started = time.monotonic()
             step = {"job_id": job, "step": 1, "name": "rr22", "size": 3, "timeout": 60}
-            with pytest.raises(PsiEngineFailed, match="is not free"):
+            with pytest.raises(PsiEngineFailed, match="cannot be bound"):
                 mp_party.handle_step(
                     node,
                     "bank",
@@ -165,7 +165,7 @@ def test_a_participant_whose_link_port_is_taken_fails_the_rr22_step_at_once(
     finally:
         initiator.close()
     failed = multiparty.get_job(node, job)
-    assert failed["state"] == "FAILED" and "is not free" in failed["error"]["message"]
+    assert failed["state"] == "FAILED" and "cannot be bound" in failed["error"]["message"]
 
 
 def test_files_a_killed_process_left_are_swept_when_the_node_opens(

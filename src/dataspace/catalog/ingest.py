@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 
+from dataspace import scratch
 from dataspace.catalog import encoding as enc
 from dataspace.errors import DataspaceError, UnreadableInput, UsageError
 from dataspace.settings import Limits
@@ -167,20 +168,9 @@ def cleanup_partial_imports(data_dir: Path) -> list[Path]:
     return removed
 
 
-def is_stale(name: str, prefix: str = PARTIAL_PREFIX) -> bool:
-    """True for a ``<prefix><pid>-`` name (``.importing-<pid>-``) whose process is gone."""
-    if not name.startswith(prefix):
-        return False
-    pid_text = name[len(prefix) :].split("-", 1)[0]
-    if not pid_text.isdigit():
-        return True  # not written by a live import of ours
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, owned by someone else
-    return False
+def is_stale(name: str) -> bool:
+    """True for a ``.importing-<pid>-`` name whose process is gone."""
+    return scratch.is_stale(name, PARTIAL_PREFIX)
 
 
 # --- format detection ---------------------------------------------------------------------

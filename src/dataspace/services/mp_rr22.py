@@ -12,6 +12,7 @@ participant is rank 1, the sender, and learns the intersection too in modes both
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -33,7 +34,8 @@ from dataspace.errors import UsageError
 from dataspace.privacy.psi import KeySpec, rr22_available
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
-from dataspace.privacy.psi.rr22 import INSTALL_HINT, SCRATCH_PREFIX, TlsIdentity, run_rr22_hex
+from dataspace.privacy.psi.rr22 import INSTALL_HINT, TlsIdentity, run_rr22_hex
+from dataspace.scratch import RR22_PREFIX
 from dataspace.services import space
 from dataspace.services.mp_wire import MultipartyFailed
 from dataspace.services.node import Node
@@ -78,6 +80,7 @@ class Endpoint:
     private_key: Path
     address: str
     port: int = 0
+    closed: bool = False
 
     @classmethod
     def create(cls, node: Node) -> Endpoint:
@@ -107,9 +110,12 @@ class Endpoint:
     def close(self) -> None:
         """Wipe the folder (certificate, private key, the peer's certificate); the port may
         be handed out again."""
-        shutil.rmtree(self.folder, ignore_errors=True)
         with _PORTS_LOCK:
+            if self.closed:  # once: the port may belong to another link by now
+                return
+            self.closed = True
             _PORTS_IN_USE.discard(self.port)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Endpoint:
         return self
@@ -127,22 +133,7 @@ def scratch(node: Node) -> Path:
 
 
 def _scratch_prefix() -> str:
-    return f"{SCRATCH_PREFIX}{os.getpid()}-"
-
-
-def sweep_scratch(node: Node) -> list[Path]:
-    """Remove the RR22 files a killed node process left behind (certificates, keys, encoded
-    identifiers): only those whose process is gone, so a live server's runs are untouched."""
-    from dataspace.catalog.ingest import is_stale
-
-    folder = node.tmp_dir / "rr22"
-    removed = []
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if is_stale(entry.name, prefix=SCRATCH_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
-    return removed
+    return f"{RR22_PREFIX}{os.getpid()}-"  # swept by open_node once this process is gone
 
 
 def own_host(node: Node) -> str:
@@ -188,16 +179,21 @@ def free_port(host: str, ports: range) -> int:
     so that two nodes on one host rarely try the same one; the range should lie outside the
     kernel's ephemeral ports, which any outgoing connection may take."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(min(200, len(ports))):
-        port = random.choice(ports)
+    for port in random.sample(ports, min(200, len(ports))):
         with _PORTS_LOCK:
             if port in _PORTS_IN_USE:
                 continue
             with socket.socket(family, socket.SOCK_STREAM) as sock:
                 try:
                     sock.bind((host, port))
-                except OSError:
-                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                        continue  # taken (or reserved): try another
+                    raise UsageError(
+                        f"cannot listen on {host} for an RR22 link ({exc.strerror or exc})",
+                        hint="the host of this node's URL on the membership list must be an "
+                        "address of this machine",
+                    ) from None
             _PORTS_IN_USE.add(port)
             return port
     raise MultipartyFailed(
@@ -323,7 +319,7 @@ class Run:
         (its port taken, a refused certificate) or after ``timeout`` s, the engine stopped."""
         deadline = time.monotonic() + timeout
         while not self.linked.wait(0.05):
-            if not self.alive:
+            if not self.alive and not self.linked.is_set():
                 self.wait(0)  # raises this side's error
                 raise PsiEngineFailed("the RR22 engine ended before its link was up")
             if time.monotonic() > deadline:
@@ -334,6 +330,11 @@ class Run:
                     hint="check that the nodes reach each other on their RR22 link ports "
                     "(limit rr22_link_ports), then retry",
                 )
+
+    @property
+    def failure(self) -> BaseException | None:
+        """This side's error, once its run has ended with one."""
+        return self.error if self.thread is not None and not self.thread.is_alive() else None
 
     def stop(self) -> None:
         """Kill this side's engine if it still runs (the run then fails)."""

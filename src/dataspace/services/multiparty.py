@@ -464,6 +464,7 @@ def _run_rr22(
         go = source.distinct > 0 and peer_size > 0  # else the intersection is empty: no run
         with mp_rr22.Endpoint.create(r.node) as endpoint:
             run = mp_rr22.Run(endpoint, source, mode)
+            answered = False
             try:
                 if go:  # rank 0 listens before the participant starts rank 1
                     address = str(answer.get("address"))
@@ -477,10 +478,20 @@ def _run_rr22(
                     size=source.distinct,
                     timeout=job.step_timeout,
                 )
+                answered = True
                 if bool(back.get("run")) != go:
                     raise MultipartyFailed(f"{link.peer} disagrees on the RR22 run", node=link.peer)
                 keys = run.wait(job.step_timeout + 30)
-            except PsiEngineFailed as exc:
+            except (PsiEngineFailed, MultipartyFailed) as exc:
+                mine = run.failure
+                if not answered and isinstance(mine, PsiEngineFailed):
+                    # this side's engine failed first (its port taken after all): the peer
+                    # only saw a link that never came up
+                    raise PsiEngineFailed(
+                        f"RR22 with {link.peer}: {mine.message} (on {r.node.name})", hint=mine.hint
+                    ) from mine
+                if not isinstance(exc, PsiEngineFailed):
+                    raise
                 raise PsiEngineFailed(
                     f"RR22 with {link.peer}: {exc.message}", hint=exc.hint, node=link.peer
                 ) from exc

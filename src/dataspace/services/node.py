@@ -186,14 +186,14 @@ def _clean_scratch(node: Node) -> None:
     """Remove what a killed import or RR22 run left behind (only files whose writing process
     is gone)."""
     from dataspace.catalog.ingest import cleanup_partial_imports
+    from dataspace.scratch import RR22_PREFIX, sweep
     from dataspace.services.datasets import recover_imports
-    from dataspace.services.mp_rr22 import sweep_scratch
 
     node.tmp_dir.mkdir(exist_ok=True)
     try:
         recover_imports(node)  # before the cleanup: a committed import is finished, not deleted
         cleanup_partial_imports(node.data_dir)
-        sweep_scratch(node)
+        sweep(node.tmp_dir / "rr22", RR22_PREFIX)  # what a killed RR22 run left
     except DataspaceError:
         raise
     except OSError as exc:

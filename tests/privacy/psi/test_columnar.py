@@ -36,6 +36,14 @@ def test_column_wise_keys_equal_row_wise_keys(kinds: list[str], data: st.DataObj
     columns = [data.draw(st.lists(_VALUE, min_size=n, max_size=n)) for _ in kinds]
     got = encode_hex([pa.array(c, pa.string()) for c in columns], spec).to_pylist()
     assert got == _row_wise(spec, columns)
+    # the same values as large strings, offset into a longer array, in two chunks
+    skip = data.draw(st.integers(0, 3))
+    pad: list[str | None] = ["x"] * skip
+    shifted = [pa.array(pad + c, pa.large_string()).slice(skip) for c in columns]
+    assert encode_hex(shifted, spec).to_pylist() == got
+    cut = data.draw(st.integers(0, n))
+    chunked = [pa.chunked_array([a.slice(0, cut), a.slice(cut)]) for a in shifted]
+    assert encode_hex(chunked, spec).to_pylist() == got
 
 
 def test_one_width_columns_slices_chunks_and_other_types_encode_as_row_wise() -> None:
@@ -67,3 +75,18 @@ def test_hex_keeps_the_order_of_the_bytes_and_nulls() -> None:
 def test_a_key_needs_as_many_columns_as_its_spec() -> None:
     with pytest.raises(ValueError, match="2 key columns given"):
         encode_hex([pa.array(["a"]), pa.array(["b"])], KeySpec.parse("a:text"))
+
+
+def test_python_rows_encode_as_row_wise_whatever_their_types() -> None:
+    from dataspace.privacy.psi.rr22 import _column
+
+    spec = KeySpec.parse("v:text")
+    for values in (
+        [1, 2.5, None],  # Arrow alone would print 1 as "1.0"
+        [True, 0, None],
+        ["a", 1, None],
+        [2**70, 3],  # beyond int64
+        [datetime.date(2026, 11, 29), "x"],
+        [(1, 2), None],
+    ):
+        assert encode_hex([_column(values)], spec).to_pylist() == _row_wise(spec, [values])

@@ -55,9 +55,13 @@ def encoded_to_hex(encoded: pa.Array) -> pa.Array:
 
 
 def _flat(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(col, pa.ChunkedArray):
-        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    return col
+    """One array; string chunks widened first (their 32-bit offsets would overflow past
+    2 GiB of text when combined)."""
+    if not isinstance(col, pa.ChunkedArray):
+        return col
+    if pa.types.is_string(col.type):
+        col = pa.chunked_array([c.cast(pa.large_string()) for c in col.chunks], pa.large_string())
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
 
 def _encoded_part(values: pa.Array, kind: str) -> pa.Array:
@@ -87,7 +91,9 @@ def _encoded_part(values: pa.Array, kind: str) -> pa.Array:
 
 def _normalised(values: pa.Array, kind: str) -> pa.Array:
     """The normal form of each value as ``large_string``; null for none."""
-    if values.offset:  # a slice: Arrow's ascii_upper misreads unrebased offsets (26.0)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        # Arrow's ascii_upper misreads value offsets that do not start at 0 (a slice, or an
+        # array from elsewhere; pyarrow 26): a fresh copy starts them at 0
         values = pa.concat_arrays([values])
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         text = values.cast(pa.large_string())

@@ -49,6 +49,7 @@ from dataspace.privacy.psi import rr22_engine
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec
+from dataspace.scratch import RR22_PREFIX
 
 __all__ = [
     "INSTALL_HINT",
@@ -60,7 +61,6 @@ __all__ = [
 ]
 
 INSTALL_HINT = "install spu without its front-end dependencies: make spu"
-SCRATCH_PREFIX = "dataspace-rr22-"  # + "<pid>-": a run's folder, removable once that pid is gone
 KEY_COLUMN = rr22_engine.KEY_COLUMN
 
 
@@ -148,11 +148,15 @@ def run_rr22(rows: Iterable[Sequence[object]], spec: KeySpec | str, **kw: Any) -
 
 
 def _column(values: Sequence[object]) -> pa.Array:
-    """Python values as an Arrow column; mixed types as their ``str()`` (as ``encode_row``)."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.large_string())
+    """Python values as an Arrow column that encodes as ``encode_row`` does: strings as
+    strings, ints (not bools) within int64 as int64, anything else — or a mix — as the
+    ``str()`` of each value (Arrow's own inference would print 1 as "1.0" beside a float)."""
+    present = [v for v in values if v is not None]
+    if all(type(v) is str for v in present):
+        return pa.array(values, pa.large_string())
+    if all(type(v) is int and -(2**63) <= v < 2**63 for v in present):
+        return pa.array(values, pa.int64())
+    return pa.array([None if v is None else str(v) for v in values], pa.large_string())
 
 
 def run_rr22_hex(
@@ -176,7 +180,7 @@ def run_rr22_hex(
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{RR22_PREFIX}{os.getpid()}-", dir=workdir) as tmp:
         folder = Path(tmp)
         source, output = folder / "in.csv", folder / "out.csv"
         config: dict[str, Any] = {

@@ -90,7 +90,10 @@ def check_port_free(address: str) -> None:
             probe.bind((host, int(port)))
         except OSError as exc:
             reason = exc.strerror or exc
-            raise OSError(f"this side's link address {address} is not free ({reason})") from None
+            raise OSError(
+                f"{address} (this node's RR22 link address) cannot be bound: {reason}; "
+                "another program may use the port (see the node limit rr22_link_ports)"
+            ) from None
 
 
 def execute(config: dict[str, Any]) -> None:
