@@ -17,7 +17,7 @@ from dataspace.federated import (
     train_plain,
 )
 from dataspace.federated.baseline import prepare
-from dataspace.federated.errors import InvalidTrainingInput
+from dataspace.federated.errors import InvalidTrainingInput, MpcProtocolError
 from dataspace.federated.plan import make_plan
 
 ROWS, HELD_OUT = 5000, 1000
@@ -135,3 +135,14 @@ def test_labels_at_two_parties_are_refused(data) -> None:  # type: ignore[no-unt
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(InvalidTrainingInput):
         TrainConfig(validation_fraction=0.0)
+
+
+def test_an_impossible_validation_loss_fails_the_run_instead_of_being_kept(
+    data, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from dataspace.federated import vlr
+
+    blocks, labels, _, _ = data
+    monkeypatch.setattr(vlr._Session, "validation_loss", lambda self, w, d=None: -7.5e7)
+    with pytest.raises(MpcProtocolError, match="cannot be"):  # was: kept as the best epoch
+        train(_parties(blocks, labels), TrainConfig(epochs=1, batch_size=1024, seed=3))

@@ -25,6 +25,7 @@ and summed, and only the total score is opened, to the label party (or a named r
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from dataspace.federated.errors import InvalidTrainingInput
+from dataspace.federated.errors import InvalidTrainingInput, MpcProtocolError
 from dataspace.federated.mpc import Dealer, FixedPoint, Mpc, Network, Opening, OpenLog, Party
 from dataspace.federated.mpc.engine import Shared
 from dataspace.federated.plan import Plan, Scaler, TrainConfig, make_plan
@@ -359,6 +360,14 @@ def fit(
             iterations += 1
         epochs_run = epoch + 1
         loss = session.validation_loss(weights, dealt_val)
+        if decide is None and not (math.isfinite(loss) and loss >= 0.0):
+            # a mean of squares: anything else is an MPC fault (a local truncation that
+            # wrapped ruins every weight), never an improvement to keep and release
+            raise MpcProtocolError(
+                f"the validation loss of epoch {epoch} came out {loss!r}, which a mean of "
+                "squares cannot be: a fixed-point fault in the shared computation",
+                hint="train again (fresh randomness); nothing was released",
+            )
         improved = loss < best - config.min_delta
         stale = 0 if improved else stale + 1
         stop = stale >= config.patience
