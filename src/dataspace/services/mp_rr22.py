@@ -13,6 +13,7 @@ participant is rank 1, the sender, and learns the intersection too in modes both
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 import shutil
@@ -222,9 +223,11 @@ class Input:
             table = table.take(rows)
         return cls(rows, encode_hex([table.column(n) for n in names], spec))
 
-    @property
+    @functools.cached_property
     def distinct(self) -> int:
-        return int(pc.count_distinct(self.hex).as_py())  # nulls not counted
+        """How many distinct keys (nulls not counted): asked up to three times per run, a
+        hash pass over the column each."""
+        return int(pc.count_distinct(self.hex).as_py())
 
 
 def positions(source: Input, keys: pa.Array, mode: str) -> np.ndarray:
