@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataspace.federated.errors import MalformedMessage, TripleReused
+from dataspace.federated.errors import MalformedMessage, MpcProtocolError, TripleReused
 from dataspace.federated.mpc import (
     SIGMOID,
     Dealer,
@@ -14,6 +14,7 @@ from dataspace.federated.mpc import (
     Mpc,
     Network,
     Party,
+    Shared,
     truncation_failure_bound,
 )
 from dataspace.federated.mpc.fixedpoint import truncate_share
@@ -327,3 +328,108 @@ def test_the_payload_is_aligned_so_the_receiver_computes_in_place() -> None:
     unpadded[7] = 2  # an unknown flag
     with pytest.raises(MalformedMessage):
         decode(bytes(unpadded))
+
+
+def _with_shares(mpc: Mpc, s0: np.ndarray, s1: np.ndarray) -> Shared:
+    return mpc._new("test", [s0.astype(np.uint64), s1.astype(np.uint64)])
+
+
+@pytest.mark.parametrize("bits", [1, 10, 17, 37, 61])
+def test_exact_truncation_is_floor_or_one_above_over_the_whole_range(mpc: Mpc, bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    edges = [-(2**62), -(2**62) + 1, -1, 0, 1, 2**62 - 1, 2**bits, -(2**bits)]
+    values = np.concatenate([rng.integers(-(2**62), 2**62, 20000), edges]).astype(np.int64)
+    shared = mpc.share(mpc.parties[0], values.view(np.uint64))
+    got = mpc.reveal(mpc.trunc_exact(shared, bits), ["bank"], "truncated").view(np.int64)
+    assert set(np.unique(got - (values >> bits)).tolist()) <= {0, 1}
+
+
+def test_exact_truncation_is_right_where_the_local_one_wraps(mpc: Mpc) -> None:
+    """Party 1's share in the window next to 0 is local truncation's failure case (see
+    test_truncation_fails_catastrophically_when_shares_wrap); the exact one does not care."""
+    x = FP.encode(np.array([1.0, -1.0, 2.0**20, -(2.0**20)]), 2 * FP.frac_bits)
+    for s1 in (np.ones(4), np.full(4, 2**63), np.full(4, 2**64 - 1)):
+        s1 = s1.astype(np.uint64)
+        shared = _with_shares(mpc, x - s1, s1)
+        got = FP.decode(mpc.reveal(mpc.trunc_exact(shared, FP.frac_bits), ["tax"], "t"))
+        assert np.abs(got - FP.decode(x, 2 * FP.frac_bits)).max() <= ULP
+
+
+class _Recording(Network):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, np.ndarray]] = []
+
+    def recv(self, recipient: str, sender: str, tag: str) -> np.ndarray:
+        array = super().recv(recipient, sender, tag)
+        self.seen.append((tag, np.asarray(array)))
+        return array
+
+
+def test_what_exact_truncation_opens_is_uniform_whatever_the_value() -> None:
+    net = _Recording()
+    mpc = Mpc(Party("bank", net), Party("tax", net), Dealer("operator", net))
+    for value in (0, 2**40, -(2**61)):
+        x = np.full(4000, value, dtype=np.int64).view(np.uint64)
+        net.seen.clear()
+        mpc.trunc_exact(mpc.share(mpc.parties[0], x), 20)
+        opened = [a for tag, a in net.seen if tag.startswith("trunc/")]
+        assert len(opened) == 2  # one masked share each way, nothing else
+        c = opened[0] + opened[1]  # what both parties then know
+        for word in (opened[0], c):
+            for bit in (0, 31, 62, 63):
+                assert 0.45 < float(np.mean((word >> np.uint64(bit)) & np.uint64(1))) < 0.55
+
+
+def test_a_truncation_pair_is_consumed_once_and_bad_widths_are_refused(mpc: Mpc) -> None:
+    shared = mpc.share(mpc.parties[0], FP.encode([1.0, 2.0]))
+    tid = mpc.deal_trunc((2,), 5)
+    mpc.trunc_exact(shared, 5, tid)
+    with pytest.raises(TripleReused):
+        mpc.trunc_exact(shared, 5, tid)
+    for bits in (0, 62, 70):
+        with pytest.raises(MpcProtocolError, match="not supported"):
+            mpc.trunc_exact(shared, bits)
+
+
+def test_in_a_bundle_a_truncation_pair_sends_two_corrections_to_one_party(mpc: Mpc) -> None:
+    with mpc.dealer.batch() as bundle:
+        tid = mpc.deal_trunc((1000,), 16)
+    first = decode(mpc.net._boxes[("operator", "bank")][-1]).array
+    second = unpack_arrays(decode(mpc.net._boxes[("operator", "tax")][-1]).array)
+    assert first.size < 40  # the seed and the header
+    assert [a.shape for a in second] == [(4,), (1000,), (1000,)]  # seed, top bit, low bits
+    for p in mpc.parties:
+        p.accept(mpc.dealer.name, bundle)
+    (r0, t0, l0), (r1, t1, l1) = (p.take(mpc.dealer.name, tid, "rtl") for p in mpc.parties)
+    r = r0 + r1
+    assert np.array_equal(t0 + t1, r >> np.uint64(63))
+    assert np.array_equal(l0 + l1, (r & np.uint64(2**63 - 1)) >> np.uint64(16))
+
+
+def test_exact_linear_combination_with_public_reals(mpc: Mpc) -> None:
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 4, 500), rng.normal(0, 100, 500)
+    xa = mpc.share(mpc.parties[0], FP.encode(a))
+    xb = mpc.share(mpc.parties[1], FP.encode(b, 26))  # e.g. a product with 26 fraction bits
+    coef = rng.uniform(-1e-3, 1e-3, 500)
+    got = FP.decode(mpc.reveal(mpc.lincomb_exact([(xa, coef, 16), (xb, 2.5e-5, 26)], 56),
+                               ["bank"], "combination"))
+    assert np.abs(got - (coef * a + 2.5e-5 * b)).max() <= 2 * ULP
+
+
+def test_sigmoid_of_raw_scores_needs_no_local_truncation_beyond_the_cube_input(mpc: Mpc) -> None:
+    z = np.linspace(-10, 10, 401)
+    raw = mpc.share(mpc.parties[1], FP.encode(z, 26))
+    before = mpc.log.masked_openings
+    got = FP.decode(mpc.reveal(mpc.sigmoid(raw, frac_bits=26), ["bank"], "sigmoid"))
+    assert np.abs(got - SIGMOID(z)).max() < 2e-3  # the cube's 11-bit input at |z| = 10
+    assert np.abs(got - SIGMOID(z))[np.abs(z) <= 4].max() < 1e-3
+    assert mpc.log.masked_openings - before == 2  # the cube and the exact truncation
+
+
+def test_an_untruncated_square_carries_twice_the_fraction_bits(mpc: Mpc) -> None:
+    x = np.linspace(-3, 3, 301)
+    squared = mpc.square(mpc.share(mpc.parties[0], FP.encode(x)), truncate=False)
+    got = FP.decode(mpc.reveal(squared, ["tax"], "square"), 2 * FP.frac_bits)
+    assert np.abs(got - x**2).max() < 8 * ULP

@@ -123,11 +123,16 @@ class _Session(vlr._Session):
     VALIDATION_LOSS = "validation squared error"
 
     def residual(
-        self, z: Shared, labels_key: str, rows: slice | None, tid: str | None = None
+        self, z: Shared, labels_key: str, rows: slice | None,
+        tids: tuple[str, str] | None = None,
     ) -> Shared:
         owner = self.mpc.parties[0]  # the label party
         labels = owner.mem[labels_key]
-        return self.mpc.sub_own(z, owner, labels[rows] if rows is not None else labels)
+        # |z| 2^raw_bits is small: the local truncation's failure (2^-37 |z|) is the rarest
+        scores = self.mpc.trunc(z, self.fp.data_frac_bits)
+        r = self.mpc.sub_own(scores, owner, labels[rows] if rows is not None else labels)
+        self.mpc.free(scores)
+        return r
 
 
 def _label_party(parties: Sequence[vlr.PartyData]) -> vlr.PartyData:

@@ -145,6 +145,16 @@ class _Block:
     width: int
 
 
+# The update lr * (l2 * w + X^T r / batch) is summed at (raw bits + 30) fractional bits, at
+# most 58, and truncated once, exactly: exact while each weight moves by less than 2^(62 - that)
+# in one step (64 with the default 16 + 10 bits); lr / batch keeps about 30 bits.
+UPDATE_COEFFICIENT_BITS = 30
+UPDATE_MAX_BITS = 58
+# The validation squares are summed untruncated while the sum stays below 2^61: with |r| < 64
+# (12 bits of r^2) that is 2^(2 frac_bits + 12) per row.
+SQUARE_BITS = 12
+
+
 class _Session:
     SIGMOID = True  # the residual goes through the sigmoid (deal its cube tuples)
     VALIDATION_LOSS = "validation Brier score"
@@ -153,6 +163,8 @@ class _Session:
         label, rows = _check(parties)
         self.config = config
         self.fp = FixedPoint(config.frac_bits, config.data_frac_bits)
+        self.raw_bits = self.fp.frac_bits + self.fp.data_frac_bits  # of a feature product
+        self.update_bits = min(UPDATE_MAX_BITS, self.raw_bits + UPDATE_COEFFICIENT_BITS)
         self.plan: Plan = make_plan(rows, config)
         self.label = label.name
         helper = config.helper or next(p.name for p in parties if p.name != label.name)
@@ -208,21 +220,20 @@ class _Session:
         self, weights: list[Shared], rows: slice | None, split: str,
         tids: Sequence[str] | None = None,
     ) -> Shared:
+        """``sum_p X_p[rows] w_p``, not truncated: it carries :attr:`raw_bits`."""
         products = [
             (holder, train_key if split == "train" else val_key, w, rows, False)
             for block, w in zip(self.blocks, weights, strict=True)
             for holder, train_key, val_key in block.holders
         ]
-        total = self._sum(self.mpc.owned_matmuls(products, tids))
-        z = self.mpc.trunc(total, self.fp.data_frac_bits)
-        self.mpc.free(total)
-        return z
+        return self._sum(self.mpc.owned_matmuls(products, tids))
 
     def deal_epoch(self, batches: Sequence[slice]) -> tuple[list[_Dealt], _Dealt]:
         """Every correlation one epoch needs, dealt ahead as one message from the dealer to
         each computing party: per iteration the cross triples of the scores, the sigmoid's
-        cube tuple and the cross triples of the gradients; then the same for the
-        validation scores, plus a square tuple for the validation Brier score."""
+        cube tuple and truncation pair, the cross triples of the gradients and the
+        updates' truncation pairs; then the same for the validation scores (no gradients),
+        plus a square tuple for the validation Brier score."""
         val = self.plan.validation.size
         with self.dealer.batch() as bundle:
             dealt = [self._deal(rows, rows.stop - rows.start, "train") for rows in batches]
@@ -238,10 +249,13 @@ class _Session:
                    for block in self.blocks for holder, train_key, val_key in block.holders]
         backward = [(holder, train_key, (size,), rows, True)
                     for block in self.blocks for holder, train_key, _ in block.holders]
+        train = split == "train"
         return _Dealt(
             self.mpc.deal_owned(forward),
-            self.mpc.deal_cube((size,)) if self.SIGMOID else None,
-            self.mpc.deal_owned(backward) if split == "train" else [],
+            self.mpc.deal_sigmoid((size,)) if self.SIGMOID else None,
+            self.mpc.deal_owned(backward) if train else [],
+            [self.mpc.deal_trunc((block.width,), self.update_bits - self.fp.frac_bits)
+             for block in self.blocks] if train else [],
         )
 
     def _sum(self, parts: list[Shared]) -> Shared:
@@ -252,26 +266,19 @@ class _Session:
             total = out
         return total
 
-    def gradient(self, block: _Block, residual: Shared, rows: slice) -> Shared:
-        return self.gradients([block], residual, rows)[0]
-
     def gradients(
         self, blocks: list[_Block], residual: Shared, rows: slice,
         tids: Sequence[str] | None = None,
     ) -> list[Shared]:
-        """``X_p[rows]^T r`` for every block, truncated; all products in one exchange."""
+        """``X_p[rows]^T r`` for every block, all products in one exchange; not truncated
+        (:attr:`raw_bits`): the update truncates them exactly with the weights' term."""
         products = [
             (holder, train_key, residual, rows, True)
             for block in blocks
             for holder, train_key, _ in block.holders
         ]
         parts = iter(self.mpc.owned_matmuls(products, tids))
-        out = []
-        for block in blocks:
-            total = self._sum([next(parts) for _ in block.holders])
-            out.append(self.mpc.trunc(total, self.fp.data_frac_bits))
-            self.mpc.free(total)
-        return out
+        return [self._sum([next(parts) for _ in block.holders]) for block in blocks]
 
     def penalty(self, block: _Block) -> Floats:
         mask = np.full(block.width, self.config.l2)
@@ -280,11 +287,13 @@ class _Session:
         return mask
 
     def residual(
-        self, z: Shared, labels_key: str, rows: slice | None, tid: str | None = None
+        self, z: Shared, labels_key: str, rows: slice | None,
+        tids: tuple[str, str] | None = None,
     ) -> Shared:
-        """The loss gradient in the scores, ``sigma(z) - y``; ``tid``: the sigmoid's cube
-        tuple if dealt ahead. (vlinreg's session overrides it with ``z - y``.)"""
-        s = self.mpc.sigmoid(z, tid)
+        """The loss gradient in the scores, ``sigma(z) - y``, for raw scores ``z``; ``tids``:
+        the sigmoid's correlations if dealt ahead. (vlinreg's session overrides it with
+        ``z - y``.)"""
+        s = self.mpc.sigmoid(z, tids, frac_bits=self.raw_bits)
         labels = self.mpc.parties[0].mem[labels_key]
         r = self.mpc.sub_own(s, self.mpc.parties[0], labels[rows] if rows else labels)
         self.mpc.free(s)
@@ -293,14 +302,22 @@ class _Session:
     def validation_loss(self, weights: list[Shared], dealt: _Dealt | None = None) -> float:
         """Mean squared residual on the validation rows (the Brier score here; the MSE of the
         standardised target for vlinreg): residuals and squares stay shared, only the sum is
-        opened, to both computing parties."""
+        opened, to both computing parties. The squares are not truncated (the opened sum is
+        read at twice the fractional bits), so nothing here can fail."""
         z = self.scores(weights, None, "val", dealt.forward if dealt else None)
-        r = self.residual(z, "y/val", None, dealt.cube if dealt else None)
-        sq = self.mpc.square(r, dealt.square if dealt else None)
+        r = self.residual(z, "y/val", None, dealt.sigmoid if dealt else None)
+        sq = self.mpc.square(r, dealt.square if dealt else None, truncate=False)
+        bits = 2 * self.fp.frac_bits
+        shift = max(0, bits + SQUARE_BITS + r.shape[0].bit_length() - 61)
+        if shift:  # a very large validation split at high precision: make room for the sum
+            narrow = self.mpc.trunc_exact(sq, shift)
+            self.mpc.free(sq)
+            sq, bits = narrow, bits - shift
         total = self.mpc._new("sum", [p.mem[sq.key].sum(keepdims=True) for p in self.mpc.parties])
         opened = self.mpc.reveal(total, self.mpc.parties, f"{self.VALIDATION_LOSS} (sum)")
         self.mpc.free(z, r, sq, total)
-        return float(self.fp.decode(opened)[0]) / self.plan.validation.size
+        squares = self.fp.decode(opened, bits)
+        return float(squares[0]) / self.plan.validation.size
 
 
 @dataclass
@@ -308,8 +325,9 @@ class _Dealt:
     """Ids of the correlations dealt ahead for one iteration (or one validation pass)."""
 
     forward: list[str]
-    cube: str | None  # the sigmoid's cube tuple (vlinreg has no sigmoid)
+    sigmoid: tuple[str, str] | None  # cube tuple, truncation pair (vlinreg has no sigmoid)
     backward: list[str]
+    update: list[str]  # one truncation pair per weight block
     square: str | None = None
 
 
@@ -348,11 +366,12 @@ def fit(
         for rows, ahead in zip(batches, dealt, strict=True):
             size = rows.stop - rows.start
             z = session.scores(weights, rows, "train", ahead.forward)
-            r = session.residual(z, "y/train", rows, ahead.cube)
+            r = session.residual(z, "y/train", rows, ahead.sigmoid)
             updated = []
             grads = session.gradients(session.blocks, r, rows, ahead.backward)
-            for penalty, w, g in zip(penalties, weights, grads, strict=True):
-                delta = mpc.lincomb_public([(w, penalty), (g, lr / size)])
+            for penalty, w, g, tid in zip(penalties, weights, grads, ahead.update, strict=True):
+                terms = [(w, penalty, session.fp.frac_bits), (g, lr / size, session.raw_bits)]
+                delta = mpc.lincomb_exact(terms, session.update_bits, tid)
                 updated.append(mpc.sub(w, delta))
                 mpc.free(g, delta, w)
             weights = updated

@@ -16,13 +16,16 @@ bundle and expands them itself (AES-256-CTR, the dealer's draws in the same orde
 the corrections travel — about 60 % fewer bytes for vertical LR. The seed goes only to its
 recipient, so what each party holds is distributed exactly as before.
 
-Five kinds of correlation:
+Six kinds of correlation:
 
 * ``triple`` — elementwise Beaver triple ``c = a * b`` over shares.
 * ``cube_tuple`` — shares of ``a``, ``a^2``, ``a^3`` (uniform ``a``): one masked opening
   ``z - a`` then gives ``z^3`` (the sigmoid's cubic term) without a second round;
   ``square_tuple`` (``a``, ``a^2``) likewise gives ``z^2``.
 * ``matrix_triple`` — ``C = A @ B`` for shared-by-shared matrix products.
+* ``trunc_pair`` — shares of a uniform ``r``, of its top bit and of its low 63 bits shifted
+  right: one masked opening ``x + 2^62 + r`` then truncates ``x`` exactly (:meth:`Mpc.trunc_exact
+  <dataspace.federated.mpc.engine.Mpc.trunc_exact>`).
 * ``owned mask`` + ``cross triple`` — for a matrix ``X`` held in the clear by one party (its own
   features) times a shared vector: the owner gets a random ``U`` once and sends ``E = X - U``
   to the peer once; every product then takes a fresh ``v`` (to the peer) and shares of
@@ -69,6 +72,13 @@ class Bundle:
     layout: dict[str, list[tuple[str, list[PartLayout]]]] = field(default_factory=dict)
     parts: dict[str, list[Ring]] = field(default_factory=dict)
     seeds: dict[str, SeededStream] = field(default_factory=dict)
+
+
+LOW_63 = (1 << 63) - 1
+
+
+def _plain(part: Ring | Seeded) -> Ring:
+    return part.array if isinstance(part, Seeded) else part
 
 
 class Dealer:
@@ -162,6 +172,25 @@ class Dealer:
         for name, *parts in zip((p0, p1), self._split(a, p0), self._split(a * a, p0),
                                 strict=True):
             self._deliver(name, tid, parts)
+        self.issued += 1
+        self.seconds += time.perf_counter() - start
+        return tid
+
+    def trunc_pair(self, p0: str, p1: str, shape: tuple[int, ...], bits: int) -> str:
+        """Shares of a uniform ``r``, of ``r >> 63`` and of ``(r mod 2^63) >> bits``. Both
+        shares of ``r`` are uniform on their own (from each party's seed in a batch), so only
+        the other two parts' corrections travel to the second party."""
+        start = time.perf_counter()
+        tid = self._next_id("r")
+        r0, r1 = self._random(p0, shape), self._random(p1, shape)
+        r = _plain(r0) + _plain(r1)
+        top = r >> np.uint64(63)
+        r &= np.uint64(LOW_63)
+        r >>= np.uint64(bits)
+        for name, r_share, *parts in zip(
+            (p0, p1), (r0, r1), self._split(top, p0), self._split(r, p0), strict=True
+        ):
+            self._deliver(name, tid, [r_share, *parts])
         self.issued += 1
         self.seconds += time.perf_counter() - start
         return tid

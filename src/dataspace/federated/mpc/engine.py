@@ -6,13 +6,17 @@ A :class:`Shared` value is a handle; its two shares live in the memories of the 
 
 Operations (all on fixed-point encodings, see :mod:`fixedpoint`):
 
-* local: ``add``, ``sub``, ``add_public``, ``lincomb_public`` (multiply by public reals, then
-  truncate), ``trunc``;
+* local: ``add``, ``sub``, ``add_public``, ``sub_own``, ``trunc`` (SecureML's local
+  truncation: fails with probability ``|x| / 2^64``, :mod:`fixedpoint`);
+* ``trunc_exact``: truncation with a dealer's pair and one masked opening, right to one unit
+  for every ``|x| < 2^62`` — for values whose size would make the local truncation's failure
+  likely over a training; ``lincomb_exact`` multiplies by public reals and truncates so;
 * Beaver: ``mul`` (elementwise), ``matmul``;
 * ``owned_matmul``: a matrix one computing party holds in the clear times a shared vector;
   ``owned_matmuls`` does several at once (one dealer bundle and one message each way);
 * ``cube``, ``square``: ``z^3``, ``z^2`` from one cube / square tuple (one masked opening);
-* ``sigmoid``: a degree-3 polynomial (:mod:`sigmoid`) — one ``cube``, no other product;
+* ``sigmoid``: a degree-3 polynomial (:mod:`sigmoid`) — one ``cube``, no other product, and
+  one exact truncation (two rounds);
 * ``reveal``: the only way a value leaves shared form, logged in :class:`OpenLog` with what
   was opened and to whom.
 """
@@ -35,8 +39,12 @@ from dataspace.federated.mpc.rand import Csprng, expand
 from dataspace.federated.mpc.sigmoid import SIGMOID
 from dataspace.federated.mpc.wire import pack_arrays, unpack_arrays
 
-PUBLIC_FRAC_BITS = 24  # precision of public real constants (learning rate, L2, coefficients)
 CUBE_FRAC_BITS = 11  # z is cubed with 11 fractional bits: |z| <= 8 stays below 2^42 at 33 bits
+# the sigmoid's c1*z + c3*z^3 is summed at 53 fractional bits before its one exact truncation:
+# exact while |c1*z + c3*z^3| < 2^9, i.e. |z| < 66 (the cubic is useless beyond 9.7 anyway)
+SIGMOID_ACC_BITS = 53
+EXACT_OFFSET = np.uint64(1 << 62)  # trunc_exact makes x nonnegative: x + 2^62 < 2^63
+LOW_63 = np.uint64((1 << 63) - 1)
 
 
 @dataclass(frozen=True)
@@ -116,11 +124,10 @@ class Party:
             self._pool[tid] = got
 
 
-def _public(c: float | npt.NDArray[np.float64]) -> Ring:
-    """A public real constant (or array of them) at :data:`PUBLIC_FRAC_BITS`."""
+def _encoded_array(c: float | npt.NDArray[np.float64], frac_bits: int) -> Ring:
     if isinstance(c, float | int):
-        return _encoded(float(c), PUBLIC_FRAC_BITS)
-    return FixedPoint().encode(c, PUBLIC_FRAC_BITS)
+        return _encoded(float(c), frac_bits)
+    return FixedPoint().encode(c, frac_bits)
 
 
 @functools.lru_cache(maxsize=256)
@@ -257,29 +264,84 @@ class Mpc:
             "trunc", [truncate_share(p.mem[a.key], bits, i) for i, p in enumerate(self.parties)]
         )
 
-    def lincomb_public(
-        self,
-        terms: Sequence[tuple[Shared, float | npt.NDArray[np.float64]]],
-        constant: float = 0.0,
-    ) -> Shared:
-        """``sum(c_k * x_k) + constant`` for public reals ``c_k`` (one truncation)."""
-        coefficients = [_public(c) for _, c in terms]
-        offset = _encoded(constant, self.fp.frac_bits) if constant else None
-        out: list[Ring] = []
+    def trunc_exact(self, x: Shared, bits: int, tid: str | None = None) -> Shared:
+        """``x / 2^bits`` rounded down (or one unit higher), for every ``|x| < 2^62``.
+
+        With the dealer's pair (shares of a uniform ``r``, its top bit ``t`` and
+        ``r' = (r mod 2^63) >> bits``; :meth:`Dealer.trunc_pair`) the parties open
+        ``c = x + 2^62 + r`` — uniform, so it says nothing of ``x``. Write ``u = x + 2^62``
+        (in ``[0, 2^63)``) and ``r = t 2^63 + l``; ``u + l`` does not wrap, and its top bit
+        is ``w = c_63 xor t``, linear in the shares of ``t`` once ``c`` is public. Then
+        ``u = (c mod 2^63) - l + w 2^63``, so ``u >> bits`` is
+        ``((c mod 2^63) >> bits) - r' + w 2^(63 - bits)`` less a borrow (0 or 1) from the
+        low bits, which is dropped: that is the one unit.
+        (Escudero et al., CRYPTO 2020, probabilistic truncation over Z_2^k, with a dealer.)"""
+        if not 0 < bits < 62:
+            raise MpcProtocolError(f"exact truncation by {bits} bits is not supported")
+        tid = self.deal_trunc(x.shape, bits) if tid is None else tid
+        pairs = [p.take(self.dealer.name, tid, "rtl") for p in self.parties]
+        mine = []
         for i, p in enumerate(self.parties):
+            c = p.mem[x.key] + pairs[i][0]
+            if i == 0:
+                c += EXACT_OFFSET
+            p.send(self._other(i).name, f"trunc/{tid}/c", c)
+            mine.append(c)
+        out = []
+        lift = np.uint64(63 - bits)
+        for i, p in enumerate(self.parties):
+            _r, top, low = pairs[i]
+            c = mine[i]
+            c += p.recv(self._other(i).name, f"trunc/{tid}/c")
+            c_top = c >> np.uint64(63)
+            sign = np.uint64(1) - (c_top << np.uint64(1))  # 1 - 2 c_63: w = c_63 + t (1 - 2 c_63)
+            share = top * sign
+            if i == 0:
+                share += c_top
+            share <<= lift
+            share -= low
+            if i == 0:
+                c &= LOW_63
+                c >>= np.uint64(bits)
+                share += c
+                share -= np.uint64(1 << (62 - bits))
+            out.append(share)
+        self.log.masked(math.prod(x.shape))
+        return self._new("tx", out)
+
+    def deal_trunc(self, shape: tuple[int, ...], bits: int) -> str:
+        """A truncation pair for :meth:`trunc_exact` by ``bits``, dealt ahead."""
+        p0, p1 = self.parties
+        return self.dealer.trunc_pair(p0.name, p1.name, shape, bits)
+
+    def lincomb_exact(
+        self,
+        terms: Sequence[tuple[Shared, float | npt.NDArray[np.float64], int]],
+        acc_bits: int,
+        tid: str | None = None,
+    ) -> Shared:
+        """``sum(c_k * x_k)`` for public reals ``c_k`` and shared ``x_k`` carrying ``f_k``
+        fractional bits (``terms``: ``(x_k, c_k, f_k)``): each ``c_k`` is encoded at
+        ``acc_bits - f_k`` bits, so every product carries ``acc_bits``, and the sum is brought
+        to :attr:`FixedPoint.frac_bits` with one :meth:`trunc_exact` — exact while the sum's
+        magnitude stays below ``2^(62 - acc_bits)``. ``tid``: a pair from :meth:`deal_trunc`
+        by ``acc_bits - frac_bits``."""
+        out: list[Ring] = []
+        coefficients = [_encoded_array(c, acc_bits - f) for _, c, f in terms]
+        for p in self.parties:
             acc: Ring | None = None
-            for (x, _), c in zip(terms, coefficients, strict=True):
+            for (x, _, _), c in zip(terms, coefficients, strict=True):
                 term = p.mem[x.key] * c
                 if acc is None:
                     acc = term
                 else:
                     acc += term
             assert acc is not None
-            share = truncate_share(acc, PUBLIC_FRAC_BITS, i)
-            if i == 0 and offset is not None:
-                share += offset
-            out.append(share)
-        return self._new("lin", out)
+            out.append(acc)
+        raw = self._new("linx", out)
+        result = self.trunc_exact(raw, acc_bits - self.fp.frac_bits, tid)
+        self.free(raw)
+        return result
 
     # -- multiplications ------------------------------------------------------------------
     def mul(self, a: Shared, b: Shared, truncate: bool = True) -> Shared:
@@ -423,9 +485,10 @@ class Mpc:
         p0, p1 = self.parties
         return self.dealer.square_tuple(p0.name, p1.name, shape)
 
-    def square(self, x: Shared, tid: str | None = None) -> Shared:
-        """``x^2`` (truncated) with one square tuple ``(a, a^2)``: ``e = x - a`` is opened
-        (uniform), then ``x^2 = e^2 + 2ea + a^2`` is linear in the shares."""
+    def square(self, x: Shared, tid: str | None = None, truncate: bool = True) -> Shared:
+        """``x^2`` with one square tuple ``(a, a^2)``: ``e = x - a`` is opened (uniform), then
+        ``x^2 = e^2 + 2ea + a^2`` is linear in the shares. ``truncate=False`` leaves it at
+        twice the fractional bits (no truncation, so no chance of its failure)."""
         tid = self.deal_square(x.shape) if tid is None else tid
         tuples = [p.take(self.dealer.name, tid, "aa") for p in self.parties]
         for i, p in enumerate(self.parties):
@@ -440,7 +503,7 @@ class Mpc:
             share += a2
             if i == 0:
                 share += e * e
-            out.append(truncate_share(share, self.fp.frac_bits, i))
+            out.append(truncate_share(share, self.fp.frac_bits, i) if truncate else share)
         self.log.masked(math.prod(x.shape))
         return self._new("sq", out)
 
@@ -449,13 +512,18 @@ class Mpc:
         p0, p1 = self.parties
         return self.dealer.cube_tuple(p0.name, p1.name, shape)
 
-    def cube(self, z: Shared, tid: str | None = None) -> Shared:
+    def cube(
+        self, z: Shared, tid: str | None = None, *, frac_bits: int | None = None,
+        truncate: bool = True,
+    ) -> Shared:
         """``z^3`` with one cube tuple ``(a, a^2, a^3)``: ``e = z' - a`` is opened (uniform),
         then ``z'^3 = e^3 + 3e^2 a + 3e a^2 + a^3`` is linear in the shares. ``z'`` is ``z``
-        truncated to :data:`CUBE_FRAC_BITS`, so ``z'^3`` carries 33 fractional bits and stays
-        below 2^42 for ``|z| <= 8`` before it is truncated back (failure <= 2^-21 there,
-        2^-30 for ``|z| <= 1``; :func:`~.fixedpoint.truncation_failure_bound`)."""
-        shift = self.fp.frac_bits - CUBE_FRAC_BITS
+        (carrying ``frac_bits``, default :attr:`FixedPoint.frac_bits`) truncated locally to
+        :data:`CUBE_FRAC_BITS`, so ``z'^3`` carries 33 fractional bits: below 2^42 for
+        ``|z| <= 8``. ``truncate`` brings it back to ``frac_bits`` locally (failure <= 2^-21
+        at ``|z| = 8``, 2^-30 at ``|z| <= 1``; :func:`~.fixedpoint.truncation_failure_bound`);
+        :meth:`sigmoid` keeps the 33 bits and truncates exactly instead."""
+        shift = (self.fp.frac_bits if frac_bits is None else frac_bits) - CUBE_FRAC_BITS
         tid = self.deal_cube(z.shape) if tid is None else tid
         tuples = [p.take(self.dealer.name, tid, "a23") for p in self.parties]
         small = [truncate_share(p.mem[z.key], shift, i) for i, p in enumerate(self.parties)]
@@ -473,14 +541,30 @@ class Mpc:
             share += a3
             if i == 0:
                 share += e2 * e
-            out.append(truncate_share(share, 3 * CUBE_FRAC_BITS - self.fp.frac_bits, i))
+            if truncate:
+                share = truncate_share(share, 3 * CUBE_FRAC_BITS - self.fp.frac_bits, i)
+            out.append(share)
         self.log.masked(math.prod(z.shape))
         return self._new("cube", out)
 
-    def sigmoid(self, z: Shared, tid: str | None = None) -> Shared:
-        """``SIGMOID.c0 + c1*z + c3*z^3`` (see :mod:`sigmoid` for its error); ``tid``: a cube
-        tuple dealt ahead with :meth:`deal_cube`."""
-        z3 = self.cube(z, tid)
-        out = self.lincomb_public([(z, SIGMOID.c1), (z3, SIGMOID.c3)], constant=SIGMOID.c0)
+    def deal_sigmoid(self, shape: tuple[int, ...]) -> tuple[str, str]:
+        """The cube tuple and the truncation pair of one :meth:`sigmoid`, dealt ahead."""
+        return self.deal_cube(shape), self.deal_trunc(shape, SIGMOID_ACC_BITS - self.fp.frac_bits)
+
+    def sigmoid(
+        self, z: Shared, tids: tuple[str, str] | None = None, *, frac_bits: int | None = None
+    ) -> Shared:
+        """``SIGMOID.c0 + c1*z + c3*z^3`` (see :mod:`sigmoid` for its error) at
+        :attr:`FixedPoint.frac_bits`, for ``z`` carrying ``frac_bits`` (default the same).
+        ``c1*z`` and ``c3*z^3`` (the cube left at 33 bits) are summed at
+        :data:`SIGMOID_ACC_BITS` and truncated once, exactly: the only local truncation left
+        is the cube's input (``|z| 2^frac_bits``, far below the others). ``tids``: from
+        :meth:`deal_sigmoid`."""
+        f = self.fp.frac_bits if frac_bits is None else frac_bits
+        cube_tid, trunc_tid = self.deal_sigmoid(z.shape) if tids is None else tids
+        z3 = self.cube(z, cube_tid, frac_bits=f, truncate=False)
+        terms = [(z, SIGMOID.c1, f), (z3, SIGMOID.c3, 3 * CUBE_FRAC_BITS)]
+        out = self.lincomb_exact(terms, SIGMOID_ACC_BITS, trunc_tid)
         self.free(z3)
+        self.parties[0].mem[out.key] += _encoded(SIGMOID.c0, self.fp.frac_bits)
         return out

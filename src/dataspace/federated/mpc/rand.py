@@ -78,9 +78,10 @@ def expand(seed: bytes, label: int, shape: tuple[int, ...], out: Ring | None = N
 
 def _zeros(size: int) -> memoryview:
     global _ZEROS
-    if len(_ZEROS) < size + 16:
-        _ZEROS = bytes(max(size + 16, 2 * len(_ZEROS)))
-    return memoryview(_ZEROS)[:size]
+    zeros = _ZEROS  # one read: another thread may swap in a shorter buffer meanwhile
+    if len(zeros) < size + 16:
+        zeros = _ZEROS = bytes(max(size + 16, 2 * len(zeros)))
+    return memoryview(zeros)[:size]
 
 
 _ZEROS = b""
