@@ -433,3 +433,15 @@ def test_an_untruncated_square_carries_twice_the_fraction_bits(mpc: Mpc) -> None
     squared = mpc.square(mpc.share(mpc.parties[0], FP.encode(x)), truncate=False)
     got = FP.decode(mpc.reveal(squared, ["tax"], "square"), 2 * FP.frac_bits)
     assert np.abs(got - x**2).max() < 8 * ULP
+
+
+def test_concat_and_split_are_local_and_inverse(mpc: Mpc) -> None:
+    a, b = FP.encode([1.0, -2.0]), FP.encode([3.5, 4.0, -0.25])
+    xa, xb = mpc.share(mpc.parties[0], a), mpc.share(mpc.parties[1], b)
+    sent = mpc.net.total_bytes()
+    back = mpc.split(mpc.concat([xa, xb]), [2, 3])
+    assert mpc.net.total_bytes() == sent
+    for x, v in zip(back, (a, b), strict=True):
+        assert np.array_equal(mpc.reveal(x, ["bank"], "part"), v)
+    with pytest.raises(MpcProtocolError, match="cannot split"):
+        mpc.split(mpc.concat([xa, xb]), [2, 2])

@@ -216,6 +216,11 @@ class _Session:
             block.holders.extend((holder, *keys) for holder in self.mpc.parties)
         self.blocks.append(block)
 
+    @property
+    def width(self) -> int:
+        """Weights in all blocks (the intercept included)."""
+        return sum(block.width for block in self.blocks)
+
     def scores(
         self, weights: list[Shared], rows: slice | None, split: str,
         tids: Sequence[str] | None = None,
@@ -254,8 +259,8 @@ class _Session:
             self.mpc.deal_owned(forward),
             self.mpc.deal_sigmoid((size,)) if self.SIGMOID else None,
             self.mpc.deal_owned(backward) if train else [],
-            [self.mpc.deal_trunc((block.width,), self.update_bits - self.fp.frac_bits)
-             for block in self.blocks] if train else [],
+            self.mpc.deal_trunc((self.width,), self.update_bits - self.fp.frac_bits)
+            if train else None,
         )
 
     def _sum(self, parts: list[Shared]) -> Shared:
@@ -327,7 +332,7 @@ class _Dealt:
     forward: list[str]
     sigmoid: tuple[str, str] | None  # cube tuple, truncation pair (vlinreg has no sigmoid)
     backward: list[str]
-    update: list[str]  # one truncation pair per weight block
+    update: str | None  # the truncation pair of the update of all weight blocks at once
     square: str | None = None
 
 
@@ -360,22 +365,22 @@ def fit(
         epoch_start = time.perf_counter()
         lr = config.step(epoch)
         session.log.step = f"epoch {epoch}"
-        penalties = [lr * session.penalty(block) for block in session.blocks]
+        penalty = lr * np.concatenate([session.penalty(block) for block in session.blocks])
+        widths = [block.width for block in session.blocks]
         batches = [plan.batches[j] for j in plan.batch_order(epoch, config.seed)]
         dealt, dealt_val = session.deal_epoch(batches)
         for rows, ahead in zip(batches, dealt, strict=True):
             size = rows.stop - rows.start
             z = session.scores(weights, rows, "train", ahead.forward)
             r = session.residual(z, "y/train", rows, ahead.sigmoid)
-            updated = []
             grads = session.gradients(session.blocks, r, rows, ahead.backward)
-            for penalty, w, g, tid in zip(penalties, weights, grads, ahead.update, strict=True):
-                terms = [(w, penalty, session.fp.frac_bits), (g, lr / size, session.raw_bits)]
-                delta = mpc.lincomb_exact(terms, session.update_bits, tid)
-                updated.append(mpc.sub(w, delta))
-                mpc.free(g, delta, w)
-            weights = updated
-            mpc.free(z, r)
+            w, g = mpc.concat(weights), mpc.concat(grads)  # one exact truncation for all
+            terms = [(w, penalty, session.fp.frac_bits), (g, lr / size, session.raw_bits)]
+            delta = mpc.lincomb_exact(terms, session.update_bits, ahead.update)
+            updated = mpc.sub(w, delta)
+            mpc.free(z, r, w, g, delta, *weights, *grads)
+            weights = mpc.split(updated, widths)
+            mpc.free(updated)
             iterations += 1
         epochs_run = epoch + 1
         loss = session.validation_loss(weights, dealt_val)

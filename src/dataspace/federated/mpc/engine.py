@@ -212,6 +212,20 @@ class Mpc:
         x = np.asarray(x, dtype=np.uint64)
         return self._new(prefix, [x.copy(), np.zeros_like(x)])
 
+    def concat(self, parts: Sequence[Shared]) -> Shared:
+        """Vectors joined end to end (local): one exact truncation then serves them all."""
+        return self._new("cat", [np.concatenate([p.mem[x.key] for x in parts])
+                                 for p in self.parties])
+
+    def split(self, x: Shared, sizes: Sequence[int]) -> list[Shared]:
+        """The inverse of :meth:`concat` (local)."""
+        if sum(sizes) != x.shape[0]:
+            raise MpcProtocolError(f"cannot split {x.shape[0]} values into {list(sizes)}")
+        cuts = np.cumsum(sizes)[:-1]
+        pieces = [np.split(p.mem[x.key], cuts) for p in self.parties]
+        return [self._new("part", [piece.copy() for piece in shares])
+                for shares in zip(*pieces, strict=True)]
+
     def copy(self, x: Shared) -> Shared:
         return self._new("copy", [p.mem[x.key].copy() for p in self.parties])
 
