@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from dataspace.cli.main import app
 from dataspace.errors import UsageError
 from dataspace.privacy.psi import rr22_available
 from dataspace.privacy.psi.errors import PsiEngineFailed
-from dataspace.services import multiparty
+from dataspace.services import mp_rr22, multiparty
 from dataspace.services.node import open_node
 from helpers.ledger import payloads
 from node import test_mp_e2e as dh
@@ -198,6 +199,42 @@ def test_rr22_peer_killed_mid_run_fails_everywhere_and_retry_succeeds(psi_space:
         keys = multiparty.intersection_keys(bank, again["id"]).column("credit_code").to_pylist()
         assert _norm(keys) == sets[BANK] & sets[TAX]
         at_tax = _job_at(space, TAX, failed["id"])  # told when the bank retried
+        assert at_tax["state"] == "FAILED" and at_tax["result"] is None
+    finally:
+        bank.close()
+
+
+def test_rr22_initiator_whose_own_link_port_is_taken_fails_at_once_everywhere(
+    psi_space: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program takes the initiator's port between the probe and the engine's bind:
+    the engine refuses it with the address, and the job ends within seconds, not at the
+    step timeout, FAILED at both nodes and naming the initiator as the side that failed."""
+    space, agreements, _sets = psi_space
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            taken = squatter.getsockname()[1]
+            monkeypatch.setattr(mp_rr22, "free_port", lambda _host, _ports: taken)
+            started = time.monotonic()
+            with pytest.raises(PsiEngineFailed, match="cannot be bound") as info:
+                multiparty.run_psi(
+                    bank,
+                    agreements=[agreements[TAX]],
+                    dataset="companies",
+                    key=KEY,
+                    mode="both",
+                    engine="rr22",
+                    step_timeout=60,
+                )
+            assert time.monotonic() - started < 20
+        assert f"(on {BANK})" in info.value.message and str(taken) in info.value.message
+        failed = multiparty.list_jobs(bank)[0]
+        assert failed["state"] == "FAILED" and failed["result"] is None
+        at_tax = _job_at(space, TAX, failed["id"])
         assert at_tax["state"] == "FAILED" and at_tax["result"] is None
     finally:
         bank.close()

@@ -275,6 +275,7 @@ class Run:
     cpu_seconds: float = 0.0  # the engine process's, for the usage record
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    bound: threading.Event = field(default_factory=threading.Event)  # its own port was free
     linked: threading.Event = field(default_factory=threading.Event)  # the link is up
     stopping: threading.Event = field(default_factory=threading.Event)  # kill the engine
 
@@ -299,6 +300,7 @@ class Run:
                     workdir=self.endpoint.folder.parent,  # the node's RR22 scratch
                     linked=self.linked,
                     stop=self.stopping,
+                    bound=self.bound,
                 )
                 self.keys, self.cpu_seconds = result.hex, result.cpu_seconds
             except BaseException as exc:  # kept for finish
@@ -314,8 +316,20 @@ class Run:
         return self.thread is not None and self.thread.is_alive()
 
     def wait_listening(self, timeout: float) -> None:
-        """Return once this side's engine accepts connections (see :func:`wait_listening`)."""
-        wait_listening(self.endpoint.address, timeout, lambda: self.alive)
+        """Return once this side's engine accepts connections (see :func:`wait_listening`):
+        after it found its port free (so a program that took the port is not taken for the
+        engine); raise this side's error at once if its engine ended first."""
+        deadline = time.monotonic() + timeout
+        while not self.bound.wait(0.05) and self.alive and time.monotonic() < deadline:
+            pass
+        if self.bound.is_set():
+            left = max(0.0, deadline - time.monotonic())
+            wait_listening(self.endpoint.address, left, lambda: self.alive)
+        if not self.alive:
+            self.wait(0)  # raises this side's error
+            raise PsiEngineFailed("the RR22 engine ended before it listened")
+        if not self.bound.is_set():
+            raise PsiEngineFailed(f"the RR22 engine did not start within {timeout:g} s")
 
     def wait_linked(self, timeout: float) -> None:
         """Return once the link to the peer is up; raise at once if this side's engine failed

@@ -171,12 +171,14 @@ def run_rr22_hex(
     workdir: str | os.PathLike[str] | None = None,
     linked: threading.Event | None = None,
     stop: threading.Event | None = None,
+    bound: threading.Event | None = None,
 ) -> Rr22Result:
     """This party's side of an RR22 run over its encoded keys, hex-encoded
     (:func:`.columnar.encode_hex`; null: a row without a valid key): the intersection it
     learns (empty for the sender unless ``broadcast``) and its engine's CPU seconds.
-    ``linked`` is set once the link to the peer is up; setting ``stop`` kills the engine (the
-    run then fails)."""
+    ``bound`` is set once the engine found its own port free (it listens there a moment later),
+    ``linked`` once the link to the peer is up; setting ``stop`` kills the engine (the run then
+    fails)."""
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
@@ -193,6 +195,7 @@ def run_rr22_hex(
             "output": str(output),
             "done": str(folder / "done"),
             "linked": str(folder / "linked"),
+            "bound": str(folder / "bound"),
             "tls": None if tls is None else [str(p) for p in astuple(tls)],
             "parent": os.getpid(),
         }
@@ -205,7 +208,8 @@ def run_rr22_hex(
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-            code, cpu = _reap(child, timeout_seconds, folder / "linked", linked, stop)
+            markers = [(folder / "bound", bound), (folder / "linked", linked)]
+            code, cpu = _reap(child, timeout_seconds, markers, stop)
         if code is None and stop is not None and stop.is_set():
             raise PsiEngineFailed("RR22 was stopped before it finished")
         if code is None:
@@ -224,18 +228,18 @@ def run_rr22_hex(
 def _reap(
     child: subprocess.Popen[bytes],
     timeout: float,
-    marker: Path,
-    linked: threading.Event | None,
+    markers: Sequence[tuple[Path, threading.Event | None]],
     stop: threading.Event | None,
 ) -> tuple[int | None, float]:
     """Wait for the engine (killed at ``timeout`` or on ``stop``): its exit code (None if
-    killed) and CPU; ``linked`` is set when the engine has written ``marker``."""
+    killed) and CPU; each event is set once the engine has written its marker file."""
     deadline = time.monotonic() + timeout
     killed = False
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if linked is not None and not linked.is_set() and marker.exists():
-            linked.set()
+        for marker, event in markers:
+            if event is not None and not event.is_set() and marker.exists():
+                event.set()
         if pid:
             child.returncode = os.waitstatus_to_exitcode(status)
             cpu = usage.ru_utime + usage.ru_stime

@@ -7,7 +7,9 @@ and ``libpsi`` (the protocols), loaded from spu's install folder. When the run i
 writes the file ``config["done"]`` and exits 0; otherwise a line ``error: ...`` on stdout
 and exit code 1. The caller trusts the ``done`` file, not the exit code alone. Once the link
 to the peer is up it writes ``config["linked"]``, so the caller can tell a run that has
-started from one still waiting for its peer.
+started from one still waiting for its peer; before it listens, once its own port has been
+found free, it writes ``config["bound"]``, so the caller does not take another program on
+that port for its engine.
 """
 
 from __future__ import annotations
@@ -98,8 +100,10 @@ def check_port_free(address: str) -> None:
 
 def execute(config: dict[str, Any]) -> None:
     """The child's work: one ``psi_execute`` over a fresh link."""
+    libspu, libpsi = load_spu()  # first: the port is checked only a moment before brpc binds
     check_port_free(config["addresses"][int(config["rank"])])
-    libspu, libpsi = load_spu()
+    if config.get("bound"):  # the port was free just now: what listens there next is brpc
+        Path(config["bound"]).write_text("bound\n", encoding="ascii")
     with contextlib.suppress(Exception):
         libspu.logging.setup_logging(libspu.logging.LogOptions(enable_console_logger=False))
     desc = libspu.link.Desc()
