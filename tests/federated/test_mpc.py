@@ -173,14 +173,31 @@ def test_a_message_with_the_wrong_tag_is_refused() -> None:
         net.recv("tax", "bank", "share/y")
 
 
-def test_cube_from_one_opening_matches_plaintext(mpc: Mpc) -> None:
+@pytest.mark.parametrize("frac_bits", [16, 26])
+def test_cube_from_one_opening_matches_plaintext(mpc: Mpc, frac_bits: int) -> None:
     z = np.linspace(-8, 8, 641)
-    cubed = mpc.cube(mpc.share(mpc.parties[1], FP.encode(z)))
-    got = FP.decode(mpc.reveal(cubed, ["bank"], "cube"))
-    # z is cubed at 11 fractional bits: error <= 3 z^2 * 2^-10 (+ 1 ulp), 0.2 at |z| = 8
-    assert np.abs(got - z**3).max() <= 3 * 64 * 2.0**-10 + 2 * ULP
+    cubed = mpc.cube(mpc.share(mpc.parties[1], FP.encode(z, frac_bits)), frac_bits=frac_bits)
+    got = FP.decode(mpc.reveal(cubed, ["bank"], "cube"), 33)  # 3 x 11 fractional bits
+    # z is cubed at 11 fractional bits: error <= 3 z^2 * 2^-10, 0.2 at |z| = 8
+    assert np.abs(got - z**3).max() <= 3 * 64 * 2.0**-10
     assert np.abs(got - z**3)[np.abs(z) <= 1].max() < 5e-3
     assert mpc.log.masked_openings == 1  # one masked opening, no second round
+
+
+def test_the_cube_truncates_its_input_exactly_where_the_local_one_wraps(mpc: Mpc) -> None:
+    """Party 1's share next to 0 (or 2^64) would wrap a local truncation of z."""
+    z = np.array([1.5, -1.5, 7.0, -7.0])
+    x = FP.encode(z, 26)
+    for s1 in (np.ones(4), np.full(4, 2**64 - 1), np.full(4, 2**40)):
+        s1 = s1.astype(np.uint64)
+        cubed = mpc.cube(_with_shares(mpc, x - s1, s1), frac_bits=26)
+        got = FP.decode(mpc.reveal(cubed, ["bank"], "cube"), 33)
+        assert np.abs(got - z**3).max() <= 3 * 49 * 2.0**-10
+
+
+def test_a_cube_of_values_without_spare_fraction_bits_is_refused(mpc: Mpc) -> None:
+    with pytest.raises(MpcProtocolError, match="cannot cube"):
+        mpc.deal_cube((3,), frac_bits=11)
 
 
 def test_triples_dealt_in_one_bundle_arrive_as_one_message_per_party(mpc: Mpc) -> None:
@@ -195,11 +212,19 @@ def test_triples_dealt_in_one_bundle_arrive_as_one_message_per_party(mpc: Mpc) -
     a0, b0, c0 = p0.take(mpc.dealer.name, tids[1], "abc")
     a1, b1, c1 = p1.take(mpc.dealer.name, tids[1], "abc")
     assert np.array_equal((a0 + a1) * (b0 + b1), c0 + c1)
-    q0, q1 = (p.take(mpc.dealer.name, cube, "a23") for p in mpc.parties)
-    a = q0[0] + q1[0]
-    assert np.array_equal(q0[1] + q1[1], a * a) and np.array_equal(q0[2] + q1[2], a * a * a)
+    _check_cube_tuple(*(p.take(mpc.dealer.name, cube, "rtl2323") for p in mpc.parties), 5)
     with pytest.raises(TripleReused):
         p0.take(mpc.dealer.name, tids[1], "abc")
+
+
+def _check_cube_tuple(q0: list[np.ndarray], q1: list[np.ndarray], bits: int) -> None:
+    r, t, low, *powers = (a + b for a, b in zip(q0, q1, strict=True))
+    assert np.array_equal(t, r >> np.uint64(63))
+    assert np.array_equal(low, (r & np.uint64(2**63 - 1)) >> np.uint64(bits))
+    high = t << np.uint64(63 - bits)
+    for sign, (a2, a3) in zip((1, -1), (powers[:2], powers[2:]), strict=True):
+        a = (high if sign == 1 else np.negative(high)) - low
+        assert np.array_equal(a2, a * a) and np.array_equal(a3, a * a * a)
 
 
 def test_a_bundle_that_does_not_match_its_layout_is_refused(mpc: Mpc) -> None:
@@ -228,14 +253,13 @@ def test_in_a_bundle_the_first_party_gets_a_seed_instead_of_its_uniform_shares(
     box0 = mpc.net._boxes[("operator", "bank")][-1]
     box1 = mpc.net._boxes[("operator", "tax")][-1]
     assert len(box0) < 200  # header and a 32-byte seed
-    assert len(box1) > 3 * 1000 * 8  # the three corrections
+    assert len(box1) > 6 * 1000 * 8  # the six corrections (its share of r is seeded too)
     seed = unpack_arrays(decode(box0).array)[0].tobytes()
     assert len(seed) == 32 and seed not in box1
     for p in mpc.parties:
         p.accept(mpc.dealer.name, bundle)
-    q0, q1 = (p.take(mpc.dealer.name, cube, "a23") for p in mpc.parties)
-    a = q0[0] + q1[0]
-    assert np.array_equal(q0[2] + q1[2], a * a * a)
+    bits = FP.frac_bits - 11
+    _check_cube_tuple(*(p.take(mpc.dealer.name, cube, "rtl2323") for p in mpc.parties), bits)
     with mpc.dealer.batch() as again:
         mpc.deal_cube((1000,))
     fresh = unpack_arrays(decode(mpc.net._boxes[("operator", "bank")][-1]).array)[0]
@@ -418,7 +442,7 @@ def test_exact_linear_combination_with_public_reals(mpc: Mpc) -> None:
     assert np.abs(got - (coef * a + 2.5e-5 * b)).max() <= 2 * ULP
 
 
-def test_sigmoid_of_raw_scores_needs_no_local_truncation_beyond_the_cube_input(mpc: Mpc) -> None:
+def test_sigmoid_of_raw_scores_is_truncated_exactly_in_two_openings(mpc: Mpc) -> None:
     z = np.linspace(-10, 10, 401)
     raw = mpc.share(mpc.parties[1], FP.encode(z, 26))
     before = mpc.log.masked_openings

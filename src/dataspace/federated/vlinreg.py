@@ -116,20 +116,22 @@ class LinearPrediction:
 
 
 class _Session(vlr._Session):
-    """vlr's session with the squared-loss residual ``z − y`` (no sigmoid, so no cube
-    tuples); its validation loss is then the MSE of the standardised target."""
+    """vlr's session with the squared-loss residual ``z − y`` (no sigmoid: the scores are
+    truncated exactly, one opening, and the label party subtracts its targets); its
+    validation loss is then the MSE of the standardised target."""
 
-    SIGMOID = False
     VALIDATION_LOSS = "validation squared error"
+
+    def deal_residual(self, size: int) -> tuple[str, ...]:
+        return (self.mpc.deal_trunc((size,), self.fp.data_frac_bits),)
 
     def residual(
         self, z: Shared, labels_key: str, rows: slice | None,
-        tids: tuple[str, str] | None = None,
+        tids: tuple[str, ...] | None = None,
     ) -> Shared:
         owner = self.mpc.parties[0]  # the label party
         labels = owner.mem[labels_key]
-        # |z| 2^raw_bits is small: the local truncation's failure (2^-37 |z|) is the rarest
-        scores = self.mpc.trunc(z, self.fp.data_frac_bits)
+        scores = self.mpc.trunc_exact(z, self.fp.data_frac_bits, tids[0] if tids else None)
         r = self.mpc.sub_own(scores, owner, labels[rows] if rows is not None else labels)
         self.mpc.free(scores)
         return r

@@ -156,7 +156,6 @@ SQUARE_BITS = 12
 
 
 class _Session:
-    SIGMOID = True  # the residual goes through the sigmoid (deal its cube tuples)
     VALIDATION_LOSS = "validation Brier score"
 
     def __init__(self, parties: Sequence[PartyData], config: TrainConfig) -> None:
@@ -257,7 +256,7 @@ class _Session:
         train = split == "train"
         return _Dealt(
             self.mpc.deal_owned(forward),
-            self.mpc.deal_sigmoid((size,)) if self.SIGMOID else None,
+            self.deal_residual(size),
             self.mpc.deal_owned(backward) if train else [],
             self.mpc.deal_trunc((self.width,), self.update_bits - self.fp.frac_bits)
             if train else None,
@@ -291,14 +290,18 @@ class _Session:
             mask[-1] = 0.0
         return mask
 
+    def deal_residual(self, size: int) -> tuple[str, ...]:
+        """What :meth:`residual` needs from the dealer for ``size`` rows."""
+        return self.mpc.deal_sigmoid((size,), self.raw_bits)
+
     def residual(
         self, z: Shared, labels_key: str, rows: slice | None,
-        tids: tuple[str, str] | None = None,
+        tids: tuple[str, ...] | None = None,
     ) -> Shared:
         """The loss gradient in the scores, ``sigma(z) - y``, for raw scores ``z``; ``tids``:
-        the sigmoid's correlations if dealt ahead. (vlinreg's session overrides it with
-        ``z - y``.)"""
-        s = self.mpc.sigmoid(z, tids, frac_bits=self.raw_bits)
+        the sigmoid's correlations if dealt ahead (:meth:`deal_residual`). (vlinreg's session
+        overrides both with ``z - y``.)"""
+        s = self.mpc.sigmoid(z, (tids[0], tids[1]) if tids else None, frac_bits=self.raw_bits)
         labels = self.mpc.parties[0].mem[labels_key]
         r = self.mpc.sub_own(s, self.mpc.parties[0], labels[rows] if rows else labels)
         self.mpc.free(s)
@@ -310,7 +313,7 @@ class _Session:
         opened, to both computing parties. The squares are not truncated (the opened sum is
         read at twice the fractional bits), so nothing here can fail."""
         z = self.scores(weights, None, "val", dealt.forward if dealt else None)
-        r = self.residual(z, "y/val", None, dealt.sigmoid if dealt else None)
+        r = self.residual(z, "y/val", None, dealt.residual if dealt else None)
         sq = self.mpc.square(r, dealt.square if dealt else None, truncate=False)
         bits = 2 * self.fp.frac_bits
         shift = max(0, bits + SQUARE_BITS + r.shape[0].bit_length() - 61)
@@ -330,7 +333,7 @@ class _Dealt:
     """Ids of the correlations dealt ahead for one iteration (or one validation pass)."""
 
     forward: list[str]
-    sigmoid: tuple[str, str] | None  # cube tuple, truncation pair (vlinreg has no sigmoid)
+    residual: tuple[str, ...]  # vlr: the sigmoid's cube tuple and truncation pair
     backward: list[str]
     update: str | None  # the truncation pair of the update of all weight blocks at once
     square: str | None = None
@@ -372,7 +375,7 @@ def fit(
         for rows, ahead in zip(batches, dealt, strict=True):
             size = rows.stop - rows.start
             z = session.scores(weights, rows, "train", ahead.forward)
-            r = session.residual(z, "y/train", rows, ahead.sigmoid)
+            r = session.residual(z, "y/train", rows, ahead.residual)
             grads = session.gradients(session.blocks, r, rows, ahead.backward)
             w, g = mpc.concat(weights), mpc.concat(grads)  # one exact truncation for all
             terms = [(w, penalty, session.fp.frac_bits), (g, lr / size, session.raw_bits)]

@@ -19,9 +19,10 @@ recipient, so what each party holds is distributed exactly as before.
 Six kinds of correlation:
 
 * ``triple`` — elementwise Beaver triple ``c = a * b`` over shares.
-* ``cube_tuple`` — shares of ``a``, ``a^2``, ``a^3`` (uniform ``a``): one masked opening
-  ``z - a`` then gives ``z^3`` (the sigmoid's cubic term) without a second round;
-  ``square_tuple`` (``a``, ``a^2``) likewise gives ``z^2``.
+* ``cube_tuple`` — a truncation pair (below) and, for ``a = ±t 2^(63-s) - (r mod 2^63) >> s``
+  (both signs), shares of ``a^2`` and ``a^3``: one masked opening truncates ``z`` exactly and
+  gives ``z^3`` (the sigmoid's cubic term) without a second round; ``square_tuple`` (uniform
+  ``a``, ``a^2``) gives ``z^2`` from one opening of ``z - a``.
 * ``matrix_triple`` — ``C = A @ B`` for shared-by-shared matrix products.
 * ``trunc_pair`` — shares of a uniform ``r``, of its top bit and of its low 63 bits shifted
   right: one masked opening ``x + 2^62 + r`` then truncates ``x`` exactly (:meth:`Mpc.trunc_exact
@@ -151,16 +152,27 @@ class Dealer:
         self.seconds += time.perf_counter() - start
         return tid
 
-    def cube_tuple(self, p0: str, p1: str, shape: tuple[int, ...]) -> str:
+    def cube_tuple(self, p0: str, p1: str, shape: tuple[int, ...], bits: int) -> str:
+        """A truncation pair by ``bits`` (``r``, its top bit ``t``, ``l = (r mod 2^63) >>
+        bits``) and shares of ``a^2``, ``a^3`` for both ``a = t 2^(63-bits) - l`` and
+        ``a = -t 2^(63-bits) - l``: once ``c = z + 2^62 + r`` is open, ``z >> bits`` is a
+        public value plus one of the two (:meth:`Mpc.cube
+        <dataspace.federated.mpc.engine.Mpc.cube>`)."""
         start = time.perf_counter()
         tid = self._next_id("q")
-        a = self.rng.ring(shape)
-        a2 = a * a
-        for name, *parts in zip(
-            (p0, p1), self._split(a, p0), self._split(a2, p0), self._split(a2 * a, p0),
-            strict=True,
-        ):
-            self._deliver(name, tid, parts)
+        r0, r1 = self._random(p0, shape), self._random(p1, shape)
+        r = _plain(r0) + _plain(r1)
+        top = r >> np.uint64(63)
+        r &= np.uint64(LOW_63)
+        r >>= np.uint64(bits)
+        high = top << np.uint64(63 - bits)
+        powers = []
+        for a in (high - r, np.negative(high) - r):
+            a2 = a * a
+            powers += [a2, a2 * a]
+        parts = [self._split(value, p0) for value in (top, r, *powers)]
+        for k, (name, r_share) in enumerate(((p0, r0), (p1, r1))):
+            self._deliver(name, tid, [r_share, *(split[k] for split in parts)])
         self.issued += 1
         self.seconds += time.perf_counter() - start
         return tid

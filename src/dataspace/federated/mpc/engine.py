@@ -14,9 +14,10 @@ Operations (all on fixed-point encodings, see :mod:`fixedpoint`):
 * Beaver: ``mul`` (elementwise), ``matmul``;
 * ``owned_matmul``: a matrix one computing party holds in the clear times a shared vector;
   ``owned_matmuls`` does several at once (one dealer bundle and one message each way);
-* ``cube``, ``square``: ``z^3``, ``z^2`` from one cube / square tuple (one masked opening);
+* ``cube``: ``z^3`` of ``z`` truncated exactly, from one cube tuple and one masked opening;
+  ``square``: ``z^2`` from one square tuple and one masked opening;
 * ``sigmoid``: a degree-3 polynomial (:mod:`sigmoid`) — one ``cube``, no other product, and
-  one exact truncation (two rounds);
+  one exact truncation (two openings);
 * ``reveal``: the only way a value leaves shared form, logged in :class:`OpenLog` with what
   was opened and to whom.
 """
@@ -122,6 +123,27 @@ class Party:
                                            f"{array.shape}, expected {shape}")
                 got.append(array)
             self._pool[tid] = got
+
+
+def _public_part(c: Ring, bits: int) -> tuple[Ring, Ring]:
+    """For an opened ``c = x + 2^62 + r``: the public part of ``x >> bits``,
+    ``c_63 2^(63-bits) + ((c mod 2^63) >> bits) - 2^(62-bits)``, and ``c_63``."""
+    c_top = c >> np.uint64(63)
+    public = c & LOW_63
+    public >>= np.uint64(bits)
+    public += c_top << np.uint64(63 - bits)
+    public -= np.uint64(1 << (62 - bits))
+    return public, c_top
+
+
+def _masked_part(top: Ring, low: Ring, c_top: Ring, bits: int) -> Ring:
+    """A share of the rest of ``x >> bits``: ``(1 - 2 c_63) t 2^(63-bits) - l`` from shares
+    of ``t`` and ``l`` (``(c_63 xor t) - c_63`` is ``(1 - 2 c_63) t``)."""
+    sign = np.uint64(1) - (c_top << np.uint64(1))
+    share = top * sign
+    share <<= np.uint64(63 - bits)
+    share -= low
+    return share
 
 
 def _encoded_array(c: float | npt.NDArray[np.float64], frac_bits: int) -> Ring:
@@ -294,34 +316,30 @@ class Mpc:
             raise MpcProtocolError(f"exact truncation by {bits} bits is not supported")
         tid = self.deal_trunc(x.shape, bits) if tid is None else tid
         pairs = [p.take(self.dealer.name, tid, "rtl") for p in self.parties]
-        mine = []
-        for i, p in enumerate(self.parties):
-            c = p.mem[x.key] + pairs[i][0]
-            if i == 0:
-                c += EXACT_OFFSET
-            p.send(self._other(i).name, f"trunc/{tid}/c", c)
-            mine.append(c)
+        opened = self._open_offset(x, [r for r, _t, _l in pairs], f"trunc/{tid}/c")
         out = []
-        lift = np.uint64(63 - bits)
-        for i, p in enumerate(self.parties):
-            _r, top, low = pairs[i]
-            c = mine[i]
-            c += p.recv(self._other(i).name, f"trunc/{tid}/c")
-            c_top = c >> np.uint64(63)
-            sign = np.uint64(1) - (c_top << np.uint64(1))  # 1 - 2 c_63: w = c_63 + t (1 - 2 c_63)
-            share = top * sign
+        for i, (c, (_r, top, low)) in enumerate(zip(opened, pairs, strict=True)):
+            public, c_top = _public_part(c, bits)
+            share = _masked_part(top, low, c_top, bits)
             if i == 0:
-                share += c_top
-            share <<= lift
-            share -= low
-            if i == 0:
-                c &= LOW_63
-                c >>= np.uint64(bits)
-                share += c
-                share -= np.uint64(1 << (62 - bits))
+                share += public
             out.append(share)
         self.log.masked(math.prod(x.shape))
         return self._new("tx", out)
+
+    def _open_offset(self, x: Shared, masks: Sequence[Ring], tag: str) -> list[Ring]:
+        """Both parties open ``c = x + 2^62 + r`` (``masks``: their shares of ``r``); each
+        party's copy of ``c``."""
+        mine = []
+        for i, p in enumerate(self.parties):
+            c = p.mem[x.key] + masks[i]
+            if i == 0:
+                c += EXACT_OFFSET
+            p.send(self._other(i).name, tag, c)
+            mine.append(c)
+        for i, p in enumerate(self.parties):
+            mine[i] += p.recv(self._other(i).name, tag)
+        return mine
 
     def deal_trunc(self, shape: tuple[int, ...], bits: int) -> str:
         """A truncation pair for :meth:`trunc_exact` by ``bits``, dealt ahead."""
@@ -521,62 +539,70 @@ class Mpc:
         self.log.masked(math.prod(x.shape))
         return self._new("sq", out)
 
-    def deal_cube(self, shape: tuple[int, ...]) -> str:
-        """A cube tuple for :meth:`cube`, dealt ahead (e.g. inside :meth:`Dealer.batch`)."""
-        p0, p1 = self.parties
-        return self.dealer.cube_tuple(p0.name, p1.name, shape)
-
-    def cube(
-        self, z: Shared, tid: str | None = None, *, frac_bits: int | None = None,
-        truncate: bool = True,
-    ) -> Shared:
-        """``z^3`` with one cube tuple ``(a, a^2, a^3)``: ``e = z' - a`` is opened (uniform),
-        then ``z'^3 = e^3 + 3e^2 a + 3e a^2 + a^3`` is linear in the shares. ``z'`` is ``z``
-        (carrying ``frac_bits``, default :attr:`FixedPoint.frac_bits`) truncated locally to
-        :data:`CUBE_FRAC_BITS`, so ``z'^3`` carries 33 fractional bits: below 2^42 for
-        ``|z| <= 8``. ``truncate`` brings it back to ``frac_bits`` locally (failure <= 2^-21
-        at ``|z| = 8``, 2^-30 at ``|z| <= 1``; :func:`~.fixedpoint.truncation_failure_bound`);
-        :meth:`sigmoid` keeps the 33 bits and truncates exactly instead."""
+    def deal_cube(self, shape: tuple[int, ...], frac_bits: int | None = None) -> str:
+        """A cube tuple for :meth:`cube` of values carrying ``frac_bits`` (default
+        :attr:`FixedPoint.frac_bits`), dealt ahead (e.g. inside :meth:`Dealer.batch`)."""
         shift = (self.fp.frac_bits if frac_bits is None else frac_bits) - CUBE_FRAC_BITS
-        tid = self.deal_cube(z.shape) if tid is None else tid
-        tuples = [p.take(self.dealer.name, tid, "a23") for p in self.parties]
-        small = [truncate_share(p.mem[z.key], shift, i) for i, p in enumerate(self.parties)]
-        for i, p in enumerate(self.parties):
-            p.send(self._other(i).name, f"cube/{tid}/e", small[i] - tuples[i][0])
+        if not 0 < shift < 62:
+            raise MpcProtocolError(f"cannot cube values with {frac_bits} fractional bits")
+        p0, p1 = self.parties
+        return self.dealer.cube_tuple(p0.name, p1.name, shape, shift)
+
+    def cube(self, z: Shared, tid: str | None = None, *, frac_bits: int | None = None) -> Shared:
+        """``z'^3`` at ``3 *`` :data:`CUBE_FRAC_BITS` (33) fractional bits, where ``z'`` is
+        ``z`` (carrying ``frac_bits``, default :attr:`FixedPoint.frac_bits`) truncated to
+        :data:`CUBE_FRAC_BITS` exactly — both with one opening and one cube tuple
+        (:meth:`Dealer.cube_tuple`). The opened ``c = z + 2^62 + r`` is uniform; it makes
+        ``z' = e + a`` with ``e`` public (:func:`_public_part`) and ``a`` one of the tuple's
+        two candidates, picked by ``c``'s top bit, whose square and cube are dealt; then
+        ``z'^3 = e^3 + 3e^2 a + 3e a^2 + a^3`` is linear in the shares. No truncation here
+        can fail; ``z'^3`` stays below 2^42 for ``|z| <= 8`` (the caller brings it down)."""
+        f = self.fp.frac_bits if frac_bits is None else frac_bits
+        shift = f - CUBE_FRAC_BITS
+        tid = self.deal_cube(z.shape, f) if tid is None else tid
+        tuples = [p.take(self.dealer.name, tid, "rtl2323") for p in self.parties]
+        opened = self._open_offset(z, [parts[0] for parts in tuples], f"cube/{tid}/c")
         out = []
-        for i, p in enumerate(self.parties):
-            a, a2, a3 = tuples[i]
-            e = small[i] - a
-            e += p.recv(self._other(i).name, f"cube/{tid}/e")
-            e2 = e * e
-            share = e2 * a
-            share += e * a2
+        for i, (c, parts) in enumerate(zip(opened, tuples, strict=True)):
+            _r, top, low, a2_plus, a3_plus, a2_minus, a3_minus = parts
+            e, c_top = _public_part(c, shift)
+            a = _masked_part(top, low, c_top, shift)
+            minus = c_top.astype(bool)
+            a2 = np.where(minus, a2_minus, a2_plus)
+            a3 = np.where(minus, a3_minus, a3_plus)
+            share = e * a
+            share += a2
+            share *= e
             share *= np.uint64(3)
             share += a3
             if i == 0:
-                share += e2 * e
-            if truncate:
-                share = truncate_share(share, 3 * CUBE_FRAC_BITS - self.fp.frac_bits, i)
+                e2 = e * e
+                e2 *= e
+                share += e2
             out.append(share)
         self.log.masked(math.prod(z.shape))
         return self._new("cube", out)
 
-    def deal_sigmoid(self, shape: tuple[int, ...]) -> tuple[str, str]:
-        """The cube tuple and the truncation pair of one :meth:`sigmoid`, dealt ahead."""
-        return self.deal_cube(shape), self.deal_trunc(shape, SIGMOID_ACC_BITS - self.fp.frac_bits)
+    def deal_sigmoid(
+        self, shape: tuple[int, ...], frac_bits: int | None = None
+    ) -> tuple[str, str]:
+        """The cube tuple and the truncation pair of one :meth:`sigmoid` of values carrying
+        ``frac_bits``, dealt ahead."""
+        return self.deal_cube(shape, frac_bits), self.deal_trunc(
+            shape, SIGMOID_ACC_BITS - self.fp.frac_bits
+        )
 
     def sigmoid(
         self, z: Shared, tids: tuple[str, str] | None = None, *, frac_bits: int | None = None
     ) -> Shared:
         """``SIGMOID.c0 + c1*z + c3*z^3`` (see :mod:`sigmoid` for its error) at
         :attr:`FixedPoint.frac_bits`, for ``z`` carrying ``frac_bits`` (default the same).
-        ``c1*z`` and ``c3*z^3`` (the cube left at 33 bits) are summed at
-        :data:`SIGMOID_ACC_BITS` and truncated once, exactly: the only local truncation left
-        is the cube's input (``|z| 2^frac_bits``, far below the others). ``tids``: from
-        :meth:`deal_sigmoid`."""
+        ``c1*z`` and ``c3*z^3`` (:meth:`cube`, left at 33 bits) are summed at
+        :data:`SIGMOID_ACC_BITS` and truncated once, exactly: nothing in it can fail. Two
+        openings. ``tids``: from :meth:`deal_sigmoid`."""
         f = self.fp.frac_bits if frac_bits is None else frac_bits
-        cube_tid, trunc_tid = self.deal_sigmoid(z.shape) if tids is None else tids
-        z3 = self.cube(z, cube_tid, frac_bits=f, truncate=False)
+        cube_tid, trunc_tid = self.deal_sigmoid(z.shape, f) if tids is None else tids
+        z3 = self.cube(z, cube_tid, frac_bits=f)
         terms = [(z, SIGMOID.c1, f), (z3, SIGMOID.c3, 3 * CUBE_FRAC_BITS)]
         out = self.lincomb_exact(terms, SIGMOID_ACC_BITS, trunc_tid)
         self.free(z3)
