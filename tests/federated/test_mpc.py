@@ -19,7 +19,14 @@ from dataspace.federated.mpc import (
 )
 from dataspace.federated.mpc.fixedpoint import truncate_share
 from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
-from dataspace.federated.mpc.wire import Message, decode, encode, pack_arrays, unpack_arrays
+from dataspace.federated.mpc.wire import (
+    Message,
+    decode,
+    encode,
+    encode_arrays,
+    pack_arrays,
+    unpack_arrays,
+)
 
 FP = FixedPoint()
 ULP = 2.0**-FP.frac_bits
@@ -469,3 +476,14 @@ def test_concat_and_split_are_local_and_inverse(mpc: Mpc) -> None:
         assert np.array_equal(mpc.reveal(x, ["bank"], "part"), v)
     with pytest.raises(MpcProtocolError, match="cannot split"):
         mpc.split(mpc.concat([xa, xb]), [2, 2])
+
+
+def test_several_arrays_encode_as_one_packed_message_with_one_copy() -> None:
+    arrays = [np.arange(6, dtype=np.uint64).reshape(2, 3), np.zeros(0, dtype=np.uint64),
+              np.arange(5, dtype=np.uint64)[::2]]  # a strided view too
+    packed = encode(Message("operator", "bank", "bundle/b1", pack_arrays(arrays), 7))
+    assert encode_arrays("operator", "bank", "bundle/b1", arrays, 7) == packed
+    net = Network()
+    net.send_arrays("operator", "bank", "bundle/b1", arrays)
+    back = unpack_arrays(net.recv("bank", "operator", "bundle/b1"))
+    assert [a.tolist() for a in back] == [a.tolist() for a in arrays]

@@ -146,8 +146,8 @@ class _Recorder(Network):
         super().__init__()
         self.from_dealer: list[bytes] = []
 
-    def send(self, sender: str, recipient: str, tag: str, array: Any) -> int:
-        size = super().send(sender, recipient, tag, array)
+    def _send(self, sender: str, recipient: str, make: Any) -> int:
+        size = super()._send(sender, recipient, make)
         if sender == "operator":
             self.from_dealer.append(self._boxes[(sender, recipient)][-1])
         return size

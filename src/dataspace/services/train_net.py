@@ -288,12 +288,12 @@ class NodeNetwork(Network):
         super().__init__()
         self.mailbox, self.run, self.me, self.replicate = mailbox, run, mailbox.me, replicate
 
-    def send(self, sender: str, recipient: str, tag: str, array: npt.NDArray[np.generic]) -> int:
+    def _send(self, sender: str, recipient: str, make: Callable[[int], bytes]) -> int:
         if sender != self.me:
             if recipient == self.me or not self.replicate:
                 return 0  # a placeholder's message to this node: the real one comes by wire
-            return super().send(sender, recipient, tag, array)
-        size = super().send(sender, recipient, tag, array)
+            return super()._send(sender, recipient, make)
+        size = super()._send(sender, recipient, make)
         if recipient != self.me:
             box = self._boxes[(sender, recipient)]
             data = box[-1] if self.replicate else box.pop()

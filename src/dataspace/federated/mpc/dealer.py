@@ -47,7 +47,6 @@ import numpy as np
 
 from dataspace.federated.mpc.fixedpoint import Ring
 from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
-from dataspace.federated.mpc.wire import pack_arrays
 
 if TYPE_CHECKING:
     from dataspace.federated.mpc.net import Network
@@ -107,7 +106,7 @@ class Dealer:
             stream = bundle.seeds.get(recipient)
             if stream is not None:
                 parts = [np.frombuffer(stream.seed, dtype="<u8"), *parts]
-            self.net.send(self.name, recipient, f"bundle/{bundle.bid}", pack_arrays(parts))
+            self.net.send_arrays(self.name, recipient, f"bundle/{bundle.bid}", parts)
         bundle.parts.clear()
         bundle.seeds.clear()
 
@@ -123,7 +122,7 @@ class Dealer:
     def _deliver(self, recipient: str, tid: str, parts: list[Ring | Seeded]) -> None:
         if self._bundle is None:
             arrays = [p.array if isinstance(p, Seeded) else p for p in parts]
-            self.net.send(self.name, recipient, f"triple/{tid}", pack_arrays(arrays))
+            self.net.send_arrays(self.name, recipient, f"triple/{tid}", arrays)
             return
         layout = []
         sent = self._bundle.parts.setdefault(recipient, [])

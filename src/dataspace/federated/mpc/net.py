@@ -8,13 +8,14 @@ will carry between nodes — and is counted per link.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from dataspace.federated.errors import MalformedMessage
-from dataspace.federated.mpc.wire import Message, decode, encode
+from dataspace.federated.mpc.wire import Message, decode, encode, encode_arrays
 
 
 @dataclass
@@ -32,9 +33,23 @@ class Network:
         self.links: dict[tuple[str, str], LinkStats] = defaultdict(LinkStats)
 
     def send(self, sender: str, recipient: str, tag: str, array: npt.NDArray[np.generic]) -> int:
+        return self._send(
+            sender, recipient, lambda seq: encode(Message(sender, recipient, tag, array, seq))
+        )
+
+    def send_arrays(
+        self, sender: str, recipient: str, tag: str, arrays: Sequence[npt.NDArray[np.uint64]]
+    ) -> int:
+        """Several arrays as one message (:func:`~.wire.pack_arrays`'s payload)."""
+        return self._send(
+            sender, recipient, lambda seq: encode_arrays(sender, recipient, tag, arrays, seq)
+        )
+
+    def _send(self, sender: str, recipient: str, make: Callable[[int], bytes]) -> int:
+        """File the message ``make`` encodes with the sender's next sequence number."""
         seq = self._seq[sender]
         self._seq[sender] = seq + 1
-        data = encode(Message(sender, recipient, tag, array, seq))
+        data = make(seq)
         self._boxes[(sender, recipient)].append(data)
         stats = self.links[(sender, recipient)]
         stats.messages += 1

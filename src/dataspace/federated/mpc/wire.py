@@ -111,13 +111,34 @@ def decode(data: bytes) -> Message:
     return Message(texts[0], texts[1], texts[2], array, seq)
 
 
-def pack_arrays(arrays: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
-    """Several ring arrays as the payload of one message:
-    ``[count, ndim_0, *shape_0, ndim_1, *shape_1, ..., data_0, data_1, ...]``."""
+def encode_arrays(
+    sender: str, recipient: str, tag: str, arrays: Sequence[npt.NDArray[np.uint64]], seq: int = 0
+) -> bytes:
+    """The bytes of ``encode(Message(sender, recipient, tag, pack_arrays(arrays), seq))``,
+    copying each array once (not first into the packed array, then into the message)."""
+    head = _pack_head(arrays)
+    total = head.size + sum(int(a.size) for a in arrays)
+    fixed = _FIXED.pack(MAGIC, VERSION, _CODES["u8"], 1, PADDED, seq)
+    fields = _text(sender) + _text(recipient) + _text(tag)
+    shape = _SHAPES[1].pack(total)
+    pad = bytes(-(len(fixed) + len(fields) + len(shape)) % 8)
+    parts = [np.ascontiguousarray(a, dtype=np.uint64).reshape(-1) for a in arrays]
+    return b"".join(
+        (fixed, fields, shape, pad, head.data, *(p.view(np.uint8).data for p in parts))
+    )
+
+
+def _pack_head(arrays: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
     head: list[int] = [len(arrays)]
     for a in arrays:
         head += [a.ndim, *a.shape]
-    parts = [np.array(head, dtype=np.uint64)] + [np.ravel(a) for a in arrays]
+    return np.array(head, dtype=np.uint64)
+
+
+def pack_arrays(arrays: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
+    """Several ring arrays as the payload of one message:
+    ``[count, ndim_0, *shape_0, ndim_1, *shape_1, ..., data_0, data_1, ...]``."""
+    parts = [_pack_head(arrays)] + [np.ravel(a) for a in arrays]
     return np.concatenate(parts).astype(np.uint64, copy=False)
 
 
