@@ -17,7 +17,7 @@ from dataspace.federated.mpc import (
     Shared,
     truncation_failure_bound,
 )
-from dataspace.federated.mpc.fixedpoint import truncate_share
+from dataspace.federated.mpc.fixedpoint import pack_fields, truncate_share, unpack_fields
 from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
 from dataspace.federated.mpc.wire import (
     Message,
@@ -219,19 +219,25 @@ def test_triples_dealt_in_one_bundle_arrive_as_one_message_per_party(mpc: Mpc) -
     a0, b0, c0 = p0.take(mpc.dealer.name, tids[1], "abc")
     a1, b1, c1 = p1.take(mpc.dealer.name, tids[1], "abc")
     assert np.array_equal((a0 + a1) * (b0 + b1), c0 + c1)
-    _check_cube_tuple(*(p.take(mpc.dealer.name, cube, "rtl2323") for p in mpc.parties), 5)
+    _check_cube_tuple(*(p.take(mpc.dealer.name, cube, "rl23f") for p in mpc.parties), 5)
     with pytest.raises(TripleReused):
         p0.take(mpc.dealer.name, tids[1], "abc")
 
 
 def _check_cube_tuple(q0: list[np.ndarray], q1: list[np.ndarray], bits: int) -> None:
-    r, t, low, *powers = (a + b for a, b in zip(q0, q1, strict=True))
-    assert np.array_equal(t, r >> np.uint64(63))
+    """The parts reconstruct r, l, l^2, l^3 in the ring and t, t l, t l^2 mod 2^(bits+1)."""
+    r, low, l2, l3 = (a + b for a, b in zip(q0[:4], q1[:4], strict=True))
     assert np.array_equal(low, (r & np.uint64(2**63 - 1)) >> np.uint64(bits))
-    high = t << np.uint64(63 - bits)
-    for sign, (a2, a3) in zip((1, -1), (powers[:2], powers[2:]), strict=True):
-        a = (high if sign == 1 else np.negative(high)) - low
-        assert np.array_equal(a2, a * a) and np.array_equal(a3, a * a * a)
+    assert np.array_equal(l2, low * low) and np.array_equal(l3, low * low * low)
+    mask = np.uint64(2 ** (bits + 1) - 1)
+    fields = [
+        (a + b) & mask
+        for a, b in zip(unpack_fields(q0[4], 3, bits + 1), unpack_fields(q1[4], 3, bits + 1),
+                        strict=True)
+    ]
+    t = r >> np.uint64(63)
+    assert [f.tolist() for f in fields] == [(v & mask).tolist() for v in (t, t * low, t * l2)]
+    assert set(t.tolist()) == {0, 1}
 
 
 def test_a_bundle_that_does_not_match_its_layout_is_refused(mpc: Mpc) -> None:
@@ -260,13 +266,14 @@ def test_in_a_bundle_the_first_party_gets_a_seed_instead_of_its_uniform_shares(
     box0 = mpc.net._boxes[("operator", "bank")][-1]
     box1 = mpc.net._boxes[("operator", "tax")][-1]
     assert len(box0) < 200  # header and a 32-byte seed
-    assert len(box1) > 6 * 1000 * 8  # the six corrections (its share of r is seeded too)
+    # l, l^2, l^3 and one word of packed narrow fields (its share of r is seeded too)
+    assert 4 * 1000 * 8 < len(box1) < 5 * 1000 * 8
     seed = unpack_arrays(decode(box0).array)[0].tobytes()
     assert len(seed) == 32 and seed not in box1
     for p in mpc.parties:
         p.accept(mpc.dealer.name, bundle)
     bits = FP.frac_bits - 11
-    _check_cube_tuple(*(p.take(mpc.dealer.name, cube, "rtl2323") for p in mpc.parties), bits)
+    _check_cube_tuple(*(p.take(mpc.dealer.name, cube, "rl23f") for p in mpc.parties), bits)
     with mpc.dealer.batch() as again:
         mpc.deal_cube((1000,))
     fresh = unpack_arrays(decode(mpc.net._boxes[("operator", "bank")][-1]).array)[0]
@@ -487,3 +494,30 @@ def test_several_arrays_encode_as_one_packed_message_with_one_copy() -> None:
     net.send_arrays("operator", "bank", "bundle/b1", arrays)
     back = unpack_arrays(net.recv("bank", "operator", "bundle/b1"))
     assert [a.tolist() for a in back] == [a.tolist() for a in arrays]
+
+
+@pytest.mark.parametrize("width", [1, 6, 16, 21, 22, 32, 64])
+def test_packed_fields_round_trip_mod_their_width(width: int) -> None:
+    rng = np.random.default_rng(width)
+    fields = [rng.integers(0, 2**63, 50, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+              for _ in range(3)]
+    words = pack_fields(fields, width)
+    assert words.shape == (-(-3 // (64 // width)), 50)
+    mask = np.uint64(2**width - 1) if width < 64 else np.uint64(2**64 - 1)
+    back = unpack_fields(words, 3, width)
+    assert all(np.array_equal(b, f & mask) for b, f in zip(back, fields, strict=True))
+
+
+@pytest.mark.parametrize("frac_bits", [12, 30, 42])
+def test_cube_is_right_at_every_supported_shift(mpc: Mpc, frac_bits: int) -> None:
+    z = np.linspace(-6, 6, 241)
+    x = FP.encode(z, frac_bits) if frac_bits < 40 else _encode_wide(z, frac_bits)
+    cubed = mpc.cube(mpc.share(mpc.parties[0], x), frac_bits=frac_bits)
+    got = FP.decode(mpc.reveal(cubed, ["bank"], "cube"), 33)
+    assert np.abs(got - z**3).max() <= 3 * 36 * 2.0**-10
+    with pytest.raises(MpcProtocolError, match="cannot cube"):
+        mpc.deal_cube((2,), frac_bits=43)  # shift 32: 2^(2 (63 - 32)) is no longer 0
+
+
+def _encode_wide(z: np.ndarray, frac_bits: int) -> np.ndarray:
+    return np.array([round(float(v) * 2**frac_bits) % 2**64 for v in z], dtype=np.uint64)

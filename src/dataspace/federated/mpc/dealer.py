@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dataspace.federated.mpc.fixedpoint import Ring
+from dataspace.federated.mpc.fixedpoint import Ring, field_words, pack_fields, unpack_fields
 from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
 
 if TYPE_CHECKING:
@@ -152,26 +152,36 @@ class Dealer:
         return tid
 
     def cube_tuple(self, p0: str, p1: str, shape: tuple[int, ...], bits: int) -> str:
-        """A truncation pair by ``bits`` (``r``, its top bit ``t``, ``l = (r mod 2^63) >>
-        bits``) and shares of ``a^2``, ``a^3`` for both ``a = t 2^(63-bits) - l`` and
-        ``a = -t 2^(63-bits) - l``: once ``c = z + 2^62 + r`` is open, ``z >> bits`` is a
-        public value plus one of the two (:meth:`Mpc.cube
-        <dataspace.federated.mpc.engine.Mpc.cube>`)."""
+        """For :meth:`Mpc.cube <dataspace.federated.mpc.engine.Mpc.cube>`: shares of a
+        uniform ``r``, of ``l = (r mod 2^63) >> bits``, ``l^2``, ``l^3``, and — mod
+        ``2^(bits+1)``, three to a word (:func:`~.fixedpoint.pack_fields`) — of ``t = r >> 63``,
+        ``t l`` and ``t l^2``. Once ``c = z + 2^62 + r`` is open, ``z >> bits`` is a public
+        value plus ``a = ±t 2^(63-bits) - l``; with ``T = 2^(63-bits)``, ``T^2 = 0`` in the
+        ring (``bits <= 31``) and ``t^2 = t``, so ``a^2 = l^2 ∓ 2T (t l)`` and
+        ``a^3 = ±3T (t l^2) - l^3``, where only the low ``bits + 1`` bits of ``t``, ``t l``,
+        ``t l^2`` matter."""
         start = time.perf_counter()
         tid = self._next_id("q")
         r0, r1 = self._random(p0, shape), self._random(p1, shape)
         r = _plain(r0) + _plain(r1)
         top = r >> np.uint64(63)
-        r &= np.uint64(LOW_63)
-        r >>= np.uint64(bits)
-        high = top << np.uint64(63 - bits)
-        powers = []
-        for a in (high - r, np.negative(high) - r):
-            a2 = a * a
-            powers += [a2, a2 * a]
-        parts = [self._split(value, p0) for value in (top, r, *powers)]
-        for k, (name, r_share) in enumerate(((p0, r0), (p1, r1))):
-            self._deliver(name, tid, [r_share, *(split[k] for split in parts)])
+        low = r & np.uint64(LOW_63)
+        low >>= np.uint64(bits)
+        l2 = low * low
+        parts = [self._split(value, p0) for value in (low, l2, l2 * low)]
+        width = bits + 1
+        narrow = [top, top * low, top * l2]
+        # drawn after the splits: a seeded party expands its parts in the order they are
+        # delivered, which is the order they are drawn in
+        first = self._random(p0, (field_words(len(narrow), width), *shape))
+        mask = np.uint64((1 << width) - 1)
+        second = pack_fields(
+            [(v - f) & mask for v, f in zip(narrow, unpack_fields(_plain(first), 3, width),
+                                              strict=True)],
+            width,
+        )
+        for k, (name, r_share, fields) in enumerate(((p0, r0, first), (p1, r1, second))):
+            self._deliver(name, tid, [r_share, *(split[k] for split in parts), fields])
         self.issued += 1
         self.seconds += time.perf_counter() - start
         return tid

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from dataspace.federated.errors import MalformedMessage, MpcProtocolError, TripleReused
 from dataspace.federated.mpc.dealer import Bundle, Dealer
-from dataspace.federated.mpc.fixedpoint import FixedPoint, Ring, truncate_share
+from dataspace.federated.mpc.fixedpoint import FixedPoint, Ring, truncate_share, unpack_fields
 from dataspace.federated.mpc.net import Network, OpenLog
 from dataspace.federated.mpc.rand import Csprng, expand
 from dataspace.federated.mpc.sigmoid import SIGMOID
@@ -543,7 +543,7 @@ class Mpc:
         """A cube tuple for :meth:`cube` of values carrying ``frac_bits`` (default
         :attr:`FixedPoint.frac_bits`), dealt ahead (e.g. inside :meth:`Dealer.batch`)."""
         shift = (self.fp.frac_bits if frac_bits is None else frac_bits) - CUBE_FRAC_BITS
-        if not 0 < shift < 62:
+        if not 0 < shift <= 31:  # the tuple's algebra needs 2^(2 (63 - shift)) = 0 in the ring
             raise MpcProtocolError(f"cannot cube values with {frac_bits} fractional bits")
         p0, p1 = self.parties
         return self.dealer.cube_tuple(p0.name, p1.name, shape, shift)
@@ -560,16 +560,21 @@ class Mpc:
         f = self.fp.frac_bits if frac_bits is None else frac_bits
         shift = f - CUBE_FRAC_BITS
         tid = self.deal_cube(z.shape, f) if tid is None else tid
-        tuples = [p.take(self.dealer.name, tid, "rtl2323") for p in self.parties]
+        tuples = [p.take(self.dealer.name, tid, "rl23f") for p in self.parties]
         opened = self._open_offset(z, [parts[0] for parts in tuples], f"cube/{tid}/c")
         out = []
         for i, (c, parts) in enumerate(zip(opened, tuples, strict=True)):
-            _r, top, low, a2_plus, a3_plus, a2_minus, a3_minus = parts
+            _r, low, l2, l3, fields = parts
+            top, top_low, top_l2 = unpack_fields(fields, 3, shift + 1)
             e, c_top = _public_part(c, shift)
+            sign = np.uint64(1) - (c_top << np.uint64(1))  # ±1: which candidate a is
             a = _masked_part(top, low, c_top, shift)
-            minus = c_top.astype(bool)
-            a2 = np.where(minus, a2_minus, a2_plus)
-            a3 = np.where(minus, a3_minus, a3_plus)
+            top_low *= sign  # a^2 = l^2 - 2T (±t l), a^3 = 3T (±t l^2) - l^3 (Dealer.cube_tuple)
+            top_low <<= np.uint64(64 - shift)
+            a2 = l2 - top_low
+            top_l2 *= sign * np.uint64(3)
+            top_l2 <<= np.uint64(63 - shift)
+            a3 = top_l2 - l3
             share = e * a
             share += a2
             share *= e

@@ -55,6 +55,28 @@ def truncate_share(share: Ring, bits: int, party_index: int) -> Ring:
     return np.negative(out, out=out)
 
 
+def field_words(count: int, width: int) -> int:
+    """How many 64-bit words hold ``count`` fields of ``width`` bits (:func:`pack_fields`)."""
+    per = RING_BITS // width
+    return -(-count // per)
+
+
+def pack_fields(fields: list[Ring], width: int) -> Ring:
+    """``fields`` (each taken mod ``2^width``) side by side in words: field ``j`` in word
+    ``j // (64 // width)`` at bit ``(j % (64 // width)) * width``; shape ``(words, *shape)``."""
+    per, mask = RING_BITS // width, np.uint64((1 << width) - 1)
+    words = np.zeros((field_words(len(fields), width), *fields[0].shape), dtype=np.uint64)
+    for j, field in enumerate(fields):
+        words[j // per] |= (field & mask) << np.uint64((j % per) * width)
+    return words
+
+
+def unpack_fields(words: Ring, count: int, width: int) -> list[Ring]:
+    """The ``count`` fields :func:`pack_fields` put in ``words``."""
+    per, mask = RING_BITS // width, np.uint64((1 << width) - 1)
+    return [(words[j // per] >> np.uint64((j % per) * width)) & mask for j in range(count)]
+
+
 def truncation_failure_bound(magnitude_bits: int) -> float:
     """Probability that local truncation of a value with ``|v| < 2^magnitude_bits`` fails."""
     return float(2.0 ** (magnitude_bits + 1 - RING_BITS))
