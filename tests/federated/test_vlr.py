@@ -135,6 +135,35 @@ def test_labels_at_two_parties_are_refused(data) -> None:  # type: ignore[no-unt
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(InvalidTrainingInput):
         TrainConfig(validation_fraction=0.0)
+    with pytest.raises(InvalidTrainingInput, match="at most 28"):
+        TrainConfig(frac_bits=24, data_frac_bits=16)  # no room left for the step size
+
+
+def test_a_step_too_small_for_the_fixed_point_is_refused(data) -> None:  # type: ignore[no-untyped-def]
+    blocks, labels, _, _ = data
+    config = TrainConfig(epochs=10, batch_size=4096, learning_rate=0.005, lr_decay=1.0)
+    with pytest.raises(InvalidTrainingInput, match="learning_rate / batch size"):
+        train(_parties(blocks, labels), config)
+
+
+def test_the_most_precise_settings_train_like_plaintext(fused: VflResult, data) -> None:  # type: ignore[no-untyped-def]
+    """frac_bits + data_frac_bits at the limit (28): the step keeps its 30 bits, and the
+    validation squares (2 x 20 bits) are truncated exactly before they are summed."""
+    blocks, labels, test, test_labels = data
+    config = TrainConfig(epochs=6, batch_size=256, seed=3, frac_bits=20, data_frac_bits=8)
+    result = train(_parties(blocks, labels), config)
+    features = {k: test[k] for k in result.models}
+    vfl = auc(predict(result.models, features, label_party="bank").scores, test_labels)
+    names = list(blocks)
+    w, b, _ = train_plain([blocks[k] for k in names], labels, config)
+    plan = make_plan(ROWS, config)
+    _, scalers = prepare([blocks[k] for k in names], plan, config.clip)
+    x_test = np.hstack([s.transform(test[k]) for s, k in zip(scalers, names, strict=True)])
+    assert abs(vfl - auc(x_test @ w + b, test_labels)) < 0.005
+    # the same schedule as the default-precision run: the same validation curve
+    precise = [e.validation_brier for e in result.validation]
+    default = [e.validation_brier for e in fused.validation][: len(precise)]
+    assert np.allclose(precise, default, atol=1e-3)
 
 
 def test_an_impossible_validation_loss_fails_the_run_instead_of_being_kept(
@@ -146,3 +175,19 @@ def test_an_impossible_validation_loss_fails_the_run_instead_of_being_kept(
     monkeypatch.setattr(vlr._Session, "validation_loss", lambda self, w, d=None: -7.5e7)
     with pytest.raises(MpcProtocolError, match="cannot be"):  # was: kept as the best epoch
         train(_parties(blocks, labels), TrainConfig(epochs=1, batch_size=1024, seed=3))
+
+
+def test_validation_squares_truncated_to_make_room_give_the_same_score(
+    data, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A very large validation split at high precision truncates the squares (exactly) before
+    summing them; forced here by claiming 30 bits of headroom for each square."""
+    from dataspace.federated import vlr
+
+    blocks, labels, _, _ = data
+    config = TrainConfig(epochs=2, batch_size=512, seed=3, frac_bits=20, data_frac_bits=8)
+    plain = [e.validation_brier for e in train(_parties(blocks, labels), config).validation]
+    monkeypatch.setattr(vlr, "SQUARE_BITS", 30)  # shift = 40 + 30 + 10 - 61 = 19 bits
+    shifted = train(_parties(blocks, labels), config)
+    assert np.allclose([e.validation_brier for e in shifted.validation], plain, atol=1e-5)
+    assert plain[0] != plain[1]  # two different scores, both reproduced

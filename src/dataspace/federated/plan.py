@@ -22,6 +22,11 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
 
+#: fractional bits of a feature-times-weight product; the update adds 30 for the step size and
+#: must stay below 2^62 in the ring (vlr.UPDATE_COEFFICIENT_BITS)
+MAX_PRODUCT_BITS = 28
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Mini-batch SGD for L2-regularised logistic regression.
@@ -57,6 +62,11 @@ class TrainConfig:
             problems.append("learning_rate must be positive, l2 and lr_decay non-negative")
         if not 8 <= self.frac_bits <= 24 or not 4 <= self.data_frac_bits <= 16:
             problems.append("frac_bits must be in [8, 24] and data_frac_bits in [4, 16]")
+        elif self.frac_bits + self.data_frac_bits > MAX_PRODUCT_BITS:
+            problems.append(
+                f"frac_bits + data_frac_bits must be at most {MAX_PRODUCT_BITS} (the shared "
+                "computation keeps 30 bits for the step size on top of a feature product's)"
+            )
         if not 1.0 <= self.clip <= 16.0:
             problems.append("clip must be in [1, 16] standard deviations")
         if problems:

@@ -145,11 +145,12 @@ class _Block:
     width: int
 
 
-# The update lr * (l2 * w + X^T r / batch) is summed at (raw bits + 30) fractional bits, at
-# most 58, and truncated once, exactly: exact while each weight moves by less than 2^(62 - that)
-# in one step (64 with the default 16 + 10 bits); lr / batch keeps about 30 bits.
+# The update lr * (l2 * w + X^T r / batch) is summed at (raw bits + 30) fractional bits (at
+# most 58: plan.MAX_PRODUCT_BITS) and truncated once, exactly: exact while each weight moves
+# by less than 2^(32 - raw bits) in one step (64 with the default 16 + 10 bits). lr / batch
+# is encoded with 30 fractional bits; a step below 2^-22 (fewer than 256 units) is refused.
 UPDATE_COEFFICIENT_BITS = 30
-UPDATE_MAX_BITS = 58
+SMALLEST_STEP = 2.0**-22
 # The validation squares are summed untruncated while the sum stays below 2^61: with |r| < 64
 # (12 bits of r^2) that is 2^(2 frac_bits + 12) per row.
 SQUARE_BITS = 12
@@ -163,8 +164,15 @@ class _Session:
         self.config = config
         self.fp = FixedPoint(config.frac_bits, config.data_frac_bits)
         self.raw_bits = self.fp.frac_bits + self.fp.data_frac_bits  # of a feature product
-        self.update_bits = min(UPDATE_MAX_BITS, self.raw_bits + UPDATE_COEFFICIENT_BITS)
+        self.update_bits = self.raw_bits + UPDATE_COEFFICIENT_BITS
         self.plan: Plan = make_plan(rows, config)
+        smallest = config.step(config.epochs - 1) / min(config.batch_size, self.plan.train.size)
+        if smallest < SMALLEST_STEP:
+            raise InvalidTrainingInput(
+                f"the step learning_rate / batch size falls to {smallest:.3g} by the last "
+                f"epoch, below what the shared computation resolves ({SMALLEST_STEP:.3g})",
+                hint="raise learning_rate, lower lr_decay, or use smaller batches",
+            )
         self.label = label.name
         helper = config.helper or next(p.name for p in parties if p.name != label.name)
         if helper not in {p.name for p in parties} or helper == label.name:
@@ -388,8 +396,8 @@ def fit(
         epochs_run = epoch + 1
         loss = session.validation_loss(weights, dealt_val)
         if decide is None and not (math.isfinite(loss) and loss >= 0.0):
-            # a mean of squares: anything else is an MPC fault (a local truncation that
-            # wrapped ruins every weight), never an improvement to keep and release
+            # a mean of squares: anything else is an MPC fault (e.g. a fixed-point value past
+            # its bound ruins every weight), never an improvement to keep and release
             raise MpcProtocolError(
                 f"the validation loss of epoch {epoch} came out {loss!r}, which a mean of "
                 "squares cannot be: a fixed-point fault in the shared computation",

@@ -542,9 +542,10 @@ class Mpc:
     def deal_cube(self, shape: tuple[int, ...], frac_bits: int | None = None) -> str:
         """A cube tuple for :meth:`cube` of values carrying ``frac_bits`` (default
         :attr:`FixedPoint.frac_bits`), dealt ahead (e.g. inside :meth:`Dealer.batch`)."""
-        shift = (self.fp.frac_bits if frac_bits is None else frac_bits) - CUBE_FRAC_BITS
+        f = self.fp.frac_bits if frac_bits is None else frac_bits
+        shift = f - CUBE_FRAC_BITS
         if not 0 < shift <= 31:  # the tuple's algebra needs 2^(2 (63 - shift)) = 0 in the ring
-            raise MpcProtocolError(f"cannot cube values with {frac_bits} fractional bits")
+            raise MpcProtocolError(f"cannot cube values with {f} fractional bits")
         p0, p1 = self.parties
         return self.dealer.cube_tuple(p0.name, p1.name, shape, shift)
 

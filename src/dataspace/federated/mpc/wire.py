@@ -116,13 +116,13 @@ def encode_arrays(
 ) -> bytes:
     """The bytes of ``encode(Message(sender, recipient, tag, pack_arrays(arrays), seq))``,
     copying each array once (not first into the packed array, then into the message)."""
-    head = _pack_head(arrays)
+    head = _pack_head(arrays).astype("<u8")
     total = head.size + sum(int(a.size) for a in arrays)
     fixed = _FIXED.pack(MAGIC, VERSION, _CODES["u8"], 1, PADDED, seq)
     fields = _text(sender) + _text(recipient) + _text(tag)
     shape = _SHAPES[1].pack(total)
     pad = bytes(-(len(fixed) + len(fields) + len(shape)) % 8)
-    parts = [np.ascontiguousarray(a, dtype=np.uint64).reshape(-1) for a in arrays]
+    parts = [np.ascontiguousarray(a, dtype="<u8").reshape(-1) for a in arrays]
     return b"".join(
         (fixed, fields, shape, pad, head.data, *(p.view(np.uint8).data for p in parts))
     )
