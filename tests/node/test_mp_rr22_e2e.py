@@ -238,3 +238,69 @@ def test_rr22_initiator_whose_own_link_port_is_taken_fails_at_once_everywhere(
         assert at_tax["state"] == "FAILED" and at_tax["result"] is None
     finally:
         bank.close()
+
+
+def _engines_of(pid: int) -> list[int]:
+    """The RR22 engine processes the process ``pid`` started (from /proc: Linux)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"rr22_engine.py" in command:
+            found.append(int(entry))
+    return found
+
+
+def test_rr22_participant_engine_killed_mid_run_fails_the_job_within_seconds(
+    psi_space: Any,
+) -> None:
+    """The participant's node lives on, its engine dies after the link came up: the
+    initiator learns it from the next status step, not from its own engine's timeout."""
+    space, agreements, _sets = psi_space
+    tax_process = space.nodes[TAX].process
+    assert tax_process is not None
+    killed: list[int] = []
+
+    def kill_tax_engine(event: dict[str, Any], progress: dict[str, Any]) -> None:
+        if event["node"] == TAX and event["name"] == "rr22":
+            for pid in _engines_of(tax_process.pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        for _attempt in range(3):  # the kill can come after a 300-key run is already through
+            killed.clear()
+            started = time.monotonic()
+            try:
+                multiparty.run_psi(
+                    bank,
+                    agreements=[agreements[TAX]],
+                    dataset="companies",
+                    key=KEY,
+                    mode="both",
+                    engine="rr22",
+                    step_timeout=90,
+                    progress=kill_tax_engine,
+                )
+            except PsiEngineFailed as exc:  # the participant failed the status step
+                assert killed and exc.details["node"] == TAX
+                assert "the engine was killed (signal 9)" in exc.message
+                assert time.monotonic() - started < 30  # not the 90 s step timeout
+                break
+            assert killed, "the participant's engine was not found"
+        else:
+            pytest.skip("the engine finished before it could be killed, three times")
+        failed = multiparty.list_jobs(bank)[0]
+        assert failed["state"] == "FAILED" and failed["result"] is None
+        at_tax = _job_at(space, TAX, failed["id"])
+        assert at_tax["state"] == "FAILED" and at_tax["result"] is None
+    finally:
+        bank.close()

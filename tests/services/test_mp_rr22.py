@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,31 @@ def test_files_a_killed_process_left_are_swept_when_the_node_opens(
     assert scratch == node.tmp_dir / "rr22" and scratch.stat().st_mode & 0o077 == 0
     open_node(node.root).close()
     assert not stale.exists() and (live / "self.key").exists()
+
+
+@needs_spu
+def test_a_participant_reports_its_run_and_a_run_that_failed_fails_the_status_step(
+    tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The initiator asks how this side's run goes while its own engine waits; an engine that
+    died here fails that step with the reason, and the job here, at once."""
+    node, agreement = tax
+    monkeypatch.setattr(mp_rr22, "own_host", lambda _node: "127.0.0.1")
+    job = "job-rr22-status-0001"
+    mp_party.handle_step(node, "bank", _open(agreement, job))
+
+    def status(step: int) -> dict[str, Any]:
+        frame = pack_frame({"job_id": job, "step": step, "name": "status"})
+        return unpack_frame(mp_party.handle_step(node, "bank", frame))[0]
+
+    assert status(1)["state"] == "waiting"  # no link started yet
+    run = mp_party._SESSIONS[job].rr22
+    assert run is not None
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    run.thread, run.error = ended, PsiEngineFailed("RR22 failed: the engine was killed")
+    with pytest.raises(PsiEngineFailed, match="engine was killed"):
+        status(2)
+    failed = multiparty.get_job(node, job)
+    assert failed["state"] == "FAILED" and "engine was killed" in failed["error"]["message"]

@@ -42,6 +42,7 @@ from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
 from dataspace.metering import PriceTerms, Usage
 from dataspace.policy import PolicyDenied, Request, evaluate
 from dataspace.privacy.psi import MODES, Engine, KeySpec, Responder, shared_engine
+from dataspace.privacy.psi.errors import PsiEngineFailed
 from dataspace.privacy.secagg import (
     AdvertisementRejected,
     FixedPoint,
@@ -477,6 +478,8 @@ def _dispatch(
     if name == "finish":
         return _finish(node, s, header)
     if s.rr22 is not None:
+        if name == "status":
+            return _rr22_status(s)
         if name != "rr22":
             raise UsageError(f"step {name!r} is not one of an RR22 PSI job")
         return _start_rr22(node, s, header, blobs)
@@ -638,6 +641,20 @@ def _start_rr22(node: Node, s: _Session, header: dict[str, Any], blobs: list[byt
         # reaches the initiator now, not after its engine's whole timeout.
         run.wait_linked(min(LINK_WAIT_SECONDS, timeout / 2))
     return {"state": "running", "size": own, "run": go}, [], {"size": own, "run": go}
+
+
+def _rr22_status(s: _Session) -> Out:
+    """How this side's RR22 run goes, for an initiator waiting on its own engine: a run that
+    failed here (its engine died, the link broke) fails the step, and so the job, at once."""
+    run = s.rr22
+    assert run is not None
+    failure = run.failure
+    if isinstance(failure, DataspaceError):
+        raise failure
+    if failure is not None:
+        raise PsiEngineFailed(f"RR22 failed ({type(failure).__name__}: {failure})")
+    state = "waiting" if run.thread is None else "running" if run.alive else "done"
+    return {"state": state}, [], {"run": state}
 
 
 def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:

@@ -81,6 +81,7 @@ __all__ = [
 OPS = ("sum", "mean", "count")
 DEFAULT_BOUND = 1e12
 CHUNK = 16_384
+RR22_STATUS_EVERY = 3.0  # seconds between asking an RR22 participant how its side goes
 
 
 @dataclass
@@ -481,7 +482,8 @@ def _run_rr22(
                 answered = True
                 if bool(back.get("run")) != go:
                     raise MultipartyFailed(f"{link.peer} disagrees on the RR22 run", node=link.peer)
-                keys = run.wait(job.step_timeout + 30)
+                _watch_rr22(r, link, run, job.step_timeout + 30)
+                keys = run.wait(0)
             except (PsiEngineFailed, MultipartyFailed) as exc:
                 mine = run.failure
                 if not answered and isinstance(mine, PsiEngineFailed):
@@ -501,6 +503,23 @@ def _run_rr22(
         rows = mp_rr22.positions(source, keys, mode)
     assert rows is not None
     return rows, own, sizes
+
+
+def _watch_rr22(r: _Runner, link: _Link, run: mp_rr22.Run, timeout: float) -> None:
+    """Wait for this side's run, asking the participant how its side goes every few seconds:
+    its engine dying mid-run would otherwise show here only when this engine's link times
+    out. A side that failed fails the ``status`` step with its reason."""
+    deadline = time.monotonic() + timeout
+    while run.alive and time.monotonic() < deadline:
+        if run.thread is not None:
+            run.thread.join(min(RR22_STATUS_EVERY, max(0.0, deadline - time.monotonic())))
+        if run.alive:
+            try:
+                r.step(link, "status")
+            except MultipartyFailed as exc:  # its run failed, or its node is gone
+                raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
+    if run.alive:
+        raise MultipartyFailed(f"the RR22 run did not finish within {timeout:g} s here")
 
 
 def _run_aggregate(r: _Runner) -> dict[str, Any]:

@@ -219,6 +219,11 @@ def run_rr22_hex(
                 hint="check the peer's address and certificate, then retry",
             )
         if not (folder / "done").exists():  # the engine writes it once its run is through
+            if code < 0:  # a signal: the log ends wherever the engine was
+                raise PsiEngineFailed(
+                    f"RR22 failed: the engine was killed (signal {-code})",
+                    hint="see the machine's log for what killed it (memory?), then retry",
+                )
             raise PsiEngineFailed(f"RR22 failed: {_last_error(log)}")
         if count == 0 or not (broadcast or rank == receiver_rank) or not output.exists():
             return Rr22Result(pa.array([], pa.large_string()), cpu)
