@@ -413,7 +413,8 @@ def test_what_exact_truncation_opens_is_uniform_whatever_the_value() -> None:
         opened = [a for tag, a in net.seen if tag.startswith("trunc/")]
         assert len(opened) == 2  # one masked share each way, nothing else
         c = opened[0] + opened[1]  # what both parties then know
-        for word in (opened[0], c):
+        mask = c - np.uint64(2**62) - x  # the dealer's r: it must span the whole ring
+        for word in (opened[0], c, mask):
             for bit in (0, 31, 62, 63):
                 assert 0.45 < float(np.mean((word >> np.uint64(bit)) & np.uint64(1))) < 0.55
 
@@ -520,3 +521,19 @@ def test_cube_is_right_at_every_supported_shift(mpc: Mpc, frac_bits: int) -> Non
 
 def _encode_wide(z: np.ndarray, frac_bits: int) -> np.ndarray:
     return np.array([round(float(v) * 2**frac_bits) % 2**64 for v in z], dtype=np.uint64)
+
+
+def test_what_the_cube_opens_is_uniform_whatever_the_value() -> None:
+    net = _Recording()
+    mpc = Mpc(Party("bank", net), Party("tax", net), Dealer("operator", net))
+    for value in (0.0, 3.0, -7.5):
+        net.seen.clear()
+        x = FP.encode(np.full(4000, value), 26)
+        mpc.cube(mpc.share(mpc.parties[1], x), frac_bits=26)
+        opened = [a for tag, a in net.seen if tag.startswith("cube/")]
+        assert len(opened) == 2  # one masked share each way, nothing else
+        c = opened[0] + opened[1]
+        mask = c - np.uint64(2**62) - x  # the dealer's r: it must span the whole ring
+        for word in (opened[0], c, mask):
+            for bit in (0, 40, 62, 63):
+                assert 0.45 < float(np.mean((word >> np.uint64(bit)) & np.uint64(1))) < 0.55
