@@ -537,3 +537,15 @@ def test_what_the_cube_opens_is_uniform_whatever_the_value() -> None:
         for word in (opened[0], c, mask):
             for bit in (0, 40, 62, 63):
                 assert 0.45 < float(np.mean((word >> np.uint64(bit)) & np.uint64(1))) < 0.55
+
+
+def test_local_truncation_of_a_public_negative_value_is_wrong_and_exact_is_right(
+    mpc: Mpc,
+) -> None:
+    """The documented limit of Mpc.trunc: a trivial sharing (x, 0) puts party 1's share in
+    the failure window whenever x < 0."""
+    x = mpc.public(FP.encode([-1.5, 2.0], 2 * FP.frac_bits))
+    local = FP.decode(mpc.reveal(mpc.trunc(x), ["bank"], "local"))
+    exact = FP.decode(mpc.reveal(mpc.trunc_exact(x, FP.frac_bits), ["bank"], "exact"))
+    assert abs(local[0] + 1.5) > 1e9 and abs(local[1] - 2.0) <= ULP
+    assert np.abs(exact - [-1.5, 2.0]).max() <= ULP

@@ -297,6 +297,9 @@ class Mpc:
         return self._new("subo", shares)
 
     def trunc(self, a: Shared, bits: int | None = None) -> Shared:
+        """SecureML's local truncation (no communication): wrong by about ``2^(64 - bits)``
+        with probability ``|x| / 2^64`` for uniformly random shares, and always for a trivial
+        sharing of a negative value (:meth:`public`); training uses :meth:`trunc_exact`."""
         bits = self.fp.frac_bits if bits is None else bits
         return self._new(
             "trunc", [truncate_share(p.mem[a.key], bits, i) for i, p in enumerate(self.parties)]
