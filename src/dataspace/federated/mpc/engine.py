@@ -559,10 +559,11 @@ class Mpc:
         ``z`` (carrying ``frac_bits``, default :attr:`FixedPoint.frac_bits`) truncated to
         :data:`CUBE_FRAC_BITS` exactly — both with one opening and one cube tuple
         (:meth:`Dealer.cube_tuple`). The opened ``c = z + 2^62 + r`` is uniform; it makes
-        ``z' = e + a`` with ``e`` public (:func:`_public_part`) and ``a`` one of the tuple's
-        two candidates, picked by ``c``'s top bit, whose square and cube are dealt; then
-        ``z'^3 = e^3 + 3e^2 a + 3e a^2 + a^3`` is linear in the shares. No truncation here
-        can fail; ``z'^3`` stays below 2^42 for ``|z| <= 8`` (the caller brings it down)."""
+        ``z' = e + a`` with ``e`` public (:func:`_public_part`) and ``a = ±t T - l``, the sign
+        ``c``'s top bit; ``a``, ``a^2`` and ``a^3`` are linear in the dealt shares of ``l``,
+        ``l^2``, ``l^3``, ``t``, ``t l`` and ``t l^2``, and so is
+        ``z'^3 = e^3 + 3e^2 a + 3e a^2 + a^3``. No truncation here can fail; ``z'^3`` stays
+        below 2^42 for ``|z| <= 8`` (the caller brings it down)."""
         f = self.fp.frac_bits if frac_bits is None else frac_bits
         shift = f - CUBE_FRAC_BITS
         tid = self.deal_cube(z.shape, f) if tid is None else tid
