@@ -19,10 +19,10 @@ recipient, so what each party holds is distributed exactly as before.
 Six kinds of correlation:
 
 * ``triple`` — elementwise Beaver triple ``c = a * b`` over shares.
-* ``cube_tuple`` — a truncation pair (below) and, for ``a = ±t 2^(63-s) - (r mod 2^63) >> s``
-  (both signs), shares of ``a^2`` and ``a^3``: one masked opening truncates ``z`` exactly and
-  gives ``z^3`` (the sigmoid's cubic term) without a second round; ``square_tuple`` (uniform
-  ``a``, ``a^2``) gives ``z^2`` from one opening of ``z - a``.
+* ``cube_tuple`` — a uniform ``r`` and the powers of its parts that make
+  ``a = ±t 2^(63-s) - (r mod 2^63) >> s``, ``a^2`` and ``a^3`` linear in the shares: one
+  masked opening truncates ``z`` exactly and gives ``z^3`` (the sigmoid's cubic term);
+  ``square_tuple`` (uniform ``a``, ``a^2``) gives ``z^2`` from one opening of ``z - a``.
 * ``matrix_triple`` — ``C = A @ B`` for shared-by-shared matrix products.
 * ``trunc_pair`` — shares of a uniform ``r``, of its top bit and of its low 63 bits shifted
   right: one masked opening ``x + 2^62 + r`` then truncates ``x`` exactly (:meth:`Mpc.trunc_exact
