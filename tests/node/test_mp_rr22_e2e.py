@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -37,8 +38,12 @@ pytestmark = [
 ]
 
 
-def test_rr22_two_party_both_and_align_metered_and_logged(psi_space: Any) -> None:
+def test_rr22_two_party_both_and_align_metered_and_logged(
+    psi_space: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     space, agreements, sets = psi_space
+    # exactly these steps: no status step, however slowly a loaded machine runs the engines
+    monkeypatch.setattr(multiparty, "RR22_STATUS_EVERY", 1e6)
     expected = sets[BANK] & sets[TAX]
     assert 0.6 <= len(expected) / len(sets[BANK]) <= 0.8
     bank = open_node(space.nodes[BANK].root)
@@ -240,9 +245,8 @@ def test_rr22_initiator_whose_own_link_port_is_taken_fails_at_once_everywhere(
         bank.close()
 
 
-def _engines_of(pid: int) -> list[int]:
-    """The RR22 engine processes the process ``pid`` started (from /proc: Linux)."""
-    found = []
+def _engine_of(pid: int) -> tuple[int, dict[str, Any]] | None:
+    """The RR22 engine process ``pid`` started and its config (from /proc: Linux)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -250,57 +254,67 @@ def _engines_of(pid: int) -> list[int]:
             with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
                 parent = int(stat.read().rpartition(")")[2].split()[1])
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read()
+                command = cmdline.read().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue
-        if parent == pid and b"rr22_engine.py" in command:
-            found.append(int(entry))
-    return found
+        if parent == pid and any(part.endswith(b"rr22_engine.py") for part in command):
+            return int(entry), json.loads(command[-2] if command[-1] == b"" else command[-1])
+    return None
+
+
+def _kill_once_linked(pid: int, killed: list[int], stop: threading.Event) -> None:
+    """Watch for ``pid``'s RR22 engine; the moment its link is up (its "linked" marker), stop
+    it (SIGSTOP: it cannot finish meanwhile) and kill it — always mid-run, never late."""
+    while not stop.is_set():
+        found = _engine_of(pid)
+        if found is None:
+            time.sleep(0.002)
+            continue
+        engine, config = found
+        while not stop.is_set() and not os.path.exists(config["linked"]):
+            time.sleep(0.001)
+        if not stop.is_set():
+            os.kill(engine, signal.SIGSTOP)
+            os.kill(engine, signal.SIGKILL)
+            killed.append(engine)
+        return
 
 
 def test_rr22_participant_engine_killed_mid_run_fails_the_job_within_seconds(
     psi_space: Any,
 ) -> None:
-    """The participant's node lives on, its engine dies after the link came up: the
-    initiator learns it from the next status step, not from its own engine's timeout."""
+    """The participant's node lives on, its engine dies right after the link came up: the
+    initiator learns it from a status step, not from its own engine's timeout."""
     space, agreements, _sets = psi_space
     tax_process = space.nodes[TAX].process
     assert tax_process is not None
     killed: list[int] = []
-
-    def kill_tax_engine(event: dict[str, Any], progress: dict[str, Any]) -> None:
-        if event["node"] == TAX and event["name"] == "rr22":
-            for pid in _engines_of(tax_process.pid):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_kill_once_linked, args=(tax_process.pid, killed, stop), daemon=True
+    )
     bank = open_node(space.nodes[BANK].root)
     try:
-        for _attempt in range(3):  # the kill can come after a 300-key run is already through
-            killed.clear()
-            started = time.monotonic()
-            try:
-                multiparty.run_psi(
-                    bank,
-                    agreements=[agreements[TAX]],
-                    dataset="companies",
-                    key=KEY,
-                    mode="both",
-                    engine="rr22",
-                    step_timeout=90,
-                    progress=kill_tax_engine,
-                )
-            except PsiEngineFailed as exc:  # the participant failed the status step
-                assert killed and exc.details["node"] == TAX
-                assert "the engine was killed (signal 9)" in exc.message
-                assert time.monotonic() - started < 30  # not the 90 s step timeout
-                break
-            assert killed, "the participant's engine was not found"
-        else:
-            pytest.skip("the engine finished before it could be killed, three times")
+        watcher.start()
+        started = time.monotonic()
+        with pytest.raises(PsiEngineFailed) as info:
+            multiparty.run_psi(
+                bank,
+                agreements=[agreements[TAX]],
+                dataset="companies",
+                key=KEY,
+                mode="both",
+                engine="rr22",
+                step_timeout=90,
+            )
+        assert killed and info.value.details["node"] == TAX
+        assert "the engine was killed (SIGKILL)" in info.value.message
+        assert time.monotonic() - started < 30  # a status step told, not the 90 s timeout
         failed = multiparty.list_jobs(bank)[0]
         assert failed["state"] == "FAILED" and failed["result"] is None
         at_tax = _job_at(space, TAX, failed["id"])
         assert at_tax["state"] == "FAILED" and at_tax["result"] is None
     finally:
+        stop.set()
+        watcher.join(5)
         bank.close()

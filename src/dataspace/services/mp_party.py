@@ -648,12 +648,13 @@ def _rr22_status(s: _Session) -> Out:
     failed here (its engine died, the link broke) fails the step, and so the job, at once."""
     run = s.rr22
     assert run is not None
+    alive = run.alive  # first: a run that ends between the two reads is not answered "done"
     failure = run.failure
     if isinstance(failure, DataspaceError):
         raise failure
     if failure is not None:
         raise PsiEngineFailed(f"RR22 failed ({type(failure).__name__}: {failure})")
-    state = "waiting" if run.thread is None else "running" if run.alive else "done"
+    state = "waiting" if run.thread is None else "running" if alive else "done"
     return {"state": state}, [], {"run": state}
 
 

@@ -55,7 +55,9 @@ from dataspace.services.mp_keys import party_keys
 from dataspace.services.mp_party import POOL_ABOVE_ROWS, write_rows
 from dataspace.services.mp_wire import (
     STEP_PATH,
+    TRANSPORT_ATTEMPTS,
     MultipartyFailed,
+    PeerRefused,
     call_peer,
     pack_frame,
     unpack_frame,
@@ -81,7 +83,8 @@ __all__ = [
 OPS = ("sum", "mean", "count")
 DEFAULT_BOUND = 1e12
 CHUNK = 16_384
-RR22_STATUS_EVERY = 3.0  # seconds between asking an RR22 participant how its side goes
+RR22_STATUS_EVERY = 3.0  # seconds before first asking an RR22 participant how its side goes
+RR22_STATUS_LONGEST = 30.0  # the interval doubles up to this
 
 
 @dataclass
@@ -295,12 +298,28 @@ class _Runner:
         self.lock = threading.Lock()
 
     def step(
-        self, link: _Link, name: str, blobs: Sequence[bytes] = (), **fields: Any
+        self,
+        link: _Link,
+        name: str,
+        blobs: Sequence[bytes] = (),
+        *,
+        wait: float | None = None,
+        attempts: int = TRANSPORT_ATTEMPTS,
+        **fields: Any,
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """Send ``link``'s next step and record both sides' view of it."""
+        """Send ``link``'s next step and record both sides' view of it (``wait``: seconds for
+        the answer, default the job's step timeout). A step that got no answer keeps its
+        number: sending it again is safe (the peer answers a repeat from its cache)."""
         header = {"job_id": self.job.id, "step": link.next_step, "name": name, **fields}
         body = pack_frame(header, blobs)
-        answer = call_peer(self.node, link.peer, STEP_PATH, body, timeout=self.job.step_timeout)
+        answer = call_peer(
+            self.node,
+            link.peer,
+            STEP_PATH,
+            body,
+            timeout=self.job.step_timeout if wait is None else wait,
+            attempts=attempts,
+        )
         out, out_blobs = unpack_frame(answer)
         if out.get("job_id") != self.job.id or out.get("step") != link.next_step:
             raise MultipartyFailed(f"{link.peer} answered for another step", node=link.peer)
@@ -486,9 +505,9 @@ def _run_rr22(
                 keys = run.wait(0)
             except (PsiEngineFailed, MultipartyFailed) as exc:
                 mine = run.failure
-                if not answered and isinstance(mine, PsiEngineFailed):
-                    # this side's engine failed first (its port taken after all): the peer
-                    # only saw a link that never came up
+                if isinstance(mine, PsiEngineFailed) and (not answered or exc is mine):
+                    # this side's engine failed (before the peer answered: its port taken
+                    # after all; or later, on its own): this node's failure, not the peer's
                     raise PsiEngineFailed(
                         f"RR22 with {link.peer}: {mine.message} (on {r.node.name})", hint=mine.hint
                     ) from mine
@@ -506,20 +525,37 @@ def _run_rr22(
 
 
 def _watch_rr22(r: _Runner, link: _Link, run: mp_rr22.Run, timeout: float) -> None:
-    """Wait for this side's run, asking the participant how its side goes every few seconds:
-    its engine dying mid-run would otherwise show here only when this engine's link times
-    out. A side that failed fails the ``status`` step with its reason."""
+    """Wait for this side's run, asking the participant how its side goes (after 3 s, then
+    at doubling intervals up to 30 s): its engine dying mid-run would otherwise show here only
+    when this engine's link times out. A side whose run failed refuses the ``status`` step
+    with its reason. A status that gets no answer in time is not a failure — this engine's
+    own timeout still stands — and is sent again (same number) at the next tick."""
     deadline = time.monotonic() + timeout
+    every, unanswered = RR22_STATUS_EVERY, False
     while run.alive and time.monotonic() < deadline:
         if run.thread is not None:
-            run.thread.join(min(RR22_STATUS_EVERY, max(0.0, deadline - time.monotonic())))
+            run.thread.join(min(every, max(0.0, deadline - time.monotonic())))
         if run.alive:
-            try:
-                r.step(link, "status")
-            except MultipartyFailed as exc:  # its run failed, or its node is gone
-                raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
+            unanswered = not _status(r, link, wait=RR22_STATUS_EVERY)
+            every = min(RR22_STATUS_LONGEST, every * 2)
     if run.alive:
         raise MultipartyFailed(f"the RR22 run did not finish within {timeout:g} s here")
+    if unanswered:  # settle that step number before the next step ("finish") reuses it
+        _status(r, link, wait=None)
+
+
+def _status(r: _Runner, link: _Link, *, wait: float | None) -> bool:
+    """One ``status`` step: True if answered; a refusal (the participant's run failed) or,
+    with ``wait`` None, no answer at all fails the job as the participant's."""
+    try:
+        r.step(link, "status", wait=wait, attempts=1 if wait is not None else TRANSPORT_ATTEMPTS)
+    except PeerRefused as exc:
+        raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
+    except MultipartyFailed as exc:
+        if wait is not None:
+            return False
+        raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
+    return True
 
 
 def _run_aggregate(r: _Runner) -> dict[str, Any]:

@@ -14,8 +14,9 @@ instance per party, ``rank`` 0 or 1, ``addresses`` of both). The intersection go
 ``receiver_rank`` only unless ``broadcast``. The library runs in a child process
 (:mod:`.rr22_engine`, started as a script): a crash in it cannot take the caller down, and
 the caller kills it at ``timeout_seconds`` (a peer that never connects, a refused
-certificate) or when its ``stop`` event is set; its ``linked`` event is set once the link to
-the peer is up.
+certificate) or when its ``stop`` event is set; its ``bound`` event is set once it found its
+own port free (it listens there a moment later), its ``linked`` event once the link to the
+peer is up.
 
 With ``tls`` the link is mutual TLS: each party presents its own certificate and accepts
 only the peer's (exchanged beforehand over an authenticated channel), so nobody else can
@@ -31,6 +32,7 @@ import datetime
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -219,11 +221,14 @@ def run_rr22_hex(
                 hint="check the peer's address and certificate, then retry",
             )
         if not (folder / "done").exists():  # the engine writes it once its run is through
-            if code < 0:  # a signal: the log ends wherever the engine was
+            if code == -signal.SIGKILL:  # the log ends wherever the engine was
                 raise PsiEngineFailed(
-                    f"RR22 failed: the engine was killed (signal {-code})",
-                    hint="see the machine's log for what killed it (memory?), then retry",
+                    "RR22 failed: the engine was killed (SIGKILL)",
+                    hint="see this machine's log for what killed it (memory?), then retry",
                 )
+            if code < 0:  # a crash: its last words, if any, say why
+                name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+                raise PsiEngineFailed(f"RR22 failed: the engine died ({name}): {_last_error(log)}")
             raise PsiEngineFailed(f"RR22 failed: {_last_error(log)}")
         if count == 0 or not (broadcast or rank == receiver_rank) or not output.exists():
             return Rr22Result(pa.array([], pa.large_string()), cpu)
