@@ -318,8 +318,9 @@ class _Session:
     def validation_loss(self, weights: list[Shared], dealt: _Dealt | None = None) -> float:
         """Mean squared residual on the validation rows (the Brier score here; the MSE of the
         standardised target for vlinreg): residuals and squares stay shared, only the sum is
-        opened, to both computing parties. The squares are not truncated (the opened sum is
-        read at twice the fractional bits), so nothing here can fail."""
+        opened, to both computing parties. The squares are summed untruncated (the opened sum
+        is read at twice the fractional bits) unless the sum could pass 2^61; then they are
+        truncated exactly first."""
         z = self.scores(weights, None, "val", dealt.forward if dealt else None)
         r = self.residual(z, "y/val", None, dealt.residual if dealt else None)
         sq = self.mpc.square(r, dealt.square if dealt else None, truncate=False)

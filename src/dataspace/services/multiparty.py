@@ -532,27 +532,31 @@ def _watch_rr22(r: _Runner, link: _Link, run: mp_rr22.Run, timeout: float) -> No
     own timeout still stands — and is sent again (same number) at the next tick."""
     deadline = time.monotonic() + timeout
     every, unanswered = RR22_STATUS_EVERY, False
-    while run.alive and time.monotonic() < deadline:
-        if run.thread is not None:
-            run.thread.join(min(every, max(0.0, deadline - time.monotonic())))
-        if run.alive:
-            unanswered = not _status(r, link, wait=RR22_STATUS_EVERY)
+    thread = run.thread
+    while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+        thread.join(min(every, max(0.0, deadline - time.monotonic())))
+        if thread.is_alive():
+            unanswered = not _status(r, link, settle=False)
             every = min(RR22_STATUS_LONGEST, every * 2)
     if run.alive:
         raise MultipartyFailed(f"the RR22 run did not finish within {timeout:g} s here")
     if unanswered:  # settle that step number before the next step ("finish") reuses it
-        _status(r, link, wait=None)
+        _status(r, link, settle=True)
 
 
-def _status(r: _Runner, link: _Link, *, wait: float | None) -> bool:
-    """One ``status`` step: True if answered; a refusal (the participant's run failed) or,
-    with ``wait`` None, no answer at all fails the job as the participant's."""
+def _status(r: _Runner, link: _Link, *, settle: bool) -> bool:
+    """One ``status`` step; True if answered. A refusal (the participant's run failed) fails
+    the job as the participant's. No answer: with ``settle`` (the step timeout and retries)
+    that fails the job too; otherwise (one attempt, RR22_STATUS_EVERY s) it returns False."""
     try:
-        r.step(link, "status", wait=wait, attempts=1 if wait is not None else TRANSPORT_ATTEMPTS)
+        if settle:
+            r.step(link, "status")
+        else:
+            r.step(link, "status", wait=RR22_STATUS_EVERY, attempts=1)
     except PeerRefused as exc:
         raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
     except MultipartyFailed as exc:
-        if wait is not None:
+        if not settle:
             return False
         raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
     return True

@@ -45,7 +45,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dataspace.federated.mpc.fixedpoint import Ring, field_words, pack_fields, unpack_fields
+from dataspace.federated.mpc.fixedpoint import (
+    LOW_63,
+    Ring,
+    field_words,
+    pack_fields,
+    unpack_fields,
+)
 from dataspace.federated.mpc.rand import Csprng, SeededStream, expand
 
 if TYPE_CHECKING:
@@ -72,9 +78,6 @@ class Bundle:
     layout: dict[str, list[tuple[str, list[PartLayout]]]] = field(default_factory=dict)
     parts: dict[str, list[Ring]] = field(default_factory=dict)
     seeds: dict[str, SeededStream] = field(default_factory=dict)
-
-
-LOW_63 = (1 << 63) - 1
 
 
 def _plain(part: Ring | Seeded) -> Ring:
@@ -162,11 +165,7 @@ class Dealer:
         ``t l^2`` matter."""
         start = time.perf_counter()
         tid = self._next_id("q")
-        r0, r1 = self._random(p0, shape), self._random(p1, shape)
-        r = _plain(r0) + _plain(r1)
-        top = r >> np.uint64(63)
-        low = r & np.uint64(LOW_63)
-        low >>= np.uint64(bits)
+        r0, r1, top, low = self._truncation_mask(p0, p1, shape, bits)
         l2 = low * low
         parts = [self._split(value, p0) for value in (low, l2, l2 * low)]
         width = bits + 1
@@ -197,19 +196,27 @@ class Dealer:
         self.seconds += time.perf_counter() - start
         return tid
 
+    def _truncation_mask(
+        self, p0: str, p1: str, shape: tuple[int, ...], bits: int
+    ) -> tuple[Ring | Seeded, Ring | Seeded, Ring, Ring]:
+        """A uniform ``r`` as both parties' shares (each uniform on its own: from its seed in
+        a batch), with its top bit ``t`` and ``l = (r mod 2^63) >> bits`` in the clear."""
+        r0, r1 = self._random(p0, shape), self._random(p1, shape)
+        r = _plain(r0) + _plain(r1)
+        top = r >> np.uint64(63)
+        r &= LOW_63
+        r >>= np.uint64(bits)
+        return r0, r1, top, r
+
     def trunc_pair(self, p0: str, p1: str, shape: tuple[int, ...], bits: int) -> str:
         """Shares of a uniform ``r``, of ``r >> 63`` and of ``(r mod 2^63) >> bits``. Both
         shares of ``r`` are uniform on their own (from each party's seed in a batch), so only
         the other two parts' corrections travel to the second party."""
         start = time.perf_counter()
         tid = self._next_id("r")
-        r0, r1 = self._random(p0, shape), self._random(p1, shape)
-        r = _plain(r0) + _plain(r1)
-        top = r >> np.uint64(63)
-        r &= np.uint64(LOW_63)
-        r >>= np.uint64(bits)
+        r0, r1, top, low = self._truncation_mask(p0, p1, shape, bits)
         for name, r_share, *parts in zip(
-            (p0, p1), (r0, r1), self._split(top, p0), self._split(r, p0), strict=True
+            (p0, p1), (r0, r1), self._split(top, p0), self._split(low, p0), strict=True
         ):
             self._deliver(name, tid, [r_share, *parts])
         self.issued += 1

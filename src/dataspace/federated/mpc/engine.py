@@ -34,7 +34,13 @@ import numpy.typing as npt
 
 from dataspace.federated.errors import MalformedMessage, MpcProtocolError, TripleReused
 from dataspace.federated.mpc.dealer import Bundle, Dealer
-from dataspace.federated.mpc.fixedpoint import FixedPoint, Ring, truncate_share, unpack_fields
+from dataspace.federated.mpc.fixedpoint import (
+    LOW_63,
+    FixedPoint,
+    Ring,
+    truncate_share,
+    unpack_fields,
+)
 from dataspace.federated.mpc.net import Network, OpenLog
 from dataspace.federated.mpc.rand import Csprng, expand
 from dataspace.federated.mpc.sigmoid import SIGMOID
@@ -45,7 +51,6 @@ CUBE_FRAC_BITS = 11  # z is cubed with 11 fractional bits: |z| <= 8 stays below 
 # exact while |c1*z + c3*z^3| < 2^9, i.e. |z| < 66 (the cubic is useless beyond 9.7 anyway)
 SIGMOID_ACC_BITS = 53
 EXACT_OFFSET = np.uint64(1 << 62)  # trunc_exact makes x nonnegative: x + 2^62 < 2^63
-LOW_63 = np.uint64((1 << 63) - 1)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 Ring = npt.NDArray[np.uint64]
 RING_BITS = 64
+LOW_63 = np.uint64((1 << 63) - 1)  # all but the top bit of a ring element
 
 
 @dataclass(frozen=True)

@@ -94,9 +94,7 @@ def _normalised(values: pa.Array, kind: str) -> pa.Array:
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         # Arrow's ascii_upper misreads value offsets that do not start at 0 (a slice, or an
         # array from elsewhere; pyarrow 26): a fresh copy starts them at 0
-        values = pa.concat_arrays([values])
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        text = values.cast(pa.large_string())
+        text = pa.concat_arrays([values]).cast(pa.large_string())
     elif pa.types.is_integer(values.type):
         text = values.cast(pa.large_string())  # as str() of the int
     else:  # dates, floats, bools...: str() of the Python value, as encode_row does
