@@ -3,6 +3,8 @@ the sigmoid polynomial, triple consumption and the wire format."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -403,19 +405,29 @@ class _Recording(Network):
         return array
 
 
-def test_what_exact_truncation_opens_is_uniform_whatever_the_value() -> None:
+@pytest.mark.parametrize(
+    ("step", "values", "run"),
+    [
+        ("trunc/", [0, 2**40, -(2**61)], lambda mpc, x: mpc.trunc_exact(x, 20)),
+        ("cube/", [FP.encode(v, 26)[()] for v in (0.0, 3.0, -7.5)],
+         lambda mpc, x: mpc.cube(x, frac_bits=26)),
+    ],
+)
+def test_what_an_exact_truncation_opens_is_uniform_whatever_the_value(
+    step: str, values: list[int], run: Any
+) -> None:
     net = _Recording()
     mpc = Mpc(Party("bank", net), Party("tax", net), Dealer("operator", net))
-    for value in (0, 2**40, -(2**61)):
-        x = np.full(4000, value, dtype=np.int64).view(np.uint64)
+    for value in values:
+        x = np.full(4000, value, dtype=np.int64 if value < 0 else np.uint64).view(np.uint64)
         net.seen.clear()
-        mpc.trunc_exact(mpc.share(mpc.parties[0], x), 20)
-        opened = [a for tag, a in net.seen if tag.startswith("trunc/")]
+        run(mpc, mpc.share(mpc.parties[0], x))
+        opened = [a for tag, a in net.seen if tag.startswith(step)]
         assert len(opened) == 2  # one masked share each way, nothing else
         c = opened[0] + opened[1]  # what both parties then know
         mask = c - np.uint64(2**62) - x  # the dealer's r: it must span the whole ring
         for word in (opened[0], c, mask):
-            for bit in (0, 31, 62, 63):
+            for bit in (0, 31, 40, 62, 63):
                 assert 0.45 < float(np.mean((word >> np.uint64(bit)) & np.uint64(1))) < 0.55
 
 
@@ -521,22 +533,6 @@ def test_cube_is_right_at_every_supported_shift(mpc: Mpc, frac_bits: int) -> Non
 
 def _encode_wide(z: np.ndarray, frac_bits: int) -> np.ndarray:
     return np.array([round(float(v) * 2**frac_bits) % 2**64 for v in z], dtype=np.uint64)
-
-
-def test_what_the_cube_opens_is_uniform_whatever_the_value() -> None:
-    net = _Recording()
-    mpc = Mpc(Party("bank", net), Party("tax", net), Dealer("operator", net))
-    for value in (0.0, 3.0, -7.5):
-        net.seen.clear()
-        x = FP.encode(np.full(4000, value), 26)
-        mpc.cube(mpc.share(mpc.parties[1], x), frac_bits=26)
-        opened = [a for tag, a in net.seen if tag.startswith("cube/")]
-        assert len(opened) == 2  # one masked share each way, nothing else
-        c = opened[0] + opened[1]
-        mask = c - np.uint64(2**62) - x  # the dealer's r: it must span the whole ring
-        for word in (opened[0], c, mask):
-            for bit in (0, 40, 62, 63):
-                assert 0.45 < float(np.mean((word >> np.uint64(bit)) & np.uint64(1))) < 0.55
 
 
 def test_local_truncation_of_a_public_negative_value_is_wrong_and_exact_is_right(

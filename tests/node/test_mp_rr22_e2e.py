@@ -24,7 +24,7 @@ from dataspace.errors import UsageError
 from dataspace.privacy.psi import rr22_available
 from dataspace.privacy.psi.errors import PsiEngineFailed
 from dataspace.services import mp_rr22, multiparty
-from dataspace.services.node import open_node
+from dataspace.services.node import Node, open_node
 from helpers.ledger import payloads
 from node import test_mp_e2e as dh
 from node.test_mp_e2e import BANK, GRID, KEY, TAX, _job_at, _kept, _norm
@@ -38,6 +38,30 @@ pytestmark = [
 ]
 
 
+def _rr22_with_tax(
+    bank: Node, agreements: dict[str, str], mode: str, **kw: Any
+) -> dict[str, Any]:
+    """The bank's RR22 job with the tax bureau on the shared companies dataset."""
+    return multiparty.run_psi(
+        bank,
+        agreements=[agreements[TAX]],
+        dataset="companies",
+        key=KEY,
+        mode=mode,
+        engine="rr22",
+        **kw,
+    )
+
+
+def _failed_at_bank_and_tax(space: Any, bank: Node) -> dict[str, Any]:
+    """The bank's latest job, checked FAILED with nothing released at both nodes."""
+    failed = multiparty.list_jobs(bank)[0]
+    assert failed["state"] == "FAILED" and failed["result"] is None
+    at_tax = _job_at(space, TAX, failed["id"])
+    assert at_tax["state"] == "FAILED" and at_tax["result"] is None
+    return failed
+
+
 def test_rr22_two_party_both_and_align_metered_and_logged(
     psi_space: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,15 +72,7 @@ def test_rr22_two_party_both_and_align_metered_and_logged(
     assert 0.6 <= len(expected) / len(sets[BANK]) <= 0.8
     bank = open_node(space.nodes[BANK].root)
     try:
-        both = multiparty.run_psi(
-            bank,
-            agreements=[agreements[TAX]],
-            peers=[TAX],
-            dataset="companies",
-            key=KEY,
-            mode="both",
-            engine="rr22",
-        )
+        both = _rr22_with_tax(bank, agreements, "both", peers=[TAX])
         result = both["result"]
         assert both["state"] == "SUCCEEDED" and both["params"]["engine"] == "rr22"
         assert result["engine"] == "rr22" and result["size"] == len(expected)
@@ -88,14 +104,7 @@ def test_rr22_two_party_both_and_align_metered_and_logged(
         finally:
             tax.close()
 
-        align = multiparty.run_psi(
-            bank,
-            agreements=[agreements[TAX]],
-            dataset="companies",
-            key=KEY,
-            mode="align",
-            engine="rr22",
-        )
+        align = _rr22_with_tax(bank, agreements, "align")
         mine_rows = _kept(space, BANK, align)
         theirs_rows = _kept(space, TAX, _job_at(space, TAX, align["id"]))
         assert mine_rows == theirs_rows and set(mine_rows) == expected
@@ -135,14 +144,7 @@ def test_rr22_from_the_api_and_size_refused(psi_space: Any) -> None:
     try:
         before = len(multiparty.list_jobs(bank))
         with pytest.raises(UsageError, match="mode size is not available with the rr22"):
-            multiparty.run_psi(
-                bank,
-                agreements=[agreements[TAX]],
-                dataset="companies",
-                key=KEY,
-                mode="size",
-                engine="rr22",
-            )
+            _rr22_with_tax(bank, agreements, "size")
         assert len(multiparty.list_jobs(bank)) == before  # refused before anything was sent
     finally:
         bank.close()
@@ -178,15 +180,8 @@ def test_rr22_peer_killed_mid_run_fails_everywhere_and_retry_succeeds(psi_space:
 
     try:
         with pytest.raises(PsiEngineFailed) as info:
-            multiparty.run_psi(
-                bank,
-                agreements=[agreements[TAX]],
-                dataset="companies",
-                key=KEY,
-                mode="both",
-                engine="rr22",
-                step_timeout=45,
-                progress=kill_tax_with_its_engine,
+            _rr22_with_tax(
+                bank, agreements, "both", step_timeout=45, progress=kill_tax_with_its_engine
             )
         assert info.value.details["node"] == TAX
         failed = multiparty.list_jobs(bank)[0]
@@ -226,21 +221,10 @@ def test_rr22_initiator_whose_own_link_port_is_taken_fails_at_once_everywhere(
             monkeypatch.setattr(mp_rr22, "free_port", lambda _host, _ports: taken)
             started = time.monotonic()
             with pytest.raises(PsiEngineFailed, match="cannot be bound") as info:
-                multiparty.run_psi(
-                    bank,
-                    agreements=[agreements[TAX]],
-                    dataset="companies",
-                    key=KEY,
-                    mode="both",
-                    engine="rr22",
-                    step_timeout=60,
-                )
+                _rr22_with_tax(bank, agreements, "both", step_timeout=60)
             assert time.monotonic() - started < 20
         assert f"(on {BANK})" in info.value.message and str(taken) in info.value.message
-        failed = multiparty.list_jobs(bank)[0]
-        assert failed["state"] == "FAILED" and failed["result"] is None
-        at_tax = _job_at(space, TAX, failed["id"])
-        assert at_tax["state"] == "FAILED" and at_tax["result"] is None
+        _failed_at_bank_and_tax(space, bank)
     finally:
         bank.close()
 
@@ -298,22 +282,11 @@ def test_rr22_participant_engine_killed_mid_run_fails_the_job_within_seconds(
         watcher.start()
         started = time.monotonic()
         with pytest.raises(PsiEngineFailed) as info:
-            multiparty.run_psi(
-                bank,
-                agreements=[agreements[TAX]],
-                dataset="companies",
-                key=KEY,
-                mode="both",
-                engine="rr22",
-                step_timeout=90,
-            )
+            _rr22_with_tax(bank, agreements, "both", step_timeout=90)
         assert killed and info.value.details["node"] == TAX
         assert "the engine was killed (SIGKILL)" in info.value.message
         assert time.monotonic() - started < 30  # a status step told, not the 90 s timeout
-        failed = multiparty.list_jobs(bank)[0]
-        assert failed["state"] == "FAILED" and failed["result"] is None
-        at_tax = _job_at(space, TAX, failed["id"])
-        assert at_tax["state"] == "FAILED" and at_tax["result"] is None
+        _failed_at_bank_and_tax(space, bank)
     finally:
         stop.set()
         watcher.join(5)
