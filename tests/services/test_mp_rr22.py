@@ -12,17 +12,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from dataspace.errors import UsageError
+from dataspace.errors import DataspaceError, UsageError
 from dataspace.policy import from_template
 from dataspace.privacy.psi import KeySpec, rr22_available
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
 from dataspace.services import datasets, mp_party, mp_rr22, multiparty
-from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
+from dataspace.services.mp_wire import (
+    MultipartyFailed,
+    PeerRefused,
+    pack_frame,
+    refusal,
+    unpack_frame,
+)
 from dataspace.services.node import Node, open_node
 from helpers.agreements import make_agreement
 
@@ -212,3 +219,56 @@ def test_a_participant_reports_its_run_and_a_run_that_failed_fails_the_status_st
         status(2)
     failed = multiparty.get_job(node, job)
     assert failed["state"] == "FAILED" and "engine was killed" in failed["error"]["message"]
+
+
+class _StepsToThisNode:
+    """The initiator's side of the steps, delivered to an in-process participant; an error
+    comes back the way the node's API and the wire deliver it (an envelope, then a refusal)."""
+
+    def __init__(self, node: Node, job: str) -> None:
+        self.node, self.job = node, job
+
+    def step(self, link: Any, name: str, blobs: Any = (), **header: Any) -> Any:
+        frame = pack_frame({"job_id": self.job, "step": link.next_step, "name": name, **header})
+        link.next_step += 1
+        try:
+            return unpack_frame(mp_party.handle_step(self.node, "bank", frame))
+        except DataspaceError as exc:
+            answer = httpx.Response(exc.http_status, json={"error": exc.to_dict()})
+            raise refusal(link.peer, answer) from exc
+
+
+@needs_spu
+def test_an_engine_failure_the_participant_reports_at_finish_fails_the_job_as_its_engines(
+    tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The participant's engine died after the initiator's own run had ended (no status step
+    saw it): its refusal of "finish" fails the job as that engine's failure, on that node."""
+    node, agreement = tax
+    monkeypatch.setattr(mp_rr22, "own_host", lambda _node: "127.0.0.1")
+    job = "job-rr22-finish-0001"
+    mp_party.handle_step(node, "bank", _open(agreement, job))
+    run = mp_party._SESSIONS[job].rr22
+    assert run is not None
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    run.thread, run.error = ended, PsiEngineFailed("RR22 failed: the engine was killed (SIGKILL)")
+    link = multiparty._Link("tax-bureau", agreement, next_step=1)
+    with pytest.raises(PsiEngineFailed, match=r"engine was killed \(SIGKILL\)") as info:
+        multiparty._finish_psi(_StepsToThisNode(node, job), link)  # type: ignore[arg-type]
+    assert info.value.code == "psi_engine_failed" and info.value.details["node"] == "tax-bureau"
+
+
+@needs_spu
+def test_any_other_refusal_of_finish_stays_the_peers_refusal(
+    tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, agreement = tax
+    monkeypatch.setattr(mp_rr22, "own_host", lambda _node: "127.0.0.1")
+    job = "job-rr22-finish-0002"
+    mp_party.handle_step(node, "bank", _open(agreement, job))
+    link = multiparty._Link("tax-bureau", agreement, next_step=5)  # out of sequence
+    with pytest.raises(PeerRefused, match="out of sequence") as info:
+        multiparty._finish_psi(_StepsToThisNode(node, job), link)  # type: ignore[arg-type]
+    assert info.value.details["peer_code"] == "conflict"

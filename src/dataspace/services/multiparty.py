@@ -412,7 +412,7 @@ def _run_psi(r: _Runner) -> dict[str, Any]:
     else:
         rows, own, sizes, result_size = _run_dh(r, spec, path, modes, ids)
     # Only when every run is through does any participant keep or record anything.
-    r.each(lambda link: r.step(link, "finish"))
+    r.each(lambda link: _finish_psi(r, link))
     out: dict[str, Any] = {
         "mode": p["mode"],
         "engine": engine,
@@ -424,6 +424,18 @@ def _run_psi(r: _Runner) -> dict[str, Any]:
     if rows is not None:
         out.update(rows=len(rows), **write_rows(r.node, job.id, rows, ordered=p["mode"] == "align"))
     return out
+
+
+def _finish_psi(r: _Runner, link: _Link) -> Any:
+    """The ``finish`` step of a PSI job. A participant whose RR22 engine failed after this
+    side's run had ended (so no ``status`` step saw it) refuses ``finish`` with that failure:
+    the job fails as that engine's, on that node, as it would have had a status seen it."""
+    try:
+        return r.step(link, "finish")
+    except PeerRefused as exc:
+        if exc.details.get("peer_code") != PsiEngineFailed.code:
+            raise
+        raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
 
 
 def _run_dh(
