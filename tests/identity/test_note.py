@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -149,6 +150,21 @@ def test_repeated_signature_by_one_key_counts_once() -> None:
     signer = _key("a")
     note = sign_note("x\n", [signer, signer])
     assert open_note(note, [signer.verifier()]).verified_by == ["test.example/log"]
+
+
+@pytest.mark.parametrize("forged_first", [False, True])
+def test_a_forged_second_line_by_a_known_key_rejects_the_note(forged_first: bool) -> None:
+    """The spec: a signature whose name and key ID match a known key must verify. A good
+    line does not vouch for a bad one by the same key, before or after it."""
+    signer = _key("a")
+    good = sign_note("x\n", [signer])
+    text, line = good.split("\n\n", 1)
+    name, blob = line.rstrip("\n").removeprefix("\u2014 ").split(" ")
+    raw = base64.b64decode(blob)
+    forged = f"\u2014 {name} {base64.b64encode(raw[:4] + bytes(64)).decode()}\n"
+    lines = [forged, line] if forged_first else [line, forged]
+    with pytest.raises(SignatureError):
+        open_note(f"{text}\n\n{''.join(lines)}", [signer.verifier()])
 
 
 def test_parse_note_reads_without_verifying() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -283,3 +284,51 @@ def test_every_problem_is_collected(ledger: Store, verifier: NoteVerifier) -> No
     _sql(ledger, "DELETE FROM ledger_entries WHERE idx = 16")
     kinds = _kinds(_problems(ledger, verifier))
     assert {(2, "payload edited"), (10, "edited"), (16, "deleted")} <= kinds
+
+
+# SQLite keeps whatever value is written, whatever the column's type; PostgreSQL refuses it.
+sqlite_only = pytest.mark.skipif(
+    bool(os.environ.get("DATASPACE_TEST_DATABASE_URL")),
+    reason="PostgreSQL enforces the column types these edits break",
+)
+
+
+@sqlite_only
+@pytest.mark.parametrize("key", [6.5, -1])
+def test_row_rekeyed_to_no_tree_position(ledger: Store, verifier: NoteVerifier, key: float) -> None:
+    """A row moved to index 6.5 (or -1) still sorts among the others; it is reported, and
+    entry 6 as missing, rather than read back as entry int(6.5)."""
+    _sql(ledger, "UPDATE ledger_entries SET idx = :k WHERE idx = 6", k=key)
+    problems = _problems(ledger, verifier)
+    assert (0 if key < 0 else 6, "inserted") in _kinds(problems)
+    assert (6, "deleted") in _kinds(problems)
+
+
+@sqlite_only
+def test_subtree_hash_rekeyed_to_no_tree_position(
+    ledger: Store, verifier: NoteVerifier
+) -> None:
+    _sql(ledger, "UPDATE ledger_nodes SET idx = 0.5 WHERE level = 2 AND idx = 0")
+    problems = _problems(ledger, verifier)
+    assert {(0, "inserted"), (0, "deleted")} <= _kinds(problems)
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("sql", "where"),
+    [
+        ("UPDATE ledger_entries SET entry = CAST(entry AS BLOB) WHERE idx = 3", (3, "edited")),
+        ("UPDATE ledger_entries SET payload = CAST(payload AS BLOB) WHERE idx = 3", (3, "edited")),
+        ("UPDATE ledger_entries SET leaf_hash = 'x' WHERE idx = 3", (3, "edited")),
+        ("UPDATE ledger_head SET size = 'z'", (0, "edited")),
+        ("UPDATE ledger_checkpoints SET note = CAST(note AS BLOB) WHERE size = 12",
+         (11, "bad checkpoint")),
+    ],
+    ids=["entry-as-blob", "payload-as-blob", "leaf-hash-as-text", "head-as-text",
+         "checkpoint-note-as-blob"],
+)
+def test_values_of_the_wrong_type_are_problems_not_crashes(
+    ledger: Store, verifier: NoteVerifier, sql: str, where: tuple[int, str]
+) -> None:
+    _sql(ledger, sql)
+    assert where in _kinds(_problems(ledger, verifier))

@@ -50,6 +50,7 @@ def test_extension_lines_round_trip() -> None:
         Checkpoint("o", 7, ROOT).format() + "\n",
         "o\n7\n" + "AAAA\n",
         "o\n18446744073709551616\n" + Checkpoint("o", 7, ROOT).format().split("\n")[2] + "\n",
+        "o\n" + "9" * 5000 + "\n" + Checkpoint("o", 7, ROOT).format().split("\n")[2] + "\n",
     ],
     ids=[
         "leading-zeros",
@@ -60,6 +61,7 @@ def test_extension_lines_round_trip() -> None:
         "empty-extension-line",
         "short-root",
         "size-over-uint64",
+        "size-of-5000-digits",
     ],
 )
 def test_malformed_checkpoint_is_rejected(text: str) -> None:

@@ -257,20 +257,20 @@ def parse_note(note: str) -> ParsedNote:
 
 
 def open_note(note: str, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
-    """Check a note's signatures: known keys must verify, and at least one must be known."""
+    """Check a note's signatures: every line by a known key must verify (a repeated one
+    too: a second line by a known key that does not verify rejects the note), and at least
+    one key must be known. Lines by unknown keys are ignored."""
     parsed = parse_note(note)
     known = {(v.name, v.key_id): v for v in verifiers}
     message = parsed.text.encode("utf-8")
     verified: list[str] = []
-    seen: set[tuple[str, bytes]] = set()
     for sig in parsed.signatures:
-        ident = (sig.name, sig.key_id)
-        verifier = known.get(ident)
-        if verifier is None or ident in seen:
-            continue  # unknown keys are ignored; repeated signatures by one key too
-        seen.add(ident)
+        verifier = known.get((sig.name, sig.key_id))
+        if verifier is None:
+            continue
         verifier.verify(message, sig.signature)
-        verified.append(sig.name)
+        if sig.name not in verified:
+            verified.append(sig.name)
     if not verified:
         names = ", ".join(sorted({s.name for s in parsed.signatures}))
         raise SignatureError(

@@ -24,14 +24,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import literal_column, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.orm import Session
 
 from dataspace.errors import DataspaceError, LedgerTampered, VerificationError
 from dataspace.identity.note import NoteVerifier
 from dataspace.ledger import log, merkle
 from dataspace.ledger.checkpoint import open_checkpoint
-from dataspace.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
+from dataspace.store.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode
 
 MAX_PROBLEMS = 1000
 BATCH = 5000
@@ -98,7 +98,7 @@ def audit(
     witness's copy): they catch a rollback that also deleted the stored checkpoints.
     """
     problems = _Problems()
-    head = log.size(session)
+    head = _head(session, problems)
     wanted = _checkpoints(session, verifier, checkpoints, problems)
     by_size: dict[int, list[_Wanted]] = {}
     for w in wanted:
@@ -115,12 +115,21 @@ def audit(
         else:
             by_size.setdefault(w.size, []).append(w)
 
-    tree = _Recompute(_stored_nodes(session), problems)
+    tree = _Recompute(_stored_nodes(session, problems), problems)
     seq_mismatch: dict[int, int] = {}
     _compare_roots(tree, by_size, problems)
     checked = 0
     for idx, leaf, entry_json, payload_json in _stream_entries(session):
-        idx = int(idx)
+        if not _whole(idx) or idx < tree.size:
+            # SQLite keeps whatever is written: a row re-keyed to 6.5 or -1 sorts among the
+            # others; it is no position of the tree (its own is then reported missing)
+            problems.add(
+                Problem(
+                    tree.size, "inserted", f"a row is keyed {idx!r}, which is no position "
+                    f"in the log (a row was re-keyed or inserted)",
+                )
+            )
+            continue
         if idx >= head:
             problems.add(Problem(idx, "inserted", f"row {idx} lies beyond the log's size {head}"))
             continue
@@ -131,6 +140,17 @@ def audit(
             while tree.size < idx:
                 tree.push(_PLACEHOLDER, tainted=True)
                 _compare_roots(tree, by_size, problems)
+        if not isinstance(leaf, bytes | memoryview) or not all(
+            isinstance(v, str) for v in (entry_json, payload_json)
+        ):
+            kinds = ", ".join(type(v).__name__ for v in (leaf, entry_json, payload_json))
+            problems.add(
+                Problem(idx, "edited", f"row {idx} holds values of the wrong types ({kinds}; "
+                        "bytes, text, text belong there)")
+            )
+            tree.push(_PLACEHOLDER, tainted=True)
+            _compare_roots(tree, by_size, problems)
+            continue
         computed, tainted = _check_row(
             idx, bytes(leaf), entry_json, payload_json, problems, seq_mismatch
         )
@@ -165,6 +185,27 @@ def audit(
             problem_count=problems.count,
         )
     return AuditReport(head, tree.root(), len(wanted), checked)
+
+
+def _whole(value: Any) -> bool:
+    """An integer as the store returned it (SQLite may return a float or text instead)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _head(session: Session, problems: _Problems) -> int:
+    """The log's size as its head row says; a head that is no size is itself a problem, and
+    the audit then goes by the number of rows."""
+    value = session.execute(select(LedgerHead.size).where(LedgerHead.id == log.HEAD_ID)).scalar()
+    if value is None:
+        return 0
+    if _whole(value) and value >= 0:
+        return int(value)
+    rows = int(session.execute(select(func.count()).select_from(LedgerEntry)).scalar() or 0)
+    problems.add(
+        Problem(0, "edited", f"the log's head holds {value!r}, which is no size (the audit "
+                f"goes by the {rows} rows)")
+    )
+    return rows
 
 
 def _span(first: int, last: int) -> str:
@@ -247,9 +288,18 @@ def _checkpoints(
             LedgerCheckpoint.size
         )
     )
-    sources: list[tuple[str, int | None, bytes | None, str]] = [
-        ("stored", int(s), bytes(r), n) for s, r, n in rows
-    ]
+    sources: list[tuple[str, int | None, bytes | None, str]] = []
+    for s, r, n in rows:
+        if not _whole(s) or s < 0 or not isinstance(r, bytes | memoryview) or not isinstance(
+            n, str
+        ):
+            at = max(int(s) - 1, 0) if _whole(s) else 0
+            problems.add(
+                Problem(at, "bad checkpoint", f"a stored checkpoint row (size {s!r}) holds "
+                        "values of the wrong types")
+            )
+            continue
+        sources.append(("stored", s, bytes(r), n))
     sources += [("external", None, None, n) for n in external]
     for source, size, stored_root, note in sources:
         label = f"{source} checkpoint" + (f" for size {size}" if size is not None else "")
@@ -298,8 +348,10 @@ def _stream_entries(session: Session) -> Iterator[Any]:
     yield from session.execute(query.execution_options(yield_per=BATCH))
 
 
-def _stored_nodes(session: Session) -> Iterator[tuple[int, int, bytes]]:
-    """Stored subtree hashes in the order appends create them: by last leaf, then level."""
+def _stored_nodes(session: Session, problems: _Problems) -> Iterator[tuple[int, int, bytes]]:
+    """Stored subtree hashes in the order appends create them: by last leaf, then level; one
+    keyed by no tree position (SQLite keeps a 0.5) is reported and left out, so the node
+    it stands in for is reported missing."""
     closes: Any = literal_column("((ledger_nodes.idx + 1) << ledger_nodes.level)")
     query = (
         select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash)
@@ -307,7 +359,16 @@ def _stored_nodes(session: Session) -> Iterator[tuple[int, int, bytes]]:
         .execution_options(yield_per=BATCH)
     )
     for level, idx, h in session.execute(query):
-        yield int(level), int(idx), bytes(h)
+        if _whole(level) and _whole(idx) and level >= 0 and idx >= 0 and isinstance(
+            h, bytes | memoryview
+        ):
+            yield level, idx, bytes(h)
+            continue
+        at = idx << level if _whole(level) and _whole(idx) and 0 <= level < 64 and idx >= 0 else 0
+        problems.add(
+            Problem(at, "inserted", f"a stored subtree hash is keyed (level {level!r}, index "
+                    f"{idx!r}) or holds {type(h).__name__}: it belongs to no subtree")
+        )
 
 
 class _Recompute:

@@ -68,6 +68,8 @@ class Checkpoint:
         origin, size_s, root_s, *extensions = lines
         if not size_s.isascii() or not size_s.isdigit() or (size_s != "0" and size_s[0] == "0"):
             raise VerificationError(f"checkpoint size {size_s!r} is not a decimal number")
+        if len(size_s) > 20:  # a tree size fits in 64 bits; int() of 4300+ digits raises
+            raise VerificationError(f"checkpoint size {size_s[:24]}... is too large")
         try:
             root = strict_b64decode(root_s)
         except ValueError as exc:
