@@ -32,7 +32,7 @@ def _rows(sql: str, policy: SqlPolicy, parquet: Path, limits: SandboxLimits) -> 
         "SELECT avg(income) FILTER (WHERE age = 47) AS x FROM people WHERE city = 'c10'",
         "SELECT count(CASE WHEN age = 47 THEN 1 END) AS x FROM people WHERE city = 'c10'",
         "SELECT count_if(age = 47) AS x FROM people WHERE city = 'c10'",
-        "SELECT count(DISTINCT CASE WHEN age = 47 THEN city END) AS x FROM people",
+        "SELECT count(DISTINCT city) FILTER (WHERE age = 47 AND city = 'c10') AS x FROM people",
         "SELECT max(joined) FILTER (WHERE age = 47) AS x FROM people",
     ],
 )
@@ -40,6 +40,41 @@ def test_an_aggregate_over_one_person_is_not_released_from_a_large_group(
     sql: str, policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
 ) -> None:
     assert _rows(sql, policy, people_parquet, limits) == [{"x": None}]
+
+
+# The person aged 47 in c10 has income 10009. Each probe below answered "income > 10005?"
+# exactly before these forms were refused: a distinct count of an indicator that is non-NULL
+# on every row (2 values or 1), a DISTINCT over a tuple (no per-aggregate threshold), and
+# max(x, n), which lists n raw values (with a FILTER, a small group's members among them).
+PROBE = "CASE WHEN age = 47 AND city = 'c10' AND income > 10005 THEN 1 ELSE 0 END"
+REFUSED_DISTINCT_AND_LISTS = {
+    f"SELECT count(DISTINCT {PROBE}) AS b FROM people": "a distinct count may only count",
+    f"SELECT approx_count_distinct({PROBE}) AS b FROM people": "a distinct count may only count",
+    "SELECT count(DISTINCT CASE WHEN age = 47 THEN city END) AS x FROM people":
+        "a distinct count may only count",
+    f"SELECT count(DISTINCT {PROBE.replace(' ELSE 0', '')}, 1) AS b FROM people":
+        "over 2 expressions",
+    "SELECT count(DISTINCT city, age) AS b FROM people": "over 2 expressions",
+    "SELECT city, max(age, 100) AS m FROM people GROUP BY city": "list of n raw values",
+    "SELECT min(joined, 100) AS m FROM people": "list of n raw values",
+    "SELECT max(age, 100) FILTER (WHERE city = 'c10' OR (city = 'c3' AND diagnosis = 'flu')) "
+    "AS x FROM people": "list of n raw values",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("sql", list(REFUSED_DISTINCT_AND_LISTS))
+def test_distinct_counts_of_expressions_tuples_and_top_n_lists_are_refused_under_k(
+    sql: str, policy: SqlPolicy
+) -> None:
+    with pytest.raises(QueryRefused, match=REFUSED_DISTINCT_AND_LISTS[sql]):
+        check_query(sql, policy)
+
+
+def test_distinct_counts_of_columns_are_still_released(
+    policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    sql = "SELECT count(DISTINCT city) AS n, approx_count_distinct(age) AS a FROM people"
+    assert _rows(sql, policy, people_parquet, limits) == [{"n": 10, "a": 10}]  # c1..c10
 
 
 def test_filtered_average_per_group_releases_only_filters_with_k_rows(

@@ -17,7 +17,9 @@ agreement's :class:`SqlPolicy`, and a new query is generated from the checked tr
   ``HAVING <its own condition> AND COUNT(*) >= k`` (or ``COUNT(DISTINCT contributor) >= k``
   when the policy names a contributor column), and every aggregate is released only if the
   rows feeding it (its FILTER, a non-NULL argument) reach k; the argument of a non-counting
-  aggregate must be linear in the columns (:mod:`dataspace.compute.sqlsafe`). Without GROUP BY
+  aggregate must be linear in the columns (:mod:`dataspace.compute.sqlsafe`), that of a
+  distinct count one column, and ``min(x, n)``/``max(x, n)`` (n raw values) are refused.
+  Without GROUP BY
   the same HAVING suppresses the whole result unless the filtered table has k rows;
 * nothing accepted can fail on data: casts run as TRY_CAST and scalar expressions that could
   raise are wrapped in TRY (:class:`dataspace.compute.sqlsafe.Guard`).

@@ -181,7 +181,37 @@ class NodeChecker:
         canonical = self._canonical_aggregate(node, name)
         arg = node.this if not isinstance(node, exp.Anonymous) else (node.expressions or [None])[0]
         distinct = isinstance(arg, exp.Distinct)
-        target = arg.expressions[0] if distinct and len(arg.expressions) == 1 else arg
+        if distinct and len(arg.expressions) != 1:
+            # DISTINCT a, b counts tuples, and the per-aggregate threshold has no one argument
+            raise refuse(
+                f"{name}(DISTINCT ...) over {len(arg.expressions)} expressions is not allowed",
+                hint="count the distinct values of one column",
+            )
+        if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is not None:
+            raise refuse(
+                f"{name}(x, n) is not allowed: it releases a list of n raw values",
+                hint=f"use {name}(x), one value per group",
+            )
+        target = arg.expressions[0] if distinct else arg
+        counts_distinct = canonical == "approx_count_distinct" or (
+            canonical == "count" and distinct
+        )
+        if (
+            self.restricted
+            and self.policy.min_group_size > 1
+            and counts_distinct
+            and not isinstance(target, exp.Column)
+        ):
+            # CASE WHEN <one person> AND <a test> THEN 1 ELSE 0 END is non-NULL on every row,
+            # so the threshold passes, and it has 1 or 2 distinct values: the test's answer
+            raise refuse(
+                f"{name}({(target.sql(dialect=DIALECT) if target else '')[:60]}) is not "
+                "allowed: with a minimum group size, a distinct count may only count a "
+                "column's values (the number of distinct values of an expression can depend "
+                "on one row)",
+                hint="count the distinct values of a column; put conditions in WHERE or in "
+                "FILTER (WHERE ...), which the minimum group size covers",
+            )
         if canonical in rules.COUNTING.values() and isinstance(target, exp.Column):
             self.countable.add(id(target))
         if (
