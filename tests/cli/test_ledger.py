@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -105,3 +106,51 @@ def test_prove_latest_picks_the_newest_entry_with_that_action(cli, tmp_path: Pat
     unknown = cli(*node, "ledger", "prove", "--latest", "token_issued")  # "_" is literal
     assert unknown.exit_code == 4
     assert cli(*node, "ledger", "prove").exit_code == 2
+
+
+def _consistency_bundle(root: Path, old_size: int, out: Path) -> Path:
+    from dataspace.services import ledger
+    from dataspace.services.node import open_node
+
+    n = open_node(root)
+    try:
+        out.write_text(json.dumps(ledger.consistency_proof(n, old_size)), encoding="utf-8")
+    finally:
+        n.close()
+    return out
+
+
+def test_a_consistency_proof_is_checked_against_the_checkpoint_you_hold(
+    cli, tmp_path: Path
+) -> None:
+    """A node that forks its history and signs the fork with its own key can hand out a
+    consistency bundle that carries the fork's checkpoint at the old size: it verifies on
+    its own terms, and fails against the checkpoint an auditor kept from before."""
+    node = _node(cli, tmp_path)
+    shutil.copytree(tmp_path / "n", tmp_path / "fork")
+    fork = ["--node", tmp_path / "fork"]
+    key = tmp_path / "n" / "keys" / "node.pub"
+    cli(*node, "token", "issue", "--name", "c", "--role", "consumer")
+    held = tmp_path / "held.txt"
+    held.write_text(cli(*node, "ledger", "checkpoint").stdout, encoding="utf-8")
+    old_size = int(held.read_text().split("\n")[1])
+    cli(*fork, "token", "issue", "--name", "forged", "--role", "provider")
+    assert cli(*fork, "ledger", "checkpoint").exit_code == 0  # the fork's own note at old_size
+    cli(*fork, "token", "issue", "--name", "d", "--role", "consumer")
+    forked = _consistency_bundle(tmp_path / "fork", old_size, tmp_path / "forked.json")
+
+    alone = cli("verify-proof", forked, "--key", key)
+    assert alone.exit_code == 0, alone.stderr
+    assert "bundle's own signed checkpoint" in alone.stdout  # says whose older log it is
+    against = cli("verify-proof", forked, "--key", key, "--old-checkpoint", held)
+    assert against.exit_code == VerificationError.exit_code
+
+    cli(*node, "token", "issue", "--name", "e", "--role", "consumer")
+    honest = _consistency_bundle(tmp_path / "n", old_size, tmp_path / "honest.json")
+    result = cli("verify-proof", honest, "--key", key, "--old-checkpoint", held, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["old_checkpoint"] == "held"
+    inclusion = tmp_path / "proof.json"
+    cli(*node, "ledger", "prove", "1", "--out", inclusion)
+    wrong_kind = cli("verify-proof", inclusion, "--key", key, "--old-checkpoint", held)
+    assert wrong_kind.exit_code == 2

@@ -81,10 +81,23 @@ def verify_proof(
     key: str = typer.Option(
         ..., "--key", help="The node's public key string, or a file holding it."
     ),
+    old_checkpoint: Path = typer.Option(
+        None,
+        "--old-checkpoint",
+        help="A checkpoint note you hold (from `ledger checkpoint`): a consistency proof "
+        "must extend exactly that log, not the older log the bundle itself names.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Check an inclusion proof offline, with nothing but the node's public key."""
+    """Check a proof bundle offline (inclusion of an entry, or consistency of two sizes of
+    the log), with nothing but the node's public key."""
     key_text = Path(key).read_text(encoding="utf-8").strip() if Path(key).is_file() else key
+    held = None
+    if old_checkpoint is not None:
+        try:
+            held = old_checkpoint.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read checkpoint {old_checkpoint}: {exc}") from None
     try:
         bundle = json.loads(proof_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -93,7 +106,7 @@ def verify_proof(
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{proof_file} is not a JSON proof bundle: {exc}") from None
-    verified = proof.verify_bundle(bundle, key_text)
+    verified = proof.verify_bundle(bundle, key_text, old_checkpoint=held)
     if as_json:
         print_json(verified.to_dict())
         return

@@ -147,6 +147,7 @@ class VerifiedConsistency:
     old_signed: bool
     new: Checkpoint
     signed_by: list[str]
+    old_held: bool = False  # the older checkpoint was the caller's own copy
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,27 +156,42 @@ class VerifiedConsistency:
             "old_size": self.old_size,
             "old_root": b64encode(self.old_root),
             "old_signed": self.old_signed,
+            "old_checkpoint": "held" if self.old_held else "bundle" if self.old_signed else None,
             "new_size": self.new.size,
             "new_root": b64encode(self.new.root),
             "signed_by": self.signed_by,
         }
 
     def summary(self) -> str:
-        return (
+        claim = (
             f"{self.new.origin}'s log of {self.new.size} entries extends its log of "
             f"{self.old_size} entries without changing them"
+        )
+        if self.old_held:
+            return f"{claim} (the older log as your checkpoint has it)"
+        source = "the bundle's own signed checkpoint" if self.old_signed else "the bundle, unsigned"
+        return (
+            f"{claim} — the older log (root {b64encode(self.old_root)}) as {source} states "
+            "it; check it against a checkpoint you hold with --old-checkpoint"
         )
 
 
 def verify_bundle(
-    bundle: Mapping[str, Any], verifier_key: str
+    bundle: Mapping[str, Any], verifier_key: str, *, old_checkpoint: str | None = None
 ) -> VerifiedEntry | VerifiedConsistency:
-    """Verify a bundle of either kind, chosen by its ``format``."""
+    """Verify a bundle of either kind, chosen by its ``format``; ``old_checkpoint`` (a note
+    the caller holds) is the older side of a consistency bundle."""
     fmt = bundle.get("format") if isinstance(bundle, Mapping) else None
     if fmt == INCLUSION_FORMAT:
+        if old_checkpoint is not None:
+            raise UsageError(
+                "an older checkpoint is checked against consistency proofs, and this is an "
+                "inclusion proof",
+                hint="drop --old-checkpoint, or pass a consistency proof bundle",
+            )
         return verify_inclusion_bundle(bundle, verifier_key)
     if fmt == CONSISTENCY_FORMAT:
-        return verify_consistency_bundle(bundle, verifier_key)
+        return verify_consistency_bundle(bundle, verifier_key, old_checkpoint=old_checkpoint)
     raise ProofError(
         f"unknown proof bundle format {fmt!r}",
         hint=f"expected {INCLUSION_FORMAT} or {CONSISTENCY_FORMAT}",
@@ -242,7 +258,10 @@ def verify_consistency_bundle(
         if (old.size, old.root) != (old_size, old_root):
             raise ProofError("old_size / old_root differ from the older signed checkpoint")
     merkle.verify_consistency(old_size, new.size, _hashes(bundle), old_root, new.root)
-    return VerifiedConsistency(old_size, old_root, old_note is not None, new, signed.verified_by)
+    return VerifiedConsistency(
+        old_size, old_root, old_note is not None, new, signed.verified_by,
+        old_held=old_checkpoint is not None,
+    )
 
 
 def _check_format(bundle: Mapping[str, Any], expected: str) -> None:
