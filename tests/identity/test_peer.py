@@ -84,6 +84,7 @@ def _app(membership: Membership, replay_store: SqlReplayStore) -> FastAPI:
             membership,
             replay_store,
             NOW,
+            receiver="tax",
         )
         return {"peer": member.name, "bytes": len(body)}
 
@@ -203,3 +204,34 @@ def test_peer_auth_needs_a_keyid_for_a_bare_key() -> None:
         PeerAuth(Ed25519PrivateKey.generate())
     auth = PeerAuth(Ed25519PrivateKey.generate(), "k+00000000")
     assert auth.keyid == "k+00000000"
+
+
+@pytest.mark.parametrize(
+    "addressed",
+    # (the scheme is the connection's own, not the caller's to claim: a request signed for
+    # http:// that arrives over https fails its signature instead)
+    ["https://bank.example", "https://tax.example", "https://tax.example:8444"],
+)
+def test_request_signed_for_another_node_or_origin_is_refused(
+    setup: tuple[TestClient, NoteSigner, Any], addressed: str
+) -> None:
+    """A member's request to one node, forwarded whole (Host included) to another: each node
+    keeps its own nonces, so only the addressed origin stops it."""
+    client, bank, replay = setup
+    request = httpx.Request("POST", f"{addressed}/dsp/negotiations/request", content=BODY)
+    _auth(bank).sign(request)
+    response = client.post("/dsp/negotiations/request", content=BODY, headers=request.headers)
+    assert response.status_code == 401
+    assert "not to this node (https://tax.example:8443)" in response.json()["error"]["message"]
+    assert replay.count() == 0
+
+
+def test_the_listed_origin_matches_whatever_the_case_and_default_port(
+    setup: tuple[TestClient, NoteSigner, Any],
+) -> None:
+    client, bank, _ = setup
+    url = "https://TAX.example:8443/dsp/negotiations/request"
+    request = httpx.Request("POST", url, content=BODY)
+    _auth(bank).sign(request)
+    response = client.post("/dsp/negotiations/request", content=BODY, headers=request.headers)
+    assert response.status_code == 200, response.text

@@ -13,6 +13,7 @@ from dataspace.identity.peer import PeerAuth
 from dataspace.node.app import create_app
 from dataspace.services import ledger
 from dataspace.services.node import Node
+from dataspace.services.space import self_member
 from helpers.cluster import Space, start_space
 
 with warnings.catch_warnings():
@@ -35,7 +36,8 @@ def tax(space: Space) -> Iterator[Node]:
 
 
 def _client(tax: Node, signer: Node) -> TestClient:
-    client = TestClient(create_app(tax))
+    # addressed to the URL the membership list gives tax: a peer signs for that
+    client = TestClient(create_app(tax), base_url=self_member(tax).url)
     client.auth = PeerAuth(signer.signer)
     return client
 

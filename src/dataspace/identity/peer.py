@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,11 +30,12 @@ from dataspace.identity.httpsig import (
     DEFAULT_LIFETIME,
     Headers,
     Profile,
+    RequestSignatureError,
     Signer,
     sign_request,
     verify_request,
 )
-from dataspace.identity.membership import Member, Membership, http_key_id
+from dataspace.identity.membership import Member, Membership, NotAMember, http_key_id
 from dataspace.identity.note import NoteSigner
 from dataspace.identity.replay import ReplayStore
 
@@ -92,16 +94,33 @@ def verify_incoming(
     replay_store: ReplayStore,
     now: datetime | float,
     *,
+    receiver: str,
     profile: Profile = DATASPACE_PROFILE,
 ) -> Member:
     """Authenticate a peer's request; return the member that signed it.
 
     ``url`` is the absolute URL the peer addressed (scheme, Host, raw path and query), ``body``
-    the raw bytes received. Raises :class:`~dataspace.identity.httpsig.RequestSignatureError`
-    (401) for a missing, malformed, expired, forged or tampered signature,
+    the raw bytes received, ``receiver`` this node's name on the list: the request must be
+    addressed to that member's URL (scheme, host and port), or a copy of a request signed for
+    another node — each node's nonces are its own — would pass here too. Raises
+    :class:`~dataspace.identity.httpsig.RequestSignatureError` (401) for a request addressed
+    elsewhere or a missing, malformed, expired, forged or tampered signature,
     :class:`~dataspace.identity.replay.ReplayedRequest` (401) for a replay, and
-    :class:`~dataspace.identity.membership.NotAMember` (403) for a key not on the list.
+    :class:`~dataspace.identity.membership.NotAMember` (403) for a key not on the list (or a
+    receiver that is not).
     """
+    me = membership.by_name(receiver)
+    if me is None:
+        raise NotAMember(
+            f"{receiver} is not on its space's membership list, so no peer can address it",
+            hint="the operator adds this node to the list; then `dataspace space join`",
+        )
+    if _origin(url) != _origin(me.url):
+        raise RequestSignatureError(
+            f"the request was addressed to {_origin_text(url)}, not to this node "
+            f"({_origin_text(me.url)})",
+            hint="sign requests for the URL the membership list gives the receiver",
+        )
     signers: dict[str, Member] = {}
 
     def resolve(keyid: str) -> Ed25519PublicKey:
@@ -121,3 +140,22 @@ def verify_incoming(
         now=int(now.timestamp()) if isinstance(now, datetime) else int(now),
     )
     return signers[verified.keyid]
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default if none is given), case-insensitively."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is no number: no origin of any member
+        return scheme, "", -1
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}

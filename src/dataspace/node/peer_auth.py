@@ -140,6 +140,7 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
             membership,
             _replay_store(request, node),
             time.time(),
+            receiver=node.name,
             profile=profile,
         )
     except DataspaceError as exc:
