@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from dataspace.policy import from_template
 from dataspace.services import datasets, space, transfers
 from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
+from dataspace.services.space import self_member
 from dataspace.store.models_contracts import TransferExtractRow
 from helpers.agreements import make_agreement
 
@@ -194,6 +196,32 @@ def test_expired_token_is_refused(pair: Pair) -> None:
         transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid, f"Bearer {token}")
 
 
+def test_a_count_limit_holds_for_transfers_requested_before_any_pull(pair: Pair) -> None:
+    """Granted-but-unpulled transfers take their slot: three requests under max_jobs=1 sent
+    before any pull (and three more at once, from threads) start one transfer each time."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pids = [pair.request(agreement, "pseudonymized") for _ in range(3)]
+    states = [transfers.show_transfer(pair.tax, pid)["state"] for pid in pids]
+    assert states == ["STARTED", "TERMINATED", "TERMINATED"]
+    denied = _entries(pair.tax, "transfer.denied")
+    assert len(denied) == 2 and all("count" in " ".join(d["reasons"]) for d in denied)
+
+    with pair.tax.store.write() as session:  # the grant lapses unpulled: its slot is free
+        ext = session.get(TransferExtractRow, pids[0])
+        assert ext is not None
+        ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    waiting = [pair.request(agreement, "pseudonymized", run=False) for _ in range(3)]
+    threads = [threading.Thread(target=transfers.provide, args=(pair.tax, pid),
+                                kwargs={"transport": pair.transport}) for pid in waiting]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    states = sorted(transfers.show_transfer(pair.tax, pid)["state"] for pid in waiting)
+    assert states == ["STARTED", "TERMINATED", "TERMINATED"]
+
+
 def test_pseudonyms_differ_between_agreements(pair: Pair) -> None:
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     bank = space.member(pair.tax, BANK)
@@ -252,7 +280,7 @@ def test_every_transition_over_http(pair: Pair, side: Role) -> None:
     me, other = (pair.tax, pair.bank) if side is Role.PROVIDER else (pair.bank, pair.tax)
     sender = side.peer
     auth = PeerAuth(other.signer)
-    with TestClient(create_app(me)) as client:
+    with TestClient(create_app(me), base_url=self_member(me).url) as client:
         for state in TO_STATE:
             for kind, suffix in PATHS.items():
                 provider_pid, consumer_pid = _seed(me, side, other.name, agreement, state)
@@ -308,7 +336,7 @@ def test_initial_request_over_http(pair: Pair) -> None:
     doc = {"@context": CTX, "@type": tp.REQUEST, "consumerPid": cs.new_pid(),
            "agreementId": agreement, "format": transfers.format_for("raw"),
            "callbackAddress": bank.url + "/dsp"}
-    with TestClient(create_app(pair.tax)) as client:
+    with TestClient(create_app(pair.tax), base_url=self_member(pair.tax).url) as client:
         created = client.post("/dsp/transfers/request", auth=auth, json=doc)
         assert created.status_code == 201, created.text
         validate(created.json(), "TransferProcess")

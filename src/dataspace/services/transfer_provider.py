@@ -176,9 +176,31 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
         "purpose": agreement.purpose,
         "target": agreement.target,
         "agreed_at": _aware(agreement.signed_at),
-        "jobs_run": int(completed),
+        "jobs_run": int(completed) + _promised(session, agreement.id, row.id),
     }
     return plan, policy_from_wire(agreement.policy, "$.agreement"), facts
+
+
+def _promised(session: Session, agreement_id: str, exclude: str) -> int:
+    """Transfers of this agreement granted but not pulled yet, whose token (or reservation)
+    still runs: they count against its ``count`` like completed ones, or a consumer could ask
+    for many transfers before pulling any and have each one granted."""
+    rows = session.execute(
+        select(TransferExtractRow.token_expires_at)
+        .join(TransferProcessRow, TransferProcessRow.id == TransferExtractRow.id)
+        .where(
+            TransferProcessRow.agreement_id == agreement_id,
+            TransferProcessRow.role == Role.PROVIDER.value,
+            TransferProcessRow.state.in_(
+                (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value)
+            ),
+            TransferProcessRow.id != exclude,
+            TransferExtractRow.pulled_at.is_(None),
+            TransferExtractRow.token_expires_at.is_not(None),
+        )
+    ).scalars()
+    now = _now()
+    return sum(1 for until in rows if until is not None and _aware(until) > now)
 
 
 def decide(
@@ -239,16 +261,24 @@ def provide(
     """Provider, after the 201: decide, then start (extract + token) or terminate."""
     at = now or _now()
     actor = f"node:{node.name}"
-    with node.store.read() as session:
+    # Decided under the agreement's write lock and, if granted, reserved in the same
+    # transaction (the extract row's expiry): concurrent requests under one agreement queue
+    # here, so a ``count`` limit of k grants exactly k of them.
+    with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None)
+        cs.get_agreement(session, row.agreement_id, peer=row.peer, lock=True)
         mode = mode_of(row.format)
         plan, policy, facts = _load_plan(node, session, row)
-    decision, columns = decide(
-        node, policy, facts, consumer=plan.consumer, mode=mode, columns=plan.columns, now=at
-    )
-    reasons = [r.message for r in decision.failures]
-    if decision.allowed and not columns:
-        reasons = ["no column of the dataset may leave under this agreement"]
+        decision, columns = decide(
+            node, policy, facts, consumer=plan.consumer, mode=mode, columns=plan.columns, now=at
+        )
+        reasons = [r.message for r in decision.failures]
+        if decision.allowed and not columns:
+            reasons = ["no column of the dataset may leave under this agreement"]
+        if decision.allowed and not reasons:
+            _extract(session, pid).token_expires_at = _now() + timedelta(
+                seconds=node.limits.transfer_token_ttl_seconds
+            )
     if reasons or not decision.allowed:
         _deny(
             node,
