@@ -212,8 +212,27 @@ def test_approving_twice_is_an_illegal_transition(pair: Pair) -> None:
     from dataspace.contracts import IllegalTransition
 
     view = pair.request()
+    approved = actions(pair.tax).count("negotiation.approved")
     with pytest.raises(IllegalTransition):
         ng.approve(pair.tax, view["provider_pid"], actor="x", transport=pair.transport)
+    assert actions(pair.tax).count("negotiation.approved") == approved  # refused: not logged
+
+
+def test_a_finished_negotiation_cannot_be_rejected_or_approved_by_its_consumer(
+    pair: Pair,
+) -> None:
+    from dataspace.contracts import IllegalTransition
+    from dataspace.errors import UsageError
+
+    view = pair.request()  # auto-approved: FINALIZED
+    assert pair.provider_view(view)["state"] == "FINALIZED"
+    with pytest.raises(IllegalTransition):
+        ng.reject(pair.tax, view["provider_pid"], reason="too late", actor="x",
+                  transport=pair.transport)
+    assert pair.provider_view(view)["state"] == "FINALIZED"
+    with pytest.raises(UsageError, match="requested as consumer"):
+        ng.approve(pair.bank, view["id"], actor="x", transport=pair.transport)
+    assert "negotiation.approved" not in actions(pair.bank)
 
 
 def test_withdrawn_offer_is_refused(pair: Pair) -> None:

@@ -215,6 +215,11 @@ def build_agreement(node: Node, row: ContractNegotiationRow, now: datetime) -> P
     )
 
 
+def _require_provider(row: Any, pid: str, *, hint: str) -> None:
+    if row.role != Role.PROVIDER.value:
+        raise UsageError(f"negotiation {pid!r} is one this node requested as consumer", hint=hint)
+
+
 def agree(
     node: Node,
     pid: str,
@@ -231,11 +236,7 @@ def agree(
     at = now or _now()
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None, lock=True)
-        if row.role != Role.PROVIDER.value:
-            raise UsageError(
-                f"negotiation {pid!r} is one this node requested as consumer",
-                hint="only the provider approves",
-            )
+        _require_provider(row, pid, hint="only the provider approves")
         cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)  # IllegalTransition unless REQUESTED
         problem = _still_agreeable(node, session, row, at)
     if problem is not None:
@@ -299,9 +300,13 @@ def _still_agreeable(
 def approve(
     node: Node, pid: str, *, actor: str, transport: Transport | None = None
 ) -> dict[str, Any]:
-    """Provider user: agree to a negotiation waiting in REQUESTED (`contract approve`)."""
+    """Provider user: agree to a negotiation waiting in REQUESTED (`contract approve`). The
+    approval is entered in the ledger only once it can take effect (this node's to approve,
+    still REQUESTED): a refused one is not an approval."""
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None)
+        _require_provider(row, pid, hint="only the provider approves")
+        cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)  # IllegalTransition unless REQUESTED
         log.append(
             session,
             actor=actor,
@@ -314,14 +319,12 @@ def approve(
 def reject(
     node: Node, pid: str, *, reason: str, actor: str, transport: Transport | None = None
 ) -> dict[str, Any]:
-    """Provider user: refuse a negotiation (`contract reject --reason`)."""
+    """Provider user: refuse a negotiation (`contract reject --reason`); one that has ended
+    (FINALIZED, TERMINATED) cannot be rejected any more (IllegalTransition, 400)."""
     with node.store.read() as session:
         row = cs.get_negotiation(session, pid, peer=None)
-        if row.role != Role.PROVIDER.value:
-            raise UsageError(
-                f"negotiation {pid!r} is one this node requested as consumer",
-                hint="a consumer cancels with `contract terminate`",
-            )
+        _require_provider(row, pid, hint="a consumer cancels with `contract terminate`")
+        cn.apply(row.state, cn.TERMINATION, Role.PROVIDER)
     terminate(node, pid, code="rejected", reasons=[reason], actor=actor, transport=transport)
     return show_contract(node, pid)
 
