@@ -119,6 +119,81 @@ def test_prohibition_false_conjunct_beats_unknown_one() -> None:
     assert evaluate(policy, req(purpose="finance")).allowed
 
 
+@pytest.mark.parametrize("stated", ["marketing", "any-purpose"])
+def test_a_prohibition_stops_a_broader_purpose_that_includes_what_it_names(stated: str) -> None:
+    policy = Policy(permissions=(Rule("use"),), prohibitions=(Rule("use", (
+        c("purpose", "isAnyOf", ("targeted-advertising",)),)),))
+    assert not evaluate(policy, req(purpose=stated)).allowed
+    assert evaluate(policy, req(purpose="credit-risk")).allowed
+
+
+def test_an_empty_logical_constraint_in_a_prohibition_denies() -> None:
+    for op in (LogicalOp.AND, LogicalOp.OR, LogicalOp.XONE):
+        policy = Policy(permissions=(Rule("use"),),
+                        prohibitions=(Rule("use", (LogicalConstraint(op, ()),)),))
+        decision = evaluate(policy, req(purpose="finance"))
+        assert not decision.allowed, op
+        assert reason_at(decision, "prohibition[0].constraint[0]").fail_closed
+
+
+@pytest.mark.parametrize("op", [LogicalOp.OR, LogicalOp.XONE])
+def test_a_min_group_size_under_or_or_xone_fails_closed(op: LogicalOp) -> None:
+    """It would hold "because the compute layer enforces it", but only top-level and ``and``
+    bounds reach the compute layer: under a choice it would grant without the bound."""
+    policy = permit(LogicalConstraint(op, (c("minGroupSize", "gteq", 100),
+                                           c("purpose", "isAnyOf", ("marketing",)))))
+    decision = evaluate(policy, req(purpose="credit-risk"))
+    assert not decision.allowed
+    assert reason_at(decision, f"permission[0].constraint[0].{op.value}[0]").fail_closed
+    nested = permit(LogicalConstraint(LogicalOp.OR, (LogicalConstraint(
+        LogicalOp.AND, (c("minGroupSize", "gteq", 100),)), FINANCE)))
+    assert not evaluate(nested, req(purpose="marketing")).allowed
+    kept = evaluate(permit(LogicalConstraint(LogicalOp.AND, (c("minGroupSize", "gteq", 100),))),
+                    req(purpose="credit-risk"))
+    assert kept.allowed and kept.enforcement is not None
+    assert kept.enforcement.min_group_size == 100
+
+
+@pytest.mark.parametrize(
+    ("duty", "ok"),
+    [
+        (Rule("inform"), True),
+        (Rule("inform", (c("spatial", "eq", "x"),)), False),
+        (Rule("delete", (c("elapsedTime", "lteq", "P30D"),)), True),
+        (Rule("delete", (c("elapsedTime", "lteq", "garbage"),)), False),
+        (Rule("compensate", (c("price", "eq", "5", "CNY"),)), True),
+        (Rule("compensate", (c("price", "eq", "5", "CNY"), c("spatial", "eq", "x"))), False),
+    ],
+)
+def test_a_duty_refined_by_what_this_node_cannot_see_to_fails_closed(duty: Rule, ok: bool) -> None:
+    from dataspace.policy import lint_policy
+
+    policy = Policy(permissions=(Rule("use", duties=(duty,)),))
+    assert evaluate(policy, req(purpose="finance")).allowed is ok
+    assert (lint_policy(policy) == ()) is ok
+
+
+@pytest.mark.parametrize(
+    "right", [10**40, "1e1000000", "1e999999999999", "1" * 200, "-1e31", "1e-31"]
+)
+def test_out_of_range_numbers_fail_closed_at_once(right: object) -> None:
+    from dataspace.policy import lint_policy
+
+    policy = permit(c("count", "lteq", right))
+    decision = evaluate(policy, req(purpose="finance", jobs_run=0))
+    assert not decision.allowed
+    assert reason_at(decision, "permission[0].constraint[0]").fail_closed
+    assert lint_policy(policy)
+
+
+@pytest.mark.parametrize("duration", ["P99999Y", "P999999999D"])
+def test_durations_past_year_9999_fail_closed(duration: str) -> None:
+    decision = evaluate(permit(c("elapsedTime", "lteq", duration)),
+                        req(purpose="finance", agreed_at=NOW))
+    assert not decision.allowed
+    assert reason_at(decision, "permission[0].constraint[0]").fail_closed
+
+
 def test_prohibition_on_another_action_does_not_apply() -> None:
     policy = Policy(permissions=(Rule("use"),), prohibitions=(Rule("transfer"),))
     assert evaluate(policy, req("dp-query")).allowed

@@ -171,6 +171,24 @@ def test_missing_type_is_a_set_and_uid_is_accepted() -> None:
     ({"permission": [{"action": [{"rdf:value": {"@id": "odrl:use"},
                                   "refinement": []}]}]},
      "permission[0].action", "expected a non-empty string"),
+    # a prohibition or obligation under another name is refused, never dropped
+    ({"@context": [DSP_CONTEXT, {"forbid": "http://www.w3.org/ns/odrl/2/prohibition"}],
+      "permission": [{"action": "use"}], "forbid": [{"action": "use"}]},
+     "@context[1]", "is not one this node reads"),
+    ({"@context": ["https://example.org/my-context.jsonld"], "permission": [{"action": "use"}]},
+     "@context[0]", "is not one this node reads"),
+    ({"permission": [{"action": "use"}],
+      "https://www.w3.org/ns/odrl/2/prohibition": [{"action": "use"}]},
+     "https://www.w3.org/ns/odrl/2/prohibition", "unknown or unsupported member"),
+    ({"permission": [{"action": "use"}], "o2:prohibition": [{"action": "use"}]},
+     "o2:prohibition", "unknown or unsupported member"),
+    ({"permission": [{"action": "use", "constraint": [
+        {"and": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": "finance"}],
+         "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": "x"}]}]}]},
+     "permission[0].constraint[0].constraint", "unknown member 'constraint' beside 'and'"),
+    ({"permission": [{"action": "use", "constraint": [
+        {"or": [], "operator": "eq", "rightOperand": "x"}]}]},
+     "permission[0].constraint[0].operator", "unknown member 'operator' beside 'or'"),
 ])
 def test_parse_errors_name_the_json_path(doc: Any, path: str, message: str) -> None:
     with pytest.raises(PolicyError) as info:
@@ -186,6 +204,14 @@ def test_rule_level_target_equal_to_the_policy_is_accepted() -> None:
     policy = parse_policy({"target": "urn:ds", "permission": [{"action": "use",
                                                                 "target": "urn:ds"}]})
     assert policy.target == "urn:ds"
+
+
+def test_metadata_members_are_kept() -> None:
+    policy = parse_policy({"@context": DSP_CONTEXT, "permission": [{"action": "use"}],
+                           "profile": "urn:p", "timestamp": "2026-01-01T00:00:00Z",
+                           "dct:title": "statistics"})
+    assert dict(policy.extras) == {"profile": "urn:p", "timestamp": "2026-01-01T00:00:00Z",
+                                   "dct:title": "statistics"}
 
 
 def test_nan_right_operand_is_rejected() -> None:

@@ -31,7 +31,7 @@ def test_clean_policy_has_no_problems() -> None:
     (permit(c("fields", "isPartOf", ())), "non-empty list"),
     (permit(action="odrl:distribute"), "permission[0].action: unknown action"),
     (permit(LogicalConstraint(LogicalOp.AND_SEQUENCE, ())), "andSequence is not evaluated"),
-    (permit(LogicalConstraint(LogicalOp.OR, ())), "empty or never holds"),
+    (permit(LogicalConstraint(LogicalOp.OR, ())), "an empty or states no condition"),
     (Policy(permissions=(Rule("use", duties=(Rule("compensate"),)),)),
      "permission[0].duty[0]: needs exactly one 'price eq AMOUNT'"),
     (Policy(obligations=(Rule("watermark"),)), "obligation[0].action: unknown duty"),

@@ -24,7 +24,9 @@ CASES: list[tuple[str, str, Any, dict[str, Any], bool]] = [
     # purpose: hierarchical term (credit-risk isPartOf finance)
     ("purpose", "eq", "credit-risk", {"purpose": "credit-risk"}, True),
     ("purpose", "eq", "finance", {"purpose": "credit-risk"}, False),
-    ("purpose", "neq", "finance", {"purpose": "credit-risk"}, True),
+    ("purpose", "neq", "marketing", {"purpose": "credit-risk"}, True),
+    ("purpose", "neq", "finance", {"purpose": "credit-risk"}, False),  # credit-risk is finance
+    ("purpose", "neq", "credit-risk", {"purpose": "finance"}, False),  # finance includes it
     ("purpose", "neq", "credit-risk", {"purpose": "credit-risk"}, False),
     ("purpose", "isPartOf", "finance", {"purpose": "credit-risk"}, True),
     ("purpose", "isPartOf", "credit-risk", {"purpose": "credit-risk"}, True),
@@ -35,10 +37,13 @@ CASES: list[tuple[str, str, Any, dict[str, Any], bool]] = [
     ("purpose", "isAllOf", ("finance", "health"), {"purpose": "credit-risk"}, False),
     ("purpose", "isNoneOf", ("marketing",), {"purpose": "credit-risk"}, True),
     ("purpose", "isNoneOf", ("finance",), {"purpose": "credit-risk"}, False),
+    ("purpose", "isNoneOf", ("marketing",), {"purpose": "any-purpose"}, False),  # it includes it
+    ("purpose", "isNoneOf", ("targeted-advertising",), {"purpose": "marketing"}, False),
     # region: hierarchical term (CN-31 isPartOf CN isPartOf WORLD)
     ("region", "eq", "CN-31", {"region": "CN-31"}, True),
     ("region", "eq", "CN", {"region": "CN-31"}, False),
-    ("region", "neq", "CN", {"region": "CN-31"}, True),
+    ("region", "neq", "HK", {"region": "CN-31"}, True),
+    ("region", "neq", "CN", {"region": "CN-31"}, False),
     ("region", "neq", "CN-31", {"region": "CN-31"}, False),
     ("region", "isPartOf", "CN", {"region": "CN-31"}, True),
     ("region", "isPartOf", "CN", {"region": "HK"}, False),

@@ -18,7 +18,7 @@ from typing import Any
 from dataspace.policy.constraints import FailClosed, MissingFact, check
 from dataspace.policy.model import AnyConstraint, Constraint, LogicalOp, Operator, Rule
 from dataspace.policy.request import Price, Request
-from dataspace.policy.values import Malformed, as_decimal
+from dataspace.policy.values import Duration, Malformed, as_datetime, as_decimal
 from dataspace.policy.vocabulary import DUTY_ACTIONS, Vocabulary
 
 
@@ -281,17 +281,40 @@ class DutyCheck(Check):
                     f"{', '.join(sorted(DUTY_ACTIONS))}); fails closed")
             return Status.FAILED_CLOSED
         price = None
-        if duty.action == "compensate":
-            try:
+        try:
+            if duty.action == "compensate":
                 price = price_of(duty)
-            except Malformed as exc:
-                ctx.add(self.path, Status.FAILED_CLOSED, f"compensate: {exc}; fails closed")
-                return Status.FAILED_CLOSED
+            check_duty_constraints(duty)
+        except Malformed as exc:
+            ctx.add(self.path, Status.FAILED_CLOSED, f"{duty.action}: {exc}; fails closed")
+            return Status.FAILED_CLOSED
         ctx.duties.setdefault(ctx.rule, []).append(
             Obligation(self.path, duty.action, price, duty.constraints))
         ctx.add(self.path, Status.HELD,
                 f"duty {duty.action}" + (f" {price}" if price else "") + " applies")
         return Status.HELD
+
+
+#: The refinements of a duty this node can act on: a compensate's price, when a delete is due.
+DUTY_CONSTRAINTS = {"compensate": frozenset({"price"}), "inform": frozenset(),
+                    "delete": frozenset({"dateTime", "elapsedTime"})}
+
+
+def check_duty_constraints(duty: Rule) -> None:
+    """Every constraint of a duty is one this node can see to (else :class:`Malformed`): a
+    duty whose refinement goes unread would be promised and not kept."""
+    known = DUTY_CONSTRAINTS.get(duty.action, frozenset())
+    for c in duty.constraints:
+        if not isinstance(c, Constraint):
+            raise Malformed(f"a duty's constraints must be atomic, not {c.op.value}")
+        if c.left not in known:
+            can = ", ".join(sorted(known)) or "none"
+            raise Malformed(f"a {duty.action} duty cannot be refined by {c.left!r} (this node "
+                            f"acts on: {can})")
+        if c.left == "dateTime":
+            as_datetime(c.right)
+        elif c.left == "elapsedTime":
+            Duration.parse(c.right)
 
 
 def price_of(duty: Rule) -> Price:
@@ -308,11 +331,25 @@ def price_of(duty: Rule) -> Price:
     return Price(amount, c.unit.upper())
 
 
-def constraint_check(c: AnyConstraint, path: str) -> Check:
+#: Left operands that hold in a permission without a stated fact because the compute layer
+#: enforces them — which it does only for the bounds every grant carries (top level, ``and``).
+ENFORCED_LATER = frozenset({"minGroupSize"})
+
+
+def constraint_check(c: AnyConstraint, path: str, *, in_choice: bool = False) -> Check:
+    """The check of one constraint; ``in_choice``: under an ``or`` or ``xone``, where a bound
+    the compute layer enforces would not be carried to it (so it fails closed there)."""
     if isinstance(c, Constraint):
+        if in_choice and c.left in ENFORCED_LATER:
+            return FailsClosed(path, f"{c.left} inside or/xone would not be enforced (the "
+                               "compute layer applies only bounds every grant carries)")
         return ConstraintCheck(path, c)
+    if not c.constraints:
+        return FailsClosed(path, f"an empty {c.op.value} states no condition")
     sub = f"{path}.{c.op.value}"
-    children = tuple(constraint_check(x, f"{sub}[{i}]") for i, x in enumerate(c.constraints))
+    choice = in_choice or c.op in (LogicalOp.OR, LogicalOp.XONE)
+    children = tuple(constraint_check(x, f"{sub}[{i}]", in_choice=choice)
+                     for i, x in enumerate(c.constraints))
     if c.op is LogicalOp.AND:
         return AllOf(path, children, summarise=True)
     if c.op is LogicalOp.OR:

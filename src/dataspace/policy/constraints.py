@@ -93,8 +93,12 @@ def _set_op(op: Operator, actual: Set[str], expected: tuple[str, ...]) -> bool:
     raise FailClosed(f"operator {op.value!r} is not a set operator")  # pragma: no cover
 
 
-def _term_op(op: Operator, tree: Hierarchy, actual: str, right: Any) -> bool:
-    """Hierarchy-aware: a term matches an expected term it is part of (except eq/neq)."""
+def _term_op(op: Operator, tree: Hierarchy, actual: str, right: Any, *, grants: bool) -> bool:
+    """Hierarchy-aware. In a permission (``grants``) a term matches an expected term it is
+    part of, and an exclusion (neq, isNoneOf) holds only if the stated term does not overlap
+    the excluded one either way: ``any-purpose`` includes ``marketing``, so it is not "none
+    of marketing". In a prohibition a positive test applies to every term that overlaps the
+    named one (a broader purpose includes the prohibited one)."""
     if actual not in tree:
         raise FailClosed(f"{actual!r} is not a known {tree.name}", actual)
     single = op in (Operator.EQ, Operator.NEQ, Operator.IS_PART_OF)
@@ -102,16 +106,17 @@ def _term_op(op: Operator, tree: Hierarchy, actual: str, right: Any) -> bool:
     for term in expected:
         if term not in tree:
             raise FailClosed(f"right operand {term!r} is not a known {tree.name}", actual)
+    within = [tree.is_part_of(actual, term) for term in expected]
+    overlaps = [w or tree.is_part_of(t, actual) for w, t in zip(within, expected, strict=True)]
     if op is Operator.EQ:
-        return actual == expected[0]
+        return actual == expected[0] if grants else overlaps[0]
     if op is Operator.NEQ:
-        return actual != expected[0]
-    matches = [tree.is_part_of(actual, term) for term in expected]
+        return not overlaps[0] if grants else actual != expected[0]
     if op in (Operator.IS_PART_OF, Operator.IS_ANY_OF):
-        return any(matches)
+        return any(within if grants else overlaps)
     if op is Operator.IS_ALL_OF:
-        return all(matches)
-    return not any(matches)  # isNoneOf
+        return all(within if grants else overlaps)
+    return not any(overlaps if grants else within)  # isNoneOf
 
 
 Checker = Callable[[Constraint, Request, Vocabulary, bool], Outcome]
@@ -119,16 +124,16 @@ Checker = Callable[[Constraint, Request, Vocabulary, bool], Outcome]
 
 def _purpose(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
     actual = _fact(r.purpose, "a purpose", c.left)
-    return Outcome(_term_op(c.operator, v.purposes, actual, c.right), actual)
+    return Outcome(_term_op(c.operator, v.purposes, actual, c.right, grants=enforce), actual)
 
 
 def _region(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
     actual = _fact(r.region, "where results go (region)", c.left)
-    return Outcome(_term_op(c.operator, v.regions, actual, c.right), actual)
+    return Outcome(_term_op(c.operator, v.regions, actual, c.right, grants=enforce), actual)
 
 
 def _action(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
-    return Outcome(_term_op(c.operator, v.actions, r.action, c.right), r.action)
+    return Outcome(_term_op(c.operator, v.actions, r.action, c.right, grants=enforce), r.action)
 
 
 def _assignee(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:

@@ -10,6 +10,7 @@ cannot be evaluated. An empty ``AllOf`` (or ``AnyOf``) does not hold.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -223,7 +224,11 @@ def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
                 rank = max(OUTPUT_MODES.index(t) for t in as_terms(c.right))
                 max_output = tighter(max_output, rank, min)
             elif c.left in ("epsilon", "delta") and op in (Operator.LTEQ, Operator.LT):
-                budgets[c.left] = tighter(budgets.get(c.left), as_decimal(c.right), min)
+                total = as_decimal(c.right)
+                if op is Operator.LT:  # a budget is a total the spend may reach: the float
+                    # just below (the budget travels as a float, and is stored as its repr)
+                    total = Decimal(repr(math.nextafter(float(total), -math.inf)))
+                budgets[c.left] = tighter(budgets.get(c.left), total, min)
             elif c.left == "count" and op in (Operator.LTEQ, Operator.LT):
                 bound = as_int(c.right) - (1 if op is Operator.LT else 0)
                 max_jobs = tighter(max_jobs, bound, min)

@@ -146,6 +146,7 @@ def parse_policy(doc: Mapping[str, Any] | Any) -> Policy:
     """
     members = _members(_object(doc, ""), "")
     _reject_unsupported(members, "")
+    _check_context(members.get("@context"))
     conflict = members.get("conflict")
     if conflict is not None and compact(_ref(conflict, "conflict")) != "prohibit":
         raise PolicyError("only conflict 'prohibit' is supported (prohibitions win)",
@@ -161,6 +162,12 @@ def parse_policy(doc: Mapping[str, Any] | Any) -> Policy:
     known = {"@context", "@type", "@id", "uid", "permission", "prohibition", "obligation",
              *_PARTY_KEYS}
     extras = tuple((k, v) for k, v in members.items() if k not in known)
+    for key, _ in extras:
+        if key not in _METADATA and not key.startswith(_METADATA_PREFIXES):
+            raise PolicyError(
+                f"unknown or unsupported member {key!r}", path=key,
+                hint="refusing to ignore a term that may restrict use (a prohibition or "
+                "obligation under another name); metadata goes under dct:")
     return Policy(
         uid=None if uid is None else _ref(uid, "@id"),
         type=ptype,
@@ -172,6 +179,26 @@ def parse_policy(doc: Mapping[str, Any] | Any) -> Policy:
         obligations=obligations,
         extras=extras,
     )
+
+
+#: Top-level members kept verbatim as metadata; anything else unknown is refused.
+_METADATA = frozenset({"profile", "timestamp"})
+_METADATA_PREFIXES = ("dct:", "dcterms:", "rdfs:", "skos:")
+#: The contexts whose terms this module knows. A local definition (an object in @context) or
+#: another remote context could rename ODRL terms — "forbid" for prohibition, "eq" for neq —
+#: and a JSON-LD peer would read the policy otherwise than this node.
+KNOWN_CONTEXTS = frozenset({DSP_CONTEXT, "http://www.w3.org/ns/odrl.jsonld"})
+
+
+def _check_context(raw: Any) -> None:
+    if raw is None:
+        return
+    for i, item in enumerate(_many(raw)):
+        if not isinstance(item, str) or item not in KNOWN_CONTEXTS:
+            shown = item if isinstance(item, str) else type(item).__name__
+            raise PolicyError(
+                f"@context {shown!r} is not one this node reads", path=f"@context[{i}]",
+                hint=f"use {DSP_CONTEXT} (a policy may not define or redefine terms)")
 
 
 def _policy_type(raw: Any) -> PolicyType:
@@ -233,6 +260,11 @@ def _constraint(raw: Any, path: str) -> AnyConstraint:
             raise PolicyError("a constraint must be either atomic or one logical operator",
                               path=path)
         op = logical[0]
+        for key in members:
+            if key not in (op.value, "@id", "uid", "@type"):
+                raise PolicyError(f"unknown member {key!r} beside {op.value!r}",
+                                  path=_join(path, key),
+                                  hint="a logical constraint holds its operator's list only")
         items = members[op.value]
         if isinstance(items, Mapping) and "@list" in items:
             items = items["@list"]

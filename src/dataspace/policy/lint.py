@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dataspace.policy.checks import price_of
+from dataspace.policy.checks import ENFORCED_LATER, check_duty_constraints, price_of
 from dataspace.policy.constraints import malformed_reason
 from dataspace.policy.errors import PolicyError
 from dataspace.policy.model import AnyConstraint, Constraint, LogicalOp, Policy, Rule
@@ -52,21 +52,29 @@ def _rule(rule: Rule, path: str, vocabulary: Vocabulary) -> Iterator[str]:
 def _duty(duty: Rule, path: str) -> Iterator[str]:
     if duty.action not in DUTY_ACTIONS:
         yield f"{path}.action: unknown duty {duty.action!r}"
-    elif duty.action == "compensate":
-        try:
+        return
+    try:
+        if duty.action == "compensate":
             price_of(duty)
-        except Malformed as exc:
-            yield f"{path}: {exc}"
+        check_duty_constraints(duty)
+    except Malformed as exc:
+        yield f"{path}: {exc}"
 
 
-def _constraint(c: AnyConstraint, path: str, vocabulary: Vocabulary) -> Iterator[str]:
+def _constraint(
+    c: AnyConstraint, path: str, vocabulary: Vocabulary, in_choice: bool = False
+) -> Iterator[str]:
     if not isinstance(c, Constraint):
         if c.op is LogicalOp.AND_SEQUENCE:
             yield f"{path}: andSequence is not evaluated"
         if not c.constraints:
-            yield f"{path}: empty {c.op.value} never holds"
+            yield f"{path}: an empty {c.op.value} states no condition (fails closed)"
+        choice = in_choice or c.op in (LogicalOp.OR, LogicalOp.XONE)
         for i, sub in enumerate(c.constraints):
-            yield from _constraint(sub, f"{path}.{c.op.value}[{i}]", vocabulary)
+            yield from _constraint(sub, f"{path}.{c.op.value}[{i}]", vocabulary, choice)
+        return
+    if in_choice and c.left in ENFORCED_LATER:
+        yield f"{path}: {c.left} inside or/xone would not be enforced (fails closed)"
         return
     spec = LEFT_OPERANDS.get(c.left)
     if spec is None:

@@ -63,23 +63,39 @@ class Duration:
         )
 
     def after(self, start: datetime) -> datetime:
-        """``start + self``; month ends clamp (Jan 31 + P1M = Feb 28/29)."""
+        """``start + self``; month ends clamp (Jan 31 + P1M = Feb 28/29). A sum past year
+        9999 is :class:`Malformed` (no agreement runs that long; Python cannot say when)."""
         month_index = start.month - 1 + self.months + 12 * self.years
         year, month = start.year + month_index // 12, month_index % 12 + 1
-        day = min(start.day, calendar.monthrange(year, month)[1])
-        shifted = start.replace(year=year, month=month, day=day)
-        return shifted + timedelta(days=self.days, seconds=float(self.seconds))
+        try:
+            day = min(start.day, calendar.monthrange(year, month)[1])
+            shifted = start.replace(year=year, month=month, day=day)
+            return shifted + timedelta(days=self.days, seconds=float(self.seconds))
+        except (OverflowError, ValueError):
+            raise Malformed(f"{start.isoformat()} plus this duration is past year 9999") from None
+
+
+#: Numbers a policy may state: up to 10^30 in magnitude, down to 10^-30 in precision. Beyond
+#: that a comparison can take minutes (Decimal('1e1000000')) or str() of an int can raise.
+MAX_EXPONENT = 30
+MAX_DIGITS = 60
 
 
 def as_decimal(value: Operand | float | Decimal) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise Malformed(f"expected a number, got {value!r}")
+    if isinstance(value, int) and abs(value) >= 10**MAX_EXPONENT:
+        raise Malformed(f"a number of {value.bit_length()} bits is out of range (|x| < 1e30)")
+    if isinstance(value, str) and len(value) > MAX_DIGITS + 10:
+        raise Malformed(f"{value[:20]}... is too long to be a number this node compares")
     try:
         number = Decimal(str(value)) if not isinstance(value, Decimal) else value
     except InvalidOperation:
         raise Malformed(f"{value!r} is not a number") from None
     if not number.is_finite():
         raise Malformed(f"{value!r} is not a finite number")
+    if number and not -MAX_EXPONENT <= number.adjusted() < MAX_EXPONENT:
+        raise Malformed(f"{value!r} is out of range (1e-30 <= |x| < 1e30)")
     return number
 
 
