@@ -126,3 +126,24 @@ def test_every_spend_has_its_ledger_entry(store: Store) -> None:
     ]
     assert {e["agreement_id"] for e in entries} == {"ag-log"}
     assert [e["epsilon_left"] for e in entries] == ["0.6", "0.0"]
+
+
+def test_a_strict_budget_in_the_policy_stays_strictly_below_its_bound(store: Store) -> None:
+    """``epsilon lt 1``: two concurrent admissions of 0.5 each pass the evaluator (each sees
+    nothing spent); the budget it hands on must still stop them reaching 1 together."""
+    from dataspace.policy import Constraint, Operator, Policy, Request, Rule, evaluate
+
+    def budget_of(op: Operator) -> float:
+        policy = Policy(permissions=(Rule("use", (Constraint("epsilon", op, 1),)),))
+        decision = evaluate(policy, Request(action="dp-query", epsilon=0.5, epsilon_spent=0))
+        assert decision.allowed and decision.enforcement is not None
+        assert decision.enforcement.epsilon_budget is not None
+        return decision.enforcement.epsilon_budget
+
+    assert budget_of(Operator.LTEQ) == 1.0
+    strict = budget_of(Operator.LT)
+    assert strict < 1.0
+    ensure_budget(store, "ag-lt", str(strict), 0)
+    reserve(store, "ag-lt", "0.5", "0", "job-1")
+    with pytest.raises(BudgetExhausted):
+        reserve(store, "ag-lt", "0.5", "0", "job-2")

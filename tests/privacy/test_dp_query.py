@@ -192,3 +192,26 @@ def test_conditional_counts_stay_allowed_under_dp(
     )
     rows = _run(store, sales, policy, spec, sql).table.to_pylist()
     assert {r["region"] for r in rows} <= set(EXACT_COUNTS)
+
+
+def test_released_groups_come_in_key_order_whatever_the_row_order(
+    store: Store, policy: SqlPolicy, spec: DpSpec, tmp_path: Path
+) -> None:
+    """Neighbouring files — one person's row added at the top — must not release their groups
+    in a different order: the engine's order follows where each group's first row lies."""
+    import duckdb
+
+    base = ("SELECT 'c' || i AS customer, CASE WHEN i < 500 THEN 'south' ELSE 'north' END "
+            "AS region, 1.0::DOUBLE AS amount, 30 AS age FROM range(1000) t(i)")
+    d1, d2 = tmp_path / "d1.parquet", tmp_path / "d2.parquet"
+    duckdb.sql(f"COPY ({base}) TO '{d1}' (FORMAT parquet)")
+    duckdb.sql(f"COPY (SELECT 'cX' AS customer, 'north' AS region, 1.0::DOUBLE AS amount, "
+               f"30 AS age UNION ALL ({base})) TO '{d2}' (FORMAT parquet)")
+    ensure_budget(store, "ag", 100, 1e-3)
+    sql = "SELECT region, COUNT(*) AS n FROM sales GROUP BY region"
+    orders = [run_dp_query(store, path, "sales", sql, policy, spec, "ag", f"j{i}")
+              .table.column("region").to_pylist() for i, path in enumerate((d1, d2, d1, d2))]
+    assert orders == [["north", "south"]] * 4
+    desc = run_dp_query(store, d2, "sales", sql + " ORDER BY region DESC", policy, spec, "ag",
+                        "j-desc")
+    assert desc.table.column("region").to_pylist() == ["south", "north"]  # the consumer's order

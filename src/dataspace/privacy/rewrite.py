@@ -226,6 +226,15 @@ class _Planner:
                            quoted=True)
             )  # fmt: skip
         tree.set("expressions", items)
+        if grouped:
+            # The engine's group order follows where each group's first row lies in the file
+            # (one person added at the top can swap two groups): released rows are sorted by
+            # their keys after any ORDER BY of the consumer's (on keys only, checked above).
+            assert group is not None
+            ordered = list(order.expressions) if order is not None else []
+            ordered += [exp.Ordered(this=key.copy(), nulls_first=True)
+                        for key in group.expressions]
+            tree.set("order", exp.Order(expressions=ordered))
         sql = tree.sql(dialect=DIALECT)
         rewritten = dataclasses.replace(
             self.checked,
