@@ -89,6 +89,8 @@ def test_threshold_needs_delta() -> None:
         ({"epsilon": 1, "bounds": {"x": (5, 1)}}, "lower <= upper"),
         ({"epsilon": 1, "bounds": {"x": (0, float("nan"))}}, "finite"),
         ({"epsilon": 1, "mechanism": "exponential"}, "unknown DP mechanism"),
+        ({"epsilon": True}, "not true/false"),
+        ({"epsilon": 1, "delta": False}, "not true/false"),
     ],
 )
 def test_bad_dp_spec_is_refused(kwargs: dict[str, object], match: str) -> None:

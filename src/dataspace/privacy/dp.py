@@ -61,6 +61,8 @@ class DpSpec:
     mechanism: str = "laplace"
 
     def __post_init__(self) -> None:
+        if isinstance(self.epsilon, bool) or isinstance(self.delta, bool):
+            raise UsageError("epsilon and delta must be numbers, not true/false")
         if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)):
             raise UsageError(f"epsilon must be a finite number, got {self.epsilon!r}")
         if self.epsilon <= 0:
