@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, console, err_console, node, print_json, table
-from dataspace.errors import InputError, LedgerTampered, UsageError
+from dataspace.errors import Conflict, InputError, LedgerTampered, UsageError
 from dataspace.services import ledger
 
 app = typer.Typer(help="The node's verifiable log (RFC 9162).", no_args_is_help=True)
@@ -49,6 +49,31 @@ def log(
 def checkpoint(ctx: typer.Context) -> None:
     """Print the latest signed checkpoint (signing one if the log grew)."""
     print(ledger.checkpoint(node(ctx)), end="")
+
+
+@app.command("witness")
+def witness_cmd(
+    ctx: typer.Context,
+    by: list[str] = typer.Option(
+        None, "--by", help="A member to ask (repeatable; default: every other member)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Have other members cosign the latest checkpoint, each once it has checked that this
+    log extends, unchanged, the last checkpoint it cosigned."""
+    from dataspace.services import witness
+
+    result = witness.request_cosignatures(node(ctx), by or None)
+    if as_json:
+        print_json(result)
+    else:
+        rows = [[name, "cosigned" if r["cosigned"] else f"refused: {r['error']}"]
+                for name, r in result["witnesses"].items()]
+        console.print(table(f"checkpoint at size {result['size']}", ["witness", "result"], rows))
+        print(result["checkpoint"], end="")
+    if not any(r["cosigned"] for r in result["witnesses"].values()):
+        raise Conflict("no witness cosigned the checkpoint",
+                       hint="see each witness's reason above; check that they are up")
 
 
 @app.command("prove")

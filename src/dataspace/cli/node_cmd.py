@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, console, node, print_json
-from dataspace.errors import InputError
+from dataspace.errors import InputError, UsageError
 from dataspace.ledger import proof
+from dataspace.ledger.cosignature import CosignatureVerifier
 from dataspace.services import ledger as ledger_service
 from dataspace.services.node import init_node
 
@@ -87,11 +88,24 @@ def verify_proof(
         help="A checkpoint note you hold (from `ledger checkpoint`): a consistency proof "
         "must extend exactly that log, not the older log the bundle itself names.",
     ),
+    witness_keys: list[str] = typer.Option(
+        None,
+        "--witness",
+        help="A witness's public key (its node.pub, or the string): the bundle's checkpoint "
+        "must carry its valid cosignature. Repeatable.",
+    ),
+    quorum: int = typer.Option(
+        None, "--quorum", help="How many of the --witness keys must have cosigned (default all)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Check a proof bundle offline (inclusion of an entry, or consistency of two sizes of
-    the log), with nothing but the node's public key."""
-    key_text = Path(key).read_text(encoding="utf-8").strip() if Path(key).is_file() else key
+    the log), with nothing but the node's public key — and, with --witness, that witnesses
+    cosigned the checkpoint it rests on (the log showed them the same history)."""
+    key_text = _key_text(key)
+    witnesses = [CosignatureVerifier.parse(_key_text(w)) for w in witness_keys or []]
+    if quorum is not None and not witnesses:
+        raise UsageError("--quorum counts --witness keys; pass some", hint="--witness W.pub")
     held = None
     if old_checkpoint is not None:
         try:
@@ -106,8 +120,15 @@ def verify_proof(
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{proof_file} is not a JSON proof bundle: {exc}") from None
-    verified = proof.verify_bundle(bundle, key_text, old_checkpoint=held)
+    verified = proof.verify_bundle(
+        bundle, key_text, old_checkpoint=held, witnesses=witnesses, quorum=quorum
+    )
     if as_json:
         print_json(verified.to_dict())
         return
     console.print(f"[green]verified[/green]: {escape(verified.summary())}")
+
+
+def _key_text(key: str) -> str:
+    """A key given as a file holding it, or as the string itself."""
+    return Path(key).read_text(encoding="utf-8").strip() if Path(key).is_file() else key

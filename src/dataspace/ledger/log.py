@@ -379,7 +379,8 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
     """Sign a checkpoint of the current size and store it; returns the signed note.
 
     Idempotent: Ed25519 is deterministic, so signing an unchanged log again yields the note
-    already stored. A different note stored for the same size is a conflict.
+    already stored (with the witnesses' cosignature lines it gathered since, which follow the
+    node's own). A different note stored for the same size is a conflict.
     """
     n = _lock_head(session)
     tree_root = merkle.root(n, _provider(session, merkle.root_subtrees(n)))
@@ -388,12 +389,12 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
         select(LedgerCheckpoint.note).where(LedgerCheckpoint.size == n)
     ).scalar_one_or_none()
     if existing is not None:
-        if existing != note:
+        if not existing.startswith(note):
             raise Conflict(
                 f"a different checkpoint is already stored for tree size {n}",
                 hint="check the origin and key; run `dataspace ledger verify` if unsure",
             )
-        return note
+        return str(existing)
     session.execute(
         insert(LedgerCheckpoint).values(
             size=n, root_hash=tree_root, note=note, created_at=datetime.now(UTC)

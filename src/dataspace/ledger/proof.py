@@ -20,18 +20,20 @@ Export runs against the store; verification is pure and raises on every failure.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from dataspace.errors import DataspaceError, NotFound, ProofError, UsageError
+from dataspace.errors import DataspaceError, NotFound, ProofError, SignatureError, UsageError
 from dataspace.identity.note import NoteVerifier, b64encode, strict_b64decode
 from dataspace.ledger import log, merkle
 from dataspace.ledger.checkpoint import Checkpoint, open_checkpoint, peek_checkpoint
+from dataspace.ledger.cosignature import CosignatureVerifier, check_quorum
 
 INCLUSION_FORMAT = "dataspace-inclusion-proof/v1"
 CONSISTENCY_FORMAT = "dataspace-consistency-proof/v1"
@@ -120,6 +122,7 @@ class VerifiedEntry:
     signed_by: list[str]
     entry: dict[str, Any]
     payload: dict[str, Any] | None
+    cosigned_by: dict[str, int] = field(default_factory=dict)  # witness -> cosignature time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +132,7 @@ class VerifiedEntry:
             "tree_size": self.tree_size,
             "root": b64encode(self.root),
             "signed_by": self.signed_by,
+            "cosigned_by": self.cosigned_by,
             "entry": self.entry,
             "payload": self.payload,
         }
@@ -137,7 +141,14 @@ class VerifiedEntry:
         return (
             f"entry {self.index} ({self.entry.get('action')}) is in {self.origin}'s log "
             f"of {self.tree_size} entries, checkpoint signed by {', '.join(self.signed_by)}"
+            + _witnessed(self.cosigned_by)
         )
+
+
+def _witnessed(cosigned_by: Mapping[str, int]) -> str:
+    if not cosigned_by:
+        return ""
+    return f", cosigned by witnesses {', '.join(sorted(cosigned_by))}"
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,7 @@ class VerifiedConsistency:
     new: Checkpoint
     signed_by: list[str]
     old_held: bool = False  # the older checkpoint was the caller's own copy
+    cosigned_by: dict[str, int] = field(default_factory=dict)  # witness -> cosignature time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +172,7 @@ class VerifiedConsistency:
             "new_size": self.new.size,
             "new_root": b64encode(self.new.root),
             "signed_by": self.signed_by,
+            "cosigned_by": self.cosigned_by,
         }
 
     def summary(self) -> str:
@@ -167,6 +180,7 @@ class VerifiedConsistency:
             f"{self.new.origin}'s log of {self.new.size} entries extends its log of "
             f"{self.old_size} entries without changing them"
         )
+        claim += _witnessed(self.cosigned_by)
         if self.old_held:
             return f"{claim} (the older log as your checkpoint has it)"
         source = "the bundle's own signed checkpoint" if self.old_signed else "the bundle, unsigned"
@@ -177,11 +191,18 @@ class VerifiedConsistency:
 
 
 def verify_bundle(
-    bundle: Mapping[str, Any], verifier_key: str, *, old_checkpoint: str | None = None
+    bundle: Mapping[str, Any],
+    verifier_key: str,
+    *,
+    old_checkpoint: str | None = None,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    quorum: int | None = None,
 ) -> VerifiedEntry | VerifiedConsistency:
     """Verify a bundle of either kind, chosen by its ``format``; ``old_checkpoint`` (a note
-    the caller holds) is the older side of a consistency bundle."""
+    the caller holds) is the older side of a consistency bundle. With ``witnesses``, the
+    bundle's checkpoint must carry valid cosignatures by ``quorum`` of them (default: all)."""
     fmt = bundle.get("format") if isinstance(bundle, Mapping) else None
+    result: VerifiedEntry | VerifiedConsistency
     if fmt == INCLUSION_FORMAT:
         if old_checkpoint is not None:
             raise UsageError(
@@ -189,13 +210,21 @@ def verify_bundle(
                 "inclusion proof",
                 hint="drop --old-checkpoint, or pass a consistency proof bundle",
             )
-        return verify_inclusion_bundle(bundle, verifier_key)
-    if fmt == CONSISTENCY_FORMAT:
-        return verify_consistency_bundle(bundle, verifier_key, old_checkpoint=old_checkpoint)
-    raise ProofError(
-        f"unknown proof bundle format {fmt!r}",
-        hint=f"expected {INCLUSION_FORMAT} or {CONSISTENCY_FORMAT}",
-    )
+        result = verify_inclusion_bundle(bundle, verifier_key)
+    elif fmt == CONSISTENCY_FORMAT:
+        result = verify_consistency_bundle(bundle, verifier_key, old_checkpoint=old_checkpoint)
+    else:
+        raise ProofError(
+            f"unknown proof bundle format {fmt!r}",
+            hint=f"expected {INCLUSION_FORMAT} or {CONSISTENCY_FORMAT}",
+        )
+    if not witnesses:
+        return result
+    try:
+        cosigned = check_quorum(_str(bundle, "checkpoint"), witnesses, quorum)
+    except SignatureError as exc:
+        raise ProofError(f"witnesses: {exc.message}", hint=exc.hint) from None
+    return dataclasses.replace(result, cosigned_by=dict(cosigned))
 
 
 def verify_inclusion_bundle(bundle: Mapping[str, Any], verifier_key: str) -> VerifiedEntry:

@@ -103,6 +103,18 @@ class LedgerCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class WitnessedLog(Base):
+    """As a witness: the largest checkpoint of another member's log this node cosigned. A
+    newer one is cosigned only with a consistency proof from this one (tlog-witness)."""
+
+    __tablename__ = "witnessed_logs"
+    origin: Mapped[str] = mapped_column(String(300), primary_key=True)
+    member: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # Each area keeps its tables in its own module; importing them here registers them on Base.
 from dataspace.store import (  # noqa: E402
     models_compute,

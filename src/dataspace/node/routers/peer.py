@@ -1,14 +1,16 @@
-"""Node-to-node basics: who am I talking to (a signed connectivity check)."""
+"""Node-to-node basics: who am I talking to (a signed connectivity check); witnessing."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
+from starlette.concurrency import run_in_threadpool
 
 from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
 from dataspace.node.peer_auth import require_peer
+from dataspace.services import witness
 from dataspace.services.node import Node
 
 PREFIX = "/peer/v1"
@@ -20,3 +22,19 @@ def whoami(
     member: Member = Depends(require_peer), node: Node = Depends(get_node)
 ) -> dict[str, Any]:
     return {"caller": member.name, "node": node.name, "roles": list(member.roles)}
+
+
+@router.post(
+    "/witness/add-checkpoint",
+    summary="Cosign a member's checkpoint that extends the last one cosigned (witness)",
+)
+async def add_checkpoint(
+    body: dict[str, Any] = Body(
+        ..., examples=[{"old_size": 0, "proof": [], "checkpoint": "<signed checkpoint note>"}]
+    ),
+    member: Member = Depends(require_peer),
+    node: Node = Depends(get_node),
+) -> dict[str, Any]:
+    """``old_size``: the size this witness last cosigned for the caller's log (409 with the
+    right one in ``details.size`` otherwise); ``proof``: the consistency proof from it."""
+    return await run_in_threadpool(witness.add_checkpoint, node, member, body)

@@ -1,0 +1,142 @@
+"""Witnessing between members, in process: cosign, extend, refuse forks and rollbacks.
+
+The log's requests reach the witness through the same service call the peer route makes; an
+error comes back as the route would answer it (status and error envelope)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from dataspace.errors import DataspaceError
+from dataspace.ledger import audit, log, proof
+from dataspace.ledger.checkpoint import Checkpoint, peek_checkpoint
+from dataspace.ledger.cosignature import CosignatureVerifier
+from dataspace.services import ledger, space, witness
+from dataspace.services.node import Node
+
+BANK, TAX, GRID = "bank", "tax-bureau", "power-grid"
+
+
+@pytest.fixture
+def nodes(space_factory: Callable[..., Any]) -> Iterator[dict[str, Node]]:
+    cluster = space_factory([BANK, TAX, GRID], serve=False)
+    opened = {name: cluster.nodes[name].open() for name in (BANK, TAX, GRID)}
+    try:
+        yield opened
+    finally:
+        for node in opened.values():
+            node.close()
+
+
+def _post(nodes: dict[str, Node]) -> Callable[[Node, str, Any], tuple[int, Any]]:
+    def post(log_node: Node, witness_name: str, body: Any) -> tuple[int, Any]:
+        witness_node = nodes[witness_name]
+        caller = space.member(witness_node, log_node.name)
+        try:
+            return 200, witness.add_checkpoint(witness_node, caller, body)
+        except DataspaceError as exc:
+            return exc.http_status, {"error": exc.to_dict()}
+
+    return post
+
+
+def _grow(node: Node, n: int) -> None:
+    with node.store.write() as session:
+        for i in range(n):
+            log.append(session, actor="test", action="test.event", payload={"i": i})
+
+
+def _witness_key(nodes: dict[str, Node], name: str) -> CosignatureVerifier:
+    return CosignatureVerifier.parse(nodes[name].verifier_key())
+
+
+def test_members_cosign_and_the_proof_bundle_carries_their_cosignatures(
+    nodes: dict[str, Node],
+) -> None:
+    bank = nodes[BANK]
+    result = witness.request_cosignatures(bank, post=_post(nodes))
+    assert result["witnesses"] == {TAX: {"cosigned": True}, GRID: {"cosigned": True}}
+    assert ledger.checkpoint(bank) == result["checkpoint"]  # stored, returned again
+    with bank.store.read() as session:
+        audit.audit(session, bank.signer.verifier())  # the log still verifies
+    bundle = ledger.inclusion_proof(bank, 0)
+    keys = [_witness_key(nodes, TAX), _witness_key(nodes, GRID)]
+    verified = proof.verify_bundle(bundle, bank.verifier_key(), witnesses=keys)
+    assert set(verified.cosigned_by) == {"dataspace/tax-bureau", "dataspace/power-grid"}
+    with pytest.raises(DataspaceError, match="witness"):
+        proof.verify_bundle(bundle, bank.verifier_key(),
+                            witnesses=[*keys, _witness_key(nodes, BANK)])
+    actions = [e["entry"]["action"] for e in ledger.entries(nodes[TAX], limit=1000)]
+    assert "witness.cosigned" in actions
+
+
+def test_a_grown_log_is_cosigned_again_with_a_consistency_proof(nodes: dict[str, Node]) -> None:
+    bank, post = nodes[BANK], _post(nodes)
+    first = witness.request_cosignatures(bank, [TAX], post=post)
+    _grow(bank, 5)
+    second = witness.request_cosignatures(bank, [TAX], post=post)
+    assert second["size"] == first["size"] + 5
+    assert second["witnesses"][TAX] == {"cosigned": True}
+    again = witness.request_cosignatures(bank, [TAX], post=post)  # same size: cosigned anew
+    assert again["witnesses"][TAX] == {"cosigned": True}
+    note = ledger.checkpoint(bank)
+    assert note.count("\u2014 dataspace/tax-bureau ") == 1  # replaced, not piled up
+
+
+def test_a_witness_refuses_a_split_view_and_a_rollback(nodes: dict[str, Node]) -> None:
+    bank, tax, post = nodes[BANK], nodes[TAX], _post(nodes)
+    witness.request_cosignatures(bank, [TAX], post=post)
+    cp = peek_checkpoint(ledger.checkpoint(bank))
+    caller = space.member(tax, BANK)
+    # the same size, another root, signed with the log's own key: a second history
+    fork = Checkpoint(cp.origin, cp.size, bytes(32)).sign([bank.signer])
+    with pytest.raises(DataspaceError, match="the log forked"):
+        witness.add_checkpoint(tax, caller, {"old_size": cp.size, "proof": [],
+                                             "checkpoint": fork})
+    # a larger tree whose proof does not lead from the cosigned one
+    bigger = Checkpoint(cp.origin, cp.size + 3, bytes(32)).sign([bank.signer])
+    with pytest.raises(DataspaceError):
+        witness.add_checkpoint(tax, caller, {"old_size": cp.size, "proof": ["A" * 43 + "="],
+                                             "checkpoint": bigger})
+    smaller = Checkpoint(cp.origin, cp.size - 1, bytes(32)).sign([bank.signer])
+    with pytest.raises(DataspaceError, match="does not shrink"):
+        witness.add_checkpoint(tax, caller, {"old_size": cp.size, "proof": [],
+                                             "checkpoint": smaller})
+    # nothing of it moved the witness: the honest log is still cosigned
+    assert witness.request_cosignatures(bank, [TAX], post=post)["witnesses"][TAX]["cosigned"]
+
+
+def test_a_member_submits_only_its_own_log_and_bad_requests_are_refused(
+    nodes: dict[str, Node],
+) -> None:
+    bank, tax = nodes[BANK], nodes[TAX]
+    grid_note = ledger.checkpoint(nodes[GRID])
+    with pytest.raises(DataspaceError, match="not signed by any known key"):
+        witness.add_checkpoint(tax, space.member(tax, BANK),
+                               {"old_size": 0, "proof": [], "checkpoint": grid_note})
+    note = ledger.checkpoint(bank)
+    for body, match in [
+        ([], "JSON object"),
+        ({"old_size": -1, "checkpoint": note}, "old_size"),
+        ({"old_size": True, "checkpoint": note}, "old_size"),
+        ({"old_size": 0, "checkpoint": 5}, "signed note"),
+        ({"old_size": 0, "proof": ["%%"], "checkpoint": note}, "proof"),
+        ({"old_size": 0, "proof": ["AA=="] * 65, "checkpoint": note}, "at most 64"),
+    ]:
+        with pytest.raises(DataspaceError, match=match):
+            witness.add_checkpoint(tax, space.member(tax, BANK), body)
+
+
+def test_a_witness_that_is_down_does_not_stop_the_others(nodes: dict[str, Node]) -> None:
+    def post(log_node: Node, name: str, body: Any) -> tuple[int, Any]:
+        if name == GRID:
+            return 502, {"error": {"code": "unreachable", "message": "no answer"}}
+        return _post(nodes)(log_node, name, body)
+
+    result = witness.request_cosignatures(nodes[BANK], post=post)
+    assert result["witnesses"][TAX] == {"cosigned": True}
+    assert result["witnesses"][GRID]["cosigned"] is False
+    assert "no answer" in result["witnesses"][GRID]["error"]
