@@ -135,3 +135,18 @@ def test_a_quorum_counts_valid_cosignatures_of_the_named_witnesses() -> None:
 def test_timestamps_must_fit_63_bits() -> None:
     with pytest.raises(SignatureError, match="out of range"):
         signed_message(TEXT, 2**63)
+
+
+def test_one_key_under_two_names_counts_once_or_not_at_all() -> None:
+    alias = CosignatureVerifier("tax-alias", WITNESS.public_bytes)
+    note = NOTE + Cosigner(WITNESS).cosign(TEXT, 100)
+    with pytest.raises(SignatureError, match="one key is listed as two witnesses"):
+        check_quorum(note, [Cosigner(WITNESS).verifier(), alias], 2, now=1000)
+
+
+def test_a_cosignature_from_the_future_is_refused() -> None:
+    note = NOTE + Cosigner(WITNESS).cosign(TEXT, 10_000)
+    verifier = Cosigner(WITNESS).verifier()
+    assert check_quorum(note, [verifier], now=10_000 - 600) == {"dataspace/tax": 10_000}
+    with pytest.raises(SignatureError, match="in the future"):
+        check_quorum(note, [verifier], now=10_000 - 601)

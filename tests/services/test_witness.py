@@ -140,3 +140,67 @@ def test_a_witness_that_is_down_does_not_stop_the_others(nodes: dict[str, Node])
     assert result["witnesses"][TAX] == {"cosigned": True}
     assert result["witnesses"][GRID]["cosigned"] is False
     assert "no answer" in result["witnesses"][GRID]["error"]
+
+
+def test_a_witness_cannot_rewrite_the_logs_stored_checkpoint(nodes: dict[str, Node]) -> None:
+    """Its answer must be exactly its own cosignature: not the log's own line, not another
+    witness's key, not garbage — and nothing stored changes when it is not."""
+    bank = nodes[BANK]
+    witness.request_cosignatures(bank, post=_post(nodes))
+    before = ledger.checkpoint(bank)
+    own = before.split("\n\n", 1)[1].splitlines()[0]
+    grid_line = next(x for x in before.splitlines() if x.startswith("\u2014 dataspace/power-"))
+    name, blob = grid_line.removeprefix("\u2014 ").split(" ")
+    forged_grid = f"\u2014 {name} {blob[:-8]}AAAAAA==\n"
+    forged_own = f"{own[:-8]}AAAAAA==\n"
+    for answer in (forged_own, grid_line + "\n", forged_grid, "not a line\n"):
+        def post(log_node: Node, name: str, body: Any, answer: str = answer) -> tuple[int, Any]:
+            return 200, {"cosignature": answer}
+
+        result = witness.request_cosignatures(bank, [TAX], post=post)
+        assert result["witnesses"][TAX]["cosigned"] is False, answer
+        assert "bad cosignature" in result["witnesses"][TAX]["error"] or \
+            "signature line" in result["witnesses"][TAX]["error"]
+        assert ledger.checkpoint(bank) == before
+    with bank.store.read() as session:
+        audit.audit(session, bank.signer.verifier())
+
+
+def test_the_stored_note_keeps_within_the_signature_limit(nodes: dict[str, Node]) -> None:
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from dataspace.identity.note import NoteSigner, parse_note
+    from dataspace.ledger.cosignature import Cosigner
+
+    bank = nodes[BANK]
+    note = ledger.checkpoint(bank)
+    text = note[: note.index("\n\n") + 1]
+    size = peek_checkpoint(note).size
+    lines = [Cosigner(NoteSigner(f"w{i}", Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(str(i).encode()).digest()))).cosign(text, 1) for i in range(120)]
+    stored = witness._store(bank, size, lines)
+    assert len(parse_note(stored).signatures) == 100 and stored.startswith(note)
+    assert ledger.inclusion_proof(bank, 0)["checkpoint"] == stored
+
+
+def test_a_member_cannot_claim_another_members_log(nodes: dict[str, Node]) -> None:
+    import dataclasses
+
+    tax, grid = nodes[TAX], nodes[GRID]
+    renamed = dataclasses.replace(space.member(tax, GRID), name="somebody-else")
+    with pytest.raises(DataspaceError, match="not of somebody-else's log"):
+        witness.add_checkpoint(tax, renamed, {"old_size": 0, "proof": [],
+                                              "checkpoint": ledger.checkpoint(grid)})
+
+
+def test_a_cosigned_empty_tree_is_extended_without_a_proof(nodes: dict[str, Node]) -> None:
+    from dataspace.ledger import merkle
+
+    bank, tax = nodes[BANK], nodes[TAX]
+    empty = Checkpoint(bank.origin, 0, merkle.EMPTY_ROOT).sign([bank.signer])
+    witness.add_checkpoint(tax, space.member(tax, BANK),
+                           {"old_size": 0, "proof": [], "checkpoint": empty})
+    result = witness.request_cosignatures(bank, [TAX], post=_post(nodes))
+    assert result["witnesses"][TAX] == {"cosigned": True}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import time
 from collections.abc import Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
@@ -40,6 +41,8 @@ from dataspace.identity.note import (
 ALG_COSIGNATURE_V1 = 0x04
 HEADER = "cosignature/v1\n"
 MAX_TIMESTAMP = 2**63 - 1
+#: Clock skew allowed to a witness: a cosignature dated later than this past "now" is refused.
+MAX_FUTURE_SECONDS = 600
 
 
 def cosigner_key_id(name: str, public_key: bytes) -> bytes:
@@ -112,9 +115,10 @@ class CosignatureVerifier:
         key = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + self.public_bytes).decode("ascii")
         return f"{self.name}+{self.key_id.hex()}+{key}"
 
-    def verify(self, note: str) -> int:
+    def verify(self, note: str, now: float | None = None) -> int:
         """The timestamp of this witness's cosignature on ``note``. Every line with its name
-        and key ID must verify; none at all is an error too."""
+        and key ID must verify and, given ``now``, be dated no later than
+        :data:`MAX_FUTURE_SECONDS` after it; none at all is an error too."""
         parsed = parse_note(note)
         found: list[int] = []
         for sig in parsed.signatures:
@@ -130,6 +134,12 @@ class CosignatureVerifier:
                     f"cosignature by witness {self.name!r} does not verify",
                     hint="the checkpoint was changed after cosigning, or the line was forged",
                 ) from None
+            if now is not None and timestamp > now + MAX_FUTURE_SECONDS:
+                raise SignatureError(
+                    f"cosignature by witness {self.name!r} is dated {timestamp}, "
+                    f"{timestamp - int(now)} s in the future",
+                    hint="check the witness's clock",
+                )
             found.append(timestamp)
         if not found:
             raise SignatureError(f"the checkpoint carries no cosignature by witness {self.name!r}")
@@ -137,20 +147,33 @@ class CosignatureVerifier:
 
 
 def check_quorum(
-    note: str, witnesses: Iterable[CosignatureVerifier], quorum: int | None = None
+    note: str,
+    witnesses: Iterable[CosignatureVerifier],
+    quorum: int | None = None,
+    now: float | None = None,
 ) -> Mapping[str, int]:
     """Witness name → cosignature time, for the witnesses that cosigned ``note``; raises
-    :class:`SignatureError` if fewer than ``quorum`` (default: all of them) did, or if a line
-    by one of them does not verify."""
-    witnesses = list(witnesses)
+    :class:`SignatureError` if fewer than ``quorum`` (default: all of them) did, if a line by
+    one of them does not verify or is dated in the future (``now``, default the clock), or if
+    one key is listed under two names (its signature does not cover the name: one line
+    would count twice)."""
+    witnesses = list({w.key_id + w.public_bytes + w.name.encode(): w for w in witnesses}.values())
+    keys: dict[bytes, str] = {}
+    for w in witnesses:
+        if keys.setdefault(w.public_bytes, w.name) != w.name:
+            raise SignatureError(
+                f"one key is listed as two witnesses ({keys[w.public_bytes]!r}, {w.name!r})",
+                hint="each witness has its own key; list it once",
+            )
     need = len(witnesses) if quorum is None else quorum
     if not 0 < need <= len(witnesses):
         raise SignatureError(f"a quorum of {need} out of {len(witnesses)} witnesses is not one")
+    at = time.time() if now is None else now
     found: dict[str, int] = {}
     missing: list[str] = []
     for witness in witnesses:
         try:
-            found[witness.name] = witness.verify(note)
+            found[witness.name] = witness.verify(note, at)
         except SignatureError as exc:
             if "carries no cosignature" not in exc.message:
                 raise

@@ -30,12 +30,19 @@ from typing import Any
 
 import httpx
 
-from dataspace.errors import Conflict, DataspaceError, Forbidden, InputError, UsageError
+from dataspace.errors import (
+    Conflict,
+    DataspaceError,
+    Forbidden,
+    InputError,
+    SignatureError,
+    UsageError,
+)
 from dataspace.identity.membership import Member
-from dataspace.identity.note import parse_note, strict_b64decode
+from dataspace.identity.note import MAX_SIGNATURES, parse_note, strict_b64decode
 from dataspace.ledger import log, merkle
 from dataspace.ledger.checkpoint import open_checkpoint, peek_checkpoint
-from dataspace.ledger.cosignature import Cosigner
+from dataspace.ledger.cosignature import CosignatureVerifier, Cosigner
 from dataspace.services import ledger, space
 from dataspace.services.node import Node
 from dataspace.store.models import LedgerCheckpoint, WitnessedLog
@@ -54,13 +61,16 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
     old_size, proof, note = _request(body)
     signed = open_checkpoint(note, [caller.verifier])
     cp = signed.checkpoint
-    if cp.origin != caller.verifier.name:
+    if cp.origin != log_origin(caller.name):
         raise Forbidden(
-            f"the checkpoint is of log {cp.origin!r}, not of {caller.name}'s log",
+            f"the checkpoint is of log {cp.origin!r}, not of {caller.name}'s log "
+            f"({log_origin(caller.name)})",
             hint="a member submits its own log's checkpoints",
         )
     with node.store.write() as session:
         row = session.get(WitnessedLog, cp.origin, with_for_update=True)
+        if row is not None and row.member != caller.name:
+            raise Forbidden(f"log {cp.origin!r} is witnessed here for {row.member}")
         known = 0 if row is None else int(row.size)
         if old_size != known:
             raise Conflict(
@@ -71,13 +81,14 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
         if cp.size < known:
             raise Conflict(f"the checkpoint (size {cp.size}) is older than the one cosigned "
                            f"({known}): a log does not shrink", size=known)
-        if row is not None:
+        if known > 0:
+            assert row is not None
             merkle.verify_consistency(known, cp.size, proof, bytes(row.root_hash), cp.root)
-            row.size, row.root_hash, row.member = cp.size, cp.root, caller.name
-            row.updated_at = datetime.now(UTC)
+        elif proof:  # from the empty tree (or none seen) there is nothing to prove
+            raise InputError("a checkpoint extending the empty tree needs no consistency proof")
+        if row is not None:
+            row.size, row.root_hash, row.updated_at = cp.size, cp.root, datetime.now(UTC)
         else:
-            if proof:
-                raise InputError("a first checkpoint needs no consistency proof")
             session.add(WitnessedLog(origin=cp.origin, member=caller.name, size=cp.size,
                                      root_hash=cp.root, updated_at=datetime.now(UTC)))
         timestamp = int(time.time())
@@ -171,27 +182,45 @@ def _proof(node: Node, old: int, size: int) -> list[str]:
 
 
 def _check_line(node: Node, witness: str, note: str, line: str) -> None:
-    """The witness's answer is one signature line that verifies on this note."""
-    from dataspace.ledger.cosignature import CosignatureVerifier
-
+    """The witness's answer is exactly one cosignature line, by that witness's own key (its
+    name and cosignature key ID, as the membership list gives its key), that verifies on this
+    checkpoint's text alone and is not dated in the future."""
     member = space.member(node, witness)
     verifier = CosignatureVerifier(member.verifier.name, member.verifier.public_bytes)
+    text = parse_note(note).text
     if not line.endswith("\n") or line.count("\n") != 1:
         raise Conflict(f"witness {witness} answered something other than one signature line")
-    verifier.verify(note + line)
+    try:
+        [sig] = parse_note(text + "\n" + line).signatures
+        if (sig.name, sig.key_id) != (verifier.name, verifier.key_id):
+            raise SignatureError(f"the line is not {verifier.name}'s cosignature")
+        verifier.verify(text + "\n" + line, time.time())
+    except (SignatureError, ValueError) as exc:
+        raise Conflict(f"witness {witness} answered a bad cosignature: {exc}") from None
 
 
 def _store(node: Node, size: int, lines: list[str]) -> str:
-    """Put the new cosignatures on the stored note, replacing older ones by the same keys."""
+    """Put the new cosignatures (checked: each its witness's own) on the stored note. A
+    newer line by a witness replaces its older one; the node's own signature and the other
+    witnesses' lines stay; the note keeps within the signed-note limit of lines."""
     with node.store.write() as session:
         row = session.get(LedgerCheckpoint, size, with_for_update=True)
         assert row is not None  # ledger.checkpoint stored it
         parsed = parse_note(row.note)
+        own, *others = parsed.signatures  # the node's own signature line comes first
         fresh = {(s.name, s.key_id) for line in lines
                  for s in parse_note(parsed.text + "\n" + line).signatures}
-        kept = [s.line + "\n" for s in parsed.signatures if (s.name, s.key_id) not in fresh]
-        row.note = parsed.text + "\n" + "".join(kept) + "".join(lines)
+        kept = [s.line + "\n" for s in others if (s.name, s.key_id) not in fresh]
+        room = MAX_SIGNATURES - 1 - len(lines)
+        kept = kept[-room:] if room > 0 else []
+        row.note = parsed.text + "\n" + own.line + "\n" + "".join(kept) + "".join(
+            lines[: MAX_SIGNATURES - 1])
         return str(row.note)
+
+
+def log_origin(member: str) -> str:
+    """The origin line of a member's log (:attr:`Node.origin`)."""
+    return f"dataspace/{member}"
 
 
 def _post(node: Node, witness: str, body: Mapping[str, Any]) -> tuple[int, Any]:
