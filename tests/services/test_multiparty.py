@@ -268,6 +268,57 @@ def test_a_roster_with_a_substituted_key_fails_the_aggregation_with_the_reason(
     assert failed["code"] == "secagg_advertisement_rejected"
 
 
+def test_an_aggregation_that_could_unmask_this_nodes_input_is_refused(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """One party, or a threshold of 1 (its own share of its mask seed is the seed: a
+    coordinator claiming every other party dropped out would unmask it), or a threshold
+    below a majority: refused before anything of this node's data is sent."""
+    tax, _, agreement = _aggregation_party(make_node, tmp_path)
+    encoding = FixedPoint(1e6, 16, max_count=2**31)
+    cases = {
+        "job-agg-single-01": (SessionConfig(secrets.token_bytes(16), (1,), 1, encoding,
+                                            threshold=1), [[1, "tax-bureau"]]),
+        "job-agg-t-one-001": (SessionConfig(secrets.token_bytes(16), (1, 2), 1, encoding,
+                                            threshold=1), None),
+    }
+    for job, (config, members) in cases.items():
+        extra = {"members": members} if members else {}
+        with pytest.raises(AdvertisementRejected, match="could release this node's input"):
+            mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config, **extra))
+        assert multiparty.get_job(tax, job)["state"] == "FAILED"
+
+
+def test_another_member_learns_nothing_of_an_ended_job_by_reusing_its_id(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    tax, _, agreement = _aggregation_party(make_node, tmp_path)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(1e6, 16, max_count=2**31), threshold=1)
+    job = "job-agg-ended-001"
+    with pytest.raises(AdvertisementRejected):
+        mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
+    with pytest.raises(MultipartyFailed) as info:
+        mp_party.handle_step(tax, "grid", _open_aggregation(agreement, job, config))
+    assert info.value.message == f"no multi-party job {job!r} with grid here"
+    with pytest.raises(Conflict, match="already ended here: FAILED"):  # its own initiator
+        mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
+
+
+def test_an_out_of_bound_input_is_refused_without_naming_its_value(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    from dataspace.privacy.secagg import ValueOutOfBound
+
+    tax, _, agreement = _aggregation_party(make_node, tmp_path)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(1.0, 16, max_count=2**31), threshold=2)
+    with pytest.raises(ValueOutOfBound) as info:
+        mp_party.handle_step(tax, "bank", _open_aggregation(agreement, "job-agg-bound-01", config))
+    assert "8.0" not in info.value.message and "8" not in info.value.message.split("bound")[0]
+    assert "exceeds the agreed bound 1.0" in info.value.message
+
+
 def test_an_aggregation_naming_an_unknown_or_wrong_party_is_refused(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path
 ) -> None:

@@ -221,9 +221,9 @@ def _new_session(node: Node, caller: str, job_id: str, header: dict[str, Any]) -
     with node.store.read() as s:
         row = s.get(JobRow, job_id)
         if row is not None:
-            state, error = row.state, row.error
+            state, error, owner = row.state, row.error, row.peer
     if row is not None:
-        if state == jobs.RUNNING:
+        if state == jobs.RUNNING or owner != caller:  # another initiator's: say nothing of it
             raise _lost(node, job_id, caller)
         raise Conflict(
             f"job {job_id} already ended here: {state}" + (f" ({error})" if error else ""),
@@ -692,6 +692,16 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         ),
         threshold=int(header.get("threshold", 0)),
     )
+    n, t = config.n, config.threshold
+    if n < 2 or t < max(2, n // 2 + 1):
+        # with one party the "aggregate" is its input; with t = 1 its own share of its mask
+        # seed is the seed, so claiming every other party dropped out unmasks its input
+        raise AdvertisementRejected(
+            f"secure aggregation over {n} part{'y' if n == 1 else 'ies'} with threshold {t} "
+            f"could release this node's input; it takes at least 2 parties and a threshold "
+            f"of at least {max(2, n // 2 + 1)}",
+            hint="the job is refused",
+        )
     index = int(header["index"])
     names = party_names(header.get("members"), config.parties)
     if names.get(index) != node.name:

@@ -187,3 +187,28 @@ def test_points_off_the_group_are_refused(group: str, bad: bytes) -> None:
     session = a._session
     with pytest.raises(InvalidPoint):
         list(b.receive(pack(Kind.A_POINTS, session, 0, bad, last=True)))
+
+
+def test_match_indices_past_2_63_are_refused_not_wrapped() -> None:
+    """MATCHES carries unsigned 64-bit indices; 2^64 - 1 must not become -1 (the last point)."""
+    from dataspace.privacy.psi.messages import unpack
+
+    a, b = _pair("both", A_IDS, B_IDS)
+    hello = a.hello()
+    for reply in b.receive(hello):
+        a.receive(reply)
+    for chunk in a.outgoing():
+        list(b.receive(chunk))
+    wrapped = np.array([2**64 - 1, 2**64 - 4], dtype="<u8").tobytes()
+    forged = pack(Kind.MATCHES, unpack(hello).session, 0, wrapped, last=True)
+    with pytest.raises(PsiMessageRefused, match="outside B_POINTS"):
+        list(b.receive(forged))
+
+
+def test_a_peer_set_beyond_the_limit_is_refused_at_hello(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataspace.privacy.psi import protocol
+
+    monkeypatch.setattr(protocol, "MAX_PEER_SET", len(A_IDS) - 1)
+    a, b = _pair("size", A_IDS, B_IDS)
+    with pytest.raises(PsiMessageRefused, match="no valid set size"):
+        list(b.receive(a.hello()))

@@ -84,6 +84,11 @@ def _intersect(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return left[keep], right[keep] - len(a)
 
 
+#: The most identifiers a responder takes from one initiator: its replies are buffered until
+#: the last chunk in size mode (32 bytes each), so the bound is also the memory bound.
+MAX_PEER_SET = 100_000_000
+
+
 @dataclass(frozen=True)
 class PsiResult:
     """What one party holds at the end.
@@ -327,7 +332,7 @@ class Responder(_Party):
             return self._points_in(self._accept(data, [Kind.A_POINTS]))
         if self._state == "matches":
             msg = self._accept(data, [Kind.MATCHES])
-            self._matches.append(np.frombuffer(msg.payload, dtype="<u8").astype(np.int64))
+            self._matches.append(np.frombuffer(msg.payload, dtype="<u8"))
             if msg.last:
                 self._finish_matches()
             return iter([])
@@ -345,8 +350,10 @@ class Responder(_Party):
             )
         if body.get("job") != hashlib.sha256(self.job_id.encode()).hexdigest():
             raise PsiMessageRefused("HELLO is for another job")
-        if not isinstance(n, int) or n < 0:
-            raise PsiMessageRefused("HELLO carries no valid set size")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_PEER_SET:
+            raise PsiMessageRefused(
+                f"HELLO carries no valid set size (0 to {MAX_PEER_SET:,} identifiers)"
+            )
         self.mode, self._peer_n, self._session = str(mode), n, msg.session
         self._state = "accepted"
         return pack_json(Kind.ACCEPT, self._session, {"n": len(self._points)})
@@ -382,9 +389,11 @@ class Responder(_Party):
         yield from self._chunks(Kind.A_REPLY, rows[_order(rows)])
 
     def _finish_matches(self) -> None:
-        idx = np.concatenate(self._matches)
-        if len(idx) and (idx.max() >= len(self._points) or len(np.unique(idx)) != len(idx)):
+        wire = np.concatenate(self._matches)  # unsigned: 2^64 - 1 is no index, never -1
+        if len(wire) and (int(wire.max()) >= len(self._points)
+                          or len(np.unique(wire)) != len(wire)):
             raise PsiMessageRefused("MATCHES holds indices outside B_POINTS or repeats")
+        idx = wire.astype(np.int64)
         if self.mode == "align":
             rows = self._first[idx]
         else:

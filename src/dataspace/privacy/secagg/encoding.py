@@ -109,8 +109,10 @@ class FixedPoint:
         if not np.all(np.isfinite(x)):
             raise ValueOutOfBound("input contains NaN or infinite values", hint="clean the input")
         if x.size and float(np.max(np.abs(x))) > self.bound:
+            # the refusal travels to the coordinator: it names the bound, never the value
+            # (a party's input is exactly what it must not learn)
             raise ValueOutOfBound(
-                f"input value {float(np.max(np.abs(x)))} exceeds the agreed bound {self.bound}",
+                f"an input value exceeds the agreed bound {self.bound}",
                 hint="clip the values to the bound before aggregating, or agree a larger bound",
             )
         if (
