@@ -74,6 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
         "between its choice and its engine's bind",
     ),
     Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
+    Setting("api_max_body_mb", 16, "largest request body of the API and DSP routes (MiB)"),
+    Setting("peer_max_body_mb", 512, "largest node-to-node request body (MiB)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

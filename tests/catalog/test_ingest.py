@@ -284,6 +284,29 @@ def test_truncated_parquet_is_refused(write: Write, tmp_path: Path, limits: Limi
     assert "corrupt or truncated" in err.message
 
 
+@pytest.mark.parametrize("column", [
+    pa.array([{"mobile": "13812345678"}, {"mobile": "13912345678"}]),
+    pa.array([["13812345678"], ["13912345678"]]),
+])
+def test_nested_parquet_columns_are_refused(
+    tmp_path: Path, limits: Limits, column: pa.Array
+) -> None:
+    """A mobile number inside a STRUCT or LIST would be read as one text blob and go
+    unclassified and ungraded: such a file is refused, naming the column."""
+    src = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "contact": column}), src)
+    with pytest.raises(UnreadableInput, match=r"nested column\(s\) contact") as info:
+        import_file(src, tmp_path / "out.parquet", limits=limits)
+    assert "flatten" in (info.value.hint or "")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_nested_json_objects_are_refused(write: Write, tmp_path: Path, limits: Limits) -> None:
+    err = bad(write, tmp_path, limits, "nested.jsonl",
+              '{"id": 1, "contact": {"mobile": "13812345678"}}\n')
+    assert "nested column(s) contact" in err.message
+
+
 def test_invalid_json_names_the_line(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "bad.jsonl", '{"a": 1}\n{"a": 2\n{"a": 3}\n')
     assert "line 2 is not valid JSON" in err.message

@@ -147,6 +147,9 @@ def test_bad_upload_is_422_and_leaves_nothing_behind(api: Api, data: bytes, file
     error = assert_envelope(response, 422, response.json()["error"]["code"])
     assert error["code"] in {"unreadable_input", "invalid_input"}
     assert error["hint"]
+    if "file" in error.get("details", {}):  # the caller's file name, not the node's temp path
+        assert error["details"]["file"] == filename
+    assert str(api.node.root) not in response.text
     assert _leftovers(api) == []
     # The server keeps serving.
     assert api.client.get(f"{API}/health").status_code == 200

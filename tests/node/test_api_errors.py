@@ -161,3 +161,22 @@ def test_unexpected_exception_is_a_generic_500_and_logged(
     logged = [r for r in caplog.records if incident in r.getMessage()]
     assert logged and logged[0].exc_info is not None
     assert client.get(f"{API}/health").status_code == 200
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
+    """No token, 17 MiB of JSON: 413 at once (not a 401 after reading it all); a body sent
+    without a Content-Length is counted and cut off too; the node keeps serving."""
+    big = b'{"name": "' + b"x" * (17 << 20) + b'", "role": "consumer"}'
+    response = api.client.post(f"{API}/tokens", content=big,
+                               headers={"content-type": "application/json"})
+    body = assert_envelope(response, 413, "payload_too_large")
+    assert "16 MiB" in body["message"]
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(18):
+            yield b"x" * (1 << 20)
+
+    streamed = api.client.post(f"{API}/tokens", content=chunks(),
+                               headers={"content-type": "application/json"})
+    assert_envelope(streamed, 413, "payload_too_large")
+    assert api.client.get(f"{API}/health").status_code == 200

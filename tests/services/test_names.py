@@ -23,6 +23,7 @@ def test_good_dataset_names_pass(name: str) -> None:
         ("tab\there", "control character"),
         (" padded", "leading or trailing"),
         ("x" * 121, "characters long"),
+        ("cafe\u0301", "NFC"),  # 'café' with a combining accent: looks like the NFC one
     ],
 )
 def test_bad_dataset_names_say_why(name: str, why: str) -> None:
@@ -34,3 +35,11 @@ def test_bad_dataset_names_say_why(name: str, why: str) -> None:
 def test_bad_node_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidName):
         check_node_name(name)
+
+
+def test_labels_refuse_control_characters_a_terminal_would_obey() -> None:
+    from dataspace.services.names import check_label
+
+    assert check_label("分析师 a", "token name") == "分析师 a"
+    with pytest.raises(InvalidName, match=r"U\+001B"):
+        check_label("a\x1b[31mb", "token name")

@@ -61,6 +61,18 @@ def test_unevaluable_policy_is_refused(tax: Node) -> None:
         offers.create(tax, "tax-records", actor="t", policy=doc)
 
 
+def test_an_offer_that_permits_nothing_or_has_already_ended_is_refused(tax: Node) -> None:
+    with pytest.raises(PolicyError, match="no permission"):
+        offers.create(tax, "tax-records", actor="t", policy={"@type": "Offer"})
+    with pytest.raises(PolicyError, match="ended already"):
+        offers.create(tax, "tax-records", actor="t", template="raw-transfer",
+                      params={"purposes": "research", "expires": "2001-01-01T00:00:00+08:00"})
+    with pytest.raises(PolicyError, match="not a number"):
+        offers.create(tax, "tax-records", actor="t", template="dp-stats",
+                      params={"purposes": "research", "epsilon": "abc"})
+    assert offers.list_offers(tax) == []  # nothing was published
+
+
 def test_unknown_dataset(node: Node) -> None:
     with pytest.raises(NotFound):
         offers.create(node, "nope", actor="t", template="aggregate-only",

@@ -384,14 +384,32 @@ def _import_jsonl(
         f"maximum_object_size={int(limits.import_max_line_bytes)}, dateformat='%Y-%m-%d')"
     )
     try:
-        names = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-        enc.check_names(src, names)
+        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+        enc.check_names(src, [str(r[0]) for r in described])
+        _check_flat(src, described, "write one field per key (no nested objects or arrays)")
         _copy(con, f"SELECT * FROM {reader}", out)
     except duckdb.OutOfMemoryException as exc:
         raise _library_error(src, exc) from None
     except duckdb.Error:
         raise enc.diagnose_jsonl(src, encoding) from None
     return encoding
+
+
+def _is_nested(kind: str) -> bool:
+    return kind.endswith("]") or any(t in kind for t in ("STRUCT", "MAP(", "UNION("))
+
+
+def _check_flat(src: Path, described: list[Any], hint: str) -> None:
+    """Refuse nested columns (STRUCT, LIST, ARRAY, MAP, UNION): classification and grading
+    read flat values, so a mobile number inside ``contact.mobile`` would go ungraded."""
+    nested = [f"{name} ({kind})" for name, kind, *_ in described if _is_nested(str(kind))]
+    if nested:
+        raise enc.fail(
+            src,
+            f"nested column(s) {', '.join(nested[:5])}: personal data inside them could not be "
+            "classified or graded",
+            hint,
+        )
 
 
 # --- Parquet ------------------------------------------------------------------------------
@@ -405,8 +423,9 @@ def _import_parquet(con: duckdb.DuckDBPyConnection, src: Path, source: Path, out
         raise enc.fail(src, "not a Parquet file (no PAR1 header)", "check the file or its format")
     reader = f"read_parquet({_lit(str(source))})"
     try:
-        names = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-        enc.check_names(src, names)
+        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+        enc.check_names(src, [str(r[0]) for r in described])
+        _check_flat(src, described, "flatten the file (one column per field) and import it again")
         _copy(con, f"SELECT * FROM {reader}", out)
     except duckdb.OutOfMemoryException as exc:
         raise _library_error(src, exc) from None

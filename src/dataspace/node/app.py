@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from dataspace import __version__
 from dataspace.node.auth import roles_of
+from dataspace.node.body_limit import BodyLimit
 from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
 from dataspace.node.peer_auth import require_peer
 from dataspace.node.routers import (
@@ -93,6 +94,15 @@ def create_app(node: Node) -> FastAPI:
     )
     app.state.node = node
     install_error_handlers(app)
+    limits = node.limits
+    api_cap, peer_cap = int(limits.api_max_body_mb) << 20, int(limits.peer_max_body_mb) << 20
+
+    def body_cap(method: str, path: str) -> int | None:
+        if method == "POST" and path.rstrip("/") == f"{API_PREFIX}/datasets":
+            return None  # the upload streams to disk under api_max_upload_mb
+        return peer_cap if path.startswith("/peer/") else api_cap
+
+    app.add_middleware(BodyLimit, limit_for=body_cap)
     for module in ROUTERS:
         prefix = getattr(module, "PREFIX", API_PREFIX)
         for route in module.router.routes:

@@ -90,7 +90,9 @@ def _coerce(param: Param, value: Any) -> Any:
         return value
     except PolicyError as exc:
         raise PolicyError(f"{where}: {exc.message}") from None
-    except (ValueError, TypeError, InvalidOperation) as exc:
+    except InvalidOperation:  # Decimal's own text is a list of classes
+        raise PolicyError(f"{where}: {value!r} is not a number (e.g. 1.0)") from None
+    except (ValueError, TypeError) as exc:
         raise PolicyError(f"{where}: {value!r} is invalid: {exc}") from None
 
 

@@ -50,4 +50,22 @@ def check_dataset_name(name: str) -> str:
         raise InvalidName(
             f"dataset name {name!r} starts with {name[0]!r}", hint="start with a letter or digit"
         )
+    if unicodedata.normalize("NFC", name) != name:  # else 'café' and 'café' are two datasets
+        raise InvalidName(
+            f"dataset name {name!r} is not in Unicode NFC form (a decomposed accent?)",
+            hint="write it with composed characters (NFC)",
+        )
+    return name
+
+
+def check_label(name: str, what: str) -> str:
+    """A free-text label shown in tables (a token's name): no control characters, which a
+    terminal would obey when it prints the label."""
+    for ch in name:
+        cat = unicodedata.category(ch)
+        if cat == "Cc" or cat in {"Zl", "Zp"}:
+            raise InvalidName(
+                f"{what} {name!r} contains the control character U+{ord(ch):04X}",
+                hint="remove it",
+            )
     return name

@@ -24,9 +24,9 @@ from dataspace.ledger import log
 from dataspace.policy import Policy, PolicyError, PolicyType, from_template, parse_policy
 from dataspace.policy.jsonld import to_jsonld
 from dataspace.policy.lint import require_evaluable
-from dataspace.policy.model import AnyConstraint, Constraint, Rule
+from dataspace.policy.model import AnyConstraint, Constraint, Operator, Rule
 from dataspace.policy.request import Price
-from dataspace.policy.values import Malformed, as_terms
+from dataspace.policy.values import Malformed, as_datetime, as_terms
 from dataspace.policy.vocabulary import ACTIONS
 from dataspace.services.node import Node
 from dataspace.store.models import Dataset
@@ -259,6 +259,26 @@ def ledger_safe(value: Any) -> Any:
 # --- service functions -------------------------------------------------------------------------
 
 
+def _require_grants_now(policy: Policy) -> None:
+    """An offer must permit something, and not only until a time already past: such an offer
+    would sit in the catalog as active while every request is denied."""
+    if not policy.permissions:
+        raise PolicyError("the policy has no permission: the offer would permit nothing",
+                          path="permission",
+                          hint="add a permission (or use a --template)")
+    now = datetime.now(UTC)
+    for rule in policy.permissions:
+        ends = [as_datetime(c.right) for c in rule.constraints
+                if isinstance(c, Constraint) and c.left == "dateTime"
+                and c.operator in (Operator.LT, Operator.LTEQ)]
+        if not ends or min(ends) > now:
+            return
+    raise PolicyError(
+        "every permission of the policy ended already (its dateTime bound is in the past)",
+        path="permission", hint="set an expiry in the future",
+    )
+
+
 def create(
     node: Node,
     dataset: str,
@@ -283,6 +303,7 @@ def create(
             f"an offer's policy must be an ODRL Offer, not {parsed.type.value}", path="@type"
         )
     require_evaluable(parsed)
+    _require_grants_now(parsed)
     duty_price = policy_price(parsed)
     if money is not None and duty_price is not None and money != duty_price:
         raise UsageError(

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import AuthError, InvalidName, NotFound, UsageError
 from dataspace.ledger import log
+from dataspace.services.names import check_label
 from dataspace.services.node import Node
 from dataspace.store.models import ApiToken
 
@@ -60,6 +61,7 @@ def issue_in(session: Session, *, name: str, role: str, actor: str) -> str:
         raise UsageError(f"unknown role {role!r}", hint="choose one of: " + ", ".join(ROLES))
     if not name.strip() or len(name) > 200:
         raise InvalidName("token name must be 1-200 characters", hint="pass --name NAME")
+    check_label(name, "token name")
     secret = PREFIX + secrets.token_urlsafe(32)
     token_id = secrets.token_hex(6)
     session.add(

@@ -205,17 +205,22 @@ async def upload_dataset(
     try:
         upload = _Upload(boundary, workdir, node.limits.api_max_upload_mb << 20)
         path, fields = await _receive(request, upload)
-        return await run_in_threadpool(
-            datasets.add,
-            node,
-            path,
-            name=fields.get("name") or _stem(path.name),
-            title=fields.get("title") or None,
-            domain=fields.get("domain") or "general",
-            description=fields.get("description", ""),
-            actor=caller.actor,
-            fmt=fields.get("format") or None,
-        )
+        try:
+            return await run_in_threadpool(
+                datasets.add,
+                node,
+                path,
+                name=fields.get("name") or _stem(path.name),
+                title=fields.get("title") or None,
+                domain=fields.get("domain") or "general",
+                description=fields.get("description", ""),
+                actor=caller.actor,
+                fmt=fields.get("format") or None,
+            )
+        except DataspaceError as exc:  # name the caller's file, not the node's upload folder
+            if exc.details.get("file") == str(path):
+                exc.details["file"] = path.name
+            raise
     finally:
         upload_cleanup(workdir)
 
