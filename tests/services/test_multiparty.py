@@ -271,16 +271,17 @@ def test_a_roster_with_a_substituted_key_fails_the_aggregation_with_the_reason(
 def test_an_aggregation_that_could_unmask_this_nodes_input_is_refused(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path
 ) -> None:
-    """One party, or a threshold of 1 (its own share of its mask seed is the seed: a
-    coordinator claiming every other party dropped out would unmask it), or a threshold
+    """A threshold of 1 among several parties (its own share of its mask seed is the seed: a
+    coordinator claiming every other party dropped out would unmask it inside a "sum"), or
     below a majority: refused before anything of this node's data is sent."""
     tax, _, agreement = _aggregation_party(make_node, tmp_path)
     encoding = FixedPoint(1e6, 16, max_count=2**31)
+    members = [[1, "tax-bureau"], [2, "grid"], [3, "operator"]]
     cases = {
-        "job-agg-single-01": (SessionConfig(secrets.token_bytes(16), (1,), 1, encoding,
-                                            threshold=1), [[1, "tax-bureau"]]),
         "job-agg-t-one-001": (SessionConfig(secrets.token_bytes(16), (1, 2), 1, encoding,
                                             threshold=1), None),
+        "job-agg-t-minor-1": (SessionConfig(secrets.token_bytes(16), (1, 2, 3), 1, encoding,
+                                            threshold=1), members),
     }
     for job, (config, members) in cases.items():
         extra = {"members": members} if members else {}

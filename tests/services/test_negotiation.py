@@ -175,7 +175,10 @@ def test_assignee_not_allowed_is_terminated(pair: Pair) -> None:
     assert any("assignee" in r for r in view["reason"]), view["reason"]
 
 
-def test_expired_offer_is_terminated(pair: Pair) -> None:
+def test_expired_offer_is_terminated(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an offer published while valid that has expired since (creating an already-expired
+    # offer is refused, so the check at creation time is what this skips)
+    monkeypatch.setattr(offers, "_require_grants_now", lambda policy: None)
     old = offers.create(pair.tax, "tax-records", actor="t", template="raw-transfer",
                         params={"purposes": "finance", "expires": "2020-01-01T00:00:00+08:00"},
                         auto_approve=True)

@@ -693,13 +693,13 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         threshold=int(header.get("threshold", 0)),
     )
     n, t = config.n, config.threshold
-    if n < 2 or t < max(2, n // 2 + 1):
-        # with one party the "aggregate" is its input; with t = 1 its own share of its mask
-        # seed is the seed, so claiming every other party dropped out unmasks its input
+    if n > 1 and t < max(2, n // 2 + 1):
+        # with t = 1 a party's own share of its mask seed is the seed: a coordinator claiming
+        # every other party dropped out would unmask this node's input inside a "sum". (With
+        # one party the sum is its own aggregate, released knowingly: it sees n = 1 here.)
         raise AdvertisementRejected(
-            f"secure aggregation over {n} part{'y' if n == 1 else 'ies'} with threshold {t} "
-            f"could release this node's input; it takes at least 2 parties and a threshold "
-            f"of at least {max(2, n // 2 + 1)}",
+            f"secure aggregation over {n} parties with threshold {t} could release this "
+            f"node's input; it takes a threshold of at least {max(2, n // 2 + 1)}",
             hint="the job is refused",
         )
     index = int(header["index"])
