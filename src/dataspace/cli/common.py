@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -63,3 +64,9 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     return t
+
+
+def key_text(value: str) -> str:
+    """A key given as a file holding it, or as the string itself."""
+    path = Path(value)
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else value.strip()

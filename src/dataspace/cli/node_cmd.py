@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, console, node, print_json
+from dataspace.cli.common import JsonOption, console, key_text, node, print_json
 from dataspace.errors import InputError, UsageError
 from dataspace.ledger import proof
 from dataspace.ledger.cosignature import CosignatureVerifier
@@ -102,8 +102,8 @@ def verify_proof(
     """Check a proof bundle offline (inclusion of an entry, or consistency of two sizes of
     the log), with nothing but the node's public key — and, with --witness, that witnesses
     cosigned the checkpoint it rests on (the log showed them the same history)."""
-    key_text = _key_text(key)
-    witnesses = [CosignatureVerifier.parse(_key_text(w)) for w in witness_keys or []]
+    log_key = key_text(key)
+    witnesses = [CosignatureVerifier.parse(key_text(w)) for w in witness_keys or []]
     if quorum is not None and not witnesses:
         raise UsageError("--quorum counts --witness keys; pass some", hint="--witness W.pub")
     held = None
@@ -121,14 +121,9 @@ def verify_proof(
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{proof_file} is not a JSON proof bundle: {exc}") from None
     verified = proof.verify_bundle(
-        bundle, key_text, old_checkpoint=held, witnesses=witnesses, quorum=quorum
+        bundle, log_key, old_checkpoint=held, witnesses=witnesses, quorum=quorum
     )
     if as_json:
         print_json(verified.to_dict())
         return
     console.print(f"[green]verified[/green]: {escape(verified.summary())}")
-
-
-def _key_text(key: str) -> str:
-    """A key given as a file holding it, or as the string itself."""
-    return Path(key).read_text(encoding="utf-8").strip() if Path(key).is_file() else key

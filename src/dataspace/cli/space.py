@@ -7,17 +7,12 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.common import JsonOption, actor, console, key_text, node, print_json, table
 from dataspace.errors import InputError, UsageError
 from dataspace.identity.membership import Member
 from dataspace.services import space
 
 app = typer.Typer(help="The space: operator-signed membership list.", no_args_is_help=True)
-
-
-def _key_text(value: str) -> str:
-    path = Path(value)
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else value.strip()
 
 
 def _parse_member(spec: str) -> Member:
@@ -27,7 +22,7 @@ def _parse_member(spec: str) -> Member:
             f"--member {spec!r} is not NAME,URL,KEY[,ROLES]",
             hint="KEY is a verifier key string or a node.pub file; ROLES is e.g. provider+consumer",
         )
-    name, url, key = parts[0], parts[1], _key_text(parts[2])
+    name, url, key = parts[0], parts[1], key_text(parts[2])
     roles = tuple(r for r in (parts[3].split("+") if len(parts) == 4 else ["member"]) if r)
     return Member(name, url, key, roles)
 
@@ -72,7 +67,7 @@ def join(
         note = note_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {note_file}: {exc}") from None
-    joined = space.join(node(ctx), note, _key_text(operator_key), actor=actor())
+    joined = space.join(node(ctx), note, key_text(operator_key), actor=actor())
     console.print(
         f"joined space {escape(joined.space)} (serial {joined.serial}, "
         f"{len(joined.members)} members)"
