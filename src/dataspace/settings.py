@@ -76,6 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
     Setting("api_max_body_mb", 16, "largest request body of the API and DSP routes (MiB)"),
     Setting("peer_max_body_mb", 512, "largest node-to-node request body (MiB)"),
+    Setting(
+        "ledger_witness_interval_seconds",
+        60.0,
+        "how often a serving node asks the witnesses named in node.toml [ledger] to cosign "
+        "its newest checkpoint (only when its log grew)",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

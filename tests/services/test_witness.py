@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from dataspace.errors import DataspaceError
+from dataspace.errors import DataspaceError, UsageError
 from dataspace.ledger import audit, log, proof
 from dataspace.ledger.checkpoint import Checkpoint, peek_checkpoint
 from dataspace.ledger.cosignature import CosignatureVerifier
-from dataspace.services import ledger, space, witness
+from dataspace.services import auto_witness, ledger, space, witness
 from dataspace.services.node import Node
 
 BANK, TAX, GRID = "bank", "tax-bureau", "power-grid"
@@ -204,3 +204,68 @@ def test_a_cosigned_empty_tree_is_extended_without_a_proof(nodes: dict[str, Node
                            {"old_size": 0, "proof": [], "checkpoint": empty})
     result = witness.request_cosignatures(bank, [TAX], post=_post(nodes))
     assert result["witnesses"][TAX] == {"cosigned": True}
+
+
+def test_a_serving_node_asks_its_witnesses_only_when_its_log_really_grew(
+    nodes: dict[str, Node],
+) -> None:
+    bank, tax, post = nodes[BANK], nodes[TAX], _post(nodes)
+    runner = auto_witness.AutoWitness(bank, [TAX], 60.0, post=post)
+    first = runner.round()
+    assert first is not None and first["witnesses"] == {TAX: {"cosigned": True}}
+    assert runner.cosigned_size == first["size"] == ledger.size(bank)
+    assert runner.round() is None  # nothing new
+    # the bank witnessing the tax bureau grows the bank's log by witness.cosigned only
+    witness.request_cosignatures(tax, [BANK], post=post)
+    assert ledger.size(bank) == first["size"] + 1
+    assert runner.round() is None
+    _grow(bank, 2)
+    second = runner.round()
+    assert second is not None and second["size"] == first["size"] + 3
+    assert "\u2014 dataspace/tax-bureau " in ledger.checkpoint(bank)
+
+
+def test_a_witness_that_refused_is_asked_again_next_round(nodes: dict[str, Node]) -> None:
+    down = {GRID}
+
+    def post(log_node: Node, name: str, body: Any) -> tuple[int, Any]:
+        if name in down:
+            return 502, {"error": {"code": "unreachable", "message": "no answer"}}
+        return _post(nodes)(log_node, name, body)
+
+    runner = auto_witness.AutoWitness(nodes[BANK], [TAX, GRID], 60.0, post=post)
+    first = runner.round()
+    assert first is not None and first["witnesses"][GRID]["cosigned"] is False
+    assert runner.cosigned_size == 0  # not every witness cosigned: ask again
+    down.clear()
+    second = runner.round()
+    assert second is not None
+    assert second["witnesses"] == {TAX: {"cosigned": True}, GRID: {"cosigned": True}}
+    assert runner.cosigned_size == second["size"]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"ledger": "tax-bureau"}, "must be a table"),
+        ({"ledger": {"witnesses": "tax-bureau"}}, "must be a list of member names"),
+        ({"ledger": {"witnesses": ["tax-bureau", 3]}}, "must be a list of member names"),
+        ({"ledger": {"witnesses": [""]}}, "must be a list of member names"),
+        ({"ledger": {"witnesses": [BANK]}}, "names this node itself"),
+        ({"ledger": {"witnesses": [TAX, TAX]}}, "names a member twice"),
+    ],
+)
+def test_a_bad_witnesses_section_is_refused_with_what_is_wrong(
+    nodes: dict[str, Node], section: dict[str, Any], message: str
+) -> None:
+    bank = nodes[BANK]
+    bank.config.update(section)
+    with pytest.raises(UsageError, match=message):
+        auto_witness.configured_witnesses(bank)
+
+
+def test_no_witnesses_section_means_no_witnessing(nodes: dict[str, Node]) -> None:
+    assert auto_witness.configured_witnesses(nodes[BANK]) == []
+    assert auto_witness.start(nodes[BANK], []) is None
+    with pytest.raises(UsageError, match="must be positive"):
+        auto_witness.AutoWitness(nodes[BANK], [TAX], 0.0)

@@ -21,6 +21,7 @@ import uvicorn
 
 from dataspace.errors import DataspaceError
 from dataspace.node.app import create_app
+from dataspace.services import auto_witness
 from dataspace.services.job_records import sweep_stale
 from dataspace.services.node import Node, open_node
 
@@ -65,26 +66,32 @@ def _stop_on_signals() -> Iterator[None]:
 
 def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
-    if not _is_loopback(host):
-        log.warning("serving on %s without TLS: put the node behind a TLS-terminating proxy", host)
-    interrupted = sweep_stale(node)  # jobs a previous server left running end FAILED, logged
-    if interrupted:
-        log.warning(
-            "marked %d interrupted job(s) FAILED: %s", len(interrupted), ", ".join(interrupted)
-        )
-    config = uvicorn.Config(
-        create_app(node),
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        server_header=False,
-        proxy_headers=False,
-        log_level="info",
-    )
+    witnessing: auto_witness.AutoWitness | None = None
     try:
+        witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
+        if not _is_loopback(host):
+            log.warning("serving on %s without TLS: put the node behind a TLS-terminating proxy",
+                        host)
+        interrupted = sweep_stale(node)  # jobs a previous server left running end FAILED
+        if interrupted:
+            log.warning(
+                "marked %d interrupted job(s) FAILED: %s", len(interrupted), ", ".join(interrupted)
+            )
+        config = uvicorn.Config(
+            create_app(node),
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            server_header=False,
+            proxy_headers=False,
+            log_level="info",
+        )
+        witnessing = auto_witness.start(node, witnesses)
         with _stop_on_signals(), contextlib.suppress(_Stop):
             uvicorn.Server(config).run()
     finally:
+        if witnessing is not None:
+            witnessing.stop()
         node.close()
     log.info("node %s stopped", node.name)
 
@@ -106,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     server_cfg = node.config.get("server", {})
     host = args.host or str(server_cfg.get("host", DEFAULT_HOST))
     port = args.port if args.port is not None else int(server_cfg.get("port", DEFAULT_PORT))
-    serve(node, host, port)
+    try:
+        serve(node, host, port)
+    except DataspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 
