@@ -84,9 +84,23 @@ def test_terms_default_to_cny_and_zero() -> None:
         ({"per_job": "abc"}, "not a number"),
         ({"free_jobs": -1}, "free_jobs"),
         ({"free_jobs": True}, "free_jobs"),
+        ({"per_job": "100 not-a-currency"}, "three-letter code"),
+        ({"per_job": "100 $"}, "three-letter code"),
+        ({"currency": "yuan"}, "three-letter code"),
+        ({"currency": "人民币"}, "three-letter code"),
+        ({"per_job": "1E+26 CNY"}, "too large"),
+        ({"per_mb_out": "1000000000000000"}, "too large"),
+        ({"per_job": "0.0000000000001"}, "more than 12 decimal places"),
     ],
 )
 def test_bad_terms_are_refused(terms: dict[str, object], message: str) -> None:
     with pytest.raises(InputError) as err:
         PriceTerms.parse(terms)
     assert message in str(err.value)
+
+
+def test_a_policy_price_takes_the_same_checks() -> None:
+    assert Price.parse("100.00 cny") == Price(Decimal("100.00"), "CNY")
+    for bad, message in [("1E+26 CNY", "too large"), ("5 dollars", "three-letter code")]:
+        with pytest.raises(InputError, match=message):
+            Price.parse(bad)

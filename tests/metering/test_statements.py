@@ -9,9 +9,11 @@ import pytest
 
 from dataspace.errors import Conflict, UsageError
 from dataspace.ledger import log
-from dataspace.metering import issue_bill, parse_period, statement
+from dataspace.metering import PriceTerms, issue_bill, parse_period, record_usage, statement
 from dataspace.services import usage as service
 from dataspace.services.node import Node
+
+from .conftest import ACTOR, TERMS_1, usage
 
 
 def test_period_is_a_half_open_utc_month() -> None:
@@ -159,6 +161,47 @@ def test_a_bill_has_one_payer(metered: Node) -> None:
             issue_bill(session, st, actor="op")
     doc = service.bill(metered, period="2026-11", consumer="insurer-b", issue=True)
     assert doc["due"] == [{"currency": "CNY", "amount": "0.12"}]
+
+
+def test_a_usage_line_is_billed_once_whatever_filters_select_it_again(metered: Node) -> None:
+    first = service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True)
+    assert first["due"] == [{"currency": "CNY", "amount": "21.22"}]
+    # the consumer's whole November: agr-1's lines are on the first bill, agr-3's are not
+    draft = service.bill(metered, consumer="bank-a", period="2026-11")
+    assert {line["agreement_id"] for line in draft["statement"]["lines"]} == {"agr-3"}
+    second = service.bill(metered, consumer="bank-a", period="2026-11", issue=True)
+    assert second["due"] == [{"currency": "USD", "amount": "2.00"}]
+    # and the consumer's whole history: only j1 and j5 (October and December) are left
+    third = service.bill(metered, consumer="bank-a", issue=True)
+    assert [line["job_id"] for line in third["statement"]["lines"]] == ["j1", "j5"]
+    with pytest.raises(Conflict, match=f"already billed \\(on .*{first['bill_id']}"):
+        service.bill(metered, agreement_id="agr-1", issue=True)
+    with metered.store.write() as session:  # a late November job gets a bill of its own
+        record_usage(session, usage("agr-1", "j6", "2026-11-30T12:00:00Z"), actor=ACTOR,
+                     terms=TERMS_1)
+    late = service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True)
+    assert [line["job_id"] for line in late["statement"]["lines"]] == ["j6"]
+    assert late["due"] == [{"currency": "CNY", "amount": "10.00"}]
+
+
+def test_the_amount_due_is_the_sum_of_the_agreements_amounts(node: Node) -> None:
+    terms = PriceTerms.parse({"per_job": "0.015 CNY"})
+    with node.store.write() as session:
+        for agreement in ("a-1", "a-2"):
+            record_usage(session, usage(agreement, "j", "2026-11-02T00:00:00Z"), actor=ACTOR,
+                         terms=terms)
+    st = service.statement(node, period="2026-11")
+    assert [t["amount"] for t in st["totals"]] == ["0.02", "0.02"]  # 0.015 rounds half-even
+    assert st["currency_totals"][0]["amount"] == "0.04"  # not round(0.030) = 0.03
+    assert st["currency_totals"][0]["amount_exact"] == "0.030"
+    assert service.bill(node, period="2026-11", issue=True)["due"] == [
+        {"currency": "CNY", "amount": "0.04"}]
+
+
+def test_the_last_month_is_refused_clearly() -> None:
+    assert parse_period("9999-11")[1] == datetime(9999, 12, 1, tzinfo=UTC)
+    with pytest.raises(UsageError, match="9999-12 is past the last month"):
+        parse_period("9999-12")
 
 
 def test_nothing_to_bill(metered: Node) -> None:

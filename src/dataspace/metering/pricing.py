@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from dataspace.policy.errors import PolicyError
-from dataspace.policy.request import Price
+from dataspace.policy.request import Price, currency_code, money_amount
 
 if TYPE_CHECKING:
     from dataspace.metering.usage import Usage
@@ -66,9 +66,9 @@ class PriceTerms:
                 hint="known terms: " + ", ".join(_KEYS),
             )
         currency = data.get("currency")
-        if currency is not None and (not isinstance(currency, str) or not currency.strip()):
+        if currency is not None and not isinstance(currency, str):
             raise PolicyError("currency must be a code such as 'CNY'", path="price.currency")
-        currency = currency.strip().upper() if isinstance(currency, str) else None
+        currency = currency_code(currency, "price.currency") if currency is not None else None
         amounts: dict[str, Decimal] = {}
         for key in ("per_job", "per_1k_rows_scanned", "per_mb_out"):
             if data.get(key) is None:
@@ -118,18 +118,10 @@ def _amount(value: Any, path: str) -> tuple[Decimal, str | None]:
     else:
         raise PolicyError(f"amount {value!r} must be a decimal string", path=path)
     parts = text.split()
-    if len(parts) == 2:
-        price = Price.parse(text)
-        return price.amount, price.currency
-    if len(parts) != 1:
+    if len(parts) not in (1, 2):
         raise PolicyError(f"amount {text!r} is not 'AMOUNT [CURRENCY]'", path=path)
-    try:
-        amount = Decimal(parts[0])
-    except decimal.InvalidOperation:
-        raise PolicyError(f"amount {parts[0]!r} is not a number", path=path) from None
-    if not amount.is_finite() or amount < 0:
-        raise PolicyError(f"amount {parts[0]!r} must be a non-negative number", path=path)
-    return amount, None
+    amount = money_amount(parts[0], path)
+    return amount, currency_code(parts[1], path) if len(parts) == 2 else None
 
 
 def price_for(terms: PriceTerms, usage: Usage, *, prior_jobs: int = 0) -> Price:

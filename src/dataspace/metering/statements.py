@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.errors import Conflict, UsageError
@@ -32,7 +33,7 @@ from dataspace.ledger import log
 from dataspace.metering.pricing import round_money
 from dataspace.metering.usage import as_utc, fmt_decimal, fmt_micros, record_view
 from dataspace.store.models_metering import Bill as BillRow
-from dataspace.store.models_metering import UsageRecord
+from dataspace.store.models_metering import BillLine, UsageRecord
 
 __all__ = [
     "BILL_ACTION",
@@ -44,6 +45,7 @@ __all__ = [
     "issue_bill",
     "parse_period",
     "statement",
+    "unbilled",
 ]
 
 BILL_ACTION = "bill.issued"
@@ -65,6 +67,9 @@ def parse_period(period: str) -> tuple[datetime, datetime]:
             hint="e.g. --period 2026-11 for November 2026 (UTC)",
         )
     year = int(match.group(1))
+    if (year, month) == (9999, 12):  # its end, 10000-01, is past what a date can hold
+        raise UsageError("period 9999-12 is past the last month a statement can cover",
+                         hint="use a period up to 9999-11")
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
     return start, end
@@ -88,6 +93,8 @@ class Total:
     cpu_us: int = 0
     wall_us: int = 0
     amount_exact: Decimal = Decimal(0)
+    # a currency's amount due: the sum of its agreements' rounded amounts (rounded once each)
+    amount_due: Decimal | None = None
 
     def add(self, line: dict[str, Any]) -> None:
         status = line["status"]
@@ -108,7 +115,7 @@ class Total:
 
     @property
     def amount(self) -> Decimal:
-        return round_money(self.amount_exact)
+        return round_money(self.amount_exact) if self.amount_due is None else self.amount_due
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -167,7 +174,17 @@ class Statement:
 
     @property
     def currency_totals(self) -> list[Total]:
-        return totals(self._raw(), by_agreement=False)
+        """Per currency; the amount due is the sum of the per-agreement amounts, so the bill's
+        lines add up to what it asks (rounding each agreement's total, then the sum again,
+        could differ by a cent)."""
+        raw = self._raw()
+        by_agreement = totals(raw, by_agreement=True)
+        out = totals(raw, by_agreement=False)
+        for total in out:
+            total.amount_due = sum(
+                (t.amount for t in by_agreement if t.currency == total.currency), Decimal(0)
+            )
+        return out
 
     def _raw(self) -> list[dict[str, Any]]:
         return [_raw_line(line) for line in self.lines]
@@ -298,15 +315,39 @@ def bill_for(
     return Bill(document, log.sha256_hex(log.canonical_json(document)))
 
 
+def unbilled(session: Session, st: Statement) -> tuple[Statement, dict[str, str]]:
+    """The statement less its lines already on an issued bill, and those lines' bills
+    (usage id -> bill id): a usage row is billed once, whatever filters select it again."""
+    ids = [str(line["id"]) for line in st.lines]
+    billed: dict[str, str] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        query = select(BillLine.usage_id, BillLine.bill_id).where(
+            BillLine.usage_id.in_(ids[start : start + 500])
+        )
+        billed.update({str(u): str(b) for u, b in session.execute(query)})
+    if not billed:
+        return st, billed
+    lines = [line for line in st.lines if str(line["id"]) not in billed]
+    return Statement(st.agreement_id, st.consumer, st.period, lines), billed
+
+
 def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | None = None) -> Bill:
     """Give the statement's bill an id, store it, and enter ``bill.issued`` in the ledger.
 
-    The statement must cover exactly one consumer and not already have been billed.
+    The bill carries the statement's lines that no issued bill carries yet (a late job in a
+    billed month yields a bill of its own); they must be of exactly one consumer.
     """
     if not st.lines:
         raise UsageError(
             "there is no usage to bill for these filters",
             hint="check --agreement, --consumer and --period with `dataspace usage`",
+        )
+    st, billed = unbilled(session, st)
+    if not st.lines:
+        on = ", ".join(sorted(set(billed.values())))
+        raise Conflict(
+            f"every usage line these filters select is already billed (on {on})",
+            hint="a usage line is billed once; new usage yields a new bill",
         )
     if len(st.consumers) != 1:
         raise UsageError(
@@ -353,5 +394,11 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
             ledger_index=appended.index,
         )
     )
-    session.flush()
+    session.add_all(BillLine(usage_id=str(line["id"]), bill_id=doc["bill_id"])
+                    for line in st.lines)
+    try:
+        session.flush()
+    except IntegrityError:  # another bill took some of these lines since they were read
+        raise Conflict("some of these usage lines were billed meanwhile",
+                       hint="issue the bill again: it then carries only the rest") from None
     return Bill(doc, bill.sha256, appended.index)

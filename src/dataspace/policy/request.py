@@ -24,16 +24,41 @@ class Price:
         if len(parts) != 2:
             raise PolicyError(f"price {text!r} is not 'AMOUNT CURRENCY'",
                               hint="e.g. '100.00 CNY'")
-        try:
-            amount = Decimal(parts[0])
-        except InvalidOperation:
-            raise PolicyError(f"price amount {parts[0]!r} is not a number") from None
-        if not amount.is_finite() or amount < 0:
-            raise PolicyError(f"price amount {parts[0]!r} must be a non-negative number")
-        return cls(amount, parts[1].upper())
+        return cls(money_amount(parts[0]), currency_code(parts[1]))
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"
+
+
+MAX_AMOUNT = Decimal(10) ** 15  # more than any one job costs; keeps sums exact at 28 digits
+MAX_DECIMALS = 12
+
+
+def money_amount(text: str, path: str = "") -> Decimal:
+    """A non-negative decimal amount below 10^15 with at most 12 decimal places."""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise PolicyError(f"price amount {text!r} is not a number", path=path) from None
+    if not amount.is_finite() or amount < 0:
+        raise PolicyError(f"price amount {text!r} must be a non-negative number", path=path)
+    if amount >= MAX_AMOUNT:
+        raise PolicyError(f"price amount {text!r} is too large", path=path,
+                          hint="amounts must be below 10^15")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMALS:
+        raise PolicyError(f"price amount {text!r} has more than {MAX_DECIMALS} decimal places",
+                          path=path)
+    return amount
+
+
+def currency_code(text: str, path: str = "") -> str:
+    """An ISO 4217-style code: three letters, upper-cased (``cny`` -> ``CNY``)."""
+    code = text.strip().upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise PolicyError(f"currency {text!r} is not a three-letter code such as 'CNY'",
+                          path=path, hint="use the ISO 4217 code: CNY, EUR, USD, HKD ...")
+    return code
 
 
 def _frozen(value: Iterable[str] | None) -> frozenset[str] | None:

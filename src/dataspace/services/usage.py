@@ -21,7 +21,7 @@ from dataspace.metering import (
 )
 from dataspace.metering import reconcile as _reconcile
 from dataspace.metering import statement as _statement
-from dataspace.metering.statements import select_usage
+from dataspace.metering.statements import select_usage, unbilled
 from dataspace.services.node import Node, default_actor
 
 __all__ = ["bill", "list_usage", "reconcile", "record", "statement"]
@@ -80,7 +80,10 @@ def bill(
         with node.store.write() as session:
             st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
             return issue_bill(session, st, actor=actor or default_actor()).to_dict()
-    return bill_for(_statement_obj(node, agreement_id, period, consumer)).to_dict()
+    with node.store.read() as session:  # the draft shows what issuing would bill
+        st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
+        draft, _billed = unbilled(session, st)
+    return bill_for(draft).to_dict()
 
 
 def reconcile(node: Node) -> dict[str, Any]:

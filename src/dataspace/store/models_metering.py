@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.store.models import Base
 
-__all__ = ["Base", "Bill", "UsageRecord"]
+__all__ = ["Base", "Bill", "BillLine", "UsageRecord"]
 
 
 class UsageRecord(Base):
@@ -58,3 +58,11 @@ class Bill(Base):
     document: Mapped[str] = mapped_column(Text)  # canonical JSON of the bill without sha256
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ledger_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
+class BillLine(Base):
+    """A usage row on an issued bill: a row is billed once (the primary key says so)."""
+
+    __tablename__ = "bill_lines"
+    usage_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bill_id: Mapped[str] = mapped_column(String(40), index=True)
