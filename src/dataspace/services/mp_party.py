@@ -565,7 +565,8 @@ def _decide(
     if missing:
         raise UsageError(
             f"dataset {dataset.name} on {node.name} has no column(s) {missing}",
-            hint=f"its columns: {', '.join(dataset.columns)}",
+            # not the column list: an agreement limited to some fields must not reveal the rest
+            hint="ask the provider which columns its offer covers",
         )
     request = Request(
         action=s.kind,

@@ -155,6 +155,15 @@ def self_member(node: Node) -> Member:
     return member(node, node.name)
 
 
+def dealer(node: Node) -> str:
+    """The space's dealer of correlated randomness: the first member with role ``dealer``
+    in this node's own membership list."""
+    dealers = [m.name for m in membership(node).members if "dealer" in m.roles]
+    if not dealers:
+        raise UsageError("the space names no dealer", hint="the operator joins with role dealer")
+    return dealers[0]
+
+
 def member(node: Node, name: str) -> Member:
     found = membership(node).by_name(name)
     if found is None:

@@ -57,6 +57,7 @@ PROTOCOL = "fedavg"
 ACTION = "federated-train"
 FAMILY = "fedavg"
 BINS = 256  # score histogram resolution for the overall AUC
+MAX_HOLDOUT = 0.5  # a provider keeps at least half its rows for training
 CONFIG_KEYS = ("rounds", "local_epochs", "batch_size", "learning_rate", "l2", "update_bound")
 
 
@@ -289,6 +290,12 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
             int(params.get("seed", 0)),
         )
         ps.rows_scanned = int(y.size + yt.size)
+        floor = int(node.limits.min_group_size_floor)
+        if not 0.0 <= float(params.get("holdout", 0.25)) <= MAX_HOLDOUT or y.size < floor:
+            # an update over a handful of rows is those rows (one row's gradient is the row)
+            raise UsageError(f"a FedAvg job must train on at least {floor} of this node's rows "
+                             f"with a holdout of at most {MAX_HOLDOUT}; it asked for "
+                             f"{y.size} training rows, holdout {params.get('holdout', 0.25)}")
         if x.shape[1] != int(params["dim"]):
             raise UsageError("the job's number of feature columns does not match this node's")
         model_of(params, x.shape[1])
@@ -318,8 +325,14 @@ def _step(node: Node, s: _Party, name: str, header: dict[str, Any], blobs: list[
             extra["metrics"] = node_metrics(model, theta, s.client, config)
         else:
             k = int(name.partition("#")[2])
+            if not 1 <= k <= config.rounds:
+                raise UsageError(f"round {k} is outside the job's {config.rounds} rounds")
             rng = np.random.default_rng([config.seed, int(header["index"]), k])
             values = local_update(model, theta, s.client, config, rng, int(header["total"]))
+        parties = {int(i) for i in header["parties"]}
+        if len(parties) < 2 or int(header["index"]) not in parties:
+            # alone in a sum, this node's update (or histogram) would reach the initiator as is
+            raise UsageError("a FedAvg round must aggregate this node with at least one other")
         cfg = secagg_config(
             str(header["session"]), header["parties"], values.size, header["bound"], header["bits"]
         )

@@ -39,7 +39,15 @@ from dataspace.services.job_wire import check_job_id
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame
 from dataspace.services.node import Node
 from dataspace.services.train_net import PROTOCOL, Mailbox, mailbox_step
-from dataspace.services.train_roles import Local, Spec, coalitions, sgb_run, vlr_part, vlr_run
+from dataspace.services.train_roles import (
+    Local,
+    Spec,
+    check_params,
+    coalitions,
+    sgb_run,
+    vlr_part,
+    vlr_run,
+)
 from dataspace.store.models_compute import JobRow
 
 ACTION = "federated-train"
@@ -47,9 +55,35 @@ DEALER = "dealer"
 FINISH_WAIT = 600.0
 
 
+FAMILIES = ("vlr", "vlinreg", "vgbdt")  # what a provider runs; anything else is refused
+
+
 def output_for(family: str) -> str:
     """What a model family releases about a provider's rows, for the policy's ``output``."""
+    if family not in FAMILIES:
+        raise UsageError(f"unknown model family {family!r}", hint=f"known: {', '.join(FAMILIES)}")
     return "pseudonymized" if family == "vgbdt" else "aggregate-only"
+
+
+def check_spec(node: Node, caller: str, spec: Spec) -> None:
+    """A provider's own checks of what the initiator asks, before anything runs: a known
+    family and parameters, the initiator as the label party, and the space's dealer — from
+    this node's membership list, never one of the parties or the initiator (a dealer knows
+    every mask: one that colludes with a party reads the others' features)."""
+    from dataspace.services import space
+
+    output_for(spec.family)
+    if not spec.parties or spec.parties[0] != caller:
+        raise UsageError(f"the initiator {caller} must be the job's label party")
+    if len(set(spec.parties)) != len(spec.parties):
+        raise UsageError("the job names a party twice")
+    dealer = space.dealer(node)
+    if spec.dealer != dealer:
+        raise UsageError(f"the job's dealer {spec.dealer!r} is not this space's dealer "
+                         f"({dealer})", hint="the space's operator deals; no party may")
+    if dealer in spec.parties:
+        raise UsageError("the dealer must not be one of the data parties")
+    check_params(spec)
 
 
 @dataclass
@@ -137,6 +171,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     if again is not None:
         return again
     spec = Spec.from_dict(job_id, dict(header["spec"]))
+    check_spec(node, caller, spec)
     role = DEALER if node.name == spec.dealer else ms.PARTICIPANT
     if role == ms.PARTICIPANT and node.name not in spec.parties[1:]:
         raise NotFound(f"{node.name} is not a party of training job {job_id}")
@@ -172,6 +207,9 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
             ps.rows_scanned = pq.ParquetFile(dataset.path).metadata.num_rows
             if s.local.block is not None and s.local.block.shape[1] != spec.widths[node.name]:
                 raise UsageError("the job's column count for this node does not match")
+            if s.local.block is not None and s.local.block.shape[0] != spec.rows:
+                raise UsageError(f"the job names {spec.rows} aligned rows; this node has "
+                                 f"{s.local.block.shape[0]}")
     except DataspaceError as exc:
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise

@@ -118,11 +118,7 @@ def _early_params(
 def _dealer(node: Node) -> str:
     from dataspace.services import space
 
-    members = space.membership(node).members
-    dealers = [m.name for m in members if "dealer" in m.roles]
-    if not dealers:
-        raise UsageError("the space names no dealer", hint="the operator joins with role dealer")
-    return dealers[0]
+    return space.dealer(node)
 
 
 def _aligned(node: Node, job_id: str, peer: str) -> tuple[str, np.ndarray]:

@@ -1,0 +1,146 @@
+"""A provider's own checks when a (possibly malicious) initiator opens a training job.
+
+Real nodes and agreements, in process; the initiator's steps reach the provider's handler as
+the signed peer route hands them over (``mp_protocols.dispatch`` with the verified caller)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import dataspace.services.train_party  # noqa: F401  (registers the training protocols)
+from dataspace.errors import DataspaceError
+from dataspace.policy import from_template
+from dataspace.scenarios.cluster import create
+from dataspace.services import datasets, mp_party, mp_protocols
+from dataspace.services.mp_wire import pack_frame, unpack_frame
+from dataspace.services.node import Node, open_node
+from dataspace.services.train_roles import Spec
+from dataspace.store.models_compute import JobRow
+from helpers.agreements import make_agreement
+
+BANK, TAX, ROWS = "bank", "tax-bureau", 200
+COLUMNS = ["vat", "income", "payroll"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    create(tmp_path, [BANK, TAX], space="s", dealer=True, actor="test")
+    bank, tax = open_node(tmp_path / BANK), open_node(tmp_path / TAX)
+    rng = np.random.default_rng(3)
+    lines = [",".join(["credit_code", *COLUMNS, "y"])]
+    for i in range(ROWS):
+        values = ",".join(f"{v:.3f}" for v in rng.normal(50, 10, size=len(COLUMNS)))
+        lines.append(f"C{i:05d},{values},{int(rng.random() < 0.4)}")
+    path = tmp_path / "companies.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dataset = datasets.add(tax, path, name="companies", actor="test")["id"]
+    agreement = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset,
+                               purpose="credit-risk",
+                               offer=from_template("federated-train", purposes=["finance"]))
+    align = uuid.uuid4().hex  # what a finished PSI align job leaves: every row, in order
+    mp_party.write_rows(tax, align, np.arange(ROWS), ordered=True)
+    try:
+        yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align}
+    finally:
+        bank.close()
+        tax.close()
+
+
+def _step(node: Node, caller: str, header: dict[str, Any], blobs: list[bytes] | None = None
+          ) -> dict[str, Any]:
+    header, _ = unpack_frame(mp_protocols.dispatch(node, caller, pack_frame(header, blobs or [])))
+    return header
+
+
+def _open_vertical(env: dict[str, Any], **changes: Any) -> tuple[str, dict[str, Any]]:
+    job = uuid.uuid4().hex
+    spec = {"family": "vlr", "parties": [BANK, TAX], "widths": {BANK: 2, TAX: 3},
+            "columns": {BANK: ["a", "b"], TAX: COLUMNS}, "dealer": "operator", "rows": ROWS,
+            "holdout": 0.25, "seed": 0, "params": {"epochs": 1}, "contribution": False,
+            **changes}
+    header = {"protocol": "federated-train", "job_id": job, "name": "open",
+              "spec": Spec.from_dict(job, spec).to_dict(), "agreement_id": env["agreement"],
+              "kind": "federated-train", "features": COLUMNS, "align": env["align"],
+              "select": None}
+    return job, header
+
+
+def _running(node: Node, job: str) -> bool:
+    with node.store.read() as session:
+        row = session.get(JobRow, job)
+        return row is not None and row.state == "RUNNING"
+
+
+def test_an_honest_open_is_accepted(env: dict[str, Any]) -> None:
+    job, header = _open_vertical(env)
+    assert _step(env["tax"], BANK, header)["state"] == "open"
+    assert _running(env["tax"], job)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # the initiator as dealer knows every mask: it would unmask the provider's features
+        ({"dealer": BANK}, "not this space's dealer"),
+        ({"dealer": TAX}, "not this space's dealer"),
+        ({"family": "gbdt"}, "unknown model family"),
+        ({"parties": [TAX, BANK]}, "must be the job's label party"),
+        ({"rows": ROWS + 1}, "this node has 200"),
+        ({"holdout": 0.95}, "holdout must lie in"),
+        ({"params": {"epochs": 1, "bogus": 1}}, "unknown vlr parameter"),
+    ],
+)
+def test_a_provider_refuses_what_its_own_checks_do_not_allow(
+    env: dict[str, Any], changes: dict[str, Any], message: str
+) -> None:
+    job, header = _open_vertical(env, **changes)
+    with pytest.raises(DataspaceError, match=message):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+
+
+def test_a_missing_column_does_not_reveal_the_others(env: dict[str, Any]) -> None:
+    _job, header = _open_vertical(env)
+    header["features"] = ["vat", "no_such_column", "payroll"]
+    with pytest.raises(DataspaceError) as refused:
+        _step(env["tax"], BANK, header)
+    text = f"{refused.value.message} {refused.value.hint}"
+    assert "no_such_column" in text and "income" not in text
+
+
+def _fedavg_open(env: dict[str, Any], holdout: float) -> tuple[str, dict[str, Any]]:
+    job = uuid.uuid4().hex
+    params = {"dim": 3, "model": "logistic", "holdout": holdout, "seed": 0, "rounds": 1,
+              "local_epochs": 1, "batch_size": 1, "learning_rate": 1.0, "l2": 0.0,
+              "update_bound": 1e6}
+    return job, {"protocol": "fedavg", "job_id": job, "name": "open",
+                 "agreement_id": env["agreement"], "features": COLUMNS, "label": "y",
+                 "params": params}
+
+
+def test_fedavg_refuses_a_holdout_that_leaves_a_handful_of_rows(env: dict[str, Any]) -> None:
+    job, header = _fedavg_open(env, (ROWS - 1) / ROWS)  # one training row: its update is it
+    with pytest.raises(DataspaceError, match="at least 10 of this node's rows"):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+
+
+@pytest.mark.parametrize(("name", "parties", "message"), [
+    ("round#1", [1], "at least one other"),   # alone in the sum: the sum is its update
+    ("round#2", [1, 2], "outside the job's 1 rounds"),
+])
+def test_fedavg_rounds_aggregate_with_others_within_the_jobs_rounds(
+    env: dict[str, Any], name: str, parties: list[int], message: str
+) -> None:
+    job, header = _fedavg_open(env, 0.25)
+    assert _step(env["tax"], BANK, header)["train_rows"] == 150
+    round_header = {"protocol": "fedavg", "job_id": job, "name": name, "session": "00" * 16,
+                    "parties": parties, "index": 1, "bound": 1e6, "bits": 16, "total": 2}
+    with pytest.raises(DataspaceError, match=message):
+        _step(env["tax"], BANK, round_header, [np.zeros(4).tobytes()])
