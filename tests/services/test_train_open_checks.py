@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,25 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
     agreement = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset,
                                purpose="credit-risk",
                                offer=from_template("federated-train", purposes=["finance"]))
-    align = uuid.uuid4().hex  # what a finished PSI align job leaves: every row, in order
-    mp_party.write_rows(tax, align, np.arange(ROWS), ordered=True)
+    align = _aligned(tax, peer=BANK, dataset="companies")
     try:
         yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align}
     finally:
         bank.close()
         tax.close()
+
+
+def _aligned(node: Node, *, peer: str, dataset: str) -> str:
+    """What a finished PSI align job with ``peer`` leaves here: its job row and every row of
+    the dataset, in order."""
+    align = uuid.uuid4().hex
+    mp_party.write_rows(node, align, np.arange(ROWS), ordered=True)
+    with node.store.write() as session:
+        session.add(JobRow(id=align, role="provider", agreement_id="psi-agreement", peer=peer,
+                           action="psi", state="SUCCEEDED", request={},
+                           result_meta={"result": {"mode": "align", "dataset": dataset}},
+                           created_at=datetime.now(UTC)))
+    return align
 
 
 def _step(node: Node, caller: str, header: dict[str, Any], blobs: list[bytes] | None = None
@@ -144,3 +157,17 @@ def test_fedavg_rounds_aggregate_with_others_within_the_jobs_rounds(
                     "parties": parties, "index": 1, "bound": 1e6, "bits": 16, "total": 2}
     with pytest.raises(DataspaceError, match=message):
         _step(env["tax"], BANK, round_header, [np.zeros(4).tobytes()])
+
+
+@pytest.mark.parametrize(("peer", "dataset", "message"), [
+    ("power-grid", "companies", "run with another member"),
+    (BANK, "other-dataset", "aligned another dataset"),
+])
+def test_a_provider_trains_only_on_rows_it_aligned_with_the_initiator(
+    env: dict[str, Any], peer: str, dataset: str, message: str
+) -> None:
+    job, header = _open_vertical(env)
+    header["align"] = _aligned(env["tax"], peer=peer, dataset=dataset)
+    with pytest.raises(DataspaceError, match=message):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)

@@ -340,8 +340,9 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
             raise NotFound(f"{node.name} is not a provider of model {model_id}")
         columns = list(spec.columns[node.name])
         dataset, _ = mp_party._check(node, ps, header, columns, OUTPUTS[spec.family])
-        from dataspace.services.train_party import load_local
+        from dataspace.services.train_party import check_align, load_local
 
+        check_align(node, str(header.get("align", "")), caller, dataset)
         local = load_local(
             node, dataset, columns, str(header.get("align", "")), header.get("select")
         )

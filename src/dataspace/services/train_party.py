@@ -201,6 +201,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         else:
             features = [str(c) for c in header.get("features") or []]
             dataset, _ = mp_party._check(node, ps, header, features, output_for(spec.family))
+            check_align(node, str(header.get("align", "")), caller, dataset)
             s.local = load_local(
                 node, dataset, features, str(header.get("align", "")), header.get("select")
             )
@@ -239,6 +240,24 @@ def _check_dealer(node: Node, caller: str) -> None:
     if DEALER not in me.roles and "operator" not in me.roles:
         raise UsageError(f"{node.name} is not a dealer of this space")
     space.member(node, caller)  # the initiator must be a member
+
+
+def check_align(node: Node, align: str, caller: str, dataset: Any) -> None:
+    """``align`` is a PSI align job this node ran with ``caller`` on ``dataset`` and finished:
+    an initiator may not train on rows another member aligned, or on another dataset's."""
+    with node.store.read() as session:
+        row = session.get(JobRow, check_job_id(align))
+    result = ((row.result_meta or {}).get("result") or {}) if row is not None else {}
+    if (row is None or row.action != "psi" or row.state != jobs.SUCCEEDED
+            or result.get("mode") != "align"):
+        raise NotFound(
+            f"no finished PSI align job {align} on {node.name}",
+            hint="run `dataspace psi --reveal align` with this node first",
+        )
+    if row.peer != caller:
+        raise UsageError(f"align job {align} was run with another member, not {caller}")
+    if result.get("dataset") != dataset.name:
+        raise UsageError(f"align job {align} aligned another dataset than {dataset.name}")
 
 
 def load_local(
