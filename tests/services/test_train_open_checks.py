@@ -44,9 +44,12 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
     agreement = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset,
                                purpose="credit-risk",
                                offer=from_template("federated-train", purposes=["finance"]))
+    once = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset, purpose="credit-risk",
+                          offer=from_template("federated-train", purposes=["finance"],
+                                              max_jobs=1))
     align = _aligned(tax, peer=BANK, dataset="companies")
     try:
-        yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align}
+        yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align, "once": once}
     finally:
         bank.close()
         tax.close()
@@ -153,8 +156,7 @@ def test_fedavg_rounds_aggregate_with_others_within_the_jobs_rounds(
 ) -> None:
     job, header = _fedavg_open(env, 0.25)
     assert _step(env["tax"], BANK, header)["train_rows"] == 150
-    round_header = {"protocol": "fedavg", "job_id": job, "name": name, "session": "00" * 16,
-                    "parties": parties, "index": 1, "bound": 1e6, "bits": 16, "total": 2}
+    round_header = {**_fedavg_round(job, parties), "name": name}
     with pytest.raises(DataspaceError, match=message):
         _step(env["tax"], BANK, round_header, [np.zeros(4).tobytes()])
 
@@ -171,3 +173,32 @@ def test_a_provider_trains_only_on_rows_it_aligned_with_the_initiator(
     with pytest.raises(DataspaceError, match=message):
         _step(env["tax"], BANK, header)
     assert not _running(env["tax"], job)
+
+
+def _fedavg_round(job: str, parties: list[int]) -> dict[str, Any]:
+    return {"protocol": "fedavg", "job_id": job, "name": "round#1", "session": "00" * 16,
+            "parties": parties, "index": 1, "bound": 1e6, "bits": 16, "total": 2}
+
+
+def test_a_job_aborted_after_its_outputs_left_still_counts_against_the_agreement(
+    env: dict[str, Any],
+) -> None:
+    tax = env["tax"]
+    # a job that failed while opening released nothing: it does not take the one slot
+    job, header = _fedavg_open(env, 0.95)
+    header["agreement_id"] = env["once"]
+    with pytest.raises(DataspaceError, match="at least 10"):
+        _step(tax, BANK, header)
+    # the one slot: this node's masked update leaves in round 1, then the initiator aborts
+    job, header = _fedavg_open(env, 0.25)
+    header["agreement_id"] = env["once"]
+    _step(tax, BANK, header)
+    _step(tax, BANK, _fedavg_round(job, [1, 2]), [np.zeros(4).tobytes()])
+    mp_party.handle_abort(tax, BANK, job, "changed my mind")
+    with tax.store.read() as session:
+        assert session.get(JobRow, job).state == "FAILED"
+    again, header = _fedavg_open(env, 0.25)
+    header["agreement_id"] = env["once"]
+    with pytest.raises(DataspaceError, match="count"):
+        _step(tax, BANK, header)
+    assert not _running(tax, again)

@@ -187,10 +187,16 @@ def _completed_jobs(session: Session, agreement_id: str) -> int:
     return int(session.execute(query).scalar_one())
 
 
-def _slots_taken(session: Session, agreement_id: str, *, exclude: str) -> int:
-    """Jobs that count against the agreement's ``count``: succeeded, or admitted and running.
+def _slots_taken(
+    session: Session, agreement_id: str, *, exclude: str, engaged_failures: bool = False
+) -> int:
+    """Jobs that count against the agreement's ``count``: succeeded, or admitted and running —
+    and with ``engaged_failures`` (multi-party jobs), failed after their opening step too.
 
-    Read under the agreement's write lock, so two admissions cannot both take the last slot.
+    A multi-party job releases as it goes (scores, updates, answers reach the initiator before
+    its end), so an initiator that fails or aborts it once steps past its opening arrived has
+    used it; a job that ended while opening released nothing and does not count. Read under the
+    agreement's write lock, so two admissions cannot both take the last slot.
     """
     query = (
         select(func.count())
@@ -202,7 +208,21 @@ def _slots_taken(session: Session, agreement_id: str, *, exclude: str) -> int:
             JobRow.id != exclude,
         )
     )
-    return int(session.execute(query).scalar_one())
+    taken = int(session.execute(query).scalar_one())
+    if engaged_failures:
+        failed = select(JobRow.result_meta).where(
+            JobRow.agreement_id == agreement_id,
+            JobRow.role == "provider",
+            JobRow.state == FAILED,
+            JobRow.id != exclude,
+        )
+        taken += sum(_engaged(meta) for meta in session.execute(failed).scalars())
+    return taken
+
+
+def _engaged(meta: Any) -> bool:
+    """Whether a failed job had got past its opening (``mp_store.mark_engaged``)."""
+    return isinstance(meta, dict) and meta.get("engaged") is True
 
 
 def _budget_spent(session: Session, agreement_id: str) -> tuple[Decimal, Decimal]:

@@ -166,6 +166,8 @@ def handle_step(node: Node, caller: str, body: bytes) -> bytes:
                 hint=f"the next step is {session.last_step + 1}",
             )
         session.last_seen = time.monotonic()
+        if step > 0:
+            ms.mark_engaged(node, job_id, caller)
         c0 = time.process_time()
         try:
             out_header, out_blobs, info = _dispatch(node, session, step, name, header, blobs)
@@ -525,7 +527,8 @@ def _check(
         dataset = jobs._dataset(node, session, offer.dataset_id if offer else agreement.target)
         s.dataset, s.terms = dataset.name, jobs._terms(offer)
         policy = policy_from_wire(agreement.policy, "$.agreement")
-        jobs_run = _slots_taken(session, s.agreement_id, exclude=s.job_id)
+        jobs_run = _slots_taken(session, s.agreement_id, exclude=s.job_id,
+                                engaged_failures=True)
         eps_spent, _ = jobs._budget_spent(session, s.agreement_id)
         state, purpose, signed_at = neg.state, agreement.purpose, jobs._aware(agreement.signed_at)
         target = agreement.target

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dataspace.services import mp_store
 from dataspace.services.mp_wire import unpack_frame
 from dataspace.services.node import Node
 
@@ -33,7 +34,11 @@ def dispatch(node: Node, caller: str, body: bytes) -> bytes | None:
         _load()
     header, blobs = unpack_frame(body)
     handler = _HANDLERS.get(str(header.get("protocol", "")))
-    return None if handler is None else handler(node, caller, header, blobs, body)
+    if handler is None:
+        return None
+    if str(header.get("name", "")) not in mp_store.NOT_ENGAGING and header.get("job_id"):
+        mp_store.mark_engaged(node, str(header["job_id"]), caller)
+    return handler(node, caller, header, blobs, body)
 
 
 def _load() -> None:

@@ -21,6 +21,7 @@ in-place changes). A RUNNING row whose heartbeat is older than its idle timeout 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -121,6 +122,30 @@ def create_row(
 
 def _meta(row: JobRow) -> dict[str, Any]:
     return dict(row.result_meta or {})
+
+
+_ENGAGED: set[str] = set()  # jobs already marked, so a step costs no write after the first
+_ENGAGED_LOCK = threading.Lock()
+NOT_ENGAGING = frozenset({"open", "status"})  # steps that release nothing of the data
+
+
+def mark_engaged(node: Node, job_id: str, caller: str) -> None:
+    """Note on a provider's RUNNING job that a step past its opening arrived from its
+    initiator: outputs may leave from here on, so the job holds its agreement slot even if it
+    fails or is aborted later (:func:`dataspace.services.job_policy._slots_taken`)."""
+    key = f"{node.name}/{job_id}"
+    with _ENGAGED_LOCK:
+        if key in _ENGAGED:
+            return
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.state != RUNNING or row.peer != caller:
+            return
+        meta = _meta(row)
+        if not meta.get("engaged"):
+            row.result_meta = {**meta, "engaged": True}
+    with _ENGAGED_LOCK:
+        _ENGAGED.add(key)
 
 
 def add_events(
