@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -34,6 +35,7 @@ def test_terms_parse_every_component() -> None:
         "per_1k_rows_scanned": "0.50",
         "per_mb_out": "2.00",
         "free_jobs": 0,
+        "contribution_share": False,
     }
     assert PriceTerms.parse(TERMS.to_dict()) == TERMS
 
@@ -104,3 +106,15 @@ def test_a_policy_price_takes_the_same_checks() -> None:
     for bad, message in [("1E+26 CNY", "too large"), ("5 dollars", "three-letter code")]:
         with pytest.raises(InputError, match=message):
             Price.parse(bad)
+
+
+def test_a_contribution_share_adds_the_jobs_part_of_the_revenue_pool() -> None:
+    sharing = PriceTerms.parse({"per_job": "10 CNY", "contribution_share": True, "free_jobs": 1})
+    assert PriceTerms.parse(sharing.to_dict()) == sharing
+    share = dataclasses.replace(job(), revenue_share=Decimal("750.00"))
+    assert price_for(sharing, share, prior_jobs=1) == Price(Decimal("760.00"), "CNY")
+    assert price_for(sharing, share, prior_jobs=0).amount == 0  # a free job is free entirely
+    plain = PriceTerms.parse({"per_job": "10 CNY"})  # an offer without the term takes no share
+    assert price_for(plain, share) == Price(Decimal("10"), "CNY")
+    with pytest.raises(InputError, match="true or false"):
+        PriceTerms.parse({"contribution_share": "yes"})

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -22,14 +23,16 @@ from dataspace.federated.metrics import auc
 from dataspace.federated.plan import make_plan
 from dataspace.federated.sgb_tree import train_central
 from dataspace.federated.synth import make_vertical
+from dataspace.metering.revenue import split
 from dataspace.samples.generate import make_uscc
 from dataspace.services import datasets, multiparty, training
 from dataspace.services import models as model_store
+from dataspace.services import usage as usage_service
 from dataspace.services.mp_wire import MultipartyFailed
 from dataspace.services.node import open_node
 from dataspace.services.train_roles import sgb_params, split_rows, vlr_config
 from dataspace.store.models_federated import FederatedModelRow
-from helpers.agreements import make_agreements
+from helpers.agreements import make_agreement, make_agreements
 from helpers.ledger import payloads
 from helpers.vertical import vertical_offers, write_party_csv
 
@@ -42,6 +45,7 @@ COLS = {
     GRID: ["kwh", "peak", "bills", "growth"],
 }
 VLR = {"epochs": 6, "batch_size": 256}
+SHARE_TERMS = {"currency": "CNY", "per_job": "10.00 CNY", "contribution_share": True}
 GBDT = {"trees": 6, "max_depth": 3, "bins": 16}
 
 
@@ -82,6 +86,10 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             vertical_offers(),
             purpose="credit-risk",
         )
+        for peer in (TAX, GRID):  # offers that also charge a share of the revenue pool
+            agreements[(peer, "share")] = make_agreement(
+                nodes[peer], BANK, consumer=nodes[BANK], dataset_id=ids[peer],
+                purpose="credit-risk", offer=vertical_offers()["train"], price_terms=SHARE_TERMS)
     finally:
         for n in nodes.values():
             n.close()
@@ -385,3 +393,37 @@ def test_vertical_lr_stops_early_on_its_validation_split_and_keeps_the_best_epoc
     assert shown.exit_code == 0, shown.output
     assert "seed 7" in shown.output and f"kept epoch {best + 1}" in shown.output
     assert "stopped: patience" in shown.output
+
+
+def test_a_revenue_pool_is_split_by_contribution_and_each_provider_bills_its_share(
+    space: dict[str, Any],
+) -> None:
+    env = space
+    bank = env["bank"]
+    agreements = [env["agreements"][(TAX, "share")], env["agreements"][(GRID, "share")]]
+    common = {"agreements": agreements, "peers": [TAX, GRID], "model": "vlr",
+              "label": "defaulted", "features": _features(), "align": env["align"],
+              "params": VLR}
+    with pytest.raises(MultipartyFailed, match="revenue pool"):  # the offers need one
+        training.run_train(bank, **common)
+    view = training.run_train(bank, **common, revenue_pool="1000 CNY")
+    assert view["state"] == "SUCCEEDED", view
+    contribution = view["result"]["contribution"]
+    revenue = contribution["revenue"]
+    assert revenue["pool"] == "1000.00 CNY"
+    expected = split(Decimal("1000.00"), contribution["values"])
+    assert {k: Decimal(v) for k, v in revenue["shares"].items()} == expected
+    assert sum(expected.values()) == Decimal("1000.00")
+    for name in (TAX, GRID):  # each provider metered its own share, from the same values
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            [usage] = [u for u in usage_service.list_usage(node) if u["job_id"] == view["id"]]
+            assert Decimal(usage["amount"]) == Decimal("10.00") + expected[name]
+            [done] = [e for e in payloads(node, "job.completed") if e["job_id"] == view["id"]]
+            assert done["revenue"]["share"] == str(expected[name])
+        finally:
+            node.close()
+    shown = CliRunner().invoke(
+        app, ["--node", str(env["space"].nodes[BANK].root), "model", "show", view["id"]]
+    )
+    assert "revenue pool 1000.00 CNY" in shown.output

@@ -133,3 +133,15 @@ def test_cli_style_parsers() -> None:
     for bad in (["a0:10"], ["a=10:0"], ["a=x:1"]):
         with pytest.raises(UsageError):
             offers.parse_bounds(bad)
+
+
+def test_an_offer_can_take_a_share_of_training_revenue_pools(tax: Node) -> None:
+    view = offers.create(tax, "tax-records", actor="t", template="federated-train",
+                         params={"purposes": "finance"}, price="10 CNY", contribution_share=True)
+    assert view["price"] == {"currency": "CNY", "per_job": "10 CNY", "contribution_share": True}
+    with pytest.raises(UsageError, match="needs the offer's currency"):
+        offers.create(tax, "tax-records", actor="t", template="federated-train",
+                      params={"purposes": "finance"}, contribution_share=True)
+    with pytest.raises(UsageError, match="permits no federated-train"):
+        offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                      params={"purposes": "finance"}, price="10 CNY", contribution_share=True)

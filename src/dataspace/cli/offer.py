@@ -32,6 +32,9 @@ def create(
     price: str = typer.Option(None, "--price", help="Price per job, e.g. '100 CNY'."),
     auto_approve: bool = typer.Option(
         False, "--auto-approve", help="Agree automatically when the policy allows the request."),
+    contribution_share: bool = typer.Option(
+        False, "--contribution-share",
+        help="Federated training also pays this node's share of the job's revenue pool."),
     as_json: bool = JsonOption,
 ) -> None:
     """Publish DATASET under a policy file or a template; it appears in the DSP catalog."""
@@ -48,7 +51,8 @@ def create(
         node(ctx), dataset, actor=actor(), policy=doc, template=template,
         params=offers.parse_params(param or []), dp_bounds=offers.parse_bounds(dp_bounds or []),
         dp_epsilon_per_query=dp_epsilon, dp_delta=dp_delta,
-        max_contributions=max_contributions, price=price, auto_approve=auto_approve)
+        max_contributions=max_contributions, price=price, auto_approve=auto_approve,
+        contribution_share=contribution_share)
     if as_json:
         print_json(view)
         return

@@ -62,6 +62,12 @@ def train(
         None, "--validation", help="vlr, vlinreg: fraction of the training rows validated on (0.2)."
     ),
     no_contribution: bool = typer.Option(False, "--no-contribution", help="Skip Shapley."),
+    revenue_pool: str = typer.Option(
+        None,
+        "--revenue-pool",
+        help="vertical models: an amount, e.g. '3000.00 CNY', split among the providers by "
+        "their Shapley values; offers with contribution_share charge their part.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Train a model across nodes under your agreements (vertical LR, SecureBoost GBDT, or
@@ -85,6 +91,7 @@ def train(
             patience=patience,
             validation=validation,
             contribution=not no_contribution,
+            revenue_pool=revenue_pool,
             actor=actor(),
             progress=progress,
         ),
@@ -161,6 +168,11 @@ def _print_model(m: dict[str, Any]) -> None:
                 rows,
             )
         )
+    revenue = contribution.get("revenue")
+    if revenue:
+        rows = [[k, f"{v} {revenue['currency']}"] for k, v in revenue["shares"].items()]
+        console.print(table(f"revenue pool {revenue['pool']} by contribution",
+                            ["provider", "share"], rows))
 
 
 def _print_regression(metrics: dict[str, Any]) -> None:

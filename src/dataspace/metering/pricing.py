@@ -7,8 +7,9 @@ Terms are a small JSON object the contracts layer stores with the offer::
       "per_job": "100.00 CNY",         # charged per completed job
       "per_1k_rows_scanned": "0.50",   # per 1,000 rows scanned, pro rata
       "per_mb_out": "2.00",            # per MB (10**6 bytes) released, pro rata
-      "free_jobs": 10                  # the agreement's first 10 completed jobs cost nothing
-    }
+      "free_jobs": 10,                 # the agreement's first 10 completed jobs cost nothing
+      "contribution_share": true       # federated training: plus this provider's share of the
+    }                                  # job's revenue pool, split by contribution
 
 Amounts are decimal strings ("0.50" or "0.50 CNY") or integers — never floats, whose binary
 value is not the decimal the provider wrote. Every component is optional; missing means zero.
@@ -39,7 +40,9 @@ CENT = Decimal("0.01")
 ROWS_UNIT = 1000  # rows per "1k rows"
 MB = 1_000_000  # bytes per MB (SI)
 DEFAULT_CURRENCY = "CNY"
-_KEYS = ("currency", "per_job", "per_1k_rows_scanned", "per_mb_out", "free_jobs")
+_KEYS = (
+    "currency", "per_job", "per_1k_rows_scanned", "per_mb_out", "free_jobs", "contribution_share",
+)
 _ZERO = Decimal(0)
 
 
@@ -52,6 +55,7 @@ class PriceTerms:
     per_1k_rows_scanned: Decimal = _ZERO
     per_mb_out: Decimal = _ZERO
     free_jobs: int = 0
+    contribution_share: bool = False  # takes its share of a training's revenue pool
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> PriceTerms:
@@ -87,7 +91,12 @@ class PriceTerms:
         free = data.get("free_jobs", 0)
         if isinstance(free, bool) or not isinstance(free, int) or free < 0:
             raise PolicyError("free_jobs must be a non-negative integer", path="price.free_jobs")
-        return cls(currency or DEFAULT_CURRENCY, free_jobs=free, **amounts)
+        share = data.get("contribution_share", False)
+        if not isinstance(share, bool):
+            raise PolicyError("contribution_share must be true or false",
+                              path="price.contribution_share")
+        return cls(currency or DEFAULT_CURRENCY, free_jobs=free, contribution_share=share,
+                   **amounts)
 
     @classmethod
     def per_job_only(cls, price: Price) -> PriceTerms:
@@ -101,6 +110,7 @@ class PriceTerms:
             "per_1k_rows_scanned": _fmt(self.per_1k_rows_scanned),
             "per_mb_out": _fmt(self.per_mb_out),
             "free_jobs": self.free_jobs,
+            "contribution_share": self.contribution_share,
         }
 
 
@@ -128,6 +138,8 @@ def price_for(terms: PriceTerms, usage: Usage, *, prior_jobs: int = 0) -> Price:
     """The exact price of one job; ``prior_jobs`` counts completed jobs already metered.
 
     Denied and failed attempts cost nothing; so do the first ``terms.free_jobs`` completed jobs.
+    With ``contribution_share``, the job's ``usage.revenue_share`` (this provider's part of a
+    training's revenue pool, :func:`dataspace.metering.revenue.split`) is added.
     """
     if usage.status != "completed" or prior_jobs < terms.free_jobs:
         return Price(_ZERO, terms.currency)
@@ -140,6 +152,8 @@ def price_for(terms: PriceTerms, usage: Usage, *, prior_jobs: int = 0) -> Price:
             + terms.per_1k_rows_scanned * usage.rows_scanned / ROWS_UNIT
             + terms.per_mb_out * usage.bytes_out / MB
         )
+        if terms.contribution_share and usage.revenue_share is not None:
+            amount += usage.revenue_share
     return Price(amount, terms.currency)
 
 

@@ -98,6 +98,7 @@ class Usage:
     cpu_seconds: Decimal | str | int | float = Decimal(0)
     wall_seconds: Decimal | str | int | float = Decimal(0)
     price: Price | None = None
+    revenue_share: Decimal | None = None  # its part of a revenue pool, in the terms' currency
 
     def check(self) -> None:
         """Raise :class:`InputError` naming the first figure that cannot be recorded."""
@@ -130,6 +131,10 @@ class Usage:
                 raise InputError(f"usage {name} has no time zone", hint="use datetime.now(UTC)")
         if self.finished_at < self.started_at:
             raise InputError("usage finished_at is before started_at")
+        share = self.revenue_share
+        if share is not None and (not isinstance(share, Decimal) or not share.is_finite()
+                                  or share < 0):
+            raise InputError(f"usage revenue_share must be a non-negative Decimal, got {share!r}")
 
 
 def _micros(value: Decimal | str | int | float, what: str) -> int:

@@ -293,9 +293,12 @@ def create(
     max_contributions: int | None = None,
     price: str | Price | None = None,
     auto_approve: bool = False,
+    contribution_share: bool = False,
 ) -> dict[str, Any]:
     """Publish an offer for ``dataset`` (name or id). Raises PolicyError (with the JSON path),
-    NotFound (dataset) or UsageError (fields, DP parameters, price)."""
+    NotFound (dataset) or UsageError (fields, DP parameters, price). ``contribution_share``:
+    federated trainings are charged, on top of ``price``, this provider's share of the job's
+    revenue pool (split by contribution; :mod:`dataspace.metering.revenue`)."""
     money = Price.parse(price) if isinstance(price, str) else price
     parsed = _build_policy(policy, template, params, money)
     if parsed.type is not PolicyType.OFFER:
@@ -335,11 +338,19 @@ def create(
         bound = dataclasses.replace(
             parsed, uid=offer_id, target=ds.id, assigner=parsed.assigner or node.name
         )
-        terms = (
+        terms: dict[str, Any] | None = (
             None
             if money is None
             else {"currency": money.currency, "per_job": f"{money.amount} {money.currency}"}
         )
+        if contribution_share:
+            if not any(p.action == "federated-train" for p in bound.permissions):
+                raise UsageError("a contribution share prices federated training: the offer "
+                                 "permits no federated-train")
+            if money is None:
+                raise UsageError("a contribution share needs the offer's currency",
+                                 hint="add --price, e.g. '0 CNY' for the share alone")
+            terms = {**(terms or {}), "contribution_share": True}
         row = OfferRow(
             id=offer_id,
             dataset_id=ds.id,

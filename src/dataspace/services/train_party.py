@@ -22,16 +22,19 @@ half a second and stops; a staged part stays staged (never used).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from dataspace.errors import DataspaceError, NotFound, UsageError
+from dataspace.policy.request import Price
 from dataspace.services import jobs, mp_party, mp_protocols, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -201,6 +204,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         else:
             features = [str(c) for c in header.get("features") or []]
             dataset, _ = mp_party._check(node, ps, header, features, output_for(spec.family))
+            _check_pricing(node, ps, spec)
             check_align(node, str(header.get("align", "")), caller, dataset)
             s.local = load_local(
                 node, dataset, features, str(header.get("align", "")), header.get("select")
@@ -356,17 +360,55 @@ def _finish(node: Node, s: Session) -> bytes:
     return _reply({"job_id": s.job_id, "step": 1, "event": ev, "part_sha256": digest})
 
 
+def _check_pricing(node: Node, ps: mp_party._Session, spec: Spec) -> None:
+    """An offer priced by contribution share takes part only in a job with a revenue pool, in
+    its currency, and with contribution measured."""
+    terms = ps.terms
+    if terms is None or not terms.contribution_share:
+        return
+    if spec.revenue_pool is None or not spec.contribution:
+        raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool: the "
+                         "job must name one and measure contribution",
+                         hint="train with --revenue-pool 'AMOUNT CURRENCY'")
+    currency = Price.parse(spec.revenue_pool).currency
+    if currency != terms.currency:
+        raise UsageError(f"the revenue pool is in {currency}; {node.name}'s prices are in "
+                         f"{terms.currency}")
+
+
+def _revenue_share(node: Node, s: Session, info: dict[str, Any]) -> dict[str, Any] | None:
+    """This provider's part of the job's revenue pool, computed here from the contribution
+    values the initiator committed (one per provider of the job, finite)."""
+    terms = s.ps.terms
+    if s.role != ms.PARTICIPANT or terms is None or not terms.contribution_share:
+        return None
+    assert s.spec.revenue_pool is not None  # _check_pricing
+    values = (info.get("contribution") or {}).get("values")
+    providers = set(s.spec.parties[1:])
+    if not isinstance(values, dict) or set(values) != providers:
+        raise UsageError("the commit's contribution values do not name this job's providers")
+    from dataspace.services.training import revenue_shares
+
+    shares = revenue_shares(s.spec.revenue_pool, values)
+    return {"pool": shares["pool"], "share": shares["shares"][node.name],
+            "values": {str(k): float(v) for k, v in values.items()}}
+
+
 def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
     info = dict(header.get("model") or {})
+    revenue = _revenue_share(node, s, info)
     model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
     s.ps.bytes_out = s.mailbox.bytes_out
     usage = mp_party._usage(s.ps, "completed", s.spec.rows) if s.role == ms.PARTICIPANT else None
+    if usage is not None and revenue is not None:
+        usage = dataclasses.replace(usage, revenue_share=Decimal(revenue["share"]))
     mp_party.complete(
         node,
         s.ps,
         {"model_id": s.job_id, "role": s.role},
         usage,
-        {"model_id": s.job_id, "bytes_out": s.mailbox.bytes_out},
+        {"model_id": s.job_id, "bytes_out": s.mailbox.bytes_out,
+         **({"revenue": revenue} if revenue is not None else {})},
     )
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)

@@ -66,6 +66,7 @@ class Spec:
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     contribution: bool = True
+    revenue_pool: str | None = None  # "3000.00 CNY": split among providers by contribution
 
     @property
     def label(self) -> str:
@@ -83,6 +84,7 @@ class Spec:
             "seed": self.seed,
             "params": self.params,
             "contribution": self.contribution,
+            "revenue_pool": self.revenue_pool,
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class Spec:
             int(d.get("seed", 0)),
             dict(d.get("params") or {}),
             bool(d.get("contribution", True)),
+            str(d["revenue_pool"]) if d.get("revenue_pool") is not None else None,
         )
 
 

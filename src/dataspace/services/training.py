@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,9 @@ from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import train_plain
 from dataspace.federated.contribution import shapley
 from dataspace.federated.metrics import auc
+from dataspace.metering import revenue
+from dataspace.metering.pricing import CENT
+from dataspace.policy.request import Price
 from dataspace.services import jobs, mp_initiator, multiparty, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -150,6 +153,7 @@ def start_train(
     patience: int | None = None,
     validation: float | None = None,
     contribution: bool = True,
+    revenue_pool: str | None = None,
     job_id: str | None = None,
     actor: str | None = None,
     timeout: float = 30.0,
@@ -162,6 +166,7 @@ def start_train(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise UsageError(f"the seed must be an integer in [0, 2^63 - 1], got {seed!r}")
     params = _early_params(model, params, patience, validation)
+    pool = _revenue_pool(revenue_pool, model, contribution)
     if model == "fedavg":  # horizontal: every party its own rows, no alignment
         return fedavg_job.start(
             node,
@@ -232,6 +237,7 @@ def start_train(
         seed=seed,
         params=dict(params or {}),
         contribution=contribution,
+        revenue_pool=pool,
     )
     if spec.dealer in parties:
         raise UsageError("the dealer must not be one of the data parties")
@@ -263,6 +269,7 @@ def start_train(
         "holdout": holdout,
         "seed": seed,
         "contribution": contribution,
+        "revenue_pool": pool,
         "dataset": own_ds,
     }
     runs = len(coalitions(spec))
@@ -418,6 +425,9 @@ def _run(r: _Runner) -> dict[str, Any]:
             "base": values[frozenset()],
             "coalitions": len(values),
         }
+        if spec.revenue_pool is not None:
+            contribution["revenue"] = revenue_shares(
+                spec.revenue_pool, {str(k): v for k, v in shap.values.items()})
     parts[node.name] = model_store.stage(
         node,
         model_id=job.id,
@@ -567,6 +577,7 @@ def retry(
         holdout=float(p.get("holdout", 0.25)),
         seed=int(p.get("seed", 0)),
         contribution=bool(p.get("contribution", True)),
+        revenue_pool=p.get("revenue_pool"),
         actor=actor,
         attempt=int(view.get("attempt") or 1) + 1,
         retry_of=job_id,
@@ -574,6 +585,28 @@ def retry(
     if background:
         return start_background(node, job)
     return execute(node, job, progress=progress)
+
+
+def _revenue_pool(pool: str | None, model: str, contribution: bool) -> str | None:
+    """A revenue pool in its canonical form (``"3000.00 CNY"``), or None."""
+    if pool is None:
+        return None
+    if model == "fedavg" or not contribution:
+        raise UsageError("a revenue pool is split by contribution: it needs a vertical model "
+                         "(vlr, vgbdt, vlinreg) with contribution on")
+    price = Price.parse(pool)
+    if price.amount != price.amount.quantize(CENT):
+        raise UsageError(f"a revenue pool is in whole cents, got {pool!r}")
+    return f"{price.amount.quantize(CENT)} {price.currency}"
+
+
+def revenue_shares(pool: str, values: Mapping[str, float]) -> dict[str, Any]:
+    """Each provider's part of ``pool`` by its contribution (:func:`revenue.split`); every
+    node computes the same from the same values."""
+    price = Price.parse(pool)
+    shares = revenue.split(price.amount, {str(k): float(v) for k, v in values.items()})
+    return {"pool": pool, "currency": price.currency,
+            "shares": {name: str(amount) for name, amount in shares.items()}}
 
 
 def check_family(family: str) -> str:

@@ -28,6 +28,9 @@ class OfferRequest(BaseModel):
     max_contributions: int | None = None
     price: str | None = Field(None, description="price per job, e.g. '100 CNY'")
     auto_approve: bool = False
+    contribution_share: bool = Field(
+        False, description="federated training also pays this node's share of the revenue pool"
+    )
 
 
 @router.get("", summary="Offers of this node (withdrawn ones included)")
@@ -56,6 +59,7 @@ def create_offer(
         max_contributions=body.max_contributions,
         price=body.price,
         auto_approve=body.auto_approve,
+        contribution_share=body.contribution_share,
     )
 
 

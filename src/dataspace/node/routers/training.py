@@ -52,6 +52,10 @@ class TrainRequest(BaseModel):
         default=None, gt=0, lt=0.9, description="vlr, vlinreg: share of training rows validated on"
     )
     contribution: bool = True
+    revenue_pool: str | None = Field(
+        default=None,
+        description="vertical models: 'AMOUNT CURRENCY' split among the providers by contribution",
+    )
     job_id: str | None = None
 
 
@@ -78,6 +82,7 @@ def post_train(
         patience=body.patience,
         validation=body.validation,
         contribution=body.contribution,
+        revenue_pool=body.revenue_pool,
         job_id=body.job_id,
         actor=token.actor,
     )

@@ -1,0 +1,56 @@
+"""Splitting a revenue pool among providers by their contribution, to the cent.
+
+A fused model's value comes from several providers; its price can follow the value each one
+added. :func:`split` divides a pool (``3000.00 CNY``) in proportion to contribution values
+(Shapley or leave-one-out, :mod:`dataspace.federated.contribution`):
+
+* a value at or below zero earns nothing (a provider that did not improve the model, or made
+  it worse, is not paid from the pool); if no value is positive the pool is split equally;
+* every share is a whole number of cents and the shares add up to the pool **exactly**: each
+  gets its proportional amount rounded down to the cent, and the cents left over go one each
+  to the largest remainders (ties: by name), so no cent is lost or made;
+* values are read as the exact rationals of their floats and divided exactly (fractions, no
+  rounding until the cent), so every node given the same values computes the same split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from fractions import Fraction
+
+from dataspace.errors import InputError
+
+CENT = Decimal("0.01")
+
+
+def split(pool: Decimal, values: Mapping[str, float]) -> dict[str, Decimal]:
+    """``pool`` (a non-negative amount in whole cents) divided by ``values`` (see module)."""
+    if not isinstance(pool, Decimal) or not pool.is_finite() or pool < 0:
+        raise InputError(f"a revenue pool must be a non-negative amount, got {pool!r}")
+    if pool != pool.quantize(CENT):
+        raise InputError(f"a revenue pool is in whole cents, got {pool}")
+    if not values:
+        raise InputError("a revenue pool needs at least one provider to split among")
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value
+        ):
+            raise InputError(f"the contribution of {name} is not a finite number: {value!r}")
+    weights = {name: max(Fraction(value), Fraction(0)) for name, value in values.items()}
+    total = sum(weights.values(), Fraction(0))
+    if total == 0:
+        weights = dict.fromkeys(values, Fraction(1))
+        total = Fraction(len(values))
+    cents = int(pool / CENT)
+    shares: dict[str, int] = {}
+    remainders: list[tuple[Fraction, str]] = []
+    for name, weight in weights.items():
+        exact = cents * weight / total  # in cents
+        shares[name] = math.floor(exact)
+        remainders.append((exact - shares[name], name))
+    left = cents - sum(shares.values())  # 0 <= left < number of providers
+    for _remainder, name in sorted(remainders, key=lambda r: (-r[0], r[1]))[:left]:
+        shares[name] += 1
+    return {name: Decimal(c) * CENT for name, c in sorted(shares.items())}
