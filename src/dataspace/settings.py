@@ -67,6 +67,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mp_idle_timeout_seconds", 120.0, "a participant fails a job its initiator left idle"),
     Setting("mp_max_idle_timeout_seconds", 3600.0, "cap on the idle timeout an initiator may ask"),
     Setting(
+        "mp_max_buffered_mb",
+        1024,
+        "most bytes of a training job's messages waiting at this node to be taken (MiB)",
+    ),
+    Setting(
+        "train_max_cells",
+        200_000_000,
+        "most values (rows × columns, every party's) of a training job's feature blocks",
+    ),
+    Setting(
         "rr22_link_ports",
         "20000-32767",
         "TCP ports (FIRST-LAST) this node's RR22 links listen on; outside the kernel's "

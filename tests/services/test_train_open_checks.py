@@ -19,8 +19,9 @@ from dataspace.errors import DataspaceError
 from dataspace.policy import from_template
 from dataspace.scenarios.cluster import create
 from dataspace.services import datasets, mp_party, mp_protocols
-from dataspace.services.mp_wire import pack_frame, unpack_frame
+from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node, open_node
+from dataspace.services.train_net import Mailbox
 from dataspace.services.train_roles import Spec
 from dataspace.store.models_compute import JobRow
 from helpers.agreements import make_agreement
@@ -110,6 +111,9 @@ def test_an_honest_open_is_accepted(env: dict[str, Any]) -> None:
         ({"rows": ROWS + 1}, "this node has 200"),
         ({"holdout": 0.95}, "holdout must lie in"),
         ({"params": {"epochs": 1, "bogus": 1}}, "unknown vlr parameter"),
+        # placeholders of the others' blocks would be 200 × 2e7 values
+        ({"widths": {BANK: 20_000_000, TAX: 3}}, "pass this node's limit"),
+        ({"widths": {BANK: 0, TAX: 3}}, "each at least 1"),
     ],
 )
 def test_a_provider_refuses_what_its_own_checks_do_not_allow(
@@ -202,3 +206,16 @@ def test_a_job_aborted_after_its_outputs_left_still_counts_against_the_agreement
     with pytest.raises(DataspaceError, match="count"):
         _step(tax, BANK, header)
     assert not _running(tax, again)
+
+
+def test_a_peer_cannot_fill_a_providers_memory_with_messages(env: dict[str, Any]) -> None:
+    mailbox = Mailbox(env["tax"], uuid.uuid4().hex, TAX, BANK, [BANK, TAX])
+    assert mailbox.max_buffered == 1024 * 1024 * 1024  # mp_max_buffered_mb
+    mailbox.max_buffered = 1000
+    mailbox.accept_push(BANK, 0, ["run/a", "run/b"], [b"x" * 400, b"y" * 400])
+    assert mailbox.take("run/a", BANK) == b"x" * 400  # taken messages make room again
+    mailbox.accept_push(BANK, 2, ["run/c"], [b"z" * 500])
+    with pytest.raises(MultipartyFailed, match="would pass"):
+        mailbox.accept_push(BANK, 3, ["run/never-read"], [b"w" * 200])
+    with pytest.raises(MultipartyFailed):  # the job has failed here
+        mailbox.take("run/b", BANK)

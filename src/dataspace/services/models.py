@@ -57,13 +57,16 @@ def stage(
 
 
 def finalize(node: Node, model_id: str, info: dict[str, Any], *, actor: str) -> dict[str, Any]:
-    """Mark the part final with the whole model's description; ledger ``model.trained``."""
+    """Mark the part final with the whole model's description; ledger ``model.trained``.
+
+    What this node staged itself (the job's parameters, as it checked them at open) is kept:
+    another node's description may add to it, not replace it — prediction trusts it."""
     with node.store.write() as session:
         row = session.get(FederatedModelRow, model_id)
         if row is None:
             raise NotFound(f"no staged part of model {model_id} here")
         row.state = FINAL
-        row.info = plain({**(row.info or {}), **info})
+        row.info = plain({**info, **(row.info or {})})
         row.finished_at = datetime.now(UTC)
         log.append(
             session,

@@ -130,6 +130,8 @@ class Mailbox:
         self.error: DataspaceError | None = None
         self.bytes_out = 0
         self.bytes_in = 0
+        self.buffered = 0  # bytes received and not yet taken
+        self.max_buffered = int(node.limits["mp_max_buffered_mb"]) * 1024 * 1024
         self.requests = 0
         self._last_ping = time.monotonic()
         self._last_check = time.monotonic()
@@ -141,6 +143,23 @@ class Mailbox:
             if self.error is None:
                 self.error = error
             self.cond.notify_all()
+
+    def _admit(self, sender: str, size: int) -> None:
+        """Count ``size`` more bytes waiting to be taken (under ``cond``); past the node's
+        ``mp_max_buffered_mb`` the job fails here instead of the node running out of memory."""
+        if self.buffered + size > self.max_buffered:
+            error = MultipartyFailed(
+                f"messages from {sender} waiting at {self.me} for job {self.job_id} would pass "
+                f"{self.max_buffered // (1024 * 1024)} MiB",
+                hint="a peer sends far ahead of the protocol; raise mp_max_buffered_mb only "
+                "for a job known to need it",
+                node=sender,
+            )
+            if self.error is None:
+                self.error = error
+            self.cond.notify_all()
+            raise error
+        self.buffered += size
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -213,7 +232,9 @@ class Mailbox:
             skip = self.received[sender] - seq
             if skip < 0:
                 raise MultipartyFailed(f"messages from {sender} were lost (gap before {seq})")
-            for run, blob in list(zip(runs, blobs, strict=True))[skip:]:
+            fresh = list(zip(runs, blobs, strict=True))[skip:]
+            self._admit(sender, sum(len(blob) for _run, blob in fresh))
+            for run, blob in fresh:
                 self.inbox[(run, sender)].append(blob)
                 self.bytes_in += len(blob)
             self.received[sender] = max(self.received[sender], seq + len(blobs))
@@ -235,10 +256,12 @@ class Mailbox:
         self.flush()
         while True:
             with self.cond:
+                self._raise()  # a failed job takes nothing more, even what had arrived
                 box = self.inbox[(run, sender)]
                 if box:
-                    return box.popleft()
-                self._raise()
+                    data = box.popleft()
+                    self.buffered -= len(data)
+                    return data
                 if self.me != self.initiator:
                     self.cond.wait(0.25)
             if self.me == self.initiator:
@@ -256,6 +279,7 @@ class Mailbox:
         out, blobs = self._call(sender, header, [])
         runs = [str(r) for r in (out.get("runs") or [])]  # type: ignore[attr-defined]
         with self.cond:
+            self._admit(sender, sum(len(blob) for blob in blobs))
             for run, blob in zip(runs, blobs, strict=True):
                 self.inbox[(run, sender)].append(blob)
                 self.bytes_in += len(blob)

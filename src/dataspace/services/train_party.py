@@ -86,6 +86,14 @@ def check_spec(node: Node, caller: str, spec: Spec) -> None:
                          f"({dealer})", hint="the space's operator deals; no party may")
     if dealer in spec.parties:
         raise UsageError("the dealer must not be one of the data parties")
+    if set(spec.widths) != set(spec.parties) or any(w < 1 for w in spec.widths.values()):
+        raise UsageError("the job's column counts must name each party once, each at least 1")
+    cells = spec.rows * sum(spec.widths.values())
+    if spec.rows < 1 or cells > int(node.limits["train_max_cells"]):
+        raise UsageError(f"the job's feature blocks ({spec.rows} rows × "
+                         f"{sum(spec.widths.values())} columns) pass this node's limit of "
+                         f"{node.limits['train_max_cells']} values",
+                         hint="train_max_cells in node.toml [limits]")
     check_params(spec)
 
 
