@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import json
 import secrets
 
 import pytest
 from sqlalchemy import delete, text, update
 
 from dataspace.errors import LedgerTampered, VerificationError
+from dataspace.ledger.log import canonical_json
 from dataspace.metering import UsageRecord
 from dataspace.services import usage as service
 from dataspace.services.node import Node
+from dataspace.store.models_metering import Bill, BillLine
 
 from .conftest import JOBS
 
@@ -82,3 +85,45 @@ def test_rewritten_ledger_payload_is_caught(metered: Node) -> None:
     with pytest.raises(LedgerTampered) as err:
         service.reconcile(metered)
     assert err.value.details["index"] == row["ledger_index"]
+
+
+def _issued(node: Node) -> dict:
+    return service.bill(node, agreement_id="agr-1", period="2026-11", issue=True)
+
+
+def test_issued_bills_are_checked_against_their_ledger_entries(metered: Node) -> None:
+    bill = _issued(metered)
+    assert service.reconcile(metered)["bills"] == 1
+    document = json.loads(json.dumps({k: v for k, v in bill.items()
+                                      if k not in ("sha256", "ledger_index")}))
+    document["due"] = [{"currency": "CNY", "amount": "1.00"}]  # was 21.22
+    with metered.store.write() as session:
+        session.execute(update(Bill).where(Bill.id == bill["bill_id"])
+                        .values(document=canonical_json(document)))
+    with pytest.raises(VerificationError, match="differs from its ledger entry") as err:
+        service.reconcile(metered)
+    assert err.value.details["bill_id"] == bill["bill_id"]
+
+
+def test_a_line_moved_between_bills_is_caught(metered: Node) -> None:
+    bill = _issued(metered)
+    with metered.store.write() as session:
+        session.execute(delete(BillLine).where(BillLine.bill_id == bill["bill_id"]))
+    with pytest.raises(VerificationError, match="billed lines of bill"):
+        service.reconcile(metered)
+
+
+def test_a_line_marked_billed_on_no_bill_is_caught(metered: Node) -> None:
+    _issued(metered)
+    with metered.store.write() as session:
+        session.add(BillLine(usage_id=_row_id(metered, "u1"), bill_id="bill-never-issued"))
+    with pytest.raises(VerificationError, match="never issued"):
+        service.reconcile(metered)
+
+
+def test_a_bill_pointing_at_another_entry_is_caught(metered: Node) -> None:
+    bill = _issued(metered)
+    with metered.store.write() as session:
+        session.execute(update(Bill).where(Bill.id == bill["bill_id"]).values(ledger_index=0))
+    with pytest.raises(VerificationError, match=r"no bill\.issued entry"):
+        service.reconcile(metered)

@@ -8,7 +8,10 @@ The ledger's ``usage.recorded`` payloads are the reference. For every record:
 4. the row's figures must equal the payload's, field by field (no edited row).
 
 Then the totals per agreement and currency are recomputed from the payloads alone and compared
-with the totals of the table. Any difference raises :class:`VerificationError` naming the record.
+with the totals of the table. Last, every issued bill is checked against its ``bill.issued``
+entry: the stored document hashes to the bill's and the entry's SHA-256, its statement to the
+entry's statement hash, and the billed-lines table lists exactly the bill's lines. Any
+difference raises :class:`VerificationError` naming the record or bill.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import LedgerTampered, VerificationError
+from dataspace.errors import LedgerTampered, NotFound, VerificationError
 from dataspace.ledger import log
-from dataspace.metering.statements import Total, totals
+from dataspace.metering.statements import BILL_ACTION, Total, totals
 from dataspace.metering.usage import USAGE_ACTION, usage_payload
 from dataspace.store.models import LedgerEntry
-from dataspace.store.models_metering import UsageRecord
+from dataspace.store.models_metering import Bill, BillLine, UsageRecord
 
 __all__ = ["ReconcileReport", "reconcile"]
 
@@ -39,12 +42,14 @@ class ReconcileReport:
     records: int
     ledger_entries: int
     totals: list[Total] = field(default_factory=list)
+    bills: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": True,
             "records": self.records,
             "ledger_entries": self.ledger_entries,
+            "bills": self.bills,
             "totals": [t.to_dict() for t in self.totals],
         }
 
@@ -140,4 +145,48 @@ def reconcile(session: Session) -> ReconcileReport:
     from_table = totals((_line(usage_payload(r)) for r in rows), by_agreement=True)
     if [t.to_dict() for t in from_ledger] != [t.to_dict() for t in from_table]:
         raise VerificationError("usage totals differ between the ledger and the usage table")
-    return ReconcileReport(len(rows), len(entries), from_table)
+    return ReconcileReport(len(rows), len(entries), from_table, _check_bills(session))
+
+
+def _check_bills(session: Session) -> int:
+    """Every issued bill against its ledger entry and its billed lines; the number checked."""
+    lines: dict[str, set[str]] = {}
+    for usage_id, bill_id in session.execute(select(BillLine.usage_id, BillLine.bill_id)):
+        lines.setdefault(str(bill_id), set()).add(str(usage_id))
+    bills = list(session.execute(select(Bill).order_by(Bill.ledger_index)).scalars())
+    for bill in bills:
+        try:
+            row: log.LogRow | None = log.get_entry(session, int(bill.ledger_index))
+        except NotFound:
+            row = None
+        if row is not None and log.sha256_hex(row.payload_json) != row.entry.get(
+            "payload_sha256"
+        ):
+            raise LedgerTampered(f"the payload of ledger entry {row.idx} does not match its hash",
+                                 hint="run `dataspace ledger verify`", index=row.idx)
+        payload = row.payload if row is not None else {}
+        if row is None or row.entry.get("action") != BILL_ACTION or payload.get("bill_id") != (
+            bill.id
+        ):
+            raise VerificationError(f"bill {bill.id} has no bill.issued entry at ledger index "
+                                    f"{bill.ledger_index}", bill_id=bill.id)
+        document = json.loads(bill.document)
+        digest = log.sha256_hex(log.canonical_json(document))
+        statement = log.sha256_hex(log.canonical_json(document.get("statement")))
+        if not digest == bill.sha256 == payload.get("sha256") or not (
+            statement == bill.statement_sha256 == payload.get("statement_sha256")
+        ):
+            raise VerificationError(
+                f"bill {bill.id} differs from its ledger entry {bill.ledger_index}",
+                hint="the stored bill was edited after it was issued",
+                bill_id=bill.id,
+            )
+        listed = {str(line["id"]) for line in document["statement"]["lines"]}
+        if lines.pop(bill.id, set()) != listed:
+            raise VerificationError(f"the billed lines of bill {bill.id} differ from its document",
+                                    hint="a usage line was moved between bills", bill_id=bill.id)
+    if lines:
+        orphan = sorted(lines)[0]
+        raise VerificationError(f"usage lines are marked billed on {orphan}, which was never "
+                                "issued", bill_id=orphan)
+    return len(bills)
