@@ -219,3 +219,37 @@ def test_a_peer_cannot_fill_a_providers_memory_with_messages(env: dict[str, Any]
         mailbox.accept_push(BANK, 3, ["run/never-read"], [b"w" * 200])
     with pytest.raises(MultipartyFailed):  # the job has failed here
         mailbox.take("run/b", BANK)
+
+
+def _fedavg_commit(job: str) -> dict[str, Any]:
+    return {"protocol": "fedavg", "job_id": job, "name": "commit",
+            "model": {"metrics": {"auc": 0.7}}, "shape": {"dim": 3}}
+
+
+def test_a_model_part_becomes_final_only_together_with_its_metering(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataspace.services import models as model_store
+    from dataspace.services import mp_store
+    from dataspace.store.models_federated import FederatedModelRow
+
+    tax = env["tax"]
+    job, header = _fedavg_open(env, 0.25)
+    _step(tax, BANK, header)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mp_store, "record_usage", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _step(tax, BANK, _fedavg_commit(job), [np.zeros(4).tobytes()])
+    with tax.store.read() as session:
+        row = session.get(FederatedModelRow, job)
+        assert row is None or row.state != model_store.FINAL  # not final without its usage
+    monkeypatch.undo()
+    job, header = _fedavg_open(env, 0.25)
+    _step(tax, BANK, header)
+    _step(tax, BANK, _fedavg_commit(job), [np.zeros(4).tobytes()])
+    with tax.store.read() as session:
+        assert session.get(FederatedModelRow, job).state == model_store.FINAL
+        assert session.get(JobRow, job).state == "SUCCEEDED"

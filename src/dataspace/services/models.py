@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dataspace.errors import NotFound
 from dataspace.ledger import log
@@ -57,35 +58,41 @@ def stage(
 
 
 def finalize(node: Node, model_id: str, info: dict[str, Any], *, actor: str) -> dict[str, Any]:
-    """Mark the part final with the whole model's description; ledger ``model.trained``.
+    """Mark the part final with the whole model's description; ledger ``model.trained``."""
+    with node.store.write() as session:
+        return finalize_in(session, model_id, info, actor=actor)
+
+
+def finalize_in(session: Session, model_id: str, info: dict[str, Any], *, actor: str
+                ) -> dict[str, Any]:
+    """:func:`finalize` in the caller's transaction (a provider finalizes and meters in one).
 
     What this node staged itself (the job's parameters, as it checked them at open) is kept:
     another node's description may add to it, not replace it — prediction trusts it."""
-    with node.store.write() as session:
-        row = session.get(FederatedModelRow, model_id)
-        if row is None:
-            raise NotFound(f"no staged part of model {model_id} here")
-        row.state = FINAL
-        row.info = plain({**info, **(row.info or {})})
-        row.finished_at = datetime.now(UTC)
-        log.append(
-            session,
-            actor=actor,
-            action="model.trained",
-            payload=jsonable(
-                {
-                    "model_id": model_id,
-                    "family": row.family,
-                    "role": row.role,
-                    "initiator": row.initiator,
-                    "part_sha256": row.part_sha256,
-                    "parts": info.get("parts"),
-                    "metrics": info.get("metrics"),
-                    "contribution": info.get("contribution"),
-                }
-            ),
-        )
-        return _view(row)
+    row = session.get(FederatedModelRow, model_id)
+    if row is None:
+        raise NotFound(f"no staged part of model {model_id} here")
+    row.state = FINAL
+    row.info = plain({**info, **(row.info or {})})
+    row.finished_at = datetime.now(UTC)
+    log.append(
+        session,
+        actor=actor,
+        action="model.trained",
+        payload=jsonable(
+            {
+                "model_id": model_id,
+                "family": row.family,
+                "role": row.role,
+                "initiator": row.initiator,
+                "part_sha256": row.part_sha256,
+                "parts": info.get("parts"),
+                "metrics": info.get("metrics"),
+                "contribution": info.get("contribution"),
+            }
+        ),
+    )
+    return _view(row)
 
 
 def _view(row: FederatedModelRow) -> dict[str, Any]:

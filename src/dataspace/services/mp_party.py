@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlalchemy.orm import Session
 
 from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
@@ -440,9 +441,11 @@ def complete(
     payload: dict[str, Any],
     *,
     ledger_action: str = "job.completed",
+    also: Callable[[Session], Any] | None = None,
 ) -> None:
     """SUCCEEDED here: the use metered under the agreement (``usage``), ``ledger_action`` in the
-    ledger with the agreement, the consumer, the dataset and ``payload``."""
+    ledger with the agreement, the consumer, the dataset and ``payload``; ``also`` in the same
+    transaction."""
     ms.finish(
         node,
         s.job_id,
@@ -458,6 +461,7 @@ def complete(
             "dataset": s.dataset or None,
             **payload,
         },
+        also=also,
     )
 
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.ledger import log
@@ -218,9 +219,10 @@ def finish(
     usage: Usage | None = None,
     terms: PriceTerms | None = None,
     decision: Mapping[str, Any] | None = None,
+    also: Callable[[Session], Any] | None = None,
 ) -> bool:
     """End a RUNNING (or not yet admitted, QUEUED) job — state, result or error, usage record,
-    ledger entry — in one transaction.
+    ledger entry, and ``also`` (e.g. finalizing the node's model part) — in one transaction.
 
     Returns False (and changes nothing) when the job has ended already: the first end wins.
     """
@@ -228,6 +230,8 @@ def finish(
         row = session.get(JobRow, job_id, with_for_update=True)
         if row is None or row.state not in (RUNNING, QUEUED):
             return False
+        if also is not None:
+            also(session)
         usage_id = None
         if usage is not None:
             usage_id = record_usage(session, usage, actor=actor, terms=terms).id

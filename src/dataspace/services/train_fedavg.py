@@ -365,13 +365,14 @@ def _commit(node: Node, s: _Party, header: dict[str, Any], blobs: list[bytes]) -
         part=part,
         info={"params": s.params},
     )
-    model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
     mp_party.complete(
         node,
         s.ps,
         {"model_id": s.job_id, "role": ms.PARTICIPANT},
         mp_party._usage(s.ps, "completed", int(s.client.y.size)),
         {"model_id": s.job_id},
+        # the part becomes final with the job's metering, or not at all
+        also=lambda db: model_store.finalize_in(db, s.job_id, info, actor=f"peer:{s.initiator}"),
     )
     with _REG:
         _PARTIES.pop(s.job_id, None)

@@ -405,7 +405,6 @@ def _revenue_share(node: Node, s: Session, info: dict[str, Any]) -> dict[str, An
 def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
     info = dict(header.get("model") or {})
     revenue = _revenue_share(node, s, info)
-    model_store.finalize(node, s.job_id, info, actor=f"peer:{s.initiator}")
     s.ps.bytes_out = s.mailbox.bytes_out
     usage = mp_party._usage(s.ps, "completed", s.spec.rows) if s.role == ms.PARTICIPANT else None
     if usage is not None and revenue is not None:
@@ -417,6 +416,8 @@ def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
         usage,
         {"model_id": s.job_id, "bytes_out": s.mailbox.bytes_out,
          **({"revenue": revenue} if revenue is not None else {})},
+        # the part becomes final with the job's metering, or not at all
+        also=lambda db: model_store.finalize_in(db, s.job_id, info, actor=f"peer:{s.initiator}"),
     )
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)
