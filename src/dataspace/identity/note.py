@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -64,10 +64,35 @@ def check_name(name: str) -> str:
     return name
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """First four bytes of SHA-256(name || "\\n" || 0x01 || public key)."""
-    data = name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key
+def key_id(name: str, public_key: bytes, algorithm: int = ALG_ED25519) -> bytes:
+    """First four bytes of SHA-256(name || "\\n" || algorithm || public key)."""
+    data = name.encode("utf-8") + b"\n" + bytes([algorithm]) + public_key
     return hashlib.sha256(data).digest()[:4]
+
+
+def parse_verifier_key(
+    vkey: str, algorithms: Collection[int], what: str = "verifier key"
+) -> tuple[str, int, bytes]:
+    """``name+hhhhhhhh+base64(alg || key)`` read and checked: an Ed25519 key (32 bytes) under
+    one of ``algorithms``, whose key ID is ``hhhhhhhh``. Returns (name, alg, key)."""
+    parts = vkey.split("+", 2)  # names hold no '+', base64 may
+    if len(parts) != 3:
+        raise SignatureError(f"malformed {what} {vkey!r}",
+                             hint="expected name+hhhhhhhh+base64-key, e.g. a node.pub")
+    name, hash_hex, b64 = parts
+    check_name(name)
+    try:
+        raw = strict_b64decode(b64)
+    except ValueError as exc:
+        raise SignatureError(f"malformed {what} for {name!r}: {exc}") from None
+    if len(raw) != 33 or raw[0] not in algorithms:
+        raise SignatureError(f"{what} for {name!r} is not an Ed25519 key",
+                             hint="only Ed25519 keys (algorithm 0x01) are supported")
+    expected = key_id(name, raw[1:], raw[0]).hex()
+    if hash_hex != expected:
+        raise SignatureError(f"{what} for {name!r} names key ID {hash_hex}, "
+                             f"but the key's ID is {expected}")
+    return name, raw[0], raw[1:]
 
 
 def _check_text(text: str) -> bytes:
@@ -102,29 +127,8 @@ class NoteVerifier:
     @classmethod
     def parse(cls, vkey: str) -> NoteVerifier:
         """Read a verifier key string ``name+hhhhhhhh+base64(0x01||pub)``."""
-        parts = vkey.split("+", 2)  # names hold no '+', base64 may
-        if len(parts) != 3:
-            raise SignatureError(
-                f"malformed verifier key {vkey!r}", hint="expected name+hhhhhhhh+base64-key"
-            )
-        name, hash_hex, b64 = parts
-        check_name(name)
-        try:
-            raw = strict_b64decode(b64)
-        except ValueError as exc:
-            raise SignatureError(f"malformed verifier key for {name!r}: {exc}") from None
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise SignatureError(
-                f"verifier key for {name!r} is not an Ed25519 key",
-                hint="only algorithm 0x01 (Ed25519) keys are supported",
-            )
-        verifier = cls(name, raw[1:])
-        if hash_hex != verifier.key_id.hex():
-            raise SignatureError(
-                f"verifier key for {name!r} names key ID {hash_hex}, "
-                f"but the key's ID is {verifier.key_id.hex()}"
-            )
-        return verifier
+        name, _alg, public = parse_verifier_key(vkey, (ALG_ED25519,))
+        return cls(name, public)
 
     def verifier_key(self) -> str:
         return (

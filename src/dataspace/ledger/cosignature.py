@@ -35,7 +35,7 @@ from dataspace.identity.note import (
     b64encode,
     check_name,
     parse_note,
-    strict_b64decode,
+    parse_verifier_key,
 )
 
 ALG_COSIGNATURE_V1 = 0x04
@@ -93,23 +93,9 @@ class CosignatureVerifier:
     def parse(cls, vkey: str) -> CosignatureVerifier:
         """A verifier key ``name+hhhhhhhh+base64(alg || key)``: alg 0x04 (a cosigner's key), or
         0x01 (a node's note key, the one its membership entry lists: it cosigns with it)."""
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3:
-            raise SignatureError(f"malformed witness key {vkey!r}",
-                                 hint="expected name+hhhhhhhh+base64-key, e.g. a node.pub")
-        name, hash_hex, b64 = parts
-        check_name(name)
-        try:
-            raw = strict_b64decode(b64)
-        except ValueError as exc:
-            raise SignatureError(f"malformed witness key for {name!r}: {exc}") from None
-        if len(raw) != 33 or raw[0] not in (ALG_COSIGNATURE_V1, ALG_ED25519):
-            raise SignatureError(f"witness key for {name!r} is not an Ed25519 key")
-        expected = hashlib.sha256(name.encode() + b"\n" + raw[:1] + raw[1:]).digest()[:4]
-        if hash_hex != expected.hex():
-            raise SignatureError(f"witness key for {name!r} names key ID {hash_hex}, but the "
-                                 f"key's ID is {expected.hex()}")
-        return cls(name, raw[1:])
+        name, _alg, public = parse_verifier_key(
+            vkey.strip(), (ALG_COSIGNATURE_V1, ALG_ED25519), "witness key")
+        return cls(name, public)
 
     def vkey(self) -> str:
         key = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + self.public_bytes).decode("ascii")
@@ -157,7 +143,7 @@ def check_quorum(
     one of them does not verify or is dated in the future (``now``, default the clock), or if
     one key is listed under two names (its signature does not cover the name: one line
     would count twice)."""
-    witnesses = list({w.key_id + w.public_bytes + w.name.encode(): w for w in witnesses}.values())
+    witnesses = list({(w.name, w.public_bytes): w for w in witnesses}.values())  # the ID follows
     keys: dict[bytes, str] = {}
     for w in witnesses:
         if keys.setdefault(w.public_bytes, w.name) != w.name:
