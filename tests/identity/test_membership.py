@@ -152,12 +152,15 @@ def _with_line(nodes: dict[str, NoteSigner], line: str) -> str:
         ("member x https://x.example KEY consumer,consumer", "line 9: roles"),
         ("member x https://x.example KEY Consumer", "line 9: roles"),
         ("", "line 9: expected 'member"),
+        # another member's key name: its notes would pass for the bank's
+        ("member x https://x.example OTHERKEY consumer", "line 9: .*not 'dataspace/x'"),
     ],
 )
 def test_malformed_member_line_is_refused_naming_the_line(
     operator: NoteSigner, nodes: dict[str, NoteSigner], line: str, reason: str
 ) -> None:
     line = line.replace("BANKKEY", nodes["bank"].verifier_key())
+    line = line.replace("OTHERKEY", _signer("dataspace/y").verifier_key())
     line = line.replace("KEY", _signer("dataspace/x").verifier_key())
     note = sign_note(_with_line(nodes, line), [operator])
     with pytest.raises(MembershipError, match=reason):

@@ -205,6 +205,12 @@ def parse_membership_text(text: str) -> Membership:
         key_id = http_key_id(verifier)
         if key_id in key_ids:
             raise MembershipError(f"{where}: duplicate key id {key_id!r}")
+        if verifier.name != f"dataspace/{name}":  # the name its notes and cosignatures carry
+            raise MembershipError(
+                f"{where}: member {name!r} lists a key named {verifier.name!r}, not "
+                f"'dataspace/{name}'",
+                hint="a member's key is its node key (node.pub), named after the member",
+            )
         names.add(name)
         keys[verifier.public_bytes] = name
         key_ids.add(key_id)
