@@ -179,9 +179,34 @@ def test_a_provider_trains_only_on_rows_it_aligned_with_the_initiator(
     assert not _running(env["tax"], job)
 
 
-def _fedavg_round(job: str, parties: list[int]) -> dict[str, Any]:
+def _fedavg_round(job: str, parties: list[int], other: str = "operator") -> dict[str, Any]:
+    members = [[1, TAX], [2, other]][: len(parties)]
     return {"protocol": "fedavg", "job_id": job, "name": "round#1", "session": "00" * 16,
-            "parties": parties, "index": 1, "bound": 1e6, "bits": 16, "total": 2}
+            "parties": parties, "members": members, "index": 1, "bound": 1e6, "bits": 16,
+            "total": 2}
+
+
+def test_fedavg_refuses_a_sum_whose_other_party_is_the_initiator(env: dict[str, Any]) -> None:
+    job, header = _fedavg_open(env, 0.25)
+    _step(env["tax"], BANK, header)
+    with pytest.raises(DataspaceError, match="lists itself as a party"):
+        _step(env["tax"], BANK, _fedavg_round(job, [1, 2], other=BANK),
+              [np.zeros(4).tobytes()])
+
+
+def test_a_refused_step_releases_nothing_and_keeps_no_slot(env: dict[str, Any]) -> None:
+    tax = env["tax"]
+    job, header = _fedavg_open(env, 0.25)
+    header["agreement_id"] = env["once"]
+    _step(tax, BANK, header)
+    with pytest.raises(DataspaceError, match="outside the job's 1 rounds"):
+        _step(tax, BANK, {**_fedavg_round(job, [1, 2]), "name": "round#5"},
+              [np.zeros(4).tobytes()])
+    mp_party.handle_abort(tax, BANK, job, "test over")
+    again, header = _fedavg_open(env, 0.25)  # the slot is free: nothing had left
+    header["agreement_id"] = env["once"]
+    _step(tax, BANK, header)
+    assert _running(tax, again)
 
 
 def test_a_job_aborted_after_its_outputs_left_still_counts_against_the_agreement(

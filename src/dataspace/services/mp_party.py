@@ -167,8 +167,6 @@ def handle_step(node: Node, caller: str, body: bytes) -> bytes:
                 hint=f"the next step is {session.last_step + 1}",
             )
         session.last_seen = time.monotonic()
-        if step > 0:
-            ms.mark_engaged(node, job_id, caller)
         c0 = time.process_time()
         try:
             out_header, out_blobs, info = _dispatch(node, session, step, name, header, blobs)
@@ -180,6 +178,8 @@ def handle_step(node: Node, caller: str, body: bytes) -> bytes:
             _end_error(node, session, err, step=step, name=name)
             raise err from exc
         session.cpu += time.process_time() - c0
+        if step > 0:  # answered: what it computed now leaves for the initiator
+            ms.mark_engaged(node, job_id, caller)
         ev = ms.event(node.name, step, name, request_sha256=digest, **info)
         response = pack_frame(
             {**out_header, "job_id": job_id, "step": step, "event": ev}, out_blobs
@@ -442,11 +442,11 @@ def complete(
     *,
     ledger_action: str = "job.completed",
     also: Callable[[Session], Any] | None = None,
-) -> None:
+) -> bool:
     """SUCCEEDED here: the use metered under the agreement (``usage``), ``ledger_action`` in the
     ledger with the agreement, the consumer, the dataset and ``payload``; ``also`` in the same
-    transaction."""
-    ms.finish(
+    transaction. False (nothing done) if the job had already ended here."""
+    return ms.finish(
         node,
         s.job_id,
         state=jobs.SUCCEEDED,

@@ -36,9 +36,11 @@ def dispatch(node: Node, caller: str, body: bytes) -> bytes | None:
     handler = _HANDLERS.get(str(header.get("protocol", "")))
     if handler is None:
         return None
+    answer = handler(node, caller, header, blobs, body)
     if str(header.get("name", "")) not in mp_store.NOT_ENGAGING and header.get("job_id"):
+        # answered a step past the opening: what it computed leaves for the initiator now
         mp_store.mark_engaged(node, str(header["job_id"]), caller)
-    return handler(node, caller, header, blobs, body)
+    return answer
 
 
 def _load() -> None:

@@ -134,18 +134,19 @@ def mark_engaged(node: Node, job_id: str, caller: str) -> None:
     """Note on a provider's RUNNING job that a step past its opening arrived from its
     initiator: outputs may leave from here on, so the job holds its agreement slot even if it
     fails or is aborted later (:func:`dataspace.services.job_policy._slots_taken`)."""
-    key = f"{node.name}/{job_id}"
+    key = f"{node.root}/{job_id}/{caller}"
     with _ENGAGED_LOCK:
         if key in _ENGAGED:
             return
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
-        if row is None or row.state != RUNNING or row.peer != caller:
+        if row is None or row.state != RUNNING:
             return
-        meta = _meta(row)
-        if not meta.get("engaged"):
-            row.result_meta = {**meta, "engaged": True}
-    with _ENGAGED_LOCK:
+        if row.peer == caller:
+            meta = _meta(row)
+            if not meta.get("engaged"):
+                row.result_meta = {**meta, "engaged": True}
+    with _ENGAGED_LOCK:  # marked, or a step of another party of the job: no write again
         _ENGAGED.add(key)
 
 

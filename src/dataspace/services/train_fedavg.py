@@ -43,12 +43,14 @@ from dataspace.federated.fedavg import (
     local_train,
 )
 from dataspace.federated.hfl_models import Model
-from dataspace.privacy.secagg import FixedPoint, SessionConfig, aggregator
+from dataspace.privacy.secagg import FixedPoint, SessionConfig, aggregator, ed25519_verifier
+from dataspace.privacy.secagg.errors import AdvertisementRejected
 from dataspace.services import jobs, mp_initiator, mp_party, mp_protocols, multiparty
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id, jsonable
 from dataspace.services.mp_initiator import Progress, each
+from dataspace.services.mp_keys import party_keys, party_names
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame
 from dataspace.services.node import Node, default_actor
 from dataspace.store.models_compute import JobRow
@@ -336,8 +338,18 @@ def _step(node: Node, s: _Party, name: str, header: dict[str, Any], blobs: list[
         cfg = secagg_config(
             str(header["session"]), header["parties"], values.size, header["bound"], header["bits"]
         )
+        # who the other parties are, from this node's membership list: the initiator may not
+        # play one of them (a sum with a phantom party is this node's update)
+        index = int(header["index"])
+        names = party_names(header.get("members"), cfg.parties)
+        if names.get(index) != node.name:
+            raise AdvertisementRejected(f"the job names {names.get(index)!r}, not {node.name}, "
+                                        f"as party {index}")
+        if s.initiator in names.values():
+            raise AdvertisementRejected(f"the coordinator {s.initiator} lists itself as a party")
         s.agg = aggregator(str(p.get("secagg", "pairwise-masking"))).party(
-            cfg, int(header["index"]), values, count=1
+            cfg, index, values, count=1, signer=node.signer.sign,
+            verifier=ed25519_verifier(party_keys(node, names), names),
         )
         return pack_frame({"job_id": job_id, **extra}, [s.agg.start()])
     if name.startswith("agg#"):
@@ -365,7 +377,7 @@ def _commit(node: Node, s: _Party, header: dict[str, Any], blobs: list[bytes]) -
         part=part,
         info={"params": s.params},
     )
-    mp_party.complete(
+    ended_here_first = mp_party.complete(
         node,
         s.ps,
         {"model_id": s.job_id, "role": ms.PARTICIPANT},
@@ -374,6 +386,9 @@ def _commit(node: Node, s: _Party, header: dict[str, Any], blobs: list[bytes]) -
         # the part becomes final with the job's metering, or not at all
         also=lambda db: model_store.finalize_in(db, s.job_id, info, actor=f"peer:{s.initiator}"),
     )
+    if not ended_here_first:  # aborted or timed out meanwhile: no model, no "done"
+        raise MultipartyFailed(f"job {s.job_id} had already ended on {node.name}; nothing was "
+                               "committed", node=node.name)
     with _REG:
         _PARTIES.pop(s.job_id, None)
     ev = ms.event(node.name, 2, "commit")
@@ -510,6 +525,7 @@ class _Run(mp_initiator.Coordinator):
         coordinator = aggregator(
             str(self.job.params.get("secagg", "pairwise-masking"))
         ).coordinator(cfg)
+        members = [[i, p["peer"]] for i, p in enumerate(self.job.peers, start=1)]
         opened = self.each(
             lambda i, p: self.call(
                 p["peer"],
@@ -517,6 +533,7 @@ class _Run(mp_initiator.Coordinator):
                 [theta.tobytes()],
                 session=session,
                 parties=parties,
+                members=members,
                 index=i,
                 bound=bound,
                 bits=bits,

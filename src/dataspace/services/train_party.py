@@ -409,7 +409,7 @@ def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
     usage = mp_party._usage(s.ps, "completed", s.spec.rows) if s.role == ms.PARTICIPANT else None
     if usage is not None and revenue is not None:
         usage = dataclasses.replace(usage, revenue_share=Decimal(revenue["share"]))
-    mp_party.complete(
+    ended_here_first = mp_party.complete(
         node,
         s.ps,
         {"model_id": s.job_id, "role": s.role},
@@ -419,6 +419,9 @@ def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
         # the part becomes final with the job's metering, or not at all
         also=lambda db: model_store.finalize_in(db, s.job_id, info, actor=f"peer:{s.initiator}"),
     )
+    if not ended_here_first:  # aborted or timed out meanwhile: no model, no "done"
+        raise MultipartyFailed(f"job {s.job_id} had already ended on {node.name}; nothing was "
+                               "committed", node=node.name)
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)
     ev = ms.event(node.name, 2, "commit")
