@@ -142,6 +142,17 @@ def test_an_offer_can_take_a_share_of_training_revenue_pools(tax: Node) -> None:
     with pytest.raises(UsageError, match="needs the offer's currency"):
         offers.create(tax, "tax-records", actor="t", template="federated-train",
                       params={"purposes": "finance"}, contribution_share=True)
+    floor = offers.create(tax, "tax-records", actor="t", template="federated-train",
+                          params={"purposes": "finance"}, price="10 CNY",
+                          contribution_share=True, min_revenue_pool="1000 CNY")
+    assert floor["price"]["min_revenue_pool"] == "1000 CNY"
+    with pytest.raises(PolicyError, match="min_revenue_pool is in USD"):
+        offers.create(tax, "tax-records", actor="t", template="federated-train",
+                      params={"purposes": "finance"}, price="10 CNY",
+                      contribution_share=True, min_revenue_pool="5 USD")
+    with pytest.raises(UsageError, match="needs --contribution-share"):
+        offers.create(tax, "tax-records", actor="t", template="federated-train",
+                      params={"purposes": "finance"}, price="10 CNY", min_revenue_pool="5 CNY")
     with pytest.raises(UsageError, match="permits no federated-train"):
         offers.create(tax, "tax-records", actor="t", template="aggregate-only",
                       params={"purposes": "finance"}, price="10 CNY", contribution_share=True)

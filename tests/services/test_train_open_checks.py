@@ -48,9 +48,14 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
     once = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset, purpose="credit-risk",
                           offer=from_template("federated-train", purposes=["finance"],
                                               max_jobs=1))
+    share = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset, purpose="credit-risk",
+                           offer=from_template("federated-train", purposes=["finance"]),
+                           price_terms={"per_job": "10 CNY", "contribution_share": True,
+                                        "min_revenue_pool": "1000 CNY"})
     align = _aligned(tax, peer=BANK, dataset="companies")
     try:
-        yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align, "once": once}
+        yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align, "once": once,
+               "share": share}
     finally:
         bank.close()
         tax.close()
@@ -278,3 +283,29 @@ def test_a_model_part_becomes_final_only_together_with_its_metering(
     with tax.store.read() as session:
         assert session.get(FederatedModelRow, job).state == model_store.FINAL
         assert session.get(JobRow, job).state == "SUCCEEDED"
+
+
+@pytest.mark.parametrize(("pool", "message"), [
+    (None, "must name one"),
+    ("500.00 CNY", "at least 1000"),
+    ("1000.001 CNY", "whole cents"),
+    ("2000 USD", "is in USD"),
+])
+def test_a_contribution_share_offer_takes_part_only_in_a_pool_it_accepts(
+    env: dict[str, Any], pool: str | None, message: str
+) -> None:
+    job, header = _open_vertical(env, revenue_pool=pool, contribution=True)
+    header["agreement_id"] = env["share"]
+    with pytest.raises(DataspaceError, match=message):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+    job, header = _open_vertical(env, revenue_pool="2000.00 CNY", contribution=True)
+    header["agreement_id"] = env["share"]
+    assert _step(env["tax"], BANK, header)["state"] == "open"
+
+
+def test_a_contribution_share_offer_refuses_fedavg(env: dict[str, Any]) -> None:
+    _job, header = _fedavg_open(env, 0.25)
+    header["agreement_id"] = env["share"]
+    with pytest.raises(DataspaceError, match="FedAvg does not measure"):
+        _step(env["tax"], BANK, header)

@@ -35,6 +35,9 @@ def create(
     contribution_share: bool = typer.Option(
         False, "--contribution-share",
         help="Federated training also pays this node's share of the job's revenue pool."),
+    min_revenue_pool: str = typer.Option(
+        None, "--min-revenue-pool",
+        help="With --contribution-share: the least pool this node takes part in, e.g. '1000 CNY'."),
     as_json: bool = JsonOption,
 ) -> None:
     """Publish DATASET under a policy file or a template; it appears in the DSP catalog."""
@@ -52,7 +55,7 @@ def create(
         params=offers.parse_params(param or []), dp_bounds=offers.parse_bounds(dp_bounds or []),
         dp_epsilon_per_query=dp_epsilon, dp_delta=dp_delta,
         max_contributions=max_contributions, price=price, auto_approve=auto_approve,
-        contribution_share=contribution_share)
+        contribution_share=contribution_share, min_revenue_pool=min_revenue_pool)
     if as_json:
         print_json(view)
         return

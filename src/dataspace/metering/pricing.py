@@ -8,8 +8,10 @@ Terms are a small JSON object the contracts layer stores with the offer::
       "per_1k_rows_scanned": "0.50",   # per 1,000 rows scanned, pro rata
       "per_mb_out": "2.00",            # per MB (10**6 bytes) released, pro rata
       "free_jobs": 10,                 # the agreement's first 10 completed jobs cost nothing
-      "contribution_share": true       # federated training: plus this provider's share of the
-    }                                  # job's revenue pool, split by contribution
+      "contribution_share": true,      # federated training: plus this provider's share of the
+                                       # job's revenue pool, split by contribution,
+      "min_revenue_pool": "1000 CNY"   # and only in a training whose pool is at least this
+    }
 
 Amounts are decimal strings ("0.50" or "0.50 CNY") or integers — never floats, whose binary
 value is not the decimal the provider wrote. Every component is optional; missing means zero.
@@ -42,6 +44,7 @@ MB = 1_000_000  # bytes per MB (SI)
 DEFAULT_CURRENCY = "CNY"
 _KEYS = (
     "currency", "per_job", "per_1k_rows_scanned", "per_mb_out", "free_jobs", "contribution_share",
+    "min_revenue_pool",
 )
 _ZERO = Decimal(0)
 
@@ -56,6 +59,7 @@ class PriceTerms:
     per_mb_out: Decimal = _ZERO
     free_jobs: int = 0
     contribution_share: bool = False  # takes its share of a training's revenue pool
+    min_revenue_pool: Decimal = _ZERO  # ... only of a pool at least this large
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> PriceTerms:
@@ -95,8 +99,18 @@ class PriceTerms:
         if not isinstance(share, bool):
             raise PolicyError("contribution_share must be true or false",
                               path="price.contribution_share")
+        minimum = _ZERO
+        if data.get("min_revenue_pool") is not None:
+            if not share:
+                raise PolicyError("min_revenue_pool needs contribution_share",
+                                  path="price.min_revenue_pool")
+            minimum, cur = _amount(data["min_revenue_pool"], "price.min_revenue_pool")
+            if cur is not None and currency is not None and cur != currency:
+                raise PolicyError(f"min_revenue_pool is in {cur} but the terms are in {currency}",
+                                  path="price.min_revenue_pool")
+            currency = currency or cur
         return cls(currency or DEFAULT_CURRENCY, free_jobs=free, contribution_share=share,
-                   **amounts)
+                   min_revenue_pool=minimum, **amounts)
 
     @classmethod
     def per_job_only(cls, price: Price) -> PriceTerms:
@@ -111,6 +125,8 @@ class PriceTerms:
             "per_mb_out": _fmt(self.per_mb_out),
             "free_jobs": self.free_jobs,
             "contribution_share": self.contribution_share,
+            **({"min_revenue_pool": _fmt(self.min_revenue_pool)} if self.contribution_share
+               else {}),
         }
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from dataspace.catalog.profile import kind_of
 from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.ledger import log
+from dataspace.metering.pricing import PriceTerms
 from dataspace.policy import Policy, PolicyError, PolicyType, from_template, parse_policy
 from dataspace.policy.jsonld import to_jsonld
 from dataspace.policy.lint import require_evaluable
@@ -294,6 +295,7 @@ def create(
     price: str | Price | None = None,
     auto_approve: bool = False,
     contribution_share: bool = False,
+    min_revenue_pool: str | None = None,
 ) -> dict[str, Any]:
     """Publish an offer for ``dataset`` (name or id). Raises PolicyError (with the JSON path),
     NotFound (dataset) or UsageError (fields, DP parameters, price). ``contribution_share``:
@@ -351,6 +353,12 @@ def create(
                 raise UsageError("a contribution share needs the offer's currency",
                                  hint="add --price, e.g. '0 CNY' for the share alone")
             terms = {**(terms or {}), "contribution_share": True}
+            if min_revenue_pool is not None:
+                terms["min_revenue_pool"] = min_revenue_pool
+        elif min_revenue_pool is not None:
+            raise UsageError("a minimum revenue pool needs --contribution-share")
+        if terms is not None:
+            PriceTerms.parse(terms)  # a bad amount or currency is refused here, not at a job
         row = OfferRow(
             id=offer_id,
             dataset_id=ds.id,

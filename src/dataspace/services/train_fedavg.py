@@ -283,6 +283,9 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
     try:
         fields = [*features, label] + ([str(column)] if column else [])
         dataset, _ = mp_party._check(node, ps, header, fields, "aggregate-only")
+        if ps.terms is not None and ps.terms.contribution_share:
+            raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool, "
+                             "which FedAvg does not measure", hint="train a vertical model")
         x, y, xt, yt = load_rows(
             dataset,
             features,

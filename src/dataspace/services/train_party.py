@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataspace.errors import DataspaceError, NotFound, UsageError
+from dataspace.metering.pricing import CENT
 from dataspace.policy.request import Price
 from dataspace.services import jobs, mp_party, mp_protocols, train_linreg
 from dataspace.services import models as model_store
@@ -378,10 +379,16 @@ def _check_pricing(node: Node, ps: mp_party._Session, spec: Spec) -> None:
         raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool: the "
                          "job must name one and measure contribution",
                          hint="train with --revenue-pool 'AMOUNT CURRENCY'")
-    currency = Price.parse(spec.revenue_pool).currency
-    if currency != terms.currency:
-        raise UsageError(f"the revenue pool is in {currency}; {node.name}'s prices are in "
+    pool = Price.parse(spec.revenue_pool)
+    if pool.currency != terms.currency:
+        raise UsageError(f"the revenue pool is in {pool.currency}; {node.name}'s prices are in "
                          f"{terms.currency}")
+    if pool.amount != pool.amount.quantize(CENT):
+        raise UsageError(f"the revenue pool {spec.revenue_pool} is not in whole cents")
+    if pool.amount <= 0 or pool.amount < terms.min_revenue_pool:
+        raise UsageError(f"{node.name} takes part in revenue pools of at least "
+                         f"{max(terms.min_revenue_pool, CENT)} {terms.currency}, not "
+                         f"{spec.revenue_pool}")
 
 
 def _revenue_share(node: Node, s: Session, info: dict[str, Any]) -> dict[str, Any] | None:

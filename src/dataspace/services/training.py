@@ -595,8 +595,8 @@ def _revenue_pool(pool: str | None, model: str, contribution: bool) -> str | Non
         raise UsageError("a revenue pool is split by contribution: it needs a vertical model "
                          "(vlr, vgbdt, vlinreg) with contribution on")
     price = Price.parse(pool)
-    if price.amount != price.amount.quantize(CENT):
-        raise UsageError(f"a revenue pool is in whole cents, got {pool!r}")
+    if price.amount != price.amount.quantize(CENT) or price.amount <= 0:
+        raise UsageError(f"a revenue pool is a positive amount in whole cents, got {pool!r}")
     return f"{price.amount.quantize(CENT)} {price.currency}"
 
 
@@ -604,9 +604,19 @@ def revenue_shares(pool: str, values: Mapping[str, float]) -> dict[str, Any]:
     """Each provider's part of ``pool`` by its contribution (:func:`revenue.split`); every
     node computes the same from the same values."""
     price = Price.parse(pool)
-    shares = revenue.split(price.amount, {str(k): float(v) for k, v in values.items()})
+    shares = revenue.split(price.amount, {str(k): _number(v) for k, v in values.items()})
     return {"pool": pool, "currency": price.currency,
             "shares": {name: str(amount) for name, amount in shares.items()}}
+
+
+def _number(value: Any) -> float:
+    """A contribution value as committed: a number, or its decimal string (the wire's form)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise UsageError(f"contribution value {value!r} is not a number")
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise UsageError(f"contribution value {value!r} is not a number in range") from None
 
 
 def check_family(family: str) -> str:

@@ -31,6 +31,9 @@ class OfferRequest(BaseModel):
     contribution_share: bool = Field(
         False, description="federated training also pays this node's share of the revenue pool"
     )
+    min_revenue_pool: str | None = Field(
+        None, description="with contribution_share: the least pool taken part in, '1000 CNY'"
+    )
 
 
 @router.get("", summary="Offers of this node (withdrawn ones included)")
@@ -60,6 +63,7 @@ def create_offer(
         price=body.price,
         auto_approve=body.auto_approve,
         contribution_share=body.contribution_share,
+        min_revenue_pool=body.min_revenue_pool,
     )
 
 
