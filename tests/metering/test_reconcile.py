@@ -127,3 +127,21 @@ def test_a_bill_pointing_at_another_entry_is_caught(metered: Node) -> None:
         session.execute(update(Bill).where(Bill.id == bill["bill_id"]).values(ledger_index=0))
     with pytest.raises(VerificationError, match=r"no bill\.issued entry"):
         service.reconcile(metered)
+
+
+def test_a_line_billed_twice_before_bill_lines_existed_reconciles(metered: Node) -> None:
+    first = _issued(metered)
+    ids = [line["id"] for line in first["statement"]["lines"]]
+    with metered.store.write() as session:  # as before migration 0012: nothing marked billed
+        session.execute(delete(BillLine))
+    second = service.bill(metered, consumer="bank-a", period="2026-11", issue=True)
+    assert set(ids) <= {line["id"] for line in second["statement"]["lines"]}  # billed twice
+    with metered.store.write() as session:  # what the migration leaves: each on its first bill
+        session.execute(delete(BillLine).where(BillLine.usage_id.in_(ids)))
+        session.add_all(BillLine(usage_id=i, bill_id=first["bill_id"]) for i in ids)
+    assert service.reconcile(metered)["bills"] == 2
+    with metered.store.write() as session:  # but a line may not sit on a later bill only
+        session.execute(update(BillLine).where(BillLine.usage_id == ids[0])
+                        .values(bill_id=second["bill_id"]))
+    with pytest.raises(VerificationError, match="billed lines of bill"):
+        service.reconcile(metered)
