@@ -237,11 +237,22 @@ def test_a_witness_that_refused_is_asked_again_next_round(nodes: dict[str, Node]
     first = runner.round()
     assert first is not None and first["witnesses"][GRID]["cosigned"] is False
     assert runner.cosigned_size == 0  # not every witness cosigned: ask again
+    cosignings = _cosignings(nodes[TAX])
+    for _ in range(3):  # the witness that is down is asked again, the other one is not
+        again = runner.round()
+        assert again is not None and list(again["witnesses"]) == [GRID]
+    assert _cosignings(nodes[TAX]) == cosignings
     down.clear()
     second = runner.round()
-    assert second is not None
-    assert second["witnesses"] == {TAX: {"cosigned": True}, GRID: {"cosigned": True}}
-    assert runner.cosigned_size == second["size"]
+    assert second is not None and second["witnesses"] == {GRID: {"cosigned": True}}
+    assert runner.cosigned_size == second["size"] == first["size"]
+    assert runner.round() is None
+    note = ledger.checkpoint(nodes[BANK])  # both lines on the one checkpoint
+    assert "\u2014 dataspace/tax-bureau " in note and "\u2014 dataspace/power-grid " in note
+
+
+def _cosignings(node: Node) -> int:
+    return sum(e["entry"]["action"] == "witness.cosigned" for e in ledger.entries(node, limit=1000))
 
 
 @pytest.mark.parametrize(

@@ -71,9 +71,14 @@ class AutoWitness:
             raise UsageError(f"ledger_witness_interval_seconds must be positive, got {interval}",
                              hint="fix node.toml [limits]")
         self.node, self.witnesses, self.interval, self._post = node, witnesses, interval, post
-        self.cosigned_size = 0  # the size every witness last cosigned, as far as this run knows
+        self.cosigned: dict[str, int] = {}  # per witness, the size it last cosigned in this run
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="auto-witness", daemon=True)
+
+    @property
+    def cosigned_size(self) -> int:
+        """The size every witness has cosigned (as far as this run knows)."""
+        return min((self.cosigned.get(w, 0) for w in self.witnesses), default=0)
 
     def start(self) -> None:
         self._thread.start()
@@ -81,24 +86,32 @@ class AutoWitness:
     def stop(self) -> None:
         self._stopped.set()
         if self._thread.is_alive():
-            # a round in flight may wait on a witness that is down; the thread is a daemon and
-            # its store transactions are atomic, so shutdown does not wait for it long
+            # a round stops between witnesses; one in flight may wait on a witness that is
+            # down (30 s). The thread is a daemon and its store transactions are atomic, so
+            # shutdown does not wait for that long.
             self._thread.join(timeout=5.0)
 
     def round(self) -> dict[str, Any] | None:
-        """Ask the witnesses if the log grew; the result of the request, or None if it did not."""
-        if not grown_since(self.node, self.cosigned_size):
+        """Ask each witness that has not cosigned the grown log; None if none is behind. A
+        witness that cosigned is not asked again until the log really grows, so one that is
+        down does not make the others log a cosignature every round."""
+        behind = [w for w in self.witnesses if grown_since(self.node, self.cosigned.get(w, 0))]
+        if not behind:
             return None
-        result = witness.request_cosignatures(self.node, self.witnesses, post=self._post)
-        failed = {name: r.get("error", "") for name, r in result["witnesses"].items()
-                  if not r["cosigned"]}
-        for name, why in failed.items():
-            logger.warning("witness %s did not cosign size %d: %s", name, result["size"], why)
-        if not failed:
-            self.cosigned_size = result["size"]
-            logger.info("checkpoint at size %d cosigned by %s", result["size"],
-                        ", ".join(self.witnesses))
-        return result
+        size, answers = 0, {}
+        for name in behind:
+            if self._stopped.is_set():
+                break
+            result = witness.request_cosignatures(self.node, [name], post=self._post)
+            size, answers[name] = result["size"], result["witnesses"][name]
+            if answers[name]["cosigned"]:
+                self.cosigned[name] = size
+            else:
+                logger.warning("witness %s did not cosign size %d: %s", name, size,
+                               answers[name].get("error", ""))
+        if answers and all(a["cosigned"] for a in answers.values()):
+            logger.info("checkpoint at size %d cosigned by %s", size, ", ".join(answers))
+        return {"size": size, "witnesses": answers}
 
     def _loop(self) -> None:
         while not self._stopped.is_set():
