@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("membership_issue_skew_seconds", 300, "how far ahead a membership list may be issued"),
     Setting("transfer_token_ttl_seconds", 300, "how long a transfer's one-time pull token works"),
     Setting("transfer_pull_timeout_seconds", 120.0, "longest wait for a transfer's data (seconds)"),
+    Setting("transfer_max_mb", 10240, "largest transfer this node receives (MiB)"),
     Setting("mp_step_timeout_seconds", 120.0, "longest wait for one multi-party step's answer"),
     Setting("mp_idle_timeout_seconds", 120.0, "a participant fails a job its initiator left idle"),
     Setting("mp_max_idle_timeout_seconds", 3600.0, "cap on the idle timeout an initiator may ask"),

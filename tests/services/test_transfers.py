@@ -5,6 +5,7 @@ outgoing messages are captured)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import threading
 import warnings
@@ -354,3 +355,105 @@ def test_initial_request_over_http(pair: Pair) -> None:
     # the background decision ran: the start went to the bank's callback
     assert any(path.endswith("/start") for _, path, _ in pair.sent), pair.sent
     assert json.dumps(pair.sent)  # plain JSON
+
+
+def test_a_suspended_grant_keeps_its_slot(pair: Pair) -> None:
+    """Suspending a granted transfer, asking again, then restarting the first would give two
+    pulls under max_jobs=1: the suspended grant keeps its slot."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    bank = space.member(pair.tax, BANK)
+    first = pair.request(agreement, "raw")
+    consumer_pid = transfers.show_transfer(pair.tax, first)["consumer_pid"]
+    reply = transfers.handle_message(pair.tax, bank, first, {
+        "@context": CTX, "@type": tp.SUSPENSION, "providerPid": first,
+        "consumerPid": consumer_pid, "code": "pause"}, tp.SUSPENSION)
+    assert reply.status == 200 and transfers.show_transfer(pair.tax, first)["state"] == "SUSPENDED"
+    second = pair.request(agreement, "raw")
+    assert transfers.show_transfer(pair.tax, second)["state"] == "TERMINATED"
+    assert "count" in " ".join(_entries(pair.tax, "transfer.denied")[-1]["reasons"])
+
+
+def _consumer_started(pair: Pair, monkeypatch: pytest.MonkeyPatch,
+                      handler: Callable[[httpx.Request], httpx.Response], *, sha: str,
+                      rows: int, size: int) -> str:
+    """A transfer the bank consumes, started with the given statements; its pull is served by
+    ``handler`` (the provider's data plane, scripted)."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    tax_url = space.member(pair.bank, TAX).url.rstrip("/")
+    provider_pid, consumer_pid = cs.new_pid(), cs.new_pid()
+    with pair.bank.store.write() as session:
+        row = cs.create_transfer(session, role=Role.CONSUMER, peer=TAX, agreement_id=agreement,
+                                 format=transfers.format_for("raw"), consumer_pid=consumer_pid,
+                                 provider_pid=provider_pid)
+        session.add(TransferExtractRow(id=row.id, mode="raw"))
+    monkeypatch.setattr(transfers, "CLIENTS", lambda node, peer: httpx.Client(
+        base_url=tax_url, transport=httpx.MockTransport(handler)))
+    properties = [("authorization", "t"), (transfers.NS + "sha256", sha),
+                  (transfers.NS + "rows", str(rows)), (transfers.NS + "bytes", str(size))]
+    doc = {"@context": CTX, "@type": tp.START, "providerPid": provider_pid,
+           "consumerPid": consumer_pid,
+           "dataAddress": {"@type": "DataAddress", "endpointType": transfers.HTTP_ENDPOINT,
+                           "endpoint": f"{tax_url}/peer/v1/transfers/{provider_pid}/data",
+                           "endpointProperties": [{"@type": "EndpointProperty", "name": n,
+                                                   "value": v} for n, v in properties]}}
+    reply = transfers.handle_message(pair.bank, space.member(pair.bank, TAX), consumer_pid, doc,
+                                     tp.START)
+    assert reply.status == 200, reply.body
+    return consumer_pid
+
+
+class _Broken(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"PAR1" + b"x" * 100_000
+        raise httpx.ReadError("connection reset mid-stream")
+
+
+class _Endless(httpx.SyncByteStream):
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(64):
+            self.sent += 1 << 20
+            yield b"\0" * (1 << 20)
+
+
+def _received(pair: Pair) -> list[Path]:
+    return list((pair.bank.root / transfers.RECEIVED_DIR).glob("*"))
+
+
+@pytest.mark.parametrize("case", ["broken stream", "not parquet", "larger than stated"])
+def test_a_failed_pull_ends_the_transfer_and_leaves_no_file(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    body = b"not a parquet file"
+    endless = _Endless()
+    handler, sha, size, reason = {
+        "broken stream": (lambda r: httpx.Response(200, stream=_Broken()), "0" * 64, 200_000,
+                          "ReadError"),
+        "not parquet": (lambda r: httpx.Response(200, content=body),
+                        hashlib.sha256(body).hexdigest(), len(body), "not a Parquet file"),
+        "larger than stated": (lambda r: httpx.Response(200, stream=endless), "0" * 64, 10,
+                               "passes 10 bytes"),
+    }[case]
+    pid = _consumer_started(pair, monkeypatch, handler, sha=sha, rows=1, size=size)
+    transfers.pull(pair.bank, pid, transport=pair.transport)
+    view = transfers.show_transfer(pair.bank, pid)
+    assert view["state"] == "TERMINATED"
+    assert reason in " ".join(_entries(pair.bank, "transfer.terminated")[-1]["reason"])
+    assert _received(pair) == []  # no partial download stays
+    if case == "larger than stated":
+        assert endless.sent <= 1 << 20  # it stopped at the first chunk past the stated size
+
+
+def test_a_failed_extract_leaves_no_file(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    assert list((pair.tax.root / transfers.EXTRACT_DIR).iterdir()) == []

@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
@@ -153,10 +155,17 @@ def _client(node: Node, peer: str) -> httpx.Client:
     return peer_client(node, peer, timeout=node.limits.transfer_pull_timeout_seconds)
 
 
+def _remove(path: Path | None) -> None:
+    """Delete a partial download, if there is one (nothing partial stays on disk)."""
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
 def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
     """Consumer, after the start: pull, verify, store under ``received/``, complete (or
     terminate with the reason)."""
     actor = f"node:{node.name}"
+    tmp: Path | None = None  # the partial download, removed on any failure
     try:
         with node.store.read() as session:
             row = cs.get_transfer(session, pid, peer=None)
@@ -164,6 +173,7 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
             address = DataAddress.from_json(row.data_address or {}, "$.dataAddress")
             provider, stated_sha = row.peer, ext.sha256 if ext else None
             stated_rows = ext.rows if ext else None
+            stated_bytes = ext.bytes if ext else None
         props = {p.name: p.value for p in address.endpoint_properties or ()}
         base = lookup_member(node, provider).url.rstrip("/")
         endpoint = address.endpoint or ""
@@ -176,6 +186,9 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
         folder.mkdir(exist_ok=True)
         tmp = folder / f".{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
+        cap = int(node.limits["transfer_max_mb"]) * 1024 * 1024
+        if stated_bytes is not None:
+            cap = min(cap, stated_bytes)
         with (
             _client(node, provider) as client,
             client.stream(
@@ -189,24 +202,34 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
                 raise VerificationError(
                     f"{provider} refused the pull (HTTP {resp.status_code}): {resp.text[:300]}"
                 )
+            written = 0
             with tmp.open("wb") as out:
                 for chunk in resp.iter_bytes():
+                    written += len(chunk)
+                    if written > cap:  # a provider may not fill this node's disk
+                        raise VerificationError(
+                            f"the data passes {cap} bytes (the size the provider stated, or "
+                            "this node's transfer_max_mb)"
+                        )
                     digest.update(chunk)
                     out.write(chunk)
         sha = digest.hexdigest()
         if sha != stated_sha:
-            tmp.unlink(missing_ok=True)
             raise VerificationError("the data does not hash to the sha256 the provider stated")
-        rows = pq.ParquetFile(tmp).metadata.num_rows
+        try:
+            rows = pq.ParquetFile(tmp).metadata.num_rows
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise VerificationError(f"the data is not a Parquet file ({exc})") from None
         if rows != stated_rows:
-            tmp.unlink(missing_ok=True)
             raise VerificationError(f"the data has {rows} rows, the provider stated {stated_rows}")
         final = folder / f"{sha[:16]}-{uuid.uuid4().hex[:8]}.parquet"
         tmp.replace(final)
     except DataspaceError as exc:
+        _remove(tmp)
         terminate(node, pid, code=exc.code, reasons=[exc.message], actor=actor, transport=transport)
         return
     except (httpx.HTTPError, OSError) as exc:
+        _remove(tmp)
         terminate(
             node,
             pid,

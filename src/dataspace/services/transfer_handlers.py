@@ -85,7 +85,13 @@ def handle_message(
                     assert address is not None
                     props = {p.name: p.value for p in address.endpoint_properties or ()}
                     ext.sha256 = props.get(NS + "sha256")
-                    ext.rows = int(props.get(NS + "rows", "0"))
+                    try:
+                        ext.rows = int(props.get(NS + "rows", "0"))
+                        stated = props.get(NS + "bytes")
+                        ext.bytes = int(stated) if stated is not None else None
+                    except ValueError:
+                        raise ProtocolError("the data address's rows and bytes must be whole "
+                                            "numbers", path="$.dataAddress") from None
                     payload.update(sha256=ext.sha256, rows=ext.rows, mode=ext.mode)
                     after.append(lambda: pull(node, pid, transport=transport))
             elif expected == tp.COMPLETION:

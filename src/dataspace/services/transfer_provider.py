@@ -4,6 +4,7 @@ the one pull the token allows and meter it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -183,16 +184,18 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
 
 def _promised(session: Session, agreement_id: str, exclude: str) -> int:
     """Transfers of this agreement granted but not pulled yet, whose token (or reservation)
-    still runs: they count against its ``count`` like completed ones, or a consumer could ask
-    for many transfers before pulling any and have each one granted."""
+    still runs — suspended ones too, since the consumer may restart them: they count against
+    its ``count`` like completed ones, or a consumer could ask for many transfers before
+    pulling any (or suspend one, ask again, and restart it) and have each one granted."""
     rows = session.execute(
         select(TransferExtractRow.token_expires_at)
         .join(TransferProcessRow, TransferProcessRow.id == TransferExtractRow.id)
         .where(
             TransferProcessRow.agreement_id == agreement_id,
             TransferProcessRow.role == Role.PROVIDER.value,
-            TransferProcessRow.state.in_(
-                (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value)
+            TransferProcessRow.state.in_(  # a suspended grant can be restarted and pulled
+                (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
+                 tp.TransferState.SUSPENDED.value)
             ),
             TransferProcessRow.id != exclude,
             TransferExtractRow.pulled_at.is_(None),
@@ -438,9 +441,14 @@ def _write_extract(
             if key is not None:
                 empty = ps.pseudonymize_table(empty, targets, key)
             pq.write_table(empty, path)
-    finally:
+    except BaseException:
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(Exception):
+                writer.close()
+        path.unlink(missing_ok=True)  # a half-written extract is never served or left behind
+        raise
+    if writer is not None:
+        writer.close()
     return path, _sha256_file(path), rows, path.stat().st_size
 
 
