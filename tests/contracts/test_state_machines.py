@@ -170,3 +170,21 @@ def test_error_bodies_are_schema_valid() -> None:
     assert body["consumerPid"] == ""
     body = tp.error_body(None, exc)
     validate(body, "TransferError")
+
+
+@pytest.mark.parametrize(("state", "message", "role", "repeat"), [
+    (tp.TransferState.STARTED, tp.START, Role.PROVIDER, True),      # the start, retried
+    (tp.TransferState.STARTED, tp.START, Role.CONSUMER, True),      # a restart, retried
+    (tp.TransferState.COMPLETED, tp.COMPLETION, Role.CONSUMER, True),
+    (tp.TransferState.TERMINATED, tp.TERMINATION, Role.PROVIDER, True),
+    (tp.TransferState.SUSPENDED, tp.SUSPENSION, Role.CONSUMER, True),
+    (tp.TransferState.REQUESTED, tp.REQUEST, Role.CONSUMER, True),
+    (tp.TransferState.REQUESTED, tp.REQUEST, Role.PROVIDER, False),  # never the provider's
+    (tp.TransferState.SUSPENDED, tp.START, Role.CONSUMER, False),   # would be a transition
+    (tp.TransferState.COMPLETED, tp.TERMINATION, Role.CONSUMER, False),
+    (tp.TransferState.STARTED, tp.COMPLETION, Role.PROVIDER, False),
+])
+def test_a_transfer_message_repeats_only_what_could_have_led_to_the_state(
+    state: tp.TransferState, message: str, role: Role, repeat: bool
+) -> None:
+    assert tp.repeats(state, message, role) is repeat

@@ -128,9 +128,15 @@ def test_transfer_between_two_nodes(space: Any, tmp_path: Path) -> None:
             assert ack.status_code == 200
             validate(ack.json(), "TransferProcess")
             assert ack.json()["state"] == "COMPLETED"
-            late = client.post(f"/dsp/transfers/{done['provider_pid']}/completion", json={
+            repeated = client.post(f"/dsp/transfers/{done['provider_pid']}/completion", json={
                 "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
                 "@type": "TransferCompletionMessage", "providerPid": done["provider_pid"],
+                "consumerPid": done["id"]})
+            assert repeated.status_code == 200  # a retried delivery: answered, no change
+            assert repeated.json()["state"] == "COMPLETED"
+            late = client.post(f"/dsp/transfers/{done['provider_pid']}/suspension", json={
+                "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+                "@type": "TransferSuspensionMessage", "providerPid": done["provider_pid"],
                 "consumerPid": done["id"]})
             assert late.status_code == 400
             validate(late.json(), "TransferError")

@@ -289,8 +289,11 @@ def test_every_transition_over_http(pair: Pair, side: Role) -> None:
                 response = client.post(f"/dsp/transfers/{own}/{suffix}", auth=auth,
                                        json=_body(kind, provider_pid, consumer_pid))
                 legal = (tp.TransferState(state), kind, sender) in tp.TRANSITIONS
+                # a consumer's start carries its own data address, which a repeat must match
+                repeat = tp.repeats(state, kind, sender) and not (
+                    kind == tp.START and side is Role.CONSUMER)
                 where = f"{side.value} {state} {kind}"
-                if legal:
+                if legal or repeat:
                     assert response.status_code == 200, (where, response.text)
                 else:
                     assert response.status_code == 400, (where, response.text)
@@ -457,3 +460,23 @@ def test_a_failed_extract_leaves_no_file(pair: Pair, monkeypatch: pytest.MonkeyP
     pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
     assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
     assert list((pair.tax.root / transfers.EXTRACT_DIR).iterdir()) == []
+
+
+def test_a_retried_message_is_answered_again_and_changes_nothing(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivery retries after a lost answer; a 400 for the repeat would end the transfer."""
+    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(409), sha="0" * 64,
+                            rows=1, size=10)
+    with pair.bank.store.read() as session:
+        row = cs.get_transfer(session, pid, peer=None)
+        doc = {"@context": CTX, "@type": tp.START, "providerPid": row.provider_pid,
+               "consumerPid": pid, "dataAddress": row.data_address}
+    tax = space.member(pair.bank, TAX)
+    again = transfers.handle_message(pair.bank, tax, pid, doc, tp.START)
+    assert again.status == 200 and again.after == []  # no second pull is scheduled
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"
+    moved = json.loads(json.dumps(doc))
+    moved["dataAddress"]["endpoint"] += "-elsewhere"
+    refused = transfers.handle_message(pair.bank, tax, pid, moved, tp.START)
+    assert refused.status == 400  # not the same start: still an illegal transition

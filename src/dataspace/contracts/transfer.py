@@ -68,6 +68,14 @@ def apply(state: TransferState | str | None, message_type: str, role: Role | str
     return apply_table("transfer process", TRANSITIONS, MESSAGES, current, message_type, role)
 
 
+def repeats(state: TransferState | str, message_type: str, role: Role | str) -> bool:
+    """Whether ``role`` sending ``message_type`` could have led to ``state`` — so a message
+    arriving in that state may be a retried delivery of the one that did (answered, no change)."""
+    current, sender = _state(state), Role(role)
+    return any(m == message_type and r == sender and after == current
+               for (_s, m, r), after in TRANSITIONS.items())
+
+
 def allowed(state: TransferState | str | None, role: Role | str) -> list[str]:
     """The message types ``role`` may send in ``state``."""
     current = None if state is None else _state(state)

@@ -31,6 +31,18 @@ def handle_get(node: Node, peer: Member, pid: str) -> Reply:
     return _guard(node, peer.name, "GET TransferProcess", pid, run)
 
 
+def _repeated(row: Any, expected: str, own: Role, address: Any) -> bool:
+    """Whether the process is already where this message from its peer leads — the sender
+    retried after a lost answer (delivery retries on errors) — and, for a consumer's start, to
+    the same data address: answered 200 and changes nothing, instead of a 400 that would end
+    the transfer."""
+    if not tp.repeats(row.state, expected, own.peer):
+        return False
+    if expected == tp.START and own is Role.CONSUMER:
+        return bool(address is not None and row.data_address == address.to_json())
+    return True
+
+
 def handle_message(
     node: Node,
     peer: Member,
@@ -60,6 +72,8 @@ def handle_message(
                     "a TransferStartMessage for a pull must carry the dataAddress",
                     path="$.dataAddress",
                 )
+            if _repeated(row, expected, own, address):  # a retried delivery: already done
+                return Reply(200, _ack(row))
             row = cs.advance_transfer(
                 session,
                 pid,
