@@ -480,3 +480,26 @@ def test_a_retried_message_is_answered_again_and_changes_nothing(
     moved["dataAddress"]["endpoint"] += "-elsewhere"
     refused = transfers.handle_message(pair.bank, tax, pid, moved, tp.START)
     assert refused.status == 400  # not the same start: still an illegal transition
+
+
+def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) -> None:
+    from dataspace.services import transfer_sweep
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    lapsed, live = pair.request(agreement, "raw"), pair.request(agreement, "raw")
+    with pair.tax.store.write() as session:
+        ext = session.get(TransferExtractRow, lapsed)
+        assert ext is not None and ext.path
+        extract = Path(ext.path)
+        ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    folder = pair.bank.root / transfers.RECEIVED_DIR
+    folder.mkdir(exist_ok=True)
+    (folder / ".abc.part").write_bytes(b"half")
+    assert transfer_sweep.sweep(pair.tax)["terminated"] == [lapsed]
+    assert transfers.show_transfer(pair.tax, lapsed)["state"] == "TERMINATED"
+    assert transfers.show_transfer(pair.tax, live)["state"] == "STARTED"  # its token runs
+    assert not extract.exists()
+    assert "grant_lapsed" in [e["code"] for e in _entries(pair.tax, "transfer.terminated")]
+    assert transfer_sweep.sweep(pair.bank)["removed"] == [".abc.part"]
+    assert transfer_sweep.sweep(pair.tax) == {"terminated": [], "removed": []}

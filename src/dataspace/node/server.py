@@ -21,7 +21,7 @@ import uvicorn
 
 from dataspace.errors import DataspaceError
 from dataspace.node.app import create_app
-from dataspace.services import auto_witness
+from dataspace.services import auto_witness, transfer_sweep
 from dataspace.services.job_records import sweep_stale
 from dataspace.services.node import Node, open_node
 
@@ -77,6 +77,10 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             log.warning(
                 "marked %d interrupted job(s) FAILED: %s", len(interrupted), ", ".join(interrupted)
             )
+        swept = transfer_sweep.sweep(node)  # lapsed grants, partial downloads
+        if swept["terminated"] or swept["removed"]:
+            log.warning("ended %d lapsed transfer grant(s), removed %d partial download(s)",
+                        len(swept["terminated"]), len(swept["removed"]))
         config = uvicorn.Config(
             create_app(node),
             host=host,

@@ -1,0 +1,62 @@
+"""Ending what no one will finish: lapsed grants and partial downloads (at server start).
+
+* A provider's grant whose one-time token lapsed unpulled stays STARTED (or SUSPENDED) and
+  keeps its extract on disk until someone ends it: :func:`sweep` terminates it here
+  (``transfer.terminated``, code ``grant_lapsed``) and deletes the extract. Its ``count`` slot
+  was free already (a lapsed token frees it). The consumer is not told: it pulls as soon as it
+  is started and, when that fails, terminates itself.
+* A consumer's partial download (``received/.*.part``) belongs to a pull that the previous
+  server did not finish: nothing refers to it, and it is deleted.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from dataspace.contracts import transfer as tp
+from dataspace.contracts.roles import Role
+from dataspace.services.node import Node
+from dataspace.services.transfer_common import RECEIVED_DIR, _terminate_local
+from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
+
+OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
+        tp.TransferState.SUSPENDED.value)
+
+
+def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
+    """Provider transfers granted, never pulled, whose token has lapsed."""
+    now = now or datetime.now(UTC)
+    with node.store.read() as session:
+        rows = session.execute(
+            select(TransferProcessRow.id, TransferExtractRow.token_expires_at)
+            .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
+            .where(
+                TransferProcessRow.role == Role.PROVIDER.value,
+                TransferProcessRow.state.in_(OPEN),
+                TransferExtractRow.pulled_at.is_(None),
+                TransferExtractRow.token_expires_at.is_not(None),
+            )
+        ).all()
+    return [pid for pid, until in rows if until is not None and _aware(until) <= now]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
+    """Terminate lapsed grants here and delete partial downloads; what was ended or removed."""
+    ended = []
+    for pid in lapsed_grants(node, now):
+        if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
+                            reasons=["the grant's token lapsed before the data was pulled"]):
+            ended.append(pid)
+    removed = []
+    folder = node.root / RECEIVED_DIR
+    if folder.is_dir():
+        for part in folder.glob(".*.part"):
+            part.unlink(missing_ok=True)
+            removed.append(part.name)
+    return {"terminated": ended, "removed": removed}
