@@ -70,14 +70,16 @@ def key_id(name: str, public_key: bytes, algorithm: int = ALG_ED25519) -> bytes:
     return hashlib.sha256(data).digest()[:4]
 
 
-def parse_verifier_key(
-    vkey: str, algorithms: Collection[int], what: str = "verifier key"
-) -> tuple[str, int, bytes]:
-    """``name+hhhhhhhh+base64(alg || key)`` read and checked: an Ed25519 key (32 bytes) under
-    one of ``algorithms``, whose key ID is ``hhhhhhhh``. Returns (name, alg, key)."""
-    parts = vkey.split("+", 2)  # names hold no '+', base64 may
+def _split_key(
+    text: str, algorithms: Collection[int], what: str, *, secret: bool = False
+) -> tuple[str, str, bytes]:
+    """``name+hhhhhhhh+base64(alg || 32 bytes)`` split and decoded: (name, hhhhhhhh, bytes),
+    the algorithm one of ``algorithms``. The key ID is the caller's to check. A ``secret``
+    key's text is never repeated in an error."""
+    parts = text.split("+", 2)  # names hold no '+', base64 may
     if len(parts) != 3:
-        raise SignatureError(f"malformed {what} {vkey!r}",
+        shown = "" if secret else f" {text!r}"
+        raise SignatureError(f"malformed {what}{shown}",
                              hint="expected name+hhhhhhhh+base64-key, e.g. a node.pub")
     name, hash_hex, b64 = parts
     check_name(name)
@@ -88,6 +90,15 @@ def parse_verifier_key(
     if len(raw) != 33 or raw[0] not in algorithms:
         raise SignatureError(f"{what} for {name!r} is not an Ed25519 key",
                              hint="only Ed25519 keys (algorithm 0x01) are supported")
+    return name, hash_hex, raw
+
+
+def parse_verifier_key(
+    vkey: str, algorithms: Collection[int], what: str = "verifier key"
+) -> tuple[str, int, bytes]:
+    """``name+hhhhhhhh+base64(alg || key)`` read and checked: an Ed25519 key (32 bytes) under
+    one of ``algorithms``, whose key ID is ``hhhhhhhh``. Returns (name, alg, key)."""
+    name, hash_hex, raw = _split_key(vkey, algorithms, what)
     expected = key_id(name, raw[1:], raw[0]).hex()
     if hash_hex != expected:
         raise SignatureError(f"{what} for {name!r} names key ID {hash_hex}, "
@@ -163,17 +174,8 @@ class NoteSigner:
         prefix = "PRIVATE+KEY+"
         if not skey.startswith(prefix):
             raise SignatureError("malformed private key string", hint="expected PRIVATE+KEY+...")
-        rest = skey[len(prefix) :].split("+", 2)
-        if len(rest) != 3:
-            raise SignatureError("malformed private key string")
-        name, hash_hex, b64 = rest
-        check_name(name)
-        try:
-            raw = strict_b64decode(b64)
-        except ValueError as exc:
-            raise SignatureError(f"malformed private key for {name!r}: {exc}") from None
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise SignatureError(f"private key for {name!r} is not an Ed25519 key")
+        name, hash_hex, raw = _split_key(skey[len(prefix) :], (ALG_ED25519,), "private key",
+                                         secret=True)
         signer = cls(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
         if signer.key_id.hex() != hash_hex:
             raise SignatureError(f"private key string for {name!r} names the wrong key ID")

@@ -22,7 +22,8 @@ from typing import Any
 
 from dataspace.errors import DataspaceError, UsageError
 from dataspace.ledger import log
-from dataspace.services import witness
+from dataspace.ledger.checkpoint import peek_checkpoint
+from dataspace.services import ledger, witness
 from dataspace.services.node import Node
 
 logger = logging.getLogger("dataspace.node")
@@ -92,18 +93,23 @@ class AutoWitness:
             self._thread.join(timeout=5.0)
 
     def round(self) -> dict[str, Any] | None:
-        """Ask each witness that has not cosigned the grown log; None if none is behind. A
-        witness that cosigned is not asked again until the log really grows, so one that is
-        down does not make the others log a cosignature every round."""
+        """When some witness has not cosigned the log's real growth (not only witnessing
+        entries): sign one checkpoint and ask every witness not yet on it. None if none is
+        behind. A witness that cosigned is not asked again until the log really grows, so one
+        that is down does not make the others log a cosignature every round."""
         behind = [w for w in self.witnesses if grown_since(self.node, self.cosigned.get(w, 0))]
         if not behind:
             return None
-        size, answers = 0, {}
-        for name in behind:
+        # one checkpoint for the round: the witnesses' lines land on the same note even if
+        # the log grows meanwhile (another node's witness request logs here)
+        note = ledger.checkpoint(self.node)
+        size, answers = peek_checkpoint(note).size, {}
+        # every witness not yet on this note, so the round's checkpoint carries all their lines
+        for name in [w for w in self.witnesses if self.cosigned.get(w) != size]:
             if self._stopped.is_set():
                 break
-            result = witness.request_cosignatures(self.node, [name], post=self._post)
-            size, answers[name] = result["size"], result["witnesses"][name]
+            result = witness.request_cosignatures(self.node, [name], post=self._post, note=note)
+            answers[name] = result["witnesses"][name]
             if answers[name]["cosigned"]:
                 self.cosigned[name] = size
             else:

@@ -124,12 +124,14 @@ def _request(body: Any) -> tuple[int, list[bytes], str]:
 
 
 def request_cosignatures(
-    node: Node, witnesses: Sequence[str] | None = None, *, post: Any = None
+    node: Node, witnesses: Sequence[str] | None = None, *, post: Any = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    """As a log: have ``witnesses`` (default: every other member) cosign the latest checkpoint;
-    store their lines on it. Returns the cosigned note and, per witness, its answer or why it
-    did not cosign (a witness that is down does not stop the others)."""
-    note = ledger.checkpoint(node)
+    """As a log: have ``witnesses`` (default: every other member) cosign the latest checkpoint
+    (or ``note``, one this node signed); store their lines on it. Returns the cosigned note
+    and, per witness, its answer or why it did not cosign (a witness that is down does not
+    stop the others)."""
+    note = ledger.checkpoint(node) if note is None else note
     cp = peek_checkpoint(note)
     names = list(witnesses) if witnesses else [
         m.name for m in space.membership(node).members if m.name != node.name
