@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dataspace.errors import InputError
-from dataspace.metering.revenue import split
+from dataspace.metering.revenue import parse_pool, split
 
 
 def test_known_answers() -> None:
@@ -69,3 +69,10 @@ def test_shares_are_whole_cents_that_add_up_to_the_pool(cents: int,
 def test_bad_input_is_refused(pool: Decimal, values: dict[str, float], message: str) -> None:
     with pytest.raises(InputError, match=message):
         split(pool, values)
+
+
+def test_a_pool_is_read_once_the_same_way_everywhere() -> None:
+    assert str(parse_pool("3000 cny")) == "3000.00 CNY"
+    for bad in ("0 CNY", "1000.001 CNY", "-5 CNY", "3000"):
+        with pytest.raises(InputError):
+            parse_pool(bad)

@@ -21,6 +21,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from dataspace.errors import InputError
+from dataspace.policy.request import Price
 
 CENT = Decimal("0.01")
 
@@ -54,3 +55,12 @@ def split(pool: Decimal, values: Mapping[str, float]) -> dict[str, Decimal]:
     for _remainder, name in sorted(remainders, key=lambda r: (-r[0], r[1]))[:left]:
         shares[name] += 1
     return {name: Decimal(c) * CENT for name, c in sorted(shares.items())}
+
+
+def parse_pool(text: str) -> Price:
+    """A revenue pool as a training names it (``"3000 CNY"``): a positive amount in whole
+    cents, returned with two decimals (``3000.00 CNY``)."""
+    price = Price.parse(text)
+    if price.amount <= 0 or price.amount != price.amount.quantize(CENT):
+        raise InputError(f"a revenue pool is a positive amount in whole cents, got {text!r}")
+    return Price(price.amount.quantize(CENT), price.currency)

@@ -125,7 +125,9 @@ def _meta(row: JobRow) -> dict[str, Any]:
     return dict(row.result_meta or {})
 
 
-_ENGAGED: set[str] = set()  # jobs already marked, so a step costs no write after the first
+# callers already seen per (node, job) while it runs, so a step costs no write after the
+# first; dropped when the job ends (finish)
+_ENGAGED: dict[tuple[str, str], set[str]] = {}
 _ENGAGED_LOCK = threading.Lock()
 NOT_ENGAGING = frozenset({"open", "status"})  # steps that release nothing of the data
 
@@ -134,9 +136,9 @@ def mark_engaged(node: Node, job_id: str, caller: str) -> None:
     """Note on a provider's RUNNING job that a step past its opening arrived from its
     initiator: outputs may leave from here on, so the job holds its agreement slot even if it
     fails or is aborted later (:func:`dataspace.services.job_policy._slots_taken`)."""
-    key = f"{node.root}/{job_id}/{caller}"
+    key = (str(node.root), job_id)
     with _ENGAGED_LOCK:
-        if key in _ENGAGED:
+        if caller in _ENGAGED.get(key, ()):
             return
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
@@ -147,7 +149,7 @@ def mark_engaged(node: Node, job_id: str, caller: str) -> None:
             if not meta.get("engaged"):
                 row.result_meta = {**meta, "engaged": True}
     with _ENGAGED_LOCK:  # marked, or a step of another party of the job: no write again
-        _ENGAGED.add(key)
+        _ENGAGED.setdefault(key, set()).add(caller)
 
 
 def add_events(
@@ -227,6 +229,8 @@ def finish(
 
     Returns False (and changes nothing) when the job has ended already: the first end wins.
     """
+    with _ENGAGED_LOCK:
+        _ENGAGED.pop((str(node.root), job_id), None)
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
         if row is None or row.state not in (RUNNING, QUEUED):

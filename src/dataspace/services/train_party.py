@@ -34,8 +34,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataspace.errors import DataspaceError, NotFound, UsageError
-from dataspace.metering.pricing import CENT
-from dataspace.policy.request import Price
+from dataspace.metering import revenue
 from dataspace.services import jobs, mp_party, mp_protocols, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -379,16 +378,13 @@ def _check_pricing(node: Node, ps: mp_party._Session, spec: Spec) -> None:
         raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool: the "
                          "job must name one and measure contribution",
                          hint="train with --revenue-pool 'AMOUNT CURRENCY'")
-    pool = Price.parse(spec.revenue_pool)
+    pool = revenue.parse_pool(spec.revenue_pool)
     if pool.currency != terms.currency:
         raise UsageError(f"the revenue pool is in {pool.currency}; {node.name}'s prices are in "
                          f"{terms.currency}")
-    if pool.amount != pool.amount.quantize(CENT):
-        raise UsageError(f"the revenue pool {spec.revenue_pool} is not in whole cents")
-    if pool.amount <= 0 or pool.amount < terms.min_revenue_pool:
+    if pool.amount < terms.min_revenue_pool:
         raise UsageError(f"{node.name} takes part in revenue pools of at least "
-                         f"{max(terms.min_revenue_pool, CENT)} {terms.currency}, not "
-                         f"{spec.revenue_pool}")
+                         f"{terms.min_revenue_pool} {terms.currency}, not {spec.revenue_pool}")
 
 
 def _revenue_share(node: Node, s: Session, info: dict[str, Any]) -> dict[str, Any] | None:
@@ -411,18 +407,18 @@ def _revenue_share(node: Node, s: Session, info: dict[str, Any]) -> dict[str, An
 
 def _commit(node: Node, s: Session, header: dict[str, Any]) -> bytes:
     info = dict(header.get("model") or {})
-    revenue = _revenue_share(node, s, info)
+    earned = _revenue_share(node, s, info)
     s.ps.bytes_out = s.mailbox.bytes_out
     usage = mp_party._usage(s.ps, "completed", s.spec.rows) if s.role == ms.PARTICIPANT else None
-    if usage is not None and revenue is not None:
-        usage = dataclasses.replace(usage, revenue_share=Decimal(revenue["share"]))
+    if usage is not None and earned is not None:
+        usage = dataclasses.replace(usage, revenue_share=Decimal(earned["share"]))
     ended_here_first = mp_party.complete(
         node,
         s.ps,
         {"model_id": s.job_id, "role": s.role},
         usage,
         {"model_id": s.job_id, "bytes_out": s.mailbox.bytes_out,
-         **({"revenue": revenue} if revenue is not None else {})},
+         **({"revenue": earned} if earned is not None else {})},
         # the part becomes final with the job's metering, or not at all
         also=lambda db: model_store.finalize_in(db, s.job_id, info, actor=f"peer:{s.initiator}"),
     )

@@ -31,8 +31,6 @@ from dataspace.federated.baseline import train_plain
 from dataspace.federated.contribution import shapley
 from dataspace.federated.metrics import auc
 from dataspace.metering import revenue
-from dataspace.metering.pricing import CENT
-from dataspace.policy.request import Price
 from dataspace.services import jobs, mp_initiator, multiparty, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -594,16 +592,13 @@ def _revenue_pool(pool: str | None, model: str, contribution: bool) -> str | Non
     if model == "fedavg" or not contribution:
         raise UsageError("a revenue pool is split by contribution: it needs a vertical model "
                          "(vlr, vgbdt, vlinreg) with contribution on")
-    price = Price.parse(pool)
-    if price.amount != price.amount.quantize(CENT) or price.amount <= 0:
-        raise UsageError(f"a revenue pool is a positive amount in whole cents, got {pool!r}")
-    return f"{price.amount.quantize(CENT)} {price.currency}"
+    return str(revenue.parse_pool(pool))
 
 
 def revenue_shares(pool: str, values: Mapping[str, float]) -> dict[str, Any]:
     """Each provider's part of ``pool`` by its contribution (:func:`revenue.split`); every
     node computes the same from the same values."""
-    price = Price.parse(pool)
+    price = revenue.parse_pool(pool)
     shares = revenue.split(price.amount, {str(k): _number(v) for k, v in values.items()})
     return {"pool": pool, "currency": price.currency,
             "shares": {name: str(amount) for name, amount in shares.items()}}

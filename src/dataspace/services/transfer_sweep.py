@@ -18,7 +18,7 @@ from sqlalchemy import select
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.services.node import Node
-from dataspace.services.transfer_common import RECEIVED_DIR, _terminate_local
+from dataspace.services.transfer_common import RECEIVED_DIR, _aware, _terminate_local
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
 OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
@@ -40,10 +40,6 @@ def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
             )
         ).all()
     return [pid for pid, until in rows if until is not None and _aware(until) <= now]
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
