@@ -28,7 +28,6 @@ from dataspace.services.node import Node
 
 logger = logging.getLogger("dataspace.node")
 
-WITNESSING_ACTION = "witness.cosigned"
 LOOK_BACK = 50  # newest entries inspected for growth that is not witnessing
 
 
@@ -59,7 +58,7 @@ def grown_since(node: Node, size: int) -> bool:
         if now - size > LOOK_BACK:
             return True
         rows = log.entries(session, start=size, limit=LOOK_BACK)
-    return any(row.entry.get("action") != WITNESSING_ACTION for row in rows)
+    return any(row.entry.get("action") != witness.COSIGNED_ACTION for row in rows)
 
 
 class AutoWitness:

@@ -48,6 +48,7 @@ from dataspace.services.node import Node
 from dataspace.store.models import LedgerCheckpoint, WitnessedLog
 
 ADD_CHECKPOINT_PATH = "/peer/v1/witness/add-checkpoint"
+COSIGNED_ACTION = "witness.cosigned"  # the witness's ledger entry for each cosignature
 MAX_PROOF = 64  # hashes in a consistency proof of any tree of up to 2^63 entries
 
 
@@ -96,7 +97,7 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
         log.append(
             session,
             actor=f"peer:{caller.name}",
-            action="witness.cosigned",
+            action=COSIGNED_ACTION,
             payload={"log": cp.origin, "member": caller.name, "old_size": known,
                      "size": cp.size, "root": base64.b64encode(cp.root).decode("ascii"),
                      "time": timestamp},
