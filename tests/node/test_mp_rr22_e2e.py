@@ -168,26 +168,39 @@ def test_rr22_from_the_api_and_size_refused(psi_space: Any) -> None:
 
 
 def test_rr22_peer_killed_mid_run_fails_everywhere_and_retry_succeeds(psi_space: Any) -> None:
+    """The tax bureau's node dies with its engine after it answered the ``rr22`` step, while
+    its engine is frozen mid-run (SIGSTOP once linked): without the freeze, both engines
+    could finish before the kill lands, and under load they sometimes did."""
     space, agreements, sets = psi_space
     bank = open_node(space.nodes[BANK].root)
     tax_process = space.nodes[TAX]
+    assert tax_process.process is not None
+    frozen: list[int] = []
+    stop = threading.Event()
+    node_pid = tax_process.process.pid  # it leads its session: its RR22 child is in it
+    watcher = threading.Thread(
+        target=_stop_once_linked, args=(node_pid, frozen, stop, False), daemon=True
+    )
 
     def kill_tax_with_its_engine(event: dict[str, Any], progress: dict[str, Any]) -> None:
         if event["node"] == TAX and event["name"] == "rr22":
-            assert tax_process.process is not None
-            os.killpg(tax_process.process.pid, signal.SIGKILL)  # the node and its RR22 child
-            tax_process.stop()
+            assert frozen, "the tax bureau answered before its engine linked"
+            os.killpg(node_pid, signal.SIGKILL)
 
     try:
+        watcher.start()
+        started = time.monotonic()
         with pytest.raises(PsiEngineFailed) as info:
             _rr22_with_tax(
                 bank, agreements, "both", step_timeout=45, progress=kill_tax_with_its_engine
             )
-        assert info.value.details["node"] == TAX
+        assert info.value.details["node"] == TAX and "did not answer" in info.value.message
+        assert time.monotonic() - started < 30  # its refused status told, not the 45 s timeout
         failed = multiparty.list_jobs(bank)[0]
         assert failed["state"] == "FAILED" and failed["result"] is None
         assert "RR22" in failed["error"]["message"] and failed["pending_aborts"] == [TAX]
 
+        tax_process.stop()  # reaps the killed node
         tax_process.start()
         try:
             again = multiparty.retry(bank, failed["id"])
@@ -201,7 +214,12 @@ def test_rr22_peer_killed_mid_run_fails_everywhere_and_retry_succeeds(psi_space:
         at_tax = _job_at(space, TAX, failed["id"])  # told when the bank retried
         assert at_tax["state"] == "FAILED" and at_tax["result"] is None
     finally:
+        stop.set()
+        watcher.join(5)
         bank.close()
+        if tax_process.process is None or tax_process.process.poll() is not None:
+            tax_process.stop()  # the next tests share this space: leave the bureau running
+            tax_process.start()
 
 
 def test_rr22_initiator_whose_own_link_port_is_taken_fails_at_once_everywhere(
@@ -246,9 +264,12 @@ def _engine_of(pid: int) -> tuple[int, dict[str, Any]] | None:
     return None
 
 
-def _kill_once_linked(pid: int, killed: list[int], stop: threading.Event) -> None:
+def _stop_once_linked(
+    pid: int, stopped: list[int], stop: threading.Event, kill: bool = True
+) -> None:
     """Watch for ``pid``'s RR22 engine; the moment its link is up (its "linked" marker), stop
-    it (SIGSTOP: it cannot finish meanwhile) and kill it — always mid-run, never late."""
+    it (SIGSTOP: it cannot finish meanwhile) and, by default, kill it — always mid-run, never
+    late."""
     while not stop.is_set():
         found = _engine_of(pid)
         if found is None:
@@ -259,8 +280,9 @@ def _kill_once_linked(pid: int, killed: list[int], stop: threading.Event) -> Non
             time.sleep(0.001)
         if not stop.is_set():
             os.kill(engine, signal.SIGSTOP)
-            os.kill(engine, signal.SIGKILL)
-            killed.append(engine)
+            if kill:
+                os.kill(engine, signal.SIGKILL)
+            stopped.append(engine)
         return
 
 
@@ -275,7 +297,7 @@ def test_rr22_participant_engine_killed_mid_run_fails_the_job_within_seconds(
     killed: list[int] = []
     stop = threading.Event()
     watcher = threading.Thread(
-        target=_kill_once_linked, args=(tax_process.pid, killed, stop), daemon=True
+        target=_stop_once_linked, args=(tax_process.pid, killed, stop), daemon=True
     )
     bank = open_node(space.nodes[BANK].root)
     try:

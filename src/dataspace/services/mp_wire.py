@@ -131,6 +131,7 @@ def call_peer(
         hint=f"check that {peer} is up, then `dataspace job retry`",
         node=peer,
         cause="unreachable",
+        transport=kind,
     )
 
 

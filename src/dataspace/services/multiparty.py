@@ -559,7 +559,10 @@ def _watch_rr22(r: _Runner, link: _Link, run: mp_rr22.Run, timeout: float) -> No
 def _status(r: _Runner, link: _Link, *, settle: bool) -> bool:
     """One ``status`` step; True if answered. A refusal (the participant's run failed) fails
     the job as the participant's. No answer: with ``settle`` (the step timeout and retries)
-    that fails the job too; otherwise (one attempt, RR22_STATUS_EVERY s) it returns False."""
+    that fails the job too; otherwise (one attempt, RR22_STATUS_EVERY s) it returns False —
+    unless the connection itself was refused: nothing listens at the participant's address,
+    so its node is down and its run gone with it. That is settled at once (retried as any
+    step), so a dead participant fails the job in seconds, not at this engine's timeout."""
     try:
         if settle:
             r.step(link, "status")
@@ -568,9 +571,11 @@ def _status(r: _Runner, link: _Link, *, settle: bool) -> bool:
     except PeerRefused as exc:
         raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
     except MultipartyFailed as exc:
-        if not settle:
-            return False
-        raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
+        if settle:
+            raise PsiEngineFailed(exc.message, hint=exc.hint, node=link.peer) from exc
+        if exc.details.get("transport") == "ConnectError":
+            return _status(r, link, settle=True)
+        return False
     return True
 
 
