@@ -28,7 +28,7 @@ from dataspace.identity.peer import PeerAuth
 from dataspace.ledger import log
 from dataspace.node.app import create_app
 from dataspace.policy import from_template
-from dataspace.services import datasets, space, transfers
+from dataspace.services import datasets, space, transfer_sweep, transfers
 from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
 from dataspace.services.space import self_member
@@ -172,14 +172,20 @@ def test_allowed_raw_transfer_sends_allowed_fields_only_and_pulls_once(pair: Pai
     assert facts["sha256"] == view["sha256"]
     with pytest.raises(Forbidden, match="used"):
         transfers.serve_pull(pair.tax, bank, pid, f"Bearer {token}")
+    assert usage_service.list_usage(pair.tax, agreement_id=agreement) == []  # not out yet
+
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
     [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
     assert (line["status"], Decimal(line["amount"]), line["result_rows"]) == (
         "completed", Decimal("3.00"), 12)
+    [served] = _entries(pair.tax, "transfer.served")
+    assert served["usage_id"] == line["id"] and served["price"]["amount"] == "3.00"
 
     reply = transfers.handle_message(pair.tax, bank, pid, {
         "@context": CTX, "@type": tp.COMPLETION, "providerPid": pid,
         "consumerPid": view["consumer_pid"]}, tp.COMPLETION)
     assert reply.status == 200 and not path.exists()
+    assert len(usage_service.list_usage(pair.tax, agreement_id=agreement)) == 1  # billed once
     with pytest.raises(Conflict):
         transfers.serve_pull(pair.tax, bank, pid, f"Bearer {token}")
     assert len(_entries(pair.tax, "transfer.pull_refused")) == 4
@@ -221,6 +227,73 @@ def test_a_count_limit_holds_for_transfers_requested_before_any_pull(pair: Pair)
         t.join()
     states = sorted(transfers.show_transfer(pair.tax, pid)["state"] for pid in waiting)
     assert states == ["STARTED", "TERMINATED", "TERMINATED"]
+
+
+def _pulled(pair: Pair, agreement: str) -> tuple[str, dict[str, Any]]:
+    """A fresh transfer under ``agreement``, its token spent on a pull; its pid and facts."""
+    pair.sent.clear()
+    pid = pair.request(agreement, "pseudonymized")
+    _, facts = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
+                                    f"Bearer {_token(pair)}")
+    return pid, facts
+
+
+def test_a_delivery_broken_midway_is_not_billed_and_gives_its_slot_back(pair: Pair) -> None:
+    """Under max_jobs=1, a pull still going out holds the slot; when its connection breaks,
+    the transfer ends unbilled, with how far it got, and the consumer may ask again."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pid, facts = _pulled(pair, agreement)
+    second = pair.request(agreement, "pseudonymized")  # while the first is being delivered
+    assert transfers.show_transfer(pair.tax, second)["state"] == "TERMINATED"
+
+    assert transfers.settle_pull(pair.tax, pid, sent=100, complete=False) == "terminated"
+    view = transfers.show_transfer(pair.tax, pid)
+    assert view["state"] == "TERMINATED"
+    lines = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert [line["status"] for line in lines] == ["denied"]  # the second request's
+    [ended] = [e for e in _entries(pair.tax, "transfer.terminated") if e["pid"] == pid]
+    assert ended["code"] == "delivery_broken"
+    assert ended["reason"] == [f"the connection closed after 100 of {facts['bytes']} bytes; "
+                               "not billed"]
+    assert transfers.settle_pull(pair.tax, pid, sent=100, complete=False) == "settled"
+
+    again, _ = _pulled(pair, agreement)  # the slot is free again
+    assert transfers.show_transfer(pair.tax, again)["state"] == "STARTED"
+
+
+def test_a_completion_before_the_end_of_the_stream_bills_once(pair: Pair) -> None:
+    """The consumer's verified completion may arrive before the provider has seen its own
+    stream end: it bills the delivery, and the stream's end then finds it billed."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pid, facts = _pulled(pair, agreement)
+    view = transfers.show_transfer(pair.tax, pid)
+    transfers.handle_message(pair.tax, space.member(pair.tax, BANK), pid, {
+        "@context": CTX, "@type": tp.COMPLETION, "providerPid": pid,
+        "consumerPid": view["consumer_pid"]}, tp.COMPLETION)
+    assert len(usage_service.list_usage(pair.tax, agreement_id=agreement)) == 1
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "settled"
+    assert transfers.settle_pull(pair.tax, pid, sent=0, complete=False) == "settled"
+    assert len(usage_service.list_usage(pair.tax, agreement_id=agreement)) == 1
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "COMPLETED"
+    assert len([e for e in _entries(pair.tax, "transfer.served") if e["pid"] == pid]) == 1
+
+
+def test_a_delivery_a_restart_cut_off_is_ended_unbilled_by_the_sweep(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    cut, _ = _pulled(pair, agreement)
+    done, facts = _pulled(pair, agreement)
+    transfers.settle_pull(pair.tax, done, sent=facts["bytes"], complete=True)
+
+    assert transfer_sweep.sweep(pair.tax)["terminated"] == [cut]
+    assert transfers.show_transfer(pair.tax, cut)["state"] == "TERMINATED"
+    assert transfers.show_transfer(pair.tax, done)["state"] == "STARTED"  # billed, awaiting
+    [ended] = [e for e in _entries(pair.tax, "transfer.terminated") if e["pid"] == cut]
+    assert ended["code"] == "delivery_interrupted"
+    [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert line["job_id"] == done
 
 
 def test_pseudonyms_differ_between_agreements(pair: Pair) -> None:

@@ -17,6 +17,7 @@ from dataspace.services.neg_common import PEER_ACTOR, Reply
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import NS, _ack, _discard, _extract, _guard
 from dataspace.services.transfer_consumer import pull
+from dataspace.services.transfer_provider import bill_delivery
 
 # --- messages for an existing process (both sides) ---------------------------------------------
 
@@ -112,6 +113,9 @@ def handle_message(
                 action = "transfer.completed"
                 payload.update(sha256=ext.sha256, rows=ext.rows, bytes=ext.bytes)
                 if own is Role.PROVIDER:
+                    # the consumer has the extract, verified: bill it now if the end of the
+                    # delivery has not been seen here yet (settle_pull then finds it billed)
+                    bill_delivery(node, session, row)
                     _discard(ext.path)
             elif expected == tp.TERMINATION:
                 action = "transfer.terminated"

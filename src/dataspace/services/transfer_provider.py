@@ -1,6 +1,6 @@
 """Transfer processes, the provider side: take a request, decide under the agreement's
 policy, write the Parquet extract and start the process (or deny and terminate), then serve
-the one pull the token allows and meter it."""
+the one pull the token allows, and meter it once it has gone out in full."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ from dataspace.services.transfer_common import (
     _peer_path,
     _send_or_fail,
     _sha256_file,
+    _terminate_local,
     logger,
     mode_of,
     terminate,
@@ -183,12 +184,14 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
 
 
 def _promised(session: Session, agreement_id: str, exclude: str) -> int:
-    """Transfers of this agreement granted but not pulled yet, whose token (or reservation)
-    still runs — suspended ones too, since the consumer may restart them: they count against
-    its ``count`` like completed ones, or a consumer could ask for many transfers before
-    pulling any (or suspend one, ask again, and restart it) and have each one granted."""
+    """Transfers of this agreement granted but not billed yet that may still go out: unpulled
+    ones whose token (or reservation) still runs, and pulled ones still being delivered —
+    suspended ones too, since the consumer may restart them. They count against its
+    ``count`` like completed ones, or a consumer could ask for many transfers before pulling
+    any (or suspend one, ask again, and restart it) and have each one granted."""
     rows = session.execute(
-        select(TransferExtractRow.token_expires_at)
+        select(TransferExtractRow.id, TransferExtractRow.token_expires_at,
+               TransferExtractRow.pulled_at)
         .join(TransferProcessRow, TransferProcessRow.id == TransferExtractRow.id)
         .where(
             TransferProcessRow.agreement_id == agreement_id,
@@ -198,12 +201,15 @@ def _promised(session: Session, agreement_id: str, exclude: str) -> int:
                  tp.TransferState.SUSPENDED.value)
             ),
             TransferProcessRow.id != exclude,
-            TransferExtractRow.pulled_at.is_(None),
             TransferExtractRow.token_expires_at.is_not(None),
         )
-    ).scalars()
+    ).all()
     now = _now()
-    return sum(1 for until in rows if until is not None and _aware(until) > now)
+    waiting = sum(1 for _, until, pulled in rows
+                  if pulled is None and until is not None and _aware(until) > now)
+    delivering = sum(1 for pid, _, pulled in rows
+                     if pulled is not None and not billed(session, pid))
+    return waiting + delivering
 
 
 def decide(
@@ -470,7 +476,9 @@ def serve_pull(
     node: Node, peer: Member, pid: str, authorization: str | None
 ) -> tuple[Path, dict[str, Any]]:
     """Provider: check a pull (the agreement's consumer, the transfer STARTED, the token right,
-    unused and unexpired), burn the token, meter the transfer; the extract's path and facts."""
+    unused and unexpired) and burn the token; the extract's path and facts. Nothing is billed
+    yet: the face that streams the file calls :func:`settle_pull` when it knows whether the
+    whole extract went out."""
     token = None
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
@@ -499,35 +507,70 @@ def serve_pull(
             if not ext.path or not Path(ext.path).exists():
                 raise NotFound(f"the extract of transfer {pid!r} is gone")
             ext.pulled_at = _now()
-            plan, _, _ = _load_plan(node, session, row)
-            usage = record_usage(
-                session,
-                _usage(
-                    node,
-                    pid,
-                    plan,
-                    status="completed",
-                    rows=int(ext.rows or 0),
-                    size=int(ext.bytes or 0),
-                ),
-                actor=PEER_ACTOR.format(peer.name),
-                terms=plan.terms,
-            )
-            log.append(
-                session,
-                actor=PEER_ACTOR.format(peer.name),
-                action="transfer.served",
-                payload={
-                    "pid": pid,
-                    "peer": peer.name,
-                    "agreement_id": row.agreement_id,
-                    "sha256": ext.sha256,
-                    "rows": ext.rows,
-                    "bytes": ext.bytes,
-                    "usage_id": usage.id,
-                    "price": {"amount": usage.price_amount, "currency": usage.currency},
-                },
-            )
-            return Path(ext.path), {"sha256": ext.sha256, "rows": ext.rows}
+            return Path(ext.path), {"sha256": ext.sha256, "rows": ext.rows, "bytes": ext.bytes}
     except DataspaceError as exc:
         raise _refuse_pull(node, peer.name, pid, exc) from None
+
+
+def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
+    """Provider: the pull of ``pid`` is over. ``complete``: the whole extract was handed to
+    the connection — bill it (once; the consumer's completion message may have come first).
+    Otherwise the connection broke after ``sent`` bytes: the transfer ends TERMINATED
+    (``delivery_broken``), unbilled, and its ``count`` slot is free again. The consumer, whose
+    pull failed, terminates on its side too. Returns ``billed``, ``terminated`` or
+    ``settled`` (nothing left to do)."""
+    if complete:
+        with node.store.write() as session:
+            row = cs.get_transfer(session, pid, peer=None, lock=True)
+            return "billed" if bill_delivery(node, session, row) else "settled"
+    with node.store.read() as session:
+        ext = _extract(session, pid)
+        total = int(ext.bytes or 0)
+    reason = f"the connection closed after {sent} of {total} bytes; not billed"
+    ended = _terminate_local(node, pid, code="delivery_broken", reasons=[reason],
+                             actor=f"node:{node.name}")
+    return "terminated" if ended is not None else "settled"
+
+
+def bill_delivery(node: Node, session: Session, row: TransferProcessRow) -> bool:
+    """Meter the delivered extract of provider transfer ``row`` (locked) unless it was metered
+    already: usage (action ``transfer``, priced by the offer) and ``transfer.served``. False
+    if there was nothing to bill: never pulled, or billed before."""
+    ext = _extract(session, row.id)
+    if ext.pulled_at is None or billed(session, row.id):
+        return False
+    plan, _, _ = _load_plan(node, session, row)
+    usage = record_usage(
+        session,
+        _usage(node, row.id, plan, status="completed", rows=int(ext.rows or 0),
+               size=int(ext.bytes or 0)),
+        actor=PEER_ACTOR.format(row.peer),
+        terms=plan.terms,
+    )
+    log.append(
+        session,
+        actor=PEER_ACTOR.format(row.peer),
+        action="transfer.served",
+        payload={
+            "pid": row.id,
+            "peer": row.peer,
+            "agreement_id": row.agreement_id,
+            "sha256": ext.sha256,
+            "rows": ext.rows,
+            "bytes": ext.bytes,
+            "usage_id": usage.id,
+            "price": {"amount": usage.price_amount, "currency": usage.currency},
+        },
+    )
+    return True
+
+
+def billed(session: Session, pid: str) -> bool:
+    """Whether provider transfer ``pid`` has its completed usage record."""
+    return session.execute(
+        select(UsageRecord.id).where(
+            UsageRecord.job_id == pid,
+            UsageRecord.action == "transfer",
+            UsageRecord.status == "completed",
+        ).limit(1)
+    ).first() is not None

@@ -1,10 +1,14 @@
-"""Ending what no one will finish: lapsed grants and partial downloads (at server start).
+"""Ending what no one will finish (at server start): lapsed grants, interrupted deliveries
+and partial downloads.
 
 * A provider's grant whose one-time token lapsed unpulled stays STARTED (or SUSPENDED) and
   keeps its extract on disk until someone ends it: :func:`sweep` terminates it here
   (``transfer.terminated``, code ``grant_lapsed``) and deletes the extract. Its ``count`` slot
   was free already (a lapsed token frees it). The consumer is not told: it pulls as soon as it
   is started and, when that fails, terminates itself.
+* A provider's delivery cut off by the restart (pulled, never billed: the end of the stream
+  was not seen) is terminated too (code ``delivery_interrupted``), unbilled — no stream
+  outlives its server, and the consumer's pull failed with it.
 * A consumer's partial download (``received/.*.part``) belongs to a pull that the previous
   server did not finish: nothing refers to it, and it is deleted.
 """
@@ -19,6 +23,7 @@ from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import RECEIVED_DIR, _aware, _terminate_local
+from dataspace.services.transfer_provider import billed
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
 OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
@@ -42,12 +47,33 @@ def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
     return [pid for pid, until in rows if until is not None and _aware(until) <= now]
 
 
+def interrupted_deliveries(node: Node) -> list[str]:
+    """Provider transfers still open whose pull began and was never billed."""
+    with node.store.read() as session:
+        pids = session.execute(
+            select(TransferProcessRow.id)
+            .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
+            .where(
+                TransferProcessRow.role == Role.PROVIDER.value,
+                TransferProcessRow.state.in_(OPEN),
+                TransferExtractRow.pulled_at.is_not(None),
+            )
+        ).scalars().all()
+        return [pid for pid in pids if not billed(session, pid)]
+
+
 def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
-    """Terminate lapsed grants here and delete partial downloads; what was ended or removed."""
+    """At server start: terminate lapsed grants and deliveries the last server did not finish,
+    and delete partial downloads; what was ended or removed."""
     ended = []
     for pid in lapsed_grants(node, now):
         if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
                             reasons=["the grant's token lapsed before the data was pulled"]):
+            ended.append(pid)
+    for pid in interrupted_deliveries(node):
+        if _terminate_local(node, pid, code="delivery_interrupted", actor=f"node:{node.name}",
+                            reasons=["the node restarted while the extract was being sent; "
+                                     "not billed"]):
             ended.append(pid)
     removed = []
     folder = node.root / RECEIVED_DIR

@@ -55,7 +55,13 @@ from dataspace.services.transfer_common import RECEIVED_DIR as RECEIVED_DIR
 from dataspace.services.transfer_common import logger as logger
 from dataspace.services.transfer_consumer import pull, request_transfer, wait
 from dataspace.services.transfer_handlers import handle_get, handle_message
-from dataspace.services.transfer_provider import decide, handle_request, provide, serve_pull
+from dataspace.services.transfer_provider import (
+    decide,
+    handle_request,
+    provide,
+    serve_pull,
+    settle_pull,
+)
 from dataspace.services.transfer_views import copy_received, list_transfers, show_transfer
 
 #: (node, peer) -> a signed httpx client for the pull; tests substitute one
@@ -81,6 +87,7 @@ __all__ = [
     "refuse",
     "request_transfer",
     "serve_pull",
+    "settle_pull",
     "show_transfer",
     "terminate",
     "wait",

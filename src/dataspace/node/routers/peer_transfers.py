@@ -3,8 +3,10 @@
 ``GET /peer/v1/transfers/{pid}/data`` must be RFC 9421-signed by the agreement's consumer and
 carry ``Authorization: Bearer <token>`` from the TransferStartMessage's ``dataAddress``. The
 token works once, expires (the ``transfer_token_ttl_seconds`` limit), and nothing is served
-unless the process is STARTED. The pull is metered (usage record, action ``transfer``) and logged
-(``transfer.served``); refusals are logged as ``transfer.pull_refused``.
+unless the process is STARTED. A pull that went out in full is metered (usage record, action
+``transfer``) and logged (``transfer.served``); one whose connection broke first ends the
+transfer unbilled (:mod:`dataspace.node.delivery`); refusals are logged as
+``transfer.pull_refused``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
+from dataspace.node.delivery import DeliveryResponse
 from dataspace.node.peer_auth import require_peer
 from dataspace.services import transfers
 from dataspace.services.node import Node
@@ -42,7 +45,14 @@ async def transfer_data(pid: str, request: Request, member: Member = Depends(req
     is STARTED, 404 for an unknown process or another member's."""
     path, facts = await run_in_threadpool(transfers.serve_pull, node, member, pid,
                                           request.headers.get("authorization"))
-    return FileResponse(path, media_type=transfers.PARQUET_MEDIA_TYPE, headers={
-        "Dataspace-Transfer-Sha256": str(facts["sha256"]),
-        "Dataspace-Transfer-Rows": str(facts["rows"]),
-    })
+
+    async def settle(complete: bool, sent: int) -> None:
+        try:
+            await run_in_threadpool(transfers.settle_pull, node, pid, sent=sent,
+                                    complete=complete)
+        except Exception:  # the response is gone; the sweep at the next start ends it
+            transfers.logger.exception("settling the pull of transfer %s failed", pid)
+
+    return DeliveryResponse(path, settle=settle, media_type=transfers.PARQUET_MEDIA_TYPE,
+                            headers={"Dataspace-Transfer-Sha256": str(facts["sha256"]),
+                                     "Dataspace-Transfer-Rows": str(facts["rows"])})
