@@ -290,6 +290,15 @@ def test_dropped_covered_component_is_refused(keys: dict[str, Ed25519PrivateKey]
         _verify(keys, headers)
 
 
+def test_non_ascii_covered_header_is_a_signature_error(keys: dict[str, Ed25519PrivateKey]) -> None:
+    """Anyone can send one (the keyid is public): a clear refusal, not a crash."""
+    for header, tail in (("Content-Type", "\xe9"), ("Content-Digest", "\u4e2d")):
+        headers = _signed(keys)
+        headers[header] += tail
+        with pytest.raises(RequestSignatureError, match=f"{header.lower()}' is not ASCII"):
+            _verify(keys, headers)
+
+
 def test_uncovered_content_type_is_refused(keys: dict[str, Ed25519PrivateKey]) -> None:
     headers = _signed(keys, method="GET", body=b"", headers={})
     headers["Content-Type"] = "application/json"

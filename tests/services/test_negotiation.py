@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +18,15 @@ from typing import Any
 
 import pytest
 
-from dataspace.contracts import parse, validate
+from dataspace.contracts import ContractAgreementMessage, build, parse, sign_agreement, validate
 from dataspace.contracts import store as cs
+from dataspace.contracts.messages import policy_from_wire
 from dataspace.errors import NotFound
+from dataspace.identity.keys import load_private_key
 from dataspace.identity.membership import Member
+from dataspace.policy import Policy, PolicyType
 from dataspace.samples import SAMPLES_DIR as SAMPLES
-from dataspace.services import catalog, datasets, offers, space
+from dataspace.services import catalog, datasets, neg_provider, offers, space
 from dataspace.services import negotiation as ng
 from dataspace.services.node import Node, open_node
 from helpers.cluster import start_space
@@ -258,6 +263,35 @@ def test_withdrawn_offer_is_refused(pair: Pair) -> None:
     assert "negotiation.refused" in actions(pair.tax)
 
 
+def test_an_offer_withdrawn_while_an_approval_signs_is_not_agreed_under(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A withdrawal that comes while the provider signs an approval either waits for the
+    agreement (which the ledger then shows first) or is seen by it — never an agreement
+    entered after the offer's withdrawal."""
+    manual = offers.create(pair.tax, "tax-records", actor="test", template="aggregate-only",
+                           params={"purposes": "credit-risk"})
+    view = pair.request(offer=manual["id"])
+    withdrawing: list[threading.Thread] = []
+    real_sign = neg_provider.sign_agreement
+
+    def sign_while_withdrawn(agreement: Any, key: Any) -> str:
+        thread = threading.Thread(
+            target=offers.withdraw, args=(pair.tax, manual["id"]), kwargs={"actor": "test"})
+        thread.start()
+        withdrawing.append(thread)
+        time.sleep(0.5)  # the withdrawal runs now, unless the approval holds it back
+        return real_sign(agreement, key)
+
+    monkeypatch.setattr(neg_provider, "sign_agreement", sign_while_withdrawn)
+    ng.approve(pair.tax, view["provider_pid"], actor="test", transport=pair.transport)
+    withdrawing[0].join(30)
+    done = actions(pair.tax)
+    assert "offer.withdrawn" in done
+    if "agreement.signed" in done:
+        assert done.index("agreement.signed") < done.index("offer.withdrawn")
+
+
 def test_withdrawn_offer_leaves_the_catalog(pair: Pair) -> None:
     offers.withdraw(pair.tax, pair.offer, actor="t")
     cat = catalog.fetch_catalog(pair.bank, "tax", transport=pair.transport)
@@ -299,6 +333,44 @@ def test_foreign_or_unknown_pid_is_404(pair: Pair) -> None:
         validate(reply.body, "ContractNegotiationError")
     stranger = Member("mallory", "http://127.0.0.1:1", pair.bank.verifier_key(), ("consumer",))
     assert ng.handle_get(pair.tax, stranger, view["provider_pid"]).status == 404
+
+
+def test_a_message_for_the_other_side_cannot_move_a_process(pair: Pair) -> None:
+    """The consumer signs its own ContractAgreementMessage and posts it to the provider's
+    negotiation awaiting approval: 404 as for a foreign pid, nothing moves, no signature by
+    the provider, and approval still works. The mirror (a verification message posted to a
+    consumer's process) is refused the same way."""
+    manual = offers.create(pair.tax, "tax-records", actor="test", template="aggregate-only",
+                           params={"purposes": "credit-risk"})
+    view = pair.request(offer=manual["id"])
+    provider_pid = view["provider_pid"]
+    with pair.tax.store.read() as session:
+        requested = policy_from_wire(cs.get_negotiation(session, provider_pid, peer="bank").offer)
+    forged = Policy(uid="urn:uuid:forged-agreement", type=PolicyType.AGREEMENT,
+                    assigner="bank", assignee="tax", target=requested.target,
+                    permissions=requested.permissions, prohibitions=requested.prohibitions,
+                    obligations=requested.obligations,
+                    extras=(("timestamp", "2026-01-01T00:00:00Z"),))
+    doc = build(ContractAgreementMessage(provider_pid=provider_pid, consumer_pid=provider_pid,
+                                         agreement=forged))
+    doc[ng.SIGNATURE] = sign_agreement(forged, load_private_key(pair.bank.root / "keys" /
+                                                                "node.key"))
+    reply = ng.handle_agreement(pair.tax, _member(pair, pair.tax, "bank"), provider_pid, doc,
+                                transport=pair.transport)
+    assert reply.status == 404
+    assert pair.provider_view(view)["state"] == "REQUESTED"
+    assert "agreement.signed" not in actions(pair.tax)
+
+    verification = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+                    "@type": "ContractAgreementVerificationMessage",
+                    "providerPid": view["id"], "consumerPid": view["id"], ng.SIGNATURE: "x"}
+    reply = ng.handle_verification(pair.bank, _member(pair, pair.bank, "tax"), view["id"],
+                                   verification, transport=pair.transport)
+    assert reply.status == 404
+
+    ng.approve(pair.tax, provider_pid, actor="test", transport=pair.transport)
+    pair.pump()
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
 
 
 def test_malformed_message_is_400_naming_the_json_path(pair: Pair) -> None:

@@ -119,10 +119,14 @@ def create_negotiation(
 
 
 def get_negotiation(session: Session, pid: str, *, peer: str | None,
-                    lock: bool = False) -> ContractNegotiationRow:
+                    lock: bool = False, own: Role | None = None) -> ContractNegotiationRow:
     """The negotiation whose pid on this node is ``pid``; :class:`NotFound` if unknown or
-    another peer's."""
-    return _load(session, ContractNegotiationRow, "contract negotiation", pid, peer, lock=lock)
+    another peer's, or — with ``own`` — if this node is not on that side of it: a message
+    only one side receives must not move a process of the other side."""
+    row = _load(session, ContractNegotiationRow, "contract negotiation", pid, peer, lock=lock)
+    if own is not None and row.role != own.value:
+        raise NotFound(f"no contract negotiation {pid!r}", hint="check the process id", pid=pid)
+    return row
 
 
 def find_negotiation(session: Session, *, peer: str, consumer_pid: str | None = None,
@@ -158,14 +162,16 @@ def advance_negotiation(
     offer: Policy | Mapping[str, Any] | None = None,
     agreement: Policy | Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    own: Role | None = None,
 ) -> ContractNegotiationRow:
     """Apply one message to a negotiation under a row lock and return the updated row.
 
     ``message_type`` is :func:`dataspace.contracts.negotiation.message_type` of the message;
-    pids in the message must match the process (a missing peer pid is filled in). Raises
+    pids in the message must match the process (a missing peer pid is filled in); ``own``, if
+    given, is the side this node must be on (see :func:`get_negotiation`). Raises
     :class:`NotFound`, :class:`IllegalTransition` or :class:`ProtocolError`.
     """
-    row = get_negotiation(session, pid, peer=peer, lock=True)
+    row = get_negotiation(session, pid, peer=peer, lock=True, own=own)
     new = cn.apply(row.state, message_type, sender)
     _match_pids(row, consumer_pid, provider_pid)
     if offer is not None:

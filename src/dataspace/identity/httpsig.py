@@ -145,6 +145,8 @@ def component_value(name: str, method: str, url: str, headers: Mapping[str, str]
         value = headers[name]
     if "\n" in value or "\r" in value:
         _fail(f"component {name!r} contains a line break")
+    if not value.isascii():  # the signature base is ASCII (RFC 9421 §2.5)
+        _fail(f"component {name!r} is not ASCII")
     return value
 
 

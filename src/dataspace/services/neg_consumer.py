@@ -153,7 +153,7 @@ def handle_agreement(
         signature = _signature_of(doc)
         agreement: Policy = msg.agreement
         with node.store.write() as session:
-            row = cs.get_negotiation(session, pid, peer=peer.name, lock=True)
+            row = cs.get_negotiation(session, pid, peer=peer.name, lock=True, own=Role.CONSUMER)
             cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)
             _check_agreement(node, row, agreement, peer)
             with _signature_checked(Role.PROVIDER):

@@ -231,7 +231,9 @@ def agree(
     """Provider: sign the agreement for a REQUESTED negotiation and send it to the consumer.
 
     Re-checks that the offer is still published and the policy still allows the request;
-    otherwise the negotiation is terminated with the reasons instead.
+    otherwise the negotiation is terminated with the reasons instead. The check, the signature
+    and the move to AGREED are one transaction holding the offer's row: an offer withdrawn
+    meanwhile is seen, not agreed under.
     """
     at = now or _now()
     with node.store.write() as session:
@@ -239,36 +241,35 @@ def agree(
         _require_provider(row, pid, hint="only the provider approves")
         cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)  # IllegalTransition unless REQUESTED
         problem = _still_agreeable(node, session, row, at)
+        if problem is None:
+            agreement = build_agreement(node, row, at)
+            signature = sign_agreement(agreement, _private_key(node))
+            row = cs.advance_negotiation(session, pid, cn.AGREEMENT, sender=Role.PROVIDER,
+                                         peer=None, agreement=agreement, now=at)
+            ag = cs.record_agreement(
+                session, pid, peer=None, provider_signature=signature, signed_at=at
+            )
+            ag.offer_id, ag.purpose = row.offer_id, row.purpose
+            _log_agreed(
+                session,
+                pid,
+                row,
+                ag,
+                role=Role.PROVIDER,
+                provider=node.name,
+                signature=signature,
+                actor=actor,
+            )
+            message = ContractAgreementMessage(
+                provider_pid=pid, consumer_pid=row.consumer_pid or "", agreement=agreement
+            )
+            path = _peer_path(node, row, "agreement")
+            peer = row.peer
     if problem is not None:
         terminate(
             node, pid, code="offer_unavailable", reasons=problem, actor=actor, transport=transport
         )
         return show_contract(node, pid)
-    agreement = build_agreement(node, row, at)
-    signature = sign_agreement(agreement, _private_key(node))
-    with node.store.write() as session:
-        row = cs.advance_negotiation(
-            session, pid, cn.AGREEMENT, sender=Role.PROVIDER, peer=None, agreement=agreement, now=at
-        )
-        ag = cs.record_agreement(
-            session, pid, peer=None, provider_signature=signature, signed_at=at
-        )
-        ag.offer_id, ag.purpose = row.offer_id, row.purpose
-        _log_agreed(
-            session,
-            pid,
-            row,
-            ag,
-            role=Role.PROVIDER,
-            provider=node.name,
-            signature=signature,
-            actor=actor,
-        )
-        message = ContractAgreementMessage(
-            provider_pid=pid, consumer_pid=row.consumer_pid or "", agreement=agreement
-        )
-        path = _peer_path(node, row, "agreement")
-        peer = row.peer
     _send_or_fail(node, pid, peer, path, _with_signature(message, signature), actor, transport)
     return show_contract(node, pid)
 
@@ -276,7 +277,8 @@ def agree(
 def _still_agreeable(
     node: Node, session: Session, row: ContractNegotiationRow, now: datetime
 ) -> list[str] | None:
-    offer = session.get(OfferRow, row.offer_id) if row.offer_id else None
+    # locked: a withdrawal waits for this agreement, or this agreement sees it
+    offer = session.get(OfferRow, row.offer_id, with_for_update=True) if row.offer_id else None
     if offer is None or offer.withdrawn_at is not None:
         return [f"offer {row.offer_id!r} has been withdrawn"]
     try:
@@ -379,6 +381,7 @@ def handle_verification(
                 cn.VERIFICATION,
                 sender=Role.CONSUMER,
                 peer=peer.name,
+                own=Role.PROVIDER,
                 consumer_pid=msg.consumer_pid,
                 provider_pid=msg.provider_pid,
             )
