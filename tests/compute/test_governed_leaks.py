@@ -180,6 +180,24 @@ def test_having_cannot_fail_on_a_group_under_k(
     assert sorted(r["n"] for r in rows) == list(range(5, 11))
 
 
+@pytest.mark.parametrize("where", ["city = 'c10'", "true"])
+def test_having_cannot_fail_on_the_key_of_a_group_under_k(
+    where: str, policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    """A group key in HAVING, its aggregate made non-NULL again by coalesce: the division
+    fails exactly when some group under k has age N (47 exists, 46 does not), unless the
+    condition is evaluated for groups of k or more only. (c10 alone: every age group has one
+    person; all cities: age 47 has two.)"""
+    outcomes = []
+    for n in (46, 47):
+        sql = (f"SELECT age, count(*) AS n FROM people WHERE {where} GROUP BY age "
+               f"HAVING coalesce(count(*), 1) // (age - {n}) >= 0")
+        rows = _rows(sql, policy, people_parquet, limits)  # never raises
+        outcomes.append(sorted((r["age"], r["n"]) for r in rows))
+    assert outcomes[0] == outcomes[1]
+    assert all(count >= 5 for _, count in outcomes[0])
+
+
 # -- engine errors -------------------------------------------------------------------------
 
 # Each would raise in the engine exactly when some row has age N (47 exists, 46 does not).

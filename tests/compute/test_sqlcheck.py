@@ -22,7 +22,7 @@ REWRITES = [
         "select p.city c, avg(age) from people p where age > 30 group by c order by 2 desc limit 3",
         'SELECT "city" AS "c", CASE WHEN COUNT("age") >= 5 THEN AVG("age") END AS "avg_age" '
         'FROM "people" WHERE "age" > 30 GROUP BY "city" HAVING COUNT(*) >= 5 '
-        "ORDER BY 2 DESC LIMIT 3",
+        'ORDER BY CASE WHEN COUNT("age") >= 5 THEN AVG("age") END DESC LIMIT 3',
     ),
     (
         "SELECT count(DISTINCT id_card) FROM people",
@@ -56,8 +56,8 @@ REWRITES = [
     (
         "SELECT city, count(*) n FROM people GROUP BY city HAVING sum(income) > 100",
         'SELECT "city" AS "city", COUNT(*) AS "n" FROM "people" GROUP BY "city" '
-        'HAVING (CASE WHEN COUNT("income") >= 5 THEN SUM("income") END > 100) '
-        "AND COUNT(*) >= 5",
+        'HAVING CASE WHEN COUNT(*) >= 5 THEN (CASE WHEN COUNT("income") >= 5 THEN '
+        'SUM("income") END > 100) END AND COUNT(*) >= 5',
     ),
     (
         "SELECT CAST(age / 10 AS INTEGER) * 10 AS band, round(stddev(income), 2) "

@@ -78,6 +78,11 @@ def test_a_hidden_count_is_added_for_the_group_threshold(policy: SqlPolicy, spec
         ("SELECT region, COUNT(*) FROM sales GROUP BY region HAVING COUNT(*) > 3", "HAVING"),
         ("SELECT region, COUNT(*) FROM sales GROUP BY region LIMIT 2", "LIMIT"),
         ("SELECT region, COUNT(*) c FROM sales GROUP BY region ORDER BY c", "ORDER BY"),
+        # an ordinal names the SELECT item (else: the rewritten query's exact aggregate)
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY 2 DESC", "ORDER BY an"),
+        ("SELECT region, SUM(age) FROM sales GROUP BY region ORDER BY 2", "ORDER BY an"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY 3", "does not name"),
+        ("SELECT COUNT(*) FROM sales GROUP BY region ORDER BY 1", "ORDER BY an"),
     ],
 )
 def test_unboundable_queries_are_refused(
@@ -85,6 +90,12 @@ def test_unboundable_queries_are_refused(
 ) -> None:
     with pytest.raises(QueryRefused, match=match):
         _plan(sql, make_policy_without_sensitive, spec)
+
+
+def test_order_by_a_key_ordinal_sorts_on_the_key(policy: SqlPolicy, spec: DpSpec) -> None:
+    plan = _plan("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY 1 DESC",
+                 policy, spec)
+    assert plan.checked.sql.endswith('ORDER BY "region" DESC, "region" NULLS FIRST')
 
 
 def test_sum_without_bounds_is_refused(policy: SqlPolicy) -> None:

@@ -85,7 +85,7 @@ class _Checker(NodeChecker):
         items = self._select_items(tree)
         where = self._normalize(tree.args.get("where"), "where")
         having = self._normalize(tree.args.get("having"), "having")
-        order = self._normalize(tree.args.get("order"), "order")
+        order = self._order_ordinals(self._normalize(tree.args.get("order"), "order"), items)
         keys = self._group_keys(tree, items)
 
         for key in keys:
@@ -302,6 +302,23 @@ class _Checker(NodeChecker):
             keys.append(key)
         return keys
 
+    def _order_ordinals(
+        self, order: exp.Expr | None, items: list[tuple[str, exp.Expr]]
+    ) -> exp.Expr | None:
+        """ORDER BY 2 becomes ORDER BY <the second SELECT item>, so what it sorts on is checked
+        and thresholded like any expression: left as a number, it would sort by whatever the
+        rewritten query's second column is (under DP, an exact aggregate)."""
+        if order is None:
+            return None
+        for ordered in order.expressions:
+            raw = ordered.this
+            if isinstance(raw, exp.Literal) and not raw.is_string:
+                pos = int(raw.this) if raw.this.isdigit() else 0
+                if not 1 <= pos <= len(items):
+                    raise refuse(f"ORDER BY {raw.this} does not name a SELECT item")
+                ordered.set("this", items[pos - 1][1].copy())
+        return order
+
     # -- aggregate-only coverage and the rewrite -------------------------------------------
     def _check_covered(
         self,
@@ -372,9 +389,11 @@ class _Checker(NodeChecker):
             out.set("where", guard.guard(where))
         if keys:
             out.set("group", exp.Group(expressions=[key.copy() for key in guard.keys]))
-        # HAVING is evaluated for every group, also those under k: it may only see aggregates
-        # thresholded on their own rows (NULL under k), so its outcome -- an error included --
-        # cannot depend on a small group.
+        # HAVING is evaluated for every group, also those under k. Its aggregates are
+        # thresholded on their own rows (NULL under k), and the whole condition is evaluated
+        # only for groups of k or more (CASE WHEN count >= k THEN ... END): group keys and
+        # NULL-absorbing forms (coalesce, IS NULL, CASE) could otherwise turn a small group's
+        # key into an error -- an oracle.
         condition = release(having.this, True) if having is not None else None
         if thresholded:
             counted: exp.Expr = (
@@ -383,9 +402,11 @@ class _Checker(NodeChecker):
                 else exp.Count(this=exp.Star())
             )
             threshold = exp.GTE(this=counted, expression=exp.Literal.number(k))
-            condition = (
-                threshold if condition is None else exp.and_(exp.paren(condition), threshold)
-            )
+            if condition is not None:
+                only_k = exp.Case(ifs=[exp.If(this=threshold.copy(), true=exp.paren(condition))])
+                condition = exp.and_(only_k, threshold)
+            else:
+                condition = threshold
         if condition is not None:
             out.set("having", exp.Having(this=condition))
         if order is not None:
