@@ -304,6 +304,8 @@ REFUSED = [
     ("SELECT count(*) FROM people WHERE age IN (SELECT 1)", "subquery"),
     ("SELECT count(*) FROM people GROUP BY ROLLUP (city)", "not allowed"),
     ("SELECT count(*) FROM people LIMIT age", "LIMIT must be a whole number"),
+    ("SELECT city, count(*) FROM people GROUP BY city LIMIT 10 PERCENT", "whole number of rows"),
+    ("SELECT city, count(*) FROM people GROUP BY city LIMIT 10%", "whole number of rows"),
 ]
 
 

@@ -418,10 +418,12 @@ class _Checker(NodeChecker):
             if node is None:
                 continue
             value = node.args.get("expression") or node.this
+            options = node.args.get("limit_options")
             if not (
                 isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
-            ):
-                raise refuse(f"{key.upper()} must be a whole number")
+            ) or (options is not None and (options.args.get("percent")
+                                            or options.args.get("with_ties"))):
+                raise refuse(f"{key.upper()} must be a whole number of rows")
             out.set(key, node.copy())
         return out
 
