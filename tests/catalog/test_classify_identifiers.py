@@ -145,6 +145,36 @@ def test_column_of_ids_is_classified_as_resident_id():
     assert found[0].reason.startswith("1,000 of 1,000 sampled values are valid resident ID")
 
 
+DISGUISES = {
+    "no-break spaces": lambda v: f"{v[:3]}\u00a0{v[3:7]}\u00a0{v[7:]}",
+    "tabs": lambda v: f"{v[:3]}\t{v[3:]}",
+    "zero-width spaces": lambda v: "\u200b".join(v),
+    "a soft hyphen and a byte order mark": lambda v: f"\ufeff{v[:6]}\u00ad{v[6:]}",
+    "full-width digits": lambda v: v.translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)}),
+}
+KINDS = {"id_card_cn": make_id, "mobile_cn": make_mobile, "bank_card": make_card}
+
+
+@pytest.mark.parametrize("disguise", DISGUISES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_identifiers_are_found_through_invisible_and_odd_characters(disguise, kind):
+    """A column whose values carry characters no reader sees (or full-width digits) is the
+    same column: it must not be graded as harmless text."""
+    values = [DISGUISES[disguise](v) for v in column(KINDS[kind])]
+    assert [f.category for f in classify_column("col", values)] == [kind]
+
+
+@pytest.mark.parametrize("kind", ["mobile_cn", "bank_card"])
+def test_numbers_a_spreadsheet_wrote_as_floats_are_found(kind):
+    values = [f"{v}.0" for v in column(KINDS[kind])]
+    assert [f.category for f in classify_column("col", values)] == [kind]
+
+
+def test_id_numbers_with_dashes_are_found():
+    values = [f"{v[:6]}-{v[6:14]}-{v[14:]}" for v in column(make_id)]
+    assert [f.category for f in classify_column("col", values)] == ["id_card_cn"]
+
+
 def test_random_18_digit_order_numbers_are_not_ids():
     found = classify_column("order_no", column(lambda r: f"{r.randrange(10**18):018d}"))
     assert found == []

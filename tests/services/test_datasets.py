@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dataspace.errors import Conflict, InvalidName, NotFound, UnreadableInput, UsageError
@@ -51,6 +55,49 @@ def test_gbk_file_with_chinese_name_round_trips(node: Node) -> None:
     assert shown["source"]["encoding"] in {"gbk", "gb18030"}
     assert "纳税人识别号" in shown["classification"]["columns"]
     assert [d["name"] for d in datasets.list_datasets(node)] == ["纳税记录"]
+
+
+def _mobiles(n: int = 300) -> list[str]:
+    return [f"1{'3589'[i % 4]}{(i * 7919) % 10**9:09d}" for i in range(n)]
+
+
+def _graded_phone(view: dict[str, Any]) -> tuple[str | None, bool]:
+    """The phone column's category, and whether its profile shows no values."""
+    profile = next(c for c in view["profile"]["columns"] if c["name"] == "手机号")
+    return view["classification"]["columns"]["手机号"]["category"], "min" not in profile
+
+
+def test_phone_numbers_written_as_floats_are_graded_and_masked(
+    node: Node, tmp_path: Path
+) -> None:
+    """What spreadsheets and pandas write (13812345678.0 in a CSV; a float64 Parquet column
+    once a value is missing) is still a column of phone numbers: graded, and no number shown
+    in the profile. The CSV keeps its text exactly."""
+    phones = _mobiles()
+    text = tmp_path / "floats.csv"
+    text.write_text("客户,手机号\n" + "".join(f"c{i},{m}.0\n" for i, m in enumerate(phones)),
+                    encoding="utf-8")
+    view = datasets.add(node, text, name="phones-csv", actor="test")
+    assert _graded_phone(view) == ("mobile_cn", True)
+    stored = pq.read_table(node.data_dir / f"{view['id']}.parquet").column("手机号")
+    assert stored.type == pa.string() and stored[0].as_py() == f"{phones[0]}.0"
+
+    frame = tmp_path / "floats.parquet"
+    pq.write_table(pa.table({"客户": [f"c{i}" for i in range(len(phones))],
+                             "手机号": [float(m) if i % 10 else None
+                                        for i, m in enumerate(phones)]}), frame)
+    view = datasets.add(node, frame, name="phones-parquet", actor="test")
+    assert _graded_phone(view) == ("mobile_cn", True)
+
+
+def test_a_json_key_mixing_objects_and_text_is_refused(node: Node, tmp_path: Path) -> None:
+    """DuckDB types such a key JSON: the numbers inside the objects would go ungraded."""
+    lines = [json.dumps({"k": i, "contact": {"mobile": m}}) for i, m in enumerate(_mobiles())]
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("\n".join([*lines, json.dumps({"k": -1, "contact": "n/a"})]) + "\n")
+    with pytest.raises(UnreadableInput, match=r"nested column\(s\) contact \(JSON\)"):
+        datasets.add(node, src, name="mixed", actor="test")
+    assert _data_files(node) == [] and "dataset.added" not in _actions(node)
 
 
 def test_duplicate_name_is_refused_and_nothing_is_left(node: Node) -> None:

@@ -56,12 +56,13 @@ TYPE_RULE = """\
 A CSV column gets a type only if every non-empty value in the whole file fits it:
 BOOLEAN (true/false), BIGINT, DOUBLE, DATE (YYYY-MM-DD), TIMESTAMP (YYYY-MM-DD hh:mm[:ss]).
 A column stays VARCHAR, whatever else it holds, if any value is an identifier-like digit
-string: a leading zero (00123), 11 or more digits (phone, bank card, ID numbers) or 17 digits
-followed by a digit or X (resident ID). Dates in other spellings stay VARCHAR."""
+string: a leading zero (00123), 11 or more digits (phone, bank card, ID numbers; also when a
+spreadsheet wrote them as 13812345678.0) or 17 digits followed by a digit or X (resident ID).
+Dates in other spellings stay VARCHAR."""
 
 _INT = r"[+-]?[0-9]+"
 _NUM = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
-_IDENT = r"[+-]?0[0-9]+|[0-9]{11,}|[0-9]{17}[0-9Xx]"
+_IDENT = r"[+-]?0[0-9]+|[0-9]{11,}(\.0+)?|[0-9]{17}[0-9Xx]"
 _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
 
@@ -396,7 +397,9 @@ def _import_jsonl(
 
 
 def _is_nested(kind: str) -> bool:
-    return kind.endswith("]") or any(t in kind for t in ("STRUCT", "MAP(", "UNION("))
+    # JSON: what DuckDB makes of a JSON Lines key holding objects on some rows, text on others
+    return (kind.endswith("]") or kind in ("JSON", "VARIANT")
+            or any(t in kind for t in ("STRUCT", "MAP(", "UNION(")))
 
 
 def _check_flat(src: Path, described: list[Any], hint: str) -> None:

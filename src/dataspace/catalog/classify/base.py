@@ -100,12 +100,21 @@ def to_halfwidth(value: str) -> str:
     return value.translate(_FULLWIDTH)
 
 
+_WHOLE_NUMBER = re.compile(r"([0-9]{11,})\.0+")
+
+
 def compact(value: str, drop: str = " -") -> str:
-    """Half-width, trimmed, with the characters in ``drop`` removed."""
-    text = to_halfwidth(value).strip()
+    """What an identifier detector reads: NFKC (full-width digits and letters to half-width;
+    no-break, ideographic and other spaces to spaces), format characters (zero-width spaces,
+    soft hyphens, byte order marks) removed, trimmed, the characters in ``drop`` removed — a
+    space there removes every kind of whitespace, tabs included — and a long digit string
+    written as a float by a spreadsheet or pandas (``13812345678.0``) without its ``.0``."""
+    text = unicodedata.normalize("NFKC", value)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
     for ch in drop:
-        text = text.replace(ch, "")
-    return text
+        text = "".join(c for c in text if not c.isspace()) if ch == " " else text.replace(ch, "")
+    whole = _WHOLE_NUMBER.fullmatch(text)
+    return whole.group(1) if whole else text
 
 
 def is_han(ch: str) -> bool:

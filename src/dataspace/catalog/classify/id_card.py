@@ -27,7 +27,7 @@ def check_char(first17: str) -> str:
 
 
 def normalise(value: str) -> str:
-    return compact(value, " ").upper()
+    return compact(value, " -").upper()
 
 
 def _valid_birth_date(text: str, today: dt.date | None = None) -> bool:
