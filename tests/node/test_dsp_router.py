@@ -143,3 +143,36 @@ def test_hostile_json_is_400_and_the_node_keeps_serving(space: Space, tax: Node)
     bank.close()
     acts = [e["entry"]["action"] for e in ledger.entries(tax, limit=1000)]
     assert acts.count("negotiation.refused") == len(hostile) + 1
+
+
+def test_a_stranger_is_refused_before_its_body_is_read(space: Space, tax: Node) -> None:
+    """Who signed is checked from the headers first: a non-member (the operator's key is on
+    no member entry) cannot make the node buffer its body; a member's body is read and
+    checked against its signed digest."""
+    payload = b"x" * (4 << 20)
+
+    def send(signer: Node, sent: bytes = payload) -> tuple[int, list[int]]:
+        pulled: list[int] = []
+
+        def stream() -> Iterator[bytes]:  # what the node reads of the body, as it reads it
+            for at in range(0, len(sent), 1 << 20):
+                pulled.append(at)
+                yield sent[at:at + (1 << 20)]
+
+        with _client(tax, signer) as client:
+            signed = client.build_request("POST", "/dsp/catalog/request", content=payload,
+                                          headers={"content-type": "application/json"})
+            PeerAuth(signer.signer).sign(signed)
+            headers = {k: v for k, v in signed.headers.items() if k.lower() != "content-length"}
+            client.auth = None
+            response = client.post("/dsp/catalog/request", content=stream(), headers=headers)
+        return response.status_code, pulled
+
+    status, pulled = send(space.operator)
+    assert status == 403 and pulled == []
+    bank = space.nodes["bank"].open()
+    status, pulled = send(bank)
+    assert status == 400 and len(pulled) == 4  # read in full, digest checked, then not JSON
+    status, _ = send(bank, payload[:-1] + b"y")
+    assert status == 401  # the body is not the one the member signed
+    bank.close()

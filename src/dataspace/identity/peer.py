@@ -32,6 +32,7 @@ from dataspace.identity.httpsig import (
     Profile,
     RequestSignatureError,
     Signer,
+    VerifiedSignature,
     sign_request,
     verify_request,
 )
@@ -97,10 +98,30 @@ def verify_incoming(
     receiver: str,
     profile: Profile = DATASPACE_PROFILE,
 ) -> Member:
+    """Authenticate a peer's request, body included; see :func:`authenticate`."""
+    member, _ = authenticate(method, url, headers, body, membership, replay_store, now,
+                             receiver=receiver, profile=profile)
+    return member
+
+
+def authenticate(
+    method: str,
+    url: str,
+    headers: Headers,
+    body: bytes | None,
+    membership: Membership,
+    replay_store: ReplayStore,
+    now: datetime | float,
+    *,
+    receiver: str,
+    profile: Profile = DATASPACE_PROFILE,
+) -> tuple[Member, VerifiedSignature]:
     """Authenticate a peer's request; return the member that signed it.
 
     ``url`` is the absolute URL the peer addressed (scheme, Host, raw path and query), ``body``
-    the raw bytes received, ``receiver`` this node's name on the list: the request must be
+    the raw bytes received (None: not read yet — then
+    :func:`~dataspace.identity.httpsig.check_body` must pass once it is), ``receiver`` this
+    node's name on the list: the request must be
     addressed to that member's URL (scheme, host and port), or a copy of a request signed for
     another node — each node's nonces are its own — would pass here too. Raises
     :class:`~dataspace.identity.httpsig.RequestSignatureError` (401) for a request addressed
@@ -132,14 +153,14 @@ def verify_incoming(
         method, url, headers, body, resolve_key=resolve, now=now, profile=profile
     )
     if verified.nonce is None:  # only with a profile that does not require nonces
-        return signers[verified.keyid]
+        return signers[verified.keyid], verified
     replay_store.remember(
         verified.keyid,
         verified.nonce,
         expires_at=verified.valid_until(profile),
         now=int(now.timestamp()) if isinstance(now, datetime) else int(now),
     )
-    return signers[verified.keyid]
+    return signers[verified.keyid], verified
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

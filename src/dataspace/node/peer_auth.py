@@ -15,9 +15,9 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from dataspace.errors import AuthError, DataspaceError, UsageError
-from dataspace.identity.httpsig import Profile
+from dataspace.identity.httpsig import Profile, check_body
 from dataspace.identity.membership import Member, Membership, NotAMember
-from dataspace.identity.peer import verify_incoming
+from dataspace.identity.peer import authenticate
 from dataspace.identity.replay import SqlReplayStore
 from dataspace.ledger import log
 from dataspace.node.auth import get_node
@@ -122,27 +122,33 @@ def _membership(node: Node) -> Membership:
 
 
 async def require_peer(request: Request, node: Node = Depends(get_node)) -> Member:
-    body = await request.body()
+    """The member that signed this request. Who signed is checked from the headers before
+    the body is read: a stranger cannot make the node buffer a large body (up to the peer
+    routes' cap) only to be refused; the body is then checked against the signed digest."""
     limits = node.limits
     profile = Profile(
         max_skew=limits.peer_signature_max_skew_seconds,
         max_age=limits.peer_signature_max_age_seconds,
     )
+    headers = list(request.headers.items())
     try:
         membership = _membership(node)
         url = request_url(request)
-        return await run_in_threadpool(
-            verify_incoming,
+        member, verified = await run_in_threadpool(
+            authenticate,
             request.method,
             url,
-            list(request.headers.items()),
-            body,
+            headers,
+            None,
             membership,
             _replay_store(request, node),
             time.time(),
             receiver=node.name,
             profile=profile,
         )
+        body = await request.body()
+        await run_in_threadpool(check_body, headers, body, verified, profile)  # hashing
+        return member
     except DataspaceError as exc:
         suppressed = _denied_log(request, node).admit(time.time())
         if suppressed is not None:
