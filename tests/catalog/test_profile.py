@@ -3,14 +3,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dataspace.catalog.ingest import ImportResult
 from dataspace.catalog.profile import Profile, profile_parquet
 from dataspace.catalog.sample import sample_columns
+from dataspace.errors import UnreadableInput
 from dataspace.settings import Limits
 
 KNOWN = (
@@ -96,3 +100,15 @@ def test_sample_is_capped_and_repeatable(imported: Imported) -> None:
     assert first == sample_columns(path, limits=limits)["v"]
     assert all(isinstance(v, str) and len(v) == 6 for v in first)
     assert len(set(first)) == 100
+
+
+def test_values_too_large_to_profile_are_bad_input_not_a_crash(tmp_path: Path) -> None:
+    """Thirty 2 MB values under a 16 MB limit: an UnreadableInput (422) saying which limit
+    to raise, not a 500 naming the staged file."""
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"blob": [os.urandom(1 << 20).hex() for _ in range(30)]}), path)
+    limits = Limits({"import_threads": 1, "import_memory_limit_mb": 16})
+    with pytest.raises(UnreadableInput, match="within import_memory_limit_mb") as info:
+        sample_columns(path, limits=limits)
+    assert info.value.http_status == 422 and str(path) not in info.value.message
+    assert "import_memory_limit_mb" in (info.value.hint or "")

@@ -244,10 +244,10 @@ def _safe_source(src: Path, work: Path) -> Path:
 def _library_error(src: Path, exc: duckdb.Error) -> DataspaceError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return DataspaceError(
+        return UnreadableInput(
             f"cannot import {src.name}: out of memory ({first})",
             hint="raise import_memory_limit_mb in node.toml [limits]",
-            file=str(src),
+            file=src.name,
         )
     return enc.fail(src, f"the file could not be read ({first})", "check its format")
 

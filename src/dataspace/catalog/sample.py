@@ -56,6 +56,14 @@ def open_parquet(
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             yield con, f"read_parquet({lit(str(path))})"
+        except duckdb.OutOfMemoryException:
+            # values too large to profile within the limit: the input's size, not a fault
+            raise UnreadableInput(
+                "the dataset could not be profiled within import_memory_limit_mb "
+                f"({int(limits.import_memory_limit_mb)} MB): its values are too large",
+                hint="raise import_memory_limit_mb in node.toml [limits], or import fewer or "
+                "shorter values",
+            ) from None
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataspaceError(
