@@ -38,8 +38,8 @@ def test_sample_ids_are_valid():
 
 
 def test_column_is_classified_at_the_share_threshold_and_not_below():
-    at = _mix(VALID_IDS, "n/a", 80, 20)
-    below = _mix(VALID_IDS, "n/a", 79, 21)
+    at = _mix(VALID_IDS, "pending", 80, 20)
+    below = _mix(VALID_IDS, "pending", 79, 21)
     assert cats(classify_column("c", at)) == ["id_card_cn"]
     assert classify_column("c", below) == []
     assert cats(classify_column("c", below, min_share=0.5)) == ["id_card_cn"]

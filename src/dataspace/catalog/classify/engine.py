@@ -136,6 +136,17 @@ def _header_finding(r: _Result, name: str, n: int, explained_by: str | None) -> 
     return Finding(det.category, info.label, info.pi_class, share, confidence, reason, "header")
 
 
+#: what exports write for "no value": not a failed identifier (30 % "NULL" beside 70 % valid
+#: ID numbers is a column of ID numbers)
+MISSING_MARKERS = frozenset({"null", "none", "nil", "nan", "n/a", "na", "#n/a", "-", "--", "—",
+                             "无", "空", "暂无", "不详"})
+
+
+def is_missing(value: str | None) -> bool:
+    """None, blank, or a placeholder an export writes for a missing value."""
+    return value is None or not value.strip() or value.strip().lower() in MISSING_MARKERS
+
+
 def classify_column(
     name: str,
     values: Sequence[str | None],
@@ -146,12 +157,13 @@ def classify_column(
     """What ``values`` (a sample of one column, rendered as strings) contain.
 
     Findings are sorted by confidence, best first; an empty list means nothing was found.
-    ``min_share`` is the share of non-null, non-blank values that must validate.
+    ``min_share`` is the share of the values present (not null, blank or a placeholder such
+    as ``NULL`` or ``N/A``: :data:`MISSING_MARKERS`) that must validate.
     """
     if not 0 < min_share <= 1:
         raise UsageError(f"min_share must be in (0, 1], got {min_share}",
                          hint="use e.g. 0.8 (the classify_min_share setting)")
-    counts = Counter(v for v in values if v is not None and v.strip())
+    counts = Counter(v for v in values if not is_missing(v))
     n = sum(counts.values())
     results = []
     for det in detectors if detectors is not None else DETECTORS:
