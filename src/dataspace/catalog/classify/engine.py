@@ -163,7 +163,7 @@ def classify_column(
     if not 0 < min_share <= 1:
         raise UsageError(f"min_share must be in (0, 1], got {min_share}",
                          hint="use e.g. 0.8 (the classify_min_share setting)")
-    counts = Counter(v for v in values if not is_missing(v))
+    counts = Counter(v for v in values if v is not None and not is_missing(v))
     n = sum(counts.values())
     results = []
     for det in detectors if detectors is not None else DETECTORS:
