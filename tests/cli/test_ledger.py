@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from dataspace.errors import LedgerTampered, VerificationError
+from dataspace.errors import InputError, LedgerTampered, VerificationError
 
 
 def _node(cli, tmp_path: Path) -> list[str | Path]:
@@ -154,3 +154,28 @@ def test_a_consistency_proof_is_checked_against_the_checkpoint_you_hold(
     cli(*node, "ledger", "prove", "1", "--out", inclusion)
     wrong_kind = cli("verify-proof", inclusion, "--key", key, "--old-checkpoint", held)
     assert wrong_kind.exit_code == 2
+
+
+def test_bad_proof_files_and_out_paths_are_clear_errors(cli, tmp_path: Path) -> None:
+    """No traceback: a directory, deep nesting, an integer past Python's limit, a missing file,
+    and --out in a directory that does not exist each get one line saying what is wrong."""
+    node = _node(cli, tmp_path)
+    key = tmp_path / "n" / "keys" / "node.pub"
+    deep, digits = tmp_path / "deep.json", tmp_path / "digits.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    digits.write_text('{"index": 1' + "0" * 5000 + "}")
+    cases = {tmp_path: "cannot read", deep: "nested too deeply", digits: "is not a JSON proof",
+             tmp_path / "missing.json": "does not exist"}
+    for path, says in cases.items():
+        result = cli("verify-proof", path, "--key", key)
+        assert result.exit_code == InputError.exit_code, (path, result.stderr)
+        assert says in result.stderr and "Traceback" not in result.stderr
+    result = cli(*node, "ledger", "prove", "0", "--out", tmp_path / "nowhere" / "p.json")
+    assert result.exit_code == InputError.exit_code and "cannot write" in result.stderr
+
+
+def test_a_page_past_the_end_of_the_log_is_empty(cli, tmp_path: Path) -> None:
+    node = _node(cli, tmp_path)
+    result = cli(*node, "ledger", "log", "--start", str(2**63), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == []

@@ -323,12 +323,32 @@ def test_subtree_hash_rekeyed_to_no_tree_position(
         ("UPDATE ledger_head SET size = 'z'", (0, "edited")),
         ("UPDATE ledger_checkpoints SET note = CAST(note AS BLOB) WHERE size = 12",
          (11, "bad checkpoint")),
+        # text that is not UTF-8 (SQLite keeps it; its driver cannot decode it)
+        ("UPDATE ledger_entries SET payload = CAST(X'7BFF7D' AS TEXT) WHERE idx = 3",
+         (3, "edited")),
+        ("UPDATE ledger_entries SET entry = CAST(X'7BFF7D' AS TEXT) WHERE idx = 3",
+         (3, "edited")),
+        ("UPDATE ledger_checkpoints SET note = CAST(X'C328' AS TEXT) WHERE size = 12",
+         (11, "bad checkpoint")),
     ],
     ids=["entry-as-blob", "payload-as-blob", "leaf-hash-as-text", "head-as-text",
-         "checkpoint-note-as-blob"],
+         "checkpoint-note-as-blob", "payload-not-utf8", "entry-not-utf8",
+         "checkpoint-note-not-utf8"],
 )
 def test_values_of_the_wrong_type_are_problems_not_crashes(
     ledger: Store, verifier: NoteVerifier, sql: str, where: tuple[int, str]
 ) -> None:
     _sql(ledger, sql)
     assert where in _kinds(_problems(ledger, verifier))
+
+
+@pytest.mark.parametrize(("level", "idx"), [(64, 0), (70, 5), (3, 2**62)])
+def test_a_subtree_hash_keyed_far_beyond_any_tree_is_one_problem(
+    ledger: Store, verifier: NoteVerifier, level: int, idx: int
+) -> None:
+    """The database sorts on a 64-bit (idx + 1) << level that wraps for such a key: the row
+    is reported as inserted, and every real subtree hash still matches (no false 'missing')."""
+    _sql(ledger, "INSERT INTO ledger_nodes(level, idx, hash) VALUES (:level, :idx, :hash)",
+         level=level, idx=idx, hash=bytes(32))
+    problems = _problems(ledger, verifier)
+    assert [p["kind"] for p in problems] == ["inserted"], problems

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dataspace.errors import InputError
 from dataspace.services.node import Node, default_actor, open_node
 
 console = Console(highlight=False, soft_wrap=True)
@@ -70,3 +71,29 @@ def key_text(value: str) -> str:
     """A key given as a file holding it, or as the string itself."""
     path = Path(value)
     return path.read_text(encoding="utf-8").strip() if path.is_file() else value.strip()
+
+
+def write_out(path: Path, text: str) -> None:
+    """Write a command's ``--out`` file, or say clearly why it cannot be written."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}",
+                         hint="pass --out a path in a directory that exists and you may "
+                         "write to") from None
+
+
+def read_json_file(path: Path, what: str, hint: str) -> Any:
+    """A JSON file given on the command line, or an InputError saying what is wrong with it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist", hint=hint) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not {what}: {exc}", hint=hint) from None
+    except (ValueError, RecursionError) as exc:  # integers too long, nesting too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InputError(f"{path} is not {what}: {reason}", hint=hint) from None
+

@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, console, err_console, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    console,
+    err_console,
+    node,
+    print_json,
+    table,
+    write_out,
+)
 from dataspace.errors import Conflict, InputError, LedgerTampered, UsageError
 from dataspace.services import ledger
 
@@ -96,7 +104,7 @@ def prove(
     if out is None:
         print(text, end="")
     else:
-        out.write_text(text, encoding="utf-8")
+        write_out(out, text)
         console.print(f"wrote inclusion proof for entry {index} to {escape(str(out))}")
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, console, key_text, node, print_json
+from dataspace.cli.common import (
+    JsonOption,
+    console,
+    key_text,
+    node,
+    print_json,
+    read_json_file,
+)
 from dataspace.errors import InputError, UsageError
 from dataspace.ledger import proof
 from dataspace.ledger.cosignature import CosignatureVerifier
@@ -112,14 +118,8 @@ def verify_proof(
             held = old_checkpoint.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read checkpoint {old_checkpoint}: {exc}") from None
-    try:
-        bundle = json.loads(proof_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(
-            f"{proof_file} does not exist", hint="pass a file written by `ledger prove`"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{proof_file} is not a JSON proof bundle: {exc}") from None
+    bundle = read_json_file(proof_file, "a JSON proof bundle",
+                            hint="pass a file written by `ledger prove`")
     verified = proof.verify_bundle(
         bundle, log_key, old_checkpoint=held, witnesses=witnesses, quorum=quorum
     )

@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, actor, console, key_text, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    console,
+    key_text,
+    node,
+    print_json,
+    table,
+    write_out,
+)
 from dataspace.errors import InputError, UsageError
 from dataspace.identity.membership import Member
 from dataspace.services import space
@@ -50,7 +59,7 @@ def sign(
     if out is None:
         print(note, end="")
     else:
-        out.write_text(note, encoding="utf-8")
+        write_out(out, note)
         console.print(f"wrote membership list serial {serial} to {escape(str(out))}")
 
 

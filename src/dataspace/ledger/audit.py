@@ -18,6 +18,7 @@ index, with every problem in ``details["problems"]``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -97,6 +98,36 @@ def audit(
     ``checkpoints`` are extra signed notes held outside the database (an auditor's or a
     witness's copy): they catch a rollback that also deleted the stored checkpoints.
     """
+    with _undecodable_text_as_bytes(session):
+        return _audit(session, verifier, checkpoints)
+
+
+@contextlib.contextmanager
+def _undecodable_text_as_bytes(session: Session) -> Iterator[None]:
+    """SQLite stores whatever bytes an editor writes into a text column; its driver would
+    fail the whole read on one that is not UTF-8. While auditing, such a value comes back
+    as bytes — a value of the wrong type, reported at its row like any other edit."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield  # PostgreSQL refuses invalid UTF-8 in text on the way in
+        return
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    before = raw.text_factory
+
+    def text(value: bytes) -> str | bytes:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+
+    raw.text_factory = text
+    try:
+        yield
+    finally:
+        raw.text_factory = before
+
+
+def _audit(session: Session, verifier: NoteVerifier, checkpoints: Iterable[str]) -> AuditReport:
     problems = _Problems()
     head = _head(session, problems)
     wanted = _checkpoints(session, verifier, checkpoints, problems)
@@ -146,7 +177,7 @@ def audit(
             kinds = ", ".join(type(v).__name__ for v in (leaf, entry_json, payload_json))
             problems.add(
                 Problem(idx, "edited", f"row {idx} holds values of the wrong types ({kinds}; "
-                        "bytes, text, text belong there)")
+                        "bytes, text, text belong there; bytes for text: not UTF-8)")
             )
             tree.push(_PLACEHOLDER, tainted=True)
             _compare_roots(tree, by_size, problems)
@@ -359,9 +390,10 @@ def _stored_nodes(session: Session, problems: _Problems) -> Iterator[tuple[int, 
         .execution_options(yield_per=BATCH)
     )
     for level, idx, h in session.execute(query):
-        if _whole(level) and _whole(idx) and level >= 0 and idx >= 0 and isinstance(
-            h, bytes | memoryview
-        ):
+        # the database sorts on a 64-bit (idx + 1) << level, which wraps for a row keyed far
+        # beyond any tree: such a row is reported here, not merged (it would block the merge)
+        if _whole(level) and _whole(idx) and 0 <= level < 63 and idx >= 0 and (
+            (idx + 1) << level) < 2**63 and isinstance(h, bytes | memoryview):
             yield level, idx, bytes(h)
             continue
         at = idx << level if _whole(level) and _whole(idx) and 0 <= level < 64 and idx >= 0 else 0

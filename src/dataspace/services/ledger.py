@@ -8,6 +8,7 @@ from typing import Any
 from dataspace.errors import NotFound, UsageError
 from dataspace.identity.note import NoteVerifier
 from dataspace.ledger import audit, log, proof
+from dataspace.ledger.checkpoint import peek_checkpoint
 from dataspace.services.node import Node
 
 
@@ -27,6 +28,8 @@ def entries(node: Node, start: int = 0, limit: int = 100) -> list[dict[str, Any]
         raise UsageError("start must be ≥ 0 and limit ≥ 1")
     limit = min(limit, node.limits.api_max_page)
     with node.store.read() as session:
+        if start >= log.size(session):  # also past what the database's integers hold
+            return []
         return [e.to_dict() for e in log.entries(session, start=start, limit=limit)]
 
 
@@ -50,8 +53,10 @@ def _check_index(index: int, tree_size: int) -> None:
 def inclusion_proof(node: Node, index: int, size: int | None = None) -> dict[str, Any]:
     """An offline-verifiable bundle: signed checkpoint, entry, and its inclusion path."""
     note = checkpoint(node)
+    # the size the checkpoint signs, not the log's size now: entries appended since must not
+    # make the proof ask for a checkpoint that was never signed
+    tree_size = peek_checkpoint(note).size
     with node.store.read() as session:
-        tree_size = log.size(session)
         _check_index(index, tree_size)
         if size is not None and size != tree_size:
             raise UsageError(
@@ -63,8 +68,8 @@ def inclusion_proof(node: Node, index: int, size: int | None = None) -> dict[str
 
 def consistency_proof(node: Node, size1: int, size2: int | None = None) -> dict[str, Any]:
     note = checkpoint(node)
+    tree_size = peek_checkpoint(note).size  # as for inclusion proofs
     with node.store.read() as session:
-        tree_size = log.size(session)
         size2 = tree_size if size2 is None else size2
         if not 0 < size1 <= size2 <= tree_size:
             raise UsageError(
@@ -81,5 +86,5 @@ def verify(node: Node, held_checkpoints: Iterable[str] = ()) -> dict[str, Any]:
     a rollback that also deleted the stored checkpoints.
     """
     verifier = NoteVerifier.parse(node.verifier_key())
-    with node.store.read() as session:
+    with node.store.snapshot() as session:  # appends go on meanwhile: audit one state
         return audit.audit(session, verifier, checkpoints=list(held_checkpoints)).to_dict()

@@ -36,10 +36,22 @@ class Store:
         self._write_sessions = sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
         )
+        # SQLite's read transaction already sees one state throughout (WAL snapshot);
+        # PostgreSQL's default READ COMMITTED gives each statement a newer one
+        snapshots = self.engine if self.is_sqlite else self.engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        self._snapshot_sessions = sessionmaker(snapshots, expire_on_commit=False)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         with _wrapped(), self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only transaction in which every query sees the same committed state, for
+        reads that must agree with each other while writers go on (the ledger audit)."""
+        with _wrapped(), self._snapshot_sessions() as session, session.begin():
             yield session
 
     @contextmanager
