@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,6 @@ from dataspace.samples import SAMPLES_DIR as SAMPLES
 from dataspace.services import catalog, datasets, neg_provider, offers, space
 from dataspace.services import negotiation as ng
 from dataspace.services.node import Node, open_node
-from helpers.cluster import start_space
 
 PATH = re.compile(r"^/dsp/negotiations/(?P<pid>[^/]+)/(?P<what>.+)$")
 
@@ -112,8 +110,8 @@ def actions(node: Node) -> list[str]:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    cluster = start_space(tmp_path, ["tax", "bank"], serve=False)
+def pair(space_factory: Callable[..., Any]) -> Iterator[Pair]:
+    cluster = space_factory(["tax", "bank"], serve=False)  # on PostgreSQL when the suite is
     tax, bank = cluster.nodes["tax"].open(), cluster.nodes["bank"].open()
     ds = datasets.add(tax, SAMPLES / "tax_records.csv", name="tax-records", domain="finance",
                       actor="cli:clerk")
@@ -123,7 +121,6 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     yield Pair(tax, bank, offer["id"], ds["id"])
     tax.close()
     bank.close()
-    cluster.stop()
 
 
 def test_auto_approve_reaches_finalized_with_both_signatures_in_both_stores(pair: Pair) -> None:
@@ -446,6 +443,42 @@ def test_a_replayed_initial_request_gets_the_same_ack(pair: Pair) -> None:
     reply = ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
     assert reply.status == 201 and not reply.after
     assert reply.body is not None and reply.body["state"] == "FINALIZED"
+
+
+def test_copies_of_one_initial_request_at_once_open_one_negotiation(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer's request and its retry arriving together (PostgreSQL runs them side by
+    side; the policy check is slowed to widen the window): one provider process, the same
+    ACK to every copy."""
+    decide = neg_provider.provisional_decision
+
+    def slowly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(neg_provider, "provisional_decision", slowly)
+    pair.request()
+    _, _, doc = next(s for s in pair.sent if s[2] and s[2]["@type"] == "ContractRequestMessage")
+    doc = {**doc, "consumerPid": "urn:uuid:sent-twice"}
+    bank = _member(pair, pair.tax, "bank")
+    start = threading.Barrier(6)
+    replies: list[Any] = []
+
+    def send() -> None:
+        start.wait()
+        replies.append(ng.handle_request(pair.tax, bank, doc, transport=pair.transport))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r.status for r in replies] == [201] * 6
+    assert len({r.body["providerPid"] for r in replies}) == 1
+    with pair.tax.store.read() as session:
+        rows = [r for r in cs.list_negotiations(session) if r.consumer_pid == "urn:uuid:sent-twice"]
+    assert len(rows) == 1
 
 
 def test_unreachable_provider_terminates_locally(pair: Pair, monkeypatch: Any) -> None:

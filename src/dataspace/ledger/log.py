@@ -194,6 +194,14 @@ def _prepare(item: NewEntry) -> tuple[dict[str, Any], str]:
     return head, payload_json
 
 
+def serialize_writers(session: Session) -> None:
+    """Take the ledger's write lock at the start of a write transaction that reads before it
+    logs: until it commits, no other logging write can, and its reads see every one committed
+    before — so a check-then-create (is there a process for this pid yet?) cannot run twice
+    side by side. PostgreSQL needs this; SQLite's BEGIN IMMEDIATE already queues writers."""
+    _lock_head(session)
+
+
 def _lock_head(session: Session) -> int:
     """Lock the head row (creating it at size 0) and return the log's size."""
     query = select(LedgerHead.size).where(LedgerHead.id == HEAD_ID).with_for_update()

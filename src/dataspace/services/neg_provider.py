@@ -97,6 +97,7 @@ def _request(
     callback_path(peer, msg.callback_address)
     offer_id = msg.offer.uid
     with node.store.write() as session:
+        log.serialize_writers(session)  # two copies of one request at once: one process
         existing = cs.find_negotiation(session, peer=peer.name, consumer_pid=msg.consumer_pid)
         if existing is not None:
             if policy_from_wire(existing.offer) != msg.offer:

@@ -86,6 +86,7 @@ def handle_request(
         mode = mode_of(msg.format)
         callback_path(peer, msg.callback_address)
         with node.store.write() as session:
+            log.serialize_writers(session)  # two copies of one request at once: one process
             existing = session.scalars(
                 select(TransferProcessRow).where(
                     TransferProcessRow.peer == peer.name,
