@@ -30,7 +30,8 @@ def vertical_offers() -> dict[str, Policy]:
     ``credit_code``), ``train`` (vlr: aggregate-only) and ``gbdt`` (vgbdt: pseudonymized)."""
     train = from_template("federated-train", purposes=["finance"])
     return {
-        "psi": from_template("psi-only", purposes=["finance"], fields=["credit_code"]),
+        "psi": from_template("psi-only", purposes=["finance"], fields=["credit_code"],
+                         output="pseudonymized"),
         "train": train,
         "gbdt": pseudonymized(train),
     }

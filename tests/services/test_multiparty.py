@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from dataspace.errors import Conflict, InputError, NotFound
+from dataspace.errors import Conflict, InputError, NotFound, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
@@ -113,9 +113,27 @@ def test_a_participant_whose_agreement_does_not_allow_psi_refuses(tax: Any) -> N
     assert denied["job_id"] == "job-denied-00001" and denied["usage_id"]
 
 
-def test_size_mode_needs_only_an_aggregate_only_output(tax: Any) -> None:
-    assert mp_party.psi_output("size") == mp_party.psi_output("align") == "aggregate-only"
-    assert mp_party.psi_output("me") == mp_party.psi_output("both") == "pseudonymized"
+@pytest.mark.parametrize(("mode", "admitted"),
+                         [("size", True), ("align", False), ("me", False), ("both", False)])
+def test_an_aggregate_only_psi_agreement_admits_the_size_only(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path, mode: str, admitted: bool
+) -> None:
+    """align keeps, at the initiator, the positions of its rows whose keys the participant
+    holds — what me tells it — so it needs output pseudonymized as me and both do."""
+    node, _ = make_node("tax-bureau")
+    csv = tmp_path / "companies.csv"
+    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
+    view = datasets.add(node, csv, name="companies", actor="t")
+    agreement = make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk",
+                               offer=from_template("psi-only", purposes=["finance"]))
+    job = f"job-{mode}-output-000"
+    if admitted:
+        mp_party.handle_step(node, "bank", _open(agreement, job, mode=mode))
+        assert multiparty.get_job(node, job)["state"] == "RUNNING"
+        mp_party.handle_abort(node, "bank", job, "test over")
+    else:
+        with pytest.raises(PolicyDenied, match="output"):
+            mp_party.handle_step(node, "bank", _open(agreement, job, mode=mode))
 
 
 def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: Any) -> None:
@@ -236,6 +254,18 @@ def _open_aggregation(agreement: str, job: str, config: SessionConfig, **extra: 
     )
 
 
+@pytest.mark.parametrize("op", ["mean", "count"])
+def test_a_private_mean_or_count_is_refused_before_anything_runs(
+    make_node: Callable[..., tuple[Node, str]], op: str
+) -> None:
+    """With no agreed bound on each party's rows, a DP count's noise (sensitivity 2^31)
+    drowned the answer (a count of -8.6e9 for 200 rows): refused up front, naming --op sum."""
+    node, _ = make_node("bank")
+    with pytest.raises(UsageError, match="--op sum"):
+        multiparty.start_aggregate(node, agreements=["a1"], columns=["revenue"], op=op,
+                                   epsilon=1.0)
+
+
 def test_a_roster_with_a_substituted_key_fails_the_aggregation_with_the_reason(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path
 ) -> None:
@@ -306,18 +336,24 @@ def test_another_member_learns_nothing_of_an_ended_job_by_reusing_its_id(
         mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
 
 
-def test_an_out_of_bound_input_is_refused_without_naming_its_value(
+def test_a_bound_below_the_local_sum_is_no_oracle(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path
 ) -> None:
-    from dataspace.privacy.secagg import ValueOutOfBound
-
+    """The initiator picks the bound. The tax bureau's local sum is 8.0: a bound of 1.0 and
+    one of 100.0 are both opened alike (a refusal below it would tell, and a binary search on
+    the bound would read the sum); the input is clipped to the bound instead."""
     tax, _, agreement = _aggregation_party(make_node, tmp_path)
-    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
-                           FixedPoint(1.0, 16, max_count=2**31), threshold=2)
-    with pytest.raises(ValueOutOfBound) as info:
-        mp_party.handle_step(tax, "bank", _open_aggregation(agreement, "job-agg-bound-01", config))
-    assert "8.0" not in info.value.message and "8" not in info.value.message.split("bound")[0]
-    assert "exceeds the agreed bound 1.0" in info.value.message
+    for n, bound in enumerate((1.0, 100.0)):
+        config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                               FixedPoint(bound, 16, max_count=2**31), threshold=2)
+        job = f"job-agg-bound-0{n}"
+        mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
+        assert multiparty.get_job(tax, job)["state"] == "RUNNING"
+        party = mp_party._SESSIONS[job].party
+        assert party is not None
+        value, count = config.encoding.signed(party._x)
+        assert value / 2**16 == min(8.0, bound) and count == len(CODES)
+        mp_party.handle_abort(tax, "bank", job, "test over")
 
 
 def test_an_aggregation_naming_an_unknown_or_wrong_party_is_refused(

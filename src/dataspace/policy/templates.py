@@ -174,8 +174,9 @@ TEMPLATES: Mapping[str, Template] = {
                   Param("delta", "number", "total δ for the agreement (default: pure ε-DP)"),
                   _K, *_COMMON), _dp_stats),
         Template("psi-only", "private set intersection only; no rows leave",
-                 (Param("output", "output", "aggregate-only (cardinality / joint compute) or "
-                        "pseudonymized (per-agreement pseudonyms)", default="aggregate-only"),
+                 (Param("output", "output", "aggregate-only (the intersection's size only) or "
+                        "pseudonymized (which keys match: modes me, both and align)",
+                        default="aggregate-only"),
                   *_COMMON), _psi_only),
         Template("federated-train", "federated training only; only model updates leave",
                  (Param("epsilon", "number", "optional total ε for DP training"), *_COMMON),

@@ -21,6 +21,7 @@ A watchdog fails the job when no step arrives within its idle timeout.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import uuid
@@ -62,6 +63,8 @@ from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
 
+logger = logging.getLogger("dataspace.multiparty")
+
 __all__ = [
     "ALIGN_DIR",
     "answer_once",
@@ -84,11 +87,12 @@ LINK_WAIT_SECONDS = 30.0  # longest an "rr22" step waits for its link (under the
 def psi_output(mode: str) -> str:
     """What a PSI mode releases about a participant's rows, for the policy's output constraint.
 
-    ``size`` releases one number and ``align`` keeps positions at each node for joint
-    computation: ``aggregate-only``. ``me`` and ``both`` tell the initiator which of its own
-    keys the participant holds: ``pseudonymized``.
+    ``size`` releases one number: ``aggregate-only``. ``me`` and ``both`` tell the initiator
+    which of its own keys the participant holds, and so does ``align`` — the positions it keeps
+    are its rows whose keys the participant holds, which it can read back — so all three are
+    ``pseudonymized``.
     """
-    return "aggregate-only" if mode in ("size", "align") else "pseudonymized"
+    return "aggregate-only" if mode == "size" else "pseudonymized"
 
 
 @dataclass
@@ -721,6 +725,15 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         raise AdvertisementRejected(
             f"the coordinator {s.initiator} lists itself as a party", hint="the job is refused"
         )
+    # The initiator picks the bound. Refusing a local value beyond it would answer "is my sum
+    # above B?" — a binary search on B reads the value, one probe per job. Clipping answers
+    # nothing; what was clipped is written to this node's own log only.
+    bound = config.encoding.bound
+    beyond = int(np.count_nonzero(np.abs(values) > bound))
+    if beyond:
+        logger.warning("job %s: %d local value(s) clipped to the bound %g", s.job_id, beyond,
+                       bound)
+    values = np.clip(values, -bound, bound)
     strategy = aggregator(str(header.get("strategy", "pairwise-masking")))
     s.party = strategy.party(
         config,

@@ -264,6 +264,14 @@ def start_aggregate(
         raise UsageError("name the columns to aggregate (--columns c1,c2)")
     if epsilon is not None and epsilon <= 0:
         raise UsageError("epsilon must be positive")
+    if epsilon is not None and op != "sum":
+        # the count's sensitivity is what one party may hold: with no agreed bound on rows
+        # per party, its noise would drown any mean or count
+        raise UsageError(
+            f"--epsilon works with --op sum only, not {op}: a private count or mean needs a "
+            "public bound on each party's rows, which jobs do not agree yet",
+            hint="release the sum with --op sum --epsilon E (no count is released with it)",
+        )
     links = _links(node, agreements, peers)
     FixedPoint(bound, scale_bits, max_count=2**31).check_capacity(len(links))
     step_t, idle_t = _timeouts(node, step_timeout, idle_timeout)
@@ -590,7 +598,8 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
         encoding,
         threshold=len(index),
     )
-    noise = OutputNoise(float(p["epsilon"])) if p.get("epsilon") else None
+    # a DP sum spends all of ε on the sum and releases no count (see start_aggregate)
+    noise = OutputNoise(float(p["epsilon"]), count=False) if p.get("epsilon") else None
     names = {i: peer for peer, i in index.items()}
     verifier = ed25519_verifier(party_keys(r.node, names), names)  # keys from the member list
     coordinator = aggregator(p["strategy"], noise).coordinator(config, verifier=verifier)
@@ -639,7 +648,7 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
         "op": p["op"],
         "columns": p["columns"],
         "values": dict(zip(p["columns"], [float(v) for v in values], strict=True)),
-        "count": result.count,
+        "count": None if noise is not None else result.count,
         "parties": len(result.parties),
         "error_bound": result.error_bound
         if p["op"] != "mean"

@@ -13,6 +13,8 @@ from dataspace.privacy.secagg import (
     PairwiseMasking,
     ValueOutOfBound,
 )
+from dataspace.privacy.secagg.errors import SecAggError
+from dataspace.privacy.secagg.messages import Message
 from privacy.secagg.common import make_config
 
 
@@ -97,3 +99,22 @@ def test_a_party_over_the_bound_cannot_join() -> None:
 def test_bad_encodings_are_usage_errors(kwargs: dict[str, float]) -> None:
     with pytest.raises(UsageError):
         FixedPoint(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_sum_whose_residue_is_the_most_negative_integer_is_refused() -> None:
+    """np.abs(-2**63) is -2**63 in int64: the range check must not read it as small."""
+    enc = FixedPoint(bound=1.0, scale_bits=16)
+    total = np.zeros(2, dtype=np.uint64)
+    total[0] = np.uint64(1 << 63)
+    with pytest.raises(AggregateOverflow):
+        enc.decode_sum(total, parties=3)
+
+
+@pytest.mark.parametrize("name", ["ct\u00b2", "ct01", "ct+1", "ct"])
+def test_a_blob_name_that_is_no_plain_party_index_is_refused(name: str) -> None:
+    """'ct²' passes str.isdigit but not int(); 'ct01' would stand in for party 1."""
+    message = Message("shares", "pairwise-masking", b"s" * 16, 1, blobs={name: b"x"})
+    with pytest.raises(SecAggError, match="bad blob name"):
+        message.indexed("ct")
+    assert Message("shares", "pairwise-masking", b"s" * 16, 1,
+                   blobs={"ct1": b"x"}).indexed("ct") == {1: b"x"}

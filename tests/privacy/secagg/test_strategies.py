@@ -62,6 +62,23 @@ def test_gaussian_noise_splits_the_budget_with_a_private_count(inputs: Inputs) -
     assert result.count != 250 or result.count_noise.scale < 1  # a noisy count
 
 
+def test_a_sum_without_its_count_spends_all_of_epsilon_on_the_sum(inputs: Inputs) -> None:
+    """The count's sensitivity is a party's max_count (2^31 for node jobs): a DP sum that
+    releases no count gives it no budget, so the sum's noise is half what it would be."""
+    config = SessionConfig(session=b"s" * 16, parties=PARTIES, length=10,
+                           encoding=FixedPoint(bound=1.0, max_count=2**31))
+    data = {i: np.clip(v[:10], -1, 1) for i, v in inputs.items()}
+    counts = dict.fromkeys(PARTIES, 50)
+    scales = {}
+    for with_count in (True, False):
+        strategy = aggregator("pairwise-masking", OutputNoise(1.0, count=with_count))
+        _, result = run_session(strategy, config, data, counts=counts)
+        assert result.noise is not None
+        assert (result.count_noise is not None) == with_count
+        scales[with_count] = result.noise.scale
+    assert scales[True] == pytest.approx(2 * scales[False])
+
+
 def test_bad_noise_is_refused() -> None:
     with pytest.raises(UsageError):
         OutputNoise(epsilon=0)

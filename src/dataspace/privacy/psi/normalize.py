@@ -14,7 +14,8 @@ phone      NFKC, drop spaces and separators, strip +86 / 0086 / 86 before an 11-
 email      NFKC, trim, lower-case
 =========  ================================================================================
 
-NFKC is applied only to kinds whose valid values are ASCII; for free text it could merge
+NFKC is applied only to kinds whose valid values are ASCII, and with it format characters
+(zero-width spaces, BOM, soft hyphen) are dropped; for free text it could merge
 distinct names (e.g. ㈱ → (株)), so ``text`` only folds the width of ASCII characters.
 A composite key is the concatenation of ``len(utf8) (4 bytes, big-endian) || utf8`` per column,
 which no choice of values can make ambiguous. A row with a null or empty key part is skipped.
@@ -38,6 +39,15 @@ _MOBILE = re.compile(r"(?:\+?86|0086)(1\d{10})")
 _UPPER = frozenset({"uscc", "id_card"})
 
 
+def _visible(value: str) -> str:
+    """NFKC without format characters (zero-width spaces, BOM, soft hyphen): a pasted
+    identifier carrying one is the same identifier on the other side."""
+    folded = unicodedata.normalize("NFKC", value)
+    if folded.isascii():
+        return folded
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf")
+
+
 def normalize(value: str, kind: str) -> str | None:
     """The normal form of one identifier, or None when nothing is left."""
     if value.isascii() and value.isalnum() and kind in ("raw", "text", "uscc", "id_card"):
@@ -48,14 +58,14 @@ def normalize(value: str, kind: str) -> str | None:
     if kind == "text":
         out = value.translate(_WIDTH).strip()
     elif kind in ("uscc", "id_card"):
-        out = _SEPARATORS.sub("", unicodedata.normalize("NFKC", value)).upper()
+        out = _SEPARATORS.sub("", _visible(value)).upper()
     elif kind == "phone":
-        out = _SEPARATORS.sub("", unicodedata.normalize("NFKC", value))
+        out = _SEPARATORS.sub("", _visible(value))
         m = _MOBILE.fullmatch(out)
         if m:
             out = m.group(1)
     elif kind == "email":
-        out = unicodedata.normalize("NFKC", value).strip().lower()
+        out = _visible(value).strip().lower()
     else:
         raise PsiConfigError(f"unknown column kind '{kind}'", hint="kinds: " + ", ".join(KINDS))
     return out or None

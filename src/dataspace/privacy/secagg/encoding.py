@@ -139,7 +139,8 @@ class FixedPoint:
         """The float sum and the total count of ``parties`` parties' encoded vectors."""
         s = self.signed(total)
         values, count = s[:-1], int(s[-1])
-        worst = int(np.max(np.abs(values))) if values.size else 0
+        # in Python integers: np.abs of the most negative int64 is itself, still negative
+        worst = max(abs(int(values.max())), abs(int(values.min()))) if values.size else 0
         if worst > parties * self.max_encoded or not 0 <= count <= parties * self.max_count:
             raise AggregateOverflow(
                 "the decoded sum lies outside ±parties × bound: wrap-around or wrong unmasking",

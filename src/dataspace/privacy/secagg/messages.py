@@ -72,7 +72,8 @@ class Message:
         for name, value in self.blobs.items():
             if name.startswith(prefix):
                 suffix = name[len(prefix) :]
-                if not suffix.isdigit():
+                if not (suffix.isascii() and suffix.isdigit()) or suffix != str(int(suffix)):
+                    # "ct²" passes isdigit but not int(); "ct01" and "ct1" would collide
                     raise SecAggError(f"bad blob name {name!r} in {self.kind}")
                 out[int(suffix)] = value
         return out

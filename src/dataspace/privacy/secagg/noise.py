@@ -51,6 +51,9 @@ class OutputNoise:
     epsilon: float
     delta: float = 0.0
     mechanism: str = "laplace"
+    #: noise and release the count too (half of ε), its sensitivity a party's max_count; off:
+    #: every ε goes to the sum and the caller must not release the (exact) count
+    count: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -103,7 +106,7 @@ def add_noise(exact: AggregateResult, config: SessionConfig, spec: OutputNoise) 
     bound = enc.max_encoded * enc.resolution
     m = exact.sum.size
     gaussian = mechanism(spec.mechanism).uses_delta
-    noisy_count = enc.max_count > 1
+    noisy_count = spec.count and enc.max_count > 1
     share = 0.5 if noisy_count else 1.0
     eps, delta = spec.epsilon * share, (spec.delta * share if gaussian else 0.0)
     sensitivity = 2 * bound * (math.sqrt(m) if gaussian else m)

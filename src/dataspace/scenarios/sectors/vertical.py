@@ -51,7 +51,8 @@ def vertical_offers(
                 provider,
                 dataset,
                 "psi-only",
-                {"purposes": [purpose], "fields": ["entity_id"]},
+                # align tells the label party which of its entities the provider holds
+                {"purposes": [purpose], "fields": ["entity_id"], "output": "pseudonymized"},
                 consumer,
                 purpose,
                 price="20 CNY",
