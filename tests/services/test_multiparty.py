@@ -202,9 +202,11 @@ def test_two_concurrent_openings_against_count_1_admit_exactly_one(
 
 
 def _aggregation_party(
-    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path,
+    revenue: Callable[[int], str] = lambda i: "2",
 ) -> tuple[Node, Node, str]:
-    """tax-bureau (party 1, in a space with grid and bank) with a secure-aggregate agreement."""
+    """tax-bureau (party 1, in a space with grid and bank) with a secure-aggregate agreement
+    over its companies' ``revenue`` (row i's value as CSV text; empty is null)."""
     operator, _ = make_node("operator")
     nodes = {name: make_node(name)[0] for name in ("tax-bureau", "grid", "bank")}
     members = [
@@ -215,7 +217,8 @@ def _aggregation_party(
     tax = nodes["tax-bureau"]
     space.join(tax, note, operator.verifier_key(), actor="t")
     csv = tmp_path / "revenue.csv"
-    csv.write_text("credit_code,revenue\n" + "".join(f"{c},2\n" for c in CODES), encoding="utf-8")
+    csv.write_text("credit_code,revenue\n"
+                   + "".join(f"{c},{revenue(i)}\n" for i, c in enumerate(CODES)), encoding="utf-8")
     view = datasets.add(tax, csv, name="revenue", actor="t")
     policy = from_template(
         "psi-only", purposes=["finance"], output="aggregate-only", fields=["revenue"]
@@ -354,6 +357,25 @@ def test_a_bound_below_the_local_sum_is_no_oracle(
         value, count = config.encoding.signed(party._x)
         assert value / 2**16 == min(8.0, bound) and count == len(CODES)
         mp_party.handle_abort(tax, "bank", job, "test over")
+
+
+def test_a_mean_counts_the_rows_whose_values_are_present(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """Every other revenue is missing: the mean's count is the rows with a value, not every
+    row (a null counted as a row halved the mean)."""
+    tax, _, agreement = _aggregation_party(make_node, tmp_path,
+                                           revenue=lambda i: "" if i % 2 else "10")
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(1e6, 16, max_count=2**31), threshold=2)
+    job = "job-agg-mean-0001"
+    mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config, op="mean"))
+    party = mp_party._SESSIONS[job].party
+    assert party is not None
+    total, count = config.encoding.signed(party._x)
+    present = (len(CODES) + 1) // 2
+    assert (total / 2**16, count) == (10.0 * present, present)
+    mp_party.handle_abort(tax, "bank", job, "test over")
 
 
 def test_an_aggregation_naming_an_unknown_or_wrong_party_is_refused(

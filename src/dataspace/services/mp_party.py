@@ -692,7 +692,15 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         s.epsilon = Decimal(str(eps))
     table = pq.read_table(dataset.path, columns=columns)
     s.rows_scanned = table.num_rows
-    values = _local_vector(table, columns, str(header.get("op", "sum")))
+    op = str(header.get("op", "sum"))
+    if op == "mean" and columns:
+        # a mean divides by one count for every column: over the rows where each is present
+        # (a null counted as a row would pull the mean towards zero)
+        present = pc.is_valid(table.column(columns[0]))
+        for name in columns[1:]:
+            present = pc.and_(present, pc.is_valid(table.column(name)))
+        table = table.filter(present)
+    values = _local_vector(table, columns, op)
     config = SessionConfig(
         session=bytes.fromhex(str(header["session"])),
         parties=tuple(int(p) for p in header["parties"]),

@@ -212,3 +212,14 @@ def test_a_peer_set_beyond_the_limit_is_refused_at_hello(monkeypatch: pytest.Mon
     a, b = _pair("size", A_IDS, B_IDS)
     with pytest.raises(PsiMessageRefused, match="no valid set size"):
         list(b.receive(a.hello()))
+
+
+@pytest.mark.parametrize("n", [10**12, 2**64, True, -1])
+def test_an_accepted_set_size_beyond_the_limit_is_refused_at_the_initiator(n: object) -> None:
+    """The size in ACCEPT sets what the initiator allocates: bounded as HELLO's is."""
+    from dataspace.privacy.psi.messages import pack_json, unpack
+
+    a, _ = _pair("both", A_IDS, B_IDS)
+    hello = a.hello()
+    with pytest.raises(PsiMessageRefused, match="no valid set size"):
+        a.receive(pack_json(Kind.ACCEPT, unpack(hello).session, {"n": n}))

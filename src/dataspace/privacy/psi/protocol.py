@@ -237,8 +237,11 @@ class Initiator(_Party):
         if self._state == "hello":
             msg = self._accept(data, [Kind.ACCEPT])
             n = msg.json().get("n")
-            if not isinstance(n, int) or n < 0:
-                raise PsiMessageRefused("ACCEPT carries no valid set size")
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_PEER_SET:
+                # the size sets what is allocated here: bounded as the responder bounds HELLO
+                raise PsiMessageRefused(
+                    f"ACCEPT carries no valid set size (0 to {MAX_PEER_SET:,} identifiers)"
+                )
             self._peer_n = n
             self._reply = np.zeros((len(self._points), POINT_SIZE), dtype=np.uint8)
             self._theirs = np.zeros((n, POINT_SIZE), dtype=np.uint8)
