@@ -1,4 +1,5 @@
-"""`make demo` runs `python -m dataspace.demo`: it must do the whole flow and end verified."""
+"""`make demo` runs the default scenario (finance, `dataspace demo --size default`): it must do
+the whole flow and end verified."""
 
 from __future__ import annotations
 

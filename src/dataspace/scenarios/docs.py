@@ -1,5 +1,6 @@
-"""``python -m dataspace.scenarios.docs [OUT_DIR]``: write docs/scenarios/, one page per scenario
-and an index, running each scenario at size small for its result table."""
+"""``python -m dataspace.scenarios.docs [OUT_DIR [NAME ...]]``: write docs/scenarios/, one page
+per scenario (or only the named ones) and the index, running each scenario at size small for
+its result table."""
 
 from __future__ import annotations
 
@@ -44,19 +45,21 @@ def page(s: Scenario, report: Report) -> str:
     return "\n".join(lines)
 
 
-def main(out: Path = OUT) -> None:
+def main(out: Path = OUT, only: list[str] | None = None) -> None:
+    """Every page (or those of the scenarios named in ``only``) and the index."""
     out.mkdir(parents=True, exist_ok=True)
     index = ["# The 数据要素× scenarios", "",
              "One plugin per sector (`dataspace.scenarios`); `dataspace demo --list`.", "",
              "| scenario | sector | use case | capability | metric | status |",
              "|---|---|---|---|---|---|"]
     for s in scenarios.all():
-        report = run(s, size="small", seed=1, show_progress=False)
-        (out / f"{s.name}.md").write_text(page(s, report), encoding="utf-8")
+        if not only or s.name in only:
+            report = run(s, size="small", seed=1, show_progress=False)
+            (out / f"{s.name}.md").write_text(page(s, report), encoding="utf-8")
         index.append(f"| [{s.name}]({s.name}.md) | {s.sector_label} | {s.use_case} | "
                      f"{s.capability} | {s.metric_name} | runs now |")
     (out / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT, sys.argv[2:] or None)

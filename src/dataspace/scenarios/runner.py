@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dataspace.errors import UsageError
 from dataspace.ledger.proof import verify_inclusion_bundle
 from dataspace.policy import from_template
 from dataspace.policy.jsonld import to_jsonld
@@ -103,6 +104,20 @@ def _progress(show: bool) -> Iterator[Progress | None]:
         yield progress
 
 
+def check_run(scenario: Scenario, *, seed: int, data: str) -> None:
+    """Refuse what a scenario cannot run, before any node starts."""
+    if data not in ("synthetic", "public"):
+        raise UsageError(f"--data is synthetic or public, not {data!r}")
+    if data == "public" and scenario.public_data is None:
+        from dataspace import scenarios  # the registry imports this module
+
+        with_public = ", ".join(s.name for s in scenarios.all() if s.public_data)
+        raise UsageError(f"{scenario.name} has synthetic data only",
+                         hint=f"drop --data public; scenarios with public data: {with_public}")
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more, not {seed}")
+
+
 def run(
     scenario: Scenario,
     *,
@@ -115,6 +130,7 @@ def run(
     show_progress: bool = True,
 ) -> Report:
     """Run ``scenario`` on fresh nodes; nodes stop at the end unless ``keep``."""
+    check_run(scenario, seed=seed, data=data)
     per_size = getattr(scenario, "seeds", None) or SEEDS  # a scenario may set its own counts
     n_seeds = seeds or (1 if data == "public" else int(per_size[size]))
     seed_list = [seed + i for i in range(n_seeds)]

@@ -4,10 +4,15 @@ Parties: the culture and tourism bureau (文旅局, consumer) and three mobile c
 电信, providers). Each carrier sees only its own subscribers among the visitors of each scenic
 area — a share that differs by area and drifts by day — and holds visitor counts per base
 station, one column per (area, day). Secure aggregation sums the columns over all carriers
-(no carrier's counts are seen by anyone), with central DP (ε per release) on the output. The
-bureau forecasts the next day's visitors of each area; truth is the ticket-gate count held by
-the evaluator. Metric: mean absolute percentage error of the next-day forecast (last 7 days),
-one carrier scaled by its national share vs all carriers fused, and the DP error at the ε used.
+(no carrier's counts are seen by anyone; the bureau receives the exact sums, as the carriers'
+agreements allow). The bureau nowcasts each area's visitors of the day from that day's
+signal, scaled by the ratio of ticket-gate counts to signal over the days before (gate counts
+reach it a day late; the day's own count, the truth, stays with the evaluator). Metric: mean
+absolute percentage error of the same-day nowcast (last 7 days), one carrier scaled by its
+national share vs all carriers fused. A separate release of the last day with central DP
+(ε = 2) shows what DP costs here: the unit of privacy is one carrier's whole vector (bound
+3·10^4 per area), so with three carriers the noise is many times the counts. The control
+checks that its error is what that calibration predicts — DP applied, as stated.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ CARRIERS = {"cmcc": 0.58, "cucc": 0.22, "ctcc": 0.20}  # national market shares
 AREAS = {"small": 4, "default": 8, "large": 16}
 DAYS = 28
 EPSILON = 2.0
+DP_BOUND = 3e4  # per area and carrier: above any carrier's day count, so nothing is clipped
 
 
 def col(area: int, day: int) -> str:
@@ -37,7 +43,7 @@ class TourismCrowd(Scenario):
     sector = "tourism"
     use_case = "scenic-area crowd monitoring across carriers"
     capability = "secure aggregation + DP release"
-    metric_name = "next-day error (MAPE); DP error at the ε used"
+    metric_name = "same-day nowcast error (MAPE); DP error at the ε used"
 
     def parties(self) -> list[Party]:
         return [Party(BUREAU, "consumer", "文化和旅游局")] + [
@@ -100,7 +106,7 @@ class TourismCrowd(Scenario):
         last = [col(i, DAYS - 1) for i in range(a)]
         dp = bureau.aggregate(
             agreements=[ctx.agreements[c] for c in CARRIERS], columns=last, epsilon=EPSILON,
-            bound=3e4,
+            bound=DP_BOUND,
         )["result"]
 
         def grid(result: dict[str, Any]) -> list[list[float]]:
@@ -114,6 +120,7 @@ class TourismCrowd(Scenario):
         errs: dict[str, list[float]] = {"one carrier (移动, scaled)": [],
                                         "three carriers fused": []}
         dp_err: list[float] = []
+        dp_abs: list[float] = []
         strata: list[int] = []
         for seed, gen, rel in runs:
             truth = np.asarray(gen.heldout["visitors"])
@@ -122,6 +129,7 @@ class TourismCrowd(Scenario):
                 "three carriers fused": np.asarray(rel["fused"]),
             }
             exact = np.asarray(rel["fused"])[:, -1]
+            dp_abs += list(np.abs(np.asarray(rel["dp_last"]) - exact))
             dp_err += list(np.abs(np.asarray(rel["dp_last"]) - exact) / exact)
             for name, obs in series.items():
                 for i in range(truth.shape[0]):
@@ -135,20 +143,29 @@ class TourismCrowd(Scenario):
                         if name.startswith("one"):
                             strata.append(seed)
         arrays = {k: np.asarray(v) for k, v in errs.items()}
+        # Laplace with L1 sensitivity 2·B·m (m areas, one carrier's vector replaced), all of ε
+        # on the sums: the median absolute error is scale · ln 2
+        areas = len(runs[0][2]["dp_last"])
+        expected = 2 * DP_BOUND * areas / EPSILON * np.log(2)
+        ratio = float(np.median(dp_abs)) / expected
         def mean_of(key: str) -> Any:
             return lambda idx: float(arrays[key][idx].mean())
 
         est = estimates({k: mean_of(k) for k in arrays}, len(strata), strata, seed=runs[0][0])
         values = [e.value for e in est]
         return MetricResult(
-            metric="MAPE of next-day visitors (last 7 days)",
+            metric="MAPE of the same-day nowcast of visitors (last 7 days)",
             lower_is_better=True,
             estimates=est,
             ordering="three carriers fused < one carrier",
             ordering_holds=values[1] < values[0],
             seeds=[r[0] for r in runs],
-            extra={"DP error at ε = 2 (median relative)": f"{np.median(dp_err):.4f}"},
-            controls=[Control("DP release at ε = 2 (party-level sensitivity)",
-                              "reported, not hidden: the error the released counts carry",
-                              f"median relative error {np.median(dp_err):.3f}", True)],
+            extra={"DP error at ε = 2 (median relative)": f"{np.median(dp_err):.4f}",
+                   "DP median absolute error, expected (Laplace, party-level)": f"{expected:.0f}"},
+            # a wide band: a handful of Laplace draws per run; it catches no noise (≈ 0×)
+            # and a miscalibrated scale (the count's 2^31 sensitivity was ≈ 10^4×)
+            controls=[Control("DP release at ε = 2 is noised as calibrated",
+                              "median absolute error within 0.05–20× of scale · ln 2",
+                              f"{float(np.median(dp_abs)):.0f} ({ratio:.2f}×)",
+                              0.05 <= ratio <= 20)],
         )
