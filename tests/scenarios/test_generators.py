@@ -80,3 +80,15 @@ def test_a_planted_label_copy_column_is_caught_and_flagged() -> None:
     feats = {"account_flow": np.asarray(table.column("account_flow").to_pylist(), float),
              "planted_copy": y + rng.normal(0, 0.01, len(y))}
     assert label_copy_flags(feats, y) == ["planted_copy"]
+
+
+def test_fit_logistic_recovers_known_weights() -> None:
+    import numpy as np
+
+    from dataspace.scenarios.common import fit_logistic
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(20_000, 2))
+    truth = np.array([-1.0, 2.0, -0.5])
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-(truth[0] + x @ truth[1:])))).astype(float)
+    assert np.allclose(fit_logistic(x, y), truth, atol=0.08)

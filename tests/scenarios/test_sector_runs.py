@@ -15,8 +15,8 @@ from dataspace.scenarios.runner import Report, run
 MINE = ("weather", "carbon", "health", "agriculture")
 
 
-def _run(name: str, data: str = "synthetic") -> Report:
-    return run(scenarios.get(name), size="small", seed=1, seeds=1, data=data,
+def _run(name: str, data: str = "synthetic", seeds: int = 1) -> Report:
+    return run(scenarios.get(name), size="small", seed=1, seeds=seeds, data=data,
                show_progress=False)
 
 
@@ -58,7 +58,9 @@ def test_test_recognition_states_dp_error_and_needs_id_normalisation() -> None:
 
 
 def test_residue_sampling_ranks_better_and_records_the_plan_provenance() -> None:
-    report = _run("agriculture")
+    # two seeds, as the docs page: with weights fitted on the lab history, not hand-picked,
+    # the governed-SQL prior's gain over the PSI flags is a few lots out of 31 per seed
+    report = _run("agriculture", seeds=2)
     m = report.metric
     assert m.ordering_holds, m
     assert all(c.passed for c in m.controls)

@@ -235,7 +235,7 @@ class EmergencyHalt(Scenario):
             lower_is_better=False,
             estimates=est,
             ordering="random < rule < PSI ≤ PSI + governed SQL",
-            ordering_holds=ordered(values[:3], False) and values[3] >= values[2] - 0.02,
+            ordering_holds=ordered(values[:3], False) and values[3] >= values[2],
             seeds=[r[0] for r in runs],
             extra={"base rate": f"{y.mean():.2f}", "evaluation plants": str(len(y))},
             controls=[Control("label-copy check on the bureau's risk score",
