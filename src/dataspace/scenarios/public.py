@@ -23,7 +23,10 @@ under the same identifiers (身份证 with valid check characters; 追溯码). A
 next to its data, the (identifier, flag) pairs where one of its columns is in its own upper or
 lower tertile (e.g. "s5_high": a serum result above its lab's upper tertile — what a hospital
 may share under mutual recognition); PSI on (identifier, flag) tells the consumer which of its
-own entities carry which flag, nothing else. The consumer fits the same ridge model on its own
+own entities carry which flag, nothing else — but since it asks about every flag of every
+column, that is, for each shared entity, which tertile of each provider column it falls in: a
+coarse (three-level) copy of those columns, released under the providers' ``psi-only``
+agreements with ``output = pseudonymized``. The consumer fits the same ridge model on its own
 columns with and without the flags; the evaluator scores the held-out entities (split before
 any PSI) whose outcome no party holds.
 """

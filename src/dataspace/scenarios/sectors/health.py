@@ -18,7 +18,10 @@ Metric: net cost saved per 100 orders (CNY): every avoided order whose result is
 recognisable saves its price; every avoided order that was not (a QC-failed test) has to be
 repeated later and costs its price. A alone (its own history) vs A + B vs A + B + C vs
 A + B + C with the QC filter. Extras: avoidable repeats found, cost saved, the DP error at the
-ε used, and a control: PSI without normalisation misses the differently written IDs.
+ε used, and a control: PSI without normalisation misses the differently written IDs. The
+"truly recognisable" set follows the same rule the providers flag by (within the window, QC
+passed), so finding all of them shows the protocol works end to end — a count of what
+recognition saves, not a statistical prediction.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ PR-AUC is not among the job's released metrics (it reports ROC AUC per node and 
 each party computes it **at home**: it scores its own held-out rows with the global θ that every
 node keeps (``models/<job>.<node>.json``) and with a model trained on its own rows alone (same
 family, same optimiser, same number of epochs as the job's ``auc_local`` baseline — the home
-ROC AUC of that model is checked against the job's ``auc_local``). Only the two PR-AUC figures
-would leave the party.
+ROC AUC of that model is checked against the job's ``auc_local``). In a deployment only the two
+PR-AUC figures would leave the party. The scenario simulates that home step in the evaluator's
+process — it reads each party's table and model file directly (not through any node's API) —
+and keeps every party's held-out labels and scores, so the confidence intervals can bootstrap
+over rows across parties: an evaluator's shortcut, not something a node releases.
 """
 
 from __future__ import annotations
