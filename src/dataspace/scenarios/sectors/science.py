@@ -11,7 +11,9 @@ relationship is shared. No compound is held by two labs; no row leaves any lab.
 
 Flow, per seed: lab A starts one FedAvg job (``POST /api/v1/train``, ``model=fedavg``, its own
 compounds as a client, B and C under their ``federated-train`` agreements; logistic model;
-updates summed by pairwise-masking secure aggregation each round).
+updates summed by pairwise-masking secure aggregation each round). A second job over the same
+labs is the negative control: there each lab's activity follows its own mechanism (B's the
+reverse of A's, C's a permutation), so federated averaging must not beat the labs alone.
 
 Metric: AUC-PR (average precision) **per partner** on its own held-out compounds (a per-compound
 flag drawn before anything ran), the lab's model trained alone vs the federated model — same
@@ -33,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
+    Control,
     Generated,
     MetricResult,
     OfferSpec,
@@ -71,6 +74,11 @@ COMPOUNDS = {  # per lab: training, held out
 SEEDS = {"small": 2, "default": 3, "large": 5}
 PARAMS = {"rounds": 8, "local_epochs": 2, "batch_size": 16}  # ints only: lr 0.1 default
 JOB = hz.Job("assays", "train")
+# The negative control: the same labs and compounds, but each lab's activity follows its own
+# mechanism (B's is A's reversed, C's a permutation): federated averaging has nothing shared to
+# learn, so it must not beat each lab alone.
+SHIFT = hz.Job("assays_shift", "shift")
+SHIFTED = {"lab-a": WEIGHTS, "lab-b": [-w for w in WEIGHTS], "lab-c": WEIGHTS[3:] + WEIGHTS[:3]}
 
 
 class Qsar(Scenario):
@@ -78,16 +86,16 @@ class Qsar(Scenario):
     sector = "science"
     use_case = "cross-lab activity prediction (QSAR)"
     capability = "horizontal FL"
-    metric_name = "AUC-PR per partner, local vs federated"
+    metric_name = "AUC-PR per partner, local vs federated (concept-shift control)"
     needs_training = True
     seeds = SEEDS
     label = LABEL
 
     def parties(self) -> list[Party]:
         return [
-            Party("lab-a", "consumer", "药物研究所A (starts the job)", ("assays",)),
-            Party("lab-b", "provider", "药物研究所B", ("assays",)),
-            Party("lab-c", "provider", "药物研究所C", ("assays",)),
+            Party("lab-a", "consumer", "药物研究所A (starts the job)", ("assays", "assays_shift")),
+            Party("lab-b", "provider", "药物研究所B", ("assays", "assays_shift")),
+            Party("lab-c", "provider", "药物研究所C", ("assays", "assays_shift")),
         ]
 
     def params(self, size: str) -> dict[str, Any]:
@@ -103,6 +111,7 @@ class Qsar(Scenario):
             ],
             "mix": MIX.tolist(),
             "weights": WEIGHTS,
+            "shifted_weights": SHIFTED,
             "lab_shift": LAB_SHIFT,
             "intercept": -2.4,
             "shock_sd": 0.8,
@@ -131,16 +140,18 @@ class Qsar(Scenario):
                 cols[f] = np.round(x[:, k], 4)
             cols[LABEL] = y
             cols[hz.TEST] = test
-            tables[lab] = [(JOB.dataset, pa.table(cols))]
+            own = z @ np.asarray(SHIFTED[lab]) + p["intercept"] + rng.normal(0, p["shock_sd"], n)
+            shifted = {**cols, LABEL: (rng.random(n) < 1 / (1 + np.exp(-own))).astype(np.int64)}
+            tables[lab] = [(JOB.dataset, pa.table(cols)), (SHIFT.dataset, pa.table(shifted))]
         return Generated(
             tables=tables,
             params=p,
-            version="science/1",
+            version="science/2",  # 2: the concept-shift tables
             heldout={"split": f"per compound, column {hz.TEST}, drawn before any job"},
         )
 
     def offers(self) -> list[OfferSpec]:
-        return hz.offers(list(LABS), LABS[0], [JOB], [*FEATURES, LABEL, hz.TEST], PURPOSE)
+        return hz.offers(list(LABS), LABS[0], [JOB, SHIFT], [*FEATURES, LABEL, hz.TEST], PURPOSE)
 
     def flow(self, ctx: Any) -> dict[str, Any]:
         ctx.step("FedAvg + secure aggregation across three labs")
@@ -165,6 +176,15 @@ class Qsar(Scenario):
             home = hz.home_scores(ctx, lab, JOB.dataset, FEATURES, LABEL, out["model_id"], PARAMS)
             hz.check_baseline(home, metrics["per_node"][lab])
             out[lab] = home
+        ctx.step("negative control: FedAvg across labs whose mechanisms differ")
+        shift = hz.run_fedavg(ctx, consumer=LABS[0], providers=list(LABS[1:]), job=SHIFT,
+                              label=LABEL, features=FEATURES, params=PARAMS)
+        out["shift"] = {}
+        for lab in LABS:
+            home = hz.home_scores(ctx, lab, SHIFT.dataset, FEATURES, LABEL, shift["model_id"],
+                                  PARAMS)
+            hz.check_baseline(home, shift["metrics"]["per_node"][lab])
+            out["shift"][lab] = home
         return out
 
     def metric(self, runs: list[tuple[int, Generated, dict[str, Any]]]) -> MetricResult:
@@ -177,6 +197,20 @@ class Qsar(Scenario):
                 estimates.append(hz.pooled_estimate(name, per_seed, seed0 + 2 * i + j))
         alone = float(np.mean([e.value for e in estimates[0::2]]))
         fed = float(np.mean([e.value for e in estimates[1::2]]))
+        shifted = []
+        for i, lab in enumerate(LABS):
+            for j, variant in enumerate(("local", "federated")):
+                name = f"concept shift: {lab} {'alone' if variant == 'local' else 'federated'}"
+                per_seed = [(r["shift"][lab]["y"], r["shift"][lab][variant]) for _, _, r in runs]
+                shifted.append(hz.pooled_estimate(name, per_seed, seed0 + 10 + 2 * i + j))
+        s_alone = float(np.mean([e.value for e in shifted[0::2]]))
+        s_fed = float(np.mean([e.value for e in shifted[1::2]]))
+        control = Control(
+            "concept shift (each lab's activity by its own mechanism)",
+            "mean federated AUC-PR over labs not above alone",
+            f"federated {s_fed:.3f} vs alone {s_alone:.3f}",
+            s_fed <= s_alone,
+        )
         wins = sum(f.value > a.value for a, f in zip(estimates[0::2], estimates[1::2], strict=True))
         extra = {
             "mean AUC-PR over labs, alone / federated": f"{alone:.3f} / {fed:.3f}",
@@ -197,9 +231,10 @@ class Qsar(Scenario):
         return MetricResult(
             metric="AUC-PR of each lab's held-out compounds (logistic, FedAvg)",
             lower_is_better=False,
-            estimates=estimates,
-            ordering="mean over labs: alone < federated",
-            ordering_holds=alone < fed,
+            estimates=estimates + shifted,
+            ordering="mean over labs: alone < federated; under concept shift, not",
+            ordering_holds=alone < fed and control.passed,
             seeds=[s for s, _, _ in runs],
             extra=extra,
+            controls=[control],
         )
