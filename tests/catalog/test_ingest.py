@@ -442,3 +442,16 @@ def test_unwritable_data_dir_is_a_dataspace_error(write: Write, tmp_path: Path) 
     blocker.write_text("not a dir")
     with pytest.raises(DataspaceError, match=r"cannot import ok\.csv"):
         import_file(src, blocker / "out.parquet", limits=Limits())
+
+
+@pytest.mark.parametrize("names", [["m", "m"], ["Phone", "phone"]])
+def test_duplicate_parquet_column_names_are_refused_not_renamed(
+    tmp_path: Path, limits: Limits, names: list[str]
+) -> None:
+    """The engine would read them as m, m_1 (or Phone, phone_1) without a word."""
+    src = tmp_path / "dupes.parquet"
+    table = pa.Table.from_arrays([pa.array(["13812345678"]), pa.array(["x"])], names=names)
+    pq.write_table(table, src)
+    with pytest.raises(UnreadableInput, match="duplicate column names"):
+        import_file(src, tmp_path / "out.parquet", limits=limits)
+    assert not (tmp_path / "out.parquet").exists()

@@ -215,10 +215,10 @@ def _check_names(path: Path, names: list[str]) -> None:
     seen: dict[str, int] = {}
     dupes: list[str] = []
     for name in names:
-        key = name.strip()
+        key = name.strip().lower()  # the engine's names are case-insensitive: Phone = phone
         seen[key] = seen.get(key, 0) + 1
         if seen[key] == 2:
-            dupes.append(key)
+            dupes.append(name.strip())
     if dupes:
         raise fail(
             path,

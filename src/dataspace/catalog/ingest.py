@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dataspace import scratch
 from dataspace.catalog import encoding as enc
@@ -425,6 +427,10 @@ def _import_parquet(con: duckdb.DuckDBPyConnection, src: Path, source: Path, out
     if prefix != b"PAR1":
         raise enc.fail(src, "not a Parquet file (no PAR1 header)", "check the file or its format")
     reader = f"read_parquet({_lit(str(source))})"
+    # the file's own names: the engine renames a duplicate (m, m_1) before DESCRIBE; an
+    # unreadable footer is reported below, as the engine words it
+    with contextlib.suppress(pa.ArrowException, OSError):
+        enc.check_names(src, list(pq.read_schema(source).names))
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
         enc.check_names(src, [str(r[0]) for r in described])
