@@ -83,6 +83,10 @@ def test_a_hidden_count_is_added_for_the_group_threshold(policy: SqlPolicy, spec
         ("SELECT region, SUM(age) FROM sales GROUP BY region ORDER BY 2", "ORDER BY an"),
         ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY 3", "does not name"),
         ("SELECT COUNT(*) FROM sales GROUP BY region ORDER BY 1", "ORDER BY an"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY (2) DESC", "ORDER BY an"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY ((2))", "ORDER BY an"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY -(-2)", "a constant"),
+        ("SELECT region, COUNT(*) FROM sales GROUP BY region ORDER BY 1 + 1", "a constant"),
     ],
 )
 def test_unboundable_queries_are_refused(

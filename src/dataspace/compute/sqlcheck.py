@@ -312,11 +312,19 @@ class _Checker(NodeChecker):
             return None
         for ordered in order.expressions:
             raw = ordered.this
+            while isinstance(raw, exp.Paren):  # the engine reads (2) as the position too
+                raw = raw.this
             if isinstance(raw, exp.Literal) and not raw.is_string:
                 pos = int(raw.this) if raw.this.isdigit() else 0
                 if not 1 <= pos <= len(items):
                     raise refuse(f"ORDER BY {raw.this} does not name a SELECT item")
                 ordered.set("this", items[pos - 1][1].copy())
+            elif not any(isinstance(n, exp.Column | exp.AggFunc) for n in raw.walk()):
+                # a constant sorts nothing, and the engine folds some (-(-2)) into positions
+                raise refuse(
+                    f"ORDER BY {raw.sql(dialect=DIALECT)} is a constant: name a SELECT item "
+                    "or its number"
+                )
         return order
 
     # -- aggregate-only coverage and the rewrite -------------------------------------------
