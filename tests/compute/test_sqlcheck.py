@@ -29,6 +29,11 @@ REWRITES = [
         'SELECT CASE WHEN COUNT("id_card") >= 5 THEN COUNT(DISTINCT "id_card") END '
         'AS "count_distinct_id_card" FROM "people" HAVING COUNT(*) >= 5',
     ),
+    (  # a parenthesised ordinal is the same position
+        "SELECT city, count(*) n FROM people GROUP BY (1)",
+        'SELECT "city" AS "city", COUNT(*) AS "n" FROM "people" GROUP BY "city" '
+        "HAVING COUNT(*) >= 5",
+    ),
     (
         "SELECT year(joined), count(*) FILTER (WHERE diagnosis = 'flu') AS flu "
         "FROM people GROUP BY 1",

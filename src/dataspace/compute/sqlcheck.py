@@ -291,6 +291,8 @@ class _Checker(NodeChecker):
             return [item.copy() for _, item in items if not self._has_aggregate(item)]
         keys: list[exp.Expr] = []
         for raw in group.expressions:
+            while isinstance(raw, exp.Paren):  # (1) is the position too
+                raw = raw.this
             if isinstance(raw, exp.Literal) and not raw.is_string:
                 pos = int(raw.this) if raw.this.isdigit() else 0
                 if not 1 <= pos <= len(items):
