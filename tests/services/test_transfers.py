@@ -247,19 +247,60 @@ def test_a_delivery_broken_midway_is_not_billed_and_gives_its_slot_back(pair: Pa
     second = pair.request(agreement, "pseudonymized")  # while the first is being delivered
     assert transfers.show_transfer(pair.tax, second)["state"] == "TERMINATED"
 
-    assert transfers.settle_pull(pair.tax, pid, sent=100, complete=False) == "terminated"
+    cut = facts["bytes"] // 20  # 5 %: below the share that is billed
+    assert transfers.settle_pull(pair.tax, pid, sent=cut, complete=False) == "terminated"
     view = transfers.show_transfer(pair.tax, pid)
     assert view["state"] == "TERMINATED"
     lines = usage_service.list_usage(pair.tax, agreement_id=agreement)
     assert [line["status"] for line in lines] == ["denied"]  # the second request's
     [ended] = [e for e in _entries(pair.tax, "transfer.terminated") if e["pid"] == pid]
     assert ended["code"] == "delivery_broken"
-    assert ended["reason"] == [f"the connection closed after 100 of {facts['bytes']} bytes; "
+    assert ended["reason"] == [f"the connection closed after {cut} of {facts['bytes']} bytes; "
                                "not billed"]
-    assert transfers.settle_pull(pair.tax, pid, sent=100, complete=False) == "settled"
+    assert transfers.settle_pull(pair.tax, pid, sent=cut, complete=False) == "settled"
 
     again, _ = _pulled(pair, agreement)  # the slot is free again
     assert transfers.show_transfer(pair.tax, again)["state"] == "STARTED"
+
+
+def test_a_delivery_cut_late_is_billed_and_keeps_its_slot(pair: Pair) -> None:
+    """Past a tenth of the bytes the consumer holds decodable row groups: billed, counted."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pid, facts = _pulled(pair, agreement)
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"] // 2, complete=False) == (
+        "billed")
+    [line] = [u for u in usage_service.list_usage(pair.tax, agreement_id=agreement)
+              if u["status"] == "completed"]
+    assert line["job_id"] == pid
+    second = pair.request(agreement, "pseudonymized")
+    assert transfers.show_transfer(pair.tax, second)["state"] == "TERMINATED"  # count used
+
+
+def test_terminating_mid_stream_does_not_free_the_slot(pair: Pair) -> None:
+    """A consumer that sends its termination while the bytes still flow keeps receiving them:
+    the pull holds its slot until the delivery is settled, and is billed when it completes."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pid, facts = _pulled(pair, agreement)
+    view = transfers.show_transfer(pair.tax, pid)
+    reply = transfers.handle_message(pair.tax, space.member(pair.tax, BANK), pid, {
+        "@context": CTX, "@type": tp.TERMINATION, "providerPid": pid,
+        "consumerPid": view["consumer_pid"], "code": "changed-mind"}, tp.TERMINATION)
+    assert reply.status == 200
+    second = pair.request(agreement, "pseudonymized")
+    assert transfers.show_transfer(pair.tax, second)["state"] == "TERMINATED"
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
+
+
+def test_a_dataset_removed_while_its_extract_goes_out_is_still_billed(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pid, facts = _pulled(pair, agreement)
+    datasets.remove(pair.tax, "people", actor="test")
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
+    [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert line["job_id"] == pid and line["dataset"] == pair.dataset_id  # its name is gone with it
 
 
 def test_a_completion_before_the_end_of_the_stream_bills_once(pair: Pair) -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import anyio
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 CHUNK_BYTES = 1 << 20
+CHUNK_TIMEOUT_SECONDS = 120.0  # a client that stops reading for this long has broken the pull
 
 #: ``settle(complete, sent)``, awaited once the stream has ended, whatever the outcome
 Settle = Callable[[bool, int], Awaitable[None]]
@@ -55,30 +56,37 @@ class DeliveryResponse(Response):
                 pass
             gone.set()
 
+        async def deliver(message: Message) -> bool:
+            """Send one message; False if the connection is gone or stalls past the limit
+            (a server on a newer ASGI spec raises on a closed connection)."""
+            try:
+                with anyio.fail_after(CHUNK_TIMEOUT_SECONDS):
+                    await send(message)
+            except (OSError, TimeoutError):
+                return False
+            return True
+
         try:
             # opened before the first byte: the extract may be deleted meanwhile (a consumer's
             # completion message); an open file still reads to its end
             with self.path.open("rb") as file:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(watch)
-                    await send({"type": "http.response.start", "status": self.status_code,
-                                "headers": self.raw_headers})
-                    while sent < self.size and not gone.is_set():
-                        chunk = await anyio.to_thread.run_sync(file.read, CHUNK_BYTES)
-                        if not chunk or gone.is_set():
-                            break
-                        await send({"type": "http.response.body", "body": chunk,
-                                    "more_body": True})
-                        sent += len(chunk)
-                    # every chunk was handed over while the connection was open: a client
-                    # that read it all and hung up at once must not look like a broken one
-                    complete = sent == self.size
-                    if complete:
-                        await send({"type": "http.response.body", "body": b"",
-                                    "more_body": False})
+                    if await deliver({"type": "http.response.start",
+                                      "status": self.status_code, "headers": self.raw_headers}):
+                        while sent < self.size and not gone.is_set():
+                            chunk = await anyio.to_thread.run_sync(file.read, CHUNK_BYTES)
+                            if not chunk or gone.is_set():
+                                break
+                            if not await deliver({"type": "http.response.body", "body": chunk,
+                                                  "more_body": True}):
+                                break
+                            sent += len(chunk)
+                        # every chunk was handed over while the connection was open: a client
+                        # that read it all and hung up at once must not look like a broken one
+                        complete = sent == self.size and await deliver(
+                            {"type": "http.response.body", "body": b"", "more_body": False})
                     tasks.cancel_scope.cancel()
-        except OSError:  # a server on a newer ASGI spec raises on a closed connection
-            complete = False
         finally:
             with anyio.CancelScope(shield=True):
                 await self.settle(complete, sent)

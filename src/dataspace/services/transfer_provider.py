@@ -86,7 +86,10 @@ def handle_request(
         mode = mode_of(msg.format)
         callback_path(peer, msg.callback_address)
         with node.store.write() as session:
-            log.serialize_writers(session)  # two copies of one request at once: one process
+            # two copies of one request at once: one process. Queue on the agreement's row, as
+            # job admission does (agreement, then ledger head: no lock-order cycle with it)
+            with contextlib.suppress(NotFound):  # an unknown agreement is refused below
+                cs.get_agreement(session, msg.agreement_id, peer=None, lock=True)
             existing = session.scalars(
                 select(TransferProcessRow).where(
                     TransferProcessRow.peer == peer.name,
@@ -185,32 +188,46 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
 
 
 def _promised(session: Session, agreement_id: str, exclude: str) -> int:
-    """Transfers of this agreement granted but not billed yet that may still go out: unpulled
-    ones whose token (or reservation) still runs, and pulled ones still being delivered —
-    suspended ones too, since the consumer may restart them. They count against its
-    ``count`` like completed ones, or a consumer could ask for many transfers before pulling
-    any (or suspend one, ask again, and restart it) and have each one granted."""
+    """Transfers of this agreement not billed yet that may still go out, or are going out:
+    unpulled grants whose token (or reservation) still runs — suspended ones too, since the
+    consumer may restart them — and pulls whose delivery is not settled, in any state (a
+    consumer that terminates mid-stream keeps receiving). They count against its ``count``
+    like completed ones, or a consumer could ask for many transfers before pulling any (or end
+    one mid-stream and ask again) and have each one granted."""
+    open_states = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
+                   tp.TransferState.SUSPENDED.value)
     rows = session.execute(
-        select(TransferExtractRow.id, TransferExtractRow.token_expires_at,
+        select(TransferProcessRow.state, TransferExtractRow.token_expires_at,
                TransferExtractRow.pulled_at)
         .join(TransferProcessRow, TransferProcessRow.id == TransferExtractRow.id)
         .where(
             TransferProcessRow.agreement_id == agreement_id,
             TransferProcessRow.role == Role.PROVIDER.value,
-            TransferProcessRow.state.in_(  # a suspended grant can be restarted and pulled
-                (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
-                 tp.TransferState.SUSPENDED.value)
-            ),
             TransferProcessRow.id != exclude,
             TransferExtractRow.token_expires_at.is_not(None),
+            TransferExtractRow.settled_at.is_(None),
+            ~billed_clause(),
         )
     ).all()
     now = _now()
-    waiting = sum(1 for _, until, pulled in rows
-                  if pulled is None and until is not None and _aware(until) > now)
-    delivering = sum(1 for pid, _, pulled in rows
-                     if pulled is not None and not billed(session, pid))
-    return waiting + delivering
+    return sum(
+        1 for state, until, pulled in rows
+        if pulled is not None
+        or (state in open_states and until is not None and _aware(until) > now)
+    )
+
+
+def billed_clause() -> Any:
+    """SQL: the extract row's transfer has a completed usage record (it was billed)."""
+    return (
+        select(UsageRecord.id)
+        .where(
+            UsageRecord.job_id == TransferExtractRow.id,
+            UsageRecord.action == "transfer",
+            UsageRecord.status == "completed",
+        )
+        .exists()
+    )
 
 
 def decide(
@@ -513,20 +530,27 @@ def serve_pull(
         raise _refuse_pull(node, peer.name, pid, exc) from None
 
 
+#: a delivery cut off after more than this share of the extract's bytes is billed like a
+#: complete one: the consumer holds a decodable part of it (row groups before the footer)
+BILLED_SHARE = 0.1
+
+
 def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
-    """Provider: the pull of ``pid`` is over. ``complete``: the whole extract was handed to
-    the connection — bill it (once; the consumer's completion message may have come first).
-    Otherwise the connection broke after ``sent`` bytes: the transfer ends TERMINATED
-    (``delivery_broken``), unbilled, and its ``count`` slot is free again. The consumer, whose
-    pull failed, terminates on its side too. Returns ``billed``, ``terminated`` or
-    ``settled`` (nothing left to do)."""
-    if complete:
-        with node.store.write() as session:
-            row = cs.get_transfer(session, pid, peer=None, lock=True)
-            return "billed" if bill_delivery(node, session, row) else "settled"
-    with node.store.read() as session:
+    """Provider: the pull of ``pid`` is over; settle it once. ``complete``: the whole extract
+    was handed to the connection — bill it (once; the consumer's completion message may have
+    billed it already). A delivery cut off after more than :data:`BILLED_SHARE` of its bytes is
+    billed too. Below that the transfer ends TERMINATED (``delivery_broken``), unbilled, and its
+    ``count`` slot is free again; the consumer, whose pull failed, terminates on its side too.
+    Returns ``billed``, ``terminated`` or ``settled`` (nothing left to do)."""
+    with node.store.write() as session:
+        row = cs.get_transfer(session, pid, peer=None, lock=True)
         ext = _extract(session, pid)
+        if ext.pulled_at is None or ext.settled_at is not None:
+            return "settled"
+        ext.settled_at = _now()
         total = int(ext.bytes or 0)
+        if complete or sent > BILLED_SHARE * total:
+            return "billed" if bill_delivery(node, session, row) else "settled"
     reason = f"the connection closed after {sent} of {total} bytes; not billed"
     ended = _terminate_local(node, pid, code="delivery_broken", reasons=[reason],
                              actor=f"node:{node.name}")
@@ -536,17 +560,33 @@ def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
 def bill_delivery(node: Node, session: Session, row: TransferProcessRow) -> bool:
     """Meter the delivered extract of provider transfer ``row`` (locked) unless it was metered
     already: usage (action ``transfer``, priced by the offer) and ``transfer.served``. False
-    if there was nothing to bill: never pulled, or billed before."""
+    if there was nothing to bill: never pulled, or billed before. Works from the agreement
+    and offer alone: a dataset removed while its extract went out is still billed."""
     ext = _extract(session, row.id)
     if ext.pulled_at is None or billed(session, row.id):
         return False
-    plan, _, _ = _load_plan(node, session, row)
+    agreement = cs.get_agreement(session, row.agreement_id, peer=row.peer)
+    offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
+    key = offer.dataset_id if offer is not None else agreement.target
+    ds = session.get(Dataset, key)
     usage = record_usage(
         session,
-        _usage(node, row.id, plan, status="completed", rows=int(ext.rows or 0),
-               size=int(ext.bytes or 0)),
+        Usage(
+            agreement_id=agreement.id,
+            job_id=row.id,
+            action="transfer",
+            consumer=row.peer,
+            provider=node.name,
+            dataset=ds.name if ds is not None else str(key),
+            started_at=_aware(row.created_at),
+            finished_at=max(_now(), _aware(row.created_at)),
+            status="completed",
+            rows_scanned=int(ext.rows or 0),
+            result_rows=int(ext.rows or 0),
+            bytes_out=int(ext.bytes or 0),
+        ),
         actor=PEER_ACTOR.format(row.peer),
-        terms=plan.terms,
+        terms=PriceTerms.parse(offer.price_terms) if offer and offer.price_terms else None,
     )
     log.append(
         session,

@@ -23,7 +23,7 @@ from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import RECEIVED_DIR, _aware, _terminate_local
-from dataspace.services.transfer_provider import billed
+from dataspace.services.transfer_provider import billed_clause
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
 OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
@@ -48,18 +48,23 @@ def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
 
 
 def interrupted_deliveries(node: Node) -> list[str]:
-    """Provider transfers still open whose pull began and was never billed."""
-    with node.store.read() as session:
-        pids = session.execute(
-            select(TransferProcessRow.id)
-            .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
+    """Provider transfers whose pull began and whose delivery was never settled (any state:
+    a consumer may have terminated mid-stream): settled here, unbilled, so their slots free."""
+    with node.store.write() as session:
+        rows = session.scalars(
+            select(TransferExtractRow)
+            .join(TransferProcessRow, TransferExtractRow.id == TransferProcessRow.id)
             .where(
                 TransferProcessRow.role == Role.PROVIDER.value,
-                TransferProcessRow.state.in_(OPEN),
                 TransferExtractRow.pulled_at.is_not(None),
+                TransferExtractRow.settled_at.is_(None),
+                ~billed_clause(),
             )
-        ).scalars().all()
-        return [pid for pid in pids if not billed(session, pid)]
+        ).all()
+        now = datetime.now(UTC)
+        for ext in rows:
+            ext.settled_at = now
+        return [ext.id for ext in rows]
 
 
 def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
@@ -70,7 +75,7 @@ def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
         if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
                             reasons=["the grant's token lapsed before the data was pulled"]):
             ended.append(pid)
-    for pid in interrupted_deliveries(node):
+    for pid in interrupted_deliveries(node):  # _terminate_local skips those already ended
         if _terminate_local(node, pid, code="delivery_interrupted", actor=f"node:{node.name}",
                             reasons=["the node restarted while the extract was being sent; "
                                      "not billed"]):

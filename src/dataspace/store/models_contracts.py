@@ -111,6 +111,8 @@ class TransferExtractRow(Base):
     token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                               nullable=True)
     pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # provider: when the pull's delivery ended (billed or not); until then it holds a slot
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     reason: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
