@@ -359,6 +359,23 @@ def test_a_bound_below_the_local_sum_is_no_oracle(
         mp_party.handle_abort(tax, "bank", job, "test over")
 
 
+def test_an_initiator_chosen_max_count_is_refused_before_it_can_probe_the_row_count(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """max_count 1 made a party with more rows refuse 'count must be in [0, 1], got 200': a
+    free probe of its row count. Any max_count but the fixed one is refused, whatever the
+    data, and the refusal names no count."""
+    tax, _, agreement = _aggregation_party(make_node, tmp_path)
+    for n, max_count in enumerate((1, len(CODES), 2**40)):
+        config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                               FixedPoint(1e6, 16, max_count=max_count), threshold=2)
+        with pytest.raises(AdvertisementRejected, match="max_count") as info:
+            mp_party.handle_step(tax, "bank",
+                                 _open_aggregation(agreement, f"job-agg-maxc-0{n}", config))
+        assert info.value.message == (
+            f"an aggregation's max_count is {2**31}, not {max_count!r}")  # no row count in it
+
+
 def test_a_mean_counts_the_rows_whose_values_are_present(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path
 ) -> None:

@@ -65,6 +65,10 @@ from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
 
 logger = logging.getLogger("dataspace.multiparty")
 
+#: the count a party may contribute to an aggregation, fixed: one chosen by the initiator
+#: would make a party's row count a yes/no answer
+MAX_ROWS_PER_PARTY = 2**31
+
 __all__ = [
     "ALIGN_DIR",
     "answer_once",
@@ -701,6 +705,12 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
             present = pc.and_(present, pc.is_valid(table.column(name)))
         table = table.filter(present)
     values = _local_vector(table, columns, op)
+    if header.get("max_count", MAX_ROWS_PER_PARTY) != MAX_ROWS_PER_PARTY:
+        # a smaller one would refuse a party's row count above it: a probe of the count
+        raise AdvertisementRejected(
+            f"an aggregation's max_count is {MAX_ROWS_PER_PARTY}, not {header.get('max_count')!r}",
+            hint="the job is refused",
+        )
     config = SessionConfig(
         session=bytes.fromhex(str(header["session"])),
         parties=tuple(int(p) for p in header["parties"]),
@@ -708,7 +718,7 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         encoding=FixedPoint(
             float(header["bound"]),
             int(header.get("scale_bits", 16)),
-            max_count=int(header.get("max_count", 1)),
+            max_count=MAX_ROWS_PER_PARTY,
         ),
         threshold=int(header.get("threshold", 0)),
     )

@@ -52,7 +52,7 @@ from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id, sha256_hex
 from dataspace.services.mp_initiator import Progress
 from dataspace.services.mp_keys import party_keys
-from dataspace.services.mp_party import POOL_ABOVE_ROWS, write_rows
+from dataspace.services.mp_party import MAX_ROWS_PER_PARTY, POOL_ABOVE_ROWS, write_rows
 from dataspace.services.mp_wire import (
     STEP_PATH,
     TRANSPORT_ATTEMPTS,
@@ -273,7 +273,7 @@ def start_aggregate(
             hint="release the sum with --op sum --epsilon E (no count is released with it)",
         )
     links = _links(node, agreements, peers)
-    FixedPoint(bound, scale_bits, max_count=2**31).check_capacity(len(links))
+    FixedPoint(bound, scale_bits, max_count=MAX_ROWS_PER_PARTY).check_capacity(len(links))
     step_t, idle_t = _timeouts(node, step_timeout, idle_timeout)
     job = Job(
         id=check_job_id(job_id) if job_id else uuid.uuid4().hex,
@@ -590,7 +590,7 @@ def _status(r: _Runner, link: _Link, *, settle: bool) -> bool:
 def _run_aggregate(r: _Runner) -> dict[str, Any]:
     job, p = r.job, r.job.params
     index = {link.peer: i for i, link in enumerate(job.links, start=1)}
-    encoding = FixedPoint(float(p["bound"]), int(p["scale_bits"]), max_count=2**31)
+    encoding = FixedPoint(float(p["bound"]), int(p["scale_bits"]), max_count=MAX_ROWS_PER_PARTY)
     config = SessionConfig(
         secrets.token_bytes(16),
         tuple(index.values()),
