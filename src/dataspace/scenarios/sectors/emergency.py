@@ -9,6 +9,9 @@ plants it did not order, nothing about other weeks. Governed SQL gives the typic
 industry during the Spring Festival shutdown, so industries that draw power while idle
 (cold storage, continuous processes) are not over-ranked. Metric: precision@k of the
 inspection list (k = 20% of evaluation plants) against inspection truth held by the evaluator.
+The fused ranking's rule is set by hand, not fitted: a plant's matched weeks count a quarter
+when its industry's typical holiday draw is 35 % of baseline or more (with a half instead of
+a quarter the fused precision is 0.721 instead of 0.755; PSI alone is 0.655).
 """
 
 from __future__ import annotations
