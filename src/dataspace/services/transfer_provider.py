@@ -148,13 +148,22 @@ class _Plan:
     columns: list[str]
     personal: frozenset[str]  # identifier or sensitive columns
     terms: PriceTerms | None
-    started: datetime
+
+
+def _agreed(session: Session, row: TransferProcessRow) -> tuple[Any, OfferRow | None, str]:
+    """Transfer ``row``'s agreement, the offer it was made under (if still stored) and the
+    agreed dataset's id, and the offer's price terms."""
+    agreement = cs.get_agreement(session, row.agreement_id, peer=row.peer)
+    offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
+    return agreement, offer, offer.dataset_id if offer is not None else agreement.target
+
+
+def _terms(offer: OfferRow | None) -> PriceTerms | None:
+    return PriceTerms.parse(offer.price_terms) if offer and offer.price_terms else None
 
 
 def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_Plan, Any, Any]:
-    agreement = cs.get_agreement(session, row.agreement_id, peer=row.peer)
-    offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
-    key = offer.dataset_id if offer is not None else agreement.target
+    agreement, offer, key = _agreed(session, row)
     ds = session.get(Dataset, key)
     if ds is None:
         raise NotFound(f"the agreed dataset {key!r} is no longer on this node")
@@ -170,8 +179,7 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
         path=node.data_dir / ds.file_name,
         columns=[str(c["name"]) for c in ds.profile.get("columns", [])],
         personal=frozenset(personal),
-        terms=PriceTerms.parse(offer.price_terms) if offer and offer.price_terms else None,
-        started=_aware(row.created_at),
+        terms=_terms(offer),
     )
     completed = session.execute(
         select(func.count())
@@ -214,19 +222,6 @@ def _promised(session: Session, agreement_id: str, exclude: str) -> int:
         1 for state, until, pulled in rows
         if pulled is not None
         or (state in open_states and until is not None and _aware(until) > now)
-    )
-
-
-def billed_clause() -> Any:
-    """SQL: the extract row's transfer has a completed usage record (it was billed)."""
-    return (
-        select(UsageRecord.id)
-        .where(
-            UsageRecord.job_id == TransferExtractRow.id,
-            UsageRecord.action == "transfer",
-            UsageRecord.status == "completed",
-        )
-        .exists()
     )
 
 
@@ -393,9 +388,9 @@ def _deny(
     transport: Transport | None,
 ) -> None:
     with node.store.write() as session:
-        usage = record_usage(
-            session, _usage(node, pid, plan, status="denied"), actor=actor, terms=plan.terms
-        )
+        row = cs.get_transfer(session, pid, peer=None)
+        usage = record_usage(session, _usage(node, row, plan.dataset, status="denied"),
+                             actor=actor, terms=plan.terms)
         log.append(
             session,
             actor=actor,
@@ -414,19 +409,21 @@ def _deny(
 
 
 def _usage(
-    node: Node, pid: str, plan: _Plan, *, status: str, rows: int = 0, size: int = 0
+    node: Node, row: TransferProcessRow, dataset: str, *, status: str, rows: int = 0,
+    size: int = 0,
 ) -> Usage:
-    """The usage record of transfer ``pid`` under ``plan``, finished now: ``rows`` scanned and
-    sent, ``size`` bytes out."""
+    """The usage record of provider transfer ``row`` of ``dataset``, finished now: ``rows``
+    scanned and sent, ``size`` bytes out."""
+    started = _aware(row.created_at)
     return Usage(
-        agreement_id=plan.agreement_id,
-        job_id=pid,
+        agreement_id=row.agreement_id,
+        job_id=row.id,
         action="transfer",
-        consumer=plan.consumer,
+        consumer=row.peer,
         provider=node.name,
-        dataset=plan.dataset,
-        started_at=plan.started,
-        finished_at=max(_now(), plan.started),
+        dataset=dataset,
+        started_at=started,
+        finished_at=max(_now(), started),
         status=status,
         rows_scanned=rows,
         result_rows=rows,
@@ -565,28 +562,14 @@ def bill_delivery(node: Node, session: Session, row: TransferProcessRow) -> bool
     ext = _extract(session, row.id)
     if ext.pulled_at is None or billed(session, row.id):
         return False
-    agreement = cs.get_agreement(session, row.agreement_id, peer=row.peer)
-    offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
-    key = offer.dataset_id if offer is not None else agreement.target
+    _, offer, key = _agreed(session, row)
     ds = session.get(Dataset, key)
     usage = record_usage(
         session,
-        Usage(
-            agreement_id=agreement.id,
-            job_id=row.id,
-            action="transfer",
-            consumer=row.peer,
-            provider=node.name,
-            dataset=ds.name if ds is not None else str(key),
-            started_at=_aware(row.created_at),
-            finished_at=max(_now(), _aware(row.created_at)),
-            status="completed",
-            rows_scanned=int(ext.rows or 0),
-            result_rows=int(ext.rows or 0),
-            bytes_out=int(ext.bytes or 0),
-        ),
+        _usage(node, row, ds.name if ds is not None else key, status="completed",
+               rows=int(ext.rows or 0), size=int(ext.bytes or 0)),
         actor=PEER_ACTOR.format(row.peer),
-        terms=PriceTerms.parse(offer.price_terms) if offer and offer.price_terms else None,
+        terms=_terms(offer),
     )
     log.append(
         session,
@@ -606,12 +589,20 @@ def bill_delivery(node: Node, session: Session, row: TransferProcessRow) -> bool
     return True
 
 
+def _billed_usage(job_id: Any) -> Any:
+    """SQL: the completed usage record that bills a transfer, by its id (or a column of it)."""
+    return select(UsageRecord.id).where(
+        UsageRecord.job_id == job_id,
+        UsageRecord.action == "transfer",
+        UsageRecord.status == "completed",
+    )
+
+
 def billed(session: Session, pid: str) -> bool:
     """Whether provider transfer ``pid`` has its completed usage record."""
-    return session.execute(
-        select(UsageRecord.id).where(
-            UsageRecord.job_id == pid,
-            UsageRecord.action == "transfer",
-            UsageRecord.status == "completed",
-        ).limit(1)
-    ).first() is not None
+    return session.execute(_billed_usage(pid).limit(1)).first() is not None
+
+
+def billed_clause() -> Any:
+    """SQL, for queries over extract rows: the row's transfer was billed."""
+    return _billed_usage(TransferExtractRow.id).exists()
