@@ -23,12 +23,12 @@ from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
 from dataspace.contracts import validate
 from dataspace.contracts.roles import Role
-from dataspace.errors import Conflict, Forbidden, NotFound
+from dataspace.errors import Conflict, DataspaceError, Forbidden, NotFound
 from dataspace.identity.peer import PeerAuth
 from dataspace.ledger import log
 from dataspace.node.app import create_app
 from dataspace.policy import from_template
-from dataspace.services import datasets, space, transfer_sweep, transfers
+from dataspace.services import datasets, jobs, space, transfer_sweep, transfers
 from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
 from dataspace.services.space import self_member
@@ -301,6 +301,23 @@ def test_a_dataset_removed_while_its_extract_goes_out_is_still_billed(pair: Pair
     assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
     [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
     assert line["job_id"] == pid and line["dataset"] == pair.dataset_id  # its name is gone with it
+
+
+def test_a_refused_query_under_the_transfers_id_cannot_stop_its_bill(pair: Pair) -> None:
+    """The consumer learns the provider's process id before the pull; a query it sends under
+    that id as its job id is refused and metered as denied, and the delivery is billed still."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pair.sent.clear()
+    pid = pair.request(agreement, "raw")
+    with pytest.raises(DataspaceError):
+        jobs.run_job(pair.tax, agreement_id=agreement, consumer=BANK, sql="SELECT 1", job_id=pid)
+    _, facts = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
+                                    f"Bearer {_token(pair)}")
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
+    lines = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert sorted((u["job_id"], u["action"], u["status"]) for u in lines) == [
+        (pid, "governed-query", "denied"), (pid, "transfer", "completed")]
 
 
 def test_a_completion_before_the_end_of_the_stream_bills_once(pair: Pair) -> None:

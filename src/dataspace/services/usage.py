@@ -80,13 +80,16 @@ def bill(
         with node.store.write() as session:
             st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
             return issue_bill(session, st, actor=actor or default_actor()).to_dict()
-    with node.store.read() as session:  # the draft shows what issuing would bill
+    # The draft shows what issuing would bill: its reads must see one state (see reconcile).
+    with node.store.snapshot() as session:
         st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
         draft, _billed = unbilled(session, st)
     return bill_for(draft).to_dict()
 
 
 def reconcile(node: Node) -> dict[str, Any]:
-    """Compare the usage table with the ledger; raises VerificationError on any difference."""
-    with node.store.read() as session:
+    """Compare the usage table with the ledger; raises VerificationError on any difference.
+    One snapshot: a job metered between reading the ledger and the usage rows is not a
+    difference (on PostgreSQL each statement would otherwise see the latest commit)."""
+    with node.store.snapshot() as session:
         return _reconcile(session).to_dict()

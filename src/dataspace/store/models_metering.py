@@ -22,7 +22,7 @@ class UsageRecord(Base):
     """What one job (or denied attempt) used and cost; ``ledger_index`` is its ledger entry."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (UniqueConstraint("agreement_id", "job_id"),)
+    __table_args__ = (UniqueConstraint("agreement_id", "action", "job_id"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     agreement_id: Mapped[str] = mapped_column(String(200), index=True)
     job_id: Mapped[str] = mapped_column(String(200))
