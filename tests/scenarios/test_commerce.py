@@ -1,7 +1,8 @@
 """The commerce scenario (商贸流通), end to end on real nodes at size small: brand, retailer,
 logistics and the operator as dealer; an evaluator split of store-SKUs before PSI, PSI align on
 the store-SKU key, vertical LR (brand + retailer + logistics with every coalition, and
-brand + retailer), scoring of the held-out store-SKUs, stock-out AUC brand-only vs fused."""
+brand + retailer), scoring of the held-out store-SKUs, stock-out AUC brand-only vs fused; an
+irrelevant review site as the negative control."""
 
 from __future__ import annotations
 
@@ -64,8 +65,23 @@ def test_held_out_store_skus_never_enter_the_training_psi_or_training(report: Re
         assert r["evaluated"] == r["scored"] == len(held & retailer & logistics)
         assert r["retailer_scored"] == len(held & retailer)
         assert r["fit_rows"] == r["job_rows"] - round(r["job_rows"] * commerce.VALIDATION)
+        reviews = _ids(gen.tables["reviews"][0][1])
+        assert r["control_aligned"] == len(_ids(shipments) & reviews)
+        assert r["control_scored"] == len(held & reviews)  # the population of its own control
     control = next(c for c in report.metric.controls if c.name.startswith("held-out"))
     assert control.passed, control
+
+
+def test_an_irrelevant_party_shows_no_lift(report: Report) -> None:
+    m = report.metric
+    lift = m.estimate(commerce.CONTROL_LIFT)
+    assert lift.low <= 0, lift  # no significant lift over brand only on the same rows
+    assert lift.value < m.estimate("lift: brand + retailer + logistics − brand only").low
+    control = next(c for c in m.controls if c.name.startswith("irrelevant party"))
+    assert control.passed and "covers 0" in control.observed, control
+    # Its baseline is brand only fitted on the control job's own rows, not the fused job's.
+    assert all(r["control_aligned"] > r["aligned"] for r in report.released)
+    assert lift.n == sum(r["control_scored"] for r in report.released)  # its own population
 
 
 def test_no_raw_row_crossed_nodes_and_every_provider_is_billed(report: Report) -> None:
@@ -77,6 +93,7 @@ def test_no_raw_row_crossed_nodes_and_every_provider_is_billed(report: Report) -
     billed = {(b["provider"], b["jobs"], b["amount"]) for b in report.bills}
     assert ("retailer", 2, "40.00") in billed and ("logistics", 2, "40.00") in billed, billed
     assert ("retailer", 4, "800.00") in billed and ("logistics", 2, "400.00") in billed, billed
+    assert {("reviews", 2, "40.00"), ("reviews", 2, "400.00")} <= billed, billed
     shapley = report.metric.extra[
         "contribution (exact Shapley of the job's validation AUC, mean over seeds)"
     ]

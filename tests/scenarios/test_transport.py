@@ -75,8 +75,23 @@ def test_held_out_waybills_never_enter_the_training_psi_or_training(report: Repo
         assert r["evaluated"] == r["scored"] == len(held & port & trucks)
         assert r["port_scored"] == len(held & port)
         assert r["fit_rows"] == r["job_rows"] - round(r["job_rows"] * transport.VALIDATION)
+        insured = _ids(gen.tables["insurer"][0][1])
+        assert r["control_aligned"] == len(_ids(waybills) & insured)
+        assert r["control_scored"] == len(held & insured)  # the population of its own control
     control = next(c for c in report.metric.controls if c.name.startswith("held-out"))
     assert control.passed, control
+
+
+def test_an_irrelevant_party_does_not_reduce_the_error(report: Report) -> None:
+    m = report.metric
+    reduction = m.estimate(transport.CONTROL_REDUCTION)
+    assert reduction.low <= 0, reduction  # no significant MAE reduction on the same rows
+    fused = m.estimate("MAE reduction: rail only − rail + port + trucking (VFL)")
+    assert reduction.value < fused.low
+    control = next(c for c in m.controls if c.name.startswith("irrelevant party"))
+    assert control.passed and "covers 0" in control.observed, control
+    assert all(r["control_aligned"] > r["aligned"] for r in report.released)
+    assert reduction.n == sum(r["control_scored"] for r in report.released)  # its own population
 
 
 def test_no_raw_row_crossed_nodes_and_every_provider_is_billed(report: Report) -> None:
@@ -96,6 +111,7 @@ def test_no_raw_row_crossed_nodes_and_every_provider_is_billed(report: Report) -
     billed = {(b["provider"], b["jobs"], b["amount"]) for b in report.bills}
     assert {("port", 2, "40.00"), ("port", 4, "800.00"), ("port", 1, "10.00")} <= billed, billed
     assert {("trucking", 2, "40.00"), ("trucking", 2, "400.00")} <= billed, billed
+    assert {("insurer", 2, "40.00"), ("insurer", 2, "400.00")} <= billed, billed
     assert report.proof["verified"] and report.proof["action"] == "mp.completed"
     assert all(r["aligned"] > 300 and r["sql_groups"] == 6 for r in report.released)
     print(

@@ -5,7 +5,9 @@ label: whether the store-SKU went out of stock in the following week. The retail
 point-of-sale sell-through (POS 周销量, 销量环比) and its on-hand inventory (库存天数); the
 logistics provider holds what is in transit to the store and its delivery delays (在途量, 延误天数).
 All three know a store-SKU by the same text key (门店编码-SKU 条码); the retailer and the logistics
-provider each know 60–80% of the brand's store-SKUs.
+provider each know 60–80% of the brand's store-SKUs. A review site (点评平台) holds review
+counts, ratings and photo shares for 60–80% of them too; in this generator its columns are drawn
+independently of everything else: it is the irrelevant party of the negative control.
 
 Evaluator split, by store-SKU and before any PSI: the evaluator (an independent role outside
 every node) holds out the store-SKUs whose HMAC-SHA256 under its own key (derived from the
@@ -24,8 +26,9 @@ agreement — purpose, the feature columns it is asked for, output ``aggregate-o
 any message; every coalition is also trained for each provider's exact Shapley value on the
 job's validation split) and one on brand + retailer, each over the training store-SKUs its
 parties share, both with the same family, schedule and seed (``epochs``, ``batch_size``, no
-early stopping, no search). The brand-only baseline is trained at home on the fused job's rows
-with the same family and schedule (the job's own plaintext LR). Then the brand aligns
+early stopping, no search), and one on brand + review site (the control). The brand-only
+baseline is trained at home on the fused job's rows with the same family and schedule (the
+job's own plaintext LR), and once more on the control job's rows. Then the brand aligns
 ``watchlist`` with each provider and scores it with each model (``POST /api/v1/predict``: each
 provider computes its share at home, only the total score is opened, to the brand), and hands
 its held-out scores, by store-SKU, to the evaluator. Only protocol messages (secret shares) and
@@ -38,7 +41,10 @@ brand + retailer + logistics on one population — the held-out store-SKUs both 
 store-SKUs) —, the mean over seeds; 95% CIs from a bootstrap of held-out store-SKUs within each
 seed, the same resamples for every row (so the lifts over brand only are paired). Stock-out is
 a classification target, so the demand-forecast WAPE is not reported: the scenario trains a
-binary classifier (vertical LR).
+binary classifier (vertical LR). Negative control: brand + review site against brand only on
+the held-out store-SKUs the control model scored, both fitted on the control job's rows; the
+95% CI of its AUC lift must reach 0 (a CI wholly above 0 would mean leakage, a broken alignment
+or a mixed-up model).
 
 Data: a structural latent-factor generator. Each store-SKU has six latent factors (base demand,
 promotion lift, sell-through velocity, inventory cover, pipeline in transit, supply
@@ -72,13 +78,14 @@ from dataspace.scenarios.sectors.vertical import (
     held_out_estimate,
     held_out_flow,
     held_out_groups,
+    irrelevant_party_control,
     kept_out_control,
     latent_label,
     vertical_offers,
 )
 from dataspace.scenarios.stats import auc
 
-BRAND, RETAILER, LOGISTICS = "brand", "retailer", "logistics"
+BRAND, RETAILER, LOGISTICS, REVIEWS = "brand", "retailer", "logistics", "reviews"
 PROVIDERS = (RETAILER, LOGISTICS)
 PURPOSE = "demand-forecasting"
 KEY = "entity_id:text"  # entity_id holds the store-SKU key: 门店编码-SKU 条码
@@ -92,9 +99,12 @@ FEATURES = {
     BRAND: ["shipped_4w", "promo_spend", "days_listed"],
     RETAILER: ["pos_units_week", "pos_trend", "stock_days"],
     LOGISTICS: ["in_transit_units", "delay_days"],
+    REVIEWS: ["review_count", "avg_rating", "photo_share"],
 }
 ALONE, RETAILED, FUSED = "brand only", "brand + retailer", "brand + retailer + logistics"
 MODELS = {FUSED: (RETAILER, LOGISTICS), RETAILED: (RETAILER,)}  # the federated variants
+CONTROL = "brand + reviews"  # the negative control: an irrelevant party
+CONTROL_LIFT = f"control lift: {CONTROL} − {ALONE}"
 SPLIT = "evaluator: HMAC-SHA256(key, store-SKU key) < holdout, before any PSI"
 
 
@@ -125,6 +135,7 @@ class StockOut(Scenario):
             Party(BRAND, "consumer", "品牌商 (label party)", ("shipments", "watchlist")),
             Party(RETAILER, "provider", "零售商", ("pos",)),
             Party(LOGISTICS, "provider", "物流商", ("delivery",)),
+            Party(REVIEWS, "provider", "点评平台 (negative control: irrelevant)", ("ratings",)),
         ]
 
     def params(self, size: str) -> dict[str, Any]:
@@ -148,6 +159,7 @@ class StockOut(Scenario):
             "holdout": HOLDOUT,
             "split": SPLIT,
             "validation": VALIDATION,
+            "irrelevant": {"party": REVIEWS, "columns": FEATURES[REVIEWS]},
         }
 
     def generate(self, size: str, seed: int, data: str = "synthetic") -> Generated:
@@ -230,16 +242,36 @@ class StockOut(Scenario):
                 ),
             )
         ]
+        # review site: 60–80% of the store-SKUs, columns drawn independently of every latent
+        # factor and of the label (its own random stream): the irrelevant party.
+        noise = rng_for(seed, f"{self.name}/{REVIEWS}")
+        v = np.flatnonzero(overlap_mask(noise, n, *p["overlap"]))
+        tables[REVIEWS] = [
+            (
+                "ratings",
+                pa.table(
+                    {
+                        "entity_id": [keys[i] for i in v],
+                        "review_count": noise.poisson(noise.gamma(2.0, 20.0, size=v.size)),
+                        "avg_rating": np.round(np.clip(noise.normal(4.3, 0.4, v.size), 1, 5), 1),
+                        "photo_share": np.round(noise.beta(2.0, 8.0, size=v.size), 3),
+                    }
+                ),
+            )
+        ]
         return Generated(
             tables=tables,
             params=p,
-            version="commerce/2",
+            version="commerce/3",
             heldout=heldout,
         )
 
     def offers(self) -> list[OfferSpec]:
         return vertical_offers(
-            BRAND, ((RETAILER, "pos"), (LOGISTICS, "delivery")), PURPOSE, FEATURES
+            BRAND,
+            ((RETAILER, "pos"), (LOGISTICS, "delivery"), (REVIEWS, "ratings")),
+            PURPOSE,
+            FEATURES,
         )
 
     def flow(self, ctx: Any) -> dict[str, Any]:
@@ -259,6 +291,7 @@ class StockOut(Scenario):
             baseline=("auc_label_party_only", auc),
             psi_step="PSI (training store-SKUs) on store-SKU with {provider}",
             score_step="PSI (held-out store-SKUs) on store-SKU with {provider}",
+            control=(CONTROL, (REVIEWS,)),
         )
         return flow_record(out, BRAND, RETAILED, "retailer")
 
@@ -275,6 +308,16 @@ class StockOut(Scenario):
         estimates += [est(v, ALONE, f"lift: {v} − {ALONE}") for v in (RETAILED, FUSED)]
         value = {e.variant: e.value for e in estimates}
         holds = value[ALONE] < value[RETAILED] and value[ALONE] < value[FUSED]
+        lift, irrelevant = irrelevant_party_control(
+            runs,
+            BRAND,
+            auc,
+            control=CONTROL,
+            alone=ALONE,
+            name=CONTROL_LIFT,
+            lower_is_better=False,
+        )
+        estimates.append(lift)
         shap = {
             p: float(np.mean([r["shapley"].get(p, 0.0) for _, _, r in runs]))
             for p in MODELS[FUSED]
@@ -308,6 +351,7 @@ class StockOut(Scenario):
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[
+                irrelevant,
                 kept_out_control(
                     runs,
                     "held-out store-SKUs kept out of training",

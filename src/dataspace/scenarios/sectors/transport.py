@@ -9,7 +9,10 @@ containers it handled, its berth occupancy and yard queue in the 72 h before the
 the quay, and the vessel's delay; the trucking platform (公路运输) holds the drayage leg's
 distance, the road-congestion index and the dispatch wait of the 7 days before pickup. All
 three know a shipment by the one-waybill number; the port and the trucking platform each know
-60–80% of the railway's waybills (and boxes of their own that never went by rail).
+60–80% of the railway's waybills (and boxes of their own that never went by rail). A cargo
+insurer (货运保险) holds the insured value, premium rate and prior claims of 60–80% of the
+waybills; in this generator its columns are drawn independently of everything else: it is the
+irrelevant party of the negative control.
 
 Evaluator split, by waybill and before any PSI: the evaluator (an independent role outside
 every node) holds out the waybills whose HMAC-SHA256 under its own key (derived from the run's
@@ -30,11 +33,12 @@ destination terminal; it trains one vertical **linear regression** on rail + por
 triples from the space operator as dealer; every coalition is also trained for each provider's
 exact Shapley value on the job's validation split) and one on rail + port, each over the
 training waybills its parties share, both with the same schedule and seed (epochs, batch,
-step, no early stopping, no search). Each provider checks its own ``federated-train``
-agreement (purpose, the columns it is asked for, output ``aggregate-only``) before any message.
-The rail-only baseline and rail + the port's terminal aggregates are fitted at home on the
-fused job's fitting rows with the same family and schedule (the job's own plaintext linear
-regression). Then the railway aligns ``en_route`` with each provider and predicts it with each
+step, no early stopping, no search), and one on rail + insurer (the control). Each provider
+checks its own ``federated-train`` agreement (purpose, the columns it is asked for, output
+``aggregate-only``) before any message. The rail-only baseline and rail + the port's terminal
+aggregates are fitted at home on the fused job's fitting rows with the same family and
+schedule (the job's own plaintext linear regression); rail only once more on the control
+job's rows. Then the railway aligns ``en_route`` with each provider and predicts it with each
 model (``POST /api/v1/predict``: each provider computes its share at home, only the total is
 opened, to the railway), and hands its held-out ETAs, by waybill, to the evaluator. Only
 protocol messages (secret shares), the SQL aggregates and the final model parts leave a node.
@@ -48,7 +52,10 @@ of held-out waybills within each seed, the same resamples for every row (so the 
 over rail only are paired). Reported with it: the share of ETAs within ±6 h, the share of late
 arrivals (more than 12 h over the timetable) whose ETA was within ±12 h, RMSE and R² on the
 held-out waybills, the timetable's own error, and each provider's exact Shapley value of the
-MAE reduction on the job's validation split.
+MAE reduction on the job's validation split. Negative control: rail + insurer against rail
+only on the held-out waybills the control model predicted, both fitted on the control job's
+rows; the 95% CI of its MAE reduction must reach 0 (a CI wholly above 0 would mean leakage, a
+broken alignment or a mixed-up model).
 
 Data: a structural latent-factor generator. Each waybill has six latent factors (rail-line
 congestion, berth congestion — partly a per-terminal effect —, vessel schedule slip, road
@@ -84,12 +91,13 @@ from dataspace.scenarios.sectors.vertical import (
     held_out_flow,
     held_out_groups,
     home_lr,
+    irrelevant_party_control,
     kept_out_control,
     vertical_offers,
 )
 from dataspace.scenarios.stats import bootstrap_ci
 
-RAIL, PORT, TRUCKING = "rail", "port", "trucking"
+RAIL, PORT, TRUCKING, INSURER = "rail", "port", "trucking", "insurer"
 PROVIDERS = (PORT, TRUCKING)
 PURPOSE = "logistics"
 KEY = "entity_id:text"  # entity_id holds the one-waybill number (多式联运运单号)
@@ -112,12 +120,15 @@ FEATURES = {
     RAIL: ["timetable_hours", "line_load_idx", "cargo_tons"],
     PORT: ["berth_occupancy_72h", "yard_queue_teu", "vessel_delay_h"],
     TRUCKING: ["dray_km", "road_congestion_idx", "dispatch_wait_h"],
+    INSURER: ["insured_value_wan", "premium_rate", "prior_claims"],
 }
 SQL_FIELDS = ["terminal", "berth_occupancy_72h", "yard_queue_teu"]
 ALONE, SQL, PORTED = "rail only", "rail + port terminal aggregates (SQL)", "rail + port (VFL)"
 FUSED = "rail + port + trucking (VFL)"
 VARIANTS = (ALONE, SQL, PORTED, FUSED)
 MODELS = {FUSED: (PORT, TRUCKING), PORTED: (PORT,)}  # the federated variants
+CONTROL = "rail + insurer (VFL)"  # the negative control: an irrelevant party
+CONTROL_REDUCTION = f"control MAE reduction: {ALONE} − {CONTROL}"
 SPLIT = "evaluator: HMAC-SHA256(key, waybill number) < holdout, before any PSI"
 
 
@@ -162,6 +173,7 @@ class MultimodalEta(Scenario):
             Party(RAIL, "consumer", "铁路货运 (label party)", ("waybills", "en_route")),
             Party(PORT, "provider", "港口", ("berths",)),
             Party(TRUCKING, "provider", "公路运输", ("trucks",)),
+            Party(INSURER, "provider", "货运保险 (negative control: irrelevant)", ("policies",)),
         ]
 
     def params(self, size: str) -> dict[str, Any]:
@@ -188,6 +200,7 @@ class MultimodalEta(Scenario):
             "validation": VALIDATION,
             "tolerance_hours": TOLERANCE,
             "late_hours": LATE,
+            "irrelevant": {"party": INSURER, "columns": FEATURES[INSURER]},
         }
 
     def generate(self, size: str, seed: int, data: str = "synthetic") -> Generated:
@@ -287,15 +300,37 @@ class MultimodalEta(Scenario):
                 ),
             )
         ]
+        # cargo insurer: 60–80% of the railway's waybills, columns drawn independently of every
+        # latent factor and of the transit time (its own random stream): the irrelevant party.
+        noise = rng_for(seed, f"{self.name}/{INSURER}")
+        c = np.flatnonzero(overlap_mask(noise, n, *p["overlap"]))
+        tables[INSURER] = [
+            (
+                "policies",
+                pa.table(
+                    {
+                        "entity_id": [keys[i] for i in c],
+                        "insured_value_wan": np.round(noise.lognormal(3.5, 0.6, c.size), 1),
+                        "premium_rate": np.round(noise.uniform(0.0005, 0.003, c.size), 5),
+                        "prior_claims": noise.poisson(0.3, size=c.size),
+                    }
+                ),
+            )
+        ]
         return Generated(
             tables=tables,
             params=p,
-            version="transport/2",
+            version="transport/3",
             heldout=heldout,
         )
 
     def offers(self) -> list[OfferSpec]:
-        out = vertical_offers(RAIL, ((PORT, "berths"), (TRUCKING, "trucks")), PURPOSE, FEATURES)
+        out = vertical_offers(
+            RAIL,
+            ((PORT, "berths"), (TRUCKING, "trucks"), (INSURER, "policies")),
+            PURPOSE,
+            FEATURES,
+        )
         out.append(
             OfferSpec(
                 PORT,
@@ -343,6 +378,7 @@ class MultimodalEta(Scenario):
             baseline=("mae_label_party_only", mae),
             psi_step="PSI (training waybills) on the one-waybill number with {provider}",
             score_step="PSI (held-out waybills) on the one-waybill number with {provider}",
+            control=(CONTROL, (INSURER,)),
         )
         fused = out["jobs"][FUSED]
         own, held = ctx.own(RAIL, "waybills"), ctx.own(RAIL, "en_route")
@@ -379,6 +415,16 @@ class MultimodalEta(Scenario):
         holds = ordered([e.value for e in ests], lower_is_better=True)
         # MAE reductions over rail only (paired): rail only's MAE minus the variant's
         ests += [est(ALONE, v, f"MAE reduction: {ALONE} − {v}") for v in (SQL, PORTED, FUSED)]
+        reduction, irrelevant = irrelevant_party_control(
+            runs,
+            RAIL,
+            mae,
+            control=CONTROL,
+            alone=ALONE,
+            name=CONTROL_REDUCTION,
+            lower_is_better=True,
+        )
+        ests.append(reduction)
         y = np.concatenate([g[0] for g in groups])
         timetable = np.concatenate([r["timetable"] for _, _, r in runs])
         strata = [i for i, g in enumerate(groups) for _ in range(g[0].size)]
@@ -444,6 +490,7 @@ class MultimodalEta(Scenario):
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[
+                irrelevant,
                 kept_out_control(
                     runs,
                     "held-out waybills kept out of training",

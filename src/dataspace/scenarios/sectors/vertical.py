@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataspace.scenarios.base import Control, Generated, OfferSpec, ScenarioError
+from dataspace.scenarios.base import Control, Estimate, Generated, OfferSpec, ScenarioError
 from dataspace.scenarios.stats import bootstrap_ci, label_copy_flags, mean_over_strata
 
 TRAIN_TIMEOUT = 600.0
@@ -364,6 +364,7 @@ def held_out_flow(
     baseline: tuple[str, Callable[[np.ndarray, np.ndarray], float]],
     psi_step: str,
     score_step: str,
+    control: tuple[str, tuple[str, ...]] | None = None,
 ) -> dict[str, Any]:
     """The evaluator-split flow of a label party (finance's design, for any vertical family).
 
@@ -379,10 +380,16 @@ def held_out_flow(
     provider and ``POST /predict`` with each model. Returns the scores, by entity, of the
     held-out entities every model scored (one population), and what the nodes' own job records
     say each step read.
+
+    ``control`` (a variant name and its providers: an irrelevant party) is trained, checked and
+    scored the same way, but compared on its own population: ``party``'s home model trained on
+    the control job's fitting rows (``alone`` of ``control_scores``), scored on the held-out
+    entities the control model scored — the same rows, so any lift is the party's columns.
     """
     own = ctx.own(party, train_dataset)
     refuse_label_copies(own, features[party], label)
-    providers = list(dict.fromkeys(p for ps in models.values() for p in ps))
+    variants = {**models, **dict([control] if control else [])}
+    providers = list(dict.fromkeys(p for ps in variants.values() for p in ps))
     fit_views = psi_align(ctx, party, train_dataset, providers, key, psi_step, parallel=True)
     x = np.column_stack([own.column(c).to_numpy().astype(float) for c in features[party]])
     y = own.column(label).to_numpy().astype(float)
@@ -393,7 +400,7 @@ def held_out_flow(
             ctx,
             party,
             fit_views,
-            models[variant],
+            variants[variant],
             family=family,
             label=label,
             features=features,
@@ -402,27 +409,33 @@ def held_out_flow(
             contribution=variant == first,
         )
 
-    for variant in models:
+    for variant in variants:
         ctx.step(f"{family}: {variant}" + (", every coalition, Shapley" * (variant == first)))
-    with ThreadPoolExecutor(max_workers=len(models)) as pool:
-        jobs = dict(zip(models, pool.map(train, models), strict=True))
-    home, gap = home_baseline(
-        jobs[first], x, y, params, ctx.seed, party, family=family, baseline=baseline
-    )
+    with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+        jobs = dict(zip(variants, pool.map(train, variants), strict=True))
+
+    def home_of(variant: str) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+        return home_baseline(
+            jobs[variant], x, y, params, ctx.seed, party, family=family, baseline=baseline
+        )
+
+    home, gap = home_of(first)
     score_views = psi_align(ctx, party, score_dataset, providers, key, score_step, parallel=True)
-    ctx.step(f"scoring the held-out entities ({', '.join([alone, *models])})")
+    ctx.step(f"scoring the held-out entities ({', '.join([alone, *variants])})")
     column = "prediction" if family == "vlinreg" else "score"
 
     def score(variant: str) -> dict[int, float]:
-        align = [score_views[p]["id"] for p in models[variant]]
+        align = [score_views[p]["id"] for p in variants[variant]]
         model_id = jobs[variant]["view"]["result"]["model_id"]
         return predict_scores(ctx, party, model_id, align, column=column)
 
-    with ThreadPoolExecutor(max_workers=len(models)) as pool:
-        scored = dict(zip(models, pool.map(score, models), strict=True))
+    with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+        scored = dict(zip(variants, pool.map(score, variants), strict=True))
     held = ctx.own(party, score_dataset)
-    positions, table = held_out_table(held, features[party], scored, {alone: home})
-    return {
+    positions, table = held_out_table(
+        held, features[party], {v: scored[v] for v in models}, {alone: home}
+    )
+    out = {
         "jobs": jobs,
         "home": home,
         "baseline_gap": gap,
@@ -433,6 +446,14 @@ def held_out_flow(
         "train_job_datasets": job_datasets(j["view"] for j in jobs.values()),
         "score_psi_datasets": job_datasets(score_views.values()),
     }
+    if control:
+        name = out["control"] = control[0]
+        control_home, control_gap = home_of(name)
+        _, out["control_scores"] = held_out_table(
+            held, features[party], {name: scored[name]}, {alone: control_home}
+        )
+        out["baseline_gap"] = max(gap, control_gap)
+    return out
 
 
 def flow_record(out: Mapping[str, Any], party: str, second: str, prefix: str) -> dict[str, Any]:
@@ -440,12 +461,23 @@ def flow_record(out: Mapping[str, Any], party: str, second: str, prefix: str) ->
     federated variants: the full model's job (the first variant) and ``second``'s, whose keys
     start with ``prefix``; what the nodes' own records say each step read; the rows each job
     aligned and fitted and each model scored; the held-out scores; the providers' Shapley
-    values; and the bytes ``party`` sent."""
+    values; and the bytes ``party`` sent. With a control variant: its model, the rows its job
+    aligned, the held-out entities it scored and its own table (``control_scores``)."""
     first = next(iter(out["jobs"]))
     full, part = out["jobs"][first], out["jobs"][second]
     metrics = full["view"]["result"]["metrics"]
     contribution = full["view"]["result"].get("contribution") or {}
+    control: dict[str, Any] = {}
+    if "control" in out:
+        job = out["jobs"][out["control"]]
+        control = {
+            "control_model_id": job["view"]["result"]["model_id"],
+            "control_aligned": int(job["common"].size),
+            "control_scored": out["scored"][out["control"]],
+            "control_scores": out["control_scores"],
+        }
     return {
+        **control,
         "job_id": full["view"]["id"],
         "model_id": full["view"]["result"]["model_id"],
         f"{prefix}_model_id": part["view"]["result"]["model_id"],
@@ -537,6 +569,41 @@ def held_out_estimate(
     stat = mean_over_strata(one, strata)
     low, high = bootstrap_ci(stat, int(y.size), strata=strata.tolist(), reps=reps, seed=0)
     return stat(np.arange(y.size)), low, high, int(y.size)
+
+
+def irrelevant_party_control(
+    runs: Runs,
+    party: str,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    *,
+    control: str,
+    alone: str,
+    name: str,
+    lower_is_better: bool,
+) -> tuple[Estimate, Control]:
+    """The evaluator's negative control of a :func:`held_out_flow` run with a ``control``
+    variant (an irrelevant party): the improvement of ``metric`` from ``alone`` to ``control``
+    on the held-out entities the control model scored, both models fitted on the control job's
+    rows (``control_scores``), paired over seeds as :func:`held_out_estimate`. Passes when its
+    95% CI reaches 0: a CI wholly above 0 means the irrelevant columns "helped" — leakage, a
+    broken alignment or a model mixed up. Returns (the estimate, named ``name``; the control)."""
+    groups, leaks = held_out_groups(runs, party, "control_scores")
+    if leaks:
+        raise ScenarioError(f"{len(leaks)} entities the control scored are not the held-out ones")
+    better, worse = (alone, control) if lower_is_better else (control, alone)
+    value, low, high, n = held_out_estimate(groups, metric, better, worse)
+    where = "covers 0" if low <= 0 <= high else "below 0" if high < 0 else "above 0"
+    per_variant = ", ".join(
+        f"{v} {np.mean([metric(g[1][v], g[0]) for g in groups]):.3f}" for v in (alone, control)
+    )
+    return Estimate(name, value, low, high, n), Control(
+        f"irrelevant party ({control}, independent of every latent) vs {alone}",
+        f"no significant improvement: the 95% CI of {name} reaches 0 (wholly above 0 would "
+        "mean leakage, a broken alignment or a mixed-up model)",
+        f"{value:+.3f} [{low:+.3f}, {high:+.3f}] ({where}); on the same {n} held-out rows: "
+        + per_variant,
+        low <= 0.0,
+    )
 
 
 def latent_label(rng: np.random.Generator, p: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
