@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
+from dataspace.errors import NotFound
 from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import prepare, train_plain
 from dataspace.federated.metrics import auc
@@ -25,7 +26,7 @@ from dataspace.federated.sgb_tree import train_central
 from dataspace.federated.synth import make_vertical
 from dataspace.metering.revenue import split
 from dataspace.samples.generate import make_uscc
-from dataspace.services import datasets, multiparty, training
+from dataspace.services import datasets, multiparty, predict, training
 from dataspace.services import models as model_store
 from dataspace.services import usage as usage_service
 from dataspace.services.mp_wire import MultipartyFailed
@@ -266,6 +267,53 @@ def test_a_peer_killed_mid_training_fails_the_job_everywhere_and_retry_succeeds(
     env["space"].nodes[GRID].start()
     again = training.retry(bank, job["id"])
     assert again["state"] == "SUCCEEDED" and again["retry_of"] == job["id"]
+
+
+def test_a_commit_that_fails_leaves_no_usable_model_at_any_node(space: dict[str, Any]) -> None:
+    """The dealer goes down after its part of the work: the providers commit, the dealer's
+    commit fails, the job fails, and the providers revoke what they committed."""
+    env = space
+    bank = env["bank"]
+    stopped = threading.Event()
+
+    def stop_dealer(event: dict[str, Any], progress: dict[str, Any]) -> None:
+        finished = event.get("node") == "operator" and event.get("name") == "finish"
+        if finished and not stopped.is_set():
+            stopped.set()
+            env["space"].nodes["operator"].stop()
+
+    try:
+        with pytest.raises(MultipartyFailed):
+            training.run_train(
+                bank,
+                agreements=[env["agreements"][(TAX, "train")], env["agreements"][(GRID, "train")]],
+                peers=[TAX, GRID],
+                model="vlr",
+                label="defaulted",
+                features=_features(),
+                align=env["align"],
+                params=VLR,
+                progress=stop_dealer,
+            )
+    finally:
+        env["space"].nodes["operator"].start()
+    job = training.list_jobs(bank, state="FAILED")[0]
+    assert job["result"] is None
+    assert job["id"] not in {m["id"] for m in model_store.list_models(bank)}
+    assert not any(p.get("model_id") == job["id"] for p in payloads(bank, "model.trained"))
+    with pytest.raises(NotFound):
+        predict.run_predict(bank, model=job["id"], rows=env["align"])
+    for name in (TAX, GRID):
+        node = open_node(env["space"].nodes[name].root)
+        try:
+            assert training.get_job(node, job["id"])["state"] == "FAILED"
+            with node.store.read() as session:
+                row = session.get(FederatedModelRow, job["id"])
+                assert row is not None and row.state == model_store.REVOKED
+                assert not (node.data_dir / row.part_file).exists()
+            assert any(p.get("model_id") == job["id"] for p in payloads(node, "model.revoked"))
+        finally:
+            node.close()
 
 
 def test_vertical_gbdt_needs_every_policy_to_name_it_and_matches_plaintext(

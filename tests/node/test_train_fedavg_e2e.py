@@ -166,3 +166,35 @@ def test_a_client_killed_mid_training_fails_everywhere_and_retry_works(
         assert training.get_job(node, job["id"])["state"] == "FAILED"
     finally:
         node.close()
+
+
+def test_a_commit_that_fails_leaves_no_model_at_the_clients_that_committed(
+    space: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every client gets the whole model at commit: when the last commit fails (clinic-5 is
+    unreachable at the very end), the clients that committed revoke it on the abort."""
+    from dataspace.services import train_fedavg
+    from dataspace.services.mp_wire import MultipartyFailed
+
+    real = train_fedavg._Run.call
+
+    def call(self: Any, peer: str, name: str, blobs: Any = (), **fields: Any) -> Any:
+        if name == "commit" and peer == "clinic-5":
+            raise MultipartyFailed("clinic-5 did not answer (ConnectError)", node="clinic-5")
+        return real(self, peer, name, blobs, **fields)
+
+    monkeypatch.setattr(train_fedavg._Run, "call", call)
+    with pytest.raises(MultipartyFailed):
+        _train(space, "shared", params={"rounds": 2})
+    job = training.list_jobs(space["hub"], state="FAILED")[0]["id"]
+    assert job not in {m["id"] for m in model_store.list_models(space["hub"])}
+    for name in PROVIDERS:
+        node = open_node(space["space"].nodes[name].root)
+        try:
+            assert training.get_job(node, job)["state"] == "FAILED"
+            with node.store.read() as session:
+                row = session.get(FederatedModelRow, job)
+                assert row is None or row.state != model_store.FINAL
+            assert job not in {m["id"] for m in model_store.list_models(node)}
+        finally:
+            node.close()

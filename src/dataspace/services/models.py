@@ -3,7 +3,9 @@
 A part is written as JSON under ``<data dir>/models/<model id>.<holder>.json`` when the node
 finishes its share of the job (``staged``) and becomes ``final`` only when the initiator
 commits the whole model — after every node finished. A failed job leaves at most staged
-parts, which are never listed, shown or used.
+parts, which are never listed, shown or used. A node that committed its part before the job
+failed elsewhere (the initiator's abort comes after its commit) revokes it: the part file is
+deleted and the row kept as ``revoked`` (ledger ``model.revoked``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataspace.services.node import Node
 from dataspace.store.models_federated import FederatedModelRow
 
 MODELS_DIR = "models"
-STAGED, FINAL = "staged", "final"
+STAGED, FINAL, REVOKED = "staged", "final", "revoked"
 
 
 def stage(
@@ -93,6 +95,25 @@ def finalize_in(session: Session, model_id: str, info: dict[str, Any], *, actor:
         ),
     )
     return _view(row)
+
+
+def revoke_in(session: Session, node: Node, model_id: str, reason: str, *, actor: str) -> bool:
+    """Revoke this node's final part of ``model_id`` (the job failed after it committed): the
+    part file is deleted, the row kept as ``revoked``, ledger ``model.revoked``. False if there
+    is no final part here."""
+    row = session.get(FederatedModelRow, model_id, with_for_update=True)
+    if row is None or row.state != FINAL:
+        return False
+    row.state = REVOKED
+    if row.part_file:
+        (node.data_dir / row.part_file).unlink(missing_ok=True)
+    log.append(
+        session,
+        actor=actor,
+        action="model.revoked",
+        payload={"model_id": model_id, "part_sha256": row.part_sha256, "reason": reason},
+    )
+    return True
 
 
 def _view(row: FederatedModelRow) -> dict[str, Any]:

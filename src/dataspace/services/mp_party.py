@@ -216,10 +216,23 @@ def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str,
         with session.lock:
             session.ended = True
             _close(session)
-    ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="aborted")
+    if not ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="aborted"):
+        _unwind_commit(node, job_id, error, actor=f"peer:{caller}")
     with node.store.read() as s:
         row = s.get(JobRow, job_id)
         return {"job_id": job_id, "state": row.state if row else "UNKNOWN"}
+
+
+def _unwind_commit(node: Node, job_id: str, error: DataspaceError, *, actor: str) -> None:
+    """The initiator aborts a job this node already committed (another node's commit failed):
+    the model part committed here is revoked and the job ends FAILED, so no node of a failed
+    job holds a usable model."""
+    from dataspace.services import models as model_store
+
+    def revoke(session: Session) -> bool:
+        return model_store.revoke_in(session, node, job_id, error.message, actor=actor)
+
+    ms.unwind_success(node, job_id, error, actor=actor, undo=revoke)
 
 
 # --- sessions ------------------------------------------------------------------------------------

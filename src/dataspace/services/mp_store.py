@@ -283,6 +283,40 @@ def fail(node: Node, job_id: str, error: DataspaceError, *, actor: str, **payloa
     )
 
 
+def unwind_success(
+    node: Node,
+    job_id: str,
+    error: DataspaceError,
+    *,
+    actor: str,
+    undo: Callable[[Session], bool],
+) -> bool:
+    """A job that SUCCEEDED here but failed as a whole (the initiator aborted it after this
+    node committed): FAILED with ``error`` (ledger ``job.failed``, ``cause``
+    ``aborted-after-commit``) when ``undo`` (e.g. revoking the committed model part) did
+    something, in one transaction. Its usage record stands: the node did its share of the work.
+    Returns whether the job was unwound."""
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.state != SUCCEEDED or not undo(session):
+            return False
+        meta = _meta(row)
+        meta["error"] = jsonable(error.to_dict())
+        meta["http_status"] = error.http_status
+        row.result_meta = meta
+        row.error = error.message
+        row.state = FAILED
+        log.append(
+            session,
+            actor=actor,
+            action="job.failed",
+            payload={"job_id": job_id, "role": row.role, "action": row.action,
+                     "code": error.code, "message": error.message,
+                     "cause": "aborted-after-commit"},
+        )
+    return True
+
+
 def reap(node: Node) -> None:
     """Fail running (or queued) multi-party jobs whose last sign of life is older than their
     idle timeout."""

@@ -463,6 +463,9 @@ def run_predict(
     if view["role"] != ms.INITIATOR or spec.label != node.name:
         raise UsageError(f"only the label party {spec.label} runs predictions with {model}")
     trained = training.get_job(node, model)
+    if trained["state"] != jobs.SUCCEEDED:
+        raise UsageError(f"the training job of model {model} ended {trained['state']}: its "
+                         "model is not usable", hint="retry the training job")
     agreements = {str(p["peer"]): str(p["agreement_id"]) for p in trained["participants"] or []}
     own_ds, common, per_peer = None, None, {}
     for peer in spec.parties[1:]:

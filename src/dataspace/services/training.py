@@ -7,7 +7,7 @@ provider (action ``federated-train``) and the PSI ``align`` job with each. It::
     execute       "open" to every provider (each checks its own agreement) and to the dealer
                   → every node runs the schedule of protocol runs (train.py roles, messages
                     as signed steps) → "finish" everywhere (parts staged)
-                  → metrics, contribution → own part final → "commit" everywhere
+                  → metrics, contribution → "commit" everywhere → own part final
     on failure    FAILED here with the reason, "abort" to every node: nothing becomes final
     retry         a new attempt under a new job id
 
@@ -444,8 +444,11 @@ def _run(r: _Runner) -> dict[str, Any]:
         "contribution": contribution,
         "params": spec.to_dict(),
     }
-    model_store.finalize(node, job.id, info, actor=job.actor)
+    # Every other node commits first; this (the label party's) part becomes final only after
+    # all did. A commit that fails fails the job, and the abort makes the nodes that committed
+    # revoke their parts (mp_party._unwind_commit): no node of a failed job holds a model.
     each(nodes, lambda name: r.call(name, "commit", model=jsonable(info)))
+    model_store.finalize(node, job.id, info, actor=job.actor)
     return {
         "model_id": job.id,
         "family": spec.family,
