@@ -211,6 +211,11 @@ ORACLES = {
     "text compared with a number": "(CASE WHEN age = {n} THEN 'x' ELSE '1' END) = 1",
     "substring offset": "substring(city, 1 + 10000000000000 * (1 - least(abs(age - {n}), 1)), "
     "1) = 'c'",
+    # read as truth values, text and dates are cast row by row: on the rows that reach them
+    "text as a truth value": "age = {n} AND diagnosis",
+    "date as a truth value": "age = {n} AND joined",
+    "text function as a truth value": "age = {n} AND NOT lower(diagnosis)",
+    "text as a truth value, in OR": "(age = {n} AND (diagnosis OR city = 'c1'))",
 }
 
 
@@ -227,6 +232,70 @@ def test_whether_a_query_fails_does_not_depend_on_the_data(
         result = run_query(people_parquet, "people", checked, limits)  # never raises
         outcomes.append(result.table.column_names)
     assert outcomes[0] == outcomes[1]
+
+
+def test_count_if_reads_its_argument_as_a_truth_value_safely(
+    policy: SqlPolicy, people_parquet: Path, limits: SandboxLimits
+) -> None:
+    outcomes = []
+    for n in (46, 47):
+        sql = f"SELECT count_if(age = {n} AND diagnosis) AS x FROM people"
+        outcomes.append(_rows(sql, policy, people_parquet, limits))  # never raises
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.fixture(scope="module")
+def wide_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten groups of ten; in group g9 one row has a balance of 10^15, a count of 10^12 and a
+    date in the year 3000 -- values that only a widening cast trips over."""
+    path = tmp_path_factory.mktemp("wide") / "wide.parquet"
+    duckdb.sql(
+        f"""
+        COPY (
+            SELECT 'g' || (i // 10) AS grp,
+                   CASE WHEN i = 95 THEN 1e15 ELSE i END::DECIMAL(18, 2) AS balance,
+                   CASE WHEN i = 95 THEN 1000000000000 ELSE i END::BIGINT AS visits,
+                   CASE WHEN i = 95 THEN DATE '3000-01-01' ELSE DATE '2024-01-01' END AS dt,
+                   TIMESTAMP_NS '2024-06-01 00:00:00' AS seen
+            FROM range(100) t(i)
+        ) TO '{path}' (FORMAT parquet)
+        """
+    )
+    return path
+
+
+WIDENING = {
+    "decimal vs a long decimal literal": "balance > 0.123456789012345678901234567",
+    "bigint vs a long decimal literal": "visits > 0.1234567890123456789012345678",
+    "date vs timestamp_ns": "dt < seen",
+}
+
+
+@pytest.mark.parametrize("probe", WIDENING)
+def test_a_widening_cast_cannot_fail_on_one_row(
+    probe: str, wide_parquet: Path, make_policy: Callable[..., SqlPolicy], limits: SandboxLimits
+) -> None:
+    """Whether g9 holds the extreme row must not decide whether the query fails (g0 does not
+    hold it); the comparison is wrapped, the query answers for both."""
+    columns = {"grp": "VARCHAR", "balance": "DECIMAL(18,2)", "visits": "BIGINT", "dt": "DATE",
+               "seen": "TIMESTAMP_NS"}
+    policy = make_policy(table="wide", columns=columns, prohibited_fields=frozenset(),
+                         sensitive_columns=frozenset(), identifier_columns=frozenset())
+    for group in ("g0", "g9"):
+        where = f"grp = '{group}' AND ({WIDENING[probe]} OR grp = 'x')"
+        sql = f"SELECT count(*) AS n FROM wide WHERE {where}"
+        checked = check_query(sql, policy)
+        assert "TRY(" in checked.sql
+        run_query(wide_parquet, "wide", checked, limits)  # never raises
+
+
+def test_plain_comparisons_stay_unwrapped(policy: SqlPolicy) -> None:
+    """Comparisons that cannot fail keep their plain form (filters push down as they are)."""
+    for where in ("age > 40", "income > 1000.5", "city = 'c1'", "joined < '2024-06-01'",
+                  "age BETWEEN 20 AND 30", "city LIKE 'c%'", "age IN (1, 2, 3)",
+                  "age > 40 AND city = 'c1'", "NOT (age > 40)"):
+        checked = check_query(f"SELECT count(*) AS n FROM people WHERE {where}", policy)
+        assert "TRY(" not in checked.sql, where
 
 
 def test_the_reviewers_cast_probe_is_refused(policy: SqlPolicy) -> None:

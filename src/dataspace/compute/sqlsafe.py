@@ -165,7 +165,9 @@ class Guard:
                                for v in value])  # fmt: skip
         return node
 
-    def _wrap(self, node: exp.Expr) -> exp.Expr:
+    def _wrap(self, node: exp.Expr, condition: bool = False) -> exp.Expr:
+        """``node`` with every part that reads a column and could raise wrapped in TRY;
+        ``condition``: ``node`` is read as a truth value (WHERE, HAVING, FILTER, WHEN)."""
         if isinstance(node, _Key):
             guarded: exp.Expr = node.this
             return guarded
@@ -174,50 +176,123 @@ class Guard:
             and not any(self.is_aggregate(n) for n in node.walk())
             and any(isinstance(n, (exp.Column, _Key)) for n in node.walk())
         ):
-            return node if self._safe(node) else exp.Try(this=_unkey(node))
+            safe = self._safe_condition(node) if condition else self._safe(node)
+            return node if safe else exp.Try(this=_unkey(node))
         for key, value in list(node.args.items()):
+            inner = _is_condition(node, key) or (
+                condition and isinstance(node, (exp.And, exp.Or, exp.Not, exp.Paren))
+            )
             if isinstance(value, exp.Expr):
-                node.set(key, self._wrap(value))
+                node.set(key, self._wrap(value, inner))
             elif isinstance(value, list):
-                node.set(key, [self._wrap(v) if isinstance(v, exp.Expr) else v for v in value])
+                node.set(key, [self._wrap(v, inner) if isinstance(v, exp.Expr) else v
+                               for v in value])  # fmt: skip
         return node
+
+    def _safe_condition(self, node: exp.Expr) -> bool:
+        """Cannot raise when read as a truth value: the engine casts anything but a BOOLEAN to
+        one, row by row, and a text or date value that does not convert raises -- on the rows
+        the rest of the condition lets through (``WHERE age = 47 AND name``): an oracle."""
+        if isinstance(node, (exp.Boolean, exp.Null)):
+            return True
+        if isinstance(node, (exp.Column, _Key)):
+            column = node.this if isinstance(node, _Key) else node
+            return isinstance(column, exp.Column) and self._family(column) == "bool"
+        if isinstance(node, (exp.Paren, exp.Not)):
+            return self._safe_condition(node.this)
+        if isinstance(node, (exp.And, exp.Or)):
+            return self._safe_condition(node.this) and self._safe_condition(node.expression)
+        return isinstance(node, _COMPARISONS) and self._safe(node)
+
+    def _family(self, column: exp.Column) -> str:
+        """The column's type family for comparisons: values of one family compare without a
+        cast that can fail; any other type is its own family (compared only with itself)."""
+        declared = self.types.get(column.name.lower(), "").strip().upper()
+        if is_string_type(declared):
+            return "text"
+        if declared in ("BOOLEAN", "BOOL"):
+            return "bool"
+        if declared in _INTEGER_TYPES:
+            return "integer"
+        if declared in ("DOUBLE", "FLOAT", "REAL", "FLOAT4", "FLOAT8"):
+            return "float"
+        if declared == "DATE":
+            return "date"
+        return declared or "unknown"
 
     def _safe(self, node: exp.Expr) -> bool:
         """Cannot raise whatever the data: columns, literals, and plain comparisons of them."""
         if isinstance(node, (exp.Column, exp.Literal, exp.Null, exp.Boolean, _Key)):
             return True
-        if isinstance(node, (exp.Paren, exp.Not)):
+        if isinstance(node, exp.Paren):
             return self._safe(node.this)
+        if isinstance(node, exp.Not):
+            return self._safe_condition(node.this)
         if isinstance(node, _DATE_PARTS + _TEXT_FUNCTIONS) and isinstance(node.this, exp.Column):
             if len([v for v in node.args.values() if v not in (None, False)]) != 1:
                 return False
             text = is_string_type(self.types.get(node.this.name.lower(), ""))
             return isinstance(node, _TEXT_FUNCTIONS) or not text
         if isinstance(node, (exp.And, exp.Or)):
-            return self._safe(node.this) and self._safe(node.expression)
+            return self._safe_condition(node.this) and self._safe_condition(node.expression)
         if isinstance(node, _COMPARISONS):
-            operands = [n for n in node.iter_expressions()]
             if isinstance(node, exp.Is):
                 return isinstance(node.expression, exp.Null) and self._safe(node.this)
             flat: list[exp.Expr] = []
-            for op in operands:
+            for op in node.iter_expressions():
                 flat.extend(op.expressions if isinstance(op, exp.Tuple) else [op])
-            if not all(
-                isinstance(op, (exp.Column, exp.Literal, exp.Null)) or constant(op) is not None
-                for op in flat
-            ):
-                return False
-            texts = [
-                isinstance(op, exp.Column) and is_string_type(self.types.get(op.name.lower(), ""))
-                for op in flat
-            ]
-            if any(texts):  # a text column compared with anything but text is cast per row
-                return all(
-                    t or isinstance(op, exp.Null) or (isinstance(op, exp.Literal) and op.is_string)
-                    for t, op in zip(texts, flat, strict=True)
-                )
-            return True
+            return self._comparable(flat, like=isinstance(node, (exp.Like, exp.ILike)))
         return False
+
+    def _comparable(self, operands: Sequence[exp.Expr], *, like: bool) -> bool:
+        """Whether comparing ``operands`` needs no cast that can fail on a value: the columns
+        are of one family and every literal is of a kind that family takes as it is. Mixed
+        families widen per row (a DATE to TIMESTAMP_NS fails after 2262, a DECIMAL or BIGINT
+        to the DECIMAL of a long literal overflows), so they are wrapped."""
+        columns = [op for op in operands if isinstance(op, exp.Column)]
+        families = {self._family(c) for c in columns}
+        if len(families) != 1:
+            return False
+        family = families.pop()
+        if like and family != "text":
+            return False
+        for op in operands:
+            if isinstance(op, (exp.Column, exp.Null)):
+                continue
+            if isinstance(op, exp.Literal) and op.is_string:
+                # text as it is; a date is parsed from the literal once, before any row
+                if family not in ("text", "date"):
+                    return False
+            elif isinstance(op, exp.Boolean):
+                if family != "bool":
+                    return False
+            elif constant(op) is not None:
+                if family == "float" or (family == "integer" and _whole_literal(op)):
+                    continue
+                return False
+            else:
+                return False
+        return True
+
+
+_INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+     "UINTEGER", "UBIGINT", "UHUGEINT", "INT1", "INT2", "INT4", "INT8"}
+)  # fmt: skip
+
+
+def _whole_literal(node: exp.Expr) -> bool:
+    """A number literal written without a fraction or exponent (possibly negated), which the
+    engine types as an integer: comparing an integer column with it never casts the column
+    to a DECIMAL that could overflow."""
+    while isinstance(node, (exp.Paren, exp.Neg)):
+        node = node.this
+    return isinstance(node, exp.Literal) and str(node.this).isdigit()
+
+
+def _is_condition(node: exp.Expr, key: str) -> bool:
+    """Whether ``node``'s argument ``key`` is read as a truth value."""
+    return key == "this" and isinstance(node, (exp.Where, exp.Having, exp.If, exp.CountIf))
 
 
 class _Key(exp.Expression):
