@@ -44,6 +44,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_max_result_rows", 100_000, "most rows a governed query may release"),
     Setting("sandbox_max_result_bytes", 67_108_864, "most bytes a governed query may release"),
     Setting(
+        "sandbox_max_workers",
+        4,
+        "governed queries that may run at once on this node; one more is refused with a 503",
+    ),
+    Setting(
         "min_group_size_floor",
         10,
         "least contributors per released group of a governed query, whatever the policy says "

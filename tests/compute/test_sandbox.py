@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dataspace.compute import (
+    QueryFailed,
     QueryOutOfMemory,
     QueryTimeout,
     ResultTooLarge,
@@ -215,6 +216,33 @@ def test_a_started_query_can_be_cancelled_unread(
         people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
     )
     assert ok.result().table.to_pylist() == [{"n": 55}]
+
+
+def test_queries_beyond_the_worker_bound_are_refused_until_one_ends(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    """Each worker has its own memory and temp space: at most ``max_workers`` run at once,
+    one more is refused at once (503, nothing run), and a slot frees when a query ends —
+    collected, cancelled or failed."""
+    import dataclasses
+
+    from dataspace.compute.errors import SandboxBusy
+
+    bounded = dataclasses.replace(limits, max_workers=2)
+    checked = check_query("SELECT count(*) AS n FROM people", policy)
+    first = sb.start_query(people_parquet, "people", checked, bounded)
+    second = sb.start_query(people_parquet, "people", checked, bounded)
+    with pytest.raises(SandboxBusy, match="all 2 query workers") as refused:
+        sb.start_query(people_parquet, "people", checked, bounded)
+    assert refused.value.http_status == 503
+    first.cancel()
+    third = sb.start_query(people_parquet, "people", checked, bounded)
+    assert second.result().table.to_pylist() == third.result().table.to_pylist() == [{"n": 55}]
+    failing = sb.start_query(people_parquet, "people", _UnsafeRawQuery("SELECT 1 // 0"), bounded)
+    with pytest.raises(QueryFailed):
+        failing.result()
+    slots = [sb.start_query(people_parquet, "people", checked, bounded) for _ in range(2)]
+    assert [s.result().table.num_rows for s in slots] == [1, 1]
 
 
 def test_process_server_restarts_after_it_dies(

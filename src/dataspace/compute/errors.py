@@ -8,7 +8,8 @@ DataspaceError
     ├── QueryTimeout         wall-clock limit reached; the worker was interrupted or killed
     ├── QueryOutOfMemory     the engine's memory limit (or the temp-space limit) was reached
     ├── ResultTooLarge       more result rows or bytes than the limits allow
-    └── WorkerCrashed        the worker process died without an answer
+    ├── WorkerCrashed        the worker process died without an answer
+    └── SandboxBusy          every worker slot of the node is taken; nothing was run
 
 What the engine said about a failure never reaches the consumer: it can quote a row's value
 ("Could not convert string 'HIV positive' ...") and whether a query fails can depend on one
@@ -63,3 +64,8 @@ class ResultTooLarge(SandboxError):
 class WorkerCrashed(SandboxError):
     code = "worker_crashed"
     http_status = 500
+
+
+class SandboxBusy(SandboxError):
+    code = "sandbox_busy"
+    http_status = 503

@@ -46,6 +46,7 @@ from dataspace.compute.errors import (
     QueryRefused,
     QueryTimeout,
     ResultTooLarge,
+    SandboxBusy,
     SandboxError,
     WorkerCrashed,
 )
@@ -67,6 +68,9 @@ class SandboxLimits:
     max_result_rows: int = 100_000
     max_result_bytes: int = 64 * 1024 * 1024
     temp_root: str | None = None
+    #: Queries that may run at once in this process: each worker has its own memory limit,
+    #: temp space and threads, so without a bound N requests use N times them.
+    max_workers: int = 4
 
     @classmethod
     def from_limits(cls, limits: Mapping[str, Any]) -> SandboxLimits:
@@ -138,14 +142,38 @@ def start_query(
         "max_rows": limits.max_result_rows,
         "max_bytes": limits.max_result_bytes,
     }
-    worker = _take_worker(limits)
+    _claim_slot(limits)
     try:
-        worker.send(job)
+        worker = _take_worker(limits)
+        try:
+            worker.send(job)
+        except BaseException:
+            worker.finish()
+            _refill(limits)
+            raise
     except BaseException:
-        worker.finish()
-        _refill(limits)
+        _release_slot()
         raise
     return RunningQuery(worker, job, rows, started)
+
+
+def _claim_slot(limits: SandboxLimits) -> None:
+    """Take one of the ``max_workers`` slots, or refuse at once: a queue would hold the
+    caller's request thread as long as the queries ahead of it."""
+    global _running
+    with _lock:
+        if _running >= max(1, limits.max_workers):
+            raise SandboxBusy(
+                f"all {limits.max_workers} query workers of this node are busy; nothing was run",
+                hint="try again shortly",
+            )
+        _running += 1
+
+
+def _release_slot() -> None:
+    global _running
+    with _lock:
+        _running = max(0, _running - 1)
 
 
 class RunningQuery:
@@ -167,9 +195,11 @@ class RunningQuery:
             stats, payload = worker.receive(self._job, max(0.0, deadline - time.perf_counter()))
         except BaseException:
             worker.finish()
+            _release_slot()
             _refill(limits)
             raise
         # The answer is in hand: the worker's exit and its temp-dir wipe need not delay it.
+        _release_slot()
         _refill(limits, retire=worker)
         table = pa.ipc.open_stream(payload).read_all()
         return QueryResult(
@@ -186,6 +216,7 @@ class RunningQuery:
         self._end()
         self._worker.kill_now()
         self._worker.finish()
+        _release_slot()
         _refill(self._worker.limits)
 
     def _end(self) -> None:
@@ -233,6 +264,7 @@ _spare: _Worker | None = None
 _zygote: _Zygote | None = None
 _refills: set[threading.Thread] = set()
 _closing = False
+_running = 0  # queries handed to a worker and not yet collected or cancelled
 
 
 #: Rows of the synthetic Parquet file each idle worker scans once before its job (see
