@@ -82,7 +82,13 @@ def test_terms_default_to_cny_and_zero() -> None:
         ({"per_job": 0.5}, "floats are not exact"),
         ({"per_job": "1 CNY", "per_mb_out": "1 USD"}, "one currency"),
         ({"per_row": "1"}, "known terms"),
-        ({"per_job": "-1"}, "non-negative"),
+        ({"per_job": "-1"}, "not a number such as"),
+        ({"per_job": "-0"}, "not a number such as"),
+        # Decimal() reads these; a price list should not
+        ({"per_job": "1_000"}, "not a number such as"),
+        ({"per_job": "١٠٠"}, "not a number such as"),
+        ({"per_job": "５"}, "not a number such as"),
+        ({"per_job": "NaN"}, "not a number such as"),
         ({"per_job": "abc"}, "not a number"),
         ({"free_jobs": -1}, "free_jobs"),
         ({"free_jobs": True}, "free_jobs"),
@@ -90,7 +96,7 @@ def test_terms_default_to_cny_and_zero() -> None:
         ({"per_job": "100 $"}, "three-letter code"),
         ({"currency": "yuan"}, "three-letter code"),
         ({"currency": "人民币"}, "three-letter code"),
-        ({"per_job": "1E+26 CNY"}, "too large"),
+        ({"per_job": "1E+26 CNY"}, "not a number such as"),
         ({"per_mb_out": "1000000000000000"}, "too large"),
         ({"per_job": "0.0000000000001"}, "more than 12 decimal places"),
     ],
@@ -101,9 +107,15 @@ def test_bad_terms_are_refused(terms: dict[str, object], message: str) -> None:
     assert message in str(err.value)
 
 
+def test_trailing_zeros_are_not_decimal_places() -> None:
+    terms = PriceTerms.parse({"per_job": "0.0000000000010 CNY"})
+    assert terms.per_job == Decimal("1E-12")
+
+
 def test_a_policy_price_takes_the_same_checks() -> None:
     assert Price.parse("100.00 cny") == Price(Decimal("100.00"), "CNY")
-    for bad, message in [("1E+26 CNY", "too large"), ("5 dollars", "three-letter code")]:
+    for bad, message in [("1E+26 CNY", "not a number"), ("1000000000000000 CNY", "too large"),
+                         ("5 dollars", "three-letter code")]:
         with pytest.raises(InputError, match=message):
             Price.parse(bad)
 

@@ -24,11 +24,16 @@ def test_period_is_a_half_open_utc_month() -> None:
     assert parse_period("2026-12")[1] == datetime(2027, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("bad", ["2026-13", "2026-00", "2026-1", "11-2026", "2026/11", "", "x"])
+@pytest.mark.parametrize("bad", ["2026-13", "2026-00", "2026-1", "11-2026", "2026/11", "", "x",
+                                 "２０２６-１１", "٢٠٢٦-١١"])
 def test_bad_period_names_the_expected_format(bad: str) -> None:
     with pytest.raises(UsageError) as err:
         parse_period(bad)
     assert "YYYY-MM" in str(err.value)
+
+
+def test_a_period_is_kept_in_its_one_written_form(metered: Node) -> None:
+    assert service.statement(metered, period=" 2026-11 ")["period"] == "2026-11"
 
 
 def test_bad_period_is_refused_by_the_service(metered: Node) -> None:

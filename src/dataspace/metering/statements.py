@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 BILL_ACTION = "bill.issued"
-_PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII digits only: "２０２６-１１" is not one
 CSV_COLUMNS = (
     "kind", "agreement_id", "consumer", "currency", "job_id", "action", "status", "finished_at",
     "jobs", "denied", "failed", "rows_scanned", "result_rows", "bytes_out", "epsilon_spent",
@@ -271,7 +271,8 @@ def statement(
 ) -> Statement:
     """The statement of the usage records matching every filter given."""
     if period is not None:
-        parse_period(period)
+        start, _ = parse_period(period)
+        period = f"{start.year:04d}-{start.month:02d}"  # as bills store and look it up
     rows = select_usage(session, agreement_id=agreement_id, period=period, consumer=consumer)
     return Statement(agreement_id, consumer, period, [record_view(r) for r in rows])
 

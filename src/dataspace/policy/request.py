@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,12 +33,17 @@ class Price:
 
 MAX_AMOUNT = Decimal(10) ** 15  # more than any one job costs; keeps sums exact at 28 digits
 MAX_DECIMALS = 12
+_AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def money_amount(text: str, path: str = "") -> Decimal:
     """A non-negative decimal amount below 10^15 with at most 12 decimal places."""
+    # Plain ASCII decimals only: Decimal() would also take "1_000", "١٠٠", "５" and "-0".
+    if not isinstance(text, str) or not _AMOUNT_RE.match(text.strip()):
+        raise PolicyError(f"price amount {text!r} is not a number such as 12.50",
+                          path=path, hint="digits, optionally a point and more digits")
     try:
-        amount = Decimal(text)
+        amount = Decimal(text.strip())
     except InvalidOperation:
         raise PolicyError(f"price amount {text!r} is not a number", path=path) from None
     if not amount.is_finite() or amount < 0:
@@ -45,7 +51,7 @@ def money_amount(text: str, path: str = "") -> Decimal:
     if amount >= MAX_AMOUNT:
         raise PolicyError(f"price amount {text!r} is too large", path=path,
                           hint="amounts must be below 10^15")
-    exponent = amount.as_tuple().exponent
+    exponent = amount.normalize().as_tuple().exponent  # trailing zeros are not places
     if isinstance(exponent, int) and exponent < -MAX_DECIMALS:
         raise PolicyError(f"price amount {text!r} has more than {MAX_DECIMALS} decimal places",
                           path=path)

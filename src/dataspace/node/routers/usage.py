@@ -15,7 +15,7 @@ from dataspace.services.tokens import TokenInfo
 router = APIRouter(tags=["usage"])
 
 AUDIT = ("admin", "auditor")
-PERIOD = Query(None, description="a calendar month, YYYY-MM (UTC)", pattern=r"^\d{4}-\d{2}$")
+PERIOD = Query(None, description="a calendar month, YYYY-MM (UTC)", pattern=r"^[0-9]{4}-[0-9]{2}$")
 
 
 @router.get("/usage", summary="Usage records (one per job, denied attempts included)")
@@ -49,7 +49,7 @@ def draft_bill(
 
 class BillRequest(BaseModel):
     agreement: str | None = Field(None, description="bill this agreement")
-    period: str | None = Field(None, pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")
+    period: str | None = Field(None, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM")
     consumer: str | None = Field(None, description="bill this consumer")
 
 
