@@ -5,6 +5,7 @@ the signed peer route hands them over (``mp_protocols.dispatch`` with the verifi
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,8 +18,10 @@ import pytest
 import dataspace.services.train_party  # noqa: F401  (registers the training protocols)
 from dataspace.errors import DataspaceError
 from dataspace.policy import from_template
+from dataspace.policy.model import Constraint, Operator
 from dataspace.scenarios.cluster import create
 from dataspace.services import datasets, mp_party, mp_protocols
+from dataspace.services import models as model_store
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node, open_node
 from dataspace.services.train_net import Mailbox
@@ -52,10 +55,19 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
                            offer=from_template("federated-train", purposes=["finance"]),
                            price_terms={"per_job": "10 CNY", "contribution_share": True,
                                         "min_revenue_pool": "1000 CNY"})
+    base = from_template("federated-train", purposes=["finance"])
+    rule = base.permissions[0]
+    k100 = dataclasses.replace(base, permissions=(dataclasses.replace(
+        rule, constraints=(*rule.constraints, Constraint("minGroupSize", Operator.GTEQ, 100))),))
+    at_least_100 = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset,
+                                  purpose="credit-risk", offer=k100)
+    eps10 = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset, purpose="credit-risk",
+                           offer=from_template("federated-train", purposes=["finance"],
+                                               epsilon=10))
     align = _aligned(tax, peer=BANK, dataset="companies")
     try:
         yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align, "once": once,
-               "share": share}
+               "share": share, "k100": at_least_100, "eps10": eps10}
     finally:
         bank.close()
         tax.close()
@@ -119,6 +131,10 @@ def test_an_honest_open_is_accepted(env: dict[str, Any]) -> None:
         # placeholders of the others' blocks would be 200 × 2e7 values
         ({"widths": {BANK: 20_000_000, TAX: 3}}, "pass this node's limit"),
         ({"widths": {BANK: 0, TAX: 3}}, "each at least 1"),
+        # the part records spec.columns and prediction reads them: another order than the
+        # loaded features would apply each weight to another column
+        ({"columns": {BANK: ["a", "b"], TAX: ["payroll", "vat", "income"]}},
+         "differ from the features"),
     ],
 )
 def test_a_provider_refuses_what_its_own_checks_do_not_allow(
@@ -130,9 +146,40 @@ def test_a_provider_refuses_what_its_own_checks_do_not_allow(
     assert not _running(env["tax"], job)
 
 
+def test_training_and_prediction_need_the_agreements_least_rows(env: dict[str, Any]) -> None:
+    """minGroupSize 100: a provider's share of a score over three rows is those rows' values
+    (with one column, the column itself up to a linear map)."""
+    job, header = _open_vertical(env, rows=3)
+    header.update(agreement_id=env["k100"], select=[5, 6, 7])
+    with pytest.raises(DataspaceError, match="need at least 100"):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+    job, header = _open_vertical(env)  # all 200 rows: enough
+    header.update(agreement_id=env["k100"])
+    assert _step(env["tax"], BANK, header)["state"] == "open"
+    model = uuid.uuid4().hex
+    spec = Spec.from_dict(model, {"family": "vlr", "parties": [BANK, TAX],
+                                  "widths": {BANK: 2, TAX: 3},
+                                  "columns": {BANK: ["a", "b"], TAX: COLUMNS},
+                                  "dealer": "operator", "rows": ROWS})
+    part = {"party": TAX, "columns": COLUMNS, "weights": [0.1, 0.2, 0.3], "mean": [50] * 3,
+            "scale": [10] * 3, "clip": 8.0, "intercept": None}
+    digest = model_store.stage(env["tax"], model_id=model, family="vlr", role="participant",
+                               initiator=BANK, part=part, info={"params": spec.to_dict()})
+    model_store.finalize(env["tax"], model, {"parts": {TAX: {"sha256": digest}}}, actor="test")
+    predict_job = uuid.uuid4().hex
+    with pytest.raises(DataspaceError, match="scores at least 100 rows"):
+        _step(env["tax"], BANK, {
+            "protocol": "federated-predict", "job_id": predict_job, "name": "open",
+            "model_id": model, "agreement_id": env["k100"], "kind": "federated-train",
+            "align": env["align"], "select": [17], "rows": 1, "idle_timeout": 60.0})
+    assert not _running(env["tax"], predict_job)
+
+
 def test_a_missing_column_does_not_reveal_the_others(env: dict[str, Any]) -> None:
-    _job, header = _open_vertical(env)
-    header["features"] = ["vat", "no_such_column", "payroll"]
+    asked = ["vat", "no_such_column", "payroll"]
+    _job, header = _open_vertical(env, columns={BANK: ["a", "b"], TAX: asked})
+    header["features"] = asked
     with pytest.raises(DataspaceError) as refused:
         _step(env["tax"], BANK, header)
     text = f"{refused.value.message} {refused.value.hint}"
@@ -309,3 +356,64 @@ def test_a_contribution_share_offer_refuses_fedavg(env: dict[str, Any]) -> None:
     header["agreement_id"] = env["share"]
     with pytest.raises(DataspaceError, match="FedAvg does not measure"):
         _step(env["tax"], BANK, header)
+
+
+DP = {"clip": 0.5, "noise_multiplier": 5.0, "delta": 1e-5}
+
+
+def test_dp_fedavg_is_charged_to_an_epsilon_budget_at_open(env: dict[str, Any]) -> None:
+    """The federated-train template's ε: a DP-FedAvg job runs under it and its ε (OpenDP's,
+    over the job's rounds) is charged before any round; one that would pass it is refused."""
+    from dataspace.federated.fedavg import DpFedAvg, dp_epsilon
+    from dataspace.privacy.budget import get_budget
+
+    job, header = _fedavg_open(env, 0.25)
+    header["params"].update(rounds=3, dp=DP)
+    header["agreement_id"] = env["eps10"]
+    assert _step(env["tax"], BANK, header)["train_rows"] == 150
+    assert _running(env["tax"], job)
+    expected = dp_epsilon(DpFedAvg(**DP), 3)
+    assert 0 < expected < 10
+    spent = get_budget(env["tax"].store, env["eps10"]).epsilon_spent
+    assert float(spent) == pytest.approx(expected)
+    greedy, header = _fedavg_open(env, 0.25)
+    header["params"].update(rounds=3, dp={**DP, "noise_multiplier": 1.0})  # ε ≈ 20
+    header["agreement_id"] = env["eps10"]
+    with pytest.raises(DataspaceError):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], greedy)
+    plain, header = _fedavg_open(env, 0.25)  # no DP under an ε agreement: refused
+    header["agreement_id"] = env["eps10"]
+    with pytest.raises(DataspaceError):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], plain)
+
+
+@pytest.mark.parametrize(
+    "dp",
+    [{**DP, "noise_multiplier": 0.0}, {**DP, "clip": -1.0}, {**DP, "delta": 0.0},
+     {**DP, "delta": 1.5}, {**DP, "noise_multiplier": float("nan")}],
+)
+def test_dp_fedavg_without_real_noise_is_refused_up_front(
+    env: dict[str, Any], dp: dict[str, float]
+) -> None:
+    from dataspace.services import train_fedavg
+
+    with pytest.raises(DataspaceError, match="DP-FedAvg needs"):
+        train_fedavg.config_of({"rounds": 3, "dp": dp})  # what start() checks
+    job, header = _fedavg_open(env, 0.25)
+    header["params"].update(dp=dp)
+    with pytest.raises(DataspaceError, match="DP-FedAvg needs"):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+
+
+def test_fedavg_needs_two_providers_even_when_the_initiator_holds_data(
+    env: dict[str, Any]
+) -> None:
+    from dataspace.services import train_fedavg
+
+    with pytest.raises(DataspaceError, match="at least two providers"):
+        train_fedavg.start(env["bank"], agreements=[env["agreement"]], peers=[TAX], label="y",
+                           features={BANK: COLUMNS, TAX: COLUMNS}, dataset="loans",
+                           params={"rounds": 3})

@@ -571,6 +571,15 @@ def _check(
     return dataset, decision
 
 
+def least_rows(node: Node, decision: Any) -> int:
+    """The fewest rows a job may compute over at this node: the agreement's ``minGroupSize``
+    or the node's ``min_group_size_floor``, whichever is larger. A model part's share of a
+    score, or an update, over a handful of rows is those rows' values."""
+    enforcement = getattr(decision, "enforcement", None)
+    k = enforcement.min_group_size if enforcement is not None else None
+    return max(int(node.limits.min_group_size_floor), int(k or 0))
+
+
 def _decide(
     node: Node,
     s: _Session,

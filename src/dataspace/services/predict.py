@@ -339,7 +339,11 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         if node.name not in spec.parties[1:]:
             raise NotFound(f"{node.name} is not a provider of model {model_id}")
         columns = list(spec.columns[node.name])
-        dataset, _ = mp_party._check(node, ps, header, columns, OUTPUTS[spec.family])
+        dataset, decision = mp_party._check(node, ps, header, columns, OUTPUTS[spec.family])
+        least = mp_party.least_rows(node, decision)
+        if int(header.get("rows", -1)) < least:
+            raise UsageError(f"a prediction here scores at least {least} rows (this node's "
+                             f"agreement and limits); the job names {header.get('rows')}")
         from dataspace.services.train_party import check_align, load_local
 
         check_align(node, str(header.get("align", "")), caller, dataset)

@@ -21,12 +21,14 @@ as a model before ``commit``. docs/training.md has the figures.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -120,6 +122,23 @@ CONFIG_TYPES: dict[str, type] = {
 }
 
 
+def _charge_epsilon(node: Node, ps: Any, decision: Any, config: FedAvgConfig,
+                    epsilon: float | None) -> None:
+    """Charge a DP job's ε (and δ, where the agreement budgets it) to this node's agreement
+    budget at open, before any round: every round's θ is noised by that budget."""
+    enforcement = decision.enforcement
+    if epsilon is None or enforcement is None or enforcement.epsilon_budget is None:
+        return
+    from dataspace.privacy.budget import ensure_budget, reserve
+
+    assert config.dp is not None
+    delta = config.dp.delta if enforcement.delta_budget is not None else 0
+    ensure_budget(node.store, ps.agreement_id, str(enforcement.epsilon_budget),
+                  str(enforcement.delta_budget or 0))
+    reserve(node.store, ps.agreement_id, str(epsilon), str(delta), ps.job_id)
+    ps.epsilon = Decimal(str(epsilon))
+
+
 def config_of(p: dict[str, Any]) -> FedAvgConfig:
     """The training configuration from job parameters. Parameters cross nodes as JSON (and
     decimals as strings, as the ledger keeps them), so each is converted to its type here."""
@@ -127,9 +146,34 @@ def config_of(p: dict[str, Any]) -> FedAvgConfig:
         dp = p.get("dp")
         dpc = DpFedAvg(**{k: float(v) for k, v in dict(dp).items()}) if dp else None
         kw = {k: CONFIG_TYPES[k](p[k]) for k in CONFIG_KEYS if k in p}
-        return FedAvgConfig(**kw, dp=dpc, seed=int(p.get("seed", 0)))
+        config = FedAvgConfig(**kw, dp=dpc, seed=int(p.get("seed", 0)))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"invalid FedAvg parameter: {exc}", hint="numbers only") from None
+    if dpc is not None:
+        # no noise is no privacy: sigma = z * C must be positive, delta a probability
+        if not (math.isfinite(dpc.clip) and dpc.clip > 0
+                and math.isfinite(dpc.noise_multiplier) and dpc.noise_multiplier > 0
+                and 0 < dpc.delta < 1):
+            raise UsageError("DP-FedAvg needs clip > 0, noise_multiplier > 0 and 0 < delta < 1",
+                             hint="e.g. dp = {clip: 0.5, noise_multiplier: 5, delta: 1e-5}")
+        epsilon_of(config)
+    return config
+
+
+def epsilon_of(config: FedAvgConfig) -> float | None:
+    """The ε the job's DP-FedAvg states (at its δ, over its rounds), None without DP; a clear
+    error when the accounting cannot state one (noise too small for any finite ε)."""
+    if config.dp is None:
+        return None
+    try:
+        eps = dp_epsilon(config.dp, config.rounds)
+    except Exception as exc:  # OpenDP raises its own type on overflow
+        raise UsageError(f"DP-FedAvg's ε cannot be stated for these parameters ({exc})",
+                         hint="raise noise_multiplier or lower the rounds") from None
+    if not math.isfinite(eps):
+        raise UsageError("DP-FedAvg's ε is unbounded for these parameters",
+                         hint="raise noise_multiplier or delta")
+    return eps
 
 
 def local_update(
@@ -281,8 +325,11 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
     label = str(header.get("label") or "")
     column = params.get("holdout_column")
     try:
+        config = config_of(params)
+        epsilon = epsilon_of(config)
         fields = [*features, label] + ([str(column)] if column else [])
-        dataset, _ = mp_party._check(node, ps, header, fields, "aggregate-only")
+        dataset, decision = mp_party._check(node, ps, header, fields, "aggregate-only", epsilon)
+        _charge_epsilon(node, ps, decision, config, epsilon)
         if ps.terms is not None and ps.terms.contribution_share:
             raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool, "
                              "which FedAvg does not measure", hint="train a vertical model")
@@ -295,7 +342,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
             int(params.get("seed", 0)),
         )
         ps.rows_scanned = int(y.size + yt.size)
-        floor = int(node.limits.min_group_size_floor)
+        floor = mp_party.least_rows(node, decision)
         if not 0.0 <= float(params.get("holdout", 0.25)) <= MAX_HOLDOUT or y.size < floor:
             # an update over a handful of rows is those rows (one row's gradient is the row)
             raise UsageError(f"a FedAvg job must train on at least {floor} of this node's rows "
@@ -304,7 +351,6 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
         if x.shape[1] != int(params["dim"]):
             raise UsageError("the job's number of feature columns does not match this node's")
         model_of(params, x.shape[1])
-        config_of(params)
     except DataspaceError as exc:
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise
@@ -447,8 +493,10 @@ def start(
     p["dim"] = dims.pop()
     model_of(p, p["dim"])
     config = config_of(p)
-    if len(names) < 2 or len(links) < (1 if dataset else 2):
-        raise UsageError("FedAvg needs at least two clients")
+    if len(links) < 2:
+        # each provider refuses a sum whose only other contributor is the initiator (the
+        # initiator would subtract its own update): two providers at least, whatever it holds
+        raise UsageError("FedAvg needs at least two providers besides the initiator")
     own = None
     if dataset:
         with node.store.read() as session:

@@ -211,7 +211,16 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
             _check_dealer(node, caller)
         else:
             features = [str(c) for c in header.get("features") or []]
-            dataset, _ = mp_party._check(node, ps, header, features, output_for(spec.family))
+            if features != list(spec.columns.get(node.name) or []):
+                # the model part records spec.columns: prediction reads them in that order
+                raise UsageError("the job's columns for this node differ from the features "
+                                 "it asks this node to load")
+            dataset, decision = mp_party._check(node, ps, header, features,
+                                                output_for(spec.family))
+            least = mp_party.least_rows(node, decision)
+            if spec.rows < least:
+                raise UsageError(f"the job trains on {spec.rows} aligned rows; this node's "
+                                 f"agreement and limits need at least {least}")
             _check_pricing(node, ps, spec)
             check_align(node, str(header.get("align", "")), caller, dataset)
             s.local = load_local(
