@@ -45,6 +45,21 @@ def _totals(st: dict) -> dict[str, dict]:
     return {t["agreement_id"]: t for t in st["totals"]}
 
 
+def test_totals_stay_exact_past_28_digits(node: Node) -> None:
+    """10^13 + 0.005 + 10^-18 needs 33 digits; rounded to 28 it would lose the last term
+    and round half-even down to .00 instead of up to .01."""
+    big = PriceTerms.parse({"per_job": "10000000000000 CNY"})
+    tiny = PriceTerms.parse({"per_job": "0.005 CNY", "per_mb_out": "0.000000000001"})
+    with node.store.write() as session:
+        record_usage(session, usage("agr-9", "a", "2026-11-02T00:00:00Z"), actor=ACTOR,
+                     terms=big)
+        record_usage(session, usage("agr-9", "b", "2026-11-02T00:00:01Z", bytes_out=1),
+                     actor=ACTOR, terms=tiny)
+        [total] = statement(session, agreement_id="agr-9").totals
+    assert str(total.amount_exact) == "10000000000000.005000000000000001"
+    assert str(total.amount) == "10000000000000.01"
+
+
 def test_november_statement_known_answers(metered: Node) -> None:
     st = service.statement(metered, period="2026-11")
     assert [line["job_id"] for line in st["lines"]] == ["j2", "k1", "j3", "u1", "u2", "j4"]

@@ -173,9 +173,16 @@ def price_for(terms: PriceTerms, usage: Usage, *, prior_jobs: int = 0) -> Price:
     return Price(amount, terms.currency)
 
 
+#: Digits kept by sums of money and budgets: far beyond any line (prices < 10^15 with 12
+#: places, times 64-bit quantities), so sums never round.
+EXACT_DIGITS = 100
+
+
 def round_money(amount: Decimal) -> Decimal:
     """Round half-even to 0.01 — done once, on statement totals."""
-    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    with decimal.localcontext() as ctx:
+        ctx.prec = EXACT_DIGITS  # quantize needs room for every digit of a large total
+        return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
 def _fmt(value: Decimal) -> str:

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, Inexact, localcontext
 from typing import Any
 
 from sqlalchemy import select
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import Conflict, UsageError
 from dataspace.ledger import log
-from dataspace.metering.pricing import round_money
+from dataspace.metering.pricing import EXACT_DIGITS, round_money
 from dataspace.metering.usage import as_utc, fmt_decimal, fmt_micros, record_view
 from dataspace.store.models_metering import Bill as BillRow
 from dataspace.store.models_metering import BillLine, UsageRecord
@@ -107,11 +107,16 @@ class Total:
         self.rows_scanned += int(line["rows_scanned"])
         self.result_rows += int(line["result_rows"])
         self.bytes_out += int(line["bytes_out"])
-        self.epsilon_spent += Decimal(line["epsilon_spent"])
-        self.delta_spent += Decimal(line["delta_spent"])
         self.cpu_us += int(line["cpu_us"])
         self.wall_us += int(line["wall_us"])
-        self.amount_exact += Decimal(line["amount"])
+        # Sums stay exact (a line may hold ~46 digits; the default context keeps 28 and would
+        # round silently): a sum that cannot be exact raises instead.
+        with localcontext() as ctx:
+            ctx.prec = EXACT_DIGITS
+            ctx.traps[Inexact] = True
+            self.epsilon_spent += Decimal(line["epsilon_spent"])
+            self.delta_spent += Decimal(line["delta_spent"])
+            self.amount_exact += Decimal(line["amount"])
 
     @property
     def amount(self) -> Decimal:
