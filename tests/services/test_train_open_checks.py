@@ -417,3 +417,54 @@ def test_fedavg_needs_two_providers_even_when_the_initiator_holds_data(
         train_fedavg.start(env["bank"], agreements=[env["agreement"]], peers=[TAX], label="y",
                            features={BANK: COLUMNS, TAX: COLUMNS}, dataset="loans",
                            params={"rounds": 3})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"features": ["vat", "income", "no_such_column"]}, "has no column"),
+        ({"params": {"model": "mlp", "hidden": "abc"}}, "hidden must be a whole number"),
+        ({"params": {"model": "mlp", "hidden": 10**9}}, "hidden must be a whole number"),
+        ({"params": {"holdout_column": "no_such_column"}}, "has no column"),
+    ],
+)
+def test_fedavg_bad_input_is_a_clear_refusal(
+    env: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    job, header = _fedavg_open(env, 0.25)
+    header["params"].update(change.pop("params", {}))
+    header.update(change)
+    with pytest.raises(DataspaceError, match=message):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+
+
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [
+        ([5] * 150, "more than once"),  # 150 copies of one row would pass any least-rows bound
+        ([-1, *range(1, 20)], "positions 0 to 199"),
+        ([*range(1, 20), ROWS], "positions 0 to 199"),
+        ([1.5, *range(2, 21)], "integers"),
+        (",".join(map(str, range(20))), "integers"),
+    ],
+)
+def test_a_row_selection_names_distinct_aligned_rows(
+    env: dict[str, Any], select: Any, message: str
+) -> None:
+    rows = len(select) if isinstance(select, list) else 20
+    job, header = _open_vertical(env, rows=rows)
+    header["select"] = select
+    with pytest.raises(DataspaceError, match=message):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+
+
+def test_the_initiators_own_rows_name_a_missing_column_clearly(env: dict[str, Any]) -> None:
+    """What start() reads of the initiator's dataset (a 500 with Arrow's words before)."""
+    from dataspace.services import jobs, train_fedavg
+
+    with env["tax"].store.read() as session:
+        dataset = jobs._dataset(env["tax"], session, "companies")
+    with pytest.raises(DataspaceError, match="has no column nope"):
+        train_fedavg.load_rows(dataset, ["vat", "nope"], "y", 0.25, None, 0)

@@ -357,6 +357,10 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     except DataspaceError as exc:
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise
+    except Exception as exc:  # a bug: the admitted job must not stay RUNNING
+        err = MultipartyFailed(f"step open failed on {node.name} ({type(exc).__name__})")
+        mp_party._end_error(node, ps, err, step=0, name="open")
+        raise err from exc
     mailbox = _PredictMailbox(node, job_id, node.name, caller, list(spec.parties))
     s = _Party(job_id, model_id, caller, spec, part, local.block, mailbox, ps)
     mailbox.alive = lambda: _alive(node, s)

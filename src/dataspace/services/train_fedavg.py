@@ -88,6 +88,10 @@ def load_rows(
     """(x, y, x_test, y_test) of a dataset: held-out rows by ``column`` (truthy) or a seeded
     fraction ``holdout``."""
     names = [*features, label] + ([column] if column else [])
+    have = set(pq.read_schema(dataset.path).names)
+    missing = [n for n in names if n not in have]
+    if missing:  # name only what is missing: the error may travel to another node
+        raise UsageError(f"dataset {dataset.name} has no column {', '.join(missing)}")
     table = pq.read_table(dataset.path, columns=names)
     for name in names:
         if table.column(name).null_count:
@@ -108,8 +112,17 @@ def load_rows(
     return x[~test], y[~test], x[test], y[test]
 
 
+MAX_HIDDEN = 1024  # an MLP's hidden units: the model's size is dim × hidden + 2 × hidden + 1
+
+
 def model_of(p: dict[str, Any], dim: int) -> Model:
-    return Model(str(p.get("model", "logistic")), dim, int(p.get("hidden", 8)))
+    hidden = p.get("hidden", 8)
+    if isinstance(hidden, str) and hidden.isascii() and hidden.isdigit():
+        hidden = int(hidden)  # parameters may come back from the store as text
+    if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= MAX_HIDDEN:
+        raise UsageError(f"hidden must be a whole number of units from 1 to {MAX_HIDDEN}, "
+                         f"not {hidden!r}")
+    return Model(str(p.get("model", "logistic")), dim, hidden)
 
 
 CONFIG_TYPES: dict[str, type] = {
@@ -354,6 +367,10 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
     except DataspaceError as exc:
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise
+    except Exception as exc:  # a bug: the admitted job must not stay RUNNING
+        err = MultipartyFailed(f"step open failed on {node.name} ({type(exc).__name__})")
+        mp_party._end_error(node, ps, err, step=0, name="open")
+        raise err from exc
     s = _Party(job_id, caller, params, Client(node.name, x, y, xt, yt), ps)
     ev = ms.event(node.name, 0, "open", request_sha256=digest, rows=int(y.size))
     ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")

@@ -235,6 +235,10 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     except DataspaceError as exc:
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise
+    except Exception as exc:  # a bug: the admitted job must not stay RUNNING
+        err = MultipartyFailed(f"step open failed on {node.name} ({type(exc).__name__})")
+        mp_party._end_error(node, ps, err, step=0, name="open")
+        raise err from exc
     with _REGISTRY:
         _SESSIONS[job_id] = s
     s.thread = threading.Thread(
@@ -294,7 +298,7 @@ def load_local(
         )
     kept = pq.read_table(path).sort_by("order").column("position").to_numpy()
     if select is not None:
-        kept = kept[np.asarray(select, dtype=np.int64)]
+        kept = kept[_selection(select, kept.size)]
     names = features + ([label] if label else [])
     table = pq.read_table(dataset.path, columns=names).take(kept)
     for name in names:
@@ -306,6 +310,26 @@ def load_local(
     except (TypeError, ValueError) as exc:
         raise UsageError(f"the training columns must be numeric ({exc})") from None
     return Local(block, labels)
+
+
+def _selection(select: Any, size: int) -> np.ndarray:
+    """The initiator's choice of aligned rows, checked: distinct positions within the align
+    job's rows. A row named twice would count twice towards the least rows a job needs
+    (100 copies of one row are that row), a negative one would wrap around."""
+    if not isinstance(select, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in select
+    ):
+        raise UsageError("the row selection must be a list of row positions (integers)")
+    try:
+        idx = np.asarray(select, dtype=np.int64)
+    except OverflowError:
+        raise UsageError("the row selection names a position out of range") from None
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= size)):
+        raise UsageError(f"the row selection must name positions 0 to {size - 1} of the "
+                         "aligned rows")
+    if np.unique(idx).size != idx.size:
+        raise UsageError("the row selection names a row more than once")
+    return idx
 
 
 def run_schedule(s: Session) -> list[dict[str, Any]]:
