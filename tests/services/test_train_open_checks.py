@@ -468,3 +468,14 @@ def test_the_initiators_own_rows_name_a_missing_column_clearly(env: dict[str, An
         dataset = jobs._dataset(env["tax"], session, "companies")
     with pytest.raises(DataspaceError, match="has no column nope"):
         train_fedavg.load_rows(dataset, ["vat", "nope"], "y", 0.25, None, 0)
+
+
+def test_contribution_is_measured_for_at_most_four_providers(env: dict[str, Any]) -> None:
+    """Every coalition is trained (2^n jobs); the API already takes at most four agreements,
+    the service (and so the CLI) holds the same bound, and the value is exact within it."""
+    from dataspace.services import training
+
+    peers = [f"p{i}" for i in range(5)]
+    with pytest.raises(DataspaceError, match="at most 4 providers"):
+        training.start_train(env["bank"], agreements=[env["agreement"]] * 5, peers=peers,
+                             model="vlr", label="y", features={}, align=[], contribution=True)

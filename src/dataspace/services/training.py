@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from dataspace.errors import DataspaceError, NotFound, UsageError
 from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import train_plain
-from dataspace.federated.contribution import shapley
+from dataspace.federated.contribution import shapley_exact
 from dataspace.federated.metrics import auc
 from dataspace.metering import revenue
 from dataspace.services import jobs, mp_initiator, multiparty, train_linreg
@@ -134,6 +134,9 @@ def _aligned(node: Node, job_id: str, peer: str) -> tuple[str, np.ndarray]:
     return str(params["dataset"]), kept.column("position").to_numpy()
 
 
+MAX_CONTRIBUTION_PROVIDERS = 4  # as the API's limit on agreements
+
+
 def start_train(
     node: Node,
     *,
@@ -165,6 +168,11 @@ def start_train(
         raise UsageError(f"the seed must be an integer in [0, 2^63 - 1], got {seed!r}")
     params = _early_params(model, params, patience, validation)
     pool = _revenue_pool(revenue_pool, model, contribution)
+    providers = len(peers or ())
+    if model != "fedavg" and contribution and providers > MAX_CONTRIBUTION_PROVIDERS:
+        raise UsageError(f"contribution trains every coalition of providers (2^n jobs): at "
+                         f"most {MAX_CONTRIBUTION_PROVIDERS} providers, not {providers}",
+                         hint="train without contribution, or with fewer providers")
     if model == "fedavg":  # horizontal: every party its own rows, no alignment
         return fedavg_job.start(
             node,
@@ -415,7 +423,9 @@ def _run(r: _Runner) -> dict[str, Any]:
         own_part = dict(first["model"])
     contribution: dict[str, Any] = {}
     if spec.contribution:
-        shap = shapley(list(spec.parties[1:]), lambda s: values[frozenset(str(x) for x in s)])
+        # every coalition was trained: the exact value is at hand for any number of providers
+        shap = shapley_exact(list(spec.parties[1:]),
+                             lambda s: values[frozenset(str(x) for x in s)])
         contribution = {
             "method": shap.method,
             "metric": "-mae" if regression else "auc",  # -mae: MAE reduction, target units
