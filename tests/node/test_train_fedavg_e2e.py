@@ -109,7 +109,10 @@ def test_fedavg_across_five_nodes_beats_the_average_local_model(space: dict[str,
             assert there["family"] == "fedavg" and there["metrics"]["clients"] == 5
             there_theta = np.asarray(model_store.load_part(node, view["id"])["theta"], dtype=float)
             assert np.array_equal(there_theta, theta)
-            assert any(e["model_id"] == view["id"] for e in payloads(node, "model.trained"))
+            [trained] = [e for e in payloads(node, "model.trained") if e["model_id"] == view["id"]]
+            # its own held-out metrics and the overall ones, never another node's
+            assert set(trained["metrics"]["per_node"]) == {name}
+            assert set(there["metrics"]["per_node"]) == {name}
             done = [e for e in payloads(node, "job.completed") if e["job_id"] == view["id"]]
             assert done and done[0]["usage_id"] and done[0]["action"] == "federated-train"
         finally:

@@ -724,9 +724,18 @@ def _run(r: _Run) -> dict[str, Any]:
     holders = {name: {"sha256": digest, "holds": "the whole global model (θ)"} for name in sizes}
     info = {"parts": holders, "metrics": metrics, "contribution": {}, "params": p}
     shape = {"kind": model.kind, "dim": model.dim, "hidden": model.hidden}
+
+    def theirs(peer: str) -> dict[str, Any]:
+        """What a client's record of the model says: the overall metrics and its own, not the
+        other nodes' (each node's held-out metrics are the initiator's to know: exact, outside
+        any DP statement)."""
+        own = {k: v for k, v in metrics.items() if k not in ("per_node",) and "_mean" not in k}
+        return {**info, "metrics": {**own, "per_node": {peer: per_node.get(peer, {})}}}
+
     r.each(
         lambda i, q: r.call(
-            q["peer"], "commit", [theta.tobytes()], model=jsonable(info), shape=shape
+            q["peer"], "commit", [theta.tobytes()], model=jsonable(theirs(q["peer"])),
+            shape=shape,
         )
     )
     model_store.finalize(node, job.id, info, actor=job.actor)
