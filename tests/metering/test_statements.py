@@ -4,6 +4,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -58,6 +59,34 @@ def test_totals_stay_exact_past_28_digits(node: Node) -> None:
         [total] = statement(session, agreement_id="agr-9").totals
     assert str(total.amount_exact) == "10000000000000.005000000000000001"
     assert str(total.amount) == "10000000000000.01"
+
+
+def _bill_one_job(node: Node, job: str, terms: PriceTerms, at: str) -> dict:
+    with node.store.write() as session:
+        record_usage(session, usage("agr-7", job, at), actor=ACTOR, terms=terms)
+    return service.bill(node, agreement_id="agr-7", issue=True, actor=ACTOR)
+
+
+def test_cents_rounded_off_one_bill_come_back_on_the_next(node: Node) -> None:
+    first = _bill_one_job(node, "a", PriceTerms.parse({"per_job": "10.004 CNY"}),
+                          "2026-11-02T00:00:00Z")
+    assert first["due"] == [{"currency": "CNY", "amount": "10.00"}]
+    late = _bill_one_job(node, "b", PriceTerms.parse({"per_job": "0.004 CNY"}),
+                         "2026-11-03T00:00:00Z")
+    # round(10.004 + 0.004) - 10.00: what all bills ask is the rounded exact sum
+    assert late["due"] == [{"currency": "CNY", "amount": "0.01"}]
+    [total] = late["statement"]["totals"]
+    assert total["amount_exact"] == "0.004"
+    assert total["billed_before"] == {"amount_exact": "10.004", "amount": "10.00"}
+
+
+def test_many_small_bills_add_up_to_the_rounded_sum(node: Node) -> None:
+    terms = PriceTerms.parse({"per_job": "0.004 CNY"})
+    due = [
+        _bill_one_job(node, f"j{i}", terms, f"2026-11-02T00:{i // 60:02d}:{i % 60:02d}Z")["due"]
+        for i in range(50)
+    ]
+    assert sum(Decimal(d[0]["amount"]) for d in due) == Decimal("0.20")  # 50 x 0.004
 
 
 def test_november_statement_known_answers(metered: Node) -> None:

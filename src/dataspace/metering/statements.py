@@ -42,6 +42,7 @@ __all__ = [
     "Statement",
     "Total",
     "bill_for",
+    "carry_of",
     "issue_bill",
     "parse_period",
     "statement",
@@ -93,8 +94,11 @@ class Total:
     cpu_us: int = 0
     wall_us: int = 0
     amount_exact: Decimal = Decimal(0)
-    # a currency's amount due: the sum of its agreements' rounded amounts (rounded once each)
+    # a currency's amount due: the sum of its agreements' rounded amounts (rounded once each);
+    # on a bill, an agreement's: what rounds the exact sum of everything billed so far, less
+    # what earlier bills asked (so the cents rounded off one bill come back on the next)
     amount_due: Decimal | None = None
+    billed_before: tuple[Decimal, Decimal] | None = None  # (exact, due) of earlier bills
 
     def add(self, line: dict[str, Any]) -> None:
         status = line["status"]
@@ -142,6 +146,9 @@ class Total:
             amount_exact=fmt_decimal(self.amount_exact),
             amount=fmt_decimal(self.amount),
         )
+        if self.billed_before is not None:
+            exact, due = self.billed_before
+            out["billed_before"] = {"amount_exact": fmt_decimal(exact), "amount": fmt_decimal(due)}
         return out
 
 
@@ -168,6 +175,9 @@ class Statement:
     consumer: str | None
     period: str | None
     lines: list[dict[str, Any]] = field(default_factory=list)
+    #: (agreement, currency) -> (exact sum, amount due) of the earlier bills: set on a bill
+    #: (:func:`carry_of`), empty on a plain statement
+    carried: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
 
     @property
     def consumers(self) -> list[str]:
@@ -175,7 +185,16 @@ class Statement:
 
     @property
     def totals(self) -> list[Total]:
-        return totals(self._raw(), by_agreement=True)
+        out = totals(self._raw(), by_agreement=True)
+        for total in out:
+            before = self.carried.get((str(total.agreement_id), total.currency))
+            if before is not None:
+                exact, due = before
+                total.billed_before = before
+                with localcontext() as ctx:
+                    ctx.prec = EXACT_DIGITS
+                    total.amount_due = round_money(exact + total.amount_exact) - due
+        return out
 
     @property
     def currency_totals(self) -> list[Total]:
@@ -183,7 +202,7 @@ class Statement:
         lines add up to what it asks (rounding each agreement's total, then the sum again,
         could differ by a cent)."""
         raw = self._raw()
-        by_agreement = totals(raw, by_agreement=True)
+        by_agreement = self.totals
         out = totals(raw, by_agreement=False)
         for total in out:
             total.amount_due = sum(
@@ -334,7 +353,38 @@ def unbilled(session: Session, st: Statement) -> tuple[Statement, dict[str, str]
     if not billed:
         return st, billed
     lines = [line for line in st.lines if str(line["id"]) not in billed]
-    return Statement(st.agreement_id, st.consumer, st.period, lines), billed
+    return Statement(st.agreement_id, st.consumer, st.period, lines, st.carried), billed
+
+
+def carry_of(session: Session, st: Statement) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """For each agreement and currency of ``st``'s lines: the exact sum of the lines earlier
+    bills carry, and what those bills asked for them. A bill then asks what rounds the exact
+    sum of everything billed so far, less what was asked before: rounding never loses or
+    invents more than half a cent over all of an agreement's bills."""
+    agreements = sorted({str(line["agreement_id"]) for line in st.lines})
+    if not agreements:
+        return {}
+    exact: dict[tuple[str, str], Decimal] = {}
+    due: dict[tuple[str, str], Decimal] = {}
+    with localcontext() as ctx:
+        ctx.prec = EXACT_DIGITS
+        ctx.traps[Inexact] = True
+        query = (
+            select(UsageRecord.agreement_id, UsageRecord.currency, UsageRecord.price_amount)
+            .join(BillLine, BillLine.usage_id == UsageRecord.id)
+            .where(UsageRecord.agreement_id.in_(agreements))
+        )
+        for agreement, currency, amount in session.execute(query):
+            key = (str(agreement), str(currency))
+            exact[key] = exact.get(key, Decimal(0)) + Decimal(amount)
+        documents = select(BillRow.document).where(BillRow.consumer.in_(st.consumers))
+        for document in session.scalars(documents):
+            for total in json.loads(document)["statement"]["totals"]:
+                key = (str(total.get("agreement_id")), str(total["currency"]))
+                if key[0] in agreements:
+                    due[key] = due.get(key, Decimal(0)) + Decimal(total["amount"])
+    keys = set(exact) | set(due)
+    return {k: (exact.get(k, Decimal(0)), due.get(k, Decimal(0))) for k in sorted(keys)}
 
 
 def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | None = None) -> Bill:
@@ -349,6 +399,7 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
             hint="check --agreement, --consumer and --period with `dataspace usage`",
         )
     st, billed = unbilled(session, st)
+    st.carried = carry_of(session, st)
     if not st.lines:
         on = ", ".join(sorted(set(billed.values())))
         raise Conflict(

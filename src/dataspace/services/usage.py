@@ -21,7 +21,7 @@ from dataspace.metering import (
 )
 from dataspace.metering import reconcile as _reconcile
 from dataspace.metering import statement as _statement
-from dataspace.metering.statements import select_usage, unbilled
+from dataspace.metering.statements import carry_of, select_usage, unbilled
 from dataspace.services.node import Node, default_actor
 
 __all__ = ["bill", "list_usage", "reconcile", "record", "statement"]
@@ -84,6 +84,7 @@ def bill(
     with node.store.snapshot() as session:
         st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
         draft, _billed = unbilled(session, st)
+        draft.carried = carry_of(session, draft)
     return bill_for(draft).to_dict()
 
 
