@@ -112,3 +112,30 @@ def test_sorted_histograms_equal_bincount_histograms() -> None:
     slow = plain_histograms(bins, offsets, sum(sizes), nodes, g, h)
     for a, b in zip(fast, slow, strict=True):
         assert np.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("column", "k", "rows", "message"),
+    [
+        (5, 0, [0, 1, 2], "does not have"),  # no such column (it crashed the role before)
+        (-1, 0, [0, 1, 2], "does not have"),  # wrapped to the last column before
+        (0, -1, [0, 1, 2], "does not have"),  # stored the largest edge before
+        (0, 0, [2, 1, 0], "distinct training rows"),
+        (0, 0, [0, 0, 1], "distinct training rows"),
+        (0, 0, [0, 1, 500], "distinct training rows"),
+    ],
+)
+def test_a_passive_party_answers_only_splits_an_honest_label_party_asks(
+    column: int, k: int, rows: list[int], message: str
+) -> None:
+    from dataspace.federated.errors import MalformedMessage
+    from dataspace.federated.sgb import _Passive
+
+    rng = np.random.default_rng(0)
+    net = Network()
+    passive = _Passive(PartyData("tax", rng.normal(size=(100, 2)), None), net, SgbParams(bins=8))
+    net.send("bank", "tax", "sgb/split", np.array([column, k]))
+    net.send("bank", "tax", "sgb/split/rows", np.asarray(rows, dtype=np.int64))
+    with pytest.raises(MalformedMessage, match=message):
+        passive.take_split("bank")
+    assert passive.book.records == []

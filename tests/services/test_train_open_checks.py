@@ -479,3 +479,38 @@ def test_contribution_is_measured_for_at_most_four_providers(env: dict[str, Any]
     with pytest.raises(DataspaceError, match="at most 4 providers"):
         training.start_train(env["bank"], agreements=[env["agreement"]] * 5, peers=peers,
                              model="vlr", label="y", features={}, align=[], contribution=True)
+
+
+@pytest.mark.parametrize("params", [{"learning_rate": 0.1}, {"l2": 0.5, "min_child_weight": 0.5},
+                                    {"trees": 3, "learning_rate": 1}])
+def test_vgbdt_takes_fractional_parameters_across_nodes(
+    env: dict[str, Any], params: dict[str, Any]
+) -> None:
+    """Floats cross nodes as their decimal text ("0.1"): the provider reads them as numbers
+    (it refused every fractional learning rate before)."""
+    from dataspace.services import datasets as ds_service
+    from helpers.agreements import pseudonymized
+
+    dataset = ds_service.list_datasets(env["tax"])[0]["id"]
+    gbdt = make_agreement(env["tax"], BANK, consumer=env["bank"], dataset_id=dataset,
+                          purpose="credit-risk",
+                          offer=pseudonymized(from_template("federated-train",
+                                                            purposes=["finance"])))
+    _job, header = _open_vertical(env, family="vgbdt", params=params)
+    header["agreement_id"] = gbdt
+    assert _step(env["tax"], BANK, header)["state"] == "open"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"trees": 16.5}, "whole number"), ({"bins": True}, "must be a number"),
+     ({"l2": float("nan")}, "finite"), ({"learning_rate": "inf"}, "finite")],
+)
+def test_vgbdt_parameters_are_typed_numbers(params: dict[str, Any], message: str) -> None:
+    from dataspace.services.train_roles import check_params
+
+    spec = Spec.from_dict("j", {"family": "vgbdt", "parties": [BANK, TAX],
+                                "widths": {BANK: 2, TAX: 3}, "columns": {}, "dealer": "operator",
+                                "rows": ROWS, "params": params})
+    with pytest.raises(DataspaceError, match=message):
+        check_params(spec)

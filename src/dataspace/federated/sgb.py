@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dataspace.errors import Forbidden
-from dataspace.federated.errors import InvalidTrainingInput
+from dataspace.federated.errors import InvalidTrainingInput, MalformedMessage
 from dataspace.federated.mpc.net import Network
 from dataspace.federated.sgb_share import (
     ShareDealer,
@@ -117,6 +117,14 @@ class _Passive:
     def take_split(self, label: str) -> None:
         column, k = (int(v) for v in self.net.recv(self.name, label, "sgb/split"))
         rows = np.asarray(self.net.recv(self.name, label, "sgb/split/rows"), dtype=np.int64)
+        # A split on a bin it does not have, or rows named twice or out of order, is no
+        # split an honest label party asks for: refuse it rather than answer.
+        if not 0 <= column < self.bins.shape[1] or not 0 <= k < len(self.binner.edges[column]):
+            raise MalformedMessage(f"split asks for bin {k} of column {column}, which "
+                                   f"{self.name} does not have")
+        if rows.ndim != 1 or (rows.size and (rows[0] < 0 or rows[-1] >= self.bins.shape[0]
+                                             or (np.diff(rows) <= 0).any())):
+            raise MalformedMessage("a split's rows must be distinct training rows, in order")
         record = self.book.add(column, float(self.binner.edges[column][k]))
         left = self.bins[rows, column] <= k
         self.net.send(self.name, label, "sgb/split/left", np.r_[record, left].astype(np.int64))

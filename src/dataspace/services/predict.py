@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from dataspace.errors import DataspaceError, NotFound, UsageError
 from dataspace.federated import sgb, sgb_route, vlr
+from dataspace.federated.errors import MalformedMessage
 from dataspace.federated.plan import Scaler
 from dataspace.federated.sgb_tree import SgbParams, Tree
 from dataspace.services import jobs, mp_initiator, mp_party, mp_protocols
@@ -58,7 +59,7 @@ from dataspace.services.mp_wire import (
 )
 from dataspace.services.node import Node, default_actor
 from dataspace.services.train_net import Mailbox, NodeNetwork, mailbox_step, using
-from dataspace.services.train_roles import Spec
+from dataspace.services.train_roles import Spec, sgb_params
 from dataspace.store.models_compute import JobRow
 
 PROTOCOL = "federated-predict"
@@ -253,11 +254,25 @@ def _sgb_owner(mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray)
     """A provider's side of vgbdt prediction: answer left/right for its own splits."""
     net = NodeNetwork(mb, "predict", replicate=False)
     book = split_book(part)
-    while True:
+    # The honest routing asks one request per depth level, each of this owner's splits at
+    # most once, each with distinct rows: more would tell the label party on which side of
+    # every threshold every row lies, beyond the one path per tree the model walks.
+    depth = sgb_params(spec).max_depth
+    asked: set[int] = set()
+    for _ in range(depth + 1):
         request = np.asarray(net.recv(mb.me, spec.label, sgb_route.REQUEST))
         if request.shape == (1,) and int(request[0]) == sgb_route.DONE:
             break
+        items = sgb_route.decode_request(request, int(block.shape[0]), len(book.records))
+        records = [record for record, _ in items]
+        if len(set(records)) != len(records) or asked & set(records) or any(
+            np.unique(rows).size != rows.size for _, rows in items
+        ):
+            raise MalformedMessage("a prediction asks each split once, with distinct rows")
+        asked.update(records)
         net.send(mb.me, spec.label, sgb_route.ANSWER, sgb_route.answer(book, block, request))
+    else:
+        raise MalformedMessage(f"more than {depth} routing requests for trees of depth {depth}")
     mb.flush()
 
 

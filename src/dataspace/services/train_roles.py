@@ -380,10 +380,31 @@ def vlr_model(part: dict[str, Any]) -> vlr.PartyModel:
 # --- vertical GBDT (SecureBoost-style) ------------------------------------------------------
 
 
+_SGB_WHOLE = ("trees", "max_depth", "bins")
+
+
 def sgb_params(spec: Spec) -> SgbParams:
+    """The job's boosting parameters, typed: they cross nodes as JSON, where a float arrives
+    as its decimal text ("0.1"); whole-number fields refuse fractions, the rest must be
+    finite."""
     p = {**SGB_DEFAULTS, **spec.params}
-    keys = set(SgbParams.__dataclass_fields__)
-    return SgbParams(**{k: v for k, v in p.items() if k in keys})
+    out: dict[str, Any] = {}
+    for key in SgbParams.__dataclass_fields__:
+        if key not in p:
+            continue
+        value = p[key]
+        if isinstance(value, bool):
+            raise ValueError(f"{key} must be a number, not {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{key} must be finite, not {value!r}")
+        if key in _SGB_WHOLE:
+            if number != int(number):
+                raise ValueError(f"{key} must be a whole number, not {value!r}")
+            out[key] = int(number)
+        else:
+            out[key] = number
+    return SgbParams(**out)
 
 
 class _RemotePassive:
@@ -461,17 +482,27 @@ def sgb_run(
     params = sgb_params(spec)
     passives = [p for p in coalition if p != label]
     net = NodeNetwork(mb, f"{index}/train", replicate=False)
+    # What an honest label party asks at most, per coalition: a histogram level per depth of
+    # each tree, at most 2^(depth-1) nodes wide, a split per inner node, each split's
+    # held-out rows routed once. A provider (and the dealer) refuses more: each extra answer
+    # would tell the label party more of a provider's bins than the trees do.
+    levels_cap = params.trees * params.max_depth
+    width_cap = 2 ** (params.max_depth - 1)
+    splits_cap = params.trees * (2**params.max_depth - 1)
     if me == spec.dealer:
         dealer = sgb_share.ShareDealer(me, net)
         for p in passives:
             dealer.setup(p, fit.size, spec.widths[p])
+        levels: dict[int, int] = dict.fromkeys(range(len(passives)), 0)
         while True:
             ctl = np.asarray(net.recv(me, label, CTL), dtype=np.int64)
             if ctl[0] == 0:
                 return {}
-            dealer.level(
-                passives[int(ctl[1])], label, f"{passives[int(ctl[1])]}/{ctl[2]}", int(ctl[3])
-            )
+            who, width = int(ctl[1]), int(ctl[3])
+            if who not in levels or not 1 <= width <= width_cap or levels[who] >= levels_cap:
+                raise MalformedMessage("a histogram level beyond what the job's trees need")
+            levels[who] += 1
+            dealer.level(passives[who], label, f"{passives[who]}/{ctl[2]}", width)
     assert local.block is not None
     if me != label:
         data = vlr.PartyData(me, local.block[fit], None)
@@ -479,17 +510,30 @@ def sgb_run(
         net.send(me, label, "sgb/sizes", np.asarray(passive.binner.sizes(), dtype=np.int64))
         passive.share.setup(spec.dealer, label)
         held = local.block[test]
+        shared, routed = 0, set()
         while True:
             ctl = np.asarray(net.recv(me, label, CTL), dtype=np.int64)
             if ctl[0] == 0:
                 break
             if ctl[0] == 1:
+                shared += 1
+                if shared > levels_cap:
+                    raise MalformedMessage("more histogram levels than the job's trees need")
                 passive.share.level(spec.dealer, label, f"{me}/{ctl[1]}")
             elif ctl[0] == 2:
+                if len(passive.book.records) >= splits_cap:
+                    raise MalformedMessage("more splits than the job's trees can have")
                 passive.take_split(label)
-            else:  # 3: route held-out rows at one of this party's splits
+            else:  # 3: route held-out rows at one of this party's splits, once each
                 asked = np.asarray(net.recv(me, label, "sgb/route"), dtype=np.int64)
-                answer = passive.book.left(int(asked[0]), held[asked[1:]])
+                record, rows = int(asked[0]), asked[1:]
+                if (record in routed or not 0 <= record < len(passive.book.records)
+                        or np.unique(rows).size != rows.size
+                        or (rows.size and (rows.min() < 0 or rows.max() >= held.shape[0]))):
+                    raise MalformedMessage("a route must name a split once and distinct "
+                                           "held-out rows")
+                routed.add(record)
+                answer = passive.book.left(record, held[rows])
                 net.send(me, label, "sgb/route/left", answer.astype(np.int64))
         return {
             "model": {
