@@ -517,11 +517,23 @@ def _own_local(node: Node, dataset: Any, job: TrainJob) -> Local:
         [table.column(c).to_numpy().astype(np.float64) for c in job.own_features]
     )
     labels = table.column(job.label).to_numpy().astype(np.float64)
+    # Everything about this node's own data is checked before any provider is asked: found
+    # later, the job would fail after the providers ran it (and counted it).
+    bad = [c for i, c in enumerate(job.own_features) if not np.isfinite(block[:, i]).all()]
+    if bad:
+        raise UsageError(f"column(s) {', '.join(bad)} have missing or infinite values in the "
+                         "aligned rows")
     if job.spec.family == train_linreg.FAMILY:
         if not np.isfinite(labels).all():
             raise UsageError(f"the target column {job.label} has missing or infinite values")
-    elif not np.isin(labels, (0.0, 1.0)).all():
+        return Local(block, labels)
+    if not np.isin(labels, (0.0, 1.0)).all():
         raise UsageError(f"the label column {job.label} must hold 0 and 1")
+    fit, test = split_rows(job.spec.rows, job.spec.holdout, job.spec.seed)
+    for rows, what in ((fit, "training"), (test, "held-out")):
+        if np.unique(labels[rows]).size < 2:
+            raise UsageError(f"the {what} rows hold one class of {job.label} only: AUC and "
+                             "the model need both", hint="align more rows or change --seed")
     return Local(block, labels)
 
 
