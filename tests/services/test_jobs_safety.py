@@ -369,6 +369,7 @@ def test_a_job_that_outlived_its_lease_is_not_released(
         jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="late")
     assert job_state(node, "late") == jobs.FAILED
     assert entries(node, "job.completed") == []
+    assert not list((node.root / "results").glob("*.arrow"))  # no result file left either
 
 
 def test_lease_is_never_shorter_than_a_job_may_run(provider: tuple[Node, str]) -> None:

@@ -298,71 +298,81 @@ def finish_success(
     node: Node, job: _Job, table: pa.Table, ipc: bytes, figures: dict[str, Any]
 ) -> JobOutcome:
     sha = sha256_hex(ipc)
-    _store_result(node, sha, ipc)
     with node.store.write() as session:
         row = session.get(JobRow, job.id, with_for_update=True)
         if row is None or row.state != RUNNING:
             # Its lease ran out and another process recorded it as interrupted: the record
-            # stands and nothing is released (raising here writes nothing).
+            # stands and nothing is released (raising here writes nothing, no file either).
             raise Conflict(
                 f"job {job.id!r} outlived its lease and was recorded as failed; "
                 "nothing was released",
                 hint="send the query again under a new job id",
             )
-        usage = record_usage(
-            session,
-            _usage(job, "completed", figures, table.num_rows, len(ipc)),
-            actor=job.actor,
-            terms=job.terms,
-        )
-        meta = {
-            "job_id": job.id,
-            "agreement_id": job.agreement_id,
-            "action": job.action,
-            "state": SUCCEEDED,
-            "provider": job.provider,
-            "dataset": job.dataset,
-            "result_sha256": sha,
-            "rows": table.num_rows,
-            "bytes": len(ipc),
-            "columns": list(table.column_names),
-            "epsilon_spent": usage.epsilon_spent,
-            "delta_spent": usage.delta_spent,
-            "price": {"amount": usage.price_amount, "currency": usage.currency},
-            "finished_at": log.format_time(datetime.now(UTC)),
-            **jsonable(job.extra),
-        }
-        meta = jsonable(meta)
-        enforcement = job.decision.enforcement if job.decision else None
-        log.append(
-            session,
-            actor=job.actor,
-            action="job.completed",
-            payload=jsonable(
-                {
-                    "job_id": job.id,
-                    "agreement_id": job.agreement_id,
-                    "consumer": job.consumer,
-                    "action": job.action,
-                    "dataset": job.dataset,
-                    **sql_fields(job.sql),
-                    "result_sha256": sha,
-                    "rows_scanned": usage.rows_scanned,
-                    "result_rows": usage.result_rows,
-                    "bytes_out": usage.bytes_out,
-                    "epsilon_spent": usage.epsilon_spent,
-                    "delta_spent": usage.delta_spent,
-                    "epsilon_left": job.extra.get("epsilon_left"),
-                    "price": meta["price"],
-                    "usage_id": usage.id,
-                    "granted_by": enforcement.granted_by if enforcement else None,
-                }
-            ),
-        )
-        row.state, row.action = SUCCEEDED, job.action
-        row.decision = jsonable(job.decision.to_dict()) if job.decision else None
-        row.result_sha256, row.result_meta = sha, meta
-        row.finished_at = datetime.now(UTC)
+        # Written only for a job still holding its lease. Results are shared by hash (another
+        # job may hold the same one), so a commit that fails after this leaves the file.
+        _store_result(node, sha, ipc)
+        return _record_success(session, row, job, table, ipc, figures, sha)
+
+
+def _record_success(
+    session: Any, row: JobRow, job: _Job, table: pa.Table, ipc: bytes, figures: dict[str, Any],
+    sha: str,
+) -> JobOutcome:
+    """The success record in the caller's transaction: usage, ``job.completed``, the row."""
+    usage = record_usage(
+        session,
+        _usage(job, "completed", figures, table.num_rows, len(ipc)),
+        actor=job.actor,
+        terms=job.terms,
+    )
+    meta = {
+        "job_id": job.id,
+        "agreement_id": job.agreement_id,
+        "action": job.action,
+        "state": SUCCEEDED,
+        "provider": job.provider,
+        "dataset": job.dataset,
+        "result_sha256": sha,
+        "rows": table.num_rows,
+        "bytes": len(ipc),
+        "columns": list(table.column_names),
+        "epsilon_spent": usage.epsilon_spent,
+        "delta_spent": usage.delta_spent,
+        "price": {"amount": usage.price_amount, "currency": usage.currency},
+        "finished_at": log.format_time(datetime.now(UTC)),
+        **jsonable(job.extra),
+    }
+    meta = jsonable(meta)
+    enforcement = job.decision.enforcement if job.decision else None
+    log.append(
+        session,
+        actor=job.actor,
+        action="job.completed",
+        payload=jsonable(
+            {
+                "job_id": job.id,
+                "agreement_id": job.agreement_id,
+                "consumer": job.consumer,
+                "action": job.action,
+                "dataset": job.dataset,
+                **sql_fields(job.sql),
+                "result_sha256": sha,
+                "rows_scanned": usage.rows_scanned,
+                "result_rows": usage.result_rows,
+                "bytes_out": usage.bytes_out,
+                "epsilon_spent": usage.epsilon_spent,
+                "delta_spent": usage.delta_spent,
+                "epsilon_left": job.extra.get("epsilon_left"),
+                "price": meta["price"],
+                "usage_id": usage.id,
+                "granted_by": enforcement.granted_by if enforcement else None,
+            }
+        ),
+    )
+    row.state, row.action = SUCCEEDED, job.action
+    row.decision = jsonable(job.decision.to_dict()) if job.decision else None
+    row.result_sha256, row.result_meta = sha, meta
+    row.finished_at = datetime.now(UTC)
     return JobOutcome(job.id, table, ipc, meta)
 
 
