@@ -245,6 +245,25 @@ def test_queries_beyond_the_worker_bound_are_refused_until_one_ends(
     assert [s.result().table.num_rows for s in slots] == [1, 1]
 
 
+def test_the_workers_do_not_inherit_the_nodes_environment(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tokens or database URLs a node is given as variables stay with the node process."""
+    monkeypatch.setenv("DATASPACE_TEST_SECRET", "s3cr3t")
+    old = sb._get_zygote()
+    old.process.kill()
+    old.process.wait()
+    run_query(
+        people_parquet, "people", check_query("SELECT count(*) AS n FROM people", policy), limits
+    )
+    zygote = sb._get_zygote()
+    assert zygote is not old
+    environ = Path(f"/proc/{zygote.process.pid}/environ").read_bytes().split(b"\0")
+    names = {item.split(b"=", 1)[0] for item in environ if item}
+    assert b"DATASPACE_TEST_SECRET" not in names and b"PATH" in names
+
+
 def test_process_server_restarts_after_it_dies(
     people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
 ) -> None:

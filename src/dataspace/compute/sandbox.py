@@ -273,13 +273,19 @@ _running = 0  # queries handed to a worker and not yet collected or cancelled
 WARM_UP_ROWS = 3_000_000
 
 
+_WORKER_ENV = frozenset({"PATH", "LANG", "TMPDIR", "TEMP", "TMP", "HOME", "PYTHONPATH",
+                         "PYTHONHASHSEED", "VIRTUAL_ENV", "SYSTEMROOT"})
+
+
 class _Zygote:
     """``python -m dataspace.compute.worker --zygote``: forks the workers, one per job."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
         package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
+        # Only what a Python process needs: the node's own environment (tokens, database
+        # URLs, keys passed as variables) has no business next to a consumer's query.
+        env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV or k.startswith("LC_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         warm_fd = _warm_up_file()
         try:

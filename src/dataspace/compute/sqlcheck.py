@@ -434,6 +434,8 @@ class _Checker(NodeChecker):
             ) or (options is not None and (options.args.get("percent")
                                             or options.args.get("with_ties"))):
                 raise refuse(f"{key.upper()} must be a whole number of rows")
+            if node.args.get("expressions"):  # LIMIT n BY cols: columns no check has seen
+                raise refuse(f"{key.upper()} ... BY is not allowed")
             out.set(key, node.copy())
         return out
 
