@@ -514,3 +514,18 @@ def test_vgbdt_parameters_are_typed_numbers(params: dict[str, Any], message: str
                                 "rows": ROWS, "params": params})
     with pytest.raises(DataspaceError, match=message):
         check_params(spec)
+
+
+def test_an_open_after_the_dataset_was_removed_is_refused_and_metered(
+    env: dict[str, Any],
+) -> None:
+    from dataspace.services import usage as usage_service
+
+    datasets.remove(env["tax"], "companies", actor="test")
+    job, header = _open_vertical(env)
+    with pytest.raises(DataspaceError):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+    [line] = [u for u in usage_service.list_usage(env["tax"], agreement_id=env["agreement"])
+              if u["job_id"] == job]
+    assert line["status"] in ("denied", "failed") and line["amount"] == "0"

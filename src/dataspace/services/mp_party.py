@@ -549,7 +549,10 @@ def _check(
             )
         offer = session.get(OfferRow, agreement.offer_id) if agreement.offer_id else None
         s.provider = agreement.provider
-        dataset = jobs._dataset(node, session, offer.dataset_id if offer else agreement.target)
+        # metered under its id should it be gone (removed since the agreement): the refusal
+        # is then recorded like any other
+        s.dataset = offer.dataset_id if offer else agreement.target
+        dataset = jobs._dataset(node, session, s.dataset)
         s.dataset, s.terms = dataset.name, jobs._terms(offer)
         policy = policy_from_wire(agreement.policy, "$.agreement")
         jobs_run = _slots_taken(session, s.agreement_id, exclude=s.job_id,
