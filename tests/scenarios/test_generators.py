@@ -92,3 +92,15 @@ def test_fit_logistic_recovers_known_weights() -> None:
     truth = np.array([-1.0, 2.0, -0.5])
     y = (rng.random(20_000) < 1 / (1 + np.exp(-(truth[0] + x @ truth[1:])))).astype(float)
     assert np.allclose(fit_logistic(x, y), truth, atol=0.08)
+
+
+def test_emergency_placebo_weeks_are_each_plants_weeks_before_its_order() -> None:
+    gen = scenarios.get("emergency").generate("small", 3)
+    (_, orders), (_, placebo) = gen.tables["emergency-bureau"]
+    first = {}
+    for code, week in zip(orders.column("credit_code").to_pylist(),
+                          orders.column("week").to_pylist(), strict=True):
+        first[code] = min(first.get(code, week), week)
+    for code, week in zip(placebo.column("credit_code").to_pylist(),
+                          placebo.column("week").to_pylist(), strict=True):
+        assert "2026-W06" <= week < first[code]  # drawn from week 6 on, before the order

@@ -9,6 +9,11 @@ plants it did not order, nothing about other weeks. Governed SQL gives the typic
 industry during the Spring Festival shutdown, so industries that draw power while idle
 (cold storage, continuous processes) are not over-ranked. Metric: precision@k of the
 inspection list (k = 20% of evaluation plants) against inspection truth held by the evaluator.
+Placebo control: a second PSI of the same plants' weeks *before* their order (drawing power
+then is normal); ranked by those matches alone, the list must not beat the base rate — the
+95% CI of its lift reaches 0 (at size default +0.009 [−0.035, +0.059]; at size small the CI
+is wide, about ±0.15). It fails when the placebo is fed the ordered weeks instead: +0.38
+[+0.18, +0.50] at size small.
 The fused ranking's rule is set by hand, not fitted: a plant's matched weeks count a quarter
 when its industry's typical holiday draw is 35 % of baseline or more (with a half instead of
 a quarter the fused precision is 0.721 instead of 0.755; PSI alone is 0.655).
@@ -27,7 +32,7 @@ from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec
 from dataspace.scenarios.common import ENTITIES, estimates, ordered, overlap_mask, rng_for
 from dataspace.scenarios.stats import label_copy_flags
 
-VERSION = "emergency-halt/1"
+VERSION = "emergency-halt/2"
 INDUSTRIES = {  # name: (share of plants, idle draw as a share of normal load)
     "化工": (0.25, 0.22),
     "冶金": (0.2, 0.3),
@@ -38,6 +43,7 @@ INDUSTRIES = {  # name: (share of plants, idle draw as a share of normal load)
 WEEKS = 16
 HOLIDAY = 6  # 1-based week of the Spring Festival shutdown
 THRESHOLD = 0.4
+PLACEBO = "placebo lift: PSI on pre-order weeks − base rate"
 BUREAU, GRID = "emergency-bureau", "power-grid"
 
 
@@ -54,7 +60,7 @@ class EmergencyHalt(Scenario):
 
     def parties(self) -> list[Party]:
         return [
-            Party(BUREAU, "consumer", "应急管理局", ("halt_orders",)),
+            Party(BUREAU, "consumer", "应急管理局", ("halt_orders", "placebo_weeks")),
             Party(GRID, "provider", "国网供电公司", ("weekly_power", "draw_weeks")),
         ]
 
@@ -108,6 +114,14 @@ class EmergencyHalt(Scenario):
         heldout = rng.random(len(ordered_idx)) < 0.5  # evaluator's plants, split before PSI
         orders_rows: dict[str, list[Any]] = {"credit_code": [], "week": [], "industry": [],
                                              "county": [], "risk_score": []}
+        # The placebo: the same plants' weeks *before* their order (from the first week the
+        # grid reports draws for). Drawing power then is what a plant does: matches there
+        # must not pick out the plants that later defied their order.
+        placebo: dict[str, list[Any]] = {"credit_code": [], "week": []}
+        for i in ordered_idx:
+            for w in range(6, start[i]):
+                placebo["credit_code"].append(codes[i])
+                placebo["week"].append(week_label(w))
         for i in ordered_idx:
             for w in range(start[i], WEEKS + 1):
                 orders_rows["credit_code"].append(codes[i])
@@ -134,7 +148,8 @@ class EmergencyHalt(Scenario):
                     draws["week"].append(week_label(w))
         return Generated(
             tables={
-                BUREAU: [("halt_orders", pa.table(orders_rows))],
+                BUREAU: [("halt_orders", pa.table(orders_rows)),
+                         ("placebo_weeks", pa.table(placebo))],
                 GRID: [("weekly_power", pa.table(power)), ("draw_weeks", pa.table(draws))],
             },
             heldout={
@@ -170,6 +185,15 @@ class EmergencyHalt(Scenario):
         positions = ctx.kept_positions(BUREAU, view)
         orders = ctx.own(BUREAU, "halt_orders")
         matched = [orders.column("credit_code")[i].as_py() for i in positions]
+        ctx.step("placebo PSI: the same plants' weeks before their order")
+        placebo_view = bureau.psi(
+            agreements=[ctx.agreements["psi"]], dataset=ctx.dataset(BUREAU, "placebo_weeks"),
+            key="credit_code:uscc,week:text", mode="me",
+        )
+        before = ctx.own(BUREAU, "placebo_weeks").column("credit_code")
+        placebo: dict[str, int] = {}
+        for i in ctx.kept_positions(BUREAU, placebo_view):
+            placebo[before[i].as_py()] = placebo.get(before[i].as_py(), 0) + 1
         ctx.step("governed SQL: idle draw by industry (holiday week)")
         table, _meta = bureau.query(
             ctx.agreements["sql"],
@@ -186,6 +210,7 @@ class EmergencyHalt(Scenario):
                             orders.column("industry").to_pylist(), strict=True))
         return {
             "matched_weeks": weeks,
+            "placebo_weeks": placebo,
             "idle_ratio": idle,
             "industry": industry,
             "psi_matches": len(positions),
@@ -198,6 +223,7 @@ class EmergencyHalt(Scenario):
         truth: list[bool] = []
         strata: list[int] = []
         flags: list[str] = []
+        placebo: list[float] = []
         for seed, gen, rel in runs:
             h = gen.heldout
             ev = np.asarray(h["eval"])
@@ -211,28 +237,36 @@ class EmergencyHalt(Scenario):
                 scores["rule (risk score)"].append(float(h["risk"][j]))
                 scores["PSI"].append(w + 0.01 * float(h["risk"][j]))
                 scores["PSI + governed SQL"].append(w * calm + 0.01 * float(h["risk"][j]))
+                # no risk tie-break here: the placebo must stand on its matches alone
+                placebo.append(float(rel["placebo_weeks"].get(code, 0)))
                 truth.append(bool(h["operated"][j]))
                 strata.append(seed)
             flags += label_copy_flags({"risk_score": np.asarray(h["risk"], float)},
                                       np.asarray(h["operated"], float))
         y = np.asarray(truth)
         arrays = {k: np.asarray(v) for k, v in scores.items()}
+        arrays["placebo"] = np.asarray(placebo)
         st = np.asarray(strata)
 
-        def precision_at_k(name: str) -> Any:
+        def precision_at_k(name: str, less_base_rate: bool = False) -> Any:
             def stat(idx: np.ndarray) -> float:
                 vals = []
                 for s in np.unique(st[idx]):
                     sub = idx[st[idx] == s]
                     k = max(1, len(sub) // 5)
                     top = sub[np.argsort(-arrays[name][sub], kind="mergesort")[:k]]
-                    vals.append(float(y[top].mean()))
+                    vals.append(float(y[top].mean()) - (float(y[sub].mean()) * less_base_rate))
                 return float(np.mean(vals))
             return stat
 
         est = estimates({k: precision_at_k(k) for k in scores}, len(y), strata,
                         seed=runs[0][0])
         values = [e.value for e in est]
+        [lift] = estimates({PLACEBO: precision_at_k("placebo", less_base_rate=True)}, len(y),
+                           strata, seed=runs[0][0] + 17)
+        est.append(lift)
+        where = ("covers 0" if lift.low <= 0 <= lift.high
+                 else "below 0" if lift.high < 0 else "above 0")
         return MetricResult(
             metric="precision@k (k = 20% of evaluation plants)",
             lower_is_better=False,
@@ -241,7 +275,13 @@ class EmergencyHalt(Scenario):
             ordering_holds=ordered(values[:3], False) and values[3] >= values[2],
             seeds=[r[0] for r in runs],
             extra={"base rate": f"{y.mean():.2f}", "evaluation plants": str(len(y))},
-            controls=[Control("label-copy check on the bureau's risk score",
+            controls=[Control("placebo PSI: the same plants' weeks before their order",
+                              "no lift over the base rate: a plant drawing power before its "
+                              "order says nothing of defying it; the 95% CI reaches 0 (wholly "
+                              "above 0 would mean the matching leaks what it should not)",
+                              f"{lift.value:+.3f} [{lift.low:+.3f}, {lift.high:+.3f}] ({where})",
+                              lift.low <= 0.0),
+                      Control("label-copy check on the bureau's risk score",
                               "not flagged (it is a noisy view, not the label)",
                               "flagged" if flags else "not flagged", not flags)],
         )
