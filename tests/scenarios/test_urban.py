@@ -21,3 +21,15 @@ def test_urban_power_rule_is_beaten_and_only_flags_and_dp_counts_leave() -> None
     assert report.proof["verified"]
     billed = {b["provider"] for b in report.bills if b["jobs"]}
     assert billed == {"power-grid", "water-utility"}
+
+
+def test_the_dp_calibration_control_fails_without_noise_or_with_too_much() -> None:
+    import numpy as np
+
+    from dataspace.scenarios.sectors.urban import _dp_calibration
+
+    laplace = np.abs(np.random.default_rng(0).laplace(0, 1, 60)) / np.log(20)  # bound: 95%
+    assert _dp_calibration(laplace.tolist()).passed
+    assert not _dp_calibration([0.0] * 60).passed  # no noise added
+    assert not _dp_calibration((laplace * 3).tolist()).passed  # 3x the stated scale
+    assert not _dp_calibration([]).passed

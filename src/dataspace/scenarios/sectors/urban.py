@@ -24,7 +24,9 @@ low two days running") and the same rule over both utilities. Documented orderin
 rule has the lowest F1. Honest finding: the
 multiplier is the fusion of the two utilities; the anomaly model is no better than the
 two-utility rule (F1 within its CI) and alerts later (it waits for corroboration, so its lead
-time against the power rule is negative, reported as such).
+time against the power rule is negative, reported as such). Control on the DP dashboard: each
+county cell's error against the 95% bound its release states — noise present (median error at
+least 5% of the bound) and within the bound for at least 80% of the cells.
 """
 
 from __future__ import annotations
@@ -380,6 +382,7 @@ class CareAlerts(Scenario):
         per: dict[str, list[dict[str, np.ndarray]]] = {v: [] for v in VARIANTS}
         strata: list[int] = []
         dp_err: list[float] = []
+        dp_ratio: list[float] = []  # each cell's |error| over the 95% bound its release stated
         copy: list[str] = []
         for seed, gen, rel in runs:
             ev = np.flatnonzero(np.asarray(gen.heldout["eval"]))
@@ -395,7 +398,10 @@ class CareAlerts(Scenario):
             strata += [seed] * len(ev)
             truth = _dashboard_truth(gen)
             for kind, counts in rel["dashboard"].items():
-                dp_err += [abs(v - truth[kind].get(c, 0)) for c, v in counts.items()]
+                errors = [abs(v - truth[kind].get(c, 0)) for c, v in counts.items()]
+                dp_err += errors
+                bound = float(rel["dp_bound"].get(kind) or 0.0)
+                dp_ratio += [e / bound if bound > 0 else float("inf") for e in errors]
             copy += rel["copy_flags"]
         ep = {
             k: {f: np.concatenate([e[f] for e in v]) for f in ("tp", "fp", "event", "delay")}
@@ -435,6 +441,7 @@ class CareAlerts(Scenario):
             seeds=[r[0] for r in runs],
             extra=extra,
             controls=[
+                _dp_calibration(dp_ratio),
                 Control(
                     "label-copy check on the bureau's age column",
                     "not flagged (age raises risk, it does not copy the event)",
@@ -443,6 +450,23 @@ class CareAlerts(Scenario):
                 )
             ],
         )
+
+
+def _dp_calibration(ratios: list[float]) -> Control:
+    """The dashboard's noise against the 95% error bound each DP release states: noise there
+    (the median error at least 5% of the bound; exactly 0 would mean none was added) and no
+    more than stated (the bound covers at least 80% of the county cells; ~95% expected, 80%
+    leaves room for the few dozen cells of a run)."""
+    r = np.asarray(ratios, dtype=float)
+    covered = float(np.mean(r <= 1.0)) if r.size else 0.0
+    median = float(np.median(r)) if r.size else 0.0
+    return Control(
+        "DP dashboard noise against its stated 95% error bound",
+        "noise present (median |error| ≥ 5% of the bound) and within it (≥ 80% of the county "
+        "cells inside the bound)",
+        f"{covered:.0%} of {r.size} cells inside; median |error| {median:.2f} × the bound",
+        r.size > 0 and covered >= 0.8 and median >= 0.05,
+    )
 
 
 def _f1_of(ep: dict[str, np.ndarray]) -> Callable[[np.ndarray], float]:
