@@ -37,8 +37,10 @@ def test_weather_index_lowers_basis_risk_and_misses_fewer_big_losses() -> None:
     report = _run("weather")
     assert report.metric.ordering_holds, report.metric
     assert all(c.passed for c in report.metric.controls), report.metric.controls
-    own, fused = report.metric.estimates
+    own, fused, placebo = report.metric.estimates
     assert fused.value > own.value
+    # another season's weather gains nothing over the insurer's own index
+    assert placebo.low <= 0 and placebo.value < fused.value - own.value
     missed = {k: float(v.split()[0]) for k, v in report.metric.extra.items()
               if k.startswith("missed-big-loss")}
     assert missed["missed-big-loss rate, fused index (stations + bureau losses)"] <= min(
