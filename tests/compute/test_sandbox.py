@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,35 @@ def test_the_workers_do_not_inherit_the_nodes_environment(
     environ = Path(f"/proc/{zygote.process.pid}/environ").read_bytes().split(b"\0")
     names = {item.split(b"=", 1)[0] for item in environ if item}
     assert b"DATASPACE_TEST_SECRET" not in names and b"PATH" in names
+
+
+def test_job_dirs_a_dead_node_left_are_swept_and_a_live_nodes_are_kept(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits, tmp_path: Path
+) -> None:
+    """A node killed mid-query leaves its workers' spill dirs; the next node to run a query
+    with the same temp root removes them, but not those another live node holds."""
+    import dataclasses
+    import fcntl
+
+    root = tmp_path / "shared-temp"
+    root.mkdir()
+    old = time.time() - 3600
+    orphan, held, young = (root / f"dataspace-job-{n}" for n in ("orphan", "held", "young"))
+    for folder in (orphan, held, young):
+        folder.mkdir()
+        (folder / "duckdb_temp_storage.tmp").write_bytes(b"spilled rows")
+    for folder in (orphan, held):
+        os.utime(folder, (old, old))
+    lock = os.open(held, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another live node's worker
+    try:
+        shared = dataclasses.replace(limits, temp_root=str(root))
+        run_query(people_parquet, "people",
+                  check_query("SELECT count(*) AS n FROM people", policy), shared)
+        assert not orphan.exists()
+        assert held.exists() and young.exists()
+    finally:
+        os.close(lock)
 
 
 def test_process_server_restarts_after_it_dies(

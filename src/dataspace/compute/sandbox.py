@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -381,10 +382,49 @@ def _get_zygote() -> _Zygote:
         return _zygote
 
 
+_SWEPT: set[str] = set()  # temp roots this process has cleared of orphaned job dirs
+ORPHAN_AGE_SECONDS = 60.0
+
+
+def _sweep_orphans(root: str | None) -> None:
+    """Remove job temp dirs (spilled query data) that no live node holds: a node killed
+    mid-query leaves its workers' dirs behind. Each node holds a lock on the dirs of its
+    workers (see :class:`_Worker`), so another node's dirs on the same machine are kept; a dir
+    younger than a minute is kept too (its lock may be about to be taken). Once per root and
+    process."""
+    base = root or tempfile.gettempdir()
+    with _lock:
+        if base in _SWEPT:
+            return
+        _SWEPT.add(base)
+    cutoff = time.time() - ORPHAN_AGE_SECONDS
+    for path in Path(base).glob("dataspace-job-*"):
+        try:
+            if not path.is_dir() or path.stat().st_mtime > cutoff:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # held: a live node's worker
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 class _Worker:
     def __init__(self, limits: SandboxLimits) -> None:
         self.limits = limits
+        _sweep_orphans(limits.temp_root)
         self.temp_dir = tempfile.mkdtemp(prefix="dataspace-job-", dir=limits.temp_root)
+        # held for the dir's life by this (the node's) process: released if the node dies,
+        # which marks the dir as an orphan for the next sweep
+        self._dir_lock = os.open(self.temp_dir, os.O_RDONLY)
+        fcntl.flock(self._dir_lock, fcntl.LOCK_EX)
         self.zygote = _get_zygote()
         try:
             self.pid, self.conn = self.zygote.fork({**asdict(limits), "temp_dir": self.temp_dir})
@@ -437,6 +477,10 @@ class _Worker:
 
     def _wipe(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        fd, self._dir_lock = self._dir_lock, -1  # closed once: a reused number is not ours
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def finish(self) -> None:
         """Make sure the worker is gone (EOF on its socket), then wipe its temp dir."""
