@@ -79,6 +79,7 @@ from dataspace.scenarios.sectors.vertical import (
     held_out_flow,
     held_out_groups,
     irrelevant_party_control,
+    irrelevant_table,
     kept_out_control,
     latent_label,
     vertical_offers,
@@ -242,20 +243,17 @@ class StockOut(Scenario):
                 ),
             )
         ]
-        # review site: 60–80% of the store-SKUs, columns drawn independently of every latent
-        # factor and of the label (its own random stream): the irrelevant party.
-        noise = rng_for(seed, f"{self.name}/{REVIEWS}")
-        v = np.flatnonzero(overlap_mask(noise, n, *p["overlap"]))
+        # review site: 60–80% of the store-SKUs, independent of everything: the irrelevant party
         tables[REVIEWS] = [
             (
                 "ratings",
-                pa.table(
-                    {
-                        "entity_id": [keys[i] for i in v],
-                        "review_count": noise.poisson(noise.gamma(2.0, 20.0, size=v.size)),
-                        "avg_rating": np.round(np.clip(noise.normal(4.3, 0.4, v.size), 1, 5), 1),
-                        "photo_share": np.round(noise.beta(2.0, 8.0, size=v.size), 3),
-                    }
+                irrelevant_table(
+                    self.name, seed, REVIEWS, keys, p["overlap"],
+                    lambda noise, k: {
+                        "review_count": noise.poisson(noise.gamma(2.0, 20.0, size=k)),
+                        "avg_rating": np.round(np.clip(noise.normal(4.3, 0.4, k), 1, 5), 1),
+                        "photo_share": np.round(noise.beta(2.0, 8.0, size=k), 3),
+                    },
                 ),
             )
         ]

@@ -92,6 +92,7 @@ from dataspace.scenarios.sectors.vertical import (
     held_out_groups,
     home_lr,
     irrelevant_party_control,
+    irrelevant_table,
     kept_out_control,
     vertical_offers,
 )
@@ -300,20 +301,18 @@ class MultimodalEta(Scenario):
                 ),
             )
         ]
-        # cargo insurer: 60–80% of the railway's waybills, columns drawn independently of every
-        # latent factor and of the transit time (its own random stream): the irrelevant party.
-        noise = rng_for(seed, f"{self.name}/{INSURER}")
-        c = np.flatnonzero(overlap_mask(noise, n, *p["overlap"]))
+        # cargo insurer: 60–80% of the railway's waybills, independent of everything (the
+        # transit time included): the irrelevant party
         tables[INSURER] = [
             (
                 "policies",
-                pa.table(
-                    {
-                        "entity_id": [keys[i] for i in c],
-                        "insured_value_wan": np.round(noise.lognormal(3.5, 0.6, c.size), 1),
-                        "premium_rate": np.round(noise.uniform(0.0005, 0.003, c.size), 5),
-                        "prior_claims": noise.poisson(0.3, size=c.size),
-                    }
+                irrelevant_table(
+                    self.name, seed, INSURER, keys[:n], p["overlap"],
+                    lambda noise, k: {
+                        "insured_value_wan": np.round(noise.lognormal(3.5, 0.6, k), 1),
+                        "premium_rate": np.round(noise.uniform(0.0005, 0.003, k), 5),
+                        "prior_claims": noise.poisson(0.3, size=k),
+                    },
                 ),
             )
         ]

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataspace.scenarios.base import Control, Estimate, Generated, OfferSpec, ScenarioError
+from dataspace.scenarios.common import overlap_mask, rng_for
 from dataspace.scenarios.stats import bootstrap_ci, label_copy_flags, mean_over_strata
 
 TRAIN_TIMEOUT = 600.0
@@ -604,6 +605,22 @@ def irrelevant_party_control(
         + per_variant,
         low <= 0.0,
     )
+
+
+def irrelevant_table(
+    scenario: str,
+    seed: int,
+    party: str,
+    keys: Sequence[str],
+    overlap: Sequence[float],
+    columns: Callable[[np.random.Generator, int], dict[str, Any]],
+) -> pa.Table:
+    """The table of a negative control's irrelevant party: 60–80% (``overlap``) of the
+    entities (``keys``), its ``columns`` drawn from a random stream of its own — independent
+    of every latent factor and of the label, and leaving the other parties' data unchanged."""
+    noise = rng_for(seed, f"{scenario}/{party}")
+    rows = np.flatnonzero(overlap_mask(noise, len(keys), *overlap)).tolist()
+    return pa.table({"entity_id": [keys[i] for i in rows], **columns(noise, len(rows))})
 
 
 def latent_label(rng: np.random.Generator, p: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
