@@ -25,6 +25,7 @@ can turn the rows it should blend into an indicator of one row.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
@@ -170,14 +171,17 @@ class Guard:
         ``condition``: ``node`` is read as a truth value (WHERE, HAVING, FILTER, WHEN)."""
         if isinstance(node, _Key):
             guarded: exp.Expr = node.this
+            if condition and not self._safe_condition(node):
+                return _truth(guarded)
             return guarded
         if (
             not isinstance(node, _NOT_VALUES)
             and not any(self.is_aggregate(n) for n in node.walk())
             and any(isinstance(n, (exp.Column, _Key)) for n in node.walk())
         ):
-            safe = self._safe_condition(node) if condition else self._safe(node)
-            return node if safe else exp.Try(this=_unkey(node))
+            if condition:
+                return node if self._safe_condition(node) else _truth(_unkey(node))
+            return node if self._safe(node) else exp.Try(this=_unkey(node))
         for key, value in list(node.args.items()):
             inner = _is_condition(node, key) or (
                 condition and isinstance(node, (exp.And, exp.Or, exp.Not, exp.Paren))
@@ -260,7 +264,10 @@ class Guard:
             if isinstance(op, (exp.Column, exp.Null)):
                 continue
             if isinstance(op, exp.Literal) and op.is_string:
-                # text as it is; a date is parsed from the literal once, before any row
+                # text as it is; a date only from a literal that is one -- the engine parses
+                # it when a row reaches the comparison, so 'x' would fail on that row
+                if family == "date" and not _iso_date(str(op.this)):
+                    return False
                 if family not in ("text", "date"):
                     return False
             elif isinstance(op, exp.Boolean):
@@ -288,6 +295,21 @@ def _whole_literal(node: exp.Expr) -> bool:
     while isinstance(node, (exp.Paren, exp.Neg)):
         node = node.this
     return isinstance(node, exp.Literal) and str(node.this).isdigit()
+
+
+def _iso_date(text: str) -> bool:
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10  # YYYY-MM-DD exactly (fromisoformat takes other forms too)
+
+
+def _truth(node: exp.Expr) -> exp.Expr:
+    """``node`` read as a truth value without raising: TRY alone is not enough -- of a bare
+    text column it returns the text, and the cast to BOOLEAN that WHERE or FILTER then applies
+    fails outside it ('unknown' is no boolean)."""
+    return exp.TryCast(this=exp.Try(this=node), to=exp.DataType.build("BOOLEAN"))
 
 
 def _is_condition(node: exp.Expr, key: str) -> bool:
