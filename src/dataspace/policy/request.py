@@ -33,12 +33,14 @@ class Price:
 
 MAX_AMOUNT = Decimal(10) ** 15  # more than any one job costs; keeps sums exact at 28 digits
 MAX_DECIMALS = 12
-_AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+# ASCII digits, a fraction, an exponent: what Decimal itself writes ("1E-7" for a tenth of a
+# micro-unit, as offers store it); not "1_000", other scripts' digits or signs
+_AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 
 
 def money_amount(text: str, path: str = "") -> Decimal:
     """A non-negative decimal amount below 10^15 with at most 12 decimal places."""
-    # Plain ASCII decimals only: Decimal() would also take "1_000", "١٠٠", "５" and "-0".
+    # ASCII decimals only: Decimal() would also take "1_000", "١٠٠", "５" and "-0".
     if not isinstance(text, str) or not _AMOUNT_RE.match(text.strip()):
         raise PolicyError(f"price amount {text!r} is not a number such as 12.50",
                           path=path, hint="digits, optionally a point and more digits")
