@@ -80,6 +80,25 @@ def test_cents_rounded_off_one_bill_come_back_on_the_next(node: Node) -> None:
     assert total["billed_before"] == {"amount_exact": "10.004", "amount": "10.00"}
 
 
+def test_bills_issued_before_bills_carried_are_not_carried_from(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version-1 bill rounded alone; settling its history on the next bill could ask a
+    negative amount (two old bills of 0.006 each asked 0.02 for 0.012)."""
+    from dataspace.metering import statements
+
+    terms = PriceTerms.parse({"per_job": "0.006 CNY"})
+    monkeypatch.setattr(statements, "BILL_VERSION", 1)
+    for job in ("a", "b"):
+        old = _bill_one_job(node, job, terms, f"2026-11-0{1 + len(job)}T00:00:00Z")
+        assert old["due"] == [{"currency": "CNY", "amount": "0.01"}]
+    monkeypatch.setattr(statements, "BILL_VERSION", 2)
+    new = _bill_one_job(node, "c", PriceTerms.parse({"per_job": "0.001 CNY"}),
+                        "2026-11-05T00:00:00Z")
+    assert new["due"] == [{"currency": "CNY", "amount": "0.00"}]
+    assert "billed_before" not in new["statement"]["totals"][0]
+
+
 def test_many_small_bills_add_up_to_the_rounded_sum(node: Node) -> None:
     terms = PriceTerms.parse({"per_job": "0.004 CNY"})
     due = [

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, Inexact, localcontext
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from dataspace.errors import Conflict, UsageError
 from dataspace.ledger import log
 from dataspace.metering.pricing import EXACT_DIGITS, round_money
 from dataspace.metering.usage import as_utc, fmt_decimal, fmt_micros, record_view
+from dataspace.store.models import LedgerHead
 from dataspace.store.models_metering import Bill as BillRow
 from dataspace.store.models_metering import BillLine, UsageRecord
 
@@ -50,6 +51,10 @@ __all__ = [
 ]
 
 BILL_ACTION = "bill.issued"
+#: 2: an agreement's amount due carries what its earlier bills of version 2 rounded off
+#: (``billed_before``); bills of version 1 rounded alone and are not carried from
+BILL_VERSION = 2
+CARRIED_SINCE = 2  # the first bill version carried from
 _PERIOD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII digits only: "２０２６-１１" is not one
 CSV_COLUMNS = (
     "kind", "agreement_id", "consumer", "currency", "job_id", "action", "status", "finished_at",
@@ -325,7 +330,7 @@ def bill_for(
     body = st.to_dict()
     document = {
         "type": "dataspace.bill",
-        "version": 1,
+        "version": BILL_VERSION,
         "bill_id": bill_id,
         "issued_at": None if issued_at is None else log.format_time(issued_at),
         "consumer": st.consumer or (st.consumers[0] if len(st.consumers) == 1 else None),
@@ -358,28 +363,33 @@ def unbilled(session: Session, st: Statement) -> tuple[Statement, dict[str, str]
 
 def carry_of(session: Session, st: Statement) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
     """For each agreement and currency of ``st``'s lines: the exact sum of the lines earlier
-    bills carry, and what those bills asked for them. A bill then asks what rounds the exact
-    sum of everything billed so far, less what was asked before: rounding never loses or
-    invents more than half a cent over all of an agreement's bills."""
+    bills carry, and what those bills asked for them -- from the bills that carry (version 2;
+    bills issued before rounded each on its own, and settling their history on the next bill
+    could even ask a negative amount). A bill then asks what rounds the exact sum of everything
+    billed so far, less what was asked before: over all of an agreement's bills, rounding never
+    loses or invents more than half a cent."""
     agreements = sorted({str(line["agreement_id"]) for line in st.lines})
     if not agreements:
         return {}
     exact: dict[tuple[str, str], Decimal] = {}
     due: dict[tuple[str, str], Decimal] = {}
+    documents = select(BillRow.document).where(
+        BillRow.consumer.in_(st.consumers),
+        or_(BillRow.agreement_id.in_(agreements), BillRow.agreement_id.is_(None)),
+    )
     with localcontext() as ctx:
         ctx.prec = EXACT_DIGITS
         ctx.traps[Inexact] = True
-        query = (
-            select(UsageRecord.agreement_id, UsageRecord.currency, UsageRecord.price_amount)
-            .join(BillLine, BillLine.usage_id == UsageRecord.id)
-            .where(UsageRecord.agreement_id.in_(agreements))
-        )
-        for agreement, currency, amount in session.execute(query):
-            key = (str(agreement), str(currency))
-            exact[key] = exact.get(key, Decimal(0)) + Decimal(amount)
-        documents = select(BillRow.document).where(BillRow.consumer.in_(st.consumers))
         for document in session.scalars(documents):
-            for total in json.loads(document)["statement"]["totals"]:
+            doc = json.loads(document)
+            if int(doc.get("version") or 1) < CARRIED_SINCE:
+                continue
+            body = doc["statement"]
+            for line in body["lines"]:
+                key = (str(line["agreement_id"]), str(line["currency"]))
+                if key[0] in agreements:
+                    exact[key] = exact.get(key, Decimal(0)) + Decimal(line["amount"])
+            for total in body["totals"]:
                 key = (str(total.get("agreement_id")), str(total["currency"]))
                 if key[0] in agreements:
                     due[key] = due.get(key, Decimal(0)) + Decimal(total["amount"])
@@ -398,6 +408,9 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
             "there is no usage to bill for these filters",
             hint="check --agreement, --consumer and --period with `dataspace usage`",
         )
+    # One bill at a time: two bills of an agreement issued at once would both carry against
+    # the same earlier bills (the ledger head is what every issue locks anyway, to append).
+    session.execute(select(LedgerHead.size).where(LedgerHead.id == 1).with_for_update())
     st, billed = unbilled(session, st)
     st.carried = carry_of(session, st)
     if not st.lines:
