@@ -382,6 +382,12 @@ def test_dp_fedavg_is_charged_to_an_epsilon_budget_at_open(env: dict[str, Any]) 
     with pytest.raises(DataspaceError):
         _step(env["tax"], BANK, header)
     assert not _running(env["tax"], greedy)
+    few, header = _fedavg_open(env, (ROWS - 1) / ROWS)  # refused by a later check of its own
+    header["params"].update(rounds=3, dp=DP)
+    header["agreement_id"] = env["eps10"]
+    with pytest.raises(DataspaceError, match="at least 10"):
+        _step(env["tax"], BANK, header)
+    assert get_budget(env["tax"].store, env["eps10"]).epsilon_spent == spent  # not charged
     plain, header = _fedavg_open(env, 0.25)  # no DP under an ε agreement: refused
     header["agreement_id"] = env["eps10"]
     with pytest.raises(DataspaceError):

@@ -342,7 +342,6 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
         epsilon = epsilon_of(config)
         fields = [*features, label] + ([str(column)] if column else [])
         dataset, decision = mp_party._check(node, ps, header, fields, "aggregate-only", epsilon)
-        _charge_epsilon(node, ps, decision, config, epsilon)
         if ps.terms is not None and ps.terms.contribution_share:
             raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool, "
                              "which FedAvg does not measure", hint="train a vertical model")
@@ -364,6 +363,9 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
         if x.shape[1] != int(params["dim"]):
             raise UsageError("the job's number of feature columns does not match this node's")
         model_of(params, x.shape[1])
+        # last: every check of this node passed, so ε is spent only on a job that runs here
+        # (it stays spent if the job fails at another node later: θ may have gone out)
+        _charge_epsilon(node, ps, decision, config, epsilon)
     except DataspaceError as exc:
         mp_party._end_error(node, ps, exc, step=0, name="open")
         raise
