@@ -274,8 +274,11 @@ _running = 0  # queries handed to a worker and not yet collected or cancelled
 WARM_UP_ROWS = 3_000_000
 
 
-_WORKER_ENV = frozenset({"PATH", "LANG", "TMPDIR", "TEMP", "TMP", "HOME", "PYTHONPATH",
-                         "PYTHONHASHSEED", "VIRTUAL_ENV", "SYSTEMROOT"})
+# TZ: the engine's time zone must stay the node's (hour() of a TIMESTAMPTZ depends on it);
+# LD_LIBRARY_PATH, PYTHONHOME: some Python builds cannot start without them
+_WORKER_ENV = frozenset({"PATH", "LANG", "TZ", "TMPDIR", "TEMP", "TMP", "HOME", "PYTHONPATH",
+                         "PYTHONHOME", "LD_LIBRARY_PATH", "PYTHONHASHSEED", "VIRTUAL_ENV",
+                         "SYSTEMROOT"})
 
 
 class _Zygote:
