@@ -113,8 +113,8 @@ def test_honest_routing_is_answered(trained: dict[str, Any]) -> None:
 
 
 def test_a_split_asked_twice_is_refused(trained: dict[str, Any]) -> None:
-    """Asked again (or every split for every row at once), the owner would tell on which side
-    of each of its thresholds each row lies, beyond the path the trees walk."""
+    """Asked again, the owner would tell the same rows' sides again for another request's
+    purposes; each split is answered once per prediction."""
     net, thread, out = _owner(trained)
     rows = np.arange(NEW, dtype=np.int64)
     _ask(net, [(0, rows)])
@@ -132,6 +132,18 @@ def test_more_requests_than_the_trees_are_deep_are_refused(trained: dict[str, An
         _ask(net, [(record, np.arange(NEW, dtype=np.int64))])
         net.recv(BANK, TAX, sgb_route.ANSWER)
     _ask(net, [(3, np.arange(NEW, dtype=np.int64))])
+    thread.join(10)
+    assert isinstance(out.get("error"), MalformedMessage)
+
+
+def test_every_split_for_every_row_at_once_is_refused(trained: dict[str, Any]) -> None:
+    """One request naming each of the owner's splits with every row: a row can sit at one node
+    of each tree per level, so it may be named at most once per tree (4 here)."""
+    net, thread, out = _owner(trained)
+    records = len(trained["tax"]["book"])
+    assert records > trained["spec"].params["trees"]
+    rows = np.arange(NEW, dtype=np.int64)
+    _ask(net, [(record, rows) for record in range(records)])
     thread.join(10)
     assert isinstance(out.get("error"), MalformedMessage)
 

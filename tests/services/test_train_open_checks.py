@@ -387,6 +387,7 @@ def test_dp_fedavg_is_charged_to_an_epsilon_budget_at_open(env: dict[str, Any]) 
     header["agreement_id"] = env["eps10"]
     with pytest.raises(DataspaceError, match="at least 10"):
         _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], few)
     assert get_budget(env["tax"].store, env["eps10"]).epsilon_spent == spent  # not charged
     plain, header = _fedavg_open(env, 0.25)  # no DP under an ε agreement: refused
     header["agreement_id"] = env["eps10"]
@@ -510,6 +511,7 @@ def test_vgbdt_takes_fractional_parameters_across_nodes(
 @pytest.mark.parametrize(
     ("params", "message"),
     [({"trees": 16.5}, "whole number"), ({"bins": True}, "must be a number"),
+     ({"trees": 10**400}, "out of range"),
      ({"l2": float("nan")}, "finite"), ({"learning_rate": "inf"}, "finite")],
 )
 def test_vgbdt_parameters_are_typed_numbers(params: dict[str, Any], message: str) -> None:

@@ -255,9 +255,11 @@ def _sgb_owner(mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray)
     net = NodeNetwork(mb, "predict", replicate=False)
     book = split_book(part)
     # The honest routing asks one request per depth level, each of this owner's splits at
-    # most once, each with distinct rows: more would tell the label party on which side of
-    # every threshold every row lies, beyond the one path per tree the model walks.
-    depth = sgb_params(spec).max_depth
+    # most once, each with distinct rows, and a row at most once per tree in a request (a row
+    # sits at one node of each tree per level). This bounds what a label party that deviates
+    # learns to that many thresholds per row and level -- not every split for every row.
+    params = sgb_params(spec)
+    depth, per_request = params.max_depth, params.trees
     asked: set[int] = set()
     for _ in range(depth + 1):
         request = np.asarray(net.recv(mb.me, spec.label, sgb_route.REQUEST))
@@ -265,10 +267,12 @@ def _sgb_owner(mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray)
             break
         items = sgb_route.decode_request(request, int(block.shape[0]), len(book.records))
         records = [record for record, _ in items]
+        named = np.concatenate([rows for _, rows in items]) if items else np.zeros(0, np.int64)
         if len(set(records)) != len(records) or asked & set(records) or any(
             np.unique(rows).size != rows.size for _, rows in items
-        ):
-            raise MalformedMessage("a prediction asks each split once, with distinct rows")
+        ) or (named.size and int(np.bincount(named).max()) > per_request):
+            raise MalformedMessage("a prediction asks each split once, with distinct rows, "
+                                   "and a row at most once per tree")
         asked.update(records)
         net.send(mb.me, spec.label, sgb_route.ANSWER, sgb_route.answer(book, block, request))
     else:

@@ -395,7 +395,10 @@ def sgb_params(spec: Spec) -> SgbParams:
         value = p[key]
         if isinstance(value, bool):
             raise ValueError(f"{key} must be a number, not {value!r}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past any float
+            raise ValueError(f"{key} is out of range: {value!r}") from None
         if not math.isfinite(number):
             raise ValueError(f"{key} must be finite, not {value!r}")
         if key in _SGB_WHOLE:
