@@ -16,6 +16,9 @@ class JobRow(Base):
 
     ``state`` moves QUEUED → RUNNING → SUCCEEDED | FAILED, or straight to DENIED when the
     agreement's policy refuses it; ``decision`` keeps every reason of the policy decision.
+    One move leaves SUCCEEDED: a multi-party participant that committed its model part when
+    the job then failed elsewhere goes SUCCEEDED → FAILED (``aborted-after-commit``, see
+    ``services/mp_store.unwind_success``); a governed query's outcome is final.
     A provider's governed job is QUEUED from the moment its id is claimed and RUNNING once
     its policy admitted it (a RUNNING job holds one of the agreement's job slots).
     ``claimed_at`` (wall clock) starts the job's lease: a QUEUED or RUNNING job older than

@@ -5,6 +5,9 @@ pull; under the old key a consumer could take that id first with a refused query
 denied ``governed-query``) and the transfer's bill then failed on the duplicate key. With the
 action in the key, a record of one kind can never stand in for another's.
 
+The downgrade restores the old key; it fails (a unique violation, nothing changed) once one job
+id has records of two actions under an agreement -- exactly what the new key allows.
+
 Revision ID: 0014_usage_key_action
 Revises: 0012_bill_lines
 """
