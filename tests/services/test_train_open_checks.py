@@ -332,6 +332,24 @@ def test_a_model_part_becomes_final_only_together_with_its_metering(
         assert session.get(JobRow, job).state == "SUCCEEDED"
 
 
+def test_a_commit_after_the_job_ended_here_leaves_no_model_file(env: dict[str, Any]) -> None:
+    """The reaper failed the job (its initiator went quiet) while the commit was on its way:
+    the commit is refused, and the θ it staged to carry is removed with its row."""
+    from dataspace.services import mp_store
+    from dataspace.store.models_federated import FederatedModelRow
+
+    tax = env["tax"]
+    job, header = _fedavg_open(env, 0.25)
+    _step(tax, BANK, header)
+    mp_store.fail(tax, job, MultipartyFailed("no step from the initiator: timed out"),
+                  actor="test")
+    with pytest.raises(DataspaceError, match="ended"):
+        _step(tax, BANK, _fedavg_commit(job), [np.zeros(4).tobytes()])
+    with tax.store.read() as session:
+        assert session.get(FederatedModelRow, job) is None
+    assert not list((tax.data_dir / "models").glob(f"{job}.*"))
+
+
 @pytest.mark.parametrize(("pool", "message"), [
     (None, "must name one"),
     ("500.00 CNY", "at least 1000"),

@@ -10,17 +10,16 @@
       →  check_query → locked DuckDB worker (run_query)  |  ensure_budget → run_dp_query
       →  output control  →  Arrow IPC, sha256  →  job row + usage record + ledger entry, together
 
-Every outcome of a governed query is final and recorded in one write transaction:
-``SUCCEEDED`` (``job.completed``), ``DENIED`` (``job.denied``: unknown or foreign agreement,
-agreement not finalized, refused SQL,
-policy denial, exhausted budget) or ``FAILED`` (``job.failed``: timeout, out of memory, result
-too large, engine error, interrupted). Denied and failed attempts are metered at zero (a usage
-record with that status) except an unknown or foreign agreement, which has nothing to meter
-against. A job id is claimed once: a retry with the same id returns the stored outcome (the
-same bytes — after checking the agreement still allows it — or the same error) and never runs
-or charges twice. Claims, leases and records live in :mod:`~dataspace.services.job_records`,
-the policy helpers in :mod:`~dataspace.services.job_policy`. See docs/jobs.md.
-"""
+Every outcome of a governed query is final and recorded in one write transaction: ``SUCCEEDED``
+(``job.completed``), ``DENIED`` (``job.denied``: unknown or foreign agreement, agreement not
+finalized, refused SQL, policy denial, exhausted budget) or ``FAILED`` (``job.failed``: timeout,
+out of memory, result too large, engine error, interrupted). Denied and failed attempts are
+metered at zero (a usage record with that status) except an unknown or foreign agreement, which
+has nothing to meter against. A job id is claimed once: a retry with the same id returns the
+stored outcome (the same bytes — after checking the agreement still allows it — or the same
+error) and never runs or charges twice. Claims, leases and records live in
+:mod:`~dataspace.services.job_records`, the policy helpers in
+:mod:`~dataspace.services.job_policy`. See docs/jobs.md. """
 
 from __future__ import annotations
 

@@ -97,6 +97,18 @@ def finalize_in(session: Session, model_id: str, info: dict[str, Any], *, actor:
     return _view(row)
 
 
+def discard_staged(node: Node, model_id: str) -> None:
+    """Remove this node's part of ``model_id`` if it is only staged (its job ended here before
+    the commit): the file goes with the row, so nothing of a failed job stays on disk."""
+    with node.store.write() as session:
+        row = session.get(FederatedModelRow, model_id, with_for_update=True)
+        if row is None or row.state != STAGED:
+            return
+        if row.part_file:
+            (node.data_dir / row.part_file).unlink(missing_ok=True)
+        session.delete(row)
+
+
 def revoke_in(session: Session, node: Node, model_id: str, reason: str, *, actor: str) -> bool:
     """Revoke this node's final part of ``model_id`` (the job failed after it committed): the
     part file is deleted, the row kept as ``revoked``, ledger ``model.revoked``. False if there

@@ -455,6 +455,7 @@ def _commit(node: Node, s: _Party, header: dict[str, Any], blobs: list[bytes]) -
         also=lambda db: model_store.finalize_in(db, s.job_id, info, actor=f"peer:{s.initiator}"),
     )
     if not ended_here_first:  # aborted or timed out meanwhile: no model, no "done"
+        model_store.discard_staged(node, s.job_id)  # θ was written to stage it: remove it
         raise MultipartyFailed(f"job {s.job_id} had already ended on {node.name}; nothing was "
                                "committed", node=node.name)
     with _REG:
