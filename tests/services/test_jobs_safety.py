@@ -477,3 +477,23 @@ def test_replay_of_the_last_allowed_job_is_still_served(provider: tuple[Node, st
     two = jobs.run_job(node, agreement_id=dp_agreement, consumer=CONSUMER, sql=sql, job_id="l-2")
     assert two.replayed and two.ipc == one.ipc
     assert entries(node, "job.replay_denied") == []
+
+
+def test_a_job_sent_while_every_worker_is_busy_can_be_sent_again(
+    provider: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Busy is refused before the job id is claimed: the same id sent again later runs,
+    rather than replaying a stored 503 that says 'try again'."""
+    from dataspace.compute import sandbox
+    from dataspace.compute.errors import SandboxBusy
+
+    node, _ = provider
+    agreement = agree(provider)
+    monkeypatch.setattr(sandbox, "_running", 10**6)  # every slot taken by other queries
+    with pytest.raises(SandboxBusy) as busy:
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="busy")
+    assert busy.value.http_status == 503
+    monkeypatch.undo()
+    outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL,
+                           job_id="busy")
+    assert outcome.table.num_rows > 0 and job_state(node, "busy") == jobs.SUCCEEDED
