@@ -277,11 +277,15 @@ def test_job_dirs_a_dead_node_left_are_swept_and_a_live_nodes_are_kept(
     root = tmp_path / "shared-temp"
     root.mkdir()
     old = time.time() - 3600
-    orphan, held, young = (root / f"dataspace-job-{n}" for n in ("orphan", "held", "young"))
-    for folder in (orphan, held, young):
+    orphan, held, young, foreign = (
+        root / f"dataspace-job-{n}" for n in ("orphan", "held", "young", "foreign")
+    )
+    for folder in (orphan, held, young, foreign):
         folder.mkdir()
         (folder / "duckdb_temp_storage.tmp").write_bytes(b"spilled rows")
-    for folder in (orphan, held):
+        if folder is not foreign:  # a dir of another version of the program takes no lock
+            (folder / sb.LOCK_MARKER).touch()
+    for folder in (orphan, held, foreign):
         os.utime(folder, (old, old))
     lock = os.open(held, os.O_RDONLY)
     fcntl.flock(lock, fcntl.LOCK_EX)  # another live node's worker
@@ -290,7 +294,7 @@ def test_job_dirs_a_dead_node_left_are_swept_and_a_live_nodes_are_kept(
         run_query(people_parquet, "people",
                   check_query("SELECT count(*) AS n FROM people", policy), shared)
         assert not orphan.exists()
-        assert held.exists() and young.exists()
+        assert held.exists() and young.exists() and foreign.exists()
     finally:
         os.close(lock)
 

@@ -393,6 +393,7 @@ def _get_zygote() -> _Zygote:
 
 _SWEPT: set[str] = set()  # temp roots this process has cleared of orphaned job dirs
 ORPHAN_AGE_SECONDS = 60.0
+LOCK_MARKER = ".locked-by-node"  # in a job dir: its node holds a lock on it while alive
 
 
 def _sweep_orphans(root: str | None) -> None:
@@ -409,7 +410,9 @@ def _sweep_orphans(root: str | None) -> None:
     cutoff = time.time() - ORPHAN_AGE_SECONDS
     for path in Path(base).glob("dataspace-job-*"):
         try:
-            if not path.is_dir() or path.stat().st_mtime > cutoff:
+            # only dirs whose owner took a lock (the marker says so): dirs of other versions
+            # of this program take none, and may be in use
+            if not (path / LOCK_MARKER).exists() or path.stat().st_mtime > cutoff:
                 continue
             fd = os.open(path, os.O_RDONLY)
         except OSError:
@@ -434,6 +437,7 @@ class _Worker:
         # which marks the dir as an orphan for the next sweep
         self._dir_lock = os.open(self.temp_dir, os.O_RDONLY)
         fcntl.flock(self._dir_lock, fcntl.LOCK_EX)
+        Path(self.temp_dir, LOCK_MARKER).touch()
         self.zygote = _get_zygote()
         try:
             self.pid, self.conn = self.zygote.fork({**asdict(limits), "temp_dir": self.temp_dir})
