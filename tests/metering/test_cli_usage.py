@@ -84,6 +84,29 @@ def test_bill_draft_then_issue(metered: Node) -> None:
     assert out.splitlines()[0].startswith("kind,agreement_id,consumer,currency,job_id")
 
 
+def test_a_bills_csv_and_table_show_what_it_carries(node: Node) -> None:
+    from dataspace.metering import PriceTerms, record_usage
+
+    from .conftest import usage
+
+    for job, price, at in (("a", "10.004 CNY", "2026-11-02T00:00:00Z"),
+                           ("b", "0.004 CNY", "2026-11-03T00:00:00Z")):
+        with node.store.write() as session:
+            record_usage(session, usage("agr-8", job, at), actor="test",
+                         terms=PriceTerms.parse({"per_job": price}))
+        code, out, _ = run(node, "bill", "--agreement", "agr-8", "--issue")
+        assert code == 0
+    assert "earlier bills carried 10.004 CNY exactly and asked 10.00" in out
+    assert "amount due: 0.01 CNY" in out
+    with node.store.write() as session:
+        record_usage(session, usage("agr-8", "c", "2026-11-04T00:00:00Z"), actor="test",
+                     terms=PriceTerms.parse({"per_job": "0.006 CNY"}))
+    code, out, _ = run(node, "bill", "--agreement", "agr-8", "--format", "csv")
+    [total] = [r for r in csv.DictReader(io.StringIO(out)) if r["kind"] == "total"]
+    # the draft asks round(10.014) - 10.01 = 0.00, not round(0.006) = 0.01
+    assert total["amount"] == "0.006" and total["amount_due"] == "0.00"
+
+
 def test_bill_needs_a_filter_and_a_known_format(metered: Node) -> None:
     from dataspace.errors import UsageError
 

@@ -6,6 +6,7 @@ Register with :func:`register` (adds the ``usage`` group and the ``bill`` comman
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from typing import Any
 
 import typer
@@ -106,8 +107,15 @@ def bill(
         print_json(doc)
         return
     st = doc["statement"]
-    if fmt == "csv":
-        sys.stdout.write(Statement(agreement, consumer, period, st["lines"]).to_csv())
+    carried = {
+        (str(t["agreement_id"]), str(t["currency"])): (
+            Decimal(t["billed_before"]["amount_exact"]), Decimal(t["billed_before"]["amount"])
+        )
+        for t in st["totals"]
+        if t.get("billed_before")
+    }
+    if fmt == "csv":  # the bill's totals: what it asks, with earlier bills' rounding carried
+        sys.stdout.write(Statement(agreement, consumer, period, st["lines"], carried).to_csv())
         return
     if doc["bill_id"]:
         console.print(
@@ -122,6 +130,11 @@ def bill(
         f"period {escape(str(doc['period'] or 'all'))}"
     )
     _print_statement(st, title="lines")
+    for (agreed, currency), (exact, asked) in carried.items():
+        console.print(
+            f"{escape(agreed)}: earlier bills carried {exact} {escape(currency)} exactly and "
+            f"asked {asked}; this bill asks what rounds the sum of both, less that"
+        )
     for due in doc["due"]:
         console.print(f"amount due: [bold]{due['amount']} {escape(due['currency'])}[/bold]")
     console.print(f"sha256 {doc['sha256']}")
