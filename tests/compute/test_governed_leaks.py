@@ -217,6 +217,7 @@ ORACLES = {
     "text function as a truth value": "age = {n} AND NOT lower(diagnosis)",
     # parsed when a row reaches it, not before: 'x' is no date
     "date compared with a non-date": "age = {n} AND joined < 'x'",
+    "date compared with an ISO week date": "age = {n} AND joined < '2024-W01-1'",
     "text as a truth value, in OR": "(age = {n} AND (diagnosis OR city = 'c1'))",
 }
 

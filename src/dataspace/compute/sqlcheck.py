@@ -384,8 +384,8 @@ class _Checker(NodeChecker):
         def canonical(agg: exp.Expr) -> str:
             return self._canonical_aggregate(agg, self._fname(agg))
 
-        def release(node: exp.Expr, always: bool) -> exp.Expr:
-            node = guard.guard(node)
+        def release(node: exp.Expr, always: bool, condition: bool = False) -> exp.Expr:
+            node = guard.guard(node, condition=condition)
             if not thresholded:
                 return node
             return sqlsafe.threshold_each(node, k, contributor, always, self._is_aggregate,
@@ -404,7 +404,7 @@ class _Checker(NodeChecker):
         # only for groups of k or more (CASE WHEN count >= k THEN ... END): group keys and
         # NULL-absorbing forms (coalesce, IS NULL, CASE) could otherwise turn a small group's
         # key into an error -- an oracle.
-        condition = release(having.this, True) if having is not None else None
+        condition = release(having.this, True, True) if having is not None else None
         if thresholded:
             counted: exp.Expr = (
                 exp.Count(this=exp.Distinct(expressions=[contributor.copy()]))

@@ -26,6 +26,7 @@ can turn the rows it should blend into an indicator of one row.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
@@ -149,10 +150,11 @@ class Guard:
         self.raw_keys = [_try_casts(key.copy()) for key in keys]
         self.keys = [self._wrap(key.copy()) for key in self.raw_keys]
 
-    def guard(self, node: exp.Expr) -> exp.Expr:
-        """``node`` with group keys replaced by their guarded form and raising parts wrapped."""
+    def guard(self, node: exp.Expr, *, condition: bool = False) -> exp.Expr:
+        """``node`` with group keys replaced by their guarded form and raising parts wrapped;
+        ``condition``: ``node`` itself is read as a truth value (a HAVING condition)."""
         node = _try_casts(node.copy())
-        return _unkey(self._wrap(self._substitute(node)))
+        return _unkey(self._wrap(self._substitute(node), condition))
 
     def _substitute(self, node: exp.Expr) -> exp.Expr:
         for raw, guarded in zip(self.raw_keys, self.keys, strict=True):
@@ -298,17 +300,25 @@ def _whole_literal(node: exp.Expr) -> bool:
 
 
 def _iso_date(text: str) -> bool:
+    """A YYYY-MM-DD date the engine parses as such (fromisoformat alone also takes week dates
+    such as 2024-W01-1, which the engine does not)."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return False
     try:
         datetime.date.fromisoformat(text)
     except ValueError:
         return False
-    return len(text) == 10  # YYYY-MM-DD exactly (fromisoformat takes other forms too)
+    return True
 
 
 def _truth(node: exp.Expr) -> exp.Expr:
-    """``node`` read as a truth value without raising: TRY alone is not enough -- of a bare
-    text column it returns the text, and the cast to BOOLEAN that WHERE or FILTER then applies
-    fails outside it ('unknown' is no boolean)."""
+    """``node`` read as a truth value without raising. A comparison or AND/OR/NOT yields a
+    boolean (any cast inside happens within the TRY); anything else -- a bare text column, a
+    text function, a CASE -- yields its own value, and the cast to BOOLEAN that WHERE or FILTER
+    then applies would fail outside the TRY ('unknown' is no boolean)."""
+    inner = node.this if isinstance(node, exp.Paren) else node
+    if isinstance(inner, (*_COMPARISONS, exp.And, exp.Or, exp.Not)):
+        return exp.Try(this=node)
     return exp.TryCast(this=exp.Try(this=node), to=exp.DataType.build("BOOLEAN"))
 
 
