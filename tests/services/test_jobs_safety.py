@@ -34,6 +34,7 @@ from dataspace.policy import Policy, PolicyDenied, from_template
 from dataspace.policy.model import Constraint, Operator
 from dataspace.privacy import BudgetExhausted, list_spends
 from dataspace.services import datasets, job_policy, job_records, jobs
+from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
 from dataspace.settings import Limits
 from dataspace.store.models_compute import JobRow
@@ -497,3 +498,32 @@ def test_a_job_sent_while_every_worker_is_busy_can_be_sent_again(
     outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL,
                            job_id="busy")
     assert outcome.table.num_rows > 0 and job_state(node, "busy") == jobs.SUCCEEDED
+
+
+def test_busy_found_after_the_claim_gives_the_id_back(
+    provider: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last slot taken between the claim and the worker: nothing ran, the id is given
+    back (no stored FAILED to replay), and the same id sent again runs."""
+    from dataspace.compute import sandbox
+    from dataspace.compute.errors import SandboxBusy
+
+    node, _ = provider
+    agreement = agree(provider)
+    real = jobs.run_query
+
+    def taken_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(sandbox, "_running", 10**6)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(sandbox, "_running", 0)
+
+    monkeypatch.setattr(jobs, "run_query", taken_meanwhile)
+    with pytest.raises(SandboxBusy):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="race")
+    assert usage_service.list_usage(node, agreement_id=agreement) == []  # nothing metered
+    monkeypatch.setattr(jobs, "run_query", real)
+    outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL,
+                           job_id="race")
+    assert outcome.table.num_rows > 0 and job_state(node, "race") == jobs.SUCCEEDED

@@ -403,6 +403,13 @@ def _public_error(exc: DataspaceError) -> dict[str, Any]:
 
 def finish_error(node: Node, job: _Job, exc: DataspaceError) -> None:
     with node.store.write() as session:
+        if isinstance(exc, SandboxBusy):
+            # nothing ran and nothing was written for it but its claim: give the id back, so
+            # sending it again later runs it instead of replaying "busy, try again"
+            row = session.get(JobRow, job.id, with_for_update=True)
+            if row is not None and row.state in IN_FLIGHT:
+                session.delete(row)
+                return
         record_error(session, job, exc)
 
 
