@@ -41,8 +41,10 @@ class _Mailbox:
     def post(self, run: str, recipient: str, data: bytes) -> None:
         self.hub.queues[(run, self.me, recipient)].put(data)
 
+    wait = 30.0
+
     def take(self, run: str, sender: str) -> bytes:
-        return self.hub.queues[(run, sender, self.me)].get(timeout=30)
+        return self.hub.queues[(run, sender, self.me)].get(timeout=self.wait)
 
     def flush(self) -> None:
         pass
@@ -124,7 +126,9 @@ def test_a_split_asked_twice_is_refused(trained: dict[str, Any]) -> None:
     assert isinstance(out.get("error"), MalformedMessage)
 
 
-def test_more_requests_than_the_trees_are_deep_are_refused(trained: dict[str, Any]) -> None:
+def test_more_requests_than_the_trees_are_deep_are_refused(
+    trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     net, thread, out = _owner(trained)
     records = len(trained["tax"]["book"])
     assert records > 3  # enough splits to ask one per request past the depth
@@ -134,6 +138,9 @@ def test_more_requests_than_the_trees_are_deep_are_refused(trained: dict[str, An
     _ask(net, [(3, np.arange(NEW, dtype=np.int64))])
     thread.join(10)
     assert isinstance(out.get("error"), MalformedMessage)
+    monkeypatch.setattr(_Mailbox, "wait", 0.5)
+    with pytest.raises(queue.Empty):  # the fourth request got no answer
+        net.recv(BANK, TAX, sgb_route.ANSWER)
 
 
 def test_every_split_for_every_row_at_once_is_refused(trained: dict[str, Any]) -> None:

@@ -261,10 +261,14 @@ def _sgb_owner(mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray)
     params = sgb_params(spec)
     depth, per_request = params.max_depth, params.trees
     asked: set[int] = set()
-    for _ in range(depth + 1):
+    answered = 0
+    while True:
         request = np.asarray(net.recv(mb.me, spec.label, sgb_route.REQUEST))
         if request.shape == (1,) and int(request[0]) == sgb_route.DONE:
             break
+        if answered == depth:
+            raise MalformedMessage(f"more than {depth} routing requests for trees of depth "
+                                   f"{depth}")
         items = sgb_route.decode_request(request, int(block.shape[0]), len(book.records))
         records = [record for record, _ in items]
         named = np.concatenate([rows for _, rows in items]) if items else np.zeros(0, np.int64)
@@ -275,8 +279,7 @@ def _sgb_owner(mb: Mailbox, spec: Spec, part: dict[str, Any], block: np.ndarray)
                                    "and a row at most once per tree")
         asked.update(records)
         net.send(mb.me, spec.label, sgb_route.ANSWER, sgb_route.answer(book, block, request))
-    else:
-        raise MalformedMessage(f"more than {depth} routing requests for trees of depth {depth}")
+        answered += 1
     mb.flush()
 
 
