@@ -89,6 +89,10 @@ def test_terms_default_to_cny_and_zero() -> None:
         ({"per_job": "١٠٠"}, "not a number such as"),
         ({"per_job": "５"}, "not a number such as"),
         ({"per_job": "NaN"}, "not a number such as"),
+        # zero, but its written digits reached every price computed from it (Rounded)
+        ({"per_job": "0e-100"}, "too many digits"),
+        ({"per_job": "0." + "0" * 100}, "too many digits"),
+        ({"per_job": "1." + "0" * 70}, "too many digits"),
         ({"per_job": "abc"}, "not a number"),
         ({"free_jobs": -1}, "free_jobs"),
         ({"free_jobs": True}, "free_jobs"),

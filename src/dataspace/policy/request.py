@@ -33,6 +33,7 @@ class Price:
 
 MAX_AMOUNT = Decimal(10) ** 15  # more than any one job costs; keeps sums exact at 28 digits
 MAX_DECIMALS = 12
+MAX_WRITTEN_DIGITS = 30  # 15 integer digits and 12 places, with room for trailing zeros
 # ASCII digits, a fraction, an exponent: what Decimal itself writes ("1E-7" for a tenth of a
 # micro-unit, as offers store it); not "1_000", other scripts' digits or signs
 _AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
@@ -57,6 +58,14 @@ def money_amount(text: str, path: str = "") -> Decimal:
     if isinstance(exponent, int) and exponent < -MAX_DECIMALS:
         raise PolicyError(f"price amount {text!r} has more than {MAX_DECIMALS} decimal places",
                           path=path)
+    # As written, too: '0E-100' or 0.000… with a hundred zeros is 0, but carries its digits
+    # and exponent into every price computed from it (exact arithmetic then overflows).
+    written = amount.as_tuple()
+    if len(written.digits) > MAX_WRITTEN_DIGITS or (
+        isinstance(written.exponent, int) and abs(written.exponent) > MAX_WRITTEN_DIGITS
+    ):
+        raise PolicyError(f"price amount {text!r} is written with too many digits",
+                          path=path, hint=f"at most {MAX_WRITTEN_DIGITS}")
     return amount
 
 
