@@ -300,6 +300,28 @@ def test_job_dirs_a_dead_node_left_are_swept_and_a_live_nodes_are_kept(
         os.close(lock)
 
 
+def test_a_worker_that_cannot_start_leaves_no_dir_or_descriptor(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    root = tmp_path / "own-temp"
+    root.mkdir()
+    bounded = dataclasses.replace(limits, temp_root=str(root))
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def down() -> sb._Zygote:
+        raise OSError("the process server cannot start")
+
+    monkeypatch.setattr(sb, "_get_zygote", down)
+    for _ in range(3):
+        with pytest.raises(OSError):
+            sb._Worker(bounded)
+    assert list(root.iterdir()) == []
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_process_server_restarts_after_it_dies(
     people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
 ) -> None:

@@ -555,3 +555,21 @@ def test_an_open_after_the_dataset_was_removed_is_refused_and_metered(
     [line] = [u for u in usage_service.list_usage(env["tax"], agreement_id=env["agreement"])
               if u["job_id"] == job]
     assert line["status"] in ("denied", "failed") and line["amount"] == "0"
+
+
+def test_a_revocation_rolled_back_keeps_the_part_and_its_file(env: dict[str, Any]) -> None:
+    from dataspace.services import models as model_store
+
+    tax, model = env["tax"], uuid.uuid4().hex
+    model_store.stage(tax, model_id=model, family="fedavg", role="participant", initiator=BANK,
+                      part={"theta": [1]}, info={})
+    model_store.finalize(tax, model, {}, actor="test")
+    with pytest.raises(RuntimeError), tax.store.write() as session:
+        assert model_store.revoke_in(session, model, "the job failed", actor="test")
+        raise RuntimeError("the rest of the transaction failed")
+    assert model_store.load_part(tax, model) == {"theta": [1]}  # final, file intact
+    with tax.store.write() as session:
+        model_store.revoke_in(session, model, "the job failed", actor="test")
+    model_store.drop_revoked_file(tax, model)
+    assert not list((tax.data_dir / "models").glob(f"{model}.*"))
+    assert model not in {m["id"] for m in model_store.list_models(tax)}

@@ -436,13 +436,13 @@ class _Worker:
         # held for the dir's life by this (the node's) process: released if the node dies,
         # which marks the dir as an orphan for the next sweep
         self._dir_lock = os.open(self.temp_dir, os.O_RDONLY)
-        fcntl.flock(self._dir_lock, fcntl.LOCK_EX)
-        Path(self.temp_dir, LOCK_MARKER).touch()
-        self.zygote = _get_zygote()
         try:
+            fcntl.flock(self._dir_lock, fcntl.LOCK_EX)
+            Path(self.temp_dir, LOCK_MARKER).touch()
+            self.zygote = _get_zygote()
             self.pid, self.conn = self.zygote.fork({**asdict(limits), "temp_dir": self.temp_dir})
         except BaseException:
-            self._wipe()
+            self._wipe()  # no dir and no descriptor left behind by a worker that never started
             raise
         self.answered = False
 

@@ -104,21 +104,29 @@ def discard_staged(node: Node, model_id: str) -> None:
         row = session.get(FederatedModelRow, model_id, with_for_update=True)
         if row is None or row.state != STAGED:
             return
-        if row.part_file:
-            (node.data_dir / row.part_file).unlink(missing_ok=True)
+        part_file = row.part_file
         session.delete(row)
+    if part_file:  # after the commit: a rolled-back delete keeps its file
+        (node.data_dir / part_file).unlink(missing_ok=True)
 
 
-def revoke_in(session: Session, node: Node, model_id: str, reason: str, *, actor: str) -> bool:
+def drop_revoked_file(node: Node, model_id: str) -> None:
+    """Delete the part file of a revoked part (after :func:`revoke_in` committed)."""
+    with node.store.read() as session:
+        row = session.get(FederatedModelRow, model_id)
+        part_file = row.part_file if row is not None and row.state == REVOKED else None
+    if part_file:
+        (node.data_dir / part_file).unlink(missing_ok=True)
+
+
+def revoke_in(session: Session, model_id: str, reason: str, *, actor: str) -> bool:
     """Revoke this node's final part of ``model_id`` (the job failed after it committed): the
-    part file is deleted, the row kept as ``revoked``, ledger ``model.revoked``. False if there
-    is no final part here."""
+    row is kept as ``revoked``, ledger ``model.revoked``, in the caller's transaction; once it
+    committed, :func:`drop_revoked_file` deletes the file. False if there is no final part."""
     row = session.get(FederatedModelRow, model_id, with_for_update=True)
     if row is None or row.state != FINAL:
         return False
     row.state = REVOKED
-    if row.part_file:
-        (node.data_dir / row.part_file).unlink(missing_ok=True)
     log.append(
         session,
         actor=actor,

@@ -230,9 +230,10 @@ def _unwind_commit(node: Node, job_id: str, error: DataspaceError, *, actor: str
     from dataspace.services import models as model_store
 
     def revoke(session: Session) -> bool:
-        return model_store.revoke_in(session, node, job_id, error.message, actor=actor)
+        return model_store.revoke_in(session, job_id, error.message, actor=actor)
 
-    ms.unwind_success(node, job_id, error, actor=actor, undo=revoke)
+    if ms.unwind_success(node, job_id, error, actor=actor, undo=revoke):
+        model_store.drop_revoked_file(node, job_id)
 
 
 # --- sessions ------------------------------------------------------------------------------------
