@@ -483,8 +483,8 @@ def test_replay_of_the_last_allowed_job_is_still_served(provider: tuple[Node, st
 def test_a_job_sent_while_every_worker_is_busy_can_be_sent_again(
     provider: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Busy is refused before the job id is claimed: the same id sent again later runs,
-    rather than replaying a stored 503 that says 'try again'."""
+    """Nothing runs while every worker is busy and the claim is given back: the same id sent
+    again later runs, rather than replaying a stored 503 that says 'try again'."""
     from dataspace.compute import sandbox
     from dataspace.compute.errors import SandboxBusy
 

@@ -171,12 +171,6 @@ def _claim_slot(limits: SandboxLimits) -> None:
         _running += 1
 
 
-def sandbox_busy(limits: SandboxLimits) -> bool:
-    """Whether every worker slot is taken now (a hint: :func:`start_query` decides)."""
-    with _lock:
-        return _running >= max(1, limits.max_workers)
-
-
 def _release_slot() -> None:
     global _running
     with _lock:

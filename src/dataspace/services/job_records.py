@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -208,18 +208,11 @@ def sweep_stale(node: Node) -> list[str]:
 # --- claiming ----------------------------------------------------------------------------------
 
 
-def claim(
-    node: Node, job: _Job, *, busy: Callable[[], bool] | None = None
-) -> Stored | None:
-    """Take the job id (state QUEUED), or return the outcome already recorded under it.
-    ``busy``: whether every query worker is taken -- then a new id is not claimed at all
-    (:class:`SandboxBusy`), so sending it again later runs it rather than replaying a 503."""
+def claim(node: Node, job: _Job) -> Stored | None:
+    """Take the job id (state QUEUED), or return the outcome already recorded under it."""
     with node.store.write() as session:
         row = session.get(JobRow, job.id, with_for_update=True)
         if row is None:
-            if busy is not None and busy():
-                raise SandboxBusy("every query worker of this node is busy; nothing was run",
-                                  hint="try again shortly (the same job id is fine)")
             session.add(
                 JobRow(
                     id=job.id,

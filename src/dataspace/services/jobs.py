@@ -33,7 +33,6 @@ from typing import Any
 from sqlalchemy import select
 
 from dataspace.compute import SandboxLimits, check_query, run_query
-from dataspace.compute.sandbox import sandbox_busy
 from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
@@ -148,7 +147,7 @@ def run_job(
         started=now or datetime.now(UTC),
         t0=time.perf_counter(),
     )
-    stored = claim(node, job, busy=lambda: sandbox_busy(SandboxLimits.from_limits(node.limits)))
+    stored = claim(node, job)
     if stored is not None:
         return _replay(node, job, stored)
     try:
