@@ -255,7 +255,8 @@ class EmergencyHalt(Scenario):
                     sub = idx[st[idx] == s]
                     k = max(1, len(sub) // 5)
                     top = sub[np.argsort(-arrays[name][sub], kind="mergesort")[:k]]
-                    vals.append(float(y[top].mean()) - (float(y[sub].mean()) * less_base_rate))
+                    base = float(y[sub].mean()) if less_base_rate else 0.0
+                    vals.append(float(y[top].mean()) - base)
                 return float(np.mean(vals))
             return stat
 

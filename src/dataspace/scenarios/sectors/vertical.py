@@ -389,7 +389,9 @@ def held_out_flow(
     """
     own = ctx.own(party, train_dataset)
     refuse_label_copies(own, features[party], label)
-    variants = {**models, **dict([control] if control else [])}
+    variants = dict(models)
+    if control:
+        variants[control[0]] = control[1]
     providers = list(dict.fromkeys(p for ps in variants.values() for p in ps))
     fit_views = psi_align(ctx, party, train_dataset, providers, key, psi_step, parallel=True)
     x = np.column_stack([own.column(c).to_numpy().astype(float) for c in features[party]])
