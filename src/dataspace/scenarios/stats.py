@@ -107,6 +107,11 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def where_zero(low: float, high: float) -> str:
+    """Where a confidence interval lies against 0, as the controls report it."""
+    return "covers 0" if low <= 0 <= high else "below 0" if high < 0 else "above 0"
+
+
 def mean_over_strata(
     stat: Callable[[npt.NDArray[np.int64]], float], strata: npt.ArrayLike
 ) -> Callable[[npt.NDArray[np.int64]], float]:

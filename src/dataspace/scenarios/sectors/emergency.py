@@ -30,7 +30,7 @@ import pyarrow as pa
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec, Party, Scenario
 from dataspace.scenarios.common import ENTITIES, estimates, ordered, overlap_mask, rng_for
-from dataspace.scenarios.stats import label_copy_flags
+from dataspace.scenarios.stats import label_copy_flags, where_zero
 
 VERSION = "emergency-halt/2"
 INDUSTRIES = {  # name: (share of plants, idle draw as a share of normal load)
@@ -266,8 +266,7 @@ class EmergencyHalt(Scenario):
         [lift] = estimates({PLACEBO: precision_at_k("placebo", less_base_rate=True)}, len(y),
                            strata, seed=runs[0][0] + 17)
         est.append(lift)
-        where = ("covers 0" if lift.low <= 0 <= lift.high
-                 else "below 0" if lift.high < 0 else "above 0")
+        where = where_zero(lift.low, lift.high)
         return MetricResult(
             metric="precision@k (k = 20% of evaluation plants)",
             lower_is_better=False,

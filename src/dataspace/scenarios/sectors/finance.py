@@ -91,7 +91,7 @@ from dataspace.scenarios.sectors.vertical import (
     refuse_label_copies,
     vertical_offers,
 )
-from dataspace.scenarios.stats import auc, ks
+from dataspace.scenarios.stats import auc, ks, where_zero
 
 BANK, TAX, GRID, AD = "bank", "tax-bureau", "power-grid", "ad-vendor"
 PURPOSE = "credit-risk"
@@ -505,7 +505,7 @@ def held_out(
 
 
 def _describe(e: Estimate) -> str:
-    where = "covers 0" if e.low <= 0 <= e.high else "below 0" if e.high < 0 else "above 0"
+    where = where_zero(e.low, e.high)
     return f"{e.variant.rsplit(' · ', 1)[1]} {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}] ({where})"
 
 

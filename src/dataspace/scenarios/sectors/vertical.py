@@ -31,7 +31,12 @@ import pyarrow.parquet as pq
 
 from dataspace.scenarios.base import Control, Estimate, Generated, OfferSpec, ScenarioError
 from dataspace.scenarios.common import overlap_mask, rng_for
-from dataspace.scenarios.stats import bootstrap_ci, label_copy_flags, mean_over_strata
+from dataspace.scenarios.stats import (
+    bootstrap_ci,
+    label_copy_flags,
+    mean_over_strata,
+    where_zero,
+)
 
 TRAIN_TIMEOUT = 600.0
 
@@ -595,7 +600,7 @@ def irrelevant_party_control(
         raise ScenarioError(f"{len(leaks)} entities the control scored are not the held-out ones")
     better, worse = (alone, control) if lower_is_better else (control, alone)
     value, low, high, n = held_out_estimate(groups, metric, better, worse)
-    where = "covers 0" if low <= 0 <= high else "below 0" if high < 0 else "above 0"
+    where = where_zero(low, high)
     per_variant = ", ".join(
         f"{v} {np.mean([metric(g[1][v], g[0]) for g in groups]):.3f}" for v in (alone, control)
     )
