@@ -30,6 +30,7 @@ import time
 import numpy as np
 import numpy.typing as npt
 
+from dataspace.federated.errors import MalformedMessage
 from dataspace.federated.mpc.fixedpoint import Ring
 from dataspace.federated.mpc.net import Network
 from dataspace.federated.mpc.rand import Csprng, expand
@@ -129,6 +130,10 @@ class SharePassive:
         assert self.perms is not None and self.by_label is not None, "setup() first"
         m = np.asarray(self.net.recv(self.name, label, f"sgb/{tag}/m"), dtype=np.uint64)
         d = np.asarray(self.net.recv(self.name, dealer, f"sgb/{tag}/d"), dtype=np.uint64)
+        columns, rows = self.perms.shape
+        if m.ndim != 2 or m.shape[1] != rows or d.shape != (m.shape[0], columns, rows):
+            raise MalformedMessage(f"a histogram level of shape {m.shape} does not fit the "
+                                   f"dealer's {d.shape} over {rows} training rows")
         out = np.empty((self.total, m.shape[0]), dtype=np.uint64)
         if self._shares is None or self._shares.shape != (m.shape[1],):
             self._shares = np.empty(m.shape[1], dtype=np.uint64)
