@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -275,3 +278,46 @@ def test_the_last_month_is_refused_clearly() -> None:
 def test_nothing_to_bill(metered: Node) -> None:
     with pytest.raises(UsageError, match="no usage"):
         service.bill(metered, period="2030-01", issue=True)
+
+
+def test_bills_issued_at_once_carry_one_after_the_other(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two bills of one agreement issued side by side (November's and December's): had both
+    read the earlier bills before either was stored, each would round up against the same
+    base and together ask 0.02 for 0.012 of usage. The first is held between reading the
+    carry and storing its bill for up to 2 s, long enough for the second to catch up if
+    nothing queued it (the bill's lock does; the test fails on PostgreSQL without it)."""
+    statements = importlib.import_module("dataspace.metering.statements")
+    terms = PriceTerms.parse({"per_job": "0.004 CNY"})
+    with node.store.write() as session:
+        for job, day in (("oct", "2026-10-02"), ("nov", "2026-11-02"), ("dec", "2026-12-02")):
+            record_usage(session, usage("agr-7", job, f"{day}T00:00:00Z"), actor=ACTOR,
+                         terms=terms)
+    first = service.bill(node, agreement_id="agr-7", period="2026-10", issue=True)
+    assert first["due"] == [{"currency": "CNY", "amount": "0.00"}]
+    read_carry = statements.carry_of
+    holding, caught_up = threading.Event(), threading.Event()
+
+    def carry_then_hold(session: Any, st: Any) -> Any:
+        carried = read_carry(session, st)
+        if not holding.is_set():
+            holding.set()
+            caught_up.wait(2.0)
+        else:
+            caught_up.set()
+        return carried
+
+    monkeypatch.setattr(statements, "carry_of", carry_then_hold)
+    bills: dict[str, dict[str, Any]] = {}
+
+    def issue(period: str) -> None:
+        bills[period] = service.bill(node, agreement_id="agr-7", period=period, issue=True)
+
+    november = threading.Thread(target=issue, args=("2026-11",))
+    november.start()
+    assert holding.wait(10)
+    issue("2026-12")
+    november.join(10)
+    due = sum(Decimal(b["due"][0]["amount"]) for b in (first, *bills.values()))
+    assert due == Decimal("0.01")  # 0.012 rounded, over the three bills

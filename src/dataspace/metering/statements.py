@@ -32,7 +32,6 @@ from dataspace.errors import Conflict, UsageError
 from dataspace.ledger import log
 from dataspace.metering.pricing import EXACT_DIGITS, round_money
 from dataspace.metering.usage import as_utc, fmt_decimal, fmt_micros, record_view
-from dataspace.store.models import LedgerHead
 from dataspace.store.models_metering import Bill as BillRow
 from dataspace.store.models_metering import BillLine, UsageRecord
 
@@ -410,7 +409,7 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
         )
     # One bill at a time: two bills of an agreement issued at once would both carry against
     # the same earlier bills (the ledger head is what every issue locks anyway, to append).
-    session.execute(select(LedgerHead.size).where(LedgerHead.id == 1).with_for_update())
+    log.serialize_writers(session)
     st, billed = unbilled(session, st)
     st.carried = carry_of(session, st)
     if not st.lines:
