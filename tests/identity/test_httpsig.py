@@ -170,6 +170,14 @@ def test_target_uri_is_normalised() -> None:
     assert target_uri("http://127.0.0.1:8080") == "http://127.0.0.1:8080/"
 
 
+@pytest.mark.parametrize("url", ["https://tax.example/a#/b", "https://tax.example/a?b=1#",
+                                 "https://tax.example#x"])
+def test_a_url_with_a_fragment_is_refused_not_cut(url: str) -> None:
+    """Dropped, the fragment would let two different URLs share one signature."""
+    with pytest.raises(RequestSignatureError, match="fragment"):
+        target_uri(url)
+
+
 # --- the dataspace profile ----------------------------------------------------------------------
 
 

@@ -97,7 +97,10 @@ def normalize_headers(headers: Headers) -> dict[str, str]:
 
 
 def _url_parts(url: str) -> tuple[str, str, str, str]:
-    """(scheme, authority, path, query) with scheme and host lower-cased, default port dropped."""
+    """(scheme, authority, path, query) with scheme and host lower-cased, default port dropped.
+    A fragment is refused, not dropped: two URLs differing after a '#' would sign alike."""
+    if "#" in url:
+        _fail(f"request URL {url[:200]!r} has a fragment")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -8,10 +8,14 @@ node keeps serving.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from typing import Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from dataspace.errors import AuthError, DataspaceError, UsageError
@@ -27,14 +31,28 @@ from dataspace.services.node import Node
 logger = logging.getLogger("dataspace.node")
 
 
+# RFC 9110 §7.2: Host is uri-host [":" port]; a name or IPv4 address, or an IPv6 literal.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def request_url(request: Request) -> str:
-    """The absolute URL the peer addressed: scheme, Host header, raw path and query."""
+    """The absolute URL the peer addressed: scheme, Host header, raw path and query.
+
+    The Host header must be an authority and nothing more: ``Host: tax/peer/v1/x#`` would
+    rebuild the URL another endpoint's signature covers while the request is routed by its
+    real path. The same goes for a ``#`` in the path, which a URL drops as a fragment."""
     scope = request.scope
     host = request.headers.get("host")
     if not host:
         raise AuthError("request has no Host header", hint="send the Host the URL names")
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    url = f"{scope['scheme']}://{host}{raw_path.decode('latin-1')}"
+    if not _HOST.fullmatch(host):
+        raise AuthError(f"Host header {host[:100]!r} is not a host and port",
+                        hint="send the authority of the URL the request was signed for")
+    raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    if not raw_path.startswith("/") or "#" in raw_path or "?" in raw_path:
+        raise AuthError(f"request path {raw_path[:100]!r} is not a plain path",
+                        hint="a signed request's path has no fragment")
+    url = f"{scope['scheme']}://{host}{raw_path}"
     query = scope.get("query_string") or b""
     return f"{url}?{query.decode('latin-1')}" if query else url
 
@@ -154,3 +172,27 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
         if suppressed is not None:
             await run_in_threadpool(_log_denied, node, request, exc, suppressed)
         raise
+
+
+_T = TypeVar("_T")
+
+
+async def signed_body(request: Request, shape: type[_T]) -> _T:
+    """The JSON body of a request :func:`require_peer` admitted, validated as ``shape``
+    (422 ``invalid_request`` naming the field otherwise). A route reads its body through this
+    rather than declaring a body parameter: FastAPI reads and parses declared bodies before
+    any dependency runs, so a stranger could make the node parse one only to be refused."""
+    try:
+        return TypeAdapter(shape).validate_json(await request.body())
+    except ValidationError as exc:
+        errors: list[Any] = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def body_schema(shape: type[Any], example: Any = None) -> dict[str, Any]:
+    """``openapi_extra`` documenting a :func:`signed_body` route's body."""
+    schema: dict[str, Any] = TypeAdapter(shape).json_schema()
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
-from dataspace.node.peer_auth import require_peer
+from dataspace.node.peer_auth import body_schema, require_peer, signed_body
 from dataspace.services import jobs
 from dataspace.services.job_wire import ARROW_MEDIA_TYPE, META_HEADER, encode_meta
 from dataspace.services.node import Node
@@ -55,15 +56,18 @@ def result_response(meta: dict[str, Any], ipc: bytes) -> Response:
     summary="Run governed SQL under an agreement (provider side)",
     response_class=Response,
     responses=RESULT_RESPONSES,
+    openapi_extra=body_schema(JobRequest),
 )
-def peer_query(
-    body: JobRequest, member: Member = Depends(require_peer), node: Node = Depends(get_node)
+async def peer_query(
+    request: Request, member: Member = Depends(require_peer), node: Node = Depends(get_node)
 ) -> Response:
     """Checks the agreement's policy at execution time, runs the checked SQL in the locked
     engine (or under differential privacy), meters and logs the job, and releases the result.
     Denials (403 `policy_denied`, `query_refused`, `budget_exhausted`), unknown or foreign
     agreements (404) and engine failures are logged and metered as denied or failed attempts."""
-    outcome = jobs.run_job(
+    body = await signed_body(request, JobRequest)
+    outcome = await run_in_threadpool(
+        jobs.run_job,
         node,
         agreement_id=body.agreement_id,
         consumer=member.name,

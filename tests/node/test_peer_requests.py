@@ -1,0 +1,117 @@
+"""What a signed peer request covers and when its body is read: a request cannot be moved to
+another endpoint through its Host header, a malformed Host is a refusal (not a 500), and a
+body is parsed only once its signer is known."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+
+from dataspace.errors import AuthError
+from dataspace.identity.httpsig import sign_request
+from dataspace.identity.membership import http_key_id
+from dataspace.identity.peer import PeerAuth
+from dataspace.node.app import create_app
+from dataspace.node.peer_auth import request_url
+from dataspace.services import ledger
+from dataspace.services.node import Node
+from dataspace.services.space import self_member
+from helpers.cluster import Space, start_space
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+WITNESS = "/peer/v1/witness/add-checkpoint"
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Iterator[Space]:
+    running = start_space(tmp_path, ["tax", "bank"], serve=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def nodes(space: Space) -> Iterator[tuple[Node, Node]]:
+    tax, bank = space.nodes["tax"].open(), space.nodes["bank"].open()
+    yield tax, bank
+    bank.close()
+    tax.close()
+
+
+def _signed(bank: Node, method: str, url: str, body: bytes) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    headers.update(sign_request(method, url, headers, body, signer=bank.signer,
+                                keyid=http_key_id(bank.signer), now=time.time()))
+    return headers
+
+
+def _denied(tax: Node) -> int:
+    return [e["entry"]["action"] for e in ledger.entries(tax, limit=1000)].count("peer.denied")
+
+
+def test_a_signature_cannot_be_moved_to_another_endpoint_through_the_host(
+    nodes: tuple[Node, Node],
+) -> None:
+    """Host: <tax>/peer/v1/witness/add-checkpoint# rebuilds the URL the signature covers
+    while the request is routed by its real path, /dsp/catalog/request."""
+    tax, bank = nodes
+    url = self_member(tax).url
+    body = json.dumps({"old_size": 0, "proof": [], "checkpoint": "x"}).encode()
+    client = TestClient(create_app(tax), base_url=url)
+    moved = _signed(bank, "POST", url + WITNESS, body)
+    moved["host"] = url.split("://", 1)[1] + WITNESS + "#"
+    answer = client.post("/dsp/catalog/request", content=body, headers=moved)
+    assert answer.status_code == 401 and "Host header" in answer.json()["error"]["message"]
+    assert _denied(tax) == 1
+    # delivered where it was signed for, the same kind of request passes the signature check
+    honest = client.post(WITNESS, content=body, headers=_signed(bank, "POST", url + WITNESS,
+                                                                 body))
+    assert honest.status_code not in (401, 403)
+
+
+@pytest.mark.parametrize("host", ["[", "tax.example]", "tax example", "tax.example:1/x",
+                                  "user@tax.example", "tax.example:123456"])
+def test_a_malformed_host_is_a_refusal_not_a_crash(nodes: tuple[Node, Node], host: str) -> None:
+    tax, bank = nodes
+    url = self_member(tax).url
+    with TestClient(create_app(tax), base_url=url) as client:
+        headers = _signed(bank, "GET", url + "/peer/v1/whoami", b"")
+        headers["host"] = host
+        answer = client.get("/peer/v1/whoami", headers=headers)
+        assert answer.status_code == 401, answer.text
+        assert client.get("/.well-known/dspace-version").status_code == 200
+
+
+@pytest.mark.parametrize("raw_path", [b"/peer/v1/whoami#/x", b"/peer/v1/whoami?x=1", b"whoami"])
+def test_a_path_with_a_fragment_or_query_in_it_is_refused(raw_path: bytes) -> None:
+    """Some HTTP servers pass a '#' in the request line through to the path; a URL built from
+    it would lose the rest as a fragment."""
+    scope = {"type": "http", "scheme": "https", "method": "GET", "path": raw_path.decode(),
+             "raw_path": raw_path, "query_string": b"", "headers": [(b"host", b"tax:8443")]}
+    with pytest.raises(AuthError, match="not a plain path"):
+        request_url(Request(scope))
+
+
+@pytest.mark.parametrize("path", [WITNESS, "/peer/v1/jobs/query"])
+def test_a_strangers_body_is_not_parsed(nodes: tuple[Node, Node], path: str) -> None:
+    """Unsigned, the answer is 401 whatever the body: no JSON error, nothing read into
+    objects first. Signed, the same bad JSON is a 422 naming the body."""
+    tax, bank = nodes
+    url = self_member(tax).url
+    with TestClient(create_app(tax), base_url=url) as client:
+        for body in (b"{not json", b"[" * 100_000, json.dumps({"sql": "x" * 10}).encode()):
+            answer = client.post(path, content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 401, answer.text
+        assert _denied(tax) == 3
+        client.auth = PeerAuth(bank.signer)
+        bad = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+        assert bad.json()["error"]["details"]["errors"][0]["field"].startswith("body")
