@@ -215,3 +215,29 @@ def test_released_groups_come_in_key_order_whatever_the_row_order(
     desc = run_dp_query(store, d2, "sales", sql + " ORDER BY region DESC", policy, spec, "ag",
                         "j-desc")
     assert desc.table.column("region").to_pylist() == ["south", "north"]  # the consumer's order
+
+
+@pytest.mark.parametrize("cap", [{"max_result_rows": 100}, {"max_result_bytes": 2_000}])
+def test_the_exact_number_of_groups_is_no_error_oracle(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec, cap: dict[str, int]
+) -> None:
+    """1,003 customers, one row each: the exact answer has 1,003 groups, past the cap. Were it
+    refused, one person's row could tip a query over the cap and the refusal would say so
+    exactly, for no ε. The groups are below the threshold: nothing is released, ε is spent."""
+    ensure_budget(store, "ag", 5, 1e-4)
+    limits = dataclasses.replace(sb.SandboxLimits(), **cap)
+    result = run_dp_query(store, sales, "sales",
+                          "SELECT customer, COUNT(*) AS n FROM sales GROUP BY customer",
+                          dataclasses.replace(policy, identifier_columns=frozenset()), spec,
+                          "ag", "job", limits)
+    assert result.table.num_rows == 0 and result.epsilon_spent == 1.0
+
+
+def test_the_released_table_is_capped(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    ensure_budget(store, "ag", 5, 1e-4)
+    limits = dataclasses.replace(sb.SandboxLimits(), max_result_rows=3)  # four regions pass
+    with pytest.raises(sb.ResultTooLarge, match="released result has more than 3 rows"):
+        run_dp_query(store, sales, "sales", GROUPED, policy, spec, "ag", "job", limits)
+    assert get_budget(store, "ag").epsilon_spent == 1  # the release happened, then the cap

@@ -11,11 +11,12 @@ import dataclasses
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
+from dataspace.compute.errors import ResultTooLarge
 from dataspace.compute.sandbox import SandboxLimits, start_query
 from dataspace.compute.sqlcheck import check_query
 from dataspace.compute.sqltypes import SqlPolicy
@@ -25,6 +26,8 @@ from dataspace.privacy.rewrite import DpPlan, plan_dp
 from dataspace.store.db import Store
 
 __all__ = ["DpCost", "DpResult", "dp_cost", "run_dp_query"]
+
+UNCAPPED = 2**62  # rows or bytes no result reaches: memory runs out first
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ def run_dp_query(
     limits: SandboxLimits | Mapping[str, Any] | None = None,
 ) -> DpResult:
     """Run ``sql`` under differential privacy and charge the agreement's budget."""
-    if limits is not None and not isinstance(limits, SandboxLimits):
+    if limits is None:
+        limits = SandboxLimits()
+    elif not isinstance(limits, SandboxLimits):
         limits = SandboxLimits.from_limits(limits)
     plan = _plan(sql, sql_policy, dp)
     cost = dp_cost(plan, dp)  # builds (or finds cached) measurements before spending
@@ -108,7 +113,13 @@ def run_dp_query(
     # The worker computes while the spend commits; its exact answer is read only after the
     # commit, so a refused or failed reservation releases nothing (the job is cancelled).
     check_affordable(store, agreement_id, cost.epsilon, cost.delta)  # no work if it cannot pay
-    running = start_query(parquet_path, table_name, plan.checked, limits)
+    # The exact answer (a row per group, before noise and the threshold) is not capped in rows
+    # or bytes: a cap it could reach would tell the consumer, for no ε, whether the number of
+    # groups passed it -- one person's row can push it over. It has at most a row per row
+    # scanned; the worker's memory limit stays (a resource side channel, docs/privacy.md).
+    # The released table is capped below.
+    uncapped = replace(limits, max_result_rows=UNCAPPED, max_result_bytes=UNCAPPED)
+    running = start_query(parquet_path, table_name, plan.checked, uncapped)
     try:
         reservation = reserve(store, agreement_id, cost.epsilon, cost.delta, job_id)
     except BaseException:
@@ -116,6 +127,11 @@ def run_dp_query(
         raise
     exact = running.result()
     table, bounds = _release(plan, cost, exact.table, threshold, sql_policy.min_group_size)
+    if table.num_rows > limits.max_result_rows:  # a function of the noisy release only
+        raise ResultTooLarge(
+            f"the released result has more than {limits.max_result_rows} rows",
+            hint="group more coarsely; the ε of this query is spent",
+        )
     return DpResult(
         table=table,
         epsilon_spent=float(reservation.epsilon),
