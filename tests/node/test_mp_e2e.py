@@ -427,6 +427,13 @@ def test_secure_aggregation_over_five_nodes_and_a_peer_killed_mid_round(
         mean = multiparty.run_aggregate(coord, agreements=agreements, columns=["co2"], op="mean")
         assert abs(mean["result"]["values"]["co2"] - truth[0] / rows) < 1e-3
 
+        # with ε each party noises its own vector: no exact sum or row count at the coordinator
+        private = multiparty.run_aggregate(coord, agreements=agreements, columns=["co2"],
+                                           epsilon=100.0, bound=500_000.0)["result"]
+        assert private["count"] is None and private["noise_error95"] > 0
+        assert private["values"]["co2"] != pytest.approx(truth[0], abs=1.0)
+        assert abs(private["values"]["co2"] - truth[0]) < 5 * private["noise_error95"]
+
         def kill_third(event: dict[str, Any], progress: dict[str, Any]) -> None:
             if event["node"] == PARTIES[2] and event["name"] == "round#1":
                 space.nodes[PARTIES[2]].stop()

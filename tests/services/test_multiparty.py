@@ -25,6 +25,7 @@ from dataspace.privacy.secagg import (
     PairwiseMasking,
     SessionConfig,
     ed25519_verifier,
+    local_noise,
 )
 from dataspace.privacy.secagg.messages import decode
 from dataspace.services import datasets, mp_party, multiparty, space
@@ -414,3 +415,35 @@ def test_an_aggregation_naming_an_unknown_or_wrong_party_is_refused(
                 tax, "bank", _open_aggregation(agreement, job, config, members=members)
             )
         assert multiparty.get_job(tax, job)["state"] == "FAILED"
+
+
+def test_a_private_sum_is_noised_by_each_party_before_it_is_masked(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """The coordinator is the consumer's node: with --epsilon it must never unmask an exact
+    sum. Played as the coordinator here, with grid contributing an exact 0, the sum is tax's
+    4 × 2 plus tax's own noise -- never 8 -- and tax sent no row count."""
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path)
+    dp = local_noise(1e6, 1, 1.0)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(dp.encoded_bound, 16, max_count=2**31), threshold=2)
+    job = "job-agg-private-01"
+    _, [advert] = unpack_frame(mp_party.handle_step(
+        tax, "bank", _open_aggregation(agreement, job, config, bound=1e6, epsilon=1.0)))
+    coordinator = PairwiseMasking().coordinator(config)
+    coordinator.receive(advert)
+    other = PairwiseMasking().party(config, 2, [0.0], 0, signer=grid.signer.sign)
+    coordinator.receive(other.start())
+    step = 0
+    while messages := coordinator.advance():
+        step += 1
+        if 1 in messages:
+            frame = pack_frame({"job_id": job, "step": step, "name": f"round#{step}"},
+                               [messages[1]])
+            coordinator.receive(unpack_frame(mp_party.handle_step(tax, "bank", frame))[1][0])
+        if 2 in messages:
+            coordinator.receive(other.handle(messages[2]))
+    result = coordinator.result()
+    assert result.count == 0
+    assert result.sum[0] != pytest.approx(8.0, abs=1.0)
+    assert abs(result.sum[0] - 8.0) < 20 * dp.noise.scale  # noise, not garbage

@@ -52,6 +52,7 @@ from dataspace.privacy.secagg import (
     SessionConfig,
     aggregator,
     ed25519_verifier,
+    local_noise,
 )
 from dataspace.services import jobs, mp_protocols, mp_rr22
 from dataspace.services import mp_store as ms
@@ -737,12 +738,13 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
             f"an aggregation's max_count is {MAX_ROWS_PER_PARTY}, not {header.get('max_count')!r}",
             hint="the job is refused",
         )
+    dp = local_noise(float(header["bound"]), len(values), float(eps)) if eps else None
     config = SessionConfig(
         session=bytes.fromhex(str(header["session"])),
         parties=tuple(int(p) for p in header["parties"]),
         length=len(values),
         encoding=FixedPoint(
-            float(header["bound"]),
+            dp.encoded_bound if dp is not None else float(header["bound"]),
             int(header.get("scale_bits", 16)),
             max_count=MAX_ROWS_PER_PARTY,
         ),
@@ -772,18 +774,22 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     # The initiator picks the bound. Refusing a local value beyond it would answer "is my sum
     # above B?" — a binary search on B reads the value, one probe per job. Clipping answers
     # nothing; what was clipped is written to this node's own log only.
-    bound = config.encoding.bound
+    bound = float(header["bound"])
     beyond = int(np.count_nonzero(np.abs(values) > bound))
     if beyond:
         logger.warning("job %s: %d local value(s) clipped to the bound %g", s.job_id, beyond,
                        bound)
     values = np.clip(values, -bound, bound)
+    if dp is not None:
+        # this node's own noise, for its own ε: the coordinator is the consumer, and sees
+        # only sums of noised vectors; the exact row count is not sent either (not released)
+        values = dp.apply(values)
     strategy = aggregator(str(header.get("strategy", "pairwise-masking")))
     s.party = strategy.party(
         config,
         index,
         values,
-        count=table.num_rows,
+        count=0 if dp is not None else table.num_rows,
         signer=node.signer.sign,  # round-0 keys signed with this node's Ed25519 key
         verifier=ed25519_verifier(party_keys(node, names), names),
     )

@@ -42,10 +42,10 @@ from dataspace.privacy.psi.errors import PsiEngineFailed
 from dataspace.privacy.secagg import (
     AGGREGATORS,
     FixedPoint,
-    OutputNoise,
     SessionConfig,
     aggregator,
     ed25519_verifier,
+    local_noise,
 )
 from dataspace.services import jobs, mp_initiator, mp_rr22
 from dataspace.services import mp_store as ms
@@ -590,7 +590,13 @@ def _status(r: _Runner, link: _Link, *, settle: bool) -> bool:
 def _run_aggregate(r: _Runner) -> dict[str, Any]:
     job, p = r.job, r.job.params
     index = {link.peer: i for i, link in enumerate(job.links, start=1)}
-    encoding = FixedPoint(float(p["bound"]), int(p["scale_bits"]), max_count=MAX_ROWS_PER_PARTY)
+    # DP is distributed: each party noises its own vector before masking (secagg.noise
+    # .LocalNoise), so this node -- the consumer's -- never holds an exact sum. Noised values
+    # are encoded with the wider bound every party derives from the same public numbers.
+    dp = local_noise(float(p["bound"]), len(p["columns"]), float(p["epsilon"])) \
+        if p.get("epsilon") else None
+    bound = dp.encoded_bound if dp is not None else float(p["bound"])
+    encoding = FixedPoint(bound, int(p["scale_bits"]), max_count=MAX_ROWS_PER_PARTY)
     config = SessionConfig(
         secrets.token_bytes(16),
         tuple(index.values()),
@@ -598,11 +604,9 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
         encoding,
         threshold=len(index),
     )
-    # a DP sum spends all of ε on the sum and releases no count (see start_aggregate)
-    noise = OutputNoise(float(p["epsilon"]), count=False) if p.get("epsilon") else None
     names = {i: peer for peer, i in index.items()}
     verifier = ed25519_verifier(party_keys(r.node, names), names)  # keys from the member list
-    coordinator = aggregator(p["strategy"], noise).coordinator(config, verifier=verifier)
+    coordinator = aggregator(p["strategy"]).coordinator(config, verifier=verifier)
     opened = r.each(
         lambda link: r.step(
             link,
@@ -648,12 +652,13 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
         "op": p["op"],
         "columns": p["columns"],
         "values": dict(zip(p["columns"], [float(v) for v in values], strict=True)),
-        "count": None if noise is not None else result.count,
+        "count": None if dp is not None else result.count,
         "parties": len(result.parties),
         "error_bound": result.error_bound
         if p["op"] != "mean"
         else result.error_bound / max(result.count, 1),
         "epsilon": p.get("epsilon"),
+        **({"noise_error95": dp.error95(len(result.parties))} if dp is not None else {}),
     }
 
 

@@ -14,9 +14,10 @@ from dataspace.privacy.secagg import (
     SessionConfig,
     aggregate_locally,
     aggregator,
+    local_noise,
     run_session,
 )
-from privacy.secagg.common import PARTIES, make_config, plain_sum
+from privacy.secagg.common import BOUND, PARTIES, make_config, plain_sum
 
 Inputs = dict[int, npt.NDArray[np.float64]]
 
@@ -94,3 +95,46 @@ def test_aggregate_locally_in_one_call() -> None:
     result = aggregate_locally(vectors, bound=5.0, drop={4: 2})
     assert result.parties == (1, 2, 3) and result.dropped == (4,)
     assert np.max(np.abs(result.sum - np.sum(vectors[:3], axis=0))) <= result.error_bound
+
+
+def test_local_noise_is_each_partys_own_laplace_at_the_full_sensitivity() -> None:
+    """Distributed DP (node jobs): each party's noise alone makes its vector ε-DP, so its
+    scale is the central one's (sensitivity 2·B·m); the encoding bound leaves room for it."""
+    dp = local_noise(1000.0, 20, 0.5)
+    central = aggregator("additive", OutputNoise(0.5, count=False))
+    config = make_config(length=20)
+    _, exact = run_session(central, config, {i: np.zeros(20) for i in PARTIES})
+    assert exact.noise is not None and dp.noise.scale == exact.noise.scale
+    assert dp.noise.sensitivity == pytest.approx(2 * 1000 * 20)
+    assert dp.encoded_bound == pytest.approx(1000 + 28 * dp.noise.scale)
+    noisy = dp.apply(np.full(20, 1000.0))
+    assert np.all(noisy != 1000.0) and np.all(np.abs(noisy) <= dp.encoded_bound)
+    with pytest.raises(UsageError, match="expected 20 values"):
+        dp.apply(np.zeros(3))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(UsageError, match="epsilon"):
+            local_noise(1000.0, 20, bad)
+
+
+def test_local_noise_error_grows_as_the_root_of_the_parties() -> None:
+    """One party: the Laplace 95% bound b·ln 20; n parties: about √n times the spread."""
+    dp = local_noise(1.0, 1, 1.0)
+    b = dp.noise.scale
+    assert dp.error95(1) == pytest.approx(b * np.log(20), rel=0.02)
+    assert dp.error95(16) / dp.error95(4) == pytest.approx(2.0, rel=0.05)
+
+
+def test_noised_vectors_sum_within_the_stated_error() -> None:
+    """Five parties noise their own vectors and encode with the wider bound: the unmasked
+    sum is the exact one plus five noises, inside error95 for about 95% of coordinates."""
+    dp = local_noise(BOUND, 200, 50.0)
+    config = make_config(length=200)
+    config = SessionConfig(config.session, config.parties, 200,
+                           FixedPoint(dp.encoded_bound), config.threshold)
+    rng = np.random.default_rng(3)
+    exact = {i: rng.uniform(-BOUND, BOUND, 200) for i in PARTIES}
+    _, result = run_session(aggregator("pairwise-masking"), config,
+                            {i: dp.apply(v) for i, v in exact.items()})
+    error = np.abs(result.sum - plain_sum(exact, PARTIES))
+    inside = float(np.mean(error <= dp.error95(len(PARTIES))))
+    assert 0.88 <= inside <= 0.995 and np.all(error > 0)

@@ -38,7 +38,7 @@ from dataspace.privacy.secagg.errors import (
     ValueOutOfBound,
 )
 from dataspace.privacy.secagg.local import aggregate_locally, run_session
-from dataspace.privacy.secagg.noise import OutputNoise, with_noise
+from dataspace.privacy.secagg.noise import LocalNoise, OutputNoise, local_noise, with_noise
 from dataspace.privacy.secagg.protocol import PairwiseMasking
 from dataspace.privacy.secagg.shamir import Shamir, Share
 from dataspace.privacy.secagg.signing import ed25519_signer, ed25519_verifier
@@ -53,6 +53,7 @@ __all__ = [
     "Aggregator",
     "CoordinatorRole",
     "FixedPoint",
+    "LocalNoise",
     "NotAParticipant",
     "OutOfOrder",
     "OutputNoise",
@@ -73,6 +74,7 @@ __all__ = [
     "aggregator",
     "ed25519_signer",
     "ed25519_verifier",
+    "local_noise",
     "run_session",
     "with_noise",
 ]
