@@ -69,6 +69,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("transfer_token_ttl_seconds", 300, "how long a transfer's one-time pull token works"),
     Setting("transfer_pull_timeout_seconds", 120.0, "longest wait for a transfer's data (seconds)"),
     Setting("transfer_max_mb", 10240, "largest transfer this node receives (MiB)"),
+    Setting(
+        "dp_train_max_delta",
+        1e-5,
+        "largest δ a DP-FedAvg job may state here (the agreement's own δ bound applies too)",
+    ),
     Setting("mp_step_timeout_seconds", 120.0, "longest wait for one multi-party step's answer"),
     Setting("mp_idle_timeout_seconds", 120.0, "a participant fails a job its initiator left idle"),
     Setting("mp_max_idle_timeout_seconds", 3600.0, "cap on the idle timeout an initiator may ask"),

@@ -17,7 +17,7 @@ import pytest
 
 import dataspace.services.train_party  # noqa: F401  (registers the training protocols)
 from dataspace.errors import DataspaceError
-from dataspace.policy import from_template
+from dataspace.policy import PolicyDenied, from_template
 from dataspace.policy.model import Constraint, Operator
 from dataspace.scenarios.cluster import create
 from dataspace.services import datasets, mp_party, mp_protocols
@@ -64,10 +64,16 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
     eps10 = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset, purpose="credit-risk",
                            offer=from_template("federated-train", purposes=["finance"],
                                                epsilon=10))
+    dp_rule = from_template("federated-train", purposes=["finance"], epsilon=10)
+    rule = dp_rule.permissions[0]
+    delta6 = make_agreement(tax, BANK, consumer=bank, dataset_id=dataset, purpose="credit-risk",
+                            offer=dataclasses.replace(dp_rule, permissions=(dataclasses.replace(
+                                rule, constraints=(*rule.constraints,
+                                                   Constraint("delta", Operator.LTEQ, 1e-6))),)))
     align = _aligned(tax, peer=BANK, dataset="companies")
     try:
         yield {"bank": bank, "tax": tax, "agreement": agreement, "align": align, "once": once,
-               "share": share, "k100": at_least_100, "eps10": eps10}
+               "share": share, "k100": at_least_100, "eps10": eps10, "delta6": delta6}
     finally:
         bank.close()
         tax.close()
@@ -412,6 +418,33 @@ def test_dp_fedavg_is_charged_to_an_epsilon_budget_at_open(env: dict[str, Any]) 
     with pytest.raises(DataspaceError):
         _step(env["tax"], BANK, header)
     assert not _running(env["tax"], plain)
+
+
+def test_dp_fedavg_states_its_delta_to_the_policy_and_the_nodes_limit(
+    env: dict[str, Any]
+) -> None:
+    """The initiator states δ, and is charged OpenDP's ε at that δ: δ = 0.5 would be charged a
+    ninth of the ε at 1e-5 for next to no privacy. The node caps δ (dp_train_max_delta), and
+    an agreement's own δ bound is evaluated -- before, the request carried no δ, so such an
+    agreement refused every DP-FedAvg job -- and its δ budget charged."""
+    from dataspace.privacy.budget import get_budget
+
+    job, header = _fedavg_open(env, 0.25)
+    header["params"].update(rounds=3, dp={**DP, "delta": 0.5})
+    header["agreement_id"] = env["eps10"]
+    with pytest.raises(DataspaceError, match="above tax-bureau's limit"):
+        _step(env["tax"], BANK, header)
+    assert not _running(env["tax"], job)
+    job, header = _fedavg_open(env, 0.25)
+    header["params"].update(rounds=3, dp=DP)  # 1e-5: the node allows it, the agreement not
+    header["agreement_id"] = env["delta6"]
+    with pytest.raises(PolicyDenied):
+        _step(env["tax"], BANK, header)
+    job, header = _fedavg_open(env, 0.25)
+    header["params"].update(rounds=3, dp={**DP, "delta": 1e-7})
+    header["agreement_id"] = env["delta6"]
+    assert _step(env["tax"], BANK, header)["train_rows"] == 150
+    assert float(get_budget(env["tax"].store, env["delta6"]).delta_spent) == pytest.approx(1e-7)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ default), so the coordinator sees only the sum, never one client's update.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -136,6 +137,33 @@ def evaluate(model: Model, theta: Floats, clients: Sequence[Client]) -> Evaluati
 def _gaussian(scale: float) -> Any:
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
     return dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=scale)
+
+
+@dataclass(frozen=True)
+class NoiseShare:
+    """One provider's share of DP-FedAvg's noise across nodes: N(0, σ²/P) (σ = zC) on its own
+    clipped update before it is masked, so the P providers' sum carries N(0, σ²) -- the noise
+    :func:`dp_epsilon` accounts for -- and the coordinator, the consumer's node, never holds an
+    un-noised sum. Semi-honest and non-colluding, as secure aggregation itself: a coordinator
+    that colludes with other providers can take their shares out of the sum."""
+
+    clip: float
+    scale: float
+
+    @property
+    def encoded_bound(self) -> float:
+        """Per-value bound of a noised update (clipped to it: post-processing; a value passes
+        C + 8 share scales with probability about 1e-15)."""
+        return self.clip + 8.0 * self.scale
+
+    def apply(self, values: Floats) -> Floats:
+        noisy = np.asarray(_gaussian(self.scale)([float(v) for v in values]), dtype=np.float64)
+        wide = self.encoded_bound
+        return np.asarray(np.clip(noisy, -wide, wide), dtype=np.float64)
+
+
+def noise_share(dpc: DpFedAvg, providers: int) -> NoiseShare:
+    return NoiseShare(dpc.clip, dpc.noise_multiplier * dpc.clip / math.sqrt(providers))
 
 
 def dp_epsilon(dpc: DpFedAvg, rounds: int) -> float:

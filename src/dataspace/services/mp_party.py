@@ -531,6 +531,7 @@ def _check(
     fields: list[str],
     output: str,
     epsilon: float | None = None,
+    delta: float | None = None,
 ) -> tuple[Any, Any]:
     """Evaluate this node's agreement with the initiator now and admit the job (deny by default).
 
@@ -559,12 +560,13 @@ def _check(
         policy = policy_from_wire(agreement.policy, "$.agreement")
         jobs_run = _slots_taken(session, s.agreement_id, exclude=s.job_id,
                                 engaged_failures=True)
-        eps_spent, _ = jobs._budget_spent(session, s.agreement_id)
+        eps_spent, delta_spent = jobs._budget_spent(session, s.agreement_id)
         state, purpose, signed_at = neg.state, agreement.purpose, jobs._aware(agreement.signed_at)
         target = agreement.target
         decision = _decide(node, s, state, policy, dataset, fields, output, epsilon,
                            purpose=purpose, target=target, signed_at=signed_at,
-                           jobs_run=jobs_run, eps_spent=eps_spent)  # fmt: skip
+                           jobs_run=jobs_run, eps_spent=eps_spent, delta=delta,
+                           delta_spent=delta_spent)  # fmt: skip
         s.decision = jsonable(decision.to_dict())
         if decision.allowed:
             row = session.get(JobRow, s.job_id, with_for_update=True)
@@ -600,6 +602,8 @@ def _decide(
     signed_at: datetime,
     jobs_run: int,
     eps_spent: Decimal,
+    delta: float | None = None,
+    delta_spent: Decimal | None = None,
 ) -> Any:
     if state != NegotiationState.FINALIZED:
         return jobs._single_reason("agreement", f"the agreement is {state}, not FINALIZED")
@@ -623,6 +627,8 @@ def _decide(
         region=jobs._region(node, s.initiator),
         epsilon=Decimal(str(epsilon)) if epsilon else None,
         epsilon_spent=eps_spent if epsilon else None,
+        delta=Decimal(str(delta)) if delta else None,
+        delta_spent=delta_spent if delta else None,
     )
     return evaluate(policy, request)
 

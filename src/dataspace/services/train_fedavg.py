@@ -39,10 +39,10 @@ from dataspace.federated.fedavg import (
     Client,
     DpFedAvg,
     FedAvgConfig,
-    _gaussian,
     dp_epsilon,
     evaluate,
     local_train,
+    noise_share,
 )
 from dataspace.federated.hfl_models import Model
 from dataspace.privacy.secagg import FixedPoint, SessionConfig, aggregator, ed25519_verifier
@@ -341,7 +341,15 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
         config = config_of(params)
         epsilon = epsilon_of(config)
         fields = [*features, label] + ([str(column)] if column else [])
-        dataset, decision = mp_party._check(node, ps, header, fields, "aggregate-only", epsilon)
+        delta = config.dp.delta if config.dp else None
+        if delta is not None and delta > float(node.limits.dp_train_max_delta):
+            # the initiator states δ and is charged OpenDP's ε at it: a large δ is a small ε
+            # and next to no privacy (δ = 0.5 charges a ninth of the ε at 1e-5)
+            raise UsageError(f"DP-FedAvg's delta {delta:g} is above {node.name}'s limit "
+                             f"{float(node.limits.dp_train_max_delta):g}",
+                             hint="state a smaller delta (and pay the larger epsilon)")
+        dataset, decision = mp_party._check(node, ps, header, fields, "aggregate-only", epsilon,
+                                            delta)
         if ps.terms is not None and ps.terms.contribution_share:
             raise UsageError(f"{node.name}'s offer is priced by its share of a revenue pool, "
                              "which FedAvg does not measure", hint="train a vertical model")
@@ -403,8 +411,13 @@ def _step(node: Node, s: _Party, name: str, header: dict[str, Any], blobs: list[
         if len(parties) < 2 or int(header["index"]) not in parties:
             # alone in a sum, this node's update (or histogram) would reach the initiator as is
             raise UsageError("a FedAvg round must aggregate this node with at least one other")
+        bound = float(header["bound"])
+        if config.dp and name != "eval":
+            share = noise_share(config.dp, len(parties))
+            values = share.apply(values)
+            bound = share.encoded_bound
         cfg = secagg_config(
-            str(header["session"]), header["parties"], values.size, header["bound"], header["bits"]
+            str(header["session"]), header["parties"], values.size, bound, header["bits"]
         )
         # who the other parties are, from this node's membership list: the initiator may not
         # play one of them (a sum with a phantom party is this node's update)
@@ -582,9 +595,11 @@ class _Run(mp_initiator.Coordinator):
         return each(list(enumerate(self.job.peers, start=1)), lambda ip: call(*ip))
 
     def secagg(
-        self, name: str, theta: np.ndarray, bound: float, bits: int, **fields: Any
+        self, name: str, theta: np.ndarray, bound: float, bits: int, *,
+        wide: float | None = None, **fields: Any,
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """One secure aggregation over the providers' answers to step ``name``."""
+        """One secure aggregation over the providers' answers to step ``name``; ``wide`` is
+        the encoding bound of noised updates (each provider derives the same from ``bound``)."""
         parties = list(range(1, len(self.job.peers) + 1))
         session = secrets.token_hex(16)
         length = (
@@ -592,7 +607,7 @@ class _Run(mp_initiator.Coordinator):
             if name != "eval"
             else 2 * BINS + 2
         )
-        cfg = secagg_config(session, parties, length, bound, bits)
+        cfg = secagg_config(session, parties, length, wide if wide is not None else bound, bits)
         coordinator = aggregator(
             str(self.job.params.get("secagg", "pairwise-masking"))
         ).coordinator(cfg)
@@ -666,17 +681,19 @@ def _run(r: _Run) -> dict[str, Any]:
     total = sum(sizes.values())
     clients = len(sizes)
     bound = config.dp.clip if config.dp else config.update_bound
+    # DP: the providers noise their own updates (noise_share), so this node -- the
+    # consumer's -- sees only noised sums; its own update needs no noise against itself
+    wide = noise_share(config.dp, len(job.peers)).encoded_bound if config.dp else bound
     theta = model.init(config.seed)
     t0 = time.perf_counter()
     for k in range(1, config.rounds + 1):
         start_ = time.perf_counter()
-        summed, _ = r.secagg(f"round#{k}", theta, bound, 24, total=total)
+        summed, _ = r.secagg(f"round#{k}", theta, bound, 24, total=total, wide=wide)
         if job.own is not None:
             rng = np.random.default_rng([config.seed, 0, k])
             summed = summed + local_update(model, theta, job.own, config, rng, total)
         if config.dp:
-            noise = _gaussian(config.dp.noise_multiplier * config.dp.clip)
-            summed = np.asarray(noise([float(v) for v in summed]), dtype=np.float64) / clients
+            summed = summed / clients
         theta = theta + summed
         r.record(
             ms.event(node.name, k, f"round {k}", seconds=round(time.perf_counter() - start_, 3))
