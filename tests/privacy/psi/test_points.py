@@ -61,17 +61,50 @@ def test_x25519_blinding_matches_rfc7748_vector() -> None:
     assert X25519().blind(scalar, u * 3).hex() == want * 3
 
 
-def test_x25519_hash_to_u_is_the_documented_sha512_prefix() -> None:
+P25519, A25519 = 2**255 - 19, 486662
+
+
+def _square_free_curve(u: int) -> bool:
+    """Euler's criterion in plain Python: u is on curve25519 (not its twist, not order 2)."""
+    v = (u**3 + A25519 * u * u + u) % P25519
+    return pow(v, (P25519 - 1) // 2, P25519) == 1
+
+
+def test_x25519_hash_to_u_is_the_documented_sha512_prefix_with_a_counter() -> None:
     prefix = domain_prefix("job-1", "uscc")
     assert prefix == (
-        b"\x00\x00\x00\x10dataspace/psi/v1" + b"\x00\x00\x00\x05job-1" + b"\x00\x00\x00\x04uscc"
+        b"\x00\x00\x00\x10dataspace/psi/v2" + b"\x00\x00\x00\x05job-1" + b"\x00\x00\x00\x04uscc"
     )
-    items = [b"\x00\x00\x00\x0291", b"", b"x" * 1000]
+    items = [b"\x00\x00\x00\x0291", b"", b"x" * 1000] + [str(i).encode() for i in range(200)]
     got = X25519.hash_u(prefix, items)
+    counters = []
     for i, item in enumerate(items):
-        u = bytearray(hashlib.sha512(prefix + item).digest()[:32])
-        u[31] &= 0x7F
-        assert got[32 * i : 32 * (i + 1)] == bytes(u)
+        for c in range(256):  # the first counter byte whose u is on the curve
+            u = int.from_bytes(hashlib.sha512(prefix + item + bytes([c])).digest()[:32],
+                               "little") & ((1 << 255) - 1)
+            if _square_free_curve(u):
+                break
+        counters.append(c)
+        assert got[32 * i : 32 * (i + 1)] == u.to_bytes(32, "little")
+    assert 0.3 < counters.count(0) / len(items) < 0.7  # about half land at the first try
+
+
+def test_blinded_hashes_show_no_curve_or_twist_bit() -> None:
+    """A u-coordinate stays on the curve or the twist it is on under x-only multiplication,
+    and anyone can tell which: had the hash landed on both, the receiver of H(x)^a would
+    learn one bit of every x it does not share. Every hashed and blinded point is on the
+    curve; a twist point (as the v1 hash made about half the time) is told apart."""
+    group = X25519()
+    items = [f"91110108MA01{i:06d}".encode() for i in range(300)]
+    key = group.new_key()
+    blinded = group.hash_blind(key, domain_prefix("job-2", "uscc"), items)
+    again = group.blind(group.new_key(), blinded)
+    for points in (group.hash_u(domain_prefix("job-2", "uscc"), items), blinded, again):
+        rows = [int.from_bytes(points[i : i + 32], "little") for i in range(0, len(points), 32)]
+        assert all(_square_free_curve(u) for u in rows)
+    v1 = [int.from_bytes(hashlib.sha512(b"v1" + item).digest()[:32], "little") & ((1 << 255) - 1)
+          for item in items]
+    assert 0.35 < sum(map(_square_free_curve, v1)) / len(v1) < 0.65  # the test can tell
 
 
 def test_pool_run_with_pipelined_blinding_equals_in_process_run() -> None:
