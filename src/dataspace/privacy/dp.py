@@ -23,6 +23,7 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import Any, Protocol
 
+import numpy as np
 import opendp.prelude as dp
 
 from dataspace.errors import UsageError
@@ -42,6 +43,7 @@ __all__ = [
 
 #: Probability that the true value lies outside the stated error bound.
 ERROR_ALPHA = 0.05
+_DISCRETE_SUM_UP_TO = 10_000.0  # discrete Gaussian scales whose quantile is summed exactly
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,9 @@ class Mechanism(Protocol):
         """The smallest scale whose privacy map accepts (sensitivity -> ε[, δ])."""
         ...
 
-    def error95(self, scale: float) -> float: ...
+    def error95(self, scale: float, integer: bool) -> float:
+        """|noise| <= this with probability >= 95% (for integer noise: the least integer)."""
+        ...
 
     def tail(self, scale: float, excess_probability: float) -> float:
         """t with P(noise >= t) <= excess_probability (one-sided)."""
@@ -157,8 +161,13 @@ class Laplace:
             dp.binary_search_param(lambda s: self.make(integer, s), d_in=d_in, d_out=epsilon)
         )
 
-    def error95(self, scale: float) -> float:
-        return scale * math.log(1 / ERROR_ALPHA)
+    def error95(self, scale: float, integer: bool) -> float:
+        if not integer:
+            return scale * math.log(1 / ERROR_ALPHA)
+        # Discrete Laplace, p = e^(-1/b): P(|X| > t) = 2 p^(t+1) / (1 + p) for whole t >= 0;
+        # the continuous b·ln 20 would cover only ~93% of integer draws at small scales.
+        p = math.exp(-1.0 / scale)
+        return float(max(0, math.ceil(math.log(ERROR_ALPHA * (1 + p) / 2) / math.log(p)) - 1))
 
     def tail(self, scale: float, excess_probability: float) -> float:
         # Discrete and continuous Laplace: P(X >= t) <= exp(-t / b).
@@ -189,8 +198,18 @@ class Gaussian:
             )
         )
 
-    def error95(self, scale: float) -> float:
-        return 1.96 * scale
+    def error95(self, scale: float, integer: bool) -> float:
+        if not integer:
+            return NormalDist().inv_cdf(1 - ERROR_ALPHA / 2) * scale
+        if scale > _DISCRETE_SUM_UP_TO:
+            # the lattice shifts the quantile by less than one unit at this scale
+            return float(math.ceil(NormalDist().inv_cdf(1 - ERROR_ALPHA / 2) * scale) + 1)
+        # discrete Gaussian, P(X = k) ∝ exp(-k² / 2σ²): the least whole t with P(|X| <= t) >= 95%
+        k = np.arange(0, math.ceil(40 * scale) + 2, dtype=np.float64)
+        mass = np.exp(-(k**2) / (2 * scale**2))
+        weight = np.where(k == 0, 1.0, 2.0) * mass
+        covered = np.cumsum(weight) / weight.sum()
+        return float(np.searchsorted(covered, 1 - ERROR_ALPHA))
 
     def tail(self, scale: float, excess_probability: float) -> float:
         # (Discrete) Gaussian is sub-Gaussian with variance proxy sigma^2:
@@ -226,7 +245,7 @@ def build_noise(
         epsilon=epsilon,
         delta=delta if mech.uses_delta else 0.0,
         scale=scale,
-        error95=mech.error95(scale),
+        error95=mech.error95(scale, integer),
         measurement=measurement,
     )
 
