@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -204,7 +205,7 @@ def test_two_concurrent_openings_against_count_1_admit_exactly_one(
 
 def _aggregation_party(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path,
-    revenue: Callable[[int], str] = lambda i: "2",
+    revenue: Callable[[int], str] = lambda i: "2", values: pa.Array | None = None,
 ) -> tuple[Node, Node, str]:
     """tax-bureau (party 1, in a space with grid and bank) with a secure-aggregate agreement
     over its companies' ``revenue`` (row i's value as CSV text; empty is null)."""
@@ -217,10 +218,14 @@ def _aggregation_party(
     note = space.issue_membership(operator, members, space="s", serial=1, actor="op")
     tax = nodes["tax-bureau"]
     space.join(tax, note, operator.verifier_key(), actor="t")
-    csv = tmp_path / "revenue.csv"
-    csv.write_text("credit_code,revenue\n"
-                   + "".join(f"{c},{revenue(i)}\n" for i, c in enumerate(CODES)), encoding="utf-8")
-    view = datasets.add(tax, csv, name="revenue", actor="t")
+    if values is None:
+        source = tmp_path / "revenue.csv"
+        source.write_text("credit_code,revenue\n" + "".join(
+            f"{c},{revenue(i)}\n" for i, c in enumerate(CODES)), encoding="utf-8")
+    else:  # typed values a CSV would read as text
+        source = tmp_path / "revenue.parquet"
+        pq.write_table(pa.table({"credit_code": CODES, "revenue": values}), source)
+    view = datasets.add(tax, source, name="revenue", actor="t")
     policy = from_template(
         "psi-only", purposes=["finance"], output="aggregate-only", fields=["revenue"]
     )
@@ -427,9 +432,19 @@ def test_a_private_sum_is_noised_by_each_party_before_it_is_masked(
     dp = local_noise(1e6, 1, 1.0)
     config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
                            FixedPoint(dp.encoded_bound, 16, max_count=2**31), threshold=2)
-    job = "job-agg-private-01"
+    result = _sum_with_tax(tax, grid, agreement, "job-agg-private-01", config,
+                           bound=1e6, epsilon=1.0)
+    assert result.count == 0
+    assert result.sum[0] != pytest.approx(8.0, abs=1.0)
+    assert abs(result.sum[0] - 8.0) < 20 * dp.noise.scale  # noise, not garbage
+
+
+def _sum_with_tax(tax: Node, grid: Node, agreement: str, job: str, config: SessionConfig,
+                  **header: Any) -> Any:
+    """Coordinate one aggregation as the initiator would: tax through its step handler,
+    grid in-process contributing an exact 0."""
     _, [advert] = unpack_frame(mp_party.handle_step(
-        tax, "bank", _open_aggregation(agreement, job, config, bound=1e6, epsilon=1.0)))
+        tax, "bank", _open_aggregation(agreement, job, config, **header)))
     coordinator = PairwiseMasking().coordinator(config)
     coordinator.receive(advert)
     other = PairwiseMasking().party(config, 2, [0.0], 0, signer=grid.signer.sign)
@@ -443,7 +458,23 @@ def test_a_private_sum_is_noised_by_each_party_before_it_is_masked(
             coordinator.receive(unpack_frame(mp_party.handle_step(tax, "bank", frame))[1][0])
         if 2 in messages:
             coordinator.receive(other.handle(messages[2]))
-    result = coordinator.result()
-    assert result.count == 0
-    assert result.sum[0] != pytest.approx(8.0, abs=1.0)
-    assert abs(result.sum[0] - 8.0) < 20 * dp.noise.scale  # noise, not garbage
+    return coordinator.result()
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (pa.array([2**62, 2**62, 2**62, 1], pa.int64()), 1e6),  # int64 would wrap to -2^62 + 1
+    (pa.array([1.5, float("inf"), float("nan"), 2.5]), 4.0),  # non-finite values are missing
+])
+def test_a_local_sum_never_wraps_and_skips_non_finite_values(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path,
+    values: pa.Array, expected: float,
+) -> None:
+    """Huge integers sum exactly (then clip to the bound, +1e6, not the wrapped -1e6); inf and
+    NaN are missing values, neither clipped into the sum nor a refusal telling the initiator
+    the column holds one."""
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path, values=values)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(1e6, 16, max_count=2**31), threshold=2)
+    job = f"job-agg-local-sum-{values.type}"  # sessions are per process: one id per case
+    result = _sum_with_tax(tax, grid, agreement, job, config)
+    assert result.sum[0] == pytest.approx(expected)

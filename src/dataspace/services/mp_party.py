@@ -727,7 +727,7 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         )
         reserve(node.store, s.agreement_id, str(eps), "0", s.job_id)
         s.epsilon = Decimal(str(eps))
-    table = pq.read_table(dataset.path, columns=columns)
+    table = _finite_or_null(pq.read_table(dataset.path, columns=columns), s.job_id)
     s.rows_scanned = table.num_rows
     op = str(header.get("op", "sum"))
     if op == "mean" and columns:
@@ -802,6 +802,22 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     return {"state": "open"}, [s.party.start()], {"rows": table.num_rows, "dataset": s.dataset}
 
 
+def _finite_or_null(table: pa.Table, job_id: str) -> pa.Table:
+    """NaN and ±inf in float columns become missing values, like nulls. Refusing them would
+    tell the initiator the column holds one; summing them would clip an infinite sum to the
+    bound or poison it with NaN. How many were dropped goes to this node's own log only."""
+    for i, spec in enumerate(table.schema):
+        if pa.types.is_floating(spec.type):
+            column = table.column(i)
+            finite = pc.is_finite(column)
+            dropped = len(column) - column.null_count - int(pc.sum(finite).as_py() or 0)
+            if dropped:
+                logger.warning("job %s: %d non-finite value(s) of %s taken as missing", job_id,
+                               dropped, spec.name)
+                table = table.set_column(i, spec, pc.if_else(finite, column, None))
+    return table
+
+
 def _local_vector(table: pa.Table, columns: list[str], op: str) -> np.ndarray:
     out = []
     for name in columns:
@@ -815,6 +831,8 @@ def _local_vector(table: pa.Table, columns: list[str], op: str) -> np.ndarray:
             or pa.types.is_decimal(column.type)
         ):
             raise UsageError(f"column {name} is not numeric ({column.type})")
+        if pa.types.is_integer(column.type):  # int64 sums wrap around; 38 digits do not
+            column = column.cast(pa.decimal128(38, 0))
         total = pc.sum(column).as_py()
         out.append(float(total or 0.0))
     return np.asarray(out, dtype=np.float64)

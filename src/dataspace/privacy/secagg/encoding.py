@@ -120,8 +120,8 @@ class FixedPoint:
             or not isinstance(count, int)
             or not 0 <= count <= self.max_count
         ):
-            raise ValueOutOfBound(
-                f"count must be an integer in [0, {self.max_count}], got {count!r}"
+            raise ValueOutOfBound(  # not the count itself: the message reaches the coordinator
+                f"count must be an integer in [0, {self.max_count}]"
             )
         scaled = np.rint(x * float(1 << self.scale_bits)).astype(np.int64)
         out = np.empty(x.size + 1, dtype=np.uint64)
