@@ -19,7 +19,8 @@ from dataspace.errors import Conflict, InputError, NotFound, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
-from dataspace.privacy.psi import Initiator
+from dataspace.policy.model import Constraint, Operator
+from dataspace.privacy.psi import Initiator, PsiMessageRefused
 from dataspace.privacy.secagg import (
     AdvertisementRejected,
     FixedPoint,
@@ -138,6 +139,27 @@ def test_an_aggregate_only_psi_agreement_admits_the_size_only(
             mp_party.handle_step(node, "bank", _open(agreement, job, mode=mode))
 
 
+def test_a_size_query_over_fewer_keys_than_the_node_floor_is_refused(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """A count over one initiator key is a membership test: in size mode the participant
+    answers only sets of at least k distinct keys (here the node floor, 10)."""
+    node, _ = make_node("tax-bureau")
+    csv = tmp_path / "companies.csv"
+    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
+    view = datasets.add(node, csv, name="companies", actor="t")
+    agreement = make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk",
+                               offer=from_template("psi-only", purposes=["finance"]))
+    job = "job-size-one-key-01"
+    mp_party.handle_step(node, "bank", _open(agreement, job, mode="size"))
+    a = Initiator(job, KEY, mode="size")
+    a.load([pa.array([CODES[0]] * 20)])  # 20 rows, one distinct key
+    hello = pack_frame({"job_id": job, "step": 1, "name": "hello"}, [a.hello()])
+    with pytest.raises(PsiMessageRefused, match="sets of at least 10"):
+        mp_party.handle_step(node, "bank", hello)
+    assert multiparty.get_job(node, job)["state"] == "FAILED"
+
+
 def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: Any) -> None:
     node, agreements = tax
     job = "job-silent-000001"
@@ -206,6 +228,7 @@ def test_two_concurrent_openings_against_count_1_admit_exactly_one(
 def _aggregation_party(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path,
     revenue: Callable[[int], str] = lambda i: "2", values: pa.Array | None = None,
+    min_group: int | None = None,
 ) -> tuple[Node, Node, str]:
     """tax-bureau (party 1, in a space with grid and bank) with a secure-aggregate agreement
     over its companies' ``revenue`` (row i's value as CSV text; empty is null)."""
@@ -229,10 +252,11 @@ def _aggregation_party(
     policy = from_template(
         "psi-only", purposes=["finance"], output="aggregate-only", fields=["revenue"]
     )
-    policy = dataclasses.replace(
-        policy,
-        permissions=(dataclasses.replace(policy.permissions[0], action="secure-aggregate"),),
-    )
+    rule = dataclasses.replace(policy.permissions[0], action="secure-aggregate")
+    if min_group is not None:
+        rule = dataclasses.replace(rule, constraints=(
+            *rule.constraints, Constraint("minGroupSize", Operator.GTEQ, min_group)))
+    policy = dataclasses.replace(policy, permissions=(rule,))
     agreement = make_agreement(
         tax, "bank", dataset_id=view["id"], purpose="credit-risk", offer=policy
     )
@@ -478,3 +502,20 @@ def test_a_local_sum_never_wraps_and_skips_non_finite_values(
     job = f"job-agg-local-sum-{values.type}"  # sessions are per process: one id per case
     result = _sum_with_tax(tax, grid, agreement, job, config)
     assert result.sum[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("k", [5, 4])
+def test_an_aggregation_over_fewer_rows_than_the_agreements_min_group_is_refused(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path, k: int
+) -> None:
+    """minGroupSize is said to be enforced by the compute layer: a party's sum over fewer
+    rows than k is refused (4 companies here, k = 5); at k = 4 the same job runs."""
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path, min_group=k)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(1e6, 16, max_count=2**31), threshold=2)
+    job = f"job-agg-min-group-{k}"
+    if k > len(CODES):
+        with pytest.raises(UsageError, match=f"at least {k} rows"):
+            mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
+    else:
+        assert _sum_with_tax(tax, grid, agreement, job, config).sum[0] == pytest.approx(8.0)

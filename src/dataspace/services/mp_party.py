@@ -641,7 +641,7 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     engine = str(header.get("engine") or "dh")
     mp_rr22.check_engine(engine, mode)  # refused before admission: nothing is counted
     s.key_columns = [c.name for c in spec.columns]
-    dataset, _ = _check(node, s, header, s.key_columns, psi_output(mode))
+    dataset, decision = _check(node, s, header, s.key_columns, psi_output(mode))
     if engine == "rr22":
         return _open_rr22(node, s, dataset, spec, mode)
     parquet = pq.ParquetFile(dataset.path)
@@ -651,6 +651,8 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         str(header.get("psi_id") or s.job_id),
         spec,
         allow=(mode,),
+        # a count is an aggregate-only release: over at least k of the initiator's keys
+        min_peer=least_rows(node, decision) if mode == "size" else 0,
         group_name=str(header.get("group", "x25519")),
         engine=s.engine,
     )
@@ -737,6 +739,13 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         for name in columns[1:]:
             present = pc.and_(present, pc.is_valid(table.column(name)))
         table = table.filter(present)
+    k = decision.enforcement.min_group_size if decision.enforcement is not None else None
+    if k and table.num_rows < k:
+        # the agreement's minGroupSize, said to be enforced: a sum over fewer rows than k is
+        # too close to those rows (the node floor is not applied: parties here are often
+        # organisations with a handful of rows, e.g. a supplier's facilities)
+        raise UsageError(f"{node.name} aggregates at least {k} rows under this agreement",
+                         hint="the agreement's minGroupSize")
     values = _local_vector(table, columns, op)
     if header.get("max_count", MAX_ROWS_PER_PARTY) != MAX_ROWS_PER_PARTY:
         # a smaller one would refuse a party's row count above it: a probe of the count

@@ -164,6 +164,22 @@ def test_mode_not_allowed_is_refused() -> None:
         list(b.receive(a.hello()))
 
 
+def test_a_size_query_over_fewer_than_k_identifiers_is_refused() -> None:
+    """With one identifier, the count says whether B holds it. B answers a count only over
+    at least ``min_peer`` of A's distinct identifiers (the node passes k in size mode)."""
+    for ids, answered in ((["x1"], False), (["x1", "x1", "x2"], False), (["x1", "x2", "x3"],
+                                                                         True)):
+        a = Initiator("job-1", "text", mode="size")
+        a.load([pa.array(ids)])
+        b = Responder("job-1", "text", allow=("size",), min_peer=3)
+        b.load([pa.array(B_IDS)])
+        if answered:
+            assert run_local(a, b)[0].size is not None
+        else:
+            with pytest.raises(PsiMessageRefused, match="answers sets of at least 3"):
+                list(b.receive(a.hello()))
+
+
 def test_hello_for_another_job_is_refused() -> None:
     a, _ = _pair("me", A_IDS, B_IDS)
     b = Responder("job-2", "text")

@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -314,10 +315,14 @@ class Responder(_Party):
     role = "responder"
 
     def __init__(
-        self, job_id: str, spec: KeySpec | str, *, allow: Sequence[str] = MODES, **kw: object
+        self, job_id: str, spec: KeySpec | str, *, allow: Sequence[str] = MODES,
+        min_peer: int = 0, **kw: object
     ) -> None:
         super().__init__(job_id, spec, **kw)  # type: ignore[arg-type]
         self.allow = tuple(allow)
+        #: least distinct identifiers of A this side answers: a size over one identifier says
+        #: whether B holds it (see docs/psi.md on what a cardinality reveals)
+        self.min_peer = min_peer
         self.mode = ""
         self._state = "new"
         self._peer_n = 0
@@ -356,6 +361,12 @@ class Responder(_Party):
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_PEER_SET:
             raise PsiMessageRefused(
                 f"HELLO carries no valid set size (0 to {MAX_PEER_SET:,} identifiers)"
+            )
+        if n < self.min_peer:
+            raise PsiMessageRefused(
+                f"the initiator's set holds {n} identifiers; this party answers sets of at "
+                f"least {self.min_peer}",
+                hint="a smaller set's count would tell which identifiers this party holds",
             )
         self.mode, self._peer_n, self._session = str(mode), n, msg.session
         self._state = "accepted"
@@ -443,7 +454,7 @@ def run_chain(
         raise PsiConfigError("a PSI needs at least two parties")
     rows: np.ndarray | None = None
     result: PsiResult | None = None
-    kw = {"engine": engine, "group_name": group_name}
+    kw: dict[str, Any] = {"engine": engine, "group_name": group_name}
     for i, source in enumerate(sources[1:], start=1):
         a = Initiator(f"{job_id}/{i}", spec, mode="me", **kw)
         a.load(sources[0](), only_rows=rows)
