@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataspace.errors import UsageError
 from dataspace.federated.fedavg import (
     DpFedAvg,
     FedAvgConfig,
@@ -70,17 +71,20 @@ def test_dp_fedavg_is_within_stated_loss_of_non_dp() -> None:
 
 
 def test_providers_noise_shares_add_up_to_the_noise_the_accounting_assumes() -> None:
-    """Across nodes each of P providers adds N(0, σ²/P) to its own clipped update (σ = zC):
-    their sum carries N(0, σ²), what dp_epsilon accounts for, and no node ever holds an
+    """Across nodes each of P providers adds N(0, σ²/(P − 1)) to its own clipped update
+    (σ = zC): a provider that takes its own share out of the step (it learns θ) still faces
+    N(0, σ²) from the other P − 1, what dp_epsilon accounts for; no node ever holds an
     un-noised sum."""
     from dataspace.federated.fedavg import noise_share
 
     dpc = DpFedAvg(clip=0.5, noise_multiplier=2.0)
     share = noise_share(dpc, 4)
-    assert share.scale == pytest.approx(2.0 * 0.5 / 2)
+    assert share.scale == pytest.approx(2.0 * 0.5 / np.sqrt(3))
     assert share.encoded_bound == pytest.approx(0.5 + 8 * share.scale)
     updates = np.full(4000, 0.5)
-    total = sum(share.apply(updates) for _ in range(4)) - 4 * updates
-    assert np.std(total) == pytest.approx(dpc.noise_multiplier * dpc.clip, rel=0.05)
-    assert abs(float(np.mean(total))) < 0.05
+    others = sum(share.apply(updates) for _ in range(3)) - 3 * updates
+    assert np.std(others) == pytest.approx(dpc.noise_multiplier * dpc.clip, rel=0.05)
+    with pytest.raises(UsageError, match="two providers"):
+        noise_share(dpc, 1)
+    assert abs(float(np.mean(others))) < 0.05
     assert np.all(np.abs(share.apply(updates)) <= share.encoded_bound)

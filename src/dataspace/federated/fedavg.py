@@ -141,11 +141,13 @@ def _gaussian(scale: float) -> Any:
 
 @dataclass(frozen=True)
 class NoiseShare:
-    """One provider's share of DP-FedAvg's noise across nodes: N(0, σ²/P) (σ = zC) on its own
-    clipped update before it is masked, so the P providers' sum carries N(0, σ²) -- the noise
-    :func:`dp_epsilon` accounts for -- and the coordinator, the consumer's node, never holds an
-    un-noised sum. Semi-honest and non-colluding, as secure aggregation itself: a coordinator
-    that colludes with other providers can take their shares out of the sum."""
+    """One provider's share of DP-FedAvg's noise across nodes: N(0, σ²/(P − 1)) (σ = zC) on its
+    own clipped update before it is masked. Every provider learns θ each round and can take its
+    own share out of the step, so the shares are sized for the other P − 1 alone to carry
+    N(0, σ²) -- the noise :func:`dp_epsilon` accounts for -- against any one provider; the
+    coordinator, the consumer's node, sees all P shares (σ²·P/(P − 1), more than needed) and
+    never an un-noised sum. Semi-honest and non-colluding, as secure aggregation itself: a
+    coordinator that colludes with providers can take their shares out."""
 
     clip: float
     scale: float
@@ -163,7 +165,9 @@ class NoiseShare:
 
 
 def noise_share(dpc: DpFedAvg, providers: int) -> NoiseShare:
-    return NoiseShare(dpc.clip, dpc.noise_multiplier * dpc.clip / math.sqrt(providers))
+    if providers < 2:
+        raise UsageError("noise shares need at least two providers (FedAvg refuses fewer)")
+    return NoiseShare(dpc.clip, dpc.noise_multiplier * dpc.clip / math.sqrt(providers - 1))
 
 
 def dp_epsilon(dpc: DpFedAvg, rounds: int) -> float:
