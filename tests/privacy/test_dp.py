@@ -47,7 +47,7 @@ def test_continuous_laplace_error_bound_is_b_ln_20() -> None:
     assert noise.error95 == pytest.approx(noise.scale * math.log(20))
 
 
-@pytest.mark.parametrize("epsilon", [0.05, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize("epsilon", [0.05, 0.5, 1.0, 3.0, 4.0, 1000.0])
 def test_a_count_bound_is_the_least_whole_number_covering_95_percent(epsilon: float) -> None:
     """Integer noise: b·ln 20 covered only 92.8-94.4% of discrete Laplace draws (the
     continuous formula ignores the lattice). Exactly, P(|X| <= t) = 1 - 2p^(t+1)/(1+p)."""

@@ -167,6 +167,8 @@ class Laplace:
         # Discrete Laplace, p = e^(-1/b): P(|X| > t) = 2 p^(t+1) / (1 + p) for whole t >= 0;
         # the continuous b·ln 20 would cover only ~93% of integer draws at small scales.
         p = math.exp(-1.0 / scale)
+        if p <= ERROR_ALPHA / 2:  # P(X != 0) = 2p / (1 + p) is already below 5% (p may be 0)
+            return 0.0
         return float(max(0, math.ceil(math.log(ERROR_ALPHA * (1 + p) / 2) / math.log(p)) - 1))
 
     def tail(self, scale: float, excess_probability: float) -> float:
