@@ -24,6 +24,7 @@ from dataspace.privacy.psi import Initiator, PsiMessageRefused
 from dataspace.privacy.secagg import (
     AdvertisementRejected,
     FixedPoint,
+    OverflowRisk,
     PairwiseMasking,
     SessionConfig,
     ed25519_verifier,
@@ -519,3 +520,37 @@ def test_an_aggregation_over_fewer_rows_than_the_agreements_min_group_is_refused
             mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config))
     else:
         assert _sum_with_tax(tax, grid, agreement, job, config).sum[0] == pytest.approx(8.0)
+
+
+def test_with_epsilon_the_row_floor_is_not_an_exact_oracle_and_only_sums_run(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """With ε the party hides its row count (it sends 0): refusing below minGroupSize would
+    tell it exactly, for no ε, so the noise protects the sum instead; and a mean or count
+    with ε (whose noise is not set) is refused at the party as start_aggregate refuses it."""
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path, min_group=5)
+    dp = local_noise(1e6, 1, 1.0)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(dp.encoded_bound, 16, max_count=2**31), threshold=2)
+    with pytest.raises(UsageError, match="private aggregation is a sum"):
+        mp_party.handle_step(tax, "bank", _open_aggregation(
+            agreement, "job-agg-private-mean", config, bound=1e6, epsilon=1.0, op="mean"))
+    result = _sum_with_tax(tax, grid, agreement, "job-agg-private-k5", config,
+                           bound=1e6, epsilon=1.0)
+    assert result.count == 0  # 4 rows under k = 5, answered with noise
+
+
+def test_a_private_aggregation_too_wide_for_the_ring_is_refused_at_start(
+    make_node: Callable[..., tuple[Node, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ε each party encodes bound + 28 noise scales: the capacity check at start uses
+    that bound (30 parties × 1e9 fit the ring; with ε = 0.1 over 10 columns they do not),
+    instead of the job failing once claimed."""
+    node, _ = make_node("bank")
+    monkeypatch.setattr(multiparty, "_links", lambda *args: [object()] * 30)
+    columns = [f"c{i}" for i in range(10)]
+    FixedPoint(1e9, 16, max_count=2**31).check_capacity(30)
+    with pytest.raises(OverflowRisk, match="scale_bits"):
+        multiparty.start_aggregate(node, agreements=["a"], columns=columns, epsilon=0.1,
+                                   bound=1e9)
+    assert multiparty.list_jobs(node) == []

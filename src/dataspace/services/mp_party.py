@@ -714,6 +714,10 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     if not columns:
         raise UsageError("secure aggregation needs at least one column")
     eps = header.get("epsilon")
+    op = str(header.get("op", "sum"))
+    if eps and op != "sum":  # as start_aggregate refuses: a count or mean's noise is not set
+        raise UsageError(f"a private aggregation is a sum, not a {op}",
+                         hint="the initiator sent --epsilon with --op other than sum")
     dataset, decision = _check(
         node, s, header, columns, "aggregate-only", float(eps) if eps else None
     )
@@ -731,7 +735,6 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         s.epsilon = Decimal(str(eps))
     table = _finite_or_null(pq.read_table(dataset.path, columns=columns), s.job_id)
     s.rows_scanned = table.num_rows
-    op = str(header.get("op", "sum"))
     if op == "mean" and columns:
         # a mean divides by one count for every column: over the rows where each is present
         # (a null counted as a row would pull the mean towards zero)
@@ -740,10 +743,11 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
             present = pc.and_(present, pc.is_valid(table.column(name)))
         table = table.filter(present)
     k = decision.enforcement.min_group_size if decision.enforcement is not None else None
-    if k and table.num_rows < k:
+    if k and not eps and table.num_rows < k:
         # the agreement's minGroupSize, said to be enforced: a sum over fewer rows than k is
         # too close to those rows (the node floor is not applied: parties here are often
-        # organisations with a handful of rows, e.g. a supplier's facilities)
+        # organisations with a handful of rows, e.g. a supplier's facilities). Not with ε:
+        # the noise protects the sum, and the refusal would be an exact bit of the row count.
         raise UsageError(f"{node.name} aggregates at least {k} rows under this agreement",
                          hint="the agreement's minGroupSize")
     values = _local_vector(table, columns, op)

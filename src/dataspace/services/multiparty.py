@@ -273,7 +273,9 @@ def start_aggregate(
             hint="release the sum with --op sum --epsilon E (no count is released with it)",
         )
     links = _links(node, agreements, peers)
-    FixedPoint(bound, scale_bits, max_count=MAX_ROWS_PER_PARTY).check_capacity(len(links))
+    # with ε the parties encode their noised vectors with a wider bound (see _run_aggregate)
+    encoded = local_noise(bound, len(columns), epsilon).encoded_bound if epsilon else bound
+    FixedPoint(encoded, scale_bits, max_count=MAX_ROWS_PER_PARTY).check_capacity(len(links))
     step_t, idle_t = _timeouts(node, step_timeout, idle_timeout)
     job = Job(
         id=check_job_id(job_id) if job_id else uuid.uuid4().hex,
@@ -596,6 +598,8 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
     dp = local_noise(float(p["bound"]), len(p["columns"]), float(p["epsilon"])) \
         if p.get("epsilon") else None
     bound = dp.encoded_bound if dp is not None else float(p["bound"])
+    # stated before any party spends ε (every party must finish: threshold = n)
+    noise_error95 = dp.error95(len(job.links)) if dp is not None else None
     encoding = FixedPoint(bound, int(p["scale_bits"]), max_count=MAX_ROWS_PER_PARTY)
     config = SessionConfig(
         secrets.token_bytes(16),
@@ -658,7 +662,7 @@ def _run_aggregate(r: _Runner) -> dict[str, Any]:
         if p["op"] != "mean"
         else result.error_bound / max(result.count, 1),
         "epsilon": p.get("epsilon"),
-        **({"noise_error95": dp.error95(len(result.parties))} if dp is not None else {}),
+        **({"noise_error95": noise_error95} if dp is not None else {}),
     }
 
 

@@ -122,6 +122,7 @@ def test_local_noise_error_grows_as_the_root_of_the_parties() -> None:
     b = dp.noise.scale
     assert dp.error95(1) == pytest.approx(b * np.log(20), rel=0.02)
     assert dp.error95(16) / dp.error95(4) == pytest.approx(2.0, rel=0.05)
+    assert dp.error95(8) / dp.error95(9) == pytest.approx(np.sqrt(8 / 9), rel=0.03)  # normal
 
 
 def test_noised_vectors_sum_within_the_stated_error() -> None:
