@@ -18,7 +18,7 @@ from dataspace.privacy.psi import (
     run_chain,
     run_local,
 )
-from dataspace.privacy.psi.messages import HEADER, Kind, pack
+from dataspace.privacy.psi.messages import HEADER, Kind, pack, pack_json, unpack
 from dataspace.samples.generate import uscc_check
 
 from .conftest import usccs
@@ -178,6 +178,32 @@ def test_a_size_query_over_fewer_than_k_identifiers_is_refused() -> None:
         else:
             with pytest.raises(PsiMessageRefused, match="answers sets of at least 3"):
                 list(b.receive(a.hello()))
+
+
+def test_a_size_query_must_not_repeat_a_point() -> None:
+    """min_peer counts distinct keys: a deviating A sending one point k times is refused."""
+    a = Initiator("job-1", "text", mode="size")
+    a.load([pa.array(["x1"])])
+    b = Responder("job-1", "text", allow=("size",), min_peer=3)
+    b.load([pa.array(B_IDS)])
+    hello = unpack(a.hello())
+    forged = pack_json(Kind.HELLO, hello.session, {**hello.json(), "n": 3})
+    [accept] = list(b.receive(forged))
+    a.receive(accept)
+    [points] = [unpack(m) for m in a.outgoing()]
+    with pytest.raises(PsiMessageRefused, match="repeats a point"):
+        list(b.receive(pack(Kind.A_POINTS, points.session, points.seq, points.payload * 3,
+                            last=True)))
+
+
+def test_a_version_1_message_is_refused_by_name() -> None:
+    """Version 1 hashed onto the curve and its twist: its points never match version 2's, so
+    a mixed pair must fail, not return an empty intersection."""
+    a, b = _pair("me", A_IDS, B_IDS)
+    hello = bytearray(a.hello())
+    hello[4] = 1
+    with pytest.raises(PsiMessageRefused, match="version 1, this node speaks 2"):
+        list(b.receive(bytes(hello)))
 
 
 def test_hello_for_another_job_is_refused() -> None:

@@ -23,7 +23,7 @@ from dataspace.privacy.psi.group import POINT_SIZE
 __all__ = ["HEADER", "Kind", "Message", "pack", "pack_json", "unpack"]
 
 MAGIC = b"DPSI"
-VERSION = 1
+VERSION = 2  # 2: points hashed onto the curve only (group.DOMAIN v2); v1 points never match
 HEADER = struct.Struct(">4sBB16sIIB")
 LAST = 1
 
@@ -76,8 +76,12 @@ def unpack(data: bytes) -> Message:
             hint="the message was truncated; restart the job",
         )
     magic, version, kind, session, seq, count, flags = HEADER.unpack_from(data)
-    if magic != MAGIC or version != VERSION:
-        raise PsiMessageRefused("not a dataspace PSI v1 message")
+    if magic != MAGIC:
+        raise PsiMessageRefused("not a dataspace PSI message")
+    if version != VERSION:
+        # a v1 peer's points are hashed differently: the intersection would be silently empty
+        raise PsiMessageRefused(f"PSI message version {version}, this node speaks {VERSION}",
+                                hint="both nodes must run the same PSI version; upgrade the older")
     try:
         k = Kind(kind)
     except ValueError:

@@ -400,7 +400,11 @@ class Responder(_Party):
     def _sorted_replies(self) -> Iterator[bytes]:
         rows = as_rows(b"".join(job() for job in self._size_buf))
         self._size_buf = []
-        yield from self._chunks(Kind.A_REPLY, rows[_order(rows)])
+        rows = rows[_order(rows)]
+        if len(rows) > 1 and bool(np.all(rows[1:] == rows[:-1], axis=1).any()):
+            # an honest A sends each key once: repeats would pass min_peer with fewer keys
+            raise PsiMessageRefused("A_POINTS repeats a point; a size query counts distinct keys")
+        yield from self._chunks(Kind.A_REPLY, rows)
 
     def _finish_matches(self) -> None:
         wire = np.concatenate(self._matches)  # unsigned: 2^64 - 1 is no index, never -1
