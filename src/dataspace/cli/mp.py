@@ -116,7 +116,9 @@ def aggregate(
     with_: list[str] = typer.Option(None, "--with", help="The party of each --agreement."),
     columns: str = typer.Option(..., "--columns", help="Columns to aggregate: c1,c2."),
     op: str = typer.Option("sum", "--op", help="sum | mean | count."),
-    epsilon: float = typer.Option(None, "--epsilon", help="Central DP noise on the output."),
+    epsilon: float = typer.Option(
+        None, "--epsilon", help="DP: each party noises its own vector before masking."
+    ),
     bound: float = typer.Option(
         multiparty.DEFAULT_BOUND, "--bound", help="Largest |local sum| any party may contribute."
     ),

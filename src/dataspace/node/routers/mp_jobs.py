@@ -41,7 +41,9 @@ class AggregateRequest(BaseModel):
     peers: list[str] | None = None
     columns: list[str] = Field(min_length=1, max_length=1000)
     op: str = Field(default="sum", description="sum | mean | count")
-    epsilon: float | None = Field(default=None, gt=0, description="central DP on the output")
+    epsilon: float | None = Field(
+        default=None, gt=0, description="DP: each party noises its own vector (distributed)"
+    )
     bound: float = Field(
         default=multiparty.DEFAULT_BOUND,
         gt=0,
