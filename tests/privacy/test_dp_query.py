@@ -241,3 +241,29 @@ def test_the_released_table_is_capped(
     with pytest.raises(sb.ResultTooLarge, match="released result has more than 3 rows"):
         run_dp_query(store, sales, "sales", GROUPED, policy, spec, "ag", "job", limits)
     assert get_budget(store, "ag").epsilon_spent == 1  # the release happened, then the cap
+
+
+def test_noising_keeps_to_the_query_time_limit(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exact answer is uncapped, so noising it (in this process, OpenDP value by value)
+    keeps to the query's time limit: past it, a timeout, and ε stays spent."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    clock = iter([0.0])
+    fake = SimpleNamespace(monotonic=lambda: next(clock, 1e9), perf_counter=real_time.perf_counter)
+    monkeypatch.setattr(dp_query, "time", fake)
+    ensure_budget(store, "ag", 5, 1e-4)
+    with pytest.raises(sb.QueryTimeout, match="while its answer was noised"):
+        _run(store, sales, policy, spec)
+    assert get_budget(store, "ag").epsilon_spent == 1
+
+
+def test_the_released_bytes_are_capped(
+    store: Store, sales: Path, policy: SqlPolicy, spec: DpSpec
+) -> None:
+    ensure_budget(store, "ag", 5, 1e-4)
+    limits = dataclasses.replace(sb.SandboxLimits(), max_result_bytes=40)
+    with pytest.raises(sb.ResultTooLarge, match="more than 40 bytes"):
+        run_dp_query(store, sales, "sales", GROUPED, policy, spec, "ag", "job", limits)

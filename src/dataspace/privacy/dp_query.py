@@ -8,15 +8,17 @@ release threshold, with ε/δ spent and left and a 95% error bound per aggregate
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
-from dataspace.compute.errors import ResultTooLarge
+from dataspace.compute.errors import QueryTimeout, ResultTooLarge
 from dataspace.compute.sandbox import SandboxLimits, start_query
 from dataspace.compute.sqlcheck import check_query
 from dataspace.compute.sqltypes import SqlPolicy
@@ -28,6 +30,7 @@ from dataspace.store.db import Store
 __all__ = ["DpCost", "DpResult", "dp_cost", "run_dp_query"]
 
 UNCAPPED = 2**62  # rows or bytes no result reaches: memory runs out first
+_NOISE_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ def run_dp_query(
     # scanned; the worker's memory limit stays (a resource side channel, docs/privacy.md).
     # The released table is capped below.
     uncapped = replace(limits, max_result_rows=UNCAPPED, max_result_bytes=UNCAPPED)
+    # Noising happens here, outside the worker: it keeps to the query's time limit (a
+    # timeout, like the engine's, is a resource side channel, not an exact bit of the data).
+    deadline = time.monotonic() + limits.timeout_seconds + limits.kill_grace_seconds
     running = start_query(parquet_path, table_name, plan.checked, uncapped)
     try:
         reservation = reserve(store, agreement_id, cost.epsilon, cost.delta, job_id)
@@ -126,11 +132,18 @@ def run_dp_query(
         running.cancel()
         raise
     exact = running.result()
-    table, bounds = _release(plan, cost, exact.table, threshold, sql_policy.min_group_size)
-    if table.num_rows > limits.max_result_rows:  # a function of the noisy release only
+    table, bounds = _release(plan, cost, exact.table, threshold, sql_policy.min_group_size,
+                             deadline)
+    # caps of the release, a function of the noisy output only
+    if table.num_rows > limits.max_result_rows:
         raise ResultTooLarge(
             f"the released result has more than {limits.max_result_rows} rows",
             hint="group more coarsely; the ε of this query is spent",
+        )
+    if table.nbytes > limits.max_result_bytes:
+        raise ResultTooLarge(
+            f"the released result has more than {limits.max_result_bytes} bytes",
+            hint="group more coarsely or select fewer columns; the ε of this query is spent",
         )
     return DpResult(
         table=table,
@@ -168,46 +181,77 @@ def _plan(sql: str, sql_policy: SqlPolicy, dp: DpSpec) -> DpPlan:
     return found
 
 
+def _noised(noise: Noise, values: list[Any], deadline: float) -> list[Any]:
+    """OpenDP samples value by value: in chunks, so a vast exact answer meets the deadline."""
+    out: list[Any] = []
+    for start in range(0, len(values), _NOISE_CHUNK):
+        if time.monotonic() > deadline:
+            raise QueryTimeout(
+                "the query ran out of time while its answer was noised; nothing was released",
+                hint="group more coarsely; the ε of this query is spent",
+            )
+        out.extend(noise.apply(values[start : start + _NOISE_CHUNK]))
+    return out
+
+
 def _release(
-    plan: DpPlan, cost: DpCost, exact: pa.Table, threshold: float | None, min_group_size: int
+    plan: DpPlan,
+    cost: DpCost,
+    exact: pa.Table,
+    threshold: float | None,
+    min_group_size: int,
+    deadline: float = math.inf,
 ) -> tuple[pa.Table, dict[str, float]]:
-    noisy: dict[str, list[Any]] = {}
-    for release in plan.releases:
-        values = exact.column(release.column).to_pylist()
-        noisy[release.column] = cost.noises[release.column].apply(
-            [v if v is not None else 0 for v in values]
-        )
+    """The released table. Only the group counts are noised for every exact group (they
+    decide which groups pass the threshold); the other aggregates are noised for the groups
+    kept, which gives the same output distribution and bounds the work by the release."""
+
+    def column(name: str, rows: list[int] | None) -> list[Any]:
+        values = exact.column(name)
+        if rows is not None:
+            values = values.take(pa.array(rows, pa.int64()))
+        return [v if v is not None else 0 for v in values.to_pylist()]
+
     n = exact.num_rows
+    noisy: dict[str, list[Any]] = {}  # per released column, aligned with ``keep``
     if plan.grouped:
         assert plan.group_count is not None and threshold is not None
-        keep = [i for i, c in enumerate(noisy[plan.group_count]) if c >= threshold]
+        counts = _noised(cost.noises[plan.group_count], column(plan.group_count, None), deadline)
+        keep = [i for i, c in enumerate(counts) if c >= threshold]
+        noisy[plan.group_count] = [counts[i] for i in keep]
     else:
-        # One global row: it exists whatever the data; k applies to its noisy count if any.
-        keep = list(range(n))
-        counts = [o for o in plan.outputs if o.kind == "count"]
-        if min_group_size > 1 and counts and n and noisy[counts[0].sources[0]][0] < min_group_size:
+        keep = list(range(n))  # one global row: it exists whatever the data
+    for release in plan.releases:
+        if release.column not in noisy:
+            noisy[release.column] = _noised(
+                cost.noises[release.column], column(release.column, keep), deadline
+            )
+    if not plan.grouped:
+        # k applies to the global row's noisy count, if it has one
+        counts_out = [o for o in plan.outputs if o.kind == "count"]
+        small = n and counts_out and noisy[counts_out[0].sources[0]][0] < min_group_size
+        if min_group_size > 1 and small:
             keep = []
+            noisy = {k: [] for k in noisy}
     columns: dict[str, pa.Array] = {}
     bounds: dict[str, float] = {}
     for out in plan.outputs:
         if out.kind == "key":
             columns[out.name] = exact.column(out.sources[0]).take(pa.array(keep, pa.int64()))
         elif out.kind == "count":
-            columns[out.name] = pa.array([noisy[out.sources[0]][i] for i in keep], pa.int64())
+            columns[out.name] = pa.array(noisy[out.sources[0]], pa.int64())
             bounds[out.name] = cost.noises[out.sources[0]].error95
         elif out.kind == "sum":
-            columns[out.name] = pa.array([noisy[out.sources[0]][i] for i in keep], pa.float64())
+            columns[out.name] = pa.array(noisy[out.sources[0]], pa.float64())
             bounds[out.name] = cost.noises[out.sources[0]].error95
         else:
             total, count = out.sources
             lo, hi = out.lower, out.upper
-            values = []
-            for i in keep:
-                c = noisy[count][i]
-                values.append(min(hi, max(lo, noisy[total][i] / c)) if c > 0 else (lo + hi) / 2)
+            values = [min(hi, max(lo, t / c)) if c > 0 else (lo + hi) / 2
+                      for t, c in zip(noisy[total], noisy[count], strict=True)]
             columns[out.name] = pa.array(values, pa.float64())
             bounds[out.name] = _avg_bound(
-                cost.noises[total], cost.noises[count], lo, hi, [noisy[count][i] for i in keep]
+                cost.noises[total], cost.noises[count], lo, hi, noisy[count]
             )
     return pa.table(columns), bounds
 
