@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from dataspace import scenarios
@@ -31,6 +32,25 @@ def test_primary_data_via_secure_aggregation_beats_secondary_factors() -> None:
     assert report.metric.ordering_holds, report.metric
     assert all(c.passed for c in report.metric.controls), report.metric.controls
     _no_rows_crossed(report)
+
+
+@pytest.mark.parametrize("interchangeable", [False, True])
+def test_carbon_placebo_fails_when_any_products_data_would_do(interchangeable: bool) -> None:
+    """The placebo gives each product its neighbour's fused footprint. With footprints that
+    differ by product it is worse than the secondary factors (the gain is each product's own
+    primary data); with interchangeable products it is as good as the real thing and the
+    control fails -- the fused gain would then be a level correction, not primary data."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    truth = np.full(12, 10.0) if interchangeable else rng.uniform(2, 40, 12)
+    per_supplier = {"s": truth}
+    released = {"secondary": list(truth * 1.3), "partial": list(truth * 1.1),
+                "fused": list(truth * 1.01), "products": 12}
+    generated = SimpleNamespace(heldout={"truth": truth, "per_supplier": per_supplier})
+    metric = scenarios.get("carbon").metric([(1, generated, released)])
+    placebo = [c for c in metric.controls if c.name.startswith("placebo")]
+    assert len(placebo) == 1 and placebo[0].passed is (not interchangeable)
 
 
 def test_weather_index_lowers_basis_risk_and_misses_fewer_big_losses() -> None:

@@ -17,7 +17,9 @@ truth held by the evaluator: secondary factors (BOM × industry averages) vs two
 primary data vs all five fused via secure aggregation (lower is better). What it shows is the
 protocol, not a statistical discovery: the truth is the suppliers' own emissions, so the fused
 figure's error is the generator's meter noise (about 3 %), against the error of industry
-averages the brand uses today.
+averages the brand uses today. Negative control (placebo): each product given its neighbour's
+fused footprint must do no better than the secondary factors — the gain has to come from each
+product's own primary data, not from primary data lifting every product's level.
 """
 
 from __future__ import annotations
@@ -197,12 +199,15 @@ class CarbonFootprint(Scenario):
             "fused": "primary data from 5 suppliers (secure aggregation)",
         }
         errs: dict[str, list[float]] = {k: [] for k in names}
+        placebo: list[float] = []
         strata: list[int] = []
         sum_gap: list[float] = []
         for seed, gen, rel in runs:
             truth = np.asarray(gen.heldout["truth"])
             for k in names:
                 errs[k] += list(np.abs(np.asarray(rel[k]) - truth) / truth)
+            # each product given its neighbour's fused footprint: primary data, wrong product
+            placebo += list(np.abs(np.roll(np.asarray(rel["fused"]), 1) - truth) / truth)
             strata += [seed] * len(truth)
             plain = sum(np.asarray(v) for v in gen.heldout["per_supplier"].values())
             sum_gap.append(float(np.max(np.abs(np.asarray(rel["fused"]) - plain) / plain)))
@@ -213,6 +218,8 @@ class CarbonFootprint(Scenario):
 
         est = estimates({names[k]: mape(k) for k in names}, len(strata), strata, seed=runs[0][0])
         gap = max(sum_gap)
+        placebo_mape = float(np.mean(placebo))
+        secondary_mape = float(arrays["secondary"].mean())
         return MetricResult(
             metric="mean absolute % error of product footprint vs metered truth",
             lower_is_better=True,
@@ -230,6 +237,15 @@ class CarbonFootprint(Scenario):
                     "equal up to the fixed-point grid (< 0.1%); no vector revealed",
                     f"largest relative gap {gap:.2e}",
                     gap < 1e-3,
-                )
+                ),
+                # Negative control: the gain must come from each product's own primary data,
+                # not from primary data lifting the level of every product. Fails when
+                # products' footprints are interchangeable (the neighbour's is as good).
+                Control(
+                    "placebo: each product given its neighbour's fused footprint",
+                    "no better than the secondary factors",
+                    f"MAPE {placebo_mape:.3f} vs secondary {secondary_mape:.3f}",
+                    placebo_mape >= secondary_mape,
+                ),
             ],
         )
