@@ -86,5 +86,5 @@ def test_providers_noise_shares_add_up_to_the_noise_the_accounting_assumes() -> 
     assert np.std(others) == pytest.approx(dpc.noise_multiplier * dpc.clip, rel=0.05)
     with pytest.raises(UsageError, match="two providers"):
         noise_share(dpc, 1)
-    assert abs(float(np.mean(others))) < 0.05
+    assert abs(float(np.mean(others))) < 0.08  # 5 standard errors of the mean
     assert np.all(np.abs(share.apply(updates)) <= share.encoded_bound)

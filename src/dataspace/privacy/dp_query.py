@@ -133,14 +133,8 @@ def run_dp_query(
         raise
     exact = running.result()
     table, bounds = _release(plan, cost, exact.table, threshold, sql_policy.min_group_size,
-                             deadline)
-    # caps of the release, a function of the noisy output only
-    if table.num_rows > limits.max_result_rows:
-        raise ResultTooLarge(
-            f"the released result has more than {limits.max_result_rows} rows",
-            hint="group more coarsely; the ε of this query is spent",
-        )
-    if table.nbytes > limits.max_result_bytes:
+                             deadline, limits.max_result_rows)
+    if table.nbytes > limits.max_result_bytes:  # a function of the noisy output only
         raise ResultTooLarge(
             f"the released result has more than {limits.max_result_bytes} bytes",
             hint="group more coarsely or select fewer columns; the ε of this query is spent",
@@ -201,6 +195,7 @@ def _release(
     threshold: float | None,
     min_group_size: int,
     deadline: float = math.inf,
+    max_rows: int = UNCAPPED,
 ) -> tuple[pa.Table, dict[str, float]]:
     """The released table. Only the group counts are noised for every exact group (they
     decide which groups pass the threshold); the other aggregates are noised for the groups
@@ -218,6 +213,11 @@ def _release(
         assert plan.group_count is not None and threshold is not None
         counts = _noised(cost.noises[plan.group_count], column(plan.group_count, None), deadline)
         keep = [i for i, c in enumerate(counts) if c >= threshold]
+        if len(keep) > max_rows:  # the release's cap: a function of the noisy counts only
+            raise ResultTooLarge(
+                f"the released result has more than {max_rows} rows",
+                hint="group more coarsely; the ε of this query is spent",
+            )
         noisy[plan.group_count] = [counts[i] for i in keep]
     else:
         keep = list(range(n))  # one global row: it exists whatever the data

@@ -401,7 +401,8 @@ class Responder(_Party):
         rows = as_rows(b"".join(job() for job in self._size_buf))
         self._size_buf = []
         rows = rows[_order(rows)]
-        if len(rows) > 1 and bool(np.all(rows[1:] == rows[:-1], axis=1).any()):
+        words = rows.view(">u8")  # 4 words a point: a quarter of a byte-wise comparison
+        if len(rows) > 1 and bool(np.all(words[1:] == words[:-1], axis=1).any()):
             # an honest A sends each key once: repeats would pass min_peer with fewer keys
             raise PsiMessageRefused("A_POINTS repeats a point; a size query counts distinct keys")
         yield from self._chunks(Kind.A_REPLY, rows)
