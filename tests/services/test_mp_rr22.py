@@ -258,6 +258,7 @@ def test_an_engine_failure_the_participant_reports_at_finish_fails_the_job_as_it
     with pytest.raises(PsiEngineFailed, match=r"engine was killed \(SIGKILL\)") as info:
         multiparty._finish_psi(_StepsToThisNode(node, job), link)  # type: ignore[arg-type]
     assert info.value.code == "psi_engine_failed" and info.value.details["node"] == "tax-bureau"
+    mp_party.handle_abort(node, "bank", job, "test over")  # no session outlives the test
 
 
 @needs_spu
@@ -272,3 +273,4 @@ def test_any_other_refusal_of_finish_stays_the_peers_refusal(
     with pytest.raises(PeerRefused, match="out of sequence") as info:
         multiparty._finish_psi(_StepsToThisNode(node, job), link)  # type: ignore[arg-type]
     assert info.value.details["peer_code"] == "conflict"
+    mp_party.handle_abort(node, "bank", job, "test over")  # no session outlives the test

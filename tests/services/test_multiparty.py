@@ -483,7 +483,9 @@ def _sum_with_tax(tax: Node, grid: Node, agreement: str, job: str, config: Sessi
             coordinator.receive(unpack_frame(mp_party.handle_step(tax, "bank", frame))[1][0])
         if 2 in messages:
             coordinator.receive(other.handle(messages[2]))
-    return coordinator.result()
+    result = coordinator.result()
+    mp_party.handle_abort(tax, "bank", job, "test over")  # no session outlives the test
+    return result
 
 
 @pytest.mark.parametrize(("values", "expected"), [

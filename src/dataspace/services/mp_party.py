@@ -297,7 +297,11 @@ def _watchdog(node: Node, session: _Session) -> None:
                 hint="the initiator can start it again with `dataspace job retry`",
                 cause="timeout",
             )
-            _end_error(node, session, error, step=session.last_step + 1, name="timeout")
+            try:
+                _end_error(node, session, error, step=session.last_step + 1, name="timeout")
+            except Exception:  # the node's store closed under it: nothing left to end
+                logger.exception("job %s: could not be ended after its idle timeout",
+                                 session.job_id)
             return
 
 
