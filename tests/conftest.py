@@ -20,6 +20,22 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "src" / "dataspace" / "samples"
 
 
+#: Fixtures whose stores follow DATASPACE_TEST_DATABASE_URL. With it set (CI's second phase)
+#: only tests that use one, directly or through another fixture, run: the others never open a
+#: database that URL names (pure functions, or nodes of their own on SQLite), and CI has just
+#: run them in its SQLite phase.
+DATABASE_FIXTURES = frozenset({"make_node", "space_factory", "shared_space", "store"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not DATABASE_URL:
+        return
+    keep = [i for i in items if DATABASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
 def _drop_schema(url: str, schema: str) -> None:
     from sqlalchemy import create_engine, text
 
