@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ with warnings.catch_warnings():
 from dataspace.node.app import create_app
 from dataspace.services import tokens
 from dataspace.services.node import Node
+from helpers.cluster import Space, start_space
 
 API = "/api/v1"
 ROLES = tokens.ROLES
@@ -120,3 +122,11 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
     assert isinstance(error.get("hint", ""), str)
     assert isinstance(error.get("details", {}), dict)
     return error
+
+
+@pytest.fixture
+def tax_and_bank(tmp_path: Path) -> Iterator[Space]:
+    """A space of two nodes, tax and bank, not serving: tests put tax's app in a TestClient."""
+    running = start_space(tmp_path, ["tax", "bank"], serve=False)
+    yield running
+    running.stop()

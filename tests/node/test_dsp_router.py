@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from dataspace.services import datasets, ledger, offers
 from dataspace.services import negotiation as ng
 from dataspace.services.node import Node
 from dataspace.services.space import self_member
-from helpers.cluster import Space, start_space
+from helpers.cluster import Space
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -26,15 +25,8 @@ with warnings.catch_warnings():
 
 
 @pytest.fixture
-def space(tmp_path: Path) -> Iterator[Space]:
-    running = start_space(tmp_path, ["tax", "bank"], serve=False)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def tax(space: Space) -> Iterator[Node]:
-    node = space.nodes["tax"].open()
+def tax(tax_and_bank: Space) -> Iterator[Node]:
+    node = tax_and_bank.nodes["tax"].open()
     yield node
     node.close()
 
@@ -46,8 +38,8 @@ def _client(tax: Node, signer: Node) -> TestClient:
     return client
 
 
-def test_malformed_json_is_400_with_a_schema_valid_error(space: Space, tax: Node) -> None:
-    bank = space.nodes["bank"].open()
+def test_malformed_json_is_400_with_a_schema_valid_error(tax_and_bank: Space, tax: Node) -> None:
+    bank = tax_and_bank.nodes["bank"].open()
     with _client(tax, bank) as client:
         response = client.post("/dsp/negotiations/request", content=b"{not json",
                                headers={"content-type": "application/json"})
@@ -68,8 +60,8 @@ def test_malformed_json_is_400_with_a_schema_valid_error(space: Space, tax: Node
     assert acts.count("negotiation.refused") == 2
 
 
-def test_non_member_is_403_and_logged(space: Space, tax: Node) -> None:
-    with _client(tax, space.operator) as client:
+def test_non_member_is_403_and_logged(tax_and_bank: Space, tax: Node) -> None:
+    with _client(tax, tax_and_bank.operator) as client:
         response = client.post("/dsp/catalog/request", json={})
         assert response.status_code == 403
         # the node keeps serving
@@ -98,10 +90,10 @@ def _nested(depth: int) -> Any:
     return value
 
 
-def test_hostile_json_is_400_and_the_node_keeps_serving(space: Space, tax: Node) -> None:
+def test_hostile_json_is_400_and_the_node_keeps_serving(tax_and_bank: Space, tax: Node) -> None:
     """Bodies that are JSON but crashed the parsers or the store: nesting thousands deep
     (json, the schema validator, the policy reader), huge integers, lone surrogates."""
-    bank = space.nodes["bank"].open()
+    bank = tax_and_bank.nodes["bank"].open()
     base = _request_body(tax, bank)
 
     def variant(change: Callable[[dict[str, Any]], None]) -> bytes:
@@ -145,7 +137,7 @@ def test_hostile_json_is_400_and_the_node_keeps_serving(space: Space, tax: Node)
     assert acts.count("negotiation.refused") == len(hostile) + 1
 
 
-def test_a_stranger_is_refused_before_its_body_is_read(space: Space, tax: Node) -> None:
+def test_a_stranger_is_refused_before_its_body_is_read(tax_and_bank: Space, tax: Node) -> None:
     """Who signed is checked from the headers first: a non-member (the operator's key is on
     no member entry) cannot make the node buffer its body; a member's body is read and
     checked against its signed digest."""
@@ -168,9 +160,9 @@ def test_a_stranger_is_refused_before_its_body_is_read(space: Space, tax: Node) 
             response = client.post("/dsp/catalog/request", content=stream(), headers=headers)
         return response.status_code, pulled
 
-    status, pulled = send(space.operator)
+    status, pulled = send(tax_and_bank.operator)
     assert status == 403 and pulled == []
-    bank = space.nodes["bank"].open()
+    bank = tax_and_bank.nodes["bank"].open()
     status, pulled = send(bank)
     assert status == 400 and len(pulled) == 4  # read in full, digest checked, then not JSON
     status, _ = send(bank, payload[:-1] + b"y")

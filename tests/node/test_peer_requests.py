@@ -8,7 +8,6 @@ import json
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.requests import Request
@@ -22,7 +21,7 @@ from dataspace.node.peer_auth import request_url
 from dataspace.services import ledger
 from dataspace.services.node import Node
 from dataspace.services.space import self_member
-from helpers.cluster import Space, start_space
+from helpers.cluster import Space
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -32,15 +31,8 @@ WITNESS = "/peer/v1/witness/add-checkpoint"
 
 
 @pytest.fixture
-def space(tmp_path: Path) -> Iterator[Space]:
-    running = start_space(tmp_path, ["tax", "bank"], serve=False)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def nodes(space: Space) -> Iterator[tuple[Node, Node]]:
-    tax, bank = space.nodes["tax"].open(), space.nodes["bank"].open()
+def nodes(tax_and_bank: Space) -> Iterator[tuple[Node, Node]]:
+    tax, bank = tax_and_bank.nodes["tax"].open(), tax_and_bank.nodes["bank"].open()
     yield tax, bank
     bank.close()
     tax.close()

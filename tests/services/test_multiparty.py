@@ -125,11 +125,7 @@ def test_an_aggregate_only_psi_agreement_admits_the_size_only(
     """align keeps, at the initiator, the positions of its rows whose keys the participant
     holds — what me tells it — so it needs output pseudonymized as me and both do."""
     node, _ = make_node("tax-bureau")
-    csv = tmp_path / "companies.csv"
-    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
-    view = datasets.add(node, csv, name="companies", actor="t")
-    agreement = make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk",
-                               offer=from_template("psi-only", purposes=["finance"]))
+    agreement = _psi_agreement(node, tmp_path, output="aggregate-only")
     job = f"job-{mode}-output-000"
     if admitted:
         mp_party.handle_step(node, "bank", _open(agreement, job, mode=mode))
@@ -146,11 +142,7 @@ def test_a_size_query_over_fewer_keys_than_the_node_floor_is_refused(
     """A count over one initiator key is a membership test: in size mode the participant
     answers only sets of at least k distinct keys (here the node floor, 10)."""
     node, _ = make_node("tax-bureau")
-    csv = tmp_path / "companies.csv"
-    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
-    view = datasets.add(node, csv, name="companies", actor="t")
-    agreement = make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk",
-                               offer=from_template("psi-only", purposes=["finance"]))
+    agreement = _psi_agreement(node, tmp_path, output="aggregate-only")
     job = "job-size-one-key-01"
     mp_party.handle_step(node, "bank", _open(agreement, job, mode="size"))
     a = Initiator(job, KEY, mode="size")
@@ -178,7 +170,8 @@ def _psi_agreement(node: Node, tmp_path: Path, **template: Any) -> str:
     csv = tmp_path / "companies.csv"
     csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES), encoding="utf-8")
     view = datasets.add(node, csv, name="companies", actor="t")
-    offer = from_template("psi-only", purposes=["finance"], output="pseudonymized", **template)
+    template = {"output": "pseudonymized", **template}
+    offer = from_template("psi-only", purposes=["finance"], **template)
     return make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk", offer=offer)
 
 
