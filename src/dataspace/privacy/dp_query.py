@@ -8,7 +8,6 @@ release threshold, with ε/δ spent and left and a 95% error bound per aggregate
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import threading
 import time
@@ -194,8 +193,8 @@ def _release(
     exact: pa.Table,
     threshold: float | None,
     min_group_size: int,
-    deadline: float = math.inf,
-    max_rows: int = UNCAPPED,
+    deadline: float,
+    max_rows: int,
 ) -> tuple[pa.Table, dict[str, float]]:
     """The released table. Only the group counts are noised for every exact group (they
     decide which groups pass the threshold); the other aggregates are noised for the groups
