@@ -103,12 +103,24 @@ def test_dp_offer_needs_epsilon_and_numeric_bounds(tax: Node) -> None:
                          **dp)  # type: ignore[arg-type]
     assert view["dp"]["bounds"] == {"开票金额": [0, 1e7]}
     assert view["dp"]["max_contributions"] == 3
+    assert "contributor_column" not in view["dp"]  # the identifier column stands in (if any)
+    with pytest.raises(UsageError, match="'企业', which the dataset lacks"):
+        offers.create(tax, "tax-records", actor="t", dp_epsilon_per_query=0.5,
+                      dp_bounds={"开票金额": (0, 1e7)}, contributor_column="企业",
+                      **dp)  # type: ignore[arg-type]
+    view = offers.create(tax, "tax-records", actor="t", dp_epsilon_per_query=0.5,
+                         dp_bounds={"开票金额": (0, 1e7)}, contributor_column="纳税人识别号",
+                         **dp)  # type: ignore[arg-type]
+    assert view["dp"]["contributor_column"] == "纳税人识别号"
 
 
 def test_dp_parameters_without_dp_query_are_refused(tax: Node) -> None:
     with pytest.raises(UsageError, match="does not permit dp-query"):
         offers.create(tax, "tax-records", actor="t", template="aggregate-only",
                       params={"purposes": "finance"}, dp_epsilon_per_query=1.0)
+    with pytest.raises(UsageError, match="does not permit dp-query"):
+        offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                      params={"purposes": "finance"}, contributor_column="纳税人识别号")
 
 
 def test_policy_and_template_are_exclusive(tax: Node) -> None:

@@ -29,6 +29,10 @@ def create(
     dp_delta: float = typer.Option(None, "--dp-delta", help="δ each query spends (default 0)."),
     max_contributions: int = typer.Option(
         None, "--max-contributions", help="Most rows one individual contributes (default 1)."),
+    contributor_column: str = typer.Option(
+        None, "--contributor-column",
+        help="Whose row each row is (a person or firm id): DP queries keep at most "
+        "--max-contributions rows of each."),
     price: str = typer.Option(None, "--price", help="Price per job, e.g. '100 CNY'."),
     auto_approve: bool = typer.Option(
         False, "--auto-approve", help="Agree automatically when the policy allows the request."),
@@ -54,8 +58,9 @@ def create(
         node(ctx), dataset, actor=actor(), policy=doc, template=template,
         params=offers.parse_params(param or []), dp_bounds=offers.parse_bounds(dp_bounds or []),
         dp_epsilon_per_query=dp_epsilon, dp_delta=dp_delta,
-        max_contributions=max_contributions, price=price, auto_approve=auto_approve,
-        contribution_share=contribution_share, min_revenue_pool=min_revenue_pool)
+        max_contributions=max_contributions, contributor_column=contributor_column, price=price,
+        auto_approve=auto_approve, contribution_share=contribution_share,
+        min_revenue_pool=min_revenue_pool)
     if as_json:
         print_json(view)
         return

@@ -79,6 +79,8 @@ class OfferSpec:
     dp_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     dp_epsilon_per_query: float | None = None
     dp_delta: float | None = None
+    dp_max_contributions: int | None = None  # rows per contributor, enforced by DP queries
+    dp_contributor: str | None = None  # the contributor column, if not the identifier column
     action: str | None = None  # override the template's action (e.g. secure-aggregate)
     key: str = ""  # name the flow uses to find the agreement; default provider/dataset/template
 

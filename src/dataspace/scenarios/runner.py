@@ -266,6 +266,8 @@ def _negotiate(
             body["dp_bounds"] = {k: list(v) for k, v in spec.dp_bounds.items()}
             body["dp_epsilon_per_query"] = spec.dp_epsilon_per_query
             body["dp_delta"] = spec.dp_delta
+            body["max_contributions"] = spec.dp_max_contributions
+            body["contributor_column"] = spec.dp_contributor
         offer = apis[spec.provider].create_offer(**body)
         view = apis[spec.consumer].negotiate(spec.provider, offer["id"], spec.purpose)
         agreement = view.get("agreement_id")

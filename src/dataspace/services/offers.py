@@ -179,9 +179,11 @@ def _check_dp(
     epsilon: float | None,
     delta: float | None,
     max_contributions: int | None,
+    contributor_column: str | None = None,
 ) -> dict[str, Any] | None:
     given = (
         bool(bounds) or epsilon is not None or delta is not None or max_contributions is not None
+        or contributor_column is not None
     )
     if not permits_dp(policy):
         if given:
@@ -211,6 +213,12 @@ def _check_dp(
                 f"--dp-bounds column {column!r} is {cols[column]}, not numeric",
                 hint="bounds apply to numeric columns only",
             )
+    if contributor_column is not None and contributor_column not in cols:
+        raise UsageError(
+            f"--contributor-column names column {contributor_column!r}, which the dataset lacks",
+            hint="the column saying whose row each row is (a person or firm id); columns: "
+            + ", ".join(cols),
+        )
     from dataspace.privacy.dp import DpSpec
 
     spec = DpSpec(
@@ -231,6 +239,7 @@ def _check_dp(
         "bounds": {c: [lo, hi] for c, (lo, hi) in bounds.items()},
         "max_contributions": spec.max_contributions,
         "mechanism": spec.mechanism,
+        **({"contributor_column": contributor_column} if contributor_column else {}),
     }
 
 
@@ -292,13 +301,17 @@ def create(
     dp_epsilon_per_query: float | None = None,
     dp_delta: float | None = None,
     max_contributions: int | None = None,
+    contributor_column: str | None = None,
     price: str | Price | None = None,
     auto_approve: bool = False,
     contribution_share: bool = False,
     min_revenue_pool: str | None = None,
 ) -> dict[str, Any]:
     """Publish an offer for ``dataset`` (name or id). Raises PolicyError (with the JSON path),
-    NotFound (dataset) or UsageError (fields, DP parameters, price). ``contribution_share``:
+    NotFound (dataset) or UsageError (fields, DP parameters, price). ``contributor_column``
+    (DP offers): whose row each row is; every DP query cuts each contributor to
+    ``max_contributions`` rows (else the dataset's identifier column is taken, if it has one;
+    docs/privacy.md). ``contribution_share``:
     federated trainings are charged, on top of ``price``, this provider's share of the job's
     revenue pool (split by contribution; :mod:`dataspace.metering.revenue`)."""
     money = Price.parse(price) if isinstance(price, str) else price
@@ -333,7 +346,8 @@ def create(
                     path=where,
                 )
         dp = _check_dp(
-            parsed, cols, dict(dp_bounds or {}), dp_epsilon_per_query, dp_delta, max_contributions
+            parsed, cols, dict(dp_bounds or {}), dp_epsilon_per_query, dp_delta,
+            max_contributions, contributor_column,
         )
         import dataclasses
 

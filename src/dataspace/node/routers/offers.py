@@ -26,6 +26,9 @@ class OfferRequest(BaseModel):
     dp_epsilon_per_query: float | None = None
     dp_delta: float | None = None
     max_contributions: int | None = None
+    contributor_column: str | None = Field(
+        None, description="DP offers: whose row each row is; each is cut to max_contributions"
+    )
     price: str | None = Field(None, description="price per job, e.g. '100 CNY'")
     auto_approve: bool = False
     contribution_share: bool = Field(
@@ -60,6 +63,7 @@ def create_offer(
         dp_epsilon_per_query=body.dp_epsilon_per_query,
         dp_delta=body.dp_delta,
         max_contributions=body.max_contributions,
+        contributor_column=body.contributor_column,
         price=body.price,
         auto_approve=body.auto_approve,
         contribution_share=body.contribution_share,
