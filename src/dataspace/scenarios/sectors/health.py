@@ -12,7 +12,10 @@ with B and with C tells A which of its orders already have a recognisable result
 about patients A did not order for. Governed SQL releases each provider's QC pass rate per
 test (groups of at least k = 10 runs): results of a test whose lab failed QC (< 90%) are not
 recognised. A DP query (ε = 1 per query, δ = 1e-6) releases each provider's result counts per
-test for the health commission's dashboard, with its error.
+test for the health commission's dashboard, with its error. A patient has at most one result
+per test, so up to eight rows: the offer declares m = 8 on the patient column, and the query
+enforces it (the noise is eight times that of m = 1 — the price of counting patients who
+weigh in several tests).
 
 Metric: net cost saved per 100 orders (CNY): every avoided order whose result is truly
 recognisable saves its price; every avoided order that was not (a QC-failed test) has to be
@@ -34,7 +37,7 @@ import pyarrow as pa
 
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec, Party, Scenario
-from dataspace.scenarios.common import ENTITIES, estimates, ordered, overlap_mask, rng_for
+from dataspace.scenarios.common import estimates, ordered, overlap_mask, rng_for
 
 VERSION = "health-recognition/1"
 HOSP_A, HOSP_B, HOSP_C = "hospital-a", "hospital-b", "hospital-c"
@@ -51,6 +54,9 @@ TESTS = {  # code: (name, price CNY, recognition window in days)
 }
 QC_MIN = 0.9
 EPSILON = 1.0
+# Patients per size: at ε = 1 with m = 8 a test's count needs ~135 results to pass the
+# release threshold, so the small size has more patients than the shared default (300).
+PATIENTS = {"small": 1000, "default": 2000, "large": 20000}
 
 
 def fmt_id(code: str, style: str) -> str:
@@ -78,7 +84,7 @@ class TestRecognition(Scenario):
 
     def params(self, size: str) -> dict[str, Any]:
         return {
-            "patients": ENTITIES[size],
+            "patients": PATIENTS[size],
             "tests": {k: list(v) for k, v in TESTS.items()},
             "coverage": [0.62, 0.78],
             "results_per_patient": [1, 5],
@@ -239,6 +245,8 @@ class TestRecognition(Scenario):
                     dp_bounds={"value": (0.0, 1000.0)},
                     dp_epsilon_per_query=EPSILON,
                     dp_delta=1e-6,
+                    dp_max_contributions=len(TESTS),  # one result per test and patient
+                    dp_contributor="patient_id",
                     key=f"dp:{h}",
                 ),
             ]

@@ -6,14 +6,17 @@ registered elder and monitoring day) and, for the elders of past seasons, the co
 workers' care records (the day a fall or illness began, found after the fact); the power grid
 (电网) and the water utility (自来水公司), providers, hold each real-name account's daily kWh
 and m³ and derive, next to their data, the days on which a household used less than half
-(power) or less than a third (water) of its own 28-day median.
+(power) or less than a third (water) of its own 28-day median, and per household whether it
+had such a day in the watch period.
 
 Flow: PSI on the composite key (身份证, day) with the grid and with the water utility tells the
 bureau which of its watched elder-days were low-use days — nothing about residents it does
 not watch, nothing about usage levels. The bureau's anomaly model (logistic regression at its
 own node, trained on its training elders' care records over the released flags, threshold
 chosen there) turns each elder-day into an alert or not. A DP query (ε = 1 per query) at each
-provider feeds the dashboard: low-use household-days per county, with its error. No
+provider feeds the dashboard: households with a low-use day per county, with its error — over
+the household table (one row per household, m = 1, enforced on its 身份证 column), since a
+per-day count would let one household weigh 21 days. No
 federated training: no model crosses nodes, only PSI flags and DP aggregates do.
 
 Metric, on held-out elders (split by elder before PSI, truth held by the evaluator): F1 of
@@ -48,7 +51,7 @@ VERSION = "urban-care/1"
 CIVIL, GRID, WATER = "civil-affairs", "power-grid", "water-utility"
 PROVIDERS = (GRID, WATER)
 PURPOSE = "public-services"
-ELDERS = {"small": 500, "default": 2000, "large": 10000}
+ELDERS = {"small": 1500, "default": 3000, "large": 10000}
 BASE_DAYS, WATCH_DAYS = 28, 21
 POWER_LOW, WATER_LOW = 0.5, 0.33
 EPSILON = 1.0
@@ -143,8 +146,10 @@ class CareAlerts(Scenario):
     def parties(self) -> list[Party]:
         return [
             Party(CIVIL, "consumer", "民政局", ("elders", "watch", "care_records")),
-            Party(GRID, "provider", "国网供电公司", ("daily_power", "low_power_days")),
-            Party(WATER, "provider", "自来水公司", ("daily_water", "low_water_days")),
+            Party(GRID, "provider", "国网供电公司",
+                  ("daily_power", "low_power_days", "low_power_households")),
+            Party(WATER, "provider", "自来水公司",
+                  ("daily_water", "low_water_days", "low_water_households")),
         ]
 
     def params(self, size: str) -> dict[str, Any]:
@@ -257,6 +262,7 @@ class CareAlerts(Scenario):
                 "low": [],
             }
             lows: dict[str, list[Any]] = {"entity_id": [], "day": []}
+            households: dict[str, list[Any]] = {"entity_id": [], "county": [], "low_use": []}
             for i in served:
                 for d in range(days):
                     daily["account_no"].append(accounts[i])
@@ -269,10 +275,14 @@ class CareAlerts(Scenario):
                     if is_low:
                         lows["entity_id"].append(pid[i])
                         lows["day"].append(day_label(d - BASE_DAYS))
+                households["entity_id"].append(pid[i])
+                households["county"].append(areas[i])
+                households["low_use"].append(int(bool(flag[i, BASE_DAYS:].any())))
             kind_name = "power" if party == GRID else "water"
             tables[party] = [
                 (f"daily_{kind_name}", pa.table(daily)),
                 (f"low_{kind_name}_days", pa.table(lows)),
+                (f"low_{kind_name}_households", pa.table(households)),
             ]
         return Generated(
             tables=tables,
@@ -280,8 +290,10 @@ class CareAlerts(Scenario):
             params=p,
             version=VERSION,
             reclassify={
-                GRID: [("daily_power", "kwh", "none"), ("daily_power", "low", "none")],
-                WATER: [("daily_water", "m3", "none"), ("daily_water", "low", "none")],
+                GRID: [("daily_power", "kwh", "none"), ("daily_power", "low", "none"),
+                       ("low_power_households", "low_use", "none")],
+                WATER: [("daily_water", "m3", "none"), ("daily_water", "low", "none"),
+                        ("low_water_households", "low_use", "none")],
             },
         )
 
@@ -302,21 +314,23 @@ class CareAlerts(Scenario):
                 ),
                 OfferSpec(
                     party,
-                    f"daily_{kind}",
+                    f"low_{kind}_households",
                     "dp-stats",
                     {
                         "purposes": PURPOSE,
                         "epsilon": 4.0,
                         "delta": 1e-5,
                         "min_group_size": 10,
-                        "fields": "county,low",
+                        "fields": "county,low_use",
                     },
                     CIVIL,
                     PURPOSE,
                     price="5 CNY",
-                    dp_bounds={"low": (0.0, 1.0)},
+                    dp_bounds={"low_use": (0.0, 1.0)},
                     dp_epsilon_per_query=EPSILON,
                     dp_delta=1e-6,
+                    dp_max_contributions=1,
+                    dp_contributor="entity_id",
                     key=f"dp:{party}",
                 ),
             ]
@@ -342,14 +356,15 @@ class CareAlerts(Scenario):
             f = np.zeros(watch.num_rows, dtype=bool)
             f[ctx.kept_positions(CIVIL, view)] = True
             flags[kind] = f.reshape(n, WATCH_DAYS)  # watch rows are elder-major, day-minor
-            ctx.step(f"DP dashboard: low-use household-days per county at {party}")
+            ctx.step(f"DP dashboard: households with a low-use day per county at {party}")
             table, meta = civil.query(
                 ctx.agreements[f"dp:{party}"],
-                f"SELECT county, SUM(low) AS low_days FROM {ctx.dataset(party, f'daily_{kind}')} "
-                "GROUP BY county",
+                "SELECT county, SUM(low_use) AS low_households "
+                f"FROM {ctx.dataset(party, f'low_{kind}_households')} GROUP BY county",
             )
-            dashboard[kind] = {r["county"]: float(r["low_days"]) for r in table.to_pylist()}
-            bounds[kind] = float((meta.get("error_bounds") or {}).get("low_days") or 0.0)
+            dashboard[kind] = {r["county"]: float(r["low_households"])
+                               for r in table.to_pylist()}  # fmt: skip
+            bounds[kind] = float((meta.get("error_bounds") or {}).get("low_households") or 0.0)
         # The anomaly model, at the bureau's node, on its own records and the released flags.
         ctx.step("anomaly model at the civil-affairs node")
         ids_ = elders.column("entity_id").to_pylist()
@@ -428,7 +443,7 @@ class CareAlerts(Scenario):
             f"{lead:+.2f}"
         )
         extra["events among held-out elders"] = str(int(model["event"].sum()))
-        extra[f"DP dashboard error at ε = {EPSILON} (median absolute, household-days)"] = (
+        extra[f"DP dashboard error at ε = {EPSILON} (median absolute, households)"] = (
             f"{np.median(dp_err):.2f}" if dp_err else "n/a"
         )
         return MetricResult(
@@ -474,13 +489,14 @@ def _f1_of(ep: dict[str, np.ndarray]) -> Callable[[np.ndarray], float]:
 
 
 def _dashboard_truth(gen: Generated) -> dict[str, dict[str, int]]:
-    """Exact low-use household-days per county, from the providers' own tables (evaluator)."""
+    """Exact households with a low-use day per county, from the providers' own tables
+    (evaluator)."""
     out: dict[str, dict[str, int]] = {}
     for party, kind in ((GRID, "power"), (WATER, "water")):
-        table = next(t for name, t in gen.tables[party] if name == f"daily_{kind}")
+        table = next(t for name, t in gen.tables[party] if name == f"low_{kind}_households")
         counts: dict[str, int] = {}
         for c, low in zip(
-            table.column("county").to_pylist(), table.column("low").to_pylist(), strict=True
+            table.column("county").to_pylist(), table.column("low_use").to_pylist(), strict=True
         ):
             counts[c] = counts.get(c, 0) + int(low)
         out[kind] = counts
