@@ -71,6 +71,7 @@ def test_readme_two_node_walkthrough_runs_as_written(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGTERM)  # servers left behind by a failed step
     assert proc.returncode == 0, f"walkthrough failed:\n{out[-4000:]}\n{err[-4000:]}"
     assert "FINALIZED" in out and "ε left" in out and "50.00 CNY" in out
+    assert "at most 2 rows per 纳税人识别号 counted" in out
     assert "verified: entry" in out and "job.result_received" in out
 
 

@@ -125,3 +125,59 @@ def test_dp_plan_cannot_raise_on_data(policy: SqlPolicy, spec: DpSpec) -> None:
     assert 'FILTER(WHERE TRY(1 // ("age" - 47) = 0))' in sql
     assert 'GROUP BY TRY(YEAR(TRY_CAST("age" AS DATE)))' in sql
     assert " CAST(" not in sql.replace("TRY_CAST(", "")
+
+
+def _visits(con: duckdb.DuckDBPyConnection) -> None:
+    """Contributor 'a' has 10 rows (8 of amount 0, 2 of amount 50), 'b' one, 'c' three, and
+    two rows have no contributor."""
+    con.execute("CREATE TABLE sales (customer VARCHAR, region VARCHAR, amount DOUBLE, age INT)")
+    rows = [("a", "r", 0.0)] * 8 + [("a", "r", 50.0)] * 2 + [("b", "r", 7.0)]
+    rows += [("c", "r", 1.0), ("c", "r", 2.0), ("c", "r", 3.0), (None, "r", 4.0), (None, "r", 5.0)]
+    con.executemany("INSERT INTO sales VALUES (?, ?, ?, 30)", rows)
+
+
+def _bounded(sql: str, policy: SqlPolicy, spec: DpSpec) -> tuple[str, list[dict[str, float]]]:
+    plan = plan_dp(check_query(sql, dataclasses.replace(policy, min_group_size=1)), spec,
+                   "customer")  # fmt: skip
+    con = duckdb.connect()
+    _visits(con)
+    out = []
+    for _ in range(40):
+        (row,) = con.execute(plan.checked.sql).fetchall()
+        out.append(dict(zip(plan.checked.output_columns, row, strict=True)))
+    return plan.checked.sql, out
+
+
+def test_each_contributor_is_cut_to_m_rows_inside_the_engine(policy: SqlPolicy) -> None:
+    spec = DpSpec(epsilon=1, bounds={"amount": (0, 100)}, max_contributions=2)
+    _, runs = _bounded("SELECT COUNT(*) AS n, SUM(amount) AS s FROM sales", policy, spec)
+    # a: 2 of 10, b: 1, c: 2 of 3, the two rows without a contributor: 2 (one contributor).
+    assert {r["__dp_0"] for r in runs} == {7}
+    sums = {r["__dp_1"] for r in runs}
+    # Which rows are kept is drawn per query: a's kept rows are 0+0, 0+50 or 50+50, c's two
+    # of 1, 2, 3 -- the sums vary from run to run (40 runs, all equal with chance < 1e-20).
+    assert len(sums) > 1 and all(0 + 7 + 3 + 9 <= s <= 100 + 7 + 5 + 9 for s in sums)
+    # m = 1: one row each of a, b, c, and one of the two rows without a contributor.
+    _, runs = _bounded("SELECT COUNT(*) AS n FROM sales", policy, dataclasses.replace(
+        spec, max_contributions=1))  # fmt: skip
+    assert {r["__dp_0"] for r in runs} == {4}
+
+
+def test_the_cut_comes_after_the_where(policy: SqlPolicy) -> None:
+    """a's two rows of amount 50 both pass the WHERE: they are both kept, every time (a cut
+    before the WHERE would keep both in 1 run of 45)."""
+    spec = DpSpec(epsilon=1, bounds={"amount": (0, 100)}, max_contributions=2)
+    sql, runs = _bounded(
+        "SELECT SUM(amount) AS s FROM sales WHERE amount > 5", policy, spec
+    )
+    assert {r["__dp_0"] for r in runs} == {107.0}
+    assert '"__dp_rows" AS NOT MATERIALIZED (SELECT * FROM "sales" WHERE "amount" > 5)' in sql
+
+
+def test_without_a_contributor_column_rows_are_not_cut(policy: SqlPolicy) -> None:
+    spec = DpSpec(epsilon=1, max_contributions=2)
+    plan = _plan("SELECT COUNT(*) FROM sales", policy, spec)
+    assert "QUALIFY" not in plan.checked.sql
+    con = duckdb.connect()
+    _visits(con)
+    assert con.execute(plan.checked.sql).fetchall() == [(16,)]

@@ -320,3 +320,29 @@ def test_usage_and_ledger_reconcile(provider: tuple[Node, str]) -> None:
     assert len(completed) == 3
     assert sum(Decimal(c["price"]["amount"]) for c in completed) == Decimal("5.00")
     assert json.dumps(report.to_dict())
+
+
+def test_dp_query_cuts_each_person_to_the_offers_m(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """One patient with 400 visits among 40 with one: the offer says m = 2, so the count of
+    the clinic is 40 + 2 (plus noise of scale 0.5), not 440 -- the bound is enforced."""
+    node, _ = make_node("hospital")
+    lines = ["person_id,clinic,cost"] + [f"P{n:05d},c1,10" for n in range(1, 41)]
+    lines += ["P00000,c1,100"] * 400
+    (tmp_path / "visits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    view = datasets.add(node, tmp_path / "visits.csv", name="visits", actor="test")
+    datasets.reclassify(node, "visits", column="person_id", category="id_card_cn", actor="test")
+    dp = {"epsilon": 4.0, "delta": 1e-6, "bounds": {"cost": [0, 100]}, "max_contributions": 2}
+    agreement = agree((node, str(view["id"])), "dp-stats", dp=dp, epsilon=8.0, delta=1e-5,
+                      min_group_size=5)  # fmt: skip
+    outcome = jobs.run_job(
+        node,
+        agreement_id=agreement,
+        consumer=CONSUMER,
+        sql="SELECT clinic, count(*) AS n FROM visits GROUP BY clinic",
+    )
+    [row] = outcome.table.to_pylist()
+    assert abs(row["n"] - 42) < 15  # P(|Laplace(0.5)| >= 15) ~ 1e-13
+    assert outcome.meta["max_contributions"] == 2
+    assert outcome.meta["contributor_column"] == "person_id"

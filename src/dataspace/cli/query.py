@@ -86,6 +86,9 @@ def print_meta(meta: dict[str, Any]) -> None:
     if bounds:
         text = ", ".join(f"{k} ±{float(v):,.2f}" for k, v in bounds.items())
         console.print(escape(f"95% error bounds: {text}"))
+    if meta.get("action") == "dp-query" and meta.get("contributor_column"):
+        console.print(escape(f"at most {meta.get('max_contributions')} rows per "
+                             f"{meta['contributor_column']} counted"))  # fmt: skip
     console.print(f"result sha256 {meta.get('result_sha256')}", style="dim")
 
 

@@ -166,12 +166,20 @@ def _plan(sql: str, sql_policy: SqlPolicy, dp: DpSpec) -> DpPlan:
     if found is None:
         # The minimum group size applies to noisy counts, never as an exact HAVING.
         checked = check_query(sql, dataclasses.replace(sql_policy, min_group_size=1))
-        found = plan_dp(checked, dp)
+        found = plan_dp(checked, dp, _contributor(sql_policy))
         with _PLANS_LOCK:
             if len(_PLANS) >= _PLANS_MAX:
                 _PLANS.pop(next(iter(_PLANS)))
             _PLANS[key] = found
     return found
+
+
+def _contributor(sql_policy: SqlPolicy) -> str | None:
+    """The contributor column as the table spells it (the policy matches names by case)."""
+    wanted = sql_policy.contributor_column
+    if wanted is None:
+        return None
+    return next(c for c in sql_policy.columns if c.lower() == wanted.lower())
 
 
 def _noised(noise: Noise, values: list[Any], deadline: float) -> list[Any]:

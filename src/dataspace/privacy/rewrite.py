@@ -19,6 +19,12 @@ anything else          refused: no bounded sensitivity                     —
 ``m`` is the offer's ``max_contributions``. Identical releases are computed and paid once.
 Grouped queries always release a noisy ``COUNT(*)`` per group (the user's own, or a hidden
 one), used for the group release threshold.
+
+With a contributor column (the person or firm a row belongs to), ``m`` is enforced, not
+trusted: the query reads the agreed table through a subquery that keeps, after the WHERE, at
+most ``m`` rows per contributor, chosen by a random draw per row (so which of one
+contributor's rows are kept depends on nothing but that contributor's rows). Rows without a
+contributor count as one contributor together.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ __all__ = ["DpPlan", "Output", "Release", "plan_dp"]
 
 DIALECT = "duckdb"
 HINT = "see docs/privacy.md for what DP queries allow"
+# Names of contribution bounding's own parts (a user query cannot reach them: the checker
+# admits the agreed table and its columns only).
+SOURCE, HEAVY, WHO, DRAW = "__dp_rows", "__dp_heavy", "__dp_who", "__dp_draw"
 
 OutputKind = Literal["key", "count", "sum", "avg"]
 
@@ -90,9 +99,10 @@ def _decimal_scale(bound: float) -> int:
 
 
 class _Planner:
-    def __init__(self, checked: CheckedQuery, spec: DpSpec) -> None:
+    def __init__(self, checked: CheckedQuery, spec: DpSpec, contributor: str | None) -> None:
         self.checked = checked
         self.spec = spec
+        self.contributor = contributor
         self.m = spec.max_contributions
         self.releases: dict[str, Release] = {}
 
@@ -179,6 +189,33 @@ class _Planner:
             f"quantiles release one contributor's value; variance needs bounds on squares)"
         )
 
+    def bound_contributions(self, tree: exp.Select, contributor: str) -> None:
+        """Read the table through a subquery that keeps <= m rows (after the WHERE) of each
+        contributor. Contributors with <= m rows stream through untouched; only the rows of
+        those with more (found by a GROUP BY) go through a window, which keeps m of them by a
+        random draw per row. The draw is a column of its own (DuckDB refuses random() in a
+        window's ORDER BY); an order without one could depend on other contributors' rows.
+        Contributors are told apart by a 64-bit hash of the column: a collision cuts two of
+        them to m rows together, never one to more."""
+        table = tree.args["from_"].this.sql(dialect=DIALECT)
+        where = tree.args.get("where")
+        filtered = f" {where.sql(dialect=DIALECT)}" if where is not None else ""
+        who = f"hash({exp.column(contributor, quoted=True).sql(dialect=DIALECT)})"
+        m = self.m
+        bounded = (
+            f'(WITH "{SOURCE}" AS NOT MATERIALIZED (SELECT * FROM {table}{filtered}), '
+            f'"{HEAVY}" AS (SELECT {who} AS "{WHO}" FROM "{SOURCE}" GROUP BY 1 '
+            f"HAVING count(*) > {m}) "
+            f'SELECT * FROM "{SOURCE}" WHERE {who} NOT IN (SELECT "{WHO}" FROM "{HEAVY}") '
+            f'UNION ALL SELECT * EXCLUDE ("{DRAW}") FROM (SELECT *, random() AS "{DRAW}" '
+            f'FROM "{SOURCE}" WHERE {who} IN (SELECT "{WHO}" FROM "{HEAVY}")) '
+            f'QUALIFY row_number() OVER (PARTITION BY {who} ORDER BY "{DRAW}") <= {m}) '
+            f"AS {table}"
+        )
+        parsed = sqlglot.parse_one(f"SELECT 1 FROM {bounded}", dialect=DIALECT)
+        tree.set("from_", exp.From(this=parsed.args["from_"].this))
+        tree.set("where", None)
+
     def run(self) -> DpPlan:
         try:
             tree = sqlglot.parse_one(self.checked.sql, dialect=DIALECT)
@@ -226,6 +263,8 @@ class _Planner:
                            quoted=True)
             )  # fmt: skip
         tree.set("expressions", items)
+        if self.contributor is not None:
+            self.bound_contributions(tree, self.contributor)
         if grouped:
             # The engine's group order follows where each group's first row lies in the file
             # (one person added at the top can swap two groups): released rows are sorted by
@@ -249,8 +288,13 @@ class _Planner:
                       grouped)  # fmt: skip
 
 
-def plan_dp(checked: CheckedQuery, spec: DpSpec) -> DpPlan:
-    """Plan the DP release of ``checked``, or :class:`QueryRefused` with the reason."""
+def plan_dp(checked: CheckedQuery, spec: DpSpec, contributor: str | None = None) -> DpPlan:
+    """Plan the DP release of ``checked``, or :class:`QueryRefused` with the reason.
+
+    ``contributor``: the column naming whose row each row is; with one, every contributor's
+    rows are cut to ``spec.max_contributions`` inside the engine. Without one each row is
+    taken for a contributor of its own, bounded by the offer's word (docs/privacy.md).
+    """
     if not checked.is_aggregate:
         raise _refuse("a DP query must aggregate: row-level SELECTs are not allowed under DP")
-    return _Planner(checked, spec).run()
+    return _Planner(checked, spec, contributor).run()

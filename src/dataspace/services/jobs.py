@@ -231,6 +231,8 @@ def _run(node: Node, job: _Job) -> JobOutcome:
             error_bounds=dict(dp.error_bounds),
             mechanism=dp.mechanism,
             threshold=dp.threshold,
+            max_contributions=dp_spec.max_contributions,
+            contributor_column=sql_policy.contributor_column,
         )
         expected = None
     else:
