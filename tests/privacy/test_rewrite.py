@@ -151,16 +151,21 @@ def _bounded(sql: str, policy: SqlPolicy, spec: DpSpec) -> tuple[str, list[dict[
 def test_each_contributor_is_cut_to_m_rows_inside_the_engine(policy: SqlPolicy) -> None:
     spec = DpSpec(epsilon=1, bounds={"amount": (0, 100)}, max_contributions=2)
     _, runs = _bounded("SELECT COUNT(*) AS n, SUM(amount) AS s FROM sales", policy, spec)
-    # a: 2 of 10, b: 1, c: 2 of 3, the two rows without a contributor: 2 (one contributor).
+    # a: 2 of 10, b: 1, c: 2 of 3, and the two rows without a contributor.
     assert {r["__dp_0"] for r in runs} == {7}
     sums = {r["__dp_1"] for r in runs}
     # Which rows are kept is drawn per query: a's kept rows are 0+0, 0+50 or 50+50, c's two
     # of 1, 2, 3 -- the sums vary from run to run (40 runs, all equal with chance < 1e-20).
     assert len(sums) > 1 and all(0 + 7 + 3 + 9 <= s <= 100 + 7 + 5 + 9 for s in sums)
-    # m = 1: one row each of a, b, c, and one of the two rows without a contributor.
+    # m = 1: one row each of a, b, c; the rows without a contributor pass uncut, each a
+    # person of its own (pooled, one more such row could push out another person's).
+    # Over 3.5: one of a's two 50s, b's 7, and both rows without a contributor (4 and 5).
+    _, runs = _bounded("SELECT COUNT(*) AS n, SUM(amount) AS s FROM sales WHERE amount > 3.5",
+                       policy, dataclasses.replace(spec, max_contributions=1))  # fmt: skip
+    assert {(r["__dp_0"], r["__dp_1"]) for r in runs} == {(4, 66.0)}
     _, runs = _bounded("SELECT COUNT(*) AS n FROM sales", policy, dataclasses.replace(
         spec, max_contributions=1))  # fmt: skip
-    assert {r["__dp_0"] for r in runs} == {4}
+    assert {r["__dp_0"] for r in runs} == {5}
 
 
 def test_the_cut_comes_after_the_where(policy: SqlPolicy) -> None:
@@ -181,3 +186,32 @@ def test_without_a_contributor_column_rows_are_not_cut(policy: SqlPolicy) -> Non
     con = duckdb.connect()
     _visits(con)
     assert con.execute(plan.checked.sql).fetchall() == [(16,)]
+
+
+def test_contributors_are_told_apart_by_value_not_by_a_hash(policy: SqlPolicy) -> None:
+    """DuckDB hashes a HUGEINT as hash(upper) xor hash(lower): 0, 2^64 + 1 and 2^65 + 2 all
+    hash to 0. Three people with a row each keep their three rows at m = 1."""
+    ids = SqlPolicy(table="sales", columns={"customer": "HUGEINT", "region": "VARCHAR"},
+                    identifier_columns=frozenset({"customer"}))  # fmt: skip
+    plan = plan_dp(check_query("SELECT COUNT(*) FROM sales", ids), DpSpec(epsilon=1),
+                   "customer")  # fmt: skip
+    con = duckdb.connect()
+    con.execute("CREATE TABLE sales (customer HUGEINT, region VARCHAR)")
+    con.executemany("INSERT INTO sales VALUES (?, 'r')", [[0], [2**64 + 1], [2**65 + 2]])
+    assert con.execute("SELECT count(DISTINCT hash(customer)) FROM sales").fetchone() == (1,)
+    assert con.execute(plan.checked.sql).fetchall() == [(3,)]
+
+
+def test_a_column_named_like_the_cuts_own_parts_is_left_alone(policy: SqlPolicy) -> None:
+    """A table with a column "__dp_draw": the cut draws under another name, so the kept rows
+    are still random and the column keeps its values."""
+    odd = SqlPolicy(table="sales", columns={"customer": "VARCHAR", "__dp_draw": "DOUBLE"},
+                    identifier_columns=frozenset({"customer"}))  # fmt: skip
+    spec = DpSpec(epsilon=1, bounds={"__dp_draw": (0, 100)}, max_contributions=2)
+    plan = plan_dp(check_query('SELECT SUM("__dp_draw") FROM sales', odd), spec, "customer",
+                   odd.columns)  # fmt: skip
+    con = duckdb.connect()
+    con.execute('CREATE TABLE sales (customer VARCHAR, "__dp_draw" DOUBLE)')
+    con.executemany("INSERT INTO sales VALUES ('a', ?)", [[float(v)] for v in range(50)])
+    sums = {con.execute(plan.checked.sql).fetchone()[0] for _ in range(20)}  # type: ignore[index]
+    assert len(sums) > 1 and all(s == int(s) and 1 <= s <= 97 for s in sums)

@@ -168,3 +168,20 @@ def test_an_offer_can_take_a_share_of_training_revenue_pools(tax: Node) -> None:
     with pytest.raises(UsageError, match="permits no federated-train"):
         offers.create(tax, "tax-records", actor="t", template="aggregate-only",
                       params={"purposes": "finance"}, price="10 CNY", contribution_share=True)
+
+
+def test_a_dp_offer_below_the_datas_rows_per_contributor_warns_its_provider(tax: Node) -> None:
+    """Each firm has two returns in the sample: at m = 1 every DP query would count one of
+    them, and the provider is told so (in the answer only, not in the published offer)."""
+    dp = {"template": "dp-stats", "params": {"purposes": "finance", "epsilon": "2"},
+          "dp_epsilon_per_query": 0.5, "dp_bounds": {"开票金额": (0, 1e7)}}  # fmt: skip
+    view = offers.create(tax, "tax-records", actor="t", **dp)  # type: ignore[arg-type]
+    [warning] = view["warnings"]
+    assert "up to 2 rows per 纳税人识别号" in warning and "--max-contributions 2" in warning
+    assert "warnings" not in offers.show(tax, view["id"])
+    view = offers.create(tax, "tax-records", actor="t", max_contributions=2,
+                         **dp)  # type: ignore[arg-type]
+    assert "warnings" not in view
+    view = offers.create(tax, "tax-records", actor="t", contributor_column="纳税人名称",
+                         **dp)  # type: ignore[arg-type]
+    assert "rows per 纳税人名称" in view["warnings"][0]

@@ -65,6 +65,8 @@ def create(
         print_json(view)
         return
     console.print(f"offer {escape(view['id'])} published for {escape(str(view['dataset_name']))}")
+    for warning in view.get("warnings", []):
+        console.print(f"warning: {escape(warning)}", style="yellow")
 
 
 @app.command("list")

@@ -166,7 +166,7 @@ def _plan(sql: str, sql_policy: SqlPolicy, dp: DpSpec) -> DpPlan:
     if found is None:
         # The minimum group size applies to noisy counts, never as an exact HAVING.
         checked = check_query(sql, dataclasses.replace(sql_policy, min_group_size=1))
-        found = plan_dp(checked, dp, _contributor(sql_policy))
+        found = plan_dp(checked, dp, _contributor(sql_policy), sql_policy.columns)
         with _PLANS_LOCK:
             if len(_PLANS) >= _PLANS_MAX:
                 _PLANS.pop(next(iter(_PLANS)))

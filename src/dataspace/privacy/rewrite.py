@@ -24,12 +24,13 @@ With a contributor column (the person or firm a row belongs to), ``m`` is enforc
 trusted: the query reads the agreed table through a subquery that keeps, after the WHERE, at
 most ``m`` rows per contributor, chosen by a random draw per row (so which of one
 contributor's rows are kept depends on nothing but that contributor's rows). Rows without a
-contributor count as one contributor together.
+contributor pass uncut, each taken for a person of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,9 +46,18 @@ __all__ = ["DpPlan", "Output", "Release", "plan_dp"]
 
 DIALECT = "duckdb"
 HINT = "see docs/privacy.md for what DP queries allow"
-# Names of contribution bounding's own parts (a user query cannot reach them: the checker
-# admits the agreed table and its columns only).
+# Names of contribution bounding's own parts, suffixed where the table has such a column
+# (the checker keeps a user query from naming them otherwise).
 SOURCE, HEAVY, WHO, DRAW = "__dp_rows", "__dp_heavy", "__dp_who", "__dp_draw"
+
+
+def _fresh(name: str, taken: frozenset[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``, ... : the first no column of the table is called."""
+    candidate, n = name, 0
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
 
 OutputKind = Literal["key", "count", "sum", "avg"]
 
@@ -99,10 +109,14 @@ def _decimal_scale(bound: float) -> int:
 
 
 class _Planner:
-    def __init__(self, checked: CheckedQuery, spec: DpSpec, contributor: str | None) -> None:
+    def __init__(
+        self, checked: CheckedQuery, spec: DpSpec, contributor: str | None,
+        columns: frozenset[str],
+    ) -> None:
         self.checked = checked
         self.spec = spec
         self.contributor = contributor
+        self.taken = frozenset(c.lower() for c in columns) | {checked.table.lower()}
         self.m = spec.max_contributions
         self.releases: dict[str, Release] = {}
 
@@ -195,21 +209,26 @@ class _Planner:
         those with more (found by a GROUP BY) go through a window, which keeps m of them by a
         random draw per row. The draw is a column of its own (DuckDB refuses random() in a
         window's ORDER BY); an order without one could depend on other contributors' rows.
-        Contributors are told apart by a 64-bit hash of the column: a collision cuts two of
-        them to m rows together, never one to more."""
+        Contributors are told apart by the column's value (a hash would let two collide and
+        share m). Rows without one pass as people of their own: pooled, adding one such row
+        could push out another person's."""
         table = tree.args["from_"].this.sql(dialect=DIALECT)
         where = tree.args.get("where")
         filtered = f" {where.sql(dialect=DIALECT)}" if where is not None else ""
-        who = f"hash({exp.column(contributor, quoted=True).sql(dialect=DIALECT)})"
+        who = exp.column(contributor, quoted=True).sql(dialect=DIALECT)
+        source, heavy, draw, person = (
+            _fresh(name, self.taken) for name in (SOURCE, HEAVY, DRAW, WHO)
+        )
         m = self.m
         bounded = (
-            f'(WITH "{SOURCE}" AS NOT MATERIALIZED (SELECT * FROM {table}{filtered}), '
-            f'"{HEAVY}" AS (SELECT {who} AS "{WHO}" FROM "{SOURCE}" GROUP BY 1 '
-            f"HAVING count(*) > {m}) "
-            f'SELECT * FROM "{SOURCE}" WHERE {who} NOT IN (SELECT "{WHO}" FROM "{HEAVY}") '
-            f'UNION ALL SELECT * EXCLUDE ("{DRAW}") FROM (SELECT *, random() AS "{DRAW}" '
-            f'FROM "{SOURCE}" WHERE {who} IN (SELECT "{WHO}" FROM "{HEAVY}")) '
-            f'QUALIFY row_number() OVER (PARTITION BY {who} ORDER BY "{DRAW}") <= {m}) '
+            f'(WITH "{source}" AS NOT MATERIALIZED (SELECT * FROM {table}{filtered}), '
+            f'"{heavy}" AS (SELECT {who} AS "{person}" FROM "{source}" WHERE {who} IS NOT NULL '
+            f"GROUP BY 1 HAVING count(*) > {m}) "
+            f'SELECT * FROM "{source}" WHERE {who} IS NULL OR {who} NOT IN '
+            f'(SELECT "{person}" FROM "{heavy}") '
+            f'UNION ALL SELECT * EXCLUDE ("{draw}") FROM (SELECT *, random() AS "{draw}" '
+            f'FROM "{source}" WHERE {who} IN (SELECT "{person}" FROM "{heavy}")) '
+            f'QUALIFY row_number() OVER (PARTITION BY {who} ORDER BY "{draw}") <= {m}) '
             f"AS {table}"
         )
         parsed = sqlglot.parse_one(f"SELECT 1 FROM {bounded}", dialect=DIALECT)
@@ -288,13 +307,19 @@ class _Planner:
                       grouped)  # fmt: skip
 
 
-def plan_dp(checked: CheckedQuery, spec: DpSpec, contributor: str | None = None) -> DpPlan:
+def plan_dp(
+    checked: CheckedQuery,
+    spec: DpSpec,
+    contributor: str | None = None,
+    columns: Iterable[str] = (),
+) -> DpPlan:
     """Plan the DP release of ``checked``, or :class:`QueryRefused` with the reason.
 
     ``contributor``: the column naming whose row each row is; with one, every contributor's
     rows are cut to ``spec.max_contributions`` inside the engine. Without one each row is
     taken for a contributor of its own, bounded by the offer's word (docs/privacy.md).
+    ``columns``: every column of the table (the cut's own names avoid them).
     """
     if not checked.is_aggregate:
         raise _refuse("a DP query must aggregate: row-level SELECTs are not allowed under DP")
-    return _Planner(checked, spec, contributor).run()
+    return _Planner(checked, spec, contributor, frozenset(columns)).run()

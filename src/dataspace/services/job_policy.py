@@ -246,6 +246,14 @@ def _columns_read(*, sql: str, dataset: _Dataset) -> set[str]:
     return {canonical.get(c.lower(), c) for c in checked.columns_read}
 
 
+def contributor_of(node: Node, session: Session, dataset_key: str,
+                   declared: str | None) -> tuple[Path, str | None]:  # fmt: skip
+    """The dataset's file and the column its jobs count (and DP queries cut) contributors by:
+    ``declared`` (the offer's), else the dataset's preferred identifier column."""
+    found = _dataset(node, session, dataset_key)
+    return found.path, declared or found.contributor
+
+
 def declared_contributor(offer: OfferRow | None) -> str | None:
     """The contributor column the provider named in the offer's ``dp`` document, if any."""
     doc = offer.dp if offer is not None else None

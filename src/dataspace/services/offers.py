@@ -401,7 +401,39 @@ def create(
                 "auto_approve": row.auto_approve,
             },
         )
-        return _view(row, ds)
+        view = _view(row, ds)
+        warning = _cut_warning(node, session, ds.id, dp)
+        if warning:
+            view["warnings"] = [warning]
+        return view
+
+
+def _cut_warning(
+    node: Node, session: Session, dataset_id: str, dp: Mapping[str, Any] | None
+) -> str | None:
+    """Tell the provider (only) when DP queries will cut rows: its data has more rows per
+    contributor than the offer's m. A figure about its own data, never stored in the offer."""
+    if dp is None:
+        return None
+    from dataspace.catalog.sample import open_parquet, quote
+    from dataspace.services.job_policy import contributor_of
+
+    path, column = contributor_of(node, session, dataset_id, dp.get("contributor_column"))
+    if column is None:
+        return None
+    with open_parquet(path, node.limits) as (con, relation):
+        found = con.execute(
+            f"SELECT max(n) FROM (SELECT count(*) AS n FROM {relation} "
+            f"WHERE {quote(column)} IS NOT NULL GROUP BY {quote(column)})"
+        ).fetchone()
+    most, m = int((found or (0,))[0] or 0), int(dp["max_contributions"])
+    if most <= m:
+        return None
+    return (
+        f"the dataset has up to {most} rows per {column}; every DP query keeps {m} of each "
+        f"(drawn at random): give --max-contributions {most} to count them all (the noise "
+        f"grows with m), or name another --contributor-column"
+    )
 
 
 def list_offers(node: Node, *, include_withdrawn: bool = True) -> list[dict[str, Any]]:
