@@ -91,8 +91,12 @@ def test_changed_signature_is_rejected() -> None:
 def test_wrong_key_of_the_same_name_is_not_trusted() -> None:
     impostor = _key("impostor", "PeterNeumann")
     note = sign_note(GO_TEXT, [impostor])
-    with pytest.raises(SignatureError, match="not signed by any known key"):
+    with pytest.raises(SignatureError, match="not signed by any known key") as info:
         open_note(note, [_verifier("go_peter_neumann")])
+    given = _verifier("go_peter_neumann").key_id.hex()
+    assert info.value.hint is not None
+    assert info.value.hint.startswith(f"the name matches but the key does not (PeterNeumann: "
+                                      f"key id {given} given, ")  # fmt: skip
 
 
 def test_known_key_with_a_bad_signature_rejects_even_if_another_verifies() -> None:
@@ -104,8 +108,9 @@ def test_known_key_with_a_bad_signature_rejects_even_if_another_verifies() -> No
 
 
 def test_no_known_key_is_rejected() -> None:
-    with pytest.raises(SignatureError, match="not signed by any known key"):
+    with pytest.raises(SignatureError, match="not signed by any known key") as info:
         open_note(GO_NOTE, [_verifier("c2sp_example")])
+    assert info.value.hint is not None and info.value.hint.startswith("it is signed by: ")
 
 
 @pytest.mark.parametrize(

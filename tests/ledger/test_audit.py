@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from dataspace.errors import LedgerTampered
+from dataspace.errors import InputError, LedgerTampered
 from dataspace.identity.note import NoteSigner, NoteVerifier
 from dataspace.ledger import audit, log, merkle
 from dataspace.ledger.checkpoint import Checkpoint
@@ -352,3 +352,15 @@ def test_a_subtree_hash_keyed_far_beyond_any_tree_is_one_problem(
          level=level, idx=idx, hash=bytes(32))
     problems = _problems(ledger, verifier)
     assert [p["kind"] for p in problems] == ["inserted"], problems
+
+
+def test_a_held_checkpoint_of_another_key_is_bad_input_not_tampering(
+    ledger: Store, verifier: NoteVerifier, impostor: NoteSigner
+) -> None:
+    with ledger.read() as session:
+        root = log.root(session, 12)
+        foreign = Checkpoint(ORIGIN, 12, root).sign([impostor])
+        with pytest.raises(InputError, match="a checkpoint given to verify against does not "
+                           "open: note is not signed by any known key"):  # fmt: skip
+            audit.audit(session, verifier, checkpoints=[foreign])
+        audit.audit(session, verifier)  # the log itself is fine

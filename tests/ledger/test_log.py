@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dataspace.errors import Conflict, InputError, NotFound, UsageError
+from dataspace.errors import Conflict, InputError, LedgerTampered, NotFound, UsageError
 from dataspace.identity.note import NoteSigner, NoteVerifier
 from dataspace.ledger import audit, log, merkle
 from dataspace.ledger.checkpoint import open_checkpoint
@@ -202,3 +202,43 @@ def test_entries_round_trip_as_json(store: Store, fill: Fill) -> None:
     with store.read() as session:
         page = [r.to_dict() for r in log.entries(session)]
     assert json.loads(json.dumps(page))[1]["entry"]["seq"] == 1
+
+
+def _roll_back(store: Store, size: int) -> None:
+    """What restoring an older backup of the entries (but not of the checkpoints) does."""
+    from sqlalchemy import text
+
+    with store.write() as session:
+        session.execute(text("DELETE FROM ledger_entries WHERE idx >= :n"), {"n": size})
+        session.execute(text("DELETE FROM ledger_nodes WHERE ((idx + 1) << level) > :n"),
+                        {"n": size})  # fmt: skip
+        session.execute(text("UPDATE ledger_head SET size = :n"), {"n": size})
+
+
+def test_no_checkpoint_is_signed_that_moves_back_or_forks_a_signed_one(
+    store: Store, fill: Fill, signer: NoteSigner
+) -> None:
+    fill(8)
+    with store.write() as session:
+        log.sign_checkpoint(session, signer, ORIGIN)
+    _roll_back(store, 4)
+    with pytest.raises(LedgerTampered, match="has 4 entries but this node signed a checkpoint "
+                       "at size 8: entries were removed"), store.write() as session:  # fmt: skip
+        log.sign_checkpoint(session, signer, ORIGIN)
+    fill(5, start_at=100)  # other entries where the removed ones were: a fork at size 9
+    with pytest.raises(LedgerTampered, match="first 8 entries no longer hash to the root"), \
+            store.write() as session:  # fmt: skip
+        log.sign_checkpoint(session, signer, ORIGIN)
+    with store.read() as session:  # nothing was signed: the latest is still the one at 8
+        assert (log.latest_checkpoint(session) or "").startswith(f"{ORIGIN}\n8\n")
+
+
+def test_the_same_entries_restored_sign_again(store: Store, fill: Fill, signer: NoteSigner) -> None:
+    fill(8)
+    with store.write() as session:
+        first = log.sign_checkpoint(session, signer, ORIGIN)
+    _roll_back(store, 4)
+    fill(5, start_at=4)  # the very entries again, and one more: the history is intact
+    with store.write() as session:
+        log.sign_checkpoint(session, signer, ORIGIN)
+        assert log.checkpoint_at(session, 8) == first

@@ -278,9 +278,15 @@ def open_note(note: str, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
         if sig.name not in verified:
             verified.append(sig.name)
     if not verified:
-        names = ", ".join(sorted({s.name for s in parsed.signatures}))
+        signers = {(s.name, s.key_id.hex()) for s in parsed.signatures}
+        names = ", ".join(f"{name} (key id {kid})" for name, kid in sorted(signers))
+        mine = {v.name: v.key_id.hex() for v in known.values()}
+        same_name = sorted(f"{n}: key id {mine[n]} given, {k} signed" for n, k in signers
+                           if n in mine and mine[n] != k)  # fmt: skip
         raise SignatureError(
             "note is not signed by any known key",
-            hint=f"it is signed by: {names}; pass the verifier key of one of them",
-        )
+            hint=(f"the name matches but the key does not ({'; '.join(same_name)}): another "
+                  "key signed it under that name" if same_name else
+                  f"it is signed by: {names}; pass the verifier key of one of them"),
+        )  # fmt: skip
     return OpenedNote(parsed.text, verified)

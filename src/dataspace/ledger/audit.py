@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import DataspaceError, LedgerTampered, VerificationError
+from dataspace.errors import DataspaceError, InputError, LedgerTampered, VerificationError
 from dataspace.identity.note import NoteVerifier
 from dataspace.ledger import log, merkle
 from dataspace.ledger.checkpoint import open_checkpoint
@@ -337,8 +337,14 @@ def _checkpoints(
         try:
             cp = open_checkpoint(note, [verifier]).checkpoint
         except VerificationError as exc:
-            at = size if size is not None else 0
-            problems.add(Problem(max(at - 1, 0), "bad checkpoint", f"{label}: {exc.message}", size))
+            if size is None:  # the caller's file, not the log: say so, not "tampered at 0"
+                raise InputError(
+                    f"a checkpoint given to verify against does not open: {exc.message}",
+                    hint="pass a checkpoint this node signed (its origin and key), e.g. one a "
+                    "witness or a peer kept",
+                ) from None
+            problems.add(Problem(max(size - 1, 0), "bad checkpoint", f"{label}: {exc.message}",
+                                 size))  # fmt: skip
             continue
         if size is not None and (cp.size != size or cp.root != stored_root):
             problems.add(

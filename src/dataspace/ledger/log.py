@@ -392,6 +392,7 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
     """
     n = _lock_head(session)
     tree_root = merkle.root(n, _provider(session, merkle.root_subtrees(n)))
+    _require_extends_signed(session, n)
     note = Checkpoint(origin, n, tree_root).sign([signer])
     existing = session.execute(
         select(LedgerCheckpoint.note).where(LedgerCheckpoint.size == n)
@@ -409,6 +410,37 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
         )
     )
     return note
+
+
+def _require_extends_signed(session: Session, n: int) -> None:
+    """A log never signs a checkpoint inconsistent with one it signed (C2SP tlog-checkpoint):
+    after entries were removed, or removed and others appended, the head must not move back
+    or fork. Checked against the largest stored checkpoint through the stored subtree hashes
+    (O(log n)); the audit finds which entries changed."""
+    found = session.execute(
+        select(LedgerCheckpoint.size, LedgerCheckpoint.root_hash)
+        .order_by(LedgerCheckpoint.size.desc())
+        .limit(1)
+    ).first()
+    if found is None or int(found.size) == n:
+        return  # the same size: sign_checkpoint compares the notes
+    signed = int(found.size)
+    hint = "run `dataspace ledger verify` to find what changed; restore the log from a backup"
+    if signed > n:
+        raise LedgerTampered(
+            f"the log has {n} entries but this node signed a checkpoint at size {signed}: "
+            f"entries were removed; no new checkpoint is signed",
+            hint=hint,
+            index=n,
+        )
+    if merkle.root(signed, _provider(session, merkle.root_subtrees(signed))) != bytes(
+        found.root_hash
+    ):
+        raise LedgerTampered(
+            f"the log's first {signed} entries no longer hash to the root this node signed "
+            f"at size {signed}: its history was rewritten; no new checkpoint is signed",
+            hint=hint,
+        )
 
 
 def latest_checkpoint(session: Session) -> str | None:
