@@ -185,3 +185,19 @@ def test_a_dp_offer_below_the_datas_rows_per_contributor_warns_its_provider(tax:
     view = offers.create(tax, "tax-records", actor="t", contributor_column="纳税人名称",
                          **dp)  # type: ignore[arg-type]
     assert "rows per 纳税人名称" in view["warnings"][0]
+
+
+def test_the_warning_scan_failing_does_not_undo_the_offer(tax: Node) -> None:
+    from dataspace.services.job_policy import contributor_of
+
+    with tax.store.read() as session:
+        path, _ = contributor_of(tax, session, "tax-records", None)
+    path.rename(path.with_suffix(".moved"))  # the file cannot be read for the count
+    try:
+        view = offers.create(tax, "tax-records", actor="t", template="dp-stats",
+                             params={"purposes": "finance", "epsilon": "2"},
+                             dp_epsilon_per_query=0.5, dp_bounds={"开票金额": (0, 1e7)})
+    finally:
+        path.with_suffix(".moved").rename(path)
+    assert view["warnings"][0].startswith("could not count the rows per 纳税人识别号")
+    assert offers.show(tax, view["id"])["id"] == view["id"]

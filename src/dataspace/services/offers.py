@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.catalog.profile import kind_of
-from dataspace.errors import Conflict, NotFound, UsageError
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
 from dataspace.ledger import log
 from dataspace.metering.pricing import PriceTerms
 from dataspace.policy import Policy, PolicyError, PolicyType, from_template, parse_policy
@@ -402,15 +402,15 @@ def create(
             },
         )
         view = _view(row, ds)
-        warning = _cut_warning(node, session, ds.id, dp)
-        if warning:
-            view["warnings"] = [warning]
-        return view
+    # After the commit: a figure for the provider, which must not hold the write lock or
+    # undo the offer if its scan fails.
+    warning = _cut_warning(node, str(view["dataset"]), dp)
+    if warning:
+        view["warnings"] = [warning]
+    return view
 
 
-def _cut_warning(
-    node: Node, session: Session, dataset_id: str, dp: Mapping[str, Any] | None
-) -> str | None:
+def _cut_warning(node: Node, dataset_id: str, dp: Mapping[str, Any] | None) -> str | None:
     """Tell the provider (only) when DP queries will cut rows: its data has more rows per
     contributor than the offer's m. A figure about its own data, never stored in the offer."""
     if dp is None:
@@ -418,14 +418,19 @@ def _cut_warning(
     from dataspace.catalog.sample import open_parquet, quote
     from dataspace.services.job_policy import contributor_of
 
-    path, column = contributor_of(node, session, dataset_id, dp.get("contributor_column"))
+    with node.store.read() as session:
+        path, column = contributor_of(node, session, dataset_id, dp.get("contributor_column"))
     if column is None:
         return None
-    with open_parquet(path, node.limits) as (con, relation):
-        found = con.execute(
-            f"SELECT max(n) FROM (SELECT count(*) AS n FROM {relation} "
-            f"WHERE {quote(column)} IS NOT NULL GROUP BY {quote(column)})"
-        ).fetchone()
+    try:
+        with open_parquet(path, node.limits) as (con, relation):
+            found = con.execute(
+                f"SELECT max(n) FROM (SELECT count(*) AS n FROM {relation} "
+                f"WHERE {quote(column)} IS NOT NULL GROUP BY {quote(column)})"
+            ).fetchone()
+    except DataspaceError as exc:
+        return (f"could not count the rows per {column} ({exc.message}): every DP query keeps "
+                f"at most {dp['max_contributions']} of each")  # fmt: skip
     most, m = int((found or (0,))[0] or 0), int(dp["max_contributions"])
     if most <= m:
         return None
