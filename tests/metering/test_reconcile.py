@@ -145,3 +145,41 @@ def test_a_line_billed_twice_before_bill_lines_existed_reconciles(metered: Node)
                         .values(bill_id=second["bill_id"]))
     with pytest.raises(VerificationError, match="billed lines of bill"):
         service.reconcile(metered)
+
+
+def test_a_deleted_bill_is_caught_before_its_lines_are_billed_again(metered: Node) -> None:
+    bill = _issued(metered)
+    with metered.store.write() as session:
+        session.execute(delete(BillLine).where(BillLine.bill_id == bill["bill_id"]))
+        session.execute(delete(Bill).where(Bill.id == bill["bill_id"]))
+    with pytest.raises(VerificationError, match=f"issued bill {bill['bill_id']}, which is "
+                       "missing from the bills table"):  # fmt: skip
+        service.reconcile(metered)
+
+
+@pytest.mark.parametrize("column", ["consumer", "period", "agreement_id"])
+def test_an_edited_bill_column_is_caught(metered: Node, column: str) -> None:
+    """Later bills pick the bills they carry from by these columns."""
+    bill = _issued(metered)
+    with metered.store.write() as session:
+        session.execute(update(Bill).where(Bill.id == bill["bill_id"])
+                        .values({column: "2026-10" if column == "period" else "other"}))
+    with pytest.raises(VerificationError, match=f"bill {bill['bill_id']}'s {column} differ"):
+        service.reconcile(metered)
+
+
+def test_a_time_rewritten_in_another_form_is_caught(metered: Node) -> None:
+    """The same instant written another way: on SQLite it sorts into December."""
+    if metered.store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL stores timestamptz: one form per instant")
+    row_id = _row_id(metered, "j4")
+    with metered.store.write() as session:
+        stored = session.execute(text("SELECT finished_at FROM usage_records WHERE id = :i"),
+                                 {"i": row_id}).scalar_one()  # fmt: skip
+        assert stored == "2026-11-30 23:59:59.999999"
+        session.execute(text("UPDATE usage_records SET finished_at = :t WHERE id = :i"),
+                        {"t": "2026-12-01 07:59:59.999999+08:00", "i": row_id})  # fmt: skip
+    assert "j4" not in {r["job_id"] for r in service.list_usage(metered, period="2026-11")}
+    with pytest.raises(VerificationError, match=f"usage record {row_id} stores its time as "
+                       "'2026-12-01 07:59:59.999999\\+08:00'"):  # fmt: skip
+        service.reconcile(metered)

@@ -92,6 +92,8 @@ def test_the_same_job_cannot_be_metered_twice(node: Node) -> None:
         ({"epsilon_spent": 0.1}, "not a float"),
         ({"epsilon_spent": "-0.1"}, "non-negative"),
         ({"agreement_id": ""}, "agreement_id"),
+        ({"epsilon_spent": "1E-120"}, "more than 40 characters"),  # would break exact sums
+        ({"revenue_share": Decimal("1E-90")}, "revenue_share"),
     ],
 )
 def test_bad_usage_is_refused(node: Node, change: dict[str, object], message: str) -> None:

@@ -107,10 +107,17 @@ def test_missing_budget_is_not_found(store: Store) -> None:
         reserve(store, "nope", 0.1, 0, "job")
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "x", True])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "x", True, "1e-120"])
 def test_bad_amounts_are_refused(store: Store, bad: object) -> None:
     with pytest.raises(UsageError):
         ensure_budget(store, "ag-bad", bad, 0)  # type: ignore[arg-type]
+
+
+def test_a_spend_too_fine_to_meter_is_refused_before_any_work(store: Store) -> None:
+    ensure_budget(store, "ag-fine", 1, 0)
+    with pytest.raises(UsageError, match="more than 40 characters written out"):
+        reserve(store, "ag-fine", Decimal("1E-120"), 0, "job")
+    reserve(store, "ag-fine", Decimal("1E-30"), 0, "job")  # the finest a usage row holds
 
 
 def test_every_spend_has_its_ledger_entry(store: Store) -> None:

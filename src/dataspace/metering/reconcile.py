@@ -10,7 +10,10 @@ The ledger's ``usage.recorded`` payloads are the reference. For every record:
 Then the totals per agreement and currency are recomputed from the payloads alone and compared
 with the totals of the table. Last, every issued bill is checked against its ``bill.issued``
 entry: the stored document hashes to the bill's and the entry's SHA-256, its statement to the
-entry's statement hash, and the billed-lines table lists exactly the bill's lines. Any
+entry's statement hash, its columns (consumer, agreement, period, time) agree with the
+document, the billed-lines table lists exactly the bill's lines, and every ``bill.issued``
+entry has its bill (a deleted bill would let its lines be billed again). On SQLite every
+stored time must be the text the store writes (statements select periods by that text). Any
 difference raises :class:`VerificationError` naming the record or bill.
 """
 
@@ -20,19 +23,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from dataspace.errors import LedgerTampered, NotFound, VerificationError
 from dataspace.ledger import log
 from dataspace.metering.statements import BILL_ACTION, Total, totals
-from dataspace.metering.usage import USAGE_ACTION, usage_payload
+from dataspace.metering.usage import USAGE_ACTION, as_utc, usage_payload
 from dataspace.store.models import LedgerEntry
 from dataspace.store.models_metering import Bill, BillLine, UsageRecord
 
 __all__ = ["ReconcileReport", "reconcile"]
 
 _PAGE = 1000
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy writes a DateTime to SQLite
 
 
 @dataclass
@@ -56,7 +60,14 @@ class ReconcileReport:
 
 def _usage_entries(session: Session) -> dict[str, tuple[int, dict[str, Any]]]:
     """``usage_id -> (ledger index, payload)`` of every ``usage.recorded`` entry."""
-    marker = f'%"action":"{USAGE_ACTION}"%'
+    return _entries(session, USAGE_ACTION, "usage_id", "usage record")
+
+
+def _entries(
+    session: Session, action: str, key: str, what: str
+) -> dict[str, tuple[int, dict[str, Any]]]:
+    """``payload[key] -> (ledger index, payload)`` of every entry of ``action``."""
+    marker = f'%"action":"{action}"%'
     found: dict[str, tuple[int, dict[str, Any]]] = {}
     last = -1
     while True:
@@ -72,7 +83,7 @@ def _usage_entries(session: Session) -> dict[str, tuple[int, dict[str, Any]]]:
         for idx, entry_json, payload_json in batch:
             last = int(idx)
             entry = json.loads(entry_json)
-            if entry.get("action") != USAGE_ACTION:
+            if entry.get("action") != action:
                 continue
             if log.sha256_hex(payload_json) != entry.get("payload_sha256"):
                 raise LedgerTampered(
@@ -81,14 +92,14 @@ def _usage_entries(session: Session) -> dict[str, tuple[int, dict[str, Any]]]:
                     index=int(idx),
                 )
             payload = json.loads(payload_json)
-            usage_id = str(payload.get("usage_id"))
-            if usage_id in found:
+            ident = str(payload.get(key))
+            if ident in found:
                 raise VerificationError(
-                    f"usage record {usage_id} is entered twice in the ledger "
-                    f"(entries {found[usage_id][0]} and {idx})",
-                    usage_id=usage_id,
+                    f"{what} {ident} is entered twice in the ledger "
+                    f"(entries {found[ident][0]} and {idx})",
+                    **{key: ident},
                 )
-            found[usage_id] = (int(idx), payload)
+            found[ident] = (int(idx), payload)
 
 
 def _line(payload: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +143,7 @@ def reconcile(session: Session) -> ReconcileReport:
                 usage_id=row.id,
                 fields=changed,
             )
+    _check_stored_times(session)
     orphans = sorted((idx, uid) for uid, (idx, _) in entries.items() if uid not in seen)
     if orphans:
         idx, uid = orphans[0]
@@ -146,6 +158,27 @@ def reconcile(session: Session) -> ReconcileReport:
     if [t.to_dict() for t in from_ledger] != [t.to_dict() for t in from_table]:
         raise VerificationError("usage totals differ between the ledger and the usage table")
     return ReconcileReport(len(rows), len(entries), from_table, _check_bills(session))
+
+
+def _check_stored_times(session: Session) -> None:
+    """SQLite keeps a time as text, and statements select a period by comparing that text:
+    '2026-12-01 04:00:00+08:00' reads back as the instant the ledger names, yet sorts into
+    another month. Every stored time must be the text the store itself writes."""
+    if session.get_bind().dialect.name != "sqlite":
+        return  # PostgreSQL stores timestamptz: one form per instant
+    raw = select(UsageRecord.id, cast(UsageRecord.started_at, String),
+                 cast(UsageRecord.finished_at, String))  # fmt: skip
+    parsed = {r.id: (r.started_at, r.finished_at)
+              for r in session.execute(select(UsageRecord)).scalars()}  # fmt: skip
+    for usage_id, *texts in session.execute(raw):
+        for text, moment in zip(texts, parsed[usage_id], strict=True):
+            if text != as_utc(moment).strftime(_SQLITE_TIME):
+                raise VerificationError(
+                    f"usage record {usage_id} stores its time as {text!r}, not in the store's "
+                    "own form: the row was edited (the period it is billed in moves)",
+                    hint="restore the row from its ledger entry",
+                    usage_id=usage_id,
+                )
 
 
 def _check_bills(session: Session) -> int:
@@ -184,6 +217,18 @@ def _check_bills(session: Session) -> int:
                 hint="the stored bill was edited after it was issued",
                 bill_id=bill.id,
             )
+        columns = {"consumer": bill.consumer, "agreement_id": bill.agreement_id,
+                   "period": bill.period,
+                   "issued_at": log.format_time(as_utc(bill.issued_at))}  # fmt: skip
+        wrong = sorted(k for k, v in columns.items() if document.get(k) != v or (
+            k in payload and payload[k] != v))  # fmt: skip
+        if wrong:
+            raise VerificationError(
+                f"bill {bill.id}'s {', '.join(wrong)} differ from its document and ledger "
+                f"entry {bill.ledger_index}",
+                hint="the bills table was edited; later bills carry from these columns",
+                bill_id=bill.id,
+            )
         listed = {str(line["id"]) for line in document["statement"]["lines"]}
         mine = lines.pop(bill.id, set())
         # a listed line not marked on this bill must be on an earlier one: a line that bills
@@ -197,4 +242,15 @@ def _check_bills(session: Session) -> int:
         orphan = sorted(lines)[0]
         raise VerificationError(f"usage lines are marked billed on {orphan}, which was never "
                                 "issued", bill_id=orphan)
+    issued = _entries(session, BILL_ACTION, "bill_id", "bill")
+    missing = sorted((idx, bid) for bid, (idx, _) in issued.items() if bid not in order)
+    if missing:
+        idx, bid = missing[0]
+        raise VerificationError(
+            f"ledger entry {idx} issued bill {bid}, which is missing from the bills table: "
+            "its lines read as unbilled and could be billed again",
+            hint="restore the bill and its lines before issuing more bills",
+            bill_id=bid,
+            index=idx,
+        )
     return len(bills)

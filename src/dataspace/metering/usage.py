@@ -42,6 +42,7 @@ ACTIONS = ("governed-query", "dp-query", "psi", "federated-train", "secure-aggre
 STATUSES = ("completed", "denied", "failed")
 USAGE_ACTION = "usage.recorded"
 _MICRO = Decimal(1_000_000)
+MAX_FIGURE_CHARS = 40  # a figure written out in plain decimals: "0." and 38 digits at most
 
 
 def dec(value: Decimal | int | str | float, what: str) -> Decimal:
@@ -52,6 +53,11 @@ def dec(value: Decimal | int | str | float, what: str) -> Decimal:
         raise InputError(f"{what} {value!r} is not a number") from None
     if not out.is_finite() or out < 0:
         raise InputError(f"{what} {value!r} must be a finite, non-negative number")
+    if len(fmt_decimal(out)) > MAX_FIGURE_CHARS:
+        # 1E-120 is finite, but as a 122-character decimal it overflows the exact sums of
+        # every statement and bill that covers it (and the store's column).
+        raise InputError(f"{what} {value!r} has more than {MAX_FIGURE_CHARS} characters "
+                         "written out", hint="round it; ε and δ below 1e-30 mean nothing")
     return out
 
 
@@ -135,6 +141,10 @@ class Usage:
         if share is not None and (not isinstance(share, Decimal) or not share.is_finite()
                                   or share < 0):
             raise InputError(f"usage revenue_share must be a non-negative Decimal, got {share!r}")
+        if share is not None:
+            dec(share, "usage revenue_share")
+        for name in ("epsilon_spent", "delta_spent"):
+            dec(getattr(self, name), f"usage {name}")
 
 
 def _micros(value: Decimal | str | int | float, what: str) -> int:

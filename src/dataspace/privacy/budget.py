@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 _PRECISION = 60
+MAX_WRITTEN = 40  # as metering.usage.MAX_FIGURE_CHARS: what the usage records can hold
 SPENT_ACTION = "dp.spent"  # the ledger entry of every committed spend
 
 
@@ -56,6 +57,10 @@ def to_decimal(value: float | int | str | Decimal, what: str = "amount") -> Deci
         raise UsageError(f"{what} must be a number, got {value!r}") from None
     if not out.is_finite() or out < 0:
         raise UsageError(f"{what} must be a finite number >= 0, got {value!r}")
+    if len(format(out, "f")) > MAX_WRITTEN:
+        # Every spend is metered and summed exactly; 1e-120 would overflow those sums.
+        raise UsageError(f"{what} {value!r} has more than {MAX_WRITTEN} characters written "
+                         "out", hint="round it: below 1e-30 it means nothing")
     return out
 
 
