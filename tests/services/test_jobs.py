@@ -346,3 +346,34 @@ def test_dp_query_cuts_each_person_to_the_offers_m(
     assert abs(row["n"] - 42) < 15  # P(|Laplace(0.5)| >= 15) ~ 1e-13
     assert outcome.meta["max_contributions"] == 2
     assert outcome.meta["contributor_column"] == "person_id"
+
+
+def test_k_counts_the_identifier_that_tells_the_fewest_people_apart(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """A per-row coupon code passes as a bank card, and bank_card ranks above email: counted
+    by it, one customer's twelve rows in 'Smalltown' were twelve people and passed k = 10
+    (the node's floor)."""
+    import random
+
+    from dataspace.catalog.classify.bank_card import luhn_check_digit
+
+    rng = random.Random(3)
+
+    def coupon() -> str:
+        body = "62" + f"{rng.randrange(10**13):013d}"
+        return body + luhn_check_digit(body)
+
+    lines = ["email,city,coupon_code,amount"]
+    lines += [f"user{i}@example.com,City{i % 6},{coupon()},{10 + i}" for i in range(60)]
+    lines += [f"lone@example.com,Smalltown,{coupon()},{1000 + j}" for j in range(12)]
+    (tmp_path / "orders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    node, _ = make_node("shop")
+    view = datasets.add(node, tmp_path / "orders.csv", name="orders", actor="test")
+    categories = {c: x["category"] for c, x in view["classification"]["columns"].items()}
+    assert categories["coupon_code"] == "bank_card" and categories["email"] == "email"
+    agreement = agree((node, str(view["id"])), min_group_size=5)
+    outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                           sql="SELECT city, count(*) AS n FROM orders GROUP BY city")  # fmt: skip
+    assert "Smalltown" not in {r["city"] for r in outcome.table.to_pylist()}
+    assert outcome.meta["contributor_column"] == "email"

@@ -39,9 +39,10 @@ from dataspace.store.models_privacy import DpBudget
 QUEUED, RUNNING, SUCCEEDED, DENIED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "DENIED", "FAILED"
 GOVERNED, DP = "governed-query", "dp-query"
 
-#: Which identifier column names the contributor of a row when a dataset has several: a
-#: person's national ID first, then an organisation's credit code, then the other personal
-#: identifiers from the most to the least specific. Ties go to the first column of the file.
+#: Which identifier column names the contributor of a row when a dataset has several that
+#: tell as many people apart (else the one telling the fewest wins): a person's national ID
+#: first, then an organisation's credit code, then the other personal identifiers from the
+#: most to the least specific. Ties go to the first column of the file.
 CONTRIBUTOR_PREFERENCE: tuple[str, ...] = (
     "id_card_cn",
     "uscc",
@@ -84,6 +85,9 @@ def _dataset(node: Node, session: Session, key: str) -> _Dataset:
             hint="the provider removed it; ask them about the agreement",
         )
     columns = {str(c["name"]): str(c["type"]) for c in row.profile.get("columns", [])}
+    # People a column tells apart: its distinct values, and each NULL a person of its own.
+    people = {str(c["name"]): int(c.get("distinct", 0)) + int(c.get("nulls", 0))
+              for c in row.profile.get("columns", [])}  # fmt: skip
     classes = row.classification.get("columns", {})
     sensitive, identifiers = set(), set()
     categories: dict[str, str] = {}
@@ -103,25 +107,30 @@ def _dataset(node: Node, session: Session, key: str) -> _Dataset:
         columns,
         frozenset(sensitive),
         frozenset(identifiers),
-        _contributor(columns, categories),
+        _contributor(columns, categories, people),
     )
 
 
-def _contributor(columns: Mapping[str, str], categories: Mapping[str, str]) -> str | None:
-    """The identifier column to count contributors by (CONTRIBUTOR_PREFERENCE), if any."""
+def _contributor(
+    columns: Mapping[str, str], categories: Mapping[str, str], people: Mapping[str, int]
+) -> str | None:
+    """The identifier column to count contributors by: the one that tells the fewest people
+    apart (a per-row code that passes as a card or phone number tells every row apart, and
+    counting by it would make each row a person); ties by CONTRIBUTOR_PREFERENCE, then the
+    file's order. An offer names the column to be sure."""
     order = {name: i for i, name in enumerate(columns)}
     candidates = [c for c in categories if c in order]
     if not candidates:
         return None
 
-    def rank(column: str) -> tuple[int, int]:
+    def rank(column: str) -> tuple[int, int, int]:
         category = categories[column]
         preference = (
             CONTRIBUTOR_PREFERENCE.index(category)
             if category in CONTRIBUTOR_PREFERENCE
             else len(CONTRIBUTOR_PREFERENCE)
         )
-        return preference, order[column]
+        return people.get(column, 0), preference, order[column]
 
     return min(candidates, key=rank)
 
