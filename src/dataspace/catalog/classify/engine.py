@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,7 +119,9 @@ def _values_finding(r: _Result, name: str, n: int, min_share: float) -> Finding:
                    reason, source)
 
 
-def _header_finding(r: _Result, name: str, n: int, explained_by: str | None) -> Finding:
+def _header_finding(
+    r: _Result, name: str, n: int, explained_by: str | None, masked: int
+) -> Finding:
     det = r.detector
     info = CATEGORIES[det.category]
     share = r.share or 0.0
@@ -127,14 +130,20 @@ def _header_finding(r: _Result, name: str, n: int, explained_by: str | None) -> 
         reason += "; no non-null values were sampled"
         confidence = HEADER_ONLY_CONFIDENCE
     else:
-        reason += f"; values do not confirm it ({r.matched:,} of {n:,} are {det.evidence})"
-        contradicted = n >= CONTRADICTION_MIN_VALUES and share < 0.1
+        reason += f"; values do not confirm it ({r.matched:,} of {n:,} are {det.evidence}"
+        reason += f", {masked:,} masked)" if masked else ")"
+        # Masked values ("110105********002X") are silent, not evidence against the name.
+        unmasked = n - masked
+        contradicted = unmasked >= CONTRADICTION_MIN_VALUES and r.matched < 0.1 * unmasked
         if explained_by:
             reason += f"; the values look like {explained_by} instead"
             contradicted = True
         confidence = CONTRADICTED_HEADER_CONFIDENCE if contradicted else HEADER_ONLY_CONFIDENCE
     return Finding(det.category, info.label, info.pi_class, share, confidence, reason, "header")
 
+
+#: a masked value: a run of asterisks where digits were ("138****5678")
+_MASKED = re.compile(r"[*＊]{2,}")
 
 #: what exports write for "no value": not a failed identifier (30 % "NULL" beside 70 % valid
 #: ID numbers is a column of ID numbers)
@@ -165,6 +174,7 @@ def classify_column(
                          hint="use e.g. 0.8 (the classify_min_share setting)")
     counts = Counter(v for v in values if v is not None and not is_missing(v))
     n = sum(counts.values())
+    masked = sum(c for v, c in counts.items() if _MASKED.search(v))
     results = []
     for det in detectors if detectors is not None else DETECTORS:
         hint = det.header_hint(name)
@@ -198,7 +208,7 @@ def classify_column(
             continue
         if r.hint in confirmed_hints:  # "ip" confirmed as IPv4 is not also an IPv6 hint
             continue
-        f = _header_finding(r, name, n, explained)
+        f = _header_finding(r, name, n, explained, masked)
         if cat not in findings or f.confidence > findings[cat].confidence:
             findings[cat] = f
     return sorted(findings.values(), key=lambda f: (-f.confidence, f.category))

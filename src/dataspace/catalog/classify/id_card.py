@@ -54,6 +54,10 @@ def is_valid_id(value: str, *, today: dt.date | None = None) -> bool:
     return text[17] == check_char(text[:17])
 
 
+#: the share of valid values that marks a column of checksummed identifiers
+CHECKSUMMED_MIN_SHARE = 0.2
+
+
 class IdCardDetector(BaseDetector):
     category = "id_card_cn"
     rank = 100
@@ -70,3 +74,8 @@ class IdCardDetector(BaseDetector):
 
     def match(self, value: str, *, hinted: bool = False) -> bool:
         return is_valid_id(value)
+
+    def threshold(self, min_share: float) -> float:
+        # A random string passes the check character, a real birth date and a province code
+        # far less than once in ten thousand: a fifth of valid numbers is a column of them.
+        return min(min_share, CHECKSUMMED_MIN_SHARE)

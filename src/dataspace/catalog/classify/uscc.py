@@ -16,6 +16,7 @@ An organisation identifier, not personal information.
 from __future__ import annotations
 
 from dataspace.catalog.classify.base import BaseDetector, HeaderVocab, compact
+from dataspace.catalog.classify.id_card import CHECKSUMMED_MIN_SHARE
 from dataspace.catalog.classify.regions import PROVINCE_CODES
 
 ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -101,3 +102,6 @@ class UsccDetector(BaseDetector):
 
     def match(self, value: str, *, hinted: bool = False) -> bool:
         return is_valid_uscc(value)
+
+    def threshold(self, min_share: float) -> float:
+        return min(min_share, CHECKSUMMED_MIN_SHARE)  # a check character, as for ID numbers
