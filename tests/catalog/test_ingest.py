@@ -223,6 +223,15 @@ def test_empty_file_is_refused(write: Write, tmp_path: Path, limits: Limits) -> 
     assert "empty" in err.message
 
 
+def test_a_blank_line_above_the_header_is_refused(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    """Else the header became a row of data and every column text, silently."""
+    for content in ("\nid,amount\n1,10\n", "\ufeff \r\nid,amount\n1,10\n"):
+        err = bad(write, tmp_path, limits, "blank-top.csv", content)
+        assert err.message.endswith("line 1 is blank: the header must be the file's first line")
+
+
 def test_header_only_is_refused_with_no_data_rows(
     write: Write, tmp_path: Path, limits: Limits
 ) -> None:

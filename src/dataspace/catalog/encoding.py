@@ -182,6 +182,11 @@ def _rows(text: str, delimiter: str, complete: bool, limit: int = 200) -> list[l
 
 def sniff_dialect(path: Path, text: str, complete: bool, preferred: str | None) -> Dialect:
     """Pick the delimiter that splits the first rows most consistently; read the header."""
+    if not text.lstrip("\ufeff").split("\n", 1)[0].strip(" \t\r"):
+        # The reader takes the first line for the header: after a blank one, the header
+        # would become a row of data and every column text.
+        raise fail(path, "line 1 is blank: the header must be the file's first line",
+                   "delete the blank lines above the header and import again")
     best: tuple[float, int, int] = (-1.0, 0, 0)
     choice = preferred or ","
     order = ([preferred] if preferred else []) + [d for d in DELIMITERS if d != preferred]
