@@ -316,6 +316,24 @@ def test_nested_json_objects_are_refused(write: Write, tmp_path: Path, limits: L
     assert "nested column(s) contact" in err.message
 
 
+def test_a_key_number_on_some_lines_and_text_on_others_is_text(imported: Imported) -> None:
+    """ID numbers exported as numbers where the check character is a digit, quoted where it
+    is X: DuckDB reads the key as JSON, which is not nested -- it is text, as written."""
+    dest, result = imported("ids.jsonl", '{"sfz": 110105194912310021, "ok": true}\n'
+                            '{"sfz": "11010519491231002X", "ok": 1}\n{"sfz": null, "ok": "N/A"}\n')
+    assert types_of(result) == {"sfz": "VARCHAR", "ok": "VARCHAR"}
+    assert [r["sfz"] for r in rows_of(dest)] == ["110105194912310021", "11010519491231002X",
+                                                 None]  # fmt: skip
+    assert [r["ok"] for r in rows_of(dest)] == ["true", "1", "N/A"]
+
+
+def test_a_key_nested_on_one_line_is_still_refused(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    err = bad(write, tmp_path, limits, "mixed.jsonl", '{"c": 1}\n{"c": {"mobile": "1"}}\n')
+    assert "nested column(s) c" in err.message
+
+
 def test_invalid_json_names_the_line(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "bad.jsonl", '{"a": 1}\n{"a": 2\n{"a": 3}\n')
     assert "line 2 is not valid JSON" in err.message

@@ -389,13 +389,37 @@ def _import_jsonl(
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
         enc.check_names(src, [str(r[0]) for r in described])
+        described, select = _scalar_json_as_text(con, reader, described)
         _check_flat(src, described, "write one field per key (no nested objects or arrays)")
-        _copy(con, f"SELECT * FROM {reader}", out)
+        _copy(con, f"SELECT {select} FROM {reader}", out)
     except duckdb.OutOfMemoryException as exc:
         raise _library_error(src, exc) from None
     except duckdb.Error:
         raise enc.diagnose_jsonl(src, encoding) from None
     return encoding
+
+
+def _scalar_json_as_text(
+    con: duckdb.DuckDBPyConnection, reader: str, described: list[Any]
+) -> tuple[list[Any], str]:
+    """A key that is a number on some lines and a string on others (an ID exported as a
+    number where its check character is a digit, quoted where it is X) comes back as JSON:
+    as long as no line holds an object or array there, it is text, written as on the line."""
+    mixed = [str(r[0]) for r in described if str(r[1]) == "JSON"]
+    flat = set()
+    for name in mixed:
+        nested = con.execute(
+            f"SELECT count(*) FROM {reader} WHERE json_type({quote(name)}) IN ('OBJECT', 'ARRAY')"
+        ).fetchone()
+        if nested is not None and nested[0] == 0:
+            flat.add(name)
+    columns = [
+        f"json_extract_string({quote(str(r[0]))}, '$') AS {quote(str(r[0]))}"
+        if str(r[0]) in flat else quote(str(r[0]))
+        for r in described
+    ]
+    kept = [(r[0], "VARCHAR", *r[2:]) if str(r[0]) in flat else r for r in described]
+    return kept, ", ".join(columns) if columns else "*"
 
 
 def _is_nested(kind: str) -> bool:
