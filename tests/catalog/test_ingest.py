@@ -84,6 +84,24 @@ def test_gbk_file_with_gb18030_only_characters_late_is_upgraded(imported: Import
     assert result.source_encoding == "gb18030"
 
 
+def test_gbk_text_that_starts_past_the_sniffed_prefix_is_gbk(imported: Imported) -> None:
+    """The first MiB is plain ASCII (UTF-8 and GBK alike): the whole file decides."""
+    text = "id,city\n" + "".join(f"{i},x\n" for i in range(150_000)) + "150000,上海\n"
+    assert len(text) > 1 << 20
+    dest, result = imported("late-gbk.csv", text, "gbk")
+    assert result.source_encoding == "gbk" and rows_of(dest)[-1]["city"] == "上海"
+
+
+def test_big5_is_refused_rather_than_read_as_gbk(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    """Big5 bytes decode as GB18030 without error, as private-use characters: garbage."""
+    text = "姓名,城市\n陳大文,臺北\n" * 20
+    assert text.encode("big5").decode("gb18030")  # no error: the trap
+    err = bad(write, tmp_path, limits, "big5.csv", text, encoding="big5")
+    assert "probably Big5" in err.message and err.details["line"] == 1
+
+
 def test_tsv_by_extension(imported: Imported) -> None:
     dest, result = imported("t.tsv", "a\tb\n1\tx,y\n2\tz\n")
     assert result.delimiter == "\t"

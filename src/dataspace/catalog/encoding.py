@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,17 @@ def check_not_binary(path: Path, prefix: bytes) -> None:
         )
 
 
-def detect_encoding(path: Path, prefix: bytes, complete: bool) -> str:
-    """One of utf-8, utf-8-sig, utf-16, gbk, gb18030 — judged on the prefix."""
+def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | None = None) -> str:
+    """One of utf-8, utf-8-sig, utf-16, gbk, gb18030 — judged on the prefix, or, when the
+    prefix is plain ASCII (UTF-8 and GBK alike) and the file goes on, on the whole file
+    ``source``: a GBK export whose Chinese text starts after the first MiB is GBK."""
     for bom, name in _BOMS:
         if prefix.startswith(bom):
             return name
+    if source is not None and not complete and prefix.isascii():
+        for name in ("utf-8", "gb18030"):
+            if _decodes(source, name):
+                return "utf-8" if name == "utf-8" else "gbk"
     for name in ("utf-8", "gbk", "gb18030"):
         try:
             text = codecs.getincrementaldecoder(name)("strict").decode(prefix, final=complete)
@@ -94,6 +101,24 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool) -> str:
         "the encoding is not UTF-8, GBK or GB18030",
         "re-save the file as UTF-8 (Excel: 'CSV UTF-8') and import it again",
     )
+
+
+def _decodes(source: Path, codec: str) -> bool:
+    """Whether the whole file decodes strictly as ``codec`` (read in chunks)."""
+    decoder = codecs.getincrementaldecoder(codec)("strict")
+    with source.open("rb") as fh:
+        try:
+            while raw := fh.read(CHUNK):
+                decoder.decode(raw)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+#: GBK's user-defined areas decode to the private use area: what Big5 (traditional Chinese)
+#: bytes read as GBK mostly become -- legible text never holds them.
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
 
 
 def _check_text_like(path: Path, text: str) -> None:
@@ -142,6 +167,15 @@ def transcode_to_utf8(path: Path, dest: Path, encoding: str) -> str:
             if first and text:
                 text = text.lstrip("\ufeff")
                 first = False
+            if codec == "gb18030" and (odd := _PRIVATE_USE.search(text)):
+                at = line + text[: odd.start()].count("\n")
+                raise fail(
+                    path,
+                    f"line {at} holds characters of GBK's user-defined area, not text: the "
+                    "file is probably Big5 (traditional Chinese) or another encoding",
+                    "re-save it as UTF-8 and import it again",
+                    line=at,
+                )
             if label == "gbk" and text:
                 try:
                     text.encode("gbk")

@@ -281,7 +281,7 @@ def _import_csv(
     if not prefix.strip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").strip():
         raise enc.fail(src, "the file is empty", "export the data again with a header and rows")
     enc.check_not_binary(src, prefix)
-    encoding = enc.detect_encoding(src, prefix, complete)
+    encoding = enc.detect_encoding(src, prefix, complete, source)
     text = enc.decode_prefix(prefix, encoding, complete)
     dialect = enc.sniff_dialect(src, text, complete, "\t" if fmt == "tsv" else None)
     data = source
@@ -377,7 +377,7 @@ def _import_jsonl(
     if not prefix.strip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").strip():
         raise enc.fail(src, "the file is empty", "export the data again, one JSON object a line")
     enc.check_not_binary(src, prefix)
-    encoding = enc.detect_encoding(src, prefix, complete)
+    encoding = enc.detect_encoding(src, prefix, complete, source)
     data = source
     if encoding not in ("utf-8", "utf-8-sig"):
         data = work / "source.utf8.jsonl"
