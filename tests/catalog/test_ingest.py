@@ -258,6 +258,24 @@ def test_header_only_is_refused_with_no_data_rows(
     assert isinstance(err, InputError)
 
 
+def test_a_long_legal_value_does_not_hide_a_ragged_row(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    """Python's reader stopped at 128 KiB fields: a 200 KiB note on line 3 was blamed."""
+    rows = "".join(f"{i},ok\n" for i in range(1, 1001)).replace("2,ok", "2," + "n" * 200_000)
+    err = bad(write, tmp_path, limits, "long.csv", "id,note\n" + rows + "1001,a,b\n")
+    assert "row 1001 (line 1002) has 3 fields, the header has 2" in err.message
+
+
+def test_a_value_beyond_the_line_limit_says_so(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    small = Limits({"import_threads": 1, "import_memory_limit_mb": 256,
+                    "import_max_line_bytes": 100_000})
+    err = bad(write, tmp_path, small, "huge.csv", "id,note\n1,ok\n2," + "n" * 150_000 + "\n")
+    assert "line 3 holds a value longer than import_max_line_bytes (100,000 bytes)" in err.message
+
+
 def test_png_is_refused_as_binary(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "logo.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     assert "PNG" in err.message

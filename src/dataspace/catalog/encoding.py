@@ -297,9 +297,23 @@ class _LineCounter:
         return text
 
 
-def diagnose_csv(path: Path, utf8_path: Path, encoding: str, dialect: Dialect) -> UnreadableInput:
+def diagnose_csv(
+    path: Path, utf8_path: Path, encoding: str, dialect: Dialect, max_line_bytes: int
+) -> UnreadableInput:
     """Find the first row that DuckDB could not read and say why (rows count from 1 after
     the header; lines count from 1 at the top of the file)."""
+    # Python's reader stops at 128 KiB fields by default: a legal 200 KiB value must not
+    # hide the real fault further down (the limit is per process; set, then put back).
+    previous = csv.field_size_limit(max_line_bytes)
+    try:
+        return _diagnose_csv(path, utf8_path, encoding, dialect, max_line_bytes)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _diagnose_csv(
+    path: Path, utf8_path: Path, encoding: str, dialect: Dialect, max_line_bytes: int
+) -> UnreadableInput:
     width = len(dialect.header)
     counter = _LineCounter(_text_lines(utf8_path, "utf-8"))
     try:
@@ -324,6 +338,15 @@ def diagnose_csv(path: Path, utf8_path: Path, encoding: str, dialect: Dialect) -
             line=counter.line + 1,
         )
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            return fail(
+                path,
+                f"line {counter.line} holds a value longer than import_max_line_bytes "
+                f"({max_line_bytes:,} bytes)",
+                "shorten that value, or raise import_max_line_bytes in node.toml [limits] "
+                "(an unclosed quote above it also makes one long value)",
+                line=counter.line,
+            )
         return fail(
             path,
             f"line {counter.line} cannot be parsed ({exc})",

@@ -307,7 +307,8 @@ def _import_csv(
     except duckdb.OutOfMemoryException as exc:
         raise _library_error(src, exc) from None
     except duckdb.Error:
-        raise enc.diagnose_csv(src, data, encoding, dialect) from None
+        raise enc.diagnose_csv(src, data, encoding, dialect,
+                               int(limits.import_max_line_bytes)) from None  # fmt: skip
     return encoding, dialect.delimiter
 
 
