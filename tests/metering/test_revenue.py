@@ -58,7 +58,8 @@ def test_shares_are_whole_cents_that_add_up_to_the_pool(cents: int,
 
 
 @pytest.mark.parametrize(("pool", "values", "message"), [
-    (Decimal("1.001"), {"a": 1.0}, "whole cents"),
+    (Decimal("1.001"), {"a": 1.0}, "whole units of 0.01"),
+    (Decimal("1E+27"), {"a": 1.0}, "below 10\\^15"),
     (Decimal("-1"), {"a": 1.0}, "non-negative"),
     (Decimal("NaN"), {"a": 1.0}, "non-negative"),
     (Decimal("1"), {}, "at least one provider"),
@@ -76,3 +77,22 @@ def test_a_pool_is_read_once_the_same_way_everywhere() -> None:
     for bad in ("0 CNY", "1000.001 CNY", "-5 CNY", "3000"):
         with pytest.raises(InputError):
             parse_pool(bad)
+
+
+def test_a_pool_is_split_in_its_currencys_minor_unit() -> None:
+    """A yen has no cents and a Kuwaiti dinar has fils (0.001): ISO 4217's minor units."""
+    assert str(parse_pool("1000 JPY")) == "1000 JPY"
+    with pytest.raises(InputError, match="whole units of 1 JPY"):
+        parse_pool("1000.50 JPY")
+    assert str(parse_pool("1.5 kwd")) == "1.500 KWD"
+    assert split(Decimal(1000), {"a": 1.0, "b": 1.0, "c": 1.0}, Decimal(1)) == {
+        "a": Decimal(334), "b": Decimal(333), "c": Decimal(333)}
+    assert sum(split(Decimal("1.000"), {"a": 1.0, "b": 2.0}, Decimal("0.001")).values()) == 1
+
+
+def test_bills_round_to_the_currencys_minor_unit() -> None:
+    from dataspace.metering.pricing import round_money
+
+    assert round_money(Decimal("0.5"), "JPY") == 0 and round_money(Decimal("1.5"), "JPY") == 2
+    assert round_money(Decimal("1.2345"), "KWD") == Decimal("1.234")
+    assert round_money(Decimal("1.235"), "CNY") == Decimal("1.24")

@@ -36,7 +36,7 @@ from dataspace.policy.request import Price, currency_code, money_amount
 if TYPE_CHECKING:
     from dataspace.metering.usage import Usage
 
-__all__ = ["CENT", "DEFAULT_CURRENCY", "PriceTerms", "price_for", "round_money"]
+__all__ = ["CENT", "DEFAULT_CURRENCY", "PriceTerms", "minor_unit", "price_for", "round_money"]
 
 CENT = Decimal("0.01")
 ROWS_UNIT = 1000  # rows per "1k rows"
@@ -178,11 +178,25 @@ def price_for(terms: PriceTerms, usage: Usage, *, prior_jobs: int = 0) -> Price:
 EXACT_DIGITS = 100
 
 
-def round_money(amount: Decimal) -> Decimal:
-    """Round half-even to 0.01 — done once, on statement totals."""
+#: ISO 4217 currencies whose minor unit is not a hundredth (every other has two places).
+_MINOR_DIGITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                     "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}  # fmt: skip
+
+
+def minor_unit(currency: str) -> Decimal:
+    """The smallest amount of ``currency`` a bill can ask: 0.01 CNY, 1 JPY, 0.001 KWD."""
+    return Decimal(1).scaleb(-_MINOR_DIGITS.get(currency.upper(), 2))
+
+
+def round_money(amount: Decimal, currency: str = DEFAULT_CURRENCY) -> Decimal:
+    """Round half-even to the currency's minor unit — done once, on statement totals."""
     with decimal.localcontext() as ctx:
         ctx.prec = EXACT_DIGITS  # quantize needs room for every digit of a large total
-        return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+        return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_EVEN)
 
 
 def _fmt(value: Decimal) -> str:

@@ -6,9 +6,10 @@ added. :func:`split` divides a pool (``3000.00 CNY``) in proportion to contribut
 
 * a value at or below zero earns nothing (a provider that did not improve the model, or made
   it worse, is not paid from the pool); if no value is positive the pool is split equally;
-* every share is a whole number of cents and the shares add up to the pool **exactly**: each
-  gets its proportional amount rounded down to the cent, and the cents left over go one each
-  to the largest remainders (ties: by name), so no cent is lost or made;
+* every share is a whole number of cents (of the currency's minor unit: 1 JPY, 0.001 KWD)
+  and the shares add up to the pool **exactly**: each gets its proportional amount rounded
+  down to the cent, and the cents left over go one each to the largest remainders (ties: by
+  name), so no cent is lost or made;
 * values are read as the exact rationals of their floats and divided exactly (fractions, no
   rounding until the cent), so every node given the same values computes the same split.
 """
@@ -21,17 +22,23 @@ from decimal import Decimal
 from fractions import Fraction
 
 from dataspace.errors import InputError
-from dataspace.policy.request import Price
+from dataspace.metering.pricing import minor_unit
+from dataspace.policy.request import MAX_AMOUNT, Price
 
 CENT = Decimal("0.01")
 
 
-def split(pool: Decimal, values: Mapping[str, float]) -> dict[str, Decimal]:
-    """``pool`` (a non-negative amount in whole cents) divided by ``values`` (see module)."""
+def split(
+    pool: Decimal, values: Mapping[str, float], unit: Decimal = CENT
+) -> dict[str, Decimal]:
+    """``pool`` (a non-negative amount in whole ``unit``s: the currency's minor unit) divided
+    by ``values`` (see module)."""
     if not isinstance(pool, Decimal) or not pool.is_finite() or pool < 0:
         raise InputError(f"a revenue pool must be a non-negative amount, got {pool!r}")
-    if pool != pool.quantize(CENT):
-        raise InputError(f"a revenue pool is in whole cents, got {pool}")
+    if pool >= MAX_AMOUNT:
+        raise InputError(f"a revenue pool must be below 10^15, got {pool}")
+    if pool != pool.quantize(unit):
+        raise InputError(f"a revenue pool is in whole units of {unit}, got {pool}")
     if not values:
         raise InputError("a revenue pool needs at least one provider to split among")
     for name, value in values.items():
@@ -44,7 +51,7 @@ def split(pool: Decimal, values: Mapping[str, float]) -> dict[str, Decimal]:
     if total == 0:
         weights = dict.fromkeys(values, Fraction(1))
         total = Fraction(len(values))
-    cents = int(pool / CENT)
+    cents = int(pool / unit)
     shares: dict[str, int] = {}
     remainders: list[tuple[Fraction, str]] = []
     for name, weight in weights.items():
@@ -54,13 +61,15 @@ def split(pool: Decimal, values: Mapping[str, float]) -> dict[str, Decimal]:
     left = cents - sum(shares.values())  # 0 <= left < number of providers
     for _remainder, name in sorted(remainders, key=lambda r: (-r[0], r[1]))[:left]:
         shares[name] += 1
-    return {name: Decimal(c) * CENT for name, c in sorted(shares.items())}
+    return {name: Decimal(c) * unit for name, c in sorted(shares.items())}
 
 
 def parse_pool(text: str) -> Price:
     """A revenue pool as a training names it (``"3000 CNY"``): a positive amount in whole
     cents, returned with two decimals (``3000.00 CNY``)."""
     price = Price.parse(text)
-    if price.amount <= 0 or price.amount != price.amount.quantize(CENT):
-        raise InputError(f"a revenue pool is a positive amount in whole cents, got {text!r}")
-    return Price(price.amount.quantize(CENT), price.currency)
+    unit = minor_unit(price.currency)
+    if price.amount <= 0 or price.amount != price.amount.quantize(unit):
+        raise InputError(f"a revenue pool is a positive amount in whole units of {unit} "
+                         f"{price.currency}, got {text!r}")  # fmt: skip
+    return Price(price.amount.quantize(unit), price.currency)

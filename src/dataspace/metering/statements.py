@@ -128,7 +128,9 @@ class Total:
 
     @property
     def amount(self) -> Decimal:
-        return round_money(self.amount_exact) if self.amount_due is None else self.amount_due
+        if self.amount_due is not None:
+            return self.amount_due
+        return round_money(self.amount_exact, self.currency)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -197,7 +199,8 @@ class Statement:
                 total.billed_before = before
                 with localcontext() as ctx:
                     ctx.prec = EXACT_DIGITS
-                    total.amount_due = round_money(exact + total.amount_exact) - due
+                    total.amount_due = round_money(exact + total.amount_exact,
+                                                   total.currency) - due  # fmt: skip
         return out
 
     @property

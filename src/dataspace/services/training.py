@@ -31,6 +31,7 @@ from dataspace.federated.baseline import train_plain
 from dataspace.federated.contribution import shapley_exact
 from dataspace.federated.metrics import auc
 from dataspace.metering import revenue
+from dataspace.metering.pricing import minor_unit
 from dataspace.services import jobs, mp_initiator, multiparty, train_linreg
 from dataspace.services import models as model_store
 from dataspace.services import mp_store as ms
@@ -624,7 +625,8 @@ def revenue_shares(pool: str, values: Mapping[str, float]) -> dict[str, Any]:
     """Each provider's part of ``pool`` by its contribution (:func:`revenue.split`); every
     node computes the same from the same values."""
     price = revenue.parse_pool(pool)
-    shares = revenue.split(price.amount, {str(k): _number(v) for k, v in values.items()})
+    shares = revenue.split(price.amount, {str(k): _number(v) for k, v in values.items()},
+                           minor_unit(price.currency))  # fmt: skip
     return {"pool": pool, "currency": price.currency,
             "shares": {name: str(amount) for name, amount in shares.items()}}
 
