@@ -314,3 +314,13 @@ def test_negative_budget_fact_fails_closed() -> None:
     decision = evaluate(permit(c("epsilon", "lteq", 1)), req(epsilon=-0.5, epsilon_spent=0))
     assert not decision.allowed
     assert reason_at(decision, "permission[0].constraint[0]").fail_closed
+
+
+@pytest.mark.parametrize("text", ["10 ßx", "10 ﬀx", "10 ＣＮＹ", "10 CN", "10 C1Y"])
+def test_a_currency_is_three_ascii_letters_as_written(text: str) -> None:
+    """Upper-casing first turned 'ßx' into 'SSX' and 'ﬀx' into 'FFX': codes nobody wrote."""
+    from dataspace.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="not a three-letter code"):
+        Price.parse(text)
+    assert str(Price.parse(" 10 cny ")) == "10 CNY"

@@ -71,8 +71,9 @@ def money_amount(text: str, path: str = "") -> Decimal:
 
 def currency_code(text: str, path: str = "") -> str:
     """An ISO 4217-style code: three letters, upper-cased (``cny`` -> ``CNY``)."""
-    code = text.strip().upper()
-    if len(code) != 3 or not code.isascii() or not code.isalpha():
+    given = text.strip()
+    code = given.upper()  # after the ASCII check below: "ßx".upper() is "SSX"
+    if len(code) != 3 or not given.isascii() or not code.isalpha():
         raise PolicyError(f"currency {text!r} is not a three-letter code such as 'CNY'",
                           path=path, hint="use the ISO 4217 code: CNY, EUR, USD, HKD ...")
     return code
