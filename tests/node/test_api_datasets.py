@@ -138,8 +138,9 @@ def test_duplicate_name_is_a_conflict(api: Api) -> None:
         (b"", "empty.csv"),
         (bytes(range(256)) * 64, "binary.csv"),
         (b"\x00\x01PK\x03\x04" + os.urandom(4096), "archive.bin"),
+        (b"PAR1" + bytes(36), "trunc.parquet"),  # the engine's message quotes its path
     ],
-    ids=["empty", "binary", "random"],
+    ids=["empty", "binary", "random", "truncated-parquet"],
 )
 def test_bad_upload_is_422_and_leaves_nothing_behind(api: Api, data: bytes, filename: str) -> None:
     response = api.upload("bad", data=data, filename=filename)

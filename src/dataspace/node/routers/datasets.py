@@ -220,6 +220,12 @@ async def upload_dataset(
         except DataspaceError as exc:  # name the caller's file, not the node's upload folder
             if exc.details.get("file") == str(path):
                 exc.details["file"] = path.name
+            # An engine's message can quote a path of the node's (the upload, a partial
+            # file): the caller learns nothing from it but the node's layout.
+            for where in (str(path.parent) + "/", str(node.root)):
+                exc.message = exc.message.replace(where, "")
+                exc.hint = exc.hint.replace(where, "") if exc.hint else exc.hint
+            exc.args = (exc.message,)
             raise
     finally:
         upload_cleanup(workdir)
