@@ -200,6 +200,15 @@ def test_identifier_columns_stay_strings(imported: Imported) -> None:
     assert last["id"] == "11010519491231002X"
 
 
+def test_numbers_a_double_would_change_stay_text(imported: Imported) -> None:
+    """-1e20 and 1.2345678901234568e+16 are not what the file says; +86 numbers keep '+'."""
+    dest, result = imported("big.csv", "a,b,c,d\n-99999999999999999999,12345678901234567.89,"
+                            "+8613812345678,1.25\n5,1.5,+8613912345678,2e3\n")
+    assert types_of(result) == {"a": "VARCHAR", "b": "VARCHAR", "c": "VARCHAR", "d": "DOUBLE"}
+    assert rows_of(dest)[0] == {"a": "-99999999999999999999", "b": "12345678901234567.89",
+                                "c": "+8613812345678", "d": 1.25}  # fmt: skip
+
+
 def test_a_late_non_number_keeps_the_column_text(imported: Imported) -> None:
     body = "".join(f"{i}\n" for i in range(5000)) + "n/a\n"
     _, result = imported("late.csv", "v\n" + body)

@@ -58,13 +58,16 @@ TYPE_RULE = """\
 A CSV column gets a type only if every non-empty value in the whole file fits it:
 BOOLEAN (true/false), BIGINT, DOUBLE, DATE (YYYY-MM-DD), TIMESTAMP (YYYY-MM-DD hh:mm[:ss]).
 A column stays VARCHAR, whatever else it holds, if any value is an identifier-like digit
-string: a leading zero (00123), 11 or more digits (phone, bank card, ID numbers; also when a
-spreadsheet wrote them as 13812345678.0) or 17 digits followed by a digit or X (resident ID).
-Dates in other spellings stay VARCHAR."""
+string: a leading zero (00123), 11 or more digits, signed or not (phone, bank card, ID
+numbers, +8613812345678; also when a spreadsheet wrote them as 13812345678.0) or 17 digits
+followed by a digit or X (resident ID). A number with more than 15 significant digits is not
+a DOUBLE (it would not read back as written). Dates in other spellings stay VARCHAR."""
 
 _INT = r"[+-]?[0-9]+"
 _NUM = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
-_IDENT = r"[+-]?0[0-9]+|[0-9]{11,}(\.0+)?|[0-9]{17}[0-9Xx]"
+_IDENT = r"[+-]?0[0-9]+|[+-]?[0-9]{11,}(\.0+)?|[0-9]{17}[0-9Xx]"
+#: digits a DOUBLE holds exactly as written: more, and the column stays text
+_DOUBLE_DIGITS = 15
 _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
 
@@ -322,7 +325,8 @@ def _infer_types(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) 
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INT}') "
             f"AND try_cast({v} AS BIGINT) IS NOT NULL)",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_NUM}') "
-            f"AND isfinite(try_cast({v} AS DOUBLE)))",
+            f"AND isfinite(try_cast({v} AS DOUBLE)) AND length(ltrim(regexp_replace("
+            f"split_part(lower({v}), 'e', 1), '[^0-9]', '', 'g'), '0')) <= {_DOUBLE_DIGITS})",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_DATE}') "
             f"AND try_cast({v} AS DATE) IS NOT NULL)",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_TS}') "
