@@ -285,6 +285,17 @@ def test_a_value_beyond_the_line_limit_says_so(
     assert "line 3 holds a value longer than import_max_line_bytes (100,000 bytes)" in err.message
 
 
+def test_a_control_character_in_a_column_name_is_refused(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    err = bad(write, tmp_path, limits, "ctl.csv", 'id,"two\nlines",x\n1,2,3\n')
+    assert "column 2 of the header has a control character" in err.message
+    src = tmp_path / "ctl.parquet"
+    pq.write_table(pa.table({"a": [1], "b\x00c": [2]}), src)
+    with pytest.raises(UnreadableInput, match="column 2 of the header has a control"):
+        import_file(src, tmp_path / "out.parquet", limits=limits)
+
+
 def test_png_is_refused_as_binary(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "logo.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     assert "PNG" in err.message

@@ -251,6 +251,18 @@ def _check_names(path: Path, names: list[str]) -> None:
             "give every column a name in the first row",
             columns=empty,
         )
+    controls = [i + 1 for i, n in enumerate(names)
+                if any(ord(ch) < 32 or ord(ch) == 127 for ch in n)]  # fmt: skip
+    if controls:
+        # A newline or NUL inside a name breaks every table, log line and export that shows it.
+        cols = ", ".join(str(i) for i in controls)
+        raise fail(
+            path,
+            f"column {cols} of the header has a control character (a line break, tab or NUL) "
+            "in its name",
+            "rename the column (in a CSV, a quoted header cell may not span lines)",
+            columns=controls,
+        )
     seen: dict[str, int] = {}
     dupes: list[str] = []
     for name in names:
