@@ -390,6 +390,17 @@ def test_a_key_nested_on_one_line_is_still_refused(
     assert "nested column(s) c" in err.message
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"a": 1}\n{"": 2}\n', "line 2 has an empty key"),
+    ('{"a": 1}\n{"a": 1, "a": 2}\n', "line 2 repeats the key 'a' in one object"),
+    ("{}\n{}\n", "its objects have no keys"),
+])
+def test_json_lines_key_problems_name_the_line(
+    write: Write, tmp_path: Path, limits: Limits, content: str, message: str
+) -> None:
+    assert message in bad(write, tmp_path, limits, "keys.jsonl", content).message
+
+
 def test_invalid_json_names_the_line(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "bad.jsonl", '{"a": 1}\n{"a": 2\n{"a": 3}\n')
     assert "line 2 is not valid JSON" in err.message

@@ -368,14 +368,33 @@ def _diagnose_csv(
     return fail(path, "the CSV could not be read", "check the file's format and import again")
 
 
+def _pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json.loads' object hook: refuse what the engine cannot read, with the key."""
+    keys = [k for k, _ in pairs]
+    if "" in keys:
+        raise _KeyProblem("has an empty key")
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise _KeyProblem(f"repeats the key {repeated[0]!r} in one object")
+    return dict(pairs)
+
+
+class _KeyProblem(ValueError):
+    pass
+
+
 def diagnose_jsonl(path: Path, encoding: str) -> UnreadableInput:
     line = 0
+    keys = 0
     try:
         for line, text in enumerate(_text_lines(path, encoding), start=1):
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
+                value = json.loads(text, object_pairs_hook=_pairs)
+            except _KeyProblem as exc:
+                return fail(path, f"line {line} {exc}",
+                            "give every field a name of its own in each object", line=line)
             except ValueError as exc:
                 return fail(
                     path,
@@ -390,6 +409,7 @@ def diagnose_jsonl(path: Path, encoding: str) -> UnreadableInput:
                     "each line must hold one JSON object with the same keys",
                     line=line,
                 )
+            keys += len(value)
     except UnicodeDecodeError:
         return fail(
             path,
@@ -397,4 +417,6 @@ def diagnose_jsonl(path: Path, encoding: str) -> UnreadableInput:
             "re-save the file as UTF-8 and import it again",
             line=line + 1,
         )
+    if line and not keys:
+        return fail(path, "its objects have no keys ({})", "write one field per key on each line")
     return fail(path, "the JSON Lines file could not be read", "check it holds one object a line")
