@@ -296,6 +296,13 @@ def test_a_control_character_in_a_column_name_is_refused(
         import_file(src, tmp_path / "out.parquet", limits=limits)
 
 
+def test_a_blank_line_is_no_row_in_the_row_number(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    err = bad(write, tmp_path, limits, "gap.csv", "a,b\n1,2\n\n3,4\n5,6,7\n")
+    assert "row 3 (line 5) has 3 fields" in err.message and err.details["row"] == 3
+
+
 def test_png_is_refused_as_binary(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "logo.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     assert "PNG" in err.message

@@ -329,8 +329,12 @@ def _diagnose_csv(
     width = len(dialect.header)
     counter = _LineCounter(_text_lines(utf8_path, "utf-8"))
     try:
-        for record, row in enumerate(csv.reader(counter, delimiter=dialect.delimiter)):
-            if record == 0 or not row:
+        record = -1  # the header is record 0; blank lines are no records (DuckDB skips them)
+        for row in csv.reader(counter, delimiter=dialect.delimiter):
+            if not row:
+                continue
+            record += 1
+            if record == 0:
                 continue
             if len(row) != width:
                 return fail(
