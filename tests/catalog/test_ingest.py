@@ -92,6 +92,25 @@ def test_gbk_text_that_starts_past_the_sniffed_prefix_is_gbk(imported: Imported)
     assert result.source_encoding == "gbk" and rows_of(dest)[-1]["city"] == "上海"
 
 
+@pytest.mark.parametrize("rows", [0, 150_000])
+def test_utf8_with_one_stray_byte_is_refused_at_its_line(
+    write: Write, tmp_path: Path, limits: Limits, rows: int
+) -> None:
+    """Not read as GBK (上海 would become 涓婃捣): UTF-8 with a bad line, named exactly."""
+    body = "id,city\n" + "".join(f"{i},x\n" for i in range(rows))
+    data = body.encode() + "1,上海\n".encode() + b"2,Ren\xe9e\n"
+    err = bad(write, tmp_path, limits, "stray.csv", data)
+    assert f"line {rows + 3} is not valid UTF-8" in err.message
+
+
+def test_a_rare_character_gbk_keeps_for_names_still_imports(imported: Imported) -> None:
+    """GB18030 maps a few real characters (and name registers their rare ones) into the
+    private use area: one among many is text, not Big5."""
+    data = ("name,city\n" + "张三,上海\n" * 50).encode("gbk") + b"\xfe\x51,x\n"
+    _, result = imported("rare.csv", data)
+    assert result.source_encoding == "gb18030"
+
+
 def test_big5_is_refused_rather_than_read_as_gbk(
     write: Write, tmp_path: Path, limits: Limits
 ) -> None:
@@ -207,6 +226,10 @@ def test_numbers_a_double_would_change_stay_text(imported: Imported) -> None:
     assert types_of(result) == {"a": "VARCHAR", "b": "VARCHAR", "c": "VARCHAR", "d": "DOUBLE"}
     assert rows_of(dest)[0] == {"a": "-99999999999999999999", "b": "12345678901234567.89",
                                 "c": "+8613812345678", "d": 1.25}  # fmt: skip
+    # what Python and pandas write reads back as written: still numbers
+    _, floats = imported("floats.csv", "a,b,c\n0.30000000000000004,12.3400000000000000,"
+                         "0.1234567890123456\n0.3333333333333333,1,2\n")  # fmt: skip
+    assert set(types_of(floats).values()) == {"DOUBLE"}
 
 
 def test_a_late_non_number_keeps_the_column_text(imported: Imported) -> None:

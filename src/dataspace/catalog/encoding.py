@@ -86,13 +86,16 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | No
         if prefix.startswith(bom):
             return name
     if source is not None and not complete and prefix.isascii():
-        for name in ("utf-8", "gb18030"):
-            if _decodes(source, name):
-                return "utf-8" if name == "utf-8" else "gbk"
+        prefix, complete = _first_non_ascii(source, len(prefix))
     for name in ("utf-8", "gbk", "gb18030"):
         try:
             text = codecs.getincrementaldecoder(name)("strict").decode(prefix, final=complete)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            if name == "utf-8" and not prefix[: exc.start].isascii():
+                # UTF-8 text before a stray byte ('Renée' in Latin-1): UTF-8 with one bad
+                # line, which the import then names -- not GBK, which would read every
+                # Chinese character as two wrong ones.
+                return name
             continue
         _check_text_like(path, text)
         return name
@@ -103,22 +106,31 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | No
     )
 
 
-def _decodes(source: Path, codec: str) -> bool:
-    """Whether the whole file decodes strictly as ``codec`` (read in chunks)."""
-    decoder = codecs.getincrementaldecoder(codec)("strict")
+def _first_non_ascii(source: Path, size: int) -> tuple[bytes, bool]:
+    """``size`` bytes from the start of the first line holding a non-ASCII byte (and whether
+    they reach the end of the file): the part of a file whose prefix is plain ASCII that can
+    tell UTF-8 from GBK. A file all ASCII yields its own (ASCII) prefix back."""
     with source.open("rb") as fh:
-        try:
-            while raw := fh.read(CHUNK):
-                decoder.decode(raw)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
-    return True
+        offset = 0
+        tail = b""
+        while raw := fh.read(CHUNK):
+            found = None if raw.isascii() else _HIGH_BYTE.search(raw)
+            if found is not None:
+                at = found.start()
+                seen = tail + raw[:at]
+                start = offset - len(tail) + seen.rfind(b"\n") + 1
+                fh.seek(start)
+                part = fh.read(size + 1)
+                return part[:size], len(part) <= size
+            tail = raw[raw.rfind(b"\n") + 1 :] if b"\n" in raw else tail + raw
+            offset += len(raw)
+    return b"", True
 
 
 #: GBK's user-defined areas decode to the private use area: what Big5 (traditional Chinese)
 #: bytes read as GBK mostly become -- legible text never holds them.
 _PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
+_HIGH_BYTE = re.compile(b"[\x80-\xff]")
 
 
 def _check_text_like(path: Path, text: str) -> None:
@@ -150,6 +162,8 @@ def transcode_to_utf8(path: Path, dest: Path, encoding: str) -> str:
     decoder = codecs.getincrementaldecoder(codec)("strict")
     line = 1
     first = True
+    private = wide = 0  # private-use and all non-ASCII characters seen
+    first_odd: int | None = None
     with path.open("rb") as src, dest.open("wb") as out:
         while True:
             raw = src.read(CHUNK)
@@ -167,15 +181,12 @@ def transcode_to_utf8(path: Path, dest: Path, encoding: str) -> str:
             if first and text:
                 text = text.lstrip("\ufeff")
                 first = False
-            if codec == "gb18030" and (odd := _PRIVATE_USE.search(text)):
-                at = line + text[: odd.start()].count("\n")
-                raise fail(
-                    path,
-                    f"line {at} holds characters of GBK's user-defined area, not text: the "
-                    "file is probably Big5 (traditional Chinese) or another encoding",
-                    "re-save it as UTF-8 and import it again",
-                    line=at,
-                )
+            if codec == "gb18030":
+                odd = _PRIVATE_USE.findall(text)
+                if odd and first_odd is None:
+                    first_odd = line + text[: text.index(odd[0])].count("\n")
+                private += len(odd)
+                wide += sum(1 for ch in text if ord(ch) > 0x7F)
             if label == "gbk" and text:
                 try:
                     text.encode("gbk")
@@ -186,6 +197,17 @@ def transcode_to_utf8(path: Path, dest: Path, encoding: str) -> str:
             if final:
                 break
         out.flush()
+    # A rare name character or a GB18030 code the codec maps there is one in thousands; Big5
+    # read as GBK puts a good part of its characters there.
+    if first_odd is not None and private >= 3 and private > 0.05 * wide:
+        raise fail(
+            path,
+            f"line {first_odd} holds characters of GBK's user-defined area, not text "
+            f"({private:,} of {wide:,} non-ASCII characters): the file is probably Big5 "
+            "(traditional Chinese) or another encoding",
+            "re-save it as UTF-8 and import it again",
+            line=first_odd,
+        )
     return label
 
 
@@ -293,6 +315,21 @@ def _text_lines(path: Path, encoding: str) -> Iterator[str]:
         yield from fh
 
 
+def _bad_line(path: Path, codec: str) -> int:
+    """The line of the first byte that does not decode (a text reader decodes ahead of the
+    line it hands out, so its count would name an earlier line)."""
+    decoder = codecs.getincrementaldecoder(codec)("strict")
+    lines = 1
+    with path.open("rb") as fh:
+        while raw := fh.read(CHUNK):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as exc:
+                return lines + raw[: max(exc.start, 0)].count(b"\n")
+            lines += raw.count(b"\n")
+    return lines
+
+
 class _LineCounter:
     """Iterate over text lines, remembering the number of the last one handed out."""
 
@@ -347,11 +384,12 @@ def _diagnose_csv(
                     line=counter.line,
                 )
     except UnicodeDecodeError:
+        at = _bad_line(utf8_path, "utf-8")
         return fail(
             path,
-            f"line {counter.line + 1} is not valid {encoding.upper()}",
+            f"line {at} is not valid {encoding.upper()}",
             "the file mixes encodings; re-save it as UTF-8 and import it again",
-            line=counter.line + 1,
+            line=at,
         )
     except csv.Error as exc:
         if "field larger than field limit" in str(exc):
@@ -415,11 +453,12 @@ def diagnose_jsonl(path: Path, encoding: str) -> UnreadableInput:
                 )
             keys += len(value)
     except UnicodeDecodeError:
+        at = _bad_line(path, "gb18030" if encoding == "gbk" else encoding)
         return fail(
             path,
-            f"line {line + 1} is not valid {encoding.upper()}",
+            f"line {at} is not valid {encoding.upper()}",
             "re-save the file as UTF-8 and import it again",
-            line=line + 1,
+            line=at,
         )
     if line and not keys:
         return fail(path, "its objects have no keys ({})", "write one field per key on each line")

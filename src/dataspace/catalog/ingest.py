@@ -60,8 +60,10 @@ BOOLEAN (true/false), BIGINT, DOUBLE, DATE (YYYY-MM-DD), TIMESTAMP (YYYY-MM-DD h
 A column stays VARCHAR, whatever else it holds, if any value is an identifier-like digit
 string: a leading zero (00123), 11 or more digits, signed or not (phone, bank card, ID
 numbers, +8613812345678; also when a spreadsheet wrote them as 13812345678.0) or 17 digits
-followed by a digit or X (resident ID). A number with more than 15 significant digits is not
-a DOUBLE (it would not read back as written). Dates in other spellings stay VARCHAR."""
+followed by a digit or X (resident ID). A number that would not read back from a DOUBLE as
+written is not a DOUBLE: more than 17 significant digits, or 16–17 that are not the DOUBLE's
+shortest form (0.30000000000000004 is; 12345678901234567.89 is not). Dates in other
+spellings stay VARCHAR."""
 
 _INT = r"[+-]?[0-9]+"
 _NUM = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
@@ -325,8 +327,7 @@ def _infer_types(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) 
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INT}') "
             f"AND try_cast({v} AS BIGINT) IS NOT NULL)",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_NUM}') "
-            f"AND isfinite(try_cast({v} AS DOUBLE)) AND length(ltrim(regexp_replace("
-            f"split_part(lower({v}), 'e', 1), '[^0-9]', '', 'g'), '0')) <= {_DOUBLE_DIGITS})",
+            f"AND isfinite(try_cast({v} AS DOUBLE)) AND {_reads_back(v)})",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_DATE}') "
             f"AND try_cast({v} AS DATE) IS NOT NULL)",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_TS}') "
@@ -356,6 +357,17 @@ def _infer_types(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) 
         else:
             types.append("VARCHAR")
     return types
+
+
+def _reads_back(v: str) -> str:
+    """SQL: the number ``v`` comes back from a DOUBLE as written. Up to 15 significant digits
+    always do (trailing zeros of a fraction are none); 16 or 17 do when the DOUBLE's shortest
+    form is the text itself (0.30000000000000004, as Python and pandas write it)."""
+    mantissa = f"regexp_replace(split_part(lower({v}), 'e', 1), '(\\.[0-9]*?)0+$', '\\1')"
+    digits = f"length(ltrim(regexp_replace({mantissa}, '[^0-9]', '', 'g'), '0'))"
+    written = f"regexp_replace(ltrim({mantissa}, '+'), '\\.$', '')"
+    return (f"({digits} <= {_DOUBLE_DIGITS} OR ({digits} <= 17 AND "
+            f"CAST(try_cast({v} AS DOUBLE) AS VARCHAR) = {written}))")
 
 
 def _cast(name: str, type_: str) -> str:
