@@ -91,7 +91,7 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | No
         try:
             text = codecs.getincrementaldecoder(name)("strict").decode(prefix, final=complete)
         except UnicodeDecodeError as exc:
-            if name == "utf-8" and not prefix[: exc.start].isascii():
+            if name == "utf-8" and _reads_as_chinese(prefix[: exc.start]):
                 # UTF-8 text before a stray byte ('Renée' in Latin-1): UTF-8 with one bad
                 # line, which the import then names -- not GBK, which would read every
                 # Chinese character as two wrong ones.
@@ -104,6 +104,16 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | No
         "the encoding is not UTF-8, GBK or GB18030",
         "re-save the file as UTF-8 (Excel: 'CSV UTF-8') and import it again",
     )
+
+
+def _reads_as_chinese(data: bytes) -> bool:
+    """Whether ``data`` (valid UTF-8) holds Chinese and nothing a GBK text misread as UTF-8
+    turns into: GBK byte pairs that happen to be valid UTF-8 decode to U+0080-U+07FF (Greek,
+    Cyrillic, Hebrew ... in a Chinese file), almost never to ideographs."""
+    wide = [ord(ch) for ch in data.decode("utf-8") if ord(ch) > 0x7F]
+    cjk = [c for c in wide if 0x3000 <= c <= 0x9FFF or 0xFF00 <= c <= 0xFFEF]
+    latin = [c for c in wide if 0xA0 <= c <= 0x24F]
+    return bool(cjk) and len(cjk) + len(latin) == len(wide)
 
 
 def _first_non_ascii(source: Path, size: int) -> tuple[bytes, bool]:
