@@ -359,7 +359,7 @@ def test_a_commit_after_the_job_ended_here_leaves_no_model_file(env: dict[str, A
 @pytest.mark.parametrize(("pool", "message"), [
     (None, "must name one"),
     ("500.00 CNY", "at least 1000"),
-    ("1000.001 CNY", "whole cents"),
+    ("1000.001 CNY", "whole units of 0.01 CNY"),
     ("2000 USD", "is in USD"),
 ])
 def test_a_contribution_share_offer_takes_part_only_in_a_pool_it_accepts(
