@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import select
 
 from dataspace.compute.errors import QueryRefused
-from dataspace.errors import Conflict, NotFound
+from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.ledger import log
 from dataspace.metering import reconcile
 from dataspace.policy import PolicyDenied, from_template
 from dataspace.privacy import BudgetExhausted, get_budget
-from dataspace.services import datasets, jobs
+from dataspace.services import datasets, jobs, offers
 from dataspace.services.job_wire import from_ipc, sha256_hex
 from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
@@ -377,3 +377,31 @@ def test_k_counts_the_identifier_that_tells_the_fewest_people_apart(
                            sql="SELECT city, count(*) AS n FROM orders GROUP BY city")  # fmt: skip
     assert "Smalltown" not in {r["city"] for r in outcome.table.to_pylist()}
     assert outcome.meta["contributor_column"] == "email"
+
+
+def test_a_dp_query_over_several_identifiers_needs_the_person_named(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """Cut by a doctor's id over patients' rows, one added patient can push out another's
+    row (twice the sensitivity): with two identifier columns the offer must name one."""
+    node, _ = make_node("hospital")
+    lines = ["person_id,doctor_id,clinic,cost"]
+    lines += [f"P{n:05d},D{n % 4},c1,10" for n in range(40)]
+    (tmp_path / "visits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    view = datasets.add(node, tmp_path / "visits.csv", name="visits", actor="test")
+    for column in ("person_id", "doctor_id"):
+        datasets.reclassify(node, "visits", column=column, category="id_card_cn", actor="test")
+    dp: dict[str, Any] = {"epsilon": 4.0, "delta": 1e-6, "bounds": {"cost": [0, 100]}}
+    sql = "SELECT clinic, count(*) AS n FROM visits GROUP BY clinic"
+    unnamed = agree((node, str(view["id"])), "dp-stats", dp=dp, epsilon=8.0, delta=1e-5)
+    with pytest.raises(PolicyDenied, match=r"several identifier columns \(person_id, "
+                       "doctor_id\\) and the offer does not say which one is the person"):
+        jobs.run_job(node, agreement_id=unnamed, consumer=CONSUMER, sql=sql)
+    named = agree((node, str(view["id"])), "dp-stats", epsilon=8.0, delta=1e-5,
+                  dp={**dp, "contributor_column": "person_id"})  # fmt: skip
+    outcome = jobs.run_job(node, agreement_id=named, consumer=CONSUMER, sql=sql)
+    assert outcome.meta["contributor_column"] == "person_id"
+    with pytest.raises(UsageError, match="several identifier columns"):  # and at the offer
+        offers.create(node, "visits", actor="test", template="dp-stats",
+                      params={"purposes": "finance", "epsilon": "2"},
+                      dp_epsilon_per_query=0.5, dp_bounds={"cost": (0, 100)})

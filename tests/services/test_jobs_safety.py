@@ -286,6 +286,10 @@ def test_contributor_prefers_a_national_id_over_other_identifiers() -> None:
     assert pick(columns, {"phone": "mobile_cn", "company": "uscc"}) == "company"
     assert pick(columns, {"phone": "mobile_cn"}) == "phone"
     assert pick(columns, {}) is None
+    # a column with a value of its own in every row names rows: passed over for another
+    assert pick(columns, {"phone": "mobile_cn", "id_no": "id_card_cn"}, {"id_no"}) == "phone"
+    assert pick(columns, {"phone": "mobile_cn", "id_no": "id_card_cn"},
+                {"id_no", "phone"}) == "id_no"  # fmt: skip
 
 
 # --- 5. crashed jobs: the lease ------------------------------------------------------------------

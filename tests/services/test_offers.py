@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,9 +119,13 @@ def test_dp_parameters_without_dp_query_are_refused(tax: Node) -> None:
     with pytest.raises(UsageError, match="does not permit dp-query"):
         offers.create(tax, "tax-records", actor="t", template="aggregate-only",
                       params={"purposes": "finance"}, dp_epsilon_per_query=1.0)
-    with pytest.raises(UsageError, match="does not permit dp-query"):
+    # the contributor column is no DP parameter: governed SQL counts k by it
+    view = offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                         params={"purposes": "finance"}, contributor_column="纳税人识别号")
+    assert view["dp"] == {"contributor_column": "纳税人识别号"}
+    with pytest.raises(UsageError, match="'企业', which the dataset lacks"):
         offers.create(tax, "tax-records", actor="t", template="aggregate-only",
-                      params={"purposes": "finance"}, contributor_column="纳税人识别号")
+                      params={"purposes": "finance"}, contributor_column="企业")
 
 
 def test_policy_and_template_are_exclusive(tax: Node) -> None:
@@ -201,3 +206,28 @@ def test_the_warning_scan_failing_does_not_undo_the_offer(tax: Node) -> None:
         path.with_suffix(".moved").rename(path)
     assert view["warnings"][0].startswith("could not count the rows per 纳税人识别号")
     assert offers.show(tax, view["id"])["id"] == view["id"]
+
+
+def test_the_provider_is_told_which_of_several_identifiers_counts(
+    node: Node, tmp_path: Path
+) -> None:
+    """Two identifier columns (a patient's and a doctor's ID): the heuristic picks one, and
+    the provider, who knows which is the person, is told so it can name the other."""
+    from dataspace.samples.generate import id_check
+
+    def pid(n: int) -> str:
+        first = f"3301061950{n % 12 + 1:02d}{n % 28 + 1:02d}{n:03d}"
+        return first + id_check(first)
+
+    lines = ["doctor_id,patient_id,diagnosis"]
+    lines += [f"{pid(900 + n % 4)},{pid(n)},common" for n in range(200)]
+    (tmp_path / "visits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    datasets.add(node, tmp_path / "visits.csv", name="visits", actor="t")
+    view = offers.create(node, "visits", actor="t", template="aggregate-only",
+                         params={"purposes": "health"})
+    assert view["warnings"] == ["k (and any DP cut) counts contributors by doctor_id, not by "
+                                "patient_id: if another column identifies the person, name it "
+                                "with --contributor-column"]  # fmt: skip
+    named = offers.create(node, "visits", actor="t", template="aggregate-only",
+                          params={"purposes": "health"}, contributor_column="patient_id")
+    assert "warnings" not in named

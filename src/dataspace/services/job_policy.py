@@ -10,7 +10,7 @@ contributed a row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,10 +39,9 @@ from dataspace.store.models_privacy import DpBudget
 QUEUED, RUNNING, SUCCEEDED, DENIED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "DENIED", "FAILED"
 GOVERNED, DP = "governed-query", "dp-query"
 
-#: Which identifier column names the contributor of a row when a dataset has several that
-#: tell as many people apart (else the one telling the fewest wins): a person's national ID
-#: first, then an organisation's credit code, then the other personal identifiers from the
-#: most to the least specific. Ties go to the first column of the file.
+#: Which identifier column names the contributor of a row when a dataset has several: a
+#: person's national ID first, then an organisation's credit code, then the other personal
+#: identifiers from the most to the least specific. Ties go to the first column of the file.
 CONTRIBUTOR_PREFERENCE: tuple[str, ...] = (
     "id_card_cn",
     "uscc",
@@ -85,9 +84,11 @@ def _dataset(node: Node, session: Session, key: str) -> _Dataset:
             hint="the provider removed it; ask them about the agreement",
         )
     columns = {str(c["name"]): str(c["type"]) for c in row.profile.get("columns", [])}
-    # People a column tells apart: its distinct values, and each NULL a person of its own.
-    people = {str(c["name"]): int(c.get("distinct", 0)) + int(c.get("nulls", 0))
-              for c in row.profile.get("columns", [])}  # fmt: skip
+    # A column whose every row holds a value of its own (distinct values plus NULLs reach
+    # the row count) names rows, not people: a per-row code passing as a card or phone.
+    rows = int(row.profile.get("rows", 0) or 0)
+    per_row = {str(c["name"]) for c in row.profile.get("columns", [])
+               if rows > 1 and int(c.get("distinct", 0)) + int(c.get("nulls", 0)) >= rows}
     classes = row.classification.get("columns", {})
     sensitive, identifiers = set(), set()
     categories: dict[str, str] = {}
@@ -107,30 +108,32 @@ def _dataset(node: Node, session: Session, key: str) -> _Dataset:
         columns,
         frozenset(sensitive),
         frozenset(identifiers),
-        _contributor(columns, categories, people),
+        _contributor(columns, categories, per_row),
     )
 
 
 def _contributor(
-    columns: Mapping[str, str], categories: Mapping[str, str], people: Mapping[str, int]
+    columns: Mapping[str, str], categories: Mapping[str, str], per_row: Collection[str] = ()
 ) -> str | None:
-    """The identifier column to count contributors by: the one that tells the fewest people
-    apart (a per-row code that passes as a card or phone number tells every row apart, and
-    counting by it would make each row a person); ties by CONTRIBUTOR_PREFERENCE, then the
-    file's order. An offer names the column to be sure."""
+    """The identifier column to count contributors by: CONTRIBUTOR_PREFERENCE, then the
+    file's order -- passing over a column that holds a value of its own in every row while
+    another does not (a per-row code that passes as a card or phone number would make each
+    row a person). A heuristic: an offer names the column to be sure."""
     order = {name: i for i, name in enumerate(columns)}
     candidates = [c for c in categories if c in order]
     if not candidates:
         return None
+    people = [c for c in candidates if c not in per_row]
+    candidates = people or candidates
 
-    def rank(column: str) -> tuple[int, int, int]:
+    def rank(column: str) -> tuple[int, int]:
         category = categories[column]
         preference = (
             CONTRIBUTOR_PREFERENCE.index(category)
             if category in CONTRIBUTOR_PREFERENCE
             else len(CONTRIBUTOR_PREFERENCE)
         )
-        return people.get(column, 0), preference, order[column]
+        return preference, order[column]
 
     return min(candidates, key=rank)
 
@@ -253,6 +256,12 @@ def _columns_read(*, sql: str, dataset: _Dataset) -> set[str]:
     checked = check_query(sql, probe)
     canonical = {c.lower(): c for c in dataset.columns}
     return {canonical.get(c.lower(), c) for c in checked.columns_read}
+
+
+def identifier_columns(node: Node, session: Session, dataset_key: str) -> list[str]:
+    """The dataset's identifier columns, in the file's order."""
+    found = _dataset(node, session, dataset_key)
+    return [c for c in found.columns if c in found.identifiers]
 
 
 def contributor_of(node: Node, session: Session, dataset_key: str,

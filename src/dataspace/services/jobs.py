@@ -180,6 +180,19 @@ def _run(node: Node, job: _Job) -> JobOutcome:
                 f"the offer counts contributors by column {contributor!r}, which the dataset lacks",
             ),
         )
+    several = [c for c in dataset.columns if c in dataset.identifiers]
+    if dp_spec is not None and contributor is None and len(several) > 1:
+        # Cut by a column that is not the person (a doctor's id over patients' rows), one
+        # added person can push out another's row: twice the sensitivity the noise assumes.
+        raise _deny(
+            job,
+            _single_reason(
+                "contributor",
+                f"the dataset has several identifier columns ({', '.join(several)}) and the "
+                "offer does not say which one is the person: DP queries need it named "
+                "(the provider publishes the offer again with --contributor-column)",
+            ),
+        )
     # Read the SQL once without the agreement's limits, to learn which columns it reads.
     # Anything the checker refuses here (COPY, files, joins, ...) is refused for good.
     columns_read = _columns_read(sql=job.sql, dataset=dataset)

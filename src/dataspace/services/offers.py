@@ -13,6 +13,7 @@ import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -183,15 +184,22 @@ def _check_dp(
 ) -> dict[str, Any] | None:
     given = (
         bool(bounds) or epsilon is not None or delta is not None or max_contributions is not None
-        or contributor_column is not None
     )
+    if contributor_column is not None and contributor_column not in cols:
+        raise UsageError(
+            f"--contributor-column names column {contributor_column!r}, which the dataset lacks",
+            hint="the column saying whose row each row is (a person or firm id); columns: "
+            + ", ".join(cols),
+        )
+    named = {"contributor_column": contributor_column} if contributor_column else {}
     if not permits_dp(policy):
         if given:
             raise UsageError(
                 "DP parameters given, but the policy does not permit dp-query",
                 hint="drop the --dp-* options or use the dp-stats template",
             )
-        return None
+        # Governed SQL counts k in contributors too: the named column serves it alone.
+        return named or None
     if epsilon is None:
         raise UsageError(
             "the policy permits dp-query: give --dp-epsilon-per-query",
@@ -213,12 +221,6 @@ def _check_dp(
                 f"--dp-bounds column {column!r} is {cols[column]}, not numeric",
                 hint="bounds apply to numeric columns only",
             )
-    if contributor_column is not None and contributor_column not in cols:
-        raise UsageError(
-            f"--contributor-column names column {contributor_column!r}, which the dataset lacks",
-            hint="the column saying whose row each row is (a person or firm id); columns: "
-            + ", ".join(cols),
-        )
     from dataspace.privacy.dp import DpSpec
 
     spec = DpSpec(
@@ -239,7 +241,7 @@ def _check_dp(
         "bounds": {c: [lo, hi] for c, (lo, hi) in bounds.items()},
         "max_contributions": spec.max_contributions,
         "mechanism": spec.mechanism,
-        **({"contributor_column": contributor_column} if contributor_column else {}),
+        **named,
     }
 
 
@@ -349,6 +351,8 @@ def create(
             parsed, cols, dict(dp_bounds or {}), dp_epsilon_per_query, dp_delta,
             max_contributions, contributor_column,
         )
+        if dp is not None and "epsilon" in dp and not contributor_column:
+            _require_one_person(node, session, ds.id)
         import dataclasses
 
         bound = dataclasses.replace(
@@ -404,22 +408,50 @@ def create(
         view = _view(row, ds)
     # After the commit: a figure for the provider, which must not hold the write lock or
     # undo the offer if its scan fails.
-    warning = _cut_warning(node, str(view["dataset"]), dp)
-    if warning:
-        view["warnings"] = [warning]
+    warnings = _warnings(node, str(view["dataset"]), dp)
+    if warnings:
+        view["warnings"] = warnings
     return view
 
 
-def _cut_warning(node: Node, dataset_id: str, dp: Mapping[str, Any] | None) -> str | None:
-    """Tell the provider (only) when DP queries will cut rows: its data has more rows per
-    contributor than the offer's m. A figure about its own data, never stored in the offer."""
-    if dp is None:
-        return None
-    from dataspace.catalog.sample import open_parquet, quote
-    from dataspace.services.job_policy import contributor_of
+def _require_one_person(node: Node, session: Session, dataset_id: str) -> None:
+    """A DP offer over several identifier columns names the person's (see jobs: cut by
+    another, the noise would cover half the sensitivity)."""
+    from dataspace.services.job_policy import identifier_columns
 
+    several = identifier_columns(node, session, dataset_id)
+    if len(several) > 1:
+        raise UsageError(
+            f"the dataset has several identifier columns ({', '.join(several)}): a DP offer "
+            "names the one that identifies the person",
+            hint=f"add --contributor-column {several[0]} (or whichever is the person)",
+        )
+
+
+def _warnings(node: Node, dataset_id: str, dp: Mapping[str, Any] | None) -> list[str]:
+    """What the provider (only) should know: which column counts contributors when several
+    could, and whether DP queries will cut rows. Never stored in the offer."""
+    from dataspace.services.job_policy import contributor_of, identifier_columns
+
+    named = (dp or {}).get("contributor_column")
     with node.store.read() as session:
-        path, column = contributor_of(node, session, dataset_id, dp.get("contributor_column"))
+        path, column = contributor_of(node, session, dataset_id, named)
+        candidates = identifier_columns(node, session, dataset_id)
+    out = []
+    if named is None and column is not None and len(candidates) > 1:
+        others = ", ".join(c for c in candidates if c != column)
+        out.append(f"k (and any DP cut) counts contributors by {column}, not by {others}: if "
+                   f"another column identifies the person, name it with --contributor-column")
+    cut = _cut_warning(node, path, column, dp) if dp and "epsilon" in dp else None
+    return out + ([cut] if cut else [])
+
+
+def _cut_warning(
+    node: Node, path: Path, column: str | None, dp: Mapping[str, Any]
+) -> str | None:
+    """When DP queries will cut rows: the data has more rows per contributor than m."""
+    from dataspace.catalog.sample import open_parquet, quote
+
     if column is None:
         return None
     try:

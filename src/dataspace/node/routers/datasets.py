@@ -222,7 +222,8 @@ async def upload_dataset(
                 exc.details["file"] = path.name
             # An engine's message can quote a path of the node's (the upload, a partial
             # file): the caller learns nothing from it but the node's layout.
-            for where in (str(path.parent) + "/", str(node.root)):
+            for where in (str(path.parent.resolve()) + "/", str(path.parent) + "/",
+                          str(node.root.resolve()), str(node.root)):
                 exc.message = exc.message.replace(where, "")
                 exc.hint = exc.hint.replace(where, "") if exc.hint else exc.hint
             exc.args = (exc.message,)
