@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, cast, select
@@ -36,7 +37,6 @@ from dataspace.store.models_metering import Bill, BillLine, UsageRecord
 __all__ = ["ReconcileReport", "reconcile"]
 
 _PAGE = 1000
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy writes a DateTime to SQLite
 
 
 @dataclass
@@ -160,6 +160,12 @@ def reconcile(session: Session) -> ReconcileReport:
     return ReconcileReport(len(rows), len(entries), from_table, _check_bills(session))
 
 
+def _sqlite_text(moment: datetime) -> str:
+    """How SQLAlchemy writes a UTC time to SQLite: '2026-11-30 23:59:59.999999' (a four-digit
+    year, which strftime('%Y') does not pad below 1000)."""
+    return as_utc(moment).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
 def _check_stored_times(session: Session) -> None:
     """SQLite keeps a time as text, and statements select a period by comparing that text:
     '2026-12-01 04:00:00+08:00' reads back as the instant the ledger names, yet sorts into
@@ -172,7 +178,7 @@ def _check_stored_times(session: Session) -> None:
               for r in session.execute(select(UsageRecord)).scalars()}  # fmt: skip
     for usage_id, *texts in session.execute(raw):
         for text, moment in zip(texts, parsed[usage_id], strict=True):
-            if text != as_utc(moment).strftime(_SQLITE_TIME):
+            if text != _sqlite_text(moment):
                 raise VerificationError(
                     f"usage record {usage_id} stores its time as {text!r}, not in the store's "
                     "own form: the row was edited (the period it is billed in moves)",
