@@ -215,3 +215,15 @@ def test_a_column_named_like_the_cuts_own_parts_is_left_alone(policy: SqlPolicy)
     con.executemany("INSERT INTO sales VALUES ('a', ?)", [[float(v)] for v in range(50)])
     sums = {con.execute(plan.checked.sql).fetchone()[0] for _ in range(20)}  # type: ignore[index]
     assert len(sums) > 1 and all(s == int(s) and 1 <= s <= 97 for s in sums)
+
+
+def test_placeholders_and_masked_values_are_no_contributor(policy: SqlPolicy) -> None:
+    """'pending' or '138****1234' is no person: pooled, one added such row could push out
+    another's (2m against noise for m). Like NULL they pass uncut, each a person."""
+    plan = plan_dp(check_query("SELECT COUNT(*) FROM sales", dataclasses.replace(
+        policy, min_group_size=1)), DpSpec(epsilon=1, max_contributions=1), "customer")
+    con = duckdb.connect()
+    con.execute("CREATE TABLE sales (customer VARCHAR, region VARCHAR, amount DOUBLE, age INT)")
+    rows = ["a"] * 4 + ["pending"] * 5 + [" N/A "] * 2 + ["138****1234"] * 3 + ["待定"]
+    con.executemany("INSERT INTO sales VALUES (?, 'r', 1, 30)", [[r] for r in rows])
+    assert con.execute(plan.checked.sql).fetchall() == [(1 + 5 + 2 + 3 + 1,)]

@@ -38,6 +38,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+from dataspace.catalog.classify.engine import MISSING_MARKERS
 from dataspace.compute.errors import QueryRefused
 from dataspace.compute.sqltypes import CheckedQuery
 from dataspace.privacy.dp import DpSpec
@@ -49,6 +50,9 @@ HINT = "see docs/privacy.md for what DP queries allow"
 # Names of contribution bounding's own parts, suffixed where the table has such a column
 # (the checker keeps a user query from naming them otherwise).
 SOURCE, HEAVY, WHO, DRAW = "__dp_rows", "__dp_heavy", "__dp_who", "__dp_draw"
+#: What stands for no contributor besides NULL: what the classifier reads as a missing
+#: value, blank, and the placeholders exports write for "not yet known".
+NO_CONTRIBUTOR = MISSING_MARKERS | {"", "pending", "unknown", "待定", "未知"}
 
 
 def _fresh(name: str, taken: frozenset[str]) -> str:
@@ -210,8 +214,8 @@ class _Planner:
         random draw per row. The draw is a column of its own (DuckDB refuses random() in a
         window's ORDER BY); an order without one could depend on other contributors' rows.
         Contributors are told apart by the column's value (a hash would let two collide and
-        share m). Rows without one pass as people of their own: pooled, adding one such row
-        could push out another person's."""
+        share m). Rows without one (NULL, a placeholder, a masked value) pass as people of
+        their own: pooled, adding one such row could push out another person's."""
         table = tree.args["from_"].this.sql(dialect=DIALECT)
         where = tree.args.get("where")
         filtered = f" {where.sql(dialect=DIALECT)}" if where is not None else ""
@@ -219,12 +223,17 @@ class _Planner:
         source, heavy, draw, person = (
             _fresh(name, self.taken) for name in (SOURCE, HEAVY, DRAW, WHO)
         )
+        # No contributor: NULL, a placeholder an export writes for one ('pending' is no
+        # person: pooled, its rows would be cut together), or a masked value shared by many.
+        text = f"lower(trim(CAST({who} AS VARCHAR)))"
+        markers = ", ".join(f"'{m}'" for m in sorted(NO_CONTRIBUTOR))
+        absent = f"({who} IS NULL OR {text} IN ({markers}) OR {text} LIKE '%**%')"
         m = self.m
         bounded = (
             f'(WITH "{source}" AS NOT MATERIALIZED (SELECT * FROM {table}{filtered}), '
-            f'"{heavy}" AS (SELECT {who} AS "{person}" FROM "{source}" WHERE {who} IS NOT NULL '
+            f'"{heavy}" AS (SELECT {who} AS "{person}" FROM "{source}" WHERE NOT {absent} '
             f"GROUP BY 1 HAVING count(*) > {m}) "
-            f'SELECT * FROM "{source}" WHERE {who} IS NULL OR {who} NOT IN '
+            f'SELECT * FROM "{source}" WHERE {absent} OR {who} NOT IN '
             f'(SELECT "{person}" FROM "{heavy}") '
             f'UNION ALL SELECT * EXCLUDE ("{draw}") FROM (SELECT *, random() AS "{draw}" '
             f'FROM "{source}" WHERE {who} IN (SELECT "{person}" FROM "{heavy}")) '
