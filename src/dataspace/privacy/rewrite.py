@@ -225,18 +225,22 @@ class _Planner:
         )
         # No contributor: NULL, a placeholder an export writes for one ('pending' is no
         # person: pooled, its rows would be cut together), or a masked value shared by many.
-        text = f"lower(trim(CAST({who} AS VARCHAR)))"
+        text = f"CAST({who} AS VARCHAR)"
         markers = ", ".join(f"'{m}'" for m in sorted(NO_CONTRIBUTOR))
-        absent = f"({who} IS NULL OR {text} IN ({markers}) OR {text} LIKE '%**%')"
+        # contains() and IN, not LIKE (three times the cost over 10M rows); tested on every
+        # row once (the light side) and on heavy contributors' rows, not in the GROUP BY
+        absent = (f"({who} IS NULL OR contains({text}, '**') OR contains({text}, '＊＊') "
+                  f"OR lower(trim({text})) IN ({markers}))")
         m = self.m
         bounded = (
             f'(WITH "{source}" AS NOT MATERIALIZED (SELECT * FROM {table}{filtered}), '
-            f'"{heavy}" AS (SELECT {who} AS "{person}" FROM "{source}" WHERE NOT {absent} '
+            f'"{heavy}" AS (SELECT {who} AS "{person}" FROM "{source}" WHERE {who} IS NOT NULL '
             f"GROUP BY 1 HAVING count(*) > {m}) "
-            f'SELECT * FROM "{source}" WHERE {absent} OR {who} NOT IN '
-            f'(SELECT "{person}" FROM "{heavy}") '
+            f'SELECT * FROM "{source}" WHERE {who} IS NULL OR {who} NOT IN '
+            f'(SELECT "{person}" FROM "{heavy}") OR {absent} '
             f'UNION ALL SELECT * EXCLUDE ("{draw}") FROM (SELECT *, random() AS "{draw}" '
-            f'FROM "{source}" WHERE {who} IN (SELECT "{person}" FROM "{heavy}")) '
+            f'FROM "{source}" WHERE {who} IN (SELECT "{person}" FROM "{heavy}") '
+            f"AND NOT {absent}) "
             f'QUALIFY row_number() OVER (PARTITION BY {who} ORDER BY "{draw}") <= {m}) '
             f"AS {table}"
         )
