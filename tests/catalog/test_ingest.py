@@ -326,6 +326,27 @@ def test_a_blank_line_is_no_row_in_the_row_number(
     assert "row 3 (line 5) has 3 fields" in err.message and err.details["row"] == 3
 
 
+def test_a_file_rewritten_during_the_import_is_refused(
+    write: Write, tmp_path: Path, limits: Limits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV is read twice (types, then rows): rewritten in between, its new rows would be
+    stored under the old header."""
+    from dataspace.catalog import ingest
+
+    src = write("live.csv", "身份证号,金额\n1,10\n")
+    real = ingest._describe
+
+    def rewritten_meanwhile(con, out):  # type: ignore[no-untyped-def]
+        src.write_text("x,y\nx0,y0\nx1,y1\n", encoding="utf-8")
+        return real(con, out)
+
+    monkeypatch.setattr(ingest, "_describe", rewritten_meanwhile)
+    dest = tmp_path / "data" / "out.parquet"
+    with pytest.raises(UnreadableInput, match="the file changed while it was imported"):
+        import_file(src, dest, limits=limits)
+    assert not dest.exists() and not list(dest.parent.glob(PARTIAL_PREFIX + "*"))
+
+
 def test_png_is_refused_as_binary(write: Write, tmp_path: Path, limits: Limits) -> None:
     err = bad(write, tmp_path, limits, "logo.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     assert "PNG" in err.message

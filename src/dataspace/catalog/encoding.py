@@ -74,7 +74,8 @@ def check_not_binary(path: Path, prefix: bytes) -> None:
         raise fail(
             path,
             "the file is binary (it contains NUL bytes)",
-            "import CSV, TSV, JSON Lines or Parquet text saved as UTF-8, GBK or GB18030",
+            "import CSV, TSV, JSON Lines or Parquet text saved as UTF-8, GBK or GB18030 "
+            "(UTF-16 without a byte-order mark also looks like this: re-save it as UTF-8)",
         )
 
 

@@ -120,6 +120,7 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
     try:
         out = work / "out.parquet"
         source = _safe_source(src.resolve(), work)
+        before = _fingerprint(source)
         with _connect(limits, work, source) as con:
             encoding: str | None
             delimiter: str | None
@@ -131,6 +132,11 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
                 _import_parquet(con, src, source, out)
                 encoding, delimiter = None, None
             rows, columns = _describe(con, out)
+        if _fingerprint(source) != before:
+            # Read in two passes (types, then rows): a file rewritten between them would be
+            # stored under the first pass's header and types.
+            raise enc.fail(src, "the file changed while it was imported",
+                           "import it again once nothing writes to it")
         if rows == 0:
             raise enc.fail(src, "no data rows", "the file has no rows to import; add rows")
         digest, size = _sha256(out)
@@ -237,6 +243,11 @@ def _connect(limits: Limits, work: Path, source: Path) -> Iterator[duckdb.DuckDB
         yield con
     finally:
         con.close()
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    found = path.stat()
+    return found.st_size, found.st_mtime_ns, found.st_ino
 
 
 def _safe_source(src: Path, work: Path) -> Path:
