@@ -81,8 +81,9 @@ def check_not_binary(path: Path, prefix: bytes) -> None:
 
 def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | None = None) -> str:
     """One of utf-8, utf-8-sig, utf-16, gbk, gb18030 — judged on the prefix, or, when the
-    prefix is plain ASCII (UTF-8 and GBK alike) and the file goes on, on the whole file
-    ``source``: a GBK export whose Chinese text starts after the first MiB is GBK."""
+    prefix is plain ASCII (UTF-8 and GBK alike) and the file goes on, on as many bytes of
+    ``source`` from its first line holding a non-ASCII byte: a GBK export whose Chinese text
+    starts after the first MiB is GBK."""
     for bom, name in _BOMS:
         if prefix.startswith(bom):
             return name
@@ -197,7 +198,7 @@ def transcode_to_utf8(path: Path, dest: Path, encoding: str) -> str:
                 if odd and first_odd is None:
                     first_odd = line + text[: text.index(odd[0])].count("\n")
                 private += len(odd)
-                wide += sum(1 for ch in text if ord(ch) > 0x7F)
+                wide += len(text) - len(text.encode("ascii", "ignore"))  # in C, not per char
             if label == "gbk" and text:
                 try:
                     text.encode("gbk")
@@ -249,7 +250,7 @@ def _rows(text: str, delimiter: str, complete: bool, limit: int = 200) -> list[l
 
 def sniff_dialect(path: Path, text: str, complete: bool, preferred: str | None) -> Dialect:
     """Pick the delimiter that splits the first rows most consistently; read the header."""
-    if not text.lstrip("\ufeff").split("\n", 1)[0].strip(" \t\r"):
+    if not text.split("\n", 1)[0].strip(" \t\r"):  # (decode_prefix took off a BOM)
         # The reader takes the first line for the header: after a blank one, the header
         # would become a row of data and every column text.
         raise fail(path, "line 1 is blank: the header must be the file's first line",

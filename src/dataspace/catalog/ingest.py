@@ -68,7 +68,8 @@ spellings stay VARCHAR."""
 _INT = r"[+-]?[0-9]+"
 _NUM = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
 _IDENT = r"[+-]?0[0-9]+|[+-]?[0-9]{11,}(\.0+)?|[0-9]{17}[0-9Xx]"
-#: digits a DOUBLE holds exactly as written: more, and the column stays text
+#: significant digits every DOUBLE reads back as written (16-17 only when they are its
+#: shortest form: see _reads_back)
 _DOUBLE_DIGITS = 15
 _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
