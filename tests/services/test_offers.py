@@ -193,10 +193,10 @@ def test_a_dp_offer_below_the_datas_rows_per_contributor_warns_its_provider(tax:
 
 
 def test_the_warning_scan_failing_does_not_undo_the_offer(tax: Node) -> None:
-    from dataspace.services.job_policy import contributor_of
+    from dataspace.services.job_policy import contributors_of
 
     with tax.store.read() as session:
-        path, _ = contributor_of(tax, session, "tax-records", None)
+        path = contributors_of(tax, session, "tax-records", None).path
     path.rename(path.with_suffix(".moved"))  # the file cannot be read for the count
     try:
         view = offers.create(tax, "tax-records", actor="t", template="dp-stats",
@@ -231,3 +231,20 @@ def test_the_provider_is_told_which_of_several_identifiers_counts(
     named = offers.create(node, "visits", actor="t", template="aggregate-only",
                           params={"purposes": "health"}, contributor_column="patient_id")
     assert "warnings" not in named
+
+
+def test_the_cut_warning_counts_rows_as_the_cut_does(node: Node, tmp_path: Path) -> None:
+    """Five 'pending' rows are no person (the cut leaves them uncut): no warning that the
+    data has 5 rows per person_id."""
+    lines = ["person_id,amount"] + [f"P{n:04d},{n}" for n in range(40)] + ["pending,1"] * 5
+    (tmp_path / "loans.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    datasets.add(node, tmp_path / "loans.csv", name="loans", actor="t")
+    datasets.reclassify(node, "loans", column="person_id", category="id_card_cn", actor="t")
+    dp = {"template": "dp-stats", "params": {"purposes": "finance", "epsilon": "2"},
+          "dp_epsilon_per_query": 0.5, "dp_bounds": {"amount": (0, 100)}}  # fmt: skip
+    assert "warnings" not in offers.create(node, "loans", actor="t", **dp)  # type: ignore[arg-type]
+    (tmp_path / "loans.csv").write_text("\n".join([*lines, "P0001,2"]) + "\n", encoding="utf-8")
+    datasets.add(node, tmp_path / "loans.csv", name="loans2", actor="t")
+    datasets.reclassify(node, "loans2", column="person_id", category="id_card_cn", actor="t")
+    [warning] = offers.create(node, "loans2", actor="t", **dp)["warnings"]  # type: ignore[arg-type]
+    assert warning.startswith("the dataset has up to 2 rows per person_id")

@@ -31,8 +31,8 @@ def create(
         None, "--max-contributions", help="Most rows one individual contributes (default 1)."),
     contributor_column: str = typer.Option(
         None, "--contributor-column",
-        help="Whose row each row is (a person or firm id): DP queries keep at most "
-        "--max-contributions rows of each."),
+        help="Whose row each row is (a person or firm id): k counts it, DP queries keep at "
+        "most --max-contributions rows of each."),
     price: str = typer.Option(None, "--price", help="Price per job, e.g. '100 CNY'."),
     auto_approve: bool = typer.Option(
         False, "--auto-approve", help="Agree automatically when the policy allows the request."),

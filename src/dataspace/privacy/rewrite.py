@@ -38,12 +38,12 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from dataspace.catalog.classify.engine import MISSING_MARKERS
+from dataspace.catalog.classify.engine import MASK_CHARS, MISSING_MARKERS
 from dataspace.compute.errors import QueryRefused
 from dataspace.compute.sqltypes import CheckedQuery
 from dataspace.privacy.dp import DpSpec
 
-__all__ = ["DpPlan", "Output", "Release", "plan_dp"]
+__all__ = ["DpPlan", "Output", "Release", "no_contributor", "plan_dp"]
 
 DIALECT = "duckdb"
 HINT = "see docs/privacy.md for what DP queries allow"
@@ -53,6 +53,17 @@ SOURCE, HEAVY, WHO, DRAW = "__dp_rows", "__dp_heavy", "__dp_who", "__dp_draw"
 #: What stands for no contributor besides NULL: what the classifier reads as a missing
 #: value, blank, and the placeholders exports write for "not yet known".
 NO_CONTRIBUTOR = MISSING_MARKERS | {"", "pending", "unknown", "待定", "未知"}
+
+
+def no_contributor(who: str) -> str:
+    """SQL: the row's contributor column ``who`` (quoted SQL) names no one -- NULL, blank, a
+    placeholder an export writes for one ('pending' is no person), or a masked value shared
+    by many. Such rows are people of their own: pooled, one added such row could push out
+    another's. contains() and IN, not LIKE (three times the cost over 10M rows)."""
+    text = f"CAST({who} AS VARCHAR)"
+    masked = " OR ".join(f"contains({text}, '{ch * 2}')" for ch in MASK_CHARS)
+    markers = ", ".join(f"'{m}'" for m in sorted(NO_CONTRIBUTOR))
+    return f"({who} IS NULL OR {masked} OR lower(trim({text})) IN ({markers}))"
 
 
 def _fresh(name: str, taken: frozenset[str]) -> str:
@@ -223,14 +234,9 @@ class _Planner:
         source, heavy, draw, person = (
             _fresh(name, self.taken) for name in (SOURCE, HEAVY, DRAW, WHO)
         )
-        # No contributor: NULL, a placeholder an export writes for one ('pending' is no
-        # person: pooled, its rows would be cut together), or a masked value shared by many.
-        text = f"CAST({who} AS VARCHAR)"
-        markers = ", ".join(f"'{m}'" for m in sorted(NO_CONTRIBUTOR))
-        # contains() and IN, not LIKE (three times the cost over 10M rows); tested on every
-        # row once (the light side) and on heavy contributors' rows, not in the GROUP BY
-        absent = (f"({who} IS NULL OR contains({text}, '**') OR contains({text}, '＊＊') "
-                  f"OR lower(trim({text})) IN ({markers}))")
+        # tested on every row once (the light side) and on heavy contributors' rows, not in
+        # the GROUP BY
+        absent = no_contributor(who)
         m = self.m
         bounded = (
             f'(WITH "{source}" AS NOT MATERIALIZED (SELECT * FROM {table}{filtered}), '

@@ -10,7 +10,7 @@ contributed a row.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -67,6 +67,11 @@ class _Dataset:
     sensitive: frozenset[str]
     identifiers: frozenset[str]
     contributor: str | None = None  # the identifier column that says whose row it is
+
+    @property
+    def identifier_list(self) -> list[str]:
+        """The identifier columns, in the file's order."""
+        return [c for c in self.columns if c in self.identifiers]
 
 
 def _aware(moment: datetime) -> datetime:
@@ -258,18 +263,28 @@ def _columns_read(*, sql: str, dataset: _Dataset) -> set[str]:
     return {canonical.get(c.lower(), c) for c in checked.columns_read}
 
 
-def identifier_columns(node: Node, session: Session, dataset_key: str) -> list[str]:
-    """The dataset's identifier columns, in the file's order."""
-    found = _dataset(node, session, dataset_key)
-    return [c for c in found.columns if c in found.identifiers]
+def unnamed_people(identifiers: Sequence[str], declared: str | None) -> list[str]:
+    """The identifier columns a DP cut could not choose among: several, and the offer names
+    none. Cut by one that is not the person (a doctor's id over patients' rows), one added
+    person can push out another's row -- twice the sensitivity the noise assumes."""
+    return list(identifiers) if declared is None and len(identifiers) > 1 else []
 
 
-def contributor_of(node: Node, session: Session, dataset_key: str,
-                   declared: str | None) -> tuple[Path, str | None]:  # fmt: skip
-    """The dataset's file and the column its jobs count (and DP queries cut) contributors by:
-    ``declared`` (the offer's), else the dataset's preferred identifier column."""
+@dataclass(frozen=True)
+class Contributors:
+    """Whose rows a dataset's jobs count: its file, the column (the offer's, else the
+    preferred identifier) and every identifier column, in the file's order."""
+
+    path: Path
+    column: str | None
+    identifiers: list[str]
+
+
+def contributors_of(
+    node: Node, session: Session, dataset_key: str, declared: str | None
+) -> Contributors:
     found = _dataset(node, session, dataset_key)
-    return found.path, declared or found.contributor
+    return Contributors(found.path, declared or found.contributor, found.identifier_list)
 
 
 def declared_contributor(offer: OfferRow | None) -> str | None:

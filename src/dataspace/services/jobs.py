@@ -54,6 +54,7 @@ from dataspace.services.job_policy import (
     _slots_taken,
     _sql_policy,
     declared_contributor,
+    unnamed_people,
 )
 from dataspace.services.job_policy import _aware as _aware  # also used by the mp services
 from dataspace.services.job_policy import _budget_spent as _budget_spent
@@ -180,10 +181,8 @@ def _run(node: Node, job: _Job) -> JobOutcome:
                 f"the offer counts contributors by column {contributor!r}, which the dataset lacks",
             ),
         )
-    several = [c for c in dataset.columns if c in dataset.identifiers]
-    if dp_spec is not None and contributor is None and len(several) > 1:
-        # Cut by a column that is not the person (a doctor's id over patients' rows), one
-        # added person can push out another's row: twice the sensitivity the noise assumes.
+    several = unnamed_people(dataset.identifier_list, contributor)
+    if dp_spec is not None and several:
         raise _deny(
             job,
             _single_reason(

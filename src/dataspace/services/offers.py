@@ -415,12 +415,12 @@ def create(
 
 
 def _require_one_person(node: Node, session: Session, dataset_id: str) -> None:
-    """A DP offer over several identifier columns names the person's (see jobs: cut by
-    another, the noise would cover half the sensitivity)."""
-    from dataspace.services.job_policy import identifier_columns
+    """A DP offer over several identifier columns names the person's (job_policy's
+    unnamed_people: jobs under an older offer are denied the same way)."""
+    from dataspace.services.job_policy import contributors_of, unnamed_people
 
-    several = identifier_columns(node, session, dataset_id)
-    if len(several) > 1:
+    several = unnamed_people(contributors_of(node, session, dataset_id, None).identifiers, None)
+    if several:
         raise UsageError(
             f"the dataset has several identifier columns ({', '.join(several)}): a DP offer "
             "names the one that identifies the person",
@@ -431,18 +431,18 @@ def _require_one_person(node: Node, session: Session, dataset_id: str) -> None:
 def _warnings(node: Node, dataset_id: str, dp: Mapping[str, Any] | None) -> list[str]:
     """What the provider (only) should know: which column counts contributors when several
     could, and whether DP queries will cut rows. Never stored in the offer."""
-    from dataspace.services.job_policy import contributor_of, identifier_columns
+    from dataspace.services.job_policy import contributors_of, unnamed_people
 
     named = (dp or {}).get("contributor_column")
     with node.store.read() as session:
-        path, column = contributor_of(node, session, dataset_id, named)
-        candidates = identifier_columns(node, session, dataset_id)
+        found = contributors_of(node, session, dataset_id, named)
     out = []
-    if named is None and column is not None and len(candidates) > 1:
-        others = ", ".join(c for c in candidates if c != column)
-        out.append(f"k (and any DP cut) counts contributors by {column}, not by {others}: if "
-                   f"another column identifies the person, name it with --contributor-column")
-    cut = _cut_warning(node, path, column, dp) if dp and "epsilon" in dp else None
+    if found.column is not None and unnamed_people(found.identifiers, named):
+        others = ", ".join(c for c in found.identifiers if c != found.column)
+        out.append(f"k (and any DP cut) counts contributors by {found.column}, not by "
+                   f"{others}: if another column identifies the person, name it with "
+                   f"--contributor-column")  # fmt: skip
+    cut = _cut_warning(node, found.path, found.column, dp) if dp and "epsilon" in dp else None
     return out + ([cut] if cut else [])
 
 
@@ -451,14 +451,15 @@ def _cut_warning(
 ) -> str | None:
     """When DP queries will cut rows: the data has more rows per contributor than m."""
     from dataspace.catalog.sample import open_parquet, quote
+    from dataspace.privacy.rewrite import no_contributor
 
     if column is None:
         return None
     try:
         with open_parquet(path, node.limits) as (con, relation):
-            found = con.execute(
+            found = con.execute(  # counted as the cut counts: rows naming no one are uncut
                 f"SELECT max(n) FROM (SELECT count(*) AS n FROM {relation} "
-                f"WHERE {quote(column)} IS NOT NULL GROUP BY {quote(column)})"
+                f"WHERE NOT {no_contributor(quote(column))} GROUP BY {quote(column)})"
             ).fetchone()
     except DataspaceError as exc:
         return (f"could not count the rows per {column} ({exc.message}): every DP query keeps "

@@ -142,8 +142,9 @@ def _header_finding(
     return Finding(det.category, info.label, info.pi_class, share, confidence, reason, "header")
 
 
-#: a masked value: a run of asterisks where digits were ("138****5678")
-_MASKED = re.compile(r"[*＊]{2,}")
+#: what masks digits: a run of two or more stands where digits were ("138****5678")
+MASK_CHARS = "*＊"
+_MASKED = re.compile(f"[{re.escape(MASK_CHARS)}]{{2,}}")
 
 #: what exports write for "no value": not a failed identifier (30 % "NULL" beside 70 % valid
 #: ID numbers is a column of ID numbers)

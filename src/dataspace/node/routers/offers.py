@@ -27,7 +27,8 @@ class OfferRequest(BaseModel):
     dp_delta: float | None = None
     max_contributions: int | None = None
     contributor_column: str | None = Field(
-        None, description="DP offers: whose row each row is; each is cut to max_contributions"
+        None, description="whose row each row is: k counts it; DP queries cut each to "
+        "max_contributions rows (required for DP when the dataset has several identifiers)"
     )
     price: str | None = Field(None, description="price per job, e.g. '100 CNY'")
     auto_approve: bool = False
