@@ -143,7 +143,7 @@ def reconcile(session: Session) -> ReconcileReport:
                 usage_id=row.id,
                 fields=changed,
             )
-    _check_stored_times(session)
+    _check_stored_times(session, rows)
     orphans = sorted((idx, uid) for uid, (idx, _) in entries.items() if uid not in seen)
     if orphans:
         idx, uid = orphans[0]
@@ -166,7 +166,7 @@ def _sqlite_text(moment: datetime) -> str:
     return as_utc(moment).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def _check_stored_times(session: Session) -> None:
+def _check_stored_times(session: Session, rows: list[UsageRecord]) -> None:
     """SQLite keeps a time as text, and statements select a period by comparing that text:
     '2026-12-01 04:00:00+08:00' reads back as the instant the ledger names, yet sorts into
     another month. Every stored time must be the text the store itself writes."""
@@ -174,8 +174,7 @@ def _check_stored_times(session: Session) -> None:
         return  # PostgreSQL stores timestamptz: one form per instant
     raw = select(UsageRecord.id, cast(UsageRecord.started_at, String),
                  cast(UsageRecord.finished_at, String))  # fmt: skip
-    parsed = {r.id: (r.started_at, r.finished_at)
-              for r in session.execute(select(UsageRecord)).scalars()}  # fmt: skip
+    parsed = {r.id: (r.started_at, r.finished_at) for r in rows}
     for usage_id, *texts in session.execute(raw):
         for text, moment in zip(texts, parsed[usage_id], strict=True):
             if text != _sqlite_text(moment):

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.ledger import log
+from dataspace.metering.usage import MAX_FIGURE_CHARS  # what a usage record holds
 from dataspace.privacy.errors import BudgetExhausted
 from dataspace.store.db import Store
 from dataspace.store.models_privacy import DpBudget, DpSpend
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 _PRECISION = 60
-MAX_WRITTEN = 40  # as metering.usage.MAX_FIGURE_CHARS: what the usage records can hold
 SPENT_ACTION = "dp.spent"  # the ledger entry of every committed spend
 
 
@@ -57,9 +57,9 @@ def to_decimal(value: float | int | str | Decimal, what: str = "amount") -> Deci
         raise UsageError(f"{what} must be a number, got {value!r}") from None
     if not out.is_finite() or out < 0:
         raise UsageError(f"{what} must be a finite number >= 0, got {value!r}")
-    if len(format(out, "f")) > MAX_WRITTEN:
+    if len(format(out, "f")) > MAX_FIGURE_CHARS:
         # Every spend is metered and summed exactly; 1e-120 would overflow those sums.
-        raise UsageError(f"{what} {value!r} has more than {MAX_WRITTEN} characters written "
+        raise UsageError(f"{what} {value!r} has more than {MAX_FIGURE_CHARS} characters written "
                          "out", hint="round it: below 1e-30 it means nothing")
     return out
 
