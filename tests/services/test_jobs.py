@@ -348,12 +348,12 @@ def test_dp_query_cuts_each_person_to_the_offers_m(
     assert outcome.meta["contributor_column"] == "person_id"
 
 
-def test_k_counts_the_identifier_that_tells_the_fewest_people_apart(
+def test_k_passes_over_a_per_row_code_for_the_person(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path
 ) -> None:
     """A per-row coupon code passes as a bank card, and bank_card ranks above email: counted
     by it, one customer's twelve rows in 'Smalltown' were twelve people and passed k = 10
-    (the node's floor)."""
+    (the node's floor). A column with a value of its own in every row is passed over."""
     import random
 
     from dataspace.catalog.classify.bank_card import luhn_check_digit
