@@ -8,6 +8,7 @@ import json
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta, tzinfo
 
 import pytest
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from dataspace.identity.membership import http_key_id
 from dataspace.identity.peer import PeerAuth
 from dataspace.node.app import create_app
 from dataspace.node.peer_auth import request_url
-from dataspace.services import ledger
+from dataspace.services import ledger, space
 from dataspace.services.node import Node
 from dataspace.services.space import self_member
 from helpers.cluster import Space
@@ -70,7 +71,8 @@ def test_a_signature_cannot_be_moved_to_another_endpoint_through_the_host(
 
 
 @pytest.mark.parametrize("host", ["[", "tax.example]", "tax example", "tax.example:1/x",
-                                  "user@tax.example", "tax.example:123456"])
+                                  "user@tax.example", "tax.example:123456", "[1.2.3.4]",
+                                  "[:]", "[::::::]", "[1.2.3.4]:80"])
 def test_a_malformed_host_is_a_refusal_not_a_crash(nodes: tuple[Node, Node], host: str) -> None:
     tax, bank = nodes
     url = self_member(tax).url
@@ -107,3 +109,26 @@ def test_a_strangers_body_is_not_parsed(nodes: tuple[Node, Node], path: str) -> 
         bad = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
         assert bad.json()["error"]["details"]["errors"][0]["field"].startswith("body")
+
+
+def test_an_expired_membership_list_admits_no_peer_and_tells_them_nothing_of_it(
+    nodes: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tax, bank = nodes
+    url = self_member(tax).url
+    expires = space.membership(tax).expires
+
+    class AfterExpiry(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> AfterExpiry:
+            return cls.fromtimestamp((expires + timedelta(seconds=1)).timestamp(), tz)
+
+    monkeypatch.setattr(space, "datetime", AfterExpiry)
+    monkeypatch.setattr(space, "_cache", {})
+    with TestClient(create_app(tax), base_url=url) as client:
+        answer = client.get("/peer/v1/whoami",
+                            headers=_signed(bank, "GET", url + "/peer/v1/whoami", b""))
+    assert answer.status_code == 403, answer.text
+    error = answer.json()["error"]
+    assert "renewed" in error["message"]
+    assert "serial" not in error["message"] and "expired" not in error["message"]

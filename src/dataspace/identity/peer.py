@@ -165,12 +165,12 @@ def authenticate(
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     """Scheme, host and port (the scheme's default if none is given), case-insensitively."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:  # a port that is no number: no origin of any member
-        return scheme, "", -1
+    except ValueError:  # a bracketed host that is no IPv6 address, a port that is no number
+        return url.split(":", 1)[0].lower(), "", -1
+    scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
 
 

@@ -7,6 +7,7 @@ node keeps serving.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dataspace.errors import AuthError, DataspaceError, UsageError
 from dataspace.identity.httpsig import Profile, check_body
-from dataspace.identity.membership import Member, Membership, NotAMember
+from dataspace.identity.membership import Member, Membership, MembershipError, NotAMember
 from dataspace.identity.peer import authenticate
 from dataspace.identity.replay import SqlReplayStore
 from dataspace.ledger import log
@@ -45,7 +46,7 @@ def request_url(request: Request) -> str:
     host = request.headers.get("host")
     if not host:
         raise AuthError("request has no Host header", hint="send the Host the URL names")
-    if not _HOST.fullmatch(host):
+    if not _HOST.fullmatch(host) or not _bracketed_ipv6(host):
         raise AuthError(f"Host header {host[:100]!r} is not a host and port",
                         hint="send the authority of the URL the request was signed for")
     raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -55,6 +56,18 @@ def request_url(request: Request) -> str:
     url = f"{scope['scheme']}://{host}{raw_path}"
     query = scope.get("query_string") or b""
     return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+def _bracketed_ipv6(host: str) -> bool:
+    """A bracketed host is an IPv6 address (``[1.2.3.4]`` or ``[:]`` is none; URL parsing
+    would raise on it)."""
+    if not host.startswith("["):
+        return True
+    try:
+        ipaddress.IPv6Address(host[1:host.index("]")])
+    except ValueError:
+        return False
+    return True
 
 
 def _replay_store(request: Request, node: Node) -> SqlReplayStore:
@@ -136,6 +149,12 @@ def _membership(node: Node) -> Membership:
         raise NotAMember(
             f"node {node.name} has joined no space, so it admits no peers",
             hint="the operator runs `dataspace space sign`; this node `dataspace space join`",
+        ) from None
+    except MembershipError:  # expired or unreadable: the details are for the operator's log
+        logger.exception("node %s cannot read its membership list", node.name)
+        raise NotAMember(
+            f"node {node.name} admits no peers until its membership list is renewed",
+            hint="ask the space operator for a current list",
         ) from None
 
 
