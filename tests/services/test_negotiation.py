@@ -201,6 +201,40 @@ def test_manual_approval_waits_in_requested_then_finalizes(pair: Pair) -> None:
     assert "negotiation.approved" in actions(pair.tax)
 
 
+@pytest.mark.parametrize("lost", ["ContractAgreementMessage",
+                                  "ContractAgreementVerificationMessage"])
+def test_a_message_delivered_again_after_its_answer_was_lost_changes_nothing(
+    pair: Pair, lost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer handled the message but its answer never came back: delivery sends it again,
+    which must be answered 200 -- a 400 made the sender terminate a contract both had signed."""
+    monkeypatch.setattr(catalog.time, "sleep", lambda _s: None)
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    honest, dropped = pair.transport, []
+
+    def losing(node: Node, peer: str, method: str, path: str,
+               body: Mapping[str, Any] | None) -> tuple[int, Any]:
+        answer = honest(node, peer, method, path, body)
+        if body is not None and body.get("@type") == lost and not dropped:
+            dropped.append(answer)
+            raise catalog.DeliveryFailed("read timeout")  # handled there, answer lost
+        return answer
+
+    pair.transport = losing  # type: ignore[method-assign]
+    ng.approve(pair.tax, view["provider_pid"], actor="cli:boss", transport=losing)
+    pair.pump()
+    assert dropped and dropped[0][0] == 200
+    repeats = [a for (_n, _p, doc), a in zip(pair.sent, pair.answers, strict=True)
+               if doc is not None and doc["@type"] == lost]
+    assert [status for status, _ in repeats] == [200, 200]
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
+    assert pair.provider_view(view)["state"] == "FINALIZED"
+    for node in (pair.tax, pair.bank):  # one entry per step, not one per delivery
+        assert actions(node).count("negotiation.verified") == 1
+
+
 def test_manual_reject_terminates_both_sides_with_the_reason(pair: Pair) -> None:
     manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
                            params={"purposes": "finance"})

@@ -6,6 +6,7 @@ See :mod:`dataspace.services.negotiation` for how the two sides talk.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -209,6 +210,23 @@ def _agreement_row(session: Session, row: ContractNegotiationRow) -> ContractAgr
     if ag is None:
         raise ProtocolError(f"negotiation {row.id!r} has no agreement")
     return ag
+
+
+#: States in which both signatures are on the agreement.
+SIGNED = (cn.NegotiationState.VERIFIED.value, cn.NegotiationState.FINALIZED.value)
+
+
+def _already_signed(
+    session: Session, row: ContractNegotiationRow, signer: Role, signature: str
+) -> bool:
+    """Whether the agreement already carries ``signature`` as ``signer``'s: the message that
+    brought it is being delivered again (delivery retries when an answer is lost), so it is
+    answered 200 and changes nothing -- a 400 would make the sender end a signed contract."""
+    if row.state not in SIGNED:
+        return False
+    ag = _agreement_row(session, row)
+    held = ag.provider_signature if signer is Role.PROVIDER else ag.consumer_signature
+    return held is not None and hmac.compare_digest(held, signature)
 
 
 def _digest(policy: dict[str, Any]) -> str:

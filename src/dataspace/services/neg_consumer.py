@@ -34,6 +34,7 @@ from dataspace.services.neg_common import (
     FINAL,
     PEER_ACTOR,
     Reply,
+    _already_signed,
     _guard,
     _log_agreed,
     _log_verified,
@@ -154,6 +155,10 @@ def handle_agreement(
         agreement: Policy = msg.agreement
         with node.store.write() as session:
             row = cs.get_negotiation(session, pid, peer=peer.name, lock=True, own=Role.CONSUMER)
+            if msg.provider_pid == row.provider_pid and _already_signed(
+                session, row, Role.PROVIDER, signature
+            ):
+                return Reply(200, None)  # a retried delivery: verified already
             cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)
             _check_agreement(node, row, agreement, peer)
             with _signature_checked(Role.PROVIDER):

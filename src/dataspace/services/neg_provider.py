@@ -39,6 +39,7 @@ from dataspace.services.neg_common import (
     _ack,
     _agreement_facts,
     _agreement_row,
+    _already_signed,
     _guard,
     _log_agreed,
     _log_verified,
@@ -376,6 +377,11 @@ def handle_verification(
         _path_pid(msg.provider_pid, pid, "$.providerPid")
         signature = _signature_of(doc)
         with node.store.write() as session:
+            row = cs.get_negotiation(session, pid, peer=peer.name, lock=True, own=Role.PROVIDER)
+            if msg.consumer_pid == row.consumer_pid and _already_signed(
+                session, row, Role.CONSUMER, signature
+            ):
+                return Reply(200, None)  # a retried delivery: its FINALIZED is on its way
             row = cs.advance_negotiation(
                 session,
                 pid,
