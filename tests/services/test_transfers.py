@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -634,3 +635,59 @@ def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) ->
     assert "grant_lapsed" in [e["code"] for e in _entries(pair.tax, "transfer.terminated")]
     assert transfer_sweep.sweep(pair.bank)["removed"] == [".abc.part"]
     assert transfer_sweep.sweep(pair.tax) == {"terminated": [], "removed": []}
+
+
+def _cancel(pair: Pair, pid: str) -> None:
+    """The consumer's termination, as the provider receives it."""
+    with pair.tax.store.read() as session:
+        consumer_pid = cs.get_transfer(session, pid, peer=None).consumer_pid
+    doc = {"@context": CTX, "@type": "TransferTerminationMessage", "providerPid": pid,
+           "consumerPid": consumer_pid, "code": "cancelled"}
+    bank = space.member(pair.tax, BANK)
+    assert transfers.handle_message(pair.tax, bank, pid, doc, tp.TERMINATION).status == 200
+
+
+@pytest.mark.parametrize("when", ["before", "while writing"])
+def test_a_transfer_ended_before_it_starts_leaves_no_extract(
+    pair: Pair, when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five requests cancelled under a one-transfer agreement left five copies of the raw
+    data on disk that no transfer referred to and no sweep removed."""
+    from dataspace.services import transfer_provider
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    folder = pair.tax.root / transfers.EXTRACT_DIR
+    written = transfer_provider._write_extract
+    for _ in range(5):
+        pid = pair.request(agreement, "raw", run=False)
+        if when == "before":
+            _cancel(pair, pid)
+        else:
+            def cancelled_meanwhile(*args: Any, _pid: str = pid) -> Any:
+                made = written(*args)
+                _cancel(pair, _pid)
+                return made
+
+            monkeypatch.setattr(transfer_provider, "_write_extract", cancelled_meanwhile)
+        transfers.provide(pair.tax, pid, transport=pair.transport)
+        assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+        assert list(folder.glob("*.parquet")) == []
+    assert _entries(pair.tax, "transfer.started") == []
+
+
+def test_the_sweep_deletes_old_extracts_no_transfer_refers_to(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    live = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    folder = pair.tax.root / transfers.EXTRACT_DIR
+    (kept,) = folder.glob("*.parquet")
+    old, fresh = folder / "old.parquet", folder / "fresh.parquet"
+    for orphan in (old, fresh):
+        orphan.write_bytes(b"PAR1")
+    grace = transfer_sweep.ORPHAN_GRACE.total_seconds()
+    long_ago = datetime.now(UTC).timestamp() - grace - 1
+    for path in (old, kept):  # the referenced extract is as old: it stays
+        os.utime(path, (long_ago, long_ago))
+    assert transfer_sweep.sweep(pair.tax)["removed"] == ["old.parquet"]
+    assert sorted(p.name for p in folder.glob("*.parquet")) == sorted([kept.name, fresh.name])
+    assert transfers.show_transfer(pair.tax, live)["state"] == "STARTED"

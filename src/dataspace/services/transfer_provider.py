@@ -52,6 +52,7 @@ from dataspace.services.transfer_common import (
     PULL_PATH,
     _ack,
     _aware,
+    _discard,
     _extract,
     _guard,
     _now,
@@ -288,6 +289,9 @@ def provide(
     # here, so a ``count`` limit of k grants exactly k of them.
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None)
+        if row.state != tp.TransferState.REQUESTED.value:  # the consumer ended it already
+            logger.info("transfer %s is %s before it was provided; nothing made", pid, row.state)
+            return
         cs.get_agreement(session, row.agreement_id, peer=row.peer, lock=True)
         mode = mode_of(row.format)
         plan, policy, facts = _load_plan(node, session, row)
@@ -325,6 +329,31 @@ def provide(
             transport=transport,
         )
         return
+    try:
+        started = _start(node, pid, plan, columns, mode, decision, (path, sha, rows, size), actor)
+    except IllegalTransition:  # ended while the extract was written: nothing refers to it
+        _discard(str(path))
+        logger.info("transfer %s ended while its extract was written; extract deleted", pid)
+        return
+    except BaseException:
+        _discard(str(path))
+        raise
+    _send_or_fail(node, pid, *started, actor, transport)
+
+
+def _start(
+    node: Node,
+    pid: str,
+    plan: _Plan,
+    columns: list[str],
+    mode: str,
+    decision: Decision,
+    extract: tuple[Path, str, int, int],
+    actor: str,
+) -> tuple[str, str, dict[str, Any]]:
+    """Record the extract and its one-time token, move to STARTED and log it, in one
+    transaction; the peer, path and start message to send."""
+    path, sha, rows, size = extract
     token = secrets.token_urlsafe(32)
     member_url = lookup_member(node, node.name).url.rstrip("/")
     with node.store.write() as session:
@@ -373,9 +402,7 @@ def provide(
         message = TransferStartMessage(
             provider_pid=pid, consumer_pid=row.consumer_pid or "", data_address=address
         )
-        target = _peer_path(node, row, "start")
-        peer = row.peer
-    _send_or_fail(node, pid, peer, target, build(message), actor, transport)
+        return row.peer, _peer_path(node, row, "start"), build(message)
 
 
 def _deny(

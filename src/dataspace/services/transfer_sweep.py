@@ -11,21 +11,33 @@ and partial downloads.
   outlives its server, and the consumer's pull failed with it.
 * A consumer's partial download (``received/.*.part``) belongs to a pull that the previous
   server did not finish: nothing refers to it, and it is deleted.
+* A provider's extract no transfer refers to (the node stopped while writing it) holds the
+  data of no grant: it is deleted once ``ORPHAN_GRACE`` has passed since it was last written
+  (a request another process is serving may be writing one right now).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import contextlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.services.node import Node
-from dataspace.services.transfer_common import RECEIVED_DIR, _aware, _terminate_local
+from dataspace.services.transfer_common import (
+    EXTRACT_DIR,
+    RECEIVED_DIR,
+    _aware,
+    _terminate_local,
+)
 from dataspace.services.transfer_provider import billed_clause
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
+#: How long an extract no transfer refers to is left alone (it may be being written).
+ORPHAN_GRACE = timedelta(minutes=15)
 OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
         tp.TransferState.SUSPENDED.value)
 
@@ -86,4 +98,25 @@ def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
         for part in folder.glob(".*.part"):
             part.unlink(missing_ok=True)
             removed.append(part.name)
+    removed += orphan_extracts(node, now)
     return {"terminated": ended, "removed": removed}
+
+
+def orphan_extracts(node: Node, now: datetime | None = None) -> list[str]:
+    """Delete the extracts no transfer refers to, last written ``ORPHAN_GRACE`` ago or more."""
+    folder = node.root / EXTRACT_DIR
+    if not folder.is_dir():
+        return []
+    with node.store.read() as session:
+        paths = session.scalars(
+            select(TransferExtractRow.path).where(TransferExtractRow.path.is_not(None))
+        ).all()
+    referred = {Path(p).name for p in paths if p}
+    before = (now or datetime.now(UTC)).timestamp() - ORPHAN_GRACE.total_seconds()
+    removed = []
+    for extract in folder.glob("*.parquet"):
+        with contextlib.suppress(FileNotFoundError):
+            if extract.name not in referred and extract.stat().st_mtime <= before:
+                extract.unlink()
+                removed.append(extract.name)
+    return removed
