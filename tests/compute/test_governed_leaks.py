@@ -372,3 +372,43 @@ def test_an_engine_failure_is_opaque_to_the_consumer(
     public = str(error.to_dict()) + str(error)
     assert "flu" not in public and "none" not in public and "Conversion" not in public
     assert "Could not convert string" in str(error.internal_detail)  # the provider's log only
+
+
+# -- several identifier columns --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def visits_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four wards of six patients each: w1's all saw doctor d1; w2 has no doctor recorded;
+    w3's saw five doctors; in w4 one patient has a doctor, the others none."""
+    path = tmp_path_factory.mktemp("visits") / "visits.parquet"
+    duckdb.sql(
+        f"""
+        COPY (
+            SELECT 'p' || i AS patient_id, 'w' || (i // 6 + 1) AS ward, 100.0 + i AS cost,
+                   CASE i // 6 WHEN 0 THEN 'd1' WHEN 1 THEN NULL
+                               WHEN 2 THEN 'd' || (10 + i % 5)
+                               ELSE CASE WHEN i = 18 THEN 'd7' END END AS doctor_id
+            FROM range(24) t(i)
+        ) TO '{path}' (FORMAT parquet)
+        """
+    )
+    return path
+
+
+def test_a_group_of_k_patients_does_not_single_out_their_one_doctor(
+    visits_parquet: Path, make_policy: Callable[..., SqlPolicy], limits: SandboxLimits
+) -> None:
+    columns = {"patient_id": "VARCHAR", "ward": "VARCHAR", "cost": "DOUBLE",
+               "doctor_id": "VARCHAR"}
+    policy = make_policy(table="visits", columns=columns, prohibited_fields=frozenset(),
+                         sensitive_columns=frozenset(), min_group_size=5,
+                         identifier_columns=frozenset({"patient_id", "doctor_id"}),
+                         contributor_column="patient_id")
+    grouped = "SELECT ward, count(*) AS n, sum(cost) AS s FROM visits GROUP BY ward ORDER BY ward"
+    rows = run_query(visits_parquet, "visits", check_query(grouped, policy), limits).table
+    assert rows.column("ward").to_pylist() == ["w2", "w3"]  # no doctor, or five of them
+    filtered = ("SELECT sum(cost) FILTER (WHERE ward = 'w1') AS d1, "
+                "sum(cost) FILTER (WHERE ward = 'w3') AS many FROM visits")
+    answer = run_query(visits_parquet, "visits", check_query(filtered, policy), limits)
+    assert answer.table.to_pylist() == [{"d1": None, "many": sum(100.0 + i for i in range(12, 18))}]

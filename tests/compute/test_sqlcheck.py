@@ -76,8 +76,45 @@ REWRITES = [
 
 
 @pytest.mark.parametrize(("sql", "expected"), REWRITES)
-def test_known_answer_rewrites(sql: str, expected: str, policy: SqlPolicy) -> None:
-    assert check_query(sql, policy).sql == expected
+def test_known_answer_rewrites(
+    sql: str, expected: str, make_policy: Callable[..., SqlPolicy]
+) -> None:
+    # Without identifier columns k counts rows (identifiers add conditions: tests below).
+    assert check_query(sql, make_policy(identifier_columns=frozenset())).sql == expected
+
+
+def test_every_other_identifier_column_shows_none_or_k_values(
+    make_policy: Callable[..., SqlPolicy],
+) -> None:
+    checked = check_query(
+        "SELECT city, sum(income) AS s FROM people GROUP BY city",
+        make_policy(contributor_column="id_card", min_group_size=3),
+    )
+    assert checked.sql == (
+        'SELECT "city" AS "city", CASE WHEN '
+        'COUNT(DISTINCT "id_card") FILTER(WHERE NOT "income" IS NULL) >= 3 AND '
+        '(COUNT(DISTINCT "name") FILTER(WHERE NOT "income" IS NULL) = 0 OR '
+        'COUNT(DISTINCT "name") FILTER(WHERE NOT "income" IS NULL) >= 3) '
+        'THEN SUM("income") END AS "s" FROM "people" GROUP BY "city" '
+        'HAVING COUNT(DISTINCT "id_card") >= 3 AND '
+        '(COUNT(DISTINCT "name") = 0 OR COUNT(DISTINCT "name") >= 3)'
+    )
+
+
+def test_identifier_columns_add_conditions_when_k_counts_rows(
+    make_policy: Callable[..., SqlPolicy],
+) -> None:
+    checked = check_query(
+        "SELECT count(*) FILTER (WHERE age = 47) AS n FROM people",
+        make_policy(identifier_columns=frozenset({"name"}), min_group_size=3),
+    )
+    assert checked.sql == (
+        "SELECT CASE WHEN COUNT(*) FILTER(WHERE \"age\" = 47) >= 3 AND "
+        '(COUNT(DISTINCT "name") FILTER(WHERE "age" = 47) = 0 OR '
+        'COUNT(DISTINCT "name") FILTER(WHERE "age" = 47) >= 3) '
+        'THEN COUNT(*) FILTER(WHERE "age" = 47) END AS "n" FROM "people" '
+        'HAVING COUNT(*) >= 3 AND (COUNT(DISTINCT "name") = 0 OR COUNT(DISTINCT "name") >= 3)'
+    )
 
 
 def test_checked_query_describes_aggregates_keys_and_outputs(policy: SqlPolicy) -> None:
@@ -102,7 +139,8 @@ def test_contributor_column_is_counted_distinct_for_the_threshold(
 ) -> None:
     checked = check_query(
         "SELECT city, sum(income) FROM people GROUP BY city",
-        make_policy(contributor_column="id_card", min_group_size=3),
+        make_policy(contributor_column="id_card", identifier_columns={"id_card"},
+                    min_group_size=3),
     )
     assert checked.sql.endswith('HAVING COUNT(DISTINCT "id_card") >= 3')
 

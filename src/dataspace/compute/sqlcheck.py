@@ -374,11 +374,7 @@ class _Checker(NodeChecker):
         table = exp.Table(this=exp.Identifier(this=self.policy.table, quoted=True))
         guard = sqlsafe.Guard(self.policy.columns, keys, self._is_aggregate)
         k = self.policy.min_group_size
-        contributor = (
-            exp.column(self._canon(self.policy.contributor_column), quoted=True)
-            if self.policy.contributor_column
-            else None
-        )
+        units = self._units()
         thresholded = is_aggregate and k > 1
 
         def canonical(agg: exp.Expr) -> str:
@@ -388,8 +384,7 @@ class _Checker(NodeChecker):
             node = guard.guard(node, condition=condition)
             if not thresholded:
                 return node
-            return sqlsafe.threshold_each(node, k, contributor, always, self._is_aggregate,
-                                          canonical)
+            return sqlsafe.threshold_each(node, k, units, always, self._is_aggregate, canonical)
 
         out = exp.Select(
             expressions=[exp.alias_(release(item, False), name, quoted=True)
@@ -406,12 +401,7 @@ class _Checker(NodeChecker):
         # key into an error -- an oracle.
         condition = release(having.this, True, True) if having is not None else None
         if thresholded:
-            counted: exp.Expr = (
-                exp.Count(this=exp.Distinct(expressions=[contributor.copy()]))
-                if contributor is not None
-                else exp.Count(this=exp.Star())
-            )
-            threshold = exp.GTE(this=counted, expression=exp.Literal.number(k))
+            threshold = sqlsafe.supported(k, units)
             if condition is not None:
                 only_k = exp.Case(ifs=[exp.If(this=threshold.copy(), true=exp.paren(condition))])
                 condition = exp.and_(only_k, threshold)
@@ -438,6 +428,20 @@ class _Checker(NodeChecker):
                 raise refuse(f"{key.upper()} ... BY is not allowed")
             out.set(key, node.copy())
         return out
+
+    def _units(self) -> sqlsafe.Units:
+        """k counts the contributor column (rows without one); every other identifier column
+        must show none or at least k distinct values, in the table's column order."""
+        contributor = self.policy.contributor_column
+        chosen = self._canon(contributor) if contributor else None
+        others = tuple(
+            exp.column(name, quoted=True)
+            for low, name in self.columns.items()
+            if low in self.policy.identifier_columns and name != chosen
+        )
+        return sqlsafe.Units(
+            exp.column(chosen, quoted=True) if chosen is not None else None, others
+        )
 
     def _canon(self, column: str) -> str:
         return self.columns[column.lower()]

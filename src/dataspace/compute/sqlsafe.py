@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from sqlglot import exp
@@ -349,10 +350,56 @@ def _try_casts(node: exp.Expr) -> exp.Expr:
     return node.transform(fix, copy=False)
 
 
+@dataclass(frozen=True)
+class Units:
+    """Whom k counts. ``contributor``: the column whose distinct values must reach k (rows
+    when None). ``others``: the other identifier columns -- the rows feeding a release hold
+    none of their values or at least k distinct ones, so a group of k patients that all saw
+    one doctor does not release that doctor's figures."""
+
+    contributor: exp.Expr | None = None
+    others: tuple[exp.Expr, ...] = ()
+
+
+def _filtered(counted: exp.Expr, conditions: Sequence[exp.Expr]) -> exp.Expr:
+    if not conditions:
+        return counted
+    where = exp.and_(*[exp.paren(c.copy()) if len(conditions) > 1 else c.copy()
+                       for c in conditions])  # fmt: skip
+    return exp.Filter(this=counted, expression=exp.Where(this=where))
+
+
+def _distinct(column: exp.Expr) -> exp.Expr:
+    return exp.Count(this=exp.Distinct(expressions=[column.copy()]))
+
+
+def supported(
+    k: int, units: Units, conditions: Sequence[exp.Expr] = (), argument: exp.Expr | None = None
+) -> exp.Expr:
+    """True when the rows passing ``conditions`` with a non-NULL ``argument`` reach k (see
+    :class:`Units`)."""
+    people = list(conditions)
+    if argument is not None:
+        people.append(exp.Not(this=exp.Is(this=argument.copy(), expression=exp.Null())))
+    if units.contributor is not None:
+        counted = _filtered(_distinct(units.contributor), people)
+    else:
+        rows = exp.Count(this=argument.copy() if argument is not None else exp.Star())
+        counted = _filtered(rows, conditions)
+    held: list[exp.Expr] = [exp.GTE(this=counted, expression=exp.Literal.number(k))]
+    for column in units.others:
+        n = _filtered(_distinct(column), people)
+        held.append(exp.paren(exp.or_(
+            exp.EQ(this=n, expression=exp.Literal.number(0)),
+            exp.GTE(this=n.copy(), expression=exp.Literal.number(k)),
+        )))  # fmt: skip
+    return exp.and_(*held) if len(held) > 1 else held[0]
+
+
 def threshold(
     agg: exp.Expr,
     k: int,
-    contributor: exp.Expr | None,
+    units: Units,
     always: bool,
     canonical: Callable[[exp.Expr], str],
 ) -> exp.Expr:
@@ -365,36 +412,25 @@ def threshold(
     inner = agg.this if isinstance(agg, exp.Filter) else agg
     conditions: list[exp.Expr] = []
     if isinstance(agg, exp.Filter):
-        conditions.append(agg.expression.this.copy())
+        conditions.append(agg.expression.this)
     args = inner.expressions if isinstance(inner, exp.Anonymous) else [inner.this]
     arg = args[0] if args else None
     if isinstance(arg, exp.Distinct):
         arg = arg.expressions[0] if len(arg.expressions) == 1 else None
-    not_null: exp.Expr | None = None
+    argument: exp.Expr | None = None
     if canonical(inner) == "count_if" and arg is not None:
-        conditions.append(arg.copy())
+        conditions.append(arg)
     elif arg is not None and not isinstance(arg, exp.Star):
-        not_null = arg
-    counted: exp.Expr
-    if contributor is not None:
-        counted = exp.Count(this=exp.Distinct(expressions=[contributor.copy()]))
-        if not_null is not None:
-            conditions.append(exp.Not(this=exp.Is(this=not_null.copy(), expression=exp.Null())))
-    else:
-        counted = exp.Count(this=not_null.copy() if not_null is not None else exp.Star())
-    if not conditions and not always and (contributor is not None or not_null is None):
+        argument = arg
+    if not conditions and argument is None and not always:
         return agg  # the rows feeding it are the group's: the group's HAVING covers it
-    if conditions:
-        where = exp.and_(*[exp.paren(c) if len(conditions) > 1 else c for c in conditions])
-        counted = exp.Filter(this=counted, expression=exp.Where(this=where))
-    support = exp.GTE(this=counted, expression=exp.Literal.number(k))
-    return exp.Case(ifs=[exp.If(this=support, true=agg)])
+    return exp.Case(ifs=[exp.If(this=supported(k, units, conditions, argument), true=agg)])
 
 
 def threshold_each(
     node: exp.Expr,
     k: int,
-    contributor: exp.Expr | None,
+    units: Units,
     always: bool,
     is_aggregate: Callable[[exp.Expr], bool],
     canonical: Callable[[exp.Expr], str],
@@ -402,13 +438,13 @@ def threshold_each(
     """Each aggregate in ``node`` released only if the rows that feed it reach k
     (:func:`threshold` on every aggregate, in place)."""
     if isinstance(node, exp.Filter) and is_aggregate(node.this):
-        return threshold(node, k, contributor, always, canonical)
+        return threshold(node, k, units, always, canonical)
     if is_aggregate(node):
-        return threshold(node, k, contributor, always, canonical)
+        return threshold(node, k, units, always, canonical)
     for key, value in list(node.args.items()):
         if isinstance(value, exp.Expr):
-            node.set(key, threshold_each(value, k, contributor, always, is_aggregate, canonical))
+            node.set(key, threshold_each(value, k, units, always, is_aggregate, canonical))
         elif isinstance(value, list):
-            node.set(key, [threshold_each(v, k, contributor, always, is_aggregate, canonical)
+            node.set(key, [threshold_each(v, k, units, always, is_aggregate, canonical)
                            if isinstance(v, exp.Expr) else v for v in value])  # fmt: skip
     return node

@@ -303,7 +303,8 @@ def _sql_policy(
       policy's ``output`` allows — row-level data leaves only by a DSP transfer;
     * ``k = max(floor, the policy's minGroupSize)`` — a policy without one gets the floor;
     * ``k`` counts distinct contributors (``contributor``, else the dataset's preferred
-      identifier column) when there is one, rows otherwise.
+      identifier column) when there is one, rows otherwise; every other identifier column
+      must show none or at least ``k`` distinct values (:class:`~dataspace.compute.sqlsafe.Units`).
     """
     return SqlPolicy(
         table=dataset.name,
