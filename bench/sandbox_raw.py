@@ -7,7 +7,10 @@ Generates a Parquet file per size in a temporary directory (50 regions, one DOUB
 * raw: one in-process DuckDB connection over ``read_parquet`` (the best case for raw DuckDB:
   connection already open, same thread count as the sandbox);
 * governed: ``check_query`` + ``run_query`` end to end: parse, check and rewrite (with the
-  minimum-group-size HAVING), a fresh locked worker process, Arrow IPC back to the caller.
+  minimum-group-size HAVING), a fresh locked worker process, Arrow IPC back to the caller --
+  with k counting rows (a table without identifier columns) and, as a node does when the
+  table names its people, distinct ids (``contributor_column="id"``; every id is unique
+  here, the worst case for the distinct count).
 
 Each figure is the median of ``--repeat`` runs after one warm-up; runs are 0.3 s apart so the
 sandbox's next worker is ready, as it is between a consumer's queries. ``cold`` is the first
@@ -58,12 +61,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    policy = SqlPolicy(
-        table="sales",
-        columns={"id": "BIGINT", "region": "VARCHAR", "amount": "DOUBLE"},
-        identifier_columns=frozenset({"id"}),
-        min_group_size=10,
-    )
+    columns = {"id": "BIGINT", "region": "VARCHAR", "amount": "DOUBLE"}
+    policy = SqlPolicy(table="sales", columns=columns, min_group_size=10)
+    people = SqlPolicy(table="sales", columns=columns, identifier_columns=frozenset({"id"}),
+                       contributor_column="id", min_group_size=10)  # fmt: skip
     limits = SandboxLimits(threads=THREADS, memory_limit_mb=1024)
     report = []
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as tmp:
@@ -76,7 +77,7 @@ def main() -> None:
             def raw(con: duckdb.DuckDBPyConnection = con, raw_sql: str = raw_sql) -> None:
                 con.sql(raw_sql).to_arrow_table()
 
-            def governed(path: Path = path) -> None:
+            def governed(path: Path = path, policy: SqlPolicy = policy) -> None:
                 run_query(path, "sales", check_query(SQL, policy), limits)
 
             start = time.perf_counter()
@@ -91,6 +92,7 @@ def main() -> None:
             check_ms = (time.perf_counter() - start) / check_n * 1000
             t_raw = median_time(raw, args.repeat)
             t_gov = median_time(governed, args.repeat)
+            t_people = median_time(lambda path=path: governed(path, people), args.repeat)
             con.close()
             report.append(
                 {
@@ -98,6 +100,8 @@ def main() -> None:
                     "raw_s": round(t_raw, 4),
                     "governed_s": round(t_gov, 4),
                     "ratio": round(t_gov / t_raw, 2),
+                    "governed_people_s": round(t_people, 4),
+                    "people_ratio": round(t_people / t_raw, 2),
                     "overhead_ms": round((t_gov - t_raw) * 1000, 1),
                     "check_ms": round(check_ms, 2),
                     "cold_governed_s": round(cold, 3) if cold is not None else None,
@@ -109,12 +113,13 @@ def main() -> None:
         return
     print(
         f"{'rows':>12} {'raw s':>8} {'governed s':>11} {'ratio':>6} {'overhead ms':>12} "
-        f"{'check ms':>9}"
+        f"{'check ms':>9} {'k=people s':>11} {'ratio':>6}"
     )
     for r in report:
         print(
             f"{r['rows']:>12,} {r['raw_s']:>8.4f} {r['governed_s']:>11.4f} {r['ratio']:>6.2f}"
             f" {r['overhead_ms']:>12.1f} {r['check_ms']:>9.2f}"
+            f" {r['governed_people_s']:>11.4f} {r['people_ratio']:>6.2f}"
         )
     cold_s = report[0]["cold_governed_s"] if report else None
     if cold_s is not None:
