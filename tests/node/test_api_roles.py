@@ -146,6 +146,7 @@ SERVICE_ANSWER = {
     ("GET", f"{API}/contracts/{{ref}}"): (404, "not_found"),
     ("POST", f"{API}/contracts/{{ref}}/approve"): (404, "not_found"),
     ("POST", f"{API}/contracts/{{ref}}/reject"): (404, "not_found"),
+    ("POST", f"{API}/contracts/{{ref}}/withdraw"): (404, "not_found"),
     ("POST", f"{API}/transfers"): (404, "not_found"),
     ("GET", f"{API}/transfers/{{pid}}"): (404, "not_found"),
     ("POST", f"{API}/mp/psi"): (404, "not_found"),
@@ -191,6 +192,13 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
         lambda api, allowed: {
             "url": f"{API}/contracts/urn:uuid:none/reject",
             "json": {"reason": "no"},
+        },
+    ),
+    ("POST", f"{API}/contracts/{{ref}}/withdraw"): (
+        ("admin", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/contracts/urn:uuid:none/withdraw",
+            "json": {"reason": "no longer needed"},
         },
     ),
     ("GET", f"{API}/jobs/{{job_id}}"): (ALL, _denied_job),

@@ -19,8 +19,9 @@ import pytest
 
 from dataspace.contracts import ContractAgreementMessage, build, parse, sign_agreement, validate
 from dataspace.contracts import store as cs
+from dataspace.contracts.errors import IllegalTransition
 from dataspace.contracts.messages import policy_from_wire
-from dataspace.errors import NotFound
+from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.identity.keys import load_private_key
 from dataspace.identity.membership import Member
 from dataspace.policy import Policy, PolicyType
@@ -233,6 +234,56 @@ def test_a_message_delivered_again_after_its_answer_was_lost_changes_nothing(
     assert pair.provider_view(view)["state"] == "FINALIZED"
     for node in (pair.tax, pair.bank):  # one entry per step, not one per delivery
         assert actions(node).count("negotiation.verified") == 1
+
+
+def test_a_consumer_withdraws_a_request_the_provider_has_not_agreed_to(pair: Pair) -> None:
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    with pytest.raises(UsageError, match="as provider"):
+        ng.withdraw(pair.tax, view["provider_pid"], reason="x", actor="cli:boss")
+    ended = ng.withdraw(pair.bank, view["id"], reason="bought elsewhere", actor="cli:analyst",
+                        transport=pair.transport)
+    assert ended["state"] == "TERMINATED"
+    provider = pair.provider_view(view)
+    assert provider["state"] == "TERMINATED"
+    assert provider["reason"] == ["withdrawn: bought elsewhere"]
+    with pytest.raises(IllegalTransition):  # approving weeks later signs nothing
+        ng.approve(pair.tax, view["provider_pid"], actor="cli:boss", transport=pair.transport)
+    assert "negotiation.approved" not in actions(pair.tax)
+
+
+def test_a_contract_both_signed_cannot_be_withdrawn(pair: Pair) -> None:
+    view = pair.request()
+    assert view["state"] == "FINALIZED"
+    with pytest.raises(UsageError, match="FINALIZED"):
+        ng.withdraw(pair.bank, view["id"], reason="x", actor="cli:analyst",
+                    transport=pair.transport)
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
+
+
+def test_a_withdrawal_overtaken_by_the_agreement_leaves_the_contract_standing(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider's agreement lands between the check and the termination: the contract
+    stands, and the consumer is told so."""
+    from dataspace.services import neg_consumer
+
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    ending = neg_consumer.terminate
+
+    def agreed_first(*args: Any, **kwargs: Any) -> None:
+        ng.approve(pair.tax, view["provider_pid"], actor="cli:boss", transport=pair.transport)
+        ending(*args, **kwargs)
+
+    monkeypatch.setattr(neg_consumer, "terminate", agreed_first)
+    with pytest.raises(Conflict, match="before it could be withdrawn"):
+        ng.withdraw(pair.bank, view["id"], reason="x", actor="cli:analyst",
+                    transport=pair.transport)
+    pair.pump()
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
 
 
 def test_manual_reject_terminates_both_sides_with_the_reason(pair: Pair) -> None:

@@ -94,6 +94,15 @@ def reject(ctx: typer.Context, pid: str,
     _outcome(view, as_json)
 
 
+@app.command("withdraw")
+def withdraw(ctx: typer.Context, pid: str,
+             reason: str = typer.Option(..., "--reason", help="Told to the provider."),
+             as_json: bool = JsonOption) -> None:
+    """Consumer: withdraw a request the provider has not agreed to yet."""
+    view = negotiation.withdraw(node(ctx), pid, reason=reason, actor=actor())
+    _outcome(view, as_json)
+
+
 def _outcome(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(view)

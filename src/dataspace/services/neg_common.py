@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -341,11 +341,19 @@ def _send_or_fail(
 
 
 def _terminate_local(
-    node: Node, pid: str, *, code: str, reasons: list[str], actor: str
+    node: Node,
+    pid: str,
+    *,
+    code: str,
+    reasons: list[str],
+    actor: str,
+    only_in: Collection[str] | None = None,
 ) -> ContractNegotiationRow | None:
+    """Move to TERMINATED and log it, unless already ended (or, with ``only_in``, in
+    another state by the time the lock is held); the row, or None if nothing changed."""
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None, lock=True)
-        if row.state in FINAL:
+        if row.state in FINAL or (only_in is not None and row.state not in only_in):
             return None
         own = Role(row.role)
         row = cs.advance_negotiation(session, pid, cn.TERMINATION, sender=own, peer=None)
@@ -376,9 +384,10 @@ def terminate(
     reasons: list[str],
     actor: str,
     transport: Transport | None = None,
+    only_in: Collection[str] | None = None,
 ) -> None:
     """Terminate a negotiation here and tell the peer (best effort)."""
-    row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
+    row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor, only_in=only_in)
     if row is not None:
         send_termination(
             node,

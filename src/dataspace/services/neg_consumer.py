@@ -20,7 +20,7 @@ from dataspace.contracts import negotiation as cn
 from dataspace.contracts import store as cs
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.roles import Role
-from dataspace.errors import DataspaceError, UsageError
+from dataspace.errors import Conflict, DataspaceError, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import (
@@ -47,6 +47,7 @@ from dataspace.services.neg_common import (
     _terminate_local,
     _with_signature,
     callback_address,
+    terminate,
 )
 from dataspace.services.neg_terms import with_purpose
 from dataspace.services.neg_views import show_contract
@@ -132,6 +133,44 @@ def request_contract(
         row = cs.get_negotiation(session, consumer_pid, peer=None, lock=True)
         take_provider_pid(row, ack, consumer_pid)
     return show_contract(node, consumer_pid)
+
+
+#: States in which a consumer may still withdraw its request: it has signed nothing yet.
+WITHDRAWABLE = (
+    cn.NegotiationState.REQUESTED.value,
+    cn.NegotiationState.OFFERED.value,
+    cn.NegotiationState.ACCEPTED.value,
+)
+
+
+def withdraw(
+    node: Node, pid: str, *, reason: str, actor: str, transport: Transport | None = None
+) -> dict[str, Any]:
+    """Consumer user: withdraw a request before the provider agrees (`contract withdraw`); the
+    provider receives the reason, and an agreement it signs later is refused. Once this node
+    has countersigned (VERIFIED, FINALIZED) the contract stands: there is nothing to withdraw."""
+    with node.store.read() as session:
+        row = cs.get_negotiation(session, pid, peer=None)
+        if row.role != Role.CONSUMER.value:
+            raise UsageError(
+                f"negotiation {pid!r} is one this node answers as provider",
+                hint="a provider refuses a request with `contract reject`",
+            )
+        if row.state not in WITHDRAWABLE:
+            raise UsageError(
+                f"negotiation {pid!r} is {row.state}: only a request not yet agreed "
+                "(REQUESTED, OFFERED, ACCEPTED) can be withdrawn",
+                hint="an agreement both signed ends at its expiry; ask the provider",
+            )
+    terminate(node, pid, code="withdrawn", reasons=[reason], actor=actor, transport=transport,
+              only_in=WITHDRAWABLE)  # fmt: skip
+    view = show_contract(node, pid)
+    if view["state"] != cn.NegotiationState.TERMINATED.value:
+        raise Conflict(
+            f"negotiation {pid!r} became {view['state']} before it could be withdrawn",
+            hint="the provider agreed meanwhile; the contract stands",
+        )
+    return view
 
 
 def wait(node: Node, pid: str, seconds: float, *, poll: float = 0.1) -> dict[str, Any]:

@@ -327,7 +327,7 @@ def reject(
     (FINALIZED, TERMINATED) cannot be rejected any more (IllegalTransition, 400)."""
     with node.store.read() as session:
         row = cs.get_negotiation(session, pid, peer=None)
-        _require_provider(row, pid, hint="a consumer cancels with `contract terminate`")
+        _require_provider(row, pid, hint="a consumer withdraws a request: `contract withdraw`")
         cn.apply(row.state, cn.TERMINATION, Role.PROVIDER)
     terminate(node, pid, code="rejected", reasons=[reason], actor=actor, transport=transport)
     return show_contract(node, pid)

@@ -3,8 +3,8 @@
 The router (``node/routers/dsp.py``) authenticates the peer and calls one ``handle_*``
 function per DSP endpoint; each returns a :class:`Reply` (status, body) plus the follow-up
 messages to send *after* the answer (FastAPI background tasks; tests call them directly).
-Local users call :func:`request_contract`, :func:`approve`, :func:`reject`, :func:`list_contracts`
-and :func:`show_contract`.
+Local users call :func:`request_contract`, :func:`withdraw`, :func:`approve`, :func:`reject`,
+:func:`list_contracts` and :func:`show_contract`.
 
 How purpose and signatures travel (see docs/contracts.md):
 
@@ -49,7 +49,7 @@ from dataspace.services.neg_common import callback_address as callback_address
 from dataspace.services.neg_common import logger as logger
 from dataspace.services.neg_common import lookup_member as lookup_member
 from dataspace.services.neg_common import refuse as refuse
-from dataspace.services.neg_consumer import handle_agreement, request_contract, wait
+from dataspace.services.neg_consumer import handle_agreement, request_contract, wait, withdraw
 from dataspace.services.neg_handlers import handle_get, handle_message, handle_offer
 from dataspace.services.neg_provider import (
     agree,
@@ -85,4 +85,5 @@ __all__ = [
     "terminate",
     "wait",
     "with_purpose",
+    "withdraw",
 ]

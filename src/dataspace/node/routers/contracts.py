@@ -84,3 +84,13 @@ def reject(
     caller: TokenInfo = Depends(require(*WRITERS)),
 ) -> dict[str, Any]:
     return negotiation.reject(node, ref, reason=body.reason, actor=caller.actor)
+
+
+@router.post("/contracts/{ref}/withdraw", summary="Withdraw a request not yet agreed (consumer)")
+def withdraw(
+    ref: str,
+    body: Rejection,
+    node: Node = Depends(get_node),
+    caller: TokenInfo = Depends(require(*NEGOTIATORS)),
+) -> dict[str, Any]:
+    return negotiation.withdraw(node, ref, reason=body.reason, actor=caller.actor)
