@@ -67,6 +67,8 @@ class Pair:
             return 200, catalog.catalog_doc(node, peer_url(node) + "/dsp")
         if path == "/dsp/negotiations/request":
             reply = ng.handle_request(node, peer, doc, transport=self.transport)
+        elif method == "GET":
+            reply = ng.handle_get(node, peer, path.rsplit("/", 1)[1])
         else:
             m = PATH.match(path)
             assert m, path
@@ -284,6 +286,49 @@ def test_a_withdrawal_overtaken_by_the_agreement_leaves_the_contract_standing(
                     transport=pair.transport)
     pair.pump()
     assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
+
+
+def test_a_finalized_event_that_never_came_is_learnt_by_asking_the_provider(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider finalizes but cannot deliver the event (and does not retry): the consumer
+    stayed VERIFIED and could not ask for a transfer under a contract both had signed."""
+    from dataspace.services import neg_consumer, transfers
+
+    monkeypatch.setattr(catalog.time, "sleep", lambda _s: None)
+    honest = pair.transport
+
+    def unreachable_for_events(node: Node, peer: str, method: str, path: str,
+                               body: Mapping[str, Any] | None) -> tuple[int, Any]:
+        if body is not None and body.get("@type") == "ContractNegotiationEventMessage":
+            raise catalog.DeliveryFailed("the consumer is briefly unreachable")
+        if path.startswith("/dsp/transfers"):  # transfers are not this test's subject
+            raise catalog.DeliveryFailed("no transfer endpoint here")
+        return honest(node, peer, method, path, body)
+
+    pair.transport = unreachable_for_events  # type: ignore[method-assign]
+    view = pair.request()
+    assert (view["state"], pair.provider_view(view)["state"]) == ("VERIFIED", "FINALIZED")
+    before = actions(pair.bank).count("negotiation.finalized")
+    with pytest.raises(catalog.DeliveryFailed, match="transfers/request"):  # past the check
+        transfers.request_transfer(pair.bank, agreement_id=view["agreement_id"], mode="raw",
+                                   transport=pair.transport)  # asks first: no "not finalized"
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
+    assert actions(pair.bank).count("negotiation.finalized") == before + 1
+    assert not neg_consumer.catch_up(pair.bank, view["id"], transport=pair.transport)
+
+
+def test_asking_the_provider_moves_nothing_unless_it_says_finalized(pair: Pair) -> None:
+    from dataspace.services import neg_consumer
+
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])  # REQUESTED: nothing to catch up on
+    assert not neg_consumer.catch_up(pair.bank, view["id"], transport=pair.transport)
+    with pair.bank.store.write() as session:  # as if VERIFIED here, the provider still waits
+        cs.get_negotiation(session, view["id"], peer=None).state = "VERIFIED"
+    assert not neg_consumer.catch_up(pair.bank, view["id"], transport=pair.transport)
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "VERIFIED"
 
 
 def test_manual_reject_terminates_both_sides_with_the_reason(pair: Pair) -> None:

@@ -34,10 +34,12 @@ from dataspace.services.neg_common import (
     FINAL,
     PEER_ACTOR,
     Reply,
+    _agreement_row,
     _already_signed,
     _guard,
     _log_agreed,
     _log_verified,
+    _own_public,
     _path_pid,
     _peer_path,
     _private_key,
@@ -47,6 +49,8 @@ from dataspace.services.neg_common import (
     _terminate_local,
     _with_signature,
     callback_address,
+    logger,
+    lookup_member,
     terminate,
 )
 from dataspace.services.neg_terms import with_purpose
@@ -133,6 +137,56 @@ def request_contract(
         row = cs.get_negotiation(session, consumer_pid, peer=None, lock=True)
         take_provider_pid(row, ack, consumer_pid)
     return show_contract(node, consumer_pid)
+
+
+def catch_up(node: Node, pid: str, *, transport: Transport | None = None) -> bool:
+    """Consumer: a negotiation VERIFIED here whose FINALIZED event never came (the provider
+    could not deliver it, and does not retry): ask the provider (one signed GET); if it says
+    FINALIZED, move here as the event would have -- both signatures checked again,
+    ``negotiation.finalized`` logged. Best effort: True if it moved. The answer is not signed,
+    but both signatures are already on the agreement; FINALIZED only records that the
+    provider confirmed it, and the provider decides every use by its own state."""
+    verified = cn.NegotiationState.VERIFIED.value
+    with node.store.read() as session:
+        row = cs.get_negotiation(session, pid, peer=None)
+        if row.role != Role.CONSUMER.value or row.state != verified or not row.provider_pid:
+            return False
+        peer, path = row.peer, f"{DSP_PATH}/negotiations/{row.provider_pid}"
+    try:
+        status, data = deliver(node, peer, "GET", path, None, transport, attempts=1)
+        ack = parse(data, "ContractNegotiation") if status == 200 else None
+    except DataspaceError as exc:
+        logger.info("negotiation %s: could not ask %s for its state: %s", pid, peer, exc)
+        return False
+    if ack is None or ack.state != cn.NegotiationState.FINALIZED.value or ack.consumer_pid != pid:
+        return False
+    member = lookup_member(node, peer)
+    with node.store.write() as session:
+        row = cs.get_negotiation(session, pid, peer=peer, lock=True)
+        if row.state != verified:
+            return False
+        row = cs.advance_negotiation(
+            session, pid, cn.FINALIZED_EVENT, sender=Role.PROVIDER, peer=peer
+        )
+        ag = _agreement_row(session, row)
+        cs.verify_signatures(ag, member.public_key, _own_public(node))
+        log.append(
+            session,
+            actor=f"node:{node.name}",
+            action="negotiation.finalized",
+            payload={
+                "pid": pid,
+                "role": Role.CONSUMER.value,
+                "peer": peer,
+                "offer_id": row.offer_id,
+                "purpose": row.purpose,
+                "agreement_id": ag.id,
+                "provider_signature": ag.provider_signature,
+                "consumer_signature": ag.consumer_signature,
+                "learnt_by": "asking the provider",
+            },
+        )
+    return True
 
 
 #: States in which a consumer may still withdraw its request: it has signed nothing yet.

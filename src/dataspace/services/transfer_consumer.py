@@ -33,6 +33,7 @@ from dataspace.ledger import log
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
 from dataspace.services.dsp_process import take_provider_pid, wait_until_final
 from dataspace.services.neg_common import callback_address, lookup_member
+from dataspace.services.neg_consumer import catch_up
 from dataspace.services.node import Node, default_actor
 from dataspace.services.transfer_common import (
     FINAL,
@@ -81,6 +82,9 @@ def request_transfer(
     who = actor or default_actor()
     fmt = format_for(mode)
     pid = cs.new_pid()
+    with node.store.read() as session:
+        negotiation = cs.get_agreement(session, agreement_id, peer=None).negotiation_id
+    catch_up(node, negotiation, transport=transport)  # a FINALIZED event that never came
     with node.store.write() as session:
         provider = _provider_of(session, agreement_id)
         row = cs.create_transfer(
