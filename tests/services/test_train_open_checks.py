@@ -196,7 +196,7 @@ def _fedavg_open(env: dict[str, Any], holdout: float) -> tuple[str, dict[str, An
     job = uuid.uuid4().hex
     params = {"dim": 3, "model": "logistic", "holdout": holdout, "seed": 0, "rounds": 1,
               "local_epochs": 1, "batch_size": 1, "learning_rate": 1.0, "l2": 0.0,
-              "update_bound": 1e6}
+              "update_bound": 1e6, "initiator_trains": True}  # a third contributor
     return job, {"protocol": "fedavg", "job_id": job, "name": "open",
                  "agreement_id": env["agreement"], "features": COLUMNS, "label": "y",
                  "params": params}
@@ -242,6 +242,44 @@ def _fedavg_round(job: str, parties: list[int], other: str = "operator") -> dict
     return {"protocol": "fedavg", "job_id": job, "name": "round#1", "session": "00" * 16,
             "parties": parties, "members": members, "index": 1, "bound": 1e6, "bits": 16,
             "total": 2}
+
+
+@pytest.mark.parametrize("name", ["round#1", "eval"])
+def test_a_round_bound_below_the_update_is_clipped_not_refused(
+    env: dict[str, Any], name: str
+) -> None:
+    """A refusal beyond the initiator's bound answered "is your largest update above B?" --
+    a bisection over jobs read it, each probe free under a one-job agreement."""
+    job, header = _fedavg_open(env, 0.25)
+    _step(env["tax"], BANK, header)
+    tiny = {**_fedavg_round(job, [1, 2]), "name": name, "bound": 1e-3}
+    assert _step(env["tax"], BANK, tiny, [np.ones(4).tobytes()])  # answered, masked
+
+
+@pytest.mark.parametrize("bound", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_round_bound_that_is_no_positive_number_is_refused(
+    env: dict[str, Any], bound: float
+) -> None:
+    job, header = _fedavg_open(env, 0.25)
+    _step(env["tax"], BANK, header)
+    with pytest.raises(DataspaceError, match="not a positive number"):
+        _step(env["tax"], BANK, {**_fedavg_round(job, [1, 2]), "bound": bound},
+              [np.zeros(4).tobytes()])
+
+
+def test_without_dp_a_provider_refuses_a_round_of_two_contributors(env: dict[str, Any]) -> None:
+    """Every provider sees the next model: with one other provider and no data of the
+    initiator's, that provider subtracts its own update from the step and reads this one's."""
+    job, header = _fedavg_open(env, 0.25)
+    header["params"]["initiator_trains"] = False
+    _step(env["tax"], BANK, header)
+    with pytest.raises(DataspaceError, match="needs three contributors"):
+        _step(env["tax"], BANK, _fedavg_round(job, [1, 2]), [np.zeros(4).tobytes()])
+    job, header = _fedavg_open(env, 0.25)  # the evaluation's sums reach the initiator only
+    header["params"]["initiator_trains"] = False
+    _step(env["tax"], BANK, header)
+    eval_header = {**_fedavg_round(job, [1, 2]), "name": "eval"}
+    assert _step(env["tax"], BANK, eval_header, [np.zeros(4).tobytes()])
 
 
 def test_fedavg_refuses_a_sum_whose_other_party_is_the_initiator(env: dict[str, Any]) -> None:
@@ -475,6 +513,10 @@ def test_fedavg_needs_two_providers_even_when_the_initiator_holds_data(
         train_fedavg.start(env["bank"], agreements=[env["agreement"]], peers=[TAX], label="y",
                            features={BANK: COLUMNS, TAX: COLUMNS}, dataset="loans",
                            params={"rounds": 3})
+    with pytest.raises(DataspaceError, match="needs three contributors"):
+        train_fedavg.start(env["bank"], agreements=[env["agreement"], env["agreement"]],
+                           peers=[TAX, "power-grid"], label="y",
+                           features={TAX: COLUMNS, "power-grid": COLUMNS}, params={"rounds": 3})
 
 
 @pytest.mark.parametrize(

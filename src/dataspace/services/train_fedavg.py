@@ -62,6 +62,8 @@ ACTION = "federated-train"
 FAMILY = "fedavg"
 BINS = 256  # score histogram resolution for the overall AUC
 MAX_HOLDOUT = 0.5  # a provider keeps at least half its rows for training
+#: The job parameter saying whether the initiator adds an update of its own data to each round.
+INITIATOR_TRAINS = "initiator_trains"
 CONFIG_KEYS = ("rounds", "local_epochs", "batch_size", "learning_rate", "l2", "update_bound")
 
 
@@ -411,7 +413,17 @@ def _step(node: Node, s: _Party, name: str, header: dict[str, Any], blobs: list[
         if len(parties) < 2 or int(header["index"]) not in parties:
             # alone in a sum, this node's update (or histogram) would reach the initiator as is
             raise UsageError("a FedAvg round must aggregate this node with at least one other")
+        contributors = len(parties) + (p.get(INITIATOR_TRAINS) is True)
+        if name != "eval" and not config.dp and contributors < 3:
+            # the other provider sees the next model and subtracts its own update from it
+            raise UsageError("without DP a FedAvg round needs three contributors: with two, "
+                             "the other provider reads this node's update from the next model")
+        # The initiator sends the bound. Refusing a value beyond it would answer "is your
+        # largest update above B?" -- a bisection over jobs reads it; clipping answers nothing.
         bound = float(header["bound"])
+        if not math.isfinite(bound) or bound <= 0:
+            raise UsageError(f"the round's bound {header['bound']!r} is not a positive number")
+        values = np.clip(values, -bound, bound)
         if config.dp and name != "eval":
             share = noise_share(config.dp, len(parties))
             values = share.apply(values)
@@ -511,6 +523,14 @@ def start(
     retry_of: str | None = None,
     job_id: str | None = None,
 ) -> FedJob:
+    if len(peers or ()) == 2 and not dataset and not config_of(dict(params or {})).dp:
+        # every provider sees the next model: with two contributors and no noise, each
+        # subtracts its own update from the step and reads the other's
+        raise UsageError(
+            "without DP, FedAvg needs three contributors: with two providers and no data of "
+            "this node's, each provider could read the other's update from the next model",
+            hint="add a provider, train on this node's data too (--dataset), or use DP-FedAvg",
+        )
     links = multiparty._links(node, agreements, peers)
     names = [lk.peer for lk in links] + ([node.name] if dataset else [])
     labels = parse_labels(label, names)
@@ -530,6 +550,7 @@ def start(
         # each provider refuses a sum whose only other contributor is the initiator (the
         # initiator would subtract its own update): two providers at least, whatever it holds
         raise UsageError("FedAvg needs at least two providers besides the initiator")
+    p[INITIATOR_TRAINS] = bool(dataset)
     own = None
     if dataset:
         with node.store.read() as session:
