@@ -57,6 +57,11 @@ class FixedPoint:
             )
         if not isinstance(self.max_count, int) or self.max_count < 1:
             raise UsageError(f"max_count must be a positive integer, got {self.max_count!r}")
+        if not math.isfinite(self.bound * 2.0**self.scale_bits):
+            raise OverflowRisk(
+                f"bound {self.bound} at {self.scale_bits} fractional bits is beyond any encoding",
+                hint="use a smaller bound or fewer scale_bits",
+            )
         self.check_capacity(1)
 
     @property
@@ -87,15 +92,18 @@ class FixedPoint:
             fits = max(0, math.floor(math.log2(limit / (parties * self.bound))))
             raise OverflowRisk(
                 f"{parties} parties × bound {self.bound} at {self.scale_bits} fractional bits "
-                f"can reach {parties * self.max_encoded}, beyond the signed range of 2^{self.bits}",
+                f"can reach about 2^{(parties * self.max_encoded).bit_length()} units, beyond "
+                f"the signed range of 2^{self.bits}",
                 hint=f"use at most {fits} scale_bits, a smaller bound, or fewer parties",
                 parties=parties,
                 max_parties=self.max_parties(),
             )
 
     def error_bound(self, parties: int) -> float:
-        """Worst-case rounding error of a decoded sum over ``parties`` parties."""
-        return parties * self.resolution / 2
+        """Worst-case error of a decoded sum over ``parties`` parties: each party's rounding
+        to the grid, plus the float64 rounding of a sum as large as ``parties × bound``."""
+        largest = parties * (self.max_encoded * self.resolution)
+        return parties * self.resolution / 2 + math.ulp(largest) / 2
 
     def wrap(self, v: UintVector) -> UintVector:
         """Reduce mod 2^k in place (a no-op for k = 64)."""
