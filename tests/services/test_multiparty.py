@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from dataspace.errors import Conflict, InputError, NotFound, UsageError
+from dataspace.errors import Conflict, DataspaceError, InputError, NotFound, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
@@ -222,7 +222,7 @@ def test_two_concurrent_openings_against_count_1_admit_exactly_one(
 def _aggregation_party(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path,
     revenue: Callable[[int], str] = lambda i: "2", values: pa.Array | None = None,
-    min_group: int | None = None,
+    min_group: int | None = None, epsilon_budget: float | None = None,
 ) -> tuple[Node, Node, str]:
     """tax-bureau (party 1, in a space with grid and bank) with a secure-aggregate agreement
     over its companies' ``revenue`` (row i's value as CSV text; empty is null)."""
@@ -250,6 +250,9 @@ def _aggregation_party(
     if min_group is not None:
         rule = dataclasses.replace(rule, constraints=(
             *rule.constraints, Constraint("minGroupSize", Operator.GTEQ, min_group)))
+    if epsilon_budget is not None:
+        rule = dataclasses.replace(rule, constraints=(
+            *rule.constraints, Constraint("epsilon", Operator.LTEQ, epsilon_budget)))
     policy = dataclasses.replace(policy, permissions=(rule,))
     agreement = make_agreement(
         tax, "bank", dataset_id=view["id"], purpose="credit-risk", offer=policy
@@ -345,6 +348,35 @@ def test_an_aggregation_that_could_unmask_this_nodes_input_is_refused(
         with pytest.raises(AdvertisementRejected, match="could release this node's input"):
             mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config, **extra))
         assert multiparty.get_job(tax, job)["state"] == "FAILED"
+
+
+def test_a_session_refused_on_its_terms_costs_no_epsilon(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """The session's own terms are checked before the ε is charged: a malformed opening
+    (a threshold that could unmask, a party list without this node) burnt the provider's ε,
+    which is never refunded."""
+    from dataspace.privacy.budget import get_budget
+
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path, epsilon_budget=5.0)
+    dp = local_noise(1e6, 1, 1.0)
+    encoding = FixedPoint(dp.encoded_bound, 16, max_count=2**31)
+    unsafe = {
+        "job-agg-eps-t-one": ({"threshold": 1}, "could release this node's input"),
+        "job-agg-eps-names": ({"members": [[1, "grid"], [2, "tax-bureau"]]}, "not tax-bureau"),
+        "job-agg-eps-bound": ({"bound": "lots"}, "not a number"),
+    }
+    for job, (change, message) in unsafe.items():
+        config = SessionConfig(secrets.token_bytes(16), (1, 2), 1, encoding, threshold=2)
+        opening = _open_aggregation(agreement, job, config, **{"bound": 1e6, "epsilon": 1.0,
+                                                               **change})
+        with pytest.raises(DataspaceError, match=message):
+            mp_party.handle_step(tax, "bank", opening)
+    with pytest.raises(NotFound):  # nothing was ever charged
+        get_budget(tax.store, agreement)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1, encoding, threshold=2)
+    _sum_with_tax(tax, grid, agreement, "job-agg-eps-ok", config, bound=1e6, epsilon=1.0)
+    assert get_budget(tax.store, agreement).epsilon_spent == 1
 
 
 def test_another_member_learns_nothing_of_an_ended_job_by_reusing_its_id(

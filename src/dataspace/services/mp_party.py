@@ -713,6 +713,46 @@ def _rr22_status(s: _Session) -> Out:
     return {"state": state}, [], {"run": state}
 
 
+def _refuse_unsafe_session(node: Node, s: _Session, header: dict[str, Any]) -> None:
+    """The session's own terms, from the header alone: a max_count other than the fixed one,
+    a threshold that could unmask this node's input, a party list that does not name this
+    node as its party or that names the coordinator."""
+    if header.get("max_count", MAX_ROWS_PER_PARTY) != MAX_ROWS_PER_PARTY:
+        # a smaller one would refuse a party's row count above it: a probe of the count
+        raise AdvertisementRejected(
+            f"an aggregation's max_count is {MAX_ROWS_PER_PARTY}, not {header.get('max_count')!r}",
+            hint="the job is refused",
+        )
+    try:  # numbers cross as JSON numbers or decimal strings
+        bound = float(header["bound"])
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"the aggregation's bound {header.get('bound')!r} is not a number",
+                         hint="the initiator sent a malformed opening") from None
+    FixedPoint(bound, int(header.get("scale_bits", 16)), max_count=MAX_ROWS_PER_PARTY)
+    parties = tuple(int(p) for p in header["parties"])
+    n, t = len(parties), int(header.get("threshold", 0))
+    if n > 1 and t < max(2, n // 2 + 1):
+        # with t = 1 a party's own share of its mask seed is the seed: a coordinator claiming
+        # every other party dropped out would unmask this node's input inside a "sum". (With
+        # one party the sum is its own aggregate, released knowingly: it sees n = 1 here.)
+        raise AdvertisementRejected(
+            f"secure aggregation over {n} parties with threshold {t} could release this "
+            f"node's input; it takes a threshold of at least {max(2, n // 2 + 1)}",
+            hint="the job is refused",
+        )
+    index = int(header["index"])
+    names = party_names(header.get("members"), parties)
+    if names.get(index) != node.name:
+        raise AdvertisementRejected(
+            f"the job names {names.get(index)!r}, not {node.name}, as party {index}",
+            hint="the initiator sent an inconsistent party list; the job is refused",
+        )
+    if s.initiator in names.values():
+        raise AdvertisementRejected(
+            f"the coordinator {s.initiator} lists itself as a party", hint="the job is refused"
+        )
+
+
 def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     columns = [str(c) for c in header.get("columns") or []]
     if not columns:
@@ -725,6 +765,7 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     dataset, decision = _check(
         node, s, header, columns, "aggregate-only", float(eps) if eps else None
     )
+    _refuse_unsafe_session(node, s, header)  # before any ε is charged: a refusal costs none
     enforcement = decision.enforcement
     if eps and enforcement is not None and enforcement.epsilon_budget is not None:
         from dataspace.privacy.budget import ensure_budget, reserve
@@ -755,12 +796,6 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         raise UsageError(f"{node.name} aggregates at least {k} rows under this agreement",
                          hint="the agreement's minGroupSize")
     values = _local_vector(table, columns, op)
-    if header.get("max_count", MAX_ROWS_PER_PARTY) != MAX_ROWS_PER_PARTY:
-        # a smaller one would refuse a party's row count above it: a probe of the count
-        raise AdvertisementRejected(
-            f"an aggregation's max_count is {MAX_ROWS_PER_PARTY}, not {header.get('max_count')!r}",
-            hint="the job is refused",
-        )
     dp = local_noise(float(header["bound"]), len(values), float(eps)) if eps else None
     config = SessionConfig(
         session=bytes.fromhex(str(header["session"])),
@@ -773,27 +808,8 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         ),
         threshold=int(header.get("threshold", 0)),
     )
-    n, t = config.n, config.threshold
-    if n > 1 and t < max(2, n // 2 + 1):
-        # with t = 1 a party's own share of its mask seed is the seed: a coordinator claiming
-        # every other party dropped out would unmask this node's input inside a "sum". (With
-        # one party the sum is its own aggregate, released knowingly: it sees n = 1 here.)
-        raise AdvertisementRejected(
-            f"secure aggregation over {n} parties with threshold {t} could release this "
-            f"node's input; it takes a threshold of at least {max(2, n // 2 + 1)}",
-            hint="the job is refused",
-        )
     index = int(header["index"])
     names = party_names(header.get("members"), config.parties)
-    if names.get(index) != node.name:
-        raise AdvertisementRejected(
-            f"the job names {names.get(index)!r}, not {node.name}, as party {index}",
-            hint="the initiator sent an inconsistent party list; the job is refused",
-        )
-    if s.initiator in names.values():
-        raise AdvertisementRejected(
-            f"the coordinator {s.initiator} lists itself as a party", hint="the job is refused"
-        )
     # The initiator picks the bound. Refusing a local value beyond it would answer "is my sum
     # above B?" — a binary search on B reads the value, one probe per job. Clipping answers
     # nothing; what was clipped is written to this node's own log only.
