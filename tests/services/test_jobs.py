@@ -304,6 +304,24 @@ def test_exhausted_dp_budget_is_denied(provider: tuple[Node, str]) -> None:
     assert get_budget(node.store, agreement).epsilon_spent == Decimal("1.0")
 
 
+@pytest.mark.parametrize("where", ["district > 3", "district + 1 > 3",
+                                   "strftime(tax_paid, '%Y') = '2024'"])
+def test_a_dp_query_the_columns_cannot_run_costs_no_epsilon(
+    provider: tuple[Node, str], where: str
+) -> None:
+    """A text column compared with a number fails whatever the data: it cost the query's
+    whole ε and answered nothing (two typos emptied a budget)."""
+    node, _ = provider
+    agreement = agree(provider, "dp-stats", dp=DP, epsilon=1.0, delta=1e-5, min_group_size=5)
+    with pytest.raises(QueryRefused, match="does not fit the table's columns") as refused:
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                     sql=f"SELECT count(*) AS n FROM taxpayers WHERE {where}")
+    assert refused.value.hint == "fix the query; no ε was spent"
+    outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                           sql="SELECT count(*) AS n FROM taxpayers")
+    assert Decimal(outcome.meta["epsilon_left"]) == Decimal("0.5")  # only the answer paid
+
+
 def test_usage_and_ledger_reconcile(provider: tuple[Node, str]) -> None:
     node, _ = provider
     agreement = agree(provider, price_terms={"per_job": "2.50 CNY", "free_jobs": 1})

@@ -17,7 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataspace.compute.errors import QueryTimeout, ResultTooLarge
+from dataspace.compute.bind import bind_problem
+from dataspace.compute.errors import QueryRefused, QueryTimeout, ResultTooLarge
 from dataspace.compute.sandbox import SandboxLimits, start_query
 from dataspace.compute.sqlcheck import check_query
 from dataspace.compute.sqltypes import SqlPolicy
@@ -112,6 +113,10 @@ def run_dp_query(
             cost.threshold_delta,
             sql_policy.min_group_size,
         )
+    problem = bind_problem(plan.checked.sql, table_name, sql_policy.columns)
+    if problem is not None:  # decided by the schema alone: refused before any ε is spent
+        raise QueryRefused(f"the query does not fit the table's columns: {problem}",
+                           hint="fix the query; no ε was spent")
     # The worker computes while the spend commits; its exact answer is read only after the
     # commit, so a refused or failed reservation releases nothing (the job is cancelled).
     check_affordable(store, agreement_id, cost.epsilon, cost.delta)  # no work if it cannot pay
