@@ -322,6 +322,25 @@ def test_a_dp_query_the_columns_cannot_run_costs_no_epsilon(
     assert Decimal(outcome.meta["epsilon_left"]) == Decimal("0.5")  # only the answer paid
 
 
+def test_the_policy_weighs_the_delta_a_query_spends_not_the_offers(
+    provider: tuple[Node, str]
+) -> None:
+    """An ungrouped Laplace query spends no δ; once a grouped one had used the agreement's
+    δ, the policy still added the offer's δ per query and denied it with ε left."""
+    node, _ = provider
+    dp = {**DP, "delta": 1e-6}
+    agreement = agree(provider, "dp-stats", dp=dp, epsilon=5.0, delta=1e-6, min_group_size=5)
+    jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                 sql="SELECT district, count(*) AS n FROM taxpayers GROUP BY district")
+    assert get_budget(node.store, agreement).delta_left == 0
+    ungrouped = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                             sql="SELECT count(*) AS n FROM taxpayers")
+    assert Decimal(ungrouped.meta["delta_spent"]) == 0
+    with pytest.raises((PolicyDenied, BudgetExhausted)):  # a grouped one still needs δ
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                     sql="SELECT district, count(*) AS n FROM taxpayers GROUP BY district")
+
+
 def test_usage_and_ledger_reconcile(provider: tuple[Node, str]) -> None:
     node, _ = provider
     agreement = agree(provider, price_terms={"per_job": "2.50 CNY", "free_jobs": 1})

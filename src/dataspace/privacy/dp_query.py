@@ -81,8 +81,13 @@ def dp_cost(plan: DpPlan, spec: DpSpec) -> DpCost:
         r.column: build_noise(spec.mechanism, r.integer, r.sensitivity, eps_each, noise_delta)
         for r in plan.releases
     }
-    spent_delta = spec.delta if (plan.grouped or mech.uses_delta) else 0.0
-    return DpCost(spec.epsilon, spent_delta, noises, threshold_delta)
+    return DpCost(spec.epsilon, delta_spent(spec, plan.grouped), noises, threshold_delta)
+
+
+def delta_spent(spec: DpSpec, grouped: bool) -> float:
+    """The δ a query spends: the offer's δ when it is grouped (the threshold's chance of
+    releasing a key one person made) or its noise uses δ; none for ungrouped Laplace."""
+    return spec.delta if (grouped or mechanism(spec.mechanism).uses_delta) else 0.0
 
 
 def run_dp_query(

@@ -256,11 +256,13 @@ def _region(node: Node, consumer: str) -> str | None:
     return str(value) if value else None
 
 
-def _columns_read(*, sql: str, dataset: _Dataset) -> set[str]:
+def _columns_read(*, sql: str, dataset: _Dataset) -> tuple[set[str], bool]:
+    """The columns ``sql`` reads, and whether it groups (which decides the δ a DP query
+    spends), from one check without the agreement's limits."""
     probe = SqlPolicy(table=dataset.name, columns=dataset.columns, output="raw")
     checked = check_query(sql, probe)
     canonical = {c.lower(): c for c in dataset.columns}
-    return {canonical.get(c.lower(), c) for c in checked.columns_read}
+    return {canonical.get(c.lower(), c) for c in checked.columns_read}, bool(checked.group_keys)
 
 
 def unnamed_people(identifiers: Sequence[str], declared: str | None) -> list[str]:

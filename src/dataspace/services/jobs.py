@@ -39,6 +39,7 @@ from dataspace.contracts.negotiation import NegotiationState
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.policy import Decision, Policy, PolicyDenied, Request, evaluate
 from dataspace.privacy import DpSpec, ensure_budget, run_dp_query
+from dataspace.privacy.dp_query import delta_spent
 from dataspace.services.job_policy import (
     DENIED,
     DP,
@@ -194,9 +195,11 @@ def _run(node: Node, job: _Job) -> JobOutcome:
         )
     # Read the SQL once without the agreement's limits, to learn which columns it reads.
     # Anything the checker refuses here (COPY, files, joins, ...) is refused for good.
-    columns_read = _columns_read(sql=job.sql, dataset=dataset)
+    columns_read, grouped = _columns_read(sql=job.sql, dataset=dataset)
     job.extra["fields"] = sorted(columns_read)
-    enforcement = _admit(node, job, agreed, frozenset(columns_read)).enforcement
+    # the policy weighs the δ this query spends (ungrouped Laplace spends none), not the offer's
+    delta = delta_spent(dp_spec, grouped) if dp_spec is not None else None
+    enforcement = _admit(node, job, agreed, frozenset(columns_read), delta).enforcement
     assert enforcement is not None
     sql_policy = _sql_policy(
         dataset,
@@ -309,10 +312,12 @@ def _request(
     signed_at: datetime,
     fields: frozenset[str] | None,
     dp: DpSpec | None = None,
+    delta: float | None = None,
     jobs_run: int | None = None,
     spent: tuple[Decimal, Decimal] | None = None,
 ) -> Request:
-    """The execution-time facts the policy is evaluated with (``None``: not known)."""
+    """The execution-time facts the policy is evaluated with (``None``: not known); ``delta``
+    is what the query spends, when known (else the offer's δ per query)."""
     return Request(
         action=job.action,
         assignee=job.consumer,
@@ -326,12 +331,14 @@ def _request(
         region=_region(node, job.consumer),
         epsilon=Decimal(str(dp.epsilon)) if dp else None,
         epsilon_spent=spent[0] if dp and spent else None,
-        delta=Decimal(str(dp.delta)) if dp else None,
+        delta=Decimal(str(dp.delta if delta is None else delta)) if dp else None,
         delta_spent=spent[1] if dp and spent else None,
     )
 
 
-def _admit(node: Node, job: _Job, agreed: _Agreed, fields: frozenset[str]) -> Decision:
+def _admit(
+    node: Node, job: _Job, agreed: _Agreed, fields: frozenset[str], delta: float | None = None
+) -> Decision:
     """Evaluate the policy and take a job slot, atomically per agreement.
 
     Under the agreement row's write lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
@@ -357,6 +364,7 @@ def _admit(node: Node, job: _Job, agreed: _Agreed, fields: frozenset[str]) -> De
                 signed_at=agreed.signed_at,
                 fields=fields,
                 dp=agreed.dp_spec,
+                delta=delta,
                 jobs_run=taken,
                 spent=spent,
             )
