@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,25 @@ def test_dp_offer_needs_epsilon_and_numeric_bounds(tax: Node) -> None:
                          dp_bounds={"开票金额": (0, 1e7)}, contributor_column="纳税人识别号",
                          **dp)  # type: ignore[arg-type]
     assert view["dp"]["contributor_column"] == "纳税人识别号"
+
+
+def test_a_dp_delta_no_agreement_could_pay_is_refused(tax: Node) -> None:
+    """Without a δ budget (or a smaller one) every grouped query would fail at its first run
+    with a misleading 'ask fewer queries'."""
+    bounds = {"开票金额": (0, 1e7)}
+    for params, budget in (({"purposes": "finance", "epsilon": "2"}, "(none: 0)"),
+                           ({"purposes": "finance", "epsilon": "2", "delta": "1e-7"}, "1e-07")):
+        with pytest.raises(UsageError, match=re.escape(f"δ budget {budget}")):
+            offers.create(tax, "tax-records", actor="t", template="dp-stats", params=params,
+                          dp_epsilon_per_query=0.5, dp_bounds=bounds, dp_delta=1e-6)
+    ungrouped_only = offers.create(tax, "tax-records", actor="t", template="dp-stats",
+                                   params={"purposes": "finance", "epsilon": "2"},
+                                   dp_epsilon_per_query=0.5, dp_bounds=bounds)
+    assert ungrouped_only["dp"]["delta"] == 0
+    paid = offers.create(tax, "tax-records", actor="t", template="dp-stats",
+                         params={"purposes": "finance", "epsilon": "2", "delta": "1e-5"},
+                         dp_epsilon_per_query=0.5, dp_bounds=bounds, dp_delta=1e-6)
+    assert paid["dp"]["delta"] == 1e-6
 
 
 def test_dp_parameters_without_dp_query_are_refused(tax: Node) -> None:

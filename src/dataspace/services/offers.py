@@ -235,6 +235,15 @@ def _check_dp(
             f"--dp-epsilon-per-query {spec.epsilon} exceeds the policy's ε budget {budget}",
             hint="no query could ever run",
         )
+    delta_budget = _budget(policy, "delta")
+    if spec.delta > 0 and (delta_budget is None or spec.delta > delta_budget):
+        raise UsageError(
+            f"--dp-delta {spec.delta} exceeds the policy's δ budget "
+            f"{delta_budget if delta_budget is not None else '(none: 0)'}",
+            hint="grouped queries spend δ and could never run: give the policy a δ budget "
+            "(dp-stats: delta=...) at least this large, or --dp-delta 0 for ungrouped "
+            "Laplace queries only",
+        )
     return {
         "epsilon": spec.epsilon,
         "delta": spec.delta,
