@@ -39,7 +39,9 @@ def test_laplace_noise_is_added_after_unmasking(name: str, inputs: Inputs) -> No
     assert result.noise is not None and result.noise.mechanism == "laplace"
     assert result.noise.sensitivity == pytest.approx(2 * 1000 * 20, rel=1e-6)
     assert result.epsilon == 1.0 and result.delta == 0.0
-    assert result.count == 5 and result.count_noise is None  # participation is public
+    # a party's count (0 or 1 here) is data too: noised with half the ε
+    assert result.count_noise is not None and result.count_noise.sensitivity == 1
+    assert result.noise.epsilon == pytest.approx(0.5)
     error = np.abs(result.sum - plain_sum(small, PARTIES))
     assert np.all(error > 0)  # noise on every coordinate
     assert np.median(error) < 10 * result.noise.scale

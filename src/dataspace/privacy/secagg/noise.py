@@ -15,10 +15,10 @@ vector of length m moves the sum by at most 2B per coordinate:
 * Laplace: L1 sensitivity 2B·m, pure ε-DP;
 * Gaussian: L2 sensitivity 2B·√m, (ε, δ)-DP.
 
-The count is noised too when parties may contribute counts above 1 (``max_count > 1``,
-sensitivity ``max_count``), with ε (and δ) split evenly between sum and count; with
-``max_count == 1`` the count is released exactly (it is at most the public number of
-survivors). The mean is sum / count, post-processing of both.
+The count is noised too (sensitivity ``max_count``), with ε (and δ) split evenly between
+sum and count: even with ``max_count == 1`` a party may contribute 0 or 1, so the count says
+something of its data, not only that it took part. ``count=False`` gives the count no budget,
+and the caller must not release it. The mean is sum / count, post-processing of both.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def add_noise(exact: AggregateResult, config: SessionConfig, spec: OutputNoise) 
     bound = enc.max_encoded * enc.resolution
     m = exact.sum.size
     gaussian = mechanism(spec.mechanism).uses_delta
-    noisy_count = spec.count and enc.max_count > 1
+    noisy_count = spec.count
     share = 0.5 if noisy_count else 1.0
     eps, delta = spec.epsilon * share, (spec.delta * share if gaussian else 0.0)
     sensitivity = 2 * bound * (math.sqrt(m) if gaussian else m)
