@@ -614,6 +614,27 @@ def test_a_retried_message_is_answered_again_and_changes_nothing(
     assert refused.status == 400  # not the same start: still an illegal transition
 
 
+def test_a_start_repeated_after_the_pull_completed_changes_nothing(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On loopback a small pull can complete before the provider's retry of a START whose
+    answer was lost: a 400 then made the provider terminate a transfer it had delivered."""
+    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(409), sha="0" * 64,
+                            rows=1, size=10)
+    with pair.bank.store.write() as session:
+        row = cs.get_transfer(session, pid, peer=None)
+        row.state = tp.TransferState.COMPLETED.value  # the pull finished meanwhile
+        doc = {"@context": CTX, "@type": tp.START, "providerPid": row.provider_pid,
+               "consumerPid": pid, "dataAddress": row.data_address}
+    tax = space.member(pair.bank, TAX)
+    again = transfers.handle_message(pair.bank, tax, pid, doc, tp.START)
+    assert again.status == 200 and again.after == []
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "COMPLETED"
+    moved = json.loads(json.dumps(doc))
+    moved["dataAddress"]["endpoint"] += "-elsewhere"
+    assert transfers.handle_message(pair.bank, tax, pid, moved, tp.START).status == 400
+
+
 def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) -> None:
     from dataspace.services import transfer_sweep
 

@@ -37,11 +37,15 @@ def _repeated(row: Any, expected: str, own: Role, address: Any) -> bool:
     retried after a lost answer (delivery retries on errors) — and, for a consumer's start, to
     the same data address: answered 200 and changes nothing, instead of a 400 that would end
     the transfer."""
-    if not tp.repeats(row.state, expected, own.peer):
-        return False
     if expected == tp.START and own is Role.CONSUMER:
-        return bool(address is not None and row.data_address == address.to_json())
-    return True
+        # the pull may have finished before the repeat arrives (COMPLETED); a START in
+        # SUSPENDED is a resume, not a repeat
+        return bool(row.state in _STARTED_OR_DONE and address is not None
+                    and row.data_address == address.to_json())
+    return tp.repeats(row.state, expected, own.peer)
+
+
+_STARTED_OR_DONE = (tp.TransferState.STARTED.value, tp.TransferState.COMPLETED.value)
 
 
 def handle_message(
