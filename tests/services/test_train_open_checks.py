@@ -648,3 +648,14 @@ def test_a_revocation_rolled_back_keeps_the_part_and_its_file(env: dict[str, Any
     model_store.drop_revoked_file(tax, model)
     assert not list((tax.data_dir / "models").glob(f"{model}.*"))
     assert model not in {m["id"] for m in model_store.list_models(tax)}
+
+
+def test_align_jobs_over_different_datasets_of_the_bank_are_refused() -> None:
+    """Positions of two align jobs index two files: intersected as one, firm A's features met
+    firm B's label, and nothing refused (each provider's row count still matched)."""
+    from dataspace.services import training
+
+    training._same_dataset(None, "companies")
+    training._same_dataset("companies", "companies")
+    with pytest.raises(DataspaceError, match="cover different datasets"):
+        training._same_dataset("companies", "new-firms")

@@ -503,10 +503,11 @@ def run_predict(
             with contextlib.suppress(UsageError):
                 ds, positions = training._aligned(node, align, peer)
                 per_peer[peer] = (align, positions)
-                own_ds = own_ds or ds
                 break
         else:
             raise UsageError(f"none of the align jobs {list(rows)} was run with {peer}")
+        training._same_dataset(own_ds, ds)
+        own_ds = own_ds or ds
         common = positions if common is None else np.intersect1d(common, positions)
     assert common is not None and own_ds is not None
     common = np.sort(common)

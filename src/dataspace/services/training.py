@@ -123,6 +123,17 @@ def _dealer(node: Node) -> str:
     return space.dealer(node)
 
 
+def _same_dataset(first: Any, other: Any) -> None:
+    """Align jobs over different datasets of this node cannot be intersected: their row
+    positions point into different files (firm A's features would meet firm B's label)."""
+    if first is not None and other != first:
+        raise UsageError(
+            "the align jobs cover different datasets of this node; every align job of one "
+            "training or prediction must run on the same dataset",
+            hint="align each peer on the one dataset the model is for",
+        )
+
+
 def _aligned(node: Node, job_id: str, peer: str) -> tuple[str, np.ndarray]:
     view = multiparty.get_job(node, job_id)
     result = view.get("result") or {}
@@ -213,6 +224,7 @@ def start_train(
     per_peer = []
     for link, align_id in zip(links, align, strict=True):
         ds, positions = _aligned(node, align_id, link.peer)
+        _same_dataset(own_ds, ds)
         own_ds = own_ds or ds
         per_peer.append(positions)
         common = positions if common is None else np.intersect1d(common, positions)
