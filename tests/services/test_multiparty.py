@@ -84,6 +84,38 @@ def test_frames_round_trip_and_refuse_truncation() -> None:
             unpack_frame(bad)
 
 
+def test_a_finish_sent_again_after_its_answer_was_lost_gets_the_same_answer(
+    tax: Any
+) -> None:
+    """`finish` ends the session here; its resend after a lost answer met "no longer holds
+    the session": the initiator failed a job this node had completed and metered, and under
+    a one-job agreement could never get its result."""
+    node, agreements = tax
+    job = "job-finish-resent-0001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job, mode="both"))
+    a = Initiator(job, KEY, mode="both")
+    a.load([pa.array([*CODES[:2], "91110108MA01ZZZZ9X"])])
+
+    def step(n: int, name: str, blobs: list[bytes]) -> list[bytes]:
+        frame = pack_frame({"job_id": job, "step": n, "name": name}, blobs)
+        return unpack_frame(mp_party.handle_step(node, "bank", frame))[1]
+
+    for blob in step(1, "hello", [a.hello()]):
+        a.receive(blob)
+    back: list[bytes] = []
+    for i, chunk in enumerate(a.outgoing()):
+        for blob in step(2 + i, f"points#{i}", [chunk]):
+            back += a.receive(blob)
+    step(3, "matches", back)
+    finish = pack_frame({"job_id": job, "step": 4, "name": "finish"}, [])
+    first = mp_party.handle_step(node, "bank", finish)
+    assert mp_party.handle_step(node, "bank", finish) == first
+    assert multiparty.get_job(node, job)["state"] == "SUCCEEDED"
+    with pytest.raises(MultipartyFailed, match="no longer holds"):  # another request
+        mp_party.handle_step(node, "bank", pack_frame(
+            {"job_id": job, "step": 5, "name": "finish"}, []))
+
+
 def test_a_resent_step_gets_the_same_answer_and_never_a_new_one(tax: Any) -> None:
     node, agreements = tax
     job = "job-idempotent-0001"

@@ -6,6 +6,7 @@ the signed peer route hands them over (``mp_protocols.dispatch`` with the verifi
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -659,3 +660,43 @@ def test_align_jobs_over_different_datasets_of_the_bank_are_refused() -> None:
     training._same_dataset("companies", "companies")
     with pytest.raises(DataspaceError, match="cover different datasets"):
         training._same_dataset("companies", "new-firms")
+
+
+def test_an_abandoned_open_ends_at_its_idle_timeout_and_frees_its_slot(
+    env: dict[str, Any]
+) -> None:
+    """The bank opened and died before `start`: the job stayed RUNNING for good, and a
+    one-job agreement refused every later job ("count lteq 1: actual 2")."""
+    tax = env["tax"]
+    job, header = _open_vertical(env)
+    header.update(agreement_id=env["once"], idle_timeout=5.0)
+    _step(tax, BANK, header)
+    deadline = time.monotonic() + 15
+    while _running(tax, job) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    with tax.store.read() as session:
+        row = session.get(JobRow, job)
+        assert row is not None and row.state == "FAILED" and "timed out" in (row.error or "")
+    again, header = _open_vertical(env)
+    header["agreement_id"] = env["once"]
+    _step(tax, BANK, header)  # admitted: the abandoned job kept no slot
+    assert _running(tax, again)
+
+
+def test_a_commit_sent_again_after_its_answer_was_lost_gets_the_same_answer(
+    env: dict[str, Any]
+) -> None:
+    """Refused before ("holds no running job"): the bank then aborted, and the provider
+    revoked a model it had committed and metered."""
+    from dataspace.services import models as model_store
+
+    tax = env["tax"]
+    job, header = _fedavg_open(env, 0.25)
+    _step(tax, BANK, header)
+    commit = _fedavg_commit(job)
+    first = _step(tax, BANK, commit, [np.zeros(4).tobytes()])
+    assert _step(tax, BANK, commit, [np.zeros(4).tobytes()]) == first
+    assert job in [m["id"] for m in model_store.list_models(tax)]
+    with pytest.raises(DataspaceError, match="holds no running FedAvg job"):
+        _step(tax, BANK, {**commit, "model": {"metrics": {"auc": 0.9}}},
+              [np.zeros(4).tobytes()])  # another request is no resend

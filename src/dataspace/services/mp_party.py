@@ -132,6 +132,35 @@ class _Session:
 _SESSIONS: dict[str, _Session] = {}
 _REGISTRY = threading.Lock()
 
+#: The last answer of each job whose session ended here (finish, commit): the same request sent
+#: again -- its answer was lost on the way -- gets it again instead of "no longer holds the
+#: session", which failed a job this node had completed and metered. Kept ENDED_ANSWER_SECONDS.
+_ENDED: dict[str, tuple[str, str, bytes, float]] = {}
+ENDED_ANSWER_SECONDS = 600.0
+_ENDED_MAX = 1024
+
+
+def remember_ended(job_id: str, caller: str, digest: str, answer: bytes) -> None:
+    """Keep ``answer`` to request ``digest``, the last step of a job that ended here."""
+    now = time.monotonic()
+    with _REGISTRY:
+        for old in [k for k, v in _ENDED.items() if now - v[3] > ENDED_ANSWER_SECONDS]:
+            del _ENDED[old]
+        while len(_ENDED) >= _ENDED_MAX:
+            del _ENDED[next(iter(_ENDED))]
+        _ENDED[job_id] = (caller, digest, answer, now)
+
+
+def ended_answer(job_id: str, caller: str, digest: str) -> bytes | None:
+    """The answer already given to this very request, if the job's last step was it."""
+    with _REGISTRY:
+        kept = _ENDED.get(job_id)
+    if kept is None or kept[0] != caller or kept[1] != digest:
+        return None
+    if time.monotonic() - kept[3] > ENDED_ANSWER_SECONDS:
+        return None
+    return kept[2]
+
 
 # --- entry points --------------------------------------------------------------------------------
 
@@ -152,6 +181,8 @@ def handle_step(node: Node, caller: str, body: bytes) -> bytes:
         if session is None and step == 0:
             session = _new_session(node, caller, job_id, header)
     if session is None:
+        if (again := ended_answer(job_id, caller, digest)) is not None:
+            return again
         raise _lost(node, job_id, caller)
     if session.initiator != caller:
         raise NotFound(f"no multi-party job {job_id!r} with {caller}")
@@ -199,6 +230,8 @@ def handle_step(node: Node, caller: str, body: bytes) -> bytes:
         session.last_step = step
         session.last_seen = time.monotonic()
         ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
+        if session.ended:  # its last step: kept for a resend after a lost answer
+            remember_ended(job_id, caller, digest, response)
         return response
 
 
@@ -303,6 +336,42 @@ def _watchdog(node: Node, session: _Session) -> None:
                 logger.exception("job %s: could not be ended after its idle timeout",
                                  session.job_id)
             return
+
+
+def watch_quiet(node: Node, s: Any, held: Callable[[], bool], drop: Callable[[], None],
+                what: str) -> None:
+    """End a training or prediction job here once its initiator has been quiet for the idle
+    timeout while no protocol thread of it runs (before ``start``, or after the run and before
+    ``finish``/``commit``): an abandoned job stayed RUNNING for good and kept its agreement's
+    slot. While a protocol thread runs, its own checks do this. ``s`` has ``ps`` (this node's
+    :class:`_Session`), ``initiator``, ``thread`` and ``last_seen``; ``held`` says whether the
+    session is still registered, ``drop`` unregisters it."""
+
+    def run() -> None:
+        idle = float(s.ps.idle_timeout)
+        while True:
+            time.sleep(min(1.0, idle / 4))
+            if not held():
+                return
+            thread = s.thread
+            if (thread is not None and thread.is_alive()) or (
+                time.monotonic() - s.last_seen <= idle
+            ):
+                continue
+            error = MultipartyFailed(
+                f"no step from the initiator {s.initiator} for {idle:g} s: the {what} job "
+                "timed out here",
+                hint="the initiator can start it again with `dataspace job retry`",
+                cause="timeout",
+            )
+            try:
+                end_if_running(node, s.ps, error, step=1, name="timeout")
+            except Exception:  # the node's store closed under it: nothing left to end
+                logger.exception("job %s: could not be ended after its idle timeout", s.ps.job_id)
+            drop()
+            return
+
+    threading.Thread(target=run, daemon=True, name=f"watch-{s.ps.job_id[:12]}").start()
 
 
 def _lost(node: Node, job_id: str, caller: str) -> MultipartyFailed:

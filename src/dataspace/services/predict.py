@@ -317,6 +317,9 @@ def handle(
         return _open(node, caller, job_id, header, body)
     with _REGISTRY:
         s = _SESSIONS.get(job_id)
+    if s is None and (again := mp_party.ended_answer(
+            job_id, caller, hashlib.sha256(body).hexdigest())) is not None:
+        return again  # the job's last step, sent again after its answer was lost
     if s is None:
         raise MultipartyFailed(
             f"{node.name} holds no running prediction job {job_id}", cause="session-lost"
@@ -335,7 +338,13 @@ def handle(
             return _finish(node, s)
         raise UsageError(f"unknown prediction step {name!r}")
 
-    return mp_party.answer_once(s, job_id, name, hashlib.sha256(body).hexdigest(), answer)
+    digest = hashlib.sha256(body).hexdigest()
+    out = mp_party.answer_once(s, job_id, name, digest, answer)
+    with _REGISTRY:
+        ended = _SESSIONS.get(job_id) is not s
+    if ended:  # this step ended the session here: kept for a resend after a lost answer
+        mp_party.remember_ended(job_id, caller, digest, out)
+    return out
 
 
 def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: bytes) -> bytes:
@@ -391,11 +400,23 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     )
     with _REGISTRY:
         _SESSIONS[job_id] = s
+    mp_party.watch_quiet(node, s, lambda: _held(s), lambda: _drop(s), "prediction")
     ev = ms.event(node.name, 0, "open", request_sha256=digest, rows=int(local.block.shape[0]))
     ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
     answer = pack_frame({"job_id": job_id, "step": 0, "event": ev, "state": "open"})
     s.cache["open"] = (digest, answer)
     return answer
+
+
+def _held(s: _Party) -> bool:
+    with _REGISTRY:
+        return _SESSIONS.get(s.job_id) is s
+
+
+def _drop(s: _Party) -> None:
+    with _REGISTRY:
+        if _SESSIONS.get(s.job_id) is s:
+            del _SESSIONS[s.job_id]
 
 
 def _alive(node: Node, s: _Party) -> None:

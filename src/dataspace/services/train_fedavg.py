@@ -288,6 +288,8 @@ def handle(
         s = _PARTIES.get(job_id)
     if name == "open" and s is None:
         return _open(node, caller, job_id, header, digest)
+    if s is None and (again := mp_party.ended_answer(job_id, caller, digest)) is not None:
+        return again  # the job's last step (commit), sent again after its answer was lost
     if s is None or s.initiator != caller:
         raise MultipartyFailed(
             f"{node.name} holds no running FedAvg job {job_id} (it ended, or the node restarted)",
@@ -315,7 +317,12 @@ def handle(
         s.ps.bytes_out += len(out)
         return out
 
-    return mp_party.answer_once(s, job_id, name, digest, answer)
+    out = mp_party.answer_once(s, job_id, name, digest, answer)
+    with _REG:
+        ended = _PARTIES.get(job_id) is not s
+    if ended:  # this step ended the session here: kept for a resend after a lost answer
+        mp_party.remember_ended(job_id, caller, digest, out)
+    return out
 
 
 def _end(node: Node, s: _Party, exc: DataspaceError) -> None:

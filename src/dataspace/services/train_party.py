@@ -133,6 +133,9 @@ def handle(
         return _open(node, caller, job_id, header, body)
     with _REGISTRY:
         s = _SESSIONS.get(job_id)
+    if s is None and (again := mp_party.ended_answer(
+            job_id, caller, hashlib.sha256(body).hexdigest())) is not None:
+        return again  # the job's last step, sent again after its answer was lost
     if s is None:
         raise MultipartyFailed(
             f"{node.name} holds no running training job {job_id} (it ended, or the node "
@@ -158,7 +161,13 @@ def handle(
             return _commit(node, s, header)
         raise UsageError(f"unknown training step {name!r}")
 
-    return mp_party.answer_once(s, job_id, name, hashlib.sha256(body).hexdigest(), answer)
+    digest = hashlib.sha256(body).hexdigest()
+    out = mp_party.answer_once(s, job_id, name, digest, answer)
+    with _REGISTRY:
+        ended = _SESSIONS.get(job_id) is not s
+    if ended:  # this step ended the session here: kept for a resend after a lost answer
+        mp_party.remember_ended(job_id, caller, digest, out)
+    return out
 
 
 def _alive(node: Node, s: Session) -> None:
@@ -239,11 +248,12 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
         err = MultipartyFailed(f"step open failed on {node.name} ({type(exc).__name__})")
         mp_party._end_error(node, ps, err, step=0, name="open")
         raise err from exc
-    with _REGISTRY:
-        _SESSIONS[job_id] = s
     s.thread = threading.Thread(
         target=_drive, args=(node, s), daemon=True, name=f"train-{job_id[:12]}"
     )
+    with _REGISTRY:
+        _SESSIONS[job_id] = s
+    mp_party.watch_quiet(node, s, lambda: _held(s), lambda: _drop(s), "training")
     ev = ms.event(
         node.name,
         0,
@@ -256,6 +266,17 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     answer = _reply({"job_id": job_id, "step": 0, "event": ev, "state": "open"})
     s.cache["open"] = (digest, answer)
     return answer
+
+
+def _held(s: Session) -> bool:
+    with _REGISTRY:
+        return _SESSIONS.get(s.job_id) is s
+
+
+def _drop(s: Session) -> None:
+    with _REGISTRY:
+        if _SESSIONS.get(s.job_id) is s:
+            del _SESSIONS[s.job_id]
 
 
 def _check_dealer(node: Node, caller: str) -> None:
