@@ -139,3 +139,54 @@ def test_a_passive_party_answers_only_splits_an_honest_label_party_asks(
     with pytest.raises(MalformedMessage, match=message):
         passive.take_split("bank")
     assert passive.book.records == []
+
+
+def test_no_tree_node_is_computed_over_fewer_than_min_child_rows() -> None:
+    """With no hessian floor and deep trees, nodes of one row gave the label party each
+    provider's bin of that row in every column; min_child_rows keeps every node at m+."""
+    from dataspace.federated.sgb_tree import CentralSource, grow_tree, logistic_grad
+
+    data = make_vertical(300, {"bank": 3, "tax": 3}, seed=5)
+    x = np.hstack(list(data.blocks.values()))
+    g, h = logistic_grad(np.full(300, 0.0), data.labels)
+
+    class Watched(CentralSource):
+        sizes: list[int]
+
+        def histograms(self, nodes, g, h):  # type: ignore[no-untyped-def]
+            self.sizes += [len(rows) for rows in nodes]
+            return super().histograms(nodes, g, h)
+
+    seen = {}
+    for least in (1, 25):
+        params = SgbParams(max_depth=8, min_child_weight=0.0, bins=32, min_child_rows=least)
+        source = Watched(x, params)
+        source.sizes = []
+        grow_tree(source, g, h, params)
+        seen[least] = min(source.sizes)
+    assert seen[1] < 25 <= seen[25]
+
+
+def test_a_passive_party_refuses_a_split_leaving_a_handful_of_rows() -> None:
+    from dataspace.federated.sgb import _Passive, split_reply
+
+    values = np.arange(100, dtype=np.float64).reshape(-1, 1)
+    net = Network()
+    passive = _Passive(PartyData("tax", values, None), net,
+                       SgbParams(bins=100, min_child_rows=10))
+    for k, refused in ((3, True), (40, False)):  # bin 3 keeps 4 rows on the left
+        net.send("bank", "tax", "sgb/split", np.array([0, k]))
+        net.send("bank", "tax", "sgb/split/rows", np.arange(100, dtype=np.int64))
+        passive.take_split("bank")
+        answer = split_reply(net.recv("bank", "tax", "sgb/split/left"))
+        assert (answer is None) == refused
+    assert len(passive.book.records) == 1  # a refused split records nothing
+
+
+@pytest.mark.parametrize("params", [{"max_depth": 17}, {"min_child_rows": 0},
+                                    {"min_child_rows": 2.5}])
+def test_tree_limits_are_checked(params: dict[str, object]) -> None:
+    from dataspace.federated.errors import InvalidTrainingInput
+
+    with pytest.raises(InvalidTrainingInput):
+        SgbParams(**params)  # type: ignore[arg-type]

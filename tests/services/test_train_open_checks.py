@@ -700,3 +700,28 @@ def test_a_commit_sent_again_after_its_answer_was_lost_gets_the_same_answer(
     with pytest.raises(DataspaceError, match="holds no running FedAvg job"):
         _step(tax, BANK, {**commit, "model": {"metrics": {"auc": 0.9}}},
               [np.zeros(4).tobytes()])  # another request is no resend
+
+
+def test_a_provider_asks_every_vgbdt_tree_node_to_hold_its_least_rows(
+    env: dict[str, Any]
+) -> None:
+    """min_child_weight 0 and deep trees made nodes of one row: the bank read this node's
+    bin of that row in every column. A provider needs min_child_rows at its least rows."""
+    from dataspace.services import datasets as ds
+    from helpers.agreements import pseudonymized
+
+    tax = env["tax"]
+    dataset = ds.list_datasets(tax)[0]["id"]
+    agreement = make_agreement(tax, BANK, consumer=env["bank"], dataset_id=dataset,
+                               purpose="credit-risk", offer=pseudonymized(
+                                   from_template("federated-train", purposes=["finance"])))
+    params = {"trees": 2, "max_depth": 12, "min_child_weight": 0, "min_child_rows": 3}
+    job, header = _open_vertical(env, family="vgbdt", params=params)
+    header["agreement_id"] = agreement
+    with pytest.raises(DataspaceError, match=r"min_child_rows is 3.*at least 10 rows"):
+        _step(tax, BANK, header)
+    assert not _running(tax, job)
+    job, header = _open_vertical(env, family="vgbdt", params={**params, "min_child_rows": 10})
+    header["agreement_id"] = agreement
+    _step(tax, BANK, header)
+    assert _running(tax, job)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,7 @@ from dataspace.federated.sgb_tree import (
     base_score,
     grow_tree,
     logistic_grad,
+    too_small,
 )
 from dataspace.federated.vlr import PartyData
 
@@ -88,6 +89,14 @@ class SecureBoostNotAllowed(Forbidden):
         )
 
 
+def split_reply(reply: Any) -> tuple[int, Mask] | None:
+    """A passive party's answer to a split: (record, left mask), or None if it refused."""
+    answer = np.asarray(reply)
+    if answer.size and int(answer[0]) < 0:
+        return None
+    return int(answer[0]), answer[1:].astype(bool)
+
+
 class SplitBook:
     """A party's private half of its splits: record id -> (column, threshold)."""
 
@@ -113,6 +122,7 @@ class _Passive:
         self.bins = self.binner.transform(self.features)
         self.share = SharePassive(self.name, net, self.bins, self.binner.sizes())
         self.book = SplitBook()
+        self.least = params.min_child_rows
 
     def take_split(self, label: str) -> None:
         column, k = (int(v) for v in self.net.recv(self.name, label, "sgb/split"))
@@ -125,8 +135,11 @@ class _Passive:
         if rows.ndim != 1 or (rows.size and (rows[0] < 0 or rows[-1] >= self.bins.shape[0]
                                              or (np.diff(rows) <= 0).any())):
             raise MalformedMessage("a split's rows must be distinct training rows, in order")
-        record = self.book.add(column, float(self.binner.edges[column][k]))
         left = self.bins[rows, column] <= k
+        if too_small(left, self.least):  # refused: the label party keeps the node a leaf
+            self.net.send(self.name, label, "sgb/split/left", np.array([-1], dtype=np.int64))
+            return
+        record = self.book.add(column, float(self.binner.edges[column][k]))
         self.net.send(self.name, label, "sgb/split/left", np.r_[record, left].astype(np.int64))
 
 
@@ -135,6 +148,7 @@ class _Label:
 
     def __init__(self, data: PartyData, net: Network, params: SgbParams) -> None:
         self.name, self.net = data.name, net
+        self.least = params.min_child_rows
         self.features = np.asarray(data.features, dtype=np.float64)
         assert data.labels is not None
         self.labels = np.asarray(data.labels, dtype=np.float64)
@@ -200,18 +214,20 @@ class _Source:
             offset += share.total
         return out
 
-    def split(self, node_rows: Ints, feature: FeatureRef, k: int) -> tuple[int, Mask]:
+    def split(self, node_rows: Ints, feature: FeatureRef, k: int) -> tuple[int, Mask] | None:
         lab = self.label
         self.nodes_revealed += 1
         if feature.party == lab.name:
+            left = np.asarray(lab.bins[node_rows, feature.column] <= k)
+            if too_small(left, lab.least):
+                return None
             record = lab.book.add(feature.column, float(lab.binner.edges[feature.column][k]))
-            return record, np.asarray(lab.bins[node_rows, feature.column] <= k)
+            return record, left
         owner = next(p for p in self.passives if p.name == feature.party)
         lab.net.send(lab.name, owner.name, "sgb/split", np.array([feature.column, k]))
         lab.net.send(lab.name, owner.name, "sgb/split/rows", node_rows)
         owner.take_split(lab.name)
-        reply = np.asarray(lab.net.recv(lab.name, owner.name, "sgb/split/left"))
-        return int(reply[0]), reply[1:].astype(bool)
+        return split_reply(lab.net.recv(lab.name, owner.name, "sgb/split/left"))
 
 
 @dataclass

@@ -29,6 +29,17 @@ Ints = npt.NDArray[np.int64]
 Words = npt.NDArray[np.uint64]
 
 
+#: The deepest tree: 2^16 leaves is far beyond what boosting uses, and every level is a round
+#: of histograms at each provider.
+MAX_DEPTH = 16
+
+
+def too_small(left: npt.NDArray[np.bool_], least: int) -> bool:
+    """Whether either side of a split holds fewer than ``least`` rows."""
+    n_left = int(np.count_nonzero(left))
+    return min(n_left, left.size - n_left) < least
+
+
 @dataclass(frozen=True)
 class SgbParams:
     """Boosting parameters (names follow XGBoost/LightGBM where they exist)."""
@@ -40,10 +51,24 @@ class SgbParams:
     min_child_weight: float = 1.0  # min hessian sum per child
     min_gain: float = 0.0  # gamma
     bins: int = 32  # quantile bins per column (max_bin)
+    #: least rows in any child (min_child_samples): a node of a handful of rows gives the label
+    #: party each provider's bins for those rows. Across nodes a provider asks at least its
+    #: agreement's minGroupSize (or its floor) and refuses a split of its own below it.
+    min_child_rows: int = 1
 
     def __post_init__(self) -> None:
         if self.trees < 1 or self.max_depth < 1:
             raise InvalidTrainingInput("trees and max_depth must be at least 1")
+        if self.max_depth > MAX_DEPTH:
+            raise InvalidTrainingInput(
+                f"max_depth must be at most {MAX_DEPTH}, got {self.max_depth}"
+            )
+        if isinstance(self.min_child_rows, bool) or not (
+            isinstance(self.min_child_rows, int) and self.min_child_rows >= 1
+        ):
+            raise InvalidTrainingInput(
+                f"min_child_rows must be a whole number >= 1, got {self.min_child_rows!r}"
+            )
         if not 2 <= self.bins <= 256:
             raise InvalidTrainingInput(f"bins must lie in [2, 256], got {self.bins}")
         if self.learning_rate <= 0 or self.l2 < 0 or self.min_child_weight < 0:
@@ -125,8 +150,9 @@ class HistogramSource(Protocol):
 
     def split(
         self, node_rows: Ints, feature: FeatureRef, k: int
-    ) -> tuple[int, npt.NDArray[np.bool_]]:
-        """The owner records "bin <= k" of ``feature``; returns (record id, left mask)."""
+    ) -> tuple[int, npt.NDArray[np.bool_]] | None:
+        """The owner records "bin <= k" of ``feature``; returns (record id, left mask), or
+        None when it refuses a split leaving a child under ``min_child_rows``."""
         ...
 
 
@@ -194,7 +220,11 @@ def grow_tree(
                 leaves.append((node, rows))
                 continue
             feature = source.features[fi]
-            record, left = source.split(rows, feature, k)
+            taken = source.split(rows, feature, k)
+            if taken is None or too_small(taken[1], params.min_child_rows):
+                leaves.append((node, rows))  # a child would be a handful of rows: stop here
+                continue
+            record, left = taken
             tree.owner[node], tree.split[node] = feature.party, record
             tree.left[node], tree.right[node] = tree.add(), tree.add()
             pairs.append((node, rows[left], rows[~left], hist))
@@ -327,7 +357,7 @@ class CentralSource:
 
     def split(
         self, node_rows: Ints, feature: FeatureRef, k: int
-    ) -> tuple[int, npt.NDArray[np.bool_]]:
+    ) -> tuple[int, npt.NDArray[np.bool_]] | None:
         self.records.append((feature.column, float(self.binner.edges[feature.column][k])))
         return len(self.records) - 1, self.bins[node_rows, feature.column] <= k
 

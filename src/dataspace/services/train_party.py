@@ -47,6 +47,7 @@ from dataspace.services.train_roles import (
     Spec,
     check_params,
     coalitions,
+    sgb_params,
     sgb_run,
     vlr_part,
     vlr_run,
@@ -230,6 +231,14 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
             if spec.rows < least:
                 raise UsageError(f"the job trains on {spec.rows} aligned rows; this node's "
                                  f"agreement and limits need at least {least}")
+            if spec.family == "vgbdt" and sgb_params(spec).min_child_rows < least:
+                # a tree node of a handful of rows hands the label party this node's bins
+                # for those rows: every node of every tree holds at least k of them
+                raise UsageError(
+                    f"vgbdt's min_child_rows is {sgb_params(spec).min_child_rows}; this node's "
+                    f"agreement and limits need at least {least} rows in every tree node",
+                    hint=f"train with --param min_child_rows={least} (or more)",
+                )
             _check_pricing(node, ps, spec)
             check_align(node, str(header.get("align", "")), caller, dataset)
             s.local = load_local(

@@ -47,7 +47,8 @@ VLR_DEFAULTS: dict[str, Any] = {
 # epoch's weights are kept. ``validation``: the share of the training rows validated on.
 VLR_EARLY: dict[str, Any] = {"patience": None, "min_delta": 1e-4, "validation": 0.2}
 VLR_KNOWN = (*VLR_DEFAULTS, *VLR_EARLY, "clip")
-SGB_DEFAULTS: dict[str, Any] = {"trees": 10, "max_depth": 3, "bins": 16}
+SGB_DEFAULTS: dict[str, Any] = {"trees": 10, "max_depth": 3, "bins": 16,
+                                "min_child_rows": 10}  # the node floor's default
 CTL = "sgb/ctl"
 STOP, BRIER = "vlr/stop", "vlr/brier"  # BRIER: the validation loss, vlinreg's MSE too
 MAX_SEED = 2**63 - 1
@@ -380,7 +381,7 @@ def vlr_model(part: dict[str, Any]) -> vlr.PartyModel:
 # --- vertical GBDT (SecureBoost-style) ------------------------------------------------------
 
 
-_SGB_WHOLE = ("trees", "max_depth", "bins")
+_SGB_WHOLE = ("trees", "max_depth", "bins", "min_child_rows")
 
 
 def sgb_params(spec: Spec) -> SgbParams:
@@ -464,7 +465,7 @@ class _NodeSource(sgb._Source):
             offset += share.total
         return out
 
-    def split(self, node_rows: Ints, feature: Any, k: int) -> tuple[int, Any]:
+    def split(self, node_rows: Ints, feature: Any, k: int) -> tuple[int, Any] | None:
         lab = self.label
         if feature.party == lab.name:
             return super().split(node_rows, feature, k)
@@ -472,8 +473,7 @@ class _NodeSource(sgb._Source):
         lab.net.send(lab.name, feature.party, CTL, np.array([2], dtype=np.int64))
         lab.net.send(lab.name, feature.party, "sgb/split", np.array([feature.column, k]))
         lab.net.send(lab.name, feature.party, "sgb/split/rows", node_rows)
-        reply = np.asarray(lab.net.recv(lab.name, feature.party, "sgb/split/left"))
-        return int(reply[0]), reply[1:].astype(bool)
+        return sgb.split_reply(lab.net.recv(lab.name, feature.party, "sgb/split/left"))
 
 
 def sgb_run(
@@ -513,7 +513,7 @@ def sgb_run(
         net.send(me, label, "sgb/sizes", np.asarray(passive.binner.sizes(), dtype=np.int64))
         passive.share.setup(spec.dealer, label)
         held = local.block[test]
-        shared, routed = 0, set()
+        shared, routed, splits_asked = 0, set(), 0
         while True:
             ctl = np.asarray(net.recv(me, label, CTL), dtype=np.int64)
             if ctl[0] == 0:
@@ -524,7 +524,8 @@ def sgb_run(
                     raise MalformedMessage("more histogram levels than the job's trees need")
                 passive.share.level(spec.dealer, label, f"{me}/{ctl[1]}")
             elif ctl[0] == 2:
-                if len(passive.book.records) >= splits_cap:
+                splits_asked += 1  # refused splits count too: each answer says something
+                if splits_asked > splits_cap:
                     raise MalformedMessage("more splits than the job's trees can have")
                 passive.take_split(label)
             else:  # 3: route held-out rows at one of this party's splits, once each
