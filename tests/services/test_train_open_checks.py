@@ -725,3 +725,15 @@ def test_a_provider_asks_every_vgbdt_tree_node_to_hold_its_least_rows(
     header["agreement_id"] = agreement
     _step(tax, BANK, header)
     assert _running(tax, job)
+
+
+@pytest.mark.parametrize("idle", ["soon", [1]])
+def test_a_prediction_with_an_idle_timeout_that_is_no_number_is_a_clear_refusal(
+    env: dict[str, Any], idle: Any
+) -> None:
+    header = {"protocol": "federated-predict", "job_id": uuid.uuid4().hex, "name": "open",
+              "model_id": uuid.uuid4().hex, "agreement_id": env["agreement"],
+              "kind": "federated-train", "align": env["align"], "rows": ROWS,
+              "idle_timeout": idle}
+    with pytest.raises(DataspaceError, match="idle_timeout"):
+        _step(env["tax"], BANK, header)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import threading
 import time
 import uuid
@@ -355,7 +356,13 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     if again is not None:
         return again
     model_id = check_job_id(str(header.get("model_id", "")))
-    idle = max(5.0, min(float(header.get("idle_timeout") or 60.0), 600.0))
+    try:
+        asked = float(header.get("idle_timeout") or 60.0)
+    except (TypeError, ValueError):
+        raise UsageError(f"idle_timeout {header.get('idle_timeout')!r} is not a number of "
+                         "seconds") from None
+    cap = min(600.0, float(node.limits.mp_max_idle_timeout_seconds))
+    idle = max(5.0, min(asked, cap)) if math.isfinite(asked) else cap
     mp_party.claim(
         node,
         job_id,
