@@ -47,7 +47,7 @@ COLS = {
 }
 VLR = {"epochs": 6, "batch_size": 256}
 SHARE_TERMS = {"currency": "CNY", "per_job": "10.00 CNY", "contribution_share": True}
-GBDT = {"trees": 6, "max_depth": 3, "bins": 16}
+GBDT = {"trees": 12, "max_depth": 2, "bins": 16}  # min_child_rows: the default, 10
 
 
 @pytest.fixture(scope="module")
