@@ -338,14 +338,25 @@ def _watchdog(node: Node, session: _Session) -> None:
             return
 
 
-def watch_quiet(node: Node, s: Any, held: Callable[[], bool], drop: Callable[[], None],
-                what: str) -> None:
+def watch_quiet(
+    node: Node, s: Any, sessions: dict[str, Any], registry: threading.Lock, what: str
+) -> None:
     """End a training or prediction job here once its initiator has been quiet for the idle
     timeout while no protocol thread of it runs (before ``start``, or after the run and before
     ``finish``/``commit``): an abandoned job stayed RUNNING for good and kept its agreement's
     slot. While a protocol thread runs, its own checks do this. ``s`` has ``ps`` (this node's
-    :class:`_Session`), ``initiator``, ``thread`` and ``last_seen``; ``held`` says whether the
-    session is still registered, ``drop`` unregisters it."""
+    :class:`_Session`), ``initiator``, ``thread`` and ``last_seen``, and is registered in
+    ``sessions`` under ``registry`` until its job ends."""
+    job_id = s.ps.job_id
+
+    def held() -> bool:
+        with registry:
+            return sessions.get(job_id) is s
+
+    def drop() -> None:
+        with registry:
+            if sessions.get(job_id) is s:
+                del sessions[job_id]
 
     def run() -> None:
         idle = float(s.ps.idle_timeout)
@@ -465,6 +476,20 @@ class NamedSteps(Protocol):
     initiator: str
     cache: dict[str, tuple[str, bytes]]
     lock: threading.Lock
+
+
+def answer_keeping_the_last(
+    s: NamedSteps, job_id: str, name: str, digest: str, caller: str,
+    answer: Callable[[], bytes], sessions: dict[str, Any], registry: threading.Lock,
+) -> bytes:
+    """:func:`answer_once`; when the step ended the session (it left ``sessions``), its
+    answer is kept for a resend after a lost answer (:func:`remember_ended`)."""
+    out = answer_once(s, job_id, name, digest, answer)
+    with registry:
+        ended = sessions.get(job_id) is not s
+    if ended:
+        remember_ended(job_id, caller, digest, out)
+    return out
 
 
 def answer_once(

@@ -339,13 +339,9 @@ def handle(
             return _finish(node, s)
         raise UsageError(f"unknown prediction step {name!r}")
 
-    digest = hashlib.sha256(body).hexdigest()
-    out = mp_party.answer_once(s, job_id, name, digest, answer)
-    with _REGISTRY:
-        ended = _SESSIONS.get(job_id) is not s
-    if ended:  # this step ended the session here: kept for a resend after a lost answer
-        mp_party.remember_ended(job_id, caller, digest, out)
-    return out
+    return mp_party.answer_keeping_the_last(
+        s, job_id, name, hashlib.sha256(body).hexdigest(), caller, answer, _SESSIONS, _REGISTRY
+    )
 
 
 def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: bytes) -> bytes:
@@ -407,23 +403,12 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     )
     with _REGISTRY:
         _SESSIONS[job_id] = s
-    mp_party.watch_quiet(node, s, lambda: _held(s), lambda: _drop(s), "prediction")
+    mp_party.watch_quiet(node, s, _SESSIONS, _REGISTRY, "prediction")
     ev = ms.event(node.name, 0, "open", request_sha256=digest, rows=int(local.block.shape[0]))
     ms.add_events(node, job_id, [ev], actor=f"peer:{caller}")
     answer = pack_frame({"job_id": job_id, "step": 0, "event": ev, "state": "open"})
     s.cache["open"] = (digest, answer)
     return answer
-
-
-def _held(s: _Party) -> bool:
-    with _REGISTRY:
-        return _SESSIONS.get(s.job_id) is s
-
-
-def _drop(s: _Party) -> None:
-    with _REGISTRY:
-        if _SESSIONS.get(s.job_id) is s:
-            del _SESSIONS[s.job_id]
 
 
 def _alive(node: Node, s: _Party) -> None:

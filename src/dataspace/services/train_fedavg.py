@@ -317,12 +317,9 @@ def handle(
         s.ps.bytes_out += len(out)
         return out
 
-    out = mp_party.answer_once(s, job_id, name, digest, answer)
-    with _REG:
-        ended = _PARTIES.get(job_id) is not s
-    if ended:  # this step ended the session here: kept for a resend after a lost answer
-        mp_party.remember_ended(job_id, caller, digest, out)
-    return out
+    return mp_party.answer_keeping_the_last(
+        s, job_id, name, digest, caller, answer, _PARTIES, _REG
+    )
 
 
 def _end(node: Node, s: _Party, exc: DataspaceError) -> None:

@@ -162,13 +162,9 @@ def handle(
             return _commit(node, s, header)
         raise UsageError(f"unknown training step {name!r}")
 
-    digest = hashlib.sha256(body).hexdigest()
-    out = mp_party.answer_once(s, job_id, name, digest, answer)
-    with _REGISTRY:
-        ended = _SESSIONS.get(job_id) is not s
-    if ended:  # this step ended the session here: kept for a resend after a lost answer
-        mp_party.remember_ended(job_id, caller, digest, out)
-    return out
+    return mp_party.answer_keeping_the_last(
+        s, job_id, name, hashlib.sha256(body).hexdigest(), caller, answer, _SESSIONS, _REGISTRY
+    )
 
 
 def _alive(node: Node, s: Session) -> None:
@@ -262,7 +258,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     )
     with _REGISTRY:
         _SESSIONS[job_id] = s
-    mp_party.watch_quiet(node, s, lambda: _held(s), lambda: _drop(s), "training")
+    mp_party.watch_quiet(node, s, _SESSIONS, _REGISTRY, "training")
     ev = ms.event(
         node.name,
         0,
@@ -275,17 +271,6 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], body: by
     answer = _reply({"job_id": job_id, "step": 0, "event": ev, "state": "open"})
     s.cache["open"] = (digest, answer)
     return answer
-
-
-def _held(s: Session) -> bool:
-    with _REGISTRY:
-        return _SESSIONS.get(s.job_id) is s
-
-
-def _drop(s: Session) -> None:
-    with _REGISTRY:
-        if _SESSIONS.get(s.job_id) is s:
-            del _SESSIONS[s.job_id]
 
 
 def _check_dealer(node: Node, caller: str) -> None:
