@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -210,6 +211,20 @@ def _agreement_row(session: Session, row: ContractNegotiationRow) -> ContractAgr
     if ag is None:
         raise ProtocolError(f"negotiation {row.id!r} has no agreement")
     return ag
+
+
+def _finalized_facts(
+    session: Session, node: Node, row: ContractNegotiationRow, peer_key: Ed25519PublicKey | bytes
+) -> dict[str, Any]:
+    """A negotiation's agreement with both signatures checked again (``peer_key``: the
+    other side's), as its ``negotiation.finalized`` entry states them."""
+    ag = _agreement_row(session, row)
+    cs.verify_signatures(ag, peer_key, _own_public(node))
+    return {
+        "agreement_id": ag.id,
+        "provider_signature": ag.provider_signature,
+        "consumer_signature": ag.consumer_signature,
+    }
 
 
 #: States in which both signatures are on the agreement.

@@ -34,12 +34,11 @@ from dataspace.services.neg_common import (
     FINAL,
     PEER_ACTOR,
     Reply,
-    _agreement_row,
     _already_signed,
+    _finalized_facts,
     _guard,
     _log_agreed,
     _log_verified,
-    _own_public,
     _path_pid,
     _peer_path,
     _private_key,
@@ -168,8 +167,6 @@ def catch_up(node: Node, pid: str, *, transport: Transport | None = None) -> boo
         row = cs.advance_negotiation(
             session, pid, cn.FINALIZED_EVENT, sender=Role.PROVIDER, peer=peer
         )
-        ag = _agreement_row(session, row)
-        cs.verify_signatures(ag, member.public_key, _own_public(node))
         log.append(
             session,
             actor=f"node:{node.name}",
@@ -180,9 +177,7 @@ def catch_up(node: Node, pid: str, *, transport: Transport | None = None) -> boo
                 "peer": peer,
                 "offer_id": row.offer_id,
                 "purpose": row.purpose,
-                "agreement_id": ag.id,
-                "provider_signature": ag.provider_signature,
-                "consumer_signature": ag.consumer_signature,
+                **_finalized_facts(session, node, row, member.public_key),
                 "learnt_by": "asking the provider",
             },
         )

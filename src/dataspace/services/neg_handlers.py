@@ -18,9 +18,8 @@ from dataspace.services.neg_common import (
     NotSupported,
     Reply,
     _ack,
-    _agreement_row,
+    _finalized_facts,
     _guard,
-    _own_public,
     _path_pid,
 )
 from dataspace.services.node import Node
@@ -83,13 +82,7 @@ def handle_message(
                 payload.update(by=peer.name, code=msg.code, reason=list(msg.reason or ()))
                 action = "negotiation.terminated"
             elif kind == cn.FINALIZED_EVENT:
-                ag = _agreement_row(session, row)
-                cs.verify_signatures(ag, peer.public_key, _own_public(node))
-                payload.update(
-                    agreement_id=ag.id,
-                    provider_signature=ag.provider_signature,
-                    consumer_signature=ag.consumer_signature,
-                )
+                payload.update(_finalized_facts(session, node, row, peer.public_key))
                 action = "negotiation.finalized"
             else:
                 action = "negotiation." + row.state.lower()
