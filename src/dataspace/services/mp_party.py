@@ -807,10 +807,10 @@ def _rr22_status(s: _Session) -> Out:
     return {"state": state}, [], {"run": state}
 
 
-def _refuse_unsafe_session(node: Node, s: _Session, header: dict[str, Any]) -> None:
+def _refuse_unsafe_session(node: Node, s: _Session, header: dict[str, Any]) -> dict[int, str]:
     """The session's own terms, from the header alone: a max_count other than the fixed one,
     a threshold that could unmask this node's input, a party list that does not name this
-    node as its party or that names the coordinator."""
+    node as its party or that names the coordinator. The parties' names, by index."""
     if header.get("max_count", MAX_ROWS_PER_PARTY) != MAX_ROWS_PER_PARTY:
         # a smaller one would refuse a party's row count above it: a probe of the count
         raise AdvertisementRejected(
@@ -845,6 +845,7 @@ def _refuse_unsafe_session(node: Node, s: _Session, header: dict[str, Any]) -> N
         raise AdvertisementRejected(
             f"the coordinator {s.initiator} lists itself as a party", hint="the job is refused"
         )
+    return names
 
 
 def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
@@ -859,7 +860,7 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     dataset, decision = _check(
         node, s, header, columns, "aggregate-only", float(eps) if eps else None
     )
-    _refuse_unsafe_session(node, s, header)  # before any ε is charged: a refusal costs none
+    names = _refuse_unsafe_session(node, s, header)  # before any ε: a refusal costs none
     enforcement = decision.enforcement
     if eps and enforcement is not None and enforcement.epsilon_budget is not None:
         from dataspace.privacy.budget import ensure_budget, reserve
@@ -902,8 +903,6 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         ),
         threshold=int(header.get("threshold", 0)),
     )
-    index = int(header["index"])
-    names = party_names(header.get("members"), config.parties)
     # The initiator picks the bound. Refusing a local value beyond it would answer "is my sum
     # above B?" — a binary search on B reads the value, one probe per job. Clipping answers
     # nothing; what was clipped is written to this node's own log only.
@@ -920,7 +919,7 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     strategy = aggregator(str(header.get("strategy", "pairwise-masking")))
     s.party = strategy.party(
         config,
-        index,
+        int(header["index"]),
         values,
         count=0 if dp is not None else table.num_rows,
         signer=node.signer.sign,  # round-0 keys signed with this node's Ed25519 key
