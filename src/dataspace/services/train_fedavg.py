@@ -154,6 +154,12 @@ def _charge_epsilon(node: Node, ps: Any, decision: Any, config: FedAvgConfig,
     ps.epsilon = Decimal(str(epsilon))
 
 
+def _reads_another(contributors: int, config: FedAvgConfig) -> bool:
+    """Every provider sees each step of the model: without noise and with fewer than three
+    contributors, one subtracts its own update from the step and reads the other's."""
+    return config.dp is None and contributors < 3
+
+
 def config_of(p: dict[str, Any]) -> FedAvgConfig:
     """The training configuration from job parameters. Parameters cross nodes as JSON (and
     decimals as strings, as the ledger keeps them), so each is converted to its type here."""
@@ -418,8 +424,7 @@ def _step(node: Node, s: _Party, name: str, header: dict[str, Any], blobs: list[
             # alone in a sum, this node's update (or histogram) would reach the initiator as is
             raise UsageError("a FedAvg round must aggregate this node with at least one other")
         contributors = len(parties) + (p.get(INITIATOR_TRAINS) is True)
-        if name != "eval" and not config.dp and contributors < 3:
-            # the other provider sees the next model and subtracts its own update from it
+        if name != "eval" and _reads_another(contributors, config):
             raise UsageError("without DP a FedAvg round needs three contributors: with two, "
                              "the other provider reads this node's update from the next model")
         # The initiator sends the bound. Refusing a value beyond it would answer "is your
@@ -527,9 +532,8 @@ def start(
     retry_of: str | None = None,
     job_id: str | None = None,
 ) -> FedJob:
-    if len(peers or ()) == 2 and not dataset and not config_of(dict(params or {})).dp:
-        # every provider sees the next model: with two contributors and no noise, each
-        # subtracts its own update from the step and reads the other's
+    providers = len(peers or ())
+    if providers >= 2 and _reads_another(providers + bool(dataset), config_of(dict(params or {}))):
         raise UsageError(
             "without DP, FedAvg needs three contributors: with two providers and no data of "
             "this node's, each provider could read the other's update from the next model",
