@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
-from dataspace.errors import NotFound
+from dataspace.errors import NotFound, UsageError
 from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import prepare, train_plain
 from dataspace.federated.metrics import auc
@@ -475,3 +475,26 @@ def test_a_revenue_pool_is_split_by_contribution_and_each_provider_bills_its_sha
         app, ["--node", str(env["space"].nodes[BANK].root), "model", "show", view["id"]]
     )
     assert "revenue pool 1000.00 CNY" in shown.output
+
+
+def test_align_jobs_over_different_bank_datasets_are_refused(
+    space: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each align job's positions index its own dataset: the first job's dataset was kept and
+    the others' positions intersected as if they pointed into it (firm A's features met firm
+    B's label), and nothing refused, since each provider's row count still matched."""
+    env = space
+    aligned = training._aligned
+
+    def grid_on_another(node: Any, job_id: str, peer: str) -> tuple[str, Any]:
+        dataset, positions = aligned(node, job_id, peer)
+        return (f"{dataset}-elsewhere" if peer == GRID else dataset), positions
+
+    monkeypatch.setattr(training, "_aligned", grid_on_another)
+    with pytest.raises(UsageError, match="different datasets"):
+        training.run_train(
+            env["bank"],
+            agreements=[env["agreements"][(TAX, "train")], env["agreements"][(GRID, "train")]],
+            peers=[TAX, GRID], model="vlr", label="defaulted", features=_features(),
+            align=env["align"], params=VLR,
+        )

@@ -651,16 +651,6 @@ def test_a_revocation_rolled_back_keeps_the_part_and_its_file(env: dict[str, Any
     assert model not in {m["id"] for m in model_store.list_models(tax)}
 
 
-def test_align_jobs_over_different_datasets_of_the_bank_are_refused() -> None:
-    """Positions of two align jobs index two files: intersected as one, firm A's features met
-    firm B's label, and nothing refused (each provider's row count still matched)."""
-    from dataspace.services import training
-
-    training._same_dataset(None, "companies")
-    training._same_dataset("companies", "companies")
-    with pytest.raises(DataspaceError, match="cover different datasets"):
-        training._same_dataset("companies", "new-firms")
-
 
 def test_an_abandoned_open_ends_at_its_idle_timeout_and_frees_its_slot(
     env: dict[str, Any]
