@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dataspace.privacy.psi import KeySpec
 from dataspace.privacy.psi.columnar import encode_hex, encoded_to_hex
+from dataspace.privacy.psi.errors import PsiConfigError
 from dataspace.privacy.psi.normalize import KINDS
 
 # ASCII letters and digits (the Arrow path), and everything normalisation folds or drops
@@ -56,7 +57,7 @@ def test_one_width_columns_slices_chunks_and_other_types_encode_as_row_wise() ->
     assert encode_hex([chunked], spec).to_pylist() == _row_wise(spec, [codes])
     ints = [5, -3, None, 0, 12345678901234]
     assert encode_hex([pa.array(ints)], spec).to_pylist() == _row_wise(spec, [ints])
-    others: list[object] = [1.5, None, datetime.date(2026, 11, 29), True]
+    others: list[object] = [1.0, None, datetime.date(2026, 11, 29), True]
     for value in others:
         one = [value]
         assert encode_hex([pa.array(one)], KeySpec.parse("v:text")).to_pylist() == _row_wise(
@@ -82,7 +83,7 @@ def test_python_rows_encode_as_row_wise_whatever_their_types() -> None:
 
     spec = KeySpec.parse("v:text")
     for values in (
-        [1, 2.5, None],  # Arrow alone would print 1 as "1.0"
+        [1, 2.0, None],  # Arrow alone would print 1 as "1.0"
         [True, 0, None],
         ["a", 1, None],
         [2**70, 3],  # beyond int64
@@ -90,3 +91,24 @@ def test_python_rows_encode_as_row_wise_whatever_their_types() -> None:
         [(1, 2), None],
     ):
         assert encode_hex([_column(values)], spec).to_pylist() == _row_wise(spec, [values])
+
+
+@pytest.mark.parametrize("kind", ["phone", "text", "raw"])
+@pytest.mark.parametrize("typ", [pa.float64(), pa.float32()])
+def test_whole_floats_key_as_the_same_integers_and_text(kind: str, typ: pa.DataType) -> None:
+    spec = KeySpec.parse(f"v:{kind}")
+    big = 13800138000 if typ == pa.float64() else 16777216  # exact in each width
+    floats = [float(big), None, -7.0, -0.0]
+    got = encode_hex([pa.array(floats, typ)], spec).to_pylist()
+    assert got == encode_hex([pa.array([f"{big}", None, "-7", "0"])], spec).to_pylist()
+    assert got == encode_hex([pa.array([big, None, -7, 0])], spec).to_pylist()
+    assert got == _row_wise(spec, [floats])
+
+
+@pytest.mark.parametrize("bad", [2.5, 2.0**53, -(2.0**60), float("nan"), float("inf")])
+def test_a_float_that_is_not_an_exact_whole_number_is_refused_both_ways(bad: float) -> None:
+    spec = KeySpec.parse("v:phone")
+    with pytest.raises(PsiConfigError, match="fraction"):
+        encode_hex([pa.array([1.0, None, bad], pa.float64())], spec)
+    with pytest.raises(PsiConfigError, match="fraction"):
+        spec.encode_row([bad])

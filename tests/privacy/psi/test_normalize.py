@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import unicodedata
+from decimal import Decimal
 
 import pyarrow as pa
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataspace.privacy.psi import KeySpec, PsiConfigError, encode_key, group, normalize
-from dataspace.privacy.psi.normalize import _MOBILE, _SEPARATORS, _WIDTH
+from dataspace.privacy.psi.normalize import _MOBILE, _SEPARATORS, _WIDTH, identifier_text
 
 
 @pytest.mark.parametrize(
@@ -89,3 +90,41 @@ def test_single_column_batches_encode_like_encode_row() -> None:
     items = [e for v in values[:4] if (e := spec.encode_row([v])) is not None]
     assert valid.tolist() == [True, False, False, True]
     assert got == group("x25519").hash_blind(key, b"p", items)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (13800138000.0, "13800138000"),  # a phone number a spreadsheet stored as a double
+        (-0.0, "0"),
+        (2.0**53 - 1, "9007199254740991"),
+        (Decimal("110105194912310021"), "110105194912310021"),  # exact at any size
+        (Decimal("13800138000.00"), "13800138000"),
+        (12, "12"),
+        ("0012", "0012"),  # text keeps its leading zeros
+    ],
+)
+def test_identifier_text_reads_whole_numbers_as_their_digits(value: object, text: str) -> None:
+    assert identifier_text(value) == text
+
+
+@pytest.mark.parametrize(
+    "value", [1.5, 2.0**53, 1.1e18, float("nan"), float("-inf"), Decimal("1.01"), Decimal("NaN")]
+)
+def test_identifier_text_refuses_what_is_no_exact_whole_number(value: object) -> None:
+    with pytest.raises(PsiConfigError, match="fraction or a number beyond") as err:
+        identifier_text(value)
+    assert repr(value) in str(err.value)
+    assert "re-import the column as text" in str(err.value.hint)
+
+
+def test_a_batch_of_doubles_blinds_like_the_same_integers() -> None:
+    from dataspace.privacy.psi.batch import _hash_blind_task
+
+    spec = KeySpec.parse("c:phone")
+    key = bytes(range(32))
+    as_doubles = _hash_blind_task("x25519", key, b"p", spec, [pa.array([13800138000.0, None])])
+    as_ints = _hash_blind_task("x25519", key, b"p", spec, [pa.array([13800138000, None])])
+    assert as_doubles[0] == as_ints[0] and as_doubles[1].tolist() == as_ints[1].tolist()
+    with pytest.raises(PsiConfigError, match="fraction"):
+        _hash_blind_task("x25519", key, b"p", spec, [pa.array([13800138000.5])])

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from dataspace.privacy.psi.errors import PsiConfigError
 from dataspace.privacy.psi.group import POINT_SIZE, group
-from dataspace.privacy.psi.normalize import KeySpec, normalize
+from dataspace.privacy.psi.normalize import KeySpec, identifier_text, normalize
 
 __all__ = ["Batch", "Engine", "shared_engine"]
 
@@ -47,7 +47,7 @@ def _hash_blind_task(
         for i, value in enumerate(values[0]):
             if value is None:
                 continue
-            norm = normalize(value if isinstance(value, str) else str(value), kind)
+            norm = normalize(identifier_text(value), kind)
             if norm is not None:
                 data = norm.encode()
                 items.append(len(data).to_bytes(4, "big") + data)

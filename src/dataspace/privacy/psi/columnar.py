@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataspace.privacy.psi.normalize import KeySpec, normalize
+from dataspace.privacy.psi.normalize import EXACT_FLOAT, KeySpec, identifier_text, normalize
 
 __all__ = ["encode_hex", "encoded_to_hex"]
 
@@ -97,9 +97,12 @@ def _normalised(values: pa.Array, kind: str) -> pa.Array:
         text = pa.concat_arrays([values]).cast(pa.large_string())
     elif pa.types.is_integer(values.type):
         text = values.cast(pa.large_string())  # as str() of the int
-    else:  # dates, floats, bools...: str() of the Python value, as encode_row does
+    elif pa.types.is_floating(values.type):
+        text = _whole_digits(values)
+    else:  # decimals, dates, bools...: as encode_row reads the Python value
+        pylist = values.to_pylist()
         return pa.array(
-            [None if v is None else normalize(str(v), kind) for v in values.to_pylist()],
+            [None if v is None else normalize(identifier_text(v), kind) for v in pylist],
             pa.large_string(),
         )
     if kind in _FOLDED_IF_ALNUM:
@@ -111,10 +114,23 @@ def _normalised(values: pa.Array, kind: str) -> pa.Array:
     slow = pc.and_(pc.invert(fast), pc.is_valid(text))
     if pc.any(slow).as_py():
         raw = values.filter(slow).to_pylist()
-        slow_values = [normalize(v if isinstance(v, str) else str(v), kind) for v in raw]
+        slow_values = [normalize(identifier_text(v), kind) for v in raw]
         text = pc.replace_with_mask(text, slow, pa.array(slow_values, pa.large_string()))
     # an empty normal form is no key (the fast path never yields one: "" is not alnum)
     return pc.if_else(pc.equal(pc.binary_length(text), 0), pa.scalar(None, pa.large_string()), text)
+
+
+def _whole_digits(values: pa.Array) -> pa.Array:
+    """A float column's values as the digits of whole numbers (``identifier_text``'s rule),
+    or the refusal of the first value that is not one."""
+    numbers = np.asarray(pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False), np.float64)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(numbers) & (np.floor(numbers) == numbers)
+        whole &= np.abs(numbers) < EXACT_FLOAT
+    if not whole.all():
+        identifier_text(float(numbers[int(np.argmin(whole))]))  # raises, naming the value
+    digits = pa.array(numbers.astype(np.int64)).cast(pa.large_string())
+    return _nulls_of(values, digits)
 
 
 def _nulls_of(source: pa.Array, values: pa.Array) -> pa.Array:

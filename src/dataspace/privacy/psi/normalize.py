@@ -17,26 +17,64 @@ email      NFKC, trim, lower-case
 NFKC is applied only to kinds whose valid values are ASCII, and with it format characters
 (zero-width spaces, BOM, soft hyphen) are dropped; for free text it could merge
 distinct names (e.g. ㈱ → (株)), so ``text`` only folds the width of ASCII characters.
-A composite key is the concatenation of ``len(utf8) (4 bytes, big-endian) || utf8`` per column,
-which no choice of values can make ambiguous. A row with a null or empty key part is skipped.
+Values that are not text become text first (:func:`identifier_text`): an integer as its digits,
+and a floating-point or decimal value only when it is a whole number a double holds exactly
+(``13800138000.0`` → ``13800138000``, as the same phone number stored as an integer or as text
+on the other side); any other fraction or magnitude is refused, since the digits it stood for
+are already lost. A composite key is the concatenation of
+``len(utf8) (4 bytes, big-endian) || utf8`` per column, which no choice of values can make
+ambiguous. A row with a null or empty key part is skipped.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from dataspace.privacy.psi.errors import PsiConfigError
 
-__all__ = ["KINDS", "Column", "KeySpec", "encode_key", "normalize"]
+__all__ = [
+    "EXACT_FLOAT",
+    "KINDS",
+    "Column",
+    "KeySpec",
+    "encode_key",
+    "identifier_text",
+    "normalize",
+]
 
 KINDS = ("raw", "text", "uscc", "id_card", "phone", "email")
 _SEPARATORS = re.compile(r"[\s\-‐-―·.()/_]")
 _WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _MOBILE = re.compile(r"(?:\+?86|0086)(1\d{10})")
 _UPPER = frozenset({"uscc", "id_card"})
+EXACT_FLOAT = 2**53  # every whole number below this in magnitude is exact in a double
+
+
+def identifier_text(value: object) -> str:
+    """The text an identifier value is normalised from. A whole number stored as a float or
+    decimal reads as its digits; any other float or decimal is refused (a fraction is no
+    identifier, and a double past 2^53 has already lost the digits it was imported from)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        whole = math.isfinite(value) and value.is_integer() and abs(value) < EXACT_FLOAT
+    elif isinstance(value, Decimal):  # exact at any size; only a fraction is refused
+        whole = value.is_finite() and value == value.to_integral_value()
+    else:
+        return str(value)
+    if not whole:
+        raise PsiConfigError(
+            f"identifier value {value!r} is a fraction or a number beyond a double's exact"
+            " range, so it cannot match the identifier it came from",
+            hint="identifier columns must be text or integers: re-import the column as"
+            " text (its digits as written), not as a floating-point number",
+        )
+    return str(int(value))
 
 
 def _visible(value: str) -> str:
@@ -130,7 +168,7 @@ class KeySpec:
         for value, kind in zip(values, self.kinds, strict=True):
             if value is None:
                 return None
-            norm = normalize(value if isinstance(value, str) else str(value), kind)
+            norm = normalize(identifier_text(value), kind)
             if norm is None:
                 return None
             parts.append(norm)

@@ -50,7 +50,7 @@ import pyarrow.csv as pacsv
 from dataspace.privacy.psi import rr22_engine
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
-from dataspace.privacy.psi.normalize import KeySpec
+from dataspace.privacy.psi.normalize import KeySpec, identifier_text
 from dataspace.scratch import RR22_PREFIX
 
 __all__ = [
@@ -152,13 +152,14 @@ def run_rr22(rows: Iterable[Sequence[object]], spec: KeySpec | str, **kw: Any) -
 def _column(values: Sequence[object]) -> pa.Array:
     """Python values as an Arrow column that encodes as ``encode_row`` does: strings as
     strings, ints (not bools) within int64 as int64, anything else — or a mix — as the
-    ``str()`` of each value (Arrow's own inference would print 1 as "1.0" beside a float)."""
+    ``identifier_text`` of each value (Arrow's own inference would print 1 as "1.0" beside a
+    float)."""
     present = [v for v in values if v is not None]
     if all(type(v) is str for v in present):
         return pa.array(values, pa.large_string())
     if all(type(v) is int and -(2**63) <= v < 2**63 for v in present):
         return pa.array(values, pa.int64())
-    return pa.array([None if v is None else str(v) for v in values], pa.large_string())
+    return pa.array([None if v is None else identifier_text(v) for v in values], pa.large_string())
 
 
 def run_rr22_hex(
