@@ -434,6 +434,18 @@ def test_a_key_number_on_some_lines_and_text_on_others_is_text(imported: Importe
     assert [r["ok"] for r in rows_of(dest)] == ["true", "1", "N/A"]
 
 
+def test_a_number_past_64_bits_does_not_round_the_ids_on_other_lines(imported: Imported) -> None:
+    """DuckDB reads a key as DOUBLE when one line holds a number past 64 bits, and the
+    18-digit ID numbers on the other lines would come back rounded: it is text, as written."""
+    dest, result = imported("big.jsonl", '{"sfz": 110105194912310021, "kwh": 1.5}\n'
+                            '{"sfz": 99999999999999999999, "kwh": 0.30000000000000004}\n'
+                            '{"sfz": null, "kwh": 2}\n')
+    assert types_of(result) == {"sfz": "VARCHAR", "kwh": "DOUBLE"}
+    rows = rows_of(dest)
+    assert [r["sfz"] for r in rows] == ["110105194912310021", "99999999999999999999", None]
+    assert [r["kwh"] for r in rows] == [1.5, 0.30000000000000004, 2.0]
+
+
 def test_a_key_nested_on_one_line_is_still_refused(
     write: Write, tmp_path: Path, limits: Limits
 ) -> None:

@@ -25,7 +25,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,21 +411,53 @@ def _import_jsonl(
     if encoding not in ("utf-8", "utf-8-sig"):
         data = work / "source.utf8.jsonl"
         encoding = enc.transcode_to_utf8(source, data, encoding)
-    reader = (
-        f"read_json({_lit(str(data))}, format='auto', records=true, sample_size=-1, "
-        f"maximum_object_size={int(limits.import_max_line_bytes)}, dateformat='%Y-%m-%d')"
-    )
+    def reader(columns: str = "") -> str:
+        return (
+            f"read_json({_lit(str(data))}, format='auto', records=true, sample_size=-1, "
+            f"maximum_object_size={int(limits.import_max_line_bytes)}, dateformat='%Y-%m-%d'"
+            f"{columns})"
+        )
+
     try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+        described = con.execute(f"DESCRIBE SELECT * FROM {reader()}").fetchall()
         enc.check_names(src, [str(r[0]) for r in described])
-        described, select = _scalar_json_as_text(con, reader, described)
+        kept = _lossy_doubles_as_text(con, reader, described)
+        fixed = _columns(kept) if kept != described else ""  # else as DuckDB reads it
+        described, select = _scalar_json_as_text(con, reader(fixed), kept)
         _check_flat(src, described, "write one field per key (no nested objects or arrays)")
-        _copy(con, f"SELECT {select} FROM {reader}", out)
+        _copy(con, f"SELECT {select} FROM {reader(fixed)}", out)
     except duckdb.OutOfMemoryException as exc:
         raise _library_error(src, exc) from None
     except duckdb.Error:
         raise enc.diagnose_jsonl(src, encoding) from None
     return encoding
+
+
+def _columns(described: list[Any]) -> str:
+    """read_json's ``columns`` argument fixing every key's type as described."""
+    pairs = ", ".join(f"{_lit(str(r[0]))}: {_lit(str(r[1]))}" for r in described)
+    return f", columns={{{pairs}}}" if described else ""
+
+
+def _lossy_doubles_as_text(
+    con: duckdb.DuckDBPyConnection, reader: Callable[[str], str], described: list[Any]
+) -> list[Any]:
+    """A key DuckDB reads as DOUBLE because one line holds a number past 64 bits would turn
+    every 18-digit ID number on the other lines into a rounded float: a DOUBLE key whose
+    numbers do not all come back as written is text instead (the CSV rule, ``_reads_back``)."""
+    doubles = [str(r[0]) for r in described if str(r[1]) == "DOUBLE"]
+    if not doubles:
+        return described
+    as_text = reader(_columns([(r[0], "VARCHAR") for r in described]))
+    checks = []
+    for name in doubles:
+        v = f"trim({quote(name)})"
+        checks.append(
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_NUM}') AND NOT {_reads_back(v)})"
+        )
+    row = con.execute(f"SELECT {', '.join(checks)} FROM {as_text}").fetchone()
+    lossy = {name for name, n in zip(doubles, row or (), strict=False) if n}
+    return [(r[0], "VARCHAR", *r[2:]) if str(r[0]) in lossy else r for r in described]
 
 
 def _scalar_json_as_text(
