@@ -406,6 +406,28 @@ def test_enforcement_collects_the_tightest_parameters() -> None:
     assert e.action == "dp-query"
 
 
+def test_peer_set_size_is_enforced_later_as_its_tightest_bound() -> None:
+    """Not a fact at admission (the initiator's set arrives later): it holds, and the PSI
+    protocol gets the smallest bound of the grant's top-level and ``and`` constraints."""
+    policy = permit(
+        c("peerSetSize", "lteq", 100_000),
+        LogicalConstraint(LogicalOp.AND, (c("peerSetSize", "lt", 5_000),)),
+        c("peerSetSize", "eq", 20_000),
+        action="psi",
+    )
+    decision = evaluate(policy, req("psi"))
+    assert decision.allowed and decision.enforcement is not None
+    assert decision.enforcement.max_peer_set == 4_999
+    unbounded = evaluate(permit(FINANCE, action="psi"), req("psi", purpose="credit-risk"))
+    assert unbounded.enforcement is not None and unbounded.enforcement.max_peer_set is None
+    marketing = c("purpose", "isAnyOf", ("marketing",))
+    choice = permit(LogicalConstraint(LogicalOp.OR, (c("peerSetSize", "lteq", 10), marketing)),
+                    action="psi")
+    refused = evaluate(choice, req("psi", purpose="credit-risk"))
+    assert not refused.allowed
+    assert reason_at(refused, "permission[0].constraint[0].or[0]").fail_closed
+
+
 def test_min_group_size_stated_by_request_is_checked() -> None:
     policy = permit(c("minGroupSize", "gteq", 10))
     assert not evaluate(policy, req(min_group_size=5)).allowed

@@ -126,6 +126,13 @@ CASES: list[tuple[str, str, Any, dict[str, Any], bool]] = [
     ("minGroupSize", "gt", 10, {"min_group_size": 10}, False),
     ("minGroupSize", "gteq", 10, {"min_group_size": 10}, True),
     ("minGroupSize", "gteq", 11, {"min_group_size": 10}, False),
+    # peerSetSize: upper bounds only, against the set size the job states
+    ("peerSetSize", "eq", 500, {"peer_set_size": 500}, True),
+    ("peerSetSize", "eq", 499, {"peer_set_size": 500}, False),
+    ("peerSetSize", "lt", 501, {"peer_set_size": 500}, True),
+    ("peerSetSize", "lt", 500, {"peer_set_size": 500}, False),
+    ("peerSetSize", "lteq", 500, {"peer_set_size": 500}, True),
+    ("peerSetSize", "lteq", 499, {"peer_set_size": 500}, False),
     # epsilon / delta: spent + this job, exact decimal arithmetic (0.7 + 0.2 == 0.9)
     ("epsilon", "eq", 0.9, BUDGET_E, True),
     ("epsilon", "eq", 1, BUDGET_E, False),
@@ -234,7 +241,8 @@ UNSUPPORTED = [(lo.name, op) for lo in LEFT_OPERANDS.values() for op in Operator
                                                            UNSUPPORTED])
 def test_unsupported_operator_fails_closed(left: str, op: Operator) -> None:
     facts = {"purpose": "finance", "region": "CN", "now": NOW, "agreed_at": NOW, "jobs_run": 0,
-             "fields": {"a"}, "output": "raw", "min_group_size": 10, **PARTY, **BUDGET_E,
+             "fields": {"a"}, "output": "raw", "min_group_size": 10, "peer_set_size": 5,
+             **PARTY, **BUDGET_E,
              **BUDGET_D, **PRICE}
     decision = evaluate(permit(c(left, op.value, "x")), req(**facts))
     assert not decision.allowed
@@ -243,7 +251,8 @@ def test_unsupported_operator_fails_closed(left: str, op: Operator) -> None:
     assert "not supported" in reason.message or "is not" in reason.message
 
 
-NEEDS_FACT = [name for name in LEFT_OPERANDS if name not in ("action", "minGroupSize")]
+NEEDS_FACT = [name for name in LEFT_OPERANDS
+              if name not in ("action", "minGroupSize", "peerSetSize")]
 
 
 @pytest.mark.parametrize("left", NEEDS_FACT)
@@ -280,6 +289,9 @@ MALFORMED = [
     ("output", "lteq", "everything", {"output": "raw"}),
     ("minGroupSize", "gteq", 0, {"min_group_size": 10}),
     ("minGroupSize", "gteq", "ten", {}),
+    ("peerSetSize", "lteq", -1, {"peer_set_size": 0}),
+    ("peerSetSize", "lteq", "a million", {}),
+    ("peerSetSize", "lteq", 2.5, {}),
     ("price", "lteq", 100, PRICE),  # no currency unit
 ]
 

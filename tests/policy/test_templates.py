@@ -29,7 +29,7 @@ COMMON: dict[str, Any] = {"purposes": ["finance"], "price": "100.00 CNY", "max_j
 PARAMS: dict[str, dict[str, Any]] = {
     "aggregate-only": {"min_group_size": 20, "fields": ["income", "district"]},
     "dp-stats": {"epsilon": 2.0, "delta": 1e-6, "fields": "income,district"},
-    "psi-only": {},
+    "psi-only": {"max_peer_set": 200_000},
     "federated-train": {"epsilon": "3"},
     "raw-transfer": {"expires": EXPIRES.isoformat(), "fields": ["income"]},
 }

@@ -185,6 +185,32 @@ def test_a_size_query_over_fewer_keys_than_the_node_floor_is_refused(
     assert multiparty.get_job(node, job)["state"] == "FAILED"
 
 
+def test_an_initiator_set_beyond_the_agreements_peer_set_size_is_refused(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """peerSetSize caps what the initiator can test for membership: a HELLO announcing more
+    identifiers fails the job here before one of them is blinded; up to the bound runs."""
+    node, _ = make_node("tax-bureau")
+    agreement = _psi_agreement(node, tmp_path, max_peer_set=3)
+    results = {}
+    for job, keys in (("job-peer-set-four-1", CODES), ("job-peer-set-three", CODES[:3])):
+        mp_party.handle_step(node, "bank", _open(agreement, job))
+        a = Initiator(job, KEY, mode="me")
+        a.load([pa.array(keys)])
+        hello = pack_frame({"job_id": job, "step": 1, "name": "hello"}, [a.hello()])
+        try:
+            mp_party.handle_step(node, "bank", hello)
+        except PsiMessageRefused as exc:
+            results[job] = str(exc)
+        else:
+            mp_party.handle_abort(node, "bank", job, "test over")
+    assert set(results) == {"job-peer-set-four-1"}
+    assert "holds 4 identifiers; the agreement lets it bring at most 3" in results[
+        "job-peer-set-four-1"]
+    view = multiparty.get_job(node, "job-peer-set-four-1")
+    assert view["state"] == "FAILED" and "at most 3" in view["error"]["message"]
+
+
 def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: Any) -> None:
     node, agreements = tax
     job = "job-silent-000001"

@@ -333,7 +333,7 @@ def price_of(duty: Rule) -> Price:
 
 #: Left operands that hold in a permission without a stated fact because the compute layer
 #: enforces them — which it does only for the bounds every grant carries (top level, ``and``).
-ENFORCED_LATER = frozenset({"minGroupSize"})
+ENFORCED_LATER = frozenset({"minGroupSize", "peerSetSize"})
 
 
 def constraint_check(c: AnyConstraint, path: str, *, in_choice: bool = False) -> Check:

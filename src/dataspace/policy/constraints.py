@@ -185,6 +185,17 @@ def _min_group_size(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> 
     return Outcome(_order(c.operator, r.min_group_size, k), r.min_group_size)
 
 
+def _peer_set_size(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
+    bound = as_int(c.right)
+    if bound < 0:
+        raise Malformed(f"peerSetSize must not be negative, got {bound}")
+    if r.peer_set_size is None:
+        if not enforce:
+            raise MissingFact("the request does not state the initiator's set size")
+        return Outcome(True, None, "enforced by the PSI protocol")
+    return Outcome(_order(c.operator, r.peer_set_size, bound), r.peer_set_size)
+
+
 def _budget(name: str) -> Checker:
     def check(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
         asked = _fact(getattr(r, name), f"the {name} it asks for", c.left)
@@ -231,6 +242,7 @@ CHECKERS: dict[str, Checker] = {
     "action": _action,
     "fields": _fields,
     "minGroupSize": _min_group_size,
+    "peerSetSize": _peer_set_size,
     "epsilon": _budget("epsilon"),
     "delta": _budget("delta"),
     "output": _output,
@@ -243,7 +255,7 @@ assert set(CHECKERS) == set(LEFT_OPERANDS), "every documented left operand has a
 def check(c: Constraint, request: Request, vocabulary: Vocabulary, *, enforce: bool = False
           ) -> Outcome:
     """Evaluate one atomic constraint. ``enforce``: constraints the compute layer enforces
-    (minGroupSize) hold when the request does not state the fact."""
+    (minGroupSize, peerSetSize) hold when the request does not state the fact."""
     spec = LEFT_OPERANDS.get(c.left)
     checker = CHECKERS.get(c.left)
     if spec is None or checker is None:
@@ -276,7 +288,7 @@ def _static(c: Constraint, vocabulary: Vocabulary) -> None:
         as_datetime(c.right)
     elif left == "elapsedTime":
         Duration.parse(c.right)
-    elif left in ("count", "minGroupSize"):
+    elif left in ("count", "minGroupSize", "peerSetSize"):
         as_int(c.right)
     elif left in ("epsilon", "delta", "price"):
         as_decimal(c.right)

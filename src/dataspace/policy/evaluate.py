@@ -56,6 +56,7 @@ class Enforcement:
     allowed_fields: frozenset[str] | None = None
     prohibited_fields: frozenset[str] = frozenset()
     min_group_size: int | None = None
+    max_peer_set: int | None = None
     max_output: str | None = None
     epsilon_budget: float | None = None
     epsilon_remaining: float | None = None
@@ -181,7 +182,8 @@ def evaluate(
 
 #: Left operands whose facts exist only at execution time; defer them when negotiating.
 NEGOTIATION_DEFERRED = frozenset({"fields", "output", "epsilon", "delta", "count", "region",
-                                  "minGroupSize", "price", "dateTime", "elapsedTime"})
+                                  "minGroupSize", "peerSetSize", "price", "dateTime",
+                                  "elapsedTime"})
 
 
 def _conjuncts(constraints: Sequence[AnyConstraint]) -> Iterator[Constraint]:
@@ -198,6 +200,7 @@ def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
     allowed: frozenset[str] | None = None
     prohibited: set[str] = set()
     k: int | None = None
+    max_peer_set: int | None = None
     max_output: int | None = None
     budgets: dict[str, Decimal] = {}
     max_jobs: int | None = None
@@ -217,6 +220,9 @@ def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
             elif c.left == "minGroupSize":
                 bound = as_int(c.right) + (1 if op is Operator.GT else 0)
                 k = tighter(k, bound, max)
+            elif c.left == "peerSetSize":
+                bound = as_int(c.right) - (1 if op is Operator.LT else 0)
+                max_peer_set = tighter(max_peer_set, bound, min)
             elif c.left == "output" and op in (Operator.LTEQ, Operator.EQ, Operator.LT):
                 rank = OUTPUT_MODES.index(str(c.right)) - (1 if op is Operator.LT else 0)
                 max_output = tighter(max_output, rank, min)
@@ -257,6 +263,7 @@ def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
         allowed_fields=None if allowed is None else allowed - prohibited,
         prohibited_fields=frozenset(prohibited),
         min_group_size=k,
+        max_peer_set=max_peer_set,
         max_output=None if max_output is None else OUTPUT_MODES[max(max_output, 0)],
         epsilon_budget=float(budgets["epsilon"]) if "epsilon" in budgets else None,
         epsilon_remaining=remaining("epsilon"),

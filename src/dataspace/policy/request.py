@@ -111,6 +111,7 @@ class Request:
     delta: float | Decimal | None = None
     delta_spent: float | Decimal | None = None
     min_group_size: int | None = None
+    peer_set_size: int | None = None
     price: Price | None = None
 
     def __post_init__(self) -> None:

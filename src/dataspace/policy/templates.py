@@ -148,7 +148,10 @@ def _dp_stats(p: Mapping[str, Any]) -> Policy:
 
 
 def _psi_only(p: Mapping[str, Any]) -> Policy:
-    return _offer(p, "psi", [_c("output", Operator.LTEQ, p["output"])])
+    specific = [_c("output", Operator.LTEQ, p["output"])]
+    if p.get("max_peer_set") is not None:
+        specific.append(_c("peerSetSize", Operator.LTEQ, p["max_peer_set"]))
+    return _offer(p, "psi", specific)
 
 
 def _federated_train(p: Mapping[str, Any]) -> Policy:
@@ -177,6 +180,8 @@ TEMPLATES: Mapping[str, Template] = {
                  (Param("output", "output", "aggregate-only (the intersection's size only) or "
                         "pseudonymized (which keys match: modes me, both and align)",
                         default="aggregate-only"),
+                  Param("max_peer_set", "int", "most identifiers the initiator may bring "
+                        "(default: no bound)"),
                   *_COMMON), _psi_only),
         Template("federated-train", "federated training only; only model updates leave",
                  (Param("epsilon", "number", "optional total ε for DP training"), *_COMMON),

@@ -172,6 +172,7 @@ _SET_OPS = frozenset({Operator.EQ, Operator.NEQ, Operator.IS_PART_OF, Operator.I
 _ORDER_OPS = frozenset({Operator.EQ, Operator.NEQ, Operator.GT, Operator.GTEQ, Operator.LT,
                         Operator.LTEQ})
 _LOWER_BOUND_OPS = frozenset({Operator.EQ, Operator.GT, Operator.GTEQ})
+_UPPER_BOUND_OPS = frozenset({Operator.EQ, Operator.LT, Operator.LTEQ})
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,9 @@ LEFT_OPERANDS: Mapping[str, LeftOperand] = MappingProxyType(
             LeftOperand("minGroupSize", NS + "minGroupSize", "integer", _LOWER_BOUND_OPS,
                         "least contributors per released group; enforced by the compute layer",
                         "min_group_size (optional)"),
+            LeftOperand("peerSetSize", NS + "peerSetSize", "integer", _UPPER_BOUND_OPS,
+                        "most identifiers the initiator of a PSI job may bring; enforced by "
+                        "the PSI protocol", "peer_set_size (optional)"),
             LeftOperand("epsilon", NS + "epsilon", "decimal", _ORDER_OPS,
                         "total ε over the agreement: spent so far + this job",
                         "epsilon, epsilon_spent"),

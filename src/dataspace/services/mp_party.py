@@ -740,7 +740,15 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     mp_rr22.check_engine(engine, mode)  # refused before admission: nothing is counted
     s.key_columns = [c.name for c in spec.columns]
     dataset, decision = _check(node, s, header, s.key_columns, psi_output(mode))
+    enforcement = getattr(decision, "enforcement", None)
+    max_peer = enforcement.max_peer_set if enforcement is not None else None
     if engine == "rr22":
+        if max_peer is not None:
+            raise UsageError(
+                "the agreement bounds the initiator's set (peerSetSize), which the rr22 engine "
+                "cannot hold it to",
+                hint="run this PSI with the DH engine (--engine dh)",
+            )
         return _open_rr22(node, s, dataset, spec, mode)
     parquet = pq.ParquetFile(dataset.path)
     s.rows_scanned = parquet.metadata.num_rows
@@ -751,6 +759,7 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         allow=(mode,),
         # a count is an aggregate-only release: over at least k of the initiator's keys
         min_peer=least_rows(node, decision) if mode == "size" else 0,
+        max_peer=max_peer,
         group_name=str(header.get("group", "x25519")),
         engine=s.engine,
     )

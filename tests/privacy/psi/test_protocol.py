@@ -256,6 +256,16 @@ def test_a_peer_set_beyond_the_limit_is_refused_at_hello(monkeypatch: pytest.Mon
         list(b.receive(a.hello()))
 
 
+def test_a_responder_answers_initiator_sets_up_to_its_max_peer() -> None:
+    a, b = _pair("me", A_IDS, B_IDS)
+    b.max_peer = len(A_IDS) - 1
+    with pytest.raises(PsiMessageRefused, match=f"at most {len(A_IDS) - 1}"):
+        list(b.receive(a.hello()))
+    a, b = _pair("me", A_IDS, B_IDS)
+    b.max_peer = len(A_IDS)
+    assert list(b.receive(a.hello()))  # ACCEPT
+
+
 @pytest.mark.parametrize("n", [10**12, 2**64, True, -1])
 def test_an_accepted_set_size_beyond_the_limit_is_refused_at_the_initiator(n: object) -> None:
     """The size in ACCEPT sets what the initiator allocates: bounded as HELLO's is."""

@@ -316,13 +316,16 @@ class Responder(_Party):
 
     def __init__(
         self, job_id: str, spec: KeySpec | str, *, allow: Sequence[str] = MODES,
-        min_peer: int = 0, **kw: object
+        min_peer: int = 0, max_peer: int | None = None, **kw: object
     ) -> None:
         super().__init__(job_id, spec, **kw)  # type: ignore[arg-type]
         self.allow = tuple(allow)
         #: least distinct identifiers of A this side answers: a size over one identifier says
         #: whether B holds it (see docs/psi.md on what a cardinality reveals)
         self.min_peer = min_peer
+        #: most identifiers of A this side answers (the agreement's peerSetSize): a set as
+        #: large as a whole block of phone numbers would learn which of them B holds
+        self.max_peer = MAX_PEER_SET if max_peer is None else max_peer
         self.mode = ""
         self._state = "new"
         self._peer_n = 0
@@ -367,6 +370,12 @@ class Responder(_Party):
                 f"the initiator's set holds {n} identifiers; this party answers sets of at "
                 f"least {self.min_peer}",
                 hint="a smaller set's count would tell which identifiers this party holds",
+            )
+        if n > self.max_peer:
+            raise PsiMessageRefused(
+                f"the initiator's set holds {n:,} identifiers; the agreement lets it bring at "
+                f"most {self.max_peer:,}",
+                hint="split the job or negotiate an agreement with a larger peerSetSize",
             )
         self.mode, self._peer_n, self._session = str(mode), n, msg.session
         self._state = "accepted"
