@@ -368,6 +368,39 @@ def test_overlong_sql_is_refused(policy: SqlPolicy) -> None:
         check_query("SELECT count(*) FROM people WHERE " + " OR ".join(["age = 1"] * 4000), policy)
 
 
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [  # each a few thousand characters, each a RecursionError (a 500) or seconds of CPU before
+        ("SELECT count(*) FROM people WHERE " + " OR ".join(f"age = {i}" for i in range(1000)),
+         "nested more than 120 levels"),
+        ("SELECT count(*) FROM people WHERE " + "(" * 3000 + "age = 1" + ")" * 3000,
+         "nested too deeply"),
+        ("SELECT " + ", ".join(f"count(*) FILTER (WHERE age = {i})" for i in range(33))
+         + " FROM people", "more than 32 aggregates"),
+        ("SELECT count(*) FROM people WHERE age IN (" + ", ".join(map(str, range(2000))) + ")",
+         "more than 2000 parts"),
+    ],
+    ids=["or-chain", "parentheses", "aggregates", "parts"],
+)
+def test_a_query_too_large_to_check_cheaply_is_refused(
+    policy: SqlPolicy, sql: str, reason: str
+) -> None:
+    with pytest.raises(QueryRefused, match=reason):
+        check_query(sql, policy)
+
+
+def test_queries_within_the_size_limits_are_checked(policy: SqlPolicy) -> None:
+    ors = " OR ".join(f"age = {i}" for i in range(100))
+    assert check_query(f"SELECT count(*) AS n FROM people WHERE {ors}", policy).is_aggregate
+    many = ", ".join(f"count(*) FILTER (WHERE age = {i}) AS a{i}" for i in range(32))
+    assert len(check_query(f"SELECT {many} FROM people", policy).aggregates) == 32
+
+
+def test_sql_with_a_lone_surrogate_is_refused_naming_where(policy: SqlPolicy) -> None:
+    with pytest.raises(QueryRefused, match="not Unicode text at position 42"):
+        check_query("SELECT count(*) FROM people WHERE city = '\ud800'", policy)
+
+
 def test_policy_rejects_an_unknown_output_mode(make_policy: Callable[..., SqlPolicy]) -> None:
     with pytest.raises(UsageError, match="unknown output mode"):
         make_policy(output="everything")

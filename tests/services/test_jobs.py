@@ -269,6 +269,22 @@ def test_same_job_id_is_idempotent(provider: tuple[Node, str]) -> None:
     assert len(entries(node, "job.denied")) == 1 and len(usage_rows(node)) == 2
 
 
+def test_sql_that_is_not_unicode_text_is_refused_before_anything_is_claimed(
+    provider: tuple[Node, str],
+) -> None:
+    """A lone surrogate (possible through the Python API, not over HTTP) crashed the worker,
+    then the error record, leaving the job RUNNING with its ε spent."""
+    node, _ = provider
+    agreement = agree(provider, "dp-stats", dp=DP, epsilon=1.0, delta=1e-5, min_group_size=5)
+    sql = "SELECT district, count(*) AS n FROM taxpayers WHERE industry = '\ud800' GROUP BY 1"
+    with pytest.raises(QueryRefused, match="not Unicode text"):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=sql, job_id="job-sur")
+    with node.store.read() as session:
+        assert session.get(JobRow, "job-sur") is None
+    with pytest.raises(NotFound, match="no DP budget"):  # none reserved, none spent
+        get_budget(node.store, agreement)
+
+
 def test_dp_query_spends_budget_and_states_epsilon_left(provider: tuple[Node, str]) -> None:
     node, _ = provider
     agreement = agree(provider, "dp-stats", dp=DP, epsilon=1.0, delta=1e-5, min_group_size=5)

@@ -16,7 +16,7 @@ from dataspace.compute.sandbox import (
     run_query,
     start_query,
 )
-from dataspace.compute.sqlcheck import Aggregate, CheckedQuery, SqlPolicy, check_query
+from dataspace.compute.sqlcheck import Aggregate, CheckedQuery, SqlPolicy, check_query, check_text
 
 __all__ = [
     "Aggregate",
@@ -33,6 +33,7 @@ __all__ = [
     "SqlPolicy",
     "WorkerCrashed",
     "check_query",
+    "check_text",
     "run_query",
     "start_query",
 ]

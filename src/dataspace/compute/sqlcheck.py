@@ -44,9 +44,15 @@ from dataspace.compute.errors import QueryRefused
 from dataspace.compute.sqlnodes import _CLAUSE_NAMES, DIALECT, NodeChecker, refuse
 from dataspace.compute.sqltypes import Aggregate, CheckedQuery, SqlPolicy
 
-__all__ = ["Aggregate", "CheckedQuery", "SqlPolicy", "check_query"]
+__all__ = ["Aggregate", "CheckedQuery", "SqlPolicy", "check_query", "check_text"]
 
 MAX_SQL_CHARS = 20_000
+#: The checker and its rewrite run in the node process before a worker slot is taken, and
+#: walk the tree recursively: these bound what one request can cost there (a rewritten
+#: aggregate repeats its FILTER once per identifier column).
+MAX_DEPTH = 120
+MAX_NODES = 2_000
+MAX_AGGREGATES = 32
 
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit",
                 "offset", "kind"}  # fmt: skip
@@ -73,7 +79,11 @@ _STATEMENTS: dict[type[exp.Expr], str] = {
 
 def check_query(sql: str, policy: SqlPolicy) -> CheckedQuery:
     """Check ``sql`` against ``policy``: the rewritten query, or :class:`QueryRefused`."""
-    return _Checker(sql, policy).run()
+    try:
+        return _Checker(sql, policy).run()
+    except RecursionError:  # a shape the size limits did not foresee: refused all the same
+        raise refuse("the query is nested too deeply to check",
+                     hint="write long OR chains as IN (...)") from None
 
 
 class _Checker(NodeChecker):
@@ -126,6 +136,7 @@ class _Checker(NodeChecker):
     def _parse(self) -> exp.Select:
         if len(self.sql) > MAX_SQL_CHARS:
             raise refuse(f"the query is longer than {MAX_SQL_CHARS} characters")
+        check_text(self.sql)
         dialect = sqlglot.Dialect.get_or_raise(DIALECT)
         try:
             tokens = dialect.tokenize(self.sql)
@@ -145,6 +156,7 @@ class _Checker(NodeChecker):
         tree = statements[0]
         if not isinstance(tree, exp.Select):
             raise self._not_select(_STATEMENTS.get(type(tree), type(tree).__name__.upper()))
+        _check_size(tree)
         return tree
 
     def _not_select(self, what: str) -> QueryRefused:
@@ -453,6 +465,37 @@ class _Checker(NodeChecker):
             again = None
         if again != text:
             raise refuse("the rewritten query does not read back the same; refusing to run it")
+
+
+def check_text(sql: str) -> None:
+    """Refuse SQL holding a lone surrogate: no engine, store or log can hold it."""
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise refuse(
+            f"the query holds a character that is not Unicode text at position {exc.start}"
+            f" ({sql[exc.start]!r})",
+            hint="send the SQL as UTF-8 text",
+        ) from None
+
+
+def _check_size(tree: exp.Expr) -> None:
+    """Refuse a tree deeper or larger than the checker is built for (walked without
+    recursion: this is what keeps the recursive passes that follow within bounds)."""
+    stack, nodes, aggregates = [(tree, 1)], 0, 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        aggregates += isinstance(node, exp.AggFunc)
+        if depth > MAX_DEPTH:
+            raise refuse(f"the query is nested more than {MAX_DEPTH} levels deep",
+                         hint="write long OR chains as IN (...)")
+        if nodes > MAX_NODES:
+            raise refuse(f"the query has more than {MAX_NODES} parts; split it into several")
+        if aggregates > MAX_AGGREGATES:
+            raise refuse(f"the query has more than {MAX_AGGREGATES} aggregates; split it into "
+                         "several")
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
 
 
 def _key_name(key: exp.Expr) -> str:

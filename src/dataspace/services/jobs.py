@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dataspace.compute import SandboxLimits, check_query, run_query
+from dataspace.compute import SandboxLimits, check_query, check_text, run_query
 from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
@@ -138,8 +138,10 @@ def run_job(
 
     Raises :class:`NotFound` (unknown or foreign agreement), :class:`PolicyDenied` (denied, with
     every reason), :class:`QueryRefused`, :class:`BudgetExhausted`, a :class:`SandboxError`, or
-    :class:`Conflict` (the job id is taken or the job is still running). Each is recorded first.
+    :class:`Conflict` (the job id is taken or the job is still running). Each is recorded first,
+    except SQL that is not Unicode text (a lone surrogate), which no store can hold.
     """
+    check_text(sql)
     job = _Job(
         id=check_job_id(job_id) if job_id is not None else uuid.uuid4().hex,
         agreement_id=agreement_id,
