@@ -6,6 +6,7 @@ from collections.abc import Hashable
 
 import pytest
 
+from dataspace.errors import UsageError
 from dataspace.federated.contribution import (
     leave_one_out,
     shapley,
@@ -83,3 +84,25 @@ def test_monte_carlo_stops_at_the_cap_without_converging() -> None:
 def test_revenue_shares_sum_to_one() -> None:
     shares = shapley_exact(["bank", "tax", "grid"], additive_with_synergy).shares()
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_monte_carlo_claims_no_convergence_from_a_contribution_it_never_drew() -> None:
+    """30 providers, one worth 1 on its own (φ = 1/30): in a third of runs (seeds 0, 1, 10,
+    ...) it was never first in 30 permutations, so its samples were all 0 — φ = 0 ± 0,
+    "converged"."""
+    players = [f"p{i:02d}" for i in range(30)]
+
+    def alone(s: frozenset[Hashable]) -> float:
+        return 1.0 if s == frozenset({"p00"}) else 0.0
+
+    for seed in (0, 1, 2, 10):
+        result = shapley_monte_carlo(players, alone, seed=seed, tolerance=0.01)
+        se = result.standard_errors["p00"]
+        assert se >= 1.5 / result.permutations > 0
+        if result.converged:
+            assert abs(result.values["p00"] - 1 / 30) <= 4 * se
+    flat = shapley_monte_carlo(players, lambda s: 0.25, seed=0, value_range=0)
+    assert flat.converged and flat.permutations == 30
+    assert set(flat.standard_errors.values()) == {0.0}
+    with pytest.raises(UsageError, match="value_range"):
+        shapley_monte_carlo(players, alone, value_range=float("nan"))

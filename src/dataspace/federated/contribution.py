@@ -105,7 +105,12 @@ def shapley_monte_carlo(
     min_permutations: int = 30,
     max_permutations: int = 2000,
     seed: int = 0,
+    value_range: float = 1.0,
 ) -> Contribution:
+    """Shapley values from random permutations. ``value_range``: the span the metric can
+    take (1 for AUC or accuracy), which bounds what a never-drawn coalition can change."""
+    if not (math.isfinite(value_range) and value_range >= 0):
+        raise UsageError(f"value_range must be a finite number ≥ 0, not {value_range!r}")
     ps = _players(players)
     v = _Cached(value)
     rng = np.random.default_rng(seed)
@@ -123,18 +128,33 @@ def shapley_monte_carlo(
             before = after
         m += 1
         if m >= min_permutations:
-            worst = max(float(np.std(s, ddof=1)) / math.sqrt(m) for s in samples.values())
+            floor = _unseen_floor(v, m, value_range)
+            worst = max(max(_se(s, m), floor) for s in samples.values())
             if worst <= tolerance:
                 converged = True
                 break
+    floor = _unseen_floor(v, m, value_range)
     vals = {p: float(np.mean(s)) for p, s in samples.items()}
-    ses = {
-        p: float(np.std(s, ddof=1) / math.sqrt(m)) if m > 1 else math.inf
-        for p, s in samples.items()
-    }
+    ses = {p: max(_se(s, m), floor) for p, s in samples.items()}
     return Contribution(
         vals, "monte-carlo", v(frozenset(ps)), v(frozenset()), ses, len(v.cache), m, converged
     )
+
+
+def _se(samples: list[float], m: int) -> float:
+    return float(np.std(samples, ddof=1) / math.sqrt(m)) if m > 1 else math.inf
+
+
+def _unseen_floor(v: _Cached, m: int, value_range: float) -> float:
+    """The least standard error m permutations can claim. A marginal contribution that
+    occurs in fewer than about 3 of m permutations is likely never drawn (the rule of three)
+    and then leaves a provider's samples all equal, a sample deviation of 0; unseen, it can
+    still move the mean by up to the metric's range D times 3/m, which as a 95 % error is a
+    standard error of 1.5·D/m. D is the stated range, or the values seen if wider (the
+    coalition worth the most may be exactly the one never drawn)."""
+    seen = v.cache.values()
+    spread = max(seen) - min(seen) if seen else 0.0
+    return 1.5 * max(value_range, spread) / m
 
 
 def shapley(
@@ -145,12 +165,14 @@ def shapley(
     tolerance: float = 0.005,
     max_permutations: int = 2000,
     seed: int = 0,
+    value_range: float = 1.0,
 ) -> Contribution:
     """Exact for up to ``exact_limit`` providers, Monte Carlo beyond."""
     if len(players) <= exact_limit:
         return shapley_exact(players, value)
     return shapley_monte_carlo(
-        players, value, tolerance=tolerance, max_permutations=max_permutations, seed=seed
+        players, value, tolerance=tolerance, max_permutations=max_permutations, seed=seed,
+        value_range=value_range,
     )
 
 
