@@ -246,3 +246,27 @@ def test_validate_value_covers_every_category():
     assert validate_value("minor", "7")
     with pytest.raises(UsageError):
         validate_value("nonsense", "x")
+
+
+def test_names_masked_to_the_surname_keep_a_header_finding():
+    """One star after the surname is how names are masked; it read as a contradiction."""
+    found = classify_column("客户姓名", ["张*", "李*", "王**", "欧阳*"] * 8)
+    assert cats(found) == ["person_name_cn"] and found[0].confidence == 0.45
+
+
+@pytest.mark.parametrize("header", ["化验结果", "核酸检测", "hiv_status"])
+def test_test_results_under_a_health_header_are_health_not_names(header):
+    """阳性 and 阴性 read as surname 阳/阴 + given 性, and that name finding demoted the
+    health header to a contradiction."""
+    found = classify_column(header, ["阳性", "阴性", "弱阳性"] * 12)
+    assert cats(found)[:1] == ["health"] and found[0].confidence >= 0.8
+    assert "person_name_cn" not in cats(found)
+    assert classify_column("检测结果", ["合格", "不合格"] * 20) == []  # a factory's test
+
+
+def test_an_address_header_admits_addresses_without_a_house_number():
+    streets = ["北京市海淀区中关村大街", "上海市徐汇区漕溪北路", "杭州市西湖区文三路",
+               "广东省深圳市南山区科技园路"] * 8
+    found = classify_column("地址", streets)
+    assert cats(found)[:1] == ["address_cn"] and found[0].confidence >= 0.8
+    assert classify_column("notes", streets) == []  # without the header: not precise enough

@@ -5,7 +5,8 @@ administrative area (a province name, or a word ending in 省, 市, 自治区, �
 镇, 乡 or 街道) *before* a street-level part (路, 街, 大道, 巷, 弄, 胡同, 村, 组, 小区,
 大厦, 苑, 花园) and ends in a precise location: a house number (号, 栋, 幢, 座, 单元, 室,
 楼, 层, 户) or digits. Company names (北京市朝阳区某某科技有限公司) and prose have the area
-words but not the street-plus-number ending.
+words but not the street-plus-number ending. Under an address header the house number may
+be missing (北京市海淀区中关村大街): area and street suffice there.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _PRECISE = re.compile(
 )
 
 
-def is_address(value: str) -> bool:
+def is_address(value: str, *, precise: bool = True) -> bool:
     text = to_halfwidth(value).strip()
     if not 6 <= len(text) <= 120:
         return False
@@ -41,7 +42,7 @@ def is_address(value: str) -> bool:
     street = _STREET.search(text, area.end())
     if street is None:
         return False
-    return _PRECISE.search(text, street.start()) is not None
+    return not precise or _PRECISE.search(text, street.start()) is not None
 
 
 class AddressDetector(BaseDetector):
@@ -58,4 +59,4 @@ class AddressDetector(BaseDetector):
     )
 
     def match(self, value: str, *, hinted: bool = False) -> bool:
-        return is_address(value)
+        return is_address(value, precise=not hinted)

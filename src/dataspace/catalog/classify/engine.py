@@ -142,9 +142,12 @@ def _header_finding(
     return Finding(det.category, info.label, info.pi_class, share, confidence, reason, "header")
 
 
-#: what masks digits: a run of two or more stands where digits were ("138****5678")
+#: what masks digits: a run of two or more stands where digits were ("138****5678"); one
+#: after a Han character masks a name's given part ("张*")
 MASK_CHARS = "*＊"
-_MASKED = re.compile(f"[{re.escape(MASK_CHARS)}]{{2,}}")
+_MASKED = re.compile(
+    f"[{re.escape(MASK_CHARS)}]{{2,}}|(?<=[\u4e00-\u9fff])[{re.escape(MASK_CHARS)}]"
+)
 
 #: what exports write for "no value": not a failed identifier (30 % "NULL" beside 70 % valid
 #: ID numbers is a column of ID numbers)

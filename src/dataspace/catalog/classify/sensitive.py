@@ -36,17 +36,18 @@ HEALTH = VocabDetector(
     vocab=HeaderVocab(
         zh=("诊断", "病历", "病史", "疾病", "病症", "症状", "过敏", "用药", "处方", "检验",
             "化验", "手术", "住院", "门诊", "体检", "传染病", "既往史", "病种", "血型",
-            "健康状况", "残疾", "生育", "icd"),
+            "健康状况", "残疾", "生育", "核酸", "艾滋", "icd"),
         en=("diagnosis", "diagnoses", "disease", "medical", "allergy",
             "allergies", "medication", "prescription", "symptom", "symptoms", "icd",
             "icd10", "icd_10", "icd_code", "blood_type", "health", "health_status",
-            "medical_history", "disability", "lab_result"),
+            "medical_history", "disability", "lab_result", "hiv", "hiv_status"),
     ),
     terms=(*DIAGNOSES_EN, *BLOOD_TYPES),
     contains=DIAGNOSES_ZH,
     # ICD-10 with a subcategory (E11.9, J45.909): distinctive enough on its own
     patterns=(r"[A-TV-Z][0-9]{2}\.[0-9A-Z]{1,4}",),
-    hinted_terms=("A", "B", "AB", "O", "A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-"),
+    hinted_terms=("A", "B", "AB", "O", "A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-",
+                  "阳性", "阴性", "弱阳性", "positive", "negative"),  # a test's result
     hinted_patterns=(r"[A-TV-Z][0-9]{2}(?:\.[0-9A-Z]{0,4})?",),
     rank=15,
 )
