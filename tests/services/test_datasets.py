@@ -225,3 +225,84 @@ def test_a_live_import_is_left_alone_on_open(node: Node) -> None:
     reopened = open_node(node.root)
     assert live.exists()
     reopened.close()
+
+
+def _resident_id(i: int) -> str:
+    from dataspace.catalog.classify.id_card import check_char
+
+    body = f"110105{1950 + i % 50}{i % 12 + 1:02d}{i % 28 + 1:02d}{i % 1000:03d}"
+    return body + check_char(body)
+
+
+def _profiled(view: dict[str, Any], column: str) -> dict[str, Any]:
+    return next(c for c in view["profile"]["columns"] if c["name"] == column)
+
+
+def test_a_personal_column_that_is_no_identifier_is_redacted_too(
+    node: Node, tmp_path: Path
+) -> None:
+    """An address (personal, not an identifier) showed its min and max addresses."""
+    homes = [f"北京市朝阳区建国路{i}号院{i % 7}单元" for i in range(40)]
+    csv = tmp_path / "homes.csv"
+    csv.write_text("家庭地址,性别,amount\n" + "".join(
+        f"{h},{'男女'[i % 2]},{i}\n" for i, h in enumerate(homes)), encoding="utf-8")
+    view = datasets.add(node, csv, name="homes", actor="t")
+    assert view["classification"]["columns"]["家庭地址"]["category"] == "address_cn"
+    for column in ("家庭地址", "性别"):
+        shown = _profiled(view, column)
+        assert shown.get("redacted") and "min" not in shown and "top_values" not in shown
+    assert _profiled(view, "amount")["max"] == 39
+
+
+def test_a_free_text_column_whose_extremes_are_id_numbers_is_redacted(
+    node: Node, tmp_path: Path
+) -> None:
+    """1 % bare ID numbers among notes: no category, yet the minimum was an ID number."""
+    notes = ["已放款", "待审核", "客户来电咨询", "资料齐全"]
+    rows = [_resident_id(i) if i % 100 == 0 else notes[i % 4] for i in range(500)]
+    csv = tmp_path / "notes.csv"
+    csv.write_text("no,备注\n" + "".join(f"{i},{r}\n" for i, r in enumerate(rows)),
+                   encoding="utf-8")
+    view = datasets.add(node, csv, name="notes", actor="t")
+    assert view["classification"]["columns"]["备注"]["category"] is None
+    shown = _profiled(view, "备注")
+    assert shown.get("redacted") and "min" not in shown
+    assert _resident_id(0) not in json.dumps(view, ensure_ascii=False)
+
+
+def test_clearing_a_category_the_values_confirmed_needs_a_reason_and_stays_redacted(
+    node: Node, tmp_path: Path
+) -> None:
+    csv = tmp_path / "ids.csv"
+    csv.write_text("证件号码,amount\n" + "".join(f"{_resident_id(i)},{i}\n" for i in range(300)),
+                   encoding="utf-8")
+    view = datasets.add(node, csv, name="ids", domain="finance", actor="alice")
+    before = view["grading"]
+    with pytest.raises(UsageError, match="confirm id_card_cn; setting it to 'none' needs a reason"):
+        datasets.reclassify(node, "ids", column="证件号码", category="none", actor="alice")
+    assert datasets.show(node, "ids")["classification"]["columns"]["证件号码"]["override"] is None
+    after = datasets.reclassify(node, "ids", column="证件号码", category="none", actor="alice",
+                                reason="synthetic numbers for a test bed")
+    assert (before["level"], before["sublevel"]) == ("general", 4)
+    assert (after["grading"]["level"], after["grading"]["sublevel"]) == ("general", 1)
+    shown = _profiled(after, "证件号码")
+    assert shown.get("redacted") and "min" not in shown
+    with node.store.read() as session:
+        last = log.entries(session, start=log.size(session) - 1, limit=1)[0].to_dict()
+    assert last["payload"] | {"id": None} == {
+        "id": None, "name": "ids", "column": "证件号码", "from": "id_card_cn", "to": "none",
+        "grade": "general", "grade_from": "general-4", "grade_to": "general-1",
+        "values_confirmed": ["id_card_cn"], "reason": "synthetic numbers for a test bed",
+    }
+
+
+def test_a_redacted_number_over_fewer_rows_than_k_shows_no_mean(
+    node: Node, tmp_path: Path
+) -> None:
+    csv = tmp_path / "few.csv"
+    csv.write_text("月收入,district\n" + "".join(f"{v},{d}\n" for v, d in
+                   [(30000, "a"), ("", "b"), ("", "c")]), encoding="utf-8")
+    view = datasets.add(node, csv, name="few", actor="t")
+    assert view["classification"]["columns"]["月收入"]["category"] == "financial"
+    shown = _profiled(view, "月收入")
+    assert shown.get("redacted") and "mean" not in shown and "std" not in shown

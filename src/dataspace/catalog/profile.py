@@ -73,7 +73,9 @@ class ColumnProfile:
     def kind(self) -> str:
         return kind_of(self.type)
 
-    def to_dict(self, *, redacted: bool = False) -> dict[str, Any]:
+    def to_dict(self, *, redacted: bool = False, few: bool = False) -> dict[str, Any]:
+        """``redacted``: no extremes or top values; ``few`` (with it): values in too few rows
+        for even a mean, which would be one row's value."""
         body: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
@@ -85,7 +87,7 @@ class ColumnProfile:
         if self.kind in ("number", "temporal", "string") and not redacted:
             body["min"] = jsonable(self.min)
             body["max"] = jsonable(self.max)
-        if self.kind == "number":
+        if self.kind == "number" and not (redacted and few):
             body["mean"] = self.mean
             body["std"] = self.std
         if redacted:
@@ -107,12 +109,16 @@ class Profile:
                 return col
         raise KeyError(name)
 
-    def to_dict(self, redact: Collection[str] = ()) -> dict[str, Any]:
-        """JSON-able profile; columns named in ``redact`` lose top values and min/max."""
+    def to_dict(self, redact: Collection[str] = (), min_rows: int = 1) -> dict[str, Any]:
+        """JSON-able profile; columns named in ``redact`` lose top values and min/max, and
+        their mean and deviation too when fewer than ``min_rows`` rows hold a value."""
         return {
             "rows": self.rows,
             "distinct_exact": self.distinct_exact,
-            "columns": [c.to_dict(redacted=c.name in redact) for c in self.columns],
+            "columns": [
+                c.to_dict(redacted=c.name in redact, few=self.rows - c.nulls < min_rows)
+                for c in self.columns
+            ],
         }
 
     @classmethod

@@ -103,10 +103,14 @@ def reclassify(
     name: str,
     column: str = typer.Option(..., "--column", help="Column to correct."),
     category: str = typer.Option(..., "--as", help="Category id, or 'none' to clear."),
+    reason: str = typer.Option(
+        "", "--reason", help="Why; required to set aside a category the values confirmed."),
     as_json: bool = JsonOption,
 ) -> None:
     """Correct a column's category; the dataset is regraded and the change logged."""
-    view = datasets.reclassify(node(ctx), name, column=column, category=category, actor=actor())
+    view = datasets.reclassify(
+        node(ctx), name, column=column, category=category, actor=actor(), reason=reason
+    )
     if as_json:
         print_json(view)
         return

@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from dataspace.catalog import ingest, profile, quality
 from dataspace.catalog.classify import (
     CATEGORIES,
+    DETECTORS,
     Finding,
+    category_info,
     classify_column,
     is_identifier,
-    is_sensitive,
     override_finding,
 )
 from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, load_rules
@@ -173,9 +174,16 @@ def _analyse(
         rows=rows,
         rules=load_rules(_rules_override(node)),
     )
+    # Redacted: every column holding personal information or identifiers by its category,
+    # or by what its values confirmed (an override to 'none' does not publish confirmed IDs),
+    # and any text column whose extremes or top values are themselves identifiers.
+    confirmed = {c: {f.category for f in fs if "values" in f.source}
+                 for c, fs in findings_by_column.items()}  # fmt: skip
     sensitive = {
-        c for c, cat in chosen.items() if cat and (is_sensitive(cat) or is_identifier(cat))
-    }
+        c for c, cat in chosen.items()
+        if any(_personal(x) for x in {cat, *confirmed.get(c, ())} if x)
+    }  # fmt: skip
+    sensitive |= {col.name for col in prof.columns if _shows_identifier(col)}
     # Validity is measured only against categories the values themselves confirmed (or the
     # provider set): a header-only hint says nothing about what valid values look like.
     checkable = {
@@ -186,11 +194,38 @@ def _analyse(
     }
     report = quality.assess_quality(path, prof, checkable, limits=limits, now=datetime.now(UTC))
     return {
-        "profile": prof.to_dict(redact=sensitive),
+        "profile": prof.to_dict(redact=sensitive, min_rows=int(limits.min_group_size_floor)),
         "classification": {"min_share": limits.classify_min_share, "columns": columns},
         "grading": grade.to_dict(),
         "quality": report.to_dict(),
     }
+
+
+def _grade_label(grading: dict[str, Any]) -> str:
+    level, sub = grading.get("level"), grading.get("sublevel")
+    return f"{level}-{sub}" if sub else str(level)
+
+
+def _personal(category: str) -> bool:
+    return category_info(category).pi_class != "none" or is_identifier(category)
+
+
+#: Detectors whose match is a structured identifier on its own (a check digit, a fixed
+#: shape); names and addresses are left out, as any short Han text would look like one.
+_STRUCTURED = tuple(
+    d for d in DETECTORS
+    if d.category in {"id_card_cn", "passport", "bank_card", "mobile_cn", "email",
+                      "vehicle_plate_cn", "ipv4", "ipv6"}
+)  # fmt: skip
+
+
+def _shows_identifier(col: profile.ColumnProfile) -> bool:
+    """A free-text column with a few ID numbers among its notes shows one as its minimum
+    (digits sort before Han characters)."""
+    if col.kind != "string":
+        return False
+    shown = [col.min, col.max, *(v for v, _ in col.top_values)]
+    return any(isinstance(v, str) and d.match(v) for v in shown for d in _STRUCTURED)
 
 
 def _best_category(findings: list[Finding], min_confidence: float) -> str | None:
@@ -284,8 +319,14 @@ def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
     return _summary(row)
 
 
-def reclassify(node: Node, name: str, *, column: str, category: str, actor: str) -> dict[str, Any]:
-    """A provider's correction of one column's category ('none' clears it); regrades and logs."""
+def reclassify(
+    node: Node, name: str, *, column: str, category: str, actor: str, reason: str = ""
+) -> dict[str, Any]:
+    """A provider's correction of one column's category ('none' clears it); regrades and logs.
+
+    Setting aside a category the column's values confirmed (ID numbers that pass their check
+    digit) needs a ``reason``; the ledger keeps it with the grade before and after. Such a
+    column stays redacted in the profile whatever its category."""
     if category != NO_CATEGORY and category not in CATEGORIES:
         raise UsageError(
             f"unknown category {category!r}",
@@ -299,8 +340,20 @@ def reclassify(node: Node, name: str, *, column: str, category: str, actor: str)
             f"dataset {name!r} has no column {column!r}",
             hint="columns: " + ", ".join(columns),
         )
+    confirmed = sorted({
+        str(f["category"]) for f in columns[column].get("findings", [])
+        if "values" in str(f.get("source", "")) and f.get("category") != category
+    })  # fmt: skip
+    reason = reason.strip()
+    if confirmed and not reason:
+        raise UsageError(
+            f"the values of column {column!r} confirm {', '.join(confirmed)}; setting it to "
+            f"{category!r} needs a reason",
+            hint="say why (e.g. --reason 'synthetic test numbers'); it is kept in the ledger",
+        )
     overrides = {c: v["override"] for c, v in columns.items() if v.get("override") is not None}
     previous = columns[column].get("category")
+    grade_before = _grade_label(row.grading)
     overrides[column] = category
     analysis = _analyse(
         node, node.data_dir / row.file_name, domain=row.domain, rows=row.rows, overrides=overrides
@@ -322,6 +375,10 @@ def reclassify(node: Node, name: str, *, column: str, category: str, actor: str)
                 "from": previous or NO_CATEGORY,
                 "to": category,
                 "grade": current.grading.get("level"),
+                "grade_from": grade_before,
+                "grade_to": _grade_label(current.grading),
+                "values_confirmed": confirmed,
+                "reason": reason,
             },
         )
         return _view(current)

@@ -80,6 +80,10 @@ class Reclassify(BaseModel):
     category: str = Field(
         min_length=1, description="a classification category, or 'none' to clear it"
     )
+    reason: str = Field(
+        default="", max_length=2000,
+        description="why; required to set aside a category the column's values confirmed",
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -181,7 +185,8 @@ def reclassify_dataset(
 ) -> dict[str, Any]:
     """A provider's correction of the detectors; the dataset is regraded and the change logged."""
     return datasets.reclassify(
-        node, name, column=body.column, category=body.category, actor=caller.actor
+        node, name, column=body.column, category=body.category, actor=caller.actor,
+        reason=body.reason,
     )
 
 
