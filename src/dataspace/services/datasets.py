@@ -175,9 +175,9 @@ def _analyse(
         rules=load_rules(_rules_override(node)),
     )
     # Redacted: every column holding personal information or identifiers by its category,
-    # or by what its values confirmed (an override to 'none' does not publish confirmed IDs),
+    # or whose values confirmed an identifier (an override to 'none' does not publish them),
     # and any text column whose extremes or top values are themselves identifiers.
-    confirmed = {c: {f.category for f in fs if "values" in f.source}
+    confirmed = {c: {f.category for f in fs if _confirms_identifier(f.to_dict())}
                  for c, fs in findings_by_column.items()}  # fmt: skip
     sensitive = {
         c for c, cat in chosen.items()
@@ -204,6 +204,17 @@ def _analyse(
 def _grade_label(grading: dict[str, Any]) -> str:
     level, sub = grading.get("level"), grading.get("sublevel")
     return f"{level}-{sub}" if sub else str(level)
+
+
+def _confirms_identifier(finding: dict[str, Any]) -> bool:
+    """The values themselves showed identifiers (ID numbers passing their check digit), not
+    only a header naming them or numbers a header calls income."""
+    category = str(finding.get("category"))
+    return (
+        "values" in str(finding.get("source", ""))
+        and category in CATEGORIES
+        and is_identifier(category)
+    )
 
 
 def _personal(category: str) -> bool:
@@ -342,7 +353,7 @@ def reclassify(
         )
     confirmed = sorted({
         str(f["category"]) for f in columns[column].get("findings", [])
-        if "values" in str(f.get("source", "")) and f.get("category") != category
+        if _confirms_identifier(f) and f.get("category") != category
     })  # fmt: skip
     reason = reason.strip()
     if confirmed and not reason:
