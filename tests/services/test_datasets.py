@@ -306,3 +306,27 @@ def test_a_redacted_number_over_fewer_rows_than_k_shows_no_mean(
     assert view["classification"]["columns"]["月收入"]["category"] == "financial"
     shown = _profiled(view, "月收入")
     assert shown.get("redacted") and "mean" not in shown and "std" not in shown
+
+
+def test_a_wide_table_registers_with_every_column_profiled(node: Node, tmp_path: Path) -> None:
+    """200 columns were refused as "values too large": one profiling query over all of them
+    ran out of the import's memory."""
+    width = 200
+    csv = tmp_path / "wide.csv"
+    csv.write_text(",".join(f"c{i}" for i in range(width)) + "\n" + "".join(
+        ",".join(str(r * i) for i in range(width)) + "\n" for r in range(3)), encoding="utf-8")
+    view = datasets.add(node, csv, name="wide", actor="t")
+    columns = view["profile"]["columns"]
+    assert [c["name"] for c in columns] == [f"c{i}" for i in range(width)]
+    assert (columns[-1]["min"], columns[-1]["max"], columns[-1]["distinct"]) == (0, 398, 3)
+
+
+def test_a_table_wider_than_the_limit_is_refused_by_its_width(
+    node: Node, tmp_path: Path
+) -> None:
+    csv = tmp_path / "too_wide.csv"
+    csv.write_text(",".join(f"c{i}" for i in range(2001)) + "\n" + ",".join("1" * 2001) + "\n",
+                   encoding="utf-8")
+    with pytest.raises(UnreadableInput, match="2,001 columns; at most 2,000"):
+        datasets.add(node, csv, name="too-wide", actor="t")
+    assert datasets.list_datasets(node) == []

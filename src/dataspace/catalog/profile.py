@@ -28,6 +28,7 @@ _NUMBER = (
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
 NEARLY_UNIQUE = 0.9
 EXACT_DISTINCT_ROWS = 1_000_000  # above this, distinct counts are HyperLogLog estimates
+COLUMNS_PER_SCAN = 32
 
 
 def kind_of(type_: str) -> str:
@@ -160,23 +161,19 @@ def profile_parquet(
             (str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()
         ]
         total = con.execute(f"SELECT count(*) FROM {rel}").fetchone()
-        exact = total is not None and int(total[0]) <= EXACT_DISTINCT_ROWS
-        parts = ["count(*)"]
-        for name, type_ in schema:
-            col, kind = quote(name), kind_of(type_)
-            distinct = f"count(DISTINCT {col})" if exact else f"approx_count_distinct({col})"
-            parts += [f"count({col})", distinct]
-            if kind in ("number", "temporal", "string"):
-                parts += [f"min({col})", f"max({col})"]
-            else:
-                parts += ["NULL", "NULL"]
-            if kind == "number":
-                parts += [f"avg(CAST({col} AS DOUBLE))", f"stddev_samp(CAST({col} AS DOUBLE))"]
-            else:
-                parts += ["NULL", "NULL"]
-        row = con.execute(f"SELECT {', '.join(parts)} FROM {rel}").fetchone()
-        assert row is not None
-        rows = int(row[0])
+        rows = int(total[0]) if total is not None else 0
+        exact = rows <= EXACT_DISTINCT_ROWS
+        # A few columns a scan: every distinct count holds a hash table, and a bank's
+        # 200-column table in one query ran out of the import's memory.
+        row: list[Any] = []
+        for start in range(0, len(schema), COLUMNS_PER_SCAN):
+            parts = []
+            for name, type_ in schema[start : start + COLUMNS_PER_SCAN]:
+                parts += _column_parts(quote(name), kind_of(type_), exact)
+            got = con.execute(f"SELECT {', '.join(parts)} FROM {rel}").fetchone()
+            assert got is not None
+            row += got
+        row.insert(0, rows)
         columns: list[ColumnProfile] = []
         for i, (name, type_) in enumerate(schema):
             nonnull, distinct, lo, hi, mean, std = row[1 + 6 * i : 7 + 6 * i]
@@ -211,6 +208,19 @@ def profile_parquet(
                 ]
             columns.append(cp)
     return Profile(rows=rows, columns=columns, distinct_exact=exact)
+
+
+def _column_parts(col: str, kind: str, exact: bool) -> list[str]:
+    """count, distinct, min, max, mean, deviation of one column (NULL where it has none)."""
+    distinct = f"count(DISTINCT {col})" if exact else f"approx_count_distinct({col})"
+    parts = [f"count({col})", distinct]
+    parts += [f"min({col})", f"max({col})"] if kind in ("number", "temporal", "string") else [
+        "NULL", "NULL"]  # fmt: skip
+    if kind == "number":
+        parts += [f"avg(CAST({col} AS DOUBLE))", f"stddev_samp(CAST({col} AS DOUBLE))"]
+    else:
+        parts += ["NULL", "NULL"]
+    return parts
 
 
 def _finite(value: Any) -> float | None:
