@@ -22,9 +22,13 @@ def test_known_answers() -> None:
     # a harmful provider earns nothing; the others share in proportion
     assert split(Decimal("10.00"), {"tax": 0.03, "grid": 0.01, "ads": -0.2}) == {
         "ads": Decimal("0.00"), "grid": Decimal("2.50"), "tax": Decimal("7.50")}
-    # nobody helped: an equal split
-    assert split(Decimal("0.05"), {"x": 0.0, "y": -1.0}) == {"x": Decimal("0.03"),
-                                                               "y": Decimal("0.02")}
+    # nobody helped: an equal split among those that did no harm (all, if every one did)
+    assert split(Decimal("0.05"), {"x": 0.0, "y": -1.0, "z": 0.0}) == {
+        "x": Decimal("0.03"), "y": Decimal("0.00"), "z": Decimal("0.02")}
+    assert split(Decimal("3000.00"), {"harmful": -0.05, "null": 0.0}) == {
+        "harmful": Decimal("0.00"), "null": Decimal("3000.00")}  # was 1500 each
+    assert split(Decimal("0.05"), {"x": -0.5, "y": -1.0}) == {"x": Decimal("0.03"),
+                                                                "y": Decimal("0.02")}
     assert split(Decimal("0"), {"x": 1.0}) == {"x": Decimal("0.00")}
 
 

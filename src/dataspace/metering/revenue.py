@@ -5,7 +5,9 @@ added. :func:`split` divides a pool (``3000.00 CNY``) in proportion to contribut
 (Shapley or leave-one-out, :mod:`dataspace.federated.contribution`):
 
 * a value at or below zero earns nothing (a provider that did not improve the model, or made
-  it worse, is not paid from the pool); if no value is positive the pool is split equally;
+  it worse, is not paid from the pool); if no value is positive the pool is split equally
+  among the providers that did no harm (value zero), and among all only if every one did
+  (a provider that made the model worse never takes a share from one that did not);
 * every share is a whole number of cents (of the currency's minor unit: 1 JPY, 0.001 KWD)
   and the shares add up to the pool **exactly**: each gets its proportional amount rounded
   down to the cent, and the cents left over go one each to the largest remainders (ties: by
@@ -49,8 +51,9 @@ def split(
     weights = {name: max(Fraction(value), Fraction(0)) for name, value in values.items()}
     total = sum(weights.values(), Fraction(0))
     if total == 0:
-        weights = dict.fromkeys(values, Fraction(1))
-        total = Fraction(len(values))
+        harmless = [name for name, value in values.items() if value >= 0] or list(values)
+        weights = {name: Fraction(name in harmless) for name in values}
+        total = Fraction(len(harmless))
     cents = int(pool / unit)
     shares: dict[str, int] = {}
     remainders: list[tuple[Fraction, str]] = []
