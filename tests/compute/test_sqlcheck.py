@@ -396,6 +396,11 @@ def test_queries_within_the_size_limits_are_checked(policy: SqlPolicy) -> None:
     assert len(check_query(f"SELECT {many} FROM people", policy).aggregates) == 32
 
 
+def test_a_count_of_two_arguments_is_refused_before_the_engine(policy: SqlPolicy) -> None:
+    with pytest.raises(QueryRefused, match="count takes one argument, got 2"):
+        check_query("SELECT count(age, city) AS n FROM people", policy)
+
+
 def test_sql_with_a_lone_surrogate_is_refused_naming_where(policy: SqlPolicy) -> None:
     with pytest.raises(QueryRefused, match="not Unicode text at position 42"):
         check_query("SELECT count(*) FROM people WHERE city = '\ud800'", policy)

@@ -187,6 +187,10 @@ class NodeChecker:
                 f"{name}(DISTINCT ...) over {len(arg.expressions)} expressions is not allowed",
                 hint="count the distinct values of one column",
             )
+        if isinstance(node, exp.Count) and node.expressions:
+            # the engine has no count of several arguments: it would fail after admission
+            raise refuse(f"{name} takes one argument, got {1 + len(node.expressions)}",
+                         hint="count one column, or count(*)")
         if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is not None:
             raise refuse(
                 f"{name}(x, n) is not allowed: it releases a list of n raw values",
