@@ -268,3 +268,29 @@ def test_the_cut_warning_counts_rows_as_the_cut_does(node: Node, tmp_path: Path)
     datasets.reclassify(node, "loans2", column="person_id", category="id_card_cn", actor="t")
     [warning] = offers.create(node, "loans2", actor="t", **dp)["warnings"]  # type: ignore[arg-type]
     assert warning.startswith("the dataset has up to 2 rows per person_id")
+
+
+@pytest.mark.parametrize("level", ["important", "core"])
+def test_an_offer_of_important_data_keeps_results_in_china_and_core_data_is_not_offered(
+    node: Node, tmp_path: Path, level: str
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('version = 1\n[[rule]]\nid = "ids"\ndescription = "resident IDs"\n'
+                     f'level = "{level}"\ncategories = ["id_card_cn"]\n', encoding="utf-8")
+    node.config["catalog"] = {"grading_rules": str(rules)}
+    view = datasets.add(node, SAMPLES / "patients.jsonl", name="patients", actor="t")
+    assert view["grading"]["level"] == level
+    if level == "core":
+        with pytest.raises(UsageError, match="graded core data"):
+            offers.create(node, "patients", actor="t", template="aggregate-only",
+                          params={"purposes": "finance", "region": "CN"})
+        assert "offer.created" not in _actions(node)
+        return
+    for region in ("WORLD", "HK", None):
+        params = {"purposes": "finance"} | ({"region": region} if region else {})
+        with pytest.raises(PolicyError, match=r"permission\[0\]: .* important data .* mainland"):
+            offers.create(node, "patients", actor="t", template="aggregate-only", params=params)
+    for region in ("CN", "CN-31"):
+        offers.create(node, "patients", actor="t", template="aggregate-only",
+                      params={"purposes": "finance", "region": region})
+    assert _actions(node).count("offer.created") == 2

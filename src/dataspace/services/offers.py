@@ -26,10 +26,10 @@ from dataspace.metering.pricing import PriceTerms
 from dataspace.policy import Policy, PolicyError, PolicyType, from_template, parse_policy
 from dataspace.policy.jsonld import to_jsonld
 from dataspace.policy.lint import require_evaluable
-from dataspace.policy.model import AnyConstraint, Constraint, Operator, Rule
+from dataspace.policy.model import AnyConstraint, Constraint, LogicalOp, Operator, Rule
 from dataspace.policy.request import Price
 from dataspace.policy.values import Malformed, as_datetime, as_terms
-from dataspace.policy.vocabulary import ACTIONS
+from dataspace.policy.vocabulary import ACTIONS, REGIONS
 from dataspace.services.node import Node
 from dataspace.store.models import Dataset
 from dataspace.store.models_contracts import OfferRow
@@ -98,6 +98,52 @@ def _rules(policy: Policy) -> Iterator[tuple[str, Rule]]:
             yield f"{key}[{i}]", rule
             for j, duty in enumerate(rule.duties):
                 yield f"{key}[{i}].duty[{j}]", duty
+
+
+def _require_grade_controls(policy: Policy, ds: Dataset) -> None:
+    """What the dataset's grade (GB/T 43697) demands of any offer of it: core data is not
+    offered here at all; every permission over important data keeps results in mainland China
+    (taking it abroad needs a security assessment, which no offer can stand in for)."""
+    level = (ds.grading or {}).get("level")
+    fix = "if the grade is wrong, correct the columns (dataset reclassify) or the grading rules"
+    if level == "core":
+        raise UsageError(
+            f"dataset {ds.name!r} is graded core data (核心数据): it is not offered in the data "
+            "space", hint="core data is shared only under the state's approval; " + fix,
+        )
+    if level != "important":
+        return
+    for i, rule in enumerate(policy.permissions):
+        if not any(_within(c, "CN") for c in _conjuncts(rule.constraints)):
+            raise PolicyError(
+                f"dataset {ds.name!r} is graded important data (重要数据): this permission "
+                "must keep results in mainland China",
+                hint="add 'region isPartOf CN' (template parameter region=CN): taking important "
+                "data abroad needs a security assessment (数据出境安全评估); " + fix,
+                path=f"permission[{i}]",
+            )
+
+
+def _conjuncts(constraints: Sequence[AnyConstraint]) -> Iterator[Constraint]:
+    """The atomic constraints every grant of a rule carries (top level and under ``and``)."""
+    for c in constraints:
+        if isinstance(c, Constraint):
+            yield c
+        elif c.op is LogicalOp.AND:
+            yield from _conjuncts(c.constraints)
+
+
+def _within(c: Constraint, region: str) -> bool:
+    """``c`` admits only regions inside ``region``."""
+    if c.left != "region" or c.operator not in (
+        Operator.EQ, Operator.IS_PART_OF, Operator.IS_ANY_OF
+    ):
+        return False
+    try:
+        terms = as_terms(c.right)
+    except Malformed:
+        return False
+    return bool(terms) and all(t in REGIONS and REGIONS.is_part_of(t, region) for t in terms)
 
 
 def named_fields(policy: Policy) -> list[tuple[str, str]]:
@@ -348,6 +394,7 @@ def create(
                 f"the policy targets {parsed.target!r}, not dataset {ds.name!r}",
                 hint="drop the policy's target; the node sets it",
             )
+        _require_grade_controls(parsed, ds)
         cols = _columns(ds)
         for where, column in named_fields(parsed):
             if column not in cols:
