@@ -330,3 +330,13 @@ def test_a_table_wider_than_the_limit_is_refused_by_its_width(
     with pytest.raises(UnreadableInput, match="2,001 columns; at most 2,000"):
         datasets.add(node, csv, name="too-wide", actor="t")
     assert datasets.list_datasets(node) == []
+
+
+@pytest.mark.parametrize("lookalike", ["Grid", "ｇｒｉｄ", "GRID"])
+def test_a_name_that_reads_like_an_existing_one_is_refused(node: Node, lookalike: str) -> None:
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    with pytest.raises(Conflict, match=f"'grid' already exists, which reads the same as "
+                                       f"'{lookalike}'"):
+        datasets.add(node, SAMPLES / "grid_power.parquet", name=lookalike, actor="t")
+    assert [d["name"] for d in datasets.list_datasets(node)] == ["grid"]
+    assert len(_data_files(node)) == 1

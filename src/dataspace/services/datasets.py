@@ -32,7 +32,7 @@ from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, lo
 from dataspace.catalog.sample import sample_columns
 from dataspace.errors import Conflict, InputError, NotFound, UsageError
 from dataspace.ledger import log
-from dataspace.services.names import check_dataset_name
+from dataspace.services.names import check_dataset_name, lookalike_key
 from dataspace.services.node import Node
 from dataspace.store.models import Dataset
 
@@ -80,11 +80,7 @@ def add(
             f"{src} is not a file", hint="pass the path of a CSV, TSV, Parquet or JSON Lines file"
         )
     with node.store.read() as session:
-        if session.scalars(select(Dataset.id).where(Dataset.name == name)).first():
-            raise Conflict(
-                f"a dataset named {name!r} already exists",
-                hint="choose another --name, or remove it first",
-            )
+        _check_name_free(session, name)
 
     dataset_id = uuid.uuid4().hex
     final = node.data_dir / f"{dataset_id}.parquet"
@@ -111,6 +107,7 @@ def add(
             **analysis,
         )
         with node.store.write() as session:
+            _check_name_free(session, name)  # a look-alike added meanwhile
             session.add(row)
             session.flush()  # a concurrent add of the same name fails here, before the ledger entry
             log.append(session, actor=actor, action="dataset.added", payload=_ledger_payload(row))
@@ -204,6 +201,19 @@ def _analyse(
 def _grade_label(grading: dict[str, Any]) -> str:
     level, sub = grading.get("level"), grading.get("sublevel")
     return f"{level}-{sub}" if sub else str(level)
+
+
+def _check_name_free(session: Session, name: str) -> None:
+    """No dataset of this name, nor one that reads the same: 'ds', 'Ds' and 'ｄｓ' would be
+    three datasets an offer, a contract or a consumer could confuse."""
+    key = lookalike_key(name)
+    for other in session.scalars(select(Dataset.name)):
+        if other == name or lookalike_key(other) == key:
+            raise Conflict(
+                f"a dataset named {other!r} already exists"
+                + ("" if other == name else f", which reads the same as {name!r}"),
+                hint="choose another --name, or remove it first",
+            )
 
 
 def _confirms_identifier(finding: dict[str, Any]) -> bool:

@@ -58,6 +58,11 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def lookalike_key(name: str) -> str:
+    """What a name reads as: full-width and compatibility forms folded (NFKC), case folded."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def check_label(name: str, what: str) -> str:
     """A free-text label shown in tables (a token's name): no control characters, which a
     terminal would obey when it prints the label."""
