@@ -132,3 +132,31 @@ def test_an_expired_membership_list_admits_no_peer_and_tells_them_nothing_of_it(
     error = answer.json()["error"]
     assert "renewed" in error["message"]
     assert "serial" not in error["message"] and "expired" not in error["message"]
+
+
+def test_the_scheme_is_the_published_one_when_the_host_is_this_nodes() -> None:
+    """Behind a TLS-terminating proxy a request signed for https://tax.example arrives over
+    http; the Host names the published authority, so the URL rebuilt is the published one."""
+    scope = {"type": "http", "scheme": "http", "method": "GET", "path": "/peer/v1/whoami",
+             "raw_path": b"/peer/v1/whoami", "query_string": b"",
+             "headers": [(b"host", b"Tax.Example:8443")]}
+    published = "https://tax.example:8443"
+    assert request_url(Request(scope), published) == "https://Tax.Example:8443/peer/v1/whoami"
+    assert request_url(Request(scope)) == "http://Tax.Example:8443/peer/v1/whoami"
+    assert request_url(Request(scope), "https://other.example:8443").startswith("http://")
+
+
+def test_a_peer_request_passes_through_a_proxy_that_changes_the_scheme(
+    nodes: tuple[Node, Node],
+) -> None:
+    """Signed for the URL the membership list publishes, delivered over the other scheme
+    (here https in front of a published http URL: the mirror of a TLS proxy)."""
+    tax, bank = nodes
+    url = self_member(tax).url
+    assert url.startswith("http://")
+    other_scheme = "https://" + url.split("://", 1)[1]
+    with TestClient(create_app(tax), base_url=other_scheme) as client:
+        answer = client.get("/peer/v1/whoami",
+                            headers=_signed(bank, "GET", url + "/peer/v1/whoami", b""))
+    assert answer.status_code == 200, answer.text
+    assert _denied(tax) == 0

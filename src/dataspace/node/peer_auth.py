@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,12 +37,17 @@ logger = logging.getLogger("dataspace.node")
 _HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
-def request_url(request: Request) -> str:
+def request_url(request: Request, published: str | None = None) -> str:
     """The absolute URL the peer addressed: scheme, Host header, raw path and query.
 
     The Host header must be an authority and nothing more: ``Host: tax/peer/v1/x#`` would
     rebuild the URL another endpoint's signature covers while the request is routed by its
-    real path. The same goes for a ``#`` in the path, which a URL drops as a fragment."""
+    real path. The same goes for a ``#`` in the path, which a URL drops as a fragment.
+
+    ``published``: this node's URL on the membership list. When the Host is its authority,
+    the scheme is its scheme: behind a TLS-terminating proxy the request arrives over http,
+    yet peers signed the https URL the list gives them (the scheme grants nothing: the
+    signature still has to cover that URL, and a replay is refused as ever)."""
     scope = request.scope
     host = request.headers.get("host")
     if not host:
@@ -53,7 +59,12 @@ def request_url(request: Request) -> str:
     if not raw_path.startswith("/") or "#" in raw_path or "?" in raw_path:
         raise AuthError(f"request path {raw_path[:100]!r} is not a plain path",
                         hint="a signed request's path has no fragment")
-    url = f"{scope['scheme']}://{host}{raw_path}"
+    scheme = scope["scheme"]
+    if published:
+        own = urlsplit(published)
+        if own.netloc.lower() == host.lower():
+            scheme = own.scheme
+    url = f"{scheme}://{host}{raw_path}"
     query = scope.get("query_string") or b""
     return f"{url}?{query.decode('latin-1')}" if query else url
 
@@ -170,7 +181,8 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
     headers = list(request.headers.items())
     try:
         membership = _membership(node)
-        url = request_url(request)
+        own = membership.by_name(node.name)
+        url = request_url(request, own.url if own is not None else None)
         member, verified = await run_in_threadpool(
             authenticate,
             request.method,
