@@ -294,6 +294,42 @@ def test_terminating_mid_stream_does_not_free_the_slot(pair: Pair) -> None:
     assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
 
 
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [({"consumerPid": ""}, "consumerPid"), ({"consumerPid": "../negotiations/x"}, "consumerPid"),
+     ({"callbackAddress": "/dsp\x00"}, "callbackAddress"),
+     ({"callbackAddress": "/dsp x"}, "callbackAddress")],
+    ids=["empty-pid", "pid-with-slash", "nul-callback", "space-callback"],
+)
+def test_a_request_naming_no_routable_pid_or_callback_is_refused(
+    pair: Pair, change: dict[str, str], path: str
+) -> None:
+    """Both were accepted (201), making processes no later message could reach."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    bank = space.member(pair.tax, BANK)
+    doc = {"@context": CTX, "@type": "TransferRequestMessage", "consumerPid": cs.new_pid(),
+           "agreementId": agreement, "format": transfers.format_for("raw"),
+           "callbackAddress": bank.url + "/dsp"}
+    if "callbackAddress" in change:
+        change = {"callbackAddress": bank.url + change["callbackAddress"]}
+    reply = transfers.handle_request(pair.tax, bank, doc | change, transport=pair.transport)
+    assert reply.status == 400 and f"{path} " in " ".join(reply.body["reason"]), reply.body
+    assert transfers.list_transfers(pair.tax) == []
+
+
+def test_a_request_for_a_removed_dataset_is_ended_with_the_reason(pair: Pair) -> None:
+    """provide() raised NotFound in the background: the process stayed REQUESTED, the
+    consumer was never told and the sweep never ended it."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    datasets.remove(pair.tax, "people", actor="t")
+    pid = pair.request(agreement, "raw")
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    [(_, path, body)] = pair.sent
+    assert path.endswith("/termination") and "no longer on this node" in json.dumps(body)
+
+
 def test_a_dataset_removed_while_its_extract_goes_out_is_still_billed(pair: Pair) -> None:
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     agreement = pair.agreement("raw-transfer", expires=future)

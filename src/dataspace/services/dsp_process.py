@@ -10,6 +10,7 @@ ledger actions and views); see :mod:`dataspace.services.neg_common` and
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,8 +71,31 @@ def log_refusal(
     return status
 
 
+#: A process id a peer chooses: it becomes a path segment of every message sent back to it.
+_PID = re.compile(r"[A-Za-z0-9._~:-]{1,200}")
+
+
+def check_new_process(member: Member, callback: str, consumer_pid: str) -> None:
+    """What a consumer's first message names for later messages: its own process id (one
+    path segment, so nothing sent back can be routed elsewhere) and a callback under its URL."""
+    if not _PID.fullmatch(consumer_pid) or consumer_pid in (".", ".."):
+        raise ProtocolError(
+            f"consumerPid {consumer_pid[:100]!r} is not a process id",
+            hint="1-200 letters, digits or . _ ~ : - (a urn:uuid: is fine)",
+            path="$.consumerPid",
+        )
+    callback_path(member, callback)
+
+
 def callback_path(member: Member, callback: str) -> str:
-    """The path of ``callback`` under the member's base URL; refuses any other host."""
+    """The path of ``callback`` under the member's base URL; refuses any other host, and any
+    control character or space (a NUL would end the URL early in some clients)."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in callback):
+        raise ProtocolError(
+            f"callbackAddress {callback[:100]!r} holds a control character or a space",
+            hint="send the URL percent-encoded",
+            path="$.callbackAddress",
+        )
     base = member.url.rstrip("/")
     if callback != base and not callback.startswith(base + "/"):
         raise ProtocolError(

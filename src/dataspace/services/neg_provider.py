@@ -31,7 +31,7 @@ from dataspace.policy import (
 )
 from dataspace.services import offers
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
-from dataspace.services.dsp_process import callback_path
+from dataspace.services.dsp_process import check_new_process
 from dataspace.services.neg_common import (
     PEER_ACTOR,
     OfferUnavailable,
@@ -95,7 +95,7 @@ def _request(
             path="$.providerPid",
         )
     assert msg.callback_address is not None  # the schema: callbackAddress or providerPid
-    callback_path(peer, msg.callback_address)
+    check_new_process(peer, msg.callback_address, msg.consumer_pid)
     offer_id = msg.offer.uid
     with node.store.write() as session:
         log.serialize_writers(session)  # two copies of one request at once: one process

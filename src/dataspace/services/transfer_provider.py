@@ -42,7 +42,7 @@ from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, Request, evaluate
 from dataspace.services import pseudonymize as ps
 from dataspace.services.catalog import Transport
-from dataspace.services.dsp_process import callback_path
+from dataspace.services.dsp_process import check_new_process
 from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
@@ -85,7 +85,7 @@ def handle_request(
     def run() -> Reply:
         msg = parse(doc, "TransferRequestMessage")
         mode = mode_of(msg.format)
-        callback_path(peer, msg.callback_address)
+        check_new_process(peer, msg.callback_address, msg.consumer_pid)
         with node.store.write() as session:
             # two copies of one request at once: one process. Queue on the agreement's row, as
             # job admission does (agreement, then ledger head: no lock-order cycle with it)
@@ -287,24 +287,32 @@ def provide(
     # Decided under the agreement's write lock and, if granted, reserved in the same
     # transaction (the extract row's expiry): concurrent requests under one agreement queue
     # here, so a ``count`` limit of k grants exactly k of them.
-    with node.store.write() as session:
-        row = cs.get_transfer(session, pid, peer=None)
-        if row.state != tp.TransferState.REQUESTED.value:  # the consumer ended it already
-            logger.info("transfer %s is %s before it was provided; nothing made", pid, row.state)
-            return
-        cs.get_agreement(session, row.agreement_id, peer=row.peer, lock=True)
-        mode = mode_of(row.format)
-        plan, policy, facts = _load_plan(node, session, row)
-        decision, columns = decide(
-            node, policy, facts, consumer=plan.consumer, mode=mode, columns=plan.columns, now=at
-        )
-        reasons = [r.message for r in decision.failures]
-        if decision.allowed and not columns:
-            reasons = ["no column of the dataset may leave under this agreement"]
-        if decision.allowed and not reasons:
-            _extract(session, pid).token_expires_at = _now() + timedelta(
-                seconds=node.limits.transfer_token_ttl_seconds
+    try:
+        with node.store.write() as session:
+            row = cs.get_transfer(session, pid, peer=None)
+            if row.state != tp.TransferState.REQUESTED.value:  # the consumer ended it already
+                logger.info("transfer %s is %s before it was provided; nothing made", pid,
+                            row.state)
+                return
+            cs.get_agreement(session, row.agreement_id, peer=row.peer, lock=True)
+            mode = mode_of(row.format)
+            plan, policy, facts = _load_plan(node, session, row)
+            decision, columns = decide(
+                node, policy, facts, consumer=plan.consumer, mode=mode, columns=plan.columns,
+                now=at,
             )
+            reasons = [r.message for r in decision.failures]
+            if decision.allowed and not columns:
+                reasons = ["no column of the dataset may leave under this agreement"]
+            if decision.allowed and not reasons:
+                _extract(session, pid).token_expires_at = _now() + timedelta(
+                    seconds=node.limits.transfer_token_ttl_seconds
+                )
+    except DataspaceError as exc:  # its dataset or agreement is gone: end it and say why
+        logger.info("transfer %s cannot be provided: %s", pid, exc)
+        terminate(node, pid, code="unavailable", reasons=[str(exc)], actor=actor,
+                  transport=transport)
+        return
     if reasons or not decision.allowed:
         _deny(
             node,
