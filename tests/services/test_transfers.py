@@ -239,6 +239,26 @@ def _pulled(pair: Pair, agreement: str) -> tuple[str, dict[str, Any]]:
     return pid, facts
 
 
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_settled_pull_leaves_no_extract_even_without_a_completion(
+    pair: Pair, complete: bool
+) -> None:
+    """The consumer's completion message may never come: the extract stayed on disk for good
+    (a sweep 30 days later removed nothing)."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pid, facts = _pulled(pair, agreement)
+    with pair.tax.store.read() as session:
+        row = session.get(TransferExtractRow, pid)
+        assert row is not None and row.path
+        extract = Path(row.path)
+    assert extract.exists()
+    sent = facts["bytes"] if complete else facts["bytes"] // 2  # half: billed all the same
+    assert transfers.settle_pull(pair.tax, pid, sent=sent, complete=complete) == "billed"
+    assert not extract.exists()
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "STARTED"  # until it completes
+
+
 def test_a_delivery_broken_midway_is_not_billed_and_gives_its_slot_back(pair: Pair) -> None:
     """Under max_jobs=1, a pull still going out holds the slot; when its connection breaks,
     the transfer ends unbilled, with how far it got, and the consumer may ask again."""

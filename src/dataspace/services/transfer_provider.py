@@ -581,8 +581,15 @@ def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
             return "settled"
         ext.settled_at = _now()
         total = int(ext.bytes or 0)
+        outcome = ""
         if complete or sent > BILLED_SHARE * total:
-            return "billed" if bill_delivery(node, session, row) else "settled"
+            outcome = "billed" if bill_delivery(node, session, row) else "settled"
+        path = ext.path
+    if outcome:
+        # its one pull is over: the copy made for it goes now, not when (if ever) the
+        # consumer's completion message arrives
+        _discard(path)
+        return outcome
     reason = f"the connection closed after {sent} of {total} bytes; not billed"
     ended = _terminate_local(node, pid, code="delivery_broken", reasons=[reason],
                              actor=f"node:{node.name}")
