@@ -427,6 +427,46 @@ def test_pseudonyms_differ_between_agreements(pair: Pair) -> None:
     assert not set(ids[0]) & set(ids[1])  # no join across agreements
 
 
+def test_pseudonymized_output_leaves_no_personal_value_in_clear(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Review found a record number (no detector knows it), an address (personal, not an
+    identifier) and free-text notes holding an ID number sent in clear, and one phone
+    number written four ways given four pseudonyms."""
+    from dataspace.catalog.classify.id_card import check_char
+
+    def resident(i: int) -> str:
+        body = f"110105{1950 + i}0{i % 9 + 1}1{i % 9}{i:03d}"
+        return body + check_char(body)
+
+    phones = ["13800138000", "+86 138 0013 8000", "138-0013-8000", "0086 13800138000"]
+    lines = ["patient_id,mrn,phone,家庭地址,note,score"]
+    for i in range(40):
+        note = f"患者身份证{resident(i)}已核验" if i % 10 == 0 else ["复诊", "出院", "随访"][i % 3]
+        lines.append(f"{resident(i)},MR2023{i:06d},{phones[i % 4]},"
+                     f"北京市朝阳区建国路{i}号1单元{i}室,{note},{i}")
+    csv = tmp_path / "patients.csv"
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    view = datasets.add(pair.tax, csv, name="patients", actor="t")
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = make_agreement(
+        pair.tax, BANK, consumer=pair.bank, dataset_id=view["id"], purpose="credit-risk",
+        offer=from_template("raw-transfer", purposes=["finance"], expires=future,
+                            output="pseudonymized"))
+    pair.sent.clear()
+    pid = pair.request(agreement, "pseudonymized")
+    path, _ = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
+                                   f"Bearer {_token(pair)}")
+    table = pq.read_table(path).to_pydict()
+    assert table["score"] == list(range(40))
+    shown = json.dumps(table, ensure_ascii=False)
+    for clear in (resident(0), "MR2023000001", "13800138000", "0013", "建国路", "已核验"):
+        assert clear not in shown
+    assert len(set(table["phone"])) == 1  # one number, one pseudonym
+    [started] = _entries(pair.tax, "transfer.started")[-1:]
+    assert started["pseudonymized"] == ["mrn", "note", "patient_id", "phone", "家庭地址"]
+
+
 # --- every transition at the HTTP level ---------------------------------------------------------
 
 PATHS = {tp.START: "start", tp.COMPLETION: "completion", tp.SUSPENSION: "suspension",

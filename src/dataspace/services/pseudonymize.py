@@ -21,7 +21,7 @@ import hmac
 import os
 import secrets
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dataspace.errors import DataspaceError
+from dataspace.privacy.psi.normalize import normalize as psi_normalize
 
 __all__ = [
     "INFO_PREFIX",
@@ -88,15 +89,28 @@ def hmac_hex(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def normalise(value: Any) -> bytes | None:
+#: Column categories whose values are written several ways, and the identifier kind (the
+#: PSI's normalisation) that folds them: +86 138 0013 8000 and 13800138000 are one phone.
+CANONICAL_KINDS = {"mobile_cn": "phone", "id_card_cn": "id_card", "uscc": "uscc",
+                   "bank_card": "uscc", "vehicle_plate_cn": "uscc", "email": "email",
+                   "passport": "uscc"}  # fmt: skip
+
+
+def normalise(value: Any, category: str | None = None) -> bytes | None:
     """The bytes a value is pseudonymized as; None stays None.
 
-    Text: Unicode NFKC (full-width digits become ASCII), surrounding whitespace removed,
-    case-folded (``…X`` and ``…x`` in an ID number are one value). Integers and decimals:
-    their plain decimal form; floats: ``repr``; dates: ISO 8601; bytes as they are.
+    Text of a category in :data:`CANONICAL_KINDS` is first folded as that identifier (spaces,
+    dashes, a +86 prefix dropped). Then text: Unicode NFKC (full-width digits become ASCII),
+    surrounding whitespace removed, case-folded (``…X`` and ``…x`` in an ID number are one
+    value). Integers and decimals: their plain decimal form; floats: ``repr``; dates: ISO
+    8601; bytes as they are. A value already in its plain form gives the same bytes with or
+    without a category, so pseudonyms made before categories were used stay the same.
     """
     if value is None:
         return None
+    kind = CANONICAL_KINDS.get(category or "")
+    if kind is not None and isinstance(value, str):
+        value = psi_normalize(value, kind) or value
     if isinstance(value, bytes):
         return value
     if isinstance(value, bool):
@@ -112,35 +126,37 @@ def normalise(value: Any) -> bytes | None:
     return unicodedata.normalize("NFKC", text).strip().casefold().encode("utf-8")
 
 
-def pseudonym(key: bytes, value: Any) -> str | None:
-    data = normalise(value)
+def pseudonym(key: bytes, value: Any, category: str | None = None) -> str | None:
+    data = normalise(value, category)
     return None if data is None else hmac_hex(key, data)
 
 
-def _column(key: bytes, values: Iterable[Any]) -> pa.Array:
+def _column(key: bytes, values: Iterable[Any], category: str | None) -> pa.Array:
     # One Arrow column has one type, so equal values normalise alike: cache per value.
     cache: dict[Any, str | None] = {}
     out: list[str | None] = []
     for value in values:
         if value not in cache:
-            cache[value] = pseudonym(key, value)
+            cache[value] = pseudonym(key, value, category)
         out.append(cache[value])
     return pa.array(out, type=pa.string())
 
 
 def pseudonymize_table(
-    table: pa.Table | pa.RecordBatch, columns: Iterable[str], key: bytes
+    table: pa.Table | pa.RecordBatch, columns: Iterable[str] | Mapping[str, str | None],
+    key: bytes,
 ) -> pa.Table:
     """``table`` with each of ``columns`` replaced by its pseudonyms (strings; nulls stay
-    null); every other column untouched."""
+    null); every other column untouched. A mapping gives each column's category, which
+    decides how its values are folded first (:func:`normalise`)."""
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    targets = set(columns)
+    targets = dict(columns) if isinstance(columns, Mapping) else dict.fromkeys(columns)
     arrays, fields = [], []
     for name in table.column_names:
         col = table.column(name)
         if name in targets:
-            arrays.append(_column(key, col.to_pylist()))
+            arrays.append(_column(key, col.to_pylist(), targets[name]))
             fields.append(pa.field(name, pa.string()))
         else:
             arrays.append(col)

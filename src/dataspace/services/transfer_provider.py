@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dataspace.catalog.classify import is_identifier, is_sensitive
+from dataspace.catalog.classify import category_info, is_identifier
 from dataspace.contracts import IllegalTransition, build, parse
 from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
@@ -72,6 +73,11 @@ from dataspace.store.models_contracts import (
     TransferProcessRow,
 )
 from dataspace.store.models_metering import UsageRecord
+
+NEARLY_UNIQUE = 0.9  # as the profile's "nearly unique": no top values, a key of its rows
+NEARLY_UNIQUE_MIN = 10
+#: an ID number or a mobile number inside free text (RE2, as DuckDB reads it)
+_EMBEDDED_ID = "[0-9]{17}[0-9Xx]|1[3-9][0-9]{9}"
 
 # --- provider: the request and the decision ----------------------------------------------------
 
@@ -147,7 +153,8 @@ class _Plan:
     dataset: str
     path: Path
     columns: list[str]
-    personal: frozenset[str]  # identifier or sensitive columns
+    personal: Mapping[str, str | None]  # columns holding personal data → their category
+    text_columns: frozenset[str]
     terms: PriceTerms | None
 
 
@@ -168,18 +175,28 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
     ds = session.get(Dataset, key)
     if ds is None:
         raise NotFound(f"the agreed dataset {key!r} is no longer on this node")
-    personal = set()
+    personal: dict[str, str | None] = {}
     for column, info in (ds.classification.get("columns", {}) or {}).items():
         category = info.get("category") if isinstance(info, Mapping) else None
-        if category and (is_identifier(category) or is_sensitive(category)):
-            personal.add(str(column))
+        if category and (is_identifier(category) or category_info(category).pi_class != "none"):
+            personal[str(column)] = category
+    for col in ds.profile.get("columns", []):
+        # a text column of nearly unique values no detector knows (a record number, MR0012)
+        # singles out a row as well as an ID number does
+        name, present = str(col["name"]), int(ds.rows or 0) - int(col.get("nulls", 0))
+        if (name not in personal and col.get("kind") == "string" and present >= NEARLY_UNIQUE_MIN
+                and int(col.get("distinct", 0)) >= NEARLY_UNIQUE * present):
+            personal[name] = None
     plan = _Plan(
         agreement_id=agreement.id,
         consumer=row.peer,
         dataset=ds.name,
         path=node.data_dir / ds.file_name,
         columns=[str(c["name"]) for c in ds.profile.get("columns", [])],
-        personal=frozenset(personal),
+        personal=personal,
+        text_columns=frozenset(
+            str(c["name"]) for c in ds.profile.get("columns", []) if c.get("kind") == "string"
+        ),
         terms=_terms(offer),
     )
     completed = session.execute(
@@ -325,7 +342,8 @@ def provide(
         )
         return
     try:
-        path, sha, rows, size = _write_extract(node, pid, plan, columns, mode)
+        targets = _pseudonymized(plan, columns, mode)
+        path, sha, rows, size = _write_extract(node, pid, plan, columns, targets)
     except Exception as exc:  # the file could not be made: nothing leaves
         logger.exception("transfer %s: extract failed", pid)
         terminate(
@@ -338,7 +356,8 @@ def provide(
         )
         return
     try:
-        started = _start(node, pid, plan, columns, mode, decision, (path, sha, rows, size), actor)
+        started = _start(node, pid, plan, columns, mode, decision, (path, sha, rows, size),
+                         targets, actor)
     except IllegalTransition:  # ended while the extract was written: nothing refers to it
         _discard(str(path))
         logger.info("transfer %s ended while its extract was written; extract deleted", pid)
@@ -357,6 +376,7 @@ def _start(
     mode: str,
     decision: Decision,
     extract: tuple[Path, str, int, int],
+    targets: Mapping[str, str | None],
     actor: str,
 ) -> tuple[str, str, dict[str, Any]]:
     """Record the extract and its one-time token, move to STARTED and log it, in one
@@ -401,9 +421,7 @@ def _start(
                 "rows": rows,
                 "bytes": size,
                 "columns": columns,
-                "pseudonymized": sorted(set(columns) & plan.personal)
-                if mode == "pseudonymized"
-                else [],
+                "pseudonymized": sorted(targets),
                 "granted_by": decision.enforcement.granted_by if decision.enforcement else None,
             },
         )
@@ -466,15 +484,41 @@ def _usage(
     )
 
 
+def _pseudonymized(plan: _Plan, columns: list[str], mode: str) -> dict[str, str | None]:
+    """The columns a pseudonymized extract replaces by pseudonyms, with their categories:
+    every personal column (:class:`_Plan`), and every other text column in which an ID or
+    phone number appears inside the text ("患者身份证11010519491231002X")."""
+    if mode != "pseudonymized":
+        return {}
+    targets = {c: plan.personal[c] for c in columns if c in plan.personal}
+    text = [c for c in columns if c not in targets and c in plan.text_columns]
+    if text:
+        con = duckdb.connect()
+        try:
+            counts = con.execute(
+                "SELECT " + ", ".join(
+                    f"count(*) FILTER (WHERE regexp_matches({_quoted(c)}, '{_EMBEDDED_ID}'))"
+                    for c in text
+                ) + " FROM read_parquet(?)", [str(plan.path)]
+            ).fetchone()
+        finally:
+            con.close()
+        targets |= {c: None for c, n in zip(text, counts or (), strict=False) if n}
+    return targets
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _write_extract(
-    node: Node, pid: str, plan: _Plan, columns: list[str], mode: str
+    node: Node, pid: str, plan: _Plan, columns: list[str], targets: Mapping[str, str | None]
 ) -> tuple[Path, str, int, int]:
     """Stream the allowed columns (pseudonymized where asked) into a Parquet file."""
     folder = node.root / EXTRACT_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.parquet"
     key = None
-    targets = sorted(set(columns) & plan.personal) if mode == "pseudonymized" else []
     if targets:
         key = ps.agreement_key(ps.load_or_create_secret(node.root), plan.agreement_id)
     source = pq.ParquetFile(plan.path)
