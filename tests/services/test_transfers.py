@@ -24,7 +24,7 @@ from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
 from dataspace.contracts import validate
 from dataspace.contracts.roles import Role
-from dataspace.errors import Conflict, DataspaceError, Forbidden, NotFound
+from dataspace.errors import Conflict, DataspaceError, Forbidden, NotFound, UsageError
 from dataspace.identity.peer import PeerAuth
 from dataspace.ledger import log
 from dataspace.node.app import create_app
@@ -465,6 +465,96 @@ def test_pseudonymized_output_leaves_no_personal_value_in_clear(
     assert len(set(table["phone"])) == 1  # one number, one pseudonym
     [started] = _entries(pair.tax, "transfer.started")[-1:]
     assert started["pseudonymized"] == ["mrn", "note", "patient_id", "phone", "家庭地址"]
+
+
+def _delete_duty_offer(constraints: list[dict[str, Any]]) -> Any:
+    from dataspace.policy import parse_policy
+
+    return parse_policy({
+        "@context": CTX, "@id": cs.new_pid(), "@type": "Offer",
+        "permission": [{
+            "action": "transfer",
+            "constraint": [{"leftOperand": "purpose", "operator": "isAnyOf",
+                            "rightOperand": ["finance"]}],
+            "duty": [{"action": "delete", "constraint": constraints}],
+        }],
+    })
+
+
+def test_a_delete_duty_is_passed_on_and_a_due_or_unschedulable_one_refuses(pair: Pair) -> None:
+    """The duty was recorded by the evaluator and then ignored: a transfer whose data had to be
+    deleted yesterday was granted, and the consumer was never told of any deadline."""
+    def requested(constraints: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        agreement = make_agreement(pair.tax, BANK, consumer=pair.bank,
+                                   dataset_id=pair.dataset_id, purpose="credit-risk",
+                                   offer=_delete_duty_offer(constraints))
+        pair.sent.clear()
+        pid = pair.request(agreement, "raw")
+        [(_, _, body)] = pair.sent
+        return transfers.show_transfer(pair.tax, pid)["state"], body
+
+    now = datetime.now(UTC)
+    due = {"leftOperand": "dateTime", "operator": "lteq"}
+    state, body = requested([due | {"rightOperand": (now - timedelta(days=1)).isoformat()}])
+    assert state == "TERMINATED" and "delete duty fell due" in json.dumps(body)
+    state, body = requested([{"leftOperand": "dateTime", "operator": "gteq",
+                              "rightOperand": now.isoformat()}])
+    assert state == "TERMINATED" and "needs a deadline" in json.dumps(body)
+    deadline = (now + timedelta(days=30)).replace(microsecond=0)
+    state, body = requested([due | {"rightOperand": deadline.isoformat()}])
+    assert state == "STARTED"
+    props = {p["name"]: p["value"] for p in body["dataAddress"]["endpointProperties"]}
+    assert datetime.fromisoformat(props[transfers.NS + "deleteBy"]) == deadline
+    [started] = _entries(pair.tax, "transfer.started")
+    assert datetime.fromisoformat(started["delete_by"]) == deadline
+
+
+@pytest.mark.parametrize("stated", ["2026-12-31T16:00:00+08:00", "2026-12-31", "soon"])
+def test_the_consumer_keeps_the_deadline_its_start_message_states(
+    pair: Pair, stated: str
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    provider_pid, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX, agreement, "REQUESTED")
+    body = _body(tp.START, provider_pid, consumer_pid)
+    body["dataAddress"]["endpointProperties"].append(
+        {"@type": "EndpointProperty", "name": transfers.NS + "deleteBy", "value": stated})
+    with TestClient(create_app(pair.bank), base_url=self_member(pair.bank).url) as client:
+        answer = client.post(f"/dsp/transfers/{consumer_pid}/start",
+                             auth=PeerAuth(pair.tax.signer), json=body)
+    if stated[-6:] != "+08:00":  # no offset, or no date: refused, nothing recorded
+        assert answer.status_code == 400 and "deleteBy" in answer.text
+        return
+    assert answer.status_code == 200, answer.text
+    with pair.bank.store.read() as session:
+        ext = session.get(TransferExtractRow, consumer_pid)
+        assert ext is not None and ext.delete_by is not None
+        assert ext.delete_by.replace(tzinfo=UTC) == datetime(2026, 12, 31, 8, 0, tzinfo=UTC)
+
+
+def test_a_received_file_is_deleted_when_its_duty_falls_due_with_evidence(pair: Pair) -> None:
+    received = pair.bank.root / "received"
+    received.mkdir(exist_ok=True)
+    kept = received / "abc-1.parquet"
+    kept.write_bytes(b"PAR1 rows PAR1")
+    deadline = datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    _, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX, agreement, "COMPLETED")
+    with pair.bank.store.write() as session:
+        ext = session.get(TransferExtractRow, consumer_pid)
+        assert ext is not None
+        ext.path, ext.sha256, ext.delete_by = str(kept), "ab" * 32, deadline
+    assert transfer_sweep.delete_due(pair.bank, now=deadline - timedelta(seconds=1)) == []
+    assert kept.exists()
+    with pytest.raises(UsageError, match="must be deleted by 2026-12-31T16:00:00"):
+        transfers.copy_received(transfers.show_transfer(pair.bank, consumer_pid),
+                                pair.bank.root / "copy.parquet")
+    assert transfer_sweep.delete_due(pair.bank, now=deadline) == [consumer_pid]
+    assert not kept.exists()
+    [deleted] = _entries(pair.bank, "transfer.deleted")
+    assert deleted["sha256"] == "ab" * 32 and deleted["file"] == "abc-1.parquet"
+    assert transfer_sweep.delete_due(pair.bank, now=deadline + timedelta(days=1)) == []
 
 
 # --- every transition at the HTTP level ---------------------------------------------------------

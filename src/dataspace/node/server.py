@@ -67,6 +67,7 @@ def _stop_on_signals() -> Iterator[None]:
 def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
     witnessing: auto_witness.AutoWitness | None = None
+    deleting: threading.Event | None = None
     try:
         witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
         if not _is_loopback(host):
@@ -91,9 +92,12 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             log_level="info",
         )
         witnessing = auto_witness.start(node, witnesses)
+        deleting = transfer_sweep.keep_deleting(node)
         with _stop_on_signals(), contextlib.suppress(_Stop):
             uvicorn.Server(config).run()
     finally:
+        if deleting is not None:
+            deleting.set()
         if witnessing is not None:
             witnessing.stop()
         node.close()

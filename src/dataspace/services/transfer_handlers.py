@@ -4,6 +4,7 @@ start / completion / suspension / termination for an existing one."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from dataspace.contracts import ProtocolError, parse
@@ -111,7 +112,9 @@ def handle_message(
                     except ValueError:
                         raise ProtocolError("the data address's rows and bytes must be whole "
                                             "numbers", path="$.dataAddress") from None
-                    payload.update(sha256=ext.sha256, rows=ext.rows, mode=ext.mode)
+                    ext.delete_by = _delete_by(props.get(NS + "deleteBy"))
+                    payload.update(sha256=ext.sha256, rows=ext.rows, mode=ext.mode,
+                                   delete_by=props.get(NS + "deleteBy"))
                     after.append(lambda: pull(node, pid, transport=transport))
             elif expected == tp.COMPLETION:
                 action = "transfer.completed"
@@ -134,3 +137,17 @@ def handle_message(
         return Reply(200, None, after)
 
     return _guard(node, peer.name, expected, pid, run)
+
+
+def _delete_by(stated: str | None) -> datetime | None:
+    """The delete duty's deadline a start message states (with its offset), if any."""
+    if stated is None:
+        return None
+    try:
+        due = datetime.fromisoformat(stated)
+    except ValueError:
+        due = None
+    if due is None or due.utcoffset() is None:
+        raise ProtocolError(f"deleteBy {stated[:60]!r} is not a date and time with an offset",
+                            path="$.dataAddress")
+    return due.astimezone(UTC)  # stored as UTC: SQLite keeps no offset

@@ -10,7 +10,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, Request, evaluate
+from dataspace.policy.model import Constraint, Operator
+from dataspace.policy.values import Duration, as_datetime
 from dataspace.services import pseudonymize as ps
 from dataspace.services.catalog import Transport
 from dataspace.services.dsp_process import check_new_process
@@ -243,6 +245,37 @@ def _promised(session: Session, agreement_id: str, exclude: str) -> int:
     )
 
 
+def delete_deadline(
+    decision: Decision, agreed_at: datetime | None, now: datetime
+) -> tuple[datetime | None, str]:
+    """When the grant's ``delete`` duties fall due (the earliest), and why the transfer must
+    be refused instead, if it must: a deadline already past (the data may not be held any
+    longer), or a duty this node cannot schedule (no deadline, or not an upper bound)."""
+    deadlines = []
+    for duty in decision.obligations:
+        if duty.action != "delete":
+            continue
+        bounds = [c for c in duty.constraints if isinstance(c, Constraint)
+                  and c.operator in (Operator.LTEQ, Operator.LT, Operator.EQ)]
+        if not bounds or len(bounds) != len(duty.constraints):
+            return None, (f"{duty.rule}: a delete duty needs a deadline (dateTime or "
+                          "elapsedTime, lteq) this node can pass on to the consumer")
+        for c in bounds:
+            if c.left == "dateTime":
+                deadlines.append(as_datetime(c.right))
+            elif agreed_at is not None:
+                deadlines.append(Duration.parse(str(c.right)).after(agreed_at))
+            else:
+                return None, f"{duty.rule}: the agreement has no signing time to count from"
+    if not deadlines:
+        return None, ""
+    due = min(deadlines).astimezone(UTC)  # stored as UTC: SQLite keeps no offset
+    if due <= now:
+        return due, (f"the agreement's delete duty fell due at {due.isoformat()}: its data "
+                     "may no longer be held")
+    return due, ""
+
+
 def decide(
     node: Node,
     policy: Any,
@@ -321,10 +354,15 @@ def provide(
             reasons = [r.message for r in decision.failures]
             if decision.allowed and not columns:
                 reasons = ["no column of the dataset may leave under this agreement"]
+            delete_by, why = delete_deadline(decision, facts["agreed_at"], at)
+            if decision.allowed and why:
+                reasons = [why]
             if decision.allowed and not reasons:
-                _extract(session, pid).token_expires_at = _now() + timedelta(
+                ext = _extract(session, pid)
+                ext.token_expires_at = _now() + timedelta(
                     seconds=node.limits.transfer_token_ttl_seconds
                 )
+                ext.delete_by = delete_by
     except DataspaceError as exc:  # its dataset or agreement is gone: end it and say why
         logger.info("transfer %s cannot be provided: %s", pid, exc)
         terminate(node, pid, code="unavailable", reasons=[str(exc)], actor=actor,
@@ -386,6 +424,8 @@ def _start(
     member_url = lookup_member(node, node.name).url.rstrip("/")
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
+        delete_by = _extract(session, pid).delete_by
+        delete_by = _aware(delete_by) if delete_by is not None else None
         address = DataAddress(
             endpoint_type=HTTP_ENDPOINT,
             endpoint=member_url + PULL_PATH.format(pid=pid),
@@ -396,6 +436,8 @@ def _start(
                 EndpointProperty(NS + "rows", str(rows)),
                 EndpointProperty(NS + "bytes", str(size)),
                 EndpointProperty(NS + "mode", mode),
+                *(() if delete_by is None
+                  else (EndpointProperty(NS + "deleteBy", delete_by.isoformat()),)),
             ),
         )
         stored = DataAddress(endpoint_type=HTTP_ENDPOINT, endpoint=address.endpoint)
@@ -422,6 +464,7 @@ def _start(
                 "bytes": size,
                 "columns": columns,
                 "pseudonymized": sorted(targets),
+                "delete_by": delete_by.isoformat() if delete_by is not None else None,
                 "granted_by": decision.enforcement.granted_by if decision.enforcement else None,
             },
         )

@@ -14,11 +14,16 @@ and partial downloads.
 * A provider's extract no transfer refers to (the node stopped while writing it) holds the
   data of no grant: it is deleted once ``ORPHAN_GRACE`` has passed since it was last written
   (a request another process is serving may be writing one right now).
+* A consumer's received file whose agreement's delete duty has fallen due is deleted
+  (``transfer.deleted``, with its sha256: the evidence the duty was kept) — here, and every
+  minute while the server runs (:func:`keep_deleting`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from sqlalchemy import select
 
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
+from dataspace.ledger import log
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     EXTRACT_DIR,
@@ -35,6 +41,8 @@ from dataspace.services.transfer_common import (
 )
 from dataspace.services.transfer_provider import billed_clause
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
+
+logger = logging.getLogger("dataspace.transfers")
 
 #: How long an extract no transfer refers to is left alone (it may be being written).
 ORPHAN_GRACE = timedelta(minutes=15)
@@ -99,7 +107,51 @@ def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
             part.unlink(missing_ok=True)
             removed.append(part.name)
     removed += orphan_extracts(node, now)
+    removed += delete_due(node, now)
     return {"terminated": ended, "removed": removed}
+
+
+def delete_due(node: Node, now: datetime | None = None) -> list[str]:
+    """Delete the received files whose delete duty has fallen due; their transfers' ids."""
+    now = now or datetime.now(UTC)
+    with node.store.write() as session:
+        due = [
+            ext for ext in session.scalars(
+                select(TransferExtractRow)
+                .join(TransferProcessRow, TransferExtractRow.id == TransferProcessRow.id)
+                .where(
+                    TransferProcessRow.role == Role.CONSUMER.value,
+                    TransferExtractRow.delete_by.is_not(None),
+                    TransferExtractRow.path.is_not(None),
+                )
+            ).all()
+            if ext.delete_by is not None and _aware(ext.delete_by) <= now
+        ]
+        for ext in due:
+            assert ext.path is not None and ext.delete_by is not None
+            Path(ext.path).unlink(missing_ok=True)
+            log.append(session, actor=f"node:{node.name}", action="transfer.deleted", payload={
+                "pid": ext.id, "sha256": ext.sha256, "file": Path(ext.path).name,
+                "delete_by": _aware(ext.delete_by).isoformat(), "deleted_at": now.isoformat(),
+            })
+            ext.path = None
+        return [ext.id for ext in due]
+
+
+def keep_deleting(node: Node, every: float = 60.0) -> threading.Event:
+    """Run :func:`delete_due` every ``every`` seconds in a daemon thread until the returned
+    event is set (a duty falls due while the server runs, not only at its next start)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                delete_due(node)
+            except Exception:  # the next round tries again; the node keeps serving
+                logger.exception("deleting received files whose delete duty fell due")
+
+    threading.Thread(target=loop, name="delete-due", daemon=True).start()
+    return stop
 
 
 def orphan_extracts(node: Node, now: datetime | None = None) -> list[str]:

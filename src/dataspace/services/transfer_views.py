@@ -41,6 +41,7 @@ def _view(row: TransferProcessRow, ext: TransferExtractRow | None) -> dict[str, 
         "bytes": ext.bytes if ext else None,
         "columns": ext.columns if ext else None,
         "file": ext.path if ext and row.role == Role.CONSUMER.value else None,
+        "delete_by": _aware(ext.delete_by).isoformat() if ext and ext.delete_by else None,
         "reason": ext.reason if ext else None,
         "created_at": _aware(row.created_at).isoformat(),
         "updated_at": _aware(row.updated_at).isoformat(),
@@ -94,6 +95,12 @@ def copy_received(view: Mapping[str, Any], out: Path) -> Path:
     if view.get("state") != tp.TransferState.COMPLETED.value or not source.exists():
         raise UsageError(
             f"transfer {view.get('id')} has no received file", hint=f"it is {view.get('state')}"
+        )
+    if view.get("delete_by"):
+        raise UsageError(
+            f"transfer {view.get('id')} must be deleted by {view['delete_by']}: a copy would "
+            "outlive the deadline",
+            hint=f"read it where it is ({source}); the node deletes it when the duty falls due",
         )
     if _sha256_file(source) != view.get("sha256"):
         raise VerificationError("the received file no longer matches its sha256")

@@ -113,6 +113,8 @@ class TransferExtractRow(Base):
     pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # provider: when the pull's delivery ended (billed or not); until then it holds a slot
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # both: when the agreement's delete duty falls due (the consumer deletes what it received)
+    delete_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     reason: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
