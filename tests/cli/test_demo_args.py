@@ -14,6 +14,8 @@ from dataspace.errors import UsageError
         (["tourism", "--data", "public"], "tourism has synthetic data only"),
         (["finance", "--data", "foo"], "--data is synthetic or public, not 'foo'"),
         (["carbon", "--seed", "-1"], "--seed must be 0 or more"),
+        # the training job's seed is a signed 64-bit integer: refused here, not 45 s in
+        (["finance", "--seed", str(2**63 - 1)], "--seed must be at most 9223372036854775806"),
     ],
 )
 def test_bad_demo_arguments_are_one_clear_line(cli, args: list[str], says: str) -> None:

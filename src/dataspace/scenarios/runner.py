@@ -104,7 +104,10 @@ def _progress(show: bool) -> Iterator[Progress | None]:
         yield progress
 
 
-def check_run(scenario: Scenario, *, seed: int, data: str) -> None:
+MAX_SEED = 2**63 - 1  # a training job's seed travels as a signed 64-bit integer
+
+
+def check_run(scenario: Scenario, *, seed: int, data: str, seeds: int = 1) -> None:
     """Refuse what a scenario cannot run, before any node starts."""
     if data not in ("synthetic", "public"):
         raise UsageError(f"--data is synthetic or public, not {data!r}")
@@ -116,6 +119,9 @@ def check_run(scenario: Scenario, *, seed: int, data: str) -> None:
                          hint=f"drop --data public; scenarios with public data: {with_public}")
     if seed < 0:
         raise UsageError(f"--seed must be 0 or more, not {seed}")
+    if seed + seeds - 1 > MAX_SEED:  # else refused ~45 s in, by a node, naming body.seed
+        raise UsageError(f"--seed must be at most {MAX_SEED - seeds + 1} for {seeds} seed(s), "
+                         f"not {seed}")
 
 
 def run(
@@ -130,9 +136,9 @@ def run(
     show_progress: bool = True,
 ) -> Report:
     """Run ``scenario`` on fresh nodes; nodes stop at the end unless ``keep``."""
-    check_run(scenario, seed=seed, data=data)
     per_size = getattr(scenario, "seeds", None) or SEEDS  # a scenario may set its own counts
     n_seeds = seeds or (1 if data == "public" else int(per_size[size]))
+    check_run(scenario, seed=seed, data=data, seeds=n_seeds)
     seed_list = [seed + i for i in range(n_seeds)]
     t0 = time.perf_counter()
     own_tmp = None
