@@ -40,7 +40,8 @@ from dataspace.policy.values import Duration, Malformed, as_datetime, as_decimal
 from dataspace.policy.vocabulary import DEFAULT_VOCABULARY, OUTPUT_MODES, Vocabulary
 
 __all__ = ["NEGOTIATION_DEFERRED", "AllOf", "AnyOf", "Check", "Decision", "Enforcement",
-           "ExactlyOne", "Obligation", "Reason", "Status", "UnsafeAllow", "evaluate"]
+           "ExactlyOne", "Obligation", "Reason", "Status", "UnsafeAllow", "conjuncts",
+           "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,13 @@ NEGOTIATION_DEFERRED = frozenset({"fields", "output", "epsilon", "delta", "count
                                   "elapsedTime"})
 
 
-def _conjuncts(constraints: Sequence[AnyConstraint]) -> Iterator[Constraint]:
+def conjuncts(constraints: Sequence[AnyConstraint]) -> Iterator[Constraint]:
     """Atomic constraints that must all hold (top level and inside ``and``)."""
     for c in constraints:
         if isinstance(c, Constraint):
             yield c
         elif c.op is LogicalOp.AND:
-            yield from _conjuncts(c.constraints)
+            yield from conjuncts(c.constraints)
 
 
 def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
@@ -209,7 +210,7 @@ def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
     def tighter(current: Any, new: Any, pick: Any) -> Any:
         return new if current is None else pick(current, new)
 
-    for c in _conjuncts(rule.constraints):
+    for c in conjuncts(rule.constraints):
         op = c.operator
         try:
             if c.left == "fields" and op in (Operator.IS_PART_OF, Operator.EQ):
@@ -246,7 +247,7 @@ def _enforcement(policy: Policy, rule: Rule, grant: str, request: Request,
         except (Malformed, ValueError):  # pragma: no cover - the constraint held already
             continue
     for prohibition in policy.prohibitions:
-        for c in _conjuncts(prohibition.constraints):
+        for c in conjuncts(prohibition.constraints):
             if c.left == "fields" and c.operator in (Operator.IS_ANY_OF, Operator.EQ):
                 prohibited.update(as_terms(c.right))
 

@@ -24,9 +24,10 @@ from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
 from dataspace.ledger import log
 from dataspace.metering.pricing import PriceTerms
 from dataspace.policy import Policy, PolicyError, PolicyType, from_template, parse_policy
+from dataspace.policy.evaluate import conjuncts
 from dataspace.policy.jsonld import to_jsonld
 from dataspace.policy.lint import require_evaluable
-from dataspace.policy.model import AnyConstraint, Constraint, LogicalOp, Operator, Rule
+from dataspace.policy.model import AnyConstraint, Constraint, Operator, Rule
 from dataspace.policy.request import Price
 from dataspace.policy.values import Malformed, as_datetime, as_terms
 from dataspace.policy.vocabulary import ACTIONS, REGIONS
@@ -114,7 +115,7 @@ def _require_grade_controls(policy: Policy, ds: Dataset) -> None:
     if level != "important":
         return
     for i, rule in enumerate(policy.permissions):
-        if not any(_within(c, "CN") for c in _conjuncts(rule.constraints)):
+        if not any(_within(c, "CN") for c in conjuncts(rule.constraints)):
             raise PolicyError(
                 f"dataset {ds.name!r} is graded important data (重要数据): this permission "
                 "must keep results in mainland China",
@@ -122,15 +123,6 @@ def _require_grade_controls(policy: Policy, ds: Dataset) -> None:
                 "data abroad needs a security assessment (数据出境安全评估); " + fix,
                 path=f"permission[{i}]",
             )
-
-
-def _conjuncts(constraints: Sequence[AnyConstraint]) -> Iterator[Constraint]:
-    """The atomic constraints every grant of a rule carries (top level and under ``and``)."""
-    for c in constraints:
-        if isinstance(c, Constraint):
-            yield c
-        elif c.op is LogicalOp.AND:
-            yield from _conjuncts(c.constraints)
 
 
 def _within(c: Constraint, region: str) -> bool:
