@@ -28,7 +28,7 @@ from dataspace.errors import Conflict, DataspaceError, Forbidden, NotFound, Usag
 from dataspace.identity.peer import PeerAuth
 from dataspace.ledger import log
 from dataspace.node.app import create_app
-from dataspace.policy import from_template
+from dataspace.policy import PolicyDenied, from_template
 from dataspace.services import datasets, jobs, space, transfer_sweep, transfers
 from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
@@ -257,6 +257,25 @@ def test_a_settled_pull_leaves_no_extract_even_without_a_completion(
     assert transfers.settle_pull(pair.tax, pid, sent=sent, complete=complete) == "billed"
     assert not extract.exists()
     assert transfers.show_transfer(pair.tax, pid)["state"] == "STARTED"  # until it completes
+
+
+def test_one_use_permissions_count_holds_across_transfers_and_jobs(pair: Pair) -> None:
+    """Under `use` with count <= 1, a query was admitted after a billed transfer: jobs counted
+    only jobs."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    base = from_template("raw-transfer", purposes=["finance"], expires=future, max_jobs=1)
+    use = dataclasses.replace(
+        base, permissions=(dataclasses.replace(base.permissions[0], action="use"),))
+    agreement = make_agreement(pair.tax, BANK, consumer=pair.bank, dataset_id=pair.dataset_id,
+                               purpose="credit-risk", offer=use)
+    pid, facts = _pulled(pair, agreement)
+    assert transfers.settle_pull(pair.tax, pid, sent=facts["bytes"], complete=True) == "billed"
+    with pytest.raises(PolicyDenied, match="count"):
+        jobs.run_job(pair.tax, agreement_id=agreement, consumer=BANK,
+                     sql="SELECT count(*) AS n FROM people")
+    lines = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert [(u["action"], u["status"]) for u in lines if u["status"] == "completed"] == [
+        ("transfer", "completed")]
 
 
 def test_a_delivery_broken_midway_is_not_billed_and_gives_its_slot_back(pair: Pair) -> None:

@@ -31,6 +31,7 @@ from dataspace.policy.checks import Reason
 from dataspace.policy.vocabulary import ACTIONS
 from dataspace.privacy import DpSpec
 from dataspace.services.node import Node
+from dataspace.services.transfer_provider import transfers_taken
 from dataspace.store.models import Dataset
 from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import OfferRow
@@ -207,8 +208,10 @@ def _completed_jobs(session: Session, agreement_id: str) -> int:
 def _slots_taken(
     session: Session, agreement_id: str, *, exclude: str, engaged_failures: bool = False
 ) -> int:
-    """Jobs that count against the agreement's ``count``: succeeded, or admitted and running —
-    and with ``engaged_failures`` (multi-party jobs), failed after their opening step too.
+    """Uses that count against the agreement's ``count``: jobs succeeded, or admitted and
+    running — and with ``engaged_failures`` (multi-party jobs), failed after their opening
+    step too — and the agreement's transfers, billed or still going (one ``use`` permission
+    may grant both, and its count is one count).
 
     A multi-party job releases as it goes (scores, updates, answers reach the initiator before
     its end), so an initiator that fails or aborts it once steps past its opening arrived has
@@ -225,7 +228,7 @@ def _slots_taken(
             JobRow.id != exclude,
         )
     )
-    taken = int(session.execute(query).scalar_one())
+    taken = int(session.execute(query).scalar_one()) + transfers_taken(session, agreement_id)
     if engaged_failures:
         failed = select(JobRow.result_meta).where(
             JobRow.agreement_id == agreement_id,

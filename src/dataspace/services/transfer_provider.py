@@ -68,6 +68,7 @@ from dataspace.services.transfer_common import (
     terminate,
 )
 from dataspace.store.models import Dataset
+from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import (
     ContractNegotiationRow,
     OfferRow,
@@ -206,13 +207,31 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
         .select_from(UsageRecord)
         .where(UsageRecord.agreement_id == agreement.id, UsageRecord.status == "completed")
     ).scalar_one()
+    running = session.execute(  # a job admitted under the agreement holds its slot already
+        select(func.count()).select_from(JobRow).where(
+            JobRow.agreement_id == agreement.id, JobRow.role == "provider",
+            JobRow.state == "RUNNING",
+        )
+    ).scalar_one()
     facts = {
         "purpose": agreement.purpose,
         "target": agreement.target,
         "agreed_at": _aware(agreement.signed_at),
-        "jobs_run": int(completed) + _promised(session, agreement.id, row.id),
+        "jobs_run": int(completed) + int(running) + _promised(session, agreement.id, row.id),
     }
     return plan, policy_from_wire(agreement.policy, "$.agreement"), facts
+
+
+def transfers_taken(session: Session, agreement_id: str) -> int:
+    """The agreement's transfers that count against its ``count``: billed, or granted and
+    still going (:func:`_promised`). Jobs add these to their own (``job_policy``)."""
+    billed_n = session.execute(
+        select(func.count()).select_from(UsageRecord).where(
+            UsageRecord.agreement_id == agreement_id, UsageRecord.action == "transfer",
+            UsageRecord.status == "completed",
+        )
+    ).scalar_one()
+    return int(billed_n) + _promised(session, agreement_id, exclude="")
 
 
 def _promised(session: Session, agreement_id: str, exclude: str) -> int:
