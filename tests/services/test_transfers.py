@@ -479,7 +479,8 @@ def test_pseudonymized_output_leaves_no_personal_value_in_clear(
     table = pq.read_table(path).to_pydict()
     assert table["score"] == list(range(40))
     shown = json.dumps(table, ensure_ascii=False)
-    for clear in (resident(0), "MR2023000001", "13800138000", "0013", "建国路", "已核验"):
+    # (no short digit strings: a hex pseudonym may hold any of them)
+    for clear in (resident(0), "MR2023", "13800138000", "+86", "138-0013", "建国路", "已核验"):
         assert clear not in shown
     assert len(set(table["phone"])) == 1  # one number, one pseudonym
     [started] = _entries(pair.tax, "transfer.started")[-1:]
