@@ -23,9 +23,9 @@ from dataspace.catalog.classify import (
     CATEGORIES,
     DETECTORS,
     Finding,
-    category_info,
     classify_column,
     is_identifier,
+    is_personal,
     override_finding,
 )
 from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, load_rules
@@ -174,11 +174,10 @@ def _analyse(
     # Redacted: every column holding personal information or identifiers by its category,
     # or whose values confirmed an identifier (an override to 'none' does not publish them),
     # and any text column whose extremes or top values are themselves identifiers.
-    confirmed = {c: {f.category for f in fs if _confirms_identifier(f.to_dict())}
-                 for c, fs in findings_by_column.items()}  # fmt: skip
     sensitive = {
         c for c, cat in chosen.items()
-        if any(_personal(x) for x in {cat, *confirmed.get(c, ())} if x)
+        if (cat and is_personal(cat))
+        or any(_confirms_identifier(f.category, f.source) for f in findings_by_column[c])
     }  # fmt: skip
     sensitive |= {col.name for col in prof.columns if _shows_identifier(col)}
     # Validity is measured only against categories the values themselves confirmed (or the
@@ -216,19 +215,10 @@ def _check_name_free(session: Session, name: str) -> None:
             )
 
 
-def _confirms_identifier(finding: dict[str, Any]) -> bool:
+def _confirms_identifier(category: str, source: str) -> bool:
     """The values themselves showed identifiers (ID numbers passing their check digit), not
     only a header naming them or numbers a header calls income."""
-    category = str(finding.get("category"))
-    return (
-        "values" in str(finding.get("source", ""))
-        and category in CATEGORIES
-        and is_identifier(category)
-    )
-
-
-def _personal(category: str) -> bool:
-    return category_info(category).pi_class != "none" or is_identifier(category)
+    return "values" in source and is_identifier(category)
 
 
 #: Detectors whose match is a structured identifier on its own (a check digit, a fixed
@@ -363,7 +353,8 @@ def reclassify(
         )
     confirmed = sorted({
         str(f["category"]) for f in columns[column].get("findings", [])
-        if _confirms_identifier(f) and f.get("category") != category
+        if _confirms_identifier(str(f.get("category")), str(f.get("source", "")))
+        and f.get("category") != category
     })  # fmt: skip
     reason = reason.strip()
     if confirmed and not reason:

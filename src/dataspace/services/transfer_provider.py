@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dataspace.catalog.classify import category_info, is_identifier
+from dataspace.catalog.classify import is_personal
 from dataspace.contracts import IllegalTransition, build, parse
 from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
@@ -181,7 +181,7 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
     personal: dict[str, str | None] = {}
     for column, info in (ds.classification.get("columns", {}) or {}).items():
         category = info.get("category") if isinstance(info, Mapping) else None
-        if category and (is_identifier(category) or category_info(category).pi_class != "none"):
+        if category and is_personal(category):
             personal[str(column)] = category
     for col in ds.profile.get("columns", []):
         # a text column of nearly unique values no detector knows (a record number, MR0012)

@@ -12,6 +12,7 @@ from dataspace.catalog.classify.categories import (
     CategoryInfo,
     category_info,
     is_identifier,
+    is_personal,
     is_sensitive,
 )
 from dataspace.catalog.classify.engine import (
@@ -32,6 +33,7 @@ __all__ = [
     "category_info",
     "classify_column",
     "is_identifier",
+    "is_personal",
     "is_sensitive",
     "override_finding",
     "validate_value",

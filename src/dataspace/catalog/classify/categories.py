@@ -110,6 +110,13 @@ def is_sensitive(category: str) -> bool:
     return info is not None and info.sensitive
 
 
+def is_personal(category: str) -> bool:
+    """True for any personal information (an address, a gender) and for any identifier (an
+    organisation's too): what profiles redact and pseudonymized transfers replace."""
+    info = CATEGORIES.get(category)
+    return info is not None and (info.pi_class != "none" or info.identifier)
+
+
 def is_identifier(category: str) -> bool:
     """True when a value on its own points at one person or organisation."""
     info = CATEGORIES.get(category)
