@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dataspace.catalog.classify import is_personal
+from dataspace.catalog.profile import NEARLY_UNIQUE
+from dataspace.catalog.sample import open_parquet, quote
 from dataspace.contracts import IllegalTransition, build, parse
 from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
@@ -77,8 +78,7 @@ from dataspace.store.models_contracts import (
 )
 from dataspace.store.models_metering import UsageRecord
 
-NEARLY_UNIQUE = 0.9  # as the profile's "nearly unique": no top values, a key of its rows
-NEARLY_UNIQUE_MIN = 10
+NEARLY_UNIQUE_MIN = 10  # values a column needs before "nearly unique" says anything
 #: an ID number or a mobile number inside free text (RE2, as DuckDB reads it)
 _EMBEDDED_ID = "[0-9]{17}[0-9Xx]|1[3-9][0-9]{9}"
 
@@ -399,7 +399,7 @@ def provide(
         )
         return
     try:
-        targets = _pseudonymized(plan, columns, mode)
+        targets = _pseudonymized(node, plan, columns, mode)
         path, sha, rows, size = _write_extract(node, pid, plan, columns, targets)
     except Exception as exc:  # the file could not be made: nothing leaves
         logger.exception("transfer %s: extract failed", pid)
@@ -546,7 +546,9 @@ def _usage(
     )
 
 
-def _pseudonymized(plan: _Plan, columns: list[str], mode: str) -> dict[str, str | None]:
+def _pseudonymized(
+    node: Node, plan: _Plan, columns: list[str], mode: str
+) -> dict[str, str | None]:
     """The columns a pseudonymized extract replaces by pseudonyms, with their categories:
     every personal column (:class:`_Plan`), and every other text column in which an ID or
     phone number appears inside the text ("患者身份证11010519491231002X")."""
@@ -555,22 +557,15 @@ def _pseudonymized(plan: _Plan, columns: list[str], mode: str) -> dict[str, str 
     targets = {c: plan.personal[c] for c in columns if c in plan.personal}
     text = [c for c in columns if c not in targets and c in plan.text_columns]
     if text:
-        con = duckdb.connect()
-        try:
+        with open_parquet(plan.path, node.limits) as (con, rel):  # the import's own limits
             counts = con.execute(
                 "SELECT " + ", ".join(
-                    f"count(*) FILTER (WHERE regexp_matches({_quoted(c)}, '{_EMBEDDED_ID}'))"
+                    f"count(*) FILTER (WHERE regexp_matches({quote(c)}, '{_EMBEDDED_ID}'))"
                     for c in text
-                ) + " FROM read_parquet(?)", [str(plan.path)]
+                ) + f" FROM {rel}"
             ).fetchone()
-        finally:
-            con.close()
         targets |= {c: None for c, n in zip(text, counts or (), strict=False) if n}
     return targets
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _write_extract(
