@@ -13,6 +13,7 @@ from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
+from dataspace.policy.values import Malformed, as_datetime
 from dataspace.services.catalog import Transport
 from dataspace.services.neg_common import PEER_ACTOR, Reply
 from dataspace.services.node import Node
@@ -144,10 +145,7 @@ def _delete_by(stated: str | None) -> datetime | None:
     if stated is None:
         return None
     try:
-        due = datetime.fromisoformat(stated)
-    except ValueError:
-        due = None
-    if due is None or due.utcoffset() is None:
-        raise ProtocolError(f"deleteBy {stated[:60]!r} is not a date and time with an offset",
-                            path="$.dataAddress")
+        due = as_datetime(stated)  # the policy's own reading of a dateTime
+    except Malformed as exc:
+        raise ProtocolError(f"deleteBy: {exc}", path="$.dataAddress") from None
     return due.astimezone(UTC)  # stored as UTC: SQLite keeps no offset
