@@ -27,14 +27,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import opendp.prelude as dp
+from opendp import combinators, measurements
+from opendp.domains import atom_domain, vector_domain
+from opendp.metrics import l2_distance
+from opendp.mod import enable_features
 
 from dataspace.errors import UsageError
 from dataspace.federated.hfl_models import Model
 from dataspace.federated.metrics import auc
 from dataspace.privacy.secagg import aggregate_locally
 
-dp.enable_features("contrib")
+enable_features("contrib")
 
 Floats = npt.NDArray[np.float64]
 
@@ -135,8 +138,8 @@ def evaluate(model: Model, theta: Floats, clients: Sequence[Client]) -> Evaluati
 
 @lru_cache(maxsize=64)
 def _gaussian(scale: float) -> Any:
-    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-    return dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=scale)
+    domain = vector_domain(atom_domain(T=float, nan=False))
+    return measurements.make_gaussian(domain, l2_distance(T=float), scale=scale)
 
 
 @dataclass(frozen=True)
@@ -173,8 +176,8 @@ def noise_share(dpc: DpFedAvg, providers: int) -> NoiseShare:
 def dp_epsilon(dpc: DpFedAvg, rounds: int) -> float:
     """ε at ``dpc.delta`` after ``rounds`` rounds: OpenDP's map of the composed measurement."""
     base = _gaussian(dpc.noise_multiplier * dpc.clip)
-    composed = dp.c.make_composition([base] * rounds)
-    approx = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(composed), dpc.delta)
+    composed = combinators.make_composition([base] * rounds)
+    approx = combinators.make_fix_delta(combinators.make_zCDP_to_approxDP(composed), dpc.delta)
     eps, _ = approx.map(2.0 * dpc.clip)  # type: ignore[no-untyped-call]
     return float(eps)
 

@@ -24,11 +24,14 @@ from statistics import NormalDist
 from typing import Any, Protocol
 
 import numpy as np
-import opendp.prelude as dp
+from opendp import combinators, measurements
+from opendp.domains import atom_domain, vector_domain
+from opendp.metrics import l1_distance, l2_distance
+from opendp.mod import binary_search_param, enable_features
 
 from dataspace.errors import UsageError
 
-dp.enable_features("contrib")
+enable_features("contrib")
 
 __all__ = [
     "MECHANISMS",
@@ -142,8 +145,8 @@ class Mechanism(Protocol):
 
 
 def _vector(integer: bool) -> tuple[Any, Any]:
-    atom = dp.atom_domain(T="i64") if integer else dp.atom_domain(T=float, nan=False)
-    return dp.vector_domain(atom), atom
+    atom = atom_domain(T="i64") if integer else atom_domain(T=float, nan=False)
+    return vector_domain(atom), atom
 
 
 class Laplace:
@@ -152,13 +155,13 @@ class Laplace:
 
     def make(self, integer: bool, scale: float) -> Any:
         domain, _ = _vector(integer)
-        metric = dp.l1_distance(T="i64" if integer else float)
-        return dp.m.make_laplace(domain, metric, scale=scale)
+        metric = l1_distance(T="i64" if integer else float)
+        return measurements.make_laplace(domain, metric, scale=scale)
 
     def search(self, integer: bool, sensitivity: float, epsilon: float, delta: float) -> float:
         d_in: int | float = int(sensitivity) if integer else float(sensitivity)
         return float(
-            dp.binary_search_param(lambda s: self.make(integer, s), d_in=d_in, d_out=epsilon)
+            binary_search_param(lambda s: self.make(integer, s), d_in=d_in, d_out=epsilon)
         )
 
     def error95(self, scale: float, integer: bool) -> float:
@@ -182,11 +185,12 @@ class Gaussian:
 
     def make(self, integer: bool, scale: float) -> Any:
         domain, _ = _vector(integer)
-        metric = dp.l2_distance(T="i64" if integer else float)
-        return dp.m.make_gaussian(domain, metric, scale=scale)
+        metric = l2_distance(T="i64" if integer else float)
+        return measurements.make_gaussian(domain, metric, scale=scale)
 
     def _approx(self, integer: bool, scale: float, delta: float) -> Any:
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(self.make(integer, scale)), delta)
+        exact = combinators.make_zCDP_to_approxDP(self.make(integer, scale))
+        return combinators.make_fix_delta(exact, delta)
 
     def search(self, integer: bool, sensitivity: float, epsilon: float, delta: float) -> float:
         if delta <= 0:
@@ -195,7 +199,7 @@ class Gaussian:
             )
         d_in: int | float = int(sensitivity) if integer else float(sensitivity)
         return float(
-            dp.binary_search_param(
+            binary_search_param(
                 lambda s: self._approx(integer, s, delta), d_in=d_in, d_out=(epsilon, delta)
             )
         )
