@@ -27,13 +27,30 @@ SAMPLES = REPO / "src" / "dataspace" / "samples"
 DATABASE_FIXTURES = frozenset({"make_node", "space_factory", "shared_space", "store"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.pluginmanager.has_plugin("xdist"):
+        _group_module_fixtures(items)
     if not DATABASE_URL:
         return
     keep = [i for i in items if DATABASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
     if len(keep) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep
+
+
+def _group_module_fixtures(items: list[pytest.Item]) -> None:
+    """Tests that share a module- or class-scoped fixture run on one xdist worker, so the
+    fixture (a scenario run, a space of node processes) is built once, not once per worker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        shared = any(
+            d.scope in ("module", "class") for defs in info.name2fixturedefs.values() for d in defs
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def _drop_schema(url: str, schema: str) -> None:
