@@ -17,7 +17,8 @@ def test_init_creates_key_config_wal_store_and_prints_admin_token_once(cli, tmp_
     assert "PRIVATE KEY" not in result.stdout  # the private key is never printed
     config = tomllib.loads((root / "node.toml").read_text())
     assert config["node"]["name"] == "bank-a"
-    assert (root / "data").is_dir()
+    for folder in (root, root / "data", root / "tmp", root / "keys"):  # the owner's alone
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     with sqlite3.connect(root / "state.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         stored = [r[0] for r in db.execute("SELECT secret_sha256 FROM api_tokens")]

@@ -9,6 +9,7 @@ DSP message and the pull cross a socket and pass ``require_peer``.
 from __future__ import annotations
 
 import hashlib
+import stat
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -81,6 +82,7 @@ def test_transfer_between_two_nodes(space: Any, tmp_path: Path) -> None:
         assert done["state"] == "COMPLETED", (done, space.nodes[TAX].log())
         received = Path(done["file"])
         assert received.parent == space.nodes[BANK].root / "received"
+        assert stat.S_IMODE(received.parent.stat().st_mode) == 0o700  # the bank's alone
         assert hashlib.sha256(received.read_bytes()).hexdigest() == done["sha256"]
         table = pq.read_table(received)
         assert table.column_names == ["person_id", "district", "tax_paid"]  # no "note"

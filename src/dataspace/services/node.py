@@ -34,6 +34,7 @@ CONFIG_FILE = "node.toml"
 KEY_FILE = Path("keys") / "node.key"
 PUB_FILE = Path("keys") / "node.pub"
 ENV_NODE = "DATASPACE_NODE"
+NODE_DIR_MODE = 0o700  # the node directory and its folders: owner only
 
 
 @dataclass
@@ -110,9 +111,12 @@ def init_node(
         raise NodeExists(f"{root} is not empty", hint="choose a new or empty directory")
     created_root = not root.exists()
     try:
+        # The directory holds the node's key, its registered data and its state: its owner's
+        # alone (it is new or empty, so nobody else's files lose access).
+        root.mkdir(mode=NODE_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(root, NODE_DIR_MODE)
         for sub in ("keys", "data", "tmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(root / "keys", 0o700)
+            (root / sub).mkdir(mode=NODE_DIR_MODE, exist_ok=True)
         key = keys.generate_key()
         keys.write_private_key(root / KEY_FILE, key)
         config: dict[str, Any] = {

@@ -187,7 +187,7 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
                 path="$.dataAddress.endpoint",
             )
         folder = node.root / RECEIVED_DIR
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)  # received data is this node's alone
         tmp = folder / f".{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         cap = int(node.limits["transfer_max_mb"]) * 1024 * 1024
