@@ -149,6 +149,7 @@ SERVICE_ANSWER = {
     ("POST", f"{API}/contracts/{{ref}}/withdraw"): (404, "not_found"),
     ("POST", f"{API}/transfers"): (404, "not_found"),
     ("GET", f"{API}/transfers/{{pid}}"): (404, "not_found"),
+    ("POST", f"{API}/transfers/{{pid}}/terminate"): (404, "not_found"),
     ("POST", f"{API}/mp/psi"): (404, "not_found"),
     ("POST", f"{API}/mp/aggregate"): (404, "not_found"),
     ("GET", f"{API}/mp/jobs/{{job_id}}"): (404, "not_found"),
@@ -291,6 +292,13 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ),
     ("GET", f"{API}/transfers"): (ALL, _get(f"{API}/transfers")),
     ("GET", f"{API}/transfers/{{pid}}"): (ALL, _get(f"{API}/transfers/urn:uuid:none")),
+    ("POST", f"{API}/transfers/{{pid}}/terminate"): (
+        ("admin", "provider", "consumer"),
+        lambda api, allowed: {
+            "url": f"{API}/transfers/urn:uuid:none/terminate",
+            "json": {"reason": "no longer needed"},
+        },
+    ),
     ("GET", "/peer/v1/transfers/{pid}/data"): (PEER, _peer("GET", "/peer/v1/transfers/{pid}/data")),
     ("GET", "/dsp/transfers/{pid}"): (PEER, _peer("GET", "/dsp/transfers/{pid}")),
     ("POST", "/dsp/transfers/request"): (PEER, _peer("POST", "/dsp/transfers/request")),

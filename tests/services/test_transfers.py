@@ -918,3 +918,94 @@ def test_the_sweep_deletes_old_extracts_no_transfer_refers_to(pair: Pair) -> Non
     assert transfer_sweep.sweep(pair.tax)["removed"] == ["old.parquet"]
     assert sorted(p.name for p in folder.glob("*.parquet")) == sorted([kept.name, fresh.name])
     assert transfers.show_transfer(pair.tax, live)["state"] == "STARTED"
+
+
+# --- a user ends a transfer --------------------------------------------------------------------
+
+
+def test_the_provider_ends_a_started_transfer_and_its_grant_pulls_nothing(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pid = pair.request(agreement, "raw")
+    token = _token(pair)
+    with pair.tax.store.read() as session:
+        ext = session.get(TransferExtractRow, pid)
+        assert ext is not None and ext.path
+        extract = Path(ext.path)
+    end = dict(actor="user:alice", transport=pair.transport)
+    with pytest.raises(Forbidden, match="as provider"):  # a consumer token: not its side
+        transfers.end_transfer(pair.tax, pid, reason="x", role="consumer", **end)
+    with pytest.raises(UsageError, match="reason"):
+        transfers.end_transfer(pair.tax, pid, reason="  ", role="provider", **end)
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "STARTED" and extract.exists()
+
+    view = transfers.end_transfer(pair.tax, pid, reason=" agreement under review ",
+                                  role="provider", **end)
+    assert view["state"] == "TERMINATED" and view["reason"] == ["agreement under review"]
+    assert not extract.exists()
+    _, path, body = pair.sent[-1]
+    assert path.endswith("/termination")
+    validate(body, "TransferTerminationMessage")
+    assert body["code"] == "ended_by_user" and body["reason"] == ["agreement under review"]
+    [ended] = _entries(pair.tax, "transfer.terminated")
+    assert (ended["pid"], ended["code"], ended["by"]) == (pid, "ended_by_user", TAX)
+    with pytest.raises(Conflict):  # the one-time token of the grant is worthless now
+        transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid, f"Bearer {token}")
+    with pytest.raises(Conflict, match="already TERMINATED"):
+        transfers.end_transfer(pair.tax, pid, reason="again", role="admin", **end)
+    assert usage_service.list_usage(pair.tax, agreement_id=agreement) == []  # nothing billed
+
+
+def test_the_consumer_ends_its_transfer_and_the_provider_is_told(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def provider(node: Node, peer: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+        sent.append((path, body))
+        return 201, {"@context": CTX, "@type": "TransferProcess", "providerPid": "urn:uuid:p1",
+                     "consumerPid": body["consumerPid"], "state": "REQUESTED"}
+
+    view = transfers.request_transfer(pair.bank, agreement_id=agreement, mode="raw", actor="t",
+                                      transport=provider)
+    assert view["state"] == "REQUESTED"
+    with pytest.raises(Forbidden, match="as consumer"):
+        transfers.end_transfer(pair.bank, view["id"], reason="x", actor="t", role="provider")
+    ended = transfers.end_transfer(pair.bank, view["id"], reason="no longer needed",
+                                   actor="t", role="consumer", transport=provider)
+    assert ended["state"] == "TERMINATED"
+    path, body = sent[-1]
+    assert path.endswith("/transfers/urn:uuid:p1/termination")
+    assert body["providerPid"] == "urn:uuid:p1" and body["reason"] == ["no longer needed"]
+    assert _entries(pair.bank, "transfer.terminated")[-1]["reason"] == ["no longer needed"]
+    with pytest.raises(NotFound):
+        transfers.end_transfer(pair.bank, "urn:uuid:none", reason="x", actor="t")
+
+
+def test_a_transfer_ended_while_its_data_arrives_keeps_no_file(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's user ends the transfer while the pull streams: the download verifies, but
+    the transfer is TERMINATED, so the file is deleted rather than kept without a record."""
+    import io
+
+    import pyarrow as pa
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"person_id": [f"P{n:05d}" for n in range(12)]}), buffer)
+    data = buffer.getvalue()
+    pid_box: list[str] = []
+
+    def serve_and_end_meanwhile(request: httpx.Request) -> httpx.Response:
+        transfers.end_transfer(pair.bank, pid_box[0], reason="cancelled", actor="t",
+                               transport=pair.transport)
+        return httpx.Response(200, content=data)
+
+    pid = _consumer_started(pair, monkeypatch, serve_and_end_meanwhile,
+                            sha=hashlib.sha256(data).hexdigest(), rows=12, size=len(data))
+    pid_box.append(pid)
+    transfers.pull(pair.bank, pid, transport=pair.transport)
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "TERMINATED"
+    assert _received(pair) == []
+    assert _entries(pair.bank, "transfer.received") == []
+

@@ -89,3 +89,18 @@ def show(ctx: typer.Context, pid: str = typer.Argument(..., help="The transfer's
         print_json(view)
     else:
         _print(view)
+
+
+@app.command("terminate")
+def terminate(
+    ctx: typer.Context,
+    pid: str = typer.Argument(..., help="The transfer's id."),
+    reason: str = typer.Option(..., "--reason", help="Why; the peer is told."),
+    as_json: bool = JsonOption,
+) -> None:
+    """End a transfer: a provider revokes its grant, a consumer cancels its request."""
+    view = transfers.end_transfer(node(ctx), pid, reason=reason, actor=actor())
+    if as_json:
+        print_json(view)
+    else:
+        _print(view)

@@ -49,6 +49,7 @@ from dataspace.services.transfer_views import show_transfer
 from dataspace.store.models_contracts import (
     ContractNegotiationRow,
     TransferExtractRow,
+    TransferProcessRow,
 )
 
 # --- consumer: request, wait -------------------------------------------------------------------
@@ -243,6 +244,29 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
             transport=transport,
         )
         return
+    try:
+        row = _record_received(node, pid, final, provider=provider, sha=sha, rows=rows,
+                               actor=actor)
+    except DataspaceError:  # ended meanwhile (by this node's user or the provider): no file
+        _remove(final)
+        logger.warning("transfer %s ended while its data arrived; the file is deleted", pid)
+        return
+    message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
+    target = _peer_path(node, row, "completion")
+    try:
+        status, _ = deliver(node, provider, "POST", target, build(message), transport)
+        if status >= 300:
+            logger.warning(
+                "transfer %s: %s refused the completion (HTTP %s)", pid, provider, status
+            )
+    except DataspaceError as exc:
+        logger.warning("transfer %s: completion not delivered: %s", pid, exc)
+
+
+def _record_received(
+    node: Node, pid: str, final: Path, *, provider: str, sha: str, rows: int, actor: str
+) -> TransferProcessRow:
+    """COMPLETED, with the file's facts and a ``transfer.received`` entry, in one transaction."""
     with node.store.write() as session:
         row = cs.advance_transfer(session, pid, tp.COMPLETION, sender=Role.CONSUMER, peer=None)
         ext_row = _extract(session, pid)
@@ -264,13 +288,5 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
                 "file": final.name,
             },
         )
-        message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
-        target = _peer_path(node, row, "completion")
-    try:
-        status, _ = deliver(node, provider, "POST", target, build(message), transport)
-        if status >= 300:
-            logger.warning(
-                "transfer %s: %s refused the completion (HTTP %s)", pid, provider, status
-            )
-    except DataspaceError as exc:
-        logger.warning("transfer %s: completion not delivered: %s", pid, exc)
+        session.expunge(row)
+        return row

@@ -25,7 +25,9 @@ This module is the public face and holds the two test seams, :data:`TRANSPORT` a
   :func:`provide` (decision, extract, start), :func:`serve_pull`;
 * :mod:`~dataspace.services.transfer_handlers` — :func:`handle_get`, :func:`handle_message`;
 * :mod:`~dataspace.services.transfer_views` — :func:`list_transfers`, :func:`show_transfer`,
-  :func:`copy_received`.
+  :func:`copy_received`;
+* :mod:`~dataspace.services.transfer_end` — :func:`end_transfer`, a user ending a transfer
+  (either role).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from dataspace.services.transfer_common import PULL_PATH as PULL_PATH
 from dataspace.services.transfer_common import RECEIVED_DIR as RECEIVED_DIR
 from dataspace.services.transfer_common import logger as logger
 from dataspace.services.transfer_consumer import pull, request_transfer, wait
+from dataspace.services.transfer_end import end_transfer
 from dataspace.services.transfer_handlers import handle_get, handle_message
 from dataspace.services.transfer_provider import (
     decide,
@@ -76,6 +79,7 @@ __all__ = [
     "MODES",
     "copy_received",
     "decide",
+    "end_transfer",
     "format_for",
     "handle_get",
     "handle_message",

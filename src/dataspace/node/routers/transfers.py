@@ -1,4 +1,5 @@
-"""The node's own transfers API, for its users: request rows under an agreement, list, show."""
+"""The node's own transfers API, for its users: request rows under an agreement, list, show,
+end."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataspace.services.tokens import TokenInfo
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 
 REQUEST_ROLES = ("admin", "consumer")
+END_ROLES = ("admin", "provider", "consumer")  # the service checks the transfer's side
 
 
 class TransferRequest(BaseModel):
@@ -22,6 +24,10 @@ class TransferRequest(BaseModel):
     mode: Literal["raw", "pseudonymized"] = Field(description="what the rows may look like")
     wait: float = Field(default=0, ge=0, le=120,
                         description="seconds to wait for COMPLETED or TERMINATED")
+
+
+class TransferEnd(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why; the peer is told")
 
 
 @router.post("", status_code=201,
@@ -55,3 +61,13 @@ def get_transfers(
 def get_transfer(pid: str, node: Node = Depends(get_node),
                  _token: TokenInfo = Depends(require(*EVERYONE))) -> dict[str, Any]:
     return transfers.show_transfer(node, pid)
+
+
+@router.post("/{pid}/terminate", summary="End a transfer: revoke a grant, or cancel a request")
+def post_terminate(pid: str, body: TransferEnd, node: Node = Depends(get_node),
+                   token: TokenInfo = Depends(require(*END_ROLES))) -> dict[str, Any]:
+    """TERMINATED here and at the peer, with the reason. A provider's extract is deleted, so
+    its pull token is worthless; 409 if the transfer already COMPLETED or TERMINATED, 403 for
+    a provider token on a consumer transfer and the other way round."""
+    return transfers.end_transfer(node, pid, reason=body.reason, actor=token.actor,
+                                  role=token.role, transport=transfers.TRANSPORT)
