@@ -577,6 +577,44 @@ def test_a_received_file_is_deleted_when_its_duty_falls_due_with_evidence(pair: 
     assert transfer_sweep.delete_due(pair.bank, now=deadline + timedelta(days=1)) == []
 
 
+
+def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_round(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    received = pair.bank.root / "received"
+    received.mkdir(exist_ok=True)
+    kept = received / "abc-2.parquet"
+    kept.write_bytes(b"PAR1 rows PAR1")
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    _, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX,
+                            pair.agreement("raw-transfer", expires=future), "COMPLETED")
+    with pair.bank.store.write() as session:
+        ext = session.get(TransferExtractRow, consumer_pid)
+        assert ext is not None
+        ext.path, ext.sha256 = str(kept), "cd" * 32
+        ext.delete_by = datetime.now(UTC) - timedelta(seconds=1)
+    rounds: list[int] = []
+    real = transfer_sweep.delete_due
+
+    def first_round_fails(node: Node, now: datetime | None = None) -> list[str]:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise OSError("a disk hiccup")
+        return real(node, now)
+
+    monkeypatch.setattr(transfer_sweep, "delete_due", first_round_fails)
+    stop = transfer_sweep.keep_deleting(pair.bank, every=0.05)
+    try:
+        give_up = time.monotonic() + 20
+        while kept.exists() and time.monotonic() < give_up:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    assert not kept.exists() and len(rounds) >= 2
+    assert [e["file"] for e in _entries(pair.bank, "transfer.deleted")] == ["abc-2.parquet"]
+
 # --- every transition at the HTTP level ---------------------------------------------------------
 
 PATHS = {tp.START: "start", tp.COMPLETION: "completion", tp.SUSPENSION: "suspension",
