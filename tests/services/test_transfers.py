@@ -1047,3 +1047,73 @@ def test_a_transfer_ended_while_its_data_arrives_keeps_no_file(
     assert _received(pair) == []
     assert _entries(pair.bank, "transfer.received") == []
 
+
+
+def test_once_pulled_a_grant_cannot_be_revoked_and_its_file_waits_for_the_settlement(
+    pair: Pair,
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    revoked, cancelled = pair.request(agreement, "raw"), pair.request(agreement, "raw")
+    bank = space.member(pair.tax, BANK)
+    tokens = [str({p["name"]: p["value"] for p in body["dataAddress"]["endpointProperties"]}
+                  ["authorization"]) for _, path, body in pair.sent if path.endswith("/start")]
+    path, facts = transfers.serve_pull(pair.tax, bank, revoked, f"Bearer {tokens[0]}")
+    with pytest.raises(Conflict, match="has been pulled"):
+        transfers.end_transfer(pair.tax, revoked, reason="too late", actor="t", role="provider",
+                               transport=pair.transport)
+    assert transfers.show_transfer(pair.tax, revoked)["state"] == "STARTED" and path.exists()
+    assert transfers.settle_pull(pair.tax, revoked, sent=facts["bytes"], complete=True) == "billed"
+    assert not path.exists()
+
+    # The consumer ends its transfer while the provider streams the file: the file stays
+    # until the delivery settles (it is being read), then goes.
+    path, facts = transfers.serve_pull(pair.tax, bank, cancelled, f"Bearer {tokens[1]}")
+    _cancel(pair, cancelled)
+    assert transfers.show_transfer(pair.tax, cancelled)["state"] == "TERMINATED"
+    assert path.exists()
+    assert transfers.settle_pull(pair.tax, cancelled, sent=0, complete=False) == "settled"
+    assert not path.exists()
+    assert len(usage_service.list_usage(pair.tax, agreement_id=agreement)) == 1  # the first
+
+
+def test_a_delivery_cut_by_a_restart_after_the_consumer_ended_it_leaves_no_file(
+    pair: Pair,
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    path, _ = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
+                                   f"Bearer {_token(pair)}")
+    _cancel(pair, pid)
+    assert path.exists()  # the stream never settled: the server died
+    transfer_sweep.sweep(pair.tax)
+    assert not path.exists()
+
+
+def test_verified_data_that_cannot_be_recorded_ends_the_transfer_and_is_deleted(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import pyarrow as pa
+
+    from dataspace.errors import StoreError
+    from dataspace.services import transfer_consumer
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"person_id": ["P1", "P2"]}), buffer)
+    data = buffer.getvalue()
+    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
+                            sha=hashlib.sha256(data).hexdigest(), rows=2, size=len(data))
+
+    def store_down(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("the database is locked")
+
+    monkeypatch.setattr(transfer_consumer, "_record_received", store_down)
+    transfers.pull(pair.bank, pid, transport=pair.transport)
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "TERMINATED"
+    assert _received(pair) == []
+    [ended] = _entries(pair.bank, "transfer.terminated")
+    assert ended["code"] == "record_failed" and "database is locked" in ended["reason"][0]
+    _, path, body = pair.sent[-1]
+    assert path.endswith("/termination") and body["code"] == "record_failed"

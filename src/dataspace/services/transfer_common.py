@@ -26,6 +26,7 @@ from dataspace.contracts.messages import (
 )
 from dataspace.contracts.roles import Role
 from dataspace.errors import (
+    Conflict,
     DataspaceError,
     NotFound,
     UsageError,
@@ -151,22 +152,39 @@ def _discard(path: str | None) -> None:
         Path(path).unlink(missing_ok=True)
 
 
+def _discard_unless_streaming(ext: TransferExtractRow) -> None:
+    """Delete a provider's extract on termination, unless a pull is reading it: a pull that
+    has begun and not settled keeps its file, and :func:`settle_pull` (or the sweep after a
+    restart) deletes it."""
+    if ext.pulled_at is None or ext.settled_at is not None:
+        _discard(ext.path)
+
+
 # --- termination -------------------------------------------------------------------------------
 
 
 def _terminate_local(
-    node: Node, pid: str, *, code: str, reasons: list[str], actor: str
+    node: Node, pid: str, *, code: str, reasons: list[str], actor: str, unless_pulled: bool = False
 ) -> TransferProcessRow | None:
+    """TERMINATED here (None if it had ended already). ``unless_pulled``: a provider transfer
+    whose pull has begun is refused (Conflict) instead: its data has left."""
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
         if row.state in FINAL:
             return None
         own = Role(row.role)
-        row = cs.advance_transfer(session, pid, tp.TERMINATION, sender=own, peer=None)
         ext = _extract(session, pid)
+        if unless_pulled and own is Role.PROVIDER and ext.pulled_at is not None:
+            raise Conflict(
+                f"transfer {pid!r} has been pulled: its data left this node at "
+                f"{_aware(ext.pulled_at).isoformat(timespec='seconds')}",
+                hint="a grant can be revoked until the consumer pulls; the agreement governs "
+                "the copy it holds",
+            )
+        row = cs.advance_transfer(session, pid, tp.TERMINATION, sender=own, peer=None)
         ext.reason = ext.reason or reasons
         if own is Role.PROVIDER:
-            _discard(ext.path)
+            _discard_unless_streaming(ext)
         log.append(
             session,
             actor=actor,
@@ -193,19 +211,25 @@ def terminate(
     reasons: list[str],
     actor: str,
     transport: Transport | None = None,
-) -> None:
-    """Terminate a transfer here and tell the peer (best effort)."""
-    row = _terminate_local(node, pid, code=code, reasons=reasons, actor=actor)
-    if row is not None:
-        send_termination(
-            node,
-            TRANSFER,
-            row,
-            code=code,
-            reasons=reasons,
-            transport=transport,
-            lookup=lookup_member,
-        )
+    unless_pulled: bool = False,
+) -> bool:
+    """Terminate a transfer here and tell the peer (best effort); False if it had ended
+    already (see :func:`_terminate_local` for ``unless_pulled``)."""
+    row = _terminate_local(
+        node, pid, code=code, reasons=reasons, actor=actor, unless_pulled=unless_pulled
+    )
+    if row is None:
+        return False
+    send_termination(
+        node,
+        TRANSFER,
+        row,
+        code=code,
+        reasons=reasons,
+        transport=transport,
+        lookup=lookup_member,
+    )
+    return True
 
 
 def _send_or_fail(

@@ -174,6 +174,8 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
     try:
         with node.store.read() as session:
             row = cs.get_transfer(session, pid, peer=None)
+            if row.state != tp.TransferState.STARTED.value:
+                return  # ended (or suspended) before the pull began: nothing to fetch
             ext = session.get(TransferExtractRow, pid)
             address = DataAddress.from_json(row.data_address or {}, "$.dataAddress")
             provider, stated_sha = row.peer, ext.sha256 if ext else None
@@ -247,9 +249,14 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
     try:
         row = _record_received(node, pid, final, provider=provider, sha=sha, rows=rows,
                                actor=actor)
-    except DataspaceError:  # ended meanwhile (by this node's user or the provider): no file
+    except DataspaceError as exc:  # no record, so no file either
         _remove(final)
-        logger.warning("transfer %s ended while its data arrived; the file is deleted", pid)
+        if show_transfer(node, pid)["state"] == tp.TransferState.TERMINATED.value:
+            logger.warning("transfer %s ended while its data arrived; the file is deleted", pid)
+        else:  # suspended meanwhile, or the store failed: end it rather than leave it hanging
+            terminate(node, pid, code="record_failed",
+                      reasons=[f"the verified data could not be recorded: {exc.message}"],
+                      actor=actor, transport=transport)
         return
     message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
     target = _peer_path(node, row, "completion")

@@ -3,8 +3,10 @@
 The provider revokes a grant it gave (the extract is deleted, so the one-time token pulls
 nothing any more); the consumer cancels a request it no longer wants. Either way the process is
 TERMINATED here with the user's reason, logged (``transfer.terminated``), and the peer is sent a
-``TransferTerminationMessage``. A pull already streaming when the provider ends the transfer
-runs to its end and is metered as usual: the bytes have left.
+``TransferTerminationMessage``. Once the consumer has begun its pull the provider can no longer
+end the transfer (409): the data has left. A consumer may end its transfer at any time; a
+download it had under way is then deleted on arrival, and billed by the provider if it went
+out (see ``settle_pull``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataspace.contracts import store as cs
 from dataspace.errors import Conflict, Forbidden, UsageError
 from dataspace.services.catalog import Transport
 from dataspace.services.node import Node
-from dataspace.services.transfer_common import FINAL, terminate
+from dataspace.services.transfer_common import terminate
 from dataspace.services.transfer_views import show_transfer
 
 MAX_REASON = 500
@@ -48,16 +50,13 @@ def end_transfer(
                 f"a {role} token cannot end it",
                 hint=f"use an admin or {row.role} token",
             )
-        if row.state in FINAL:
-            raise Conflict(
-                f"transfer {pid!r} is already {row.state}",
-                hint="only a REQUESTED, STARTED or SUSPENDED transfer can be ended",
-            )
-    terminate(node, pid, code=CODE, reasons=[reason], actor=actor, transport=transport)
-    view = show_transfer(node, pid)
-    if view["state"] != "TERMINATED":  # it completed meanwhile
+    # One locked transaction decides: a transfer that ended meanwhile, or (provider) whose
+    # data has been pulled meanwhile, is refused rather than reported as ended by this user.
+    if not terminate(node, pid, code=CODE, reasons=[reason], actor=actor, transport=transport,
+                     unless_pulled=True):
+        state = show_transfer(node, pid)["state"]
         raise Conflict(
-            f"transfer {pid!r} became {view['state']} before it could be ended",
-            hint="the data had already arrived",
+            f"transfer {pid!r} is already {state}",
+            hint="only a REQUESTED, STARTED or SUSPENDED transfer can be ended",
         )
-    return view
+    return show_transfer(node, pid)

@@ -17,7 +17,14 @@ from dataspace.policy.values import Malformed, as_datetime
 from dataspace.services.catalog import Transport
 from dataspace.services.neg_common import PEER_ACTOR, Reply
 from dataspace.services.node import Node
-from dataspace.services.transfer_common import NS, _ack, _discard, _extract, _guard
+from dataspace.services.transfer_common import (
+    NS,
+    _ack,
+    _discard,
+    _discard_unless_streaming,
+    _extract,
+    _guard,
+)
 from dataspace.services.transfer_consumer import pull
 from dataspace.services.transfer_provider import bill_delivery
 
@@ -130,7 +137,7 @@ def handle_message(
                 payload.update(code=msg.code, reason=list(msg.reason or ()))
                 ext.reason = [str(r) for r in msg.reason or ()] or ext.reason
                 if own is Role.PROVIDER:
-                    _discard(ext.path)
+                    _discard_unless_streaming(ext)
             else:
                 action = "transfer.suspended"
                 payload.update(code=msg.code, reason=list(msg.reason or ()))

@@ -686,10 +686,10 @@ def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
         if complete or sent > BILLED_SHARE * total:
             outcome = "billed" if bill_delivery(node, session, row) else "settled"
         path = ext.path
+    # its one pull is over: the copy made for it goes now, not when (if ever) the consumer's
+    # completion message arrives (and also when the transfer ended while it streamed)
+    _discard(path)
     if outcome:
-        # its one pull is over: the copy made for it goes now, not when (if ever) the
-        # consumer's completion message arrives
-        _discard(path)
         return outcome
     reason = f"the connection closed after {sent} of {total} bytes; not billed"
     ended = _terminate_local(node, pid, code="delivery_broken", reasons=[reason],

@@ -37,6 +37,7 @@ from dataspace.services.transfer_common import (
     EXTRACT_DIR,
     RECEIVED_DIR,
     _aware,
+    _discard,
     _terminate_local,
 )
 from dataspace.services.transfer_provider import billed_clause
@@ -84,7 +85,10 @@ def interrupted_deliveries(node: Node) -> list[str]:
         now = datetime.now(UTC)
         for ext in rows:
             ext.settled_at = now
-        return [ext.id for ext in rows]
+        ended = [(ext.id, ext.path) for ext in rows]
+    for _, path in ended:  # the delivery is over: its copy goes (a terminated one kept it)
+        _discard(path)
+    return [pid for pid, _ in ended]
 
 
 def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
