@@ -173,6 +173,23 @@ def test_temp_dir_is_private_and_wiped(people_parquet: Path, limits: SandboxLimi
     assert all({p.name for p in d.iterdir()} <= {sb.LOCK_MARKER} for d in root.iterdir())
 
 
+
+def test_a_spare_worker_whose_temp_dir_was_removed_is_not_used(
+    people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
+) -> None:
+    """A /tmp cleaner (or an operator) may remove the waiting spare's dir: the next query
+    must still run, on a fresh worker."""
+    count = check_query("SELECT count(*) AS n FROM people", policy)
+    assert run_query(people_parquet, "people", count, limits).table.to_pylist() == [{"n": 55}]
+    sb.settle()  # the spare for the next job is ready
+    spares = [d for d in Path(str(limits.temp_root)).iterdir() if d.is_dir()]
+    assert spares
+    for spare in spares:
+        for child in spare.iterdir():
+            child.unlink()
+        spare.rmdir()
+    assert run_query(people_parquet, "people", count, limits).table.to_pylist() == [{"n": 55}]
+
 def test_worker_crash_is_reported_and_the_next_query_works(
     people_parquet: Path, policy: SqlPolicy, limits: SandboxLimits
 ) -> None:

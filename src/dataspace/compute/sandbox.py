@@ -521,7 +521,10 @@ def _take_worker(limits: SandboxLimits) -> _Worker:
     with _lock:
         spare, _spare = _spare, None
     if spare is not None:
-        if spare.limits == limits and spare.zygote.alive() and not _has_news(spare.conn):
+        usable = spare.zygote.alive() and not _has_news(spare.conn)
+        # a temp dir removed while the spare waited (a /tmp cleaner, an operator) would fail
+        # the job it is given
+        if usable and spare.limits == limits and Path(spare.temp_dir).is_dir():
             return spare
         spare.finish()
     return _Worker(limits)
