@@ -110,11 +110,29 @@ def _entries(node: Node, action: str) -> list[dict[str, Any]]:
     return [r["payload"] for r in rows if r["entry"]["action"] == action]
 
 
+def _tokens(pair: Pair) -> list[str]:
+    """The pull tokens of the start messages sent so far, in order."""
+    tokens = []
+    for _, path, body in pair.sent:
+        if path.endswith("/start"):
+            validate(body, "TransferStartMessage")
+            props = {p["name"]: p["value"] for p in body["dataAddress"]["endpointProperties"]}
+            tokens.append(str(props["authorization"]))
+    return tokens
+
+
 def _token(pair: Pair) -> str:
-    start = next(body for _, path, body in pair.sent if path.endswith("/start"))
-    validate(start, "TransferStartMessage")
-    props = {p["name"]: p["value"] for p in start["dataAddress"]["endpointProperties"]}
-    return str(props["authorization"])
+    return _tokens(pair)[0]
+
+
+def _parquet_bytes(**columns: list[Any]) -> bytes:
+    import io
+
+    import pyarrow as pa
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
 
 
 # --- the provider's decision -------------------------------------------------------------------
@@ -1025,13 +1043,7 @@ def test_a_transfer_ended_while_its_data_arrives_keeps_no_file(
 ) -> None:
     """The consumer's user ends the transfer while the pull streams: the download verifies, but
     the transfer is TERMINATED, so the file is deleted rather than kept without a record."""
-    import io
-
-    import pyarrow as pa
-
-    buffer = io.BytesIO()
-    pq.write_table(pa.table({"person_id": [f"P{n:05d}" for n in range(12)]}), buffer)
-    data = buffer.getvalue()
+    data = _parquet_bytes(person_id=[f"P{n:05d}" for n in range(12)])
     pid_box: list[str] = []
 
     def serve_and_end_meanwhile(request: httpx.Request) -> httpx.Response:
@@ -1056,8 +1068,7 @@ def test_once_pulled_a_grant_cannot_be_revoked_and_its_file_waits_for_the_settle
     agreement = pair.agreement("raw-transfer", expires=future)
     revoked, cancelled = pair.request(agreement, "raw"), pair.request(agreement, "raw")
     bank = space.member(pair.tax, BANK)
-    tokens = [str({p["name"]: p["value"] for p in body["dataAddress"]["endpointProperties"]}
-                  ["authorization"]) for _, path, body in pair.sent if path.endswith("/start")]
+    tokens = _tokens(pair)
     path, facts = transfers.serve_pull(pair.tax, bank, revoked, f"Bearer {tokens[0]}")
     with pytest.raises(Conflict, match="has been pulled"):
         transfers.end_transfer(pair.tax, revoked, reason="too late", actor="t", role="provider",
@@ -1093,16 +1104,10 @@ def test_a_delivery_cut_by_a_restart_after_the_consumer_ended_it_leaves_no_file(
 def test_verified_data_that_cannot_be_recorded_ends_the_transfer_and_is_deleted(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import io
-
-    import pyarrow as pa
-
     from dataspace.errors import StoreError
     from dataspace.services import transfer_consumer
 
-    buffer = io.BytesIO()
-    pq.write_table(pa.table({"person_id": ["P1", "P2"]}), buffer)
-    data = buffer.getvalue()
+    data = _parquet_bytes(person_id=["P1", "P2"])
     pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
                             sha=hashlib.sha256(data).hexdigest(), rows=2, size=len(data))
 

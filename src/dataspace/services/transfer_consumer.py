@@ -34,7 +34,7 @@ from dataspace.services.catalog import DSP_PATH, Transport, deliver
 from dataspace.services.dsp_process import take_provider_pid, wait_until_final
 from dataspace.services.neg_common import callback_address, lookup_member
 from dataspace.services.neg_consumer import catch_up
-from dataspace.services.node import Node, default_actor
+from dataspace.services.node import NODE_DIR_MODE, Node, default_actor
 from dataspace.services.transfer_common import (
     FINAL,
     RECEIVED_DIR,
@@ -190,7 +190,7 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
                 path="$.dataAddress.endpoint",
             )
         folder = node.root / RECEIVED_DIR
-        folder.mkdir(mode=0o700, exist_ok=True)  # received data is this node's alone
+        folder.mkdir(mode=NODE_DIR_MODE, exist_ok=True)  # received data is this node's alone
         tmp = folder / f".{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         cap = int(node.limits["transfer_max_mb"]) * 1024 * 1024

@@ -48,7 +48,7 @@ from dataspace.services import pseudonymize as ps
 from dataspace.services.catalog import Transport
 from dataspace.services.dsp_process import check_new_process
 from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
-from dataspace.services.node import Node
+from dataspace.services.node import NODE_DIR_MODE, Node
 from dataspace.services.transfer_common import (
     EXTRACT_DIR,
     HTTP_ENDPOINT,
@@ -573,7 +573,7 @@ def _write_extract(
 ) -> tuple[Path, str, int, int]:
     """Stream the allowed columns (pseudonymized where asked) into a Parquet file."""
     folder = node.root / EXTRACT_DIR
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.mkdir(mode=NODE_DIR_MODE, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.parquet"
     key = None
     if targets:

@@ -27,7 +27,8 @@ class TransferRequest(BaseModel):
 
 
 class TransferEnd(BaseModel):
-    reason: str = Field(min_length=1, max_length=500, description="why; the peer is told")
+    reason: str = Field(min_length=1, max_length=transfers.MAX_REASON,
+                        description="why; the peer is told")
 
 
 @router.post("", status_code=201,
