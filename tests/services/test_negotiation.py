@@ -343,6 +343,28 @@ def test_manual_reject_terminates_both_sides_with_the_reason(pair: Pair) -> None
     assert pair.provider_view(view)["state"] == "TERMINATED"
 
 
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501], ids=["empty", "blank", "too-long"])
+def test_ending_a_request_needs_a_reason_and_a_refusal_changes_nothing(
+    pair: Pair, reason: str
+) -> None:
+    manual = offers.create(pair.tax, "tax-records", actor="t", template="aggregate-only",
+                           params={"purposes": "finance"})
+    view = pair.request(offer=manual["id"])
+    logged = {n.name: actions(n) for n in (pair.tax, pair.bank)}
+    with pytest.raises(UsageError, match="rejecting a request needs a reason of 1 to 500"):
+        ng.reject(pair.tax, view["provider_pid"], reason=reason, actor="cli:boss",
+                  transport=pair.transport)
+    with pytest.raises(UsageError, match="withdrawing a request needs a reason of 1 to 500"):
+        ng.withdraw(pair.bank, view["id"], reason=reason, actor="cli:analyst",
+                    transport=pair.transport)
+    assert ng.show_contract(pair.bank, view["id"])["state"] == "REQUESTED"
+    assert pair.provider_view(view)["state"] == "REQUESTED"
+    assert {n.name: actions(n) for n in (pair.tax, pair.bank)} == logged
+    ng.reject(pair.tax, view["provider_pid"], reason="  not this quarter\n", actor="cli:boss",
+              transport=pair.transport)
+    assert ng.show_contract(pair.bank, view["id"])["reason"] == ["rejected: not this quarter"]
+
+
 def test_approving_twice_is_an_illegal_transition(pair: Pair) -> None:
     from dataspace.contracts import IllegalTransition
 

@@ -55,6 +55,7 @@ from dataspace.services.neg_common import (
 from dataspace.services.neg_terms import with_purpose
 from dataspace.services.neg_views import show_contract
 from dataspace.services.node import Node
+from dataspace.services.reasons import checked_reason
 from dataspace.store.models_contracts import (
     ContractNegotiationRow,
 )
@@ -198,6 +199,7 @@ def withdraw(
     """Consumer user: withdraw a request before the provider agrees (`contract withdraw`); the
     provider receives the reason, and an agreement it signs later is refused. Once this node
     has countersigned (VERIFIED, FINALIZED) the contract stands: there is nothing to withdraw."""
+    reason = checked_reason(reason, ending="withdrawing a request")
     with node.store.read() as session:
         row = cs.get_negotiation(session, pid, peer=None)
         if row.role != Role.CONSUMER.value:

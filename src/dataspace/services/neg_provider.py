@@ -58,6 +58,7 @@ from dataspace.services.neg_common import (
 from dataspace.services.neg_terms import provisional_decision, split_purpose
 from dataspace.services.neg_views import show_contract
 from dataspace.services.node import Node
+from dataspace.services.reasons import checked_reason
 from dataspace.store.models_contracts import (
     ContractNegotiationRow,
     OfferRow,
@@ -325,6 +326,7 @@ def reject(
 ) -> dict[str, Any]:
     """Provider user: refuse a negotiation (`contract reject --reason`); one that has ended
     (FINALIZED, TERMINATED) cannot be rejected any more (IllegalTransition, 400)."""
+    reason = checked_reason(reason, ending="rejecting a request")
     with node.store.read() as session:
         row = cs.get_negotiation(session, pid, peer=None)
         _require_provider(row, pid, hint="a consumer withdraws a request: `contract withdraw`")

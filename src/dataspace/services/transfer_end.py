@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from dataspace.contracts import store as cs
-from dataspace.errors import Conflict, Forbidden, UsageError
+from dataspace.errors import Conflict, Forbidden
 from dataspace.services.catalog import Transport
 from dataspace.services.node import Node
+from dataspace.services.reasons import MAX_REASON as MAX_REASON
+from dataspace.services.reasons import checked_reason
 from dataspace.services.transfer_common import terminate
 from dataspace.services.transfer_views import show_transfer
 
-MAX_REASON = 500
 CODE = "ended_by_user"
 
 
@@ -36,12 +37,7 @@ def end_transfer(
     """Terminate transfer ``pid`` with ``reason``; ``role`` is the caller's API role (None for
     the local CLI): a provider token ends only this node's provider transfers, a consumer
     token only its consumer transfers, an admin token either."""
-    reason = reason.strip()
-    if not reason or len(reason) > MAX_REASON:
-        raise UsageError(
-            f"a termination needs a reason of 1 to {MAX_REASON} characters",
-            hint="say why, e.g. --reason 'agreement under review'",
-        )
+    reason = checked_reason(reason, ending="ending a transfer")
     with node.store.read() as session:
         row = cs.get_transfer(session, pid, peer=None)
         if role not in (None, "admin", row.role):

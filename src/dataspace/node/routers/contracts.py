@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
 from dataspace.services import catalog, negotiation
 from dataspace.services.node import Node
+from dataspace.services.reasons import MAX_REASON
 from dataspace.services.tokens import TokenInfo
 
 router = APIRouter(tags=["contracts"])
@@ -27,7 +28,7 @@ class ContractRequest(BaseModel):
 
 
 class Rejection(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
 
 
 @router.get("/peers/{peer}/catalog", summary="A peer's DSP catalog, fetched by this node")
