@@ -13,6 +13,8 @@ from dataspace.scenarios.runner import Report, run
 from dataspace.scenarios.sectors import commerce
 from dataspace.scenarios.sectors.vertical import evaluator_split
 
+from .conftest import assert_steps_follow_the_ordering
+
 
 @pytest.fixture(scope="module")
 def report() -> Report:
@@ -27,15 +29,17 @@ def test_fused_beats_brand_only_on_the_held_out_store_skus(report: Report) -> No
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
+    assert_steps_follow_the_ordering(m)
     brand, retailed, fused = (
         m.estimate(v) for v in ("brand only", "brand + retailer", "brand + retailer + logistics")
     )
     assert brand.value < retailed.value and brand.value < fused.value
     assert brand.n == retailed.n == fused.n  # the same held-out store-SKUs
     assert brand.high < fused.low  # the CIs over both seeds do not overlap
-    lift = m.estimate("lift: brand + retailer + logistics − brand only")
+    lift = m.estimate("step: brand only → brand + retailer + logistics")
     assert lift.value == pytest.approx(fused.value - brand.value)
     assert lift.low > 0, lift  # the paired 95% CI of the lift excludes 0
+    assert m.steps_significant, m.steps  # brand + retailer's step too
     # The brand-only baseline is the training job's own: trained at home on the job's rows with
     # its schedule, it scores the job's validation rows exactly as the job's own baseline did.
     assert all(r["baseline_gap"] < 1e-9 for r in report.released)
@@ -76,7 +80,7 @@ def test_an_irrelevant_party_shows_no_lift(report: Report) -> None:
     m = report.metric
     lift = m.estimate(commerce.CONTROL_LIFT)
     assert lift.low <= 0, lift  # no significant lift over brand only on the same rows
-    assert lift.value < m.estimate("lift: brand + retailer + logistics − brand only").low
+    assert lift.value < m.estimate("step: brand only → brand + retailer + logistics").low
     control = next(c for c in m.controls if c.name.startswith("irrelevant party"))
     assert control.passed and "covers 0" in control.observed, control
     # Its baseline is brand only fitted on the control job's own rows, not the fused job's.

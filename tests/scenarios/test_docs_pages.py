@@ -36,3 +36,33 @@ def test_demo_list_prints_one_line_per_scenario() -> None:
     result = CliRunner().invoke(app, ["demo", "--list"])
     assert result.exit_code == 0
     assert len(result.output.strip().splitlines()) == len(scenarios.names())
+
+
+def test_rewriting_the_index_keeps_hand_written_status_notes(tmp_path: Path) -> None:
+    from dataspace.scenarios.docs import READING, write_index
+
+    write_index(tmp_path)  # no index yet: every status is the default
+    text = (tmp_path / "index.md").read_text(encoding="utf-8")
+    assert READING in text and text.count("| runs now |") == len(scenarios.names())
+    note = "runs now (a note; `with code`)"
+    (tmp_path / "index.md").write_text(text.replace("| runs now |", f"| {note} |", 1),
+                                       encoding="utf-8")
+    write_index(tmp_path)
+    again = (tmp_path / "index.md").read_text(encoding="utf-8")
+    assert f"({scenarios.names()[0]}.md)" in again.split(note)[0]  # kept, on its own row
+    assert again.count("| runs now |") == len(scenarios.names()) - 1
+
+
+def test_the_committed_index_says_how_to_read_a_result() -> None:
+    from dataspace.scenarios.docs import READING
+
+    assert READING in (DOCS / "index.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", [s.name for s in scenarios.all() if s.public_data])
+def test_a_scenario_with_public_data_documents_that_run_too(name: str) -> None:
+    from dataspace.scenarios import public
+
+    text = (DOCS / f"{name}.md").read_text(encoding="utf-8")
+    real = text.split(f"## Real public data (`dataspace demo {name} --data public`)")[1]
+    assert public.about(name) in real and "(real data: scikit-learn" in real

@@ -13,6 +13,8 @@ from dataspace.scenarios.runner import Report, run
 from dataspace.scenarios.sectors import finance
 from dataspace.scenarios.sectors.vertical import evaluator_split
 
+from .conftest import assert_steps_follow_the_ordering
+
 
 @pytest.fixture(scope="module")
 def report() -> Report:
@@ -27,6 +29,7 @@ def test_fused_beats_bank_only_in_auc_and_ks_on_the_held_out_firms(report: Repor
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
+    assert_steps_follow_the_ordering(m)
     for metric in ("AUC", "KS"):
         alone, fused = (
             m.estimate(f"bank only · {metric}"),
@@ -51,6 +54,7 @@ def test_each_step_adds_on_the_same_held_out_firms(report: Report) -> None:
     # step's AUC lift excludes 0 in 75 and the grid's in 79; the tax step's KS lift only in 48.)
     m = report.metric
     assert m.ordering_holds, m
+    assert_steps_follow_the_ordering(m)
     for metric in ("AUC", "KS"):
         alone, taxed, fused = (
             m.estimate(f"{v} · {metric}") for v in ("bank only", "bank + tax", "bank + tax + grid")
@@ -58,14 +62,15 @@ def test_each_step_adds_on_the_same_held_out_firms(report: Report) -> None:
         assert alone.value < taxed.value < fused.value
         assert alone.n == taxed.n == fused.n
         for name, high, low in (
-            ("bank + tax − bank only", taxed, alone),
-            ("fused − bank + tax", fused, taxed),
+            ("bank only → bank + tax", taxed, alone),
+            ("bank + tax → bank + tax + grid", fused, taxed),
         ):
-            lift = m.estimate(f"lift: {name} · {metric}")
+            lift = m.estimate(f"step: {name} · {metric}")
             assert lift.n == fused.n
             assert lift.value == pytest.approx(high.value - low.value)
             if metric == "AUC":
                 assert lift.low > 0, lift  # the paired 95% CI of the step's lift excludes 0
+    assert len(m.steps) == 4  # the two steps in AUC and in KS: what the ordering claims
     for r in report.released:
         # the population: the held-out firms all three models scored, i.e. the fused model's
         assert r["evaluated"] == r["scored"] < r["tax_scored"]

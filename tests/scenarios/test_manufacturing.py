@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataspace import scenarios
 from dataspace.scenarios.runner import run
 
+from .conftest import assert_steps_follow_the_ordering
+
 
 def test_manufacturing_federated_beats_alone_but_not_under_concept_shift() -> None:
     report = run(scenarios.get("manufacturing"), size="small", seed=1, show_progress=False)
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
+    assert_steps_follow_the_ordering(m)
     assert m.estimate("plant-a alone").value < m.estimate("plant-a federated").value
     shift = m.controls[0]
     assert shift.passed, shift

@@ -6,6 +6,8 @@ import pytest
 
 from dataspace import scenarios
 
+from .conftest import assert_steps_follow_the_ordering
+
 # weather, carbon, health and agriculture run in test_sector_runs.py (with their own checks)
 COVERED = ("weather", "carbon", "health", "agriculture")
 # Scenarios with a test file of their own (test_<name>.py) are not run twice.
@@ -23,6 +25,7 @@ def test_scenario_runs_and_shows_its_documented_ordering(name: str, tmp_path: ob
 
     report = run(scenarios.get(name), size="small", seed=1, seeds=1, show_progress=False)
     assert report.metric.ordering_holds, report.metric
+    assert_steps_follow_the_ordering(report.metric)
     assert all(c.passed for c in report.metric.controls), report.metric.controls
     # No raw row crossed nodes: no transfer entry in any node's ledger.
     assert report.row_transfers == []

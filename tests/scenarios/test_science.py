@@ -7,12 +7,15 @@ from __future__ import annotations
 from dataspace import scenarios
 from dataspace.scenarios.runner import run
 
+from .conftest import assert_steps_follow_the_ordering
+
 
 def test_science_federated_beats_alone_on_mean_auc_pr_and_no_raw_row_crossed() -> None:
     report = run(scenarios.get("science"), size="small", seed=1, show_progress=False)
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
+    assert_steps_follow_the_ordering(m)
     labs = ("lab-a", "lab-b", "lab-c")
     alone = sum(m.estimate(f"{lab} alone").value for lab in labs) / 3
     fed = sum(m.estimate(f"{lab} federated").value for lab in labs) / 3

@@ -5,6 +5,7 @@ rail-only vs fused, on an evaluator split of waybills made before PSI."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -47,6 +48,12 @@ def test_fused_beats_rail_only_on_the_held_out_waybills(report: Report) -> None:
     cut = m.estimate("MAE reduction: rail only − rail + port + trucking (VFL)")
     assert cut.value == pytest.approx(rail.value - fused.value)
     assert cut.low > 0, cut  # the paired 95% CI of the MAE reduction excludes 0
+    # each link of the chain, as the MAE the better variant saves over the one before it
+    chain = [transport.ALONE, transport.SQL, transport.PORTED, transport.FUSED]
+    for (a, b), step in zip(itertools.pairwise(chain), m.steps, strict=True):
+        assert step.variant == f"step: {a} → {b}"
+        assert step.value == pytest.approx(m.estimate(a).value - m.estimate(b).value)
+    assert m.steps_significant, m.steps
     # The rail-only baseline is the training job's own: fitted at home on the job's rows with
     # its schedule, it predicts the job's validation rows exactly as the job's own baseline did.
     assert all(r["baseline_gap"] < 1e-6 for r in report.released)

@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataspace import scenarios
 from dataspace.scenarios.runner import run
 
+from .conftest import assert_steps_follow_the_ordering
+
 
 def test_urban_power_rule_is_beaten_and_only_flags_and_dp_counts_leave() -> None:
     report = run(scenarios.get("urban"), size="small", seed=1, show_progress=False)
     m = report.metric
     assert m.ordering_holds, m
+    assert_steps_follow_the_ordering(m)
     rule = m.estimate("fixed rule (power low 2 days)").value
     assert rule < m.estimate("anomaly model (power + water)").value
     assert rule < m.estimate("fixed rule (power or water low 2 days)").value

@@ -12,7 +12,8 @@ What a scenario may touch:
 * ``flow`` sees only what the consumer's node holds: its own tables, the results the platform
   released to it (PSI matches, governed SQL and DP answers, secure sums, transfers).
 * ``metric`` compares the party-only baseline with the fused result on the evaluator's held-out
-  entities, same population, same model family and tuning budget, with a bootstrap CI.
+  entities, same population, same model family and tuning budget, with a bootstrap CI, and
+  reports each step its ordering claims as a paired gain (``MetricResult.steps``).
 """
 
 from __future__ import annotations
@@ -121,6 +122,13 @@ class Estimate:
     n: int
 
 
+def signed(x: float) -> str:
+    """``x`` with its sign and three decimals, or two significant digits when those three would
+    show a value that is not 0 as 0 (a CI bound just above 0 must not read "+0.000")."""
+    text = f"{x:+.3f}"
+    return f"{x:+.2g}" if x != 0 and float(text) == 0 else text
+
+
 @dataclass(frozen=True)
 class Control:
     """A negative control: what it tests, what was expected, what happened."""
@@ -143,9 +151,36 @@ class MetricResult:
     seeds: list[int]
     extra: dict[str, str] = field(default_factory=dict)
     controls: list[Control] = field(default_factory=list)
+    # Each gain the ordering claims, as the improvement from one variant to the next
+    # (positive = better, whichever way the metric runs) with a paired 95% CI: both variants
+    # scored on the same resamples, so the CI is of the difference, not of two overlapping bars.
+    steps: list[Estimate] = field(default_factory=list)
+
+    @property
+    def steps_significant(self) -> bool:
+        """Every claimed gain's paired 95% CI lies wholly above 0 (False when none is given)."""
+        return bool(self.steps) and all(s.low > 0 for s in self.steps)
+
+    def significance(self) -> str:
+        """One line on the claimed gains: all significant, or which are not at this size."""
+        if not self.steps:
+            return "no paired steps reported"
+        weak = [s for s in self.steps if s.low <= 0]
+        if not weak:
+            which = (
+                "the claimed step is" if len(self.steps) == 1
+                else f"all {len(self.steps)} claimed steps are"
+            )
+            return f"{which} significant (paired 95% CI above 0)"
+        return (
+            f"{len(weak)} of {len(self.steps)} claimed steps not significant at this size "
+            "(paired 95% CI reaches 0): "
+            + "; ".join(f"{s.variant} {signed(s.value)} [{signed(s.low)}, {signed(s.high)}]"
+                        for s in weak)
+        )
 
     def estimate(self, variant: str) -> Estimate:
-        return next(e for e in self.estimates if e.variant == variant)
+        return next(e for e in (*self.estimates, *self.steps) if e.variant == variant)
 
 
 class Scenario(ABC):

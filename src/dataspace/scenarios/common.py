@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,6 +45,45 @@ def estimates(
     for i, (name, stat) in enumerate(variants.items()):
         lo, hi = bootstrap_ci(stat, n, strata=strata, seed=seed + i)
         out.append(Estimate(name, float(stat(idx)), lo, hi, counts or n))
+    return out
+
+
+# Resamples behind a claimed step's CI. Its endpoints are the 2.5th and 97.5th percentiles of
+# the resampled gains; their Monte Carlo error, sqrt(p(1 − p)/B)/φ(1.96) standard errors, is
+# 0.15 at B = 300 and 0.06 at 2000 — small against a gain that has to clear 0.
+STEP_REPS = 2000
+
+
+def step_name(worse: str, better: str) -> str:
+    return f"step: {worse} → {better}"
+
+
+def paired_steps(
+    stats: Mapping[str, Callable[[np.ndarray], float]],
+    steps: Sequence[tuple[str, str]],
+    n: int,
+    strata: Sequence[int],
+    *,
+    seed: int,
+    lower_is_better: bool,
+    reps: int = STEP_REPS,
+) -> list[Estimate]:
+    """The improvement of each claimed step (worse variant, better variant), positive = better,
+    with a stratified-bootstrap 95% CI of the difference: both statistics on the same resampled
+    entities, so what the two variants share (the entities drawn) cancels."""
+    sign = -1.0 if lower_is_better else 1.0
+    out = []
+    for worse, better in steps:
+
+        def gain(
+            idx: np.ndarray,
+            a: Callable[[np.ndarray], float] = stats[worse],
+            b: Callable[[np.ndarray], float] = stats[better],
+        ) -> float:
+            return sign * (b(idx) - a(idx))
+
+        lo, hi = bootstrap_ci(gain, n, strata=strata, reps=reps, seed=seed)
+        out.append(Estimate(step_name(worse, better), gain(np.arange(n)), lo, hi, n))
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from dataspace.scenarios.base import signed
 from dataspace.scenarios.runner import Report
 
 
@@ -42,7 +43,18 @@ def render(report: Report, console: Console, *, keep: bool = False) -> None:
     for e in m.estimates:
         t.add_row(e.variant, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", str(e.n))
     console.print(t)
-    console.print(f"ordering {m.ordering}: {'holds' if m.ordering_holds else 'DOES NOT HOLD'}")
+    if m.steps:
+        t = Table(title="Each claimed step: the gain (positive = better), paired over the same "
+                  "resamples")
+        for c in ("step", "gain", "95% CI", "n"):
+            t.add_column(c)
+        for e in m.steps:
+            t.add_row(e.variant, signed(e.value), f"[{signed(e.low)}, {signed(e.high)}]",
+                      str(e.n))
+        console.print(t)
+    console.print(f"ordering {m.ordering}: "
+                  f"{'holds' if m.ordering_holds else 'DOES NOT HOLD'} on the point estimates")
+    console.print(m.significance())
     for k, v in m.extra.items():
         console.print(f"{k}: {v}")
     for ctl in m.controls:

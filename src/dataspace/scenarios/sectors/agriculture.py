@@ -44,6 +44,7 @@ from dataspace.scenarios.common import (
     fit_logistic,
     ordered,
     overlap_mask,
+    paired_steps,
     rng_for,
 )
 from dataspace.scenarios.stats import label_copy_flags
@@ -463,14 +464,19 @@ class ResidueSampling(Scenario):
 
             return stat
 
-        est = estimates({k: hit_rate(k) for k in scores}, len(y), strata, seed=runs[0][0])
+        stats = {k: hit_rate(k) for k in scores}
+        est = estimates(stats, len(y), strata, seed=runs[0][0])
         values = [e.value for e in est]
+        random_, rule, psi, _ = scores
+        steps = paired_steps(stats, [(random_, rule), (rule, psi)], len(y), strata,
+                             seed=runs[0][0], lower_is_better=False)
         return MetricResult(
             metric="over-limit hit rate of the top 10% sampled (evaluation lots)",
             lower_is_better=False,
             estimates=est,
             ordering="random < rule < PSI ≤ PSI + governed SQL",
             ordering_holds=ordered(values[:3], False) and values[3] >= values[2],
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra={
                 "base rate (over-limit share)": f"{y.mean():.3f}",

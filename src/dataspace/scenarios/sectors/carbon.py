@@ -24,6 +24,7 @@ product's own primary data, not from primary data lifting every product's level.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import estimates, ordered, rng_for
+from dataspace.scenarios.common import estimates, ordered, paired_steps, rng_for
 
 VERSION = "carbon-pcf/1"
 BRAND = "brand"
@@ -216,7 +217,11 @@ class CarbonFootprint(Scenario):
         def mape(k: str) -> Any:
             return lambda idx: float(arrays[k][idx].mean())
 
-        est = estimates({names[k]: mape(k) for k in names}, len(strata), strata, seed=runs[0][0])
+        stats = {names[k]: mape(k) for k in names}
+        est = estimates(stats, len(strata), strata, seed=runs[0][0])
+        chain = list(stats)
+        steps = paired_steps(stats, list(itertools.pairwise(chain)), len(strata), strata,
+                             seed=runs[0][0], lower_is_better=True)
         gap = max(sum_gap)
         placebo_mape = float(np.mean(placebo))
         secondary_mape = float(arrays["secondary"].mean())
@@ -226,6 +231,7 @@ class CarbonFootprint(Scenario):
             estimates=est,
             ordering="primary (5 suppliers) < primary (2) + secondary < secondary factors",
             ordering_holds=ordered([e.value for e in est], True),
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra={
                 "products": str(len(strata)),

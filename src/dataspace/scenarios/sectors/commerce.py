@@ -70,7 +70,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import overlap_mask, rng_for
+from dataspace.scenarios.common import STEP_REPS, overlap_mask, rng_for, step_name
 from dataspace.scenarios.sectors.vertical import (
     Runs,
     evaluator_tables,
@@ -298,12 +298,13 @@ class StockOut(Scenario):
         if leaks:
             raise ScenarioError(f"{len(leaks)} scored store-SKUs are not the held-out ones")
 
-        def est(variant: str, base: str | None = None, name: str = "") -> Estimate:
-            value, low, high, n = held_out_estimate(groups, auc, variant, base)
+        def est(variant: str, base: str | None = None, name: str = "", reps: int = 300
+                ) -> Estimate:
+            value, low, high, n = held_out_estimate(groups, auc, variant, base, reps=reps)
             return Estimate(name or variant, value, low, high, n)
 
         estimates = [est(v) for v in (ALONE, RETAILED, FUSED)]
-        estimates += [est(v, ALONE, f"lift: {v} − {ALONE}") for v in (RETAILED, FUSED)]
+        steps = [est(v, ALONE, step_name(ALONE, v), STEP_REPS) for v in (RETAILED, FUSED)]
         value = {e.variant: e.value for e in estimates}
         holds = value[ALONE] < value[RETAILED] and value[ALONE] < value[FUSED]
         lift, irrelevant = irrelevant_party_control(
@@ -346,6 +347,7 @@ class StockOut(Scenario):
             estimates=estimates,
             ordering="brand only < brand + retailer, brand only < brand + retailer + logistics",
             ordering_holds=holds,
+            steps=steps,
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[

@@ -29,7 +29,14 @@ import pyarrow as pa
 
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec, Party, Scenario
-from dataspace.scenarios.common import ENTITIES, estimates, ordered, overlap_mask, rng_for
+from dataspace.scenarios.common import (
+    ENTITIES,
+    estimates,
+    ordered,
+    overlap_mask,
+    paired_steps,
+    rng_for,
+)
 from dataspace.scenarios.stats import label_copy_flags, where_zero
 
 VERSION = "emergency-halt/2"
@@ -260,9 +267,12 @@ class EmergencyHalt(Scenario):
                 return float(np.mean(vals))
             return stat
 
-        est = estimates({k: precision_at_k(k) for k in scores}, len(y), strata,
-                        seed=runs[0][0])
+        stats = {k: precision_at_k(k) for k in scores}
+        est = estimates(stats, len(y), strata, seed=runs[0][0])
         values = [e.value for e in est]
+        random_, rule, psi, _ = scores
+        steps = paired_steps(stats, [(random_, rule), (rule, psi)], len(y), strata,
+                             seed=runs[0][0], lower_is_better=False)
         [lift] = estimates({PLACEBO: precision_at_k("placebo", less_base_rate=True)}, len(y),
                            strata, seed=runs[0][0] + 17)
         est.append(lift)
@@ -273,6 +283,7 @@ class EmergencyHalt(Scenario):
             estimates=est,
             ordering="random < rule < PSI ≤ PSI + governed SQL",
             ordering_holds=ordered(values[:3], False) and values[3] >= values[2],
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra={"base rate": f"{y.mean():.2f}", "evaluation plants": str(len(y))},
             controls=[Control("placebo PSI: the same plants' weeks before their order",

@@ -73,7 +73,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import overlap_mask, rng_for
+from dataspace.scenarios.common import STEP_REPS, overlap_mask, rng_for, step_name
 from dataspace.scenarios.sectors.vertical import (
     Group,
     Runs,
@@ -407,10 +407,14 @@ class SmeCredit(Scenario):
             n = len(leaks) + len(control_leaks)
             raise ScenarioError(f"{n} scored firms are not the evaluator's held-out firms")
         estimates: list[Estimate] = []
+        steps: list[Estimate] = []
         for m in METRICS:
             estimates += [held_out(main, m, v) for v in (ALONE, TAXED, FUSED)]
-            estimates += [held_out(main, m, a, b, f"lift: {text} · {m}") for a, b, text in STEPS]
             estimates.append(held_out(main, m, FUSED, ALONE, f"lift: fused − bank only · {m}"))
+            steps += [
+                held_out(main, m, b, a, f"{step_name(a, b)} · {m}", reps=STEP_REPS)
+                for b, a, _ in STEPS
+            ]
         controls = [
             held_out(ctl, m, CONTROL, ALONE, f"control lift: + ad vendor · {m}") for m in METRICS
         ]
@@ -467,6 +471,7 @@ class SmeCredit(Scenario):
             estimates=estimates,
             ordering="bank only < bank + tax < bank + tax + grid (AUC and KS)",
             ordering_holds=holds,
+            steps=steps,
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[
@@ -497,10 +502,16 @@ class SmeCredit(Scenario):
 
 
 def held_out(
-    groups: list[Group], metric: str, variant: str, base: str | None = None, name: str = ""
+    groups: list[Group],
+    metric: str,
+    variant: str,
+    base: str | None = None,
+    name: str = "",
+    *,
+    reps: int = 300,
 ) -> Estimate:
     """``metric`` of ``variant`` (minus ``base``'s, paired) on the evaluator's held-out firms."""
-    value, low, high, n = held_out_estimate(groups, METRICS[metric], variant, base)
+    value, low, high, n = held_out_estimate(groups, METRICS[metric], variant, base, reps=reps)
     return Estimate(name or f"{variant} · {metric}", value, low, high, n)
 
 

@@ -29,6 +29,7 @@ recognition saves, not a statistical prediction.
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -37,7 +38,7 @@ import pyarrow as pa
 
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec, Party, Scenario
-from dataspace.scenarios.common import estimates, ordered, overlap_mask, rng_for
+from dataspace.scenarios.common import estimates, ordered, overlap_mask, paired_steps, rng_for
 
 VERSION = "health-recognition/1"
 HOSP_A, HOSP_B, HOSP_C = "hospital-a", "hospital-b", "hospital-c"
@@ -363,7 +364,10 @@ class TestRecognition(Scenario):
         def per100(k: str) -> Any:
             return lambda idx: float(arrays[k][idx].mean() * 100)
 
-        est = estimates({k: per100(k) for k in variants}, len(strata), strata, seed=runs[0][0])
+        stats = {k: per100(k) for k in variants}
+        est = estimates(stats, len(strata), strata, seed=runs[0][0])
+        steps = paired_steps(stats, list(itertools.pairwise(variants)), len(strata), strata,
+                             seed=runs[0][0], lower_is_better=False)
         extra = {f"avoidable repeats found, {k}": f"{found[k]} of {avoidable}" for k in variants}
         extra |= {f"net cost saved, {k}": f"{saved[k]:.0f} CNY" for k in variants}
         extra["DP counts per test at ε = 1 (median relative error)"] = (
@@ -375,6 +379,7 @@ class TestRecognition(Scenario):
             estimates=est,
             ordering="A alone < A + B < A + B + C < A + B + C with QC filter",
             ordering_holds=ordered([e.value for e in est], False),
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra=extra,
             controls=[

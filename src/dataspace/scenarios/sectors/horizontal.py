@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ import pyarrow as pa
 from dataspace.federated.fedavg import local_train
 from dataspace.federated.hfl_models import Model
 from dataspace.scenarios.base import Estimate, OfferSpec, ScenarioError
+from dataspace.scenarios.common import paired_steps
 from dataspace.scenarios.stats import auc, bootstrap_ci, pr_auc
 from dataspace.services.train_fedavg import config_of
 
@@ -154,10 +156,32 @@ def check_baseline(home: dict[str, Any], released: dict[str, Any]) -> None:
         )
 
 
-def pooled_estimate(
-    name: str, per_seed: list[tuple[list[int], list[float]]], seed: int
-) -> Estimate:
+PerSeed = list[tuple[list[int], list[float]]]  # each seed's held-out labels and scores
+
+
+def pooled_estimate(name: str, per_seed: PerSeed, seed: int) -> Estimate:
     """Mean over seeds of PR-AUC, 95% CI by a bootstrap of held-out rows within each seed."""
+    stat, n, strata = _pooled_pr_auc(per_seed)
+    lo, hi = bootstrap_ci(stat, n, strata=strata, seed=seed)
+    return Estimate(name, stat(np.arange(n)), lo, hi, n)
+
+
+def pooled_step(
+    worse: str, better: str, worse_scores: PerSeed, better_scores: PerSeed, seed: int
+) -> Estimate:
+    """The PR-AUC gain from ``worse`` to ``better``, scored on the same held-out rows, with a
+    paired 95% CI (both on each resample of rows within a seed)."""
+    if [y for y, _ in worse_scores] != [y for y, _ in better_scores]:
+        raise ScenarioError(f"{worse} and {better} were not scored on the same held-out rows")
+    a, n, strata = _pooled_pr_auc(worse_scores)
+    b, _, _ = _pooled_pr_auc(better_scores)
+    [step] = paired_steps({worse: a, better: b}, [(worse, better)], n, strata, seed=seed,
+                          lower_is_better=False)
+    return step
+
+
+def _pooled_pr_auc(per_seed: PerSeed) -> tuple[Callable[[np.ndarray], float], int, list[int]]:
+    """The mean over seeds of PR-AUC as a statistic of row indices, the rows, their strata."""
     ys = [np.asarray(y, dtype=float) for y, _ in per_seed]
     ss = [np.asarray(s, dtype=float) for _, s in per_seed]
     sizes = [len(y) for y in ys]
@@ -172,5 +196,4 @@ def pooled_estimate(
             vals.append(pr_auc(s_all[sel], y_all[sel]))
         return float(np.mean(vals))
 
-    lo, hi = bootstrap_ci(stat, len(y_all), strata=strata.tolist(), seed=seed)
-    return Estimate(name, stat(np.arange(len(y_all))), lo, hi, len(y_all))
+    return stat, len(y_all), strata.tolist()

@@ -196,6 +196,13 @@ class FailurePrediction(Scenario):
                 per_seed = [(r[key]["y"], r[key][variant]) for _, _, r in runs]
                 est[name] = hz.pooled_estimate(name, per_seed, seed0 + len(est))
         loc, fed = est["plant-a alone"], est["plant-a federated"]
+        gain = hz.pooled_step(
+            loc.variant,
+            fed.variant,
+            [(r["shared"]["y"], r["shared"]["local"]) for _, _, r in runs],
+            [(r["shared"]["y"], r["shared"]["federated"]) for _, _, r in runs],
+            seed0,
+        )
         s_loc, s_fed = est["concept shift: plant-a alone"], est["concept shift: plant-a federated"]
         holds = loc.value < fed.value
         control = Control(
@@ -236,6 +243,7 @@ class FailurePrediction(Scenario):
             estimates=[loc, fed, s_loc, s_fed],
             ordering="plant-a alone < plant-a federated; under concept shift, not",
             ordering_holds=holds and control.passed,
+            steps=[gain],
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[control],

@@ -203,6 +203,13 @@ class Qsar(Scenario):
                 name = f"concept shift: {lab} {'alone' if variant == 'local' else 'federated'}"
                 per_seed = [(r["shift"][lab]["y"], r["shift"][lab][variant]) for _, _, r in runs]
                 shifted.append(hz.pooled_estimate(name, per_seed, seed0 + 10 + 2 * i + j))
+        # every lab's held-out rows of every seed as one stratum: the pooled mean is the mean
+        # over labs of each lab's mean over seeds, the ordering's statistic
+        def scored(variant: str) -> hz.PerSeed:
+            return [(r[lab]["y"], r[lab][variant]) for lab in LABS for _, _, r in runs]
+
+        gain = hz.pooled_step("mean over labs: alone", "mean over labs: federated",
+                              scored("local"), scored("federated"), seed0)
         s_alone = float(np.mean([e.value for e in shifted[0::2]]))
         s_fed = float(np.mean([e.value for e in shifted[1::2]]))
         control = Control(
@@ -234,6 +241,7 @@ class Qsar(Scenario):
             estimates=estimates + shifted,
             ordering="mean over labs: alone < federated; under concept shift, not",
             ordering_holds=alone < fed and control.passed,
+            steps=[gain],
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[control],

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec, Party, Scenario
-from dataspace.scenarios.common import estimates, rng_for
+from dataspace.scenarios.common import estimates, paired_steps, rng_for
 
 VERSION = "tourism-crowd/1"
 BUREAU = "tourism-bureau"
@@ -156,14 +156,19 @@ class TourismCrowd(Scenario):
         def mean_of(key: str) -> Any:
             return lambda idx: float(arrays[key][idx].mean())
 
-        est = estimates({k: mean_of(k) for k in arrays}, len(strata), strata, seed=runs[0][0])
+        stats = {k: mean_of(k) for k in arrays}
+        est = estimates(stats, len(strata), strata, seed=runs[0][0])
         values = [e.value for e in est]
+        one, fused = arrays
+        steps = paired_steps(stats, [(one, fused)], len(strata), strata, seed=runs[0][0],
+                             lower_is_better=True)
         return MetricResult(
             metric="MAPE of the same-day nowcast of visitors (last 7 days)",
             lower_is_better=True,
             estimates=est,
             ordering="three carriers fused < one carrier",
             ordering_holds=values[1] < values[0],
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra={"DP error at ε = 2 (median relative)": f"{np.median(dp_err):.4f}",
                    "DP median absolute error, expected (each carrier's Laplace, summed)":

@@ -66,6 +66,7 @@ the route lengths, the latents and a shock no party observes, so no single colum
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -81,7 +82,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import ordered, overlap_mask, rng_for
+from dataspace.scenarios.common import STEP_REPS, ordered, overlap_mask, rng_for, step_name
 from dataspace.scenarios.sectors.vertical import (
     Group,
     Runs,
@@ -406,12 +407,15 @@ class MultimodalEta(Scenario):
         if leaks:
             raise ScenarioError(f"{len(leaks)} predicted waybills are not the held-out ones")
 
-        def est(variant: str, base: str | None = None, name: str = "") -> Estimate:
-            value, low, high, n = held_out_estimate(groups, mae, variant, base)
+        def est(variant: str, base: str | None = None, name: str = "", reps: int = 300
+                ) -> Estimate:
+            value, low, high, n = held_out_estimate(groups, mae, variant, base, reps=reps)
             return Estimate(name or variant, value, low, high, n)
 
         ests = [est(v) for v in VARIANTS]
         holds = ordered([e.value for e in ests], lower_is_better=True)
+        # each link of the chain: the worse variant's MAE minus the better one's (paired)
+        steps = [est(a, b, step_name(a, b), STEP_REPS) for a, b in itertools.pairwise(VARIANTS)]
         # MAE reductions over rail only (paired): rail only's MAE minus the variant's
         ests += [est(ALONE, v, f"MAE reduction: {ALONE} − {v}") for v in (SQL, PORTED, FUSED)]
         reduction, irrelevant = irrelevant_party_control(
@@ -486,6 +490,7 @@ class MultimodalEta(Scenario):
             estimates=ests,
             ordering=" > ".join(VARIANTS),
             ordering_holds=holds,
+            steps=steps,
             seeds=[s for s, _, _ in runs],
             extra=extra,
             controls=[

@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import Control, Generated, MetricResult, OfferSpec, Party, Scenario
-from dataspace.scenarios.common import estimates, ordered, overlap_mask, rng_for
+from dataspace.scenarios.common import estimates, ordered, overlap_mask, paired_steps, rng_for
 from dataspace.scenarios.stats import label_copy_flags
 
 VERSION = "urban-care/1"
@@ -423,8 +423,12 @@ class CareAlerts(Scenario):
             for k, v in per.items()
         }
         n = len(strata)
-        est = estimates({k: _f1_of(e) for k, e in ep.items()}, n, strata, seed=runs[0][0])
+        stats = {k: _f1_of(e) for k, e in ep.items()}
+        est = estimates(stats, n, strata, seed=runs[0][0])
         values = [e.value for e in est]
+        power, either_rule, model_ = VARIANTS
+        steps = paired_steps(stats, [(power, either_rule), (power, model_)], n, strata,
+                             seed=runs[0][0], lower_is_better=False)
 
         def summary(e: dict[str, np.ndarray]) -> str:
             tp, fp, events = e["tp"].sum(), e["fp"].sum(), e["event"].sum()
@@ -453,6 +457,7 @@ class CareAlerts(Scenario):
             ordering="fixed rule (power) < fixed rule (power or water) and "
             "fixed rule (power) < anomaly model (power + water)",
             ordering_holds=ordered(values[:2], False) and values[0] < values[2],
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra=extra,
             controls=[

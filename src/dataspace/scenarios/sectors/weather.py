@@ -42,7 +42,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import rng_for
+from dataspace.scenarios.common import estimates, paired_steps, rng_for
 from dataspace.scenarios.stats import bootstrap_ci, label_copy_flags, ridge_fit, ridge_predict
 
 VERSION = "weather-index/1"
@@ -401,9 +401,10 @@ class WeatherIndexInsurance(Scenario):
 
             return stat
 
-        from dataspace.scenarios.common import estimates
-
-        est = estimates({names[k]: corr(k) for k in names}, len(loss), strata, seed=runs[0][0])
+        stats = {names[k]: corr(k) for k in names}
+        est = estimates(stats, len(loss), strata, seed=runs[0][0])
+        steps = paired_steps(stats, [(names["insurer_only"], names["fused"])], len(loss), strata,
+                             seed=runs[0][0], lower_is_better=False)
 
         def placebo_lift(idx: np.ndarray) -> float:
             return float(corr("placebo")(idx) - corr("insurer_only")(idx))
@@ -433,6 +434,7 @@ class WeatherIndexInsurance(Scenario):
             estimates=[*est, placebo],
             ordering="insurer-only < fused (correlation); fused ≤ insurer-only (missed big losses)",
             ordering_holds=holds,
+            steps=steps,
             seeds=[r[0] for r in runs],
             extra=extra,
             controls=[
