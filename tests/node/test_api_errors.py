@@ -180,3 +180,25 @@ def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
                                headers={"content-type": "application/json"})
     assert_envelope(streamed, 413, "payload_too_large")
     assert api.client.get(f"{API}/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["contracts/urn:uuid:none/reject", "contracts/urn:uuid:none/withdraw",
+             "transfers/urn:uuid:none/terminate"],
+)
+def test_a_reason_is_trimmed_then_bounded_before_anything_is_looked_up(
+    api: Api, path: str
+) -> None:
+    headers = api.as_("admin")
+    for bad in ("", "   \n", "x" * 501):
+        error = assert_envelope(
+            api.client.post(f"{API}/{path}", headers=headers, json={"reason": bad}),
+            422, "invalid_request",
+        )
+        assert error["details"]["errors"][0]["field"] == "body.reason"
+    # 500 characters once trimmed: accepted, so the unknown process is what answers
+    padded = "  " + "x" * 500 + "  "
+    assert_envelope(
+        api.client.post(f"{API}/{path}", headers=headers, json={"reason": padded}),
+        404, "not_found",
+    )

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
+from dataspace.node.routers.fields import Reason
 from dataspace.services import catalog, negotiation
 from dataspace.services.node import Node
-from dataspace.services.reasons import MAX_REASON
 from dataspace.services.tokens import TokenInfo
 
 router = APIRouter(tags=["contracts"])
@@ -28,7 +28,7 @@ class ContractRequest(BaseModel):
 
 
 class Rejection(BaseModel):
-    reason: str = Field(min_length=1, max_length=MAX_REASON)
+    reason: Reason
 
 
 @router.get("/peers/{peer}/catalog", summary="A peer's DSP catalog, fetched by this node")

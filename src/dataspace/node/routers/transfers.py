@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
+from dataspace.node.routers.fields import Reason
 from dataspace.services import transfers
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -27,8 +28,7 @@ class TransferRequest(BaseModel):
 
 
 class TransferEnd(BaseModel):
-    reason: str = Field(min_length=1, max_length=transfers.MAX_REASON,
-                        description="why; the peer is told")
+    reason: Reason
 
 
 @router.post("", status_code=201,
