@@ -29,7 +29,7 @@ def test_fused_beats_brand_only_on_the_held_out_store_skus(report: Report) -> No
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
-    assert_steps_follow_the_ordering(m)
+    assert_steps_follow_the_ordering(m, 2)
     brand, retailed, fused = (
         m.estimate(v) for v in ("brand only", "brand + retailer", "brand + retailer + logistics")
     )

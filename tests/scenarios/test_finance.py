@@ -29,7 +29,7 @@ def test_fused_beats_bank_only_in_auc_and_ks_on_the_held_out_firms(report: Repor
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
-    assert_steps_follow_the_ordering(m)
+    assert_steps_follow_the_ordering(m, 4)
     for metric in ("AUC", "KS"):
         alone, fused = (
             m.estimate(f"bank only · {metric}"),
@@ -54,7 +54,7 @@ def test_each_step_adds_on_the_same_held_out_firms(report: Report) -> None:
     # step's AUC lift excludes 0 in 75 and the grid's in 79; the tax step's KS lift only in 48.)
     m = report.metric
     assert m.ordering_holds, m
-    assert_steps_follow_the_ordering(m)
+    assert_steps_follow_the_ordering(m, 4)
     for metric in ("AUC", "KS"):
         alone, taxed, fused = (
             m.estimate(f"{v} · {metric}") for v in ("bank only", "bank + tax", "bank + tax + grid")

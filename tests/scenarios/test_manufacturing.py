@@ -14,7 +14,7 @@ def test_manufacturing_federated_beats_alone_but_not_under_concept_shift() -> No
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
-    assert_steps_follow_the_ordering(m)
+    assert_steps_follow_the_ordering(m, 1)
     assert m.estimate("plant-a alone").value < m.estimate("plant-a federated").value
     shift = m.controls[0]
     assert shift.passed, shift

@@ -15,7 +15,7 @@ def test_science_federated_beats_alone_on_mean_auc_pr_and_no_raw_row_crossed() -
     m = report.metric
     assert report.seeds == [1, 2]
     assert m.ordering_holds, m
-    assert_steps_follow_the_ordering(m)
+    assert_steps_follow_the_ordering(m, 1)
     labs = ("lab-a", "lab-b", "lab-c")
     alone = sum(m.estimate(f"{lab} alone").value for lab in labs) / 3
     fed = sum(m.estimate(f"{lab} federated").value for lab in labs) / 3

@@ -16,6 +16,8 @@ from dataspace.scenarios.sectors import transport
 from dataspace.scenarios.sectors.transport import luhn_digit, waybill_number
 from dataspace.scenarios.sectors.vertical import evaluator_split
 
+from .conftest import assert_steps_follow_the_ordering
+
 
 def test_waybill_numbers_carry_a_valid_luhn_check_digit() -> None:
     rng = random.Random(3)
@@ -54,6 +56,7 @@ def test_fused_beats_rail_only_on_the_held_out_waybills(report: Report) -> None:
         assert step.variant == f"step: {a} → {b}"
         assert step.value == pytest.approx(m.estimate(a).value - m.estimate(b).value)
     assert m.steps_significant, m.steps
+    assert_steps_follow_the_ordering(m, 3)
     # The rail-only baseline is the training job's own: fitted at home on the job's rows with
     # its schedule, it predicts the job's validation rows exactly as the job's own baseline did.
     assert all(r["baseline_gap"] < 1e-6 for r in report.released)

@@ -13,7 +13,7 @@ def test_urban_power_rule_is_beaten_and_only_flags_and_dp_counts_leave() -> None
     report = run(scenarios.get("urban"), size="small", seed=1, show_progress=False)
     m = report.metric
     assert m.ordering_holds, m
-    assert_steps_follow_the_ordering(m)
+    assert_steps_follow_the_ordering(m, 2)
     rule = m.estimate("fixed rule (power low 2 days)").value
     assert rule < m.estimate("anomaly model (power + water)").value
     assert rule < m.estimate("fixed rule (power or water low 2 days)").value

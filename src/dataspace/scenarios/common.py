@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from dataspace.scenarios.base import Estimate
+from dataspace.scenarios.base import STEP_REPS, Estimate
 from dataspace.scenarios.stats import bootstrap_ci
 
 ENTITIES = {"small": 300, "default": 2000, "large": 20000}
@@ -48,10 +48,6 @@ def estimates(
     return out
 
 
-# Resamples behind a claimed step's CI. Its endpoints are the 2.5th and 97.5th percentiles of
-# the resampled gains; their Monte Carlo error, sqrt(p(1 − p)/B)/φ(1.96) standard errors, is
-# 0.15 at B = 300 and 0.06 at 2000 — small against a gain that has to clear 0.
-STEP_REPS = 2000
 
 
 def step_name(worse: str, better: str) -> str:

@@ -65,10 +65,11 @@ def _result(report: Report) -> list[str]:
 READING = (
     "How to read a result: each variant's value with a 95% CI (a stratified bootstrap over the "
     "evaluation entities, within each seed), then each step the ordering claims as a paired "
-    "gain — both variants on the same resamples, positive = better. \"Holds\" is about the "
-    "point estimates; the sentence after it says whether every claimed step's paired CI lies "
-    "above 0, or names the steps that are not significant at size small (a gain seen, not "
-    "established)."
+    "gain — both variants on the same 2000 resamples, positive = better. \"Holds\" is about "
+    "the point estimates; the sentence after it says whether every claimed step is significant "
+    "(its paired CI above 0 by more than twice the Monte Carlo error of the CI's bound), or "
+    "names the steps not established at size small and why: the CI reaches 0, or its bound is "
+    "within that error of 0 (borderline)."
 )
 
 
@@ -76,9 +77,14 @@ def _statuses(index: Path) -> dict[str, str]:
     """Each scenario's status cell in an existing index, by name."""
     if not index.exists():
         return {}
-    cells = (line.split(" | ") for line in index.read_text(encoding="utf-8").splitlines()
-             if line.startswith("| ["))
-    return {c[0][3:].split("]", 1)[0]: c[-1].removesuffix(" |") for c in cells}
+    status = {}
+    for line in index.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| ["):
+            name = line[3:].split("]", 1)[0]
+            cell = line.rstrip().removesuffix("|").rsplit("|", 1)[1].strip()
+            if cell:
+                status[name] = cell
+    return status
 
 
 def main(out: Path = OUT, only: list[str] | None = None) -> None:

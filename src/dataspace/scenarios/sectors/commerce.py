@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
+    STEP_REPS,
     Estimate,
     Generated,
     MetricResult,
@@ -70,7 +71,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import STEP_REPS, overlap_mask, rng_for, step_name
+from dataspace.scenarios.common import overlap_mask, rng_for, step_name
 from dataspace.scenarios.sectors.vertical import (
     Runs,
     evaluator_tables,

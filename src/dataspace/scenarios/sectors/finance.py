@@ -64,6 +64,7 @@ import pyarrow as pa
 
 from dataspace.scenarios import ids
 from dataspace.scenarios.base import (
+    STEP_REPS,
     Control,
     Estimate,
     Generated,
@@ -73,7 +74,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import STEP_REPS, overlap_mask, rng_for, step_name
+from dataspace.scenarios.common import overlap_mask, rng_for, step_name
 from dataspace.scenarios.sectors.vertical import (
     Group,
     Runs,

@@ -167,14 +167,13 @@ def pooled_estimate(name: str, per_seed: PerSeed, seed: int) -> Estimate:
 
 
 def pooled_step(
-    worse: str, better: str, worse_scores: PerSeed, better_scores: PerSeed, seed: int
+    worse: str, better: str, scored: list[tuple[list[int], list[float], list[float]]], seed: int
 ) -> Estimate:
-    """The PR-AUC gain from ``worse`` to ``better``, scored on the same held-out rows, with a
-    paired 95% CI (both on each resample of rows within a seed)."""
-    if [y for y, _ in worse_scores] != [y for y, _ in better_scores]:
-        raise ScenarioError(f"{worse} and {better} were not scored on the same held-out rows")
-    a, n, strata = _pooled_pr_auc(worse_scores)
-    b, _, _ = _pooled_pr_auc(better_scores)
+    """The PR-AUC gain from ``worse`` to ``better`` — ``scored`` holds each seed's held-out labels
+    and both models' scores of those rows — with a paired 95% CI (both on each resample of rows
+    within a seed)."""
+    a, n, strata = _pooled_pr_auc([(y, s) for y, s, _ in scored])
+    b, _, _ = _pooled_pr_auc([(y, s) for y, _, s in scored])
     [step] = paired_steps({worse: a, better: b}, [(worse, better)], n, strata, seed=seed,
                           lower_is_better=False)
     return step

@@ -199,8 +199,7 @@ class FailurePrediction(Scenario):
         gain = hz.pooled_step(
             loc.variant,
             fed.variant,
-            [(r["shared"]["y"], r["shared"]["local"]) for _, _, r in runs],
-            [(r["shared"]["y"], r["shared"]["federated"]) for _, _, r in runs],
+            [(s["y"], s["local"], s["federated"]) for s in (r["shared"] for _, _, r in runs)],
             seed0,
         )
         s_loc, s_fed = est["concept shift: plant-a alone"], est["concept shift: plant-a federated"]

@@ -74,6 +74,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataspace.scenarios.base import (
+    STEP_REPS,
     Estimate,
     Generated,
     MetricResult,
@@ -82,7 +83,7 @@ from dataspace.scenarios.base import (
     Scenario,
     ScenarioError,
 )
-from dataspace.scenarios.common import STEP_REPS, ordered, overlap_mask, rng_for, step_name
+from dataspace.scenarios.common import ordered, overlap_mask, rng_for, step_name
 from dataspace.scenarios.sectors.vertical import (
     Group,
     Runs,
