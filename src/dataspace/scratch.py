@@ -12,9 +12,20 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["RR22_PREFIX", "is_stale", "sweep"]
+__all__ = ["IMPORT_PREFIX", "RR22_PREFIX", "any_named", "is_stale", "sweep"]
 
+IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in data/
 RR22_PREFIX = "dataspace-rr22-"  # an RR22 link's or run's folder
+
+
+def any_named(folder: Path, prefix: str) -> bool:
+    """Whether anything under ``folder``, at any depth, is named ``<prefix>...``: the cheap
+    check that lets a node open without loading the code that cleans up after an import."""
+    return any(
+        name.startswith(prefix)
+        for _, dirs, files in os.walk(folder)
+        for name in (*dirs, *files)
+    )
 
 
 def is_stale(name: str, prefix: str) -> bool:

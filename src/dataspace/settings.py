@@ -12,6 +12,13 @@ from typing import Any
 
 from dataspace.errors import UsageError
 
+# Two defaults the CLI declares in its options, here so it need not import the services that
+# use them: the environment variable naming the node directory when --node is not given
+# (services.node), and the largest |local sum| a party may bring to a secure aggregation when
+# the request names no bound (services.multiparty).
+ENV_NODE = "DATASPACE_NODE"
+DEFAULT_AGGREGATE_BOUND = 1e12
+
 
 @dataclass(frozen=True)
 class Setting:

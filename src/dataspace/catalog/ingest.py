@@ -39,7 +39,7 @@ from dataspace.catalog import encoding as enc
 from dataspace.errors import DataspaceError, UnreadableInput, UsageError
 from dataspace.settings import Limits
 
-PARTIAL_PREFIX = ".importing-"
+PARTIAL_PREFIX = scratch.IMPORT_PREFIX
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _EXTENSIONS = {

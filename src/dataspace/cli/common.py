@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import InputError
-from dataspace.services.node import Node, default_actor, open_node
+
+if TYPE_CHECKING:
+    from dataspace.services import node as node_service
+    from dataspace.services.node import Node
+else:
+    node_service = lazy_module("dataspace.services.node")
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -29,7 +35,7 @@ class CliState:
 
     def node(self) -> Node:
         if self._node is None:
-            self._node = open_node(self.node_dir)
+            self._node = node_service.open_node(self.node_dir)
         return self._node
 
 
@@ -51,7 +57,7 @@ def node(ctx: typer.Context) -> Node:
 
 
 def actor() -> str:
-    return default_actor()
+    return node_service.default_actor()
 
 
 def print_json(data: Any) -> None:

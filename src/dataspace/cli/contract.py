@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, actor, console, err_console, node, print_json, table
-from dataspace.services import catalog as catalog_service
-from dataspace.services import negotiation
+from dataspace.cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from dataspace.services import catalog as catalog_service
+    from dataspace.services import negotiation
+else:
+    catalog_service = lazy_module("dataspace.services.catalog")
+    negotiation = lazy_module("dataspace.services.negotiation")
+
 
 app = typer.Typer(help="Negotiate, inspect, approve and reject contracts.", no_args_is_help=True)
 

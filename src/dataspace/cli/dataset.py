@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
-from dataspace.services import datasets
+from dataspace.cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from dataspace.services import datasets
+else:
+    datasets = lazy_module("dataspace.services.datasets")
+
 
 app = typer.Typer(help="Register and inspect datasets.", no_args_is_help=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -17,8 +18,14 @@ from dataspace.cli.common import (
     table,
     write_out,
 )
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import Conflict, InputError, LedgerTampered, UsageError
-from dataspace.services import ledger
+
+if TYPE_CHECKING:
+    from dataspace.services import ledger
+else:
+    ledger = lazy_module("dataspace.services.ledger")
+
 
 app = typer.Typer(help="The node's verifiable log (RFC 9162).", no_args_is_help=True)
 

@@ -29,7 +29,7 @@ from dataspace.cli import (
 )
 from dataspace.cli.common import CliState, err_console
 from dataspace.errors import DataspaceError
-from dataspace.services.node import ENV_NODE
+from dataspace.settings import ENV_NODE
 
 app = typer.Typer(
     name="dataspace",

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
-from dataspace.services import mp_store as ms
-from dataspace.services import multiparty
+from dataspace.settings import DEFAULT_AGGREGATE_BOUND
+
+if TYPE_CHECKING:
+    from dataspace.services import mp_store as ms
+    from dataspace.services import multiparty
+else:
+    ms = lazy_module("dataspace.services.mp_store")
+    multiparty = lazy_module("dataspace.services.multiparty")
+
 
 REVEAL = ("me", "both", "size", "align")
 ENGINES = ("dh", "rr22")
@@ -120,7 +128,7 @@ def aggregate(
         None, "--epsilon", help="DP: each party noises its own vector before masking."
     ),
     bound: float = typer.Option(
-        multiparty.DEFAULT_BOUND, "--bound", help="Largest |local sum| any party may contribute."
+        DEFAULT_AGGREGATE_BOUND, "--bound", help="Largest |local sum| any party may contribute."
     ),
     as_json: bool = JsonOption,
 ) -> None:

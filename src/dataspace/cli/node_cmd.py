@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -15,11 +16,18 @@ from dataspace.cli.common import (
     print_json,
     read_json_file,
 )
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import InputError, UsageError
-from dataspace.ledger import proof
-from dataspace.ledger.cosignature import CosignatureVerifier
-from dataspace.services import ledger as ledger_service
-from dataspace.services.node import init_node
+
+if TYPE_CHECKING:
+    from dataspace.ledger import cosignature, proof
+    from dataspace.services import ledger as ledger_service
+    from dataspace.services import node as node_service
+else:
+    cosignature = lazy_module("dataspace.ledger.cosignature")
+    proof = lazy_module("dataspace.ledger.proof")
+    ledger_service = lazy_module("dataspace.services.ledger")
+    node_service = lazy_module("dataspace.services.node")
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +48,7 @@ def init(
     database_schema: str = typer.Option(None, "--database-schema", help="PostgreSQL schema."),
 ) -> None:
     """Create a node: keys, config, state database, data folder, admin token."""
-    created, secret = init_node(
+    created, secret = node_service.init_node(
         directory, name, database_url=database_url, database_schema=database_schema
     )
     console.print(
@@ -109,7 +117,7 @@ def verify_proof(
     the log), with nothing but the node's public key — and, with --witness, that witnesses
     cosigned the checkpoint it rests on (the log showed them the same history)."""
     log_key = key_text(key)
-    witnesses = [CosignatureVerifier.parse(key_text(w)) for w in witness_keys or []]
+    witnesses = [cosignature.CosignatureVerifier.parse(key_text(w)) for w in witness_keys or []]
     if quorum is not None and not witnesses:
         raise UsageError("--quorum counts --witness keys; pass some", hint="--witness W.pub")
     held = None

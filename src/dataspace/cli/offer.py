@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import InputError
 from dataspace.policy import list_templates
-from dataspace.services import offers
+
+if TYPE_CHECKING:
+    from dataspace.services import offers
+else:
+    offers = lazy_module("dataspace.services.offers")
+
 
 app = typer.Typer(help="Publish offers: a dataset under a usage policy.", no_args_is_help=True)
 

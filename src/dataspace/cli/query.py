@@ -5,17 +5,22 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
-from dataspace.services import job_consumer, jobs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from dataspace.services import job_consumer, jobs
+else:
+    job_consumer = lazy_module("dataspace.services.job_consumer")
+    jobs = lazy_module("dataspace.services.jobs")
 
 job_app = typer.Typer(help="Jobs run on this node or asked of providers.", no_args_is_help=True)
 
@@ -38,12 +43,16 @@ def query(
         node(ctx), agreement_id=agreement, sql=sql, job_id=job_id, actor=actor()
     )
     if out is not None:
+        import pyarrow.parquet as pq  # here, not at the top: pyarrow takes 0.15 s to import
+
         pq.write_table(outcome.table, out)
     if as_json:
         rows: list[dict[str, Any]] = [] if out is not None else outcome.table.to_pylist()
         print_json({"meta": outcome.meta, "rows": rows})
         return
     if as_csv:
+        import pyarrow.csv as pacsv
+
         buffer = io.BytesIO()
         pacsv.write_csv(outcome.table, buffer)
         sys.stdout.write(buffer.getvalue().decode("utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -17,9 +18,15 @@ from dataspace.cli.common import (
     table,
     write_out,
 )
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import InputError, UsageError
 from dataspace.identity.membership import Member
-from dataspace.services import space
+
+if TYPE_CHECKING:
+    from dataspace.services import space
+else:
+    space = lazy_module("dataspace.services.space")
+
 
 app = typer.Typer(help="The space: operator-signed membership list.", no_args_is_help=True)
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
-from dataspace.services import tokens
+from dataspace.cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from dataspace.services import tokens
+else:
+    tokens = lazy_module("dataspace.services.tokens")
+
 
 app = typer.Typer(help="Issue, list and revoke API tokens.", no_args_is_help=True)
 

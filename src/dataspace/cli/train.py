@@ -7,16 +7,25 @@ progress bar fed by every node's step events; docs/training.md has the details.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from dataspace.cli import mp
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
-from dataspace.services import models as model_store
-from dataspace.services import multiparty, predict, training
+
+if TYPE_CHECKING:
+    from dataspace.services import models as model_store
+    from dataspace.services import multiparty, predict, training
+else:
+    model_store = lazy_module("dataspace.services.models")
+    multiparty = lazy_module("dataspace.services.multiparty")
+    predict = lazy_module("dataspace.services.predict")
+    training = lazy_module("dataspace.services.training")
+
 
 app = typer.Typer(
     help="Trained federated models: who holds which part, metrics, contribution.",

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
-from dataspace.services import transfers
+
+if TYPE_CHECKING:
+    from dataspace.services import transfers
+else:
+    transfers = lazy_module("dataspace.services.transfers")
+
 
 app = typer.Typer(help="Transfers of rows under agreements (DSP).", no_args_is_help=True)
 

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import sys
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from dataspace.cli.common import actor, console, node, print_json, table
+from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
-from dataspace.metering import Statement
-from dataspace.services import usage as service
+
+if TYPE_CHECKING:
+    from dataspace import metering
+    from dataspace.services import usage as service
+else:
+    metering = lazy_module("dataspace.metering")
+    service = lazy_module("dataspace.services.usage")
+
 
 usage_app = typer.Typer(
     help="Usage records of jobs and their reconciliation with the ledger.",
@@ -56,7 +63,7 @@ def usage(
         return
     if as_json and as_csv:
         raise UsageError("choose one of --json and --csv")
-    st = Statement(agreement, consumer, period, [])
+    st = metering.Statement(agreement, consumer, period, [])
     st.lines = service.list_usage(node(ctx), agreement, period, consumer)
     if as_json:
         print_json(st.to_dict())
@@ -115,7 +122,8 @@ def bill(
         if t.get("billed_before")
     }
     if fmt == "csv":  # the bill's totals: what it asks, with earlier bills' rounding carried
-        sys.stdout.write(Statement(agreement, consumer, period, st["lines"], carried).to_csv())
+        statement = metering.Statement(agreement, consumer, period, st["lines"], carried)
+        sys.stdout.write(statement.to_csv())
         return
     if doc["bill_id"]:
         console.print(

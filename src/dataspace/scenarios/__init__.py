@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
-from dataspace.scenarios.base import SECTORS, Scenario
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a scenario is asked for: `dataspace --help` needs none of it
+    from dataspace.scenarios.base import Scenario
 
 DEFAULT = "finance"
 
 
 def _registry() -> dict[str, Scenario]:
+    from dataspace.scenarios.base import SECTORS
     from dataspace.scenarios.sectors import (
         agriculture,
         carbon,

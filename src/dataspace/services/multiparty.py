@@ -63,6 +63,7 @@ from dataspace.services.mp_wire import (
     unpack_frame,
 )
 from dataspace.services.node import Node, default_actor
+from dataspace.settings import DEFAULT_AGGREGATE_BOUND
 from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import ContractNegotiationRow
 
@@ -81,7 +82,7 @@ __all__ = [
 ]
 
 OPS = ("sum", "mean", "count")
-DEFAULT_BOUND = 1e12
+DEFAULT_BOUND = DEFAULT_AGGREGATE_BOUND
 CHUNK = 16_384
 RR22_STATUS_EVERY = 3.0  # seconds before first asking an RR22 participant how its side goes
 RR22_STATUS_LONGEST = 30.0  # the interval doubles up to this

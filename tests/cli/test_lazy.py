@@ -1,0 +1,49 @@
+"""The CLI starts without importing the services' heavy dependencies; they load when used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dataspace.cli.lazy import lazy_module
+
+HEAVY = ("sqlalchemy", "pyarrow", "numpy", "duckdb", "sqlglot", "fastapi", "opendp")
+
+
+def test_starting_the_cli_imports_none_of_the_heavy_dependencies() -> None:
+    probe = (
+        "import json, sys\n"
+        "import dataspace.cli.main\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_a_command_that_needs_a_service_still_finds_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dataspace", "init", str(tmp_path / "n"), "--name", "bank"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "dataspace", "--node", str(tmp_path / "n"), "node", "--json"],
+        capture_output=True, text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["name"] == "bank"
+
+
+def test_a_stand_in_imports_its_module_on_first_use_and_stays_out_of_sys_modules() -> None:
+    stand_in = lazy_module("json")
+    assert stand_in.dumps is json.dumps
+    assert sys.modules["json"] is json  # the real module, not the stand-in
+    missing = lazy_module("dataspace.no_such_module")
+    assert "dataspace.no_such_module" not in sys.modules
+    with pytest.raises(ModuleNotFoundError, match=r"dataspace\.no_such_module"):
+        missing.anything  # noqa: B018
