@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import importlib
+import pkgutil
 import statistics
 import subprocess
 import sys
@@ -21,25 +23,12 @@ import time
 from pathlib import Path
 
 import dataspace
-from dataspace.cli import (
-    common,
-    contract,
-    dataset,
-    ledger,
-    mp,
-    node_cmd,
-    offer,
-    query,
-    space,
-    token,
-    train,
-    transfer,
-    usage,
-)
+import dataspace.cli
 from dataspace.cli.lazy import _Deferred
 
-GROUPS = (common, contract, dataset, ledger, mp, node_cmd, offer, query, space, token, train,
-          transfer, usage)
+# every module of the CLI package (the command groups, main, common): where stand-ins live
+GROUPS = [importlib.import_module(f"dataspace.cli.{m.name}")
+          for m in pkgutil.iter_modules(dataspace.cli.__path__)]
 
 
 def deferred_modules() -> list[str]:
