@@ -15,9 +15,12 @@ HEAVY = ("sqlalchemy", "pyarrow", "numpy", "duckdb", "sqlglot", "fastapi", "open
 
 
 def test_starting_the_cli_imports_none_of_the_heavy_dependencies() -> None:
+    """Not at import, and not when Typer builds the commands from their signatures (it
+    evaluates every parameter's annotation), as it does for every invocation."""
     probe = (
-        "import json, sys\n"
+        "import json, sys, typer\n"
         "import dataspace.cli.main\n"
+        "typer.main.get_command(dataspace.cli.main.app)\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -40,9 +43,16 @@ def test_a_command_that_needs_a_service_still_finds_it(tmp_path: Path) -> None:
 
 
 def test_a_stand_in_imports_its_module_on_first_use_and_stays_out_of_sys_modules() -> None:
-    stand_in = lazy_module("json")
-    assert stand_in.dumps is json.dumps
-    assert sys.modules["json"] is json  # the real module, not the stand-in
+    probe = (
+        "import sys\n"
+        "from dataspace.cli.lazy import lazy_module\n"
+        "stand_in = lazy_module('colorsys')\n"
+        "assert 'colorsys' not in sys.modules\n"
+        "assert stand_in.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)\n"
+        "assert sys.modules['colorsys'] is not stand_in\n"
+        "assert stand_in.rgb_to_hsv is sys.modules['colorsys'].rgb_to_hsv\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)
     missing = lazy_module("dataspace.no_such_module")
     assert "dataspace.no_such_module" not in sys.modules
     with pytest.raises(ModuleNotFoundError, match=r"dataspace\.no_such_module"):

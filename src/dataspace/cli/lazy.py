@@ -15,12 +15,17 @@ from typing import Any
 
 
 class _Deferred(ModuleType):
-    """Stands in for a module inside the CLI only: it is not put in ``sys.modules``, so the rest
-    of the process (a server started by `dataspace serve`, its request threads) imports and
-    shares the real module; the import system's locks make a first use from two threads safe."""
+    """Stands in for a module inside the CLI only: the stand-in is not put in ``sys.modules``,
+    so the rest of the process (a server started by `dataspace serve`, its request threads)
+    imports and shares the real module; the import system's locks make a first use from two
+    threads safe. Every attribute is read from the real module, so a test that patches a
+    service patches the real module (``dataspace.services.X``), never the stand-in."""
 
     def __getattr__(self, attr: str) -> Any:  # only for names the stand-in does not have
-        return getattr(importlib.import_module(self.__name__), attr)
+        module = self.__dict__.get("_module")
+        if module is None:
+            module = self.__dict__["_module"] = importlib.import_module(self.__name__)
+        return getattr(module, attr)
 
 
 def lazy_module(name: str) -> ModuleType:
