@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 
 import pytest
 from sqlalchemy import text
 
+import dataspace
 from dataspace import errors
 from dataspace.node.app import create_app
 
@@ -14,6 +17,12 @@ from .conftest import API, Api, TestClient, assert_envelope
 
 
 def _all_error_classes() -> list[type[errors.DataspaceError]]:
+    """Every subclass in the package — all its modules imported first, since a class defined
+    in a module nothing has imported yet (the CLI and the scenarios import lazily) would be
+    missed."""
+    for module in pkgutil.walk_packages(dataspace.__path__, "dataspace."):
+        if not module.name.endswith("__main__"):  # that one runs the CLI
+            importlib.import_module(module.name)
     found: list[type[errors.DataspaceError]] = []
     todo: list[type[errors.DataspaceError]] = [errors.DataspaceError]
     while todo:
