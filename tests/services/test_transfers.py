@@ -625,8 +625,10 @@ def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_rou
     monkeypatch.setattr(transfer_sweep, "delete_due", first_round_fails)
     stop = transfer_sweep.keep_deleting(pair.bank, every=0.05)
     try:
+        # wait for the ledger entry, not the file: the round deletes the file inside its
+        # transaction, so the file can be gone a moment before the entry is committed
         give_up = time.monotonic() + 20
-        while kept.exists() and time.monotonic() < give_up:
+        while not _entries(pair.bank, "transfer.deleted") and time.monotonic() < give_up:
             time.sleep(0.05)
     finally:
         stop.set()
