@@ -137,6 +137,7 @@ STEP_REPS = 2000
 _DENSITY_AT_Z = math.exp(-(1.96**2) / 2) / math.sqrt(2 * math.pi)  # φ(1.96)
 _BOUND_ERROR = math.sqrt(0.025 * 0.975 / STEP_REPS) / _DENSITY_AT_Z
 SIGNIFICANT = "significant"
+STEPS_TITLE = "Each claimed step: the gain (positive = better), paired over the same resamples"
 
 
 def step_verdict(step: Estimate) -> str:
@@ -191,7 +192,8 @@ class MetricResult:
         """One line on the claimed gains: all significant, or which are not, and why."""
         if not self.steps:
             return "no paired steps reported"
-        weak = [(s, step_verdict(s)) for s in self.steps if step_verdict(s) != SIGNIFICANT]
+        verdicts = [(s, step_verdict(s)) for s in self.steps]
+        weak = [(s, verdict) for s, verdict in verdicts if verdict != SIGNIFICANT]
         if not weak:
             which = (
                 "the claimed step is" if len(self.steps) == 1

@@ -48,8 +48,6 @@ def estimates(
     return out
 
 
-
-
 def step_name(worse: str, better: str) -> str:
     return f"step: {worse} → {better}"
 

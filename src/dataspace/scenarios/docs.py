@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dataspace import scenarios
 from dataspace.scenarios import public
-from dataspace.scenarios.base import Scenario, signed
+from dataspace.scenarios.base import STEPS_TITLE, Scenario, signed
 from dataspace.scenarios.runner import Report, run
 
 OUT = Path("docs/scenarios")
@@ -48,8 +48,7 @@ def _result(report: Report) -> list[str]:
     for e in m.estimates:
         lines.append(f"| {e.variant} | {e.value:.3f} | [{e.low:.3f}, {e.high:.3f}] | {e.n} |")
     if m.steps:
-        lines += ["", "Each claimed step: the gain (positive = better), paired over the same "
-                  "resamples.", "", "| step | gain | 95% CI | n |", "|---|---|---|---|"]
+        lines += ["", f"{STEPS_TITLE}.", "", "| step | gain | 95% CI | n |", "|---|---|---|---|"]
         lines += [f"| {e.variant} | {signed(e.value)} | [{signed(e.low)}, {signed(e.high)}] "
                   f"| {e.n} |" for e in m.steps]
     lines += ["", f"Ordering {m.ordering}: {'holds' if m.ordering_holds else 'does not hold'} "

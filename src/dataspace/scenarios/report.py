@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dataspace.scenarios.base import signed
+from dataspace.scenarios.base import STEPS_TITLE, signed
 from dataspace.scenarios.runner import Report
 
 
@@ -44,8 +44,7 @@ def render(report: Report, console: Console, *, keep: bool = False) -> None:
         t.add_row(e.variant, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", str(e.n))
     console.print(t)
     if m.steps:
-        t = Table(title="Each claimed step: the gain (positive = better), paired over the same "
-                  "resamples")
+        t = Table(title=STEPS_TITLE)
         for c in ("step", "gain", "95% CI", "n"):
             t.add_column(c)
         for e in m.steps:

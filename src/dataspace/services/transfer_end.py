@@ -17,7 +17,6 @@ from dataspace.contracts import store as cs
 from dataspace.errors import Conflict, Forbidden
 from dataspace.services.catalog import Transport
 from dataspace.services.node import Node
-from dataspace.services.reasons import MAX_REASON as MAX_REASON
 from dataspace.services.reasons import checked_reason
 from dataspace.services.transfer_common import terminate
 from dataspace.services.transfer_views import show_transfer

@@ -56,7 +56,6 @@ from dataspace.services.transfer_common import PULL_PATH as PULL_PATH
 from dataspace.services.transfer_common import RECEIVED_DIR as RECEIVED_DIR
 from dataspace.services.transfer_common import logger as logger
 from dataspace.services.transfer_consumer import pull, request_transfer, wait
-from dataspace.services.transfer_end import MAX_REASON as MAX_REASON
 from dataspace.services.transfer_end import end_transfer
 from dataspace.services.transfer_handlers import handle_get, handle_message
 from dataspace.services.transfer_provider import (
@@ -77,7 +76,6 @@ CLIENTS: ClientFactory | None = None
 
 __all__ = [
     "FORMAT_PREFIX",
-    "MAX_REASON",
     "MODES",
     "copy_received",
     "decide",

@@ -118,7 +118,7 @@ PROVIDERS = (TAX, GRID, AD)
 ALONE, TAXED, FUSED = "bank only", "bank + tax", "bank + tax + grid"
 CONTROL = "bank + ad vendor"
 ALONE_TAX_ROWS = "bank only (bank ∩ tax rows)"  # the bank's model on the bank + tax job's rows
-STEPS = ((TAXED, ALONE, "bank + tax − bank only"), (FUSED, TAXED, "fused − bank + tax"))
+STEPS = ((ALONE, TAXED), (TAXED, FUSED))  # (worse, better): the ordering's two steps
 PLANTED = "collections_flag"  # the planted label copy (the outcome, 1% flipped)
 METRICS = {"AUC": auc, "KS": ks}
 BASELINE = ("auc_label_party_only", auc)  # the job's own bank-only metric, recomputed at home
@@ -413,8 +413,9 @@ class SmeCredit(Scenario):
             estimates += [held_out(main, m, v) for v in (ALONE, TAXED, FUSED)]
             estimates.append(held_out(main, m, FUSED, ALONE, f"lift: fused − bank only · {m}"))
             steps += [
-                held_out(main, m, b, a, f"{step_name(a, b)} · {m}", reps=STEP_REPS)
-                for b, a, _ in STEPS
+                held_out(main, m, better, worse, f"{step_name(worse, better)} · {m}",
+                         reps=STEP_REPS)
+                for worse, better in STEPS
             ]
         controls = [
             held_out(ctl, m, CONTROL, ALONE, f"control lift: + ad vendor · {m}") for m in METRICS
@@ -530,7 +531,7 @@ def _per_seed(groups: list[Group], metric: str) -> str:
     """Each seed's two step lifts (bank + tax − bank only / fused − bank + tax)."""
     fn = METRICS[metric]
     return ", ".join(
-        " / ".join(f"{fn(g[1][a], g[0]) - fn(g[1][b], g[0]):+.3f}" for a, b, _ in STEPS)
+        " / ".join(f"{fn(g[1][b], g[0]) - fn(g[1][a], g[0]):+.3f}" for a, b in STEPS)
         for g in groups
     )
 
