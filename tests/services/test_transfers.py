@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -599,8 +600,6 @@ def test_a_received_file_is_deleted_when_its_duty_falls_due_with_evidence(pair: 
 def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_round(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
-
     received = pair.bank.root / "received"
     received.mkdir(exist_ok=True)
     kept = received / "abc-2.parquet"
@@ -623,7 +622,7 @@ def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_rou
         return real(node, now)
 
     monkeypatch.setattr(transfer_sweep, "delete_due", first_round_fails)
-    stop = transfer_sweep.keep_deleting(pair.bank, every=0.05)
+    running = transfer_sweep.keep_deleting(pair.bank, every=0.05)
     try:
         # wait for the ledger entry, not the file: the round deletes the file inside its
         # transaction, so the file can be gone a moment before the entry is committed
@@ -631,9 +630,32 @@ def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_rou
         while not _entries(pair.bank, "transfer.deleted") and time.monotonic() < give_up:
             time.sleep(0.05)
     finally:
-        stop.set()
+        running.stop()
     assert not kept.exists() and len(rounds) >= 2
     assert [e["file"] for e in _entries(pair.bank, "transfer.deleted")] == ["abc-2.parquet"]
+
+def test_stopping_the_delete_duty_thread_waits_for_the_round_in_flight(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the server closes the node's store right after stopping the thread: a round still
+    # running then would reopen a connection that nothing closes
+    started, ended = threading.Event(), threading.Event()
+
+    def slow_round(node: Node, now: datetime | None = None) -> list[str]:
+        started.set()
+        time.sleep(0.5)
+        with node.store.read():
+            pass
+        ended.set()
+        return []
+
+    monkeypatch.setattr(transfer_sweep, "delete_due", slow_round)
+    running = transfer_sweep.keep_deleting(pair.bank, every=0.01)
+    assert started.wait(20)
+    running.stop()
+    assert ended.is_set()
+    running.stop()  # stopping twice is harmless
+
 
 # --- every transition at the HTTP level ---------------------------------------------------------
 

@@ -67,7 +67,7 @@ def _stop_on_signals() -> Iterator[None]:
 def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
     witnessing: auto_witness.AutoWitness | None = None
-    deleting: threading.Event | None = None
+    deleting: transfer_sweep.DeletingThread | None = None
     try:
         witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
         if not _is_loopback(host):
@@ -97,7 +97,7 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             uvicorn.Server(config).run()
     finally:
         if deleting is not None:
-            deleting.set()
+            deleting.stop()
         if witnessing is not None:
             witnessing.stop()
         node.close()

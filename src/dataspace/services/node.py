@@ -110,6 +110,7 @@ def init_node(
     if root.exists() and any(root.iterdir()):
         raise NodeExists(f"{root} is not empty", hint="choose a new or empty directory")
     created_root = not root.exists()
+    node: Node | None = None
     try:
         # The directory holds the node's key, its registered data and its state: its owner's
         # alone (it is new or empty, so nobody else's files lose access).
@@ -142,6 +143,8 @@ def init_node(
             log.sign_checkpoint(session, node.signer, node.origin)
         return node, secret
     except BaseException:
+        if node is not None:
+            node.close()  # its connections, before the directory (and a SQLite file) goes
         _remove_partial_node(root, created_root)
         raise
 

@@ -45,6 +45,9 @@ from dataspace.store.models_contracts import TransferExtractRow, TransferProcess
 
 logger = logging.getLogger("dataspace.transfers")
 
+#: How long stopping waits for a round in flight (one transaction over the due files).
+STOP_TIMEOUT = 30.0
+
 #: How long an extract no transfer refers to is left alone (it may be being written).
 ORPHAN_GRACE = timedelta(minutes=15)
 OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
@@ -142,20 +145,38 @@ def delete_due(node: Node, now: datetime | None = None) -> list[str]:
         return [ext.id for ext in due]
 
 
-def keep_deleting(node: Node, every: float = 60.0) -> threading.Event:
-    """Run :func:`delete_due` every ``every`` seconds in a daemon thread until the returned
-    event is set (a duty falls due while the server runs, not only at its next start)."""
-    stop = threading.Event()
+class DeletingThread:
+    """Runs :func:`delete_due` every ``every`` seconds in a daemon thread until :meth:`stop`."""
 
-    def loop() -> None:
-        while not stop.wait(every):
+    def __init__(self, node: Node, every: float) -> None:
+        self.node, self.every = node, every
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="delete-due", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.every):
             try:
-                delete_due(node)
+                delete_due(self.node)
             except Exception:  # the next round tries again; the node keeps serving
                 logger.exception("deleting received files whose delete duty fell due")
 
-    threading.Thread(target=loop, name="delete-due", daemon=True).start()
-    return stop
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Ask the loop to end and wait for a round in flight: the caller closes the node's
+        store next, and a round still running would open a connection to a closed store."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+def keep_deleting(node: Node, every: float = 60.0) -> DeletingThread:
+    """Start deleting received files as their delete duties fall due, every ``every`` seconds
+    while the server runs (not only at its next start)."""
+    running = DeletingThread(node, every)
+    running.start()
+    return running
 
 
 def orphan_extracts(node: Node, now: datetime | None = None) -> list[str]:
