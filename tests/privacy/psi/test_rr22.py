@@ -87,6 +87,22 @@ def test_rr22_gives_the_receiver_exactly_the_intersection_and_the_sender_nothing
 
 
 @needs_spu
+def test_rr22_leaves_no_working_files_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the engine library writes the sorted keys and the intersection's row numbers under
+    # TMPDIR; they must go with the run's private folder, not stay readable in the system's
+    system_tmp, scratch = tmp_path / "system-tmp", tmp_path / "scratch"
+    system_tmp.mkdir()
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    rows = [[(f"K{i}",) for i in range(200)], [(f"K{i}",) for i in range(100, 300)]]
+    got = _run_pair(rows, "text", workdir=scratch)
+    assert isinstance(got[0], list) and len(got[0]) == 100
+    assert list(system_tmp.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+@needs_spu
 def test_rr22_normalises_identifiers_and_composite_keys_before_matching() -> None:
     # the same credit codes written two ways (full-width, lower case) and a composite key
     a = [("９１１１０１０８ＭＡ０１２３４５６Ｘ", "13800138000"), ("91110000000000001A", "1")]

@@ -207,6 +207,10 @@ def run_rr22_hex(
         with log.open("wb") as sink:
             child = subprocess.Popen(  # a script, not -m: no package import (~1.5 s)
                 [sys.executable, rr22_engine.__file__, json.dumps(config)],
+                # libpsi writes its working files (the sorted keys, the intersection's row
+                # numbers) under TMPDIR, world-readable, and leaves them: here they land in
+                # this run's private folder, removed with it
+                env={**os.environ, "TMPDIR": str(folder)},
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
