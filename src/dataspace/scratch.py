@@ -8,14 +8,27 @@ opens a node.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
-__all__ = ["IMPORT_PREFIX", "RR22_PREFIX", "any_named", "is_stale", "sweep"]
+__all__ = [
+    "IMPORT_PREFIX",
+    "LIBPSI_TRACES",
+    "RR22_PREFIX",
+    "any_named",
+    "is_stale",
+    "remove_libpsi_traces",
+    "sweep",
+]
 
 IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in data/
 RR22_PREFIX = "dataspace-rr22-"  # an RR22 link's or run's folder
+#: Where libpsi (the RR22 engine) writes a trace of every run, whatever TMPDIR says: the
+#: engine's command line (both parties' addresses, the run's scratch paths) and its timings.
+LIBPSI_TRACES = Path("/tmp")
+LIBPSI_TRACE_GLOB = "psi_*.trace"
 
 
 def any_named(folder: Path, prefix: str) -> bool:
@@ -55,4 +68,22 @@ def sweep(folder: Path, prefix: str) -> list[Path]:
                 else:
                     entry.unlink(missing_ok=True)
                 removed.append(entry)
+    return removed
+
+
+def remove_libpsi_traces(naming: Path, folder: Path | None = None) -> list[Path]:
+    """Remove libpsi's trace files that this user owns and that name ``naming`` (a run's
+    folder, or a node's RR22 scratch folder holding runs): the engine's command line, which
+    each trace records, holds the run folder's path."""
+    needle = json.dumps(str(naming))[1:-1].encode()  # as the engine's JSON argument spells it
+    removed: list[Path] = []
+    for trace in (folder or LIBPSI_TRACES).glob(LIBPSI_TRACE_GLOB):
+        try:
+            if trace.is_symlink() or trace.stat().st_uid != os.getuid():
+                continue
+            if needle in trace.read_bytes():
+                trace.unlink(missing_ok=True)
+                removed.append(trace)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
     return removed

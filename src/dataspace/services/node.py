@@ -192,7 +192,13 @@ def open_node(root: Path | str | None) -> Node:
 def _clean_scratch(node: Node) -> None:
     """Remove what a killed import or RR22 run left behind (only files whose writing process
     is gone)."""
-    from dataspace.scratch import IMPORT_PREFIX, RR22_PREFIX, any_named, sweep
+    from dataspace.scratch import (
+        IMPORT_PREFIX,
+        RR22_PREFIX,
+        any_named,
+        remove_libpsi_traces,
+        sweep,
+    )
 
     node.tmp_dir.mkdir(exist_ok=True)
     try:
@@ -203,7 +209,10 @@ def _clean_scratch(node: Node) -> None:
 
             recover_imports(node)  # before the cleanup: a committed import is finished
             cleanup_partial_imports(node.data_dir)
-        sweep(node.tmp_dir / "rr22", RR22_PREFIX)  # what a killed RR22 run left
+        rr22_scratch = node.tmp_dir / "rr22"
+        if rr22_scratch.is_dir():
+            sweep(rr22_scratch, RR22_PREFIX)  # what a killed RR22 run left
+            remove_libpsi_traces(rr22_scratch)  # traces of runs whose process died after
     except DataspaceError:
         raise
     except OSError as exc:

@@ -22,6 +22,7 @@ from dataspace.privacy.psi import rr22 as rr22_module
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed
 from dataspace.privacy.psi.rr22 import TlsIdentity
 from dataspace.scenarios.cluster import free_port
+from dataspace.scratch import remove_libpsi_traces
 
 needs_spu = pytest.mark.skipif(not rr22_available(), reason="spu is not installed (make spu)")
 
@@ -100,6 +101,8 @@ def test_rr22_leaves_no_working_files_behind(
     got = _run_pair(rows, "text", workdir=scratch)
     assert isinstance(got[0], list) and len(got[0]) == 100
     assert list(system_tmp.iterdir()) == [] and list(scratch.iterdir()) == []
+    # its run traces it writes under /tmp whatever TMPDIR says: they name the run's folder
+    assert not remove_libpsi_traces(scratch)
 
 
 @needs_spu

@@ -51,7 +51,7 @@ from dataspace.privacy.psi import rr22_engine
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec, identifier_text
-from dataspace.scratch import RR22_PREFIX
+from dataspace.scratch import RR22_PREFIX, remove_libpsi_traces
 
 __all__ = [
     "INSTALL_HINT",
@@ -216,7 +216,10 @@ def run_rr22_hex(
                 stderr=subprocess.STDOUT,
             )
             markers = [(folder / "bound", bound), (folder / "linked", linked)]
-            code, cpu = _reap(child, timeout_seconds, markers, stop)
+            try:
+                code, cpu = _reap(child, timeout_seconds, markers, stop)
+            finally:
+                remove_libpsi_traces(folder)  # written at the run's end, under /tmp
         if code is None and stop is not None and stop.is_set():
             raise PsiEngineFailed("RR22 was stopped before it finished")
         if code is None:

@@ -162,6 +162,9 @@ def execute(config: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover - the child process of rr22.run_rr22
+    # libpsi writes its run trace (this command line among it) under /tmp whatever TMPDIR
+    # says: private until the caller removes it
+    os.umask(0o077)
     try:
         settings = json.loads(sys.argv[1])
         die_with_parent(int(settings["parent"]))
