@@ -4,12 +4,20 @@ and the removal of the RR22 engine's traces, which it writes outside the node.""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from dataspace import scratch
-from dataspace.scratch import IMPORT_PREFIX, any_named, remove_libpsi_traces
+from dataspace.scratch import (
+    IMPORT_PREFIX,
+    SPILL_PREFIX,
+    UPLOAD_PREFIX,
+    any_named,
+    remove_libpsi_traces,
+)
 from dataspace.services.node import Node, open_node
 
 
@@ -60,3 +68,47 @@ def test_opening_a_node_removes_the_traces_of_its_rr22_runs(
     foreign = _trace(traces, "E5", tmp_path / "elsewhere")
     open_node(node.root).close()
     assert not left.exists() and foreign.exists()
+
+
+def test_opening_a_node_removes_uploads_whose_server_died(node: Node) -> None:
+    from dataspace.node.routers.datasets import _make_workdir
+
+    live = _make_workdir(node)  # this process's, as the API names it
+    (live / "people.csv").write_text("id\n1\n", encoding="utf-8")
+    dead = node.tmp_dir / f"{UPLOAD_PREFIX}99999999-0123abcd"  # a pid no process has
+    dead.mkdir()
+    (dead / "people.csv").write_text("id\n110105194912310000\n", encoding="utf-8")
+    open_node(node.root).close()
+    assert not dead.exists() and (live / "people.csv").exists()
+
+
+def test_a_dataset_read_spills_privately_and_sweeps_what_dead_readers_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataspace.catalog import sample
+    from dataspace.settings import Limits
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    monkeypatch.setattr(sample, "_swept_spills", False)
+    dead = system_tmp / f"{SPILL_PREFIX}99999999-x"
+    dead.mkdir()
+    (dead / "duckdb_temp_block-0.tmp").write_bytes(b"ID-498897")
+    mine = system_tmp / f"{SPILL_PREFIX}{os.getpid()}-y"  # a read of this process, going on
+    mine.mkdir()
+    other = system_tmp / "dataspace-job-abc"  # not a reader's: left alone
+    other.mkdir()
+    data = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": [f"P{i}" for i in range(50)]}), data)
+    seen: list[Path] = []
+    with sample.open_parquet(data, Limits()) as (con, rel):
+        assert con.execute(f"SELECT count(*) FROM {rel}").fetchone() == (50,)
+        seen = [p for p in system_tmp.iterdir() if p not in (mine, other)]
+        modes = [p.stat().st_mode & 0o777 for p in seen]
+    assert len(seen) == 1 and seen[0].name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
+    assert modes == [0o700]
+    assert sorted(system_tmp.iterdir()) == sorted([mine, other])

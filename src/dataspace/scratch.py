@@ -17,6 +17,8 @@ __all__ = [
     "IMPORT_PREFIX",
     "LIBPSI_TRACES",
     "RR22_PREFIX",
+    "SPILL_PREFIX",
+    "UPLOAD_PREFIX",
     "any_named",
     "is_stale",
     "remove_libpsi_traces",
@@ -25,6 +27,8 @@ __all__ = [
 
 IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in data/
 RR22_PREFIX = "dataspace-rr22-"  # an RR22 link's or run's folder
+UPLOAD_PREFIX = "upload-"  # an API upload's folder in the node's tmp/
+SPILL_PREFIX = "dataspace-spill-"  # where DuckDB spills reading a dataset (system temp)
 #: Where libpsi (the RR22 engine) writes a trace of every run, whatever TMPDIR says: the
 #: engine's command line (both parties' addresses, the run's scratch paths) and its timings.
 LIBPSI_TRACES = Path("/tmp")

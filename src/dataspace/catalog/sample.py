@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 
 from dataspace.errors import DataspaceError, UnreadableInput
+from dataspace.scratch import SPILL_PREFIX, sweep
 from dataspace.settings import Limits
 
 SAMPLE_SEED = 20240101
@@ -30,6 +31,19 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_swept_spills = False
+
+
+def _spill_folder() -> tempfile.TemporaryDirectory[str]:
+    """A private folder (0700) for what DuckDB spills reading a dataset: raw values. Named
+    after this process; the first read of a process removes those of processes that died."""
+    global _swept_spills
+    if not _swept_spills:
+        _swept_spills = True
+        sweep(Path(tempfile.gettempdir()), SPILL_PREFIX)
+    return tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
+
+
 @contextlib.contextmanager
 def open_parquet(
     path: Path, limits: Limits, *, threads: int | None = None
@@ -38,7 +52,7 @@ def open_parquet(
     path = Path(path).resolve()
     if not path.is_file():
         raise UnreadableInput(f"no dataset file at {path}", hint="import the dataset again")
-    with tempfile.TemporaryDirectory(prefix="dataspace-duckdb-") as tmp:
+    with _spill_folder() as tmp:
         con = duckdb.connect(
             ":memory:",
             config={

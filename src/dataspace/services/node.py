@@ -190,11 +190,12 @@ def open_node(root: Path | str | None) -> Node:
 
 
 def _clean_scratch(node: Node) -> None:
-    """Remove what a killed import or RR22 run left behind (only files whose writing process
-    is gone)."""
+    """Remove what a killed import, upload or RR22 run left behind (only files whose writing
+    process is gone)."""
     from dataspace.scratch import (
         IMPORT_PREFIX,
         RR22_PREFIX,
+        UPLOAD_PREFIX,
         any_named,
         remove_libpsi_traces,
         sweep,
@@ -209,6 +210,7 @@ def _clean_scratch(node: Node) -> None:
 
             recover_imports(node)  # before the cleanup: a committed import is finished
             cleanup_partial_imports(node.data_dir)
+        sweep(node.tmp_dir, UPLOAD_PREFIX)  # an API upload cut off by a kill: raw rows
         rr22_scratch = node.tmp_dir / "rr22"
         if rr22_scratch.is_dir():
             sweep(rr22_scratch, RR22_PREFIX)  # what a killed RR22 run left
