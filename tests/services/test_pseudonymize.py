@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from dataspace.errors import DataspaceError
 from dataspace.services import pseudonymize as ps
 
 
@@ -24,6 +25,40 @@ def test_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / ps.KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert ps.load_or_create_secret(tmp_path) == first
+
+
+def test_a_creator_racing_another_mid_write_agrees_on_one_whole_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a second process asks for the secret while the first is drawing its bytes: neither
+    # may see an empty key file, and both must end with the same secret
+    real_token_bytes = ps.secrets.token_bytes
+    seen_by_second: list[bytes] = []
+    draws: list[int] = []
+
+    def drawn_while_another_asks(n: int) -> bytes:
+        draws.append(n)
+        if len(draws) == 1:  # the first creator's draw; the second draws normally
+            seen_by_second.append(ps.load_or_create_secret(tmp_path))
+        return real_token_bytes(n)
+
+    monkeypatch.setattr(ps.secrets, "token_bytes", drawn_while_another_asks)
+    first = ps.load_or_create_secret(tmp_path)
+    assert first == seen_by_second[0] and len(first) == 32
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["pseudonym.key"]
+
+
+def test_a_staging_file_left_by_a_killed_process_is_removed_and_a_short_key_refused(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / f"{ps.STAGING_PREFIX}99999999-abc").write_bytes(b"half")  # a pid no process has
+    secret = ps.load_or_create_secret(tmp_path)
+    assert [p.name for p in keys.iterdir()] == ["pseudonym.key"] and len(secret) == 32
+    (keys / "pseudonym.key").write_bytes(b"")  # damaged: not silently replaced
+    with pytest.raises(DataspaceError, match="32-byte pseudonym secret"):
+        ps.load_or_create_secret(tmp_path)
 
 
 def test_same_value_differs_across_agreements_and_is_reproducible() -> None:

@@ -16,10 +16,12 @@ Only the primitives from ``cryptography`` / ``hmac``; no home-made crypto.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dataspace.errors import DataspaceError
 from dataspace.privacy.psi.normalize import normalize as psi_normalize
+from dataspace.scratch import sweep
 
 __all__ = [
     "INFO_PREFIX",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 KEY_FILE = Path("keys") / "pseudonym.key"
+STAGING_PREFIX = ".pseudonym-"  # the secret being written, before it is linked into place
 SECRET_BYTES = 32
 #: domain separation: a key derived for pseudonyms is never the key of anything else
 INFO_PREFIX = b"dataspace/pseudonym/v1\n"
@@ -53,18 +57,24 @@ INFO_PREFIX = b"dataspace/pseudonym/v1\n"
 
 def load_or_create_secret(root: Path) -> bytes:
     """The node's pseudonym secret (``root/keys/pseudonym.key``), created on first use with
-    mode 0600. Two processes creating it at once agree on the file that won."""
+    mode 0600. The secret is written whole to a staging file and linked into place, so the
+    key file is never seen empty or short, and two processes creating it at once agree on
+    the one that was linked first."""
     path = root / KEY_FILE
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(SECRET_BYTES))
-            out.flush()
-            os.fsync(out.fileno())
+    if not path.exists():
+        sweep(path.parent, STAGING_PREFIX)  # what a process killed while staging left
+        fd, staged = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:  # mkstemp: mode 0600
+                out.write(secrets.token_bytes(SECRET_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process linked first
+                os.link(staged, path)
+        finally:
+            os.unlink(staged)
+        _fsync_folder(path.parent)
     data = path.read_bytes()
     if len(data) != SECRET_BYTES:
         raise DataspaceError(
@@ -72,6 +82,14 @@ def load_or_create_secret(root: Path) -> bytes:
             hint="restore it from backup; a new secret changes every pseudonym",
         )
     return data
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def agreement_key(secret: bytes, agreement_id: str) -> bytes:
