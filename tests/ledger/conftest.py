@@ -34,12 +34,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
         finally:
             with pg.engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            pg.dispose()
+            pg.close()
     else:
         lite = Store(sqlite_url(tmp_path / "state.db"))
         lite.migrate()
         yield lite
-        lite.dispose()
+        lite.close()
 
 
 def make_signer(name: str = ORIGIN, seed: str = "node") -> NoteSigner:

@@ -55,14 +55,14 @@ def test_budget_survives_a_restart(make_node: Callable[..., tuple[Node, str]]) -
     ensure_budget(node.store, "ag-3", 2, 0)
     reserve(node.store, "ag-3", 1.5, 0, "job")
     url, schema = node.store.url, node.store.schema
-    node.store.dispose()
+    node.store.close()
     reopened = Store(url, schema)
     try:
         assert get_budget(reopened, "ag-3").epsilon_left == Decimal("0.5")
         with pytest.raises(BudgetExhausted):
             reserve(reopened, "ag-3", 1, 0, "again")
     finally:
-        reopened.dispose()
+        reopened.close()
 
 
 def test_concurrent_queries_cannot_overspend(store: Store) -> None:

@@ -32,6 +32,7 @@ from dataspace.privacy.secagg import (
 )
 from dataspace.privacy.secagg.messages import decode
 from dataspace.services import datasets, mp_party, multiparty, space
+from dataspace.services import mp_store as ms
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node
 from helpers.agreements import make_agreement
@@ -222,6 +223,24 @@ def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: A
     assert view["state"] == "FAILED" and "timed out" in view["error"]["message"]
     with pytest.raises(MultipartyFailed):  # its secrets are gone: no step can continue it
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "x"}))
+
+
+def test_a_job_the_reaper_ended_gets_no_step_from_its_watchdog_after_its_end(tax: Any) -> None:
+    node, agreements = tax
+    job = "job-reaped-000001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job, idle_timeout=1))
+    # another path ends it first (the reaper, run by any request, or an abort) ...
+    assert ms.fail(node, job, MultipartyFailed("no step: the job timed out", cause="timeout"),
+                   actor="node:tax-bureau", cause="timeout")
+    # ... then the session's own watchdog fires on its next tick
+    deadline = time.monotonic() + 10
+    while job in mp_party._SESSIONS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job not in mp_party._SESSIONS
+    steps = [p for p in _entries(node, "mp.step") if p["job_id"] == job]
+    assert [p for p in steps if p.get("state") in ("failed", "refused")] == []
+    assert len([p for p in _entries(node, "job.failed") if p["job_id"] == job]) == 1
+    assert multiparty.get_job(node, job)["state"] == "FAILED"
 
 
 def _psi_agreement(node: Node, tmp_path: Path, **template: Any) -> str:

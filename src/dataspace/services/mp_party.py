@@ -411,18 +411,14 @@ def _close(session: _Session) -> None:
 
 
 def _end_error(node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str) -> None:
-    """FAILED (or DENIED, for a policy denial) here, metered at zero, session dropped."""
+    """FAILED (or DENIED, for a policy denial) here, metered at zero, session dropped; nothing
+    is written if the job has ended here already."""
     s.ended = True
     _close(s)
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)
     denied = isinstance(exc, PolicyDenied) or (exc.http_status in (403, 404) and step == 0)
-    ms.add_events(
-        node,
-        s.job_id,
-        [ms.event(node.name, step, name, "refused" if denied else "failed", code=exc.code)],
-        actor=f"peer:{s.initiator}",
-    )
+    ending = [ms.event(node.name, step, name, "refused" if denied else "failed", code=exc.code)]
     usage = _usage(s, "denied" if denied else "failed") if s.provider else None
     reasons = [r for r in ((s.decision or {}).get("reasons") or []) if not r.get("held")]
     ms.finish(
@@ -444,6 +440,10 @@ def _end_error(node: Node, s: _Session, exc: DataspaceError, *, step: int, name:
         usage=usage,
         terms=s.terms,
         decision=s.decision,
+        # in the ending's transaction: a job another path ended meanwhile (the reaper, an
+        # abort) gets no step after its end
+        also=lambda db: ms.add_events_in(db, node, s.job_id, ending,
+                                         actor=f"peer:{s.initiator}"),
     )
 
 

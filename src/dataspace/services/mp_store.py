@@ -163,43 +163,57 @@ def add_events(
 ) -> None:
     """Append step events to the job (heartbeat too); this node's steps (its own events, and
     ``entries``) go to the ledger as ``mp.step``."""
-    events = [dict(e) for e in events]
     with node.store.write() as session:
-        row = session.get(JobRow, job_id, with_for_update=True)
-        if row is None:
-            return
-        meta = _meta(row)
-        steps = list(meta.get("steps") or []) + events
-        progress = dict(meta.get("progress") or {})
-        progress["done"] = sum(1 for e in steps if e.get("state") == "done")
-        progress["total"] = max(int(progress.get("total") or 0), progress["done"])
-        row.result_meta = {**meta, "steps": steps, "progress": progress, "heartbeat": time.time()}
-        if ledger:
-            for e in events:
-                if e.get("node") != node.name:
-                    continue
-                log.append(
-                    session,
-                    actor=actor or f"node:{node.name}",
-                    action="mp.step",
-                    payload=jsonable(
-                        {
-                            "job_id": job_id,
-                            "role": row.role,
-                            "action": row.action,
-                            **{k: v for k, v in e.items() if k != "at"},
-                        }
-                    ),
-                )
-        for entry in entries:
+        add_events_in(session, node, job_id, events, ledger=ledger, actor=actor, entries=entries)
+
+
+def add_events_in(
+    session: Session,
+    node: Node,
+    job_id: str,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    ledger: bool = True,
+    actor: str = "",
+    entries: Iterable[Mapping[str, Any]] = (),
+) -> None:
+    """:func:`add_events` inside the caller's transaction."""
+    events = [dict(e) for e in events]
+    row = session.get(JobRow, job_id, with_for_update=True)
+    if row is None:
+        return
+    meta = _meta(row)
+    steps = list(meta.get("steps") or []) + events
+    progress = dict(meta.get("progress") or {})
+    progress["done"] = sum(1 for e in steps if e.get("state") == "done")
+    progress["total"] = max(int(progress.get("total") or 0), progress["done"])
+    row.result_meta = {**meta, "steps": steps, "progress": progress, "heartbeat": time.time()}
+    if ledger:
+        for e in events:
+            if e.get("node") != node.name:
+                continue
             log.append(
                 session,
                 actor=actor or f"node:{node.name}",
                 action="mp.step",
                 payload=jsonable(
-                    {"job_id": job_id, "role": row.role, "action": row.action, **dict(entry)}
+                    {
+                        "job_id": job_id,
+                        "role": row.role,
+                        "action": row.action,
+                        **{k: v for k, v in e.items() if k != "at"},
+                    }
                 ),
             )
+    for entry in entries:
+        log.append(
+            session,
+            actor=actor or f"node:{node.name}",
+            action="mp.step",
+            payload=jsonable(
+                {"job_id": job_id, "role": row.role, "action": row.action, **dict(entry)}
+            ),
+        )
 
 
 def set_meta(node: Node, job_id: str, **values: Any) -> None:

@@ -77,7 +77,7 @@ class Node:
 
     def close(self) -> None:
         if "store" in self.__dict__:
-            self.store.dispose()
+            self.store.close()
 
 
 def default_actor() -> str:

@@ -32,6 +32,7 @@ class Store:
         self.schema = schema or None
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url, self.schema)
+        self._closed = False
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
@@ -44,6 +45,7 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        self._check_open()
         with _wrapped(), self._sessions() as session:
             yield session
 
@@ -51,14 +53,23 @@ class Store:
     def snapshot(self) -> Iterator[Session]:
         """A read-only transaction in which every query sees the same committed state, for
         reads that must agree with each other while writers go on (the ledger audit)."""
+        self._check_open()
         with _wrapped(), self._snapshot_sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One atomic write transaction: everything commits together or nothing does."""
+        self._check_open()
         with _wrapped(), self._write_sessions() as session, session.begin():
             yield session
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(
+                "the node's state database is closed: the node is shutting down",
+                hint="retry once the node is running again",
+            )
 
     def migrate(self) -> None:
         from dataspace.store.migrate import upgrade
@@ -66,7 +77,12 @@ class Store:
         with _wrapped():
             upgrade(self)
 
-    def dispose(self) -> None:
+    def close(self) -> None:
+        """Close the pool's connections and refuse any later transaction: a thread still
+        running after its node closed (a request past the server's grace period, a
+        background round) fails loudly instead of opening a connection nothing would close,
+        or writing to the ledger after the node stopped."""
+        self._closed = True
         self.engine.dispose()
 
 
