@@ -17,6 +17,9 @@ from dataspace.errors import UsageError
 # (services.node), and the largest |local sum| a party may bring to a secure aggregation when
 # the request names no bound (services.multiparty).
 ENV_NODE = "DATASPACE_NODE"
+#: A pipe's read end a server inherits from the process that started it (a scenario's
+#: cluster): at its end of file that process is gone, and the server stops.
+ENV_STOP_WITH_FD = "DATASPACE_STOP_WITH_FD"
 DEFAULT_AGGREGATE_BOUND = 1e12
 
 

@@ -98,3 +98,52 @@ def test_server_reports_a_missing_node(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no node at" in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that is not its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_a_server_stops_when_the_process_holding_its_lifeline_is_killed(
+    tmp_path: Path,
+) -> None:
+    # a scenario runner killed outright (SIGKILL: no finally runs) must not leave its node
+    # servers running: each holds a pipe whose write end only the runner had
+    runner = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from dataspace.scenarios import cluster\n"
+            f"c = cluster.create(Path({str(tmp_path / 'w')!r}), ['solo'], space='lifeline')\n"
+            "c.nodes['solo'].start()\n"
+            "print(c.nodes['solo'].process.pid, flush=True)\n"
+            "time.sleep(600)\n"
+        )],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        server = int(runner.stdout.readline())
+        assert _alive(server)
+    finally:
+        runner.kill()
+        runner.wait()
+        if runner.stdout is not None:
+            runner.stdout.close()
+    deadline = time.monotonic() + 30
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not _alive(server)
+    finally:
+        if _alive(server):
+            os.kill(server, signal.SIGKILL)
+    log = (tmp_path / "w" / "solo.log").read_text(encoding="utf-8", errors="replace")
+    assert "the process that started this server is gone: stopping" in log
+    assert "Finished server process" in log and "Traceback" not in log

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from dataspace.node.app import create_app
 from dataspace.services import auto_witness, transfer_sweep
 from dataspace.services.job_records import sweep_stale
 from dataspace.services.node import Node, open_node
+from dataspace.settings import ENV_STOP_WITH_FD
 
 log = logging.getLogger("dataspace.node")
 
@@ -64,6 +66,23 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def stop_when_parent_goes(fd: int) -> threading.Thread:
+    """Stop this server (as SIGTERM would) once the pipe ``fd`` reaches end of file: the
+    process that started it holds the write end, which closes when it exits however it
+    exits (even SIGKILL), so its servers do not outlive it."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 1):
+                pass
+        log.warning("the process that started this server is gone: stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="stop-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
     witnessing: auto_witness.AutoWitness | None = None
@@ -94,6 +113,8 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
         witnessing = auto_witness.start(node, witnesses)
         deleting = transfer_sweep.keep_deleting(node)
         with _stop_on_signals(), contextlib.suppress(_Stop):
+            if os.environ.get(ENV_STOP_WITH_FD, "").isdigit():
+                stop_when_parent_goes(int(os.environ[ENV_STOP_WITH_FD]))
             uvicorn.Server(config).run()
     finally:
         if deleting is not None:

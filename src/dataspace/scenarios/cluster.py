@@ -24,6 +24,7 @@ import httpx
 from dataspace.identity.membership import Member
 from dataspace.services import space as space_service
 from dataspace.services.node import Node, init_node, open_node
+from dataspace.settings import ENV_NODE, ENV_STOP_WITH_FD
 
 START_TIMEOUT = 60.0
 ACTOR = "dataspace-demo"
@@ -92,6 +93,7 @@ class NodeProcess:
     admin_token: str
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    _lifeline: int | None = field(default=None, repr=False)  # write end of the server's stop pipe
 
     def open(self) -> Node:
         return open_node(self.root)
@@ -107,15 +109,22 @@ class NodeProcess:
 
     def start(self) -> None:
         port = self.url.rsplit(":", 1)[1]
-        env = {**os.environ, "DATASPACE_NODE": str(self.root)}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "dataspace", "serve", "--port", port],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        # the server stops when this pipe's write end closes: at stop(), or when this
+        # process exits in any way (a killed runner leaves no server behind)
+        watch, self._lifeline = os.pipe()
+        env = {**os.environ, ENV_NODE: str(self.root), ENV_STOP_WITH_FD: str(watch)}
+        try:
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "dataspace", "serve", "--port", port],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(watch,),
+                )
+        finally:
+            os.close(watch)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -141,6 +150,9 @@ class NodeProcess:
                 self.process.kill()
                 self.process.wait(timeout=15)
         self.process = None
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
 
 def start_all(nodes: Iterable[NodeProcess]) -> None:

@@ -11,12 +11,15 @@ and an inclusion proof of the final result verified offline with the consumer's 
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pyarrow as pa
@@ -136,6 +139,42 @@ def run(
     show_progress: bool = True,
 ) -> Report:
     """Run ``scenario`` on fresh nodes; nodes stop at the end unless ``keep``."""
+    with _exit_on_hangup_or_terminate():
+        return _run(scenario, size=size, seed=seed, seeds=seeds, data=data, keep=keep,
+                    workdir=workdir, show_progress=show_progress)
+
+
+@contextmanager
+def _exit_on_hangup_or_terminate() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) end the run as Ctrl-C does, through its clean-up:
+    the nodes stop and the run's folder (node keys, generated data) is removed. In the main
+    thread only (where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(
+    scenario: Scenario,
+    *,
+    size: str,
+    seed: int,
+    seeds: int | None,
+    data: str,
+    keep: bool,
+    workdir: Path | None,
+    show_progress: bool,
+) -> Report:
     per_size = getattr(scenario, "seeds", None) or SEEDS  # a scenario may set its own counts
     n_seeds = seeds or (1 if data == "public" else int(per_size[size]))
     check_run(scenario, seed=seed, data=data, seeds=n_seeds)

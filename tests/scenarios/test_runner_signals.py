@@ -1,0 +1,55 @@
+"""A scenario run ended by SIGTERM or SIGHUP cleans up as Ctrl-C does: no server left running,
+no run folder (node keys, generated data) left in the temp directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_run_stopped_by_a_signal_stops_its_nodes_and_removes_its_folder(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "dataspace", "demo", "weather", "--size", "small"],
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    servers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not servers and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.2)
+            for log in temp.glob("dataspace-weather-*/*.log"):
+                text = log.read_text(errors="replace")
+                if "Uvicorn running" in text:
+                    servers += [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
+                                                           text)]
+        assert servers, "no node server came up"
+        runner.send_signal(stop)
+        assert runner.wait(timeout=60) == 128 + stop
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert [p.name for p in temp.glob("dataspace-weather-*")] == []
+    assert not [pid for pid in servers if _running(pid)]
