@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -187,3 +188,25 @@ def test_linked_is_set_only_once_the_peer_is_there_and_stop_kills_the_engine() -
     for t in threads:
         t.join()
     assert all(e.is_set() for e in linked) and len(got[0].keys) == 20
+
+
+@needs_spu
+def test_an_engine_whose_wait_is_interrupted_is_killed_not_left_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupted(*args: Any) -> tuple[int | None, float]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rr22_module.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(rr22_module, "_reap", interrupted)
+    alone = [f"127.0.0.1:{free_port()}" for _ in range(2)]  # no peer: it would wait 60 s
+    with pytest.raises(KeyboardInterrupt):
+        run_rr22([("a",)], "text", rank=0, addresses=alone, timeout_seconds=60)
+    assert len(started) == 1 and started[0].returncode is not None  # killed and reaped

@@ -218,6 +218,10 @@ def run_rr22_hex(
             markers = [(folder / "bound", bound), (folder / "linked", linked)]
             try:
                 code, cpu = _reap(child, timeout_seconds, markers, stop)
+            except BaseException:  # interrupted while waiting: the engine must not run on
+                child.kill()
+                child.wait()
+                raise
             finally:
                 remove_libpsi_traces(folder)  # written at the run's end, under /tmp
         if code is None and stop is not None and stop.is_set():
