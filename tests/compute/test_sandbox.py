@@ -366,3 +366,25 @@ def test_limits_read_from_node_settings() -> None:
         {"sandbox_timeout_seconds": 5.0, "sandbox_threads": 1, "other": 1}
     )
     assert (limits.timeout_seconds, limits.threads, limits.memory_limit_mb) == (5.0, 1, 512)
+
+
+@pytest.mark.parametrize("fails", ["warm-up file", "process start"])
+def test_a_process_server_that_cannot_start_leaves_no_socket_open(
+    monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    import gc
+    import warnings
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise OSError(24, "Too many open files")
+
+    if fails == "warm-up file":
+        monkeypatch.setattr(sb, "_warm_up_file", refused)
+    else:
+        monkeypatch.setattr(sb.subprocess, "Popen", refused)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError, match="Too many open files"):
+            sb._Zygote()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -291,7 +291,12 @@ class _Zygote:
         # URLs, keys passed as variables) has no business next to a consumer's query.
         env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV or k.startswith("LC_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        warm_fd = _warm_up_file()
+        try:
+            warm_fd = _warm_up_file()
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
         try:
             with theirs:
                 self.process = subprocess.Popen(
@@ -309,6 +314,9 @@ class _Zygote:
                     env=env,
                     start_new_session=True,
                 )
+        except BaseException:
+            ours.close()  # no process server: nothing will use our end
+            raise
         finally:
             os.close(warm_fd)
         self.conn = Connection(ours.detach())
