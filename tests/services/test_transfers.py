@@ -1000,6 +1000,28 @@ def test_the_sweep_deletes_old_extracts_no_transfer_refers_to(pair: Pair) -> Non
     assert transfers.show_transfer(pair.tax, live)["state"] == "STARTED"
 
 
+def test_the_sweep_deletes_old_received_files_no_transfer_records(pair: Pair) -> None:
+    # the node stopped between naming a verified pull's file and recording it: a file no
+    # delete duty would ever reach
+    received = pair.bank.root / "received"
+    received.mkdir(exist_ok=True)
+    recorded, unrecorded = received / "ab-1.parquet", received / "cd-2.parquet"
+    for file in (recorded, unrecorded):
+        file.write_bytes(b"PAR1 rows PAR1")
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    _, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX,
+                            pair.agreement("raw-transfer", expires=future), "COMPLETED")
+    with pair.bank.store.write() as session:
+        ext = session.get(TransferExtractRow, consumer_pid)
+        assert ext is not None
+        ext.path, ext.sha256 = str(recorded), "ab" * 32
+    long_ago = datetime.now(UTC).timestamp() - transfer_sweep.ORPHAN_GRACE.total_seconds() - 1
+    for file in (recorded, unrecorded):
+        os.utime(file, (long_ago, long_ago))
+    assert transfer_sweep.sweep(pair.bank)["removed"] == ["cd-2.parquet"]
+    assert [p.name for p in received.glob("*.parquet")] == ["ab-1.parquet"]
+
+
 # --- a user ends a transfer --------------------------------------------------------------------
 
 
@@ -1146,3 +1168,21 @@ def test_verified_data_that_cannot_be_recorded_ends_the_transfer_and_is_deleted(
     assert ended["code"] == "record_failed" and "database is locked" in ended["reason"][0]
     _, path, body = pair.sent[-1]
     assert path.endswith("/termination") and body["code"] == "record_failed"
+
+
+def test_a_fault_while_recording_verified_data_leaves_no_unrecorded_file(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataspace.services import transfer_consumer
+
+    data = _parquet_bytes(person_id=["P1", "P2"])
+    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
+                            sha=hashlib.sha256(data).hexdigest(), rows=2, size=len(data))
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # not the store's refusal: the pull itself is cut short
+
+    monkeypatch.setattr(transfer_consumer, "_record_received", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        transfers.pull(pair.bank, pid, transport=pair.transport)
+    assert _received(pair) == []

@@ -258,6 +258,9 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
                       reasons=[f"the verified data could not be recorded: {exc.message}"],
                       actor=actor, transport=transport)
         return
+    except BaseException:
+        _remove(final)  # not recorded: no file either
+        raise
     message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
     target = _peer_path(node, row, "completion")
     try:

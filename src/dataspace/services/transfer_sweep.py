@@ -11,9 +11,10 @@ and partial downloads.
   outlives its server, and the consumer's pull failed with it.
 * A consumer's partial download (``received/.*.part``) belongs to a pull that the previous
   server did not finish: nothing refers to it, and it is deleted.
-* A provider's extract no transfer refers to (the node stopped while writing it) holds the
-  data of no grant: it is deleted once ``ORPHAN_GRACE`` has passed since it was last written
-  (a request another process is serving may be writing one right now).
+* A provider's extract or a consumer's received file no transfer refers to (the node
+  stopped between writing and recording it) belongs to no grant and to no delete duty: it is
+  deleted once ``ORPHAN_GRACE`` has passed since it was last written (another process may be
+  writing one right now).
 * A consumer's received file whose agreement's delete duty has fallen due is deleted
   (``transfer.deleted``, with its sha256: the evidence the duty was kept) — here, and every
   minute while the server runs (:func:`keep_deleting`).
@@ -113,7 +114,7 @@ def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
         for part in folder.glob(".*.part"):
             part.unlink(missing_ok=True)
             removed.append(part.name)
-    removed += orphan_extracts(node, now)
+    removed += orphan_files(node, now)
     removed += delete_due(node, now)
     return {"terminated": ended, "removed": removed}
 
@@ -179,10 +180,12 @@ def keep_deleting(node: Node, every: float = 60.0) -> DeletingThread:
     return running
 
 
-def orphan_extracts(node: Node, now: datetime | None = None) -> list[str]:
-    """Delete the extracts no transfer refers to, last written ``ORPHAN_GRACE`` ago or more."""
-    folder = node.root / EXTRACT_DIR
-    if not folder.is_dir():
+def orphan_files(node: Node, now: datetime | None = None) -> list[str]:
+    """Delete the extracts (provider) and received files (consumer) no transfer refers to,
+    last written ``ORPHAN_GRACE`` ago or more: what a process stopped between writing one and
+    recording it left (a received file nothing records would escape its delete duty)."""
+    folders = [f for f in (node.root / EXTRACT_DIR, node.root / RECEIVED_DIR) if f.is_dir()]
+    if not folders:
         return []
     with node.store.read() as session:
         paths = session.scalars(
@@ -191,9 +194,10 @@ def orphan_extracts(node: Node, now: datetime | None = None) -> list[str]:
     referred = {Path(p).name for p in paths if p}
     before = (now or datetime.now(UTC)).timestamp() - ORPHAN_GRACE.total_seconds()
     removed = []
-    for extract in folder.glob("*.parquet"):
-        with contextlib.suppress(FileNotFoundError):
-            if extract.name not in referred and extract.stat().st_mtime <= before:
-                extract.unlink()
-                removed.append(extract.name)
+    for folder in folders:
+        for file in folder.glob("*.parquet"):
+            with contextlib.suppress(FileNotFoundError):
+                if file.name not in referred and file.stat().st_mtime <= before:
+                    file.unlink()
+                    removed.append(file.name)
     return removed
