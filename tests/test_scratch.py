@@ -112,3 +112,21 @@ def test_a_dataset_read_spills_privately_and_sweeps_what_dead_readers_left(
     assert len(seen) == 1 and seen[0].name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
     assert modes == [0o700]
     assert sorted(system_tmp.iterdir()) == sorted([mine, other])
+
+
+def test_opening_a_node_removes_staged_files_of_dead_writers_only(node: Node) -> None:
+    from dataspace.scratch import STAGING_PREFIX, staging_path
+
+    removed, kept = [], []
+    for folder in (node.root / "results", node.data_dir / "mp"):
+        folder.mkdir(parents=True, exist_ok=True)
+        dead = folder / f"{STAGING_PREFIX}99999999-abc-x.arrow"  # a pid no process has
+        dead.write_bytes(b"partial")
+        live = staging_path(folder / "y.arrow")  # this process is writing it
+        live.write_bytes(b"partial")
+        final = folder / "z.arrow"
+        final.write_bytes(b"whole")
+        removed.append(dead)
+        kept += [live, final]
+    open_node(node.root).close()
+    assert [p for p in removed if p.exists()] == [] and all(p.exists() for p in kept)

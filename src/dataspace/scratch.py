@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 __all__ = [
@@ -18,10 +19,12 @@ __all__ = [
     "LIBPSI_TRACES",
     "RR22_PREFIX",
     "SPILL_PREFIX",
+    "STAGING_PREFIX",
     "UPLOAD_PREFIX",
     "any_named",
     "is_stale",
     "remove_libpsi_traces",
+    "staging_path",
     "sweep",
 ]
 
@@ -29,6 +32,7 @@ IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in da
 RR22_PREFIX = "dataspace-rr22-"  # an RR22 link's or run's folder
 UPLOAD_PREFIX = "upload-"  # an API upload's folder in the node's tmp/
 SPILL_PREFIX = "dataspace-spill-"  # where DuckDB spills reading a dataset (system temp)
+STAGING_PREFIX = ".staging-"  # a file written whole beside its final name, then moved there
 #: Where libpsi (the RR22 engine) writes a trace of every run, whatever TMPDIR says: the
 #: engine's command line (both parties' addresses, the run's scratch paths) and its timings.
 LIBPSI_TRACES = Path("/tmp")
@@ -43,6 +47,12 @@ def any_named(folder: Path, prefix: str) -> bool:
         for _, dirs, files in os.walk(folder)
         for name in (*dirs, *files)
     )
+
+
+def staging_path(final: Path) -> Path:
+    """Where to write ``final`` before moving it into place: beside it (same file system),
+    named after this process so that a node opened after a kill removes it."""
+    return final.parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}-{final.name}"
 
 
 def is_stale(name: str, prefix: str) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +34,7 @@ from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, PolicyDenied
+from dataspace.scratch import staging_path
 from dataspace.services.job_policy import (
     DENIED,
     DP,
@@ -258,7 +258,7 @@ def _store_result(node: Node, sha: str, ipc: bytes) -> None:
     folder.mkdir(exist_ok=True)
     path = result_path(node, sha)
     if not path.exists():
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp = staging_path(path)
         tmp.write_bytes(ipc)
         tmp.replace(path)
 

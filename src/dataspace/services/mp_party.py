@@ -24,7 +24,6 @@ import hashlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +53,7 @@ from dataspace.privacy.secagg import (
     ed25519_verifier,
     local_noise,
 )
+from dataspace.scratch import staging_path
 from dataspace.services import jobs, mp_protocols, mp_rr22
 from dataspace.services import mp_store as ms
 from dataspace.services.job_policy import _slots_taken
@@ -1036,7 +1036,7 @@ def write_rows(node: Node, job_id: str, rows: np.ndarray, *, ordered: bool) -> d
     if ordered:
         cols = {"order": pa.array(np.arange(len(positions), dtype=np.int64)), **cols}
     path = folder / f"{job_id}.parquet"
-    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    tmp = staging_path(path)
     pq.write_table(pa.table(cols), tmp)
     tmp.replace(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

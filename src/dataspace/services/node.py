@@ -195,6 +195,7 @@ def _clean_scratch(node: Node) -> None:
     from dataspace.scratch import (
         IMPORT_PREFIX,
         RR22_PREFIX,
+        STAGING_PREFIX,
         UPLOAD_PREFIX,
         any_named,
         remove_libpsi_traces,
@@ -211,6 +212,8 @@ def _clean_scratch(node: Node) -> None:
             recover_imports(node)  # before the cleanup: a committed import is finished
             cleanup_partial_imports(node.data_dir)
         sweep(node.tmp_dir, UPLOAD_PREFIX)  # an API upload cut off by a kill: raw rows
+        for folder in (node.root / "results", node.data_dir / "mp"):  # results, row positions
+            sweep(folder, STAGING_PREFIX)
         rr22_scratch = node.tmp_dir / "rr22"
         if rr22_scratch.is_dir():
             sweep(rr22_scratch, RR22_PREFIX)  # what a killed RR22 run left

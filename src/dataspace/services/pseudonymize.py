@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dataspace.errors import DataspaceError
 from dataspace.privacy.psi.normalize import normalize as psi_normalize
-from dataspace.scratch import sweep
+from dataspace.scratch import STAGING_PREFIX, staging_path, sweep
 
 __all__ = [
     "INFO_PREFIX",
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 KEY_FILE = Path("keys") / "pseudonym.key"
-STAGING_PREFIX = ".pseudonym-"  # the secret being written, before it is linked into place
 SECRET_BYTES = 32
 #: domain separation: a key derived for pseudonyms is never the key of anything else
 INFO_PREFIX = b"dataspace/pseudonym/v1\n"
@@ -64,9 +62,10 @@ def load_or_create_secret(root: Path) -> bytes:
     path.parent.mkdir(mode=0o700, exist_ok=True)
     if not path.exists():
         sweep(path.parent, STAGING_PREFIX)  # what a process killed while staging left
-        fd, staged = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path.parent)
+        staged = staging_path(path)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as out:  # mkstemp: mode 0600
+            with os.fdopen(fd, "wb") as out:
                 out.write(secrets.token_bytes(SECRET_BYTES))
                 out.flush()
                 os.fsync(out.fileno())
