@@ -111,6 +111,7 @@ class NodeProcess:
         port = self.url.rsplit(":", 1)[1]
         # the server stops when this pipe's write end closes: at stop(), or when this
         # process exits in any way (a killed runner leaves no server behind)
+        self._cut_lifeline()  # a previous server of this node's (killed, not stopped)
         watch, self._lifeline = os.pipe()
         env = {**os.environ, ENV_NODE: str(self.root), ENV_STOP_WITH_FD: str(watch)}
         try:
@@ -150,6 +151,9 @@ class NodeProcess:
                 self.process.kill()
                 self.process.wait(timeout=15)
         self.process = None
+        self._cut_lifeline()
+
+    def _cut_lifeline(self) -> None:
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
