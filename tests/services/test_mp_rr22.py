@@ -146,6 +146,28 @@ def test_link_ports_are_a_checked_range_and_a_taken_or_reserved_port_is_never_ha
         mp_rr22._PORTS_IN_USE.discard(free)
 
 
+def test_closing_a_run_frees_its_port_only_once_its_engine_is_gone(tmp_path: Path) -> None:
+    folder = tmp_path / "link"
+    folder.mkdir()
+    port = mp_rr22.free_port("127.0.0.1", mp_rr22.link_ports("20000-32767"))  # reserved
+    endpoint = mp_rr22.Endpoint(folder, folder / "self.crt", folder / "self.key",
+                                f"127.0.0.1:{port}", port)
+    run = mp_rr22.Run(endpoint, source=None, mode="me")  # type: ignore[arg-type]
+    held_until_gone: list[bool] = []
+
+    def engine() -> None:  # stands in for run_rr22_hex: killed on stop, then reaped
+        run.stopping.wait(10)
+        time.sleep(0.3)
+        held_until_gone.append(not endpoint.closed and endpoint.port in mp_rr22._PORTS_IN_USE)
+
+    run.thread = threading.Thread(target=engine)
+    run.thread.start()
+    run.close()
+    assert held_until_gone == [True]
+    assert endpoint.closed and endpoint.port not in mp_rr22._PORTS_IN_USE
+    assert not endpoint.folder.exists()
+
+
 @needs_spu
 def test_a_participant_whose_link_port_is_taken_fails_the_rr22_step_at_once(
     tax: tuple[Node, str], monkeypatch: pytest.MonkeyPatch

@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 ENGINES = ("dh", "rr22")
+#: How long closing a run waits for its stopped engine to be killed and reaped.
+STOP_WAIT_SECONDS = 5.0
 
 
 def check_engine(engine: str, mode: str) -> None:
@@ -371,6 +373,9 @@ class Run:
         return self.keys
 
     def close(self) -> None:
-        """The engine stopped (if it still runs) and the link's folder wiped."""
+        """The engine stopped (if it still runs) and the link's folder wiped — after the
+        engine is gone, so its port is not handed to another link while it still holds it."""
         self.stop()
+        if self.thread is not None:
+            self.thread.join(STOP_WAIT_SECONDS)  # killed within a poll (20 ms) and reaped
         self.endpoint.close()
