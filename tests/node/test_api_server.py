@@ -147,3 +147,16 @@ def test_a_server_stops_when_the_process_holding_its_lifeline_is_killed(
     log = (tmp_path / "w" / "solo.log").read_text(encoding="utf-8", errors="replace")
     assert "the process that started this server is gone: stopping" in log
     assert "Finished server process" in log and "Traceback" not in log
+
+
+def test_a_stop_descriptor_that_is_not_an_open_pipe_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataspace.node.server import stop_when_parent_goes
+
+    with (tmp_path / "plain-file").open("wb") as plain:
+        assert stop_when_parent_goes(plain.fileno()) is None
+    closed = os.open(tmp_path / "plain-file", os.O_RDONLY)
+    os.close(closed)
+    assert stop_when_parent_goes(closed) is None
+    assert caplog.text.count("is not an open pipe: ignored") == 2

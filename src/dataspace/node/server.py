@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -66,10 +67,18 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def stop_when_parent_goes(fd: int) -> threading.Thread:
+def stop_when_parent_goes(fd: int) -> threading.Thread | None:
     """Stop this server (as SIGTERM would) once the pipe ``fd`` reaches end of file: the
     process that started it holds the write end, which closes when it exits however it
-    exits (even SIGKILL), so its servers do not outlive it."""
+    exits (even SIGKILL), so its servers do not outlive it. None (and a warning) if ``fd``
+    is not an open pipe."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        is_pipe = False
+    if not is_pipe:
+        log.warning("%s=%d is not an open pipe: ignored", ENV_STOP_WITH_FD, fd)
+        return None
 
     def watch() -> None:
         with contextlib.suppress(OSError):
