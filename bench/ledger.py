@@ -40,7 +40,7 @@ def fresh_store(url: str | None, tmp: Path, size: int) -> Iterator[Store]:
         try:
             yield store
         finally:
-            store.dispose()
+            store.close()
         return
     schema = f"b_{secrets.token_hex(6)}"
     store = Store(url, schema=schema)
@@ -50,7 +50,7 @@ def fresh_store(url: str | None, tmp: Path, size: int) -> Iterator[Store]:
     finally:
         with store.engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        store.dispose()
+        store.close()
 
 
 def entry(i: int) -> log.NewEntry:

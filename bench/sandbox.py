@@ -145,7 +145,7 @@ def main() -> None:
                 f"connection {warm * 1000:7.1f} ms: {governed / warm:5.2f}x  |  raw DuckDB, new "
                 f"connection {new * 1000:7.1f} ms: {governed / new:5.2f}x  ({goal})"
             )
-        store.dispose()
+        store.close()
     shutdown()
 
 

@@ -160,3 +160,28 @@ def test_a_stop_descriptor_that_is_not_an_open_pipe_is_ignored(
     os.close(closed)
     assert stop_when_parent_goes(closed) is None
     assert caplog.text.count("is not an open pipe: ignored") == 2
+
+
+def test_servers_started_to_outlive_their_runner_keep_serving(tmp_path: Path) -> None:
+    # `dataspace demo --keep`: the runner prints the URLs and exits; the nodes stay up
+    runner = subprocess.run(
+        [sys.executable, "-c", (
+            "from pathlib import Path\n"
+            "from dataspace.scenarios import cluster\n"
+            f"c = cluster.create(Path({str(tmp_path / 'w')!r}), ['solo'], space='kept')\n"
+            "c.start(outlive=True)\n"
+            "print(c.nodes['solo'].process.pid, c.nodes['solo'].url)\n"
+        )],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    pid_text, url = runner.stdout.split()
+    server = int(pid_text)
+    try:
+        time.sleep(1.0)  # a lifeline's end of file would have stopped it by now
+        assert _alive(server)
+        assert httpx.get(f"{url}{API}/health", timeout=5).json()["node"] == "solo"
+    finally:
+        os.kill(server, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)

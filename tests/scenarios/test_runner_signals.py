@@ -53,3 +53,26 @@ def test_a_run_stopped_by_a_signal_stops_its_nodes_and_removes_its_folder(
             runner.wait()
     assert [p.name for p in temp.glob("dataspace-weather-*")] == []
     assert not [pid for pid in servers if _running(pid)]
+
+
+def test_an_ignored_hangup_stays_ignored_and_a_second_signal_cannot_cut_the_clean_up() -> None:
+    from dataspace.scenarios.runner import _exit_on_hangup_or_terminate
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    cleaned = []
+    try:
+        with pytest.raises(SystemExit) as ended, _exit_on_hangup_or_terminate():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            try:
+                signal.raise_signal(signal.SIGHUP)  # ignored: the run goes on
+                signal.raise_signal(signal.SIGTERM)
+            finally:  # the run's clean-up, with another SIGTERM arriving during it
+                signal.raise_signal(signal.SIGTERM)
+                cleaned.append(True)
+        assert ended.value.code == 128 + signal.SIGTERM and cleaned == [True]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # restored
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

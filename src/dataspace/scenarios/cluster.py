@@ -107,13 +107,19 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def start(self) -> None:
+    def start(self, *, outlive: bool = False) -> None:
+        """Start the server. Unless ``outlive``, it stops when this process ends, however it
+        ends: it holds a pipe whose write end only this process has (a killed runner leaves
+        no server behind); ``outlive`` leaves it running after this process exits."""
         port = self.url.rsplit(":", 1)[1]
-        # the server stops when this pipe's write end closes: at stop(), or when this
-        # process exits in any way (a killed runner leaves no server behind)
         self._cut_lifeline()  # a previous server of this node's (killed, not stopped)
-        watch, self._lifeline = os.pipe()
-        env = {**os.environ, ENV_NODE: str(self.root), ENV_STOP_WITH_FD: str(watch)}
+        env = {**os.environ, ENV_NODE: str(self.root)}
+        env.pop(ENV_STOP_WITH_FD, None)  # a server started by a server: not its parent's pipe
+        passed: tuple[int, ...] = ()
+        if not outlive:
+            watch, self._lifeline = os.pipe()
+            env[ENV_STOP_WITH_FD] = str(watch)
+            passed = (watch,)
         try:
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(
@@ -122,10 +128,11 @@ class NodeProcess:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
-                    pass_fds=(watch,),
+                    pass_fds=passed,
                 )
         finally:
-            os.close(watch)
+            for fd in passed:  # the server's now; ours would keep the pipe open
+                os.close(fd)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -159,12 +166,12 @@ class NodeProcess:
             self._lifeline = None
 
 
-def start_all(nodes: Iterable[NodeProcess]) -> None:
+def start_all(nodes: Iterable[NodeProcess], *, outlive: bool = False) -> None:
     """Start node processes side by side (each takes a second or two to come up); raises the
-    first failure to start."""
+    first failure to start. ``outlive``: see :meth:`NodeProcess.start`."""
     nodes = list(nodes)
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        for future in [pool.submit(n.start) for n in nodes]:
+        for future in [pool.submit(n.start, outlive=outlive) for n in nodes]:
             future.result()
 
 
@@ -174,8 +181,8 @@ class Cluster:
     operator_key: str
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
 
-    def start(self) -> None:
-        start_all(self.nodes.values())
+    def start(self, *, outlive: bool = False) -> None:
+        start_all(self.nodes.values(), outlive=outlive)
 
     def stop(self) -> None:
         for running in self.nodes.values():

@@ -153,10 +153,18 @@ def _exit_on_hangup_or_terminate() -> Iterator[None]:
         yield
         return
 
+    ours = (signal.SIGTERM, signal.SIGHUP)
+
     def leave(signum: int, frame: FrameType | None) -> None:
+        for sig in ours:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
-    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # a signal ignored on purpose (SIGHUP under nohup) stays ignored
+    previous = {sig: signal.getsignal(sig) for sig in ours}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, leave)
     try:
         yield
     finally:
@@ -196,7 +204,7 @@ def _run(
         with _progress(show_progress) as progress:
             gens = {s: scenario.generate(size, s, data) for s in seed_list}
             names = _register(scenario, cluster, gens, progress)
-            cluster.start()
+            cluster.start(outlive=keep)  # with --keep the nodes run on after this process
             apis = {n: NodeApi(n, p.url, p.admin_token) for n, p in cluster.nodes.items()}
             runs = []
             for s in seed_list:
