@@ -130,3 +130,19 @@ def test_opening_a_node_removes_staged_files_of_dead_writers_only(node: Node) ->
         kept += [live, final]
     open_node(node.root).close()
     assert [p for p in removed if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+def test_the_sweep_takes_an_impossible_pid_for_dead_and_leaves_other_users_entries(
+    tmp_path: Path,
+) -> None:
+    from dataspace.scratch import sweep
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to give a file to another user")
+    huge = tmp_path / f"{SPILL_PREFIX}{'9' * 30}-x"  # no process id is that large
+    huge.mkdir()
+    theirs = tmp_path / f"{SPILL_PREFIX}99999999-y"  # dead, but another user's
+    theirs.write_bytes(b"")
+    os.chown(theirs, 65534, 65534)
+    assert sweep(tmp_path, SPILL_PREFIX) == [huge]
+    assert theirs.exists()

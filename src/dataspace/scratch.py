@@ -64,7 +64,7 @@ def is_stale(name: str, prefix: str) -> bool:
         return True  # not written by a live process of ours
     try:
         os.kill(int(pid_text), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or never a process id
         return True
     except PermissionError:
         return False  # alive, owned by someone else
@@ -72,16 +72,24 @@ def is_stale(name: str, prefix: str) -> bool:
 
 
 def sweep(folder: Path, prefix: str) -> list[Path]:
-    """Remove the entries of ``folder`` named ``<prefix><pid>-`` whose process is gone."""
+    """Remove the entries of ``folder`` named ``<prefix><pid>-`` whose process is gone and
+    that this user owns (in a shared folder such as the system temp, another user's are
+    theirs to clean); one that cannot be removed is left, not raised about."""
     removed: list[Path] = []
     if folder.is_dir():
         for entry in folder.iterdir():
-            if is_stale(entry.name, prefix):
+            if not is_stale(entry.name, prefix):
+                continue
+            try:
+                if entry.lstat().st_uid != os.getuid():
+                    continue
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
+                    shutil.rmtree(entry)
                 else:
-                    entry.unlink(missing_ok=True)
-                removed.append(entry)
+                    entry.unlink()
+            except OSError:  # gone meanwhile, or not ours to remove
+                continue
+            removed.append(entry)
     return removed
 
 
