@@ -47,13 +47,14 @@ def test_only_traces_naming_the_folder_are_removed(tmp_path: Path) -> None:
     traces.mkdir()
     ours = _trace(traces, "A1", scratch_dir / "dataspace-rr22-1-x")  # json-escaped é
     other_node = _trace(traces, "B2", tmp_path / "other" / "tmp" / "rr22" / "run")
+    longer = _trace(traces, "F6", Path(f"/mnt{scratch_dir}") / "run")  # ends like it
     unrelated = traces / "notes.trace"  # not libpsi's name
     unrelated.write_bytes(json.dumps(str(scratch_dir)).encode())
     link = traces / "psi_C3.trace"
     link.symlink_to(ours)
     assert remove_libpsi_traces(scratch_dir, traces) == [ours]
     assert sorted(p.name for p in traces.iterdir()) == sorted(
-        [other_node.name, unrelated.name, link.name])
+        [other_node.name, longer.name, unrelated.name, link.name])
 
 
 def test_opening_a_node_removes_the_traces_of_its_rr22_runs(

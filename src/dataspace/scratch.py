@@ -94,16 +94,19 @@ def sweep(folder: Path, prefix: str) -> list[Path]:
 
 
 def remove_libpsi_traces(naming: Path, folder: Path | None = None) -> list[Path]:
-    """Remove libpsi's trace files that this user owns and that name ``naming`` (a run's
-    folder, or a node's RR22 scratch folder holding runs): the engine's command line, which
-    each trace records, holds the run folder's path."""
-    needle = json.dumps(str(naming))[1:-1].encode()  # as the engine's JSON argument spells it
+    """Remove libpsi's trace files that this user owns and that name a path under ``naming``
+    (a run's folder, or a node's RR22 scratch folder holding runs): the engine's command line,
+    which each trace records, holds the run's file paths as JSON strings."""
+    spellings = {str(naming), str(naming.resolve())}  # as given, and through any symlink
+    # a JSON string that starts with the folder: not a longer path that merely ends like it
+    needles = [('"' + json.dumps(path)[1:-1] + "/").encode() for path in spellings]
     removed: list[Path] = []
     for trace in (folder or LIBPSI_TRACES).glob(LIBPSI_TRACE_GLOB):
         try:
             if trace.is_symlink() or trace.stat().st_uid != os.getuid():
                 continue
-            if needle in trace.read_bytes():
+            content = trace.read_bytes()
+            if any(needle in content for needle in needles):
                 trace.unlink(missing_ok=True)
                 removed.append(trace)
         except OSError:  # gone meanwhile, or not ours to read

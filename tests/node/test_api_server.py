@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,11 +155,12 @@ def test_a_stop_descriptor_that_is_not_an_open_pipe_is_ignored(
 ) -> None:
     from dataspace.node.server import stop_when_parent_goes
 
+    serving = threading.Event()
     with (tmp_path / "plain-file").open("wb") as plain:
-        assert stop_when_parent_goes(plain.fileno()) is None
+        assert stop_when_parent_goes(plain.fileno(), serving) is None
     closed = os.open(tmp_path / "plain-file", os.O_RDONLY)
     os.close(closed)
-    assert stop_when_parent_goes(closed) is None
+    assert stop_when_parent_goes(closed, serving) is None
     assert caplog.text.count("is not an open pipe: ignored") == 2
 
 
@@ -185,3 +187,27 @@ def test_servers_started_to_outlive_their_runner_keep_serving(tmp_path: Path) ->
         deadline = time.monotonic() + 20
         while _alive(server) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def test_a_lifeline_ending_signals_only_while_the_server_serves() -> None:
+    from dataspace.node.server import stop_when_parent_goes
+
+    got: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        for serving_now in (False, True):
+            serving = threading.Event()
+            if serving_now:
+                serving.set()
+            read_end, write_end = os.pipe()
+            thread = stop_when_parent_goes(read_end, serving)
+            assert thread is not None
+            os.close(write_end)  # the parent is gone
+            thread.join(5)
+            os.close(read_end)
+            deadline = time.monotonic() + 5
+            while serving_now and not got and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs in the main thread
+            assert got == ([signal.SIGTERM] if serving_now else [])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -67,11 +67,13 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def stop_when_parent_goes(fd: int) -> threading.Thread | None:
+def stop_when_parent_goes(fd: int, serving: threading.Event) -> threading.Thread | None:
     """Stop this server (as SIGTERM would) once the pipe ``fd`` reaches end of file: the
     process that started it holds the write end, which closes when it exits however it
-    exits (even SIGKILL), so its servers do not outlive it. None (and a warning) if ``fd``
-    is not an open pipe."""
+    exits (even SIGKILL), so its servers do not outlive it. Only while ``serving`` is set:
+    once the server is shutting down, a SIGTERM would find the default handler back and
+    kill the process in the middle of its clean-up. None (and a warning) if ``fd`` is not
+    an open pipe."""
     try:
         is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
     except OSError:
@@ -85,7 +87,8 @@ def stop_when_parent_goes(fd: int) -> threading.Thread | None:
             while os.read(fd, 1):
                 pass
         log.warning("the process that started this server is gone: stopping")
-        os.kill(os.getpid(), signal.SIGTERM)
+        if serving.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=watch, name="stop-with-parent", daemon=True)
     thread.start()
@@ -121,10 +124,15 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
         )
         witnessing = auto_witness.start(node, witnesses)
         deleting = transfer_sweep.keep_deleting(node)
+        serving = threading.Event()
         with _stop_on_signals(), contextlib.suppress(_Stop):
+            serving.set()
             if os.environ.get(ENV_STOP_WITH_FD, "").isdigit():
-                stop_when_parent_goes(int(os.environ[ENV_STOP_WITH_FD]))
-            uvicorn.Server(config).run()
+                stop_when_parent_goes(int(os.environ[ENV_STOP_WITH_FD]), serving)
+            try:
+                uvicorn.Server(config).run()
+            finally:
+                serving.clear()  # before _stop_on_signals restores the default handlers
     finally:
         if deleting is not None:
             deleting.stop()
