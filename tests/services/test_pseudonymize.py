@@ -61,6 +61,19 @@ def test_a_staging_file_left_by_a_killed_process_is_removed_and_a_short_key_refu
         ps.load_or_create_secret(tmp_path)
 
 
+def test_without_hard_links_the_secret_is_still_created_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(1, "Operation not permitted")  # e.g. some network file systems
+
+    monkeypatch.setattr(ps.os, "link", no_links)
+    secret = ps.load_or_create_secret(tmp_path)
+    assert len(secret) == 32 and ps.load_or_create_secret(tmp_path) == secret
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["pseudonym.key"]
+    assert stat.S_IMODE((tmp_path / ps.KEY_FILE).stat().st_mode) == 0o600
+
+
 def test_same_value_differs_across_agreements_and_is_reproducible() -> None:
     secret = bytes(range(32))
     a, b = ps.agreement_key(secret, "urn:uuid:a"), ps.agreement_key(secret, "urn:uuid:b")

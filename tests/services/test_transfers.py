@@ -1179,10 +1179,10 @@ def test_a_fault_while_recording_verified_data_leaves_no_unrecorded_file(
     pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
                             sha=hashlib.sha256(data).hexdigest(), rows=2, size=len(data))
 
-    def interrupted(*args: Any, **kwargs: Any) -> None:
-        raise KeyboardInterrupt  # not the store's refusal: the pull itself is cut short
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a fault that is not the store's refusal")
 
-    monkeypatch.setattr(transfer_consumer, "_record_received", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(transfer_consumer, "_record_received", broken)
+    with pytest.raises(RuntimeError, match="not the store's refusal"):
         transfers.pull(pair.bank, pid, transport=pair.transport)
     assert _received(pair) == []

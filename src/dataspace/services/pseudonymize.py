@@ -69,8 +69,13 @@ def load_or_create_secret(root: Path) -> bytes:
                 out.write(secrets.token_bytes(SECRET_BYTES))
                 out.flush()
                 os.fsync(out.fileno())
-            with contextlib.suppress(FileExistsError):  # another process linked first
+            try:
                 os.link(staged, path)
+            except FileExistsError:  # another process linked first
+                pass
+            except OSError:  # a file system without hard links: the secret is whole by now
+                with contextlib.suppress(FileExistsError):
+                    _create_whole(path, staged.read_bytes())
         finally:
             os.unlink(staged)
         _fsync_folder(path.parent)
@@ -81,6 +86,16 @@ def load_or_create_secret(root: Path) -> bytes:
             hint="restore it from backup; a new secret changes every pseudonym",
         )
     return data
+
+
+def _create_whole(path: Path, secret: bytes) -> None:
+    """Create ``path`` holding ``secret`` (FileExistsError if it exists): for file systems
+    without hard links, where a reader may briefly see it short."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -258,8 +258,10 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
                       reasons=[f"the verified data could not be recorded: {exc.message}"],
                       actor=actor, transport=transport)
         return
-    except BaseException:
-        _remove(final)  # not recorded: no file either
+    except Exception:
+        # not recorded: no file either (an interrupt is left to the start-up sweep, which
+        # removes only what no transfer records: it may have come after the commit)
+        _remove(final)
         raise
     message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
     target = _peer_path(node, row, "completion")
