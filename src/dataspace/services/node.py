@@ -212,7 +212,8 @@ def _clean_scratch(node: Node) -> None:
             recover_imports(node)  # before the cleanup: a committed import is finished
             cleanup_partial_imports(node.data_dir)
         sweep(node.tmp_dir, UPLOAD_PREFIX)  # an API upload cut off by a kill: raw rows
-        for folder in (node.root / "results", node.data_dir / "mp"):  # results, row positions
+        # results, kept row positions, the pseudonym secret: half-written files
+        for folder in (node.root / "results", node.data_dir / "mp", node.root / "keys"):
             sweep(folder, STAGING_PREFIX)
         rr22_scratch = node.tmp_dir / "rr22"
         if rr22_scratch.is_dir():
