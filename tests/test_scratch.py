@@ -110,7 +110,7 @@ def test_a_dataset_read_spills_privately_and_sweeps_what_dead_readers_left(
         assert con.execute(f"SELECT count(*) FROM {rel}").fetchone() == (50,)
         seen = [p for p in system_tmp.iterdir() if p not in (mine, other)]
         modes = [p.stat().st_mode & 0o777 for p in seen]
-    assert len(seen) == 1 and seen[0].name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
+    assert len(seen) == 1 and seen[0].name.startswith(f"{SPILL_PREFIX}{scratch.process_tag()}-")
     assert modes == [0o700]
     assert sorted(system_tmp.iterdir()) == sorted([mine, other])
 
@@ -147,3 +147,16 @@ def test_the_sweep_takes_an_impossible_pid_for_dead_and_leaves_other_users_entri
     os.chown(theirs, 65534, 65534)
     assert sweep(tmp_path, SPILL_PREFIX) == [huge]
     assert theirs.exists()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_writers_scratch_alive() -> None:
+    from dataspace.scratch import is_stale, process_tag
+
+    me = process_tag()
+    pid, _, start = me.partition(".")
+    assert pid == str(os.getpid()) and start.isdigit()
+    assert not is_stale(f"{UPLOAD_PREFIX}{me}-abc", UPLOAD_PREFIX)  # this very process
+    # the same pid, another start: a process before a restart (pid 1 of every container)
+    assert is_stale(f"{UPLOAD_PREFIX}{pid}.{int(start) + 1}-abc", UPLOAD_PREFIX)
+    assert not is_stale(f"{UPLOAD_PREFIX}{pid}-abc", UPLOAD_PREFIX)  # pid only: kept
+    assert is_stale(f"{UPLOAD_PREFIX}99999999.5-abc", UPLOAD_PREFIX)  # no such pid

@@ -1,4 +1,4 @@
-"""Scratch files named after the process that writes them: ``<prefix><pid>-...``.
+"""Scratch files named after the process that writes them: ``<prefix><pid>.<start>-...``.
 
 So that what a killed process left behind (a partial import, an RR22 run's keys and
 certificates) can be told from what a live process is still writing, and removed when a
@@ -23,6 +23,7 @@ __all__ = [
     "UPLOAD_PREFIX",
     "any_named",
     "is_stale",
+    "process_tag",
     "remove_libpsi_traces",
     "staging_path",
     "sweep",
@@ -49,17 +50,43 @@ def any_named(folder: Path, prefix: str) -> bool:
     )
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc's field 22); None if it
+    cannot be read. Two processes with one pid (reused, or pid 1 of every container start)
+    have different start times."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_tag: tuple[int, str] | None = None
+
+
+def process_tag() -> str:
+    """This process in a scratch name: ``<pid>.<start time>`` (the pid alone without /proc).
+    No ``-`` in it: names continue ``<prefix><tag>-...``."""
+    global _tag
+    pid = os.getpid()
+    if _tag is None or _tag[0] != pid:  # computed once per process (a fork gets its own)
+        start = _start_time(pid)
+        _tag = (pid, f"{pid}.{start}" if start else str(pid))
+    return _tag[1]
+
+
 def staging_path(final: Path) -> Path:
     """Where to write ``final`` before moving it into place: beside it (same file system),
     named after this process so that a node opened after a kill removes it."""
-    return final.parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}-{final.name}"
+    return final.parent / f"{STAGING_PREFIX}{process_tag()}-{uuid.uuid4().hex[:12]}-{final.name}"
 
 
 def is_stale(name: str, prefix: str) -> bool:
-    """True for a ``<prefix><pid>-`` name whose process is gone."""
+    """True for a ``<prefix><pid>[.<start time>]-`` name whose process is gone: no process
+    has that pid, or the one that has it started at another time (the pid was reused)."""
     if not name.startswith(prefix):
         return False
-    pid_text = name[len(prefix) :].split("-", 1)[0]
+    pid_text, _, start = name[len(prefix) :].split("-", 1)[0].partition(".")
     if not pid_text.isdigit():
         return True  # not written by a live process of ours
     try:
@@ -67,8 +94,11 @@ def is_stale(name: str, prefix: str) -> bool:
     except (ProcessLookupError, OverflowError):  # gone, or never a process id
         return True
     except PermissionError:
-        return False  # alive, owned by someone else
-    return False
+        pass  # alive, owned by someone else: compare start times as for our own
+    if not start:
+        return False  # a pid-only name (no /proc when written): alive as far as we can tell
+    now = _start_time(int(pid_text))
+    return now is not None and now != start
 
 
 def sweep(folder: Path, prefix: str) -> list[Path]:

@@ -514,7 +514,8 @@ def test_killed_import_leaves_nothing_at_dest(tmp_path: Path) -> None:
     assert not dest.exists()
     leftovers = list(dest.parent.glob(PARTIAL_PREFIX + "*"))
     assert leftovers and all(
-        p.name.startswith(f".importing-{proc.pid}-big.parquet-") for p in leftovers
+        p.name.startswith(f".importing-{proc.pid}.") and "-big.parquet-" in p.name
+        for p in leftovers
     )
     keep = data / "other.parquet"
     keep.write_bytes(b"keep")

@@ -115,7 +115,7 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
     try:
         fmt = _resolve_format(src, fmt, limits)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f"{PARTIAL_PREFIX}{os.getpid()}-{dest.name}-"
+        prefix = f"{PARTIAL_PREFIX}{scratch.process_tag()}-{dest.name}-"
         work = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
     except OSError as exc:
         raise _os_error(src, dest, exc) from None

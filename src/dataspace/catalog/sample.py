@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from dataspace.errors import DataspaceError, UnreadableInput
-from dataspace.scratch import SPILL_PREFIX, sweep
+from dataspace.scratch import SPILL_PREFIX, process_tag, sweep
 from dataspace.settings import Limits
 
 SAMPLE_SEED = 20240101
@@ -41,7 +41,7 @@ def _spill_folder() -> tempfile.TemporaryDirectory[str]:
     if not _swept_spills:
         _swept_spills = True
         sweep(Path(tempfile.gettempdir()), SPILL_PREFIX)
-    return tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
+    return tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{process_tag()}-")
 
 
 @contextlib.contextmanager

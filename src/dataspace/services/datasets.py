@@ -32,6 +32,7 @@ from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, lo
 from dataspace.catalog.sample import sample_columns
 from dataspace.errors import Conflict, InputError, NotFound, UsageError
 from dataspace.ledger import log
+from dataspace.scratch import process_tag
 from dataspace.services.names import check_dataset_name, lookalike_key
 from dataspace.services.node import Node
 from dataspace.store.models import Dataset
@@ -86,7 +87,7 @@ def add(
     final = node.data_dir / f"{dataset_id}.parquet"
     # Until the catalog row commits, the file carries the staging name that a node's start-up
     # recovery recognises (see recover_imports): a killed import leaves nothing behind.
-    staged = node.data_dir / f"{ingest.PARTIAL_PREFIX}{os.getpid()}-{final.name}"
+    staged = node.data_dir / f"{ingest.PARTIAL_PREFIX}{process_tag()}-{final.name}"
     with _removed_on_failure(staged):
         imported = ingest.import_file(src, staged, limits=node.limits, fmt=fmt)
         analysis = _analyse(node, staged, domain=domain, rows=imported.rows, overrides={})

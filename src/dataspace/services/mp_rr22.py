@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import random
 import shutil
 import socket
@@ -36,7 +35,7 @@ from dataspace.privacy.psi import KeySpec, rr22_available
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.rr22 import INSTALL_HINT, TlsIdentity, run_rr22_hex
-from dataspace.scratch import RR22_PREFIX
+from dataspace.scratch import RR22_PREFIX, process_tag
 from dataspace.services import space
 from dataspace.services.mp_wire import MultipartyFailed
 from dataspace.services.node import Node
@@ -136,7 +135,7 @@ def scratch(node: Node) -> Path:
 
 
 def _scratch_prefix() -> str:
-    return f"{RR22_PREFIX}{os.getpid()}-"  # swept by open_node once this process is gone
+    return f"{RR22_PREFIX}{process_tag()}-"  # swept by open_node once this process is gone
 
 
 def own_host(node: Node) -> str:

@@ -7,7 +7,6 @@ has imported the file into the node's data folder (or failed to).
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import unicodedata
@@ -25,7 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from dataspace.errors import DataspaceError, InputError, UnreadableInput
 from dataspace.node.auth import EVERYONE, READERS, WRITERS, get_node, require
-from dataspace.scratch import UPLOAD_PREFIX
+from dataspace.scratch import UPLOAD_PREFIX, process_tag
 from dataspace.services import datasets
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -259,7 +258,7 @@ async def _receive(request: Request, upload: _Upload) -> tuple[Path, dict[str, s
 def _make_workdir(node: Node) -> Path:
     node.tmp_dir.mkdir(parents=True, exist_ok=True)
     # named after this process, so a node opened after a kill removes what it held
-    workdir = node.tmp_dir / f"{UPLOAD_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+    workdir = node.tmp_dir / f"{UPLOAD_PREFIX}{process_tag()}-{secrets.token_hex(8)}"
     workdir.mkdir(mode=0o700)
     return workdir
 

@@ -51,7 +51,7 @@ from dataspace.privacy.psi import rr22_engine
 from dataspace.privacy.psi.columnar import encode_hex
 from dataspace.privacy.psi.errors import PsiConfigError, PsiEngineFailed, PsiUnavailable
 from dataspace.privacy.psi.normalize import KeySpec, identifier_text
-from dataspace.scratch import RR22_PREFIX, remove_libpsi_traces
+from dataspace.scratch import RR22_PREFIX, process_tag, remove_libpsi_traces
 
 __all__ = [
     "INSTALL_HINT",
@@ -185,7 +185,7 @@ def run_rr22_hex(
     _spu()  # fail early, with the install hint
     if rank not in (0, 1) or len(addresses) != 2 or receiver_rank not in (0, 1):
         raise PsiConfigError("RR22 runs between exactly two parties, ranks 0 and 1")
-    with tempfile.TemporaryDirectory(prefix=f"{RR22_PREFIX}{os.getpid()}-", dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{RR22_PREFIX}{process_tag()}-", dir=workdir) as tmp:
         folder = Path(tmp)
         source, output = folder / "in.csv", folder / "out.csv"
         config: dict[str, Any] = {
