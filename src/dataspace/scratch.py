@@ -16,6 +16,7 @@ from pathlib import Path
 
 __all__ = [
     "IMPORT_PREFIX",
+    "INIT_PREFIX",
     "LIBPSI_TRACES",
     "RR22_PREFIX",
     "SPILL_PREFIX",
@@ -33,6 +34,7 @@ IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in da
 RR22_PREFIX = "dataspace-rr22-"  # an RR22 link's or run's folder
 UPLOAD_PREFIX = "upload-"  # an API upload's folder in the node's tmp/
 SPILL_PREFIX = "dataspace-spill-"  # where DuckDB spills reading a dataset (system temp)
+INIT_PREFIX = ".initialising-"  # in a node directory until its init has finished
 STAGING_PREFIX = ".staging-"  # a file written whole beside its final name, then moved there
 #: Where libpsi (the RR22 engine) writes a trace of every run, whatever TMPDIR says: the
 #: engine's command line (both parties' addresses, the run's scratch paths) and its timings.

@@ -26,6 +26,7 @@ import tomli_w
 from dataspace.errors import DataspaceError, NodeExists, NodeNotFound, UsageError
 from dataspace.identity import keys
 from dataspace.identity.note import NoteSigner
+from dataspace.scratch import INIT_PREFIX, process_tag
 from dataspace.services.names import check_node_name
 from dataspace.settings import ENV_NODE as ENV_NODE
 from dataspace.settings import Limits
@@ -107,6 +108,7 @@ def init_node(
     root = root.expanduser().absolute()
     if (root / CONFIG_FILE).exists():
         raise NodeExists(f"{root} already holds a node", hint="choose another directory")
+    _clear_interrupted_init(root)
     if root.exists() and any(root.iterdir()):
         raise NodeExists(f"{root} is not empty", hint="choose a new or empty directory")
     created_root = not root.exists()
@@ -116,6 +118,10 @@ def init_node(
         # alone (it is new or empty, so nobody else's files lose access).
         root.mkdir(mode=NODE_DIR_MODE, parents=True, exist_ok=True)
         os.chmod(root, NODE_DIR_MODE)
+        # Until node.toml is written (last) the marker says whose unfinished node this is:
+        # an init killed before the end is cleared by the next one, not taken for a node.
+        marker = root / f"{INIT_PREFIX}{process_tag()}"
+        marker.touch(mode=0o600)
         for sub in ("keys", "data", "tmp"):
             (root / sub).mkdir(mode=NODE_DIR_MODE, exist_ok=True)
         key = keys.generate_key()
@@ -127,12 +133,16 @@ def init_node(
         }
         if database_url:
             config["store"] = {"url": database_url, "schema": database_schema or ""}
-        (root / CONFIG_FILE).write_text(tomli_w.dumps(config), encoding="utf-8")
         node = Node(root, config, Limits())
         (root / PUB_FILE).write_text(node.signer.verifier_key() + "\n", encoding="utf-8")
         node.store.migrate()
         who = actor or default_actor()
         with node.store.write() as session:
+            if log.size(session):  # a shared database's schema that holds a node already
+                raise NodeExists(
+                    "the state database already holds a node's log",
+                    hint="give the new node its own --database-schema (or an empty database)",
+                )
             log.append(
                 session,
                 actor=who,
@@ -141,12 +151,37 @@ def init_node(
             )
             secret = tokens.issue_in(session, name="admin", role="admin", actor=who)
             log.sign_checkpoint(session, node.signer, node.origin)
+        _write_whole(root / CONFIG_FILE, tomli_w.dumps(config))  # the node exists from here
+        marker.unlink()
         return node, secret
     except BaseException:
         if node is not None:
             node.close()  # its connections, before the directory (and a SQLite file) goes
         _remove_partial_node(root, created_root)
         raise
+
+
+def _clear_interrupted_init(root: Path) -> None:
+    """Empty ``root`` if it holds what an init killed before its end left (its marker, no
+    node.toml); refuse if that init is still running."""
+    from dataspace.scratch import is_stale
+
+    markers = list(root.glob(f"{INIT_PREFIX}*")) if root.is_dir() else []
+    if not markers:
+        return
+    if not all(is_stale(m.name, INIT_PREFIX) for m in markers):
+        raise NodeExists(f"a node is being created in {root} right now",
+                         hint="wait for that `dataspace init` to finish")
+    _remove_partial_node(root, created_root=False)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    staged = path.with_name(f".{path.name}.new")
+    with staged.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(staged, path)
 
 
 def _remove_partial_node(root: Path, created_root: bool) -> None:
@@ -173,6 +208,9 @@ def open_node(root: Path | str | None) -> Node:
     root = Path(root).expanduser().absolute()
     cfg_path = root / CONFIG_FILE
     if not cfg_path.is_file():
+        if any(root.glob(f"{INIT_PREFIX}*")):
+            raise NodeNotFound(f"no node at {root}: its creation did not finish",
+                               hint="run `dataspace init` there again")
         raise NodeNotFound(
             f"no node at {root}", hint="create one with `dataspace init DIR --name NAME`"
         )
