@@ -18,6 +18,7 @@ __all__ = [
     "IMPORT_PREFIX",
     "INIT_PREFIX",
     "LIBPSI_TRACES",
+    "REMOVING_PREFIX",
     "RR22_PREFIX",
     "SPILL_PREFIX",
     "STAGING_PREFIX",
@@ -35,6 +36,7 @@ RR22_PREFIX = "dataspace-rr22-"  # an RR22 link's or run's folder
 UPLOAD_PREFIX = "upload-"  # an API upload's folder in the node's tmp/
 SPILL_PREFIX = "dataspace-spill-"  # where DuckDB spills reading a dataset (system temp)
 INIT_PREFIX = ".initialising-"  # in a node directory until its init has finished
+REMOVING_PREFIX = ".removing-"  # a dataset's file set aside while its removal commits
 STAGING_PREFIX = ".staging-"  # a file written whole beside its final name, then moved there
 #: Where libpsi (the RR22 engine) writes a trace of every run, whatever TMPDIR says: the
 #: engine's command line (both parties' addresses, the run's scratch paths) and its timings.

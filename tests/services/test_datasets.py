@@ -227,6 +227,43 @@ def test_a_live_import_is_left_alone_on_open(node: Node) -> None:
     reopened.close()
 
 
+def test_a_removal_killed_before_or_after_its_commit_is_finished_or_undone_on_open(
+    node: Node,
+) -> None:
+    import os
+
+    from dataspace.scratch import process_tag
+    from dataspace.services.node import open_node
+
+    kept = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    gone = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid2", actor="t")
+    live = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid3", actor="t")
+    dead = _dead_pid()
+    # killed before its commit: the file was set aside, the dataset is still registered
+    kept_file = node.data_dir / f"{kept['id']}.parquet"
+    kept_file.rename(node.data_dir / f".removing-{dead}.1-{kept_file.name}")
+    # killed after its commit: the dataset is gone, its data must not stay behind
+    gone_file = node.data_dir / f"{gone['id']}.parquet"
+    parked_gone = node.data_dir / f".removing-{dead}.1-{gone_file.name}"
+    gone_file.rename(parked_gone)
+    with node.store.write() as session:
+        from dataspace.store.models import Dataset
+
+        session.delete(session.get(Dataset, gone["id"]))
+    # a removal going on in a live process: left alone
+    live_file = node.data_dir / f"{live['id']}.parquet"
+    parked_live = node.data_dir / f".removing-{process_tag()}-{live_file.name}"
+    live_file.rename(parked_live)
+    reopened = open_node(node.root)
+    try:
+        assert kept_file.exists() and datasets.show(reopened, "grid")["rows"] == kept["rows"]
+        assert not parked_gone.exists() and not gone_file.exists()
+        assert parked_live.exists()
+    finally:
+        reopened.close()
+        os.replace(parked_live, live_file)
+
+
 def _resident_id(i: int) -> str:
     from dataspace.catalog.classify.id_card import check_char
 

@@ -32,7 +32,7 @@ from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, lo
 from dataspace.catalog.sample import sample_columns
 from dataspace.errors import Conflict, InputError, NotFound, UsageError
 from dataspace.ledger import log
-from dataspace.scratch import process_tag
+from dataspace.scratch import REMOVING_PREFIX, is_stale, process_tag
 from dataspace.services.names import check_dataset_name, lookalike_key
 from dataspace.services.node import Node
 from dataspace.store.models import Dataset
@@ -114,6 +114,27 @@ def add(
             log.append(session, actor=actor, action="dataset.added", payload=_ledger_payload(row))
     os.replace(staged, final)
     return _view(row)
+
+
+def recover_removals(node: Node) -> list[str]:
+    """Finish or undo removals whose process died: a set-aside file whose dataset is still
+    registered goes back in place; one whose removal committed is deleted. Returns the file
+    names put back."""
+    parked = [p for p in node.data_dir.glob(f"{REMOVING_PREFIX}*")
+              if p.is_file() and is_stale(p.name, REMOVING_PREFIX)]
+    if not parked:
+        return []
+    with node.store.read() as session:
+        registered = set(session.scalars(select(Dataset.file_name)))
+    restored = []
+    for path in parked:
+        file_name = path.name[len(REMOVING_PREFIX) :].partition("-")[2]
+        if file_name in registered and not (node.data_dir / file_name).exists():
+            os.replace(path, node.data_dir / file_name)
+            restored.append(file_name)
+        else:
+            path.unlink(missing_ok=True)
+    return restored
 
 
 def recover_imports(node: Node) -> list[str]:
@@ -306,7 +327,9 @@ def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
     with node.store.read() as session:
         row = _get(session, name)
     path = node.data_dir / row.file_name
-    parked = path.with_name(f".removing-{row.file_name}")
+    # set aside until the removal commits (named after this process: a node opened after a
+    # kill puts it back, or deletes it if the removal committed; see recover_removals)
+    parked = path.with_name(f"{REMOVING_PREFIX}{process_tag()}-{row.file_name}")
     if path.exists():
         path.rename(parked)
     try:

@@ -232,6 +232,7 @@ def _clean_scratch(node: Node) -> None:
     process is gone)."""
     from dataspace.scratch import (
         IMPORT_PREFIX,
+        REMOVING_PREFIX,
         RR22_PREFIX,
         STAGING_PREFIX,
         UPLOAD_PREFIX,
@@ -249,6 +250,10 @@ def _clean_scratch(node: Node) -> None:
 
             recover_imports(node)  # before the cleanup: a committed import is finished
             cleanup_partial_imports(node.data_dir)
+        if any_named(node.data_dir, REMOVING_PREFIX):  # a removal killed before it ended
+            from dataspace.services.datasets import recover_removals
+
+            recover_removals(node)
         sweep(node.tmp_dir, UPLOAD_PREFIX)  # an API upload cut off by a kill: raw rows
         # results, kept row positions, the pseudonym secret: half-written files
         for folder in (node.root / "results", node.data_dir / "mp", node.root / "keys"):
