@@ -39,6 +39,11 @@ def test_real_server_serves_and_stops_cleanly(
     make_node: Callable[..., tuple[Node, str]], tmp_path: Path, stop: signal.Signals
 ) -> None:
     node, admin = make_node("served")
+    # a result a job killed before its commit left: the server removes it as it starts
+    orphan = node.root / "results" / f"{'ab' * 32}.arrow"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"ARROW1")
+    os.utime(orphan, (0, 0))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
@@ -85,6 +90,7 @@ def test_real_server_serves_and_stops_cleanly(
     output = log_path.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in output, output
     assert "Finished server process" in output and "node served stopped" in output
+    assert not orphan.exists() and "removed 1 result file(s) no job records" in output
     assert os.listdir(node.tmp_dir) == []
 
 

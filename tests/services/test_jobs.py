@@ -458,3 +458,30 @@ def test_a_dp_query_over_several_identifiers_needs_the_person_named(
         offers.create(node, "visits", actor="test", template="dp-stats",
                       params={"purposes": "finance", "epsilon": "2"},
                       dp_epsilon_per_query=0.5, dp_bounds={"cost": (0, 100)})
+
+
+def test_a_result_file_no_job_records_is_removed_at_start_once_old(
+    provider: tuple[Node, str],
+) -> None:
+    import os
+    import time
+
+    from dataspace.services.job_records import (
+        ORPHAN_RESULT_GRACE_SECONDS,
+        orphan_results,
+        result_path,
+    )
+
+    node, _ = provider
+    agreement = agree(provider)
+    outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    recorded = result_path(node, outcome.result_sha256)
+    # a job killed between writing its result and committing: nothing records that file
+    orphan, fresh = result_path(node, "ab" * 32), result_path(node, "cd" * 32)
+    for file in (orphan, fresh):
+        file.write_bytes(outcome.ipc)
+    long_ago = time.time() - ORPHAN_RESULT_GRACE_SECONDS - 1
+    for file in (orphan, recorded):  # the recorded one is as old: it stays
+        os.utime(file, (long_ago, long_ago))
+    assert orphan_results(node) == [orphan.name]
+    assert recorded.exists() and fresh.exists() and not orphan.exists()

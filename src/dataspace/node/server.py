@@ -24,7 +24,7 @@ import uvicorn
 from dataspace.errors import DataspaceError
 from dataspace.node.app import create_app
 from dataspace.services import auto_witness, transfer_sweep
-from dataspace.services.job_records import sweep_stale
+from dataspace.services.job_records import orphan_results, sweep_stale
 from dataspace.services.node import Node, open_node
 from dataspace.settings import ENV_STOP_WITH_FD
 
@@ -109,6 +109,9 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             log.warning(
                 "marked %d interrupted job(s) FAILED: %s", len(interrupted), ", ".join(interrupted)
             )
+        orphaned = orphan_results(node)  # results of jobs whose commit never came
+        if orphaned:
+            log.warning("removed %d result file(s) no job records", len(orphaned))
         swept = transfer_sweep.sweep(node)  # lapsed grants, partial downloads
         if swept["terminated"] or swept["removed"]:
             log.warning("ended %d lapsed transfer grant(s), removed %d partial download(s)",

@@ -253,6 +253,33 @@ def result_path(node: Node, sha: str) -> Path:
     return node.root / RESULTS_DIR / f"{sha}.arrow"
 
 
+#: How long a result file no job records is left alone (its job may be committing now).
+ORPHAN_RESULT_GRACE_SECONDS = 15 * 60
+
+
+def orphan_results(node: Node, now: float | None = None) -> list[str]:
+    """Delete result files no job records, last written ``ORPHAN_RESULT_GRACE_SECONDS`` ago
+    or more: a job's result is written before its commit, and a process stopped in between
+    left a result nothing was released from (call at start-up). Their names."""
+    folder = node.root / RESULTS_DIR
+    if not folder.is_dir():
+        return []
+    files = list(folder.glob("*.arrow"))
+    if not files:
+        return []
+    with node.store.read() as session:
+        recorded = set(session.scalars(
+            select(JobRow.result_sha256).where(JobRow.result_sha256.is_not(None))))
+    before = (time.time() if now is None else now) - ORPHAN_RESULT_GRACE_SECONDS
+    removed = []
+    for file in files:
+        with contextlib.suppress(FileNotFoundError):
+            if file.stem not in recorded and file.stat().st_mtime <= before:
+                file.unlink()
+                removed.append(file.name)
+    return removed
+
+
 def _store_result(node: Node, sha: str, ipc: bytes) -> None:
     folder = node.root / RESULTS_DIR
     folder.mkdir(exist_ok=True)
