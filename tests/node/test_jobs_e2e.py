@@ -123,3 +123,35 @@ def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any) -> None:
     finally:
         bank.close()
         tax.close()
+
+
+def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(
+    cluster: Any,
+) -> None:
+    from dataspace.errors import Conflict
+    from dataspace.services.catalog import DeliveryFailed
+
+    space, agg, _ = cluster
+    sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
+    space.nodes[TAX].stop()  # the provider is down
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        with pytest.raises(DeliveryFailed, match="safe to resend"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        space.nodes[TAX].start()
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        assert outcome.job_id == "resend-0001" and outcome.table.num_rows == 2
+        assert [e["job_id"] for e in _entries(bank, "job.failed")] == ["resend-0001"]
+        assert [e["job_id"] for e in _entries(bank, "job.result_received")] == ["resend-0001"]
+        with pytest.raises(Conflict, match="has ended SUCCEEDED"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        with pytest.raises(Conflict, match="was used for another query"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql + " ORDER BY 1",
+                               job_id="resend-0001")
+    finally:
+        bank.close()
+    tax = open_node(space.nodes[TAX].root)
+    try:
+        assert [e["job_id"] for e in _entries(tax, "job.completed")] == ["resend-0001"]
+    finally:
+        tax.close()

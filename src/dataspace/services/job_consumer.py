@@ -21,7 +21,7 @@ import httpx
 import pyarrow as pa
 
 from dataspace.contracts import store as cstore
-from dataspace.errors import DataspaceError, NotFound, VerificationError
+from dataspace.errors import Conflict, DataspaceError, NotFound, VerificationError
 from dataspace.ledger import log
 from dataspace.services.job_wire import (
     META_HEADER,
@@ -107,18 +107,22 @@ def query(
     job_id = check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
     provider = _provider_of(node, agreement_id)
     with node.store.write() as session:
-        session.add(
-            JobRow(
-                id=job_id,
-                role="consumer",
-                agreement_id=agreement_id,
-                peer=provider,
-                action="query",
-                state=RUNNING,
-                request={"sql": sql},
-                created_at=datetime.now(UTC),
+        earlier = session.get(JobRow, job_id, with_for_update=True)
+        if earlier is None:
+            session.add(
+                JobRow(
+                    id=job_id,
+                    role="consumer",
+                    agreement_id=agreement_id,
+                    peer=provider,
+                    action="query",
+                    state=RUNNING,
+                    request={"sql": sql},
+                    created_at=datetime.now(UTC),
+                )
             )
-        )
+        else:
+            _resend(earlier, agreement_id, sql)
     try:
         response = _post(
             node,
@@ -153,6 +157,21 @@ def query(
     return QueryOutcome(table, meta, ipc)
 
 
+def _resend(row: JobRow, agreement_id: str, sql: str) -> None:
+    """Take up a job id sent before: the same query whose delivery failed, or whose process
+    died before the answer was recorded, is asked again (the provider answers a job id it
+    has run with the same outcome, and never runs or charges it twice)."""
+    same = (row.role == "consumer" and row.agreement_id == agreement_id
+            and (row.request or {}).get("sql") == sql)
+    if not same:
+        raise Conflict(f"job id {row.id} was used for another query",
+                       hint="resend it with its own agreement and SQL, or use a new job id")
+    if row.state not in (RUNNING, FAILED):
+        raise Conflict(f"job {row.id} has ended {row.state} here",
+                       hint=f"see `dataspace job show {row.id}`; a new query needs a new id")
+    row.state, row.error, row.finished_at = RUNNING, None, None
+
+
 def _record_success(
     node: Node,
     job_id: str,
@@ -165,6 +184,8 @@ def _record_success(
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
         assert row is not None
+        if row.state == SUCCEEDED:  # a resend of this id in another process recorded it
+            return
         log.append(
             session,
             actor=actor,
