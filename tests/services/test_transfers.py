@@ -622,7 +622,7 @@ def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_rou
         return real(node, now)
 
     monkeypatch.setattr(transfer_sweep, "delete_due", first_round_fails)
-    running = transfer_sweep.keep_deleting(pair.bank, every=0.05)
+    running = transfer_sweep.keep_sweeping(pair.bank, every=0.05)
     try:
         # wait for the ledger entry, not the file: the round deletes the file inside its
         # transaction, so the file can be gone a moment before the entry is committed
@@ -650,7 +650,7 @@ def test_stopping_the_delete_duty_thread_waits_for_the_round_in_flight(
         return []
 
     monkeypatch.setattr(transfer_sweep, "delete_due", slow_round)
-    running = transfer_sweep.keep_deleting(pair.bank, every=0.01)
+    running = transfer_sweep.keep_sweeping(pair.bank, every=0.01)
     assert started.wait(20)
     running.stop()
     assert ended.is_set()
@@ -919,6 +919,35 @@ def test_a_start_repeated_after_the_pull_completed_changes_nothing(
     moved = json.loads(json.dumps(doc))
     moved["dataAddress"]["endpoint"] += "-elsewhere"
     assert transfers.handle_message(pair.bank, tax, pid, moved, tp.START).status == 400
+
+
+def test_a_grant_lapsing_while_the_server_runs_is_ended_by_the_sweeping_thread(
+    pair: Pair,
+) -> None:
+    # the start-up sweep ran before this token lapsed (a restart moments after a crash)
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    received = pair.bank.root / transfers.RECEIVED_DIR
+    received.mkdir(exist_ok=True)
+    partial = received / ".abc.part"  # a pull going on: the running sweep leaves it
+    partial.write_bytes(b"half")
+    with pair.tax.store.write() as session:
+        ext = session.get(TransferExtractRow, pid)
+        assert ext is not None and ext.path
+        extract = Path(ext.path)
+        ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    running = transfer_sweep.keep_sweeping(pair.tax, every=0.05)
+    try:
+        deadline = time.monotonic() + 20
+        while transfers.show_transfer(pair.tax, pid)["state"] != "TERMINATED" and (
+                time.monotonic() < deadline):
+            time.sleep(0.05)
+    finally:
+        running.stop()
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    assert not extract.exists()
+    assert transfer_sweep.sweep_while_serving(pair.bank) == {"terminated": [], "removed": []}
+    assert partial.exists()
 
 
 def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) -> None:

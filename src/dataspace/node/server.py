@@ -98,7 +98,7 @@ def stop_when_parent_goes(fd: int, serving: threading.Event) -> threading.Thread
 def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
     witnessing: auto_witness.AutoWitness | None = None
-    deleting: transfer_sweep.DeletingThread | None = None
+    sweeping: transfer_sweep.SweepingThread | None = None
     try:
         witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
         if not _is_loopback(host):
@@ -126,7 +126,7 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             log_level="info",
         )
         witnessing = auto_witness.start(node, witnesses)
-        deleting = transfer_sweep.keep_deleting(node)
+        sweeping = transfer_sweep.keep_sweeping(node)
         serving = threading.Event()
         with _stop_on_signals(), contextlib.suppress(_Stop):
             serving.set()
@@ -137,8 +137,8 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             finally:
                 serving.clear()  # before _stop_on_signals restores the default handlers
     finally:
-        if deleting is not None:
-            deleting.stop()
+        if sweeping is not None:
+            sweeping.stop()
         if witnessing is not None:
             witnessing.stop()
         node.close()

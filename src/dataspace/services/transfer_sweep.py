@@ -16,8 +16,11 @@ and partial downloads.
   deleted once ``ORPHAN_GRACE`` has passed since it was last written (another process may be
   writing one right now).
 * A consumer's received file whose agreement's delete duty has fallen due is deleted
-  (``transfer.deleted``, with its sha256: the evidence the duty was kept) — here, and every
-  minute while the server runs (:func:`keep_deleting`).
+  (``transfer.deleted``, with its sha256: the evidence the duty was kept).
+
+Lapsed grants, orphaned files and due deletions are swept here and every minute while the
+server runs (:func:`keep_sweeping`); interrupted deliveries and partial downloads only here,
+where no delivery or pull can be going on.
 """
 
 from __future__ import annotations
@@ -95,14 +98,27 @@ def interrupted_deliveries(node: Node) -> list[str]:
     return [pid for pid, _ in ended]
 
 
+def end_lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
+    """Terminate the lapsed grants (:func:`lapsed_grants`), deleting their extracts; which."""
+    return [
+        pid for pid in lapsed_grants(node, now)
+        if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
+                            reasons=["the grant's token lapsed before the data was pulled"])
+    ]
+
+
+def sweep_while_serving(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
+    """What is safe to do while the server runs, each round of :class:`SweepingThread`: end
+    lapsed grants, delete orphaned files (past their grace) and received files whose delete
+    duty fell due."""
+    ended = end_lapsed_grants(node, now)
+    return {"terminated": ended, "removed": orphan_files(node, now) + delete_due(node, now)}
+
+
 def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
     """At server start: terminate lapsed grants and deliveries the last server did not finish,
     and delete partial downloads; what was ended or removed."""
-    ended = []
-    for pid in lapsed_grants(node, now):
-        if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
-                            reasons=["the grant's token lapsed before the data was pulled"]):
-            ended.append(pid)
+    ended = end_lapsed_grants(node, now)
     for pid in interrupted_deliveries(node):  # _terminate_local skips those already ended
         if _terminate_local(node, pid, code="delivery_interrupted", actor=f"node:{node.name}",
                             reasons=["the node restarted while the extract was being sent; "
@@ -146,20 +162,21 @@ def delete_due(node: Node, now: datetime | None = None) -> list[str]:
         return [ext.id for ext in due]
 
 
-class DeletingThread:
-    """Runs :func:`delete_due` every ``every`` seconds in a daemon thread until :meth:`stop`."""
+class SweepingThread:
+    """Runs :func:`sweep_while_serving` every ``every`` seconds in a daemon thread until
+    :meth:`stop`."""
 
     def __init__(self, node: Node, every: float) -> None:
         self.node, self.every = node, every
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="delete-due", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="transfer-sweep", daemon=True)
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.every):
             try:
-                delete_due(self.node)
+                sweep_while_serving(self.node)
             except Exception:  # the next round tries again; the node keeps serving
-                logger.exception("deleting received files whose delete duty fell due")
+                logger.exception("sweeping transfers (lapsed grants, orphaned and due files)")
 
     def start(self) -> None:
         self._thread.start()
@@ -172,10 +189,11 @@ class DeletingThread:
             self._thread.join(timeout)
 
 
-def keep_deleting(node: Node, every: float = 60.0) -> DeletingThread:
-    """Start deleting received files as their delete duties fall due, every ``every`` seconds
-    while the server runs (not only at its next start)."""
-    running = DeletingThread(node, every)
+def keep_sweeping(node: Node, every: float = 60.0) -> SweepingThread:
+    """Start :func:`sweep_while_serving` every ``every`` seconds while the server runs: a grant
+    lapses, a delete duty falls due, a file is orphaned while it serves, not only before its
+    next start."""
+    running = SweepingThread(node, every)
     running.start()
     return running
 
