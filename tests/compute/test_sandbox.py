@@ -388,3 +388,20 @@ def test_a_process_server_that_cannot_start_leaves_no_socket_open(
             sb._Zygote()
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_the_warm_up_file_leaves_nothing_and_sweeps_what_a_killed_process_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    left = tmp_path / f"{sb.WARM_UP_PREFIX}99999999.1-abc"  # a pid no process has
+    left.mkdir()
+    (left / "warm-up.parquet").write_bytes(b"PAR1")
+    fd = sb._warm_up_file()
+    try:
+        assert os.read(fd, 4) == b"PAR1"  # readable through the descriptor alone
+    finally:
+        os.close(fd)
+    assert list(tmp_path.iterdir()) == []

@@ -53,6 +53,7 @@ from dataspace.compute.errors import (
 )
 from dataspace.compute.sqlcheck import CheckedQuery
 from dataspace.errors import DataspaceError, NotFound, UsageError
+from dataspace.scratch import process_tag, sweep
 
 WORKER_MODULE = "dataspace.compute.worker"
 
@@ -356,6 +357,9 @@ class _Zygote:
             self.process.wait()
 
 
+WARM_UP_PREFIX = "dataspace-warm-up-"
+
+
 def _warm_up_file() -> int:
     """A read-only descriptor of a synthetic Parquet file whose name is already gone.
 
@@ -367,7 +371,9 @@ def _warm_up_file() -> int:
     """
     import duckdb  # the node imports it anyway; kept local so the module loads without it
 
-    folder = tempfile.mkdtemp(prefix="dataspace-warm-up-")
+    # named after this process: one killed while writing leaves a folder the next removes
+    sweep(Path(tempfile.gettempdir()), WARM_UP_PREFIX)
+    folder = tempfile.mkdtemp(prefix=f"{WARM_UP_PREFIX}{process_tag()}-")
     path = os.path.join(folder, "warm-up.parquet")
     try:
         con = duckdb.connect(":memory:", config={"threads": 1})
