@@ -119,7 +119,8 @@ def test_opening_a_node_removes_staged_files_of_dead_writers_only(node: Node) ->
     from dataspace.scratch import STAGING_PREFIX, staging_path
 
     removed, kept = [], []
-    for folder in (node.root / "results", node.data_dir / "mp", node.root / "keys"):
+    for folder in (node.root / "results", node.data_dir / "mp", node.data_dir / "models",
+                   node.root / "keys"):
         folder.mkdir(parents=True, exist_ok=True)
         dead = folder / f"{STAGING_PREFIX}99999999-abc-x.arrow"  # a pid no process has
         dead.write_bytes(b"partial")

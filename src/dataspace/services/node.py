@@ -255,8 +255,9 @@ def _clean_scratch(node: Node) -> None:
 
             recover_removals(node)
         sweep(node.tmp_dir, UPLOAD_PREFIX)  # an API upload cut off by a kill: raw rows
-        # results, kept row positions, the pseudonym secret: half-written files
-        for folder in (node.root / "results", node.data_dir / "mp", node.root / "keys"):
+        # results, kept row positions, model parts, the pseudonym secret: half-written files
+        for folder in (node.root / "results", node.data_dir / "mp", node.data_dir / "models",
+                       node.root / "keys"):
             sweep(folder, STAGING_PREFIX)
         rr22_scratch = node.tmp_dir / "rr22"
         if rr22_scratch.is_dir():
