@@ -250,6 +250,10 @@ def test_a_removal_killed_before_or_after_its_commit_is_finished_or_undone_on_op
         from dataspace.store.models import Dataset
 
         session.delete(session.get(Dataset, gone["id"]))
+    # an older version's name, without the process: put back all the same
+    legacy = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid4", actor="t")
+    legacy_file = node.data_dir / f"{legacy['id']}.parquet"
+    legacy_file.rename(node.data_dir / f".removing-{legacy_file.name}")
     # a removal going on in a live process: left alone
     live_file = node.data_dir / f"{live['id']}.parquet"
     parked_live = node.data_dir / f".removing-{process_tag()}-{live_file.name}"
@@ -259,6 +263,7 @@ def test_a_removal_killed_before_or_after_its_commit_is_finished_or_undone_on_op
         assert kept_file.exists() and datasets.show(reopened, "grid")["rows"] == kept["rows"]
         assert not parked_gone.exists() and not gone_file.exists()
         assert parked_live.exists()
+        assert legacy_file.exists() and datasets.show(reopened, "grid4")["rows"] == legacy["rows"]
     finally:
         reopened.close()
         os.replace(parked_live, live_file)

@@ -485,3 +485,22 @@ def test_a_result_file_no_job_records_is_removed_at_start_once_old(
         os.utime(file, (long_ago, long_ago))
     assert orphan_results(node) == [orphan.name]
     assert recorded.exists() and fresh.exists() and not orphan.exists()
+
+
+def test_a_result_kept_already_is_made_fresh_when_a_job_stores_it_again(
+    provider: tuple[Node, str],
+) -> None:
+    import os
+    import time
+
+    from dataspace.services.job_records import orphan_results, result_path
+
+    node, _ = provider
+    agreement = agree(provider)
+    first = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    kept = result_path(node, first.result_sha256)
+    os.utime(kept, (0, 0))  # as old as an orphan
+    second = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL)
+    assert second.result_sha256 == first.result_sha256  # the same bytes, one file
+    assert kept.stat().st_mtime > time.time() - 60
+    assert orphan_results(node) == []

@@ -950,6 +950,24 @@ def test_a_grant_lapsing_while_the_server_runs_is_ended_by_the_sweeping_thread(
     assert partial.exists()
 
 
+def test_a_grant_pulled_after_the_sweep_read_it_as_lapsed_is_not_ended(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    # the sweep read it unpulled and lapsed; a pull whose token was checked just before it
+    # lapsed is accepted before the sweep takes the transfer's lock
+    monkeypatch.setattr(transfer_sweep, "lapsed_grants", lambda node, now=None: [pid])
+    with pair.tax.store.write() as session:
+        ext = session.get(TransferExtractRow, pid)
+        assert ext is not None
+        ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        ext.pulled_at = datetime.now(UTC) - timedelta(seconds=2)
+    assert transfer_sweep.end_lapsed_grants(pair.tax) == []
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "STARTED"
+    assert _entries(pair.tax, "transfer.terminated") == []
+
+
 def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) -> None:
     from dataspace.services import transfer_sweep
 

@@ -128,7 +128,10 @@ def recover_removals(node: Node) -> list[str]:
         registered = set(session.scalars(select(Dataset.file_name)))
     restored = []
     for path in parked:
-        file_name = path.name[len(REMOVING_PREFIX) :].partition("-")[2]
+        rest = path.name[len(REMOVING_PREFIX) :]
+        tag, _, after = rest.partition("-")
+        # '<pid>[.<start>]-<file>'; an older version wrote '.removing-<file>' (no tag)
+        file_name = after if tag.replace(".", "").isdigit() and after else rest
         if file_name in registered and not (node.data_dir / file_name).exists():
             os.replace(path, node.data_dir / file_name)
             restored.append(file_name)

@@ -23,7 +23,7 @@ from typing import Any
 
 import tomli_w
 
-from dataspace.errors import DataspaceError, NodeExists, NodeNotFound, UsageError
+from dataspace.errors import DataspaceError, NodeExists, NodeNotFound, StoreError, UsageError
 from dataspace.identity import keys
 from dataspace.identity.note import NoteSigner
 from dataspace.scratch import INIT_PREFIX, process_tag
@@ -135,14 +135,11 @@ def init_node(
             config["store"] = {"url": database_url, "schema": database_schema or ""}
         node = Node(root, config, Limits())
         (root / PUB_FILE).write_text(node.signer.verifier_key() + "\n", encoding="utf-8")
+        _refuse_a_used_store(node.store)  # before migrating what may be another node's schema
         node.store.migrate()
         who = actor or default_actor()
         with node.store.write() as session:
-            if log.size(session):  # a shared database's schema that holds a node already
-                raise NodeExists(
-                    "the state database already holds a node's log",
-                    hint="give the new node its own --database-schema (or an empty database)",
-                )
+            _refuse_a_used_store(node.store, session)  # one created meanwhile
             log.append(
                 session,
                 actor=who,
@@ -159,6 +156,27 @@ def init_node(
             node.close()  # its connections, before the directory (and a SQLite file) goes
         _remove_partial_node(root, created_root)
         raise
+
+
+def _refuse_a_used_store(store: Store, session: Any = None) -> None:
+    """NodeExists if the state database already holds a node's log (a PostgreSQL schema
+    shared by mistake, or one an interrupted init filled)."""
+    from dataspace.ledger import log
+
+    if session is None:
+        try:
+            with store.read() as reading:
+                held = log.size(reading)
+        except StoreError:  # no tables yet: a new database
+            return
+    else:
+        held = log.size(session)
+    if held:
+        raise NodeExists(
+            "the state database already holds a node's log",
+            hint="give the new node its own --database-schema or an empty database (if an "
+            "interrupted `dataspace init` filled this one, drop it first)",
+        )
 
 
 def _clear_interrupted_init(root: Path) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy import select
 
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
+from dataspace.errors import Conflict
 from dataspace.ledger import log
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
@@ -99,12 +100,17 @@ def interrupted_deliveries(node: Node) -> list[str]:
 
 
 def end_lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
-    """Terminate the lapsed grants (:func:`lapsed_grants`), deleting their extracts; which."""
-    return [
-        pid for pid in lapsed_grants(node, now)
-        if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
-                            reasons=["the grant's token lapsed before the data was pulled"])
-    ]
+    """Terminate the lapsed grants (:func:`lapsed_grants`), deleting their extracts; which.
+    One whose pull was accepted meanwhile (its token checked just before it lapsed) is left:
+    the pull is re-checked under the transfer's lock."""
+    ended = []
+    for pid in lapsed_grants(node, now):
+        with contextlib.suppress(Conflict):  # pulled after all: its delivery settles it
+            if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
+                                reasons=["the grant's token lapsed before the data was pulled"],
+                                unless_pulled=True):
+                ended.append(pid)
+    return ended
 
 
 def sweep_while_serving(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
