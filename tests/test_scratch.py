@@ -161,3 +161,67 @@ def test_a_reused_pid_does_not_keep_a_dead_writers_scratch_alive() -> None:
     assert is_stale(f"{UPLOAD_PREFIX}{pid}.{int(start) + 1}-abc", UPLOAD_PREFIX)
     assert not is_stale(f"{UPLOAD_PREFIX}{pid}-abc", UPLOAD_PREFIX)  # pid only: kept
     assert is_stale(f"{UPLOAD_PREFIX}99999999.5-abc", UPLOAD_PREFIX)  # no such pid
+
+
+def test_a_held_lock_file_keeps_scratch_of_another_pid_namespace_alive(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dataspace.scratch import is_stale, sweep_alive
+
+    alive = tmp_path / "alive"
+    alive.mkdir()
+    # pid 1 of another container: here pid 1 is alive with another start time, so the pid
+    # alone would call its scratch stale
+    tag = "1.12345"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import fcntl, os, sys\n"
+            f"fd = os.open({str(alive / tag)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n"
+        )],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    name = f"{UPLOAD_PREFIX}{tag}-abc"
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert is_stale(name, UPLOAD_PREFIX)  # by the pid: wrong for another namespace
+        assert not is_stale(name, UPLOAD_PREFIX, alive)  # by its lock: alive
+        os.utime(alive / tag, (0, 0))
+        sweep_alive(alive)
+        assert (alive / tag).exists()  # held: kept
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert is_stale(name, UPLOAD_PREFIX, alive)  # its holder is gone
+    young = alive / "2.1"
+    young.touch()  # not locked yet, perhaps about to be
+    sweep_alive(alive)
+    assert not (alive / tag).exists() and young.exists()
+
+
+def test_opening_a_node_registers_the_process_and_a_normal_exit_unregisters_it(
+    node: Node, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from dataspace.scratch import process_tag
+
+    assert (node.alive_dir / process_tag()).exists()  # this test process opened it
+    done = subprocess.run(
+        [sys.executable, "-c", (
+            "import sys\n"
+            "from dataspace.scratch import process_tag\n"
+            "from dataspace.services.node import open_node\n"
+            "open_node(sys.argv[1]).close()\n"
+            "print(process_tag())\n"
+        ), str(node.root)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert not (node.alive_dir / done.stdout.strip()).exists()

@@ -8,13 +8,18 @@ opens a node.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 __all__ = [
+    "ALIVE_DIR",
     "IMPORT_PREFIX",
     "INIT_PREFIX",
     "LIBPSI_TRACES",
@@ -26,9 +31,11 @@ __all__ = [
     "any_named",
     "is_stale",
     "process_tag",
+    "register_alive",
     "remove_libpsi_traces",
     "staging_path",
     "sweep",
+    "sweep_alive",
 ]
 
 IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in data/
@@ -85,12 +92,82 @@ def staging_path(final: Path) -> Path:
     return final.parent / f"{STAGING_PREFIX}{process_tag()}-{uuid.uuid4().hex[:12]}-{final.name}"
 
 
-def is_stale(name: str, prefix: str) -> bool:
-    """True for a ``<prefix><pid>[.<start time>]-`` name whose process is gone: no process
+#: Under a node's tmp/: one lock file per live process that opened the node, named by its
+#: tag and locked (flock) for the process's life. A lock is seen from every pid namespace
+#: sharing the node's folder, where a pid says nothing (containers on one volume).
+ALIVE_DIR = ".alive"
+ALIVE_GRACE_SECONDS = 60.0  # a lock file younger than this may not be locked yet
+_alive_held: dict[tuple[int, Path], int] = {}  # (pid, alive folder) -> the locked descriptor
+
+
+def register_alive(alive: Path) -> None:
+    """Hold this process's lock file in ``alive`` until the process ends (once per folder)."""
+    key = (os.getpid(), alive)
+    if key in _alive_held:
+        return
+    try:
+        alive.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(alive / process_tag(), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # a read-only node: its sweeps fall back to the pid
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another namespace's process with our very pid and start: theirs
+        os.close(fd)
+        return
+    if not _alive_held:
+        atexit.register(_unregister_alive)
+    _alive_held[key] = fd
+
+
+def _unregister_alive() -> None:
+    """At a normal exit: remove this process's lock files (a killed one's are swept)."""
+    for (pid, alive), fd in list(_alive_held.items()):
+        if pid == os.getpid():
+            with contextlib.suppress(OSError):
+                (alive / process_tag()).unlink()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            del _alive_held[(pid, alive)]
+
+
+def _lock_says(alive: Path, tag: str) -> bool | None:
+    """Whether the process ``tag`` is alive by its lock file in ``alive``; None if it has none
+    there (it never registered: judge by its pid)."""
+    try:
+        fd = os.open(alive / tag, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held
+    finally:
+        os.close(fd)
+    return False
+
+
+def sweep_alive(alive: Path) -> None:
+    """Remove the lock files of processes that are gone (none is held, and not just made)."""
+    if not alive.is_dir():
+        return
+    cutoff = time.time() - ALIVE_GRACE_SECONDS
+    for lock in alive.iterdir():
+        with contextlib.suppress(OSError):
+            if lock.stat().st_mtime <= cutoff and _lock_says(alive, lock.name) is False:
+                lock.unlink()
+
+
+def is_stale(name: str, prefix: str, alive: Path | None = None) -> bool:
+    """True for a ``<prefix><pid>[.<start time>]-`` name whose process is gone: its lock file
+    in ``alive`` (a node's, see :func:`register_alive`) is not held; without one, no process
     has that pid, or the one that has it started at another time (the pid was reused)."""
     if not name.startswith(prefix):
         return False
-    pid_text, _, start = name[len(prefix) :].split("-", 1)[0].partition(".")
+    tag = name[len(prefix) :].split("-", 1)[0]
+    if alive is not None and (held := _lock_says(alive, tag)) is not None:
+        return not held
+    pid_text, _, start = tag.partition(".")
     if not pid_text.isdigit():
         return True  # not written by a live process of ours
     try:
@@ -105,14 +182,15 @@ def is_stale(name: str, prefix: str) -> bool:
     return now is not None and now != start
 
 
-def sweep(folder: Path, prefix: str) -> list[Path]:
-    """Remove the entries of ``folder`` named ``<prefix><pid>-`` whose process is gone and
-    that this user owns (in a shared folder such as the system temp, another user's are
-    theirs to clean); one that cannot be removed is left, not raised about."""
+def sweep(folder: Path, prefix: str, alive: Path | None = None) -> list[Path]:
+    """Remove the entries of ``folder`` named ``<prefix><pid>-`` whose process is gone (see
+    :func:`is_stale`) and that this user owns (in a shared folder such as the system temp,
+    another user's are theirs to clean); one that cannot be removed is left, not raised
+    about."""
     removed: list[Path] = []
     if folder.is_dir():
         for entry in folder.iterdir():
-            if not is_stale(entry.name, prefix):
+            if not is_stale(entry.name, prefix, alive):
                 continue
             try:
                 if entry.lstat().st_uid != os.getuid():

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from dataspace.scenarios.cluster import free_port
+from dataspace.scratch import ALIVE_DIR, process_tag
 from dataspace.services.node import Node
 
 from .conftest import API, assert_envelope, bearer, make_csv
@@ -91,7 +92,8 @@ def test_real_server_serves_and_stops_cleanly(
     assert "Traceback" not in output, output
     assert "Finished server process" in output and "node served stopped" in output
     assert not orphan.exists() and "removed 1 result file(s) no job records" in output
-    assert os.listdir(node.tmp_dir) == []
+    assert set(os.listdir(node.tmp_dir)) <= {ALIVE_DIR}
+    assert os.listdir(node.alive_dir) == [process_tag()]  # the server's lock went with it
 
 
 def test_server_reports_a_missing_node(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def _os_error(src: Path, dest: Path, exc: OSError) -> DataspaceError:
     )
 
 
-def cleanup_partial_imports(data_dir: Path) -> list[Path]:
+def cleanup_partial_imports(data_dir: Path, alive: Path | None = None) -> list[Path]:
     """Remove ``.importing-<pid>-*`` leftovers of killed imports anywhere under ``data_dir``.
 
     Only leftovers whose writing process is gone are removed, so a node may be opened (by the
@@ -171,22 +171,22 @@ def cleanup_partial_imports(data_dir: Path) -> list[Path]:
     if not data_dir.is_dir():
         return removed
     for root, dirs, files in os.walk(data_dir):
-        for name in [d for d in dirs if is_stale(d)]:
+        for name in [d for d in dirs if is_stale(d, alive)]:
             path = Path(root) / name
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
             dirs.remove(name)
         for name in files:
-            if is_stale(name):
+            if is_stale(name, alive):
                 path = Path(root) / name
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 
 
-def is_stale(name: str) -> bool:
-    """True for a ``.importing-<pid>-`` name whose process is gone."""
-    return scratch.is_stale(name, PARTIAL_PREFIX)
+def is_stale(name: str, alive: Path | None = None) -> bool:
+    """True for a ``.importing-<pid>-`` name whose process is gone (see scratch.is_stale)."""
+    return scratch.is_stale(name, PARTIAL_PREFIX, alive)
 
 
 # --- format detection ---------------------------------------------------------------------

@@ -121,7 +121,7 @@ def recover_removals(node: Node) -> list[str]:
     registered goes back in place; one whose removal committed is deleted. Returns the file
     names put back."""
     parked = [p for p in node.data_dir.glob(f"{REMOVING_PREFIX}*")
-              if p.is_file() and is_stale(p.name, REMOVING_PREFIX)]
+              if p.is_file() and is_stale(p.name, REMOVING_PREFIX, node.alive_dir)]
     if not parked:
         return []
     with node.store.read() as session:
@@ -149,7 +149,7 @@ def recover_imports(node: Node) -> list[str]:
     stale = [
         p
         for p in node.data_dir.glob(f"{ingest.PARTIAL_PREFIX}*.parquet")
-        if p.is_file() and ingest.is_stale(p.name)
+        if p.is_file() and ingest.is_stale(p.name, node.alive_dir)
     ]
     if not stale:
         return []

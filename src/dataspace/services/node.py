@@ -26,7 +26,7 @@ import tomli_w
 from dataspace.errors import DataspaceError, NodeExists, NodeNotFound, StoreError, UsageError
 from dataspace.identity import keys
 from dataspace.identity.note import NoteSigner
-from dataspace.scratch import INIT_PREFIX, process_tag
+from dataspace.scratch import ALIVE_DIR, INIT_PREFIX, process_tag, register_alive
 from dataspace.services.names import check_node_name
 from dataspace.settings import ENV_NODE as ENV_NODE
 from dataspace.settings import Limits
@@ -57,6 +57,11 @@ class Node:
     @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def alive_dir(self) -> Path:
+        """The lock files of the live processes that opened this node (scratch.register_alive)."""
+        return self.tmp_dir / ALIVE_DIR
 
     @property
     def origin(self) -> str:
@@ -124,6 +129,7 @@ def init_node(
         marker.touch(mode=0o600)
         for sub in ("keys", "data", "tmp"):
             (root / sub).mkdir(mode=NODE_DIR_MODE, exist_ok=True)
+        register_alive(root / "tmp" / ALIVE_DIR)  # the marker below names a live process
         key = keys.generate_key()
         keys.write_private_key(root / KEY_FILE, key)
         config: dict[str, Any] = {
@@ -187,7 +193,7 @@ def _clear_interrupted_init(root: Path) -> None:
     markers = list(root.glob(f"{INIT_PREFIX}*")) if root.is_dir() else []
     if not markers:
         return
-    if not all(is_stale(m.name, INIT_PREFIX) for m in markers):
+    if not all(is_stale(m.name, INIT_PREFIX, root / "tmp" / ALIVE_DIR) for m in markers):
         raise NodeExists(f"a node is being created in {root} right now",
                          hint="wait for that `dataspace init` to finish")
     _remove_partial_node(root, created_root=False)
@@ -255,31 +261,36 @@ def _clean_scratch(node: Node) -> None:
         STAGING_PREFIX,
         UPLOAD_PREFIX,
         any_named,
+        register_alive,
         remove_libpsi_traces,
         sweep,
+        sweep_alive,
     )
 
     node.tmp_dir.mkdir(exist_ok=True)
+    alive = node.alive_dir
     try:
+        register_alive(alive)  # first: what this process writes is never taken for a dead one's
+        sweep_alive(alive)
         # the import code (DuckDB, Arrow: ~0.3 s to load) only when an import left something
         if any_named(node.data_dir, IMPORT_PREFIX):
             from dataspace.catalog.ingest import cleanup_partial_imports
             from dataspace.services.datasets import recover_imports
 
             recover_imports(node)  # before the cleanup: a committed import is finished
-            cleanup_partial_imports(node.data_dir)
+            cleanup_partial_imports(node.data_dir, alive)
         if any_named(node.data_dir, REMOVING_PREFIX):  # a removal killed before it ended
             from dataspace.services.datasets import recover_removals
 
             recover_removals(node)
-        sweep(node.tmp_dir, UPLOAD_PREFIX)  # an API upload cut off by a kill: raw rows
+        sweep(node.tmp_dir, UPLOAD_PREFIX, alive)  # an API upload cut off by a kill: raw rows
         # results, kept row positions, model parts, the pseudonym secret: half-written files
         for folder in (node.root / "results", node.data_dir / "mp", node.data_dir / "models",
                        node.root / "keys"):
-            sweep(folder, STAGING_PREFIX)
+            sweep(folder, STAGING_PREFIX, alive)
         rr22_scratch = node.tmp_dir / "rr22"
         if rr22_scratch.is_dir():
-            sweep(rr22_scratch, RR22_PREFIX)  # what a killed RR22 run left
+            sweep(rr22_scratch, RR22_PREFIX, alive)  # what a killed RR22 run left
             remove_libpsi_traces(rr22_scratch)  # traces of runs whose process died after
     except DataspaceError:
         raise

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dataspace.errors import DataspaceError
 from dataspace.privacy.psi.normalize import normalize as psi_normalize
-from dataspace.scratch import STAGING_PREFIX, staging_path, sweep
+from dataspace.scratch import ALIVE_DIR, STAGING_PREFIX, staging_path, sweep
 
 __all__ = [
     "INFO_PREFIX",
@@ -61,7 +61,8 @@ def load_or_create_secret(root: Path) -> bytes:
     path = root / KEY_FILE
     path.parent.mkdir(mode=0o700, exist_ok=True)
     if not path.exists():
-        sweep(path.parent, STAGING_PREFIX)  # what a process killed while staging left
+        # what a process killed while staging left (judged by the node's lock files)
+        sweep(path.parent, STAGING_PREFIX, root / "tmp" / ALIVE_DIR)
         staged = staging_path(path)
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
