@@ -8,12 +8,19 @@ import os
 import pytest
 
 from dataspace.node.routers.datasets import safe_file_name
+from dataspace.scratch import ALIVE_DIR
+from dataspace.services.node import Node
 
 from .conftest import API, Api, assert_envelope, make_csv
 
 
+def _scratch(node: Node) -> list[str]:
+    """What the node's tmp/ holds besides the lock files of the processes using the node."""
+    return sorted(name for name in os.listdir(node.tmp_dir) if name != ALIVE_DIR)
+
+
 def _leftovers(api: Api) -> list[str]:
-    return sorted(os.listdir(api.node.data_dir)) + sorted(os.listdir(api.node.tmp_dir))
+    return sorted(os.listdir(api.node.data_dir)) + _scratch(api.node)
 
 
 def test_upload_registers_a_dataset_with_chinese_columns(api: Api) -> None:
@@ -25,7 +32,7 @@ def test_upload_registers_a_dataset_with_chinese_columns(api: Api) -> None:
     assert body["rows"] == 30
     assert body["source"]["name"] == "客户.csv"
     assert [c["name"] for c in body["profile"]["columns"]][:2] == ["客户编号", "姓名"]
-    assert os.listdir(api.node.tmp_dir) == []
+    assert _scratch(api.node) == []
 
     listed = api.client.get(f"{API}/datasets", headers=api.as_("consumer")).json()
     assert [d["name"] for d in listed] == ["客户名单"]
@@ -129,7 +136,7 @@ def test_duplicate_name_is_a_conflict(api: Api) -> None:
     api.upload("同名")
     assert_envelope(api.upload("同名"), 409, "conflict")
     assert len(os.listdir(api.node.data_dir)) == 1
-    assert os.listdir(api.node.tmp_dir) == []
+    assert _scratch(api.node) == []
 
 
 @pytest.mark.parametrize(
@@ -210,7 +217,7 @@ def test_uploaded_file_name_cannot_escape_the_scratch_folder(api: Api) -> None:
     assert response.status_code == 201, response.text
     assert response.json()["source"]["name"] == "evil.csv"
     assert [p for p in os.listdir(api.node.data_dir) if "evil" in p] == []
-    assert os.listdir(api.node.tmp_dir) == []
+    assert _scratch(api.node) == []
 
 
 def test_upload_takes_one_file(api: Api) -> None:
@@ -232,7 +239,7 @@ def test_a_larger_upload_streams_to_disk_and_is_cleaned_up(api: Api) -> None:
     response = api.upload("大文件", data=data)
     assert response.status_code == 201, response.text
     assert response.json()["rows"] == 15_000
-    assert os.listdir(api.node.tmp_dir) == []
+    assert _scratch(api.node) == []
 
 
 @pytest.mark.parametrize(
@@ -275,6 +282,6 @@ def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(make_node, tmp_p
     )
     assert response.status_code == 422
     assert "larger than 1,048,576 bytes" in response.json()["error"]["message"]
-    assert list(small.data_dir.iterdir()) == [] and list(small.tmp_dir.iterdir()) == []
+    assert list(small.data_dir.iterdir()) == [] and _scratch(small) == []
     assert client.get("/api/v1/health").status_code == 200
     small.close()
