@@ -120,7 +120,7 @@ def test_opening_a_node_removes_staged_files_of_dead_writers_only(node: Node) ->
 
     removed, kept = [], []
     for folder in (node.root / "results", node.data_dir / "mp", node.data_dir / "models",
-                   node.root / "keys"):
+                   node.root / "keys", node.root / "space", node.root):
         folder.mkdir(parents=True, exist_ok=True)
         dead = folder / f"{STAGING_PREFIX}99999999-abc-x.arrow"  # a pid no process has
         dead.write_bytes(b"partial")

@@ -29,6 +29,7 @@ __all__ = [
     "STAGING_PREFIX",
     "UPLOAD_PREFIX",
     "any_named",
+    "fsync_path",
     "is_stale",
     "process_tag",
     "register_alive",
@@ -36,6 +37,7 @@ __all__ = [
     "staging_path",
     "sweep",
     "sweep_alive",
+    "write_whole",
 ]
 
 IMPORT_PREFIX = ".importing-"  # an import's staging folder or staged file in data/
@@ -59,6 +61,26 @@ def any_named(folder: Path, prefix: str) -> bool:
         for _, dirs, files in os.walk(folder)
         for name in (*dirs, *files)
     )
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one,
+    never part of it: written to a staging name beside it, flushed, moved into place."""
+    staged = staging_path(path)
+    with staged.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(staged, path)
 
 
 def _start_time(pid: int) -> str | None:

@@ -142,7 +142,7 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
         if rows == 0:
             raise enc.fail(src, "no data rows", "the file has no rows to import; add rows")
         digest, size = _sha256(out)
-        _fsync(out)
+        scratch.fsync_path(out)
         os.replace(out, dest)
         _fsync_dir(dest.parent)
     except OSError as exc:
@@ -559,17 +559,9 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
-        _fsync(path)
+        scratch.fsync_path(path)
 
 
 __all__ = [

@@ -35,7 +35,7 @@ from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, PolicyDenied
-from dataspace.scratch import staging_path
+from dataspace.scratch import write_whole
 from dataspace.services.job_policy import (
     DENIED,
     DP,
@@ -288,9 +288,7 @@ def _store_result(node: Node, sha: str, ipc: bytes) -> None:
     try:  # the same bytes kept already: made fresh, so the orphan sweep's grace covers it
         os.utime(path)
     except FileNotFoundError:
-        tmp = staging_path(path)
-        tmp.write_bytes(ipc)
-        tmp.replace(path)
+        write_whole(path, ipc)
 
 
 def sql_fields(sql: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import NotFound
 from dataspace.ledger import log
-from dataspace.scratch import staging_path
+from dataspace.scratch import write_whole
 from dataspace.services.job_wire import jsonable
 from dataspace.services.mp_store import plain
 from dataspace.services.node import Node
@@ -48,9 +47,7 @@ def stage(
         folder.mkdir(parents=True, exist_ok=True)
         data = json.dumps(jsonable(part), sort_keys=True).encode()
         rel = f"{MODELS_DIR}/{model_id}.{node.name}.json"
-        staged = staging_path(node.data_dir / rel)  # never a half-written part under its name
-        staged.write_bytes(data)
-        os.replace(staged, node.data_dir / rel)
+        write_whole(node.data_dir / rel, data)  # never a half-written part under its name
         digest = hashlib.sha256(data).hexdigest()
     with node.store.write() as session:
         row = session.get(FederatedModelRow, model_id)

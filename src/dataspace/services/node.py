@@ -26,7 +26,7 @@ import tomli_w
 from dataspace.errors import DataspaceError, NodeExists, NodeNotFound, StoreError, UsageError
 from dataspace.identity import keys
 from dataspace.identity.note import NoteSigner
-from dataspace.scratch import ALIVE_DIR, INIT_PREFIX, process_tag, register_alive
+from dataspace.scratch import ALIVE_DIR, INIT_PREFIX, process_tag, register_alive, write_whole
 from dataspace.services.names import check_node_name
 from dataspace.settings import ENV_NODE as ENV_NODE
 from dataspace.settings import Limits
@@ -154,7 +154,7 @@ def init_node(
             )
             secret = tokens.issue_in(session, name="admin", role="admin", actor=who)
             log.sign_checkpoint(session, node.signer, node.origin)
-        _write_whole(root / CONFIG_FILE, tomli_w.dumps(config))  # the node exists from here
+        write_whole(root / CONFIG_FILE, tomli_w.dumps(config).encode())  # a node from here
         marker.unlink()
         return node, secret
     except BaseException:
@@ -197,15 +197,6 @@ def _clear_interrupted_init(root: Path) -> None:
         raise NodeExists(f"a node is being created in {root} right now",
                          hint="wait for that `dataspace init` to finish")
     _remove_partial_node(root, created_root=False)
-
-
-def _write_whole(path: Path, text: str) -> None:
-    staged = path.with_name(f".{path.name}.new")
-    with staged.open("w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(staged, path)
 
 
 def _remove_partial_node(root: Path, created_root: bool) -> None:
@@ -284,9 +275,10 @@ def _clean_scratch(node: Node) -> None:
 
             recover_removals(node)
         sweep(node.tmp_dir, UPLOAD_PREFIX, alive)  # an API upload cut off by a kill: raw rows
-        # results, kept row positions, model parts, the pseudonym secret: half-written files
+        # files written whole (scratch.write_whole) whose writer died before the move: results,
+        # row positions, model parts, the pseudonym secret, membership, node.toml
         for folder in (node.root / "results", node.data_dir / "mp", node.data_dir / "models",
-                       node.root / "keys"):
+                       node.root / "keys", node.root / "space", node.root):
             sweep(folder, STAGING_PREFIX, alive)
         rr22_scratch = node.tmp_dir / "rr22"
         if rr22_scratch.is_dir():

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dataspace.errors import DataspaceError
 from dataspace.privacy.psi.normalize import normalize as psi_normalize
-from dataspace.scratch import ALIVE_DIR, STAGING_PREFIX, staging_path, sweep
+from dataspace.scratch import ALIVE_DIR, STAGING_PREFIX, fsync_path, staging_path, sweep
 
 __all__ = [
     "INFO_PREFIX",
@@ -79,7 +79,7 @@ def load_or_create_secret(root: Path) -> bytes:
                     _create_whole(path, staged.read_bytes())
         finally:
             os.unlink(staged)
-        _fsync_folder(path.parent)
+        fsync_path(path.parent)
     data = path.read_bytes()
     if len(data) != SECRET_BYTES:
         raise DataspaceError(
@@ -97,14 +97,6 @@ def _create_whole(path: Path, secret: bytes) -> None:
         out.write(secret)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def agreement_key(secret: bytes, agreement_id: str) -> bytes:

@@ -25,6 +25,7 @@ from dataspace.identity.membership import (
 )
 from dataspace.identity.note import NoteVerifier, parse_note
 from dataspace.ledger import log
+from dataspace.scratch import write_whole
 from dataspace.services.node import Node
 
 SPACE_DIR = "space"
@@ -99,8 +100,8 @@ def join(node: Node, note: str, operator_verifier_key: str, *, actor: str) -> Me
             hint="ask the operator to list this node's key: " + node.verifier_key(),
         )
     operator_file.parent.mkdir(exist_ok=True)
-    _write_atomic(operator_file, operator_verifier_key + "\n")
-    _write_atomic(note_file, note)
+    write_whole(operator_file, (operator_verifier_key + "\n").encode())
+    write_whole(note_file, note.encode())
     with node.store.write() as session:
         log.append(
             session,
@@ -114,12 +115,6 @@ def join(node: Node, note: str, operator_verifier_key: str, *, actor: str) -> Me
             },
         )
     return loaded
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def issue_membership(
