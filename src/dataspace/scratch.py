@@ -53,9 +53,10 @@ LIBPSI_TRACES = Path("/tmp")
 LIBPSI_TRACE_GLOB = "psi_*.trace"
 
 
-def any_named(folder: Path, prefix: str) -> bool:
-    """Whether anything under ``folder``, at any depth, is named ``<prefix>...``: the cheap
-    check that lets a node open without loading the code that cleans up after an import."""
+def any_named(folder: Path, prefix: str | tuple[str, ...]) -> bool:
+    """Whether anything under ``folder``, at any depth, is named ``<prefix>...`` (one of the
+    prefixes): the cheap check that lets a node open without loading the code that cleans up
+    after an import or a removal."""
     return any(
         name.startswith(prefix)
         for _, dirs, files in os.walk(folder)

@@ -86,7 +86,7 @@ def add(
     dataset_id = uuid.uuid4().hex
     final = node.data_dir / f"{dataset_id}.parquet"
     # Until the catalog row commits, the file carries the staging name that a node's start-up
-    # recovery recognises (see recover_imports): a killed import leaves nothing behind.
+    # recovery recognises (see recover_set_aside): a killed import leaves nothing behind.
     staged = node.data_dir / f"{ingest.PARTIAL_PREFIX}{process_tag()}-{final.name}"
     with _removed_on_failure(staged):
         imported = ingest.import_file(src, staged, limits=node.limits, fmt=fmt)
@@ -116,54 +116,33 @@ def add(
     return _view(row)
 
 
-def recover_removals(node: Node) -> list[str]:
-    """Finish or undo removals whose process died: a set-aside file whose dataset is still
-    registered goes back in place; one whose removal committed is deleted. Returns the file
-    names put back."""
-    parked = [p for p in node.data_dir.glob(f"{REMOVING_PREFIX}*")
-              if p.is_file() and is_stale(p.name, REMOVING_PREFIX, node.alive_dir)]
-    if not parked:
+def recover_set_aside(node: Node) -> list[str]:
+    """Settle the dataset files a dead process set aside before its commit: a staged import
+    (``.importing-``) or a removal's file (``.removing-``). Either way the registered datasets
+    decide — an import that committed, or a removal that did not, has its file moved to its
+    name; any other is deleted. Returns the file names moved into place."""
+    set_aside = [
+        (p, prefix)
+        for prefix in (ingest.PARTIAL_PREFIX, REMOVING_PREFIX)
+        for p in node.data_dir.glob(f"{prefix}*")
+        if p.is_file() and is_stale(p.name, prefix, node.alive_dir)
+    ]
+    if not set_aside:
         return []
     with node.store.read() as session:
         registered = set(session.scalars(select(Dataset.file_name)))
-    restored = []
-    for path in parked:
-        rest = path.name[len(REMOVING_PREFIX) :]
+    settled = []
+    for path, prefix in set_aside:
+        rest = path.name[len(prefix) :]
         tag, _, after = rest.partition("-")
         # '<pid>[.<start>]-<file>'; an older version wrote '.removing-<file>' (no tag)
         file_name = after if tag.replace(".", "").isdigit() and after else rest
         if file_name in registered and not (node.data_dir / file_name).exists():
             os.replace(path, node.data_dir / file_name)
-            restored.append(file_name)
+            settled.append(file_name)
         else:
             path.unlink(missing_ok=True)
-    return restored
-
-
-def recover_imports(node: Node) -> list[str]:
-    """Finish or undo imports whose process died: a staged file whose dataset committed is moved
-    into place (the commit is the point of no return); any other stale one is deleted.
-
-    Returns the names of the files it moved into place.
-    """
-    stale = [
-        p
-        for p in node.data_dir.glob(f"{ingest.PARTIAL_PREFIX}*.parquet")
-        if p.is_file() and ingest.is_stale(p.name, node.alive_dir)
-    ]
-    if not stale:
-        return []
-    finished = []
-    with node.store.read() as session:
-        committed = set(session.scalars(select(Dataset.file_name)))
-    for path in stale:
-        final_name = path.name[len(ingest.PARTIAL_PREFIX) :].split("-", 1)[-1]
-        if final_name in committed and not (node.data_dir / final_name).exists():
-            os.replace(path, node.data_dir / final_name)
-            finished.append(final_name)
-        else:
-            path.unlink(missing_ok=True)
-    return finished
+    return settled
 
 
 def _analyse(
@@ -331,7 +310,7 @@ def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
         row = _get(session, name)
     path = node.data_dir / row.file_name
     # set aside until the removal commits (named after this process: a node opened after a
-    # kill puts it back, or deletes it if the removal committed; see recover_removals)
+    # kill puts it back, or deletes it if the removal committed; see recover_set_aside)
     parked = path.with_name(f"{REMOVING_PREFIX}{process_tag()}-{row.file_name}")
     if path.exists():
         path.rename(parked)

@@ -264,16 +264,12 @@ def _clean_scratch(node: Node) -> None:
         register_alive(alive)  # first: what this process writes is never taken for a dead one's
         sweep_alive(alive)
         # the import code (DuckDB, Arrow: ~0.3 s to load) only when an import left something
-        if any_named(node.data_dir, IMPORT_PREFIX):
+        if any_named(node.data_dir, (IMPORT_PREFIX, REMOVING_PREFIX)):
             from dataspace.catalog.ingest import cleanup_partial_imports
-            from dataspace.services.datasets import recover_imports
+            from dataspace.services.datasets import recover_set_aside
 
-            recover_imports(node)  # before the cleanup: a committed import is finished
+            recover_set_aside(node)  # first: a committed import is finished, and so on
             cleanup_partial_imports(node.data_dir, alive)
-        if any_named(node.data_dir, REMOVING_PREFIX):  # a removal killed before it ended
-            from dataspace.services.datasets import recover_removals
-
-            recover_removals(node)
         sweep(node.tmp_dir, UPLOAD_PREFIX, alive)  # an API upload cut off by a kill: raw rows
         # files written whole (scratch.write_whole) whose writer died before the move: results,
         # row positions, model parts, the pseudonym secret, membership, node.toml
