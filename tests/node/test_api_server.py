@@ -17,6 +17,7 @@ import pytest
 from dataspace.scenarios.cluster import free_port
 from dataspace.scratch import ALIVE_DIR, process_tag
 from dataspace.services.node import Node
+from helpers.processes import running
 
 from .conftest import API, assert_envelope, bearer, make_csv
 
@@ -109,15 +110,6 @@ def test_server_reports_a_missing_node(tmp_path: Path) -> None:
     assert "no node at" in result.stderr
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper that is not its parent counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 def test_a_server_stops_when_the_process_holding_its_lifeline_is_killed(
     tmp_path: Path,
 ) -> None:
@@ -139,19 +131,19 @@ def test_a_server_stops_when_the_process_holding_its_lifeline_is_killed(
     try:
         assert runner.stdout is not None
         server = int(runner.stdout.readline())
-        assert _alive(server)
+        assert running(server)
     finally:
         runner.kill()
         runner.wait()
         if runner.stdout is not None:
             runner.stdout.close()
     deadline = time.monotonic() + 30
-    while _alive(server) and time.monotonic() < deadline:
+    while running(server) and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        assert not _alive(server)
+        assert not running(server)
     finally:
-        if _alive(server):
+        if running(server):
             os.kill(server, signal.SIGKILL)
     log = (tmp_path / "w" / "solo.log").read_text(encoding="utf-8", errors="replace")
     assert "the process that started this server is gone: stopping" in log
@@ -188,12 +180,12 @@ def test_servers_started_to_outlive_their_runner_keep_serving(tmp_path: Path) ->
     server = int(pid_text)
     try:
         time.sleep(1.0)  # a lifeline's end of file would have stopped it by now
-        assert _alive(server)
+        assert running(server)
         assert httpx.get(f"{url}{API}/health", timeout=5).json()["node"] == "solo"
     finally:
         os.kill(server, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while _alive(server) and time.monotonic() < deadline:
+        while running(server) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+from helpers.processes import running
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
@@ -52,7 +46,7 @@ def test_a_run_stopped_by_a_signal_stops_its_nodes_and_removes_its_folder(
             runner.kill()
             runner.wait()
     assert [p.name for p in temp.glob("dataspace-weather-*")] == []
-    assert not [pid for pid in servers if _running(pid)]
+    assert not [pid for pid in servers if running(pid)]
 
 
 def test_an_ignored_hangup_stays_ignored_and_a_second_signal_cannot_cut_the_clean_up() -> None:
