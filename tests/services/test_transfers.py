@@ -1194,20 +1194,31 @@ def test_a_delivery_cut_by_a_restart_after_the_consumer_ended_it_leaves_no_file(
     assert not path.exists()
 
 
-def test_verified_data_that_cannot_be_recorded_ends_the_transfer_and_is_deleted(
-    pair: Pair, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dataspace.errors import StoreError
+def _verified_pull_whose_record_fails(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, fault: Exception
+) -> str:
+    """A started transfer whose data will arrive whole and verified, and whose recording
+    raises ``fault``; its consumer pid."""
     from dataspace.services import transfer_consumer
 
     data = _parquet_bytes(person_id=["P1", "P2"])
     pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
                             sha=hashlib.sha256(data).hexdigest(), rows=2, size=len(data))
 
-    def store_down(*args: Any, **kwargs: Any) -> None:
-        raise StoreError("the database is locked")
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise fault
 
-    monkeypatch.setattr(transfer_consumer, "_record_received", store_down)
+    monkeypatch.setattr(transfer_consumer, "_record_received", failing)
+    return pid
+
+
+def test_verified_data_that_cannot_be_recorded_ends_the_transfer_and_is_deleted(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataspace.errors import StoreError
+
+    pid = _verified_pull_whose_record_fails(pair, monkeypatch,
+                                            StoreError("the database is locked"))
     transfers.pull(pair.bank, pid, transport=pair.transport)
     assert transfers.show_transfer(pair.bank, pid)["state"] == "TERMINATED"
     assert _received(pair) == []
@@ -1220,16 +1231,8 @@ def test_verified_data_that_cannot_be_recorded_ends_the_transfer_and_is_deleted(
 def test_a_fault_while_recording_verified_data_leaves_no_unrecorded_file(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dataspace.services import transfer_consumer
-
-    data = _parquet_bytes(person_id=["P1", "P2"])
-    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
-                            sha=hashlib.sha256(data).hexdigest(), rows=2, size=len(data))
-
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("a fault that is not the store's refusal")
-
-    monkeypatch.setattr(transfer_consumer, "_record_received", broken)
+    pid = _verified_pull_whose_record_fails(
+        pair, monkeypatch, RuntimeError("a fault that is not the store's refusal"))
     with pytest.raises(RuntimeError, match="not the store's refusal"):
         transfers.pull(pair.bank, pid, transport=pair.transport)
     assert _received(pair) == []
