@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres lint bench spu clean
+.PHONY: demo test test-sqlite test-postgres lint bench spu ipp clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 # (spu declares numpy<2 and jax for that; the PSI modules need neither).
 spu: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps 'spu==0.9.5'
+
+# Optional multi-buffer X25519 for DH-PSI (the `ipp` extra; used only on CPUs with AVX-512 IFMA).
+ipp: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[ipp]'
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

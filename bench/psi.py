@@ -4,6 +4,11 @@
     .venv/bin/python bench/psi.py --sizes 1000000 --repeat 1  # 1M x 1M
     .venv/bin/python bench/psi.py --openmined-max 100000      # skip openmined above 100k
 
+"ours x25519" uses Intel's multi-buffer X25519 for each party's own hashed points where the
+``ipp`` extra is installed and the CPU has AVX-512 IFMA (``make ipp``); "ours x25519/openssl"
+is the same run with ``cryptography`` only (``DATASPACE_X25519=cryptography`` in its workers),
+so both figures come from one invocation.
+
 Both parties run in this process tree and really exchange the byte messages; the clock covers
 the whole protocol (normalising, hashing, both blinding rounds, comparison). Records/s per
 side = n / time. The process pool is started before the clock, as a node's reused pool is.
@@ -32,13 +37,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataspace.privacy.psi import Engine, Initiator, KeySpec, Responder, rr22_available, run_local
+from dataspace.privacy.psi import (
+    Engine,
+    Initiator,
+    KeySpec,
+    Responder,
+    rr22_available,
+    run_local,
+    x25519_mb,
+)
 from dataspace.privacy.psi.rr22 import run_rr22_hex
 from dataspace.services import mp_rr22
 
@@ -73,6 +87,20 @@ def cpu_seconds(pids: list[int]) -> float:
 def pids(engine: Engine | None) -> list[int]:
     workers = getattr(getattr(engine, "_executor", None), "_processes", None) or {}
     return [os.getpid(), *workers]
+
+
+def _reference_only() -> None:
+    """Worker initialiser: X25519 through ``cryptography`` only."""
+    x25519_mb.disable("the bench's reference run")
+
+
+def reference_engine(workers: int | None) -> Engine:
+    count = workers or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(
+        count, mp_context=multiprocessing.get_context("forkserver"), initializer=_reference_only
+    )
+    engine = Engine(count, executor=pool)
+    return engine.start()
 
 
 def ours(n: int, group: str, engine: Engine) -> tuple[float, int]:
@@ -185,8 +213,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--openmined-max", type=int, default=10**9, help="largest n for openmined")
     args = parser.parse_args()
+    fast = x25519_mb.backend() is not None
+    print("multi-buffer X25519:", "yes" if fast else f"no ({x25519_mb.unavailable_reason()})")
     with Engine(args.workers) as engine, tempfile.TemporaryDirectory() as folder:
         engine.start()
+        reference = reference_engine(args.workers) if fast else None
         for n in args.sizes:
             om = None
             if n <= args.openmined_max:
@@ -194,12 +225,16 @@ def main() -> None:
             if om:
                 print(f"openmined-psi  {n:>9} x {n:<9} median {om:7.2f} s  "
                       f"{n / om:9.0f} rec/s/side")  # fmt: skip
-            for group in args.groups:
-                run = lambda n=n, g=group: ours(n, g, engine)  # noqa: E731
-                secs = median_run(f"ours {group}", n, run, args.repeat, engine)
+            runs = [(group, engine) for group in args.groups]
+            if reference is not None and "x25519" in args.groups:
+                runs.append(("x25519/openssl", reference))
+            for label, pool in runs:
+                group = label.split("/")[0]
+                run = lambda n=n, g=group, e=pool: ours(n, g, e)  # noqa: E731
+                secs = median_run(f"ours {label}", n, run, args.repeat, pool)
                 assert secs is not None
                 ratio = f"  {om / secs:4.1f}x openmined-psi" if om else ""
-                print(f"ours {group:<12} {n:>7} x {n:<9} median {secs:7.2f} s  "
+                print(f"ours {label:<14} {n:>7} x {n:<9} median {secs:7.2f} s  "
                       f"{n / secs:9.0f} rec/s/side{ratio}")  # fmt: skip
             if rr22_available():
                 run22 = lambda n=n: rr22(n, Path(folder))  # noqa: E731
@@ -208,6 +243,8 @@ def main() -> None:
                 ratio = f"  {om / secs:4.1f}x openmined-psi" if om else ""
                 print(f"RR22 (spu)        {n:>7} x {n:<9} median {secs:7.2f} s  "
                       f"{n / secs:9.0f} rec/s/side{ratio}  (goal at 1M: <= 3 s)")  # fmt: skip
+        if reference is not None:
+            reference._executor.shutdown()  # type: ignore[union-attr]
     if not rr22_available():
         print("RR22 (spu): not installed (make spu), skipped")
 
