@@ -80,6 +80,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("transfer_pull_timeout_seconds", 120.0, "longest wait for a transfer's data (seconds)"),
     Setting("transfer_max_mb", 10240, "largest transfer this node receives (MiB)"),
     Setting(
+        "transfer_start_timeout_seconds",
+        3600.0,
+        "a transfer this node requested that its provider has not started this long after is "
+        "ended here (code start_timeout) and the provider told",
+    ),
+    Setting(
         "dp_train_max_delta",
         1e-5,
         "largest δ a DP-FedAvg job may state here (the agreement's own δ bound applies too)",

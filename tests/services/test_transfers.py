@@ -1236,3 +1236,77 @@ def test_a_fault_while_recording_verified_data_leaves_no_unrecorded_file(
     with pytest.raises(RuntimeError, match="not the store's refusal"):
         transfers.pull(pair.bank, pid, transport=pair.transport)
     assert _received(pair) == []
+
+
+def test_a_request_the_last_server_never_provided_is_provided_once_the_next_one_serves(
+    pair: Pair,
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    stalled = pair.request(agreement, "raw", run=False)  # answered 201, then the server stopped
+    with pair.tax.store.write() as session:  # it had reserved its slot, long ago
+        ext = session.get(TransferExtractRow, stalled)
+        assert ext is not None
+        ext.token_expires_at = datetime.now(UTC) - timedelta(hours=1)
+    assert transfer_sweep.sweep(pair.tax)["terminated"] == []  # a reservation, not a grant
+    assert transfer_sweep.stalled_requests(pair.tax) == [stalled]
+    serving = threading.Event()
+    running = transfer_sweep.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
+                                           transport=pair.transport)
+    try:
+        time.sleep(0.3)
+        assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"  # not yet up
+        serving.set()
+        deadline = time.monotonic() + 20
+        while transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED" and (
+                time.monotonic() < deadline):
+            time.sleep(0.05)
+    finally:
+        running.stop()
+    assert transfers.show_transfer(pair.tax, stalled)["state"] == "STARTED"
+    assert len(_tokens(pair)) == 1  # the consumer was sent its start message
+    assert transfer_sweep.stalled_requests(pair.tax) == []
+
+
+def test_a_stalled_request_no_longer_allowed_is_refused_and_the_consumer_told(
+    pair: Pair,
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pair.request(agreement, "raw")  # the one transfer the agreement allows
+    stalled = pair.request(agreement, "raw", run=False)
+    assert transfer_sweep.resume_requests(pair.tax, transport=pair.transport) == [stalled]
+    assert transfers.show_transfer(pair.tax, stalled)["state"] == "TERMINATED"
+    assert "count" in " ".join(_entries(pair.tax, "transfer.denied")[-1]["reasons"])
+    path, body = pair.sent[-1][1:]
+    assert path.endswith("/termination") and body["consumerPid"]
+    assert transfer_sweep.resume_requests(pair.tax) == []
+
+
+def test_a_request_its_provider_never_starts_is_ended_after_the_start_timeout(
+    pair: Pair,
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    told: list[tuple[str, Any]] = []
+
+    def provider(node: Node, peer: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+        told.append((path, body))
+        return 201, {"@context": CTX, "@type": "TransferProcess", "providerPid": "urn:uuid:p9",
+                     "consumerPid": body["consumerPid"], "state": "REQUESTED"}
+
+    pid = transfers.request_transfer(pair.bank, agreement_id=agreement, mode="raw", actor="t",
+                                     transport=provider)["id"]
+    timeout = timedelta(seconds=pair.bank.limits["transfer_start_timeout_seconds"])
+    made = datetime.now(UTC)
+    assert transfer_sweep.end_unanswered_requests(pair.bank, made + timeout / 2) == []
+    later = made + timeout + timedelta(seconds=5)  # a round of the sweep while serving
+    swept = transfer_sweep.sweep_while_serving(pair.bank, later, transport=provider)
+    assert swept["terminated"] == [pid]
+    view = transfers.show_transfer(pair.bank, pid)
+    assert view["state"] == "TERMINATED"
+    [ended] = [e for e in _entries(pair.bank, "transfer.terminated") if e["pid"] == pid]
+    assert ended["code"] == "start_timeout"
+    path, body = told[-1]
+    assert path.endswith("/transfers/urn:uuid:p9/termination") and body["code"] == "start_timeout"
+    assert transfer_sweep.unanswered_requests(pair.bank, made + 2 * timeout) == []

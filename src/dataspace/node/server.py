@@ -126,14 +126,15 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             log_level="info",
         )
         witnessing = auto_witness.start(node, witnesses)
-        sweeping = transfer_sweep.keep_sweeping(node)
+        server = uvicorn.Server(config)
+        sweeping = transfer_sweep.keep_sweeping(node, serving=lambda: server.started)
         serving = threading.Event()
         with _stop_on_signals(), contextlib.suppress(_Stop):
             serving.set()
             if os.environ.get(ENV_STOP_WITH_FD, "").isdigit():
                 stop_when_parent_goes(int(os.environ[ENV_STOP_WITH_FD]), serving)
             try:
-                uvicorn.Server(config).run()
+                server.run()
             finally:
                 serving.clear()  # before _stop_on_signals restores the default handlers
     finally:

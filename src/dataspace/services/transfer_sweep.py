@@ -18,9 +18,16 @@ and partial downloads.
 * A consumer's received file whose agreement's delete duty has fallen due is deleted
   (``transfer.deleted``, with its sha256: the evidence the duty was kept).
 
-Lapsed grants, orphaned files and due deletions are swept here and every minute while the
-server runs (:func:`keep_sweeping`); interrupted deliveries and partial downloads only here,
-where no delivery or pull can be going on.
+* A provider's transfer still REQUESTED at start was answered (201) by a server that stopped
+  before it decided and started it: it is provided now (:func:`resume_requests`, once the new
+  server is serving, so the consumer's pull finds it up).
+* A consumer's transfer its provider has not started ``transfer_start_timeout_seconds`` after
+  the request (the provider is gone, or lost it) is terminated (code ``start_timeout``) and the
+  provider told: the request does not stay open for ever.
+
+Lapsed grants, unanswered requests, orphaned files and due deletions are swept here and every
+minute while the server runs (:func:`keep_sweeping`); interrupted deliveries and partial
+downloads only here, where no delivery or pull can be going on.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +45,7 @@ from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.errors import Conflict
 from dataspace.ledger import log
+from dataspace.services.catalog import Transport
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     EXTRACT_DIR,
@@ -44,8 +53,9 @@ from dataspace.services.transfer_common import (
     _aware,
     _discard,
     _terminate_local,
+    terminate,
 )
-from dataspace.services.transfer_provider import billed_clause
+from dataspace.services.transfer_provider import billed_clause, provide
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
 logger = logging.getLogger("dataspace.transfers")
@@ -55,12 +65,15 @@ STOP_TIMEOUT = 30.0
 
 #: How long an extract no transfer refers to is left alone (it may be being written).
 ORPHAN_GRACE = timedelta(minutes=15)
-OPEN = (tp.TransferState.REQUESTED.value, tp.TransferState.STARTED.value,
-        tp.TransferState.SUSPENDED.value)
+
+
+GRANTED = (tp.TransferState.STARTED.value, tp.TransferState.SUSPENDED.value)
 
 
 def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
-    """Provider transfers granted, never pulled, whose token has lapsed."""
+    """Provider transfers granted (started, or suspended since), never pulled, whose token has
+    lapsed. A REQUESTED one whose reservation lapsed is not a grant: its extract is still being
+    written, or its server stopped (:func:`resume_requests`)."""
     now = now or datetime.now(UTC)
     with node.store.read() as session:
         rows = session.execute(
@@ -68,7 +81,7 @@ def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
             .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
             .where(
                 TransferProcessRow.role == Role.PROVIDER.value,
-                TransferProcessRow.state.in_(OPEN),
+                TransferProcessRow.state.in_(GRANTED),
                 TransferExtractRow.pulled_at.is_(None),
                 TransferExtractRow.token_expires_at.is_not(None),
             )
@@ -113,18 +126,76 @@ def end_lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
     return ended
 
 
-def sweep_while_serving(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
+def stalled_requests(node: Node) -> list[str]:
+    """Provider transfers still REQUESTED: at server start, their ``provide`` ran in a server
+    that stopped before it started or refused them."""
+    with node.store.read() as session:
+        return list(session.scalars(
+            select(TransferProcessRow.id).where(
+                TransferProcessRow.role == Role.PROVIDER.value,
+                TransferProcessRow.state == tp.TransferState.REQUESTED.value,
+            ).order_by(TransferProcessRow.created_at)
+        ).all())
+
+
+def resume_requests(node: Node, transport: Transport | None = None) -> list[str]:
+    """Provide each stalled request (:func:`stalled_requests`) as if it had just arrived:
+    decided under the agreement as it stands now, then started or refused, the consumer told
+    either way; which were resumed. Call it once the server is serving."""
+    resumed = []
+    for pid in stalled_requests(node):
+        try:
+            provide(node, pid, transport=transport)
+        except Exception:  # the next start tries again; the others go on
+            logger.exception("resuming transfer request %s", pid)
+            continue
+        resumed.append(pid)
+    return resumed
+
+
+def unanswered_requests(node: Node, now: datetime | None = None) -> list[str]:
+    """Consumer transfers still REQUESTED ``transfer_start_timeout_seconds`` after they were
+    made."""
+    now = now or datetime.now(UTC)
+    before = now - timedelta(seconds=float(node.limits["transfer_start_timeout_seconds"]))
+    with node.store.read() as session:
+        rows = session.execute(
+            select(TransferProcessRow.id, TransferProcessRow.created_at).where(
+                TransferProcessRow.role == Role.CONSUMER.value,
+                TransferProcessRow.state == tp.TransferState.REQUESTED.value,
+            )
+        ).all()
+    return [pid for pid, made in rows if _aware(made) <= before]
+
+
+def end_unanswered_requests(
+    node: Node, now: datetime | None = None, transport: Transport | None = None
+) -> list[str]:
+    """Terminate the unanswered requests (:func:`unanswered_requests`), telling each provider
+    (best effort); which."""
+    seconds = float(node.limits["transfer_start_timeout_seconds"])
+    return [
+        pid for pid in unanswered_requests(node, now)
+        if terminate(node, pid, code="start_timeout", actor=f"node:{node.name}",
+                     reasons=[f"the provider did not start the transfer within {seconds:g} s "
+                              "of the request"], transport=transport)
+    ]
+
+
+def sweep_while_serving(
+    node: Node, now: datetime | None = None, transport: Transport | None = None
+) -> dict[str, list[str]]:
     """What is safe to do while the server runs, each round of :class:`SweepingThread`: end
-    lapsed grants, delete orphaned files (past their grace) and received files whose delete
-    duty fell due."""
-    ended = end_lapsed_grants(node, now)
+    lapsed grants and unanswered requests, delete orphaned files (past their grace) and
+    received files whose delete duty fell due."""
+    ended = end_lapsed_grants(node, now) + end_unanswered_requests(node, now, transport)
     return {"terminated": ended, "removed": orphan_files(node, now) + delete_due(node, now)}
 
 
 def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
     """At server start: terminate lapsed grants and deliveries the last server did not finish,
     and delete partial downloads; what was ended or removed."""
-    ended = end_lapsed_grants(node, now)
+    ended = end_lapsed_grants(node, now) + end_unanswered_requests(node, now)
     for pid in interrupted_deliveries(node):  # _terminate_local skips those already ended
         if _terminate_local(node, pid, code="delivery_interrupted", actor=f"node:{node.name}",
                             reasons=["the node restarted while the extract was being sent; "
@@ -170,17 +241,39 @@ def delete_due(node: Node, now: datetime | None = None) -> list[str]:
 
 class SweepingThread:
     """Runs :func:`sweep_while_serving` every ``every`` seconds in a daemon thread until
-    :meth:`stop`."""
+    :meth:`stop`; first, once ``serving()`` is true, :func:`resume_requests`."""
 
-    def __init__(self, node: Node, every: float) -> None:
-        self.node, self.every = node, every
+    def __init__(
+        self,
+        node: Node,
+        every: float,
+        serving: Callable[[], bool] | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.node, self.every, self._serving, self._transport = node, every, serving, transport
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="transfer-sweep", daemon=True)
 
+    def _resume(self) -> None:
+        if self._serving is None:
+            return
+        while not self._serving():  # the consumers pull from this server: wait for it
+            if self._stopped.wait(0.1):
+                return
+        try:
+            resumed = resume_requests(self.node, self._transport)
+        except Exception:
+            logger.exception("resuming transfer requests")
+            return
+        if resumed:
+            logger.warning("resumed %d transfer request(s) the last server did not answer",
+                           len(resumed))
+
     def _loop(self) -> None:
+        self._resume()
         while not self._stopped.wait(self.every):
             try:
-                sweep_while_serving(self.node)
+                sweep_while_serving(self.node, transport=self._transport)
             except Exception:  # the next round tries again; the node keeps serving
                 logger.exception("sweeping transfers (lapsed grants, orphaned and due files)")
 
@@ -195,11 +288,17 @@ class SweepingThread:
             self._thread.join(timeout)
 
 
-def keep_sweeping(node: Node, every: float = 60.0) -> SweepingThread:
+def keep_sweeping(
+    node: Node,
+    every: float = 60.0,
+    serving: Callable[[], bool] | None = None,
+    transport: Transport | None = None,
+) -> SweepingThread:
     """Start :func:`sweep_while_serving` every ``every`` seconds while the server runs: a grant
     lapses, a delete duty falls due, a file is orphaned while it serves, not only before its
-    next start."""
-    running = SweepingThread(node, every)
+    next start. With ``serving`` (is the server accepting requests yet?), stalled requests
+    are resumed first, once it is."""
+    running = SweepingThread(node, every, serving, transport)
     running.start()
     return running
 
