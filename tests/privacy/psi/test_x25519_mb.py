@@ -114,6 +114,20 @@ def test_a_spot_check_mismatch_turns_the_library_off_and_redoes_the_batch(
     assert "disagreed" in caplog.text
 
 
+def test_a_library_error_turns_it_off_and_redoes_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Failing:
+        def exchange(self, key: bytes, points: bytes) -> bytes:
+            raise RuntimeError("crypto_mb mbx_x25519_mb8 failed (status 0x2)")
+
+    monkeypatch.setattr(x25519_mb, "_state", (Failing(), ""))
+    key = X25519().new_key()
+    points = X25519.hash_u(domain_prefix("job-mb", "uscc"), [b"y", b"z"])
+    assert X25519.blind_own(key, points) == _reference(key, points)
+    assert x25519_mb.unavailable_reason() == "crypto_mb mbx_x25519_mb8 failed (status 0x2)"
+
+
 def test_the_environment_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(x25519_mb.ENV_X25519, "cryptography")
     assert x25519_mb.backend() is None

@@ -170,7 +170,8 @@ class X25519(Group):
         choose: the multi-buffer library computes some crafted inputs wrongly (see
         docs/psi.md), so received points always take :meth:`blind_u`. A random sample of
         the outputs (one in :data:`SPOT_CHECK`) is recomputed through ``cryptography``; a
-        mismatch turns the library off for this process and redoes the batch."""
+        mismatch, or an error the library reports, turns it off for this process and redoes
+        the batch."""
         fast = x25519_mb.backend()
         if fast is None or not points:
             return cls.blind_u(key, points)
@@ -182,14 +183,22 @@ class X25519(Group):
                 hint="start a new job: a new job id changes every hash",
                 index=exc.index,
             ) from None
+        except RuntimeError as exc:  # any other status the library reports
+            return cls._without_library(key, points, str(exc))
         n = len(points) // POINT_SIZE
         for i in {secrets.randbelow(n) for _ in range(max(1, n // SPOT_CHECK))}:
             row = slice(i * POINT_SIZE, (i + 1) * POINT_SIZE)
             if cls.blind_u(key, points[row]) != out[row]:
-                _log.error("crypto_mb's X25519 disagreed with cryptography's; not using it")
-                x25519_mb.disable("its X25519 disagreed with cryptography's on a spot check")
-                return cls.blind_u(key, points)
+                return cls._without_library(
+                    key, points, "its X25519 disagreed with cryptography's on a spot check"
+                )
         return out
+
+    @classmethod
+    def _without_library(cls, key: bytes, points: bytes, why: str) -> bytes:
+        _log.error("not using crypto_mb's X25519 any more in this process: %s", why)
+        x25519_mb.disable(why)
+        return cls.blind_u(key, points)
 
     def check(self, points: bytes) -> None:
         """Refuse non-canonical encodings (top bit set, or u >= p)."""
