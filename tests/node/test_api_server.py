@@ -93,6 +93,7 @@ def test_real_server_serves_and_stops_cleanly(
     assert "Traceback" not in output, output
     assert "Finished server process" in output and "node served stopped" in output
     assert not orphan.exists() and "removed 1 result file(s) no job records" in output
+    assert "DH-PSI X25519: " in output  # which implementation blinds, and why
     assert set(os.listdir(node.tmp_dir)) <= {ALIVE_DIR}
     assert os.listdir(node.alive_dir) == [process_tag()]  # the server's lock went with it
 

@@ -23,6 +23,7 @@ import uvicorn
 
 from dataspace.errors import DataspaceError
 from dataspace.node.app import create_app
+from dataspace.privacy.psi import x25519_mb
 from dataspace.services import auto_witness, transfer_sweep
 from dataspace.services.job_records import orphan_results, sweep_stale
 from dataspace.services.node import Node, open_node
@@ -116,6 +117,7 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
         if swept["terminated"] or swept["removed"]:
             log.warning("ended %d lapsed transfer grant(s), removed %d partial download(s)",
                         len(swept["terminated"]), len(swept["removed"]))
+        log.info("DH-PSI X25519: %s", x25519_mb.describe())
         config = uvicorn.Config(
             create_app(node),
             host=host,

@@ -37,6 +37,7 @@ def _reference(key: bytes, points: bytes) -> bytes:
 def test_rfc7748_vectors_in_every_lane() -> None:
     multi = x25519_mb.backend()
     assert multi is not None
+    assert x25519_mb.describe().startswith("own points eight at a time (crypto_mb")
     for scalar, u, want in x25519_mb._KNOWN_ANSWERS:
         for count in (1, 7, 8, 9, 17):  # a part-filled group, whole groups, both
             got = multi.exchange(bytes.fromhex(scalar), bytes.fromhex(u) * count)
@@ -132,6 +133,10 @@ def test_the_environment_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(x25519_mb.ENV_X25519, "cryptography")
     assert x25519_mb.backend() is None
     assert x25519_mb.unavailable_reason() == "turned off by DATASPACE_X25519=cryptography"
+    assert x25519_mb.describe() == (
+        "one at a time through cryptography "
+        "(crypto_mb not used: turned off by DATASPACE_X25519=cryptography)"
+    )
     key = X25519().new_key()
     points = X25519.hash_u(domain_prefix("job-mb", "uscc"), [b"x"])
     assert X25519.blind_own(key, points) == _reference(key, points)

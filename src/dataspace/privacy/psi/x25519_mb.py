@@ -35,6 +35,7 @@ __all__ = [
     "LowOrderInput",
     "MultiBuffer",
     "backend",
+    "describe",
     "disable",
     "reset",
     "unavailable_reason",
@@ -175,6 +176,13 @@ def backend() -> MultiBuffer | None:
 def unavailable_reason() -> str:
     """Why :func:`backend` is ``None``; empty when it is not."""
     return _loaded()[1]
+
+
+def describe() -> str:
+    """One line for an operator: which X25519 blinds this party's own points, and why."""
+    if backend() is not None:
+        return "own points eight at a time (crypto_mb, AVX-512 IFMA), received ones one by one"
+    return f"one at a time through cryptography (crypto_mb not used: {unavailable_reason()})"
 
 
 def disable(reason: str) -> None:
