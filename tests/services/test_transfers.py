@@ -1252,7 +1252,8 @@ def test_a_request_the_last_server_never_provided_is_provided_once_the_next_one_
     assert transfer_sweep.stalled_requests(pair.tax) == [stalled]
     serving = threading.Event()
     running = transfer_sweep.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
-                                           transport=pair.transport)
+                                           transport=pair.transport,
+                                           resume=transfer_sweep.stalled_requests(pair.tax))
     try:
         time.sleep(0.3)
         assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"  # not yet up
@@ -1275,12 +1276,22 @@ def test_a_stalled_request_no_longer_allowed_is_refused_and_the_consumer_told(
     agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
     pair.request(agreement, "raw")  # the one transfer the agreement allows
     stalled = pair.request(agreement, "raw", run=False)
-    assert transfer_sweep.resume_requests(pair.tax, transport=pair.transport) == [stalled]
+    assert transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport) == [
+        stalled]
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "TERMINATED"
     assert "count" in " ".join(_entries(pair.tax, "transfer.denied")[-1]["reasons"])
     path, body = pair.sent[-1][1:]
     assert path.endswith("/termination") and body["consumerPid"]
-    assert transfer_sweep.resume_requests(pair.tax) == []
+    assert transfer_sweep.stalled_requests(pair.tax) == []
+
+
+def test_resuming_stops_when_the_server_stops(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    stalled = pair.request(pair.agreement("raw-transfer", expires=future), "raw", run=False)
+    assert transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport,
+                                          stopped=lambda: True) == []
+    assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"  # next start's
+    assert pair.sent == []
 
 
 def test_a_request_its_provider_never_starts_is_ended_after_the_start_timeout(
@@ -1310,3 +1321,33 @@ def test_a_request_its_provider_never_starts_is_ended_after_the_start_timeout(
     path, body = told[-1]
     assert path.endswith("/transfers/urn:uuid:p9/termination") and body["code"] == "start_timeout"
     assert transfer_sweep.unanswered_requests(pair.bank, made + 2 * timeout) == []
+
+
+def test_a_start_that_arrives_as_the_timeout_ends_the_request_keeps_the_transfer(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+
+    def provider(node: Node, peer: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+        return 201, {"@context": CTX, "@type": "TransferProcess", "providerPid": "urn:uuid:p8",
+                     "consumerPid": body["consumerPid"], "state": "REQUESTED"}
+
+    pid = transfers.request_transfer(pair.bank, agreement_id=agreement, mode="raw", actor="t",
+                                     transport=provider)["id"]
+    # the sweep read it unanswered; the provider's START (late, after a restart) lands before
+    # the sweep takes the transfer's lock
+    monkeypatch.setattr(transfer_sweep, "unanswered_requests", lambda node, now=None: [pid])
+    tax_url = space.member(pair.bank, TAX).url.rstrip("/")
+    start = {"@context": CTX, "@type": tp.START, "providerPid": "urn:uuid:p8",
+             "consumerPid": pid,
+             "dataAddress": {"@type": "DataAddress", "endpointType": transfers.HTTP_ENDPOINT,
+                             "endpoint": f"{tax_url}/peer/v1/transfers/urn:uuid:p8/data",
+                             "endpointProperties": [{"@type": "EndpointProperty",
+                                                     "name": "authorization", "value": "t"}]}}
+    reply = transfers.handle_message(pair.bank, space.member(pair.bank, TAX), pid, start,
+                                     tp.START)
+    assert reply.status == 200, reply.body
+    assert transfer_sweep.end_unanswered_requests(pair.bank, transport=provider) == []
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"
+    assert _entries(pair.bank, "transfer.terminated") == []

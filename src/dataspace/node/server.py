@@ -129,7 +129,11 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
         )
         witnessing = auto_witness.start(node, witnesses)
         server = uvicorn.Server(config)
-        sweeping = transfer_sweep.keep_sweeping(node, serving=lambda: server.started)
+        # taken before the server accepts a request: one it receives is its handler's to provide
+        stalled = transfer_sweep.stalled_requests(node)
+        sweeping = transfer_sweep.keep_sweeping(
+            node, serving=lambda: server.started, resume=stalled
+        )
         serving = threading.Event()
         with _stop_on_signals(), contextlib.suppress(_Stop):
             serving.set()

@@ -164,13 +164,22 @@ def _discard_unless_streaming(ext: TransferExtractRow) -> None:
 
 
 def _terminate_local(
-    node: Node, pid: str, *, code: str, reasons: list[str], actor: str, unless_pulled: bool = False
+    node: Node,
+    pid: str,
+    *,
+    code: str,
+    reasons: list[str],
+    actor: str,
+    unless_pulled: bool = False,
+    only_in: tuple[str, ...] | None = None,
 ) -> TransferProcessRow | None:
-    """TERMINATED here (None if it had ended already). ``unless_pulled``: a provider transfer
-    whose pull has begun is refused (Conflict) instead: its data has left."""
+    """TERMINATED here (None if it had ended already, or is in none of the states ``only_in``
+    names: a decision taken on an earlier read holds only if the state is still the one
+    read). ``unless_pulled``: a provider transfer whose pull has begun is refused (Conflict)
+    instead: its data has left."""
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
-        if row.state in FINAL:
+        if row.state in FINAL or (only_in is not None and row.state not in only_in):
             return None
         own = Role(row.role)
         ext = _extract(session, pid)
@@ -212,11 +221,13 @@ def terminate(
     actor: str,
     transport: Transport | None = None,
     unless_pulled: bool = False,
+    only_in: tuple[str, ...] | None = None,
 ) -> bool:
     """Terminate a transfer here and tell the peer (best effort); False if it had ended
-    already (see :func:`_terminate_local` for ``unless_pulled``)."""
+    already (see :func:`_terminate_local` for ``unless_pulled`` and ``only_in``)."""
     row = _terminate_local(
-        node, pid, code=code, reasons=reasons, actor=actor, unless_pulled=unless_pulled
+        node, pid, code=code, reasons=reasons, actor=actor, unless_pulled=unless_pulled,
+        only_in=only_in,
     )
     if row is None:
         return False

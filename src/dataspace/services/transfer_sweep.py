@@ -138,12 +138,23 @@ def stalled_requests(node: Node) -> list[str]:
         ).all())
 
 
-def resume_requests(node: Node, transport: Transport | None = None) -> list[str]:
-    """Provide each stalled request (:func:`stalled_requests`) as if it had just arrived:
-    decided under the agreement as it stands now, then started or refused, the consumer told
-    either way; which were resumed. Call it once the server is serving."""
+def resume_requests(
+    node: Node,
+    pids: list[str],
+    transport: Transport | None = None,
+    stopped: Callable[[], bool] | None = None,
+) -> list[str]:
+    """Provide each stalled request (``pids``, from :func:`stalled_requests` taken before the
+    server accepted any request: a request it receives is provided by its own handler) as if
+    it had just arrived: decided under the agreement as it stands now, then started or
+    refused, the consumer told either way; which were resumed. Call it once the server is
+    serving; once ``stopped()`` the rest are left for the next start."""
     resumed = []
-    for pid in stalled_requests(node):
+    for n, pid in enumerate(pids):
+        if stopped is not None and stopped():
+            logger.warning("stopping: %d transfer request(s) left for the next start",
+                           len(pids) - n)
+            break
         try:
             provide(node, pid, transport=transport)
         except Exception:  # the next start tries again; the others go on
@@ -174,11 +185,12 @@ def end_unanswered_requests(
     """Terminate the unanswered requests (:func:`unanswered_requests`), telling each provider
     (best effort); which."""
     seconds = float(node.limits["transfer_start_timeout_seconds"])
-    return [
+    return [  # one started since the read (a late START) is left alone: only_in
         pid for pid in unanswered_requests(node, now)
         if terminate(node, pid, code="start_timeout", actor=f"node:{node.name}",
                      reasons=[f"the provider did not start the transfer within {seconds:g} s "
-                              "of the request"], transport=transport)
+                              "of the request"], transport=transport,
+                     only_in=(tp.TransferState.REQUESTED.value,))
     ]
 
 
@@ -241,7 +253,7 @@ def delete_due(node: Node, now: datetime | None = None) -> list[str]:
 
 class SweepingThread:
     """Runs :func:`sweep_while_serving` every ``every`` seconds in a daemon thread until
-    :meth:`stop`; first, once ``serving()`` is true, :func:`resume_requests`."""
+    :meth:`stop`; first, once ``serving()`` is true, :func:`resume_requests` on ``resume``."""
 
     def __init__(
         self,
@@ -249,19 +261,23 @@ class SweepingThread:
         every: float,
         serving: Callable[[], bool] | None = None,
         transport: Transport | None = None,
+        resume: list[str] | None = None,
     ) -> None:
         self.node, self.every, self._serving, self._transport = node, every, serving, transport
+        self._resume_pids = resume or []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="transfer-sweep", daemon=True)
 
     def _resume(self) -> None:
-        if self._serving is None:
+        if not self._resume_pids or self._serving is None:
             return
         while not self._serving():  # the consumers pull from this server: wait for it
             if self._stopped.wait(0.1):
                 return
         try:
-            resumed = resume_requests(self.node, self._transport)
+            resumed = resume_requests(
+                self.node, self._resume_pids, self._transport, self._stopped.is_set
+            )
         except Exception:
             logger.exception("resuming transfer requests")
             return
@@ -293,12 +309,13 @@ def keep_sweeping(
     every: float = 60.0,
     serving: Callable[[], bool] | None = None,
     transport: Transport | None = None,
+    resume: list[str] | None = None,
 ) -> SweepingThread:
     """Start :func:`sweep_while_serving` every ``every`` seconds while the server runs: a grant
     lapses, a delete duty falls due, a file is orphaned while it serves, not only before its
-    next start. With ``serving`` (is the server accepting requests yet?), stalled requests
-    are resumed first, once it is."""
-    running = SweepingThread(node, every, serving, transport)
+    next start. With ``serving`` (is the server accepting requests yet?), the stalled
+    requests ``resume`` names are resumed first, once it is."""
+    running = SweepingThread(node, every, serving, transport, resume)
     running.start()
     return running
 

@@ -137,7 +137,7 @@ def _library_path(distribution: str, name: str) -> str:
 
 def _load() -> MultiBuffer:
     for name in _RUNTIME:
-        ctypes.CDLL(_library_path("intel-cmplr-lib-rt", name), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(_library_path("intel-cmplr-lib-rt", name))  # found by soname, kept local
     library = ctypes.CDLL(_library_path("ipp-crypto", "libcrypto_mb.so"))
     library.mbx_is_crypto_mb_applicable.argtypes = [ctypes.c_uint64]
     if not library.mbx_is_crypto_mb_applicable(0):
