@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dataspace.node.server import SERVE_LOCK
 from dataspace.scenarios.cluster import free_port
 from dataspace.scratch import ALIVE_DIR, process_tag
 from dataspace.services.node import Node
@@ -83,6 +84,15 @@ def test_real_server_serves_and_stops_cleanly(
                 listed = client.get(f"{API}/datasets", headers=bearer(admin)).json()
                 assert [d["name"] for d in listed] == ["电表读数"]
                 assert_envelope(client.get(f"{API}/nope"), 404, "not_found")
+            if stop is signal.SIGTERM:  # a second server of the same node is refused
+                second = subprocess.run(
+                    [sys.executable, "-m", "dataspace.node.server", "--node", str(node.root),
+                     "--port", str(free_port())],
+                    capture_output=True, text=True, timeout=60, env=env,
+                )
+                assert second.returncode == 5, second.stderr
+                assert f"already being served (process {proc.pid})" in second.stderr
+                assert httpx.get(f"{base}{API}/health", timeout=5).json()["node"] == "served"
             proc.send_signal(stop)
             assert proc.wait(timeout=20) == 0
         finally:
@@ -94,7 +104,7 @@ def test_real_server_serves_and_stops_cleanly(
     assert "Finished server process" in output and "node served stopped" in output
     assert not orphan.exists() and "removed 1 result file(s) no job records" in output
     assert "DH-PSI X25519: " in output  # which implementation blinds, and why
-    assert set(os.listdir(node.tmp_dir)) <= {ALIVE_DIR}
+    assert set(os.listdir(node.tmp_dir)) <= {ALIVE_DIR, SERVE_LOCK}
     assert os.listdir(node.alive_dir) == [process_tag()]  # the server's lock went with it
 
 

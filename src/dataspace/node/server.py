@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -21,7 +22,7 @@ from types import FrameType
 
 import uvicorn
 
-from dataspace.errors import DataspaceError
+from dataspace.errors import Conflict, DataspaceError
 from dataspace.node.app import create_app
 from dataspace.privacy.psi import x25519_mb
 from dataspace.services import auto_witness, transfer_sweep
@@ -96,8 +97,43 @@ def stop_when_parent_goes(fd: int, serving: threading.Event) -> threading.Thread
     return thread
 
 
+SERVE_LOCK = "serve.lock"  # under the node's tmp/: held by the one server of the node
+
+
+@contextlib.contextmanager
+def _the_only_server(node: Node) -> Iterator[None]:
+    """Hold the node's serve lock while serving; a second server of the same node is refused
+    (it would resume, sweep and witness alongside the first). The file stays: removing it
+    would let a third server lock a new file while the second holds the old one."""
+    node.tmp_dir.mkdir(exist_ok=True)
+    fd = os.open(node.tmp_dir / SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            raise Conflict(
+                f"node {node.name} is already being served (process {holder})",
+                hint="stop that server first; one node has one server",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
+    try:
+        with _the_only_server(node):
+            _serve(node, host, port)
+    finally:
+        node.close()
+    log.info("node %s stopped", node.name)
+
+
+def _serve(node: Node, host: str, port: int) -> None:
     witnessing: auto_witness.AutoWitness | None = None
     sweeping: transfer_sweep.SweepingThread | None = None
     try:
@@ -148,8 +184,6 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
             sweeping.stop()
         if witnessing is not None:
             witnessing.stop()
-        node.close()
-    log.info("node %s stopped", node.name)
 
 
 def main(argv: list[str] | None = None) -> int:
