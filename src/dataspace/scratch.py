@@ -31,6 +31,7 @@ __all__ = [
     "any_named",
     "fsync_path",
     "is_stale",
+    "process_gone",
     "process_tag",
     "register_alive",
     "remove_libpsi_traces",
@@ -182,12 +183,17 @@ def sweep_alive(alive: Path) -> None:
 
 
 def is_stale(name: str, prefix: str, alive: Path | None = None) -> bool:
-    """True for a ``<prefix><pid>[.<start time>]-`` name whose process is gone: its lock file
-    in ``alive`` (a node's, see :func:`register_alive`) is not held; without one, no process
-    has that pid, or the one that has it started at another time (the pid was reused)."""
+    """True for a ``<prefix><pid>[.<start time>]-`` name whose process is gone (see
+    :func:`process_gone`)."""
     if not name.startswith(prefix):
         return False
-    tag = name[len(prefix) :].split("-", 1)[0]
+    return process_gone(name[len(prefix) :].split("-", 1)[0], alive)
+
+
+def process_gone(tag: str, alive: Path | None = None) -> bool:
+    """Has the process of this :func:`process_tag` ended? Its lock file in ``alive`` (a
+    node's, see :func:`register_alive`) is not held; without one, no process has that pid, or
+    the one that has it started at another time (the pid was reused)."""
     if alive is not None and (held := _lock_says(alive, tag)) is not None:
         return not held
     pid_text, _, start = tag.partition(".")

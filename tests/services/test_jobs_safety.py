@@ -6,6 +6,8 @@ Runs on SQLite, and on PostgreSQL when DATASPACE_TEST_DATABASE_URL is set.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,6 +35,7 @@ from dataspace.errors import Conflict
 from dataspace.policy import Policy, PolicyDenied, from_template
 from dataspace.policy.model import Constraint, Operator
 from dataspace.privacy import BudgetExhausted, list_spends
+from dataspace.scratch import process_tag
 from dataspace.services import datasets, job_policy, job_records, jobs
 from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
@@ -531,3 +534,48 @@ def test_busy_found_after_the_claim_gives_the_id_back(
     outcome = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL,
                            job_id="race")
     assert outcome.table.num_rows > 0 and job_state(node, "race") == jobs.SUCCEEDED
+
+
+def test_a_job_whose_claiming_process_died_is_failed_at_once(
+    provider: tuple[Node, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No lease to wait out: the process that claimed the job holds its lock file in the
+    node's alive folder while it lives; a job of a killed process is interrupted now."""
+    node, _ = provider
+    agreement = agree(provider)
+    with monkeypatch.context() as m:
+        crash_while_running(m, "dataspace.services.jobs.run_query")
+        with pytest.raises(_Crash):
+            jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="k-1")
+    with subprocess.Popen(  # another process of this node, e.g. a server
+        [sys.executable, "-c", "import sys\n"
+         "from dataspace.services.node import open_node\n"
+         "from dataspace.scratch import process_tag\n"
+         "open_node(sys.argv[1])\n"
+         "print(process_tag(), flush=True)\n"
+         "sys.stdin.read()\n", str(node.root)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as other:
+        _claimed_by_a_process_then_killed(node, other)
+    [failed] = entries(node, "job.failed")
+    assert failed["job_id"] == "k-1" and failed["code"] == "job_interrupted"
+    with pytest.raises(jobs.JobInterrupted, match="process running it ended"):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, sql=SQL, job_id="k-1")
+
+
+def _claimed_by_a_process_then_killed(node: Node, other: subprocess.Popen[str]) -> None:
+    try:
+        assert other.stdout is not None
+        tag = other.stdout.readline().strip()
+        with node.store.write() as session:  # that process claimed it
+            row = session.get(JobRow, "k-1")
+            assert row is not None and row.claimed_by == process_tag()
+            row.claimed_by = tag
+        assert jobs.sweep_stale(node) == []  # alive, within the lease: in flight
+        other.kill()
+        other.wait()
+        assert jobs.sweep_stale(node) == ["k-1"]  # gone: failed at once, the lease unspent
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()

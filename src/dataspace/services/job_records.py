@@ -35,7 +35,7 @@ from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, PolicyDenied
-from dataspace.scratch import write_whole
+from dataspace.scratch import process_gone, process_tag, write_whole
 from dataspace.services.job_policy import (
     DENIED,
     DP,
@@ -120,15 +120,21 @@ def lease_seconds(node: Node) -> float:
     return max(float(limits.job_lease_seconds), floor)
 
 
-def _expired(row: JobRow, now: datetime, lease: float) -> bool:
+def _expired(row: JobRow, now: datetime, lease: float, alive: Path) -> bool:
+    """Is this in-flight job interrupted: has the process that claimed it ended (its lock in
+    the node's ``alive`` folder, else its pid and start time), or its lease run out (a claim
+    that recorded no process)?"""
+    if row.claimed_by and process_gone(row.claimed_by, alive):
+        return True
     claimed = _aware(row.claimed_at or row.created_at)
     return claimed + timedelta(seconds=lease) < now
 
 
 def _interrupted(lease: float) -> JobInterrupted:
     return JobInterrupted(
-        f"the job was interrupted: it did not finish within its {lease:g} s lease "
-        "(the provider node stopped while it ran); nothing was released",
+        "the job was interrupted: the provider process running it ended, or it did not "
+        f"finish within its {lease:g} s lease (the provider node stopped while it ran); "
+        "nothing was released",
         hint="send the query again under a new job id",
     )
 
@@ -176,12 +182,14 @@ def fail_stale(
     expired = sorted(
         row.id
         for row in session.scalars(stmt).all()
-        if row.id != exclude and _expired(row, now, lease)
+        if row.id != exclude and _expired(row, now, lease, node.alive_dir)
     )
     failed = []
     for job_id in expired:  # locked one by one, in id order: no lock cycles between sweepers
         row = session.get(JobRow, job_id, with_for_update=True, populate_existing=True)
-        if row is None or row.state not in IN_FLIGHT or not _expired(row, now, lease):
+        if row is None or row.state not in IN_FLIGHT or not _expired(
+            row, now, lease, node.alive_dir
+        ):
             continue
         record_error(session, _job_from_row(session, node, row, now), _interrupted(lease))
         failed.append(job_id)
@@ -199,7 +207,7 @@ def sweep_stale(node: Node) -> list[str]:
                 JobRow.action.in_((GOVERNED, DP)),
             )
         ).all()
-        stale = any(_expired(r, now, lease) for r in rows)
+        stale = any(_expired(r, now, lease, node.alive_dir) for r in rows)
     if not stale:
         return []
     with node.store.write() as session:
@@ -225,6 +233,7 @@ def claim(node: Node, job: _Job) -> Stored | None:
                     request={"sql": job.sql},
                     created_at=job.started,
                     claimed_at=datetime.now(UTC),
+                    claimed_by=process_tag(),
                 )
             )
             return None
@@ -241,7 +250,7 @@ def claim(node: Node, job: _Job) -> Stored | None:
             )
         if row.state in IN_FLIGHT:
             now, lease = datetime.now(UTC), lease_seconds(node)
-            if not _expired(row, now, lease):
+            if not _expired(row, now, lease, node.alive_dir):
                 raise Conflict(f"job {job.id!r} is still running", hint="retry in a moment")
             record_error(session, _job_from_row(session, node, row, now), _interrupted(lease))
         return Stored(row.state, dict(row.result_meta or {}), row.result_sha256)

@@ -22,7 +22,8 @@ class JobRow(Base):
     A provider's governed job is QUEUED from the moment its id is claimed and RUNNING once
     its policy admitted it (a RUNNING job holds one of the agreement's job slots).
     ``claimed_at`` (wall clock) starts the job's lease: a QUEUED or RUNNING job older than
-    the lease is failed as interrupted (see ``services/job_records.py``).
+    the lease, or whose claiming process (``claimed_by``) has ended, is failed as interrupted
+    (see ``services/job_records.py``).
     """
 
     __tablename__ = "jobs"
@@ -40,6 +41,8 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the claiming process's tag (scratch.process_tag): once it is gone, so is the job
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_jobs_agreement_id", "agreement_id"),)
 
