@@ -160,8 +160,10 @@ def _lock_says(alive: Path, tag: str) -> bool | None:
     there (it never registered: judge by its pid)."""
     try:
         fd = os.open(alive / tag, os.O_RDONLY)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:  # there but unreadable to us: someone's, and perhaps alive
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:

@@ -222,3 +222,19 @@ def test_a_lifeline_ending_signals_only_while_the_server_serves() -> None:
             assert got == ([signal.SIGTERM] if serving_now else [])
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_serve_lock_that_cannot_be_opened_is_a_clear_error(
+    make_node: Callable[..., tuple[Node, str]],
+) -> None:
+    from dataspace.errors import StoreError, UsageError
+    from dataspace.ledger import log
+    from dataspace.node.server import serve
+
+    node, _ = make_node("locked-out")
+    (node.tmp_dir / SERVE_LOCK).mkdir()  # e.g. a root-owned file the service user cannot open
+    with pytest.raises(UsageError, match="cannot open the node's serve lock") as refused:
+        serve(node, "127.0.0.1", free_port())
+    assert "the user that owns its directory" in str(refused.value.hint)
+    with pytest.raises(StoreError, match="closed"), node.store.read() as session:
+        log.size(session)  # nothing served, and the node was closed all the same

@@ -22,7 +22,7 @@ from types import FrameType
 
 import uvicorn
 
-from dataspace.errors import Conflict, DataspaceError
+from dataspace.errors import Conflict, DataspaceError, UsageError
 from dataspace.node.app import create_app
 from dataspace.privacy.psi import x25519_mb
 from dataspace.services import auto_witness, transfer_sweep
@@ -105,15 +105,23 @@ def _the_only_server(node: Node) -> Iterator[None]:
     """Hold the node's serve lock while serving; a second server of the same node is refused
     (it would resume, sweep and witness alongside the first). The file stays: removing it
     would let a third server lock a new file while the second holds the old one."""
-    node.tmp_dir.mkdir(exist_ok=True)
-    fd = os.open(node.tmp_dir / SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    path = node.tmp_dir / SERVE_LOCK
+    try:
+        node.tmp_dir.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot open the node's serve lock {path}: {exc.strerror}",
+            hint="serve the node as the user that owns its directory (and tmp/serve.lock)",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            holder = os.read(fd, 64).decode(errors="replace").strip()
             raise Conflict(
-                f"node {node.name} is already being served (process {holder})",
+                f"node {node.name} is already being served"
+                + (f" (process {holder})" if holder.isdigit() else ""),
                 hint="stop that server first; one node has one server",
             ) from None
         os.ftruncate(fd, 0)
@@ -127,9 +135,12 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
     """Serve ``node``'s API until SIGINT/SIGTERM; closes the node when done."""
     try:
         with _the_only_server(node):
-            _serve(node, host, port)
+            try:
+                _serve(node, host, port)
+            finally:
+                node.close()  # before the lock goes: the next server finds this one done
     finally:
-        node.close()
+        node.close()  # also when the lock was refused
     log.info("node %s stopped", node.name)
 
 
