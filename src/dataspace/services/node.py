@@ -12,9 +12,13 @@ Layout of a node directory::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import shutil
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -31,6 +35,8 @@ from dataspace.services.names import check_node_name
 from dataspace.settings import ENV_NODE as ENV_NODE
 from dataspace.settings import Limits
 from dataspace.store import Store
+
+logger = logging.getLogger("dataspace.node")
 
 CONFIG_FILE = "node.toml"
 KEY_FILE = Path("keys") / "node.key"
@@ -239,7 +245,51 @@ def open_node(root: Path | str | None) -> Node:
         raise UsageError(f"{cfg_path} has no [node] name", hint="fix or restore node.toml")
     node = Node(root, config, Limits(config.get("limits")))
     _clean_scratch(node)
+    try:
+        _bring_schema_up_to_date(node)
+    except BaseException:
+        node.close()
+        raise
     return node
+
+
+MIGRATE_LOCK = "migrate.lock"  # under tmp/: one process upgrades a node's schema at a time
+
+
+def _bring_schema_up_to_date(node: Node) -> None:
+    """Upgrade the state database of a node an earlier version made (its schema misses this
+    version's migrations), once, under a lock; refuse one a newer version upgraded."""
+    from dataspace.store.migrate import HEADS
+
+    if node.store.schema_revisions() == HEADS:
+        return
+    with _held(node.tmp_dir / MIGRATE_LOCK):
+        current = node.store.schema_revisions()  # another process may have done it meanwhile
+        if current == HEADS:
+            return
+        from dataspace.store.migrate import known_revisions
+
+        newer = current - known_revisions()
+        if newer:
+            raise StoreError(
+                f"the node's state database is at schema revision(s) {', '.join(sorted(newer))}"
+                ", which this version of dataspace does not know: a newer version upgraded it",
+                hint="run the dataspace version that last opened this node, or a newer one",
+            )
+        node.store.migrate()
+        logger.warning("upgraded node %s's state database: %s", node.name,
+                       ", ".join(sorted(HEADS - current)))
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` for the block (waits for another holder)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _clean_scratch(node: Node) -> None:

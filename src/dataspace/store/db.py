@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,6 +70,14 @@ class Store:
                 "the node's state database is closed: the node is shutting down",
                 hint="retry once the node is running again",
             )
+
+    def schema_revisions(self) -> frozenset[str]:
+        """The Alembic revisions the database is at (none if it was never migrated)."""
+        with self.read() as session:
+            if not inspect(session.connection()).has_table("alembic_version"):
+                return frozenset()
+            rows = session.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            return frozenset(rows)
 
     def migrate(self) -> None:
         from dataspace.store.migrate import upgrade
