@@ -75,3 +75,44 @@ def test_a_node_a_newer_version_upgraded_is_refused(node) -> None:
         open_node(node.root)
     with node.store.write() as session:
         session.execute(text("DELETE FROM alembic_version WHERE version_num = '0099_future'"))
+
+
+def test_a_database_without_the_schema_is_refused_not_filled(node) -> None:
+    from sqlalchemy import text
+
+    from dataspace.errors import StoreError
+    from dataspace.services.node import open_node
+
+    with node.store.write() as session:  # as a state.db moved away, a schema dropped
+        session.execute(text("DROP TABLE alembic_version"))
+    with pytest.raises(StoreError, match="holds no dataspace schema"):
+        open_node(node.root)
+    with node.store.read() as session:  # nothing was created over what is there
+        assert not inspect_tables(session, "alembic_version")
+
+
+def inspect_tables(session, name: str) -> bool:
+    from sqlalchemy import inspect
+
+    return bool(inspect(session.connection()).has_table(name))
+
+
+def test_an_upgrade_that_cannot_lock_or_fails_is_a_clear_error(node, monkeypatch) -> None:
+    from dataspace.errors import StoreError
+    from dataspace.services.node import MIGRATE_LOCK, open_node
+    from dataspace.store.db import Store
+
+    _downgrade(node, "0016_jobs_claimed_by-1")
+    (node.tmp_dir / MIGRATE_LOCK).mkdir()  # e.g. left by another user
+    with pytest.raises(StoreError, match="cannot lock") as refused:
+        open_node(node.root)
+    assert "owns its directory" in str(refused.value.hint)
+    (node.tmp_dir / MIGRATE_LOCK).rmdir()
+
+    def broken(store: Store) -> None:
+        raise RuntimeError("a migration met data it did not expect")
+
+    monkeypatch.setattr(Store, "migrate", broken)
+    with pytest.raises(StoreError, match="failed, nothing was changed: a migration met data"):
+        open_node(node.root)
+    assert "0016_jobs_claimed_by" not in node.store.schema_revisions()

@@ -46,7 +46,8 @@ NODE_DIR_MODE = 0o700  # the node directory and its folders: owner only
 
 @dataclass
 class Node:
-    """An opened node. Cheap to create; the store and key are loaded on first use."""
+    """An opened node. Cheap to create; the store and key are loaded on first use
+    (:func:`open_node` checks the store's schema at once)."""
 
     root: Path
     config: dict[str, Any]
@@ -261,8 +262,16 @@ def _bring_schema_up_to_date(node: Node) -> None:
     version's migrations), once, under a lock; refuse one a newer version upgraded."""
     from dataspace.store.migrate import HEADS
 
-    if node.store.schema_revisions() == HEADS:
+    current = node.store.schema_revisions()
+    if current == HEADS:
         return
+    if not current:  # init migrates before node.toml exists: a node's database never is empty
+        raise StoreError(
+            f"node {node.name}'s state database holds no dataspace schema: it is not the "
+            "database this node was created with (state.db moved or deleted, or [store] in "
+            "node.toml changed)",
+            hint="restore the node's state database, or fix [store] in node.toml",
+        )
     with _held(node.tmp_dir / MIGRATE_LOCK):
         current = node.store.schema_revisions()  # another process may have done it meanwhile
         if current == HEADS:
@@ -276,15 +285,29 @@ def _bring_schema_up_to_date(node: Node) -> None:
                 ", which this version of dataspace does not know: a newer version upgraded it",
                 hint="run the dataspace version that last opened this node, or a newer one",
             )
-        node.store.migrate()
-        logger.warning("upgraded node %s's state database: %s", node.name,
-                       ", ".join(sorted(HEADS - current)))
+        try:
+            node.store.migrate()
+        except Exception as exc:  # one transaction: nothing of the upgrade stays
+            raise StoreError(
+                f"upgrading node {node.name}'s state database failed, nothing was changed: "
+                f"{exc}",
+                hint="the dataspace version that last opened the node still opens it; "
+                "report the error",
+            ) from exc
+        logger.warning("upgraded node %s's state database from revisions %s to %s", node.name,
+                       ", ".join(sorted(current)), ", ".join(sorted(HEADS)))
 
 
 @contextlib.contextmanager
 def _held(path: Path) -> Iterator[None]:
     """An exclusive flock on ``path`` for the block (waits for another holder)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot lock {path} to upgrade the node's state database: {exc.strerror}",
+            hint="open the node as the user that owns its directory (and its tmp/)",
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
