@@ -1351,3 +1351,33 @@ def test_a_start_that_arrives_as_the_timeout_ends_the_request_keeps_the_transfer
     assert transfer_sweep.end_unanswered_requests(pair.bank, transport=provider) == []
     assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"
     assert _entries(pair.bank, "transfer.terminated") == []
+
+
+def test_a_denial_cut_off_by_a_stop_is_denied_once_when_resumed(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataspace.services import transfer_provider
+
+    class _Stop(BaseException):
+        """The process dying inside the denial."""
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pair.request(agreement, "raw")  # the one transfer the agreement allows
+    stalled = pair.request(agreement, "raw", run=False)
+
+    def stop(*_a: Any, **_k: Any) -> None:
+        raise _Stop
+
+    with monkeypatch.context() as m:
+        m.setattr(transfer_provider, "_terminate_in", stop)
+        with pytest.raises(_Stop):
+            transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport)
+    assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"
+    assert _entries(pair.tax, "transfer.denied") == []  # nothing of the denial stayed
+    transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport)
+    assert transfers.show_transfer(pair.tax, stalled)["state"] == "TERMINATED"
+    assert [e["pid"] for e in _entries(pair.tax, "transfer.denied")] == [stalled]
+    denied = [u for u in usage_service.list_usage(pair.tax, agreement_id=agreement)
+              if u["status"] == "denied"]
+    assert len(denied) == 1

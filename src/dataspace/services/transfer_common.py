@@ -178,38 +178,54 @@ def _terminate_local(
     read). ``unless_pulled``: a provider transfer whose pull has begun is refused (Conflict)
     instead: its data has left."""
     with node.store.write() as session:
-        row = cs.get_transfer(session, pid, peer=None, lock=True)
-        if row.state in FINAL or (only_in is not None and row.state not in only_in):
-            return None
-        own = Role(row.role)
-        ext = _extract(session, pid)
-        if unless_pulled and own is Role.PROVIDER and ext.pulled_at is not None:
-            raise Conflict(
-                f"transfer {pid!r} has been pulled: its data left this node at "
-                f"{_aware(ext.pulled_at).isoformat(timespec='seconds')}",
-                hint="a grant can be revoked until the consumer pulls; the agreement governs "
-                "the copy it holds",
-            )
-        row = cs.advance_transfer(session, pid, tp.TERMINATION, sender=own, peer=None)
-        ext.reason = ext.reason or reasons
-        if own is Role.PROVIDER:
-            _discard_unless_streaming(ext)
-        log.append(
-            session,
-            actor=actor,
-            action="transfer.terminated",
-            payload={
-                "pid": pid,
-                "role": own.value,
-                "peer": row.peer,
-                "agreement_id": row.agreement_id,
-                "by": node.name,
-                "code": code,
-                "reason": reasons,
-            },
+        return _terminate_in(session, node, pid, code=code, reasons=reasons, actor=actor,
+                             unless_pulled=unless_pulled, only_in=only_in)
+
+
+def _terminate_in(
+    session: Session,
+    node: Node,
+    pid: str,
+    *,
+    code: str,
+    reasons: list[str],
+    actor: str,
+    unless_pulled: bool = False,
+    only_in: tuple[str, ...] | None = None,
+) -> TransferProcessRow | None:
+    """:func:`_terminate_local` inside the caller's write transaction."""
+    row = cs.get_transfer(session, pid, peer=None, lock=True)
+    if row.state in FINAL or (only_in is not None and row.state not in only_in):
+        return None
+    own = Role(row.role)
+    ext = _extract(session, pid)
+    if unless_pulled and own is Role.PROVIDER and ext.pulled_at is not None:
+        raise Conflict(
+            f"transfer {pid!r} has been pulled: its data left this node at "
+            f"{_aware(ext.pulled_at).isoformat(timespec='seconds')}",
+            hint="a grant can be revoked until the consumer pulls; the agreement governs "
+            "the copy it holds",
         )
-        session.expunge(row)
-        return row
+    row = cs.advance_transfer(session, pid, tp.TERMINATION, sender=own, peer=None)
+    ext.reason = ext.reason or reasons
+    if own is Role.PROVIDER:
+        _discard_unless_streaming(ext)
+    log.append(
+        session,
+        actor=actor,
+        action="transfer.terminated",
+        payload={
+            "pid": pid,
+            "role": own.value,
+            "peer": row.peer,
+            "agreement_id": row.agreement_id,
+            "by": node.name,
+            "code": code,
+            "reason": reasons,
+        },
+    )
+    session.expunge(row)
+    return row
 
 
 def terminate(
@@ -231,6 +247,19 @@ def terminate(
     )
     if row is None:
         return False
+    tell_terminated(node, row, code=code, reasons=reasons, transport=transport)
+    return True
+
+
+def tell_terminated(
+    node: Node,
+    row: TransferProcessRow,
+    *,
+    code: str,
+    reasons: list[str],
+    transport: Transport | None = None,
+) -> None:
+    """Send the peer the termination of ``row`` (best effort)."""
     send_termination(
         node,
         TRANSFER,
@@ -240,7 +269,6 @@ def terminate(
         transport=transport,
         lookup=lookup_member,
     )
-    return True
 
 
 def _send_or_fail(

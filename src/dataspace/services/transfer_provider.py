@@ -63,9 +63,11 @@ from dataspace.services.transfer_common import (
     _peer_path,
     _send_or_fail,
     _sha256_file,
+    _terminate_in,
     _terminate_local,
     logger,
     mode_of,
+    tell_terminated,
     terminate,
 )
 from dataspace.store.models import Dataset
@@ -502,8 +504,12 @@ def _deny(
     actor: str,
     transport: Transport | None,
 ) -> None:
+    # One transaction with the termination: a stop between the two would leave a denied
+    # request REQUESTED, and its resumption at the next start would deny (and bill) it twice.
     with node.store.write() as session:
-        row = cs.get_transfer(session, pid, peer=None)
+        row = cs.get_transfer(session, pid, peer=None, lock=True)
+        if row.state != tp.TransferState.REQUESTED.value:  # the consumer ended it meanwhile
+            return
         usage = record_usage(session, _usage(node, row, plan.dataset, status="denied"),
                              actor=actor, terms=plan.terms)
         log.append(
@@ -520,7 +526,10 @@ def _deny(
             },
         )
         _extract(session, pid).reason = reasons
-    terminate(node, pid, code="policy_denied", reasons=reasons, actor=actor, transport=transport)
+        ended = _terminate_in(session, node, pid, code="policy_denied", reasons=reasons,
+                              actor=actor)
+    if ended is not None:
+        tell_terminated(node, ended, code="policy_denied", reasons=reasons, transport=transport)
 
 
 def _usage(
