@@ -116,3 +116,31 @@ def test_an_upgrade_that_cannot_lock_or_fails_is_a_clear_error(node, monkeypatch
     with pytest.raises(StoreError, match="failed, nothing was changed: a migration met data"):
         open_node(node.root)
     assert "0016_jobs_claimed_by" not in node.store.schema_revisions()
+
+
+def test_an_upgrade_waits_for_another_one_and_says_so(node, caplog) -> None:
+    import fcntl
+    import os
+    import threading
+
+    from dataspace.services.node import MIGRATE_LOCK, open_node
+    from dataspace.store.migrate import HEADS
+
+    _downgrade(node, "0016_jobs_claimed_by-1")
+    holder = os.open(node.tmp_dir / MIGRATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process upgrading it right now
+    opened: list = []
+    with caplog.at_level(logging.WARNING, logger="dataspace.node"):
+        opening = threading.Thread(target=lambda: opened.append(open_node(node.root)))
+        opening.start()
+        try:
+            opening.join(1.0)
+            assert opening.is_alive() and "waiting for another process upgrading" in caplog.text
+        finally:
+            os.close(holder)
+        opening.join(30)
+    assert not opening.is_alive()
+    try:
+        assert opened[0].store.schema_revisions() == HEADS
+    finally:
+        opened[0].close()

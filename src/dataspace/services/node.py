@@ -309,7 +309,11 @@ def _held(path: Path) -> Iterator[None]:
             hint="open the node as the user that owns its directory (and its tmp/)",
         ) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # say why we wait rather than seem to hang
+            logger.warning("waiting for another process upgrading the node's state database")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
