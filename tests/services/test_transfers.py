@@ -1381,3 +1381,30 @@ def test_a_denial_cut_off_by_a_stop_is_denied_once_when_resumed(
     denied = [u for u in usage_service.list_usage(pair.tax, agreement_id=agreement)
               if u["status"] == "denied"]
     assert len(denied) == 1
+
+
+def test_a_request_ended_between_the_decision_and_the_denial_records_no_denial(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataspace.services import transfer_provider
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    pair.request(agreement, "raw")  # the one transfer the agreement allows
+    real = transfer_provider._deny
+
+    def ended_first(node: Node, pid: str, *args: Any, **kwargs: Any) -> None:
+        # the consumer's termination arrives after the decision, before the denial
+        assert transfers.terminate(node, pid, code="ended_by_user", reasons=["not needed"],
+                                   actor="t", transport=pair.transport)
+        real(node, pid, *args, **kwargs)
+
+    monkeypatch.setattr(transfer_provider, "_deny", ended_first)
+    sent = len(pair.sent)
+    ended = pair.request(agreement, "raw")
+    assert transfers.show_transfer(pair.tax, ended)["state"] == "TERMINATED"
+    assert _entries(pair.tax, "transfer.denied") == []
+    assert len([e for e in _entries(pair.tax, "transfer.terminated") if e["pid"] == ended]) == 1
+    assert len([s for s in pair.sent[sent:] if s[1].endswith("/termination")]) == 1
+    assert [u for u in usage_service.list_usage(pair.tax, agreement_id=agreement)
+            if u["status"] == "denied"] == []

@@ -122,6 +122,7 @@ def test_an_upgrade_waits_for_another_one_and_says_so(node, caplog) -> None:
     import fcntl
     import os
     import threading
+    import time
 
     from dataspace.services.node import MIGRATE_LOCK, open_node
     from dataspace.store.migrate import HEADS
@@ -134,13 +135,31 @@ def test_an_upgrade_waits_for_another_one_and_says_so(node, caplog) -> None:
         opening = threading.Thread(target=lambda: opened.append(open_node(node.root)))
         opening.start()
         try:
-            opening.join(1.0)
-            assert opening.is_alive() and "waiting for another process upgrading" in caplog.text
+            deadline = time.monotonic() + 30
+            while "waiting for another" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "waiting for another process upgrading" in caplog.text
+            assert opening.is_alive()  # held up until the other process is done
         finally:
             os.close(holder)
         opening.join(30)
-    assert not opening.is_alive()
+    assert not opening.is_alive() and opened, "the opening thread failed"
     try:
         assert opened[0].store.schema_revisions() == HEADS
     finally:
         opened[0].close()
+
+
+def test_a_node_whose_sqlite_file_is_gone_is_refused_and_no_empty_file_made(node) -> None:
+    from dataspace.errors import StoreError
+    from dataspace.services.node import open_node
+
+    if not node.store.url.startswith("sqlite"):
+        pytest.skip("a SQLite node's file")
+    node.close()
+    state = node.root / "state.db"
+    for path in node.root.glob("state.db*"):
+        path.rename(path.with_name("moved-" + path.name))
+    with pytest.raises(StoreError, match="holds no dataspace schema"):
+        open_node(node.root)
+    assert not state.exists()  # a restore finds the place free

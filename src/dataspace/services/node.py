@@ -262,7 +262,10 @@ def _bring_schema_up_to_date(node: Node) -> None:
     version's migrations), once, under a lock; refuse one a newer version upgraded."""
     from dataspace.store.migrate import HEADS
 
-    current = node.store.schema_revisions()
+    missing = node.store.url.startswith("sqlite:///") and not Path(
+        node.store.url.removeprefix("sqlite:///")
+    ).exists()  # connecting would create it, empty
+    current = frozenset() if missing else node.store.schema_revisions()
     if current == HEADS:
         return
     if not current:  # init migrates before node.toml exists: a node's database never is empty
