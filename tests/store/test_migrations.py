@@ -163,3 +163,21 @@ def test_a_node_whose_sqlite_file_is_gone_is_refused_and_no_empty_file_made(node
     with pytest.raises(StoreError, match="holds no dataspace schema"):
         open_node(node.root)
     assert not state.exists()  # a restore finds the place free
+
+
+def test_a_file_system_without_locks_is_a_clear_error(node, monkeypatch) -> None:
+    import errno
+    import os
+
+    from dataspace.errors import StoreError
+    from dataspace.services import node as node_service
+
+    _downgrade(node, "0016_jobs_claimed_by-1")
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(node_service.fcntl, "flock", no_locks)
+    with pytest.raises(StoreError, match=r"cannot lock .*No locks available") as refused:
+        node_service.open_node(node.root)
+    assert "local file system" in str(refused.value.hint)

@@ -317,6 +317,11 @@ def _held(path: Path) -> Iterator[None]:
         except BlockingIOError:  # say why we wait rather than seem to hang
             logger.warning("waiting for another process upgrading the node's state database")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # no locks on this file system (ENOLCK)
+            raise StoreError(
+                f"cannot lock {path} to upgrade the node's state database: {exc.strerror}",
+                hint="keep the node's directory on a local file system",
+            ) from None
         yield
     finally:
         os.close(fd)
