@@ -74,8 +74,10 @@ def witness_cmd(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Have other members cosign the latest checkpoint, each once it has checked that this
-    log extends, unchanged, the last checkpoint it cosigned."""
+    """Have other members cosign the latest checkpoint.
+
+    Each cosigns once it has checked that this log extends, unchanged, the last checkpoint it
+    cosigned."""
     from dataspace.services import witness
 
     result = witness.request_cosignatures(node(ctx), by or None)

@@ -113,9 +113,11 @@ def verify_proof(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Check a proof bundle offline (inclusion of an entry, or consistency of two sizes of
-    the log), with nothing but the node's public key — and, with --witness, that witnesses
-    cosigned the checkpoint it rests on (the log showed them the same history)."""
+    """Check a proof bundle offline, with nothing but the node's public key.
+
+    The bundle proves the inclusion of an entry, or the consistency of two sizes of the log.
+    With --witness, also that witnesses cosigned the checkpoint it rests on (the log showed them
+    the same history)."""
     log_key = key_text(key)
     witnesses = [cosignature.CosignatureVerifier.parse(key_text(w)) for w in witness_keys or []]
     if quorum is not None and not witnesses:

@@ -79,8 +79,9 @@ def train(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Train a model across nodes under your agreements (vertical LR, SecureBoost GBDT, or
-    horizontal FedAvg)."""
+    """Train a model across nodes under your agreements: vlr, vgbdt or fedavg.
+
+    Vertical logistic regression, SecureBoost GBDT, or horizontal FedAvg."""
     n = node(ctx)
     view = mp._run_with_bar(
         f"train {model}",
@@ -134,9 +135,11 @@ def predict_(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Score new aligned rows with a trained vertical model. vlr: each party scores its own
-    columns at home, only the summed score is revealed, to you. vgbdt: you walk the trees,
-    each split's owner answers left/right for the rows reaching it (docs/sgb.md)."""
+    """Score new aligned rows with a trained vertical model.
+
+    vlr: each party scores its own columns at home, only the summed score is revealed, to you.
+    vgbdt: you walk the trees, each split's owner answers left/right for the rows reaching it
+    (docs/sgb.md)."""
     view = predict.run_predict(node(ctx), model=model, rows=rows, out=out, actor=actor())
     if as_json:
         print_json(view)
