@@ -181,3 +181,42 @@ def test_a_file_system_without_locks_is_a_clear_error(node, monkeypatch) -> None
     with pytest.raises(StoreError, match=r"cannot lock .*No locks available") as refused:
         node_service.open_node(node.root)
     assert "local file system" in str(refused.value.hint)
+
+
+def test_an_upgrade_on_postgresql_waits_in_slices_for_open_tables(node, monkeypatch,
+                                                                   caplog) -> None:
+    """An older server's open transaction on a table the upgrade alters: the upgrade gives up
+    each lock wait after a slice (so queries behind it are not stalled), says so, and either
+    goes through once the table is free or, past its limit, fails having changed nothing."""
+    import threading
+
+    from sqlalchemy import text
+
+    from dataspace.errors import StoreError
+    from dataspace.services.node import open_node
+    from dataspace.store import migrate
+
+    if node.store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's table locks")
+    _downgrade(node, "0016_jobs_claimed_by-1")
+    monkeypatch.setattr(migrate, "LOCK_SLICE_SECONDS", 0.2)
+    monkeypatch.setattr(migrate, "LOCK_LIMIT_SECONDS", 1.0)
+    older_server = node.store.engine.connect()
+    reading = older_server.begin()
+    older_server.execute(text("SELECT count(*) FROM jobs"))  # holds its lock until it ends
+    try:
+        with caplog.at_level(logging.WARNING, logger="dataspace.store"), \
+                pytest.raises(StoreError, match="waited 1 s for tables") as refused:
+            open_node(node.root)
+        assert "older dataspace server" in str(refused.value.hint)
+        assert caplog.text.count("the schema upgrade waits") >= 3
+        assert older_server.execute(text("SELECT count(*) FROM jobs")).scalar() == 0
+        monkeypatch.setattr(migrate, "LOCK_LIMIT_SECONDS", 30.0)
+        threading.Timer(1.0, reading.rollback).start()  # the older server finishes its request
+        opened = open_node(node.root)
+    finally:
+        older_server.close()
+    try:
+        assert opened.store.schema_revisions() == migrate.HEADS
+    finally:
+        opened.close()

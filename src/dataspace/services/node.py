@@ -288,14 +288,17 @@ def _bring_schema_up_to_date(node: Node) -> None:
                 ", which this version of dataspace does not know: a newer version upgraded it",
                 hint="run the dataspace version that last opened this node, or a newer one",
             )
+        from dataspace.store.migrate import UpgradeBlocked
+
         try:
             node.store.migrate()
         except Exception as exc:  # one transaction: nothing of the upgrade stays
+            said = exc.message if isinstance(exc, DataspaceError) else str(exc)
             raise StoreError(
                 f"upgrading node {node.name}'s state database failed, nothing was changed: "
-                f"{exc}",
-                hint="the dataspace version that last opened the node still opens it; "
-                "report the error",
+                f"{said}",
+                hint=exc.hint if isinstance(exc, UpgradeBlocked) else
+                "the dataspace version that last opened the node still opens it; report the error",
             ) from exc
         logger.warning("upgraded node %s's state database from revisions %s to %s", node.name,
                        ", ".join(sorted(current)), ", ".join(sorted(HEADS)))

@@ -6,8 +6,14 @@ and loading Alembic would cost it ~0.3 s.
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import OperationalError
+
+from dataspace.errors import StoreError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -15,6 +21,20 @@ if TYPE_CHECKING:
     from dataspace.store.db import Store
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+logger = logging.getLogger("dataspace.store")
+
+#: On PostgreSQL a migration's ALTER TABLE waits for every transaction open on its table (an
+#: older server still running on the database, say), and every later query on the table queues
+#: behind it. So an attempt waits at most a slice for a lock, then rolls back whole, says so and
+#: tries again, up to the limit: the others keep working meanwhile.
+LOCK_SLICE_SECONDS = 2.0
+LOCK_LIMIT_SECONDS = 120.0
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+
+
+class UpgradeBlocked(StoreError):
+    """The upgrade gave up waiting for tables other connections keep open."""
 
 #: The heads of the migration graph (one per branch: identity, privacy, ledger, metering,
 #: transfers, jobs), which tests keep equal to the scripts'. A node's database at other
@@ -40,9 +60,33 @@ def alembic_config(store: Store) -> Config:
 
 
 def upgrade(store: Store, revision: str = "heads") -> None:
+    """Migrate to ``revision`` in one transaction (retried while another connection holds a
+    table it alters, see :data:`LOCK_SLICE_SECONDS`)."""
+    deadline = time.monotonic() + LOCK_LIMIT_SECONDS
+    while True:
+        try:
+            _upgrade_once(store, revision)
+            return
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            if time.monotonic() >= deadline:
+                raise UpgradeBlocked(
+                    f"the schema upgrade waited {LOCK_LIMIT_SECONDS:.0f} s for tables that other "
+                    "connections to the database keep open, and gave up",
+                    hint="stop what else uses the node's database (an older dataspace server "
+                    "still running?), then open the node again",
+                ) from exc
+            logger.warning("the schema upgrade waits for tables that other connections to the "
+                           "database keep open (an older dataspace server still running?)")
+
+
+def _upgrade_once(store: Store, revision: str) -> None:
     from alembic import command
 
     with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(LOCK_SLICE_SECONDS * 1000)}")
         cfg = alembic_config(store)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
