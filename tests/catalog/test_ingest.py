@@ -457,6 +457,7 @@ def test_a_key_nested_on_one_line_is_still_refused(
     ('{"a": 1}\n{"": 2}\n', "line 2 has an empty key"),
     ('{"a": 1}\n{"a": 1, "a": 2}\n', "line 2 repeats the key 'a' in one object"),
     ("{}\n{}\n", "its objects have no keys"),
+    ('{"a": 1}\n{"a": ' + "[" * 5000 + "]" * 5000 + "}\n", "line 2 nests too deeply"),
 ])
 def test_json_lines_key_problems_name_the_line(
     write: Write, tmp_path: Path, limits: Limits, content: str, message: str

@@ -108,7 +108,42 @@ def test_malformed_json_is_422(api: Api) -> None:
         headers={**api.as_("admin"), "Content-Type": "application/json"},
         content=b"{not json",
     )
-    assert_envelope(response, 422, "invalid_request")
+    error = assert_envelope(response, 422, "invalid_request")
+    assert error["message"] == (
+        "the body is not JSON: Expecting property name enclosed in double quotes at line 1 "
+        "column 2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"name": "t", "role": "consumer", "x": ["\\ud800"]}', "lone surrogate"),
+        (b'{"name": "\\udfff", "role": "consumer"}', "lone surrogate"),
+        (b"[" * 5000 + b"]" * 5000, "nests deeper than 48 levels"),
+        (b'{"name": "t", "role": "consumer", "n": ' + b"9" * 5000 + b"}", "not usable JSON"),
+        (b'{"name": "t", "role": "\xff"}', "not UTF-8"),
+    ],
+)
+def test_a_body_no_store_could_hold_is_refused_first(api: Api, body: bytes, says: str) -> None:
+    response = api.client.post(
+        f"{API}/tokens",
+        headers={**api.as_("admin"), "Content-Type": "application/json"},
+        content=body,
+    )
+    error = assert_envelope(response, 422, "invalid_request")
+    assert says in error["message"]
+    listed = api.client.get(f"{API}/tokens", headers=api.as_("admin"))
+    assert listed.status_code == 200 and "t" not in {t["name"] for t in listed.json()}
+
+
+def test_a_body_that_is_not_json_says_which_content_type_to_send(api: Api) -> None:
+    response = api.client.post(
+        f"{API}/tokens", headers={**api.as_("admin"), "Content-Type": "text/plain"},
+        content=b'{"name": "t", "role": "consumer"}',
+    )
+    error = assert_envelope(response, 415, "unsupported_media_type")
+    assert "Content-Type: application/json" in error["hint"]
 
 
 def test_unknown_route_is_404_envelope(api: Api) -> None:
@@ -211,3 +246,10 @@ def test_a_reason_is_trimmed_then_bounded_before_anything_is_looked_up(
         api.client.post(f"{API}/{path}", headers=headers, json={"reason": padded}),
         404, "not_found",
     )
+
+
+def test_an_error_quoting_text_no_encoder_takes_still_answers() -> None:
+    from dataspace.node.errors import _jsonable
+
+    assert _jsonable({"message": "unknown purpose \ud800", "n": [1, None]}) == {
+        "message": "unknown purpose \\ud800", "n": [1, None]}

@@ -105,7 +105,8 @@ def test_threshold_needs_delta() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"epsilon": 0}, "positive"),
+        ({"epsilon": 0}, "at least 1e-06"),
+        ({"epsilon": 1e-320}, "at least 1e-06"),  # its noise scale would overflow
         ({"epsilon": float("inf")}, "finite"),
         ({"epsilon": 1, "delta": 1.0}, "delta"),
         ({"epsilon": 1, "max_contributions": 0}, "max_contributions"),

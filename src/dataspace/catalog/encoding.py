@@ -460,6 +460,10 @@ def diagnose_jsonl(path: Path, encoding: str) -> UnreadableInput:
             except _KeyProblem as exc:
                 return fail(path, f"line {line} {exc}",
                             "give every field a name of its own in each object", line=line)
+            except RecursionError:
+                return fail(path, f"line {line} nests too deeply to be a row",
+                            "each line must hold one flat JSON object; fix that line and "
+                            "import again", line=line)
             except ValueError as exc:
                 return fail(
                     path,

@@ -15,6 +15,7 @@ from dataspace import __version__
 from dataspace.node.auth import roles_of
 from dataspace.node.body_limit import BodyLimit
 from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
+from dataspace.node.json_body import CheckedJsonRoute
 from dataspace.node.peer_auth import require_peer
 from dataspace.node.routers import (
     contracts,
@@ -92,6 +93,7 @@ def create_app(node: Node) -> FastAPI:
             {"name": "usage", "description": "Usage records, statements, bills"},
         ],
     )
+    app.router.route_class = CheckedJsonRoute  # JSON bodies checked first (json_body)
     app.state.node = node
     install_error_handlers(app)
     limits = node.limits

@@ -100,8 +100,11 @@ def error_response(
 
 
 def _jsonable(value: Any) -> Any:
-    """Details must always serialise; anything exotic becomes its string form."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """Details must always serialise; anything exotic becomes its string form, and text no
+    encoder takes (a lone surrogate quoted from a request) its escaped form."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, int | float | bool):
         return value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -117,9 +120,7 @@ async def _dataspace_error(request: Request, exc: Exception) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     if exc.http_status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, exc)
-    body = exc.to_dict()
-    if "details" in body:
-        body["details"] = _jsonable(body["details"])
+    body = _jsonable(exc.to_dict())
     return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
 
 

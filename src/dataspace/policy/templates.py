@@ -92,7 +92,7 @@ def _coerce(param: Param, value: Any) -> Any:
         raise PolicyError(f"{where}: {exc.message}") from None
     except InvalidOperation:  # Decimal's own text is a list of classes
         raise PolicyError(f"{where}: {value!r} is not a number (e.g. 1.0)") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # int(1e400): infinity
         raise PolicyError(f"{where}: {value!r} is invalid: {exc}") from None
 
 

@@ -46,7 +46,26 @@ __all__ = [
 
 #: Probability that the true value lies outside the stated error bound.
 ERROR_ALPHA = 0.05
+#: Below this ε the noise (scale ≥ 10^6 times the sensitivity) carries nothing of the data,
+#: and the mechanisms' scale search overflows.
+MIN_EPSILON = 1e-6
 _DISCRETE_SUM_UP_TO = 10_000.0  # discrete Gaussian scales whose quantile is summed exactly
+
+
+def check_epsilon(epsilon: object) -> None:
+    """Refuse an ε no mechanism can use: not a finite number, or below :data:`MIN_EPSILON`."""
+    if (isinstance(epsilon, bool) or not isinstance(epsilon, int | float)
+            or not math.isfinite(epsilon) or epsilon < MIN_EPSILON):
+        raise UsageError(
+            f"epsilon must be a finite number of at least {MIN_EPSILON:g}, got {epsilon!r}",
+            hint="ε is the privacy loss a release may cost: typically 0.1 to 10",
+        )
+
+
+def check_delta(delta: object) -> None:
+    if not (isinstance(delta, int | float) and not isinstance(delta, bool) and 0 <= delta < 1):
+        raise UsageError(f"delta must be in [0, 1), got {delta!r}",
+                         hint="δ is a probability of failure: 0 for pure ε-DP, else below 1/rows")
 
 
 @dataclass(frozen=True)
@@ -68,12 +87,8 @@ class DpSpec:
     def __post_init__(self) -> None:
         if isinstance(self.epsilon, bool) or isinstance(self.delta, bool):
             raise UsageError("epsilon and delta must be numbers, not true/false")
-        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)):
-            raise UsageError(f"epsilon must be a finite number, got {self.epsilon!r}")
-        if self.epsilon <= 0:
-            raise UsageError(f"epsilon must be positive, got {self.epsilon}")
-        if not (isinstance(self.delta, (int, float)) and 0 <= self.delta < 1):
-            raise UsageError(f"delta must be in [0, 1), got {self.delta!r}")
+        check_epsilon(self.epsilon)
+        check_delta(self.delta)
         if (
             not isinstance(self.max_contributions, int)
             or isinstance(self.max_contributions, bool)

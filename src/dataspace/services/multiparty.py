@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from dataspace.contracts import store as cstore
 from dataspace.errors import DataspaceError, NotFound, UsageError
+from dataspace.privacy.dp import check_epsilon
 from dataspace.privacy.psi import MODES, Engine, Initiator, KeySpec, shared_engine
 from dataspace.privacy.psi.errors import PsiEngineFailed
 from dataspace.privacy.secagg import (
@@ -263,8 +264,8 @@ def start_aggregate(
     columns = [c.strip() for c in columns if c.strip()]
     if not columns:
         raise UsageError("name the columns to aggregate (--columns c1,c2)")
-    if epsilon is not None and epsilon <= 0:
-        raise UsageError("epsilon must be positive")
+    if epsilon is not None:
+        check_epsilon(epsilon)
     if epsilon is not None and op != "sum":
         # the count's sensitivity is what one party may hold: with no agreed bound on rows
         # per party, its noise would drown any mean or count

@@ -17,7 +17,6 @@ message it expects, its summary and the service call. ``start`` routes begin a p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ from dataspace.contracts import ProtocolError
 from dataspace.errors import DataspaceError
 from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
+from dataspace.node.json_body import NotJson, parse_json
 from dataspace.node.peer_auth import require_peer
 from dataspace.services.negotiation import Reply
 from dataspace.services.node import Node
@@ -43,51 +43,13 @@ Start = Callable[[Node, Member, Any], Reply]  # (node, peer, doc)
 Step = Callable[[Node, Member, str, Any], Reply]  # (node, peer, pid, doc)
 
 
-MAX_JSON_DEPTH = 48  # DSP messages nest about 12 deep; a policy's logical constraints a few more
-
-
 async def read_json(request: Request) -> Any:
-    """The body as JSON, or a ``ProtocolError`` at ``$`` saying why it is not — also for JSON
-    nested deeper than :data:`MAX_JSON_DEPTH` (the validators recurse) and for text that is not
-    Unicode (a lone surrogate escape cannot be stored)."""
-    raw = await request.body()
+    """The body as JSON, or a ``ProtocolError`` at ``$`` saying why it is not
+    (:func:`~dataspace.node.json_body.parse_json`)."""
     try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(
-            f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path="$"
-        ) from None
-    except UnicodeDecodeError:
-        raise ProtocolError("the body is not UTF-8 JSON", path="$") from None
-    except RecursionError:
-        raise ProtocolError(f"the body nests deeper than {MAX_JSON_DEPTH} levels",
-                            path="$") from None
-    except ValueError as exc:  # e.g. an integer longer than Python converts
-        raise ProtocolError(f"the body is not usable JSON: {exc}", path="$") from None
-    check_shape(doc)
-    return doc
-
-
-def check_shape(doc: Any) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` or holding a lone surrogate."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                raise ProtocolError(f"the body nests deeper than {MAX_JSON_DEPTH} levels",
-                                    path="$")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str):
-                    stack.append((key, depth))
-                stack.append((item, depth + 1))
-        elif isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ProtocolError("the body holds a lone surrogate (\\ud800-\\udfff): "
-                                    "not Unicode text", path="$") from None
+        return parse_json(await request.body())
+    except NotJson as exc:
+        raise ProtocolError(str(exc), path="$") from None
 
 
 def respond(reply: Reply, tasks: BackgroundTasks) -> Response:

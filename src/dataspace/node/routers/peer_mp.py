@@ -9,7 +9,6 @@ of the body. Resending a step (same job id, number and bytes) returns the same a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from dataspace.errors import InputError
 from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
+from dataspace.node.json_body import NotJson, parse_json
 from dataspace.node.peer_auth import require_peer
 from dataspace.services import mp_party
 from dataspace.services.mp_wire import FRAME_MEDIA_TYPE
@@ -64,9 +64,9 @@ async def mp_abort(
 ) -> dict[str, Any]:
     """Idempotent: the job's secrets are dropped and its row is FAILED with the reason."""
     try:
-        doc = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise InputError("the abort body is not JSON") from None
+        doc = parse_json(await request.body() or b"{}")
+    except NotJson as exc:
+        raise InputError(f"the abort body: {exc}") from None
     if not isinstance(doc, dict):
         raise InputError("the abort body must be a JSON object with job_id and reason")
     return await run_in_threadpool(

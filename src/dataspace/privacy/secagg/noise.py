@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dataspace.errors import UsageError
-from dataspace.privacy.dp import Noise, build_noise, mechanism
+from dataspace.privacy.dp import Noise, build_noise, check_delta, check_epsilon, mechanism
 from dataspace.privacy.secagg.base import (
     AggregateResult,
     Aggregator,
@@ -64,10 +64,8 @@ class OutputNoise:
     count: bool = True
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise UsageError(f"epsilon must be a positive finite number, got {self.epsilon!r}")
-        if not 0 <= self.delta < 1:
-            raise UsageError(f"delta must be in [0, 1), got {self.delta!r}")
+        check_epsilon(self.epsilon)
+        check_delta(self.delta)
         mech = mechanism(self.mechanism)
         if mech.uses_delta and self.delta <= 0:
             raise UsageError(
@@ -213,6 +211,5 @@ class LocalNoise:
 
 
 def local_noise(bound: float, length: int, epsilon: float) -> LocalNoise:
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise UsageError(f"epsilon must be a positive finite number, got {epsilon!r}")
+    check_epsilon(epsilon)
     return LocalNoise(float(bound), int(length), float(epsilon))
