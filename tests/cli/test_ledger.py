@@ -51,6 +51,23 @@ def test_a_proof_checked_with_another_nodes_key_is_rejected(cli, tmp_path: Path)
     assert result.exit_code == VerificationError.exit_code
 
 
+def test_a_private_key_given_for_the_public_one_is_refused_and_never_shown(
+    cli, tmp_path: Path
+) -> None:
+    node = _node(cli, tmp_path)
+    out = tmp_path / "proof.json"
+    cli(*node, "ledger", "prove", "1", "--out", out)
+    secret = tmp_path / "n" / "keys" / "node.key"
+    result = cli("verify-proof", out, "--key", secret)
+    assert result.exit_code == VerificationError.exit_code
+    assert "is a private key" in result.stderr and "keys/node.pub" in result.stderr
+    key_lines = [line for line in secret.read_text().splitlines() if "-----" not in line]
+    assert key_lines and not any(line[:20] in result.stderr for line in key_lines)
+    (tmp_path / "gbk.pub").write_bytes("银行公钥".encode("gbk"))
+    result = cli("verify-proof", out, "--key", tmp_path / "gbk.pub")
+    assert result.exit_code == 3 and "not UTF-8" in result.stderr, result.stderr
+
+
 def test_verify_reports_an_edited_row_with_its_index(cli, tmp_path: Path) -> None:
     node = _node(cli, tmp_path)
     assert cli(*node, "ledger", "checkpoint").exit_code == 0

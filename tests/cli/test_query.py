@@ -51,3 +51,53 @@ def test_query_needs_an_agreement_of_this_node(
     assert both.exit_code == 2 and "--json" in both.stderr
     bare = cli("--node", node.root, "job")
     assert "list" in bare.stdout + bare.stderr
+
+
+@pytest.mark.parametrize(("out", "says"), [
+    ("{tmp}/missing/result.parquet", "does not exist"),
+    ("{tmp}", "is a folder"),
+    ("{tmp}/result.xlsx", "name a .parquet or .csv file"),
+])
+def test_an_out_path_that_cannot_be_written_is_refused_before_the_job(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any], tmp_path, out: str,
+    says: str,
+) -> None:
+    """A query's result is paid for and may spend privacy budget, and the provider does not
+    send it twice: --out is checked first (here the agreement does not even exist)."""
+    node, _ = make_node("bank")
+    result = cli("--node", node.root, "query", "--agreement", "urn:uuid:none",
+                 "--out", out.format(tmp=tmp_path), "SELECT 1")
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert json.loads(cli("--node", node.root, "job", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("command", [
+    ("psi", "--agreement", "urn:uuid:none", "--on", "id", "--dataset", "d"),
+    ("transfer", "request", "--agreement", "urn:uuid:none", "--mode", "raw"),
+    ("predict", "--model", "m", "--rows", "j"),
+])
+def test_every_out_is_checked_before_the_work(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any], tmp_path,
+    command: tuple[str, ...],
+) -> None:
+    node, _ = make_node("bank")
+    result = cli("--node", node.root, *command, "--out", tmp_path / "missing" / "k.parquet")
+    assert result.exit_code == 2 and "does not exist" in result.stderr, result.stderr
+
+
+def test_a_table_is_written_whole_as_its_suffix_says_or_not_at_all(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataspace.cli.common import write_table
+    from dataspace.errors import InputError
+
+    rows = pa.table({"行业": ["制造", "零售"], "n": [3, 4]})
+    write_table(rows, tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text(encoding="utf-8").splitlines()[0] == '"行业","n"'
+    write_table(rows, tmp_path / "r.parquet")
+    assert pq.read_table(tmp_path / "r.parquet").equals(rows)
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(InputError, match="cannot write"):
+        write_table(rows, tmp_path / "r.csv" / "r.parquet")  # a file where a folder should be
+    assert sorted(tmp_path.iterdir()) == before

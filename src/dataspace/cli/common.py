@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,9 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from dataspace.cli.lazy import lazy_module
-from dataspace.errors import InputError
+from dataspace.errors import InputError, UsageError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from dataspace.services import node as node_service
     from dataspace.services.node import Node
 else:
@@ -76,7 +80,14 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
 def key_text(value: str) -> str:
     """A key given as a file holding it, or as the string itself."""
     path = Path(value)
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else value.strip()
+    if not path.is_file():
+        return value.strip()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise InputError(f"cannot read a key from {path}: {reason}",
+                         hint="pass a public key file (a node.pub) or the key string") from None
 
 
 def write_out(path: Path, text: str) -> None:
@@ -87,6 +98,48 @@ def write_out(path: Path, text: str) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}",
                          hint="pass --out a path in a directory that exists and you may "
                          "write to") from None
+
+
+def check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
+    """Refuse an ``--out`` the result could not be written to, before the command does its
+    work: a job's result is paid for, may spend privacy budget, and is not sent twice."""
+    if out is None:
+        return
+    kinds = " or ".join(suffixes)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder", hint=f"name a {kinds} file in it")
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"--out {out}: name a {kinds} file", hint="its suffix is its format")
+    folder = out.parent
+    if not folder.is_dir():
+        raise UsageError(f"--out {out}: the folder {folder} does not exist",
+                         hint="create it first, or name a file in a folder that exists")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out {out}: you may not write there",
+                         hint="name a file in a folder you may write to")
+
+
+def write_table(table: pa.Table, out: Path) -> None:
+    """Write ``table`` to ``out`` as its suffix says (.csv, else Parquet), whole or not at all:
+    staged beside it and moved into place."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from dataspace.scratch import staging_path
+
+    staged = staging_path(out)
+    try:
+        if out.suffix.lower() == ".csv":
+            pacsv.write_csv(table, staged)
+        else:
+            pq.write_table(table, staged)
+        os.replace(staged, out)
+    except (OSError, pa.ArrowException) as exc:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        raise InputError(f"cannot write {out}: {exc}",
+                         hint="free space or name a file in a folder you may write to") from None
 
 
 def read_json_file(path: Path, what: str, hint: str) -> Any:

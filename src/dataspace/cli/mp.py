@@ -15,7 +15,16 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    check_out,
+    console,
+    node,
+    print_json,
+    table,
+    write_table,
+)
 from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
 from dataspace.settings import DEFAULT_AGGREGATE_BOUND
@@ -81,6 +90,7 @@ def psi(
         raise UsageError(f"--reveal must be one of {', '.join(REVEAL)}")
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}")
+    check_out(out, (".csv", ".parquet"))
     n = node(ctx)
     view = _run_with_bar(
         "PSI",
@@ -98,7 +108,7 @@ def psi(
         as_json,
     )
     if out is not None:
-        multiparty.write_keys(multiparty.intersection_keys(n, view["id"]), out)
+        write_table(multiparty.intersection_keys(n, view["id"]), out)  # kept under mp/ too
     if as_json:
         print_json(view)
         return

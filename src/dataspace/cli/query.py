@@ -10,14 +10,24 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    check_out,
+    console,
+    node,
+    print_json,
+    table,
+    write_table,
+)
 from dataspace.cli.lazy import lazy_module
-from dataspace.errors import UsageError
+from dataspace.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from dataspace.services import job_consumer, jobs
+    from dataspace.services.node import Node
 else:
     job_consumer = lazy_module("dataspace.services.job_consumer")
     jobs = lazy_module("dataspace.services.jobs")
@@ -33,19 +43,18 @@ def query(
     agreement: str = typer.Option(..., "--agreement", help="The agreement's id."),
     as_json: bool = JsonOption,
     as_csv: bool = typer.Option(False, "--csv", help="Print the result as CSV."),
-    out: Path = typer.Option(None, "--out", help="Write the result to FILE.parquet."),
+    out: Path = typer.Option(None, "--out", help="Write the result to FILE (.parquet or .csv)."),
     job_id: str = typer.Option(None, "--job-id", help="Job id to use (default: random)."),
 ) -> None:
     """Run governed SQL on the provider's node; only policy-safe results come back."""
     if as_json and as_csv:
         raise UsageError("choose one of --json and --csv")
-    outcome = job_consumer.query(
-        node(ctx), agreement_id=agreement, sql=sql, job_id=job_id, actor=actor()
-    )
+    check_out(out, (".parquet", ".csv"))
+    here = node(ctx)
+    outcome = job_consumer.query(here, agreement_id=agreement, sql=sql, job_id=job_id,
+                                 actor=actor())
     if out is not None:
-        import pyarrow.parquet as pq  # here, not at the top: pyarrow takes 0.15 s to import
-
-        pq.write_table(outcome.table, out)
+        _write_result(here, outcome, out)
     if as_json:
         rows: list[dict[str, Any]] = [] if out is not None else outcome.table.to_pylist()
         print_json({"meta": outcome.meta, "rows": rows})
@@ -62,6 +71,19 @@ def query(
     else:
         console.print(f"wrote {outcome.table.num_rows} rows to {escape(str(out))}")
     print_meta(outcome.meta)
+
+
+def _write_result(here: Node, outcome: Any, out: Path) -> None:
+    """Write the result to ``out``; if that fails after all (a full disk), keep it in the
+    node's folder and say where: the provider does not send a result twice."""
+    try:
+        write_table(outcome.table, out)
+    except InputError as exc:
+        kept = here.root / "received" / f"query-{outcome.meta.get('job_id')}{out.suffix}"
+        kept.parent.mkdir(exist_ok=True)
+        write_table(outcome.table, kept)
+        raise InputError(f"{exc.message}; the result is kept at {kept}",
+                         hint="copy it from there") from None
 
 
 def print_table(result: pa.Table) -> None:

@@ -7,13 +7,22 @@ progress bar fed by every node's step events; docs/training.md has the details.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from dataspace.cli import mp
-from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    check_out,
+    console,
+    node,
+    print_json,
+    table,
+)
 from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
 
@@ -140,6 +149,7 @@ def predict_(
     vlr: each party scores its own columns at home, only the summed score is revealed, to you.
     vgbdt: you walk the trees, each split's owner answers left/right for the rows reaching it
     (docs/sgb.md)."""
+    check_out(Path(out) if out else None, (".parquet",))
     view = predict.run_predict(node(ctx), model=model, rows=rows, out=out, actor=actor())
     if as_json:
         print_json(view)

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    check_out,
+    console,
+    node,
+    print_json,
+    table,
+)
 from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
 
@@ -33,8 +41,7 @@ def request(
     """Ask the provider for the agreed rows; wait until they arrive (or the provider refuses)."""
     if mode not in transfers.MODES:
         raise UsageError(f"unknown mode {mode!r}", hint="use --mode raw or --mode pseudonymized")
-    if out is not None and out.suffix != ".parquet":
-        raise UsageError("--out must name a .parquet file")
+    check_out(out, (".parquet",))
     here = node(ctx)
     view = transfers.request_transfer(here, agreement_id=agreement, mode=mode, actor=actor())
     if wait > 0 and view["state"] not in transfers.FINAL:

@@ -76,9 +76,14 @@ def _split_key(
     """``name+hhhhhhhh+base64(alg || 32 bytes)`` split and decoded: (name, hhhhhhhh, bytes),
     the algorithm one of ``algorithms``. The key ID is the caller's to check. A ``secret``
     key's text is never repeated in an error."""
+    if not secret and ("PRIVATE KEY-----" in text or text.startswith("PRIVATE+KEY+")):
+        # a node.key (PEM) or a note signer key given for a public key
+        raise SignatureError(f"the {what} given is a private key (not repeated here)",
+                             hint="pass the public key, e.g. the node's keys/node.pub; keep "
+                             "node.key to yourself")
     parts = text.split("+", 2)  # names hold no '+', base64 may
     if len(parts) != 3:
-        shown = "" if secret else f" {text!r}"
+        shown = "" if secret else f" {text if len(text) <= 80 else text[:60] + '…'!r}"
         raise SignatureError(f"malformed {what}{shown}",
                              hint="expected name+hhhhhhhh+base64-key, e.g. a node.pub")
     name, hash_hex, b64 = parts

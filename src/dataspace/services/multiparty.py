@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dataspace.contracts import store as cstore
@@ -772,13 +771,6 @@ def intersection_keys(node: Node, job_id: str) -> pa.Table:
     names = [c.name for c in KeySpec.parse(str(params["key"])).columns]
     positions = pq.read_table(node.data_dir / result["rows_file"]).column("position")
     return pq.read_table(own.path, columns=names).take(positions)
-
-
-def write_keys(table: pa.Table, out: Path) -> None:
-    if out.suffix.lower() == ".csv":
-        pacsv.write_csv(table, out)
-    else:
-        pq.write_table(table, out)
 
 
 def wait(node: Node, job_id: str, *, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +14,12 @@ from sqlalchemy import select
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.errors import (
+    InputError,
     NotFound,
     UsageError,
     VerificationError,
 )
+from dataspace.scratch import staging_path
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import _aware, _sha256_file
 from dataspace.store.models_contracts import (
@@ -104,5 +108,13 @@ def copy_received(view: Mapping[str, Any], out: Path) -> Path:
         )
     if _sha256_file(source) != view.get("sha256"):
         raise VerificationError("the received file no longer matches its sha256")
-    shutil.copyfile(source, out)
+    staged = staging_path(out)
+    try:
+        shutil.copyfile(source, staged)
+        os.replace(staged, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        raise InputError(f"cannot copy the received file to {out}: {exc.strerror or exc}",
+                         hint=f"it stays at {source}; copy it from there") from None
     return out
