@@ -25,3 +25,21 @@ def test_unknown_limit_is_refused_with_the_known_ones_listed() -> None:
 def test_wrongly_typed_limit_is_refused() -> None:
     with pytest.raises(UsageError, match="must be int"):
         Limits({"import_threads": "two"})
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("import_threads", 0, "must be positive"),
+    ("import_max_line_bytes", -5, "must be positive"),
+    ("sandbox_timeout_seconds", float("nan"), "must be positive"),
+    ("job_lease_seconds", float("inf"), "must be positive"),
+    ("classify_min_share", 1.5, "must be in (0, 1]"),
+])
+def test_a_limit_out_of_range_is_refused_with_its_default(key: str, value: float,
+                                                         says: str) -> None:
+    with pytest.raises(UsageError, match=f"'{key}' {says}".replace("(", r"\(")) as refused:
+        Limits({key: value})
+    assert f"default {dict(Limits())[key]!r}" in str(refused.value.hint)
+
+
+def test_every_default_is_in_range() -> None:
+    assert Limits(dict(Limits())) == Limits()

@@ -6,6 +6,7 @@ code base hard-codes a limit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+SHARES = frozenset({"classify_min_share", "classify_hint_min_confidence"})  # fractions of 1
 
 
 class Limits(Mapping[str, Any]):
@@ -143,6 +145,12 @@ class Limits(Mapping[str, Any]):
                     f"limit '{key}' must be {type(setting.default).__name__}, got {value!r}",
                     hint="fix node.toml [limits]",
                 )
+            if isinstance(value, int | float) and not (
+                math.isfinite(value) and 0 < value <= (1 if key in SHARES else math.inf)
+            ):
+                bound = "in (0, 1]" if key in SHARES else "positive"
+                raise UsageError(f"limit '{key}' must be {bound}, got {value!r}",
+                                 hint=f"fix node.toml [limits] (default {setting.default!r})")
             values[key] = value
         self._values = values
 

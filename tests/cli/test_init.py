@@ -73,3 +73,60 @@ def test_bare_group_shows_help(cli) -> None:
     result = cli("dataset")
     shown = result.stdout + result.stderr
     assert "add" in shown and "reclassify" in shown
+
+
+def test_a_node_toml_with_values_this_version_cannot_use_is_refused_by_name(
+    cli, tmp_path: Path
+) -> None:
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    config = tmp_path / "n" / "node.toml"
+    good = config.read_text()
+    for old, new, says in [
+        ('name = "bank"', "name = 5", "[node] name must be a str, got 5"),
+        ("port = 8600", 'port = "abc"', "[server] port must be a int, got 'abc'"),
+        ("port = 8600", "port = 99999", "[server] port must be 1-65535, got 99999"),
+        ('name = "bank"', 'name = "bank a"', "[node] name: invalid node name"),
+    ]:
+        assert old in good
+        config.write_text(good.replace(old, new, 1))
+        result = cli("--node", tmp_path / "n", "node")
+        assert result.exit_code == UsageError.exit_code and says in result.stderr, (new, result)
+        assert "fix or restore node.toml" in result.stderr
+    config.write_text(good)
+    assert cli("--node", tmp_path / "n", "node").exit_code == 0
+    wrong_port = cli("--node", tmp_path / "n", "serve", "--port", "99999")
+    assert wrong_port.exit_code == 2 and "less than or equal to 65535" in wrong_port.stderr
+    pub = tmp_path / "n" / "keys" / "node.pub"
+    pub.rename(pub.with_name("elsewhere"))
+    lost = cli("--node", tmp_path / "n", "node")
+    assert lost.exit_code == UsageError.exit_code and "lost its key file" in lost.stderr
+
+
+def test_init_on_a_file_or_where_nothing_can_be_made_is_a_clear_error(cli, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("hi")
+    on_file = cli("init", tmp_path / "afile", "--name", "x")
+    assert on_file.exit_code == NodeExists.exit_code and "is a file" in on_file.stderr
+    assert (tmp_path / "afile").read_text() == "hi"
+    under_file = cli("init", tmp_path / "afile" / "n", "--name", "x")
+    assert under_file.exit_code == UsageError.exit_code
+    assert "cannot create the node directory" in under_file.stderr
+
+
+def test_an_unexpected_error_is_one_line_unless_the_traceback_is_asked_for(
+    cli, tmp_path: Path, monkeypatch
+) -> None:
+    import pytest
+
+    from dataspace.services import node as node_service
+
+    def broken(*_args: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(node_service, "open_node", broken)
+    result = cli("--node", tmp_path, "node")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == "error: unexpected ValueError: a bug"
+    assert "DATASPACE_TRACEBACK=1" in result.stderr and "Traceback" not in result.stderr
+    monkeypatch.setenv("DATASPACE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="a bug"):
+        cli("--node", tmp_path, "node")

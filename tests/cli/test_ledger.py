@@ -84,6 +84,16 @@ def test_verify_reports_an_edited_row_with_its_index(cli, tmp_path: Path) -> Non
     assert "edited" in result.stderr and "payload" in result.stderr
 
 
+def test_an_entry_edited_into_non_json_is_reported_by_log_and_verify(cli, tmp_path) -> None:
+    node = _node(cli, tmp_path)
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute("UPDATE ledger_entries SET entry = 'not json' WHERE idx = 2")
+    for command in (("ledger", "log"), ("ledger", "verify")):
+        result = cli(*node, *command)
+        assert result.exit_code == LedgerTampered.exit_code, (command, result.stderr)
+        assert "2" in result.stderr and "edited" in result.stderr
+
+
 def test_verify_reports_a_deleted_row(cli, tmp_path: Path) -> None:
     node = _node(cli, tmp_path)
     with sqlite3.connect(tmp_path / "n" / "state.db") as db:
@@ -181,7 +191,8 @@ def test_bad_proof_files_and_out_paths_are_clear_errors(cli, tmp_path: Path) -> 
     deep, digits = tmp_path / "deep.json", tmp_path / "digits.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     digits.write_text('{"index": 1' + "0" * 5000 + "}")
-    cases = {tmp_path: "cannot read", deep: "nested too deeply", digits: "is not a JSON proof",
+    cases = {tmp_path: "cannot read", deep: "nests deeper than 48 levels",
+             digits: "is not usable JSON: Exceeds the limit",
              tmp_path / "missing.json": "does not exist"}
     for path, says in cases.items():
         result = cli("verify-proof", path, "--key", key)

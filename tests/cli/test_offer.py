@@ -35,3 +35,26 @@ def test_offer_create_list_show_withdraw(cli, tmp_path: Path) -> None:
     assert refused.exit_code == 3 and "permission[0].constraint[0].operator" in refused.stderr
     opened = open_node(tmp_path / "n")
     opened.close()
+
+
+def test_a_policy_file_that_is_no_usable_json_is_a_clear_error(cli, tmp_path: Path) -> None:
+    from dataspace.samples import SAMPLES_DIR
+
+    cli("init", tmp_path / "n", "--name", "tax")
+    node = ["--node", tmp_path / "n"]
+    assert cli(*node, "dataset", "add", SAMPLES_DIR / "tax_records.csv", "--name", "tax"
+               ).exit_code == 0
+    cases = {
+        "deep.json": ("[" * 100_000 + "]" * 100_000).encode(),
+        "deep_ok_json.json": ("[" * 500 + "]" * 500).encode(),
+        "gbk.json": '{"@type": "银行"}'.encode("gbk"),
+        "broken.json": b'{"@type": ',
+    }
+    says = {"deep.json": "nests deeper than 48 levels", "deep_ok_json.json": "nests deeper",
+            "gbk.json": "is not UTF-8 JSON", "broken.json": "is not JSON: Expecting value"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        refused = cli(*node, "offer", "create", "tax", "--policy", tmp_path / name)
+        assert refused.exit_code == 3 and says[name] in refused.stderr, (name, refused.stderr)
+        assert "docs/policy.md" in refused.stderr
+    assert json.loads(cli(*node, "offer", "list", "--json").stdout) == []

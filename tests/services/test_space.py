@@ -99,3 +99,9 @@ def test_signed_requests_between_real_nodes(space_factory, make_node) -> None:
     assert codes.count("replayed_request") == 1
     assert "not_a_member" in codes and len(codes) == 3
     bank.close()
+
+
+@pytest.mark.parametrize("days", [0, 3651, 99_999_999])
+def test_a_membership_list_valid_for_no_time_or_for_ages_is_refused(node: Node, days) -> None:
+    with pytest.raises(UsageError, match=f"valid for 1 to 3650 days, not {days}"):
+        space.issue_membership(node, [], space="pilot", serial=1, valid_days=days, actor="t")

@@ -143,16 +143,18 @@ def write_table(table: pa.Table, out: Path) -> None:
 
 
 def read_json_file(path: Path, what: str, hint: str) -> Any:
-    """A JSON file given on the command line, or an InputError saying what is wrong with it."""
+    """A JSON file given on the command line, or an InputError saying what is wrong with it
+    (:func:`dataspace.jsondoc.parse_json`: also too deep, or not Unicode text)."""
+    from dataspace.jsondoc import NotJson, parse_json
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path} does not exist", hint=hint) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not {what}: {exc}", hint=hint) from None
-    except (ValueError, RecursionError) as exc:  # integers too long, nesting too deep
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise InputError(f"{path} is not {what}: {reason}", hint=hint) from None
+    try:
+        return parse_json(raw)
+    except NotJson as exc:
+        raise InputError(f"{path} {exc}: not {what}", hint=hint) from None
 

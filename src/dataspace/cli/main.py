@@ -6,7 +6,9 @@ with the error's stable exit code.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import NoReturn
 
 import typer
 from rich.markup import escape
@@ -71,15 +73,32 @@ app.command("catalog")(contract.catalog)
 app.add_typer(transfer.app, name="transfer")
 
 
+ENV_TRACEBACK = "DATASPACE_TRACEBACK"  # set: an unexpected error shows its traceback
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; click handles usage errors, DataspaceError is reported here."""
+    """Run the CLI; click handles usage errors, DataspaceError is reported here, and anything
+    unexpected as one line too (a bug: the traceback is there for the asking)."""
     try:
-        app(args=argv, prog_name="dataspace")
+        app(args=argv, prog_name="dataspace")  # click reports usage errors and Ctrl-C
     except DataspaceError as exc:
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
-        if exc.hint:
-            err_console.print(f"  {exc.hint}", markup=False)
-        sys.exit(exc.exit_code)
+        _say(exc.message, exc.hint, exc.exit_code)
+    except Exception as exc:
+        if "interrupted" in str(exc).lower():  # DuckDB turns Ctrl-C into its own error
+            _say("interrupted", None, INTERRUPTED)
+        if os.environ.get(ENV_TRACEBACK):
+            raise
+        _say(f"unexpected {type(exc).__name__}: {exc}",
+             f"this is a bug in dataspace; run again with {ENV_TRACEBACK}=1 and report the "
+             "traceback", 1)
+
+
+def _say(message: str, hint: str | None, code: int) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+    if hint:
+        err_console.print(f"  {hint}", markup=False)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

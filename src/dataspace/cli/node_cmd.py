@@ -81,7 +81,7 @@ def show_node(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 def serve(
     ctx: typer.Context,
     host: str = typer.Option(None, "--host", help="Address to listen on (default from node.toml)."),
-    port: int = typer.Option(None, "--port", help="Port (default 8600)."),
+    port: int = typer.Option(None, "--port", min=1, max=65535, help="Port (default 8600)."),
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     from dataspace.node.server import serve as run

@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import JsonOption, actor, console, node, print_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    console,
+    node,
+    print_json,
+    read_json_file,
+    table,
+)
 from dataspace.cli.lazy import lazy_module
-from dataspace.errors import InputError
 from dataspace.policy import list_templates
 
 if TYPE_CHECKING:
@@ -53,13 +60,8 @@ def create(
     """Publish DATASET under a policy file or a template; it appears in the DSP catalog."""
     doc: Any = None
     if policy is not None:
-        try:
-            doc = json.loads(policy.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {policy}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{policy} is not JSON: {exc.msg} at line {exc.lineno}",
-                             hint="the policy is an ODRL Offer in JSON-LD") from None
+        doc = read_json_file(policy, "an ODRL policy",
+                             hint="the policy is an ODRL Offer in JSON-LD, as docs/policy.md shows")
     view = offers.create(
         node(ctx), dataset, actor=actor(), policy=doc, template=template,
         params=offers.parse_params(param or []), dp_bounds=offers.parse_bounds(dp_bounds or []),

@@ -334,14 +334,16 @@ class LogRow:
 
 
 def _row(idx: int, leaf: bytes, entry_json: str, payload_json: str) -> LogRow:
-    return LogRow(
-        int(idx),
-        json.loads(entry_json),
-        json.loads(payload_json),
-        bytes(leaf),
-        entry_json,
-        payload_json,
-    )
+    try:
+        entry, payload = json.loads(entry_json), json.loads(payload_json)
+    except (ValueError, RecursionError):  # this node wrote JSON: someone edited the row
+        raise LedgerTampered(
+            f"ledger entry {idx} is not the JSON this node wrote: the stored log was edited",
+            hint="run `dataspace ledger verify` for the whole log; restore the state database "
+            "from a backup",
+            index=int(idx),
+        ) from None
+    return LogRow(int(idx), entry, payload, bytes(leaf), entry_json, payload_json)
 
 
 def _rows_query() -> Any:

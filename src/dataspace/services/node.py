@@ -120,15 +120,22 @@ def init_node(
     root = root.expanduser().absolute()
     if (root / CONFIG_FILE).exists():
         raise NodeExists(f"{root} already holds a node", hint="choose another directory")
+    if root.exists() and not root.is_dir():
+        raise NodeExists(f"{root} is a file, not a directory",
+                         hint="choose a new or empty directory")
     _clear_interrupted_init(root)
     if root.exists() and any(root.iterdir()):
         raise NodeExists(f"{root} is not empty", hint="choose a new or empty directory")
     created_root = not root.exists()
+    try:
+        root.mkdir(mode=NODE_DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the node directory {root}: {exc.strerror or exc}",
+                         hint="choose a directory in a place you may write to") from None
     node: Node | None = None
     try:
         # The directory holds the node's key, its registered data and its state: its owner's
         # alone (it is new or empty, so nobody else's files lose access).
-        root.mkdir(mode=NODE_DIR_MODE, parents=True, exist_ok=True)
         os.chmod(root, NODE_DIR_MODE)
         # Until node.toml is written (last) the marker says whose unfinished node this is:
         # an init killed before the end is cleared by the next one, not taken for a node.
@@ -242,8 +249,11 @@ def open_node(root: Path | str | None) -> Node:
         raise UsageError(
             f"{cfg_path} is not valid TOML: {exc}", hint="fix or restore node.toml"
         ) from None
-    if "node" not in config or "name" not in config["node"]:
-        raise UsageError(f"{cfg_path} has no [node] name", hint="fix or restore node.toml")
+    _check_config(cfg_path, config)
+    for key_file in (KEY_FILE, PUB_FILE):
+        if not (root / key_file).is_file():
+            raise UsageError(f"node at {root} has lost its key file {key_file}",
+                             hint="restore the node's keys/ folder from its backup")
     node = Node(root, config, Limits(config.get("limits")))
     _clean_scratch(node)
     try:
@@ -252,6 +262,40 @@ def open_node(root: Path | str | None) -> Node:
         node.close()
         raise
     return node
+
+
+#: node.toml's tables and the type of each key this version reads from them.
+CONFIG_TYPES: dict[str, dict[str, type]] = {
+    "node": {"name": str},
+    "server": {"host": str, "port": int},
+    "store": {"url": str, "schema": str},
+}
+
+
+def _check_config(path: Path, config: dict[str, Any]) -> None:
+    """Refuse a node.toml whose values this version cannot use, naming the value."""
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{path}: {what}", hint="fix or restore node.toml")
+
+    if not isinstance(config.get("node"), dict) or "name" not in config["node"]:
+        raise bad("it has no [node] name")
+    for table, keys_types in CONFIG_TYPES.items():
+        section = config.get(table, {})
+        if not isinstance(section, dict):
+            raise bad(f"{table} must be a table ([{table}])")
+        for key, kind in keys_types.items():
+            value = section.get(key)
+            if value is not None and (type(value) is not kind):
+                raise bad(f"[{table}] {key} must be a {kind.__name__}, got {value!r}")
+    if not isinstance(config.get("limits", {}), dict):
+        raise bad("limits must be a table ([limits])")
+    try:
+        check_node_name(config["node"]["name"])
+    except DataspaceError as exc:
+        raise bad(f"[node] name: {exc.message}") from None
+    port = config.get("server", {}).get("port")
+    if port is not None and not 0 < port < 65536:
+        raise bad(f"[server] port must be 1-65535, got {port}")
 
 
 MIGRATE_LOCK = "migrate.lock"  # under tmp/: one process upgrades a node's schema at a time

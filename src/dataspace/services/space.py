@@ -31,6 +31,7 @@ from dataspace.services.node import Node
 SPACE_DIR = "space"
 OPERATOR_FILE = "operator.pub"
 MEMBERSHIP_FILE = "membership.note"
+MAX_VALID_DAYS = 3650  # a list lives at most ten years; the operator signs a new one sooner
 
 _cache: dict[Path, tuple[int, str, Membership]] = {}
 
@@ -127,8 +128,9 @@ def issue_membership(
     actor: str,
 ) -> str:
     """Sign a membership list with the operator node's key; logged in the operator's ledger."""
-    if valid_days < 1:
-        raise UsageError("a membership list must be valid for at least one day")
+    if not 1 <= valid_days <= MAX_VALID_DAYS:
+        raise UsageError(f"a membership list is valid for 1 to {MAX_VALID_DAYS} days, not "
+                         f"{valid_days}", hint="sign a new list before it expires instead")
     members = list(members)
     issued = datetime.now(UTC).replace(microsecond=0)
     text = build_membership(

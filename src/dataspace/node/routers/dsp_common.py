@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from dataspace.contracts import ProtocolError
 from dataspace.errors import DataspaceError
 from dataspace.identity.membership import Member
+from dataspace.jsondoc import NotJson, parse_json
 from dataspace.node.auth import get_node
-from dataspace.node.json_body import NotJson, parse_json
 from dataspace.node.peer_auth import require_peer
 from dataspace.services.negotiation import Reply
 from dataspace.services.node import Node
@@ -49,7 +49,7 @@ async def read_json(request: Request) -> Any:
     try:
         return parse_json(await request.body())
     except NotJson as exc:
-        raise ProtocolError(str(exc), path="$") from None
+        raise ProtocolError(f"the body {exc}", path="$") from None
 
 
 def respond(reply: Reply, tasks: BackgroundTasks) -> Response:

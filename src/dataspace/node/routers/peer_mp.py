@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from dataspace.errors import InputError
 from dataspace.identity.membership import Member
+from dataspace.jsondoc import NotJson, parse_json
 from dataspace.node.auth import get_node
-from dataspace.node.json_body import NotJson, parse_json
 from dataspace.node.peer_auth import require_peer
 from dataspace.services import mp_party
 from dataspace.services.mp_wire import FRAME_MEDIA_TYPE
@@ -66,7 +66,7 @@ async def mp_abort(
     try:
         doc = parse_json(await request.body() or b"{}")
     except NotJson as exc:
-        raise InputError(f"the abort body: {exc}") from None
+        raise InputError(f"the abort body {exc}") from None
     if not isinstance(doc, dict):
         raise InputError("the abort body must be a JSON object with job_id and reason")
     return await run_in_threadpool(
