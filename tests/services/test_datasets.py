@@ -178,6 +178,23 @@ def test_remove_deletes_file_and_logs(node: Node) -> None:
     ledger.verify(node)
 
 
+def test_removing_a_dataset_withdraws_its_offers_and_no_others(node: Node) -> None:
+    from dataspace.services import offers
+
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t")
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid2", actor="t")
+    made = [offers.create(node, name, actor="t", template="aggregate-only",
+                          params={"purposes": "finance"})["id"]
+            for name in ("grid", "grid", "grid2")]
+    offers.withdraw(node, made[1], actor="t")  # already out of the catalog: left as it was
+    removed = datasets.remove(node, "grid", actor="t")
+    assert removed["offers_withdrawn"] == [made[0]]
+    states = {o["id"]: o["state"] for o in offers.list_offers(node)}
+    assert states == {made[0]: "withdrawn", made[1]: "withdrawn", made[2]: "active"}
+    assert _actions(node)[-2:] == ["offer.withdrawn", "dataset.removed"]
+    ledger.verify(node)
+
+
 def _dead_pid() -> int:
     import subprocess
     import sys

@@ -98,9 +98,11 @@ def show(ctx: typer.Context, name: str, as_json: bool = JsonOption) -> None:
 
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
-    """Remove a dataset and its file (the ledger keeps the record)."""
+    """Remove a dataset and its file, withdrawing its offers (the ledger keeps the record)."""
     removed = datasets.remove(node(ctx), name, actor=actor())
     console.print(f"removed dataset {escape(removed['name'])}")
+    for offer_id in removed["offers_withdrawn"]:
+        console.print(f"withdrew its offer {escape(offer_id)}")
 
 
 @app.command("reclassify")

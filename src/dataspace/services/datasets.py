@@ -306,6 +306,11 @@ def show(node: Node, name: str) -> dict[str, Any]:
 
 
 def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
+    """Remove a dataset and its file; its offers still in the catalog are withdrawn in the
+    same transaction (an offer of nothing would stay listed). Agreements made under them
+    stay on record; their next use finds the dataset gone."""
+    from dataspace.store.models_contracts import OfferRow
+
     with node.store.read() as session:
         row = _get(session, name)
     path = node.data_dir / row.file_name
@@ -317,6 +322,17 @@ def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
     try:
         with node.store.write() as session:
             current = _get(session, name)
+            offers = session.scalars(
+                select(OfferRow).where(OfferRow.dataset_id == current.id,
+                                       OfferRow.withdrawn_at.is_(None)).order_by(OfferRow.id)
+            ).all()
+            for offer in offers:
+                offer.withdrawn_at = datetime.now(UTC)
+                log.append(session, actor=actor, action="offer.withdrawn",
+                           payload={"id": offer.id, "dataset": current.id,
+                                    "reason": "its dataset was removed"})
+            withdrawn = [offer.id for offer in offers]
+            session.flush()
             session.delete(current)
             log.append(
                 session,
@@ -333,7 +349,7 @@ def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
             parked.rename(path)
         raise
     parked.unlink(missing_ok=True)
-    return _summary(row)
+    return {**_summary(row), "offers_withdrawn": withdrawn}
 
 
 def reclassify(
