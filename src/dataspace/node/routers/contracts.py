@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
 from dataspace.node.routers.fields import Reason
+from dataspace.node.waiting import waiting_slot
 from dataspace.services import catalog, negotiation
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -23,7 +24,9 @@ class ContractRequest(BaseModel):
     offer_id: str = Field(description="an offer id from the peer's catalog")
     purpose: str = Field(description="the purpose the data is for, e.g. credit-risk")
     wait_seconds: float = Field(
-        30.0, ge=0, le=MAX_WAIT_SECONDS, description="wait for FINALIZED or TERMINATED"
+        30.0, ge=0, le=MAX_WAIT_SECONDS,
+        description="wait for FINALIZED or TERMINATED (if 8 requests already wait, the answer "
+        "comes at once and the caller polls)",
     )
 
 
@@ -52,7 +55,9 @@ def request_contract(
         node, body.peer, offer_id=body.offer_id, purpose=body.purpose, actor=caller.actor
     )
     if body.wait_seconds > 0 and view["state"] not in negotiation.FINAL:
-        view = negotiation.wait(node, view["id"], body.wait_seconds)
+        with waiting_slot() as may_wait:
+            if may_wait:
+                view = negotiation.wait(node, view["id"], body.wait_seconds)
     return view
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
 from dataspace.node.routers.fields import Reason
+from dataspace.node.waiting import waiting_slot
 from dataspace.services import transfers
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -40,7 +41,9 @@ def post_transfer(body: TransferRequest, node: Node = Depends(get_node),
     view = transfers.request_transfer(node, agreement_id=body.agreement_id, mode=body.mode,
                                       actor=token.actor, transport=transfers.TRANSPORT)
     if body.wait and view["state"] not in transfers.FINAL:
-        view = transfers.wait(node, view["id"], body.wait)
+        with waiting_slot() as may_wait:
+            if may_wait:
+                view = transfers.wait(node, view["id"], body.wait)
     return view
 
 
