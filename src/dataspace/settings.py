@@ -111,6 +111,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ephemeral range, so no outgoing connection or port-0 bind takes a link's port "
         "between its choice and its engine's bind",
     ),
+    Setting(
+        "http_head_timeout_seconds",
+        10.0,
+        "a connection whose request head has not fully arrived this long after it began is "
+        "closed (slowloris)",
+    ),
     Setting("api_max_upload_mb", 2048, "largest dataset upload the HTTP API accepts (MiB)"),
     Setting("api_max_body_mb", 16, "largest request body of the API and DSP routes (MiB)"),
     Setting("peer_max_body_mb", 512, "largest node-to-node request body (MiB)"),

@@ -238,3 +238,52 @@ def test_a_serve_lock_that_cannot_be_opened_is_a_clear_error(
     assert "the user that owns its directory" in str(refused.value.hint)
     with pytest.raises(StoreError, match="closed"), node.store.read() as session:
         log.size(session)  # nothing served, and the node was closed all the same
+
+
+def test_a_connection_that_never_finishes_its_request_head_is_closed(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """Slowloris: without a head deadline each such connection holds a descriptor for ever."""
+    import contextlib
+    import socket
+    import tomllib
+
+    import tomli_w
+
+    node, _ = make_node("slow")
+    config_path = node.root / "node.toml"
+    config = tomllib.loads(config_path.read_text())
+    config["limits"] = {"http_head_timeout_seconds": 1.0}
+    config_path.write_text(tomli_w.dumps(config))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATASPACE_NODE"}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dataspace.node.server", "--node", str(node.root),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        opened = contextlib.ExitStack()
+        try:
+            _wait_for_health(f"http://127.0.0.1:{port}", proc)
+            silent = socket.create_connection(("127.0.0.1", port))
+            partial = socket.create_connection(("127.0.0.1", port))
+            slow_but_whole = socket.create_connection(("127.0.0.1", port))
+            for sock in (silent, partial, slow_but_whole):
+                opened.callback(sock.close)
+            partial.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # and no more
+            slow_but_whole.sendall(b"GET /api/v1/health HTTP/1.1\r\n")
+            time.sleep(0.5)
+            slow_but_whole.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+            started = time.monotonic()
+            for sock in (silent, partial):
+                sock.settimeout(10)
+                assert sock.recv(1024) == b""  # closed by the server, no answer
+            assert time.monotonic() - started < 5
+            slow_but_whole.settimeout(10)
+            assert slow_but_whole.recv(1024).startswith(b"HTTP/1.1 200")
+            assert httpx.get(f"http://127.0.0.1:{port}{API}/health").status_code == 200
+        finally:
+            opened.close()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)

@@ -13,6 +13,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import stat
 import sys
@@ -24,6 +25,7 @@ import uvicorn
 
 from dataspace.errors import Conflict, DataspaceError, UsageError
 from dataspace.node.app import create_app
+from dataspace.node.http_protocol import with_head_timeout
 from dataspace.privacy.psi import x25519_mb
 from dataspace.services import auto_witness, transfer_sweep
 from dataspace.services.job_records import orphan_results, sweep_stale
@@ -173,7 +175,9 @@ def _serve(node: Node, host: str, port: int) -> None:
             server_header=False,
             proxy_headers=False,
             log_level="info",
+            http=with_head_timeout(float(node.limits.http_head_timeout_seconds)),
         )
+        _raise_open_files_limit()
         witnessing = auto_witness.start(node, witnesses)
         server = uvicorn.Server(config)
         # taken before the server accepts a request: one it receives is its handler's to provide
@@ -195,6 +199,16 @@ def _serve(node: Node, host: str, port: int) -> None:
             sweeping.stop()
         if witnessing is not None:
             witnessing.stop()
+
+
+def _raise_open_files_limit() -> None:
+    """Every connection holds a descriptor: take the hard limit the system allows, not the
+    soft default (often 1024), before running out of them stops the server accepting."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else max(soft, 65536), hard))
 
 
 def main(argv: list[str] | None = None) -> int:
