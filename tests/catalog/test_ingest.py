@@ -121,6 +121,25 @@ def test_big5_is_refused_rather_than_read_as_gbk(
     assert "probably Big5" in err.message and err.details["line"] == 1
 
 
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_western_european_text_is_refused_rather_than_read_as_gbk(
+    write: Write, tmp_path: Path, limits: Limits, encoding: str
+) -> None:
+    """An accented letter and the ASCII letter after it make a valid GBK pair (ü + r: 黵)."""
+    text = "name,city,amount\nMüller,Zürich,100\nGarçon,Orléans,200\nRenée,Montréal,300\n"
+    assert text.encode(encoding).decode("gbk")  # no error: the trap
+    err = bad(write, tmp_path, limits, "west.csv", text, encoding=encoding)
+    assert "probably Latin-1 / Windows-1252" in err.message and "UTF-8" in str(err.hint)
+
+
+def test_gbk_names_with_rare_characters_are_not_taken_for_western_text(
+    imported: Imported
+) -> None:
+    rows = "".join(f"{n},上海浦东新区\n" for n in ("王喆", "李堃", "张昇", "赵珺", "周玥"))
+    _, result = imported("rare_names.csv", ("姓名,地址\n" + rows).encode("gbk"))
+    assert result.source_encoding == "gbk"
+
+
 def test_tsv_by_extension(imported: Imported) -> None:
     dest, result = imported("t.tsv", "a\tb\n1\tx,y\n2\tz\n")
     assert result.delimiter == "\t"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -100,6 +101,13 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | No
                 return name
             continue
         _check_text_like(path, text)
+        if name == "gbk" and _reads_as_western(text):
+            raise fail(
+                path,
+                "read as GBK its text is mostly rare characters, no Chinese file is: it is "
+                "probably Latin-1 / Windows-1252 (Western European) text",
+                "re-save the file as UTF-8 (Excel: 'CSV UTF-8') and import it again",
+            )
         return name
     raise fail(
         path,
@@ -116,6 +124,23 @@ def _reads_as_chinese(data: bytes) -> bool:
     cjk = [c for c in wide if 0x3000 <= c <= 0x9FFF or 0xFF00 <= c <= 0xFFEF]
     latin = [c for c in wide if 0xA0 <= c <= 0x24F]
     return bool(cjk) and len(cjk) + len(latin) == len(wide)
+
+
+def _reads_as_western(text: str, sample: int = 5000) -> bool:
+    """Whether ``text`` (decoded as GBK) is Latin-1 or Windows-1252 bytes misread: an accented
+    letter and the ASCII letter after it make a valid GBK pair, but one outside GB2312, where
+    nearly every character of real Chinese text lies. True when most non-ASCII characters of
+    the first ``sample`` lie outside it."""
+    wide = list(itertools.islice((c for c in text if ord(c) > 0x7F), sample))
+    if len(wide) < 2:
+        return False
+    outside = 0
+    for ch in wide:
+        try:
+            ch.encode("gb2312")
+        except UnicodeEncodeError:
+            outside += 1
+    return outside * 2 > len(wide)
 
 
 def _first_non_ascii(source: Path, size: int) -> tuple[bytes, bool]:
