@@ -37,6 +37,19 @@ def test_clean_policy_has_no_problems() -> None:
     (Policy(obligations=(Rule("watermark"),)), "obligation[0].action: unknown duty"),
     (Policy(prohibitions=(Rule("use", (c("region", "eq", "MARS"),)),)),
      "prohibition[0].constraint[0].rightOperand: 'MARS' is not a known region"),
+    (permit(c("minGroupSize", "gteq", -5)), "at least 1, not -5"),
+    (permit(c("count", "lteq", 0)), "at least 1, not 0"),
+    (permit(c("epsilon", "lteq", 0)), "epsilon is positive"),
+    (permit(c("delta", "lteq", 1.5)), "delta lies in [0, 1)"),
+    (permit(c("price", "lteq", -1, unit="CNY")), "a price is not negative"),
+    (permit(c("purpose", "isAnyOf", ("finance",)), c("purpose", "isNoneOf", ("finance",))),
+     "permission[0].constraint: no purpose meets every constraint on purpose at once"),
+    (permit(LogicalConstraint(LogicalOp.AND, (c("region", "eq", "CN"),
+                                              c("region", "neq", "CN")))),
+     "no region meets every constraint on region"),
+    (Policy(permissions=(Rule("use", (c("purpose", "isPartOf", "finance"),)),),
+            prohibitions=(Rule("use"),)),
+     "prohibition[0] forbids 'use' without conditions: permission[0] ('use') can never be used"),
 ])
 def test_lint_names_the_problem(policy: Policy, problem: str) -> None:
     from dataspace.policy import lint_policy
@@ -45,3 +58,13 @@ def test_lint_names_the_problem(policy: Policy, problem: str) -> None:
     assert any(problem in p for p in problems), problems
     with pytest.raises(PolicyError, match="cannot evaluate"):
         require_evaluable(policy)
+
+
+@pytest.mark.parametrize("policy", [
+    permit(c("purpose", "isAnyOf", ("finance",)), c("purpose", "isNoneOf", ("marketing",))),
+    permit(c("purpose", "isPartOf", "finance"), c("purpose", "neq", "credit-risk")),
+    Policy(permissions=(Rule("use"),), prohibitions=(Rule("use", (c("region", "eq", "EU"),)),)),
+    permit(c("count", "lteq", 1), c("minGroupSize", "gteq", 1)),
+])
+def test_satisfiable_combinations_pass(policy: Policy) -> None:
+    assert require_evaluable(policy) is policy

@@ -289,11 +289,18 @@ def _static(c: Constraint, vocabulary: Vocabulary) -> None:
     elif left == "elapsedTime":
         Duration.parse(c.right)
     elif left in ("count", "minGroupSize", "peerSetSize"):
-        as_int(c.right)
+        if as_int(c.right) < 1:
+            raise Malformed(f"{left} is a whole number of at least 1, not {c.right!r}")
     elif left in ("epsilon", "delta", "price"):
-        as_decimal(c.right)
+        number = as_decimal(c.right)
         if left == "price" and c.unit is None:
             raise Malformed("a price needs a currency in 'unit'")
+        if left == "epsilon" and number <= 0:
+            raise Malformed(f"epsilon is positive, not {c.right!r}")
+        if left == "delta" and not 0 <= number < 1:
+            raise Malformed(f"delta lies in [0, 1), not {c.right!r}")
+        if left == "price" and number < 0:
+            raise Malformed(f"a price is not negative, not {c.right!r}")
     elif left == "output":
         for term in (as_term(c.right),) if single else as_terms(c.right):
             _mode(term)

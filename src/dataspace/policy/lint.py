@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dataspace.policy.checks import ENFORCED_LATER, check_duty_constraints, price_of
-from dataspace.policy.constraints import malformed_reason
+from dataspace.policy.constraints import FailClosed, check, malformed_reason
 from dataspace.policy.errors import PolicyError
+from dataspace.policy.evaluate import conjuncts
 from dataspace.policy.model import AnyConstraint, Constraint, LogicalOp, Policy, Rule
+from dataspace.policy.request import Request
 from dataspace.policy.values import Malformed
 from dataspace.policy.vocabulary import DEFAULT_VOCABULARY, DUTY_ACTIONS, LEFT_OPERANDS, Vocabulary
 
@@ -25,7 +27,37 @@ def lint_policy(policy: Policy, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> 
             problems.extend(_rule(rule, f"{key}[{i}]", vocabulary))
     for i, duty in enumerate(policy.obligations):
         problems.extend(_duty(duty, f"obligation[{i}]"))
+    if not problems:  # each part evaluates: now whether the permissions can ever apply
+        for i, rule in enumerate(policy.permissions):
+            problems.extend(_never_applies(policy, rule, f"permission[{i}]", vocabulary))
     return tuple(problems)
+
+
+def _never_applies(policy: Policy, rule: Rule, path: str, vocabulary: Vocabulary
+                   ) -> Iterator[str]:
+    """A permission no request can use: its constraints on a purpose or a region admit no
+    term of the vocabulary together (isAnyOf [finance] with isNoneOf [finance]), or a
+    prohibition without conditions forbids its action."""
+    for left, tree in (("purpose", vocabulary.purposes), ("region", vocabulary.regions)):
+        on = [c for c in conjuncts(rule.constraints) if c.left == left]
+        if on and not any(_admits(rule.action, on, left, term, vocabulary) for term in tree):
+            yield (f"{path}.constraint: no {tree.name} meets every constraint on {left} at "
+                   "once: the permission can never be used")
+    for j, ban in enumerate(policy.prohibitions):
+        if not ban.constraints and (ban.action == rule.action or vocabulary.actions.is_part_of(
+                rule.action, ban.action)):
+            yield (f"prohibition[{j}] forbids {ban.action!r} without conditions: {path} "
+                   f"({rule.action!r}) can never be used")
+
+
+def _admits(action: str, on: list[Constraint], left: str, term: str,
+            vocabulary: Vocabulary) -> bool:
+    request = (Request(action=action, purpose=term) if left == "purpose"
+               else Request(action=action, region=term))
+    try:
+        return all(check(c, request, vocabulary, enforce=True).held for c in on)
+    except FailClosed:
+        return False
 
 
 def require_evaluable(policy: Policy, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> Policy:
