@@ -292,6 +292,17 @@ def test_empty_file_is_refused(write: Write, tmp_path: Path, limits: Limits) -> 
     assert "empty" in err.message
 
 
+def test_a_header_longer_than_the_sniffed_prefix_is_named_not_called_empty(
+    write: Write, tmp_path: Path, limits: Limits
+) -> None:
+    wide = "id," + "h" * (int(limits.sniff_bytes) + 10) + "\n1,2\n"
+    err = bad(write, tmp_path, limits, "wide.csv", wide)
+    assert "line 1, the header, goes on past the first" in err.message
+    assert "sniff_bytes" in str(err.hint) and err.details["line"] == 1
+    err = bad(write, tmp_path, limits, "one_line.csv", "x" * (int(limits.sniff_bytes) * 2))
+    assert "no line break" in err.message
+
+
 def test_a_blank_line_above_the_header_is_refused(
     write: Write, tmp_path: Path, limits: Limits
 ) -> None:

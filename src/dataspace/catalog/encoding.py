@@ -293,6 +293,11 @@ def sniff_dialect(path: Path, text: str, complete: bool, preferred: str | None) 
         if score > best:
             best, choice = score, delim
     rows = _rows(text, choice, complete, limit=1)
+    if not rows and not complete and "\n" not in text:
+        raise fail(path, f"line 1, the header, goes on past the first {len(text):,} characters "
+                   "read to find it: no line break there",
+                   "check that the file is CSV text with one row a line; a wider header needs "
+                   "a larger sniff_bytes in node.toml [limits]", line=1)
     if not rows:
         raise fail(path, "the file is empty", "export the data again with a header row and rows")
     header = [name.strip() for name in rows[0]]
