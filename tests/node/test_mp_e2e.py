@@ -25,6 +25,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
+from dataspace.errors import NotFound
 from dataspace.policy import from_template
 from dataspace.privacy.psi import normalize
 from dataspace.samples.generate import make_uscc
@@ -282,6 +283,18 @@ def test_psi_across_three_nodes_finds_exactly_the_intersection(psi_space: Any) -
         finally:
             tax.close()
         print(f"\nPSI 300x300 two-party {two_party_s:.2f}s, three-party {three_party_s:.2f}s")
+    finally:
+        bank.close()
+
+
+def test_an_initiator_naming_a_dataset_it_lacks_is_told_it_is_its_own(psi_space: Any) -> None:
+    space, agreements, _ = psi_space
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        with pytest.raises(NotFound) as info:
+            multiparty.run_psi(bank, agreements=[agreements[TAX]], dataset="nope", key=KEY)
+        assert info.value.message == "no dataset 'nope' on this node"
+        assert "dataset list" in str(info.value.hint)
     finally:
         bank.close()
 

@@ -79,11 +79,16 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _dataset(node: Node, session: Session, key: str) -> _Dataset:
+def _dataset(node: Node, session: Session, key: str, *, mine: bool = False) -> _Dataset:
+    """The dataset ``key`` (id or name): an agreed one, or, ``mine``, one the caller named as
+    its own (a PSI or FedAvg initiator's --dataset), whose absence is the caller's to fix."""
     row = (
         session.get(Dataset, key)
         or session.scalars(select(Dataset).where(Dataset.name == key)).first()
     )
+    if row is None and mine:
+        raise NotFound(f"no dataset {key!r} on this node",
+                       hint="name one of yours: see `dataspace dataset list`")
     if row is None:
         raise NotFound(
             f"the agreed dataset {key!r} is no longer on this node",

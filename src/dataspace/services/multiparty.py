@@ -207,7 +207,7 @@ def start_psi(
         if KeySpec.parse(link.key).describe() != spec.describe():
             raise UsageError(f"the key for {link.peer} has other kinds than {key!r}")
     with node.store.read() as session:
-        own = jobs._dataset(node, session, dataset)
+        own = jobs._dataset(node, session, dataset, mine=True)
     missing = [c.name for c in spec.columns if c.name not in own.columns]
     if missing:
         raise UsageError(f"dataset {own.name} has no column(s) {missing}")

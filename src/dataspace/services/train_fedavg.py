@@ -562,7 +562,7 @@ def start(
     own = None
     if dataset:
         with node.store.read() as session:
-            ds = jobs._dataset(node, session, dataset)
+            ds = jobs._dataset(node, session, dataset, mine=True)
         x, y, xt, yt = load_rows(
             ds, features[node.name], labels[node.name], holdout, p.get("holdout_column"), seed
         )
