@@ -130,3 +130,15 @@ def test_an_unexpected_error_is_one_line_unless_the_traceback_is_asked_for(
     monkeypatch.setenv("DATASPACE_TRACEBACK", "1")
     with pytest.raises(ValueError, match="a bug"):
         cli("--node", tmp_path, "node")
+
+
+def test_a_damaged_state_database_says_so_and_what_to_do(cli, tmp_path: Path) -> None:
+    from dataspace.errors import StoreError
+
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    with open(tmp_path / "n" / "state.db", "r+b") as db:
+        db.truncate(5000)
+    result = cli("--node", tmp_path / "n", "node")
+    assert result.exit_code == StoreError.exit_code
+    assert "malformed" in result.stderr and "restore it from a backup" in result.stderr
+    assert "sqlalche" not in result.stderr

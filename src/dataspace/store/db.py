@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dataspace.errors import Conflict, DataspaceError, StoreError, UsageError
@@ -110,8 +110,15 @@ def _wrapped() -> Iterator[None]:
             f"state database error: {exc.orig}",
             hint="check that the node's database is reachable and not locked by another process",
         ) from exc
+    except DBAPIError as exc:  # e.g. "database disk image is malformed", "file is not a database"
+        raise StoreError(
+            f"state database error: {exc.orig}",
+            hint="the node's state database is damaged or is not one: restore it from a backup",
+        ) from exc
     except SQLAlchemyError as exc:
-        raise StoreError(f"state database error: {exc}") from exc
+        raise StoreError(f"state database error: {exc}",
+                         hint="check the node's database; report the error if it persists"
+                         ) from exc
 
 
 def _make_engine(url: str, schema: str | None) -> Engine:
