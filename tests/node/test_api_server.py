@@ -287,3 +287,24 @@ def test_a_connection_that_never_finishes_its_request_head_is_closed(
             opened.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+
+
+def test_a_port_in_use_is_one_line_not_the_servers_log(
+    make_node: Callable[..., tuple[Node, str]]
+) -> None:
+    import socket
+
+    node, _ = make_node("busy")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "DATASPACE_NODE"}
+        done = subprocess.run(
+            [sys.executable, "-m", "dataspace", "--node", str(node.root), "serve",
+             "--port", str(port)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+    assert done.returncode == 5, done.stderr
+    assert f"error: port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "Errno" not in done.stderr and "Traceback" not in done.stderr

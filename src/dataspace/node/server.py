@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import logging
 import os
 import resource
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -149,8 +151,11 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
 def _serve(node: Node, host: str, port: int) -> None:
     witnessing: auto_witness.AutoWitness | None = None
     sweeping: transfer_sweep.SweepingThread | None = None
+    listening: socket.socket | None = None
     try:
         witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
+        _raise_open_files_limit()
+        listening = _listening_socket(host, port)  # a port in use stops us here too
         if not _is_loopback(host):
             log.warning("serving on %s without TLS: put the node behind a TLS-terminating proxy",
                         host)
@@ -177,7 +182,6 @@ def _serve(node: Node, host: str, port: int) -> None:
             log_level="info",
             http=with_head_timeout(float(node.limits.http_head_timeout_seconds)),
         )
-        _raise_open_files_limit()
         witnessing = auto_witness.start(node, witnesses)
         server = uvicorn.Server(config)
         # taken before the server accepts a request: one it receives is its handler's to provide
@@ -191,7 +195,7 @@ def _serve(node: Node, host: str, port: int) -> None:
             if os.environ.get(ENV_STOP_WITH_FD, "").isdigit():
                 stop_when_parent_goes(int(os.environ[ENV_STOP_WITH_FD]), serving)
             try:
-                server.run()
+                server.run(sockets=[listening])
             finally:
                 serving.clear()  # before _stop_on_signals restores the default handlers
     finally:
@@ -199,6 +203,32 @@ def _serve(node: Node, host: str, port: int) -> None:
             sweeping.stop()
         if witnessing is not None:
             witnessing.stop()
+        if listening is not None:
+            listening.close()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound: an address that cannot be listened on is a one-line error
+    here rather than the ASGI server's log lines and exit."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"cannot listen on {host!r}: {exc}",
+                         hint="pass --host an address of this machine, e.g. 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Conflict(f"port {port} on {host} is already in use",
+                           hint="stop what listens there, or pass --port another") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         hint="pass --host an address of this machine and a --port you may "
+                         "use (below 1024 needs privileges)") from None
+    return sock
 
 
 def _raise_open_files_limit() -> None:
