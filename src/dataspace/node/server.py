@@ -183,7 +183,7 @@ def _serve(node: Node, host: str, port: int) -> None:
             http=with_head_timeout(float(node.limits.http_head_timeout_seconds)),
         )
         witnessing = auto_witness.start(node, witnesses)
-        server = uvicorn.Server(config)
+        server = _Server(config)
         # taken before the server accepts a request: one it receives is its handler's to provide
         stalled = transfer_sweep.stalled_requests(node)
         sweeping = transfer_sweep.keep_sweeping(
@@ -205,6 +205,18 @@ def _serve(node: Node, host: str, port: int) -> None:
             witnessing.stop()
         if listening is not None:
             listening.close()
+
+
+class _Server(uvicorn.Server):
+    """Says where it listens once it does (given its socket, uvicorn does not)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host = self.config.host
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info(  # beside uvicorn's own start-up lines
+                "listening on http://%s:%d (Ctrl+C to stop)", shown, self.config.port)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
