@@ -105,3 +105,18 @@ def test_signed_requests_between_real_nodes(space_factory, make_node) -> None:
 def test_a_membership_list_valid_for_no_time_or_for_ages_is_refused(node: Node, days) -> None:
     with pytest.raises(UsageError, match=f"valid for 1 to 3650 days, not {days}"):
         space.issue_membership(node, [], space="pilot", serial=1, valid_days=days, actor="t")
+
+
+def test_a_list_that_would_not_parse_names_the_input_at_fault(make_node) -> None:
+    operator, _ = make_node("operator")
+    bank, _ = make_node("bank")
+    good = Member(bank.name, "http://127.0.0.1:9000", bank.verifier_key(), ("provider",))
+    bad_url = Member("grid", "http://a b", bank.verifier_key(), ("provider",))
+    cases = [("", [good], "the space '' or serial 1"), ("pilot", [good, bad_url], "member 'grid'")]
+    for name, members, says in cases:
+        with pytest.raises(UsageError, match=f"cannot sign this list: {says}: ") as refused:
+            space.issue_membership(operator, members, space=name, serial=1, actor="t")
+        assert "NAME,URL,KEY" in str(refused.value.hint)
+    with operator.store.read() as session:
+        actions = [e.entry["action"] for e in log.entries(session, 0, 100)]
+    assert "space.membership_issued" not in actions

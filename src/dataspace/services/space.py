@@ -18,6 +18,7 @@ from dataspace.errors import NotFound, UsageError
 from dataspace.identity.membership import (
     Member,
     Membership,
+    MembershipError,
     build_membership,
     load_membership,
     parse_membership_text,
@@ -133,9 +134,14 @@ def issue_membership(
                          f"{valid_days}", hint="sign a new list before it expires instead")
     members = list(members)
     issued = datetime.now(UTC).replace(microsecond=0)
-    text = build_membership(
-        space, serial, members, issued=issued, expires=issued + timedelta(days=valid_days)
-    )
+    expires = issued + timedelta(days=valid_days)
+    try:
+        text = build_membership(space, serial, members, issued=issued, expires=expires)
+    except MembershipError as exc:  # the operator's input, not a list received: say which
+        raise UsageError(f"cannot sign this list: {_culprit(space, serial, members)}: "
+                         f"{exc.message}",
+                         hint="a space is a name (letters, digits, '-', '_', '.'); a member is "
+                         "NAME,URL,KEY[,ROLES]") from None
     note = sign_membership(text, operator.signer)
     with operator.store.write() as session:
         log.append(
@@ -145,6 +151,22 @@ def issue_membership(
             payload={"space": space, "serial": serial, "members": [m.name for m in members]},
         )
     return note
+
+
+def _culprit(space: str, serial: int, members: list[Member]) -> str:
+    """Which part of a list that does not build is wrong: the space or serial, or a member."""
+    moment = datetime.now(UTC).replace(microsecond=0)
+    try:
+        build_membership(space, serial, [], issued=moment, expires=moment + timedelta(days=1))
+    except MembershipError:
+        return f"the space {space!r} or serial {serial}"
+    for member in members:
+        try:
+            build_membership(space, serial, [member], issued=moment,
+                             expires=moment + timedelta(days=1))
+        except MembershipError:
+            return f"member {member.name!r}"
+    return "the members together"
 
 
 def self_member(node: Node) -> Member:
