@@ -101,3 +101,13 @@ def test_a_table_is_written_whole_as_its_suffix_says_or_not_at_all(tmp_path) -> 
     with pytest.raises(InputError, match="cannot write"):
         write_table(rows, tmp_path / "r.csv" / "r.parquet")  # a file where a folder should be
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_empty_sql_is_refused_here_in_our_words(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any]
+) -> None:
+    node, _ = make_node("bank")
+    for sql in ("", "   "):
+        result = cli("--node", node.root, "query", "--agreement", "urn:uuid:none", sql)
+        assert result.exit_code == 2 and "the SQL is empty" in result.stderr, result.stderr
+        assert "openapi" not in result.stderr

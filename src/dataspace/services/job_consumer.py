@@ -21,7 +21,7 @@ import httpx
 import pyarrow as pa
 
 from dataspace.contracts import store as cstore
-from dataspace.errors import Conflict, DataspaceError, NotFound, VerificationError
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError, VerificationError
 from dataspace.ledger import log
 from dataspace.services.job_wire import (
     META_HEADER,
@@ -40,6 +40,7 @@ from dataspace.store.models_contracts import ContractNegotiationRow
 __all__ = ["PEER_PATH", "QueryOutcome", "query"]
 
 PEER_PATH = "/peer/v1/jobs/query"
+MAX_SQL_CHARS = 20_000  # the provider's peer route takes no more
 ATTEMPTS = 3  # transport failures are retried with the same job id (idempotent on the provider)
 
 
@@ -105,6 +106,11 @@ def query(
     """Run ``sql`` on the provider of ``agreement_id``; only policy-safe results come back."""
     who = actor or default_actor()
     job_id = check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
+    if not sql.strip() or len(sql) > MAX_SQL_CHARS:  # what the provider would refuse anyway
+        raise UsageError(
+            "the SQL is empty" if not sql.strip() else
+            f"the SQL is {len(sql):,} characters long; at most {MAX_SQL_CHARS:,} are sent",
+            hint="give one SELECT over the agreed dataset")
     provider = _provider_of(node, agreement_id)
     with node.store.write() as session:
         earlier = session.get(JobRow, job_id, with_for_update=True)

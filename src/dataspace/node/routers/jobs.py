@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from dataspace.node.auth import EVERYONE, get_node, require
 from dataspace.node.routers.peer_jobs import RESULT_RESPONSES, result_response
 from dataspace.services import job_consumer, jobs
+from dataspace.services.job_consumer import MAX_SQL_CHARS
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
 
@@ -21,7 +22,8 @@ QUERY_ROLES = ("admin", "consumer")
 
 class QueryRequest(BaseModel):
     agreement_id: str = Field(min_length=1, max_length=200, description="an agreement of yours")
-    sql: str = Field(min_length=1, max_length=20_000, description="one SELECT (DuckDB dialect)")
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS,
+                     description="one SELECT (DuckDB dialect)")
     job_id: str | None = Field(default=None, description="optional job id (default: random)")
 
 

@@ -20,6 +20,7 @@ from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
 from dataspace.node.peer_auth import body_schema, require_peer, signed_body
 from dataspace.services import jobs
+from dataspace.services.job_consumer import MAX_SQL_CHARS
 from dataspace.services.job_wire import ARROW_MEDIA_TYPE, META_HEADER, encode_meta
 from dataspace.services.node import Node
 
@@ -39,7 +40,8 @@ RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class JobRequest(BaseModel):
     agreement_id: str = Field(min_length=1, max_length=200, description="the agreement's @id")
-    sql: str = Field(min_length=1, max_length=20_000, description="one SELECT (DuckDB dialect)")
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS,
+                     description="one SELECT (DuckDB dialect)")
     job_id: str | None = Field(
         default=None, description="the consumer's job id; resending it is idempotent"
     )
