@@ -127,3 +127,8 @@ def test_catalog_request_finalized_in_both_ledgers(cluster: Space, cli: Callable
         acts = [e["entry"]["action"] for e in entries]
         assert "negotiation.finalized" in acts, (root, acts)
         assert "agreement.signed" in acts and "negotiation.requested" in acts
+
+    refused = cli(*node, "contract", "request", "tax-bureau", "--offer", offer["id"],
+                  "--purpose", "marketing", "--wait", "20")
+    assert refused.exit_code == 6, (refused.stdout, refused.stderr)
+    assert "ended TERMINATED: " in refused.stderr and "error:" in refused.stderr

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from dataspace.cli.common import JsonOption, actor, console, err_console, node, print_json, table
 from dataspace.cli.lazy import lazy_module
+from dataspace.errors import Forbidden
 
 if TYPE_CHECKING:
     from dataspace.services import catalog as catalog_service
@@ -98,7 +99,7 @@ def reject(ctx: typer.Context, pid: str,
            as_json: bool = JsonOption) -> None:
     """Provider: refuse a negotiation; the consumer receives the reason."""
     view = negotiation.reject(node(ctx), pid, reason=reason, actor=actor())
-    _outcome(view, as_json)
+    _outcome(view, as_json, ending=True)
 
 
 @app.command("withdraw")
@@ -107,16 +108,21 @@ def withdraw(ctx: typer.Context, pid: str,
              as_json: bool = JsonOption) -> None:
     """Consumer: withdraw a request the provider has not agreed to yet."""
     view = negotiation.withdraw(node(ctx), pid, reason=reason, actor=actor())
-    _outcome(view, as_json)
+    _outcome(view, as_json, ending=True)
 
 
-def _outcome(view: dict[str, Any], as_json: bool) -> None:
+def _outcome(view: dict[str, Any], as_json: bool, *, ending: bool = False) -> None:
+    """Print the negotiation; one that ended TERMINATED is an error (exit 6, refused) unless
+    ending it was the command (``reject``, ``withdraw``)."""
     if as_json:
         print_json(view)
     else:
         _print(view)
-    if view["state"] == "TERMINATED":
-        sys.exit(1)
+    if view["state"] == "TERMINATED" and not ending:
+        reasons = "; ".join(view.get("reason") or []) or "no reason given"
+        err_console.print(f"[red]error:[/red] negotiation {escape(view['id'])} ended "
+                          f"TERMINATED: {escape(reasons)}")
+        sys.exit(Forbidden.exit_code)
 
 
 def _print(view: dict[str, Any]) -> None:

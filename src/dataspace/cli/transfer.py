@@ -13,12 +13,13 @@ from dataspace.cli.common import (
     actor,
     check_out,
     console,
+    err_console,
     node,
     print_json,
     table,
 )
 from dataspace.cli.lazy import lazy_module
-from dataspace.errors import UsageError
+from dataspace.errors import Forbidden, UsageError
 
 if TYPE_CHECKING:
     from dataspace.services import transfers
@@ -55,7 +56,10 @@ def request(
     else:
         _print(view)
     if view["state"] == "TERMINATED":
-        raise typer.Exit(1)
+        reasons = "; ".join(view.get("reason") or []) or "no reason given"
+        err_console.print(f"[red]error:[/red] transfer {escape(view['id'])} ended TERMINATED: "
+                          f"{escape(reasons)}")
+        raise typer.Exit(Forbidden.exit_code)
 
 
 def _print(view: dict[str, Any]) -> None:
