@@ -253,3 +253,14 @@ def test_an_error_quoting_text_no_encoder_takes_still_answers() -> None:
 
     assert _jsonable({"message": "unknown purpose \ud800", "n": [1, None]}) == {
         "message": "unknown purpose \\ud800", "n": [1, None]}
+
+
+def test_a_field_the_route_does_not_define_is_refused_by_name(api: Api) -> None:
+    response = api.client.post(
+        f"{API}/tokens", headers=api.as_("admin"),
+        json={"name": "t", "role": "consumer", "wait_second": 5},
+    )
+    error = assert_envelope(response, 422, "invalid_request")
+    assert [e["field"] for e in error["details"]["errors"]] == ["body.wait_second"]
+    listed = api.client.get(f"{API}/tokens", headers=api.as_("admin")).json()
+    assert "t" not in {t["name"] for t in listed}

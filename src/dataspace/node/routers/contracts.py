@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
-from dataspace.node.routers.fields import Reason
+from dataspace.node.routers.fields import Body, Reason
 from dataspace.node.waiting import waiting_slot
 from dataspace.services import catalog, negotiation
 from dataspace.services.node import Node
@@ -19,7 +19,7 @@ NEGOTIATORS = ("admin", "consumer")
 MAX_WAIT_SECONDS = 120.0
 
 
-class ContractRequest(BaseModel):
+class ContractRequest(Body):
     peer: str = Field(description="the provider, a member of the space")
     offer_id: str = Field(description="an offer id from the peer's catalog")
     purpose: str = Field(description="the purpose the data is for, e.g. credit-risk")
@@ -30,7 +30,7 @@ class ContractRequest(BaseModel):
     )
 
 
-class Rejection(BaseModel):
+class Rejection(Body):
     reason: Reason
 
 

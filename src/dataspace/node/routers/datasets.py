@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from dataspace.errors import DataspaceError, InputError, UnreadableInput
 from dataspace.node.auth import EVERYONE, READERS, WRITERS, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.scratch import UPLOAD_PREFIX, process_tag
 from dataspace.services import datasets
 from dataspace.services.node import Node
@@ -75,7 +76,7 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-class Reclassify(BaseModel):
+class Reclassify(Body):
     column: str = Field(min_length=1, description="column whose category to set")
     category: str = Field(
         min_length=1, description="a classification category, or 'none' to clear it"

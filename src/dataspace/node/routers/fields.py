@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dataspace.services.reasons import MAX_REASON
 
@@ -15,3 +15,10 @@ Reason = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_REASON),
     Field(description="why; the peer is told and both ledgers record it"),
 ]
+
+
+class Body(BaseModel):
+    """An API request body: a field it does not define is an error (a misspelt
+    ``wait_second`` silently ignored would change what the caller gets), not dropped."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.node.routers.peer_jobs import RESULT_RESPONSES, result_response
 from dataspace.services import job_consumer, jobs
 from dataspace.services.job_consumer import MAX_SQL_CHARS
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 QUERY_ROLES = ("admin", "consumer")
 
 
-class QueryRequest(BaseModel):
+class QueryRequest(Body):
     agreement_id: str = Field(min_length=1, max_length=200, description="an agreement of yours")
     sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS,
                      description="one SELECT (DuckDB dialect)")

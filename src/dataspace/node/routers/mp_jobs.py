@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.services import multiparty
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/mp", tags=["jobs"])
 RUN_ROLES = ("admin", "consumer")
 
 
-class PsiRequest(BaseModel):
+class PsiRequest(Body):
     agreements: list[str] = Field(
         min_length=1, max_length=20, description="one agreement per participant (you consume)"
     )
@@ -36,7 +37,7 @@ class PsiRequest(BaseModel):
     job_id: str | None = None
 
 
-class AggregateRequest(BaseModel):
+class AggregateRequest(Body):
     agreements: list[str] = Field(min_length=1, max_length=50)
     peers: list[str] | None = None
     columns: list[str] = Field(min_length=1, max_length=1000)

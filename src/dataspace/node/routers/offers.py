@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.services import offers
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -15,7 +16,7 @@ from dataspace.services.tokens import TokenInfo
 router = APIRouter(prefix="/offers", tags=["offers"])
 
 
-class OfferRequest(BaseModel):
+class OfferRequest(Body):
     dataset: str = Field(description="dataset name or id")
     policy: dict[str, Any] | None = Field(None, description="an ODRL Offer in JSON-LD")
     template: str | None = Field(None, description="or a template name (see the CLI's list)")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
 from dataspace.node.auth import ADMIN, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.services import tokens
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -25,7 +26,7 @@ class Token(BaseModel):
     revoked_at: str | None
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(Body):
     name: str = Field(min_length=1, max_length=200, description="who or what the token is for")
     role: Role = Field(description="what the token may do")
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.services import models, predict, training
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -24,7 +25,7 @@ router = APIRouter(tags=["training"])
 RUN_ROLES = ("admin", "consumer")
 
 
-class TrainRequest(BaseModel):
+class TrainRequest(Body):
     agreements: list[str] = Field(min_length=1, max_length=4, description="one per provider")
     peers: list[str] | None = None
     model: str = Field(default="vlr", description="vlr | vgbdt | fedavg | vlinreg")
@@ -89,7 +90,7 @@ def post_train(
     return training.start_background(node, job)
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(Body):
     model: str = Field(
         min_length=1, description="a vertical model this node trained (vlr or vgbdt)"
     )

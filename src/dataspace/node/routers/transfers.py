@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
-from dataspace.node.routers.fields import Reason
+from dataspace.node.routers.fields import Body, Reason
 from dataspace.node.waiting import waiting_slot
 from dataspace.services import transfers
 from dataspace.services.node import Node
@@ -21,14 +21,14 @@ REQUEST_ROLES = ("admin", "consumer")
 END_ROLES = ("admin", "provider", "consumer")  # the service checks the transfer's side
 
 
-class TransferRequest(BaseModel):
+class TransferRequest(Body):
     agreement_id: str = Field(min_length=1, max_length=200, description="an agreement of yours")
     mode: Literal["raw", "pseudonymized"] = Field(description="what the rows may look like")
     wait: float = Field(default=0, ge=0, le=120,
                         description="seconds to wait for COMPLETED or TERMINATED")
 
 
-class TransferEnd(BaseModel):
+class TransferEnd(Body):
     reason: Reason
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
+from dataspace.node.routers.fields import Body
 from dataspace.services import usage
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -47,7 +48,7 @@ def draft_bill(
     return usage.bill(node, agreement, period, consumer)
 
 
-class BillRequest(BaseModel):
+class BillRequest(Body):
     agreement: str | None = Field(None, description="bill this agreement")
     period: str | None = Field(None, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM")
     consumer: str | None = Field(None, description="bill this consumer")
