@@ -210,6 +210,11 @@ def test_a_dp_offer_below_the_datas_rows_per_contributor_warns_its_provider(tax:
     view = offers.create(tax, "tax-records", actor="t", contributor_column="纳税人名称",
                          **dp)  # type: ignore[arg-type]
     assert "rows per 纳税人名称" in view["warnings"][0]
+    before = len(offers.list_offers(tax))
+    with pytest.raises(UsageError, match="max_contributions"):  # not quietly taken as 1
+        offers.create(tax, "tax-records", actor="t", max_contributions=0,
+                      **dp)  # type: ignore[arg-type]
+    assert len(offers.list_offers(tax)) == before
 
 
 def test_the_warning_scan_failing_does_not_undo_the_offer(tax: Node) -> None:

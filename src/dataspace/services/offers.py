@@ -265,7 +265,7 @@ def _check_dp(
         epsilon=float(epsilon),
         delta=float(delta or 0.0),
         bounds=dict(bounds),
-        max_contributions=int(max_contributions or 1),
+        max_contributions=1 if max_contributions is None else int(max_contributions),
     )
     budget = _budget(policy, "epsilon")
     if budget is not None and spec.epsilon > budget:
