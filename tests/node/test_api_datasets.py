@@ -8,7 +8,7 @@ import os
 import pytest
 
 from dataspace.node.routers.datasets import safe_file_name
-from dataspace.scratch import ALIVE_DIR
+from dataspace.scratch import ALIVE_DIR, UPLOAD_PREFIX
 from dataspace.services.node import Node
 
 from .conftest import API, Api, assert_envelope, make_csv
@@ -285,3 +285,11 @@ def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(make_node, tmp_p
     assert list(small.data_dir.iterdir()) == [] and _scratch(small) == []
     assert client.get("/api/v1/health").status_code == 200
     small.close()
+
+
+def test_a_blank_name_is_refused_not_replaced_by_the_files(api: Api) -> None:
+    response = api.upload(" ")
+    error = assert_envelope(response, 422, "invalid_name")
+    assert error["message"] == "the name field is blank"
+    assert api.client.get(f"{API}/datasets", headers=api.as_("admin")).json() == []
+    assert list(api.node.tmp_dir.glob(f"{UPLOAD_PREFIX}*")) == []
