@@ -553,6 +553,28 @@ def test_altered_offer_is_refused(pair: Pair) -> None:
     assert reply.body is not None and reply.body["code"] == "offer_unavailable"
 
 
+def test_an_offer_claimed_for_another_assigner_is_refused_and_nothing_stored(
+    pair: Pair
+) -> None:
+    import dataclasses
+
+    from dataspace.contracts import ContractRequestMessage, build
+
+    bank = _member(pair, pair.tax, "bank")
+    with pair.tax.store.read() as session:
+        stored = offers.offer_policy(offers.get(session, pair.offer))
+        before = len(ng.list_contracts(pair.tax))
+    claimed = dataclasses.replace(stored, assigner="bank")
+    doc = build(ContractRequestMessage(consumer_pid="urn:uuid:c3",
+                                       offer=ng.with_purpose(claimed, "credit-risk"),
+                                       callback_address=peer_url(pair.bank) + "/dsp"))
+    reply = ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
+    assert reply.status == 400 and reply.body is not None
+    assert reply.body["code"] == "offer_unavailable"
+    assert "assigner 'bank'" in json.dumps(reply.body)
+    assert len(ng.list_contracts(pair.tax)) == before
+
+
 def test_callback_outside_the_member_url_is_refused(pair: Pair) -> None:
     bank = _member(pair, pair.tax, "bank")
     with pair.tax.store.read() as session:

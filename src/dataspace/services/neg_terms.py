@@ -73,6 +73,13 @@ def split_purpose(requested: Policy, stored: Policy) -> str:
             path="$.offer.permission[0]",
             hint="see docs/policy.md for the purpose tree",
         )
+    if requested.assigner is not None and requested.assigner != stored.assigner:
+        raise OfferUnavailable(
+            f"the requested offer names assigner {requested.assigner!r}, but the published "
+            f"offer is {stored.assigner!r}'s",
+            hint="request the offer exactly as the catalog lists it",
+            path="$.offer.assigner",
+        )
     base = dataclasses.replace(requested, permissions=tuple(stripped))
     if _terms(base) != _terms(stored):
         raise OfferUnavailable(
