@@ -209,7 +209,8 @@ def test_unexpected_exception_is_a_generic_500_and_logged(
 
 def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
     """No token, 17 MiB of JSON: 413 at once (not a 401 after reading it all); a body sent
-    without a Content-Length is counted and cut off too; the node keeps serving."""
+    without a Content-Length is counted and cut off too (and with no token, refused with a 401
+    before any of it is read); the node keeps serving."""
     big = b'{"name": "' + b"x" * (17 << 20) + b'", "role": "consumer"}'
     response = api.client.post(f"{API}/tokens", content=big,
                                headers={"content-type": "application/json"})
@@ -220,8 +221,11 @@ def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
         for _ in range(18):
             yield b"x" * (1 << 20)
 
+    anonymous = api.client.post(f"{API}/tokens", content=chunks(),
+                                headers={"content-type": "application/json"})
+    assert_envelope(anonymous, 401, "unauthorized")
     streamed = api.client.post(f"{API}/tokens", content=chunks(),
-                               headers={"content-type": "application/json"})
+                               headers={"content-type": "application/json", **api.as_("admin")})
     assert_envelope(streamed, 413, "payload_too_large")
     assert api.client.get(f"{API}/health").status_code == 200
 
@@ -264,3 +268,11 @@ def test_a_field_the_route_does_not_define_is_refused_by_name(api: Api) -> None:
     assert [e["field"] for e in error["details"]["errors"]] == ["body.wait_second"]
     listed = api.client.get(f"{API}/tokens", headers=api.as_("admin")).json()
     assert "t" not in {t["name"] for t in listed}
+
+
+def test_an_anonymous_body_is_refused_before_it_is_parsed(api: Api) -> None:
+    response = api.client.post(f"{API}/tokens", headers={"Content-Type": "application/json"},
+                               content=b"{not json")
+    error = assert_envelope(response, 401, "unauthorized")
+    assert error["message"] == "missing bearer token"
+    assert response.headers["www-authenticate"] == "Bearer"

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 
 from dataspace.errors import DataspaceError, InputError
 from dataspace.jsondoc import NotJson, parse_json
+from dataspace.services import tokens
 
 
 class InvalidBody(InputError):
@@ -45,7 +46,13 @@ class CheckedJsonRoute(APIRoute):
         if self.body_field is None or isinstance(self.body_field.field_info, params.Form):
             return handler  # no body, or a form (an upload streams its body to disk)
 
+        roles = (self.openapi_extra or {}).get("x-roles") or []
+        needs_token = any(role not in ("public", "peer") for role in roles)
+
         async def checked(request: Request) -> Response:
+            if needs_token and not request.headers.get("authorization"):
+                # the 401 an anonymous caller gets anyway, before its body is read and parsed
+                tokens.authenticate(request.app.state.node, None)
             raw = await request.body()  # kept on the request: FastAPI reads it from there
             content_type = request.headers.get("content-type")
             if raw and content_type is not None and not _is_json(content_type):
