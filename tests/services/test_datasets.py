@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataspace.errors import Conflict, InvalidName, NotFound, UnreadableInput, UsageError
+from dataspace.errors import (
+    Conflict,
+    InputError,
+    InvalidName,
+    NotFound,
+    UnreadableInput,
+    UsageError,
+)
 from dataspace.ledger import log
 from dataspace.services import datasets, ledger
 from dataspace.services.node import Node
@@ -399,3 +407,23 @@ def test_a_name_that_reads_like_an_existing_one_is_refused(node: Node, lookalike
         datasets.add(node, SAMPLES / "grid_power.parquet", name=lookalike, actor="t")
     assert [d["name"] for d in datasets.list_datasets(node)] == ["grid"]
     assert len(_data_files(node)) == 1
+
+
+@pytest.mark.parametrize(("field", "text", "says"), [
+    ("title", "a\x1b[31mRED\x1b[0m", "title holds the control character U+001B"),
+    ("title", "two\nlines", "title holds the control character U+000A"),
+    ("description", "nul\x00here", "description holds the control character U+0000"),
+    ("title", "t" * 501, "title is 501 characters long; at most 500"),
+])
+def test_titles_and_descriptions_are_plain_text(node: Node, field: str, text: str,
+                                                says: str) -> None:
+    with pytest.raises(InputError, match=re.escape(says)):
+        datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t",
+                     **{field: text})
+    assert datasets.list_datasets(node) == [] and _data_files(node) == []
+
+
+def test_a_description_keeps_its_lines(node: Node) -> None:
+    added = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t",
+                         description="第一行\n\tsecond line")
+    assert datasets.show(node, added["name"])["description"] == "第一行\n\tsecond line"

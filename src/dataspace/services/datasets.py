@@ -75,6 +75,8 @@ def add(
 ) -> dict[str, Any]:
     check_dataset_name(name)
     _check_domain(domain)
+    _check_text("title", title or "", max_chars=500, lines=False)
+    _check_text("description", description, max_chars=20_000, lines=True)
     src = Path(src)
     if not src.is_file():
         raise InputError(
@@ -303,6 +305,20 @@ def list_datasets(node: Node) -> list[dict[str, Any]]:
 def show(node: Node, name: str) -> dict[str, Any]:
     with node.store.read() as session:
         return _view(_get(session, name))
+
+
+def _check_text(what: str, text: str, *, max_chars: int, lines: bool) -> None:
+    """Refuse control characters (a terminal escape in a title would restyle every listing
+    it is printed in) — line breaks and tabs only where ``lines`` — and over-long text."""
+    allowed = "\n\r\t" if lines else ""
+    bad = next((ch for ch in text if (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0)
+                and ch not in allowed), None)
+    if bad is not None:
+        raise InputError(f"the {what} holds the control character U+{ord(bad):04X}",
+                         hint=f"give the {what} as plain text")
+    if len(text) > max_chars:
+        raise InputError(f"the {what} is {len(text):,} characters long; at most {max_chars:,}",
+                         hint=f"shorten the {what}")
 
 
 def remove(node: Node, name: str, *, actor: str) -> dict[str, Any]:
