@@ -8,15 +8,15 @@ import tomllib
 import tomli_w
 
 from dataspace.ledger import log
+from dataspace.ledger.entry_budget import EntryBudget
 from dataspace.node.app import create_app
-from dataspace.node.peer_auth import _DeniedLog
 from dataspace.services.node import open_node
 
 from .conftest import TestClient
 
 
 def test_the_log_admits_per_minute_and_reports_what_it_suppressed() -> None:
-    denied = _DeniedLog(per_minute=2)
+    denied = EntryBudget(per_minute=2)
     assert [denied.admit(60.0 * 10 + s) for s in range(5)] == [0, 0, None, None, None]
     assert denied.admit(60.0 * 11) == 3  # the next minute's first entry carries the count
     assert denied.admit(60.0 * 11 + 1) == 0

@@ -24,6 +24,7 @@ from dataspace.contracts.messages import policy_from_wire
 from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.identity.keys import load_private_key
 from dataspace.identity.membership import Member
+from dataspace.ledger import log
 from dataspace.policy import Policy, PolicyType
 from dataspace.samples import SAMPLES_DIR as SAMPLES
 from dataspace.services import catalog, datasets, neg_provider, offers, space
@@ -533,6 +534,36 @@ def test_malformed_message_is_400_naming_the_json_path(pair: Pair) -> None:
     assert reply.body is not None
     validate(reply.body, "ContractNegotiationError")
     assert "$.offer" in reply.body["reason"][0]
+
+
+def test_a_members_refused_messages_are_logged_within_a_budget(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member sending messages it knows are refused cannot grow the ledger without bound:
+    past peer_denied_log_per_minute in a minute they are counted into the next entry."""
+    from dataspace.services import dsp_process
+
+    bank = _member(pair, pair.tax, "bank")
+    doc = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+           "@type": "ContractRequestMessage", "consumerPid": "urn:uuid:c",
+           "callbackAddress": peer_url(pair.bank) + "/dsp",
+           "offer": {"@id": pair.offer, "@type": "Offer", "permission": [{"action": 7}]}}
+    clock = [6_000_000.0]
+    monkeypatch.setattr(dsp_process.time, "time", lambda: clock[0])
+    budget = int(pair.tax.limits.peer_denied_log_per_minute)
+
+    def refused() -> list[dict[str, Any]]:
+        with pair.tax.store.read() as session:
+            return [e.payload for e in log.entries(session, 0, 10_000)
+                    if e.entry["action"] == "negotiation.refused"]
+
+    before = len(refused())
+    for _ in range(budget + 5):
+        assert ng.handle_request(pair.tax, bank, doc, transport=pair.transport).status == 400
+    assert len(refused()) - before <= budget
+    clock[0] += 60
+    assert ng.handle_request(pair.tax, bank, doc, transport=pair.transport).status == 400
+    assert refused()[-1]["suppressed_before"] >= 5
 
 
 def test_altered_offer_is_refused(pair: Pair) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import threading
 import time
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from dataspace.identity.membership import Member, Membership, MembershipError, N
 from dataspace.identity.peer import authenticate
 from dataspace.identity.replay import SqlReplayStore
 from dataspace.ledger import log
+from dataspace.ledger.entry_budget import EntryBudget
 from dataspace.node.auth import get_node
 from dataspace.services import space
 from dataspace.services.node import Node
@@ -91,38 +91,10 @@ def _replay_store(request: Request, node: Node) -> SqlReplayStore:
     return store
 
 
-class _DeniedLog:
-    """Enters refused peer requests in the ledger, at most ``per_minute`` a minute.
-
-    An unauthenticated caller must not be able to grow the ledger without bound: past the
-    limit, refusals are counted and the count goes into the next entry that is written.
-    """
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.window = 0
-        self.written = 0
-        self.suppressed = 0
-        self.lock = threading.Lock()
-
-    def admit(self, now: float) -> int | None:
-        """None when this refusal is only counted; else how many were suppressed before it."""
-        with self.lock:
-            minute = int(now // 60)
-            if minute != self.window:
-                self.window, self.written = minute, 0
-            if self.written >= self.per_minute:
-                self.suppressed += 1
-                return None
-            self.written += 1
-            suppressed, self.suppressed = self.suppressed, 0
-            return suppressed
-
-
-def _denied_log(request: Request, node: Node) -> _DeniedLog:
+def _denied_log(request: Request, node: Node) -> EntryBudget:
     denied = getattr(request.app.state, "denied_log", None)
     if denied is None:
-        denied = _DeniedLog(node.limits.peer_denied_log_per_minute)
+        denied = EntryBudget(node.limits.peer_denied_log_per_minute)
         request.app.state.denied_log = denied
     return denied
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dataspace.contracts.roles import Role
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
+from dataspace.ledger.entry_budget import EntryBudget
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import ContractNegotiationRow, TransferProcessRow
@@ -53,22 +55,37 @@ def log_refusal(
     """Log a refused message (a denied attempt) as ``action``; the HTTP status to answer with,
     404 for :class:`NotFound` and 400 otherwise."""
     status = 404 if isinstance(exc, NotFound) else 400
+    suppressed = _budget(node, peer).admit(time.time())
+    if suppressed is None:  # past this member's budget this minute: counted, not entered
+        return status
+    payload: dict[str, object] = {
+        "peer": peer,
+        "message": what,
+        "pid": pid,
+        "status": status,
+        "code": exc.code,
+        "reason": exc.message,
+        "path": exc.details.get("path"),
+    }
+    if suppressed:
+        payload["suppressed_before"] = suppressed
     with node.store.write() as session:
-        log.append(
-            session,
-            actor=PEER_ACTOR.format(peer),
-            action=action,
-            payload={
-                "peer": peer,
-                "message": what,
-                "pid": pid,
-                "status": status,
-                "code": exc.code,
-                "reason": exc.message,
-                "path": exc.details.get("path"),
-            },
-        )
+        log.append(session, actor=PEER_ACTOR.format(peer), action=action, payload=payload)
     return status
+
+
+_budgets: dict[tuple[str, str], EntryBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def _budget(node: Node, peer: str) -> EntryBudget:
+    """One member's refusal budget at one node (``peer_denied_log_per_minute`` a minute):
+    a member cannot grow the ledger without bound by sending messages it knows are refused."""
+    with _budgets_lock:
+        key = (str(node.root), peer)
+        if key not in _budgets:
+            _budgets[key] = EntryBudget(int(node.limits.peer_denied_log_per_minute))
+        return _budgets[key]
 
 
 #: A process id a peer chooses: it becomes a path segment of every message sent back to it.

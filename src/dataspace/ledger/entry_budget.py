@@ -1,0 +1,32 @@
+"""At most so many ledger entries a minute for one source of refusals.
+
+A refused request is evidence worth keeping, but whoever sends it must not be able to grow
+the ledger without bound: past the budget, refusals are only counted, and the count goes into
+the next entry written (``suppressed_before``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class EntryBudget:
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window = 0
+        self.written = 0
+        self.suppressed = 0
+        self.lock = threading.Lock()
+
+    def admit(self, now: float) -> int | None:
+        """None when this refusal is only counted; else how many were suppressed before it."""
+        with self.lock:
+            minute = int(now // 60)
+            if minute != self.window:
+                self.window, self.written = minute, 0
+            if self.written >= self.per_minute:
+                self.suppressed += 1
+                return None
+            self.written += 1
+            suppressed, self.suppressed = self.suppressed, 0
+            return suppressed
