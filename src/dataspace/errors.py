@@ -60,11 +60,12 @@ class DataspaceError(Exception):
     code = "error"
     exit_code = 1
     http_status = 500
+    default_hint: str | None = None  # what to do, when the raiser has nothing more precise
 
     def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint if hint is not None else self.default_hint
         self.details = details
 
     def __str__(self) -> str:
@@ -138,6 +139,8 @@ class VerificationError(DataspaceError):
 
 class ProofError(VerificationError):
     code = "invalid_proof"
+    default_hint = ("the proof was altered, or it is checked against another log's key or "
+                    "checkpoint; get a fresh one with `dataspace ledger prove`")
 
 
 class SignatureError(VerificationError):

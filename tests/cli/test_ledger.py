@@ -39,7 +39,7 @@ def test_a_tampered_proof_is_rejected(cli, tmp_path: Path) -> None:
     out.write_text(json.dumps(bundle))
     result = cli("verify-proof", out, "--key", tmp_path / "n" / "keys" / "node.pub")
     assert result.exit_code == VerificationError.exit_code
-    assert "error:" in result.stderr
+    assert "error:" in result.stderr and "dataspace ledger prove" in result.stderr
 
 
 def test_a_proof_checked_with_another_nodes_key_is_rejected(cli, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ def test_offer_create_list_show_withdraw(cli, tmp_path: Path) -> None:
                    '[{"leftOperand": "purpose", "operator": "like", "rightOperand": "x"}]}]}')
     refused = cli(*node, "offer", "create", "tax", "--policy", bad)
     assert refused.exit_code == 3 and "permission[0].constraint[0].operator" in refused.stderr
+    assert "docs/policy.md" in refused.stderr  # what to do, not only what is wrong
     opened = open_node(tmp_path / "n")
     opened.close()
 

@@ -23,6 +23,7 @@ class PolicyError(InputError):
     """A policy (JSON-LD or template call) is malformed; ``path`` names where."""
 
     code = "invalid_policy"
+    default_hint = "see docs/policy.md for what a policy may say, with examples"
 
     def __init__(self, message: str, *, path: str = "", hint: str | None = None, **details: Any):
         full = f"{path}: {message}" if path else message
