@@ -276,3 +276,22 @@ def test_an_anonymous_body_is_refused_before_it_is_parsed(api: Api) -> None:
     error = assert_envelope(response, 401, "unauthorized")
     assert error["message"] == "missing bearer token"
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_an_error_names_the_body_field_not_the_cli_flag(api: Api) -> None:
+    name = api.new_dataset()
+    response = api.client.post(f"{API}/offers", headers=api.as_("admin"), json={
+        "dataset": name, "template": "dp-stats",
+        "params": {"purposes": "finance", "epsilon": 2}})
+    error = assert_envelope(response, 400, "usage")
+    said = error["message"] + " " + error.get("hint", "")
+    assert "dp_epsilon_per_query" in said and "--dp-epsilon-per-query" not in said
+
+
+def test_only_flags_that_are_fields_of_the_route_are_renamed() -> None:
+    from dataspace.node.errors import _in_api_terms
+
+    fields = frozenset({"dp_bounds", "agreement"})
+    assert _in_api_terms("e.g. --dp-bounds x=0:1 with --with PEER", fields) == (
+        "e.g. dp_bounds x=0:1 with --with PEER")
+    assert _in_api_terms("give --agreement", frozenset()) == "give --agreement"

@@ -52,7 +52,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except ValueError as exc:
+    except ValueError:
         raise SignatureError(f"private key {path} is not a valid PEM key",
                              hint="the key file is damaged: restore it from backup; a node "
                              "cannot sign without it") from None

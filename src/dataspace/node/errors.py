@@ -14,6 +14,7 @@ names only an incident id to look the log line up by.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -113,6 +114,29 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+_CLI_FLAG = re.compile(r"--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def _body_fields(request: Request) -> frozenset[str]:
+    """The JSON body fields of the route that answered, if it takes a body model."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    return frozenset(getattr(model, "model_fields", None) or ())
+
+
+def _in_api_terms(text: str | None, fields: frozenset[str]) -> str | None:
+    """The services speak the CLI's words (``--dp-epsilon-per-query``); over HTTP a flag
+    that is a field of this route's body is named as that field (``dp_epsilon_per_query``)."""
+    if not text or not fields:
+        return text
+
+    def field(match: re.Match[str]) -> str:
+        name = match.group(1).replace("-", "_")
+        return name if name in fields else match.group(0)
+
+    return _CLI_FLAG.sub(field, text)
+
+
 async def _dataspace_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DataspaceError)
     headers = None
@@ -121,6 +145,10 @@ async def _dataspace_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.http_status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, exc)
     body = _jsonable(exc.to_dict())
+    fields = _body_fields(request)
+    body["message"] = _in_api_terms(body["message"], fields)
+    if body.get("hint"):
+        body["hint"] = _in_api_terms(body["hint"], fields)
     return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
 
 
