@@ -142,3 +142,17 @@ def test_a_damaged_state_database_says_so_and_what_to_do(cli, tmp_path: Path) ->
     assert result.exit_code == StoreError.exit_code
     assert "malformed" in result.stderr and "restore it from a backup" in result.stderr
     assert "sqlalche" not in result.stderr
+
+
+def test_joining_with_an_empty_or_unreadable_list_says_what_to_pass(cli, tmp_path: Path) -> None:
+    from dataspace.errors import InputError
+
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    key = tmp_path / "n" / "keys" / "node.pub"
+    (tmp_path / "empty.note").write_text("")
+    (tmp_path / "gbk.note").write_bytes("成员名单".encode("gbk"))
+    for note, says in (("empty.note", "is empty"), ("gbk.note", "it is not UTF-8 text")):
+        result = cli("--node", tmp_path / "n", "space", "join", tmp_path / note,
+                     "--operator-key", key)
+        assert result.exit_code == InputError.exit_code and says in result.stderr, result.stderr
+        assert "space sign --out FILE" in result.stderr

@@ -79,10 +79,14 @@ def join(
     ),
 ) -> None:
     """Adopt the operator's membership list (a later list must have a higher serial)."""
+    hint = "pass the membership list the operator signed (`dataspace space sign --out FILE`)"
     try:
         note = note_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {note_file}: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise InputError(f"cannot read {note_file}: {reason}", hint=hint) from None
+    if not note.strip():
+        raise InputError(f"{note_file} is empty", hint=hint)
     joined = space.join(node(ctx), note, key_text(operator_key), actor=actor())
     console.print(
         f"joined space {escape(joined.space)} (serial {joined.serial}, "
