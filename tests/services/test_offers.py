@@ -299,3 +299,13 @@ def test_an_offer_of_important_data_keeps_results_in_china_and_core_data_is_not_
         offers.create(node, "patients", actor="t", template="aggregate-only",
                       params={"purposes": "finance", "region": region})
     assert _actions(node).count("offer.created") == 2
+
+
+def test_a_policy_naming_a_column_the_dataset_lacks_is_a_policy_error(tax: Node) -> None:
+    from dataspace.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="has no column 'nope'") as refused:
+        offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                      params={"purposes": "finance", "fields": ["nope"]})
+    assert refused.value.exit_code == 3 and refused.value.path
+    assert "纳税人识别号" in str(refused.value.hint)

@@ -389,9 +389,9 @@ def create(
         _require_grade_controls(parsed, ds)
         cols = _columns(ds)
         for where, column in named_fields(parsed):
-            if column not in cols:
-                raise UsageError(
-                    f"{where}: the dataset {ds.name!r} has no column {column!r}",
+            if column not in cols:  # the policy's fault, like any other policy error
+                raise PolicyError(
+                    f"the dataset {ds.name!r} has no column {column!r}",
                     hint="columns: " + ", ".join(cols),
                     path=where,
                 )
