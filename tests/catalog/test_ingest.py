@@ -132,11 +132,17 @@ def test_western_european_text_is_refused_rather_than_read_as_gbk(
     assert "probably Latin-1 / Windows-1252" in err.message and "UTF-8" in str(err.hint)
 
 
-def test_gbk_names_with_rare_characters_are_not_taken_for_western_text(
-    imported: Imported
+@pytest.mark.parametrize(("name", "text"), [
+    ("rare_names.csv", "姓名,地址\n" + "".join(
+        f"{n},上海浦东新区\n" for n in ("王喆", "李堃", "张昇", "赵珺", "周玥", "朱镕", "裡仁"))),
+    ("areas.csv", "小区,面积,价格\n" + "A1,80.5㎡,300\n" * 50),
+    ("dashes.csv", "id,note\n" + "1,2020—2021·年报\n" * 50),
+    ("traditional.csv", "name,place\n" + "陳,臺灣\n林,們裡\n" * 20),
+])
+def test_gbk_text_with_rare_characters_and_symbols_is_not_taken_for_western_text(
+    imported: Imported, name: str, text: str
 ) -> None:
-    rows = "".join(f"{n},上海浦东新区\n" for n in ("王喆", "李堃", "张昇", "赵珺", "周玥"))
-    _, result = imported("rare_names.csv", ("姓名,地址\n" + rows).encode("gbk"))
+    _, result = imported(name, text.encode("gbk"))
     assert result.source_encoding == "gbk"
 
 

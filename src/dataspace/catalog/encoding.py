@@ -14,7 +14,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -101,7 +100,7 @@ def detect_encoding(path: Path, prefix: bytes, complete: bool, source: Path | No
                 return name
             continue
         _check_text_like(path, text)
-        if name == "gbk" and _reads_as_western(text):
+        if name == "gbk" and _reads_as_western(prefix):
             raise fail(
                 path,
                 "read as GBK its text is mostly rare characters, no Chinese file is: it is "
@@ -126,21 +125,24 @@ def _reads_as_chinese(data: bytes) -> bool:
     return bool(cjk) and len(cjk) + len(latin) == len(wide)
 
 
-def _reads_as_western(text: str, sample: int = 5000) -> bool:
-    """Whether ``text`` (decoded as GBK) is Latin-1 or Windows-1252 bytes misread: an accented
-    letter and the ASCII letter after it make a valid GBK pair, but one outside GB2312, where
-    nearly every character of real Chinese text lies. True when most non-ASCII characters of
-    the first ``sample`` lie outside it."""
-    wide = list(itertools.islice((c for c in text if ord(c) > 0x7F), sample))
-    if len(wide) < 2:
-        return False
-    outside = 0
-    for ch in wide:
-        try:
-            ch.encode("gb2312")
-        except UnicodeEncodeError:
-            outside += 1
-    return outside * 2 > len(wide)
+def _reads_as_western(data: bytes, sample: int = 5000) -> bool:
+    """Whether ``data`` (valid GBK) is Latin-1 or Windows-1252 text misread: there an accented
+    letter (a byte of 0xC0-0xFF) followed by an ASCII letter makes a valid GBK pair. Chinese
+    text has such pairs only for a few rare characters (镕, 裡), its common characters and
+    symbols (㎡, ·, —) have other bytes: True when they are at least two and most of the first
+    ``sample`` pairs."""
+    pairs = western = 0
+    i, end = 0, len(data) - 1
+    while i < end and pairs < sample:
+        if data[i] < 0x80:
+            i += 1
+            continue
+        lead, trail = data[i], data[i + 1]
+        pairs += 1
+        if lead >= 0xC0 and (0x41 <= trail <= 0x5A or 0x61 <= trail <= 0x7A):
+            western += 1
+        i += 2
+    return western >= 2 and western * 2 > pairs
 
 
 def _first_non_ascii(source: Path, size: int) -> tuple[bytes, bool]:
