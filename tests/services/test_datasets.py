@@ -427,3 +427,12 @@ def test_a_description_keeps_its_lines(node: Node) -> None:
     added = datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t",
                          description="第一行\n\tsecond line")
     assert datasets.show(node, added["name"])["description"] == "第一行\n\tsecond line"
+
+
+def test_a_description_is_on_record_with_the_files_hash(node: Node) -> None:
+    datasets.add(node, SAMPLES / "grid_power.parquet", name="grid", actor="t",
+                 description='provenance {"prov:wasDerivedFrom": ["lots"]}')
+    with node.store.read() as session:
+        [added] = [e for e in log.entries(session, 0, 100) if e.entry["action"] == "dataset.added"]
+    assert added.payload["description"] == 'provenance {"prov:wasDerivedFrom": ["lots"]}'
+    assert len(added.payload["file_sha256"]) == 64

@@ -283,7 +283,7 @@ def _rules_override(node: Node) -> Path | None:
 
 
 def _ledger_payload(row: Dataset) -> dict[str, Any]:
-    return {
+    payload = {
         "id": row.id,
         "name": row.name,
         "title": row.title,
@@ -294,6 +294,9 @@ def _ledger_payload(row: Dataset) -> dict[str, Any]:
         "grade": row.grading.get("level"),
         "rules_digest": row.grading.get("rules_digest"),
     }
+    if row.description:  # e.g. a derived dataset's provenance: on record with the file's hash
+        payload["description"] = row.description
+    return payload
 
 
 def list_datasets(node: Node) -> list[dict[str, Any]]:

@@ -401,8 +401,8 @@ class ResidueSampling(Scenario):
     def _register_plan(
         ctx: Any, plan: pa.Table, source: str, jobs: list[dict[str, str]]
     ) -> dict[str, Any]:
-        """`dataset add` on the bureau's own node; its title carries the PROV lineage, so the
-        node's ``dataset.added`` ledger entry records what the plan was derived from."""
+        """`dataset add` on the bureau's own node; its description carries the PROV lineage,
+        so the node's ``dataset.added`` ledger entry records what the plan was derived from."""
         prov = {"prov:wasDerivedFrom": [source, *[j["job"] for j in jobs]], "jobs": jobs}
         buf = io.BytesIO()
         pq.write_table(plan, buf)
@@ -410,7 +410,8 @@ class ResidueSampling(Scenario):
         body = {
             "name": name,
             "domain": "general",
-            "title": "residue sampling plan · provenance "
+            "title": "residue sampling plan",
+            "description": "provenance "
             + json.dumps(prov, ensure_ascii=False, separators=(",", ":")),
         }
         ctx.api[REGULATOR].json(
