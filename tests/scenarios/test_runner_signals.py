@@ -35,7 +35,7 @@ def test_a_run_stopped_by_a_signal_stops_its_nodes_and_removes_its_folder(
             time.sleep(0.2)
             for log in temp.glob("dataspace-weather-*/*.log"):
                 text = log.read_text(errors="replace")
-                if "listening on http://" in text:
+                if "Uvicorn running" in text:
                     servers += [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
                                                            text)]
         assert servers, "no node server came up"

@@ -151,11 +151,10 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
 def _serve(node: Node, host: str, port: int) -> None:
     witnessing: auto_witness.AutoWitness | None = None
     sweeping: transfer_sweep.SweepingThread | None = None
-    listening: socket.socket | None = None
     try:
         witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
         _raise_open_files_limit()
-        listening = _listening_socket(host, port)  # a port in use stops us here too
+        _check_can_listen(host, port)  # a port in use stops us here too
         if not _is_loopback(host):
             log.warning("serving on %s without TLS: put the node behind a TLS-terminating proxy",
                         host)
@@ -183,7 +182,7 @@ def _serve(node: Node, host: str, port: int) -> None:
             http=with_head_timeout(float(node.limits.http_head_timeout_seconds)),
         )
         witnessing = auto_witness.start(node, witnesses)
-        server = _Server(config)
+        server = uvicorn.Server(config)
         # taken before the server accepts a request: one it receives is its handler's to provide
         stalled = transfer_sweep.stalled_requests(node)
         sweeping = transfer_sweep.keep_sweeping(
@@ -195,7 +194,7 @@ def _serve(node: Node, host: str, port: int) -> None:
             if os.environ.get(ENV_STOP_WITH_FD, "").isdigit():
                 stop_when_parent_goes(int(os.environ[ENV_STOP_WITH_FD]), serving)
             try:
-                server.run(sockets=[listening])
+                server.run()
             finally:
                 serving.clear()  # before _stop_on_signals restores the default handlers
     finally:
@@ -203,44 +202,35 @@ def _serve(node: Node, host: str, port: int) -> None:
             sweeping.stop()
         if witnessing is not None:
             witnessing.stop()
-        if listening is not None:
-            listening.close()
 
 
-class _Server(uvicorn.Server):
-    """Says where it listens once it does (given its socket, uvicorn does not)."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            host = self.config.host
-            shown = f"[{host}]" if ":" in host else host
-            logging.getLogger("uvicorn.error").info(  # beside uvicorn's own start-up lines
-                "listening on http://%s:%d (Ctrl+C to stop)", shown, self.config.port)
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """The server's socket, bound: an address that cannot be listened on is a one-line error
-    here rather than the ASGI server's log lines and exit."""
+def _check_can_listen(host: str, port: int) -> None:
+    """A port in use, or an address not of this machine, as a one-line error before start-up
+    work, rather than the ASGI server's log lines and exit. Every address ``host`` resolves
+    to is tried, as the server will bind them all; each trial socket is closed at once (the
+    server binds its own)."""
+    if not host:
+        return  # all interfaces: the server's own bind says what is wrong
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         raise UsageError(f"cannot listen on {host!r}: {exc}",
                          hint="pass --host an address of this machine, e.g. 127.0.0.1") from None
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise Conflict(f"port {port} on {host} is already in use",
-                           hint="stop what listens there, or pass --port another") from None
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         hint="pass --host an address of this machine and a --port you may "
-                         "use (below 1024 needs privileges)") from None
-    return sock
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                trial.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                trial.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise Conflict(f"port {port} on {host} is already in use",
+                                   hint="stop what listens there, or pass --port another"
+                                   ) from None
+                raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                                 hint="pass --host an address of this machine and a --port "
+                                 "you may use (below 1024 needs privileges)") from None
 
 
 def _raise_open_files_limit() -> None:
