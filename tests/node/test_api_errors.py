@@ -295,3 +295,38 @@ def test_only_flags_that_are_fields_of_the_route_are_renamed() -> None:
     assert _in_api_terms("e.g. --dp-bounds x=0:1 with --with PEER", fields) == (
         "e.g. dp_bounds x=0:1 with --with PEER")
     assert _in_api_terms("give --agreement", frozenset()) == "give --agreement"
+
+
+def test_a_wrong_token_is_refused_before_the_body_is_parsed(api: Api) -> None:
+    response = api.client.post(
+        f"{API}/tokens", content=b"[" * 5000,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer bogus"})
+    error = assert_envelope(response, 401, "unauthorized")
+    assert error["message"] == "unknown API token"
+    other = api.client.post(f"{API}/tokens", content=b"{}", headers={
+        "Content-Type": "application/json", "Authorization": "Basic dXNlcjpwYXNz"})
+    assert assert_envelope(other, 401, "unauthorized")["message"] == (
+        "the Authorization header is not a bearer token")
+
+
+def test_a_client_gone_before_its_body_arrived_is_not_a_bug(api: Api) -> None:
+    import asyncio
+
+    messages = [{"type": "http.request", "body": b'{"name":', "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"host", b"x"),
+               (b"authorization", api.as_("admin")["Authorization"].encode())]
+    scope = {"type": "http", "method": "POST", "path": f"{API}/tokens", "headers": headers,
+             "query_string": b"", "http_version": "1.1", "scheme": "http",
+             "server": ("x", 80), "client": ("c", 1), "root_path": ""}
+    asyncio.run(api.app(scope, receive, send))
+    assert sent[0]["status"] == 422  # not a 500 "this is a bug" with an incident logged
+    assert b"closed the connection" in sent[1]["body"]  # type: ignore[operator]

@@ -43,12 +43,22 @@ def get_node(request: Request) -> Node:
 def _secret(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
     if credentials is not None:
         return credentials.credentials.strip() or None
-    if request.headers.get("authorization"):
+    return bearer_secret(request)
+
+
+def bearer_secret(request: Request) -> str | None:
+    """The secret of an ``Authorization: Bearer`` header; None without the header, AuthError
+    for another scheme."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer":
         raise AuthError(
             "the Authorization header is not a bearer token",
             hint="send 'Authorization: Bearer <token>'",
         )
-    return None
+    return secret.strip() or None
 
 
 def require(*roles: str) -> Callable[..., TokenInfo]:

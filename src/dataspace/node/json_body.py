@@ -15,9 +15,12 @@ from typing import Any
 
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from dataspace.errors import DataspaceError, InputError
 from dataspace.jsondoc import NotJson, parse_json
+from dataspace.node.auth import bearer_secret
 from dataspace.services import tokens
 
 
@@ -50,10 +53,15 @@ class CheckedJsonRoute(APIRoute):
         needs_token = any(role not in ("public", "peer") for role in roles)
 
         async def checked(request: Request) -> Response:
-            if needs_token and not request.headers.get("authorization"):
-                # the 401 an anonymous caller gets anyway, before its body is read and parsed
-                tokens.authenticate(request.app.state.node, None)
-            raw = await request.body()  # kept on the request: FastAPI reads it from there
+            if needs_token:  # the 401 a caller without a valid token gets anyway, before its
+                # body is read and parsed (the route's dependency then checks the role)
+                await run_in_threadpool(tokens.authenticate, request.app.state.node,
+                                        bearer_secret(request))
+            try:
+                raw = await request.body()  # kept on the request: FastAPI reads it from there
+            except ClientDisconnect:
+                raise InvalidBody("the client closed the connection before the whole body "
+                                  "arrived", hint="send the request again") from None
             content_type = request.headers.get("content-type")
             if raw and content_type is not None and not _is_json(content_type):
                 raise UnsupportedMediaType(
@@ -61,8 +69,8 @@ class CheckedJsonRoute(APIRoute):
                     hint="send the body as JSON with Content-Type: application/json",
                 )
             if raw:
-                try:
-                    parse_json(raw)
+                try:  # off the event loop: a 16 MiB body takes a while to walk
+                    await run_in_threadpool(parse_json, raw)
                 except NotJson as exc:
                     raise InvalidBody(f"the body {exc}", hint="send one JSON object; the "
                                       "schema is at /openapi.json") from None
