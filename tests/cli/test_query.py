@@ -111,3 +111,28 @@ def test_empty_sql_is_refused_here_in_our_words(
         result = cli("--node", node.root, "query", "--agreement", "urn:uuid:none", sql)
         assert result.exit_code == 2 and "the SQL is empty" in result.stderr, result.stderr
         assert "openapi" not in result.stderr
+
+
+def test_a_result_the_out_format_cannot_hold_is_kept_as_sent(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    from dataspace.cli.query import _write_result
+    from dataspace.errors import InputError
+    from dataspace.services.job_consumer import QueryOutcome
+
+    table = pa.table({"district": ["A"], "codes": [[1, 2]]})  # a list: no CSV holds it
+    sink = pa.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    outcome = QueryOutcome(table, {"job_id": "j1"}, sink.getvalue().to_pybytes())
+    here = SimpleNamespace(root=tmp_path / "node")
+    (tmp_path / "node").mkdir()
+    with pytest.raises(InputError, match="kept, as sent, at") as refused:
+        _write_result(here, outcome, tmp_path / "r.csv")  # type: ignore[arg-type]
+    assert "try .parquet" in str(refused.value.hint)
+    kept = tmp_path / "node" / "received" / "query-j1.arrow"
+    assert pyarrow.ipc.open_stream(kept.read_bytes()).read_all().equals(table)
+    assert not (tmp_path / "r.csv").exists()

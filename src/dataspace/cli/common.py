@@ -138,8 +138,11 @@ def write_table(table: pa.Table, out: Path) -> None:
     except (OSError, pa.ArrowException) as exc:
         with contextlib.suppress(OSError):
             staged.unlink(missing_ok=True)
-        raise InputError(f"cannot write {out}: {exc}",
-                         hint="free space or name a file in a folder you may write to") from None
+        hint = ("free space or name a file in a folder you may write to"
+                if isinstance(exc, OSError) else  # else Arrow cannot write a column's type
+                f"a {out.suffix} file cannot hold a column of this type; try .parquet "
+                "(lists, structs) or cast the column in the SQL")
+        raise InputError(f"cannot write {out}: {exc}", hint=hint) from None
 
 
 def read_json_file(path: Path, what: str, hint: str) -> Any:

@@ -74,16 +74,19 @@ def query(
 
 
 def _write_result(here: Node, outcome: Any, out: Path) -> None:
-    """Write the result to ``out``; if that fails after all (a full disk), keep it in the
-    node's folder and say where: the provider does not send a result twice."""
+    """Write the result to ``out``; if that fails after all (a full disk, a column the format
+    cannot hold), keep the bytes the provider sent (Arrow IPC, always writable) in the node's
+    folder and say where: the provider does not send a result twice."""
     try:
         write_table(outcome.table, out)
     except InputError as exc:
-        kept = here.root / "received" / f"query-{outcome.meta.get('job_id')}{out.suffix}"
+        from dataspace.scratch import write_whole
+
+        kept = here.root / "received" / f"query-{outcome.meta.get('job_id')}.arrow"
         kept.parent.mkdir(exist_ok=True)
-        write_table(outcome.table, kept)
-        raise InputError(f"{exc.message}; the result is kept at {kept}",
-                         hint="copy it from there") from None
+        write_whole(kept, outcome.ipc)
+        raise InputError(f"{exc.message}; the result is kept, as sent, at {kept}",
+                         hint=f"{exc.hint}; read the kept file with pyarrow.ipc") from None
 
 
 def print_table(result: pa.Table) -> None:
