@@ -43,3 +43,11 @@ def test_a_limit_out_of_range_is_refused_with_its_default(key: str, value: float
 
 def test_every_default_is_in_range() -> None:
     assert Limits(dict(Limits())) == Limits()
+
+
+@pytest.mark.parametrize("key", ["profile_top_values", "sandbox_kill_grace_seconds",
+                                 "peer_denied_log_per_minute"])
+def test_zero_is_kept_where_it_means_something(key: str) -> None:
+    assert Limits({key: 0})[key] == 0
+    with pytest.raises(UsageError, match=f"'{key}' must be 0 or more"):
+        Limits({key: -1})

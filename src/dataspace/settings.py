@@ -130,6 +130,12 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 SHARES = frozenset({"classify_min_share", "classify_hint_min_confidence"})  # fractions of 1
+#: Limits where 0 means something: list no top values, kill at once, log no refusals, allow
+#: no clock skew.
+ZERO_MEANS = frozenset({
+    "profile_top_values", "sandbox_kill_grace_seconds", "peer_denied_log_per_minute",
+    "peer_signature_max_skew_seconds", "membership_issue_skew_seconds",
+})
 
 
 class Limits(Mapping[str, Any]):
@@ -152,9 +158,11 @@ class Limits(Mapping[str, Any]):
                     hint="fix node.toml [limits]",
                 )
             if isinstance(value, int | float) and not (
-                math.isfinite(value) and 0 < value <= (1 if key in SHARES else math.inf)
+                math.isfinite(value) and (value >= 0 if key in ZERO_MEANS else value > 0)
+                and value <= (1 if key in SHARES else math.inf)
             ):
-                bound = "in (0, 1]" if key in SHARES else "positive"
+                bound = ("in (0, 1]" if key in SHARES else
+                         "0 or more" if key in ZERO_MEANS else "positive")
                 raise UsageError(f"limit '{key}' must be {bound}, got {value!r}",
                                  hint=f"fix node.toml [limits] (default {setting.default!r})")
             values[key] = value

@@ -85,10 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     except DataspaceError as exc:
         _say(exc.message, exc.hint, exc.exit_code)
     except Exception as exc:
-        if "interrupted" in str(exc).lower():  # DuckDB turns Ctrl-C into its own error
-            _say("interrupted", None, INTERRUPTED)
         if os.environ.get(ENV_TRACEBACK):
             raise
+        from_engine = (type(exc).__module__.lstrip("_").startswith("duckdb")
+                       or type(exc) is RuntimeError)  # how DuckDB reports a Ctrl-C it caught
+        if from_engine and "interrupted" in str(exc).lower():
+            _say("interrupted", None, INTERRUPTED)
         _say(f"unexpected {type(exc).__name__}: {exc}",
              f"this is a bug in dataspace; run again with {ENV_TRACEBACK}=1 and report the "
              "traceback", 1)

@@ -9,6 +9,7 @@ one failing half-way with SQLITE_BUSY. On PostgreSQL a node may live in its own 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,10 +111,13 @@ def _wrapped() -> Iterator[None]:
             f"state database error: {exc.orig}",
             hint="check that the node's database is reachable and not locked by another process",
         ) from exc
-    except DBAPIError as exc:  # e.g. "database disk image is malformed", "file is not a database"
+    except DBAPIError as exc:
+        damaged = type(exc.orig) is sqlite3.DatabaseError  # "disk image is malformed", "file
+        # is not a database": SQLite's plain DatabaseError; its subclasses are other failures
         raise StoreError(
             f"state database error: {exc.orig}",
-            hint="the node's state database is damaged or is not one: restore it from a backup",
+            hint="the node's state database is damaged or is not one: restore it from a backup"
+            if damaged else "check the node's database; report the error if it persists",
         ) from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"state database error: {exc}",

@@ -22,7 +22,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from dataspace.errors import DataspaceError, InputError, InvalidName, UnreadableInput
+from dataspace.errors import DataspaceError, InputError, UnreadableInput
 from dataspace.node.auth import EVERYONE, READERS, WRITERS, get_node, require
 from dataspace.node.routers.fields import Body
 from dataspace.scratch import UPLOAD_PREFIX, process_tag
@@ -211,16 +211,12 @@ async def upload_dataset(
     try:
         upload = _Upload(boundary, workdir, node.limits.api_max_upload_mb << 20)
         path, fields = await _receive(request, upload)
-        if "name" in fields and not fields["name"].strip():
-            raise InvalidName("the name field is blank",
-                              hint="give the dataset a name, or leave the field out to name it "
-                              "after the file")
         try:
             return await run_in_threadpool(
                 datasets.add,
                 node,
                 path,
-                name=fields.get("name") or _stem(path.name),
+                name=fields.get("name", "").strip() or _stem(path.name),  # blank: as absent
                 title=fields.get("title") or None,
                 domain=fields.get("domain") or "general",
                 description=fields.get("description", ""),
