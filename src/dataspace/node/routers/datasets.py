@@ -216,7 +216,9 @@ async def upload_dataset(
                 datasets.add,
                 node,
                 path,
-                name=fields.get("name", "").strip() or _stem(path.name),  # blank: as absent
+                # a blank field (HTML forms, `curl -F name=`) means absent, as for the others;
+                # a name with blanks around it is the name checker's to refuse
+                name=fields["name"] if fields.get("name", "").strip() else _stem(path.name),
                 title=fields.get("title") or None,
                 domain=fields.get("domain") or "general",
                 description=fields.get("description", ""),
