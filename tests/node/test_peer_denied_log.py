@@ -22,6 +22,14 @@ def test_the_log_admits_per_minute_and_reports_what_it_suppressed() -> None:
     assert denied.admit(60.0 * 11 + 1) == 0
 
 
+def test_an_entry_that_could_not_be_written_is_reported_by_the_next() -> None:
+    budget = EntryBudget(per_minute=5)
+    assert budget.admit(0.0) == 0
+    assert budget.admit(1.0) == 0
+    budget.restore(0 + 1)  # the second one's write failed: it is counted, not lost
+    assert budget.admit(2.0) == 1
+
+
 def test_unsigned_flood_is_refused_every_time_but_logged_within_the_limit(make_node) -> None:
     created, _ = make_node("tax")
     config = tomllib.loads((created.root / "node.toml").read_text())

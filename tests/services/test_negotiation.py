@@ -566,6 +566,34 @@ def test_a_members_refused_messages_are_logged_within_a_budget(
     assert refused()[-1]["suppressed_before"] >= 5
 
 
+def test_a_refusal_whose_entry_failed_is_counted_into_the_next(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from dataspace.errors import StoreError
+    from dataspace.services import dsp_process
+
+    bank = _member(pair, pair.tax, "bank")
+    doc = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+           "@type": "ContractRequestMessage", "consumerPid": "urn:uuid:c",
+           "callbackAddress": peer_url(pair.bank) + "/dsp",
+           "offer": {"@id": pair.offer, "@type": "Offer", "permission": [{"action": 7}]}}
+
+    def failing_append(*_args: Any, **_kwargs: Any) -> None:
+        raise StoreError("state database error: disk I/O error")
+
+    monkeypatch.setattr(dsp_process, "log", SimpleNamespace(append=failing_append))
+    with pytest.raises(StoreError):
+        ng.handle_request(pair.tax, bank, doc, transport=pair.transport)
+    monkeypatch.undo()
+    assert ng.handle_request(pair.tax, bank, doc, transport=pair.transport).status == 400
+    with pair.tax.store.read() as session:
+        last = [e.payload for e in log.entries(session, 0, 10_000)
+                if e.entry["action"] == "negotiation.refused"][-1]
+    assert last["suppressed_before"] == 1
+
+
 def test_altered_offer_is_refused(pair: Pair) -> None:
     bank = _member(pair, pair.tax, "bank")
     with pair.tax.store.read() as session:

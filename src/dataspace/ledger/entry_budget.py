@@ -30,3 +30,9 @@ class EntryBudget:
             self.written += 1
             suppressed, self.suppressed = self.suppressed, 0
             return suppressed
+
+    def restore(self, count: int) -> None:
+        """An admitted entry could not be written: count it, and those it carried, as
+        suppressed again, so the next entry written reports them."""
+        with self.lock:
+            self.suppressed += count

@@ -106,7 +106,8 @@ def _claimed_keyid(request: Request) -> str | None:
     return signature_input.split('keyid="', 1)[1].split('"', 1)[0][:100]
 
 
-def _log_denied(node: Node, request: Request, exc: DataspaceError, suppressed: int) -> None:
+def _log_denied(node: Node, request: Request, exc: DataspaceError, suppressed: int,
+                budget: EntryBudget) -> None:
     """The refusal as a ledger entry. The signature did not verify, so the key the request
     names is only a claim: it goes into the payload, never into the actor."""
     payload: dict[str, object] = {
@@ -122,6 +123,7 @@ def _log_denied(node: Node, request: Request, exc: DataspaceError, suppressed: i
         with node.store.write() as session:
             log.append(session, actor="peer:unverified", action="peer.denied", payload=payload)
     except DataspaceError:  # the refusal stands whether or not it could be logged
+        budget.restore(suppressed + 1)  # counted into the next entry that is written
         logger.exception("could not enter a refused peer request in the ledger")
 
 
@@ -171,9 +173,10 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
         await run_in_threadpool(check_body, headers, body, verified, profile)  # hashing
         return member
     except DataspaceError as exc:
-        suppressed = _denied_log(request, node).admit(time.time())
+        budget = _denied_log(request, node)
+        suppressed = budget.admit(time.time())
         if suppressed is not None:
-            await run_in_threadpool(_log_denied, node, request, exc, suppressed)
+            await run_in_threadpool(_log_denied, node, request, exc, suppressed, budget)
         raise
 
 

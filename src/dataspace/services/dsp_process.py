@@ -55,7 +55,8 @@ def log_refusal(
     """Log a refused message (a denied attempt) as ``action``; the HTTP status to answer with,
     404 for :class:`NotFound` and 400 otherwise."""
     status = 404 if isinstance(exc, NotFound) else 400
-    suppressed = _budget(node, peer).admit(time.time())
+    budget = _budget(node, peer)
+    suppressed = budget.admit(time.time())
     if suppressed is None:  # past this member's budget this minute: counted, not entered
         return status
     payload: dict[str, object] = {
@@ -69,8 +70,12 @@ def log_refusal(
     }
     if suppressed:
         payload["suppressed_before"] = suppressed
-    with node.store.write() as session:
-        log.append(session, actor=PEER_ACTOR.format(peer), action=action, payload=payload)
+    try:
+        with node.store.write() as session:
+            log.append(session, actor=PEER_ACTOR.format(peer), action=action, payload=payload)
+    except DataspaceError:
+        budget.restore(suppressed + 1)  # this refusal and those it carried stay counted
+        raise
     return status
 
 
