@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
+from dataspace.compute.sqlcheck import MAX_SQL_CHARS
 from dataspace.contracts import store as cstore
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError, VerificationError
 from dataspace.ledger import log
@@ -40,7 +41,6 @@ from dataspace.store.models_contracts import ContractNegotiationRow
 __all__ = ["PEER_PATH", "QueryOutcome", "query"]
 
 PEER_PATH = "/peer/v1/jobs/query"
-MAX_SQL_CHARS = 20_000  # the provider's peer route takes no more
 ATTEMPTS = 3  # transport failures are retried with the same job id (idempotent on the provider)
 
 

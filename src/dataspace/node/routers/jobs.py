@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import Field
 
+from dataspace.compute.sqlcheck import MAX_SQL_CHARS
 from dataspace.node.auth import EVERYONE, get_node, require
 from dataspace.node.routers.fields import Body
 from dataspace.node.routers.peer_jobs import RESULT_RESPONSES, result_response
 from dataspace.services import job_consumer, jobs
-from dataspace.services.job_consumer import MAX_SQL_CHARS
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
 

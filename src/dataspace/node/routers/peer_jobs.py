@@ -16,11 +16,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from dataspace.compute.sqlcheck import MAX_SQL_CHARS
 from dataspace.identity.membership import Member
 from dataspace.node.auth import get_node
 from dataspace.node.peer_auth import body_schema, require_peer, signed_body
 from dataspace.services import jobs
-from dataspace.services.job_consumer import MAX_SQL_CHARS
 from dataspace.services.job_wire import ARROW_MEDIA_TYPE, META_HEADER, encode_meta
 from dataspace.services.node import Node
 
