@@ -330,3 +330,24 @@ def test_a_client_gone_before_its_body_arrived_is_not_a_bug(api: Api) -> None:
     asyncio.run(api.app(scope, receive, send))
     assert sent[0]["status"] == 422  # not a 500 "this is a bug" with an incident logged
     assert b"closed the connection" in sent[1]["body"]  # type: ignore[operator]
+
+
+def test_a_json_route_looks_its_token_up_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body check authenticates first; the role dependency reuses that answer."""
+    from dataspace.services import tokens
+
+    calls: list[str | None] = []
+    real = tokens.authenticate
+
+    def counted(node: object, secret: str | None) -> object:
+        calls.append(secret)
+        return real(node, secret)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tokens, "authenticate", counted)
+    response = api.client.post(f"{API}/tokens", headers=api.as_("admin"),
+                               json={"name": "once", "role": "auditor"})
+    assert response.status_code == 201, response.text
+    assert calls.count(api.secrets["admin"]) == 1  # (the route looks up the new token too)
+    refused = api.client.post(f"{API}/tokens", headers=api.as_("auditor"),
+                              json={"name": "x", "role": "auditor"})
+    assert_envelope(refused, 403, "forbidden")  # the role is still checked

@@ -61,6 +61,16 @@ def bearer_secret(request: Request) -> str | None:
     return secret.strip() or None
 
 
+def authenticated_token(request: Request, node: Node, secret: str | None) -> TokenInfo:
+    """The token behind ``secret``, looked up once per request: a JSON route checks it before
+    reading the body (:mod:`dataspace.node.json_body`), its role dependency reuses the answer."""
+    known: TokenInfo | None = getattr(request.state, "token", None)
+    if known is None:
+        known = tokens.authenticate(node, secret)
+        request.state.token = known
+    return known
+
+
 def require(*roles: str) -> Callable[..., TokenInfo]:
     """A dependency that authenticates the bearer token and admits only ``roles``."""
     unknown = set(roles) - set(tokens.ROLES)
@@ -73,7 +83,7 @@ def require(*roles: str) -> Callable[..., TokenInfo]:
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
         node: Node = Depends(get_node),
     ) -> TokenInfo:
-        info = tokens.authenticate(node, _secret(request, credentials))
+        info = authenticated_token(request, node, _secret(request, credentials))
         if info.role not in allowed:
             raise Forbidden(
                 f"role '{info.role}' may not {request.method} {request.url.path}",

@@ -20,8 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from dataspace.errors import DataspaceError, InputError
 from dataspace.jsondoc import NotJson, parse_json
-from dataspace.node.auth import bearer_secret
-from dataspace.services import tokens
+from dataspace.node.auth import authenticated_token, bearer_secret
 
 
 class InvalidBody(InputError):
@@ -55,7 +54,7 @@ class CheckedJsonRoute(APIRoute):
         async def checked(request: Request) -> Response:
             if needs_token:  # the 401 a caller without a valid token gets anyway, before its
                 # body is read and parsed (the route's dependency then checks the role)
-                await run_in_threadpool(tokens.authenticate, request.app.state.node,
+                await run_in_threadpool(authenticated_token, request, request.app.state.node,
                                         bearer_secret(request))
             try:
                 raw = await request.body()  # kept on the request: FastAPI reads it from there
