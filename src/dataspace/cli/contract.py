@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -119,10 +118,8 @@ def _outcome(view: dict[str, Any], as_json: bool, *, ending: bool = False) -> No
     else:
         _print(view)
     if view["state"] == "TERMINATED" and not ending:
-        reasons = "; ".join(view.get("reason") or []) or "no reason given"
-        err_console.print(f"[red]error:[/red] negotiation {escape(view['id'])} ended "
-                          f"TERMINATED: {escape(reasons)}")
-        sys.exit(Forbidden.exit_code)
+        raise Forbidden(f"negotiation {view['id']} ended TERMINATED: "
+                        + ("; ".join(view.get("reason") or []) or "no reason given"))
 
 
 def _print(view: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ from dataspace.cli.common import (
     actor,
     check_out,
     console,
-    err_console,
     node,
     print_json,
     table,
@@ -56,10 +55,8 @@ def request(
     else:
         _print(view)
     if view["state"] == "TERMINATED":
-        reasons = "; ".join(view.get("reason") or []) or "no reason given"
-        err_console.print(f"[red]error:[/red] transfer {escape(view['id'])} ended TERMINATED: "
-                          f"{escape(reasons)}")
-        raise typer.Exit(Forbidden.exit_code)
+        raise Forbidden(f"transfer {view['id']} ended TERMINATED: "
+                        + ("; ".join(view.get("reason") or []) or "no reason given"))
 
 
 def _print(view: dict[str, Any]) -> None:
