@@ -26,9 +26,14 @@ DEFAULT_AGGREGATE_BOUND = 1e12
 
 @dataclass(frozen=True)
 class Setting:
+    """A limit; a number's override must be positive (``zero_ok``: or 0, where 0 means
+    something), finite, and at most ``at_most``."""
+
     name: str
     default: Any
     help: str
+    zero_ok: bool = False
+    at_most: float = math.inf
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -39,18 +44,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "classify_sample_rows", 10_000, "non-null values sampled per column for classification"
     ),
-    Setting("classify_min_share", 0.8, "share of sampled values that must validate to classify"),
+    Setting(
+        "classify_min_share", 0.8, "share of sampled values that must validate to classify",
+        at_most=1.0,
+    ),
     Setting(
         "classify_hint_min_confidence",
         0.3,
         "least confidence for a finding to classify a column (contradicted header hints score 0.2)",
+        at_most=1.0,
     ),
-    Setting("profile_top_values", 5, "top values listed per non-sensitive column"),
+    Setting("profile_top_values", 5, "top values listed per non-sensitive column", zero_ok=True),
     Setting("api_max_page", 1000, "most ledger entries returned by one API call"),
     Setting("sandbox_memory_limit_mb", 512, "memory limit of a governed query's worker (MiB)"),
     Setting("sandbox_threads", 2, "DuckDB threads of a governed query's worker"),
     Setting("sandbox_timeout_seconds", 30.0, "wall-clock limit of a governed query (seconds)"),
-    Setting("sandbox_kill_grace_seconds", 2.0, "wait after interrupt() before killing the worker"),
+    Setting(
+        "sandbox_kill_grace_seconds", 2.0, "wait after interrupt() before killing the worker",
+        zero_ok=True,
+    ),
     Setting("sandbox_max_temp_mb", 1024, "temp space a governed query may spill (MiB)"),
     Setting("sandbox_max_result_rows", 100_000, "most rows a governed query may release"),
     Setting("sandbox_max_result_bytes", 67_108_864, "most bytes a governed query may release"),
@@ -71,12 +83,21 @@ SETTINGS: tuple[Setting, ...] = (
         "a provider job still unfinished this long after its claim is failed as interrupted "
         "(at least the sandbox timeout plus its kill grace is always allowed)",
     ),
-    Setting("peer_signature_max_skew_seconds", 30, "clock skew allowed on peer signatures"),
+    Setting(
+        "peer_signature_max_skew_seconds", 30, "clock skew allowed on peer signatures",
+        zero_ok=True,
+    ),
     Setting("peer_signature_max_age_seconds", 300, "oldest peer signature accepted (seconds)"),
     Setting("peer_signature_lifetime_seconds", 60, "lifetime this node gives its own signatures"),
     Setting("peer_replay_prune_interval_seconds", 60, "how often expired nonces are pruned"),
-    Setting("peer_denied_log_per_minute", 60, "refused peer requests logged per minute"),
-    Setting("membership_issue_skew_seconds", 300, "how far ahead a membership list may be issued"),
+    Setting(
+        "peer_denied_log_per_minute", 60, "refused peer requests logged per minute",
+        zero_ok=True,
+    ),
+    Setting(
+        "membership_issue_skew_seconds", 300, "how far ahead a membership list may be issued",
+        zero_ok=True,
+    ),
     Setting("transfer_token_ttl_seconds", 300, "how long a transfer's one-time pull token works"),
     Setting("transfer_pull_timeout_seconds", 120.0, "longest wait for a transfer's data (seconds)"),
     Setting("transfer_max_mb", 10240, "largest transfer this node receives (MiB)"),
@@ -129,13 +150,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
-SHARES = frozenset({"classify_min_share", "classify_hint_min_confidence"})  # fractions of 1
-#: Limits where 0 means something: list no top values, kill at once, log no refusals, allow
-#: no clock skew.
-ZERO_MEANS = frozenset({
-    "profile_top_values", "sandbox_kill_grace_seconds", "peer_denied_log_per_minute",
-    "peer_signature_max_skew_seconds", "membership_issue_skew_seconds",
-})
 
 
 class Limits(Mapping[str, Any]):
@@ -158,11 +172,11 @@ class Limits(Mapping[str, Any]):
                     hint="fix node.toml [limits]",
                 )
             if isinstance(value, int | float) and not (
-                math.isfinite(value) and (value >= 0 if key in ZERO_MEANS else value > 0)
-                and value <= (1 if key in SHARES else math.inf)
+                math.isfinite(value) and (value >= 0 if setting.zero_ok else value > 0)
+                and value <= setting.at_most
             ):
-                bound = ("in (0, 1]" if key in SHARES else
-                         "0 or more" if key in ZERO_MEANS else "positive")
+                bound = (f"in (0, {setting.at_most:g}]" if setting.at_most < math.inf else
+                         "0 or more" if setting.zero_ok else "positive")
                 raise UsageError(f"limit '{key}' must be {bound}, got {value!r}",
                                  hint=f"fix node.toml [limits] (default {setting.default!r})")
             values[key] = value
