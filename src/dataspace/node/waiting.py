@@ -7,12 +7,19 @@ state it has then, and polls; the other routes (``/health`` included) keep their
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 MAX_WAITING = 8  # of the threadpool's 40 worker threads
 
 _slots = threading.BoundedSemaphore(MAX_WAITING)
+
+
+def wait_if_free(view: dict[str, Any], wait: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``wait()``'s answer if a slot is free, else ``view`` as it is now (the caller polls)."""
+    with waiting_slot() as may_wait:
+        return wait() if may_wait else view
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, WRITERS, get_node, require
 from dataspace.node.routers.fields import Body, Reason
-from dataspace.node.waiting import waiting_slot
+from dataspace.node.waiting import wait_if_free
 from dataspace.services import catalog, negotiation
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -55,9 +55,8 @@ def request_contract(
         node, body.peer, offer_id=body.offer_id, purpose=body.purpose, actor=caller.actor
     )
     if body.wait_seconds > 0 and view["state"] not in negotiation.FINAL:
-        with waiting_slot() as may_wait:
-            if may_wait:
-                view = negotiation.wait(node, view["id"], body.wait_seconds)
+        pid = view["id"]
+        view = wait_if_free(view, lambda: negotiation.wait(node, pid, body.wait_seconds))
     return view
 
 

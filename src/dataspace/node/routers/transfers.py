@@ -10,7 +10,7 @@ from pydantic import Field
 
 from dataspace.node.auth import EVERYONE, get_node, require
 from dataspace.node.routers.fields import Body, Reason
-from dataspace.node.waiting import waiting_slot
+from dataspace.node.waiting import wait_if_free
 from dataspace.services import transfers
 from dataspace.services.node import Node
 from dataspace.services.tokens import TokenInfo
@@ -41,9 +41,8 @@ def post_transfer(body: TransferRequest, node: Node = Depends(get_node),
     view = transfers.request_transfer(node, agreement_id=body.agreement_id, mode=body.mode,
                                       actor=token.actor, transport=transfers.TRANSPORT)
     if body.wait and view["state"] not in transfers.FINAL:
-        with waiting_slot() as may_wait:
-            if may_wait:
-                view = transfers.wait(node, view["id"], body.wait)
+        pid = view["id"]
+        view = wait_if_free(view, lambda: transfers.wait(node, pid, body.wait))
     return view
 
 
