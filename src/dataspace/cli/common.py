@@ -82,12 +82,17 @@ def key_text(value: str) -> str:
     path = Path(value)
     if not path.is_file():
         return value.strip()
+    return read_text_file(path, hint="pass a public key file (a node.pub) or the key string"
+                          ).strip()
+
+
+def read_text_file(path: Path, hint: str) -> str:
+    """A UTF-8 text file named on the command line, or an InputError saying why not."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise InputError(f"cannot read a key from {path}: {reason}",
-                         hint="pass a public key file (a node.pub) or the key string") from None
+        raise InputError(f"cannot read {path}: {reason}", hint=hint) from None
 
 
 def write_out(path: Path, text: str) -> None:

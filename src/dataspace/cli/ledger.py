@@ -15,11 +15,12 @@ from dataspace.cli.common import (
     err_console,
     node,
     print_json,
+    read_text_file,
     table,
     write_out,
 )
 from dataspace.cli.lazy import lazy_module
-from dataspace.errors import Conflict, InputError, LedgerTampered, UsageError
+from dataspace.errors import Conflict, LedgerTampered, UsageError
 
 if TYPE_CHECKING:
     from dataspace.services import ledger
@@ -118,10 +119,7 @@ def prove(
 
 
 def _read_note(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read checkpoint {path}: {exc}") from None
+    return read_text_file(path, hint="pass a checkpoint note written by `ledger checkpoint`")
 
 
 @app.command("verify")

@@ -15,9 +15,10 @@ from dataspace.cli.common import (
     node,
     print_json,
     read_json_file,
+    read_text_file,
 )
 from dataspace.cli.lazy import lazy_module
-from dataspace.errors import InputError, UsageError
+from dataspace.errors import UsageError
 
 if TYPE_CHECKING:
     from dataspace.ledger import cosignature, proof
@@ -124,10 +125,8 @@ def verify_proof(
         raise UsageError("--quorum counts --witness keys; pass some", hint="--witness W.pub")
     held = None
     if old_checkpoint is not None:
-        try:
-            held = old_checkpoint.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read checkpoint {old_checkpoint}: {exc}") from None
+        held = read_text_file(old_checkpoint,
+                              hint="pass a checkpoint note written by `ledger checkpoint`")
     bundle = read_json_file(proof_file, "a JSON proof bundle",
                             hint="pass a file written by `ledger prove`")
     verified = proof.verify_bundle(

@@ -15,6 +15,7 @@ from dataspace.cli.common import (
     key_text,
     node,
     print_json,
+    read_text_file,
     table,
     write_out,
 )
@@ -80,11 +81,7 @@ def join(
 ) -> None:
     """Adopt the operator's membership list (a later list must have a higher serial)."""
     hint = "pass the membership list the operator signed (`dataspace space sign --out FILE`)"
-    try:
-        note = note_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise InputError(f"cannot read {note_file}: {reason}", hint=hint) from None
+    note = read_text_file(note_file, hint)
     if not note.strip():
         raise InputError(f"{note_file} is empty", hint=hint)
     joined = space.join(node(ctx), note, key_text(operator_key), actor=actor())
