@@ -35,7 +35,7 @@ from dataspace.ledger import log
 from dataspace.scratch import REMOVING_PREFIX, is_stale, process_tag
 from dataspace.services.names import check_dataset_name, lookalike_key
 from dataspace.services.node import Node
-from dataspace.store.models import Dataset
+from dataspace.store.models import MAX_TITLE, Dataset
 
 NO_CATEGORY = "none"
 
@@ -75,8 +75,8 @@ def add(
 ) -> dict[str, Any]:
     check_dataset_name(name)
     _check_domain(domain)
-    _check_text("title", title or "", max_chars=500, lines=False)
-    _check_text("description", description, max_chars=20_000, lines=True)
+    _check_text("title", title or "", max_chars=MAX_TITLE, lines=False)
+    _check_text("description", description, max_chars=MAX_DESCRIPTION, lines=True)
     src = Path(src)
     if not src.is_file():
         raise InputError(
@@ -308,6 +308,9 @@ def list_datasets(node: Node) -> list[dict[str, Any]]:
 def show(node: Node, name: str) -> dict[str, Any]:
     with node.store.read() as session:
         return _view(_get(session, name))
+
+
+MAX_DESCRIPTION = 20_000  # a paragraph or a provenance record, not a document
 
 
 def _check_text(what: str, text: str, *, max_chars: int, lines: bool) -> None:

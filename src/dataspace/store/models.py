@@ -23,6 +23,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+MAX_TITLE = 500  # a dataset's title, characters (services check it before the store does)
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
@@ -46,7 +48,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    title: Mapped[str] = mapped_column(String(500))
+    title: Mapped[str] = mapped_column(String(MAX_TITLE))
     domain: Mapped[str] = mapped_column(String(50))
     description: Mapped[str] = mapped_column(Text, default="")
     file_name: Mapped[str] = mapped_column(String(300))  # relative to the node's data dir
