@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from dataspace.services import job_consumer, jobs
+    from dataspace.services.job_consumer import QueryOutcome
     from dataspace.services.node import Node
 else:
     job_consumer = lazy_module("dataspace.services.job_consumer")
@@ -73,7 +74,7 @@ def query(
     print_meta(outcome.meta)
 
 
-def _write_result(here: Node, outcome: Any, out: Path) -> None:
+def _write_result(here: Node, outcome: QueryOutcome, out: Path) -> None:
     """Write the result to ``out``; if that fails after all (a full disk, a column the format
     cannot hold), keep the bytes the provider sent (Arrow IPC, always writable) in the node's
     folder and say where: the provider does not send a result twice."""

@@ -237,10 +237,10 @@ def _raise_open_files_limit() -> None:
     """Every connection holds a descriptor: take the hard limit the system allows, not the
     soft default (often 1024), before running out of them stops the server accepting."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
+    wanted = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if wanted > soft:
         with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
-                                                        else max(soft, 65536), hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,7 @@ def check_epsilon(epsilon: object) -> None:
 
 
 def check_delta(delta: object) -> None:
+    """Refuse a δ that is not a probability below 1."""
     if not (isinstance(delta, int | float) and not isinstance(delta, bool) and 0 <= delta < 1):
         raise UsageError(f"delta must be in [0, 1), got {delta!r}",
                          hint="δ is a probability of failure: 0 for pure ε-DP, else below 1/rows")

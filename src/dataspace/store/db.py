@@ -95,6 +95,9 @@ class Store:
         self.engine.dispose()
 
 
+UNEXPLAINED = "check the node's database; report the error if it persists"
+
+
 @contextmanager
 def _wrapped() -> Iterator[None]:
     try:
@@ -117,12 +120,10 @@ def _wrapped() -> Iterator[None]:
         raise StoreError(
             f"state database error: {exc.orig}",
             hint="the node's state database is damaged or is not one: restore it from a backup"
-            if damaged else "check the node's database; report the error if it persists",
+            if damaged else UNEXPLAINED,
         ) from exc
     except SQLAlchemyError as exc:
-        raise StoreError(f"state database error: {exc}",
-                         hint="check the node's database; report the error if it persists"
-                         ) from exc
+        raise StoreError(f"state database error: {exc}", hint=UNEXPLAINED) from exc
 
 
 def _make_engine(url: str, schema: str | None) -> Engine:

@@ -45,7 +45,7 @@ Step = Callable[[Node, Member, str, Any], Reply]  # (node, peer, pid, doc)
 
 async def read_json(request: Request) -> Any:
     """The body as JSON, or a ``ProtocolError`` at ``$`` saying why it is not
-    (:func:`~dataspace.node.json_body.parse_json`)."""
+    (:func:`~dataspace.jsondoc.parse_json`)."""
     try:
         return parse_json(await request.body())
     except NotJson as exc:
