@@ -36,3 +36,17 @@ class EntryBudget:
         suppressed again, so the next entry written reports them."""
         with self.lock:
             self.suppressed += count
+
+
+_budgets: dict[tuple[str, str], EntryBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def budget_for(where: str, source: str, per_minute: int) -> EntryBudget:
+    """The one budget of refusals from ``source`` (a member's name, or unverified callers) at
+    the node whose folder is ``where``, made on first use."""
+    with _budgets_lock:
+        key = (where, source)
+        if key not in _budgets:
+            _budgets[key] = EntryBudget(per_minute)
+        return _budgets[key]

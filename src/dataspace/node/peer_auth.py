@@ -25,7 +25,7 @@ from dataspace.identity.membership import Member, Membership, MembershipError, N
 from dataspace.identity.peer import authenticate
 from dataspace.identity.replay import SqlReplayStore
 from dataspace.ledger import log
-from dataspace.ledger.entry_budget import EntryBudget
+from dataspace.ledger.entry_budget import EntryBudget, budget_for
 from dataspace.node.auth import get_node
 from dataspace.services import space
 from dataspace.services.node import Node
@@ -91,12 +91,8 @@ def _replay_store(request: Request, node: Node) -> SqlReplayStore:
     return store
 
 
-def _denied_log(request: Request, node: Node) -> EntryBudget:
-    denied = getattr(request.app.state, "denied_log", None)
-    if denied is None:
-        denied = EntryBudget(node.limits.peer_denied_log_per_minute)
-        request.app.state.denied_log = denied
-    return denied
+def _denied_log(node: Node) -> EntryBudget:
+    return budget_for(str(node.root), "unverified", int(node.limits.peer_denied_log_per_minute))
 
 
 def _claimed_keyid(request: Request) -> str | None:
@@ -173,7 +169,7 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
         await run_in_threadpool(check_body, headers, body, verified, profile)  # hashing
         return member
     except DataspaceError as exc:
-        budget = _denied_log(request, node)
+        budget = _denied_log(node)
         suppressed = budget.admit(time.time())
         if suppressed is not None:
             await run_in_threadpool(_log_denied, node, request, exc, suppressed, budget)

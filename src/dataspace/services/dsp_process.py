@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataspace.contracts.roles import Role
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
-from dataspace.ledger.entry_budget import EntryBudget
+from dataspace.ledger.entry_budget import EntryBudget, budget_for
 from dataspace.services.catalog import DSP_PATH, Transport, deliver
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import ContractNegotiationRow, TransferProcessRow
@@ -79,18 +78,11 @@ def log_refusal(
     return status
 
 
-_budgets: dict[tuple[str, str], EntryBudget] = {}
-_budgets_lock = threading.Lock()
-
-
 def _budget(node: Node, peer: str) -> EntryBudget:
     """One member's refusal budget at one node (``peer_denied_log_per_minute`` a minute):
     a member cannot grow the ledger without bound by sending messages it knows are refused."""
-    with _budgets_lock:
-        key = (str(node.root), peer)
-        if key not in _budgets:
-            _budgets[key] = EntryBudget(int(node.limits.peer_denied_log_per_minute))
-        return _budgets[key]
+    return budget_for(str(node.root), f"member:{peer}",
+                      int(node.limits.peer_denied_log_per_minute))
 
 
 #: A process id a peer chooses: it becomes a path segment of every message sent back to it.
