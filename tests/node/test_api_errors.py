@@ -351,3 +351,24 @@ def test_a_json_route_looks_its_token_up_once(api: Api, monkeypatch: pytest.Monk
     refused = api.client.post(f"{API}/tokens", headers=api.as_("auditor"),
                               json={"name": "x", "role": "auditor"})
     assert_envelope(refused, 403, "forbidden")  # the role is still checked
+
+
+def test_a_json_body_is_parsed_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body check's document is what the route validates: Starlette does not parse the
+    body again (a 16 MiB body costs its parse once)."""
+    import json as json_module
+    from types import SimpleNamespace
+
+    import starlette.requests
+
+    parsed: list[bytes] = []
+
+    def loads(raw: bytes) -> object:
+        parsed.append(raw)
+        return json_module.loads(raw)
+
+    monkeypatch.setattr(starlette.requests, "json", SimpleNamespace(loads=loads))
+    response = api.client.post(f"{API}/tokens", headers=api.as_("admin"),
+                               json={"name": "parsed-once", "role": "auditor"})
+    assert response.status_code == 201, response.text
+    assert parsed == []

@@ -69,10 +69,14 @@ class CheckedJsonRoute(APIRoute):
                 )
             if raw:
                 try:  # off the event loop: a 16 MiB body takes a while to walk
-                    await run_in_threadpool(parse_json, raw)
+                    doc = await run_in_threadpool(parse_json, raw)
                 except NotJson as exc:
                     raise InvalidBody(f"the body {exc}", hint="send one JSON object; the "
                                       "schema is at /openapi.json") from None
+                # Starlette's Request.json() caches here: FastAPI takes this document rather
+                # than parsing the body a second time (were the name to change, it would only
+                # parse twice again)
+                request._json = doc
             return await handler(request)
 
         return checked
