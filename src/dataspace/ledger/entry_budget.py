@@ -2,7 +2,8 @@
 
 A refused request is evidence worth keeping, but whoever sends it must not be able to grow
 the ledger without bound: past the budget, refusals are only counted, and the count goes into
-the next entry written (``suppressed_before``).
+the next entry written (``suppressed_before``). Counts no later entry carried are entered when
+the server stops (:func:`drain`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class EntryBudget:
         with self.lock:
             self.suppressed += count
 
+    def take_suppressed(self) -> int:
+        """The refusals counted and not yet carried by an entry; from now on they are the
+        caller's to enter."""
+        with self.lock:
+            suppressed, self.suppressed = self.suppressed, 0
+            return suppressed
+
 
 _budgets: dict[tuple[str, str], EntryBudget] = {}
 _budgets_lock = threading.Lock()
@@ -50,3 +58,12 @@ def budget_for(where: str, source: str, per_minute: int) -> EntryBudget:
         if key not in _budgets:
             _budgets[key] = EntryBudget(per_minute)
         return _budgets[key]
+
+
+def drain(where: str) -> dict[str, int]:
+    """Every source's refusals at the node whose folder is ``where`` that no entry carried
+    yet, by source; the budgets keep counting from zero."""
+    with _budgets_lock:
+        mine = [(source, budget) for (at, source), budget in _budgets.items() if at == where]
+    counts = {source: budget.take_suppressed() for source, budget in mine}
+    return {source: count for source, count in counts.items() if count}

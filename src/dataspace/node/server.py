@@ -26,6 +26,8 @@ from types import FrameType
 import uvicorn
 
 from dataspace.errors import Conflict, DataspaceError, UsageError
+from dataspace.ledger import entry_budget
+from dataspace.ledger import log as ledger_log
 from dataspace.node.app import create_app
 from dataspace.node.http_protocol import with_head_timeout
 from dataspace.privacy.psi import x25519_mb
@@ -202,6 +204,25 @@ def _serve(node: Node, host: str, port: int) -> None:
             sweeping.stop()
         if witnessing is not None:
             witnessing.stop()
+        enter_unreported_refusals(node)
+
+
+def enter_unreported_refusals(node: Node) -> dict[str, int]:
+    """Refusals counted past a budget that no later entry carried (the sender stopped, or
+    the server stops first) go into the ledger as one ``refusals.suppressed`` entry per
+    source, so the evidence of a flood is complete when the server stops."""
+    counts = entry_budget.drain(str(node.root))
+    if not counts:
+        return counts
+    try:
+        with node.store.write() as session:
+            for source, count in sorted(counts.items()):
+                ledger_log.append(session, actor=f"node:{node.name}", action="refusals.suppressed",
+                                  payload={"source": source, "suppressed": count})
+    except DataspaceError:
+        log.exception("could not enter %d suppressed refusal count(s) in the ledger",
+                      len(counts))
+    return counts
 
 
 def _check_can_listen(host: str, port: int) -> None:
