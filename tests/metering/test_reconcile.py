@@ -183,3 +183,39 @@ def test_a_time_rewritten_in_another_form_is_caught(metered: Node) -> None:
     with pytest.raises(VerificationError, match=f"usage record {row_id} stores its time as "
                        "'2026-12-01 07:59:59.999999\\+08:00'"):  # fmt: skip
         service.reconcile(metered)
+
+
+def _set_price(node: Node, job_id: str, amount: str) -> None:
+    with node.store.write() as session:
+        session.execute(update(UsageRecord).where(UsageRecord.id == _row_id(node, job_id))
+                        .values(price_amount=amount))
+
+
+def test_an_edited_usage_row_is_not_billed(metered: Node) -> None:
+    """The bill is built from the usage table: each line is checked against its ledger
+    entry first, so an edited row cannot be billed and nothing is issued."""
+    _set_price(metered, "k1", "999.125")
+    with pytest.raises(VerificationError, match=r"differs from ledger entry .* in: amount") as err:
+        service.bill(metered, agreement_id="agr-2", period="2026-11", issue=True)
+    assert "no bill was issued" in str(err.value)
+    with metered.store.read() as session:
+        assert session.execute(text("select count(*) from bills")).scalar() == 0
+    _set_price(metered, "k1", "0.125")
+    assert service.bill(metered, agreement_id="agr-2", period="2026-11", issue=True)["due"] == [
+        {"currency": "CNY", "amount": "0.12"}]
+
+
+def test_a_bill_issued_from_an_edited_row_later_restored_is_caught(metered: Node) -> None:
+    """Edit, bill, restore: the table and the ledger agree again, the bill's document hashes
+    to its entry, yet it asks for figures the ledger never recorded."""
+    _set_price(metered, "k1", "999.125")
+    usage_check = "dataspace.metering.statements.check_lines_recorded"
+    with pytest.MonkeyPatch.context() as patch:  # a node from before issuing checked lines
+        patch.setattr(usage_check, lambda *_args: None)
+        bill = service.bill(metered, agreement_id="agr-2", period="2026-11", issue=True)
+    assert bill["due"] == [{"currency": "CNY", "amount": "999.12"}]
+    _set_price(metered, "k1", "0.125")
+    with pytest.raises(VerificationError, match="other figures than ledger entry") as err:
+        service.reconcile(metered)
+    assert err.value.details["bill_id"] == bill["bill_id"]
+    assert err.value.details["fields"] == ["amount"]

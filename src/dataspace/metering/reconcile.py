@@ -30,7 +30,13 @@ from sqlalchemy.orm import Session
 from dataspace.errors import LedgerTampered, NotFound, VerificationError
 from dataspace.ledger import log
 from dataspace.metering.statements import BILL_ACTION, Total, totals
-from dataspace.metering.usage import USAGE_ACTION, as_utc, usage_payload
+from dataspace.metering.usage import (
+    USAGE_ACTION,
+    as_utc,
+    line_differences,
+    payload_view,
+    usage_payload,
+)
 from dataspace.store.models import LedgerEntry
 from dataspace.store.models_metering import Bill, BillLine, UsageRecord
 
@@ -157,7 +163,7 @@ def reconcile(session: Session) -> ReconcileReport:
     from_table = totals((_line(usage_payload(r)) for r in rows), by_agreement=True)
     if [t.to_dict() for t in from_ledger] != [t.to_dict() for t in from_table]:
         raise VerificationError("usage totals differ between the ledger and the usage table")
-    return ReconcileReport(len(rows), len(entries), from_table, _check_bills(session))
+    return ReconcileReport(len(rows), len(entries), from_table, _check_bills(session, entries))
 
 
 def _sqlite_text(moment: datetime) -> str:
@@ -186,8 +192,9 @@ def _check_stored_times(session: Session, rows: list[UsageRecord]) -> None:
                 )
 
 
-def _check_bills(session: Session) -> int:
-    """Every issued bill against its ledger entry and its billed lines; the number checked."""
+def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]]) -> int:
+    """Every issued bill against its ledger entry, its billed lines and the ``usage.recorded``
+    entries of those lines; the number checked."""
     lines: dict[str, set[str]] = {}
     billed_on: dict[str, str] = {}
     for usage_id, bill_id in session.execute(select(BillLine.usage_id, BillLine.bill_id)):
@@ -234,6 +241,7 @@ def _check_bills(session: Session) -> int:
                 hint="the bills table was edited; later bills carry from these columns",
                 bill_id=bill.id,
             )
+        _check_bill_lines(bill.id, document["statement"]["lines"], usage)
         listed = {str(line["id"]) for line in document["statement"]["lines"]}
         mine = lines.pop(bill.id, set())
         # a listed line not marked on this bill must be on an earlier one: a line that bills
@@ -259,3 +267,27 @@ def _check_bills(session: Session) -> int:
             index=idx,
         )
     return len(bills)
+
+
+def _check_bill_lines(
+    bill_id: str, lines: list[dict[str, Any]], usage: dict[str, tuple[int, dict[str, Any]]]
+) -> None:
+    """A bill's lines are the figures the ledger recorded: a usage row edited before the bill
+    was issued and restored after would otherwise leave a bill no other check can fault."""
+    for line in lines:
+        ref = usage.get(str(line.get("id")))
+        if ref is None:
+            raise VerificationError(
+                f"bill {bill_id} lists usage {line.get('id')}, which no usage.recorded entry "
+                "records", hint="the bill asks for a job the ledger never metered",
+                bill_id=bill_id,
+            )
+        index, payload = ref
+        changed = line_differences(line, payload_view(payload, index))
+        if changed:
+            raise VerificationError(
+                f"bill {bill_id} lists usage {line['id']} with other figures than ledger entry "
+                f"{index} records, in: {', '.join(changed)}",
+                hint="the usage row was edited when the bill was issued; the bill is wrong",
+                bill_id=bill_id, usage_id=line["id"], fields=changed,
+            )

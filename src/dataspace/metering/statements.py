@@ -31,7 +31,13 @@ from sqlalchemy.orm import Session
 from dataspace.errors import Conflict, UsageError
 from dataspace.ledger import log
 from dataspace.metering.pricing import EXACT_DIGITS, round_money
-from dataspace.metering.usage import as_utc, fmt_decimal, fmt_micros, record_view
+from dataspace.metering.usage import (
+    as_utc,
+    check_lines_recorded,
+    fmt_decimal,
+    fmt_micros,
+    record_view,
+)
 from dataspace.store.models_metering import Bill as BillRow
 from dataspace.store.models_metering import BillLine, UsageRecord
 
@@ -426,6 +432,7 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
             f"the statement covers {len(st.consumers)} consumers; a bill has one payer",
             hint="add --consumer NAME or --agreement ID",
         )
+    check_lines_recorded(session, st.lines)
     issued_at = as_utc(now or datetime.now(UTC))
     bill = bill_for(st, bill_id="bill-" + secrets.token_hex(12), issued_at=issued_at)
     doc = bill.document

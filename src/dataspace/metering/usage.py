@@ -8,6 +8,7 @@ transaction, so a job is metered and logged together or not at all. The entry's 
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,11 +18,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import InputError
+from dataspace.errors import InputError, LedgerTampered, VerificationError
 from dataspace.ledger import log
 from dataspace.metering.pricing import DEFAULT_CURRENCY, PriceTerms, price_for
 from dataspace.policy.request import Price
-from dataspace.store.models import LedgerHead
+from dataspace.store.models import LedgerEntry, LedgerHead
 from dataspace.store.models_metering import UsageRecord
 
 __all__ = [
@@ -30,9 +31,12 @@ __all__ = [
     "USAGE_ACTION",
     "Usage",
     "as_utc",
+    "check_lines_recorded",
     "dec",
     "fmt_decimal",
     "fmt_micros",
+    "line_differences",
+    "payload_view",
     "record_usage",
     "record_view",
     "usage_payload",
@@ -236,14 +240,64 @@ def usage_payload(row: UsageRecord) -> dict[str, Any]:
 
 def record_view(row: UsageRecord) -> dict[str, Any]:
     """The JSON form of a usage row for the faces (seconds as decimal strings)."""
-    out = usage_payload(row)
-    out.pop("cpu_us")
-    out.pop("wall_us")
+    return payload_view(usage_payload(row), int(row.ledger_index))
+
+
+def payload_view(payload: dict[str, Any], ledger_index: int) -> dict[str, Any]:
+    """The JSON form of a usage row from its ledger payload: what a statement line must be."""
+    out = dict(payload)
+    cpu_us, wall_us = int(out.pop("cpu_us")), int(out.pop("wall_us"))
     price = out.pop("price")
     out["id"] = out.pop("usage_id")
-    out["cpu_seconds"] = fmt_micros(int(row.cpu_us))
-    out["wall_seconds"] = fmt_micros(int(row.wall_us))
+    out["cpu_seconds"] = fmt_micros(cpu_us)
+    out["wall_seconds"] = fmt_micros(wall_us)
     out["amount"] = price["amount"]
     out["currency"] = price["currency"]
-    out["ledger_index"] = int(row.ledger_index)
+    out["ledger_index"] = ledger_index
     return out
+
+
+def line_differences(line: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """The fields in which a statement line differs from the view of its ledger payload."""
+    return sorted(k for k in set(line) | set(recorded) if line.get(k) != recorded.get(k))
+
+
+def check_lines_recorded(session: Session, lines: list[dict[str, Any]]) -> None:
+    """Every statement line against the ``usage.recorded`` entry it names, before a bill asks
+    for it: a usage row edited after its job was metered must not be billed."""
+    by_index = {int(line["ledger_index"]): line for line in lines}
+    indices = sorted(by_index)
+    for start in range(0, len(indices), 500):  # bounded IN lists
+        chunk = indices[start : start + 500]
+        found = {int(idx): (entry, payload) for idx, entry, payload in session.execute(
+            select(LedgerEntry.idx, LedgerEntry.entry, LedgerEntry.payload)
+            .where(LedgerEntry.idx.in_(chunk)))}  # fmt: skip
+        for index in chunk:
+            line = by_index[index]
+            if index not in found:
+                raise VerificationError(
+                    f"usage line {line['id']} names ledger entry {index}, which does not exist",
+                    hint="run `dataspace usage reconcile` before billing", usage_id=line["id"],
+                )
+            entry_json, payload_json = found[index]
+            entry = json.loads(entry_json)
+            if log.sha256_hex(payload_json) != entry.get("payload_sha256"):
+                raise LedgerTampered(f"the payload of ledger entry {index} does not match its hash",
+                                     hint="run `dataspace ledger verify`", index=index)
+            payload = json.loads(payload_json)
+            if entry.get("action") != USAGE_ACTION or payload.get("usage_id") != line["id"]:
+                raise VerificationError(
+                    f"usage line {line['id']} names ledger entry {index}, which does not "
+                    "record it", hint="run `dataspace usage reconcile` before billing",
+                    usage_id=line["id"],
+                )
+            changed = line_differences(line, payload_view(payload, index))
+            if changed:
+                raise VerificationError(
+                    f"usage record {line['id']} (agreement {line['agreement_id']}, job "
+                    f"{line['job_id']}) differs from ledger entry {index} in: "
+                    f"{', '.join(changed)}; no bill was issued",
+                    hint="the usage table was edited after the job was metered; "
+                    "run `dataspace usage reconcile`",
+                    usage_id=line["id"], fields=changed,
+                )
