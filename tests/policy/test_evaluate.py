@@ -163,6 +163,8 @@ def test_a_min_group_size_under_or_or_xone_fails_closed(op: LogicalOp) -> None:
         (Rule("delete", (c("elapsedTime", "lteq", "garbage"),)), False),
         (Rule("compensate", (c("price", "eq", "5", "CNY"),)), True),
         (Rule("compensate", (c("price", "eq", "5", "CNY"), c("spatial", "eq", "x"))), False),
+        (Rule("compensate", (c("price", "eq", 0.1, "CNY"),)), False),  # binary, not 0.1
+        (Rule("compensate", (c("price", "eq", 5, "CNY"),)), True),  # an integer is exact
     ],
 )
 def test_a_duty_refined_by_what_this_node_cannot_see_to_fails_closed(duty: Rule, ok: bool) -> None:

@@ -63,6 +63,38 @@ def test_unevaluable_policy_is_refused(tax: Node) -> None:
         offers.create(tax, "tax-records", actor="t", policy=doc)
 
 
+def _priced(*prices: Any) -> dict[str, Any]:
+    """A governed-query offer with one compensate duty per price (a (amount, unit) pair)."""
+    return {"@type": "Offer", "permission": [
+        {"action": "governed-query",
+         "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": "finance"}],
+         "duty": [{"action": "compensate", "constraint": [
+             {"leftOperand": "price", "operator": "eq", "rightOperand": amount, "unit": unit}]}
+                  for amount, unit in prices]}]}
+
+
+def test_a_price_written_as_a_json_fraction_is_refused(tax: Node) -> None:
+    """0.1000000000000000055511151231257827 and 0.1 are one binary float: the price the
+    provider wrote cannot be known, so the offer is refused rather than stored as 0.1."""
+    with pytest.raises(PolicyError, match=r'write it as a string, e\.g\. "12\.50"'):
+        offers.create(tax, "tax-records", actor="t", policy=_priced((0.1, "CNY")))
+    assert offers.list_offers(tax) == []
+    view = offers.create(tax, "tax-records", actor="t", policy=_priced((12, "CNY")))
+    assert view["price"]["per_job"] == "12 CNY"
+
+
+def test_compensate_duties_asking_different_prices_are_refused(tax: Node) -> None:
+    """Metering bills one per-job price an offer: a second price would never be billed."""
+    for second in (("7", "USD"), ("6", "CNY")):
+        with pytest.raises(PolicyError, match="bills one price per job") as err:
+            offers.create(tax, "tax-records", actor="t", policy=_priced(("5", "CNY"), second))
+        assert err.value.details["path"] == "permission[0].duty[1].constraint[0]"
+    assert offers.list_offers(tax) == []
+    view = offers.create(tax, "tax-records", actor="t",
+                         policy=_priced(("5", "CNY"), ("5.00", "cny")))
+    assert view["price"]["per_job"] == "5 CNY"
+
+
 def test_an_offer_that_permits_nothing_or_has_already_ended_is_refused(tax: Node) -> None:
     with pytest.raises(PolicyError, match="no permission"):
         offers.create(tax, "tax-records", actor="t", policy={"@type": "Offer"})

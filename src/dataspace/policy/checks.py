@@ -325,6 +325,9 @@ def price_of(duty: Rule) -> Price:
     c = prices[0]
     if c.operator is not Operator.EQ or not c.unit:
         raise Malformed("the price must be 'eq' with a currency in 'unit'")
+    if isinstance(c.right, float):  # the JSON reader has already rounded it to binary
+        raise Malformed(f"the price is a JSON number with a fraction (read in binary floating "
+                        f"point as {c.right!r}); write it as a string, e.g. \"12.50\"")
     amount = as_decimal(c.right)
     if amount < 0:
         raise Malformed("the price must not be negative")

@@ -159,14 +159,26 @@ def permits_dp(policy: Policy) -> bool:
 
 
 def policy_price(policy: Policy) -> Price | None:
-    """The price of the first ``compensate`` duty, if the policy has one."""
-    for _, rule in _rules(policy):
+    """The price of the policy's ``compensate`` duties, if it has any. Metering bills one
+    per-job price an offer, so duties asking different prices are refused rather than all
+    but one silently left unbilled."""
+    found: tuple[str, Price] | None = None
+    for path, rule in _rules(policy):
         if rule.action != "compensate":
             continue
-        for _, c in _atoms(rule.constraints, ""):
-            if c.left == "price" and c.unit:
-                return Price.parse(f"{c.right} {c.unit}")
-    return None
+        for where, c in _atoms(rule.constraints, path):
+            if c.left != "price" or not c.unit:
+                continue
+            price = Price.parse(f"{c.right} {c.unit}")
+            if found is not None and found[1] != price:
+                raise PolicyError(
+                    f"compensate duties ask {found[1]} ({found[0]}) and {price}; this node "
+                    "bills one price per job of an offer",
+                    hint="give every compensate duty the same price, or publish two offers",
+                    path=where,
+                )
+            found = found or (where, price)
+    return None if found is None else found[1]
 
 
 def _columns(row: Dataset) -> dict[str, str]:
