@@ -84,6 +84,16 @@ def test_bill_draft_then_issue(metered: Node) -> None:
     assert out.splitlines()[0].startswith("kind,agreement_id,consumer,currency,job_id")
 
 
+def test_a_draft_that_matches_no_unbilled_usage_says_so(metered: Node) -> None:
+    code, out, _ = run(metered, "bill", "--agreement", "agr-typo")
+    assert code == 0
+    assert "no unbilled usage matches these filters" in out
+    assert "several consumers" not in out and "sha256" not in out
+    assert run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11", "--issue")[0] == 0
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11")
+    assert code == 0 and "nothing to bill" in out  # every line is on the bill just issued
+
+
 def test_a_bills_csv_and_table_show_what_it_carries(node: Node) -> None:
     from dataspace.metering import PriceTerms, record_usage
 

@@ -130,6 +130,10 @@ def bill(
             f"[bold]bill {escape(doc['bill_id'])}[/bold] issued {doc['issued_at']} "
             f"(ledger entry {doc['ledger_index']})"
         )
+    elif not st["lines"]:  # a draft of nothing: say so rather than print an empty bill
+        console.print("no unbilled usage matches these filters: there is nothing to bill "
+                      "(check --agreement, --consumer and --period with `dataspace usage`)")
+        return
     else:
         console.print("[bold]draft bill[/bold] (not issued; add --issue)")
     who = doc["consumer"] or "several consumers"
