@@ -242,3 +242,62 @@ def test_the_same_entries_restored_sign_again(store: Store, fill: Fill, signer: 
     with store.write() as session:
         log.sign_checkpoint(session, signer, ORIGIN)
         assert log.checkpoint_at(session, 8) == first
+
+
+class _Undo(Exception):
+    """Raised to roll a trial's transaction back."""
+
+
+def _signed_root_after(store: Store, signer: NoteSigner, damage: str,
+                       params: dict[str, int]) -> tuple[bytes | None, bytes]:
+    """Damage the store, try to sign, roll everything back: the root signed (None when the
+    node refused) and the root of the entries as they stood, rehashed from their text."""
+    from sqlalchemy import text
+
+    outcome: list[tuple[bytes | None, bytes]] = []
+    with pytest.raises(_Undo), store.write() as session:
+        session.execute(text(damage), params)
+        texts = session.execute(text("SELECT entry FROM ledger_entries ORDER BY idx")).scalars()
+        true_root = merkle.root_of([log.entry_leaf_hash(t) for t in texts])
+        try:
+            note = log.sign_checkpoint(session, signer, ORIGIN)
+            signed = open_checkpoint(
+                note, [NoteVerifier.parse(signer.verifier_key())]).checkpoint.root
+        except LedgerTampered:
+            signed = None
+        outcome.append((signed, true_root))
+        raise _Undo
+    return outcome[0]
+
+
+@pytest.mark.parametrize("signed_size", range(1, 9))
+def test_a_checkpoint_past_a_signed_one_commits_to_the_entries_as_they_stand(
+    store: Store, fill: Fill, signer: NoteSigner, signed_size: int
+) -> None:
+    """Every stored subtree hash over the entries appended since the last checkpoint, and
+    every such entry, damaged in turn: the node refuses to sign, or signs the root its
+    entries really have; it never signs a root no honest log of these entries has."""
+    from sqlalchemy import text
+
+    fill(signed_size)
+    with store.write() as session:
+        log.sign_checkpoint(session, signer, ORIGIN)
+    refused = 0
+    for size in range(signed_size + 1, 12):
+        fill(1, start_at=size - 1)
+        with store.read() as session:
+            nodes = session.execute(
+                text("SELECT level, idx FROM ledger_nodes WHERE ((idx + 1) << level) > :s"),
+                {"s": signed_size}).all()  # fmt: skip
+        trials = [("UPDATE ledger_nodes SET hash = :zero WHERE level = :level AND idx = :idx",
+                   {"level": level, "idx": idx}) for level, idx in nodes]
+        trials += [("UPDATE ledger_entries SET entry = replace(entry, 'user:', 'usxr:') "
+                    "WHERE idx = :idx", {"idx": idx}) for idx in range(signed_size, size)]
+        for damage, params in trials:
+            signed, true_root = _signed_root_after(store, signer, damage,
+                                                   {**params, "zero": bytes(32)})
+            assert signed is None or signed == true_root, (size, damage, params)
+            refused += signed is None
+        signed, true_root = _signed_root_after(store, signer, "SELECT 1", {})
+        assert signed == true_root  # undamaged: signed, and right
+    assert refused >= 11 - signed_size  # each edited entry at least

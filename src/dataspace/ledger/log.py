@@ -28,7 +28,14 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dataspace.errors import Conflict, InputError, LedgerTampered, NotFound, UsageError
+from dataspace.errors import (
+    Conflict,
+    InputError,
+    LedgerTampered,
+    NotFound,
+    ProofError,
+    UsageError,
+)
 from dataspace.identity.note import NoteSigner
 from dataspace.ledger import merkle
 from dataspace.ledger.checkpoint import Checkpoint
@@ -37,6 +44,7 @@ from dataspace.store.models import LedgerCheckpoint, LedgerEntry, LedgerHead, Le
 HEAD_ID = 1
 ENTRY_VERSION = 1
 MAX_SAFE_INT = 2**53 - 1  # integers every JSON reader (JavaScript included) reads exactly
+_PAGE_ENTRIES = 10_000  # entry texts read per query when a checkpoint is checked
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
 
 
@@ -394,7 +402,7 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
     """
     n = _lock_head(session)
     tree_root = merkle.root(n, _provider(session, merkle.root_subtrees(n)))
-    _require_extends_signed(session, n)
+    _require_extends_signed(session, n, tree_root)
     note = Checkpoint(origin, n, tree_root).sign([signer])
     existing = session.execute(
         select(LedgerCheckpoint.note).where(LedgerCheckpoint.size == n)
@@ -414,11 +422,14 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
     return note
 
 
-def _require_extends_signed(session: Session, n: int) -> None:
+def _require_extends_signed(session: Session, n: int, tree_root: bytes) -> None:
     """A log never signs a checkpoint inconsistent with one it signed (C2SP tlog-checkpoint):
     after entries were removed, or removed and others appended, the head must not move back
-    or fork. Checked against the largest stored checkpoint through the stored subtree hashes
-    (O(log n)); the audit finds which entries changed."""
+    or fork. Checked against the largest stored checkpoint: the stored subtree hashes must
+    still give its root (O(log n)), and ``tree_root`` must extend it by a consistency proof
+    whose new half is recomputed from the entries appended since (a damaged stored hash or
+    an edited new entry would otherwise be signed: an equivocation under the node's key).
+    The audit finds which entries changed."""
     found = session.execute(
         select(LedgerCheckpoint.size, LedgerCheckpoint.root_hash)
         .order_by(LedgerCheckpoint.size.desc())
@@ -435,14 +446,47 @@ def _require_extends_signed(session: Session, n: int) -> None:
             hint=hint,
             index=n,
         )
-    if merkle.root(signed, _provider(session, merkle.root_subtrees(signed))) != bytes(
-        found.root_hash
-    ):
+    signed_root = bytes(found.root_hash)
+    if merkle.root(signed, _provider(session, merkle.root_subtrees(signed))) != signed_root:
         raise LedgerTampered(
             f"the log's first {signed} entries no longer hash to the root this node signed "
             f"at size {signed}: its history was rewritten; no new checkpoint is signed",
             hint=hint,
         )
+    try:
+        merkle.verify_consistency(signed, n, _extension_proof(session, signed, n), signed_root,
+                                  tree_root)
+    except ProofError:
+        raise LedgerTampered(
+            f"the stored tree of size {n} does not extend the checkpoint this node signed at "
+            f"size {signed} by entries {signed}..{n - 1} as they stand: an entry appended "
+            "since, or a stored subtree hash, was changed; no new checkpoint is signed",
+            hint=hint,
+            index=signed,
+        ) from None
+
+
+def _extension_proof(session: Session, signed: int, n: int) -> list[bytes]:
+    """The consistency proof from ``signed`` to ``n``: its ranges left of ``signed`` from the
+    stored hashes (the signed root vouches for those), its ranges right of it recomputed from
+    the entries themselves (RFC 9162 puts no range of such a proof across ``signed``)."""
+    ranges = merkle.consistency_ranges(signed, n)
+    old = [r for r in ranges if r[1] <= signed]
+    provide = _provider(session, merkle.subtrees_of(old))
+    leaves: list[bytes] = []
+    for start in range(signed, n, _PAGE_ENTRIES):  # bounded pages of entry texts
+        rows = session.execute(
+            select(LedgerEntry.entry).where(LedgerEntry.idx >= start,
+                                            LedgerEntry.idx < min(n, start + _PAGE_ENTRIES))
+            .order_by(LedgerEntry.idx))  # fmt: skip
+        leaves.extend(entry_leaf_hash(str(text)) for (text,) in rows)
+    if len(leaves) != n - signed:
+        raise LedgerTampered(f"entries {signed}..{n - 1} are not all stored",
+                             hint="run `dataspace ledger verify` to find what was removed",
+                             index=signed)
+    return [merkle.range_hash(start, end, provide) if end <= signed
+            else merkle.root_of(leaves[start - signed:end - signed])
+            for start, end in ranges]
 
 
 def latest_checkpoint(session: Session) -> str | None:
