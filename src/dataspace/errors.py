@@ -140,7 +140,8 @@ class VerificationError(DataspaceError):
 class ProofError(VerificationError):
     code = "invalid_proof"
     default_hint = ("the proof was altered, or it is checked against another log's key or "
-                    "checkpoint; get a fresh one with `dataspace ledger prove`")
+                    "checkpoint; get a fresh one from the node (`dataspace ledger prove` for an "
+                    "entry, GET /api/v1/ledger/proofs/consistency?from=SIZE for consistency)")
 
 
 class SignatureError(VerificationError):

@@ -134,6 +134,32 @@ def test_export_refuses_a_checkpoint_of_another_log(
         proof.export_inclusion(session, 6, checkpoint_note=notes[6])
 
 
+@pytest.mark.parametrize(("damage", "why"), [
+    ("UPDATE ledger_entries SET entry = replace(entry, 'user:', 'usxr:') WHERE idx = 3",
+     "is not in the tree"),
+    ("UPDATE ledger_entries SET payload = replace(payload, 'ds3', 'dsX') WHERE idx = 3",
+     "payload of ledger entry 3 does not match"),
+    ("UPDATE ledger_nodes SET hash = :zero WHERE level = 1 AND idx = 0",  # on 3's path
+     "is not in the tree"),
+])
+def test_no_bundle_is_issued_for_a_damaged_entry(
+    store: Store, notes: dict[int, str], signer: NoteSigner, damage: str, why: str
+) -> None:
+    """A bundle that fails where it is checked, and again when a fresh one is fetched, helps
+    nobody: export checks what it hands out and names the damaged entry instead."""
+    from sqlalchemy import text
+
+    from dataspace.errors import LedgerTampered
+
+    with store.write() as session:
+        session.execute(text(damage), {"zero": bytes(32)})
+    with store.read() as session, pytest.raises(LedgerTampered, match=why) as err:
+        proof.export_inclusion(session, 3, checkpoint_note=notes[13])
+    assert err.value.details["index"] == 3
+    ok = _inclusion(store, 9, notes[13])  # an entry the damage does not touch still proves
+    assert proof.verify_inclusion_bundle(ok, signer.verifier_key()).index == 9
+
+
 def _consistency(store: Store, size1: int, note: str, size2: int | None = None) -> dict[str, Any]:
     with store.read() as session:
         bundle = proof.export_consistency(session, size1, size2, checkpoint_note=note)

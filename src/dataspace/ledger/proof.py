@@ -29,7 +29,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from dataspace.errors import DataspaceError, NotFound, ProofError, SignatureError, UsageError
+from dataspace.errors import (
+    DataspaceError,
+    LedgerTampered,
+    NotFound,
+    ProofError,
+    SignatureError,
+    UsageError,
+)
 from dataspace.identity.note import NoteVerifier, b64encode, strict_b64decode
 from dataspace.ledger import log, merkle
 from dataspace.ledger.checkpoint import Checkpoint, open_checkpoint, peek_checkpoint
@@ -53,6 +60,7 @@ def export_inclusion(session: Session, index: int, *, checkpoint_note: str) -> d
     _check_matches_log(session, cp)
     row = log.get_entry(session, index)
     path = log.inclusion_proof(session, index, cp.size)
+    _check_provable(row, path, cp)
     return {
         "format": INCLUSION_FORMAT,
         "checkpoint": checkpoint_note,
@@ -100,6 +108,25 @@ def export_consistency(
         "checkpoint": checkpoint_note,
         "proof": [b64encode(h) for h in log.consistency_proof(session, size1, new.size)],
     }
+
+
+def _check_provable(row: log.LogRow, path: list[bytes], cp: Checkpoint) -> None:
+    """The bundle about to leave proves what it says: a damaged entry or stored subtree hash
+    must be a refusal here, not a bundle that fails at whoever checks it (and fails again
+    when they ask for a fresh one)."""
+    hint = "run `dataspace ledger verify`; restore the state database from a backup"
+    if log.sha256_hex(row.payload_json) != row.entry.get("payload_sha256"):
+        raise LedgerTampered(f"the payload of ledger entry {row.idx} does not match its hash: "
+                             "no proof is issued for it", hint=hint, index=row.idx)
+    try:
+        merkle.verify_inclusion(log.entry_leaf_hash(row.entry_json), row.idx, cp.size, path,
+                                cp.root)
+    except ProofError:
+        raise LedgerTampered(
+            f"ledger entry {row.idx} as stored is not in the tree the checkpoint of size "
+            f"{cp.size} signs (the entry or a stored subtree hash was changed): no proof is "
+            "issued for it", hint=hint, index=row.idx,
+        ) from None
 
 
 def _check_matches_log(session: Session, cp: Checkpoint) -> None:
