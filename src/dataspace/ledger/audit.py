@@ -171,9 +171,13 @@ def _audit(session: Session, verifier: NoteVerifier, checkpoints: Iterable[str])
             while tree.size < idx:
                 tree.push(_PLACEHOLDER, tainted=True)
                 _compare_roots(tree, by_size, problems)
-        if not isinstance(leaf, bytes | memoryview) or not all(
-            isinstance(v, str) for v in (entry_json, payload_json)
-        ):
+        if isinstance(leaf, bytes | memoryview) and isinstance(entry_json, str) and not (
+            isinstance(payload_json, str)
+        ):  # the payload lies outside the tree: only it is damaged, not the history
+            problems.add(Problem(idx, "payload edited", f"the payload of entry {idx} holds "
+                                 f"{type(payload_json).__name__}, not UTF-8 text"))
+            payload_json = None
+        if not isinstance(leaf, bytes | memoryview) or not isinstance(entry_json, str):
             kinds = ", ".join(type(v).__name__ for v in (leaf, entry_json, payload_json))
             problems.add(
                 Problem(idx, "edited", f"row {idx} holds values of the wrong types ({kinds}; "
@@ -247,11 +251,12 @@ def _check_row(
     idx: int,
     leaf: bytes,
     entry_json: str,
-    payload_json: str,
+    payload_json: str | None,
     problems: _Problems,
     seq_mismatch: dict[int, int],
 ) -> tuple[bytes, bool]:
-    """Checks 1-3 on one row; returns its recomputed leaf hash and whether it is suspect."""
+    """Checks 1-3 on one row (the payload's unless it is ``None``, already reported); returns
+    its recomputed leaf hash and whether it is suspect."""
     bad = False
     entry: Any = None
     try:
@@ -277,7 +282,9 @@ def _check_row(
         else:
             problems.add(Problem(idx, "edited", f"entry {idx} has no valid seq"))
         bad = True
-    if hashlib.sha256(payload_json.encode("utf-8")).hexdigest() != entry.get("payload_sha256"):
+    if payload_json is not None and hashlib.sha256(
+        payload_json.encode("utf-8")
+    ).hexdigest() != entry.get("payload_sha256"):
         problems.add(
             Problem(idx, "payload edited", f"the payload of entry {idx} does not match its SHA-256")
         )
