@@ -156,3 +156,19 @@ def test_joining_with_an_empty_or_unreadable_list_says_what_to_pass(cli, tmp_pat
                      "--operator-key", key)
         assert result.exit_code == InputError.exit_code and says in result.stderr, result.stderr
         assert "space sign --out FILE" in result.stderr
+
+
+def test_a_ledger_row_that_is_not_utf8_points_at_the_audit(cli, tmp_path: Path) -> None:
+    """SQLite keeps any bytes an editor writes into a text column; its driver then cannot
+    read the row. The hint is about the edited row, not about a locked database."""
+    import sqlite3
+
+    from dataspace.errors import StoreError
+
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute("UPDATE ledger_entries SET payload = CAST(X'7BFF7D' AS TEXT) WHERE idx = 0")
+    result = cli("--node", tmp_path / "n", "ledger", "log")
+    assert result.exit_code == StoreError.exit_code
+    assert "not UTF-8" in result.stderr and "dataspace ledger verify" in result.stderr
+    assert "locked" not in result.stderr

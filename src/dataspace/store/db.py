@@ -110,9 +110,13 @@ def _wrapped() -> Iterator[None]:
             hint="use another name, or remove the existing item first",
         ) from exc
     except OperationalError as exc:
+        undecodable = "Could not decode to UTF-8" in str(exc.orig)  # SQLite keeps any bytes
         raise StoreError(
             f"state database error: {exc.orig}",
-            hint="check that the node's database is reachable and not locked by another process",
+            hint="a text value in the state database is not UTF-8: a row was edited outside "
+            "the node; run `dataspace ledger verify`, restore the database from a backup"
+            if undecodable else
+            "check that the node's database is reachable and not locked by another process",
         ) from exc
     except DBAPIError as exc:
         damaged = type(exc.orig) is sqlite3.DatabaseError  # "disk image is malformed", "file
