@@ -233,6 +233,19 @@ def test_no_checkpoint_is_signed_that_moves_back_or_forks_a_signed_one(
         assert (log.latest_checkpoint(session) or "").startswith(f"{ORIGIN}\n8\n")
 
 
+def test_a_history_rewritten_at_the_signed_size_is_tampering_not_a_conflict(
+    store: Store, fill: Fill, signer: NoteSigner
+) -> None:
+    fill(8)
+    with store.write() as session:
+        log.sign_checkpoint(session, signer, ORIGIN)
+    _roll_back(store, 4)
+    fill(4, start_at=100)  # as many entries as were signed, other ones
+    with pytest.raises(LedgerTampered, match="8 entries no longer hash to the root this node "
+                       "signed at size 8"), store.write() as session:  # fmt: skip
+        log.sign_checkpoint(session, signer, ORIGIN)
+
+
 def test_the_same_entries_restored_sign_again(store: Store, fill: Fill, signer: NoteSigner) -> None:
     fill(8)
     with store.write() as session:

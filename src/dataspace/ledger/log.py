@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import (
     Conflict,
+    DataspaceError,
     InputError,
     LedgerTampered,
     NotFound,
@@ -38,7 +39,7 @@ from dataspace.errors import (
 )
 from dataspace.identity.note import NoteSigner
 from dataspace.ledger import merkle
-from dataspace.ledger.checkpoint import Checkpoint
+from dataspace.ledger.checkpoint import Checkpoint, peek_checkpoint
 from dataspace.store.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode
 
 HEAD_ID = 1
@@ -408,6 +409,13 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
         select(LedgerCheckpoint.note).where(LedgerCheckpoint.size == n)
     ).scalar_one_or_none()
     if existing is not None:
+        if _signed_root(existing) not in (None, tree_root):
+            raise LedgerTampered(
+                f"the log's {n} entries no longer hash to the root this node signed at size "
+                f"{n}: its history was rewritten; no checkpoint is signed",
+                hint="run `dataspace ledger verify` to find what changed; restore the log "
+                "from a backup",
+            )
         if not existing.startswith(note):
             raise Conflict(
                 f"a different checkpoint is already stored for tree size {n}",
@@ -420,6 +428,14 @@ def sign_checkpoint(session: Session, signer: NoteSigner, origin: str) -> str:
         )
     )
     return note
+
+
+def _signed_root(note: str) -> bytes | None:
+    """The root a stored note signs (None if it does not parse: a conflict, not a rewrite)."""
+    try:
+        return peek_checkpoint(note).root
+    except DataspaceError:
+        return None
 
 
 def _require_extends_signed(session: Session, n: int, tree_root: bytes) -> None:
