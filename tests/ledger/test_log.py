@@ -314,3 +314,18 @@ def test_a_checkpoint_past_a_signed_one_commits_to_the_entries_as_they_stand(
         signed, true_root = _signed_root_after(store, signer, "SELECT 1", {})
         assert signed == true_root  # undamaged: signed, and right
     assert refused >= 11 - signed_size  # each edited entry at least
+
+
+def test_a_lowered_head_refuses_appends_as_tampering(store: Store, fill: Fill) -> None:
+    """A head edited down makes the next entry land on a stored one: that is an edited log,
+    not a name already in use."""
+    from sqlalchemy import text
+
+    fill(5)
+    with store.write() as session:
+        session.execute(text("UPDATE ledger_head SET size = 2"))
+    with pytest.raises(LedgerTampered, match="head says it holds 2 entries, but rows are "
+                       "stored past that"), store.write() as session:  # fmt: skip
+        log.append(session, actor="user:x", action="dataset.added", payload={})
+    with store.read() as session:
+        assert log.size(session) == 2 and len(log.entries(session, 0, 100)) == 5

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.errors import (
@@ -170,9 +171,17 @@ def append_many(session: Session, items: Iterable[NewEntry]) -> list[Appended]:
             node_rows.append({"level": level, "idx": index >> level, "hash": cur})
         frontier[level] = cur
         out.append(Appended(index, leaf, entry, entry_json))
-    session.execute(insert(LedgerEntry), entry_rows)
-    if node_rows:
-        session.execute(insert(LedgerNode), node_rows)
+    try:
+        session.execute(insert(LedgerEntry), entry_rows)
+        if node_rows:
+            session.execute(insert(LedgerNode), node_rows)
+    except IntegrityError:  # rows at positions the head says are free: the head was edited
+        raise LedgerTampered(
+            f"the ledger's head says it holds {start} entries, but rows are stored past that: "
+            "the log was edited; nothing was changed",
+            hint="run `dataspace ledger verify`; restore the state database from a backup",
+            index=start,
+        ) from None
     session.execute(
         update(LedgerHead).where(LedgerHead.id == HEAD_ID).values(size=start + len(prepared))
     )
