@@ -207,3 +207,39 @@ def test_a_page_past_the_end_of_the_log_is_empty(cli, tmp_path: Path) -> None:
     result = cli(*node, "ledger", "log", "--start", str(2**63), "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_verify_proof_arguments_that_are_wrong_are_usage_errors(cli, tmp_path: Path) -> None:
+    """Bad arguments are not failed proofs: they exit 2 or 3, naming the argument."""
+    node = _node(cli, tmp_path)
+    out = tmp_path / "proof.json"
+    cli(*node, "ledger", "prove", "1", "--out", out)
+    key = ["--key", tmp_path / "n" / "keys" / "node.pub"]
+    witness = ["--witness", tmp_path / "n" / "keys" / "node.pub"]
+    for quorum in ("0", "-1", "2"):
+        result = cli("verify-proof", out, *key, *witness, "--quorum", quorum)
+        assert result.exit_code == 2, result.stderr
+        assert f"--quorum {quorum} is not between 1 and the 1 --witness" in result.stderr
+    result = cli("verify-proof", out, "--key", tmp_path / "nosuch.pub")
+    assert result.exit_code == InputError.exit_code
+    assert "is neither a file nor a key string" in result.stderr
+
+
+def test_an_out_file_that_cannot_be_finished_is_not_left_half_written(
+    cli, tmp_path: Path, monkeypatch
+) -> None:
+    import errno
+
+    node = _node(cli, tmp_path)
+    out = tmp_path / "proof.json"
+
+    def disk_full(self: Path, text: str, encoding: str | None = None) -> int:
+        with open(self, "w", encoding=encoding) as half:
+            half.write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    result = cli(*node, "ledger", "prove", "1", "--out", out)
+    assert result.exit_code == InputError.exit_code
+    assert "No space left on device" in result.stderr and "free space" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n"]  # neither the file nor a stage

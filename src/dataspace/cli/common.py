@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -81,6 +82,10 @@ def key_text(value: str) -> str:
     """A key given as a file holding it, or as the string itself."""
     path = Path(value)
     if not path.is_file():
+        if "+" not in value:  # every key string is NAME+ID+KEY
+            raise InputError(f"{value!r} is neither a file nor a key string",
+                             hint="pass a public key file (a node.pub) or the key string "
+                             "NAME+ID+KEY")
         return value.strip()
     return read_text_file(path, hint="pass a public key file (a node.pub) or the key string"
                           ).strip()
@@ -96,12 +101,21 @@ def read_text_file(path: Path, hint: str) -> str:
 
 
 def write_out(path: Path, text: str) -> None:
-    """Write a command's ``--out`` file, or say clearly why it cannot be written."""
+    """Write a command's ``--out`` file whole or not at all (staged beside it and moved into
+    place), or say clearly why it cannot be written."""
+    from dataspace.scratch import staging_path
+
+    staged = staging_path(path)
     try:
-        path.write_text(text, encoding="utf-8")
+        staged.write_text(text, encoding="utf-8")
+        os.replace(staged, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}",
-                         hint="pass --out a path in a directory that exists and you may "
+                         hint="free space on that disk, or pass --out a path on another" if full
+                         else "pass --out a path in a directory that exists and you may "
                          "write to") from None
 
 

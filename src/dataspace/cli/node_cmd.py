@@ -123,6 +123,9 @@ def verify_proof(
     witnesses = [cosignature.CosignatureVerifier.parse(key_text(w)) for w in witness_keys or []]
     if quorum is not None and not witnesses:
         raise UsageError("--quorum counts --witness keys; pass some", hint="--witness W.pub")
+    if quorum is not None and not 1 <= quorum <= len(witnesses):
+        raise UsageError(f"--quorum {quorum} is not between 1 and the {len(witnesses)} "
+                         "--witness key(s) given", hint="omit --quorum to need them all")
     held = None
     if old_checkpoint is not None:
         held = read_text_file(old_checkpoint,
