@@ -82,6 +82,12 @@ def test_verify_reports_an_edited_row_with_its_index(cli, tmp_path: Path) -> Non
     assert result.exit_code == LedgerTampered.exit_code
     assert "entry 2" in result.stderr or "│ 2 " in result.stderr
     assert "edited" in result.stderr and "payload" in result.stderr
+    result = cli(*node, "ledger", "verify", "--json")
+    assert result.exit_code == LedgerTampered.exit_code
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and answer["error"]["code"] == "ledger_tampered"
+    kinds = {(p["index"], p["kind"]) for p in answer["error"]["details"]["problems"]}
+    assert {(2, "edited"), (3, "payload edited")} <= kinds
 
 
 def test_an_entry_edited_into_non_json_is_reported_by_log_and_verify(cli, tmp_path) -> None:

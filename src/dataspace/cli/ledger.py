@@ -136,6 +136,9 @@ def verify(
         report = ledger.verify(node(ctx), held)
     except LedgerTampered as exc:
         problems = exc.details.get("problems", [])
+        if as_json:  # the problems for a program to read, as the API answers them
+            print_json({"ok": False, "error": exc.to_dict()})
+            raise
         err_console.print(
             table(
                 "ledger problems",
