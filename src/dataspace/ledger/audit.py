@@ -463,7 +463,9 @@ class _Recompute:
                         first,
                         "edited",
                         f"entries {first}..{last} no longer hash to their stored subtree hash "
-                        f"(level {level}): an entry was rewritten together with its leaf hash",
+                        f"(level {level}), though each of its halves does: that stored hash "
+                        "was edited, or entries beneath were rewritten together with their "
+                        "leaf hashes" + ("" if level == 1 else " and lower subtree hashes"),
                     )
                 )
             return True
