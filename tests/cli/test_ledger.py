@@ -104,9 +104,13 @@ def test_verify_reports_a_deleted_row(cli, tmp_path: Path) -> None:
     node = _node(cli, tmp_path)
     with sqlite3.connect(tmp_path / "n" / "state.db") as db:
         db.execute("DELETE FROM ledger_entries WHERE idx = 1")
-    result = cli(*node, "ledger", "verify", "--json")
+    result = cli(*node, "ledger", "verify")
     assert result.exit_code == LedgerTampered.exit_code
     assert "deleted" in result.stderr
+    result = cli(*node, "ledger", "verify", "--json")
+    assert result.exit_code == LedgerTampered.exit_code
+    problems = json.loads(result.stdout)["error"]["details"]["problems"]
+    assert (1, "deleted") in {(p["index"], p["kind"]) for p in problems}
 
 
 def test_a_held_checkpoint_catches_a_rollback_that_deleted_stored_ones(cli, tmp_path) -> None:
