@@ -280,3 +280,35 @@ def test_no_witnesses_section_means_no_witnessing(nodes: dict[str, Node]) -> Non
     assert auto_witness.start(nodes[BANK], []) is None
     with pytest.raises(UsageError, match="must be positive"):
         auto_witness.AutoWitness(nodes[BANK], [TAX], 0.0)
+
+
+def test_a_witness_that_is_not_a_member_is_refused_before_anyone_is_asked(
+    nodes: dict[str, Node],
+) -> None:
+    asked: list[str] = []
+
+    def post(log_node: Node, name: str, body: Any) -> tuple[int, Any]:
+        asked.append(name)
+        return _post(nodes)(log_node, name, body)
+
+    with pytest.raises(UsageError, match="not a member of this space: nobody") as refused:
+        witness.request_cosignatures(nodes[BANK], [TAX, "nobody"], post=post)
+    assert refused.value.hint == f"witnesses are other members: {TAX}, {GRID}"
+    assert asked == []
+
+
+def test_a_configured_witness_that_is_not_a_member_does_not_stop_the_round(
+    nodes: dict[str, Node], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bank = nodes[BANK]
+    monkeypatch.setattr(auto_witness.AutoWitness, "start", lambda self: None)  # no thread
+    with caplog.at_level("WARNING", logger="dataspace.node"):
+        runner = auto_witness.start(bank, ["nobody", TAX])
+    assert runner is not None
+    runner.stop()
+    assert "not a member of this space: nobody" in caplog.text
+    runner = auto_witness.AutoWitness(bank, ["nobody", TAX], 60.0, post=_post(nodes))
+    answers = runner.round()
+    assert answers is not None and answers["witnesses"][TAX] == {"cosigned": True}
+    assert answers["witnesses"]["nobody"]["cosigned"] is False
+    assert "not a member" in answers["witnesses"]["nobody"]["error"]

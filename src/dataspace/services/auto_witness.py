@@ -107,8 +107,12 @@ class AutoWitness:
         for name in [w for w in self.witnesses if self.cosigned.get(w) != size]:
             if self._stopped.is_set():
                 break
-            result = witness.request_cosignatures(self.node, [name], post=self._post, note=note)
-            answers[name] = result["witnesses"][name]
+            try:
+                result = witness.request_cosignatures(self.node, [name], post=self._post,
+                                                      note=note)
+                answers[name] = result["witnesses"][name]
+            except DataspaceError as exc:  # e.g. no longer a member: the others still go
+                answers[name] = {"cosigned": False, "error": exc.message}
             if answers[name]["cosigned"]:
                 self.cosigned[name] = size
             else:
@@ -133,6 +137,11 @@ def start(node: Node, names: list[str]) -> AutoWitness | None:
     """Start asking ``names`` (:func:`configured_witnesses`); None if there are none."""
     if not names:
         return None
+    try:  # a warning, not a refusal: membership lists change while node.toml stays
+        witness.check_members(node, names)
+    except UsageError as exc:
+        logger.warning("node.toml [ledger] witnesses: %s (%s); each round asks them anyway",
+                       exc.message, exc.hint)
     runner = AutoWitness(node, names, float(node.limits["ledger_witness_interval_seconds"]))
     runner.start()
     return runner

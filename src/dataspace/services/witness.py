@@ -141,6 +141,7 @@ def request_cosignatures(
         raise UsageError("no witness to ask: this node is the only member of its space")
     if node.name in names:
         raise UsageError("a node cannot witness its own log")
+    check_members(node, names)
     send = post or _post
     lines: list[str] = []
     results: dict[str, Any] = {}
@@ -154,6 +155,19 @@ def request_cosignatures(
         results[name] = {"cosigned": True}
     stored = _store(node, cp.size, lines) if lines else note
     return {"size": cp.size, "checkpoint": stored, "witnesses": results}
+
+
+def check_members(node: Node, names: Sequence[str]) -> None:
+    """Each of ``names`` is a member of this node's space: a misspelt witness is an error
+    before anyone is asked, not one more witness that "did not cosign"."""
+    members = [m.name for m in space.membership(node).members]
+    strangers = [n for n in names if n not in members]
+    if strangers:
+        raise UsageError(
+            f"not a member of this space: {', '.join(strangers)}",
+            hint="witnesses are other members: " + (", ".join(
+                m for m in members if m != node.name) or "this space has none"),
+        )
 
 
 def _ask(node: Node, witness: str, size: int, note: str, send: Any) -> Mapping[str, Any]:
