@@ -82,7 +82,8 @@ def test_terms_default_to_cny_and_zero() -> None:
         ({"per_job": 0.5}, "floats are not exact"),
         ({"per_job": "1 CNY", "per_mb_out": "1 USD"}, "one currency"),
         ({"per_row": "1"}, "known terms"),
-        ({"per_job": "-1"}, "not a number such as"),
+        ({"per_job": "-1"}, "is negative: a price is 0 or more"),
+        ({"per_job": "-2.5E1"}, "is negative"),
         ({"per_job": "-0"}, "not a number such as"),
         # Decimal() reads these; a price list should not
         ({"per_job": "1_000"}, "not a number such as"),

@@ -109,3 +109,23 @@ def test_exact_decimals_survive_the_store(node: Node) -> None:
         service.record(node, u, actor=ACTOR)
     rows = service.list_usage(node)
     assert sum(Decimal(r["epsilon_spent"]) for r in rows) == Decimal("0.3")
+
+
+def test_a_job_priced_past_the_bound_is_refused_and_nothing_is_written(node: Node) -> None:
+    terms = PriceTerms.parse({"currency": "CNY", "per_1k_rows_scanned": "999999999"})
+    big = usage("agr-1", "j-huge", "2026-11-02T10:00:00Z", rows_scanned=10**12)
+    with node.store.read() as session:
+        before = log.size(session)
+    with (pytest.raises(InputError, match=r"would cost about 1\.000E\+18 CNY") as refused,
+          node.store.write() as session):
+        record_usage(session, big, actor=ACTOR, terms=terms)
+    assert "ε" not in refused.value.message + (refused.value.hint or "")
+    assert "per-row or per-MB terms" in (refused.value.hint or "")
+    with node.store.read() as session:
+        assert log.size(session) == before
+        assert session.scalars(select(UsageRecord)).all() == []
+    # a job of ordinary size under the same terms is metered
+    fair = usage("agr-1", "j-fair", "2026-11-02T10:00:00Z", rows_scanned=10**6)
+    with node.store.write() as session:
+        row = record_usage(session, fair, actor=ACTOR, terms=terms)
+    assert row.price_amount == "999999999000"

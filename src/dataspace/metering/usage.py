@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from dataspace.errors import InputError, LedgerTampered, VerificationError
 from dataspace.ledger import log
 from dataspace.metering.pricing import DEFAULT_CURRENCY, PriceTerms, price_for
-from dataspace.policy.request import Price
+from dataspace.policy.request import MAX_AMOUNT, Price
 from dataspace.store.models import LedgerEntry, LedgerHead
 from dataspace.store.models_metering import UsageRecord
 
@@ -60,8 +60,10 @@ def dec(value: Decimal | int | str | float, what: str) -> Decimal:
     if len(fmt_decimal(out)) > MAX_FIGURE_CHARS:
         # 1E-120 is finite, but as a 122-character decimal it overflows the exact sums of
         # every statement and bill that covers it (and the store's column).
+        hint = ("round it; ε and δ below 1e-30 mean nothing" if "_spent" in what
+                else "round it to at most 12 decimal places")
         raise InputError(f"{what} {value!r} has more than {MAX_FIGURE_CHARS} characters "
-                         "written out", hint="round it; ε and δ below 1e-30 mean nothing")
+                         "written out", hint=hint)
     return out
 
 
@@ -182,9 +184,15 @@ def record_usage(
         price = usage.price
     else:
         price = Price(Decimal(0), DEFAULT_CURRENCY)
-    amount = dec(price.amount, "price")
-    if usage.status != "completed":
-        amount = Decimal(0)
+    amount = price.amount if usage.status == "completed" else Decimal(0)
+    if amount >= MAX_AMOUNT:  # the bound every written price keeps, so sums stay exact
+        raise InputError(
+            f"this job would cost about {amount:.3E} {price.currency}: one job's price must "
+            "be below 10^15",
+            hint="the offer's per-row or per-MB terms are far too high for a job of this size; "
+                 "the provider revises the offer",
+        )
+    amount = dec(amount, "price")
     row = UsageRecord(
         id=secrets.token_hex(16),
         agreement_id=usage.agreement_id,

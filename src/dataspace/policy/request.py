@@ -42,6 +42,10 @@ _AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 def money_amount(text: str, path: str = "") -> Decimal:
     """A non-negative decimal amount below 10^15 with at most 12 decimal places."""
     # ASCII decimals only: Decimal() would also take "1_000", "١٠٠", "５" and "-0".
+    unsigned = text.strip()[1:] if isinstance(text, str) and text.strip()[:1] == "-" else ""
+    if _AMOUNT_RE.match(unsigned) and Decimal(unsigned) != 0:  # "-0" is refused below
+        raise PolicyError(f"price amount {text!r} is negative: a price is 0 or more",
+                          path=path, hint="a price pays the provider; write e.g. 5, not -5")
     if not isinstance(text, str) or not _AMOUNT_RE.match(text.strip()):
         raise PolicyError(f"price amount {text!r} is not a number such as 12.50",
                           path=path, hint="digits, optionally a point and more digits")
