@@ -222,6 +222,13 @@ def test_vertical_lr_across_three_nodes_beats_the_bank_alone_and_matches_plainte
     )
     assert shown.exit_code == 0, shown.output
     assert TAX in shown.output and "auc" in shown.output.lower()
+    # and the job commands follow a training job as they do any multi-party job
+    root = str(env["space"].nodes[BANK].root)
+    for command in (["job", "show", view["id"]], ["job", "watch", view["id"], "--interval", "0.1"]):
+        shown = CliRunner().invoke(app, ["--node", root, *command])
+        assert shown.exit_code == 0, shown.output
+        assert "federated-train" in shown.output and "SUCCEEDED" in shown.output
+        assert TAX in shown.output and "sql:" not in shown.output
 
 
 def test_a_peer_killed_mid_training_fails_the_job_everywhere_and_retry_succeeds(

@@ -727,3 +727,54 @@ def test_a_prediction_with_an_idle_timeout_that_is_no_number_is_a_clear_refusal(
               "idle_timeout": idle}
     with pytest.raises(DataspaceError, match="idle_timeout"):
         _step(env["tax"], BANK, header)
+
+
+def test_a_text_column_is_refused_without_one_of_its_values(env: dict[str, Any]) -> None:
+    """The refusal travels to the initiator: it names the column, never a cell of it."""
+    asked = ["vat", "credit_code", "payroll"]
+    job, header = _open_vertical(env, columns={BANK: ["a", "b"], TAX: asked})
+    header["features"] = asked
+    with pytest.raises(DataspaceError, match="column credit_code is not numeric") as refused:
+        _step(env["tax"], BANK, header)
+    assert "C0" not in f"{refused.value.message} {refused.value.hint}"
+    assert not _running(env["tax"], job)
+
+
+@pytest.mark.parametrize(
+    ("label", "features", "message"),
+    [
+        ("y", {BANK: ["loans", "nosuch"], TAX: COLUMNS}, "has no column nosuch"),
+        ("nosuch", {BANK: ["loans"], TAX: COLUMNS}, "has no column nosuch"),
+        ("y", {BANK: ["loans", "grade"], TAX: COLUMNS}, "column grade of bank holds VARCHAR"),
+        ("grade", {BANK: ["loans"], TAX: COLUMNS}, "column grade of bank holds VARCHAR"),
+        ("y", {BANK: ["loans", "loans"], TAX: COLUMNS}, "names bank:loans twice"),
+        ("y", {BANK: ["loans"], TAX: ["vat", "vat"]}, "names tax-bureau:vat twice"),
+        ("y", {BANK: ["loans", "y"], TAX: COLUMNS}, "label y cannot also be a feature"),
+        ("y", {BANK: ["loans"], TAX: COLUMNS, "telco": ["calls"]},
+         "names telco: not a party of this job"),
+    ],
+)
+def test_the_initiators_columns_are_checked_before_a_job_exists(
+    env: dict[str, Any], tmp_path: Path, label: str, features: dict[str, list[str]],
+    message: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Named wrong on the initiator's side: a clear usage error (exit 2) at once, not a job
+    that fails later with Arrow's or numpy's words."""
+    from dataspace.errors import UsageError
+    from dataspace.services import training
+
+    bank = env["bank"]
+    rows = ["credit_code,loans,grade,y"] + [f"C{i:05d},{i % 7},{'ABC'[i % 3]},{i % 2}"
+                                            for i in range(ROWS)]
+    (tmp_path / "own.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    datasets.add(bank, tmp_path / "own.csv", name="own", actor="test")
+    # the initiator's finished align job with the tax bureau: every row of "own", in order
+    monkeypatch.setattr(training, "_aligned", lambda *_args: ("own", np.arange(ROWS)))
+    align = uuid.uuid4().hex
+    with bank.store.read() as session:
+        before = session.query(JobRow).count()
+    with pytest.raises(UsageError, match=message):
+        training.start_train(bank, agreements=[env["agreement"]], label=label,
+                             features=features, align=[align], contribution=False)
+    with bank.store.read() as session:
+        assert session.query(JobRow).count() == before  # no job was claimed

@@ -8,6 +8,7 @@ elsewhere (the API, another terminal) by polling this node's view of it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from dataspace.settings import DEFAULT_AGGREGATE_BOUND
 if TYPE_CHECKING:
     from dataspace.services import mp_store as ms
     from dataspace.services import multiparty
+    from dataspace.services.node import Node
 else:
     ms = lazy_module("dataspace.services.mp_store")
     multiparty = lazy_module("dataspace.services.multiparty")
@@ -195,12 +197,21 @@ def watch(
     timeout: float = typer.Option(3600, "--timeout", help="Give up after this many seconds."),
 ) -> None:
     """Follow a multi-party job: a live progress bar fed by every node's step events."""
-    n = node(ctx)
+    follow(node(ctx), job_id, interval, timeout)
+
+
+def follow(
+    n: Node, job_id: str, interval: float, timeout: float,
+    get_job: Callable[[Node, str], dict[str, Any]] | None = None,
+) -> None:
+    """The progress bar of ``watch``; ``get_job`` reads the job's view (a training job's
+    has its own reader), by default a multi-party job's."""
+    read = get_job or multiparty.get_job
     deadline = time.monotonic() + timeout
     with _bar() as bar:
         task = bar.add_task(f"job {job_id[:12]}", total=None, last="")
         while True:
-            view = multiparty.get_job(n, job_id)
+            view = read(n, job_id)
             progress, steps = view["progress"], view["steps"]
             last = steps[-1] if steps else {}
             bar.update(

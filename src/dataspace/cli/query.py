@@ -164,11 +164,12 @@ def list_(
 def show(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:
     """One job: its SQL, decision, outcome and metadata."""
     view = jobs.get_job(node(ctx), job_id)
-    if view["action"] in ("psi", "secure-aggregate") and not as_json:
+    if view["action"] in ("psi", "secure-aggregate", "federated-train") and not as_json:
         from dataspace.cli.mp import print_view
-        from dataspace.services.multiparty import get_job
+        from dataspace.services import multiparty, training
 
-        print_view(get_job(node(ctx), job_id))  # with every node's step events
+        read = training.get_job if view["action"] == "federated-train" else multiparty.get_job
+        print_view(read(node(ctx), job_id))  # with every node's step events
         return
     if as_json:
         print_json(view)

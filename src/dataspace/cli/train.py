@@ -28,10 +28,9 @@ from dataspace.errors import UsageError
 
 if TYPE_CHECKING:
     from dataspace.services import models as model_store
-    from dataspace.services import multiparty, predict, training
+    from dataspace.services import predict, training
 else:
     model_store = lazy_module("dataspace.services.models")
-    multiparty = lazy_module("dataspace.services.multiparty")
     predict = lazy_module("dataspace.services.predict")
     training = lazy_module("dataspace.services.training")
 
@@ -56,7 +55,10 @@ def train(
         ..., "--features", help="PARTY:col1,col2 per party (repeat, or space-separated)."
     ),
     align: list[str] = typer.Option(None, "--align", help="PSI align job per provider."),
-    on: str = typer.Option(None, "--on", help="Align first on this key (e.g. credit_code:uscc)."),
+    on: str = typer.Option(
+        None, "--on", help="Align first on this key (e.g. credit_code:uscc), under the training "
+        "agreements: they must permit psi too; else run `psi --reveal align` and pass --align."
+    ),
     dataset: str = typer.Option(
         None, "--dataset", help="Your dataset (with --on; fedavg: your own rows)."
     ),
@@ -306,15 +308,8 @@ def watch(
 ) -> None:
     """Follow a multi-party or training job: a live progress bar fed by every node's steps."""
     n = node(ctx)
-    if not training.is_training_job(n, job_id):
-        mp.watch(ctx, job_id, interval, timeout)
-        return
-    original = multiparty.get_job
-    multiparty.get_job = training.get_job
-    try:
-        mp.watch(ctx, job_id, interval, timeout)
-    finally:
-        multiparty.get_job = original
+    mp.follow(n, job_id, interval, timeout,
+              training.get_job if training.is_training_job(n, job_id) else None)
 
 
 def register(root: typer.Typer, job_app: typer.Typer) -> None:

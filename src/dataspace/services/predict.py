@@ -59,6 +59,7 @@ from dataspace.services.mp_wire import (
     unpack_frame,
 )
 from dataspace.services.node import Node, default_actor
+from dataspace.services.train_columns import numeric_block
 from dataspace.services.train_net import Mailbox, NodeNetwork, mailbox_step, using
 from dataspace.services.train_roles import Spec, sgb_params
 from dataspace.store.models_compute import JobRow
@@ -592,10 +593,7 @@ def _execute(
     for c in names:
         if table.column(c).null_count:
             raise UsageError(f"column {c} has missing values in the aligned rows")
-    try:
-        block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in names])
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"the model's columns must be numeric ({exc})") from None
+    block = numeric_block(table, names)
 
     def each(name: str, **fields: Any) -> None:
         def one(p: _Provider) -> None:

@@ -55,6 +55,12 @@ from dataspace.services.mp_initiator import Progress, each
 from dataspace.services.mp_keys import party_keys, party_names
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame
 from dataspace.services.node import Node, default_actor
+from dataspace.services.train_columns import (
+    check_named,
+    check_parties,
+    numeric_block,
+    numeric_column,
+)
 from dataspace.store.models_compute import JobRow
 
 PROTOCOL = "fedavg"
@@ -98,11 +104,8 @@ def load_rows(
     for name in names:
         if table.column(name).null_count:
             raise UsageError(f"column {name} has missing values")
-    try:
-        x = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])
-        y = table.column(label).to_numpy().astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"the training columns must be numeric ({exc})") from None
+    x = numeric_block(table, features)
+    y = numeric_column(table, label)
     if column:
         test = table.column(column).to_numpy().astype(bool)
     else:
@@ -542,6 +545,9 @@ def start(
     links = multiparty._links(node, agreements, peers)
     names = [lk.peer for lk in links] + ([node.name] if dataset else [])
     labels = parse_labels(label, names)
+    check_parties(features, [node.name, *[lk.peer for lk in links]])
+    for party, columns in features.items():
+        check_named(party, columns, label=labels.get(party))
     p = {**dict(params or {}), "holdout": holdout, "seed": seed}
     for lk in links:
         if not features.get(lk.peer):

@@ -41,6 +41,7 @@ from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import check_job_id
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame
 from dataspace.services.node import Node
+from dataspace.services.train_columns import numeric_block, numeric_column
 from dataspace.services.train_net import PROTOCOL, Mailbox, mailbox_step
 from dataspace.services.train_roles import (
     Local,
@@ -319,11 +320,8 @@ def load_local(
     for name in names:
         if table.column(name).null_count:
             raise UsageError(f"column {name} has missing values in the aligned rows")
-    try:
-        block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])
-        labels = table.column(label).to_numpy().astype(np.float64) if label else None
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"the training columns must be numeric ({exc})") from None
+    block = numeric_block(table, features)
+    labels = numeric_column(table, label) if label else None
     return Local(block, labels)
 
 

@@ -39,6 +39,12 @@ from dataspace.services import train_fedavg as fedavg_job
 from dataspace.services.job_wire import check_job_id, jsonable
 from dataspace.services.mp_initiator import Progress, each
 from dataspace.services.node import Node, default_actor
+from dataspace.services.train_columns import (
+    check_named,
+    check_parties,
+    numeric_block,
+    numeric_column,
+)
 from dataspace.services.train_fedavg import FedJob
 from dataspace.services.train_net import PROTOCOL, Mailbox
 from dataspace.services.train_party import ACTION, output_for
@@ -230,6 +236,12 @@ def start_train(
         common = positions if common is None else np.intersect1d(common, positions)
     assert common is not None and own_ds is not None
     common = np.sort(common)
+    check_parties(features, [node.name, *[link.peer for link in links]])
+    with node.store.read() as session:  # this node's own columns, before anyone is asked
+        own_columns = jobs._dataset(node, session, own_ds).columns
+    for party, columns in features.items():
+        mine = party == node.name
+        check_named(party, columns, own_columns if mine else None, label=label if mine else None)
     out_peers = []
     for link, align_id, positions in zip(links, align, per_peer, strict=True):
         where = {int(p): i for i, p in enumerate(positions)}
@@ -526,10 +538,8 @@ def _alone(spec: Spec, local: Local) -> float:
 def _own_local(node: Node, dataset: Any, job: TrainJob) -> Local:
     table = pq.read_table(dataset.path, columns=[*job.own_features, job.label])
     table = table.take(np.asarray(job.own_positions, dtype=np.int64))
-    block = np.column_stack(
-        [table.column(c).to_numpy().astype(np.float64) for c in job.own_features]
-    )
-    labels = table.column(job.label).to_numpy().astype(np.float64)
+    block = numeric_block(table, job.own_features)
+    labels = numeric_column(table, job.label)
     # Everything about this node's own data is checked before any provider is asked: found
     # later, the job would fail after the providers ran it (and counted it).
     bad = [c for i, c in enumerate(job.own_features) if not np.isfinite(block[:, i]).all()]
@@ -574,7 +584,7 @@ def get_job(node: Node, job_id: str) -> dict[str, Any]:
     with node.store.read() as session:
         row = session.get(JobRow, job_id)
         if row is None or row.action != ACTION:
-            raise NotFound(f"no training job {job_id!r}", hint="see `dataspace train list`")
+            raise NotFound(f"no training job {job_id!r}", hint="see `dataspace job list`")
         return ms.view(row)
 
 
