@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 import dataspace
-from dataspace.compute.errors import QueryRefused
+from dataspace.compute.errors import QueryFailed, QueryRefused
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
 from dataspace.services import datasets, job_consumer
 from dataspace.services.job_wire import META_HEADER, decode_meta, from_ipc, sha256_hex
 from dataspace.services.node import Node, open_node
+from dataspace.store.models_compute import JobRow
 from helpers.agreements import make_agreement
 
 TAX, BANK = "tax-bureau", "bank"
@@ -123,6 +124,33 @@ def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any) -> None:
     finally:
         bank.close()
         tax.close()
+
+
+def test_an_engine_failure_is_failed_in_both_ledgers_and_explained_in_the_providers_log(
+    cluster: Any,
+) -> None:
+    space, agg, _ = cluster
+    bank = open_node(space.nodes[BANK].root)
+    try:  # a text column compared with a number: accepted, then the engine cannot run it
+        sql = "SELECT count(*) AS n FROM taxpayers WHERE district > 5"
+        with pytest.raises(QueryFailed) as failed:
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="engine-0001")
+        assert "server log" in (failed.value.hint or "")
+        tax = open_node(space.nodes[TAX].root)
+        try:
+            [here] = _entries(bank, "job.failed")
+            [there] = _entries(tax, "job.failed")
+            assert here["job_id"] == there["job_id"] == "engine-0001"
+            assert not _entries(bank, "job.denied") and not _entries(tax, "job.denied")
+            with tax.store.read() as session, bank.store.read() as other:
+                assert session.get(JobRow, "engine-0001").state == "FAILED"
+                assert other.get(JobRow, "engine-0001").state == "FAILED"
+        finally:
+            tax.close()
+        logged = [line for line in space.nodes[TAX].log().splitlines() if "engine-0001" in line]
+        assert logged and "the engine said:" in logged[0] and "VARCHAR" in logged[0]
+    finally:
+        bank.close()
 
 
 def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(

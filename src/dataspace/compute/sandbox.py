@@ -604,7 +604,8 @@ def _error(
     elif kind == "failed":
         error = QueryFailed(
             FAILED_MESSAGE,
-            hint="the engine's reason is in the provider's log only; check types and casts",
+            hint="check types and casts; the engine's own words can quote the data, so only "
+                 "the provider's server log has them (under this job's id)",
         )
     elif kind == "timeout":
         error = QueryTimeout(

@@ -30,6 +30,7 @@ from dataspace.services.job_wire import (
     decode_meta,
     error_from_envelope,
     from_ipc,
+    is_denial,
     jsonable,
     sha256_hex,
 )
@@ -227,7 +228,7 @@ def _record_error(
     exc: DataspaceError,
     actor: str,
 ) -> None:
-    denied = exc.http_status < 500 and not isinstance(exc, VerificationError)
+    denied = is_denial(exc)
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
         if row is None or row.state != RUNNING:

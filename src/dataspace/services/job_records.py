@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.compute.errors import QueryFailed, SandboxBusy, SandboxError
+from dataspace.compute.errors import SandboxBusy
 from dataspace.contracts import store as cstore
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.ledger import log
@@ -48,11 +49,13 @@ from dataspace.services.job_policy import (
     _dataset,
     _terms,
 )
-from dataspace.services.job_wire import jsonable, sha256_hex
+from dataspace.services.job_wire import is_denial, jsonable, sha256_hex
 from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
 from dataspace.store.models_contracts import ContractNegotiationRow, OfferRow
 from dataspace.store.models_privacy import DpSpend
+
+logger = logging.getLogger("dataspace.node")
 
 RESULTS_DIR = "results"
 SQL_IN_LEDGER = 2000  # characters of the SQL kept in a ledger payload (its sha256 always)
@@ -413,10 +416,6 @@ def _record_success(
     return JobOutcome(job.id, table, ipc, meta)
 
 
-def _denied(exc: DataspaceError) -> bool:
-    return not isinstance(exc, SandboxError | QueryFailed) and exc.http_status < 500
-
-
 def _public_error(exc: DataspaceError) -> dict[str, Any]:
     """The error as the consumer may see it (never an engine's internal detail)."""
     body = dict(exc.to_dict())
@@ -432,6 +431,10 @@ def _public_error(exc: DataspaceError) -> dict[str, Any]:
 
 
 def finish_error(node: Node, job: _Job, exc: DataspaceError) -> None:
+    detail = getattr(exc, "internal_detail", None)
+    if detail:  # the engine's words stay here: they can quote a row's value
+        logger.warning("job %s (agreement %s, consumer %s): %s; the engine said: %s",
+                       job.id, job.agreement_id, job.consumer, exc.code, detail)
     with node.store.write() as session:
         if isinstance(exc, SandboxBusy):
             # nothing ran and nothing was written for it but its claim: give the id back, so
@@ -445,7 +448,7 @@ def finish_error(node: Node, job: _Job, exc: DataspaceError) -> None:
 
 def record_error(session: Session, job: _Job, exc: DataspaceError) -> bool:
     """Record a denied or failed job (state, usage, ledger) if it is still in flight."""
-    denied = _denied(exc)
+    denied = is_denial(exc)
     state = DENIED if denied else FAILED
     decision = job.decision if isinstance(exc, PolicyDenied) else None
     error = _public_error(exc)

@@ -39,6 +39,7 @@ __all__ = [
     "error_class",
     "error_from_envelope",
     "from_ipc",
+    "is_denial",
     "jsonable",
     "sha256_hex",
     "to_ipc",
@@ -155,6 +156,16 @@ def _registry() -> dict[str, type[DataspaceError]]:
             queue.extend(cls.__subclasses__())
         _REGISTRY = found
     return _REGISTRY
+
+
+def is_denial(exc: DataspaceError) -> bool:
+    """Whether a job that ended with ``exc`` was denied (refused: policy, input, limits)
+    rather than failed (the engine or the sandbox could not run it, the answer did not
+    verify). Both ends decide with this one rule, so their ledgers say the same."""
+    from dataspace.compute.errors import QueryFailed, SandboxError
+
+    return (exc.http_status < 500
+            and not isinstance(exc, SandboxError | QueryFailed | VerificationError))
 
 
 def error_class(code: str) -> type[DataspaceError]:
