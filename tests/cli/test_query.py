@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dataspace.errors import NotFound
-from dataspace.services import jobs
+from dataspace.services import job_consumer, jobs
 from dataspace.services.node import Node
 
 
@@ -51,6 +51,25 @@ def test_query_needs_an_agreement_of_this_node(
     assert both.exit_code == 2 and "--json" in both.stderr
     bare = cli("--node", node.root, "job")
     assert "list" in bare.stdout + bare.stderr
+
+
+def test_an_interrupted_query_names_its_job_and_how_to_take_the_answer(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node, _ = make_node("bank")
+    seen: dict[str, Any] = {}
+
+    def interrupted(*args: Any, **kw: Any) -> Any:
+        seen.update(kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job_consumer, "query", interrupted)
+    result = cli("--node", node.root, "query", "--agreement", "agr-1", "SELECT 1")
+    assert result.exit_code == 130
+    job_id = seen["job_id"]
+    assert len(job_id) == 32 and f"job {job_id} may still run at the provider" in result.stderr
+    assert f"--agreement agr-1 --job-id {job_id}" in result.stderr
 
 
 @pytest.mark.parametrize(("out", "says"), [

@@ -11,6 +11,7 @@ import pytest
 
 import dataspace
 from dataspace.compute.errors import QueryFailed, QueryRefused
+from dataspace.errors import UsageError
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
 from dataspace.services import datasets, job_consumer
@@ -149,6 +150,36 @@ def test_an_engine_failure_is_failed_in_both_ledgers_and_explained_in_the_provid
             tax.close()
         logged = [line for line in space.nodes[TAX].log().splitlines() if "engine-0001" in line]
         assert logged and "the engine said:" in logged[0] and "VARCHAR" in logged[0]
+    finally:
+        bank.close()
+
+
+def test_a_query_stopped_before_its_answer_ends_failed_here_and_a_resend_takes_it(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    space, agg, _ = cluster
+    sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        with pytest.raises(UsageError, match="not UTF-8 text at character 9"):
+            job_consumer.query(bank, agreement_id=agg, sql="SELECT '\udcff'", job_id="bytes-01")
+        with bank.store.read() as session:
+            assert session.get(JobRow, "bytes-01") is None  # refused before anything is kept
+
+        def ctrl_c(*args: Any) -> Any:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(job_consumer, "_post", ctrl_c)
+            with pytest.raises(KeyboardInterrupt):
+                job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="stopped-01")
+        with bank.store.read() as session:
+            row = session.get(JobRow, "stopped-01")
+            assert row.state == "FAILED" and "before tax-bureau's answer" in row.error
+        [failed] = _entries(bank, "job.failed")
+        assert failed["job_id"] == "stopped-01" and failed["by"] is None
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="stopped-01")
+        assert outcome.table.num_rows == 2
     finally:
         bank.close()
 

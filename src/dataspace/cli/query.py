@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from dataspace.cli.common import (
     actor,
     check_out,
     console,
+    err_console,
     node,
     print_json,
     table,
@@ -52,8 +54,16 @@ def query(
         raise UsageError("choose one of --json and --csv")
     check_out(out, (".parquet", ".csv"))
     here = node(ctx)
-    outcome = job_consumer.query(here, agreement_id=agreement, sql=sql, job_id=job_id,
-                                 actor=actor())
+    job_id = job_id or uuid.uuid4().hex  # named now, so an interruption can say which
+    try:
+        with err_console.status(f"job {job_id}: waiting for the provider's answer…"):
+            outcome = job_consumer.query(here, agreement_id=agreement, sql=sql, job_id=job_id,
+                                         actor=actor())
+    except KeyboardInterrupt:
+        err_console.print(f"[red]interrupted:[/red] job {job_id} may still run at the provider")
+        err_console.print(f"  to take its answer, resend: dataspace query --agreement "
+                          f"{agreement} --job-id {job_id} SQL (the same SQL)", markup=False)
+        raise typer.Exit(130) from None
     if out is not None:
         _write_result(here, outcome, out)
     if as_json:

@@ -112,6 +112,13 @@ def query(
             "the SQL is empty" if not sql.strip() else
             f"the SQL is {len(sql):,} characters long; at most {MAX_SQL_CHARS:,} are sent",
             hint="give one SELECT over the agreed dataset")
+    try:  # a shell can pass bytes that are not UTF-8 as lone surrogates: no store holds them
+        sql.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"the SQL holds something that is not UTF-8 text at character {exc.start + 1}",
+            hint="check the terminal's encoding (a UTF-8 locale) or pass the SQL from a file",
+        ) from None
     provider = _provider_of(node, agreement_id)
     with node.store.write() as session:
         earlier = session.get(JobRow, job_id, with_for_update=True)
@@ -159,6 +166,16 @@ def query(
             raise VerificationError("the result's row count differs from the provider's")
     except DataspaceError as exc:
         _record_error(node, job_id, agreement_id, provider, sql, exc, who)
+        raise
+    except BaseException:  # Ctrl-C, or a bug: the job must not stay RUNNING here for good
+        from dataspace.services.catalog import DeliveryFailed
+
+        stopped = DeliveryFailed(
+            f"stopped here before {provider}'s answer was taken",
+            hint=f"resend it with --job-id {job_id}: the provider runs a job id once and "
+                 "answers a resend with its outcome",
+        )
+        _record_error(node, job_id, agreement_id, provider, sql, stopped, who)
         raise
     _record_success(node, job_id, agreement_id, provider, sql, meta, who)
     return QueryOutcome(table, meta, ipc)
