@@ -352,6 +352,10 @@ REFUSED = [
     # the BY columns were copied unchecked (notes is prohibited); the engine rejects the form
     # today, the checker must not rely on that
     ("SELECT count(*) AS n FROM people LIMIT 5 BY notes", "BY is not allowed"),
+    ("SELECT city, count(*) AS n FROM people GROUP BY 1 LIMIT 99999999999999999999",
+     "more rows than the engine counts"),
+    ("SELECT city, count(*) AS n FROM people GROUP BY 1 LIMIT 1 OFFSET 4611686018427387905",
+     "OFFSET 4611686018427387905 is more rows"),
 ]
 
 

@@ -150,6 +150,22 @@ def test_raw_row_sql_is_refused_and_logged_as_denied(provider: tuple[Node, str])
     assert (usage.status, usage.price_amount) == ("denied", "0")
 
 
+def test_sql_that_cannot_fit_the_columns_is_refused_with_the_reason_before_it_runs(
+    provider: tuple[Node, str],
+) -> None:
+    node, _ = provider
+    agreement = agree(provider, price_terms={"per_job": "10.00 CNY"})
+    with pytest.raises(QueryRefused, match="Cannot compare values of type VARCHAR") as refused:
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, job_id="types-1",
+                     sql="SELECT count(*) AS n FROM taxpayers WHERE district > 5")
+    assert "nothing was run or charged" in (refused.value.hint or "")
+    with pytest.raises(QueryRefused, match="'forty' in WHERE is not a BIGINT value"):
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, job_id="types-2",
+                     sql="SELECT count(*) AS n FROM taxpayers WHERE age > 'forty'")
+    assert job_state(node, "types-1") == job_state(node, "types-2") == jobs.DENIED
+    assert [u.price_amount for u in usage_rows(node)] == ["0", "0"]
+
+
 ESCAPES = [
     "COPY taxpayers TO '/tmp/x.csv'",
     "SELECT count(*) FROM read_csv('/etc/passwd')",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from functools import lru_cache
 
 #: The engine's errors that a schema alone decides (planning an empty table raises no other).
 _SCHEMA_ERRORS = ("BinderException", "CatalogException", "ParserException")
@@ -61,3 +62,20 @@ def bind_problem(sql: str, table: str, columns: Mapping[str, str]) -> str | None
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = problem
     return problem
+
+
+@lru_cache(maxsize=1024)
+def literal_fits(text: str, kind: str) -> bool:
+    """Whether the engine reads the text literal ``text`` as a value of type ``kind`` -- the
+    cast a comparison with a column of that type applies to the constant, once, whatever the
+    data. True too when ``kind`` is not a type this check can cast to (the worker decides)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"threads": 1, "enable_external_access": False})
+    try:
+        fits = con.execute(f"SELECT TRY_CAST($1 AS {kind}) IS NOT NULL", [text]).fetchone()
+    except duckdb.Error:
+        return True
+    finally:
+        con.close()
+    return bool(fits and fits[0])

@@ -54,6 +54,7 @@ MAX_DEPTH = 120
 MAX_NODES = 2_000
 MAX_AGGREGATES = 32
 
+MAX_LIMIT = 2**62  # LIMIT and OFFSET: within the engine's signed 64-bit row counts
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit",
                 "offset", "kind"}  # fmt: skip
 _CLAUSE_REASONS = {
@@ -436,6 +437,9 @@ class _Checker(NodeChecker):
             ) or (options is not None and (options.args.get("percent")
                                             or options.args.get("with_ties"))):
                 raise refuse(f"{key.upper()} must be a whole number of rows")
+            if int(value.this) > MAX_LIMIT:  # the engine takes a signed 64-bit count
+                raise refuse(f"{key.upper()} {value.this} is more rows than the engine counts",
+                             hint=f"at most {MAX_LIMIT:,}; results are capped far below anyway")
             if node.args.get("expressions"):  # LIMIT n BY cols: columns no check has seen
                 raise refuse(f"{key.upper()} ... BY is not allowed")
             out.set(key, node.copy())

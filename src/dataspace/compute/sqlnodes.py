@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from dataspace.compute import sqlrules as rules
 from dataspace.compute import sqlsafe
+from dataspace.compute.bind import literal_fits
 from dataspace.compute.errors import QueryRefused
 from dataspace.compute.sqltypes import Aggregate, SqlPolicy
 
@@ -26,6 +27,11 @@ _CLAUSE_NAMES = {
     "order": "ORDER BY",
     "filter": "a FILTER clause",
 }
+
+
+#: Comparisons whose text literals the engine casts to the type of the column compared.
+_VALUE_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ,
+                      exp.NullSafeNEQ, exp.Between, exp.In)
 
 
 def refuse(reason: str, hint: str | None = None) -> QueryRefused:
@@ -95,6 +101,8 @@ class NodeChecker:
                 )
             self._visit(node.this, clause, agg)
             return
+        if isinstance(node, _VALUE_COMPARISONS):
+            self._check_literals(node, where)
         unit = sqlsafe.unit_of(node)
         if unit is not None:
             problem = sqlsafe.unit_problem(unit)
@@ -142,6 +150,33 @@ class NodeChecker:
             )
         for child in node.iter_expressions():
             self._visit(child, clause, agg)
+
+    def _check_literals(self, node: exp.Expr, where: str) -> None:
+        """A text literal compared with a column of another type must read as that type: the
+        engine casts the constant once, and one that does not convert would make the
+        comparison match no row (the guard's TRY turns the error into NULL) -- an empty
+        answer, charged, to a query that could never answer. Decided by the SQL and the
+        schema alone."""
+        flat: list[exp.Expr] = []
+        for op in node.iter_expressions():
+            flat.extend(op.expressions if isinstance(op, exp.Tuple) else [op])
+        literals = [op for op in flat if isinstance(op, exp.Literal) and op.is_string]
+        if not literals:
+            return
+        for col in flat:
+            if not isinstance(col, exp.Column) or col.name.lower() not in self.columns:
+                continue
+            kind = self.policy.columns[self.columns[col.name.lower()]]
+            if sqlsafe.is_string_type(kind):
+                continue
+            for literal in literals:
+                if not literal_fits(str(literal.this), kind):
+                    raise refuse(
+                        f"'{literal.this}' in {where} is not a {kind} value, as column "
+                        f"'{col.name}' holds: the comparison could match no row",
+                        hint=f"write a {kind} value (e.g. 30 for a number, '2024-01-31' for a "
+                             "date), or compare a text column",
+                    )
 
     def _visit_column(self, col: exp.Column, clause: str, agg: str | None) -> None:
         name = col.name

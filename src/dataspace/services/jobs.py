@@ -33,6 +33,8 @@ from typing import Any
 from sqlalchemy import select
 
 from dataspace.compute import SandboxLimits, check_query, check_text, run_query
+from dataspace.compute.bind import bind_problem
+from dataspace.compute.errors import QueryRefused
 from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
@@ -254,6 +256,10 @@ def _run(node: Node, job: _Job) -> JobOutcome:
         expected = None
     else:
         checked = check_query(job.sql, sql_policy)
+        problem = bind_problem(checked.sql, dataset.name, sql_policy.columns)
+        if problem is not None:  # decided by the schema alone, so saying why leaks nothing
+            raise QueryRefused(f"the query does not fit the table's columns: {problem}",
+                               hint="fix the query; nothing was run or charged")
         result = run_query(dataset.path, dataset.name, checked, limits)
         table = result.table
         figures = {
