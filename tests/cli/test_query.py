@@ -155,3 +155,23 @@ def test_a_result_the_out_format_cannot_hold_is_kept_as_sent(tmp_path) -> None:
     kept = tmp_path / "node" / "received" / "query-j1.arrow"
     assert pyarrow.ipc.open_stream(kept.read_bytes()).read_all().equals(table)
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> None:
+    import io
+
+    from dataspace.cli import common
+    from dataspace.cli.query import print_meta
+
+    meta = {"job_id": "j", "action": "dp-query", "rows": 0, "epsilon_spent": "0.5",
+            "epsilon_left": "0.5", "threshold": 84.0, "result_sha256": "00"}
+    printed = io.StringIO()
+    original, common.console.file = common.console.file, printed
+    try:
+        print_meta(meta)
+        print_meta({**meta, "rows": 3})
+    finally:
+        common.console.file = original
+    first, second = printed.getvalue().split("result sha256 00")[:2]
+    assert "noisy count reaches 84: none did" in first
+    assert "noisy count reaches 84" in second and "none did" not in second

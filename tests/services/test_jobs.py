@@ -150,6 +150,21 @@ def test_raw_row_sql_is_refused_and_logged_as_denied(provider: tuple[Node, str])
     assert (usage.status, usage.price_amount) == ("denied", "0")
 
 
+def test_a_grouped_dp_query_under_an_offer_spending_no_delta_is_refused_for_no_epsilon(
+    provider: tuple[Node, str],
+) -> None:
+    node, _ = provider
+    agreement = agree(provider, "dp-stats", dp={**DP, "delta": 0}, epsilon=1.0, min_group_size=5)
+    with pytest.raises(QueryRefused, match="allow no GROUP BY") as refused:
+        jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                     sql="SELECT district, count(*) AS n FROM taxpayers GROUP BY 1")
+    assert "no ε was spent" in (refused.value.hint or "")
+    overall = jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER,
+                           sql="SELECT count(*) AS n FROM taxpayers")
+    assert overall.table.num_rows == 1
+    assert get_budget(node.store, agreement).epsilon_spent == Decimal("0.5")
+
+
 def test_sql_that_cannot_fit_the_columns_is_refused_with_the_reason_before_it_runs(
     provider: tuple[Node, str],
 ) -> None:

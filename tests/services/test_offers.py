@@ -232,11 +232,14 @@ def test_an_offer_can_take_a_share_of_training_revenue_pools(tax: Node) -> None:
                       params={"purposes": "finance"}, price="10 CNY", contribution_share=True)
 
 
+DP_PARAMS = {"purposes": "finance", "epsilon": "2", "delta": "1e-5"}
+
+
 def test_a_dp_offer_below_the_datas_rows_per_contributor_warns_its_provider(tax: Node) -> None:
     """Each firm has two returns in the sample: at m = 1 every DP query would count one of
     them, and the provider is told so (in the answer only, not in the published offer)."""
-    dp = {"template": "dp-stats", "params": {"purposes": "finance", "epsilon": "2"},
-          "dp_epsilon_per_query": 0.5, "dp_bounds": {"开票金额": (0, 1e7)}}  # fmt: skip
+    dp = {"template": "dp-stats", "params": DP_PARAMS, "dp_epsilon_per_query": 0.5,
+          "dp_delta": 1e-6, "dp_bounds": {"开票金额": (0, 1e7)}}  # fmt: skip
     view = offers.create(tax, "tax-records", actor="t", **dp)  # type: ignore[arg-type]
     [warning] = view["warnings"]
     assert "up to 2 rows per 纳税人识别号" in warning and "--max-contributions 2" in warning
@@ -254,6 +257,17 @@ def test_a_dp_offer_below_the_datas_rows_per_contributor_warns_its_provider(tax:
     assert len(offers.list_offers(tax)) == before
 
 
+def test_a_dp_offer_spending_no_delta_warns_that_grouped_queries_will_be_refused(
+    tax: Node,
+) -> None:
+    view = offers.create(tax, "tax-records", actor="t", template="dp-stats",
+                         params={"purposes": "finance", "epsilon": "2"}, max_contributions=2,
+                         dp_epsilon_per_query=0.5, dp_bounds={"开票金额": (0, 1e7)})
+    assert view["warnings"] == [
+        "--dp-delta is 0: DP queries with GROUP BY will be refused (a group's key comes from "
+        "the data; releasing it needs δ > 0), only overall figures run"]
+
+
 def test_the_warning_scan_failing_does_not_undo_the_offer(tax: Node) -> None:
     from dataspace.services.job_policy import contributors_of
 
@@ -262,8 +276,9 @@ def test_the_warning_scan_failing_does_not_undo_the_offer(tax: Node) -> None:
     path.rename(path.with_suffix(".moved"))  # the file cannot be read for the count
     try:
         view = offers.create(tax, "tax-records", actor="t", template="dp-stats",
-                             params={"purposes": "finance", "epsilon": "2"},
-                             dp_epsilon_per_query=0.5, dp_bounds={"开票金额": (0, 1e7)})
+                             params={"purposes": "finance", "epsilon": "2", "delta": "1e-5"},
+                             dp_epsilon_per_query=0.5, dp_delta=1e-6,
+                             dp_bounds={"开票金额": (0, 1e7)})
     finally:
         path.with_suffix(".moved").rename(path)
     assert view["warnings"][0].startswith("could not count the rows per 纳税人识别号")
@@ -302,8 +317,8 @@ def test_the_cut_warning_counts_rows_as_the_cut_does(node: Node, tmp_path: Path)
     (tmp_path / "loans.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     datasets.add(node, tmp_path / "loans.csv", name="loans", actor="t")
     datasets.reclassify(node, "loans", column="person_id", category="id_card_cn", actor="t")
-    dp = {"template": "dp-stats", "params": {"purposes": "finance", "epsilon": "2"},
-          "dp_epsilon_per_query": 0.5, "dp_bounds": {"amount": (0, 100)}}  # fmt: skip
+    dp = {"template": "dp-stats", "params": DP_PARAMS, "dp_epsilon_per_query": 0.5,
+          "dp_delta": 1e-6, "dp_bounds": {"amount": (0, 100)}}  # fmt: skip
     assert "warnings" not in offers.create(node, "loans", actor="t", **dp)  # type: ignore[arg-type]
     (tmp_path / "loans.csv").write_text("\n".join([*lines, "P0001,2"]) + "\n", encoding="utf-8")
     datasets.add(node, tmp_path / "loans.csv", name="loans2", actor="t")

@@ -131,6 +131,13 @@ def print_meta(meta: dict[str, Any]) -> None:
     if bounds:
         text = ", ".join(f"{k} ±{float(v):,.2f}" for k, v in bounds.items())
         console.print(escape(f"95% error bounds: {text}"))
+    threshold = meta.get("threshold")
+    if meta.get("action") == "dp-query" and threshold:
+        line = f"groups released only where the noisy count reaches {float(threshold):g}"
+        if not meta.get("rows"):
+            line += (": none did (fewer, larger groups or an offer with more ε per query "
+                     "lower the bar; the threshold follows from ε, δ and the offer alone)")
+        console.print(escape(line))
     if meta.get("action") == "dp-query" and meta.get("contributor_column"):
         console.print(escape(f"at most {meta.get('max_contributions')} rows per "
                              f"{meta['contributor_column']} counted"))  # fmt: skip

@@ -111,6 +111,13 @@ def run_dp_query(
     threshold = None
     if plan.grouped:
         assert plan.group_count is not None
+        if cost.threshold_delta <= 0:
+            raise QueryRefused(
+                "this offer's DP terms allow no GROUP BY: groups whose keys come from the data "
+                "are released only with δ > 0, and the offer spends δ = 0 per query",
+                hint="ask for overall figures (no GROUP BY), or ask the provider for an offer "
+                     "with --dp-delta; no ε was spent",
+            )
         threshold = group_threshold(
             dp.mechanism,
             cost.noises[plan.group_count],

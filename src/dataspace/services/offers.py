@@ -503,6 +503,9 @@ def _warnings(node: Node, dataset_id: str, dp: Mapping[str, Any] | None) -> list
                    f"{others}: if another column identifies the person, name it with "
                    f"--contributor-column")  # fmt: skip
     cut = _cut_warning(node, found.path, found.column, dp) if dp and "epsilon" in dp else None
+    if dp and "epsilon" in dp and not float(dp.get("delta") or 0):
+        out.append("--dp-delta is 0: DP queries with GROUP BY will be refused (a group's key "
+                   "comes from the data; releasing it needs δ > 0), only overall figures run")
     return out + ([cut] if cut else [])
 
 
