@@ -160,3 +160,38 @@ def test_a_peer_request_passes_through_a_proxy_that_changes_the_scheme(
                             headers=_signed(bank, "GET", url + "/peer/v1/whoami", b""))
     assert answer.status_code == 200, answer.text
     assert _denied(tax) == 0
+
+
+def test_a_peer_gone_before_its_body_arrived_is_not_an_incident(
+    nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    from urllib.parse import urlsplit
+
+    tax, bank = nodes
+    url = self_member(tax).url
+    body = json.dumps({"old_size": 0, "proof": [], "checkpoint": "x"}).encode()
+    headers = _signed(bank, "POST", url + WITNESS, body)
+    parts = urlsplit(url)
+    messages = [{"type": "http.request", "body": body[:7], "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": WITNESS, "raw_path": WITNESS.encode(),
+             "query_string": b"", "http_version": "1.1", "scheme": parts.scheme,
+             "server": (parts.hostname, parts.port), "client": ("127.0.0.1", 1), "root_path": "",
+             "headers": [(b"host", parts.netloc.encode()),
+                         *[(k.lower().encode(), v.encode()) for k, v in headers.items()]]}
+    before = _denied(tax)
+    with caplog.at_level("WARNING"):
+        asyncio.run(create_app(tax)(scope, receive, send))
+    assert sent[0]["status"] == 422, sent
+    assert b"closed the connection" in sent[1]["body"]  # type: ignore[operator]
+    assert "incident" not in caplog.text and "Traceback" not in caplog.text
+    assert _denied(tax) == before

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from dataspace.errors import AuthError, DataspaceError, UsageError
 from dataspace.identity.httpsig import Profile, check_body
@@ -27,6 +28,7 @@ from dataspace.identity.replay import SqlReplayStore
 from dataspace.ledger import log
 from dataspace.ledger.entry_budget import EntryBudget, budget_for
 from dataspace.node.auth import get_node
+from dataspace.node.json_body import InvalidBody
 from dataspace.services import space
 from dataspace.services.node import Node
 
@@ -168,6 +170,9 @@ async def require_peer(request: Request, node: Node = Depends(get_node)) -> Memb
         body = await request.body()
         await run_in_threadpool(check_body, headers, body, verified, profile)  # hashing
         return member
+    except ClientDisconnect:  # the caller hung up mid-body: its business, not an incident
+        raise InvalidBody("the client closed the connection before the whole body arrived",
+                          hint="send the request again") from None
     except DataspaceError as exc:
         budget = _denied_log(node)
         suppressed = budget.admit(time.time())
