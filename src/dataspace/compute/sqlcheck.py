@@ -34,6 +34,8 @@ the statement, the names and the rewrite.
 
 from __future__ import annotations
 
+import re
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
@@ -149,14 +151,24 @@ class _Checker(NodeChecker):
         if first in rules.STATEMENT_KEYWORDS:
             raise self._not_select(first)
         try:
-            statements = [s for s in sqlglot.parse(self.sql, dialect=DIALECT) if s is not None]
+            statements = [s for s in sqlglot.parse(self.sql, dialect=DIALECT)
+                          if s is not None and not isinstance(s, exp.Semicolon)]  # a comment
         except SqlglotError as exc:
-            raise refuse(f"the SQL could not be parsed: {_first_line(exc)}") from None
+            if first not in ("SELECT", "FROM", "WITH", "("):  # a typo in the first word
+                raise refuse(f"the SQL is not a statement: it starts with '{tokens[0].text}', "
+                             "not SELECT", hint=f"send one SELECT over '{self.policy.table}'",
+                             ) from None
+            raise refuse(f"the SQL could not be parsed: {_parse_problem(exc)}") from None
         if len(statements) != 1:
             raise refuse(f"exactly one statement is allowed, got {len(statements)}")
         tree = statements[0]
+        if isinstance(tree, exp.Subquery):
+            raise refuse("the whole query is in parentheses", hint="remove the outer ( )")
+        if not isinstance(tree, exp.Select) and type(tree) not in _STATEMENTS:
+            raise refuse(f"the SQL is not a statement: it starts with '{tokens[0].text}', not "
+                         "SELECT", hint=f"send one SELECT over '{self.policy.table}'")
         if not isinstance(tree, exp.Select):
-            raise self._not_select(_STATEMENTS.get(type(tree), type(tree).__name__.upper()))
+            raise self._not_select(_STATEMENTS[type(tree)])
         _check_size(tree)
         return tree
 
@@ -302,6 +314,9 @@ class _Checker(NodeChecker):
                 )
         if group.args.get("all"):
             return [item.copy() for _, item in items if not self._has_aggregate(item)]
+        if not group.expressions:
+            raise refuse("GROUP BY is unfinished: it names no key",
+                         hint="e.g. GROUP BY city, or GROUP BY 1")
         keys: list[exp.Expr] = []
         for raw in group.expressions:
             while isinstance(raw, exp.Paren):  # (1) is the position too
@@ -334,6 +349,9 @@ class _Checker(NodeChecker):
                 if not 1 <= pos <= len(items):
                     raise refuse(f"ORDER BY {raw.this} does not name a SELECT item")
                 ordered.set("this", items[pos - 1][1].copy())
+            elif isinstance(raw, exp.Var) and raw.name.upper() == "ALL":
+                raise refuse("ORDER BY ALL is not allowed: name the SELECT items or their "
+                             "numbers", hint="e.g. ORDER BY 1, 2")
             elif not any(isinstance(n, exp.Column | exp.AggFunc) for n in raw.walk()):
                 # a constant sorts nothing, and the engine folds some (-(-2)) into positions
                 raise refuse(
@@ -504,6 +522,17 @@ def _check_size(tree: exp.Expr) -> None:
 
 def _key_name(key: exp.Expr) -> str:
     return key.name if isinstance(key, exp.Column) else key.sql(dialect=DIALECT)
+
+
+def _parse_problem(exc: Exception) -> str:
+    """The parser's complaint in SQL terms: an unfinished clause by its keyword, not by the
+    parser's class name."""
+    text = _first_line(exc)
+    found = re.search(r"missing for <class '[\w.]*\.(\w+)'>\.?(.*)", text)
+    if found:
+        clause = re.sub(r"(?<!^)(?=[A-Z])", " ", found.group(1)).upper()
+        return f"{clause} is unfinished (it lacks what follows it).{found.group(2)}"
+    return text
 
 
 def _first_line(exc: Exception) -> str:
