@@ -184,6 +184,45 @@ def test_a_query_stopped_before_its_answer_ends_failed_here_and_a_resend_takes_i
         bank.close()
 
 
+def test_a_provider_that_took_the_query_and_went_silent_is_waited_for_once(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import signal
+
+    from dataspace.services.catalog import DeliveryFailed
+
+    space, agg, _ = cluster
+    sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
+    process = space.nodes[TAX].process
+    assert process is not None
+    bank = open_node(space.nodes[BANK].root)
+    from dataspace.services import peers
+
+    opened: list[str] = []
+    real_client = peers.peer_client
+
+    def counting_client(node: Node, peer: str, **kw: Any) -> Any:
+        opened.append(peer)
+        return real_client(node, peer, **kw)
+
+    monkeypatch.setattr(peers, "peer_client", counting_client)
+    monkeypatch.setattr(job_consumer, "_sandbox_wait", lambda node: 2.0)
+    os.kill(process.pid, signal.SIGSTOP)  # it accepts connections (the kernel does) and is mute
+    try:
+        with pytest.raises(DeliveryFailed, match="did not answer within 2 s"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="silent-01")
+        assert opened == [TAX]  # waited once, not once per attempt
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    try:
+        monkeypatch.undo()
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="silent-01")
+        assert outcome.table.num_rows == 2
+    finally:
+        bank.close()
+
+
 def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(
     cluster: Any,
 ) -> None:

@@ -82,6 +82,16 @@ def _post(node: Node, provider: str, body: dict[str, Any], timeout: float) -> ht
                 response = client.post(PEER_PATH, json=body)
             if response.status_code != 409 or "still running" not in response.text:
                 return response
+        except httpx.TimeoutException as exc:
+            if not isinstance(exc, httpx.ConnectTimeout):
+                # it took the query and said nothing for longer than a job may run: asking
+                # again would only wait as long again (the id is safe to resend later)
+                raise DeliveryFailed(
+                    f"{provider} took the query but did not answer within {timeout:.0f} s",
+                    hint=f"check that {provider} is up, then resend job {body['job_id']} "
+                         "(--job-id): it runs once and answers a resend with its outcome",
+                ) from None
+            last = exc
         except httpx.TransportError as exc:
             last = exc
         time.sleep(0.2 * (attempt + 1))
