@@ -1408,3 +1408,33 @@ def test_a_request_ended_between_the_decision_and_the_denial_records_no_denial(
     assert len([s for s in pair.sent[sent:] if s[1].endswith("/termination")]) == 1
     assert [u for u in usage_service.list_usage(pair.tax, agreement_id=agreement)
             if u["status"] == "denied"] == []
+
+
+def test_a_message_this_node_failed_to_judge_is_a_5xx_the_sender_retries(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A locked or unreachable store is this node's failure, not the message's: a 400 would
+    make the sender end a valid transfer."""
+    from dataspace.errors import StoreError
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    provider_pid, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX, agreement, "REQUESTED")
+    refused_before = len(_entries(pair.bank, "transfer.refused"))
+    real = cs.get_transfer
+
+    def locked(*args: Any, **kw: Any) -> Any:
+        if kw.get("lock"):
+            raise StoreError("database is locked")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(cs, "get_transfer", locked)
+    with TestClient(create_app(pair.bank), base_url=self_member(pair.bank).url) as client:
+        answer = client.post(f"/dsp/transfers/{consumer_pid}/start", auth=PeerAuth(pair.tax.signer),
+                             json=_body(tp.START, provider_pid, consumer_pid))
+    assert answer.status_code == 503, answer.text
+    validate(answer.json(), "TransferError")
+    assert len(_entries(pair.bank, "transfer.refused")) == refused_before
+    monkeypatch.undo()
+    with pair.bank.store.read() as session:
+        assert cs.get_transfer(session, consumer_pid, peer=TAX).state == "REQUESTED"

@@ -52,7 +52,11 @@ def log_refusal(
     node: Node, action: str, peer: str, what: str, pid: str | None, exc: DataspaceError
 ) -> int:
     """Log a refused message (a denied attempt) as ``action``; the HTTP status to answer with,
-    404 for :class:`NotFound` and 400 otherwise."""
+    404 for :class:`NotFound` and 400 otherwise -- except when this node failed (a locked or
+    unreachable store: 5xx): the message was not judged, so the answer is the error's own
+    5xx, which the sender retries, and no refusal is logged."""
+    if exc.http_status >= 500:
+        return exc.http_status
     status = 404 if isinstance(exc, NotFound) else 400
     budget = _budget(node, peer)
     suppressed = budget.admit(time.time())
