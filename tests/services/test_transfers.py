@@ -1438,3 +1438,109 @@ def test_a_message_this_node_failed_to_judge_is_a_5xx_the_sender_retries(
     monkeypatch.undo()
     with pair.bank.store.read() as session:
         assert cs.get_transfer(session, consumer_pid, peer=TAX).state == "REQUESTED"
+
+
+def test_a_consumer_still_pulling_keeps_its_file_when_the_provider_says_it_is_done(
+    pair: Pair,
+) -> None:
+    """Another connector may send a completion once it has served the last byte; the consumer
+    completes the pull itself when the data is checked and kept, so that word changes nothing
+    yet (completing then made the consumer throw its checked file away)."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    provider_pid, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX, agreement, "STARTED")
+    tax = space.member(pair.bank, TAX)
+    reply = transfers.handle_message(pair.bank, tax, consumer_pid,
+                                     _body(tp.COMPLETION, provider_pid, consumer_pid),
+                                     tp.COMPLETION)
+    assert reply.status == 200 and reply.body is not None and reply.body["state"] == "STARTED"
+    assert transfers.show_transfer(pair.bank, consumer_pid)["state"] == "STARTED"
+
+
+def test_refused_pulls_and_catalog_lookups_stay_within_the_members_refusal_budget(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataspace.ledger.entry_budget import EntryBudget
+    from dataspace.services import dsp_process
+
+    budgets: dict[str, EntryBudget] = {}
+    monkeypatch.setattr(dsp_process, "_budget",
+                        lambda node, peer: budgets.setdefault(peer, EntryBudget(per_minute=2)))
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    bank = space.member(pair.tax, BANK)
+    for _ in range(10):
+        with pytest.raises(Forbidden):
+            transfers.serve_pull(pair.tax, bank, pid, "Bearer wrong")
+    assert 1 <= len(_entries(pair.tax, "transfer.pull_refused")) <= 4  # 2 a minute
+    budgets.clear()
+    with TestClient(create_app(pair.tax), base_url=self_member(pair.tax).url) as client:
+        for n in range(10):
+            answer = client.get(f"/dsp/catalog/datasets/urn:uuid:none-{n}",
+                                auth=PeerAuth(pair.bank.signer))
+            assert answer.status_code == 404
+    assert 1 <= len(_entries(pair.tax, "catalog.refused")) <= 4
+
+
+def test_a_refused_transfer_request_names_the_consumers_pid(pair: Pair) -> None:
+    bank = space.member(pair.tax, BANK)
+    consumer_pid = cs.new_pid()
+    reply = transfers.handle_request(pair.tax, bank, {
+        "@context": CTX, "@type": "TransferRequestMessage", "consumerPid": consumer_pid,
+        "agreementId": "urn:uuid:no-such-agreement", "format": transfers.format_for("raw"),
+        "callbackAddress": bank.url + "/dsp"}, transport=pair.transport)
+    assert reply.status == 404 and reply.body is not None
+    validate(reply.body, "TransferError")
+    assert reply.body["consumerPid"] == consumer_pid and reply.body["providerPid"] == ""
+
+
+def test_a_start_stating_another_mode_than_the_one_asked_for_is_refused(pair: Pair) -> None:
+    """A provider that would send raw rows for a pseudonymized request: the consumer pulls
+    nothing, and its ledger never says it received what it asked for."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    provider_pid, consumer_pid = _seed(pair.bank, Role.CONSUMER, TAX, agreement, "REQUESTED")
+    with pair.bank.store.write() as session:
+        ext = session.get(TransferExtractRow, cs.get_transfer(session, consumer_pid,
+                                                              peer=TAX).id)
+        assert ext is not None
+        ext.mode = "pseudonymized"
+    start = _body(tp.START, provider_pid, consumer_pid)
+    start["dataAddress"]["endpointProperties"].append(
+        {"@type": "EndpointProperty", "name": transfers.NS + "mode", "value": "raw"})
+    reply = transfers.handle_message(pair.bank, space.member(pair.bank, TAX), consumer_pid,
+                                     start, tp.START)
+    assert reply.status == 400 and reply.body is not None
+    assert "states mode 'raw', but this node asked for 'pseudonymized'" in str(reply.body)
+    assert transfers.show_transfer(pair.bank, consumer_pid)["state"] == "REQUESTED"
+
+
+def test_a_grant_whose_hold_lapsed_during_its_extract_is_decided_again(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under max_jobs=1: while a slow extract is written its hold lapses and a second
+    request takes the slot; the first is then denied, not started beside it."""
+    from dataspace.services import transfer_provider
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
+    slow = pair.request(agreement, "raw", run=False)
+    real = transfer_provider._write_extract
+    second: list[str] = []
+
+    def slow_extract(node: Node, pid: str, *args: Any) -> Any:
+        made = real(node, pid, *args)
+        if pid == slow:
+            with node.store.write() as session:
+                ext = session.get(TransferExtractRow, pid)
+                assert ext is not None
+                ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+            second.append(pair.request(agreement, "raw"))  # granted in the lapsed slot
+        return made
+
+    monkeypatch.setattr(transfer_provider, "_write_extract", slow_extract)
+    transfers.provide(pair.tax, slow, transport=pair.transport)
+    assert transfers.show_transfer(pair.tax, second[0])["state"] == "STARTED"
+    assert transfers.show_transfer(pair.tax, slow)["state"] == "TERMINATED"
+    [denied] = _entries(pair.tax, "transfer.denied")
+    assert denied["pid"] == slow and "count" in " ".join(denied["reasons"])

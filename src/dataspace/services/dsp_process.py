@@ -49,7 +49,8 @@ class ProcessKind:
 
 
 def log_refusal(
-    node: Node, action: str, peer: str, what: str, pid: str | None, exc: DataspaceError
+    node: Node, action: str, peer: str, what: str, pid: str | None, exc: DataspaceError,
+    *, status: int | None = None,
 ) -> int:
     """Log a refused message (a denied attempt) as ``action``; the HTTP status to answer with,
     404 for :class:`NotFound` and 400 otherwise -- except when this node failed (a locked or
@@ -57,7 +58,8 @@ def log_refusal(
     5xx, which the sender retries, and no refusal is logged."""
     if exc.http_status >= 500:
         return exc.http_status
-    status = 404 if isinstance(exc, NotFound) else 400
+    if status is None:
+        status = 404 if isinstance(exc, NotFound) else 400
     budget = _budget(node, peer)
     suppressed = budget.admit(time.time())
     if suppressed is None:  # past this member's budget this minute: counted, not entered
@@ -90,7 +92,7 @@ def _budget(node: Node, peer: str) -> EntryBudget:
 
 
 #: A process id a peer chooses: it becomes a path segment of every message sent back to it.
-_PID = re.compile(r"[A-Za-z0-9._~:-]{1,200}")
+PID_FORM = _PID = re.compile(r"[A-Za-z0-9._~:-]{1,200}")
 
 
 def check_new_process(member: Member, callback: str, consumer_pid: str) -> None:

@@ -34,6 +34,7 @@ from dataspace.errors import (
 from dataspace.ledger import log
 from dataspace.services.catalog import Transport, deliver_or_terminate
 from dataspace.services.dsp_process import (
+    PID_FORM,
     ProcessKind,
     log_refusal,
     peer_path,
@@ -120,11 +121,16 @@ def refuse(node: Node, peer: str, what: str, pid: str | None, exc: DataspaceErro
     return _refused(node, peer, what, pid, exc, None)
 
 
-def _guard(node: Node, peer: str, what: str, pid: str | None, fn: Callable[[], Reply]) -> Reply:
+def _guard(node: Node, peer: str, what: str, pid: str | None, fn: Callable[[], Reply],
+           *, consumer_pid: Any = None) -> Reply:
+    """``fn``'s reply, or its error as a TransferError; ``consumer_pid``: what a first message
+    named (no process holds it yet), echoed so the consumer knows which request was refused."""
     try:
         return fn()
     except DataspaceError as exc:
         pids = None
+        if isinstance(consumer_pid, str) and PID_FORM.fullmatch(consumer_pid):
+            pids = _Pids(None, consumer_pid)
         if pid is not None and not isinstance(exc, NotFound):
             try:
                 with node.store.read() as session:

@@ -88,6 +88,13 @@ def handle_message(
                 )
             if _repeated(row, expected, own, address):  # a retried delivery: already done
                 return Reply(200, _ack(row))
+            if (expected == tp.COMPLETION and own is Role.CONSUMER
+                    and row.state == tp.TransferState.STARTED.value
+                    and _extract(session, pid).path is None):
+                # a provider done serving, while this node's pull still hashes and writes: it
+                # completes the pull itself once the data is checked and kept (completing now
+                # would make it throw the checked file away)
+                return Reply(200, _ack(row))
             row = cs.advance_transfer(
                 session,
                 pid,
@@ -112,11 +119,16 @@ def handle_message(
                 if own is Role.CONSUMER:
                     assert address is not None
                     props = {p.name: p.value for p in address.endpoint_properties or ()}
+                    stated = props.get(NS + "mode")
+                    if stated is not None and stated != ext.mode:  # e.g. raw for pseudonymized
+                        raise ProtocolError(
+                            f"the provider states mode {stated!r}, but this node asked for "
+                            f"{ext.mode!r}: nothing is pulled", path="$.dataAddress")
                     ext.sha256 = props.get(NS + "sha256")
                     try:
                         ext.rows = int(props.get(NS + "rows", "0"))
-                        stated = props.get(NS + "bytes")
-                        ext.bytes = int(stated) if stated is not None else None
+                        size = props.get(NS + "bytes")
+                        ext.bytes = int(size) if size is not None else None
                     except ValueError:
                         raise ProtocolError("the data address's rows and bytes must be whole "
                                             "numbers", path="$.dataAddress") from None

@@ -46,7 +46,7 @@ from dataspace.policy.model import Constraint, Operator
 from dataspace.policy.values import Duration, as_datetime
 from dataspace.services import pseudonymize as ps
 from dataspace.services.catalog import Transport
-from dataspace.services.dsp_process import check_new_process
+from dataspace.services.dsp_process import check_new_process, log_refusal
 from dataspace.services.neg_common import PEER_ACTOR, Reply, lookup_member
 from dataspace.services.node import NODE_DIR_MODE, Node
 from dataspace.services.transfer_common import (
@@ -148,7 +148,8 @@ def handle_request(
             ack, pid = _ack(row), row.id
         return Reply(201, ack, [lambda: provide(node, pid, transport=transport)])
 
-    return _guard(node, peer.name, "TransferRequestMessage", None, run)
+    return _guard(node, peer.name, "TransferRequestMessage", None, run,
+                  consumer_pid=doc.get("consumerPid") if isinstance(doc, dict) else None)
 
 
 @dataclass
@@ -421,6 +422,10 @@ def provide(
         _discard(str(path))
         logger.info("transfer %s ended while its extract was written; extract deleted", pid)
         return
+    except _HoldLapsed as lapsed:
+        _discard(str(path))
+        _deny(node, pid, plan, mode, lapsed.reasons, actor, transport)
+        return
     except BaseException:
         _discard(str(path))
         raise
@@ -444,6 +449,19 @@ def _start(
     token = secrets.token_urlsafe(32)
     member_url = lookup_member(node, node.name).url.rstrip("/")
     with node.store.write() as session:
+        held = _extract(session, pid).token_expires_at
+        if held is not None and _aware(held) <= _now():
+            # The grant's hold on its slot lapsed while the extract was written (a long
+            # pseudonymisation): other requests may have been granted in its place, so the
+            # agreement decides again, queued on its row as the first decision was.
+            first = cs.get_transfer(session, pid, peer=None)
+            cs.get_agreement(session, first.agreement_id, peer=first.peer, lock=True)
+            _, policy, facts = _load_plan(node, session, first)
+            again, _ = decide(node, policy, facts, consumer=plan.consumer, mode=mode,
+                              columns=plan.columns, now=_now())
+            if not again.allowed:
+                raise _HoldLapsed([r.message for r in again.failures]
+                                  or ["no permission grants the transfer any longer"])
         row = cs.get_transfer(session, pid, peer=None, lock=True)
         delete_by = _extract(session, pid).delete_by
         delete_by = _aware(delete_by) if delete_by is not None else None
@@ -493,6 +511,14 @@ def _start(
             provider_pid=pid, consumer_pid=row.consumer_pid or "", data_address=address
         )
         return row.peer, _peer_path(node, row, "start"), build(message)
+
+
+class _HoldLapsed(Exception):
+    """The grant's hold lapsed during its extract and the agreement no longer allows it."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
 
 
 def _deny(
@@ -622,13 +648,9 @@ def _write_extract(
 
 
 def _refuse_pull(node: Node, peer: str, pid: str, exc: DataspaceError) -> DataspaceError:
-    with node.store.write() as session:
-        log.append(
-            session,
-            actor=PEER_ACTOR.format(peer),
-            action="transfer.pull_refused",
-            payload={"pid": pid, "peer": peer, "code": exc.code, "reason": exc.message},
-        )
+    """Log a refused pull within the member's refusal budget (a member looping on bad pulls
+    must not grow the ledger without bound), and hand the error back to raise."""
+    log_refusal(node, "transfer.pull_refused", peer, "pull", pid, exc, status=exc.http_status)
     return exc
 
 

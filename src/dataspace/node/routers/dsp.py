@@ -18,14 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from dataspace.contracts import CatalogError, build, parse
 from dataspace.contracts import negotiation as cn
 from dataspace.contracts.roles import Role
-from dataspace.errors import DataspaceError, NotFound
+from dataspace.errors import DataspaceError
 from dataspace.identity.membership import Member
-from dataspace.ledger import log
 from dataspace.node.auth import get_node
 from dataspace.node.peer_auth import require_peer
 from dataspace.node.routers.dsp_common import ProcessRoutes, read_json
 from dataspace.services import catalog
 from dataspace.services import negotiation as ng
+from dataspace.services.dsp_process import log_refusal
 from dataspace.services.node import Node
 
 PREFIX = catalog.DSP_PATH
@@ -39,21 +39,9 @@ _routes = ProcessRoutes(router, "A DSP 2025-1 endpoint (docs/contracts.md).", ng
 
 
 def _catalog_error(node: Node, member: Member, exc: DataspaceError, what: str) -> JSONResponse:
-    status = 404 if isinstance(exc, NotFound) else 400
-    with node.store.write() as session:
-        log.append(
-            session,
-            actor=ng.PEER_ACTOR.format(member.name),
-            action="catalog.refused",
-            payload={
-                "peer": member.name,
-                "message": what,
-                "status": status,
-                "code": exc.code,
-                "reason": exc.message,
-                "path": exc.details.get("path"),
-            },
-        )
+    # within the member's refusal budget: asking for unknown datasets in a loop must not grow
+    # the ledger without bound
+    status = log_refusal(node, "catalog.refused", member.name, what, None, exc)
     body = build(CatalogError(code=exc.code, reason=(exc.message,)))
     return JSONResponse(body, status_code=status)
 
