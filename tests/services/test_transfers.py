@@ -440,11 +440,13 @@ def test_a_delivery_a_restart_cut_off_is_ended_unbilled_by_the_sweep(pair: Pair)
     done, facts = _pulled(pair, agreement)
     transfers.settle_pull(pair.tax, done, sent=facts["bytes"], complete=True)
 
-    assert transfer_sweep.sweep(pair.tax)["terminated"] == [cut]
+    assert transfer_sweep.sweep(pair.tax, transport=pair.transport)["terminated"] == [cut]
     assert transfers.show_transfer(pair.tax, cut)["state"] == "TERMINATED"
     assert transfers.show_transfer(pair.tax, done)["state"] == "STARTED"  # billed, awaiting
     [ended] = [e for e in _entries(pair.tax, "transfer.terminated") if e["pid"] == cut]
     assert ended["code"] == "delivery_interrupted"
+    [told] = [body for peer, path, body in pair.sent if path.endswith("/termination")]
+    assert told["code"] == "delivery_interrupted" and told["providerPid"] == cut
     [line] = usage_service.list_usage(pair.tax, agreement_id=agreement)
     assert line["job_id"] == done
 
@@ -982,11 +984,13 @@ def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) ->
     folder = pair.bank.root / transfers.RECEIVED_DIR
     folder.mkdir(exist_ok=True)
     (folder / ".abc.part").write_bytes(b"half")
-    assert transfer_sweep.sweep(pair.tax)["terminated"] == [lapsed]
+    assert transfer_sweep.sweep(pair.tax, transport=pair.transport)["terminated"] == [lapsed]
     assert transfers.show_transfer(pair.tax, lapsed)["state"] == "TERMINATED"
     assert transfers.show_transfer(pair.tax, live)["state"] == "STARTED"  # its token runs
     assert not extract.exists()
     assert "grant_lapsed" in [e["code"] for e in _entries(pair.tax, "transfer.terminated")]
+    [told] = [body for peer, path, body in pair.sent if path.endswith("/termination")]
+    assert told["code"] == "grant_lapsed" and told["providerPid"] == lapsed  # not left waiting
     assert transfer_sweep.sweep(pair.bank)["removed"] == [".abc.part"]
     assert transfer_sweep.sweep(pair.tax) == {"terminated": [], "removed": []}
 

@@ -4,11 +4,12 @@ and partial downloads.
 * A provider's grant whose one-time token lapsed unpulled stays STARTED (or SUSPENDED) and
   keeps its extract on disk until someone ends it: :func:`sweep` terminates it here
   (``transfer.terminated``, code ``grant_lapsed``) and deletes the extract. Its ``count`` slot
-  was free already (a lapsed token frees it). The consumer is not told: it pulls as soon as it
-  is started and, when that fails, terminates itself.
+  was free already (a lapsed token frees it). The consumer is told (a TransferTermination-
+  Message, best effort): one that never pulled (it restarted before it could) would otherwise
+  wait on a STARTED transfer for ever.
 * A provider's delivery cut off by the restart (pulled, never billed: the end of the stream
   was not seen) is terminated too (code ``delivery_interrupted``), unbilled — no stream
-  outlives its server, and the consumer's pull failed with it.
+  outlives its server, and the consumer's pull failed with it; the consumer is told too.
 * A consumer's partial download (``received/.*.part``) belongs to a pull that the previous
   server did not finish: nothing refers to it, and it is deleted.
 * A provider's extract or a consumer's received file no transfer refers to (the node
@@ -53,6 +54,7 @@ from dataspace.services.transfer_common import (
     _aware,
     _discard,
     _terminate_local,
+    tell_terminated,
     terminate,
 )
 from dataspace.services.transfer_provider import billed_clause, provide
@@ -112,17 +114,23 @@ def interrupted_deliveries(node: Node) -> list[str]:
     return [pid for pid, _ in ended]
 
 
-def end_lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
-    """Terminate the lapsed grants (:func:`lapsed_grants`), deleting their extracts; which.
-    One whose pull was accepted meanwhile (its token checked just before it lapsed) is left:
-    the pull is re-checked under the transfer's lock."""
+def end_lapsed_grants(
+    node: Node, now: datetime | None = None, transport: Transport | None = None
+) -> list[str]:
+    """Terminate the lapsed grants (:func:`lapsed_grants`), deleting their extracts and
+    telling each consumer (best effort); which. One whose pull was accepted meanwhile (its
+    token checked just before it lapsed) is left: the pull is re-checked under the
+    transfer's lock."""
     ended = []
+    reasons = ["the grant's token lapsed before the data was pulled"]
     for pid in lapsed_grants(node, now):
         with contextlib.suppress(Conflict):  # pulled after all: its delivery settles it
-            if _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
-                                reasons=["the grant's token lapsed before the data was pulled"],
-                                unless_pulled=True):
+            row = _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
+                                   reasons=reasons, unless_pulled=True)
+            if row is not None:
                 ended.append(pid)
+                tell_terminated(node, row, code="grant_lapsed", reasons=reasons,
+                                transport=transport)
     return ended
 
 
@@ -200,19 +208,26 @@ def sweep_while_serving(
     """What is safe to do while the server runs, each round of :class:`SweepingThread`: end
     lapsed grants and unanswered requests, delete orphaned files (past their grace) and
     received files whose delete duty fell due."""
-    ended = end_lapsed_grants(node, now) + end_unanswered_requests(node, now, transport)
+    ended = (end_lapsed_grants(node, now, transport)
+             + end_unanswered_requests(node, now, transport))
     return {"terminated": ended, "removed": orphan_files(node, now) + delete_due(node, now)}
 
 
-def sweep(node: Node, now: datetime | None = None) -> dict[str, list[str]]:
+def sweep(
+    node: Node, now: datetime | None = None, transport: Transport | None = None
+) -> dict[str, list[str]]:
     """At server start: terminate lapsed grants and deliveries the last server did not finish,
     and delete partial downloads; what was ended or removed."""
-    ended = end_lapsed_grants(node, now) + end_unanswered_requests(node, now)
+    ended = (end_lapsed_grants(node, now, transport)
+             + end_unanswered_requests(node, now, transport))
+    cut = ["the node restarted while the extract was being sent; not billed"]
     for pid in interrupted_deliveries(node):  # _terminate_local skips those already ended
-        if _terminate_local(node, pid, code="delivery_interrupted", actor=f"node:{node.name}",
-                            reasons=["the node restarted while the extract was being sent; "
-                                     "not billed"]):
+        row = _terminate_local(node, pid, code="delivery_interrupted",
+                               actor=f"node:{node.name}", reasons=cut)
+        if row is not None:
             ended.append(pid)
+            tell_terminated(node, row, code="delivery_interrupted", reasons=cut,
+                            transport=transport)
     removed = []
     folder = node.root / RECEIVED_DIR
     if folder.is_dir():
