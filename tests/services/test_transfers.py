@@ -677,7 +677,9 @@ def _seed(node: Node, role: Role, peer: str, agreement: str, state: str) -> tupl
         row = cs.create_transfer(session, role=role, peer=peer, agreement_id=agreement,
                                  format=transfers.format_for("raw"), consumer_pid=consumer_pid,
                                  provider_pid=provider_pid)
-        session.add(TransferExtractRow(id=row.id, mode="raw"))
+        # a grant's live token, as a provider's start sets it (a suspended one may resume)
+        live = datetime.now(UTC) + timedelta(minutes=5) if role is Role.PROVIDER else None
+        session.add(TransferExtractRow(id=row.id, mode="raw", token_expires_at=live))
         for message, sender in TO_STATE[state]:
             cs.advance_transfer(session, row.id, message, sender=sender, peer=peer)
     return provider_pid, consumer_pid
@@ -1548,3 +1550,26 @@ def test_a_grant_whose_hold_lapsed_during_its_extract_is_decided_again(
     assert transfers.show_transfer(pair.tax, slow)["state"] == "TERMINATED"
     [denied] = _entries(pair.tax, "transfer.denied")
     assert denied["pid"] == slow and "count" in " ".join(denied["reasons"])
+
+
+def test_a_suspended_grant_resumes_only_while_its_pull_can_still_run(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    bank = space.member(pair.tax, BANK)
+    cases = {"live": None, "pulled": "pulled_at", "lapsed": "token_expires_at"}
+    for case, field in cases.items():
+        provider_pid, consumer_pid = _seed(pair.tax, Role.PROVIDER, BANK, agreement,
+                                           "SUSPENDED")
+        if field is not None:
+            with pair.tax.store.write() as session:
+                ext = session.get(TransferExtractRow, provider_pid)
+                assert ext is not None
+                setattr(ext, field, datetime.now(UTC) - timedelta(seconds=1))
+        reply = transfers.handle_message(pair.tax, bank, provider_pid,
+                                         _body(tp.START, provider_pid, consumer_pid), tp.START)
+        state = transfers.show_transfer(pair.tax, provider_pid)["state"]
+        if case == "live":
+            assert (reply.status, state) == (200, "STARTED")
+        else:
+            assert (reply.status, state) == (400, "SUSPENDED"), case
+            assert "cannot resume; request a new transfer" in str(reply.body)

@@ -20,6 +20,7 @@ from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     NS,
     _ack,
+    _aware,
     _discard,
     _discard_unless_streaming,
     _extract,
@@ -88,6 +89,9 @@ def handle_message(
                 )
             if _repeated(row, expected, own, address):  # a retried delivery: already done
                 return Reply(200, _ack(row))
+            if (expected == tp.START and own is Role.PROVIDER  # the consumer resumes
+                    and row.state == tp.TransferState.SUSPENDED.value):
+                _check_resumable(_extract(session, pid))
             if (expected == tp.COMPLETION and own is Role.CONSUMER
                     and row.state == tp.TransferState.STARTED.value
                     and _extract(session, pid).path is None):
@@ -157,6 +161,17 @@ def handle_message(
         return Reply(200, None, after)
 
     return _guard(node, peer.name, expected, pid, run)
+
+
+def _check_resumable(ext: Any) -> None:
+    """A suspended grant resumes only while its pull can still run: not begun (a token is
+    used once), token unexpired. Otherwise STARTED would wait for a pull that cannot come."""
+    if ext.pulled_at is not None:
+        raise ProtocolError("this transfer's data was pulled already and its token is used: "
+                            "it cannot resume; request a new transfer", path="$")
+    if ext.token_expires_at is None or _aware(ext.token_expires_at) <= datetime.now(UTC):
+        raise ProtocolError("the grant's token lapsed while the transfer was suspended: it "
+                            "cannot resume; request a new transfer", path="$")
 
 
 def _delete_by(stated: str | None) -> datetime | None:
