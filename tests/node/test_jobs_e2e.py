@@ -127,29 +127,30 @@ def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any) -> None:
         tax.close()
 
 
-def test_an_engine_failure_is_failed_in_both_ledgers_and_explained_in_the_providers_log(
-    cluster: Any,
+def test_an_engine_failure_the_provider_reports_is_failed_here_too(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both ends classify an outcome with one rule (job_wire.is_denial): the provider's
+    query_failed answer is job.failed in the consumer's ledger, as in the provider's."""
+    import httpx
+
+    from dataspace.compute.errors import FAILED_MESSAGE
+
     space, agg, _ = cluster
     bank = open_node(space.nodes[BANK].root)
-    try:  # a text column compared with a number: accepted, then the engine cannot run it
-        sql = "SELECT count(*) AS n FROM taxpayers WHERE district > 5"
-        with pytest.raises(QueryFailed) as failed:
-            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="engine-0001")
-        assert "server log" in (failed.value.hint or "")
-        tax = open_node(space.nodes[TAX].root)
-        try:
-            [here] = _entries(bank, "job.failed")
-            [there] = _entries(tax, "job.failed")
-            assert here["job_id"] == there["job_id"] == "engine-0001"
-            assert not _entries(bank, "job.denied") and not _entries(tax, "job.denied")
-            with tax.store.read() as session, bank.store.read() as other:
-                assert session.get(JobRow, "engine-0001").state == "FAILED"
-                assert other.get(JobRow, "engine-0001").state == "FAILED"
-        finally:
-            tax.close()
-        logged = [line for line in space.nodes[TAX].log().splitlines() if "engine-0001" in line]
-        assert logged and "the engine said:" in logged[0] and "VARCHAR" in logged[0]
+    envelope = {"error": {"code": "query_failed", "message": FAILED_MESSAGE,
+                          "hint": "check types and casts"}}
+    monkeypatch.setattr(job_consumer, "_post",
+                        lambda *args: httpx.Response(422, json=envelope))
+    try:
+        with pytest.raises(QueryFailed):
+            job_consumer.query(bank, agreement_id=agg, job_id="engine-0001",
+                               sql="SELECT count(*) AS n FROM taxpayers")
+        [failed] = _entries(bank, "job.failed")
+        assert failed["job_id"] == "engine-0001" and failed["code"] == "query_failed"
+        assert not _entries(bank, "job.denied")
+        with bank.store.read() as session:
+            assert session.get(JobRow, "engine-0001").state == "FAILED"
     finally:
         bank.close()
 

@@ -154,9 +154,9 @@ def test_grouped_query_without_delta_is_refused_before_spending(
     store: Store, sales: Path, policy: SqlPolicy
 ) -> None:
     ensure_budget(store, "ag", 1, 0)
-    from dataspace.errors import UsageError
+    from dataspace.compute.errors import QueryRefused
 
-    with pytest.raises(UsageError, match="delta > 0"):
+    with pytest.raises(QueryRefused, match="allow no GROUP BY"):
         _run(store, sales, policy, DpSpec(epsilon=1, bounds={"amount": (0, 100)}))
     assert get_budget(store, "ag").epsilon_spent == 0
 

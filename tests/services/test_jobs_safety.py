@@ -579,3 +579,31 @@ def _claimed_by_a_process_then_killed(node: Node, other: subprocess.Popen[str]) 
         if other.poll() is None:
             other.kill()
             other.wait()
+
+
+def test_the_engines_own_words_go_to_the_providers_log_only(
+    provider: tuple[Node, str], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """They can quote a row's value: never to the consumer, but the provider, who owns the
+    data, finds them in its server log under the job id."""
+    node, _ = provider
+    agreement = agree(provider)
+
+    def engine_error(running: RunningQuery) -> Any:
+        running.cancel()
+        failed = QueryFailed("the query failed while running; no result was released")
+        failed.internal_detail = "Conversion Error: Could not convert string 'P00017' to INT32"
+        raise failed
+
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="dataspace.node"):
+        m.setattr("dataspace.compute.sandbox.RunningQuery.result", engine_error)
+        with pytest.raises(QueryFailed) as caught:
+            jobs.run_job(node, agreement_id=agreement, consumer=CONSUMER, job_id="eng-1",
+                         sql="SELECT count(*) AS n FROM taxpayers")
+    assert "P00017" not in str(caught.value.to_dict())
+    [line] = [r.getMessage() for r in caplog.records if "eng-1" in r.getMessage()]
+    assert "the engine said: Conversion Error: Could not convert string 'P00017'" in line
+    [failed] = entries(node, "job.failed")
+    assert failed["job_id"] == "eng-1" and "P00017" not in str(failed)
+    assert job_state(node, "eng-1") == jobs.FAILED
