@@ -11,7 +11,6 @@ import pytest
 
 import dataspace
 from dataspace.compute.errors import QueryFailed, QueryRefused
-from dataspace.errors import UsageError
 from dataspace.ledger import log
 from dataspace.policy import PolicyDenied, from_template
 from dataspace.services import datasets, job_consumer
@@ -162,7 +161,7 @@ def test_a_query_stopped_before_its_answer_ends_failed_here_and_a_resend_takes_i
     sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
     bank = open_node(space.nodes[BANK].root)
     try:
-        with pytest.raises(UsageError, match="not UTF-8 text at character 9"):
+        with pytest.raises(QueryRefused, match="not Unicode text at position 8"):
             job_consumer.query(bank, agreement_id=agg, sql="SELECT '\udcff'", job_id="bytes-01")
         with bank.store.read() as session:
             assert session.get(JobRow, "bytes-01") is None  # refused before anything is kept

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from dataspace.compute.sqlcheck import MAX_SQL_CHARS
+from dataspace.compute.sqlcheck import MAX_SQL_CHARS, check_text
 from dataspace.contracts import store as cstore
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError, VerificationError
 from dataspace.ledger import log
@@ -122,13 +122,7 @@ def query(
             "the SQL is empty" if not sql.strip() else
             f"the SQL is {len(sql):,} characters long; at most {MAX_SQL_CHARS:,} are sent",
             hint="give one SELECT over the agreed dataset")
-    try:  # a shell can pass bytes that are not UTF-8 as lone surrogates: no store holds them
-        sql.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise UsageError(
-            f"the SQL holds something that is not UTF-8 text at character {exc.start + 1}",
-            hint="check the terminal's encoding (a UTF-8 locale) or pass the SQL from a file",
-        ) from None
+    check_text(sql)  # a shell's stray bytes (lone surrogates): no store or log holds them
     provider = _provider_of(node, agreement_id)
     with node.store.write() as session:
         earlier = session.get(JobRow, job_id, with_for_update=True)
