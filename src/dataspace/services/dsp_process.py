@@ -92,13 +92,18 @@ def _budget(node: Node, peer: str) -> EntryBudget:
 
 
 #: A process id a peer chooses: it becomes a path segment of every message sent back to it.
-PID_FORM = _PID = re.compile(r"[A-Za-z0-9._~:-]{1,200}")
+_PID = re.compile(r"[A-Za-z0-9._~:-]{1,200}")
+
+
+def is_pid(text: object) -> bool:
+    """Whether ``text`` can be a process id: one path segment of letters, digits, ._~:-."""
+    return isinstance(text, str) and bool(_PID.fullmatch(text)) and text not in (".", "..")
 
 
 def check_new_process(member: Member, callback: str, consumer_pid: str) -> None:
     """What a consumer's first message names for later messages: its own process id (one
     path segment, so nothing sent back can be routed elsewhere) and a callback under its URL."""
-    if not _PID.fullmatch(consumer_pid) or consumer_pid in (".", ".."):
+    if not is_pid(consumer_pid):
         raise ProtocolError(
             f"consumerPid {consumer_pid[:100]!r} is not a process id",
             hint="1-200 letters, digits or . _ ~ : - (a urn:uuid: is fine)",

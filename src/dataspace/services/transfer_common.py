@@ -34,8 +34,8 @@ from dataspace.errors import (
 from dataspace.ledger import log
 from dataspace.services.catalog import Transport, deliver_or_terminate
 from dataspace.services.dsp_process import (
-    PID_FORM,
     ProcessKind,
+    is_pid,
     log_refusal,
     peer_path,
     send_termination,
@@ -129,7 +129,7 @@ def _guard(node: Node, peer: str, what: str, pid: str | None, fn: Callable[[], R
         return fn()
     except DataspaceError as exc:
         pids = None
-        if isinstance(consumer_pid, str) and PID_FORM.fullmatch(consumer_pid):
+        if is_pid(consumer_pid):
             pids = _Pids(None, consumer_pid)
         if pid is not None and not isinstance(exc, NotFound):
             try:
