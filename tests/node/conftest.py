@@ -109,6 +109,32 @@ def api(make_node: Callable[..., tuple[Node, str]]) -> Iterator[Api]:
         yield result
 
 
+def send_then_hang_up(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], first_chunk: bytes,
+    *, scheme: str = "http", server: tuple[str, int] = ("x", 80),
+) -> list[dict[str, Any]]:
+    """Drive ``app`` over raw ASGI as a client that sends ``first_chunk`` of a longer body and
+    closes the connection (TestClient always sends whole bodies); returns what the app sent."""
+    import asyncio
+
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": first_chunk, "more_body": True},
+        {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": b"", "http_version": "1.1", "scheme": scheme, "server": server,
+             "client": ("127.0.0.1", 1), "root_path": "", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
 def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The one error shape: {"error": {"code", "message"[, "hint"][, "details"]}}."""
     assert response.status_code == status, response.text

@@ -13,7 +13,7 @@ import dataspace
 from dataspace import errors
 from dataspace.node.app import create_app
 
-from .conftest import API, Api, TestClient, assert_envelope
+from .conftest import API, Api, TestClient, assert_envelope, send_then_hang_up
 
 
 def _all_error_classes() -> list[type[errors.DataspaceError]]:
@@ -310,26 +310,11 @@ def test_a_wrong_token_is_refused_before_the_body_is_parsed(api: Api) -> None:
 
 
 def test_a_client_gone_before_its_body_arrived_is_not_a_bug(api: Api) -> None:
-    import asyncio
-
-    messages = [{"type": "http.request", "body": b'{"name":', "more_body": True},
-                {"type": "http.disconnect"}]
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
     headers = [(b"content-type", b"application/json"), (b"host", b"x"),
                (b"authorization", api.as_("admin")["Authorization"].encode())]
-    scope = {"type": "http", "method": "POST", "path": f"{API}/tokens", "headers": headers,
-             "query_string": b"", "http_version": "1.1", "scheme": "http",
-             "server": ("x", 80), "client": ("c", 1), "root_path": ""}
-    asyncio.run(api.app(scope, receive, send))
+    sent = send_then_hang_up(api.app, "POST", f"{API}/tokens", headers, b'{"name":')
     assert sent[0]["status"] == 422  # not a 500 "this is a bug" with an incident logged
-    assert b"closed the connection" in sent[1]["body"]  # type: ignore[operator]
+    assert b"closed the connection" in sent[1]["body"]
 
 
 def test_a_json_route_looks_its_token_up_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,8 @@ from dataspace.services.node import Node
 from dataspace.services.space import self_member
 from helpers.cluster import Space
 
+from .conftest import send_then_hang_up
+
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
@@ -165,33 +167,21 @@ def test_a_peer_request_passes_through_a_proxy_that_changes_the_scheme(
 def test_a_peer_gone_before_its_body_arrived_is_not_an_incident(
     nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import asyncio
     from urllib.parse import urlsplit
 
     tax, bank = nodes
     url = self_member(tax).url
     body = json.dumps({"old_size": 0, "proof": [], "checkpoint": "x"}).encode()
-    headers = _signed(bank, "POST", url + WITNESS, body)
     parts = urlsplit(url)
-    messages = [{"type": "http.request", "body": body[:7], "more_body": True},
-                {"type": "http.disconnect"}]
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": WITNESS, "raw_path": WITNESS.encode(),
-             "query_string": b"", "http_version": "1.1", "scheme": parts.scheme,
-             "server": (parts.hostname, parts.port), "client": ("127.0.0.1", 1), "root_path": "",
-             "headers": [(b"host", parts.netloc.encode()),
-                         *[(k.lower().encode(), v.encode()) for k, v in headers.items()]]}
+    headers = [(b"host", parts.netloc.encode()),
+               *[(k.lower().encode(), v.encode())
+                 for k, v in _signed(bank, "POST", url + WITNESS, body).items()]]
     before = _denied(tax)
     with caplog.at_level("WARNING"):
-        asyncio.run(create_app(tax)(scope, receive, send))
+        sent = send_then_hang_up(
+            create_app(tax), "POST", WITNESS, headers, body[:7],
+            scheme=parts.scheme, server=(parts.hostname or "", parts.port or 0))
     assert sent[0]["status"] == 422, sent
-    assert b"closed the connection" in sent[1]["body"]  # type: ignore[operator]
+    assert b"closed the connection" in sent[1]["body"]
     assert "incident" not in caplog.text and "Traceback" not in caplog.text
     assert _denied(tax) == before
