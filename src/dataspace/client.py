@@ -29,6 +29,7 @@ import httpx
 import pyarrow as pa
 
 from dataspace.errors import DataspaceError, UsageError, VerificationError
+from dataspace.outbound import http_client
 from dataspace.services.job_wire import (
     ARROW_MEDIA_TYPE,
     META_HEADER,
@@ -114,7 +115,7 @@ class Client:
     ) -> None:
         if not token:
             raise UsageError("a token is needed", hint="issue one with `dataspace token issue`")
-        self._http = httpx.Client(
+        self._http = http_client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
+from dataspace.outbound import http_client
 from dataspace.services.job_wire import decode_meta, error_from_envelope, from_ipc
 
 TIMEOUT = 120.0
@@ -19,7 +20,7 @@ class NodeApi:
     def __init__(self, name: str, url: str, token: str) -> None:
         self.name = name
         self.url = url
-        self._http = httpx.Client(
+        self._http = http_client(
             base_url=url + "/api/v1",
             headers={"Authorization": f"Bearer {token}"},
             timeout=TIMEOUT,

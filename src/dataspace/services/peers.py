@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from dataspace.identity.peer import PeerAuth
+from dataspace.outbound import http_client
 from dataspace.services import space
 from dataspace.services.node import Node
 
@@ -18,4 +19,4 @@ def peer_client(node: Node, peer_name: str, *, timeout: float = DEFAULT_TIMEOUT)
     """
     peer = space.member(node, peer_name)
     auth = PeerAuth(node.signer, lifetime=node.limits.peer_signature_lifetime_seconds)
-    return httpx.Client(base_url=peer.url, auth=auth, timeout=timeout)
+    return http_client(base_url=peer.url, auth=auth, timeout=timeout)
