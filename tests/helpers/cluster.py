@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataspace.scenarios.cluster import NodeProcess, create, start_all
+from dataspace.scenarios.cluster import NodeProcess, create, start_all, stop_all
 from dataspace.services.node import Node, open_node
 
 
@@ -27,9 +27,10 @@ class Space:
         start_all(self.nodes.values())
 
     def stop(self) -> None:
-        for running in self.nodes.values():
-            running.stop()
-        self.operator.close()
+        try:
+            stop_all(self.nodes.values())
+        finally:
+            self.operator.close()
 
 
 def start_space(

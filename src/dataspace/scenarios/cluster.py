@@ -170,6 +170,16 @@ class NodeProcess:
             self._lifeline = None
 
 
+def stop_all(nodes: Iterable[NodeProcess]) -> None:
+    """Stop node processes side by side: each is told first, then each is waited for."""
+    nodes = list(nodes)
+    for running in nodes:
+        if running.process is not None and running.process.poll() is None:
+            running.process.terminate()
+    for running in nodes:
+        running.stop()
+
+
 def start_all(nodes: Iterable[NodeProcess], *, outlive: bool = False) -> None:
     """Start node processes side by side (each takes a second or two to come up); raises the
     first failure to start. ``outlive``: see :meth:`NodeProcess.start`."""
@@ -189,8 +199,7 @@ class Cluster:
         start_all(self.nodes.values(), outlive=outlive)
 
     def stop(self) -> None:
-        for running in self.nodes.values():
-            running.stop()
+        stop_all(self.nodes.values())
 
 
 def create(
