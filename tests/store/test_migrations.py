@@ -220,3 +220,54 @@ def test_an_upgrade_on_postgresql_waits_in_slices_for_open_tables(node, monkeypa
         assert opened.store.schema_revisions() == migrate.HEADS
     finally:
         opened.close()
+
+
+def _sqlite_facts(path) -> dict[str, object]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        facts: dict[str, object] = {
+            p: conn.execute(f"PRAGMA {p}").fetchone()[0]
+            for p in ("page_size", "auto_vacuum", "journal_mode", "user_version", "encoding")
+        }
+        facts["schema"] = conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+        facts["revisions"] = sorted(r[0] for r in conn.execute(
+            "SELECT version_num FROM alembic_version"))
+    return facts
+
+
+def test_a_new_sqlite_database_is_what_running_the_migrations_builds(tmp_path) -> None:
+    from dataspace.store.db import Store
+    from dataspace.store.migrate import HEADS, upgrade
+
+    by_alembic = Store(f"sqlite:///{tmp_path / 'alembic.db'}")
+    upgrade(by_alembic)
+    by_alembic.close()
+    copied = Store(f"sqlite:///{tmp_path / 'copied.db'}")
+    copied.migrate()
+    assert copied.schema_revisions() == HEADS
+    copied.close()
+    expected = _sqlite_facts(tmp_path / "alembic.db")
+    assert _sqlite_facts(tmp_path / "copied.db") == expected
+    assert expected["journal_mode"] == "wal" and len(expected["schema"]) > 50
+
+
+def test_a_sqlite_database_holding_anything_is_migrated_not_overwritten(tmp_path) -> None:
+    import sqlite3
+
+    from dataspace.store.db import Store
+    from dataspace.store.migrate import HEADS, start_from_template
+
+    with sqlite3.connect(tmp_path / "own.db") as conn:
+        conn.execute("CREATE TABLE mine (x INTEGER)")
+        conn.execute("INSERT INTO mine VALUES (7)")
+    store = Store(f"sqlite:///{tmp_path / 'own.db'}")
+    try:
+        assert start_from_template(store) is False
+        store.migrate()
+        assert store.schema_revisions() == HEADS
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "own.db") as conn:
+        assert conn.execute("SELECT x FROM mine").fetchall() == [(7,)]

@@ -81,10 +81,11 @@ class Store:
             return frozenset(rows)
 
     def migrate(self) -> None:
-        from dataspace.store.migrate import upgrade
+        from dataspace.store.migrate import start_from_template, upgrade
 
         with _wrapped():
-            upgrade(self)
+            if not (self.is_sqlite and start_from_template(self)):
+                upgrade(self)
 
     def close(self) -> None:
         """Close the pool's connections and refuse any later transaction: a thread still
