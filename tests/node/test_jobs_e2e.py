@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -66,21 +66,15 @@ def cluster(space_factory: Callable[..., Any], tmp_path: Path) -> Any:
         )
     finally:
         tax.close()
+        bank.close()
     for running in space.nodes.values():
         running.start()
     return space, agg, dp
 
 
-@pytest.fixture
-def bank(cluster: Any) -> Iterator[Node]:
-    """The consumer's node, opened in this process (its server runs in another)."""
-    node = open_node(cluster[0].nodes[BANK].root)
-    yield node
-    node.close()
-
-
-def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any, bank: Node) -> None:
+def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any) -> None:
     space, agg, dp = cluster
+    bank = open_node(space.nodes[BANK].root)
     tax = open_node(space.nodes[TAX].root)
     try:
         sql = "SELECT district, count(*) AS n, sum(tax_paid) AS total FROM taxpayers GROUP BY 1"
@@ -128,11 +122,12 @@ def test_query_between_two_nodes_lands_in_both_ledgers(cluster: Any, bank: Node)
                 client.query(dp, sql)
             assert "epsilon" in {r["left"] for r in denied.value.details["reasons"]}
     finally:
+        bank.close()
         tax.close()
 
 
 def test_an_engine_failure_the_provider_reports_is_failed_here_too(
-    cluster: Any, bank: Node, monkeypatch: pytest.MonkeyPatch,
+    cluster: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Both ends classify an outcome with one rule (job_wire.is_denial): the provider's
     query_failed answer is job.failed in the consumer's ledger, as in the provider's."""
@@ -140,49 +135,57 @@ def test_an_engine_failure_the_provider_reports_is_failed_here_too(
 
     from dataspace.compute.errors import FAILED_MESSAGE
 
-    _, agg, _ = cluster
+    space, agg, _ = cluster
+    bank = open_node(space.nodes[BANK].root)
     envelope = {"error": {"code": "query_failed", "message": FAILED_MESSAGE,
                           "hint": "check types and casts"}}
     monkeypatch.setattr(job_consumer, "_post",
                         lambda *args: httpx.Response(422, json=envelope))
-    with pytest.raises(QueryFailed):
-        job_consumer.query(bank, agreement_id=agg, job_id="engine-0001",
-                           sql="SELECT count(*) AS n FROM taxpayers")
-    [failed] = _entries(bank, "job.failed")
-    assert failed["job_id"] == "engine-0001" and failed["code"] == "query_failed"
-    assert not _entries(bank, "job.denied")
-    with bank.store.read() as session:
-        assert session.get(JobRow, "engine-0001").state == "FAILED"
+    try:
+        with pytest.raises(QueryFailed):
+            job_consumer.query(bank, agreement_id=agg, job_id="engine-0001",
+                               sql="SELECT count(*) AS n FROM taxpayers")
+        [failed] = _entries(bank, "job.failed")
+        assert failed["job_id"] == "engine-0001" and failed["code"] == "query_failed"
+        assert not _entries(bank, "job.denied")
+        with bank.store.read() as session:
+            assert session.get(JobRow, "engine-0001").state == "FAILED"
+    finally:
+        bank.close()
 
 
 def test_a_query_stopped_before_its_answer_ends_failed_here_and_a_resend_takes_it(
-    cluster: Any, bank: Node, monkeypatch: pytest.MonkeyPatch,
+    cluster: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _, agg, _ = cluster
+    space, agg, _ = cluster
     sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
-    with pytest.raises(QueryRefused, match="not Unicode text at position 8"):
-        job_consumer.query(bank, agreement_id=agg, sql="SELECT '\udcff'", job_id="bytes-01")
-    with bank.store.read() as session:
-        assert session.get(JobRow, "bytes-01") is None  # refused before anything is kept
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        with pytest.raises(QueryRefused, match="not Unicode text at position 8"):
+            job_consumer.query(bank, agreement_id=agg, sql="SELECT '\udcff'", job_id="bytes-01")
+        with bank.store.read() as session:
+            assert session.get(JobRow, "bytes-01") is None  # refused before anything is kept
 
-    def ctrl_c(*args: Any) -> Any:
-        raise KeyboardInterrupt
+        def ctrl_c(*args: Any) -> Any:
+            raise KeyboardInterrupt
 
-    with monkeypatch.context() as m:
-        m.setattr(job_consumer, "_post", ctrl_c)
-        with pytest.raises(KeyboardInterrupt):
-            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="stopped-01")
-    with bank.store.read() as session:
-        row = session.get(JobRow, "stopped-01")
-        assert row.state == "FAILED" and "before tax-bureau's answer" in row.error
-    [failed] = _entries(bank, "job.failed")
-    assert failed["job_id"] == "stopped-01" and failed["by"] is None
-    outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="stopped-01")
-    assert outcome.table.num_rows == 2
+        with monkeypatch.context() as m:
+            m.setattr(job_consumer, "_post", ctrl_c)
+            with pytest.raises(KeyboardInterrupt):
+                job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="stopped-01")
+        with bank.store.read() as session:
+            row = session.get(JobRow, "stopped-01")
+            assert row.state == "FAILED" and "before tax-bureau's answer" in row.error
+        [failed] = _entries(bank, "job.failed")
+        assert failed["job_id"] == "stopped-01" and failed["by"] is None
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="stopped-01")
+        assert outcome.table.num_rows == 2
+    finally:
+        bank.close()
 
 
 def test_a_provider_that_took_the_query_and_went_silent_is_waited_for_once(
-    cluster: Any, bank: Node, monkeypatch: pytest.MonkeyPatch,
+    cluster: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import os
     import signal
@@ -193,6 +196,7 @@ def test_a_provider_that_took_the_query_and_went_silent_is_waited_for_once(
     sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
     process = space.nodes[TAX].process
     assert process is not None
+    bank = open_node(space.nodes[BANK].root)
     from dataspace.services import peers
 
     opened: list[str] = []
@@ -211,13 +215,16 @@ def test_a_provider_that_took_the_query_and_went_silent_is_waited_for_once(
         assert opened == [TAX]  # waited once, not once per attempt
     finally:
         os.kill(process.pid, signal.SIGCONT)
-    monkeypatch.undo()
-    outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="silent-01")
-    assert outcome.table.num_rows == 2
+    try:
+        monkeypatch.undo()
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="silent-01")
+        assert outcome.table.num_rows == 2
+    finally:
+        bank.close()
 
 
 def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(
-    cluster: Any, bank: Node,
+    cluster: Any,
 ) -> None:
     from dataspace.errors import Conflict
     from dataspace.services.catalog import DeliveryFailed
@@ -225,18 +232,22 @@ def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(
     space, agg, _ = cluster
     sql = "SELECT district, count(*) AS n FROM taxpayers GROUP BY 1"
     space.nodes[TAX].stop()  # the provider is down
-    with pytest.raises(DeliveryFailed, match="safe to resend"):
-        job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
-    space.nodes[TAX].start()
-    outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
-    assert outcome.job_id == "resend-0001" and outcome.table.num_rows == 2
-    assert [e["job_id"] for e in _entries(bank, "job.failed")] == ["resend-0001"]
-    assert [e["job_id"] for e in _entries(bank, "job.result_received")] == ["resend-0001"]
-    with pytest.raises(Conflict, match="has ended SUCCEEDED"):
-        job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
-    with pytest.raises(Conflict, match="was used for another query"):
-        job_consumer.query(bank, agreement_id=agg, sql=sql + " ORDER BY 1",
-                           job_id="resend-0001")
+    bank = open_node(space.nodes[BANK].root)
+    try:
+        with pytest.raises(DeliveryFailed, match="safe to resend"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        space.nodes[TAX].start()
+        outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        assert outcome.job_id == "resend-0001" and outcome.table.num_rows == 2
+        assert [e["job_id"] for e in _entries(bank, "job.failed")] == ["resend-0001"]
+        assert [e["job_id"] for e in _entries(bank, "job.result_received")] == ["resend-0001"]
+        with pytest.raises(Conflict, match="has ended SUCCEEDED"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        with pytest.raises(Conflict, match="was used for another query"):
+            job_consumer.query(bank, agreement_id=agg, sql=sql + " ORDER BY 1",
+                               job_id="resend-0001")
+    finally:
+        bank.close()
     tax = open_node(space.nodes[TAX].root)
     try:
         assert [e["job_id"] for e in _entries(tax, "job.completed")] == ["resend-0001"]
