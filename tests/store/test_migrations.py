@@ -271,3 +271,23 @@ def test_a_sqlite_database_holding_anything_is_migrated_not_overwritten(tmp_path
         store.close()
     with sqlite3.connect(tmp_path / "own.db") as conn:
         assert conn.execute("SELECT x FROM mine").fetchall() == [(7,)]
+
+
+def test_without_a_writable_temporary_directory_a_new_database_is_migrated_all_the_same(
+    tmp_path, monkeypatch, caplog,
+) -> None:
+    import tempfile
+
+    from dataspace.store import migrate
+    from dataspace.store.db import Store
+
+    monkeypatch.setattr(migrate, "_template", None)  # as in a process that built none yet
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="dataspace.store"):
+            store.migrate()
+        assert store.schema_revisions() == migrate.HEADS
+        assert "no schema template" in caplog.text
+    finally:
+        store.close()

@@ -106,9 +106,14 @@ def start_from_template(store: Store) -> bool:
     The migrations are deterministic on an empty database, so the copy is what running them
     again would build, pages, schema and revisions alike: it takes a millisecond where
     Alembic takes ~0.1 s a node, which the processes that create many nodes (a scenario's
-    space, the test suite) paid once per node.
+    space, the test suite) paid once per node. Also False when the template cannot be built
+    (no writable temporary directory): the database is then migrated as it always was.
     """
-    template = _migrated_empty()
+    try:
+        template = _migrated_empty()
+    except OSError as exc:
+        logger.warning("no schema template (%s): migrating this database step by step", exc)
+        return False
     raw = store.engine.raw_connection()
     try:
         target = raw.driver_connection
