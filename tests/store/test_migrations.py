@@ -237,17 +237,30 @@ def _sqlite_facts(path) -> dict[str, object]:
     return facts
 
 
-def test_a_new_sqlite_database_is_what_running_the_migrations_builds(tmp_path) -> None:
+def test_a_new_sqlite_database_is_what_running_the_migrations_builds(
+    tmp_path, monkeypatch,
+) -> None:
+    from dataspace.store import migrate
     from dataspace.store.db import Store
-    from dataspace.store.migrate import HEADS, upgrade
 
+    runs: list[str] = []
+    real = migrate.upgrade
+
+    def counted(store: Store, revision: str = "heads") -> None:
+        runs.append(store.url)
+        real(store, revision)
+
+    monkeypatch.setattr(migrate, "_template", None)  # as in a process that made none yet
+    monkeypatch.setattr(migrate, "upgrade", counted)
+    for name in ("first.db", "copied.db"):
+        store = Store(f"sqlite:///{tmp_path / name}")
+        store.migrate()
+        assert store.schema_revisions() == migrate.HEADS
+        store.close()
+    assert [url.rsplit("/", 1)[1] for url in runs] == ["first.db"]  # the second was copied
     by_alembic = Store(f"sqlite:///{tmp_path / 'alembic.db'}")
-    upgrade(by_alembic)
+    real(by_alembic)
     by_alembic.close()
-    copied = Store(f"sqlite:///{tmp_path / 'copied.db'}")
-    copied.migrate()
-    assert copied.schema_revisions() == HEADS
-    copied.close()
     expected = _sqlite_facts(tmp_path / "alembic.db")
     assert _sqlite_facts(tmp_path / "copied.db") == expected
     assert expected["journal_mode"] == "wal" and len(expected["schema"]) > 50
@@ -272,22 +285,3 @@ def test_a_sqlite_database_holding_anything_is_migrated_not_overwritten(tmp_path
     with sqlite3.connect(tmp_path / "own.db") as conn:
         assert conn.execute("SELECT x FROM mine").fetchall() == [(7,)]
 
-
-def test_without_a_writable_temporary_directory_a_new_database_is_migrated_all_the_same(
-    tmp_path, monkeypatch, caplog,
-) -> None:
-    import tempfile
-
-    from dataspace.store import migrate
-    from dataspace.store.db import Store
-
-    monkeypatch.setattr(migrate, "_template", None)  # as in a process that built none yet
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
-    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    try:
-        with caplog.at_level(logging.WARNING, logger="dataspace.store"):
-            store.migrate()
-        assert store.schema_revisions() == migrate.HEADS
-        assert "no schema template" in caplog.text
-    finally:
-        store.close()

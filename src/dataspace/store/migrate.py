@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -100,59 +99,35 @@ _template_lock = threading.Lock()
 
 
 def start_from_template(store: Store) -> bool:
-    """Fill a new, empty SQLite database with a copy of one this process migrated from empty,
-    through SQLite's backup API; False (nothing done) if the database holds anything.
+    """Migrate a new, empty SQLite database; False (nothing done) if it holds anything.
 
-    The migrations are deterministic on an empty database, so the copy is what running them
-    again would build, pages, schema and revisions alike: it takes a millisecond where
-    Alembic takes ~0.1 s a node, which the processes that create many nodes (a scenario's
-    space, the test suite) paid once per node. Also False when the template cannot be built
-    (no writable temporary directory): the database is then migrated as it always was.
+    The first such database in a process is migrated by Alembic and kept in memory; later ones
+    are filled from that copy through SQLite's backup API. The migrations are deterministic on
+    an empty database, so the copy is what running them again would build, schema and
+    revisions alike: a millisecond where Alembic takes ~0.1 s a node, which the processes that
+    create many nodes (a scenario's space, the test suite) paid once per node.
     """
-    try:
-        template = _migrated_empty()
-    except OSError as exc:
-        logger.warning("no schema template (%s): migrating this database step by step", exc)
-        return False
+    global _template
     raw = store.engine.raw_connection()
     try:
         target = raw.driver_connection
         assert isinstance(target, sqlite3.Connection)
         if target.execute("SELECT count(*) FROM sqlite_master").fetchone() != (0,):
             return False
-        try:
-            with _template_lock:
-                template.backup(target)  # one write transaction: all of it or nothing
-        except sqlite3.OperationalError:  # another connection is using it: let Alembic wait
-            return False
+        with _template_lock:
+            if _template is None:
+                upgrade(store)
+                copy = sqlite3.connect(":memory:", check_same_thread=False)
+                target.backup(copy)
+                _template = copy
+                return True
+            try:
+                _template.backup(target)  # one write transaction: all of it or nothing
+            except sqlite3.OperationalError:  # another connection is using it: Alembic waits
+                return False
         return True
     finally:
         raw.close()
-
-
-def _migrated_empty() -> sqlite3.Connection:
-    """The process's in-memory copy of an empty SQLite database migrated to :data:`HEADS`."""
-    global _template
-    with _template_lock:
-        if _template is None:
-            from dataspace.store.db import Store
-
-            with tempfile.TemporaryDirectory(prefix="dataspace-schema-") as scratch_dir:
-                scratch = Store(f"sqlite:///{Path(scratch_dir) / 'empty.db'}")
-                try:
-                    upgrade(scratch)
-                    copy = sqlite3.connect(":memory:", check_same_thread=False)
-                    raw = scratch.engine.raw_connection()
-                    try:
-                        source = raw.driver_connection
-                        assert isinstance(source, sqlite3.Connection)
-                        source.backup(copy)
-                    finally:
-                        raw.close()
-                finally:
-                    scratch.close()
-            _template = copy
-        return _template
 
 
 def known_revisions() -> frozenset[str]:
