@@ -108,6 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ended here (code start_timeout) and the provider told",
     ),
     Setting(
+        "transfer_completion_grace_seconds",
+        900.0,
+        "a transfer this node delivered and billed whose consumer has confirmed nothing this "
+        "long after is completed here and the consumer told",
+    ),
+    Setting(
         "dp_train_max_delta",
         1e-5,
         "largest δ a DP-FedAvg job may state here (the agreement's own δ bound applies too)",

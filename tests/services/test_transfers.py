@@ -451,6 +451,92 @@ def test_a_delivery_a_restart_cut_off_is_ended_unbilled_by_the_sweep(pair: Pair)
     assert line["job_id"] == done
 
 
+def _settled(pair: Pair, agreement: str, share: float = 1.0) -> tuple[str, datetime]:
+    """A fresh transfer pulled and billed (its delivery cut at ``share`` of the bytes, or
+    complete); its pid and a moment just after the settlement."""
+    pid, facts = _pulled(pair, agreement)
+    outcome = transfers.settle_pull(pair.tax, pid, sent=int(facts["bytes"] * share),
+                                    complete=share == 1.0)
+    assert outcome == "billed"
+    return pid, datetime.now(UTC)
+
+
+def test_a_billed_delivery_the_consumer_never_confirms_is_completed_by_the_provider(
+    pair: Pair,
+) -> None:
+    """The consumer's completion message may be lost (it is sent once, best effort): the
+    provider's transfer stayed STARTED for good although its data had left and been billed."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pid, settled = _settled(pair, agreement)
+    grace = timedelta(seconds=pair.tax.limits["transfer_completion_grace_seconds"])
+    assert transfer_sweep.sweep_while_serving(
+        pair.tax, settled + grace / 2, transport=pair.transport)["completed"] == []
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "STARTED"
+
+    pair.sent.clear()
+    later = settled + grace + timedelta(seconds=5)
+    swept = transfer_sweep.sweep_while_serving(pair.tax, later, transport=pair.transport)
+    assert swept == {"terminated": [], "completed": [pid], "removed": []}
+    view = transfers.show_transfer(pair.tax, pid)
+    assert view["state"] == "COMPLETED"
+    [entry] = [e for e in _entries(pair.tax, "transfer.completed") if e["pid"] == pid]
+    assert entry["by"] == TAX and entry["peer"] == BANK and entry["rows"] == 12
+    assert "confirmed nothing within 900 s" in entry["reason"][0]
+    [(peer, path, body)] = pair.sent
+    validate(body, "TransferCompletionMessage")
+    assert peer == BANK and path.endswith(f"/transfers/{view['consumer_pid']}/completion")
+    assert body["providerPid"] == pid and body["consumerPid"] == view["consumer_pid"]
+    assert transfer_sweep.complete_unconfirmed(pair.tax, later, transport=pair.transport) == []
+    lines = usage_service.list_usage(pair.tax, agreement_id=agreement)
+    assert [(u["job_id"], u["status"]) for u in lines] == [(pid, "completed")]  # billed once
+
+
+def test_only_billed_deliveries_nobody_ended_are_completed_by_the_provider(pair: Pair) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    streaming, _ = _pulled(pair, agreement)  # pulled, its delivery not settled yet
+    broken, facts = _pulled(pair, agreement)  # cut early: terminated, unbilled
+    transfers.settle_pull(pair.tax, broken, sent=facts["bytes"] // 20, complete=False)
+    ended, _ = _settled(pair, agreement, share=0.5)  # cut late, billed; the consumer ended it
+    view = transfers.show_transfer(pair.tax, ended)
+    transfers.handle_message(pair.tax, space.member(pair.tax, BANK), ended, {
+        "@context": CTX, "@type": tp.TERMINATION, "providerPid": ended,
+        "consumerPid": view["consumer_pid"], "code": "pull_failed"}, tp.TERMINATION)
+    confirmed, _ = _settled(pair, agreement)  # the consumer's completion arrived
+    view = transfers.show_transfer(pair.tax, confirmed)
+    transfers.handle_message(pair.tax, space.member(pair.tax, BANK), confirmed, {
+        "@context": CTX, "@type": tp.COMPLETION, "providerPid": confirmed,
+        "consumerPid": view["consumer_pid"]}, tp.COMPLETION)
+    unconfirmed, settled = _settled(pair, agreement, share=0.5)  # cut late, billed, no word
+
+    later = settled + timedelta(days=2)
+    assert transfer_sweep.unconfirmed_deliveries(pair.tax, later) == [unconfirmed]
+    states = {pid: transfers.show_transfer(pair.tax, pid)["state"]
+              for pid in (streaming, broken, ended, confirmed)}
+    assert states == {streaming: "STARTED", broken: "TERMINATED", ended: "TERMINATED",
+                      confirmed: "COMPLETED"}
+
+
+def test_a_delivery_the_consumer_ends_as_the_sweep_reads_it_stays_ended(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep read it unconfirmed; the consumer's termination lands before the sweep takes
+    the transfer's lock: the transfer stays TERMINATED, with no completion in the ledger."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    pid, _ = _settled(pair, agreement)
+    monkeypatch.setattr(transfer_sweep, "unconfirmed_deliveries", lambda node, now=None: [pid])
+    view = transfers.show_transfer(pair.tax, pid)
+    transfers.handle_message(pair.tax, space.member(pair.tax, BANK), pid, {
+        "@context": CTX, "@type": tp.TERMINATION, "providerPid": pid,
+        "consumerPid": view["consumer_pid"], "code": "hash_mismatch"}, tp.TERMINATION)
+    pair.sent.clear()
+    assert transfer_sweep.complete_unconfirmed(pair.tax, transport=pair.transport) == []
+    assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
+    assert _entries(pair.tax, "transfer.completed") == [] and pair.sent == []
+
+
 def test_pseudonyms_differ_between_agreements(pair: Pair) -> None:
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     bank = space.member(pair.tax, BANK)
@@ -950,7 +1036,8 @@ def test_a_grant_lapsing_while_the_server_runs_is_ended_by_the_sweeping_thread(
         running.stop()
     assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
     assert not extract.exists()
-    assert transfer_sweep.sweep_while_serving(pair.bank) == {"terminated": [], "removed": []}
+    assert transfer_sweep.sweep_while_serving(pair.bank) == {"terminated": [], "completed": [],
+                                                       "removed": []}
     assert partial.exists()
 
 

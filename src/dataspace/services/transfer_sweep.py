@@ -25,8 +25,13 @@ and partial downloads.
 * A consumer's transfer its provider has not started ``transfer_start_timeout_seconds`` after
   the request (the provider is gone, or lost it) is terminated (code ``start_timeout``) and the
   provider told: the request does not stay open for ever.
+* A provider's transfer whose delivery was billed ``transfer_completion_grace_seconds`` ago
+  and is still STARTED (the consumer's completion message was lost, or its node is gone) is
+  completed by the provider (DSP lets either side complete) and the consumer told: the data
+  has left and been paid for, so the process should not read as open for ever.
 
-Lapsed grants, unanswered requests, orphaned files and due deletions are swept here and every
+Lapsed grants, unanswered requests, unconfirmed deliveries, orphaned files and due deletions
+are swept here and every
 minute while the server runs (:func:`keep_sweeping`); interrupted deliveries and partial
 downloads only here, where no delivery or pull can be going on.
 """
@@ -42,22 +47,26 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from dataspace.contracts import build
+from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
+from dataspace.contracts.messages import TransferCompletionMessage
 from dataspace.contracts.roles import Role
-from dataspace.errors import Conflict
+from dataspace.errors import Conflict, DataspaceError
 from dataspace.ledger import log
-from dataspace.services.catalog import Transport
+from dataspace.services.catalog import Transport, deliver
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     EXTRACT_DIR,
     RECEIVED_DIR,
     _aware,
     _discard,
+    _peer_path,
     _terminate_local,
     tell_terminated,
     terminate,
 )
-from dataspace.services.transfer_provider import billed_clause, provide
+from dataspace.services.transfer_provider import billed, billed_clause, provide
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
 logger = logging.getLogger("dataspace.transfers")
@@ -202,15 +211,81 @@ def end_unanswered_requests(
     ]
 
 
+def unconfirmed_deliveries(node: Node, now: datetime | None = None) -> list[str]:
+    """Provider transfers still STARTED whose delivery was billed (and so settled)
+    ``transfer_completion_grace_seconds`` ago or more: neither the consumer's completion nor
+    its termination has arrived since."""
+    now = now or datetime.now(UTC)
+    grace = timedelta(seconds=float(node.limits["transfer_completion_grace_seconds"]))
+    with node.store.read() as session:
+        rows = session.execute(
+            select(TransferProcessRow.id, TransferExtractRow.settled_at)
+            .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
+            .where(
+                TransferProcessRow.role == Role.PROVIDER.value,
+                TransferProcessRow.state == tp.TransferState.STARTED.value,
+                TransferExtractRow.settled_at.is_not(None),
+                billed_clause(),
+            )
+        ).all()
+    return [pid for pid, settled in rows if settled is not None and _aware(settled) + grace <= now]
+
+
+def complete_unconfirmed(
+    node: Node, now: datetime | None = None, transport: Transport | None = None
+) -> list[str]:
+    """Complete the unconfirmed deliveries (:func:`unconfirmed_deliveries`) here, each with a
+    ``transfer.completed`` entry giving the reason, and send each consumer a
+    TransferCompletionMessage (best effort; a consumer that completed already answers 200);
+    which. One the consumer completed or terminated since the read is left as it is."""
+    grace = float(node.limits["transfer_completion_grace_seconds"])
+    reasons = [f"the delivery was billed and the consumer confirmed nothing within {grace:g} s; "
+               "completed by the provider"]
+    done = []
+    for pid in unconfirmed_deliveries(node, now):
+        with node.store.write() as session:
+            row = cs.get_transfer(session, pid, peer=None, lock=True)
+            if row.state != tp.TransferState.STARTED.value or not billed(session, pid):
+                continue
+            row = cs.advance_transfer(session, pid, tp.COMPLETION, sender=Role.PROVIDER,
+                                      peer=None)
+            ext = session.get(TransferExtractRow, pid)
+            log.append(session, actor=f"node:{node.name}", action="transfer.completed", payload={
+                "pid": pid, "role": Role.PROVIDER.value, "peer": row.peer,
+                "agreement_id": row.agreement_id, "by": node.name,
+                "sha256": ext.sha256 if ext else None, "rows": ext.rows if ext else None,
+                "bytes": ext.bytes if ext else None, "reason": reasons,
+            })
+            session.expunge(row)
+        done.append(pid)
+        _tell_completed(node, row, transport)
+    return done
+
+
+def _tell_completed(node: Node, row: TransferProcessRow, transport: Transport | None) -> None:
+    if row.consumer_pid is None:
+        return
+    message = TransferCompletionMessage(provider_pid=row.id, consumer_pid=row.consumer_pid)
+    try:
+        status, _ = deliver(node, row.peer, "POST", _peer_path(node, row, "completion"),
+                            build(message), transport, attempts=3)
+        if status >= 300:
+            logger.warning("transfer %s: %s refused the completion (HTTP %s)",
+                           row.id, row.peer, status)
+    except DataspaceError as exc:
+        logger.warning("transfer %s: completion not delivered: %s", row.id, exc)
+
+
 def sweep_while_serving(
     node: Node, now: datetime | None = None, transport: Transport | None = None
 ) -> dict[str, list[str]]:
     """What is safe to do while the server runs, each round of :class:`SweepingThread`: end
-    lapsed grants and unanswered requests, delete orphaned files (past their grace) and
-    received files whose delete duty fell due."""
+    lapsed grants and unanswered requests, complete unconfirmed deliveries, delete orphaned
+    files (past their grace) and received files whose delete duty fell due."""
     ended = (end_lapsed_grants(node, now, transport)
              + end_unanswered_requests(node, now, transport))
-    return {"terminated": ended, "removed": orphan_files(node, now) + delete_due(node, now)}
+    return {"terminated": ended, "completed": complete_unconfirmed(node, now, transport),
+            "removed": orphan_files(node, now) + delete_due(node, now)}
 
 
 def sweep(
