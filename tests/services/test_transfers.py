@@ -1387,6 +1387,62 @@ def test_resuming_stops_when_the_server_stops(pair: Pair) -> None:
     assert pair.sent == []
 
 
+def test_a_pull_the_last_server_did_not_finish_is_pulled_again_once_the_next_one_serves(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer restarted before (or while) it pulled: its transfer stayed STARTED for good,
+    with nothing received, although the token might still have worked."""
+    data = _parquet_bytes(person_id=["a", "b", "c"])
+    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(200, content=data),
+                            sha=hashlib.sha256(data).hexdigest(), rows=3, size=len(data))
+    folder = pair.bank.root / transfers.RECEIVED_DIR
+    folder.mkdir(exist_ok=True)
+    (folder / ".cut.part").write_bytes(data[:10])  # what the cut-off pull had written
+    assert transfer_sweep.sweep(pair.bank)["removed"] == [".cut.part"]
+    assert transfer_sweep.unfinished_pulls(pair.bank) == [pid]
+    serving = threading.Event()
+    running = transfer_sweep.keep_sweeping(pair.bank, every=60, serving=serving.is_set,
+                                           transport=pair.transport,
+                                           pulls=transfer_sweep.unfinished_pulls(pair.bank))
+    try:
+        time.sleep(0.3)
+        assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"  # not yet up
+        serving.set()
+        deadline = time.monotonic() + 20
+        while transfers.show_transfer(pair.bank, pid)["state"] == "STARTED" and (
+                time.monotonic() < deadline):
+            time.sleep(0.05)
+    finally:
+        running.stop()
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "COMPLETED"
+    [file] = _received(pair)
+    assert file.read_bytes() == data
+    [entry] = _entries(pair.bank, "transfer.received")
+    assert entry["pid"] == pid and entry["rows"] == 3
+    [(peer, path, _)] = pair.sent
+    assert peer == TAX and path.endswith("/completion")
+    assert transfer_sweep.unfinished_pulls(pair.bank) == []
+
+
+def test_a_pull_whose_token_went_with_the_cut_off_pull_ends_with_the_providers_refusal(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusal = {"error": "forbidden", "message": "the pull token has been used"}
+    pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(403, json=refusal),
+                            sha="0" * 64, rows=1, size=10)
+    pids = transfer_sweep.unfinished_pulls(pair.bank)
+    assert transfer_sweep.retry_pulls(pair.bank, pids, stopped=lambda: True) == []
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"  # the next start's
+
+    assert transfer_sweep.retry_pulls(pair.bank, pids, transport=pair.transport) == [pid]
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "TERMINATED"
+    [ended] = _entries(pair.bank, "transfer.terminated")
+    assert "HTTP 403" in ended["reason"][0] and "token has been used" in ended["reason"][0]
+    [(peer, path, body)] = pair.sent
+    assert peer == TAX and path.endswith("/termination") and body["consumerPid"] == pid
+    assert _received(pair) == [] and transfer_sweep.unfinished_pulls(pair.bank) == []
+
+
 def test_a_request_its_provider_never_starts_is_ended_after_the_start_timeout(
     pair: Pair,
 ) -> None:

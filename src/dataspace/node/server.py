@@ -191,9 +191,11 @@ def _serve(node: Node, host: str, port: int) -> None:
         gc.collect()
         gc.freeze()
         # taken before the server accepts a request: one it receives is its handler's to provide
+        # (or, a start, to pull)
         stalled = transfer_sweep.stalled_requests(node)
+        unfinished = transfer_sweep.unfinished_pulls(node)
         sweeping = transfer_sweep.keep_sweeping(
-            node, serving=lambda: server.started, resume=stalled
+            node, serving=lambda: server.started, resume=stalled, pulls=unfinished
         )
         serving = threading.Event()
         with _stop_on_signals(), contextlib.suppress(_Stop):

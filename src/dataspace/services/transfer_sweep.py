@@ -25,6 +25,12 @@ and partial downloads.
 * A consumer's transfer its provider has not started ``transfer_start_timeout_seconds`` after
   the request (the provider is gone, or lost it) is terminated (code ``start_timeout``) and the
   provider told: the request does not stay open for ever.
+* A consumer's transfer still STARTED with nothing received at start had its pull cut off
+  by the restart, or never begun: it is pulled again once the new server serves
+  (:func:`retry_pulls`). An unused, unexpired token brings the data now; a token the cut-off
+  pull had spent (or one that lapsed, or a grant its provider ended meanwhile) is refused by
+  the provider, and the transfer ends here with that reason, the provider told — either way
+  it does not stay STARTED for ever.
 * A provider's transfer whose delivery was billed ``transfer_completion_grace_seconds`` ago
   and is still STARTED (the consumer's completion message was lost, or its node is gone) is
   completed by the provider (DSP lets either side complete) and the consumer told: the data
@@ -66,6 +72,7 @@ from dataspace.services.transfer_common import (
     tell_terminated,
     terminate,
 )
+from dataspace.services.transfer_consumer import pull
 from dataspace.services.transfer_provider import billed, billed_clause, provide
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
@@ -166,19 +173,56 @@ def resume_requests(
     it had just arrived: decided under the agreement as it stands now, then started or
     refused, the consumer told either way; which were resumed. Call it once the server is
     serving; once ``stopped()`` the rest are left for the next start."""
-    resumed = []
+    return _each_until_stopped(pids, lambda pid: provide(node, pid, transport=transport),
+                               "transfer request", stopped)
+
+
+def unfinished_pulls(node: Node) -> list[str]:
+    """Consumer transfers STARTED with nothing received: at server start, their pull was cut
+    off with the last server (:func:`sweep` deleted its partial download) or never began."""
+    with node.store.read() as session:
+        return list(session.scalars(
+            select(TransferProcessRow.id)
+            .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
+            .where(
+                TransferProcessRow.role == Role.CONSUMER.value,
+                TransferProcessRow.state == tp.TransferState.STARTED.value,
+                TransferExtractRow.path.is_(None),
+            ).order_by(TransferProcessRow.created_at)
+        ).all())
+
+
+def retry_pulls(
+    node: Node,
+    pids: list[str],
+    transport: Transport | None = None,
+    stopped: Callable[[], bool] | None = None,
+) -> list[str]:
+    """Pull each unfinished transfer (``pids``, from :func:`unfinished_pulls` taken before the
+    server accepted any message: a start it receives pulls by its own handler) as if its start
+    had just arrived: received and completed, or ended with the provider's refusal, the
+    provider told; which were tried. Once ``stopped()`` the rest are left for the next
+    start."""
+    return _each_until_stopped(pids, lambda pid: pull(node, pid, transport=transport),
+                               "transfer pull", stopped)
+
+
+def _each_until_stopped(
+    pids: list[str], act: Callable[[str], object], what: str,
+    stopped: Callable[[], bool] | None,
+) -> list[str]:
+    done = []
     for n, pid in enumerate(pids):
         if stopped is not None and stopped():
-            logger.warning("stopping: %d transfer request(s) left for the next start",
-                           len(pids) - n)
+            logger.warning("stopping: %d %s(s) left for the next start", len(pids) - n, what)
             break
         try:
-            provide(node, pid, transport=transport)
+            act(pid)
         except Exception:  # the next start tries again; the others go on
-            logger.exception("resuming transfer request %s", pid)
+            logger.exception("%s %s", what, pid)
             continue
-        resumed.append(pid)
-    return resumed
+        done.append(pid)
+    return done
 
 
 def unanswered_requests(node: Node, now: datetime | None = None) -> list[str]:
@@ -352,28 +396,31 @@ class SweepingThread:
         serving: Callable[[], bool] | None = None,
         transport: Transport | None = None,
         resume: list[str] | None = None,
+        pulls: list[str] | None = None,
     ) -> None:
         self.node, self.every, self._serving, self._transport = node, every, serving, transport
         self._resume_pids = resume or []
+        self._pull_pids = pulls or []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="transfer-sweep", daemon=True)
 
     def _resume(self) -> None:
-        if not self._resume_pids or self._serving is None:
+        if not (self._resume_pids or self._pull_pids) or self._serving is None:
             return
-        while not self._serving():  # the consumers pull from this server: wait for it
+        # the consumers pull from this server, and a provider told of a failed pull answers it
+        while not self._serving():
             if self._stopped.wait(0.1):
                 return
-        try:
-            resumed = resume_requests(
-                self.node, self._resume_pids, self._transport, self._stopped.is_set
-            )
-        except Exception:
-            logger.exception("resuming transfer requests")
-            return
+        resumed = resume_requests(
+            self.node, self._resume_pids, self._transport, self._stopped.is_set
+        )
         if resumed:
             logger.warning("resumed %d transfer request(s) the last server did not answer",
                            len(resumed))
+        pulled = retry_pulls(self.node, self._pull_pids, self._transport, self._stopped.is_set)
+        if pulled:
+            logger.warning("pulled %d transfer(s) again that the last server did not receive",
+                           len(pulled))
 
     def _loop(self) -> None:
         self._resume()
@@ -400,12 +447,14 @@ def keep_sweeping(
     serving: Callable[[], bool] | None = None,
     transport: Transport | None = None,
     resume: list[str] | None = None,
+    pulls: list[str] | None = None,
 ) -> SweepingThread:
     """Start :func:`sweep_while_serving` every ``every`` seconds while the server runs: a grant
     lapses, a delete duty falls due, a file is orphaned while it serves, not only before its
     next start. With ``serving`` (is the server accepting requests yet?), the stalled
-    requests ``resume`` names are resumed first, once it is."""
-    running = SweepingThread(node, every, serving, transport, resume)
+    requests ``resume`` names are resumed first, once it is, and the unfinished pulls
+    ``pulls`` names are pulled again."""
+    running = SweepingThread(node, every, serving, transport, resume, pulls)
     running.start()
     return running
 
