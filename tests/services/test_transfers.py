@@ -30,7 +30,14 @@ from dataspace.identity.peer import PeerAuth
 from dataspace.ledger import log
 from dataspace.node.app import create_app
 from dataspace.policy import PolicyDenied, from_template
-from dataspace.services import datasets, jobs, space, transfer_sweep, transfers
+from dataspace.services import (
+    datasets,
+    jobs,
+    space,
+    transfer_backlog,
+    transfer_sweep,
+    transfers,
+)
 from dataspace.services import usage as usage_service
 from dataspace.services.node import Node
 from dataspace.services.space import self_member
@@ -710,7 +717,7 @@ def test_the_servers_thread_deletes_a_file_falling_due_and_outlives_a_failed_rou
         return real(node, now)
 
     monkeypatch.setattr(transfer_sweep, "delete_due", first_round_fails)
-    running = transfer_sweep.keep_sweeping(pair.bank, every=0.05)
+    running = transfer_backlog.keep_sweeping(pair.bank, every=0.05)
     try:
         # wait for the ledger entry, not the file: the round deletes the file inside its
         # transaction, so the file can be gone a moment before the entry is committed
@@ -738,7 +745,7 @@ def test_stopping_the_delete_duty_thread_waits_for_the_round_in_flight(
         return []
 
     monkeypatch.setattr(transfer_sweep, "delete_due", slow_round)
-    running = transfer_sweep.keep_sweeping(pair.bank, every=0.01)
+    running = transfer_backlog.keep_sweeping(pair.bank, every=0.01)
     assert started.wait(20)
     running.stop()
     assert ended.is_set()
@@ -1026,7 +1033,7 @@ def test_a_grant_lapsing_while_the_server_runs_is_ended_by_the_sweeping_thread(
         assert ext is not None and ext.path
         extract = Path(ext.path)
         ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
-    running = transfer_sweep.keep_sweeping(pair.tax, every=0.05)
+    running = transfer_backlog.keep_sweeping(pair.tax, every=0.05)
     try:
         deadline = time.monotonic() + 20
         while transfers.show_transfer(pair.tax, pid)["state"] != "TERMINATED" and (
@@ -1060,8 +1067,6 @@ def test_a_grant_pulled_after_the_sweep_read_it_as_lapsed_is_not_ended(
 
 
 def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) -> None:
-    from dataspace.services import transfer_sweep
-
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     agreement = pair.agreement("raw-transfer", expires=future)
     lapsed, live = pair.request(agreement, "raw"), pair.request(agreement, "raw")
@@ -1082,6 +1087,45 @@ def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) ->
     assert told["code"] == "grant_lapsed" and told["providerPid"] == lapsed  # not left waiting
     assert transfer_sweep.sweep(pair.bank)["removed"] == [".abc.part"]
     assert transfer_sweep.sweep(pair.tax) == {"terminated": [], "removed": []}
+
+
+def test_the_peers_of_what_the_start_up_ended_are_told_once_the_server_serves(
+    pair: Pair,
+) -> None:
+    """The start-up sweep told each peer before the server listened: a peer that was down
+    cost three tries per transfer, all before the node could serve anyone."""
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = pair.agreement("raw-transfer", expires=future)
+    lapsed = pair.request(agreement, "raw")
+    cut, _ = _pulled(pair, agreement)  # its delivery cut off by the restart
+    with pair.tax.store.write() as session:
+        ext = session.get(TransferExtractRow, lapsed)
+        assert ext is not None
+        ext.token_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    pair.sent.clear()
+    backlog, swept = transfer_backlog.take_backlog(pair.tax)
+    assert sorted(swept["terminated"]) == sorted([lapsed, cut])
+    assert {pid: transfers.show_transfer(pair.tax, pid)["state"] for pid in (lapsed, cut)} == {
+        lapsed: "TERMINATED", cut: "TERMINATED"}
+    assert pair.sent == []  # nobody told yet
+    assert sorted((row.id, code) for row, code, _ in backlog.notices) == sorted(
+        [(lapsed, "grant_lapsed"), (cut, "delivery_interrupted")])
+
+    serving = threading.Event()
+    running = transfer_backlog.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
+                                             transport=pair.transport, backlog=backlog)
+    try:
+        time.sleep(0.3)
+        assert pair.sent == []  # not yet up
+        serving.set()
+        deadline = time.monotonic() + 20
+        while len(pair.sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        running.stop()
+    told = {body["providerPid"]: body["code"] for _, path, body in pair.sent
+            if path.endswith("/termination")}
+    assert told == {lapsed: "grant_lapsed", cut: "delivery_interrupted"}
 
 
 def _cancel(pair: Pair, pid: str) -> None:
@@ -1342,11 +1386,11 @@ def test_a_request_the_last_server_never_provided_is_provided_once_the_next_one_
         assert ext is not None
         ext.token_expires_at = datetime.now(UTC) - timedelta(hours=1)
     assert transfer_sweep.sweep(pair.tax)["terminated"] == []  # a reservation, not a grant
-    assert transfer_sweep.stalled_requests(pair.tax) == [stalled]
+    assert transfer_backlog.stalled_requests(pair.tax) == [stalled]
     serving = threading.Event()
-    running = transfer_sweep.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
-                                           transport=pair.transport,
-                                           resume=transfer_sweep.stalled_requests(pair.tax))
+    backlog = transfer_backlog.Backlog(requests=transfer_backlog.stalled_requests(pair.tax))
+    running = transfer_backlog.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
+                                             transport=pair.transport, backlog=backlog)
     try:
         time.sleep(0.3)
         assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"  # not yet up
@@ -1359,7 +1403,7 @@ def test_a_request_the_last_server_never_provided_is_provided_once_the_next_one_
         running.stop()
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "STARTED"
     assert len(_tokens(pair)) == 1  # the consumer was sent its start message
-    assert transfer_sweep.stalled_requests(pair.tax) == []
+    assert transfer_backlog.stalled_requests(pair.tax) == []
 
 
 def test_a_stalled_request_no_longer_allowed_is_refused_and_the_consumer_told(
@@ -1369,19 +1413,19 @@ def test_a_stalled_request_no_longer_allowed_is_refused_and_the_consumer_told(
     agreement = pair.agreement("raw-transfer", expires=future, max_jobs=1)
     pair.request(agreement, "raw")  # the one transfer the agreement allows
     stalled = pair.request(agreement, "raw", run=False)
-    assert transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport) == [
+    assert transfer_backlog.resume_requests(pair.tax, [stalled], transport=pair.transport) == [
         stalled]
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "TERMINATED"
     assert "count" in " ".join(_entries(pair.tax, "transfer.denied")[-1]["reasons"])
     path, body = pair.sent[-1][1:]
     assert path.endswith("/termination") and body["consumerPid"]
-    assert transfer_sweep.stalled_requests(pair.tax) == []
+    assert transfer_backlog.stalled_requests(pair.tax) == []
 
 
 def test_resuming_stops_when_the_server_stops(pair: Pair) -> None:
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     stalled = pair.request(pair.agreement("raw-transfer", expires=future), "raw", run=False)
-    assert transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport,
+    assert transfer_backlog.resume_requests(pair.tax, [stalled], transport=pair.transport,
                                           stopped=lambda: True) == []
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"  # next start's
     assert pair.sent == []
@@ -1399,11 +1443,11 @@ def test_a_pull_the_last_server_did_not_finish_is_pulled_again_once_the_next_one
     folder.mkdir(exist_ok=True)
     (folder / ".cut.part").write_bytes(data[:10])  # what the cut-off pull had written
     assert transfer_sweep.sweep(pair.bank)["removed"] == [".cut.part"]
-    assert transfer_sweep.unfinished_pulls(pair.bank) == [pid]
+    assert transfer_backlog.unfinished_pulls(pair.bank) == [pid]
     serving = threading.Event()
-    running = transfer_sweep.keep_sweeping(pair.bank, every=60, serving=serving.is_set,
-                                           transport=pair.transport,
-                                           pulls=transfer_sweep.unfinished_pulls(pair.bank))
+    backlog = transfer_backlog.Backlog(pulls=transfer_backlog.unfinished_pulls(pair.bank))
+    running = transfer_backlog.keep_sweeping(pair.bank, every=60, serving=serving.is_set,
+                                             transport=pair.transport, backlog=backlog)
     try:
         time.sleep(0.3)
         assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"  # not yet up
@@ -1421,7 +1465,7 @@ def test_a_pull_the_last_server_did_not_finish_is_pulled_again_once_the_next_one
     assert entry["pid"] == pid and entry["rows"] == 3
     [(peer, path, _)] = pair.sent
     assert peer == TAX and path.endswith("/completion")
-    assert transfer_sweep.unfinished_pulls(pair.bank) == []
+    assert transfer_backlog.unfinished_pulls(pair.bank) == []
 
 
 def test_a_pull_whose_token_went_with_the_cut_off_pull_ends_with_the_providers_refusal(
@@ -1430,17 +1474,17 @@ def test_a_pull_whose_token_went_with_the_cut_off_pull_ends_with_the_providers_r
     refusal = {"error": "forbidden", "message": "the pull token has been used"}
     pid = _consumer_started(pair, monkeypatch, lambda r: httpx.Response(403, json=refusal),
                             sha="0" * 64, rows=1, size=10)
-    pids = transfer_sweep.unfinished_pulls(pair.bank)
-    assert transfer_sweep.retry_pulls(pair.bank, pids, stopped=lambda: True) == []
+    pids = transfer_backlog.unfinished_pulls(pair.bank)
+    assert transfer_backlog.retry_pulls(pair.bank, pids, stopped=lambda: True) == []
     assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"  # the next start's
 
-    assert transfer_sweep.retry_pulls(pair.bank, pids, transport=pair.transport) == [pid]
+    assert transfer_backlog.retry_pulls(pair.bank, pids, transport=pair.transport) == [pid]
     assert transfers.show_transfer(pair.bank, pid)["state"] == "TERMINATED"
     [ended] = _entries(pair.bank, "transfer.terminated")
     assert "HTTP 403" in ended["reason"][0] and "token has been used" in ended["reason"][0]
     [(peer, path, body)] = pair.sent
     assert peer == TAX and path.endswith("/termination") and body["consumerPid"] == pid
-    assert _received(pair) == [] and transfer_sweep.unfinished_pulls(pair.bank) == []
+    assert _received(pair) == [] and transfer_backlog.unfinished_pulls(pair.bank) == []
 
 
 def test_a_request_its_provider_never_starts_is_ended_after_the_start_timeout(
@@ -1521,10 +1565,10 @@ def test_a_denial_cut_off_by_a_stop_is_denied_once_when_resumed(
     with monkeypatch.context() as m:
         m.setattr(transfer_provider, "_terminate_in", stop)
         with pytest.raises(_Stop):
-            transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport)
+            transfer_backlog.resume_requests(pair.tax, [stalled], transport=pair.transport)
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"
     assert _entries(pair.tax, "transfer.denied") == []  # nothing of the denial stayed
-    transfer_sweep.resume_requests(pair.tax, [stalled], transport=pair.transport)
+    transfer_backlog.resume_requests(pair.tax, [stalled], transport=pair.transport)
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "TERMINATED"
     assert [e["pid"] for e in _entries(pair.tax, "transfer.denied")] == [stalled]
     denied = [u for u in usage_service.list_usage(pair.tax, agreement_id=agreement)

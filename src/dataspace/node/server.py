@@ -32,7 +32,7 @@ from dataspace.ledger import log as ledger_log
 from dataspace.node.app import create_app
 from dataspace.node.http_protocol import with_head_timeout
 from dataspace.privacy.psi import x25519_mb
-from dataspace.services import auto_witness, transfer_sweep
+from dataspace.services import auto_witness, transfer_backlog
 from dataspace.services.job_records import orphan_results, sweep_stale
 from dataspace.services.node import Node, open_node
 from dataspace.settings import ENV_STOP_WITH_FD
@@ -153,7 +153,7 @@ def serve(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
 
 def _serve(node: Node, host: str, port: int) -> None:
     witnessing: auto_witness.AutoWitness | None = None
-    sweeping: transfer_sweep.SweepingThread | None = None
+    sweeping: transfer_backlog.SweepingThread | None = None
     try:
         witnesses = auto_witness.configured_witnesses(node)  # a bad [ledger] stops us here
         _raise_open_files_limit()
@@ -169,9 +169,12 @@ def _serve(node: Node, host: str, port: int) -> None:
         orphaned = orphan_results(node)  # results of jobs whose commit never came
         if orphaned:
             log.warning("removed %d result file(s) no job records", len(orphaned))
-        swept = transfer_sweep.sweep(node)  # lapsed grants, partial downloads
+        # lapsed grants, interrupted deliveries, partial downloads; and, taken before the server
+        # accepts anything (what it then receives is its handlers'), the requests to provide
+        # and pulls to retry, and the peers to tell, once it serves
+        backlog, swept = transfer_backlog.take_backlog(node)
         if swept["terminated"] or swept["removed"]:
-            log.warning("ended %d lapsed transfer grant(s), removed %d partial download(s)",
+            log.warning("ended %d transfer(s) no one would finish, removed %d file(s)",
                         len(swept["terminated"]), len(swept["removed"]))
         log.info("DH-PSI X25519: %s", x25519_mb.describe())
         config = uvicorn.Config(
@@ -190,12 +193,8 @@ def _serve(node: Node, host: str, port: int) -> None:
         # out of every later collection, which then walks only what requests allocate.
         gc.collect()
         gc.freeze()
-        # taken before the server accepts a request: one it receives is its handler's to provide
-        # (or, a start, to pull)
-        stalled = transfer_sweep.stalled_requests(node)
-        unfinished = transfer_sweep.unfinished_pulls(node)
-        sweeping = transfer_sweep.keep_sweeping(
-            node, serving=lambda: server.started, resume=stalled, pulls=unfinished
+        sweeping = transfer_backlog.keep_sweeping(
+            node, serving=lambda: server.started, backlog=backlog
         )
         serving = threading.Event()
         with _stop_on_signals(), contextlib.suppress(_Stop):

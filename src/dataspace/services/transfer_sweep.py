@@ -1,15 +1,22 @@
-"""Ending what no one will finish (at server start): lapsed grants, interrupted deliveries
-and partial downloads.
+"""Ending what no one will finish: lapsed grants, interrupted deliveries, unanswered requests,
+unconfirmed deliveries, partial downloads, orphaned files, due deletions.
 
 * A provider's grant whose one-time token lapsed unpulled stays STARTED (or SUSPENDED) and
-  keeps its extract on disk until someone ends it: :func:`sweep` terminates it here
-  (``transfer.terminated``, code ``grant_lapsed``) and deletes the extract. Its ``count`` slot
+  keeps its extract on disk until someone ends it: it is terminated here
+  (``transfer.terminated``, code ``grant_lapsed``) and the extract deleted. Its ``count`` slot
   was free already (a lapsed token frees it). The consumer is told (a TransferTermination-
   Message, best effort): one that never pulled (it restarted before it could) would otherwise
   wait on a STARTED transfer for ever.
 * A provider's delivery cut off by the restart (pulled, never billed: the end of the stream
   was not seen) is terminated too (code ``delivery_interrupted``), unbilled — no stream
   outlives its server, and the consumer's pull failed with it; the consumer is told too.
+* A consumer's transfer its provider has not started ``transfer_start_timeout_seconds`` after
+  the request (the provider is gone, or lost it) is terminated (code ``start_timeout``) and the
+  provider told: the request does not stay open for ever.
+* A provider's transfer whose delivery was billed ``transfer_completion_grace_seconds`` ago
+  and is still STARTED (the consumer's completion message was lost, or its node is gone) is
+  completed by the provider (DSP lets either side complete) and the consumer told: the data
+  has left and been paid for, so the process should not read as open for ever.
 * A consumer's partial download (``received/.*.part``) belongs to a pull that the previous
   server did not finish: nothing refers to it, and it is deleted.
 * A provider's extract or a consumer's received file no transfer refers to (the node
@@ -19,35 +26,16 @@ and partial downloads.
 * A consumer's received file whose agreement's delete duty has fallen due is deleted
   (``transfer.deleted``, with its sha256: the evidence the duty was kept).
 
-* A provider's transfer still REQUESTED at start was answered (201) by a server that stopped
-  before it decided and started it: it is provided now (:func:`resume_requests`, once the new
-  server is serving, so the consumer's pull finds it up).
-* A consumer's transfer its provider has not started ``transfer_start_timeout_seconds`` after
-  the request (the provider is gone, or lost it) is terminated (code ``start_timeout``) and the
-  provider told: the request does not stay open for ever.
-* A consumer's transfer still STARTED with nothing received at start had its pull cut off
-  by the restart, or never begun: it is pulled again once the new server serves
-  (:func:`retry_pulls`). An unused, unexpired token brings the data now; a token the cut-off
-  pull had spent (or one that lapsed, or a grant its provider ended meanwhile) is refused by
-  the provider, and the transfer ends here with that reason, the provider told — either way
-  it does not stay STARTED for ever.
-* A provider's transfer whose delivery was billed ``transfer_completion_grace_seconds`` ago
-  and is still STARTED (the consumer's completion message was lost, or its node is gone) is
-  completed by the provider (DSP lets either side complete) and the consumer told: the data
-  has left and been paid for, so the process should not read as open for ever.
-
-Lapsed grants, unanswered requests, unconfirmed deliveries, orphaned files and due deletions
-are swept here and every
-minute while the server runs (:func:`keep_sweeping`); interrupted deliveries and partial
-downloads only here, where no delivery or pull can be going on.
+:func:`sweep` runs at server start, before it serves; interrupted deliveries and partial
+downloads are swept only there, where no delivery or pull can be going on. The rest is swept
+again every minute while the server runs (:func:`sweep_while_serving`, from
+:mod:`transfer_backlog`'s thread).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,16 +58,11 @@ from dataspace.services.transfer_common import (
     _peer_path,
     _terminate_local,
     tell_terminated,
-    terminate,
 )
-from dataspace.services.transfer_consumer import pull
-from dataspace.services.transfer_provider import billed, billed_clause, provide
+from dataspace.services.transfer_provider import billed, billed_clause
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
 logger = logging.getLogger("dataspace.transfers")
-
-#: How long stopping waits for a round in flight (one transaction over the due files).
-STOP_TIMEOUT = 30.0
 
 #: How long an extract no transfer refers to is left alone (it may be being written).
 ORPHAN_GRACE = timedelta(minutes=15)
@@ -130,99 +113,45 @@ def interrupted_deliveries(node: Node) -> list[str]:
     return [pid for pid, _ in ended]
 
 
+#: a transfer terminated here, with its code and reasons, for its peer to be told
+Notice = tuple[TransferProcessRow, str, list[str]]
+
+
+def tell_all(node: Node, notices: list[Notice], transport: Transport | None = None) -> None:
+    """Send each peer its termination (best effort: three tries each, a failure logged)."""
+    for row, code, reasons in notices:
+        tell_terminated(node, row, code=code, reasons=reasons, transport=transport)
+
+
+def _told(node: Node, notices: list[Notice], transport: Transport | None,
+          defer: list[Notice] | None) -> list[str]:
+    """Tell the peers now, or leave ``notices`` in ``defer`` for later; the pids."""
+    if defer is None:
+        tell_all(node, notices, transport)
+    else:
+        defer.extend(notices)
+    return [row.id for row, _code, _reasons in notices]
+
+
 def end_lapsed_grants(
-    node: Node, now: datetime | None = None, transport: Transport | None = None
+    node: Node,
+    now: datetime | None = None,
+    transport: Transport | None = None,
+    defer: list[Notice] | None = None,
 ) -> list[str]:
     """Terminate the lapsed grants (:func:`lapsed_grants`), deleting their extracts and
-    telling each consumer (best effort); which. One whose pull was accepted meanwhile (its
-    token checked just before it lapsed) is left: the pull is re-checked under the
-    transfer's lock."""
-    ended = []
+    telling each consumer (best effort; or leaving the notices in ``defer``); which. One whose
+    pull was accepted meanwhile (its token checked just before it lapsed) is left: the pull is
+    re-checked under the transfer's lock."""
+    notices: list[Notice] = []
     reasons = ["the grant's token lapsed before the data was pulled"]
     for pid in lapsed_grants(node, now):
         with contextlib.suppress(Conflict):  # pulled after all: its delivery settles it
             row = _terminate_local(node, pid, code="grant_lapsed", actor=f"node:{node.name}",
                                    reasons=reasons, unless_pulled=True)
             if row is not None:
-                ended.append(pid)
-                tell_terminated(node, row, code="grant_lapsed", reasons=reasons,
-                                transport=transport)
-    return ended
-
-
-def stalled_requests(node: Node) -> list[str]:
-    """Provider transfers still REQUESTED: at server start, their ``provide`` ran in a server
-    that stopped before it started or refused them."""
-    with node.store.read() as session:
-        return list(session.scalars(
-            select(TransferProcessRow.id).where(
-                TransferProcessRow.role == Role.PROVIDER.value,
-                TransferProcessRow.state == tp.TransferState.REQUESTED.value,
-            ).order_by(TransferProcessRow.created_at)
-        ).all())
-
-
-def resume_requests(
-    node: Node,
-    pids: list[str],
-    transport: Transport | None = None,
-    stopped: Callable[[], bool] | None = None,
-) -> list[str]:
-    """Provide each stalled request (``pids``, from :func:`stalled_requests` taken before the
-    server accepted any request: a request it receives is provided by its own handler) as if
-    it had just arrived: decided under the agreement as it stands now, then started or
-    refused, the consumer told either way; which were resumed. Call it once the server is
-    serving; once ``stopped()`` the rest are left for the next start."""
-    return _each_until_stopped(pids, lambda pid: provide(node, pid, transport=transport),
-                               "transfer request", stopped)
-
-
-def unfinished_pulls(node: Node) -> list[str]:
-    """Consumer transfers STARTED with nothing received: at server start, their pull was cut
-    off with the last server (:func:`sweep` deleted its partial download) or never began."""
-    with node.store.read() as session:
-        return list(session.scalars(
-            select(TransferProcessRow.id)
-            .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
-            .where(
-                TransferProcessRow.role == Role.CONSUMER.value,
-                TransferProcessRow.state == tp.TransferState.STARTED.value,
-                TransferExtractRow.path.is_(None),
-            ).order_by(TransferProcessRow.created_at)
-        ).all())
-
-
-def retry_pulls(
-    node: Node,
-    pids: list[str],
-    transport: Transport | None = None,
-    stopped: Callable[[], bool] | None = None,
-) -> list[str]:
-    """Pull each unfinished transfer (``pids``, from :func:`unfinished_pulls` taken before the
-    server accepted any message: a start it receives pulls by its own handler) as if its start
-    had just arrived: received and completed, or ended with the provider's refusal, the
-    provider told; which were tried. Once ``stopped()`` the rest are left for the next
-    start."""
-    return _each_until_stopped(pids, lambda pid: pull(node, pid, transport=transport),
-                               "transfer pull", stopped)
-
-
-def _each_until_stopped(
-    pids: list[str], act: Callable[[str], object], what: str,
-    stopped: Callable[[], bool] | None,
-) -> list[str]:
-    done = []
-    for n, pid in enumerate(pids):
-        if stopped is not None and stopped():
-            logger.warning("stopping: %d %s(s) left for the next start", len(pids) - n, what)
-            break
-        try:
-            act(pid)
-        except Exception:  # the next start tries again; the others go on
-            logger.exception("%s %s", what, pid)
-            continue
-        done.append(pid)
-    return done
+                notices.append((row, "grant_lapsed", reasons))
+    return _told(node, notices, transport, defer)
 
 
 def unanswered_requests(node: Node, now: datetime | None = None) -> list[str]:
@@ -241,18 +170,23 @@ def unanswered_requests(node: Node, now: datetime | None = None) -> list[str]:
 
 
 def end_unanswered_requests(
-    node: Node, now: datetime | None = None, transport: Transport | None = None
+    node: Node,
+    now: datetime | None = None,
+    transport: Transport | None = None,
+    defer: list[Notice] | None = None,
 ) -> list[str]:
     """Terminate the unanswered requests (:func:`unanswered_requests`), telling each provider
-    (best effort); which."""
+    (best effort; or leaving the notices in ``defer``); which."""
     seconds = float(node.limits["transfer_start_timeout_seconds"])
-    return [  # one started since the read (a late START) is left alone: only_in
-        pid for pid in unanswered_requests(node, now)
-        if terminate(node, pid, code="start_timeout", actor=f"node:{node.name}",
-                     reasons=[f"the provider did not start the transfer within {seconds:g} s "
-                              "of the request"], transport=transport,
-                     only_in=(tp.TransferState.REQUESTED.value,))
-    ]
+    reasons = [f"the provider did not start the transfer within {seconds:g} s of the request"]
+    notices: list[Notice] = []
+    for pid in unanswered_requests(node, now):
+        # one started since the read (a late START) is left alone: only_in
+        row = _terminate_local(node, pid, code="start_timeout", actor=f"node:{node.name}",
+                               reasons=reasons, only_in=(tp.TransferState.REQUESTED.value,))
+        if row is not None:
+            notices.append((row, "start_timeout", reasons))
+    return _told(node, notices, transport, defer)
 
 
 def unconfirmed_deliveries(node: Node, now: datetime | None = None) -> list[str]:
@@ -323,7 +257,8 @@ def _tell_completed(node: Node, row: TransferProcessRow, transport: Transport | 
 def sweep_while_serving(
     node: Node, now: datetime | None = None, transport: Transport | None = None
 ) -> dict[str, list[str]]:
-    """What is safe to do while the server runs, each round of :class:`SweepingThread`: end
+    """What is safe to do while the server runs, each round of
+    :class:`~dataspace.services.transfer_backlog.SweepingThread`: end
     lapsed grants and unanswered requests, complete unconfirmed deliveries, delete orphaned
     files (past their grace) and received files whose delete duty fell due."""
     ended = (end_lapsed_grants(node, now, transport)
@@ -333,20 +268,25 @@ def sweep_while_serving(
 
 
 def sweep(
-    node: Node, now: datetime | None = None, transport: Transport | None = None
+    node: Node,
+    now: datetime | None = None,
+    transport: Transport | None = None,
+    defer: list[Notice] | None = None,
 ) -> dict[str, list[str]]:
-    """At server start: terminate lapsed grants and deliveries the last server did not finish,
-    and delete partial downloads; what was ended or removed."""
-    ended = (end_lapsed_grants(node, now, transport)
-             + end_unanswered_requests(node, now, transport))
+    """At server start: terminate lapsed grants, unanswered requests and deliveries the last
+    server did not finish, telling their peers (or leaving the notices in ``defer``, for when
+    the server serves), and delete partial downloads, orphaned and due files; what was ended
+    or removed."""
+    ended = (end_lapsed_grants(node, now, transport, defer)
+             + end_unanswered_requests(node, now, transport, defer))
     cut = ["the node restarted while the extract was being sent; not billed"]
+    notices: list[Notice] = []
     for pid in interrupted_deliveries(node):  # _terminate_local skips those already ended
         row = _terminate_local(node, pid, code="delivery_interrupted",
                                actor=f"node:{node.name}", reasons=cut)
         if row is not None:
-            ended.append(pid)
-            tell_terminated(node, row, code="delivery_interrupted", reasons=cut,
-                            transport=transport)
+            notices.append((row, "delivery_interrupted", cut))
+    ended += _told(node, notices, transport, defer)
     removed = []
     folder = node.root / RECEIVED_DIR
     if folder.is_dir():
@@ -383,80 +323,6 @@ def delete_due(node: Node, now: datetime | None = None) -> list[str]:
             })
             ext.path = None
         return [ext.id for ext in due]
-
-
-class SweepingThread:
-    """Runs :func:`sweep_while_serving` every ``every`` seconds in a daemon thread until
-    :meth:`stop`; first, once ``serving()`` is true, :func:`resume_requests` on ``resume``."""
-
-    def __init__(
-        self,
-        node: Node,
-        every: float,
-        serving: Callable[[], bool] | None = None,
-        transport: Transport | None = None,
-        resume: list[str] | None = None,
-        pulls: list[str] | None = None,
-    ) -> None:
-        self.node, self.every, self._serving, self._transport = node, every, serving, transport
-        self._resume_pids = resume or []
-        self._pull_pids = pulls or []
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="transfer-sweep", daemon=True)
-
-    def _resume(self) -> None:
-        if not (self._resume_pids or self._pull_pids) or self._serving is None:
-            return
-        # the consumers pull from this server, and a provider told of a failed pull answers it
-        while not self._serving():
-            if self._stopped.wait(0.1):
-                return
-        resumed = resume_requests(
-            self.node, self._resume_pids, self._transport, self._stopped.is_set
-        )
-        if resumed:
-            logger.warning("resumed %d transfer request(s) the last server did not answer",
-                           len(resumed))
-        pulled = retry_pulls(self.node, self._pull_pids, self._transport, self._stopped.is_set)
-        if pulled:
-            logger.warning("pulled %d transfer(s) again that the last server did not receive",
-                           len(pulled))
-
-    def _loop(self) -> None:
-        self._resume()
-        while not self._stopped.wait(self.every):
-            try:
-                sweep_while_serving(self.node, transport=self._transport)
-            except Exception:  # the next round tries again; the node keeps serving
-                logger.exception("sweeping transfers (lapsed grants, orphaned and due files)")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Ask the loop to end and wait for a round in flight: the caller closes the node's
-        store next, and a round still running would open a connection to a closed store."""
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-
-def keep_sweeping(
-    node: Node,
-    every: float = 60.0,
-    serving: Callable[[], bool] | None = None,
-    transport: Transport | None = None,
-    resume: list[str] | None = None,
-    pulls: list[str] | None = None,
-) -> SweepingThread:
-    """Start :func:`sweep_while_serving` every ``every`` seconds while the server runs: a grant
-    lapses, a delete duty falls due, a file is orphaned while it serves, not only before its
-    next start. With ``serving`` (is the server accepting requests yet?), the stalled
-    requests ``resume`` names are resumed first, once it is, and the unfinished pulls
-    ``pulls`` names are pulled again."""
-    running = SweepingThread(node, every, serving, transport, resume, pulls)
-    running.start()
-    return running
 
 
 def orphan_files(node: Node, now: datetime | None = None) -> list[str]:
