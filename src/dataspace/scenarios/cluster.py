@@ -95,6 +95,7 @@ class NodeProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     _lifeline: int | None = field(default=None, repr=False)  # write end of the server's stop pipe
+    _signalled: bool = field(default=False, repr=False)  # SIGTERM sent to this process
 
     def open(self) -> Node:
         return open_node(self.root)
@@ -131,6 +132,7 @@ class NodeProcess:
                     start_new_session=True,
                     pass_fds=passed,
                 )
+                self._signalled = False
         finally:
             for fd in passed:  # the server's now; ours would keep the pipe open
                 os.close(fd)
@@ -153,15 +155,21 @@ class NodeProcess:
             f"node {self.name} did not start in {START_TIMEOUT:.0f}s:\n{self.log()[-2000:]}"
         )
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    def signal_stop(self) -> None:
+        """Ask the server to stop (SIGTERM) without waiting for it: :meth:`stop` waits."""
+        if self.process is not None and self.process.poll() is None and not self._signalled:
             self.process.terminate()
+            self._signalled = True
+
+    def stop(self) -> None:
+        self.signal_stop()
+        if self.process is not None:
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=15)
-        self.process = None
+        self.process, self._signalled = None, False
         self._cut_lifeline()
 
     def _cut_lifeline(self) -> None:
@@ -174,8 +182,7 @@ def stop_all(nodes: Iterable[NodeProcess]) -> None:
     """Stop node processes side by side: each is told first, then each is waited for."""
     nodes = list(nodes)
     for running in nodes:
-        if running.process is not None and running.process.poll() is None:
-            running.process.terminate()
+        running.signal_stop()
     for running in nodes:
         running.stop()
 
