@@ -282,7 +282,14 @@ def test_a_settled_pull_leaves_no_extract_even_without_a_completion(
     sent = facts["bytes"] if complete else facts["bytes"] // 2  # half: billed all the same
     assert transfers.settle_pull(pair.tax, pid, sent=sent, complete=complete) == "billed"
     assert not extract.exists()
-    assert transfers.show_transfer(pair.tax, pid)["state"] == "STARTED"  # until it completes
+    # sent in full: STARTED until it completes; cut off: ended, as the consumer's pull failed
+    assert transfers.show_transfer(pair.tax, pid)["state"] == (
+        "STARTED" if complete else "TERMINATED")
+    if not complete:
+        [ended] = _entries(pair.tax, "transfer.terminated")
+        assert ended["code"] == "delivery_cut"
+        assert ended["reason"][0].startswith(f"the connection closed after {sent} of "
+                                             f"{facts['bytes']} bytes; billed")
 
 
 def test_one_use_permissions_count_holds_across_transfers_and_jobs(pair: Pair) -> None:
@@ -499,30 +506,36 @@ def test_a_billed_delivery_the_consumer_never_confirms_is_completed_by_the_provi
     assert [(u["job_id"], u["status"]) for u in lines] == [(pid, "completed")]  # billed once
 
 
-def test_only_billed_deliveries_nobody_ended_are_completed_by_the_provider(pair: Pair) -> None:
+def test_only_full_deliveries_nobody_ended_are_completed_by_the_provider(pair: Pair) -> None:
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     agreement = pair.agreement("raw-transfer", expires=future)
     streaming, _ = _pulled(pair, agreement)  # pulled, its delivery not settled yet
     broken, facts = _pulled(pair, agreement)  # cut early: terminated, unbilled
     transfers.settle_pull(pair.tax, broken, sent=facts["bytes"] // 20, complete=False)
-    ended, _ = _settled(pair, agreement, share=0.5)  # cut late, billed; the consumer ended it
+    cut, _ = _settled(pair, agreement, share=0.5)  # cut late: billed, and ended there
+    ended, _ = _settled(pair, agreement)  # the consumer's termination arrived (a bad hash)
     view = transfers.show_transfer(pair.tax, ended)
     transfers.handle_message(pair.tax, space.member(pair.tax, BANK), ended, {
         "@context": CTX, "@type": tp.TERMINATION, "providerPid": ended,
-        "consumerPid": view["consumer_pid"], "code": "pull_failed"}, tp.TERMINATION)
+        "consumerPid": view["consumer_pid"], "code": "hash_mismatch"}, tp.TERMINATION)
     confirmed, _ = _settled(pair, agreement)  # the consumer's completion arrived
     view = transfers.show_transfer(pair.tax, confirmed)
     transfers.handle_message(pair.tax, space.member(pair.tax, BANK), confirmed, {
         "@context": CTX, "@type": tp.COMPLETION, "providerPid": confirmed,
         "consumerPid": view["consumer_pid"]}, tp.COMPLETION)
-    unconfirmed, settled = _settled(pair, agreement, share=0.5)  # cut late, billed, no word
+    unconfirmed, settled = _settled(pair, agreement)  # sent in full, no word since
+    others = (streaming, broken, cut, ended, confirmed)
+    before = {pid: transfers.show_transfer(pair.tax, pid)["state"] for pid in others}
+    assert before == {streaming: "STARTED", broken: "TERMINATED", cut: "TERMINATED",
+                      ended: "TERMINATED", confirmed: "COMPLETED"}
 
     later = settled + timedelta(days=2)
     assert transfer_sweep.unconfirmed_deliveries(pair.tax, later) == [unconfirmed]
-    states = {pid: transfers.show_transfer(pair.tax, pid)["state"]
-              for pid in (streaming, broken, ended, confirmed)}
-    assert states == {streaming: "STARTED", broken: "TERMINATED", ended: "TERMINATED",
-                      confirmed: "COMPLETED"}
+    assert transfer_sweep.complete_unconfirmed(pair.tax, later, pair.transport) == [unconfirmed]
+    assert transfers.show_transfer(pair.tax, unconfirmed)["state"] == "COMPLETED"
+    assert {pid: transfers.show_transfer(pair.tax, pid)["state"] for pid in others} == before
+    completed = [e["pid"] for e in _entries(pair.tax, "transfer.completed")]
+    assert sorted(completed) == sorted([confirmed, unconfirmed])
 
 
 def test_a_delivery_the_consumer_ends_as_the_sweep_reads_it_stays_ended(
@@ -1443,7 +1456,7 @@ def test_a_pull_the_last_server_did_not_finish_is_pulled_again_once_the_next_one
     folder.mkdir(exist_ok=True)
     (folder / ".cut.part").write_bytes(data[:10])  # what the cut-off pull had written
     assert transfer_sweep.sweep(pair.bank)["removed"] == [".cut.part"]
-    assert transfer_backlog.unfinished_pulls(pair.bank) == [pid]
+    assert list(transfer_backlog.unfinished_pulls(pair.bank)) == [pid]
     serving = threading.Event()
     backlog = transfer_backlog.Backlog(pulls=transfer_backlog.unfinished_pulls(pair.bank))
     running = transfer_backlog.keep_sweeping(pair.bank, every=60, serving=serving.is_set,
@@ -1465,7 +1478,7 @@ def test_a_pull_the_last_server_did_not_finish_is_pulled_again_once_the_next_one
     assert entry["pid"] == pid and entry["rows"] == 3
     [(peer, path, _)] = pair.sent
     assert peer == TAX and path.endswith("/completion")
-    assert transfer_backlog.unfinished_pulls(pair.bank) == []
+    assert transfer_backlog.unfinished_pulls(pair.bank) == {}
 
 
 def test_a_pull_whose_token_went_with_the_cut_off_pull_ends_with_the_providers_refusal(
@@ -1484,7 +1497,57 @@ def test_a_pull_whose_token_went_with_the_cut_off_pull_ends_with_the_providers_r
     assert "HTTP 403" in ended["reason"][0] and "token has been used" in ended["reason"][0]
     [(peer, path, body)] = pair.sent
     assert peer == TAX and path.endswith("/termination") and body["consumerPid"] == pid
-    assert _received(pair) == [] and transfer_backlog.unfinished_pulls(pair.bank) == []
+    assert _received(pair) == [] and transfer_backlog.unfinished_pulls(pair.bank) == {}
+
+
+def test_a_pull_resumed_by_a_start_since_the_restart_is_not_pulled_twice(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider suspended and restarted the transfer before the retry reached it: the
+    new start's handler pulls with the new token, and a retry would have pulled beside it."""
+    pulls: list[str] = []
+    data = _parquet_bytes(person_id=["a"])
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        pulls.append(request.headers["Authorization"])
+        return httpx.Response(200, content=data)
+
+    pid = _consumer_started(pair, monkeypatch, serve, sha=hashlib.sha256(data).hexdigest(),
+                            rows=1, size=len(data))
+    backlog = transfer_backlog.unfinished_pulls(pair.bank)
+    view = transfers.show_transfer(pair.bank, pid)
+    tax = space.member(pair.bank, TAX)
+    ids = {"providerPid": view["provider_pid"], "consumerPid": pid}
+    transfers.handle_message(pair.bank, tax, pid, {"@context": CTX, "@type": tp.SUSPENSION,
+                                                   **ids, "code": "pause"}, tp.SUSPENSION)
+    with pair.bank.store.read() as session:
+        address = cs.get_transfer(session, pid, peer=None).data_address
+    assert address is not None
+    resumed = json.loads(json.dumps(address).replace('"value": "t"', '"value": "t2"'))
+    reply = transfers.handle_message(pair.bank, tax, pid, {
+        "@context": CTX, "@type": tp.START, **ids, "dataAddress": resumed}, tp.START)
+    assert reply.status == 200, reply.body
+    assert transfer_backlog.retry_pulls(pair.bank, backlog, transport=pair.transport) == []
+    assert pulls == []  # the start's own pull (its handler's) is the only one
+    reply.run_after()
+    assert pulls == ["Bearer t2"]
+    assert transfers.show_transfer(pair.bank, pid)["state"] == "COMPLETED"
+
+
+def test_a_failing_sweep_step_does_not_hold_up_the_others(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> list[str]:
+        raise RuntimeError("the store went away for a moment")
+
+    monkeypatch.setattr(transfer_sweep, "end_lapsed_grants", broken)
+    monkeypatch.setattr(transfer_sweep, "complete_unconfirmed", broken)
+    monkeypatch.setattr(transfer_sweep, "delete_due", lambda node, now=None: ["due"])
+    swept = transfer_sweep.sweep_while_serving(pair.bank, transport=pair.transport)
+    assert swept == {"terminated": [], "completed": [], "removed": ["due"]}
+    failed = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert failed == ["sweeping transfers: lapsed grants",
+                      "sweeping transfers: unconfirmed deliveries"]
 
 
 def test_a_request_its_provider_never_starts_is_ended_after_the_start_timeout(

@@ -2,28 +2,34 @@
 that then sweeps transfers every minute.
 
 At start, before the server accepts anything, :func:`take_backlog` runs the start-up
-:func:`~dataspace.services.transfer_sweep.sweep` and notes what cannot be done yet:
+:func:`~dataspace.services.transfer_sweep.sweep` and notes what cannot be done yet. Once the
+server serves, :class:`SweepingThread` works it off in this order, then runs
+:func:`~dataspace.services.transfer_sweep.sweep_while_serving` every ``every`` seconds:
 
-* the peers of the transfers the sweep terminated are told only once the server serves (a
-  peer that is down costs up to three tries each; the node's start must not wait on them);
-* a provider's transfer still REQUESTED was answered (201) by a server that stopped before it
-  decided and started it: it is provided now (:func:`resume_requests`), so the consumer's
-  pull finds the server up;
-* a consumer's transfer still STARTED with nothing received had its pull cut off by the
-  restart, or never begun: it is pulled again (:func:`retry_pulls`). An unused, unexpired
-  token brings the data now; a token the cut-off pull had spent (or one that lapsed, or a
-  grant its provider ended meanwhile) is refused by the provider, and the transfer ends here
-  with that reason, the provider told — either way it does not stay STARTED for ever.
+1. a consumer's transfer still STARTED with nothing received had its pull cut off by the
+   restart, or never begun: it is pulled again (:func:`retry_pulls`) — first, because its
+   token lapses minutes after its start. An unused, unexpired token brings the data now; a
+   token the cut-off pull had spent (or one that lapsed, or a grant its provider ended
+   meanwhile) is refused by the provider, and the transfer ends here with that reason, the
+   provider told — either way it does not stay STARTED for ever;
+2. a provider's transfer still REQUESTED was answered (201) by a server that stopped before
+   it decided and started it: it is provided now (:func:`resume_requests`), so the
+   consumer's pull finds the server up;
+3. the peers of the transfers the start-up sweep terminated are told (best effort, three
+   tries each): a peer that is down no longer holds up the node's start.
 
-:class:`SweepingThread` does that once the server serves, then runs
-:func:`~dataspace.services.transfer_sweep.sweep_while_serving` every ``every`` seconds.
+A notice is best effort like every termination message: if its peer is down, or this server
+stops before it serves, it goes unsent, and the peer's own sweeps end its side (a consumer
+whose grant lapsed unpulled finds the grant refused when its next start retries the pull; a
+provider a consumer stopped waiting for resumes, and is refused by, the ended request).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -37,6 +43,8 @@ from dataspace.services.transfer_provider import provide
 from dataspace.services.transfer_sweep import Notice, sweep, sweep_while_serving, tell_all
 from dataspace.store.models_contracts import TransferExtractRow, TransferProcessRow
 
+T = TypeVar("T")
+
 #: How long stopping waits for a round in flight (one transaction over the due files).
 STOP_TIMEOUT = 30.0
 
@@ -48,7 +56,7 @@ class Backlog:
 
     notices: list[Notice] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
-    pulls: list[str] = field(default_factory=list)
+    pulls: dict[str, Any] = field(default_factory=dict)  # pid: the data address started with
 
     def __bool__(self) -> bool:
         return bool(self.notices or self.requests or self.pulls)
@@ -92,51 +100,68 @@ def resume_requests(
                                "transfer request", stopped)
 
 
-def unfinished_pulls(node: Node) -> list[str]:
+def unfinished_pulls(node: Node) -> dict[str, Any]:
     """Consumer transfers STARTED with nothing received: at server start, their pull was cut
-    off with the last server (the start-up sweep deleted its partial download) or never began."""
+    off with the last server (the start-up sweep deleted its partial download) or never
+    began; each with the data address it was started with."""
     with node.store.read() as session:
-        return list(session.scalars(
-            select(TransferProcessRow.id)
+        rows = session.execute(
+            select(TransferProcessRow.id, TransferProcessRow.data_address)
             .join(TransferExtractRow, TransferExtractRow.id == TransferProcessRow.id)
             .where(
                 TransferProcessRow.role == Role.CONSUMER.value,
                 TransferProcessRow.state == tp.TransferState.STARTED.value,
                 TransferExtractRow.path.is_(None),
             ).order_by(TransferProcessRow.created_at)
-        ).all())
+        ).all()
+    return {pid: address for pid, address in rows}
 
 
 def retry_pulls(
     node: Node,
-    pids: list[str],
+    pulls: Mapping[str, Any],
     transport: Transport | None = None,
     stopped: Callable[[], bool] | None = None,
 ) -> list[str]:
-    """Pull each unfinished transfer (``pids``, from :func:`unfinished_pulls` taken before the
-    server accepted any message: a start it receives pulls by its own handler) as if its start
-    had just arrived: received and completed, or ended with the provider's refusal, the
-    provider told; which were tried. Once ``stopped()`` the rest are left for the next
+    """Pull each unfinished transfer (``pulls``, from :func:`unfinished_pulls` taken before the
+    server accepted any message) as if its start had just arrived: received and completed, or
+    ended with the provider's refusal, the provider told; which were tried. One that has left
+    STARTED or holds another data address since is left alone: a start received meanwhile (a
+    resumption) pulls by its own handler, and a second pull with its token would be refused
+    and end the transfer under the first. Once ``stopped()`` the rest are left for the next
     start."""
-    return _each_until_stopped(pids, lambda pid: pull(node, pid, transport=transport),
-                               "transfer pull", stopped)
+
+    def again(pid: str) -> bool:
+        with node.store.read() as session:
+            row = session.get(TransferProcessRow, pid)
+            if (row is None or row.state != tp.TransferState.STARTED.value
+                    or row.data_address != pulls[pid]):
+                return False
+        pull(node, pid, transport=transport)
+        return True
+
+    return _each_until_stopped(list(pulls), again, "transfer pull", stopped)
 
 
 def _each_until_stopped(
-    pids: list[str], act: Callable[[str], object], what: str,
+    items: list[T], act: Callable[[T], object], what: str,
     stopped: Callable[[], bool] | None,
-) -> list[str]:
+) -> list[T]:
+    """``act`` on each item in turn until ``stopped()``; the items it did not decline (return
+    False) or fail on. A failure is logged and the others go on: the next start tries
+    again."""
     done = []
-    for n, pid in enumerate(pids):
+    for n, item in enumerate(items):
         if stopped is not None and stopped():
-            logger.warning("stopping: %d %s(s) left for the next start", len(pids) - n, what)
+            logger.warning("stopping: %d %s(s) left for the next start", len(items) - n, what)
             break
         try:
-            act(pid)
-        except Exception:  # the next start tries again; the others go on
-            logger.exception("%s %s", what, pid)
+            if act(item) is False:
+                continue
+        except Exception:
+            logger.exception("%s %s", what, item)
             continue
-        done.append(pid)
+        done.append(item)
     return done
 
 
@@ -165,16 +190,19 @@ class SweepingThread:
         while not self._serving():
             if self._stopped.wait(0.1):
                 return
-        tell_all(self.node, backlog.notices, self._transport)
-        resumed = resume_requests(self.node, backlog.requests, self._transport,
-                                  self._stopped.is_set)
-        if resumed:
-            logger.warning("resumed %d transfer request(s) the last server did not answer",
-                           len(resumed))
-        pulled = retry_pulls(self.node, backlog.pulls, self._transport, self._stopped.is_set)
+        # pulls first: a token lapses minutes after its start; requests wait an hour, and the
+        # notices only save peers their own timeouts
+        stopped = self._stopped.is_set
+        pulled = retry_pulls(self.node, backlog.pulls, self._transport, stopped)
         if pulled:
             logger.warning("pulled %d transfer(s) again that the last server did not receive",
                            len(pulled))
+        resumed = resume_requests(self.node, backlog.requests, self._transport, stopped)
+        if resumed:
+            logger.warning("resumed %d transfer request(s) the last server did not answer",
+                           len(resumed))
+        _each_until_stopped(backlog.notices, lambda notice: tell_all(
+            self.node, [notice], self._transport), "termination notice", stopped)
 
     def _loop(self) -> None:
         try:

@@ -703,8 +703,10 @@ def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
     """Provider: the pull of ``pid`` is over; settle it once. ``complete``: the whole extract
     was handed to the connection — bill it (once; the consumer's completion message may have
     billed it already). A delivery cut off after more than :data:`BILLED_SHARE` of its bytes is
-    billed too. Below that the transfer ends TERMINATED (``delivery_broken``), unbilled, and its
-    ``count`` slot is free again; the consumer, whose pull failed, terminates on its side too.
+    billed too, and ends TERMINATED (``delivery_cut``), as the consumer's failed pull ends it
+    there: nothing else would end it here should the consumer's termination be lost. Below
+    that the transfer ends TERMINATED (``delivery_broken``), unbilled, and its ``count`` slot
+    is free again; the consumer, whose pull failed, terminates on its side too.
     Returns ``billed``, ``terminated`` or ``settled`` (nothing left to do)."""
     with node.store.write() as session:
         row = cs.get_transfer(session, pid, peer=None, lock=True)
@@ -720,6 +722,10 @@ def settle_pull(node: Node, pid: str, *, sent: int, complete: bool) -> str:
     # its one pull is over: the copy made for it goes now, not when (if ever) the consumer's
     # completion message arrives (and also when the transfer ended while it streamed)
     _discard(path)
+    if outcome == "billed" and not complete:
+        _terminate_local(node, pid, code="delivery_cut", actor=f"node:{node.name}", reasons=[
+            f"the connection closed after {sent} of {total} bytes; billed: past a tenth of "
+            "the extract the consumer holds whole row groups"])
     if outcome:
         return outcome
     reason = f"the connection closed after {sent} of {total} bytes; not billed"

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -191,8 +192,9 @@ def end_unanswered_requests(
 
 def unconfirmed_deliveries(node: Node, now: datetime | None = None) -> list[str]:
     """Provider transfers still STARTED whose delivery was billed (and so settled)
-    ``transfer_completion_grace_seconds`` ago or more: neither the consumer's completion nor
-    its termination has arrived since."""
+    ``transfer_completion_grace_seconds`` ago or more: sent in full (one cut off is ended when
+    it is settled), and neither the consumer's completion nor its termination has arrived
+    since."""
     now = now or datetime.now(UTC)
     grace = timedelta(seconds=float(node.limits["transfer_completion_grace_seconds"]))
     with node.store.read() as session:
@@ -214,30 +216,42 @@ def complete_unconfirmed(
 ) -> list[str]:
     """Complete the unconfirmed deliveries (:func:`unconfirmed_deliveries`) here, each with a
     ``transfer.completed`` entry giving the reason, and send each consumer a
-    TransferCompletionMessage (best effort; a consumer that completed already answers 200);
-    which. One the consumer completed or terminated since the read is left as it is."""
+    TransferCompletionMessage (best effort; a consumer that completed already answers 200, one
+    still checking the data completes when it is done); which. One the consumer completed or
+    terminated since the read is left as it is."""
     grace = float(node.limits["transfer_completion_grace_seconds"])
     reasons = [f"the delivery was billed and the consumer confirmed nothing within {grace:g} s; "
                "completed by the provider"]
     done = []
     for pid in unconfirmed_deliveries(node, now):
-        with node.store.write() as session:
-            row = cs.get_transfer(session, pid, peer=None, lock=True)
-            if row.state != tp.TransferState.STARTED.value or not billed(session, pid):
-                continue
-            row = cs.advance_transfer(session, pid, tp.COMPLETION, sender=Role.PROVIDER,
-                                      peer=None)
-            ext = session.get(TransferExtractRow, pid)
-            log.append(session, actor=f"node:{node.name}", action="transfer.completed", payload={
-                "pid": pid, "role": Role.PROVIDER.value, "peer": row.peer,
-                "agreement_id": row.agreement_id, "by": node.name,
-                "sha256": ext.sha256 if ext else None, "rows": ext.rows if ext else None,
-                "bytes": ext.bytes if ext else None, "reason": reasons,
-            })
-            session.expunge(row)
-        done.append(pid)
-        _tell_completed(node, row, transport)
+        try:
+            row = _complete_delivered(node, pid, reasons)
+        except Exception:  # the next round tries again; the others go on
+            logger.exception("completing transfer %s", pid)
+            continue
+        if row is not None:
+            done.append(pid)
+            _tell_completed(node, row, transport)
     return done
+
+
+def _complete_delivered(node: Node, pid: str, reasons: list[str]) -> TransferProcessRow | None:
+    """COMPLETED here with a ``transfer.completed`` entry, if still STARTED and billed (the
+    consumer may have completed or terminated it since it was read)."""
+    with node.store.write() as session:
+        row = cs.get_transfer(session, pid, peer=None, lock=True)
+        if row.state != tp.TransferState.STARTED.value or not billed(session, pid):
+            return None
+        row = cs.advance_transfer(session, pid, tp.COMPLETION, sender=Role.PROVIDER, peer=None)
+        ext = session.get(TransferExtractRow, pid)
+        log.append(session, actor=f"node:{node.name}", action="transfer.completed", payload={
+            "pid": pid, "role": Role.PROVIDER.value, "peer": row.peer,
+            "agreement_id": row.agreement_id, "by": node.name,
+            "sha256": ext.sha256 if ext else None, "rows": ext.rows if ext else None,
+            "bytes": ext.bytes if ext else None, "reason": reasons,
+        })
+        session.expunge(row)
+        return row
 
 
 def _tell_completed(node: Node, row: TransferProcessRow, transport: Transport | None) -> None:
@@ -258,13 +272,24 @@ def sweep_while_serving(
     node: Node, now: datetime | None = None, transport: Transport | None = None
 ) -> dict[str, list[str]]:
     """What is safe to do while the server runs, each round of
-    :class:`~dataspace.services.transfer_backlog.SweepingThread`: end
-    lapsed grants and unanswered requests, complete unconfirmed deliveries, delete orphaned
-    files (past their grace) and received files whose delete duty fell due."""
-    ended = (end_lapsed_grants(node, now, transport)
-             + end_unanswered_requests(node, now, transport))
-    return {"terminated": ended, "completed": complete_unconfirmed(node, now, transport),
-            "removed": orphan_files(node, now) + delete_due(node, now)}
+    :class:`~dataspace.services.transfer_backlog.SweepingThread`: end lapsed grants and
+    unanswered requests, complete unconfirmed deliveries, delete orphaned files (past their
+    grace) and received files whose delete duty fell due. A step that fails is logged and the
+    others still run (a due deletion must not wait on a peer's fault)."""
+
+    def step(what: str, act: Callable[[], list[str]]) -> list[str]:
+        try:
+            return act()
+        except Exception:  # the next round tries again
+            logger.exception("sweeping transfers: %s", what)
+            return []
+
+    ended = (step("lapsed grants", lambda: end_lapsed_grants(node, now, transport))
+             + step("unanswered requests", lambda: end_unanswered_requests(node, now, transport)))
+    completed = step("unconfirmed deliveries", lambda: complete_unconfirmed(node, now, transport))
+    removed = (step("orphaned files", lambda: orphan_files(node, now))
+               + step("due deletions", lambda: delete_due(node, now)))
+    return {"terminated": ended, "completed": completed, "removed": removed}
 
 
 def sweep(
