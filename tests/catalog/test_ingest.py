@@ -408,6 +408,19 @@ def test_ragged_row_names_the_row_and_the_counts(
     assert err.details["row"] == 2
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_an_unclosed_quote_names_the_line_it_opens_on(
+    write: Write, tmp_path: Path, limits: Limits, newline: str
+) -> None:
+    """Its field count comes out right (the rest of the file is one value): the error said
+    only that the CSV could not be read."""
+    text = newline.join(["id,note", "1,fine", '2,"multi', 'line ok"', '3,"never closed', "4,x", ""])
+    err = bad(write, tmp_path, limits, "quote.csv", text)
+    assert "the quote opened on line 5 is never closed" in err.message
+    assert err.details["line"] == 5
+    assert "written twice" in (err.hint or "")
+
+
 def test_ragged_row_late_in_a_gbk_file(write: Write, tmp_path: Path, limits: Limits) -> None:
     text = "名称,值\n" + "甲,1\n" * 300 + "乙,2,3\n"
     err = bad(write, tmp_path, limits, "raggbk.csv", text, encoding="gbk")

@@ -462,7 +462,31 @@ def _diagnose_csv(
             "fix the quoting on that line and import again",
             line=counter.line,
         )
+    opened = _unclosed_quote(utf8_path, dialect.delimiter)
+    if opened is not None:
+        return fail(
+            path,
+            f"the quote opened on line {opened} is never closed: the rest of the file became "
+            "one value",
+            "close that quote (a quote inside a quoted value is written twice) and import again",
+            line=opened,
+        )
     return fail(path, "the CSV could not be read", "check the file's format and import again")
+
+
+def _unclosed_quote(utf8_path: Path, delimiter: str) -> int | None:
+    """The line on which a quoted value opens that the file never closes, or None. (The
+    lenient reader above takes it as a value running to the end of the file; a strict one
+    stops at the end of the data.)"""
+    counter = _LineCounter(_text_lines(utf8_path, "utf-8"))
+    start = 1  # where the record being read began
+    try:
+        for _ in csv.reader(counter, delimiter=delimiter, strict=True):
+            start = counter.line + 1
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            return start
+    return None
 
 
 def _pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
