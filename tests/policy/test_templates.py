@@ -147,13 +147,19 @@ def test_minimal_template_has_no_price_and_no_limits() -> None:
     ("aggregate-only", {"purposes": "finance", "min_group_size": 1e400}, "'min_group_size'"),
     ("dp-stats", {"purposes": "finance", "epsilon": -1}, "'epsilon'"),
     ("dp-stats", {"purposes": "finance", "epsilon": "inf"}, "'epsilon'"),
+    ("dp-stats", {"purposes": "finance", "epsilon": 0}, "'epsilon': 0 is invalid: expected a "
+     "positive number"),
+    ("dp-stats", {"purposes": "finance", "epsilon": 1, "delta": 1}, "'delta': 1 is invalid: "
+     "expected a number from 0 up to (not including) 1"),
+    ("dp-stats", {"purposes": "finance", "epsilon": 1, "delta": -0.1}, "'delta'"),
     ("psi-only", {"purposes": "finance", "price": "lots"}, "'price'"),
     ("psi-only", {"purposes": "finance", "price": "-1 CNY"}, "'price'"),
     ("psi-only", {"purposes": "finance", "region": "MARS"}, "'region'"),
     ("psi-only", {"purposes": "finance", "output": "everything"}, "'output'"),
     ("psi-only", {"purposes": []}, "'purposes'"),
     ("raw-transfer", {"purposes": "finance", "expires": "2026-12-31T00:00:00"}, "'expires'"),
-    ("raw-transfer", {"purposes": "finance", "expires": "soon"}, "'expires'"),
+    ("raw-transfer", {"purposes": "finance", "expires": "soon"}, "'expires': 'soon' is invalid: "
+     "expected an ISO 8601 date-time with its UTC offset"),
 ])
 def test_template_errors_are_clear(name: str, params: dict[str, Any], message: str) -> None:
     with pytest.raises(PolicyError) as info:

@@ -21,7 +21,9 @@ from dataspace.policy.vocabulary import OUTPUT_MODES, PURPOSES, REGIONS
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # str | int | number | terms | datetime | price | output | region
+    # str | int | number (>= 0) | positive | probability ([0, 1)) | terms | datetime | price
+    # | output | region
+    kind: str
     help: str
     required: bool = False
     default: Any = None
@@ -65,13 +67,21 @@ def _coerce(param: Param, value: Any) -> Any:
             if number < 1 or (isinstance(value, float) and value != number):
                 raise ValueError("expected a positive integer")
             return number
-        if kind == "number":
+        if kind in ("number", "positive", "probability"):
             dec = Decimal(str(value))
+            if kind == "positive" and not (dec.is_finite() and dec > 0):
+                raise ValueError("expected a positive number")
+            if kind == "probability" and not (dec.is_finite() and 0 <= dec < 1):
+                raise ValueError("expected a number from 0 up to (not including) 1")
             if not dec.is_finite() or dec < 0:
                 raise ValueError("expected a non-negative number")
             return float(dec)
         if kind == "datetime":
-            when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+            try:
+                when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+            except ValueError:
+                raise ValueError("expected an ISO 8601 date-time with its UTC offset, e.g. "
+                                 "2026-12-31T23:59:59+08:00") from None
             if when.utcoffset() is None:
                 raise ValueError("needs a UTC offset, e.g. 2026-12-31T23:59:59+08:00")
             return when
@@ -173,8 +183,8 @@ TEMPLATES: Mapping[str, Template] = {
         Template("aggregate-only", "governed SQL, aggregates only, groups of at least k",
                  (_K, *_COMMON), _aggregate_only),
         Template("dp-stats", "differentially private statistics within an ε (δ) budget",
-                 (Param("epsilon", "number", "total ε for the agreement", True),
-                  Param("delta", "number", "total δ for the agreement (default: pure ε-DP)"),
+                 (Param("epsilon", "positive", "total ε for the agreement", True),
+                  Param("delta", "probability", "total δ for the agreement (default: pure ε-DP)"),
                   _K, *_COMMON), _dp_stats),
         Template("psi-only", "private set intersection only; no rows leave",
                  (Param("output", "output", "aggregate-only (the intersection's size only) or "
@@ -184,7 +194,7 @@ TEMPLATES: Mapping[str, Template] = {
                         "(default: no bound)"),
                   *_COMMON), _psi_only),
         Template("federated-train", "federated training only; only model updates leave",
-                 (Param("epsilon", "number", "optional total ε for DP training"), *_COMMON),
+                 (Param("epsilon", "positive", "optional total ε for DP training"), *_COMMON),
                  _federated_train),
         Template("raw-transfer", "rows leave through a DSP transfer until an expiry",
                  (Param("expires", "datetime", "last moment of use, ISO 8601 with offset",
