@@ -85,15 +85,10 @@ def test_frames_round_trip_and_refuse_truncation() -> None:
             unpack_frame(bad)
 
 
-def test_a_finish_sent_again_after_its_answer_was_lost_gets_the_same_answer(
-    tax: Any
-) -> None:
-    """`finish` ends the session here; its resend after a lost answer met "no longer holds
-    the session": the initiator failed a job this node had completed and metered, and under
-    a one-job agreement could never get its result."""
-    node, agreements = tax
-    job = "job-finish-resent-0001"
-    mp_party.handle_step(node, "bank", _open(agreements["psi"], job, mode="both"))
+def _psi_until_finish(node: Node, agreement: str, job: str) -> None:
+    """A PSI in mode ``both`` run here up to its ``finish`` (step 4), as its initiator would
+    run it."""
+    mp_party.handle_step(node, "bank", _open(agreement, job, mode="both"))
     a = Initiator(job, KEY, mode="both")
     a.load([pa.array([*CODES[:2], "91110108MA01ZZZZ9X"])])
 
@@ -108,6 +103,17 @@ def test_a_finish_sent_again_after_its_answer_was_lost_gets_the_same_answer(
         for blob in step(2 + i, f"points#{i}", [chunk]):
             back += a.receive(blob)
     step(3, "matches", back)
+
+
+def test_a_finish_sent_again_after_its_answer_was_lost_gets_the_same_answer(
+    tax: Any
+) -> None:
+    """`finish` ends the session here; its resend after a lost answer met "no longer holds
+    the session": the initiator failed a job this node had completed and metered, and under
+    a one-job agreement could never get its result."""
+    node, agreements = tax
+    job = "job-finish-resent-0001"
+    _psi_until_finish(node, agreements["psi"], job)
     finish = pack_frame({"job_id": job, "step": 4, "name": "finish"}, [])
     first = mp_party.handle_step(node, "bank", finish)
     assert mp_party.handle_step(node, "bank", finish) == first
@@ -115,6 +121,28 @@ def test_a_finish_sent_again_after_its_answer_was_lost_gets_the_same_answer(
     with pytest.raises(MultipartyFailed, match="no longer holds"):  # another request
         mp_party.handle_step(node, "bank", pack_frame(
             {"job_id": job, "step": 5, "name": "finish"}, []))
+
+
+def test_an_abort_after_this_nodes_finish_fails_the_job_and_drops_its_rows(tax: Any) -> None:
+    """Another party's finish (or the initiator's own) failed after this node's: the abort
+    met a SUCCEEDED job and left it so, with the intersection's rows kept here."""
+    node, agreements = tax
+    job = "job-abort-after-finish-01"
+    _psi_until_finish(node, agreements["psi"], job)
+    mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 4, "name": "finish"}))
+    kept = node.data_dir / mp_party.ALIGN_DIR / f"{job}.parquet"
+    assert kept.exists() and multiparty.get_job(node, job)["state"] == "SUCCEEDED"
+
+    answer = mp_party.handle_abort(node, "bank", job, "the grid's finish failed")
+    assert answer["state"] == "FAILED"
+    assert not kept.exists()
+    view = multiparty.get_job(node, job)
+    assert view["error"]["message"] == "the initiator bank ended the job: the grid's finish failed"
+    [failed] = [e for e in _entries(node, "job.failed") if e["job_id"] == job]
+    assert failed["cause"] == "aborted-after-commit"
+    assert mp_party.handle_abort(node, "bank", job, "again")["state"] == "FAILED"  # idempotent
+    assert len([e for e in _entries(node, "job.failed") if e["job_id"] == job]) == 1
+    assert mp_party.handle_abort(node, "grid", job, "not its job")["state"] == "UNKNOWN"
 
 
 def test_a_resent_step_gets_the_same_answer_and_never_a_new_one(tax: Any) -> None:

@@ -258,10 +258,19 @@ def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str,
 
 
 def _unwind_commit(node: Node, job_id: str, error: DataspaceError, *, actor: str) -> None:
-    """The initiator aborts a job this node already committed (another node's commit failed):
-    the model part committed here is revoked and the job ends FAILED, so no node of a failed
-    job holds a usable model."""
+    """The initiator aborts a job this node already committed (another node's finish or
+    commit failed, or the initiator's own): the job ends FAILED, and what it left here goes —
+    a PSI's kept rows, a training's model part (revoked) — so no node of a failed job holds a
+    usable result."""
     from dataspace.services import models as model_store
+
+    with node.store.read() as db:
+        row = db.get(JobRow, job_id)
+        action = row.action if row is not None else None
+    if action in ms.ACTIONS:  # PSI keeps its rows file, if any; an aggregation keeps nothing
+        if ms.unwind_success(node, job_id, error, actor=actor, undo=lambda session: True):
+            (node.data_dir / ALIGN_DIR / f"{job_id}.parquet").unlink(missing_ok=True)
+        return
 
     def revoke(session: Session) -> bool:
         return model_store.revoke_in(session, job_id, error.message, actor=actor)
