@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from dataspace.privacy.secagg import (
 from dataspace.privacy.secagg.messages import decode
 from dataspace.services import datasets, mp_party, multiparty, space
 from dataspace.services import mp_store as ms
+from dataspace.services import usage as usage_service
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node
 from helpers.agreements import make_agreement
@@ -143,6 +145,25 @@ def test_an_abort_after_this_nodes_finish_fails_the_job_and_drops_its_rows(tax: 
     assert mp_party.handle_abort(node, "bank", job, "again")["state"] == "FAILED"  # idempotent
     assert len([e for e in _entries(node, "job.failed") if e["job_id"] == job]) == 1
     assert mp_party.handle_abort(node, "grid", job, "not its job")["state"] == "UNKNOWN"
+
+
+def test_an_aborted_participant_is_metered_with_what_it_did(tax: Any) -> None:
+    """The abort, a job's most common end at a participant, wrote no usage record: the rows
+    it scanned and the answers it sent went unmetered."""
+    node, agreements = tax
+    job = "job-aborted-metered-0001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job, mode="both"))
+    a = Initiator(job, KEY, mode="both")
+    a.load([pa.array(CODES[:2])])
+    mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "hello"},
+                                                  [a.hello()]))
+    assert mp_party.handle_abort(node, "bank", job, "the grid refused")["state"] == "FAILED"
+    [failed] = [e for e in _entries(node, "job.failed") if e["job_id"] == job]
+    assert failed["cause"] == "aborted" and failed["usage_id"] is not None
+    [line] = usage_service.list_usage(node, agreement_id=agreements["psi"])
+    assert (line["id"], line["status"], line["rows_scanned"]) == (
+        failed["usage_id"], "failed", len(CODES))
+    assert line["bytes_out"] > 0 and Decimal(line["amount"]) == 0  # its answer to hello
 
 
 def test_a_resent_step_gets_the_same_answer_and_never_a_new_one(tax: Any) -> None:

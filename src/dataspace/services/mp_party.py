@@ -246,11 +246,13 @@ def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str,
     error = MultipartyFailed(f"the initiator {caller} ended the job: {reason}", cause="aborted")
     with _REGISTRY:
         session = _SESSIONS.pop(job_id, None)
-    if session is not None:
+    if session is not None:  # metered with what it did (rows scanned, bytes sent, ε reserved)
         with session.lock:
-            session.ended = True
-            _close(session)
-    if not ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="aborted"):
+            failed = _end_error(node, session, error, step=session.last_step, name="abort",
+                                cause="aborted")
+    else:
+        failed = ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="aborted")
+    if not failed:
         _unwind_commit(node, job_id, error, actor=f"peer:{caller}")
     with node.store.read() as s:
         row = s.get(JobRow, job_id)
@@ -419,9 +421,13 @@ def _close(session: _Session) -> None:
     session.responder, session.party = None, None
 
 
-def _end_error(node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str) -> None:
-    """FAILED (or DENIED, for a policy denial) here, metered at zero, session dropped; nothing
-    is written if the job has ended here already."""
+def _end_error(
+    node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str,
+    cause: str | None = None,
+) -> bool:
+    """FAILED (or DENIED, for a policy denial) here, metered with what the session did (at no
+    price), session dropped; False, with nothing written, if the job has ended here
+    already."""
     s.ended = True
     _close(s)
     with _REGISTRY:
@@ -430,7 +436,7 @@ def _end_error(node: Node, s: _Session, exc: DataspaceError, *, step: int, name:
     ending = [ms.event(node.name, step, name, "refused" if denied else "failed", code=exc.code)]
     usage = _usage(s, "denied" if denied else "failed") if s.provider else None
     reasons = [r for r in ((s.decision or {}).get("reasons") or []) if not r.get("held")]
-    ms.finish(
+    return ms.finish(
         node,
         s.job_id,
         state=jobs.DENIED if denied else jobs.FAILED,
@@ -444,6 +450,7 @@ def _end_error(node: Node, s: _Session, exc: DataspaceError, *, step: int, name:
             "message": exc.message,
             "reasons": reasons,
             "step": step,
+            **({"cause": cause} if cause else {}),
         },
         error=exc,
         usage=usage,
@@ -470,7 +477,7 @@ def _usage(s: _Session, status: str, result_rows: int = 0) -> Usage:
         rows_scanned=s.rows_scanned,
         result_rows=result_rows,
         bytes_out=s.bytes_out,
-        epsilon_spent=s.epsilon if status == "completed" else Decimal(0),
+        epsilon_spent=s.epsilon,  # charged to the budget at open, whatever came of the job
         cpu_seconds=Decimal(str(round(s.cpu, 6))),
         wall_seconds=Decimal(str(round(time.perf_counter() - s.t0, 6))),
     )
