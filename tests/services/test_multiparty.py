@@ -270,8 +270,25 @@ def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: A
         time.sleep(0.1)
     view = multiparty.get_job(node, job)
     assert view["state"] == "FAILED" and "timed out" in view["error"]["message"]
-    with pytest.raises(MultipartyFailed):  # its secrets are gone: no step can continue it
+    # its secrets are gone: no step can continue it, and the initiator is told why (the
+    # answer said "it ended, or the node restarted": a retry then timed out the same way)
+    with pytest.raises(MultipartyFailed) as info:
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "x"}))
+    assert f"no longer holds job {job}'s session: it ended here (FAILED: no step from the " \
+        "initiator (bank) for 1 s: the job timed out)" in info.value.message
+    assert "mp_idle_timeout_seconds" in (info.value.hint or "")
+
+
+def test_a_step_after_a_restart_fails_the_job_with_the_restart_as_its_reason(tax: Any) -> None:
+    node, agreements = tax
+    job = "job-restarted-000001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job))
+    with mp_party._REGISTRY:  # what a restart does to the sessions: they live in memory only
+        mp_party._SESSIONS.pop(job)
+    with pytest.raises(MultipartyFailed, match="the node restarted and its secrets are gone"):
+        mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "x"}))
+    view = multiparty.get_job(node, job)
+    assert view["state"] == "FAILED" and "restarted" in view["error"]["message"]
 
 
 def test_a_job_the_reaper_ended_gets_no_step_from_its_watchdog_after_its_end(tax: Any) -> None:

@@ -397,17 +397,31 @@ def watch_quiet(
 
 
 def _lost(node: Node, job_id: str, caller: str) -> MultipartyFailed:
-    error = MultipartyFailed(
-        f"{node.name} no longer holds job {job_id}'s session (it ended, or the node restarted "
-        "and its secrets are gone)",
-        hint="the initiator starts a new attempt with `dataspace job retry`",
-        cause="session-lost",
-    )
+    """The error for a step of a job whose session this node no longer holds: why it ended
+    here, when it did (a timeout most often: the initiator's long local work left this node
+    idle), else a restart; the job is FAILED if it was still RUNNING."""
     with node.store.read() as db:
         row = db.get(JobRow, job_id)
         mine = row is not None and row.peer == caller and row.role == ms.PARTICIPANT
+        ended = None
+        if row is not None and row.state != jobs.RUNNING:
+            ended = row.state + (f": {row.error}" if row.error else "")
     if not mine:  # another initiator's job, or none: say nothing about it, change nothing
         return MultipartyFailed(f"no multi-party job {job_id!r} with {caller} here")
+    if ended:
+        return MultipartyFailed(
+            f"{node.name} no longer holds job {job_id}'s session: it ended here ({ended})",
+            hint="the initiator starts a new attempt with `dataspace job retry`; a job that "
+            "timed out while the initiator worked alone needs a longer idle timeout "
+            "(mp_idle_timeout_seconds, up to the participants' mp_max_idle_timeout_seconds)",
+            cause="session-lost",
+        )
+    error = MultipartyFailed(
+        f"{node.name} no longer holds job {job_id}'s session (the node restarted and its "
+        "secrets are gone)",
+        hint="the initiator starts a new attempt with `dataspace job retry`",
+        cause="session-lost",
+    )
     ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="session-lost")
     return error
 
