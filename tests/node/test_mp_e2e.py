@@ -25,7 +25,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
-from dataspace.errors import NotFound
+from dataspace.errors import Conflict, NotFound
 from dataspace.policy import from_template
 from dataspace.privacy.psi import normalize
 from dataspace.samples.generate import make_uscc
@@ -363,6 +363,11 @@ def test_a_peer_killed_mid_psi_fails_the_job_everywhere_and_retry_succeeds(
         at_grid = _job_at(space, GRID, failed["id"])  # told when the bank retried
         assert at_grid["state"] == "FAILED" and at_grid["result"] is None
         assert multiparty.get_job(bank, failed["id"])["pending_aborts"] == []
+        # one retry per job: a second (a double click) would take every participant's slot
+        # and ε again
+        assert multiparty.get_job(bank, failed["id"])["retried_as"] == again["id"]
+        with pytest.raises(Conflict, match=f"retried already, as {again['id']}"):
+            multiparty.retry(bank, failed["id"])
     finally:
         bank.close()
 

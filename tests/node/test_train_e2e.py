@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dataspace.cli.main import app
-from dataspace.errors import NotFound, UsageError
+from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.federated import sgb, vlr
 from dataspace.federated.baseline import prepare, train_plain
 from dataspace.federated.metrics import auc
@@ -274,6 +274,8 @@ def test_a_peer_killed_mid_training_fails_the_job_everywhere_and_retry_succeeds(
     env["space"].nodes[GRID].start()
     again = training.retry(bank, job["id"])
     assert again["state"] == "SUCCEEDED" and again["retry_of"] == job["id"]
+    with pytest.raises(Conflict, match="retried already"):  # one retry per job
+        training.retry(bank, job["id"])
 
 
 def test_a_commit_that_fails_leaves_no_usable_model_at_any_node(space: dict[str, Any]) -> None:

@@ -166,6 +166,24 @@ def test_an_aborted_participant_is_metered_with_what_it_did(tax: Any) -> None:
     assert line["bytes_out"] > 0 and Decimal(line["amount"]) == 0  # its answer to hello
 
 
+def test_a_job_is_retried_once_and_a_retry_that_could_not_start_gives_its_claim_back(
+    tax: Any
+) -> None:
+    node, agreements = tax
+    job = "job-retried-once-0001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job))
+    ms.claim_retry(node, job)
+    with pytest.raises(Conflict, match="is being retried right now"):  # a double click
+        ms.claim_retry(node, job)
+    ms.settle_retry(node, job, None)  # that attempt could not be started
+    ms.claim_retry(node, job)
+    ms.settle_retry(node, job, "job-retried-once-0002")
+    with pytest.raises(Conflict, match="retried already, as job-retried-once-0002") as info:
+        ms.claim_retry(node, job)
+    assert "job retry job-retried-once-0002" in (info.value.hint or "")
+    mp_party.handle_abort(node, "bank", job, "test over")
+
+
 def test_a_resent_step_gets_the_same_answer_and_never_a_new_one(tax: Any) -> None:
     node, agreements = tax
     job = "job-idempotent-0001"

@@ -223,6 +223,43 @@ def set_meta(node: Node, job_id: str, **values: Any) -> None:
             row.result_meta = {**_meta(row), **jsonable(values)}
 
 
+#: ``retried_as`` while a retry is being started, before its job id is known
+RETRY_STARTING = "(starting)"
+
+
+def claim_retry(node: Node, job_id: str) -> None:
+    """Mark a failed job as retried (``retried_as``), once: two retries of one job at once (a
+    double click, the CLI and the API) would each start an attempt, taking a ``count`` slot
+    and ε at every participant. :class:`Conflict` if it was retried already."""
+    from dataspace.errors import Conflict
+
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            return
+        meta = _meta(row)
+        taken = meta.get("retried_as")
+        if taken == RETRY_STARTING:
+            raise Conflict(f"job {job_id} is being retried right now",
+                           hint="see `dataspace job list` for the new attempt")
+        if taken:
+            raise Conflict(f"job {job_id} was retried already, as {taken}",
+                           hint=f"retry the latest attempt instead: `dataspace job retry "
+                           f"{taken}` (if it failed too)")
+        row.result_meta = {**meta, "retried_as": RETRY_STARTING}
+
+
+def settle_retry(node: Node, job_id: str, new_job_id: str | None) -> None:
+    """After :func:`claim_retry`: the new attempt's id, or (None) the claim given back because
+    the attempt could not be started."""
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is not None:
+            meta = _meta(row)
+            meta.pop("retried_as", None)
+            row.result_meta = meta if new_job_id is None else {**meta, "retried_as": new_job_id}
+
+
 def finish(
     node: Node,
     job_id: str,
@@ -370,6 +407,7 @@ def view(row: JobRow) -> dict[str, Any]:
         "params": request.get("mp"),
         "attempt": request.get("attempt", 1),
         "retry_of": request.get("retry_of"),
+        "retried_as": meta.get("retried_as"),
         "progress": meta.get("progress") or {"done": 0, "total": 0},
         "steps": meta.get("steps") or [],
         "result": meta.get("result"),

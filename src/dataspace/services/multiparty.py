@@ -707,9 +707,29 @@ def retry(
             )
         state, request, meta = row.state, dict(row.request), dict(row.result_meta or {})
         action = row.action
-    if state == jobs.RUNNING:
+    if state == jobs.RUNNING:  # a job whose initiator died ends now, if it is stale
         ms.reap(node)
+        with node.store.read() as session:
+            again = session.get(JobRow, job_id)
+            state = again.state if again is not None else state
     mp_initiator.check_retryable(job_id, state)
+    ms.claim_retry(node, job_id)
+    try:
+        job = _start_again(node, job_id, action, request, meta, actor)
+    except BaseException:
+        ms.settle_retry(node, job_id, None)
+        raise
+    ms.settle_retry(node, job_id, job.id)
+    if background:
+        return start_background(node, job)
+    return execute(node, job, progress=progress)
+
+
+def _start_again(
+    node: Node, job_id: str, action: str, request: dict[str, Any], meta: dict[str, Any],
+    actor: str | None,
+) -> Job:
+    """The new attempt of a failed job, claimed (not yet run); its pending aborts told first."""
     pending = mp_initiator.deliver_pending_aborts(node, job_id, meta)
     ms.set_meta(node, job_id, pending_aborts=pending)
     params = dict(request.get("mp") or {})
@@ -745,9 +765,7 @@ def retry(
             strategy=params["strategy"],
             **common,
         )
-    if background:
-        return start_background(node, job)
-    return execute(node, job, progress=progress)
+    return job
 
 
 def get_job(node: Node, job_id: str) -> dict[str, Any]:

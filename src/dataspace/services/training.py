@@ -606,11 +606,27 @@ def retry(
     if view["role"] != ms.INITIATOR:
         raise NotFound(f"no training job {job_id!r} started by this node")
     mp_initiator.check_retryable(job_id, view["state"])
+    ms.claim_retry(node, job_id)  # one retry per job
+    try:
+        job = _start_again(node, job_id, view, actor)
+    except BaseException:
+        ms.settle_retry(node, job_id, None)
+        raise
+    ms.settle_retry(node, job_id, job.id)
+    if background:
+        return start_background(node, job)
+    return execute(node, job, progress=progress)
+
+
+def _start_again(
+    node: Node, job_id: str, view: dict[str, Any], actor: str | None
+) -> TrainJob | FedJob:
+    """The new attempt of a failed training, claimed (not yet run); pending aborts told first."""
     mp_initiator.deliver_pending_aborts(node, job_id, view)
     ms.set_meta(node, job_id, pending_aborts=[])  # told or not, the retry starts afresh
     p = dict(view["params"] or {})
     parts = view.get("participants") or []
-    job = start_train(
+    return start_train(
         node,
         agreements=[str(x["agreement_id"]) for x in parts],
         peers=[str(x["peer"]) for x in parts],
@@ -628,9 +644,6 @@ def retry(
         attempt=int(view.get("attempt") or 1) + 1,
         retry_of=job_id,
     )
-    if background:
-        return start_background(node, job)
-    return execute(node, job, progress=progress)
 
 
 def _revenue_pool(pool: str | None, model: str, contribution: bool) -> str | None:
