@@ -134,6 +134,20 @@ def test_bill_needs_a_filter_and_a_known_format(metered: Node) -> None:
         raise AssertionError("unknown format must fail")
 
 
+def test_no_face_issues_a_bill_of_everything(metered: Node) -> None:
+    """POST /bills with an empty body billed all usage of a sole consumer, ever: only the
+    CLI asked for a filter."""
+    from dataspace.errors import UsageError
+    from dataspace.ledger import log
+    from dataspace.services import usage as usage_service
+
+    with pytest.raises(UsageError, match="say what to bill"):
+        usage_service.bill(metered, issue=True, actor="api:admin")
+    with metered.store.read() as session:
+        actions = [e.to_dict()["entry"]["action"] for e in log.entries(session, 0, 10_000)]
+    assert "bill.issued" not in actions
+
+
 def test_bad_period_on_the_command_line(metered: Node) -> None:
     from dataspace.errors import UsageError
 

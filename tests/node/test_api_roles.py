@@ -167,7 +167,7 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", "/peer/v1/whoami"): (PEER, _get("/peer/v1/whoami")),
     ("GET", f"{API}/usage"): (ALL, _get(f"{API}/usage")),
     ("GET", f"{API}/usage/reconcile"): (("admin", "auditor"), _get(f"{API}/usage/reconcile")),
-    ("GET", f"{API}/bills"): (ALL, _get(f"{API}/bills")),
+    ("GET", f"{API}/bills"): (ALL, _get(f"{API}/bills", period="2026-11")),
     ("POST", f"{API}/bills"): (WRITERS, _issue_bill),
     ("GET", f"{API}/jobs"): (ALL, _get(f"{API}/jobs")),
     ("GET", f"{API}/offers"): (ALL, _get(f"{API}/offers")),

@@ -103,10 +103,6 @@ def bill(
     """A statement for an agreement and/or period (a draft unless --issue)."""
     if fmt not in _FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint="use --format table, json or csv")
-    if agreement is None and period is None and consumer is None:
-        raise UsageError(
-            "say what to bill", hint="pass --agreement ID, --period YYYY-MM or --consumer NAME"
-        )
     doc = service.bill(
         node(ctx), agreement, period, consumer, issue=issue, actor=actor() if issue else None
     )

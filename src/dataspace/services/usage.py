@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dataspace.errors import UsageError
 from dataspace.metering import (
     PriceTerms,
     Statement,
@@ -75,7 +76,14 @@ def bill(
     issue: bool = False,
     actor: str | None = None,
 ) -> dict[str, Any]:
-    """The bill for the filters: a draft (no id), or issued and entered in the ledger."""
+    """The bill for the filters: a draft (no id), or issued and entered in the ledger. At least
+    one filter: a bill of everything ever metered is never what was meant."""
+    if agreement_id is None and period is None and consumer is None:
+        raise UsageError(
+            "say what to bill",
+            hint="name an agreement, a period (YYYY-MM) or a consumer (--agreement, --period, "
+            "--consumer)",
+        )
     if issue:
         with node.store.write() as session:
             st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
