@@ -68,6 +68,22 @@ def test_usage_reconcile(metered: Node) -> None:
     assert "8 usage records match 8 ledger entries" in out
     code, out, _ = run(metered, "usage", "reconcile", "--json")
     assert json.loads(out)["ok"] is True
+    assert "came after that month was billed" not in out
+
+
+def test_usage_reconcile_names_lines_metered_after_their_month_was_billed(metered: Node) -> None:
+    from dataspace.services import usage as usage_service
+
+    from .conftest import ACTOR, TERMS_1, usage
+
+    assert run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11", "--issue")[0] == 0
+    usage_service.record(metered, usage("agr-1", "j-late", "2026-11-30T23:59:59Z"), actor=ACTOR,
+                         terms=TERMS_1)
+    code, out, _ = run(metered, "usage", "reconcile")
+    assert code == 0
+    assert ("1 usage line(s) of bank-a in 2026-11 came after that month was billed and are on "
+            "no bill: `dataspace bill --period 2026-11 --consumer bank-a --issue` bills them"
+            ) in " ".join(out.split())
 
 
 def test_bill_draft_then_issue(metered: Node) -> None:

@@ -13,7 +13,7 @@ from dataspace.services import usage as service
 from dataspace.services.node import Node
 from dataspace.store.models_metering import Bill, BillLine
 
-from .conftest import JOBS
+from .conftest import ACTOR, JOBS, TERMS_1, usage
 
 
 def _row_id(node: Node, job_id: str) -> str:
@@ -103,6 +103,26 @@ def test_issued_bills_are_checked_against_their_ledger_entries(metered: Node) ->
     with pytest.raises(VerificationError, match="differs from its ledger entry") as err:
         service.reconcile(metered)
     assert err.value.details["bill_id"] == bill["bill_id"]
+
+
+def test_a_line_metered_after_its_month_was_billed_is_reported_until_billed(
+    metered: Node,
+) -> None:
+    """A job that ended on the last evening of a billed month, metered after the bill: it
+    was on neither that bill nor the next month's, and reconcile said all was well."""
+    _issued(metered)  # agr-1, 2026-11
+    assert service.reconcile(metered)["late"] == []
+    service.record(metered, usage("agr-1", "j-late", "2026-11-30T23:59:59Z"), actor=ACTOR,
+                   terms=TERMS_1)
+    late_id = _row_id(metered, "j-late")
+    service.record(metered, usage("agr-1", "j-dec", "2026-12-01T00:00:01Z"), actor=ACTOR,
+                   terms=TERMS_1)  # a month no bill has covered: not late
+    report = service.reconcile(metered)
+    assert report["late"] == [{"usage_id": late_id, "agreement_id": "agr-1",
+                               "consumer": "bank-a", "period": "2026-11"}]
+    again = service.bill(metered, agreement_id="agr-1", period="2026-11", issue=True)
+    assert [line["id"] for line in again["statement"]["lines"]] == [late_id]
+    assert service.reconcile(metered)["late"] == []
 
 
 def test_a_line_moved_between_bills_is_caught(metered: Node) -> None:

@@ -12,7 +12,7 @@ from dataspace.policy.request import Price
 from dataspace.services import usage as service
 from dataspace.services.node import Node
 
-from .conftest import ACTOR, usage
+from .conftest import ACTOR, at, usage
 
 
 def test_record_writes_the_row_and_its_ledger_entry(node: Node) -> None:
@@ -94,6 +94,8 @@ def test_the_same_job_cannot_be_metered_twice(node: Node) -> None:
         ({"agreement_id": ""}, "agreement_id"),
         ({"epsilon_spent": "1E-120"}, "more than 40 characters"),  # would break exact sums
         ({"revenue_share": Decimal("1E-90")}, "revenue_share"),
+        ({"started_at": at("2099-01-05T00:00:00Z"), "finished_at": at("2099-01-05T00:00:01Z")},
+         "finished_at 2099-01-05T00:00:01+00:00 lies in the future"),
     ],
 )
 def test_bad_usage_is_refused(node: Node, change: dict[str, object], message: str) -> None:

@@ -88,6 +88,14 @@ def reconcile(
         f"{report['ledger_entries']} ledger entries"
     )
     _print_totals(report["totals"], "totals from the ledger")
+    months = sorted({(line["period"], line["consumer"]) for line in report["late"]})
+    for period, consumer in months:
+        count = sum(1 for x in report["late"] if (x["period"], x["consumer"]) == (period, consumer))
+        console.print(
+            f"{count} usage line(s) of {consumer} in {period} came after that month was billed "
+            f"and are on no bill: `dataspace bill --period {period} --consumer {consumer} "
+            "--issue` bills them"
+        )
 
 
 def bill(

@@ -53,6 +53,9 @@ class ReconcileReport:
     ledger_entries: int
     totals: list[Total] = field(default_factory=list)
     bills: int = 0
+    # usage lines on no bill yet whose month a bill of their consumer (and agreement) covered
+    # already: a bill of that month again carries them (a bill of a later month does not)
+    late: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class ReconcileReport:
             "ledger_entries": self.ledger_entries,
             "bills": self.bills,
             "totals": [t.to_dict() for t in self.totals],
+            "late": self.late,
         }
 
 
@@ -163,7 +167,28 @@ def reconcile(session: Session) -> ReconcileReport:
     from_table = totals((_line(usage_payload(r)) for r in rows), by_agreement=True)
     if [t.to_dict() for t in from_ledger] != [t.to_dict() for t in from_table]:
         raise VerificationError("usage totals differ between the ledger and the usage table")
-    return ReconcileReport(len(rows), len(entries), from_table, _check_bills(session, entries))
+    bills = _check_bills(session, entries)
+    return ReconcileReport(len(rows), len(entries), from_table, bills, _late_lines(session, rows))
+
+
+def _late_lines(session: Session, rows: list[UsageRecord]) -> list[dict[str, str]]:
+    """The usage rows on no bill whose month a period bill of their consumer (for their
+    agreement, or for all of the consumer's) has covered already: metered after that bill was
+    issued (a job that ended just before the month did), they wait for a bill of that month."""
+    covered = {(c, a, p) for c, a, p in session.execute(
+        select(Bill.consumer, Bill.agreement_id, Bill.period).where(Bill.period.is_not(None)))}
+    if not covered:
+        return []
+    billed = set(session.scalars(select(BillLine.usage_id)))
+    late = []
+    for row in rows:
+        if row.id in billed:
+            continue
+        month = f"{row.finished_at.year:04d}-{row.finished_at.month:02d}"
+        if ({(row.consumer, row.agreement_id, month), (row.consumer, None, month)} & covered):
+            late.append({"usage_id": row.id, "agreement_id": row.agreement_id,
+                         "consumer": row.consumer, "period": month})
+    return late
 
 
 def _sqlite_text(moment: datetime) -> str:

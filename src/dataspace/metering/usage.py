@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -46,6 +46,8 @@ ACTIONS = ("governed-query", "dp-query", "psi", "federated-train", "secure-aggre
 STATUSES = ("completed", "denied", "failed")
 USAGE_ACTION = "usage.recorded"
 _MICRO = Decimal(1_000_000)
+#: how far past this node's clock a job's end may lie (another process's clock, a second's rounding)
+FUTURE_SKEW = timedelta(minutes=5)
 MAX_FIGURE_CHARS = 40  # a figure written out in plain decimals: "0." and 38 digits at most
 
 
@@ -143,6 +145,13 @@ class Usage:
                 raise InputError(f"usage {name} has no time zone", hint="use datetime.now(UTC)")
         if self.finished_at < self.started_at:
             raise InputError("usage finished_at is before started_at")
+        if self.finished_at > datetime.now(UTC) + FUTURE_SKEW:
+            # a job metered in the future would land in a month no bill has covered yet, and
+            # escape the bill of the month it ran in
+            raise InputError(
+                f"usage finished_at {self.finished_at.isoformat()} lies in the future",
+                hint="meter a job when it has ended, with datetime.now(UTC); check the clock",
+            )
         share = self.revenue_share
         if share is not None and (not isinstance(share, Decimal) or not share.is_finite()
                                   or share < 0):
