@@ -8,6 +8,8 @@ import pytest
 
 from dataspace.errors import InputError
 from dataspace.metering import PriceTerms, Usage, price_for, round_money
+from dataspace.metering.pricing import minor_unit
+from dataspace.policy import currencies
 from dataspace.policy.request import Price
 
 T = datetime(2026, 11, 1, tzinfo=UTC)
@@ -101,6 +103,10 @@ def test_terms_default_to_cny_and_zero() -> None:
         ({"per_job": "100 $"}, "three-letter code"),
         ({"currency": "yuan"}, "three-letter code"),
         ({"currency": "人民币"}, "three-letter code"),
+        # a typo was a currency of its own on every bill
+        ({"per_job": "10 CYN"}, "'CYN' is not an ISO 4217 code (did you mean CNY"),
+        ({"currency": "ZZZ"}, "'ZZZ' is not an ISO 4217 code"),
+        ({"currency": "XTS"}, "'XTS' is not an ISO 4217 code"),  # reserved for testing
         ({"per_job": "1E+26 CNY"}, "too large"),
         ({"per_mb_out": "1000000000000000"}, "too large"),
         ({"per_job": "0.0000000000001"}, "more than 12 decimal places"),
@@ -110,6 +116,15 @@ def test_bad_terms_are_refused(terms: dict[str, object], message: str) -> None:
     with pytest.raises(InputError) as err:
         PriceTerms.parse(terms)
     assert message in str(err.value)
+
+
+def test_currencies_in_use_and_recently_withdrawn_are_accepted() -> None:
+    from dataspace.metering.pricing import _MINOR_DIGITS
+
+    for currency in ("CNY", "hkd", "EUR", "XCG", "ZWG", "HRK", "UYI"):
+        assert PriceTerms.parse({"per_job": f"1 {currency}"}).currency == currency.upper()
+    assert set(_MINOR_DIGITS) <= currencies.ISO_4217  # every minor unit names a real code
+    assert minor_unit("UYI") == Decimal(1)  # no minor unit: it was rounded to hundredths
 
 
 def test_trailing_zeros_are_not_decimal_places() -> None:

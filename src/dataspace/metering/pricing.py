@@ -181,7 +181,7 @@ EXACT_DIGITS = 100
 #: ISO 4217 currencies whose minor unit is not a hundredth (every other has two places).
 _MINOR_DIGITS = {
     **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
-                     "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
     **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
     **dict.fromkeys(("CLF", "UYW"), 4),
 }  # fmt: skip

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from dataspace.policy import currencies
 from dataspace.policy.errors import PolicyError
 
 
@@ -74,12 +75,19 @@ def money_amount(text: str, path: str = "") -> Decimal:
 
 
 def currency_code(text: str, path: str = "") -> str:
-    """An ISO 4217-style code: three letters, upper-cased (``cny`` -> ``CNY``)."""
+    """An ISO 4217 code, upper-cased (``cny`` -> ``CNY``)."""
     given = text.strip()
     code = given.upper()  # after the ASCII check below: "ßx".upper() is "SSX"
     if len(code) != 3 or not given.isascii() or not code.isalpha():
         raise PolicyError(f"currency {text!r} is not a three-letter code such as 'CNY'",
                           path=path, hint="use the ISO 4217 code: CNY, EUR, USD, HKD ...")
+    if not currencies.known(code):
+        near = currencies.closest(code)
+        raise PolicyError(
+            f"currency {text!r} is not an ISO 4217 code"
+            + (f" (did you mean {' or '.join(near)}?)" if near else ""),
+            path=path, hint="use the ISO 4217 code: CNY, EUR, USD, HKD ...",
+        )
     return code
 
 
