@@ -184,6 +184,24 @@ def test_a_job_is_retried_once_and_a_retry_that_could_not_start_gives_its_claim_
     mp_party.handle_abort(node, "bank", job, "test over")
 
 
+def test_an_open_that_arrives_after_its_abort_is_refused(tax: Any) -> None:
+    """The abort and the open crossed: the abort found no job here, and the late open then
+    started one its initiator had given up, holding the agreement's slot until it timed
+    out."""
+    node, agreements = tax
+    job = "job-open-after-abort-1"
+    assert mp_party.handle_abort(node, "bank", job, "the grid refused")["state"] == "UNKNOWN"
+    with pytest.raises(Conflict, match="was ended by its initiator bank before it opened here"):
+        mp_party.handle_step(node, "bank", _open(agreements["psi"], job))
+    with pytest.raises(NotFound):  # nothing was started, nothing holds the slot
+        multiparty.get_job(node, job)
+    other = "job-open-after-abort-2"  # another job, and another initiator's, are unaffected
+    mp_party.remember_aborted_unopened(node, other, "insurer")
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], other))
+    assert multiparty.get_job(node, other)["state"] == "RUNNING"
+    mp_party.handle_abort(node, "bank", other, "test over")
+
+
 def test_a_resent_step_gets_the_same_answer_and_never_a_new_one(tax: Any) -> None:
     node, agreements = tax
     job = "job-idempotent-0001"

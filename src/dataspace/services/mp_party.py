@@ -162,6 +162,37 @@ def ended_answer(job_id: str, caller: str, digest: str) -> bytes | None:
     return kept[2]
 
 
+#: jobs an initiator aborted before they opened here: (node, job, initiator) -> when
+_ABORTED_UNOPENED: dict[tuple[str, str, str], float] = {}
+_ABORTED_LOCK = threading.Lock()  # not _REGISTRY: an open is checked while that is held
+ABORTED_UNOPENED_SECONDS = 3600.0  # the longest idle timeout a participant grants by default
+
+
+def remember_aborted_unopened(node: Node, job_id: str, caller: str) -> None:
+    """An abort came before the job's ``open`` (the two crossed): an ``open`` arriving later
+    must not start a job its initiator has given up, and hold the agreement's slot until it
+    times out."""
+    now = time.monotonic()
+    with _ABORTED_LOCK:
+        for old in [k for k, t in _ABORTED_UNOPENED.items()
+                    if now - t > ABORTED_UNOPENED_SECONDS]:
+            del _ABORTED_UNOPENED[old]
+        while len(_ABORTED_UNOPENED) >= _ENDED_MAX:
+            del _ABORTED_UNOPENED[next(iter(_ABORTED_UNOPENED))]
+        _ABORTED_UNOPENED[(str(node.root), job_id, caller)] = now
+
+
+def refuse_if_aborted(node: Node, job_id: str, caller: str) -> None:
+    """Before an ``open``: :class:`Conflict` if its initiator aborted the job already."""
+    with _ABORTED_LOCK:
+        when = _ABORTED_UNOPENED.get((str(node.root), job_id, caller))
+    if when is not None and time.monotonic() - when <= ABORTED_UNOPENED_SECONDS:
+        raise Conflict(
+            f"job {job_id} was ended by its initiator {caller} before it opened here",
+            hint="the initiator starts a new attempt with `dataspace job retry`",
+        )
+
+
 # --- entry points --------------------------------------------------------------------------------
 
 
@@ -242,6 +273,7 @@ def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str,
         row = db.get(JobRow, job_id)
         state = row.state if row is not None and row.peer == caller else None
     if state is None:
+        remember_aborted_unopened(node, job_id, caller)
         return {"job_id": job_id, "state": "UNKNOWN"}
     error = MultipartyFailed(f"the initiator {caller} ended the job: {reason}", cause="aborted")
     with _REGISTRY:
@@ -288,6 +320,7 @@ def _new_session(node: Node, caller: str, job_id: str, header: dict[str, Any]) -
     kind = str(header.get("kind", ""))
     if kind not in ms.ACTIONS:
         raise UsageError(f"unknown multi-party job kind {kind!r}", hint="psi or secure-aggregate")
+    refuse_if_aborted(node, job_id, caller)
     with node.store.read() as s:
         row = s.get(JobRow, job_id)
         if row is not None:
@@ -549,6 +582,7 @@ def check_open(
         if existing.initiator == caller and cached and cached[0] == digest:
             return cached[1]
         raise Conflict(f"{what} job {job_id} is already open here")
+    refuse_if_aborted(node, job_id, caller)
     check_new(node, job_id)
     return None
 
