@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -200,6 +201,43 @@ def test_an_open_that_arrives_after_its_abort_is_refused(tax: Any) -> None:
     mp_party.handle_step(node, "bank", _open(agreements["psi"], other))
     assert multiparty.get_job(node, other)["state"] == "RUNNING"
     mp_party.handle_abort(node, "bank", other, "test over")
+
+
+def test_a_job_running_here_beats_and_one_ended_meanwhile_keeps_no_result(
+    tax: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The initiator's own row was failed as timed out (by `job list` in another process)
+    while it worked alone; it then stored nothing, but its participants had finished and
+    kept their rows, and its rows file stayed."""
+    node, _ = tax
+    job_id = "job-ended-meanwhile-01"
+    ms.create_row(node, job_id=job_id, role=ms.INITIATOR, agreement_id="agr", peer="grid",
+                  action=ms.PSI, request={"mp": {}, "idle_timeout": 1.0})
+    ms.set_meta(node, job_id, heartbeat=0.0)  # long silent: the reaper's
+    ms.beat(node, job_id)  # what the running job's ticker does
+    ms.reap(node)
+    assert multiparty.get_job(node, job_id)["state"] == "RUNNING"
+
+    kept = node.data_dir / mp_party.ALIGN_DIR / f"{job_id}.parquet"
+    aborted: list[tuple[list[str], str]] = []
+
+    def run(r: Any) -> dict[str, Any]:  # the protocol ran; then the row was failed
+        ms.fail(node, job_id, MultipartyFailed("no step for 1 s: the job timed out"),
+                actor="node:x")
+        return mp_party.write_rows(node, job_id, np.arange(3), ordered=False)
+
+    monkeypatch.setattr(multiparty, "_run_psi", run)
+    monkeypatch.setattr(multiparty.mp_initiator, "abort_peers",
+                        lambda node, job, peers, reason, attempts=1: aborted.append(
+                            (list(peers), reason)) or [])
+    job = multiparty.Job(job_id, ms.PSI, {}, [multiparty._Link("grid", "agr")], "t",
+                         step_timeout=1.0, idle_timeout=1.0)
+    with pytest.raises(MultipartyFailed, match="ended before its result was stored"):
+        multiparty.execute(node, job)
+    assert not kept.exists()
+    assert aborted == [(["grid"], "the initiator's job ended before it stored the result: "
+                                  "no step for 1 s: the job timed out")]
+    assert multiparty.get_job(node, job_id)["state"] == "FAILED"
 
 
 def test_a_resent_step_gets_the_same_answer_and_never_a_new_one(tax: Any) -> None:

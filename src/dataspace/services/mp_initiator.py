@@ -170,10 +170,10 @@ def complete(
     actor: str,
     participants: Sequence[tuple[str, str]],
     **payload: Any,
-) -> None:
+) -> bool:
     """SUCCEEDED with ``result``: ``mp.completed`` names the (peer, agreement) pairs, the
-    result's hash and any further ``payload``."""
-    ms.finish(
+    result's hash and any further ``payload``. False if the job had ended meanwhile."""
+    return ms.finish(
         node,
         job_id,
         state=jobs.SUCCEEDED,

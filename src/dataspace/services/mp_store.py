@@ -216,6 +216,16 @@ def add_events_in(
         )
 
 
+def beat(node: Node, job_id: str) -> None:
+    """A sign of life of a RUNNING job run in this process (its heartbeat), while its
+    initiator works alone: :func:`reap`, run by any process that reads jobs, would fail it
+    as timed out."""
+    with node.store.write() as session:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is not None and row.state == RUNNING:
+            row.result_meta = {**_meta(row), "heartbeat": time.time()}
+
+
 def set_meta(node: Node, job_id: str, **values: Any) -> None:
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)

@@ -19,6 +19,7 @@ a background thread and the caller polls :func:`get_job`. docs/multiparty.md has
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -86,6 +87,8 @@ DEFAULT_BOUND = DEFAULT_AGGREGATE_BOUND
 CHUNK = 16_384
 RR22_STATUS_EVERY = 3.0  # seconds before first asking an RR22 participant how its side goes
 RR22_STATUS_LONGEST = 30.0  # the interval doubles up to this
+
+logger = logging.getLogger("dataspace.multiparty")
 
 
 @dataclass
@@ -365,23 +368,51 @@ class _Runner:
 def execute(node: Node, job: Job, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run a claimed job to its end; returns its view. Raises after recording a failure."""
     runner = _Runner(node, job, progress)
+    done = threading.Event()
+    beating = threading.Thread(target=_keep_beating, args=(node, job, done), daemon=True,
+                               name=f"mp-beat-{job.id[:12]}")
+    beating.start()
     try:
-        result = _run_psi(runner) if job.kind == ms.PSI else _run_aggregate(runner)
-    except DataspaceError as exc:
-        _fail_everywhere(node, job, exc)
-        raise
-    except BaseException as exc:
-        err = MultipartyFailed(f"the job stopped unexpectedly ({type(exc).__name__})")
-        _fail_everywhere(node, job, err)
-        raise
-    mp_initiator.complete(
+        try:
+            result = _run_psi(runner) if job.kind == ms.PSI else _run_aggregate(runner)
+        except DataspaceError as exc:
+            _fail_everywhere(node, job, exc)
+            raise
+        except BaseException as exc:
+            err = MultipartyFailed(f"the job stopped unexpectedly ({type(exc).__name__})")
+            _fail_everywhere(node, job, err)
+            raise
+    finally:
+        done.set()
+    stored = mp_initiator.complete(
         node,
         job.id,
         result,
         actor=job.actor,
         participants=[(lk.peer, lk.agreement_id) for lk in job.links],
     )
+    if not stored:  # ended meanwhile (another process failed it): no node keeps a result
+        if result.get("rows_file"):
+            (node.data_dir / str(result["rows_file"])).unlink(missing_ok=True)
+        ended = get_job(node, job.id)
+        reason = str((ended.get("error") or {}).get("message") or "the job ended")
+        mp_initiator.abort_peers(node, job.id, [lk.peer for lk in job.links],
+                                 f"the initiator's job ended before it stored the result: "
+                                 f"{reason}", attempts=2)
+        raise MultipartyFailed(f"job {job.id} ended before its result was stored: {reason}",
+                               hint="start a new attempt with `dataspace job retry`")
     return get_job(node, job.id)
+
+
+def _keep_beating(node: Node, job: Job, done: threading.Event) -> None:
+    """The job's heartbeat while it runs here, a third of its idle timeout apart: a long
+    local phase (loading this node's own identifiers, another party's run) sends no step."""
+    every = max(1.0, min(30.0, job.idle_timeout / 3))
+    while not done.wait(every):
+        try:
+            ms.beat(node, job.id)
+        except Exception:  # a missed beat costs nothing unless many are missed
+            logger.exception("heartbeat of job %s", job.id)
 
 
 def _fail_everywhere(node: Node, job: Job, exc: DataspaceError) -> None:
