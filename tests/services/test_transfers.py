@@ -1102,6 +1102,24 @@ def test_a_lapsed_grant_and_a_partial_download_are_ended_at_start(pair: Pair) ->
     assert transfer_sweep.sweep(pair.tax) == {"terminated": [], "removed": []}
 
 
+def _work_off(node: Node, backlog: transfer_backlog.Backlog, pair: Pair,
+              done: Callable[[], bool]) -> None:
+    """Run the sweeping thread with ``backlog`` as a starting server does: nothing is done
+    before the server serves; then wait (20 s at most) until ``done()``."""
+    serving = threading.Event()
+    running = transfer_backlog.keep_sweeping(node, every=60, serving=serving.is_set,
+                                             transport=pair.transport, backlog=backlog)
+    try:
+        time.sleep(0.3)
+        assert not done()  # not yet up
+        serving.set()
+        deadline = time.monotonic() + 20
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        running.stop()
+
+
 def test_the_peers_of_what_the_start_up_ended_are_told_once_the_server_serves(
     pair: Pair,
 ) -> None:
@@ -1124,18 +1142,7 @@ def test_the_peers_of_what_the_start_up_ended_are_told_once_the_server_serves(
     assert sorted((row.id, code) for row, code, _ in backlog.notices) == sorted(
         [(lapsed, "grant_lapsed"), (cut, "delivery_interrupted")])
 
-    serving = threading.Event()
-    running = transfer_backlog.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
-                                             transport=pair.transport, backlog=backlog)
-    try:
-        time.sleep(0.3)
-        assert pair.sent == []  # not yet up
-        serving.set()
-        deadline = time.monotonic() + 20
-        while len(pair.sent) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        running.stop()
+    _work_off(pair.tax, backlog, pair, lambda: len(pair.sent) >= 2)
     told = {body["providerPid"]: body["code"] for _, path, body in pair.sent
             if path.endswith("/termination")}
     assert told == {lapsed: "grant_lapsed", cut: "delivery_interrupted"}
@@ -1400,20 +1407,9 @@ def test_a_request_the_last_server_never_provided_is_provided_once_the_next_one_
         ext.token_expires_at = datetime.now(UTC) - timedelta(hours=1)
     assert transfer_sweep.sweep(pair.tax)["terminated"] == []  # a reservation, not a grant
     assert transfer_backlog.stalled_requests(pair.tax) == [stalled]
-    serving = threading.Event()
     backlog = transfer_backlog.Backlog(requests=transfer_backlog.stalled_requests(pair.tax))
-    running = transfer_backlog.keep_sweeping(pair.tax, every=60, serving=serving.is_set,
-                                             transport=pair.transport, backlog=backlog)
-    try:
-        time.sleep(0.3)
-        assert transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED"  # not yet up
-        serving.set()
-        deadline = time.monotonic() + 20
-        while transfers.show_transfer(pair.tax, stalled)["state"] == "REQUESTED" and (
-                time.monotonic() < deadline):
-            time.sleep(0.05)
-    finally:
-        running.stop()
+    _work_off(pair.tax, backlog, pair,
+              lambda: transfers.show_transfer(pair.tax, stalled)["state"] != "REQUESTED")
     assert transfers.show_transfer(pair.tax, stalled)["state"] == "STARTED"
     assert len(_tokens(pair)) == 1  # the consumer was sent its start message
     assert transfer_backlog.stalled_requests(pair.tax) == []
@@ -1457,20 +1453,9 @@ def test_a_pull_the_last_server_did_not_finish_is_pulled_again_once_the_next_one
     (folder / ".cut.part").write_bytes(data[:10])  # what the cut-off pull had written
     assert transfer_sweep.sweep(pair.bank)["removed"] == [".cut.part"]
     assert list(transfer_backlog.unfinished_pulls(pair.bank)) == [pid]
-    serving = threading.Event()
     backlog = transfer_backlog.Backlog(pulls=transfer_backlog.unfinished_pulls(pair.bank))
-    running = transfer_backlog.keep_sweeping(pair.bank, every=60, serving=serving.is_set,
-                                             transport=pair.transport, backlog=backlog)
-    try:
-        time.sleep(0.3)
-        assert transfers.show_transfer(pair.bank, pid)["state"] == "STARTED"  # not yet up
-        serving.set()
-        deadline = time.monotonic() + 20
-        while transfers.show_transfer(pair.bank, pid)["state"] == "STARTED" and (
-                time.monotonic() < deadline):
-            time.sleep(0.05)
-    finally:
-        running.stop()
+    _work_off(pair.bank, backlog, pair,
+              lambda: transfers.show_transfer(pair.bank, pid)["state"] != "STARTED")
     assert transfers.show_transfer(pair.bank, pid)["state"] == "COMPLETED"
     [file] = _received(pair)
     assert file.read_bytes() == data

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from dataspace.errors import Conflict, DataspaceError
 from dataspace.services import jobs
@@ -244,6 +244,26 @@ def fail_everywhere(
     else:
         ms.fail(node, job_id, exc, actor=actor)
     ms.set_meta(node, job_id, pending_aborts=abort_peers(node, job_id, peers, exc.message))
+
+
+class _Attempt(Protocol):
+    id: str
+
+
+A = TypeVar("A", bound=_Attempt)
+
+
+def start_retry(node: Node, job_id: str, start: Callable[[], A]) -> A:
+    """Claim the one retry of failed job ``job_id`` (:func:`ms.claim_retry`), start the new
+    attempt with ``start()`` and record its id; the claim is given back if it cannot start."""
+    ms.claim_retry(node, job_id)
+    try:
+        attempt = start()
+    except BaseException:
+        ms.settle_retry(node, job_id, None)
+        raise
+    ms.settle_retry(node, job_id, attempt.id)
+    return attempt
 
 
 def check_retryable(job_id: str, state: str) -> None:

@@ -744,13 +744,8 @@ def retry(
             again = session.get(JobRow, job_id)
             state = again.state if again is not None else state
     mp_initiator.check_retryable(job_id, state)
-    ms.claim_retry(node, job_id)
-    try:
-        job = _start_again(node, job_id, action, request, meta, actor)
-    except BaseException:
-        ms.settle_retry(node, job_id, None)
-        raise
-    ms.settle_retry(node, job_id, job.id)
+    job = mp_initiator.start_retry(
+        node, job_id, lambda: _start_again(node, job_id, action, request, meta, actor))
     if background:
         return start_background(node, job)
     return execute(node, job, progress=progress)

@@ -606,13 +606,7 @@ def retry(
     if view["role"] != ms.INITIATOR:
         raise NotFound(f"no training job {job_id!r} started by this node")
     mp_initiator.check_retryable(job_id, view["state"])
-    ms.claim_retry(node, job_id)  # one retry per job
-    try:
-        job = _start_again(node, job_id, view, actor)
-    except BaseException:
-        ms.settle_retry(node, job_id, None)
-        raise
-    ms.settle_retry(node, job_id, job.id)
+    job = mp_initiator.start_retry(node, job_id, lambda: _start_again(node, job_id, view, actor))
     if background:
         return start_background(node, job)
     return execute(node, job, progress=progress)
