@@ -348,8 +348,9 @@ def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: A
     # answer said "it ended, or the node restarted": a retry then timed out the same way)
     with pytest.raises(MultipartyFailed) as info:
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "x"}))
+    message = info.value.message  # the watchdog's words or the reaper's, whichever came first
     assert f"no longer holds job {job}'s session: it ended here (FAILED: no step from the " \
-        "initiator (bank) for 1 s: the job timed out)" in info.value.message
+        "initiator" in message and "for 1 s: the job timed out" in message
     assert "mp_idle_timeout_seconds" in (info.value.hint or "")
 
 
