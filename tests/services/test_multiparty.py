@@ -212,7 +212,7 @@ def test_a_job_running_here_beats_and_one_ended_meanwhile_keeps_no_result(
     node, _ = tax
     job_id = "job-ended-meanwhile-01"
     ms.create_row(node, job_id=job_id, role=ms.INITIATOR, agreement_id="agr", peer="grid",
-                  action=ms.PSI, request={"mp": {}, "idle_timeout": 1.0})
+                  action=ms.PSI, request={"mp": {}, "idle_timeout": 60.0})
     ms.set_meta(node, job_id, heartbeat=0.0)  # long silent: the reaper's
     ms.beat(node, job_id)  # what the running job's ticker does
     ms.reap(node)
