@@ -113,18 +113,16 @@ def call_peer(
     """
     from dataspace.services.peers import peer_client
 
+    cap = answer_cap(node)
     last: Exception | None = None
     for attempt in range(attempts):
         try:
             with peer_client(node, peer, timeout=timeout) as client:
-                response = client.post(path, content=body, headers={"content-type": content_type})
+                return post_capped(client, peer, path, body, content_type=content_type, cap=cap)
         except httpx.TransportError as exc:
             last = exc
             time.sleep(0.2 * (attempt + 1))
             continue
-        if response.status_code == 200:
-            return response.content
-        raise refusal(peer, response)
     kind = type(last).__name__ if last else "no answer"
     raise MultipartyFailed(
         f"{peer} did not answer ({kind}: {last})",
@@ -135,12 +133,48 @@ def call_peer(
     )
 
 
-def refusal(peer: str, response: httpx.Response) -> PeerRefused:
+def answer_cap(node: Node) -> int:
+    """The most bytes this node reads of a peer's answer: what it accepts as a peer's request
+    (``peer_max_body_mb``); a participant must not be able to exhaust the initiator's memory."""
+    return int(node.limits.peer_max_body_mb) << 20
+
+
+def post_capped(
+    client: httpx.Client, peer: str, path: str, body: bytes, *, content_type: str, cap: int
+) -> bytes:
+    """POST ``body``; the answer's body when it is a 200, read ``cap`` bytes at most (a longer
+    one fails the job, whatever its Content-Length says); else :func:`refusal`."""
+    with client.stream("POST", path, content=body,
+                       headers={"content-type": content_type}) as response:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _oversized(peer, cap)
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > cap:
+                raise _oversized(peer, cap)
+        if response.status_code != 200:
+            raise refusal(peer, response.status_code, bytes(data))
+        return bytes(data)
+
+
+def _oversized(peer: str, cap: int) -> MultipartyFailed:
+    return MultipartyFailed(
+        f"{peer}'s answer passes {cap >> 20} MiB, the most this node reads of one",
+        hint="raise peer_max_body_mb in node.toml [limits] if such answers are expected",
+        node=peer,
+        cause="oversized",
+    )
+
+
+def refusal(peer: str, status: int, content: bytes) -> PeerRefused:
+    """The error a peer's non-200 answer (its status and body) stands for."""
     try:
-        body: Any = response.json()
+        body: Any = json.loads(content)
     except ValueError:
-        body = response.text
-    inner = error_from_envelope(body, response.status_code)
+        body = content.decode("utf-8", errors="replace")
+    inner = error_from_envelope(body, status)
     details = inner.details if isinstance(inner.details, dict) else {}
     reasons = [
         r for r in details.get("reasons", []) if isinstance(r, dict) and not r.get("held", False)
@@ -153,7 +187,7 @@ def refusal(peer: str, response: httpx.Response) -> PeerRefused:
         reasons=reasons,
         cause="refused",
     )
-    if response.status_code >= 500:  # the peer failed rather than refused
+    if status >= 500:  # the peer failed rather than refused
         error.code = "multiparty_failed"
         error.http_status = 502
     return error

@@ -45,8 +45,9 @@ from dataspace.services.mp_wire import (
     FRAME_MEDIA_TYPE,
     STEP_PATH,
     MultipartyFailed,
+    answer_cap,
     pack_frame,
-    refusal,
+    post_capped,
     unpack_frame,
 )
 from dataspace.services.node import Node
@@ -202,18 +203,15 @@ class Mailbox:
             if client is None:
                 client = self._clients[peer] = peer_client(self.node, peer, timeout=self.timeout)
             try:
-                response = client.post(
-                    STEP_PATH, content=body, headers={"content-type": FRAME_MEDIA_TYPE}
-                )
+                answer = post_capped(client, peer, STEP_PATH, body,
+                                     content_type=FRAME_MEDIA_TYPE, cap=answer_cap(self.node))
             except httpx.TransportError as exc:
                 last = exc
                 self._clients.pop(peer, None)
                 client.close()
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            if response.status_code != 200:
-                raise refusal(peer, response)
-            return unpack_frame(response.content)
+            return unpack_frame(answer)
         raise MultipartyFailed(
             f"{peer} did not answer ({type(last).__name__}: {last})",
             hint=f"check that {peer} is up, then `dataspace job retry`",
