@@ -51,8 +51,8 @@ STOP_TIMEOUT = 30.0
 
 @dataclass
 class Backlog:
-    """What the start-up found for the serving node to do: tell peers of terminations, provide
-    stalled requests, pull unfinished transfers again."""
+    """What the start-up found for the serving node to do, in this order: pull unfinished
+    transfers again, provide stalled requests, tell peers of terminations."""
 
     notices: list[Notice] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
