@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -256,8 +256,8 @@ class _StepsToThisNode:
         try:
             return unpack_frame(mp_party.handle_step(self.node, "bank", frame))
         except DataspaceError as exc:
-            answer = httpx.Response(exc.http_status, json={"error": exc.to_dict()})
-            raise refusal(link.peer, answer) from exc
+            answer = json.dumps({"error": exc.to_dict()}).encode()
+            raise refusal(link.peer, exc.http_status, answer) from exc
 
 
 @needs_spu
