@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import DataspaceError, NotFound
+from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.services.job_wire import jsonable
@@ -241,8 +241,6 @@ def claim_retry(node: Node, job_id: str) -> None:
     """Mark a failed job as retried (``retried_as``), once: two retries of one job at once (a
     double click, the CLI and the API) would each start an attempt, taking a ``count`` slot
     and ε at every participant. :class:`Conflict` if it was retried already."""
-    from dataspace.errors import Conflict
-
     with node.store.write() as session:
         row = session.get(JobRow, job_id, with_for_update=True)
         if row is None:

@@ -21,6 +21,7 @@ from dataspace.contracts import ProtocolError, build
 from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.messages import (
+    TransferCompletionMessage,
     TransferProcess,
     TransferTerminationMessage,
 )
@@ -32,7 +33,7 @@ from dataspace.errors import (
     UsageError,
 )
 from dataspace.ledger import log
-from dataspace.services.catalog import Transport, deliver_or_terminate
+from dataspace.services.catalog import Transport, deliver, deliver_or_terminate
 from dataspace.services.dsp_process import (
     ProcessKind,
     is_pid,
@@ -255,6 +256,25 @@ def terminate(
         return False
     tell_terminated(node, row, code=code, reasons=reasons, transport=transport)
     return True
+
+
+def tell_completed(
+    node: Node, row: TransferProcessRow, transport: Transport | None = None, *, attempts: int = 5
+) -> None:
+    """Send the peer the completion of ``row`` (COMPLETED here; best effort: a failure or a
+    refusal is logged)."""
+    if row.provider_pid is None or row.consumer_pid is None:
+        return
+    message = TransferCompletionMessage(provider_pid=row.provider_pid,
+                                        consumer_pid=row.consumer_pid)
+    try:
+        status, _ = deliver(node, row.peer, "POST", _peer_path(node, row, "completion"),
+                            build(message), transport, attempts=attempts)
+        if status >= 300:
+            logger.warning("transfer %s: %s refused the completion (HTTP %s)",
+                           row.id, row.peer, status)
+    except DataspaceError as exc:
+        logger.warning("transfer %s: completion not delivered: %s", row.id, exc)
 
 
 def tell_terminated(

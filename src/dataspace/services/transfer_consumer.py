@@ -20,7 +20,6 @@ from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.messages import (
     DataAddress,
-    TransferCompletionMessage,
     TransferRequestMessage,
 )
 from dataspace.contracts.roles import Role
@@ -39,10 +38,10 @@ from dataspace.services.transfer_common import (
     FINAL,
     RECEIVED_DIR,
     _extract,
-    _peer_path,
     _terminate_local,
     format_for,
     logger,
+    tell_completed,
     terminate,
 )
 from dataspace.services.transfer_views import show_transfer
@@ -263,16 +262,7 @@ def pull(node: Node, pid: str, *, transport: Transport | None = None) -> None:
         # removes only what no transfer records: it may have come after the commit)
         _remove(final)
         raise
-    message = TransferCompletionMessage(provider_pid=row.provider_pid or "", consumer_pid=pid)
-    target = _peer_path(node, row, "completion")
-    try:
-        status, _ = deliver(node, provider, "POST", target, build(message), transport)
-        if status >= 300:
-            logger.warning(
-                "transfer %s: %s refused the completion (HTTP %s)", pid, provider, status
-            )
-    except DataspaceError as exc:
-        logger.warning("transfer %s: completion not delivered: %s", pid, exc)
+    tell_completed(node, row, transport)
 
 
 def _record_received(

@@ -42,22 +42,20 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from dataspace.contracts import build
 from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
-from dataspace.contracts.messages import TransferCompletionMessage
 from dataspace.contracts.roles import Role
-from dataspace.errors import Conflict, DataspaceError
+from dataspace.errors import Conflict
 from dataspace.ledger import log
-from dataspace.services.catalog import Transport, deliver
+from dataspace.services.catalog import Transport
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     EXTRACT_DIR,
     RECEIVED_DIR,
     _aware,
     _discard,
-    _peer_path,
     _terminate_local,
+    tell_completed,
     tell_terminated,
 )
 from dataspace.services.transfer_provider import billed, billed_clause
@@ -231,7 +229,7 @@ def complete_unconfirmed(
             continue
         if row is not None:
             done.append(pid)
-            _tell_completed(node, row, transport)
+            tell_completed(node, row, transport, attempts=3)
     return done
 
 
@@ -252,20 +250,6 @@ def _complete_delivered(node: Node, pid: str, reasons: list[str]) -> TransferPro
         })
         session.expunge(row)
         return row
-
-
-def _tell_completed(node: Node, row: TransferProcessRow, transport: Transport | None) -> None:
-    if row.consumer_pid is None:
-        return
-    message = TransferCompletionMessage(provider_pid=row.id, consumer_pid=row.consumer_pid)
-    try:
-        status, _ = deliver(node, row.peer, "POST", _peer_path(node, row, "completion"),
-                            build(message), transport, attempts=3)
-        if status >= 300:
-            logger.warning("transfer %s: %s refused the completion (HTTP %s)",
-                           row.id, row.peer, status)
-    except DataspaceError as exc:
-        logger.warning("transfer %s: completion not delivered: %s", row.id, exc)
 
 
 def sweep_while_serving(
