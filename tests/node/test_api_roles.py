@@ -248,6 +248,7 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", f"{API}/models/{{model_id}}"): (ALL, _get(f"{API}/models/none")),
     ("POST", "/peer/v1/mp/step"): (PEER, _peer("POST", "/peer/v1/mp/step")),
     ("POST", "/peer/v1/mp/abort"): (PEER, _peer("POST", "/peer/v1/mp/abort")),
+    ("POST", "/peer/v1/mp/alive"): (PEER, _peer("POST", "/peer/v1/mp/alive")),
     ("POST", "/peer/v1/witness/add-checkpoint"): (
         PEER, _peer("POST", "/peer/v1/witness/add-checkpoint")),
     ("GET", "/.well-known/dspace-version"): (PUBLIC, _get("/.well-known/dspace-version")),

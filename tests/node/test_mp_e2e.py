@@ -299,6 +299,32 @@ def test_an_initiator_naming_a_dataset_it_lacks_is_told_it_is_its_own(psi_space:
         bank.close()
 
 
+def test_the_last_participant_of_a_psi_chain_waits_kept_alive(psi_space: Any) -> None:
+    """A three-party PSI runs its participants in turn: the grid, opened at once, idled while
+    the tax bureau's run went on and timed the job out past its idle timeout (6 s here; 120 s
+    by default, which a chain over about a million identifiers outlasts)."""
+    space, agreements, sets = psi_space
+    bank = open_node(space.nodes[BANK].root)
+    slowed: list[str] = []
+
+    def slow_tax_run(event: dict[str, Any], _: dict[str, Any]) -> None:
+        if event["node"] == TAX and event["step"] >= 1 and event["name"] != "finish":
+            slowed.append(event["name"])
+            time.sleep(4.0)  # hello, points: 8 s in all, past the grid's 6 s
+
+    try:
+        view = multiparty.run_psi(
+            bank, agreements=[agreements[TAX], agreements[GRID]], dataset="companies",
+            key=KEY, step_timeout=2.0, idle_timeout=1.0, progress=slow_tax_run,
+        )
+    finally:
+        bank.close()
+    assert len(slowed) >= 2  # the tax bureau's run outlasted the grid's idle timeout
+    assert view["state"] == "SUCCEEDED", view.get("error")
+    assert view["result"]["size"] == len(sets[BANK] & sets[TAX] & sets[GRID])
+    assert _job_at(space, GRID, view["id"])["state"] == "SUCCEEDED"
+
+
 def test_a_participant_without_psi_permission_refuses_and_the_job_fails(psi_space: Any) -> None:
     space, agreements, _ = psi_space
     bank = open_node(space.nodes[BANK].root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import threading
 import time
@@ -351,7 +352,59 @@ def test_a_participant_times_out_by_itself_when_the_initiator_goes_silent(tax: A
     message = info.value.message  # the watchdog's words or the reaper's, whichever came first
     assert f"no longer holds job {job}'s session: it ended here (FAILED: no step from the " \
         "initiator" in message and "for 1 s: the job timed out" in message
-    assert "mp_idle_timeout_seconds" in (info.value.hint or "")
+    assert "neither a step nor a keep-alive" in (info.value.hint or "")
+
+
+def test_a_keep_alive_holds_a_session_whose_initiator_works_alone(tax: Any) -> None:
+    """A three-party PSI runs its participants in turn: the second waited, idle, while the
+    first ran, and timed the job out (idle 120 s: any chain over ~1M identifiers)."""
+    node, agreements = tax
+    job = "job-kept-alive-0001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job, idle_timeout=1))
+    until = time.monotonic() + 3  # three idle timeouts
+    while time.monotonic() < until:
+        assert mp_party.handle_alive(node, "bank", job) == {"job_id": job, "state": "RUNNING"}
+        ms.reap(node)  # the row's heartbeat is beaten too: the reaper spares it
+        time.sleep(0.2)
+    assert multiparty.get_job(node, job)["state"] == "RUNNING"
+    # another member's keep-alive learns nothing and keeps nothing alive
+    assert mp_party.handle_alive(node, "grid", job) == {"job_id": job, "state": "UNKNOWN"}
+    assert mp_party.handle_alive(node, "bank", "job-never-opened-01")["state"] == "UNKNOWN"
+    deadline = time.monotonic() + 10
+    while multiparty.get_job(node, job)["state"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ended = mp_party.handle_alive(node, "bank", job)
+    assert ended["state"] == "FAILED" and "timed out" in ended["reason"]
+
+
+def test_the_initiators_keep_alive_stops_at_a_participant_that_ended_the_job(
+    tax: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, _ = tax
+    answers = {
+        "grid": {"state": "RUNNING"},
+        "insurer": {"state": "SUCCEEDED"},  # finished its part: nothing more to keep alive
+        "hospital": {"state": "FAILED", "reason": "no step from the initiator for 9 s"},
+    }
+    told: list[str] = []
+
+    def call_peer(node: Node, peer: str, path: str, body: bytes, **kw: Any) -> bytes:
+        assert path == "/peer/v1/mp/alive" and json.loads(body) == {"job_id": "job-k"}
+        told.append(peer)
+        return json.dumps(answers[peer]).encode()
+
+    monkeypatch.setattr(multiparty.mp_initiator, "call_peer", call_peer)
+    with multiparty.mp_initiator.KeepAlive(node, "job-k", list(answers), idle=3.0) as alive:
+        alive.check()  # nothing heard yet
+        deadline = time.monotonic() + 10
+        while told.count("grid") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(MultipartyFailed) as info:
+            alive.check()
+    assert told.count("grid") >= 2 and told.count("insurer") == told.count("hospital") == 1
+    assert info.value.message == ("hospital ended job job-k there (FAILED: no step from the "
+                                  "initiator for 9 s)")
+    assert info.value.details["node"] == "hospital"
 
 
 def test_a_step_after_a_restart_fails_the_job_with_the_restart_as_its_reason(tax: Any) -> None:

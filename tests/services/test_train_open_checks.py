@@ -673,6 +673,35 @@ def test_an_abandoned_open_ends_at_its_idle_timeout_and_frees_its_slot(
     assert _running(tax, again)
 
 
+def test_an_abandoned_fedavg_job_ends_at_its_idle_timeout_unless_kept_alive(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FedAvg provider had no idle timeout: a job whose initiator died after `open` stayed
+    RUNNING for good and held a one-job agreement's only slot."""
+    from dataspace.services import train_fedavg
+
+    monkeypatch.setattr(train_fedavg, "IDLE_SECONDS", 1.0)
+    tax = env["tax"]
+    job, header = _fedavg_open(env, 0.25)
+    header["agreement_id"] = env["once"]
+    _step(tax, BANK, header)
+    until = time.monotonic() + 3  # the initiator works alone (other providers' rounds)
+    while time.monotonic() < until:
+        assert mp_party.handle_alive(tax, BANK, job)["state"] == "RUNNING"
+        time.sleep(0.2)
+    assert _running(tax, job)
+    deadline = time.monotonic() + 10  # ... then falls silent
+    while _running(tax, job) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with tax.store.read() as session:
+        row = session.get(JobRow, job)
+        assert row is not None and row.state == "FAILED" and "timed out" in (row.error or "")
+    again, header = _fedavg_open(env, 0.25)
+    header["agreement_id"] = env["once"]
+    _step(tax, BANK, header)  # admitted: the abandoned job kept no slot
+    assert _running(tax, again)
+
+
 def test_a_commit_sent_again_after_its_answer_was_lost_gets_the_same_answer(
     env: dict[str, Any]
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from dataspace.services import mp_store as ms
 from dataspace.services.job_wire import jsonable, sha256_hex
 from dataspace.services.mp_wire import (
     ABORT_PATH,
+    ALIVE_PATH,
     STEP_PATH,
     MultipartyFailed,
     call_peer,
@@ -29,6 +31,8 @@ from dataspace.services.mp_wire import (
 )
 from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
+
+logger = logging.getLogger("dataspace.multiparty")
 
 Progress = Callable[[dict[str, Any], dict[str, Any]], None]  # (event, {"done", "total"})
 T = TypeVar("T")
@@ -145,6 +149,74 @@ class Coordinator:
 
 
 # --- the end -----------------------------------------------------------------------------------
+
+
+class KeepAlive:
+    """Signs of life while a job runs here, a third of the participants' idle timeout apart
+    (1–30 s): the job row's heartbeat (the reaper, run by any process that reads jobs, spares
+    it) and a keep-alive to every participant, whose idle timeout starts again. Participants
+    wait while the initiator works alone — loading its own identifiers, another participant's
+    run of a PSI chain, evaluating a model — and would otherwise time out a job that is well.
+
+    A participant that answers that the job ended there (FAILED, DENIED) is remembered, and
+    :meth:`check` raises it at this node's next step instead of after its local work; one that
+    finished (SUCCEEDED) is no longer told. Used as a context manager around the run."""
+
+    def __init__(self, node: Node, job_id: str, peers: Sequence[str], idle: float) -> None:
+        self.node, self.job_id, self.peers = node, job_id, list(peers)
+        self.every = max(1.0, min(30.0, idle / 3))
+        self._ended: dict[str, str] = {}
+        self._finished: set[str] = set()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"mp-alive-{job_id[:12]}")
+
+    def __enter__(self) -> KeepAlive:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def check(self) -> None:
+        """Raise :class:`MultipartyFailed` if a participant said the job ended there."""
+        with self._lock:
+            ended = next(iter(self._ended.items()), None)
+        if ended is not None:
+            peer, why = ended
+            raise MultipartyFailed(
+                f"{peer} ended job {self.job_id} there ({why})",
+                hint="start a new attempt with `dataspace job retry`",
+                node=peer,
+                cause="peer-ended",
+            )
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                ms.beat(self.node, self.job_id)
+            except Exception:  # a missed beat costs nothing unless many are missed
+                logger.exception("heartbeat of job %s", self.job_id)
+            for peer in self.peers:
+                if not self._done.is_set() and peer not in self._finished | set(self._ended):
+                    self._tell(peer)
+
+    def _tell(self, peer: str) -> None:
+        body = json.dumps({"job_id": self.job_id}).encode()
+        try:
+            answer = call_peer(self.node, peer, ALIVE_PATH, body, timeout=min(5.0, self.every),
+                               attempts=1, content_type="application/json")
+            doc = json.loads(answer)
+        except (DataspaceError, ValueError):  # the job's own steps will say what is wrong
+            return
+        state = str(doc.get("state", "")) if isinstance(doc, dict) else ""
+        with self._lock:
+            if state == jobs.SUCCEEDED:
+                self._finished.add(peer)
+            elif state in (jobs.FAILED, jobs.DENIED):
+                reason = str(doc.get("reason") or "")[:500]
+                self._ended[peer] = state + (f": {reason}" if reason else "")
 
 
 def run_or_fail(run: Callable[[], R], fail: Callable[[DataspaceError], None], what: str) -> R:

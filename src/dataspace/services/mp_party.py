@@ -79,6 +79,7 @@ __all__ = [
     "complete",
     "end_if_running",
     "handle_abort",
+    "handle_alive",
     "handle_step",
     "psi_output",
     "write_rows",
@@ -291,6 +292,28 @@ def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str,
         return {"job_id": job_id, "state": row.state if row else "UNKNOWN"}
 
 
+def handle_alive(node: Node, caller: str, job_id: str) -> dict[str, Any]:
+    """The initiator is at work on the job (alone, for a while): its idle timeout starts again
+    here, for a session of any protocol. The answer is the job's state here — RUNNING, the
+    state it ended in (with the reason) or UNKNOWN: not opened yet, or not ``caller``'s."""
+    job_id = check_job_id(job_id)
+    held = False
+    for sessions, registry in [(_SESSIONS, _REGISTRY), *mp_protocols.session_registries()]:
+        with registry:
+            session = sessions.get(job_id)
+        if session is not None and session.initiator == caller:
+            session.last_seen = time.monotonic()
+            held = True
+    with node.store.read() as db:
+        row = db.get(JobRow, job_id)
+        if row is None or row.peer != caller or row.role == ms.INITIATOR:
+            return {"job_id": job_id, "state": "UNKNOWN"}
+        state, error = row.state, row.error
+    if held and state == jobs.RUNNING:
+        ms.beat(node, job_id)  # the reaper goes by the row's heartbeat
+    return {"job_id": job_id, "state": state, **({"reason": error} if error else {})}
+
+
 def _unwind_commit(node: Node, job_id: str, error: DataspaceError, *, actor: str) -> None:
     """The initiator aborts a job this node already committed (another node's finish or
     commit failed, or the initiator's own): the job ends FAILED, and what it left here goes —
@@ -445,8 +468,8 @@ def _lost(node: Node, job_id: str, caller: str) -> MultipartyFailed:
         return MultipartyFailed(
             f"{node.name} no longer holds job {job_id}'s session: it ended here ({ended})",
             hint="the initiator starts a new attempt with `dataspace job retry`; a job that "
-            "timed out while the initiator worked alone needs a longer idle timeout "
-            "(mp_idle_timeout_seconds, up to the participants' mp_max_idle_timeout_seconds)",
+            "timed out here got neither a step nor a keep-alive for its idle timeout "
+            "(mp_idle_timeout_seconds): check that this node reaches the initiator's calls",
             cause="session-lost",
         )
     error = MultipartyFailed(

@@ -12,6 +12,7 @@ for frames of the built-in kinds.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +23,22 @@ from dataspace.services.node import Node
 Handler = Callable[[Node, str, dict[str, Any], list[bytes], bytes], bytes]
 
 _HANDLERS: dict[str, Handler] = {}
+_SESSION_REGISTRIES: list[tuple[dict[str, Any], threading.Lock]] = []
 
 
 def register(protocol: str, handler: Handler) -> None:
     _HANDLERS[protocol] = handler
+
+
+def register_sessions(sessions: dict[str, Any], registry: threading.Lock) -> None:
+    """A protocol's running sessions (each with ``initiator`` and ``last_seen``), guarded by
+    ``registry``: an initiator's keep-alive reaches them too."""
+    _SESSION_REGISTRIES.append((sessions, registry))
+
+
+def session_registries() -> list[tuple[dict[str, Any], threading.Lock]]:
+    """The registries of the protocols loaded in this process (only they can hold sessions)."""
+    return list(_SESSION_REGISTRIES)
 
 
 def dispatch(node: Node, caller: str, body: bytes) -> bytes | None:

@@ -27,6 +27,7 @@ from dataspace.services.node import Node
 
 __all__ = [
     "ABORT_PATH",
+    "ALIVE_PATH",
     "FRAME_MEDIA_TYPE",
     "STEP_PATH",
     "MultipartyFailed",
@@ -40,6 +41,7 @@ MAGIC, VERSION = b"DSMP", 1
 FRAME_MEDIA_TYPE = "application/vnd.dataspace.mp-frame"
 STEP_PATH = "/peer/v1/mp/step"
 ABORT_PATH = "/peer/v1/mp/abort"
+ALIVE_PATH = "/peer/v1/mp/alive"
 MAX_BLOBS = 100_000
 TRANSPORT_ATTEMPTS = 3  # a step is idempotent, so a lost connection is retried as is
 

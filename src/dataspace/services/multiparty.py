@@ -307,8 +307,10 @@ def start_aggregate(
 
 
 class _Runner:
-    def __init__(self, node: Node, job: Job, progress: Progress | None) -> None:
-        self.node, self.job, self.progress = node, job, progress
+    def __init__(
+        self, node: Node, job: Job, progress: Progress | None, alive: mp_initiator.KeepAlive
+    ) -> None:
+        self.node, self.job, self.progress, self.alive = node, job, progress, alive
         self.lock = threading.Lock()
 
     def step(
@@ -324,6 +326,7 @@ class _Runner:
         """Send ``link``'s next step and record both sides' view of it (``wait``: seconds for
         the answer, default the job's step timeout). A step that got no answer keeps its
         number: sending it again is safe (the peer answers a repeat from its cache)."""
+        self.alive.check()  # a participant said the job ended there: stop now
         header = {"job_id": self.job.id, "step": link.next_step, "name": name, **fields}
         body = pack_frame(header, blobs)
         answer = call_peer(
@@ -367,12 +370,9 @@ class _Runner:
 
 def execute(node: Node, job: Job, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run a claimed job to its end; returns its view. Raises after recording a failure."""
-    runner = _Runner(node, job, progress)
-    done = threading.Event()
-    beating = threading.Thread(target=_keep_beating, args=(node, job, done), daemon=True,
-                               name=f"mp-beat-{job.id[:12]}")
-    beating.start()
-    try:
+    idle = max(job.idle_timeout, job.step_timeout * 3)  # the participants' idle timeout
+    with mp_initiator.KeepAlive(node, job.id, [lk.peer for lk in job.links], idle) as alive:
+        runner = _Runner(node, job, progress, alive)
         try:
             result = _run_psi(runner) if job.kind == ms.PSI else _run_aggregate(runner)
         except DataspaceError as exc:
@@ -382,8 +382,6 @@ def execute(node: Node, job: Job, *, progress: Progress | None = None) -> dict[s
             err = MultipartyFailed(f"the job stopped unexpectedly ({type(exc).__name__})")
             _fail_everywhere(node, job, err)
             raise
-    finally:
-        done.set()
     stored = mp_initiator.complete(
         node,
         job.id,
@@ -402,17 +400,6 @@ def execute(node: Node, job: Job, *, progress: Progress | None = None) -> dict[s
         raise MultipartyFailed(f"job {job.id} ended before its result was stored: {reason}",
                                hint="start a new attempt with `dataspace job retry`")
     return get_job(node, job.id)
-
-
-def _keep_beating(node: Node, job: Job, done: threading.Event) -> None:
-    """The job's heartbeat while it runs here, a third of its idle timeout apart: a long
-    local phase (loading this node's own identifiers, another party's run) sends no step."""
-    every = max(1.0, min(30.0, job.idle_timeout / 3))
-    while not done.wait(every):
-        try:
-            ms.beat(node, job.id)
-        except Exception:  # a missed beat costs nothing unless many are missed
-            logger.exception("heartbeat of job %s", job.id)
 
 
 def _fail_everywhere(node: Node, job: Job, exc: DataspaceError) -> None:

@@ -71,6 +71,7 @@ OUTPUT = "aggregate-only"
 # what each family releases about a provider's rows (its policy's `output`, as in training)
 OUTPUTS = {"vlr": OUTPUT, "vlinreg": OUTPUT, "vgbdt": "pseudonymized"}
 PREDICTIONS_DIR = "predictions"
+IDLE_SECONDS = 60.0  # a provider ends a job whose initiator sent nothing (not even a keep-alive)
 LEAKAGE = (
     "vgbdt: the label party learns each new row's side of every passive split it reaches; "
     "each split's owner learns which rows reach that split"
@@ -308,6 +309,7 @@ class _Party:
 
 _SESSIONS: dict[str, _Party] = {}
 _REGISTRY = threading.Lock()
+mp_protocols.register_sessions(_SESSIONS, _REGISTRY)
 
 
 def handle(
@@ -542,7 +544,9 @@ def run_predict(
         total=2 * len(providers) + 1,
     )
     try:
-        result = _execute(node, new_id, model, spec, part, own_ds, common, providers, out, timeout)
+        with mp_initiator.KeepAlive(node, new_id, [p.name for p in providers], IDLE_SECONDS):
+            result = _execute(node, new_id, model, spec, part, own_ds, common, providers, out,
+                              timeout)
     except Exception as exc:
         err = (
             exc
@@ -612,7 +616,7 @@ def _execute(
                 "align": p.align,
                 "select": p.select,
                 "rows": int(common.size),
-                "idle_timeout": 60.0,
+                "idle_timeout": IDLE_SECONDS,
             }
             for p in providers
         },

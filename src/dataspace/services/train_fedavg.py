@@ -281,10 +281,14 @@ class _Party:
     agg: Any = None
     cache: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last_seen: float = field(default_factory=time.monotonic)
+    thread: threading.Thread | None = None  # the one answering a step: not idle meanwhile
 
 
 _PARTIES: dict[str, _Party] = {}
 _REG = threading.Lock()
+mp_protocols.register_sessions(_PARTIES, _REG)
+IDLE_SECONDS = 120.0  # a provider ends a job whose initiator sent nothing for this long
 
 
 def handle(
@@ -307,6 +311,13 @@ def handle(
         )
 
     def answer() -> bytes:
+        s.thread, s.last_seen = threading.current_thread(), time.monotonic()
+        try:
+            return answer_step()
+        finally:
+            s.thread, s.last_seen = None, time.monotonic()
+
+    def answer_step() -> bytes:
         if not mp_party._running(node, job_id):
             with _REG:
                 _PARTIES.pop(job_id, None)
@@ -346,9 +357,9 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
         caller,
         header,
         action=ACTION,
-        request={"mp": {"model": FAMILY, **params}, "idle_timeout": 120.0},
+        request={"mp": {"model": FAMILY, **params}, "idle_timeout": IDLE_SECONDS},
     )
-    ps = mp_party._Session(job_id, caller, ACTION, 120.0)
+    ps = mp_party._Session(job_id, caller, ACTION, IDLE_SECONDS)
     features = [str(c) for c in header.get("features") or []]
     label = str(header.get("label") or "")
     column = params.get("holdout_column")
@@ -403,6 +414,7 @@ def _open(node: Node, caller: str, job_id: str, header: dict[str, Any], digest: 
     s.cache["open"] = (digest, answer)
     with _REG:
         _PARTIES[job_id] = s
+    mp_party.watch_quiet(node, s, _PARTIES, _REG, "FedAvg")
     return answer
 
 
@@ -684,9 +696,10 @@ class _Run(mp_initiator.Coordinator):
 
 def execute(node: Node, job: FedJob, *, progress: Progress | None = None) -> dict[str, Any]:
     r = _Run(node, job, progress)
-    result = mp_initiator.run_or_fail(
-        lambda: _run(r), lambda exc: _fail_everywhere(node, job, exc), "FedAvg"
-    )
+    with mp_initiator.KeepAlive(node, job.id, [p["peer"] for p in job.peers], IDLE_SECONDS):
+        result = mp_initiator.run_or_fail(
+            lambda: _run(r), lambda exc: _fail_everywhere(node, job, exc), "FedAvg"
+        )
     mp_initiator.complete(
         node,
         job.id,

@@ -120,6 +120,7 @@ class Session:
 
 _SESSIONS: dict[str, Session] = {}
 _REGISTRY = threading.Lock()
+mp_protocols.register_sessions(_SESSIONS, _REGISTRY)
 
 
 def _reply(header: dict[str, Any], blobs: list[bytes] | None = None) -> bytes:

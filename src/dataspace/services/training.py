@@ -64,6 +64,7 @@ from dataspace.store.models_compute import JobRow
 
 FAMILIES = ("vlr", "vgbdt", "fedavg", train_linreg.FAMILY)
 EARLY_STOPPING = ("vlr", train_linreg.FAMILY)  # the families with --patience / --validation
+IDLE_SECONDS = 60.0  # a party ends a job whose initiator sent nothing (not even a keep-alive)
 
 
 @dataclass
@@ -338,9 +339,11 @@ def execute(
         return fedavg_job.execute(node, job, progress=progress)
     runner = _Runner(node, job, progress)
     spec = job.spec
-    result = mp_initiator.run_or_fail(
-        lambda: _run(runner), lambda exc: _fail_everywhere(node, job, exc), "training"
-    )
+    peers = [p.name for p in job.peers] + [spec.dealer]
+    with mp_initiator.KeepAlive(node, job.id, peers, IDLE_SECONDS):
+        result = mp_initiator.run_or_fail(
+            lambda: _run(runner), lambda exc: _fail_everywhere(node, job, exc), "training"
+        )
     mp_initiator.complete(
         node,
         job.id,
@@ -367,7 +370,7 @@ def _run(r: _Runner) -> dict[str, Any]:
             name,
             "open",
             spec=spec.to_dict(),
-            idle_timeout=60.0,
+            idle_timeout=IDLE_SECONDS,
             agreement_id=p.agreement_id if p else None,
             kind=ACTION,
             features=p.features if p else [],

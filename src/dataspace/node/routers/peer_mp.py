@@ -4,7 +4,8 @@
 :mod:`dataspace.services.mp_wire`) and answers with a frame; the caller is the signer
 (RFC 9421, membership, replay: :func:`~dataspace.node.peer_auth.require_peer`), never a field
 of the body. Resending a step (same job id, number and bytes) returns the same answer.
-``POST /peer/v1/mp/abort`` ends a job here as FAILED with the initiator's reason.
+``POST /peer/v1/mp/abort`` ends a job here as FAILED with the initiator's reason;
+``POST /peer/v1/mp/alive`` tells a participant its initiator is still at work on the job.
 """
 
 from __future__ import annotations
@@ -58,21 +59,38 @@ async def mp_step(
     return Response(content=answer, media_type=FRAME_MEDIA_TYPE)
 
 
+async def _json_object(request: Request, what: str, fields: str) -> dict[str, Any]:
+    try:
+        doc = parse_json(await request.body() or b"{}")
+    except NotJson as exc:
+        raise InputError(f"the {what} body {exc}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"the {what} body must be a JSON object with {fields}")
+    return doc
+
+
 @router.post("/mp/abort", summary="End a multi-party job here as FAILED (initiator only)")
 async def mp_abort(
     request: Request, member: Member = Depends(require_peer), node: Node = Depends(get_node)
 ) -> dict[str, Any]:
     """Idempotent: the job's secrets are dropped and its row is FAILED with the reason."""
-    try:
-        doc = parse_json(await request.body() or b"{}")
-    except NotJson as exc:
-        raise InputError(f"the abort body {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError("the abort body must be a JSON object with job_id and reason")
+    doc = await _json_object(request, "abort", "job_id and reason")
     return await run_in_threadpool(
         mp_party.handle_abort,
         node,
         member.name,
         str(doc.get("job_id", "")),
         str(doc.get("reason", "no reason given"))[:2000],
+    )
+
+
+@router.post("/mp/alive", summary="The initiator is still at work on a job (keep-alive)")
+async def mp_alive(
+    request: Request, member: Member = Depends(require_peer), node: Node = Depends(get_node)
+) -> dict[str, Any]:
+    """The job's idle timeout starts again here; answers its state here (``RUNNING``, the
+    state it ended in with the reason, or ``UNKNOWN``)."""
+    doc = await _json_object(request, "keep-alive", "job_id")
+    return await run_in_threadpool(
+        mp_party.handle_alive, node, member.name, str(doc.get("job_id", ""))
     )
