@@ -154,3 +154,44 @@ def test_a_strict_budget_in_the_policy_stays_strictly_below_its_bound(store: Sto
     reserve(store, "ag-lt", "0.5", "0", "job-1")
     with pytest.raises(BudgetExhausted):
         reserve(store, "ag-lt", "0.5", "0", "job-2")
+
+
+def test_a_refund_gives_a_jobs_spend_back_once_and_spends_still_sum_to_the_budget(
+    store: Store,
+) -> None:
+    from dataspace.privacy import refund_in
+
+    ensure_budget(store, "ag-back", 1, "0.00001")
+    reserve(store, "ag-back", "0.4", "0.000001", "job-a")
+    reserve(store, "ag-back", "0.5", 0, "job-b")
+    with store.write() as session:
+        assert refund_in(session, "ag-back", "job-a", "aborted by the bank") == (
+            Decimal("0.4"), Decimal("0.000001"))
+    with store.write() as session:  # given back already; a job that spent nothing; no budget
+        assert refund_in(session, "ag-back", "job-a", "again") is None
+        assert refund_in(session, "ag-back", "job-z", "never spent") is None
+        assert refund_in(session, "ag-none", "job-a", "no budget") is None
+    budget = get_budget(store, "ag-back")
+    assert (budget.epsilon_spent, budget.delta_spent) == (Decimal("0.5"), 0)
+    spends = list_spends(store, "ag-back")
+    assert sum(s.epsilon for s in spends) == budget.epsilon_spent
+    assert [s.epsilon for s in spends if s.job_id == "job-a"] == [Decimal("0.4"),
+                                                                   Decimal("-0.4")]
+    reserve(store, "ag-back", "0.5", 0, "job-c")  # the refunded 0.4 is there to spend
+    with store.read() as session:
+        [entry] = [r.to_dict()["payload"] for r in log.entries(session, 0, 100)
+                   if r.to_dict()["entry"]["action"] == "dp.refunded"]
+    assert (entry["job_id"], entry["reason"], Decimal(entry["epsilon_left"])) == (
+        "job-a", "aborted by the bank", Decimal("0.5"))
+
+
+def test_a_refund_in_a_transaction_that_fails_gives_nothing_back(store: Store) -> None:
+    from dataspace.privacy import refund_in
+
+    ensure_budget(store, "ag-undo", 1, 0)
+    reserve(store, "ag-undo", "0.4", 0, "job-a")
+    with pytest.raises(RuntimeError), store.write() as session:
+        refund_in(session, "ag-undo", "job-a", "aborted")
+        raise RuntimeError("the job's end failed to commit")
+    assert get_budget(store, "ag-undo").epsilon_spent == Decimal("0.4")
+    assert len(list_spends(store, "ag-undo")) == 1

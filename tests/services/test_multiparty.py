@@ -364,7 +364,9 @@ def test_a_keep_alive_holds_a_session_whose_initiator_works_alone(tax: Any) -> N
     until = time.monotonic() + 3  # three idle timeouts
     while time.monotonic() < until:
         assert mp_party.handle_alive(node, "bank", job) == {"job_id": job, "state": "RUNNING"}
-        ms.reap(node)  # the row's heartbeat is beaten too: the reaper spares it
+        ms.watch(node, job, False)  # as another process's reaper, which holds no session,
+        ms.reap(node)  # sees it: the row's heartbeat is beaten too, so it is spared
+        ms.watch(node, job)
         time.sleep(0.2)
     assert multiparty.get_job(node, job)["state"] == "RUNNING"
     # another member's keep-alive learns nothing and keeps nothing alive
@@ -782,6 +784,71 @@ def _sum_with_tax(tax: Node, grid: Node, agreement: str, job: str, config: Sessi
     result = coordinator.result()
     mp_party.handle_abort(tax, "bank", job, "test over")  # no session outlives the test
     return result
+
+
+def test_epsilon_comes_back_when_others_end_the_job_before_the_noised_input_left(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """A five-party private sum failing at another party cost every provider its ε, job after
+    job, with nothing released: the budget ran out on retries. Only what others end — the
+    initiator's abort, its silence — before the masked input was sent is given back."""
+    from dataspace.privacy.budget import get_budget, list_spends
+
+    tax, grid, agreement = _aggregation_party(make_node, tmp_path, epsilon_budget=5.0)
+    dp = local_noise(1e6, 1, 1.0)
+    encoding = FixedPoint(dp.encoded_bound, 16, max_count=2**31)
+
+    def opened(job: str, rounds: int, **header: Any) -> None:
+        """Open at tax and answer its first ``rounds`` coordinator rounds."""
+        config = SessionConfig(secrets.token_bytes(16), (1, 2), 1, encoding, threshold=2)
+        _, [advert] = unpack_frame(mp_party.handle_step(tax, "bank", _open_aggregation(
+            agreement, job, config, bound=1e6, epsilon=1.0, **header)))
+        coordinator = PairwiseMasking().coordinator(config)
+        coordinator.receive(advert)
+        other = PairwiseMasking().party(config, 2, [0.0], 0, signer=grid.signer.sign)
+        coordinator.receive(other.start())
+        for step in range(1, rounds + 1):
+            messages = coordinator.advance()
+            frame = pack_frame({"job_id": job, "step": step, "name": f"round#{step}"},
+                               [messages[1]])
+            coordinator.receive(unpack_frame(mp_party.handle_step(tax, "bank", frame))[1][0])
+            coordinator.receive(other.handle(messages[2]))
+
+    def spent() -> Decimal:
+        return get_budget(tax.store, agreement).epsilon_spent
+
+    opened("job-agg-refund-keys", 1)  # keys shared; the masked input not yet
+    assert spent() == 1
+    mp_party.handle_abort(tax, "bank", "job-agg-refund-keys", "the grid refused")
+    assert spent() == 0
+    [refund] = [e for e in _entries(tax, "dp.refunded")]
+    assert refund["job_id"] == "job-agg-refund-keys"
+    assert (Decimal(refund["epsilon"]), Decimal(refund["epsilon_left"])) == (1, 5)
+    assert "the grid refused" in refund["reason"]
+    [line] = usage_service.list_usage(tax, agreement_id=agreement)
+    assert Decimal(line["epsilon_spent"]) == 0  # what the job cost in the end
+    mp_party.handle_abort(tax, "bank", "job-agg-refund-keys", "again")  # idempotent
+    assert spent() == 0 and len(_entries(tax, "dp.refunded")) == 1
+
+    opened("job-agg-refund-sent", 2)  # the masked input left: survivors could unmask it
+    mp_party.handle_abort(tax, "bank", "job-agg-refund-sent", "the grid vanished")
+    assert spent() == 1
+
+    opened("job-agg-refund-idle", 0, idle_timeout=1)  # the initiator fell silent
+    assert spent() == 2
+    deadline = time.monotonic() + 10
+    while "job-agg-refund-idle" in mp_party._SESSIONS and time.monotonic() < deadline:
+        time.sleep(0.1)  # (not reading the job: that runs the reaper, which holds no session)
+    assert multiparty.get_job(tax, "job-agg-refund-idle")["state"] == "FAILED"
+    assert spent() == 1
+
+    # its own step failing (here a garbled round) is no one else's doing: ε stays spent
+    opened("job-agg-refund-own", 0)
+    bad = pack_frame({"job_id": "job-agg-refund-own", "step": 1, "name": "round#1"}, [b"junk"])
+    with pytest.raises(DataspaceError):
+        mp_party.handle_step(tax, "bank", bad)
+    assert multiparty.get_job(tax, "job-agg-refund-own")["state"] == "FAILED"
+    assert sum(s.epsilon for s in list_spends(tax.store, agreement)) == spent()
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -5,8 +5,9 @@ See docs/privacy.md. Public API:
 * :class:`DpSpec` — what the offer declares (ε and δ per query, clamping bounds, max
   contributions, mechanism name);
 * :func:`run_dp_query` → :class:`DpResult` — the governed DP query;
-* :func:`ensure_budget`, :func:`get_budget`, :func:`reserve`, :func:`list_spends` — the
-  per-agreement budget in the store; :class:`BudgetExhausted` when it would be overspent.
+* :func:`ensure_budget`, :func:`get_budget`, :func:`reserve`, :func:`refund_in`,
+  :func:`list_spends` — the per-agreement budget in the store; :class:`BudgetExhausted`
+  when it would be overspent.
 """
 
 from dataspace.privacy.budget import (
@@ -16,6 +17,7 @@ from dataspace.privacy.budget import (
     ensure_budget,
     get_budget,
     list_spends,
+    refund_in,
     reserve,
 )
 from dataspace.privacy.dp import MECHANISMS, DpSpec, Mechanism, Noise, build_noise, mechanism
@@ -41,6 +43,7 @@ __all__ = [
     "list_spends",
     "mechanism",
     "plan_dp",
+    "refund_in",
     "reserve",
     "run_dp_query",
 ]

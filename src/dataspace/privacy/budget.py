@@ -9,6 +9,10 @@
   its ledger entry — even if the node dies before the job that paid for it finishes.
 * The spend commits *before* the noisy result is computed and released: a crash in between
   loses budget, it never releases a result that was not paid for.
+* :func:`refund_in` gives a job's spend back, inside the transaction that ends the job, only
+  when its caller knows nothing the spend paid for left the node (a multi-party job aborted
+  by others before this party's noised input was sent). It adds a negative spend row and a
+  ``dp.refunded`` entry: the spends of an agreement still sum to what its budget says.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.ledger import log
@@ -29,6 +34,7 @@ from dataspace.store.db import Store
 from dataspace.store.models_privacy import DpBudget, DpSpend
 
 __all__ = [
+    "REFUNDED_ACTION",
     "SPENT_ACTION",
     "Budget",
     "Reservation",
@@ -37,12 +43,14 @@ __all__ = [
     "ensure_budget",
     "get_budget",
     "list_spends",
+    "refund_in",
     "reserve",
     "to_decimal",
 ]
 
 _PRECISION = 60
 SPENT_ACTION = "dp.spent"  # the ledger entry of every committed spend
+REFUNDED_ACTION = "dp.refunded"  # a job's spend given back (nothing it paid for was released)
 
 
 def to_decimal(value: float | int | str | Decimal, what: str = "amount") -> Decimal:
@@ -270,6 +278,58 @@ def reserve(
             epsilon_left=budget.epsilon_total - new_eps,
             delta_left=budget.delta_total - new_delta,
         )
+
+
+def refund_in(
+    session: Session,
+    agreement_id: str,
+    job_id: str,
+    reason: str,
+    *,
+    actor: str = "node:dp-budget",
+) -> tuple[Decimal, Decimal] | None:
+    """Give back what ``job_id`` spent of the agreement's budget, in ``session`` (the caller's
+    transaction, which must decide that nothing the spend paid for was released): a negative
+    spend row, the budget's spent figures lowered, a ``dp.refunded`` entry with ``reason``.
+    Returns the (ε, δ) given back; None when the job has nothing left to give back (it spent
+    nothing, or was refunded already), so a second call changes nothing."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        stmt = select(DpBudget).where(DpBudget.agreement_id == agreement_id).with_for_update()
+        row = session.execute(stmt).scalar_one_or_none()
+        if row is None:
+            return None
+        spends = session.scalars(
+            select(DpSpend).where(DpSpend.agreement_id == agreement_id, DpSpend.job_id == job_id)
+        ).all()
+        eps = sum((Decimal(s.epsilon) for s in spends), Decimal(0))
+        delta = sum((Decimal(s.delta) for s in spends), Decimal(0))
+        if eps <= 0 and delta <= 0:
+            return None
+        budget = _budget(row)
+        new_eps, new_delta = budget.epsilon_spent - eps, budget.delta_spent - delta
+        now = datetime.now(UTC)
+        row.epsilon_spent, row.delta_spent, row.updated_at = str(new_eps), str(new_delta), now
+        spend_id = secrets.token_hex(16)
+        session.add(DpSpend(id=spend_id, agreement_id=agreement_id, job_id=job_id,
+                            epsilon=str(-eps), delta=str(-delta), at=now))
+        log.append(
+            session,
+            actor=actor,
+            action=REFUNDED_ACTION,
+            payload={
+                "spend_id": spend_id,
+                "agreement_id": agreement_id,
+                "job_id": job_id,
+                "epsilon": str(eps),
+                "delta": str(delta),
+                "epsilon_left": str(budget.epsilon_total - new_eps),
+                "delta_left": str(budget.delta_total - new_delta),
+                "reason": reason[:500],
+            },
+            time=now,
+        )
+        return eps, delta
 
 
 def list_spends(store: Store, agreement_id: str) -> list[Spend]:

@@ -282,7 +282,7 @@ def handle_abort(node: Node, caller: str, job_id: str, reason: str) -> dict[str,
     if session is not None:  # metered with what it did (rows scanned, bytes sent, ε reserved)
         with session.lock:
             failed = _end_error(node, session, error, step=session.last_step, name="abort",
-                                cause="aborted")
+                                cause="aborted", refund=True)
     else:
         failed = ms.fail(node, job_id, error, actor=f"peer:{caller}", cause="aborted")
     if not failed:
@@ -369,6 +369,7 @@ def _new_session(node: Node, caller: str, job_id: str, header: dict[str, Any]) -
     )
     session = _Session(job_id, caller, kind, idle)
     _SESSIONS[job_id] = session
+    ms.watch(node, job_id)
     threading.Thread(
         target=_watchdog, args=(node, session), daemon=True, name=f"mp-watchdog-{job_id[:12]}"
     ).start()
@@ -384,6 +385,13 @@ def _running(node: Node, job_id: str, *, opening: bool = False) -> bool:
 
 
 def _watchdog(node: Node, session: _Session) -> None:
+    try:
+        _watch(node, session)
+    finally:
+        ms.watch(node, session.job_id, False)
+
+
+def _watch(node: Node, session: _Session) -> None:
     while True:
         time.sleep(min(1.0, session.idle_timeout / 4))
         with session.lock:
@@ -398,7 +406,8 @@ def _watchdog(node: Node, session: _Session) -> None:
                 cause="timeout",
             )
             try:
-                _end_error(node, session, error, step=session.last_step + 1, name="timeout")
+                _end_error(node, session, error, step=session.last_step + 1, name="timeout",
+                           refund=True)
             except Exception:  # the node's store closed under it: nothing left to end
                 logger.exception("job %s: could not be ended after its idle timeout",
                                  session.job_id)
@@ -493,12 +502,17 @@ def _close(session: _Session) -> None:
 
 def _end_error(
     node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str,
-    cause: str | None = None,
+    cause: str | None = None, refund: bool = False,
 ) -> bool:
     """FAILED (or DENIED, for a policy denial) here, metered with what the session did (at no
     price), session dropped; False, with nothing written, if the job has ended here
-    already."""
+    already. With ``refund`` (the job ended by others: the initiator's abort, its silence),
+    the ε reserved for this party's noise is given back if its noised input had not left."""
     s.ended = True
+    refunded = (refund and s.epsilon > 0 and s.party is not None
+                and not s.party.input_sent)
+    if refunded:
+        s.epsilon = Decimal(0)  # the usage record says what the job cost in the end
     _close(s)
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)
@@ -521,16 +535,26 @@ def _end_error(
             "reasons": reasons,
             "step": step,
             **({"cause": cause} if cause else {}),
+            **({"epsilon_refunded": True} if refunded else {}),
         },
         error=exc,
         usage=usage,
         terms=s.terms,
         decision=s.decision,
         # in the ending's transaction: a job another path ended meanwhile (the reaper, an
-        # abort) gets no step after its end
-        also=lambda db: ms.add_events_in(db, node, s.job_id, ending,
-                                         actor=f"peer:{s.initiator}"),
+        # abort) gets no step after its end, and no refund
+        also=lambda db: _ending(db, node, s, ending, exc.message if refunded else None),
     )
+
+
+def _ending(
+    db: Session, node: Node, s: _Session, events: list[dict[str, Any]], refund: str | None
+) -> None:
+    ms.add_events_in(db, node, s.job_id, events, actor=f"peer:{s.initiator}")
+    if refund is not None:
+        from dataspace.privacy.budget import refund_in
+
+        refund_in(db, s.agreement_id, s.job_id, refund, actor=f"node:{node.name}")
 
 
 def _usage(s: _Session, status: str, result_rows: int = 0) -> Usage:

@@ -376,17 +376,33 @@ def unwind_success(
     return True
 
 
+_WATCHED: set[tuple[str, str]] = set()  # (node root, job id): a watchdog here ends it
+_WATCHED_LOCK = threading.Lock()
+
+
+def watch(node: Node, job_id: str, watched: bool = True) -> None:
+    """A session held in this process watches its job's idleness itself (and ends it with
+    what only it knows: its metering, an ε it may give back): :func:`reap` leaves it alone."""
+    with _WATCHED_LOCK:
+        (_WATCHED.add if watched else _WATCHED.discard)((str(node.root), job_id))
+
+
 def reap(node: Node) -> None:
     """Fail running (or queued) multi-party jobs whose last sign of life is older than their
-    idle timeout."""
+    idle timeout — those no session of this process watches (another process's, one lost
+    in a restart)."""
     from dataspace.services.mp_wire import MultipartyFailed
 
     stale = []
+    with _WATCHED_LOCK:
+        watched = {job for root, job in _WATCHED if root == str(node.root)}
     with node.store.read() as session:
         rows = session.scalars(
             select(JobRow).where(JobRow.state.in_((RUNNING, QUEUED)), JobRow.action.in_(ACTIONS))
         ).all()
         for row in rows:
+            if row.id in watched:
+                continue
             meta = _meta(row)
             idle = float((row.request or {}).get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)
             if time.time() - float(meta.get("heartbeat") or 0) > idle:

@@ -142,3 +142,26 @@ def test_noised_vectors_sum_within_the_stated_error() -> None:
     error = np.abs(result.sum - plain_sum(exact, PARTIES))
     inside = float(np.mean(error <= dp.error95(len(PARTIES))))
     assert 0.88 <= inside <= 0.995 and np.all(error > 0)
+
+
+@pytest.mark.parametrize(("name", "rounds_before_input"), [
+    ("pairwise-masking", 1),  # the roster's reply shares keys; the next carries the input
+    ("additive", 0),  # the roster's reply carries the input's shares
+])
+def test_a_party_knows_when_its_input_has_left(name: str, rounds_before_input: int) -> None:
+    """What decides whether a failed job's ε can be given back: nothing derived from the
+    input has left before the round that carries it is answered."""
+    config = make_config(length=3)
+    strategy = aggregator(name)
+    parties = {i: strategy.party(config, i, np.ones(3)) for i in config.parties}
+    coordinator = strategy.coordinator(config)
+    for party in parties.values():
+        assert not party.input_sent
+        coordinator.receive(party.start())
+    for answered in range(len(strategy.party(config, 1, np.ones(3)).rounds)):
+        messages = coordinator.advance()
+        if not messages:
+            break
+        for i, message in messages.items():
+            coordinator.receive(parties[i].handle(message))
+        assert parties[1].input_sent == (answered >= rounds_before_input)

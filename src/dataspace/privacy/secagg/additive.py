@@ -43,6 +43,7 @@ def _aad(session: bytes, sender: int, recipient: int) -> bytes:
 class AdditiveParty(PartyRole):
     protocol = PROTOCOL
     rounds = ("roster", "routed-shares")
+    input_round = "roster"  # answered with the input's shares, sealed to the other parties
 
     def _setup(self) -> None:
         self._c = X25519PrivateKey.generate()

@@ -174,6 +174,9 @@ class PartyRole(ABC):
     protocol: ClassVar[str]
     #: The coordinator message kind each round expects, in order.
     rounds: ClassVar[tuple[str, ...]]
+    #: The round whose reply carries this party's input (masked, or in shares): before it is
+    #: answered, nothing derived from the input has left the party.
+    input_round: ClassVar[str]
 
     def __init__(
         self,
@@ -200,6 +203,12 @@ class PartyRole(ABC):
     @property
     def done(self) -> bool:
         return self.step >= len(self.rounds)
+
+    @property
+    def input_sent(self) -> bool:
+        """Whether the reply carrying the input may have left: its round was accepted (the
+        reply may yet be lost, but is counted as sent)."""
+        return self.step > self.rounds.index(self.input_round)
 
     def _send(
         self,

@@ -68,6 +68,7 @@ def _check_members(what: str, members: Sequence[int], allowed: set[int], t: int)
 class MaskingParty(PartyRole):
     protocol = PROTOCOL
     rounds = ("roster", "routed-shares", "unmask-request")
+    input_round = "routed-shares"  # answered with the masked input
 
     def _setup(self) -> None:
         self._c = X25519PrivateKey.generate()
