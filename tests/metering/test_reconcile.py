@@ -9,6 +9,7 @@ from sqlalchemy import delete, text, update
 from dataspace.errors import LedgerTampered, VerificationError
 from dataspace.ledger.log import canonical_json
 from dataspace.metering import UsageRecord
+from dataspace.metering import statements
 from dataspace.services import usage as service
 from dataspace.services.node import Node
 from dataspace.store.models_metering import Bill, BillLine
@@ -149,12 +150,16 @@ def test_a_bill_pointing_at_another_entry_is_caught(metered: Node) -> None:
         service.reconcile(metered)
 
 
-def test_a_line_billed_twice_before_bill_lines_existed_reconciles(metered: Node) -> None:
+def test_a_line_billed_twice_before_bill_lines_existed_reconciles(
+    metered: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = _issued(metered)
     ids = [line["id"] for line in first["statement"]["lines"]]
     with metered.store.write() as session:  # as before migration 0012: nothing marked billed
         session.execute(delete(BillLine))
-    second = service.bill(metered, consumer="bank-a", period="2026-11", issue=True)
+    with monkeypatch.context() as m:  # and nothing read the bills' own lines either
+        m.setattr(statements, "_refuse_unmarked", lambda documents, st: None)
+        second = service.bill(metered, consumer="bank-a", period="2026-11", issue=True)
     assert set(ids) <= {line["id"] for line in second["statement"]["lines"]}  # billed twice
     with metered.store.write() as session:  # what the migration leaves: each on its first bill
         session.execute(delete(BillLine).where(BillLine.usage_id.in_(ids)))
@@ -165,6 +170,43 @@ def test_a_line_billed_twice_before_bill_lines_existed_reconciles(metered: Node)
                         .values(bill_id=second["bill_id"]))
     with pytest.raises(VerificationError, match="billed lines of bill"):
         service.reconcile(metered)
+
+
+def test_a_line_whose_billed_mark_was_deleted_is_not_billed_again(metered: Node) -> None:
+    """Deleting a bill's rows of the billed-lines table made its lines read as unbilled: the
+    next bill asked for them again, and only a reconcile run would have told."""
+    bill = _issued(metered)
+    with metered.store.write() as session:
+        session.execute(delete(BillLine).where(BillLine.bill_id == bill["bill_id"]))
+    with pytest.raises(VerificationError, match=f"is on bill {bill['bill_id']} but not marked "
+                       "billed") as refused:  # fmt: skip
+        service.bill(metered, consumer="bank-a", period="2026-11", issue=True)
+    assert "usage reconcile" in (refused.value.hint or "")
+    with metered.store.read() as session:  # nothing was issued
+        assert [b.id for b in session.query(Bill)] == [bill["bill_id"]]
+
+
+def test_a_bill_whose_totals_do_not_follow_from_its_lines_is_caught(
+    metered: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reconcile checked a bill's hashes and lines, not its sums: a bill computed wrongly
+    when issued (here: carrying 5 CNY asked by no earlier bill) passed."""
+    first = _issued(metered)
+    assert service.reconcile(metered)["bills"] == 1
+    real = statements.carried_from
+
+    def wrong(documents: object, agreements: object) -> object:
+        return {key: (exact, due + 5) for key, (exact, due) in
+                real(documents, agreements).items()} or {("agr-1", "CNY"): (0, 5)}
+
+    with monkeypatch.context() as m:
+        m.setattr(statements, "carried_from", wrong)
+        late = service.bill(metered, consumer="bank-a", period="2026-12", issue=True)
+    assert late["bill_id"] != first["bill_id"]
+    with pytest.raises(VerificationError, match=f"bill {late['bill_id']}'s totals, "
+                       "currency_totals, due do not follow from its lines") as caught:
+        service.reconcile(metered)
+    assert caught.value.details["fields"] == ["totals", "currency_totals", "due"]
 
 
 def test_a_deleted_bill_is_caught_before_its_lines_are_billed_again(metered: Node) -> None:

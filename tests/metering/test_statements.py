@@ -296,11 +296,11 @@ def test_bills_issued_at_once_carry_one_after_the_other(
                          terms=terms)
     first = service.bill(node, agreement_id="agr-7", period="2026-10", issue=True)
     assert first["due"] == [{"currency": "CNY", "amount": "0.00"}]
-    read_carry = statements.carry_of
+    read_earlier = statements.earlier_bills
     holding, caught_up = threading.Event(), threading.Event()
 
     def carry_then_hold(session: Any, st: Any) -> Any:
-        carried = read_carry(session, st)
+        carried = read_earlier(session, st)
         if not holding.is_set():
             holding.set()
             caught_up.wait(2.0)
@@ -308,7 +308,7 @@ def test_bills_issued_at_once_carry_one_after_the_other(
             caught_up.set()
         return carried
 
-    monkeypatch.setattr(statements, "carry_of", carry_then_hold)
+    monkeypatch.setattr(statements, "earlier_bills", carry_then_hold)
     bills: dict[str, dict[str, Any]] = {}
 
     def issue(period: str) -> None:

@@ -12,7 +12,8 @@ with the totals of the table. Last, every issued bill is checked against its ``b
 entry: the stored document hashes to the bill's and the entry's SHA-256, its statement to the
 entry's statement hash, its columns (consumer, agreement, period, time) agree with the
 document, the billed-lines table lists exactly the bill's lines, and every ``bill.issued``
-entry has its bill (a deleted bill would let its lines be billed again). On SQLite every
+entry has its bill (a deleted bill would let its lines be billed again); its totals and
+amounts due are recomputed from its lines and the bills issued before it. On SQLite every
 stored time must be the text the store writes (statements select periods by that text). Any
 difference raises :class:`VerificationError` naming the record or bill.
 """
@@ -29,7 +30,14 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import LedgerTampered, NotFound, VerificationError
 from dataspace.ledger import log
-from dataspace.metering.statements import BILL_ACTION, Total, totals
+from dataspace.metering.statements import (
+    BILL_ACTION,
+    BILL_VERSION,
+    Statement,
+    Total,
+    carried_from,
+    totals,
+)
 from dataspace.metering.usage import (
     USAGE_ACTION,
     as_utc,
@@ -227,6 +235,7 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
         billed_on[str(usage_id)] = str(bill_id)
     bills = list(session.execute(select(Bill).order_by(Bill.ledger_index)).scalars())
     order = {bill.id: n for n, bill in enumerate(bills)}
+    issued_before: list[dict[str, Any]] = []  # documents, in the order they were issued
     for bill in bills:
         try:
             row: log.LogRow | None = log.get_entry(session, int(bill.ledger_index))
@@ -267,6 +276,8 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
                 bill_id=bill.id,
             )
         _check_bill_lines(bill.id, document["statement"]["lines"], usage)
+        _check_bill_totals(bill.id, document, issued_before)
+        issued_before.append(document)
         listed = {str(line["id"]) for line in document["statement"]["lines"]}
         mine = lines.pop(bill.id, set())
         # a listed line not marked on this bill must be on an earlier one: a line that bills
@@ -292,6 +303,36 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
             index=idx,
         )
     return len(bills)
+
+
+def _check_bill_totals(
+    bill_id: str, document: dict[str, Any], issued_before: list[dict[str, Any]]
+) -> None:
+    """A bill's totals and amounts due follow from its lines and the bills issued before it
+    (what they carried): recomputed as :func:`~dataspace.metering.statements.issue_bill`
+    computes them. Bills of an earlier document version were computed otherwise: their hashes
+    and lines are checked, not their totals."""
+    if int(document.get("version") or 1) != BILL_VERSION:
+        return
+    body = document["statement"]
+    agreements = {str(line["agreement_id"]) for line in body["lines"]}
+    consumer = document.get("consumer")
+    earlier = [doc for doc in issued_before if doc.get("consumer") == consumer and (
+        doc.get("agreement_id") is None or doc.get("agreement_id") in agreements)]
+    rebuilt = Statement(body["agreement_id"], body["consumer"], body["period"], body["lines"],
+                        carried_from(earlier, agreements)).to_dict()
+    due = [{"currency": t["currency"], "amount": t["amount"]} for t in rebuilt["currency_totals"]]
+    wrong = [k for k in ("totals", "currency_totals") if rebuilt[k] != body.get(k)]
+    if due != document.get("due"):
+        wrong.append("due")
+    if wrong:
+        raise VerificationError(
+            f"bill {bill_id}'s {', '.join(wrong)} do not follow from its lines and the bills "
+            "issued before it",
+            hint="the bill was computed wrongly when it was issued; issue a correcting bill",
+            bill_id=bill_id,
+            fields=wrong,
+        )
 
 
 def _check_bill_lines(

@@ -28,7 +28,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dataspace.errors import Conflict, UsageError
+from dataspace.errors import Conflict, UsageError, VerificationError
 from dataspace.ledger import log
 from dataspace.metering.pricing import EXACT_DIGITS, round_money
 from dataspace.metering.usage import (
@@ -48,7 +48,9 @@ __all__ = [
     "Statement",
     "Total",
     "bill_for",
+    "carried_from",
     "carry_of",
+    "earlier_bills",
     "issue_bill",
     "parse_period",
     "statement",
@@ -369,40 +371,70 @@ def unbilled(session: Session, st: Statement) -> tuple[Statement, dict[str, str]
     return Statement(st.agreement_id, st.consumer, st.period, lines, st.carried), billed
 
 
-def carry_of(session: Session, st: Statement) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
-    """For each agreement and currency of ``st``'s lines: the exact sum of the lines earlier
-    bills carry, and what those bills asked for them -- from the bills that carry (version 2;
-    bills issued before rounded each on its own, and settling their history on the next bill
-    could even ask a negative amount). A bill then asks what rounds the exact sum of everything
-    billed so far, less what was asked before: over all of an agreement's bills, rounding never
-    loses or invents more than half a cent."""
+def earlier_bills(session: Session, st: Statement) -> list[dict[str, Any]]:
+    """The documents of the issued bills that may carry ``st``'s lines: its consumers' bills
+    for one of its lines' agreements, or for all of a consumer's."""
     agreements = sorted({str(line["agreement_id"]) for line in st.lines})
     if not agreements:
-        return {}
-    exact: dict[tuple[str, str], Decimal] = {}
-    due: dict[tuple[str, str], Decimal] = {}
+        return []
     documents = select(BillRow.document).where(
         BillRow.consumer.in_(st.consumers),
         or_(BillRow.agreement_id.in_(agreements), BillRow.agreement_id.is_(None)),
     )
+    return [json.loads(document) for document in session.scalars(documents)]
+
+
+def carry_of(session: Session, st: Statement) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """For each agreement and currency of ``st``'s lines: the exact sum of the lines earlier
+    bills carry, and what those bills asked for them (:func:`carried_from`)."""
+    return carried_from(earlier_bills(session, st), {str(line["agreement_id"])
+                                                     for line in st.lines})
+
+
+def carried_from(
+    documents: Iterable[dict[str, Any]], agreements: Iterable[str]
+) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """What the bills ``documents`` carry of ``agreements``: per agreement and currency, the
+    exact sum of their lines and what they asked -- from the bills that carry (version 2;
+    bills issued before rounded each on its own, and settling their history on the next bill
+    could even ask a negative amount). A bill then asks what rounds the exact sum of everything
+    billed so far, less what was asked before: over all of an agreement's bills, rounding never
+    loses or invents more than half a cent."""
+    wanted = set(agreements)
+    exact: dict[tuple[str, str], Decimal] = {}
+    due: dict[tuple[str, str], Decimal] = {}
     with localcontext() as ctx:
         ctx.prec = EXACT_DIGITS
         ctx.traps[Inexact] = True
-        for document in session.scalars(documents):
-            doc = json.loads(document)
+        for doc in documents:
             if int(doc.get("version") or 1) < CARRIED_SINCE:
                 continue
             body = doc["statement"]
             for line in body["lines"]:
                 key = (str(line["agreement_id"]), str(line["currency"]))
-                if key[0] in agreements:
+                if key[0] in wanted:
                     exact[key] = exact.get(key, Decimal(0)) + Decimal(line["amount"])
             for total in body["totals"]:
                 key = (str(total.get("agreement_id")), str(total["currency"]))
-                if key[0] in agreements:
+                if key[0] in wanted:
                     due[key] = due.get(key, Decimal(0)) + Decimal(total["amount"])
     keys = set(exact) | set(due)
     return {k: (exact.get(k, Decimal(0)), due.get(k, Decimal(0))) for k in sorted(keys)}
+
+
+def _refuse_unmarked(documents: Iterable[dict[str, Any]], st: Statement) -> None:
+    """A line an issued bill's document carries but the billed-lines table does not mark
+    (its row was deleted) would be billed again: refuse, naming the bill."""
+    wanted = {str(line["id"]) for line in st.lines}
+    for doc in documents:
+        carried = wanted & {str(line["id"]) for line in doc["statement"]["lines"]}
+        if carried:
+            raise VerificationError(
+                f"usage {sorted(carried)[0]} is on bill {doc.get('bill_id')} but not marked "
+                "billed: the billed-lines table was changed, and the line would be billed twice",
+                hint="run `dataspace usage reconcile`, restore the table, then issue the bill",
+                bill_id=doc.get("bill_id"), usage_id=sorted(carried)[0],
+            )
 
 
 def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | None = None) -> Bill:
@@ -420,7 +452,9 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
     # the same earlier bills (the ledger head is what every issue locks anyway, to append).
     log.serialize_writers(session)
     st, billed = unbilled(session, st)
-    st.carried = carry_of(session, st)
+    earlier = earlier_bills(session, st)
+    _refuse_unmarked(earlier, st)
+    st.carried = carried_from(earlier, {str(line["agreement_id"]) for line in st.lines})
     if not st.lines:
         on = ", ".join(sorted(set(billed.values())))
         raise Conflict(
