@@ -59,6 +59,7 @@ def test_node_env_variable_selects_the_node(cli, tmp_path: Path, monkeypatch) ->
     result = cli("node", "--json")
     assert result.exit_code == 0, result.stderr
     assert '"name": "grid"' in result.stdout
+    assert '"owed_notices": 0' in result.stdout  # notices its peers missed, none yet
 
 
 def test_a_world_readable_private_key_is_refused(cli, tmp_path: Path) -> None:

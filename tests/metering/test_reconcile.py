@@ -8,8 +8,7 @@ from sqlalchemy import delete, text, update
 
 from dataspace.errors import LedgerTampered, VerificationError
 from dataspace.ledger.log import canonical_json
-from dataspace.metering import UsageRecord
-from dataspace.metering import statements
+from dataspace.metering import UsageRecord, statements
 from dataspace.services import usage as service
 from dataspace.services.node import Node
 from dataspace.store.models_metering import Bill, BillLine

@@ -491,7 +491,7 @@ def test_a_billed_delivery_the_consumer_never_confirms_is_completed_by_the_provi
     pair.sent.clear()
     later = settled + grace + timedelta(seconds=5)
     swept = transfer_sweep.sweep_while_serving(pair.tax, later, transport=pair.transport)
-    assert swept == {"terminated": [], "completed": [pid], "removed": []}
+    assert swept == {"terminated": [], "completed": [pid], "removed": [], "told": []}
     view = transfers.show_transfer(pair.tax, pid)
     assert view["state"] == "COMPLETED"
     [entry] = [e for e in _entries(pair.tax, "transfer.completed") if e["pid"] == pid]
@@ -1057,7 +1057,7 @@ def test_a_grant_lapsing_while_the_server_runs_is_ended_by_the_sweeping_thread(
     assert transfers.show_transfer(pair.tax, pid)["state"] == "TERMINATED"
     assert not extract.exists()
     assert transfer_sweep.sweep_while_serving(pair.bank) == {"terminated": [], "completed": [],
-                                                       "removed": []}
+                                                       "removed": [], "told": []}
     assert partial.exists()
 
 
@@ -1529,7 +1529,7 @@ def test_a_failing_sweep_step_does_not_hold_up_the_others(
     monkeypatch.setattr(transfer_sweep, "complete_unconfirmed", broken)
     monkeypatch.setattr(transfer_sweep, "delete_due", lambda node, now=None: ["due"])
     swept = transfer_sweep.sweep_while_serving(pair.bank, transport=pair.transport)
-    assert swept == {"terminated": [], "completed": [], "removed": ["due"]}
+    assert swept == {"terminated": [], "completed": [], "removed": ["due"], "told": []}
     failed = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert failed == ["sweeping transfers: lapsed grants",
                       "sweeping transfers: unconfirmed deliveries"]
@@ -1808,3 +1808,66 @@ def test_a_suspended_grant_resumes_only_while_its_pull_can_still_run(pair: Pair)
         else:
             assert (reply.status, state) == (400, "SUSPENDED"), case
             assert "cannot resume; request a new transfer" in str(reply.body)
+
+
+def test_a_termination_the_consumer_missed_is_sent_again_until_it_answers(pair: Pair) -> None:
+    """A termination was sent three times within seconds, then only logged: a consumer down
+    at that moment kept its transfer STARTED, waiting for data that would never come."""
+    from dataspace.services import peer_outbox
+    from dataspace.services.catalog import DeliveryFailed
+
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    pid = pair.request(pair.agreement("raw-transfer", expires=future), "raw")
+    down: list[str] = []
+
+    def unreachable(node: Node, peer: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+        down.append(path)
+        raise DeliveryFailed(f"{method} {path} to {peer} failed: connection refused")
+
+    transfers.end_transfer(pair.tax, pid, reason="agreement under review", role="provider",
+                           actor="user:alice", transport=unreachable)
+    [owed] = peer_outbox.owed(pair.tax)
+    assert owed["peer"] == BANK and owed["about"] == f"transfer {pid} termination"
+    assert len(down) == 3 and "connection refused" in owed["last_error"]
+    now = datetime.now(UTC)
+    assert peer_outbox.deliver_owed(pair.tax, now, unreachable) == []  # not due for a minute
+    later = now + timedelta(minutes=2)
+    assert peer_outbox.deliver_owed(pair.tax, later, unreachable) == []  # still down
+    [owed] = peer_outbox.owed(pair.tax)
+    assert owed["attempts"] == 2 and len(down) == 4
+    assert peer_outbox.deliver_owed(pair.tax, later, unreachable) == []  # backs off: 2 min
+    assert len(down) == 4
+
+    pair.sent.clear()
+    swept = transfer_sweep.sweep_while_serving(pair.tax, later + timedelta(minutes=3),
+                                               transport=pair.transport)
+    assert swept["told"] == [owed["id"]] and peer_outbox.owed(pair.tax) == []
+    [(peer, path, body)] = pair.sent
+    assert peer == BANK and path.endswith("/termination")
+    validate(body, "TransferTerminationMessage")
+    assert body["code"] == "ended_by_user" and body["reason"] == ["agreement under review"]
+
+
+def test_a_notice_no_one_answers_for_a_day_is_given_up_with_a_ledger_entry(
+    pair: Pair,
+) -> None:
+    from dataspace.services import peer_outbox
+    from dataspace.services.catalog import DeliveryFailed
+
+    def unreachable(node: Node, peer: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+        raise DeliveryFailed("connection refused")
+
+    start = datetime.now(UTC)
+    body = {"@type": "TransferTerminationMessage", "code": "x"}
+    first = peer_outbox.owe(pair.tax, BANK, "/dsp/transfers/p1/termination", body,
+                            about="transfer p1 termination", error="down", now=start)
+    again = peer_outbox.owe(pair.tax, BANK, "/dsp/transfers/p1/termination", body,
+                            about="transfer p1 termination", error="down", now=start)
+    assert first == again and len(peer_outbox.owed(pair.tax)) == 1  # owed once
+    assert peer_outbox.deliver_owed(pair.tax, start + timedelta(hours=23), unreachable) == []
+    settled = peer_outbox.deliver_owed(pair.tax, start + timedelta(days=1, minutes=1),
+                                       unreachable)
+    assert settled == [first] and peer_outbox.owed(pair.tax) == []
+    [gave_up] = _entries(pair.tax, "peer.notice_undelivered")
+    assert (gave_up["peer"], gave_up["about"], gave_up["attempts"]) == (
+        BANK, "transfer p1 termination", 3)

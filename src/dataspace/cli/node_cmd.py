@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from dataspace.ledger import cosignature, proof
     from dataspace.services import ledger as ledger_service
     from dataspace.services import node as node_service
+    from dataspace.services import peer_outbox
 else:
     cosignature = lazy_module("dataspace.ledger.cosignature")
     proof = lazy_module("dataspace.ledger.proof")
     ledger_service = lazy_module("dataspace.services.ledger")
     node_service = lazy_module("dataspace.services.node")
+    peer_outbox = lazy_module("dataspace.services.peer_outbox")
 
 
 def register(app: typer.Typer) -> None:
@@ -62,7 +64,7 @@ def init(
 
 
 def show_node(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Show the node's name, public key and ledger size."""
+    """Show the node's name, public key, ledger size and the notices peers are still owed."""
     n = node(ctx)
     info = {
         "name": n.name,
@@ -71,6 +73,7 @@ def show_node(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         "verifier_key": n.verifier_key(),
         "ledger_size": ledger_service.size(n),
         "store": n.store.url.split("://")[0],
+        "owed_notices": len(peer_outbox.owed(n)),  # sent again by the running server
     }
     if as_json:
         print_json(info)

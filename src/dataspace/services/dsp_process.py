@@ -27,7 +27,8 @@ from dataspace.errors import DataspaceError, NotFound
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.ledger.entry_budget import EntryBudget, budget_for
-from dataspace.services.catalog import DSP_PATH, Transport, deliver
+from dataspace.services import peer_outbox
+from dataspace.services.catalog import DSP_PATH, Transport
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import ContractNegotiationRow, TransferProcessRow
 
@@ -153,7 +154,8 @@ def send_termination(
     lookup: MemberLookup,
 ) -> None:
     """Send the peer the termination of ``row`` (already TERMINATED here) unless the peer never
-    learnt of the process; three tries, and a failure is only logged."""
+    learnt of the process; three tries, then it is owed and sent again later
+    (:mod:`.peer_outbox`). A peer no longer in the space is only logged."""
     if row.provider_pid is None or row.consumer_pid is None:
         return
     message = kind.termination(
@@ -164,13 +166,11 @@ def send_termination(
     )
     try:
         path = peer_path(node, kind, row, "termination", lookup)
-        status, _ = deliver(node, row.peer, "POST", path, build(message), transport, attempts=3)
-        if status >= 300:
-            kind.logger.warning(
-                "%s %s: %s refused the termination (HTTP %s)", kind.name, row.id, row.peer, status
-            )
     except DataspaceError as exc:
         kind.logger.warning("%s %s: termination not delivered: %s", kind.name, row.id, exc)
+        return
+    peer_outbox.send_or_owe(node, row.peer, path, build(message), transport,
+                            about=f"{kind.name} {row.id} termination")
 
 
 def take_provider_pid(row: Process, ack: HasPids, consumer_pid: str) -> None:

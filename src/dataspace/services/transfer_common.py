@@ -33,7 +33,8 @@ from dataspace.errors import (
     UsageError,
 )
 from dataspace.ledger import log
-from dataspace.services.catalog import Transport, deliver, deliver_or_terminate
+from dataspace.services import peer_outbox
+from dataspace.services.catalog import Transport, deliver_or_terminate
 from dataspace.services.dsp_process import (
     ProcessKind,
     is_pid,
@@ -261,20 +262,19 @@ def terminate(
 def tell_completed(
     node: Node, row: TransferProcessRow, transport: Transport | None = None, *, attempts: int = 5
 ) -> None:
-    """Send the peer the completion of ``row`` (COMPLETED here; best effort: a failure or a
-    refusal is logged)."""
+    """Send the peer the completion of ``row`` (COMPLETED here): a refusal is logged; a peer
+    out of reach is owed it, and told later (:mod:`.peer_outbox`)."""
     if row.provider_pid is None or row.consumer_pid is None:
         return
     message = TransferCompletionMessage(provider_pid=row.provider_pid,
                                         consumer_pid=row.consumer_pid)
     try:
-        status, _ = deliver(node, row.peer, "POST", _peer_path(node, row, "completion"),
-                            build(message), transport, attempts=attempts)
-        if status >= 300:
-            logger.warning("transfer %s: %s refused the completion (HTTP %s)",
-                           row.id, row.peer, status)
+        path = _peer_path(node, row, "completion")
     except DataspaceError as exc:
         logger.warning("transfer %s: completion not delivered: %s", row.id, exc)
+        return
+    peer_outbox.send_or_owe(node, row.peer, path, build(message), transport,
+                            about=f"transfer {row.id} completion", attempts=attempts)
 
 
 def tell_terminated(

@@ -25,6 +25,8 @@ unconfirmed deliveries, partial downloads, orphaned files, due deletions.
   writing one right now).
 * A consumer's received file whose agreement's delete duty has fallen due is deleted
   (``transfer.deleted``, with its sha256: the evidence the duty was kept).
+* A termination or completion a peer could not be told is sent again
+  (:mod:`.peer_outbox`).
 
 :func:`sweep` runs at server start, before it serves; interrupted deliveries and partial
 downloads are swept only there, where no delivery or pull can be going on. The rest is swept
@@ -47,6 +49,7 @@ from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.errors import Conflict
 from dataspace.ledger import log
+from dataspace.services import peer_outbox
 from dataspace.services.catalog import Transport
 from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
@@ -258,7 +261,8 @@ def sweep_while_serving(
     """What is safe to do while the server runs, each round of
     :class:`~dataspace.services.transfer_backlog.SweepingThread`: end lapsed grants and
     unanswered requests, complete unconfirmed deliveries, delete orphaned files (past their
-    grace) and received files whose delete duty fell due. A step that fails is logged and the
+    grace) and received files whose delete duty fell due, and send the notices peers missed
+    (:mod:`.peer_outbox`: any process's, negotiations' too). A step that fails is logged and the
     others still run (a due deletion must not wait on a peer's fault)."""
 
     def step(what: str, act: Callable[[], list[str]]) -> list[str]:
@@ -273,7 +277,8 @@ def sweep_while_serving(
     completed = step("unconfirmed deliveries", lambda: complete_unconfirmed(node, now, transport))
     removed = (step("orphaned files", lambda: orphan_files(node, now))
                + step("due deletions", lambda: delete_due(node, now)))
-    return {"terminated": ended, "completed": completed, "removed": removed}
+    told = step("owed notices", lambda: peer_outbox.deliver_owed(node, now, transport))
+    return {"terminated": ended, "completed": completed, "removed": removed, "told": told}
 
 
 def sweep(

@@ -47,7 +47,7 @@ HEADS = frozenset({
     "0004_identity",
     "0011_witnessed_logs",
     "0014_usage_key_action",
-    "0015_delete_by",
+    "0017_owed_notices",
     "0016_jobs_claimed_by",
 })
 

@@ -146,3 +146,19 @@ __all__ = [
     "TransferExtractRow",
     "TransferProcessRow",
 ]
+
+
+class OwedNoticeRow(Base):
+    """A DSP notice (a termination, a transfer's completion) this node could not deliver to
+    its peer: sent again until the peer answers, or given up (:mod:`.peer_outbox`)."""
+
+    __tablename__ = "owed_notices"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # of peer, path and body
+    peer: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    about: Mapped[str] = mapped_column(String(300))  # e.g. "transfer <pid> termination"
+    attempts: Mapped[int] = mapped_column(BigInteger)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
