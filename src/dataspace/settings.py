@@ -121,6 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mp_step_timeout_seconds", 120.0, "longest wait for one multi-party step's answer"),
     Setting("mp_idle_timeout_seconds", 120.0, "a participant fails a job its initiator left idle"),
     Setting("mp_max_idle_timeout_seconds", 3600.0, "cap on the idle timeout an initiator may ask"),
+    Setting("mp_max_job_seconds", 86400.0,
+            "a participant ends a job running longer, however alive its initiator keeps it"),
     Setting(
         "mp_max_buffered_mb",
         1024,

@@ -208,6 +208,21 @@ def test_a_bill_whose_totals_do_not_follow_from_its_lines_is_caught(
     assert caught.value.details["fields"] == ["totals", "currency_totals", "due"]
 
 
+def test_a_bill_of_an_earlier_version_is_not_recomputed(
+    metered: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 2 rounded every currency to 0.01 (a yen bill asked 0.50 JPY): its totals
+    follow another rule, and recomputing them today would call a correct bill wrong."""
+    _issued(metered)
+    with monkeypatch.context() as m:
+        m.setattr(statements, "BILL_VERSION", 2)
+        m.setattr(statements, "carried_from", lambda documents, agreements: {
+            ("agr-1", "CNY"): (0, 5)})  # computed otherwise than today
+        old = service.bill(metered, consumer="bank-a", period="2026-12", issue=True)
+    assert old["version"] == 2
+    assert service.reconcile(metered)["bills"] == 2
+
+
 def test_a_deleted_bill_is_caught_before_its_lines_are_billed_again(metered: Node) -> None:
     bill = _issued(metered)
     with metered.store.write() as session:

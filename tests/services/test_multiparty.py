@@ -379,6 +379,27 @@ def test_a_keep_alive_holds_a_session_whose_initiator_works_alone(tax: Any) -> N
     assert ended["state"] == "FAILED" and "timed out" in ended["reason"]
 
 
+def test_keep_alives_do_not_keep_a_job_past_the_longest_a_participant_allows(
+    tax: Any,
+) -> None:
+    """A keep-alive every few seconds held a session, its loaded rows and its agreement's slot
+    for as long as the initiator cared to send them."""
+    from dataspace.settings import Limits
+
+    node, agreements = tax
+    node.limits = Limits({"mp_max_job_seconds": 2.0})
+    job = "job-kept-too-long-01"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], job, idle_timeout=1))
+    deadline = time.monotonic() + 10
+    while job in mp_party._SESSIONS and time.monotonic() < deadline:
+        mp_party.handle_alive(node, "bank", job)
+        time.sleep(0.2)
+    view = multiparty.get_job(node, job)
+    assert view["state"] == "FAILED"
+    assert "ran for longer than 2 s, the most tax-bureau allows" in view["error"]["message"]
+    assert "mp_max_job_seconds" in view["error"]["hint"]
+
+
 def test_the_initiators_keep_alive_stops_at_a_participant_that_ended_the_job(
     tax: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -801,8 +822,9 @@ def test_epsilon_comes_back_when_others_end_the_job_before_the_noised_input_left
     def opened(job: str, rounds: int, **header: Any) -> None:
         """Open at tax and answer its first ``rounds`` coordinator rounds."""
         config = SessionConfig(secrets.token_bytes(16), (1, 2), 1, encoding, threshold=2)
-        _, [advert] = unpack_frame(mp_party.handle_step(tax, "bank", _open_aggregation(
+        reply, [advert] = unpack_frame(mp_party.handle_step(tax, "bank", _open_aggregation(
             agreement, job, config, bound=1e6, epsilon=1.0, **header)))
+        assert "rows" not in reply["event"]  # with ε the exact row count is not told either
         coordinator = PairwiseMasking().coordinator(config)
         coordinator.receive(advert)
         other = PairwiseMasking().party(config, 2, [0.0], 0, signer=grid.signer.sign)
@@ -849,6 +871,60 @@ def test_epsilon_comes_back_when_others_end_the_job_before_the_noised_input_left
         mp_party.handle_step(tax, "bank", bad)
     assert multiparty.get_job(tax, "job-agg-refund-own")["state"] == "FAILED"
     assert sum(s.epsilon for s in list_spends(tax.store, agreement)) == spent()
+
+
+def test_a_refund_racing_another_spend_of_the_budget_does_not_deadlock(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the refund took the ledger head (the abort's step event) before the budget
+    row, and a reservation takes them the other way round: "deadlock detected", and the abort
+    failed with the job left RUNNING. Each side is held where the other would wait."""
+    from dataspace.privacy import budget
+
+    tax, _, agreement = _aggregation_party(make_node, tmp_path, epsilon_budget=5.0)
+    if tax.store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: no lock order to get wrong")
+    dp = local_noise(1e6, 1, 1.0)
+    config = SessionConfig(secrets.token_bytes(16), (1, 2), 1,
+                           FixedPoint(dp.encoded_bound, 16, max_count=2**31), threshold=2)
+    job = "job-agg-refund-race"
+    mp_party.handle_step(tax, "bank", _open_aggregation(agreement, job, config, bound=1e6,
+                                                        epsilon=1.0))
+    refunding, reserving = threading.Event(), threading.Event()
+    real_refund, real_append = budget.refund_in, log.append
+
+    def slow_refund(*args: Any, **kwargs: Any) -> Any:  # the abort, inside the job's end
+        refunding.set()
+        reserving.wait(5)
+        return real_refund(*args, **kwargs)
+
+    def slow_append(session: Any, **kwargs: Any) -> Any:  # the reservation, budget row held
+        if kwargs.get("action") == budget.SPENT_ACTION:
+            reserving.set()
+            refunding.wait(5)
+        return real_append(session, **kwargs)
+
+    monkeypatch.setattr(budget, "refund_in", slow_refund)
+    monkeypatch.setattr(log, "append", slow_append)
+    failures: list[BaseException] = []
+
+    def run(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(lambda: mp_party.handle_abort(
+                   tax, "bank", job, "the grid refused"),)),
+               threading.Thread(target=run, args=(lambda: budget.reserve(
+                   tax.store, agreement, "1", "0", "job-other-spend"),))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert multiparty.get_job(tax, job)["state"] == "FAILED"
+    assert budget.get_budget(tax.store, agreement).epsilon_spent == 1  # the other's only
 
 
 @pytest.mark.parametrize(("values", "expected"), [

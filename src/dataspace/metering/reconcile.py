@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import String, cast, select
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import LedgerTampered, NotFound, VerificationError
 from dataspace.ledger import log
+from dataspace.metering.pricing import EXACT_DIGITS
 from dataspace.metering.statements import (
     BILL_ACTION,
     BILL_VERSION,
@@ -235,7 +237,7 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
         billed_on[str(usage_id)] = str(bill_id)
     bills = list(session.execute(select(Bill).order_by(Bill.ledger_index)).scalars())
     order = {bill.id: n for n, bill in enumerate(bills)}
-    issued_before: list[dict[str, Any]] = []  # documents, in the order they were issued
+    carried = _Carried()  # what the bills walked so far (in the order issued) carry
     for bill in bills:
         try:
             row: log.LogRow | None = log.get_entry(session, int(bill.ledger_index))
@@ -276,8 +278,8 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
                 bill_id=bill.id,
             )
         _check_bill_lines(bill.id, document["statement"]["lines"], usage)
-        _check_bill_totals(bill.id, document, issued_before)
-        issued_before.append(document)
+        _check_bill_totals(bill.id, document, carried)
+        carried.add(document)
         listed = {str(line["id"]) for line in document["statement"]["lines"]}
         mine = lines.pop(bill.id, set())
         # a listed line not marked on this bill must be on an earlier one: a line that bills
@@ -305,22 +307,41 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
     return len(bills)
 
 
-def _check_bill_totals(
-    bill_id: str, document: dict[str, Any], issued_before: list[dict[str, Any]]
-) -> None:
+class _Carried:
+    """What the bills walked so far carry, per consumer, agreement and currency (exact sum,
+    amount asked): the carry of the next bill of that consumer, kept as the walk goes rather
+    than summed again from every earlier bill for each one."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[tuple[str, str], tuple[Decimal, Decimal]]] = {}
+
+    def of(self, consumer: str, agreements: set[str]) -> dict[tuple[str, str],
+                                                              tuple[Decimal, Decimal]]:
+        mine = self.sums.get(consumer, {})
+        return {key: mine[key] for key in sorted(mine) if key[0] in agreements}
+
+    def add(self, document: dict[str, Any]) -> None:
+        lines = document["statement"]["lines"]
+        added = carried_from([document], {str(line["agreement_id"]) for line in lines})
+        mine = self.sums.setdefault(str(document.get("consumer")), {})
+        with localcontext() as ctx:
+            ctx.prec = EXACT_DIGITS
+            for key, (exact, due) in added.items():
+                before = mine.get(key, (Decimal(0), Decimal(0)))
+                mine[key] = (before[0] + exact, before[1] + due)
+
+
+def _check_bill_totals(bill_id: str, document: dict[str, Any], carried: _Carried) -> None:
     """A bill's totals and amounts due follow from its lines and the bills issued before it
     (what they carried): recomputed as :func:`~dataspace.metering.statements.issue_bill`
-    computes them. Bills of an earlier document version were computed otherwise: their hashes
-    and lines are checked, not their totals."""
+    computes them. Bills of earlier document versions were computed otherwise (version 2
+    rounded every currency to 0.01): their hashes and lines are checked, not their totals."""
     if int(document.get("version") or 1) != BILL_VERSION:
         return
     body = document["statement"]
     agreements = {str(line["agreement_id"]) for line in body["lines"]}
-    consumer = document.get("consumer")
-    earlier = [doc for doc in issued_before if doc.get("consumer") == consumer and (
-        doc.get("agreement_id") is None or doc.get("agreement_id") in agreements)]
     rebuilt = Statement(body["agreement_id"], body["consumer"], body["period"], body["lines"],
-                        carried_from(earlier, agreements)).to_dict()
+                        carried.of(str(document.get("consumer")), agreements)).to_dict()
     due = [{"currency": t["currency"], "amount": t["amount"]} for t in rebuilt["currency_totals"]]
     wrong = [k for k in ("totals", "currency_totals") if rebuilt[k] != body.get(k)]
     if due != document.get("due"):

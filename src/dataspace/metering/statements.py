@@ -59,8 +59,9 @@ __all__ = [
 
 BILL_ACTION = "bill.issued"
 #: 2: an agreement's amount due carries what its earlier bills of version 2 rounded off
-#: (``billed_before``); bills of version 1 rounded alone and are not carried from
-BILL_VERSION = 2
+#: (``billed_before``); bills of version 1 rounded alone and are not carried from.
+#: 3: amounts round to their currency's ISO 4217 minor unit (version 2 rounded all to 0.01)
+BILL_VERSION = 3
 CARRIED_SINCE = 2  # the first bill version carried from
 _PERIOD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII digits only: "２０２６-１１" is not one
 CSV_COLUMNS = (

@@ -112,11 +112,15 @@ class Coordinator:
         self.node, self.job_id, self.protocol = node, job_id, protocol
         self.actor, self.timeout, self.progress = actor, timeout, progress
         self.lock = threading.Lock()
+        self.alive: KeepAlive | None = None  # set while a KeepAlive runs for the job
 
     def call_step(
         self, peer: str, name: str, blobs: Sequence[bytes] = (), **fields: Any
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """Step ``name`` at ``peer``; its answer's header and blobs."""
+        """Step ``name`` at ``peer``; its answer's header and blobs. A participant that said
+        the job ended there (:class:`KeepAlive`) fails it here first."""
+        if self.alive is not None:
+            self.alive.check()
         header = {"protocol": self.protocol, "job_id": self.job_id, "name": name, **fields}
         body = pack_frame(header, list(blobs))
         answer = call_peer(self.node, peer, STEP_PATH, body, timeout=self.timeout)
@@ -193,14 +197,20 @@ class KeepAlive:
             )
 
     def _run(self) -> None:
-        while not self._done.wait(self.every):
-            try:
-                ms.beat(self.node, self.job_id)
-            except Exception:  # a missed beat costs nothing unless many are missed
-                logger.exception("heartbeat of job %s", self.job_id)
-            for peer in self.peers:
-                if not self._done.is_set() and peer not in self._finished | set(self._ended):
-                    self._tell(peer)
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.peers))),
+                                thread_name_prefix=f"mp-alive-{self.job_id[:8]}") as pool:
+            while not self._done.wait(self.every):
+                try:
+                    ms.beat(self.node, self.job_id)
+                except Exception:  # a missed beat costs nothing unless many are missed
+                    logger.exception("heartbeat of job %s", self.job_id)
+                with self._lock:
+                    told = [p for p in self.peers
+                            if p not in self._finished and p not in self._ended]
+                # in parallel: peers that do not answer (5 s each) must not delay the others
+                # past their idle timeout
+                for _ in pool.map(self._tell, told):
+                    pass
 
     def _tell(self, peer: str) -> None:
         body = json.dumps({"job_id": self.job_id}).encode()

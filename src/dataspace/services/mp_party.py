@@ -397,14 +397,9 @@ def _watch(node: Node, session: _Session) -> None:
         with session.lock:
             if session.ended:
                 return
-            if time.monotonic() - session.last_seen <= session.idle_timeout:
+            error = _overdue(node, session) or _idle(session)
+            if error is None:
                 continue
-            error = MultipartyFailed(
-                f"no step from the initiator {session.initiator} for "
-                f"{session.idle_timeout:g} s: the job timed out here",
-                hint="the initiator can start it again with `dataspace job retry`",
-                cause="timeout",
-            )
             try:
                 _end_error(node, session, error, step=session.last_step + 1, name="timeout",
                            refund=True)
@@ -412,6 +407,31 @@ def _watch(node: Node, session: _Session) -> None:
                 logger.exception("job %s: could not be ended after its idle timeout",
                                  session.job_id)
             return
+
+
+def _idle(session: _Session) -> MultipartyFailed | None:
+    if time.monotonic() - session.last_seen <= session.idle_timeout:
+        return None
+    return MultipartyFailed(
+        f"no step from the initiator {session.initiator} for {session.idle_timeout:g} s: the "
+        "job timed out here",
+        hint="the initiator can start it again with `dataspace job retry`",
+        cause="timeout",
+    )
+
+
+def _overdue(node: Node, session: _Session) -> MultipartyFailed | None:
+    """The job has run longer than this node allows any (``mp_max_job_seconds``): keep-alives
+    keep a session's idle timeout away, not this."""
+    limit = float(node.limits.mp_max_job_seconds)
+    if time.perf_counter() - session.t0 <= limit:
+        return None
+    return MultipartyFailed(
+        f"the job ran for longer than {limit:g} s, the most {node.name} allows",
+        hint="split the work into smaller jobs, or ask the participant to raise "
+        "mp_max_job_seconds",
+        cause="timeout",
+    )
 
 
 def watch_quiet(
@@ -441,16 +461,18 @@ def watch_quiet(
             if not held():
                 return
             thread = s.thread
-            if (thread is not None and thread.is_alive()) or (
-                time.monotonic() - s.last_seen <= idle
-            ):
-                continue
-            error = MultipartyFailed(
-                f"no step from the initiator {s.initiator} for {idle:g} s: the {what} job "
-                "timed out here",
-                hint="the initiator can start it again with `dataspace job retry`",
-                cause="timeout",
-            )
+            error = _overdue(node, s.ps)
+            if error is None:
+                if (thread is not None and thread.is_alive()) or (
+                    time.monotonic() - s.last_seen <= idle
+                ):
+                    continue
+                error = MultipartyFailed(
+                    f"no step from the initiator {s.initiator} for {idle:g} s: the {what} job "
+                    "timed out here",
+                    hint="the initiator can start it again with `dataspace job retry`",
+                    cause="timeout",
+                )
             try:
                 end_if_running(node, s.ps, error, step=1, name="timeout")
             except Exception:  # the node's store closed under it: nothing left to end
@@ -511,14 +533,15 @@ def _end_error(
     s.ended = True
     refunded = (refund and s.epsilon > 0 and s.party is not None
                 and not s.party.input_sent)
-    if refunded:
-        s.epsilon = Decimal(0)  # the usage record says what the job cost in the end
     _close(s)
     with _REGISTRY:
         _SESSIONS.pop(s.job_id, None)
     denied = isinstance(exc, PolicyDenied) or (exc.http_status in (403, 404) and step == 0)
     ending = [ms.event(node.name, step, name, "refused" if denied else "failed", code=exc.code)]
-    usage = _usage(s, "denied" if denied else "failed") if s.provider else None
+    usage = None
+    if s.provider:  # the usage record says what the job cost in the end
+        usage = _usage(s, "denied" if denied else "failed",
+                       epsilon=Decimal(0) if refunded else None)
     reasons = [r for r in ((s.decision or {}).get("reasons") or []) if not r.get("held")]
     return ms.finish(
         node,
@@ -550,14 +573,16 @@ def _end_error(
 def _ending(
     db: Session, node: Node, s: _Session, events: list[dict[str, Any]], refund: str | None
 ) -> None:
-    ms.add_events_in(db, node, s.job_id, events, actor=f"peer:{s.initiator}")
-    if refund is not None:
+    if refund is not None:  # first: the budget row before the ledger head, as reserve() locks
         from dataspace.privacy.budget import refund_in
 
         refund_in(db, s.agreement_id, s.job_id, refund, actor=f"node:{node.name}")
+    ms.add_events_in(db, node, s.job_id, events, actor=f"peer:{s.initiator}")
 
 
-def _usage(s: _Session, status: str, result_rows: int = 0) -> Usage:
+def _usage(
+    s: _Session, status: str, result_rows: int = 0, *, epsilon: Decimal | None = None
+) -> Usage:
     return Usage(
         agreement_id=s.agreement_id,
         job_id=s.job_id,
@@ -571,7 +596,8 @@ def _usage(s: _Session, status: str, result_rows: int = 0) -> Usage:
         rows_scanned=s.rows_scanned,
         result_rows=result_rows,
         bytes_out=s.bytes_out,
-        epsilon_spent=s.epsilon,  # charged to the budget at open, whatever came of the job
+        # charged to the budget at open; given back only if others ended the job first
+        epsilon_spent=s.epsilon if epsilon is None else epsilon,
         cpu_seconds=Decimal(str(round(s.cpu, 6))),
         wall_seconds=Decimal(str(round(time.perf_counter() - s.t0, 6))),
     )
@@ -1045,7 +1071,10 @@ def _open_agg(node: Node, s: _Session, header: dict[str, Any]) -> Out:
         signer=node.signer.sign,  # round-0 keys signed with this node's Ed25519 key
         verifier=ed25519_verifier(party_keys(node, names), names),
     )
-    return {"state": "open"}, [s.party.start()], {"rows": table.num_rows, "dataset": s.dataset}
+    # the step's event reaches the initiator: with ε, the exact row count stays here
+    info = {"dataset": s.dataset} if dp is not None else {"rows": table.num_rows,
+                                                           "dataset": s.dataset}
+    return {"state": "open"}, [s.party.start()], info
 
 
 def _finite_or_null(table: pa.Table, job_id: str) -> pa.Table:

@@ -696,7 +696,8 @@ class _Run(mp_initiator.Coordinator):
 
 def execute(node: Node, job: FedJob, *, progress: Progress | None = None) -> dict[str, Any]:
     r = _Run(node, job, progress)
-    with mp_initiator.KeepAlive(node, job.id, [p["peer"] for p in job.peers], IDLE_SECONDS):
+    with mp_initiator.KeepAlive(node, job.id, [p["peer"] for p in job.peers],
+                                IDLE_SECONDS) as r.alive:
         result = mp_initiator.run_or_fail(
             lambda: _run(r), lambda exc: _fail_everywhere(node, job, exc), "FedAvg"
         )

@@ -340,7 +340,7 @@ def execute(
     runner = _Runner(node, job, progress)
     spec = job.spec
     peers = [p.name for p in job.peers] + [spec.dealer]
-    with mp_initiator.KeepAlive(node, job.id, peers, IDLE_SECONDS):
+    with mp_initiator.KeepAlive(node, job.id, peers, IDLE_SECONDS) as runner.alive:
         result = mp_initiator.run_or_fail(
             lambda: _run(runner), lambda exc: _fail_everywhere(node, job, exc), "training"
         )
