@@ -83,6 +83,9 @@ from dataspace.store.models_metering import UsageRecord
 NEARLY_UNIQUE_MIN = 10  # values a column needs before "nearly unique" says anything
 #: an ID number or a mobile number inside free text (RE2, as DuckDB reads it)
 _EMBEDDED_ID = "[0-9]{17}[0-9Xx]|1[3-9][0-9]{9}"
+#: a text column whose values each go with one identifier, over at least this many values,
+#: names what the identifier does (fewer: a category that happens to fall one to a person)
+ALIAS_MIN = 10
 
 # --- provider: the request and the decision ----------------------------------------------------
 
@@ -585,8 +588,9 @@ def _pseudonymized(
     node: Node, plan: _Plan, columns: list[str], mode: str
 ) -> dict[str, str | None]:
     """The columns a pseudonymized extract replaces by pseudonyms, with their categories:
-    every personal column (:class:`_Plan`), and every other text column in which an ID or
-    phone number appears inside the text ("患者身份证11010519491231002X")."""
+    every personal column (:class:`_Plan`), every other text column in which an ID or phone
+    number appears inside the text ("患者身份证11010519491231002X"), and every other text
+    column that names what one of those identifies (:func:`_aliases`)."""
     if mode != "pseudonymized":
         return {}
     targets = {c: plan.personal[c] for c in columns if c in plan.personal}
@@ -599,8 +603,33 @@ def _pseudonymized(
                     for c in text
                 ) + f" FROM {rel}"
             ).fetchone()
-        targets |= {c: None for c, n in zip(text, counts or (), strict=False) if n}
+            targets |= {c: None for c, n in zip(text, counts or (), strict=False) if n}
+            targets |= dict.fromkeys(
+                _aliases(con, rel, [c for c in text if c not in targets], list(targets)))
     return targets
+
+
+def _aliases(con: Any, rel: str, text: list[str], identifiers: list[str]) -> list[str]:
+    """The text columns that stand for an identifier: each of their values goes with exactly
+    one value of an identifier column (over at least :data:`ALIAS_MIN` values) — a company's
+    name beside its pseudonymized tax number, a patient's name beside the record number.
+    Left in clear, such a column maps every pseudonym back to whom it stands for."""
+    pairs = [(c, t) for c in text for t in identifiers]
+    if not pairs:
+        return []
+    both = "{c} IS NOT NULL AND {t} IS NOT NULL"
+    row = con.execute("SELECT " + ", ".join(
+        f"count(DISTINCT {quote(c)}) FILTER (WHERE {both.format(c=quote(c), t=quote(t))}), "
+        f"count(DISTINCT row({quote(c)}, {quote(t)})) "
+        f"FILTER (WHERE {both.format(c=quote(c), t=quote(t))})"
+        for c, t in pairs
+    ) + f" FROM {rel}").fetchone() or ()
+    found = []
+    for i, (c, _) in enumerate(pairs):
+        values, combinations = int(row[2 * i] or 0), int(row[2 * i + 1] or 0)
+        if values >= ALIAS_MIN and combinations == values and c not in found:
+            found.append(c)
+    return found
 
 
 def _write_extract(
