@@ -175,3 +175,19 @@ def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> N
     first, second = printed.getvalue().split("result sha256 00")[:2]
     assert "noisy count reaches 84: none did" in first
     assert "noisy count reaches 84" in second and "none did" not in second
+
+
+@pytest.mark.parametrize(("keys", "says"), [
+    (("--peer-key", "tax-bureau"), "is not PEER=COLUMN"),
+    (("--peer-key", "grid=code:uscc"), "names grid, which no --with names"),
+    (("--peer-key", "tax-bureau=a", "--peer-key", "tax-bureau=b"), "names tax-bureau twice"),
+])
+def test_a_psi_peer_key_is_checked_before_any_peer_is_called(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any],
+    keys: tuple[str, ...], says: str,
+) -> None:
+    node, _ = make_node("bank")
+    result = cli("--node", node.root, "psi", "--agreement", "urn:uuid:none", "--with",
+                 "tax-bureau", "--on", "credit_code:uscc", "--dataset", "d", *keys)
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert json.loads(cli("--node", node.root, "job", "list", "--json").stdout) == []

@@ -231,6 +231,8 @@ def test_psi_across_three_nodes_finds_exactly_the_intersection(psi_space: Any) -
             agreements[GRID],
             "--with",
             GRID,
+            "--peer-key",  # the grid names it as the bank does: the option travels all the same
+            f"{GRID}={KEY}",
             "--on",
             KEY,
             "--dataset",

@@ -168,6 +168,23 @@ def test_an_aborted_participant_is_metered_with_what_it_did(tax: Any) -> None:
     assert line["bytes_out"] > 0 and Decimal(line["amount"]) == 0  # its answer to hello
 
 
+def test_a_psi_revealing_more_than_the_agreement_allows_is_told_to_ask_for_the_size(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """A psi-only offer releases the intersection's size by default; the CLI's default
+    reveals matched rows, and the refusal ("output lteq 'aggregate-only'") never said what
+    to do."""
+    node, _ = make_node("tax-bureau")
+    agreement = _psi_agreement(node, tmp_path, output="aggregate-only")
+    with pytest.raises(PolicyDenied) as denied:
+        mp_party.handle_step(node, "bank", _open(agreement, "job-psi-reveal-me-01"))
+    assert "`--reveal size`" in (denied.value.hint or "")
+    assert "tax-bureau's whose output allows pseudonymized" in (denied.value.hint or "")
+    mp_party.handle_step(node, "bank", _open(agreement, "job-psi-reveal-size1", mode="size"))
+    assert multiparty.get_job(node, "job-psi-reveal-size1")["state"] == "RUNNING"
+    mp_party.handle_abort(node, "bank", "job-psi-reveal-size1", "test over")
+
+
 def test_a_job_is_retried_once_and_a_retry_that_could_not_start_gives_its_claim_back(
     tax: Any
 ) -> None:

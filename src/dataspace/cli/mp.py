@@ -79,6 +79,11 @@ def psi(
     ),
     with_: list[str] = typer.Option(None, "--with", help="The participant of each --agreement."),
     on: str = typer.Option(..., "--on", help="Key column(s): 'credit_code:uscc' or 'a:text,b'."),
+    peer_key: list[str] = typer.Option(
+        None, "--peer-key",
+        help="PEER=COLUMN(S): the key as that participant names it, when not as --on does "
+        "(e.g. tax-bureau=纳税人识别号:uscc; repeat per participant).",
+    ),
     dataset: str = typer.Option(..., "--dataset", help="Your dataset holding the key."),
     reveal: str = typer.Option("me", "--reveal", help="me | both | size | align (3+: me)."),
     engine: str = typer.Option(
@@ -93,6 +98,7 @@ def psi(
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}")
     check_out(out, (".csv", ".parquet"))
+    peer_keys = _peer_keys(peer_key or [], with_ or [])
     n = node(ctx)
     view = _run_with_bar(
         "PSI",
@@ -100,6 +106,7 @@ def psi(
             n,
             agreements=agreement,
             peers=with_ or None,
+            peer_keys=peer_keys or None,
             dataset=dataset,
             key=on,
             mode=reveal,
@@ -126,6 +133,24 @@ def psi(
         )
     if out is not None:
         console.print(f"wrote the intersecting keys to {escape(str(out))}")
+
+
+def _peer_keys(values: list[str], peers: list[str]) -> dict[str, str]:
+    """``--peer-key PEER=SPEC`` options as a dict; each PEER once, and among ``--with``."""
+    keys: dict[str, str] = {}
+    for value in values:
+        peer, sep, spec = value.partition("=")
+        peer, spec = peer.strip(), spec.strip()
+        if not sep or not peer or not spec:
+            raise UsageError(f"--peer-key {value!r} is not PEER=COLUMN",
+                             hint="e.g. --peer-key tax-bureau=纳税人识别号:uscc")
+        if peer in keys:
+            raise UsageError(f"--peer-key names {peer} twice")
+        if peers and peer not in peers:
+            raise UsageError(f"--peer-key names {peer}, which no --with names",
+                             hint="participants: " + ", ".join(peers))
+        keys[peer] = spec
+    return keys
 
 
 def aggregate(

@@ -844,10 +844,12 @@ def _decide(
         return jobs._single_reason("agreement", f"the agreement is {state}, not FINALIZED")
     missing = [c for c in fields if c not in dataset.columns]
     if missing:
+        key = (f"; a key it names otherwise is given with --peer-key {node.name}=COLUMN"
+               if s.kind == ms.PSI else "")
         raise UsageError(
             f"dataset {dataset.name} on {node.name} has no column(s) {missing}",
             # not the column list: an agreement limited to some fields must not reveal the rest
-            hint="ask the provider which columns its offer covers",
+            hint="ask the provider which columns its offer covers" + key,
         )
     request = Request(
         action=s.kind,
@@ -876,7 +878,15 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     engine = str(header.get("engine") or "dh")
     mp_rr22.check_engine(engine, mode)  # refused before admission: nothing is counted
     s.key_columns = [c.name for c in spec.columns]
-    dataset, decision = _check(node, s, header, s.key_columns, psi_output(mode))
+    try:
+        dataset, decision = _check(node, s, header, s.key_columns, psi_output(mode))
+    except PolicyDenied as exc:
+        if mode != "size" and any(r.left == "output" and not r.held
+                                  for r in exc.decision.reasons):
+            exc.hint = (f"the agreement lets {node.name} release only the intersection's "
+                        "size: ask for that (`--reveal size`), or for an offer of "
+                        f"{node.name}'s whose output allows pseudonymized")
+        raise
     enforcement = getattr(decision, "enforcement", None)
     max_peer = enforcement.max_peer_set if enforcement is not None else None
     if engine == "rr22":
