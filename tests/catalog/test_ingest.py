@@ -258,9 +258,10 @@ def test_numbers_a_double_would_change_stay_text(imported: Imported) -> None:
 
 
 def test_a_late_non_number_keeps_the_column_text(imported: Imported) -> None:
-    body = "".join(f"{i}\n" for i in range(5000)) + "n/a\n"
+    body = "".join(f"{i}\n" for i in range(5000)) + "about 7\n"  # ("n/a" is a missing value)
     _, result = imported("late.csv", "v\n" + body)
     assert types_of(result) == {"v": "VARCHAR"}
+    assert "the others include 'about 7'" in result.notes[0]
 
 
 def test_dates_in_other_spellings_stay_text_and_timestamps_are_typed(imported: Imported) -> None:
@@ -663,3 +664,47 @@ def test_duplicate_parquet_column_names_are_refused_not_renamed(
     with pytest.raises(UnreadableInput, match="duplicate column names"):
         import_file(src, tmp_path / "out.parquet", limits=limits)
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_missing_value_markers_are_missing_in_a_column_of_numbers(imported: Imported) -> None:
+    """One `N/A` among a thousand amounts made the column text without a word; a sum or a DP
+    bound on it was then refused as "VARCHAR, not numeric"."""
+    lines = ["id,amount,paid_on,flag,remark"]
+    for i in range(1000):
+        amount = ["N/A", "null", "NaN"][i % 3] if i % 250 == 7 else str(i * 1.5)
+        paid = "空" if i == 3 else f"2024-01-{i % 28 + 1:02d}"
+        lines.append(f"K{i},{amount},{paid},{'NA' if i == 5 else 'true'},{'NA' if i else 'x'}")
+    path, result = imported("markers.csv", "\n".join(lines) + "\n")
+    assert types_of(result) == {"id": "VARCHAR", "amount": "DOUBLE", "paid_on": "DATE",
+                                "flag": "BOOLEAN", "remark": "VARCHAR"}
+    rows = rows_of(path)
+    assert rows[7]["amount"] is None and rows[8]["amount"] == 12.0
+    assert rows[3]["paid_on"] is None and rows[5]["flag"] is None
+    assert rows[1]["remark"] == "NA"  # a text column keeps its text
+    assert [r["amount"] for r in rows].count(None) == 4  # NaN too: missing, not a NaN
+    assert result.notes == ("amount: 4 value(s) read as missing ('N/A', 'NaN', 'null')",
+                            "paid_on: 1 value(s) read as missing ('空')",
+                            "flag: 1 value(s) read as missing ('NA')")
+
+
+def test_a_column_of_numbers_kept_as_text_is_named_with_what_kept_it(
+    imported: Imported,
+) -> None:
+    lines = ["amount"] + [str(i) for i in range(999)] + ["about 5"]
+    _, result = imported("mostly.csv", "\n".join(lines) + "\n")
+    assert types_of(result) == {"amount": "VARCHAR"}
+    assert result.notes == ("amount: kept as text, though 999 of its 1,000 values are numbers "
+                            "(the others include 'about 5'); correct those and import again to "
+                            "compute on it",)
+
+
+def test_a_wide_file_of_such_columns_gets_twenty_notes_and_a_count_of_the_rest(
+    imported: Imported,
+) -> None:
+    """Each note is a scan of its own: a 200-column file must not scan 200 more times."""
+    header = ",".join(f"c{i}" for i in range(30))
+    body = "\n".join(",".join("N/A" if r == 1 else str(r * i) for i in range(30))
+                     for r in range(3))
+    _, result = imported("wide.csv", header + "\n" + body + "\n")
+    assert set(types_of(result).values()) == {"BIGINT"}
+    assert len(result.notes) == 21 and result.notes[-1] == "and 10 more column(s) like these"

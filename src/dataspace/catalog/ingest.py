@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,9 @@ _EXTENSIONS = {
 TYPE_RULE = """\
 A CSV column gets a type only if every non-empty value in the whole file fits it:
 BOOLEAN (true/false), BIGINT, DOUBLE, DATE (YYYY-MM-DD), TIMESTAMP (YYYY-MM-DD hh:mm[:ss]).
+Missing-value markers (N/A, NA, #N/A, NULL, None, NaN, -, --, —, 空, 无; any case) are missing
+values in such a column, and the import's notes say how many were read so. A column of
+numbers kept as text because of a few other values is named in the notes, with them.
 A column stays VARCHAR, whatever else it holds, if any value is an identifier-like digit
 string: a leading zero (00123), 11 or more digits, signed or not (phone, bank card, ID
 numbers, +8613812345678; also when a spreadsheet wrote them as 13812345678.0) or 17 digits
@@ -74,6 +78,14 @@ _DOUBLE_DIGITS = 15
 _COLUMNS_PER_SCAN = 32
 _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+#: what spreadsheets and exports write for "no value" (compared in lower case): in a column
+#: of numbers, dates or booleans otherwise they are missing values, not a reason for text
+MISSING = ("n/a", "na", "#n/a", "null", "none", "nan", "-", "--", "—", "空", "无")
+_MISSING_SQL = "(" + ", ".join("'" + m + "'" for m in MISSING) + ")"
+#: a column this share of whose values are numbers, yet kept as text, is named in a note
+_MOSTLY = 0.9
+_NOTES_MAX = 20  # notes of an import (a wide file of such columns gets a count of the rest)
+_MARKED = "+missing"  # suffix of an inferred type: the column holds missing-value markers
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,9 @@ class ImportResult:
     bytes: int
     sha256: str
     delimiter: str | None = None
+    #: what the import decided that the provider should know (values read as missing, a
+    #: column of numbers kept as text because of one value)
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +116,7 @@ class ImportResult:
             "delimiter": self.delimiter,
             "bytes": self.bytes,
             "sha256": self.sha256,
+            "notes": list(self.notes),
         }
 
 
@@ -126,8 +142,10 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
         with _connect(limits, work, source) as con:
             encoding: str | None
             delimiter: str | None
+            notes: list[str] = []
             if fmt in ("csv", "tsv"):
-                encoding, delimiter = _import_csv(con, src, source, out, work, fmt, limits)
+                encoding, delimiter = _import_csv(con, src, source, out, work, fmt, limits,
+                                                  notes)
             elif fmt == "jsonl":
                 encoding, delimiter = _import_jsonl(con, src, source, out, work, limits), None
             else:
@@ -149,7 +167,7 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
         raise _os_error(src, dest, exc) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ImportResult(rows, columns, fmt, encoding, size, digest, delimiter)
+    return ImportResult(rows, columns, fmt, encoding, size, digest, delimiter, tuple(notes))
 
 
 def _os_error(src: Path, dest: Path, exc: OSError) -> DataspaceError:
@@ -294,6 +312,7 @@ def _import_csv(
     work: Path,
     fmt: str,
     limits: Limits,
+    notes: list[str],
 ) -> tuple[str, str]:
     prefix, complete = enc.read_prefix(source, int(limits.sniff_bytes))
     if not prefix.strip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").strip():
@@ -315,7 +334,7 @@ def _import_csv(
         f"null_padding=false)"
     )
     try:
-        types = _infer_types(con, reader, names)
+        types = _infer_types(con, reader, names, notes)
         if types is None:
             raise enc.fail(
                 src, "no data rows (only a header)", "add rows below the header and import again"
@@ -330,25 +349,30 @@ def _import_csv(
     return encoding, dialect.delimiter
 
 
-def _infer_types(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) -> list[str] | None:
+def _infer_types(
+    con: duckdb.DuckDBPyConnection, reader: str, names: list[str], notes: list[str]
+) -> list[str] | None:
     """Each column's type from its values; ``None`` for no rows. A few columns a scan: one
     query over all of a 400-column file took half a minute (its plan grows faster than its
-    width)."""
+    width). What a provider should know of the decisions is added to ``notes``."""
     types: list[str] = []
     for start in range(0, max(len(names), 1), _COLUMNS_PER_SCAN):
-        chunk = _infer_chunk(con, reader, names[start : start + _COLUMNS_PER_SCAN])
+        chunk = _infer_chunk(con, reader, names[start : start + _COLUMNS_PER_SCAN], notes)
         if chunk is None:
             return None
         types += chunk
     return types
 
 
-def _infer_chunk(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) -> list[str] | None:
+def _infer_chunk(
+    con: duckdb.DuckDBPyConnection, reader: str, names: list[str], notes: list[str]
+) -> list[str] | None:
     parts = ["count(*)"]
     for name in names:
         v = f"trim({quote(name)})"
         parts += [
-            f"count({quote(name)})",
+            f"count({quote(name)}) - count(*) FILTER (WHERE lower({v}) IN {_MISSING_SQL})",
+            f"count(*) FILTER (WHERE lower({v}) IN {_MISSING_SQL})",
             f"count(*) FILTER (WHERE lower({v}) IN ('true', 'false'))",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INT}') "
             f"AND try_cast({v} AS BIGINT) IS NOT NULL)",
@@ -364,8 +388,9 @@ def _infer_chunk(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) 
     if row is None or row[0] == 0:
         return None
     types: list[str] = []
-    for i in range(len(names)):
-        n, boolean, integer, number, date, ts, ident = row[1 + 7 * i : 8 + 7 * i]
+    for i, name in enumerate(names):
+        # n: the values that are not missing-value markers; missing: the markers
+        n, missing, boolean, integer, number, date, ts, ident = row[1 + 8 * i : 9 + 8 * i]
         if n == 0:
             types.append("VARCHAR")
         elif boolean == n:
@@ -382,7 +407,46 @@ def _infer_chunk(con: duckdb.DuckDBPyConnection, reader: str, names: list[str]) 
             types.append("TIMESTAMP")
         else:
             types.append("VARCHAR")
+            if not ident and number >= _MOSTLY * (n + missing):
+                _note(notes, partial(_kept_as_text, con, reader, name, number, n + missing))
+            continue
+        if missing:
+            _note(notes, partial(_read_as_missing, con, reader, name, missing))
+            types[-1] += _MARKED  # cast with its markers read as missing
     return types
+
+
+def _note(notes: list[str], make: Callable[[], str]) -> None:
+    """Add a note, each a scan of its own: past :data:`_NOTES_MAX`, only counted in the last."""
+    if len(notes) < _NOTES_MAX:
+        notes.append(make())
+        return
+    more = int(notes[-1].split()[1]) + 1 if len(notes) > _NOTES_MAX else 1
+    del notes[_NOTES_MAX:]
+    notes.append(f"and {more} more column(s) like these")
+
+
+def _read_as_missing(con: duckdb.DuckDBPyConnection, reader: str, name: str, count: int) -> str:
+    v = f"trim({quote(name)})"
+    seen = [str(r[0]) for r in con.execute(
+        f"SELECT DISTINCT {v} FROM {reader} WHERE lower({v}) IN {_MISSING_SQL} ORDER BY 1 "
+        "LIMIT 3").fetchall()]
+    return (f"{name}: {count:,} value(s) read as missing ("
+            + ", ".join(repr(x) for x in seen) + ")")
+
+
+def _kept_as_text(
+    con: duckdb.DuckDBPyConnection, reader: str, name: str, numbers: int, values: int
+) -> str:
+    """Which values made a column of numbers text (a few, in order)."""
+    v = f"trim({quote(name)})"
+    others = [str(r[0]) for r in con.execute(
+        f"SELECT DISTINCT {v} FROM {reader} WHERE {v} IS NOT NULL "
+        f"AND NOT (regexp_full_match({v}, '{_NUM}') AND isfinite(try_cast({v} AS DOUBLE))) "
+        f"AND lower({v}) NOT IN {_MISSING_SQL} ORDER BY 1 LIMIT 3").fetchall()]
+    return (f"{name}: kept as text, though {numbers:,} of its {values:,} values are numbers "
+            f"(the others include {', '.join(repr(x) for x in others)}); correct those and "
+            "import again to compute on it")
 
 
 def _reads_back(v: str) -> str:
@@ -400,9 +464,17 @@ def _cast(name: str, type_: str) -> str:
     col = quote(name)
     if type_ == "VARCHAR":
         return col
+    cast = "CAST"
+    if type_.endswith(_MARKED):
+        # every other value of the column passed this cast when its type was inferred, so
+        # only the markers come out NULL (a CASE over the markers ran a 200-column import out
+        # of memory)
+        type_, cast = type_.removesuffix(_MARKED), "try_cast"
     if type_ == "BOOLEAN":
-        return f"CAST(lower(trim({col})) AS BOOLEAN) AS {col}"
-    return f"CAST(trim({col}) AS {type_}) AS {col}"
+        return f"{cast}(lower(trim({col})) AS BOOLEAN) AS {col}"
+    if type_ == "DOUBLE" and cast == "try_cast":  # 'NaN' would cast to a NaN, not to NULL
+        return f"try_cast(nullif(lower(trim({col})), 'nan') AS DOUBLE) AS {col}"
+    return f"{cast}(trim({col}) AS {type_}) AS {col}"
 
 
 # --- JSON Lines ---------------------------------------------------------------------------

@@ -57,6 +57,8 @@ def add(
         print_json(view)
         return
     _print_view(view)
+    for note in view.get("import_notes") or []:
+        console.print(f"note: {escape(note)}", style="yellow")
 
 
 @app.command("list")

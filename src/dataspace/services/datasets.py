@@ -115,7 +115,9 @@ def add(
             session.flush()  # a concurrent add of the same name fails here, before the ledger entry
             log.append(session, actor=actor, action="dataset.added", payload=_ledger_payload(row))
     os.replace(staged, final)
-    return _view(row)
+    # what the import decided that the provider should know: values read as missing, a
+    # column of numbers kept as text
+    return {**_view(row), "import_notes": list(imported.notes)}
 
 
 def recover_set_aside(node: Node) -> list[str]:
