@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,19 @@ def test_template_offer_is_bound_to_the_dataset_and_logged(tax: Node) -> None:
     assert view["price"] == {"currency": "CNY", "per_job": "100 CNY"}
     assert "offer.created" in _actions(tax)
     assert [o["id"] for o in offers.list_offers(tax)] == [view["id"]]
+
+
+@pytest.mark.parametrize(("written", "shown"), [("1e3 CNY", "1000"), ("1E-7 CNY", "0.0000001")])
+def test_a_price_in_exponent_form_is_shown_as_people_write_it(
+    tax: Node, written: str, shown: str
+) -> None:
+    """`--price "1e3 CNY"` was shown as 1E+3 CNY in the offer, the catalog's policy and
+    the agreement."""
+    view = offers.create(tax, "tax-records", actor="t", template="aggregate-only",
+                         params={"purposes": "finance"}, price=written)
+    assert view["price"]["per_job"] == f"{shown} CNY"
+    duty = view["policy"]["permission"][0]["duty"][0]["constraint"][0]
+    assert duty["rightOperand"] == shown and "E" not in json.dumps(view["price"])
 
 
 def test_policy_file_offer(tax: Node) -> None:

@@ -29,7 +29,13 @@ class Price:
         return cls(money_amount(parts[0]), currency_code(parts[1]))
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.currency}"
+        return f"{self.plain_amount} {self.currency}"
+
+    @property
+    def plain_amount(self) -> str:
+        """The amount as people write it: '1000' for 1e3 and '0.0000001' for 1E-7, never
+        exponent form (which offers, catalogs and agreements would otherwise show)."""
+        return format(self.amount, "f")
 
 
 MAX_AMOUNT = Decimal(10) ** 15  # more than any one job costs; keeps sums exact at 28 digits

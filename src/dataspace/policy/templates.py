@@ -127,7 +127,7 @@ def _offer(p: Mapping[str, Any], action: str, specific: list[Constraint]) -> Pol
     duties: tuple[Rule, ...] = ()
     if p.get("price"):
         price: Price = p["price"]
-        duties = (Rule("compensate", (_c("price", Operator.EQ, str(price.amount),
+        duties = (Rule("compensate", (_c("price", Operator.EQ, price.plain_amount,
                                          price.currency),)),)
     return Policy(
         uid=p.get("uid"),

@@ -421,7 +421,7 @@ def create(
         terms: dict[str, Any] | None = (
             None
             if money is None
-            else {"currency": money.currency, "per_job": f"{money.amount} {money.currency}"}
+            else {"currency": money.currency, "per_job": str(money)}
         )
         if contribution_share:
             if not any(p.action == "federated-train" for p in bound.permissions):
