@@ -191,3 +191,19 @@ def test_a_psi_peer_key_is_checked_before_any_peer_is_called(
                  "tax-bureau", "--on", "credit_code:uscc", "--dataset", "d", *keys)
     assert result.exit_code == 2 and says in result.stderr, result.stderr
     assert json.loads(cli("--node", node.root, "job", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    (("job", "list", "--state", "BOGUS"), "no job has the state 'BOGUS'"),
+    (("job", "list", "--role", "nobody"), "no job has the role 'nobody'"),
+    (("transfer", "list", "--role", "nobody"), "no transfer has the role 'nobody'"),
+])
+def test_a_filter_no_row_can_match_is_refused_not_listed_as_empty(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any],
+    command: tuple[str, ...], says: str,
+) -> None:
+    node, _ = make_node("bank")
+    result = cli("--node", node.root, *command)
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert cli("--node", node.root, "job", "list", "--role", "initiator", "--state",
+               "running", "--json").stdout.strip() == "[]"  # real ones: an empty list

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 import pytest
 import typer
@@ -101,9 +102,16 @@ def test_bill_draft_then_issue(metered: Node) -> None:
 
 
 def test_a_draft_that_matches_no_unbilled_usage_says_so(metered: Node) -> None:
-    code, out, _ = run(metered, "bill", "--agreement", "agr-typo")
-    assert code == 0
-    assert "no unbilled usage matches these filters" in out
+    """A mistyped agreement read as "nothing to bill" (exit 0), like an agreement with no
+    usage yet; it is now told apart."""
+    from dataspace.errors import NotFound
+
+    with pytest.raises(NotFound, match="no agreement 'agr-typo' on this node"):
+        run(metered, "bill", "--agreement", "agr-typo")
+    with pytest.raises(NotFound, match="no agreement 'agr-typo' on this node"):
+        run(metered, "--agreement", "agr-typo", target=usage_app)
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2025-01")
+    assert code == 0 and "no unbilled usage matches these filters" in out  # none that month
     assert "several consumers" not in out and "sha256" not in out
     assert run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11", "--issue")[0] == 0
     code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11")
@@ -173,3 +181,28 @@ def test_bad_period_on_the_command_line(metered: Node) -> None:
         assert "YYYY-MM" in str(exc)
     else:
         raise AssertionError("a bad period must fail")
+
+
+def test_a_consumer_asking_for_its_own_agreements_bill_is_sent_to_the_provider(
+    make_node: Any, tmp_path: Any
+) -> None:
+    from dataspace.errors import NotFound
+    from dataspace.policy import from_template
+    from dataspace.services import datasets
+    from dataspace.services import usage as service
+    from helpers.agreements import make_agreement
+
+    tax, _ = make_node("tax-bureau")
+    bank, _ = make_node("bank")
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("k,v\n" + "".join(f"{i},{i}\n" for i in range(20)), encoding="utf-8")
+    dataset = datasets.add(tax, csv_path, name="t", actor="t")["id"]
+    agreement = make_agreement(tax, "bank", consumer=bank, dataset_id=dataset,
+                               purpose="credit-risk",
+                               offer=from_template("aggregate-only", purposes=["finance"]))
+    for call in (lambda: service.bill(bank, agreement_id=agreement),
+                 lambda: service.list_usage(bank, agreement_id=agreement)):
+        with pytest.raises(NotFound, match="this node is the consumer") as told:
+            call()
+        assert "ask tax-bureau for the usage and the bill" in (told.value.hint or "")
+    assert service.list_usage(tax, agreement_id=agreement) == []  # the provider: none yet

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dataspace.errors import Conflict, UsageError
+from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, issue_bill, parse_period, record_usage, statement
 from dataspace.services import usage as service
@@ -160,7 +160,9 @@ def test_statement_filters_by_agreement_and_consumer(metered: Node) -> None:
     assert [t["amount_exact"] for t in agr1["totals"]] == ["31.217251"]
     bank = service.statement(metered, consumer="bank-a", period="2026-11")
     assert sorted(_totals(bank)) == ["agr-1", "agr-3"]
-    assert service.list_usage(metered, agreement_id="nope") == []
+    assert service.list_usage(metered, agreement_id="agr-1", period="2025-01") == []
+    with pytest.raises(NotFound, match="no agreement 'nope' on this node"):  # a typo
+        service.list_usage(metered, agreement_id="nope")
 
 
 def test_lines_add_up_exactly_to_the_unrounded_totals(metered: Node) -> None:

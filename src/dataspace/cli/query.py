@@ -148,8 +148,9 @@ def print_meta(meta: dict[str, Any]) -> None:
 def list_(
     ctx: typer.Context,
     agreement: str = typer.Option(None, "--agreement", help="Only this agreement's jobs."),
-    role: str = typer.Option(None, "--role", help="provider or consumer."),
-    state: str = typer.Option(None, "--state", help="RUNNING, SUCCEEDED, DENIED or FAILED."),
+    role: str = typer.Option(None, "--role", help="provider, consumer, initiator or dealer."),
+    state: str = typer.Option(
+        None, "--state", help="QUEUED, RUNNING, SUCCEEDED, DENIED or FAILED."),
     as_json: bool = JsonOption,
 ) -> None:
     """Jobs on this node, newest first."""

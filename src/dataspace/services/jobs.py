@@ -38,7 +38,7 @@ from dataspace.compute.errors import QueryRefused
 from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
-from dataspace.errors import Conflict, DataspaceError, NotFound
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
 from dataspace.policy import Decision, Policy, PolicyDenied, Request, evaluate
 from dataspace.privacy import DpSpec, ensure_budget, run_dp_query
 from dataspace.privacy.dp_query import delta_spent
@@ -479,6 +479,12 @@ def job_view(row: JobRow) -> dict[str, Any]:
     }
 
 
+#: what a job row's role and state can be: a governed query's two sides, a multi-party job's
+#: initiator (its participants are providers) and a training's dealer
+JOB_ROLES = ("provider", "consumer", "initiator", "dealer")
+JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, DENIED, FAILED)
+
+
 def list_jobs(
     node: Node,
     *,
@@ -487,7 +493,13 @@ def list_jobs(
     state: str | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """Jobs on this node, newest first (interrupted provider jobs are failed first)."""
+    """Jobs on this node, newest first (interrupted provider jobs are failed first). A role
+    or state no job can have is refused (it would only ever list nothing)."""
+    if role and role not in JOB_ROLES:
+        raise UsageError(f"no job has the role {role!r}", hint="roles: " + ", ".join(JOB_ROLES))
+    if state and state.upper() not in JOB_STATES:
+        raise UsageError(f"no job has the state {state!r}",
+                         hint="states: " + ", ".join(JOB_STATES))
     sweep_stale(node)
     stmt = select(JobRow).order_by(JobRow.created_at.desc()).limit(max(1, min(limit, 1000)))
     if agreement_id:

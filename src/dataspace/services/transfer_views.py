@@ -60,7 +60,14 @@ def list_transfers(
     state: str | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """Transfers on this node, newest first."""
+    """Transfers on this node, newest first. A role or state no transfer can have is
+    refused (it would only ever list nothing)."""
+    if role and role not in ("provider", "consumer"):
+        raise UsageError(f"no transfer has the role {role!r}", hint="roles: provider, consumer")
+    states = [str(s.value) for s in tp.TransferState]
+    if state and state.upper() not in states:
+        raise UsageError(f"no transfer has the state {state!r}",
+                         hint="states: " + ", ".join(states))
     stmt = (
         select(TransferProcessRow)
         .order_by(TransferProcessRow.created_at.desc())

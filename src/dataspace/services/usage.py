@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataspace.errors import UsageError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.errors import NotFound, UsageError
 from dataspace.metering import (
     PriceTerms,
     Statement,
@@ -24,6 +27,8 @@ from dataspace.metering import reconcile as _reconcile
 from dataspace.metering import statement as _statement
 from dataspace.metering.statements import carry_of, select_usage, unbilled
 from dataspace.services.node import Node, default_actor
+from dataspace.store.models_contracts import ContractAgreementRow
+from dataspace.store.models_metering import UsageRecord
 
 __all__ = ["bill", "list_usage", "reconcile", "record", "statement"]
 
@@ -48,14 +53,40 @@ def list_usage(
         parse_period(period)
     with node.store.read() as session:
         rows = select_usage(session, agreement_id=agreement_id, period=period, consumer=consumer)
+        if not rows:
+            _explain_none(node, session, agreement_id)
         return [record_view(r) for r in rows]
+
+
+def _explain_none(node: Node, session: Session, agreement_id: str | None) -> None:
+    """Nothing matched a filter naming an agreement: say why when it is not "no usage yet" —
+    an id no agreement and no usage of this node has (a typo), or an agreement in which this
+    node is the consumer (its provider meters the jobs and bills them)."""
+    if agreement_id is None:
+        return
+    if session.scalars(select(UsageRecord.id).where(UsageRecord.agreement_id == agreement_id)
+                       .limit(1)).first() is not None:
+        return  # the agreement has usage, outside the other filters
+    agreement = session.get(ContractAgreementRow, agreement_id)
+    if agreement is None:
+        raise NotFound(f"no agreement {agreement_id!r} on this node",
+                       hint="`dataspace contract list` shows this node's agreements")
+    if agreement.consumer == node.name:
+        raise NotFound(
+            f"this node is the consumer in agreement {agreement_id}: its provider "
+            f"{agreement.provider} meters the jobs run under it and issues the bills",
+            hint=f"ask {agreement.provider} for the usage and the bill",
+        )
 
 
 def _statement_obj(
     node: Node, agreement_id: str | None, period: str | None, consumer: str | None
 ) -> Statement:
     with node.store.read() as session:
-        return _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
+        st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
+        if not st.lines:
+            _explain_none(node, session, agreement_id)
+        return st
 
 
 def statement(
@@ -87,10 +118,14 @@ def bill(
     if issue:
         with node.store.write() as session:
             st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
+            if not st.lines:
+                _explain_none(node, session, agreement_id)
             return issue_bill(session, st, actor=actor or default_actor()).to_dict()
     # The draft shows what issuing would bill: its reads must see one state (see reconcile).
     with node.store.snapshot() as session:
         st = _statement(session, agreement_id=agreement_id, period=period, consumer=consumer)
+        if not st.lines:
+            _explain_none(node, session, agreement_id)
         draft, _billed = unbilled(session, st)
         draft.carried = carry_of(session, draft)
     return bill_for(draft).to_dict()

@@ -55,7 +55,7 @@ def post_query(
 @router.get("", summary="Jobs on this node (as provider and as consumer), newest first")
 def get_jobs(
     agreement: str | None = Query(None, description="only this agreement's jobs"),
-    role: str | None = Query(None, pattern="^(provider|consumer)$"),
+    role: str | None = Query(None, pattern="^(provider|consumer|initiator|dealer)$"),
     state: str | None = Query(None, description="RUNNING, SUCCEEDED, DENIED or FAILED"),
     limit: int = Query(200, ge=1, le=1000),
     node: Node = Depends(get_node),
