@@ -431,3 +431,16 @@ def test_a_comment_after_the_closing_semicolon_is_not_a_second_statement(
 ) -> None:
     checked = check_query("SELECT count(*) AS n FROM people; -- all of them", policy)
     assert checked.output_columns == ("n",)
+
+
+@pytest.mark.parametrize("table", ["sme-loans", "税务-2024"])
+def test_a_dataset_name_sql_reads_as_a_subtraction_is_shown_quoted(
+    make_policy: Callable[..., SqlPolicy], table: str
+) -> None:
+    """The README's own `sme-loans` written bare gave "Unexpected token. Line 1, Col: 35"
+    and nothing more."""
+    policy = make_policy(table=table)
+    with pytest.raises(QueryRefused) as refused:
+        check_query(f"SELECT count(*) FROM {table}", policy)
+    assert refused.value.hint == f'write the dataset\'s name in double quotes: FROM "{table}"'
+    assert check_query(f'SELECT count(*) FROM "{table}"', policy).table == table

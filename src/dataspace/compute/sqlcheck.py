@@ -158,7 +158,8 @@ class _Checker(NodeChecker):
                 raise refuse(f"the SQL is not a statement: it starts with '{tokens[0].text}', "
                              "not SELECT", hint=f"send one SELECT over '{self.policy.table}'",
                              ) from None
-            raise refuse(f"the SQL could not be parsed: {_parse_problem(exc)}") from None
+            raise refuse(f"the SQL could not be parsed: {_parse_problem(exc)}",
+                         hint=_unquoted_name(self.sql, self.policy.table)) from None
         if len(statements) != 1:
             raise refuse(f"exactly one statement is allowed, got {len(statements)}")
         tree = statements[0]
@@ -522,6 +523,14 @@ def _check_size(tree: exp.Expr) -> None:
 
 def _key_name(key: exp.Expr) -> str:
     return key.name if isinstance(key, exp.Column) else key.sql(dialect=DIALECT)
+
+
+def _unquoted_name(sql: str, table: str) -> str | None:
+    """A hint when the dataset's name is not a plain SQL name (``sme-loans``, ``税务-2024``)
+    and the query writes it without double quotes: SQL reads ``sme-loans`` as a subtraction."""
+    if re.fullmatch(r"[^\W\d]\w*", table) or f'"{table}"' in sql or table not in sql:
+        return None
+    return f'write the dataset\'s name in double quotes: FROM "{table}"'
 
 
 def _parse_problem(exc: Exception) -> str:
