@@ -217,6 +217,20 @@ def test_a_page_past_the_end_of_the_log_is_empty(cli, tmp_path: Path) -> None:
     result = cli(*node, "ledger", "log", "--start", str(2**63), "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == []
+    result = cli(*node, "ledger", "log", "--start", "100000")  # a person is told why
+    assert result.exit_code == 2 and "is past its end" in result.stderr, result.stderr
+
+
+def test_a_log_longer_than_one_page_says_where_the_rest_is(cli, tmp_path: Path) -> None:
+    """Only the oldest 50 entries were shown, with no word that more existed."""
+    node = _node(cli, tmp_path)
+    size = len(json.loads(cli(*node, "ledger", "log", "--limit", "1000", "--json").stdout))
+    assert size > 2
+    shown = cli(*node, "ledger", "log", "--limit", "2").stdout
+    assert f"entries 0 to 1 of {size}; the next: --start 2; the newest: --start {size - 2}" \
+        in " ".join(shown.split())
+    tail = cli(*node, "ledger", "log", "--start", str(size - 2), "--limit", "2").stdout
+    assert "the next" not in tail and f"entries {size - 2} to {size - 1} of {size}" in tail
 
 
 def test_verify_proof_arguments_that_are_wrong_are_usage_errors(cli, tmp_path: Path) -> None:

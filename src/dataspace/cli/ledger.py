@@ -38,8 +38,16 @@ def log(
     limit: int = typer.Option(50, "--limit", help="Most entries to show."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List ledger entries."""
-    rows = ledger.entries(node(ctx), start, limit)
+    """List ledger entries, oldest first from --start."""
+    n = node(ctx)
+    size = ledger.size(n)
+    if start < 0 or limit < 1:
+        raise UsageError("--start must be 0 or more and --limit 1 or more")
+    if start >= size and size and not as_json:  # (as JSON, a page past the end is [])
+        raise UsageError(f"the ledger has {size:,} entries (0 to {size - 1:,}): --start "
+                         f"{start:,} is past its end",
+                         hint=f"the newest: --start {max(0, size - limit)}")
+    rows = ledger.entries(n, start, limit)
     if as_json:
         print_json(rows)
         return
@@ -59,6 +67,11 @@ def log(
             ],
         )
     )
+    if rows and (start > 0 or start + len(rows) < size):  # say that there is more, and where
+        last = start + len(rows) - 1
+        more = f"; the next: --start {last + 1}" if last + 1 < size else ""
+        console.print(f"entries {start:,} to {last:,} of {size:,}{more}; the newest: --start "
+                      f"{max(0, size - limit)}", style="dim")
 
 
 @app.command("checkpoint")
