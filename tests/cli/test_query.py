@@ -177,6 +177,28 @@ def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> N
     assert "noisy count reaches 84" in second and "none did" not in second
 
 
+def test_an_empty_governed_answer_says_what_the_agreement_withholds() -> None:
+    """"0 rows · price 2.5 CNY" and nothing else: the groups below k were withheld, and the
+    consumer read it as "no such rows"."""
+    import io
+
+    from dataspace.cli import common
+    from dataspace.cli.query import print_meta
+
+    meta = {"job_id": "j", "action": "governed-query", "rows": 0, "min_group_size": 10,
+            "price": {"amount": "2.5", "currency": "CNY"}, "result_sha256": "00"}
+    printed = io.StringIO()
+    original, common.console.file = common.console.file, printed
+    try:
+        print_meta(meta)
+        print_meta({**meta, "rows": 3})
+    finally:
+        common.console.file = original
+    first, second = printed.getvalue().split("result sha256 00")[:2]
+    assert "no group reached the agreement's minimum of 10 rows" in " ".join(first.split())
+    assert "minimum" not in second
+
+
 @pytest.mark.parametrize(("keys", "says"), [
     (("--peer-key", "tax-bureau"), "is not PEER=COLUMN"),
     (("--peer-key", "grid=code:uscc"), "names grid, which no --with names"),

@@ -138,6 +138,11 @@ def print_meta(meta: dict[str, Any]) -> None:
             line += (": none did (fewer, larger groups or an offer with more ε per query "
                      "lower the bar; the threshold follows from ε, δ and the offer alone)")
         console.print(escape(line))
+    k = int(meta.get("min_group_size") or 1)
+    if meta.get("action") == "governed-query" and not meta.get("rows") and k > 1:
+        # an empty answer is not "no such rows": say what the agreement withholds
+        console.print(escape(f"no group reached the agreement's minimum of {k} rows: groups "
+                             "(and counts) over fewer rows are withheld"))
     if meta.get("action") == "dp-query" and meta.get("contributor_column"):
         console.print(escape(f"at most {meta.get('max_contributions')} rows per "
                              f"{meta['contributor_column']} counted"))  # fmt: skip
