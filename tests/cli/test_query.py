@@ -229,3 +229,25 @@ def test_a_filter_no_row_can_match_is_refused_not_listed_as_empty(
     assert result.exit_code == 2 and says in result.stderr, result.stderr
     assert cli("--node", node.root, "job", "list", "--role", "initiator", "--state",
                "running", "--json").stdout.strip() == "[]"  # real ones: an empty list
+
+
+@pytest.mark.parametrize("command", [
+    ("query", "--agreement", "urn:uuid:none", "SELECT 1"),
+    ("psi", "--agreement", "urn:uuid:none", "--on", "id", "--dataset", "d"),
+    ("transfer", "request", "--agreement", "urn:uuid:none", "--mode", "raw"),
+    ("predict", "--model", "m", "--rows", "j"),
+])
+def test_an_out_file_that_exists_is_replaced_only_with_force(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any], tmp_path,
+    command: tuple[str, ...],
+) -> None:
+    """--out overwrote an earlier answer — paid for, perhaps with privacy budget — without a
+    word."""
+    node, _ = make_node("bank")
+    kept = tmp_path / "earlier.parquet"
+    kept.write_bytes(b"an earlier answer")
+    result = cli("--node", node.root, *command, "--out", kept)
+    assert result.exit_code == 2 and "exists" in result.stderr and "--force" in result.stderr
+    assert kept.read_bytes() == b"an earlier answer"
+    forced = cli("--node", node.root, *command, "--out", kept, "--force")
+    assert "exists" not in forced.stderr  # past the check: refused later, for the agreement

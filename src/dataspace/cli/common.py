@@ -28,6 +28,7 @@ else:
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+ForceOption = typer.Option(False, "--force", help="Replace the --out file if it exists.")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
@@ -119,14 +120,18 @@ def write_out(path: Path, text: str) -> None:
                          "write to") from None
 
 
-def check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
+def check_out(out: Path | None, suffixes: tuple[str, ...], *, force: bool) -> None:
     """Refuse an ``--out`` the result could not be written to, before the command does its
-    work: a job's result is paid for, may spend privacy budget, and is not sent twice."""
+    work: a job's result is paid for, may spend privacy budget, and is not sent twice. A file
+    already there is replaced only with ``--force`` (it may be an earlier, paid-for answer)."""
     if out is None:
         return
     kinds = " or ".join(suffixes)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder", hint=f"name a {kinds} file in it")
+    if out.exists() and not force:
+        raise UsageError(f"--out {out} exists",
+                         hint="add --force to replace it, or name another file")
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"--out {out}: name a {kinds} file", hint="its suffix is its format")
     folder = out.parent

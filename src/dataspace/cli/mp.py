@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataspace.cli.common import (
+    ForceOption,
     JsonOption,
     actor,
     check_out,
@@ -90,6 +91,7 @@ def psi(
         "dh", "--engine", help="dh | rr22 (RR22 through spu: not for --reveal size)."
     ),
     out: Path = typer.Option(None, "--out", help="Write your intersecting keys (.csv/.parquet)."),
+    force: bool = ForceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Private set intersection with one or more nodes; each checks its own agreement."""
@@ -97,7 +99,7 @@ def psi(
         raise UsageError(f"--reveal must be one of {', '.join(REVEAL)}")
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}")
-    check_out(out, (".csv", ".parquet"))
+    check_out(out, (".csv", ".parquet"), force=force)
     peer_keys = _peer_keys(peer_key or [], with_ or [])
     n = node(ctx)
     view = _run_with_bar(

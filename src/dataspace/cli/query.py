@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from dataspace.cli.common import (
+    ForceOption,
     JsonOption,
     actor,
     check_out,
@@ -48,11 +49,12 @@ def query(
     as_csv: bool = typer.Option(False, "--csv", help="Print the result as CSV."),
     out: Path = typer.Option(None, "--out", help="Write the result to FILE (.parquet or .csv)."),
     job_id: str = typer.Option(None, "--job-id", help="Job id to use (default: random)."),
+    force: bool = ForceOption,
 ) -> None:
     """Run governed SQL on the provider's node; only policy-safe results come back."""
     if as_json and as_csv:
         raise UsageError("choose one of --json and --csv")
-    check_out(out, (".parquet", ".csv"))
+    check_out(out, (".parquet", ".csv"), force=force)
     here = node(ctx)
     job_id = job_id or uuid.uuid4().hex  # named now, so an interruption can say which
     try:

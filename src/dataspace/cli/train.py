@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from dataspace.cli import mp
 from dataspace.cli.common import (
+    ForceOption,
     JsonOption,
     actor,
     check_out,
@@ -144,6 +145,7 @@ def predict_(
     out: str = typer.Option(
         None, "--out", help="Write the scores here (parquet; default under the data dir)."
     ),
+    force: bool = ForceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Score new aligned rows with a trained vertical model.
@@ -151,7 +153,7 @@ def predict_(
     vlr: each party scores its own columns at home, only the summed score is revealed, to you.
     vgbdt: you walk the trees, each split's owner answers left/right for the rows reaching it
     (docs/sgb.md)."""
-    check_out(Path(out) if out else None, (".parquet",))
+    check_out(Path(out) if out else None, (".parquet",), force=force)
     view = predict.run_predict(node(ctx), model=model, rows=rows, out=out, actor=actor())
     if as_json:
         print_json(view)

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from dataspace.cli.common import (
+    ForceOption,
     JsonOption,
     actor,
     check_out,
@@ -36,12 +37,15 @@ def request(
     mode: str = typer.Option(..., "--mode", help="raw or pseudonymized."),
     out: Path = typer.Option(None, "--out", help="Copy the received file to FILE.parquet."),
     wait: float = typer.Option(30.0, "--wait", help="Seconds to wait for the data (0: don't)."),
+    force: bool = ForceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Ask the provider for the agreed rows; wait until they arrive (or the provider refuses)."""
+    if wait < 0:
+        raise UsageError(f"--wait {wait:g}: give the seconds to wait, 0 or more")
     if mode not in transfers.MODES:
         raise UsageError(f"unknown mode {mode!r}", hint="use --mode raw or --mode pseudonymized")
-    check_out(out, (".parquet",))
+    check_out(out, (".parquet",), force=force)
     here = node(ctx)
     view = transfers.request_transfer(here, agreement_id=agreement, mode=mode, actor=actor())
     if wait > 0 and view["state"] not in transfers.FINAL:
