@@ -94,6 +94,9 @@ def test_catalog_request_finalized_in_both_ledgers(cluster: Space, cli: Callable
     assert entry["id"] == ds["id"] and entry["offers"][0]["id"] == offer["id"]
     assert {c["name"] for c in entry["columns"]} >= {"开票金额"}
     assert "2050347.06" not in listed.stdout  # metadata only, never values
+    assert entry["offers"][0]["price"] == "100 CNY"  # what a job costs, before negotiating
+    shown = cli(*node, "catalog", "tax-bureau")
+    assert "100 CNY" in shown.stdout and "finance" in shown.stdout
 
     result = cli(*node, "contract", "request", "tax-bureau", "--offer", offer["id"],
                  "--purpose", "credit-risk", "--wait", "20", "--json")

@@ -39,8 +39,9 @@ def catalog(ctx: typer.Context, peer: str = typer.Argument(..., help="A member o
         console.print(f"[bold]{escape(str(ds['title']))}[/bold] ({escape(str(ds['id']))}, "
                       f"{escape(str(ds['domain']))}, {escape(grade)})")
         console.print(f"  columns: {escape(columns)}")
-        console.print(table(None, ["offer", "actions", "purposes"], [
-            [o["id"], ", ".join(o["actions"]), ", ".join(o["purposes"])]
+        console.print(table(None, ["offer", "actions", "purposes", "price per job"], [
+            [o["id"], ", ".join(o["actions"]), ", ".join(o["purposes"]) or "any",
+             o.get("price") or "free"]
             for o in ds["offers"]]))
 
 

@@ -256,6 +256,18 @@ def find_offer(catalog: Mapping[str, Any], offer_id: str) -> tuple[str, dict[str
     )
 
 
+def _price_per_job(policy: Any) -> str | None:
+    """The price a job under the offer costs (its compensate duties), as '100 CNY'; None
+    when it asks none; what the provider would refuse as several prices is shown as such."""
+    from dataspace.services.offers import policy_price
+
+    try:
+        price = policy_price(policy)
+    except DataspaceError:
+        return "several prices"
+    return str(price) if price is not None else None
+
+
 def summarize(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The datasets of a Catalog with their offers, as plain rows."""
     out = []
@@ -275,6 +287,7 @@ def summarize(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "id": offer.get("@id"),
                     "actions": [r.action for r in policy.permissions],
                     "purposes": purposes,
+                    "price": _price_per_job(policy),
                     "policy": offer,
                 }
             )
