@@ -206,3 +206,8 @@ def test_a_consumer_asking_for_its_own_agreements_bill_is_sent_to_the_provider(
             call()
         assert "ask tax-bureau for the usage and the bill" in (told.value.hint or "")
     assert service.list_usage(tax, agreement_id=agreement) == []  # the provider: none yet
+
+
+def test_bill_takes_json_as_every_other_command_does(metered: Node) -> None:
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11", "--json")
+    assert code == 0 and json.loads(out)["bill_id"] is None  # a draft, as JSON

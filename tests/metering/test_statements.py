@@ -28,12 +28,23 @@ def test_period_is_a_half_open_utc_month() -> None:
     assert parse_period("2026-12")[1] == datetime(2027, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("bad", ["2026-13", "2026-00", "2026-1", "11-2026", "2026/11", "", "x",
+@pytest.mark.parametrize("bad", ["2026-1", "11-2026", "2026/11", "", "x",
                                  "２０２６-１１", "٢٠٢٦-١١"])
 def test_bad_period_names_the_expected_format(bad: str) -> None:
     with pytest.raises(UsageError) as err:
         parse_period(bad)
     assert "YYYY-MM" in str(err.value)
+
+
+@pytest.mark.parametrize(("bad", "says"), [
+    ("2026-13", "13 is no month (01 to 12)"), ("2026-00", "00 is no month"),
+    ("0000-01", "the year 0000 is before any usage"),
+])
+def test_a_period_in_the_form_but_out_of_range_says_which_part(bad: str, says: str) -> None:
+    """'0000-01' was "not in the form YYYY-MM", which it is."""
+    with pytest.raises(UsageError) as err:
+        parse_period(bad)
+    assert says in err.value.message
 
 
 def test_a_period_is_kept_in_its_one_written_form(metered: Node) -> None:

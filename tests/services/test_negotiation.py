@@ -451,6 +451,13 @@ def test_withdrawn_offer_leaves_the_catalog(pair: Pair) -> None:
                             actor="x", transport=pair.transport)
 
 
+def test_a_node_asking_itself_for_a_contract_is_told_so(pair: Pair) -> None:
+    """It fetched its own catalog and said "no such offer", which misled."""
+    with pytest.raises(UsageError, match="tax cannot contract with itself"):
+        ng.request_contract(pair.tax, "tax", offer_id=pair.offer, purpose="credit-risk",
+                            actor="x", transport=pair.transport)
+
+
 def _member(pair: Pair, of: Node, name: str) -> Member:
     return space.member(of, name)
 

@@ -107,8 +107,13 @@ def bill(
     issue: bool = typer.Option(
         False, "--issue", help="Issue the bill: give it an id and enter it in the ledger."
     ),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
 ) -> None:
     """A statement for an agreement and/or period (a draft unless --issue)."""
+    if as_json:  # every other command takes --json
+        if fmt not in ("table", "json"):
+            raise UsageError("choose one of --json and --format " + fmt)
+        fmt = "json"
     if fmt not in _FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint="use --format table, json or csv")
     doc = service.bill(

@@ -74,12 +74,18 @@ CSV_COLUMNS = (
 def parse_period(period: str) -> tuple[datetime, datetime]:
     """``"2026-11"`` -> (2026-11-01T00:00Z, 2026-12-01T00:00Z), the end excluded."""
     match = _PERIOD_RE.match(period.strip()) if isinstance(period, str) else None
-    month = int(match.group(2)) if match else 0
-    if match is None or not 1 <= month <= 12 or int(match.group(1)) < 1:
+    if match is None:
         raise UsageError(
             f"period {period!r} is not a month in the form YYYY-MM",
             hint="e.g. --period 2026-11 for November 2026 (UTC)",
         )
+    month = int(match.group(2))
+    if not 1 <= month <= 12:
+        raise UsageError(f"period {period!r}: {match.group(2)} is no month (01 to 12)",
+                         hint="e.g. --period 2026-11 for November 2026 (UTC)")
+    if int(match.group(1)) < 1:
+        raise UsageError(f"period {period!r}: the year 0000 is before any usage (years start "
+                         "at 0001)", hint="e.g. --period 2026-11 for November 2026 (UTC)")
     year = int(match.group(1))
     if (year, month) == (9999, 12):  # its end, 10000-01, is past what a date can hold
         raise UsageError("period 9999-12 is past the last month a statement can cover",

@@ -63,7 +63,10 @@ def _coerce(param: Param, value: Any) -> Any:
                 raise ValueError("expected a non-empty list of names")
             return tuple(terms)
         if kind == "int":
-            number = int(value)
+            try:
+                number = int(value)
+            except ValueError:  # int()'s own words: "invalid literal for int() with base 10"
+                raise ValueError("expected a positive integer such as 10") from None
             if number < 1 or (isinstance(value, float) and value != number):
                 raise ValueError("expected a positive integer")
             return number

@@ -81,6 +81,10 @@ def request_contract(
             f"unknown purpose {purpose!r}",
             hint="see docs/policy.md for the purpose tree (e.g. credit-risk)",
         )
+    if peer == node.name:  # its own catalog serves no one but others: "no such offer" misled
+        raise UsageError(f"{node.name} cannot contract with itself",
+                         hint="request from the member whose catalog lists the offer "
+                              "(`dataspace catalog PEER`)")
     cat = catalog.fetch_catalog(node, peer, transport=transport)
     dataset_id, offer_doc = catalog.find_offer(cat, offer_id)
     offer = dataclasses.replace(policy_from_wire(offer_doc), target=dataset_id)
