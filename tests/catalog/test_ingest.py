@@ -682,7 +682,7 @@ def test_missing_value_markers_are_missing_in_a_column_of_numbers(imported: Impo
     assert rows[3]["paid_on"] is None and rows[5]["flag"] is None
     assert rows[1]["remark"] == "NA"  # a text column keeps its text
     assert [r["amount"] for r in rows].count(None) == 4  # NaN too: missing, not a NaN
-    assert result.notes == ("amount: 4 value(s) read as missing ('N/A', 'NaN', 'null')",
+    assert result.notes == ("amount: 4 value(s) read as missing ('N/A', 'null')",
                             "paid_on: 1 value(s) read as missing ('空')",
                             "flag: 1 value(s) read as missing ('NA')")
 
@@ -708,3 +708,32 @@ def test_a_wide_file_of_such_columns_gets_twenty_notes_and_a_count_of_the_rest(
     _, result = imported("wide.csv", header + "\n" + body + "\n")
     assert set(types_of(result).values()) == {"BIGINT"}
     assert len(result.notes) == 21 and result.notes[-1] == "and 10 more column(s) like these"
+
+
+def test_a_text_column_keeps_its_markers_as_written_and_gets_no_note(
+    imported: Imported,
+) -> None:
+    """A phone column (text by the identifier rule) and one of markers alone were noted as
+    "read as missing" while their values were kept, and trimmed."""
+    lines = ["phone,remark,plain"] + [f"1380013800{i},NA , {i}" for i in range(9)]
+    lines.append("N/A, none,9")
+    path, result = imported("text.csv", "\n".join(lines) + "\n")
+    assert types_of(result) == {"phone": "VARCHAR", "remark": "VARCHAR", "plain": "BIGINT"}
+    rows = rows_of(path)
+    assert rows[9]["phone"] == "N/A" and rows[0]["remark"] == "NA " and rows[9]["remark"] == \
+        " none"
+    assert result.notes == ()
+
+
+def test_a_number_that_would_not_read_back_is_named_in_the_note(imported: Imported) -> None:
+    lines = ["v"] + [str(i) for i in range(99)] + ["0.12345678901234567"]
+    _, result = imported("long.csv", "\n".join(lines) + "\n")
+    assert types_of(result) == {"v": "VARCHAR"}
+    assert "(the others include '0.12345678901234567')" in result.notes[0]
+
+
+def test_a_dash_is_no_missing_value(imported: Imported) -> None:
+    """Spreadsheets write a zero as '-': read as missing, it would move counts and means."""
+    _, result = imported("dash.csv", "v\n" + "".join(f"{i}\n" for i in range(20)) + "-\n")
+    assert types_of(result) == {"v": "VARCHAR"}
+    assert "(the others include '-')" in result.notes[0]

@@ -27,7 +27,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ _EXTENSIONS = {
 TYPE_RULE = """\
 A CSV column gets a type only if every non-empty value in the whole file fits it:
 BOOLEAN (true/false), BIGINT, DOUBLE, DATE (YYYY-MM-DD), TIMESTAMP (YYYY-MM-DD hh:mm[:ss]).
-Missing-value markers (N/A, NA, #N/A, NULL, None, NaN, -, --, —, 空, 无; any case) are missing
+Missing-value markers (N/A, NA, #N/A, NULL, None, NaN, 空; any case) are missing
 values in such a column, and the import's notes say how many were read so. A column of
 numbers kept as text because of a few other values is named in the notes, with them.
 A column stays VARCHAR, whatever else it holds, if any value is an identifier-like digit
@@ -80,7 +79,8 @@ _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
 #: what spreadsheets and exports write for "no value" (compared in lower case): in a column
 #: of numbers, dates or booleans otherwise they are missing values, not a reason for text
-MISSING = ("n/a", "na", "#n/a", "null", "none", "nan", "-", "--", "—", "空", "无")
+#: (not "-" or "无": a spreadsheet's dash or "none" is often a zero, which is no missing value)
+MISSING = ("n/a", "na", "#n/a", "null", "none", "nan", "空")
 _MISSING_SQL = "(" + ", ".join("'" + m + "'" for m in MISSING) + ")"
 #: a column this share of whose values are numbers, yet kept as text, is named in a note
 _MOSTLY = 0.9
@@ -370,33 +370,40 @@ def _infer_chunk(
     parts = ["count(*)"]
     for name in names:
         v = f"trim({quote(name)})"
+        marker = f"lower({v}) IN {_MISSING_SQL}"
+        number = (f"regexp_full_match({v}, '{_NUM}') AND isfinite(try_cast({v} AS DOUBLE)) "
+                  f"AND {_reads_back(v)}")
         parts += [
-            f"count({quote(name)}) - count(*) FILTER (WHERE lower({v}) IN {_MISSING_SQL})",
-            f"count(*) FILTER (WHERE lower({v}) IN {_MISSING_SQL})",
+            f"count({quote(name)}) - count(*) FILTER (WHERE {marker})",
+            f"count(*) FILTER (WHERE {marker})",
             f"count(*) FILTER (WHERE lower({v}) IN ('true', 'false'))",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INT}') "
             f"AND try_cast({v} AS BIGINT) IS NOT NULL)",
-            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_NUM}') "
-            f"AND isfinite(try_cast({v} AS DOUBLE)) AND {_reads_back(v)})",
+            f"count(*) FILTER (WHERE {number})",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_DATE}') "
             f"AND try_cast({v} AS DATE) IS NOT NULL)",
             f"count(*) FILTER (WHERE regexp_full_match({v}, '{_TS}') "
             f"AND try_cast({v} AS TIMESTAMP) IS NOT NULL)",
             f"coalesce(bool_or(regexp_full_match({v}, '{_IDENT}')), false)",
+            # examples for the notes, from this same scan: markers, and what is no number
+            f"min({v}) FILTER (WHERE {marker})",
+            f"max({v}) FILTER (WHERE {marker})",
+            f"min({v}) FILTER (WHERE NOT ({number}) AND NOT ({marker}))",
         ]
+    width = 11
     row = con.execute(f"SELECT {', '.join(parts)} FROM {reader}").fetchone()
     if row is None or row[0] == 0:
         return None
     types: list[str] = []
     for i, name in enumerate(names):
         # n: the values that are not missing-value markers; missing: the markers
-        n, missing, boolean, integer, number, date, ts, ident = row[1 + 8 * i : 9 + 8 * i]
-        if n == 0:
+        (n, missing, boolean, integer, number, date, ts, ident, first_marker, last_marker,
+         other) = row[1 + width * i : 1 + width * (i + 1)]
+        if n == 0 or ident:  # text whatever it holds: its markers stay text too
             types.append("VARCHAR")
-        elif boolean == n:
+            continue
+        if boolean == n:
             types.append("BOOLEAN")
-        elif ident:
-            types.append("VARCHAR")
         elif integer == n:
             types.append("BIGINT")
         elif number == n:
@@ -407,46 +414,27 @@ def _infer_chunk(
             types.append("TIMESTAMP")
         else:
             types.append("VARCHAR")
-            if not ident and number >= _MOSTLY * (n + missing):
-                _note(notes, partial(_kept_as_text, con, reader, name, number, n + missing))
+            if number >= _MOSTLY * (n + missing):
+                _note(notes, f"{name}: kept as text, though {number:,} of its "
+                             f"{n + missing:,} values are numbers (the others include "
+                             f"{other!r}); correct those and import again to compute on it")
             continue
         if missing:
-            _note(notes, partial(_read_as_missing, con, reader, name, missing))
+            seen = sorted({first_marker, last_marker})
+            _note(notes, f"{name}: {missing:,} value(s) read as missing ("
+                         + ", ".join(repr(x) for x in seen) + ")")
             types[-1] += _MARKED  # cast with its markers read as missing
     return types
 
 
-def _note(notes: list[str], make: Callable[[], str]) -> None:
-    """Add a note, each a scan of its own: past :data:`_NOTES_MAX`, only counted in the last."""
+def _note(notes: list[str], note: str) -> None:
+    """Add a note; past :data:`_NOTES_MAX`, the rest are counted in the last one."""
     if len(notes) < _NOTES_MAX:
-        notes.append(make())
+        notes.append(note)
         return
     more = int(notes[-1].split()[1]) + 1 if len(notes) > _NOTES_MAX else 1
     del notes[_NOTES_MAX:]
     notes.append(f"and {more} more column(s) like these")
-
-
-def _read_as_missing(con: duckdb.DuckDBPyConnection, reader: str, name: str, count: int) -> str:
-    v = f"trim({quote(name)})"
-    seen = [str(r[0]) for r in con.execute(
-        f"SELECT DISTINCT {v} FROM {reader} WHERE lower({v}) IN {_MISSING_SQL} ORDER BY 1 "
-        "LIMIT 3").fetchall()]
-    return (f"{name}: {count:,} value(s) read as missing ("
-            + ", ".join(repr(x) for x in seen) + ")")
-
-
-def _kept_as_text(
-    con: duckdb.DuckDBPyConnection, reader: str, name: str, numbers: int, values: int
-) -> str:
-    """Which values made a column of numbers text (a few, in order)."""
-    v = f"trim({quote(name)})"
-    others = [str(r[0]) for r in con.execute(
-        f"SELECT DISTINCT {v} FROM {reader} WHERE {v} IS NOT NULL "
-        f"AND NOT (regexp_full_match({v}, '{_NUM}') AND isfinite(try_cast({v} AS DOUBLE))) "
-        f"AND lower({v}) NOT IN {_MISSING_SQL} ORDER BY 1 LIMIT 3").fetchall()]
-    return (f"{name}: kept as text, though {numbers:,} of its {values:,} values are numbers "
-            f"(the others include {', '.join(repr(x) for x in others)}); correct those and "
-            "import again to compute on it")
 
 
 def _reads_back(v: str) -> str:
