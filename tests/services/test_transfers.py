@@ -614,23 +614,33 @@ def test_pseudonymized_output_leaves_no_personal_value_in_clear(
     assert started["pseudonymized"] == ["mrn", "note", "patient_id", "phone", "家庭地址"]
 
 
+@pytest.mark.parametrize(("firms", "rows_each", "twist"), [
+    (20, 2, None),
+    (20, 2, "one firm also under a second number"),  # let every name through, once
+    (20, 2, "one number also in lower case"),  # two spellings, one pseudonym
+    (9, 10, None),  # fewer than ten names
+])
 def test_a_column_naming_what_an_identifier_stands_for_is_pseudonymized_too(
-    pair: Pair, tmp_path: Path
+    pair: Pair, tmp_path: Path, firms: int, rows_each: int, twist: str | None
 ) -> None:
-    """A tax bureau's firms, two rows each: the tax number was replaced by pseudonyms but the
-    firm's name went in clear beside it (not nearly unique: each name twice), so every
+    """A tax bureau's firms: the tax number was replaced by pseudonyms but the firm's name
+    went in clear beside it (not nearly unique: each name on several rows), so every
     pseudonym read back as the firm it stood for."""
     import random
 
     from dataspace.samples.generate import make_uscc
 
     rng = random.Random(5)
-    codes = sorted({make_uscc(rng, "110108") for _ in range(30)})[:20]
+    codes = sorted({make_uscc(rng, "110108") for _ in range(firms + 10)})[:firms]
     lines = ["纳税人识别号,纳税人名称,行业,年度,纳税额"]
     for i, code in enumerate(codes):
-        for year in (2023, 2024):
+        for year in range(2024 - rows_each, 2024):
             lines.append(f"{code},北京第{i}号科技有限公司,{['制造', '零售', '物流'][i % 3]},"
                          f"{year},{1000 + i}")
+    if twist == "one firm also under a second number":
+        lines.append(f"{codes[1]},北京第0号科技有限公司,制造,2024,5")
+    elif twist == "one number also in lower case":
+        lines.append(f"{codes[0].lower()},北京第0号科技有限公司,制造,2024,5")
     csv = tmp_path / "firms.csv"
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     view = datasets.add(pair.tax, csv, name="firms", actor="t")
@@ -645,7 +655,7 @@ def test_a_column_naming_what_an_identifier_stands_for_is_pseudonymized_too(
                                    f"Bearer {_token(pair)}")
     table = pq.read_table(path).to_pydict()
     assert not [n for n in table["纳税人名称"] if "公司" in n]
-    assert len(set(table["纳税人名称"])) == 20  # still one pseudonym per firm: rows join
+    assert len(set(table["纳税人名称"])) == firms  # still one pseudonym per firm: rows join
     assert sorted(set(table["行业"])) == ["制造", "物流", "零售"]  # many firms each: kept
     [started] = _entries(pair.tax, "transfer.started")[-1:]
     assert started["pseudonymized"] == ["纳税人名称", "纳税人识别号"]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dataspace.catalog.classify import is_personal
+from dataspace.catalog.classify import is_identifier, is_personal
 from dataspace.catalog.profile import NEARLY_UNIQUE
 from dataspace.catalog.sample import open_parquet, quote
 from dataspace.contracts import IllegalTransition, build, parse
@@ -83,9 +83,10 @@ from dataspace.store.models_metering import UsageRecord
 NEARLY_UNIQUE_MIN = 10  # values a column needs before "nearly unique" says anything
 #: an ID number or a mobile number inside free text (RE2, as DuckDB reads it)
 _EMBEDDED_ID = "[0-9]{17}[0-9Xx]|1[3-9][0-9]{9}"
-#: a text column whose values each go with one identifier, over at least this many values,
-#: names what the identifier does (fewer: a category that happens to fall one to a person)
-ALIAS_MIN = 10
+#: a column most of whose values each go with one identifier's value names what the
+#: identifier does: this share of its values, over at least ALIAS_MIN of them
+ALIAS_SHARE = 0.9
+ALIAS_MIN = 3
 
 # --- provider: the request and the decision ----------------------------------------------------
 
@@ -590,7 +591,7 @@ def _pseudonymized(
     """The columns a pseudonymized extract replaces by pseudonyms, with their categories:
     every personal column (:class:`_Plan`), every other text column in which an ID or phone
     number appears inside the text ("患者身份证11010519491231002X"), and every other text
-    column that names what one of those identifies (:func:`_aliases`)."""
+    column that stands for what an identifier identifies (:func:`_aliases`)."""
     if mode != "pseudonymized":
         return {}
     targets = {c: plan.personal[c] for c in columns if c in plan.personal}
@@ -604,31 +605,42 @@ def _pseudonymized(
                 ) + f" FROM {rel}"
             ).fetchone()
             targets |= {c: None for c, n in zip(text, counts or (), strict=False) if n}
-            targets |= dict.fromkeys(
-                _aliases(con, rel, [c for c in text if c not in targets], list(targets)))
+    identifiers = [c for c, category in targets.items()
+                   if category is None or is_identifier(category)]
+    # text only: a number repeated along an entity's rows is as often a measure of it (its
+    # registered capital) as a code for it, and replacing measures would void the extract
+    candidates = [c for c in columns if c not in targets and c in plan.text_columns]
+    if identifiers and candidates:
+        with open_parquet(plan.path, node.limits) as (con, rel):
+            targets |= dict.fromkeys(_aliases(con, rel, candidates, identifiers))
     return targets
 
 
-def _aliases(con: Any, rel: str, text: list[str], identifiers: list[str]) -> list[str]:
-    """The text columns that stand for an identifier: each of their values goes with exactly
-    one value of an identifier column (over at least :data:`ALIAS_MIN` values) — a company's
-    name beside its pseudonymized tax number, a patient's name beside the record number.
-    Left in clear, such a column maps every pseudonym back to whom it stands for."""
-    pairs = [(c, t) for c in text for t in identifiers]
-    if not pairs:
-        return []
-    both = "{c} IS NOT NULL AND {t} IS NOT NULL"
-    row = con.execute("SELECT " + ", ".join(
-        f"count(DISTINCT {quote(c)}) FILTER (WHERE {both.format(c=quote(c), t=quote(t))}), "
-        f"count(DISTINCT row({quote(c)}, {quote(t)})) "
-        f"FILTER (WHERE {both.format(c=quote(c), t=quote(t))})"
-        for c, t in pairs
-    ) + f" FROM {rel}").fetchone() or ()
-    found = []
-    for i, (c, _) in enumerate(pairs):
-        values, combinations = int(row[2 * i] or 0), int(row[2 * i + 1] or 0)
-        if values >= ALIAS_MIN and combinations == values and c not in found:
-            found.append(c)
+def _aliases(con: Any, rel: str, candidates: list[str], identifiers: list[str]) -> list[str]:
+    """The columns that stand for what an identifier column identifies: at least
+    :data:`ALIAS_SHARE` of their values go each with one value of the identifier (folded as
+    its pseudonyms are: case and spaces do not count), over at least :data:`ALIAS_MIN`
+    values — a firm's name beside its tax number, a patient's name beside the record number. Left
+    in clear, such a column maps the pseudonyms back to whom they stand for; one row under a
+    second number, or one number written two ways, must not let it through. One small
+    grouped query per pair: a statement over every pair at once ran out of memory."""
+    found: list[str] = []
+    for t in identifiers:
+        qt = quote(t)
+        key = f"upper(regexp_replace(CAST({qt} AS VARCHAR), '\\s+', '', 'g'))"
+        if int(con.execute(f"SELECT count(DISTINCT {key}) FROM {rel}").fetchone()[0] or 0) \
+                < ALIAS_MIN:  # a constant (or nearly) goes with everything
+            continue
+        for c in candidates:
+            if c in found or c == t:
+                continue
+            qc = quote(c)
+            values, single = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE ids = 1) FROM (SELECT {qc}, "
+                f"count(DISTINCT {key}) AS ids FROM {rel} WHERE {qc} IS NOT NULL "
+                f"AND {qt} IS NOT NULL GROUP BY {qc})").fetchone() or (0, 0)
+            if values >= ALIAS_MIN and single >= ALIAS_SHARE * values:
+                found.append(c)
     return found
 
 
