@@ -245,6 +245,7 @@ def test_psi_across_three_nodes_finds_exactly_the_intersection(psi_space: Any) -
         assert ran.exit_code == 0, ran.output
         assert _norm(pacsv.read_csv(out).column("credit_code").to_pylist()) == _norm(keys)
         job_id = json.loads(ran.stdout)["id"]
+        assert json.loads(ran.stdout)["params"]["peer_keys"] == {GRID: KEY}  # it travelled
         for command in (["job", "show", job_id], ["job", "watch", job_id, "--interval", "0.1"]):
             shown = cli.invoke(app, ["--node", str(space.nodes[BANK].root), *command])
             assert shown.exit_code == 0 and "SUCCEEDED" in shown.output and GRID in shown.output

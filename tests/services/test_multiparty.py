@@ -1012,3 +1012,23 @@ def test_a_private_aggregation_too_wide_for_the_ring_is_refused_at_start(
         multiparty.start_aggregate(node, agreements=["a"], columns=columns, epsilon=0.1,
                                    bound=1e9)
     assert multiparty.list_jobs(node) == []
+
+
+def test_a_peer_key_for_someone_who_takes_no_part_is_refused(
+    make_node: Callable[..., tuple[Node, str]], tmp_path: Path
+) -> None:
+    """A misspelt participant's key was ignored: its participant then looked for the
+    initiator's column name and refused with "no column"."""
+    tax, _ = make_node("tax-bureau")
+    bank, _ = make_node("bank")
+    csv = tmp_path / "companies.csv"
+    csv.write_text("credit_code,revenue\n" + "".join(f"{c},1\n" for c in CODES),
+                   encoding="utf-8")
+    view = datasets.add(tax, csv, name="companies", actor="t")
+    agreement = make_agreement(tax, "bank", consumer=bank, dataset_id=view["id"],
+                               purpose="credit-risk",
+                               offer=from_template("psi-only", purposes=["finance"]))
+    with pytest.raises(UsageError, match="peer_keys names grid, which takes no part") as info:
+        multiparty.start_psi(bank, agreements=[agreement], dataset="companies", key=KEY,
+                             peer_keys={"grid": "code:uscc"})
+    assert info.value.hint == "participants: tax-bureau"

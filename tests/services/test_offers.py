@@ -365,3 +365,18 @@ def test_an_offer_of_important_data_keeps_results_in_china_and_core_data_is_not_
         offers.create(node, "patients", actor="t", template="aggregate-only",
                       params={"purposes": "finance", "region": region})
     assert _actions(node).count("offer.created") == 2
+
+
+def test_the_catalog_summary_never_shows_a_restricted_offer_as_open_to_any_purpose() -> None:
+    """A purpose inside an `or` read as no purpose ('any'), and `isNoneOf marketing` as the
+    purpose 'marketing'."""
+    from dataspace.policy.model import Constraint, LogicalConstraint, LogicalOp, Operator
+    from dataspace.services.catalog import _purposes
+
+    assert _purposes([Constraint("purpose", Operator.IS_NONE_OF, ("marketing",))]) == [
+        "not marketing"]
+    either = LogicalConstraint(LogicalOp.OR, (Constraint("purpose", Operator.EQ, "finance"),
+                                              Constraint("purpose", Operator.EQ, "health")))
+    assert _purposes([either, Constraint("count", Operator.LTEQ, 5)]) == ["finance or health"]
+    assert _purposes([Constraint("purpose", Operator.IS_ANY_OF, ("finance", "credit-risk"))]) \
+        == ["finance", "credit-risk"]

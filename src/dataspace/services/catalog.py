@@ -17,7 +17,7 @@ Node-to-node traffic goes through a :data:`Transport` (default: HTTP through
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +34,7 @@ from dataspace.contracts import (
 )
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.errors import DataspaceError, NotFound
+from dataspace.policy.model import LogicalConstraint, Operator
 from dataspace.services.node import Node
 from dataspace.store.models import Dataset as DatasetRow
 from dataspace.store.models_contracts import OfferRow
@@ -256,6 +257,28 @@ def find_offer(catalog: Mapping[str, Any], offer_id: str) -> tuple[str, dict[str
     )
 
 
+_NOT = {Operator.IS_NONE_OF, Operator.NEQ}
+
+
+def _purposes(constraints: Sequence[Any], joined: str = "") -> list[str]:
+    """The purposes the constraints name, as a person reads them: 'not marketing' for an
+    exclusion, 'finance or (purpose …)' kept apart in a logical constraint (its ``op``
+    shown), so an offer that restricts its purposes never reads as open to any."""
+    found: list[str] = []
+    for c in constraints:
+        if isinstance(c, LogicalConstraint):
+            inner = _purposes(c.constraints)
+            if inner:
+                found.append(f" {c.op.value} ".join(inner) if len(inner) > 1 else inner[0])
+            continue
+        if c.left != "purpose":
+            continue
+        items = c.right if isinstance(c.right, tuple) else (c.right,)
+        names = [str(x) for x in items]
+        found.extend([f"not {n}" for n in names] if c.operator in _NOT else names)
+    return found
+
+
 def _price_per_job(policy: Any) -> str | None:
     """The price a job under the offer costs (its compensate duties), as '100 CNY'; None
     when it asks none; what the provider would refuse as several prices is shown as such."""
@@ -277,11 +300,7 @@ def summarize(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
             policy = policy_from_wire(offer)
             purposes: list[str] = []
             for rule in policy.permissions:
-                for c in rule.constraints:
-                    if getattr(c, "left", None) == "purpose":
-                        right = c.right  # type: ignore[union-attr]
-                        items = right if isinstance(right, tuple) else (right,)
-                        purposes.extend(str(x) for x in items)
+                purposes.extend(_purposes(rule.constraints))
             offers.append(
                 {
                     "id": offer.get("@id"),

@@ -205,6 +205,10 @@ def start_psi(
             f"mode {mode!r} is two-party only; with {len(links)} participants the chain "
             "reveals the intersection to the initiator (mode me)",
         )
+    strangers = sorted(set(peer_keys or {}) - {link.peer for link in links})
+    if strangers:  # a misspelt participant's key would be ignored, and its column not found
+        raise UsageError(f"peer_keys names {', '.join(strangers)}, which takes no part",
+                         hint="participants: " + ", ".join(link.peer for link in links))
     for link in links:
         link.key = (peer_keys or {}).get(link.peer) or key
         if KeySpec.parse(link.key).describe() != spec.describe():
