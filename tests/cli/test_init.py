@@ -173,3 +173,10 @@ def test_a_ledger_row_that_is_not_utf8_points_at_the_audit(cli, tmp_path: Path) 
     assert result.exit_code == StoreError.exit_code
     assert "not UTF-8" in result.stderr and "dataspace ledger verify" in result.stderr
     assert "locked" not in result.stderr
+
+
+def test_a_share_just_below_one_is_never_printed_as_a_hundred_percent() -> None:
+    """'below 100%: amount 100%' for 999 valid values of 1,000."""
+    from dataspace.cli.dataset import _share
+
+    assert [_share(x) for x in (0.999, 0.9999, 0.996, 0.5)] == ["99.9%", "99.9%", "99.6%", "50%"]

@@ -142,13 +142,15 @@ def _quality_note(dimension: str, v: dict[str, Any]) -> str:
     if dimension == "completeness":
         return f"{v.get('non_null_cells', 0):,} of {v.get('cells', 0):,} cells filled"
     if dimension == "validity":
-        weak = [f"{c} {x['share']:.0%}" for c, x in v.get("columns", {}).items() if x["share"] < 1]
+        weak = [f"{c} {_share(x['share'])}" for c, x in v.get("columns", {}).items()
+                if x["share"] < 1]
         return "below 100%: " + ", ".join(weak) if weak else "every checked value valid"
     if dimension == "uniqueness":
         keys = ", ".join(v.get("key_candidates", [])[:3]) or "none"
         return f"{v.get('duplicate_rows', 0):,} duplicate rows; key candidates: {keys}"
     if dimension == "consistency":
-        mixed = [f"{c} {x['share']:.0%}" for c, x in v.get("columns", {}).items() if x["share"] < 1]
+        mixed = [f"{c} {_share(x['share'])}" for c, x in v.get("columns", {}).items()
+                 if x["share"] < 1]
         return "mixed formats: " + ", ".join(mixed[:4]) if mixed else "one format per column"
     if dimension == "timeliness":
         return f"newest {v.get('column')} is {v.get('age_days', 0):.0f} days old"
@@ -157,6 +159,12 @@ def _quality_note(dimension: str, v: dict[str, Any]) -> str:
 
 def _short_grade(label: str) -> str:
     return label.split(" (")[0]
+
+
+def _share(share: float) -> str:
+    """A share below 1 never printed as 100% (999 of 1,000 read "below 100%: amount 100%")."""
+    text = f"{share:.0%}"
+    return text if text != "100%" else f"{min(share, 0.999):.1%}"
 
 
 def _print_view(view: dict[str, Any]) -> None:
