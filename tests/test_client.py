@@ -15,7 +15,7 @@ with warnings.catch_warnings():
 import dataspace
 from dataspace.client import QueryResult
 from dataspace.compute.errors import QueryRefused, QueryTimeout
-from dataspace.errors import AuthError, DataspaceError, Forbidden, NotFound
+from dataspace.errors import AuthError, DataspaceError, Forbidden, NotFound, UsageError
 from dataspace.node.app import create_app
 from dataspace.policy import PolicyDenied
 from dataspace.privacy import BudgetExhausted
@@ -112,3 +112,17 @@ def test_to_pandas_says_what_is_missing() -> None:
             result.to_pandas()
     else:
         assert list(result.to_pandas()["n"]) == [1]
+
+
+@pytest.mark.parametrize("bad", ["../tokens", "x?role=consumer", "#", "a/b"])
+def test_an_id_stays_one_path_segment(
+    served: tuple[Node, TestClient, str], bad: str
+) -> None:
+    """c.job("../tokens") fetched /api/v1/tokens with the caller's token and failed with a
+    ValueError; "x?role=consumer" added a query; "#" a bare JSONDecodeError."""
+    _, http, admin = served
+    with client_for(http, admin) as client, pytest.raises(NotFound) as info:
+        client.job(bad)
+    assert info.value.message.startswith(("no job", "no route GET /api/v1/jobs/"))
+    with client_for(http, admin) as client, pytest.raises(UsageError, match="non-empty"):
+        client.job("")

@@ -5,8 +5,9 @@
     from dataspace import Client
 
     with Client("http://127.0.0.1:8600", token) as c:
-        offers = c.catalog("tax-bureau")
-        contract = c.request_contract("tax-bureau", offers[0]["@id"], "credit-risk")
+        datasets = c.catalog("tax-bureau")          # each with its "offers"
+        offer_id = datasets[0]["offers"][0]["id"]
+        contract = c.request_contract("tax-bureau", offer_id, "credit-risk")
         result = c.query(contract["agreement_id"], "SELECT district, count(*) FROM t GROUP BY 1")
         result.table            # pyarrow.Table
         result.to_pandas()      # needs pandas
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
@@ -102,6 +104,14 @@ class QueryResult:
         return self.table.to_pandas()
 
 
+
+def _part(value: str) -> str:
+    """An id as one path segment: "../tokens" must not reach another endpoint, nor "x?a=b"
+    add a query; an empty one names nothing."""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"an id must be a non-empty text, got {value!r}")
+    return quote(value, safe="")
+
 class Client:
     """A session with your own node's HTTP API (``url``) under a bearer ``token``."""
 
@@ -141,6 +151,13 @@ class Client:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, API + path, **kwargs)
+        except httpx.TimeoutException as exc:  # it was reached: it may have done the work
+            raise DataspaceError(
+                f"no answer from the node at {self._http.base_url} within the client's "
+                f"timeout ({type(exc).__name__})",
+                hint="the node may still finish the request: look before sending it again "
+                "(a job: `c.job(JOB_ID)` with the job id you gave); give a longer timeout",
+            ) from None
         except httpx.HTTPError as exc:
             raise DataspaceError(
                 f"cannot reach the node at {self._http.base_url} ({exc})",
@@ -155,7 +172,14 @@ class Client:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._send(method, path, **kwargs).json()
+        response = self._send(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:  # a redirect, a proxy's page: not the node's API answering
+            raise DataspaceError(
+                f"the answer to {method} {path} is not JSON (HTTP {response.status_code})",
+                hint="check the client's URL: it must be the node's own address",
+            ) from None
 
     @staticmethod
     def _params(**values: Any) -> dict[str, Any]:
@@ -172,7 +196,7 @@ class Client:
 
     def catalog(self, peer: str) -> Any:
         """A peer's catalog (its datasets and offers), fetched by your node."""
-        return self._json("GET", f"/peers/{peer}/catalog")
+        return self._json("GET", f"/peers/{_part(peer)}/catalog")
 
     def request_contract(
         self, peer: str, offer_id: str, purpose: str, *, wait_seconds: float = 30.0
@@ -190,7 +214,7 @@ class Client:
         return list(self._json("GET", "/contracts"))
 
     def contract(self, contract_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/contracts/{contract_id}"))
+        return dict(self._json("GET", f"/contracts/{_part(contract_id)}"))
 
     # -- jobs ---------------------------------------------------------------------------------
     def query(self, agreement_id: str, sql: str, *, job_id: str | None = None) -> QueryResult:
@@ -211,7 +235,7 @@ class Client:
         return list(self._json("GET", "/jobs", params=params))
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/jobs/{job_id}"))
+        return dict(self._json("GET", f"/jobs/{_part(job_id)}"))
 
     # -- federated training -------------------------------------------------------------------
     def train(
@@ -257,7 +281,7 @@ class Client:
 
     def train_job(self, job_id: str) -> dict[str, Any]:
         """A training job with every node's step events."""
-        return dict(self._json("GET", f"/train/jobs/{job_id}"))
+        return dict(self._json("GET", f"/train/jobs/{_part(job_id)}"))
 
     def wait_train(self, job_id: str, *, timeout: float = 600.0, interval: float = 0.5) -> Any:
         """Poll a training job until it ends; returns its view (SUCCEEDED or FAILED)."""
@@ -274,7 +298,7 @@ class Client:
             time.sleep(interval)
 
     def retry_train(self, job_id: str) -> dict[str, Any]:
-        return dict(self._json("POST", f"/train/jobs/{job_id}/retry"))
+        return dict(self._json("POST", f"/train/jobs/{_part(job_id)}/retry"))
 
     def predict(self, model: str, rows: list[str]) -> dict[str, Any]:
         """Score the rows of PSI align job(s) ``rows`` with a vertical model (vlr or vgbdt)
@@ -286,7 +310,7 @@ class Client:
 
     def model(self, model_id: str) -> dict[str, Any]:
         """Metrics (seed, best epoch, stopping reason), contribution, who holds which part."""
-        return dict(self._json("GET", f"/models/{model_id}"))
+        return dict(self._json("GET", f"/models/{_part(model_id)}"))
 
     # -- metering and ledger ------------------------------------------------------------------
     def usage(
