@@ -124,9 +124,12 @@ def query(
             hint="give one SELECT over the agreed dataset")
     check_text(sql)  # a shell's stray bytes (lone surrogates): no store or log holds them
     provider = _provider_of(node, agreement_id)
+    received: str | None = None  # the result's hash, when this job's answer was taken before
     with node.store.write() as session:
         earlier = session.get(JobRow, job_id, with_for_update=True)
-        if earlier is None:
+        if earlier is not None and earlier.state == SUCCEEDED:
+            received = _taken_before(earlier, agreement_id, sql)
+        elif earlier is None:
             session.add(
                 JobRow(
                     id=job_id,
@@ -168,10 +171,18 @@ def query(
         table = from_ipc(ipc)
         if table.num_rows != meta.get("rows"):
             raise VerificationError("the result's row count differs from the provider's")
+        if received is not None and meta.get("result_sha256") != received:
+            raise VerificationError(
+                f"{provider} answered job {job_id} with another result than it gave before",
+                hint="report this to the provider; the result received first stands",
+            )
     except DataspaceError as exc:
-        _record_error(node, job_id, agreement_id, provider, sql, exc, who)
+        if received is None:  # a job taken before keeps its recorded outcome
+            _record_error(node, job_id, agreement_id, provider, sql, exc, who)
         raise
     except BaseException:  # Ctrl-C, or a bug: the job must not stay RUNNING here for good
+        if received is not None:
+            raise
         from dataspace.services.catalog import DeliveryFailed
 
         stopped = DeliveryFailed(
@@ -185,15 +196,28 @@ def query(
     return QueryOutcome(table, meta, ipc)
 
 
-def _resend(row: JobRow, agreement_id: str, sql: str) -> None:
-    """Take up a job id sent before: the same query whose delivery failed, or whose process
-    died before the answer was recorded, is asked again (the provider answers a job id it
-    has run with the same outcome, and never runs or charges it twice)."""
+def _taken_before(row: JobRow, agreement_id: str, sql: str) -> str:
+    """A job whose answer this node took already, asked again with the same query (the
+    answer was lost between this node and its caller: a client's timeout): the provider
+    answers a job id it ran with the same stored result and charges nothing again, so the
+    result is fetched once more. Its recorded hash, which the new answer must match."""
+    _same_query(row, agreement_id, sql)
+    return str(row.result_sha256 or "")
+
+
+def _same_query(row: JobRow, agreement_id: str, sql: str) -> None:
     same = (row.role == "consumer" and row.agreement_id == agreement_id
             and (row.request or {}).get("sql") == sql)
     if not same:
         raise Conflict(f"job id {row.id} was used for another query",
                        hint="resend it with its own agreement and SQL, or use a new job id")
+
+
+def _resend(row: JobRow, agreement_id: str, sql: str) -> None:
+    """Take up a job id sent before: the same query whose delivery failed, or whose process
+    died before the answer was recorded, is asked again (the provider answers a job id it
+    has run with the same outcome, and never runs or charges it twice)."""
+    _same_query(row, agreement_id, sql)
     if row.state not in (RUNNING, FAILED):
         raise Conflict(f"job {row.id} has ended {row.state} here",
                        hint=f"see `dataspace job show {row.id}`; a new query needs a new id")
