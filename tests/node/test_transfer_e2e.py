@@ -156,6 +156,13 @@ def test_transfer_between_two_nodes(space: Any, tmp_path: Path) -> None:
         assert started_entry["columns"] == ["person_id", "district", "tax_paid"]
         assert next(e["sha256"] for e in mine["transfer.received"]) == done["sha256"]
 
+        # over the API the received file is named under the node, not by its server path
+        with space.nodes[BANK].api() as api:
+            shown = api.get(f"/api/v1/transfers/{done['id']}").json()
+            listed = api.get("/api/v1/transfers").json()
+        assert shown["file"] == f"received/{received.name}"
+        assert str(space.nodes[BANK].root) not in str(listed)
+
         # the provider's bill shows the transfer at the offer's price; the denial at zero
         statement = usage_service.statement(tax, agreement_id=raw_agreement)
         lines = statement["lines"]

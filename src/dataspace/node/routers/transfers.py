@@ -3,6 +3,7 @@ end."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -32,6 +33,18 @@ class TransferEnd(Body):
     reason: Reason
 
 
+def _shown(node: Node, view: dict[str, Any]) -> dict[str, Any]:
+    """A view for the API: the received file named under the node's directory
+    (``received/<name>``), not by its path on the server, which no caller needs to know."""
+    if view.get("file"):
+        path = Path(str(view["file"]))
+        try:
+            view = {**view, "file": path.relative_to(node.root).as_posix()}
+        except ValueError:
+            view = {**view, "file": path.name}
+    return view
+
+
 @router.post("", status_code=201,
              summary="Ask the provider of an agreement for its rows (DSP transfer)")
 def post_transfer(body: TransferRequest, node: Node = Depends(get_node),
@@ -43,7 +56,7 @@ def post_transfer(body: TransferRequest, node: Node = Depends(get_node),
     if body.wait and view["state"] not in transfers.FINAL:
         pid = view["id"]
         view = wait_if_free(view, lambda: transfers.wait(node, pid, body.wait))
-    return view
+    return _shown(node, view)
 
 
 @router.get("", summary="Transfers on this node (as provider and as consumer), newest first")
@@ -56,14 +69,14 @@ def get_transfers(
     node: Node = Depends(get_node),
     _token: TokenInfo = Depends(require(*EVERYONE)),
 ) -> list[dict[str, Any]]:
-    return transfers.list_transfers(node, agreement_id=agreement, role=role, state=state,
-                                    limit=limit)
+    return [_shown(node, v) for v in transfers.list_transfers(
+        node, agreement_id=agreement, role=role, state=state, limit=limit)]
 
 
 @router.get("/{pid}", summary="One transfer: state, mode, hash, rows, columns, reason")
 def get_transfer(pid: str, node: Node = Depends(get_node),
                  _token: TokenInfo = Depends(require(*EVERYONE))) -> dict[str, Any]:
-    return transfers.show_transfer(node, pid)
+    return _shown(node, transfers.show_transfer(node, pid))
 
 
 @router.post("/{pid}/terminate", summary="End a transfer: revoke a grant, or cancel a request")
@@ -72,5 +85,5 @@ def post_terminate(pid: str, body: TransferEnd, node: Node = Depends(get_node),
     """TERMINATED here and at the peer, with the reason. A provider's extract is deleted, so
     its pull token is worthless; 409 if the transfer already COMPLETED or TERMINATED, 403 for
     a provider token on a consumer transfer and the other way round."""
-    return transfers.end_transfer(node, pid, reason=body.reason, actor=token.actor,
-                                  role=token.role, transport=transfers.TRANSPORT)
+    return _shown(node, transfers.end_transfer(node, pid, reason=body.reason, actor=token.actor,
+                                               role=token.role, transport=transfers.TRANSPORT))
