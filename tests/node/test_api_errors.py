@@ -157,6 +157,11 @@ def test_wrong_method_is_405_envelope(api: Api) -> None:
     error = assert_envelope(response, 405, "method_not_allowed")
     assert error["details"] == {"allowed": ["GET"]}
     assert response.headers["allow"] == "GET"
+    # a path with several routes names them all: 'use GET' on /datasets hid its POST
+    response = api.client.put(f"{API}/datasets")
+    error = assert_envelope(response, 405, "method_not_allowed")
+    assert error["details"] == {"allowed": ["GET", "POST"]}
+    assert response.headers["allow"] == "GET, POST" and error["hint"] == "use GET, POST"
 
 
 def test_usage_error_is_400(api: Api) -> None:

@@ -178,6 +178,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _methods_of(request: Request) -> list[str]:
+    """The methods the app's routes take on the request's path."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", []):
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
@@ -190,6 +203,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         hint = "the API lives under /api/v1; its routes are listed at /openapi.json"
     elif status == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
+        methods = _methods_of(request)
+        if methods:  # every route of the path, not only the first one the router met
+            headers = {**(headers or {}), "allow": ", ".join(methods)}
+            headers.pop("Allow", None)
         allowed = (headers or {}).get("allow") or (headers or {}).get("Allow")
         if allowed:
             details = {"allowed": [m.strip() for m in allowed.split(",")]}
