@@ -1,12 +1,14 @@
 """JSON documents from outside (request bodies, files named on the command line), parsed and
 checked before anything walks them: nesting no deeper than :data:`MAX_JSON_DEPTH` (the
 validators recurse) and only Unicode text (a lone surrogate escape such as ``"\\ud800"`` is
-valid JSON, but no store, log or response can hold it).
+valid JSON, but no store, log or response can hold it). :func:`iso_utc` writes a stored time
+into a JSON view, with its offset.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 MAX_JSON_DEPTH = 48  # DSP messages nest about 12 deep; a policy's logical constraints a few more
@@ -55,3 +57,11 @@ def check_shape(doc: Any) -> None:
             except UnicodeEncodeError:
                 raise NotJson("holds a lone surrogate (\\ud800-\\udfff): not Unicode "
                               "text") from None
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """A stored time as ISO 8601 with its offset: SQLite hands back naive UTC times, and a
+    view that printed them bare (``2026-12-02T16:52:36``) read as local time."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

@@ -146,6 +146,7 @@ def test_minimal_template_has_no_price_and_no_limits() -> None:
     ("aggregate-only", {"purposes": "finance", "min_group_size": "many"}, "'min_group_size': "
      "'many' is invalid: expected a positive integer such as 10"),  # not int()'s own words
     ("aggregate-only", {"purposes": "finance", "min_group_size": 1e400}, "'min_group_size'"),
+    ("aggregate-only", {"purposes": "finance", "min_group_size": True}, "'min_group_size'"),
     ("dp-stats", {"purposes": "finance", "epsilon": -1}, "'epsilon'"),
     ("dp-stats", {"purposes": "finance", "epsilon": "inf"}, "'epsilon'"),
     ("dp-stats", {"purposes": "finance", "epsilon": 0}, "'epsilon': 0 is invalid: expected a "

@@ -451,6 +451,16 @@ def test_withdrawn_offer_leaves_the_catalog(pair: Pair) -> None:
                             actor="x", transport=pair.transport)
 
 
+def test_a_contracts_times_carry_their_offset(pair: Pair) -> None:
+    """updated_at read '2026-12-02T16:52:36.359331' (SQLite's naive UTC), beside tokens and
+    jobs with '+00:00'."""
+    agreement = pair.request()["agreement_id"]
+    assert agreement
+    [listed] = [c for c in ng.list_contracts(pair.bank) if c["agreement_id"] == agreement]
+    assert listed["updated_at"].endswith("+00:00")
+    assert ng.show_contract(pair.bank, agreement)["agreement"]["signed_at"].endswith("+00:00")
+
+
 def test_a_node_asking_itself_for_a_contract_is_told_so(pair: Pair) -> None:
     """It fetched its own catalog and said "no such offer", which misled."""
     with pytest.raises(UsageError, match="tax cannot contract with itself"):

@@ -63,6 +63,8 @@ def _coerce(param: Param, value: Any) -> Any:
                 raise ValueError("expected a non-empty list of names")
             return tuple(terms)
         if kind == "int":
+            if isinstance(value, bool):  # JSON true is no count (Python's int(True) is 1)
+                raise ValueError("expected a positive integer such as 10")
             try:
                 number = int(value)
             except ValueError:  # int()'s own words: "invalid literal for int() with base 10"

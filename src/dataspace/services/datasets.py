@@ -31,6 +31,7 @@ from dataspace.catalog.classify import (
 from dataspace.catalog.grading import DOMAINS, ColumnFindings, grade_dataset, load_rules
 from dataspace.catalog.sample import sample_columns
 from dataspace.errors import Conflict, InputError, NotFound, UsageError
+from dataspace.jsondoc import iso_utc
 from dataspace.ledger import log
 from dataspace.scratch import REMOVING_PREFIX, is_stale, process_tag
 from dataspace.services.names import check_dataset_name, lookalike_key
@@ -476,6 +477,4 @@ def _view(row: Dataset) -> dict[str, Any]:
 
 
 def _iso(ts: datetime) -> str:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.isoformat()
+    return str(iso_utc(ts))

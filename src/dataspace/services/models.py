@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.errors import NotFound
+from dataspace.jsondoc import iso_utc
 from dataspace.ledger import log
 from dataspace.scratch import write_whole
 from dataspace.services.job_wire import jsonable
@@ -151,8 +152,8 @@ def _view(row: FederatedModelRow) -> dict[str, Any]:
         "metrics": info.get("metrics") or {},
         "contribution": info.get("contribution") or {},
         "params": info.get("params") or {},
-        "created_at": row.created_at.isoformat(),
-        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "created_at": iso_utc(row.created_at),
+        "finished_at": iso_utc(row.finished_at),
     }
 
 

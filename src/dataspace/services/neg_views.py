@@ -14,6 +14,7 @@ from dataspace.contracts import (
     verify_agreement,
 )
 from dataspace.errors import NotFound, SignatureError
+from dataspace.jsondoc import iso_utc
 from dataspace.services.neg_common import _digest, _own_public, lookup_member
 from dataspace.services.node import Node
 from dataspace.store.models_contracts import (
@@ -60,7 +61,7 @@ def _summary(session: Session, row: ContractNegotiationRow) -> dict[str, Any]:
         "agreement_id": ag.id if ag is not None else None,
         "provider_pid": row.provider_pid,
         "consumer_pid": row.consumer_pid,
-        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        "updated_at": iso_utc(row.updated_at),
     }
 
 
@@ -106,7 +107,7 @@ def show_contract(node: Node, ref: str) -> dict[str, Any]:
             "target": ag.target,
             "offer_id": ag.offer_id,
             "purpose": ag.purpose,
-            "signed_at": ag.signed_at.isoformat() if ag.signed_at else None,
+            "signed_at": iso_utc(ag.signed_at),
             "sha256": _digest(ag.policy),
             "signatures": {
                 "provider": _signature_status(ag.provider_signature, ag.policy, provider_key),

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.catalog.profile import kind_of
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.jsondoc import iso_utc
 from dataspace.ledger import log
 from dataspace.metering.pricing import PriceTerms
 from dataspace.policy import Policy, PolicyError, PolicyType, from_template, parse_policy
@@ -580,9 +581,7 @@ def offer_policy(row: OfferRow) -> Policy:
 
 
 def _iso(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).isoformat()
+    return iso_utc(ts)
 
 
 def _view(row: OfferRow, ds: Dataset | None) -> dict[str, Any]:
