@@ -362,3 +362,14 @@ def test_a_json_body_is_parsed_once(api: Api, monkeypatch: pytest.MonkeyPatch) -
                                json={"name": "parsed-once", "role": "auditor"})
     assert response.status_code == 201, response.text
     assert parsed == []
+
+
+def test_a_message_quoting_a_huge_input_is_cut_short() -> None:
+    """A 100,000-character peer name came back whole inside the 404's message."""
+    from dataspace.node.errors import envelope
+
+    body = envelope("not_found", f"no member {'x' * 100_000!r} in the space", hint="h" * 5000)
+    message, hint = body["error"]["message"], body["error"]["hint"]
+    assert len(message) < 2_100 and message.endswith("(98,025 more characters)")
+    assert len(hint) < 2_100
+    assert envelope("usage", "short")["error"]["message"] == "short"

@@ -75,12 +75,21 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_MESSAGE_CHARS = 2000  # a message quotes the input: a 100,000-character name is not echoed
+
+
+def _short(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS] + f"… ({len(text) - MAX_MESSAGE_CHARS:,} more characters)"
+
+
 def envelope(
     code: str, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": _short(message)}
     if hint:
-        body["hint"] = hint
+        body["hint"] = _short(hint)
     if details:
         body["details"] = details
     return {"error": body}
