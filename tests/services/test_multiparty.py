@@ -1032,3 +1032,10 @@ def test_a_peer_key_for_someone_who_takes_no_part_is_refused(
         multiparty.start_psi(bank, agreements=[agreement], dataset="companies", key=KEY,
                              peer_keys={"grid": "code:uscc"})
     assert info.value.hint == "participants: tax-bureau"
+
+
+def test_listing_multi_party_jobs_by_a_state_none_can_have_is_refused(tax: Any) -> None:
+    node, _ = tax
+    with pytest.raises(UsageError, match="no job has the state 'BOGUS'"):
+        multiparty.list_jobs(node, state="BOGUS")
+    assert multiparty.list_jobs(node, state="running") == []

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import Conflict, DataspaceError, NotFound
+from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.services.job_wire import jsonable
@@ -454,6 +454,11 @@ def get_row_view(node: Node, job_id: str) -> dict[str, Any]:
 
 
 def list_views(node: Node, *, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    from dataspace.services.jobs import JOB_STATES
+
+    if state and state.upper() not in JOB_STATES:  # it would only ever list nothing
+        raise UsageError(f"no job has the state {state!r}",
+                         hint="states: " + ", ".join(JOB_STATES))
     reap(node)
     stmt = (
         select(JobRow)
