@@ -78,3 +78,15 @@ def test_every_error_code_is_in_the_error_table_with_its_status() -> None:
                   for code in re.findall(r"`([a-z_]+)`", codes)}
     missing = sorted({(c.http_status, c.code) for c in every(DataspaceError)} - documented)
     assert missing == []
+
+
+def test_the_docs_page_needs_nothing_from_outside(api: Api) -> None:
+    """FastAPI's /docs and /redoc load scripts and fonts from public CDNs: blank on a
+    hospital's closed network. The page is built on the node, and lists every operation."""
+    page = api.client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text and "<script" not in page.text
+    assert "/api/v1/datasets" in page.text and "/openapi.json" in page.text
+    assert api.client.get("/redoc").text == page.text
+    spec = api.client.get("/openapi.json").json()
+    assert "/docs" not in spec["paths"]

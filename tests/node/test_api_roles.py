@@ -317,7 +317,6 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
         _peer("POST", "/dsp/transfers/{pid}/termination"),
     ),
     ("GET", "/docs"): (PUBLIC, _get("/docs")),
-    ("GET", "/docs/oauth2-redirect"): (PUBLIC, _get("/docs/oauth2-redirect")),
     ("GET", "/redoc"): (PUBLIC, _get("/redoc")),
     ("GET", f"{API}/health"): (PUBLIC, _get(f"{API}/health")),
     ("GET", f"{API}/node"): (PUBLIC, _get(f"{API}/node")),

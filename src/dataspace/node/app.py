@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from dataspace import __version__
 from dataspace.node.auth import roles_of
 from dataspace.node.body_limit import BodyLimit
+from dataspace.node.docs_page import install_docs_page
 from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
 from dataspace.node.json_body import CheckedJsonRoute
 from dataspace.node.peer_auth import require_peer
@@ -82,6 +83,8 @@ def create_app(node: Node) -> FastAPI:
         title=f"dataspace node {node.name}",
         version=__version__,
         description=DESCRIPTION,
+        docs_url=None,  # FastAPI's viewers load from public CDNs: blank on a closed network
+        redoc_url=None,
         openapi_tags=[
             {"name": "node", "description": "Health and identity (public)"},
             {"name": "datasets", "description": "Registered datasets and their catalog analysis"},
@@ -110,6 +113,7 @@ def create_app(node: Node) -> FastAPI:
         for route in module.router.routes:
             assert isinstance(route, APIRoute), route
             _add(app, route, prefix)
+    install_docs_page(app)
     return app
 
 
