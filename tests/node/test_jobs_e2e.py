@@ -234,8 +234,9 @@ def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(
     space.nodes[TAX].stop()  # the provider is down
     bank = open_node(space.nodes[BANK].root)
     try:
-        with pytest.raises(DeliveryFailed, match="safe to resend"):
+        with pytest.raises(DeliveryFailed, match="safe to resend") as failed:
             job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
+        assert failed.value.details["job_id"] == "resend-0001"  # for a program, not only text
         space.nodes[TAX].start()
         outcome = job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001")
         assert outcome.job_id == "resend-0001" and outcome.table.num_rows == 2

@@ -90,6 +90,7 @@ def _post(node: Node, provider: str, body: dict[str, Any], timeout: float) -> ht
                     f"{provider} took the query but did not answer within {timeout:.0f} s",
                     hint=f"check that {provider} is up, then resend job {body['job_id']} "
                          "(--job-id): it runs once and answers a resend with its outcome",
+                    job_id=body["job_id"],
                 ) from None
             last = exc
         except httpx.TransportError as exc:
@@ -98,6 +99,7 @@ def _post(node: Node, provider: str, body: dict[str, Any], timeout: float) -> ht
     raise DeliveryFailed(
         f"the query could not be delivered to {provider} ({last or 'job still running'})",
         hint=f"check that {provider} is up, then retry (job {body['job_id']} is safe to resend)",
+        job_id=body["job_id"],  # for a program: the id to resend under
     )
 
 
