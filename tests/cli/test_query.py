@@ -157,14 +157,13 @@ def test_a_result_the_out_format_cannot_hold_is_kept_as_sent(tmp_path) -> None:
     assert not (tmp_path / "r.csv").exists()
 
 
-def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> None:
+def _printed_meta(meta: dict[str, Any]) -> tuple[str, str]:
+    """What print_meta prints for ``meta`` with no rows, and with three."""
     import io
 
     from dataspace.cli import common
     from dataspace.cli.query import print_meta
 
-    meta = {"job_id": "j", "action": "dp-query", "rows": 0, "epsilon_spent": "0.5",
-            "epsilon_left": "0.5", "threshold": 84.0, "result_sha256": "00"}
     printed = io.StringIO()
     original, common.console.file = common.console.file, printed
     try:
@@ -173,6 +172,13 @@ def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> N
     finally:
         common.console.file = original
     first, second = printed.getvalue().split("result sha256 00")[:2]
+    return first, second
+
+
+def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> None:
+    meta = {"job_id": "j", "action": "dp-query", "rows": 0, "epsilon_spent": "0.5",
+            "epsilon_left": "0.5", "threshold": 84.0, "result_sha256": "00"}
+    first, second = _printed_meta(meta)
     assert "noisy count reaches 84: none did" in first
     assert "noisy count reaches 84" in second and "none did" not in second
 
@@ -180,21 +186,9 @@ def test_a_dp_answer_states_the_group_threshold_and_why_nothing_came_back() -> N
 def test_an_empty_governed_answer_says_what_the_agreement_withholds() -> None:
     """"0 rows · price 2.5 CNY" and nothing else: the groups below k were withheld, and the
     consumer read it as "no such rows"."""
-    import io
-
-    from dataspace.cli import common
-    from dataspace.cli.query import print_meta
-
     meta = {"job_id": "j", "action": "governed-query", "rows": 0, "min_group_size": 10,
             "price": {"amount": "2.5", "currency": "CNY"}, "result_sha256": "00"}
-    printed = io.StringIO()
-    original, common.console.file = common.console.file, printed
-    try:
-        print_meta(meta)
-        print_meta({**meta, "rows": 3})
-    finally:
-        common.console.file = original
-    first, second = printed.getvalue().split("result sha256 00")[:2]
+    first, second = _printed_meta(meta)
     assert "no group reached the agreement's minimum of 10 rows" in " ".join(first.split())
     assert "minimum" not in second
 

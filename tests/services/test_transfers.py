@@ -573,6 +573,23 @@ def test_pseudonyms_differ_between_agreements(pair: Pair) -> None:
     assert not set(ids[0]) & set(ids[1])  # no join across agreements
 
 
+def _pseudonymized_extract(pair: Pair, csv: Path, lines: list[str]) -> dict[str, list[Any]]:
+    """The CSV ``lines`` registered at the tax bureau, and the extract a pseudonymized
+    transfer of it under a fresh agreement sends the bank, as columns."""
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    view = datasets.add(pair.tax, csv, name=csv.stem, actor="t")
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    agreement = make_agreement(
+        pair.tax, BANK, consumer=pair.bank, dataset_id=view["id"], purpose="credit-risk",
+        offer=from_template("raw-transfer", purposes=["finance"], expires=future,
+                            output="pseudonymized"))
+    pair.sent.clear()
+    pid = pair.request(agreement, "pseudonymized")
+    path, _ = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
+                                   f"Bearer {_token(pair)}")
+    return pq.read_table(path).to_pydict()
+
+
 def test_pseudonymized_output_leaves_no_personal_value_in_clear(
     pair: Pair, tmp_path: Path
 ) -> None:
@@ -591,19 +608,7 @@ def test_pseudonymized_output_leaves_no_personal_value_in_clear(
         note = f"患者身份证{resident(i)}已核验" if i % 10 == 0 else ["复诊", "出院", "随访"][i % 3]
         lines.append(f"{resident(i)},MR2023{i:06d},{phones[i % 4]},"
                      f"北京市朝阳区建国路{i}号1单元{i}室,{note},{i}")
-    csv = tmp_path / "patients.csv"
-    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    view = datasets.add(pair.tax, csv, name="patients", actor="t")
-    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    agreement = make_agreement(
-        pair.tax, BANK, consumer=pair.bank, dataset_id=view["id"], purpose="credit-risk",
-        offer=from_template("raw-transfer", purposes=["finance"], expires=future,
-                            output="pseudonymized"))
-    pair.sent.clear()
-    pid = pair.request(agreement, "pseudonymized")
-    path, _ = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
-                                   f"Bearer {_token(pair)}")
-    table = pq.read_table(path).to_pydict()
+    table = _pseudonymized_extract(pair, tmp_path / "patients.csv", lines)
     assert table["score"] == list(range(40))
     shown = json.dumps(table, ensure_ascii=False)
     # (no short digit strings: a hex pseudonym may hold any of them)
@@ -641,19 +646,7 @@ def test_a_column_naming_what_an_identifier_stands_for_is_pseudonymized_too(
         lines.append(f"{codes[1]},北京第0号科技有限公司,制造,2024,5")
     elif twist == "one number also in lower case":
         lines.append(f"{codes[0].lower()},北京第0号科技有限公司,制造,2024,5")
-    csv = tmp_path / "firms.csv"
-    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    view = datasets.add(pair.tax, csv, name="firms", actor="t")
-    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    agreement = make_agreement(
-        pair.tax, BANK, consumer=pair.bank, dataset_id=view["id"], purpose="credit-risk",
-        offer=from_template("raw-transfer", purposes=["finance"], expires=future,
-                            output="pseudonymized"))
-    pair.sent.clear()
-    pid = pair.request(agreement, "pseudonymized")
-    path, _ = transfers.serve_pull(pair.tax, space.member(pair.tax, BANK), pid,
-                                   f"Bearer {_token(pair)}")
-    table = pq.read_table(path).to_pydict()
+    table = _pseudonymized_extract(pair, tmp_path / "firms.csv", lines)
     assert not [n for n in table["纳税人名称"] if "公司" in n]
     assert len(set(table["纳税人名称"])) == firms  # still one pseudonym per firm: rows join
     assert sorted(set(table["行业"])) == ["制造", "物流", "零售"]  # many firms each: kept
