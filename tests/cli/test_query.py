@@ -245,3 +245,14 @@ def test_an_out_file_that_exists_is_replaced_only_with_force(
     assert kept.read_bytes() == b"an earlier answer"
     forced = cli("--node", node.root, *command, "--out", kept, "--force")
     assert "exists" not in forced.stderr  # past the check: refused later, for the agreement
+
+
+def test_with_json_an_error_is_the_apis_envelope_on_stderr(
+    make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any],
+) -> None:
+    """--json printed results as JSON but errors as prose: a program had to parse both."""
+    node, _ = make_node("bank")
+    result = cli("--node", node.root, "job", "list", "--state", "BOGUS", "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.stderr)["error"]
+    assert error["code"] == "usage" and "no job has the state 'BOGUS'" in error["message"]
