@@ -19,7 +19,6 @@ import pytest
 
 from dataspace.contracts import ContractAgreementMessage, build, parse, sign_agreement, validate
 from dataspace.contracts import store as cs
-from dataspace.contracts.errors import IllegalTransition
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.errors import Conflict, NotFound, UsageError
 from dataspace.identity.keys import load_private_key
@@ -251,7 +250,7 @@ def test_a_consumer_withdraws_a_request_the_provider_has_not_agreed_to(pair: Pai
     provider = pair.provider_view(view)
     assert provider["state"] == "TERMINATED"
     assert provider["reason"] == ["withdrawn: bought elsewhere"]
-    with pytest.raises(IllegalTransition):  # approving weeks later signs nothing
+    with pytest.raises(Conflict, match="is TERMINATED: it can no longer be approved"):
         ng.approve(pair.tax, view["provider_pid"], actor="cli:boss", transport=pair.transport)
     assert "negotiation.approved" not in actions(pair.tax)
 
@@ -259,7 +258,7 @@ def test_a_consumer_withdraws_a_request_the_provider_has_not_agreed_to(pair: Pai
 def test_a_contract_both_signed_cannot_be_withdrawn(pair: Pair) -> None:
     view = pair.request()
     assert view["state"] == "FINALIZED"
-    with pytest.raises(UsageError, match="FINALIZED"):
+    with pytest.raises(Conflict, match="FINALIZED"):  # the state forbids it: 409
         ng.withdraw(pair.bank, view["id"], reason="x", actor="cli:analyst",
                     transport=pair.transport)
     assert ng.show_contract(pair.bank, view["id"])["state"] == "FINALIZED"
@@ -366,12 +365,12 @@ def test_ending_a_request_needs_a_reason_and_a_refusal_changes_nothing(
     assert ng.show_contract(pair.bank, view["id"])["reason"] == ["rejected: not this quarter"]
 
 
-def test_approving_twice_is_an_illegal_transition(pair: Pair) -> None:
-    from dataspace.contracts import IllegalTransition
-
+def test_approving_twice_is_a_conflict(pair: Pair) -> None:
+    """A user's action the state no longer takes is a 409 (an integrator met 400
+    illegal_transition, a peer protocol error, for approving a FINALIZED request)."""
     view = pair.request()
     approved = actions(pair.tax).count("negotiation.approved")
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(Conflict, match="is FINALIZED: it can no longer be approved"):
         ng.approve(pair.tax, view["provider_pid"], actor="x", transport=pair.transport)
     assert actions(pair.tax).count("negotiation.approved") == approved  # refused: not logged
 
@@ -379,12 +378,11 @@ def test_approving_twice_is_an_illegal_transition(pair: Pair) -> None:
 def test_a_finished_negotiation_cannot_be_rejected_or_approved_by_its_consumer(
     pair: Pair,
 ) -> None:
-    from dataspace.contracts import IllegalTransition
     from dataspace.errors import UsageError
 
     view = pair.request()  # auto-approved: FINALIZED
     assert pair.provider_view(view)["state"] == "FINALIZED"
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(Conflict, match="it can no longer be rejected"):
         ng.reject(pair.tax, view["provider_pid"], reason="too late", actor="x",
                   transport=pair.transport)
     assert pair.provider_view(view)["state"] == "FINALIZED"

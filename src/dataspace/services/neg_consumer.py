@@ -211,8 +211,8 @@ def withdraw(
                 f"negotiation {pid!r} is one this node answers as provider",
                 hint="a provider refuses a request with `contract reject`",
             )
-        if row.state not in WITHDRAWABLE:
-            raise UsageError(
+        if row.state not in WITHDRAWABLE:  # its state forbids it now: a conflict, not a typo
+            raise Conflict(
                 f"negotiation {pid!r} is {row.state}: only a request not yet agreed "
                 "(REQUESTED, OFFERED, ACCEPTED) can be withdrawn",
                 hint="an agreement both signed ends at its expiry; ask the provider",

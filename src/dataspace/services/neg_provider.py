@@ -22,7 +22,7 @@ from dataspace.contracts import negotiation as cn
 from dataspace.contracts import store as cs
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.roles import Role
-from dataspace.errors import DataspaceError, UsageError
+from dataspace.errors import Conflict, DataspaceError, UsageError
 from dataspace.identity.membership import Member
 from dataspace.ledger import log
 from dataspace.policy import (
@@ -311,7 +311,7 @@ def approve(
     with node.store.write() as session:
         row = cs.get_negotiation(session, pid, peer=None)
         _require_provider(row, pid, hint="only the provider approves")
-        cn.apply(row.state, cn.AGREEMENT, Role.PROVIDER)  # IllegalTransition unless REQUESTED
+        _user_may(row, cn.AGREEMENT, "approved")  # only a request still REQUESTED
         log.append(
             session,
             actor=actor,
@@ -321,16 +321,28 @@ def approve(
     return agree(node, pid, actor=actor, transport=transport)
 
 
+def _user_may(row: Any, message: str, done: str) -> None:
+    """A user's action the negotiation's state no longer takes is a :class:`Conflict` (409):
+    the request was right, the state moved on (a peer's message to the same effect stays the
+    protocol's 400 ``illegal_transition``)."""
+    try:
+        cn.apply(row.state, message, Role.PROVIDER)
+    except IllegalTransition:
+        raise Conflict(f"negotiation {row.id} is {row.state}: it can no longer be {done}",
+                       hint="`dataspace contract show ID` shows where it stands",
+                       state=row.state) from None
+
+
 def reject(
     node: Node, pid: str, *, reason: str, actor: str, transport: Transport | None = None
 ) -> dict[str, Any]:
     """Provider user: refuse a negotiation (`contract reject --reason`); one that has ended
-    (FINALIZED, TERMINATED) cannot be rejected any more (IllegalTransition, 400)."""
+    (FINALIZED, TERMINATED) cannot be rejected any more (Conflict, 409)."""
     reason = checked_reason(reason, ending="rejecting a request")
     with node.store.read() as session:
         row = cs.get_negotiation(session, pid, peer=None)
         _require_provider(row, pid, hint="a consumer withdraws a request: `contract withdraw`")
-        cn.apply(row.state, cn.TERMINATION, Role.PROVIDER)
+        _user_may(row, cn.TERMINATION, "rejected")
     terminate(node, pid, code="rejected", reasons=[reason], actor=actor, transport=transport)
     return show_contract(node, pid)
 
