@@ -90,3 +90,13 @@ def test_the_docs_page_needs_nothing_from_outside(api: Api) -> None:
     assert api.client.get("/redoc").text == page.text
     spec = api.client.get("/openapi.json").json()
     assert "/docs" not in spec["paths"]
+
+
+def test_openapi_declares_the_errors_an_operation_can_answer(api: Api) -> None:
+    """Only 200/201/202/401/403/422/500 were declared: a generated client knew nothing of
+    the 404s, 409s, 400s and 503s the API answers."""
+    paths = api.client.get("/openapi.json").json()["paths"]
+    shown = paths["/api/v1/jobs/{job_id}"]["get"]["responses"]
+    assert {"400", "401", "403", "404", "422", "500", "503"} <= set(shown)
+    issued = paths["/api/v1/bills"]["post"]["responses"]
+    assert {"409", "413"} <= set(issued) and "404" not in issued

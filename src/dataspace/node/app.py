@@ -15,7 +15,13 @@ from dataspace import __version__
 from dataspace.node.auth import roles_of
 from dataspace.node.body_limit import BodyLimit
 from dataspace.node.docs_page import install_docs_page
-from dataspace.node.errors import AUTH_RESPONSES, COMMON_RESPONSES, install_error_handlers
+from dataspace.node.errors import (
+    AUTH_RESPONSES,
+    CHANGE_RESPONSES,
+    COMMON_RESPONSES,
+    NAMED_RESPONSES,
+    install_error_handlers,
+)
 from dataspace.node.json_body import CheckedJsonRoute
 from dataspace.node.peer_auth import require_peer
 from dataspace.node.routers import (
@@ -130,7 +136,10 @@ def _add(app: FastAPI, route: APIRoute, prefix: str) -> None:
         access = "Roles: " + ", ".join(roles) + "."
     else:
         access = "Public: no token needed."
-    responses = {**COMMON_RESPONSES, **(AUTH_RESPONSES if roles else {}), **route.responses}
+    changes = bool(set(route.methods or ()) & {"POST", "PUT", "PATCH", "DELETE"})
+    responses = {**COMMON_RESPONSES, **(AUTH_RESPONSES if roles else {}),
+                 **(NAMED_RESPONSES if "{" in route.path else {}),
+                 **(CHANGE_RESPONSES if changes else {}), **route.responses}
     app.add_api_route(
         prefix + route.path,
         route.endpoint,

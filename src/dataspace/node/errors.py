@@ -65,8 +65,19 @@ def _doc(description: str) -> dict[str, Any]:
 
 #: OpenAPI responses every route may give
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _doc("A bad argument: the message says which (docs/api.md lists every code)"),
     422: _doc("The request is invalid (the offending field is named in details.errors)"),
     500: _doc("Unexpected server error (logged; the response names an incident id)"),
+    503: _doc("The node's state database failed or is unreachable"),
+}
+#: OpenAPI responses of routes that name an object in their path (``/jobs/{job_id}``)
+NAMED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: _doc("No such object on this node"),
+}
+#: OpenAPI responses of routes that change something
+CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: _doc("The current state forbids it: a name taken, an id reused, a state moved on"),
+    413: _doc("The request body is over the node's limit"),
 }
 #: OpenAPI responses of routes that need a bearer token
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
