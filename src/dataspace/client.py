@@ -108,8 +108,8 @@ class QueryResult:
 def _part(value: str) -> str:
     """An id as one path segment: "../tokens" must not reach another endpoint, nor "x?a=b"
     add a query; an empty one names nothing."""
-    if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"an id must be a non-empty text, got {value!r}")
+    if not isinstance(value, str) or not value.strip() or value in (".", ".."):
+        raise UsageError(f"an id must be a non-empty text other than . or .., got {value!r}")
     return quote(value, safe="")
 
 class Client:
@@ -151,6 +151,11 @@ class Client:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, API + path, **kwargs)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never reached
+            raise DataspaceError(
+                f"cannot reach the node at {self._http.base_url} ({type(exc).__name__})",
+                hint="check the URL and that the node is running (`dataspace serve`)",
+            ) from None
         except httpx.TimeoutException as exc:  # it was reached: it may have done the work
             raise DataspaceError(
                 f"no answer from the node at {self._http.base_url} within the client's "

@@ -256,3 +256,6 @@ def test_with_json_an_error_is_the_apis_envelope_on_stderr(
     assert result.exit_code == 2
     error = json.loads(result.stderr)["error"]
     assert error["code"] == "usage" and "no job has the state 'BOGUS'" in error["message"]
+    # "--json" taken as another option's value is no request for JSON
+    prose = cli("--node", node.root, "job", "list", "--agreement", "--json", "--state", "BOGUS")
+    assert prose.exit_code == 2 and prose.stderr.startswith("error:")

@@ -373,3 +373,9 @@ def test_a_message_quoting_a_huge_input_is_cut_short() -> None:
     assert len(message) < 2_100 and message.endswith("(98,025 more characters)")
     assert len(hint) < 2_100
     assert envelope("usage", "short")["error"]["message"] == "short"
+
+
+
+def test_an_error_quoting_a_huge_path_is_cut_short_through_the_api(api: Api) -> None:
+    response = api.client.get(f"{API}/jobs/{'q' * 30_000}", headers=api.as_("admin"))
+    assert response.status_code in (400, 404) and len(response.text) < 5_000

@@ -248,6 +248,11 @@ def test_a_query_whose_delivery_failed_is_resent_under_its_id_and_runs_once(
         assert again.meta["result_sha256"] == outcome.meta["result_sha256"]
         assert again.table.equals(outcome.table)
         assert [e["job_id"] for e in _entries(bank, "job.result_received")] == ["resend-0001"]
+        [refetched] = _entries(bank, "job.result_refetched")  # the second delivery is logged
+        assert refetched["result_sha256"] == outcome.meta["result_sha256"]
+        with pytest.raises(Conflict, match="for another user"):  # and goes to its user only
+            job_consumer.query(bank, agreement_id=agg, sql=sql, job_id="resend-0001",
+                               actor="token:other:mallory")
         with pytest.raises(Conflict, match="was used for another query"):
             job_consumer.query(bank, agreement_id=agg, sql=sql + " ORDER BY 1",
                                job_id="resend-0001")

@@ -29,7 +29,16 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ForceOption = typer.Option(False, "--force", help="Replace the --out file if it exists.")
-JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+def remember_json(value: bool) -> bool:
+    """--json was parsed as the flag (not as another option's value): errors go out as JSON."""
+    if value:
+        JSON_ASKED[0] = True
+    return value
+
+
+JSON_ASKED = [False]  # set while a command runs; main() reads it when an error ends one
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.",
+                          callback=remember_json)
 
 
 class CliState:

@@ -87,11 +87,13 @@ INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; click handles usage errors, DataspaceError is reported here, and anything
     unexpected as one line too (a bug: the traceback is there for the asking)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    from dataspace.cli.common import JSON_ASKED
+
+    JSON_ASKED[0] = False
     try:
         app(args=argv, prog_name="dataspace")  # click reports usage errors and Ctrl-C
     except DataspaceError as exc:
-        if "--json" in args:  # a program reads stderr too: the API's own envelope
+        if JSON_ASKED[0]:  # a program reads stderr too: the API's own envelope
             import json
 
             sys.stderr.write(json.dumps({"error": exc.to_dict()}, ensure_ascii=False,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import actor, console, node, print_json, table
+from dataspace.cli.common import actor, console, node, print_json, remember_json, table
 from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
 
@@ -55,7 +55,8 @@ def usage(
     agreement: str = _AGREEMENT,
     period: str = _PERIOD,
     consumer: str = _CONSUMER,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.",
+                                 callback=remember_json),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (lines and totals)."),
 ) -> None:
     """List usage records and their totals (no subcommand), or reconcile them."""
@@ -76,7 +77,8 @@ def usage(
 @usage_app.command("reconcile")
 def reconcile(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a summary.",
+                                 callback=remember_json),
 ) -> None:
     """Check every usage record and the totals against the ledger's usage.recorded entries."""
     report = service.reconcile(node(ctx))
@@ -107,7 +109,8 @@ def bill(
     issue: bool = typer.Option(
         False, "--issue", help="Issue the bill: give it an id and enter it in the ledger."
     ),
-    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json.",
+                                 callback=remember_json),
 ) -> None:
     """A statement for an agreement and/or period (a draft unless --issue)."""
     if as_json:  # every other command takes --json

@@ -89,7 +89,8 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 MAX_MESSAGE_CHARS = 2000  # a message quotes the input: a 100,000-character name is not echoed
 
 
-def _short(text: str) -> str:
+def _short(text: str | None) -> str:
+    text = text or ""
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
     return text[:MAX_MESSAGE_CHARS] + f"… ({len(text) - MAX_MESSAGE_CHARS:,} more characters)"
@@ -166,9 +167,9 @@ async def _dataspace_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s failed: %s", request.method, request.url.path, exc)
     body = _jsonable(exc.to_dict())
     fields = _body_fields(request)
-    body["message"] = _in_api_terms(body["message"], fields)
+    body["message"] = _short(_in_api_terms(body["message"], fields))
     if body.get("hint"):
-        body["hint"] = _in_api_terms(body["hint"], fields)
+        body["hint"] = _short(_in_api_terms(body["hint"], fields))
     return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
 
 

@@ -130,7 +130,7 @@ def query(
     with node.store.write() as session:
         earlier = session.get(JobRow, job_id, with_for_update=True)
         if earlier is not None and earlier.state == SUCCEEDED:
-            received = _taken_before(earlier, agreement_id, sql)
+            received = _taken_before(earlier, agreement_id, sql, who)
         elif earlier is None:
             session.add(
                 JobRow(
@@ -140,7 +140,7 @@ def query(
                     peer=provider,
                     action="query",
                     state=RUNNING,
-                    request={"sql": sql},
+                    request={"sql": sql, "actor": who},  # whose result it is
                     created_at=datetime.now(UTC),
                 )
             )
@@ -191,20 +191,40 @@ def query(
             f"stopped here before {provider}'s answer was taken",
             hint=f"resend it with --job-id {job_id}: the provider runs a job id once and "
                  "answers a resend with its outcome",
+            job_id=job_id,
         )
         _record_error(node, job_id, agreement_id, provider, sql, stopped, who)
         raise
-    _record_success(node, job_id, agreement_id, provider, sql, meta, who)
+    if received is not None:
+        _record_refetch(node, job_id, provider, meta, who)
+    else:
+        _record_success(node, job_id, agreement_id, provider, sql, meta, who)
     return QueryOutcome(table, meta, ipc)
 
 
-def _taken_before(row: JobRow, agreement_id: str, sql: str) -> str:
-    """A job whose answer this node took already, asked again with the same query (the
-    answer was lost between this node and its caller: a client's timeout): the provider
-    answers a job id it ran with the same stored result and charges nothing again, so the
-    result is fetched once more. Its recorded hash, which the new answer must match."""
+def _taken_before(row: JobRow, agreement_id: str, sql: str, actor: str) -> str:
+    """A job whose answer this node took already, asked again with the same query by the
+    same user (the answer was lost between this node and its caller: a client's timeout):
+    the provider answers a job id it ran with the same stored result and charges nothing
+    again, so the result is fetched once more. Its recorded hash, which the new answer must
+    match. Another user of this node gets no one else's result this way."""
     _same_query(row, agreement_id, sql)
+    if (row.request or {}).get("actor") != actor:
+        raise Conflict(f"job {row.id} has ended SUCCEEDED here, for another user",
+                       hint="its result goes back to the user who ran it; run the query "
+                            "under a new job id")
     return str(row.result_sha256 or "")
+
+
+def _record_refetch(
+    node: Node, job_id: str, provider: str, meta: dict[str, Any], actor: str
+) -> None:
+    """The second delivery of a result is evidence too: who took it, and which bytes."""
+    with node.store.write() as session:
+        log.append(session, actor=actor, action="job.result_refetched", payload=jsonable({
+            "job_id": job_id, "provider": provider, "result_sha256": meta["result_sha256"],
+            "rows": meta.get("rows"),
+        }))
 
 
 def _same_query(row: JobRow, agreement_id: str, sql: str) -> None:

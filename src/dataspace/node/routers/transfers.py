@@ -40,8 +40,8 @@ def _shown(node: Node, view: dict[str, Any]) -> dict[str, Any]:
         path = Path(str(view["file"]))
         try:
             view = {**view, "file": path.relative_to(node.root).as_posix()}
-        except ValueError:
-            view = {**view, "file": path.name}
+        except ValueError:  # the node's directory reached another way (a symlink, a move)
+            view = {**view, "file": f"{path.parent.name}/{path.name}"}
     return view
 
 
