@@ -237,38 +237,8 @@ def reserve(
                 )
             budget = _budget(row)
             _refuse_overspend(budget, eps, delta_)
-            new_eps = budget.epsilon_spent + eps
-            new_delta = budget.delta_spent + delta_
-            now = datetime.now(UTC)
-            row.epsilon_spent = str(new_eps)
-            row.delta_spent = str(new_delta)
-            row.updated_at = now
-            spend_id = secrets.token_hex(16)
-            session.add(
-                DpSpend(
-                    id=spend_id,
-                    agreement_id=agreement_id,
-                    job_id=job_id,
-                    epsilon=str(eps),
-                    delta=str(delta_),
-                    at=now,
-                )
-            )
-            log.append(
-                session,
-                actor=actor,
-                action=SPENT_ACTION,
-                payload={
-                    "spend_id": spend_id,
-                    "agreement_id": agreement_id,
-                    "job_id": job_id,
-                    "epsilon": str(eps),
-                    "delta": str(delta_),
-                    "epsilon_left": str(budget.epsilon_total - new_eps),
-                    "delta_left": str(budget.delta_total - new_delta),
-                },
-                time=now,
-            )
+            spend_id, new_eps, new_delta = _book(
+                session, row, budget, job_id, eps, delta_, action=SPENT_ACTION, actor=actor)
         return Reservation(
             id=spend_id,
             agreement_id=agreement_id,
@@ -278,6 +248,39 @@ def reserve(
             epsilon_left=budget.epsilon_total - new_eps,
             delta_left=budget.delta_total - new_delta,
         )
+
+
+def _book(
+    session: Session, row: DpBudget, budget: Budget, job_id: str, eps: Decimal,
+    delta: Decimal, *, action: str, actor: str, **extra: str,
+) -> tuple[str, Decimal, Decimal]:
+    """Move the budget's spent figures by (``eps``, ``delta``) — a spend, or a refund's
+    negative amounts — with its spend row and its ``action`` entry (the amounts moved, what is
+    left, ``extra``); the spend id and the new spent figures. The caller holds the row's lock
+    and the exact decimal context."""
+    new_eps, new_delta = budget.epsilon_spent + eps, budget.delta_spent + delta
+    now = datetime.now(UTC)
+    row.epsilon_spent, row.delta_spent, row.updated_at = str(new_eps), str(new_delta), now
+    spend_id = secrets.token_hex(16)
+    session.add(DpSpend(id=spend_id, agreement_id=budget.agreement_id, job_id=job_id,
+                        epsilon=str(eps), delta=str(delta), at=now))
+    log.append(
+        session,
+        actor=actor,
+        action=action,
+        payload={
+            "spend_id": spend_id,
+            "agreement_id": budget.agreement_id,
+            "job_id": job_id,
+            "epsilon": str(abs(eps)),
+            "delta": str(abs(delta)),
+            "epsilon_left": str(budget.epsilon_total - new_eps),
+            "delta_left": str(budget.delta_total - new_delta),
+            **extra,
+        },
+        time=now,
+    )
+    return spend_id, new_eps, new_delta
 
 
 def refund_in(
@@ -306,29 +309,8 @@ def refund_in(
         delta = sum((Decimal(s.delta) for s in spends), Decimal(0))
         if eps <= 0 and delta <= 0:
             return None
-        budget = _budget(row)
-        new_eps, new_delta = budget.epsilon_spent - eps, budget.delta_spent - delta
-        now = datetime.now(UTC)
-        row.epsilon_spent, row.delta_spent, row.updated_at = str(new_eps), str(new_delta), now
-        spend_id = secrets.token_hex(16)
-        session.add(DpSpend(id=spend_id, agreement_id=agreement_id, job_id=job_id,
-                            epsilon=str(-eps), delta=str(-delta), at=now))
-        log.append(
-            session,
-            actor=actor,
-            action=REFUNDED_ACTION,
-            payload={
-                "spend_id": spend_id,
-                "agreement_id": agreement_id,
-                "job_id": job_id,
-                "epsilon": str(eps),
-                "delta": str(delta),
-                "epsilon_left": str(budget.epsilon_total - new_eps),
-                "delta_left": str(budget.delta_total - new_delta),
-                "reason": reason[:500],
-            },
-            time=now,
-        )
+        _book(session, row, _budget(row), job_id, -eps, -delta, action=REFUNDED_ACTION,
+              actor=actor, reason=reason[:500])
         return eps, delta
 
 
