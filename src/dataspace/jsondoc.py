@@ -59,9 +59,12 @@ def check_shape(doc: Any) -> None:
                               "text") from None
 
 
+def utc(moment: datetime) -> datetime:
+    """A stored time with its offset: SQLite hands back naive UTC times."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def iso_utc(moment: datetime | None) -> str | None:
-    """A stored time as ISO 8601 with its offset: SQLite hands back naive UTC times, and a
-    view that printed them bare (``2026-12-02T16:52:36``) read as local time."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    """A stored time as ISO 8601 with its offset (printed bare, ``2026-12-02T16:52:36``
+    read as local time)."""
+    return None if moment is None else utc(moment).isoformat()

@@ -90,11 +90,15 @@ def test_an_out_path_that_cannot_be_written_is_refused_before_the_job(
     assert json.loads(cli("--node", node.root, "job", "list", "--json").stdout) == []
 
 
-@pytest.mark.parametrize("command", [
+#: every command that writes its result to --out (query's own checks are tested above)
+WRITES_OUT = [
     ("psi", "--agreement", "urn:uuid:none", "--on", "id", "--dataset", "d"),
     ("transfer", "request", "--agreement", "urn:uuid:none", "--mode", "raw"),
     ("predict", "--model", "m", "--rows", "j"),
-])
+]
+
+
+@pytest.mark.parametrize("command", WRITES_OUT)
 def test_every_out_is_checked_before_the_work(
     make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any], tmp_path,
     command: tuple[str, ...],
@@ -225,12 +229,8 @@ def test_a_filter_no_row_can_match_is_refused_not_listed_as_empty(
                "running", "--json").stdout.strip() == "[]"  # real ones: an empty list
 
 
-@pytest.mark.parametrize("command", [
-    ("query", "--agreement", "urn:uuid:none", "SELECT 1"),
-    ("psi", "--agreement", "urn:uuid:none", "--on", "id", "--dataset", "d"),
-    ("transfer", "request", "--agreement", "urn:uuid:none", "--mode", "raw"),
-    ("predict", "--model", "m", "--rows", "j"),
-])
+@pytest.mark.parametrize("command", [("query", "--agreement", "urn:uuid:none", "SELECT 1"),
+                                     *WRITES_OUT])
 def test_an_out_file_that_exists_is_replaced_only_with_force(
     make_node: Callable[..., tuple[Node, str]], cli: Callable[..., Any], tmp_path,
     command: tuple[str, ...],

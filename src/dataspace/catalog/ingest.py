@@ -167,7 +167,7 @@ def import_file(src: Path, dest: Path, *, limits: Limits, fmt: str | None = None
         raise _os_error(src, dest, exc) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ImportResult(rows, columns, fmt, encoding, size, digest, delimiter, tuple(notes))
+    return ImportResult(rows, columns, fmt, encoding, size, digest, delimiter, _capped(notes))
 
 
 def _os_error(src: Path, dest: Path, exc: OSError) -> DataspaceError:
@@ -415,26 +415,23 @@ def _infer_chunk(
         else:
             types.append("VARCHAR")
             if number >= _MOSTLY * (n + missing):
-                _note(notes, f"{name}: kept as text, though {number:,} of its "
+                notes.append(f"{name}: kept as text, though {number:,} of its "
                              f"{n + missing:,} values are numbers (the others include "
                              f"{other!r}); correct those and import again to compute on it")
             continue
         if missing:
             seen = sorted({first_marker, last_marker})
-            _note(notes, f"{name}: {missing:,} value(s) read as missing ("
+            notes.append(f"{name}: {missing:,} value(s) read as missing ("
                          + ", ".join(repr(x) for x in seen) + ")")
             types[-1] += _MARKED  # cast with its markers read as missing
     return types
 
 
-def _note(notes: list[str], note: str) -> None:
-    """Add a note; past :data:`_NOTES_MAX`, the rest are counted in the last one."""
-    if len(notes) < _NOTES_MAX:
-        notes.append(note)
-        return
-    more = int(notes[-1].split()[1]) + 1 if len(notes) > _NOTES_MAX else 1
-    del notes[_NOTES_MAX:]
-    notes.append(f"and {more} more column(s) like these")
+def _capped(notes: list[str]) -> tuple[str, ...]:
+    """At most :data:`_NOTES_MAX` notes; the rest are counted in one more."""
+    if len(notes) <= _NOTES_MAX:
+        return tuple(notes)
+    return (*notes[:_NOTES_MAX], f"and {len(notes) - _NOTES_MAX} more column(s) like these")
 
 
 def _reads_back(v: str) -> str:

@@ -454,7 +454,7 @@ def _summary(row: Dataset) -> dict[str, Any]:
         "grade": row.grading.get("level"),
         "grade_label": row.grading.get("label"),
         "quality": row.quality.get("overall"),
-        "created_at": _iso(row.created_at),
+        "created_at": iso_utc(row.created_at),
     }
 
 
@@ -474,7 +474,3 @@ def _view(row: Dataset) -> dict[str, Any]:
         "grading": row.grading,
         "quality": row.quality,
     }
-
-
-def _iso(ts: datetime) -> str:
-    return str(iso_utc(ts))

@@ -485,6 +485,13 @@ JOB_ROLES = ("provider", "consumer", "initiator", "dealer")
 JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, DENIED, FAILED)
 
 
+def check_state(state: str | None) -> None:
+    """A state filter no job can match is refused: it would only ever list nothing."""
+    if state and state.upper() not in JOB_STATES:
+        raise UsageError(f"no job has the state {state!r}",
+                         hint="states: " + ", ".join(JOB_STATES))
+
+
 def list_jobs(
     node: Node,
     *,
@@ -497,9 +504,7 @@ def list_jobs(
     or state no job can have is refused (it would only ever list nothing)."""
     if role and role not in JOB_ROLES:
         raise UsageError(f"no job has the role {role!r}", hint="roles: " + ", ".join(JOB_ROLES))
-    if state and state.upper() not in JOB_STATES:
-        raise UsageError(f"no job has the state {state!r}",
-                         hint="states: " + ", ".join(JOB_STATES))
+    check_state(state)
     sweep_stale(node)
     stmt = select(JobRow).order_by(JobRow.created_at.desc()).limit(max(1, min(limit, 1000)))
     if agreement_id:

@@ -30,11 +30,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.services.job_wire import jsonable
-from dataspace.services.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED
+from dataspace.services.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, check_state
 from dataspace.services.node import Node
 from dataspace.store.models_compute import JobRow
 
@@ -454,11 +454,7 @@ def get_row_view(node: Node, job_id: str) -> dict[str, Any]:
 
 
 def list_views(node: Node, *, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    from dataspace.services.jobs import JOB_STATES
-
-    if state and state.upper() not in JOB_STATES:  # it would only ever list nothing
-        raise UsageError(f"no job has the state {state!r}",
-                         hint="states: " + ", ".join(JOB_STATES))
+    check_state(state)
     reap(node)
     stmt = (
         select(JobRow)

@@ -580,10 +580,6 @@ def offer_policy(row: OfferRow) -> Policy:
     return parse_policy(row.policy)
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return iso_utc(ts)
-
-
 def _view(row: OfferRow, ds: Dataset | None) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -594,7 +590,7 @@ def _view(row: OfferRow, ds: Dataset | None) -> dict[str, Any]:
         "dp": row.dp,
         "price": row.price_terms,
         "auto_approve": row.auto_approve,
-        "created_at": _iso(row.created_at),
-        "withdrawn_at": _iso(row.withdrawn_at),
+        "created_at": iso_utc(row.created_at),
+        "withdrawn_at": iso_utc(row.withdrawn_at),
         "state": "withdrawn" if row.withdrawn_at is not None else "active",
     }

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dataspace.errors import DataspaceError
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.services.catalog import DeliveryFailed, Transport, deliver
 from dataspace.services.node import Node
@@ -97,7 +98,7 @@ def deliver_owed(
             .order_by(OwedNoticeRow.next_at).limit(ROUND)
         ).all()
         notices = [(r.id, r.peer, r.path, dict(r.body), r.about, int(r.attempts),
-                    _aware(r.created_at)) for r in due]
+                    utc(r.created_at)) for r in due]
     settled = []
     for ident, peer, path, body, about, attempts, created in notices:
         try:
@@ -114,10 +115,6 @@ def deliver_owed(
         _settle(node, ident)
         settled.append(ident)
     return settled
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _later(node: Node, ident: str, attempts: int, error: str, now: datetime) -> None:
