@@ -181,6 +181,8 @@ def test_a_line_whose_billed_mark_was_deleted_is_not_billed_again(metered: Node)
                        "billed") as refused:  # fmt: skip
         service.bill(metered, consumer="bank-a", period="2026-11", issue=True)
     assert "usage reconcile" in (refused.value.hint or "")
+    with pytest.raises(VerificationError, match="but not marked billed"):  # the draft too
+        service.bill(metered, consumer="bank-a", period="2026-11")
     with metered.store.read() as session:  # nothing was issued
         assert [b.id for b in session.query(Bill)] == [bill["bill_id"]]
 

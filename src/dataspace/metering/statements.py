@@ -392,10 +392,13 @@ def earlier_bills(session: Session, st: Statement) -> list[dict[str, Any]]:
 
 
 def carry_of(session: Session, st: Statement) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
-    """For each agreement and currency of ``st``'s lines: the exact sum of the lines earlier
-    bills carry, and what those bills asked for them (:func:`carried_from`)."""
-    return carried_from(earlier_bills(session, st), {str(line["agreement_id"])
-                                                     for line in st.lines})
+    """For each agreement and currency of ``st``'s unbilled lines: the exact sum of the lines
+    earlier bills carry, and what those bills asked for them (:func:`carried_from`). A line an
+    earlier bill's document carries is refused (:func:`_refuse_unmarked`): draft and bill alike
+    never show it as unbilled."""
+    earlier = earlier_bills(session, st)
+    _refuse_unmarked(earlier, st)
+    return carried_from(earlier, {str(line["agreement_id"]) for line in st.lines})
 
 
 def carried_from(
@@ -459,9 +462,7 @@ def issue_bill(session: Session, st: Statement, *, actor: str, now: datetime | N
     # the same earlier bills (the ledger head is what every issue locks anyway, to append).
     log.serialize_writers(session)
     st, billed = unbilled(session, st)
-    earlier = earlier_bills(session, st)
-    _refuse_unmarked(earlier, st)
-    st.carried = carried_from(earlier, {str(line["agreement_id"]) for line in st.lines})
+    st.carried = carry_of(session, st)
     if not st.lines:
         on = ", ".join(sorted(set(billed.values())))
         raise Conflict(
