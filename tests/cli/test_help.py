@@ -8,6 +8,7 @@ group listing, so a summary wrapped in the source shows up broken mid-sentence i
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,3 +39,21 @@ def test_the_root_listing_shows_a_summary_unbroken() -> None:
     shown = typer.testing.CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0
     assert "Check a proof bundle offline, with nothing but the node's public key." in shown.output
+
+
+def test_help_names_values_in_words_and_shows_nothing_for_a_flag() -> None:
+    runner = typer.testing.CliRunner()
+    pythonic = re.compile(r"<(?:bool|str|int|float|path|list\[[a-z]+\])>")
+    leaks: dict[str, list[str]] = {}
+    for name, command in _commands(typer.main.get_command(app)):
+        if getattr(command, "commands", None):
+            continue  # a group: its commands are walked too
+        shown = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0, name
+        if found := pythonic.findall(shown.output):
+            leaks[name] = found
+        if "--json" in shown.output:  # a flag takes no value: nothing between it and its help
+            assert re.search(r"--json\s+[A-Z][a-z]", shown.output), name
+    assert leaks == {}
+    ledger_help = runner.invoke(app, ["ledger", "log", "--help"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--start\s+INTEGER", ledger_help)

@@ -32,6 +32,7 @@ from dataspace.cli import (
     usage,
 )
 from dataspace.cli.common import CliState, err_console
+from dataspace.cli.help_types import install as install_help_types
 from dataspace.errors import DataspaceError
 from dataspace.settings import ENV_NODE
 
@@ -39,6 +40,7 @@ from dataspace.settings import ENV_NODE
 # made: about 0.5 s of CPU for a node server, which has some 1,200 of them. None of it is
 # garbage then, so freeze it first (finalizers of what is still alive run all the same).
 atexit.register(gc.freeze)
+install_help_types()
 
 app = typer.Typer(
     name="dataspace",
