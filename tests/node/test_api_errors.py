@@ -155,13 +155,37 @@ def test_unknown_route_is_404_envelope(api: Api) -> None:
 def test_wrong_method_is_405_envelope(api: Api) -> None:
     response = api.client.delete(f"{API}/health")
     error = assert_envelope(response, 405, "method_not_allowed")
-    assert error["details"] == {"allowed": ["GET"]}
-    assert response.headers["allow"] == "GET"
+    assert error["details"] == {"allowed": ["GET", "HEAD"]}
+    assert response.headers["allow"] == "GET, HEAD"
     # a path with several routes names them all: 'use GET' on /datasets hid its POST
     response = api.client.put(f"{API}/datasets")
     error = assert_envelope(response, 405, "method_not_allowed")
-    assert error["details"] == {"allowed": ["GET", "POST"]}
-    assert response.headers["allow"] == "GET, POST" and error["hint"] == "use GET, POST"
+    assert error["details"] == {"allowed": ["GET", "HEAD", "POST"]}
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    assert error["hint"] == "use GET, HEAD, POST"
+    # a path with no GET takes no HEAD either, and the message names what was sent
+    response = api.client.put(f"{API}/ledger/verify")
+    assert assert_envelope(response, 405, "method_not_allowed")["details"] == {"allowed": ["POST"]}
+    response = api.client.head(f"{API}/ledger/verify")
+    assert response.status_code == 405 and response.content == b""
+    assert response.headers["allow"] == "POST"
+
+
+def test_head_answers_as_get_without_the_body(api: Api) -> None:
+    """A monitor's HEAD /health is a 200 (FastAPI alone answered 405: the node looked down)."""
+    got, head = api.client.get(f"{API}/health"), api.client.head(f"{API}/health")
+    assert got.status_code == head.status_code == 200 and got.content
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["content-type"] == got.headers["content-type"]
+    # authentication is the GET's: no token, a 401 with no body
+    denied = api.client.head(f"{API}/tokens")
+    assert denied.status_code == 401 and denied.content == b""
+    allowed = api.client.head(f"{API}/tokens", headers=api.as_("admin"))
+    assert allowed.status_code == 200 and allowed.content == b""
+    # an unknown path is the GET's 404
+    missing = api.client.head(f"{API}/nothing-here")
+    assert missing.status_code == 404 and missing.content == b""
 
 
 def test_usage_error_is_400(api: Api) -> None:

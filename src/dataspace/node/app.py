@@ -22,6 +22,7 @@ from dataspace.node.errors import (
     NAMED_RESPONSES,
     install_error_handlers,
 )
+from dataspace.node.head_requests import HeadAsGet
 from dataspace.node.json_body import CheckedJsonRoute
 from dataspace.node.peer_auth import require_peer
 from dataspace.node.routers import (
@@ -114,6 +115,7 @@ def create_app(node: Node) -> FastAPI:
         return peer_cap if path.startswith("/peer/") else api_cap
 
     app.add_middleware(BodyLimit, limit_for=body_cap)
+    app.add_middleware(HeadAsGet)  # added last: runs first, so the body cap sees GET
     for module in ROUTERS:
         prefix = getattr(module, "PREFIX", API_PREFIX)
         for route in module.router.routes:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dataspace.errors import AuthError, DataspaceError
+from dataspace.node.head_requests import sent_method
 
 log = logging.getLogger("dataspace.node")
 
@@ -209,6 +210,8 @@ def _methods_of(request: Request) -> list[str]:
         route_methods = getattr(route, "methods", None)
         if match != Match.NONE and route_methods:
             methods |= set(route_methods)
+    if "GET" in methods:  # HeadAsGet answers HEAD wherever GET is taken
+        methods.add("HEAD")
     return sorted(methods)
 
 
@@ -220,10 +223,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     hint = None
     details = None
     if status == 404 and exc.detail == "Not Found":
-        message = f"no route {request.method} {request.url.path}"
+        message = f"no route {sent_method(request.scope)} {request.url.path}"
         hint = "the API lives under /api/v1; its routes are listed at /openapi.json"
     elif status == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
+        message = f"method {sent_method(request.scope)} is not allowed on {request.url.path}"
         methods = _methods_of(request)
         if methods:  # every route of the path, not only the first one the router met
             headers = {**(headers or {}), "allow": ", ".join(methods)}
