@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -74,9 +73,6 @@ class _Dataset:
         """The identifier columns, in the file's order."""
         return [c for c in self.columns if c in self.identifiers]
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _dataset(node: Node, session: Session, key: str, *, mine: bool = False) -> _Dataset:

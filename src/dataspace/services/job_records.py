@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from dataspace.compute.errors import SandboxBusy
 from dataspace.contracts import store as cstore
 from dataspace.errors import Conflict, DataspaceError, NotFound
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, PolicyDenied
@@ -45,7 +46,6 @@ from dataspace.services.job_policy import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    _aware,
     _dataset,
     _terms,
 )
@@ -129,7 +129,7 @@ def _expired(row: JobRow, now: datetime, lease: float, alive: Path) -> bool:
     that recorded no process)?"""
     if row.claimed_by and process_gone(row.claimed_by, alive):
         return True
-    claimed = _aware(row.claimed_at or row.created_at)
+    claimed = utc(row.claimed_at or row.created_at)
     return claimed + timedelta(seconds=lease) < now
 
 
@@ -144,7 +144,7 @@ def _interrupted(lease: float) -> JobInterrupted:
 
 def _job_from_row(session: Session, node: Node, row: JobRow, now: datetime) -> _Job:
     """Rebuild what a record needs of a job another process started (and never finished)."""
-    started = _aware(row.created_at)
+    started = utc(row.created_at)
     job = _Job(
         id=row.id,
         agreement_id=row.agreement_id,

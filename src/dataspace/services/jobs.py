@@ -39,6 +39,7 @@ from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.jsondoc import utc
 from dataspace.policy import Decision, Policy, PolicyDenied, Request, evaluate
 from dataspace.privacy import DpSpec, ensure_budget, run_dp_query
 from dataspace.privacy.dp_query import delta_spent
@@ -59,7 +60,6 @@ from dataspace.services.job_policy import (
     declared_contributor,
     unnamed_people,
 )
-from dataspace.services.job_policy import _aware as _aware  # also used by the mp services
 from dataspace.services.job_policy import _budget_spent as _budget_spent
 from dataspace.services.job_policy import _completed_jobs as _completed_jobs
 from dataspace.services.job_policy import _Dataset as _Dataset
@@ -297,7 +297,7 @@ def _load(node: Node, job: _Job) -> _Agreed:
             dataset=dataset,
             dp_spec=_dp_spec(offer.dp if offer else None) if job.action == DP else None,
             purpose=agreement.purpose,
-            signed_at=_aware(agreement.signed_at),
+            signed_at=utc(agreement.signed_at),
             target=agreement.target,
             contributor=declared_contributor(offer),
         )
@@ -438,7 +438,7 @@ def _revalidate(node: Node, job: _Job, meta: dict[str, Any]) -> None:
             raise NotFound(f"no agreement {job.agreement_id!r}", hint="check the agreement id")
         policy = policy_from_wire(agreement.policy, "$.agreement")
         state = neg.state
-        signed_at, purpose = _aware(agreement.signed_at), agreement.purpose
+        signed_at, purpose = utc(agreement.signed_at), agreement.purpose
         target = agreement.target
     if state != NegotiationState.FINALIZED:
         raise PolicyDenied(_not_finalized(state))
@@ -474,8 +474,8 @@ def job_view(row: JobRow) -> dict[str, Any]:
         "meta": row.result_meta,
         "error": row.error,
         "decision": row.decision,
-        "created_at": _aware(row.created_at).isoformat(),
-        "finished_at": _aware(row.finished_at).isoformat() if row.finished_at else None,
+        "created_at": utc(row.created_at).isoformat(),
+        "finished_at": utc(row.finished_at).isoformat() if row.finished_at else None,
     }
 
 

@@ -40,6 +40,7 @@ from dataspace.contracts import store as cstore
 from dataspace.contracts.messages import policy_from_wire
 from dataspace.contracts.negotiation import NegotiationState
 from dataspace.errors import Conflict, DataspaceError, NotFound, UsageError
+from dataspace.jsondoc import utc
 from dataspace.metering import PriceTerms, Usage
 from dataspace.policy import PolicyDenied, Request, evaluate
 from dataspace.privacy.psi import MODES, Engine, KeySpec, Responder, shared_engine
@@ -796,7 +797,7 @@ def _check(
         jobs_run = _slots_taken(session, s.agreement_id, exclude=s.job_id,
                                 engaged_failures=True)
         eps_spent, delta_spent = jobs._budget_spent(session, s.agreement_id)
-        state, purpose, signed_at = neg.state, agreement.purpose, jobs._aware(agreement.signed_at)
+        state, purpose, signed_at = neg.state, agreement.purpose, utc(agreement.signed_at)
         target = agreement.target
         decision = _decide(node, s, state, policy, dataset, fields, output, epsilon,
                            purpose=purpose, target=target, signed_at=signed_at,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.errors import AuthError, InvalidName, NotFound, UsageError
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.services.names import check_label
 from dataspace.services.node import Node
@@ -47,12 +48,9 @@ def _hash(secret: str) -> str:
 
 
 def _info(row: ApiToken) -> TokenInfo:
-    revoked = _aware(row.revoked_at) if row.revoked_at else None
-    return TokenInfo(row.id, row.name, row.role, _aware(row.created_at), revoked)
+    revoked = utc(row.revoked_at) if row.revoked_at else None
+    return TokenInfo(row.id, row.name, row.role, utc(row.created_at), revoked)
 
-
-def _aware(ts: datetime) -> datetime:  # SQLite returns naive UTC datetimes
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def issue_in(session: Session, *, name: str, role: str, actor: str) -> str:

@@ -32,6 +32,7 @@ from dataspace.errors import (
     NotFound,
     UsageError,
 )
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.services import peer_outbox
 from dataspace.services.catalog import Transport, deliver_or_terminate
@@ -82,9 +83,6 @@ def mode_of(fmt: str) -> str:
 def _now() -> datetime:
     return datetime.now(UTC)
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _sha256_file(path: Path) -> str:
@@ -210,7 +208,7 @@ def _terminate_in(
     if unless_pulled and own is Role.PROVIDER and ext.pulled_at is not None:
         raise Conflict(
             f"transfer {pid!r} has been pulled: its data left this node at "
-            f"{_aware(ext.pulled_at).isoformat(timespec='seconds')}",
+            f"{utc(ext.pulled_at).isoformat(timespec='seconds')}",
             hint="a grant can be revoked until the consumer pulls; the agreement governs "
             "the copy it holds",
         )

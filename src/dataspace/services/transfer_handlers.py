@@ -12,6 +12,7 @@ from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.identity.membership import Member
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.policy.values import Malformed, as_datetime
 from dataspace.services.catalog import Transport
@@ -20,7 +21,6 @@ from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     NS,
     _ack,
-    _aware,
     _discard,
     _discard_unless_streaming,
     _extract,
@@ -169,7 +169,7 @@ def _check_resumable(ext: Any) -> None:
     if ext.pulled_at is not None:
         raise ProtocolError("this transfer's data was pulled already and its token is used: "
                             "it cannot resume; request a new transfer", path="$")
-    if ext.token_expires_at is None or _aware(ext.token_expires_at) <= datetime.now(UTC):
+    if ext.token_expires_at is None or utc(ext.token_expires_at) <= datetime.now(UTC):
         raise ProtocolError("the grant's token lapsed while the transfer was suspended: it "
                             "cannot resume; request a new transfer", path="$")
 

@@ -39,6 +39,7 @@ from dataspace.errors import (
     NotFound,
 )
 from dataspace.identity.membership import Member
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.metering import PriceTerms, Usage, record_usage
 from dataspace.policy import Decision, Request, evaluate
@@ -55,7 +56,6 @@ from dataspace.services.transfer_common import (
     NS,
     PULL_PATH,
     _ack,
-    _aware,
     _discard,
     _extract,
     _guard,
@@ -223,7 +223,7 @@ def _load_plan(node: Node, session: Session, row: TransferProcessRow) -> tuple[_
     facts = {
         "purpose": agreement.purpose,
         "target": agreement.target,
-        "agreed_at": _aware(agreement.signed_at),
+        "agreed_at": utc(agreement.signed_at),
         "jobs_run": int(completed) + int(running) + _promised(session, agreement.id, row.id),
     }
     return plan, policy_from_wire(agreement.policy, "$.agreement"), facts
@@ -267,7 +267,7 @@ def _promised(session: Session, agreement_id: str, exclude: str) -> int:
     return sum(
         1 for state, until, pulled in rows
         if pulled is not None
-        or (state in open_states and until is not None and _aware(until) > now)
+        or (state in open_states and until is not None and utc(until) > now)
     )
 
 
@@ -454,7 +454,7 @@ def _start(
     member_url = lookup_member(node, node.name).url.rstrip("/")
     with node.store.write() as session:
         held = _extract(session, pid).token_expires_at
-        if held is not None and _aware(held) <= _now():
+        if held is not None and utc(held) <= _now():
             # The grant's hold on its slot lapsed while the extract was written (a long
             # pseudonymisation): other requests may have been granted in its place, so the
             # agreement decides again, queued on its row as the first decision was.
@@ -468,7 +468,7 @@ def _start(
                                   or ["no permission grants the transfer any longer"])
         row = cs.get_transfer(session, pid, peer=None, lock=True)
         delete_by = _extract(session, pid).delete_by
-        delete_by = _aware(delete_by) if delete_by is not None else None
+        delete_by = utc(delete_by) if delete_by is not None else None
         address = DataAddress(
             endpoint_type=HTTP_ENDPOINT,
             endpoint=member_url + PULL_PATH.format(pid=pid),
@@ -568,7 +568,7 @@ def _usage(
 ) -> Usage:
     """The usage record of provider transfer ``row`` of ``dataset``, finished now: ``rows``
     scanned and sent, ``size`` bytes out."""
-    started = _aware(row.created_at)
+    started = utc(row.created_at)
     return Usage(
         agreement_id=row.agreement_id,
         job_id=row.id,
@@ -725,7 +725,7 @@ def serve_pull(
                 )
             if ext.pulled_at is not None:
                 raise Forbidden("the pull token has been used", hint="request a new transfer")
-            if ext.token_expires_at is None or _now() > _aware(ext.token_expires_at):
+            if ext.token_expires_at is None or _now() > utc(ext.token_expires_at):
                 raise Forbidden("the pull token has expired", hint="request a new transfer")
             if not ext.path or not Path(ext.path).exists():
                 raise NotFound(f"the extract of transfer {pid!r} is gone")

@@ -48,6 +48,7 @@ from dataspace.contracts import store as cs
 from dataspace.contracts import transfer as tp
 from dataspace.contracts.roles import Role
 from dataspace.errors import Conflict
+from dataspace.jsondoc import utc
 from dataspace.ledger import log
 from dataspace.services import peer_outbox
 from dataspace.services.catalog import Transport
@@ -55,7 +56,6 @@ from dataspace.services.node import Node
 from dataspace.services.transfer_common import (
     EXTRACT_DIR,
     RECEIVED_DIR,
-    _aware,
     _discard,
     _terminate_local,
     tell_completed,
@@ -89,7 +89,7 @@ def lapsed_grants(node: Node, now: datetime | None = None) -> list[str]:
                 TransferExtractRow.token_expires_at.is_not(None),
             )
         ).all()
-    return [pid for pid, until in rows if until is not None and _aware(until) <= now]
+    return [pid for pid, until in rows if until is not None and utc(until) <= now]
 
 
 def interrupted_deliveries(node: Node) -> list[str]:
@@ -168,7 +168,7 @@ def unanswered_requests(node: Node, now: datetime | None = None) -> list[str]:
                 TransferProcessRow.state == tp.TransferState.REQUESTED.value,
             )
         ).all()
-    return [pid for pid, made in rows if _aware(made) <= before]
+    return [pid for pid, made in rows if utc(made) <= before]
 
 
 def end_unanswered_requests(
@@ -209,7 +209,7 @@ def unconfirmed_deliveries(node: Node, now: datetime | None = None) -> list[str]
                 billed_clause(),
             )
         ).all()
-    return [pid for pid, settled in rows if settled is not None and _aware(settled) + grace <= now]
+    return [pid for pid, settled in rows if settled is not None and utc(settled) + grace <= now]
 
 
 def complete_unconfirmed(
@@ -326,14 +326,14 @@ def delete_due(node: Node, now: datetime | None = None) -> list[str]:
                     TransferExtractRow.path.is_not(None),
                 )
             ).all()
-            if ext.delete_by is not None and _aware(ext.delete_by) <= now
+            if ext.delete_by is not None and utc(ext.delete_by) <= now
         ]
         for ext in due:
             assert ext.path is not None and ext.delete_by is not None
             Path(ext.path).unlink(missing_ok=True)
             log.append(session, actor=f"node:{node.name}", action="transfer.deleted", payload={
                 "pid": ext.id, "sha256": ext.sha256, "file": Path(ext.path).name,
-                "delete_by": _aware(ext.delete_by).isoformat(), "deleted_at": now.isoformat(),
+                "delete_by": utc(ext.delete_by).isoformat(), "deleted_at": now.isoformat(),
             })
             ext.path = None
         return [ext.id for ext in due]

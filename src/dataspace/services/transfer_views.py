@@ -19,9 +19,10 @@ from dataspace.errors import (
     UsageError,
     VerificationError,
 )
+from dataspace.jsondoc import utc
 from dataspace.scratch import staging_path
 from dataspace.services.node import Node
-from dataspace.services.transfer_common import _aware, _sha256_file
+from dataspace.services.transfer_common import _sha256_file
 from dataspace.store.models_contracts import (
     TransferExtractRow,
     TransferProcessRow,
@@ -45,10 +46,10 @@ def _view(row: TransferProcessRow, ext: TransferExtractRow | None) -> dict[str, 
         "bytes": ext.bytes if ext else None,
         "columns": ext.columns if ext else None,
         "file": ext.path if ext and row.role == Role.CONSUMER.value else None,
-        "delete_by": _aware(ext.delete_by).isoformat() if ext and ext.delete_by else None,
+        "delete_by": utc(ext.delete_by).isoformat() if ext and ext.delete_by else None,
         "reason": ext.reason if ext else None,
-        "created_at": _aware(row.created_at).isoformat(),
-        "updated_at": _aware(row.updated_at).isoformat(),
+        "created_at": utc(row.created_at).isoformat(),
+        "updated_at": utc(row.updated_at).isoformat(),
     }
 
 
