@@ -127,6 +127,37 @@ def test_a_held_checkpoint_catches_a_rollback_that_deleted_stored_ones(cli, tmp_
     assert result.exit_code == LedgerTampered.exit_code
 
 
+def test_a_replaced_signing_key_is_caught_even_with_every_checkpoint_dropped(
+    cli, tmp_path: Path
+) -> None:
+    """The operator swaps in a new key pair of the same name and drops the checkpoints the old
+    key signed: entry 0 still records the key the node was created with."""
+    node = _node(cli, tmp_path)
+    published = tmp_path / "published.pub"
+    shutil.copy(tmp_path / "n" / "keys" / "node.pub", published)
+    assert cli(*node, "ledger", "verify", "--key", published).exit_code == 0
+    assert cli("init", tmp_path / "forger", "--name", "bank-a").exit_code == 0
+    for name in ("node.key", "node.pub"):
+        shutil.copy(tmp_path / "forger" / "keys" / name, tmp_path / "n" / "keys" / name)
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute("DELETE FROM ledger_checkpoints")
+    assert cli(*node, "ledger", "checkpoint").exit_code == 0  # signed with the new key
+    result = cli(*node, "ledger", "verify", "--json")
+    assert result.exit_code == LedgerTampered.exit_code, result.stdout
+    problems = json.loads(result.stdout)["error"]["details"]["problems"]
+    replaced = [p for p in problems if p["kind"] == "key replaced"]
+    assert [p["index"] for p in replaced] == [0]
+    assert published.read_text().split("+")[1] in replaced[0]["reason"]  # the old key's id
+    # checked with the key published at creation, the new checkpoint does not open either
+    result = cli(*node, "ledger", "verify", "--key", published)
+    assert result.exit_code == LedgerTampered.exit_code
+    # a file that holds no key is named, its content not echoed
+    (tmp_path / "p1.json").write_text('{"format": "x"}')
+    result = cli(*node, "ledger", "verify", "--key", tmp_path / "p1.json")
+    assert result.exit_code == InputError.exit_code
+    assert "p1.json does not hold a public key" in result.stderr and "format" not in result.stderr
+
+
 def test_log_lists_every_state_change(cli, tmp_path: Path) -> None:
     node = _node(cli, tmp_path)
     rows = json.loads(cli(*node, "ledger", "log", "--json").stdout)

@@ -97,8 +97,13 @@ def key_text(value: str) -> str:
                              hint="pass a public key file (a node.pub) or the key string "
                              "NAME+ID+KEY")
         return value.strip()
-    return read_text_file(path, hint="pass a public key file (a node.pub) or the key string"
+    text = read_text_file(path, hint="pass a public key file (a node.pub) or the key string"
                           ).strip()
+    pem = text.startswith("-----BEGIN")  # the key parser says which kind, never its lines
+    if not pem and ("+" not in text or any(c.isspace() for c in text)):  # no NAME+ID+KEY
+        raise InputError(f"{path} does not hold a public key (one line NAME+ID+KEY)",
+                         hint="pass the node's keys/node.pub, or the key string itself")
+    return text
 
 
 def read_text_file(path: Path, hint: str) -> str:

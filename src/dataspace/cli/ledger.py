@@ -13,6 +13,7 @@ from dataspace.cli.common import (
     JsonOption,
     console,
     err_console,
+    key_text,
     node,
     print_json,
     read_text_file,
@@ -141,12 +142,17 @@ def verify(
     checkpoint_files: list[Path] = typer.Option(
         None, "--checkpoint", help="A checkpoint note kept elsewhere; repeatable."
     ),
+    key: str = typer.Option(
+        None, "--key", help="The key the node published at its creation (string or file): "
+        "check with it, not with the node's own key file."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Recompute the tree from stored entries and check every stored (and given) checkpoint."""
     held = [_read_note(p) for p in checkpoint_files or []]
+    published = key_text(key) if key is not None else None
     try:
-        report = ledger.verify(node(ctx), held)
+        report = ledger.verify(node(ctx), held, published)
     except LedgerTampered as exc:
         problems = exc.details.get("problems", [])
         if as_json:  # the problems for a program to read, as the API answers them

@@ -10,6 +10,7 @@ docs/ledger.md:
 4. every stored subtree hash equals the hash recomputed from the entries
 5. every checkpoint (stored, or handed in from outside) is a well-formed tlog-checkpoint
    signed by the node's key, and its root equals the recomputed root at its size
+6. a node's entry 0 (``node.created``) names the key the log is checked with
 
 All problems are collected; if there is any, :class:`LedgerTampered` is raised naming the first
 index, with every problem in ``details["problems"]``.
@@ -189,6 +190,8 @@ def _audit(session: Session, verifier: NoteVerifier, checkpoints: Iterable[str])
         computed, tainted = _check_row(
             idx, bytes(leaf), entry_json, payload_json, problems, seq_mismatch
         )
+        if idx == 0 and payload_json is not None:
+            _check_creation_key(entry_json, payload_json, verifier, problems)
         tree.push(computed, tainted=tainted)
         _compare_roots(tree, by_size, problems)
         checked += 1
@@ -289,6 +292,42 @@ def _check_row(
             Problem(idx, "payload edited", f"the payload of entry {idx} does not match its SHA-256")
         )
     return computed, bad
+
+
+def _check_creation_key(
+    entry_json: str, payload_json: str, verifier: NoteVerifier, problems: _Problems
+) -> None:
+    """Check 6: a node's entry 0 (``node.created``) records the key it was created with; the
+    log is checked with that key or not at all. Swapping the key files and dropping the
+    stored checkpoints would otherwise leave a log that verifies under the new key. (A log
+    that does not start with ``node.created`` — one made by the ledger alone — has no such
+    record; a damaged entry 0 is checks 1-3's to report.)"""
+    try:
+        entry, payload = json.loads(entry_json), json.loads(payload_json)
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(entry, dict) or entry.get("action") != "node.created":
+        return
+    recorded = payload.get("verifier_key") if isinstance(payload, dict) else None
+    try:
+        created = NoteVerifier.parse(recorded) if isinstance(recorded, str) else None
+    except DataspaceError:
+        created = None
+    if created is None:
+        problems.add(Problem(0, "payload edited",
+                             "entry 0 (node.created) names no valid verifier key"))
+        return
+    if (created.name, created.public_bytes) != (verifier.name, verifier.public_bytes):
+        problems.add(Problem(
+            0, "key replaced",
+            f"the log was created with key {_key_name(created)} (entry 0), but it is checked "
+            f"with key {_key_name(verifier)}: the node's signing key was replaced, or the "
+            "key given is another node's",
+        ))
+
+
+def _key_name(verifier: NoteVerifier) -> str:
+    return f"{verifier.name}+{verifier.key_id.hex()}"
 
 
 def _classify_sequence(seq_mismatch: dict[int, int], problems: _Problems) -> None:

@@ -79,12 +79,16 @@ def consistency_proof(node: Node, size1: int, size2: int | None = None) -> dict[
         return proof.export_consistency(session, size1, size2, checkpoint_note=note)
 
 
-def verify(node: Node, held_checkpoints: Iterable[str] = ()) -> dict[str, Any]:
+def verify(
+    node: Node, held_checkpoints: Iterable[str] = (), verifier_key: str | None = None
+) -> dict[str, Any]:
     """Recompute the whole tree from stored rows and check every checkpoint; raises on tampering.
 
     ``held_checkpoints`` are notes kept outside the node (by an auditor or a witness): they catch
-    a rollback that also deleted the stored checkpoints.
+    a rollback that also deleted the stored checkpoints. ``verifier_key``: the key the node
+    published when it was created (an auditor's copy); without it, the node's own key file,
+    which whoever runs the node can replace.
     """
-    verifier = NoteVerifier.parse(node.verifier_key())
+    verifier = NoteVerifier.parse(verifier_key or node.verifier_key())
     with node.store.snapshot() as session:  # appends go on meanwhile: audit one state
         return audit.audit(session, verifier, checkpoints=list(held_checkpoints)).to_dict()
