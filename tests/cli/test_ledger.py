@@ -113,6 +113,25 @@ def test_verify_reports_a_deleted_row(cli, tmp_path: Path) -> None:
     assert (1, "deleted") in {(p["index"], p["kind"]) for p in problems}
 
 
+def test_a_deleted_row_is_tampering_to_log_and_prove_not_a_gap_or_a_missing_entry(
+    cli, tmp_path: Path
+) -> None:
+    node = _node(cli, tmp_path)
+    result = cli(*node, "ledger", "prove", "9")
+    assert result.exit_code == 4 and "no ledger entry 9" in result.stderr  # past the end
+    with sqlite3.connect(tmp_path / "n" / "state.db") as db:
+        db.execute("DELETE FROM ledger_entries WHERE idx = 3")
+    for command in (("ledger", "log", "--start", "2", "--limit", "3"), ("ledger", "log"),
+                    ("ledger", "prove", "3")):
+        result = cli(*node, *command)
+        assert result.exit_code == LedgerTampered.exit_code, (command, result.stdout)
+        assert "ledger verify" in result.stderr, result.stderr
+        if command[1] == "log":
+            assert "entry 3 is missing" in result.stderr, result.stderr
+    result = cli(*node, "ledger", "log", "--start", "2", "--limit", "1")
+    assert result.exit_code == 0  # the page before the gap is whole
+
+
 def test_a_held_checkpoint_catches_a_rollback_that_deleted_stored_ones(cli, tmp_path) -> None:
     node = _node(cli, tmp_path)
     held = tmp_path / "held.txt"

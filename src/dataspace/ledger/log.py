@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -372,8 +372,26 @@ def entries(session: Session, start: int = 0, limit: int = 100) -> list[LogRow]:
     """Entries from index ``start`` on, at most ``limit`` of them, oldest first."""
     if start < 0 or limit < 0:
         raise UsageError("start and limit must not be negative")
+    total = size(session)  # read first: entries appended meanwhile only add rows
     query = _rows_query().where(LedgerEntry.idx >= start).order_by(LedgerEntry.idx).limit(limit)
-    return [_row(r.idx, r.leaf_hash, r.entry, r.payload) for r in session.execute(query)]
+    rows = [_row(r.idx, r.leaf_hash, r.entry, r.payload) for r in session.execute(query)]
+    for expected, row in enumerate(rows, start):
+        if row.idx != expected:  # a page that skipped a row would read as a whole log
+            _missing(session, expected)
+    if len(rows) < limit and start + len(rows) < total:
+        _missing(session, start + len(rows), total)
+    return rows
+
+
+def _missing(session: Session, index: int, total: int | None = None) -> NoReturn:
+    total = size(session) if total is None else total
+    raise LedgerTampered(
+        f"ledger entry {index} is missing from the state database, which says the log has "
+        f"{total} entries: the stored log was edited",
+        hint="run `dataspace ledger verify` for the whole log; restore the state database "
+        "from a backup",
+        index=index,
+    )
 
 
 def latest_with_action(session: Session, action: str) -> int | None:
@@ -393,6 +411,8 @@ def latest_with_action(session: Session, action: str) -> int | None:
 
 def get_entry(session: Session, index: int) -> LogRow:
     found = session.execute(_rows_query().where(LedgerEntry.idx == index)).first()
+    if found is None and 0 <= index < size(session):
+        _missing(session, index)
     if found is None:
         raise NotFound(
             f"ledger entry {index} does not exist", hint=f"the log has {size(session)} entries"
