@@ -107,6 +107,20 @@ def test_a_witness_refuses_a_split_view_and_a_rollback(nodes: dict[str, Node]) -
                                              "checkpoint": smaller})
     # nothing of it moved the witness: the honest log is still cosigned
     assert witness.request_cosignatures(bank, [TAX], post=post)["witnesses"][TAX]["cosigned"]
+    # ... and the witness kept the evidence: both notes the log signed, in its own ledger
+    entries = [e for e in ledger.entries(tax, limit=1000)
+               if e["entry"]["action"] in ("witness.cosigned", "witness.refused")]
+    cosigned, refused_fork, refused_proof, _again = (e["payload"] for e in entries)
+    assert [e["entry"]["action"] for e in entries] == [
+        "witness.cosigned", "witness.refused", "witness.refused", "witness.cosigned"]
+    assert peek_checkpoint(cosigned["checkpoint"]).root == cp.root
+    assert refused_fork["checkpoint"] == fork and refused_fork["forked"] is True
+    assert (refused_fork["cosigned_size"], refused_fork["size"]) == (cp.size, cp.size)
+    assert refused_fork["cosigned_root"] == cosigned["root"] != refused_fork["root"]
+    assert "forked" in refused_fork["reason"]
+    assert refused_proof["checkpoint"] == bigger and refused_proof["forked"] is False
+    with tax.store.read() as session:
+        audit.audit(session, tax.signer.verifier())
 
 
 def test_a_member_submits_only_its_own_log_and_bad_requests_are_refused(

@@ -105,7 +105,9 @@ def witness_cmd(
         print(result["checkpoint"], end="")
     if not any(r["cosigned"] for r in result["witnesses"].values()):
         raise Conflict("no witness cosigned the checkpoint",
-                       hint="see each witness's reason above; check that they are up")
+                       hint="see each witness's reason above: one that did not answer may be "
+                       "down; one that refused the proof saw another history of this log (a "
+                       "fork or a rollback): run `dataspace ledger verify`")
 
 
 @app.command("prove")

@@ -35,6 +35,7 @@ from dataspace.errors import (
     DataspaceError,
     Forbidden,
     InputError,
+    ProofError,
     SignatureError,
     UsageError,
 )
@@ -49,6 +50,8 @@ from dataspace.store.models import LedgerCheckpoint, WitnessedLog
 
 ADD_CHECKPOINT_PATH = "/peer/v1/witness/add-checkpoint"
 COSIGNED_ACTION = "witness.cosigned"  # the witness's ledger entry for each cosignature
+# ... and for each checkpoint it refused for want of a consistent history: the evidence
+REFUSED_ACTION = "witness.refused"
 MAX_PROOF = 64  # hashes in a consistency proof of any tree of up to 2^63 entries
 
 
@@ -60,6 +63,7 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
     ``n`` is a :class:`Conflict` (409) whose details carry the right one, so the caller can
     prove from there; a proof that does not verify is refused and nothing is cosigned."""
     old_size, proof, note = _request(body)
+    refusal: tuple[ProofError, int, bytes] | None = None
     signed = open_checkpoint(note, [caller.verifier])
     cp = signed.checkpoint
     if cp.origin != log_origin(caller.name):
@@ -84,25 +88,44 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
                            f"({known}): a log does not shrink", size=known)
         if known > 0:
             assert row is not None
-            merkle.verify_consistency(known, cp.size, proof, bytes(row.root_hash), cp.root)
+            cosigned_root = bytes(row.root_hash)
+            try:
+                merkle.verify_consistency(known, cp.size, proof, cosigned_root, cp.root)
+            except ProofError as exc:
+                refusal = (exc, known, cosigned_root)
         elif proof:  # from the empty tree (or none seen) there is nothing to prove
             raise InputError("a checkpoint extending the empty tree needs no consistency proof")
-        if row is not None:
-            row.size, row.root_hash, row.updated_at = cp.size, cp.root, datetime.now(UTC)
+        if refusal is not None:  # entered and committed, then refused
+            error, cosigned_size, cosigned_root = refusal
+            log.append(session, actor=f"peer:{caller.name}", action=REFUSED_ACTION, payload={
+                "log": cp.origin, "member": caller.name, "reason": error.message,
+                "forked": cosigned_size == cp.size,  # one size, two signed roots
+                "cosigned_size": cosigned_size, "cosigned_root": _b64(cosigned_root),
+                "size": cp.size, "root": _b64(cp.root), "checkpoint": note,
+            })
         else:
-            session.add(WitnessedLog(origin=cp.origin, member=caller.name, size=cp.size,
-                                     root_hash=cp.root, updated_at=datetime.now(UTC)))
-        timestamp = int(time.time())
-        line = Cosigner(node.signer).cosign(cp.format(), timestamp)
-        log.append(
-            session,
-            actor=f"peer:{caller.name}",
-            action=COSIGNED_ACTION,
-            payload={"log": cp.origin, "member": caller.name, "old_size": known,
-                     "size": cp.size, "root": base64.b64encode(cp.root).decode("ascii"),
-                     "time": timestamp},
-        )
+            if row is not None:
+                row.size, row.root_hash, row.updated_at = cp.size, cp.root, datetime.now(UTC)
+            else:
+                session.add(WitnessedLog(origin=cp.origin, member=caller.name, size=cp.size,
+                                         root_hash=cp.root, updated_at=datetime.now(UTC)))
+            timestamp = int(time.time())
+            line = Cosigner(node.signer).cosign(cp.format(), timestamp)
+            log.append(
+                session,
+                actor=f"peer:{caller.name}",
+                action=COSIGNED_ACTION,
+                payload={"log": cp.origin, "member": caller.name, "old_size": known,
+                         "size": cp.size, "root": _b64(cp.root), "time": timestamp,
+                         "checkpoint": note},
+            )
+    if refusal is not None:
+        raise refusal[0]
     return {"cosignature": line, "size": cp.size, "witness": node.name}
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
 
 
 def _request(body: Any) -> tuple[int, list[bytes], str]:
