@@ -89,6 +89,29 @@ def test_jobs_are_listed_and_shown(served: tuple[Node, TestClient, str], tmp_pat
         assert client.jobs(state="SUCCEEDED") == []
 
 
+def test_an_issued_bill_is_read_back_through_the_api(
+    served: tuple[Node, TestClient, str],
+) -> None:
+    from datetime import UTC, datetime
+
+    from dataspace.metering import Usage
+    from dataspace.services import usage
+
+    node, http, admin = served
+    now = datetime.now(UTC)
+    usage.record(node, Usage(agreement_id="agr-1", job_id="j1", action="governed-query",
+                             consumer="insurer", provider="bank", dataset="d", started_at=now,
+                             finished_at=now, status="completed"), actor="test")
+    issued = usage.bill(node, "agr-1", issue=True, actor="test")
+    with client_for(http, admin) as client:
+        [listed] = client.issued_bills(consumer="insurer")
+        assert (listed["bill_id"], listed["lines"]) == (issued["bill_id"], 1)
+        assert client.issued_bills(consumer="bank") == []
+        assert client.issued_bill(issued["bill_id"]) == issued
+        with pytest.raises(NotFound, match="no issued bill"):
+            client.issued_bill("bill-unknown")
+
+
 def test_to_pandas_says_what_is_missing() -> None:
     import pyarrow as pa
 

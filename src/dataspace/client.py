@@ -340,6 +340,21 @@ class Client:
         params = self._params(agreement=agreement, period=period, consumer=consumer)
         return self._json("GET", "/bills", params=params)
 
+    def issued_bills(
+        self,
+        *,
+        agreement: str | None = None,
+        period: str | None = None,
+        consumer: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Issued bills (id, payer, amounts due, ledger entry), oldest first."""
+        params = self._params(agreement=agreement, period=period, consumer=consumer)
+        return list(self._json("GET", "/bills/issued", params=params))
+
+    def issued_bill(self, bill_id: str) -> dict[str, Any]:
+        """One issued bill, exactly as issued (checked by the node against its ledger entry)."""
+        return dict(self._json("GET", f"/bills/{_part(bill_id)}"))
+
     def ledger_checkpoint(self) -> str:
         """The node's latest signed checkpoint (a C2SP signed note)."""
         return self._send("GET", "/ledger/checkpoint").text

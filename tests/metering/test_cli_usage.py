@@ -211,3 +211,40 @@ def test_a_consumer_asking_for_its_own_agreements_bill_is_sent_to_the_provider(
 def test_bill_takes_json_as_every_other_command_does(metered: Node) -> None:
     code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11", "--json")
     assert code == 0 and json.loads(out)["bill_id"] is None  # a draft, as JSON
+
+
+def test_an_issued_bill_is_listed_and_shown_as_issued_and_an_edit_is_refused(
+    metered: Node,
+) -> None:
+    """An auditor found no way back to a bill once issued: the draft of its filters says
+    "nothing to bill", and only its hash was in the ledger."""
+    from sqlalchemy import text
+
+    from dataspace.errors import NotFound, UsageError, VerificationError
+
+    assert run(metered, "bills")[1].startswith("no issued bill matches")
+    code, out, _ = run(metered, "bill", "--agreement", "agr-1", "--period", "2026-11",
+                       "--json", "--issue")  # fmt: skip
+    issued = json.loads(out)
+    code, out, _ = run(metered, "bills", "--json")
+    assert code == 0
+    [listed] = json.loads(out)
+    assert listed["bill_id"] == issued["bill_id"] and listed["sha256"] == issued["sha256"]
+    assert listed["due"] == issued["due"] and listed["ledger_index"] == issued["ledger_index"]
+    assert listed["lines"] == len(issued["statement"]["lines"]) > 0
+    assert json.loads(run(metered, "bills", "--agreement", "agr-3", "--json")[1]) == []
+    code, out, _ = run(metered, "bill", "--id", issued["bill_id"], "--json")
+    assert code == 0 and json.loads(out) == issued  # exactly what issuing returned
+    code, out, _ = run(metered, "bill", "--id", issued["bill_id"])
+    assert f"bill {issued['bill_id']} issued" in out and "amount due: 21.22 CNY" in out
+    code, out, _ = run(metered, "bills")
+    assert issued["bill_id"] in out and "21.22 CNY" in out
+    with pytest.raises(NotFound, match="no issued bill 'bill-nope'"):
+        run(metered, "bill", "--id", "bill-nope")
+    with pytest.raises(UsageError, match="--id shows a bill already issued"):
+        run(metered, "bill", "--id", issued["bill_id"], "--issue")
+    with metered.store.write() as session:  # the amount due, edited
+        session.execute(text("UPDATE bills SET document = replace(document, '21.22', '12.22')"))
+    for args in (("bills",), ("bill", "--id", issued["bill_id"])):
+        with pytest.raises(VerificationError, match="differs from its ledger entry"):
+            run(metered, *args)

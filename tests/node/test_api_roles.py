@@ -140,6 +140,7 @@ def _peer_query(api: Api, allowed: bool) -> dict[str, Any]:
 # callers get this instead of a 2xx.
 SERVICE_ANSWER = {
     ("POST", f"{API}/jobs/query"): (404, "not_found"),
+    ("GET", f"{API}/bills/{{bill_id}}"): (404, "not_found"),
     # The node has joined no space: it can neither reach a peer nor has contracts to show.
     ("GET", f"{API}/peers/{{peer}}/catalog"): (400, "usage"),
     ("POST", f"{API}/contracts"): (400, "usage"),
@@ -169,6 +170,8 @@ MATRIX: dict[tuple[str, str], tuple[tuple[str, ...] | str, Build]] = {
     ("GET", f"{API}/usage/reconcile"): (("admin", "auditor"), _get(f"{API}/usage/reconcile")),
     ("GET", f"{API}/bills"): (ALL, _get(f"{API}/bills", period="2026-11")),
     ("POST", f"{API}/bills"): (WRITERS, _issue_bill),
+    ("GET", f"{API}/bills/issued"): (ALL, _get(f"{API}/bills/issued", period="2026-11")),
+    ("GET", f"{API}/bills/{{bill_id}}"): (ALL, _get(f"{API}/bills/bill-none")),
     ("GET", f"{API}/jobs"): (ALL, _get(f"{API}/jobs")),
     ("GET", f"{API}/offers"): (ALL, _get(f"{API}/offers")),
     ("POST", f"{API}/offers"): (WRITERS, _create_offer),

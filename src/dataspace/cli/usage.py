@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from dataspace.cli.common import actor, console, node, print_json, remember_json, table
+from dataspace.cli.common import (
+    JsonOption,
+    actor,
+    console,
+    node,
+    print_json,
+    remember_json,
+    table,
+)
 from dataspace.cli.lazy import lazy_module
 from dataspace.errors import UsageError
 
@@ -47,6 +55,7 @@ def register(app: typer.Typer) -> None:
     """Add ``dataspace usage`` and ``dataspace bill`` to the root app."""
     app.add_typer(usage_app, name="usage")
     app.command("bill")(bill)
+    app.command("bills")(bills)
 
 
 @usage_app.callback()
@@ -111,17 +120,27 @@ def bill(
     ),
     as_json: bool = typer.Option(False, "--json", help="The same as --format json.",
                                  callback=remember_json),
+    bill_id: str = typer.Option(
+        None, "--id", metavar="BILL", help="Show this issued bill, as issued (see `dataspace "
+        "bills`)."
+    ),
 ) -> None:
-    """A statement for an agreement and/or period (a draft unless --issue)."""
+    """A statement for an agreement and/or period (a draft unless --issue), or an issued bill."""
     if as_json:  # every other command takes --json
         if fmt not in ("table", "json"):
             raise UsageError("choose one of --json and --format " + fmt)
         fmt = "json"
     if fmt not in _FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint="use --format table, json or csv")
-    doc = service.bill(
-        node(ctx), agreement, period, consumer, issue=issue, actor=actor() if issue else None
-    )
+    if bill_id is not None:
+        if issue or agreement or period or consumer:
+            raise UsageError("--id shows a bill already issued",
+                             hint="leave out --issue, --agreement, --period and --consumer")
+        doc = service.issued_bill(node(ctx), bill_id)
+    else:
+        doc = service.bill(
+            node(ctx), agreement, period, consumer, issue=issue, actor=actor() if issue else None
+        )
     if fmt == "json":
         print_json(doc)
         return
@@ -144,7 +163,8 @@ def bill(
         )
     elif not st["lines"]:  # a draft of nothing: say so rather than print an empty bill
         console.print("no unbilled usage matches these filters: there is nothing to bill "
-                      "(check --agreement, --consumer and --period with `dataspace usage`)")
+                      "(check --agreement, --consumer and --period with `dataspace usage`; "
+                      "bills issued already: `dataspace bills`)")
         return
     else:
         console.print("[bold]draft bill[/bold] (not issued; add --issue)")
@@ -162,6 +182,32 @@ def bill(
     for due in doc["due"]:
         console.print(f"amount due: [bold]{due['amount']} {escape(due['currency'])}[/bold]")
     console.print(f"sha256 {doc['sha256']}")
+
+
+def bills(
+    ctx: typer.Context,
+    agreement: str = _AGREEMENT,
+    period: str = _PERIOD,
+    consumer: str = _CONSUMER,
+    as_json: bool = JsonOption,
+) -> None:
+    """Issued bills, oldest first, each checked against its ledger entry."""
+    found = service.issued_bills(node(ctx), agreement, period, consumer)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print("no issued bill matches these filters (a draft: `dataspace bill`)")
+        return
+    console.print(table(
+        "issued bills",
+        ["bill", "issued", "consumer", "agreement", "period", "lines", "due", "ledger entry"],
+        [[b["bill_id"], b["issued_at"][:19].replace("T", " "), b["consumer"],
+          b["agreement_id"] or "all", b["period"] or "all", b["lines"],
+          ", ".join(f"{d['amount']} {d['currency']}" for d in b["due"]), b["ledger_index"]]
+         for b in found],
+    ))
+    console.print("one bill as issued: `dataspace bill --id BILL`", style="dim")
 
 
 def _print_statement(st: dict[str, Any], *, title: str) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
-from dataspace.errors import LedgerTampered, NotFound, VerificationError
+from dataspace.errors import DataspaceError, LedgerTampered, NotFound, VerificationError
 from dataspace.ledger import log
 from dataspace.metering.pricing import EXACT_DIGITS
 from dataspace.metering.statements import (
@@ -227,6 +227,37 @@ def _check_stored_times(session: Session, rows: list[UsageRecord]) -> None:
                 )
 
 
+def checked_bill(session: Session, bill: Bill) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored bill's document and its ``bill.issued`` payload, once the document is shown
+    to hash to what the ledger entry says (else :class:`VerificationError`)."""
+    try:
+        row: log.LogRow | None = log.get_entry(session, int(bill.ledger_index))
+    except NotFound:
+        row = None
+    if row is not None and log.sha256_hex(row.payload_json) != row.entry.get("payload_sha256"):
+        raise LedgerTampered(f"the payload of ledger entry {row.idx} does not match its hash",
+                             hint="run `dataspace ledger verify`", index=row.idx)
+    payload = row.payload if row is not None else {}
+    if row is None or row.entry.get("action") != BILL_ACTION or payload.get("bill_id") != bill.id:
+        raise VerificationError(f"bill {bill.id} has no bill.issued entry at ledger index "
+                                f"{bill.ledger_index}", bill_id=bill.id)
+    try:  # an edited document may be no JSON, or JSON this node never writes (floats)
+        document = json.loads(bill.document)
+        digest = log.sha256_hex(log.canonical_json(document))
+        statement = log.sha256_hex(log.canonical_json(document.get("statement")))
+    except (ValueError, AttributeError, DataspaceError):
+        document, digest, statement = None, "", ""
+    if not isinstance(document, dict) or not digest == bill.sha256 == payload.get("sha256") or not (
+        statement == bill.statement_sha256 == payload.get("statement_sha256")
+    ):
+        raise VerificationError(
+            f"bill {bill.id} differs from its ledger entry {bill.ledger_index}",
+            hint="the stored bill was edited after it was issued",
+            bill_id=bill.id,
+        )
+    return document, payload
+
+
 def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]]) -> int:
     """Every issued bill against its ledger entry, its billed lines and the ``usage.recorded``
     entries of those lines; the number checked."""
@@ -239,32 +270,7 @@ def _check_bills(session: Session, usage: dict[str, tuple[int, dict[str, Any]]])
     order = {bill.id: n for n, bill in enumerate(bills)}
     carried = _Carried()  # what the bills walked so far (in the order issued) carry
     for bill in bills:
-        try:
-            row: log.LogRow | None = log.get_entry(session, int(bill.ledger_index))
-        except NotFound:
-            row = None
-        if row is not None and log.sha256_hex(row.payload_json) != row.entry.get(
-            "payload_sha256"
-        ):
-            raise LedgerTampered(f"the payload of ledger entry {row.idx} does not match its hash",
-                                 hint="run `dataspace ledger verify`", index=row.idx)
-        payload = row.payload if row is not None else {}
-        if row is None or row.entry.get("action") != BILL_ACTION or payload.get("bill_id") != (
-            bill.id
-        ):
-            raise VerificationError(f"bill {bill.id} has no bill.issued entry at ledger index "
-                                    f"{bill.ledger_index}", bill_id=bill.id)
-        document = json.loads(bill.document)
-        digest = log.sha256_hex(log.canonical_json(document))
-        statement = log.sha256_hex(log.canonical_json(document.get("statement")))
-        if not digest == bill.sha256 == payload.get("sha256") or not (
-            statement == bill.statement_sha256 == payload.get("statement_sha256")
-        ):
-            raise VerificationError(
-                f"bill {bill.id} differs from its ledger entry {bill.ledger_index}",
-                hint="the stored bill was edited after it was issued",
-                bill_id=bill.id,
-            )
+        document, payload = checked_bill(session, bill)
         columns = {"consumer": bill.consumer, "agreement_id": bill.agreement_id,
                    "period": bill.period,
                    "issued_at": log.format_time(as_utc(bill.issued_at))}  # fmt: skip

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.errors import NotFound, UsageError
+from dataspace.jsondoc import iso_utc
 from dataspace.metering import (
     PriceTerms,
     Statement,
@@ -25,12 +26,14 @@ from dataspace.metering import (
 )
 from dataspace.metering import reconcile as _reconcile
 from dataspace.metering import statement as _statement
-from dataspace.metering.statements import carry_of, select_usage, unbilled
+from dataspace.metering.reconcile import checked_bill
+from dataspace.metering.statements import Bill, carry_of, select_usage, unbilled
 from dataspace.services.node import Node, default_actor
 from dataspace.store.models_contracts import ContractAgreementRow
+from dataspace.store.models_metering import Bill as BillRow
 from dataspace.store.models_metering import UsageRecord
 
-__all__ = ["bill", "list_usage", "reconcile", "record", "statement"]
+__all__ = ["bill", "issued_bill", "issued_bills", "list_usage", "reconcile", "record", "statement"]
 
 
 def record(
@@ -129,6 +132,50 @@ def bill(
         draft, _billed = unbilled(session, st)
         draft.carried = carry_of(session, draft)
     return bill_for(draft).to_dict()
+
+
+def issued_bills(
+    node: Node,
+    agreement_id: str | None = None,
+    period: str | None = None,
+    consumer: str | None = None,
+) -> list[dict[str, Any]]:
+    """Issued bills matching every filter given, oldest first: id, payer, agreement, period,
+    when, ledger entry, lines and amounts due — each read from a document checked against
+    its ledger entry (an edited one is a VerificationError, never shown as issued)."""
+    if period is not None:
+        start, _ = parse_period(period)
+        period = f"{start.year:04d}-{start.month:02d}"
+    query = select(BillRow).order_by(BillRow.ledger_index)
+    if agreement_id is not None:
+        query = query.where(BillRow.agreement_id == agreement_id)
+    if period is not None:
+        query = query.where(BillRow.period == period)
+    if consumer is not None:
+        query = query.where(BillRow.consumer == consumer)
+    with node.store.read() as session:
+        found = []
+        for row in session.execute(query).scalars():
+            document, _payload = checked_bill(session, row)
+            found.append({
+                "bill_id": row.id, "consumer": row.consumer, "agreement_id": row.agreement_id,
+                "period": row.period, "issued_at": iso_utc(row.issued_at),
+                "ledger_index": row.ledger_index, "sha256": row.sha256,
+                "lines": len(document.get("statement", {}).get("lines", [])),
+                "due": document.get("due", []),
+            })
+    return found
+
+
+def issued_bill(node: Node, bill_id: str) -> dict[str, Any]:
+    """One issued bill as it was issued (the document, its SHA-256 and ledger entry), checked
+    against its ledger entry."""
+    with node.store.read() as session:
+        row = session.get(BillRow, bill_id)
+        if row is None:
+            raise NotFound(f"no issued bill {bill_id!r}", hint="see `dataspace bills`")
+        document, _payload = checked_bill(session, row)
+        return Bill(document, row.sha256, row.ledger_index).to_dict()
 
 
 def reconcile(node: Node) -> dict[str, Any]:

@@ -48,6 +48,26 @@ def draft_bill(
     return usage.bill(node, agreement, period, consumer)
 
 
+@router.get("/bills/issued", summary="Issued bills, oldest first, each checked with the ledger")
+def issued_bills(
+    agreement: str | None = Query(None, description="only this agreement's bills"),
+    period: str | None = PERIOD,
+    consumer: str | None = Query(None, description="only this consumer's bills"),
+    node: Node = Depends(get_node),
+    _: TokenInfo = Depends(require(*EVERYONE)),
+) -> list[dict[str, Any]]:
+    return usage.issued_bills(node, agreement, period, consumer)
+
+
+@router.get("/bills/{bill_id}", summary="One issued bill as issued, checked with the ledger")
+def issued_bill(
+    bill_id: str,
+    node: Node = Depends(get_node),
+    _: TokenInfo = Depends(require(*EVERYONE)),
+) -> dict[str, Any]:
+    return usage.issued_bill(node, bill_id)
+
+
 class BillRequest(Body):
     agreement: str | None = Field(None, description="bill this agreement")
     period: str | None = Field(None, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM")
