@@ -231,27 +231,60 @@ def test_forged_checkpoint(ledger: Store, verifier: NoteVerifier, signer: NoteSi
     assert problems[0]["kind"] == "bad checkpoint" and "does not verify" in problems[0]["reason"]
 
 
+def _rewrite_consistently(store: Store, idx: int) -> merkle.MemoryTree:
+    """Entry ``idx`` rewritten with its leaf and every subtree hash recomputed to match."""
+    new = _rewrite_entry(store, idx, actor="rewritten")
+    _sql(store, "UPDATE ledger_entries SET leaf_hash = :h WHERE idx = :i",
+         h=log.entry_leaf_hash(new), i=idx)
+    with store.read() as session:
+        leaves = [r.leaf_hash for r in log.entries(session, limit=100)]
+    tree = merkle.MemoryTree(leaves)
+    _sql(store, "DELETE FROM ledger_nodes")
+    for level, hashes in enumerate(tree.levels[1:], 1):
+        for i, h in enumerate(hashes):
+            _sql(store, "INSERT INTO ledger_nodes (level, idx, hash) VALUES (:l, :i, :h)",
+                 l=level, i=i, h=h)
+    return tree
+
+
+def _tampered(store: Store, verifier: NoteVerifier) -> LedgerTampered:
+    with store.read() as session, pytest.raises(LedgerTampered) as caught:
+        audit.audit(session, verifier)
+    return caught.value
+
+
+def test_the_hint_names_where_a_consistent_rewrite_may_begin(
+    ledger: Store, verifier: NoteVerifier
+) -> None:
+    """Only the checkpoint at 20 catches a consistent rewrite of entry 15; the one at 12 still
+    matches, so entries 0..11 stand and the rewrite lies in 12..19 (the hint said "from 19")."""
+    _rewrite_consistently(ledger, 15)
+    exc = _tampered(ledger, verifier)
+    assert {p["kind"] for p in exc.details["problems"]} == {"bad checkpoint"}
+    assert exc.details["trust_before"] == 12
+    assert "do not trust entries from index 12 on (entries before it are covered" in exc.hint
+
+
+def test_the_hint_trusts_nothing_when_no_checkpoint_below_still_matches(
+    ledger: Store, verifier: NoteVerifier
+) -> None:
+    _rewrite_consistently(ledger, 5)  # below both checkpoints
+    exc = _tampered(ledger, verifier)
+    assert exc.details["trust_before"] == 0 and "from index 0 on;" in exc.hint
+
+
+def test_a_payload_edit_leaves_the_history_standing(ledger: Store, verifier: NoteVerifier) -> None:
+    _sql(ledger, "UPDATE ledger_entries SET payload = :p WHERE idx = 7", p='{"name":"forged"}')
+    exc = _tampered(ledger, verifier)
+    assert exc.details["trust_before"] is None
+    assert "only the payloads named differ" in exc.hint and "do not trust" not in exc.hint
+
+
 def test_history_rewritten_and_resigned_with_another_key(
     ledger: Store, verifier: NoteVerifier, impostor: NoteSigner
 ) -> None:
     """Entry 3 rewritten consistently (leaf, nodes, roots), checkpoints re-signed with a new key."""
-    new = _rewrite_entry(ledger, 3, actor="rewritten")
-    _sql(
-        ledger, "UPDATE ledger_entries SET leaf_hash = :h WHERE idx = 3", h=log.entry_leaf_hash(new)
-    )
-    with ledger.read() as session:
-        leaves = [r.leaf_hash for r in log.entries(session, limit=100)]
-    tree = merkle.MemoryTree(leaves)
-    _sql(ledger, "DELETE FROM ledger_nodes")
-    for level, hashes in enumerate(tree.levels[1:], 1):
-        for idx, h in enumerate(hashes):
-            _sql(
-                ledger,
-                "INSERT INTO ledger_nodes (level, idx, hash) VALUES (:l, :i, :h)",
-                l=level,
-                i=idx,
-                h=h,
-            )
+    tree = _rewrite_consistently(ledger, 3)
     for size in (12, 20):
         note = Checkpoint(ORIGIN, size, tree.root(size)).sign([impostor])
         _sql(

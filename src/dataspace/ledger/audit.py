@@ -75,6 +75,7 @@ class AuditReport:
 class _Problems:
     items: list[Problem] = field(default_factory=list)
     count: int = 0
+    vouched: list[int] = field(default_factory=list)  # sizes whose checkpoint root matched
 
     def add(self, problem: Problem) -> None:
         self.count += 1
@@ -213,16 +214,40 @@ def _audit(session: Session, verifier: NoteVerifier, checkpoints: Iterable[str])
     if problems.count:
         items = sorted(problems.items, key=lambda p: (p.index, p.kind))
         first = items[0]
+        trust_before = _trust_before(items, problems.vouched)
+        if trust_before is None:  # payloads lie outside the tree: the history itself stands
+            hint = ("the entries and their hashes verify; only the payloads named differ from "
+                    "what was recorded: restore them from a backup")
+        else:
+            covered = (" (entries before it are covered by a checkpoint that still matches)"
+                       if trust_before else "")
+            hint = (f"do not trust entries from index {trust_before} on{covered}; compare with "
+                    "a backup and with the checkpoints peers and auditors hold")
         raise LedgerTampered(
             f"the ledger does not verify: {problems.count} problem(s), the first at index "
             f"{first.index} ({first.kind}): {first.reason}",
-            hint=f"do not trust entries from index {first.index} on; compare with a backup "
-            "and with the checkpoints peers and auditors hold",
+            hint=hint,
             index=first.index,
+            trust_before=trust_before,
             problems=[p.to_dict() for p in items],
             problem_count=problems.count,
         )
     return AuditReport(head, tree.root(), len(wanted), checked)
+
+
+def _trust_before(problems: list[Problem], vouched: list[int]) -> int | None:
+    """The first entry that may have changed: a problem's own index, or for a checkpoint whose
+    root no longer matches, the size of the largest checkpoint below it that still does (the
+    rewrite lies between the two). ``None`` when only payloads, outside the tree, differ."""
+    starts = []
+    for p in problems:
+        if p.kind == "payload edited":
+            continue
+        if p.kind == "bad checkpoint" and p.size is not None:
+            starts.append(max((v for v in vouched if v < p.size), default=0))
+        else:
+            starts.append(p.index)
+    return min(starts, default=None)
 
 
 def _whole(value: Any) -> bool:
@@ -412,7 +437,9 @@ def _compare_roots(
 ) -> None:
     """Check 5, second half: the recomputed root at each checkpoint's size."""
     for w in by_size.pop(tree.size, ()):
-        if tree.root() != w.root:
+        if tree.root() == w.root:
+            problems.vouched.append(w.size)
+        else:
             problems.add(
                 Problem(
                     max(w.size - 1, 0),
