@@ -177,6 +177,41 @@ def test_a_replaced_signing_key_is_caught_even_with_every_checkpoint_dropped(
     assert "p1.json does not hold a public key" in result.stderr and "format" not in result.stderr
 
 
+def test_an_auditor_verifies_a_copy_of_the_database_with_the_published_key_alone(
+    cli, tmp_path: Path
+) -> None:
+    node = _node(cli, tmp_path)
+    held = tmp_path / "held.note"
+    held.write_text(cli(*node, "ledger", "checkpoint").stdout)
+    audit_dir = tmp_path / "auditor"
+    audit_dir.mkdir()
+    copy, published = audit_dir / "state.db", audit_dir / "bank-a.pub"
+    with sqlite3.connect(tmp_path / "n" / "state.db") as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)  # a consistent copy, whatever the node's WAL holds
+    shutil.copy(tmp_path / "n" / "keys" / "node.pub", published)
+    shutil.rmtree(tmp_path / "n")  # no node folder, no private key
+    result = cli("ledger", "verify", "--db", copy, "--key", published, "--checkpoint", held)
+    assert result.exit_code == 0, result.stderr
+    assert "ledger verified: 4 entries, 3 checkpoints" in result.stdout  # 2 stored + held
+    with sqlite3.connect(copy) as db:
+        db.execute("UPDATE ledger_entries SET entry = replace(entry, 'issued', 'revoked') "
+                   "WHERE idx = 2")
+    result = cli("ledger", "verify", "--db", copy, "--key", published, "--json")
+    assert result.exit_code == LedgerTampered.exit_code
+    assert (2, "edited") in {(p["index"], p["kind"]) for p in
+                             json.loads(result.stdout)["error"]["details"]["problems"]}
+    result = cli("ledger", "verify", "--db", copy)
+    assert result.exit_code == 2 and "--db needs --key" in result.stderr
+    (audit_dir / "notes.txt").write_text("not a database\n" * 100)
+    sqlite3.connect(audit_dir / "empty.db").close()
+    for name, said in (("missing.db", "no such file"), ("notes.txt", "is not a SQLite database"),
+                       ("empty.db", "holds no dataspace ledger")):
+        result = cli("ledger", "verify", "--db", audit_dir / name, "--key", published)
+        assert result.exit_code == InputError.exit_code, (name, result.stderr)
+        assert said in result.stderr, (name, result.stderr)
+    assert not (audit_dir / "missing.db").exists()  # no empty database left behind
+
+
 def test_log_lists_every_state_change(cli, tmp_path: Path) -> None:
     node = _node(cli, tmp_path)
     rows = json.loads(cli(*node, "ledger", "log", "--json").stdout)

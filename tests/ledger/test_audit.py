@@ -401,3 +401,18 @@ def test_a_held_checkpoint_of_another_key_is_bad_input_not_tampering(
                            "open: note is not signed by any known key"):  # fmt: skip
             audit.audit(session, verifier, checkpoints=[foreign])
         audit.audit(session, verifier)  # the log itself is fine
+
+
+def test_a_copy_is_audited_by_its_url_with_the_published_key_alone(
+    ledger: Store, verifier: NoteVerifier
+) -> None:
+    """`ledger verify --db URL --key PUB`: the same audit, with no node around the store."""
+    from dataspace.services import ledger as ledger_service
+
+    key = verifier.verifier_key()
+    report = ledger_service.verify_copy(ledger.url, key, schema=ledger.schema)
+    assert (report["size"], report["checkpoints_checked"]) == (20, 2)
+    _rewrite_entry(ledger, 5, actor="someone-else")
+    with pytest.raises(LedgerTampered):
+        ledger_service.verify_copy(ledger.url, key, schema=ledger.schema)
+

@@ -148,13 +148,28 @@ def verify(
         None, "--key", help="The key the node published at its creation (string or file): "
         "check with it, not with the node's own key file."
     ),
+    database: str = typer.Option(
+        None, "--db", metavar="FILE|URL", help="Audit a copy of a node's state database (its "
+        "state.db, or a postgresql:// URL) instead of a node: no node folder or private key "
+        "needed; takes --key."
+    ),
+    schema: str = typer.Option(None, "--schema", help="With a PostgreSQL --db: the node's schema."),
     as_json: bool = JsonOption,
 ) -> None:
     """Recompute the tree from stored entries and check every stored (and given) checkpoint."""
     held = [_read_note(p) for p in checkpoint_files or []]
     published = key_text(key) if key is not None else None
+    if database is None and schema is not None:
+        raise UsageError("--schema goes with --db")
+    if database is not None and published is None:
+        raise UsageError("--db needs --key: the key the node published",
+                         hint="e.g. --key bank-a.pub (the node's keys/node.pub, as published)")
     try:
-        report = ledger.verify(node(ctx), held, published)
+        if database is not None:
+            assert published is not None
+            report = ledger.verify_copy(database, published, held, schema)
+        else:
+            report = ledger.verify(node(ctx), held, published)
     except LedgerTampered as exc:
         problems = exc.details.get("problems", [])
         if as_json:  # the problems for a program to read, as the API answers them

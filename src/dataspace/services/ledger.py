@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-from dataspace.errors import NotFound, UsageError
+from sqlalchemy import inspect
+
+from dataspace.errors import InputError, NotFound, StoreError, UsageError
 from dataspace.identity.note import NoteVerifier
 from dataspace.ledger import audit, log, proof
 from dataspace.ledger.checkpoint import peek_checkpoint
 from dataspace.services.node import Node
+from dataspace.store.db import Store, sqlite_url
+from dataspace.store.models import LedgerEntry
 
 
 def size(node: Node) -> int:
@@ -92,3 +98,43 @@ def verify(
     verifier = NoteVerifier.parse(verifier_key or node.verifier_key())
     with node.store.snapshot() as session:  # appends go on meanwhile: audit one state
         return audit.audit(session, verifier, checkpoints=list(held_checkpoints)).to_dict()
+
+
+def verify_copy(
+    database: str, verifier_key: str, held_checkpoints: Iterable[str] = (),
+    schema: str | None = None,
+) -> dict[str, Any]:
+    """:func:`verify` on a node's state database alone — a SQLite file (an auditor's copy) or a
+    PostgreSQL URL — with the key the node published: no node folder, no private key."""
+    verifier = NoteVerifier.parse(verifier_key)
+    if "://" in database:
+        url = database
+    else:
+        path = Path(database).expanduser()
+        if not path.is_file():  # SQLite would make an empty database there, which "verifies"
+            raise InputError(f"{database}: no such file",
+                             hint="pass a copy of the node's state.db, or a postgresql:// URL")
+        url = sqlite_url(path.absolute())
+    store = Store(url, schema)
+    try:
+        with _opened(database, url), store.snapshot() as session:
+            if not inspect(session.connection()).has_table(LedgerEntry.__tablename__):
+                raise InputError(f"{database} holds no dataspace ledger",
+                                 hint="pass the node's state.db (or its database URL and "
+                                 "--schema)")
+            return audit.audit(session, verifier, checkpoints=list(held_checkpoints)).to_dict()
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _opened(database: str, url: str) -> Iterator[None]:
+    """A file that is no SQLite database is the caller's mistake, not a database fault."""
+    try:
+        yield
+    except StoreError as exc:
+        if not url.startswith("sqlite"):
+            raise
+        raise InputError(f"{database} is not a SQLite database ({exc.message})",
+                         hint="pass a copy of the node's state.db") from None
+
