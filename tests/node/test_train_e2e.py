@@ -272,6 +272,12 @@ def test_a_peer_killed_mid_training_fails_the_job_everywhere_and_retry_succeeds(
         finally:
             node.close()
     env["space"].nodes[GRID].start()
+    grid = open_node(env["space"].nodes[GRID].root)
+    try:  # its part, cut off by the stop, ended when its server came back (it stayed RUNNING)
+        there = training.get_job(grid, job["id"])
+        assert there["state"] == "FAILED" and "server stopped" in there["error"]["message"]
+    finally:
+        grid.close()
     again = training.retry(bank, job["id"])
     assert again["state"] == "SUCCEEDED" and again["retry_of"] == job["id"]
     with pytest.raises(Conflict, match="retried already"):  # one retry per job

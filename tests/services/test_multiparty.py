@@ -39,6 +39,7 @@ from dataspace.services import mp_store as ms
 from dataspace.services import usage as usage_service
 from dataspace.services.mp_wire import MultipartyFailed, pack_frame, unpack_frame
 from dataspace.services.node import Node
+from dataspace.store.models_compute import JobRow
 from helpers.agreements import make_agreement
 
 KEY = "credit_code:uscc"
@@ -457,6 +458,39 @@ def test_a_step_after_a_restart_fails_the_job_with_the_restart_as_its_reason(tax
         mp_party.handle_step(node, "bank", pack_frame({"job_id": job, "step": 1, "name": "x"}))
     view = multiparty.get_job(node, job)
     assert view["state"] == "FAILED" and "restarted" in view["error"]["message"]
+
+
+def test_a_restarted_server_fails_the_jobs_it_served_and_leaves_the_ones_it_started(
+    tax: Any,
+) -> None:
+    """A provider or dealer killed mid-training kept its part RUNNING for good after it came
+    back: no session, no watchdog, and the reaper read PSI and aggregation rows only."""
+    from dataspace.services import predict, train_party
+
+    assert (train_party.ACTION, predict.ACTION) == ms.TRAINING_ACTIONS
+    node, agreements = tax
+    psi = "job-served-psi-0001"
+    mp_party.handle_step(node, "bank", _open(agreements["psi"], psi))
+    with mp_party._REGISTRY:  # the restart: sessions live in memory only
+        mp_party._SESSIONS.pop(psi)
+    rows = {"job-served-train-01": ("provider", "federated-train", "RUNNING"),
+            "job-served-deal-001": ("dealer", "federated-train", "RUNNING"),
+            "job-served-pred-001": ("provider", "federated-predict", "QUEUED"),
+            "job-started-here-01": (ms.INITIATOR, "federated-train", "RUNNING"),
+            "job-served-query-01": ("provider", "governed-query", "RUNNING")}
+    for job, (role, action, state) in rows.items():
+        ms.create_row(node, job_id=job, role=role, agreement_id="agr", peer="bank",
+                      action=action, request={}, state=state)
+    ended = ms.fail_orphaned(node)
+    assert sorted(ended) == sorted([psi, "job-served-train-01", "job-served-deal-001",
+                                    "job-served-pred-001"])
+    failed = {p["job_id"]: p for p in _entries(node, "job.failed")}
+    assert set(ended) <= set(failed) and failed[psi]["cause"] == "restart"
+    assert "server stopped while the job ran" in failed["job-served-deal-001"]["message"]
+    with node.store.read() as session:
+        states = {job: session.get(JobRow, job).state for job in rows}
+    assert states["job-started-here-01"] == states["job-served-query-01"] == "RUNNING"
+    assert ms.fail_orphaned(node) == []  # once
 
 
 def test_a_job_the_reaper_ended_gets_no_step_from_its_watchdog_after_its_end(tax: Any) -> None:

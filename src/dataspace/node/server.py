@@ -32,7 +32,7 @@ from dataspace.ledger import log as ledger_log
 from dataspace.node.app import create_app
 from dataspace.node.http_protocol import with_head_timeout
 from dataspace.privacy.psi import x25519_mb
-from dataspace.services import auto_witness, transfer_backlog
+from dataspace.services import auto_witness, mp_store, transfer_backlog
 from dataspace.services.job_records import orphan_results, sweep_stale
 from dataspace.services.node import Node, open_node
 from dataspace.settings import ENV_STOP_WITH_FD
@@ -166,6 +166,10 @@ def _serve(node: Node, host: str, port: int) -> None:
             log.warning(
                 "marked %d interrupted job(s) FAILED: %s", len(interrupted), ", ".join(interrupted)
             )
+        ended = mp_store.fail_orphaned(node)  # multi-party parts whose session went with it
+        if ended:
+            log.warning("marked %d multi-party job(s) this node served FAILED: %s",
+                        len(ended), ", ".join(ended))
         orphaned = orphan_results(node)  # results of jobs whose commit never came
         if orphaned:
             log.warning("removed %d result file(s) no job records", len(orphaned))

@@ -45,6 +45,7 @@ __all__ = [
     "add_events",
     "create_row",
     "event",
+    "fail_orphaned",
     "finish",
     "get_row_view",
     "list_views",
@@ -55,6 +56,9 @@ __all__ = [
 INITIATOR, PARTICIPANT = "initiator", "provider"
 PSI, AGGREGATE = "psi", "secure-aggregate"
 ACTIONS = (PSI, AGGREGATE)
+# the training services' job actions (train_party.ACTION, predict.ACTION), named here for
+# :func:`fail_orphaned`, which must not import them
+TRAINING_ACTIONS = ("federated-train", "federated-predict")
 DEFAULT_IDLE_TIMEOUT = 120.0
 
 
@@ -415,6 +419,35 @@ def reap(node: Node) -> None:
             cause="timeout",
         )
         fail(node, job_id, error, actor=f"node:{node.name}", cause="timeout")
+
+
+def fail_orphaned(node: Node) -> list[str]:
+    """At server start: fail every multi-party or training job this node served for another
+    node's initiator and left RUNNING (or QUEUED) when its server stopped. Its session lived
+    in that server's memory and went with it, so the job cannot go on; without this its row
+    stayed RUNNING for good unless the initiator retried (the reaper goes by heartbeats of
+    PSI and aggregation rows only, and training watchdogs live in the session). Jobs this
+    node initiated are left alone: a CLI process may be running them."""
+    from dataspace.services.mp_wire import MultipartyFailed
+
+    with node.store.read() as session:
+        orphans = session.execute(
+            select(JobRow.id, JobRow.peer).where(
+                JobRow.state.in_((RUNNING, QUEUED)),
+                JobRow.role != INITIATOR,
+                JobRow.action.in_((*ACTIONS, *TRAINING_ACTIONS)),
+            )
+        ).all()
+    failed = []
+    for job_id, initiator in orphans:
+        error = MultipartyFailed(
+            "this node's server stopped while the job ran here; its part of the job is gone",
+            hint=f"the initiator ({initiator}) can start it again with `dataspace job retry`",
+            cause="restart",
+        )
+        if fail(node, job_id, error, actor=f"node:{node.name}", cause="restart"):
+            failed.append(job_id)
+    return failed
 
 
 def view(row: JobRow) -> dict[str, Any]:
