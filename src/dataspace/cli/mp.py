@@ -192,12 +192,21 @@ def aggregate(
         print_json(view)
         return
     result = view.get("result") or {}
-    rows = [[k, f"{v:,.6f}"] for k, v in (result.get("values") or {}).items()]
+    values = result.get("values") or {}
+    noise = result.get("noise_error95")
+    rows = [[k, f"{v:,.6f}"] for k, v in values.items()]
     console.print(table(f"{op} over {result.get('parties')} parties", ["column", op], rows))
-    console.print(
-        f"count {result.get('count')} · rounding error ≤ {result.get('error_bound')}"
-        + (f" · ε {result['epsilon']}" if result.get("epsilon") else "")
-    )
+    said = [f"count {result['count']:,}" if result.get("count") is not None
+            else "count withheld (DP)" if noise is not None else "",
+            f"rounding error ≤ {result.get('error_bound'):.3g}"]
+    if noise is not None:  # the figure that matters with DP: the rounding error is tiny
+        said.append(f"DP noise within ±{noise:,.6g} per value (95 %), ε {result.get('epsilon')}")
+    console.print(" · ".join(s for s in said if s))
+    drowned = [k for k, v in values.items() if noise is not None and noise > abs(v)]
+    if drowned:
+        console.print(f"[yellow]the noise can exceed the value of {', '.join(drowned)}[/yellow]: "
+                      "raise --epsilon or lower --bound (the largest local sum a party may add) "
+                      "for a usable answer")
     console.print(f"job {view['id']}", style="dim")
 
 

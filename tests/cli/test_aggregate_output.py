@@ -1,0 +1,40 @@
+"""`dataspace aggregate` says what a DP answer is worth, not only its rounding error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataspace.services import multiparty
+
+
+def _answer(values: dict[str, float], **result: Any) -> Callable[..., dict[str, Any]]:
+    def run_aggregate(node: Any, **kw: Any) -> dict[str, Any]:
+        return {"id": "job-agg-1", "state": "SUCCEEDED",
+                "result": {"op": "sum", "columns": list(values), "values": values,
+                           "parties": 3, **result}}
+    return run_aggregate
+
+
+def test_a_dp_sum_shows_its_noise_and_warns_when_it_drowns_the_value(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    args = ["--node", tmp_path / "n", "aggregate", "--agreement", "a1", "--columns", "vat,tax"]
+    monkeypatch.setattr(multiparty, "run_aggregate", _answer(
+        {"vat": -1786254119.885239, "tax": 5.0e10}, count=None, error_bound=2.29e-05,
+        epsilon=1.0, noise_error95=8227965472.0))
+    shown = cli(*args, "--epsilon", "1")
+    assert shown.exit_code == 0, shown.stderr
+    out = " ".join(shown.stdout.split())
+    assert "count withheld (DP)" in out and "None" not in out
+    assert "DP noise within ±8.22797e+09 per value (95 %), ε 1.0" in out
+    assert "the noise can exceed the value of vat:" in out  # not of tax: 5e10 stands out
+    monkeypatch.setattr(multiparty, "run_aggregate", _answer(
+        {"vat": 2.5e9}, count=1200, error_bound=2.29e-05, epsilon=None))
+    out = " ".join(cli(*args).stdout.split())
+    assert "count 1,200 · rounding error ≤ 2.29e-05" in out
+    assert "noise" not in out
