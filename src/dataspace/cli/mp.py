@@ -99,6 +99,9 @@ def psi(
         raise UsageError(f"--reveal must be one of {', '.join(REVEAL)}")
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}")
+    if out is not None and reveal == "size":  # refused before the job runs (and is billed)
+        raise UsageError("--reveal size keeps no keys to write to --out",
+                         hint="leave out --out, or use --reveal me, both or align")
     check_out(out, (".csv", ".parquet"), force=force)
     peer_keys = _peer_keys(peer_key or [], with_ or [])
     n = node(ctx)

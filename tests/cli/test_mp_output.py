@@ -1,4 +1,5 @@
-"""`dataspace aggregate` says what a DP answer is worth, not only its rounding error."""
+"""`dataspace psi` and `aggregate` on the command line: what they refuse before running, and
+what a DP answer is worth, not only its rounding error."""
 
 from __future__ import annotations
 
@@ -38,3 +39,19 @@ def test_a_dp_sum_shows_its_noise_and_warns_when_it_drowns_the_value(
     out = " ".join(cli(*args).stdout.split())
     assert "count 1,200 · rounding error ≤ 2.29e-05" in out
     assert "noise" not in out
+
+
+def test_psi_refuses_out_with_reveal_size_before_the_job_runs(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It ran (and was billed), then failed: 'job ... kept no rows here'."""
+    def run_psi(node: Any, **kw: Any) -> dict[str, Any]:
+        raise AssertionError("the job must not start")
+
+    monkeypatch.setattr(multiparty, "run_psi", run_psi)
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    shown = cli("--node", tmp_path / "n", "psi", "--agreement", "a1", "--on", "credit_code:uscc",
+                "--dataset", "loans", "--reveal", "size", "--out", tmp_path / "keys.csv")
+    assert shown.exit_code == 2
+    assert "--reveal size keeps no keys to write to --out" in shown.stderr
+    assert not (tmp_path / "keys.csv").exists()
