@@ -259,6 +259,8 @@ def test_a_peer_killed_mid_training_fails_the_job_everywhere_and_retry_succeeds(
     assert GRID in info.value.message
     job = training.list_jobs(bank, state="FAILED")[0]
     assert job["state"] == "FAILED" and job["result"] is None
+    assert info.value.details["job_id"] == job["id"]  # the hint names the job to retry
+    assert f"`dataspace job retry {job['id']}`" in str(info.value.hint)
     with bank.store.read() as session:
         assert session.get(FederatedModelRow, job["id"]) is None  # nothing at the initiator
     for name in (TAX, "operator"):

@@ -460,6 +460,22 @@ def test_a_step_after_a_restart_fails_the_job_with_the_restart_as_its_reason(tax
     assert view["state"] == "FAILED" and "restarted" in view["error"]["message"]
 
 
+def test_a_failure_names_its_job_in_the_details_and_the_retry_hint() -> None:
+    from dataspace.services.mp_initiator import name_the_job
+
+    exc = MultipartyFailed("grid did not answer", hint="check that grid is up, then "
+                           "`dataspace job retry`", node="grid")
+    name_the_job(exc, "job-1")
+    assert exc.hint == "check that grid is up, then `dataspace job retry job-1`"
+    assert exc.details["job_id"] == "job-1" and exc.details["node"] == "grid"
+    prediction = MultipartyFailed("x", hint="then `dataspace job retry`")
+    name_the_job(prediction, "job-2", instead="`dataspace predict` again")
+    assert prediction.hint == "then `dataspace predict` again"
+    denied = NotFound("no agreement x", hint="see `dataspace contract list`")
+    name_the_job(denied, "job-3")  # no retry to name: the hint stays
+    assert denied.details["job_id"] == "job-3" and "job-3" not in str(denied.hint)
+
+
 def test_a_restarted_server_fails_the_jobs_it_served_and_leaves_the_ones_it_started(
     tax: Any,
 ) -> None:

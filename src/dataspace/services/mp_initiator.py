@@ -292,6 +292,18 @@ def abort_peers(
     return pending
 
 
+RETRY = "`dataspace job retry`"
+
+
+def name_the_job(exc: DataspaceError, job_id: str, instead: str | None = None) -> None:
+    """Say which job failed: ``details.job_id``, and the id in a hint that says to retry
+    (``instead``: what to say in its place, for a job that is not retried)."""
+    if isinstance(exc.details, dict):
+        exc.details.setdefault("job_id", job_id)
+    if exc.hint and RETRY in exc.hint:
+        exc.hint = exc.hint.replace(RETRY, instead or f"`dataspace job retry {job_id}`")
+
+
 def fail_everywhere(
     node: Node,
     job_id: str,
@@ -304,6 +316,7 @@ def fail_everywhere(
     """FAILED here with ``exc`` (a ``failed`` event, ``job.failed``), ``abort`` to every peer;
     the unreachable are kept as the job's pending aborts (delivered by a retry). With
     ``blame``, the node named by the error (if any) is recorded as the culprit."""
+    name_the_job(exc, job_id)
     details = exc.details if isinstance(exc.details, dict) else {}
     culprit = details.get("node") if blame else None
     ms.add_events(

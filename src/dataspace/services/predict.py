@@ -672,6 +672,7 @@ def _fail_everywhere(
 ) -> None:
     """FAILED here and ``abort`` to every provider (a prediction is not retried: no pending
     aborts are kept)."""
+    mp_initiator.name_the_job(exc, job_id, instead="`dataspace predict` again")
     details = exc.details if isinstance(exc.details, dict) else {}
     ms.fail(node, job_id, exc, actor=actor, by=details.get("node"))
     mp_initiator.abort_peers(node, job_id, [p.name for p in providers], exc.message)
