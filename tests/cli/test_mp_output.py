@@ -55,3 +55,48 @@ def test_psi_refuses_out_with_reveal_size_before_the_job_runs(
     assert shown.exit_code == 2
     assert "--reveal size keeps no keys to write to --out" in shown.stderr
     assert not (tmp_path / "keys.csv").exists()
+
+
+@pytest.mark.parametrize(("states", "code", "said"), [
+    (["RUNNING", "SUCCEEDED"], 0, ""),
+    (["RUNNING", "FAILED"], 1, ""),
+    (["DENIED"], 1, ""),
+    (["RUNNING"] * 1000, 124, "still RUNNING after 0.3 s: stopped watching"),
+])
+def test_job_watch_exits_with_how_the_job_ended(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, states: list[str], code: int,
+    said: str,
+) -> None:
+    """It exited 0 for a failed job and for one still running at --timeout."""
+    from dataspace.errors import NotFound
+
+    seen = iter(["RUNNING", *states])  # the first read checks that the job exists
+
+    def get_job(node: Any, job_id: str) -> dict[str, Any]:
+        if job_id != "job-w":
+            raise NotFound(f"no multi-party job {job_id!r}")
+        state = next(seen, states[-1])
+        failed = {"node": "grid", "step": -1, "name": "failed", "state": "failed"}
+        return {"id": job_id, "action": "psi", "role": "initiator", "state": state,
+                "attempt": 1, "peer": "grid", "progress": {"done": 1, "total": 3},
+                "steps": [failed] if state == "FAILED" else [], "params": {"mode": "me"},
+                "error": {"message": "grid did not answer"} if state == "FAILED" else None,
+                "result": None}
+
+    monkeypatch.setattr(multiparty, "get_job", get_job)
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    shown = cli("--node", tmp_path / "n", "job", "watch", "job-w", "--interval", "0.05",
+                "--timeout", "0.3")
+    assert shown.exit_code == code, shown.stderr
+    assert said in " ".join(shown.stderr.split())
+    unknown = cli("--node", tmp_path / "n", "job", "watch", "job-x")
+    assert unknown.exit_code == 4 and "no multi-party job 'job-x'" in unknown.stderr
+
+
+def test_a_failed_step_is_said_once() -> None:
+    from dataspace.cli.mp import _step_line
+
+    assert _step_line({"node": "grid", "name": "failed", "state": "failed"}, "FAILED") == (
+        "grid: failed [FAILED]")
+    assert _step_line({"node": "tax", "name": "open", "state": "done"}, "RUNNING") == (
+        "tax: open done [RUNNING]")

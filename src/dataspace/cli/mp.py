@@ -22,6 +22,7 @@ from dataspace.cli.common import (
     actor,
     check_out,
     console,
+    err_console,
     node,
     print_json,
     table,
@@ -239,13 +240,20 @@ def watch(
     follow(node(ctx), job_id, interval, timeout)
 
 
+#: `job watch` exits 0 for a job that SUCCEEDED, 1 for one that FAILED or was DENIED, and this
+#: (as GNU timeout does) when --timeout ran out first: the job goes on
+STILL_RUNNING = 124
+
+
 def follow(
     n: Node, job_id: str, interval: float, timeout: float,
     get_job: Callable[[Node, str], dict[str, Any]] | None = None,
 ) -> None:
     """The progress bar of ``watch``; ``get_job`` reads the job's view (a training job's
-    has its own reader), by default a multi-party job's."""
+    has its own reader), by default a multi-party job's. Exits as :data:`STILL_RUNNING`
+    says."""
     read = get_job or multiparty.get_job
+    read(n, job_id)  # an unknown id is NotFound before any bar is drawn
     deadline = time.monotonic() + timeout
     with _bar() as bar:
         task = bar.add_task(f"job {job_id[:12]}", total=None, last="")
@@ -257,15 +265,25 @@ def follow(
                 task,
                 completed=progress.get("done", 0),
                 total=progress.get("total") or None,
-                last=escape(
-                    f"{last.get('node', '')}: {last.get('name', '')} "
-                    f"{last.get('state', '')} [{view['state']}]"
-                ),
+                last=escape(_step_line(last, view["state"])),
             )
             if ms.is_final(view["state"]) or time.monotonic() > deadline:
                 break
             time.sleep(interval)
     print_view(view)
+    if not ms.is_final(view["state"]):
+        err_console.print(f"still {view['state']} after {timeout:g} s: stopped watching (the "
+                          f"job goes on; `dataspace job watch {job_id}` follows it again)")
+        raise typer.Exit(STILL_RUNNING)
+    if view["state"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def _step_line(step: dict[str, Any], job_state: str) -> str:
+    """``node: name state [JOB STATE]``, the state said once (a failed step is named so)."""
+    name, state = str(step.get("name", "")), str(step.get("state", ""))
+    said = name if state in ("", name) else f"{name} {state}"
+    return f"{step.get('node', '')}: {said} [{job_state}]"
 
 
 def print_view(view: dict[str, Any]) -> None:
