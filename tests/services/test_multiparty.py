@@ -1084,6 +1084,21 @@ def test_a_peer_key_for_someone_who_takes_no_part_is_refused(
     assert info.value.hint == "participants: tax-bureau"
 
 
+def test_a_peer_key_without_kinds_takes_the_kinds_of_on() -> None:
+    """`--peer-key tax-bureau=uscc` was refused ("other kinds than 'credit_code:uscc'"): the
+    docs and the hint name PEER=COLUMN, the kind being --on's."""
+    from dataspace.privacy.psi.normalize import KeySpec
+
+    key = "credit_code:uscc"
+    spec = KeySpec.parse(key)
+    assert multiparty._peer_key(None, key, spec) == key
+    assert multiparty._peer_key("纳税人识别号", key, spec) == "纳税人识别号:uscc"
+    assert multiparty._peer_key("uscc:uscc", key, spec) == "uscc:uscc"
+    two = "name:text,phone:phone"
+    assert multiparty._peer_key("名称, 电话", two, KeySpec.parse(two)) == "名称:text,电话:phone"
+    assert multiparty._peer_key("名称", two, KeySpec.parse(two)) == "名称"  # refused after
+
+
 def test_listing_multi_party_jobs_by_a_state_none_can_have_is_refused(tax: Any) -> None:
     node, _ = tax
     with pytest.raises(UsageError, match="no job has the state 'BOGUS'"):

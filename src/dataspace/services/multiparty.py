@@ -120,6 +120,21 @@ class Job:
 # --- starting ------------------------------------------------------------------------------------
 
 
+def _peer_key(given: str | None, key: str, spec: KeySpec) -> str:
+    """A participant's key columns: ``given`` (its own column names), taking the kinds of
+    ``key`` in order when it names none (``tax-bureau=纳税人识别号`` with ``--on
+    credit_code:uscc``); ``key`` itself when not given."""
+    if not given:
+        return key
+    if ":" in given:
+        return given
+    names = [part.strip() for part in given.split(",")]
+    if len(names) != len(spec.columns):
+        return given  # the kinds check says what is wrong
+    return ",".join(f"{name}:{column.kind}" for name, column in zip(names, spec.columns,
+                                                                     strict=True))
+
+
 def _timeouts(node: Node, step: float | None, idle: float | None) -> tuple[float, float]:
     step_t = float(step or node.limits.mp_step_timeout_seconds)
     idle_t = float(idle or node.limits.mp_idle_timeout_seconds)
@@ -210,9 +225,13 @@ def start_psi(
         raise UsageError(f"peer_keys names {', '.join(strangers)}, which takes no part",
                          hint="participants: " + ", ".join(link.peer for link in links))
     for link in links:
-        link.key = (peer_keys or {}).get(link.peer) or key
+        link.key = _peer_key((peer_keys or {}).get(link.peer), key, spec)
         if KeySpec.parse(link.key).describe() != spec.describe():
-            raise UsageError(f"the key for {link.peer} has other kinds than {key!r}")
+            raise UsageError(
+                f"the key for {link.peer} ({link.key!r}) has other kinds than {key!r}",
+                hint="give each column the kind --on gives it (PEER=COLUMN:KIND), or no kinds "
+                "at all to take --on's",
+            )
     with node.store.read() as session:
         own = jobs._dataset(node, session, dataset, mine=True)
     missing = [c.name for c in spec.columns if c.name not in own.columns]
