@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import dataspace.services.train_party  # noqa: F401  (registers the training protocols)
-from dataspace.errors import DataspaceError
+from dataspace.errors import DataspaceError, UsageError
 from dataspace.policy import PolicyDenied, from_template
 from dataspace.policy.model import Constraint, Operator
 from dataspace.scenarios.cluster import create
@@ -789,7 +789,6 @@ def test_the_initiators_columns_are_checked_before_a_job_exists(
 ) -> None:
     """Named wrong on the initiator's side: a clear usage error (exit 2) at once, not a job
     that fails later with Arrow's or numpy's words."""
-    from dataspace.errors import UsageError
     from dataspace.services import training
 
     bank = env["bank"]
@@ -807,3 +806,17 @@ def test_the_initiators_columns_are_checked_before_a_job_exists(
                              features=features, align=[align], contribution=False)
     with bank.store.read() as session:
         assert session.query(JobRow).count() == before  # no job was claimed
+
+
+def test_a_peer_key_goes_with_on_and_names_a_provider(env: dict[str, Any]) -> None:
+    """train --on aligns by PSI first; a provider that names the key otherwise is given its
+    column with --peer-key (train had no such option, though the refusal suggested it)."""
+    from dataspace.services import training
+
+    with pytest.raises(UsageError, match="--peer-key names a provider's key column for --on"):
+        training.start_train(env["bank"], agreements=[env["agreement"]], model="vlr",
+                             label="y", features={}, peer_keys={"tax-bureau": "uscc"})
+    with pytest.raises(UsageError, match="--peer-key names grid, which takes no part"):
+        training.start_train(env["bank"], agreements=[env["agreement"]], model="vlr",
+                             label="y", features={}, on="credit_code:uscc", dataset="own",
+                             peer_keys={"grid": "uscc"})

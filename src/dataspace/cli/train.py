@@ -60,6 +60,10 @@ def train(
         None, "--on", help="Align first on this key (e.g. credit_code:uscc), under the training "
         "agreements: they must permit psi too; else run `psi --reveal align` and pass --align."
     ),
+    peer_key: list[str] = typer.Option(
+        None, "--peer-key", help="PEER=COLUMN(S): with --on, the key as that provider names "
+        "it (kinds as --on's unless given; repeat per provider)."
+    ),
     dataset: str = typer.Option(
         None, "--dataset", help="Your dataset (with --on; fedavg: your own rows)."
     ),
@@ -106,6 +110,7 @@ def train(
             features=training.parse_features(features),
             align=align or (),
             on=on,
+            peer_keys=mp._peer_keys(peer_key or [], with_ or []) or None,
             dataset=dataset,
             params=_params(params),
             holdout=holdout,

@@ -166,6 +166,7 @@ def start_train(
     features: dict[str, list[str]],
     align: Sequence[str] = (),
     on: str | None = None,
+    peer_keys: dict[str, str] | None = None,
     dataset: str | None = None,
     params: dict[str, Any] | None = None,
     holdout: float = 0.25,
@@ -209,16 +210,25 @@ def start_train(
             retry_of=retry_of,
             job_id=job_id,
         )
+    if peer_keys and not on:
+        raise UsageError("--peer-key names a provider's key column for --on",
+                         hint="add --on KEY, or leave out --peer-key")
     links = multiparty._links(node, agreements, peers)
     align = list(align)
     if on and not align:
         if not dataset:
             raise UsageError("--on needs --dataset (your dataset to align)")
+        strangers = sorted(set(peer_keys or {}) - {link.peer for link in links})
+        if strangers:
+            raise UsageError(f"--peer-key names {', '.join(strangers)}, which takes no part",
+                             hint="providers: " + ", ".join(link.peer for link in links))
         for link in links:
             done = multiparty.run_psi(
                 node,
                 agreements=[link.agreement_id],
                 peers=[link.peer],
+                peer_keys={link.peer: peer_keys[link.peer]}
+                if peer_keys and link.peer in peer_keys else None,
                 dataset=dataset,
                 key=on,
                 mode="align",
