@@ -184,6 +184,13 @@ def test_a_psi_revealing_more_than_the_agreement_allows_is_told_to_ask_for_the_s
     mp_party.handle_step(node, "bank", _open(agreement, "job-psi-reveal-size1", mode="size"))
     assert multiparty.get_job(node, "job-psi-reveal-size1")["state"] == "RUNNING"
     mp_party.handle_abort(node, "bank", "job-psi-reveal-size1", "test over")
+    # an agreement for training permits no PSI at all: no size to ask for
+    view = datasets.list_datasets(node)[0]
+    training = make_agreement(node, "bank", dataset_id=view["id"], purpose="credit-risk",
+                              offer=from_template("federated-train", purposes=["finance"]))
+    with pytest.raises(PolicyDenied) as denied:
+        mp_party.handle_step(node, "bank", _open(training, "job-psi-under-train1"))
+    assert "--reveal size" not in (denied.value.hint or "")
 
 
 def test_a_job_is_retried_once_and_a_retry_that_could_not_start_gives_its_claim_back(

@@ -882,8 +882,10 @@ def _open_psi(node: Node, s: _Session, header: dict[str, Any]) -> Out:
     try:
         dataset, decision = _check(node, s, header, s.key_columns, psi_output(mode))
     except PolicyDenied as exc:
-        if mode != "size" and any(r.left == "output" and not r.held
-                                  for r in exc.decision.reasons):
+        failed = [r.left for r in exc.decision.reasons if not r.held and r.left is not None]
+        # only when the output is all that stands in the way: an agreement for another
+        # action (training) was told to ask for --reveal size, which it does not allow either
+        if mode != "size" and failed and set(failed) == {"output"}:
             exc.hint = (f"the agreement lets {node.name} release only the intersection's "
                         "size: ask for that (`--reveal size`), or for an offer of "
                         f"{node.name}'s whose output allows pseudonymized")
