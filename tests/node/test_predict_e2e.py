@@ -212,6 +212,39 @@ def test_predict_on_new_aligned_rows_matches_the_plaintext_model(
     )
 
 
+def test_rows_missing_a_providers_align_job_say_why_each_one_does_not_fit(
+    space: dict[str, Any],
+) -> None:
+    """It said "none of the align jobs [...] was run with X" even of a job that was no align
+    job at all; each job's own reason is given now."""
+    from dataspace.errors import UsageError
+
+    env = space
+    only_tax = env["rows"][0]
+    with pytest.raises(UsageError) as info:
+        predict.run_predict(env["bank"], model=env["model"]["id"], rows=[only_tax])
+    message = info.value.message
+    assert message.startswith(f"no align job for {GRID} among ['{only_tax}']: ")
+    assert f"align job {only_tax} was not run with {GRID}" in message
+    assert "--reveal align" in str(info.value.hint)
+
+
+def test_a_prediction_is_not_retried_and_says_so(space: dict[str, Any]) -> None:
+    """`job retry` of a prediction said "no multi-party job ... started by this node"."""
+    from dataspace.errors import UsageError
+    from dataspace.services import mp_store as ms
+    from dataspace.services import multiparty
+
+    env = space
+    job = "job-a-prediction-001"
+    ms.create_row(env["bank"], job_id=job, role=ms.INITIATOR, agreement_id="agr", peer=TAX,
+                  action=predict.ACTION, request={}, state="FAILED")
+    with pytest.raises(UsageError, match=f"job {job} is a prediction: predictions are not "
+                       "retried") as info:
+        multiparty.retry(env["bank"], job)
+    assert "dataspace predict" in str(info.value.hint)
+
+
 def test_a_provider_without_its_part_refuses_and_the_job_fails_everywhere(
     space: dict[str, Any],
 ) -> None:

@@ -58,7 +58,8 @@ PSI, AGGREGATE = "psi", "secure-aggregate"
 ACTIONS = (PSI, AGGREGATE)
 # the training services' job actions (train_party.ACTION, predict.ACTION), named here for
 # :func:`fail_orphaned`, which must not import them
-TRAINING_ACTIONS = ("federated-train", "federated-predict")
+TRAIN, PREDICT = "federated-train", "federated-predict"
+TRAINING_ACTIONS = (TRAIN, PREDICT)
 DEFAULT_IDLE_TIMEOUT = 120.0
 
 

@@ -741,6 +741,10 @@ def retry(
     """
     with node.store.read() as session:
         row = session.get(JobRow, job_id)
+        if row is not None and row.action == ms.PREDICT and row.role == ms.INITIATOR:
+            raise UsageError(f"job {job_id} is a prediction: predictions are not retried",
+                             hint="run `dataspace predict` again with the same --model and "
+                             "--rows")
         if row is None or row.action not in ms.ACTIONS or row.role != ms.INITIATOR:
             raise NotFound(
                 f"no multi-party job {job_id!r} started by this node",

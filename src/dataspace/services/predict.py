@@ -27,7 +27,6 @@ multiplication.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import threading
@@ -515,13 +514,19 @@ def run_predict(
     agreements = {str(p["peer"]): str(p["agreement_id"]) for p in trained["participants"] or []}
     own_ds, common, per_peer = None, None, {}
     for peer in spec.parties[1:]:
+        why = []
         for align in rows:
-            with contextlib.suppress(UsageError):
+            try:
                 ds, positions = training._aligned(node, align, peer)
-                per_peer[peer] = (align, positions)
-                break
+            except UsageError as exc:  # another peer's align job, or no align job at all
+                why.append(exc.message)
+                continue
+            per_peer[peer] = (align, positions)
+            break
         else:
-            raise UsageError(f"none of the align jobs {list(rows)} was run with {peer}")
+            raise UsageError(f"no align job for {peer} among {list(rows)}: " + "; ".join(why),
+                             hint=f"run `dataspace psi --with {peer} --reveal align` on the "
+                             "rows to score, and pass its job id with --rows")
         training._same_dataset(own_ds, ds)
         own_ds = own_ds or ds
         common = positions if common is None else np.intersect1d(common, positions)
