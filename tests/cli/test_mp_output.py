@@ -100,3 +100,25 @@ def test_a_failed_step_is_said_once() -> None:
         "grid: failed [FAILED]")
     assert _step_line({"node": "tax", "name": "open", "state": "done"}, "RUNNING") == (
         "tax: open done [RUNNING]")
+
+
+def test_job_show_prints_a_result_as_lines_and_a_prediction_as_a_multi_party_job(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It printed the result as a Python dict, and a prediction as a query ("sql: None")."""
+    from dataspace.services import jobs, predict
+
+    view = {"id": "job-p", "action": "federated-predict", "role": "initiator",
+            "state": "SUCCEEDED", "attempt": 1, "peer": "tax-bureau,grid",
+            "progress": {"done": 3, "total": 3}, "steps": [], "params": {}, "error": None,
+            "result": {"rows": 120, "scores_file": "scores/job-p.parquet", "model": "m-1",
+                       "per_peer": [{"peer": "grid", "rows": 120}], "note": None}}
+    monkeypatch.setattr(jobs, "get_job", lambda node, job_id: {**view, "sql": None})
+    monkeypatch.setattr(predict, "get_job", lambda node, job_id: view)
+    assert cli("init", tmp_path / "n", "--name", "bank").exit_code == 0
+    shown = cli("--node", tmp_path / "n", "job", "show", "job-p")
+    assert shown.exit_code == 0, shown.stderr
+    out = shown.stdout
+    assert "federated-predict" in out and "sql:" not in out and "{'" not in out
+    assert "rows: 120" in out and "scores_file: scores/job-p.parquet" in out
+    assert 'per_peer: [{"peer": "grid", "rows": 120}]' in out and "note" not in out

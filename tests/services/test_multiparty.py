@@ -483,6 +483,27 @@ def test_a_failure_names_its_job_in_the_details_and_the_retry_hint() -> None:
     assert denied.details["job_id"] == "job-3" and "job-3" not in str(denied.hint)
 
 
+def test_ctrl_c_cancels_a_job_rather_than_reporting_a_crash() -> None:
+    from dataspace.services.mp_initiator import run_or_fail
+
+    recorded: list[DataspaceError] = []
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(MultipartyFailed) as info:
+        run_or_fail(interrupted, recorded.append, "training")
+    assert recorded == [info.value]
+    assert info.value.message == "training was cancelled by its initiator (interrupted)"
+    assert info.value.details["cause"] == "cancelled"
+
+    def broken() -> None:
+        raise ZeroDivisionError("x")
+
+    with pytest.raises(MultipartyFailed, match=r"training stopped unexpectedly \(Zero"):
+        run_or_fail(broken, recorded.append, "training")
+
+
 def test_a_restarted_server_fails_the_jobs_it_served_and_leaves_the_ones_it_started(
     tax: Any,
 ) -> None:

@@ -820,3 +820,25 @@ def test_a_peer_key_goes_with_on_and_names_a_provider(env: dict[str, Any]) -> No
         training.start_train(env["bank"], agreements=[env["agreement"]], model="vlr",
                              label="y", features={}, on="credit_code:uscc", dataset="own",
                              peer_keys={"grid": "uscc"})
+
+
+def test_a_label_that_is_not_zero_or_one_names_what_it_holds(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said "must hold 0 and 1" and no more: which values, and what to do instead."""
+    from dataspace.services import jobs, training
+
+    bank = env["bank"]
+    rows = ["credit_code,loans,y"] + [f"C{i:05d},{i % 7},{i % 2}" for i in range(ROWS)]
+    (tmp_path / "own.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    datasets.add(bank, tmp_path / "own.csv", name="own", actor="test")
+    monkeypatch.setattr(training, "_aligned", lambda *_args: ("own", np.arange(ROWS)))
+    job = training.start_train(bank, agreements=[env["agreement"]], label="loans",
+                               features={BANK: ["y"], TAX: COLUMNS}, align=[uuid.uuid4().hex],
+                               contribution=False)
+    with bank.store.read() as session:
+        own = jobs._dataset(bank, session, "own")
+    with pytest.raises(UsageError) as info:
+        training._own_local(bank, own, job)
+    assert "must hold 0 and 1 only; it also holds 2, 3, 4, 5, 6" in info.value.message
+    assert "--model vlinreg" in str(info.value.hint)

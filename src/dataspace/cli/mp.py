@@ -7,6 +7,7 @@ elsewhere (the API, another terminal) by polling this node's view of it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -298,8 +299,12 @@ def print_view(view: dict[str, Any]) -> None:
         console.print(f"engine {escape(str(engine))}, mode {escape(str(mode))}")
     if view.get("error"):
         console.print(f"[red]{escape(str(view['error'].get('message')))}[/red]")
-    if view.get("result"):
-        console.print(escape(str(view["result"])))
+    for name, value in (view.get("result") or {}).items():
+        if value is None:
+            continue
+        shown = (json.dumps(value, ensure_ascii=False, default=str)
+                 if isinstance(value, dict | list) else str(value))
+        console.print(f"{escape(name)}: {escape(shown[:300])}")
     rows = [
         [e.get("node"), e.get("step"), e.get("name"), e.get("state"), e.get("at", "")[11:19]]
         for e in view.get("steps") or []

@@ -185,15 +185,20 @@ def list_(
     )
 
 
+#: jobs shown with every node's step events (a prediction's view has no SQL, rows or hash)
+MULTI_PARTY = ("psi", "secure-aggregate", "federated-train", "federated-predict")
+
+
 @job_app.command("show")
 def show(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:
     """One job: its SQL, decision, outcome and metadata."""
     view = jobs.get_job(node(ctx), job_id)
-    if view["action"] in ("psi", "secure-aggregate", "federated-train") and not as_json:
+    if view["action"] in MULTI_PARTY and not as_json:
         from dataspace.cli.mp import print_view
-        from dataspace.services import multiparty, training
+        from dataspace.services import multiparty, predict, training
 
-        read = training.get_job if view["action"] == "federated-train" else multiparty.get_job
+        read = {"federated-train": training.get_job,
+                "federated-predict": predict.get_job}.get(view["action"], multiparty.get_job)
         print_view(read(node(ctx), job_id))  # with every node's step events
         return
     if as_json:

@@ -285,7 +285,9 @@ def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 def _headline(metrics: dict[str, Any]) -> Any:
     """The list's one metric: AUC, or the MAE of a regression (vlinreg)."""
-    return metrics.get("auc") if metrics.get("mae") is None else f"mae {metrics['mae']:.4g}"
+    if metrics.get("mae") is not None:
+        return f"mae {metrics['mae']:.4g}"
+    return f"{metrics['auc']:.4f}" if isinstance(metrics.get("auc"), float | int) else None
 
 
 def retry(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:

@@ -239,7 +239,12 @@ def run_or_fail(run: Callable[[], R], fail: Callable[[DataspaceError], None], wh
         fail(exc)
         raise
     except BaseException as exc:
-        err = MultipartyFailed(f"{what} stopped unexpectedly ({type(exc).__name__}: {exc})")
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: the user's wish, not a crash
+            err = MultipartyFailed(f"{what} was cancelled by its initiator (interrupted)",
+                                   hint="start it again with `dataspace job retry`",
+                                   cause="cancelled")
+        else:
+            err = MultipartyFailed(f"{what} stopped unexpectedly ({type(exc).__name__}: {exc})")
         fail(err)
         raise err from exc
 

@@ -564,7 +564,13 @@ def _own_local(node: Node, dataset: Any, job: TrainJob) -> Local:
             raise UsageError(f"the target column {job.label} has missing or infinite values")
         return Local(block, labels)
     if not np.isin(labels, (0.0, 1.0)).all():
-        raise UsageError(f"the label column {job.label} must hold 0 and 1")
+        found = np.unique(labels[~np.isin(labels, (0.0, 1.0))])
+        shown = ", ".join(f"{v:g}" for v in found[:5]) + (" …" if found.size > 5 else "")
+        raise UsageError(
+            f"the label column {job.label} must hold 0 and 1 only; it also holds {shown}",
+            hint="a classifier (vlr, vgbdt) needs a 0/1 label: recode it, or train a "
+            "continuous target with --model vlinreg",
+        )
     fit, test = split_rows(job.spec.rows, job.spec.holdout, job.spec.seed)
     for rows, what in ((fit, "training"), (test, "held-out")):
         if np.unique(labels[rows]).size < 2:
