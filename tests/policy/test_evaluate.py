@@ -350,6 +350,13 @@ def test_time_window() -> None:
     decision = evaluate(window, req(now=NOW))
     assert decision.enforcement is not None
     assert decision.enforcement.expires_at == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+    # a refusal says what the window means, not only that a comparison failed
+    early, late = (evaluate(window, req(now=datetime(y, 12, 31, 16, 0, tzinfo=UTC)))
+                   for y in (2024, 2026))
+    [before] = [r.message for r in early.reasons if r.left == "dateTime" and not r.held]
+    [after] = [r.message for r in late.reasons if r.left == "dateTime" and not r.held]
+    assert "(use begins at 2026-01-01T00:00:00+08:00)" in before
+    assert "(use ended at 2027-01-01T00:00:00+08:00)" in after
 
 
 def test_expired_agreement_is_denied() -> None:

@@ -150,7 +150,18 @@ def _assignee(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcom
 
 def _date_time(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
     now: datetime = _fact(r.now, "the time (now)", c.left)
-    return Outcome(_order(c.operator, now, as_datetime(c.right)), now.isoformat())
+    bound = as_datetime(c.right)
+    held = _order(c.operator, now, bound)
+    # say what the comparison means: a lapsed agreement read "dateTime lteq ...: does not hold"
+    if held:
+        note = ""
+    elif c.operator in (Operator.LT, Operator.LTEQ):
+        note = f"use ended at {bound.isoformat()}"
+    elif c.operator in (Operator.GT, Operator.GTEQ):
+        note = f"use begins at {bound.isoformat()}"
+    else:
+        note = ""
+    return Outcome(held, now.isoformat(), note)
 
 
 def _elapsed(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outcome:
