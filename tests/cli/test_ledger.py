@@ -230,15 +230,10 @@ def test_prove_latest_picks_the_newest_entry_with_that_action(cli, tmp_path: Pat
     assert cli(*node, "ledger", "prove").exit_code == 2
 
 
-def _consistency_bundle(root: Path, old_size: int, out: Path) -> Path:
-    from dataspace.services import ledger
-    from dataspace.services.node import open_node
-
-    n = open_node(root)
-    try:
-        out.write_text(json.dumps(ledger.consistency_proof(n, old_size)), encoding="utf-8")
-    finally:
-        n.close()
+def _consistency_bundle(cli, root: Path, old_size: int, out: Path) -> Path:
+    result = cli("--node", root, "ledger", "prove", "--from", str(old_size), "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote consistency proof from size {old_size}" in result.stdout
     return out
 
 
@@ -259,16 +254,17 @@ def test_a_consistency_proof_is_checked_against_the_checkpoint_you_hold(
     cli(*fork, "token", "issue", "--name", "forged", "--role", "provider")
     assert cli(*fork, "ledger", "checkpoint").exit_code == 0  # the fork's own note at old_size
     cli(*fork, "token", "issue", "--name", "d", "--role", "consumer")
-    forked = _consistency_bundle(tmp_path / "fork", old_size, tmp_path / "forked.json")
+    forked = _consistency_bundle(cli, tmp_path / "fork", old_size, tmp_path / "forked.json")
 
     alone = cli("verify-proof", forked, "--key", key)
     assert alone.exit_code == 0, alone.stderr
     assert "bundle's own signed checkpoint" in alone.stdout  # says whose older log it is
     against = cli("verify-proof", forked, "--key", key, "--old-checkpoint", held)
     assert against.exit_code == VerificationError.exit_code
+    assert f"but your older checkpoint is of size {old_size} (root" in against.stderr
 
     cli(*node, "token", "issue", "--name", "e", "--role", "consumer")
-    honest = _consistency_bundle(tmp_path / "n", old_size, tmp_path / "honest.json")
+    honest = _consistency_bundle(cli, tmp_path / "n", old_size, tmp_path / "honest.json")
     result = cli("verify-proof", honest, "--key", key, "--old-checkpoint", held, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["old_checkpoint"] == "held"
@@ -295,6 +291,29 @@ def test_bad_proof_files_and_out_paths_are_clear_errors(cli, tmp_path: Path) -> 
         assert says in result.stderr and "Traceback" not in result.stderr
     result = cli(*node, "ledger", "prove", "0", "--out", tmp_path / "nowhere" / "p.json")
     assert result.exit_code == InputError.exit_code and "cannot write" in result.stderr
+    (tmp_path / "list.json").write_text("[]")  # JSON, but no bundle: the file, not the proof
+    result = cli("verify-proof", tmp_path / "list.json", "--key", key)
+    assert result.exit_code == InputError.exit_code
+    assert "a proof bundle is a JSON object; this file holds list" in result.stderr
+    for args, says in ((("ledger", "prove"), "give one of: an entry index"),
+                       (("ledger", "prove", "1", "--from", "2"), "give one of"),
+                       (("ledger", "prove", "--", "-1"), "entry index -1 is negative")):
+        result = cli(*node, *args)
+        assert result.exit_code == 2 and says in result.stderr, (args, result.stderr)
+
+
+def test_a_bundle_without_its_payload_says_the_payload_was_not_checked(
+    cli, tmp_path: Path
+) -> None:
+    node = _node(cli, tmp_path)
+    out = tmp_path / "proof.json"
+    cli(*node, "ledger", "prove", "1", "--out", out)
+    bundle = json.loads(out.read_text())
+    bundle["payload"] = None  # the format allows a payload withheld
+    out.write_text(json.dumps(bundle))
+    result = cli("verify-proof", out, "--key", tmp_path / "n" / "keys" / "node.pub")
+    assert result.exit_code == 0, result.stderr
+    assert "its payload was withheld and is not checked" in " ".join(result.stdout.split())
 
 
 def test_a_page_past_the_end_of_the_log_is_empty(cli, tmp_path: Path) -> None:

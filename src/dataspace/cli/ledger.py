@@ -118,20 +118,33 @@ def prove(
         None, "--latest", help="Prove the newest entry with this action, e.g. job.completed."
     ),
     out: Path = typer.Option(None, "--out", "-o", help="Write the bundle here instead of stdout."),
+    since: int = typer.Option(
+        None, "--from", metavar="SIZE", help="Prove instead that the log extends its log of "
+        "SIZE entries unchanged (a consistency proof, to the latest checkpoint)."
+    ),
 ) -> None:
-    """Write an offline-verifiable inclusion proof for one entry."""
+    """Write an offline-verifiable proof of an entry, or (--from) of the log's consistency."""
     n = node(ctx)
-    if (index is None) == (latest is None):
-        raise UsageError("give an entry index or --latest ACTION", hint="not both")
-    if latest is not None:
-        index = ledger.latest_index(n, latest)
-    bundle = ledger.inclusion_proof(n, index)
+    given = sum(x is not None for x in (index, latest, since))
+    if given != 1:
+        raise UsageError("give one of: an entry index, --latest ACTION, --from SIZE",
+                         hint="e.g. `dataspace ledger prove 3`, `--latest job.completed`, or "
+                         "`--from 120` (the size of a checkpoint you hold)")
+    if index is not None and index < 0:
+        raise UsageError(f"entry index {index} is negative", hint="entries count from 0")
+    if since is not None:
+        bundle, what = ledger.consistency_proof(n, since), f"consistency proof from size {since}"
+    else:
+        if latest is not None:
+            index = ledger.latest_index(n, latest)
+        assert index is not None
+        bundle, what = ledger.inclusion_proof(n, index), f"inclusion proof for entry {index}"
     text = json.dumps(bundle, ensure_ascii=False, indent=2) + "\n"
     if out is None:
         print(text, end="")
     else:
         write_out(out, text)
-        console.print(f"wrote inclusion proof for entry {index} to {escape(str(out))}")
+        console.print(f"wrote {what} to {escape(str(out))}")
 
 
 def _read_note(path: Path) -> str:

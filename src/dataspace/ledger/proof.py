@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.errors import (
     DataspaceError,
+    InputError,
     LedgerTampered,
     NotFound,
     ProofError,
@@ -169,6 +170,7 @@ class VerifiedEntry:
             f"entry {self.index} ({self.entry.get('action')}) is in {self.origin}'s log "
             f"of {self.tree_size} entries, checkpoint signed by {', '.join(self.signed_by)}"
             + _witnessed(self.cosigned_by)
+            + ("; its payload was withheld and is not checked" if self.payload is None else "")
         )
 
 
@@ -228,7 +230,11 @@ def verify_bundle(
     """Verify a bundle of either kind, chosen by its ``format``; ``old_checkpoint`` (a note
     the caller holds) is the older side of a consistency bundle. With ``witnesses``, the
     bundle's checkpoint must carry valid cosignatures by ``quorum`` of them (default: all)."""
-    fmt = bundle.get("format") if isinstance(bundle, Mapping) else None
+    if not isinstance(bundle, Mapping):  # the file's shape, not a failed proof
+        raise InputError("a proof bundle is a JSON object; this file holds "
+                         f"{type(bundle).__name__}",
+                         hint="pass a file written by `dataspace ledger prove`")
+    fmt = bundle.get("format")
     result: VerifiedEntry | VerifiedConsistency
     if fmt == INCLUSION_FORMAT:
         if old_checkpoint is not None:
@@ -312,7 +318,12 @@ def verify_consistency_bundle(
         if old.origin != new.origin:
             raise ProofError(f"the checkpoints name different logs: {old.origin!r}, {new.origin!r}")
         if (old.size, old.root) != (old_size, old_root):
-            raise ProofError("old_size / old_root differ from the older signed checkpoint")
+            held = "your" if old_checkpoint is not None else "the bundle's"
+            raise ProofError(
+                f"the bundle proves from size {old_size} (root {b64encode(old_root)}), but "
+                f"{held} older checkpoint is of size {old.size} (root {b64encode(old.root)})",
+                hint=f"ask the node for a consistency proof from size {old.size}",
+            )
     merkle.verify_consistency(old_size, new.size, _hashes(bundle), old_root, new.root)
     return VerifiedConsistency(
         old_size, old_root, old_note is not None, new, signed.verified_by,
