@@ -177,6 +177,20 @@ def test_a_replaced_signing_key_is_caught_even_with_every_checkpoint_dropped(
     assert "p1.json does not hold a public key" in result.stderr and "format" not in result.stderr
 
 
+def test_a_public_key_file_that_is_not_the_private_keys_half_stops_the_node(
+    cli, tmp_path: Path
+) -> None:
+    """Only node.pub swapped: every checkpoint then failed to open and `ledger verify` told
+    the operator not to trust the log, which was intact."""
+    node = _node(cli, tmp_path)
+    assert cli("init", tmp_path / "other", "--name", "bank-a").exit_code == 0
+    shutil.copy(tmp_path / "other" / "keys" / "node.pub", tmp_path / "n" / "keys" / "node.pub")
+    result = cli(*node, "ledger", "verify")
+    assert result.exit_code == 2
+    assert "keys/node.pub is not the public key of" in result.stderr
+    assert "entry 0 (node.created)" in result.stderr
+
+
 def test_an_auditor_verifies_a_copy_of_the_database_with_the_published_key_alone(
     cli, tmp_path: Path
 ) -> None:

@@ -255,6 +255,7 @@ def open_node(root: Path | str | None) -> Node:
             raise UsageError(f"node at {root} has lost its key file {key_file}",
                              hint="restore the node's keys/ folder from its backup")
     node = Node(root, config, Limits(config.get("limits")))
+    _check_key_pair(node)
     _clean_scratch(node)
     try:
         _bring_schema_up_to_date(node)
@@ -262,6 +263,22 @@ def open_node(root: Path | str | None) -> Node:
         node.close()
         raise
     return node
+
+
+def _check_key_pair(node: Node) -> None:
+    """keys/node.pub is the public half of keys/node.key: a node whose files disagree signs
+    checkpoints its own published key does not open, and every verify would blame the log."""
+    try:
+        published = node.verifier_key()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {node.root / PUB_FILE}: {exc}",
+                         hint="restore the node's keys/ folder from its backup") from None
+    if published != node.signer.verifier_key():
+        raise UsageError(
+            f"{node.root / PUB_FILE} is not the public key of {node.root / KEY_FILE}",
+            hint="restore the node's keys/ folder from its backup; the public key the node "
+            "published at its creation is in its ledger's entry 0 (node.created)",
+        )
 
 
 #: node.toml's tables and the type of each key this version reads from them.
