@@ -103,7 +103,7 @@ def test_empty_tree_root_is_hash_of_nothing() -> None:
 def test_failed_check_is_named_after_the_rfc_step() -> None:
     tree = merkle.MemoryTree([merkle.leaf_hash(bytes([i])) for i in range(5)])
     proof = merkle.inclusion_proof(1, 5, tree.subtree)
-    with pytest.raises(ProofError, match=r"2\.1\.3\.2 step 5"):
+    with pytest.raises(ProofError, match=r"§2\.1\.3\.2 step 5"):
         merkle.verify_inclusion(merkle.leaf_hash(b"x"), 1, 5, proof, tree.root())
     with pytest.raises(ProofError, match=r"2\.1\.3\.2 step 1"):
         merkle.verify_inclusion(merkle.leaf_hash(b"x"), 5, 5, proof, tree.root())

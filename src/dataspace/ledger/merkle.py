@@ -178,13 +178,15 @@ def verify_inclusion(
         _check_hash(p, f"proof hash {i}")
     # 1. leaf_index must be below tree_size.
     if not 0 <= index < size:
-        raise ProofError(f"2.1.3.2 step 1: leaf index {index} is not below tree size {size}")
+        raise ProofError(f"leaf index {index} is not below tree size {size} "
+                         "(RFC 9162 §2.1.3.2 step 1)")
     # 2.-3.
     fn, sn, r = index, size - 1, leaf
     # 4.
     for p in proof:
         if sn == 0:  # 4a
-            raise ProofError("2.1.3.2 step 4a: the proof is longer than the path to the root")
+            raise ProofError("the inclusion proof is longer than the path from the entry to "
+                             "the root (RFC 9162 §2.1.3.2 step 4a)")
         if fn & 1 or fn == sn:  # 4b
             r = node_hash(p, r)
             if not fn & 1:
@@ -197,9 +199,12 @@ def verify_inclusion(
         sn >>= 1
     # 5.
     if sn != 0:
-        raise ProofError("2.1.3.2 step 5: the proof is shorter than the path to the root")
+        raise ProofError("the inclusion proof is shorter than the path from the entry to the root "
+                         "(RFC 9162 §2.1.3.2 step 5)")
     if r != root_hash:
-        raise ProofError("2.1.3.2 step 5: the computed root does not match the root hash")
+        raise ProofError("the inclusion proof does not lead from the entry to the checkpoint's "
+                         "root: the entry, the proof or the root was changed "
+                         "(RFC 9162 §2.1.3.2 step 5)")
 
 
 def verify_consistency(
@@ -225,7 +230,7 @@ def verify_consistency(
         _check_hash(p, f"proof hash {i}")
     # 1.
     if not proof:
-        raise ProofError("2.1.4.2 step 1: the consistency proof is empty")
+        raise ProofError("the consistency proof is empty (RFC 9162 §2.1.4.2 step 1)")
     path = list(proof)
     # 2.
     if size1 & (size1 - 1) == 0:
@@ -241,7 +246,8 @@ def verify_consistency(
     # 6.
     for c in path[1:]:
         if sn == 0:  # 6a
-            raise ProofError("2.1.4.2 step 6a: the proof is longer than the path to the root")
+            raise ProofError("the consistency proof is longer than the path to the root "
+                             "(RFC 9162 §2.1.4.2 step 6a)")
         if fn & 1 or fn == sn:  # 6b
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
@@ -255,11 +261,15 @@ def verify_consistency(
         sn >>= 1
     # 7.
     if sn != 0:
-        raise ProofError("2.1.4.2 step 7: the proof is shorter than the path to the root")
+        raise ProofError("the consistency proof is shorter than the path to the root "
+                         "(RFC 9162 §2.1.4.2 step 7)")
     if fr != root1:
-        raise ProofError("2.1.4.2 step 7: the computed first root does not match root1")
+        raise ProofError("the consistency proof does not lead to the older log's root: the "
+                         "older log is not the one proven from (RFC 9162 §2.1.4.2 step 7)")
     if sr != root2:
-        raise ProofError("2.1.4.2 step 7: the computed second root does not match root2")
+        raise ProofError("the consistency proof does not lead to the newer log's root: the "
+                         "newer log does not extend the older one unchanged "
+                         "(RFC 9162 §2.1.4.2 step 7)")
 
 
 class MemoryTree:
