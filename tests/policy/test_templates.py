@@ -31,6 +31,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "dp-stats": {"epsilon": 2.0, "delta": 1e-6, "fields": "income,district"},
     "psi-only": {"max_peer_set": 200_000},
     "federated-train": {"epsilon": "3"},
+    "secure-aggregate": {"epsilon": "2", "min_group_size": 3},
     "raw-transfer": {"expires": EXPIRES.isoformat(), "fields": ["income"]},
 }
 # a request each template allows
@@ -42,6 +43,8 @@ GOOD: dict[str, dict[str, Any]] = {
     "psi-only": {"action": "psi", "output": "aggregate-only"},
     "federated-train": {"action": "federated-train", "output": "aggregate-only",
                         "epsilon": 1, "epsilon_spent": 0},
+    "secure-aggregate": {"action": "secure-aggregate", "output": "aggregate-only",
+                         "epsilon": 1, "epsilon_spent": 0, "fields": {"income"}},
     "raw-transfer": {"action": "transfer", "fields": {"income"}, "output": "raw"},
 }
 FACTS = {"purpose": "credit-risk", "region": "CN-31", "jobs_run": 3, "now": NOW,
@@ -55,7 +58,7 @@ def _build(name: str) -> Policy:
 def test_every_template_is_listed_with_a_description() -> None:
     names = [t.name for t in list_templates()]
     assert names == ["aggregate-only", "dp-stats", "psi-only", "federated-train",
-                     "raw-transfer"]
+                     "secure-aggregate", "raw-transfer"]
     assert all(t.description and "\n" not in t.description for t in list_templates())
     assert set(PARAMS) == set(names)
 

@@ -176,6 +176,15 @@ def _federated_train(p: Mapping[str, Any]) -> Policy:
     return _offer(p, "federated-train", specific)
 
 
+def _secure_aggregate(p: Mapping[str, Any]) -> Policy:
+    specific = [_c("output", Operator.EQ, "aggregate-only")]
+    if p.get("epsilon") is not None:
+        specific.append(_c("epsilon", Operator.LTEQ, p["epsilon"]))
+    if p.get("min_group_size") is not None:
+        specific.append(_c("minGroupSize", Operator.GTEQ, p["min_group_size"]))
+    return _offer(p, "secure-aggregate", specific)
+
+
 def _raw_transfer(p: Mapping[str, Any]) -> Policy:
     return _offer(p, "transfer", [_c("output", Operator.LTEQ, p["output"])])
 
@@ -201,6 +210,11 @@ TEMPLATES: Mapping[str, Template] = {
         Template("federated-train", "federated training only; only model updates leave",
                  (Param("epsilon", "positive", "optional total ε for DP training"), *_COMMON),
                  _federated_train),
+        Template("secure-aggregate", "secure aggregation only; only a masked sum leaves",
+                 (Param("epsilon", "positive", "optional total ε for DP sums (each party "
+                        "noises its own vector)"),
+                  Param("min_group_size", "int", "least rows a party sums (default: no floor)"),
+                  *_COMMON), _secure_aggregate),
         Template("raw-transfer", "rows leave through a DSP transfer until an expiry",
                  (Param("expires", "datetime", "last moment of use, ISO 8601 with offset",
                         True),
