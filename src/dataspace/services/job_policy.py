@@ -74,7 +74,6 @@ class _Dataset:
         return [c for c in self.columns if c in self.identifiers]
 
 
-
 def _dataset(node: Node, session: Session, key: str, *, mine: bool = False) -> _Dataset:
     """The dataset ``key`` (id or name): an agreed one, or, ``mine``, one the caller named as
     its own (a PSI or FedAvg initiator's --dataset), whose absence is the caller's to fix."""

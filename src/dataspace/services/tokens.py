@@ -52,7 +52,6 @@ def _info(row: ApiToken) -> TokenInfo:
     return TokenInfo(row.id, row.name, row.role, utc(row.created_at), revoked)
 
 
-
 def issue_in(session: Session, *, name: str, role: str, actor: str) -> str:
     """Issue a token inside the caller's transaction; returns the secret."""
     if role not in ROLES:

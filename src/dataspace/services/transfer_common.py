@@ -84,7 +84,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as data:

@@ -21,7 +21,6 @@ starts over (trust on first use) — it then vouches only for what it saw since.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,7 @@ from dataspace.errors import (
     UsageError,
 )
 from dataspace.identity.membership import Member
-from dataspace.identity.note import MAX_SIGNATURES, parse_note, strict_b64decode
+from dataspace.identity.note import MAX_SIGNATURES, b64encode, parse_note, strict_b64decode
 from dataspace.ledger import log, merkle
 from dataspace.ledger.checkpoint import open_checkpoint, peek_checkpoint
 from dataspace.ledger.cosignature import CosignatureVerifier, Cosigner
@@ -63,7 +62,7 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
     ``n`` is a :class:`Conflict` (409) whose details carry the right one, so the caller can
     prove from there; a proof that does not verify is refused and nothing is cosigned."""
     old_size, proof, note = _request(body)
-    refusal: tuple[ProofError, int, bytes] | None = None
+    refused: ProofError | None = None
     signed = open_checkpoint(note, [caller.verifier])
     cp = signed.checkpoint
     if cp.origin != log_origin(caller.name):
@@ -88,22 +87,19 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
                            f"({known}): a log does not shrink", size=known)
         if known > 0:
             assert row is not None
-            cosigned_root = bytes(row.root_hash)
             try:
-                merkle.verify_consistency(known, cp.size, proof, cosigned_root, cp.root)
-            except ProofError as exc:
-                refusal = (exc, known, cosigned_root)
+                merkle.verify_consistency(known, cp.size, proof, bytes(row.root_hash), cp.root)
+            except ProofError as exc:  # entered (the evidence) and committed, then refused
+                refused = exc
+                log.append(session, actor=f"peer:{caller.name}", action=REFUSED_ACTION, payload={
+                    "log": cp.origin, "member": caller.name, "reason": exc.message,
+                    "forked": known == cp.size,  # one size, two signed roots
+                    "cosigned_size": known, "cosigned_root": b64encode(bytes(row.root_hash)),
+                    "size": cp.size, "root": b64encode(cp.root), "checkpoint": note,
+                })
         elif proof:  # from the empty tree (or none seen) there is nothing to prove
             raise InputError("a checkpoint extending the empty tree needs no consistency proof")
-        if refusal is not None:  # entered and committed, then refused
-            error, cosigned_size, cosigned_root = refusal
-            log.append(session, actor=f"peer:{caller.name}", action=REFUSED_ACTION, payload={
-                "log": cp.origin, "member": caller.name, "reason": error.message,
-                "forked": cosigned_size == cp.size,  # one size, two signed roots
-                "cosigned_size": cosigned_size, "cosigned_root": _b64(cosigned_root),
-                "size": cp.size, "root": _b64(cp.root), "checkpoint": note,
-            })
-        else:
+        if refused is None:
             if row is not None:
                 row.size, row.root_hash, row.updated_at = cp.size, cp.root, datetime.now(UTC)
             else:
@@ -116,16 +112,12 @@ def add_checkpoint(node: Node, caller: Member, body: Any) -> dict[str, Any]:
                 actor=f"peer:{caller.name}",
                 action=COSIGNED_ACTION,
                 payload={"log": cp.origin, "member": caller.name, "old_size": known,
-                         "size": cp.size, "root": _b64(cp.root), "time": timestamp,
+                         "size": cp.size, "root": b64encode(cp.root), "time": timestamp,
                          "checkpoint": note},
             )
-    if refusal is not None:
-        raise refusal[0]
+    if refused is not None:
+        raise refused
     return {"cosignature": line, "size": cp.size, "witness": node.name}
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
 
 
 def _request(body: Any) -> tuple[int, list[bytes], str]:
@@ -218,7 +210,7 @@ def _proof(node: Node, old: int, size: int) -> list[str]:
         return []
     with node.store.read() as session:
         hashes = log.consistency_proof(session, old, size)
-    return [base64.b64encode(h).decode("ascii") for h in hashes]
+    return [b64encode(h) for h in hashes]
 
 
 def _check_line(node: Node, witness: str, note: str, line: str) -> None:
