@@ -308,6 +308,13 @@ def select_usage(
     return list(session.execute(query).scalars())
 
 
+def period_key(period: str) -> str:
+    """A period as bills store and look it up (``YYYY-MM``), from any form
+    :func:`parse_period` reads."""
+    start, _ = parse_period(period)
+    return f"{start.year:04d}-{start.month:02d}"
+
+
 def statement(
     session: Session,
     *,
@@ -317,8 +324,7 @@ def statement(
 ) -> Statement:
     """The statement of the usage records matching every filter given."""
     if period is not None:
-        start, _ = parse_period(period)
-        period = f"{start.year:04d}-{start.month:02d}"  # as bills store and look it up
+        period = period_key(period)
     rows = select_usage(session, agreement_id=agreement_id, period=period, consumer=consumer)
     return Statement(agreement_id, consumer, period, [record_view(r) for r in rows])
 

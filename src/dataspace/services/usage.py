@@ -27,7 +27,7 @@ from dataspace.metering import (
 from dataspace.metering import reconcile as _reconcile
 from dataspace.metering import statement as _statement
 from dataspace.metering.reconcile import checked_bill
-from dataspace.metering.statements import Bill, carry_of, select_usage, unbilled
+from dataspace.metering.statements import Bill, carry_of, period_key, select_usage, unbilled
 from dataspace.services.node import Node, default_actor
 from dataspace.store.models_contracts import ContractAgreementRow
 from dataspace.store.models_metering import Bill as BillRow
@@ -144,8 +144,7 @@ def issued_bills(
     when, ledger entry, lines and amounts due — each read from a document checked against
     its ledger entry (an edited one is a VerificationError, never shown as issued)."""
     if period is not None:
-        start, _ = parse_period(period)
-        period = f"{start.year:04d}-{start.month:02d}"
+        period = period_key(period)
     query = select(BillRow).order_by(BillRow.ledger_index)
     if agreement_id is not None:
         query = query.where(BillRow.agreement_id == agreement_id)
