@@ -509,9 +509,6 @@ def test_a_restarted_server_fails_the_jobs_it_served_and_leaves_the_ones_it_star
 ) -> None:
     """A provider or dealer killed mid-training kept its part RUNNING for good after it came
     back: no session, no watchdog, and the reaper read PSI and aggregation rows only."""
-    from dataspace.services import predict, train_party
-
-    assert (train_party.ACTION, predict.ACTION) == ms.TRAINING_ACTIONS
     node, agreements = tax
     psi = "job-served-psi-0001"
     mp_party.handle_step(node, "bank", _open(agreements["psi"], psi))

@@ -185,20 +185,19 @@ def list_(
     )
 
 
-#: jobs shown with every node's step events (a prediction's view has no SQL, rows or hash)
-MULTI_PARTY = ("psi", "secure-aggregate", "federated-train", "federated-predict")
-
-
 @job_app.command("show")
 def show(ctx: typer.Context, job_id: str, as_json: bool = JsonOption) -> None:
     """One job: its SQL, decision, outcome and metadata."""
     view = jobs.get_job(node(ctx), job_id)
-    if view["action"] in MULTI_PARTY and not as_json:
+    from dataspace.services import mp_store as ms
+
+    # multi-party jobs with every node's step events (a prediction's has no SQL, rows or hash)
+    if view["action"] in (*ms.ACTIONS, *ms.TRAINING_ACTIONS) and not as_json:
         from dataspace.cli.mp import print_view
         from dataspace.services import multiparty, predict, training
 
-        read = {"federated-train": training.get_job,
-                "federated-predict": predict.get_job}.get(view["action"], multiparty.get_job)
+        read = {ms.TRAIN: training.get_job,
+                ms.PREDICT: predict.get_job}.get(view["action"], multiparty.get_job)
         print_view(read(node(ctx), job_id))  # with every node's step events
         return
     if as_json:

@@ -56,8 +56,7 @@ __all__ = [
 INITIATOR, PARTICIPANT = "initiator", "provider"
 PSI, AGGREGATE = "psi", "secure-aggregate"
 ACTIONS = (PSI, AGGREGATE)
-# the training services' job actions (train_party.ACTION, predict.ACTION), named here for
-# :func:`fail_orphaned`, which must not import them
+# the training services' job actions (train_party.ACTION, predict.ACTION take them from here)
 TRAIN, PREDICT = "federated-train", "federated-predict"
 TRAINING_ACTIONS = (TRAIN, PREDICT)
 DEFAULT_IDLE_TIMEOUT = 120.0

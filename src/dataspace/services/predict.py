@@ -64,8 +64,8 @@ from dataspace.services.train_roles import Spec, sgb_params
 from dataspace.store.models_compute import JobRow
 
 PROTOCOL = "federated-predict"
-ACTION = "federated-predict"  # the job rows' action; agreements are checked for TRAIN_ACTION
-TRAIN_ACTION = "federated-train"
+ACTION = ms.PREDICT  # the job rows' action; agreements are checked for TRAIN_ACTION
+TRAIN_ACTION = ms.TRAIN
 OUTPUT = "aggregate-only"
 # what each family releases about a provider's rows (its policy's `output`, as in training)
 OUTPUTS = {"vlr": OUTPUT, "vlinreg": OUTPUT, "vgbdt": "pseudonymized"}

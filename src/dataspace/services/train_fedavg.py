@@ -64,7 +64,7 @@ from dataspace.services.train_columns import (
 from dataspace.store.models_compute import JobRow
 
 PROTOCOL = "fedavg"
-ACTION = "federated-train"
+ACTION = ms.TRAIN
 FAMILY = "fedavg"
 BINS = 256  # score histogram resolution for the overall AUC
 MAX_HOLDOUT = 0.5  # a provider keeps at least half its rows for training

@@ -55,7 +55,7 @@ from dataspace.services.train_roles import (
 )
 from dataspace.store.models_compute import JobRow
 
-ACTION = "federated-train"
+ACTION = ms.TRAIN
 DEALER = "dealer"
 FINISH_WAIT = 600.0
 
