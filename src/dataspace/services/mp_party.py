@@ -535,8 +535,17 @@ def _end_error(
     refunded = (refund and s.epsilon > 0 and s.party is not None
                 and not s.party.input_sent)
     _close(s)
-    with _REGISTRY:
-        _SESSIONS.pop(s.job_id, None)
+    try:
+        return _finish_error(node, s, exc, step=step, name=name, cause=cause, refunded=refunded)
+    finally:  # only once its end is committed: a session gone means a job ended for readers
+        with _REGISTRY:
+            _SESSIONS.pop(s.job_id, None)
+
+
+def _finish_error(
+    node: Node, s: _Session, exc: DataspaceError, *, step: int, name: str, cause: str | None,
+    refunded: bool,
+) -> bool:
     denied = isinstance(exc, PolicyDenied) or (exc.http_status in (403, 404) and step == 0)
     ending = [ms.event(node.name, step, name, "refused" if denied else "failed", code=exc.code)]
     usage = None
