@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,17 @@ class Job:
 
 
 # --- starting ------------------------------------------------------------------------------------
+
+
+def check_peer_keys(
+    peer_keys: Mapping[str, str] | None, links: Sequence[_Link], named: str = "peer_keys"
+) -> None:
+    """Every participant ``peer_keys`` (the option ``named``) names takes part: a misspelt
+    one's key would be ignored, and its column then not found."""
+    strangers = sorted(set(peer_keys or {}) - {link.peer for link in links})
+    if strangers:
+        raise UsageError(f"{named} names {', '.join(strangers)}, which takes no part",
+                         hint="participants: " + ", ".join(link.peer for link in links))
 
 
 def _peer_key(given: str | None, key: str, spec: KeySpec) -> str:
@@ -220,10 +231,7 @@ def start_psi(
             f"mode {mode!r} is two-party only; with {len(links)} participants the chain "
             "reveals the intersection to the initiator (mode me)",
         )
-    strangers = sorted(set(peer_keys or {}) - {link.peer for link in links})
-    if strangers:  # a misspelt participant's key would be ignored, and its column not found
-        raise UsageError(f"peer_keys names {', '.join(strangers)}, which takes no part",
-                         hint="participants: " + ", ".join(link.peer for link in links))
+    check_peer_keys(peer_keys, links)
     for link in links:
         link.key = _peer_key((peer_keys or {}).get(link.peer), key, spec)
         if KeySpec.parse(link.key).describe() != spec.describe():

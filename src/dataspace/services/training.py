@@ -218,10 +218,7 @@ def start_train(
     if on and not align:
         if not dataset:
             raise UsageError("--on needs --dataset (your dataset to align)")
-        strangers = sorted(set(peer_keys or {}) - {link.peer for link in links})
-        if strangers:
-            raise UsageError(f"--peer-key names {', '.join(strangers)}, which takes no part",
-                             hint="providers: " + ", ".join(link.peer for link in links))
+        multiparty.check_peer_keys(peer_keys, links, "--peer-key")
         for link in links:
             done = multiparty.run_psi(
                 node,
