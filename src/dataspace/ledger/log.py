@@ -377,14 +377,13 @@ def entries(session: Session, start: int = 0, limit: int = 100) -> list[LogRow]:
     rows = [_row(r.idx, r.leaf_hash, r.entry, r.payload) for r in session.execute(query)]
     for expected, row in enumerate(rows, start):
         if row.idx != expected:  # a page that skipped a row would read as a whole log
-            _missing(session, expected)
+            _missing(expected, total)
     if len(rows) < limit and start + len(rows) < total:
-        _missing(session, start + len(rows), total)
+        _missing(start + len(rows), total)
     return rows
 
 
-def _missing(session: Session, index: int, total: int | None = None) -> NoReturn:
-    total = size(session) if total is None else total
+def _missing(index: int, total: int) -> NoReturn:
     raise LedgerTampered(
         f"ledger entry {index} is missing from the state database, which says the log has "
         f"{total} entries: the stored log was edited",
@@ -411,12 +410,11 @@ def latest_with_action(session: Session, action: str) -> int | None:
 
 def get_entry(session: Session, index: int) -> LogRow:
     found = session.execute(_rows_query().where(LedgerEntry.idx == index)).first()
-    if found is None and 0 <= index < size(session):
-        _missing(session, index)
     if found is None:
-        raise NotFound(
-            f"ledger entry {index} does not exist", hint=f"the log has {size(session)} entries"
-        )
+        total = size(session)
+        if 0 <= index < total:
+            _missing(index, total)
+        raise NotFound(f"ledger entry {index} does not exist", hint=f"the log has {total} entries")
     return _row(found.idx, found.leaf_hash, found.entry, found.payload)
 
 

@@ -152,15 +152,10 @@ def _date_time(c: Constraint, r: Request, v: Vocabulary, enforce: bool) -> Outco
     now: datetime = _fact(r.now, "the time (now)", c.left)
     bound = as_datetime(c.right)
     held = _order(c.operator, now, bound)
-    # say what the comparison means: a lapsed agreement read "dateTime lteq ...: does not hold"
-    if held:
-        note = ""
-    elif c.operator in (Operator.LT, Operator.LTEQ):
-        note = f"use ended at {bound.isoformat()}"
-    elif c.operator in (Operator.GT, Operator.GTEQ):
-        note = f"use begins at {bound.isoformat()}"
-    else:
-        note = ""
+    # say what a refusal means: a lapsed agreement read "dateTime lteq ...: does not hold"
+    meaning = {Operator.LT: "ended", Operator.LTEQ: "ended", Operator.GT: "begins",
+               Operator.GTEQ: "begins"}.get(c.operator)
+    note = f"use {meaning} at {bound.isoformat()}" if meaning and not held else ""
     return Outcome(held, now.isoformat(), note)
 
 
